@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file quay/impl/compiler.h
+ * Compiler helpers shared by quay's inline headers. Internal: the names
+ * here may change between releases; do not use them in your code.
+ */
+#ifndef QUAY_IMPL_COMPILER_H
+#define QUAY_IMPL_COMPILER_H
+
+#if !defined(QUAY_RING_H)
+#error "include <quay/quay.h> or a module header, not quay/impl/compiler.h"
+#endif
+
+/* The size quay aligns shared hot fields to, so that fields written by
+ * different threads never share a cache line. 64 bytes on x86-64 and most
+ * arm64 parts; adjacent-line prefetch makes 128 better on some Intel parts,
+ * but we keep rings compact. Part of the ABI of the transparent structs. */
+#define QUAY_CACHELINE 64
+
+#define QUAYI_ALIGNED(n) __attribute__((aligned(n)))
+#define QUAYI_LIKELY(x) __builtin_expect(!!(x), 1)
+#define QUAYI_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define QUAYI_ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* QUAY_INLINE is how every inline function of the public API is declared.
+ * src/inline_export.c defines it as an exported external definition first,
+ * so that libquay also carries callable copies of the inline API for
+ * callers that cannot use C headers (FFI, dlsym). */
+#ifndef QUAY_INLINE
+#define QUAY_INLINE static inline
+#endif
+
+/* Tell the CPU we are spinning (saves power, yields the pipeline to the
+ * sibling hyperthread). */
+static inline void quayi_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
+#endif /* QUAY_IMPL_COMPILER_H */

@@ -1,0 +1,427 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file quay/impl/ring_inline.h
+ * Layout of struct quay_ring and the bodies of its inline functions.
+ * Included by quay/ring.h; do not include it directly.
+ *
+ * The algorithm (see docs/RING.md for the why):
+ *
+ *  - head and tail are free-running 63-bit positions (bit 63 of tail is
+ *    the "closed" mark in multi-producer mode). Position p lives in slot
+ *    p & mask.
+ *  - Each slot starts with a 64-bit sequence word seq followed by the
+ *    element. For position p the slot is
+ *        free for the producer of p   when seq == 2p
+ *        ready for the consumer of p  when seq == 2p + 1
+ *    and a consumer releases it to position p + capacity with
+ *    seq = 2(p + capacity). Doubling keeps "ready for p" and "free for
+ *    p + 1" apart even at capacity 1. All comparisons are on the signed
+ *    difference, so positions may wrap.
+ *  - A multi producer claims position p with a CAS on tail after seeing
+ *    the slot free; a single producer stores tail. Consumers mirror this
+ *    on head. The CAS (or store) orders nothing by itself: ownership of
+ *    the slot's contents passes only through seq (edges below).
+ *
+ * Labelled ordering edges:
+ *   R1 push: store-release seq = 2p+1 after writing the element
+ *      -> A1 pop: load-acquire seq; reads the element after.
+ *   R2 pop: store-release seq = 2(p+cap) after reading the element
+ *      -> A2 push: load-acquire seq; overwrites the slot after.
+ *   W1 push/pop: after R1/R2, a compiler barrier (plus a full fence when
+ *      membarrier(2) is unavailable), then a relaxed load of the other
+ *      side's waiter count -> pairs with the sleeper's membarrier S1 in
+ *      src/ring.c: either the sleeper sees our R1/R2, or we see its count.
+ *   C1 single-producer push: store tail (claim), barrier as W1, relaxed
+ *      load of closed -> pairs with the membarrier C2 in quay_ring_close:
+ *      either we see the close and retract the claim, or close's caller
+ *      (and every consumer that sees closed == 2) sees the claim.
+ */
+#ifndef QUAY_IMPL_RING_INLINE_H
+#define QUAY_IMPL_RING_INLINE_H
+
+#if !defined(QUAY_RING_H)
+#error "include <quay/ring.h>, not quay/impl/ring_inline.h"
+#endif
+
+/* Internal flag bits stored next to the public ones. */
+#define QUAYI_RING_F_FENCE 0x10000u  /* no membarrier: wakers use a full fence */
+#define QUAYI_RING_F_OWNED 0x20000u  /* allocated by quay_ring_create */
+
+#define QUAYI_RING_POS_MASK (~(uint64_t)0 >> 1)
+#define QUAYI_RING_CLOSED_BIT ((uint64_t)1 << 63)
+
+/* Values of quay_ring.closed. */
+#define QUAYI_RING_OPEN 0u
+#define QUAYI_RING_CLOSING 1u  /* close() has started */
+#define QUAYI_RING_CLOSED 2u   /* close() has fenced: tail is final */
+
+/*
+ * The ring. Transparent only so that push and pop inline into the caller:
+ * read-only for users, and its layout is part of the ABI (pinned by
+ * static asserts in src/ring.c). Every field is accessed with the
+ * __atomic builtins where threads share it (this header must also compile
+ * as C++, where <stdatomic.h> is not available before C++23).
+ */
+struct quay_ring {
+	/* Line 0: written by init only, apart from closed (written by close). */
+	uint64_t mask;            /* capacity - 1 */
+	unsigned char *slots;     /* capacity slots of stride bytes, 64-aligned */
+	uint32_t stride;          /* 8 (seq) + elem_size */
+	uint32_t elem_size;
+	uint32_t flags;           /* QUAY_RING_SP/SC and QUAYI_RING_F_* */
+	uint32_t closed;          /* QUAYI_RING_OPEN/CLOSING/CLOSED */
+
+	/* Producers' line: the next position to claim. In MP mode bit 63 is
+	 * set by close, so that a producer's CAS fails once it is closed. */
+	uint64_t tail QUAYI_ALIGNED(QUAY_CACHELINE);
+
+	/* Consumers' line: the next position to pop. */
+	uint64_t head QUAYI_ALIGNED(QUAY_CACHELINE);
+
+	/* Sleepers' line: read by every push/pop (one plain load), written
+	 * only by threads going to sleep and by wakers. */
+	uint32_t pop_waiters QUAYI_ALIGNED(QUAY_CACHELINE);
+	uint32_t pop_event;       /* futex word consumers sleep on */
+	uint32_t push_waiters;
+	uint32_t push_event;      /* futex word producers sleep on */
+} QUAYI_ALIGNED(QUAY_CACHELINE);
+
+/* Out-of-line slow paths (src/ring.c). */
+
+/* Wake every thread sleeping on *event. */
+QUAY_API void quayi_ring_wake(uint32_t *event);
+
+/* Called when the slot at head is not ready (need elements wanted): tells
+ * a plain empty ring (-EAGAIN) from a closed one that can never yield
+ * need more elements (-EPIPE). */
+QUAY_API int quayi_ring_pop_status(const struct quay_ring *r, uint64_t head, uint64_t need);
+
+/* Test hook: move an empty, unused ring to position pos (so tests can
+ * start next to the wrap-around). Returns -EINVAL unless quiescent and
+ * empty. Not part of the API. */
+QUAY_API int quayi_ring_test_set_position(struct quay_ring *r, uint64_t pos);
+
+static inline unsigned char *
+quayi_ring_slot(const struct quay_ring *r, uint64_t pos)
+{
+	return r->slots + (size_t)(pos & r->mask) * r->stride;
+}
+
+static inline uint64_t *
+quayi_ring_seq(unsigned char *slot)
+{
+	return (uint64_t *)(void *)slot;
+}
+
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_copy(const struct quay_ring *r, void *dst, const void *src)
+{
+	if (r->elem_size == 8) {          /* the hot case: one 8-byte move */
+		uint64_t v;
+		memcpy(&v, src, 8);
+		memcpy(dst, &v, 8);
+	} else {
+		memcpy(dst, src, r->elem_size);
+	}
+}
+
+/* The fast side of W1 and C1: a compiler barrier, which membarrier(2) on
+ * the slow side upgrades to a full barrier; a real fence without it. */
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_fast_barrier(const struct quay_ring *r)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (QUAYI_UNLIKELY(r->flags & QUAYI_RING_F_FENCE))
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* W1: after publishing, wake sleepers on the other side if there are any.
+ * Relaxed: ordered by quayi_ring_fast_barrier against the sleeper's S1. */
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_wake_if_waiting(struct quay_ring *r, const uint32_t *waiters, uint32_t *event)
+{
+	quayi_ring_fast_barrier(r);
+	if (QUAYI_UNLIKELY(__atomic_load_n(waiters, __ATOMIC_RELAXED) != 0))
+		quayi_ring_wake(event);
+}
+
+/*
+ * Claim up to n free slots starting at the producer position; store the
+ * first position in *pos. Returns how many (0 on failure, *rc says why).
+ * exact: all n or nothing.
+ */
+static QUAYI_ALWAYS_INLINE size_t
+quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_out, int *rc)
+{
+	uint64_t pos, k;
+	int64_t dif = 0;
+
+	if (r->flags & QUAY_RING_SP) {
+		/* Only this thread writes tail: relaxed. */
+		pos = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
+		/* Relaxed: an early exit only; C1 below decides. */
+		if (QUAYI_UNLIKELY(__atomic_load_n(&r->closed, __ATOMIC_RELAXED) != QUAYI_RING_OPEN)) {
+			*rc = -EPIPE;
+			return 0;
+		}
+		for (k = 0; k < n; k++) {
+			uint64_t p = pos + k;
+			/* A2: acquire, pairs with R2 in pop: the consumer of the
+			 * previous lap is done with the slot. */
+			uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			if (seq != p << 1)
+				break;
+		}
+		if (k == 0 || (exact && k < n)) {
+			*rc = -EAGAIN;
+			return 0;
+		}
+		/* C1: claim, then check closed; retract if close came first. */
+		__atomic_store_n(&r->tail, (pos + k) & QUAYI_RING_POS_MASK, __ATOMIC_RELAXED);
+		quayi_ring_fast_barrier(r);
+		if (QUAYI_UNLIKELY(__atomic_load_n(&r->closed, __ATOMIC_RELAXED) != QUAYI_RING_OPEN)) {
+			__atomic_store_n(&r->tail, pos, __ATOMIC_RELAXED);
+			*rc = -EPIPE;
+			return 0;
+		}
+		*pos_out = pos;
+		return (size_t)k;
+	}
+
+	/* Relaxed: the CAS below validates the value. */
+	pos = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
+	for (;;) {
+		if (QUAYI_UNLIKELY(pos & QUAYI_RING_CLOSED_BIT)) {
+			*rc = -EPIPE;
+			return 0;
+		}
+		for (k = 0; k < n; k++) {
+			uint64_t p = pos + k;
+			/* A2: acquire, pairs with R2 in pop. */
+			uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			dif = (int64_t)(seq - (p << 1));
+			if (dif != 0)
+				break;
+		}
+		if (k == n || (k > 0 && !exact)) {
+			/* Relaxed CAS: it only elects the owner of positions
+			 * pos..pos+k-1; the slot contents move through seq. */
+			if (__atomic_compare_exchange_n(&r->tail, &pos, (pos + k) & QUAYI_RING_POS_MASK,
+			        true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+				break;
+			continue;             /* pos now holds the fresh tail */
+		}
+		if (dif > 0) {                /* another producer took p: stale */
+			pos = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
+			continue;
+		}
+		/* The slot still holds last lap's element: full. */
+		*rc = (__atomic_load_n(&r->tail, __ATOMIC_RELAXED) & QUAYI_RING_CLOSED_BIT) ? -EPIPE : -EAGAIN;
+		return 0;
+	}
+	*pos_out = pos;
+	return (size_t)k;
+}
+
+/* Copy k elements into claimed positions pos.. and publish each (R1). */
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_fill(struct quay_ring *r, uint64_t pos, const void *elems, size_t k)
+{
+	const unsigned char *src = (const unsigned char *)elems;
+	for (size_t i = 0; i < k; i++, src += r->elem_size) {
+		uint64_t p = pos + i;
+		unsigned char *s = quayi_ring_slot(r, p);
+		quayi_ring_copy(r, s + 8, src);
+		/* R1: release, pairs with A1 in pop: publishes the element. */
+		__atomic_store_n(quayi_ring_seq(s), (p << 1) | 1, __ATOMIC_RELEASE);
+	}
+	quayi_ring_wake_if_waiting(r, &r->pop_waiters, &r->pop_event);
+}
+
+/* Claim up to n ready elements at the consumer position (as above). */
+static QUAYI_ALWAYS_INLINE size_t
+quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_out, int *rc)
+{
+	uint64_t pos, k;
+	int64_t dif = 0;
+
+	/* Relaxed: SC owns head; MC validates with the CAS below. */
+	pos = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
+	for (;;) {
+		for (k = 0; k < n; k++) {
+			uint64_t p = pos + k;
+			/* A1: acquire, pairs with R1 in push: the element is written. */
+			uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			dif = (int64_t)(seq - ((p << 1) | 1));
+			if (dif != 0)
+				break;
+		}
+		if (k == n || (k > 0 && !exact)) {
+			if (r->flags & QUAY_RING_SC) {
+				/* Only this thread writes head; readers (count)
+				 * take a snapshot: relaxed. */
+				__atomic_store_n(&r->head, (pos + k) & QUAYI_RING_POS_MASK, __ATOMIC_RELAXED);
+				break;
+			}
+			/* Relaxed CAS: elects the owner; data moves through seq. */
+			if (__atomic_compare_exchange_n(&r->head, &pos, (pos + k) & QUAYI_RING_POS_MASK,
+			        true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+				break;
+			continue;
+		}
+		if (dif > 0 && !(r->flags & QUAY_RING_SC)) {   /* stale head */
+			pos = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
+			continue;
+		}
+		*rc = quayi_ring_pop_status(r, pos, exact ? (uint64_t)n : 1);
+		return 0;
+	}
+	*pos_out = pos;
+	return (size_t)k;
+}
+
+/* Copy k elements out of claimed positions pos.. and free each slot (R2). */
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_drain(struct quay_ring *r, uint64_t pos, void *out, size_t k)
+{
+	unsigned char *dst = (unsigned char *)out;
+	for (size_t i = 0; i < k; i++, dst += r->elem_size) {
+		uint64_t p = pos + i;
+		unsigned char *s = quayi_ring_slot(r, p);
+		quayi_ring_copy(r, dst, s + 8);
+		/* R2: release, pairs with A2 in push: we are done reading. */
+		__atomic_store_n(quayi_ring_seq(s), (p + r->mask + 1) << 1, __ATOMIC_RELEASE);
+	}
+	quayi_ring_wake_if_waiting(r, &r->push_waiters, &r->push_event);
+}
+
+QUAY_INLINE int
+quay_ring_push(quay_ring *r, const void *elem)
+{
+	uint64_t pos = 0;
+	int rc = 0;
+
+	if (QUAYI_UNLIKELY(r == NULL || elem == NULL))
+		return -EINVAL;
+	if (quayi_ring_claim_push(r, 1, true, &pos, &rc) == 0)
+		return rc;
+	quayi_ring_fill(r, pos, elem, 1);
+	return 0;
+}
+
+QUAY_INLINE int
+quay_ring_pop(quay_ring *r, void *out)
+{
+	uint64_t pos = 0;
+	int rc = 0;
+
+	if (QUAYI_UNLIKELY(r == NULL || out == NULL))
+		return -EINVAL;
+	if (quayi_ring_claim_pop(r, 1, true, &pos, &rc) == 0)
+		return rc;
+	quayi_ring_drain(r, pos, out, 1);
+	return 0;
+}
+
+QUAY_INLINE size_t
+quay_ring_push_burst(quay_ring *r, const void *elems, size_t n)
+{
+	uint64_t pos = 0;
+	int rc = 0;
+	size_t k;
+
+	if (QUAYI_UNLIKELY(r == NULL || elems == NULL || n == 0))
+		return 0;
+	if (n > r->mask + 1)
+		n = (size_t)r->mask + 1;
+	k = quayi_ring_claim_push(r, n, false, &pos, &rc);
+	if (k)
+		quayi_ring_fill(r, pos, elems, k);
+	return k;
+}
+
+QUAY_INLINE size_t
+quay_ring_pop_burst(quay_ring *r, void *out, size_t n)
+{
+	uint64_t pos = 0;
+	int rc = 0;
+	size_t k;
+
+	if (QUAYI_UNLIKELY(r == NULL || out == NULL || n == 0))
+		return 0;
+	if (n > r->mask + 1)
+		n = (size_t)r->mask + 1;
+	k = quayi_ring_claim_pop(r, n, false, &pos, &rc);
+	if (k)
+		quayi_ring_drain(r, pos, out, k);
+	return k;
+}
+
+QUAY_INLINE int
+quay_ring_push_bulk(quay_ring *r, const void *elems, size_t n)
+{
+	uint64_t pos = 0;
+	int rc = 0;
+
+	if (QUAYI_UNLIKELY(r == NULL || (elems == NULL && n != 0) || n > r->mask + 1))
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	if (quayi_ring_claim_push(r, n, true, &pos, &rc) == 0)
+		return rc;
+	quayi_ring_fill(r, pos, elems, n);
+	return 0;
+}
+
+QUAY_INLINE int
+quay_ring_pop_bulk(quay_ring *r, void *out, size_t n)
+{
+	uint64_t pos = 0;
+	int rc = 0;
+
+	if (QUAYI_UNLIKELY(r == NULL || (out == NULL && n != 0) || n > r->mask + 1))
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	if (quayi_ring_claim_pop(r, n, true, &pos, &rc) == 0)
+		return rc;
+	quayi_ring_drain(r, pos, out, n);
+	return 0;
+}
+
+QUAY_INLINE bool
+quay_ring_is_closed(const quay_ring *r)
+{
+	/* Acquire: pairs with the release store of closed in close. */
+	return r != NULL && __atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) != QUAYI_RING_OPEN;
+}
+
+QUAY_INLINE size_t
+quay_ring_count(const quay_ring *r)
+{
+	uint64_t h, t, n;
+
+	if (r == NULL)
+		return 0;
+	/* Relaxed: a snapshot. Head first: tail never falls behind a head
+	 * read earlier, so the difference is never negative; pops and pushes
+	 * between the two loads can still push it past the capacity: clamp. */
+	h = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
+	t = __atomic_load_n(&r->tail, __ATOMIC_RELAXED) & QUAYI_RING_POS_MASK;
+	n = (t - h) & QUAYI_RING_POS_MASK;
+	return n > r->mask + 1 ? (size_t)r->mask + 1 : (size_t)n;
+}
+
+QUAY_INLINE size_t
+quay_ring_capacity(const quay_ring *r)
+{
+	return r == NULL ? 0 : (size_t)r->mask + 1;
+}
+
+QUAY_INLINE size_t
+quay_ring_elem_size(const quay_ring *r)
+{
+	return r == NULL ? 0 : r->elem_size;
+}
+
+#endif /* QUAY_IMPL_RING_INLINE_H */

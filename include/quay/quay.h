@@ -1,0 +1,13 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file quay/quay.h
+ * Umbrella header: includes every quay module.
+ */
+#ifndef QUAY_QUAY_H
+#define QUAY_QUAY_H
+
+#include <quay/version.h>
+#include <quay/err.h>
+#include <quay/ring.h>
+
+#endif /* QUAY_QUAY_H */

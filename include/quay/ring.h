@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file quay/ring.h
+ * Bounded lock-free ring of fixed-size elements.
+ *
+ * A ring holds up to `capacity` elements (a power of two) of `elem_size`
+ * bytes (a multiple of 8, 8..QUAY_RING_ELEM_MAX). Elements are copied in
+ * and out. The producer and consumer sides are chosen at creation:
+ *
+ *   flags                          producers   consumers
+ *   0 (default)                    many        many        (MPMC)
+ *   QUAY_RING_SP                   one         many        (SPMC)
+ *   QUAY_RING_SC                   many        one         (MPSC)
+ *   QUAY_RING_SP | QUAY_RING_SC    one         one         (SPSC)
+ *
+ * ("any push" is push, push_burst, push_bulk or push_wait; "any pop" alike.)
+ * The same calls work in every mode; "one" means the caller guarantees
+ * that at most one thread runs that side's calls at a time (the single
+ * side then skips its compare-and-swap).
+ *
+ * Design (details in docs/RING.md): every slot carries a sequence word
+ * next to its element, so a push or pop touches one slot and one index;
+ * full, empty and ownership are read from the slot itself. A thread that
+ * is preempted in the middle of a push or pop holds only its own slot:
+ * other producers keep producing into the following slots, and other
+ * consumers stop only when they reach that one slot.
+ *
+ * Concurrency (synchronisation table):
+ *
+ *   call                  x call                  needs
+ *   any push              x any pop               nothing (lock-free)
+ *   any push (MP mode)    x any push (MP mode)    nothing
+ *   any push (SP mode)    x any push (SP mode)    caller serialises
+ *   any pop (MC mode)     x any pop (MC mode)     nothing
+ *   any pop (SC mode)     x any pop (SC mode)     caller serialises
+ *   close                 x anything              nothing
+ *   count, capacity       x anything              nothing (count is a snapshot)
+ *   init, destroy         x anything              caller serialises (no user)
+ *
+ * Ordering: everything a thread wrote before a successful push of an
+ * element happens-before everything the thread that pops that element
+ * does after its pop (release on push, acquire on pop).
+ *
+ * Blocking: quay_ring_push_wait()/quay_ring_pop_wait() spin briefly, then
+ * sleep on a futex. Non-waiting pushes and pops never make a system call
+ * and pay one plain load of a read-mostly word to learn that nobody
+ * sleeps; the sleeper side pays for the memory barrier instead (Linux
+ * membarrier(2), as liburcu's memb flavour; a fence on both sides where
+ * membarrier is unavailable).
+ */
+#ifndef QUAY_RING_H
+#define QUAY_RING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <quay/err.h>
+#include <quay/impl/compiler.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Flag: a single producer (the caller serialises pushes). */
+#define QUAY_RING_SP 0x1u
+/** Flag: a single consumer (the caller serialises pops). */
+#define QUAY_RING_SC 0x2u
+/** Every flag a caller may pass; other bits get -EINVAL. */
+#define QUAY_RING_FLAGS_ALL (QUAY_RING_SP | QUAY_RING_SC)
+
+/** Largest capacity accepted (2^30 elements). */
+#define QUAY_RING_CAPACITY_MAX ((size_t)1 << 30)
+/** Largest element size accepted, in bytes. */
+#define QUAY_RING_ELEM_MAX ((size_t)4096)
+
+/** A ring. Layout in quay/impl/ring_inline.h: read-only for users. */
+typedef struct quay_ring quay_ring;
+
+/**
+ * Bytes of memory a ring of this shape needs (for quay_ring_init()).
+ *
+ * Concurrency: safe from any thread.
+ * Returns: the size in bytes, or 0 if capacity is not a power of two in
+ *          1..QUAY_RING_CAPACITY_MAX or elem_size is not a multiple of 8 in
+ *          8..QUAY_RING_ELEM_MAX.
+ */
+QUAY_API size_t quay_ring_memsize(size_t capacity, size_t elem_size);
+
+/**
+ * Initialise a ring in caller-provided memory.
+ *
+ * r must point to at least quay_ring_memsize(capacity, elem_size) bytes
+ * aligned to QUAY_CACHELINE (64). The memory stays the caller's: a ring
+ * made this way needs no destroy (quay_ring_destroy() ignores it).
+ *
+ * Concurrency: no other call may use r until this returns.
+ * Returns: 0; -EINVAL if r is NULL or misaligned, capacity is not a power
+ *          of two in 1..QUAY_RING_CAPACITY_MAX, elem_size is not a multiple
+ *          of 8 in 8..QUAY_RING_ELEM_MAX, or flags has unknown bits.
+ */
+QUAY_API int quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, unsigned flags);
+
+/**
+ * Allocate and initialise a ring.
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0 and *out set; -EINVAL (out NULL, or as quay_ring_init());
+ *          -ENOMEM if the memory cannot be allocated. *out is untouched
+ *          on failure.
+ */
+QUAY_API int quay_ring_create(size_t capacity, size_t elem_size, unsigned flags, quay_ring **out);
+
+/**
+ * Free a ring made by quay_ring_create(). NULL and rings made by
+ * quay_ring_init() are ignored. Elements still inside are discarded.
+ *
+ * Concurrency: no other thread may be using r (close it and join them).
+ */
+QUAY_API void quay_ring_destroy(quay_ring *r);
+
+/**
+ * Copy one element into the ring.
+ *
+ * Concurrency: lock-free; see the table at the top of this file.
+ * Ordering: release (R1 in impl/ring_inline.h, pairs with A1 in pop).
+ * Returns: 0; -EAGAIN if the ring is full; -EPIPE if it is closed;
+ *          -EINVAL if r or elem is NULL. Nothing is written on failure.
+ */
+QUAY_INLINE int quay_ring_push(quay_ring *r, const void *elem);
+
+/**
+ * Copy the oldest element out of the ring into out (elem_size bytes).
+ *
+ * Concurrency: lock-free; see the table at the top of this file.
+ * Ordering: acquire (A1, pairs with R1 in push).
+ * Returns: 0; -EAGAIN if the ring is empty (or its next element is still
+ *          being written); -EPIPE if the ring is closed and drained;
+ *          -EINVAL if r or out is NULL.
+ */
+QUAY_INLINE int quay_ring_pop(quay_ring *r, void *out);
+
+/**
+ * Push up to n elements (contiguous, elem_size bytes each), in order.
+ *
+ * Concurrency, Ordering: as quay_ring_push().
+ * Returns: the number pushed (the first that many of elems), 0..n. 0 if
+ *          the ring is full or closed (quay_ring_is_closed() tells which)
+ *          or r or elems is NULL.
+ */
+QUAY_INLINE size_t quay_ring_push_burst(quay_ring *r, const void *elems, size_t n);
+
+/**
+ * Pop up to n elements into out (room for n elements), oldest first.
+ *
+ * Concurrency, Ordering: as quay_ring_pop().
+ * Returns: the number popped, 0..n; 0 if empty, or r or out is NULL.
+ */
+QUAY_INLINE size_t quay_ring_pop_burst(quay_ring *r, void *out, size_t n);
+
+/**
+ * Push all n elements or none.
+ *
+ * Concurrency, Ordering: as quay_ring_push().
+ * Returns: 0 (all pushed; also for n == 0); -EAGAIN if fewer than n slots
+ *          are free; -EPIPE if the ring is closed; -EINVAL if r or elems
+ *          is NULL or n exceeds the capacity (it could never succeed).
+ */
+QUAY_INLINE int quay_ring_push_bulk(quay_ring *r, const void *elems, size_t n);
+
+/**
+ * Pop exactly n elements or none.
+ *
+ * Concurrency, Ordering: as quay_ring_pop().
+ * Returns: 0 (n popped; also for n == 0); -EAGAIN if fewer than n are
+ *          ready; -EPIPE if the ring is closed and holds fewer than n
+ *          (quay_ring_pop_burst() drains the rest); -EINVAL if r or out is
+ *          NULL or n exceeds the capacity.
+ */
+QUAY_INLINE int quay_ring_pop_bulk(quay_ring *r, void *out, size_t n);
+
+/**
+ * Push one element, sleeping while the ring is full.
+ *
+ * timeout_ns < 0 waits forever; 0 tries once. Spins briefly before it
+ * sleeps; a pop or close wakes it.
+ *
+ * Concurrency: as quay_ring_push(); any number of threads may wait.
+ * Ordering: as quay_ring_push().
+ * Returns: 0; -ETIMEDOUT if the ring stayed full for timeout_ns; -EPIPE
+ *          if it is or becomes closed; -EINVAL if r or elem is NULL.
+ */
+QUAY_API int quay_ring_push_wait(quay_ring *r, const void *elem, int64_t timeout_ns);
+
+/**
+ * Pop one element, sleeping while the ring is empty.
+ *
+ * timeout_ns < 0 waits forever; 0 tries once. A push or close wakes it.
+ *
+ * Concurrency: as quay_ring_pop(); any number of threads may wait.
+ * Ordering: as quay_ring_pop().
+ * Returns: 0; -ETIMEDOUT if nothing arrived within timeout_ns; -EPIPE if
+ *          the ring is closed and drained; -EINVAL if r or out is NULL.
+ */
+QUAY_API int quay_ring_pop_wait(quay_ring *r, void *out, int64_t timeout_ns);
+
+/**
+ * Close the ring: later pushes fail with -EPIPE, pops return what is
+ * left and then -EPIPE, and every thread sleeping in a wait call wakes.
+ * Every push that returned 0 is still delivered. Idempotent; NULL is
+ * ignored.
+ *
+ * Concurrency: safe from any thread, concurrently with anything but
+ *              destroy. May make one membarrier(2) system call.
+ * Ordering: a pop that returns -EPIPE happens after the close.
+ */
+QUAY_API void quay_ring_close(quay_ring *r);
+
+/**
+ * Whether quay_ring_close() has been called (0 for NULL).
+ *
+ * Concurrency: safe from any thread. Ordering: acquire.
+ */
+QUAY_INLINE bool quay_ring_is_closed(const quay_ring *r);
+
+/**
+ * Number of elements in the ring (pushed and not yet popped; includes
+ * pushes in progress). A snapshot: exact when no push or pop runs.
+ *
+ * Concurrency: safe from any thread. Returns: 0..capacity (0 for NULL).
+ */
+QUAY_INLINE size_t quay_ring_count(const quay_ring *r);
+
+/**
+ * The capacity given at creation (0 for NULL).
+ *
+ * Concurrency: safe from any thread.
+ */
+QUAY_INLINE size_t quay_ring_capacity(const quay_ring *r);
+
+/**
+ * The element size given at creation (0 for NULL).
+ *
+ * Concurrency: safe from any thread.
+ */
+QUAY_INLINE size_t quay_ring_elem_size(const quay_ring *r);
+
+#include <quay/impl/ring_inline.h>
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QUAY_RING_H */

@@ -1,0 +1,356 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The ring's slow paths: creation, sleeping and waking, close.
+ * The fast paths (push/pop/burst/bulk) are inline in
+ * include/quay/impl/ring_inline.h, with the algorithm described there.
+ *
+ * Sleeping (S1). A waiting consumer:
+ *     ev = pop_event                       (acquire)
+ *     pop_waiters += 1
+ *     S1: membarrier(PRIVATE_EXPEDITED)    (or a full fence, see below)
+ *     if the slot at head is ready, or the ring is closed: don't sleep
+ *     futex_wait(&pop_event, ev)
+ * A producer, after publishing (R1), runs W1: compiler barrier, then a
+ * relaxed load of pop_waiters, and if it is non-zero bumps pop_event and
+ * wakes. membarrier makes every running thread of the process execute a
+ * full barrier, so either the producer's R1 is visible to the check after
+ * S1, or the producer's load of pop_waiters comes after S1 and sees our
+ * increment: no lost wake-up, and the producer's fast path has no fence.
+ * futex_wait compares pop_event in the kernel, which covers the window
+ * between the check and the sleep. Producers waiting for space mirror
+ * this with push_waiters/push_event.
+ *
+ * Where membarrier(2) is unavailable (old kernel, seccomp), rings get
+ * QUAYI_RING_F_FENCE and both sides use a full fence instead.
+ */
+#include "quay_internal.h"
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <quay/ring.h>
+
+/* The layout is ABI: pin it. */
+_Static_assert(offsetof(struct quay_ring, tail) == 64, "tail on its own line");
+_Static_assert(offsetof(struct quay_ring, head) == 128, "head on its own line");
+_Static_assert(offsetof(struct quay_ring, pop_waiters) == 192, "sleepers' line");
+_Static_assert(sizeof(struct quay_ring) == 256, "ring header is four lines");
+_Static_assert((QUAYI_RING_F_FENCE & QUAY_RING_FLAGS_ALL) == 0, "internal flags apart");
+
+/* Spins before a waiting call sleeps: long enough to ride out a push or
+ * pop in progress on another core, short next to a futex round trip. */
+#define QUAYI_RING_SPINS 256
+
+static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
+static bool membarrier_ok;
+
+static void
+membarrier_register(void)
+{
+	long q = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0);
+
+	if (q < 0 || !(q & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+		return;
+	if (getenv("QUAY_NO_MEMBARRIER") != NULL)   /* tests force the fence path */
+		return;
+	membarrier_ok = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
+}
+
+/* The slow side of W1 and C1: a full barrier on every running thread. */
+static void
+heavy_barrier(const struct quay_ring *r)
+{
+	if (!(r->flags & QUAYI_RING_F_FENCE) &&
+	    syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0)
+		return;
+	/* Fence rings fence on both sides; a failing membarrier cannot happen
+	 * after a successful registration, but fence anyway. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+static bool
+valid_shape(size_t capacity, size_t elem_size)
+{
+	return capacity != 0 && capacity <= QUAY_RING_CAPACITY_MAX &&
+	    (capacity & (capacity - 1)) == 0 &&
+	    elem_size != 0 && elem_size <= QUAY_RING_ELEM_MAX && elem_size % 8 == 0;
+}
+
+size_t
+quay_ring_memsize(size_t capacity, size_t elem_size)
+{
+	if (!valid_shape(capacity, elem_size))
+		return 0;
+	/* At most 2^30 * (4096 + 8) bytes: no overflow in size_t (64-bit). */
+	return sizeof(struct quay_ring) + capacity * (elem_size + 8);
+}
+
+static void
+init_slots(struct quay_ring *r, uint64_t pos)
+{
+	uint64_t cap = r->mask + 1;
+
+	/* Position p (pos <= p < pos + cap) starts free: seq = 2p. */
+	for (uint64_t i = 0; i < cap; i++) {
+		uint64_t p = pos + i;
+		__atomic_store_n(quayi_ring_seq(quayi_ring_slot(r, p)), p << 1, __ATOMIC_RELAXED);
+	}
+	__atomic_store_n(&r->head, pos, __ATOMIC_RELAXED);
+	__atomic_store_n(&r->tail, pos, __ATOMIC_RELAXED);
+}
+
+int
+quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, unsigned flags)
+{
+	if (r == NULL || ((uintptr_t)r % QUAY_CACHELINE) != 0 ||
+	    !valid_shape(capacity, elem_size) || (flags & ~QUAY_RING_FLAGS_ALL) != 0)
+		return -EINVAL;
+
+	pthread_once(&membarrier_once, membarrier_register);
+	memset(r, 0, sizeof(*r));
+	r->mask = capacity - 1;
+	r->slots = (unsigned char *)(r + 1);
+	r->stride = (uint32_t)(elem_size + 8);
+	r->elem_size = (uint32_t)elem_size;
+	r->flags = flags | (membarrier_ok ? 0 : QUAYI_RING_F_FENCE);
+	r->closed = QUAYI_RING_OPEN;
+	init_slots(r, 0);
+	/* Publish the initialised ring to whoever receives the pointer. */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	return 0;
+}
+
+int
+quay_ring_create(size_t capacity, size_t elem_size, unsigned flags, quay_ring **out)
+{
+	size_t size = quay_ring_memsize(capacity, elem_size);
+	quay_ring *r;
+	int rc;
+
+	if (out == NULL || size == 0 || (flags & ~QUAY_RING_FLAGS_ALL) != 0)
+		return -EINVAL;
+	/* aligned_alloc wants a multiple of the alignment. */
+	size = (size + QUAY_CACHELINE - 1) & ~(size_t)(QUAY_CACHELINE - 1);
+	r = aligned_alloc(QUAY_CACHELINE, size);
+	if (r == NULL)
+		return -ENOMEM;
+	rc = quay_ring_init(r, capacity, elem_size, flags);
+	if (rc != 0) {
+		free(r);
+		return rc;
+	}
+	r->flags |= QUAYI_RING_F_OWNED;
+	*out = r;
+	return 0;
+}
+
+void
+quay_ring_destroy(quay_ring *r)
+{
+	if (r != NULL && (r->flags & QUAYI_RING_F_OWNED))
+		free(r);
+}
+
+int
+quayi_ring_test_set_position(struct quay_ring *r, uint64_t pos)
+{
+	if (r == NULL || quay_ring_count(r) != 0 || quay_ring_is_closed(r))
+		return -EINVAL;
+	init_slots(r, pos & QUAYI_RING_POS_MASK);
+	return 0;
+}
+
+void
+quayi_ring_wake(uint32_t *event)
+{
+	/* Release: a sleeper that reads the new value (acquire in wait_on)
+	 * also sees what we published before. */
+	__atomic_fetch_add(event, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, event, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+int
+quayi_ring_pop_status(const struct quay_ring *r, uint64_t head, uint64_t need)
+{
+	uint64_t tail;
+
+	/* Acquire: pairs with the release store of QUAYI_RING_CLOSED in close;
+	 * after it, tail is final (MP: closed bit set; SP: C1/C2). */
+	if (__atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) != QUAYI_RING_CLOSED)
+		return -EAGAIN;
+	tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) & QUAYI_RING_POS_MASK;
+	/* Fewer than need claimed (published or in flight) past head: no
+	 * later pop can get need elements. In flight ones finish: -EAGAIN. */
+	return ((tail - head) & QUAYI_RING_POS_MASK) < need ? -EPIPE : -EAGAIN;
+}
+
+void
+quay_ring_close(quay_ring *r)
+{
+	if (r == NULL)
+		return;
+	/* Only the first caller closes; later ones find it done or doing. */
+	uint32_t expect = QUAYI_RING_OPEN;
+	if (!__atomic_compare_exchange_n(&r->closed, &expect, QUAYI_RING_CLOSING, false,
+	        __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+		return;
+	if (!(r->flags & QUAY_RING_SP)) {
+		/* MP: producers claim by CAS on tail; once this bit is set every
+		 * CAS fails and tail is final. */
+		__atomic_fetch_or(&r->tail, QUAYI_RING_CLOSED_BIT, __ATOMIC_SEQ_CST);
+	} else {
+		/* C2: pairs with C1 in the single producer's claim. */
+		heavy_barrier(r);
+	}
+	/* Release: pairs with the acquire in quayi_ring_pop_status and
+	 * quay_ring_is_closed. */
+	__atomic_store_n(&r->closed, QUAYI_RING_CLOSED, __ATOMIC_RELEASE);
+	quayi_ring_wake(&r->pop_event);
+	quayi_ring_wake(&r->push_event);
+}
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Whether a pop could make progress now (an element ready at head, or the
+ * ring closed so that pop will report -EPIPE or drain). */
+static bool
+pop_ready(const struct quay_ring *r)
+{
+	uint64_t head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
+	/* Acquire: pairs with R1; a hint only, pop re-checks. */
+	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_ACQUIRE);
+
+	return seq == ((head << 1) | 1) ||
+	    __atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) == QUAYI_RING_CLOSED;
+}
+
+static bool
+push_ready(const struct quay_ring *r)
+{
+	uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
+	/* Acquire: pairs with R2; a hint only, push re-checks. */
+	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, tail)), __ATOMIC_ACQUIRE);
+
+	return (tail & QUAYI_RING_CLOSED_BIT) || seq == (tail << 1) ||
+	    __atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) != QUAYI_RING_OPEN;
+}
+
+/*
+ * Sleep on *event until woken, the deadline passes (-ETIMEDOUT) or ready()
+ * holds. The S1 protocol described at the top of this file.
+ */
+static int
+wait_on(const struct quay_ring *r, uint32_t *waiters, uint32_t *event,
+    bool (*ready)(const struct quay_ring *), int64_t deadline)
+{
+	struct timespec ts, *tsp = NULL;
+	int rc = 0;
+	/* Acquire: pairs with the release increment in quayi_ring_wake. */
+	uint32_t ev = __atomic_load_n(event, __ATOMIC_ACQUIRE);
+
+	/* Relaxed: ordered before the check by S1. */
+	__atomic_fetch_add(waiters, 1, __ATOMIC_RELAXED);
+	heavy_barrier(r);                                    /* S1 */
+	if (!ready(r)) {
+		if (deadline >= 0) {
+			int64_t left = deadline - now_ns();
+			if (left <= 0) {
+				rc = -ETIMEDOUT;
+				goto out;
+			}
+			ts.tv_sec = left / 1000000000;
+			ts.tv_nsec = left % 1000000000;
+			tsp = &ts;
+		}
+		/* Returns at once if *event moved on since we read ev. EINTR,
+		 * EAGAIN and ETIMEDOUT all send us back to retry the operation,
+		 * which sees the deadline. */
+		syscall(SYS_futex, event, FUTEX_WAIT_PRIVATE, ev, tsp, NULL, 0);
+	}
+out:
+	/* Relaxed: a stale count only costs a waker one spare wake. */
+	__atomic_fetch_sub(waiters, 1, __ATOMIC_RELAXED);
+	return rc;
+}
+
+static int64_t
+deadline_of(int64_t timeout_ns)
+{
+	if (timeout_ns < 0)
+		return -1;
+	int64_t now = now_ns();
+	return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+}
+
+typedef int (*ring_op)(quay_ring *r, void *elem);
+
+static int
+push_op(quay_ring *r, void *elem)
+{
+	return quay_ring_push(r, elem);
+}
+
+static int
+pop_op(quay_ring *r, void *elem)
+{
+	return quay_ring_pop(r, elem);
+}
+
+/* The body of both waiting calls: try, spin until it looks possible,
+ * try, sleep, and so on until it succeeds, fails for good or times out. */
+static int
+wait_for(quay_ring *r, ring_op op, void *elem, uint32_t *waiters, uint32_t *event,
+    bool (*ready)(const struct quay_ring *), int64_t timeout_ns)
+{
+	int64_t deadline;
+	int rc = op(r, elem);
+
+	if (rc != -EAGAIN)
+		return rc;                    /* done, closed, or bad input */
+	if (timeout_ns == 0)
+		return -ETIMEDOUT;
+	deadline = deadline_of(timeout_ns);
+	for (;;) {
+		for (int i = 0; i < QUAYI_RING_SPINS && !ready(r); i++)
+			quayi_cpu_relax();
+		rc = op(r, elem);
+		if (rc != -EAGAIN)
+			return rc;
+		if (wait_on(r, waiters, event, ready, deadline) != 0) {
+			/* Timed out: one last try uses a slot freed just now. */
+			rc = op(r, elem);
+			return rc == -EAGAIN ? -ETIMEDOUT : rc;
+		}
+	}
+}
+
+int
+quay_ring_push_wait(quay_ring *r, const void *elem, int64_t timeout_ns)
+{
+	if (r == NULL || elem == NULL)
+		return -EINVAL;
+	/* push_op only reads *elem; the cast serves the shared signature. */
+	return wait_for(r, push_op, (void *)(uintptr_t)elem, &r->push_waiters, &r->push_event,
+	    push_ready, timeout_ns);
+}
+
+int
+quay_ring_pop_wait(quay_ring *r, void *out, int64_t timeout_ns)
+{
+	if (r == NULL || out == NULL)
+		return -EINVAL;
+	return wait_for(r, pop_op, out, &r->pop_waiters, &r->pop_event, pop_ready, timeout_ns);
+}
