@@ -5,20 +5,21 @@
  * include/quay/impl/ring_inline.h, with the algorithm described there.
  *
  * Sleeping (S1). A waiting consumer:
- *     ev = pop_event                       (acquire)
- *     pop_waiters += 1
+ *     ev = fetch_or(pop_event, SLEEPERS) | SLEEPERS
  *     S1: membarrier(PRIVATE_EXPEDITED)    (or a full fence, see below)
  *     if the slot at head is ready, or the ring is closed: don't sleep
  *     futex_wait(&pop_event, ev)
  * A producer, after publishing (R1), runs W1: compiler barrier, then a
- * relaxed load of pop_waiters, and if it is non-zero bumps pop_event and
- * wakes. membarrier makes every running thread of the process execute a
- * full barrier, so either the producer's R1 is visible to the check after
- * S1, or the producer's load of pop_waiters comes after S1 and sees our
- * increment: no lost wake-up, and the producer's fast path has no fence.
- * futex_wait compares pop_event in the kernel, which covers the window
- * between the check and the sleep. Producers waiting for space mirror
- * this with push_waiters/push_event.
+ * relaxed load of pop_event; only if the SLEEPERS bit is set does it
+ * clear the bit, bump the counter and wake everyone. membarrier makes
+ * every running thread of the process execute a full barrier, so either
+ * the producer's R1 is visible to the check after S1, or the producer's
+ * load comes after S1 and sees the bit (or a later value, written by a
+ * waker that cleared the bit after our fetch_or and so woke us, or made
+ * futex_wait return at once because pop_event is no longer ev). No
+ * wake-up is lost, the producer's fast path has no fence and no shared
+ * write, and a burst of pushes after a sleep costs one futex_wake.
+ * Producers waiting for space mirror this on push_event.
  *
  * Where membarrier(2) is unavailable (old kernel, seccomp), rings get
  * QUAYI_RING_F_FENCE and both sides use a full fence instead.
@@ -39,7 +40,7 @@
 /* The layout is ABI: pin it. */
 _Static_assert(offsetof(struct quay_ring, tail) == 64, "tail on its own line");
 _Static_assert(offsetof(struct quay_ring, head) == 128, "head on its own line");
-_Static_assert(offsetof(struct quay_ring, pop_waiters) == 192, "sleepers' line");
+_Static_assert(offsetof(struct quay_ring, pop_event) == 192, "sleepers' line");
 _Static_assert(sizeof(struct quay_ring) == 256, "ring header is four lines");
 _Static_assert((QUAYI_RING_F_FENCE & QUAY_RING_FLAGS_ALL) == 0, "internal flags apart");
 
@@ -169,10 +170,19 @@ quayi_ring_test_set_position(struct quay_ring *r, uint64_t pos)
 void
 quayi_ring_wake(uint32_t *event)
 {
-	/* Release: a sleeper that reads the new value (acquire in wait_on)
-	 * also sees what we published before. */
-	__atomic_fetch_add(event, 1, __ATOMIC_RELEASE);
-	syscall(SYS_futex, event, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+	/* Only the first waker after a sleeper clears the bit and makes the
+	 * system call; the others see it clear. Relaxed load, release CAS:
+	 * the element itself is handed over by seq (R1/A1), not by this word;
+	 * the CAS only has to be atomic against the sleepers' fetch_or. */
+	uint32_t v = __atomic_load_n(event, __ATOMIC_RELAXED);
+
+	while (v & QUAYI_RING_SLEEPERS) {
+		if (__atomic_compare_exchange_n(event, &v, (v + 2) & ~QUAYI_RING_SLEEPERS, false,
+		        __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+			syscall(SYS_futex, event, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+			return;
+		}
+	}
 }
 
 int
@@ -211,6 +221,9 @@ quay_ring_close(quay_ring *r)
 	/* Release: pairs with the acquire in quayi_ring_pop_status and
 	 * quay_ring_is_closed. */
 	__atomic_store_n(&r->closed, QUAYI_RING_CLOSED, __ATOMIC_RELEASE);
+	/* Wake everyone, whatever the bit says: sleepers re-check closed. */
+	__atomic_fetch_or(&r->pop_event, QUAYI_RING_SLEEPERS, __ATOMIC_SEQ_CST);
+	__atomic_fetch_or(&r->push_event, QUAYI_RING_SLEEPERS, __ATOMIC_SEQ_CST);
 	quayi_ring_wake(&r->pop_event);
 	quayi_ring_wake(&r->push_event);
 }
@@ -253,37 +266,28 @@ push_ready(const struct quay_ring *r)
  * holds. The S1 protocol described at the top of this file.
  */
 static int
-wait_on(const struct quay_ring *r, uint32_t *waiters, uint32_t *event,
+wait_on(const struct quay_ring *r, uint32_t *event,
     bool (*ready)(const struct quay_ring *), int64_t deadline)
 {
 	struct timespec ts, *tsp = NULL;
-	int rc = 0;
-	/* Acquire: pairs with the release increment in quayi_ring_wake. */
-	uint32_t ev = __atomic_load_n(event, __ATOMIC_ACQUIRE);
+	/* Relaxed: S1 below orders it before the check. */
+	uint32_t ev = __atomic_fetch_or(event, QUAYI_RING_SLEEPERS, __ATOMIC_RELAXED) | QUAYI_RING_SLEEPERS;
 
-	/* Relaxed: ordered before the check by S1. */
-	__atomic_fetch_add(waiters, 1, __ATOMIC_RELAXED);
 	heavy_barrier(r);                                    /* S1 */
-	if (!ready(r)) {
-		if (deadline >= 0) {
-			int64_t left = deadline - now_ns();
-			if (left <= 0) {
-				rc = -ETIMEDOUT;
-				goto out;
-			}
-			ts.tv_sec = left / 1000000000;
-			ts.tv_nsec = left % 1000000000;
-			tsp = &ts;
-		}
-		/* Returns at once if *event moved on since we read ev. EINTR,
-		 * EAGAIN and ETIMEDOUT all send us back to retry the operation,
-		 * which sees the deadline. */
-		syscall(SYS_futex, event, FUTEX_WAIT_PRIVATE, ev, tsp, NULL, 0);
+	if (ready(r))
+		return 0;
+	if (deadline >= 0) {
+		int64_t left = deadline - now_ns();
+		if (left <= 0)
+			return -ETIMEDOUT;            /* a stale bit costs one spare wake */
+		ts.tv_sec = left / 1000000000;
+		ts.tv_nsec = left % 1000000000;
+		tsp = &ts;
 	}
-out:
-	/* Relaxed: a stale count only costs a waker one spare wake. */
-	__atomic_fetch_sub(waiters, 1, __ATOMIC_RELAXED);
-	return rc;
+	/* Returns at once if *event moved on since ev. EINTR, EAGAIN and
+	 * ETIMEDOUT all send the caller back to retry, which sees the deadline. */
+	syscall(SYS_futex, event, FUTEX_WAIT_PRIVATE, ev, tsp, NULL, 0);
+	return 0;
 }
 
 static int64_t
@@ -312,7 +316,7 @@ pop_op(quay_ring *r, void *elem)
 /* The body of both waiting calls: try, spin until it looks possible,
  * try, sleep, and so on until it succeeds, fails for good or times out. */
 static int
-wait_for(quay_ring *r, ring_op op, void *elem, uint32_t *waiters, uint32_t *event,
+wait_for(quay_ring *r, ring_op op, void *elem, uint32_t *event,
     bool (*ready)(const struct quay_ring *), int64_t timeout_ns)
 {
 	int64_t deadline;
@@ -329,7 +333,7 @@ wait_for(quay_ring *r, ring_op op, void *elem, uint32_t *waiters, uint32_t *even
 		rc = op(r, elem);
 		if (rc != -EAGAIN)
 			return rc;
-		if (wait_on(r, waiters, event, ready, deadline) != 0) {
+		if (wait_on(r, event, ready, deadline) != 0) {
 			/* Timed out: one last try uses a slot freed just now. */
 			rc = op(r, elem);
 			return rc == -EAGAIN ? -ETIMEDOUT : rc;
@@ -343,7 +347,7 @@ quay_ring_push_wait(quay_ring *r, const void *elem, int64_t timeout_ns)
 	if (r == NULL || elem == NULL)
 		return -EINVAL;
 	/* push_op only reads *elem; the cast serves the shared signature. */
-	return wait_for(r, push_op, (void *)(uintptr_t)elem, &r->push_waiters, &r->push_event,
+	return wait_for(r, push_op, (void *)(uintptr_t)elem, &r->push_event,
 	    push_ready, timeout_ns);
 }
 
@@ -352,5 +356,5 @@ quay_ring_pop_wait(quay_ring *r, void *out, int64_t timeout_ns)
 {
 	if (r == NULL || out == NULL)
 		return -EINVAL;
-	return wait_for(r, pop_op, out, &r->pop_waiters, &r->pop_event, pop_ready, timeout_ns);
+	return wait_for(r, pop_op, out, &r->pop_event, pop_ready, timeout_ns);
 }

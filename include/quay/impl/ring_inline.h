@@ -29,8 +29,9 @@
  *      -> A2 push: load-acquire seq; overwrites the slot after.
  *   W1 push/pop: after R1/R2, a compiler barrier (plus a full fence when
  *      membarrier(2) is unavailable), then a relaxed load of the other
- *      side's waiter count -> pairs with the sleeper's membarrier S1 in
- *      src/ring.c: either the sleeper sees our R1/R2, or we see its count.
+ *      side's event word -> pairs with the sleeper's membarrier S1 in
+ *      src/ring.c: either the sleeper sees our R1/R2, or we see the
+ *      "sleepers" bit it set in the event word.
  *   C1 single-producer push: store tail (claim), barrier as W1, relaxed
  *      load of closed -> pairs with the membarrier C2 in quay_ring_close:
  *      either we see the close and retract the claim, or close's caller
@@ -54,6 +55,9 @@
 #define QUAYI_RING_OPEN 0u
 #define QUAYI_RING_CLOSING 1u  /* close() has started */
 #define QUAYI_RING_CLOSED 2u   /* close() has fenced: tail is final */
+
+/* Bit 0 of an event word: a thread is, or is about to be, asleep on it. */
+#define QUAYI_RING_SLEEPERS 1u
 
 /*
  * The ring. Transparent only so that push and pop inline into the caller:
@@ -79,16 +83,17 @@ struct quay_ring {
 	uint64_t head QUAYI_ALIGNED(QUAY_CACHELINE);
 
 	/* Sleepers' line: read by every push/pop (one plain load), written
-	 * only by threads going to sleep and by wakers. */
-	uint32_t pop_waiters QUAYI_ALIGNED(QUAY_CACHELINE);
-	uint32_t pop_event;       /* futex word consumers sleep on */
-	uint32_t push_waiters;
-	uint32_t push_event;      /* futex word producers sleep on */
+	 * only by threads going to sleep and by the first waker after them.
+	 * Futex words: bit 0 = someone may sleep on it (QUAYI_RING_SLEEPERS),
+	 * bits 1..31 = a wake counter. */
+	uint32_t pop_event QUAYI_ALIGNED(QUAY_CACHELINE);  /* consumers sleep here */
+	uint32_t push_event;                              /* producers sleep here */
 } QUAYI_ALIGNED(QUAY_CACHELINE);
 
 /* Out-of-line slow paths (src/ring.c). */
 
-/* Wake every thread sleeping on *event. */
+/* Clear the sleepers bit of *event, bump its counter and wake every
+ * thread sleeping on it. */
 QUAY_API void quayi_ring_wake(uint32_t *event);
 
 /* Called when the slot at head is not ready (need elements wanted): tells
@@ -136,12 +141,13 @@ quayi_ring_fast_barrier(const struct quay_ring *r)
 }
 
 /* W1: after publishing, wake sleepers on the other side if there are any.
- * Relaxed: ordered by quayi_ring_fast_barrier against the sleeper's S1. */
+ * Relaxed: ordered by quayi_ring_fast_barrier against the sleeper's S1.
+ * The first waker clears the bit, so one wake serves a sleep episode. */
 static QUAYI_ALWAYS_INLINE void
-quayi_ring_wake_if_waiting(struct quay_ring *r, const uint32_t *waiters, uint32_t *event)
+quayi_ring_wake_if_waiting(struct quay_ring *r, uint32_t *event)
 {
 	quayi_ring_fast_barrier(r);
-	if (QUAYI_UNLIKELY(__atomic_load_n(waiters, __ATOMIC_RELAXED) != 0))
+	if (QUAYI_UNLIKELY(__atomic_load_n(event, __ATOMIC_RELAXED) & QUAYI_RING_SLEEPERS))
 		quayi_ring_wake(event);
 }
 
@@ -235,7 +241,7 @@ quayi_ring_fill(struct quay_ring *r, uint64_t pos, const void *elems, size_t k)
 		/* R1: release, pairs with A1 in pop: publishes the element. */
 		__atomic_store_n(quayi_ring_seq(s), (p << 1) | 1, __ATOMIC_RELEASE);
 	}
-	quayi_ring_wake_if_waiting(r, &r->pop_waiters, &r->pop_event);
+	quayi_ring_wake_if_waiting(r, &r->pop_event);
 }
 
 /* Claim up to n ready elements at the consumer position (as above). */
@@ -292,7 +298,7 @@ quayi_ring_drain(struct quay_ring *r, uint64_t pos, void *out, size_t k)
 		/* R2: release, pairs with A2 in push: we are done reading. */
 		__atomic_store_n(quayi_ring_seq(s), (p + r->mask + 1) << 1, __ATOMIC_RELEASE);
 	}
-	quayi_ring_wake_if_waiting(r, &r->push_waiters, &r->push_event);
+	quayi_ring_wake_if_waiting(r, &r->push_event);
 }
 
 QUAY_INLINE int
