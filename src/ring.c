@@ -237,8 +237,11 @@ now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Whether a pop could make progress now (an element ready at head, or the
- * ring closed so that pop will report -EPIPE or drain). */
+/* Whether a pop could make progress now: an element is ready at head, or
+ * head moved on under us (retry), or the ring is closed and drained (pop
+ * reports -EPIPE). Not ready: the slot at head is not yet published for
+ * head. Then head is current (nobody can pop past that slot), and a push
+ * still in flight on a closed ring will wake us with its W1. */
 static bool
 pop_ready(const struct quay_ring *r)
 {
@@ -246,18 +249,20 @@ pop_ready(const struct quay_ring *r)
 	/* Acquire: pairs with R1; a hint only, pop re-checks. */
 	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_ACQUIRE);
 
-	return seq == ((head << 1) | 1) ||
-	    __atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) == QUAYI_RING_CLOSED;
+	return (int64_t)(seq - ((head << 1) | 1)) >= 0 || quayi_ring_pop_status(r, head, 1) == -EPIPE;
 }
 
+/* Whether a push could make progress now: the slot at tail is free, or
+ * tail moved on (retry), or the ring is closed (push reports -EPIPE). */
 static bool
 push_ready(const struct quay_ring *r)
 {
 	uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
+	uint64_t pos = tail & QUAYI_RING_POS_MASK;
 	/* Acquire: pairs with R2; a hint only, push re-checks. */
-	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, tail)), __ATOMIC_ACQUIRE);
+	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, pos)), __ATOMIC_ACQUIRE);
 
-	return (tail & QUAYI_RING_CLOSED_BIT) || seq == (tail << 1) ||
+	return (int64_t)(seq - (pos << 1)) >= 0 || (tail & QUAYI_RING_CLOSED_BIT) ||
 	    __atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) != QUAYI_RING_OPEN;
 }
 
