@@ -4,7 +4,8 @@
 const char *
 quay_strerror(int err)
 {
-	switch (err < 0 ? -err : err) {
+	/* Unsigned negation: -INT_MIN would overflow. */
+	switch (err < 0 ? 0u - (unsigned)err : (unsigned)err) {
 	case 0:         return "success";
 	case EAGAIN:    return "would block: full or empty, try again";
 	case EINVAL:    return "invalid argument";

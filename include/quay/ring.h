@@ -164,8 +164,9 @@ QUAY_INLINE size_t quay_ring_pop_burst(quay_ring *r, void *out, size_t n);
  *
  * Concurrency, Ordering: as quay_ring_push().
  * Returns: 0 (all pushed; also for n == 0); -EAGAIN if fewer than n slots
- *          are free; -EPIPE if the ring is closed; -EINVAL if r or elems
- *          is NULL or n exceeds the capacity (it could never succeed).
+ *          are free; -EPIPE if the ring is closed; -EINVAL if r is NULL,
+ *          elems is NULL with n > 0, or n exceeds the capacity (it could
+ *          never succeed).
  */
 QUAY_INLINE int quay_ring_push_bulk(quay_ring *r, const void *elems, size_t n);
 
@@ -175,8 +176,8 @@ QUAY_INLINE int quay_ring_push_bulk(quay_ring *r, const void *elems, size_t n);
  * Concurrency, Ordering: as quay_ring_pop().
  * Returns: 0 (n popped; also for n == 0); -EAGAIN if fewer than n are
  *          ready; -EPIPE if the ring is closed and holds fewer than n
- *          (quay_ring_pop_burst() drains the rest); -EINVAL if r or out is
- *          NULL or n exceeds the capacity.
+ *          (quay_ring_pop_burst() drains the rest); -EINVAL if r is NULL,
+ *          out is NULL with n > 0, or n exceeds the capacity.
  */
 QUAY_INLINE int quay_ring_pop_bulk(quay_ring *r, void *out, size_t n);
 
