@@ -209,8 +209,12 @@ QUAY_API int quay_ring_pop_wait(quay_ring *r, void *out, int64_t timeout_ns);
 /**
  * Close the ring: later pushes fail with -EPIPE, pops return what is
  * left and then -EPIPE, and every thread sleeping in a wait call wakes.
- * Every push that returned 0 is still delivered. Idempotent; NULL is
- * ignored.
+ * Every push that returned 0 is still delivered, and no element is
+ * delivered after a pop returned -EPIPE. Idempotent; NULL is ignored.
+ *
+ * In single-producer mode a push that races with close claims its slot
+ * and then takes the claim back; while it does, a pop may return -EAGAIN
+ * (and pop_wait waits) even after another pop returned -EPIPE.
  *
  * Concurrency: safe from any thread, concurrently with anything but
  *              destroy. May make one membarrier(2) system call.

@@ -186,7 +186,10 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 		__atomic_store_n(&r->tail, (pos + k) & QUAYI_RING_POS_MASK, __ATOMIC_RELAXED);
 		quayi_ring_fast_barrier(r);
 		if (QUAYI_UNLIKELY(__atomic_load_n(&r->closed, __ATOMIC_RELAXED) != QUAYI_RING_OPEN)) {
+			/* A consumer that saw the claim may have gone to sleep
+			 * waiting for it: the retraction must wake it (W1). */
 			__atomic_store_n(&r->tail, pos, __ATOMIC_RELAXED);
+			quayi_ring_wake_if_waiting(r, &r->pop_event);
 			*rc = -EPIPE;
 			return 0;
 		}
