@@ -27,7 +27,12 @@
  * so that libquay also carries callable copies of the inline API for
  * callers that cannot use C headers (FFI, dlsym). */
 #ifndef QUAY_INLINE
-#define QUAY_INLINE static inline
+/* always_inline: the public wrappers carry the single- and multi-side
+ * paths of every mode, and at -O2 g++ 12 kept quay_ring_push/pop out of
+ * line (a push+pop pair cost 10.8 ns instead of 4.8 ns in a one-thread
+ * loop). Inlined, the mode test folds away for a ring whose flags the
+ * compiler can see and costs one predictable branch otherwise. */
+#define QUAY_INLINE static inline __attribute__((always_inline))
 #endif
 
 /* Tell the CPU we are spinning (saves power, yields the pipeline to the
