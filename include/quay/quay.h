@@ -8,6 +8,9 @@
 
 #include <quay/version.h>
 #include <quay/err.h>
+#include <quay/stats.h>
+#include <quay/pool.h>
+#include <quay/msg.h>
 #include <quay/ring.h>
 
 #endif /* QUAY_QUAY_H */

@@ -7,7 +7,9 @@
 #ifndef QUAY_IMPL_COMPILER_H
 #define QUAY_IMPL_COMPILER_H
 
-#if !defined(QUAY_RING_H)
+/* Shared by every public module header (err.h defines QUAY_ERR_H and is
+ * included by all of them first). */
+#if !defined(QUAY_ERR_H)
 #error "include <quay/quay.h> or a module header, not quay/impl/compiler.h"
 #endif
 

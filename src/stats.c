@@ -1,0 +1,1479 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Counters, gauges, histograms: the registry, snapshots and exporters.
+ * The hot paths are inline in include/quay/impl/stats_inline.h, with the
+ * layout of the handles and the ordering edges (H1/H2).
+ *
+ * Registry. One mutex guards the registry's structure (families, series,
+ * counter chunks, hash tables); every slow call takes it, no hot path
+ * does. Families are kept in creation order, each with its series in
+ * creation order, so a snapshot (and so an export) lists a family's
+ * series together. Two chained hash tables find a family by name and a
+ * series by its key (name and sorted labels) in O(1).
+ *
+ * Counter cells come from chunks: a chunk is `shards` cache lines, line i
+ * holding shard i of 8 counters. A registry keeps its chunks that have a
+ * free cell on a list; a chunk is freed when its last counter goes.
+ *
+ * Thread slots (quayi_stats_slot_init): a bitmap of QUAY_STATS_SHARDS_MAX
+ * slots; a thread claims the lowest free bit and a pthread key destructor
+ * clears it when the thread exits, so the threads alive at any time hold
+ * the lowest slots and map to distinct shards while there are no more of
+ * them than shards. When every slot is taken, later threads get slots
+ * round-robin, unowned. Slots only spread the load: the hot paths add
+ * atomically, so a shared shard still counts exactly.
+ */
+#include "quay_internal.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <quay/stats.h>
+
+/* The layout is ABI: pin it. */
+_Static_assert(sizeof(struct quay_counter) == 16, "counter handle");
+_Static_assert(sizeof(struct quay_gauge) == 16, "gauge handle");
+_Static_assert(sizeof(struct quay_hist) == 16, "hist handle");
+_Static_assert(offsetof(struct quayi_hist_shard, buckets) == QUAY_CACHELINE, "hist header line");
+_Static_assert(sizeof(struct quayi_hist_shard) % QUAY_CACHELINE == 0, "hist shard in whole lines");
+_Static_assert(QUAY_CACHELINE == QUAYI_STATS_LINE_WORDS * 8, "line words");
+_Static_assert((QUAY_STATS_SHARDS_MAX & (QUAY_STATS_SHARDS_MAX - 1)) == 0, "shards max pow2");
+_Static_assert(QUAY_HIST_BUCKETS == 32 * 32 + 1, "buckets up to 2^36, plus overflow");
+
+#define DEFAULT_MAX_METRICS ((size_t)65536)
+#define DEFAULT_SHARDS_MIN 4u
+#define DEFAULT_SHARDS_MAX 64u
+#define DEFAULT_HIST_SHARDS_MAX 4u
+#define CHUNK_CELLS QUAYI_STATS_LINE_WORDS      /* counters per chunk */
+
+/* ==== thread slots =================================================== */
+
+__thread uint32_t quayi_stats_tslot __attribute__((tls_model("initial-exec")));
+
+#define SLOT_WORDS (QUAY_STATS_SHARDS_MAX / 64)
+static uint64_t slot_bits[SLOT_WORDS];
+static uint32_t slot_rr;
+static pthread_key_t slot_key;
+static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
+static bool slot_key_ok;
+
+static void
+slot_release(void *p)
+{
+	uint32_t slot = (uint32_t)((uintptr_t)p - 1);
+
+	/* A later hot call from another key's destructor claims anew. */
+	quayi_stats_tslot = 0;
+	/* Relaxed: the bitmap only spreads threads over shards; no data is
+	 * handed over with a slot (the cells are updated atomically). */
+	__atomic_fetch_and(&slot_bits[slot / 64], ~((uint64_t)1 << (slot % 64)), __ATOMIC_RELAXED);
+}
+
+static void
+slot_key_create(void)
+{
+	slot_key_ok = pthread_key_create(&slot_key, slot_release) == 0;
+}
+
+/* The lowest free slot, now taken; UINT32_MAX if none is free. */
+static uint32_t
+slot_claim(void)
+{
+	for (uint32_t w = 0; w < SLOT_WORDS; w++) {
+		/* Relaxed: see slot_release. */
+		uint64_t v = __atomic_load_n(&slot_bits[w], __ATOMIC_RELAXED);
+		while (~v != 0) {
+			uint32_t b = (uint32_t)__builtin_ctzll(~v);
+			if (__atomic_compare_exchange_n(&slot_bits[w], &v, v | ((uint64_t)1 << b), false,
+			        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+				return w * 64 + b;
+		}
+	}
+	return UINT32_MAX;
+}
+
+uint32_t
+quayi_stats_slot_init(void)
+{
+	uint32_t slot;
+
+	pthread_once(&slot_once, slot_key_create);
+	slot = slot_key_ok ? slot_claim() : UINT32_MAX;
+	if (slot != UINT32_MAX &&
+	    pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1)) != 0) {
+		slot_release((void *)(uintptr_t)(slot + 1));
+		slot = UINT32_MAX;
+	}
+	if (slot == UINT32_MAX) {
+		/* Relaxed: a ticket; any value is correct. */
+		slot = __atomic_fetch_add(&slot_rr, 1, __ATOMIC_RELAXED) % QUAY_STATS_SHARDS_MAX;
+	}
+	quayi_stats_tslot = slot + 1;
+	return slot + 1;
+}
+
+/* ==== validation ===================================================== */
+
+static bool
+valid_metric_name(const char *s)
+{
+	size_t n = 0;
+
+	if (s == NULL)
+		return false;
+	for (; s[n] != '\0'; n++) {
+		unsigned char c = (unsigned char)s[n];
+		bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
+		if (!alpha && !(n > 0 && c >= '0' && c <= '9'))
+			return false;
+		if (n >= QUAY_STATS_NAME_MAX)
+			return false;
+	}
+	return n > 0;
+}
+
+static bool
+valid_label_name(const char *s)
+{
+	size_t n = 0;
+
+	if (s == NULL || (s[0] == '_' && s[1] == '_'))
+		return false;
+	for (; s[n] != '\0'; n++) {
+		unsigned char c = (unsigned char)s[n];
+		bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+		if (!alpha && !(n > 0 && c >= '0' && c <= '9'))
+			return false;
+		if (n >= QUAY_STATS_LABEL_NAME_MAX)
+			return false;
+	}
+	return n > 0;
+}
+
+/* Strict UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF) of at most max bytes; stores the length in *len. */
+static bool
+valid_utf8(const char *str, size_t max, size_t *len)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0;
+
+	while (s[i] != '\0') {
+		unsigned char c = s[i];
+		size_t k;
+		uint32_t cp;
+
+		if (c < 0x80) {
+			i++;
+			goto next;
+		} else if (c >= 0xC2 && c <= 0xDF) {
+			k = 1;
+			cp = c & 0x1F;
+		} else if (c >= 0xE0 && c <= 0xEF) {
+			k = 2;
+			cp = c & 0x0F;
+		} else if (c >= 0xF0 && c <= 0xF4) {
+			k = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		for (size_t j = 1; j <= k; j++) {
+			if ((s[i + j] & 0xC0) != 0x80)      /* also stops at the NUL */
+				return false;
+			cp = (cp << 6) | (s[i + j] & 0x3F);
+		}
+		if ((k == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+		    (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+			return false;
+		i += k + 1;
+next:
+		if (i > max)
+			return false;
+	}
+	*len = i;
+	return true;
+}
+
+/* ==== chained hash table ============================================= */
+
+struct hnode {
+	struct hnode *next;
+	uint64_t hash;
+	const char *key;
+	size_t klen;
+};
+
+struct htab {
+	struct hnode **b;
+	size_t nb;          /* power of two */
+	size_t n;
+};
+
+static uint64_t
+hash_bytes(const char *p, size_t n)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);     /* FNV-1a */
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= UINT64_C(0x100000001b3);
+	}
+	return h ^ (h >> 29);
+}
+
+static int
+htab_init(struct htab *t)
+{
+	t->nb = 64;
+	t->n = 0;
+	t->b = calloc(t->nb, sizeof(*t->b));
+	return t->b == NULL ? -ENOMEM : 0;
+}
+
+static struct hnode *
+htab_find(const struct htab *t, const char *key, size_t klen, uint64_t hash)
+{
+	for (struct hnode *e = t->b[hash & (t->nb - 1)]; e != NULL; e = e->next)
+		if (e->hash == hash && e->klen == klen && memcmp(e->key, key, klen) == 0)
+			return e;
+	return NULL;
+}
+
+/* Grow before an insert so that the insert itself cannot fail. */
+static int
+htab_reserve(struct htab *t)
+{
+	struct hnode **nb;
+	size_t n2;
+
+	if (t->n < t->nb)
+		return 0;
+	n2 = t->nb * 2;
+	nb = calloc(n2, sizeof(*nb));
+	if (nb == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->nb; i++) {
+		struct hnode *e = t->b[i], *next;
+		for (; e != NULL; e = next) {
+			next = e->next;
+			e->next = nb[e->hash & (n2 - 1)];
+			nb[e->hash & (n2 - 1)] = e;
+		}
+	}
+	free(t->b);
+	t->b = nb;
+	t->nb = n2;
+	return 0;
+}
+
+static void
+htab_insert(struct htab *t, struct hnode *e)
+{
+	struct hnode **slot = &t->b[e->hash & (t->nb - 1)];
+
+	e->next = *slot;
+	*slot = e;
+	t->n++;
+}
+
+static void
+htab_remove(struct htab *t, struct hnode *e)
+{
+	for (struct hnode **p = &t->b[e->hash & (t->nb - 1)]; *p != NULL; p = &(*p)->next) {
+		if (*p == e) {
+			*p = e->next;
+			t->n--;
+			return;
+		}
+	}
+}
+
+/* ==== registry ======================================================= */
+
+struct chunk {
+	struct chunk *prev, *next;   /* list of chunks with a free cell */
+	uint64_t *lines;             /* shards lines, line-aligned */
+	unsigned used;               /* bit i: cell i taken */
+	bool listed;
+};
+
+struct family;
+
+struct series {
+	union {                      /* first: the handle is the series */
+		struct quay_counter c;
+		struct quay_gauge g;
+		struct quay_hist h;
+	} u;
+	struct hnode hn;             /* key: name '\0' (lname '\0' value '\0')* */
+	struct series *prev, *next;  /* within the family */
+	struct family *fam;
+	struct quay_stats *reg;
+	struct chunk *chunk;         /* counters */
+	unsigned cell;
+	void *mem;                   /* gauge line or histogram shards */
+	size_t nlabels;
+	size_t lstr_len;             /* bytes of label strings (with NULs) */
+	struct quay_stats_label labels[];   /* then the key bytes */
+};
+
+struct family {
+	struct hnode hn;             /* key: name */
+	struct family *prev, *next;  /* creation order */
+	struct series *first, *last;
+	size_t nseries;
+	enum quay_stats_type type;
+	size_t name_len, help_len;
+	char *help;                  /* "" if none */
+	char name[];                 /* then help */
+};
+
+struct quay_stats {
+	pthread_mutex_t lock;
+	unsigned shards, hist_shards;
+	size_t max_metrics;
+	size_t nseries;
+	size_t nhist;
+	struct family *fam_first, *fam_last;
+	struct chunk *partial;
+	struct htab fams, series;
+};
+
+static unsigned
+default_shards(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_CONF);
+	unsigned s = DEFAULT_SHARDS_MIN;
+
+	while (n > 0 && s < (unsigned long)n && s < DEFAULT_SHARDS_MAX)
+		s *= 2;
+	return s;
+}
+
+static bool
+valid_shard_count(unsigned n)
+{
+	return n == 0 || (n <= QUAY_STATS_SHARDS_MAX && (n & (n - 1)) == 0);
+}
+
+int
+quay_stats_create(const struct quay_stats_opts *opts, quay_stats **out)
+{
+	struct quay_stats_opts o = QUAY_STATS_OPTS_INIT;
+	quay_stats *s;
+
+	if (out == NULL)
+		return -EINVAL;
+	if (opts != NULL) {
+		size_t end = offsetof(struct quay_stats_opts, max_metrics) + sizeof(o.max_metrics);
+		if (opts->size < end)
+			return -EINVAL;
+		/* A newer caller's struct: its extra fields must be unused. */
+		for (size_t i = sizeof(o); i < opts->size; i++)
+			if (((const unsigned char *)opts)[i] != 0)
+				return -EINVAL;
+		memcpy(&o, opts, sizeof(o));
+		o.size = sizeof(o);
+	}
+	if (o.flags != 0 || !valid_shard_count(o.shards) || !valid_shard_count(o.hist_shards) ||
+	    o.max_metrics > QUAY_STATS_METRICS_MAX)
+		return -EINVAL;
+	if (o.shards == 0)
+		o.shards = default_shards();
+	if (o.hist_shards == 0)
+		o.hist_shards = o.shards < DEFAULT_HIST_SHARDS_MAX ? o.shards : DEFAULT_HIST_SHARDS_MAX;
+	if (o.max_metrics == 0)
+		o.max_metrics = DEFAULT_MAX_METRICS;
+
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	if (htab_init(&s->fams) != 0 || htab_init(&s->series) != 0 ||
+	    pthread_mutex_init(&s->lock, NULL) != 0) {
+		free(s->fams.b);
+		free(s->series.b);
+		free(s);
+		return -ENOMEM;
+	}
+	s->shards = o.shards;
+	s->hist_shards = o.hist_shards;
+	s->max_metrics = o.max_metrics;
+	*out = s;
+	return 0;
+}
+
+size_t
+quay_stats_count(quay_stats *s)
+{
+	size_t n;
+
+	if (s == NULL)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	n = s->nseries;
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+static void *
+alloc_lines(size_t bytes)
+{
+	void *p = aligned_alloc(QUAY_CACHELINE, bytes);
+
+	if (p != NULL)
+		memset(p, 0, bytes);
+	return p;
+}
+
+static void
+chunk_unlist(quay_stats *s, struct chunk *c)
+{
+	if (!c->listed)
+		return;
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		s->partial = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	c->listed = false;
+}
+
+static void
+chunk_list(quay_stats *s, struct chunk *c)
+{
+	if (c->listed)
+		return;
+	c->prev = NULL;
+	c->next = s->partial;
+	if (s->partial != NULL)
+		s->partial->prev = c;
+	s->partial = c;
+	c->listed = true;
+}
+
+/* Take a zeroed counter cell. Lock held. */
+static int
+cell_take(quay_stats *s, struct chunk **out, unsigned *cell)
+{
+	struct chunk *c = s->partial;
+	unsigned i;
+
+	if (c == NULL) {
+		c = calloc(1, sizeof(*c));
+		if (c == NULL)
+			return -ENOMEM;
+		c->lines = alloc_lines((size_t)s->shards * QUAY_CACHELINE);
+		if (c->lines == NULL) {
+			free(c);
+			return -ENOMEM;
+		}
+		chunk_list(s, c);
+	}
+	i = (unsigned)__builtin_ctz(~c->used);
+	c->used |= 1u << i;
+	if (c->used == (1u << CHUNK_CELLS) - 1)
+		chunk_unlist(s, c);
+	/* A reused cell may hold a destroyed counter's counts. Relaxed: the
+	 * handle reaches other threads through the caller's own hand-over,
+	 * and snapshots through the registry mutex. */
+	for (unsigned k = 0; k < s->shards; k++)
+		__atomic_store_n(&c->lines[(size_t)k * QUAYI_STATS_LINE_WORDS + i], 0, __ATOMIC_RELAXED);
+	*out = c;
+	*cell = i;
+	return 0;
+}
+
+static void
+cell_put(quay_stats *s, struct chunk *c, unsigned cell)
+{
+	c->used &= ~(1u << cell);
+	if (c->used == 0) {
+		chunk_unlist(s, c);
+		free(c->lines);
+		free(c);
+	} else {
+		chunk_list(s, c);
+	}
+}
+
+static int
+label_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct quay_stats_label *)a)->name,
+	    ((const struct quay_stats_label *)b)->name);
+}
+
+static const char *const hist_suffixes[] = { "_bucket", "_sum", "_count" };
+
+static struct family *
+family_find(const quay_stats *s, const char *name, size_t len)
+{
+	struct hnode *e = htab_find(&s->fams, name, len, hash_bytes(name, len));
+
+	return e == NULL ? NULL : (struct family *)(void *)((char *)e - offsetof(struct family, hn));
+}
+
+/* Whether a new family (name, type) would clash with a histogram's
+ * derived names. Lock held. */
+static bool
+names_clash(const quay_stats *s, const char *name, size_t len, enum quay_stats_type type)
+{
+	char buf[QUAY_STATS_NAME_MAX + 16];
+
+	for (size_t i = 0; i < 3; i++) {
+		size_t sl = strlen(hist_suffixes[i]);
+		if (type == QUAY_STATS_HIST) {
+			memcpy(buf, name, len);
+			memcpy(buf + len, hist_suffixes[i], sl);
+			if (family_find(s, buf, len + sl) != NULL)
+				return true;
+		}
+		if (len > sl && memcmp(name + len - sl, hist_suffixes[i], sl) == 0) {
+			struct family *f = family_find(s, name, len - sl);
+			if (f != NULL && f->type == QUAY_STATS_HIST)
+				return true;
+		}
+	}
+	return false;
+}
+
+static void
+series_unlink(quay_stats *s, struct series *se)
+{
+	struct family *f = se->fam;
+
+	htab_remove(&s->series, &se->hn);
+	if (se->prev != NULL)
+		se->prev->next = se->next;
+	else
+		f->first = se->next;
+	if (se->next != NULL)
+		se->next->prev = se->prev;
+	else
+		f->last = se->prev;
+	s->nseries--;
+	if (se->u.c.type == QUAY_STATS_HIST)
+		s->nhist--;
+	if (--f->nseries == 0) {
+		htab_remove(&s->fams, &f->hn);
+		if (f->prev != NULL)
+			f->prev->next = f->next;
+		else
+			s->fam_first = f->next;
+		if (f->next != NULL)
+			f->next->prev = f->prev;
+		else
+			s->fam_last = f->prev;
+		free(f);
+	}
+}
+
+static void
+series_free(quay_stats *s, struct series *se)
+{
+	if (se->chunk != NULL)
+		cell_put(s, se->chunk, se->cell);
+	free(se->mem);
+	free(se);
+}
+
+static int
+metric_create(quay_stats *s, enum quay_stats_type type, const char *name, const char *help,
+    const struct quay_stats_label *labels, size_t nlabels, struct series **out)
+{
+	struct quay_stats_label sorted[QUAY_STATS_LABELS_MAX];
+	size_t name_len, help_len = 0, klen, lstr = 0;
+	struct series *se = NULL;
+	struct family *f, *newf = NULL;
+	char *p;
+	int rc;
+
+	if (s == NULL || out == NULL || !valid_metric_name(name) ||
+	    nlabels > QUAY_STATS_LABELS_MAX || (labels == NULL && nlabels != 0))
+		return -EINVAL;
+	name_len = strlen(name);
+	if (help != NULL && !valid_utf8(help, QUAY_STATS_HELP_MAX, &help_len))
+		return -EINVAL;
+	for (size_t i = 0; i < nlabels; i++) {
+		size_t vl;
+		if (!valid_label_name(labels[i].name) || labels[i].value == NULL ||
+		    !valid_utf8(labels[i].value, QUAY_STATS_LABEL_VALUE_MAX, &vl) || vl == 0)
+			return -EINVAL;
+		if (type == QUAY_STATS_HIST && strcmp(labels[i].name, "le") == 0)
+			return -EINVAL;
+		sorted[i] = labels[i];
+		lstr += strlen(labels[i].name) + 1 + vl + 1;
+	}
+	if (nlabels > 1)
+		qsort(sorted, nlabels, sizeof(sorted[0]), label_cmp);
+	for (size_t i = 1; i < nlabels; i++)
+		if (strcmp(sorted[i - 1].name, sorted[i].name) == 0)
+			return -EINVAL;
+
+	/* One block: the series, its label array, the label strings, then
+	 * the key (name '\0' and the label strings again). */
+	klen = name_len + 1 + lstr;
+	se = calloc(1, sizeof(*se) + nlabels * sizeof(se->labels[0]) + lstr + klen);
+	if (se == NULL)
+		return -ENOMEM;
+	p = (char *)(se->labels + nlabels);
+	for (size_t i = 0; i < nlabels; i++) {
+		size_t a = strlen(sorted[i].name) + 1, b = strlen(sorted[i].value) + 1;
+		memcpy(p, sorted[i].name, a);
+		se->labels[i].name = p;
+		memcpy(p + a, sorted[i].value, b);
+		se->labels[i].value = p + a;
+		p += a + b;
+	}
+	se->nlabels = nlabels;
+	se->lstr_len = lstr;
+	memcpy(p, name, name_len + 1);
+	memcpy(p + name_len + 1, se->labels + nlabels, lstr);
+	se->hn.key = p;
+	se->hn.klen = klen;
+	se->hn.hash = hash_bytes(p, klen);
+	se->reg = s;
+
+	pthread_mutex_lock(&s->lock);
+	f = family_find(s, name, name_len);
+	if (f != NULL) {
+		if (f->type != type || f->help_len != help_len ||
+		    (help_len != 0 && memcmp(f->help, help, help_len) != 0)) {
+			rc = -EINVAL;
+			goto fail;
+		}
+		if (htab_find(&s->series, se->hn.key, klen, se->hn.hash) != NULL) {
+			rc = -EINVAL;            /* duplicate name and labels */
+			goto fail;
+		}
+	} else if (names_clash(s, name, name_len, type)) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (s->nseries >= s->max_metrics) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if ((rc = htab_reserve(&s->series)) != 0 || (f == NULL && (rc = htab_reserve(&s->fams)) != 0))
+		goto fail;
+	if (f == NULL) {
+		newf = calloc(1, sizeof(*newf) + name_len + 1 + help_len + 1);
+		if (newf == NULL) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		memcpy(newf->name, name, name_len + 1);
+		newf->help = newf->name + name_len + 1;
+		if (help_len != 0)
+			memcpy(newf->help, help, help_len);
+		newf->help[help_len] = '\0';
+		newf->name_len = name_len;
+		newf->help_len = help_len;
+		newf->type = type;
+		newf->hn.key = newf->name;
+		newf->hn.klen = name_len;
+		newf->hn.hash = hash_bytes(name, name_len);
+	}
+
+	switch (type) {
+	case QUAY_STATS_COUNTER:
+		if ((rc = cell_take(s, &se->chunk, &se->cell)) != 0)
+			goto fail;
+		se->u.c.cells = se->chunk->lines + se->cell;
+		se->u.c.mask = s->shards - 1;
+		se->u.c.type = QUAY_STATS_COUNTER;
+		break;
+	case QUAY_STATS_GAUGE:
+		se->mem = alloc_lines(QUAY_CACHELINE);
+		if (se->mem == NULL) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		se->u.g.cell = se->mem;
+		se->u.g.type = QUAY_STATS_GAUGE;
+		break;
+	default:
+		se->mem = alloc_lines((size_t)s->hist_shards * sizeof(struct quayi_hist_shard));
+		if (se->mem == NULL) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		se->u.h.shards = se->mem;
+		for (unsigned i = 0; i < s->hist_shards; i++)
+			se->u.h.shards[i].min = UINT64_MAX;
+		se->u.h.mask = s->hist_shards - 1;
+		se->u.h.type = QUAY_STATS_HIST;
+		s->nhist++;
+		break;
+	}
+
+	if (newf != NULL) {
+		htab_insert(&s->fams, &newf->hn);
+		newf->prev = s->fam_last;
+		if (s->fam_last != NULL)
+			s->fam_last->next = newf;
+		else
+			s->fam_first = newf;
+		s->fam_last = newf;
+		f = newf;
+	}
+	se->fam = f;
+	se->prev = f->last;
+	if (f->last != NULL)
+		f->last->next = se;
+	else
+		f->first = se;
+	f->last = se;
+	f->nseries++;
+	htab_insert(&s->series, &se->hn);
+	s->nseries++;
+	pthread_mutex_unlock(&s->lock);
+	*out = se;
+	return 0;
+
+fail:
+	if (se->chunk != NULL)
+		cell_put(s, se->chunk, se->cell);
+	pthread_mutex_unlock(&s->lock);
+	free(newf);
+	free(se->mem);
+	free(se);
+	return rc;
+}
+
+int
+quay_counter_create(quay_stats *s, const char *name, const char *help,
+    const struct quay_stats_label *labels, size_t nlabels, quay_counter **out)
+{
+	struct series *se;
+	int rc = out == NULL ? -EINVAL :
+	    metric_create(s, QUAY_STATS_COUNTER, name, help, labels, nlabels, &se);
+
+	if (rc == 0)
+		*out = &se->u.c;
+	return rc;
+}
+
+int
+quay_gauge_create(quay_stats *s, const char *name, const char *help,
+    const struct quay_stats_label *labels, size_t nlabels, quay_gauge **out)
+{
+	struct series *se;
+	int rc = out == NULL ? -EINVAL :
+	    metric_create(s, QUAY_STATS_GAUGE, name, help, labels, nlabels, &se);
+
+	if (rc == 0)
+		*out = &se->u.g;
+	return rc;
+}
+
+int
+quay_hist_create(quay_stats *s, const char *name, const char *help,
+    const struct quay_stats_label *labels, size_t nlabels, quay_hist **out)
+{
+	struct series *se;
+	int rc = out == NULL ? -EINVAL :
+	    metric_create(s, QUAY_STATS_HIST, name, help, labels, nlabels, &se);
+
+	if (rc == 0)
+		*out = &se->u.h;
+	return rc;
+}
+
+/* The handle is the first member of its series. */
+static void
+metric_destroy(void *handle)
+{
+	struct series *se = handle;
+	quay_stats *s = se->reg;
+
+	pthread_mutex_lock(&s->lock);
+	series_unlink(s, se);
+	series_free(s, se);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void
+quay_counter_destroy(quay_counter *c)
+{
+	if (c != NULL && c->type == QUAY_STATS_COUNTER)
+		metric_destroy(c);
+}
+
+void
+quay_gauge_destroy(quay_gauge *g)
+{
+	if (g != NULL && g->type == QUAY_STATS_GAUGE)
+		metric_destroy(g);
+}
+
+void
+quay_hist_destroy(quay_hist *h)
+{
+	if (h != NULL && h->type == QUAY_STATS_HIST)
+		metric_destroy(h);
+}
+
+void
+quay_stats_destroy(quay_stats *s)
+{
+	struct family *f, *fn;
+
+	if (s == NULL)
+		return;
+	for (f = s->fam_first; f != NULL; f = fn) {
+		struct series *se, *sn;
+		fn = f->next;
+		for (se = f->first; se != NULL; se = sn) {
+			sn = se->next;
+			series_free(s, se);
+		}
+		free(f);
+	}
+	free(s->fams.b);
+	free(s->series.b);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+/* ==== reading ======================================================== */
+
+uint64_t
+quay_counter_read(const quay_counter *c)
+{
+	uint64_t sum = 0;
+
+	if (c == NULL)
+		return 0;
+	/* Relaxed: see the Ordering note in quay/stats.h. One load per shard;
+	 * a later read by this thread loads each shard again and, by
+	 * coherence, gets the same or a newer (larger) value. */
+	for (uint32_t i = 0; i <= c->mask; i++)
+		sum += __atomic_load_n(c->cells + (size_t)i * QUAYI_STATS_LINE_WORDS, __ATOMIC_RELAXED);
+	return sum;
+}
+
+int64_t
+quay_gauge_read(const quay_gauge *g)
+{
+	/* Relaxed: a gauge publishes nothing. */
+	return g == NULL ? 0 : (int64_t)__atomic_load_n(g->cell, __ATOMIC_RELAXED);
+}
+
+int
+quay_hist_read(const quay_hist *h, struct quay_hist_data *out)
+{
+	uint64_t count = 0, sum = 0, mn = UINT64_MAX, mx = 0;
+
+	if (h == NULL || out == NULL)
+		return -EINVAL;
+	memset(out->buckets, 0, sizeof(out->buckets));
+	for (uint32_t i = 0; i <= h->mask; i++) {
+		const struct quayi_hist_shard *sh = &h->shards[i];
+		uint64_t v;
+		for (size_t b = 0; b < QUAY_HIST_BUCKETS; b++) {
+			/* H2: acquire, pairs with H1 in quay_hist_record. */
+			v = __atomic_load_n(&sh->buckets[b], __ATOMIC_ACQUIRE);
+			out->buckets[b] += v;
+			count += v;
+		}
+		/* Relaxed: after H2, so they include every record counted. */
+		sum += __atomic_load_n(&sh->sum, __ATOMIC_RELAXED);
+		v = __atomic_load_n(&sh->min, __ATOMIC_RELAXED);
+		mn = v < mn ? v : mn;
+		v = __atomic_load_n(&sh->max, __ATOMIC_RELAXED);
+		mx = v > mx ? v : mx;
+	}
+	out->count = count;
+	out->sum = sum;
+	out->min = count == 0 ? 0 : mn;
+	out->max = count == 0 ? 0 : mx;
+	return 0;
+}
+
+int
+quay_hist_bucket_range(size_t idx, uint64_t *lo, uint64_t *hi)
+{
+	unsigned shift;
+
+	if (idx >= QUAY_HIST_BUCKETS || lo == NULL || hi == NULL)
+		return -EINVAL;
+	if (idx == QUAY_HIST_BUCKETS - 1) {
+		*lo = QUAY_HIST_TRACKABLE_MAX;
+		*hi = UINT64_MAX;
+		return 0;
+	}
+	if (idx < 64) {
+		*lo = *hi = idx;
+		return 0;
+	}
+	shift = (unsigned)(idx >> 5) - 1;
+	*lo = (uint64_t)(32 + (idx & 31)) << shift;
+	*hi = *lo + ((uint64_t)1 << shift) - 1;
+	return 0;
+}
+
+int
+quay_hist_quantile(const struct quay_hist_data *d, double q, uint64_t *out)
+{
+	uint64_t rank, cum = 0, lo, hi, v;
+	size_t b;
+
+	if (d == NULL || out == NULL || !(q >= 0.0 && q <= 1.0))
+		return -EINVAL;
+	if (d->count == 0)
+		return -ENOENT;
+	/* Nearest rank: the ceil(q * count)-th smallest, at least the 1st. */
+	{
+		double r = q * (double)d->count;
+		rank = (uint64_t)r;
+		if ((double)rank < r)
+			rank++;
+		if (rank == 0)
+			rank = 1;
+		if (rank > d->count)
+			rank = d->count;
+	}
+	/* The extremes are known exactly. */
+	if (rank == 1 || rank == d->count) {
+		*out = rank == 1 ? d->min : d->max;
+		return 0;
+	}
+	for (b = 0; b < QUAY_HIST_BUCKETS - 1; b++) {
+		cum += d->buckets[b];
+		if (cum >= rank)
+			break;
+	}
+	if (b == QUAY_HIST_BUCKETS - 1) {
+		v = d->max;                    /* overflow (or counts still moving) */
+	} else {
+		quay_hist_bucket_range(b, &lo, &hi);
+		v = lo + (hi - lo) / 2;
+	}
+	if (v < d->min)
+		v = d->min;
+	if (v > d->max)
+		v = d->max;
+	*out = v;
+	return 0;
+}
+
+static const struct {
+	uint64_t ns;
+	const char *text;
+} le_bounds[QUAY_HIST_LE_COUNT] = {
+	{ 250, "2.5e-07" }, { 500, "5e-07" },
+	{ 1000, "1e-06" }, { 2500, "2.5e-06" }, { 5000, "5e-06" },
+	{ 10000, "1e-05" }, { 25000, "2.5e-05" }, { 50000, "5e-05" },
+	{ 100000, "0.0001" }, { 250000, "0.00025" }, { 500000, "0.0005" },
+	{ 1000000, "0.001" }, { 2500000, "0.0025" }, { 5000000, "0.005" },
+	{ 10000000, "0.01" }, { 25000000, "0.025" }, { 50000000, "0.05" },
+	{ 100000000, "0.1" }, { 250000000, "0.25" }, { 500000000, "0.5" },
+	{ 1000000000, "1" }, { 2500000000, "2.5" }, { 5000000000, "5" },
+	{ 10000000000, "10" }, { 30000000000, "30" }, { 60000000000, "60" },
+};
+
+int
+quay_hist_le_bound(size_t i, uint64_t *ns, const char **text)
+{
+	if (i >= QUAY_HIST_LE_COUNT || ns == NULL)
+		return -EINVAL;
+	*ns = le_bounds[i].ns;
+	if (text != NULL)
+		*text = le_bounds[i].text;
+	return 0;
+}
+
+/* ==== snapshots ====================================================== */
+
+struct quay_stats_snap {
+	size_t n;
+	struct quay_stats_metric *m;
+};
+
+/* Bytes a snapshot of s needs. Lock held. */
+static size_t
+snap_size(const quay_stats *s)
+{
+	size_t sz = sizeof(struct quay_stats_snap) +
+	    s->nseries * sizeof(struct quay_stats_metric) +
+	    s->nhist * sizeof(struct quay_hist_data);
+
+	for (const struct family *f = s->fam_first; f != NULL; f = f->next) {
+		sz += f->name_len + 1 + f->help_len + 1;
+		for (const struct series *se = f->first; se != NULL; se = se->next)
+			sz += se->nlabels * sizeof(struct quay_stats_label) + se->lstr_len;
+	}
+	return sz;
+}
+
+int
+quay_stats_snapshot(quay_stats *s, quay_stats_snap **out)
+{
+	struct quay_stats_snap *snap;
+	struct quay_hist_data *hd;
+	struct quay_stats_label *lab;
+	char *str;
+	size_t i = 0;
+
+	if (s == NULL || out == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	/* Layout: header, metrics, hist data (8-aligned), labels, strings. */
+	snap = malloc(snap_size(s));
+	if (snap == NULL) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOMEM;
+	}
+	snap->n = s->nseries;
+	snap->m = (struct quay_stats_metric *)(snap + 1);
+	hd = (struct quay_hist_data *)(snap->m + s->nseries);
+	lab = (struct quay_stats_label *)(hd + s->nhist);
+	str = (char *)lab;
+	for (const struct family *f = s->fam_first; f != NULL; f = f->next)
+		for (const struct series *se = f->first; se != NULL; se = se->next)
+			str += se->nlabels * sizeof(*lab);
+	for (const struct family *f = s->fam_first; f != NULL; f = f->next) {
+		char *name = str, *help = str + f->name_len + 1;
+		memcpy(name, f->name, f->name_len + 1);
+		memcpy(help, f->help, f->help_len + 1);
+		str = help + f->help_len + 1;
+		for (const struct series *se = f->first; se != NULL; se = se->next, i++) {
+			struct quay_stats_metric *m = &snap->m[i];
+			memset(m, 0, sizeof(*m));
+			m->name = name;
+			m->help = help;
+			m->type = f->type;
+			m->nlabels = se->nlabels;
+			m->labels = lab;
+			for (size_t k = 0; k < se->nlabels; k++) {
+				size_t a = strlen(se->labels[k].name) + 1;
+				size_t b = strlen(se->labels[k].value) + 1;
+				memcpy(str, se->labels[k].name, a);
+				lab[k].name = str;
+				memcpy(str + a, se->labels[k].value, b);
+				lab[k].value = str + a;
+				str += a + b;
+			}
+			lab += se->nlabels;
+			switch (f->type) {
+			case QUAY_STATS_COUNTER:
+				m->counter = quay_counter_read(&se->u.c);
+				break;
+			case QUAY_STATS_GAUGE:
+				m->gauge = quay_gauge_read(&se->u.g);
+				break;
+			default:
+				quay_hist_read(&se->u.h, hd);
+				m->hist = hd++;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	*out = snap;
+	return 0;
+}
+
+void
+quay_stats_snap_free(quay_stats_snap *snap)
+{
+	free(snap);
+}
+
+size_t
+quay_stats_snap_count(const quay_stats_snap *snap)
+{
+	return snap == NULL ? 0 : snap->n;
+}
+
+int
+quay_stats_snap_metric(const quay_stats_snap *snap, size_t i, const struct quay_stats_metric **out)
+{
+	if (snap == NULL || out == NULL)
+		return -EINVAL;
+	if (i >= snap->n)
+		return -ENOENT;
+	*out = &snap->m[i];
+	return 0;
+}
+
+/* ==== exporters ====================================================== */
+
+/* Output buffered on the stack and handed to fn in pieces. */
+struct out {
+	quay_stats_write_fn fn;
+	void *arg;
+	int err;
+	size_t n;
+	char buf[512];
+};
+
+static void
+out_flush(struct out *o)
+{
+	if (o->n != 0 && o->err == 0) {
+		int rc = o->fn(o->arg, o->buf, o->n);
+		if (rc < 0)
+			o->err = rc;
+	}
+	o->n = 0;
+}
+
+static void
+out_put(struct out *o, const char *s, size_t len)
+{
+	while (len != 0 && o->err == 0) {
+		size_t k = sizeof(o->buf) - o->n;
+		if (k > len)
+			k = len;
+		memcpy(o->buf + o->n, s, k);
+		o->n += k;
+		s += k;
+		len -= k;
+		if (o->n == sizeof(o->buf))
+			out_flush(o);
+	}
+}
+
+static void
+out_str(struct out *o, const char *s)
+{
+	out_put(o, s, strlen(s));
+}
+
+static void
+out_u64(struct out *o, uint64_t v)
+{
+	char b[24];
+	int n = snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
+
+	out_put(o, b, (size_t)n);
+}
+
+static void
+out_i64(struct out *o, int64_t v)
+{
+	char b[24];
+	int n = snprintf(b, sizeof(b), "%lld", (long long)v);
+
+	out_put(o, b, (size_t)n);
+}
+
+/* Nanoseconds as decimal seconds, exactly: "S.NNNNNNNNN". */
+static void
+out_seconds(struct out *o, uint64_t ns)
+{
+	char b[32];
+	int n = snprintf(b, sizeof(b), "%llu.%09llu", (unsigned long long)(ns / 1000000000u),
+	    (unsigned long long)(ns % 1000000000u));
+
+	out_put(o, b, (size_t)n);
+}
+
+/* Copy s, escaping backslash and newline, and double quote if quote. */
+static void
+out_prom_escaped(struct out *o, const char *s, bool quote)
+{
+	const char *run = s;
+
+	for (; *s != '\0'; s++) {
+		const char *esc = NULL;
+		if (*s == '\\')
+			esc = "\\\\";
+		else if (*s == '\n')
+			esc = "\\n";
+		else if (quote && *s == '"')
+			esc = "\\\"";
+		if (esc != NULL) {
+			out_put(o, run, (size_t)(s - run));
+			out_str(o, esc);
+			run = s + 1;
+		}
+	}
+	out_put(o, run, (size_t)(s - run));
+}
+
+/* {a="x",b="y"[,le="..."]}, or nothing when there are no labels. */
+static void
+out_prom_labels(struct out *o, const struct quay_stats_metric *m, const char *le)
+{
+	if (m->nlabels == 0 && le == NULL)
+		return;
+	out_put(o, "{", 1);
+	for (size_t i = 0; i < m->nlabels; i++) {
+		if (i != 0)
+			out_put(o, ",", 1);
+		out_str(o, m->labels[i].name);
+		out_put(o, "=\"", 2);
+		out_prom_escaped(o, m->labels[i].value, true);
+		out_put(o, "\"", 1);
+	}
+	if (le != NULL) {
+		out_str(o, m->nlabels != 0 ? ",le=\"" : "le=\"");
+		out_str(o, le);
+		out_put(o, "\"", 1);
+	}
+	out_put(o, "}", 1);
+}
+
+static const char *
+type_name(enum quay_stats_type t)
+{
+	return t == QUAY_STATS_COUNTER ? "counter" : t == QUAY_STATS_GAUGE ? "gauge" : "histogram";
+}
+
+static void
+prom_hist(struct out *o, const struct quay_stats_metric *m)
+{
+	const struct quay_hist_data *d = m->hist;
+	uint64_t cum = 0;
+	size_t b = 0;
+
+	for (size_t i = 0; i < QUAY_HIST_LE_COUNT; i++) {
+		/* Buckets wholly at or below the bound: those before the one
+		 * holding bound + 1. */
+		size_t end = quay_hist_bucket_of(le_bounds[i].ns + 1);
+		for (; b < end; b++)
+			cum += d->buckets[b];
+		out_str(o, m->name);
+		out_str(o, "_bucket");
+		out_prom_labels(o, m, le_bounds[i].text);
+		out_put(o, " ", 1);
+		out_u64(o, cum);
+		out_put(o, "\n", 1);
+	}
+	out_str(o, m->name);
+	out_str(o, "_bucket");
+	out_prom_labels(o, m, "+Inf");
+	out_put(o, " ", 1);
+	out_u64(o, d->count);
+	out_put(o, "\n", 1);
+	out_str(o, m->name);
+	out_str(o, "_sum");
+	out_prom_labels(o, m, NULL);
+	out_put(o, " ", 1);
+	out_seconds(o, d->sum);
+	out_put(o, "\n", 1);
+	out_str(o, m->name);
+	out_str(o, "_count");
+	out_prom_labels(o, m, NULL);
+	out_put(o, " ", 1);
+	out_u64(o, d->count);
+	out_put(o, "\n", 1);
+}
+
+int
+quay_stats_write_prometheus(const quay_stats_snap *snap, quay_stats_write_fn fn, void *arg)
+{
+	struct out o;
+	const char *prev = NULL;
+
+	if (snap == NULL || fn == NULL)
+		return -EINVAL;
+	o.fn = fn;
+	o.arg = arg;
+	o.err = 0;
+	o.n = 0;
+	for (size_t i = 0; i < snap->n && o.err == 0; i++) {
+		const struct quay_stats_metric *m = &snap->m[i];
+		/* Series of a family are adjacent and share the name string. */
+		if (m->name != prev) {
+			if (m->help[0] != '\0') {
+				out_str(&o, "# HELP ");
+				out_str(&o, m->name);
+				out_put(&o, " ", 1);
+				out_prom_escaped(&o, m->help, false);
+				out_put(&o, "\n", 1);
+			}
+			out_str(&o, "# TYPE ");
+			out_str(&o, m->name);
+			out_put(&o, " ", 1);
+			out_str(&o, type_name(m->type));
+			out_put(&o, "\n", 1);
+			prev = m->name;
+		}
+		if (m->type == QUAY_STATS_HIST) {
+			prom_hist(&o, m);
+			continue;
+		}
+		out_str(&o, m->name);
+		out_prom_labels(&o, m, NULL);
+		out_put(&o, " ", 1);
+		if (m->type == QUAY_STATS_COUNTER)
+			out_u64(&o, m->counter);
+		else
+			out_i64(&o, m->gauge);
+		out_put(&o, "\n", 1);
+	}
+	out_flush(&o);
+	return o.err;
+}
+
+/* A JSON string, quoted and escaped (the input is valid UTF-8). */
+static void
+out_json_str(struct out *o, const char *s)
+{
+	const char *run = s;
+
+	out_put(o, "\"", 1);
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		char esc[8];
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		out_put(o, run, (size_t)(s - run));
+		run = s + 1;
+		switch (c) {
+		case '"': out_put(o, "\\\"", 2); break;
+		case '\\': out_put(o, "\\\\", 2); break;
+		case '\n': out_put(o, "\\n", 2); break;
+		case '\r': out_put(o, "\\r", 2); break;
+		case '\t': out_put(o, "\\t", 2); break;
+		default:
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			out_put(o, esc, 6);
+			break;
+		}
+	}
+	out_put(o, run, (size_t)(s - run));
+	out_put(o, "\"", 1);
+}
+
+static void
+json_hist(struct out *o, const struct quay_hist_data *d)
+{
+	static const struct {
+		const char *key;
+		double q;
+	} qs[] = { { ",\"p50\":", 0.5 }, { ",\"p90\":", 0.9 }, { ",\"p99\":", 0.99 }, { ",\"p999\":", 0.999 } };
+	uint64_t v;
+
+	out_str(o, ",\"unit\":\"ns\",\"count\":");
+	out_u64(o, d->count);
+	out_str(o, ",\"sum\":");
+	out_u64(o, d->sum);
+	out_str(o, ",\"min\":");
+	if (d->count != 0)
+		out_u64(o, d->min);
+	else
+		out_str(o, "null");
+	out_str(o, ",\"max\":");
+	if (d->count != 0)
+		out_u64(o, d->max);
+	else
+		out_str(o, "null");
+	for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+		out_str(o, qs[i].key);
+		if (quay_hist_quantile(d, qs[i].q, &v) == 0)
+			out_u64(o, v);
+		else
+			out_str(o, "null");
+	}
+}
+
+int
+quay_stats_write_json(const quay_stats_snap *snap, quay_stats_write_fn fn, void *arg)
+{
+	struct out o;
+
+	if (snap == NULL || fn == NULL)
+		return -EINVAL;
+	o.fn = fn;
+	o.arg = arg;
+	o.err = 0;
+	o.n = 0;
+	out_str(&o, "{\"metrics\":[");
+	for (size_t i = 0; i < snap->n && o.err == 0; i++) {
+		const struct quay_stats_metric *m = &snap->m[i];
+		out_str(&o, i == 0 ? "\n{\"name\":" : ",\n{\"name\":");
+		out_json_str(&o, m->name);
+		out_str(&o, ",\"type\":\"");
+		out_str(&o, type_name(m->type));
+		out_str(&o, "\",\"help\":");
+		out_json_str(&o, m->help);
+		out_str(&o, ",\"labels\":{");
+		for (size_t k = 0; k < m->nlabels; k++) {
+			if (k != 0)
+				out_put(&o, ",", 1);
+			out_json_str(&o, m->labels[k].name);
+			out_put(&o, ":", 1);
+			out_json_str(&o, m->labels[k].value);
+		}
+		out_put(&o, "}", 1);
+		if (m->type == QUAY_STATS_COUNTER) {
+			out_str(&o, ",\"value\":");
+			out_u64(&o, m->counter);
+		} else if (m->type == QUAY_STATS_GAUGE) {
+			out_str(&o, ",\"value\":");
+			out_i64(&o, m->gauge);
+		} else {
+			json_hist(&o, m->hist);
+		}
+		out_put(&o, "}", 1);
+	}
+	out_str(&o, "\n]}\n");
+	out_flush(&o);
+	return o.err;
+}
+
+/* The buffer exporters: count everything, keep what fits. */
+struct sink {
+	char *buf;
+	size_t cap;
+	size_t len;
+};
+
+static int
+sink_write(void *arg, const char *data, size_t len)
+{
+	struct sink *k = arg;
+
+	if (k->len < k->cap) {
+		size_t room = k->cap - k->len;
+		memcpy(k->buf + k->len, data, len < room ? len : room);
+	}
+	k->len += len;
+	return 0;
+}
+
+static int
+format_with(int (*writer)(const quay_stats_snap *, quay_stats_write_fn, void *),
+    const quay_stats_snap *snap, char *buf, size_t cap, size_t *len)
+{
+	struct sink k = { buf, cap, 0 };
+	int rc;
+
+	if (snap == NULL || len == NULL || (buf == NULL && cap != 0))
+		return -EINVAL;
+	rc = writer(snap, sink_write, &k);
+	if (rc != 0)
+		return rc;
+	*len = k.len;
+	if (k.len < cap) {
+		buf[k.len] = '\0';
+		return 0;
+	}
+	if (cap != 0)
+		buf[cap - 1] = '\0';
+	return -ENOSPC;
+}
+
+int
+quay_stats_format_prometheus(const quay_stats_snap *snap, char *buf, size_t cap, size_t *len)
+{
+	return format_with(quay_stats_write_prometheus, snap, buf, cap, len);
+}
+
+int
+quay_stats_format_json(const quay_stats_snap *snap, char *buf, size_t cap, size_t *len)
+{
+	return format_with(quay_stats_write_json, snap, buf, cap, len);
+}
