@@ -22,4 +22,23 @@ int64_t quayi_pool_now(const struct quay_pool *pool);
 /* The pool's headroom for quay_msg_new (hidden). */
 size_t quayi_pool_headroom(const struct quay_pool *pool);
 
+/*
+ * The shared sleep/wake protocol's slow paths (src/wait.c; the inline
+ * fast side is in include/quay/impl/wait_inline.h):
+ *
+ * quayi_wait_init: register for membarrier(2) once per process; true if
+ *   the fast protocol is available (false: pass fence = true everywhere).
+ * quayi_wait_heavy_barrier: the slow side of W1 (S1, and C2 in the ring):
+ *   a full barrier on every running thread of the process.
+ * quayi_wait_sleep: the sleeper side above. Returns 0 when the caller
+ *   should retry (ready() held, woken, spurious wake, EINTR) and
+ *   -ETIMEDOUT once deadline (CLOCK_MONOTONIC ns; < 0 means none) passed.
+ * quayi_wait_deadline: the deadline for a timeout in ns (< 0: none).
+ */
+bool quayi_wait_init(void);
+void quayi_wait_heavy_barrier(bool fence);
+int quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx),
+    const void *ctx, int64_t deadline);
+int64_t quayi_wait_deadline(int64_t timeout_ns);
+
 #endif /* QUAY_INTERNAL_H */

@@ -3,6 +3,9 @@
  * The ring's slow paths: creation, sleeping and waking, close.
  * The fast paths (push/pop/burst/bulk) are inline in
  * include/quay/impl/ring_inline.h, with the algorithm described there.
+ * The sleep/wake protocol is shared with the priority queue: its code is
+ * in src/wait.c and include/quay/impl/wait_inline.h; the ring supplies
+ * the event words and the ready() checks.
  *
  * Sleeping (S1). A waiting consumer:
  *     ev = fetch_or(pop_event, SLEEPERS) | SLEEPERS
@@ -26,14 +29,7 @@
  */
 #include "quay_internal.h"
 
-#include <limits.h>
-#include <linux/futex.h>
-#include <linux/membarrier.h>
-#include <pthread.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <quay/ring.h>
 
@@ -48,31 +44,11 @@ _Static_assert((QUAYI_RING_F_FENCE & QUAY_RING_FLAGS_ALL) == 0, "internal flags 
  * pop in progress on another core, short next to a futex round trip. */
 #define QUAYI_RING_SPINS 256
 
-static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
-static bool membarrier_ok;
-
-static void
-membarrier_register(void)
-{
-	long q = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0);
-
-	if (q < 0 || !(q & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
-		return;
-	if (getenv("QUAY_NO_MEMBARRIER") != NULL)   /* tests force the fence path */
-		return;
-	membarrier_ok = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
-}
-
 /* The slow side of W1 and C1: a full barrier on every running thread. */
 static void
 heavy_barrier(const struct quay_ring *r)
 {
-	if (!(r->flags & QUAYI_RING_F_FENCE) &&
-	    syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0) == 0)
-		return;
-	/* Fence rings fence on both sides; a failing membarrier cannot happen
-	 * after a successful registration, but fence anyway. */
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	quayi_wait_heavy_barrier((r->flags & QUAYI_RING_F_FENCE) != 0);
 }
 
 static bool
@@ -113,7 +89,8 @@ quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, unsigned flags)
 	    !valid_shape(capacity, elem_size) || (flags & ~QUAY_RING_FLAGS_ALL) != 0)
 		return -EINVAL;
 
-	pthread_once(&membarrier_once, membarrier_register);
+	bool membarrier_ok = quayi_wait_init();
+
 	memset(r, 0, sizeof(*r));
 	r->mask = capacity - 1;
 	r->slots = (unsigned char *)(r + 1);
@@ -167,24 +144,6 @@ quayi_ring_test_set_position(struct quay_ring *r, uint64_t pos)
 	return 0;
 }
 
-void
-quayi_ring_wake(uint32_t *event)
-{
-	/* Only the first waker after a sleeper clears the bit and makes the
-	 * system call; the others see it clear. Relaxed load, release CAS:
-	 * the element itself is handed over by seq (R1/A1), not by this word;
-	 * the CAS only has to be atomic against the sleepers' fetch_or. */
-	uint32_t v = __atomic_load_n(event, __ATOMIC_RELAXED);
-
-	while (v & QUAYI_RING_SLEEPERS) {
-		if (__atomic_compare_exchange_n(event, &v, (v + 2) & ~QUAYI_RING_SLEEPERS, false,
-		        __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
-			syscall(SYS_futex, event, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-			return;
-		}
-	}
-}
-
 int
 quayi_ring_pop_status(const struct quay_ring *r, uint64_t head, uint64_t need)
 {
@@ -224,17 +183,8 @@ quay_ring_close(quay_ring *r)
 	/* Wake everyone, whatever the bit says: sleepers re-check closed. */
 	__atomic_fetch_or(&r->pop_event, QUAYI_RING_SLEEPERS, __ATOMIC_SEQ_CST);
 	__atomic_fetch_or(&r->push_event, QUAYI_RING_SLEEPERS, __ATOMIC_SEQ_CST);
-	quayi_ring_wake(&r->pop_event);
-	quayi_ring_wake(&r->push_event);
-}
-
-static int64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	quayi_wait_wake(&r->pop_event);
+	quayi_wait_wake(&r->push_event);
 }
 
 /* Whether a pop could make progress now: an element is ready at head, or
@@ -243,8 +193,9 @@ now_ns(void)
  * head. Then head is current (nobody can pop past that slot), and a push
  * still in flight on a closed ring will wake us with its W1. */
 static bool
-pop_ready(const struct quay_ring *r)
+pop_ready(const void *ctx)
 {
+	const struct quay_ring *r = ctx;
 	uint64_t head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
 	/* Acquire: pairs with R1; a hint only, pop re-checks. */
 	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_ACQUIRE);
@@ -255,8 +206,9 @@ pop_ready(const struct quay_ring *r)
 /* Whether a push could make progress now: the slot at tail is free, or
  * tail moved on (retry), or the ring is closed (push reports -EPIPE). */
 static bool
-push_ready(const struct quay_ring *r)
+push_ready(const void *ctx)
 {
+	const struct quay_ring *r = ctx;
 	uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
 	uint64_t pos = tail & QUAYI_RING_POS_MASK;
 	/* Acquire: pairs with R2; a hint only, push re-checks. */
@@ -264,44 +216,6 @@ push_ready(const struct quay_ring *r)
 
 	return (int64_t)(seq - (pos << 1)) >= 0 || (tail & QUAYI_RING_CLOSED_BIT) ||
 	    __atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) != QUAYI_RING_OPEN;
-}
-
-/*
- * Sleep on *event until woken, the deadline passes (-ETIMEDOUT) or ready()
- * holds. The S1 protocol described at the top of this file.
- */
-static int
-wait_on(const struct quay_ring *r, uint32_t *event,
-    bool (*ready)(const struct quay_ring *), int64_t deadline)
-{
-	struct timespec ts, *tsp = NULL;
-	/* Relaxed: S1 below orders it before the check. */
-	uint32_t ev = __atomic_fetch_or(event, QUAYI_RING_SLEEPERS, __ATOMIC_RELAXED) | QUAYI_RING_SLEEPERS;
-
-	heavy_barrier(r);                                    /* S1 */
-	if (ready(r))
-		return 0;
-	if (deadline >= 0) {
-		int64_t left = deadline - now_ns();
-		if (left <= 0)
-			return -ETIMEDOUT;            /* a stale bit costs one spare wake */
-		ts.tv_sec = left / 1000000000;
-		ts.tv_nsec = left % 1000000000;
-		tsp = &ts;
-	}
-	/* Returns at once if *event moved on since ev. EINTR, EAGAIN and
-	 * ETIMEDOUT all send the caller back to retry, which sees the deadline. */
-	syscall(SYS_futex, event, FUTEX_WAIT_PRIVATE, ev, tsp, NULL, 0);
-	return 0;
-}
-
-static int64_t
-deadline_of(int64_t timeout_ns)
-{
-	if (timeout_ns < 0)
-		return -1;
-	int64_t now = now_ns();
-	return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
 }
 
 typedef int (*ring_op)(quay_ring *r, void *elem);
@@ -322,7 +236,7 @@ pop_op(quay_ring *r, void *elem)
  * try, sleep, and so on until it succeeds, fails for good or times out. */
 static int
 wait_for(quay_ring *r, ring_op op, void *elem, uint32_t *event,
-    bool (*ready)(const struct quay_ring *), int64_t timeout_ns)
+    bool (*ready)(const void *), int64_t timeout_ns)
 {
 	int64_t deadline;
 	int rc = op(r, elem);
@@ -331,14 +245,16 @@ wait_for(quay_ring *r, ring_op op, void *elem, uint32_t *event,
 		return rc;                    /* done, closed, or bad input */
 	if (timeout_ns == 0)
 		return -ETIMEDOUT;
-	deadline = deadline_of(timeout_ns);
+	deadline = quayi_wait_deadline(timeout_ns);
 	for (;;) {
 		for (int i = 0; i < QUAYI_RING_SPINS && !ready(r); i++)
 			quayi_cpu_relax();
 		rc = op(r, elem);
 		if (rc != -EAGAIN)
 			return rc;
-		if (wait_on(r, event, ready, deadline) != 0) {
+		/* S1 and the futex sleep (src/wait.c). */
+		if (quayi_wait_sleep(event, (r->flags & QUAYI_RING_F_FENCE) != 0, ready, r,
+		        deadline) != 0) {
 			/* Timed out: one last try uses a slot freed just now. */
 			rc = op(r, elem);
 			return rc == -EAGAIN ? -ETIMEDOUT : rc;

@@ -12,5 +12,6 @@
 #include <quay/pool.h>
 #include <quay/msg.h>
 #include <quay/ring.h>
+#include <quay/pq.h>
 
 #endif /* QUAY_QUAY_H */

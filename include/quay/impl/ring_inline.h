@@ -30,8 +30,9 @@
  *   W1 push/pop: after R1/R2, a compiler barrier (plus a full fence when
  *      membarrier(2) is unavailable), then a relaxed load of the other
  *      side's event word -> pairs with the sleeper's membarrier S1 in
- *      src/ring.c: either the sleeper sees our R1/R2, or we see the
- *      "sleepers" bit it set in the event word.
+ *      src/wait.c: either the sleeper sees our R1/R2, or we see the
+ *      "sleepers" bit it set in the event word (the shared protocol of
+ *      quay/impl/wait_inline.h).
  *   C1 single-producer push: store tail (claim), barrier as W1, relaxed
  *      load of closed -> pairs with the membarrier C2 in quay_ring_close:
  *      either we see the close and retract the claim, or close's caller
@@ -43,6 +44,8 @@
 #if !defined(QUAY_RING_H)
 #error "include <quay/ring.h>, not quay/impl/ring_inline.h"
 #endif
+
+#include <quay/impl/wait_inline.h>
 
 /* Internal flag bits stored next to the public ones. */
 #define QUAYI_RING_F_FENCE 0x10000u  /* no membarrier: wakers use a full fence */
@@ -57,7 +60,7 @@
 #define QUAYI_RING_CLOSED 2u   /* close() has fenced: tail is final */
 
 /* Bit 0 of an event word: a thread is, or is about to be, asleep on it. */
-#define QUAYI_RING_SLEEPERS 1u
+#define QUAYI_RING_SLEEPERS QUAYI_WAIT_SLEEPERS
 
 /*
  * The ring. Transparent only so that push and pop inline into the caller:
@@ -91,10 +94,6 @@ struct quay_ring {
 } QUAYI_ALIGNED(QUAY_CACHELINE);
 
 /* Out-of-line slow paths (src/ring.c). */
-
-/* Clear the sleepers bit of *event, bump its counter and wake every
- * thread sleeping on it. */
-QUAY_API void quayi_ring_wake(uint32_t *event);
 
 /* Called when the slot at head is not ready (need elements wanted): tells
  * a plain empty ring (-EAGAIN) from a closed one that can never yield
@@ -130,34 +129,34 @@ quayi_ring_copy(const struct quay_ring *r, void *dst, const void *src)
 	}
 }
 
-/* The fast side of W1 and C1: a compiler barrier, which membarrier(2) on
- * the slow side upgrades to a full barrier; a real fence without it. */
+/* The fast side of W1 and C1 (quayi_wait_fast_barrier): a compiler
+ * barrier, which membarrier(2) on the slow side upgrades to a full
+ * barrier; a real fence without it. */
 static QUAYI_ALWAYS_INLINE void
 quayi_ring_fast_barrier(const struct quay_ring *r)
 {
-	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	if (QUAYI_UNLIKELY(r->flags & QUAYI_RING_F_FENCE))
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	quayi_wait_fast_barrier(&r->flags, QUAYI_RING_F_FENCE);
 }
 
-/* W1: after publishing, wake sleepers on the other side if there are any.
- * Relaxed: ordered by quayi_ring_fast_barrier against the sleeper's S1.
- * The first waker clears the bit, so one wake serves a sleep episode. */
+/* W1: after publishing, wake sleepers on the other side if there are any
+ * (quayi_wait_wake_if_waiting: one relaxed load when nobody sleeps). */
 static QUAYI_ALWAYS_INLINE void
 quayi_ring_wake_if_waiting(struct quay_ring *r, uint32_t *event)
 {
-	quayi_ring_fast_barrier(r);
-	if (QUAYI_UNLIKELY(__atomic_load_n(event, __ATOMIC_RELAXED) & QUAYI_RING_SLEEPERS))
-		quayi_ring_wake(event);
+	quayi_wait_wake_if_waiting(event, &r->flags, QUAYI_RING_F_FENCE);
 }
 
 /*
  * Claim up to n free slots starting at the producer position; store the
  * first position in *pos. Returns how many (0 on failure, *rc says why).
- * exact: all n or nothing.
+ * exact: all n or nothing. sc: make the multi-producer claim CAS seq_cst
+ * instead of relaxed (the same instruction on x86). The ring passes false;
+ * the priority queue passes true because its non-empty bitmap (B1/B3 in
+ * impl/pq_inline.h) needs the claim in the single total order.
  */
 static QUAYI_ALWAYS_INLINE size_t
-quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_out, int *rc)
+quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_out, int *rc,
+    bool sc)
 {
 	uint64_t pos, k;
 	int64_t dif = 0;
@@ -215,8 +214,12 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 		if (k == n || (k > 0 && !exact)) {
 			/* Relaxed CAS: it only elects the owner of positions
 			 * pos..pos+k-1; the slot contents move through seq. */
-			if (__atomic_compare_exchange_n(&r->tail, &pos, (pos + k) & QUAYI_RING_POS_MASK,
-			        true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			if (!sc && __atomic_compare_exchange_n(&r->tail, &pos,
+			        (pos + k) & QUAYI_RING_POS_MASK, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+				break;
+			/* sc: B0 of impl/pq_inline.h, pairs with B2 there. */
+			if (sc && __atomic_compare_exchange_n(&r->tail, &pos,
+			        (pos + k) & QUAYI_RING_POS_MASK, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
 				break;
 			continue;             /* pos now holds the fresh tail */
 		}
@@ -312,7 +315,7 @@ quay_ring_push(quay_ring *r, const void *elem)
 
 	if (QUAYI_UNLIKELY(r == NULL || elem == NULL))
 		return -EINVAL;
-	if (quayi_ring_claim_push(r, 1, true, &pos, &rc) == 0)
+	if (quayi_ring_claim_push(r, 1, true, &pos, &rc, false) == 0)
 		return rc;
 	quayi_ring_fill(r, pos, elem, 1);
 	return 0;
@@ -343,7 +346,7 @@ quay_ring_push_burst(quay_ring *r, const void *elems, size_t n)
 		return 0;
 	if (n > r->mask + 1)
 		n = (size_t)r->mask + 1;
-	k = quayi_ring_claim_push(r, n, false, &pos, &rc);
+	k = quayi_ring_claim_push(r, n, false, &pos, &rc, false);
 	if (k)
 		quayi_ring_fill(r, pos, elems, k);
 	return k;
@@ -376,7 +379,7 @@ quay_ring_push_bulk(quay_ring *r, const void *elems, size_t n)
 		return -EINVAL;
 	if (n == 0)
 		return 0;
-	if (quayi_ring_claim_push(r, n, true, &pos, &rc) == 0)
+	if (quayi_ring_claim_push(r, n, true, &pos, &rc, false) == 0)
 		return rc;
 	quayi_ring_fill(r, pos, elems, n);
 	return 0;
