@@ -55,6 +55,7 @@
 
 #include <quay/msg.h>
 #include <quay/pool.h>
+#include <quay/impl/wait_inline.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define QUAYI_POOL_ASAN 1
@@ -79,7 +80,7 @@
 #define IDX_MASK (((uint64_t)1 << IDX_BITS) - 1)
 #define GEN_ONE ((uint64_t)1 << IDX_BITS)
 
-#define SLEEPERS 1u
+#define SLEEPERS QUAYI_WAIT_SLEEPERS   /* the futex word protocol of src/wait.c */
 
 #define QUAYI_POOL_LIKELY(x) __builtin_expect(!!(x), 1)
 
@@ -217,18 +218,10 @@ taken_sub(struct pclass *c, uint32_t k)
 static void
 wake_waiters(quay_pool *p)
 {
-	/* W1: seq_cst; pairs with S1 in take_wait (see the top of the file). */
-	uint32_t ev = __atomic_load_n(&p->event, __ATOMIC_SEQ_CST);
-
-	while (ev & SLEEPERS) {
-		/* Relaxed: the futex call orders itself; a failed CAS means a
-		 * new sleeper or another waker, and we look again. */
-		if (__atomic_compare_exchange_n(&p->event, &ev, (ev + 2u) & ~SLEEPERS, false,
-		        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-			syscall(SYS_futex, &p->event, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-			return;
-		}
-	}
+	/* W1: seq_cst; pairs with S1 in quayi_pool_take (see the top of the
+	 * file). quayi_wait_wake clears the bit and wakes once. */
+	if (__atomic_load_n(&p->event, __ATOMIC_SEQ_CST) & SLEEPERS)
+		quayi_wait_wake(&p->event);
 }
 
 /* Give k buffers of class ci back to the shared stack and wake waiters. */
@@ -404,8 +397,8 @@ quayi_pool_take(quay_pool *p, size_t need, size_t want, bool wait, int64_t timeo
 			__atomic_add_fetch(&p->failures, 1, __ATOMIC_RELAXED);
 			return -ENOMEM;
 		}
-		if (timeout_ns > 0)
-			deadline = mono_ns() + timeout_ns;
+		if (timeout_ns > 0)                /* clamped: no overflow */
+			deadline = quayi_wait_deadline(timeout_ns);
 		for (;;) {
 			/* S1: seq_cst; pairs with W1 (see the top of the file). */
 			uint32_t ev = __atomic_or_fetch(&p->event, SLEEPERS, __ATOMIC_SEQ_CST);

@@ -564,7 +564,7 @@ freer_thread(void *v)
  * wake it, with caches off and with caches on (the freer's cache must not
  * swallow the buffer while someone waits). */
 static void
-wait_woken(uint32_t flags, bool from_thread)
+wait_woken_for(uint32_t flags, bool from_thread, int64_t timeout)
 {
 	struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
 	quay_pool *p = NULL;
@@ -583,6 +583,7 @@ wait_woken(uint32_t flags, bool from_thread)
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(quay_msg_new(p, "h", 1, &held[i]), 0);
 	w.p = p;
+	w.timeout = timeout;
 	assert_int_equal(pthread_create(&t, NULL, waiter_thread, &w), 0);
 	while ((tid = __atomic_load_n(&w.tid, __ATOMIC_ACQUIRE)) == 0)
 		qt_sleep_ms(1);
@@ -603,6 +604,22 @@ wait_woken(uint32_t flags, bool from_thread)
 		assert_int_equal(quay_msg_unref(held[i]), 0);
 	assert_int_equal(stats_of(p).in_use, 0);
 	assert_int_equal(quay_pool_destroy(p), 0);
+}
+
+static void
+wait_woken(uint32_t flags, bool from_thread)
+{
+	wait_woken_for(flags, from_thread, -1);
+}
+
+/* A huge finite timeout is not "already expired": its deadline must not
+ * overflow (it once did: mono_ns() + INT64_MAX). */
+static void
+test_wait_woken_huge_timeout(void **state)
+{
+	(void)state;
+	wait_woken_for(QUAY_POOL_NO_CACHE, false, INT64_MAX);
+	wait_woken_for(QUAY_POOL_NO_CACHE, true, INT64_MAX - 1);
 }
 
 static void
@@ -699,6 +716,7 @@ main(void)
 		QT_TEST(test_wait_timeout),
 		QT_TEST(test_wait_woken_nocache),
 		QT_TEST(test_wait_woken_cache),
+		QT_TEST(test_wait_woken_huge_timeout),
 		QT_TEST(test_injected_clock),
 		QT_TEST(test_headroom_opt),
 	};

@@ -34,7 +34,7 @@
 #ifndef QUAY_IMPL_WAIT_INLINE_H
 #define QUAY_IMPL_WAIT_INLINE_H
 
-#if !defined(QUAY_RING_H)
+#if !defined(QUAY_ERR_H)
 #error "include <quay/ring.h> or another module header, not quay/impl/wait_inline.h"
 #endif
 
