@@ -18,6 +18,8 @@
 
 #include <cmocka.h>
 
+#include "test_util.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -32,14 +34,7 @@
 
 #define QT_MS ((int64_t)1000000)
 
-static inline int64_t
-qt_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+/* qt_now_ns() and qt_now_s(): test_util.h. */
 
 /* CPU time used by the calling thread: a sleeping waiter uses almost none. */
 static inline int64_t
@@ -60,19 +55,8 @@ qt_sleep_ms(int64_t ms)
 		;
 }
 
-/* ---- deterministic PRNG (xorshift64*) ------------------------------ */
+/* ---- deterministic PRNG: qt_rand() in test_util.h -------------------- */
 
-static inline uint64_t
-qt_rand(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * UINT64_C(2685821657736338717);
-}
 
 /* ---- ring modes ---------------------------------------------------- */
 

@@ -54,6 +54,8 @@
 #include <quay/pool.h>
 #include <quay/ring.h>
 
+#include "test_util.h"
+
 #define MAXT 16
 #define STAMP_MAGIC UINT64_C(0x9e3779b97f4a7c15)
 
@@ -71,27 +73,6 @@ static int64_t g_deadline_ns;
 static uint64_t g_ops_target;
 
 static uint64_t v_limit, v_dup, v_stamp, v_leak, v_hang, v_other;
-
-static int64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static uint64_t
-rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * UINT64_C(2685821657736338717);
-}
 
 static void
 bump(uint64_t *v)
@@ -111,7 +92,7 @@ count_op(void)
 {
 	uint64_t n = __atomic_add_fetch(&g_ops, 1, __ATOMIC_RELAXED);
 
-	if (n >= g_ops_target || ((n & 1023) == 0 && now_ns() > g_deadline_ns))
+	if (n >= g_ops_target || ((n & 1023) == 0 && qt_now_ns() > g_deadline_ns))
 		__atomic_store_n(&g_stop, 1, __ATOMIC_RELAXED);
 }
 
@@ -130,12 +111,12 @@ pick_len(uint64_t *rs, size_t min)
 	size_t max = quay_pool_max_body(g_pool) - 32;
 	size_t len;
 
-	switch (rnd(rs) % 8) {
+	switch (qt_rand(rs) % 8) {
 	case 0: len = 0; break;
-	case 1: case 2: case 3: len = rnd(rs) % 120; break;
-	case 4: case 5: len = rnd(rs) % 900; break;
-	case 6: len = rnd(rs) % 12000; break;
-	default: len = rnd(rs) % (max + 1); break;
+	case 1: case 2: case 3: len = qt_rand(rs) % 120; break;
+	case 4: case 5: len = qt_rand(rs) % 900; break;
+	case 6: len = qt_rand(rs) % 12000; break;
+	default: len = qt_rand(rs) % (max + 1); break;
 	}
 	return len < min ? min : len;
 }
@@ -233,7 +214,7 @@ make(uint64_t *rs, uint64_t tid, uint64_t seq, size_t min, uint64_t shares)
 	quay_msg *m = NULL;
 	int rc;
 
-	switch (rnd(rs) % 3) {
+	switch (qt_rand(rs) % 3) {
 	case 0:
 		rc = quay_msg_new(g_pool, zeros, len, &m);
 		break;
@@ -291,7 +272,7 @@ local_thread(void *v)
 	int n = 0;
 
 	while (!stopping()) {
-		bool do_alloc = n == 0 || (n < 16 && rnd(&rs) % 2 == 0);
+		bool do_alloc = n == 0 || (n < 16 && qt_rand(&rs) % 2 == 0);
 
 		if (do_alloc) {
 			quay_msg *m = make(&rs, a->tid, seq, 0, 0);
@@ -308,7 +289,7 @@ local_thread(void *v)
 			}
 		}
 		{
-			int i = (int)(rnd(&rs) % (uint64_t)n);
+			int i = (int)(qt_rand(&rs) % (uint64_t)n);
 
 			if (!check(held[i], a->tid, hseq[i]))
 				bump(&v_stamp);
@@ -491,9 +472,9 @@ wait_thread(void *v)
 		on_alloc(m);
 		stamp(m, a->tid, seq, 0);
 		/* Hold it briefly, sometimes across a yield. */
-		for (int spin = (int)(rnd(&rs) % 200); spin > 0; spin--)
+		for (int spin = (int)(qt_rand(&rs) % 200); spin > 0; spin--)
 			__atomic_signal_fence(__ATOMIC_SEQ_CST);
-		if (rnd(&rs) % 4 == 0)
+		if (qt_rand(&rs) % 4 == 0)
 			sched_yield();
 		if (!check(m, a->tid, seq))
 			bump(&v_stamp);
@@ -560,7 +541,7 @@ finish(const struct config *c, int64_t t0, bool joined)
 {
 	struct quay_pool_stats s;
 	uint64_t leak = 0;
-	double secs = (double)(now_ns() - t0) / 1e9;
+	double secs = (double)(qt_now_ns() - t0) / 1e9;
 
 	if (!joined) {
 		printf("stress-pool %-16s HANG: threads did not finish\n", c->name);
@@ -594,7 +575,7 @@ static void
 set_targets(uint64_t ops, uint64_t scale)
 {
 	g_ops_target = ops * scale;
-	g_deadline_ns = now_ns() + (int64_t)(3000000000LL * (int64_t)scale);
+	g_deadline_ns = qt_now_ns() + (int64_t)(3000000000LL * (int64_t)scale);
 }
 
 static void
@@ -603,7 +584,7 @@ run_local(const struct config *c, uint64_t scale)
 	struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
 	struct targ a[4];
 	pthread_t t[4];
-	int64_t t0 = now_ns();
+	int64_t t0 = qt_now_ns();
 
 	o.flags = c->flags;
 	if (pool_for((size_t)2 << 20, &o) != 0)
@@ -626,7 +607,7 @@ run_cross(const struct config *c, uint64_t scale)
 	pthread_t t[4];
 	quay_ring *ring = NULL;
 	int left = 2;
-	int64_t t0 = now_ns();
+	int64_t t0 = qt_now_ns();
 
 	o.flags = c->flags;
 	if (pool_for((size_t)2 << 20, &o) != 0 || quay_ring_create(64, sizeof(quay_msg *), 0, &ring) != 0)
@@ -652,7 +633,7 @@ run_shared(const struct config *c, uint64_t scale)
 	pthread_t t[4];
 	quay_ring *rings[3] = { NULL, NULL, NULL };
 	int left = 1;
-	int64_t t0 = now_ns();
+	int64_t t0 = qt_now_ns();
 
 	o.flags = c->flags;
 	if (pool_for((size_t)2 << 20, &o) != 0)
@@ -683,7 +664,7 @@ static void
 run_exit(const struct config *c, uint64_t scale)
 {
 	struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
-	int64_t t0 = now_ns();
+	int64_t t0 = qt_now_ns();
 	bool joined = true;
 	uint64_t waves = 1000 * scale;
 
@@ -691,7 +672,7 @@ run_exit(const struct config *c, uint64_t scale)
 	if (pool_for((size_t)4 << 20, &o) != 0)
 		exit(2);
 	set_targets(UINT64_MAX / 2, 1);
-	for (uint64_t w = 0; w < waves && joined && now_ns() < g_deadline_ns; w++) {
+	for (uint64_t w = 0; w < waves && joined && qt_now_ns() < g_deadline_ns; w++) {
 		struct targ a[4];
 		quay_msg *handoff[4][16];
 		uint64_t handoff_seq[4][16];
@@ -741,7 +722,7 @@ run_wait(const struct config *c, uint64_t scale)
 	struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
 	struct targ a[6];
 	pthread_t t[6];
-	int64_t t0 = now_ns();
+	int64_t t0 = qt_now_ns();
 	/* Fewer buffers than threads (6), so that allocations wait. With
 	 * caches, 4 buffers give the one cache slot a capacity of 1. */
 	uint32_t nbuf = (c->flags & QUAY_POOL_NO_CACHE) ? 2 : 4;

@@ -41,6 +41,8 @@
 
 #include <quay/pq.h>
 
+#include "test_util.h"
+
 #if defined(__SANITIZE_THREAD__)
 #define TSAN 1
 #elif defined(__has_feature)
@@ -62,18 +64,6 @@ static uint64_t
 enc(unsigned p, unsigned level, uint64_t seq)
 {
 	return ((uint64_t)p << PROD_SHIFT) | ((uint64_t)level << LVL_SHIFT) | seq;
-}
-
-static uint64_t
-rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * UINT64_C(2685821657736338717);
 }
 
 enum style { SINGLE, BURST, WAIT, MIXED };
@@ -125,7 +115,7 @@ push_retry(struct run *r, unsigned level, const uint64_t *v, size_t n, enum styl
 	size_t done = 0;
 
 	while (done < n) {
-		enum style use = st == MIXED ? (enum style)(rnd(s) % 3) : st;
+		enum style use = st == MIXED ? (enum style)(qt_rand(s) % 3) : st;
 		int rc;
 
 		if (use == BURST) {
@@ -159,9 +149,9 @@ producer(void *arg)
 
 	pthread_barrier_wait(&r->start);
 	while (seq < c->n) {
-		unsigned level = (unsigned)(rnd(&s) % c->levels);
+		unsigned level = (unsigned)(qt_rand(&s) % c->levels);
 		uint64_t buf[8];
-		size_t n = 1 + (size_t)(rnd(&s) % 8);
+		size_t n = 1 + (size_t)(qt_rand(&s) % 8);
 
 		if (n > c->n - seq)
 			n = (size_t)(c->n - seq);
@@ -199,7 +189,7 @@ consume(struct run *r, struct ccheck *ck, uint64_t v, unsigned prio)
 		violation(r, "duplicate", v);
 }
 
-static double now_s(void);
+static double qt_now_s(void);
 
 static void *
 consumer(void *arg)
@@ -211,7 +201,7 @@ consumer(void *arg)
 	uint64_t s = 0x51ed27ull * (uint64_t)(t->id + 7), popped = 0;
 	const uint64_t total = (uint64_t)c->np * c->n;
 	uint64_t last_seen = 0;
-	double last_progress = now_s();
+	double last_progress = qt_now_s();
 
 	pthread_barrier_wait(&r->start);
 	for (;;) {
@@ -223,19 +213,19 @@ consumer(void *arg)
 				break;
 			if (all != last_seen) {
 				last_seen = all;
-				last_progress = now_s();
-			} else if (now_s() - last_progress > STUCK_S) {
+				last_progress = qt_now_s();
+			} else if (qt_now_s() - last_progress > STUCK_S) {
 				violation(r, "stuck: items invisible to pop", total - all);
 				break;
 			}
 		}
-		enum style use = c->style == MIXED ? (enum style)(rnd(&s) % 3) : c->style;
+		enum style use = c->style == MIXED ? (enum style)(qt_rand(&s) % 3) : c->style;
 		uint64_t buf[16];
 		unsigned prios[16];
 		int rc;
 
 		if (use == BURST) {
-			size_t k = quay_pq_pop_burst(r->pq, buf, 1 + (size_t)(rnd(&s) % 16), prios);
+			size_t k = quay_pq_pop_burst(r->pq, buf, 1 + (size_t)(qt_rand(&s) % 16), prios);
 			for (size_t i = 0; i < k; i++)
 				consume(r, ck, buf[i], prios[i]);
 			__atomic_fetch_add(&r->popped, k, __ATOMIC_RELAXED);
@@ -282,15 +272,6 @@ make(unsigned levels, size_t cap, unsigned flags)
 	return pq;
 }
 
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* mpmc-* (nc > 0) and quiesce-* (nc == 0) runs. */
 static uint64_t
 run_mpmc(const struct cfg *c)
@@ -299,7 +280,7 @@ run_mpmc(const struct cfg *c)
 	pthread_t tp[MAXP], tc[MAXC];
 	struct targ ap[MAXP], ac[MAXC];
 	uint64_t lost = 0, dup = 0, left = 0;
-	double t0 = now_s();
+	double t0 = qt_now_s();
 
 	memset(&r, 0, sizeof(r));
 	r.c = c;
@@ -353,7 +334,7 @@ run_mpmc(const struct cfg *c)
 	printf("%-28s levels %3u cap %4zu %dP%dC: %llu ops in %.2f s, lost %llu, dup %llu, "
 	       "violations %llu",
 	    c->name, c->levels, c->cap, c->np, c->nc, (unsigned long long)(c->np * c->n),
-	    now_s() - t0, (unsigned long long)lost, (unsigned long long)dup,
+	    qt_now_s() - t0, (unsigned long long)lost, (unsigned long long)dup,
 	    (unsigned long long)r.violations);
 	if (c->mode == END_QUIESCE)
 		printf(", %llu popped in order at quiescence", (unsigned long long)left);
@@ -431,7 +412,7 @@ run_share(const char *name, int np, int nc, uint64_t m)
 	struct share sh;
 	pthread_t tp[MAXP], tc[MAXC];
 	const unsigned levels = 4;
-	double t0 = now_s();
+	double t0 = qt_now_s();
 	uint64_t w0 = 1, wt = levels, bound, bad = 0;
 
 	memset(&sh, 0, sizeof(sh));
@@ -492,7 +473,7 @@ run_share(const char *name, int np, int nc, uint64_t m)
 	    name, levels, np, nc, (unsigned long long)m, (unsigned long long)sh.bound_seen,
 	    (unsigned long long)bound, (double)m / (double)(m + sh.bound_seen),
 	    (double)w0 / (double)(w0 + wt), nc == 1 ? ", max gap " : ", gap n/a ",
-	    (unsigned long long)(nc == 1 ? sh.max_gap : 0), now_s() - t0, (unsigned long long)bad);
+	    (unsigned long long)(nc == 1 ? sh.max_gap : 0), qt_now_s() - t0, (unsigned long long)bad);
 	pthread_barrier_destroy(&sh.start);
 	quay_pq_destroy(sh.pq);
 	return bad;

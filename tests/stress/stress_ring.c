@@ -63,6 +63,8 @@
 
 #include <quay/ring.h>
 
+#include "test_util.h"
+
 #define MAX_THREADS 64
 #define MAX_BATCH 32
 #define SEQ_BITS 40
@@ -149,31 +151,10 @@ mix64(uint64_t x)
 	return x;
 }
 
-static uint64_t
-rng_next(uint64_t *s)
-{
-	/* xorshift64*: a thread-local generator, seeded from the run seed. */
-	uint64_t x = *s;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1du;
-}
-
 static unsigned
 rng_below(uint64_t *s, unsigned n)
 {
-	return (unsigned)((rng_next(s) >> 32) % n);
-}
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+	return (unsigned)((qt_rand(s) >> 32) % n);
 }
 
 /* aligned_alloc wants a size that is a multiple of the alignment. */
@@ -392,7 +373,7 @@ producer_main(void *arg)
 		size_t want = 1, got = 0;
 		int rc = 0;
 
-		if (deadline > 0 && iter % 32 == 0 && now_s() > deadline) {
+		if (deadline > 0 && iter % 32 == 0 && qt_now_s() > deadline) {
 			/* Relaxed: a statistic, read by main after the join. */
 			__atomic_store_n(&timed_out, 1, __ATOMIC_RELAXED);
 			pr->stopped = true;
@@ -628,14 +609,14 @@ closer_main(void *arg)
 	uint64_t total = cfg.msgs * cfg.producers;
 	/* Close somewhere between 10 % and 90 % of the pushes, or at the
 	 * deadline (when producers stop) if that comes first. */
-	double frac = 0.1 + 0.8 * (double)(rng_next(&rng) >> 11) / (double)(1ull << 53);
+	double frac = 0.1 + 0.8 * (double)(qt_rand(&rng) >> 11) / (double)(1ull << 53);
 	uint64_t target = (uint64_t)((double)total * frac);
 
 	pthread_barrier_wait(&start_barrier);
 	/* Poll asleep, not with sched_yield: producers and consumers keep both
 	 * cores, and the closer's wake-up preempts one of them at a random
 	 * point (say a producer between its claim and its publish). */
-	while (pushed_so_far() < target && (deadline == 0 || now_s() < deadline)) {
+	while (pushed_so_far() < target && (deadline == 0 || qt_now_s() < deadline)) {
 		struct timespec ts = { 0, 20 * 1000 };
 		nanosleep(&ts, NULL);
 	}
@@ -706,13 +687,13 @@ static void *
 watchdog_main(void *arg)
 {
 	uint64_t last = UINT64_MAX;
-	double since = now_s();
+	double since = qt_now_s();
 	struct timespec tick = { 0, 50 * 1000 * 1000 };
 
 	(void)arg;
 	while (!__atomic_load_n(&finished, __ATOMIC_ACQUIRE)) {
 		uint64_t p = progress();
-		double t = now_s();
+		double t = qt_now_s();
 		if (p != last) {
 			last = p;
 			since = t;
@@ -1082,17 +1063,17 @@ main(int argc, char **argv)
 	}
 	memset(&t, 0, sizeof(t));
 
-	t0 = now_s();
+	t0 = qt_now_s();
 	if (cfg.duration > 0)
 		deadline = t0 + cfg.duration;     /* published by pthread_create */
 	if (pthread_create(&watchdog, NULL, watchdog_main, NULL) != 0)
 		return 2;
 	for (unsigned round = 0; round < cfg.rounds; round++) {
-		if (round > 0 && deadline > 0 && now_s() >= deadline)
+		if (round > 0 && deadline > 0 && qt_now_s() >= deadline)
 			break;
 		run_round(round, &t);
 	}
-	t1 = now_s();
+	t1 = qt_now_s();
 	__atomic_store_n(&finished, 1, __ATOMIC_RELEASE);
 	pthread_join(watchdog, NULL);
 

@@ -34,6 +34,8 @@
 
 #include <quay/stats.h>
 
+#include "test_util.h"
+
 /* ThreadSanitizer runs every atomic through its runtime (~20-50x slower):
  * its CI size is a tenth. */
 #if defined(__SANITIZE_THREAD__)
@@ -84,24 +86,12 @@ struct shared {
 	char msg[256];
 };
 
-static uint64_t
-rnd(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * UINT64_C(2685821657736338717);
-}
-
 /* The value writer w records at step i into histogram k: spread over
  * 0 .. 2^37 (past the overflow bound) on a log scale. */
 static uint64_t
 hist_value(uint64_t *seed)
 {
-	uint64_t r = rnd(seed);
+	uint64_t r = qt_rand(seed);
 	unsigned e = (unsigned)(r % 38);
 
 	return ((uint64_t)1 << e) - 1 + ((r >> 8) & (((uint64_t)1 << e) - 1));
@@ -264,7 +254,7 @@ churn_main(void *p)
 		quay_counter *c;
 		quay_hist *h;
 		quay_gauge *g;
-		snprintf(v, sizeof(v), "%u", (unsigned)(rnd(&seed) % 64));
+		snprintf(v, sizeof(v), "%u", (unsigned)(qt_rand(&seed) % 64));
 		if (quay_counter_create(sh->s, "churn_total", "Churn.", &l, 1, &c) == 0) {
 			quay_counter_inc(c);
 			if (quay_counter_read(c) != 1)
@@ -280,15 +270,6 @@ churn_main(void *p)
 		sh->churns++;
 	}
 	return NULL;
-}
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static int
@@ -333,7 +314,7 @@ run(size_t idx, const struct config *cf, uint64_t ops)
 	sh->writers = cf->writers;
 	pthread_barrier_init(&sh->start, NULL, cf->writers + 2);
 
-	t0 = now_s();
+	t0 = qt_now_s();
 	for (unsigned i = 0; i < cf->writers; i++) {
 		w[i].sh = sh;
 		w[i].id = i;
@@ -347,7 +328,7 @@ run(size_t idx, const struct config *cf, uint64_t ops)
 		pthread_join(wt[i], NULL);
 	pthread_join(rt, NULL);
 	pthread_join(ct, NULL);
-	t1 = now_s();
+	t1 = qt_now_s();
 
 	/* The exact totals. */
 	for (size_t k = 0; k < NCOUNTERS; k++) {
