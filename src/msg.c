@@ -272,13 +272,18 @@ rec_append(quay_msg *m, const char *key, size_t klen, const void *val, size_t vl
 	m->tail_used += (uint32_t)size;
 }
 
-/* Whether p points into m's header records (which set/del move). */
+/* Whether [p, p + len) overlaps the part of m that set/del write or move:
+ * from the end of the body (the free gap new records are written into)
+ * to the end of the header records. The body itself is a safe source.
+ * A len larger than the buffer is left to the size check (-EMSGSIZE). */
 static bool
-in_tail(const quay_msg *m, const void *p)
+overlaps_tail(const quay_msg *m, const void *p, size_t len)
 {
 	uintptr_t a = (uintptr_t)p;
+	uintptr_t lo = (uintptr_t)((const unsigned char *)quay_msg_body(m) + quay_msg_body_len(m));
+	uintptr_t hi = (uintptr_t)tail_end(m);
 
-	return a >= (uintptr_t)tail_start(m) && a < (uintptr_t)tail_end(m);
+	return len <= quay_msg_capacity(m) && a < hi && (a >= lo || lo - a < len);
 }
 
 /* Replace (or add, or with val NULL and del, remove) the record key. */
@@ -320,7 +325,7 @@ quay_msg_set_header(quay_msg *msg, const char *key, const void *value, size_t le
 	if (msg == NULL || key == NULL || (value == NULL && len != 0) || shared(msg))
 		return -EINVAL;
 	klen = key_len(key);
-	if (klen == 0 || klen > QUAY_MSG_KEY_MAX || (len != 0 && in_tail(msg, value)))
+	if (klen == 0 || klen > QUAY_MSG_KEY_MAX || (len != 0 && overlaps_tail(msg, value, len)))
 		return -EINVAL;
 	/* The key may come from quay_msg_header_at() of this very message:
 	 * copy it before the records move. */
@@ -400,7 +405,7 @@ quay_msg_set_reply_to(quay_msg *msg, const char *subject)
 	if (msg == NULL || shared(msg))
 		return -EINVAL;
 	len = subject ? strnlen(subject, (size_t)QUAY_MSG_REPLY_TO_MAX + 1) : 0;
-	if (len > QUAY_MSG_REPLY_TO_MAX || (len != 0 && in_tail(msg, subject)))
+	if (len > QUAY_MSG_REPLY_TO_MAX || (len != 0 && overlaps_tail(msg, subject, len)))
 		return -EINVAL;
 	if (len == 0) {
 		if (rec_find(msg, "", 0, &r)) {

@@ -293,12 +293,14 @@ QUAY_API int quay_msg_set_body_len(quay_msg *msg, size_t len);
 /**
  * Set header key to a copy of value[0..len) (replacing an existing key;
  * it then moves to the end of the header order). key may come from
- * quay_msg_header_at() of the same message; value may not point into the
- * message's own headers (copy it first).
+ * quay_msg_header_at() of the same message; value may come from the
+ * message's body but not from its own headers or the free room after the
+ * body (which the new record is written into): copy it first.
  *
  * Returns: 0; -EINVAL if msg or key is NULL, key is empty or longer than
- *          QUAY_MSG_KEY_MAX, value is NULL with len > 0 or points into
- *          msg's headers, or the message is shared; -EMSGSIZE if the message already has
+ *          QUAY_MSG_KEY_MAX, value is NULL with len > 0 or overlaps
+ *          msg's headers or free room, or the message is shared;
+ *          -EMSGSIZE if the message already has
  *          QUAY_MSG_HEADERS_MAX headers (and not key) or the header does
  *          not fit in quay_msg_room(). Nothing changes on failure.
  */

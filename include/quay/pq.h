@@ -51,10 +51,15 @@
  * Ordering: everything a thread wrote before a successful push of an
  * element happens-before everything the thread that pops that element
  * does after its pop (the level ring's release/acquire, R1 -> A1).
- * Priority order is exact at quiescence: an element pushed (push returned
- * 0) is visible to every later pop, and a pop never returns an element
- * of a lower level while a higher level held an element throughout the
- * pop (strict mode). Pushes still in progress may be overtaken.
+ * Priority order is exact at quiescence: when no push or pop is running,
+ * every element is visible to the next pop, which (strict mode) takes the
+ * highest non-empty level. While other calls run it is not exact: a push
+ * still in progress may be overtaken, and while a concurrent pop is
+ * between clearing a level's non-empty bit and re-checking that level
+ * (B2..B3 in impl/pq_inline.h), another pop may miss a completed push to
+ * that level, taking a lower level's element or returning -EAGAIN. The
+ * element is not lost: the re-check sets the bit again and wakes
+ * quay_pq_pop_wait() sleepers.
  *
  * Blocking: quay_pq_pop_wait() sleeps on one futex word for the whole
  * queue, woken by a push at any level; quay_pq_push_wait() sleeps on one
@@ -174,8 +179,9 @@ QUAY_INLINE int quay_pq_push(quay_pq *pq, unsigned prio, const void *elem);
  * Concurrency: lock-free; see the table at the top of this file.
  * Ordering: acquire (A1, pairs with R1 in push).
  * Returns: 0; -EAGAIN if the queue is empty (or its next elements are
- *          still being written); -EPIPE if it is closed and drained;
- *          -EINVAL if pq or out is NULL.
+ *          still being written, or a concurrent pop is re-checking the
+ *          level that holds them: see Ordering at the top); -EPIPE if it
+ *          is closed and drained; -EINVAL if pq or out is NULL.
  */
 QUAY_INLINE int quay_pq_pop(quay_pq *pq, void *out, unsigned *prio_out);
 

@@ -465,6 +465,17 @@ test_headers_bad_input(void **state)
 	/* A value pointing into the message's own headers. */
 	assert_int_equal(quay_msg_header_at(m, 0, &k, &v, &len), 0);
 	assert_int_equal(quay_msg_set_header(m, "copy", v, len), -EINVAL);
+	/* A value in the free gap after the body, where the new record is
+	 * written, or running from the body into it. */
+	assert_int_equal(quay_msg_set_body(m, "body", 4), 0);
+	assert_int_equal(quay_msg_set_header(m, "gap", (char *)quay_msg_body_mut(m) + 4, 8), -EINVAL);
+	assert_int_equal(quay_msg_set_header(m, "gap", quay_msg_body_mut(m), 5), -EINVAL);
+	assert_int_equal(quay_msg_set_reply_to(m, (char *)quay_msg_body_mut(m) + 4), -EINVAL);
+	assert_int_equal(quay_msg_get_header(m, "gap", NULL, NULL), -ENOENT);
+	/* The body itself is a fine source. */
+	assert_int_equal(quay_msg_set_header(m, "frombody", quay_msg_body(m), 4), 0);
+	expect_header(m, "frombody", "body");
+	assert_int_equal(quay_msg_del_header(m, "frombody"), 0);
 	/* But a key from header_at may be re-set. */
 	assert_int_equal(quay_msg_set_header(m, k, "w", 1), 0);
 	expect_header(m, key, "w");
