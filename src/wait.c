@@ -92,8 +92,15 @@ quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx),
     const void *ctx, int64_t deadline)
 {
 	struct timespec ts, *tsp = NULL;
+	uint32_t ev;
+
+	/* Callers loop (spin, try, sleep) and a try can lose its race after
+	 * ready() said yes, many times under contention: look at the clock on
+	 * every round, not only before sleeping, so the overrun is one round. */
+	if (deadline >= 0 && now_ns() >= deadline)
+		return -ETIMEDOUT;
 	/* Relaxed: S1 below orders it before the check. */
-	uint32_t ev = __atomic_fetch_or(event, QUAYI_WAIT_SLEEPERS, __ATOMIC_RELAXED) | QUAYI_WAIT_SLEEPERS;
+	ev = __atomic_fetch_or(event, QUAYI_WAIT_SLEEPERS, __ATOMIC_RELAXED) | QUAYI_WAIT_SLEEPERS;
 
 	quayi_wait_heavy_barrier(fence);                     /* S1 */
 	if (ready(ctx))
