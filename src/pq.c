@@ -27,9 +27,6 @@ _Static_assert((QUAYI_PQ_F_FENCE & QUAY_PQ_FLAGS_ALL) == 0, "internal flags apar
 _Static_assert((QUAYI_PQ_F_OWNED & QUAY_PQ_FLAGS_ALL) == 0, "internal flags apart");
 _Static_assert(QUAY_PQ_WEIGHT_MAX <= UINT32_MAX, "credit is 32 bits");
 
-/* Spins before a waiting call sleeps (as the ring's). */
-#define QUAYI_PQ_SPINS 256
-
 static size_t
 round_line(size_t n)
 {
@@ -277,62 +274,54 @@ push_ready(const void *ctx)
 	    __atomic_load_n(&c->pq->closed, __ATOMIC_ACQUIRE) != QUAYI_PQ_OPEN;
 }
 
+/* A waiting call's arguments, for quayi_wait_for. */
+struct pq_call {
+	quay_pq *pq;
+	unsigned prio;
+	void *elem;
+	unsigned *prio_out;
+};
+
+static int
+push_op(void *arg)
+{
+	const struct pq_call *c = arg;
+
+	return quay_pq_push(c->pq, c->prio, c->elem);
+}
+
+static int
+pop_op(void *arg)
+{
+	const struct pq_call *c = arg;
+
+	return quay_pq_pop(c->pq, c->elem, c->prio_out);
+}
+
 int
 quay_pq_push_wait(quay_pq *pq, unsigned prio, const void *elem, int64_t timeout_ns)
 {
-	struct push_ctx ctx;
-	int64_t deadline;
-	int rc;
+	/* push only reads *elem; the cast serves the shared signature. */
+	struct pq_call c = { pq, prio, (void *)(uintptr_t)elem, NULL };
+	struct push_ctx ctx = { pq, prio };
+	struct quayi_waiter w = { push_op, &c, push_ready, &ctx, NULL, false };
 
 	if (pq == NULL || elem == NULL || prio >= pq->levels)
 		return -EINVAL;
-	rc = quay_pq_push(pq, prio, elem);
-	if (rc != -EAGAIN)
-		return rc;                    /* done or closed */
-	if (timeout_ns == 0)
-		return -ETIMEDOUT;
-	ctx.pq = pq;
-	ctx.level = prio;
-	deadline = quayi_wait_deadline(timeout_ns);
-	for (;;) {
-		for (int i = 0; i < QUAYI_PQ_SPINS && !push_ready(&ctx); i++)
-			quayi_cpu_relax();
-		rc = quay_pq_push(pq, prio, elem);
-		if (rc != -EAGAIN)
-			return rc;
-		if (quayi_wait_sleep(&pq->push_event, quayi_pq_fence(pq) != 0, push_ready, &ctx,
-		        deadline) != 0) {
-			/* Timed out: one last try uses a slot freed just now. */
-			rc = quay_pq_push(pq, prio, elem);
-			return rc == -EAGAIN ? -ETIMEDOUT : rc;
-		}
-	}
+	w.event = &pq->push_event;
+	w.fence = quayi_pq_fence(pq) != 0;
+	return quayi_wait_for(&w, timeout_ns);
 }
 
 int
 quay_pq_pop_wait(quay_pq *pq, void *out, unsigned *prio_out, int64_t timeout_ns)
 {
-	int64_t deadline;
-	int rc;
+	struct pq_call c = { pq, 0, out, prio_out };
+	struct quayi_waiter w = { pop_op, &c, pop_ready, pq, NULL, false };
 
 	if (pq == NULL || out == NULL)
 		return -EINVAL;
-	rc = quay_pq_pop(pq, out, prio_out);
-	if (rc != -EAGAIN)
-		return rc;                    /* done, or closed and drained */
-	if (timeout_ns == 0)
-		return -ETIMEDOUT;
-	deadline = quayi_wait_deadline(timeout_ns);
-	for (;;) {
-		for (int i = 0; i < QUAYI_PQ_SPINS && !pop_ready(pq); i++)
-			quayi_cpu_relax();
-		rc = quay_pq_pop(pq, out, prio_out);
-		if (rc != -EAGAIN)
-			return rc;
-		if (quayi_wait_sleep(&pq->pop_event, quayi_pq_fence(pq) != 0, pop_ready, pq,
-		        deadline) != 0) {
-			rc = quay_pq_pop(pq, out, prio_out);
-			return rc == -EAGAIN ? -ETIMEDOUT : rc;
-		}
-	}
+	w.event = &pq->pop_event;
+	w.fence = quayi_pq_fence(pq) != 0;
+	return quayi_wait_for(&w, timeout_ns);
 }

@@ -41,4 +41,18 @@ int quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx)
     const void *ctx, int64_t deadline);
 int64_t quayi_wait_deadline(int64_t timeout_ns);
 
+/* The body of every waiting call (ring and pq push_wait/pop_wait): try op,
+ * spin while ready() says no, try again, sleep on event (S1), and so on
+ * until op succeeds or fails for good, or timeout_ns (< 0: forever, 0:
+ * try once) runs out (-ETIMEDOUT, after one last try). */
+struct quayi_waiter {
+	int (*op)(void *arg);            /* non-blocking: 0, -EAGAIN, or final */
+	void *arg;
+	bool (*ready)(const void *ctx);  /* could op make progress now? a hint */
+	const void *ready_ctx;
+	uint32_t *event;                 /* the futex word to sleep on */
+	bool fence;                      /* no membarrier: fence (see wait.c) */
+};
+int quayi_wait_for(const struct quayi_waiter *w, int64_t timeout_ns);
+
 #endif /* QUAY_INTERNAL_H */

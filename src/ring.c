@@ -40,9 +40,6 @@ _Static_assert(offsetof(struct quay_ring, pop_event) == 192, "sleepers' line");
 _Static_assert(sizeof(struct quay_ring) == 256, "ring header is four lines");
 _Static_assert((QUAYI_RING_F_FENCE & QUAY_RING_FLAGS_ALL) == 0, "internal flags apart");
 
-/* Spins before a waiting call sleeps: long enough to ride out a push or
- * pop in progress on another core, short next to a futex round trip. */
-#define QUAYI_RING_SPINS 256
 
 /* The slow side of W1 and C1: a full barrier on every running thread. */
 static void
@@ -218,64 +215,51 @@ push_ready(const void *ctx)
 	    __atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) != QUAYI_RING_OPEN;
 }
 
-typedef int (*ring_op)(quay_ring *r, void *elem);
+/* A waiting call's arguments, for quayi_wait_for. */
+struct ring_call {
+	quay_ring *r;
+	void *elem;
+};
 
 static int
-push_op(quay_ring *r, void *elem)
+push_op(void *arg)
 {
-	return quay_ring_push(r, elem);
+	const struct ring_call *c = arg;
+
+	return quay_ring_push(c->r, c->elem);
 }
 
 static int
-pop_op(quay_ring *r, void *elem)
+pop_op(void *arg)
 {
-	return quay_ring_pop(r, elem);
-}
+	const struct ring_call *c = arg;
 
-/* The body of both waiting calls: try, spin until it looks possible,
- * try, sleep, and so on until it succeeds, fails for good or times out. */
-static int
-wait_for(quay_ring *r, ring_op op, void *elem, uint32_t *event,
-    bool (*ready)(const void *), int64_t timeout_ns)
-{
-	int64_t deadline;
-	int rc = op(r, elem);
-
-	if (rc != -EAGAIN)
-		return rc;                    /* done, closed, or bad input */
-	if (timeout_ns == 0)
-		return -ETIMEDOUT;
-	deadline = quayi_wait_deadline(timeout_ns);
-	for (;;) {
-		for (int i = 0; i < QUAYI_RING_SPINS && !ready(r); i++)
-			quayi_cpu_relax();
-		rc = op(r, elem);
-		if (rc != -EAGAIN)
-			return rc;
-		/* S1 and the futex sleep (src/wait.c). */
-		if (quayi_wait_sleep(event, (r->flags & QUAYI_RING_F_FENCE) != 0, ready, r,
-		        deadline) != 0) {
-			/* Timed out: one last try uses a slot freed just now. */
-			rc = op(r, elem);
-			return rc == -EAGAIN ? -ETIMEDOUT : rc;
-		}
-	}
+	return quay_ring_pop(c->r, c->elem);
 }
 
 int
 quay_ring_push_wait(quay_ring *r, const void *elem, int64_t timeout_ns)
 {
+	/* push only reads *elem; the cast serves the shared signature. */
+	struct ring_call c = { r, (void *)(uintptr_t)elem };
+	struct quayi_waiter w = { push_op, &c, push_ready, r, NULL, false };
+
 	if (r == NULL || elem == NULL)
 		return -EINVAL;
-	/* push_op only reads *elem; the cast serves the shared signature. */
-	return wait_for(r, push_op, (void *)(uintptr_t)elem, &r->push_event,
-	    push_ready, timeout_ns);
+	w.event = &r->push_event;
+	w.fence = (r->flags & QUAYI_RING_F_FENCE) != 0;
+	return quayi_wait_for(&w, timeout_ns);
 }
 
 int
 quay_ring_pop_wait(quay_ring *r, void *out, int64_t timeout_ns)
 {
+	struct ring_call c = { r, out };
+	struct quayi_waiter w = { pop_op, &c, pop_ready, r, NULL, false };
+
 	if (r == NULL || out == NULL)
 		return -EINVAL;
-	return wait_for(r, pop_op, out, &r->pop_event, pop_ready, timeout_ns);
+	w.event = &r->pop_event;
+	w.fence = (r->flags & QUAYI_RING_F_FENCE) != 0;
+	return quayi_wait_for(&w, timeout_ns);
 }

@@ -118,3 +118,32 @@ quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx),
 	syscall(SYS_futex, event, FUTEX_WAIT_PRIVATE, ev, tsp, NULL, 0);
 	return 0;
 }
+
+/* Spins before a waiting call sleeps: long enough to ride out a push or
+ * pop in progress on another core, short next to a futex round trip. */
+#define QUAYI_WAIT_SPINS 256
+
+int
+quayi_wait_for(const struct quayi_waiter *w, int64_t timeout_ns)
+{
+	int64_t deadline;
+	int rc = w->op(w->arg);
+
+	if (rc != -EAGAIN)
+		return rc;                    /* done, closed, or bad input */
+	if (timeout_ns == 0)
+		return -ETIMEDOUT;
+	deadline = quayi_wait_deadline(timeout_ns);
+	for (;;) {
+		for (int i = 0; i < QUAYI_WAIT_SPINS && !w->ready(w->ready_ctx); i++)
+			quayi_cpu_relax();
+		rc = w->op(w->arg);
+		if (rc != -EAGAIN)
+			return rc;
+		if (quayi_wait_sleep(w->event, w->fence, w->ready, w->ready_ctx, deadline) != 0) {
+			/* Timed out: one last try uses a slot freed just now. */
+			rc = w->op(w->arg);
+			return rc == -EAGAIN ? -ETIMEDOUT : rc;
+		}
+	}
+}
