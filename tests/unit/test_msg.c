@@ -468,6 +468,8 @@ test_headers_bad_input(void **state)
 	/* A value in the free gap after the body, where the new record is
 	 * written, or running from the body into it. */
 	assert_int_equal(quay_msg_set_body(m, "body", 4), 0);
+	/* The gap's contents are whatever was there: make them a string. */
+	memcpy((char *)quay_msg_body_mut(m) + 4, "gapgap", 7);
 	assert_int_equal(quay_msg_set_header(m, "gap", (char *)quay_msg_body_mut(m) + 4, 8), -EINVAL);
 	assert_int_equal(quay_msg_set_header(m, "gap", quay_msg_body_mut(m), 5), -EINVAL);
 	assert_int_equal(quay_msg_set_reply_to(m, (char *)quay_msg_body_mut(m) + 4), -EINVAL);
