@@ -13,5 +13,6 @@
 #include <quay/msg.h>
 #include <quay/ring.h>
 #include <quay/pq.h>
+#include <quay/bus.h>
 
 #endif /* QUAY_QUAY_H */

@@ -1,0 +1,466 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file quay/bus.h
+ * Topic fan-out inside one process: subjects, wildcard subscriptions,
+ * queue groups and request/reply (docs/BUS.md).
+ *
+ * Subjects (NATS syntax) are dot-separated tokens: `orders.buy.eu`. A
+ * token is 1 or more printable ASCII bytes (0x21..0x7e) other than `.`,
+ * `*` and `>`. A subject is 1..QUAY_BUS_SUBJECT_MAX bytes and has at most
+ * QUAY_BUS_TOKENS_MAX tokens. A pattern is a subject whose tokens may
+ * also be `*` (exactly one token) or, as the last token only, `>` (one
+ * or more tokens). `*` and `>` are never part of a longer token (`a*`,
+ * `>b` are invalid) and never appear in a published subject. Empty
+ * tokens (`a..b`, a leading or trailing dot), the empty string, bytes
+ * outside 0x21..0x7e and over-long strings get -EINVAL.
+ *
+ * A subscription owns a bounded queue of message references: a quay ring
+ * (multi-producer, multi-consumer: any number of threads may receive), or
+ * a quay priority queue when opts->priorities > 0 (message priority p goes
+ * to level min(p, priorities - 1)). When its queue is full, its policy
+ * decides (QUAY_SUB_BLOCK / _DROP_NEWEST / _DROP_OLDEST / _REJECT below);
+ * a full subscription never delays the others unless its policy is
+ * QUAY_SUB_BLOCK. Every drop, rejection and block timeout is counted.
+ *
+ * Queue groups: subscriptions that name the same group share its
+ * messages: of the group's subscriptions matching a subject, one gets
+ * each message (round robin, skipping members that are full before the
+ * chosen member's policy is applied). Other subscriptions still get their
+ * own copy. A group counts once in publish's return value.
+ *
+ * Delivery is by reference: each receiving subscription gets its own
+ * reference (quay_msg_ref()); the receiver drops it with quay_msg_unref().
+ * The message is shared: receivers must not modify it (see quay/msg.h).
+ * Publishing stamps the message's enqueued_ns (the bus clock) when a
+ * matching subscription records latency (not QUAY_SUB_NO_LATENCY); its
+ * receive records now - enqueued_ns in the subscription's histogram.
+ *
+ * Concurrency (synchronisation table):
+ *
+ *   call                       x call                      needs
+ *   publish, publish_batch,    x each other, subscribe,    nothing (publish
+ *     request, reply             unsubscribe, receive        takes no lock: RCU)
+ *   subscribe, unsubscribe     x each other                nothing (they take
+ *                                                            the bus mutex)
+ *   receive, receive_burst     x receive on the same sub   nothing
+ *   receive (blocked)          x unsubscribe of that sub   nothing: it wakes
+ *                                                            with -EPIPE
+ *   any call on a sub          x after its unsubscribe     forbidden (the
+ *                                returned                    handle is freed)
+ *   destroy                    x anything on the bus       caller serialises,
+ *                                                            except blocked
+ *                                                            receivers (woken)
+ *
+ * RCU: the subscription table is read under liburcu's memb flavour. A
+ * thread that calls into the bus is registered with liburcu on its first
+ * call and unregistered when it exits (a pthread key destructor): users
+ * never call liburcu themselves. A thread registered this way must not
+ * also register itself with liburcu's memb flavour.
+ *
+ * Ordering: everything a publisher wrote before publishing a message
+ * happens-before everything a receiver does after receiving it (the
+ * queue's release/acquire). Messages from one publishing thread reach
+ * each subscription in publish order (per-publisher FIFO; with
+ * priorities, FIFO within a level); nothing is promised between
+ * publishers. A subscription returned by quay_bus_subscribe() gets every
+ * message published after subscribe returned; publishes running
+ * concurrently with subscribe or unsubscribe may or may not reach it.
+ */
+#ifndef QUAY_BUS_H
+#define QUAY_BUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <quay/err.h>
+#include <quay/msg.h>
+#include <quay/stats.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Longest subject or pattern, in bytes. */
+#define QUAY_BUS_SUBJECT_MAX 255u
+/** Most tokens in a subject or pattern. */
+#define QUAY_BUS_TOKENS_MAX 32u
+/** Longest queue group or bus name, in bytes. */
+#define QUAY_BUS_NAME_MAX 64u
+/** Default and largest number of subscriptions on one bus. */
+#define QUAY_BUS_SUBS_DEFAULT 65536u
+#define QUAY_BUS_SUBS_MAX ((size_t)1 << 20)
+/** Default and largest number of requests waiting at once on one bus. */
+#define QUAY_BUS_REQUESTS_DEFAULT 1024u
+#define QUAY_BUS_REQUESTS_MAX 65536u
+/** Entries of the subject -> subscribers cache of each table version. */
+#define QUAY_BUS_CACHE_ENTRIES 4096u
+/** Default capacity of a subscription's queue (per level with priorities). */
+#define QUAY_SUB_CAPACITY_DEFAULT 1024u
+/** Default time a QUAY_SUB_BLOCK publisher waits for room (1 s). */
+#define QUAY_SUB_BLOCK_TIMEOUT_DEFAULT ((int64_t)1000000000)
+
+/** A bus (opaque). */
+typedef struct quay_bus quay_bus;
+/** A subscription (opaque). */
+typedef struct quay_sub quay_sub;
+
+/** What a publish does when a subscription's queue is full. */
+enum quay_sub_policy {
+	/** Wait up to block_timeout_ns for room, then count a timeout. */
+	QUAY_SUB_BLOCK = 0,
+	/** Drop the new message for this subscription and count it. */
+	QUAY_SUB_DROP_NEWEST = 1,
+	/** Drop the oldest queued message (unref it), count it, queue the
+	 *  new one. Rings only (not with priorities). */
+	QUAY_SUB_DROP_OLDEST = 2,
+	/** Refuse: count it; publish reports it (see quay_bus_publish()). */
+	QUAY_SUB_REJECT = 3,
+};
+
+/** Subscription flag: no receive-latency histogram (saves ~8 KiB). */
+#define QUAY_SUB_NO_LATENCY 0x1u
+/** Every subscription flag; other bits get -EINVAL. */
+#define QUAY_SUB_FLAGS_ALL QUAY_SUB_NO_LATENCY
+
+/** Bus options. Start from QUAY_BUS_OPTS_INIT; zero fields mean default. */
+struct quay_bus_opts {
+	/** sizeof(struct quay_bus_opts): the version. */
+	size_t size;
+	/** No flags are defined yet: must be 0. */
+	unsigned flags;
+	/** Value of the bus="..." label of its metrics (NULL: "bus<N>");
+	 *  1..QUAY_BUS_NAME_MAX bytes of 0x21..0x7e. */
+	const char *name;
+	/** Registry for the metrics (NULL: the bus makes its own, one
+	 *  histogram shard; quay_bus_stats() returns it). A given registry
+	 *  must outlive the bus. */
+	quay_stats *stats;
+	/** Most subscriptions at once (0: QUAY_BUS_SUBS_DEFAULT). */
+	size_t max_subs;
+	/** Most requests waiting at once (0: QUAY_BUS_REQUESTS_DEFAULT). */
+	unsigned max_requests;
+	/** Clock for enqueued_ns and latencies, ns (NULL: CLOCK_REALTIME).
+	 *  Must be thread-safe. */
+	int64_t (*clock)(void *clock_arg);
+	/** Passed to clock. */
+	void *clock_arg;
+};
+
+/** Initialiser for struct quay_bus_opts: every field its default. */
+#define QUAY_BUS_OPTS_INIT { sizeof(struct quay_bus_opts), 0u, NULL, NULL, 0u, 0u, NULL, NULL }
+
+/** Subscription options. Start from QUAY_SUB_OPTS_INIT. */
+struct quay_sub_opts {
+	/** sizeof(struct quay_sub_opts): the version. */
+	size_t size;
+	/** QUAY_SUB_* flags. */
+	unsigned flags;
+	/** Overflow policy (QUAY_SUB_OPTS_INIT: QUAY_SUB_BLOCK). */
+	enum quay_sub_policy policy;
+	/** Queue capacity, a power of two up to QUAY_RING_CAPACITY_MAX (0:
+	 *  QUAY_SUB_CAPACITY_DEFAULT); with priorities, per level. */
+	size_t capacity;
+	/** 0: a ring; 1..QUAY_PQ_LEVELS_MAX: a priority queue of that many
+	 *  levels (strict priority). */
+	unsigned priorities;
+	/** QUAY_SUB_BLOCK: how long a publisher waits for room; < 0 forever,
+	 *  0 not at all (QUAY_SUB_OPTS_INIT: QUAY_SUB_BLOCK_TIMEOUT_DEFAULT). */
+	int64_t block_timeout_ns;
+	/** Queue group name (NULL: none), 1..QUAY_BUS_NAME_MAX bytes of
+	 *  0x21..0x7e. */
+	const char *group;
+};
+
+/** Initialiser for struct quay_sub_opts: the defaults. */
+#define QUAY_SUB_OPTS_INIT \
+	{ sizeof(struct quay_sub_opts), 0u, QUAY_SUB_BLOCK, 0u, 0u, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL }
+
+/** What one publish did (quay_bus_publish_ex()). */
+struct quay_bus_pub_result {
+	uint32_t matched;    /**< targets matched (a group counts once) */
+	uint32_t delivered;  /**< targets that queued the message */
+	uint32_t dropped;    /**< DROP_NEWEST refusals (DROP_OLDEST evictions
+	                          are counted on the subscription, not here) */
+	uint32_t rejected;   /**< REJECT refusals */
+	uint32_t timed_out;  /**< BLOCK publishers that gave up */
+	uint32_t closed;     /**< targets unsubscribed meanwhile */
+};
+
+/** Counters of a bus (quay_bus_counters()); the same as its metrics. */
+struct quay_bus_counters {
+	uint64_t published;      /**< messages published (reply route included) */
+	uint64_t delivered;      /**< deliveries (message x target) */
+	uint64_t dropped;        /**< deliveries lost to DROP_NEWEST/_OLDEST */
+	uint64_t rejected;       /**< deliveries refused by REJECT */
+	uint64_t timed_out;      /**< BLOCK waits that timed out */
+	uint64_t no_subscriber;  /**< messages that matched nothing */
+	uint64_t late_replies;   /**< replies that found no waiting request */
+};
+
+/** Counters of a subscription (quay_sub_counters()). */
+struct quay_sub_counters {
+	uint64_t delivered;  /**< messages queued to it */
+	uint64_t received;   /**< messages its receivers took */
+	uint64_t dropped;    /**< DROP_NEWEST refusals + DROP_OLDEST evictions */
+	uint64_t rejected;   /**< REJECT refusals */
+	uint64_t timed_out;  /**< BLOCK waits that timed out */
+	uint64_t released;   /**< queued messages released by unsubscribe */
+};
+
+/**
+ * Create a bus.
+ *
+ * opts may be NULL (every default).
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0 and *out set; -EINVAL if out is NULL, opts->size is not
+ *          sizeof(struct quay_bus_opts), flags is not 0, name is empty,
+ *          too long or has a byte outside 0x21..0x7e, max_subs exceeds
+ *          QUAY_BUS_SUBS_MAX or max_requests QUAY_BUS_REQUESTS_MAX;
+ *          -ENOMEM. *out is untouched on failure.
+ */
+QUAY_API int quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out);
+
+/**
+ * Destroy a bus: unsubscribe every remaining subscription (waking its
+ * blocked receivers with -EPIPE and releasing its queued messages), fail
+ * waiting requests with -EPIPE, wait for the deferred frees (liburcu's
+ * call_rcu barrier), then free everything. NULL is ignored. Every
+ * subscription handle is invalid afterwards.
+ *
+ * Concurrency: no other call may use the bus, except receivers blocked
+ *              in quay_sub_receive() and requesters blocked in
+ *              quay_bus_request(), which return -EPIPE before destroy
+ *              returns. Must not be called from a call_rcu callback.
+ */
+QUAY_API void quay_bus_destroy(quay_bus *bus);
+
+/**
+ * Subscribe to a pattern.
+ *
+ * opts may be NULL (QUAY_SUB_OPTS_INIT). Builds a new table version
+ * (path copy of the trie, a fresh cache) and publishes it; the old one is
+ * freed after an RCU grace period. Allocates; creates the subscription's
+ * metrics in the bus registry (labels bus, sub (a number), pattern, and
+ * group if any).
+ *
+ * Concurrency: safe from any thread; serialised with other subscribes and
+ *              unsubscribes by the bus mutex; publishers are not blocked.
+ * Ordering: every publish that starts after this returns sees the
+ *           subscription.
+ * Returns: 0 and *out set; -EINVAL if bus, pattern or out is NULL, the
+ *          pattern is invalid (see the top of this file), opts->size is
+ *          wrong, flags has unknown bits, the policy is unknown,
+ *          DROP_OLDEST is combined with priorities, capacity is not a
+ *          power of two up to QUAY_RING_CAPACITY_MAX, priorities exceeds
+ *          QUAY_PQ_LEVELS_MAX, or the group name is invalid; -ENOMEM if
+ *          memory runs out, the bus holds max_subs subscriptions or the
+ *          registry is full; -EPIPE if the bus is being destroyed.
+ *          Nothing changes on failure.
+ */
+QUAY_API int quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opts *opts,
+    quay_sub **out);
+
+/**
+ * Remove a subscription: no publish that starts afterwards reaches it;
+ * its queue is closed, so receivers blocked in it return -EPIPE and
+ * BLOCK publishers waiting for room give up; the messages still queued
+ * are released (unref'd, counted as "released"). Its memory and metrics
+ * are freed after an RCU grace period and after every receiver still
+ * inside quay_sub_receive() has returned, so a concurrent receive is
+ * safe; a call on the handle after unsubscribe returned is not.
+ *
+ * Concurrency: safe from any thread, concurrently with publishes and
+ *              receives on the same subscription.
+ * Returns: 0; -EINVAL if sub is NULL; -ENOMEM if the new table version
+ *          cannot be allocated or the thread cannot be registered with
+ *          liburcu (nothing changed: the subscription stays; retry).
+ */
+QUAY_API int quay_bus_unsubscribe(quay_sub *sub);
+
+/**
+ * Publish msg on subject to every matching subscription.
+ *
+ * Ownership: when it returns >= 0 the caller's reference is consumed
+ * (given to the receivers, or dropped if nobody took it). When it returns
+ * a negative code the caller keeps its reference, and no subscription got
+ * the message.
+ *
+ * Takes no lock and allocates nothing when the subject is in the cache of
+ * the current table version; a miss resolves the subject in the trie and
+ * allocates the cache entry (once per subject per table version).
+ * Stamps msg's enqueued_ns (one clock read) if a matching subscription
+ * records latency. A QUAY_SUB_BLOCK target that is full makes
+ * this call wait up to its block_timeout_ns.
+ *
+ * Concurrency: lock-free unless a BLOCK target is full; any thread.
+ * Ordering: see the top of this file.
+ * Returns: the number of targets (subscriptions, a queue group counting
+ *          once) that queued the message, 0 if none matched or all
+ *          matching dropped it by policy; -EAGAIN if targets matched,
+ *          none queued it and at least one REJECT target refused it;
+ *          -ETIMEDOUT if targets matched, none queued it, none rejected
+ *          and a BLOCK target timed out; -EINVAL if bus, subject or msg is
+ *          NULL, or the subject is invalid or has a wildcard; -EPIPE if
+ *          the bus is being destroyed; -ENOMEM if a cache miss cannot
+ *          allocate its entry, or the thread cannot be registered with
+ *          liburcu (no pthread key left). Partial delivery (some targets
+ *          refused) returns the count; quay_bus_publish_ex() tells why.
+ */
+QUAY_API int quay_bus_publish(quay_bus *bus, const char *subject, quay_msg *msg);
+
+/**
+ * As quay_bus_publish(), and if res is not NULL, fill *res (zeroed
+ * first) with what happened to each matching target.
+ *
+ * Returns: as quay_bus_publish().
+ */
+QUAY_API int quay_bus_publish_ex(quay_bus *bus, const char *subject, quay_msg *msg,
+    struct quay_bus_pub_result *res);
+
+/**
+ * Publish msgs[0..n) on one subject, in order, with one subject lookup.
+ * Stops at the first message that quay_bus_publish() would have returned
+ * a negative code for.
+ *
+ * Ownership: the references of msgs[0..r) are consumed, where r is the
+ * return value; the caller keeps msgs[r..n).
+ * Concurrency, Ordering: as quay_bus_publish().
+ * Returns: r, the number of messages published (0..n); -EINVAL if bus,
+ *          subject or msgs is NULL, an entry of msgs[0..n) is NULL, or
+ *          the subject is invalid (nothing published); -EPIPE as publish.
+ *          When the first message fails, the code publish would return.
+ */
+QUAY_API int quay_bus_publish_batch(quay_bus *bus, const char *subject, quay_msg **msgs, size_t n);
+
+/**
+ * Take the next message of a subscription, sleeping (futex) up to
+ * timeout_ns while its queue is empty (< 0: forever; 0: try once).
+ *
+ * Ownership: *out holds one reference, the caller's (quay_msg_unref()).
+ * Records now - enqueued_ns in the latency histogram.
+ * Concurrency: any number of threads; safe against a concurrent
+ *              unsubscribe (returns -EPIPE).
+ * Ordering: acquire (see the top of this file).
+ * Returns: 0; -ETIMEDOUT if nothing came in time; -EPIPE if the
+ *          subscription was unsubscribed (or its bus destroyed); -EINVAL
+ *          if sub or out is NULL; -ENOMEM if the thread cannot be
+ *          registered with liburcu (no pthread key left).
+ */
+QUAY_API int quay_sub_receive(quay_sub *sub, quay_msg **out, int64_t timeout_ns);
+
+/**
+ * Take up to n queued messages without waiting (oldest first; with
+ * priorities, highest level first).
+ *
+ * Ownership: out[0..r) hold one reference each, the caller's.
+ * Concurrency, Ordering: as quay_sub_receive().
+ * Returns: r, 0..n; 0 if the queue is empty or closed, or sub or out is
+ *          NULL.
+ */
+QUAY_API size_t quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n);
+
+/**
+ * Send a request and wait for its reply (the RPC pattern).
+ *
+ * Sets req's reply-to to a private inbox subject of this bus
+ * ("_INBOX.<bus>.<n>", routed straight to this call, never through the
+ * subscription table), publishes req on subject, then sleeps until a
+ * reply whose correlation id is req's id arrives on that inbox, or
+ * timeout_ns passes (< 0: forever). A reply arriving after this call
+ * returned is dropped and counted (late_replies).
+ *
+ * Ownership: req's reference is consumed when this returns 0, -ETIMEDOUT
+ * or -ENOENT (req was published); on other codes the caller keeps it.
+ * On 0, *reply holds one reference, the caller's.
+ * Concurrency: any thread; up to max_requests at once per bus.
+ * Returns: 0; -ETIMEDOUT if no reply came in time; -ENOENT if no
+ *          subscription took the request (nobody matched, or all dropped
+ *          it); -EINVAL if bus, subject, req or reply is NULL, subject is
+ *          invalid, or req is shared (its reply-to cannot be set);
+ *          -EMSGSIZE if req has no room for the reply-to; -ENOMEM if
+ *          max_requests requests are waiting; -EAGAIN or -ETIMEDOUT as
+ *          quay_bus_publish() (nothing published); -EPIPE if the bus is
+ *          being destroyed.
+ */
+QUAY_API int quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **reply,
+    int64_t timeout_ns);
+
+/**
+ * Reply to a request: set reply's correlation id to req's id and publish
+ * reply on req's reply-to subject (the requester's inbox, or any subject
+ * a hand-made request named).
+ *
+ * Ownership: as quay_bus_publish() for reply; req is only read.
+ * Concurrency: any thread.
+ * Returns: as quay_bus_publish(): 1 if the waiting requester got it, 0 if
+ *          it came too late (dropped and counted); -EINVAL also if req or
+ *          reply is NULL or req has no reply-to.
+ */
+QUAY_API int quay_bus_reply(quay_bus *bus, const quay_msg *req, quay_msg *reply);
+
+/**
+ * Check a subject (publish form: no wildcards) or a pattern.
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0 if valid; -EINVAL if s is NULL or invalid (see the top of
+ *          this file).
+ */
+QUAY_API int quay_bus_subject_check(const char *s, bool pattern);
+
+/**
+ * Whether pattern matches subject (both checked first).
+ *
+ * Concurrency: safe from any thread.
+ * Returns: true if both are valid and the pattern matches.
+ */
+QUAY_API bool quay_bus_match(const char *pattern, const char *subject);
+
+/**
+ * The bus's metric registry (its own, or the one given in its opts).
+ *
+ * Concurrency: safe from any thread. Returns: the registry; NULL for NULL.
+ */
+QUAY_API quay_stats *quay_bus_stats(const quay_bus *bus);
+
+/**
+ * Read the bus's counters (each read once; exact when nothing runs).
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0; -EINVAL if bus or out is NULL.
+ */
+QUAY_API int quay_bus_counters(const quay_bus *bus, struct quay_bus_counters *out);
+
+/**
+ * Read a subscription's counters (as quay_bus_counters()).
+ *
+ * Concurrency: safe from any thread until unsubscribe returns.
+ * Returns: 0; -EINVAL if sub or out is NULL.
+ */
+QUAY_API int quay_sub_counters(const quay_sub *sub, struct quay_sub_counters *out);
+
+/**
+ * Read a subscription's receive-latency histogram (ns).
+ *
+ * Concurrency: safe from any thread until unsubscribe returns.
+ * Returns: 0; -EINVAL if sub or out is NULL; -ENOENT if the subscription
+ *          was made with QUAY_SUB_NO_LATENCY.
+ */
+QUAY_API int quay_sub_latency(const quay_sub *sub, struct quay_hist_data *out);
+
+/**
+ * Messages queued in a subscription now (a snapshot; 0 for NULL).
+ *
+ * Concurrency: safe from any thread until unsubscribe returns.
+ */
+QUAY_API size_t quay_sub_pending(const quay_sub *sub);
+
+/** Number of subscriptions on the bus now (0 for NULL). */
+QUAY_API size_t quay_bus_sub_count(const quay_bus *bus);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QUAY_BUS_H */

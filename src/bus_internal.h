@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/* Private declarations shared by src/bus.c and src/bus_match.c. */
+#ifndef QUAY_BUS_INTERNAL_H
+#define QUAY_BUS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <quay/bus.h>
+#include <quay/pq.h>
+#include <quay/ring.h>
+#include <quay/stats.h>
+
+#include <urcu/urcu-memb.h>
+
+/* ThreadSanitizer cannot see liburcu's grace periods (membarrier(2) and
+ * plain accesses in an uninstrumented library), so TSan builds add a
+ * release RMW at the end of every read-side section and an acquire load
+ * before every deferred free (see quayi_bus_tsan_*() in bus.c). */
+#if defined(__SANITIZE_THREAD__)
+#define QUAYI_BUS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define QUAYI_BUS_TSAN 1
+#endif
+#endif
+#ifndef QUAYI_BUS_TSAN
+#define QUAYI_BUS_TSAN 0
+#endif
+
+/* ---- subjects and patterns (bus_match.c) --------------------------- */
+
+/* A parsed subject or pattern: token offsets and lengths into s. */
+struct quayi_bm_toks {
+	const char *s;
+	uint32_t len;
+	uint32_t n;
+	uint16_t off[QUAY_BUS_TOKENS_MAX];
+	uint16_t tlen[QUAY_BUS_TOKENS_MAX];
+};
+
+/* Parse and check s; pattern allows `*` and a last `>`. 0 or -EINVAL. */
+int quayi_bm_parse(const char *s, bool pattern, struct quayi_bm_toks *t);
+
+/* Check a publish subject and hash it in one pass over its bytes.
+ * 0 (and *len, *hash set) or -EINVAL. */
+int quayi_bm_scan_subject(const char *s, uint32_t *len, uint64_t *hash);
+
+/* The reference matcher: a pattern against a subject, both parsed. */
+bool quayi_bm_match_toks(const struct quayi_bm_toks *pat, const struct quayi_bm_toks *subj);
+
+/* ---- the subscription table ---------------------------------------- */
+
+struct quayi_bus_group;
+
+/* A queue group: its members share delivery. Lives while it has members
+ * (count under the bus mutex); freed after a grace period. */
+struct quayi_bus_group {
+	struct rcu_head rcu;
+	struct quay_bus *bus;           /* for the deferred free's accounting */
+	struct quayi_bus_group *next;   /* bus list, under the bus mutex */
+	uint32_t members;               /* under the bus mutex */
+	/* Round-robin cursor; relaxed fetch_add: only spreads load, orders
+	 * nothing. */
+	_Atomic uint32_t rr;
+	char name[QUAY_BUS_NAME_MAX + 1];
+};
+
+/* A resolved subject: its plain subscriptions, then per group the
+ * members that match. Immutable once published in a cache slot. */
+struct quayi_bm_gref {
+	struct quayi_bus_group *g;
+	uint32_t first;  /* index into subs */
+	uint32_t n;
+};
+
+struct quayi_bm_centry {
+	uint64_t hash;
+	uint32_t len;
+	uint32_t nplain;   /* subs[0..nplain) get their own copy */
+	uint32_t ngroups;  /* groups[0..ngroups) */
+	uint32_t ntargets; /* nplain + ngroups */
+	uint32_t stamp;    /* a target records latency: stamp enqueued_ns */
+	struct quay_sub **subs;
+	struct quayi_bm_gref *groups;
+	char subj[];
+};
+
+struct quayi_bm_node;
+
+/* One immutable version of the table: a trie root and its cache. */
+struct quayi_bm_table {
+	struct rcu_head rcu;
+	struct quay_bus *bus;  /* set by bus.c: the deferred free's accounting */
+	struct quayi_bm_node *root;
+	size_t nsubs;
+	/* Nodes this version had and the next one replaced: freed with it. */
+	struct quayi_bm_node **garbage;
+	size_t ngarbage;
+	/* Its cache: set before the version is published (T1), then only
+	 * its slots change. */
+	struct quayi_bm_cache *cache;
+};
+
+/* Cache slots: NULL, or an entry published once with a release CAS (E1)
+ * and read with an acquire load (E2); never replaced while the table
+ * lives. used[0..nused) lists the filled slots, so that retiring a
+ * version frees and clears only those and the cache is reused. */
+struct quayi_bm_cache {
+	struct quayi_bm_cache *next;      /* free list */
+	/* Relaxed: each filler takes a distinct index; the retiring callback
+	 * reads it after a grace period. */
+	_Atomic uint32_t nused;
+	uint16_t used[QUAY_BUS_CACHE_ENTRIES];
+	_Atomic(struct quayi_bm_centry *) slot[QUAY_BUS_CACHE_ENTRIES];
+};
+
+/* Retired caches kept for reuse (a zeroed cache costs a 64 KiB memset). */
+struct quayi_bm_cache_pool {
+	pthread_mutex_t lock;
+	struct quayi_bm_cache *head;
+	size_t n;
+};
+
+void quayi_bm_cache_pool_init(struct quayi_bm_cache_pool *p);
+void quayi_bm_cache_pool_fini(struct quayi_bm_cache_pool *p);
+
+/* A new empty table (NULL: out of memory). */
+struct quayi_bm_table *quayi_bm_table_new(struct quayi_bm_cache_pool *pool);
+
+/* A new version with sub added under pattern pat (or removed), sharing
+ * the untouched nodes of old; the replaced nodes are recorded in
+ * old->garbage. 0, -ENOMEM (nothing changed), -ENOENT (remove: absent). */
+int quayi_bm_insert(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, struct quay_sub *sub,
+    struct quayi_bm_cache_pool *pool, struct quayi_bm_table **out);
+int quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, struct quay_sub *sub,
+    struct quayi_bm_cache_pool *pool, struct quayi_bm_table **out);
+
+/* Free a retired version: the table, its cache entries and its garbage
+ * (nodes shared with later versions stay). */
+void quayi_bm_table_retire_free(struct quayi_bm_table *t, struct quayi_bm_cache_pool *pool);
+/* Free the last version and every node still reachable from it. */
+void quayi_bm_table_free_all(struct quayi_bm_table *t, struct quayi_bm_cache_pool *pool);
+
+/* Resolve a checked subject (len bytes, hash from scan_subject) in t.
+ * Returns the entry, or NULL on out of memory. *temp is set when the
+ * entry could not be cached: the caller frees it (free()) after use.
+ * Called inside an RCU read-side section. */
+const struct quayi_bm_centry *quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len,
+    uint64_t hash, bool *temp);
+
+/* The group of a subscription (bus.c), for resolution. */
+struct quayi_bus_group *quayi_bus_sub_group(const struct quay_sub *sub);
+/* Whether a subscription records receive latency (bus.c). */
+bool quayi_bus_sub_stamps(const struct quay_sub *sub);
+
+#endif /* QUAY_BUS_INTERNAL_H */

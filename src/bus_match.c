@@ -1,0 +1,811 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Subjects, patterns and the subscription trie of the bus.
+ *
+ * The table is a token trie. A node has a hash table of exact-token
+ * edges (open addressing, at most half full), a `*` edge, and two arrays
+ * of subscriptions: those whose pattern ends at the node ("here") and
+ * those whose pattern ends with `>` after it ("gt"). A version of the
+ * table is immutable once published: subscribe and unsubscribe (under the
+ * bus mutex) copy the nodes on the pattern's path (path copying; every
+ * other node is shared with the previous version), and record the nodes
+ * they replaced in the previous version's garbage list, freed with that
+ * version after an RCU grace period. A node reachable from a version V
+ * that a later version W replaced is in the garbage of the version just
+ * before W, which is freed after a grace period that began when W was
+ * published, so after every reader that could have reached the node.
+ *
+ * Each version carries its own subject cache, so a table change
+ * invalidates it by construction (retired caches are cleared and reused,
+ * see struct quayi_bm_cache). A slot is filled at most once, with a
+ * CAS from NULL (E1, release) of a fully built immutable entry; readers
+ * load it with acquire (E2). A subject that finds its probe window
+ * (8 slots) full is resolved into a private entry the caller frees.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus_internal.h"
+
+#define BM_PROBE 8u
+
+struct bm_edge {
+	uint64_t h;
+	struct quayi_bm_node *child;
+};
+
+struct quayi_bm_node {
+	uint32_t kcap;   /* 0 or a power of two */
+	uint32_t nkids;
+	struct bm_edge *kids;
+	struct quayi_bm_node *star;
+	uint32_t nhere;
+	uint32_t ngt;
+	struct quay_sub **here;
+	struct quay_sub **gt;
+	uint16_t toklen;
+	char tok[];
+};
+
+/* ---- hashing and checking ------------------------------------------ */
+
+static inline uint64_t
+bm_hash(const char *s, size_t len)
+{
+	uint64_t h = UINT64_C(0x9e3779b97f4a7c15) ^ (uint64_t)len;
+
+	while (len >= 8) {
+		uint64_t w;
+		memcpy(&w, s, 8);
+		h = (h ^ w) * UINT64_C(0xff51afd7ed558ccd);
+		h ^= h >> 32;
+		s += 8;
+		len -= 8;
+	}
+	if (len > 0) {
+		uint64_t w = 0;
+		memcpy(&w, s, len);
+		h = (h ^ w) * UINT64_C(0xc4ceb9fe1a85ec53);
+		h ^= h >> 29;
+	}
+	h ^= h >> 33;
+	h *= UINT64_C(0xff51afd7ed558ccd);
+	h ^= h >> 33;
+	return h;
+}
+
+static inline bool
+bm_plain_byte(unsigned char c)
+{
+	return c >= 0x21 && c <= 0x7e && c != '.' && c != '*' && c != '>';
+}
+
+int
+quayi_bm_parse(const char *s, bool pattern, struct quayi_bm_toks *t)
+{
+	size_t len, start = 0;
+	uint32_t n = 0;
+	bool wild = false;
+
+	if (s == NULL || t == NULL)
+		return -EINVAL;
+	len = strnlen(s, QUAY_BUS_SUBJECT_MAX + 1);
+	if (len == 0 || len > QUAY_BUS_SUBJECT_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i <= len; i++) {
+		unsigned char c = i < len ? (unsigned char)s[i] : (unsigned char)'.';
+
+		if (c == '.') {
+			size_t tl = i - start;
+			if (tl == 0 || n == QUAY_BUS_TOKENS_MAX)
+				return -EINVAL;
+			if (wild) {
+				/* A wildcard is a whole token; `>` only last. */
+				if (!pattern || tl != 1)
+					return -EINVAL;
+				if (s[start] == '>' && i != len)
+					return -EINVAL;
+			}
+			t->off[n] = (uint16_t)start;
+			t->tlen[n] = (uint16_t)tl;
+			n++;
+			start = i + 1;
+			wild = false;
+		} else if (c == '*' || c == '>') {
+			wild = true;
+		} else if (!bm_plain_byte(c)) {
+			return -EINVAL;
+		}
+	}
+	t->s = s;
+	t->len = (uint32_t)len;
+	t->n = n;
+	return 0;
+}
+
+int
+quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
+{
+	size_t i = 0, start = 0, ntok = 1;
+
+	for (;; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '\0')
+			break;
+		if (i == QUAY_BUS_SUBJECT_MAX)
+			return -EINVAL;
+		if (c == '.') {
+			if (i == start || ++ntok > QUAY_BUS_TOKENS_MAX)
+				return -EINVAL;
+			start = i + 1;
+		} else if (!bm_plain_byte(c)) {
+			return -EINVAL;
+		}
+	}
+	if (i == start)   /* empty string, or a trailing dot */
+		return -EINVAL;
+	*lenp = (uint32_t)i;
+	*hash = bm_hash(s, i);
+	return 0;
+}
+
+static inline bool
+tok_is(const struct quayi_bm_toks *t, uint32_t i, char c)
+{
+	return t->tlen[i] == 1 && t->s[t->off[i]] == c;
+}
+
+bool
+quayi_bm_match_toks(const struct quayi_bm_toks *pat, const struct quayi_bm_toks *subj)
+{
+	uint32_t i;
+
+	for (i = 0; i < pat->n; i++) {
+		if (tok_is(pat, i, '>'))
+			return subj->n > i;
+		if (i >= subj->n)
+			return false;
+		if (tok_is(pat, i, '*'))
+			continue;
+		if (pat->tlen[i] != subj->tlen[i] ||
+		    memcmp(pat->s + pat->off[i], subj->s + subj->off[i], pat->tlen[i]) != 0)
+			return false;
+	}
+	return i == subj->n;
+}
+
+QUAY_API int
+quay_bus_subject_check(const char *s, bool pattern)
+{
+	struct quayi_bm_toks t;
+
+	return quayi_bm_parse(s, pattern, &t);
+}
+
+QUAY_API bool
+quay_bus_match(const char *pattern, const char *subject)
+{
+	struct quayi_bm_toks p, s;
+
+	if (quayi_bm_parse(pattern, true, &p) != 0 || quayi_bm_parse(subject, false, &s) != 0)
+		return false;
+	return quayi_bm_match_toks(&p, &s);
+}
+
+/* ---- nodes --------------------------------------------------------- */
+
+static struct quayi_bm_node *
+node_new(const char *tok, size_t len)
+{
+	struct quayi_bm_node *n = calloc(1, sizeof(*n) + len + 1);
+
+	if (n == NULL)
+		return NULL;
+	memcpy(n->tok, tok, len);
+	n->toklen = (uint16_t)len;
+	return n;
+}
+
+/* Free one node and what it owns (not its children). */
+static void
+node_free(struct quayi_bm_node *n)
+{
+	if (n == NULL)
+		return;
+	free(n->kids);
+	free(n->here);
+	free(n->gt);
+	free(n);
+}
+
+static void
+node_free_deep(struct quayi_bm_node *n)
+{
+	if (n == NULL)
+		return;
+	for (uint32_t i = 0; i < n->kcap; i++)
+		node_free_deep(n->kids[i].child);
+	node_free_deep(n->star);
+	node_free(n);
+}
+
+static struct quayi_bm_node *
+node_find(const struct quayi_bm_node *n, const char *tok, size_t len, uint64_t h)
+{
+	uint32_t mask, i;
+
+	if (n == NULL || n->kcap == 0)
+		return NULL;
+	mask = n->kcap - 1;
+	for (i = (uint32_t)h & mask; n->kids[i].child != NULL; i = (i + 1) & mask) {
+		const struct quayi_bm_node *c = n->kids[i].child;
+		if (n->kids[i].h == h && c->toklen == len && memcmp(c->tok, tok, len) == 0)
+			return n->kids[i].child;
+	}
+	return NULL;
+}
+
+/* Put child (token h) into n's edge table, replacing the edge with the
+ * same token if there is one. The table has room (node_copy's extra). */
+static void
+node_set_kid(struct quayi_bm_node *n, uint64_t h, struct quayi_bm_node *child)
+{
+	uint32_t mask = n->kcap - 1, i;
+
+	for (i = (uint32_t)h & mask; n->kids[i].child != NULL; i = (i + 1) & mask) {
+		const struct quayi_bm_node *c = n->kids[i].child;
+		if (n->kids[i].h == h && c->toklen == child->toklen &&
+		    memcmp(c->tok, child->tok, c->toklen) == 0) {
+			n->kids[i].child = child;
+			return;
+		}
+	}
+	n->kids[i].h = h;
+	n->kids[i].child = child;
+	n->nkids++;
+}
+
+static struct quay_sub **
+subs_dup(struct quay_sub *const *v, uint32_t n, uint32_t extra)
+{
+	struct quay_sub **r;
+
+	if (n + extra == 0)
+		return NULL;
+	r = malloc((size_t)(n + extra) * sizeof(*r));
+	if (r != NULL && n > 0)
+		memcpy(r, v, (size_t)n * sizeof(*r));
+	return r;
+}
+
+/* A copy of old (a new node if old is NULL, with token tok) with room
+ * for `extra` more edges, leaving out the child `skip` (an edge or the
+ * star). The copy shares old's children, not its arrays. */
+static struct quayi_bm_node *
+node_copy(const struct quayi_bm_node *old, const char *tok, size_t toklen, uint32_t extra,
+    const struct quayi_bm_node *skip)
+{
+	struct quayi_bm_node *n;
+	uint32_t need;
+
+	if (old == NULL)
+		n = node_new(tok, toklen);
+	else
+		n = node_new(old->tok, old->toklen);
+	if (n == NULL || old == NULL) {
+		if (n != NULL && extra > 0) {
+			n->kcap = 4;
+			n->kids = calloc(4, sizeof(*n->kids));
+			if (n->kids == NULL) {
+				node_free(n);
+				return NULL;
+			}
+		}
+		return n;
+	}
+	need = old->nkids + extra;
+	if (need > 0) {
+		uint32_t cap = 4;
+		while (cap < 2 * need)
+			cap *= 2;
+		n->kcap = cap;
+		n->kids = calloc(cap, sizeof(*n->kids));
+		if (n->kids == NULL)
+			goto oom;
+		for (uint32_t i = 0; i < old->kcap; i++) {
+			struct quayi_bm_node *c = old->kids[i].child;
+			if (c != NULL && c != skip)
+				node_set_kid(n, old->kids[i].h, c);
+		}
+	}
+	n->star = old->star == skip ? NULL : old->star;
+	n->nhere = old->nhere;
+	n->ngt = old->ngt;
+	if (old->nhere > 0 && (n->here = subs_dup(old->here, old->nhere, 0)) == NULL)
+		goto oom;
+	if (old->ngt > 0 && (n->gt = subs_dup(old->gt, old->ngt, 0)) == NULL)
+		goto oom;
+	return n;
+oom:
+	node_free(n);
+	return NULL;
+}
+
+/* ---- versions ------------------------------------------------------ */
+
+#define BM_POOL_KEEP 8   /* retired caches kept for reuse */
+
+void
+quayi_bm_cache_pool_init(struct quayi_bm_cache_pool *p)
+{
+	pthread_mutex_init(&p->lock, NULL);
+	p->head = NULL;
+	p->n = 0;
+}
+
+void
+quayi_bm_cache_pool_fini(struct quayi_bm_cache_pool *p)
+{
+	while (p->head != NULL) {
+		struct quayi_bm_cache *c = p->head;
+		p->head = c->next;
+		free(c);
+	}
+	pthread_mutex_destroy(&p->lock);
+}
+
+static struct quayi_bm_cache *
+cache_get(struct quayi_bm_cache_pool *p)
+{
+	struct quayi_bm_cache *c;
+
+	pthread_mutex_lock(&p->lock);
+	c = p->head;
+	if (c != NULL) {
+		p->head = c->next;
+		p->n--;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (c == NULL)
+		c = calloc(1, sizeof(*c));
+	return c;
+}
+
+/* Free the entries of a retired cache, clear their slots and keep the
+ * cache for reuse (or free it). No reader is left (grace period), so
+ * relaxed accesses see everything. */
+static void
+cache_put(struct quayi_bm_cache_pool *p, struct quayi_bm_cache *c)
+{
+	uint32_t n;
+
+	if (c == NULL)
+		return;
+	n = atomic_load_explicit(&c->nused, memory_order_relaxed);
+	for (uint32_t i = 0; i < n; i++) {
+		uint16_t k = c->used[i];
+		free(atomic_load_explicit(&c->slot[k], memory_order_relaxed));
+		atomic_store_explicit(&c->slot[k], NULL, memory_order_relaxed);
+	}
+	atomic_store_explicit(&c->nused, 0, memory_order_relaxed);
+	pthread_mutex_lock(&p->lock);
+	if (p->n < BM_POOL_KEEP) {
+		c->next = p->head;
+		p->head = c;
+		p->n++;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(c);
+}
+
+static struct quayi_bm_table *
+table_alloc(struct quayi_bm_cache_pool *pool)
+{
+	struct quayi_bm_table *t = calloc(1, sizeof(*t));
+
+	if (t == NULL)
+		return NULL;
+	t->cache = cache_get(pool);
+	if (t->cache == NULL) {
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+static void
+table_unalloc(struct quayi_bm_table *t, struct quayi_bm_cache_pool *pool)
+{
+	if (t != NULL) {
+		cache_put(pool, t->cache);
+		free(t);
+	}
+}
+
+struct quayi_bm_table *
+quayi_bm_table_new(struct quayi_bm_cache_pool *pool)
+{
+	struct quayi_bm_table *t = table_alloc(pool);
+
+	if (t == NULL)
+		return NULL;
+	t->root = node_new("", 0);
+	if (t->root == NULL) {
+		table_unalloc(t, pool);
+		return NULL;
+	}
+	return t;
+}
+
+void
+quayi_bm_table_retire_free(struct quayi_bm_table *t, struct quayi_bm_cache_pool *pool)
+{
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < t->ngarbage; i++)
+		node_free(t->garbage[i]);
+	free(t->garbage);
+	table_unalloc(t, pool);
+}
+
+void
+quayi_bm_table_free_all(struct quayi_bm_table *t, struct quayi_bm_cache_pool *pool)
+{
+	if (t == NULL)
+		return;
+	node_free_deep(t->root);
+	free(t->garbage);
+	table_unalloc(t, pool);
+}
+
+/* Commit: old's replaced nodes become its garbage. */
+static int
+commit(struct quayi_bm_table *old, struct quayi_bm_node **repl, size_t nrepl)
+{
+	struct quayi_bm_node **g = malloc(nrepl * sizeof(*g));
+
+	if (g == NULL)
+		return -ENOMEM;
+	memcpy(g, repl, nrepl * sizeof(*g));
+	old->garbage = g;
+	old->ngarbage = nrepl;
+	return 0;
+}
+
+int
+quayi_bm_insert(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, struct quay_sub *sub,
+    struct quayi_bm_cache_pool *pool, struct quayi_bm_table **out)
+{
+	struct quayi_bm_node *created[QUAY_BUS_TOKENS_MAX + 1];
+	struct quayi_bm_node *repl[QUAY_BUS_TOKENS_MAX + 1];
+	size_t nc = 0, nr = 0;
+	struct quayi_bm_table *t = table_alloc(pool);
+	struct quayi_bm_node *on = old->root, *nn;
+	struct quay_sub **arr;
+	bool gt = false;
+
+	if (t == NULL)
+		return -ENOMEM;
+	nn = node_copy(on, "", 0, 1, NULL);
+	if (nn == NULL)
+		goto oom;
+	created[nc++] = nn;
+	repl[nr++] = on;
+	t->root = nn;
+	for (uint32_t i = 0; i < pat->n; i++) {
+		const char *tok = pat->s + pat->off[i];
+		size_t tl = pat->tlen[i];
+		struct quayi_bm_node *oc, *ncn;
+
+		if (tok_is(pat, i, '>')) {
+			gt = true;
+			break;
+		}
+		if (tok_is(pat, i, '*')) {
+			oc = on != NULL ? on->star : NULL;
+			ncn = node_copy(oc, "*", 1, 1, NULL);
+			if (ncn == NULL)
+				goto oom;
+			nn->star = ncn;
+		} else {
+			uint64_t h = bm_hash(tok, tl);
+			oc = node_find(on, tok, tl, h);
+			ncn = node_copy(oc, tok, tl, 1, NULL);
+			if (ncn == NULL)
+				goto oom;
+			node_set_kid(nn, h, ncn);
+		}
+		created[nc++] = ncn;
+		if (oc != NULL)
+			repl[nr++] = oc;
+		on = oc;
+		nn = ncn;
+	}
+	if (gt) {
+		arr = subs_dup(nn->gt, nn->ngt, 1);
+		if (arr == NULL)
+			goto oom;
+		arr[nn->ngt++] = sub;
+		free(nn->gt);
+		nn->gt = arr;
+	} else {
+		arr = subs_dup(nn->here, nn->nhere, 1);
+		if (arr == NULL)
+			goto oom;
+		arr[nn->nhere++] = sub;
+		free(nn->here);
+		nn->here = arr;
+	}
+	if (commit(old, repl, nr) != 0)
+		goto oom;
+	t->nsubs = old->nsubs + 1;
+	*out = t;
+	return 0;
+oom:
+	for (size_t i = 0; i < nc; i++)
+		node_free(created[i]);
+	table_unalloc(t, pool);
+	return -ENOMEM;
+}
+
+static bool
+subs_remove(struct quay_sub ***v, uint32_t *n, struct quay_sub *sub)
+{
+	for (uint32_t i = 0; i < *n; i++) {
+		if ((*v)[i] == sub) {
+			(*v)[i] = (*v)[*n - 1];
+			(*n)--;
+			if (*n == 0) {
+				free(*v);
+				*v = NULL;
+			}
+			return true;
+		}
+	}
+	return false;
+}
+
+int
+quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, struct quay_sub *sub,
+    struct quayi_bm_cache_pool *pool, struct quayi_bm_table **out)
+{
+	struct quayi_bm_node *path[QUAY_BUS_TOKENS_MAX + 1];
+	struct quayi_bm_node *created[QUAY_BUS_TOKENS_MAX + 1];
+	uint64_t hs[QUAY_BUS_TOKENS_MAX];
+	bool star[QUAY_BUS_TOKENS_MAX];
+	size_t nc = 0;
+	uint32_t k, j, i;
+	bool gt = false, found = false;
+	struct quayi_bm_node *f;
+	struct quayi_bm_table *t;
+
+	path[0] = old->root;
+	for (k = 0; k < pat->n; k++) {
+		const char *tok = pat->s + pat->off[k];
+		struct quayi_bm_node *c;
+
+		if (tok_is(pat, k, '>')) {
+			gt = true;
+			break;
+		}
+		star[k] = tok_is(pat, k, '*');
+		hs[k] = star[k] ? 0 : bm_hash(tok, pat->tlen[k]);
+		c = star[k] ? path[k]->star : node_find(path[k], tok, pat->tlen[k], hs[k]);
+		if (c == NULL)
+			return -ENOENT;
+		path[k + 1] = c;
+	}
+	f = path[k];
+	for (i = 0; i < (gt ? f->ngt : f->nhere); i++)
+		found |= (gt ? f->gt[i] : f->here[i]) == sub;
+	if (!found)
+		return -ENOENT;
+
+	/* Prune: drop the deepest chain of nodes left empty. */
+	j = k;
+	if (f->nkids == 0 && f->star == NULL && f->nhere + f->ngt == 1 && k > 0) {
+		j = k - 1;
+		while (j > 0 && path[j]->nkids + (path[j]->star != NULL ? 1u : 0u) == 1 &&
+		    path[j]->nhere == 0 && path[j]->ngt == 0)
+			j--;
+	}
+	t = table_alloc(pool);
+	if (t == NULL)
+		return -ENOMEM;
+	for (i = 0; i <= j; i++) {
+		const struct quayi_bm_node *skip = (i == j && j < k) ? path[j + 1] : NULL;
+		created[nc] = node_copy(path[i], "", 0, 0, skip);
+		if (created[nc] == NULL)
+			goto oom;
+		nc++;
+	}
+	for (i = 0; i < j; i++) {
+		if (star[i])
+			created[i]->star = created[i + 1];
+		else
+			node_set_kid(created[i], hs[i], created[i + 1]);
+	}
+	if (j == k) {
+		if (gt)
+			subs_remove(&created[k]->gt, &created[k]->ngt, sub);
+		else
+			subs_remove(&created[k]->here, &created[k]->nhere, sub);
+	}
+	if (commit(old, path, (size_t)k + 1) != 0)
+		goto oom;
+	t->root = created[0];
+	t->nsubs = old->nsubs - 1;
+	*out = t;
+	return 0;
+oom:
+	for (i = 0; i < nc; i++)
+		node_free(created[i]);
+	table_unalloc(t, pool);
+	return -ENOMEM;
+}
+
+/* ---- resolution and the cache -------------------------------------- */
+
+struct collect {
+	struct quay_sub **v;
+	size_t n, cap;
+	bool oom;
+	struct quay_sub *local[128];
+};
+
+static void
+collect_add(struct collect *c, struct quay_sub *const *v, uint32_t n)
+{
+	if (c->n + n > c->cap) {
+		size_t cap = c->cap * 2;
+		struct quay_sub **nv;
+
+		while (cap < c->n + n)
+			cap *= 2;
+		nv = malloc(cap * sizeof(*nv));
+		if (nv == NULL) {
+			c->oom = true;
+			return;
+		}
+		memcpy(nv, c->v, c->n * sizeof(*nv));
+		if (c->v != c->local)
+			free(c->v);
+		c->v = nv;
+		c->cap = cap;
+	}
+	memcpy(c->v + c->n, v, (size_t)n * sizeof(*v));
+	c->n += n;
+}
+
+static void
+walk(const struct quayi_bm_node *n, const struct quayi_bm_toks *s, uint32_t i, struct collect *c)
+{
+	const struct quayi_bm_node *child;
+
+	if (i == s->n) {
+		if (n->nhere > 0)
+			collect_add(c, n->here, n->nhere);
+		return;
+	}
+	if (n->ngt > 0)
+		collect_add(c, n->gt, n->ngt);
+	child = node_find(n, s->s + s->off[i], s->tlen[i], bm_hash(s->s + s->off[i], s->tlen[i]));
+	if (child != NULL)
+		walk(child, s, i + 1, c);
+	if (n->star != NULL)
+		walk(n->star, s, i + 1, c);
+}
+
+static int
+cmp_group(const void *a, const void *b)
+{
+	uintptr_t ga = (uintptr_t)quayi_bus_sub_group(*(struct quay_sub *const *)a);
+	uintptr_t gb = (uintptr_t)quayi_bus_sub_group(*(struct quay_sub *const *)b);
+
+	return ga < gb ? -1 : ga > gb;
+}
+
+static struct quayi_bm_centry *
+resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
+{
+	struct quayi_bm_toks s;
+	struct collect c;
+	struct quayi_bm_centry *e = NULL;
+	size_t nplain = 0, ngroups = 0, off_subs, off_groups, size;
+
+	c.v = c.local;
+	c.n = 0;
+	c.cap = sizeof(c.local) / sizeof(c.local[0]);
+	c.oom = false;
+	if (quayi_bm_parse(subj, false, &s) != 0)
+		return NULL;   /* cannot happen: scan_subject checked it */
+	walk(t->root, &s, 0, &c);
+	if (c.oom)
+		goto out;
+	/* Plain subscriptions first, then the grouped ones, by group. */
+	for (size_t i = 0; i < c.n; i++) {
+		if (quayi_bus_sub_group(c.v[i]) == NULL) {
+			struct quay_sub *x = c.v[nplain];
+			c.v[nplain++] = c.v[i];
+			c.v[i] = x;
+		}
+	}
+	if (c.n - nplain > 1)
+		qsort(c.v + nplain, c.n - nplain, sizeof(*c.v), cmp_group);
+	for (size_t i = nplain; i < c.n; i++)
+		if (i == nplain || quayi_bus_sub_group(c.v[i]) != quayi_bus_sub_group(c.v[i - 1]))
+			ngroups++;
+	off_subs = (sizeof(*e) + len + 1 + 7) & ~(size_t)7;
+	off_groups = off_subs + c.n * sizeof(*c.v);
+	size = off_groups + ngroups * sizeof(struct quayi_bm_gref);
+	e = malloc(size);
+	if (e == NULL)
+		goto out;
+	e->hash = hash;
+	e->len = len;
+	e->nplain = (uint32_t)nplain;
+	e->ngroups = (uint32_t)ngroups;
+	e->ntargets = (uint32_t)(nplain + ngroups);
+	e->stamp = 0;
+	for (size_t i = 0; i < c.n; i++)
+		e->stamp |= quayi_bus_sub_stamps(c.v[i]);
+	memcpy(e->subj, subj, len + 1);
+	e->subs = (struct quay_sub **)(void *)((char *)e + off_subs);
+	e->groups = (struct quayi_bm_gref *)(void *)((char *)e + off_groups);
+	if (c.n > 0)
+		memcpy(e->subs, c.v, c.n * sizeof(*c.v));
+	ngroups = 0;
+	for (size_t i = nplain; i < c.n; i++) {
+		struct quayi_bus_group *g = quayi_bus_sub_group(c.v[i]);
+		if (i == nplain || g != quayi_bus_sub_group(c.v[i - 1])) {
+			e->groups[ngroups].g = g;
+			e->groups[ngroups].first = (uint32_t)i;
+			e->groups[ngroups].n = 0;
+			ngroups++;
+		}
+		e->groups[ngroups - 1].n++;
+	}
+out:
+	if (c.v != c.local)
+		free(c.v);
+	return e;
+}
+
+const struct quayi_bm_centry *
+quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash, bool *temp)
+{
+	const uint32_t mask = QUAY_BUS_CACHE_ENTRIES - 1;
+	struct quayi_bm_cache *c = t->cache;
+	struct quayi_bm_centry *e;
+
+	*temp = false;
+	for (uint32_t p = 0; p < BM_PROBE; p++) {
+		/* E2: acquire; pairs with E1 below (the entry's contents). */
+		e = atomic_load_explicit(&c->slot[(hash + p) & mask], memory_order_acquire);
+		if (e == NULL)
+			break;
+		if (e->hash == hash && e->len == len && memcmp(e->subj, subj, len) == 0)
+			return e;
+	}
+	e = resolve(t, subj, len, hash);
+	if (e == NULL)
+		return NULL;
+	for (uint32_t p = 0; p < BM_PROBE; p++) {
+		struct quayi_bm_centry *cur = NULL;
+		/* E1: release on success publishes the entry's contents; acquire
+		 * on failure pairs with another thread's E1 (we may read it). */
+		if (atomic_compare_exchange_strong_explicit(&c->slot[(hash + p) & mask], &cur, e,
+		        memory_order_acq_rel, memory_order_acquire)) {
+			uint32_t k = atomic_fetch_add_explicit(&c->nused, 1, memory_order_relaxed);
+			c->used[k] = (uint16_t)((hash + p) & mask);
+			return e;
+		}
+		if (cur->hash == hash && cur->len == len && memcmp(cur->subj, subj, len) == 0) {
+			free(e);
+			return cur;
+		}
+	}
+	*temp = true;
+	return e;
+}

@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libFuzzer target of the bus's subject and pattern parser, the matcher
+ * and the trie (RELIABILITY W8), checked against naive reference code in
+ * this file.
+ *
+ * An input is "<pattern>\n<subject>" (no newline: the whole input is
+ * both). For each input:
+ *  - quay_bus_subject_check() of both strings, as subject and as pattern,
+ *    must agree with ref_valid();
+ *  - quay_bus_match() must agree with ref_match();
+ *  - a valid pattern is subscribed on a bus that lives across inputs (the
+ *    oldest of 32 subscriptions is unsubscribed to make room), so the
+ *    trie's path copying and pruning run; a valid subject is published
+ *    and the number of deliveries must be the number of live patterns
+ *    ref_match() accepts, each of those subscriptions holding exactly the
+ *    message.
+ * Any disagreement aborts (a crash for libFuzzer).
+ */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <quay/bus.h>
+
+#define LIVE 32
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bool
+ref_plain(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && c != '.' && c != '*' && c != '>';
+}
+
+/* The rules of quay/bus.h, written the slow, obvious way. */
+static bool
+ref_valid(const char *s, bool pattern)
+{
+	size_t len = strlen(s), ntok = 0, start = 0;
+
+	if (len == 0 || len > QUAY_BUS_SUBJECT_MAX)
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		if (i < len && s[i] != '.')
+			continue;
+		size_t tl = i - start;
+		if (tl == 0 || ++ntok > QUAY_BUS_TOKENS_MAX)
+			return false;
+		if (tl == 1 && (s[start] == '*' || s[start] == '>')) {
+			if (!pattern || (s[start] == '>' && i != len))
+				return false;
+		} else {
+			for (size_t k = start; k < i; k++)
+				if (!ref_plain((unsigned char)s[k]))
+					return false;
+		}
+		start = i + 1;
+	}
+	return true;
+}
+
+static size_t
+split(const char *s, const char **tok, size_t *tl)
+{
+	size_t n = 0, start = 0, len = strlen(s);
+
+	for (size_t i = 0; i <= len; i++)
+		if (i == len || s[i] == '.') {
+			tok[n] = s + start;
+			tl[n++] = i - start;
+			start = i + 1;
+		}
+	return n;
+}
+
+static bool
+ref_match(const char *p, const char *s)
+{
+	const char *pt[QUAY_BUS_TOKENS_MAX], *st[QUAY_BUS_TOKENS_MAX];
+	size_t pl[QUAY_BUS_TOKENS_MAX], sl[QUAY_BUS_TOKENS_MAX], np, ns;
+
+	if (!ref_valid(p, true) || !ref_valid(s, false))
+		return false;
+	np = split(p, pt, pl);
+	ns = split(s, st, sl);
+	for (size_t i = 0; i < np; i++) {
+		if (pl[i] == 1 && pt[i][0] == '>')
+			return ns > i;
+		if (i >= ns)
+			return false;
+		if (pl[i] == 1 && pt[i][0] == '*')
+			continue;
+		if (pl[i] != sl[i] || memcmp(pt[i], st[i], pl[i]) != 0)
+			return false;
+	}
+	return np == ns;
+}
+
+static quay_pool *pool;
+static quay_bus *bus;
+static quay_sub *live[LIVE];
+static char live_pat[LIVE][QUAY_BUS_SUBJECT_MAX + 1];
+static unsigned next_slot;
+
+static void
+check(bool ok, const char *what, const char *p, const char *s)
+{
+	if (!ok) {
+		fprintf(stderr, "fuzz_bus: %s: pattern \"%s\" subject \"%s\"\n", what, p, s);
+		abort();
+	}
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char p[512], s[512];
+	const uint8_t *nl = memchr(data, '\n', size);
+	size_t pn = nl != NULL ? (size_t)(nl - data) : size;
+	size_t sn = nl != NULL ? size - pn - 1 : size;
+	const uint8_t *sp = nl != NULL ? nl + 1 : data;
+
+	if (pn >= sizeof(p) || sn >= sizeof(s))
+		return 0;
+	memcpy(p, data, pn);
+	p[pn] = '\0';
+	memcpy(s, sp, sn);
+	s[sn] = '\0';
+	if (bus == NULL) {
+		if (quay_pool_create((size_t)1 << 20, NULL, &pool) != 0 || quay_bus_create(NULL, &bus) != 0)
+			abort();
+	}
+
+	check((quay_bus_subject_check(p, true) == 0) == ref_valid(p, true), "pattern check", p, s);
+	check((quay_bus_subject_check(p, false) == 0) == ref_valid(p, false), "subject check", p, s);
+	check((quay_bus_subject_check(s, true) == 0) == ref_valid(s, true), "pattern check", s, s);
+	check((quay_bus_subject_check(s, false) == 0) == ref_valid(s, false), "subject check", p, s);
+	check(quay_bus_match(p, s) == ref_match(p, s), "match", p, s);
+
+	if (ref_valid(p, true)) {
+		struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+		unsigned k = next_slot++ % LIVE;
+		o.policy = QUAY_SUB_DROP_NEWEST;
+		o.capacity = 4;
+		o.flags = QUAY_SUB_NO_LATENCY;
+		if (live[k] != NULL)
+			check(quay_bus_unsubscribe(live[k]) == 0, "unsubscribe", live_pat[k], s);
+		live[k] = NULL;
+		check(quay_bus_subscribe(bus, p, &o, &live[k]) == 0, "subscribe", p, s);
+		strcpy(live_pat[k], p);
+	}
+	if (ref_valid(s, false)) {
+		quay_msg *m;
+		int want = 0;
+		if (quay_msg_new(pool, "x", 1, &m) != 0)
+			abort();
+		for (unsigned k = 0; k < LIVE; k++)
+			want += live[k] != NULL && ref_match(live_pat[k], s);
+		check(quay_bus_publish(bus, s, m) == want, "delivery count", p, s);
+		for (unsigned k = 0; k < LIVE; k++) {
+			quay_msg *got[2];
+			size_t n;
+			if (live[k] == NULL)
+				continue;
+			n = quay_sub_receive_burst(live[k], got, 2);
+			check(n == (ref_match(live_pat[k], s) ? 1u : 0u), "delivered to", live_pat[k], s);
+			for (size_t i = 0; i < n; i++) {
+				check(got[i] == m, "wrong message", live_pat[k], s);
+				quay_msg_unref(got[i]);
+			}
+		}
+	} else {
+		quay_msg *m;
+		if (quay_msg_new(pool, "x", 1, &m) != 0)
+			abort();
+		check(quay_bus_publish(bus, s, m) == -EINVAL, "bad subject published", p, s);
+		quay_msg_unref(m);
+	}
+	return 0;
+}

@@ -1,0 +1,1198 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of quay/bus.h: the subject and pattern table (RELIABILITY
+ * 5.4), every public call with valid and bad input, the matcher against
+ * a naive reference on random subjects and patterns (with subscribe and
+ * unsubscribe in between, so path copying and pruning are exercised),
+ * fan-out, queue groups, each overflow policy, priorities, receive
+ * timeouts, unsubscribe and destroy waking receivers with -EPIPE,
+ * request/reply with timeouts and late replies, metrics and the latency
+ * histogram with an injected clock. Every test checks at the end that all
+ * messages went back to the pool.
+ */
+#include "quay_test.h"
+
+#include <quay/bus.h>
+
+#define JOIN_MS 10000
+
+static quay_pool *g_pool;
+
+static int
+pool_setup(void **state)
+{
+	(void)state;
+	return quay_pool_create((size_t)16 << 20, NULL, &g_pool);
+}
+
+static int
+pool_teardown(void **state)
+{
+	(void)state;
+	return quay_pool_destroy(g_pool);
+}
+
+static quay_msg *
+msg_u64(uint64_t v)
+{
+	quay_msg *m = NULL;
+
+	assert_int_equal(quay_msg_new(g_pool, &v, sizeof(v), &m), 0);
+	return m;
+}
+
+static uint64_t
+msg_val(const quay_msg *m)
+{
+	uint64_t v;
+
+	assert_int_equal(quay_msg_body_len(m), sizeof(v));
+	memcpy(&v, quay_msg_body(m), sizeof(v));
+	return v;
+}
+
+static void
+assert_pool_empty(void)
+{
+	struct quay_pool_stats st;
+
+	assert_int_equal(quay_pool_stats(g_pool, &st), 0);
+	assert_int_equal(st.in_use, 0);
+}
+
+static quay_bus *
+bus_new(void)
+{
+	quay_bus *b = NULL;
+
+	assert_int_equal(quay_bus_create(NULL, &b), 0);
+	assert_non_null(b);
+	return b;
+}
+
+static quay_sub *
+sub_new(quay_bus *b, const char *pat, enum quay_sub_policy pol, size_t cap, const char *group)
+{
+	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+	quay_sub *s = NULL;
+
+	o.policy = pol;
+	o.capacity = cap;
+	o.group = group;
+	assert_int_equal(quay_bus_subscribe(b, pat, &o, &s), 0);
+	assert_non_null(s);
+	return s;
+}
+
+/* Receive everything queued; returns the count, values into v. */
+static size_t
+drain(quay_sub *s, uint64_t *v, size_t max)
+{
+	quay_msg *m[64];
+	size_t n = 0, got;
+
+	while ((got = quay_sub_receive_burst(s, m, 64)) > 0) {
+		for (size_t i = 0; i < got; i++) {
+			if (v != NULL && n < max)
+				v[n] = msg_val(m[i]);
+			n++;
+			quay_msg_unref(m[i]);
+		}
+	}
+	return n;
+}
+
+/* ---- subjects and patterns ------------------------------------------- */
+
+static void
+test_subject_table(void **state)
+{
+	static const struct {
+		const char *s;
+		int as_subject;   /* expected quay_bus_subject_check(s, false) */
+		int as_pattern;   /* expected quay_bus_subject_check(s, true) */
+	} cases[] = {
+		{ "a", 0, 0 },
+		{ "orders.buy.eu", 0, 0 },
+		{ "a-b_c:d!#$%&'()+,/;<=?@[]^`{|}~\"\\", 0, 0 },
+		{ "*", -EINVAL, 0 },
+		{ ">", -EINVAL, 0 },
+		{ "a.*", -EINVAL, 0 },
+		{ "a.>", -EINVAL, 0 },
+		{ "*.*.>", -EINVAL, 0 },
+		{ "a.*.b", -EINVAL, 0 },
+		{ "", -EINVAL, -EINVAL },
+		{ ".", -EINVAL, -EINVAL },
+		{ "a..b", -EINVAL, -EINVAL },
+		{ ".a", -EINVAL, -EINVAL },
+		{ "a.", -EINVAL, -EINVAL },
+		{ "a*", -EINVAL, -EINVAL },
+		{ "*b", -EINVAL, -EINVAL },
+		{ "a>", -EINVAL, -EINVAL },
+		{ ">b", -EINVAL, -EINVAL },
+		{ "a.>.b", -EINVAL, -EINVAL },
+		{ ">.>", -EINVAL, -EINVAL },
+		{ "**", -EINVAL, -EINVAL },
+		{ "a b", -EINVAL, -EINVAL },
+		{ "a\tb", -EINVAL, -EINVAL },
+		{ "a\x7f", -EINVAL, -EINVAL },
+		{ "caf\xc3\xa9", -EINVAL, -EINVAL },
+		{ "a.\x01", -EINVAL, -EINVAL },
+	};
+	char buf[QUAY_BUS_SUBJECT_MAX + 8];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(quay_bus_subject_check(cases[i].s, false), cases[i].as_subject);
+		assert_int_equal(quay_bus_subject_check(cases[i].s, true), cases[i].as_pattern);
+	}
+	assert_int_equal(quay_bus_subject_check(NULL, false), -EINVAL);
+	assert_int_equal(quay_bus_subject_check(NULL, true), -EINVAL);
+	/* Length: 255 ok, 256 not. */
+	memset(buf, 'x', sizeof(buf));
+	buf[QUAY_BUS_SUBJECT_MAX] = '\0';
+	assert_int_equal(quay_bus_subject_check(buf, false), 0);
+	buf[QUAY_BUS_SUBJECT_MAX] = 'x';
+	buf[QUAY_BUS_SUBJECT_MAX + 1] = '\0';
+	assert_int_equal(quay_bus_subject_check(buf, false), -EINVAL);
+	assert_int_equal(quay_bus_subject_check(buf, true), -EINVAL);
+	/* Tokens: 32 ok, 33 not ("a.a.a..."). */
+	for (size_t i = 0; i < 2 * QUAY_BUS_TOKENS_MAX; i += 2) {
+		buf[i] = 'a';
+		buf[i + 1] = '.';
+	}
+	buf[2 * QUAY_BUS_TOKENS_MAX - 1] = '\0';
+	assert_int_equal(quay_bus_subject_check(buf, false), 0);
+	assert_int_equal(quay_bus_subject_check(buf, true), 0);
+	buf[2 * QUAY_BUS_TOKENS_MAX - 1] = '.';
+	buf[2 * QUAY_BUS_TOKENS_MAX] = 'a';
+	buf[2 * QUAY_BUS_TOKENS_MAX + 1] = '\0';
+	assert_int_equal(quay_bus_subject_check(buf, false), -EINVAL);
+	assert_int_equal(quay_bus_subject_check(buf, true), -EINVAL);
+}
+
+static void
+test_match_table(void **state)
+{
+	static const struct {
+		const char *p, *s;
+		bool m;
+	} cases[] = {
+		{ "a.b.c", "a.b.c", true }, { "a.b.c", "a.b", false }, { "a.b", "a.b.c", false },
+		{ "a.*.c", "a.x.c", true }, { "a.*.c", "a.c", false }, { "*", "a", true },
+		{ "*", "a.b", false }, { ">", "a", true }, { ">", "a.b.c", true },
+		{ "a.>", "a", false }, { "a.>", "a.b", true }, { "a.>", "a.b.c", true },
+		{ "*.>", "a", false }, { "*.>", "a.b", true }, { "a.*.>", "a.b", false },
+		{ "ab", "a", false }, { "a", "ab", false }, { "a.*", "b.x", false },
+		{ "a.b", "a.*", false },  /* a subject may not hold a wildcard */
+		{ "a..b", "a.x.b", false },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		assert_true(quay_bus_match(cases[i].p, cases[i].s) == cases[i].m);
+	assert_false(quay_bus_match(NULL, "a"));
+	assert_false(quay_bus_match("a", NULL));
+}
+
+/* ---- the property test against a naive reference --------------------- */
+
+/* The naive matcher: split both on dots, compare token by token. */
+static bool
+ref_match(const char *p, const char *s)
+{
+	for (;;) {
+		const char *pe = strchr(p, '.'), *se = strchr(s, '.');
+		size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
+
+		if (pl == 1 && p[0] == '>')
+			return true;   /* s has at least this token */
+		if (!(pl == 1 && p[0] == '*') && (pl != sl || memcmp(p, s, pl) != 0))
+			return false;
+		if (pe == NULL || se == NULL)
+			return pe == NULL && se == NULL;
+		p = pe + 1;
+		s = se + 1;
+	}
+}
+
+static void
+rand_subject(uint64_t *seed, char *buf, bool pattern)
+{
+	static const char *const toks[] = { "a", "b", "c", "orders", "eu" };
+	unsigned n = 1 + (unsigned)(qt_rand(seed) % 4);
+	size_t len = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		const char *t = toks[qt_rand(seed) % 5];
+		if (pattern) {
+			unsigned r = (unsigned)(qt_rand(seed) % 10);
+			if (r < 2)
+				t = "*";
+			else if (r == 2 && i == n - 1)
+				t = ">";
+		}
+		if (i > 0)
+			buf[len++] = '.';
+		memcpy(buf + len, t, strlen(t));
+		len += strlen(t);
+	}
+	buf[len] = '\0';
+}
+
+#define PROP_SUBS 48
+
+static void
+test_match_property(void **state)
+{
+	uint64_t seed = 12345;
+	quay_bus *b = bus_new();
+	quay_sub *subs[PROP_SUBS] = { 0 };
+	char pats[PROP_SUBS][64];
+	char subj[64];
+	size_t checked = 0;
+
+	(void)state;
+	for (int round = 0; round < 4000; round++) {
+		/* Now and then replace a subscription (exercises remove/prune). */
+		unsigned k = (unsigned)(qt_rand(&seed) % PROP_SUBS);
+		if (subs[k] == NULL || qt_rand(&seed) % 8 == 0) {
+			if (subs[k] != NULL)
+				assert_int_equal(quay_bus_unsubscribe(subs[k]), 0);
+			rand_subject(&seed, pats[k], true);
+			subs[k] = sub_new(b, pats[k], QUAY_SUB_DROP_NEWEST, 4, NULL);
+		}
+		rand_subject(&seed, subj, false);
+		int expect = 0;
+		for (unsigned i = 0; i < PROP_SUBS; i++) {
+			if (subs[i] != NULL) {
+				bool m = ref_match(pats[i], subj);
+				assert_true(quay_bus_match(pats[i], subj) == m);
+				expect += m;
+			}
+		}
+		assert_int_equal(quay_bus_publish(b, subj, msg_u64((uint64_t)round)), expect);
+		for (unsigned i = 0; i < PROP_SUBS; i++) {
+			if (subs[i] == NULL)
+				continue;
+			uint64_t v[2];
+			size_t got = drain(subs[i], v, 2);
+			if (ref_match(pats[i], subj)) {
+				assert_int_equal(got, 1);
+				assert_int_equal(v[0], (uint64_t)round);
+			} else {
+				assert_int_equal(got, 0);
+			}
+			checked++;
+		}
+	}
+	assert_true(checked > 100000);
+	assert_int_equal(quay_bus_sub_count(b), PROP_SUBS);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+/* ---- bad input --------------------------------------------------------- */
+
+static void
+test_create_bad(void **state)
+{
+	struct quay_bus_opts o;
+	quay_bus *b = (quay_bus *)(uintptr_t)0x1;
+	char longname[QUAY_BUS_NAME_MAX + 2];
+
+	(void)state;
+	memset(longname, 'n', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	assert_int_equal(quay_bus_create(NULL, NULL), -EINVAL);
+	o = (struct quay_bus_opts)QUAY_BUS_OPTS_INIT;
+	o.size = 3;
+	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
+	o = (struct quay_bus_opts)QUAY_BUS_OPTS_INIT;
+	o.flags = 1;
+	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
+	o = (struct quay_bus_opts)QUAY_BUS_OPTS_INIT;
+	o.name = "";
+	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
+	o.name = "has space";
+	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
+	o.name = longname;
+	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
+	o = (struct quay_bus_opts)QUAY_BUS_OPTS_INIT;
+	o.max_subs = QUAY_BUS_SUBS_MAX + 1;
+	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
+	o = (struct quay_bus_opts)QUAY_BUS_OPTS_INIT;
+	o.max_requests = QUAY_BUS_REQUESTS_MAX + 1;
+	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
+	assert_ptr_equal(b, (quay_bus *)(uintptr_t)0x1);   /* untouched */
+	quay_bus_destroy(NULL);
+}
+
+static void
+test_subscribe_bad(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = (quay_sub *)(uintptr_t)0x1;
+	struct quay_sub_opts o;
+	static const char *const bad_patterns[] = { "", "a..b", "a*", "a.>.b", ">.a", "a b", "a." };
+
+	(void)state;
+	assert_int_equal(quay_bus_subscribe(NULL, "a", NULL, &s), -EINVAL);
+	assert_int_equal(quay_bus_subscribe(b, NULL, NULL, &s), -EINVAL);
+	assert_int_equal(quay_bus_subscribe(b, "a", NULL, NULL), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad_patterns) / sizeof(bad_patterns[0]); i++)
+		assert_int_equal(quay_bus_subscribe(b, bad_patterns[i], NULL, &s), -EINVAL);
+	o = (struct quay_sub_opts)QUAY_SUB_OPTS_INIT;
+	o.size = 1;
+	assert_int_equal(quay_bus_subscribe(b, "a", &o, &s), -EINVAL);
+	o = (struct quay_sub_opts)QUAY_SUB_OPTS_INIT;
+	o.flags = 0x100;
+	assert_int_equal(quay_bus_subscribe(b, "a", &o, &s), -EINVAL);
+	o = (struct quay_sub_opts)QUAY_SUB_OPTS_INIT;
+	o.policy = (enum quay_sub_policy)7;
+	assert_int_equal(quay_bus_subscribe(b, "a", &o, &s), -EINVAL);
+	o = (struct quay_sub_opts)QUAY_SUB_OPTS_INIT;
+	o.capacity = 3;
+	assert_int_equal(quay_bus_subscribe(b, "a", &o, &s), -EINVAL);
+	o.capacity = (size_t)1 << 31;
+	assert_int_equal(quay_bus_subscribe(b, "a", &o, &s), -EINVAL);
+	o = (struct quay_sub_opts)QUAY_SUB_OPTS_INIT;
+	o.priorities = 257;
+	assert_int_equal(quay_bus_subscribe(b, "a", &o, &s), -EINVAL);
+	o.priorities = 4;
+	o.policy = QUAY_SUB_DROP_OLDEST;
+	assert_int_equal(quay_bus_subscribe(b, "a", &o, &s), -EINVAL);
+	o = (struct quay_sub_opts)QUAY_SUB_OPTS_INIT;
+	o.group = "";
+	assert_int_equal(quay_bus_subscribe(b, "a", &o, &s), -EINVAL);
+	o.group = "g h";
+	assert_int_equal(quay_bus_subscribe(b, "a", &o, &s), -EINVAL);
+	assert_ptr_equal(s, (quay_sub *)(uintptr_t)0x1);
+	assert_int_equal(quay_bus_sub_count(b), 0);
+	assert_int_equal(quay_bus_unsubscribe(NULL), -EINVAL);
+	quay_bus_destroy(b);
+}
+
+static void
+test_max_subs(void **state)
+{
+	struct quay_bus_opts o = QUAY_BUS_OPTS_INIT;
+	quay_bus *b;
+	quay_sub *s1, *s2, *s3;
+
+	(void)state;
+	o.max_subs = 2;
+	assert_int_equal(quay_bus_create(&o, &b), 0);
+	assert_int_equal(quay_bus_subscribe(b, "a", NULL, &s1), 0);
+	assert_int_equal(quay_bus_subscribe(b, "a", NULL, &s2), 0);
+	assert_int_equal(quay_bus_subscribe(b, "a", NULL, &s3), -ENOMEM);
+	assert_int_equal(quay_bus_unsubscribe(s1), 0);
+	assert_int_equal(quay_bus_subscribe(b, "a", NULL, &s3), 0);
+	assert_int_equal(quay_bus_sub_count(b), 2);
+	quay_bus_destroy(b);
+}
+
+static void
+test_publish_bad(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, ">", QUAY_SUB_DROP_NEWEST, 16, NULL);
+	quay_msg *m = msg_u64(1), *arr[2] = { m, NULL };
+	static const char *const bad[] = { "", "a.*", "a.>", "*", ">", "a..b", "a.", "a b", "a*" };
+	struct quay_bus_pub_result res;
+
+	(void)state;
+	assert_int_equal(quay_bus_publish(NULL, "a", m), -EINVAL);
+	assert_int_equal(quay_bus_publish(b, NULL, m), -EINVAL);
+	assert_int_equal(quay_bus_publish(b, "a", NULL), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(quay_bus_publish(b, bad[i], m), -EINVAL);
+		assert_int_equal(quay_bus_publish_ex(b, bad[i], m, &res), -EINVAL);
+		assert_int_equal(res.delivered, 0);
+		assert_int_equal(quay_bus_publish_batch(b, bad[i], arr, 1), -EINVAL);
+	}
+	assert_int_equal(quay_bus_publish_batch(NULL, "a", arr, 1), -EINVAL);
+	assert_int_equal(quay_bus_publish_batch(b, "a", NULL, 1), -EINVAL);
+	assert_int_equal(quay_bus_publish_batch(b, "a", arr, 2), -EINVAL);   /* NULL entry */
+	assert_int_equal(quay_bus_publish_batch(b, "a", arr, 0), 0);
+	assert_int_equal(quay_msg_refcount(m), 1);   /* still ours */
+	assert_int_equal(quay_sub_pending(s), 0);
+	assert_int_equal(quay_bus_publish(b, "a", m), 1);   /* consumed */
+	assert_int_equal(drain(s, NULL, 0), 1);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_getters_bad(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "x", QUAY_SUB_BLOCK, 0, NULL);
+	struct quay_bus_counters bc;
+	struct quay_sub_counters sc;
+	struct quay_hist_data *hd = malloc(sizeof(*hd));
+	quay_msg *m = NULL, *arr[1];
+
+	(void)state;
+	assert_non_null(hd);
+	assert_null(quay_bus_stats(NULL));
+	assert_non_null(quay_bus_stats(b));
+	assert_int_equal(quay_bus_counters(NULL, &bc), -EINVAL);
+	assert_int_equal(quay_bus_counters(b, NULL), -EINVAL);
+	assert_int_equal(quay_sub_counters(NULL, &sc), -EINVAL);
+	assert_int_equal(quay_sub_counters(s, NULL), -EINVAL);
+	assert_int_equal(quay_sub_latency(NULL, hd), -EINVAL);
+	assert_int_equal(quay_sub_latency(s, NULL), -EINVAL);
+	assert_int_equal(quay_sub_latency(s, hd), 0);
+	assert_int_equal(quay_sub_pending(NULL), 0);
+	assert_int_equal(quay_bus_sub_count(NULL), 0);
+	assert_int_equal(quay_bus_sub_count(b), 1);
+	assert_int_equal(quay_sub_receive(NULL, &m, 0), -EINVAL);
+	assert_int_equal(quay_sub_receive(s, NULL, 0), -EINVAL);
+	assert_int_equal(quay_sub_receive(s, &m, 0), -ETIMEDOUT);
+	assert_int_equal(quay_sub_receive_burst(NULL, arr, 1), 0);
+	assert_int_equal(quay_sub_receive_burst(s, NULL, 1), 0);
+	assert_int_equal(quay_sub_receive_burst(s, arr, 0), 0);
+	free(hd);
+	quay_bus_destroy(b);
+}
+
+/* ---- fan-out, groups, policies ----------------------------------------- */
+
+static void
+test_fanout(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *exact = sub_new(b, "orders.buy.eu", QUAY_SUB_BLOCK, 64, NULL);
+	quay_sub *star = sub_new(b, "orders.*.eu", QUAY_SUB_BLOCK, 64, NULL);
+	quay_sub *all = sub_new(b, "orders.>", QUAY_SUB_BLOCK, 64, NULL);
+	quay_sub *other = sub_new(b, "trades.>", QUAY_SUB_BLOCK, 64, NULL);
+	uint64_t v[64];
+	struct quay_bus_counters bc;
+	struct quay_sub_counters sc;
+
+	(void)state;
+	for (uint64_t i = 0; i < 10; i++) {
+		assert_int_equal(quay_bus_publish(b, "orders.buy.eu", msg_u64(i)), 3);
+		assert_int_equal(quay_bus_publish(b, "orders.sell.eu", msg_u64(100 + i)), 2);
+		assert_int_equal(quay_bus_publish(b, "orders.sell", msg_u64(200 + i)), 1);
+		assert_int_equal(quay_bus_publish(b, "nobody", msg_u64(300 + i)), 0);
+	}
+	assert_int_equal(quay_sub_pending(exact), 10);
+	assert_int_equal(drain(exact, v, 64), 10);
+	for (uint64_t i = 0; i < 10; i++)
+		assert_int_equal(v[i], i);
+	assert_int_equal(drain(star, v, 64), 20);
+	for (uint64_t i = 0; i < 10; i++) {
+		assert_int_equal(v[2 * i], i);
+		assert_int_equal(v[2 * i + 1], 100 + i);
+	}
+	assert_int_equal(drain(all, v, 64), 30);
+	assert_int_equal(drain(other, v, 64), 0);
+	assert_int_equal(quay_bus_counters(b, &bc), 0);
+	assert_int_equal(bc.published, 40);
+	assert_int_equal(bc.delivered, 60);
+	assert_int_equal(bc.no_subscriber, 10);
+	assert_int_equal(quay_sub_counters(star, &sc), 0);
+	assert_int_equal(sc.delivered, 20);
+	assert_int_equal(sc.received, 20);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_batch(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "x.*", QUAY_SUB_BLOCK, 64, NULL);
+	quay_sub *r = sub_new(b, "x.y", QUAY_SUB_REJECT, 4, NULL);
+	quay_msg *m[8];
+	uint64_t v[16];
+
+	(void)state;
+	for (int i = 0; i < 8; i++)
+		m[i] = msg_u64((uint64_t)i);
+	assert_int_equal(quay_bus_publish_batch(b, "x.z", m, 8), 8);
+	assert_int_equal(drain(s, v, 16), 8);
+	for (uint64_t i = 0; i < 8; i++)
+		assert_int_equal(v[i], i);
+	/* Only r matches "x.y" with a full queue after 4: the batch stops. */
+	assert_int_equal(quay_bus_unsubscribe(s), 0);
+	for (int i = 0; i < 8; i++)
+		m[i] = msg_u64((uint64_t)i);
+	assert_int_equal(quay_bus_publish_batch(b, "x.y", m, 8), 4);
+	for (int i = 4; i < 8; i++)
+		assert_int_equal(quay_msg_refcount(m[i]), 1);   /* still ours */
+	assert_int_equal(quay_bus_publish_batch(b, "x.y", m + 4, 4), -EAGAIN);
+	for (int i = 4; i < 8; i++)
+		quay_msg_unref(m[i]);
+	assert_int_equal(drain(r, v, 16), 4);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_group(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *w[3], *plain = sub_new(b, "jobs.>", QUAY_SUB_BLOCK, 512, NULL);
+	quay_sub *other = sub_new(b, "jobs.*", QUAY_SUB_BLOCK, 512, "other");
+	uint64_t v[512];
+	bool seen[300] = { false };
+	size_t total = 0;
+
+	(void)state;
+	for (int i = 0; i < 3; i++)
+		w[i] = sub_new(b, i == 2 ? "jobs.*" : "jobs.>", QUAY_SUB_BLOCK, 512, "workers");
+	for (uint64_t i = 0; i < 300; i++)
+		assert_int_equal(quay_bus_publish(b, "jobs.x", msg_u64(i)), 3);  /* plain, other, workers */
+	for (int i = 0; i < 3; i++) {
+		size_t n = drain(w[i], v, 512);
+		assert_int_equal(n, 100);   /* round robin, nobody full */
+		for (size_t k = 0; k < n; k++) {
+			assert_false(seen[v[k]]);
+			seen[v[k]] = true;
+			if (k > 0)
+				assert_true(v[k] > v[k - 1]);
+		}
+		total += n;
+	}
+	assert_int_equal(total, 300);
+	assert_int_equal(drain(plain, NULL, 0), 300);
+	assert_int_equal(drain(other, NULL, 0), 300);
+	/* "jobs.a.b" matches w[0], w[1] (jobs.>) but not w[2]. */
+	for (uint64_t i = 0; i < 10; i++)
+		assert_int_equal(quay_bus_publish(b, "jobs.a.b", msg_u64(i)), 2);
+	assert_int_equal(drain(w[2], NULL, 0), 0);
+	assert_int_equal(drain(w[0], NULL, 0) + drain(w[1], NULL, 0), 10);
+	/* A full member is skipped: fill w[0] (cap 2 group "g2"). */
+	quay_sub *f0 = sub_new(b, "q", QUAY_SUB_REJECT, 2, "g2");
+	quay_sub *f1 = sub_new(b, "q", QUAY_SUB_REJECT, 64, "g2");
+	for (uint64_t i = 0; i < 20; i++)
+		assert_int_equal(quay_bus_publish(b, "q", msg_u64(i)), 1);
+	assert_int_equal(drain(f0, NULL, 0), 2);
+	assert_int_equal(drain(f1, NULL, 0), 18);
+	/* Unsubscribing members keeps the group working. */
+	assert_int_equal(quay_bus_unsubscribe(w[0]), 0);
+	assert_int_equal(quay_bus_unsubscribe(w[1]), 0);
+	assert_int_equal(quay_bus_publish(b, "jobs.y", msg_u64(1)), 3);
+	assert_int_equal(drain(w[2], NULL, 0), 1);
+	assert_int_equal(quay_bus_unsubscribe(w[2]), 0);
+	assert_int_equal(quay_bus_publish(b, "jobs.y", msg_u64(1)), 2);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_policy_drop_newest(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "p", QUAY_SUB_DROP_NEWEST, 4, NULL);
+	uint64_t v[16];
+	struct quay_sub_counters sc;
+	struct quay_bus_pub_result res;
+
+	(void)state;
+	for (uint64_t i = 0; i < 4; i++)
+		assert_int_equal(quay_bus_publish(b, "p", msg_u64(i)), 1);
+	for (uint64_t i = 4; i < 10; i++) {
+		assert_int_equal(quay_bus_publish_ex(b, "p", msg_u64(i), &res), 0);   /* consumed */
+		assert_int_equal(res.matched, 1);
+		assert_int_equal(res.dropped, 1);
+	}
+	assert_int_equal(drain(s, v, 16), 4);
+	for (uint64_t i = 0; i < 4; i++)
+		assert_int_equal(v[i], i);
+	assert_int_equal(quay_sub_counters(s, &sc), 0);
+	assert_int_equal(sc.dropped, 6);
+	assert_int_equal(sc.delivered, 4);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_policy_drop_oldest(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "p", QUAY_SUB_DROP_OLDEST, 4, NULL);
+	uint64_t v[16];
+	struct quay_sub_counters sc;
+	struct quay_bus_counters bc;
+
+	(void)state;
+	for (uint64_t i = 0; i < 10; i++)
+		assert_int_equal(quay_bus_publish(b, "p", msg_u64(i)), 1);
+	assert_int_equal(drain(s, v, 16), 4);
+	for (uint64_t i = 0; i < 4; i++)
+		assert_int_equal(v[i], 6 + i);
+	assert_int_equal(quay_sub_counters(s, &sc), 0);
+	assert_int_equal(sc.dropped, 6);
+	assert_int_equal(sc.delivered, 10);
+	assert_int_equal(quay_bus_counters(b, &bc), 0);
+	assert_int_equal(bc.dropped, 6);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_policy_reject(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "p", QUAY_SUB_REJECT, 2, NULL);
+	quay_msg *m;
+	struct quay_bus_pub_result res;
+	struct quay_sub_counters sc;
+
+	(void)state;
+	assert_int_equal(quay_bus_publish(b, "p", msg_u64(0)), 1);
+	assert_int_equal(quay_bus_publish(b, "p", msg_u64(1)), 1);
+	m = msg_u64(2);
+	assert_int_equal(quay_bus_publish(b, "p", m), -EAGAIN);
+	assert_int_equal(quay_msg_refcount(m), 1);   /* the caller keeps it */
+	/* With a second subscription that has room: partial delivery. */
+	quay_sub *t = sub_new(b, "p", QUAY_SUB_BLOCK, 8, NULL);
+	assert_int_equal(quay_bus_publish_ex(b, "p", m, &res), 1);   /* consumed */
+	assert_int_equal(res.matched, 2);
+	assert_int_equal(res.delivered, 1);
+	assert_int_equal(res.rejected, 1);
+	assert_int_equal(quay_sub_counters(s, &sc), 0);
+	assert_int_equal(sc.rejected, 2);
+	assert_int_equal(drain(s, NULL, 0), 2);
+	assert_int_equal(drain(t, NULL, 0), 1);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+struct drainer {
+	quay_sub *s;
+	int64_t delay_ms;
+	size_t want, got;
+};
+
+static void *
+drainer_main(void *arg)
+{
+	struct drainer *d = arg;
+	quay_msg *m;
+
+	qt_sleep_ms(d->delay_ms);
+	while (d->got < d->want && quay_sub_receive(d->s, &m, 5000 * QT_MS) == 0) {
+		quay_msg_unref(m);
+		d->got++;
+	}
+	return NULL;
+}
+
+static void
+test_policy_block(void **state)
+{
+	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+	quay_bus *b = bus_new();
+	quay_sub *s, *fast = sub_new(b, "p", QUAY_SUB_DROP_NEWEST, 64, NULL);
+	quay_msg *m;
+	struct quay_bus_pub_result res;
+	struct quay_bus_counters bc;
+	struct drainer d;
+	pthread_t th;
+
+	(void)state;
+	o.capacity = 2;
+	o.block_timeout_ns = 20 * QT_MS;
+	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
+	assert_int_equal(quay_bus_publish(b, "p", msg_u64(0)), 2);
+	assert_int_equal(quay_bus_publish(b, "p", msg_u64(1)), 2);
+	/* Full: waits 20 ms, then gives up; the fast one still gets it. */
+	assert_int_equal(quay_bus_publish_ex(b, "p", msg_u64(2), &res), 1);
+	assert_int_equal(res.timed_out, 1);
+	assert_int_equal(quay_bus_unsubscribe(fast), 0);
+	m = msg_u64(3);
+	assert_int_equal(quay_bus_publish(b, "p", m), -ETIMEDOUT);
+	assert_int_equal(quay_msg_refcount(m), 1);
+	quay_msg_unref(m);
+	assert_int_equal(quay_bus_counters(b, &bc), 0);
+	assert_int_equal(bc.timed_out, 2);
+	/* A receiver that starts late unblocks a publisher waiting forever. */
+	assert_int_equal(quay_bus_unsubscribe(s), 0);
+	o.block_timeout_ns = -1;
+	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
+	d = (struct drainer){ s, 50, 20, 0 };
+	assert_int_equal(pthread_create(&th, NULL, drainer_main, &d), 0);
+	for (uint64_t i = 0; i < 20; i++)
+		assert_int_equal(quay_bus_publish(b, "p", msg_u64(i)), 1);
+	assert_true(qt_join_within(th, JOIN_MS));
+	assert_int_equal(d.got, 20);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+struct pub_arg {
+	quay_bus *b;
+	const char *subj;
+	int r;
+	int tid;
+};
+
+static void *
+pub_main(void *arg)
+{
+	struct pub_arg *p = arg;
+	quay_msg *m = msg_u64(7);
+
+	__atomic_store_n(&p->tid, qt_gettid(), __ATOMIC_RELEASE);
+	p->r = quay_bus_publish(p->b, p->subj, m);
+	if (p->r < 0)
+		quay_msg_unref(m);
+	return NULL;
+}
+
+static void
+test_block_publisher_woken_by_unsubscribe(void **state)
+{
+	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+	quay_bus *b = bus_new();
+	quay_sub *s;
+	struct pub_arg p = { b, "p", 99, 0 };
+	pthread_t th;
+
+	(void)state;
+	o.capacity = 1;
+	o.block_timeout_ns = -1;
+	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
+	assert_int_equal(quay_bus_publish(b, "p", msg_u64(0)), 1);
+	assert_int_equal(pthread_create(&th, NULL, pub_main, &p), 0);
+	while (__atomic_load_n(&p.tid, __ATOMIC_ACQUIRE) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(p.tid, JOIN_MS));
+	assert_int_equal(quay_bus_unsubscribe(s), 0);
+	assert_true(qt_join_within(th, JOIN_MS));
+	assert_int_equal(p.r, 0);   /* its only target went away: 0, consumed */
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_priorities(void **state)
+{
+	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+	quay_bus *b = bus_new();
+	quay_sub *s;
+	static const unsigned prio[] = { 0, 3, 1, 9, 2, 0 };
+	static const uint64_t want[] = { 1, 3, 4, 2, 0, 5 };  /* 9 -> level 3, FIFO in a level */
+	quay_msg *m;
+
+	(void)state;
+	o.priorities = 4;
+	o.policy = QUAY_SUB_REJECT;
+	o.capacity = 2;
+	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
+	for (uint64_t i = 0; i < 6; i++) {
+		m = msg_u64(i);
+		assert_int_equal(quay_msg_set_priority(m, prio[i]), 0);
+		assert_int_equal(quay_bus_publish(b, "p", m), 1);
+	}
+	/* Level 3 holds 2 (cap 2): a third is rejected. */
+	m = msg_u64(99);
+	assert_int_equal(quay_msg_set_priority(m, 3), 0);
+	assert_int_equal(quay_bus_publish(b, "p", m), -EAGAIN);
+	quay_msg_unref(m);
+	assert_int_equal(quay_sub_pending(s), 6);
+	for (size_t i = 0; i < 6; i++) {
+		assert_int_equal(quay_sub_receive(s, &m, 0), 0);
+		assert_int_equal(msg_val(m), want[i]);
+		quay_msg_unref(m);
+	}
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+/* ---- receive, unsubscribe, destroy ------------------------------------ */
+
+struct recv_arg {
+	quay_sub *s;
+	int r;
+	int tid;
+};
+
+static void *
+recv_main(void *arg)
+{
+	struct recv_arg *a = arg;
+	quay_msg *m;
+
+	__atomic_store_n(&a->tid, qt_gettid(), __ATOMIC_RELEASE);
+	a->r = quay_sub_receive(a->s, &m, -1);
+	if (a->r == 0)
+		quay_msg_unref(m);
+	return NULL;
+}
+
+static void
+test_receive_wakes_on_publish(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "r", QUAY_SUB_BLOCK, 8, NULL);
+	struct recv_arg a = { s, 99, 0 };
+	pthread_t th;
+
+	(void)state;
+	assert_int_equal(pthread_create(&th, NULL, recv_main, &a), 0);
+	while (__atomic_load_n(&a.tid, __ATOMIC_ACQUIRE) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(a.tid, JOIN_MS));
+	assert_int_equal(quay_bus_publish(b, "r", msg_u64(1)), 1);
+	assert_true(qt_join_within(th, JOIN_MS));
+	assert_int_equal(a.r, 0);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_unsubscribe_wakes_receiver(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "r", QUAY_SUB_BLOCK, 8, NULL);
+	struct recv_arg a[3];
+	pthread_t th[3];
+
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		a[i] = (struct recv_arg){ s, 99, 0 };
+		assert_int_equal(pthread_create(&th[i], NULL, recv_main, &a[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		while (__atomic_load_n(&a[i].tid, __ATOMIC_ACQUIRE) == 0)
+			qt_sleep_ms(1);
+		assert_true(qt_await_futex_sleep(a[i].tid, JOIN_MS));
+	}
+	assert_int_equal(quay_bus_unsubscribe(s), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_true(qt_join_within(th[i], JOIN_MS));
+		assert_int_equal(a[i].r, -EPIPE);
+	}
+	assert_int_equal(quay_bus_publish(b, "r", msg_u64(1)), 0);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_destroy_wakes_receiver_and_releases(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "r", QUAY_SUB_BLOCK, 8, NULL);
+	quay_sub *q = sub_new(b, "q", QUAY_SUB_BLOCK, 64, NULL);
+	struct recv_arg a = { s, 99, 0 };
+	pthread_t th;
+	struct quay_pool_stats st;
+
+	(void)state;
+	(void)q;
+	for (uint64_t i = 0; i < 50; i++)
+		assert_int_equal(quay_bus_publish(b, "q", msg_u64(i)), 1);
+	assert_int_equal(quay_pool_stats(g_pool, &st), 0);
+	assert_int_equal(st.in_use, 50);
+	assert_int_equal(pthread_create(&th, NULL, recv_main, &a), 0);
+	while (__atomic_load_n(&a.tid, __ATOMIC_ACQUIRE) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(a.tid, JOIN_MS));
+	quay_bus_destroy(b);
+	assert_true(qt_join_within(th, JOIN_MS));
+	assert_int_equal(a.r, -EPIPE);
+	assert_pool_empty();   /* the 50 queued went back */
+}
+
+static void
+test_unsubscribe_releases_counted(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "r", QUAY_SUB_BLOCK, 64, NULL);
+	struct quay_sub_counters sc;
+	quay_msg *m;
+
+	(void)state;
+	for (uint64_t i = 0; i < 10; i++)
+		assert_int_equal(quay_bus_publish(b, "r", msg_u64(i)), 1);
+	assert_int_equal(quay_sub_receive(s, &m, 0), 0);
+	quay_msg_unref(m);
+	assert_int_equal(quay_sub_counters(s, &sc), 0);
+	assert_int_equal(sc.received, 1);
+	assert_int_equal(sc.released, 0);
+	assert_int_equal(quay_bus_unsubscribe(s), 0);
+	assert_pool_empty();
+	quay_bus_destroy(b);
+}
+
+/* ---- request / reply -------------------------------------------------- */
+
+struct responder {
+	quay_bus *b;
+	quay_sub *s;
+	int mode;        /* 0: echo +1; 1: never reply; 2: reply after delay */
+	int64_t delay_ms;
+	int handled;
+	int last_reply;
+};
+
+static void *
+responder_main(void *arg)
+{
+	struct responder *r = arg;
+	quay_msg *req, *rep;
+
+	while (quay_sub_receive(r->s, &req, -1) == 0) {
+		uint64_t v = msg_val(req);
+		r->handled++;
+		if (r->mode != 1) {
+			if (r->mode == 2)
+				qt_sleep_ms(r->delay_ms);
+			rep = msg_u64(v + 1);
+			r->last_reply = quay_bus_reply(r->b, req, rep);
+			if (r->last_reply < 0)
+				quay_msg_unref(rep);
+		}
+		quay_msg_unref(req);
+	}
+	return NULL;
+}
+
+static void
+test_request_reply(void **state)
+{
+	quay_bus *b = bus_new();
+	struct responder r = { b, sub_new(b, "svc.echo", QUAY_SUB_BLOCK, 64, NULL), 0, 0, 0, 0 };
+	pthread_t th;
+	quay_msg *req, *rep = NULL;
+	struct quay_bus_counters bc;
+
+	(void)state;
+	assert_int_equal(pthread_create(&th, NULL, responder_main, &r), 0);
+	for (uint64_t i = 0; i < 200; i++) {
+		req = msg_u64(i);
+		uint64_t id = quay_msg_id(req);
+		assert_int_equal(quay_bus_request(b, "svc.echo", req, &rep, 5000 * QT_MS), 0);
+		assert_int_equal(msg_val(rep), i + 1);
+		assert_int_equal(quay_msg_correlation_id(rep), id);
+		quay_msg_unref(rep);
+	}
+	assert_int_equal(quay_bus_counters(b, &bc), 0);
+	assert_int_equal(bc.late_replies, 0);
+	/* No responder: -ENOENT, the request was consumed. */
+	req = msg_u64(1);
+	assert_int_equal(quay_bus_request(b, "svc.none", req, &rep, 1000 * QT_MS), -ENOENT);
+	/* A slow responder: timeout, then the late reply is dropped. */
+	r.mode = 2;
+	r.delay_ms = 100;
+	req = msg_u64(5);
+	assert_int_equal(quay_bus_request(b, "svc.echo", req, &rep, 10 * QT_MS), -ETIMEDOUT);
+	for (int i = 0; i < 500; i++) {
+		assert_int_equal(quay_bus_counters(b, &bc), 0);
+		if (bc.late_replies == 1)
+			break;
+		qt_sleep_ms(10);
+	}
+	assert_int_equal(bc.late_replies, 1);
+	assert_int_equal(r.last_reply, 0);
+	assert_int_equal(quay_bus_unsubscribe(r.s), 0);
+	assert_true(qt_join_within(th, JOIN_MS));
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+static void
+test_request_bad(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_msg *req = msg_u64(1), *rep = NULL, *plain = msg_u64(2);
+	(void)state;
+	assert_int_equal(quay_bus_request(NULL, "a", req, &rep, 0), -EINVAL);
+	assert_int_equal(quay_bus_request(b, NULL, req, &rep, 0), -EINVAL);
+	assert_int_equal(quay_bus_request(b, "a", NULL, &rep, 0), -EINVAL);
+	assert_int_equal(quay_bus_request(b, "a", req, NULL, 0), -EINVAL);
+	assert_int_equal(quay_bus_request(b, "a.*", req, &rep, 0), -EINVAL);
+	/* A shared request cannot take a reply-to. */
+	quay_msg_ref(req);
+	assert_int_equal(quay_bus_request(b, "a", req, &rep, 0), -EINVAL);
+	quay_msg_unref(req);
+	assert_int_equal(quay_msg_refcount(req), 1);
+	assert_int_equal(quay_bus_reply(NULL, req, plain), -EINVAL);
+	assert_int_equal(quay_bus_reply(b, NULL, plain), -EINVAL);
+	assert_int_equal(quay_bus_reply(b, req, NULL), -EINVAL);
+	assert_int_equal(quay_bus_reply(b, req, plain), -EINVAL);   /* no reply-to */
+	/* A reply to a made-up inbox of this bus is late (dropped, counted). */
+	assert_int_equal(quay_msg_set_reply_to(req, "_INBOX.999999.5"), 0);
+	assert_int_equal(quay_bus_reply(b, req, plain), 0);
+	quay_msg_unref(req);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+struct req_arg {
+	quay_bus *b;
+	int r;
+	int tid;
+};
+
+static void *
+req_main(void *arg)
+{
+	struct req_arg *a = arg;
+	quay_msg *req = msg_u64(1), *rep;
+
+	__atomic_store_n(&a->tid, qt_gettid(), __ATOMIC_RELEASE);
+	a->r = quay_bus_request(a->b, "svc", req, &rep, -1);
+	if (a->r == 0)
+		quay_msg_unref(rep);
+	return NULL;
+}
+
+static void
+test_request_limit_and_destroy(void **state)
+{
+	struct quay_bus_opts o = QUAY_BUS_OPTS_INIT;
+	quay_bus *b;
+	quay_sub *s;
+	struct req_arg a;
+	pthread_t th;
+	quay_msg *req, *rep;
+
+	(void)state;
+	o.max_requests = 1;
+	assert_int_equal(quay_bus_create(&o, &b), 0);
+	s = sub_new(b, "svc", QUAY_SUB_BLOCK, 8, NULL);
+	a = (struct req_arg){ b, 99, 0 };
+	assert_int_equal(pthread_create(&th, NULL, req_main, &a), 0);
+	while (__atomic_load_n(&a.tid, __ATOMIC_ACQUIRE) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(a.tid, JOIN_MS));
+	req = msg_u64(2);
+	assert_int_equal(quay_bus_request(b, "svc", req, &rep, 0), -ENOMEM);
+	quay_msg_unref(req);
+	(void)s;
+	quay_bus_destroy(b);   /* wakes the requester with -EPIPE */
+	assert_true(qt_join_within(th, JOIN_MS));
+	assert_int_equal(a.r, -EPIPE);
+	assert_pool_empty();
+}
+
+/* ---- metrics ---------------------------------------------------------- */
+
+static int64_t
+fake_clock(void *arg)
+{
+	return __atomic_add_fetch((int64_t *)arg, 1000, __ATOMIC_RELAXED);
+}
+
+static void
+test_metrics(void **state)
+{
+	int64_t now = 1000000;
+	struct quay_bus_opts o = QUAY_BUS_OPTS_INIT;
+	struct quay_sub_opts so = QUAY_SUB_OPTS_INIT;
+	quay_stats *reg;
+	quay_bus *b;
+	quay_sub *s, *nolat;
+	struct quay_hist_data *hd = malloc(sizeof(*hd));
+	quay_stats_snap *snap;
+	char *text = malloc(1 << 16);
+	size_t len;
+	quay_msg *m;
+
+	(void)state;
+	assert_non_null(hd);
+	assert_non_null(text);
+	assert_int_equal(quay_stats_create(NULL, &reg), 0);
+	o.stats = reg;
+	o.name = "main";
+	o.clock = fake_clock;
+	o.clock_arg = &now;
+	assert_int_equal(quay_bus_create(&o, &b), 0);
+	assert_ptr_equal(quay_bus_stats(b), reg);
+	/* A second bus with the same name in the same registry clashes. */
+	quay_bus *dup = (quay_bus *)(uintptr_t)0x1;
+	assert_int_equal(quay_bus_create(&o, &dup), -EINVAL);
+	so.group = "g";
+	assert_int_equal(quay_bus_subscribe(b, "m.>", &so, &s), 0);
+	so.group = NULL;
+	so.flags = QUAY_SUB_NO_LATENCY;
+	assert_int_equal(quay_bus_subscribe(b, "m.x", &so, &nolat), 0);
+	for (uint64_t i = 0; i < 5; i++)
+		assert_int_equal(quay_bus_publish(b, "m.x", msg_u64(i)), 2);
+	/* Each publish reads the clock once, each receive once: the fake
+	 * clock makes every latency a whole number of microseconds. */
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(quay_sub_receive(s, &m, 0), 0);
+		quay_msg_unref(m);
+	}
+	assert_int_equal(quay_sub_latency(s, hd), 0);
+	assert_int_equal(hd->count, 5);
+	assert_true(hd->min >= 1000 && hd->max <= 10000 && hd->min % 1000 == 0);
+	assert_int_equal(quay_sub_latency(nolat, hd), -ENOENT);
+	assert_int_equal(quay_stats_snapshot(reg, &snap), 0);
+	assert_int_equal(quay_stats_format_prometheus(snap, text, 1 << 16, &len), 0);
+	assert_non_null(strstr(text, "quay_bus_published_total{bus=\"main\"} 5"));
+	assert_non_null(strstr(text, "quay_sub_received_total{bus=\"main\",group=\"g\",pattern=\"m.>\",sub=\"1\"} 5"));
+	assert_non_null(strstr(text, "quay_sub_receive_latency_count{bus=\"main\",group=\"g\",pattern=\"m.>\",sub=\"1\"} 5"));
+	quay_stats_snap_free(snap);
+	quay_bus_destroy(b);
+	/* Every metric of the bus went with it. */
+	assert_int_equal(quay_stats_count(reg), 0);
+	quay_stats_destroy(reg);
+	free(text);
+	free(hd);
+	assert_pool_empty();
+}
+
+/* Many distinct subjects: more than the cache holds (uncached entries). */
+static void
+test_cache_overflow(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "c.>", QUAY_SUB_DROP_NEWEST, 64, NULL);
+	quay_sub *e = sub_new(b, "c.*.end", QUAY_SUB_DROP_NEWEST, 64, NULL);
+	char subj[64];
+
+	(void)state;
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 3 * (int)QUAY_BUS_CACHE_ENTRIES; i++) {
+			snprintf(subj, sizeof(subj), "c.%d%s", i, i % 2 ? ".end" : "");
+			assert_int_equal(quay_bus_publish(b, subj, msg_u64((uint64_t)i)), i % 2 ? 2 : 1);
+			assert_int_equal(drain(s, NULL, 0), 1);
+			assert_int_equal(drain(e, NULL, 0), (size_t)(i % 2));
+		}
+	}
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_subject_table),
+		cmocka_unit_test(test_match_table),
+		cmocka_unit_test(test_match_property),
+		cmocka_unit_test(test_create_bad),
+		cmocka_unit_test(test_subscribe_bad),
+		cmocka_unit_test(test_max_subs),
+		cmocka_unit_test(test_publish_bad),
+		cmocka_unit_test(test_getters_bad),
+		cmocka_unit_test(test_fanout),
+		cmocka_unit_test(test_batch),
+		cmocka_unit_test(test_group),
+		cmocka_unit_test(test_policy_drop_newest),
+		cmocka_unit_test(test_policy_drop_oldest),
+		cmocka_unit_test(test_policy_reject),
+		cmocka_unit_test(test_policy_block),
+		cmocka_unit_test(test_block_publisher_woken_by_unsubscribe),
+		cmocka_unit_test(test_priorities),
+		cmocka_unit_test(test_receive_wakes_on_publish),
+		cmocka_unit_test(test_unsubscribe_wakes_receiver),
+		cmocka_unit_test(test_destroy_wakes_receiver_and_releases),
+		cmocka_unit_test(test_unsubscribe_releases_counted),
+		cmocka_unit_test(test_request_reply),
+		cmocka_unit_test(test_request_bad),
+		cmocka_unit_test(test_request_limit_and_destroy),
+		cmocka_unit_test(test_metrics),
+		cmocka_unit_test(test_cache_overflow),
+	};
+	return cmocka_run_group_tests_name("bus", tests, pool_setup, pool_teardown);
+}
