@@ -1,0 +1,1422 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * quay write-ahead log (include/quay/wal.h). The format below is also in
+ * docs/WAL-FORMAT.md; keep the two identical in substance.
+ *
+ * DIRECTORY
+ *   A log is a directory of segment files named by the LSN of their first
+ *   record: 16 lower-case hex digits + ".wal" (0000000000000001.wal), so
+ *   that names sort in LSN order. Other names are ignored. Segments are
+ *   preallocated to segment_bytes; the unused end reads as zero bytes. A
+ *   sealed segment (not the last) is truncated to its end before the next
+ *   one is created.
+ *
+ * SEGMENT HEADER (32 bytes, all integers little-endian)
+ *    0  u32 magic        0x4C415751 (the bytes "QWAL")
+ *    4  u16 version      1
+ *    6  u16 hdr_size     32
+ *    8  u32 salt         random, new for every segment file
+ *   12  u32 flags        0
+ *   16  u64 first_lsn    LSN of the segment's first record (1 .. 2^62)
+ *   24  u32 reserved     0
+ *   28  u32 hdr_crc      CRC32C of bytes 0..27 (seed 0)
+ *
+ * RECORD (at offset 32, each following at the previous one's end)
+ *    0  u32 crc          CRC32C, seed = salt, over the payload and then
+ *                        bytes 4..31 of this header:
+ *                          crc = c32c(c32c(salt, payload), hdr + 4, 28)
+ *                        where c32c(seed, p, n) is the standard CRC-32C
+ *                        (pre/post-inverted) continued from seed
+ *    4  u32 len          payload bytes
+ *    8  u64 lsn          log sequence number
+ *   16  u32 type         1..0x7fffffff caller types; 0x80000000.. the WAL's
+ *                        own (0x80000001 checkpoint mark: payload u64 LSN)
+ *   20  u32 flags        bit 0 COMMIT: the last record of its batch; other
+ *                        bits 0
+ *   24  u64 synced       an LSN known durable when this record was
+ *                        written (< lsn)
+ *   32  payload[len], then zero bytes up to a multiple of 8
+ *
+ * VALIDITY (a record at offset off, expecting LSN E)
+ *   V1 off + 32 <= file size, and off + 32 + pad8(len) <= file size
+ *   V2 lsn == E: E is first_lsn for the first record, then previous + 1
+ *   V3 type != 0, flags has no bit but COMMIT, synced < lsn
+ *   V4 crc matches (the salt makes a record of another file fail)
+ *   V5 padding bytes are zero
+ *   A batch is valid iff all its records are and its last has COMMIT. A
+ *   segment's valid prefix ends after its last valid batch; what follows
+ *   must be zero bytes. A batch never spans segments. Segment k+1's
+ *   first_lsn is segment k's last LSN + 1.
+ *
+ * RECOVERY (on open)
+ *   R1 Segments are read in name order; the name must match first_lsn.
+ *   R2 Any damage (invalid header, record or batch, non-zero bytes after
+ *      the prefix, LSN gap between segments) in a segment other than the
+ *      last is corruption: -EBADMSG. Sealed segments were fsynced.
+ *   R3 In the last segment, damage at offset P after the valid prefix
+ *      ending with LSN L is corruption (-EBADMSG) if a valid record is
+ *      found at an 8-aligned offset after P whose synced field is > L:
+ *      that record proves the damaged bytes had been made durable.
+ *      Otherwise it is a torn tail (a crash cut short unsynced writes):
+ *      the file is truncated to the prefix and reopened for appending.
+ *   R4 A last segment with an invalid header and nothing but zero bytes
+ *      after it is a segment whose creation was cut short: it is removed.
+ *   R5 SALVAGE turns R2/R3 corruption into a cut at the damage: the rest
+ *      of that segment and all later segments are discarded.
+ *
+ * WRITING
+ *   Appenders reserve LSNs and buffer space under w->mu, copy their
+ *   records into a ring buffer (the payload CRC is computed before taking
+ *   the lock), and leave. A flush takes the bytes [wpos, fill) of the
+ *   buffer: one thread at a time (the leader, flushing = true) writes them
+ *   with pwrite at their file offsets and, when a waiter needs it,
+ *   fdatasyncs, with the lock released; appenders arriving meanwhile wait
+ *   on w->cv and the next leader covers all of them with one fdatasync
+ *   (group commit). Since writes leave the buffer in order, the file is a
+ *   prefix of the log after a process crash.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "wal_internal.h"
+
+#define BUF_MIN ((uint64_t)4 << 20)
+
+struct wal_seg {
+	uint64_t first_lsn;
+	uint64_t last_lsn;   /* first_lsn - 1 when empty */
+	uint64_t end;        /* bytes of log data */
+	uint64_t records;    /* caller records */
+	uint64_t file_bytes; /* file size */
+};
+
+struct quay_wal {
+	const struct quayi_wal_io *io;
+	void *ioctx;
+	char *dir;
+	unsigned mode, flags;
+	uint32_t interval_ms, max_record;
+	uint64_t seg_bytes;
+	uint64_t batch_max;  /* largest batch in bytes */
+	int lock_handle;
+	bool locked;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;   /* flush finished / failure */
+
+	/* Under mu. */
+	struct wal_seg *segs;
+	size_t nsegs, segcap;
+	int fd;              /* the last segment, open for writing (-1: none) */
+	uint32_t salt;       /* of the last segment; also read relaxed outside mu */
+	uint8_t *buf;
+	uint64_t bufsize;
+	uint64_t fill;       /* file offset up to which records are buffered */
+	uint64_t wpos;       /* ... written to the file */
+	uint64_t next_lsn;
+	uint64_t written_lsn;
+	uint64_t durable_lsn; /* written under mu with release; read lock-free (acquire) */
+	uint64_t checkpoint_lsn;
+	bool flushing;
+	int failed;
+
+	/* INTERVAL flusher thread. */
+	pthread_t thr;
+	bool thr_started;
+	bool stop;           /* under mu */
+	pthread_cond_t tcv;
+};
+
+/* ---- little-endian fields ------------------------------------------- */
+
+static inline void
+put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void
+put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void
+put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint16_t
+get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static inline uint32_t
+get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint64_t
+get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+static bool
+all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != 0)
+			return false;
+	return true;
+}
+
+/* ---- the scanner ------------------------------------------------------ */
+
+#define CHECK_ZERO 100 /* an all-zero record header: the end of the data */
+
+static uint32_t
+rec_crc(uint32_t salt, const uint8_t *hdr, const void *payload, size_t len)
+{
+	return quayi_crc32c(quayi_crc32c(salt, payload, len), hdr + 4, QUAYI_WAL_REC_HDR - 4);
+}
+
+/* Check the record at off (V1..V5). Returns 0 and its size, CHECK_ZERO,
+ * or a QUAY_WAL_R_* reason. */
+static uint32_t
+check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_t *size)
+{
+	const uint8_t *h = s->buf + off;
+	uint64_t room = s->len - off;
+
+	if (room < QUAYI_WAL_REC_HDR)
+		return all_zero(h, (size_t)room) ? CHECK_ZERO : QUAY_WAL_R_SHORT;
+	if (all_zero(h, QUAYI_WAL_REC_HDR))
+		return CHECK_ZERO;
+	uint32_t len = get32(h + 4), type = get32(h + 16), flags = get32(h + 20);
+	uint64_t lsn = get64(h + 8), synced = get64(h + 24);
+	if (lsn != expect)
+		return QUAY_WAL_R_LSN;
+	if (type == 0 || (flags & ~QUAYI_WAL_F_COMMIT) != 0 || synced >= lsn)
+		return QUAY_WAL_R_FIELD;
+	uint64_t sz = quayi_wal_rec_size(len);
+	if (sz > room)
+		return QUAY_WAL_R_SHORT;
+	if (rec_crc(s->salt, h, h + QUAYI_WAL_REC_HDR, len) != get32(h))
+		return QUAY_WAL_R_CRC;
+	if (!all_zero(h + QUAYI_WAL_REC_HDR + len, (size_t)(sz - QUAYI_WAL_REC_HDR - len)))
+		return QUAY_WAL_R_PADDING;
+	*size = sz;
+	return 0;
+}
+
+/* R3: a valid record after the damage whose synced field covers the
+ * first LSN after the prefix proves the damage was in durable data. */
+static bool
+find_proof(const struct quayi_wal_scan *s, uint64_t from, uint64_t to)
+{
+	uint64_t need = s->last_lsn + 1;
+
+	for (uint64_t q = from; q + QUAYI_WAL_REC_HDR <= to; q += 8) {
+		const uint8_t *h = s->buf + q;
+		uint64_t lsn = get64(h + 8), synced = get64(h + 24);
+		uint32_t len = get32(h + 4), type = get32(h + 16), flags = get32(h + 20);
+		/* Cheap filters first, so garbage costs no CRC. */
+		if (lsn <= s->last_lsn || synced < need || synced >= lsn || type == 0 ||
+		    (flags & ~QUAYI_WAL_F_COMMIT) != 0)
+			continue;
+		if (quayi_wal_rec_size(len) > s->len - q)
+			continue;
+		if (rec_crc(s->salt, h, h + QUAYI_WAL_REC_HDR, len) == get32(h))
+			return true;
+	}
+	return false;
+}
+
+int
+quayi_wal_scan(struct quayi_wal_scan *s)
+{
+	const uint8_t *b = s->buf;
+
+	s->salt = 0;
+	s->first_lsn = 0;
+	s->end = 0;
+	s->last_lsn = 0;
+	s->records = s->user_records = s->checkpoint = 0;
+	s->bad_off = 0;
+	s->nonzero_end = 0;
+	s->uncommitted = 0;
+	s->reason = QUAY_WAL_R_NONE;
+	s->proven = false;
+
+	if (s->len < QUAYI_WAL_SEG_HDR || get32(b) != QUAYI_WAL_MAGIC || get16(b + 4) != QUAYI_WAL_VERSION ||
+	    get16(b + 6) != QUAYI_WAL_SEG_HDR || quayi_crc32c(0, b, 28) != get32(b + 28) || get64(b + 16) == 0 ||
+	    get64(b + 16) > QUAYI_WAL_LSN_MAX) {
+		size_t n = s->len;
+		while (n > 0 && b[n - 1] == 0)
+			n--;
+		s->nonzero_end = n;
+		s->reason = QUAY_WAL_R_HEADER;
+		/* Anything beyond the header region means this file held data. */
+		s->proven = n > QUAYI_WAL_SEG_HDR;
+		return -EBADMSG;
+	}
+	s->salt = get32(b + 8);
+	s->first_lsn = get64(b + 16);
+	if (s->expect_lsn != 0 && s->first_lsn != s->expect_lsn) {
+		s->reason = QUAY_WAL_R_GAP;
+		s->end = s->bad_off = QUAYI_WAL_SEG_HDR;
+		s->last_lsn = s->first_lsn - 1;
+		s->proven = true;
+		return -EBADMSG;
+	}
+
+	uint64_t off = QUAYI_WAL_SEG_HDR, expect = s->first_lsn, bn = 0, bu = 0, bck = 0;
+	uint32_t why;
+	s->end = off;
+	s->last_lsn = s->first_lsn - 1;
+	for (;;) {
+		uint64_t sz = 0;
+		why = check_rec(s, off, expect, &sz);
+		if (why != 0)
+			break;
+		const uint8_t *h = b + off;
+		uint32_t type = get32(h + 16);
+		bn++;
+		if (type <= QUAY_WAL_TYPE_MAX)
+			bu++;
+		else if (type == QUAYI_WAL_T_CHECKPOINT && get32(h + 4) == 8) {
+			uint64_t c = get64(h + QUAYI_WAL_REC_HDR);
+			bck = c > bck ? c : bck;
+		}
+		off += sz;
+		if (get32(h + 20) & QUAYI_WAL_F_COMMIT) {
+			s->end = off;
+			s->last_lsn = expect;
+			s->records += bn;
+			s->user_records += bu;
+			if (bck > s->checkpoint)
+				s->checkpoint = bck;
+			bn = bu = bck = 0;
+		}
+		expect++;
+	}
+	s->bad_off = s->end;
+	s->uncommitted = bn;
+	size_t n = s->len;
+	while (n > s->end && b[n - 1] == 0)
+		n--;
+	s->nonzero_end = n;
+	if (n == s->end)
+		return 0; /* clean: zero bytes only (or nothing) after the prefix */
+	s->reason = (why == CHECK_ZERO) ? (bn > 0 ? QUAY_WAL_R_UNCOMMITTED : QUAY_WAL_R_FIELD) : why;
+	s->proven = find_proof(s, s->end + 8, n);
+	if (!s->last || s->proven)
+		return -EBADMSG;
+	return 1;
+}
+
+int
+quayi_wal_walk(const uint8_t *buf, uint64_t end,
+    int (*fn)(void *ctx, uint64_t lsn, uint32_t type, uint32_t flags, const uint8_t *data, uint32_t len),
+    void *ctx)
+{
+	uint64_t off = QUAYI_WAL_SEG_HDR;
+
+	while (off + QUAYI_WAL_REC_HDR <= end) {
+		const uint8_t *h = buf + off;
+		uint32_t len = get32(h + 4);
+		if (quayi_wal_rec_size(len) > end - off)
+			return -EBADMSG;
+		int r = fn(ctx, get64(h + 8), get32(h + 16), get32(h + 20), h + QUAYI_WAL_REC_HDR, len);
+		if (r != 0)
+			return r;
+		off += quayi_wal_rec_size(len);
+	}
+	return 0;
+}
+
+const char *
+quay_wal_reason_str(unsigned reason)
+{
+	switch (reason) {
+	case QUAY_WAL_R_NONE: return "clean end";
+	case QUAY_WAL_R_HEADER: return "bad segment header";
+	case QUAY_WAL_R_NAME: return "file name does not match the segment header";
+	case QUAY_WAL_R_SHORT: return "record extends past the end of the file";
+	case QUAY_WAL_R_LSN: return "record LSN out of sequence";
+	case QUAY_WAL_R_FIELD: return "bad record field (type, flags, length)";
+	case QUAY_WAL_R_CRC: return "record checksum mismatch";
+	case QUAY_WAL_R_PADDING: return "non-zero padding after a record";
+	case QUAY_WAL_R_UNCOMMITTED: return "batch without its commit record";
+	case QUAY_WAL_R_GAP: return "LSNs missing between segments";
+	case QUAY_WAL_R_IO: return "file could not be read";
+	default: return "unknown";
+	}
+}
+
+/* ---- file helpers --------------------------------------------------- */
+
+static void
+seg_name(char *out, size_t n, uint64_t first_lsn)
+{
+	snprintf(out, n, "%016" PRIx64 ".wal", first_lsn);
+}
+
+static char *
+seg_path(const quay_wal *w, uint64_t first_lsn)
+{
+	char name[QUAY_WAL_NAME_MAX];
+	size_t dl = strlen(w->dir);
+	char *p;
+
+	seg_name(name, sizeof(name), first_lsn);
+	p = malloc(dl + 1 + strlen(name) + 1);
+	if (p != NULL)
+		sprintf(p, "%s/%s", w->dir, name);
+	return p;
+}
+
+/* Write all of buf at off: short writes and EINTR are retried. */
+static int
+write_full(const quay_wal *w, int fd, const uint8_t *buf, uint64_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = w->io->pwrite(w->ioctx, fd, buf, (size_t)len, off);
+		if (n == -EINTR)
+			continue;
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return -EIO; /* no progress: do not spin */
+		buf += n;
+		len -= (uint64_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int
+read_full(const quay_wal *w, int fd, uint8_t *buf, uint64_t len, uint64_t off)
+{
+	while (len > 0) {
+		ssize_t n = w->io->pread(w->ioctx, fd, buf, (size_t)len, off);
+		if (n == -EINTR)
+			continue;
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return -EIO; /* the file is shorter than it said */
+		buf += n;
+		len -= (uint64_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Read a whole segment file: *buf (malloc'd) and *len. */
+static int
+read_seg(const quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, uint64_t *len)
+{
+	char *path = seg_path(w, first_lsn);
+	int fd, r;
+	uint64_t sz;
+
+	*buf = NULL;
+	*len = 0;
+	if (path == NULL)
+		return -ENOMEM;
+	r = w->io->open(w->ioctx, path, 0, &fd);
+	free(path);
+	if (r < 0)
+		return r == -ENOMEM ? r : -EIO;
+	r = w->io->size(w->ioctx, fd, &sz);
+	if (r == 0) {
+		if (limit != 0 && sz > limit)
+			sz = limit;
+		*buf = malloc(sz > 0 ? (size_t)sz : 1);
+		if (*buf == NULL)
+			r = -ENOMEM;
+		else if ((r = read_full(w, fd, *buf, sz, 0)) == 0)
+			*len = sz;
+	}
+	w->io->close(w->ioctx, fd);
+	if (r != 0) {
+		free(*buf);
+		*buf = NULL;
+		return r == -ENOMEM ? r : -EIO;
+	}
+	return 0;
+}
+
+static uint32_t
+new_salt(void)
+{
+	uint32_t s = 0;
+
+	if (getrandom(&s, sizeof(s), GRND_NONBLOCK) != (ssize_t)sizeof(s)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		s = (uint32_t)ts.tv_nsec * 2654435761u ^ (uint32_t)ts.tv_sec;
+	}
+	return s;
+}
+
+static int
+segs_push(quay_wal *w, uint64_t first_lsn)
+{
+	if (w->nsegs == w->segcap) {
+		size_t cap = w->segcap ? w->segcap * 2 : 8;
+		struct wal_seg *n = realloc(w->segs, cap * sizeof(*n));
+		if (n == NULL)
+			return -ENOMEM;
+		w->segs = n;
+		w->segcap = cap;
+	}
+	struct wal_seg *s = &w->segs[w->nsegs++];
+	memset(s, 0, sizeof(*s));
+	s->first_lsn = first_lsn;
+	s->last_lsn = first_lsn - 1;
+	s->end = QUAYI_WAL_SEG_HDR;
+	return 0;
+}
+
+/* Create segment file first_lsn: header, preallocation, fdatasync, and a
+ * directory fsync. On failure the file is removed. *fd open for writing. */
+static int
+create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp)
+{
+	uint8_t h[QUAYI_WAL_SEG_HDR];
+	char *path = seg_path(w, first_lsn);
+	int fd, r;
+
+	if (path == NULL)
+		return -ENOMEM;
+	memset(h, 0, sizeof(h));
+	put32(h, QUAYI_WAL_MAGIC);
+	put16(h + 4, QUAYI_WAL_VERSION);
+	put16(h + 6, QUAYI_WAL_SEG_HDR);
+	put32(h + 8, salt);
+	put64(h + 16, first_lsn);
+	put32(h + 28, quayi_crc32c(0, h, 28));
+	r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE | QUAYI_IO_CREATE, &fd);
+	if (r < 0) {
+		free(path);
+		return r == -ENOSPC || r == -ENOMEM ? r : -EIO;
+	}
+	r = w->io->allocate(w->ioctx, fd, w->seg_bytes);
+	if (r == -EOPNOTSUPP)
+		r = 0;
+	if (r == 0)
+		r = write_full(w, fd, h, sizeof(h), 0);
+	if (r == 0)
+		r = w->io->datasync(w->ioctx, fd);
+	if (r == 0)
+		r = w->io->sync_dir(w->ioctx, w->dir);
+	if (r != 0) {
+		w->io->close(w->ioctx, fd);
+		w->io->unlink(w->ioctx, path);
+		/* Best effort: a leftover empty segment is removed by R4. */
+		(void)w->io->sync_dir(w->ioctx, w->dir);
+		free(path);
+		return r == -ENOSPC ? -ENOSPC : -EIO;
+	}
+	free(path);
+	*fdp = fd;
+	return 0;
+}
+
+/* ---- flushing (see WRITING above) ------------------------------------- */
+
+static void
+fail_locked(quay_wal *w, int err)
+{
+	/* fsyncgate: a failed sync may have dropped dirty pages; never retry. */
+	if (w->failed == 0)
+		w->failed = err == -ENOSPC ? -ENOSPC : -EIO;
+	pthread_cond_broadcast(&w->cv);
+}
+
+/* Become the leader: write [wpos, fill) and, if sync, fdatasync. Called
+ * and returns with mu held; requires !flushing and !failed. */
+static int
+flush_locked(quay_wal *w, bool sync)
+{
+	uint64_t from = w->wpos, to = w->fill, lsn_to = w->next_lsn - 1;
+	/* Only the leader writes durable_lsn, under mu: relaxed read is enough. */
+	bool need_sync = sync && __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED) < lsn_to;
+	int fd = w->fd, r = 0;
+
+	w->flushing = true;
+	pthread_mutex_unlock(&w->mu);
+	/* [from, to) of the buffer is stable: appenders only copy beyond
+	 * fill, and their room is bounded by wpos, which moves only below. */
+	while (r == 0 && from < to) {
+		uint64_t idx = from % w->bufsize, n = to - from;
+		if (n > w->bufsize - idx)
+			n = w->bufsize - idx;
+		r = write_full(w, fd, w->buf + idx, n, from);
+		from += n;
+	}
+	if (r == 0 && need_sync)
+		r = w->io->datasync(w->ioctx, fd);
+	pthread_mutex_lock(&w->mu);
+	w->flushing = false;
+	if (r != 0) {
+		fail_locked(w, r);
+		return w->failed;
+	}
+	w->wpos = to;
+	w->written_lsn = lsn_to;
+	if (need_sync)
+		/* Release: pairs with the acquire in quay_wal_durable_lsn. */
+		__atomic_store_n(&w->durable_lsn, lsn_to, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&w->cv);
+	return 0;
+}
+
+/* Wait until lsn is written (sync false) or durable (sync true), leading
+ * flushes when no one else does. mu held. */
+static int
+wait_locked(quay_wal *w, uint64_t lsn, bool sync)
+{
+	for (;;) {
+		/* Relaxed: under mu, which every writer of durable_lsn holds. */
+		uint64_t have = sync ? __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED) : w->written_lsn;
+		if (have >= lsn)
+			return 0;
+		if (w->failed)
+			return w->failed;
+		if (w->flushing) {
+			pthread_cond_wait(&w->cv, &w->mu);
+			continue;
+		}
+		int r = flush_locked(w, sync);
+		if (r != 0)
+			return r;
+	}
+}
+
+/* Seal the last segment and start a new one, or, after waiting for a
+ * flush (mu released meanwhile), return 0 so that the caller checks again
+ * whether a roll is still needed: another thread may have rolled. mu is
+ * held throughout the roll's own I/O: rolls are rare (one per
+ * segment_bytes) and every appender would wait for it anyway. */
+static int
+roll_locked(quay_wal *w)
+{
+	if (w->failed)
+		return w->failed;
+	if (w->flushing) {
+		pthread_cond_wait(&w->cv, &w->mu);
+		return 0;
+	}
+	/* Relaxed: under mu, which every writer of durable_lsn holds. */
+	if (w->wpos < w->fill || __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED) < w->next_lsn - 1)
+		return flush_locked(w, true);
+	/* Shrink the sealed file to its data, and make that durable. */
+	int r = w->io->truncate(w->ioctx, w->fd, w->fill);
+	if (r == 0)
+		r = w->io->fsync(w->ioctx, w->fd);
+	if (r != 0) {
+		fail_locked(w, -EIO);
+		return w->failed;
+	}
+	int nfd;
+	uint32_t salt = new_salt();
+	r = segs_push(w, w->next_lsn);
+	if (r != 0)
+		return r;
+	r = create_seg(w, w->next_lsn, salt, &nfd);
+	if (r != 0) {
+		w->nsegs--;
+		if (r != -ENOSPC && r != -ENOMEM)
+			fail_locked(w, r);
+		return r;
+	}
+	struct wal_seg *old = &w->segs[w->nsegs - 2];
+	old->file_bytes = old->end;
+	w->segs[w->nsegs - 1].file_bytes = w->seg_bytes;
+	w->io->close(w->ioctx, w->fd);
+	w->fd = nfd;
+	/* Relaxed: appenders read salt outside mu only as a guess that they
+	 * check again under mu. */
+	__atomic_store_n(&w->salt, salt, __ATOMIC_RELAXED);
+	w->fill = w->wpos = QUAYI_WAL_SEG_HDR;
+	return 0;
+}
+
+static void
+copy_in(quay_wal *w, const void *src, uint64_t n)
+{
+	uint64_t idx = w->fill % w->bufsize, k = n;
+
+	if (k > w->bufsize - idx)
+		k = w->bufsize - idx;
+	memcpy(w->buf + idx, src, (size_t)k);
+	if (n > k)
+		memcpy(w->buf, (const uint8_t *)src + k, (size_t)(n - k));
+	w->fill += n;
+}
+
+static const uint8_t zero_pad[8];
+
+/* Append n records (validated) as one batch; internal types allowed. */
+static int
+put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
+{
+	uint64_t total = 0;
+	uint32_t crc1 = 0, salt_guess;
+	int r = 0;
+
+	for (size_t i = 0; i < n; i++)
+		total += quayi_wal_rec_size(recs[i].len);
+	if (total > w->batch_max)
+		return -EMSGSIZE;
+	/* The payload CRC of a single record outside the lock (seeded with
+	 * the salt, which a roll may change: checked again below). */
+	salt_guess = __atomic_load_n(&w->salt, __ATOMIC_RELAXED);
+	if (n == 1)
+		crc1 = quayi_crc32c(salt_guess, recs[0].data, recs[0].len);
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		if (w->failed) {
+			r = w->failed;
+			goto out;
+		}
+		if (w->fill + total > w->seg_bytes) {
+			r = roll_locked(w);
+			if (r != 0)
+				goto out;
+			continue;
+		}
+		if (w->fill + total - w->wpos > w->bufsize) {
+			if (w->flushing)
+				pthread_cond_wait(&w->cv, &w->mu);
+			else if ((r = flush_locked(w, false)) != 0)
+				goto out;
+			continue;
+		}
+		break;
+	}
+	/* The record's synced field (R3). Relaxed: under mu, which every
+	 * writer of durable_lsn holds. */
+	uint64_t synced = __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED);
+	uint64_t first = w->next_lsn;
+	uint64_t user = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t h[QUAYI_WAL_REC_HDR];
+		uint32_t c;
+		put32(h + 4, (uint32_t)recs[i].len);
+		put64(h + 8, first + i);
+		put32(h + 16, recs[i].type);
+		put32(h + 20, i + 1 == n ? QUAYI_WAL_F_COMMIT : 0u);
+		put64(h + 24, synced);
+		if (n == 1 && salt_guess == w->salt)
+			c = crc1;
+		else
+			c = quayi_crc32c(w->salt, recs[i].data, recs[i].len);
+		put32(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
+		copy_in(w, h, sizeof(h));
+		if (recs[i].len > 0)
+			copy_in(w, recs[i].data, recs[i].len);
+		copy_in(w, zero_pad, quayi_wal_rec_size(recs[i].len) - QUAYI_WAL_REC_HDR - recs[i].len);
+		if (recs[i].type <= QUAY_WAL_TYPE_MAX)
+			user++;
+	}
+	w->next_lsn = first + n;
+	struct wal_seg *cur = &w->segs[w->nsegs - 1];
+	cur->last_lsn = w->next_lsn - 1;
+	cur->end = w->fill;
+	cur->records += user;
+	if (last_lsn != NULL)
+		*last_lsn = w->next_lsn - 1;
+
+	switch (w->mode) {
+	case QUAY_WAL_SYNC:
+		r = wait_locked(w, w->next_lsn - 1, true);
+		break;
+	case QUAY_WAL_INTERVAL:
+		r = wait_locked(w, w->next_lsn - 1, false);
+		break;
+	default:
+		/* NONE: write in large pieces, once half the buffer is used. */
+		if (!w->flushing && w->fill - w->wpos >= w->bufsize / 2)
+			r = flush_locked(w, false);
+		break;
+	}
+out:
+	pthread_mutex_unlock(&w->mu);
+	return r;
+}
+
+static int
+check_recs(const quay_wal *w, const quay_wal_rec *recs, size_t n)
+{
+	int r = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (recs[i].type == 0 || recs[i].type > QUAY_WAL_TYPE_MAX || (recs[i].data == NULL && recs[i].len > 0))
+			return -EINVAL;
+		if (recs[i].len > w->max_record)
+			r = -EMSGSIZE;
+	}
+	return r;
+}
+
+int
+quay_wal_append(quay_wal *w, uint32_t type, const void *data, size_t len, uint64_t *lsn)
+{
+	quay_wal_rec rec = { type, data, len };
+	int r;
+
+	if (w == NULL || (w->flags & QUAY_WAL_READONLY))
+		return -EINVAL;
+	if ((r = check_recs(w, &rec, 1)) != 0)
+		return r;
+	return put_batch(w, &rec, 1, lsn);
+}
+
+int
+quay_wal_appendv(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
+{
+	int r;
+
+	if (w == NULL || recs == NULL || n == 0 || n > QUAY_WAL_BATCH_MAX || (w->flags & QUAY_WAL_READONLY))
+		return -EINVAL;
+	if ((r = check_recs(w, recs, n)) != 0)
+		return r;
+	return put_batch(w, recs, n, last_lsn);
+}
+
+int
+quay_wal_sync(quay_wal *w, uint64_t lsn)
+{
+	int r;
+
+	if (w == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&w->mu);
+	if (lsn >= w->next_lsn) {
+		pthread_mutex_unlock(&w->mu);
+		return -EINVAL;
+	}
+	if (w->flags & QUAY_WAL_READONLY) {
+		pthread_mutex_unlock(&w->mu);
+		return 0;
+	}
+	if (lsn == 0)
+		lsn = w->next_lsn - 1;
+	r = w->failed ? w->failed : wait_locked(w, lsn, true);
+	pthread_mutex_unlock(&w->mu);
+	return r;
+}
+
+uint64_t
+quay_wal_durable_lsn(const quay_wal *w)
+{
+	/* Acquire: pairs with the release in flush_locked. */
+	return w == NULL ? 0 : __atomic_load_n(&w->durable_lsn, __ATOMIC_ACQUIRE);
+}
+
+int
+quay_wal_info(const quay_wal *w, struct quay_wal_info *out)
+{
+	quay_wal *m = (quay_wal *)(uintptr_t)w; /* the lock is not part of the value */
+
+	if (w == NULL || out == NULL)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&m->mu);
+	out->segments = m->nsegs;
+	for (size_t i = 0; i < m->nsegs; i++) {
+		out->records += m->segs[i].records;
+		out->bytes += m->segs[i].end;
+		out->file_bytes += m->segs[i].file_bytes;
+	}
+	if (m->nsegs > 0 && m->next_lsn > m->segs[0].first_lsn) {
+		out->first_lsn = m->segs[0].first_lsn;
+		out->last_lsn = m->next_lsn - 1;
+	}
+	out->durable_lsn = __atomic_load_n(&m->durable_lsn, __ATOMIC_RELAXED); /* under mu */
+	out->checkpoint_lsn = m->checkpoint_lsn;
+	out->next_lsn = m->next_lsn;
+	out->failed = m->failed;
+	out->sync_mode = m->mode;
+	out->flags = m->flags;
+	out->interval_ms = m->interval_ms;
+	out->max_record = m->max_record;
+	out->segment_bytes = m->seg_bytes;
+	pthread_mutex_unlock(&m->mu);
+	return 0;
+}
+
+/* ---- replay ------------------------------------------------------------ */
+
+struct replay_ctx {
+	uint64_t from;
+	quay_wal_visit_fn fn;
+	void *ctx;
+};
+
+static int
+replay_one(void *arg, uint64_t lsn, uint32_t type, uint32_t flags, const uint8_t *data, uint32_t len)
+{
+	struct replay_ctx *rc = arg;
+
+	(void)flags;
+	if (lsn < rc->from || type > QUAY_WAL_TYPE_MAX)
+		return 0;
+	return rc->fn(rc->ctx, lsn, type, data, len);
+}
+
+int
+quay_wal_replay(quay_wal *w, uint64_t from_lsn, quay_wal_visit_fn fn, void *ctx)
+{
+	struct wal_seg *snap;
+	size_t n;
+	int r = 0;
+
+	if (w == NULL || fn == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&w->mu);
+	if (!(w->flags & QUAY_WAL_READONLY)) {
+		r = wait_locked(w, w->next_lsn - 1, false);
+		if (r != 0) {
+			pthread_mutex_unlock(&w->mu);
+			return r;
+		}
+	}
+	n = w->nsegs;
+	snap = malloc((n > 0 ? n : 1) * sizeof(*snap));
+	if (snap == NULL) {
+		pthread_mutex_unlock(&w->mu);
+		return -ENOMEM;
+	}
+	if (n > 0)
+		memcpy(snap, w->segs, n * sizeof(*snap));
+	if (n > 0 && !(w->flags & QUAY_WAL_READONLY))
+		snap[n - 1].end = w->wpos; /* written: stable bytes of the file */
+	pthread_mutex_unlock(&w->mu);
+
+	struct replay_ctx rc = { from_lsn, fn, ctx };
+	for (size_t i = 0; i < n && r == 0; i++) {
+		uint8_t *buf;
+		uint64_t len;
+		if (i + 1 < n && snap[i + 1].first_lsn <= from_lsn)
+			continue;
+		if (snap[i].end <= QUAYI_WAL_SEG_HDR)
+			continue;
+		r = read_seg(w, snap[i].first_lsn, snap[i].end, &buf, &len);
+		if (r != 0)
+			break;
+		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .last = true,
+			.expect_lsn = snap[i].first_lsn };
+		int sr = quayi_wal_scan(&s);
+		/* Everything below the snapshot end was valid at open or was
+		 * written by us: anything else is corruption since. */
+		if (sr < 0 || s.end < snap[i].end)
+			r = -EBADMSG;
+		else
+			r = quayi_wal_walk(buf, snap[i].end, replay_one, &rc);
+		free(buf);
+	}
+	free(snap);
+	return r;
+}
+
+/* ---- checkpoint -------------------------------------------------------- */
+
+int
+quay_wal_checkpoint(quay_wal *w, uint64_t lsn)
+{
+	uint8_t payload[8];
+	quay_wal_rec rec = { QUAYI_WAL_T_CHECKPOINT, payload, sizeof(payload) };
+	uint64_t mark;
+	uint64_t *del = NULL;
+	size_t ndel = 0;
+	int r;
+
+	if (w == NULL || lsn == 0 || (w->flags & QUAY_WAL_READONLY))
+		return -EINVAL;
+	pthread_mutex_lock(&w->mu);
+	r = lsn > w->next_lsn ? -EINVAL : w->failed;
+	pthread_mutex_unlock(&w->mu);
+	if (r != 0)
+		return r;
+	put64(payload, lsn);
+	r = put_batch(w, &rec, 1, &mark);
+	if (r == 0)
+		r = quay_wal_sync(w, mark);
+	if (r != 0)
+		return r;
+
+	pthread_mutex_lock(&w->mu);
+	if (lsn > w->checkpoint_lsn)
+		w->checkpoint_lsn = lsn;
+	size_t k = 0;
+	while (k + 1 < w->nsegs && w->segs[k + 1].first_lsn <= lsn)
+		k++;
+	if (k > 0) {
+		del = malloc(k * sizeof(*del));
+		if (del == NULL) {
+			pthread_mutex_unlock(&w->mu);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < k; i++)
+			del[i] = w->segs[i].first_lsn;
+		memmove(w->segs, w->segs + k, (w->nsegs - k) * sizeof(*w->segs));
+		w->nsegs -= k;
+		ndel = k;
+	}
+	pthread_mutex_unlock(&w->mu);
+
+	/* Oldest first: a crash half-way leaves a gap-free suffix of segments. */
+	for (size_t i = 0; i < ndel && r == 0; i++) {
+		char *path = seg_path(w, del[i]);
+		if (path == NULL) {
+			r = -ENOMEM;
+			break;
+		}
+		if (w->io->unlink(w->ioctx, path) != 0)
+			r = -EIO;
+		free(path);
+	}
+	if (ndel > 0 && r == 0 && w->io->sync_dir(w->ioctx, w->dir) != 0) {
+		pthread_mutex_lock(&w->mu);
+		fail_locked(w, -EIO);
+		pthread_mutex_unlock(&w->mu);
+		r = -EIO;
+	}
+	free(del);
+	return r;
+}
+
+/* ---- INTERVAL thread -------------------------------------------------- */
+
+static void *
+interval_main(void *arg)
+{
+	quay_wal *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	while (!w->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (time_t)(w->interval_ms / 1000);
+		ts.tv_nsec += (long)(w->interval_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&w->tcv, &w->mu, &ts);
+		if (w->stop)
+			break;
+		/* A failure is sticky and reported to every caller; the thread
+		 * just keeps idling until close. */
+		if (!w->failed)
+			(void)wait_locked(w, w->next_lsn - 1, true);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+struct list_ctx {
+	uint64_t *v;
+	size_t n, cap;
+	int err;
+};
+
+static int
+list_cb(void *arg, const char *name)
+{
+	struct list_ctx *lc = arg;
+	uint64_t v = 0;
+
+	if (strlen(name) != 20 || strcmp(name + 16, ".wal") != 0)
+		return 0;
+	for (int i = 0; i < 16; i++) {
+		char c = name[i];
+		int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+		if (d < 0)
+			return 0;
+		v = v << 4 | (uint64_t)d;
+	}
+	if (lc->n == lc->cap) {
+		size_t cap = lc->cap ? lc->cap * 2 : 16;
+		uint64_t *nv = realloc(lc->v, cap * sizeof(*nv));
+		if (nv == NULL)
+			return -ENOMEM;
+		lc->v = nv;
+		lc->cap = cap;
+	}
+	lc->v[lc->n++] = v;
+	return 0;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void
+wal_free(quay_wal *w)
+{
+	if (w->fd >= 0)
+		w->io->close(w->ioctx, w->fd);
+	if (w->locked)
+		w->io->unlock_dir(w->ioctx, w->lock_handle);
+	pthread_cond_destroy(&w->tcv);
+	pthread_cond_destroy(&w->cv);
+	pthread_mutex_destroy(&w->mu);
+	free(w->buf);
+	free(w->segs);
+	free(w->dir);
+	free(w);
+}
+
+static void
+report_at(struct quay_wal_report *rep, uint64_t first_lsn, uint64_t off, uint32_t reason)
+{
+	seg_name(rep->segment, sizeof(rep->segment), first_lsn);
+	rep->offset = off;
+	rep->reason = reason;
+}
+
+/* Remove segment files (SALVAGE and R4). */
+static int
+remove_segs(quay_wal *w, const uint64_t *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char *path = seg_path(w, v[i]);
+		if (path == NULL)
+			return -ENOMEM;
+		int r = w->io->unlink(w->ioctx, path);
+		free(path);
+		if (r != 0)
+			return -EIO;
+	}
+	return n > 0 && w->io->sync_dir(w->ioctx, w->dir) != 0 ? -EIO : 0;
+}
+
+/* Scan all segments (RECOVERY above). Fills w->segs, next_lsn,
+ * checkpoint_lsn and the report; cuts the tail unless READONLY. */
+static int
+recover(quay_wal *w, struct quay_wal_report *rep)
+{
+	struct list_ctx lc = { NULL, 0, 0, 0 };
+	bool ro = w->flags & QUAY_WAL_READONLY;
+	int r = w->io->list(w->ioctx, w->dir, list_cb, &lc);
+	uint64_t cut_at = 0;   /* offset to truncate the last kept segment to (0: none) */
+	size_t keep;
+
+	if (r != 0) {
+		free(lc.v);
+		return r == -ENOENT || r == -ENOMEM ? r : -EIO;
+	}
+	if (lc.n > 1)
+		qsort(lc.v, lc.n, sizeof(*lc.v), cmp_u64);
+	keep = lc.n;
+	for (size_t i = 0; i < lc.n; i++) {
+		uint8_t *buf;
+		uint64_t len;
+		bool last = i + 1 == lc.n;
+		r = read_seg(w, lc.v[i], 0, &buf, &len);
+		rep->segments++;
+		if (r != 0) {
+			report_at(rep, lc.v[i], 0, QUAY_WAL_R_IO);
+			break;
+		}
+		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .last = last,
+			.expect_lsn = i > 0 ? w->next_lsn : 0 };
+		int sr = quayi_wal_scan(&s);
+		free(buf);
+		rep->bytes += s.end;
+		if (sr >= 0 && s.first_lsn != lc.v[i]) {
+			sr = -EBADMSG;
+			s.reason = QUAY_WAL_R_NAME;
+			s.bad_off = 0;
+		}
+		if (sr < 0 && s.reason == QUAY_WAL_R_HEADER && last && !s.proven) {
+			/* R4: creation cut short; nothing of the log is in it. */
+			report_at(rep, lc.v[i], 0, QUAY_WAL_R_HEADER);
+			rep->tail_cut = true;
+			rep->cut_bytes = s.nonzero_end;
+			rep->segments_removed++;
+			keep = i;
+			r = 0;
+			break;
+		}
+		if (sr < 0) {
+			report_at(rep, lc.v[i], s.reason == QUAY_WAL_R_HEADER || s.reason == QUAY_WAL_R_NAME ? 0 : s.bad_off,
+			    s.reason);
+			rep->corrupt = true;
+			rep->cut_bytes = s.nonzero_end > s.end ? s.nonzero_end - s.end : 0;
+			rep->cut_records = s.uncommitted;
+			if (!(w->flags & QUAY_WAL_SALVAGE)) {
+				r = -EBADMSG;
+				break;
+			}
+			/* R5: keep the prefix of this segment (if its header is
+			 * sound), drop the rest. */
+			bool hdr_ok = s.reason != QUAY_WAL_R_HEADER && s.reason != QUAY_WAL_R_NAME &&
+			    s.reason != QUAY_WAL_R_GAP;
+			keep = hdr_ok ? i + 1 : i;
+			rep->segments_removed += (uint32_t)(lc.n - keep);
+			if (hdr_ok) {
+				if ((r = segs_push(w, s.first_lsn)) != 0)
+					break;
+				struct wal_seg *g = &w->segs[w->nsegs - 1];
+				g->last_lsn = s.last_lsn;
+				g->end = s.end;
+				g->records = s.user_records;
+				g->file_bytes = len;
+				w->next_lsn = s.last_lsn + 1;
+				rep->records += s.user_records;
+				cut_at = s.end;
+			}
+			r = 0;
+			break;
+		}
+		if ((r = segs_push(w, s.first_lsn)) != 0)
+			break;
+		struct wal_seg *g = &w->segs[w->nsegs - 1];
+		g->last_lsn = s.last_lsn;
+		g->end = s.end;
+		g->records = s.user_records;
+		g->file_bytes = len;
+		w->next_lsn = s.last_lsn + 1;
+		rep->records += s.user_records;
+		if (s.checkpoint > w->checkpoint_lsn)
+			w->checkpoint_lsn = s.checkpoint;
+		if (sr == 1) {
+			report_at(rep, lc.v[i], s.bad_off, s.reason);
+			rep->tail_cut = true;
+			rep->cut_bytes = s.nonzero_end - s.end;
+			rep->cut_records = s.uncommitted;
+			cut_at = s.end;
+		}
+	}
+	if (r == 0 && !ro) {
+		/* Remove what R4/R5 dropped, newest first, so that a crash
+		 * half-way still leaves a gap-free prefix. */
+		for (size_t i = lc.n; r == 0 && i > keep; i--)
+			r = remove_segs(w, &lc.v[i - 1], 1);
+	}
+	if (r == 0 && w->nsegs > 0) {
+		struct wal_seg *g = &w->segs[w->nsegs - 1];
+		if (ro) {
+			w->fd = -1;
+		} else {
+			char *path = seg_path(w, g->first_lsn);
+			if (path == NULL) {
+				r = -ENOMEM;
+			} else {
+				r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE, &w->fd);
+				free(path);
+				if (r != 0)
+					r = -EIO;
+			}
+			/* R3: cut the torn tail (a stale valid record must never
+			 * follow new ones), restore the preallocation, and make
+			 * what we keep durable before calling it durable. */
+			if (r == 0 && cut_at != 0)
+				r = w->io->truncate(w->ioctx, w->fd, cut_at);
+			if (r == 0 && (cut_at != 0 || g->file_bytes < w->seg_bytes)) {
+				int a = w->io->allocate(w->ioctx, w->fd, w->seg_bytes);
+				r = a == -EOPNOTSUPP ? 0 : a;
+				if (r == 0)
+					g->file_bytes = g->file_bytes > w->seg_bytes ? g->file_bytes : w->seg_bytes;
+			}
+			if (r == 0)
+				r = w->io->fsync(w->ioctx, w->fd);
+			if (r != 0 && r != -ENOSPC)
+				r = -EIO;
+			w->fill = w->wpos = g->end;
+			w->salt = 0;
+			if (r == 0) {
+				uint8_t h[QUAYI_WAL_SEG_HDR];
+				r = read_full(w, w->fd, h, sizeof(h), 0) == 0 ? 0 : -EIO;
+				w->salt = get32(h + 8);
+			}
+		}
+	}
+	if (r == 0 && w->nsegs == 0) {
+		w->next_lsn = w->next_lsn ? w->next_lsn : 1;
+		if (!ro) {
+			uint32_t salt = new_salt();
+			r = segs_push(w, w->next_lsn);
+			if (r == 0) {
+				r = create_seg(w, w->next_lsn, salt, &w->fd);
+				if (r != 0)
+					w->nsegs = 0;
+				else
+					w->segs[0].file_bytes = w->seg_bytes;
+			}
+			w->salt = salt;
+			w->fill = w->wpos = QUAYI_WAL_SEG_HDR;
+		}
+	}
+	w->written_lsn = w->next_lsn - 1;
+	/* Before any other thread exists: relaxed is enough. */
+	__atomic_store_n(&w->durable_lsn, w->next_lsn - 1, __ATOMIC_RELAXED);
+	if (w->nsegs > 0 && w->next_lsn > w->segs[0].first_lsn) {
+		rep->first_lsn = w->segs[0].first_lsn;
+		rep->last_lsn = w->next_lsn - 1;
+	}
+	free(lc.v);
+	return r;
+}
+
+int
+quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struct quayi_wal_io *io,
+    void *io_ctx, quay_wal **out)
+{
+	struct quay_wal_opts o = QUAY_WAL_OPTS_INIT;
+	struct quay_wal_report scratch, *rep;
+	quay_wal *w;
+	int r;
+
+	if (opts != NULL && opts->size == sizeof(struct quay_wal_opts) && opts->report != NULL)
+		rep = opts->report;
+	else
+		rep = &scratch;
+	memset(rep, 0, sizeof(*rep));
+	if (dir == NULL || dir[0] == '\0' || out == NULL || io == NULL) {
+		rep->status = -EINVAL;
+		return -EINVAL;
+	}
+	if (opts != NULL) {
+		if (opts->size != sizeof(struct quay_wal_opts)) {
+			rep->status = -EINVAL;
+			return -EINVAL;
+		}
+		o = *opts;
+	}
+	if (o.interval_ms == 0)
+		o.interval_ms = QUAY_WAL_INTERVAL_DEFAULT;
+	if (o.segment_bytes == 0)
+		o.segment_bytes = QUAY_WAL_SEGMENT_DEFAULT;
+	if (o.max_record == 0)
+		o.max_record = QUAY_WAL_RECORD_DEFAULT;
+	if (o.max_record > (o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4 - QUAYI_WAL_REC_HDR - 8 &&
+	    opts != NULL && opts->max_record == 0 && o.segment_bytes >= QUAY_WAL_SEGMENT_MIN &&
+	    o.segment_bytes <= QUAY_WAL_SEGMENT_MAX)
+		/* A default max_record shrinks to fit a small segment. */
+		o.max_record = (uint32_t)((o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4 - QUAYI_WAL_REC_HDR - 8);
+	if (o.sync_mode > QUAY_WAL_NONE || (o.flags & ~QUAY_WAL_FLAGS_ALL) || o.interval_ms > QUAY_WAL_INTERVAL_MAX ||
+	    o.segment_bytes < QUAY_WAL_SEGMENT_MIN || o.segment_bytes > QUAY_WAL_SEGMENT_MAX ||
+	    o.max_record > QUAY_WAL_RECORD_MAX ||
+	    o.max_record > (o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4 - QUAYI_WAL_REC_HDR - 8) {
+		rep->status = -EINVAL;
+		return -EINVAL;
+	}
+
+	w = calloc(1, sizeof(*w));
+	if (w == NULL || (w->dir = strdup(dir)) == NULL) {
+		free(w);
+		rep->status = -ENOMEM;
+		return -ENOMEM;
+	}
+	w->io = io;
+	w->ioctx = io_ctx;
+	w->mode = o.sync_mode;
+	w->flags = o.flags;
+	w->interval_ms = o.interval_ms;
+	w->max_record = o.max_record;
+	w->seg_bytes = o.segment_bytes;
+	w->fd = -1;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&w->tcv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	/* The ring buffer: room for two largest records, and 4 MiB (or one
+	 * segment, if smaller) so that writes go out in large pieces. */
+	w->bufsize = o.segment_bytes < BUF_MIN ? o.segment_bytes : BUF_MIN;
+	if (w->bufsize < 2 * quayi_wal_rec_size(o.max_record))
+		w->bufsize = 2 * quayi_wal_rec_size(o.max_record);
+	w->batch_max = (o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4;
+	if (w->batch_max > w->bufsize)
+		w->batch_max = w->bufsize;
+
+	if (!(w->flags & QUAY_WAL_READONLY)) {
+		r = io->mkdir(io_ctx, dir);
+		if (r == 0) {
+			r = io->lock_dir(io_ctx, dir, &w->lock_handle);
+			w->locked = r == 0;
+		}
+		if (r != 0 && r != -EAGAIN && r != -ENOMEM)
+			r = r == -ENOSPC ? r : -EIO;
+		if (r == 0 && (w->buf = malloc((size_t)w->bufsize)) == NULL)
+			r = -ENOMEM;
+	} else {
+		r = 0;
+	}
+	if (r == 0)
+		r = recover(w, rep);
+	if (r == 0 && w->mode == QUAY_WAL_INTERVAL && !(w->flags & QUAY_WAL_READONLY)) {
+		if (pthread_create(&w->thr, NULL, interval_main, w) != 0)
+			r = -ENOMEM;
+		else
+			w->thr_started = true;
+	}
+	rep->status = r;
+	if (r != 0) {
+		wal_free(w);
+		return r;
+	}
+	*out = w;
+	return 0;
+}
+
+int
+quay_wal_open(const char *dir, const struct quay_wal_opts *opts, quay_wal **out)
+{
+	return quayi_wal_open_io(dir, opts, &quayi_wal_io_posix, NULL, out);
+}
+
+int
+quay_wal_close(quay_wal *w)
+{
+	int r = 0;
+
+	if (w == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&w->mu);
+	w->stop = true;
+	pthread_cond_broadcast(&w->tcv);
+	pthread_mutex_unlock(&w->mu);
+	if (w->thr_started)
+		pthread_join(w->thr, NULL);
+	pthread_mutex_lock(&w->mu);
+	if (!(w->flags & QUAY_WAL_READONLY) && w->fd >= 0)
+		r = w->failed ? w->failed : wait_locked(w, w->next_lsn - 1, true);
+	pthread_mutex_unlock(&w->mu);
+	wal_free(w);
+	return r;
+}

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/* Private declarations of the WAL (src/wal.c, src/wal_io.c, src/crc32c.c),
+ * also used by its tests, crash trials and fuzzer. Never installed. */
+#ifndef QUAY_WAL_INTERNAL_H
+#define QUAY_WAL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <quay/wal.h>
+
+/* ---- CRC32C (Castagnoli), src/crc32c.c ------------------------------ */
+
+/* crc32c(crc, buf, len): the standard CRC-32C with pre/post inversion, so
+ * that quayi_crc32c(0, "123456789", 9) == 0xE3069283 and
+ * quayi_crc32c(quayi_crc32c(0, a, n), b, m) == crc of a||b. The dispatcher
+ * uses the SSE4.2 instruction when the CPU has it. */
+uint32_t quayi_crc32c(uint32_t crc, const void *buf, size_t len);
+uint32_t quayi_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+/* The hardware variant; only call it when quayi_crc32c_hw_available(). */
+uint32_t quayi_crc32c_hw(uint32_t crc, const void *buf, size_t len);
+bool quayi_crc32c_hw_available(void);
+
+/* ---- file I/O interface, src/wal_io.c -------------------------------- */
+
+/* Open flags of quayi_wal_io.open. */
+#define QUAYI_IO_WRITE 0x1u   /* read-write (else read-only) */
+#define QUAYI_IO_CREATE 0x2u  /* create, truncating an existing file */
+
+/* Every file operation of the WAL goes through this table so that tests
+ * can inject faults and simulate power loss. Each returns 0 (or a byte
+ * count) or a negative errno. pread/pwrite may be short and may return
+ * -EINTR: the WAL retries both. allocate may return -EOPNOTSUPP (ignored).
+ * Paths are full paths (directory + "/" + name). */
+struct quayi_wal_io {
+	int (*open)(void *ctx, const char *path, unsigned flags, int *fd);
+	int (*close)(void *ctx, int fd);
+	ssize_t (*pread)(void *ctx, int fd, void *buf, size_t len, uint64_t off);
+	ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t len, uint64_t off);
+	int (*datasync)(void *ctx, int fd);
+	int (*fsync)(void *ctx, int fd);
+	int (*truncate)(void *ctx, int fd, uint64_t len);
+	int (*allocate)(void *ctx, int fd, uint64_t len);
+	int (*size)(void *ctx, int fd, uint64_t *size);
+	int (*unlink)(void *ctx, const char *path);
+	/* mkdir: 0 if created or already a directory. */
+	int (*mkdir)(void *ctx, const char *path);
+	/* list: cb once per entry name (not . and ..); a non-zero cb return
+	 * stops the listing and is returned. -ENOENT if dir is missing. */
+	int (*list)(void *ctx, const char *dir, int (*cb)(void *arg, const char *name), void *arg);
+	/* fsync of the directory itself (after creating or deleting files). */
+	int (*sync_dir)(void *ctx, const char *dir);
+	/* Exclusive advisory lock of the directory: *handle for unlock_dir;
+	 * -EAGAIN if another holder has it. */
+	int (*lock_dir)(void *ctx, const char *dir, int *handle);
+	void (*unlock_dir)(void *ctx, int handle);
+};
+
+/* The default implementation: POSIX calls on the real file system. */
+extern const struct quayi_wal_io quayi_wal_io_posix;
+
+/* quay_wal_open with another I/O implementation (tests). */
+int quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struct quayi_wal_io *io,
+    void *io_ctx, quay_wal **out);
+
+/* ---- format (the comment at the top of src/wal.c) -------------------- */
+
+#define QUAYI_WAL_MAGIC 0x4C415751u       /* "QWAL" read as little-endian bytes */
+#define QUAYI_WAL_VERSION 1u
+#define QUAYI_WAL_SEG_HDR 32u
+#define QUAYI_WAL_REC_HDR 32u
+#define QUAYI_WAL_LSN_MAX ((uint64_t)1 << 62) /* largest first_lsn of a valid header */
+#define QUAYI_WAL_F_COMMIT 0x1u           /* last record of a batch */
+#define QUAYI_WAL_T_CHECKPOINT 0x80000001u /* payload: u64 checkpoint LSN */
+
+/* The padded size of a record with a len-byte payload. */
+static inline uint64_t
+quayi_wal_rec_size(uint64_t len)
+{
+	return QUAYI_WAL_REC_HDR + ((len + 7u) & ~(uint64_t)7u);
+}
+
+/* ---- the recovery scanner over a memory buffer ----------------------- */
+
+/* Scan one segment image buf[0..len). In: buf, len, last (the last
+ * segment: damage not proven to lie before durable data is a torn tail
+ * rather than corruption), expect_lsn (0: take the header's first LSN;
+ * else the header's first LSN must equal it). Out: everything else.
+ * Never allocates; reads only inside buf. */
+struct quayi_wal_scan {
+	const uint8_t *buf;
+	size_t len;
+	bool last;
+	uint64_t expect_lsn;
+
+	uint32_t salt;
+	uint64_t first_lsn;     /* from the header */
+	uint64_t end;           /* offset just past the last committed batch */
+	uint64_t last_lsn;      /* LSN of the last committed record (first_lsn - 1: none) */
+	uint64_t records;       /* committed records, all types */
+	uint64_t user_records;  /* committed records of caller types */
+	uint64_t checkpoint;    /* highest checkpoint mark (0: none) */
+	uint64_t bad_off;       /* first byte not part of the valid prefix */
+	uint64_t nonzero_end;   /* end of the non-zero bytes after end */
+	uint64_t uncommitted;   /* valid records of an unfinished batch at end */
+	uint32_t reason;        /* QUAY_WAL_R_* (NONE: clean end) */
+	bool proven;            /* damage lies before data proven durable */
+};
+
+/* Returns 0 (clean: nothing but zero bytes after end), 1 (a tail to cut:
+ * damage or an unfinished batch after end, not proven to be corruption),
+ * or -EBADMSG (bad header; damage in a non-last segment; damage proven to
+ * lie before durable data). */
+int quayi_wal_scan(struct quayi_wal_scan *s);
+
+/* Walk the records of a scanned prefix buf[QUAYI_WAL_SEG_HDR..end):
+ * fn for each (internal types included); stops at fn's non-zero return. */
+int quayi_wal_walk(const uint8_t *buf, uint64_t end,
+    int (*fn)(void *ctx, uint64_t lsn, uint32_t type, uint32_t flags, const uint8_t *data, uint32_t len),
+    void *ctx);
+
+#endif /* QUAY_WAL_INTERNAL_H */

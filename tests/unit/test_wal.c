@@ -1,0 +1,1655 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of the write-ahead log (include/quay/wal.h), RELIABILITY
+ * W2-W7, and CRC32C. Most tests run on the in-memory, fault-injecting
+ * file system of tests/wal/wal_memfs.h; a few on the real one (a scratch
+ * directory under $TMPDIR or /tmp).
+ *
+ * Environment knobs (CI size by default):
+ *   QUAY_WAL_W4_TRIALS   power-cut trials (2000)
+ *   QUAY_WAL_FLIPS       random bit flips and zeroed sectors (2000 each)
+ * Each W test prints its figures on one line ("W2: ...").
+ */
+#include "quay_test.h"
+
+#include <dirent.h>
+#include <inttypes.h>
+#include <sys/stat.h>
+
+#include <quay/wal.h>
+
+#include "../../src/wal_internal.h"
+#include "wal/wal_memfs.h"
+
+#define DIR_ "/memwal"
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static bool
+all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != 0)
+			return false;
+	return true;
+}
+
+/* The payload of record (key, i): deterministic bytes. */
+static void
+fill_payload(uint8_t *p, size_t len, uint64_t key)
+{
+	uint64_t s = key * 0x9E3779B97F4A7C15ull + 1;
+	for (size_t i = 0; i < len; i++)
+		p[i] = (uint8_t)(qt_rand(&s) >> 56);
+}
+
+/* What the test appended, by LSN (index lsn - 1). */
+struct model {
+	uint32_t *type;
+	uint32_t *len;
+	uint64_t *key;
+	bool *batch_end;   /* lsn ends a batch */
+	uint64_t n, cap;
+	bool attempts;     /* also record appends that failed with -EIO */
+};
+
+static void
+model_add(struct model *m, uint64_t lsn, uint32_t type, uint32_t len, uint64_t key, bool end)
+{
+	if (lsn > m->cap) {
+		uint64_t cap = m->cap ? m->cap * 2 : 1024;
+		while (cap < lsn)
+			cap *= 2;
+		m->type = realloc(m->type, cap * sizeof(*m->type));
+		m->len = realloc(m->len, cap * sizeof(*m->len));
+		m->key = realloc(m->key, cap * sizeof(*m->key));
+		m->batch_end = realloc(m->batch_end, cap * sizeof(*m->batch_end));
+		m->cap = cap;
+	}
+	m->type[lsn - 1] = type;
+	m->len[lsn - 1] = len;
+	m->key[lsn - 1] = key;
+	m->batch_end[lsn - 1] = end;
+	if (lsn > m->n)
+		m->n = lsn;
+}
+
+static void
+model_free(struct model *m)
+{
+	free(m->type);
+	free(m->len);
+	free(m->key);
+	free(m->batch_end);
+	memset(m, 0, sizeof(*m));
+}
+
+/* Check a replay against the model: records 1..n in order, byte-exact. */
+struct check {
+	const struct model *m;
+	uint64_t next;      /* the LSN expected next */
+	uint64_t bad;       /* mismatches */
+	uint8_t *scratch;
+};
+
+static int
+check_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	struct check *c = ctx;
+	if (lsn != c->next || lsn > c->m->n || type != c->m->type[lsn - 1] || len != c->m->len[lsn - 1]) {
+		c->bad++;
+		return 0;
+	}
+	fill_payload(c->scratch, len, c->m->key[lsn - 1]);
+	if (len > 0 && memcmp(data, c->scratch, len) != 0)
+		c->bad++;
+	c->next = lsn + 1;
+	return 0;
+}
+
+/* Replay w from from_lsn; returns the last LSN seen (from - 1 if none),
+ * counting mismatches in *bad. */
+static uint64_t
+replay_check(quay_wal *w, const struct model *m, uint64_t from, uint64_t *bad)
+{
+	static uint8_t scratch[1 << 16];
+	struct check c = { m, from, 0, scratch };
+	int r = quay_wal_replay(w, from, check_visit, &c);
+	if (r != 0)
+		c.bad++;
+	*bad += c.bad;
+	return c.next - 1;
+}
+
+static struct quay_wal_opts
+opts_mode(unsigned mode, uint64_t seg)
+{
+	struct quay_wal_opts o = QUAY_WAL_OPTS_INIT;
+	o.sync_mode = mode;
+	o.segment_bytes = seg;
+	return o;
+}
+
+static int
+mopen(struct memfs *fs, const struct quay_wal_opts *o, quay_wal **w)
+{
+	return quayi_wal_open_io(DIR_, o, &memfs_io, fs, w);
+}
+
+/* Append records with keys from *key: a batch of nb (1: single append). */
+static int
+append_some(quay_wal *w, struct model *m, uint64_t *key, size_t nb, uint32_t maxlen, uint64_t *rng, uint64_t *last)
+{
+	static uint8_t bufs[8][4096];
+	quay_wal_rec recs[8];
+	uint32_t lens[8];
+	uint64_t keys[8];
+	int r;
+
+	if (nb > 8)
+		nb = 8;
+	for (size_t i = 0; i < nb; i++) {
+		lens[i] = (uint32_t)(qt_rand(rng) % (maxlen + 1));
+		if (lens[i] > sizeof(bufs[i]))
+			lens[i] = sizeof(bufs[i]);
+		keys[i] = (*key)++;
+		fill_payload(bufs[i], lens[i], keys[i]);
+		recs[i].type = 1 + (uint32_t)(keys[i] % 7);
+		recs[i].data = bufs[i];
+		recs[i].len = lens[i];
+	}
+	uint64_t l = 0;
+	if (nb == 1)
+		r = quay_wal_append(w, recs[0].type, recs[0].data, recs[0].len, &l);
+	else
+		r = quay_wal_appendv(w, recs, nb, &l);
+	if (r == 0) {
+		for (size_t i = 0; i < nb; i++)
+			model_add(m, l - nb + 1 + i, recs[i].type, lens[i], keys[i], i + 1 == nb);
+		if (last)
+			*last = l;
+	} else if (r == -EIO && m->attempts) {
+		/* Not acknowledged, but it may have reached the file: a
+		 * single-thread caller knows the LSNs it would have had. */
+		uint64_t first = m->n + 1;
+		for (size_t i = 0; i < nb; i++)
+			model_add(m, first + i, recs[i].type, lens[i], keys[i], i + 1 == nb);
+	}
+	return r;
+}
+
+static uint64_t
+env_u64(const char *name, uint64_t def)
+{
+	const char *s = getenv(name);
+	return s && *s ? strtoull(s, NULL, 10) : def;
+}
+
+/* ---- CRC32C ---------------------------------------------------------- */
+
+static void
+crc32c_known_vectors(void **state)
+{
+	(void)state;
+	uint8_t z[32], f[32], a[32];
+	memset(z, 0, sizeof(z));
+	memset(f, 0xff, sizeof(f));
+	for (int i = 0; i < 32; i++)
+		a[i] = (uint8_t)i;
+	/* RFC 3720 B.4 and the classic check value. */
+	uint32_t (*impl[2])(uint32_t, const void *, size_t) = { quayi_crc32c_sw, quayi_crc32c };
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(impl[k](0, "123456789", 9), 0xE3069283u);
+		assert_int_equal(impl[k](0, z, 32), 0x8A9136AAu);
+		assert_int_equal(impl[k](0, f, 32), 0x62A8AB43u);
+		assert_int_equal(impl[k](0, a, 32), 0x46DD794Eu);
+		assert_int_equal(impl[k](0, "", 0), 0u);
+	}
+	if (quayi_crc32c_hw_available()) {
+		assert_int_equal(quayi_crc32c_hw(0, "123456789", 9), 0xE3069283u);
+		assert_int_equal(quayi_crc32c_hw(0, a, 32), 0x46DD794Eu);
+	} else {
+		print_message("CRC32C: no SSE4.2 here, hardware path not tested\n");
+	}
+}
+
+static void
+crc32c_hw_matches_sw(void **state)
+{
+	(void)state;
+	static uint8_t buf[5000];
+	uint64_t s = 42;
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)qt_rand(&s);
+	for (int t = 0; t < 2000; t++) {
+		size_t off = qt_rand(&s) % 64, len = qt_rand(&s) % (sizeof(buf) - 64);
+		uint32_t seed = (uint32_t)qt_rand(&s);
+		uint32_t sw = quayi_crc32c_sw(seed, buf + off, len);
+		assert_int_equal(quayi_crc32c(seed, buf + off, len), sw);
+		if (quayi_crc32c_hw_available())
+			assert_int_equal(quayi_crc32c_hw(seed, buf + off, len), sw);
+		/* Chaining: crc(a || b) = crc(crc(a), b). */
+		size_t cut = len ? qt_rand(&s) % len : 0;
+		assert_int_equal(quayi_crc32c_sw(quayi_crc32c_sw(seed, buf + off, cut), buf + off + cut, len - cut), sw);
+	}
+}
+
+/* ---- bad input --------------------------------------------------------- */
+
+static void
+open_rejects_bad_args(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	quay_wal *w = (quay_wal *)(uintptr_t)0x1;
+	struct quay_wal_report rep;
+	struct {
+		const char *name;
+		const char *dir;
+		bool null_out;
+		void (*tweak)(struct quay_wal_opts *);
+	} cases[] = {
+		{ "NULL dir", NULL, false, NULL },
+		{ "empty dir", "", false, NULL },
+		{ "NULL out", DIR_, true, NULL },
+	};
+	memfs_init(&fs, 1);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct quay_wal_opts o = QUAY_WAL_OPTS_INIT;
+		o.report = &rep;
+		rep.status = 12345;
+		assert_int_equal(quayi_wal_open_io(cases[i].dir, &o, &memfs_io, &fs, cases[i].null_out ? NULL : &w),
+		    -EINVAL);
+		assert_int_equal(rep.status, -EINVAL);
+		assert_ptr_equal(w, (quay_wal *)(uintptr_t)0x1);
+	}
+	/* Option fields, one bad value each. */
+	struct quay_wal_opts bad[12];
+	for (int i = 0; i < 12; i++) {
+		struct quay_wal_opts o = QUAY_WAL_OPTS_INIT;
+		bad[i] = o;
+	}
+	bad[0].size = 0;
+	bad[1].size = sizeof(struct quay_wal_opts) + 8;
+	bad[2].flags = 0x4;
+	bad[3].flags = 0x80000000u;
+	bad[4].sync_mode = 3;
+	bad[5].interval_ms = QUAY_WAL_INTERVAL_MAX + 1;
+	bad[6].segment_bytes = QUAY_WAL_SEGMENT_MIN - 1;
+	bad[7].segment_bytes = QUAY_WAL_SEGMENT_MAX + 1;
+	bad[8].max_record = QUAY_WAL_RECORD_MAX + 1;
+	bad[9].segment_bytes = QUAY_WAL_SEGMENT_MIN;
+	bad[9].max_record = (uint32_t)(QUAY_WAL_SEGMENT_MIN / 2);
+	bad[10].segment_bytes = 1;
+	bad[11].segment_bytes = UINT64_MAX;
+	for (int i = 0; i < 12; i++) {
+		assert_int_equal(quayi_wal_open_io(DIR_, &bad[i], &memfs_io, &fs, &w), -EINVAL);
+		assert_ptr_equal(w, (quay_wal *)(uintptr_t)0x1);
+	}
+	/* Nothing was created by any of them. */
+	assert_false(fs.dir_exists);
+	assert_int_equal(fs.ops, 0);
+	/* READONLY on a missing directory. */
+	struct quay_wal_opts ro = QUAY_WAL_OPTS_INIT;
+	ro.flags = QUAY_WAL_READONLY;
+	assert_int_equal(quayi_wal_open_io(DIR_, &ro, &memfs_io, &fs, &w), -ENOENT);
+	assert_int_equal(quay_wal_open("/nonexistent-quay-dir/x", &ro, &w), -ENOENT);
+	assert_false(fs.dir_exists);
+	memfs_fini(&fs);
+}
+
+static void
+calls_reject_bad_args(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 1 << 20);
+	struct quay_wal_info info;
+	uint64_t lsn = 77;
+	uint8_t big[2048] = { 0 };
+
+	memfs_init(&fs, 2);
+	o.max_record = 1024;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	/* NULL handles. */
+	assert_int_equal(quay_wal_append(NULL, 1, "x", 1, &lsn), -EINVAL);
+	assert_int_equal(quay_wal_appendv(NULL, NULL, 1, &lsn), -EINVAL);
+	assert_int_equal(quay_wal_sync(NULL, 0), -EINVAL);
+	assert_int_equal(quay_wal_durable_lsn(NULL), 0);
+	assert_int_equal(quay_wal_replay(NULL, 1, check_visit, NULL), -EINVAL);
+	assert_int_equal(quay_wal_checkpoint(NULL, 1), -EINVAL);
+	assert_int_equal(quay_wal_info(NULL, &info), -EINVAL);
+	assert_int_equal(quay_wal_info(w, NULL), -EINVAL);
+	assert_int_equal(quay_wal_close(NULL), -EINVAL);
+	/* Records. */
+	struct {
+		uint32_t type;
+		const void *data;
+		size_t len;
+		int want;
+	} rc[] = {
+		{ 0, "x", 1, -EINVAL },
+		{ QUAY_WAL_TYPE_MAX + 1, "x", 1, -EINVAL },
+		{ 0xffffffffu, "x", 1, -EINVAL },
+		{ 1, NULL, 1, -EINVAL },
+		{ 1, big, 1025, -EMSGSIZE },
+		{ 1, big, SIZE_MAX, -EMSGSIZE },
+	};
+	for (size_t i = 0; i < sizeof(rc) / sizeof(rc[0]); i++) {
+		assert_int_equal(quay_wal_append(w, rc[i].type, rc[i].data, rc[i].len, &lsn), rc[i].want);
+		quay_wal_rec two[2] = { { 1, "ok", 2 }, { rc[i].type, rc[i].data, rc[i].len } };
+		assert_int_equal(quay_wal_appendv(w, two, 2, &lsn), rc[i].want);
+	}
+	assert_int_equal(lsn, 77); /* untouched */
+	quay_wal_rec one = { 1, "a", 1 };
+	assert_int_equal(quay_wal_appendv(w, NULL, 1, &lsn), -EINVAL);
+	assert_int_equal(quay_wal_appendv(w, &one, 0, &lsn), -EINVAL);
+	assert_int_equal(quay_wal_appendv(w, &one, (size_t)QUAY_WAL_BATCH_MAX + 1, &lsn), -EINVAL);
+	/* A batch bigger than a quarter of the segment. */
+	{
+		size_t n = 300;
+		quay_wal_rec *many = calloc(n, sizeof(*many));
+		for (size_t i = 0; i < n; i++)
+			many[i] = (quay_wal_rec){ 1, big, 1024 };
+		assert_int_equal(quay_wal_appendv(w, many, n, &lsn), -EMSGSIZE);
+		free(many);
+	}
+	/* Zero-length payloads are allowed, with or without data. */
+	assert_int_equal(quay_wal_append(w, 1, NULL, 0, NULL), 0);
+	assert_int_equal(quay_wal_append(w, QUAY_WAL_TYPE_MAX, big, 0, &lsn), 0);
+	assert_int_equal(lsn, 2);
+	/* sync: never given out, and 0 = everything. */
+	assert_int_equal(quay_wal_sync(w, 3), -EINVAL);
+	assert_int_equal(quay_wal_sync(w, UINT64_MAX), -EINVAL);
+	assert_int_equal(quay_wal_sync(w, 0), 0);
+	assert_int_equal(quay_wal_sync(w, 2), 0);
+	/* replay without a callback; checkpoint out of range. */
+	assert_int_equal(quay_wal_replay(w, 1, NULL, NULL), -EINVAL);
+	assert_int_equal(quay_wal_checkpoint(w, 0), -EINVAL);
+	assert_int_equal(quay_wal_checkpoint(w, 4), -EINVAL);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.next_lsn, 3); /* nothing appended by the failures */
+	assert_int_equal(info.records, 2);
+	/* A second writer on the same directory. */
+	quay_wal *w2 = NULL;
+	assert_int_equal(mopen(&fs, &o, &w2), -EAGAIN);
+	assert_int_equal(quay_wal_close(w), 0);
+	memfs_fini(&fs);
+}
+
+static void
+reason_strings(void **state)
+{
+	(void)state;
+	for (unsigned r = 0; r <= QUAY_WAL_R_IO; r++) {
+		assert_non_null(quay_wal_reason_str(r));
+		assert_string_not_equal(quay_wal_reason_str(r), "unknown");
+	}
+	assert_string_equal(quay_wal_reason_str(QUAY_WAL_R_IO + 1), "unknown");
+	assert_string_equal(quay_wal_reason_str(~0u), "unknown");
+}
+
+/* ---- round trips --------------------------------------------------------- */
+
+static int
+stop_at(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	uint64_t *n = ctx;
+	(void)type;
+	(void)data;
+	(void)len;
+	return lsn == *n ? 42 : 0;
+}
+
+static void
+round_trip_mode(unsigned mode)
+{
+	struct memfs fs;
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(mode, 64 << 10);
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 7 + mode, bad = 0, last = 0;
+
+	memfs_init(&fs, 3 + mode);
+	o.interval_ms = 5;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.next_lsn, 1);
+	assert_int_equal(info.first_lsn, 0);
+	assert_int_equal(info.segments, 1);
+	assert_int_equal(info.sync_mode, mode);
+	for (int i = 0; i < 300; i++)
+		assert_int_equal(append_some(w, &m, &key, 1 + qt_rand(&rng) % 4, 900, &rng, &last), 0);
+	assert_int_equal(last, m.n);
+	if (mode == QUAY_WAL_SYNC)
+		assert_int_equal(quay_wal_durable_lsn(w), last);
+	if (mode == QUAY_WAL_INTERVAL) {
+		/* The background thread makes it durable without a sync call. */
+		int64_t end = qt_now_ns() + 10000 * QT_MS;
+		while (quay_wal_durable_lsn(w) < last && qt_now_ns() < end)
+			qt_sleep_ms(1);
+		assert_int_equal(quay_wal_durable_lsn(w), last);
+	}
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	assert_int_equal(replay_check(w, &m, m.n / 2, &bad), m.n);
+	assert_int_equal(replay_check(w, &m, m.n + 5, &bad), m.n + 4);
+	assert_int_equal(bad, 0);
+	uint64_t stop = m.n / 3;
+	assert_int_equal(quay_wal_replay(w, 1, stop_at, &stop), 42);
+	assert_int_equal(quay_wal_sync(w, 0), 0);
+	assert_int_equal(quay_wal_durable_lsn(w), last);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_true(info.segments > 1); /* 64 KiB segments rolled */
+	assert_int_equal(info.records, m.n);
+	assert_int_equal(info.first_lsn, 1);
+	assert_int_equal(info.last_lsn, m.n);
+	assert_int_equal(info.failed, 0);
+	assert_int_equal(quay_wal_close(w), 0);
+
+	/* Reopen: the same records; LSNs continue. */
+	struct quay_wal_report rep;
+	o.report = &rep;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_false(rep.tail_cut);
+	assert_false(rep.corrupt);
+	assert_int_equal(rep.records, m.n);
+	assert_int_equal(rep.last_lsn, m.n);
+	assert_int_equal(quay_wal_durable_lsn(w), m.n);
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	assert_int_equal(append_some(w, &m, &key, 1, 10, &rng, &last), 0);
+	assert_int_equal(last, m.n);
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	assert_int_equal(bad, 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
+static void
+round_trip_sync(void **state)
+{
+	(void)state;
+	round_trip_mode(QUAY_WAL_SYNC);
+}
+
+static void
+round_trip_interval(void **state)
+{
+	(void)state;
+	round_trip_mode(QUAY_WAL_INTERVAL);
+}
+
+static void
+round_trip_none(void **state)
+{
+	(void)state;
+	round_trip_mode(QUAY_WAL_NONE);
+}
+
+static void
+none_mode_durable_only_after_sync(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_NONE, 1 << 20);
+	uint64_t lsn;
+
+	memfs_init(&fs, 4);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_append(w, 5, "hello", 5, &lsn), 0);
+	assert_int_equal(lsn, 1);
+	assert_int_equal(quay_wal_durable_lsn(w), 0);
+	assert_int_equal(quay_wal_sync(w, 1), 0);
+	assert_int_equal(quay_wal_durable_lsn(w), 1);
+	assert_int_equal(quay_wal_close(w), 0);
+	memfs_fini(&fs);
+}
+
+static int
+count_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	uint64_t *n = ctx;
+	(void)lsn;
+	(void)data;
+	(void)len;
+	assert_true(type >= 1 && type <= QUAY_WAL_TYPE_MAX);
+	(*n)++;
+	return 0;
+}
+
+static void
+checkpoint_deletes_segments(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_NONE, 64 << 10);
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 11, bad = 0, last = 0;
+
+	memfs_init(&fs, 5);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	for (int i = 0; i < 400; i++)
+		assert_int_equal(append_some(w, &m, &key, 1, 1000, &rng, &last), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	uint64_t segs_before = info.segments;
+	assert_true(segs_before >= 4);
+	uint64_t cut = m.n - 20;
+	assert_int_equal(quay_wal_checkpoint(w, cut), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_true(info.segments < segs_before);
+	assert_true(info.first_lsn <= cut);
+	assert_true(info.first_lsn > 1);
+	assert_int_equal(info.checkpoint_lsn, cut);
+	/* The mark took an LSN but is not shown to replay. */
+	assert_int_equal(info.next_lsn, m.n + 2);
+	assert_true(info.durable_lsn >= m.n + 1);
+	uint64_t seen = 0;
+	assert_int_equal(quay_wal_replay(w, 1, count_visit, &seen), 0);
+	assert_int_equal(seen, m.n - info.first_lsn + 1);
+	assert_int_equal(replay_check(w, &m, cut, &bad), m.n);
+	/* Everything: only the current segment stays. */
+	assert_int_equal(quay_wal_checkpoint(w, info.next_lsn), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.segments, 1);
+	assert_int_equal(quay_wal_close(w), 0);
+	/* Reopen: checkpoint remembered, LSNs never reused. */
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.checkpoint_lsn, m.n + 2);
+	assert_int_equal(info.next_lsn, m.n + 3);
+	assert_int_equal(quay_wal_append(w, 1, "z", 1, &last), 0);
+	assert_int_equal(last, m.n + 3);
+	assert_int_equal(bad, 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
+static void
+readonly_open_changes_nothing(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+	struct quay_wal_report rep;
+	uint64_t key = 1, rng = 13, bad = 0;
+
+	memfs_init(&fs, 6);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(append_some(w, &m, &key, 1, 100, &rng, NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	/* Tear the tail: garbage after the last record. */
+	struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+	assert_non_null(f);
+	uint64_t end = QUAYI_WAL_SEG_HDR;
+	for (uint64_t l = 1; l <= m.n; l++)
+		end += quayi_wal_rec_size(m.len[l - 1]);
+	memset(f->cur + end + 5, 0xAB, 20);
+	memfs_sync_file(f);
+	uint8_t *before = malloc(f->cur_len);
+	size_t blen = f->cur_len;
+	memcpy(before, f->cur, blen);
+	long ops_before = fs.ops;
+
+	o.flags = QUAY_WAL_READONLY;
+	o.report = &rep;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_true(rep.tail_cut);
+	assert_int_equal(rep.offset, end);
+	assert_string_equal(rep.segment, "0000000000000001.wal");
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	assert_int_equal(bad, 0);
+	assert_int_equal(quay_wal_append(w, 1, "x", 1, NULL), -EINVAL);
+	assert_int_equal(quay_wal_appendv(w, &(quay_wal_rec){ 1, "x", 1 }, 1, NULL), -EINVAL);
+	assert_int_equal(quay_wal_checkpoint(w, 1), -EINVAL);
+	assert_int_equal(quay_wal_sync(w, 0), 0);
+	/* A READONLY open takes no lock: a writer may open too. */
+	quay_wal *w2;
+	struct quay_wal_opts ow = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+	assert_int_equal(quay_wal_close(w), 0);
+	f = memfs_file(&fs, "0000000000000001.wal");
+	assert_int_equal(f->cur_len, blen);
+	assert_memory_equal(f->cur, before, blen);
+	assert_true(fs.ops > ops_before);
+	/* A writer cuts it. */
+	assert_int_equal(mopen(&fs, &ow, &w2), 0);
+	assert_int_equal(quay_wal_close(w2), 0);
+	f = memfs_file(&fs, "0000000000000001.wal");
+	assert_true(all_zero(f->cur + end, f->cur_len - end));
+	free(before);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
+/* A torn tail is erased, not just skipped: after the cut a new record of
+ * the same size lands where the damaged one was, and a valid record that
+ * followed the damage must not come back behind it (it would take the
+ * next LSN with old content). */
+static void
+tail_cut_erases_stale_records(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_NONE, 64 << 10);
+	struct quay_wal_report rep;
+	uint8_t x[100], a[100], b[100];
+	uint64_t lsn;
+
+	memset(x, 'x', sizeof(x));
+	memset(a, 'a', sizeof(a));
+	memset(b, 'b', sizeof(b));
+	memfs_init(&fs, 90);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_append(w, 1, x, sizeof(x), NULL), 0);
+	assert_int_equal(quay_wal_sync(w, 0), 0);
+	assert_int_equal(quay_wal_append(w, 1, a, sizeof(a), NULL), 0);
+	assert_int_equal(quay_wal_append(w, 1, b, sizeof(b), NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	/* Damage A's payload; B stays valid but proves nothing (its synced
+	 * field is X's LSN). */
+	struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+	uint64_t at = QUAYI_WAL_SEG_HDR + quayi_wal_rec_size(100) + QUAYI_WAL_REC_HDR + 10;
+	f->cur[at] ^= 1;
+	memfs_sync_file(f);
+	o.report = &rep;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_true(rep.tail_cut);
+	assert_false(rep.corrupt);
+	assert_int_equal(rep.last_lsn, 1);
+	memset(a, 'A', sizeof(a));
+	assert_int_equal(quay_wal_append(w, 1, a, sizeof(a), &lsn), 0);
+	assert_int_equal(lsn, 2);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	struct quay_wal_info info;
+	quay_wal_info(w, &info);
+	assert_int_equal(info.next_lsn, 3); /* the old B did not come back as LSN 3 */
+	assert_false(rep.tail_cut);
+	assert_int_equal(quay_wal_close(w), 0);
+	memfs_fini(&fs);
+}
+
+/* ---- W2: truncation at every offset -------------------------------------- */
+
+/* Build a log in one 256 KiB segment of about target bytes. Single-thread
+ * SYNC appends and batches; returns the segment image (malloc'd). */
+static uint8_t *
+build_image(struct memfs *fs, struct model *m, uint64_t target, size_t *len, uint64_t seed, bool singles_last)
+{
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 256 << 10);
+	uint64_t key = 1, rng = seed;
+	uint64_t end = QUAYI_WAL_SEG_HDR;
+
+	assert_int_equal(mopen(fs, &o, &w), 0);
+	while (end < target) {
+		size_t nb = 1 + qt_rand(&rng) % 4;
+		assert_int_equal(append_some(w, m, &key, nb, 700, &rng, NULL), 0);
+		end = QUAYI_WAL_SEG_HDR;
+		for (uint64_t l = 1; l <= m->n; l++)
+			end += quayi_wal_rec_size(m->len[l - 1]);
+	}
+	if (singles_last) {
+		assert_int_equal(append_some(w, m, &key, 1, 300, &rng, NULL), 0);
+		assert_int_equal(append_some(w, m, &key, 1, 300, &rng, NULL), 0);
+	}
+	assert_int_equal(quay_wal_close(w), 0);
+	struct memfs_file *f = memfs_file(fs, "0000000000000001.wal");
+	uint8_t *img = malloc(f->cur_len);
+	memcpy(img, f->cur, f->cur_len);
+	*len = f->cur_len;
+	return img;
+}
+
+/* Offsets: end of each record (index lsn), for the model. */
+static uint64_t
+rec_end(const struct model *m, uint64_t lsn)
+{
+	uint64_t e = QUAYI_WAL_SEG_HDR;
+	for (uint64_t l = 1; l <= lsn; l++)
+		e += quayi_wal_rec_size(m->len[l - 1]);
+	return e;
+}
+
+/* The last LSN that ends a batch at or before offset t. */
+static uint64_t
+prefix_at(const struct model *m, const uint64_t *ends, uint64_t t)
+{
+	uint64_t best = 0;
+	for (uint64_t l = 1; l <= m->n && ends[l] <= t; l++)
+		if (m->batch_end[l - 1])
+			best = l;
+	return best;
+}
+
+static void
+w2_truncation(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	size_t len;
+	uint64_t offsets = 0, failures = 0, appended = 0, bad = 0;
+
+	memfs_init(&fs, 20);
+	uint8_t *img = build_image(&fs, &m, 64 << 10, &len, 99, false);
+	uint64_t *ends = calloc(m.n + 1, sizeof(*ends));
+	for (uint64_t l = 0; l <= m.n; l++)
+		ends[l] = rec_end(&m, l);
+	uint64_t data_end = ends[m.n];
+	uint64_t last2 = ends[m.n - 2];
+	const char *name = "0000000000000001.wal";
+
+	for (uint64_t t = 0; t <= data_end; t++) {
+		struct memfs tfs;
+		quay_wal *w;
+		struct quay_wal_report rep;
+		memfs_init(&tfs, t + 1);
+		memfs_put(&tfs, name, img, (size_t)t);
+		uint64_t want = prefix_at(&m, ends, t);
+		/* Every offset: a read-only open finds the prefix. */
+		struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 256 << 10);
+		o.flags = QUAY_WAL_READONLY;
+		o.report = &rep;
+		offsets++;
+		if (mopen(&tfs, &o, &w) != 0) {
+			failures++;
+			memfs_fini(&tfs);
+			continue;
+		}
+		struct quay_wal_info info;
+		quay_wal_info(w, &info);
+		if (info.next_lsn != want + 1)
+			failures++;
+		bool full = t >= last2 || t % 61 == 0;
+		if (full) {
+			uint64_t b = 0;
+			if (replay_check(w, &m, 1, &b) != want || b != 0)
+				failures++;
+		}
+		quay_wal_close(w);
+		if (!full) {
+			memfs_fini(&tfs);
+			continue;
+		}
+		/* The last 2 records and a sample elsewhere: a writer cuts,
+		 * appends, and the reopened log holds prefix + the new one. */
+		o.flags = 0;
+		if (mopen(&tfs, &o, &w) != 0) {
+			failures++;
+			memfs_fini(&tfs);
+			continue;
+		}
+		uint64_t lsn = 0;
+		if (quay_wal_append(w, 3, "after", 5, &lsn) != 0 || lsn != want + 1)
+			failures++;
+		quay_wal_close(w);
+		struct model m2 = { 0 };
+		for (uint64_t l = 1; l <= want; l++)
+			model_add(&m2, l, m.type[l - 1], m.len[l - 1], m.key[l - 1], m.batch_end[l - 1]);
+		if (mopen(&tfs, &o, &w) != 0) {
+			failures++;
+		} else {
+			uint64_t b = 0;
+			struct check c = { &m2, 1, 0, NULL };
+			(void)c;
+			if (replay_check(w, &m2, 1, &b) != want)
+				failures++;
+			struct quay_wal_info i2;
+			quay_wal_info(w, &i2);
+			if (i2.last_lsn != want + 1 || i2.records != want + 1)
+				failures++;
+			quay_wal_close(w);
+			bad += b > 0 ? b - (want < lsn ? 1 : 0) : 0; /* the appended one is not in m2 */
+		}
+		appended++;
+		model_free(&m2);
+		memfs_fini(&tfs);
+	}
+	print_message("W2: log of %" PRIu64 " records, %" PRIu64 " bytes; offsets tested %" PRIu64
+		      " (100%%), of which append+reopen %" PRIu64 "; failures %" PRIu64 "\n",
+	    m.n, data_end, offsets, appended, failures);
+	assert_int_equal(failures, 0);
+	(void)bad;
+	free(ends);
+	free(img);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
+/* ---- W3: bit flips, zeroed sectors ---------------------------------- */
+
+/* Open a copy of img with a change; classify. Returns the open result and
+ * counts corrupt records accepted (a recovered record that differs from
+ * the model, or a non-prefix). */
+static int
+open_variant(const uint8_t *img, size_t len, const struct model *m, unsigned flags, uint64_t *accepted_bad,
+    uint64_t *kept)
+{
+	struct memfs tfs;
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 256 << 10);
+	int r;
+
+	memfs_init(&tfs, len);
+	memfs_put(&tfs, "0000000000000001.wal", img, len);
+	o.flags = flags;
+	r = mopen(&tfs, &o, &w);
+	if (r == 0) {
+		uint64_t b = 0;
+		*kept = replay_check(w, m, 1, &b);
+		struct quay_wal_info info;
+		quay_wal_info(w, &info);
+		if (info.next_lsn != *kept + 1 || (*kept > 0 && !m->batch_end[*kept - 1]))
+			b++;
+		*accepted_bad += b;
+		quay_wal_close(w);
+	}
+	memfs_fini(&tfs);
+	return r;
+}
+
+static void
+w3_bit_flips(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	size_t len;
+	uint64_t accepted_bad = 0, flips = 0, tail_ok = 0, mid_ebadmsg = 0, wrong = 0, kept;
+
+	memfs_init(&fs, 30);
+	uint8_t *img = build_image(&fs, &m, 16 << 10, &len, 77, true);
+	uint64_t e_prev2 = rec_end(&m, m.n - 2), e_prev = rec_end(&m, m.n - 1), e_last = rec_end(&m, m.n);
+	uint8_t *v = malloc(len);
+
+	/* Every bit of the last two records (both single-record batches,
+	 * appended in SYNC mode: the last one's synced field proves the one
+	 * before it durable). */
+	for (uint64_t off = e_prev2; off < e_last; off++) {
+		for (int bit = 0; bit < 8; bit++) {
+			memcpy(v, img, len);
+			v[off] ^= (uint8_t)(1u << bit);
+			flips++;
+			kept = 0;
+			int r = open_variant(v, len, &m, 0, &accepted_bad, &kept);
+			if (off >= e_prev) {
+				/* Last record: a torn tail, cut; the rest kept. */
+				if (r == 0 && kept == m.n - 1)
+					tail_ok++;
+				else
+					wrong++;
+			} else {
+				/* Second to last: proven durable, so corruption. */
+				if (r == -EBADMSG)
+					mid_ebadmsg++;
+				else
+					wrong++;
+				/* SALVAGE keeps the prefix before it. */
+				kept = 0;
+				r = open_variant(v, len, &m, QUAY_WAL_SALVAGE, &accepted_bad, &kept);
+				if (r != 0 || kept != m.n - 2)
+					wrong++;
+			}
+		}
+	}
+	/* Random flips and zeroed sectors anywhere in the data. */
+	uint64_t nrand = env_u64("QUAY_WAL_FLIPS", 2000), rng = 5, rflips = 0, zsect = 0, rej = 0, acc = 0;
+	for (uint64_t t = 0; t < 2 * nrand; t++) {
+		memcpy(v, img, len);
+		bool zero = t >= nrand;
+		if (zero) {
+			uint64_t s = qt_rand(&rng) % ((e_last + 511) / 512);
+			memset(v + s * 512, 0, 512);
+			zsect++;
+		} else {
+			int k = 1 + (int)(qt_rand(&rng) % 3);
+			for (int i = 0; i < k; i++) {
+				uint64_t o = qt_rand(&rng) % e_last;
+				v[o] ^= (uint8_t)(1u << (qt_rand(&rng) % 8));
+			}
+			rflips++;
+		}
+		kept = 0;
+		int r = open_variant(v, len, &m, 0, &accepted_bad, &kept);
+		if (r == -EBADMSG)
+			rej++;
+		else if (r == 0)
+			acc++;
+		else
+			wrong++;
+		r = open_variant(v, len, &m, QUAY_WAL_SALVAGE, &accepted_bad, &kept);
+		if (r != 0)
+			wrong++;
+	}
+	print_message("W3: %" PRIu64 " single-bit flips in the last 2 records (tail cut %" PRIu64 ", -EBADMSG %" PRIu64
+		      "), %" PRIu64 " random flips + %" PRIu64 " zeroed sectors (-EBADMSG %" PRIu64 ", prefix %" PRIu64
+		      "); unexpected outcomes %" PRIu64 ", corrupt records accepted %" PRIu64 "\n",
+	    flips, tail_ok, mid_ebadmsg, rflips, zsect, rej, acc, wrong, accepted_bad);
+	assert_int_equal(wrong, 0);
+	assert_int_equal(accepted_bad, 0);
+	free(v);
+	free(img);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
+static void
+corruption_in_sealed_segment_is_ebadmsg(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_NONE, 64 << 10);
+	struct quay_wal_report rep;
+	uint64_t key = 1, rng = 17, bad = 0;
+
+	memfs_init(&fs, 31);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	for (int i = 0; i < 200; i++)
+		assert_int_equal(append_some(w, &m, &key, 1, 800, &rng, NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+	assert_non_null(f);
+	/* The very last byte of the first (sealed) segment's last record. */
+	size_t at = f->cur_len - 1;
+	f->cur[at - 8] ^= 0x10;
+	memfs_sync_file(f);
+	o.report = &rep;
+	assert_int_equal(mopen(&fs, &o, &w), -EBADMSG);
+	assert_int_equal(rep.status, -EBADMSG);
+	assert_true(rep.corrupt);
+	assert_string_equal(rep.segment, "0000000000000001.wal");
+	assert_true(rep.offset > QUAYI_WAL_SEG_HDR && rep.offset < f->cur_len);
+	assert_true(rep.reason == QUAY_WAL_R_CRC || rep.reason == QUAY_WAL_R_PADDING);
+	/* READONLY reports the same; SALVAGE keeps the prefix. */
+	o.flags = QUAY_WAL_READONLY;
+	assert_int_equal(mopen(&fs, &o, &w), -EBADMSG);
+	o.flags = QUAY_WAL_SALVAGE;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_true(rep.corrupt);
+	assert_true(rep.segments_removed >= 1);
+	uint64_t kept = replay_check(w, &m, 1, &bad);
+	assert_int_equal(bad, 0);
+	assert_true(kept < m.n);
+	struct quay_wal_info info;
+	quay_wal_info(w, &info);
+	assert_int_equal(info.segments, 1);
+	assert_int_equal(info.next_lsn, kept + 1);
+	assert_int_equal(quay_wal_close(w), 0);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
+static void
+bad_segment_files(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+	struct quay_wal_report rep;
+	uint8_t junk[100];
+
+	o.report = &rep;
+	/* A last segment with a torn header and nothing else: removed (R4). */
+	memfs_init(&fs, 40);
+	memset(junk, 0, sizeof(junk));
+	junk[0] = 'Q';
+	memfs_put(&fs, "0000000000000001.wal", junk, 10);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_true(rep.tail_cut);
+	assert_int_equal(rep.segments_removed, 1);
+	assert_int_equal(rep.reason, QUAY_WAL_R_HEADER);
+	assert_int_equal(quay_wal_close(w), 0);
+	memfs_fini(&fs);
+	/* A header-less file full of data: corruption. */
+	memfs_init(&fs, 41);
+	memset(junk, 0x5A, sizeof(junk));
+	memfs_put(&fs, "0000000000000001.wal", junk, sizeof(junk));
+	assert_int_equal(mopen(&fs, &o, &w), -EBADMSG);
+	assert_int_equal(rep.reason, QUAY_WAL_R_HEADER);
+	memfs_fini(&fs);
+	/* A name that does not match the header. */
+	memfs_init(&fs, 42);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_append(w, 1, "a", 1, NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+	snprintf(f->name, sizeof(f->name), "%s", "0000000000000002.wal");
+	assert_int_equal(mopen(&fs, &o, &w), -EBADMSG);
+	assert_int_equal(rep.reason, QUAY_WAL_R_NAME);
+	memfs_fini(&fs);
+	/* A missing segment in the middle: LSN gap. */
+	memfs_init(&fs, 43);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	{
+		static uint8_t big[4000];
+		for (int i = 0; i < 60; i++)
+			assert_int_equal(quay_wal_append(w, 1, big, sizeof(big), NULL), 0);
+	}
+	struct quay_wal_info info;
+	quay_wal_info(w, &info);
+	assert_true(info.segments >= 3);
+	assert_int_equal(quay_wal_close(w), 0);
+	/* Remove the second file (by name order). */
+	char names[8][48];
+	int n = 0;
+	for (int i = 0; i < MEMFS_FILES; i++)
+		if (fs.f[i].exists && n < 8)
+			snprintf(names[n++], 48, "%s", fs.f[i].name);
+	qsort(names, (size_t)n, 48, (int (*)(const void *, const void *))strcmp);
+	memfs_unlink(&fs, names[1]);
+	assert_int_equal(mopen(&fs, &o, &w), -EBADMSG);
+	assert_int_equal(rep.reason, QUAY_WAL_R_GAP);
+	assert_string_equal(rep.segment, names[2]);
+	/* Files with other names are ignored. */
+	memfs_fini(&fs);
+	memfs_init(&fs, 44);
+	memfs_put(&fs, "notes.txt", "hello", 5);
+	memfs_put(&fs, "000000000000000G.wal", "x", 1);
+	memfs_put(&fs, "0000000000000001.wal.tmp", "x", 1);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(rep.segments, 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	memfs_fini(&fs);
+}
+
+/* ---- W4: power cuts through the I/O shim -------------------------------- */
+
+static void
+w4_power_cuts(void **state)
+{
+	(void)state;
+	uint64_t trials = env_u64("QUAY_WAL_W4_TRIALS", 2000);
+	uint64_t violations = 0, lost_acked = 0, corrupt = 0, nonprefix = 0, reopen_fail = 0, acked_total = 0;
+	uint64_t recovered_total = 0, cut_tails = 0, rng = 1234;
+
+	for (uint64_t t = 0; t < trials; t++) {
+		struct memfs fs;
+		struct model m = { 0 };
+		quay_wal *w;
+		unsigned mode = (t % 3 == 0) ? QUAY_WAL_NONE : QUAY_WAL_SYNC;
+		struct quay_wal_opts o = opts_mode(mode, 64 << 10);
+		uint64_t key = 1, acked = 0;
+
+		m.attempts = true;
+		memfs_init(&fs, t * 7 + 1);
+		fs.crash_at_op = 1 + (long)(qt_rand(&rng) % 400);
+		fs.crash_policy = (int)(t % 4);
+		if (mopen(&fs, &o, &w) != 0) {
+			/* Crashed while creating the first segment. */
+			memfs_revive(&fs);
+			goto verify;
+		}
+		for (int i = 0; i < 200; i++) {
+			uint64_t last = 0;
+			int r = append_some(w, &m, &key, 1 + qt_rand(&rng) % 3, 2500, &rng, &last);
+			if (r != 0)
+				break;
+			if (mode == QUAY_WAL_SYNC)
+				acked = last;
+			else if (qt_rand(&rng) % 4 == 0) {
+				if (quay_wal_sync(w, 0) != 0)
+					break;
+				acked = last;
+			}
+		}
+		if (!fs.dead)
+			memfs_crash(&fs, fs.crash_policy);
+		quay_wal_close(w); /* its final write and sync fail: dead */
+		memfs_revive(&fs);
+	verify:
+		acked_total += acked;
+		struct quay_wal_report rep;
+		o.report = &rep;
+		int ro = mopen(&fs, &o, &w);
+		if (ro != 0) {
+			if (reopen_fail == 0)
+				print_message("W4 trial %" PRIu64 ": reopen %d, %s at %s+%" PRIu64 "\n", t, ro,
+				    quay_wal_reason_str(rep.reason), rep.segment, rep.offset);
+			reopen_fail++;
+			violations++;
+		} else {
+			uint64_t b = 0;
+			uint64_t got = replay_check(w, &m, 1, &b);
+			recovered_total += got;
+			cut_tails += rep.tail_cut;
+			if (b)
+				corrupt++;
+			if (got < acked)
+				lost_acked++;
+			if (got > 0 && !m.batch_end[got - 1])
+				nonprefix++;
+			/* It still works: append, close, reopen. */
+			uint64_t lsn = 0;
+			if (quay_wal_append(w, 1, "more", 4, &lsn) != 0 || lsn != got + 1)
+				violations++;
+			if (quay_wal_close(w) != 0)
+				violations++;
+			if (b || got < acked || (got > 0 && !m.batch_end[got - 1]))
+				violations++;
+		}
+		model_free(&m);
+		memfs_fini(&fs);
+	}
+	print_message("W4: %" PRIu64 " power-cut trials (keep/drop/garble/mixed sectors, unsynced names); acked records "
+		      "%" PRIu64 ", recovered %" PRIu64 ", tails cut %" PRIu64 "; acked lost %" PRIu64 ", corrupt %" PRIu64
+		      ", torn batches %" PRIu64 ", reopen failures %" PRIu64 ", violations %" PRIu64 "\n",
+	    trials, acked_total, recovered_total, cut_tails, lost_acked, corrupt, nonprefix, reopen_fail, violations);
+	assert_int_equal(violations, 0);
+}
+
+/* ---- W5: EIO on fdatasync ---------------------------------------------- */
+
+struct w5_thread {
+	quay_wal *w;
+	int id;
+	uint64_t acked[4096];   /* LSNs acknowledged */
+	uint32_t acked_len[4096];
+	uint64_t nacked;
+	int first_err;
+	int later_errs_wrong;
+};
+
+static void *
+w5_main(void *arg)
+{
+	struct w5_thread *t = arg;
+	uint8_t buf[256];
+
+	for (int i = 0; i < 4096; i++) {
+		uint64_t lsn = 0;
+		uint32_t len = (uint32_t)((i * 37 + t->id * 11) % 200);
+		fill_payload(buf, len, (uint64_t)t->id << 32 | (uint64_t)i);
+		int r = quay_wal_append(t->w, 1 + (uint32_t)t->id, buf, len, &lsn);
+		if (r == 0) {
+			t->acked[t->nacked] = lsn;
+			t->acked_len[t->nacked++] = (uint32_t)i;
+			continue;
+		}
+		t->first_err = r;
+		/* Sticky: every later call says -EIO. */
+		if (quay_wal_append(t->w, 1, "x", 1, NULL) != -EIO)
+			t->later_errs_wrong++;
+		if (quay_wal_sync(t->w, 0) != -EIO && quay_wal_sync(t->w, 0) != -EINVAL)
+			t->later_errs_wrong++;
+		break;
+	}
+	return NULL;
+}
+
+struct w5_find {
+	uint64_t lsn;
+	uint32_t type;
+	uint8_t *data;
+	size_t len;
+	bool found;
+};
+
+static int
+w5_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	struct w5_find *f = ctx;
+	(void)type;
+	if (lsn == f->lsn) {
+		f->found = true;
+		f->type = type;
+		f->len = len;
+		memcpy(f->data, data, len);
+		return 1;
+	}
+	return 0;
+}
+
+static void
+w5_fsync_eio(void **state)
+{
+	(void)state;
+	uint64_t false_acks = 0, acks = 0, wrong = 0, rounds = 40, eio_seen = 0;
+
+	for (uint64_t round = 0; round < rounds; round++) {
+		struct memfs fs;
+		quay_wal *w;
+		struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+		struct w5_thread *th = calloc(4, sizeof(*th));
+		pthread_t tid[4];
+
+		memfs_init(&fs, round + 100);
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		fs.sync_fail_at = fs.syncs + 3 + (long)(round * 7 % 60);
+		for (int i = 0; i < 4; i++) {
+			th[i].w = w;
+			th[i].id = i;
+			pthread_create(&tid[i], NULL, w5_main, &th[i]);
+		}
+		for (int i = 0; i < 4; i++)
+			pthread_join(tid[i], NULL);
+		struct quay_wal_info info;
+		quay_wal_info(w, &info);
+		if (info.failed != -EIO)
+			wrong++;
+		if (quay_wal_checkpoint(w, 1) != -EIO)
+			wrong++;
+		uint64_t stop = 0;
+		if (quay_wal_replay(w, 1, stop_at, &stop) != -EIO)
+			wrong++;
+		if (quay_wal_close(w) != -EIO)
+			wrong++;
+		/* Power cut: whatever the failed syncs did not persist is gone. */
+		memfs_crash(&fs, MEMFS_DROP);
+		memfs_revive(&fs);
+		fs.sync_fail_at = 0;
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		for (int i = 0; i < 4; i++) {
+			if (th[i].first_err == -EIO)
+				eio_seen++;
+			else
+				wrong++;
+			wrong += (uint64_t)th[i].later_errs_wrong;
+			for (uint64_t k = 0; k < th[i].nacked; k++) {
+				uint8_t got[256], want[256];
+				struct w5_find f = { th[i].acked[k], 0, got, 0, false };
+				quay_wal_replay(w, th[i].acked[k], w5_visit, &f);
+				uint32_t idx = th[i].acked_len[k];
+				uint32_t len = (uint32_t)((idx * 37 + (uint32_t)i * 11) % 200);
+				fill_payload(want, len, (uint64_t)i << 32 | idx);
+				acks++;
+				if (!f.found || f.len != len || f.type != 1u + (uint32_t)i || memcmp(got, want, len) != 0)
+					false_acks++;
+			}
+		}
+		assert_int_equal(quay_wal_close(w), 0);
+		free(th);
+		memfs_fini(&fs);
+	}
+	print_message("W5: %" PRIu64 " rounds x 4 SYNC threads, EIO injected on an fdatasync/dir fsync; acks %" PRIu64
+		      ", threads that saw -EIO %" PRIu64 ", false acks %" PRIu64 ", wrong codes %" PRIu64 "\n",
+	    rounds, acks, eio_seen, false_acks, wrong);
+	assert_int_equal(false_acks, 0);
+	assert_int_equal(wrong, 0);
+}
+
+/* ---- W6: ENOSPC ---------------------------------------------------------- */
+
+static void
+w6_enospc(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 3, bad = 0, corruptions = 0;
+	int r = 0, enospc = 0;
+
+	/* (a) No room for the next segment: -ENOSPC, not sticky. */
+	memfs_init(&fs, 50);
+	fs.quota = 3 * (64 << 10) + 100;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	for (int i = 0; i < 1000 && enospc < 3; i++) {
+		r = append_some(w, &m, &key, 1, 2000, &rng, NULL);
+		if (r == -ENOSPC)
+			enospc++;
+		else
+			assert_int_equal(r, 0);
+	}
+	assert_int_equal(enospc, 3);
+	quay_wal_info(w, &info);
+	assert_int_equal(info.failed, 0);
+	assert_int_equal(info.segments, 3);
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n); /* readable */
+	fs.quota = 0; /* space returns */
+	assert_int_equal(append_some(w, &m, &key, 1, 2000, &rng, NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	corruptions += replay_check(w, &m, 1, &bad) != m.n;
+	assert_int_equal(quay_wal_close(w), 0);
+	memfs_fini(&fs);
+	model_free(&m);
+
+	/* (b) No preallocation: a write fails with ENOSPC, half written.
+	 * Sticky -ENOSPC; after reopen the log is a valid prefix holding
+	 * every acknowledged record. */
+	uint64_t acked = 0;
+	key = 1;
+	memfs_init(&fs, 51);
+	fs.no_allocate = true;
+	fs.quota = 150000;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	for (;;) {
+		uint64_t last;
+		r = append_some(w, &m, &key, 1 + qt_rand(&rng) % 3, 3000, &rng, &last);
+		if (r != 0)
+			break;
+		acked = last;
+	}
+	assert_int_equal(r, -ENOSPC);
+	assert_int_equal(quay_wal_append(w, 1, "x", 1, NULL), -ENOSPC);
+	assert_int_equal(quay_wal_sync(w, 0), -ENOSPC);
+	quay_wal_info(w, &info);
+	assert_int_equal(info.failed, -ENOSPC);
+	assert_int_equal(quay_wal_close(w), -ENOSPC);
+	assert_true(fs.enospcs > 0);
+	fs.quota = 0;
+	struct quay_wal_report rep;
+	o.report = &rep;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	uint64_t got = replay_check(w, &m, 1, &bad);
+	corruptions += got < acked || (got > 0 && !m.batch_end[got - 1]);
+	assert_int_equal(append_some(w, &m, &key, 1, 100, &rng, NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	print_message("W6: ENOSPC at segment creation (3 refusals, not sticky, recovered when space returned) and on a "
+		      "write (sticky, %" PRIu64 " acked, %" PRIu64 " recovered, tail cut %d); corruptions %" PRIu64 "\n",
+	    acked, got, rep.tail_cut, corruptions + bad);
+	assert_int_equal(bad, 0);
+	assert_int_equal(corruptions, 0);
+	memfs_fini(&fs);
+	model_free(&m);
+}
+
+/* ---- W7: short writes and EINTR ------------------------------------------ */
+
+static void
+w7_short_writes(void **state)
+{
+	(void)state;
+	uint64_t mismatches = 0, records = 0;
+	long shorts = 0, eintrs = 0;
+
+	for (unsigned mode = 0; mode <= QUAY_WAL_NONE; mode++) {
+		struct memfs fs;
+		struct model m = { 0 };
+		quay_wal *w;
+		struct quay_wal_opts o = opts_mode(mode, 64 << 10);
+		struct quay_wal_report rep;
+		uint64_t key = 1, rng = 9 + mode, bad = 0;
+
+		memfs_init(&fs, 60 + mode);
+		fs.short_pct = 40;
+		fs.eintr_pct = 20;
+		o.interval_ms = 2;
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		for (int i = 0; i < 300; i++)
+			assert_int_equal(append_some(w, &m, &key, 1 + qt_rand(&rng) % 3, 3000, &rng, NULL), 0);
+		assert_int_equal(quay_wal_close(w), 0);
+		/* Reopen with the faults still on (reads are retried too). */
+		o.report = &rep;
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		mismatches += rep.tail_cut || rep.corrupt;
+		mismatches += replay_check(w, &m, 1, &bad) != m.n;
+		mismatches += bad;
+		/* Byte-exact: the files hold exactly the expected bytes. */
+		struct quay_wal_info info;
+		quay_wal_info(w, &info);
+		uint64_t expect = 0;
+		for (uint64_t l = 1; l <= m.n; l++)
+			expect += quayi_wal_rec_size(m.len[l - 1]);
+		mismatches += info.bytes != expect + info.segments * QUAYI_WAL_SEG_HDR;
+		assert_int_equal(quay_wal_close(w), 0);
+		records += m.n;
+		shorts += fs.short_writes;
+		eintrs += fs.eintrs;
+		model_free(&m);
+		memfs_fini(&fs);
+	}
+	print_message("W7: %" PRIu64 " records in 3 modes with %ld short writes and %ld EINTRs injected; mismatches %" PRIu64
+		      "\n", records, shorts, eintrs, mismatches);
+	assert_int_equal(mismatches, 0);
+	assert_true(shorts > 0);
+	assert_true(eintrs > 0);
+}
+
+/* ---- concurrency: group commit ------------------------------------------ */
+
+struct gc_thread {
+	quay_wal *w;
+	int id;
+	int n;
+	int err;
+};
+
+static void *
+gc_main(void *arg)
+{
+	struct gc_thread *t = arg;
+	uint8_t buf[64];
+	for (int i = 0; i < t->n; i++) {
+		memset(buf, 0, sizeof(buf));
+		memcpy(buf, &t->id, sizeof(t->id));
+		memcpy(buf + 4, &i, sizeof(i));
+		if (i % 5 == 4) {
+			quay_wal_rec two[2] = { { 1, buf, 8 }, { 2, buf, 8 } };
+			if (quay_wal_appendv(t->w, two, 2, NULL) != 0)
+				t->err++;
+		} else if (quay_wal_append(t->w, 1, buf, 8 + (size_t)(i % 50), NULL) != 0) {
+			t->err++;
+		}
+	}
+	return NULL;
+}
+
+struct gc_check {
+	int next[8];
+	bool pending_pair[8];
+	uint64_t bad;
+	uint64_t n;
+};
+
+static int
+gc_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	struct gc_check *c = ctx;
+	int id, i;
+	(void)lsn;
+	memcpy(&id, data, 4);
+	memcpy(&i, (const uint8_t *)data + 4, 4);
+	c->n++;
+	if (id < 0 || id >= 8 || len < 8) {
+		c->bad++;
+		return 0;
+	}
+	if (type == 2) {
+		if (!c->pending_pair[id] || i != c->next[id] - 1)
+			c->bad++;
+		c->pending_pair[id] = false;
+		return 0;
+	}
+	if (c->pending_pair[id] || i != c->next[id])
+		c->bad++;
+	c->pending_pair[id] = i % 5 == 4;
+	c->next[id] = i + 1;
+	return 0;
+}
+
+static void
+group_commit_threads(void **state)
+{
+	(void)state;
+	for (unsigned mode = 0; mode <= QUAY_WAL_NONE; mode++) {
+		struct memfs fs;
+		quay_wal *w;
+		struct quay_wal_opts o = opts_mode(mode, 64 << 10);
+		struct gc_thread th[4];
+		pthread_t tid[4];
+		long syncs0;
+
+		memfs_init(&fs, 70 + mode);
+		o.interval_ms = 1;
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		syncs0 = fs.syncs;
+		for (int i = 0; i < 4; i++) {
+			th[i] = (struct gc_thread){ w, i, 400, 0 };
+			pthread_create(&tid[i], NULL, gc_main, &th[i]);
+		}
+		for (int i = 0; i < 4; i++) {
+			pthread_join(tid[i], NULL);
+			assert_int_equal(th[i].err, 0);
+		}
+		long syncs = fs.syncs - syncs0;
+		assert_int_equal(quay_wal_close(w), 0);
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		struct gc_check c;
+		memset(&c, 0, sizeof(c));
+		assert_int_equal(quay_wal_replay(w, 1, gc_visit, &c), 0);
+		assert_int_equal(c.bad, 0);
+		assert_int_equal(c.n, 4 * (400 + 80));
+		for (int i = 0; i < 4; i++)
+			assert_int_equal(c.next[i], 400);
+		assert_int_equal(quay_wal_close(w), 0);
+		if (mode == QUAY_WAL_SYNC)
+			print_message("group commit: 4 threads, 1600 SYNC appends (1920 records) took %ld syncs\n", syncs);
+		memfs_fini(&fs);
+	}
+}
+
+/* ---- the real file system --------------------------------------------- */
+
+static void
+rm_rf(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char p[4096];
+	if (d == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+		unlink(p);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+static void
+posix_round_trip(void **state)
+{
+	(void)state;
+	char tmpl[512];
+	const char *tmp = getenv("TMPDIR");
+	snprintf(tmpl, sizeof(tmpl), "%s/quay-wal-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(tmpl));
+	char dir[600];
+	snprintf(dir, sizeof(dir), "%s/log", tmpl);
+
+	struct model m = { 0 };
+	quay_wal *w, *w2;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 5, bad = 0;
+
+	assert_int_equal(quay_wal_open(dir, &o, &w), 0); /* creates dir */
+	assert_int_equal(quay_wal_open(dir, &o, &w2), -EAGAIN);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(append_some(w, &m, &key, 1 + qt_rand(&rng) % 3, 2000, &rng, NULL), 0);
+	assert_int_equal(quay_wal_durable_lsn(w), m.n);
+	quay_wal_info(w, &info);
+	assert_true(info.segments > 1);
+	assert_true(info.file_bytes >= info.bytes);
+	assert_int_equal(quay_wal_checkpoint(w, m.n / 2), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	/* Readonly while no writer; then a writer. */
+	struct quay_wal_opts ro = o;
+	ro.flags = QUAY_WAL_READONLY;
+	assert_int_equal(quay_wal_open(dir, &ro, &w2), 0);
+	quay_wal_info(w2, &info);
+	assert_int_equal(replay_check(w2, &m, m.n / 2, &bad), m.n);
+	assert_int_equal(quay_wal_open(dir, &o, &w), 0);
+	assert_int_equal(replay_check(w, &m, m.n / 2, &bad), m.n);
+	assert_int_equal(quay_wal_close(w2), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(bad, 0);
+	/* A file where the directory should be. */
+	char file[700];
+	snprintf(file, sizeof(file), "%s/plain", tmpl);
+	FILE *fp = fopen(file, "w");
+	fclose(fp);
+	assert_int_equal(quay_wal_open(file, &o, &w), -EIO);
+	unlink(file);
+	rm_rf(dir);
+	rmdir(tmpl);
+	model_free(&m);
+}
+
+/* ---- the scanner on memory (the fuzzer's entry) --------------------------- */
+
+static void
+scan_memory_edges(void **state)
+{
+	(void)state;
+	struct quayi_wal_scan s;
+	uint8_t z[64];
+	memset(z, 0, sizeof(z));
+	memset(&s, 0, sizeof(s));
+	s.buf = z;
+	s.len = 0;
+	s.last = true;
+	assert_int_equal(quayi_wal_scan(&s), -EBADMSG);
+	assert_int_equal(s.reason, QUAY_WAL_R_HEADER);
+	assert_false(s.proven);
+	s.len = sizeof(z);
+	assert_int_equal(quayi_wal_scan(&s), -EBADMSG);
+	assert_false(s.proven);
+	/* A valid empty segment: header only. */
+	struct memfs fs;
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+	memfs_init(&fs, 80);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+	s.buf = f->cur;
+	s.len = f->cur_len;
+	assert_int_equal(quayi_wal_scan(&s), 0);
+	assert_int_equal(s.first_lsn, 1);
+	assert_int_equal(s.last_lsn, 0);
+	assert_int_equal(s.end, QUAYI_WAL_SEG_HDR);
+	s.expect_lsn = 2;
+	assert_int_equal(quayi_wal_scan(&s), -EBADMSG);
+	assert_int_equal(s.reason, QUAY_WAL_R_GAP);
+	memfs_fini(&fs);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		QT_TEST(crc32c_known_vectors),
+		QT_TEST(crc32c_hw_matches_sw),
+		QT_TEST(open_rejects_bad_args),
+		QT_TEST(calls_reject_bad_args),
+		QT_TEST(reason_strings),
+		QT_TEST(round_trip_sync),
+		QT_TEST(round_trip_interval),
+		QT_TEST(round_trip_none),
+		QT_TEST(none_mode_durable_only_after_sync),
+		QT_TEST(checkpoint_deletes_segments),
+		QT_TEST(readonly_open_changes_nothing),
+		QT_TEST(tail_cut_erases_stale_records),
+		QT_TEST(corruption_in_sealed_segment_is_ebadmsg),
+		QT_TEST(bad_segment_files),
+		QT_TEST(scan_memory_edges),
+		QT_TEST(group_commit_threads),
+		QT_TEST(posix_round_trip),
+		QT_TEST(w2_truncation),
+		QT_TEST(w3_bit_flips),
+		QT_TEST(w4_power_cuts),
+		QT_TEST(w5_fsync_eio),
+		QT_TEST(w6_enospc),
+		QT_TEST(w7_short_writes),
+	};
+	return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
+}
