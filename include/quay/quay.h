@@ -14,5 +14,7 @@
 #include <quay/ring.h>
 #include <quay/pq.h>
 #include <quay/bus.h>
+#include <quay/queue.h>
+#include <quay/wal.h>
 
 #endif /* QUAY_QUAY_H */

@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file quay/queue.h
+ * SQS-like queue: priorities, delays, leases (visibility timeouts), retry
+ * with backoff, dead letters, redrive, TTL and deduplication, in process.
+ * The message lifecycle and its state diagram are in docs/QUEUE.md.
+ *
+ * Every message a queue accepted is, at any moment, in exactly one state:
+ *
+ *   ready       waiting to be received (in the priority queue)
+ *   delayed     waiting for its not-before time or its retry backoff
+ *               (in the timing wheel)
+ *   in flight   received and leased: invisible until ack, nack or lease
+ *               expiry
+ *   acked       gone (the queue dropped its reference)
+ *   dead-lettered  handed to the dead-letter queue (or dropped, counted,
+ *               if the queue has none)
+ *   dropped     removed by an explicit policy decision (on_failure DROP,
+ *               TTL expiry without a DLQ)
+ *   redriven    moved out of this queue by quay_queue_redrive()
+ *
+ * and quay_queue_stats() counts each, so that at quiescence
+ *   sent + restored == ready + delayed + in_flight + acked + dead_lettered
+ *                      + dropped + redriven_out.
+ *
+ * Time. Message times (created, enqueued, not-before, expires) and lease
+ * deadlines are on the queue's clock: CLOCK_REALTIME nanoseconds, or the
+ * clock given in the options (tests inject a fake one). wait_ns of the
+ * receive calls is real time (CLOCK_MONOTONIC): it bounds how long the
+ * caller sleeps.
+ *
+ * Timers. Delays, retry backoff and extended leases share one
+ * hierarchical timing wheel (tick 1 ms by default). There is no timer
+ * thread: due timers are processed by whichever send, receive, tick or
+ * stats call finds something due (it takes the timer lock with a
+ * try-lock; others go on). Due messages become ready in due-time order,
+ * never before their due time and, once a call is made, at most one tick
+ * late. A receiver that sleeps wakes at the next due time to process it.
+ * With a fake clock, call quay_queue_tick() after advancing it: due
+ * messages become ready and wake sleeping receivers.
+ *
+ * Concurrency (synchronisation table):
+ *
+ *   call                      x call                     needs
+ *   send, receive, ack, nack, x any of them              nothing (ready
+ *     extend, tick, stats                                messages and leases
+ *                                                        are lock-free; timers
+ *                                                        use a try-lock)
+ *   browse, redrive           x anything but destroy     nothing (see each)
+ *   create                    x anything                 nothing
+ *   destroy                   x anything on this queue   caller serialises
+ *
+ * Ordering: everything a sender did to a message before quay_queue_send()
+ * happens-before everything the receiver does after the receive that
+ * leased it (the priority queue's release/acquire edge).
+ *
+ * Hooks (on_failure, on_dead_letter, browse's visit) run in the thread
+ * that makes the decision, possibly while it holds the queue's timer lock:
+ * they must be quick and must not call into the same queue.
+ */
+#ifndef QUAY_QUEUE_H
+#define QUAY_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <quay/err.h>
+#include <quay/msg.h>
+#include <quay/stats.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A queue (opaque). */
+typedef struct quay_queue quay_queue;
+
+/** Most messages a queue may hold (ready + delayed + in flight). */
+#define QUAY_QUEUE_CAPACITY_MAX ((size_t)1 << 24)
+/** Default capacity. */
+#define QUAY_QUEUE_CAPACITY_DEFAULT ((size_t)4096)
+/** Default and largest max_attempts (SQS maxReceiveCount is 1..1000). */
+#define QUAY_QUEUE_ATTEMPTS_DEFAULT 10u
+#define QUAY_QUEUE_ATTEMPTS_MAX 1000u
+/** Default visibility timeout: 30 s (SQS). */
+#define QUAY_QUEUE_VISIBILITY_DEFAULT ((int64_t)30 * 1000000000)
+/** Default backoff: base 100 ms, factor 2, max 60 s. */
+#define QUAY_QUEUE_BACKOFF_BASE_DEFAULT ((int64_t)100 * 1000000)
+#define QUAY_QUEUE_BACKOFF_MAX_DEFAULT ((int64_t)60 * 1000000000)
+/** Default timer tick: 1 ms. */
+#define QUAY_QUEUE_TICK_DEFAULT ((int64_t)1000000)
+/** Longest queue name, in bytes. */
+#define QUAY_QUEUE_NAME_MAX 100u
+/** Longest dedup id (the QUAY_MSG_H_DEDUP_ID header value), in bytes. */
+#define QUAY_QUEUE_DEDUP_ID_MAX 128u
+
+/** Flag: weighted priority scheduling (quay/pq.h); without it, strict. */
+#define QUAY_QUEUE_WEIGHTED 0x1u
+/** Flag: no jitter: retry delays are exactly min(max, base * factor^(n-1)). */
+#define QUAY_QUEUE_NO_JITTER 0x2u
+/** Flag: no backoff at all (failed messages are ready again at once). */
+#define QUAY_QUEUE_NO_BACKOFF 0x4u
+/** Every flag a caller may pass; other bits get -EINVAL. */
+#define QUAY_QUEUE_FLAGS_ALL (QUAY_QUEUE_WEIGHTED | QUAY_QUEUE_NO_JITTER | QUAY_QUEUE_NO_BACKOFF)
+
+/** What on_failure decides for a failed delivery. */
+typedef enum quay_queue_verdict {
+	QUAY_QUEUE_RETRY = 0,        /**< deliver again after *delay_ns */
+	QUAY_QUEUE_DEAD_LETTER = 1,  /**< to the dead-letter queue */
+	QUAY_QUEUE_DROP = 2,         /**< discard (counted as dropped) */
+} quay_queue_verdict;
+
+/** Why a message was dead-lettered (also the QUAY_MSG_H_DLQ_REASON header). */
+typedef enum quay_queue_dlq_reason {
+	QUAY_QUEUE_DLQ_MAX_ATTEMPTS = 1,  /**< header "max-attempts" */
+	QUAY_QUEUE_DLQ_TTL = 2,           /**< header "ttl-expired" */
+	QUAY_QUEUE_DLQ_REJECTED = 3,      /**< on_failure said DEAD_LETTER: "rejected" */
+} quay_queue_dlq_reason;
+
+/** The state a browsed message is in. */
+typedef enum quay_queue_state {
+	QUAY_QUEUE_READY = 1,
+	QUAY_QUEUE_DELAYED = 2,
+	QUAY_QUEUE_IN_FLIGHT = 3,
+} quay_queue_state;
+
+/**
+ * Decide what happens to a message whose delivery failed (nack or lease
+ * expiry). attempt is the number of deliveries so far (>= 1); reason is
+ * the nack's reason, "lease expired", or NULL. *delay_ns comes in set to
+ * the default backoff for this attempt; a RETRY may change it (>= 0).
+ * Without a hook: RETRY while attempt < max_attempts, else DEAD_LETTER.
+ * The hook runs as the hooks at the top of this file do.
+ */
+typedef quay_queue_verdict (*quay_queue_failure_fn)(void *ctx, const quay_msg *msg, uint32_t attempt,
+    const char *reason, int64_t *delay_ns);
+
+/** Told about each message dead-lettered (or dropped for want of a DLQ). */
+typedef void (*quay_queue_dead_letter_fn)(void *ctx, const quay_msg *msg, quay_queue_dlq_reason reason);
+
+/** Visit one message in quay_queue_browse(): return 0 to go on, non-zero to stop. */
+typedef int (*quay_queue_visit_fn)(void *ctx, const quay_msg *msg, quay_queue_state state);
+
+/** The clock: CLOCK_REALTIME-style nanoseconds. Must be thread-safe. */
+typedef int64_t (*quay_queue_clock_fn)(void *ctx);
+
+/**
+ * Creation options. Start from QUAY_QUEUE_OPTS_INIT; zero means the
+ * default for every field.
+ */
+typedef struct quay_queue_opts {
+	size_t size;                 /**< sizeof(quay_queue_opts): the version */
+	const char *name;            /**< 1..QUAY_QUEUE_NAME_MAX bytes of [A-Za-z0-9_.:-]; NULL: "queue".
+	                                  The stats label and the QUAY_MSG_H_DLQ_SOURCE header */
+	unsigned flags;              /**< QUAY_QUEUE_* flags */
+	size_t capacity;             /**< most messages held (ready + delayed + in flight),
+	                                  1..QUAY_QUEUE_CAPACITY_MAX; 0: QUAY_QUEUE_CAPACITY_DEFAULT */
+	size_t max_in_flight;        /**< most leases out at once, 1..capacity; 0: capacity */
+	unsigned levels;             /**< priority levels 1..256; 0: 1. A message's priority must
+	                                  be < levels */
+	const uint32_t *weights;     /**< QUAY_QUEUE_WEIGHTED: as quay_pq_opts.weights */
+	int64_t visibility_ns;       /**< lease length; 0: QUAY_QUEUE_VISIBILITY_DEFAULT */
+	uint32_t max_attempts;       /**< deliveries before dead-lettering, 1..1000; 0: 10 */
+	quay_queue *dlq;             /**< dead-letter queue (not this one); NULL: dead letters
+	                                  are dropped and counted */
+	int64_t delay_ns;            /**< default delay of a sent message without not-before */
+	int64_t ttl_ns;              /**< default TTL of a sent message without expiry; 0: none */
+	int64_t backoff_base_ns;     /**< first retry delay; 0: 100 ms */
+	double backoff_factor;       /**< growth per attempt, 1..1000; 0: 2 */
+	int64_t backoff_max_ns;      /**< largest retry delay, >= base; 0: 60 s */
+	uint64_t jitter_seed;        /**< seed of the full-jitter generator; 0: a fixed default */
+	int64_t dedup_window_ns;     /**< 0: no deduplication; else ids seen within it are dropped */
+	size_t dedup_capacity;       /**< dedup ids remembered; 0: capacity */
+	int64_t tick_ns;             /**< timer tick, 1 us..1 s; 0: 1 ms */
+	quay_queue_failure_fn on_failure;      /**< NULL: the default policy */
+	quay_queue_dead_letter_fn on_dead_letter;  /**< NULL: none */
+	void *hook_ctx;              /**< passed to both hooks */
+	quay_queue_clock_fn clock;   /**< NULL: CLOCK_REALTIME */
+	void *clock_ctx;             /**< passed to clock */
+	quay_stats *stats;           /**< registry for the queue's metrics; NULL: a private one */
+} quay_queue_opts;
+
+/** Initialiser for quay_queue_opts: every field its default. */
+#define QUAY_QUEUE_OPTS_INIT { sizeof(quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
+	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL }
+
+/**
+ * A lease on a received message: what ack, nack and extend take. Filled
+ * by the receive calls; the fields are for reading (msg, deadline_ns):
+ * slot and gen are the fence and must not be changed.
+ *
+ * msg is a reference of the caller's own: it stays valid after ack, nack
+ * or expiry until the caller drops it with quay_msg_unref(). Do not
+ * change the message while leased (other holders may read it).
+ */
+typedef struct quay_lease {
+	quay_msg *msg;          /**< the message (one reference, the caller's) */
+	int64_t deadline_ns;    /**< lease expiry on the queue's clock (extend moves it) */
+	uint64_t gen;           /**< fence: the slot's generation when leased */
+	uint32_t slot;          /**< lease table slot */
+	uint32_t attempt;       /**< this delivery's number (1 = first) */
+} quay_lease;
+
+/** Counters and gauges of a queue (quay_queue_stats(); a struct tag only,
+ * since the function has the same name). */
+struct quay_queue_stats {
+	uint64_t sent;             /**< accepted (send, dead letters in, redriven in); not duplicates */
+	uint64_t received;         /**< leases issued */
+	uint64_t acked;
+	uint64_t nacked;
+	uint64_t retried;          /**< failures that were scheduled for redelivery */
+	uint64_t lease_expired;    /**< leases that expired (redelivered or dead-lettered) */
+	uint64_t ttl_expired;      /**< messages found past their TTL (then dead-lettered or dropped) */
+	uint64_t dead_lettered;    /**< handed to the DLQ, or dropped for want of one */
+	uint64_t redriven_out;     /**< moved to another queue by redrive */
+	uint64_t dropped;          /**< removed by on_failure DROP */
+	uint64_t deduplicated;     /**< sends refused as duplicates (not in sent) */
+	uint64_t restored;         /**< put back by recovery (durable queues; not in sent) */
+	uint64_t ready;            /**< gauge: messages ready */
+	uint64_t delayed;          /**< gauge: messages waiting in the timer */
+	uint64_t in_flight;        /**< gauge: leases out */
+	int64_t oldest_age_ns;     /**< gauge: estimate, see quay_queue_stats() */
+};
+
+/**
+ * Create a queue. Allocates everything it will ever use (the priority
+ * queue, the lease table, the timer entries and the dedup table, sized by
+ * capacity, max_in_flight and dedup_capacity) and registers its metrics
+ * (families quay_queue_*_total, quay_queue_{ready,delayed,in_flight,
+ * oldest_age_ns}, quay_queue_{first_receive,ack}_latency_ns with label
+ * queue=<name>).
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0 and *out set; -EINVAL if opts or out is NULL, opts->size is
+ *          wrong, flags has unknown bits, the name is invalid, a size is
+ *          above its maximum, max_in_flight > capacity, levels > 256,
+ *          max_attempts > 1000, a time is negative, backoff_max_ns <
+ *          backoff_base_ns, backoff_factor is outside 1..1000, tick_ns is
+ *          outside 1 us..1 s, dlq is the queue itself (impossible) or its
+ *          metric names are taken in opts->stats (another queue of the
+ *          same name); -ENOMEM.
+ */
+QUAY_API int quay_queue_create(const quay_queue_opts *opts, quay_queue **out);
+
+/**
+ * Destroy a queue and drop its references to every message it holds.
+ * NULL is ignored. A queue used as another's dlq must outlive it.
+ *
+ * Concurrency: no other call may use q, and no thread may be in a call.
+ */
+QUAY_API void quay_queue_destroy(quay_queue *q);
+
+/**
+ * Send a message: the queue takes the caller's reference on success.
+ * Stamps enqueued_ns; applies the default delay and TTL when the message
+ * has none. A message whose not-before time is in the future is delayed,
+ * else ready. With a dedup window, a message whose QUAY_MSG_H_DEDUP_ID
+ * header was seen within the window is a duplicate: the queue drops the
+ * reference, counts it and returns 0.
+ *
+ * Concurrency: lock-free for a ready message without dedup id; a delayed
+ *              one takes the timer lock, a dedup id the dedup lock.
+ * Ordering: release (see the top of this file).
+ * Returns: 0; -EINVAL if q or msg is NULL, its priority is >= levels or
+ *          the dedup id is longer than QUAY_QUEUE_DEDUP_ID_MAX; -EAGAIN
+ *          if the queue holds capacity messages or the dedup table is
+ *          full of live ids. The caller keeps its reference on failure.
+ */
+QUAY_API int quay_queue_send(quay_queue *q, quay_msg *msg);
+
+/**
+ * Send n messages, each as quay_queue_send(); results[i] (if results is
+ * not NULL) gets each one's return value.
+ *
+ * Returns: the number sent (0..n); -EINVAL if q or msgs is NULL, n is 0,
+ *          or a msgs[i] is NULL (nothing sent).
+ */
+QUAY_API int quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results);
+
+/**
+ * Receive one message: lease the next ready message (highest priority
+ * first, FIFO within a level) for the visibility timeout. Its attempts
+ * field is incremented. Messages found past their TTL are dead-lettered
+ * on the way and never delivered. Waits up to wait_ns of real time (< 0:
+ * forever; 0: try once) for a message, waking as soon as one is sent or
+ * a delayed one becomes due.
+ *
+ * Concurrency: lock-free but for the timer processing described above.
+ * Ordering: acquire (see the top of this file).
+ * Returns: 0 and *lease set; -EAGAIN if nothing is ready and wait_ns is
+ *          0, or max_in_flight leases are out (no wait then);
+ *          -ETIMEDOUT if nothing came within wait_ns; -EINVAL if q or
+ *          lease is NULL. *lease is untouched on failure.
+ */
+QUAY_API int quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns);
+
+/**
+ * Receive up to n messages: waits (as quay_queue_receive()) for the
+ * first, then takes what is ready without waiting.
+ *
+ * Returns: the number received, 0..n (0 also if q or leases is NULL or n
+ *          is 0).
+ */
+QUAY_API size_t quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wait_ns);
+
+/**
+ * Acknowledge: the message is done and leaves the queue (the queue drops
+ * its reference; lease->msg stays the caller's). Valid only while the
+ * lease has not expired: at or after lease->deadline_ns it is stale.
+ *
+ * Concurrency: lock-free (one compare-and-swap on the lease slot).
+ * Returns: 0; -ESTALE if the lease ended (it expired, so its message is
+ *          or will be redelivered or dead-lettered, or it was already
+ *          acked or nacked): nothing changes; -ENOENT if the lease was
+ *          never issued by this queue; -EINVAL if q or lease is NULL.
+ */
+QUAY_API int quay_queue_ack(quay_queue *q, const quay_lease *lease);
+
+/**
+ * Negative acknowledgement: the delivery failed. The failure policy
+ * (on_failure, default backoff and max_attempts) decides: retry after a
+ * delay, dead-letter or drop. reason (may be NULL) is passed to the hook.
+ *
+ * Returns: as quay_queue_ack().
+ */
+QUAY_API int quay_queue_nack(quay_queue *q, const quay_lease *lease, const char *reason);
+
+/**
+ * Extend a lease: its deadline becomes now + more_ns (the lease's
+ * deadline_ns is not updated: the caller's copy is const; read the new
+ * deadline as now + more_ns).
+ *
+ * Returns: 0; -ESTALE, -ENOENT as quay_queue_ack(); -EINVAL if q or
+ *          lease is NULL or more_ns <= 0.
+ */
+QUAY_API int quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t more_ns);
+
+/**
+ * Move up to max ready messages of dlq into to (oldest first within a
+ * priority), each exactly once: attempts reset to 0, the DLQ headers and
+ * the not-before time removed (headers only if the message is not shared
+ * by another holder). Delayed and in-flight messages of dlq stay. Stops
+ * early if to is full. dlq counts them as redriven_out, to as sent.
+ * *moved (may be NULL) gets the number moved.
+ *
+ * Concurrency: safe against every call but destroy of either queue.
+ * Returns: 0; -EAGAIN if to became full before max were moved (*moved
+ *          says how many were); -EINVAL if dlq or to is NULL, they are
+ *          the same queue, or max is 0.
+ */
+QUAY_API int quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved);
+
+/**
+ * Visit every message the queue holds without leasing it: the ready ones
+ * (in priority order), then the delayed ones, then the in-flight ones.
+ * Stops when fn returns non-zero. msg is valid during the call only.
+ *
+ * Browsing takes the ready messages out of the priority queue and puts
+ * them back in the same order: while it runs (one browse at a time)
+ * receivers may miss them, and messages sent meanwhile may end up ahead
+ * of them. It is an administrative tool, not a hot-path call.
+ *
+ * Returns: 0; the non-zero value fn returned; -EINVAL if q or fn is NULL.
+ */
+QUAY_API int quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx);
+
+/**
+ * Process due timers now: delayed messages that are due become ready
+ * (waking sleeping receivers), expired leases are redelivered or
+ * dead-lettered. Every send and receive does this when something is
+ * due; call it after advancing a fake clock, or from an idle loop.
+ *
+ * Concurrency: safe from any thread (waits for the timer lock).
+ * Returns: 0; -EINVAL if q is NULL.
+ */
+QUAY_API int quay_queue_tick(quay_queue *q);
+
+/**
+ * Read the counters and gauges (after processing due timers). The gauges
+ * are measured (ready: the priority queue's count; delayed: the timer's
+ * count; in_flight: the lease table's leased slots) and also written to
+ * the registry's gauges. oldest_age_ns: the largest age (now - enqueued)
+ * among delayed and in-flight messages and the message most recently
+ * received (an estimate of the oldest ready one), 0 if empty.
+ *
+ * Concurrency: safe from any thread; exact at quiescence only.
+ * Returns: 0; -EINVAL if q or out is NULL.
+ */
+QUAY_API int quay_queue_stats(quay_queue *q, struct quay_queue_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QUAY_QUEUE_H */

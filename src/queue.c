@@ -1,0 +1,1355 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The queue: leases, retry with backoff, dead letters, redrive, delay,
+ * TTL, dedup (quay/queue.h; the why is in docs/QUEUE.md).
+ *
+ * Where a message lives:
+ *   ready      q->ready, a quay_pq of quay_msg pointers (lock-free)
+ *   delayed    a QUAYI_T_MSG node of q->wheel (timer lock)
+ *   in flight  a lease slot q->slots[i] (state LEASED, lock-free), and
+ *              an entry (gen, i) in the expiry FIFO q->expiry or, once the
+ *              timer has looked at it, the slot's own wheel node i
+ *   dead-letter retry  a QUAYI_T_DLQ node (the DLQ was full)
+ *
+ * Lease expiry without a lock per receive. The visibility timeout is one
+ * value per queue, so leases expire in the order they were issued (extend
+ * aside). A receive pushes (gen, slot) into the expiry FIFO (an MPMC
+ * ring) and lowers q->next_due to its deadline; an ack only flips the
+ * slot's state (one CAS) and leaves its FIFO entry behind, stale. The
+ * timer work (run_timers, under the timer lock, by whoever finds
+ * next_due passed) drains the whole FIFO: stale entries are dropped,
+ * expired leases handled, live ones filed in the wheel at their deadline
+ * (their slot's node). A receive whose push finds the FIFO full drains it
+ * itself (amortised O(1) per receive).
+ *
+ * Slot states (state = gen << 2 | st): FREE -> LEASED (the receiver that
+ * popped the slot from free_slots; gen + 1) -> FREE (ack or nack: CAS
+ * from LEASED; expiry: from BUSY). BUSY is held for a few instructions by
+ * extend, by the expiry check and by browse; ack and nack spin past it.
+ *
+ * Every state transition goes through one function (tr_*), so that the
+ * durability layer can log each in one place:
+ *   tr_accept      send accepted (ready or delayed)
+ *   tr_lease       ready -> in flight
+ *   tr_ack         in flight -> acked
+ *   tr_fail        in flight -> (policy) retry / dead letter / drop
+ *                  (from nack and from lease expiry)
+ *   tr_retry       -> ready or delayed again (attempts kept)
+ *   tr_due         delayed -> ready
+ *   tr_dead_letter -> DLQ (or dropped for want of one)
+ *   tr_drop        -> dropped (policy)
+ *   tr_ttl         found past its TTL -> tr_dead_letter
+ *   tr_redrive     DLQ -> another queue
+ *   quayi_queue_restore  recovery: -> ready or delayed
+ *
+ * Labelled ordering edges:
+ *   L1 receive: release store of LEASED (gen) after writing msg and
+ *      deadline -> pairs with L2.
+ *   L2 ack/nack/extend/timer: acquire load or CAS of the state; then the
+ *      slot's msg and deadline are the ones the receiver wrote.
+ *   L3 the slot index handed through free_slots (a quay ring: R1/A1).
+ *   N1 receive: release CAS lowering next_due after the FIFO push ->
+ *      pairs with N2.
+ *   N2 run_timers: acq_rel exchange of next_due before draining the FIFO:
+ *      every push whose N1 it reads is visible to the drain.
+ */
+#include "queue_internal.h"
+#include "quay_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+#include <time.h>
+
+#include <quay/msg.h>
+#include <quay/pq.h>
+
+#define FIFO_GEN_BITS 40u
+#define FIFO_SLOT_BITS 24u
+#define FIFO_GEN_MASK (((uint64_t)1 << FIFO_GEN_BITS) - 1)
+#define DEDUP_WAYS 8u
+
+static const char *const dlq_reason_text[] = { "", "max-attempts", "ttl-expired", "rejected" };
+
+/* ---- small helpers -------------------------------------------------- */
+
+static int64_t
+realtime_ns(void *ctx)
+{
+	struct timespec ts;
+
+	(void)ctx;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline int64_t
+q_now(const quay_queue *q)
+{
+	return q->clock(q->clock_ctx);
+}
+
+static inline void
+cnt(quay_queue *q, enum quayi_qcounter c, uint64_t n)
+{
+	quay_counter_add(q->ctr[c], n);
+}
+
+static uint64_t
+splitmix64(uint64_t x)
+{
+	x += UINT64_C(0x9E3779B97F4A7C15);
+	x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+	x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+	return x ^ (x >> 31);
+}
+
+/* The default retry delay after `attempt` deliveries. */
+static int64_t
+backoff(quay_queue *q, uint32_t attempt)
+{
+	double d;
+	int64_t r;
+
+	if (q->flags & QUAY_QUEUE_NO_BACKOFF)
+		return 0;
+	d = (double)q->bo_base;
+	for (uint32_t i = 1; i < attempt && d < (double)q->bo_max; i++)
+		d *= q->bo_factor;
+	r = d >= (double)q->bo_max ? q->bo_max : (int64_t)d;
+	if (!(q->flags & QUAY_QUEUE_NO_JITTER) && r > 0) {
+		/* Full jitter: uniform in [0, r]. Relaxed: only a distinct
+		 * draw number is needed. */
+		uint64_t k = __atomic_fetch_add(&q->rng_ctr, 1, __ATOMIC_RELAXED);
+		r = (int64_t)(splitmix64(q->jitter_seed ^ splitmix64(k)) % ((uint64_t)r + 1));
+	}
+	return r;
+}
+
+/* Lower next_due to t (N1: release, pairs with N2 in run_timers). */
+static void
+lower_next_due(quay_queue *q, int64_t t)
+{
+	/* Relaxed load: the CAS validates. */
+	int64_t cur = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED);
+
+	while (t < cur)
+		if (__atomic_compare_exchange_n(&q->next_due, &cur, t, true, __ATOMIC_RELEASE,
+		        __ATOMIC_RELAXED))
+			break;
+}
+
+static void
+wake_receivers(quay_queue *q)
+{
+	/* Sleeping receivers recompute their deadline (a due time moved
+	 * earlier). W1 of quay/impl/pq_inline.h on the pq's pop word. */
+	quayi_wait_wake_if_waiting(&q->ready->pop_event, &q->ready->flags, QUAYI_PQ_F_FENCE);
+}
+
+static void
+held_sub(quay_queue *q)
+{
+	/* Relaxed: a bound, not a hand-over (the messages move through the
+	 * pq and the slots). */
+	__atomic_fetch_sub(&q->held, 1, __ATOMIC_RELAXED);
+}
+
+static bool
+held_reserve(quay_queue *q)
+{
+	/* Relaxed: as held_sub. */
+	if (__atomic_add_fetch(&q->held, 1, __ATOMIC_RELAXED) > q->capacity) {
+		held_sub(q);
+		return false;
+	}
+	return true;
+}
+
+/* ---- timer side (q->tlock held) ---------------------------------- */
+
+static void run_timers_locked(quay_queue *q, int64_t now);
+static void tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool locked);
+static void tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t now,
+    bool locked);
+
+static uint32_t
+node_get(quay_queue *q)
+{
+	/* held <= capacity and every held message needs at most one node,
+	 * so the stack never runs dry. */
+	return q->node_free[--q->node_free_n];
+}
+
+static void
+node_put(quay_queue *q, uint32_t idx)
+{
+	q->wheel.nodes[idx].kind = QUAYI_T_FREE;
+	q->wheel.nodes[idx].msg = NULL;
+	q->node_free[q->node_free_n++] = idx;
+}
+
+static void
+delayed_add(quay_queue *q, int64_t d)
+{
+	/* Written under tlock only; relaxed atomic for readers (stats). */
+	__atomic_store_n(&q->delayed, __atomic_load_n(&q->delayed, __ATOMIC_RELAXED) + (uint64_t)d,
+	    __ATOMIC_RELAXED);
+}
+
+/* File msg in the wheel as delayed until due (kind QUAYI_T_MSG or _DLQ). */
+static void
+schedule_locked(quay_queue *q, quay_msg *msg, int64_t due, uint8_t kind, uint8_t reason)
+{
+	uint32_t idx = node_get(q);
+
+	q->wheel.nodes[idx].kind = kind;
+	q->wheel.nodes[idx].reason = reason;
+	q->wheel.nodes[idx].prio = (uint8_t)quay_msg_priority(msg);
+	q->wheel.nodes[idx].msg = msg;
+	quayi_wheel_add(&q->wheel, idx, due);
+	delayed_add(q, 1);
+}
+
+static void
+schedule(quay_queue *q, quay_msg *msg, int64_t due, uint8_t kind, uint8_t reason, bool locked)
+{
+	if (!locked)
+		pthread_mutex_lock(&q->tlock);
+	schedule_locked(q, msg, due, kind, reason);
+	if (!locked)
+		pthread_mutex_unlock(&q->tlock);
+	lower_next_due(q, due);
+	wake_receivers(q);
+}
+
+/* Waiting for a preempted consumer to release a ring slot. */
+static void
+backoff_spin(unsigned *spins)
+{
+	if (++*spins < 64)
+		quayi_cpu_relax();
+	else
+		sched_yield();
+}
+
+/* Push a slot index into free_slots (which has room for all of them; see
+ * make_ready for why a push may have to wait). L3: the ring's R1/A1. */
+static void
+slot_free(quay_queue *q, uint64_t slot)
+{
+	unsigned spins = 0;
+
+	while (QUAYI_UNLIKELY(quay_ring_push(q->free_slots, &slot) != 0))
+		backoff_spin(&spins);
+}
+
+/* Push msg into level prio of the ready pq. Cannot fail for good: each
+ * level holds capacity. */
+static void
+push_ready(quay_queue *q, quay_msg *msg, unsigned prio)
+{
+	unsigned spins = 0;
+
+	if (prio >= q->levels)
+		prio = q->levels - 1;
+	/* held <= capacity <= the level's capacity, so the level has room;
+	 * a push can still see a slot whose previous consumer was preempted
+	 * between claiming and releasing it (the ring's R2): wait for it. */
+	while (QUAYI_UNLIKELY(quay_pq_push(q->ready, prio, &msg) != 0))
+		backoff_spin(&spins);
+}
+
+static void
+make_ready(quay_queue *q, quay_msg *msg)
+{
+	push_ready(q, msg, quay_msg_priority(msg));
+}
+
+/* delayed -> ready. */
+static void
+tr_due(quay_queue *q, quay_msg *msg, unsigned prio)
+{
+	push_ready(q, msg, prio);
+}
+
+/*
+ * The expiry check of lease slot i at generation gen (timer lock held).
+ * Expired: the slot is freed and the message goes to the failure policy.
+ * Extended: the slot's node is filed at the new deadline.
+ */
+static void
+check_lease(quay_queue *q, uint32_t i, uint64_t gen, bool gen_is_low, int64_t now)
+{
+	struct quayi_lslot *s = &q->slots[i];
+	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* L2 */
+
+	for (;;) {
+		uint64_t sgen = st >> 2;
+
+		if (gen_is_low ? (sgen & FIFO_GEN_MASK) != gen : sgen != gen)
+			return;                                 /* stale: acked or reused */
+		if ((st & 3u) == QUAYI_L_FREE)
+			return;                                 /* ended */
+		if ((st & 3u) == QUAYI_L_BUSY) {
+			quayi_cpu_relax();
+			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* L2 */
+			continue;
+		}
+		/* L2: acquire CAS LEASED -> BUSY. */
+		if (__atomic_compare_exchange_n(&s->state, &st, (st & ~(uint64_t)3) | QUAYI_L_BUSY, false,
+		        __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
+			break;
+	}
+	{
+		/* Relaxed: written under BUSY (extend) or before L1. */
+		int64_t d = __atomic_load_n(&s->deadline, __ATOMIC_RELAXED);
+		uint64_t g = st >> 2;
+
+		if (d > now) {
+			struct quayi_tnode *n = &q->wheel.nodes[i];
+
+			quayi_wheel_del(&q->wheel, i);
+			n->kind = QUAYI_T_LEASE;
+			n->gen = g;
+			quayi_wheel_add(&q->wheel, i, d);
+			/* Release: back to LEASED, same gen (pairs with L2). */
+			__atomic_store_n(&s->state, (g << 2) | QUAYI_L_LEASED, __ATOMIC_RELEASE);
+			return;
+		}
+		{
+			quay_msg *msg = s->msg;
+			uint64_t slot = i;
+
+			/* Release: FREE at the same gen, so the lease's holder gets
+			 * -ESTALE (pairs with L2 in ack). */
+			__atomic_store_n(&s->state, (g << 2) | QUAYI_L_FREE, __ATOMIC_RELEASE);
+			quayi_wheel_del(&q->wheel, i);
+			cnt(q, QC_LEASE_EXPIRED, 1);
+			tr_fail(q, msg, now, "lease expired", true);
+			slot_free(q, slot);
+		}
+	}
+}
+
+static void
+drain_expiry_locked(quay_queue *q, int64_t now)
+{
+	uint64_t buf[64];
+	size_t k;
+
+	while ((k = quay_ring_pop_burst(q->expiry, buf, 64)) != 0)
+		for (size_t j = 0; j < k; j++)
+			check_lease(q, (uint32_t)(buf[j] & ((1u << FIFO_SLOT_BITS) - 1)),
+			    buf[j] >> FIFO_SLOT_BITS, true, now);
+}
+
+static void
+run_timers_locked(quay_queue *q, int64_t now)
+{
+	size_t n;
+
+	/* N2: acq_rel exchange: every FIFO push whose N1 this reads is
+	 * visible to the drain below; later pushes lower next_due again. */
+	(void)__atomic_exchange_n(&q->next_due, INT64_MAX, __ATOMIC_ACQ_REL);
+	drain_expiry_locked(q, now);
+	n = quayi_wheel_advance(&q->wheel, now);
+	for (size_t j = 0; j < n; j++) {
+		uint32_t idx = q->wheel.fired[j].idx;
+		struct quayi_tnode *nd = &q->wheel.nodes[idx];
+
+		if (nd->kind == QUAYI_T_LEASE) {
+			check_lease(q, idx, nd->gen, false, now);
+		} else if (nd->kind == QUAYI_T_MSG) {
+			quay_msg *msg = nd->msg;
+			unsigned prio = nd->prio;
+
+			node_put(q, idx);
+			delayed_add(q, -1);
+			tr_due(q, msg, prio);
+		} else if (nd->kind == QUAYI_T_DLQ) {
+			quay_msg *msg = nd->msg;
+			quay_queue_dlq_reason why = (quay_queue_dlq_reason)nd->reason;
+
+			node_put(q, idx);
+			delayed_add(q, -1);
+			tr_dead_letter(q, msg, why, now, true);
+		}
+	}
+	lower_next_due(q, quayi_wheel_next_due(&q->wheel));
+	/* A push that raced with the drain is still in the FIFO: look again
+	 * soon rather than at its deadline only. */
+	if (quay_ring_count(q->expiry) != 0)
+		lower_next_due(q, now + q->wheel.tick_ns);
+}
+
+/* Run the timer work if something may be due and nobody else is at it. */
+static inline void
+maybe_run_timers(quay_queue *q, int64_t now)
+{
+	/* Relaxed: a hint; run_timers re-reads it with N2. */
+	if (QUAYI_LIKELY(now < __atomic_load_n(&q->next_due, __ATOMIC_RELAXED)))
+		return;
+	if (pthread_mutex_trylock(&q->tlock) != 0)
+		return;
+	run_timers_locked(q, now);
+	pthread_mutex_unlock(&q->tlock);
+}
+
+/* ---- transitions ------------------------------------------------------ */
+
+/* Put msg into q as ready or delayed (the caller reserved held). */
+static void
+place(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
+{
+	int64_t nb = quay_msg_not_before_ns(msg);
+
+	if (nb > now)
+		schedule(q, msg, nb, QUAYI_T_MSG, 0, locked);
+	else
+		make_ready(q, msg);
+}
+
+/* send accepted. */
+static void
+tr_accept(quay_queue *q, quay_msg *msg, int64_t now)
+{
+	cnt(q, QC_SENT, 1);
+	place(q, msg, now, false);
+}
+
+/* failed delivery -> ready or delayed again. */
+static void
+tr_retry(quay_queue *q, quay_msg *msg, int64_t delay, int64_t now, bool locked)
+{
+	cnt(q, QC_RETRIED, 1);
+	if (delay > 0)
+		schedule(q, msg, now + delay, QUAYI_T_MSG, 0, locked);
+	else
+		make_ready(q, msg);
+}
+
+/* -> dropped by policy. */
+static void
+tr_drop(quay_queue *q, quay_msg *msg)
+{
+	cnt(q, QC_DROPPED, 1);
+	held_sub(q);
+	quay_msg_unref(msg);
+}
+
+/* Internal put into another queue (dead letters and redrive): held
+ * reserved here; no dedup, no timer work. */
+static int
+put_other(quay_queue *to, quay_msg *msg, int64_t now)
+{
+	if (!held_reserve(to))
+		return -EAGAIN;
+	quay_msg_set_enqueued_ns(msg, now);
+	if (quay_msg_expires_ns(msg) == 0 && to->ttl_ns > 0)
+		quay_msg_set_expires_ns(msg, now + to->ttl_ns);
+	cnt(to, QC_SENT, 1);
+	place(to, msg, now, false);
+	return 0;
+}
+
+/* -> the DLQ (or dropped, counted, for want of one). */
+static void
+tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t now, bool locked)
+{
+	quay_queue *dlq = q->dlq;
+
+	if (dlq == NULL) {
+		if (q->on_dead_letter != NULL)
+			q->on_dead_letter(q->hook_ctx, msg, why);
+		cnt(q, QC_DEAD_LETTERED, 1);
+		held_sub(q);
+		quay_msg_unref(msg);
+		return;
+	}
+	/* The reason goes on the message as headers, which needs the only
+	 * reference: a shared message is copied (the copy carries them). */
+	if (quay_msg_refcount(msg) != 1) {
+		quay_msg *copy = NULL;
+
+		if (quay_msg_clone(quay_msg_pool(msg), msg, &copy) == 0) {
+			quay_msg_unref(msg);
+			msg = copy;
+		}
+	}
+	if (quay_msg_refcount(msg) == 1) {
+		const char *r = dlq_reason_text[why];
+
+		/* Best effort: a message too full for the headers still goes. */
+		(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_REASON, r, strlen(r));
+		(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_SOURCE, q->name, strlen(q->name));
+	}
+	/* Dead letters are not delayed and do not expire with their TTL in
+	 * the source queue (the DLQ's own TTL applies). */
+	quay_msg_set_not_before_ns(msg, 0);
+	quay_msg_set_expires_ns(msg, 0);
+	if (q->on_dead_letter != NULL)
+		q->on_dead_letter(q->hook_ctx, msg, why);
+	if (put_other(dlq, msg, now) != 0) {
+		/* The DLQ is full: the message stays here (delayed) and tries
+		 * again a backoff base later. */
+		int64_t later = q->bo_base > q->wheel.tick_ns ? q->bo_base : q->wheel.tick_ns;
+
+		schedule(q, msg, now + later, QUAYI_T_DLQ, (uint8_t)why, locked);
+		return;
+	}
+	cnt(q, QC_DEAD_LETTERED, 1);
+	held_sub(q);
+}
+
+/* ready message found past its TTL. */
+static void
+tr_ttl(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
+{
+	cnt(q, QC_TTL_EXPIRED, 1);
+	tr_dead_letter(q, msg, QUAY_QUEUE_DLQ_TTL, now, locked);
+}
+
+static inline bool
+ttl_passed(const quay_msg *msg, int64_t now)
+{
+	int64_t e = quay_msg_expires_ns(msg);
+
+	return e != 0 && e <= now;
+}
+
+/* in flight -> decided by the failure policy. */
+static void
+tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool locked)
+{
+	uint32_t attempt = quay_msg_attempts(msg);
+	int64_t delay;
+	quay_queue_verdict v;
+
+	if (attempt >= q->max_attempts) {
+		tr_dead_letter(q, msg, QUAY_QUEUE_DLQ_MAX_ATTEMPTS, now, locked);
+		return;
+	}
+	delay = backoff(q, attempt);
+	v = QUAY_QUEUE_RETRY;
+	if (q->on_failure != NULL) {
+		v = q->on_failure(q->hook_ctx, msg, attempt, reason, &delay);
+		if (delay < 0)
+			delay = 0;
+	}
+	switch (v) {
+	case QUAY_QUEUE_DEAD_LETTER:
+		tr_dead_letter(q, msg, QUAY_QUEUE_DLQ_REJECTED, now, locked);
+		break;
+	case QUAY_QUEUE_DROP:
+		tr_drop(q, msg);
+		break;
+	default:
+		if (ttl_passed(msg, now + delay))
+			tr_ttl(q, msg, now, locked);
+		else
+			tr_retry(q, msg, delay, now, locked);
+		break;
+	}
+}
+
+/* ready -> in flight: msg popped, slot owned (FREE). Fills *lease. */
+static void
+tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *lease)
+{
+	struct quayi_lslot *s = &q->slots[i];
+	/* Relaxed: the slot is ours (L3). */
+	uint64_t gen = (__atomic_load_n(&s->state, __ATOMIC_RELAXED) >> 2) + 1;
+	uint32_t attempt = quay_msg_attempts(msg) + 1;
+	int64_t deadline = now + q->visibility_ns;
+	uint64_t entry = (gen & FIFO_GEN_MASK) << FIFO_SLOT_BITS | i;
+
+	int64_t enq = quay_msg_enqueued_ns(msg);
+
+	/* Everything that touches msg comes before L1: once the slot says
+	 * LEASED the lease may expire (a receiver preempted past its
+	 * deadline), the message be redelivered, acked elsewhere and freed. */
+	quay_msg_set_attempts(msg, attempt);
+	quay_msg_ref(msg);                                 /* the caller's */
+	cnt(q, QC_RECEIVED, 1);
+	if (attempt == 1 && now >= enq)
+		quay_hist_record(q->h_first, (uint64_t)(now - enq));
+	/* Relaxed: an estimate for stats. */
+	__atomic_store_n(&q->last_recv_enq, enq, __ATOMIC_RELAXED);
+	s->msg = msg;
+	/* Relaxed: published by L1. */
+	__atomic_store_n(&s->deadline, deadline, __ATOMIC_RELAXED);
+	/* L1: release; pairs with L2. */
+	__atomic_store_n(&s->state, (gen << 2) | QUAYI_L_LEASED, __ATOMIC_RELEASE);
+	if (QUAYI_UNLIKELY(quay_ring_push(q->expiry, &entry) != 0)) {
+		/* Full of stale entries: drain it (amortised over the
+		 * capacity's worth of receives that filled it). */
+		unsigned spins = 0;
+
+		/* Other receivers go on pushing meanwhile and may fill it again
+		 * before our push: drain until it goes in. */
+		pthread_mutex_lock(&q->tlock);
+		for (;;) {
+			drain_expiry_locked(q, now);
+			if (quay_ring_push(q->expiry, &entry) == 0)
+				break;
+			backoff_spin(&spins);
+		}
+		pthread_mutex_unlock(&q->tlock);
+	}
+	lower_next_due(q, deadline);                       /* N1 */
+	lease->msg = msg;
+	lease->deadline_ns = deadline;
+	lease->gen = gen;
+	lease->slot = i;
+	lease->attempt = attempt;
+}
+
+/* in flight -> acked (the slot is already FREE and ours). */
+static void
+tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
+{
+	int64_t enq = quay_msg_enqueued_ns(msg);
+
+	cnt(q, QC_ACKED, 1);
+	if (now >= enq)
+		quay_hist_record(q->h_ack, (uint64_t)(now - enq));
+	held_sub(q);
+	quay_msg_unref(msg);
+}
+
+/* DLQ -> to. */
+static int
+tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
+{
+	quay_msg_set_attempts(msg, 0);
+	quay_msg_set_not_before_ns(msg, 0);
+	quay_msg_set_expires_ns(msg, 0);
+	if (quay_msg_refcount(msg) == 1) {
+		(void)quay_msg_del_header(msg, QUAY_MSG_H_DLQ_REASON);
+		(void)quay_msg_del_header(msg, QUAY_MSG_H_DLQ_SOURCE);
+	}
+	if (put_other(to, msg, now) != 0)
+		return -EAGAIN;
+	cnt(dlq, QC_REDRIVEN, 1);
+	held_sub(dlq);
+	return 0;
+}
+
+int
+quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not_before_ns)
+{
+	int64_t now;
+
+	if (q == NULL || msg == NULL || not_before_ns < 0 || quay_msg_priority(msg) >= q->levels)
+		return -EINVAL;
+	if (!held_reserve(q))
+		return -EAGAIN;
+	now = q_now(q);
+	quay_msg_set_attempts(msg, attempts);
+	quay_msg_set_not_before_ns(msg, not_before_ns);
+	cnt(q, QC_RESTORED, 1);
+	place(q, msg, now, false);
+	return 0;
+}
+
+/* ---- dedup ------------------------------------------------------------ */
+
+static void
+dedup_hash(const void *id, size_t len, uint64_t *h1, uint64_t *h2)
+{
+	const unsigned char *p = id;
+	uint64_t a = UINT64_C(0xcbf29ce484222325), b = UINT64_C(0x84222325cbf29ce4) ^ len;
+
+	for (size_t i = 0; i < len; i++) {
+		a = (a ^ p[i]) * UINT64_C(0x100000001b3);
+		b = splitmix64(b ^ p[i]);
+	}
+	*h1 = splitmix64(a);
+	*h2 = b;
+}
+
+/* 1: duplicate; 0: new (remembered); -EAGAIN: its set is full of live ids. */
+static int
+dedup_check(quay_queue *q, const void *id, size_t len, int64_t now)
+{
+	uint64_t h1, h2;
+	struct quayi_dedup_entry *set, *room = NULL;
+	int rc = 0;
+
+	dedup_hash(id, len, &h1, &h2);
+	set = &q->dedup[(h1 & (q->dedup_sets - 1)) * DEDUP_WAYS];
+	pthread_mutex_lock(&q->dlock);
+	for (unsigned w = 0; w < DEDUP_WAYS; w++) {
+		struct quayi_dedup_entry *e = &set[w];
+
+		if (e->expires > now && e->h1 == h1 && e->h2 == h2) {
+			rc = 1;
+			break;
+		}
+		if (e->expires <= now && room == NULL)
+			room = e;
+	}
+	if (rc == 0) {
+		if (room == NULL) {
+			rc = -EAGAIN;
+		} else {
+			room->h1 = h1;
+			room->h2 = h2;
+			room->expires = now + q->dedup_window;
+		}
+	}
+	pthread_mutex_unlock(&q->dlock);
+	return rc;
+}
+
+/* ---- create / destroy ------------------------------------------------ */
+
+static size_t
+pow2_at_least(size_t n)
+{
+	size_t p = 1;
+
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+static bool
+name_ok(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n] != '\0'; n++) {
+		char c = s[n];
+
+		if (n >= QUAY_QUEUE_NAME_MAX)
+			return false;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		        c == '_' || c == '.' || c == ':' || c == '-'))
+			return false;
+	}
+	return n != 0;
+}
+
+static int
+validate(const quay_queue_opts *o)
+{
+	if (o->size != sizeof(*o) || (o->flags & ~QUAY_QUEUE_FLAGS_ALL) != 0)
+		return -EINVAL;
+	if (o->name != NULL && !name_ok(o->name))
+		return -EINVAL;
+	if (o->capacity > QUAY_QUEUE_CAPACITY_MAX || o->levels > QUAY_PQ_LEVELS_MAX)
+		return -EINVAL;
+	if (o->max_in_flight > (o->capacity ? o->capacity : QUAY_QUEUE_CAPACITY_DEFAULT))
+		return -EINVAL;
+	if (o->max_attempts > QUAY_QUEUE_ATTEMPTS_MAX)
+		return -EINVAL;
+	if (o->visibility_ns < 0 || o->delay_ns < 0 || o->ttl_ns < 0 || o->backoff_base_ns < 0 ||
+	    o->backoff_max_ns < 0 || o->dedup_window_ns < 0 || o->tick_ns < 0)
+		return -EINVAL;
+	if (o->backoff_factor != 0.0 && !(o->backoff_factor >= 1.0 && o->backoff_factor <= 1000.0))
+		return -EINVAL;
+	if (o->tick_ns != 0 && (o->tick_ns < 1000 || o->tick_ns > 1000000000))
+		return -EINVAL;
+	if (o->dedup_capacity > QUAY_QUEUE_CAPACITY_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+static int
+make_metrics(quay_queue *q, quay_stats *reg)
+{
+	static const char *const cname[QC_COUNT] = {
+		"quay_queue_sent_total", "quay_queue_received_total", "quay_queue_acked_total",
+		"quay_queue_nacked_total", "quay_queue_retried_total", "quay_queue_lease_expired_total",
+		"quay_queue_ttl_expired_total", "quay_queue_dead_lettered_total",
+		"quay_queue_redriven_total", "quay_queue_dropped_total",
+		"quay_queue_deduplicated_total", "quay_queue_restored_total",
+	};
+	static const char *const gname[QG_COUNT] = {
+		"quay_queue_ready", "quay_queue_delayed", "quay_queue_in_flight", "quay_queue_oldest_age_ns",
+	};
+	struct quay_stats_label lab = { "queue", q->name };
+	int rc;
+
+	for (int i = 0; i < QC_COUNT; i++)
+		if ((rc = quay_counter_create(reg, cname[i], NULL, &lab, 1, &q->ctr[i])) != 0)
+			return rc;
+	for (int i = 0; i < QG_COUNT; i++)
+		if ((rc = quay_gauge_create(reg, gname[i], NULL, &lab, 1, &q->gauge[i])) != 0)
+			return rc;
+	if ((rc = quay_hist_create(reg, "quay_queue_first_receive_latency_ns", NULL, &lab, 1, &q->h_first)) != 0)
+		return rc;
+	return quay_hist_create(reg, "quay_queue_ack_latency_ns", NULL, &lab, 1, &q->h_ack);
+}
+
+static void
+free_metrics(quay_queue *q)
+{
+	for (int i = 0; i < QC_COUNT; i++)
+		quay_counter_destroy(q->ctr[i]);
+	for (int i = 0; i < QG_COUNT; i++)
+		quay_gauge_destroy(q->gauge[i]);
+	quay_hist_destroy(q->h_first);
+	quay_hist_destroy(q->h_ack);
+	quay_stats_destroy(q->stats_owned);
+}
+
+static void
+drop_all(quay_queue *q)
+{
+	quay_msg *m;
+
+	if (q->ready != NULL)
+		while (quay_pq_pop(q->ready, &m, NULL) == 0)
+			quay_msg_unref(m);
+	if (q->slots != NULL)
+		for (size_t i = 0; i < q->max_in_flight; i++)
+			if ((q->slots[i].state & 3u) != QUAYI_L_FREE)
+				quay_msg_unref(q->slots[i].msg);
+	if (q->wheel.nodes != NULL)
+		for (uint32_t i = (uint32_t)q->max_in_flight; i < q->wheel.nnodes; i++)
+			if (quayi_wheel_linked(&q->wheel, i) && q->wheel.nodes[i].msg != NULL)
+				quay_msg_unref(q->wheel.nodes[i].msg);
+}
+
+static void
+queue_free(quay_queue *q)
+{
+	drop_all(q);
+	quay_pq_destroy(q->ready);
+	quay_ring_destroy(q->free_slots);
+	quay_ring_destroy(q->expiry);
+	free(q->slots);
+	quayi_wheel_fini(&q->wheel);
+	free(q->node_free);
+	free(q->dedup);
+	free(q->browse_buf);
+	free(q->browse_prio);
+	free_metrics(q);
+	pthread_mutex_destroy(&q->tlock);
+	pthread_mutex_destroy(&q->dlock);
+	pthread_mutex_destroy(&q->block);
+	free(q);
+}
+
+int
+quay_queue_create(const quay_queue_opts *opts, quay_queue **out)
+{
+	struct quay_pq_opts po = QUAY_PQ_OPTS_INIT;
+	quay_queue *q;
+	size_t cap, inflight, fifo;
+	int rc;
+
+	if (opts == NULL || out == NULL)
+		return -EINVAL;
+	if ((rc = validate(opts)) != 0)
+		return rc;
+	q = aligned_alloc(QUAY_CACHELINE, (sizeof(*q) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);
+	if (q == NULL)
+		return -ENOMEM;
+	memset(q, 0, sizeof(*q));
+	pthread_mutex_init(&q->tlock, NULL);
+	pthread_mutex_init(&q->dlock, NULL);
+	pthread_mutex_init(&q->block, NULL);
+
+	snprintf(q->name, sizeof(q->name), "%s", opts->name != NULL ? opts->name : "queue");
+	cap = opts->capacity ? opts->capacity : QUAY_QUEUE_CAPACITY_DEFAULT;
+	inflight = opts->max_in_flight ? opts->max_in_flight : cap;
+	q->flags = opts->flags;
+	q->levels = opts->levels ? opts->levels : 1u;
+	q->capacity = cap;
+	q->max_in_flight = inflight;
+	q->visibility_ns = opts->visibility_ns ? opts->visibility_ns : QUAY_QUEUE_VISIBILITY_DEFAULT;
+	q->delay_ns = opts->delay_ns;
+	q->ttl_ns = opts->ttl_ns;
+	q->bo_base = opts->backoff_base_ns ? opts->backoff_base_ns : QUAY_QUEUE_BACKOFF_BASE_DEFAULT;
+	q->bo_max = opts->backoff_max_ns ? opts->backoff_max_ns : QUAY_QUEUE_BACKOFF_MAX_DEFAULT;
+	q->bo_factor = opts->backoff_factor != 0.0 ? opts->backoff_factor : 2.0;
+	q->max_attempts = opts->max_attempts ? opts->max_attempts : QUAY_QUEUE_ATTEMPTS_DEFAULT;
+	q->dedup_window = opts->dedup_window_ns;
+	q->dlq = opts->dlq;
+	q->on_failure = opts->on_failure;
+	q->on_dead_letter = opts->on_dead_letter;
+	q->hook_ctx = opts->hook_ctx;
+	q->clock = opts->clock ? opts->clock : realtime_ns;
+	q->clock_ctx = opts->clock ? opts->clock_ctx : NULL;
+	q->jitter_seed = opts->jitter_seed ? opts->jitter_seed : UINT64_C(0x5175617951756179);
+	q->next_due = INT64_MAX;
+	rc = -EINVAL;
+	if (q->bo_max < q->bo_base)
+		goto fail;
+
+	po.levels = q->levels;
+	po.flags = (q->flags & QUAY_QUEUE_WEIGHTED) ? QUAY_PQ_WEIGHTED : 0u;
+	po.weights = opts->weights;
+	po.capacity = pow2_at_least(cap);
+	po.elem_size = sizeof(quay_msg *);
+	if ((rc = quay_pq_create(&po, &q->ready)) != 0)
+		goto fail;
+	fifo = pow2_at_least(2 * inflight < 1024 ? 1024 : 2 * inflight);
+	if ((rc = quay_ring_create(pow2_at_least(2 * inflight), 8, 0, &q->free_slots)) != 0 ||
+	    (rc = quay_ring_create(fifo, 8, 0, &q->expiry)) != 0)
+		goto fail;
+	rc = -ENOMEM;
+	q->slots = aligned_alloc(QUAY_CACHELINE, inflight * sizeof(*q->slots));
+	q->node_free = calloc(cap, sizeof(*q->node_free));
+	q->browse_buf = calloc(cap, sizeof(*q->browse_buf));
+	q->browse_prio = calloc(cap, sizeof(*q->browse_prio));
+	if (q->slots == NULL || q->node_free == NULL || q->browse_buf == NULL || q->browse_prio == NULL)
+		goto fail;
+	memset(q->slots, 0, inflight * sizeof(*q->slots));
+	for (uint64_t i = 0; i < inflight; i++)
+		if (quay_ring_push(q->free_slots, &i) != 0)
+			goto fail;
+	if ((rc = quayi_wheel_init(&q->wheel, (uint32_t)(inflight + cap),
+	         opts->tick_ns ? opts->tick_ns : QUAY_QUEUE_TICK_DEFAULT, q_now(q))) != 0)
+		goto fail;
+	for (size_t i = 0; i < cap; i++)
+		q->node_free[i] = (uint32_t)(inflight + cap - 1 - i);
+	q->node_free_n = (uint32_t)cap;
+	if (q->dedup_window > 0) {
+		size_t n = opts->dedup_capacity ? opts->dedup_capacity : cap;
+
+		q->dedup_sets = pow2_at_least((n + DEDUP_WAYS - 1) / DEDUP_WAYS);
+		q->dedup = calloc(q->dedup_sets * DEDUP_WAYS, sizeof(*q->dedup));
+		rc = -ENOMEM;
+		if (q->dedup == NULL)
+			goto fail;
+	}
+	if (opts->stats == NULL) {
+		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
+
+		so.hist_shards = 1;
+		if ((rc = quay_stats_create(&so, &q->stats_owned)) != 0)
+			goto fail;
+	}
+	if ((rc = make_metrics(q, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0)
+		goto fail;
+	*out = q;
+	return 0;
+fail:
+	queue_free(q);
+	return rc;
+}
+
+void
+quay_queue_destroy(quay_queue *q)
+{
+	if (q != NULL)
+		queue_free(q);
+}
+
+/* ---- send --------------------------------------------------------- */
+
+int
+quay_queue_send(quay_queue *q, quay_msg *msg)
+{
+	const void *id = NULL;
+	size_t idlen = 0;
+	int64_t now;
+
+	if (QUAYI_UNLIKELY(q == NULL || msg == NULL || quay_msg_priority(msg) >= q->levels))
+		return -EINVAL;
+	if (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
+	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
+	    idlen > QUAY_QUEUE_DEDUP_ID_MAX)
+		return -EINVAL;
+	now = q_now(q);
+	maybe_run_timers(q, now);
+	if (QUAYI_UNLIKELY(!held_reserve(q)))
+		return -EAGAIN;
+	if (id != NULL) {
+		int d = dedup_check(q, id, idlen, now);
+
+		if (d != 0) {
+			held_sub(q);
+			if (d < 0)
+				return d;
+			cnt(q, QC_DEDUPLICATED, 1);
+			quay_msg_unref(msg);
+			return 0;
+		}
+	}
+	quay_msg_set_enqueued_ns(msg, now);
+	if (q->delay_ns > 0 && quay_msg_not_before_ns(msg) == 0)
+		quay_msg_set_not_before_ns(msg, now + q->delay_ns);
+	if (q->ttl_ns > 0 && quay_msg_expires_ns(msg) == 0)
+		quay_msg_set_expires_ns(msg, now + q->ttl_ns);
+	tr_accept(q, msg, now);
+	return 0;
+}
+
+int
+quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
+{
+	int sent = 0;
+
+	if (q == NULL || msgs == NULL || n == 0 || n > INT32_MAX)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (msgs[i] == NULL)
+			return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int rc = quay_queue_send(q, msgs[i]);
+
+		if (results != NULL)
+			results[i] = rc;
+		if (rc == 0)
+			sent++;
+	}
+	return sent;
+}
+
+/* ---- receive ------------------------------------------------------ */
+
+/* One non-blocking receive with slot i already owned. 0, or -EAGAIN. */
+static int
+take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, quay_msg *first)
+{
+	quay_msg *msg = first;
+
+	for (;;) {
+		if (msg == NULL && quay_pq_pop(q->ready, &msg, NULL) != 0)
+			return -EAGAIN;
+		if (QUAYI_UNLIKELY(ttl_passed(msg, now))) {
+			tr_ttl(q, msg, now, false);
+			msg = NULL;
+			continue;
+		}
+		tr_lease(q, msg, i, now, lease);
+		return 0;
+	}
+}
+
+static int
+receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono)
+{
+	uint64_t slot;
+	int64_t now = q_now(q);
+	int rc;
+
+	maybe_run_timers(q, now);
+	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0))   /* L3 */
+		return -EAGAIN;
+	rc = take_one(q, (uint32_t)slot, now, lease, NULL);
+	while (rc == -EAGAIN && wait_ns != 0) {
+		int64_t sleep_ns = -1, due, left = -1;
+		quay_msg *msg = NULL;
+		int w;
+
+		if (end_mono >= 0) {
+			left = end_mono - quayi_wait_deadline(0);
+			if (left <= 0) {
+				rc = -ETIMEDOUT;
+				break;
+			}
+			sleep_ns = left;
+		}
+		/* Relaxed: a hint for the sleep length. */
+		due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED);
+		if (due != INT64_MAX) {
+			int64_t d = due - now;
+
+			if (d < 0)
+				d = 0;
+			if (sleep_ns < 0 || d < sleep_ns)
+				sleep_ns = d;
+		}
+		w = sleep_ns == 0 ? -ETIMEDOUT : quay_pq_pop_wait(q->ready, &msg, NULL, sleep_ns);
+		now = q_now(q);
+		if (w == 0) {
+			rc = take_one(q, (uint32_t)slot, now, lease, msg);
+		} else {
+			maybe_run_timers(q, now);
+			if (sleep_ns == 0)
+				sched_yield();   /* another thread runs the timers */
+			rc = take_one(q, (uint32_t)slot, now, lease, NULL);
+		}
+	}
+	if (rc != 0)
+		slot_free(q, slot);
+	return rc;
+}
+
+int
+quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns)
+{
+	if (QUAYI_UNLIKELY(q == NULL || lease == NULL))
+		return -EINVAL;
+	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1);
+}
+
+size_t
+quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wait_ns)
+{
+	size_t got = 0;
+
+	if (q == NULL || leases == NULL || n == 0)
+		return 0;
+	if (quay_queue_receive(q, &leases[0], wait_ns) != 0)
+		return 0;
+	for (got = 1; got < n; got++)
+		if (receive_one(q, &leases[got], 0, -1) != 0)
+			break;
+	return got;
+}
+
+/* ---- ack / nack / extend ---------------------------------------------- */
+
+/* Validate the lease and take its slot from LEASED to FREE (to_busy:
+ * BUSY instead). Returns 0 with *st_out the old state, or an error. */
+static int
+end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uint64_t *st_out)
+{
+	struct quayi_lslot *s;
+	uint64_t st;
+
+	if (lease->slot >= q->max_in_flight || lease->gen == 0)
+		return -ENOENT;
+	s = &q->slots[lease->slot];
+	st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);              /* L2 */
+	for (;;) {
+		uint64_t sgen = st >> 2;
+
+		if (lease->gen > sgen)
+			return -ENOENT;
+		if (lease->gen < sgen || (st & 3u) == QUAYI_L_FREE)
+			return -ESTALE;
+		if ((st & 3u) == QUAYI_L_BUSY) {
+			quayi_cpu_relax();
+			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);      /* L2 */
+			continue;
+		}
+		if (s->msg != lease->msg)
+			return -ENOENT;
+		/* Relaxed: written before L1 or under BUSY, both ordered by L2. */
+		if (__atomic_load_n(&s->deadline, __ATOMIC_RELAXED) <= now)
+			return -ESTALE;
+		/* L2: acq_rel CAS; a concurrent expiry or extend holds BUSY. */
+		if (__atomic_compare_exchange_n(&s->state, &st,
+		        (sgen << 2) | (to_busy ? QUAYI_L_BUSY : QUAYI_L_FREE), false,
+		        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+			*st_out = st;
+			return 0;
+		}
+	}
+}
+
+int
+quay_queue_ack(quay_queue *q, const quay_lease *lease)
+{
+	uint64_t st, slot;
+	quay_msg *msg;
+	int64_t now;
+	int rc;
+
+	if (QUAYI_UNLIKELY(q == NULL || lease == NULL))
+		return -EINVAL;
+	now = q_now(q);
+	rc = end_lease(q, lease, false, now, &st);
+	if (rc != 0)
+		return rc;
+	msg = q->slots[lease->slot].msg;
+	slot = lease->slot;
+	slot_free(q, slot);
+	tr_ack(q, msg, now);
+	return 0;
+}
+
+int
+quay_queue_nack(quay_queue *q, const quay_lease *lease, const char *reason)
+{
+	uint64_t st, slot;
+	quay_msg *msg;
+	int64_t now;
+	int rc;
+
+	if (q == NULL || lease == NULL)
+		return -EINVAL;
+	now = q_now(q);
+	rc = end_lease(q, lease, false, now, &st);
+	if (rc != 0)
+		return rc;
+	msg = q->slots[lease->slot].msg;
+	slot = lease->slot;
+	slot_free(q, slot);
+	cnt(q, QC_NACKED, 1);
+	tr_fail(q, msg, now, reason, false);
+	return 0;
+}
+
+int
+quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t more_ns)
+{
+	struct quayi_lslot *s;
+	uint64_t st;
+	int64_t now, old, nd;
+	int rc;
+
+	if (q == NULL || lease == NULL || more_ns <= 0)
+		return -EINVAL;
+	now = q_now(q);
+	rc = end_lease(q, lease, true, now, &st);
+	if (rc != 0)
+		return rc;
+	s = &q->slots[lease->slot];
+	nd = more_ns > INT64_MAX - now ? INT64_MAX : now + more_ns;
+	old = __atomic_load_n(&s->deadline, __ATOMIC_RELAXED);   /* ours under BUSY */
+	if (nd < old) {
+		/* Shorter: a wheel node filed at the old deadline must move. */
+		pthread_mutex_lock(&q->tlock);
+		__atomic_store_n(&s->deadline, nd, __ATOMIC_RELAXED);
+		if (quayi_wheel_linked(&q->wheel, lease->slot) &&
+		    q->wheel.nodes[lease->slot].kind == QUAYI_T_LEASE) {
+			quayi_wheel_del(&q->wheel, lease->slot);
+			quayi_wheel_add(&q->wheel, lease->slot, nd);
+		}
+		/* Release: back to LEASED (pairs with L2). */
+		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&q->tlock);
+		lower_next_due(q, nd);
+		wake_receivers(q);
+	} else {
+		/* Relaxed: published by the release store below. */
+		__atomic_store_n(&s->deadline, nd, __ATOMIC_RELAXED);
+		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);           /* pairs with L2 */
+	}
+	return 0;
+}
+
+/* ---- redrive / browse / tick / stats ---------------------------------- */
+
+int
+quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved)
+{
+	size_t n = 0;
+	int rc = 0;
+	int64_t now;
+
+	if (dlq == NULL || to == NULL || dlq == to || max == 0)
+		return -EINVAL;
+	now = q_now(to);
+	while (n < max) {
+		quay_msg *msg;
+		unsigned prio = 0;
+
+		if (quay_pq_pop(dlq->ready, &msg, &prio) != 0)
+			break;
+		if (tr_redrive(dlq, to, msg, now) != 0) {
+			make_ready(dlq, msg);   /* back: its room is still held */
+			rc = -EAGAIN;
+			break;
+		}
+		n++;
+	}
+	if (moved != NULL)
+		*moved = n;
+	return rc;
+}
+
+int
+quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
+{
+	size_t n = 0;
+	int stop = 0;
+
+	if (q == NULL || fn == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&q->block);
+	while (n < q->capacity && quay_pq_pop(q->ready, &q->browse_buf[n], &q->browse_prio[n]) == 0)
+		n++;
+	for (size_t i = 0; i < n && stop == 0; i++)
+		stop = fn(ctx, q->browse_buf[i], QUAY_QUEUE_READY);
+	for (size_t i = 0; i < n; i++)
+		make_ready(q, q->browse_buf[i]);
+	pthread_mutex_unlock(&q->block);
+	if (stop == 0) {
+		pthread_mutex_lock(&q->tlock);
+		for (uint32_t i = (uint32_t)q->max_in_flight; i < q->wheel.nnodes && stop == 0; i++)
+			if (quayi_wheel_linked(&q->wheel, i))
+				stop = fn(ctx, q->wheel.nodes[i].msg, QUAY_QUEUE_DELAYED);
+		pthread_mutex_unlock(&q->tlock);
+	}
+	for (size_t i = 0; i < q->max_in_flight && stop == 0; i++) {
+		struct quayi_lslot *s = &q->slots[i];
+		uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* L2 */
+		quay_msg *msg;
+
+		if ((st & 3u) != QUAYI_L_LEASED)
+			continue;
+		/* L2: hold BUSY while taking a reference. */
+		if (!__atomic_compare_exchange_n(&s->state, &st, (st & ~(uint64_t)3) | QUAYI_L_BUSY, false,
+		        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			continue;                                             /* it just ended */
+		msg = s->msg;
+		quay_msg_ref(msg);
+		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);            /* pairs with L2 */
+		stop = fn(ctx, msg, QUAY_QUEUE_IN_FLIGHT);
+		quay_msg_unref(msg);
+	}
+	return stop;
+}
+
+int
+quay_queue_tick(quay_queue *q)
+{
+	if (q == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&q->tlock);
+	run_timers_locked(q, q_now(q));
+	pthread_mutex_unlock(&q->tlock);
+	return 0;
+}
+
+int
+quay_queue_stats(quay_queue *q, struct quay_queue_stats *out)
+{
+	int64_t now, oldest = 0, e;
+	uint64_t inflight = 0;
+
+	if (q == NULL || out == NULL)
+		return -EINVAL;
+	quay_queue_tick(q);
+	now = q_now(q);
+	memset(out, 0, sizeof(*out));
+	out->sent = quay_counter_read(q->ctr[QC_SENT]);
+	out->received = quay_counter_read(q->ctr[QC_RECEIVED]);
+	out->acked = quay_counter_read(q->ctr[QC_ACKED]);
+	out->nacked = quay_counter_read(q->ctr[QC_NACKED]);
+	out->retried = quay_counter_read(q->ctr[QC_RETRIED]);
+	out->lease_expired = quay_counter_read(q->ctr[QC_LEASE_EXPIRED]);
+	out->ttl_expired = quay_counter_read(q->ctr[QC_TTL_EXPIRED]);
+	out->dead_lettered = quay_counter_read(q->ctr[QC_DEAD_LETTERED]);
+	out->redriven_out = quay_counter_read(q->ctr[QC_REDRIVEN]);
+	out->dropped = quay_counter_read(q->ctr[QC_DROPPED]);
+	out->deduplicated = quay_counter_read(q->ctr[QC_DEDUPLICATED]);
+	out->restored = quay_counter_read(q->ctr[QC_RESTORED]);
+	out->ready = quay_pq_count(q->ready);
+	pthread_mutex_lock(&q->tlock);
+	out->delayed = q->delayed;
+	for (uint32_t i = (uint32_t)q->max_in_flight; i < q->wheel.nnodes; i++)
+		if (quayi_wheel_linked(&q->wheel, i) && (e = quay_msg_enqueued_ns(q->wheel.nodes[i].msg)) != 0 &&
+		    now - e > oldest)
+			oldest = now - e;
+	pthread_mutex_unlock(&q->tlock);
+	for (size_t i = 0; i < q->max_in_flight; i++) {
+		struct quayi_lslot *s = &q->slots[i];
+		/* Relaxed: a count; the message is not touched. */
+		if ((__atomic_load_n(&s->state, __ATOMIC_RELAXED) & 3u) != QUAYI_L_FREE)
+			inflight++;
+	}
+	out->in_flight = inflight;
+	/* Relaxed: an estimate. */
+	e = __atomic_load_n(&q->last_recv_enq, __ATOMIC_RELAXED);
+	if ((out->ready != 0 || inflight != 0) && e != 0 && now - e > oldest)
+		oldest = now - e;
+	out->oldest_age_ns = oldest;
+	quay_gauge_set(q->gauge[QG_READY], (int64_t)out->ready);
+	quay_gauge_set(q->gauge[QG_DELAYED], (int64_t)out->delayed);
+	quay_gauge_set(q->gauge[QG_IN_FLIGHT], (int64_t)out->in_flight);
+	quay_gauge_set(q->gauge[QG_OLDEST], oldest);
+	return 0;
+}

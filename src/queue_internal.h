@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private declarations shared by src/queue.c and src/queue_timer.c (and,
+ * later, the durability layer in src/queue_durable.c). Never installed.
+ *
+ * The timing wheel (src/queue_timer.c) is not thread-safe: every call
+ * below is made with the queue's timer lock held.
+ */
+#ifndef QUAY_QUEUE_INTERNAL_H
+#define QUAY_QUEUE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <quay/pq.h>
+#include <quay/queue.h>
+#include <quay/ring.h>
+#include <quay/stats.h>
+
+/* ---- timing wheel ------------------------------------------------- */
+
+#define QUAYI_TW_NIL UINT32_MAX
+#define QUAYI_TW_L0 256u                 /* level 0 slots: one tick each */
+#define QUAYI_TW_LN 64u                  /* slots of levels 1..4 */
+#define QUAYI_TW_LEVELS 5u
+#define QUAYI_TW_SLOTS (QUAYI_TW_L0 + (QUAYI_TW_LEVELS - 1) * QUAYI_TW_LN)
+
+/* What a timer node stands for. */
+enum quayi_tkind {
+	QUAYI_T_FREE = 0,
+	QUAYI_T_LEASE = 1,      /* a lease moved out of the expiry FIFO (node = slot) */
+	QUAYI_T_MSG = 2,        /* a delayed message (not-before or retry backoff) */
+	QUAYI_T_DLQ = 3,        /* a message whose dead-lettering waits for room in the DLQ */
+};
+
+/* An intrusive, preallocated timer entry. due is absolute (queue clock
+ * ns): levels only say when to look at it again, so nothing drifts. */
+struct quayi_tnode {
+	int64_t due;
+	uint64_t seq;           /* insertion order: FIFO among equal due times */
+	uint64_t gen;           /* QUAYI_T_LEASE: the lease's generation */
+	quay_msg *msg;          /* QUAYI_T_MSG / QUAYI_T_DLQ */
+	uint32_t next, prev;    /* list of the wheel slot, QUAYI_TW_NIL ends */
+	uint16_t where;         /* wheel slot index, or UINT16_MAX if not linked */
+	uint8_t kind;           /* enum quayi_tkind */
+	uint8_t reason;         /* QUAYI_T_DLQ: quay_queue_dlq_reason */
+	uint8_t prio;           /* QUAYI_T_MSG: the level to push to (saves a
+	                           cache miss on the message when it fires) */
+};
+
+/* A fired entry, handed back in (due, seq) order. */
+struct quayi_fired {
+	int64_t due;
+	uint64_t seq;
+	uint32_t idx;
+};
+
+struct quayi_wheel {
+	int64_t tick_ns;
+	uint64_t cur;                       /* the tick being processed */
+	uint64_t seq;
+	size_t count;                       /* linked nodes */
+	size_t count_l0;                    /* of which in level 0 */
+	struct quayi_tnode *nodes;
+	uint32_t nnodes;
+	uint32_t heads[QUAYI_TW_SLOTS];
+	uint64_t l0_bits[QUAYI_TW_L0 / 64];
+	struct quayi_fired *fired;          /* nnodes entries of scratch */
+};
+
+int quayi_wheel_init(struct quayi_wheel *w, uint32_t nnodes, int64_t tick_ns, int64_t now);
+void quayi_wheel_fini(struct quayi_wheel *w);
+/* Link node idx (not linked) to fire at due. */
+void quayi_wheel_add(struct quayi_wheel *w, uint32_t idx, int64_t due);
+/* Unlink node idx if it is linked. */
+void quayi_wheel_del(struct quayi_wheel *w, uint32_t idx);
+static inline bool
+quayi_wheel_linked(const struct quayi_wheel *w, uint32_t idx)
+{
+	return w->nodes[idx].where != UINT16_MAX;
+}
+/* Unlink every node due at or before now; returns how many, their indexes
+ * in w->fired[0..n) sorted by (due, seq). */
+size_t quayi_wheel_advance(struct quayi_wheel *w, int64_t now);
+/* A lower bound of the earliest due time (INT64_MAX if empty). Exact when
+ * the earliest entry is within 256 ticks. */
+int64_t quayi_wheel_next_due(const struct quayi_wheel *w);
+
+/* ---- the queue ---------------------------------------------------- */
+
+/* Lease slot states (low two bits of quayi_lslot.state; gen above). */
+#define QUAYI_L_FREE 0u
+#define QUAYI_L_LEASED 1u
+#define QUAYI_L_BUSY 2u        /* an extend, expiry check or browse holds it */
+
+/* One lease slot, on its own cache line. state = gen << 2 | QUAYI_L_*. */
+struct quayi_lslot {
+	uint64_t state;
+	int64_t deadline;          /* atomic (relaxed); written under BUSY or by the owner */
+	quay_msg *msg;             /* written by the receiver that owns the FREE slot */
+} QUAYI_ALIGNED(QUAY_CACHELINE);
+
+enum quayi_qcounter {
+	QC_SENT, QC_RECEIVED, QC_ACKED, QC_NACKED, QC_RETRIED, QC_LEASE_EXPIRED, QC_TTL_EXPIRED,
+	QC_DEAD_LETTERED, QC_REDRIVEN, QC_DROPPED, QC_DEDUPLICATED, QC_RESTORED, QC_COUNT
+};
+enum quayi_qgauge { QG_READY, QG_DELAYED, QG_IN_FLIGHT, QG_OLDEST, QG_COUNT };
+
+struct quayi_dedup_entry {
+	uint64_t h1, h2;
+	int64_t expires;           /* 0: empty */
+};
+
+struct quay_queue {
+	/* Read-only after create. */
+	char name[QUAY_QUEUE_NAME_MAX + 1];
+	unsigned flags;
+	unsigned levels;
+	size_t capacity;
+	size_t max_in_flight;
+	int64_t visibility_ns, delay_ns, ttl_ns;
+	int64_t bo_base, bo_max;
+	double bo_factor;
+	uint32_t max_attempts;
+	int64_t dedup_window;
+	quay_queue *dlq;
+	quay_queue_failure_fn on_failure;
+	quay_queue_dead_letter_fn on_dead_letter;
+	void *hook_ctx;
+	quay_queue_clock_fn clock;
+	void *clock_ctx;
+	uint64_t jitter_seed;
+	quay_pq *ready;                   /* quay_msg pointers */
+	quay_ring *free_slots;            /* free lease slot indexes */
+	quay_ring *expiry;                /* (gen << 24 | slot) of every lease issued */
+	struct quayi_lslot *slots;        /* max_in_flight */
+	quay_stats *stats_owned;          /* private registry, or NULL */
+	quay_counter *ctr[QC_COUNT];
+	quay_gauge *gauge[QG_COUNT];
+	quay_hist *h_first, *h_ack;
+
+	/* Messages held (ready + delayed + in flight + in transit): bounds
+	 * the queue, so that a failed delivery always has room to go back. */
+	uint64_t held QUAYI_ALIGNED(QUAY_CACHELINE);
+
+	/* Earliest time at which timer work may be due (INT64_MAX: none). */
+	int64_t next_due QUAYI_ALIGNED(QUAY_CACHELINE);
+	uint64_t rng_ctr;                 /* jitter draws */
+	int64_t last_recv_enq;            /* enqueued_ns of the last received message */
+
+	/* Timer state: everything below under tlock. */
+	pthread_mutex_t tlock QUAYI_ALIGNED(QUAY_CACHELINE);
+	struct quayi_wheel wheel;         /* nodes [0, max_in_flight) are the lease slots' */
+	uint32_t *node_free;              /* stack of free message nodes */
+	uint32_t node_free_n;
+	uint64_t delayed;                 /* atomic for stats readers; written under tlock */
+
+	pthread_mutex_t dlock;            /* dedup table */
+	struct quayi_dedup_entry *dedup;
+	size_t dedup_sets;                /* of 8 ways each, a power of two */
+
+	pthread_mutex_t block;            /* one browse at a time */
+	quay_msg **browse_buf;
+	unsigned *browse_prio;
+};
+
+/*
+ * Recovery entry point for the durability layer: put msg (the caller's
+ * reference is taken) back into q with the given attempts and not-before
+ * time, as ready (not_before_ns <= now) or delayed. It is not a send: no
+ * dedup check, no default delay or TTL, `sent` is not counted (`restored`
+ * is). Returns 0, or -EAGAIN if q is full, -EINVAL on bad arguments.
+ */
+int quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
+
+#endif /* QUAY_QUEUE_INTERNAL_H */

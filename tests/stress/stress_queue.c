@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Conservation stress of the queue (RELIABILITY S1/S2 under load).
+ *
+ * P producers send messages (producer, seq, check) into a queue with a
+ * short visibility timeout on the real clock; C consumers receive them
+ * and at random ack, nack, or drop the lease and let it expire; "poison"
+ * messages are always nacked, so they reach the dead-letter queue after
+ * max_attempts. When every message is acked or dead-lettered, the main
+ * thread redrives the DLQ back and the consumers ack everything.
+ *
+ * Checked, per configuration:
+ *   - every message is acked exactly once in the end (acks that returned
+ *     0 are counted per message: lost = never, dup = more than once);
+ *   - no message is received with a corrupt body;
+ *   - a consumer that walked away and acks after its lease expired gets
+ *     -ESTALE or -ENOENT, never 0 (the fence);
+ *   - conservation on both queues: sent + restored == ready + delayed +
+ *     in_flight + acked + dead_lettered + dropped + redriven_out, with
+ *     ready = delayed = in_flight = 0 at the end, and the DLQ's
+ *     redriven_out equal to the source's dead_lettered.
+ * Per-producer order is not checked: retries reorder by design.
+ *
+ * No arguments: the CI-size run of every configuration (smaller under
+ * ThreadSanitizer). QUAY_STRESS_SCALE=N multiplies the messages.
+ * Prints one line per configuration; exits 1 on any violation.
+ */
+#include "test_util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <quay/msg.h>
+#include <quay/pool.h>
+#include <quay/queue.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define STRESS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define STRESS_TSAN 1
+#endif
+#endif
+#ifndef STRESS_TSAN
+#define STRESS_TSAN 0
+#endif
+
+#define MS ((int64_t)1000000)
+
+struct body {
+	uint32_t producer;
+	uint32_t seq;
+	uint64_t check;
+};
+
+struct cfg {
+	const char *name;
+	int producers, consumers;
+	unsigned levels;
+	size_t capacity;
+	bool batch;
+	size_t max_in_flight;      /* 0: capacity */
+	int64_t visibility_ns;     /* 0: 3 ms */
+	bool no_walk;              /* no walking away (long leases) */
+};
+
+struct run {
+	const struct cfg *c;
+	quay_queue *q, *dlq;
+	quay_pool *pool;
+	uint32_t per_producer;
+	uint32_t total;
+	uint32_t *acks;            /* per message: successful acks */
+	uint64_t acked_total;      /* atomic */
+	int phase;                 /* atomic: 1 random failures, 2 ack all, 3 stop */
+	uint64_t corrupt, dup;     /* atomic */
+	uint64_t nacks, expiries;  /* atomic */
+	uint64_t send_retries;     /* atomic */
+	uint64_t zombie_tries;     /* atomic: late acks of walked-away leases */
+	uint64_t zombie_accepted;  /* atomic: ... that wrongly returned 0 */
+	int producer_id;           /* atomic: next producer number */
+	int consumer_id;
+};
+
+static void
+qt_sleep_ns(int64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000) };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* Watchdog: a configuration that runs far past its limit is stuck (a
+ * thread may hold the timer lock for good, so the main thread cannot be
+ * trusted to notice): report and leave. */
+static void
+on_alarm(int sig)
+{
+	static const char msg[] = "stress-queue: watchdog: a configuration hung: FAIL\n";
+
+	(void)sig;
+	if (write(2, msg, sizeof(msg) - 1) < 0)
+		_exit(2);
+	_exit(1);
+}
+
+static uint64_t
+check_of(uint32_t p, uint32_t s)
+{
+	return ((uint64_t)p << 32 | s) * UINT64_C(0x9E3779B97F4A7C15) ^ UINT64_C(0x5175617951756179);
+}
+
+static bool
+poison(uint32_t id)
+{
+	return id % 97 == 13;
+}
+
+static void *
+producer(void *arg)
+{
+	struct run *r = arg;
+	uint32_t p = (uint32_t)__atomic_fetch_add(&r->producer_id, 1, __ATOMIC_RELAXED);
+	uint64_t rng = 0x1234 + p;
+
+	for (uint32_t s = 0; s < r->per_producer; s++) {
+		struct body b = { p, s, check_of(p, s) };
+		quay_msg *m = NULL;
+		unsigned spins = 0;
+
+		while (quay_msg_new(r->pool, &b, sizeof(b), &m) != 0)
+			sched_yield();
+		if (r->c->levels > 1)
+			quay_msg_set_priority(m, (unsigned)(qt_rand(&rng) % r->c->levels));
+		while (quay_queue_send(r->q, m) != 0) {
+			__atomic_fetch_add(&r->send_retries, 1, __ATOMIC_RELAXED);
+			if (++spins > 16)
+				sched_yield();
+		}
+	}
+	return NULL;
+}
+
+/* A consumer that walked away may come back and ack after its lease
+ * expired: that must fail (-ESTALE, or -ENOENT if the slot now holds
+ * another message), never succeed. */
+struct zombie {
+	bool have;
+	quay_lease l;
+	int64_t at;                /* CLOCK_MONOTONIC ns to try at */
+};
+
+static void
+zombie_try(struct run *r, struct zombie *z)
+{
+	int rc;
+
+	if (!z->have || qt_now_ns() < z->at)
+		return;
+	rc = quay_queue_ack(r->q, &z->l);
+	__atomic_fetch_add(&r->zombie_tries, 1, __ATOMIC_RELAXED);
+	if (rc != -ESTALE && rc != -ENOENT)
+		__atomic_fetch_add(&r->zombie_accepted, 1, __ATOMIC_RELAXED);
+	quay_msg_unref(z->l.msg);
+	z->have = false;
+}
+
+static void
+handle(struct run *r, quay_lease *l, uint64_t *rng, struct zombie *z)
+{
+	struct body b;
+	uint32_t id;
+	int phase = __atomic_load_n(&r->phase, __ATOMIC_ACQUIRE);
+	uint64_t dice = qt_rand(rng) % 100;
+
+	memcpy(&b, quay_msg_body(l->msg), sizeof(b));
+	if (quay_msg_body_len(l->msg) != sizeof(b) || b.check != check_of(b.producer, b.seq) ||
+	    b.producer >= (uint32_t)r->c->producers || b.seq >= r->per_producer) {
+		__atomic_fetch_add(&r->corrupt, 1, __ATOMIC_RELAXED);
+		quay_queue_ack(r->q, l);
+		quay_msg_unref(l->msg);
+		return;
+	}
+	id = b.producer * r->per_producer + b.seq;
+	if (phase == 1 && (poison(id) || dice < 15)) {
+		if (quay_queue_nack(r->q, l, "stress") == 0)
+			__atomic_fetch_add(&r->nacks, 1, __ATOMIC_RELAXED);
+	} else if (phase == 1 && dice < 25 && !r->c->no_walk) {
+		/* Walk away: the lease expires and the message comes back. */
+		__atomic_fetch_add(&r->expiries, 1, __ATOMIC_RELAXED);
+		if (!z->have && dice < 18) {
+			z->have = true;
+			z->l = *l;
+			z->at = qt_now_ns() + 4 * MS;              /* past the 3 ms lease */
+			return;                                    /* keeps the reference */
+		}
+	} else if (quay_queue_ack(r->q, l) == 0) {
+		if (__atomic_add_fetch(&r->acks[id], 1, __ATOMIC_RELAXED) > 1)
+			__atomic_fetch_add(&r->dup, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&r->acked_total, 1, __ATOMIC_RELEASE);
+	}
+	quay_msg_unref(l->msg);
+}
+
+static void *
+consumer(void *arg)
+{
+	struct run *r = arg;
+	uint64_t rng = 0xabcdef + (uint64_t)__atomic_fetch_add(&r->consumer_id, 1, __ATOMIC_RELAXED);
+	quay_lease ls[8];
+	struct zombie z = { false, { NULL, 0, 0, 0, 0 }, 0 };
+
+	while (__atomic_load_n(&r->phase, __ATOMIC_ACQUIRE) != 3) {
+		zombie_try(r, &z);
+		if (r->c->batch) {
+			size_t n = quay_queue_receive_batch(r->q, ls, 8, 2 * MS);
+
+			for (size_t i = 0; i < n; i++)
+				handle(r, &ls[i], &rng, &z);
+		} else if (quay_queue_receive(r->q, &ls[0], 2 * MS) == 0) {
+			handle(r, &ls[0], &rng, &z);
+		}
+	}
+	z.at = 0;
+	zombie_try(r, &z);
+	return NULL;
+}
+
+static int
+run_cfg(const struct cfg *c, uint32_t per_producer)
+{
+	struct run r;
+	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	pthread_t th[32];
+	int nth = 0, bad = 0;
+	struct quay_queue_stats s, d;
+	uint64_t lost = 0, redriven = 0;
+	double t0 = qt_now_s(), limit = STRESS_TSAN ? 120.0 : 40.0;
+
+	alarm((unsigned)limit + 20);
+	memset(&r, 0, sizeof(r));
+	r.c = c;
+	r.per_producer = per_producer;
+	r.total = per_producer * (uint32_t)c->producers;
+	r.phase = 1;
+	r.acks = calloc(r.total, sizeof(*r.acks));
+	if (r.acks == NULL || quay_pool_create((size_t)64 << 20, NULL, &r.pool) != 0)
+		return 1;
+	o.name = "stress-dlq";
+	o.capacity = r.total;                 /* room for every poison message */
+	if (quay_queue_create(&o, &r.dlq) != 0)
+		return 1;
+	o.name = "stress";
+	o.capacity = c->capacity;
+	o.levels = c->levels;
+	o.visibility_ns = c->visibility_ns ? c->visibility_ns : 3 * MS;
+	o.max_in_flight = c->max_in_flight;
+	o.backoff_base_ns = MS / 4;
+	o.backoff_max_ns = 2 * MS;
+	o.max_attempts = 4;
+	o.tick_ns = MS / 4;
+	o.dlq = r.dlq;
+	o.jitter_seed = 42;
+	if (quay_queue_create(&o, &r.q) != 0)
+		return 1;
+
+	for (int i = 0; i < c->consumers; i++)
+		pthread_create(&th[nth++], NULL, consumer, &r);
+	for (int i = 0; i < c->producers; i++)
+		pthread_create(&th[nth++], NULL, producer, &r);
+
+	/* Phase 1 ends when every message is acked or dead-lettered. */
+	for (;;) {
+		quay_queue_stats(r.q, &s);
+		if (__atomic_load_n(&r.acked_total, __ATOMIC_ACQUIRE) + s.dead_lettered >= r.total)
+			break;
+		if (qt_now_s() - t0 > limit) {
+			/* Threads may be stuck for good: report and leave. */
+			fprintf(stderr, "stress-queue %s: phase 1 hung (acked %llu, dead %llu of %u): FAIL\n", c->name,
+			    (unsigned long long)r.acked_total, (unsigned long long)s.dead_lettered, r.total);
+			_exit(1);
+		}
+		qt_sleep_ns(MS);
+	}
+	/* Phase 2: redrive the DLQ back; consumers ack everything now. */
+	__atomic_store_n(&r.phase, 2, __ATOMIC_RELEASE);
+	while (!bad) {
+		size_t moved = 0;
+
+		quay_queue_redrive(r.dlq, r.q, 64, &moved);
+		redriven += moved;
+		if (__atomic_load_n(&r.acked_total, __ATOMIC_ACQUIRE) >= r.total)
+			break;
+		if (qt_now_s() - t0 > limit) {
+			fprintf(stderr, "stress-queue %s: phase 2 hung (acked %llu of %u): FAIL\n", c->name,
+			    (unsigned long long)r.acked_total, r.total);
+			_exit(1);
+		}
+		qt_sleep_ns(MS);
+	}
+	__atomic_store_n(&r.phase, 3, __ATOMIC_RELEASE);
+	for (int i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+
+	for (uint32_t i = 0; i < r.total; i++)
+		if (r.acks[i] == 0)
+			lost++;
+	quay_queue_stats(r.q, &s);
+	quay_queue_stats(r.dlq, &d);
+	if (s.sent + s.restored != s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered + s.dropped +
+	    s.redriven_out || s.ready + s.delayed + s.in_flight != 0 || s.acked != r.total ||
+	    s.sent != r.total + redriven) {
+		fprintf(stderr, "stress-queue %s: source conservation broken\n", c->name);
+		bad = 1;
+	}
+	if (d.sent != d.ready + d.delayed + d.in_flight + d.acked + d.dead_lettered + d.dropped + d.redriven_out ||
+	    d.ready + d.delayed + d.in_flight != 0 || d.redriven_out != s.dead_lettered || d.sent != s.dead_lettered) {
+		fprintf(stderr, "stress-queue %s: DLQ conservation broken\n", c->name);
+		bad = 1;
+	}
+	if (lost != 0 || r.dup != 0 || r.corrupt != 0 || r.zombie_accepted != 0)
+		bad = 1;
+	printf("stress-queue %-12s P%dC%d msgs %u: lost %llu dup %llu corrupt %llu stale-ack-accepted %llu/%llu | received %llu acked %llu "
+	       "nacked %llu walked-away %llu lease-expired %llu retried %llu dead-lettered %llu redriven %llu "
+	       "send-full %llu | %.2f s %s\n",
+	    c->name, c->producers, c->consumers, r.total, (unsigned long long)lost, (unsigned long long)r.dup,
+	    (unsigned long long)r.corrupt, (unsigned long long)r.zombie_accepted,
+	    (unsigned long long)r.zombie_tries, (unsigned long long)s.received, (unsigned long long)s.acked,
+	    (unsigned long long)s.nacked, (unsigned long long)r.expiries, (unsigned long long)s.lease_expired,
+	    (unsigned long long)s.retried, (unsigned long long)s.dead_lettered, (unsigned long long)redriven,
+	    (unsigned long long)r.send_retries, qt_now_s() - t0, bad ? "FAIL" : "ok");
+	quay_queue_destroy(r.q);
+	quay_queue_destroy(r.dlq);
+	if (quay_pool_destroy(r.pool) != 0) {
+		fprintf(stderr, "stress-queue %s: messages leaked\n", c->name);
+		bad = 1;
+	}
+	free(r.acks);
+	alarm(0);
+	return bad;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct cfg cfgs[] = {
+		{ "1x1", 1, 1, 1, 4096, false, 0, 0, false },
+		{ "2x2", 2, 2, 1, 4096, false, 0, 0, false },
+		{ "4x4-prio", 4, 4, 4, 4096, false, 0, 0, false },
+		{ "1x4-batch", 1, 4, 1, 4096, true, 0, 0, false },
+		{ "4x1-small", 4, 1, 2, 64, false, 0, 0, false },
+		/* Long leases, few slots: the expiry FIFO (1024 entries) fills
+		 * with stale entries every ~1000 receives and the receivers
+		 * that find it full drain it while the others go on. */
+		{ "2x3-fifo", 2, 3, 1, 4096, false, 16, 10000 * MS, true },
+	};
+	const char *env = getenv("QUAY_STRESS_SCALE");
+	long scale = env != NULL ? strtol(env, NULL, 10) : 1;
+	uint32_t base = STRESS_TSAN ? 300000 : 1000000;
+	int bad = 0;
+
+	(void)argc;
+	(void)argv;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGALRM, on_alarm);
+	if (scale < 1)
+		scale = 1;
+	for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++)
+		bad |= run_cfg(&cfgs[i], (uint32_t)(base * (uint32_t)scale / (uint32_t)cfgs[i].producers));
+	return bad;
+}

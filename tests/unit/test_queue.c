@@ -1,0 +1,1404 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of the queue (quay/queue.h). Every timing rule runs on a fake
+ * clock (RELIABILITY S1/S2): the tests set the time, call the queue, and
+ * check what is ready, exactly at the boundaries. Bad inputs are
+ * table-driven (RELIABILITY 5.4).
+ */
+#include "quay_test.h"
+
+#include <quay/msg.h>
+#include <quay/pool.h>
+#include <quay/queue.h>
+#include <quay/stats.h>
+
+/* The recovery entry point (src/queue_internal.h), reached through the
+ * static library. */
+int quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
+
+#define MS ((int64_t)1000000)
+#define T0 ((int64_t)1700000000 * 1000000000)
+
+static int64_t fake_now = T0;
+
+static int64_t
+fake_clock(void *ctx)
+{
+	(void)ctx;
+	return __atomic_load_n(&fake_now, __ATOMIC_SEQ_CST);
+}
+
+static void
+set_time(int64_t t)
+{
+	__atomic_store_n(&fake_now, t, __ATOMIC_SEQ_CST);
+}
+
+static quay_pool *pool;
+
+static int
+setup(void **state)
+{
+	(void)state;
+	set_time(T0);
+	return quay_pool_create((size_t)8 << 20, NULL, &pool);
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	return quay_pool_destroy(pool);
+}
+
+static quay_queue_opts
+fake_opts(void)
+{
+	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+
+	o.clock = fake_clock;
+	o.capacity = 64;
+	o.visibility_ns = 1000 * MS;
+	o.flags = QUAY_QUEUE_NO_JITTER;
+	return o;
+}
+
+static quay_queue *
+mkq(quay_queue_opts *o)
+{
+	quay_queue *q = NULL;
+
+	assert_int_equal(quay_queue_create(o, &q), 0);
+	return q;
+}
+
+static quay_msg *
+mkmsg(uint64_t v)
+{
+	quay_msg *m = NULL;
+
+	assert_int_equal(quay_msg_new(pool, &v, sizeof(v), &m), 0);
+	return m;
+}
+
+static uint64_t
+val(const quay_msg *m)
+{
+	uint64_t v;
+
+	memcpy(&v, quay_msg_body(m), sizeof(v));
+	return v;
+}
+
+static void
+send_v(quay_queue *q, uint64_t v)
+{
+	assert_int_equal(quay_queue_send(q, mkmsg(v)), 0);
+}
+
+/* Receive without waiting; returns the value, or UINT64_MAX if none. */
+static uint64_t
+recv_v(quay_queue *q, quay_lease *l)
+{
+	int rc = quay_queue_receive(q, l, 0);
+
+	if (rc != 0) {
+		assert_int_equal(rc, -EAGAIN);
+		return UINT64_MAX;
+	}
+	return val(l->msg);
+}
+
+static void
+done(quay_lease *l)
+{
+	quay_msg_unref(l->msg);
+}
+
+static void
+ack_v(quay_queue *q, quay_lease *l)
+{
+	assert_int_equal(quay_queue_ack(q, l), 0);
+	done(l);
+}
+
+static void
+check_conservation(quay_queue *q)
+{
+	struct quay_queue_stats s;
+
+	assert_int_equal(quay_queue_stats(q, &s), 0);
+	assert_int_equal(s.sent + s.restored, s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered +
+	    s.dropped + s.redriven_out);
+}
+
+static struct quay_queue_stats
+stats(quay_queue *q)
+{
+	struct quay_queue_stats s;
+
+	assert_int_equal(quay_queue_stats(q, &s), 0);
+	return s;
+}
+
+/* ---- creation ---------------------------------------------------- */
+
+static void
+create_rejects_bad_options(void **state)
+{
+	static const uint32_t w[2] = { 1, 2 };
+	quay_queue *self_ref = NULL;
+	struct {
+		const char *what;
+		quay_queue_opts o;
+	} cases[32];
+	size_t n = 0;
+	quay_queue *q = (quay_queue *)&self_ref;
+
+	(void)state;
+#define CASE(desc, field, value) do { \
+		cases[n].what = desc; \
+		cases[n].o = fake_opts(); \
+		cases[n].o.field = value; \
+		n++; \
+	} while (0)
+	CASE("size", size, 3);
+	CASE("flags", flags, 0x100u);
+	CASE("empty name", name, "");
+	CASE("bad name char", name, "a b");
+	CASE("long name", name, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	CASE("capacity", capacity, QUAY_QUEUE_CAPACITY_MAX + 1);
+	CASE("in flight > capacity", max_in_flight, 65);
+	CASE("levels", levels, 257);
+	CASE("attempts 1001", max_attempts, 1001);
+	CASE("visibility", visibility_ns, -1);
+	CASE("delay", delay_ns, -1);
+	CASE("ttl", ttl_ns, -1);
+	CASE("base", backoff_base_ns, -1);
+	CASE("max", backoff_max_ns, -1);
+	CASE("max < base", backoff_max_ns, 1);
+	CASE("factor < 1", backoff_factor, 0.5);
+	CASE("factor > 1000", backoff_factor, 1001.0);
+	CASE("dedup window", dedup_window_ns, -5);
+	CASE("tick too small", tick_ns, 999);
+	CASE("tick too large", tick_ns, 1000000001);
+	CASE("weights without flag", weights, w);
+	CASE("dedup capacity", dedup_capacity, QUAY_QUEUE_CAPACITY_MAX + 1);
+#undef CASE
+	for (size_t i = 0; i < n; i++) {
+		int rc = quay_queue_create(&cases[i].o, &q);
+
+		if (rc != -EINVAL)
+			fail_msg("case '%s': got %d", cases[i].what, rc);
+		assert_ptr_equal(q, (quay_queue *)&self_ref);   /* untouched */
+	}
+	{
+		quay_queue_opts o = fake_opts();
+
+		assert_int_equal(quay_queue_create(NULL, &q), -EINVAL);
+		assert_int_equal(quay_queue_create(&o, NULL), -EINVAL);
+	}
+}
+
+static void
+create_defaults_and_limits(void **state)
+{
+	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	quay_queue *q = NULL;
+
+	(void)state;
+	assert_int_equal(quay_queue_create(&o, &q), 0);
+	quay_queue_destroy(q);
+	o.max_attempts = 1000;
+	o.name = "limits.q-1:x";
+	o.capacity = 1;
+	o.levels = 256;
+	assert_int_equal(quay_queue_create(&o, &q), 0);
+	quay_queue_destroy(q);
+	quay_queue_destroy(NULL);
+}
+
+static void
+create_same_name_in_registry_fails(void **state)
+{
+	quay_stats *reg = NULL;
+	quay_queue_opts o = fake_opts();
+	quay_queue *a = NULL, *b = NULL;
+	quay_stats_snap *snap = NULL;
+	bool found = false;
+
+	(void)state;
+	assert_int_equal(quay_stats_create(NULL, &reg), 0);
+	o.stats = reg;
+	o.name = "orders";
+	assert_int_equal(quay_queue_create(&o, &a), 0);
+	assert_int_equal(quay_queue_create(&o, &b), -EINVAL);
+	assert_null(b);
+	send_v(a, 1);
+	assert_int_equal(quay_stats_snapshot(reg, &snap), 0);
+	for (size_t i = 0; i < quay_stats_snap_count(snap); i++) {
+		const struct quay_stats_metric *m;
+
+		assert_int_equal(quay_stats_snap_metric(snap, i, &m), 0);
+		if (strcmp(m->name, "quay_queue_sent_total") == 0) {
+			assert_int_equal(m->nlabels, 1);
+			assert_string_equal(m->labels[0].value, "orders");
+			assert_int_equal(m->counter, 1);
+			found = true;
+		}
+	}
+	assert_true(found);
+	quay_stats_snap_free(snap);
+	quay_queue_destroy(a);
+	quay_stats_destroy(reg);
+}
+
+/* ---- bad input on every call ---------------------------------------- */
+
+static void
+calls_reject_bad_input(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *q2;
+	quay_lease l;
+	quay_msg *m = mkmsg(1), *arr[2] = { m, NULL };
+	int res[2];
+	size_t moved = 7;
+
+	(void)state;
+	o.levels = 2;
+	q = mkq(&o);
+	o.name = "other";
+	q2 = mkq(&o);
+	assert_int_equal(quay_queue_send(NULL, m), -EINVAL);
+	assert_int_equal(quay_queue_send(q, NULL), -EINVAL);
+	assert_int_equal(quay_msg_set_priority(m, 2), 0);
+	assert_int_equal(quay_queue_send(q, m), -EINVAL);              /* priority >= levels */
+	assert_int_equal(quay_msg_set_priority(m, 0), 0);
+	assert_int_equal(quay_queue_send_batch(NULL, arr, 1, res), -EINVAL);
+	assert_int_equal(quay_queue_send_batch(q, NULL, 1, res), -EINVAL);
+	assert_int_equal(quay_queue_send_batch(q, arr, 0, res), -EINVAL);
+	assert_int_equal(quay_queue_send_batch(q, arr, 2, res), -EINVAL);   /* arr[1] NULL: nothing sent */
+	assert_int_equal(stats(q).sent, 0);
+	assert_int_equal(quay_queue_receive(NULL, &l, 0), -EINVAL);
+	assert_int_equal(quay_queue_receive(q, NULL, 0), -EINVAL);
+	assert_int_equal(quay_queue_receive_batch(NULL, &l, 1, 0), 0);
+	assert_int_equal(quay_queue_receive_batch(q, NULL, 1, 0), 0);
+	assert_int_equal(quay_queue_receive_batch(q, &l, 0, 0), 0);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(quay_queue_ack(NULL, &l), -EINVAL);
+	assert_int_equal(quay_queue_ack(q, NULL), -EINVAL);
+	assert_int_equal(quay_queue_nack(NULL, &l, NULL), -EINVAL);
+	assert_int_equal(quay_queue_nack(q, NULL, NULL), -EINVAL);
+	assert_int_equal(quay_queue_extend(NULL, &l, 1), -EINVAL);
+	assert_int_equal(quay_queue_extend(q, NULL, 1), -EINVAL);
+	assert_int_equal(quay_queue_extend(q, &l, 0), -EINVAL);
+	assert_int_equal(quay_queue_extend(q, &l, -1), -EINVAL);
+	assert_int_equal(quay_queue_redrive(NULL, q, 1, &moved), -EINVAL);
+	assert_int_equal(quay_queue_redrive(q, NULL, 1, &moved), -EINVAL);
+	assert_int_equal(quay_queue_redrive(q, q, 1, &moved), -EINVAL);
+	assert_int_equal(quay_queue_redrive(q, q2, 0, &moved), -EINVAL);
+	assert_int_equal(moved, 7);
+	assert_int_equal(quay_queue_browse(NULL, NULL, NULL), -EINVAL);
+	assert_int_equal(quay_queue_browse(q, NULL, NULL), -EINVAL);
+	assert_int_equal(quay_queue_tick(NULL), -EINVAL);
+	assert_int_equal(quay_queue_stats(NULL, NULL), -EINVAL);
+	assert_int_equal(quay_queue_stats(q, NULL), -EINVAL);
+	/* Unknown leases: never issued (gen 0, slot out of range, gen ahead). */
+	l.gen = 0;
+	assert_int_equal(quay_queue_ack(q, &l), -ENOENT);
+	l.gen = 1;
+	l.slot = 1000;
+	assert_int_equal(quay_queue_ack(q, &l), -ENOENT);
+	assert_int_equal(quay_queue_nack(q, &l, "x"), -ENOENT);
+	assert_int_equal(quay_queue_extend(q, &l, 5), -ENOENT);
+	l.slot = 0;
+	l.gen = 99;
+	assert_int_equal(quay_queue_ack(q, &l), -ENOENT);
+	assert_int_equal(stats(q).sent, 0);
+	quay_msg_unref(m);
+	quay_queue_destroy(q2);
+	quay_queue_destroy(q);
+}
+
+/* ---- basics --------------------------------------------------------- */
+
+static void
+send_receive_ack(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l, forged;
+	struct quay_queue_stats s;
+
+	(void)state;
+	q = mkq(&o);
+	send_v(q, 42);
+	s = stats(q);
+	assert_int_equal(s.sent, 1);
+	assert_int_equal(s.ready, 1);
+	assert_int_equal(recv_v(q, &l), 42);
+	assert_int_equal(l.attempt, 1);
+	assert_int_equal(quay_msg_attempts(l.msg), 1);
+	assert_int_equal(l.deadline_ns, T0 + 1000 * MS);
+	assert_int_equal(quay_msg_enqueued_ns(l.msg), T0);
+	s = stats(q);
+	assert_int_equal(s.ready, 0);
+	assert_int_equal(s.in_flight, 1);
+	assert_int_equal(s.received, 1);
+	check_conservation(q);
+	/* Another message pointer with the right slot and gen: unknown. */
+	forged = l;
+	forged.msg = mkmsg(43);
+	assert_int_equal(quay_queue_ack(q, &forged), -ENOENT);
+	quay_msg_unref(forged.msg);
+	forged = l;
+	forged.gen++;
+	assert_int_equal(quay_queue_ack(q, &forged), -ENOENT);
+	assert_int_equal(quay_queue_ack(q, &l), 0);
+	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);      /* twice */
+	assert_int_equal(quay_queue_nack(q, &l, NULL), -ESTALE);
+	assert_int_equal(quay_queue_extend(q, &l, MS), -ESTALE);
+	assert_int_equal(val(l.msg), 42);                       /* still the caller's */
+	done(&l);
+	s = stats(q);
+	assert_int_equal(s.acked, 1);
+	assert_int_equal(s.in_flight, 0);
+	check_conservation(q);
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	quay_queue_destroy(q);
+}
+
+static void
+receive_empty_and_timeout(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+
+	(void)state;
+	q = mkq(&o);
+	assert_int_equal(quay_queue_receive(q, &l, 0), -EAGAIN);
+	assert_int_equal(quay_queue_receive(q, &l, 2 * MS), -ETIMEDOUT);
+	assert_int_equal(quay_queue_receive_batch(q, &l, 1, 1 * MS), 0);
+	quay_queue_destroy(q);
+}
+
+static void
+priority_then_fifo(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+	static const unsigned prio[] = { 0, 3, 1, 3, 0, 1 };
+	static const uint64_t want[] = { 1, 3, 2, 5, 0, 4 };
+
+	(void)state;
+	o.levels = 4;
+	q = mkq(&o);
+	for (uint64_t i = 0; i < 6; i++) {
+		quay_msg *m = mkmsg(i);
+
+		assert_int_equal(quay_msg_set_priority(m, prio[i]), 0);
+		assert_int_equal(quay_queue_send(q, m), 0);
+	}
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(recv_v(q, &l), want[i]);
+		ack_v(q, &l);
+	}
+	quay_queue_destroy(q);
+}
+
+static void
+capacity_and_in_flight_limits(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l[4];
+	quay_msg *m;
+
+	(void)state;
+	o.capacity = 4;
+	o.max_in_flight = 2;
+	q = mkq(&o);
+	for (uint64_t i = 0; i < 4; i++)
+		send_v(q, i);
+	m = mkmsg(9);
+	assert_int_equal(quay_queue_send(q, m), -EAGAIN);       /* full: caller keeps it */
+	assert_int_equal(recv_v(q, &l[0]), 0);
+	assert_int_equal(recv_v(q, &l[1]), 1);
+	assert_int_equal(quay_queue_receive(q, &l[2], 0), -EAGAIN);   /* 2 leases out */
+	assert_int_equal(quay_queue_send(q, m), -EAGAIN);       /* in flight still counts */
+	ack_v(q, &l[0]);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(recv_v(q, &l[2]), 2);
+	ack_v(q, &l[1]);
+	ack_v(q, &l[2]);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+static void
+batch_calls(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_msg *ms[5];
+	int res[5];
+	quay_lease l[8];
+	size_t n;
+
+	(void)state;
+	o.capacity = 4;
+	q = mkq(&o);
+	for (uint64_t i = 0; i < 5; i++)
+		ms[i] = mkmsg(i);
+	assert_int_equal(quay_queue_send_batch(q, ms, 5, res), 4);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(res[i], 0);
+	assert_int_equal(res[4], -EAGAIN);
+	quay_msg_unref(ms[4]);
+	n = quay_queue_receive_batch(q, l, 8, 0);
+	assert_int_equal(n, 4);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(val(l[i].msg), i);
+		ack_v(q, &l[i]);
+	}
+	quay_queue_destroy(q);
+}
+
+/* ---- S1: leases ------------------------------------------------------ */
+
+static void
+lease_expiry_exact(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l, l2;
+
+	(void)state;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	q = mkq(&o);
+	send_v(q, 7);
+	assert_int_equal(recv_v(q, &l), 7);
+	set_time(T0 + 1000 * MS - 1);                          /* one ns before */
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
+	assert_int_equal(stats(q).in_flight, 1);
+	set_time(T0 + 1000 * MS);                              /* at the deadline */
+	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);      /* expired: no change */
+	assert_int_equal(recv_v(q, &l2), 7);                   /* the receive ran the timer */
+	assert_int_equal(l2.attempt, 2);
+	assert_int_equal(stats(q).lease_expired, 1);
+	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);      /* fenced */
+	assert_int_equal(quay_queue_extend(q, &l, MS), -ESTALE);
+	assert_int_equal(quay_queue_nack(q, &l, NULL), -ESTALE);
+	ack_v(q, &l2);
+	done(&l);
+	check_conservation(q);
+	assert_int_equal(stats(q).acked, 1);
+	quay_queue_destroy(q);
+}
+
+/* One lease slot: the redelivery re-leases the same slot with the same
+ * message, so only the generation tells the old lease from the new. */
+static void
+fence_on_reused_slot(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease old, cur;
+
+	(void)state;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	o.max_in_flight = 1;
+	q = mkq(&o);
+	send_v(q, 3);
+	assert_int_equal(recv_v(q, &old), 3);
+	set_time(T0 + 1000 * MS);
+	assert_int_equal(recv_v(q, &cur), 3);
+	assert_int_equal(cur.slot, old.slot);
+	assert_ptr_equal(cur.msg, old.msg);
+	assert_int_equal(cur.gen, old.gen + 1);
+	assert_int_equal(quay_queue_ack(q, &old), -ESTALE);
+	assert_int_equal(quay_queue_nack(q, &old, NULL), -ESTALE);
+	assert_int_equal(quay_queue_extend(q, &old, MS), -ESTALE);
+	assert_int_equal(stats(q).in_flight, 1);
+	ack_v(q, &cur);
+	done(&old);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+static void
+ack_before_deadline_deletes(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l, l2;
+
+	(void)state;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	q = mkq(&o);
+	send_v(q, 1);
+	assert_int_equal(recv_v(q, &l), 1);
+	set_time(T0 + 999 * MS);
+	ack_v(q, &l);
+	set_time(T0 + 5000 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
+	assert_int_equal(stats(q).lease_expired, 0);
+	quay_queue_destroy(q);
+}
+
+static void
+extend_moves_deadline(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l, l2;
+
+	(void)state;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	q = mkq(&o);
+	send_v(q, 1);
+	assert_int_equal(recv_v(q, &l), 1);
+	set_time(T0 + 500 * MS);
+	assert_int_equal(quay_queue_extend(q, &l, 2000 * MS), 0);   /* deadline T0 + 2500 ms */
+	set_time(T0 + 1000 * MS);
+	assert_int_equal(recv_v(q, &l2), UINT64_MAX);          /* the old deadline passed */
+	set_time(T0 + 2500 * MS - 1);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
+	/* Shorten it again (the lease now sits in the wheel). */
+	assert_int_equal(quay_queue_extend(q, &l, 10 * MS), 0);   /* T0 + 2510 ms - 1 */
+	set_time(T0 + 2510 * MS - 2);
+	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
+	set_time(T0 + 2510 * MS - 1);
+	assert_int_equal(recv_v(q, &l2), 1);
+	assert_int_equal(l2.attempt, 2);
+	assert_int_equal(quay_queue_extend(q, &l, MS), -ESTALE);
+	ack_v(q, &l2);
+	done(&l);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+static void
+nack_backoff_exact(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+	/* base 100 ms, factor 3, max 1 s: 100, 300, 900, 1000, 1000 ms. */
+	static const int64_t want[] = { 100, 300, 900, 1000, 1000 };
+	int64_t t = T0;
+
+	(void)state;
+	o.backoff_base_ns = 100 * MS;
+	o.backoff_factor = 3.0;
+	o.backoff_max_ns = 1000 * MS;
+	o.max_attempts = 6;
+	q = mkq(&o);
+	send_v(q, 5);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(recv_v(q, &l), 5);
+		assert_int_equal(l.attempt, (uint32_t)i + 1);
+		assert_int_equal(quay_queue_nack(q, &l, "boom"), 0);
+		done(&l);
+		assert_int_equal(stats(q).delayed, 1);
+		set_time(t + want[i] * MS - 1);
+		assert_int_equal(recv_v(q, &l), UINT64_MAX);
+		t += want[i] * MS;
+		set_time(t);
+	}
+	assert_int_equal(recv_v(q, &l), 5);
+	assert_int_equal(stats(q).retried, 5);
+	assert_int_equal(stats(q).nacked, 5);
+	ack_v(q, &l);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+static int64_t
+first_delay(uint64_t seed)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+	int64_t d = -1;
+
+	o.flags = 0;                                            /* jitter on */
+	o.jitter_seed = seed;
+	o.backoff_base_ns = 1000 * MS;
+	set_time(T0);
+	q = mkq(&o);
+	send_v(q, 1);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+	done(&l);
+	/* Find the due time by stepping 1 ms at a time. */
+	for (int64_t ms = 0; ms <= 1001; ms++) {
+		set_time(T0 + ms * MS);
+		if (recv_v(q, &l) != UINT64_MAX) {
+			d = ms;
+			ack_v(q, &l);
+			break;
+		}
+	}
+	quay_queue_destroy(q);
+	return d;
+}
+
+static void
+jitter_is_seeded_and_bounded(void **state)
+{
+	int64_t a = first_delay(1), b = first_delay(1), c = first_delay(2), e = first_delay(3);
+
+	(void)state;
+	assert_int_equal(a, b);
+	assert_true(a >= 0 && a <= 1000);
+	assert_true(c >= 0 && c <= 1000);
+	assert_true(e >= 0 && e <= 1000);
+	assert_false(a == c && c == e);                         /* it does vary */
+}
+
+/* ---- S2: dead letters and redrive ---------------------------------------- */
+
+static void
+header_is(const quay_msg *m, const char *key, const char *want)
+{
+	const void *v;
+	size_t len;
+
+	assert_int_equal(quay_msg_get_header(m, key, &v, &len), 0);
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(v, want, len);
+}
+
+static void
+max_attempts_dead_letter_then_redrive(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l;
+	struct quay_queue_stats s;
+	size_t moved = 0;
+
+	(void)state;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	o.name = "dlq";
+	dlq = mkq(&o);
+	o.name = "work";
+	o.dlq = dlq;
+	o.max_attempts = 3;
+	q = mkq(&o);
+	send_v(q, 11);
+	for (uint32_t i = 1; i <= 3; i++) {
+		assert_int_equal(recv_v(q, &l), 11);
+		assert_int_equal(l.attempt, i);
+		assert_int_equal(recv_v(dlq, &l) == UINT64_MAX ? 0 : 1, 0);
+		if (i < 3) {
+			quay_lease l2;
+			assert_int_equal(recv_v(dlq, &l2), UINT64_MAX);
+		}
+		assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+		done(&l);
+	}
+	/* Received exactly max_attempts times; the 3rd failure moved it. */
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	s = stats(q);
+	assert_int_equal(s.dead_lettered, 1);
+	assert_int_equal(s.received, 3);
+	check_conservation(q);
+	assert_int_equal(stats(dlq).sent, 1);
+	assert_int_equal(stats(dlq).ready, 1);
+	/* Browse the DLQ: the message, with the reason and the source. */
+	assert_int_equal(recv_v(dlq, &l), 11);
+	header_is(l.msg, QUAY_MSG_H_DLQ_REASON, "max-attempts");
+	header_is(l.msg, QUAY_MSG_H_DLQ_SOURCE, "work");
+	assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0);   /* back to ready in the DLQ */
+	done(&l);
+	assert_int_equal(quay_queue_redrive(dlq, q, 10, &moved), 0);
+	assert_int_equal(moved, 1);
+	assert_int_equal(recv_v(dlq, &l), UINT64_MAX);         /* in exactly one queue */
+	assert_int_equal(recv_v(q, &l), 11);
+	assert_int_equal(l.attempt, 1);                        /* attempts reset */
+	assert_int_equal(quay_msg_get_header(l.msg, QUAY_MSG_H_DLQ_REASON, NULL, NULL), -ENOENT);
+	ack_v(q, &l);
+	s = stats(dlq);
+	assert_int_equal(s.redriven_out, 1);
+	check_conservation(dlq);
+	check_conservation(q);
+	assert_int_equal(stats(q).sent, 2);                    /* the send and the redrive */
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+static void
+lease_expiry_counts_towards_max(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l;
+	int64_t t = T0;
+
+	(void)state;
+	o.name = "dead";
+	dlq = mkq(&o);
+	o.name = "q";
+	o.dlq = dlq;
+	o.max_attempts = 2;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	q = mkq(&o);
+	send_v(q, 3);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(recv_v(q, &l), 3);
+		done(&l);
+		t += 1000 * MS;
+		set_time(t);
+		assert_int_equal(quay_queue_tick(q), 0);
+	}
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	assert_int_equal(stats(q).lease_expired, 2);
+	assert_int_equal(recv_v(dlq, &l), 3);
+	header_is(l.msg, QUAY_MSG_H_DLQ_REASON, "max-attempts");
+	ack_v(dlq, &l);
+	check_conservation(q);
+	check_conservation(dlq);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+static void
+default_max_attempts_is_ten(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+	uint32_t n = 0;
+
+	(void)state;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	q = mkq(&o);
+	send_v(q, 1);
+	while (recv_v(q, &l) == 1) {
+		n++;
+		assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+		done(&l);
+	}
+	assert_int_equal(n, QUAY_QUEUE_ATTEMPTS_DEFAULT);
+	assert_int_equal(stats(q).dead_lettered, 1);           /* no DLQ: dropped, counted */
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+static void
+shared_message_is_copied_for_headers(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l;
+	quay_msg *m = mkmsg(77);
+
+	(void)state;
+	o.name = "d";
+	dlq = mkq(&o);
+	o.name = "s";
+	o.dlq = dlq;
+	o.max_attempts = 1;
+	q = mkq(&o);
+	assert_int_equal(quay_msg_ref(m), 0);                  /* we keep one */
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(recv_v(q, &l), 77);
+	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+	done(&l);
+	assert_int_equal(quay_msg_get_header(m, QUAY_MSG_H_DLQ_REASON, NULL, NULL), -ENOENT);
+	assert_int_equal(recv_v(dlq, &l), 77);
+	assert_ptr_not_equal(l.msg, m);
+	header_is(l.msg, QUAY_MSG_H_DLQ_REASON, "max-attempts");
+	ack_v(dlq, &l);
+	quay_msg_unref(m);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+static void
+full_dlq_keeps_message_until_room(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l;
+	struct quay_queue_stats s;
+
+	(void)state;
+	o.name = "small";
+	o.capacity = 1;
+	dlq = mkq(&o);
+	o.name = "big";
+	o.capacity = 8;
+	o.dlq = dlq;
+	o.max_attempts = 1;
+	q = mkq(&o);
+	send_v(dlq, 100);                                     /* the DLQ is full */
+	send_v(q, 1);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+	done(&l);
+	s = stats(q);
+	assert_int_equal(s.dead_lettered, 0);
+	assert_int_equal(s.delayed, 1);                       /* waits here */
+	check_conservation(q);
+	assert_int_equal(recv_v(dlq, &l), 100);
+	ack_v(dlq, &l);
+	set_time(T0 + QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
+	assert_int_equal(quay_queue_tick(q), 0);
+	s = stats(q);
+	assert_int_equal(s.dead_lettered, 1);
+	assert_int_equal(s.delayed, 0);
+	assert_int_equal(recv_v(dlq, &l), 1);
+	ack_v(dlq, &l);
+	check_conservation(q);
+	check_conservation(dlq);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+static void
+redrive_stops_when_target_full(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *dlq, *to;
+	quay_lease l;
+	size_t moved = 0;
+
+	(void)state;
+	o.name = "from";
+	dlq = mkq(&o);
+	o.name = "to";
+	o.capacity = 2;
+	to = mkq(&o);
+	for (uint64_t i = 0; i < 5; i++)
+		send_v(dlq, i);
+	assert_int_equal(quay_queue_redrive(dlq, to, 10, &moved), -EAGAIN);
+	assert_int_equal(moved, 2);
+	assert_int_equal(stats(dlq).ready, 3);
+	assert_int_equal(stats(to).ready, 2);
+	check_conservation(dlq);
+	check_conservation(to);
+	for (int i = 0; i < 2; i++) {
+		assert_true(recv_v(to, &l) < 5);
+		ack_v(to, &l);
+	}
+	assert_int_equal(quay_queue_redrive(dlq, to, 1, NULL), 0);
+	assert_int_equal(stats(to).ready, 1);
+	quay_queue_destroy(dlq);
+	quay_queue_destroy(to);
+}
+
+/* ---- hooks ------------------------------------------------------------ */
+
+struct hook_log {
+	quay_queue_verdict verdict;
+	int64_t delay;
+	uint32_t last_attempt;
+	char last_reason[32];
+	int dead;
+	quay_queue_dlq_reason dead_reason;
+};
+
+static quay_queue_verdict
+on_fail(void *ctx, const quay_msg *msg, uint32_t attempt, const char *reason, int64_t *delay_ns)
+{
+	struct hook_log *h = ctx;
+
+	(void)msg;
+	h->last_attempt = attempt;
+	snprintf(h->last_reason, sizeof(h->last_reason), "%s", reason ? reason : "(null)");
+	if (h->delay >= 0)
+		*delay_ns = h->delay;
+	return h->verdict;
+}
+
+static void
+on_dead(void *ctx, const quay_msg *msg, quay_queue_dlq_reason why)
+{
+	struct hook_log *h = ctx;
+
+	(void)msg;
+	h->dead++;
+	h->dead_reason = why;
+}
+
+static void
+failure_hook_decides(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	struct hook_log h = { QUAY_QUEUE_RETRY, 5 * MS, 0, "", 0, 0 };
+	quay_queue *q;
+	quay_lease l;
+
+	(void)state;
+	o.on_failure = on_fail;
+	o.on_dead_letter = on_dead;
+	o.hook_ctx = &h;
+	q = mkq(&o);
+	send_v(q, 1);
+	/* RETRY with the hook's delay. */
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(quay_queue_nack(q, &l, "bad input"), 0);
+	done(&l);
+	assert_int_equal(h.last_attempt, 1);
+	assert_string_equal(h.last_reason, "bad input");
+	set_time(T0 + 5 * MS - 1);
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	set_time(T0 + 5 * MS);
+	assert_int_equal(recv_v(q, &l), 1);
+	/* Lease expiry reaches the hook with its own reason. */
+	set_time(T0 + 1005 * MS);
+	h.verdict = QUAY_QUEUE_DEAD_LETTER;
+	assert_int_equal(quay_queue_tick(q), 0);
+	done(&l);
+	assert_int_equal(h.last_attempt, 2);
+	assert_string_equal(h.last_reason, "lease expired");
+	assert_int_equal(h.dead, 1);
+	assert_int_equal(h.dead_reason, QUAY_QUEUE_DLQ_REJECTED);
+	/* DROP. */
+	h.verdict = QUAY_QUEUE_DROP;
+	send_v(q, 2);
+	assert_int_equal(recv_v(q, &l), 2);
+	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+	done(&l);
+	assert_string_equal(h.last_reason, "(null)");
+	assert_int_equal(stats(q).dropped, 1);
+	assert_int_equal(stats(q).dead_lettered, 1);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+/* ---- delays and the timing wheel --------------------------------------- */
+
+static void
+delayed_message_exact(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+	quay_msg *m = mkmsg(4);
+
+	(void)state;
+	q = mkq(&o);
+	assert_int_equal(quay_msg_set_not_before_ns(m, T0 + 5 * MS + 3), 0);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(stats(q).delayed, 1);
+	set_time(T0 + 5 * MS + 2);
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	set_time(T0 + 5 * MS + 3);
+	assert_int_equal(recv_v(q, &l), 4);
+	ack_v(q, &l);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+static void
+default_delay_applies(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+
+	(void)state;
+	o.delay_ns = 250 * MS;
+	q = mkq(&o);
+	send_v(q, 9);
+	set_time(T0 + 250 * MS - 1);
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	set_time(T0 + 250 * MS);
+	assert_int_equal(recv_v(q, &l), 9);
+	assert_int_equal(quay_msg_not_before_ns(l.msg), T0 + 250 * MS);
+	ack_v(q, &l);
+	quay_queue_destroy(q);
+}
+
+static void
+due_order_is_kept(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+	/* Due offsets in ms (several equal: FIFO among them), crossing the
+	 * level 0 / level 1 boundary (256 ticks). */
+	static const int64_t due[] = { 300, 10, 20, 20, 900, 1, 255, 256, 257, 20, 5000 };
+	static const uint64_t want[] = { 5, 1, 2, 3, 9, 6, 7, 8, 0, 4, 10 };
+	const size_t n = sizeof(due) / sizeof(due[0]);
+
+	(void)state;
+	q = mkq(&o);
+	for (uint64_t i = 0; i < n; i++) {
+		quay_msg *m = mkmsg(i);
+
+		assert_int_equal(quay_msg_set_not_before_ns(m, T0 + due[i] * MS), 0);
+		assert_int_equal(quay_queue_send(q, m), 0);
+	}
+	set_time(T0 + 10000 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(recv_v(q, &l), want[i]);
+		ack_v(q, &l);
+	}
+	quay_queue_destroy(q);
+}
+
+static void
+long_delays_do_not_drift(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+	/* 3 days (level 4) and 60 days (beyond the wheel: parked, re-filed),
+	 * plus odd nanoseconds. */
+	static const int64_t due[] = { (int64_t)3 * 86400 * 1000 * MS + 123457,
+		(int64_t)60 * 86400 * 1000 * MS + 987 };
+
+	(void)state;
+	q = mkq(&o);
+	for (uint64_t i = 0; i < 2; i++) {
+		quay_msg *m = mkmsg(i);
+
+		assert_int_equal(quay_msg_set_not_before_ns(m, T0 + due[i]), 0);
+		assert_int_equal(quay_queue_send(q, m), 0);
+	}
+	for (uint64_t i = 0; i < 2; i++) {
+		/* Step through time coarsely (as an idle process would be
+		 * called), then to the ns before and at the due time. */
+		for (int64_t t = T0; t < T0 + due[i] - 3600 * 1000 * MS; t += 3600 * 1000 * MS) {
+			set_time(t);
+			assert_int_equal(quay_queue_tick(q), 0);
+		}
+		set_time(T0 + due[i] - 1);
+		assert_int_equal(recv_v(q, &l), UINT64_MAX);
+		set_time(T0 + due[i]);
+		assert_int_equal(recv_v(q, &l), i);
+		ack_v(q, &l);
+	}
+	quay_queue_destroy(q);
+}
+
+static void
+ttl_dead_letters_never_delivers(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l;
+	struct hook_log h = { QUAY_QUEUE_RETRY, -1, 0, "", 0, 0 };
+	quay_msg *m;
+
+	(void)state;
+	o.name = "ttl-dlq";
+	dlq = mkq(&o);
+	o.name = "ttl";
+	o.dlq = dlq;
+	o.ttl_ns = 10 * MS;
+	o.on_dead_letter = on_dead;
+	o.hook_ctx = &h;
+	q = mkq(&o);
+	send_v(q, 1);
+	m = mkmsg(2);
+	assert_int_equal(quay_msg_set_expires_ns(m, T0 + 50 * MS), 0);   /* its own TTL wins */
+	assert_int_equal(quay_queue_send(q, m), 0);
+	set_time(T0 + 10 * MS);
+	assert_int_equal(recv_v(q, &l), 2);                    /* 1 expired on the way */
+	ack_v(q, &l);
+	assert_int_equal(h.dead, 1);
+	assert_int_equal(h.dead_reason, QUAY_QUEUE_DLQ_TTL);
+	assert_int_equal(stats(q).ttl_expired, 1);
+	assert_int_equal(stats(q).dead_lettered, 1);
+	assert_int_equal(recv_v(dlq, &l), 1);
+	header_is(l.msg, QUAY_MSG_H_DLQ_REASON, "ttl-expired");
+	assert_int_equal(quay_msg_expires_ns(l.msg), 0);
+	ack_v(dlq, &l);
+	check_conservation(q);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+/* ---- dedup ------------------------------------------------------------- */
+
+static quay_msg *
+mkdedup(uint64_t v, const char *id)
+{
+	quay_msg *m = mkmsg(v);
+
+	assert_int_equal(quay_msg_set_header(m, QUAY_MSG_H_DEDUP_ID, id, strlen(id)), 0);
+	return m;
+}
+
+static void
+dedup_window(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+	char big[QUAY_QUEUE_DEDUP_ID_MAX + 2];
+	quay_msg *m;
+
+	(void)state;
+	o.dedup_window_ns = 1000 * MS;
+	o.dedup_capacity = 8;                                 /* one set of 8 */
+	q = mkq(&o);
+	assert_int_equal(quay_queue_send(q, mkdedup(1, "a")), 0);
+	assert_int_equal(quay_queue_send(q, mkdedup(2, "a")), 0);   /* duplicate */
+	assert_int_equal(quay_queue_send(q, mkdedup(3, "b")), 0);
+	send_v(q, 4);                                        /* no id: always */
+	assert_int_equal(stats(q).deduplicated, 1);
+	assert_int_equal(stats(q).sent, 3);
+	set_time(T0 + 999 * MS);
+	assert_int_equal(quay_queue_send(q, mkdedup(5, "a")), 0);   /* still a duplicate */
+	set_time(T0 + 1000 * MS);
+	assert_int_equal(quay_queue_send(q, mkdedup(6, "a")), 0);   /* window passed */
+	assert_int_equal(stats(q).deduplicated, 2);
+	static const uint64_t want[] = { 1, 3, 4, 6 };
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(recv_v(q, &l), want[i]);
+		ack_v(q, &l);
+	}
+	/* Full of live ids: -EAGAIN, the caller keeps the message. */
+	for (int i = 0; i < 7; i++) {
+		char id[8];
+		snprintf(id, sizeof(id), "k%d", i);
+		assert_int_equal(quay_queue_send(q, mkdedup(10, id)), 0);
+	}
+	m = mkdedup(11, "last");
+	assert_int_equal(quay_queue_send(q, m), -EAGAIN);
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	quay_msg_unref(m);
+	assert_int_equal(quay_msg_alloc(pool, 512, &m), 0);
+	assert_int_equal(quay_msg_set_header(m, QUAY_MSG_H_DEDUP_ID, big, strlen(big)), 0);
+	assert_int_equal(quay_queue_send(q, m), -EINVAL);
+	quay_msg_unref(m);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+/* ---- browse ------------------------------------------------------------ */
+
+struct seen {
+	int n;
+	uint64_t v[16];
+	quay_queue_state st[16];
+	int stop_at;
+};
+
+static int
+visit(void *ctx, const quay_msg *msg, quay_queue_state st)
+{
+	struct seen *s = ctx;
+
+	s->v[s->n] = val(msg);
+	s->st[s->n] = st;
+	s->n++;
+	return s->n == s->stop_at ? 42 : 0;
+}
+
+static void
+browse_visits_without_leasing(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l, inflight;
+	struct seen s = { 0, { 0 }, { 0 }, -1 };
+	quay_msg *m;
+	struct quay_queue_stats before, after;
+
+	(void)state;
+	q = mkq(&o);
+	for (uint64_t i = 0; i < 4; i++)
+		send_v(q, i);
+	m = mkmsg(9);
+	assert_int_equal(quay_msg_set_not_before_ns(m, T0 + MS), 0);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(recv_v(q, &inflight), 0);
+	before = stats(q);
+	assert_int_equal(quay_queue_browse(q, visit, &s), 0);
+	after = stats(q);
+	assert_int_equal(s.n, 5);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(s.v[i], (uint64_t)i + 1);
+		assert_int_equal(s.st[i], QUAY_QUEUE_READY);
+	}
+	assert_int_equal(s.v[3], 9);
+	assert_int_equal(s.st[3], QUAY_QUEUE_DELAYED);
+	assert_int_equal(s.v[4], 0);
+	assert_int_equal(s.st[4], QUAY_QUEUE_IN_FLIGHT);
+	assert_int_equal(before.received, after.received);
+	assert_int_equal(before.ready, after.ready);
+	/* Stops on a non-zero return. */
+	s.n = 0;
+	s.stop_at = 2;
+	assert_int_equal(quay_queue_browse(q, visit, &s), 42);
+	assert_int_equal(s.n, 2);
+	/* Order kept. */
+	for (uint64_t i = 1; i < 4; i++) {
+		assert_int_equal(recv_v(q, &l), i);
+		ack_v(q, &l);
+	}
+	ack_v(q, &inflight);
+	quay_queue_destroy(q);
+}
+
+/* ---- recovery seam ------------------------------------------------------ */
+
+static void
+restore_is_not_a_send(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l;
+	struct quay_queue_stats s;
+
+	(void)state;
+	o.dedup_window_ns = 1000 * MS;
+	q = mkq(&o);
+	assert_int_equal(quayi_queue_restore(q, mkdedup(1, "x"), 4, 0), 0);
+	assert_int_equal(quayi_queue_restore(q, mkdedup(2, "x"), 0, T0 + 7 * MS), 0);
+	assert_int_equal(quayi_queue_restore(NULL, NULL, 0, 0), -EINVAL);
+	s = stats(q);
+	assert_int_equal(s.sent, 0);
+	assert_int_equal(s.restored, 2);
+	assert_int_equal(s.delayed, 1);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(l.attempt, 5);
+	ack_v(q, &l);
+	set_time(T0 + 7 * MS);
+	assert_int_equal(recv_v(q, &l), 2);
+	ack_v(q, &l);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+/* ---- blocking receive ---------------------------------------------------- */
+
+struct waiter {
+	quay_queue *q;
+	int rc;
+	uint64_t v;
+	int tid;
+};
+
+static void *
+wait_thread(void *arg)
+{
+	struct waiter *w = arg;
+	quay_lease l;
+
+	__atomic_store_n(&w->tid, qt_gettid(), __ATOMIC_SEQ_CST);
+	w->rc = quay_queue_receive(w->q, &l, 20000 * MS);
+	if (w->rc == 0) {
+		w->v = val(l.msg);
+		w->rc = quay_queue_ack(w->q, &l);
+		quay_msg_unref(l.msg);
+	}
+	return NULL;
+}
+
+static void
+blocking_receive_wakes_on_send_and_due(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	struct waiter w = { NULL, -1, 0, 0 };
+	quay_queue *q;
+	pthread_t t;
+	quay_msg *m;
+
+	(void)state;
+	q = mkq(&o);
+	w.q = q;
+	/* 1: a send wakes it. */
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(w.tid, 5000));
+	send_v(q, 5);
+	assert_true(qt_join_within(t, 10000));
+	assert_int_equal(w.rc, 0);
+	assert_int_equal(w.v, 5);
+	/* 2: a delayed message becoming due (fake clock + tick) wakes it. */
+	w.tid = 0;
+	w.rc = -1;
+	m = mkmsg(6);
+	assert_int_equal(quay_msg_set_not_before_ns(m, T0 + 3600 * 1000 * MS), 0);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(w.tid, 5000));
+	set_time(T0 + 3600 * 1000 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_true(qt_join_within(t, 10000));
+	assert_int_equal(w.rc, 0);
+	assert_int_equal(w.v, 6);
+	quay_queue_destroy(q);
+}
+
+/* A real clock: a delayed message wakes a sleeping receiver by itself. */
+static void
+real_clock_delay_wakes_receiver(void **state)
+{
+	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	quay_queue *q;
+	quay_lease l;
+	quay_msg *m;
+	struct timespec ts;
+
+	(void)state;
+	q = mkq(&o);
+	m = mkmsg(8);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	assert_int_equal(quay_msg_set_not_before_ns(m, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + 20 * MS), 0);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(quay_queue_receive(q, &l, 10000 * MS), 0);
+	assert_int_equal(val(l.msg), 8);
+	ack_v(q, &l);
+	quay_queue_destroy(q);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(create_rejects_bad_options, setup, teardown),
+		cmocka_unit_test_setup_teardown(create_defaults_and_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(create_same_name_in_registry_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(calls_reject_bad_input, setup, teardown),
+		cmocka_unit_test_setup_teardown(send_receive_ack, setup, teardown),
+		cmocka_unit_test_setup_teardown(receive_empty_and_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(priority_then_fifo, setup, teardown),
+		cmocka_unit_test_setup_teardown(capacity_and_in_flight_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(batch_calls, setup, teardown),
+		cmocka_unit_test_setup_teardown(lease_expiry_exact, setup, teardown),
+		cmocka_unit_test_setup_teardown(fence_on_reused_slot, setup, teardown),
+		cmocka_unit_test_setup_teardown(ack_before_deadline_deletes, setup, teardown),
+		cmocka_unit_test_setup_teardown(extend_moves_deadline, setup, teardown),
+		cmocka_unit_test_setup_teardown(nack_backoff_exact, setup, teardown),
+		cmocka_unit_test_setup_teardown(jitter_is_seeded_and_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(max_attempts_dead_letter_then_redrive, setup, teardown),
+		cmocka_unit_test_setup_teardown(lease_expiry_counts_towards_max, setup, teardown),
+		cmocka_unit_test_setup_teardown(default_max_attempts_is_ten, setup, teardown),
+		cmocka_unit_test_setup_teardown(shared_message_is_copied_for_headers, setup, teardown),
+		cmocka_unit_test_setup_teardown(full_dlq_keeps_message_until_room, setup, teardown),
+		cmocka_unit_test_setup_teardown(redrive_stops_when_target_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(failure_hook_decides, setup, teardown),
+		cmocka_unit_test_setup_teardown(delayed_message_exact, setup, teardown),
+		cmocka_unit_test_setup_teardown(default_delay_applies, setup, teardown),
+		cmocka_unit_test_setup_teardown(due_order_is_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(long_delays_do_not_drift, setup, teardown),
+		cmocka_unit_test_setup_teardown(ttl_dead_letters_never_delivers, setup, teardown),
+		cmocka_unit_test_setup_teardown(dedup_window, setup, teardown),
+		cmocka_unit_test_setup_teardown(browse_visits_without_leasing, setup, teardown),
+		cmocka_unit_test_setup_teardown(restore_is_not_a_send, setup, teardown),
+		cmocka_unit_test_setup_teardown(blocking_receive_wakes_on_send_and_due, setup, teardown),
+		cmocka_unit_test_setup_teardown(real_clock_delay_wakes_receiver, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
+}
