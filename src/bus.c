@@ -111,7 +111,9 @@ struct quay_bus {
 static pthread_once_t rcu_once = PTHREAD_ONCE_INIT;
 static pthread_key_t rcu_key;
 static bool rcu_key_ok;
-static _Thread_local bool rcu_registered;
+/* initial-exec: read on every call; one flag fits the static TLS surplus
+ * even when libquay is dlopen()ed (as quayi_stats_tslot in stats.c). */
+static __thread bool rcu_registered __attribute__((tls_model("initial-exec")));
 
 static void
 rcu_thread_exit(void *arg)
@@ -311,20 +313,66 @@ sub_close(struct quay_sub *s)
 
 enum outcome { D_OK, D_FULL, D_DROPPED, D_REJECTED, D_TIMEDOUT, D_CLOSED };
 
-/* Queue one more reference of m, without waiting. The publisher's own
- * reference keeps m alive whatever the receiver does meanwhile. */
+/*
+ * References. A publish needs one reference of m per target that queues
+ * it. The publisher holds one; fan-out takes the others up front with one
+ * CAS (msg_ref_n) and hands each target one of them, the publisher's
+ * included, so a message published to one target costs no reference
+ * count operation at all. A push that succeeds gives its reference to
+ * the queue: after the last one, m may already be freed by a receiver,
+ * so nothing reads m after pushing it to its last target. References
+ * that no target took are given back at the end (msg_unref_n).
+ *
+ * These two helpers act on quay_msg.refcount directly (the struct is
+ * transparent, quay/impl/msg_inline.h) with the same protocol as
+ * quay_msg_ref()/quay_msg_unref(): F1 and U1 there.
+ */
+
+/* Take k more references of m (the caller holds one): 0, or -EINVAL when
+ * the count would overflow (nothing taken). */
+static inline int
+msg_ref_n(quay_msg *m, uint32_t k)
+{
+	/* Relaxed (F1 of msg_inline.h): the caller holds a reference, so m
+	 * cannot be freed meanwhile and there is nothing to publish; the CAS
+	 * validates the value. */
+	uint32_t c = __atomic_load_n(&m->refcount, __ATOMIC_RELAXED);
+
+	do {
+		if (QUAYI_UNLIKELY(c > UINT32_MAX - k))
+			return -EINVAL;
+	} while (!__atomic_compare_exchange_n(&m->refcount, &c, c + k, true, __ATOMIC_RELAXED,
+	    __ATOMIC_RELAXED));
+	return 0;
+}
+
+/* Drop k references of m that the caller holds. */
+static inline void
+msg_unref_n(quay_msg *m, uint32_t k)
+{
+	if (k == 0)
+		return;
+	if (k > 1) {
+		/* Release (U1 of msg_inline.h): publishes our use of m to
+		 * whoever frees it (this RMW joins the release sequence its
+		 * acquire reads). We keep one reference, so the count stays
+		 * above 0 and only quay_msg_unref() below may free. */
+		(void)__atomic_fetch_sub(&m->refcount, k - 1, __ATOMIC_RELEASE);
+	}
+	(void)quay_msg_unref(m);
+}
+
+/* Queue m on s without waiting, with a reference the caller took for it
+ * (given to the queue on success, still the caller's otherwise). */
 static inline enum outcome
 deliver_try(struct quay_sub *s, quay_msg *m)
 {
-	int r;
+	int r = sub_push(s, m);
 
-	(void)quay_msg_ref(m);
-	r = sub_push(s, m);
 	if (QUAYI_LIKELY(r == 0)) {
 		quay_counter_inc(s->c_delivered);
 		return D_OK;
 	}
-	(void)quay_msg_unref(m);
 	return r == -EPIPE ? D_CLOSED : D_FULL;
 }
 
@@ -367,7 +415,6 @@ deliver_policy(struct quay_bus *bus, struct quay_sub *s, quay_msg *m)
 		return D_DROPPED;
 	case QUAY_SUB_BLOCK:
 	default:
-		(void)quay_msg_ref(m);
 		if (s->pq != NULL)
 			r = quay_pq_push_wait(s->pq, sub_level(s, m), &m, s->block_timeout_ns);
 		else
@@ -376,7 +423,6 @@ deliver_policy(struct quay_bus *bus, struct quay_sub *s, quay_msg *m)
 			quay_counter_inc(s->c_delivered);
 			return D_OK;
 		}
-		(void)quay_msg_unref(m);
 		if (r == -EPIPE)
 			return D_CLOSED;
 		quay_counter_inc(s->c_timeouts);
@@ -398,14 +444,31 @@ account(struct quay_bus_pub_result *res, enum outcome o)
 	}
 }
 
-/* Deliver m to every target of e. */
+#define BATCH_CHUNK 64       /* messages per bulk push */
+#define BATCH_BULK_MAX 256   /* plain targets tried with bulk pushes */
+
+/* Whether plain target i of a batch already took the chunk (bulk push). */
+static inline bool
+bulk_done(const uint64_t *bulk, uint32_t i)
+{
+	return bulk != NULL && i < BATCH_BULK_MAX && ((bulk[i >> 6] >> (i & 63)) & 1) != 0;
+}
+
+/* Deliver m to every target of e (but the plain targets marked in bulk,
+ * which already have it), with one reference of m per target held by
+ * the caller (see msg_ref_n). */
 static void
-fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, struct quay_bus_pub_result *res)
+fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, struct quay_bus_pub_result *res,
+    const uint64_t *bulk)
 {
 	res->matched = e->ntargets;
 	for (uint32_t i = 0; i < e->nplain; i++) {
 		struct quay_sub *s = e->subs[i];
-		enum outcome o = deliver_try(s, m);
+		enum outcome o;
+
+		if (bulk_done(bulk, i))
+			continue;
+		o = deliver_try(s, m);
 		if (QUAYI_UNLIKELY(o == D_FULL))
 			o = deliver_policy(bus, s, m);
 		account(res, o);
@@ -435,6 +498,94 @@ fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, stru
 			o = full < g->n ? deliver_policy(bus, mem[full], m) : D_CLOSED;
 		account(res, o);
 	}
+}
+
+/* Whether publish must refuse a message with this outcome, and how. */
+static inline int
+refusal(const struct quay_bus_pub_result *res)
+{
+	if (res->delivered > 0)
+		return 0;
+	if (res->rejected > 0)
+		return -EAGAIN;
+	return res->timed_out > 0 ? -ETIMEDOUT : 0;
+}
+
+/*
+ * Publish msgs[0..n) to the targets of e (ntargets > 0), chunk by chunk.
+ * For each chunk, every plain ring target first gets the whole chunk with
+ * one bulk push (all or nothing: one claim, one counter update), then the
+ * remaining targets (full rings, priority queues, groups) get each
+ * message in turn exactly as publish delivers one. A message is refused
+ * only if no target took it, so only when no bulk push succeeded: then
+ * the bulk step had no effect and the stop is exactly publish's.
+ * Returns how many messages were published; *rc is the code of the first
+ * refused one (when fewer than n), *delivered counts the deliveries.
+ */
+static size_t
+fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **msgs, size_t n,
+    int64_t now, uint64_t *delivered, int *rc)
+{
+	const uint32_t need = e->ntargets;
+	size_t done = 0;
+
+	while (done < n) {
+		quay_msg **ms = msgs + done;
+		uint32_t del[BATCH_CHUNK];
+		uint64_t bulk[BATCH_BULK_MAX / 64] = { 0 };
+		uint32_t nbulk = 0;
+		size_t c = n - done < BATCH_CHUNK ? n - done : BATCH_CHUNK;
+		size_t j, stop;
+
+		for (j = 0; j < c; j++) {
+			if (now > 0)
+				(void)quay_msg_set_enqueued_ns(ms[j], now);
+			if (need > 1 && msg_ref_n(ms[j], need - 1) != 0)
+				break;   /* reference count overflow: stop before it */
+		}
+		c = j;
+		if (c == 0) {
+			*rc = -EINVAL;
+			break;
+		}
+		for (uint32_t i = 0; i < e->nplain && i < BATCH_BULK_MAX; i++) {
+			struct quay_sub *s = e->subs[i];
+			if (s->ring != NULL && quay_ring_push_bulk(s->ring, ms, c) == 0) {
+				bulk[i >> 6] |= (uint64_t)1 << (i & 63);
+				nbulk++;
+				quay_counter_add(s->c_delivered, c);
+			}
+		}
+		stop = c;
+		for (j = 0; j < c; j++) {
+			struct quay_bus_pub_result res;
+
+			if (nbulk == e->ntargets) {   /* every target took the chunk */
+				del[j] = nbulk;
+				continue;
+			}
+			memset(&res, 0, sizeof(res));
+			fan_out(bus, e, ms[j], &res, bulk);
+			res.delivered += nbulk;
+			if (refusal(&res) != 0) {
+				*rc = refusal(&res);
+				stop = j;
+				break;
+			}
+			del[j] = res.delivered;
+		}
+		/* Give back the references no target took (none read m after). */
+		for (j = 0; j < stop; j++) {
+			msg_unref_n(ms[j], need - del[j]);
+			*delivered += del[j];
+		}
+		for (; j < c; j++)
+			msg_unref_n(ms[j], need - 1);   /* the caller keeps its own */
+		done += stop;
+		if (stop < c)
+			break;
+	}
+	return done;
 }
 
 /* The reply route: n is the number of an inbox of this bus. */
@@ -537,22 +688,35 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	/* One clock read per call, and only when a target records latency
 	 * (the clock costs as much as a delivery). */
 	now = e != NULL && e->stamp ? bus->clock(bus->clock_arg) : 0;
-	for (k = 0; k < n; k++) {
-		quay_msg *m = msgs[k];
+	if (e == NULL || e->ntargets == 0) {
+		memset(res, 0, sizeof(*res));
+		for (k = 0; k < n; k++)
+			(void)quay_msg_unref(msgs[k]);   /* the publisher's reference */
+		quay_counter_add(bus->c_nosub, n);
+	} else if (n > 1) {
+		memset(res, 0, sizeof(*res));
+		k = fan_out_batch(bus, e, msgs, n, now, &delivered, &r);
+	} else {
+		quay_msg *m = msgs[0];
+		uint32_t need = e->ntargets;
 
 		memset(res, 0, sizeof(*res));
+		k = 0;
 		if (now > 0)
 			(void)quay_msg_set_enqueued_ns(m, now);
-		if (e != NULL && e->ntargets > 0)
-			fan_out(bus, e, m, res);
-		if (res->delivered == 0 && (res->rejected > 0 || res->timed_out > 0)) {
-			r = res->rejected > 0 ? -EAGAIN : -ETIMEDOUT;
-			break;
+		if (need > 1 && msg_ref_n(m, need - 1) != 0) {
+			r = -EINVAL;
+		} else {
+			fan_out(bus, e, m, res, NULL);
+			r = refusal(res);
+			/* The references no target took; the caller keeps its
+			 * own when refused. Untouched once all were taken. */
+			msg_unref_n(m, need - res->delivered - (r != 0 ? 1 : 0));
+			if (r == 0) {
+				delivered = res->delivered;
+				k = 1;
+			}
 		}
-		delivered += res->delivered;
-		if (res->matched == 0)
-			quay_counter_inc(bus->c_nosub);
-		(void)quay_msg_unref(m);   /* the publisher's reference */
 	}
 	read_unlock();
 	if (temp)

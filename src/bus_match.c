@@ -49,6 +49,39 @@ struct quayi_bm_node {
 
 /* ---- hashing and checking ------------------------------------------ */
 
+/* The k bytes at p (1 <= k <= 8) in the low bytes of a word, zeros above,
+ * as memcpy into a zeroed word would give on a little-endian machine, but
+ * with whole loads: a variable-length copy into a stack word costs a
+ * store-forwarding stall when the word is read back (measured: a third
+ * of a one-subscriber publish). */
+static inline uint64_t
+bm_load_tail(const char *p, size_t k)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	uint64_t w;
+
+	if (k == 8) {
+		memcpy(&w, p, 8);
+		return w;
+	}
+	if (k >= 4) {
+		uint32_t a, b;
+		memcpy(&a, p, 4);
+		memcpy(&b, p + k - 4, 4);   /* overlaps a: the same bytes */
+		return (uint64_t)a | ((uint64_t)b << (8 * (k - 4)));
+	}
+	w = (unsigned char)p[0];
+	w |= (uint64_t)(unsigned char)p[k >> 1] << (8 * (k >> 1));
+	w |= (uint64_t)(unsigned char)p[k - 1] << (8 * (k - 1));
+	return w;
+#else
+	uint64_t w = 0;
+
+	memcpy(&w, p, k);
+	return w;
+#endif
+}
+
 static inline uint64_t
 bm_hash(const char *s, size_t len)
 {
@@ -63,8 +96,7 @@ bm_hash(const char *s, size_t len)
 		len -= 8;
 	}
 	if (len > 0) {
-		uint64_t w = 0;
-		memcpy(&w, s, len);
+		uint64_t w = bm_load_tail(s, len);
 		h = (h ^ w) * UINT64_C(0xc4ceb9fe1a85ec53);
 		h ^= h >> 29;
 	}
@@ -123,29 +155,83 @@ quayi_bm_parse(const char *s, bool pattern, struct quayi_bm_toks *t)
 	return 0;
 }
 
+/* Bytes-of-a-word helpers for the subject scan (SWAR): ones has 0x01 in
+ * every byte, highs 0x80. */
+#define BM_ONES UINT64_C(0x0101010101010101)
+#define BM_HIGHS UINT64_C(0x8080808080808080)
+
+/* 0x80 in exactly the bytes of w that are 0 (no carries between bytes). */
+static inline uint64_t
+bm_zero_bytes(uint64_t w)
+{
+	const uint64_t low7 = ~BM_HIGHS;
+
+	return ~(((w & low7) + low7) | w | low7);
+}
+
+/* Whether some byte of w is outside the plain range 0x21..0x7e or is one
+ * of `*` `>` (dots are checked apart). Exact for a whole word. */
+static inline bool
+bm_word_bad(uint64_t w)
+{
+	uint64_t below = (w - BM_ONES * 0x21) & ~w & BM_HIGHS;            /* < 0x21 */
+	uint64_t above = ((w + BM_ONES * (127 - 0x7e)) | w) & BM_HIGHS;    /* > 0x7e */
+	uint64_t star = bm_zero_bytes(w ^ (BM_ONES * '*'));
+	uint64_t gt = bm_zero_bytes(w ^ (BM_ONES * '>'));
+
+	return (below | above | star | gt) != 0;
+}
+
 int
 quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 {
-	size_t i = 0, start = 0, ntok = 1;
+	size_t len = strnlen(s, QUAY_BUS_SUBJECT_MAX + 1);
+	size_t i, ntok = 1;
+	bool prev_dot = true;   /* a dot "before" byte 0: a leading dot is an empty token */
 
-	for (;; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '\0')
-			break;
-		if (i == QUAY_BUS_SUBJECT_MAX)
+	if (len == 0 || len > QUAY_BUS_SUBJECT_MAX)
+		return -EINVAL;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	/* Eight bytes at a time within [0, len): the last partial word is
+	 * padded with a plain byte, so no read goes past the string. */
+	for (i = 0; i < len; i += 8) {
+		uint64_t w, dots;
+		size_t k = len - i < 8 ? len - i : 8;
+
+		w = bm_load_tail(s + i, k);
+		if (k < 8)
+			w |= (BM_ONES * 'a') << (8 * k);
+		if (bm_word_bad(w))
 			return -EINVAL;
-		if (c == '.') {
-			if (i == start || ++ntok > QUAY_BUS_TOKENS_MAX)
+		dots = bm_zero_bytes(w ^ (BM_ONES * '.'));
+		if (dots != 0) {
+			/* Empty tokens: a dot right after a dot (within the word,
+			 * or at byte 0 after the previous word's last byte). */
+			if ((dots & (dots << 8)) != 0 || (prev_dot && (dots & 0x80) != 0))
 				return -EINVAL;
-			start = i + 1;
+			ntok += (size_t)__builtin_popcountll(dots);
+		}
+		prev_dot = ((dots >> (8 * (k - 1))) & 0x80) != 0;
+	}
+#else
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '.') {
+			if (prev_dot)
+				return -EINVAL;
+			ntok++;
+			prev_dot = true;
 		} else if (!bm_plain_byte(c)) {
 			return -EINVAL;
+		} else {
+			prev_dot = false;
 		}
 	}
-	if (i == start)   /* empty string, or a trailing dot */
+#endif
+	if (prev_dot || ntok > QUAY_BUS_TOKENS_MAX)   /* a trailing dot; too many tokens */
 		return -EINVAL;
-	*lenp = (uint32_t)i;
-	*hash = bm_hash(s, i);
+	*lenp = (uint32_t)len;
+	*hash = bm_hash(s, len);
 	return 0;
 }
 

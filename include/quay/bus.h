@@ -302,7 +302,8 @@ QUAY_API int quay_bus_unsubscribe(quay_sub *sub);
  *          none queued it and at least one REJECT target refused it;
  *          -ETIMEDOUT if targets matched, none queued it, none rejected
  *          and a BLOCK target timed out; -EINVAL if bus, subject or msg is
- *          NULL, or the subject is invalid or has a wildcard; -EPIPE if
+ *          NULL, the subject is invalid or has a wildcard, or msg's
+ *          reference count would pass UINT32_MAX; -EPIPE if
  *          the bus is being destroyed; -ENOMEM if a cache miss cannot
  *          allocate its entry, or the thread cannot be registered with
  *          liburcu (no pthread key left). Partial delivery (some targets

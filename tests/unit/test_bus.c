@@ -12,6 +12,9 @@
  */
 #include "quay_test.h"
 
+#include <sched.h>
+#include <stdatomic.h>
+
 #include <quay/bus.h>
 
 #define JOIN_MS 10000
@@ -423,6 +426,64 @@ test_publish_bad(void **state)
 	assert_pool_empty();
 }
 
+/* Publish checks subjects with its own word-at-a-time scan (not the
+ * parser behind quay_bus_subject_check): the two must agree, in
+ * particular where a dot, an empty token or a bad byte sits on either
+ * side of an 8-byte boundary. Boundary cases, then random strings. */
+static void
+test_publish_subject_scan(void **state)
+{
+	static const char *const cases[] = {
+		"abcdefg.h", "abcdefgh.i", "abcdefg..h", "abcdefgh..i", "abcdefgh.", "abcdefg.",
+		".abcdefgh", "abcdefghijklmno.p", "abcdefghijklmnop.", "abcdefghijklmno*",
+		"abcdefgh>", "abcdefg\x7f", "abcdefgh\x7f", "abcdefgh\x80", "abcdefgh ", "abcdefghijklmnop",
+		"a.b.c.d.e.f.g.h.i", "a.b.c.d.e.f.g.h.", "!", "~~~~~~~~", "~~~~~~~~~", "a.~", "a.!.b",
+	};
+	static const char alphabet[] = "ab.*> \x7f\x80~!";
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, ">", QUAY_SUB_DROP_NEWEST, 16, NULL);
+	char buf[QUAY_BUS_SUBJECT_MAX + 8];
+	uint64_t x = 0x2545f4914f6cdd1dULL;
+	size_t checked = 0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]) + 4000; i++) {
+		const char *subj;
+		if (i < sizeof(cases) / sizeof(cases[0])) {
+			subj = cases[i];
+		} else {
+			size_t len;
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			len = 1 + (size_t)(x % 40);
+			for (size_t k = 0; k < len; k++) {
+				x ^= x << 13;
+				x ^= x >> 7;
+				x ^= x << 17;
+				/* Mostly plain bytes, so that valid subjects come up. */
+				buf[k] = (x % 4 != 0) ? alphabet[(x >> 8) % 2] : alphabet[(x >> 8) % (sizeof(alphabet) - 1)];
+			}
+			buf[len] = '\0';
+			subj = buf;
+		}
+		int want = quay_bus_subject_check(subj, false);
+		quay_msg *m = msg_u64(i);
+		int r = quay_bus_publish(b, subj, m);
+		if (want == 0) {
+			assert_int_equal(r, 1);   /* ">" matches every subject */
+			assert_int_equal(drain(s, NULL, 0), 1);
+		} else {
+			assert_int_equal(r, -EINVAL);
+			quay_msg_unref(m);
+		}
+		checked++;
+	}
+	assert_true(checked > 4000);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
 static void
 test_getters_bad(void **state)
 {
@@ -527,6 +588,246 @@ test_batch(void **state)
 	for (int i = 4; i < 8; i++)
 		quay_msg_unref(m[i]);
 	assert_int_equal(drain(r, v, 16), 4);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+/* publish_batch over several chunks to every kind of target at once: a
+ * plain ring that takes whole chunks (bulk), a small DROP_NEWEST ring
+ * that cannot (per message), a priority queue and a group; order,
+ * exactly-once and the counters must be those of n single publishes. */
+static void
+test_batch_mixed_targets(void **state)
+{
+	enum { N = 200 };
+	quay_bus *b = bus_new();
+	quay_sub *a = sub_new(b, "t.>", QUAY_SUB_BLOCK, 256, NULL);
+	quay_sub *d = sub_new(b, "t.*", QUAY_SUB_DROP_NEWEST, 4, NULL);
+	quay_sub *g[2];
+	quay_sub *p;
+	struct quay_sub_opts po = QUAY_SUB_OPTS_INIT;
+	struct quay_bus_counters bc;
+	struct quay_sub_counters sc;
+	quay_msg *m[N];
+	uint64_t v[N];
+	bool seen[N] = { false };
+	size_t total = 0;
+
+	(void)state;
+	po.priorities = 2;
+	po.capacity = 256;
+	assert_int_equal(quay_bus_subscribe(b, "t.x", &po, &p), 0);
+	for (int i = 0; i < 2; i++)
+		g[i] = sub_new(b, "t.x", QUAY_SUB_BLOCK, 256, "grp");
+	for (int i = 0; i < N; i++)
+		m[i] = msg_u64((uint64_t)i);
+	assert_int_equal(quay_bus_publish_batch(b, "t.x", m, N), N);   /* 64 + 64 + 64 + 8 */
+	assert_int_equal(drain(a, v, N), N);
+	for (uint64_t i = 0; i < N; i++)
+		assert_int_equal(v[i], i);
+	assert_int_equal(drain(d, v, N), 4);
+	for (uint64_t i = 0; i < 4; i++)
+		assert_int_equal(v[i], i);
+	assert_int_equal(drain(p, v, N), N);
+	for (uint64_t i = 0; i < N; i++)
+		assert_int_equal(v[i], i);
+	for (int k = 0; k < 2; k++) {
+		size_t n = drain(g[k], v, N);
+		for (size_t i = 0; i < n; i++) {
+			assert_false(seen[v[i]]);
+			seen[v[i]] = true;
+			if (i > 0)
+				assert_true(v[i] > v[i - 1]);
+		}
+		total += n;
+	}
+	assert_int_equal(total, N);
+	assert_int_equal(quay_sub_counters(a, &sc), 0);
+	assert_int_equal(sc.delivered, N);
+	assert_int_equal(quay_sub_counters(d, &sc), 0);
+	assert_int_equal(sc.delivered, 4);
+	assert_int_equal(sc.dropped, N - 4);
+	assert_int_equal(quay_bus_counters(b, &bc), 0);
+	assert_int_equal(bc.published, N);
+	assert_int_equal(bc.delivered, 3 * N + 4);
+	assert_int_equal(bc.dropped, N - 4);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+/* Refusals inside a batch: a lone REJECT target stops the batch at the
+ * first message it cannot take, also when that is in a later chunk (the
+ * first chunk went in whole); next to a target that took everything, its
+ * refusals do not stop anything. */
+static void
+test_batch_refusal_chunks(void **state)
+{
+	enum { N = 150 };
+	quay_bus *b = bus_new();
+	quay_sub *r = sub_new(b, "r.x", QUAY_SUB_REJECT, 128, NULL);
+	quay_msg *m[N];
+	struct quay_sub_counters sc;
+
+	(void)state;
+	for (int i = 0; i < N; i++)
+		m[i] = msg_u64((uint64_t)i);
+	/* 128 fit: chunk 0 in bulk, chunk 1 (64 + 64 = 128) in bulk, then
+	 * message 128 is refused. */
+	assert_int_equal(quay_bus_publish_batch(b, "r.x", m, N), 128);
+	for (int i = 128; i < N; i++)
+		assert_int_equal(quay_msg_refcount(m[i]), 1);   /* still ours */
+	assert_int_equal(quay_bus_publish_batch(b, "r.x", m + 128, N - 128), -EAGAIN);
+	assert_int_equal(quay_sub_counters(r, &sc), 0);
+	assert_int_equal(sc.delivered, 128);
+	assert_int_equal(sc.rejected, 2);   /* one per refused call */
+	assert_int_equal(drain(r, NULL, 0), 128);
+	/* 100 room: chunk 0 in bulk, chunk 1 message by message (36 fit). */
+	for (int i = 0; i < 28; i++)
+		assert_int_equal(quay_bus_publish(b, "r.x", msg_u64(0)), 1);
+	for (int i = 0; i < 128; i++)
+		m[i] = msg_u64((uint64_t)i);
+	assert_int_equal(quay_bus_publish_batch(b, "r.x", m, N), 100);
+	for (int i = 100; i < N; i++)
+		assert_int_equal(quay_msg_refcount(m[i]), 1);   /* still ours */
+	assert_int_equal(quay_sub_counters(r, &sc), 0);
+	assert_int_equal(sc.rejected, 3);
+	assert_int_equal(drain(r, NULL, 0), 128);
+	/* With a roomy subscription beside it, nothing is refused: chunks 0
+	 * and 1 go to both in bulk, chunk 2 (22) only to a. */
+	quay_sub *a = sub_new(b, "r.*", QUAY_SUB_BLOCK, 256, NULL);
+	for (int i = 0; i < 100; i++)
+		m[i] = msg_u64((uint64_t)i);
+	assert_int_equal(quay_bus_publish_batch(b, "r.x", m, N), N);
+	assert_int_equal(quay_sub_counters(r, &sc), 0);
+	assert_int_equal(sc.rejected, 3 + 22);
+	assert_int_equal(drain(r, NULL, 0), 128);
+	assert_int_equal(drain(a, NULL, 0), N);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+/* A queue-group member unsubscribed while another thread publishes to the
+ * group (single publishes and batches), then members joining and leaving
+ * until the publisher is done: every publish still reaches one member,
+ * nothing is received twice, each member sees its share in order, at
+ * most what a leaving member had queued (capacity 1) is released instead
+ * of received, and no reference leaks (a publish that meets a member
+ * closed under it must try the next). TSan/ASan check the removal. */
+struct grp_churn {
+	quay_sub *m1;
+	_Atomic uint64_t got1;
+	quay_bus *bus;
+	_Atomic int pub_half;        /* the publisher is half way */
+	_Atomic int pub_done;
+	_Atomic int unsub_started;   /* the publisher waits for it there */
+	uint64_t *vals1;
+	size_t nvals1;
+	int unsub_r;
+	size_t cycles;               /* churned members */
+};
+
+static void *
+grp_churn_recv(void *arg)
+{
+	struct grp_churn *c = arg;
+	quay_msg *m;
+
+	while (quay_sub_receive(c->m1, &m, -1) == 0) {
+		c->vals1[c->nvals1++] = msg_val(m);
+		quay_msg_unref(m);
+		atomic_fetch_add(&c->got1, 1);
+	}
+	return NULL;
+}
+
+static void *
+grp_churn_unsub(void *arg)
+{
+	struct grp_churn *c = arg;
+
+	while (atomic_load(&c->got1) < 50 && !atomic_load(&c->pub_half))
+		sched_yield();
+	atomic_store(&c->unsub_started, 1);
+	c->unsub_r = quay_bus_unsubscribe(c->m1);
+	/* Then members that join and leave while the publisher goes on
+	 * (each may take one message with it when it leaves). */
+	while (c->unsub_r == 0 && !atomic_load(&c->pub_done)) {
+		struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+		quay_sub *t = NULL;
+		o.capacity = 1;
+		o.group = "g";
+		c->unsub_r = quay_bus_subscribe(c->bus, "w.x", &o, &t);
+		for (int k = 0; k < 2 && c->unsub_r == 0; k++)
+			sched_yield();
+		if (c->unsub_r == 0)
+			c->unsub_r = quay_bus_unsubscribe(t);
+		c->cycles++;
+	}
+	return NULL;
+}
+
+static void
+test_group_member_unsubscribed_mid_publish(void **state)
+{
+	enum { N = 4000 };
+	quay_bus *b = bus_new();
+	quay_sub *m0 = sub_new(b, "w.*", QUAY_SUB_BLOCK, 4096, "g");
+	quay_sub *m2 = sub_new(b, "w.>", QUAY_SUB_BLOCK, 4096, "g");
+	struct grp_churn c = { .m1 = sub_new(b, "w.x", QUAY_SUB_BLOCK, 1, "g"), .bus = b };
+	static bool seen[N];
+	static uint64_t v[N];
+	pthread_t rt, ut;
+	size_t total = 0;
+
+	(void)state;
+	memset(seen, 0, sizeof(seen));
+	c.vals1 = calloc(N, sizeof(uint64_t));
+	assert_non_null(c.vals1);
+	assert_int_equal(pthread_create(&rt, NULL, grp_churn_recv, &c), 0);
+	assert_int_equal(pthread_create(&ut, NULL, grp_churn_unsub, &c), 0);
+	for (uint64_t i = 0; i < N;) {
+		if (i == N / 2) {
+			/* The second half races with the unsubscribe. */
+			atomic_store(&c.pub_half, 1);
+			while (!atomic_load(&c.unsub_started))
+				sched_yield();
+		}
+		if ((i / 16) % 2 == 0) {
+			quay_msg *bm[16];
+			for (int k = 0; k < 16; k++)
+				bm[k] = msg_u64(i + (uint64_t)k);
+			assert_int_equal(quay_bus_publish_batch(b, "w.x", bm, 16), 16);
+			i += 16;
+		} else {
+			assert_int_equal(quay_bus_publish(b, "w.x", msg_u64(i)), 1);
+			i++;
+		}
+	}
+	atomic_store(&c.pub_done, 1);
+	assert_true(qt_join_within(ut, JOIN_MS));
+	assert_int_equal(c.unsub_r, 0);
+	assert_true(qt_join_within(rt, JOIN_MS));
+	for (size_t i = 0; i < c.nvals1; i++) {
+		assert_false(seen[c.vals1[i]]);
+		seen[c.vals1[i]] = true;
+		if (i > 0)
+			assert_true(c.vals1[i] > c.vals1[i - 1]);
+	}
+	total = c.nvals1;
+	quay_sub *rest[2] = { m0, m2 };
+	for (int k = 0; k < 2; k++) {
+		size_t n = drain(rest[k], v, N);
+		for (size_t i = 0; i < n; i++) {
+			assert_false(seen[v[i]]);
+			seen[v[i]] = true;
+			if (i > 0)
+				assert_true(v[i] > v[i - 1]);
+		}
+		total += n;
+	}
+	/* m1 and each churned member held at most one when it left. */
+	assert_true(total <= N && total + 1 + c.cycles >= N);
+	free(c.vals1);
 	quay_bus_destroy(b);
 	assert_pool_empty();
 }
@@ -1174,9 +1475,13 @@ main(void)
 		cmocka_unit_test(test_subscribe_bad),
 		cmocka_unit_test(test_max_subs),
 		cmocka_unit_test(test_publish_bad),
+		cmocka_unit_test(test_publish_subject_scan),
 		cmocka_unit_test(test_getters_bad),
 		cmocka_unit_test(test_fanout),
 		cmocka_unit_test(test_batch),
+		cmocka_unit_test(test_batch_mixed_targets),
+		cmocka_unit_test(test_batch_refusal_chunks),
+		cmocka_unit_test(test_group_member_unsubscribed_mid_publish),
 		cmocka_unit_test(test_group),
 		cmocka_unit_test(test_policy_drop_newest),
 		cmocka_unit_test(test_policy_drop_oldest),
