@@ -12,6 +12,9 @@
 //                   covers at most as many appends as there are waiters).
 //                   Timed: the appends (a NONE or INTERVAL append returns
 //                   before its data is durable; see none_vs_raw).
+//                   Counter syncs_per_append: fdatasyncs the log issued
+//                   (quay_wal_info.syncs) per acknowledged append; 1 is no
+//                   group commit, 1/T the most T waiting threads can get.
 //   naive/<file>/threads:T
 //                   the baseline: pwrite of one 64-byte message then
 //                   fdatasync, per message. own: each thread its own file;
@@ -264,6 +267,8 @@ BM_append(benchmark::State &st)
 			acked[(size_t)t] = n;
 		});
 		st.SetIterationTime(el);
+		struct quay_wal_info info;
+		uint64_t syncs = quay_wal_info(w, &info) == 0 ? info.syncs : 0;
 		int rc = quay_wal_close(w);
 		uint64_t total = 0;
 		for (auto a : acked)
@@ -284,6 +289,9 @@ BM_append(benchmark::State &st)
 		st.SetBytesProcessed((int64_t)(total * len));
 		double rate = (double)total / el;
 		st.counters["MB_per_s"] = rate * (double)len / 1e6;
+		// fdatasyncs per acknowledged append: 1 means no group commit,
+		// 1/T the best T waiting threads can get.
+		st.counters["syncs_per_append"] = total > 0 ? (double)syncs / (double)total : 0.0;
 		char key[64];
 		snprintf(key, sizeof(key), "append/%s/%zu/%d", mode_name(mode), len, nthreads);
 		g_rate[key] = rate;

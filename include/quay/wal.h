@@ -221,6 +221,11 @@ struct quay_wal_info {
 	uint32_t interval_ms;
 	uint32_t max_record;
 	uint64_t segment_bytes;
+	/** fdatasyncs the WAL's flushes have issued since open (group commit,
+	 *  quay_wal_sync, INTERVAL ticks; not those of segment creation,
+	 *  rolls or checkpoints' file deletion). In SYNC mode,
+	 *  syncs / appends is the group-commit factor's inverse. */
+	uint64_t syncs;
 };
 
 /**

@@ -1514,6 +1514,223 @@ group_commit_threads(void **state)
 	}
 }
 
+/* One appender in SYNC mode: exactly one fdatasync per append (the
+ * naive baseline's cost, no more), counted by quay_wal_info.syncs and by
+ * the file system alike; the other modes sync only when asked. */
+static void
+sync_counter(void **state)
+{
+	(void)state;
+	for (unsigned mode = 0; mode <= QUAY_WAL_NONE; mode++) {
+		struct memfs fs;
+		quay_wal *w;
+		struct quay_wal_opts o = opts_mode(mode, 64 << 10);
+		struct quay_wal_info info;
+
+		memfs_init(&fs, 90 + mode);
+		o.interval_ms = QUAY_WAL_INTERVAL_MAX; /* no tick during the test */
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		assert_int_equal(info.syncs, 0);
+		long fs0 = fs.syncs;
+		for (int i = 0; i < 50; i++)
+			assert_int_equal(quay_wal_append(w, 1, "record", 6, NULL), 0);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		assert_int_equal(info.syncs, mode == QUAY_WAL_SYNC ? 50 : 0);
+		assert_int_equal(fs.syncs - fs0, (long)info.syncs);
+		/* Nothing new: quay_wal_sync costs no fdatasync. */
+		assert_int_equal(quay_wal_sync(w, 0), 0);
+		uint64_t s1 = mode == QUAY_WAL_SYNC ? 50 : 1;
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		assert_int_equal(info.syncs, s1);
+		assert_int_equal(quay_wal_sync(w, 0), 0);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		assert_int_equal(info.syncs, s1);
+		assert_int_equal(fs.syncs - fs0, (long)s1);
+		assert_int_equal(quay_wal_close(w), 0);
+		memfs_fini(&fs);
+	}
+}
+
+/* SYNC mode writes zeros ahead of the records (so that the fdatasyncs of
+ * group commit find written, not unwritten, extents): visible when the
+ * file system cannot preallocate, as a file that grows past the records.
+ * The zeros change nothing that recovery sees. */
+static void
+sync_zero_ahead(void **state)
+{
+	(void)state;
+	for (unsigned mode = 0; mode <= QUAY_WAL_NONE; mode++) {
+		struct memfs fs;
+		quay_wal *w;
+		struct quay_wal_opts o = opts_mode(mode, 64 << 10);
+		uint64_t rec = quayi_wal_rec_size(100);
+
+		memfs_init(&fs, 95 + mode);
+		fs.no_allocate = true;
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		uint8_t buf[100];
+		memset(buf, 0xA5, sizeof(buf));
+		for (int i = 0; i < 3; i++)
+			assert_int_equal(quay_wal_append(w, 1, buf, sizeof(buf), NULL), 0);
+		assert_int_equal(quay_wal_sync(w, 0), 0);
+		struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+		assert_non_null(f);
+		uint64_t end = QUAYI_WAL_SEG_HDR + 3 * rec;
+		if (mode == QUAY_WAL_SYNC) {
+			/* Zeroed to the end of the chunk (here the segment). */
+			assert_int_equal(f->cur_len, 64 << 10);
+			assert_true(all_zero(f->cur + end, f->cur_len - end));
+		} else {
+			assert_int_equal(f->cur_len, end);
+		}
+		assert_int_equal(quay_wal_close(w), 0);
+		struct quay_wal_report rep;
+		o.report = &rep;
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		assert_false(rep.tail_cut);
+		assert_false(rep.corrupt);
+		assert_int_equal(rep.records, 3);
+		assert_int_equal(quay_wal_close(w), 0);
+		memfs_fini(&fs);
+	}
+}
+
+/* Many SYNC appenders and quay_wal_sync callers (some for LSNs already in
+ * a round in flight, some for the newest): every call returns, every
+ * acknowledged record is durable when acknowledged, and the rounds never
+ * outnumber the appends. Exercises the two condition variables of the
+ * group commit and the hand-over to a waiter of the next round. */
+struct gc16_thread {
+	quay_wal *w;
+	int id;
+	int err;
+	uint64_t late; /* acks whose LSN was not durable yet */
+};
+
+static void *
+gc16_main(void *arg)
+{
+	struct gc16_thread *t = arg;
+	uint8_t buf[40];
+
+	for (int i = 0; i < 300; i++) {
+		uint64_t lsn = 0;
+		memset(buf, t->id, sizeof(buf));
+		if (quay_wal_append(t->w, 1, buf, (size_t)(i % 40), &lsn) != 0)
+			t->err++;
+		if (quay_wal_durable_lsn(t->w) < lsn)
+			t->late++;
+		if (i % 7 == 3 && quay_wal_sync(t->w, lsn > 3 ? lsn - 3 : 0) != 0)
+			t->err++;
+		if (i % 11 == 5 && quay_wal_sync(t->w, 0) != 0)
+			t->err++;
+	}
+	return NULL;
+}
+
+static void
+group_commit_many_waiters(void **state)
+{
+	(void)state;
+	enum { T = 16 };
+	struct memfs fs;
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+	struct gc16_thread th[T];
+	pthread_t tid[T];
+	struct quay_wal_info info;
+
+	memfs_init(&fs, 99);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	for (int i = 0; i < T; i++) {
+		th[i] = (struct gc16_thread){ w, i, 0, 0 };
+		pthread_create(&tid[i], NULL, gc16_main, &th[i]);
+	}
+	for (int i = 0; i < T; i++) {
+		pthread_join(tid[i], NULL);
+		assert_int_equal(th[i].err, 0);
+		assert_int_equal(th[i].late, 0);
+	}
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.next_lsn, T * 300 + 1);
+	assert_int_equal(info.durable_lsn, T * 300);
+	assert_true(info.syncs >= 1 && info.syncs <= T * 300);
+	print_message("group commit: %d SYNC threads, %d appends took %" PRIu64 " fdatasyncs\n", T, T * 300,
+	    info.syncs);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.records, T * 300);
+	assert_int_equal(quay_wal_close(w), 0);
+	memfs_fini(&fs);
+}
+
+/* The hand-over: A leads a round whose fdatasync is slow; B appends
+ * during it and waits for the next round; A's thread then makes no more
+ * calls. The end of A's round must wake B to lead its own round (else B
+ * sleeps forever: the test hangs). */
+struct ho_ctx {
+	struct memfs *fs;
+	int armed;      /* atomic: delay the next datasync */
+	int b_started;  /* atomic: B is about to append */
+};
+static struct ho_ctx ho;
+
+static int
+ho_datasync(void *ctx, int fd)
+{
+	/* Acquire/release: pairs with the test thread arming and B starting. */
+	if (__atomic_exchange_n(&ho.armed, 0, __ATOMIC_ACQ_REL)) {
+		for (int i = 0; i < 5000 && !__atomic_load_n(&ho.b_started, __ATOMIC_ACQUIRE); i++)
+			usleep(1000);
+		usleep(30000); /* let B copy its record and go to sleep */
+	}
+	return memfs_io.datasync(ctx, fd);
+}
+
+static void *
+ho_b_main(void *arg)
+{
+	quay_wal *w = arg;
+	uint64_t lsn = 0;
+	/* Wait until A's round is in its fdatasync. */
+	while (__atomic_load_n(&ho.armed, __ATOMIC_ACQUIRE))
+		usleep(100);
+	__atomic_store_n(&ho.b_started, 1, __ATOMIC_RELEASE);
+	if (quay_wal_append(w, 1, "B", 1, &lsn) != 0 || quay_wal_durable_lsn(w) < lsn)
+		return (void *)1;
+	return NULL;
+}
+
+static void
+group_commit_handover(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct quayi_wal_io io = memfs_io;
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+	pthread_t b;
+	void *res = (void *)2;
+
+	io.datasync = ho_datasync;
+	memfs_init(&fs, 101);
+	memset(&ho, 0, sizeof(ho));
+	assert_int_equal(quayi_wal_open_io(DIR_, &o, &io, &fs, &w), 0);
+	__atomic_store_n(&ho.armed, 1, __ATOMIC_RELEASE);
+	pthread_create(&b, NULL, ho_b_main, w);
+	assert_int_equal(quay_wal_append(w, 1, "A", 1, NULL), 0); /* leads, slow sync */
+	pthread_join(b, &res);
+	assert_null(res);
+	struct quay_wal_info info;
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.durable_lsn, 2);
+	assert_int_equal(info.syncs, 2);
+	assert_int_equal(quay_wal_close(w), 0);
+	memfs_fini(&fs);
+}
+
 /* ---- the real file system --------------------------------------------- */
 
 static void
@@ -1643,6 +1860,10 @@ main(void)
 		QT_TEST(bad_segment_files),
 		QT_TEST(scan_memory_edges),
 		QT_TEST(group_commit_threads),
+		QT_TEST(sync_counter),
+		QT_TEST(sync_zero_ahead),
+		QT_TEST(group_commit_many_waiters),
+		QT_TEST(group_commit_handover),
 		QT_TEST(posix_round_trip),
 		QT_TEST(w2_truncation),
 		QT_TEST(w3_bit_flips),
