@@ -424,6 +424,8 @@ static void
 tr_retry(quay_queue *q, quay_msg *msg, int64_t delay, int64_t now, bool locked)
 {
 	cnt(q, QC_RETRIED, 1);
+	if (q->dur != NULL)
+		quayi_dur_retry(q, msg, delay > 0 ? now + delay : 0);
 	if (delay > 0)
 		schedule(q, msg, now + delay, QUAYI_T_MSG, 0, locked);
 	else
@@ -435,23 +437,31 @@ static void
 tr_drop(quay_queue *q, quay_msg *msg)
 {
 	cnt(q, QC_DROPPED, 1);
+	/* A refused DEL leaves the message live in the log: after a restart
+	 * it comes back (at least once), never lost. */
+	if (q->dur != NULL)
+		(void)quayi_dur_del(q, msg, QUAYI_DQ_DROP);
 	held_sub(q);
 	quay_msg_unref(msg);
 }
 
-/* Internal put into another queue (dead letters and redrive): held
- * reserved here; no dedup, no timer work. */
-static int
-put_other(quay_queue *to, quay_msg *msg, int64_t now)
+/* Stamp a message entering another queue (dead letters and redrive):
+ * its enqueue time and that queue's default TTL. */
+static void
+stamp_other(quay_queue *to, quay_msg *msg, int64_t now)
 {
-	if (!held_reserve(to))
-		return -EAGAIN;
 	quay_msg_set_enqueued_ns(msg, now);
 	if (quay_msg_expires_ns(msg) == 0 && to->ttl_ns > 0)
 		quay_msg_set_expires_ns(msg, now + to->ttl_ns);
+}
+
+/* Put msg into another queue whose held the caller reserved; no dedup,
+ * no timer work. */
+static void
+put_other(quay_queue *to, quay_msg *msg, int64_t now)
+{
 	cnt(to, QC_SENT, 1);
 	place(to, msg, now, false);
-	return 0;
 }
 
 /* -> the DLQ (or dropped, counted, for want of one). */
@@ -463,21 +473,31 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	if (dlq == NULL) {
 		if (q->on_dead_letter != NULL)
 			q->on_dead_letter(q->hook_ctx, msg, why);
+		if (q->dur != NULL)
+			(void)quayi_dur_del(q, msg, QUAYI_DQ_DEAD_DROP);   /* refused: see tr_drop */
 		cnt(q, QC_DEAD_LETTERED, 1);
 		held_sub(q);
 		quay_msg_unref(msg);
 		return;
 	}
+	if (!held_reserve(dlq))
+		goto later;
 	/* The reason goes on the message as headers, which needs the only
 	 * reference: a shared message is copied (the copy carries them). */
 	if (quay_msg_refcount(msg) != 1) {
 		quay_msg *copy = NULL;
 
 		if (quay_msg_clone(quay_msg_pool(msg), msg, &copy) == 0) {
+			if (q->dur != NULL)
+				quayi_dur_rebind(q, msg, copy);
 			quay_msg_unref(msg);
 			msg = copy;
 		}
 	}
+	/* Durable: the changes and the move's log batch are one step that a
+	 * compaction (which reads the message) cannot see half done. */
+	if (q->dur != NULL)
+		quayi_dur_enter(q);
 	if (quay_msg_refcount(msg) == 1) {
 		const char *r = dlq_reason_text[why];
 
@@ -489,18 +509,29 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	 * the source queue (the DLQ's own TTL applies). */
 	quay_msg_set_not_before_ns(msg, 0);
 	quay_msg_set_expires_ns(msg, 0);
+	stamp_other(dlq, msg, now);
+	if (q->dur != NULL) {
+		int rc = quayi_dur_move_locked(q, dlq, msg, QUAYI_DQ_DEAD);
+
+		quayi_dur_leave(q);
+		if (rc != 0) {
+			/* The log still has it here: so does memory (never in two
+			 * places); it tries again later. */
+			held_sub(dlq);
+			goto later;
+		}
+	}
 	if (q->on_dead_letter != NULL)
 		q->on_dead_letter(q->hook_ctx, msg, why);
-	if (put_other(dlq, msg, now) != 0) {
-		/* The DLQ is full: the message stays here (delayed) and tries
-		 * again a backoff base later. */
-		int64_t later = q->bo_base > q->wheel.tick_ns ? q->bo_base : q->wheel.tick_ns;
-
-		schedule(q, msg, now + later, QUAYI_T_DLQ, (uint8_t)why, locked);
-		return;
-	}
+	put_other(dlq, msg, now);
 	cnt(q, QC_DEAD_LETTERED, 1);
 	held_sub(q);
+	return;
+later:
+	/* The DLQ is full: the message stays here (delayed) and tries again
+	 * a backoff base later. */
+	schedule(q, msg, now + (q->bo_base > q->wheel.tick_ns ? q->bo_base : q->wheel.tick_ns), QUAYI_T_DLQ,
+	    (uint8_t)why, locked);
 }
 
 /* ready message found past its TTL. */
@@ -620,18 +651,64 @@ tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
 }
 
 /* DLQ -> to. */
+/* A header's value saved (redrive puts it back if the log refuses). */
+struct saved_hdr {
+	char val[QUAY_QUEUE_NAME_MAX + 1];
+	size_t len;
+	bool had;
+};
+
+static void
+hdr_take(quay_msg *msg, const char *key, struct saved_hdr *h)
+{
+	const void *v;
+
+	h->had = quay_msg_get_header(msg, key, &v, &h->len) == 0 && h->len <= sizeof(h->val);
+	if (h->had)
+		memcpy(h->val, v, h->len);
+	(void)quay_msg_del_header(msg, key);
+}
+
 static int
 tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 {
+	struct saved_hdr hr = { .had = false }, hs = { .had = false };
+	uint32_t att = quay_msg_attempts(msg);
+	int64_t nb = quay_msg_not_before_ns(msg), ex = quay_msg_expires_ns(msg);
+	int64_t enq = quay_msg_enqueued_ns(msg);
+
+	if (!held_reserve(to))
+		return -EAGAIN;
+	if (dlq->dur != NULL)
+		quayi_dur_enter(dlq);
 	quay_msg_set_attempts(msg, 0);
 	quay_msg_set_not_before_ns(msg, 0);
 	quay_msg_set_expires_ns(msg, 0);
 	if (quay_msg_refcount(msg) == 1) {
-		(void)quay_msg_del_header(msg, QUAY_MSG_H_DLQ_REASON);
-		(void)quay_msg_del_header(msg, QUAY_MSG_H_DLQ_SOURCE);
+		hdr_take(msg, QUAY_MSG_H_DLQ_REASON, &hr);
+		hdr_take(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
 	}
-	if (put_other(to, msg, now) != 0)
-		return -EAGAIN;
+	stamp_other(to, msg, now);
+	if (dlq->dur != NULL) {
+		int rc = quayi_dur_move_locked(dlq, to, msg, QUAYI_DQ_REDRIVE);
+
+		if (rc != 0) {
+			/* Not moved: the message stays in the DLQ as it was. */
+			quay_msg_set_attempts(msg, att);
+			quay_msg_set_not_before_ns(msg, nb);
+			quay_msg_set_expires_ns(msg, ex);
+			quay_msg_set_enqueued_ns(msg, enq);
+			if (hr.had)
+				(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_REASON, hr.val, hr.len);
+			if (hs.had)
+				(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_SOURCE, hs.val, hs.len);
+			quayi_dur_leave(dlq);
+			held_sub(to);
+			return rc;
+		}
+		quayi_dur_leave(dlq);
+	}
+	put_other(to, msg, now);
 	cnt(dlq, QC_REDRIVEN, 1);
 	held_sub(dlq);
 	return 0;
@@ -704,6 +781,25 @@ dedup_check(quay_queue *q, const void *id, size_t len, int64_t now)
 	return rc;
 }
 
+void
+quayi_queue_dedup_forget(quay_queue *q, const quay_msg *msg)
+{
+	const void *id;
+	size_t len;
+	uint64_t h1, h2;
+	struct quayi_dedup_entry *set;
+
+	if (q->dedup_window <= 0 || quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &len) != 0)
+		return;
+	dedup_hash(id, len, &h1, &h2);
+	set = &q->dedup[(h1 & (q->dedup_sets - 1)) * DEDUP_WAYS];
+	pthread_mutex_lock(&q->dlock);
+	for (unsigned w = 0; w < DEDUP_WAYS; w++)
+		if (set[w].expires != 0 && set[w].h1 == h1 && set[w].h2 == h2)
+			set[w].expires = 0;
+	pthread_mutex_unlock(&q->dlock);
+}
+
 /* ---- create / destroy ------------------------------------------------ */
 
 static size_t
@@ -736,7 +832,9 @@ name_ok(const char *s)
 static int
 validate(const quay_queue_opts *o)
 {
-	if (o->size != sizeof(*o) || (o->flags & ~QUAY_QUEUE_FLAGS_ALL) != 0)
+	if ((o->flags & ~QUAY_QUEUE_FLAGS_ALL) != 0)
+		return -EINVAL;
+	if (o->wal == NULL && (o->pool != NULL || o->compact_bytes != 0))
 		return -EINVAL;
 	if (o->name != NULL && !name_ok(o->name))
 		return -EINVAL;
@@ -818,6 +916,7 @@ drop_all(quay_queue *q)
 static void
 queue_free(quay_queue *q)
 {
+	quayi_dur_detach(q);
 	drop_all(q);
 	quay_pq_destroy(q->ready);
 	quay_ring_destroy(q->free_slots);
@@ -836,17 +935,28 @@ queue_free(quay_queue *q)
 }
 
 int
-quay_queue_create(const quay_queue_opts *opts, quay_queue **out)
+quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 {
 	struct quay_pq_opts po = QUAY_PQ_OPTS_INIT;
+	quay_queue_opts full;
+	const quay_queue_opts *opts = &full;
 	quay_queue *q;
 	size_t cap, inflight, fifo;
 	int rc;
 
-	if (opts == NULL || out == NULL)
+	if (user_opts == NULL || out == NULL)
 		return -EINVAL;
+	/* The current struct, or the older one that ends at `stats` (no
+	 * durability fields): the rest reads as zero. */
+	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(quay_queue_opts, wal))
+		return -EINVAL;
+	memset(&full, 0, sizeof(full));
+	memcpy(&full, user_opts, user_opts->size);
 	if ((rc = validate(opts)) != 0)
 		return rc;
+	/* A queue and its DLQ are both durable on one WAL, or both in memory. */
+	if (opts->dlq != NULL && opts->wal == NULL && opts->dlq->dur != NULL)
+		return -EINVAL;
 	q = aligned_alloc(QUAY_CACHELINE, (sizeof(*q) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);
 	if (q == NULL)
 		return -ENOMEM;
@@ -928,6 +1038,8 @@ quay_queue_create(const quay_queue_opts *opts, quay_queue **out)
 	}
 	if ((rc = make_metrics(q, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0)
 		goto fail;
+	if (opts->wal != NULL && (rc = quayi_dur_attach(q, opts)) != 0)
+		goto fail;
 	*out = q;
 	return 0;
 fail:
@@ -944,6 +1056,66 @@ quay_queue_destroy(quay_queue *q)
 
 /* ---- send --------------------------------------------------------- */
 
+/* The fields a send stamps, saved so that a refused durable send leaves
+ * the caller's message as it was. */
+struct stamp {
+	int64_t enq, nb, exp;
+};
+
+static void
+stamp_send(quay_queue *q, quay_msg *msg, int64_t now)
+{
+	quay_msg_set_enqueued_ns(msg, now);
+	if (q->delay_ns > 0 && quay_msg_not_before_ns(msg) == 0)
+		quay_msg_set_not_before_ns(msg, now + q->delay_ns);
+	if (q->ttl_ns > 0 && quay_msg_expires_ns(msg) == 0)
+		quay_msg_set_expires_ns(msg, now + q->ttl_ns);
+}
+
+/*
+ * The durable end of a send of n messages (held reserved and dedup
+ * checked by the caller): stamp, log them (one appendv per chunk, so one
+ * sync for a batch), then accept those the log took. Those it refused
+ * are left as they were (held and dedup ids given back); results[i] (if
+ * not NULL) gets 0 or the WAL's error. Returns 0 if all were taken, else
+ * the first error.
+ */
+static int
+send_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results, int64_t now)
+{
+	struct stamp one, *st = &one;
+	size_t logged;
+	int err = 0;
+
+	if (n > 1 && (st = malloc(n * sizeof(*st))) == NULL)
+		err = -ENOMEM;
+	for (size_t i = 0; i < n && err == 0; i++) {
+		st[i] = (struct stamp){ quay_msg_enqueued_ns(msgs[i]), quay_msg_not_before_ns(msgs[i]),
+			quay_msg_expires_ns(msgs[i]) };
+		stamp_send(q, msgs[i], now);
+	}
+	logged = err == 0 ? quayi_dur_send(q, msgs, n, &err) : 0;
+	for (size_t i = 0; i < n; i++) {
+		if (i < logged) {
+			tr_accept(q, msgs[i], now);
+		} else {
+			if (st != NULL) {
+				quay_msg_set_enqueued_ns(msgs[i], st[i].enq);
+				quay_msg_set_not_before_ns(msgs[i], st[i].nb);
+				quay_msg_set_expires_ns(msgs[i], st[i].exp);
+			}
+			quayi_queue_dedup_forget(q, msgs[i]);
+			held_sub(q);
+		}
+		if (results != NULL)
+			results[i] = i < logged ? 0 : err;
+	}
+	if (st != &one)
+		free(st);
+	quayi_dur_maybe_compact(q);
+	return logged == n ? 0 : err;
+}
+
 int
 quay_queue_send(quay_queue *q, quay_msg *msg)
 {
@@ -956,6 +1128,10 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 	if (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
 	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
 	    idlen > QUAY_QUEUE_DEDUP_ID_MAX)
+		return -EINVAL;
+	/* A message held by a durable queue carries its durable id: it may
+	 * not be sent to another durable queue until it leaves that one. */
+	if (QUAYI_UNLIKELY(q->dur != NULL && quayi_msg_did(msg) != 0))
 		return -EINVAL;
 	now = q_now(q);
 	maybe_run_timers(q, now);
@@ -973,13 +1149,79 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 			return 0;
 		}
 	}
-	quay_msg_set_enqueued_ns(msg, now);
-	if (q->delay_ns > 0 && quay_msg_not_before_ns(msg) == 0)
-		quay_msg_set_not_before_ns(msg, now + q->delay_ns);
-	if (q->ttl_ns > 0 && quay_msg_expires_ns(msg) == 0)
-		quay_msg_set_expires_ns(msg, now + q->ttl_ns);
+	if (q->dur != NULL)
+		return send_durable(q, &msg, 1, NULL, now);
+	stamp_send(q, msg, now);
 	tr_accept(q, msg, now);
 	return 0;
+}
+
+/* send_batch on a durable queue: the checks of quay_queue_send for each,
+ * then one log write (and one sync) for all that passed them. */
+static int
+send_batch_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results)
+{
+	quay_msg **acc = malloc(n * sizeof(*acc));
+	int *accres = malloc(n * sizeof(*accres));
+	size_t *where = malloc(n * sizeof(*where));
+	size_t k = 0;
+	int sent = 0;
+	int64_t now = q_now(q);
+
+	if (acc == NULL || accres == NULL || where == NULL) {
+		free(acc);
+		free(accres);
+		free(where);
+		return -ENOMEM;
+	}
+	maybe_run_timers(q, now);
+	for (size_t i = 0; i < n; i++) {
+		quay_msg *msg = msgs[i];
+		const void *id = NULL;
+		size_t idlen = 0;
+		int rc = 0;
+
+		if (quay_msg_priority(msg) >= q->levels || quayi_msg_did(msg) != 0)
+			rc = -EINVAL;
+		else if (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
+		    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
+		    idlen > QUAY_QUEUE_DEDUP_ID_MAX)
+			rc = -EINVAL;
+		else if (!held_reserve(q))
+			rc = -EAGAIN;
+		else if (id != NULL && (rc = dedup_check(q, id, idlen, now)) != 0) {
+			held_sub(q);
+			if (rc > 0) {
+				cnt(q, QC_DEDUPLICATED, 1);
+				quay_msg_unref(msg);
+				rc = 0;
+				sent++;
+			}
+			if (results != NULL)
+				results[i] = rc;
+			continue;
+		}
+		if (rc != 0) {
+			if (results != NULL)
+				results[i] = rc;
+			continue;
+		}
+		where[k] = i;
+		acc[k++] = msg;
+	}
+	if (k != 0) {
+		(void)send_durable(q, acc, k, accres, now);
+		for (size_t j = 0; j < k; j++) {
+			if (results != NULL)
+				results[where[j]] = accres[j];
+			if (accres[j] == 0)
+				sent++;
+		}
+	}
+	free(acc);
+	free(accres);
+	free(where);
+	return sent;
 }
 
 int
@@ -992,6 +1234,8 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 	for (size_t i = 0; i < n; i++)
 		if (msgs[i] == NULL)
 			return -EINVAL;
+	if (q->dur != NULL)
+		return send_batch_durable(q, msgs, n, results);
 	for (size_t i = 0; i < n; i++) {
 		int rc = quay_queue_send(q, msgs[i]);
 
@@ -1155,7 +1399,15 @@ quay_queue_ack(quay_queue *q, const quay_lease *lease)
 	msg = q->slots[lease->slot].msg;
 	slot = lease->slot;
 	slot_free(q, slot);
+	if (q->dur != NULL && (rc = quayi_dur_del(q, msg, QUAYI_DQ_ACK)) != 0) {
+		/* The log did not record the ack: neither does memory. The
+		 * lease has ended; the message is ready again, attempts kept. */
+		make_ready(q, msg);
+		return rc;
+	}
 	tr_ack(q, msg, now);
+	if (q->dur != NULL)
+		quayi_dur_maybe_compact(q);
 	return 0;
 }
 
@@ -1178,6 +1430,8 @@ quay_queue_nack(quay_queue *q, const quay_lease *lease, const char *reason)
 	slot_free(q, slot);
 	cnt(q, QC_NACKED, 1);
 	tr_fail(q, msg, now, reason, false);
+	if (q->dur != NULL)
+		quayi_dur_maybe_compact(q);
 	return 0;
 }
 
@@ -1231,6 +1485,9 @@ quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved)
 
 	if (dlq == NULL || to == NULL || dlq == to || max == 0)
 		return -EINVAL;
+	/* A durable move is one log batch: both on one WAL, or both in memory. */
+	if (!quayi_dur_same_wal(dlq, to))
+		return -EINVAL;
 	now = q_now(to);
 	while (n < max) {
 		quay_msg *msg;
@@ -1238,15 +1495,16 @@ quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved)
 
 		if (quay_pq_pop(dlq->ready, &msg, &prio) != 0)
 			break;
-		if (tr_redrive(dlq, to, msg, now) != 0) {
+		if ((rc = tr_redrive(dlq, to, msg, now)) != 0) {
 			make_ready(dlq, msg);   /* back: its room is still held */
-			rc = -EAGAIN;
 			break;
 		}
 		n++;
 	}
 	if (moved != NULL)
 		*moved = n;
+	if (dlq->dur != NULL)
+		quayi_dur_maybe_compact(dlq);
 	return rc;
 }
 

@@ -84,9 +84,250 @@ struct wal_decoder {
 	void (*stats_end)(void *st);
 };
 
-/* The registered decoders (NULL-terminated). None yet: the durable
- * queue's record types will add the first one here. */
+/* ---- the durable queue's records (docs/DURABILITY.md) ---------------- */
+
+#define DQ_ADD 0x51440001u
+#define DQ_DEL 0x51440002u
+#define DQ_RETRY 0x51440003u
+
+static uint64_t
+dq_le(const unsigned char *p, unsigned n)
+{
+	uint64_t v = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static bool
+dq_owns(uint32_t type)
+{
+	return type == DQ_ADD || type == DQ_DEL || type == DQ_RETRY;
+}
+
+static const char *
+dq_type_name(uint32_t type)
+{
+	return type == DQ_ADD ? "queue-add" : type == DQ_DEL ? "queue-del" : "queue-retry";
+}
+
+static void
+dq_describe(uint32_t type, const void *data, size_t len, FILE *out, bool json)
+{
+	static const char *const origin[] = { "send", "dead-letter", "redrive", "copy" };
+	static const char *const why[] = { "?", "ack", "drop", "dead-letter", "dead-drop", "redrive" };
+	const unsigned char *p = data;
+	bool ok = type == DQ_ADD ? len >= 72 : len == (type == DQ_DEL ? 24u : 32u);
+
+	if (!ok) {
+		fprintf(out, json ? "{\"malformed\":true}" : "malformed (%zu bytes)", len);
+		return;
+	}
+	if (type == DQ_ADD) {
+		unsigned o = (p[21] >> 1) & 7u;
+
+		fprintf(out, json ? "{\"queue\":\"%016" PRIx64 "\",\"did\":%" PRIu64 ",\"origin\":\"%s\","
+		                    "\"attempts\":%" PRIu64 ",\"priority\":%u,\"not_before_ns\":%" PRId64
+		                    ",\"expires_ns\":%" PRId64 ",\"headers\":%" PRIu64 ",\"body_len\":%" PRIu64 "}"
+		                  : "queue %016" PRIx64 " did %" PRIu64 " %s attempts %" PRIu64 " prio %u"
+		                    " not_before %" PRId64 " expires %" PRId64 " headers %" PRIu64 " body %" PRIu64,
+		    dq_le(p, 8), dq_le(p + 8, 8), o < 4 ? origin[o] : "?", dq_le(p + 16, 4), p[20],
+		    (int64_t)dq_le(p + 40, 8), (int64_t)dq_le(p + 48, 8), dq_le(p + 22, 2), dq_le(p + 64, 4));
+	} else if (type == DQ_DEL) {
+		fprintf(out, json ? "{\"queue\":\"%016" PRIx64 "\",\"did\":%" PRIu64 ",\"why\":\"%s\"}"
+		                  : "queue %016" PRIx64 " did %" PRIu64 " %s",
+		    dq_le(p, 8), dq_le(p + 8, 8), p[16] <= 5 ? why[p[16]] : "?");
+	} else {
+		fprintf(out, json ? "{\"queue\":\"%016" PRIx64 "\",\"did\":%" PRIu64 ",\"attempts\":%" PRIu64
+		                    ",\"not_before_ns\":%" PRId64 "}"
+		                  : "queue %016" PRIx64 " did %" PRIu64 " attempts %" PRIu64 " not_before %" PRId64,
+		    dq_le(p, 8), dq_le(p + 8, 8), dq_le(p + 16, 4), (int64_t)dq_le(p + 24, 8));
+	}
+}
+
+/* stats: the live set, replayed as the queue does: (queue, did) entries
+ * added by ADD (did 0: the record's LSN), removed by DEL. */
+struct dq_live {
+	uint64_t *key;            /* pairs (qid, did); did 0: empty */
+	size_t mask, count;
+	uint64_t live_bytes;
+	uint64_t *bytes;          /* per entry */
+	uint64_t seen;            /* records of the queue's types */
+	bool nomem, malformed;
+};
+
+static size_t
+dq_slot(const struct dq_live *l, uint64_t q, uint64_t d)
+{
+	uint64_t x = (d ^ q * UINT64_C(0xBF58476D1CE4E5B9)) * UINT64_C(0x9E3779B97F4A7C15);
+
+	return (size_t)(x ^ (x >> 31)) & l->mask;
+}
+
+static void *
+dq_stats_begin(void)
+{
+	struct dq_live *l = calloc(1, sizeof(*l));
+
+	if (l == NULL)
+		return NULL;
+	l->mask = 63;
+	l->key = calloc(2 * 64, sizeof(*l->key));
+	l->bytes = calloc(64, sizeof(*l->bytes));
+	if (l->key == NULL || l->bytes == NULL) {
+		free(l->key);
+		free(l->bytes);
+		free(l);
+		return NULL;
+	}
+	return l;
+}
+
+static size_t
+dq_find(struct dq_live *l, uint64_t q, uint64_t d)
+{
+	size_t i = dq_slot(l, q, d);
+
+	while (l->key[2 * i + 1] != 0 && !(l->key[2 * i] == q && l->key[2 * i + 1] == d))
+		i = (i + 1) & l->mask;
+	return i;
+}
+
+static bool
+dq_grow(struct dq_live *l)
+{
+	struct dq_live n = *l;
+	size_t cap = (l->mask + 1) * 2;
+
+	n.mask = cap - 1;
+	n.key = calloc(2 * cap, sizeof(*n.key));
+	n.bytes = calloc(cap, sizeof(*n.bytes));
+	if (n.key == NULL || n.bytes == NULL) {
+		free(n.key);
+		free(n.bytes);
+		return false;
+	}
+	for (size_t i = 0; i <= l->mask; i++)
+		if (l->key[2 * i + 1] != 0) {
+			size_t j = dq_find(&n, l->key[2 * i], l->key[2 * i + 1]);
+
+			n.key[2 * j] = l->key[2 * i];
+			n.key[2 * j + 1] = l->key[2 * i + 1];
+			n.bytes[j] = l->bytes[i];
+		}
+	free(l->key);
+	free(l->bytes);
+	*l = n;
+	return true;
+}
+
+static void
+dq_stats_record(void *st, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	struct dq_live *l = st;
+	const unsigned char *p = data;
+	uint64_t q, d;
+	size_t i;
+
+	l->seen++;
+	if ((type == DQ_ADD && len < 72) || (type != DQ_ADD && len < 24)) {
+		l->malformed = true;
+		return;
+	}
+	q = dq_le(p, 8);
+	d = dq_le(p + 8, 8);
+	if (type == DQ_ADD && d == 0)
+		d = lsn;
+	if (type == DQ_RETRY || d == 0)
+		return;
+	if (type == DQ_ADD) {
+		if ((l->count + 1) * 2 > l->mask + 1 && !dq_grow(l)) {
+			l->nomem = true;
+			return;
+		}
+		i = dq_find(l, q, d);
+		if (l->key[2 * i + 1] == 0)
+			l->count++;
+		l->live_bytes += len - l->bytes[i];
+		l->key[2 * i] = q;
+		l->key[2 * i + 1] = d;
+		l->bytes[i] = len;
+		return;
+	}
+	i = dq_find(l, q, d);
+	if (l->key[2 * i + 1] == 0)
+		return;                 /* its ADD was compacted away */
+	/* Remove with backward shift. */
+	l->count--;
+	l->live_bytes -= l->bytes[i];
+	for (size_t j = (i + 1) & l->mask; l->key[2 * j + 1] != 0; j = (j + 1) & l->mask) {
+		size_t h = dq_slot(l, l->key[2 * j], l->key[2 * j + 1]);
+
+		if ((j > i && (h <= i || h > j)) || (j < i && h <= i && h > j)) {
+			l->key[2 * i] = l->key[2 * j];
+			l->key[2 * i + 1] = l->key[2 * j + 1];
+			l->bytes[i] = l->bytes[j];
+			i = j;
+		}
+	}
+	l->key[2 * i + 1] = 0;
+	l->bytes[i] = 0;
+}
+
+static void
+dq_stats_print(void *st, FILE *out, bool json)
+{
+	struct dq_live *l = st;
+	uint64_t queues = 0;
+
+	if (l->seen == 0) {
+		/* No figure for a log without queue records. */
+		if (!json)
+			fprintf(out, "live messages:    unknown (no durable-queue records)\n");
+		return;
+	}
+	/* Distinct queues with live messages (quadratic in their number,
+	 * which is small). */
+	for (size_t i = 0; i <= l->mask; i++) {
+		bool first = l->key[2 * i + 1] != 0;
+
+		for (size_t j = 0; j < i && first; j++)
+			if (l->key[2 * j + 1] != 0 && l->key[2 * j] == l->key[2 * i])
+				first = false;
+		queues += first;
+	}
+	if (l->nomem || l->malformed) {
+		fprintf(out, json ? ",\"live_messages\":null" : "live messages:    unknown (%s)\n",
+		    l->nomem ? "out of memory" : "malformed queue record");
+		return;
+	}
+	if (json)
+		fprintf(out, ",\"live_messages\":%zu,\"live_message_bytes\":%" PRIu64 ",\"live_queues\":%" PRIu64,
+		    l->count, l->live_bytes, queues);
+	else
+		fprintf(out, "live messages:    %zu (%" PRIu64 " bytes of records) in %" PRIu64 " queue(s)\n", l->count,
+		    l->live_bytes, queues);
+}
+
+static void
+dq_stats_end(void *st)
+{
+	struct dq_live *l = st;
+
+	free(l->key);
+	free(l->bytes);
+	free(l);
+}
+
+static const struct wal_decoder dq_decoder = {
+	"durable queue", dq_owns, dq_type_name, dq_describe, dq_stats_begin, dq_stats_record,
+	dq_stats_print, dq_stats_end,
+};
+
+/* The registered decoders (NULL-terminated). */
 static const struct wal_decoder *const decoders[] = {
+	&dq_decoder,
 	NULL,
 };
 

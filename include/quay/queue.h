@@ -179,11 +179,21 @@ typedef struct quay_queue_opts {
 	quay_queue_clock_fn clock;   /**< NULL: CLOCK_REALTIME */
 	void *clock_ctx;             /**< passed to clock */
 	quay_stats *stats;           /**< registry for the queue's metrics; NULL: a private one */
+	/* Durability (docs/DURABILITY.md). Fields added at the end: a caller
+	 * built against the older, shorter struct (size up to `stats`) gets
+	 * an in-memory queue. */
+	struct quay_wal *wal;        /**< NULL: in memory only. Else a writable WAL (quay/wal.h) the
+	                                  queue logs every transition to and recovers from at create;
+	                                  it must outlive the queue. Its dlq must use the same WAL */
+	quay_pool *pool;             /**< with wal: the pool recovered messages are made in (required) */
+	uint64_t compact_bytes;      /**< with wal: log bytes appended since the last compaction that
+	                                  trigger the next (also at least the live set's bytes);
+	                                  0: 4 x the WAL's segment size */
 } quay_queue_opts;
 
 /** Initialiser for quay_queue_opts: every field its default. */
 #define QUAY_QUEUE_OPTS_INIT { sizeof(quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
-	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL }
+	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0u }
 
 /**
  * A lease on a received message: what ack, nack and extend take. Filled
@@ -240,6 +250,16 @@ struct quay_queue_stats {
  *          outside 1 us..1 s, dlq is the queue itself (impossible) or its
  *          metric names are taken in opts->stats (another queue of the
  *          same name); -ENOMEM.
+ *
+ * Durable (opts->wal, docs/DURABILITY.md): the log is replayed and this
+ * queue's live messages restored (counted as restored) before it returns.
+ * Also -EINVAL if wal is set without pool, pool or compact_bytes without
+ * wal, the WAL is READONLY, the dlq is not durable on the same WAL (or
+ * this queue is in memory and the dlq durable), or a queue of this name
+ * is open on the WAL; -EIO / -ENOSPC if the WAL has failed; -ENOSPC if
+ * the log holds more live messages than capacity; -EBADMSG if a queue
+ * record is malformed; -ENOMEM / -EMSGSIZE if the pool cannot make a
+ * recovered message.
  */
 QUAY_API int quay_queue_create(const quay_queue_opts *opts, quay_queue **out);
 
@@ -266,6 +286,10 @@ QUAY_API void quay_queue_destroy(quay_queue *q);
  *          the dedup id is longer than QUAY_QUEUE_DEDUP_ID_MAX; -EAGAIN
  *          if the queue holds capacity messages or the dedup table is
  *          full of live ids. The caller keeps its reference on failure.
+ *          Durable queue: returns once the message is as durable as the
+ *          WAL's sync mode promises; -EIO / -ENOSPC / -EMSGSIZE if the
+ *          log refused it (not enqueued, message unchanged); -EINVAL if
+ *          msg is held by a durable queue (until it leaves it).
  */
 QUAY_API int quay_queue_send(quay_queue *q, quay_msg *msg);
 
@@ -273,8 +297,12 @@ QUAY_API int quay_queue_send(quay_queue *q, quay_msg *msg);
  * Send n messages, each as quay_queue_send(); results[i] (if results is
  * not NULL) gets each one's return value.
  *
+ * Durable queue: every message that passes the checks is logged in one
+ * WAL batch (one fdatasync in SYNC mode).
+ *
  * Returns: the number sent (0..n); -EINVAL if q or msgs is NULL, n is 0,
- *          or a msgs[i] is NULL (nothing sent).
+ *          or a msgs[i] is NULL (nothing sent); -ENOMEM (durable: no
+ *          room for the batch's bookkeeping; nothing sent).
  */
 QUAY_API int quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results);
 
@@ -314,6 +342,9 @@ QUAY_API size_t quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size
  *          or will be redelivered or dead-lettered, or it was already
  *          acked or nacked): nothing changes; -ENOENT if the lease was
  *          never issued by this queue; -EINVAL if q or lease is NULL.
+ *          Durable queue: 0 once the ack is durable; -EIO / -ENOSPC if
+ *          the log refused it: the lease has ended and the message is
+ *          ready again (not acked in memory either).
  */
 QUAY_API int quay_queue_ack(quay_queue *q, const quay_lease *lease);
 
@@ -347,7 +378,9 @@ QUAY_API int quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t m
  * Concurrency: safe against every call but destroy of either queue.
  * Returns: 0; -EAGAIN if to became full before max were moved (*moved
  *          says how many were); -EINVAL if dlq or to is NULL, they are
- *          the same queue, or max is 0.
+ *          the same queue, max is 0, or they are not both in memory or
+ *          both durable on one WAL; durable: -EIO / -ENOSPC / -EMSGSIZE
+ *          if the log refused a move (that message stays in dlq).
  */
 QUAY_API int quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved);
 

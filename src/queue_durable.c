@@ -1,0 +1,1113 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Durable queues: every transition of a queue created with a WAL is
+ * logged, the live set is rebuilt at create, and the log is compacted
+ * (docs/DURABILITY.md has the why, the promises and the limits).
+ *
+ * RECORD FORMAT (WAL caller records; all integers little-endian)
+ *
+ *   ADD  type 0x51440001: a message enters queue qid
+ *      0 u64 qid            FNV-1a 64 of the queue's name
+ *      8 u64 did            durable id; 0: this record's own LSN (a send)
+ *     16 u32 attempts       deliveries whose failure was logged
+ *     20 u8  priority
+ *     21 u8  flags          bit 0: has reply-to; bits 1..3: origin
+ *                           (0 send, 1 dead letter, 2 redrive, 3 compaction copy)
+ *     22 u16 nheaders
+ *     24 i64 created_ns
+ *     32 i64 enqueued_ns
+ *     40 i64 not_before_ns  0: none
+ *     48 i64 expires_ns     0: none
+ *     56 u64 correlation_id
+ *     64 u32 body_len
+ *     68 u16 reply_to_len
+ *     70 u16 zero
+ *     72 reply-to bytes, then nheaders x { u8 klen, u32 vlen, key, value },
+ *        then the body. The record's length is exactly that.
+ *   DEL  type 0x51440002 (24 bytes): u64 qid, u64 did, u8 why
+ *        (1 ack, 2 drop, 3 dead-lettered to the DLQ, 4 dead letter dropped
+ *        for want of a DLQ, 5 redriven), 7 zero bytes.
+ *   RETRY type 0x51440003 (32 bytes): u64 qid, u64 did, u32 attempts,
+ *        u32 zero, i64 not_before_ns.
+ *
+ * A dead-letter or redrive move is ONE appendv batch: DEL(source, did) +
+ * ADD(target, did, new image): after a crash the message is in exactly
+ * one queue. Replay, per queue, in LSN order: ADD puts (qid, did) in the
+ * live set (replacing an older image), DEL takes it out, RETRY updates
+ * attempts and not-before.
+ *
+ * Locks (order: queue timer lock -> ctx->cl (read) -> dur->ilock;
+ * ctx->cl (write) -> dur->ilock; registry lock alone):
+ *   registry  the list of WAL contexts (one per quay_wal in use)
+ *   cl        rwlock (writer-preferring): a transition holds it shared
+ *             while it mutates a message and logs it and indexes it;
+ *             attach (replay) and compaction hold it exclusive, so the
+ *             index they read is exactly the log's live set and no
+ *             record can slip between a compaction copy and its source
+ *   ilock     one queue's index (did -> message) for compaction
+ */
+#include "queue_internal.h"
+#include "quay_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <quay/msg.h>
+#include <quay/pool.h>
+#include <quay/wal.h>
+
+#define STACK_IMG 2048u
+
+/* One queue's live message in the index. */
+struct dent {
+	uint64_t did;            /* 0: empty */
+	quay_msg *msg;
+	int64_t nb;              /* logged not-before */
+	uint32_t attempts;       /* logged attempts */
+	uint32_t bytes;          /* its ADD record's payload bytes */
+};
+
+struct dwal;
+
+struct quayi_dur {
+	struct dwal *w;
+	struct quayi_dur *next;  /* open queues of the WAL (under cl write) */
+	quay_queue *q;
+	uint64_t qid;
+	quay_pool *pool;
+	pthread_mutex_t ilock;
+	struct dent *tab;
+	size_t mask;
+	size_t count;            /* under ilock */
+};
+
+/* One per quay_wal used by durable queues. */
+struct dwal {
+	struct dwal *next;       /* registry */
+	quay_wal *wal;
+	unsigned refs;           /* under the registry lock */
+	pthread_rwlock_t cl;
+	pthread_mutex_t cmu;     /* one compactor at a time (try-lock) */
+	struct quayi_dur *open;  /* under cl write */
+	uint64_t foreign_live;   /* under cl write */
+	uint64_t live_bytes;     /* atomic: bytes of ADD payloads live */
+	uint64_t appended;       /* atomic: record bytes since the last compaction */
+	uint64_t compact_min;
+	uint64_t compactions, deferred, log_errors;   /* atomic counters */
+	size_t batch_limit;      /* bytes of an appendv batch (WAL's rule) */
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dwal *registry;
+
+/* ---- little-endian codec -------------------------------------------- */
+
+static void
+put16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+}
+
+static void
+put32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void
+put64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint16_t
+get16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t
+get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t
+get64(const unsigned char *p)
+{
+	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+static uint64_t
+name_qid(const char *name)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+	for (; *name != '\0'; name++)
+		h = (h ^ (unsigned char)*name) * UINT64_C(0x100000001b3);
+	return h;
+}
+
+/* Overrides for encoding an image. */
+struct img_opts {
+	uint64_t did;
+	uint32_t attempts;
+	int64_t nb;
+	unsigned origin;
+};
+
+static size_t
+img_size(const quay_msg *m)
+{
+	const char *rt = quay_msg_reply_to(m);
+	size_t n = QUAYI_DQ_ADD_HDR + (rt != NULL ? strlen(rt) : 0) + quay_msg_body_len(m);
+
+	for (unsigned i = 0; i < quay_msg_header_count(m); i++) {
+		const char *k;
+		size_t vl;
+
+		if (quay_msg_header_at(m, i, &k, NULL, &vl) == 0)
+			n += 5 + strlen(k) + vl;
+	}
+	return n;
+}
+
+static void
+img_encode(unsigned char *p, uint64_t qid, const quay_msg *m, const struct img_opts *o)
+{
+	const char *rt = quay_msg_reply_to(m);
+	size_t rl = rt != NULL ? strlen(rt) : 0, off = QUAYI_DQ_ADD_HDR;
+	unsigned nh = quay_msg_header_count(m);
+
+	memset(p, 0, QUAYI_DQ_ADD_HDR);
+	put64(p, qid);
+	put64(p + 8, o->did);
+	put32(p + 16, o->attempts);
+	p[20] = (unsigned char)quay_msg_priority(m);
+	p[21] = (unsigned char)((rt != NULL ? 1u : 0u) | (o->origin << 1));
+	put16(p + 22, (uint16_t)nh);
+	put64(p + 24, (uint64_t)quay_msg_created_ns(m));
+	put64(p + 32, (uint64_t)quay_msg_enqueued_ns(m));
+	put64(p + 40, (uint64_t)o->nb);
+	put64(p + 48, (uint64_t)quay_msg_expires_ns(m));
+	put64(p + 56, quay_msg_correlation_id(m));
+	put32(p + 64, (uint32_t)quay_msg_body_len(m));
+	put16(p + 68, (uint16_t)rl);
+	if (rl != 0)
+		memcpy(p + off, rt, rl);
+	off += rl;
+	for (unsigned i = 0; i < nh; i++) {
+		const char *k;
+		const void *v;
+		size_t vl, kl;
+
+		if (quay_msg_header_at(m, i, &k, &v, &vl) != 0)
+			continue;
+		kl = strlen(k);
+		p[off] = (unsigned char)kl;
+		put32(p + off + 1, (uint32_t)vl);
+		memcpy(p + off + 5, k, kl);
+		if (vl != 0)
+			memcpy(p + off + 5 + kl, v, vl);
+		off += 5 + kl + vl;
+	}
+	if (quay_msg_body_len(m) != 0)
+		memcpy(p + off, quay_msg_body(m), quay_msg_body_len(m));
+}
+
+/* Make a message from an ADD image. 0, -EBADMSG, -ENOMEM, -EMSGSIZE. */
+static int
+img_decode(quay_pool *pool, const unsigned char *p, size_t len, quay_msg **out)
+{
+	size_t rl, bl, nh, off = QUAYI_DQ_ADD_HDR, cap, hoff;
+	quay_msg *m = NULL;
+	char key[QUAY_MSG_KEY_MAX + 1], rt[QUAY_MSG_REPLY_TO_MAX + 1];
+	int rc;
+
+	if (len < QUAYI_DQ_ADD_HDR)
+		return -EBADMSG;
+	nh = get16(p + 22);
+	bl = get32(p + 64);
+	rl = get16(p + 68);
+	if (rl > QUAY_MSG_REPLY_TO_MAX || nh > QUAY_MSG_HEADERS_MAX || (rl != 0) != ((p[21] & 1u) != 0) ||
+	    rl > len - off)
+		return -EBADMSG;
+	cap = (rl != 0 ? 16 + rl : 0);
+	off += rl;
+	hoff = off;
+	for (size_t i = 0; i < nh; i++) {
+		size_t kl, vl;
+
+		if (len - off < 5)
+			return -EBADMSG;
+		kl = p[off];
+		vl = get32(p + off + 1);
+		if (kl == 0 || vl > len - off - 5 || kl > len - off - 5 - vl)
+			return -EBADMSG;
+		cap += 16 + kl + vl;
+		off += 5 + kl + vl;
+	}
+	if (bl != len - off)
+		return -EBADMSG;
+	cap += bl;
+	if ((rc = quay_msg_alloc(pool, cap, &m)) != 0)
+		return rc;
+	rc = -EBADMSG;
+	if (quay_msg_set_body(m, p + off, bl) != 0)
+		goto bad;
+	for (size_t i = 0; i < nh; i++) {
+		size_t kl = p[hoff], vl = get32(p + hoff + 1);
+
+		memcpy(key, p + hoff + 5, kl);
+		key[kl] = '\0';
+		if (memchr(key, '\0', kl) != NULL || quay_msg_set_header(m, key, p + hoff + 5 + kl, vl) != 0)
+			goto bad;
+		hoff += 5 + kl + vl;
+	}
+	if (rl != 0) {
+		memcpy(rt, p + QUAYI_DQ_ADD_HDR, rl);
+		rt[rl] = '\0';
+		if (memchr(rt, '\0', rl) != NULL || quay_msg_set_reply_to(m, rt) != 0)
+			goto bad;
+	}
+	if ((int64_t)get64(p + 24) < 0 || (int64_t)get64(p + 32) < 0 || (int64_t)get64(p + 40) < 0 ||
+	    (int64_t)get64(p + 48) < 0)
+		goto bad;
+	quay_msg_set_attempts(m, get32(p + 16));
+	quay_msg_set_priority(m, p[20]);
+	quay_msg_set_created_ns(m, (int64_t)get64(p + 24));
+	quay_msg_set_enqueued_ns(m, (int64_t)get64(p + 32));
+	quay_msg_set_not_before_ns(m, (int64_t)get64(p + 40));
+	quay_msg_set_expires_ns(m, (int64_t)get64(p + 48));
+	quay_msg_set_correlation_id(m, get64(p + 56));
+	*out = m;
+	return 0;
+bad:
+	quay_msg_unref(m);
+	return rc;
+}
+
+/* ---- the index (did -> message), linear probing ---------------------- */
+
+static size_t
+slot_of(const struct quayi_dur *d, uint64_t did)
+{
+	uint64_t x = did * UINT64_C(0x9E3779B97F4A7C15);
+
+	return (size_t)(x ^ (x >> 29)) & d->mask;
+}
+
+static struct dent *
+idx_find(struct quayi_dur *d, uint64_t did)
+{
+	for (size_t i = slot_of(d, did);; i = (i + 1) & d->mask) {
+		if (d->tab[i].did == did)
+			return &d->tab[i];
+		if (d->tab[i].did == 0)
+			return NULL;
+	}
+}
+
+/* The table has twice the queue's capacity and the queue never holds
+ * more: there is always an empty slot. */
+static void
+idx_put(struct quayi_dur *d, uint64_t did, quay_msg *m, int64_t nb, uint32_t attempts, uint32_t bytes)
+{
+	size_t i = slot_of(d, did);
+
+	while (d->tab[i].did != 0 && d->tab[i].did != did)
+		i = (i + 1) & d->mask;
+	if (d->tab[i].did == 0)
+		d->count++;
+	d->tab[i] = (struct dent){ did, m, nb, attempts, bytes };
+}
+
+/* Remove with backward shift (no tombstones). Returns the bytes it had. */
+static uint32_t
+idx_del(struct quayi_dur *d, uint64_t did)
+{
+	size_t i = slot_of(d, did), j;
+	uint32_t bytes;
+
+	while (d->tab[i].did != did) {
+		if (d->tab[i].did == 0)
+			return 0;
+		i = (i + 1) & d->mask;
+	}
+	bytes = d->tab[i].bytes;
+	d->count--;
+	for (j = (i + 1) & d->mask; d->tab[j].did != 0; j = (j + 1) & d->mask) {
+		size_t h = slot_of(d, d->tab[j].did);
+
+		/* Move j back to i unless its home lies cyclically in (i, j]. */
+		if ((j > i && (h <= i || h > j)) || (j < i && h <= i && h > j)) {
+			d->tab[i] = d->tab[j];
+			i = j;
+		}
+	}
+	d->tab[i].did = 0;
+	d->tab[i].msg = NULL;
+	return bytes;
+}
+
+/* ---- accounting ------------------------------------------------------ */
+
+static void
+note_appended(struct dwal *w, size_t payload)
+{
+	/* Relaxed: a trigger, read by the compaction check. */
+	__atomic_fetch_add(&w->appended, 32 + ((payload + 7) & ~(size_t)7), __ATOMIC_RELAXED);
+}
+
+static void
+live_add(struct dwal *w, int64_t bytes)
+{
+	/* Relaxed: a figure for the compaction trigger. */
+	__atomic_fetch_add(&w->live_bytes, (uint64_t)bytes, __ATOMIC_RELAXED);
+}
+
+static void
+log_error(struct dwal *w)
+{
+	/* Relaxed: a statistic. */
+	__atomic_fetch_add(&w->log_errors, 1, __ATOMIC_RELAXED);
+}
+
+/* ---- transitions ------------------------------------------------------ */
+
+void
+quayi_dur_enter(quay_queue *q)
+{
+	pthread_rwlock_rdlock(&q->dur->w->cl);
+}
+
+void
+quayi_dur_leave(quay_queue *q)
+{
+	pthread_rwlock_unlock(&q->dur->w->cl);
+}
+
+bool
+quayi_dur_same_wal(const quay_queue *a, const quay_queue *b)
+{
+	if (a->dur == NULL || b->dur == NULL)
+		return a->dur == NULL && b->dur == NULL;
+	return a->dur->w == b->dur->w;
+}
+
+size_t
+quayi_dur_send(quay_queue *q, quay_msg *const *msgs, size_t n, int *err)
+{
+	struct quayi_dur *d = q->dur;
+	struct dwal *w = d->w;
+	unsigned char stack[STACK_IMG];
+	quay_wal_rec recs1[1], *recs = recs1;
+	unsigned char *buf = stack;
+	size_t *sizes = NULL, total = 0, done = 0;
+	size_t size1;
+	int rc = 0;
+
+	*err = 0;
+	if (n == 1) {
+		sizes = &size1;
+	} else {
+		sizes = malloc(n * sizeof(*sizes));
+		recs = malloc(n * sizeof(*recs));
+		if (sizes == NULL || recs == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		sizes[i] = img_size(msgs[i]);
+		total += sizes[i];
+	}
+	if (total > sizeof(stack) && (buf = malloc(total)) == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0, off = 0; i < n; i++) {
+		struct img_opts o = { 0, 0, quay_msg_not_before_ns(msgs[i]), QUAYI_DQ_O_SEND };
+
+		o.attempts = quay_msg_attempts(msgs[i]);
+		img_encode(buf + off, d->qid, msgs[i], &o);
+		recs[i] = (quay_wal_rec){ QUAYI_DQ_ADD, buf + off, sizes[i] };
+		off += sizes[i];
+	}
+	pthread_rwlock_rdlock(&w->cl);
+	while (done < n) {
+		size_t k = 0, bytes = 0;
+		uint64_t last = 0;
+
+		/* A chunk within the WAL's batch limit (at least one record:
+		 * an oversized one gets the WAL's -EMSGSIZE). */
+		while (done + k < n && k < QUAY_WAL_BATCH_MAX &&
+		    (k == 0 || bytes + 32 + ((sizes[done + k] + 7) & ~(size_t)7) <= w->batch_limit)) {
+			bytes += 32 + ((sizes[done + k] + 7) & ~(size_t)7);
+			k++;
+		}
+		rc = k == 1 ? quay_wal_append(w->wal, QUAYI_DQ_ADD, recs[done].data, recs[done].len, &last)
+		            : quay_wal_appendv(w->wal, &recs[done], k, &last);
+		if (rc != 0)
+			break;
+		pthread_mutex_lock(&d->ilock);
+		for (size_t i = 0; i < k; i++) {
+			quay_msg *m = msgs[done + i];
+			uint64_t did = last - (k - 1) + i;
+
+			quayi_msg_set_did(m, did);
+			idx_put(d, did, m, quay_msg_not_before_ns(m), quay_msg_attempts(m), (uint32_t)sizes[done + i]);
+		}
+		pthread_mutex_unlock(&d->ilock);
+		live_add(w, (int64_t)(bytes - 32 * k));
+		__atomic_fetch_add(&w->appended, bytes, __ATOMIC_RELAXED);   /* relaxed: a trigger */
+		done += k;
+	}
+	pthread_rwlock_unlock(&w->cl);
+out:
+	if (buf != stack)
+		free(buf);
+	if (n != 1) {
+		free(sizes);
+		free(recs);
+	}
+	if (done < n)
+		*err = rc;
+	return done;
+}
+
+int
+quayi_dur_del(quay_queue *q, quay_msg *msg, unsigned why)
+{
+	struct quayi_dur *d = q->dur;
+	struct dwal *w = d->w;
+	unsigned char rec[24] = { 0 };
+	uint64_t did = quayi_msg_did(msg);
+	uint32_t bytes;
+	int rc;
+
+	put64(rec, d->qid);
+	put64(rec + 8, did);
+	rec[16] = (unsigned char)why;
+	pthread_rwlock_rdlock(&w->cl);
+	rc = quay_wal_append(w->wal, QUAYI_DQ_DEL, rec, sizeof(rec), NULL);
+	if (rc != 0)
+		log_error(w);
+	/* An ack the log refused keeps the message (it goes back to ready);
+	 * a drop goes on in memory, so the index must not keep a pointer to
+	 * a message about to be freed. */
+	if (rc == 0 || why != QUAYI_DQ_ACK) {
+		pthread_mutex_lock(&d->ilock);
+		bytes = idx_del(d, did);
+		pthread_mutex_unlock(&d->ilock);
+		live_add(w, -(int64_t)bytes);
+		if (rc == 0)
+			note_appended(w, sizeof(rec));
+		quayi_msg_set_did(msg, 0);
+	}
+	pthread_rwlock_unlock(&w->cl);
+	return rc;
+}
+
+void
+quayi_dur_retry(quay_queue *q, quay_msg *msg, int64_t not_before)
+{
+	struct quayi_dur *d = q->dur;
+	struct dwal *w = d->w;
+	unsigned char rec[32] = { 0 };
+	uint64_t did = quayi_msg_did(msg);
+	uint32_t att = quay_msg_attempts(msg);
+
+	put64(rec, d->qid);
+	put64(rec + 8, did);
+	put32(rec + 16, att);
+	put64(rec + 24, (uint64_t)not_before);
+	pthread_rwlock_rdlock(&w->cl);
+	if (quay_wal_append(w->wal, QUAYI_DQ_RETRY, rec, sizeof(rec), NULL) == 0) {
+		struct dent *e;
+
+		pthread_mutex_lock(&d->ilock);
+		if ((e = idx_find(d, did)) != NULL) {
+			e->attempts = att;
+			e->nb = not_before;
+		}
+		pthread_mutex_unlock(&d->ilock);
+		note_appended(w, sizeof(rec));
+	} else {
+		/* The log keeps the older attempts: after a restart the message
+		 * comes back with fewer, never lost. */
+		log_error(w);
+	}
+	pthread_rwlock_unlock(&w->cl);
+}
+
+int
+quayi_dur_move_locked(quay_queue *from, quay_queue *to, quay_msg *msg, unsigned why)
+{
+	struct quayi_dur *df = from->dur, *dt = to->dur;
+	struct dwal *w = df->w;
+	unsigned char del[24] = { 0 }, stack[STACK_IMG], *img = stack;
+	uint64_t did = quayi_msg_did(msg);
+	size_t sz = img_size(msg);
+	struct img_opts o = { did, quay_msg_attempts(msg), quay_msg_not_before_ns(msg),
+		why == QUAYI_DQ_REDRIVE ? QUAYI_DQ_O_REDRIVE : QUAYI_DQ_O_DEAD };
+	quay_wal_rec recs[2];
+	uint32_t old;
+	int rc;
+
+	if (sz > sizeof(stack) && (img = malloc(sz)) == NULL) {
+		log_error(w);
+		return -ENOMEM;
+	}
+	put64(del, df->qid);
+	put64(del + 8, did);
+	del[16] = (unsigned char)why;
+	img_encode(img, dt->qid, msg, &o);
+	recs[0] = (quay_wal_rec){ QUAYI_DQ_DEL, del, sizeof(del) };
+	recs[1] = (quay_wal_rec){ QUAYI_DQ_ADD, img, sz };
+	rc = quay_wal_appendv(w->wal, recs, 2, NULL);
+	if (img != stack)
+		free(img);
+	if (rc != 0) {
+		log_error(w);
+		return rc;
+	}
+	pthread_mutex_lock(&df->ilock);
+	old = idx_del(df, did);
+	pthread_mutex_unlock(&df->ilock);
+	pthread_mutex_lock(&dt->ilock);
+	idx_put(dt, did, msg, o.nb, o.attempts, (uint32_t)sz);
+	pthread_mutex_unlock(&dt->ilock);
+	live_add(w, (int64_t)sz - (int64_t)old);
+	note_appended(w, sizeof(del));
+	note_appended(w, sz);
+	return 0;
+}
+
+void
+quayi_dur_rebind(quay_queue *q, quay_msg *old, quay_msg *copy)
+{
+	struct quayi_dur *d = q->dur;
+	uint64_t did = quayi_msg_did(old);
+	struct dent *e;
+
+	quayi_msg_set_did(copy, did);
+	pthread_mutex_lock(&d->ilock);
+	if ((e = idx_find(d, did)) != NULL)
+		e->msg = copy;
+	pthread_mutex_unlock(&d->ilock);
+	/* The original goes back to its other holders: no longer ours. */
+	quayi_msg_set_did(old, 0);
+}
+
+/* ---- compaction ------------------------------------------------------- */
+
+/*
+ * Re-append every live message of every open queue as an ADD copy (its
+ * logged attempts and not-before), then checkpoint below the first copy:
+ * the WAL deletes every segment wholly below it. cl is held exclusive,
+ * so the index is the log's live set and no transition runs meanwhile.
+ * Refused (deferred) while the log holds live records of queues that are
+ * not open: they could not be copied.
+ */
+static int
+compact_locked(struct dwal *w)
+{
+	struct quay_wal_info info;
+	quay_wal_rec *recs = NULL;
+	unsigned char *buf = NULL;
+	size_t nrec = 0, used = 0;
+	uint64_t first;
+	int rc;
+
+	if (w->foreign_live != 0) {
+		__atomic_fetch_add(&w->deferred, 1, __ATOMIC_RELAXED);     /* relaxed: statistic */
+		return -EAGAIN;
+	}
+	if ((rc = quay_wal_info(w->wal, &info)) != 0)
+		return rc;
+	first = info.next_lsn;
+	recs = malloc(QUAY_WAL_BATCH_MAX * sizeof(*recs));
+	buf = malloc(w->batch_limit);
+	if (recs == NULL || buf == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (struct quayi_dur *d = w->open; d != NULL && rc == 0; d = d->next) {
+		pthread_mutex_lock(&d->ilock);
+		for (size_t i = 0; i <= d->mask && rc == 0; i++) {
+			struct dent *e = &d->tab[i];
+			struct img_opts o;
+			size_t sz, need;
+
+			if (e->did == 0)
+				continue;
+			o = (struct img_opts){ e->did, e->attempts, e->nb, QUAYI_DQ_O_COPY };
+			sz = img_size(e->msg);
+			need = 32 + ((sz + 7) & ~(size_t)7);
+			if (nrec != 0 && (used + need > w->batch_limit || nrec == QUAY_WAL_BATCH_MAX)) {
+				rc = quay_wal_appendv(w->wal, recs, nrec, NULL);
+				nrec = 0;
+				used = 0;
+				if (rc != 0)
+					break;
+			}
+			/* Records are packed at 8-byte steps in buf (payload only). */
+			img_encode(buf + used, d->qid, e->msg, &o);
+			recs[nrec++] = (quay_wal_rec){ QUAYI_DQ_ADD, buf + used, sz };
+			used += need;
+		}
+		pthread_mutex_unlock(&d->ilock);
+	}
+	if (rc == 0 && nrec != 0)
+		rc = quay_wal_appendv(w->wal, recs, nrec, NULL);
+	/* A failure leaves extra copies of live messages: replay takes the
+	 * newest image of each, so the log stays right; no checkpoint. */
+	if (rc == 0)
+		rc = quay_wal_checkpoint(w->wal, first);
+	if (rc == 0) {
+		__atomic_store_n(&w->appended, 0, __ATOMIC_RELAXED);        /* relaxed: a trigger */
+		__atomic_fetch_add(&w->compactions, 1, __ATOMIC_RELAXED);   /* relaxed: statistic */
+	} else {
+		log_error(w);
+	}
+out:
+	free(recs);
+	free(buf);
+	return rc;
+}
+
+void
+quayi_dur_maybe_compact(quay_queue *q)
+{
+	struct dwal *w = q->dur->w;
+	/* Relaxed: a trigger; compaction itself runs under cl exclusive. */
+	uint64_t app = __atomic_load_n(&w->appended, __ATOMIC_RELAXED);
+	uint64_t live = __atomic_load_n(&w->live_bytes, __ATOMIC_RELAXED);
+
+	if (QUAYI_LIKELY(app < w->compact_min || app < live))
+		return;
+	if (pthread_mutex_trylock(&w->cmu) != 0)
+		return;
+	pthread_rwlock_wrlock(&w->cl);
+	if (compact_locked(w) == -EAGAIN)
+		__atomic_store_n(&w->appended, 0, __ATOMIC_RELAXED);        /* try again later */
+	pthread_rwlock_unlock(&w->cl);
+	pthread_mutex_unlock(&w->cmu);
+}
+
+int
+quayi_queue_compact(quay_queue *q)
+{
+	struct dwal *w;
+	int rc;
+
+	if (q == NULL || q->dur == NULL)
+		return -EINVAL;
+	w = q->dur->w;
+	pthread_mutex_lock(&w->cmu);
+	pthread_rwlock_wrlock(&w->cl);
+	rc = compact_locked(w);
+	pthread_rwlock_unlock(&w->cl);
+	pthread_mutex_unlock(&w->cmu);
+	return rc;
+}
+
+int
+quayi_queue_durable_info(quay_queue *q, struct quayi_dur_info *out)
+{
+	struct dwal *w;
+
+	if (q == NULL || out == NULL || q->dur == NULL)
+		return -EINVAL;
+	w = q->dur->w;
+	pthread_rwlock_wrlock(&w->cl);
+	pthread_mutex_lock(&q->dur->ilock);
+	out->live = q->dur->count;
+	pthread_mutex_unlock(&q->dur->ilock);
+	out->foreign_live = w->foreign_live;
+	pthread_rwlock_unlock(&w->cl);
+	/* Relaxed: statistics. */
+	out->live_bytes = __atomic_load_n(&w->live_bytes, __ATOMIC_RELAXED);
+	out->compactions = __atomic_load_n(&w->compactions, __ATOMIC_RELAXED);
+	out->deferred = __atomic_load_n(&w->deferred, __ATOMIC_RELAXED);
+	out->log_errors = __atomic_load_n(&w->log_errors, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* ---- recovery --------------------------------------------------------- */
+
+/* The replay's view of the log: every live (qid, did); this queue's
+ * with its message. Grows (create is not a hot path). */
+struct rent {
+	uint64_t qid, did;       /* did 0: empty */
+	quay_msg *msg;           /* this queue's, else NULL */
+};
+
+struct replay {
+	struct quayi_dur *d;
+	struct rent *tab;
+	size_t mask, count;
+	int err;
+};
+
+static size_t
+rslot(const struct replay *r, uint64_t qid, uint64_t did)
+{
+	uint64_t x = (did ^ qid * UINT64_C(0xBF58476D1CE4E5B9)) * UINT64_C(0x9E3779B97F4A7C15);
+
+	return (size_t)(x ^ (x >> 31)) & r->mask;
+}
+
+static struct rent *
+rfind(struct replay *r, uint64_t qid, uint64_t did, bool add)
+{
+	size_t i;
+
+	if (add && (r->count + 1) * 2 > r->mask + 1) {
+		struct rent *old = r->tab;
+		size_t oldn = r->mask + 1;
+		struct rent *nt = calloc(oldn * 2, sizeof(*nt));
+
+		if (nt == NULL)
+			return NULL;
+		r->tab = nt;
+		r->mask = oldn * 2 - 1;
+		for (size_t j = 0; j < oldn; j++)
+			if (old[j].did != 0) {
+				size_t k = rslot(r, old[j].qid, old[j].did);
+
+				while (nt[k].did != 0)
+					k = (k + 1) & r->mask;
+				nt[k] = old[j];
+			}
+		free(old);
+	}
+	for (i = rslot(r, qid, did); r->tab[i].did != 0; i = (i + 1) & r->mask)
+		if (r->tab[i].did == did && r->tab[i].qid == qid)
+			return &r->tab[i];
+	if (!add)
+		return NULL;
+	r->tab[i].qid = qid;
+	r->tab[i].did = did;
+	r->tab[i].msg = NULL;
+	r->count++;
+	return &r->tab[i];
+}
+
+static void
+rdel(struct replay *r, struct rent *e)
+{
+	size_t i = (size_t)(e - r->tab), j;
+
+	if (e->msg != NULL)
+		quay_msg_unref(e->msg);
+	r->count--;
+	for (j = (i + 1) & r->mask; r->tab[j].did != 0; j = (j + 1) & r->mask) {
+		size_t h = rslot(r, r->tab[j].qid, r->tab[j].did);
+
+		if ((j > i && (h <= i || h > j)) || (j < i && h <= i && h > j)) {
+			r->tab[i] = r->tab[j];
+			i = j;
+		}
+	}
+	r->tab[i].did = 0;
+	r->tab[i].msg = NULL;
+}
+
+static int
+replay_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	struct replay *r = ctx;
+	const unsigned char *p = data;
+	uint64_t qid, did;
+	struct rent *e;
+
+	if (type != QUAYI_DQ_ADD && type != QUAYI_DQ_DEL && type != QUAYI_DQ_RETRY)
+		return 0;                         /* another module's record */
+	if (len < 24 || (type == QUAYI_DQ_DEL && len != 24) || (type == QUAYI_DQ_RETRY && len != 32))
+		return r->err = -EBADMSG;
+	qid = get64(p);
+	did = get64(p + 8);
+	if (type == QUAYI_DQ_ADD && did == 0)
+		did = lsn;
+	if (did == 0)
+		return r->err = -EBADMSG;
+	if (type == QUAYI_DQ_ADD) {
+		quay_msg *m = NULL;
+
+		if (qid == r->d->qid) {
+			int rc = img_decode(r->d->pool, p, len, &m);
+
+			if (rc != 0)
+				return r->err = rc;
+		} else if (len < QUAYI_DQ_ADD_HDR) {
+			return r->err = -EBADMSG;
+		}
+		if ((e = rfind(r, qid, did, true)) == NULL) {
+			quay_msg_unref(m);
+			return r->err = -ENOMEM;
+		}
+		if (e->msg != NULL)
+			quay_msg_unref(e->msg);
+		e->msg = m;
+		return 0;
+	}
+	if ((e = rfind(r, qid, did, false)) == NULL)
+		return 0;                         /* its ADD was compacted away */
+	if (type == QUAYI_DQ_DEL) {
+		rdel(r, e);
+	} else if (e->msg != NULL) {
+		quay_msg_set_attempts(e->msg, get32(p + 16));
+		if ((int64_t)get64(p + 24) < 0)
+			return r->err = -EBADMSG;
+		quay_msg_set_not_before_ns(e->msg, (int64_t)get64(p + 24));
+	}
+	return 0;
+}
+
+static int
+cmp_did(const void *a, const void *b)
+{
+	const struct rent *x = a, *y = b;
+
+	return x->did < y->did ? -1 : x->did > y->did;
+}
+
+static bool
+qid_open(const struct dwal *w, uint64_t qid)
+{
+	for (const struct quayi_dur *d = w->open; d != NULL; d = d->next)
+		if (d->qid == qid)
+			return true;
+	return false;
+}
+
+/* Replay the whole log; restore this queue's live messages (cl write). */
+static int
+recover_locked(struct quayi_dur *d)
+{
+	struct replay r = { d, NULL, 15, 0, 0 };
+	struct rent *mine = NULL;
+	size_t nmine = 0;
+	uint64_t foreign = 0, bytes = 0;
+	int rc;
+
+	if ((r.tab = calloc(16, sizeof(*r.tab))) == NULL)
+		return -ENOMEM;
+	rc = quay_wal_replay(d->w->wal, 1, replay_visit, &r);
+	if (rc != 0 && r.err != 0)
+		rc = r.err;
+	if (rc == 0) {
+		for (size_t i = 0; i <= r.mask; i++)
+			if (r.tab[i].did != 0 && r.tab[i].qid == d->qid)
+				nmine++;
+		if (nmine > d->q->capacity)
+			rc = -ENOSPC;
+		else if (nmine != 0 && (mine = malloc(nmine * sizeof(*mine))) == NULL)
+			rc = -ENOMEM;
+	}
+	if (rc == 0) {
+		size_t k = 0;
+
+		for (size_t i = 0; i <= r.mask; i++) {
+			if (r.tab[i].did == 0)
+				continue;
+			if (r.tab[i].qid == d->qid)
+				mine[k++] = r.tab[i];
+			else if (!qid_open(d->w, r.tab[i].qid))
+				foreign++;
+		}
+		if (nmine != 0)
+			qsort(mine, nmine, sizeof(*mine), cmp_did);
+		for (k = 0; k < nmine; k++) {
+			quay_msg *m = mine[k].msg;
+			uint32_t sz = (uint32_t)img_size(m);
+			int64_t nb = quay_msg_not_before_ns(m);
+			uint32_t att = quay_msg_attempts(m);
+
+			quayi_msg_set_did(m, mine[k].did);
+			idx_put(d, mine[k].did, m, nb, att, sz);
+			bytes += sz;
+			rc = quayi_queue_restore(d->q, m, att, nb);
+			if (rc != 0) {
+				/* Cannot happen (capacity checked); keep the
+				 * message out of the queue but freed below. */
+				rc = rc == -EAGAIN ? -ENOSPC : rc;
+				for (; k < nmine; k++) {
+					idx_del(d, mine[k].did);
+					quay_msg_unref(mine[k].msg);
+				}
+				break;
+			}
+		}
+		/* The messages now belong to the queue. */
+		for (size_t i = 0; i <= r.mask; i++)
+			if (r.tab[i].qid == d->qid)
+				r.tab[i].msg = NULL;
+	}
+	for (size_t i = 0; i <= r.mask; i++)
+		if (r.tab[i].did != 0 && r.tab[i].msg != NULL)
+			quay_msg_unref(r.tab[i].msg);
+	free(r.tab);
+	free(mine);
+	if (rc == 0) {
+		d->w->foreign_live = foreign;
+		live_add(d->w, (int64_t)bytes);
+	}
+	return rc;
+}
+
+static struct dwal *
+dwal_get(quay_wal *wal, const struct quay_wal_info *info, uint64_t compact_min)
+{
+	struct dwal *w;
+
+	pthread_mutex_lock(&registry_lock);
+	for (w = registry; w != NULL; w = w->next)
+		if (w->wal == wal)
+			break;
+	if (w == NULL && (w = calloc(1, sizeof(*w))) != NULL) {
+		pthread_rwlockattr_t a;
+		uint64_t lim = info->segment_bytes / 4, alt = 2 * (uint64_t)info->max_record;
+
+		if (alt < ((uint64_t)4 << 20))
+			alt = (uint64_t)4 << 20;
+		if (alt < lim)
+			lim = alt;
+		pthread_rwlockattr_init(&a);
+		/* Writer-preferring: a compaction is not starved by sends. */
+		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&w->cl, &a);
+		pthread_rwlockattr_destroy(&a);
+		pthread_mutex_init(&w->cmu, NULL);
+		w->wal = wal;
+		w->batch_limit = (size_t)lim;
+		w->compact_min = compact_min;
+		w->next = registry;
+		registry = w;
+	}
+	if (w != NULL) {
+		w->refs++;
+		if (compact_min < w->compact_min)
+			w->compact_min = compact_min;
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return w;
+}
+
+static void
+dwal_put(struct dwal *w)
+{
+	struct dwal **pp;
+
+	pthread_mutex_lock(&registry_lock);
+	if (--w->refs != 0) {
+		pthread_mutex_unlock(&registry_lock);
+		return;
+	}
+	for (pp = &registry; *pp != w; pp = &(*pp)->next)
+		;
+	*pp = w->next;
+	pthread_mutex_unlock(&registry_lock);
+	pthread_rwlock_destroy(&w->cl);
+	pthread_mutex_destroy(&w->cmu);
+	free(w);
+}
+
+int
+quayi_dur_attach(quay_queue *q, const quay_queue_opts *o)
+{
+	struct quay_wal_info info;
+	struct quayi_dur *d;
+	size_t slots = 2;
+	int rc;
+
+	if (o->pool == NULL || quay_wal_info(o->wal, &info) != 0 || (info.flags & QUAY_WAL_READONLY))
+		return -EINVAL;
+	if (info.failed != 0)
+		return info.failed;
+	/* The DLQ must be durable on the same WAL (dead-lettering is one
+	 * batch: remove here + add there). */
+	if (q->dlq != NULL && (q->dlq->dur == NULL || q->dlq->dur->w->wal != o->wal))
+		return -EINVAL;
+	while (slots < 2 * q->capacity)
+		slots <<= 1;
+	if ((d = calloc(1, sizeof(*d))) == NULL)
+		return -ENOMEM;
+	if ((d->tab = calloc(slots, sizeof(*d->tab))) == NULL) {
+		free(d);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&d->ilock, NULL);
+	d->mask = slots - 1;
+	d->q = q;
+	d->pool = o->pool;
+	d->qid = name_qid(q->name);
+	d->w = dwal_get(o->wal, &info, o->compact_bytes ? o->compact_bytes : 4 * info.segment_bytes);
+	if (d->w == NULL) {
+		free(d->tab);
+		free(d);
+		return -ENOMEM;
+	}
+	q->dur = d;
+	pthread_rwlock_wrlock(&d->w->cl);
+	if (qid_open(d->w, d->qid)) {
+		rc = -EINVAL;                     /* this name is open on this WAL */
+	} else {
+		rc = recover_locked(d);
+		if (rc == 0) {
+			d->next = d->w->open;
+			d->w->open = d;
+		}
+	}
+	pthread_rwlock_unlock(&d->w->cl);
+	if (rc != 0) {
+		struct dwal *w = d->w;
+
+		/* Messages restored before the failure are dropped by the
+		 * queue's own teardown; they stay in the log. */
+		for (size_t i = 0; i <= d->mask; i++)
+			if (d->tab[i].did != 0)
+				quayi_msg_set_did(d->tab[i].msg, 0);
+		pthread_mutex_destroy(&d->ilock);
+		free(d->tab);
+		free(d);
+		q->dur = NULL;
+		dwal_put(w);
+	}
+	return rc;
+}
+
+void
+quayi_dur_detach(quay_queue *q)
+{
+	struct quayi_dur *d = q->dur, **pp;
+	struct dwal *w;
+	uint64_t bytes = 0;
+
+	if (d == NULL)
+		return;
+	w = d->w;
+	pthread_rwlock_wrlock(&w->cl);
+	for (pp = &w->open; *pp != d; pp = &(*pp)->next)
+		;
+	*pp = d->next;
+	/* Its live records stay in the log, now a queue that is not open. */
+	w->foreign_live += d->count;
+	for (size_t i = 0; i <= d->mask; i++)
+		if (d->tab[i].did != 0) {
+			bytes += d->tab[i].bytes;
+			quayi_msg_set_did(d->tab[i].msg, 0);
+		}
+	live_add(w, -(int64_t)bytes);
+	pthread_rwlock_unlock(&w->cl);
+	pthread_mutex_destroy(&d->ilock);
+	free(d->tab);
+	free(d);
+	q->dur = NULL;
+	dwal_put(w);
+}

@@ -1,0 +1,394 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * S4 crash trials (RELIABILITY 5.3; the consumer/DLQ variant of W1).
+ *
+ * Each trial: a child process opens a WAL (SYNC or INTERVAL: both promise
+ * to survive a process crash), a DLQ and a queue on it (max_attempts 2,
+ * short leases), and runs two producers, two consumers (random ack, nack
+ * or let the lease expire) and a redriver (DLQ -> queue). Through a pipe
+ * it reports each send that returned 0 ("S seq"), each ack it is about to
+ * make ("a seq") and each ack that returned 0 ("A seq"). The parent kills
+ * it with SIGKILL at a random moment, reopens the WAL and both queues and
+ * checks, for every message found (ready or delayed, in either queue):
+ *   - its body is byte-exact (length and bytes derived from its seq);
+ *   - it is in one place only (not twice, not in both queues);
+ *   - it was not acknowledged (an "A" report): 0 resurrected acks;
+ * and that every message reported sent is found or had an ack started
+ * ("a"): 0 lost. Totals are printed; any violation exits 1.
+ *
+ * Usage: crash_queue (QUAY_CRASH_TRIALS=N for more; default 300).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <quay/msg.h>
+#include <quay/pool.h>
+#include <quay/queue.h>
+#include <quay/wal.h>
+
+#define MAXSEQ 200000u
+#define MS ((int64_t)1000000)
+
+/* ---- shared ---------------------------------------------------------- */
+
+static void
+body_for(uint64_t seq, unsigned char *b, size_t *len)
+{
+	*len = 8 + (size_t)(seq * 2654435761u % 200);
+	memcpy(b, &seq, 8);
+	for (size_t i = 8; i < *len; i++)
+		b[i] = (unsigned char)(seq * 31 + i);
+}
+
+static void
+rm_dir(const char *d)
+{
+	DIR *dh = opendir(d);
+	struct dirent *e;
+	char p[512];
+
+	if (dh == NULL)
+		return;
+	while ((e = readdir(dh)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", d, e->d_name);
+		unlink(p);
+	}
+	closedir(dh);
+	rmdir(d);
+}
+
+static int
+open_all(const char *dir, unsigned mode, quay_pool *pool, quay_wal **w, quay_queue **q, quay_queue **dlq)
+{
+	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	int rc;
+
+	wo.sync_mode = mode;
+	wo.interval_ms = 5;
+	wo.segment_bytes = QUAY_WAL_SEGMENT_MIN;
+	if ((rc = quay_wal_open(dir, &wo, w)) != 0)
+		return rc;
+	o.name = "work-dlq";
+	o.capacity = 4096;
+	o.wal = *w;
+	o.pool = pool;
+	o.compact_bytes = 96 << 10;
+	if ((rc = quay_queue_create(&o, dlq)) != 0)
+		return rc;
+	o.name = "work";
+	o.dlq = *dlq;
+	o.max_attempts = 2;
+	o.visibility_ns = 15 * MS;
+	o.backoff_base_ns = 2 * MS;
+	o.backoff_max_ns = 4 * MS;
+	return quay_queue_create(&o, q);
+}
+
+/* ---- the child --------------------------------------------------------- */
+
+struct child {
+	quay_queue *q, *dlq;
+	quay_pool *pool;
+	int fd;
+	uint64_t next_seq;
+	unsigned seed;
+};
+
+static void
+report(struct child *c, char what, uint64_t seq)
+{
+	unsigned char rec[9];
+
+	rec[0] = (unsigned char)what;
+	memcpy(rec + 1, &seq, 8);
+	/* 9 bytes < PIPE_BUF: atomic. */
+	if (write(c->fd, rec, sizeof(rec)) != (ssize_t)sizeof(rec))
+		_exit(3);
+}
+
+static void *
+producer(void *arg)
+{
+	struct child *c = arg;
+	unsigned char b[256];
+	size_t len;
+
+	unsigned seed = c->seed ^ (unsigned)(uintptr_t)&seed;
+
+	for (;;) {
+		/* A batch of 4 one time in 3; its seqs seq..seq+3 taken at once. */
+		size_t n = rand_r(&seed) % 3 == 0 ? 4 : 1;
+		uint64_t seq = __atomic_fetch_add(&c->next_seq, n, __ATOMIC_RELAXED);
+		quay_msg *m[4];
+		int res[4];
+
+		if (seq + n >= MAXSEQ)
+			return NULL;
+		for (size_t i = 0; i < n; i++) {
+			body_for(seq + i, b, &len);
+			if (quay_msg_new_wait(c->pool, b, len, -1, &m[i]) != 0)
+				_exit(4);
+		}
+		if (n == 1) {
+			res[0] = quay_queue_send(c->q, m[0]);
+		} else if (quay_queue_send_batch(c->q, m, n, res) < 0) {
+			_exit(5);
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (res[i] == 0)
+				report(c, 'S', seq + i);
+			else
+				quay_msg_unref(m[i]);
+		}
+		if (res[0] == -EAGAIN)
+			usleep(1000);
+	}
+}
+
+static void *
+consumer(void *arg)
+{
+	struct child *c = arg;
+	unsigned seed = c->seed ^ (unsigned)(uintptr_t)&seed;
+
+	for (;;) {
+		quay_lease l;
+		uint64_t seq;
+		unsigned r;
+
+		if (quay_queue_receive(c->q, &l, 5 * MS) != 0)
+			continue;
+		memcpy(&seq, quay_msg_body(l.msg), 8);
+		r = (unsigned)rand_r(&seed) % 100;
+		if (r < 60) {
+			report(c, 'a', seq);
+			if (quay_queue_ack(c->q, &l) == 0)
+				report(c, 'A', seq);
+		} else if (r < 85) {
+			(void)quay_queue_nack(c->q, &l, "random");
+		}   /* else: let the lease expire */
+		quay_msg_unref(l.msg);
+	}
+	return NULL;
+}
+
+static void *
+redriver(void *arg)
+{
+	struct child *c = arg;
+
+	for (;;) {
+		size_t moved;
+
+		usleep(3000);
+		(void)quay_queue_redrive(c->dlq, c->q, 8, &moved);
+		(void)quay_queue_tick(c->dlq);
+	}
+	return NULL;
+}
+
+static void
+child_main(const char *dir, unsigned mode, int fd, unsigned seed)
+{
+	struct child c = { NULL, NULL, NULL, fd, 0, seed };
+	quay_wal *w;
+	pthread_t t[5];
+
+	if (quay_pool_create((size_t)32 << 20, NULL, &c.pool) != 0)
+		_exit(2);
+	if (open_all(dir, mode, c.pool, &w, &c.q, &c.dlq) != 0)
+		_exit(2);
+	/* Go on from the sequences of earlier lives (none: a new dir). */
+	pthread_create(&t[0], NULL, producer, &c);
+	pthread_create(&t[1], NULL, producer, &c);
+	pthread_create(&t[2], NULL, consumer, &c);
+	pthread_create(&t[3], NULL, consumer, &c);
+	pthread_create(&t[4], NULL, redriver, &c);
+	for (;;)
+		pause();
+}
+
+/* ---- the parent ---------------------------------------------------------- */
+
+enum { F_SENT = 1, F_ACKING = 2, F_ACKED = 4 };
+
+struct found {
+	unsigned char *flags;     /* per seq: F_* from the reports */
+	unsigned char *where;     /* per seq: times found */
+	unsigned char *dlqn;      /* per seq: times found in the DLQ */
+	uint64_t corrupt, found, in_dlq;
+};
+
+static int
+visit(void *ctx, const quay_msg *m, quay_queue_state state)
+{
+	struct found *f = ctx;
+	unsigned char b[256];
+	size_t len;
+	uint64_t seq;
+
+	(void)state;
+	if (quay_msg_body_len(m) < 8) {
+		f->corrupt++;
+		return 0;
+	}
+	memcpy(&seq, quay_msg_body(m), 8);
+	if (seq >= MAXSEQ) {
+		f->corrupt++;
+		return 0;
+	}
+	body_for(seq, b, &len);
+	if (len != quay_msg_body_len(m) || memcmp(b, quay_msg_body(m), len) != 0)
+		f->corrupt++;
+	if (f->where[seq] < 255)
+		f->where[seq]++;
+	f->found++;
+	return 0;
+}
+
+static int
+visit_dlq(void *ctx, const quay_msg *m, quay_queue_state state)
+{
+	struct found *f = ctx;
+	uint64_t seq;
+
+	f->in_dlq++;
+	if (quay_msg_body_len(m) >= 8) {
+		memcpy(&seq, quay_msg_body(m), 8);
+		if (seq < MAXSEQ && f->dlqn[seq] < 255)
+			f->dlqn[seq]++;
+	}
+	return visit(ctx, m, state);
+}
+
+int
+main(void)
+{
+	const char *env = getenv("QUAY_CRASH_TRIALS");
+	unsigned trials = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 300;
+	uint64_t sent = 0, acked = 0, lost = 0, resurrected = 0, dup = 0, corrupt = 0, found_total = 0;
+	uint64_t dlq_total = 0, failures = 0, kept = 0;
+	struct found f;
+	unsigned seed = (unsigned)time(NULL);
+	quay_pool *pool;
+
+	if (trials == 0)
+		trials = 1;
+	f.flags = calloc(MAXSEQ, 1);
+	f.where = calloc(MAXSEQ, 1);
+	f.dlqn = calloc(MAXSEQ, 1);
+	if (f.flags == NULL || f.where == NULL || f.dlqn == NULL || quay_pool_create((size_t)64 << 20, NULL, &pool) != 0)
+		return 2;
+	printf("crash-queue: %u trials, seed %u\n", trials, seed);
+	for (unsigned t = 0; t < trials; t++) {
+		char dir[64];
+		int p[2], status;
+		pid_t pid;
+		unsigned mode = t % 2 == 0 ? QUAY_WAL_SYNC : QUAY_WAL_INTERVAL;
+		unsigned char rec[9];
+		ssize_t r;
+		quay_wal *w;
+		quay_queue *q, *dlq;
+		int rc;
+
+		snprintf(dir, sizeof(dir), "/tmp/quay-crashq-XXXXXX");
+		if (mkdtemp(dir) == NULL || pipe(p) != 0)
+			return 2;
+		(void)fcntl(p[0], F_SETPIPE_SZ, 1 << 20);   /* reports never block the child */
+		pid = fork();
+		if (pid < 0)
+			return 2;
+		if (pid == 0) {
+			close(p[0]);
+			child_main(dir, mode, p[1], seed + t);
+		}
+		close(p[1]);
+		usleep((useconds_t)(20000 + rand_r(&seed) % 130000));
+		kill(pid, SIGKILL);
+		memset(f.flags, 0, MAXSEQ);
+		memset(f.where, 0, MAXSEQ);
+		memset(f.dlqn, 0, MAXSEQ);
+		f.corrupt = f.found = f.in_dlq = 0;
+		while ((r = read(p[0], rec, sizeof(rec))) == (ssize_t)sizeof(rec)) {
+			uint64_t seq;
+
+			memcpy(&seq, rec + 1, 8);
+			if (seq < MAXSEQ)
+				f.flags[seq] |= rec[0] == 'S' ? F_SENT : rec[0] == 'a' ? F_ACKING : F_ACKED;
+		}
+		close(p[0]);
+		waitpid(pid, &status, 0);
+		if (!WIFSIGNALED(status)) {
+			fprintf(stderr, "trial %u: child exited %d before the kill\n", t, WEXITSTATUS(status));
+			failures++;
+			rm_dir(dir);
+			continue;
+		}
+		if ((rc = open_all(dir, mode, pool, &w, &q, &dlq)) != 0) {
+			fprintf(stderr, "trial %u: recovery failed: %d (%s)\n", t, rc, quay_strerror(rc));
+			failures++;
+			rm_dir(dir);
+			continue;
+		}
+		quay_queue_browse(q, visit, &f);
+		quay_queue_browse(dlq, visit_dlq, &f);
+		for (uint64_t s = 0; s < MAXSEQ; s++) {
+			if (f.flags[s] & F_SENT)
+				sent++;
+			if (f.flags[s] & F_ACKED)
+				acked++;
+			if ((f.flags[s] & F_SENT) && f.where[s] == 0 && !(f.flags[s] & F_ACKING)) {
+				if (lost < 10)
+					fprintf(stderr, "trial %u: seq %" PRIu64 " lost\n", t, s);
+				lost++;
+			}
+			if ((f.flags[s] & F_ACKED) && f.where[s] != 0) {
+				if (resurrected < 10)
+					fprintf(stderr, "trial %u: seq %" PRIu64 " acked but back\n", t, s);
+				resurrected++;
+			}
+			if (f.where[s] > 1) {
+				if (dup < 10)
+					fprintf(stderr, "trial %u: seq %" PRIu64 " found %u times (%u in the DLQ)\n", t, s,
+					    f.where[s], f.dlqn[s]);
+				dup++;
+			}
+		}
+		quay_queue_destroy(q);
+		quay_queue_destroy(dlq);
+		quay_wal_close(w);
+		if (lost + resurrected + dup + corrupt + f.corrupt != 0 && kept < 1) {
+			/* Keep the first bad trial's log for quay-wal dump. */
+			fprintf(stderr, "trial %u (%s): log kept in %s\n", t, mode == QUAY_WAL_SYNC ? "SYNC" : "INTERVAL",
+			    dir);
+			kept++;
+		} else {
+			rm_dir(dir);
+		}
+		corrupt += f.corrupt;
+		found_total += f.found;
+		dlq_total += f.in_dlq;
+	}
+	printf("crash-queue: trials %u, sent %" PRIu64 ", acked %" PRIu64 ", recovered %" PRIu64
+	       " (in DLQ %" PRIu64 "): lost %" PRIu64 ", acked-but-back %" PRIu64 ", in two places %" PRIu64
+	       ", corrupt %" PRIu64 ", failed trials %" PRIu64 "\n",
+	    trials, sent, acked, found_total, dlq_total, lost, resurrected, dup, corrupt, failures);
+	quay_pool_destroy(pool);
+	free(f.flags);
+	free(f.where);
+	free(f.dlqn);
+	return lost + resurrected + dup + corrupt + failures == 0 ? 0 : 1;
+}
