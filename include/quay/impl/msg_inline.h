@@ -57,7 +57,9 @@ struct quay_msg {
 	struct quay_pool *pool;   /* immutable */
 	uint32_t index;           /* buffer index within its class; immutable */
 	uint32_t reserved0;
-	uint64_t reserved[5];
+	uint64_t reserved[5];     /* for quay's layers, zeroed at allocation and
+	                             not copied by quay_msg_clone: [0] the durable
+	                             queue's id (src/queue_internal.h) */
 } __attribute__((aligned(64)));
 
 /* Out-of-line slow paths (src/msg.c, src/pool.c). */
