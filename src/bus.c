@@ -502,13 +502,21 @@ fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, stru
 
 /* Whether publish must refuse a message with this outcome, and how. */
 static inline int
-refusal(const struct quay_bus_pub_result *res)
+refusal(const struct quay_bus *bus, const struct quay_bus_pub_result *res)
 {
 	if (res->delivered > 0)
 		return 0;
 	if (res->rejected > 0)
 		return -EAGAIN;
-	return res->timed_out > 0 ? -ETIMEDOUT : 0;
+	if (res->timed_out > 0)
+		return -ETIMEDOUT;
+	/* A target closed under us by destroy (which closes every queue
+	 * first, waking BLOCK publishers): -EPIPE, the caller keeps its
+	 * reference. Acquire; pairs with destroy's release store. A target
+	 * closed by a plain unsubscribe counts as "closed", not a refusal. */
+	if (QUAYI_UNLIKELY(res->closed > 0) && atomic_load_explicit(&bus->closing, memory_order_acquire) != 0)
+		return -EPIPE;
+	return 0;
 }
 
 /*
@@ -567,8 +575,8 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 			memset(&res, 0, sizeof(res));
 			fan_out(bus, e, ms[j], &res, bulk);
 			res.delivered += nbulk;
-			if (refusal(&res) != 0) {
-				*rc = refusal(&res);
+			if (refusal(bus, &res) != 0) {
+				*rc = refusal(bus, &res);
 				stop = j;
 				break;
 			}
@@ -708,7 +716,7 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 			r = -EINVAL;
 		} else {
 			fan_out(bus, e, m, res, NULL);
-			r = refusal(res);
+			r = refusal(bus, res);
 			/* The references no target took; the caller keeps its
 			 * own when refused. Untouched once all were taken. */
 			msg_unref_n(m, need - res->delivered - (r != 0 ? 1 : 0));
@@ -718,12 +726,15 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 			}
 		}
 	}
-	read_unlock();
-	if (temp)
-		free((void *)(uintptr_t)e);
+	/* Inside the read-side section: a publisher woken by destroy (a BLOCK
+	 * target closed) must not touch the bus after its grace period, which
+	 * the subscriptions' callbacks, and so destroy, wait for. */
 	quay_counter_add(bus->c_published, k);
 	if (delivered > 0)
 		quay_counter_add(bus->c_delivered, delivered);
+	read_unlock();
+	if (temp)
+		free((void *)(uintptr_t)e);
 	if (k == 0 && r < 0)
 		return r;
 	return (int)k;
@@ -1196,6 +1207,13 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 	atomic_store_explicit(&q->done, 0, memory_order_relaxed);
 	deadline = timeout_ns < 0 ? -1 : mono_ns() + timeout_ns;
 	r = quay_bus_publish(bus, subject, req);
+	if (r == -EPIPE) {
+		/* Destroy closed the bus while we were inside (its queues too,
+		 * waking us if a BLOCK target was full): req is consumed, as
+		 * when destroy finds us waiting for the reply. */
+		(void)quay_msg_unref(req);
+		goto free_slot;
+	}
 	if (r < 0)
 		goto free_slot;
 	if (r == 0) {
@@ -1381,13 +1399,26 @@ quay_bus_destroy(quay_bus *bus)
 			futex_wake_all(&bus->reqs[i].done);
 		}
 	}
-	/* Acquire; pairs with request()'s release decrement. */
+	/* Close every subscription's queue before waiting for anyone: a
+	 * requester or publisher waiting for room in a full BLOCK target
+	 * wakes with -EPIPE (refusal()), a blocked receiver too. The queues
+	 * are released by the unsubscribes below. Under the mutex: the list
+	 * is stable, and no subscribe adds to it once closing is set. */
+	pthread_mutex_lock(&bus->lock);
+	for (struct quay_sub *s = bus->subs; s != NULL; s = s->next)
+		sub_close(s);
+	pthread_mutex_unlock(&bus->lock);
+	/* Acquire; pairs with request()'s release decrement. A requester may
+	 * have reset its done word after the wake above (it did so before
+	 * publishing), so wake every slot again each round; sleep between
+	 * rounds rather than spin. */
 	while (atomic_load_explicit(&bus->req_active, memory_order_acquire) != 0) {
+		struct timespec ts = { 0, 200000 };
 		for (unsigned i = 0; i < bus->nreq; i++) {
 			atomic_store_explicit(&bus->reqs[i].done, 1, memory_order_release);
 			futex_wake_all(&bus->reqs[i].done);
 		}
-		sched_yield();
+		nanosleep(&ts, NULL);
 	}
 	for (;;) {
 		struct quay_sub *s;

@@ -49,7 +49,10 @@
  *                                returned                    handle is freed)
  *   destroy                    x anything on the bus       caller serialises,
  *                                                            except blocked
- *                                                            receivers (woken)
+ *                                                            receivers,
+ *                                                            requesters and
+ *                                                            BLOCK publishers
+ *                                                            (woken: -EPIPE)
  *
  * RCU: the subscription table is read under liburcu's memb flavour. A
  * thread that calls into the bus is registered with liburcu on its first
@@ -223,16 +226,24 @@ struct quay_sub_counters {
 QUAY_API int quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out);
 
 /**
- * Destroy a bus: unsubscribe every remaining subscription (waking its
- * blocked receivers with -EPIPE and releasing its queued messages), fail
- * waiting requests with -EPIPE, wait for the deferred frees (liburcu's
- * call_rcu barrier), then free everything. NULL is ignored. Every
- * subscription handle is invalid afterwards.
+ * Destroy a bus: close every subscription's queue first (waking its
+ * blocked receivers and the publishers and requesters waiting for room
+ * in a full QUAY_SUB_BLOCK subscription, all with -EPIPE), fail waiting
+ * requests with -EPIPE, unsubscribe every remaining subscription
+ * (releasing its queued messages), wait for the deferred frees (a
+ * per-bus count of liburcu callbacks), then free everything. NULL is
+ * ignored. Every subscription handle is invalid afterwards. Waiting for
+ * the woken callers sleeps (no busy spin).
  *
  * Concurrency: no other call may use the bus, except receivers blocked
- *              in quay_sub_receive() and requesters blocked in
- *              quay_bus_request(), which return -EPIPE before destroy
- *              returns. Must not be called from a call_rcu callback.
+ *              in quay_sub_receive(), requesters blocked in
+ *              quay_bus_request() (waiting for room or for the reply), and
+ *              publishers (publish, publish_ex, publish_batch, reply)
+ *              waiting for room in a full BLOCK subscription: these
+ *              return -EPIPE and stop using the bus before destroy
+ *              returns. A woken publisher keeps its reference (nothing
+ *              was queued); a woken requester's req is consumed.
+ *              Must not be called from a call_rcu callback.
  */
 QUAY_API void quay_bus_destroy(quay_bus *bus);
 
@@ -373,7 +384,11 @@ QUAY_API size_t quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n);
  * returned is dropped and counted (late_replies).
  *
  * Ownership: req's reference is consumed when this returns 0, -ETIMEDOUT
- * or -ENOENT (req was published); on other codes the caller keeps it.
+ * or -ENOENT (req was published), and when it returns -EPIPE because the
+ * bus was destroyed while this call was inside it (waiting for room in
+ * a BLOCK target or for the reply); on other codes, -EPIPE from a call
+ * that found the bus already closing on entry included, the caller
+ * keeps it.
  * On 0, *reply holds one reference, the caller's.
  * Concurrency: any thread; up to max_requests at once per bus.
  * Returns: 0; -ETIMEDOUT if no reply came in time; -ENOENT if no

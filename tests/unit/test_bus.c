@@ -5,7 +5,8 @@
  * a naive reference on random subjects and patterns (with subscribe and
  * unsubscribe in between, so path copying and pruning are exercised),
  * fan-out, queue groups, each overflow policy, priorities, receive
- * timeouts, unsubscribe and destroy waking receivers with -EPIPE,
+ * timeouts, unsubscribe and destroy waking receivers with -EPIPE, destroy
+ * waking requesters and publishers blocked on a full BLOCK subscription,
  * request/reply with timeouts and late replies, metrics and the latency
  * histogram with an injected clock. Every test checks at the end that all
  * messages went back to the pool.
@@ -1374,6 +1375,76 @@ test_request_limit_and_destroy(void **state)
 	assert_pool_empty();
 }
 
+/* destroy from its own thread, so a hang fails the test instead of it */
+static void *
+destroy_main(void *arg)
+{
+	quay_bus_destroy(arg);
+	return NULL;
+}
+
+/* A full BLOCK subscription (capacity 1, pre-filled, no timeout). */
+static quay_sub *
+sub_full_block(quay_bus *b, const char *pat, unsigned priorities)
+{
+	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+	quay_sub *s = NULL;
+
+	o.capacity = 1;
+	o.priorities = priorities;
+	o.block_timeout_ns = -1;
+	assert_int_equal(quay_bus_subscribe(b, pat, &o, &s), 0);
+	assert_int_equal(quay_bus_publish(b, pat, msg_u64(0)), 1);
+	return s;
+}
+
+static void
+test_destroy_wakes_requester_blocked_on_full_sub(void **state)
+{
+	quay_bus *b = bus_new();
+	struct req_arg a = { b, 99, 0 };
+	pthread_t th, dt;
+
+	(void)state;
+	(void)sub_full_block(b, "svc", 0);
+	assert_int_equal(pthread_create(&th, NULL, req_main, &a), 0);
+	while (__atomic_load_n(&a.tid, __ATOMIC_ACQUIRE) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(a.tid, JOIN_MS));   /* in push_wait */
+	assert_int_equal(pthread_create(&dt, NULL, destroy_main, b), 0);
+	assert_true(qt_join_within(dt, JOIN_MS));
+	assert_true(qt_join_within(th, JOIN_MS));
+	assert_int_equal(a.r, -EPIPE);   /* req consumed: the pool is empty */
+	assert_pool_empty();
+}
+
+static void
+test_destroy_wakes_publishers_blocked_on_full_sub(void **state)
+{
+	quay_bus *b = bus_new();
+	struct pub_arg p[3] = { { b, "p", 99, 0 }, { b, "q", 99, 0 }, { b, "p", 99, 0 } };
+	pthread_t th[3], dt;
+
+	(void)state;
+	(void)sub_full_block(b, "p", 0);   /* a ring */
+	(void)sub_full_block(b, "q", 4);   /* a priority queue */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, pub_main, &p[i]), 0);
+	for (int i = 0; i < 3; i++) {
+		while (__atomic_load_n(&p[i].tid, __ATOMIC_ACQUIRE) == 0)
+			qt_sleep_ms(1);
+		assert_true(qt_await_futex_sleep(p[i].tid, JOIN_MS));
+	}
+	assert_int_equal(pthread_create(&dt, NULL, destroy_main, b), 0);
+	assert_true(qt_join_within(dt, JOIN_MS));
+	for (int i = 0; i < 3; i++) {
+		assert_true(qt_join_within(th[i], JOIN_MS));
+		/* nothing queued, the publisher kept (and dropped) its ref */
+		assert_int_equal(p[i].r, -EPIPE);
+	}
+	assert_pool_empty();
+}
+
 /* ---- metrics ---------------------------------------------------------- */
 
 static int64_t
@@ -1496,6 +1567,8 @@ main(void)
 		cmocka_unit_test(test_request_reply),
 		cmocka_unit_test(test_request_bad),
 		cmocka_unit_test(test_request_limit_and_destroy),
+		cmocka_unit_test(test_destroy_wakes_requester_blocked_on_full_sub),
+		cmocka_unit_test(test_destroy_wakes_publishers_blocked_on_full_sub),
 		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_cache_overflow),
 	};
