@@ -646,8 +646,12 @@ flush_locked(quay_wal *w, bool sync)
 		r = write_full(w, fd, w->buf + idx, n, from);
 		from += n;
 	}
-	if (r == 0 && need_sync)
-		r = w->io->datasync(w->ioctx, fd);
+	/* A failed sync is -EIO whatever errno said (an fdatasync may report
+	 * ENOSPC for a delayed allocation): the page cache may have dropped
+	 * the pages, so this WAL must not read them back either. -ENOSPC is
+	 * kept for a write that found no room (the log stays readable). */
+	if (r == 0 && need_sync && w->io->datasync(w->ioctx, fd) != 0)
+		r = -EIO;
 	pthread_mutex_lock(&w->mu);
 	w->flushing = false;
 	w->sync_round = false;
@@ -992,6 +996,23 @@ quay_wal_replay(quay_wal *w, uint64_t from_lsn, quay_wal_visit_fn fn, void *ctx)
 	pthread_mutex_lock(&w->mu);
 	if (!(w->flags & QUAY_WAL_READONLY)) {
 		r = wait_locked(w, w->next_lsn - 1, false);
+		/*
+		 * Failed with -ENOSPC: a write found no room. Nothing was
+		 * wrong with what had been written before it, so read that:
+		 * the file up to wpos (records whose write completed; those
+		 * of the failed write and after it were never acknowledged
+		 * and stay unread, a partial one beyond wpos included). No
+		 * flush is in flight once failed is set (the leader sets it
+		 * itself; no flush starts after), but wait for one anyway.
+		 * -EIO stays refused: after a failed fsync the page cache may
+		 * no longer match the disk (fsyncgate), so what we would read
+		 * may not be what recovery reads after a reopen.
+		 */
+		if (r == -ENOSPC) {
+			while (w->flushing)
+				pthread_cond_wait(&w->cv, &w->mu);
+			r = 0;
+		}
 		if (r != 0) {
 			pthread_mutex_unlock(&w->mu);
 			return r;

@@ -31,9 +31,11 @@
  * Failures: an fdatasync/fsync error puts the WAL in a sticky failed state:
  * every later call that writes or waits returns -EIO (appends waiting for
  * that sync get -EIO too, never success) until it is closed and reopened;
- * a write failing with ENOSPC does the same with -ENOSPC (the data on disk
- * stays a readable, valid prefix). A segment that cannot be created for
- * want of space returns -ENOSPC to that append only.
+ * a write failing with ENOSPC does the same with -ENOSPC for appends,
+ * syncs, checkpoints and close, but the log stays readable: replay and
+ * info still work on that handle (replay reads the valid prefix written
+ * before the failure). A segment that cannot be created for want of
+ * space returns -ENOSPC to that append only.
  *
  * Concurrency (synchronisation table):
  *
@@ -307,12 +309,21 @@ QUAY_API uint64_t quay_wal_durable_lsn(const quay_wal *w);
  * runs may or may not be visited. On a writable WAL buffered records are
  * written to the file first (not synced).
  *
+ * On a WAL failed with -ENOSPC, replay reads what was written before the
+ * failure: every record acknowledged as written is visited (SYNC and
+ * INTERVAL appends that returned 0; a NONE append's record only if its
+ * buffer was written before the failure, as after a crash); records
+ * never acknowledged (appends that returned an error) are visited if
+ * their write completed before the failure and not otherwise. On a WAL failed with -EIO, replay returns
+ * -EIO: after a failed fsync the page cache may not match the disk, so
+ * reopen (recovery reads the disk) to read it.
+ *
  * Concurrency: see the table (not concurrent with checkpoint or close).
- * fn may call quay_wal_append/sync/info.
+ * fn may call quay_wal_append/sync/info (appends on a failed WAL fail).
  * Returns: 0 after the last record; fn's non-zero return value if it
  *          stopped the replay; -EINVAL if w or fn is NULL; -EBADMSG if
  *          a record no longer passes its checksum; -EIO if a segment
- *          cannot be read; -EIO / -ENOSPC if the WAL has failed; -ENOMEM.
+ *          cannot be read or the WAL has failed with -EIO; -ENOMEM.
  */
 QUAY_API int quay_wal_replay(quay_wal *w, uint64_t from_lsn, quay_wal_visit_fn fn, void *ctx);
 
