@@ -10,7 +10,9 @@
  * empty and foreign directories; an unreadable segment; a sound log
  * (verify, dump text/JSON with --from/--limit/--preview, stats text/JSON);
  * a torn tail; mid-log corruption (with and without --salvage); a junk
- * segment file. Every JSON line is checked by a small JSON parser.
+ * segment file; a durable queue's log (the queue-record decoder: live
+ * messages per queue in stats and dump, text and JSON). Every JSON line
+ * is checked by a small JSON parser.
  */
 #include "quay_test.h"
 
@@ -21,6 +23,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <quay/msg.h>
+#include <quay/pool.h>
+#include <quay/queue.h>
 #include <quay/version.h>
 #include <quay/wal.h>
 
@@ -803,6 +808,220 @@ junk_segment(void **state)
 	assert_has(t->err, "header");
 }
 
+/* ---- a durable queue's log ------------------------------------------ */
+
+#define DQ_N 20        /* messages sent to "jobs" */
+#define DQ_ACKED 3     /* of them acked */
+#define DQ_MAXLIVE 64
+
+/* The queue id of the records: FNV-1a 64 of the queue's name
+ * (src/queue_durable.c, RECORD FORMAT). */
+static uint64_t
+dq_qid(const char *name)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+	for (; *name != '\0'; name++)
+		h = (h ^ (unsigned char)*name) * UINT64_C(0x100000001b3);
+	return h;
+}
+
+/* The live set rebuilt from dump lines: ADD puts (queue, did) in (did 0:
+ * the record's LSN), DEL takes it out. */
+struct dq_set {
+	uint64_t q[DQ_MAXLIVE], did[DQ_MAXLIVE];
+	size_t n;
+	uint64_t adds, dels, acks, dl_dels, dl_adds;
+};
+
+static void
+dq_apply(struct dq_set *s, bool add, uint64_t q, uint64_t did)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++)
+		if (s->q[i] == q && s->did[i] == did)
+			break;
+	if (add) {
+		s->adds++;
+		if (i == s->n) {
+			assert_true(s->n < DQ_MAXLIVE);
+			s->q[s->n] = q;
+			s->did[s->n++] = did;
+		}
+	} else {
+		s->dels++;
+		assert_true(i < s->n);   /* a DEL of something live */
+		s->q[i] = s->q[--s->n];
+		s->did[i] = s->did[s->n];
+	}
+}
+
+static size_t
+dq_count(const struct dq_set *s, uint64_t q)
+{
+	size_t c = 0;
+
+	for (size_t i = 0; i < s->n; i++)
+		c += s->q[i] == q;
+	return c;
+}
+
+/* Parse `dump` output (text or JSON lines) into *s. */
+static void
+dq_parse_dump(const char *out, bool json, struct dq_set *s)
+{
+	memset(s, 0, sizeof(*s));
+	for (const char *l = out; *l != '\0';) {
+		const char *e = strchr(l, '\n'), *p;
+		char line[4096];
+		uint64_t lsn, q, did;
+		bool add, del;
+
+		assert_non_null(e);
+		assert_true((size_t)(e - l) < sizeof(line));
+		memcpy(line, l, (size_t)(e - l));
+		line[e - l] = '\0';
+		l = e + 1;
+		if (json) {
+			add = strstr(line, "\"type_name\":\"queue-add\"") != NULL;
+			del = strstr(line, "\"type_name\":\"queue-del\"") != NULL;
+			if (!add && !del)
+				continue;
+			lsn = json_u64(line, "lsn");
+			p = strstr(line, "\"decoded\":{\"queue\":\"");
+			assert_non_null(p);
+			q = strtoull(p + strlen("\"decoded\":{\"queue\":\""), NULL, 16);
+			did = json_u64(p, "did");
+			if (del && strstr(p, "\"why\":\"ack\"") != NULL)
+				s->acks++;
+			if (del && strstr(p, "\"why\":\"dead-letter\"") != NULL)
+				s->dl_dels++;
+			if (add && strstr(p, "\"origin\":\"dead-letter\"") != NULL)
+				s->dl_adds++;
+		} else {
+			add = strstr(line, "(queue-add)") != NULL;
+			del = strstr(line, "(queue-del)") != NULL;
+			if (!add && !del)
+				continue;
+			assert_int_equal(strncmp(line, "lsn=", 4), 0);
+			lsn = strtoull(line + 4, NULL, 10);
+			/* The decoded part follows the data preview: the last
+			 * " queue " of the line. */
+			p = NULL;
+			for (const char *x = strstr(line, " queue "); x != NULL; x = strstr(x + 1, " queue "))
+				p = x;
+			assert_non_null(p);
+			q = strtoull(p + 7, NULL, 16);
+			p = strstr(p, " did ");
+			assert_non_null(p);
+			did = strtoull(p + 5, NULL, 10);
+			if (del && strstr(p, " ack") != NULL)
+				s->acks++;
+			if (del && strstr(p, " dead-letter") != NULL)
+				s->dl_dels++;
+			if (add && strstr(p, " dead-letter ") != NULL)
+				s->dl_adds++;
+		}
+		dq_apply(s, add, q, add && did == 0 ? lsn : did);
+	}
+}
+
+static void
+durable_queue(void **state)
+{
+	struct tc *t = *state;
+	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	quay_pool *pool;
+	quay_wal *w;
+	quay_queue *jobs, *dlq;
+	quay_lease l;
+	struct dq_set s;
+	char dir[300], want[200];
+	const uint64_t qj = dq_qid("jobs"), qd = dq_qid("jobs-dlq");
+	const uint64_t live_jobs = DQ_N - DQ_ACKED - 1, live_dlq = 1;   /* one in flight stays live */
+	uint64_t before;
+
+	snprintf(dir, sizeof(dir), "%s/dq", t->root);
+	assert_int_equal(quay_pool_create((size_t)1 << 20, NULL, &pool), 0);
+	wo.sync_mode = QUAY_WAL_NONE;   /* close writes and syncs it all */
+	assert_int_equal(quay_wal_open(dir, &wo, &w), 0);
+	o.wal = w;
+	o.pool = pool;
+	o.name = "jobs-dlq";
+	assert_int_equal(quay_queue_create(&o, &dlq), 0);
+	o.name = "jobs";
+	o.dlq = dlq;
+	o.max_attempts = 1;
+	assert_int_equal(quay_queue_create(&o, &jobs), 0);
+	for (uint32_t i = 0; i < DQ_N; i++) {
+		quay_msg *m;
+		assert_int_equal(quay_msg_new(pool, &i, sizeof(i), &m), 0);
+		assert_int_equal(quay_queue_send(jobs, m), 0);
+	}
+	for (int i = 0; i < DQ_ACKED + 2; i++) {
+		assert_int_equal(quay_queue_receive(jobs, &l, 0), 0);
+		if (i < DQ_ACKED)
+			assert_int_equal(quay_queue_ack(jobs, &l), 0);
+		else if (i == DQ_ACKED)
+			assert_int_equal(quay_queue_nack(jobs, &l, "bad"), 0);   /* max_attempts 1: DLQ */
+		/* the last one stays in flight: leases are not logged */
+		quay_msg_unref(l.msg);
+	}
+	quay_queue_destroy(jobs);
+	quay_queue_destroy(dlq);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(quay_pool_destroy(pool), 0);
+	before = snapshot(t->root);
+
+	/* stats, text: the live figure and both queue-record types. */
+	assert_int_equal(run(t, "stats", dir, NULL), 0);
+	assert_has(t->out, "state:            sound\n");
+	snprintf(want, sizeof(want), "live messages:    %" PRIu64 " (", live_jobs + live_dlq);
+	assert_has(t->out, want);
+	assert_has(t->out, " bytes of records) in 2 queue(s)\n");
+	assert_has(t->out, " queue-add ");
+	assert_has(t->out, " queue-del ");
+
+	/* stats, JSON: one valid line with the same figures. */
+	assert_int_equal(run(t, "stats", "--json", dir, NULL), 0);
+	assert_int_equal(check_json_lines(t->out), 1);
+	assert_int_equal(json_u64(t->out, "live_messages"), live_jobs + live_dlq);
+	assert_int_equal(json_u64(t->out, "live_queues"), 2);
+	assert_true(json_u64(t->out, "live_message_bytes") >= (live_jobs + live_dlq) * 72);
+	/* sends + the dead letter's ADD; acks + its DEL */
+	uint64_t records = json_u64(t->out, "records");
+	assert_int_equal(records, DQ_N + 1 + DQ_ACKED + 1);
+	assert_has(t->out, "\"name\":\"queue-add\",\"records\":21,");
+	assert_has(t->out, "\"name\":\"queue-del\",\"records\":4,");
+
+	/* dump, JSON and text: rebuilt per queue, the same live sets. */
+	assert_int_equal(run(t, "dump", dir, "--json", NULL), 0);
+	assert_int_equal(check_json_lines(t->out), records);
+	dq_parse_dump(t->out, true, &s);
+	assert_int_equal(s.adds, DQ_N + 1);
+	assert_int_equal(s.dels, DQ_ACKED + 1);
+	assert_int_equal(s.acks, DQ_ACKED);
+	assert_int_equal(s.dl_dels, 1);
+	assert_int_equal(s.dl_adds, 1);
+	assert_int_equal(dq_count(&s, qj), live_jobs);
+	assert_int_equal(dq_count(&s, qd), live_dlq);
+	assert_int_equal(s.n, live_jobs + live_dlq);
+
+	assert_int_equal(run(t, "dump", dir, NULL), 0);
+	assert_int_equal(count_lines(t->out), records);
+	dq_parse_dump(t->out, false, &s);
+	assert_int_equal(s.adds, DQ_N + 1);
+	assert_int_equal(s.dels, DQ_ACKED + 1);
+	assert_int_equal(s.acks, DQ_ACKED);
+	assert_int_equal(s.dl_dels, 1);
+	assert_int_equal(s.dl_adds, 1);
+	assert_int_equal(dq_count(&s, qj), live_jobs);
+	assert_int_equal(dq_count(&s, qd), live_dlq);
+	assert_int_equal(snapshot(t->root), before);   /* read only */
+}
+
 int
 main(int argc, char **argv)
 {
@@ -818,6 +1037,7 @@ main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(torn_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(mid_log_corruption, setup, teardown),
 		cmocka_unit_test_setup_teardown(junk_segment, setup, teardown),
+		cmocka_unit_test_setup_teardown(durable_queue, setup, teardown),
 	};
 
 	if (argc != 2) {
