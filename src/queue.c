@@ -52,6 +52,11 @@
  *      pairs with N2.
  *   N2 run_timers: acq_rel exchange of next_due before draining the FIFO:
  *      every push whose N1 it reads is visible to the drain.
+ *   W2 whoever lowers next_due (schedule, extend, a lease that is now the
+ *      earliest): wake_receivers after the store -> pairs with S1 in
+ *      receive_sleep (quayi_wait_sleep), whose ready() re-reads next_due
+ *      and the pq's count: the sleeper sees the new value, or the waker
+ *      sees its sleeper bit and wakes it. Pushes to the pq are W1.
  */
 #include "queue_internal.h"
 #include "quay_internal.h"
@@ -69,6 +74,11 @@
 #define FIFO_SLOT_BITS 24u
 #define FIFO_GEN_MASK (((uint64_t)1 << FIFO_GEN_BITS) - 1)
 #define DEDUP_WAYS 8u
+/* An id lives in one of DEDUP_PROBE consecutive sets from its home set
+ * (linear probing by sets), in a table of at least twice the ids it must
+ * hold: the documented dedup_capacity is then really available (a set
+ * full of live ids sends the next id on to its neighbours). */
+#define DEDUP_PROBE 8u
 
 static const char *const dlq_reason_text[] = { "", "max-attempts", "ttl-expired", "rejected" };
 
@@ -88,6 +98,14 @@ static inline int64_t
 q_now(const quay_queue *q)
 {
 	return q->clock(q->clock_ctx);
+}
+
+/* now + d for d >= 0, saturating at INT64_MAX ("never"): every option
+ * time and hook delay is added through it, so no value overflows. */
+static inline int64_t
+t_add(int64_t now, int64_t d)
+{
+	return now > 0 && d > INT64_MAX - now ? INT64_MAX : now + d;
 }
 
 static inline void
@@ -127,8 +145,9 @@ backoff(quay_queue *q, uint32_t attempt)
 	return r;
 }
 
-/* Lower next_due to t (N1: release, pairs with N2 in run_timers). */
-static void
+/* Lower next_due to t (N1: release, pairs with N2 in run_timers).
+ * Returns true if it lowered it. */
+static bool
 lower_next_due(quay_queue *q, int64_t t)
 {
 	/* Relaxed load: the CAS validates. */
@@ -137,14 +156,17 @@ lower_next_due(quay_queue *q, int64_t t)
 	while (t < cur)
 		if (__atomic_compare_exchange_n(&q->next_due, &cur, t, true, __ATOMIC_RELEASE,
 		        __ATOMIC_RELAXED))
-			break;
+			return true;
+	return false;
 }
 
+/* After lowering next_due: sleeping receivers recompute their deadline
+ * (W2: the compiler barrier + load of W1 in quay/impl/wait_inline.h on
+ * the pq's pop word; pairs with S1 in receive_sleep, whose ready() reads
+ * next_due). */
 static void
 wake_receivers(quay_queue *q)
 {
-	/* Sleeping receivers recompute their deadline (a due time moved
-	 * earlier). W1 of quay/impl/pq_inline.h on the pq's pop word. */
 	quayi_wait_wake_if_waiting(&q->ready->pop_event, &q->ready->flags, QUAYI_PQ_F_FENCE);
 }
 
@@ -381,7 +403,7 @@ run_timers_locked(quay_queue *q, int64_t now)
 	/* A push that raced with the drain is still in the FIFO: look again
 	 * soon rather than at its deadline only. */
 	if (quay_ring_count(q->expiry) != 0)
-		lower_next_due(q, now + q->wheel.tick_ns);
+		lower_next_due(q, t_add(now, q->wheel.tick_ns));
 }
 
 /* Run the timer work if something may be due and nobody else is at it. */
@@ -425,9 +447,9 @@ tr_retry(quay_queue *q, quay_msg *msg, int64_t delay, int64_t now, bool locked)
 {
 	cnt(q, QC_RETRIED, 1);
 	if (q->dur != NULL)
-		quayi_dur_retry(q, msg, delay > 0 ? now + delay : 0);
+		quayi_dur_retry(q, msg, delay > 0 ? t_add(now, delay) : 0);
 	if (delay > 0)
-		schedule(q, msg, now + delay, QUAYI_T_MSG, 0, locked);
+		schedule(q, msg, t_add(now, delay), QUAYI_T_MSG, 0, locked);
 	else
 		make_ready(q, msg);
 }
@@ -452,7 +474,7 @@ stamp_other(quay_queue *to, quay_msg *msg, int64_t now)
 {
 	quay_msg_set_enqueued_ns(msg, now);
 	if (quay_msg_expires_ns(msg) == 0 && to->ttl_ns > 0)
-		quay_msg_set_expires_ns(msg, now + to->ttl_ns);
+		quay_msg_set_expires_ns(msg, t_add(now, to->ttl_ns));
 }
 
 /* Put msg into another queue whose held the caller reserved; no dedup,
@@ -530,8 +552,8 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 later:
 	/* The DLQ is full: the message stays here (delayed) and tries again
 	 * a backoff base later. */
-	schedule(q, msg, now + (q->bo_base > q->wheel.tick_ns ? q->bo_base : q->wheel.tick_ns), QUAYI_T_DLQ,
-	    (uint8_t)why, locked);
+	schedule(q, msg, t_add(now, q->bo_base > q->wheel.tick_ns ? q->bo_base : q->wheel.tick_ns),
+	    QUAYI_T_DLQ, (uint8_t)why, locked);
 }
 
 /* ready message found past its TTL. */
@@ -577,7 +599,7 @@ tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool lock
 		tr_drop(q, msg);
 		break;
 	default:
-		if (ttl_passed(msg, now + delay))
+		if (ttl_passed(msg, t_add(now, delay)))
 			tr_ttl(q, msg, now, locked);
 		else
 			tr_retry(q, msg, delay, now, locked);
@@ -593,7 +615,7 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 	/* Relaxed: the slot is ours (L3). */
 	uint64_t gen = (__atomic_load_n(&s->state, __ATOMIC_RELAXED) >> 2) + 1;
 	uint32_t attempt = quay_msg_attempts(msg) + 1;
-	int64_t deadline = now + q->visibility_ns;
+	int64_t deadline = t_add(now, q->visibility_ns);
 	uint64_t entry = (gen & FIFO_GEN_MASK) << FIFO_SLOT_BITS | i;
 
 	int64_t enq = quay_msg_enqueued_ns(msg);
@@ -608,7 +630,12 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 		quay_hist_record(q->h_first, (uint64_t)(now - enq));
 	/* Relaxed: an estimate for stats. */
 	__atomic_store_n(&q->last_recv_enq, enq, __ATOMIC_RELAXED);
-	s->msg = msg;
+	/* Relaxed: published by L1; atomic because end_lease, holding a
+	 * lease that ended meanwhile, may read it while this slot is being
+	 * reused (it then sees the state moved on and discards it). */
+	__atomic_store_n(&s->msg, msg, __ATOMIC_RELAXED);
+	/* Relaxed: read by stats only, as an estimate. */
+	__atomic_store_n(&s->enq, enq, __ATOMIC_RELAXED);
 	/* Relaxed: published by L1. */
 	__atomic_store_n(&s->deadline, deadline, __ATOMIC_RELAXED);
 	/* L1: release; pairs with L2. */
@@ -629,7 +656,10 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 		}
 		pthread_mutex_unlock(&q->tlock);
 	}
-	lower_next_due(q, deadline);                       /* N1 */
+	/* N1. A receiver asleep on an empty queue with no timer due must
+	 * wake at this lease's expiry (its message comes back then). */
+	if (lower_next_due(q, deadline))
+		wake_receivers(q);
 	lease->msg = msg;
 	lease->deadline_ns = deadline;
 	lease->gen = gen;
@@ -650,7 +680,6 @@ tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
 	quay_msg_unref(msg);
 }
 
-/* DLQ -> to. */
 /* A header's value saved (redrive puts it back if the log refuses). */
 struct saved_hdr {
 	char val[QUAY_QUEUE_NAME_MAX + 1];
@@ -669,6 +698,8 @@ hdr_take(quay_msg *msg, const char *key, struct saved_hdr *h)
 	(void)quay_msg_del_header(msg, key);
 }
 
+/* DLQ -> to; the caller reserved room in to (and gives it back if this
+ * fails). */
 static int
 tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 {
@@ -677,8 +708,6 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 	int64_t nb = quay_msg_not_before_ns(msg), ex = quay_msg_expires_ns(msg);
 	int64_t enq = quay_msg_enqueued_ns(msg);
 
-	if (!held_reserve(to))
-		return -EAGAIN;
 	if (dlq->dur != NULL)
 		quayi_dur_enter(dlq);
 	quay_msg_set_attempts(msg, 0);
@@ -703,7 +732,6 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 			if (hs.had)
 				(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_SOURCE, hs.val, hs.len);
 			quayi_dur_leave(dlq);
-			held_sub(to);
 			return rc;
 		}
 		quayi_dur_leave(dlq);
@@ -747,26 +775,37 @@ dedup_hash(const void *id, size_t len, uint64_t *h1, uint64_t *h2)
 	*h2 = b;
 }
 
-/* 1: duplicate; 0: new (remembered); -EAGAIN: its set is full of live ids. */
+/* The entry of way w in the probe-th set after id's home set h1. */
+static inline struct quayi_dedup_entry *
+dedup_entry(const quay_queue *q, uint64_t h1, unsigned probe, unsigned w)
+{
+	return &q->dedup[((h1 + probe) & (q->dedup_sets - 1)) * DEDUP_WAYS + w];
+}
+
+/* 1: duplicate; 0: new (remembered); -EAGAIN: its probe window is full of
+ * live ids. */
 static int
 dedup_check(quay_queue *q, const void *id, size_t len, int64_t now)
 {
 	uint64_t h1, h2;
-	struct quayi_dedup_entry *set, *room = NULL;
+	struct quayi_dedup_entry *room = NULL;
 	int rc = 0;
 
 	dedup_hash(id, len, &h1, &h2);
-	set = &q->dedup[(h1 & (q->dedup_sets - 1)) * DEDUP_WAYS];
 	pthread_mutex_lock(&q->dlock);
-	for (unsigned w = 0; w < DEDUP_WAYS; w++) {
-		struct quayi_dedup_entry *e = &set[w];
+	/* Expired entries are reused in place, so a live copy of id may sit
+	 * after a free way: look at the whole window. */
+	for (unsigned p = 0; p < DEDUP_PROBE && rc == 0; p++) {
+		for (unsigned w = 0; w < DEDUP_WAYS; w++) {
+			struct quayi_dedup_entry *e = dedup_entry(q, h1, p, w);
 
-		if (e->expires > now && e->h1 == h1 && e->h2 == h2) {
-			rc = 1;
-			break;
+			if (e->expires > now && e->h1 == h1 && e->h2 == h2) {
+				rc = 1;
+				break;
+			}
+			if (e->expires <= now && room == NULL)
+				room = e;
 		}
-		if (e->expires <= now && room == NULL)
-			room = e;
 	}
 	if (rc == 0) {
 		if (room == NULL) {
@@ -774,7 +813,7 @@ dedup_check(quay_queue *q, const void *id, size_t len, int64_t now)
 		} else {
 			room->h1 = h1;
 			room->h2 = h2;
-			room->expires = now + q->dedup_window;
+			room->expires = t_add(now, q->dedup_window);
 		}
 	}
 	pthread_mutex_unlock(&q->dlock);
@@ -787,16 +826,18 @@ quayi_queue_dedup_forget(quay_queue *q, const quay_msg *msg)
 	const void *id;
 	size_t len;
 	uint64_t h1, h2;
-	struct quayi_dedup_entry *set;
 
 	if (q->dedup_window <= 0 || quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &len) != 0)
 		return;
 	dedup_hash(id, len, &h1, &h2);
-	set = &q->dedup[(h1 & (q->dedup_sets - 1)) * DEDUP_WAYS];
 	pthread_mutex_lock(&q->dlock);
-	for (unsigned w = 0; w < DEDUP_WAYS; w++)
-		if (set[w].expires != 0 && set[w].h1 == h1 && set[w].h2 == h2)
-			set[w].expires = 0;
+	for (unsigned p = 0; p < DEDUP_PROBE; p++)
+		for (unsigned w = 0; w < DEDUP_WAYS; w++) {
+			struct quayi_dedup_entry *e = dedup_entry(q, h1, p, w);
+
+			if (e->expires != 0 && e->h1 == h1 && e->h2 == h2)
+				e->expires = 0;
+		}
 	pthread_mutex_unlock(&q->dlock);
 }
 
@@ -1023,7 +1064,10 @@ quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 	if (q->dedup_window > 0) {
 		size_t n = opts->dedup_capacity ? opts->dedup_capacity : cap;
 
-		q->dedup_sets = pow2_at_least((n + DEDUP_WAYS - 1) / DEDUP_WAYS);
+		/* At least twice the ids (see DEDUP_PROBE), and a full window. */
+		q->dedup_sets = pow2_at_least((2 * n + DEDUP_WAYS - 1) / DEDUP_WAYS);
+		if (q->dedup_sets < DEDUP_PROBE)
+			q->dedup_sets = DEDUP_PROBE;
 		q->dedup = calloc(q->dedup_sets * DEDUP_WAYS, sizeof(*q->dedup));
 		rc = -ENOMEM;
 		if (q->dedup == NULL)
@@ -1067,9 +1111,9 @@ stamp_send(quay_queue *q, quay_msg *msg, int64_t now)
 {
 	quay_msg_set_enqueued_ns(msg, now);
 	if (q->delay_ns > 0 && quay_msg_not_before_ns(msg) == 0)
-		quay_msg_set_not_before_ns(msg, now + q->delay_ns);
+		quay_msg_set_not_before_ns(msg, t_add(now, q->delay_ns));
 	if (q->ttl_ns > 0 && quay_msg_expires_ns(msg) == 0)
-		quay_msg_set_expires_ns(msg, now + q->ttl_ns);
+		quay_msg_set_expires_ns(msg, t_add(now, q->ttl_ns));
 }
 
 /*
@@ -1268,50 +1312,87 @@ take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, quay_msg *fi
 	}
 }
 
+/* What a sleeping receiver waits for (the ready() of quayi_wait_sleep):
+ * a message in the ready pq, or next_due moved below the value its sleep
+ * was computed from (a delayed message sent, an extend, a lease issued). */
+struct recv_wait {
+	const quay_queue *q;
+	int64_t due;
+};
+
+static bool
+recv_ready(const void *ctx)
+{
+	const struct recv_wait *c = ctx;
+
+	/* Relaxed: S1 in quayi_wait_sleep orders both loads after the
+	 * sleeper's bit; W1 (push) and W2 (wake_receivers) follow the
+	 * stores they look for. */
+	return quay_pq_count(c->q->ready) != 0 ||
+	    __atomic_load_n(&c->q->next_due, __ATOMIC_RELAXED) < c->due;
+}
+
+/*
+ * Sleep until something may have changed for a receiver: a push to the
+ * ready pq, next_due lowered, the earliest due time now known (so the
+ * timer work it triggers runs), or end_mono (CLOCK_MONOTONIC, < 0: none).
+ * now is the queue clock. The caller re-evaluates after every return.
+ */
+static void
+receive_sleep(quay_queue *q, int64_t now, int64_t end_mono, unsigned *idle)
+{
+	struct recv_wait c = { q, INT64_MAX };
+	int64_t dl = end_mono;
+
+	/* Relaxed: a hint for the sleep length; recv_ready re-reads it. */
+	c.due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED);
+	if (c.due != INT64_MAX) {
+		int64_t mono = quayi_wait_deadline(0), t;
+
+		if (c.due <= now) {
+			/* Due, but another thread holds the timer lock and runs it. */
+			sched_yield();
+			return;
+		}
+		t = t_add(mono, c.due - now);
+		if (dl < 0 || t < dl)
+			dl = t;
+	}
+	/* A push claimed but not yet published counts while the pop still
+	 * fails: spin, then give the pusher the CPU. */
+	if (quay_pq_count(q->ready) != 0) {
+		if (++*idle > 64)
+			sched_yield();
+		else
+			quayi_cpu_relax();
+		return;
+	}
+	(void)quayi_wait_sleep(&q->ready->pop_event, quayi_pq_fence(q->ready) != 0, recv_ready, &c, dl);
+}
+
 static int
 receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono)
 {
 	uint64_t slot;
 	int64_t now = q_now(q);
+	unsigned idle = 0;
 	int rc;
 
 	maybe_run_timers(q, now);
 	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0))   /* L3 */
 		return -EAGAIN;
 	rc = take_one(q, (uint32_t)slot, now, lease, NULL);
+	/* Long poll: sleep, then run what became due and try again, until a
+	 * message, or the caller's deadline (one last try after it). */
 	while (rc == -EAGAIN && wait_ns != 0) {
-		int64_t sleep_ns = -1, due, left = -1;
-		quay_msg *msg = NULL;
-		int w;
-
-		if (end_mono >= 0) {
-			left = end_mono - quayi_wait_deadline(0);
-			if (left <= 0) {
-				rc = -ETIMEDOUT;
-				break;
-			}
-			sleep_ns = left;
+		if (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono) {
+			rc = -ETIMEDOUT;
+			break;
 		}
-		/* Relaxed: a hint for the sleep length. */
-		due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED);
-		if (due != INT64_MAX) {
-			int64_t d = due - now;
-
-			if (d < 0)
-				d = 0;
-			if (sleep_ns < 0 || d < sleep_ns)
-				sleep_ns = d;
-		}
-		w = sleep_ns == 0 ? -ETIMEDOUT : quay_pq_pop_wait(q->ready, &msg, NULL, sleep_ns);
+		receive_sleep(q, now, end_mono, &idle);
 		now = q_now(q);
-		if (w == 0) {
-			rc = take_one(q, (uint32_t)slot, now, lease, msg);
-		} else {
-			maybe_run_timers(q, now);
-			if (sleep_ns == 0)
-				sched_yield();   /* another thread runs the timers */
-			rc = take_one(q, (uint32_t)slot, now, lease, NULL);
-		}
+		maybe_run_timers(q, now);
+		rc = take_one(q, (uint32_t)slot, now, lease, NULL);
 	}
 	if (rc != 0)
 		slot_free(q, slot);
@@ -1367,8 +1448,17 @@ end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uin
 			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);      /* L2 */
 			continue;
 		}
-		if (s->msg != lease->msg)
+		/* Relaxed: ordered by L2 when the state has not moved since; if
+		 * the slot was reused meanwhile the state says so. */
+		if (__atomic_load_n(&s->msg, __ATOMIC_RELAXED) != lease->msg) {
+			uint64_t st2 = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* L2 */
+
+			if (st2 != st) {
+				st = st2;          /* the lease moved on meanwhile: look again */
+				continue;
+			}
 			return -ENOENT;
+		}
 		/* Relaxed: written before L1 or under BUSY, both ordered by L2. */
 		if (__atomic_load_n(&s->deadline, __ATOMIC_RELAXED) <= now)
 			return -ESTALE;
@@ -1441,36 +1531,53 @@ quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t more_ns)
 	struct quayi_lslot *s;
 	uint64_t st;
 	int64_t now, old, nd;
+	bool locked = false;
 	int rc;
 
 	if (q == NULL || lease == NULL || more_ns <= 0)
 		return -EINVAL;
 	now = q_now(q);
-	rc = end_lease(q, lease, true, now, &st);
-	if (rc != 0)
-		return rc;
-	s = &q->slots[lease->slot];
-	nd = more_ns > INT64_MAX - now ? INT64_MAX : now + more_ns;
-	old = __atomic_load_n(&s->deadline, __ATOMIC_RELAXED);   /* ours under BUSY */
-	if (nd < old) {
-		/* Shorter: a wheel node filed at the old deadline must move. */
+	nd = t_add(now, more_ns);
+	/* Lock order: the timer lock before BUSY, never the other way (the
+	 * timer's check_lease waits for BUSY with the lock held). A shorter
+	 * deadline moves a wheel node, under the lock: take it first when
+	 * the deadline seen now says so (relaxed peek; re-checked below). */
+	if (lease->slot < q->max_in_flight &&
+	    nd < __atomic_load_n(&q->slots[lease->slot].deadline, __ATOMIC_RELAXED)) {
 		pthread_mutex_lock(&q->tlock);
-		__atomic_store_n(&s->deadline, nd, __ATOMIC_RELAXED);
-		if (quayi_wheel_linked(&q->wheel, lease->slot) &&
-		    q->wheel.nodes[lease->slot].kind == QUAYI_T_LEASE) {
-			quayi_wheel_del(&q->wheel, lease->slot);
-			quayi_wheel_add(&q->wheel, lease->slot, nd);
-		}
-		/* Release: back to LEASED (pairs with L2). */
-		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);
-		pthread_mutex_unlock(&q->tlock);
-		lower_next_due(q, nd);
-		wake_receivers(q);
-	} else {
-		/* Relaxed: published by the release store below. */
-		__atomic_store_n(&s->deadline, nd, __ATOMIC_RELAXED);
-		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);           /* pairs with L2 */
+		locked = true;
 	}
+	for (;;) {
+		rc = end_lease(q, lease, true, now, &st);
+		if (rc != 0) {
+			if (locked)
+				pthread_mutex_unlock(&q->tlock);
+			return rc;
+		}
+		s = &q->slots[lease->slot];
+		old = __atomic_load_n(&s->deadline, __ATOMIC_RELAXED);   /* ours under BUSY */
+		if (locked || nd >= old)
+			break;
+		/* Another extend of this lease lengthened it meanwhile: give
+		 * BUSY back (release, pairs with L2), lock, and take it again. */
+		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);
+		pthread_mutex_lock(&q->tlock);
+		locked = true;
+	}
+	/* Relaxed: published by the release store of the state below. */
+	__atomic_store_n(&s->deadline, nd, __ATOMIC_RELAXED);
+	if (nd < old && quayi_wheel_linked(&q->wheel, lease->slot) &&
+	    q->wheel.nodes[lease->slot].kind == QUAYI_T_LEASE) {
+		/* Shorter: the wheel node filed at the old deadline moves. */
+		quayi_wheel_del(&q->wheel, lease->slot);
+		quayi_wheel_add(&q->wheel, lease->slot, nd);
+	}
+	/* Release: back to LEASED (pairs with L2). */
+	__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);
+	if (locked)
+		pthread_mutex_unlock(&q->tlock);
+	if (nd < old && lower_next_due(q, nd))
+		wake_receivers(q);
 	return 0;
 }
 
@@ -1493,10 +1600,21 @@ quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved)
 		quay_msg *msg;
 		unsigned prio = 0;
 
-		if (quay_pq_pop(dlq->ready, &msg, &prio) != 0)
+		/* Room in `to` first: a full target leaves the DLQ as it was,
+		 * every message in its place. */
+		if (!held_reserve(to)) {
+			rc = -EAGAIN;
 			break;
+		}
+		if (quay_pq_pop(dlq->ready, &msg, &prio) != 0) {
+			held_sub(to);
+			break;
+		}
 		if ((rc = tr_redrive(dlq, to, msg, now)) != 0) {
-			make_ready(dlq, msg);   /* back: its room is still held */
+			/* The log refused the move (durable): back, unchanged, at
+			 * the tail (its room is still held). */
+			held_sub(to);
+			make_ready(dlq, msg);
 			break;
 		}
 		n++;
@@ -1595,14 +1713,22 @@ quay_queue_stats(quay_queue *q, struct quay_queue_stats *out)
 	pthread_mutex_unlock(&q->tlock);
 	for (size_t i = 0; i < q->max_in_flight; i++) {
 		struct quayi_lslot *s = &q->slots[i];
-		/* Relaxed: a count; the message is not touched. */
-		if ((__atomic_load_n(&s->state, __ATOMIC_RELAXED) & 3u) != QUAYI_L_FREE)
+
+		/* Relaxed: a count and an estimate; the message is not touched
+		 * (enq is the slot's copy of its enqueued_ns, set at lease). */
+		if ((__atomic_load_n(&s->state, __ATOMIC_RELAXED) & 3u) != QUAYI_L_FREE) {
 			inflight++;
+			e = __atomic_load_n(&s->enq, __ATOMIC_RELAXED);
+			if (e != 0 && now - e > oldest)
+				oldest = now - e;
+		}
 	}
 	out->in_flight = inflight;
-	/* Relaxed: an estimate. */
+	/* Ready messages: the enqueue time of the last one received is that
+	 * of one older than every ready one of its level (an estimate).
+	 * Relaxed: an estimate. */
 	e = __atomic_load_n(&q->last_recv_enq, __ATOMIC_RELAXED);
-	if ((out->ready != 0 || inflight != 0) && e != 0 && now - e > oldest)
+	if (out->ready != 0 && e != 0 && now - e > oldest)
 		oldest = now - e;
 	out->oldest_age_ns = oldest;
 	quay_gauge_set(q->gauge[QG_READY], (int64_t)out->ready);

@@ -100,7 +100,9 @@ int64_t quayi_wheel_next_due(const struct quayi_wheel *w);
 struct quayi_lslot {
 	uint64_t state;
 	int64_t deadline;          /* atomic (relaxed); written under BUSY or by the owner */
-	quay_msg *msg;             /* written by the receiver that owns the FREE slot */
+	int64_t enq;               /* atomic (relaxed): the message's enqueued_ns, for stats */
+	quay_msg *msg;             /* written (atomic, relaxed) by the receiver that owns
+	                              the FREE slot, published by L1 */
 } QUAYI_ALIGNED(QUAY_CACHELINE);
 
 enum quayi_qcounter {
@@ -160,7 +162,9 @@ struct quay_queue {
 
 	pthread_mutex_t dlock;            /* dedup table */
 	struct quayi_dedup_entry *dedup;
-	size_t dedup_sets;                /* of 8 ways each, a power of two */
+	size_t dedup_sets;                /* of 8 ways each, a power of two; an id
+	                                     lives in one of DEDUP_PROBE (queue.c)
+	                                     sets from its home set on */
 
 	pthread_mutex_t block;            /* one browse at a time */
 	quay_msg **browse_buf;

@@ -35,9 +35,16 @@
  * stats call finds something due (it takes the timer lock with a
  * try-lock; others go on). Due messages become ready in due-time order,
  * never before their due time and, once a call is made, at most one tick
- * late. A receiver that sleeps wakes at the next due time to process it.
- * With a fake clock, call quay_queue_tick() after advancing it: due
- * messages become ready and wake sleeping receivers.
+ * late. A receiver that sleeps wakes at the next due time to process it,
+ * and recomputes that time whenever it moves earlier (a delayed message
+ * sent, a lease issued or shortened while it sleeps). With a fake clock,
+ * call quay_queue_tick() after advancing it: due messages become ready
+ * and wake sleeping receivers (a sleeping receiver also looks at the
+ * fake clock again when the real time it computed from it has passed).
+ *
+ * Times in the options and from on_failure are added with saturation:
+ * a delay, TTL, visibility, dedup window or retry delay so long that the
+ * sum passes INT64_MAX means "never" (INT64_MAX), never a wrapped time.
  *
  * Concurrency (synchronisation table):
  *
@@ -130,13 +137,17 @@ typedef enum quay_queue_state {
  * expiry). attempt is the number of deliveries so far (>= 1); reason is
  * the nack's reason, "lease expired", or NULL. *delay_ns comes in set to
  * the default backoff for this attempt; a RETRY may change it (>= 0).
- * Without a hook: RETRY while attempt < max_attempts, else DEAD_LETTER.
+ * The hook is asked only while attempt < max_attempts: at the limit the
+ * message is dead-lettered (reason max-attempts) without calling it, so
+ * a hook cannot keep a message past max_attempts. Without a hook: RETRY.
  * The hook runs as the hooks at the top of this file do.
  */
 typedef quay_queue_verdict (*quay_queue_failure_fn)(void *ctx, const quay_msg *msg, uint32_t attempt,
     const char *reason, int64_t *delay_ns);
 
-/** Told about each message dead-lettered (or dropped for want of a DLQ). */
+/** Told about each message dead-lettered (or dropped for want of a DLQ),
+ * once per message: when it has moved into the DLQ (a DLQ that is full
+ * delays the move and the call). */
 typedef void (*quay_queue_dead_letter_fn)(void *ctx, const quay_msg *msg, quay_queue_dlq_reason reason);
 
 /** Visit one message in quay_queue_browse(): return 0 to go on, non-zero to stop. */
@@ -161,7 +172,11 @@ typedef struct quay_queue_opts {
 	                                  be < levels */
 	const uint32_t *weights;     /**< QUAY_QUEUE_WEIGHTED: as quay_pq_opts.weights */
 	int64_t visibility_ns;       /**< lease length; 0: QUAY_QUEUE_VISIBILITY_DEFAULT */
-	uint32_t max_attempts;       /**< deliveries before dead-lettering, 1..1000; 0: 10 */
+	uint32_t max_attempts;       /**< deliveries before dead-lettering, 1..1000; 0: 10.
+	                                  0 is the default, as for every option here, although
+	                                  RELIABILITY 5.4 asks -EINVAL for a zero count: the
+	                                  queue's issue ("zero means a sensible default") and
+	                                  the options' rule win; > 1000 is -EINVAL */
 	quay_queue *dlq;             /**< dead-letter queue (not this one); NULL: dead letters
 	                                  are dropped and counted */
 	int64_t delay_ns;            /**< default delay of a sent message without not-before */
@@ -171,7 +186,9 @@ typedef struct quay_queue_opts {
 	int64_t backoff_max_ns;      /**< largest retry delay, >= base; 0: 60 s */
 	uint64_t jitter_seed;        /**< seed of the full-jitter generator; 0: a fixed default */
 	int64_t dedup_window_ns;     /**< 0: no deduplication; else ids seen within it are dropped */
-	size_t dedup_capacity;       /**< dedup ids remembered; 0: capacity */
+	size_t dedup_capacity;       /**< live dedup ids guaranteed room (the table has at least
+	                                  twice as many ways, probed over 8 sets); 0: capacity.
+	                                  A send finding no room is -EAGAIN */
 	int64_t tick_ns;             /**< timer tick, 1 us..1 s; 0: 1 ms */
 	quay_queue_failure_fn on_failure;      /**< NULL: the default policy */
 	quay_queue_dead_letter_fn on_dead_letter;  /**< NULL: none */
@@ -312,7 +329,9 @@ QUAY_API int quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int
  * field is incremented. Messages found past their TTL are dead-lettered
  * on the way and never delivered. Waits up to wait_ns of real time (< 0:
  * forever; 0: try once) for a message, waking as soon as one is sent or
- * a delayed one becomes due.
+ * a delayed one becomes due (also one sent after the call went to sleep):
+ * after every wake it runs due timers, tries again and, if nothing is
+ * ready, sleeps until min(its deadline, the next due time).
  *
  * Concurrency: lock-free but for the timer processing described above.
  * Ordering: acquire (see the top of this file).
@@ -360,7 +379,8 @@ QUAY_API int quay_queue_nack(quay_queue *q, const quay_lease *lease, const char 
 /**
  * Extend a lease: its deadline becomes now + more_ns (the lease's
  * deadline_ns is not updated: the caller's copy is const; read the new
- * deadline as now + more_ns).
+ * deadline as now + more_ns). A shorter deadline than the current one
+ * takes the timer lock (to move the lease's timer), before the lease.
  *
  * Returns: 0; -ESTALE, -ENOENT as quay_queue_ack(); -EINVAL if q or
  *          lease is NULL or more_ns <= 0.
@@ -372,7 +392,9 @@ QUAY_API int quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t m
  * priority), each exactly once: attempts reset to 0, the DLQ headers and
  * the not-before time removed (headers only if the message is not shared
  * by another holder). Delayed and in-flight messages of dlq stay. Stops
- * early if to is full. dlq counts them as redriven_out, to as sent.
+ * early if to is full: room in to is reserved before a message is taken
+ * from dlq, so a full target leaves dlq exactly as it was (every message
+ * unchanged and in its place). dlq counts them as redriven_out, to as sent.
  * *moved (may be NULL) gets the number moved.
  *
  * Concurrency: safe against every call but destroy of either queue.
@@ -414,8 +436,9 @@ QUAY_API int quay_queue_tick(quay_queue *q);
  * are measured (ready: the priority queue's count; delayed: the timer's
  * count; in_flight: the lease table's leased slots) and also written to
  * the registry's gauges. oldest_age_ns: the largest age (now - enqueued)
- * among delayed and in-flight messages and the message most recently
- * received (an estimate of the oldest ready one), 0 if empty.
+ * among delayed messages, in-flight messages (each lease slot keeps its
+ * message's enqueue time) and, if any message is ready, the message most
+ * recently received (an estimate of the oldest ready one); 0 if empty.
  *
  * Concurrency: safe from any thread; exact at quiescence only.
  * Returns: 0; -EINVAL if q or out is NULL.

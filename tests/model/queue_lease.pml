@@ -16,13 +16,15 @@
  *   I3 receive_count (att) never decreases except by redrive (which
  *      resets it, documented);
  *   I4 DLQ only when att >= MAX (SQS "exceeds": the MAX-th failed
- *      delivery moves it);
+ *      delivery moves it), checked by the monitor process in every
+ *      reachable state, not by the transition that decides it;
  *   I5 at the end every message is ACKED or in the DLQ (none in flight,
  *      none ready);
  *   I6 an ack takes effect only for the current lease of a message in
  *      flight (the fenced ack checks this itself; the broken one asserts).
- * Build with -DBROKEN to drop the fence from ack: spin must then find a
- * violation (run_spin.sh checks that it does).
+ * Build with -DBROKEN to drop the fence from ack, or with -DEARLY to
+ * dead-letter one failure too early: spin must then find a violation
+ * (run_spin.sh checks that it does for both).
  */
 #define M 2
 #define C 2
@@ -43,10 +45,16 @@ bool redriven = false;
 byte done_consumers = 0;
 bool timer_done = false;
 
+#ifdef EARLY
+#define DLQ_AT (MAX - 1)      /* the broken policy: one failure too early */
+#else
+#define DLQ_AT MAX
+#endif
+
 inline fail(m)
 {
 	if
-	:: att[m] >= MAX -> assert(att[m] >= MAX); st[m] = DLQ      /* I4 */
+	:: att[m] >= DLQ_AT -> st[m] = DLQ
 	:: else -> st[m] = READY
 	fi
 }
@@ -172,9 +180,16 @@ proctype drainer()
 	od;
 	for (m : 0 .. M - 1) {
 		assert(st[m] == ACKED || st[m] == DLQ);                /* I5 */
-		assert(st[m] != ACKED || acks[m] == 1);                /* I2 */
-		assert(st[m] != DLQ || att[m] >= MAX)                  /* I4 */
-	}
+		assert(st[m] != ACKED || acks[m] == 1)                 /* I2 */
+	}                                                          /* I4: monitor */
+}
+
+/* I4 in every reachable state: a single assert that spin may run at any
+ * point of any interleaving (between atomic steps), so no state where a
+ * message sits in the DLQ with att < MAX escapes it. */
+proctype monitor()
+{
+	assert((st[0] != DLQ || att[0] >= MAX) && (st[1] != DLQ || att[1] >= MAX))   /* I4 */
 }
 
 init
@@ -183,6 +198,7 @@ init
 		run consumer();
 		run consumer();
 		run timer();
-		run drainer()
+		run drainer();
+		run monitor()
 	}
 }

@@ -4,9 +4,10 @@
 #   run_spin.sh <abs path of queue_lease.pml> <scratch work dir>
 # Generates the verifier (spin -a), compiles pan.c with $CC, runs an
 # exhaustive safety search and prints the states explored. Fails on any
-# assertion violation, on an incomplete search, and also if the model's
-# deliberately broken variant (-DBROKEN: ack without the fence) is NOT
-# caught, so that a model that cannot fail does not pass.
+# assertion violation, on an incomplete search, and also if one of the
+# model's deliberately broken variants (-DBROKEN: ack without the fence;
+# -DEARLY: dead-letter one failure early, which invariant I4 must catch)
+# is NOT caught, so that a model that cannot fail does not pass.
 set -eu
 pml=$1
 work=$2
@@ -43,3 +44,16 @@ if grep -q "errors: 0" broken/pan.out; then
 	exit 1
 fi
 echo "run_spin: the broken variant (ack without the fence) is caught: $(grep -o 'errors: [0-9]*' broken/pan.out)"
+
+verify early "-DEARLY"
+if grep -q "errors: 0" early/pan.out; then
+	cat early/pan.out
+	echo "run_spin: the early dead-letter variant was NOT caught (I4 cannot fail)"
+	exit 1
+fi
+if ! grep -q "assertion violated.*att\[0\]" early/pan.out; then
+	cat early/pan.out
+	echo "run_spin: the early dead-letter variant failed, but not on the I4 monitor"
+	exit 1
+fi
+echo "run_spin: the early dead-letter variant is caught by I4: $(grep -o 'errors: [0-9]*' early/pan.out)"

@@ -4,7 +4,9 @@
  *
  * P producers send messages (producer, seq, check) into a queue with a
  * short visibility timeout on the real clock; C consumers receive them
- * and at random ack, nack, or drop the lease and let it expire; "poison"
+ * and at random extend the lease (shorter or longer than the visibility
+ * timeout, concurrent with the timer work that others run), then ack,
+ * nack, or drop the lease and let it expire; "poison"
  * messages are always nacked, so they reach the dead-letter queue after
  * max_attempts. When every message is acked or dead-lettered, the main
  * thread redrives the DLQ back and the consumers ack everything.
@@ -15,6 +17,8 @@
  *   - no message is received with a corrupt body;
  *   - a consumer that walked away and acks after its lease expired gets
  *     -ESTALE or -ENOENT, never 0 (the fence);
+ *   - extend returns 0 or -ESTALE (the lease expired meanwhile), nothing
+ *     else, and never hangs (the alarm catches a deadlock);
  *   - conservation on both queues: sent + restored == ready + delayed +
  *     in_flight + acked + dead_lettered + dropped + redriven_out, with
  *     ready = delayed = in_flight = 0 at the end, and the DLQ's
@@ -86,6 +90,8 @@ struct run {
 	uint64_t send_retries;     /* atomic */
 	uint64_t zombie_tries;     /* atomic: late acks of walked-away leases */
 	uint64_t zombie_accepted;  /* atomic: ... that wrongly returned 0 */
+	uint64_t extends;          /* atomic: extends that returned 0 */
+	uint64_t bad_extends;      /* atomic: ... that returned neither 0 nor -ESTALE */
 	int producer_id;           /* atomic: next producer number */
 	int consumer_id;
 };
@@ -181,6 +187,7 @@ handle(struct run *r, quay_lease *l, uint64_t *rng, struct zombie *z)
 	uint32_t id;
 	int phase = __atomic_load_n(&r->phase, __ATOMIC_ACQUIRE);
 	uint64_t dice = qt_rand(rng) % 100;
+	int64_t extra = 0;
 
 	memcpy(&b, quay_msg_body(l->msg), sizeof(b));
 	if (quay_msg_body_len(l->msg) != sizeof(b) || b.check != check_of(b.producer, b.seq) ||
@@ -191,6 +198,22 @@ handle(struct run *r, quay_lease *l, uint64_t *rng, struct zombie *z)
 		return;
 	}
 	id = b.producer * r->per_producer + b.seq;
+	if (phase == 1) {
+		/* Extend: 1 ms (shorter than the 3 ms lease: the timer-wheel
+		 * path) or 5 ms (longer). */
+		uint64_t e = qt_rand(rng) % 100;
+
+		if (e < 20) {
+			int rc = quay_queue_extend(r->q, l, e < 10 ? MS : 5 * MS);
+
+			if (rc == 0) {
+				__atomic_fetch_add(&r->extends, 1, __ATOMIC_RELAXED);
+				extra = e < 10 ? 0 : 5 * MS;
+			} else if (rc != -ESTALE) {
+				__atomic_fetch_add(&r->bad_extends, 1, __ATOMIC_RELAXED);
+			}
+		}
+	}
 	if (phase == 1 && (poison(id) || dice < 15)) {
 		if (quay_queue_nack(r->q, l, "stress") == 0)
 			__atomic_fetch_add(&r->nacks, 1, __ATOMIC_RELAXED);
@@ -200,7 +223,7 @@ handle(struct run *r, quay_lease *l, uint64_t *rng, struct zombie *z)
 		if (!z->have && dice < 18) {
 			z->have = true;
 			z->l = *l;
-			z->at = qt_now_ns() + 4 * MS;              /* past the 3 ms lease */
+			z->at = qt_now_ns() + 4 * MS + extra;      /* past the lease */
 			return;                                    /* keeps the reference */
 		}
 	} else if (quay_queue_ack(r->q, l) == 0) {
@@ -327,14 +350,15 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 		fprintf(stderr, "stress-queue %s: DLQ conservation broken\n", c->name);
 		bad = 1;
 	}
-	if (lost != 0 || r.dup != 0 || r.corrupt != 0 || r.zombie_accepted != 0)
+	if (lost != 0 || r.dup != 0 || r.corrupt != 0 || r.zombie_accepted != 0 || r.bad_extends != 0)
 		bad = 1;
-	printf("stress-queue %-12s P%dC%d msgs %u: lost %llu dup %llu corrupt %llu stale-ack-accepted %llu/%llu | received %llu acked %llu "
+	printf("stress-queue %-12s P%dC%d msgs %u: lost %llu dup %llu corrupt %llu stale-ack-accepted %llu/%llu bad-extend %llu/%llu | received %llu acked %llu "
 	       "nacked %llu walked-away %llu lease-expired %llu retried %llu dead-lettered %llu redriven %llu "
 	       "send-full %llu | %.2f s %s\n",
 	    c->name, c->producers, c->consumers, r.total, (unsigned long long)lost, (unsigned long long)r.dup,
 	    (unsigned long long)r.corrupt, (unsigned long long)r.zombie_accepted,
-	    (unsigned long long)r.zombie_tries, (unsigned long long)s.received, (unsigned long long)s.acked,
+	    (unsigned long long)r.zombie_tries, (unsigned long long)r.bad_extends,
+	    (unsigned long long)r.extends, (unsigned long long)s.received, (unsigned long long)s.acked,
 	    (unsigned long long)s.nacked, (unsigned long long)r.expiries, (unsigned long long)s.lease_expired,
 	    (unsigned long long)s.retried, (unsigned long long)s.dead_lettered, (unsigned long long)redriven,
 	    (unsigned long long)r.send_retries, qt_now_s() - t0, bad ? "FAIL" : "ok");

@@ -898,6 +898,7 @@ redrive_stops_when_target_full(void **state)
 
 /* ---- hooks ------------------------------------------------------------ */
 
+
 struct hook_log {
 	quay_queue_verdict verdict;
 	int64_t delay;
@@ -977,6 +978,228 @@ failure_hook_decides(void **state)
 }
 
 /* ---- delays and the timing wheel --------------------------------------- */
+
+static quay_msg *mkdedup(uint64_t v, const char *id);
+
+/* Review 4: a redrive into a full target changes nothing in the DLQ: the
+ * messages keep their order, headers, attempts and TTL. */
+static void
+redrive_into_full_target_changes_nothing(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *dlq, *src, *to;
+	quay_lease l;
+	size_t moved = 99;
+	int64_t exp[3];
+
+	(void)state;
+	o.name = "dlq";
+	o.ttl_ns = 3600 * 1000 * MS;
+	dlq = mkq(&o);
+	o = fake_opts();
+	o.name = "src";
+	o.dlq = dlq;
+	o.max_attempts = 1;
+	src = mkq(&o);
+	o = fake_opts();
+	o.name = "to";
+	o.capacity = 1;
+	to = mkq(&o);
+	for (uint64_t v = 1; v <= 3; v++) {
+		send_v(src, v);
+		assert_int_equal(recv_v(src, &l), v);
+		assert_int_equal(quay_queue_nack(src, &l, NULL), 0);
+		done(&l);
+		set_time(fake_now + MS);
+	}
+	send_v(to, 99);                                       /* the target is full */
+	assert_int_equal(quay_queue_redrive(dlq, to, 10, &moved), -EAGAIN);
+	assert_int_equal(moved, 0);
+	assert_int_equal(stats(dlq).redriven_out, 0);
+	assert_int_equal(stats(dlq).ready, 3);
+	for (uint64_t v = 1; v <= 3; v++) {
+		assert_int_equal(recv_v(dlq, &l), v);          /* order kept */
+		header_is(l.msg, QUAY_MSG_H_DLQ_REASON, "max-attempts");
+		header_is(l.msg, QUAY_MSG_H_DLQ_SOURCE, "src");
+		exp[v - 1] = quay_msg_expires_ns(l.msg);
+		assert_int_equal(exp[v - 1], T0 + (int64_t)(v - 1) * MS + 3600 * 1000 * MS);
+		assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0);   /* back, after backoff */
+		done(&l);
+	}
+	check_conservation(dlq);
+	check_conservation(to);
+	quay_queue_destroy(src);
+	quay_queue_destroy(to);
+	quay_queue_destroy(dlq);
+}
+
+/* Review 5: on_dead_letter runs once per message, however many times the
+ * dead-lettering waits for room in a full DLQ; the reason headers go on
+ * once. */
+static void
+dead_letter_hook_runs_once_when_dlq_full(void **state)
+{
+	struct hook_log h = { QUAY_QUEUE_RETRY, -1, 0, "", 0, 0 };
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l;
+
+	(void)state;
+	o.name = "small";
+	o.capacity = 1;
+	dlq = mkq(&o);
+	o.name = "src";
+	o.capacity = 8;
+	o.dlq = dlq;
+	o.max_attempts = 1;
+	o.on_dead_letter = on_dead;
+	o.hook_ctx = &h;
+	q = mkq(&o);
+	send_v(dlq, 100);                                     /* the DLQ is full */
+	send_v(q, 1);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+	done(&l);
+	for (int i = 1; i <= 5; i++) {                        /* five more tries, all full */
+		set_time(T0 + i * QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
+		assert_int_equal(quay_queue_tick(q), 0);
+		assert_int_equal(stats(q).delayed, 1);
+	}
+	assert_int_equal(h.dead, 0);
+	assert_int_equal(stats(q).dead_lettered, 0);
+	assert_int_equal(recv_v(dlq, &l), 100);
+	ack_v(dlq, &l);
+	set_time(T0 + 6 * QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_int_equal(h.dead, 1);
+	assert_int_equal(h.dead_reason, QUAY_QUEUE_DLQ_MAX_ATTEMPTS);
+	assert_int_equal(stats(q).dead_lettered, 1);
+	assert_int_equal(recv_v(dlq, &l), 1);
+	assert_int_equal(quay_msg_header_count(l.msg), 2);    /* reason + source, once */
+	ack_v(dlq, &l);
+	check_conservation(q);
+	check_conservation(dlq);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+/* ---- time overflow (review 6) ----------------------------------------- */
+
+static quay_queue_verdict
+retry_forever(void *ctx, const quay_msg *msg, uint32_t attempt, const char *reason, int64_t *delay_ns)
+{
+	(void)ctx;
+	(void)msg;
+	(void)attempt;
+	(void)reason;
+	*delay_ns = INT64_MAX;
+	return QUAY_QUEUE_RETRY;
+}
+
+/* Every option time and hook delay at INT64_MAX means "never", not a
+ * wrapped (negative) time. */
+static void
+huge_times_saturate(void **state)
+{
+	quay_queue_opts o;
+	quay_queue *q;
+	quay_lease l;
+	quay_msg *m;
+
+	(void)state;
+	/* visibility: the lease never expires, ack works. */
+	o = fake_opts();
+	o.visibility_ns = INT64_MAX;
+	q = mkq(&o);
+	send_v(q, 1);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(l.deadline_ns, INT64_MAX);
+	set_time(T0 + 1000000 * 1000 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_int_equal(stats(q).lease_expired, 0);
+	assert_int_equal(quay_queue_extend(q, &l, INT64_MAX), 0);
+	ack_v(q, &l);
+	check_conservation(q);
+	quay_queue_destroy(q);
+	set_time(T0);
+	/* delay: never due. */
+	o = fake_opts();
+	o.delay_ns = INT64_MAX;
+	q = mkq(&o);
+	m = mkmsg(2);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(quay_msg_not_before_ns(m), INT64_MAX);
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	assert_int_equal(stats(q).delayed, 1);
+	check_conservation(q);
+	quay_queue_destroy(q);
+	/* ttl: never expires. */
+	o = fake_opts();
+	o.ttl_ns = INT64_MAX;
+	q = mkq(&o);
+	m = mkmsg(3);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(quay_msg_expires_ns(m), INT64_MAX);
+	assert_int_equal(recv_v(q, &l), 3);
+	ack_v(q, &l);
+	assert_int_equal(stats(q).ttl_expired, 0);
+	quay_queue_destroy(q);
+	/* dedup window: the id stays remembered. */
+	o = fake_opts();
+	o.dedup_window_ns = INT64_MAX;
+	q = mkq(&o);
+	assert_int_equal(quay_queue_send(q, mkdedup(4, "x")), 0);
+	assert_int_equal(quay_queue_send(q, mkdedup(5, "x")), 0);
+	assert_int_equal(stats(q).deduplicated, 1);
+	quay_queue_destroy(q);
+	/* on_failure delay: retried never (kept delayed); with a TTL, the
+	 * TTL comes first, so it is dead-lettered (dropped: no DLQ) now. */
+	o = fake_opts();
+	o.on_failure = retry_forever;
+	q = mkq(&o);
+	send_v(q, 6);
+	assert_int_equal(recv_v(q, &l), 6);
+	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+	done(&l);
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	assert_int_equal(stats(q).delayed, 1);
+	m = mkmsg(7);
+	assert_int_equal(quay_msg_set_expires_ns(m, T0 + 1000 * MS), 0);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(recv_v(q, &l), 7);
+	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+	done(&l);
+	assert_int_equal(stats(q).ttl_expired, 1);
+	assert_int_equal(stats(q).delayed, 1);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+/* Review 11: oldest_age_ns covers in-flight messages (an old lease
+ * outlives younger ones). */
+static void
+oldest_age_covers_in_flight(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l1, l2;
+
+	(void)state;
+	o.visibility_ns = 3600 * 1000 * MS;
+	q = mkq(&o);
+	send_v(q, 1);
+	set_time(T0 + 1000 * MS);
+	send_v(q, 2);
+	assert_int_equal(recv_v(q, &l1), 1);
+	assert_int_equal(recv_v(q, &l2), 2);
+	ack_v(q, &l2);
+	set_time(T0 + 5000 * MS);
+	assert_int_equal(stats(q).in_flight, 1);
+	assert_int_equal(stats(q).oldest_age_ns, 5000 * MS);
+	ack_v(q, &l1);
+	assert_int_equal(stats(q).oldest_age_ns, 0);
+	quay_queue_destroy(q);
+}
 
 static void
 delayed_message_exact(void **state)
@@ -1144,7 +1367,7 @@ dedup_window(void **state)
 
 	(void)state;
 	o.dedup_window_ns = 1000 * MS;
-	o.dedup_capacity = 8;                                 /* one set of 8 */
+	o.dedup_capacity = 8;                                 /* smallest table: 8 sets */
 	q = mkq(&o);
 	assert_int_equal(quay_queue_send(q, mkdedup(1, "a")), 0);
 	assert_int_equal(quay_queue_send(q, mkdedup(2, "a")), 0);   /* duplicate */
@@ -1162,8 +1385,10 @@ dedup_window(void **state)
 		assert_int_equal(recv_v(q, &l), want[i]);
 		ack_v(q, &l);
 	}
-	/* Full of live ids: -EAGAIN, the caller keeps the message. */
-	for (int i = 0; i < 7; i++) {
+	/* The table holds at least twice dedup_capacity (8 sets of 8 here,
+	 * every one in each id's probe window): 1 live id ("a": "b" expired)
+	 * and 63 more fill it; then -EAGAIN, the caller keeps the message. */
+	for (int i = 0; i < 63; i++) {
 		char id[8];
 		snprintf(id, sizeof(id), "k%d", i);
 		assert_int_equal(quay_queue_send(q, mkdedup(10, id)), 0);
@@ -1199,6 +1424,54 @@ visit(void *ctx, const quay_msg *msg, quay_queue_state st)
 	s->st[s->n] = st;
 	s->n++;
 	return s->n == s->stop_at ? 42 : 0;
+}
+
+/* Review 7: the documented dedup capacity is really available: as many
+ * distinct live ids as dedup_capacity (default: capacity) are all taken,
+ * whatever their hashes, and each is then recognised. */
+static void
+dedup_capacity_is_available(void **state)
+{
+	static const struct {
+		size_t capacity, dedup_capacity;
+	} cases[] = { { 4096, 0 }, { 4096, 1000 }, { 1000, 0 }, { 64, 64 } };
+
+	(void)state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		quay_queue_opts o = fake_opts();
+		quay_queue *q;
+		size_t n = cases[c].dedup_capacity ? cases[c].dedup_capacity : cases[c].capacity;
+
+		o.capacity = cases[c].capacity;
+		o.dedup_capacity = cases[c].dedup_capacity;
+		o.dedup_window_ns = 1000 * MS;
+		q = mkq(&o);
+		for (size_t i = 0; i < n; i++) {
+			char id[32];
+
+			snprintf(id, sizeof(id), "case%zu-id%zu", c, i);
+			assert_int_equal(quay_queue_send(q, mkdedup(i, id)), 0);
+		}
+		assert_int_equal(stats(q).sent, n);
+		assert_int_equal(stats(q).deduplicated, 0);
+		/* Acked, the ids stay remembered for the window (a full queue
+		 * would refuse the duplicates before looking at them). */
+		for (size_t i = 0; i < n; i++) {
+			quay_lease l;
+
+			assert_int_equal(recv_v(q, &l), i);
+			ack_v(q, &l);
+		}
+		for (size_t i = 0; i < n; i += 7) {
+			char id[32];
+
+			snprintf(id, sizeof(id), "case%zu-id%zu", c, i);
+			assert_int_equal(quay_queue_send(q, mkdedup(i, id)), 0);
+		}
+		assert_int_equal(stats(q).deduplicated, (n + 6) / 7);
+		check_conservation(q);
+		quay_queue_destroy(q);
+	}
 }
 
 static void
@@ -1363,6 +1636,205 @@ real_clock_delay_wakes_receiver(void **state)
 	quay_queue_destroy(q);
 }
 
+/* Review 2: a receiver already asleep wakes for a delayed message sent
+ * after it went to sleep, when that message becomes due (real clock: no
+ * tick, nobody else runs the timers). */
+struct timed_waiter {
+	quay_queue *q;
+	int64_t wait_ns;
+	int rc;
+	uint64_t v;
+	int tid;
+	int64_t took_ns;
+};
+
+static void *
+timed_wait_thread(void *arg)
+{
+	struct timed_waiter *w = arg;
+	quay_lease l;
+	int64_t t0;
+
+	__atomic_store_n(&w->tid, qt_gettid(), __ATOMIC_SEQ_CST);
+	t0 = qt_now_ns();
+	w->rc = quay_queue_receive(w->q, &l, w->wait_ns);
+	w->took_ns = qt_now_ns() - t0;
+	if (w->rc == 0) {
+		w->v = val(l.msg);
+		w->rc = quay_queue_ack(w->q, &l);
+		quay_msg_unref(l.msg);
+	}
+	return NULL;
+}
+
+static void
+start_sleeper(struct timed_waiter *w, pthread_t *t)
+{
+	assert_int_equal(pthread_create(t, NULL, timed_wait_thread, w), 0);
+	while (__atomic_load_n(&w->tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(w->tid, 5000));
+}
+
+static int64_t
+realtime_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void
+sleeping_receiver_wakes_for_later_delayed(void **state)
+{
+	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct timed_waiter w = { NULL, 10000 * MS, -1, 0, 0, 0 };
+	quay_queue *q;
+	pthread_t t;
+	quay_msg *m;
+
+	(void)state;
+	q = mkq(&o);
+	w.q = q;
+	start_sleeper(&w, &t);
+	m = mkmsg(9);
+	assert_int_equal(quay_msg_set_not_before_ns(m, realtime_now() + 50 * MS), 0);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_true(qt_join_within(t, 20000));
+	assert_int_equal(w.rc, 0);
+	assert_int_equal(w.v, 9);
+	assert_true(w.took_ns < 5000 * MS);                   /* not the caller's 10 s */
+	/* The same with a default delay and no deadline at all. */
+	quay_queue_destroy(q);
+	o.delay_ns = 50 * MS;
+	q = mkq(&o);
+	w = (struct timed_waiter){ q, -1, -1, 0, 0, 0 };
+	start_sleeper(&w, &t);
+	send_v(q, 10);
+	assert_true(qt_join_within(t, 20000));
+	assert_int_equal(w.rc, 0);
+	assert_int_equal(w.v, 10);
+	quay_queue_destroy(q);
+}
+
+/* The same on the fake clock, without tick: the sleeper recomputes its
+ * sleep from the new due time and runs the timers itself when it wakes. */
+static void
+sleeping_receiver_wakes_for_later_delayed_fake(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	struct timed_waiter w = { NULL, 10000 * MS, -1, 0, 0, 0 };
+	quay_queue *q;
+	pthread_t t;
+	quay_msg *m;
+
+	(void)state;
+	q = mkq(&o);
+	w.q = q;
+	start_sleeper(&w, &t);
+	m = mkmsg(11);
+	assert_int_equal(quay_msg_set_not_before_ns(m, T0 + 50 * MS), 0);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	set_time(T0 + 50 * MS);
+	assert_true(qt_join_within(t, 20000));
+	assert_int_equal(w.rc, 0);
+	assert_int_equal(w.v, 11);
+	assert_true(w.took_ns < 5000 * MS);
+	quay_queue_destroy(q);
+}
+
+/* Review 1: extend (a shorter deadline: the wheel path) concurrent with
+ * the timer work must not deadlock. */
+struct extend_run {
+	quay_queue *q;
+	int stop;
+	long iters;
+	int err;
+};
+
+static void *
+ticker_thread(void *arg)
+{
+	struct extend_run *r = arg;
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_SEQ_CST))
+		(void)quay_queue_tick(r->q);
+	return NULL;
+}
+
+static void *
+extender_thread(void *arg)
+{
+	struct extend_run *r = arg;
+	quay_lease l;
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_SEQ_CST)) {
+		int rc;
+
+		if (quay_queue_receive(r->q, &l, 0) != 0)
+			continue;
+		rc = quay_queue_extend(r->q, &l, 1000 * MS);   /* < visibility: shorter */
+		if (rc == 0)
+			rc = quay_queue_extend(r->q, &l, 2000 * MS);   /* longer */
+		if (rc == 0 && l.attempt + 1 >= QUAY_QUEUE_ATTEMPTS_MAX) {
+			/* Before the limit dead-letters it: ack, send a new one. */
+			rc = quay_queue_ack(r->q, &l);
+			if (rc == 0)
+				rc = quay_queue_send(r->q, mkmsg(val(l.msg)));
+		} else if (rc == 0) {
+			rc = quay_queue_nack(r->q, &l, NULL);
+		}
+		if (rc != 0)
+			__atomic_store_n(&r->err, rc, __ATOMIC_SEQ_CST);
+		quay_msg_unref(l.msg);
+		__atomic_fetch_add(&r->iters, 1, __ATOMIC_SEQ_CST);
+	}
+	return NULL;
+}
+
+static void
+extend_concurrent_with_timer(void **state)
+{
+	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct extend_run r = { NULL, 0, 0, 0 };
+	pthread_t a, b[2];
+	long last = -1;
+
+	(void)state;
+	o.flags = QUAY_QUEUE_NO_BACKOFF;
+	o.max_attempts = QUAY_QUEUE_ATTEMPTS_MAX;
+	r.q = mkq(&o);
+	for (uint64_t v = 0; v < 4; v++)
+		send_v(r.q, v);
+	assert_int_equal(pthread_create(&a, NULL, ticker_thread, &r), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&b[i], NULL, extender_thread, &r), 0);
+	for (int s = 0; s < 10; s++) {
+		long it;
+
+		qt_sleep_ms(100);
+		it = __atomic_load_n(&r.iters, __ATOMIC_SEQ_CST);
+		if (it == last) {
+			/* Stuck threads cannot be joined: report and leave. */
+			fprintf(stderr, "extend_concurrent_with_timer: no progress in 100 ms at %ld: deadlock\n", it);
+			qt_sleep_ms(1000);
+			if (__atomic_load_n(&r.iters, __ATOMIC_SEQ_CST) == it)
+				_exit(1);
+		}
+		last = it;
+	}
+	__atomic_store_n(&r.stop, 1, __ATOMIC_SEQ_CST);
+	assert_true(qt_join_within(a, 10000));
+	for (int i = 0; i < 2; i++)
+		assert_true(qt_join_within(b[i], 10000));
+	assert_int_equal(r.err, 0);
+	assert_true(r.iters > 0);
+	check_conservation(r.q);
+	assert_int_equal(stats(r.q).ready, 4);
+	quay_queue_destroy(r.q);
+}
+
 int
 main(void)
 {
@@ -1399,6 +1871,14 @@ main(void)
 		cmocka_unit_test_setup_teardown(restore_is_not_a_send, setup, teardown),
 		cmocka_unit_test_setup_teardown(blocking_receive_wakes_on_send_and_due, setup, teardown),
 		cmocka_unit_test_setup_teardown(real_clock_delay_wakes_receiver, setup, teardown),
+		cmocka_unit_test_setup_teardown(sleeping_receiver_wakes_for_later_delayed, setup, teardown),
+		cmocka_unit_test_setup_teardown(sleeping_receiver_wakes_for_later_delayed_fake, setup, teardown),
+		cmocka_unit_test_setup_teardown(extend_concurrent_with_timer, setup, teardown),
+		cmocka_unit_test_setup_teardown(redrive_into_full_target_changes_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(dead_letter_hook_runs_once_when_dlq_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(huge_times_saturate, setup, teardown),
+		cmocka_unit_test_setup_teardown(oldest_age_covers_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(dedup_capacity_is_available, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
