@@ -28,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+
+#include "test_util.h"
 #include <time.h>
 #include <unistd.h>
 
@@ -50,24 +52,6 @@ body_for(uint64_t seq, unsigned char *b, size_t *len)
 		b[i] = (unsigned char)(seq * 31 + i);
 }
 
-static void
-rm_dir(const char *d)
-{
-	DIR *dh = opendir(d);
-	struct dirent *e;
-	char p[512];
-
-	if (dh == NULL)
-		return;
-	while ((e = readdir(dh)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", d, e->d_name);
-		unlink(p);
-	}
-	closedir(dh);
-	rmdir(d);
-}
 
 static int
 open_all(const char *dir, unsigned mode, quay_pool *pool, quay_wal **w, quay_queue **q, quay_queue **dlq)
@@ -334,13 +318,13 @@ main(void)
 		if (!WIFSIGNALED(status)) {
 			fprintf(stderr, "trial %u: child exited %d before the kill\n", t, WEXITSTATUS(status));
 			failures++;
-			rm_dir(dir);
+			qt_rm_dir(dir);
 			continue;
 		}
 		if ((rc = open_all(dir, mode, pool, &w, &q, &dlq)) != 0) {
 			fprintf(stderr, "trial %u: recovery failed: %d (%s)\n", t, rc, quay_strerror(rc));
 			failures++;
-			rm_dir(dir);
+			qt_rm_dir(dir);
 			continue;
 		}
 		quay_queue_browse(q, visit, &f);
@@ -376,7 +360,7 @@ main(void)
 			    dir);
 			kept++;
 		} else {
-			rm_dir(dir);
+			qt_rm_dir(dir);
 		}
 		corrupt += f.corrupt;
 		found_total += f.found;

@@ -34,16 +34,6 @@
 
 #include <quay/bus.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define STRESS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define STRESS_TSAN 1
-#endif
-#endif
-#ifndef STRESS_TSAN
-#define STRESS_TSAN 0
-#endif
 
 #define MAX_PUB 8
 #define NSUBJ 6
@@ -316,7 +306,7 @@ run(const struct config *c, uint64_t scale, int64_t hang_s)
 	bool hung = false;
 
 	cfg = c;
-	nmsgs = c->msgs * scale / (STRESS_TSAN ? 2 : 1);
+	nmsgs = c->msgs * scale / (QT_TSAN ? 2 : 1);
 	atomic_store(&pubs_done, 0);
 	atomic_store(&stop_churn, 0);
 	atomic_store(&violations, 0);
@@ -465,7 +455,7 @@ main(void)
 {
 	const char *env = getenv("QUAY_STRESS_SCALE");
 	uint64_t scale = env != NULL && atoi(env) > 0 ? (uint64_t)atoi(env) : 1;
-	int64_t hang_s = (STRESS_TSAN ? 600 : 120) * (int64_t)scale;
+	int64_t hang_s = (QT_TSAN ? 600 : 120) * (int64_t)scale;
 	int rc = 0;
 
 	for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {

@@ -43,16 +43,6 @@
 
 #include "test_util.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TSAN 1
-#endif
-#endif
-#ifndef TSAN
-#define TSAN 0
-#endif
 
 #define MAXP 8
 #define MAXC 8
@@ -84,7 +74,7 @@ struct cfg {
  * last producer closes the queue and it is drained; or, quiesce, when the
  * producers are done, after which one thread pops the rest in order. */
 enum { END_COUNT, END_CLOSE, END_QUIESCE };
-#define STUCK_S (TSAN ? 60.0 : 10.0)
+#define STUCK_S (QT_TSAN ? 60.0 : 10.0)
 
 struct run {
 	const struct cfg *c;
@@ -484,9 +474,9 @@ main(void)
 {
 	const char *env = getenv("QUAY_STRESS_SCALE");
 	uint64_t scale = env != NULL && atoll(env) > 0 ? (uint64_t)atoll(env) : 1;
-	uint64_t n = (TSAN ? 200000 : 1500000) * scale;
+	uint64_t n = (QT_TSAN ? 200000 : 1500000) * scale;
 	uint64_t bad = 0;
-	const uint64_t nq = (TSAN ? 80000 : 400000) * scale;
+	const uint64_t nq = (QT_TSAN ? 80000 : 400000) * scale;
 	const struct cfg cfgs[] = {
 		{ "mpmc-strict-single", 8, 0, 64, 4, 4, SINGLE, n, END_COUNT },
 		{ "mpmc-strict-burst", 8, 0, 16, 2, 2, BURST, n, END_COUNT },
@@ -508,8 +498,8 @@ main(void)
 		struct cfg c = cfgs[i];
 		bad += run_mpmc(&c);
 	}
-	bad += run_share("share-weighted-4P1C", 4, 1, (TSAN ? 20000 : 100000) * scale);
-	bad += run_share("share-weighted-2P3C", 2, 3, (TSAN ? 20000 : 100000) * scale);
+	bad += run_share("share-weighted-4P1C", 4, 1, (QT_TSAN ? 20000 : 100000) * scale);
+	bad += run_share("share-weighted-2P3C", 2, 3, (QT_TSAN ? 20000 : 100000) * scale);
 	printf("stress_pq: %s\n", bad ? "FAILED" : "ok");
 	return bad ? 1 : 0;
 }

@@ -46,16 +46,6 @@
 #include <quay/pool.h>
 #include <quay/queue.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define STRESS_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define STRESS_TSAN 1
-#endif
-#endif
-#ifndef STRESS_TSAN
-#define STRESS_TSAN 0
-#endif
 
 #define MS ((int64_t)1000000)
 
@@ -267,7 +257,7 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 	int nth = 0, bad = 0;
 	struct quay_queue_stats s, d;
 	uint64_t lost = 0, redriven = 0;
-	double t0 = qt_now_s(), limit = STRESS_TSAN ? 120.0 : 40.0;
+	double t0 = qt_now_s(), limit = QT_TSAN ? 120.0 : 40.0;
 
 	alarm((unsigned)limit + 20);
 	memset(&r, 0, sizeof(r));
@@ -389,7 +379,7 @@ main(int argc, char **argv)
 	};
 	const char *env = getenv("QUAY_STRESS_SCALE");
 	long scale = env != NULL ? strtol(env, NULL, 10) : 1;
-	uint32_t base = STRESS_TSAN ? 300000 : 1000000;
+	uint32_t base = QT_TSAN ? 300000 : 1000000;
 	int bad = 0;
 
 	(void)argc;

@@ -38,14 +38,7 @@
 
 /* ThreadSanitizer runs every atomic through its runtime (~20-50x slower):
  * its CI size is a tenth. */
-#if defined(__SANITIZE_THREAD__)
-#define QT_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define QT_TSAN 1
-#endif
-#endif
-#ifdef QT_TSAN
+#if QT_TSAN
 #define DEFAULT_OPS 1000000
 #else
 #define DEFAULT_OPS 10000000

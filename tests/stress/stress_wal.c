@@ -39,16 +39,6 @@
 
 #include "test_util.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TSAN 1
-#endif
-#endif
-#ifndef TSAN
-#define TSAN 0
-#endif
 
 #define MAXP 8
 #define HDR 16
@@ -244,23 +234,6 @@ checkpointer_main(void *arg)
 	return NULL;
 }
 
-static void
-rm_rf(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char p[4096];
-	if (d == NULL)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
-}
 
 static bool
 run_cfg(const struct cfg *c, const char *dir)
@@ -344,7 +317,7 @@ main(void)
 {
 	const char *e = getenv("QUAY_STRESS_SCALE");
 	uint64_t scale = e && *e ? strtoull(e, NULL, 10) : 1;
-	uint64_t base = TSAN ? 1000 : 2000;
+	uint64_t base = QT_TSAN ? 1000 : 2000;
 	const char *tmp = getenv("TMPDIR");
 	char root[512], dir[600];
 	bool ok = true;
@@ -370,7 +343,7 @@ main(void)
 	for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++) {
 		snprintf(dir, sizeof(dir), "%s/%s", root, cfgs[i].name);
 		ok &= run_cfg(&cfgs[i], dir);
-		rm_rf(dir);
+		qt_rm_dir(dir);
 	}
 	rmdir(root);
 	return ok ? 0 : 1;

@@ -51,24 +51,6 @@ static quay_wal *wal;
 static unsigned wal_mode = QUAY_WAL_SYNC;
 static uint64_t wal_segment;
 
-static void
-rm_dir(const char *d)
-{
-	DIR *dh = opendir(d);
-	struct dirent *e;
-	char p[512];
-
-	if (dh == NULL)
-		return;
-	while ((e = readdir(dh)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", d, e->d_name);
-		unlink(p);
-	}
-	closedir(dh);
-	rmdir(d);
-}
 
 static void
 wal_open(void)
@@ -101,7 +83,7 @@ teardown(void **state)
 	if (wal != NULL)
 		quay_wal_close(wal);
 	wal = NULL;
-	rm_dir(dir);
+	qt_rm_dir(dir);
 	return quay_pool_destroy(pool);
 }
 
@@ -489,7 +471,7 @@ compaction_keeps_disk_bounded(void **state)
 	(void)state;
 	wal_segment = QUAY_WAL_SEGMENT_MIN;
 	assert_int_equal(quay_wal_close(wal), 0);
-	rm_dir(dir);                                         /* no 64 MiB segment left */
+	qt_rm_dir(dir);                                         /* no 64 MiB segment left */
 	wal_open();
 	o = dopts("long");
 	o.compact_bytes = 128 << 10;
@@ -659,7 +641,7 @@ corrupt_record_is_ebadmsg(void **state)
 	assert_null(q);
 	/* Another module's record types are skipped. */
 	assert_int_equal(quay_wal_close(wal), 0);
-	rm_dir(dir);
+	qt_rm_dir(dir);
 	wal_open();
 	assert_int_equal(quay_wal_append(wal, 7, junk, sizeof(junk), NULL), 0);
 	o.wal = wal;
@@ -780,7 +762,7 @@ bad_input(void **state)
 	quay_queue_destroy(dlq);
 	quay_queue_destroy(mem);
 	quay_wal_close(other);
-	rm_dir(dir2);
+	qt_rm_dir(dir2);
 }
 
 int

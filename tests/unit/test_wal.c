@@ -1774,23 +1774,6 @@ group_commit_handover(void **state)
 
 /* ---- the real file system --------------------------------------------- */
 
-static void
-rm_rf(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char p[4096];
-	if (d == NULL)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
-}
 
 static void
 posix_round_trip(void **state)
@@ -1837,7 +1820,7 @@ posix_round_trip(void **state)
 	fclose(fp);
 	assert_int_equal(quay_wal_open(file, &o, &w), -EIO);
 	unlink(file);
-	rm_rf(dir);
+	qt_rm_dir(dir);
 	rmdir(tmpl);
 	model_free(&m);
 }

@@ -183,23 +183,6 @@ verify_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t le
 	return 0;
 }
 
-static void
-rm_rf(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	char p[4096];
-	if (d == NULL)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	rmdir(dir);
-}
 
 int
 main(void)
@@ -224,7 +207,7 @@ main(void)
 	for (uint64_t trial = 0; trial < trials; trial++) {
 		if (trial % GROUP == 0) {
 			if (trial > 0)
-				rm_rf(dir);
+				qt_rm_dir(dir);
 			snprintf(dir, sizeof(dir), "%s/g%" PRIu64, base, trial / GROUP);
 			memset(acked_max, 0, sizeof(acked_max));
 			memset(have_ack, 0, sizeof(have_ack));
@@ -308,7 +291,7 @@ main(void)
 		corrupt += v.corrupt;
 		recovered = v.records;
 	}
-	rm_rf(dir);
+	qt_rm_dir(dir);
 	rmdir(base);
 	bool ok = lost == 0 && holes == 0 && dups == 0 && corrupt == 0 && torn == 0 && open_fail == 0 &&
 	    writer_errors == 0;
