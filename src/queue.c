@@ -486,11 +486,56 @@ put_other(quay_queue *to, quay_msg *msg, int64_t now)
 	place(to, msg, now, false);
 }
 
+/* A header's value saved (dead-lettering and redrive put it back if the
+ * log refuses the move). */
+struct saved_hdr {
+	char val[QUAY_QUEUE_NAME_MAX + 1];
+	size_t len;
+	bool had;
+	bool big;                  /* present but too long to save: leave it */
+};
+
+static void
+hdr_save(quay_msg *msg, const char *key, struct saved_hdr *h)
+{
+	const void *v;
+
+	h->had = quay_msg_get_header(msg, key, &v, &h->len) == 0;
+	h->big = h->had && h->len > sizeof(h->val);
+	if (h->big)
+		h->had = false;
+	else if (h->had)
+		memcpy(h->val, v, h->len);
+}
+
+static void
+hdr_take(quay_msg *msg, const char *key, struct saved_hdr *h)
+{
+	hdr_save(msg, key, h);
+	if (!h->big)
+		(void)quay_msg_del_header(msg, key);
+}
+
+/* Put a header back as hdr_save found it. */
+static void
+hdr_restore(quay_msg *msg, const char *key, const struct saved_hdr *h)
+{
+	if (h->big)
+		return;
+	if (h->had)
+		(void)quay_msg_set_header(msg, key, h->val, h->len);
+	else
+		(void)quay_msg_del_header(msg, key);
+}
+
 /* -> the DLQ (or dropped, counted, for want of one). */
 static void
 tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t now, bool locked)
 {
 	quay_queue *dlq = q->dlq;
+	struct saved_hdr hr = { .had = false }, hs = { .had = false };
+	int64_t nb, ex, enq;
+	bool hdrs = false;
 
 	if (dlq == NULL) {
 		if (q->on_dead_letter != NULL)
@@ -520,12 +565,20 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	 * compaction (which reads the message) cannot see half done. */
 	if (q->dur != NULL)
 		quayi_dur_enter(q);
+	nb = quay_msg_not_before_ns(msg);
+	ex = quay_msg_expires_ns(msg);
+	enq = quay_msg_enqueued_ns(msg);
 	if (quay_msg_refcount(msg) == 1) {
 		const char *r = dlq_reason_text[why];
 
+		hdr_save(msg, QUAY_MSG_H_DLQ_REASON, &hr);
+		hdr_save(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+		hdrs = true;
 		/* Best effort: a message too full for the headers still goes. */
-		(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_REASON, r, strlen(r));
-		(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_SOURCE, q->name, strlen(q->name));
+		if (!hr.big)
+			(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_REASON, r, strlen(r));
+		if (!hs.big)
+			(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_SOURCE, q->name, strlen(q->name));
 	}
 	/* Dead letters are not delayed and do not expire with their TTL in
 	 * the source queue (the DLQ's own TTL applies). */
@@ -535,13 +588,30 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	if (q->dur != NULL) {
 		int rc = quayi_dur_move_locked(q, dlq, msg, QUAYI_DQ_DEAD);
 
-		quayi_dur_leave(q);
+		if (rc == -EMSGSIZE && hdrs) {
+			/* The headers made the image too big for the log: they
+			 * are best effort, the move is not. */
+			hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
+			hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+			hdrs = false;
+			rc = quayi_dur_move_locked(q, dlq, msg, QUAYI_DQ_DEAD);
+		}
 		if (rc != 0) {
-			/* The log still has it here: so does memory (never in two
-			 * places); it tries again later. */
+			/* The log still has it here, as it was: so does memory
+			 * (never in two places, never an image the log does not
+			 * have); it tries again later. */
+			quay_msg_set_not_before_ns(msg, nb);
+			quay_msg_set_expires_ns(msg, ex);
+			quay_msg_set_enqueued_ns(msg, enq);
+			if (hdrs) {
+				hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
+				hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+			}
+			quayi_dur_leave(q);
 			held_sub(dlq);
 			goto later;
 		}
+		quayi_dur_leave(q);
 	}
 	if (q->on_dead_letter != NULL)
 		q->on_dead_letter(q->hook_ctx, msg, why);
@@ -680,23 +750,6 @@ tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
 	quay_msg_unref(msg);
 }
 
-/* A header's value saved (redrive puts it back if the log refuses). */
-struct saved_hdr {
-	char val[QUAY_QUEUE_NAME_MAX + 1];
-	size_t len;
-	bool had;
-};
-
-static void
-hdr_take(quay_msg *msg, const char *key, struct saved_hdr *h)
-{
-	const void *v;
-
-	h->had = quay_msg_get_header(msg, key, &v, &h->len) == 0 && h->len <= sizeof(h->val);
-	if (h->had)
-		memcpy(h->val, v, h->len);
-	(void)quay_msg_del_header(msg, key);
-}
 
 /* DLQ -> to; the caller reserved room in to (and gives it back if this
  * fails). */
@@ -728,9 +781,9 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 			quay_msg_set_expires_ns(msg, ex);
 			quay_msg_set_enqueued_ns(msg, enq);
 			if (hr.had)
-				(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_REASON, hr.val, hr.len);
+				hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 			if (hs.had)
-				(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_SOURCE, hs.val, hs.len);
+				hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
 			quayi_dur_leave(dlq);
 			return rc;
 		}
@@ -747,7 +800,11 @@ quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not
 {
 	int64_t now;
 
-	if (q == NULL || msg == NULL || not_before_ns < 0 || quay_msg_priority(msg) >= q->levels)
+	/* A priority above the queue's levels is not an error: a message
+	 * dead-lettered or redriven from a queue with more levels keeps its
+	 * priority and is served at the last level (as push_ready does in
+	 * memory); recovery must never fail for it. */
+	if (q == NULL || msg == NULL || not_before_ns < 0)
 		return -EINVAL;
 	if (!held_reserve(q))
 		return -EAGAIN;
@@ -1149,6 +1206,7 @@ send_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results, int64_t now
 				quay_msg_set_expires_ns(msgs[i], st[i].exp);
 			}
 			quayi_queue_dedup_forget(q, msgs[i]);
+			quayi_msg_set_did(msgs[i], 0);   /* give the claim back */
 			held_sub(q);
 		}
 		if (results != NULL)
@@ -1174,18 +1232,24 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 	    idlen > QUAY_QUEUE_DEDUP_ID_MAX)
 		return -EINVAL;
 	/* A message held by a durable queue carries its durable id: it may
-	 * not be sent to another durable queue until it leaves that one. */
-	if (QUAYI_UNLIKELY(q->dur != NULL && quayi_msg_did(msg) != 0))
+	 * not be sent to another durable queue until it leaves that one.
+	 * The claim is atomic: of two concurrent sends one gets -EINVAL. */
+	if (QUAYI_UNLIKELY(q->dur != NULL && !quayi_msg_claim_did(msg)))
 		return -EINVAL;
 	now = q_now(q);
 	maybe_run_timers(q, now);
-	if (QUAYI_UNLIKELY(!held_reserve(q)))
+	if (QUAYI_UNLIKELY(!held_reserve(q))) {
+		if (q->dur != NULL)
+			quayi_msg_set_did(msg, 0);
 		return -EAGAIN;
+	}
 	if (id != NULL) {
 		int d = dedup_check(q, id, idlen, now);
 
 		if (d != 0) {
 			held_sub(q);
+			if (q->dur != NULL)
+				quayi_msg_set_did(msg, 0);
 			if (d < 0)
 				return d;
 			cnt(q, QC_DEDUPLICATED, 1);
@@ -1225,16 +1289,22 @@ send_batch_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 		size_t idlen = 0;
 		int rc = 0;
 
-		if (quay_msg_priority(msg) >= q->levels || quayi_msg_did(msg) != 0)
-			rc = -EINVAL;
-		else if (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
-		    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
-		    idlen > QUAY_QUEUE_DEDUP_ID_MAX)
-			rc = -EINVAL;
-		else if (!held_reserve(q))
+		/* The claim (last check of the first branch) also refuses the
+		 * same message twice in one batch. */
+		if (quay_msg_priority(msg) >= q->levels ||
+		    (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
+		        quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
+		        idlen > QUAY_QUEUE_DEDUP_ID_MAX) ||
+		    !quayi_msg_claim_did(msg)) {
+			if (results != NULL)
+				results[i] = -EINVAL;
+			continue;
+		}
+		if (!held_reserve(q))
 			rc = -EAGAIN;
 		else if (id != NULL && (rc = dedup_check(q, id, idlen, now)) != 0) {
 			held_sub(q);
+			quayi_msg_set_did(msg, 0);
 			if (rc > 0) {
 				cnt(q, QC_DEDUPLICATED, 1);
 				quay_msg_unref(msg);
@@ -1246,6 +1316,7 @@ send_batch_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 			continue;
 		}
 		if (rc != 0) {
+			quayi_msg_set_did(msg, 0);
 			if (results != NULL)
 				results[i] = rc;
 			continue;

@@ -378,6 +378,14 @@ log_error(struct dwal *w)
 
 /* ---- transitions ------------------------------------------------------ */
 
+/* A durable id a record may carry (0 and the send's claim marker are
+ * not: replay rejects did 0). */
+static bool
+did_ok(uint64_t did)
+{
+	return did != 0 && did != QUAYI_DID_PENDING;
+}
+
 void
 quayi_dur_enter(quay_queue *q)
 {
@@ -489,6 +497,12 @@ quayi_dur_del(quay_queue *q, quay_msg *msg, unsigned why)
 	uint32_t bytes;
 	int rc;
 
+	if (QUAYI_UNLIKELY(!did_ok(did))) {
+		/* Cannot happen (the send's claim): never log a DEL the
+		 * replay would reject; count it, go on in memory. */
+		log_error(w);
+		return 0;
+	}
 	put64(rec, d->qid);
 	put64(rec + 8, did);
 	rec[16] = (unsigned char)why;
@@ -521,6 +535,10 @@ quayi_dur_retry(quay_queue *q, quay_msg *msg, int64_t not_before)
 	uint64_t did = quayi_msg_did(msg);
 	uint32_t att = quay_msg_attempts(msg);
 
+	if (QUAYI_UNLIKELY(!did_ok(did))) {
+		log_error(w);                     /* cannot happen: see quayi_dur_del */
+		return;
+	}
 	put64(rec, d->qid);
 	put64(rec + 8, did);
 	put32(rec + 16, att);
@@ -558,6 +576,10 @@ quayi_dur_move_locked(quay_queue *from, quay_queue *to, quay_msg *msg, unsigned 
 	uint32_t old;
 	int rc;
 
+	if (QUAYI_UNLIKELY(!did_ok(did))) {
+		log_error(w);                     /* cannot happen: see quayi_dur_del */
+		return 0;
+	}
 	if (sz > sizeof(stack) && (img = malloc(sz)) == NULL) {
 		log_error(w);
 		return -ENOMEM;
@@ -605,6 +627,21 @@ quayi_dur_rebind(quay_queue *q, quay_msg *old, quay_msg *copy)
 
 /* ---- compaction ------------------------------------------------------- */
 
+/* Append one compaction copy as a record of its own. */
+static int
+copy_alone(struct dwal *w, uint64_t qid, const quay_msg *m, const struct img_opts *o, size_t sz)
+{
+	unsigned char *img = malloc(sz);
+	int rc;
+
+	if (img == NULL)
+		return -ENOMEM;
+	img_encode(img, qid, m, o);
+	rc = quay_wal_append(w->wal, QUAYI_DQ_ADD, img, sz, NULL);
+	free(img);
+	return rc;
+}
+
 /*
  * Re-append every live message of every open queue as an ADD copy (its
  * logged attempts and not-before), then checkpoint below the first copy:
@@ -648,6 +685,14 @@ compact_locked(struct dwal *w)
 			o = (struct img_opts){ e->did, e->attempts, e->nb, QUAYI_DQ_O_COPY };
 			sz = img_size(e->msg);
 			need = 32 + ((sz + 7) & ~(size_t)7);
+			if (need > w->batch_limit) {
+				/* Too big to share a batch (a record near max_record):
+				 * copied alone, never encoded into buf. The log took
+				 * this very image before, so it takes it again; if
+				 * not, the compaction fails (no checkpoint). */
+				rc = copy_alone(w, d->qid, e->msg, &o, sz);
+				continue;
+			}
 			if (nrec != 0 && (used + need > w->batch_limit || nrec == QUAY_WAL_BATCH_MAX)) {
 				rc = quay_wal_appendv(w->wal, recs, nrec, NULL);
 				nrec = 0;

@@ -178,7 +178,9 @@ struct quay_queue {
  * reference is taken) back into q with the given attempts and not-before
  * time, as ready (not_before_ns <= now) or delayed. It is not a send: no
  * dedup check, no default delay or TTL, `sent` is not counted (`restored`
- * is). Returns 0, or -EAGAIN if q is full, -EINVAL on bad arguments.
+ * is). A priority at or above q's levels is served at the last level
+ * (never an error). Returns 0, or -EAGAIN if q is full, -EINVAL on bad
+ * arguments.
  */
 int quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
 
@@ -219,6 +221,29 @@ quayi_msg_set_did(quay_msg *m, uint64_t did)
 {
 	/* Relaxed: as quayi_msg_did. */
 	__atomic_store_n(&m->reserved[0], did, __ATOMIC_RELAXED);
+}
+
+/* The durable id of a message whose send to a durable queue is in
+ * progress (claimed, not yet logged). Never an LSN. */
+#define QUAYI_DID_PENDING UINT64_MAX
+
+/*
+ * Claim msg for a send to a durable queue: did 0 -> QUAYI_DID_PENDING in
+ * one step, so that two sends of the same message (the same pointer twice
+ * in a batch, or two threads sending a shared message to two durable
+ * queues) cannot both pass the "not held by a durable queue" check.
+ * false: it is held (or being sent) already. The sender then sets the
+ * real id once the log took the message, or 0 again if it did not.
+ */
+static inline bool
+quayi_msg_claim_did(quay_msg *m)
+{
+	uint64_t zero = 0;
+
+	/* Relaxed (success and failure): the CAS is the whole decision;
+	 * the message's contents are published by the queue hand-over. */
+	return __atomic_compare_exchange_n(&m->reserved[0], &zero, QUAYI_DID_PENDING, false,
+	    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
 /* Create: validate the WAL options, replay the log, restore this queue's

@@ -14,6 +14,8 @@
 
 #include <dirent.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -765,6 +767,386 @@ bad_input(void **state)
 	qt_rm_dir(dir2);
 }
 
+/* ---- regressions (review 2) -------------------------------------------- */
+
+/* Run fn in a child that ends with _exit (a crash: no destroy, no close)
+ * on a WAL it opens itself; the parent reopens the WAL afterwards. The
+ * child returns 0 if what it saw was right. */
+static void
+crash_child(int (*fn)(void))
+{
+	pid_t pid;
+	int status = 0;
+
+	assert_int_equal(quay_wal_close(wal), 0);
+	wal = NULL;
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct quay_wal_opts o = QUAY_WAL_OPTS_INIT;
+
+		o.sync_mode = QUAY_WAL_SYNC;
+		o.segment_bytes = wal_segment;
+		if (quay_wal_open(dir, &o, &wal) != 0)
+			_exit(100);
+		_exit(fn());
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	wal_open();
+}
+
+static int
+child_dead_letter_high_priority(void)
+{
+	quay_queue_opts o = dopts("dlq");
+	quay_queue *dlq = NULL, *q = NULL, *tgt = NULL;
+	quay_msg *m = mkmsg(3);
+	quay_lease l;
+	size_t moved = 0;
+
+	if (quay_queue_create(&o, &dlq) != 0)            /* levels 1 */
+		return 1;
+	o = dopts("src");
+	o.levels = 4;
+	o.dlq = dlq;
+	o.max_attempts = 1;
+	if (quay_queue_create(&o, &q) != 0)
+		return 2;
+	o = dopts("tgt");
+	o.levels = 2;
+	if (quay_queue_create(&o, &tgt) != 0)
+		return 3;
+	/* Message 3 (priority 3) is dead-lettered and stays in the DLQ;
+	 * message 4 (priority 3) is dead-lettered, then redriven to tgt. */
+	for (uint64_t v = 3; v <= 4; v++) {
+		if (v == 4)
+			m = mkmsg(4);
+		quay_msg_set_priority(m, 3);
+		if (quay_queue_send(q, m) != 0 || quay_queue_receive(q, &l, 0) != 0)
+			return 4;
+		if (quay_queue_nack(q, &l, "no") != 0)
+			return 5;
+		quay_msg_unref(l.msg);
+		if (v == 4) {
+			/* the DLQ's oldest is 3: redrive moves one, 3; take 4 back. */
+			if (quay_queue_redrive(dlq, tgt, 1, &moved) != 0 || moved != 1)
+				return 6;
+		}
+	}
+	return 0;                                        /* crash */
+}
+
+/* Review 2, item 1: a DLQ (or redrive target) with fewer priority levels
+ * than the source reopens after a crash; the message keeps its priority
+ * and is served at the last level. */
+static void
+dlq_with_fewer_levels_recovers(void **state)
+{
+	quay_queue_opts o;
+	quay_queue *dlq, *q, *tgt;
+	quay_lease l;
+
+	(void)state;
+	crash_child(child_dead_letter_high_priority);
+	o = dopts("dlq");
+	dlq = mkq(&o);                                   /* was -EINVAL */
+	o = dopts("src");
+	o.levels = 4;
+	o.dlq = dlq;
+	q = mkq(&o);
+	o = dopts("tgt");
+	o.levels = 2;
+	tgt = mkq(&o);
+	assert_int_equal(st(dlq).restored, 1);
+	assert_int_equal(st(tgt).restored, 1);
+	assert_int_equal(st(q).restored, 0);
+	assert_int_equal(quay_queue_receive(dlq, &l, 0), 0);
+	assert_int_equal(body_of(l.msg), 4);
+	assert_int_equal(quay_msg_priority(l.msg), 3);
+	assert_int_equal(quay_queue_ack(dlq, &l), 0);
+	quay_msg_unref(l.msg);
+	assert_int_equal(quay_queue_receive(tgt, &l, 0), 0);
+	assert_int_equal(body_of(l.msg), 3);
+	assert_int_equal(quay_msg_priority(l.msg), 3);
+	assert_int_equal(quay_queue_ack(tgt, &l), 0);
+	quay_msg_unref(l.msg);
+	quay_queue_destroy(tgt);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+static int
+child_same_message_twice(void)
+{
+	quay_queue_opts o = dopts("q");
+	quay_queue *q = NULL;
+	quay_msg *m = mkmsg(7), *ms[2];
+	int res[2] = { 1, 1 };
+	quay_lease l;
+
+	if (quay_queue_create(&o, &q) != 0)
+		return 1;
+	quay_msg_ref(m);
+	ms[0] = m;
+	ms[1] = m;
+	if (quay_queue_send_batch(q, ms, 2, res) != 1 || res[0] != 0 || res[1] != -EINVAL)
+		return 2;
+	/* The caller still owns the refused reference; sending it again
+	 * while the queue holds the message is refused too. */
+	if (quay_queue_send(q, m) != -EINVAL)
+		return 3;
+	quay_msg_unref(m);
+	if (quay_queue_receive(q, &l, 0) != 0 || quay_queue_ack(q, &l) != 0)
+		return 4;
+	quay_msg_unref(l.msg);
+	if (quay_queue_receive(q, &l, 0) != -EAGAIN)
+		return 5;
+	return 0;                                        /* crash */
+}
+
+/* Review 2, item 2: the same message twice in one send_batch enters the
+ * queue once; the log stays readable and the acked message stays gone. */
+static void
+same_message_twice_in_batch(void **state)
+{
+	quay_queue_opts o;
+	quay_queue *q;
+	struct quayi_dur_info di;
+
+	(void)state;
+	crash_child(child_same_message_twice);
+	o = dopts("q");
+	q = mkq(&o);                                     /* was -EBADMSG */
+	assert_int_equal(st(q).restored, 0);
+	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
+	assert_int_equal(di.live, 0);
+	quay_queue_destroy(q);
+}
+
+struct race {
+	quay_queue *q[2];
+	quay_msg *m;
+	pthread_barrier_t bar;
+	int rc[2];
+	int rounds;
+};
+
+static void *
+race_sender(void *arg)
+{
+	struct race *r = arg;
+
+	for (int i = 0; i < r->rounds; i++) {
+		pthread_barrier_wait(&r->bar);
+		r->rc[1] = quay_queue_send(r->q[1], r->m);
+		pthread_barrier_wait(&r->bar);
+	}
+	return NULL;
+}
+
+/* Review 2, item 2 (the race): one message with two references sent by
+ * two threads at once to two durable queues on the same WAL: exactly one
+ * send wins, every round; after acking everything nothing is live and a
+ * restart restores nothing. */
+static void
+concurrent_send_to_two_durable_queues(void **state)
+{
+	struct race r = { .rounds = 150 };
+	quay_queue_opts o;
+	pthread_t t;
+	int wins[2] = { 0, 0 };
+	struct quayi_dur_info di;
+
+	(void)state;
+	/* SYNC: the send's fdatasync makes the window of the old bug (check,
+	 * log, then set the id) wide enough to be hit every few rounds. */
+	assert_int_equal(quay_wal_close(wal), 0);
+	wal_mode = QUAY_WAL_SYNC;
+	wal_open();
+	o = dopts("q1");
+	r.q[0] = mkq(&o);
+	o = dopts("q2");
+	r.q[1] = mkq(&o);
+	assert_int_equal(pthread_barrier_init(&r.bar, NULL, 2), 0);
+	assert_int_equal(pthread_create(&t, NULL, race_sender, &r), 0);
+	for (int i = 0; i < r.rounds; i++) {
+		r.m = mkmsg((uint64_t)i);
+		quay_msg_ref(r.m);
+		pthread_barrier_wait(&r.bar);
+		r.rc[0] = quay_queue_send(r.q[0], r.m);
+		pthread_barrier_wait(&r.bar);
+		/* Exactly one wins; the loser keeps its reference. */
+		assert_true((r.rc[0] == 0) != (r.rc[1] == 0));
+		assert_int_equal(r.rc[0] == 0 ? r.rc[1] : r.rc[0], -EINVAL);
+		wins[r.rc[0] == 0 ? 0 : 1]++;
+		quay_msg_unref(r.m);
+		for (int k = 0; k < 2; k++)
+			assert_int_equal(drain(r.q[k], NULL, 4, true), r.rc[k] == 0 ? 1 : 0);
+	}
+	assert_int_equal(pthread_join(t, NULL), 0);
+	pthread_barrier_destroy(&r.bar);
+	assert_int_equal(wins[0] + wins[1], r.rounds);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(quayi_queue_durable_info(r.q[k], &di), 0);
+		assert_int_equal(di.live, 0);
+		assert_int_equal(di.log_errors, 0);
+	}
+	quay_queue_destroy(r.q[1]);
+	restart(&r.q[0], NULL);
+	o = dopts("q1");
+	r.q[0] = mkq(&o);
+	o = dopts("q2");
+	r.q[1] = mkq(&o);
+	assert_int_equal(st(r.q[0]).restored, 0);
+	assert_int_equal(st(r.q[1]).restored, 0);
+	quay_queue_destroy(r.q[1]);
+	quay_queue_destroy(r.q[0]);
+}
+
+struct seen_state {
+	unsigned headers;
+	int64_t expires;
+	size_t n;
+};
+
+static int
+visit_src(void *ctx, const quay_msg *m, quay_queue_state s)
+{
+	struct seen_state *v = ctx;
+
+	(void)s;
+	v->headers = quay_msg_header_count(m);
+	v->expires = quay_msg_expires_ns(m);
+	v->n++;
+	return 0;
+}
+
+/* Small segments: max_record is a quarter of 64 KiB minus headers. */
+static void
+small_segment_wal(uint32_t max_record)
+{
+	struct quay_wal_opts o = QUAY_WAL_OPTS_INIT;
+
+	assert_int_equal(quay_wal_close(wal), 0);
+	wal_segment = QUAY_WAL_SEGMENT_MIN;
+	o.sync_mode = QUAY_WAL_NONE;
+	o.segment_bytes = wal_segment;
+	o.max_record = max_record;
+	assert_int_equal(quay_wal_open(dir, &o, &wal), 0);
+}
+
+static quay_msg *
+big_msg(size_t len)
+{
+	static char body[QUAY_WAL_SEGMENT_MIN / 4];
+	quay_msg *m = NULL;
+
+	memset(body, 'x', sizeof(body));
+	assert_true(len <= sizeof(body));
+	assert_int_equal(quay_msg_new(pool, body, len, &m), 0);
+	return m;
+}
+
+/* Review 2, item 3: a dead-letter move the log refuses (the image is at
+ * max_record: with or without the DLQ headers the DEL + ADD batch is
+ * above the WAL's batch limit) leaves the message as it was (no DLQ
+ * headers, its TTL), compaction copies it (was: heap overflow in
+ * compact_locked) and a restart restores it as it was. */
+static void
+refused_dead_letter_leaves_message_unchanged(void **state)
+{
+	quay_queue_opts o;
+	quay_queue *dlq, *q;
+	struct quay_wal_info wi;
+	struct quayi_dur_info di;
+	struct seen_state v = { 0, 0, 0 };
+	quay_lease l;
+	quay_msg *m;
+	const int64_t ttl = T0 + 3600 * 1000 * MS;
+
+	(void)state;
+	small_segment_wal(0);
+	assert_int_equal(quay_wal_info(wal, &wi), 0);
+	o = dopts("dlq");
+	dlq = mkq(&o);
+	o = dopts("a-rather-long-source-queue-name");
+	o.dlq = dlq;
+	o.max_attempts = 1;
+	q = mkq(&o);
+	m = big_msg(wi.max_record - QUAYI_DQ_ADD_HDR);   /* the image is max_record */
+	quay_msg_set_expires_ns(m, ttl);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	quay_msg_unref(l.msg);                           /* the queue's is the only one */
+	assert_int_equal(quay_queue_nack(q, &l, "no"), 0);
+	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
+	assert_true(di.log_errors >= 1);
+	assert_int_equal(st(dlq).ready, 0);
+	assert_int_equal(quay_queue_browse(q, visit_src, &v), 0);
+	assert_int_equal(v.n, 1);
+	assert_int_equal(v.headers, 0);
+	assert_int_equal(v.expires, ttl);
+	assert_int_equal(quayi_queue_compact(q), 0);
+	assert_int_equal(quayi_queue_compact(q), 0);
+	restart(&q, &dlq);
+	o = dopts("dlq");
+	dlq = mkq(&o);
+	o = dopts("a-rather-long-source-queue-name");
+	o.dlq = dlq;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 1);
+	v = (struct seen_state){ 0, 0, 0 };
+	assert_int_equal(quay_queue_browse(q, visit_src, &v), 0);
+	assert_int_equal(v.n, 1);
+	assert_int_equal(v.headers, 0);
+	assert_int_equal(v.expires, ttl);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+/* Review 2, item 3: when only the DLQ headers make the image too big,
+ * the message moves without them; compaction and restart keep it. */
+static void
+dead_letter_too_big_for_headers_moves_without(void **state)
+{
+	quay_queue_opts o;
+	quay_queue *dlq, *q;
+	quay_lease l;
+	quay_msg *m;
+
+	(void)state;
+	small_segment_wal(8192);
+	o = dopts("dlq");
+	dlq = mkq(&o);
+	o = dopts("src");
+	o.dlq = dlq;
+	o.max_attempts = 1;
+	q = mkq(&o);
+	m = big_msg(8192 - QUAYI_DQ_ADD_HDR - 8);
+	quay_msg_set_expires_ns(m, T0 + 3600 * 1000 * MS);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	quay_msg_unref(l.msg);
+	assert_int_equal(quay_queue_nack(q, &l, "no"), 0);
+	assert_int_equal(st(dlq).ready, 1);
+	assert_int_equal(st(q).dead_lettered, 1);
+	assert_int_equal(quayi_queue_compact(q), 0);
+	restart(&q, &dlq);
+	o = dopts("dlq");
+	dlq = mkq(&o);
+	assert_int_equal(st(dlq).restored, 1);
+	assert_int_equal(quay_queue_receive(dlq, &l, 0), 0);
+	assert_int_equal(quay_msg_body_len(l.msg), 8192 - QUAYI_DQ_ADD_HDR - 8);
+	assert_int_equal(quay_msg_header_count(l.msg), 0);
+	assert_int_equal(quay_msg_expires_ns(l.msg), 0);
+	assert_int_equal(quay_queue_ack(dlq, &l), 0);
+	quay_msg_unref(l.msg);
+	quay_queue_destroy(dlq);
+}
+
 int
 main(void)
 {
@@ -780,6 +1162,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(corrupt_record_is_ebadmsg, setup, teardown),
 		cmocka_unit_test_setup_teardown(capacity_below_live_set_is_enospc, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_input, setup, teardown),
+		cmocka_unit_test_setup_teardown(dlq_with_fewer_levels_recovers, setup, teardown),
+		cmocka_unit_test_setup_teardown(same_message_twice_in_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(concurrent_send_to_two_durable_queues, setup, teardown),
+		cmocka_unit_test_setup_teardown(refused_dead_letter_leaves_message_unchanged, setup, teardown),
+		cmocka_unit_test_setup_teardown(dead_letter_too_big_for_headers_moves_without, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue-durable", tests, NULL, NULL);
 }
