@@ -1026,6 +1026,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 	r = rcu_thread();
 	if (r != 0)
 		goto fail_queue;
+	/* Relaxed: an id only has to be unique; it orders nothing. */
 	s->id = atomic_fetch_add_explicit(&bus->next_sub_id, 1, memory_order_relaxed) + 1;
 
 	pthread_mutex_lock(&bus->lock);
@@ -1034,6 +1035,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 		r = -EPIPE;
 		goto fail_locked;
 	}
+	/* Relaxed: nsubs changes only under bus->lock, which we hold. */
 	if (atomic_load_explicit(&bus->nsubs, memory_order_relaxed) >= bus->max_subs) {
 		r = -ENOMEM;
 		goto fail_locked;
@@ -1076,6 +1078,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 	if (bus->subs != NULL)
 		bus->subs->prev = s;
 	bus->subs = s;
+	/* Relaxed: written under bus->lock; lock-free readers only report it. */
 	atomic_fetch_add_explicit(&bus->nsubs, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&bus->lock);
 	defer_free(bus, &old->rcu, table_cb);
@@ -1124,6 +1127,7 @@ quay_bus_unsubscribe(quay_sub *sub)
 		bus->subs = sub->next;
 	if (sub->next != NULL)
 		sub->next->prev = sub->prev;
+	/* Relaxed: as the increment in subscribe (under bus->lock). */
 	atomic_fetch_sub_explicit(&bus->nsubs, 1, memory_order_relaxed);
 	g = sub->group;
 	if (g != NULL && --g->members == 0) {
@@ -1178,9 +1182,12 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 	if (bus == NULL || subject == NULL || req == NULL || reply == NULL ||
 	    quayi_bm_scan_subject(subject, &len, &hash) != 0)
 		return -EINVAL;
-	atomic_fetch_add_explicit(&bus->req_active, 1, memory_order_acq_rel);
-	/* Acquire: pairs with destroy's release store of closing. */
-	if (atomic_load_explicit(&bus->closing, memory_order_acquire) != 0) {
+	/* D1/D2, seq_cst (a store-buffering pair with destroy's D3/D4):
+	 * either destroy's wait for req_active == 0 sees this request, or
+	 * this request sees closing and leaves. A request path costs
+	 * microseconds; the two fences cost nothing next to it. */
+	atomic_fetch_add_explicit(&bus->req_active, 1, memory_order_seq_cst);   /* D1 */
+	if (atomic_load_explicit(&bus->closing, memory_order_seq_cst) != 0) {   /* D2 */
 		r = -EPIPE;
 		goto out;
 	}
@@ -1227,6 +1234,7 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 			break;
 		if (st == n) {
 			bool late = deadline >= 0 && mono_ns() >= deadline;
+			/* Acquire: pairs with destroy's release store of closing. */
 			bool closing = atomic_load_explicit(&bus->closing, memory_order_acquire) != 0;
 			if (late || closing) {
 				/* Take the slot back unless a reply is being stored. */
@@ -1331,6 +1339,7 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	bus = calloc(1, sizeof(*bus));
 	if (bus == NULL)
 		return -ENOMEM;
+	/* Relaxed: a process-unique id for inbox subjects; orders nothing. */
 	bus->id = atomic_fetch_add_explicit(&bus_ids, 1, memory_order_relaxed) + 1;
 	if (opts->name != NULL)
 		strcpy(bus->name, opts->name);
@@ -1391,9 +1400,12 @@ quay_bus_destroy(quay_bus *bus)
 {
 	if (bus == NULL)
 		return;
-	/* Release; pairs with the acquire loads in publish and request. */
-	atomic_store_explicit(&bus->closing, 1, memory_order_release);
+	/* D3: seq_cst; pairs with the acquire loads in publish, and with
+	 * request()'s D2 (see D1/D2 there). */
+	atomic_store_explicit(&bus->closing, 1, memory_order_seq_cst);
 	for (unsigned i = 0; i < bus->nreq; i++) {
+		/* Acquire: pairs with a requester's claim of the slot. The done
+		 * store (release) pairs with the requester's futex wait value. */
 		if (atomic_load_explicit(&bus->reqs[i].state, memory_order_acquire) != 0) {
 			atomic_store_explicit(&bus->reqs[i].done, 1, memory_order_release);
 			futex_wake_all(&bus->reqs[i].done);
@@ -1408,11 +1420,12 @@ quay_bus_destroy(quay_bus *bus)
 	for (struct quay_sub *s = bus->subs; s != NULL; s = s->next)
 		sub_close(s);
 	pthread_mutex_unlock(&bus->lock);
-	/* Acquire; pairs with request()'s release decrement. A requester may
+	/* D4 (seq_cst, so also acquire): pairs with request()'s release
+	 * decrement and with D1 (see request()). A requester may
 	 * have reset its done word after the wake above (it did so before
 	 * publishing), so wake every slot again each round; sleep between
 	 * rounds rather than spin. */
-	while (atomic_load_explicit(&bus->req_active, memory_order_acquire) != 0) {
+	while (atomic_load_explicit(&bus->req_active, memory_order_seq_cst) != 0) {   /* D4 */
 		struct timespec ts = { 0, 200000 };
 		for (unsigned i = 0; i < bus->nreq; i++) {
 			atomic_store_explicit(&bus->reqs[i].done, 1, memory_order_release);
@@ -1438,6 +1451,7 @@ quay_bus_destroy(quay_bus *bus)
 		struct timespec ts = { 0, 200000 };
 		nanosleep(&ts, NULL);
 	}
+	/* Relaxed: every reader and callback has finished (waited for above). */
 	quayi_bm_table_free_all(atomic_load_explicit(&bus->table, memory_order_relaxed), &bus->caches);
 	quayi_bm_cache_pool_fini(&bus->caches);
 	bus_metrics_free(bus);

@@ -467,6 +467,8 @@ cache_put(struct quayi_bm_cache_pool *p, struct quayi_bm_cache *c)
 
 	if (c == NULL)
 		return;
+	/* Relaxed: the cache is retired and a grace period has passed, so
+	 * no filler or reader is left; the loads and stores race with nobody. */
 	n = atomic_load_explicit(&c->nused, memory_order_relaxed);
 	for (uint32_t i = 0; i < n; i++) {
 		uint16_t k = c->used[i];
@@ -883,6 +885,8 @@ quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64
 		 * on failure pairs with another thread's E1 (we may read it). */
 		if (atomic_compare_exchange_strong_explicit(&c->slot[(hash + p) & mask], &cur, e,
 		        memory_order_acq_rel, memory_order_acquire)) {
+			/* Relaxed: only hands each filler its own used[] index;
+			 * used[] is read after a grace period (cache clear). */
 			uint32_t k = atomic_fetch_add_explicit(&c->nused, 1, memory_order_relaxed);
 			c->used[k] = (uint16_t)((hash + p) & mask);
 			return e;
