@@ -36,6 +36,33 @@
 
 /* qt_now_ns() and qt_now_s(): test_util.h. */
 
+/* A fake CLOCK_REALTIME for the injectable clocks (queue opts.clock):
+ * starts at QT_T0 and moves only by qt_set_time(). */
+#define QT_T0 ((int64_t)1700000000 * 1000000000)
+
+static inline int64_t *
+qt_fake_now(void)
+{
+	static int64_t now = QT_T0;
+
+	return &now;
+}
+
+static inline int64_t
+qt_fake_clock(void *ctx)
+{
+	(void)ctx;
+	/* seq_cst: pairs with qt_set_time; a test thread that moved the
+	 * clock and a queue call on another thread agree on the time. */
+	return __atomic_load_n(qt_fake_now(), __ATOMIC_SEQ_CST);
+}
+
+static inline void
+qt_set_time(int64_t t)
+{
+	__atomic_store_n(qt_fake_now(), t, __ATOMIC_SEQ_CST);
+}
+
 /* CPU time used by the calling thread: a sleeping waiter uses almost none. */
 static inline int64_t
 qt_thread_cpu_ns(void)

@@ -17,22 +17,6 @@
 int quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
 
 #define MS ((int64_t)1000000)
-#define T0 ((int64_t)1700000000 * 1000000000)
-
-static int64_t fake_now = T0;
-
-static int64_t
-fake_clock(void *ctx)
-{
-	(void)ctx;
-	return __atomic_load_n(&fake_now, __ATOMIC_SEQ_CST);
-}
-
-static void
-set_time(int64_t t)
-{
-	__atomic_store_n(&fake_now, t, __ATOMIC_SEQ_CST);
-}
 
 static quay_pool *pool;
 
@@ -40,7 +24,7 @@ static int
 setup(void **state)
 {
 	(void)state;
-	set_time(T0);
+	qt_set_time(QT_T0);
 	return quay_pool_create((size_t)8 << 20, NULL, &pool);
 }
 
@@ -56,7 +40,7 @@ fake_opts(void)
 {
 	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
-	o.clock = fake_clock;
+	o.clock = qt_fake_clock;
 	o.capacity = 64;
 	o.visibility_ns = 1000 * MS;
 	o.flags = QUAY_QUEUE_NO_JITTER;
@@ -340,8 +324,8 @@ send_receive_ack(void **state)
 	assert_int_equal(recv_v(q, &l), 42);
 	assert_int_equal(l.attempt, 1);
 	assert_int_equal(quay_msg_attempts(l.msg), 1);
-	assert_int_equal(l.deadline_ns, T0 + 1000 * MS);
-	assert_int_equal(quay_msg_enqueued_ns(l.msg), T0);
+	assert_int_equal(l.deadline_ns, QT_T0 + 1000 * MS);
+	assert_int_equal(quay_msg_enqueued_ns(l.msg), QT_T0);
 	s = stats(q);
 	assert_int_equal(s.ready, 0);
 	assert_int_equal(s.in_flight, 1);
@@ -481,11 +465,11 @@ lease_expiry_exact(void **state)
 	q = mkq(&o);
 	send_v(q, 7);
 	assert_int_equal(recv_v(q, &l), 7);
-	set_time(T0 + 1000 * MS - 1);                          /* one ns before */
+	qt_set_time(QT_T0 + 1000 * MS - 1);                          /* one ns before */
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
 	assert_int_equal(stats(q).in_flight, 1);
-	set_time(T0 + 1000 * MS);                              /* at the deadline */
+	qt_set_time(QT_T0 + 1000 * MS);                              /* at the deadline */
 	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);      /* expired: no change */
 	assert_int_equal(recv_v(q, &l2), 7);                   /* the receive ran the timer */
 	assert_int_equal(l2.attempt, 2);
@@ -515,7 +499,7 @@ fence_on_reused_slot(void **state)
 	q = mkq(&o);
 	send_v(q, 3);
 	assert_int_equal(recv_v(q, &old), 3);
-	set_time(T0 + 1000 * MS);
+	qt_set_time(QT_T0 + 1000 * MS);
 	assert_int_equal(recv_v(q, &cur), 3);
 	assert_int_equal(cur.slot, old.slot);
 	assert_ptr_equal(cur.msg, old.msg);
@@ -542,9 +526,9 @@ ack_before_deadline_deletes(void **state)
 	q = mkq(&o);
 	send_v(q, 1);
 	assert_int_equal(recv_v(q, &l), 1);
-	set_time(T0 + 999 * MS);
+	qt_set_time(QT_T0 + 999 * MS);
 	ack_v(q, &l);
-	set_time(T0 + 5000 * MS);
+	qt_set_time(QT_T0 + 5000 * MS);
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
 	assert_int_equal(stats(q).lease_expired, 0);
@@ -563,18 +547,18 @@ extend_moves_deadline(void **state)
 	q = mkq(&o);
 	send_v(q, 1);
 	assert_int_equal(recv_v(q, &l), 1);
-	set_time(T0 + 500 * MS);
-	assert_int_equal(quay_queue_extend(q, &l, 2000 * MS), 0);   /* deadline T0 + 2500 ms */
-	set_time(T0 + 1000 * MS);
+	qt_set_time(QT_T0 + 500 * MS);
+	assert_int_equal(quay_queue_extend(q, &l, 2000 * MS), 0);   /* deadline QT_T0 + 2500 ms */
+	qt_set_time(QT_T0 + 1000 * MS);
 	assert_int_equal(recv_v(q, &l2), UINT64_MAX);          /* the old deadline passed */
-	set_time(T0 + 2500 * MS - 1);
+	qt_set_time(QT_T0 + 2500 * MS - 1);
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
 	/* Shorten it again (the lease now sits in the wheel). */
-	assert_int_equal(quay_queue_extend(q, &l, 10 * MS), 0);   /* T0 + 2510 ms - 1 */
-	set_time(T0 + 2510 * MS - 2);
+	assert_int_equal(quay_queue_extend(q, &l, 10 * MS), 0);   /* QT_T0 + 2510 ms - 1 */
+	qt_set_time(QT_T0 + 2510 * MS - 2);
 	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
-	set_time(T0 + 2510 * MS - 1);
+	qt_set_time(QT_T0 + 2510 * MS - 1);
 	assert_int_equal(recv_v(q, &l2), 1);
 	assert_int_equal(l2.attempt, 2);
 	assert_int_equal(quay_queue_extend(q, &l, MS), -ESTALE);
@@ -592,7 +576,7 @@ nack_backoff_exact(void **state)
 	quay_lease l;
 	/* base 100 ms, factor 3, max 1 s: 100, 300, 900, 1000, 1000 ms. */
 	static const int64_t want[] = { 100, 300, 900, 1000, 1000 };
-	int64_t t = T0;
+	int64_t t = QT_T0;
 
 	(void)state;
 	o.backoff_base_ns = 100 * MS;
@@ -607,10 +591,10 @@ nack_backoff_exact(void **state)
 		assert_int_equal(quay_queue_nack(q, &l, "boom"), 0);
 		done(&l);
 		assert_int_equal(stats(q).delayed, 1);
-		set_time(t + want[i] * MS - 1);
+		qt_set_time(t + want[i] * MS - 1);
 		assert_int_equal(recv_v(q, &l), UINT64_MAX);
 		t += want[i] * MS;
-		set_time(t);
+		qt_set_time(t);
 	}
 	assert_int_equal(recv_v(q, &l), 5);
 	assert_int_equal(stats(q).retried, 5);
@@ -631,7 +615,7 @@ first_delay(uint64_t seed)
 	o.flags = 0;                                            /* jitter on */
 	o.jitter_seed = seed;
 	o.backoff_base_ns = 1000 * MS;
-	set_time(T0);
+	qt_set_time(QT_T0);
 	q = mkq(&o);
 	send_v(q, 1);
 	assert_int_equal(recv_v(q, &l), 1);
@@ -639,7 +623,7 @@ first_delay(uint64_t seed)
 	done(&l);
 	/* Find the due time by stepping 1 ms at a time. */
 	for (int64_t ms = 0; ms <= 1001; ms++) {
-		set_time(T0 + ms * MS);
+		qt_set_time(QT_T0 + ms * MS);
 		if (recv_v(q, &l) != UINT64_MAX) {
 			d = ms;
 			ack_v(q, &l);
@@ -741,7 +725,7 @@ lease_expiry_counts_towards_max(void **state)
 	quay_queue_opts o = fake_opts();
 	quay_queue *q, *dlq;
 	quay_lease l;
-	int64_t t = T0;
+	int64_t t = QT_T0;
 
 	(void)state;
 	o.name = "dead";
@@ -756,7 +740,7 @@ lease_expiry_counts_towards_max(void **state)
 		assert_int_equal(recv_v(q, &l), 3);
 		done(&l);
 		t += 1000 * MS;
-		set_time(t);
+		qt_set_time(t);
 		assert_int_equal(quay_queue_tick(q), 0);
 	}
 	assert_int_equal(recv_v(q, &l), UINT64_MAX);
@@ -851,7 +835,7 @@ full_dlq_keeps_message_until_room(void **state)
 	check_conservation(q);
 	assert_int_equal(recv_v(dlq, &l), 100);
 	ack_v(dlq, &l);
-	set_time(T0 + QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
+	qt_set_time(QT_T0 + QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
 	assert_int_equal(quay_queue_tick(q), 0);
 	s = stats(q);
 	assert_int_equal(s.dead_lettered, 1);
@@ -951,12 +935,12 @@ failure_hook_decides(void **state)
 	done(&l);
 	assert_int_equal(h.last_attempt, 1);
 	assert_string_equal(h.last_reason, "bad input");
-	set_time(T0 + 5 * MS - 1);
+	qt_set_time(QT_T0 + 5 * MS - 1);
 	assert_int_equal(recv_v(q, &l), UINT64_MAX);
-	set_time(T0 + 5 * MS);
+	qt_set_time(QT_T0 + 5 * MS);
 	assert_int_equal(recv_v(q, &l), 1);
 	/* Lease expiry reaches the hook with its own reason. */
-	set_time(T0 + 1005 * MS);
+	qt_set_time(QT_T0 + 1005 * MS);
 	h.verdict = QUAY_QUEUE_DEAD_LETTER;
 	assert_int_equal(quay_queue_tick(q), 0);
 	done(&l);
@@ -1010,7 +994,7 @@ redrive_into_full_target_changes_nothing(void **state)
 		assert_int_equal(recv_v(src, &l), v);
 		assert_int_equal(quay_queue_nack(src, &l, NULL), 0);
 		done(&l);
-		set_time(fake_now + MS);
+		qt_set_time(qt_fake_clock(NULL) + MS);
 	}
 	send_v(to, 99);                                       /* the target is full */
 	assert_int_equal(quay_queue_redrive(dlq, to, 10, &moved), -EAGAIN);
@@ -1022,7 +1006,7 @@ redrive_into_full_target_changes_nothing(void **state)
 		header_is(l.msg, QUAY_MSG_H_DLQ_REASON, "max-attempts");
 		header_is(l.msg, QUAY_MSG_H_DLQ_SOURCE, "src");
 		exp[v - 1] = quay_msg_expires_ns(l.msg);
-		assert_int_equal(exp[v - 1], T0 + (int64_t)(v - 1) * MS + 3600 * 1000 * MS);
+		assert_int_equal(exp[v - 1], QT_T0 + (int64_t)(v - 1) * MS + 3600 * 1000 * MS);
 		assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0);   /* back, after backoff */
 		done(&l);
 	}
@@ -1061,7 +1045,7 @@ dead_letter_hook_runs_once_when_dlq_full(void **state)
 	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
 	done(&l);
 	for (int i = 1; i <= 5; i++) {                        /* five more tries, all full */
-		set_time(T0 + i * QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
+		qt_set_time(QT_T0 + i * QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
 		assert_int_equal(quay_queue_tick(q), 0);
 		assert_int_equal(stats(q).delayed, 1);
 	}
@@ -1069,7 +1053,7 @@ dead_letter_hook_runs_once_when_dlq_full(void **state)
 	assert_int_equal(stats(q).dead_lettered, 0);
 	assert_int_equal(recv_v(dlq, &l), 100);
 	ack_v(dlq, &l);
-	set_time(T0 + 6 * QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
+	qt_set_time(QT_T0 + 6 * QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_int_equal(h.dead, 1);
 	assert_int_equal(h.dead_reason, QUAY_QUEUE_DLQ_MAX_ATTEMPTS);
@@ -1114,14 +1098,14 @@ huge_times_saturate(void **state)
 	send_v(q, 1);
 	assert_int_equal(recv_v(q, &l), 1);
 	assert_int_equal(l.deadline_ns, INT64_MAX);
-	set_time(T0 + 1000000 * 1000 * MS);
+	qt_set_time(QT_T0 + 1000000 * 1000 * MS);
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_int_equal(stats(q).lease_expired, 0);
 	assert_int_equal(quay_queue_extend(q, &l, INT64_MAX), 0);
 	ack_v(q, &l);
 	check_conservation(q);
 	quay_queue_destroy(q);
-	set_time(T0);
+	qt_set_time(QT_T0);
 	/* delay: never due. */
 	o = fake_opts();
 	o.delay_ns = INT64_MAX;
@@ -1164,7 +1148,7 @@ huge_times_saturate(void **state)
 	assert_int_equal(recv_v(q, &l), UINT64_MAX);
 	assert_int_equal(stats(q).delayed, 1);
 	m = mkmsg(7);
-	assert_int_equal(quay_msg_set_expires_ns(m, T0 + 1000 * MS), 0);
+	assert_int_equal(quay_msg_set_expires_ns(m, QT_T0 + 1000 * MS), 0);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	assert_int_equal(recv_v(q, &l), 7);
 	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
@@ -1188,12 +1172,12 @@ oldest_age_covers_in_flight(void **state)
 	o.visibility_ns = 3600 * 1000 * MS;
 	q = mkq(&o);
 	send_v(q, 1);
-	set_time(T0 + 1000 * MS);
+	qt_set_time(QT_T0 + 1000 * MS);
 	send_v(q, 2);
 	assert_int_equal(recv_v(q, &l1), 1);
 	assert_int_equal(recv_v(q, &l2), 2);
 	ack_v(q, &l2);
-	set_time(T0 + 5000 * MS);
+	qt_set_time(QT_T0 + 5000 * MS);
 	assert_int_equal(stats(q).in_flight, 1);
 	assert_int_equal(stats(q).oldest_age_ns, 5000 * MS);
 	ack_v(q, &l1);
@@ -1211,12 +1195,12 @@ delayed_message_exact(void **state)
 
 	(void)state;
 	q = mkq(&o);
-	assert_int_equal(quay_msg_set_not_before_ns(m, T0 + 5 * MS + 3), 0);
+	assert_int_equal(quay_msg_set_not_before_ns(m, QT_T0 + 5 * MS + 3), 0);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	assert_int_equal(stats(q).delayed, 1);
-	set_time(T0 + 5 * MS + 2);
+	qt_set_time(QT_T0 + 5 * MS + 2);
 	assert_int_equal(recv_v(q, &l), UINT64_MAX);
-	set_time(T0 + 5 * MS + 3);
+	qt_set_time(QT_T0 + 5 * MS + 3);
 	assert_int_equal(recv_v(q, &l), 4);
 	ack_v(q, &l);
 	check_conservation(q);
@@ -1234,11 +1218,11 @@ default_delay_applies(void **state)
 	o.delay_ns = 250 * MS;
 	q = mkq(&o);
 	send_v(q, 9);
-	set_time(T0 + 250 * MS - 1);
+	qt_set_time(QT_T0 + 250 * MS - 1);
 	assert_int_equal(recv_v(q, &l), UINT64_MAX);
-	set_time(T0 + 250 * MS);
+	qt_set_time(QT_T0 + 250 * MS);
 	assert_int_equal(recv_v(q, &l), 9);
-	assert_int_equal(quay_msg_not_before_ns(l.msg), T0 + 250 * MS);
+	assert_int_equal(quay_msg_not_before_ns(l.msg), QT_T0 + 250 * MS);
 	ack_v(q, &l);
 	quay_queue_destroy(q);
 }
@@ -1260,10 +1244,10 @@ due_order_is_kept(void **state)
 	for (uint64_t i = 0; i < n; i++) {
 		quay_msg *m = mkmsg(i);
 
-		assert_int_equal(quay_msg_set_not_before_ns(m, T0 + due[i] * MS), 0);
+		assert_int_equal(quay_msg_set_not_before_ns(m, QT_T0 + due[i] * MS), 0);
 		assert_int_equal(quay_queue_send(q, m), 0);
 	}
-	set_time(T0 + 10000 * MS);
+	qt_set_time(QT_T0 + 10000 * MS);
 	assert_int_equal(quay_queue_tick(q), 0);
 	for (size_t i = 0; i < n; i++) {
 		assert_int_equal(recv_v(q, &l), want[i]);
@@ -1288,19 +1272,19 @@ long_delays_do_not_drift(void **state)
 	for (uint64_t i = 0; i < 2; i++) {
 		quay_msg *m = mkmsg(i);
 
-		assert_int_equal(quay_msg_set_not_before_ns(m, T0 + due[i]), 0);
+		assert_int_equal(quay_msg_set_not_before_ns(m, QT_T0 + due[i]), 0);
 		assert_int_equal(quay_queue_send(q, m), 0);
 	}
 	for (uint64_t i = 0; i < 2; i++) {
 		/* Step through time coarsely (as an idle process would be
 		 * called), then to the ns before and at the due time. */
-		for (int64_t t = T0; t < T0 + due[i] - 3600 * 1000 * MS; t += 3600 * 1000 * MS) {
-			set_time(t);
+		for (int64_t t = QT_T0; t < QT_T0 + due[i] - 3600 * 1000 * MS; t += 3600 * 1000 * MS) {
+			qt_set_time(t);
 			assert_int_equal(quay_queue_tick(q), 0);
 		}
-		set_time(T0 + due[i] - 1);
+		qt_set_time(QT_T0 + due[i] - 1);
 		assert_int_equal(recv_v(q, &l), UINT64_MAX);
-		set_time(T0 + due[i]);
+		qt_set_time(QT_T0 + due[i]);
 		assert_int_equal(recv_v(q, &l), i);
 		ack_v(q, &l);
 	}
@@ -1327,9 +1311,9 @@ ttl_dead_letters_never_delivers(void **state)
 	q = mkq(&o);
 	send_v(q, 1);
 	m = mkmsg(2);
-	assert_int_equal(quay_msg_set_expires_ns(m, T0 + 50 * MS), 0);   /* its own TTL wins */
+	assert_int_equal(quay_msg_set_expires_ns(m, QT_T0 + 50 * MS), 0);   /* its own TTL wins */
 	assert_int_equal(quay_queue_send(q, m), 0);
-	set_time(T0 + 10 * MS);
+	qt_set_time(QT_T0 + 10 * MS);
 	assert_int_equal(recv_v(q, &l), 2);                    /* 1 expired on the way */
 	ack_v(q, &l);
 	assert_int_equal(h.dead, 1);
@@ -1375,9 +1359,9 @@ dedup_window(void **state)
 	send_v(q, 4);                                        /* no id: always */
 	assert_int_equal(stats(q).deduplicated, 1);
 	assert_int_equal(stats(q).sent, 3);
-	set_time(T0 + 999 * MS);
+	qt_set_time(QT_T0 + 999 * MS);
 	assert_int_equal(quay_queue_send(q, mkdedup(5, "a")), 0);   /* still a duplicate */
-	set_time(T0 + 1000 * MS);
+	qt_set_time(QT_T0 + 1000 * MS);
 	assert_int_equal(quay_queue_send(q, mkdedup(6, "a")), 0);   /* window passed */
 	assert_int_equal(stats(q).deduplicated, 2);
 	static const uint64_t want[] = { 1, 3, 4, 6 };
@@ -1489,7 +1473,7 @@ browse_visits_without_leasing(void **state)
 	for (uint64_t i = 0; i < 4; i++)
 		send_v(q, i);
 	m = mkmsg(9);
-	assert_int_equal(quay_msg_set_not_before_ns(m, T0 + MS), 0);
+	assert_int_equal(quay_msg_set_not_before_ns(m, QT_T0 + MS), 0);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	assert_int_equal(recv_v(q, &inflight), 0);
 	before = stats(q);
@@ -1534,7 +1518,7 @@ restore_is_not_a_send(void **state)
 	o.dedup_window_ns = 1000 * MS;
 	q = mkq(&o);
 	assert_int_equal(quayi_queue_restore(q, mkdedup(1, "x"), 4, 0), 0);
-	assert_int_equal(quayi_queue_restore(q, mkdedup(2, "x"), 0, T0 + 7 * MS), 0);
+	assert_int_equal(quayi_queue_restore(q, mkdedup(2, "x"), 0, QT_T0 + 7 * MS), 0);
 	assert_int_equal(quayi_queue_restore(NULL, NULL, 0, 0), -EINVAL);
 	s = stats(q);
 	assert_int_equal(s.sent, 0);
@@ -1543,7 +1527,7 @@ restore_is_not_a_send(void **state)
 	assert_int_equal(recv_v(q, &l), 1);
 	assert_int_equal(l.attempt, 5);
 	ack_v(q, &l);
-	set_time(T0 + 7 * MS);
+	qt_set_time(QT_T0 + 7 * MS);
 	assert_int_equal(recv_v(q, &l), 2);
 	ack_v(q, &l);
 	check_conservation(q);
@@ -1600,13 +1584,13 @@ blocking_receive_wakes_on_send_and_due(void **state)
 	w.tid = 0;
 	w.rc = -1;
 	m = mkmsg(6);
-	assert_int_equal(quay_msg_set_not_before_ns(m, T0 + 3600 * 1000 * MS), 0);
+	assert_int_equal(quay_msg_set_not_before_ns(m, QT_T0 + 3600 * 1000 * MS), 0);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
 	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0)
 		qt_sleep_ms(1);
 	assert_true(qt_await_futex_sleep(w.tid, 5000));
-	set_time(T0 + 3600 * 1000 * MS);
+	qt_set_time(QT_T0 + 3600 * 1000 * MS);
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_true(qt_join_within(t, 10000));
 	assert_int_equal(w.rc, 0);
@@ -1734,9 +1718,9 @@ sleeping_receiver_wakes_for_later_delayed_fake(void **state)
 	w.q = q;
 	start_sleeper(&w, &t);
 	m = mkmsg(11);
-	assert_int_equal(quay_msg_set_not_before_ns(m, T0 + 50 * MS), 0);
+	assert_int_equal(quay_msg_set_not_before_ns(m, QT_T0 + 50 * MS), 0);
 	assert_int_equal(quay_queue_send(q, m), 0);
-	set_time(T0 + 50 * MS);
+	qt_set_time(QT_T0 + 50 * MS);
 	assert_true(qt_join_within(t, 20000));
 	assert_int_equal(w.rc, 0);
 	assert_int_equal(w.v, 11);

@@ -30,22 +30,6 @@
 #include "../../src/wal_internal.h"
 
 #define MS ((int64_t)1000000)
-#define T0 ((int64_t)1700000000 * 1000000000)
-
-static int64_t fake_now = T0;
-
-static int64_t
-fake_clock(void *ctx)
-{
-	(void)ctx;
-	return __atomic_load_n(&fake_now, __ATOMIC_SEQ_CST);
-}
-
-static void
-set_time(int64_t t)
-{
-	__atomic_store_n(&fake_now, t, __ATOMIC_SEQ_CST);
-}
 
 static quay_pool *pool;
 static char dir[256];
@@ -68,7 +52,7 @@ static int
 setup(void **state)
 {
 	(void)state;
-	set_time(T0);
+	qt_set_time(QT_T0);
 	wal_mode = QUAY_WAL_NONE;     /* SYNC where the test says so: fdatasync is slow */
 	wal_segment = 0;
 	snprintf(dir, sizeof(dir), "/tmp/quay-dur-XXXXXX");
@@ -95,7 +79,7 @@ dopts(const char *name)
 	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	o.name = name;
-	o.clock = fake_clock;
+	o.clock = qt_fake_clock;
 	o.capacity = 256;
 	o.visibility_ns = 1000 * MS;
 	o.flags = QUAY_QUEUE_NO_JITTER;
@@ -227,7 +211,7 @@ send_ack_recover(void **state)
 	assert_memory_equal(v, "vv", 2);
 	assert_string_equal(quay_msg_reply_to(m), "reply.here");
 	assert_int_equal(quay_msg_correlation_id(m), 77);
-	assert_int_equal(quay_msg_enqueued_ns(m), T0);
+	assert_int_equal(quay_msg_enqueued_ns(m), QT_T0);
 	assert_int_equal(quay_msg_attempts(m), 1);
 	assert_int_equal(quay_queue_ack(q, &l[0]), 0);
 	quay_msg_unref(m);
@@ -307,19 +291,19 @@ nack_delay_and_expiry_recover(void **state)
 	assert_int_equal(quay_queue_send(q, mkmsg(1)), 0);
 	assert_int_equal(quay_queue_send(q, mkmsg(2)), 0);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
-	assert_int_equal(quay_queue_nack(q, &l, "no"), 0);      /* retry at T0 + 500 ms */
+	assert_int_equal(quay_queue_nack(q, &l, "no"), 0);      /* retry at QT_T0 + 500 ms */
 	quay_msg_unref(l.msg);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);      /* 2: let its lease expire */
 	quay_msg_unref(l.msg);
-	set_time(T0 + 1000 * MS);
-	assert_int_equal(quay_queue_tick(q), 0);                /* 2 retries at T0+1500 */
-	set_time(T0 + 1100 * MS);
+	qt_set_time(QT_T0 + 1000 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);                /* 2 retries at QT_T0+1500 */
+	qt_set_time(QT_T0 + 1100 * MS);
 	restart(&q, NULL);
 	o.wal = wal;
 	q = mkq(&o);
 	s = st(q);
 	assert_int_equal(s.restored, 2);
-	/* 1 was due at T0+500: ready; 2 is due at T0+1500: delayed. */
+	/* 1 was due at QT_T0+500: ready; 2 is due at QT_T0+1500: delayed. */
 	assert_int_equal(s.ready, 1);
 	assert_int_equal(s.delayed, 1);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
@@ -328,10 +312,10 @@ nack_delay_and_expiry_recover(void **state)
 	assert_int_equal(quay_queue_ack(q, &l), 0);
 	quay_msg_unref(l.msg);
 	assert_int_equal(quay_queue_receive(q, &l, 0), -EAGAIN);
-	set_time(T0 + 1500 * MS - 1);
+	qt_set_time(QT_T0 + 1500 * MS - 1);
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_int_equal(quay_queue_receive(q, &l, 0), -EAGAIN); /* not before */
-	set_time(T0 + 1500 * MS);
+	qt_set_time(QT_T0 + 1500 * MS);
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 	assert_int_equal(body_of(l.msg), 2);
@@ -383,7 +367,7 @@ dead_letter_and_redrive_recover(void **state)
 	assert_memory_equal(v, "jobs", vl);
 	assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0);     /* back to ready in the DLQ */
 	quay_msg_unref(l.msg);
-	set_time(T0 + 10000 * MS);
+	qt_set_time(QT_T0 + 10000 * MS);
 	assert_int_equal(quay_queue_tick(dlq), 0);
 	assert_int_equal(quay_queue_redrive(dlq, q, 10, &moved), 0);
 	assert_int_equal(moved, 1);
@@ -423,15 +407,15 @@ ttl_after_restart_dead_letters(void **state)
 	o.dlq = dlq;
 	q = mkq(&o);
 	m = mkmsg(3);
-	assert_int_equal(quay_msg_set_expires_ns(m, T0 + 100 * MS), 0);
+	assert_int_equal(quay_msg_set_expires_ns(m, QT_T0 + 100 * MS), 0);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	m = mkmsg(4);
-	assert_int_equal(quay_msg_set_not_before_ns(m, T0 + 50 * MS), 0);
+	assert_int_equal(quay_msg_set_not_before_ns(m, QT_T0 + 50 * MS), 0);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	restart(&q, &dlq);
 	o.wal = wal;
 	od.wal = wal;
-	set_time(T0 + 200 * MS);
+	qt_set_time(QT_T0 + 200 * MS);
 	dlq = mkq(&od);
 	o.dlq = dlq;
 	q = mkq(&o);
@@ -439,7 +423,7 @@ ttl_after_restart_dead_letters(void **state)
 	/* 3 is past its TTL: dead-lettered on the way, never delivered. */
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 	assert_int_equal(body_of(l.msg), 4);
-	assert_int_equal(quay_msg_not_before_ns(l.msg), T0 + 50 * MS);
+	assert_int_equal(quay_msg_not_before_ns(l.msg), QT_T0 + 50 * MS);
 	assert_int_equal(quay_queue_ack(q, &l), 0);
 	quay_msg_unref(l.msg);
 	restart(&q, &dlq);
@@ -483,7 +467,7 @@ compaction_keeps_disk_bounded(void **state)
 	for (uint64_t i = 0; i < 50; i++) {
 		quay_msg *m = mkmsg(1000000 + i);
 
-		assert_int_equal(quay_msg_set_not_before_ns(m, T0 + (int64_t)1000000 * 1000 * MS), 0);
+		assert_int_equal(quay_msg_set_not_before_ns(m, QT_T0 + (int64_t)1000000 * 1000 * MS), 0);
 		assert_int_equal(quay_queue_send(q, m), 0);
 	}
 	for (uint64_t i = 0; i < 20000; i++) {
@@ -493,7 +477,7 @@ compaction_keeps_disk_bounded(void **state)
 		if (i % 100 == 7) {                              /* a nack now and then */
 			assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
 			quay_msg_unref(l.msg);
-			set_time(fake_clock(NULL) + 1000 * MS);
+			qt_set_time(qt_fake_clock(NULL) + 1000 * MS);
 			assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 			assert_int_equal(body_of(l.msg), i);
 			keep++;
@@ -1065,7 +1049,7 @@ refused_dead_letter_leaves_message_unchanged(void **state)
 	struct seen_state v = { 0, 0, 0 };
 	quay_lease l;
 	quay_msg *m;
-	const int64_t ttl = T0 + 3600 * 1000 * MS;
+	const int64_t ttl = QT_T0 + 3600 * 1000 * MS;
 
 	(void)state;
 	small_segment_wal(0);
@@ -1126,7 +1110,7 @@ dead_letter_too_big_for_headers_moves_without(void **state)
 	o.max_attempts = 1;
 	q = mkq(&o);
 	m = big_msg(8192 - QUAYI_DQ_ADD_HDR - 8);
-	quay_msg_set_expires_ns(m, T0 + 3600 * 1000 * MS);
+	quay_msg_set_expires_ns(m, QT_T0 + 3600 * 1000 * MS);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 	quay_msg_unref(l.msg);
