@@ -56,7 +56,9 @@
  *   R3 In the last segment, damage at offset P after the valid prefix
  *      ending with LSN L is corruption (-EBADMSG) if a valid record is
  *      found at an 8-aligned offset after P whose synced field is > L:
- *      that record proves the damaged bytes had been made durable.
+ *      that record proves the damaged bytes had been made durable. The
+ *      proof is searched at every offset before the end of the non-zero
+ *      bytes; the record may extend past that end (it may end in zeros).
  *      Otherwise it is a torn tail (a crash cut short unsynced writes):
  *      the file is truncated to the prefix and reopened for appending.
  *   R4 A last segment with an invalid header and nothing but zero bytes
@@ -242,13 +244,18 @@ check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_
 }
 
 /* R3: a valid record after the damage whose synced field covers the
- * first LSN after the prefix proves the damage was in durable data. */
+ * first LSN after the prefix proves the damage was in durable data.
+ * Candidates start at every 8-aligned offset in [from, to), to being the
+ * end of the non-zero bytes: a record's header holds a non-zero LSN, so
+ * it starts before that end, but it may end well after it (an empty or
+ * zero payload, the zero high bytes of its synced field), so the record
+ * itself is bounded by the buffer, not by to (issue 19). */
 static bool
 find_proof(const struct quayi_wal_scan *s, uint64_t from, uint64_t to)
 {
 	uint64_t need = s->last_lsn + 1;
 
-	for (uint64_t q = from; q + QUAYI_WAL_REC_HDR <= to; q += 8) {
+	for (uint64_t q = from; q < to && q + QUAYI_WAL_REC_HDR <= s->len; q += 8) {
 		const uint8_t *h = s->buf + q;
 		uint64_t lsn = get64(h + 8), synced = get64(h + 24);
 		uint32_t len = get32(h + 4), type = get32(h + 16), flags = get32(h + 20);

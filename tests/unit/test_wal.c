@@ -678,6 +678,66 @@ tail_cut_erases_stale_records(void **state)
 	memfs_fini(&fs);
 }
 
+/* Issue 19, bug 1: R3's proof may end in zero bytes. SYNC mode, A and B
+ * acknowledged (fdatasynced), then C; a bit of B flipped. C's synced
+ * field (B's LSN) proves B was durable, so open must fail with -EBADMSG
+ * whatever C's payload: empty, zeros, or non-zero. Before the fix the
+ * proof scan stopped at the last non-zero byte and needed a whole header
+ * before it, so a C ending in zero bytes (its synced field's high bytes,
+ * or a zero payload) was never seen: open returned 0 and cut B and C. */
+static void
+proof_record_ending_in_zeros(void **state)
+{
+	(void)state;
+	static const struct {
+		size_t len;
+		uint8_t fill;
+	} cs[] = { { 0, 0 }, { 8, 0 }, { 1, 0 }, { 24, 0 }, { 8, 0x5a }, { 13, 0x5a } };
+	uint8_t a[100], b[100], c[32];
+	unsigned bad = 0;
+
+	memset(a, 'a', sizeof(a));
+	memset(b, 'b', sizeof(b));
+	for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
+		for (unsigned ro = 0; ro < 2; ro++) {
+			struct memfs fs;
+			quay_wal *w;
+			struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+			struct quay_wal_report rep;
+			uint64_t lsn;
+
+			memset(c, cs[i].fill, sizeof(c));
+			memfs_init(&fs, 91 + i);
+			assert_int_equal(mopen(&fs, &o, &w), 0);
+			assert_int_equal(quay_wal_append(w, 1, a, sizeof(a), NULL), 0);
+			assert_int_equal(quay_wal_append(w, 1, b, sizeof(b), NULL), 0);
+			assert_int_equal(quay_wal_append(w, 1, c, cs[i].len, &lsn), 0);
+			assert_int_equal(lsn, 3);
+			assert_int_equal(quay_wal_close(w), 0);
+			struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+			uint64_t at = QUAYI_WAL_SEG_HDR + quayi_wal_rec_size(sizeof(a)) + QUAYI_WAL_REC_HDR + 10;
+			f->cur[at] ^= 4;
+			memfs_sync_file(f);
+			o.report = &rep;
+			o.flags = ro ? QUAY_WAL_READONLY : 0;
+			int r = mopen(&fs, &o, &w);
+			if (r == 0)
+				quay_wal_close(w);
+			print_message("proof C len %zu fill 0x%02x %s: open %d, corrupt %d, tail_cut %d, last_lsn %" PRIu64
+			    "\n", cs[i].len, cs[i].fill, ro ? "readonly" : "writable", r, rep.corrupt, rep.tail_cut,
+			    rep.last_lsn);
+			/* Nothing was cut: B and C are still in the file. */
+			f = memfs_file(&fs, "0000000000000001.wal");
+			if (r != -EBADMSG || !rep.corrupt || rep.tail_cut ||
+			    f->cur_len < QUAYI_WAL_SEG_HDR + 2 * quayi_wal_rec_size(sizeof(a)) +
+			    quayi_wal_rec_size(cs[i].len))
+				bad++;
+			memfs_fini(&fs);
+		}
+	}
+	assert_int_equal(bad, 0);
+}
+
 /* ---- W2: truncation at every offset -------------------------------------- */
 
 /* Build a log in one 256 KiB segment of about target bytes. Single-thread
@@ -1880,6 +1940,7 @@ main(void)
 		QT_TEST(checkpoint_deletes_segments),
 		QT_TEST(readonly_open_changes_nothing),
 		QT_TEST(tail_cut_erases_stale_records),
+		QT_TEST(proof_record_ending_in_zeros),
 		QT_TEST(corruption_in_sealed_segment_is_ebadmsg),
 		QT_TEST(bad_segment_files),
 		QT_TEST(scan_memory_edges),
