@@ -1413,6 +1413,36 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 	return r;
 }
 
+/* The ring buffer: room for two largest records, and 4 MiB (or one
+ * segment, if smaller) so that writes go out in large pieces. */
+static uint64_t
+buf_size(uint64_t segment_bytes, uint32_t max_record)
+{
+	uint64_t n = segment_bytes < BUF_MIN ? segment_bytes : BUF_MIN;
+
+	if (n < 2 * quayi_wal_rec_size(max_record))
+		n = 2 * quayi_wal_rec_size(max_record);
+	return n;
+}
+
+/* The batch limit (wal_internal.h): the one place it is derived. A batch
+ * must fit a quarter of a segment (so that a roll leaves room) and the
+ * ring buffer (it is copied in whole). */
+uint64_t
+quayi_wal_batch_limit(uint64_t segment_bytes, uint32_t max_record)
+{
+	uint64_t lim = (segment_bytes - QUAYI_WAL_SEG_HDR) / 4, buf = buf_size(segment_bytes, max_record);
+
+	return lim < buf ? lim : buf;
+}
+
+uint64_t
+quayi_wal_batch_max(const quay_wal *w)
+{
+	/* Set by open, never changed: no lock needed. */
+	return w != NULL ? w->batch_max : 0;
+}
+
 int
 quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struct quayi_wal_io *io,
     void *io_ctx, quay_wal **out)
@@ -1482,14 +1512,8 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 		pthread_cond_init(&w->tcv, &ca);
 		pthread_condattr_destroy(&ca);
 	}
-	/* The ring buffer: room for two largest records, and 4 MiB (or one
-	 * segment, if smaller) so that writes go out in large pieces. */
-	w->bufsize = o.segment_bytes < BUF_MIN ? o.segment_bytes : BUF_MIN;
-	if (w->bufsize < 2 * quayi_wal_rec_size(o.max_record))
-		w->bufsize = 2 * quayi_wal_rec_size(o.max_record);
-	w->batch_max = (o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4;
-	if (w->batch_max > w->bufsize)
-		w->batch_max = w->bufsize;
+	w->bufsize = buf_size(o.segment_bytes, o.max_record);
+	w->batch_max = quayi_wal_batch_limit(o.segment_bytes, o.max_record);
 
 	if (!(w->flags & QUAY_WAL_READONLY)) {
 		r = io->mkdir(io_ctx, dir);

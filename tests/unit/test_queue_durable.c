@@ -1131,6 +1131,207 @@ dead_letter_too_big_for_headers_moves_without(void **state)
 	quay_queue_destroy(dlq);
 }
 
+/* ---- issue 19 ------------------------------------------------------------ */
+
+/* A message whose ADD record takes exactly rec bytes in the log (header
+ * and padding included; rec a multiple of 8, at least 32 + 72 + 8). */
+static quay_msg *
+msg_rec_bytes(uint64_t v, size_t rec)
+{
+	static unsigned char body[QUAY_WAL_SEGMENT_MIN / 4];
+	size_t len = rec - QUAYI_WAL_REC_HDR - QUAYI_DQ_ADD_HDR;
+	quay_msg *m = NULL;
+
+	assert_true(len >= 8 && len <= sizeof(body));
+	memset(body, (int)(v & 0xff) | 1, len);
+	memcpy(body, &v, sizeof(v));
+	assert_int_equal(quay_msg_new(pool, body, len, &m), 0);
+	return m;
+}
+
+/* Issue 19, bug 2: the durable queue sized a batch at segment/4 while
+ * the WAL accepts (segment - 32)/4. With 64 KiB segments, 128 messages
+ * with 24-byte bodies (128-byte records: exactly 16,384 bytes) were one
+ * batch to the queue and -EMSGSIZE to the WAL: every one refused. Now
+ * the queue asks the WAL for its limit; the batch at the WAL's exact
+ * limit is one appendv, one byte of payload above it splits in two. */
+static void
+send_batch_at_wal_batch_limit(void **state)
+{
+	quay_queue_opts o;
+	quay_queue *q;
+	quay_msg *ms[129];
+	int res[129];
+	struct quay_wal_info wi0, wi1;
+	uint64_t limit;
+
+	(void)state;
+	small_segment_wal(0);
+	o = dopts("edge");
+	q = mkq(&o);
+	limit = (QUAY_WAL_SEGMENT_MIN - QUAYI_WAL_SEG_HDR) / 4;
+	print_message("64 KiB segments: WAL batch limit %" PRIu64 " bytes\n", limit);
+	assert_int_equal(quayi_wal_batch_max(wal), limit);         /* the queue's limit too */
+	assert_int_equal(quayi_wal_batch_max(NULL), 0);
+	/* The issue's repro: 128 x 24-byte bodies = 128 x 128 record bytes. */
+	for (size_t i = 0; i < 128; i++)
+		ms[i] = msg_rec_bytes(i, 128);
+	{
+		int sent = quay_queue_send_batch(q, ms, 128, res), first = 0;
+		size_t refused = 0;
+
+		for (size_t i = 0; i < 128; i++) {
+			if (res[i] != 0) {
+				first = first ? first : res[i];
+				refused++;
+				quay_msg_unref(ms[i]);          /* the caller keeps it */
+			}
+		}
+		print_message("send_batch of 128 x 128-byte records: %d sent, %zu refused (%d)\n", sent, refused,
+		    first);
+		if (sent != 128)
+			quay_queue_destroy(q);
+		assert_int_equal(sent, 128);
+	}
+	assert_int_equal(drain(q, NULL, 200, true), 128);
+	/* Exactly at the WAL's limit: 127 x 128 + one of 120 = 16,376 bytes
+	 * is one batch (LSNs consecutive, one appendv). */
+	for (size_t i = 0; i < 128; i++)
+		ms[i] = msg_rec_bytes(1000 + i, i == 127 ? limit - 127 * 128 : 128);
+	assert_int_equal(quay_wal_info(wal, &wi0), 0);
+	assert_int_equal(quay_queue_send_batch(q, ms, 128, res), 128);
+	assert_int_equal(quay_wal_info(wal, &wi1), 0);
+	assert_int_equal(wi1.next_lsn - wi0.next_lsn, 128);
+	for (size_t i = 0; i < 128; i++)
+		assert_int_equal(res[i], 0);
+	assert_int_equal(drain(q, NULL, 200, true), 128);
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 0);
+	quay_queue_destroy(q);
+}
+
+/* Issue 19, bug 2 (compaction): with 128 such messages live, every
+ * compaction's copy batch was 16,384 bytes: refused, never a compaction,
+ * and each send and ack retried it. Now compactions succeed, the files
+ * stay bounded, and no log error is counted. */
+static void
+compaction_with_batch_at_limit(void **state)
+{
+	quay_queue_opts o;
+	quay_queue *q;
+	struct quay_wal_info wi;
+	struct quayi_dur_info di;
+	uint64_t max_bytes = 0;
+	quay_lease l;
+
+	(void)state;
+	assert_int_equal(quay_wal_close(wal), 0);
+	wal = NULL;
+	qt_rm_dir(dir);                                         /* no 64 MiB segment left */
+	wal_segment = QUAY_WAL_SEGMENT_MIN;
+	wal_open();
+	o = dopts("keep");
+	o.compact_bytes = 64 << 10;
+	q = mkq(&o);
+	for (uint64_t i = 0; i < 128; i++) {
+		quay_msg *m = msg_rec_bytes(1000000 + i, 128);
+
+		assert_int_equal(quay_msg_set_not_before_ns(m, QT_T0 + (int64_t)1000000 * 1000 * MS), 0);
+		assert_int_equal(quay_queue_send(q, m), 0);
+	}
+	for (uint64_t i = 0; i < 4000; i++) {
+		quay_msg *m = msg_rec_bytes(i, 128);
+
+		assert_int_equal(quay_queue_send(q, m), 0);
+		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+		assert_int_equal(quay_queue_ack(q, &l), 0);
+		quay_msg_unref(l.msg);
+		if (i % 256 == 0) {
+			assert_int_equal(quay_wal_info(wal, &wi), 0);
+			if (wi.file_bytes > max_bytes)
+				max_bytes = wi.file_bytes;
+		}
+	}
+	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
+	print_message("128 live at the batch limit: %" PRIu64 " compactions, %" PRIu64 " log errors, max %" PRIu64
+	    " file bytes\n", di.compactions, di.log_errors, max_bytes);
+	if (di.compactions < 5)
+		quay_queue_destroy(q);
+	assert_true(di.compactions >= 5);
+	assert_int_equal(di.log_errors, 0);
+	assert_true(max_bytes <= (uint64_t)8 * QUAY_WAL_SEGMENT_MIN);
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 128);
+	quay_queue_destroy(q);
+}
+
+/* Issue 19, bug 2 (back-off): a compaction that cannot succeed must not
+ * be retried by every send and ack. Made to fail for good: a 6,000-byte
+ * message is logged, then the WAL is reopened with max_record 4,096, so
+ * its compaction copy is always refused (-EMSGSIZE). 3,000 send+ack
+ * cycles append ~550 KB; with compact_bytes 64 KiB a compaction is due
+ * about every 64 KiB appended, so about 9 attempts (each a log error),
+ * where retrying on every transition would count ~2 per cycle. */
+static void
+compaction_that_cannot_succeed_backs_off(void **state)
+{
+	quay_queue_opts o;
+	quay_queue *q;
+	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+	struct quayi_dur_info di;
+	quay_lease l;
+	uint64_t appended = 0, bound;
+
+	(void)state;
+	assert_int_equal(quay_wal_close(wal), 0);
+	wal = NULL;
+	qt_rm_dir(dir);
+	wal_segment = QUAY_WAL_SEGMENT_MIN;
+	wal_open();
+	o = dopts("stuck");
+	o.compact_bytes = 64 << 10;
+	q = mkq(&o);
+	{
+		quay_msg *big = big_msg(6000);
+
+		assert_int_equal(quay_msg_set_not_before_ns(big, QT_T0 + (int64_t)1000000 * 1000 * MS), 0);
+		assert_int_equal(quay_queue_send(q, big), 0);
+	}
+	quay_queue_destroy(q);
+	assert_int_equal(quay_wal_close(wal), 0);
+	wo.sync_mode = QUAY_WAL_NONE;
+	wo.segment_bytes = wal_segment;
+	wo.max_record = 4096;
+	assert_int_equal(quay_wal_open(dir, &wo, &wal), 0);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 1);
+	assert_int_equal(quayi_queue_compact(q), -EMSGSIZE);    /* it cannot succeed */
+	for (uint64_t i = 0; i < 3000; i++) {
+		quay_msg *m = msg_rec_bytes(i, 128);
+
+		assert_int_equal(quay_queue_send(q, m), 0);
+		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+		assert_int_equal(quay_queue_ack(q, &l), 0);
+		quay_msg_unref(l.msg);
+		appended += 128 + 56;                               /* ADD + DEL records */
+	}
+	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
+	bound = appended / (64 << 10) + 2;
+	print_message("a compaction that cannot succeed: %" PRIu64 " attempts (log errors) over 3000 send+ack "
+	    "cycles, bound %" PRIu64 ", %" PRIu64 " compactions\n", di.log_errors - 1, bound, di.compactions);
+	if (di.log_errors - 1 > bound)
+		quay_queue_destroy(q);
+	assert_true(di.log_errors - 1 <= bound);
+	assert_true(di.log_errors - 1 >= 1);                    /* it did try again */
+	assert_int_equal(di.compactions, 0);
+	quay_queue_destroy(q);
+}
+
 int
 main(void)
 {
@@ -1151,6 +1352,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(concurrent_send_to_two_durable_queues, setup, teardown),
 		cmocka_unit_test_setup_teardown(refused_dead_letter_leaves_message_unchanged, setup, teardown),
 		cmocka_unit_test_setup_teardown(dead_letter_too_big_for_headers_moves_without, setup, teardown),
+		cmocka_unit_test_setup_teardown(send_batch_at_wal_batch_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(compaction_with_batch_at_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(compaction_that_cannot_succeed_backs_off, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue-durable", tests, NULL, NULL);
 }

@@ -738,6 +738,65 @@ proof_record_ending_in_zeros(void **state)
 	assert_int_equal(bad, 0);
 }
 
+/* Issue 19, bug 2: the batch limit is one figure, quayi_wal_batch_max,
+ * and appendv accepts a batch of exactly that many bytes and refuses one
+ * 8 bytes larger (-EMSGSIZE, nothing appended). */
+static void
+batch_limit_is_exact(void **state)
+{
+	(void)state;
+	static const struct {
+		uint64_t seg;
+		uint32_t max_record;
+	} cs[] = { { 64 << 10, 0 }, { 1 << 20, 0 }, { 1 << 20, 4096 }, { 32 << 20, 4 << 20 } };
+	static quay_wal_rec recs[8192];
+	uint8_t *payload = calloc(1, 4 << 20);
+
+	assert_non_null(payload);
+	memset(payload, 0x6b, 4 << 20);
+	for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
+		struct memfs fs;
+		quay_wal *w;
+		struct quay_wal_opts o = opts_mode(QUAY_WAL_NONE, cs[i].seg);
+		struct quay_wal_info info;
+		uint64_t lim, left, lsn = 0;
+		size_t n = 0;
+
+		o.max_record = cs[i].max_record;
+		memfs_init(&fs, 300 + i);
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		lim = quayi_wal_batch_max(w);
+		assert_int_equal(lim, quayi_wal_batch_limit(info.segment_bytes, info.max_record));
+		assert_true(lim <= (cs[i].seg - QUAYI_WAL_SEG_HDR) / 4);
+		assert_int_equal(lim % 8, 0);
+		/* Records of at most max_record adding up to exactly lim. */
+		for (left = lim; left > 0; n++) {
+			uint64_t take = left - QUAYI_WAL_REC_HDR;
+
+			assert_true(n < sizeof(recs) / sizeof(recs[0]));
+			if (take > info.max_record)
+				take = info.max_record & ~(uint64_t)7;
+			if (left - quayi_wal_rec_size(take) != 0 && left - quayi_wal_rec_size(take) < QUAYI_WAL_REC_HDR)
+				take -= 64;  /* leave room for one more whole record */
+			recs[n] = (quay_wal_rec){ 7, payload, (size_t)take };
+			left -= quayi_wal_rec_size(take);
+		}
+		assert_int_equal(quay_wal_appendv(w, recs, n, &lsn), 0);
+		assert_int_equal(lsn, n);
+		recs[n - 1].len += 8;
+		assert_int_equal(quay_wal_appendv(w, recs, n, NULL), -EMSGSIZE);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		assert_int_equal(info.next_lsn, n + 1);
+		print_message("segment %" PRIu64 ", max_record %u: batch limit %" PRIu64 " bytes (%zu records) "
+		    "accepted, 8 more refused\n", cs[i].seg, info.max_record, lim, n);
+		assert_int_equal(quay_wal_close(w), 0);
+		memfs_fini(&fs);
+	}
+	assert_int_equal(quayi_wal_batch_max(NULL), 0);
+	free(payload);
+}
+
 /* ---- W2: truncation at every offset -------------------------------------- */
 
 /* Build a log in one 256 KiB segment of about target bytes. Single-thread
@@ -1941,6 +2000,7 @@ main(void)
 		QT_TEST(readonly_open_changes_nothing),
 		QT_TEST(tail_cut_erases_stale_records),
 		QT_TEST(proof_record_ending_in_zeros),
+		QT_TEST(batch_limit_is_exact),
 		QT_TEST(corruption_in_sealed_segment_is_ebadmsg),
 		QT_TEST(bad_segment_files),
 		QT_TEST(scan_memory_edges),
