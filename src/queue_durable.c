@@ -48,6 +48,7 @@
  */
 #include "queue_internal.h"
 #include "quay_internal.h"
+#include "wal_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -94,7 +95,7 @@ struct dwal {
 	uint64_t appended;       /* atomic: record bytes since the last compaction */
 	uint64_t compact_min;
 	uint64_t compactions, deferred, log_errors;   /* atomic counters */
-	size_t batch_limit;      /* bytes of an appendv batch (WAL's rule) */
+	size_t batch_limit;      /* bytes of an appendv batch: quayi_wal_batch_max */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -738,8 +739,13 @@ quayi_dur_maybe_compact(quay_queue *q)
 	if (pthread_mutex_trylock(&w->cmu) != 0)
 		return;
 	pthread_rwlock_wrlock(&w->cl);
-	if (compact_locked(w) == -EAGAIN)
-		__atomic_store_n(&w->appended, 0, __ATOMIC_RELAXED);        /* try again later */
+	/* Deferred or failed: try again only after as many bytes again
+	 * (max(compact_min, live)) have been appended, as after a success.
+	 * A compaction that cannot succeed (a copy the WAL refuses, a failed
+	 * WAL) must not be retried by every send and ack under the exclusive
+	 * lock (issue 19). Relaxed: a trigger. */
+	if (compact_locked(w) != 0)
+		__atomic_store_n(&w->appended, 0, __ATOMIC_RELAXED);
 	pthread_rwlock_unlock(&w->cl);
 	pthread_mutex_unlock(&w->cmu);
 }
@@ -1007,7 +1013,7 @@ recover_locked(struct quayi_dur *d)
 }
 
 static struct dwal *
-dwal_get(quay_wal *wal, const struct quay_wal_info *info, uint64_t compact_min)
+dwal_get(quay_wal *wal, uint64_t compact_min)
 {
 	struct dwal *w;
 
@@ -1017,12 +1023,7 @@ dwal_get(quay_wal *wal, const struct quay_wal_info *info, uint64_t compact_min)
 			break;
 	if (w == NULL && (w = calloc(1, sizeof(*w))) != NULL) {
 		pthread_rwlockattr_t a;
-		uint64_t lim = info->segment_bytes / 4, alt = 2 * (uint64_t)info->max_record;
 
-		if (alt < ((uint64_t)4 << 20))
-			alt = (uint64_t)4 << 20;
-		if (alt < lim)
-			lim = alt;
 		pthread_rwlockattr_init(&a);
 		/* Writer-preferring: a compaction is not starved by sends. */
 		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -1030,7 +1031,10 @@ dwal_get(quay_wal *wal, const struct quay_wal_info *info, uint64_t compact_min)
 		pthread_rwlockattr_destroy(&a);
 		pthread_mutex_init(&w->cmu, NULL);
 		w->wal = wal;
-		w->batch_limit = (size_t)lim;
+		/* The WAL's own limit, never a copy of its formula (issue 19:
+		 * segment/4 here against (segment - 32)/4 there refused every
+		 * batch and compaction adding up to the difference). */
+		w->batch_limit = (size_t)quayi_wal_batch_max(wal);
 		w->compact_min = compact_min;
 		w->next = registry;
 		registry = w;
@@ -1092,7 +1096,7 @@ quayi_dur_attach(quay_queue *q, const quay_queue_opts *o)
 	d->q = q;
 	d->pool = o->pool;
 	d->qid = name_qid(q->name);
-	d->w = dwal_get(o->wal, &info, o->compact_bytes ? o->compact_bytes : 4 * info.segment_bytes);
+	d->w = dwal_get(o->wal, o->compact_bytes ? o->compact_bytes : 4 * info.segment_bytes);
 	if (d->w == NULL) {
 		free(d->tab);
 		free(d);

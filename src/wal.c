@@ -56,7 +56,9 @@
  *   R3 In the last segment, damage at offset P after the valid prefix
  *      ending with LSN L is corruption (-EBADMSG) if a valid record is
  *      found at an 8-aligned offset after P whose synced field is > L:
- *      that record proves the damaged bytes had been made durable.
+ *      that record proves the damaged bytes had been made durable. The
+ *      proof is searched at every offset before the end of the non-zero
+ *      bytes; the record may extend past that end (it may end in zeros).
  *      Otherwise it is a torn tail (a crash cut short unsynced writes):
  *      the file is truncated to the prefix and reopened for appending.
  *   R4 A last segment with an invalid header and nothing but zero bytes
@@ -242,13 +244,18 @@ check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_
 }
 
 /* R3: a valid record after the damage whose synced field covers the
- * first LSN after the prefix proves the damage was in durable data. */
+ * first LSN after the prefix proves the damage was in durable data.
+ * Candidates start at every 8-aligned offset in [from, to), to being the
+ * end of the non-zero bytes: a record's header holds a non-zero LSN, so
+ * it starts before that end, but it may end well after it (an empty or
+ * zero payload, the zero high bytes of its synced field), so the record
+ * itself is bounded by the buffer, not by to (issue 19). */
 static bool
 find_proof(const struct quayi_wal_scan *s, uint64_t from, uint64_t to)
 {
 	uint64_t need = s->last_lsn + 1;
 
-	for (uint64_t q = from; q + QUAYI_WAL_REC_HDR <= to; q += 8) {
+	for (uint64_t q = from; q < to && q + QUAYI_WAL_REC_HDR <= s->len; q += 8) {
 		const uint8_t *h = s->buf + q;
 		uint64_t lsn = get64(h + 8), synced = get64(h + 24);
 		uint32_t len = get32(h + 4), type = get32(h + 16), flags = get32(h + 20);
@@ -1406,6 +1413,36 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 	return r;
 }
 
+/* The ring buffer: room for two largest records, and 4 MiB (or one
+ * segment, if smaller) so that writes go out in large pieces. */
+static uint64_t
+buf_size(uint64_t segment_bytes, uint32_t max_record)
+{
+	uint64_t n = segment_bytes < BUF_MIN ? segment_bytes : BUF_MIN;
+
+	if (n < 2 * quayi_wal_rec_size(max_record))
+		n = 2 * quayi_wal_rec_size(max_record);
+	return n;
+}
+
+/* The batch limit (wal_internal.h): the one place it is derived. A batch
+ * must fit a quarter of a segment (so that a roll leaves room) and the
+ * ring buffer (it is copied in whole). */
+uint64_t
+quayi_wal_batch_limit(uint64_t segment_bytes, uint32_t max_record)
+{
+	uint64_t lim = (segment_bytes - QUAYI_WAL_SEG_HDR) / 4, buf = buf_size(segment_bytes, max_record);
+
+	return lim < buf ? lim : buf;
+}
+
+uint64_t
+quayi_wal_batch_max(const quay_wal *w)
+{
+	/* Set by open, never changed: no lock needed. */
+	return w != NULL ? w->batch_max : 0;
+}
+
 int
 quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struct quayi_wal_io *io,
     void *io_ctx, quay_wal **out)
@@ -1475,14 +1512,8 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 		pthread_cond_init(&w->tcv, &ca);
 		pthread_condattr_destroy(&ca);
 	}
-	/* The ring buffer: room for two largest records, and 4 MiB (or one
-	 * segment, if smaller) so that writes go out in large pieces. */
-	w->bufsize = o.segment_bytes < BUF_MIN ? o.segment_bytes : BUF_MIN;
-	if (w->bufsize < 2 * quayi_wal_rec_size(o.max_record))
-		w->bufsize = 2 * quayi_wal_rec_size(o.max_record);
-	w->batch_max = (o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4;
-	if (w->batch_max > w->bufsize)
-		w->batch_max = w->bufsize;
+	w->bufsize = buf_size(o.segment_bytes, o.max_record);
+	w->batch_max = quayi_wal_batch_limit(o.segment_bytes, o.max_record);
 
 	if (!(w->flags & QUAY_WAL_READONLY)) {
 		r = io->mkdir(io_ctx, dir);

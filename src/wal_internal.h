@@ -61,6 +61,16 @@ struct quayi_wal_io {
 /* The default implementation: POSIX calls on the real file system. */
 extern const struct quayi_wal_io quayi_wal_io_posix;
 
+/* The largest batch quay_wal_appendv accepts on w, in log bytes (per
+ * record 32 + its payload rounded up to 8): the smaller of a quarter of
+ * the segment after its header, (segment_bytes - 32) / 4, and the ring
+ * buffer, max(min(segment_bytes, 4 MiB), 2 x the largest record's size).
+ * Derived once, at open (quayi_wal_batch_limit); the durable queue sizes
+ * its batches by it. 0 if w is NULL. */
+uint64_t quayi_wal_batch_max(const quay_wal *w);
+/* The derivation itself, from the resolved options. */
+uint64_t quayi_wal_batch_limit(uint64_t segment_bytes, uint32_t max_record);
+
 /* quay_wal_open with another I/O implementation (tests). */
 int quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struct quayi_wal_io *io,
     void *io_ctx, quay_wal **out);

@@ -278,9 +278,12 @@ QUAY_API int quay_wal_append(quay_wal *w, uint32_t type, const void *data, size_
  *          QUAY_WAL_BATCH_MAX, a record is invalid as for
  *          quay_wal_append, or the WAL is READONLY; -EMSGSIZE if a record
  *          is above max_record or the batch's bytes (per record a 32-byte
- *          header plus the payload rounded up to 8) exceed the smaller of
- *          a quarter of the segment and max(4 MiB, twice the largest
- *          record); -EIO / -ENOSPC as append.
+ *          header plus the payload rounded up to 8) exceed the batch
+ *          limit: the smaller of (segment_bytes - 32) / 4 and the ring
+ *          buffer, max(min(segment_bytes, 4 MiB), 2 x (32 + max_record
+ *          rounded up to 8)); with segments up to 16 MiB that is
+ *          (segment_bytes - 32) / 4, e.g. 16,376 bytes for 64 KiB;
+ *          -EIO / -ENOSPC as append.
  *          Nothing is appended on failure.
  */
 QUAY_API int quay_wal_appendv(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn);

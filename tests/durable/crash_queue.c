@@ -2,8 +2,8 @@
 /*
  * S4 crash trials (RELIABILITY 5.3; the consumer/DLQ variant of W1).
  *
- * Each trial: a child process opens a WAL (SYNC or INTERVAL: both promise
- * to survive a process crash), a DLQ and a queue on it (max_attempts 2,
+ * Each trial: a child process opens a WAL (SYNC, INTERVAL or NONE, in
+ * turn), a DLQ and a queue on it (max_attempts 2,
  * short leases), and runs two producers, two consumers (random ack, nack
  * or let the lease expire) and a redriver (DLQ -> queue). Through a pipe
  * it reports each send that returned 0 ("S seq"), each ack it is about to
@@ -17,7 +17,23 @@
  * and that every message reported sent is found, or was acknowledged
  * ("A"), or had an ack in progress at the kill (an "a" without its "A" /
  * "F"; a refused ack excuses nothing: the message must come back): 0
- * lost. Totals are printed; any violation exits 1.
+ * lost. SYNC and INTERVAL promise exactly that under kill -9 (a send or
+ * ack returned 0 once its record was written to the file).
+ *
+ * NONE promises less: a send or ack returns once its record is in the
+ * WAL's buffer, which goes to the file when half full (and at syncs,
+ * rolls, close, compaction checkpoints). A kill -9 loses the records not
+ * yet written, and only those: a suffix of the log, at most the buffer
+ * (64 KiB with these 64 KiB segments). So in NONE trials a reported send
+ * may be missing and an acked message may be back, but (the child also
+ * reports "s seq" before each send starts):
+ *   - the losses form a suffix: let cut be the first report (in pipe
+ *     order) of a send that is missing or of an ack whose message is
+ *     back; every send that started after cut (its "s" later in the pipe,
+ *     so its record's LSN is higher) must be missing too: 0 out of order;
+ *   - the missing sends' records add up to at most the buffer: 0 over;
+ *   - bodies byte-exact, nothing in two places, recovery succeeds.
+ * Totals are printed per mode; any violation exits 1.
  *
  * Usage: crash_queue (QUAY_CRASH_TRIALS=N for more; default 300).
  */
@@ -27,6 +43,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +146,8 @@ producer(void *arg)
 			if (quay_msg_new_wait(c->pool, b, len, -1, &m[i]) != 0)
 				_exit(4);
 		}
+		for (size_t i = 0; i < n; i++)
+			report(c, 's', seq + i);
 		if (n == 1) {
 			res[0] = quay_queue_send(c->q, m[0]);
 		} else if (quay_queue_send_batch(c->q, m, n, res) < 0) {
@@ -216,6 +235,9 @@ struct found {
 	unsigned char *where;     /* per seq: times found */
 	unsigned char *dlqn;      /* per seq: times found in the DLQ */
 	unsigned char *pend;      /* per seq: acks started ("a") not yet ended ("A"/"F") */
+	uint32_t *spos;           /* per seq: pipe position of its "s" (0: none) */
+	uint32_t *Spos;           /* per seq: of its "S" */
+	uint32_t *Apos;           /* per seq: of its first "A" */
 	uint64_t corrupt, found, in_dlq;
 };
 
@@ -261,6 +283,24 @@ visit_dlq(void *ctx, const quay_msg *m, quay_queue_state state)
 	return visit(ctx, m, state);
 }
 
+/* The bytes of a message's ADD record in the log (32-byte header, the
+ * 72-byte image header, the body, padding to 8). */
+static uint64_t
+rec_bytes(uint64_t seq)
+{
+	unsigned char b[256];
+	size_t len;
+
+	body_for(seq, b, &len);
+	return 32 + ((72 + len + 7) & ~(uint64_t)7);
+}
+
+static const char *
+mode_name(unsigned mode)
+{
+	return mode == QUAY_WAL_SYNC ? "SYNC" : mode == QUAY_WAL_INTERVAL ? "INTERVAL" : "NONE";
+}
+
 int
 main(void)
 {
@@ -268,6 +308,10 @@ main(void)
 	unsigned trials = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 300;
 	uint64_t sent = 0, acked = 0, lost = 0, resurrected = 0, dup = 0, corrupt = 0, found_total = 0;
 	uint64_t dlq_total = 0, failures = 0, kept = 0;
+	/* per mode: trials, sent, lost (NONE: allowed, in the suffix),
+	 * acked-but-back (NONE: allowed, in the suffix) */
+	uint64_t m_trials[3] = { 0 }, m_sent[3] = { 0 }, m_lost[3] = { 0 }, m_back[3] = { 0 };
+	uint64_t none_order = 0, none_over = 0, none_max_lost_bytes = 0;
 	struct found f;
 	unsigned seed = (unsigned)time(NULL);
 	quay_pool *pool;
@@ -278,7 +322,11 @@ main(void)
 	f.where = calloc(MAXSEQ, 1);
 	f.dlqn = calloc(MAXSEQ, 1);
 	f.pend = calloc(MAXSEQ, 1);
-	if (f.flags == NULL || f.where == NULL || f.dlqn == NULL || f.pend == NULL ||
+	f.spos = calloc(MAXSEQ, sizeof(uint32_t));
+	f.Spos = calloc(MAXSEQ, sizeof(uint32_t));
+	f.Apos = calloc(MAXSEQ, sizeof(uint32_t));
+	if (f.flags == NULL || f.where == NULL || f.dlqn == NULL || f.pend == NULL || f.spos == NULL ||
+	    f.Spos == NULL || f.Apos == NULL ||
 	    quay_pool_create((size_t)64 << 20, NULL, &pool) != 0)
 		return 2;
 	printf("crash-queue: %u trials, seed %u\n", trials, seed);
@@ -286,8 +334,10 @@ main(void)
 		char dir[64];
 		int p[2], status;
 		pid_t pid;
-		unsigned mode = t % 2 == 0 ? QUAY_WAL_SYNC : QUAY_WAL_INTERVAL;
+		unsigned mode = t % 3 == 0 ? QUAY_WAL_SYNC : t % 3 == 1 ? QUAY_WAL_INTERVAL : QUAY_WAL_NONE;
 		unsigned char rec[9];
+		uint32_t pos = 0, cut = UINT32_MAX;
+		uint64_t t_lost = 0, t_back = 0, lost_bytes = 0;
 		ssize_t r;
 		quay_wal *w;
 		quay_queue *q, *dlq;
@@ -311,24 +361,34 @@ main(void)
 		memset(f.where, 0, MAXSEQ);
 		memset(f.dlqn, 0, MAXSEQ);
 		memset(f.pend, 0, MAXSEQ);
+		memset(f.spos, 0, MAXSEQ * sizeof(uint32_t));
+		memset(f.Spos, 0, MAXSEQ * sizeof(uint32_t));
+		memset(f.Apos, 0, MAXSEQ * sizeof(uint32_t));
 		f.corrupt = f.found = f.in_dlq = 0;
 		while ((r = read(p[0], rec, sizeof(rec))) == (ssize_t)sizeof(rec)) {
 			uint64_t seq;
 
 			memcpy(&seq, rec + 1, 8);
+			pos++;
 			if (seq >= MAXSEQ)
 				continue;
 			/* One consumer reports "a" then its result, in order
 			 * (one pipe); another may ack the same seq after a
 			 * redelivery: count the acks in progress. */
-			if (rec[0] == 'S') {
+			if (rec[0] == 's') {
+				f.spos[seq] = pos;
+			} else if (rec[0] == 'S') {
 				f.flags[seq] |= F_SENT;
+				f.Spos[seq] = pos;
 			} else if (rec[0] == 'a') {
 				f.flags[seq] |= F_ACKING;
 				f.pend[seq]++;
 			} else {
-				if (rec[0] == 'A')
+				if (rec[0] == 'A') {
 					f.flags[seq] |= F_ACKED;
+					if (f.Apos[seq] == 0)
+						f.Apos[seq] = pos;
+				}
 				if (f.pend[seq] != 0)
 					f.pend[seq]--;
 			}
@@ -349,17 +409,35 @@ main(void)
 		}
 		quay_queue_browse(q, visit, &f);
 		quay_queue_browse(dlq, visit_dlq, &f);
+		m_trials[mode]++;
 		for (uint64_t s = 0; s < MAXSEQ; s++) {
-			if (f.flags[s] & F_SENT)
+			bool is_lost = (f.flags[s] & F_SENT) && f.where[s] == 0 && !(f.flags[s] & F_ACKED) &&
+			    f.pend[s] == 0;
+			bool is_back = (f.flags[s] & F_ACKED) && f.where[s] != 0;
+
+			if (f.flags[s] & F_SENT) {
 				sent++;
+				m_sent[mode]++;
+			}
 			if (f.flags[s] & F_ACKED)
 				acked++;
-			if ((f.flags[s] & F_SENT) && f.where[s] == 0 && !(f.flags[s] & F_ACKED) && f.pend[s] == 0) {
+			if (is_lost) {
+				t_lost++;
+				lost_bytes += rec_bytes(s);
+				if (f.Spos[s] < cut)
+					cut = f.Spos[s];
+			}
+			if (is_back) {
+				t_back++;
+				if (f.Apos[s] < cut)
+					cut = f.Apos[s];
+			}
+			if (mode != QUAY_WAL_NONE && is_lost) {
 				if (lost < 10)
 					fprintf(stderr, "trial %u: seq %" PRIu64 " lost\n", t, s);
 				lost++;
 			}
-			if ((f.flags[s] & F_ACKED) && f.where[s] != 0) {
+			if (mode != QUAY_WAL_NONE && is_back) {
 				if (resurrected < 10)
 					fprintf(stderr, "trial %u: seq %" PRIu64 " acked but back\n", t, s);
 				resurrected++;
@@ -371,13 +449,33 @@ main(void)
 				dup++;
 			}
 		}
+		m_lost[mode] += t_lost;
+		m_back[mode] += t_back;
+		if (mode == QUAY_WAL_NONE) {
+			/* The losses are a suffix of the log: nothing whose send
+			 * started after the first loss survived. */
+			for (uint64_t s = 0; s < MAXSEQ && cut != UINT32_MAX; s++) {
+				if (f.spos[s] > cut && f.where[s] != 0) {
+					if (none_order < 10)
+						fprintf(stderr, "trial %u (NONE): seq %" PRIu64 " (send started at report %u) "
+						    "survived a loss at report %u\n", t, s, f.spos[s], cut);
+					none_order++;
+				}
+			}
+			if (lost_bytes > none_max_lost_bytes)
+				none_max_lost_bytes = lost_bytes;
+			if (lost_bytes > QUAY_WAL_SEGMENT_MIN) {
+				fprintf(stderr, "trial %u (NONE): %" PRIu64 " bytes of sends lost, above the 64 KiB "
+				    "buffer\n", t, lost_bytes);
+				none_over++;
+			}
+		}
 		quay_queue_destroy(q);
 		quay_queue_destroy(dlq);
 		quay_wal_close(w);
-		if (lost + resurrected + dup + corrupt + f.corrupt != 0 && kept < 1) {
+		if (lost + resurrected + dup + corrupt + f.corrupt + none_order + none_over != 0 && kept < 1) {
 			/* Keep the first bad trial's log for quay-wal dump. */
-			fprintf(stderr, "trial %u (%s): log kept in %s\n", t, mode == QUAY_WAL_SYNC ? "SYNC" : "INTERVAL",
-			    dir);
+			fprintf(stderr, "trial %u (%s): log kept in %s\n", t, mode_name(mode), dir);
 			kept++;
 		} else {
 			qt_rm_dir(dir);
@@ -390,10 +488,19 @@ main(void)
 	       " (in DLQ %" PRIu64 "): lost %" PRIu64 ", acked-but-back %" PRIu64 ", in two places %" PRIu64
 	       ", corrupt %" PRIu64 ", failed trials %" PRIu64 "\n",
 	    trials, sent, acked, found_total, dlq_total, lost, resurrected, dup, corrupt, failures);
+	for (unsigned m = 0; m < 3; m++)
+		printf("crash-queue: %s: trials %" PRIu64 ", sent %" PRIu64 ", missing %" PRIu64 ", acked-but-back %" PRIu64
+		       "%s\n", mode_name(m), m_trials[m], m_sent[m], m_lost[m], m_back[m],
+		    m == QUAY_WAL_NONE ? " (allowed: the unwritten buffer)" : "");
+	printf("crash-queue: NONE: losses out of suffix order %" PRIu64 ", trials losing more than the buffer %" PRIu64
+	       " (most lost: %" PRIu64 " bytes)\n", none_order, none_over, none_max_lost_bytes);
 	quay_pool_destroy(pool);
 	free(f.flags);
 	free(f.where);
 	free(f.dlqn);
 	free(f.pend);
-	return lost + resurrected + dup + corrupt + failures == 0 ? 0 : 1;
+	free(f.spos);
+	free(f.Spos);
+	free(f.Apos);
+	return lost + resurrected + dup + corrupt + failures + none_order + none_over == 0 ? 0 : 1;
 }

@@ -678,6 +678,125 @@ tail_cut_erases_stale_records(void **state)
 	memfs_fini(&fs);
 }
 
+/* Issue 19, bug 1: R3's proof may end in zero bytes. SYNC mode, A and B
+ * acknowledged (fdatasynced), then C; a bit of B flipped. C's synced
+ * field (B's LSN) proves B was durable, so open must fail with -EBADMSG
+ * whatever C's payload: empty, zeros, or non-zero. Before the fix the
+ * proof scan stopped at the last non-zero byte and needed a whole header
+ * before it, so a C ending in zero bytes (its synced field's high bytes,
+ * or a zero payload) was never seen: open returned 0 and cut B and C. */
+static void
+proof_record_ending_in_zeros(void **state)
+{
+	(void)state;
+	static const struct {
+		size_t len;
+		uint8_t fill;
+	} cs[] = { { 0, 0 }, { 8, 0 }, { 1, 0 }, { 24, 0 }, { 8, 0x5a }, { 13, 0x5a } };
+	uint8_t a[100], b[100], c[32];
+	unsigned bad = 0;
+
+	memset(a, 'a', sizeof(a));
+	memset(b, 'b', sizeof(b));
+	for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
+		for (unsigned ro = 0; ro < 2; ro++) {
+			struct memfs fs;
+			quay_wal *w;
+			struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+			struct quay_wal_report rep;
+			uint64_t lsn;
+
+			memset(c, cs[i].fill, sizeof(c));
+			memfs_init(&fs, 91 + i);
+			assert_int_equal(mopen(&fs, &o, &w), 0);
+			assert_int_equal(quay_wal_append(w, 1, a, sizeof(a), NULL), 0);
+			assert_int_equal(quay_wal_append(w, 1, b, sizeof(b), NULL), 0);
+			assert_int_equal(quay_wal_append(w, 1, c, cs[i].len, &lsn), 0);
+			assert_int_equal(lsn, 3);
+			assert_int_equal(quay_wal_close(w), 0);
+			struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+			uint64_t at = QUAYI_WAL_SEG_HDR + quayi_wal_rec_size(sizeof(a)) + QUAYI_WAL_REC_HDR + 10;
+			f->cur[at] ^= 4;
+			memfs_sync_file(f);
+			o.report = &rep;
+			o.flags = ro ? QUAY_WAL_READONLY : 0;
+			int r = mopen(&fs, &o, &w);
+			if (r == 0)
+				quay_wal_close(w);
+			print_message("proof C len %zu fill 0x%02x %s: open %d, corrupt %d, tail_cut %d, last_lsn %" PRIu64
+			    "\n", cs[i].len, cs[i].fill, ro ? "readonly" : "writable", r, rep.corrupt, rep.tail_cut,
+			    rep.last_lsn);
+			/* Nothing was cut: B and C are still in the file. */
+			f = memfs_file(&fs, "0000000000000001.wal");
+			if (r != -EBADMSG || !rep.corrupt || rep.tail_cut ||
+			    f->cur_len < QUAYI_WAL_SEG_HDR + 2 * quayi_wal_rec_size(sizeof(a)) +
+			    quayi_wal_rec_size(cs[i].len))
+				bad++;
+			memfs_fini(&fs);
+		}
+	}
+	assert_int_equal(bad, 0);
+}
+
+/* Issue 19, bug 2: the batch limit is one figure, quayi_wal_batch_max,
+ * and appendv accepts a batch of exactly that many bytes and refuses one
+ * 8 bytes larger (-EMSGSIZE, nothing appended). */
+static void
+batch_limit_is_exact(void **state)
+{
+	(void)state;
+	static const struct {
+		uint64_t seg;
+		uint32_t max_record;
+	} cs[] = { { 64 << 10, 0 }, { 1 << 20, 0 }, { 1 << 20, 4096 }, { 32 << 20, 4 << 20 } };
+	static quay_wal_rec recs[8192];
+	uint8_t *payload = calloc(1, 4 << 20);
+
+	assert_non_null(payload);
+	memset(payload, 0x6b, 4 << 20);
+	for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i++) {
+		struct memfs fs;
+		quay_wal *w;
+		struct quay_wal_opts o = opts_mode(QUAY_WAL_NONE, cs[i].seg);
+		struct quay_wal_info info;
+		uint64_t lim, left, lsn = 0;
+		size_t n = 0;
+
+		o.max_record = cs[i].max_record;
+		memfs_init(&fs, 300 + i);
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		lim = quayi_wal_batch_max(w);
+		assert_int_equal(lim, quayi_wal_batch_limit(info.segment_bytes, info.max_record));
+		assert_true(lim <= (cs[i].seg - QUAYI_WAL_SEG_HDR) / 4);
+		assert_int_equal(lim % 8, 0);
+		/* Records of at most max_record adding up to exactly lim. */
+		for (left = lim; left > 0; n++) {
+			uint64_t take = left - QUAYI_WAL_REC_HDR;
+
+			assert_true(n < sizeof(recs) / sizeof(recs[0]));
+			if (take > info.max_record)
+				take = info.max_record & ~(uint64_t)7;
+			if (left - quayi_wal_rec_size(take) != 0 && left - quayi_wal_rec_size(take) < QUAYI_WAL_REC_HDR)
+				take -= 64;  /* leave room for one more whole record */
+			recs[n] = (quay_wal_rec){ 7, payload, (size_t)take };
+			left -= quayi_wal_rec_size(take);
+		}
+		assert_int_equal(quay_wal_appendv(w, recs, n, &lsn), 0);
+		assert_int_equal(lsn, n);
+		recs[n - 1].len += 8;
+		assert_int_equal(quay_wal_appendv(w, recs, n, NULL), -EMSGSIZE);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		assert_int_equal(info.next_lsn, n + 1);
+		print_message("segment %" PRIu64 ", max_record %u: batch limit %" PRIu64 " bytes (%zu records) "
+		    "accepted, 8 more refused\n", cs[i].seg, info.max_record, lim, n);
+		assert_int_equal(quay_wal_close(w), 0);
+		memfs_fini(&fs);
+	}
+	assert_int_equal(quayi_wal_batch_max(NULL), 0);
+	free(payload);
+}
+
 /* ---- W2: truncation at every offset -------------------------------------- */
 
 /* Build a log in one 256 KiB segment of about target bytes. Single-thread
@@ -1880,6 +1999,8 @@ main(void)
 		QT_TEST(checkpoint_deletes_segments),
 		QT_TEST(readonly_open_changes_nothing),
 		QT_TEST(tail_cut_erases_stale_records),
+		QT_TEST(proof_record_ending_in_zeros),
+		QT_TEST(batch_limit_is_exact),
 		QT_TEST(corruption_in_sealed_segment_is_ebadmsg),
 		QT_TEST(bad_segment_files),
 		QT_TEST(scan_memory_edges),

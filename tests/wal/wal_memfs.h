@@ -9,7 +9,8 @@
  * fdatasync: the disk). A file created since the last directory fsync is
  * "not durable" as a name. Faults:
  *   - short writes and EINTR (percent chances),
- *   - EIO from the n-th fdatasync/fsync (the data stays unsynced),
+ *   - EIO (or sync_errno) from the n-th fdatasync/fsync and every later
+ *     one (the data stays unsynced),
  *   - ENOSPC once the files would exceed a byte quota (pwrite and
  *     allocate; allocate can also be made "unsupported"),
  *   - a power cut, now (memfs_crash) or at the n-th operation
@@ -63,7 +64,8 @@ struct memfs {
 	/* faults */
 	unsigned short_pct;           /* chance of a short write */
 	unsigned eintr_pct;           /* chance of EINTR from pwrite/pread */
-	long sync_fail_at;            /* the n-th (1-based) sync fails with EIO; 0 never */
+	long sync_fail_at;            /* the n-th (1-based) sync and later fail; 0 never */
+	int sync_errno;               /* their errno (0: EIO) */
 	long syncs;
 	uint64_t quota;               /* bytes over all files; 0: unlimited */
 	bool no_allocate;             /* allocate returns EOPNOTSUPP */
@@ -383,7 +385,7 @@ memfs_dosync(void *ctx, int fd)
 		MEMFS_RET(fs, -EIO);
 	fs->syncs++;
 	if (fs->sync_fail_at > 0 && fs->syncs >= fs->sync_fail_at)
-		MEMFS_RET(fs, -EIO); /* the data stays unsynced (may be dropped) */
+		MEMFS_RET(fs, -(fs->sync_errno ? fs->sync_errno : EIO)); /* the data stays unsynced */
 	memfs_sync_file(f);
 	MEMFS_RET(fs, 0);
 }
