@@ -177,9 +177,9 @@ note_refusal(quay_nats *n, int err)
 }
 
 /* Build the NATS message for msg on subject with NATS reply subject
- * reply (NULL: none) and publish it. */
-static int
-publish_mapped(quay_nats *n, const char *subject, const char *reply, const quay_msg *msg)
+ * reply (NULL: none). */
+int
+quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const quay_msg *msg, natsMsg **out)
 {
 	natsMsg *nm = NULL;
 	natsStatus s;
@@ -227,13 +227,31 @@ publish_mapped(quay_nats *n, const char *subject, const char *reply, const quay_
 	free(buf);
 	if (s == NATS_OK && enc)
 		s = natsMsgHeader_Set(nm, H_ENC, "pct");
-	if (s == NATS_OK)
-		s = natsConnection_PublishMsg(n->nc, nm);
+	if (s != NATS_OK) {
+		natsMsg_Destroy(nm);
+		return quayi_nats_err(s);
+	}
+	*out = nm;
+	return 0;
+}
+
+static int
+publish_mapped(quay_nats *n, const char *subject, const char *reply, const quay_msg *msg)
+{
+	natsMsg *nm;
+	natsStatus s;
+	int r = quayi_nats_build(n, subject, reply, msg, &nm);
+
+	if (r != 0) {
+		note_refusal(n, r);
+		return r;
+	}
+	s = natsConnection_PublishMsg(n->nc, nm);
 	natsMsg_Destroy(nm);
 	if (s != NATS_OK) {
-		int e = quayi_nats_err(s);
-		note_refusal(n, e);
-		return e;
+		r = quayi_nats_err(s);
+		note_refusal(n, r);
+		return r;
 	}
 	return 0;
 }
@@ -403,8 +421,8 @@ reply_out(struct nbridge *b, quay_msg *m)
 
 /* Make the local copy of a NATS message: body, headers, priority,
  * correlation id, QUAY_NATS_H_FROM. */
-static int
-make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg **out)
+int
+quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg **out)
 {
 	const char **keys = NULL;
 	const char *v;
@@ -510,7 +528,7 @@ import_cb(natsConnection *nc, natsSubscription *sub, natsMsg *nm, void *closure)
 			goto done;
 		}
 	}
-	r = make_local(n, nm, rb != NULL ? rb->subject : NULL, &m);
+	r = quayi_nats_make_local(n, nm, rb != NULL ? rb->subject : NULL, &m);
 	if (r != 0) {
 		quay_counter_inc(b->c_drop);
 		goto done;
@@ -559,7 +577,7 @@ reply_in_cb(natsConnection *nc, natsSubscription *sub, natsMsg *nm, void *closur
 	pthread_mutex_unlock(&n->lock);
 	if (b == NULL)
 		goto bad;
-	if (make_local(n, nm, NULL, &m) != 0) {
+	if (quayi_nats_make_local(n, nm, NULL, &m) != 0) {
 		quay_counter_inc(b->c_drop);
 		goto done;
 	}

@@ -41,6 +41,12 @@ struct quay_nats {
 	_Atomic int last_error;
 };
 
+/* The NATS message for a quay message (the export mapping). */
+int quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const quay_msg *msg, natsMsg **out);
+/* The local copy of a NATS message (the import mapping); reply_to may be
+ * NULL. */
+int quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg **out);
+
 /* Map a libnats status to a negative errno. */
 int quayi_nats_err(natsStatus s);
 

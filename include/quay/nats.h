@@ -395,6 +395,14 @@ QUAY_API int quay_nats_queue_extend(quay_nats_queue *q, quay_nats_lease *lease);
  */
 QUAY_API int quay_nats_queue_dlq_take(quay_nats_queue *q, quay_msg **out, size_t max, int64_t wait_ns);
 
+/**
+ * Messages in the queue's stream now (ready, delayed by a nack, or
+ * leased: work-queue retention removes a message when it is acked).
+ * Returns: 0 and *out set; -EINVAL if q or out is NULL; -ETIMEDOUT;
+ *          -ENOTCONN; -EIO.
+ */
+QUAY_API int quay_nats_queue_depth(quay_nats_queue *q, uint64_t *out);
+
 /** Read the queue handle's counters. Returns: 0; -EINVAL for NULL. */
 QUAY_API int quay_nats_queue_counters(quay_nats_queue *q, struct quay_nats_queue_counters *out);
 
