@@ -625,6 +625,16 @@ on_closed(natsConnection *nc, void *closure)
 }
 
 static void
+reply_sub_complete(void *closure)
+{
+	quay_nats *n = closure;
+	pthread_mutex_lock(&n->cl_lock);
+	n->reply_done = true;
+	pthread_cond_broadcast(&n->cl_cond);
+	pthread_mutex_unlock(&n->cl_lock);
+}
+
+static void
 on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
 	quay_nats *n = closure;
@@ -892,8 +902,15 @@ quay_nats_close(quay_nats *n)
 	for (unsigned i = 0; i < n->nbridges; i++)
 		if (n->bridges[i]->kind == BR_IMPORT)
 			bridge_stop(n->bridges[i]);
-	if (n->reply_sub != NULL) {
-		(void)natsSubscription_Unsubscribe(n->reply_sub);
+	if (n->reply_sub != NULL && natsSubscription_Unsubscribe(n->reply_sub) == NATS_OK) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 5;
+		pthread_mutex_lock(&n->cl_lock);
+		while (!n->reply_done)
+			if (pthread_cond_timedwait(&n->cl_cond, &n->cl_lock, &ts) != 0)
+				break;
+		pthread_mutex_unlock(&n->cl_lock);
 	}
 	for (unsigned i = 0; i < n->nbridges; i++)
 		if (n->bridges[i]->kind != BR_IMPORT)
@@ -1035,6 +1052,7 @@ quay_nats_export(quay_nats *n, quay_bus *bus, const char *pattern)
 			goto out;
 		}
 		(void)natsSubscription_SetPendingLimits(n->reply_sub, 65536, 64 << 20);
+		(void)natsSubscription_SetOnCompleteCB(n->reply_sub, reply_sub_complete, n);
 	}
 	r = bridge_new(n, BR_EXPORT, bus, pattern, NULL, &b);
 	if (r != 0)

@@ -30,6 +30,7 @@ struct quay_nats {
 	pthread_mutex_t cl_lock;
 	pthread_cond_t cl_cond;
 	bool cl_done;
+	bool reply_done;        /* reply_sub's last callback returned */
 	/* Imported NATS requests waiting for a local reply: local request
 	 * id -> NATS reply subject (open addressing, replaced when full). */
 	pthread_mutex_t rlock;

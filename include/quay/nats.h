@@ -174,8 +174,8 @@ struct quay_nats_counters {
 QUAY_API int quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out);
 
 /**
- * Stop every bridge and queue, close the connection, free everything
- * (see "Close is sequenced" above). Export bridges publish what their
+ * Stop every bridge, close the connection, free everything (see "Close
+ * is sequenced" above). Queues opened on n must be closed first. Export bridges publish what their
  * subscriptions still hold before closing (best effort: flushed with a
  * 2 s bound). NULL is ignored.
  *
