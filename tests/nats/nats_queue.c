@@ -305,6 +305,8 @@ main(int argc, char **argv)
 	quay_nats_queue_close(q);
 	quay_nats_close(n);
 	quay_pool_destroy(pool);
+	free(dlq);
+	munmap(sh, sizeof(*sh));
 	ts_fini(&srv);
 	return fails ? 1 : 0;
 }
