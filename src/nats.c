@@ -770,7 +770,13 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	if (opts->pool != NULL) {
 		n->pool = opts->pool;
 	} else {
-		r = quay_pool_create((size_t)64 << 20, NULL, &n->pool);
+		/* No thread caches: imports allocate and free on libnats's
+		 * threads, which exit when libnats decides (after close may
+		 * have returned) and cannot be joined; a thread cache would be
+		 * flushed into a destroyed pool by their exit. */
+		struct quay_pool_opts po = QUAY_POOL_OPTS_INIT;
+		po.flags = QUAY_POOL_NO_CACHE;
+		r = quay_pool_create((size_t)64 << 20, &po, &n->pool);
 		if (r != 0)
 			goto fail;
 		n->own_pool = true;

@@ -117,8 +117,11 @@ struct quay_nats_opts {
 	/** Bytes of publishes buffered while disconnected (0: 8 MiB); a
 	 *  publish that does not fit is refused (-ENOBUFS) and counted. */
 	size_t reconnect_buf_bytes;
-	/** Pool for imported messages (NULL: the handle makes one of 64 MiB).
-	 *  A given pool must outlive the handle. */
+	/** Pool for imported messages (NULL: the handle makes one of 64 MiB,
+	 *  without thread caches). The pool is used from libnats's threads,
+	 *  which the module cannot join: a given pool must be made with
+	 *  QUAY_POOL_NO_CACHE, or be destroyed only after nats_CloseAndWait()
+	 *  (libnats) returned; and it must outlive the handle. */
 	quay_pool *pool;
 	/** Registry for the bridges' metrics (NULL: the handle makes its
 	 *  own; quay_nats_stats() returns it). Must outlive the handle. */
