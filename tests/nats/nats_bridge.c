@@ -13,7 +13,8 @@
  * arrives exactly once from each side, never twice from itself; each
  * job.x message is taken by exactly one process, by exactly one member of
  * its local group, and once by that process's plain subscription; every
- * request gets its own reply. Counters are checked against the traffic.
+ * request gets its own reply; ev.Q and ev.both arrive in each sender's
+ * publish order. Counters are checked against the traffic.
  * Env QUAY_NATS_N sets N (default 2000).
  */
 #include <nats/nats.h>
@@ -43,6 +44,7 @@ struct shm {
 	_Atomic uint32_t job_g[2][NMAX];          /* [receiver][seq] group members */
 	_Atomic uint32_t job_plain[2][NMAX];      /* [receiver][seq] plain sub */
 	_Atomic int req_ok[2];
+	_Atomic int order_err[2];
 	_Atomic int served[2];
 	struct quay_nats_counters ctr[2];
 };
@@ -66,7 +68,7 @@ rx_thread(void *arg)
 {
 	struct rx *x = arg;
 	quay_msg *m;
-	int r;
+	int r, last[3] = { -1, -1, -1 };
 
 	while ((r = quay_sub_receive(x->sub, &m, 100000000)) != -EPIPE) {
 		char b[64];
@@ -93,10 +95,16 @@ rx_thread(void *arg)
 			atomic_fetch_add(&sh->served[x->me], 1);
 		} else if (sscanf(b, "%d:%d", &who, &seq) != 2 || seq < 0 || seq >= N || who < 0 || who > 2) {
 			DIE("bad body '%s'", b);
-		} else if (x->kind == 0) {
-			atomic_fetch_add(&sh->ev_other[x->me][seq], 1);
-		} else if (x->kind == 1) {
-			atomic_fetch_add(&sh->ev_both[x->me][who][seq], 1);
+		} else if (x->kind == 0 || x->kind == 1) {
+			/* One publisher, one bridge thread, one NATS
+			 * connection, one delivery thread: FIFO per sender. */
+			if (seq != last[who] + 1)
+				atomic_fetch_add(&sh->order_err[x->me], 1);
+			last[who] = seq;
+			if (x->kind == 0)
+				atomic_fetch_add(&sh->ev_other[x->me][seq], 1);
+			else
+				atomic_fetch_add(&sh->ev_both[x->me][who][seq], 1);
 		} else if (x->kind == 2) {
 			atomic_fetch_add(&sh->job_g[x->me][seq], 1);
 		} else {
@@ -331,6 +339,8 @@ main(void)
 		if (c->received != 2 * (uint64_t)N + jobs + 2 * R)
 			fails++, fprintf(stderr, "%c received %llu, want %llu\n", 'A' + p,
 			    (unsigned long long)c->received, 2 * (unsigned long long)N + jobs + 2 * R);
+		if (sh->order_err[p] != 0)
+			fails++, fprintf(stderr, "%c: %d messages out of per-sender order\n", 'A' + p, sh->order_err[p]);
 		if (c->dropped != 0 || c->replies != R || sh->served[p] != 2 * R)
 			fails++, fprintf(stderr, "%c dropped/replies/served wrong\n", 'A' + p);
 	}
