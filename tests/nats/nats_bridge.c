@@ -239,7 +239,7 @@ all_arrived(void)
 int
 main(void)
 {
-	struct test_server srv;
+	struct test_server srv = { 0 };
 	natsConnection *nc;
 	pid_t pid[2];
 	int fails = 0, st;

@@ -84,7 +84,7 @@ wait_for(quay_nats *n, bool up)
 int
 main(void)
 {
-	struct test_server srv;
+	struct test_server srv = { 0 };
 	struct quay_nats_opts o = QUAY_NATS_OPTS_INIT;
 	struct quay_nats_queue_opts qo = QUAY_NATS_QUEUE_OPTS_INIT;
 	struct quay_nats_counters c;

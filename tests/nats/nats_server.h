@@ -21,6 +21,7 @@
 struct test_server {
 	pid_t pid;
 	int port;
+	int no_js;      /* set before ts_init: a server without JetStream */
 	char dir[64];
 	char url[64];
 };
@@ -73,7 +74,10 @@ ts_start(struct test_server *s)
 			dup2(fd, 1);
 			dup2(fd, 2);
 		}
-		execlp(bin, bin, "-a", "127.0.0.1", "-p", port, "-js", "-sd", s->dir, (char *)NULL);
+		if (s->no_js)
+			execlp(bin, bin, "-a", "127.0.0.1", "-p", port, (char *)NULL);
+		else
+			execlp(bin, bin, "-a", "127.0.0.1", "-p", port, "-js", "-sd", s->dir, (char *)NULL);
 		perror("exec nats-server");
 		_exit(127);
 	}

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <nats/nats.h>
@@ -314,6 +315,204 @@ test_import_mapping(void **st)
 	natsConnection_Destroy(nc);
 }
 
+/* Every queue call with bad input. */
+static void
+test_queue_bad_input(void **st)
+{
+	quay_nats *n = conn();
+	struct quay_nats_queue_opts o = QUAY_NATS_QUEUE_OPTS_INIT;
+	struct quay_nats_queue_counters qc;
+	quay_nats_queue *q = NULL;
+	quay_nats_lease l = { 0 };
+	quay_msg *m, *out[2];
+	uint64_t depth;
+	(void)st;
+
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);    /* no name */
+	o.name = "bad name";
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
+	o.name = "a.b";
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
+	o.name = "0123456789012345678901234567890123";   /* 34 bytes */
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
+	o.name = "unitq";
+	o.max_attempts = 1001;
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
+	o.max_attempts = 0;
+	o.replicas = 6;
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
+	o.replicas = 0;
+	o.backoff_factor = 0.5;
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
+	o.backoff_factor = 0;
+	o.backoff_base_ns = 2000000000;
+	o.backoff_max_ns = 1000000000;
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
+	o.backoff_base_ns = o.backoff_max_ns = 0;
+	o.size = 4;
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
+	o.size = sizeof(o);
+	assert_int_equal(quay_nats_queue_open(NULL, &o, &q), -EINVAL);
+	assert_int_equal(quay_nats_queue_open(n, NULL, &q), -EINVAL);
+	assert_int_equal(quay_nats_queue_open(n, &o, NULL), -EINVAL);
+	assert_null(q);
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), 0);
+
+	assert_int_equal(quay_msg_new(pool, "x", 1, &m), 0);
+	assert_int_equal(quay_nats_queue_send(NULL, m), -EINVAL);
+	assert_int_equal(quay_nats_queue_send(q, NULL), -EINVAL);
+	assert_int_equal(quay_nats_queue_receive(NULL, &l, 0), -EINVAL);
+	assert_int_equal(quay_nats_queue_receive(q, NULL, 0), -EINVAL);
+	assert_int_equal(quay_nats_queue_receive(q, &l, -1), -EINVAL);
+	assert_int_equal(quay_nats_queue_receive(q, &l, 0), -ETIMEDOUT);   /* empty */
+	assert_int_equal(quay_nats_queue_ack(q, NULL), -EINVAL);
+	assert_int_equal(quay_nats_queue_ack(NULL, &l), -EINVAL);
+	assert_int_equal(quay_nats_queue_ack(q, &l), -EINVAL);   /* an empty lease */
+	assert_int_equal(quay_nats_queue_nack(q, &l, "r"), -EINVAL);
+	assert_int_equal(quay_nats_queue_extend(q, &l), -EINVAL);
+	assert_int_equal(quay_nats_queue_dlq_take(NULL, out, 2, 0), -EINVAL);
+	assert_int_equal(quay_nats_queue_dlq_take(q, NULL, 2, 0), -EINVAL);
+	assert_int_equal(quay_nats_queue_dlq_take(q, out, 0, 0), -EINVAL);
+	assert_int_equal(quay_nats_queue_dlq_take(q, out, 2, -1), -EINVAL);
+	assert_int_equal(quay_nats_queue_depth(NULL, &depth), -EINVAL);
+	assert_int_equal(quay_nats_queue_depth(q, NULL), -EINVAL);
+	assert_int_equal(quay_nats_queue_counters(NULL, &qc), -EINVAL);
+	assert_int_equal(quay_nats_queue_counters(q, NULL), -EINVAL);
+
+	/* One message through: send, receive, nack (attempt 1 of 10),
+	 * receive again (attempt 2), extend, ack; then the queue is empty. */
+	assert_int_equal(quay_nats_queue_send(q, m), 0);
+	assert_int_equal(quay_nats_queue_depth(q, &depth), 0);
+	assert_int_equal(depth, 1);
+	assert_int_equal(quay_nats_queue_receive(q, &l, 5000000000), 0);
+	assert_int_equal(l.attempt, 1);
+	assert_int_equal(quay_nats_queue_nack(q, &l, NULL), 0);
+	assert_null(l.msg);
+	assert_int_equal(quay_nats_queue_receive(q, &l, 5000000000), 0);
+	assert_int_equal(l.attempt, 2);
+	assert_int_equal(quay_msg_attempts(l.msg), 2);
+	assert_memory_equal(quay_msg_body(l.msg), "x", 1);
+	assert_int_equal(quay_nats_queue_extend(q, &l), 0);
+	assert_int_equal(quay_nats_queue_ack(q, &l), 0);
+	assert_int_equal(quay_nats_queue_depth(q, &depth), 0);
+	assert_int_equal(depth, 0);
+	assert_int_equal(quay_nats_queue_dlq_take(q, out, 2, 1000000), 0);
+	assert_int_equal(quay_nats_queue_counters(q, &qc), 0);
+	assert_int_equal(qc.sent, 1);
+	assert_int_equal(qc.received, 2);
+	assert_int_equal(qc.nacked, 1);
+	assert_int_equal(qc.extended, 1);
+	assert_int_equal(qc.acked, 1);
+	quay_nats_queue_close(q);
+	quay_nats_queue_close(NULL);
+	quay_nats_close(n);
+}
+
+/* A lease that expires at the last attempt: the next receive
+ * dead-letters the message with reason "lease expired". */
+static void
+test_queue_lease_expired(void **st)
+{
+	quay_nats *n = conn();
+	struct quay_nats_queue_opts o = QUAY_NATS_QUEUE_OPTS_INIT;
+	struct quay_nats_queue_counters qc;
+	quay_nats_queue *q;
+	quay_nats_lease l;
+	quay_msg *m, *out[2];
+	const void *v;
+	size_t vl;
+	(void)st;
+
+	o.name = "expire";
+	o.visibility_ns = 1000000000;
+	o.max_attempts = 1;
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), 0);
+	assert_int_equal(quay_msg_new(pool, "e", 1, &m), 0);
+	assert_int_equal(quay_msg_set_header(m, "k", "v", 1), 0);
+	assert_int_equal(quay_nats_queue_send(q, m), 0);
+	assert_int_equal(quay_nats_queue_receive(q, &l, 5000000000), 0);
+	assert_int_equal(l.attempt, 1);
+	quay_msg_unref(l.msg);   /* abandon the lease: the holder "died" */
+	natsMsg_Destroy(l.impl);
+	assert_int_equal(quay_nats_queue_receive(q, &l, 3000000000), -ETIMEDOUT);
+	assert_int_equal(quay_nats_queue_dlq_take(q, out, 2, 2000000000), 1);
+	assert_memory_equal(quay_msg_body(out[0]), "e", 1);
+	assert_int_equal(quay_msg_get_header(out[0], QUAY_MSG_H_DLQ_REASON, &v, &vl), 0);
+	assert_int_equal(vl, 13);
+	assert_memory_equal(v, "lease expired", 13);
+	assert_int_equal(quay_msg_get_header(out[0], QUAY_MSG_H_DLQ_SOURCE, &v, &vl), 0);
+	assert_memory_equal(v, "expire", 6);
+	assert_int_equal(quay_msg_get_header(out[0], "k", &v, &vl), 0);
+	assert_memory_equal(v, "v", 1);
+	quay_msg_unref(out[0]);
+	assert_int_equal(quay_nats_queue_counters(q, &qc), 0);
+	assert_int_equal(qc.dead_lettered, 1);
+	quay_nats_queue_close(q);
+	quay_nats_close(n);
+}
+
+/* A server without JetStream: the bus works, a queue is -ENOTSUP. */
+static void
+test_queue_no_jetstream(void **st)
+{
+	struct quay_nats_opts o = QUAY_NATS_OPTS_INIT;
+	struct quay_nats_queue_opts qo = QUAY_NATS_QUEUE_OPTS_INIT;
+	struct test_server plain_srv = { 0 };
+	const char *u;
+	quay_nats *n;
+	quay_nats_queue *q = NULL;
+	(void)st;
+
+	plain_srv.no_js = 1;
+	ts_init(&plain_srv);
+	u = plain_srv.url;
+	o.urls = &u;
+	o.nurls = 1;
+	assert_int_equal(quay_nats_connect(&o, &n), 0);
+	qo.name = "nojs";
+	qo.op_timeout_ns = 1000000000;
+	assert_int_equal(quay_nats_queue_open(n, &qo, &q), -ENOTSUP);
+	assert_null(q);
+	quay_nats_close(n);
+	ts_fini(&plain_srv);
+}
+
+/* A local subscriber that never takes anything (BLOCK, capacity 1, no
+ * timeout) stalls the import's callback; libnats's pending limit is
+ * passed and the slow-consumer events are counted. */
+static void
+test_slow_consumer(void **st)
+{
+	natsConnection *nc = plain();
+	struct quay_sub_opts so = QUAY_SUB_OPTS_INIT;
+	struct quay_nats_counters c = { 0 };
+	quay_nats *n = conn();
+	quay_bus *bus;
+	quay_sub *sub;
+	(void)st;
+
+	so.capacity = 1;
+	so.block_timeout_ns = -1;
+	assert_int_equal(quay_bus_create(NULL, &bus), 0);
+	assert_int_equal(quay_bus_subscribe(bus, "slow.x", &so, &sub), 0);
+	assert_int_equal(quay_nats_import(n, bus, "slow.x", NULL), 0);
+	assert_int_equal(quay_nats_flush(n, 2000000000), 0);
+	for (int i = 0; i < 70000; i++)
+		assert_int_equal(natsConnection_PublishString(nc, "slow.x", "s"), NATS_OK);
+	assert_int_equal(natsConnection_Flush(nc), NATS_OK);
+	for (int i = 0; i < 500 && c.slow_consumer == 0; i++) {
+		usleep(10000);
+		assert_int_equal(quay_nats_counters(n, &c), 0);
+	}
+	assert_true(c.slow_consumer > 0);
+	/* Unsubscribing wakes the stalled callback (-EPIPE: counted as
+	 * dropped); close then completes. */
+	assert_int_equal(quay_bus_unsubscribe(sub), 0);
+	quay_nats_close(n);
+	quay_bus_destroy(bus);
+	natsConnection_Destroy(nc);
+}
+
 int
 main(void)
 {
@@ -323,6 +522,10 @@ main(void)
 		cmocka_unit_test(test_bridge_bad_input),
 		cmocka_unit_test(test_export_mapping),
 		cmocka_unit_test(test_import_mapping),
+		cmocka_unit_test(test_queue_bad_input),
+		cmocka_unit_test(test_queue_lease_expired),
+		cmocka_unit_test(test_queue_no_jetstream),
+		cmocka_unit_test(test_slow_consumer),
 	};
 	return cmocka_run_group_tests(tests, grp_setup, grp_teardown);
 }
