@@ -861,11 +861,13 @@ fail:
 	return r;
 }
 
-/* Stop one bridge; the caller no longer lists it. */
-static void
+/* Stop one bridge. Returns false if an import's last callback did not
+ * return in time (it is still running: nothing it uses may be freed). */
+static bool
 bridge_stop(struct nbridge *b)
 {
 	if (b->kind == BR_IMPORT) {
+		bool done = true;
 		if (b->nsub != NULL) {
 			struct timespec ts;
 			/* The completion callback fires once the last message
@@ -877,12 +879,13 @@ bridge_stop(struct nbridge *b)
 				while (!b->complete)
 					if (pthread_cond_timedwait(&b->cv, &b->lk, &ts) != 0)
 						break;
+				done = b->complete;
 				pthread_mutex_unlock(&b->lk);
 			}
 			natsSubscription_Destroy(b->nsub);
 			b->nsub = NULL;
 		}
-		return;
+		return done;
 	}
 	if (b->thr_started) {
 		/* Release: pairs with the bridge thread's acquire. */
@@ -896,18 +899,21 @@ bridge_stop(struct nbridge *b)
 		(void)quay_bus_unsubscribe(b->sub);
 		b->sub = NULL;
 	}
+	return true;
 }
 
 void
 quay_nats_close(quay_nats *n)
 {
+	bool stuck = false;
+
 	if (n == NULL)
 		return;
 	/* Imports first (they feed the reply bridges), then the reply and
 	 * export bridges, which drain their subscriptions. */
 	for (unsigned i = 0; i < n->nbridges; i++)
-		if (n->bridges[i]->kind == BR_IMPORT)
-			bridge_stop(n->bridges[i]);
+		if (n->bridges[i]->kind == BR_IMPORT && !bridge_stop(n->bridges[i]))
+			stuck = true;
 	if (n->reply_sub != NULL && natsSubscription_Unsubscribe(n->reply_sub) == NATS_OK) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -937,6 +943,15 @@ quay_nats_close(quay_nats *n)
 		natsSubscription_Destroy(n->reply_sub);
 	jsCtx_Destroy(n->js);
 	natsConnection_Destroy(n->nc);
+	if (stuck) {
+		/* An import callback is still inside quay_bus_publish (a
+		 * local QUAY_SUB_BLOCK subscription with no timeout that
+		 * nobody drains): it uses the handle, so the handle is left
+		 * allocated rather than freed under it. */
+		fprintf(stderr, "quay: quay_nats_close: an import callback did not return in 5 s; "
+		    "the handle is leaked\n");
+		return;
+	}
 	for (unsigned i = 0; i < n->nbridges; i++)
 		bridge_free(n->bridges[i]);
 	quay_counter_destroy(n->c_reconnects);

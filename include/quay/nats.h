@@ -178,7 +178,11 @@ QUAY_API int quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **ou
 
 /**
  * Stop every bridge, close the connection, free everything (see "Close
- * is sequenced" above). Queues opened on n must be closed first. Export bridges publish what their
+ * is sequenced" above). Queues opened on n must be closed first. An
+ * import whose callback is stuck (publishing into a local QUAY_SUB_BLOCK
+ * subscription with no timeout that nobody drains) is waited for 5 s;
+ * after that the handle is left allocated (a leak, reported on stderr)
+ * rather than freed under the running callback. Export bridges publish what their
  * subscriptions still hold before closing (best effort: flushed with a
  * 2 s bound). NULL is ignored.
  *
