@@ -34,7 +34,6 @@
 #define H_PRIO "Quay-Priority"
 #define H_ENC "Quay-Enc"
 #define LOCAL_REPLY_PREFIX "_QUAYR."
-#define LOCAL_REPLY_PREFIX_LEN 7u
 
 enum { BR_EXPORT, BR_IMPORT, BR_REPLY };
 
