@@ -9,7 +9,8 @@
  *          stored); direct publishes until the reconnect buffer refuses
  *          (-ENOBUFS) and R more refusals; bus publishes through the
  *          export bridge, refused and counted;
- *   up:    the D sends are sent again with the same dedup ids; S more
+ *   up:    an import made before the crash gets a plain client's message
+ *          (reconnection resubscribed it); the D sends are sent again with the same dedup ids; S more
  *          acknowledged sends.
  * Checked, by draining the queue: every acknowledged send is there once;
  * every bridged and buffered publish is there once (delivered on
@@ -17,6 +18,7 @@
  * the counters (refused, dropped, reconnects, disconnects) agree with
  * the return codes seen.
  */
+#include <nats/nats.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,6 +93,7 @@ main(void)
 	quay_nats *n;
 	quay_nats_queue *q;
 	quay_bus *bus;
+	quay_sub *ping;
 	const char *url;
 	static int seen_s[S * 2], seen_p[P], seen_d[D], seen_b[MAXB], seen_x;
 	int buffered = 0, refused = 0, fails = 0, r, total = 0, retries = 0;
@@ -112,6 +115,9 @@ main(void)
 		DIE("queue %s", quay_strerror(r));
 	if (quay_nats_export(n, bus, "quay.q.fault") != 0)
 		DIE("export");
+	if (quay_bus_subscribe(bus, "fault.ping", NULL, &ping) != 0 ||
+	    quay_nats_import(n, bus, "fault.ping", NULL) != 0)
+		DIE("import");
 
 	for (int i = 0; i < S; i++)
 		if ((r = quay_nats_queue_send(q, mk("S", i, true))) != 0)
@@ -175,6 +181,22 @@ main(void)
 
 	ts_start(&srv);
 	wait_for(n, true);
+	/* Reconnection resubscribed the import: a plain client's message
+	 * (connected to the new server) reaches the local bus. */
+	if ((r = quay_nats_flush(n, 5000000000)) != 0)
+		DIE("flush after restart %s", quay_strerror(r));
+	{
+		natsConnection *pc;
+		quay_msg *pm;
+		if (natsConnection_ConnectTo(&pc, url) != NATS_OK ||
+		    natsConnection_PublishString(pc, "fault.ping", "ping") != NATS_OK || natsConnection_Flush(pc) != NATS_OK)
+			DIE("plain client");
+		if ((r = quay_sub_receive(ping, &pm, 5000000000)) != 0)
+			fails++, fprintf(stderr, "import not resubscribed after the restart: %s\n", quay_strerror(r));
+		else
+			quay_msg_unref(pm);
+		natsConnection_Destroy(pc);
+	}
 	for (int i = 0; i < D; i++)
 		if ((r = send_retry(q, mk("D", i, true), &retries)) != 0)
 			DIE("resend %d: %s", i, quay_strerror(r));
