@@ -372,10 +372,11 @@ QUAY_API int quay_nats_queue_receive(quay_nats_queue *q, quay_nats_lease *lease,
  * Acknowledge: the message is done. Waits for the server's confirmation
  * (AckSync), so a 0 means the stream removed it. The lease is released
  * (its message unref'd) whatever the result.
- * Returns: 0; -EINVAL if q or lease (or its message) is NULL; -ESTALE if
- *          the server no longer had it leased to us (AckWait passed and
- *          it was redelivered); -ETIMEDOUT (unknown: it may come again);
- *          -ENOTCONN; -EIO.
+ * JetStream acks by stream sequence: an ack sent after the lease expired
+ * still removes the message, even if it was meanwhile redelivered to
+ * another consumer (so extend before the lease runs out).
+ * Returns: 0; -EINVAL if q or lease (or its message) is NULL;
+ *          -ETIMEDOUT (unknown: it may come again); -ENOTCONN; -EIO.
  */
 QUAY_API int quay_nats_queue_ack(quay_nats_queue *q, quay_nats_lease *lease);
 
