@@ -18,6 +18,12 @@ quay_strerror(int err)
 	case ENOSPC:    return "no space left on device";
 	case ESTALE:    return "stale lease: the message was redelivered";
 	case ENOENT:    return "no such object";
+	case EEXIST:    return "already exists";
+	case ECONNREFUSED: return "no server could be reached";
+	case ENOTCONN:  return "not connected: the connection is closed or down";
+	case ENOBUFS:   return "send buffer full: refused";
+	case EACCES:    return "permission denied: credentials refused";
+	case ENOTSUP:   return "not supported by the server";
 	default:        return "unknown error";
 	}
 }

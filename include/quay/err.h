@@ -17,6 +17,12 @@
  *   -ENOSPC     no space left on the device holding a log
  *   -ESTALE     a lease expired and its message was handed out again
  *   -ENOENT     no such object (unknown lease, subscription, ...)
+ *   -EEXIST     the object already exists (a second NATS import, ...)
+ *   -ECONNREFUSED  no server could be reached (NATS)
+ *   -ENOTCONN   the connection is closed or down (NATS)
+ *   -ENOBUFS    a bounded send buffer is full: refused, not dropped (NATS)
+ *   -EACCES     the server refused the credentials (NATS)
+ *   -ENOTSUP    the server lacks a feature (NATS without JetStream)
  *
  * quay_strerror() names each of them; a unit test keeps this list, the
  * codes documented in every public header, and quay_strerror() in sync.

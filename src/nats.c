@@ -1,0 +1,1222 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The NATS module: one libnats connection, export bridges (a bus
+ * subscription drained by a thread that publishes to NATS), import
+ * bridges (a NATS subscription whose callback publishes on the bus), and
+ * the request/reply routes between them (docs/NATS.md).
+ *
+ * Reply routes. A local request exported to NATS gets the NATS reply
+ * subject "_QUAY.<origin>.<conn>.<bridge>.<request id>.<local reply-to>";
+ * the handle's one subscription on "_QUAY.<origin>.<conn>.>" takes the
+ * reply, and publishes it on the local reply-to of the bridge's bus with
+ * the request id as correlation id (whatever the responder put there).
+ * A NATS request imported into a bus gets the local reply-to
+ * "_QUAYR.<origin>.<conn>.<bus bridge>", and its NATS reply subject is
+ * kept in a table under the local request's id; the per-bus reply bridge
+ * subscribed to that subject (a bus subscriber sees the message, not the
+ * subject) finds the NATS reply subject by the reply's correlation id,
+ * which quay_bus_reply() set to that id.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nats_internal.h"
+
+#define H_ORIGIN "Quay-Origin"
+#define H_CORR "Quay-Correlation-Id"
+#define H_PRIO "Quay-Priority"
+#define H_ENC "Quay-Enc"
+#define LOCAL_REPLY_PREFIX "_QUAYR."
+
+enum { BR_EXPORT, BR_IMPORT, BR_REPLY };
+
+struct nbridge {
+	quay_nats *n;
+	int kind;
+	unsigned idx;
+	quay_bus *bus;
+	char subject[QUAY_BUS_SUBJECT_MAX + 1];
+	char group[QUAY_BUS_NAME_MAX + 1];
+	bool literal;           /* export: the pattern has no wildcard */
+	quay_sub *sub;          /* export, reply: the bus subscription */
+	pthread_t thr;
+	bool thr_started;
+	/* Release by close; acquire by the bridge thread (then it drains). */
+	_Atomic int stop;
+	natsSubscription *nsub; /* import */
+	pthread_mutex_t lk;
+	pthread_cond_t cv;
+	bool complete;          /* import: libnats's last callback returned */
+	quay_counter *c_fwd, *c_recv, *c_drop;
+	quay_gauge *g_pending;
+};
+
+/* ---- process origin ------------------------------------------------ */
+
+static pthread_mutex_t origin_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t origin_pid;
+static uint64_t origin_id;
+/* Relaxed: a connection number for labels and reply subjects. */
+static _Atomic unsigned conn_seq;
+
+/* This process's origin id; a forked child gets its own. */
+static void
+process_origin(char out[17])
+{
+	pthread_mutex_lock(&origin_lock);
+	if (origin_pid != getpid()) {
+		uint64_t v = 0;
+		if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			v = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+		}
+		origin_id = v;
+		origin_pid = getpid();
+	}
+	snprintf(out, 17, "%016" PRIx64, origin_id);
+	pthread_mutex_unlock(&origin_lock);
+}
+
+int
+quayi_nats_err(natsStatus s)
+{
+	switch (s) {
+	case NATS_OK:                  return 0;
+	case NATS_INSUFFICIENT_BUFFER: return -ENOBUFS;
+	case NATS_NO_SERVER:           return -ECONNREFUSED;
+	case NATS_TIMEOUT:             return -ETIMEDOUT;
+	case NATS_CONNECTION_CLOSED:   return -ENOTCONN;
+	case NATS_CONNECTION_DISCONNECTED: return -ENOTCONN;
+	case NATS_INVALID_ARG:
+	case NATS_INVALID_SUBJECT:
+	case NATS_INVALID_QUEUE_NAME:  return -EINVAL;
+	case NATS_NO_MEMORY:           return -ENOMEM;
+	case NATS_NOT_FOUND:           return -ENOENT;
+	case NATS_MAX_PAYLOAD:         return -EMSGSIZE;
+	case NATS_NOT_PERMITTED:
+	case NATS_CONNECTION_AUTH_FAILED: return -EACCES;
+	case NATS_NO_SERVER_SUPPORT:   return -ENOTSUP;
+	default:                       return -EIO;
+	}
+}
+
+/* ---- header value encoding (NATS header values are text) ----------- */
+
+static bool
+pct_plain(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && c != '%' && c != ':';
+}
+
+/* Percent-encode src[0..len) into dst (NUL-terminated); dst has room for
+ * 3 * len + 1 bytes. */
+static void
+pct_encode(char *dst, const unsigned char *src, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (size_t i = 0; i < len; i++) {
+		if (pct_plain(src[i])) {
+			*dst++ = (char)src[i];
+		} else {
+			*dst++ = '%';
+			*dst++ = hex[src[i] >> 4];
+			*dst++ = hex[src[i] & 15];
+		}
+	}
+	*dst = '\0';
+}
+
+static int
+hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Decode in place; returns the length, or -1 if malformed. */
+static ssize_t
+pct_decode(char *s)
+{
+	char *w = s;
+	for (const char *r = s; *r != '\0'; r++) {
+		if (*r == '%') {
+			int hi = hexval(r[1]), lo = hi < 0 ? -1 : hexval(r[2]);
+			if (hi < 0 || lo < 0)
+				return -1;
+			*w++ = (char)(hi << 4 | lo);
+			r += 2;
+		} else {
+			*w++ = *r;
+		}
+	}
+	return w - s;
+}
+
+/* ---- publish (local -> NATS) --------------------------------------- */
+
+static void
+note_refusal(quay_nats *n, int err)
+{
+	quay_counter_inc(n->c_refused);
+	/* Relaxed: a diagnostic word; orders nothing. */
+	atomic_store_explicit(&n->last_error, err, memory_order_relaxed);
+}
+
+/* Build the NATS message for msg on subject with NATS reply subject
+ * reply (NULL: none). */
+int
+quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const quay_msg *msg, natsMsg **out)
+{
+	natsMsg *nm = NULL;
+	natsStatus s;
+	char num[24];
+	size_t len = quay_msg_body_len(msg);
+	unsigned nh = quay_msg_header_count(msg);
+	char *buf = NULL;
+	bool enc = false;
+
+	if (len > INT_MAX)
+		return -EMSGSIZE;
+	s = natsMsg_Create(&nm, subject, reply, (const char *)quay_msg_body(msg), (int)len);
+	if (s != NATS_OK)
+		return quayi_nats_err(s);
+	s = natsMsgHeader_Set(nm, H_ORIGIN, n->origin);
+	if (s == NATS_OK && quay_msg_correlation_id(msg) != 0) {
+		snprintf(num, sizeof(num), "%" PRIu64, quay_msg_correlation_id(msg));
+		s = natsMsgHeader_Set(nm, H_CORR, num);
+	}
+	if (s == NATS_OK && quay_msg_priority(msg) != 0) {
+		snprintf(num, sizeof(num), "%u", quay_msg_priority(msg));
+		s = natsMsgHeader_Set(nm, H_PRIO, num);
+	}
+	for (unsigned i = 0; s == NATS_OK && i < nh; i++) {
+		const char *key;
+		const void *val;
+		size_t vlen, klen;
+		if (quay_msg_header_at(msg, i, &key, &val, &vlen) != 0)
+			continue;
+		/* Local-only headers stay home. */
+		if (strcmp(key, QUAY_NATS_H_FROM) == 0 || strcmp(key, QUAY_NATS_H_SUBJECT) == 0)
+			continue;
+		klen = strlen(key);
+		free(buf);
+		buf = malloc(3 * (klen + vlen) + 2);
+		if (buf == NULL) {
+			s = NATS_NO_MEMORY;
+			break;
+		}
+		pct_encode(buf, (const unsigned char *)key, klen);
+		pct_encode(buf + strlen(buf) + 1, val, vlen);
+		s = natsMsgHeader_Set(nm, buf, buf + strlen(buf) + 1);
+		enc = true;
+	}
+	free(buf);
+	if (s == NATS_OK && enc)
+		s = natsMsgHeader_Set(nm, H_ENC, "pct");
+	if (s != NATS_OK) {
+		natsMsg_Destroy(nm);
+		return quayi_nats_err(s);
+	}
+	*out = nm;
+	return 0;
+}
+
+static int
+publish_mapped(quay_nats *n, const char *subject, const char *reply, const quay_msg *msg)
+{
+	natsMsg *nm;
+	natsStatus s;
+	int r = quayi_nats_build(n, subject, reply, msg, &nm);
+
+	if (r != 0) {
+		note_refusal(n, r);
+		return r;
+	}
+	s = natsConnection_PublishMsg(n->nc, nm);
+	natsMsg_Destroy(nm);
+	if (s != NATS_OK) {
+		r = quayi_nats_err(s);
+		note_refusal(n, r);
+		return r;
+	}
+	return 0;
+}
+
+int
+quay_nats_publish(quay_nats *n, const char *subject, const quay_msg *msg)
+{
+	if (n == NULL || subject == NULL || msg == NULL || quay_bus_subject_check(subject, false) != 0)
+		return -EINVAL;
+	return publish_mapped(n, subject, NULL, msg);
+}
+
+/* Forward one message an export or reply bridge took from its bus. */
+static void
+bridge_forward(struct nbridge *b, quay_msg *m)
+{
+	quay_nats *n = b->n;
+	const char *subject = b->subject;
+	char subj[QUAY_BUS_SUBJECT_MAX + 1];
+	char reply[QUAY_BUS_SUBJECT_MAX + 1];
+	const char *rt;
+	const void *v;
+	size_t vl;
+	int r;
+
+	if (quay_msg_get_header(m, QUAY_NATS_H_FROM, NULL, NULL) == 0) {
+		/* Came from NATS: never export it again (loop rule). */
+		return;
+	}
+	if (!b->literal) {
+		if (quay_msg_get_header(m, QUAY_NATS_H_SUBJECT, &v, &vl) != 0 || vl >= sizeof(subj)) {
+			quay_counter_inc(n->c_invalid);
+			quay_counter_inc(b->c_drop);
+			return;
+		}
+		memcpy(subj, v, vl);
+		subj[vl] = '\0';
+		if (!quay_bus_match(b->subject, subj)) {
+			quay_counter_inc(n->c_invalid);
+			quay_counter_inc(b->c_drop);
+			return;
+		}
+		subject = subj;
+	}
+	rt = quay_msg_reply_to(m);
+	if (rt != NULL) {
+		int k = snprintf(reply, sizeof(reply), "%s%u.%" PRIu64 ".%s", n->reply_prefix, b->idx,
+		    quay_msg_id(m), rt);
+		if (k < 0 || (size_t)k >= sizeof(reply)) {
+			quay_counter_inc(n->c_invalid);
+			quay_counter_inc(b->c_drop);
+			return;
+		}
+	}
+	r = publish_mapped(n, subject, rt != NULL ? reply : NULL, m);
+	if (r == 0)
+		quay_counter_inc(b->c_fwd);
+	else
+		quay_counter_inc(b->c_drop);
+}
+
+static void reply_out(struct nbridge *b, quay_msg *m);
+
+static void *
+export_thread(void *arg)
+{
+	struct nbridge *b = arg;
+	quay_msg *m[32];
+
+	for (;;) {
+		size_t k = quay_sub_receive_burst(b->sub, m, 32);
+		if (k == 0) {
+			int r;
+			/* Acquire: pairs with close's release store; the queue
+			 * is drained below before leaving. */
+			if (atomic_load_explicit(&b->stop, memory_order_acquire) != 0)
+				break;
+			r = quay_sub_receive(b->sub, &m[0], 100000000);
+			if (r == -ETIMEDOUT)
+				continue;
+			if (r != 0)
+				break;
+			k = 1;
+		}
+		for (size_t i = 0; i < k; i++) {
+			if (b->kind == BR_REPLY)
+				reply_out(b, m[i]);
+			else
+				bridge_forward(b, m[i]);
+			(void)quay_msg_unref(m[i]);
+		}
+		quay_gauge_set(b->g_pending, (int64_t)quay_sub_pending(b->sub));
+	}
+	return NULL;
+}
+
+/* ---- reply table (imported requests) ------------------------------- */
+
+#define RTAB_SIZE 4096u
+#define RTAB_PROBE 8u
+
+static size_t
+rtab_slot(uint64_t id)
+{
+	return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 52) & (RTAB_SIZE - 1);
+}
+
+static void
+rtab_put(quay_nats *n, uint64_t id, const char *subj)
+{
+	size_t h = rtab_slot(id), pick = h;
+
+	pthread_mutex_lock(&n->rlock);
+	for (unsigned i = 0; i < RTAB_PROBE; i++) {
+		size_t k = (h + i) & (RTAB_SIZE - 1);
+		if (n->rtab[k].id == 0) {
+			pick = k;
+			break;
+		}
+	}
+	if (n->rtab[pick].id != 0)
+		quay_counter_inc(n->c_invalid);  /* an unanswered request forgotten */
+	n->rtab[pick].id = id;
+	snprintf(n->rtab[pick].subj, sizeof(n->rtab[pick].subj), "%s", subj);
+	pthread_mutex_unlock(&n->rlock);
+}
+
+static bool
+rtab_take(quay_nats *n, uint64_t id, char *subj)
+{
+	size_t h = rtab_slot(id);
+	bool found = false;
+
+	if (id == 0)
+		return false;
+	pthread_mutex_lock(&n->rlock);
+	for (unsigned i = 0; i < RTAB_PROBE; i++) {
+		size_t k = (h + i) & (RTAB_SIZE - 1);
+		if (n->rtab[k].id == id) {
+			memcpy(subj, n->rtab[k].subj, sizeof(n->rtab[k].subj));
+			n->rtab[k].id = 0;
+			found = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&n->rlock);
+	return found;
+}
+
+/* A local responder's reply to an imported NATS request. */
+static void
+reply_out(struct nbridge *b, quay_msg *m)
+{
+	char subj[QUAY_BUS_SUBJECT_MAX + 1];
+
+	if (!rtab_take(b->n, quay_msg_correlation_id(m), subj)) {
+		quay_counter_inc(b->c_drop);   /* a second or unknown reply */
+		return;
+	}
+	if (publish_mapped(b->n, subj, NULL, m) == 0)
+		quay_counter_inc(b->c_fwd);
+	else
+		quay_counter_inc(b->c_drop);
+}
+
+/* ---- NATS -> local -------------------------------------------------- */
+
+/* Make the local copy of a NATS message: body, headers, priority,
+ * correlation id, QUAY_NATS_H_FROM. */
+int
+quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg **out)
+{
+	const char **keys = NULL;
+	const char *v;
+	int nk = 0, len = natsMsg_GetDataLength(nm);
+	size_t need = (size_t)len + 64 + 32;
+	bool enc;
+	quay_msg *m;
+	int r;
+
+	enc = natsMsgHeader_Get(nm, H_ENC, &v) == NATS_OK && strcmp(v, "pct") == 0;
+	if (natsMsgHeader_Keys(nm, &keys, &nk) != NATS_OK) {
+		keys = NULL;
+		nk = 0;
+	}
+	for (int i = 0; i < nk; i++)
+		if (natsMsgHeader_Get(nm, keys[i], &v) == NATS_OK)
+			need += 10 + strlen(keys[i]) + strlen(v);
+	if (reply_to != NULL)
+		need += 10 + strlen(reply_to);
+	r = quay_msg_alloc(n->pool, need, &m);
+	if (r != 0)
+		goto out;
+	r = quay_msg_set_body(m, natsMsg_GetData(nm), (size_t)len);
+	for (int i = 0; r == 0 && i < nk; i++) {
+		char kbuf[QUAY_MSG_KEY_MAX + 1];
+		char *vbuf;
+		ssize_t kl, vl;
+		if (natsMsgHeader_Get(nm, keys[i], &v) != NATS_OK)
+			continue;
+		if (strcmp(keys[i], H_CORR) == 0) {
+			(void)quay_msg_set_correlation_id(m, strtoull(v, NULL, 10));
+			continue;
+		}
+		if (strcmp(keys[i], H_PRIO) == 0) {
+			unsigned long p = strtoul(v, NULL, 10);
+			(void)quay_msg_set_priority(m, p > QUAY_MSG_PRIORITY_MAX ? QUAY_MSG_PRIORITY_MAX : (unsigned)p);
+			continue;
+		}
+		if (strcmp(keys[i], H_ORIGIN) == 0 || strcmp(keys[i], H_ENC) == 0)
+			continue;
+		if (strlen(keys[i]) > QUAY_MSG_KEY_MAX)
+			continue;
+		strcpy(kbuf, keys[i]);
+		vbuf = strdup(v);
+		if (vbuf == NULL) {
+			r = -ENOMEM;
+			break;
+		}
+		kl = enc ? pct_decode(kbuf) : (ssize_t)strlen(kbuf);
+		vl = enc ? pct_decode(vbuf) : (ssize_t)strlen(vbuf);
+		if (kl > 0 && vl >= 0 && memchr(kbuf, '\0', (size_t)kl) == NULL) {
+			kbuf[kl] = '\0';
+			r = quay_msg_set_header(m, kbuf, vbuf, (size_t)vl);
+		}
+		free(vbuf);
+	}
+	if (r == 0) {
+		if (natsMsgHeader_Get(nm, H_ORIGIN, &v) != NATS_OK)
+			v = "nats";
+		r = quay_msg_set_header(m, QUAY_NATS_H_FROM, v, strlen(v));
+	}
+	if (r == 0 && reply_to != NULL)
+		r = quay_msg_set_reply_to(m, reply_to);
+	if (r != 0) {
+		(void)quay_msg_unref(m);
+		goto out;
+	}
+	*out = m;
+out:
+	free((void *)keys);
+	return r;
+}
+
+static struct nbridge *reply_bridge_of(quay_nats *n, quay_bus *bus);
+
+/* libnats callback of an import subscription (its delivery thread). */
+static void
+import_cb(natsConnection *nc, natsSubscription *sub, natsMsg *nm, void *closure)
+{
+	struct nbridge *b = closure;
+	quay_nats *n = b->n;
+	const char *subj = natsMsg_GetSubject(nm), *reply = natsMsg_GetReply(nm), *v;
+	struct nbridge *rb = NULL;
+	quay_msg *m;
+	int r;
+
+	(void)nc;
+	(void)sub;
+	if (natsMsgHeader_Get(nm, H_ORIGIN, &v) == NATS_OK && strcmp(v, n->origin) == 0) {
+		quay_counter_inc(n->c_echo);
+		goto done;
+	}
+	if (quay_bus_subject_check(subj, false) != 0 ||
+	    (reply != NULL && reply[0] != '\0' && strlen(reply) > QUAY_BUS_SUBJECT_MAX)) {
+		quay_counter_inc(n->c_invalid);
+		quay_counter_inc(b->c_drop);
+		goto done;
+	}
+	if (reply != NULL && reply[0] != '\0') {
+		rb = reply_bridge_of(n, b->bus);
+		if (rb == NULL) {
+			quay_counter_inc(b->c_drop);
+			goto done;
+		}
+	}
+	r = quayi_nats_make_local(n, nm, rb != NULL ? rb->subject : NULL, &m);
+	if (r != 0) {
+		quay_counter_inc(b->c_drop);
+		goto done;
+	}
+	if (rb != NULL)
+		rtab_put(n, quay_msg_id(m), reply);
+	r = quay_bus_publish(b->bus, subj, m);
+	if (r < 0) {
+		if (rb != NULL)
+			(void)rtab_take(n, quay_msg_id(m), (char[QUAY_BUS_SUBJECT_MAX + 1]){ 0 });
+		(void)quay_msg_unref(m);
+		quay_counter_inc(b->c_drop);
+	} else {
+		quay_counter_inc(b->c_recv);
+	}
+done:
+	natsMsg_Destroy(nm);
+}
+
+/* A reply to one of our exported requests:
+ * "<reply_prefix><bridge>.<request id>.<local reply-to>". */
+static void
+reply_in_cb(natsConnection *nc, natsSubscription *sub, natsMsg *nm, void *closure)
+{
+	quay_nats *n = closure;
+	const char *subj = natsMsg_GetSubject(nm);
+	struct nbridge *b = NULL;
+	unsigned long idx;
+	uint64_t id;
+	char *end;
+	quay_msg *m;
+
+	(void)nc;
+	(void)sub;
+	if (strncmp(subj, n->reply_prefix, n->reply_prefix_len) != 0)
+		goto bad;
+	idx = strtoul(subj + n->reply_prefix_len, &end, 10);
+	if (*end != '.')
+		goto bad;
+	id = strtoull(end + 1, &end, 10);
+	if (*end != '.' || quay_bus_subject_check(end + 1, false) != 0)
+		goto bad;
+	pthread_mutex_lock(&n->lock);
+	if (idx < n->nbridges)
+		b = n->bridges[idx];
+	pthread_mutex_unlock(&n->lock);
+	if (b == NULL)
+		goto bad;
+	if (quayi_nats_make_local(n, nm, NULL, &m) != 0) {
+		quay_counter_inc(b->c_drop);
+		goto done;
+	}
+	(void)quay_msg_set_correlation_id(m, id);
+	if (quay_bus_publish(b->bus, end + 1, m) < 0) {
+		(void)quay_msg_unref(m);
+		quay_counter_inc(b->c_drop);
+	} else {
+		quay_counter_inc(n->c_replies);
+	}
+	goto done;
+bad:
+	quay_counter_inc(n->c_invalid);
+done:
+	natsMsg_Destroy(nm);
+}
+
+/* ---- connection callbacks ------------------------------------------ */
+
+static void
+on_disconnected(natsConnection *nc, void *closure)
+{
+	quay_nats *n = closure;
+	(void)nc;
+	quay_counter_inc(n->c_disconnects);
+}
+
+static void
+on_reconnected(natsConnection *nc, void *closure)
+{
+	quay_nats *n = closure;
+	(void)nc;
+	quay_counter_inc(n->c_reconnects);
+}
+
+static void
+on_closed(natsConnection *nc, void *closure)
+{
+	quay_nats *n = closure;
+	(void)nc;
+	pthread_mutex_lock(&n->cl_lock);
+	n->cl_done = true;
+	pthread_cond_broadcast(&n->cl_cond);
+	pthread_mutex_unlock(&n->cl_lock);
+}
+
+static void
+reply_sub_complete(void *closure)
+{
+	quay_nats *n = closure;
+	pthread_mutex_lock(&n->cl_lock);
+	n->reply_done = true;
+	pthread_cond_broadcast(&n->cl_cond);
+	pthread_mutex_unlock(&n->cl_lock);
+}
+
+static void
+on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+	quay_nats *n = closure;
+	(void)nc;
+	(void)sub;
+	if (err == NATS_SLOW_CONSUMER)
+		quay_counter_inc(n->c_slow);
+	else
+		atomic_store_explicit(&n->last_error, quayi_nats_err(err), memory_order_relaxed); /* relaxed: diagnostic */
+}
+
+/* ---- metrics ------------------------------------------------------- */
+
+static int
+handle_counter(quay_nats *n, const char *name, const char *help, quay_counter **out)
+{
+	struct quay_stats_label l = { "conn", n->conn_label };
+	return quay_counter_create(n->stats, name, help, &l, 1, out);
+}
+
+static int
+bridge_metrics(struct nbridge *b)
+{
+	static const char *kinds[] = { "export", "import", "reply" };
+	struct quay_stats_label l[2] = { { "bridge", kinds[b->kind] }, { "subject", b->subject } };
+	quay_stats *st = b->n->stats;
+	int r;
+
+	r = quay_counter_create(st, "quay_nats_forwarded_total", "Local messages published to NATS", l, 2,
+	    &b->c_fwd);
+	if (r == 0)
+		r = quay_counter_create(st, "quay_nats_received_total", "NATS messages published on the local bus",
+		    l, 2, &b->c_recv);
+	if (r == 0)
+		r = quay_counter_create(st, "quay_nats_dropped_total", "Messages a bridge lost, each counted", l, 2,
+		    &b->c_drop);
+	if (r == 0)
+		r = quay_gauge_create(st, "quay_nats_pending", "Messages waiting in an export bridge", l, 2,
+		    &b->g_pending);
+	return r;
+}
+
+static void
+bridge_free(struct nbridge *b)
+{
+	if (b == NULL)
+		return;
+	quay_counter_destroy(b->c_fwd);
+	quay_counter_destroy(b->c_recv);
+	quay_counter_destroy(b->c_drop);
+	quay_gauge_destroy(b->g_pending);
+	pthread_mutex_destroy(&b->lk);
+	pthread_cond_destroy(&b->cv);
+	free(b);
+}
+
+/* ---- connect / close ----------------------------------------------- */
+
+static int
+check_opts(const struct quay_nats_opts *o)
+{
+	if (o->size != sizeof(*o) || o->flags != 0 || o->nurls > QUAY_NATS_URLS_MAX ||
+	    (o->nurls > 0 && o->urls == NULL) || (o->creds_file != NULL && o->token != NULL) ||
+	    o->reconnect_wait_ns < 0 || o->connect_timeout_ns < 0 || o->reconnect_buf_bytes > INT_MAX ||
+	    (o->export_capacity & (o->export_capacity - 1)) != 0)
+		return -EINVAL;
+	for (size_t i = 0; i < o->nurls; i++)
+		if (o->urls[i] == NULL)
+			return -EINVAL;
+	return 0;
+}
+
+static int64_t
+ms_of(int64_t ns, int64_t dflt)
+{
+	if (ns == 0)
+		ns = dflt;
+	return ns / 1000000 > 0 ? ns / 1000000 : 1;
+}
+
+int
+quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
+{
+	struct quay_nats_opts dflt = QUAY_NATS_OPTS_INIT;
+	static const char *local_url = "nats://127.0.0.1:4222";
+	natsOptions *no = NULL;
+	natsStatus s = NATS_OK;
+	quay_nats *n;
+	int r;
+
+	if (out == NULL)
+		return -EINVAL;
+	if (opts == NULL)
+		opts = &dflt;
+	r = check_opts(opts);
+	if (r != 0)
+		return r;
+	/* libnats reads some files only at connect and reports any failure
+	 * as a generic error: check them first. */
+	{
+		const char *files[] = { opts->creds_file, opts->tls_ca_file, opts->tls_cert_file, opts->tls_key_file };
+		for (size_t i = 0; i < 4; i++)
+			if (files[i] != NULL && access(files[i], R_OK) != 0)
+				return -ENOENT;
+	}
+	n = calloc(1, sizeof(*n));
+	if (n == NULL)
+		return -ENOMEM;
+	n->rtab = calloc(RTAB_SIZE, sizeof(*n->rtab));
+	if (n->rtab == NULL) {
+		free(n);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&n->lock, NULL);
+	pthread_mutex_init(&n->rlock, NULL);
+	pthread_mutex_init(&n->cl_lock, NULL);
+	pthread_cond_init(&n->cl_cond, NULL);
+	process_origin(n->origin);
+	/* Relaxed: a unique number, nothing to order. */
+	snprintf(n->conn_label, sizeof(n->conn_label), "c%u",
+	    atomic_fetch_add_explicit(&conn_seq, 1, memory_order_relaxed));
+	n->reply_prefix_len = (size_t)snprintf(n->reply_prefix, sizeof(n->reply_prefix), "_QUAY.%s.%s.",
+	    n->origin, n->conn_label);
+	n->export_capacity = opts->export_capacity != 0 ? opts->export_capacity : QUAY_NATS_EXPORT_CAPACITY_DEFAULT;
+	if (opts->stats != NULL) {
+		n->stats = opts->stats;
+	} else {
+		r = quay_stats_create(NULL, &n->stats);
+		if (r != 0)
+			goto fail;
+		n->own_stats = true;
+	}
+	if (opts->pool != NULL) {
+		n->pool = opts->pool;
+	} else {
+		/* No thread caches: imports allocate and free on libnats's
+		 * threads, which exit when libnats decides (after close may
+		 * have returned) and cannot be joined; a thread cache would be
+		 * flushed into a destroyed pool by their exit. */
+		struct quay_pool_opts po = QUAY_POOL_OPTS_INIT;
+		po.flags = QUAY_POOL_NO_CACHE;
+		r = quay_pool_create((size_t)64 << 20, &po, &n->pool);
+		if (r != 0)
+			goto fail;
+		n->own_pool = true;
+	}
+	r = handle_counter(n, "quay_nats_reconnects_total", "Reconnections", &n->c_reconnects);
+	if (r == 0)
+		r = handle_counter(n, "quay_nats_disconnects_total", "Disconnections", &n->c_disconnects);
+	if (r == 0)
+		r = handle_counter(n, "quay_nats_slow_consumer_total", "libnats slow-consumer events", &n->c_slow);
+	if (r == 0)
+		r = handle_counter(n, "quay_nats_refused_total", "NATS publishes refused (buffer full or closed)",
+		    &n->c_refused);
+	if (r == 0)
+		r = handle_counter(n, "quay_nats_echo_dropped_total", "Own messages that came back", &n->c_echo);
+	if (r == 0)
+		r = handle_counter(n, "quay_nats_invalid_total", "Subjects or replies quay refuses", &n->c_invalid);
+	if (r == 0)
+		r = handle_counter(n, "quay_nats_replies_total", "Replies routed to local requesters", &n->c_replies);
+	if (r != 0)
+		goto fail;
+
+	s = natsOptions_Create(&no);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(no, opts->nurls > 0 ? (const char **)opts->urls : &local_url,
+		    opts->nurls > 0 ? (int)opts->nurls : 1);
+	if (s == NATS_OK && opts->name != NULL)
+		s = natsOptions_SetName(no, opts->name);
+	if (s == NATS_OK && opts->creds_file != NULL)
+		s = natsOptions_SetUserCredentialsFromFiles(no, opts->creds_file, NULL);
+	if (s == NATS_OK && opts->token != NULL)
+		s = natsOptions_SetToken(no, opts->token);
+	if (s == NATS_OK && opts->tls_ca_file != NULL) {
+		s = natsOptions_SetSecure(no, true);
+		if (s == NATS_OK)
+			s = natsOptions_LoadCATrustedCertificates(no, opts->tls_ca_file);
+	}
+	if (s == NATS_OK && opts->tls_cert_file != NULL)
+		s = natsOptions_LoadCertificatesChain(no, opts->tls_cert_file, opts->tls_key_file);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(no, opts->max_reconnect == 0 ? 60 : opts->max_reconnect);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(no, ms_of(opts->reconnect_wait_ns, QUAY_NATS_RECONNECT_WAIT_DEFAULT));
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(no, ms_of(opts->connect_timeout_ns, QUAY_NATS_CONNECT_TIMEOUT_DEFAULT));
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectBufSize(no, opts->reconnect_buf_bytes != 0 ?
+		    (int)opts->reconnect_buf_bytes : (int)QUAY_NATS_RECONNECT_BUF_DEFAULT);
+	if (s == NATS_OK)
+		s = natsOptions_SetNoEcho(no, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(no, on_disconnected, n);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(no, on_reconnected, n);
+	if (s == NATS_OK)
+		s = natsOptions_SetClosedCB(no, on_closed, n);
+	if (s == NATS_OK)
+		s = natsOptions_SetErrorHandler(no, on_error, n);
+	if (s != NATS_OK) {
+		r = s == NATS_NOT_FOUND || s == NATS_SSL_ERROR || s == NATS_ERR ? -ENOENT : quayi_nats_err(s);
+		goto fail;
+	}
+	s = natsConnection_Connect(&n->nc, no);
+	if (s != NATS_OK) {
+		n->nc = NULL;
+		r = s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED ? -EACCES :
+		    s == NATS_NO_SERVER || s == NATS_TIMEOUT || s == NATS_IO_ERROR ? -ECONNREFUSED :
+		    quayi_nats_err(s);
+		goto fail;
+	}
+	natsOptions_Destroy(no);
+	no = NULL;
+	s = natsConnection_JetStream(&n->js, n->nc, NULL);
+	if (s != NATS_OK) {
+		r = quayi_nats_err(s);
+		goto fail;
+	}
+	*out = n;
+	return 0;
+fail:
+	natsOptions_Destroy(no);
+	quay_nats_close(n);
+	return r;
+}
+
+/* Stop one bridge. Returns false if an import's last callback did not
+ * return in time (it is still running: nothing it uses may be freed). */
+static bool
+bridge_stop(struct nbridge *b)
+{
+	if (b->kind == BR_IMPORT) {
+		bool done = true;
+		if (b->nsub != NULL) {
+			struct timespec ts;
+			/* The completion callback fires once the last message
+			 * callback returned (nats.c issues 222, 735). */
+			if (natsSubscription_Unsubscribe(b->nsub) == NATS_OK) {
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_sec += 5;
+				pthread_mutex_lock(&b->lk);
+				while (!b->complete)
+					if (pthread_cond_timedwait(&b->cv, &b->lk, &ts) != 0)
+						break;
+				done = b->complete;
+				pthread_mutex_unlock(&b->lk);
+			}
+			natsSubscription_Destroy(b->nsub);
+			b->nsub = NULL;
+		}
+		return done;
+	}
+	if (b->thr_started) {
+		/* Release: pairs with the bridge thread's acquire. */
+		atomic_store_explicit(&b->stop, 1, memory_order_release);
+		pthread_join(b->thr, NULL);
+	}
+	if (b->sub != NULL) {
+		struct quay_sub_counters sc;
+		if (quay_sub_counters(b->sub, &sc) == 0)
+			quay_counter_add(b->c_drop, sc.released);
+		(void)quay_bus_unsubscribe(b->sub);
+		b->sub = NULL;
+	}
+	return true;
+}
+
+void
+quay_nats_close(quay_nats *n)
+{
+	bool stuck = false;
+
+	if (n == NULL)
+		return;
+	/* Imports first (they feed the reply bridges), then the reply and
+	 * export bridges, which drain their subscriptions. */
+	for (unsigned i = 0; i < n->nbridges; i++)
+		if (n->bridges[i]->kind == BR_IMPORT && !bridge_stop(n->bridges[i]))
+			stuck = true;
+	if (n->reply_sub != NULL && natsSubscription_Unsubscribe(n->reply_sub) == NATS_OK) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 5;
+		pthread_mutex_lock(&n->cl_lock);
+		while (!n->reply_done)
+			if (pthread_cond_timedwait(&n->cl_cond, &n->cl_lock, &ts) != 0)
+				break;
+		pthread_mutex_unlock(&n->cl_lock);
+	}
+	for (unsigned i = 0; i < n->nbridges; i++)
+		if (n->bridges[i]->kind != BR_IMPORT)
+			bridge_stop(n->bridges[i]);
+	if (n->nc != NULL) {
+		struct timespec ts;
+		(void)natsConnection_FlushTimeout(n->nc, 2000);
+		natsConnection_Close(n->nc);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 5;
+		pthread_mutex_lock(&n->cl_lock);
+		while (!n->cl_done)
+			if (pthread_cond_timedwait(&n->cl_cond, &n->cl_lock, &ts) != 0)
+				break;
+		pthread_mutex_unlock(&n->cl_lock);
+	}
+	if (n->reply_sub != NULL)
+		natsSubscription_Destroy(n->reply_sub);
+	jsCtx_Destroy(n->js);
+	natsConnection_Destroy(n->nc);
+	if (stuck) {
+		/* An import callback is still inside quay_bus_publish (a
+		 * local QUAY_SUB_BLOCK subscription with no timeout that
+		 * nobody drains): it uses the handle, so the handle is left
+		 * allocated rather than freed under it. */
+		fprintf(stderr, "quay: quay_nats_close: an import callback did not return in 5 s; "
+		    "the handle is leaked\n");
+		return;
+	}
+	for (unsigned i = 0; i < n->nbridges; i++)
+		bridge_free(n->bridges[i]);
+	quay_counter_destroy(n->c_reconnects);
+	quay_counter_destroy(n->c_disconnects);
+	quay_counter_destroy(n->c_slow);
+	quay_counter_destroy(n->c_refused);
+	quay_counter_destroy(n->c_echo);
+	quay_counter_destroy(n->c_invalid);
+	quay_counter_destroy(n->c_replies);
+	if (n->own_pool)
+		(void)quay_pool_destroy(n->pool);
+	if (n->own_stats)
+		quay_stats_destroy(n->stats);
+	pthread_mutex_destroy(&n->lock);
+	pthread_mutex_destroy(&n->rlock);
+	pthread_mutex_destroy(&n->cl_lock);
+	pthread_cond_destroy(&n->cl_cond);
+	free(n->rtab);
+	free(n);
+}
+
+/* ---- bridges ------------------------------------------------------- */
+
+static void
+import_complete(void *closure)
+{
+	struct nbridge *b = closure;
+	pthread_mutex_lock(&b->lk);
+	b->complete = true;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->lk);
+}
+
+/* Make a bridge (not yet listed); n->lock held. */
+static int
+bridge_new(quay_nats *n, int kind, quay_bus *bus, const char *subject, const char *group,
+    struct nbridge **out)
+{
+	struct nbridge *b;
+	int r;
+
+	if (n->nbridges >= QUAY_NATS_BRIDGES_MAX)
+		return -ENOMEM;
+	b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return -ENOMEM;
+	b->n = n;
+	b->kind = kind;
+	b->bus = bus;
+	b->idx = n->nbridges;
+	snprintf(b->subject, sizeof(b->subject), "%s", subject);
+	if (group != NULL)
+		snprintf(b->group, sizeof(b->group), "%s", group);
+	b->literal = strchr(subject, '*') == NULL && strchr(subject, '>') == NULL;
+	pthread_mutex_init(&b->lk, NULL);
+	pthread_cond_init(&b->cv, NULL);
+	r = bridge_metrics(b);
+	if (r != 0) {
+		bridge_free(b);
+		return r;
+	}
+	*out = b;
+	return 0;
+}
+
+/* Start an export or reply bridge's subscription and thread. */
+static int
+bridge_start_local(struct nbridge *b)
+{
+	struct quay_sub_opts so = QUAY_SUB_OPTS_INIT;
+	int r;
+
+	so.capacity = b->n->export_capacity;
+	so.flags = QUAY_SUB_NO_LATENCY;
+	r = quay_bus_subscribe(b->bus, b->subject, &so, &b->sub);
+	if (r != 0)
+		return r;
+	if (pthread_create(&b->thr, NULL, export_thread, b) != 0) {
+		(void)quay_bus_unsubscribe(b->sub);
+		b->sub = NULL;
+		return -EAGAIN;
+	}
+	b->thr_started = true;
+	return 0;
+}
+
+static bool
+bridge_exists(quay_nats *n, int kind, quay_bus *bus, const char *subject)
+{
+	for (unsigned i = 0; i < n->nbridges; i++) {
+		struct nbridge *b = n->bridges[i];
+		if (b->kind == kind && b->bus == bus && strcmp(b->subject, subject) == 0)
+			return true;
+	}
+	return false;
+}
+
+int
+quay_nats_export(quay_nats *n, quay_bus *bus, const char *pattern)
+{
+	struct nbridge *b;
+	natsStatus s;
+	int r;
+
+	if (n == NULL || bus == NULL || pattern == NULL || quay_bus_subject_check(pattern, true) != 0)
+		return -EINVAL;
+	pthread_mutex_lock(&n->lock);
+	if (bridge_exists(n, BR_EXPORT, bus, pattern)) {
+		r = -EEXIST;
+		goto out;
+	}
+	if (n->reply_sub == NULL) {
+		char rs[64];
+		snprintf(rs, sizeof(rs), "%s>", n->reply_prefix);
+		s = natsConnection_Subscribe(&n->reply_sub, n->nc, rs, reply_in_cb, n);
+		if (s != NATS_OK) {
+			n->reply_sub = NULL;
+			r = quayi_nats_err(s);
+			goto out;
+		}
+		(void)natsSubscription_SetPendingLimits(n->reply_sub, 65536, 64 << 20);
+		(void)natsSubscription_SetOnCompleteCB(n->reply_sub, reply_sub_complete, n);
+	}
+	r = bridge_new(n, BR_EXPORT, bus, pattern, NULL, &b);
+	if (r != 0)
+		goto out;
+	r = bridge_start_local(b);
+	if (r != 0) {
+		bridge_free(b);
+		goto out;
+	}
+	n->bridges[n->nbridges++] = b;
+out:
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+/* The reply bridge of bus, made on first use. */
+static struct nbridge *
+reply_bridge_of(quay_nats *n, quay_bus *bus)
+{
+	struct nbridge *b = NULL;
+	char subj[96];
+
+	pthread_mutex_lock(&n->lock);
+	for (unsigned i = 0; i < n->nbridges; i++)
+		if (n->bridges[i]->kind == BR_REPLY && n->bridges[i]->bus == bus) {
+			b = n->bridges[i];
+			goto out;
+		}
+	snprintf(subj, sizeof(subj), LOCAL_REPLY_PREFIX "%s.%s.%u", n->origin, n->conn_label, n->nbridges);
+	if (bridge_new(n, BR_REPLY, bus, subj, NULL, &b) != 0) {
+		b = NULL;
+		goto out;
+	}
+	if (bridge_start_local(b) != 0) {
+		bridge_free(b);
+		b = NULL;
+		goto out;
+	}
+	n->bridges[n->nbridges++] = b;
+out:
+	pthread_mutex_unlock(&n->lock);
+	return b;
+}
+
+int
+quay_nats_import(quay_nats *n, quay_bus *bus, const char *subject, const char *group)
+{
+	struct nbridge *b;
+	natsStatus s;
+	int r;
+
+	if (n == NULL || bus == NULL || subject == NULL || quay_bus_subject_check(subject, true) != 0)
+		return -EINVAL;
+	if (group != NULL) {
+		size_t gl = strlen(group);
+		if (gl == 0 || gl > QUAY_BUS_NAME_MAX)
+			return -EINVAL;
+		for (size_t i = 0; i < gl; i++)
+			if ((unsigned char)group[i] < 0x21 || (unsigned char)group[i] > 0x7e)
+				return -EINVAL;
+	}
+	/* The reply bridge first (it takes the lock itself). */
+	if (reply_bridge_of(n, bus) == NULL)
+		return -ENOMEM;
+	pthread_mutex_lock(&n->lock);
+	if (bridge_exists(n, BR_IMPORT, bus, subject)) {
+		r = -EEXIST;
+		goto out;
+	}
+	r = bridge_new(n, BR_IMPORT, bus, subject, group, &b);
+	if (r != 0)
+		goto out;
+	s = group != NULL ? natsConnection_QueueSubscribe(&b->nsub, n->nc, subject, group, import_cb, b) :
+	    natsConnection_Subscribe(&b->nsub, n->nc, subject, import_cb, b);
+	if (s == NATS_OK)
+		s = natsSubscription_SetOnCompleteCB(b->nsub, import_complete, b);
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(b->nsub, 65536, 64 << 20);
+	if (s != NATS_OK) {
+		if (b->nsub != NULL) {
+			(void)natsSubscription_Unsubscribe(b->nsub);
+			natsSubscription_Destroy(b->nsub);
+		}
+		bridge_free(b);
+		r = quayi_nats_err(s);
+		goto out;
+	}
+	n->bridges[n->nbridges++] = b;
+out:
+	pthread_mutex_unlock(&n->lock);
+	return r;
+}
+
+/* ---- the rest ------------------------------------------------------ */
+
+int
+quay_nats_flush(quay_nats *n, int64_t timeout_ns)
+{
+	natsStatus s;
+
+	if (n == NULL || timeout_ns <= 0)
+		return -EINVAL;
+	if (natsConnection_Status(n->nc) != NATS_CONN_STATUS_CONNECTED)
+		return -ENOTCONN;
+	s = natsConnection_FlushTimeout(n->nc, ms_of(timeout_ns, 1));
+	return quayi_nats_err(s);
+}
+
+bool
+quay_nats_connected(quay_nats *n)
+{
+	return n != NULL && natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+int
+quay_nats_counters(quay_nats *n, struct quay_nats_counters *out)
+{
+	if (n == NULL || out == NULL)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&n->lock);
+	for (unsigned i = 0; i < n->nbridges; i++) {
+		struct nbridge *b = n->bridges[i];
+		out->forwarded += quay_counter_read(b->c_fwd);
+		out->received += quay_counter_read(b->c_recv);
+		out->dropped += quay_counter_read(b->c_drop);
+		if (b->sub != NULL)
+			out->pending += quay_sub_pending(b->sub);
+	}
+	pthread_mutex_unlock(&n->lock);
+	out->refused = quay_counter_read(n->c_refused);
+	out->echo_dropped = quay_counter_read(n->c_echo);
+	out->invalid = quay_counter_read(n->c_invalid);
+	out->replies = quay_counter_read(n->c_replies);
+	out->reconnects = quay_counter_read(n->c_reconnects);
+	out->disconnects = quay_counter_read(n->c_disconnects);
+	out->slow_consumer = quay_counter_read(n->c_slow);
+	/* Relaxed: a diagnostic word. */
+	out->last_error = atomic_load_explicit(&n->last_error, memory_order_relaxed);
+	return 0;
+}
+
+quay_stats *
+quay_nats_stats(quay_nats *n)
+{
+	return n != NULL ? n->stats : NULL;
+}
