@@ -395,7 +395,7 @@ QUAY_API size_t quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n);
  *          subscription took the request (nobody matched, or all dropped
  *          it); -EINVAL if bus, subject, req or reply is NULL, subject is
  *          invalid, or req is shared (its reply-to cannot be set);
- *          -EMSGSIZE if req has no room for the reply-to; -ENOMEM if
+ *          -ENOSPC if req has no header room for the reply-to; -ENOMEM if
  *          max_requests requests are waiting; -EAGAIN or -ETIMEDOUT as
  *          quay_bus_publish() (nothing published); -EPIPE if the bus is
  *          being destroyed.
