@@ -989,7 +989,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 	if (opts == NULL)
 		opts = &defaults;
 	if (opts->size != sizeof(*opts) || (opts->flags & ~QUAY_SUB_FLAGS_ALL) != 0 ||
-	    (unsigned)opts->policy > (unsigned)QUAY_SUB_REJECT || opts->priorities > QUAY_PQ_LEVELS_MAX ||
+	    (unsigned)opts->policy > (unsigned)QUAY_SUB_BLOCK || opts->priorities > QUAY_PQ_LEVELS_MAX ||
 	    (opts->policy == QUAY_SUB_DROP_OLDEST && opts->priorities > 0) ||
 	    (opts->group != NULL && !valid_name(opts->group)))
 		return -EINVAL;

@@ -108,17 +108,29 @@ typedef struct quay_bus quay_bus;
 /** A subscription (opaque). */
 typedef struct quay_sub quay_sub;
 
-/** What a publish does when a subscription's queue is full. */
+/**
+ * What a publish does when a subscription's queue is full.
+ *
+ * The default (NULL options, QUAY_SUB_OPTS_INIT, or 0) is QUAY_SUB_REJECT:
+ * a full subscription never makes a publisher wait. Only a subscription
+ * that asks for QUAY_SUB_BLOCK can slow its publishers (and through them
+ * every other subscriber). Until issue 11 the default was BLOCK with a
+ * 1 s timeout.
+ */
 enum quay_sub_policy {
-	/** Wait up to block_timeout_ns for room, then count a timeout. */
-	QUAY_SUB_BLOCK = 0,
+	/** The default. Refuse: count it (rejected); publish reports it
+	 *  (-EAGAIN when no target queued the message, see
+	 *  quay_bus_publish()), the publisher keeps its message to retry. */
+	QUAY_SUB_REJECT = 0,
 	/** Drop the new message for this subscription and count it. */
 	QUAY_SUB_DROP_NEWEST = 1,
 	/** Drop the oldest queued message (unref it), count it, queue the
 	 *  new one. Rings only (not with priorities). */
 	QUAY_SUB_DROP_OLDEST = 2,
-	/** Refuse: count it; publish reports it (see quay_bus_publish()). */
-	QUAY_SUB_REJECT = 3,
+	/** Wait up to block_timeout_ns for room, then count a timeout. The
+	 *  publisher (every publisher of a matching subject) waits: lossless,
+	 *  but one stalled reader slows them all. */
+	QUAY_SUB_BLOCK = 3,
 };
 
 /** Subscription flag: no receive-latency histogram (saves ~8 KiB). */
@@ -159,7 +171,8 @@ struct quay_sub_opts {
 	size_t size;
 	/** QUAY_SUB_* flags. */
 	unsigned flags;
-	/** Overflow policy (QUAY_SUB_OPTS_INIT: QUAY_SUB_BLOCK). */
+	/** Overflow policy (QUAY_SUB_OPTS_INIT and 0: QUAY_SUB_REJECT, which
+	 *  never makes a publisher wait). */
 	enum quay_sub_policy policy;
 	/** Queue capacity, a power of two up to QUAY_RING_CAPACITY_MAX (0:
 	 *  QUAY_SUB_CAPACITY_DEFAULT); with priorities, per level. */
@@ -177,7 +190,7 @@ struct quay_sub_opts {
 
 /** Initialiser for struct quay_sub_opts: the defaults. */
 #define QUAY_SUB_OPTS_INIT \
-	{ sizeof(struct quay_sub_opts), 0u, QUAY_SUB_BLOCK, 0u, 0u, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL }
+	{ sizeof(struct quay_sub_opts), 0u, QUAY_SUB_REJECT, 0u, 0u, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL }
 
 /** What one publish did (quay_bus_publish_ex()). */
 struct quay_bus_pub_result {
@@ -250,7 +263,9 @@ QUAY_API void quay_bus_destroy(quay_bus *bus);
 /**
  * Subscribe to a pattern.
  *
- * opts may be NULL (QUAY_SUB_OPTS_INIT). Builds a new table version
+ * opts may be NULL (QUAY_SUB_OPTS_INIT: a ring of
+ * QUAY_SUB_CAPACITY_DEFAULT, policy QUAY_SUB_REJECT: when full, publishes
+ * are refused and counted, never delayed). Builds a new table version
  * (path copy of the trie, a fresh cache) and publishes it; the old one is
  * freed after an RCU grace period. Allocates; creates the subscription's
  * metrics in the bus registry (labels bus, sub (a number), pattern, and

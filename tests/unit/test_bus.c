@@ -965,6 +965,55 @@ test_policy_reject(void **state)
 	assert_pool_empty();
 }
 
+/* Issue 11 item 6: a subscription made with NULL options (or
+ * QUAY_SUB_OPTS_INIT, or a zeroed struct with only size set) never makes
+ * a publisher wait: when full it refuses (REJECT, counted), so a stalled
+ * reader slows nobody. */
+static void
+test_default_policy_never_blocks(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = NULL, *z = NULL, *roomy;
+	struct quay_sub_opts init = QUAY_SUB_OPTS_INIT, zero;
+	struct quay_sub_counters sc;
+	struct quay_bus_pub_result res;
+	quay_msg *m;
+
+	(void)state;
+	assert_int_equal(init.policy, QUAY_SUB_REJECT);
+	memset(&zero, 0, sizeof(zero));
+	zero.size = sizeof(zero);
+	zero.capacity = 2;
+	assert_int_equal(quay_bus_subscribe(b, "d", NULL, &s), 0);
+	assert_int_equal(quay_bus_subscribe(b, "z", &zero, &z), 0);
+	for (uint64_t i = 0; i < QUAY_SUB_CAPACITY_DEFAULT; i++)
+		assert_int_equal(quay_bus_publish(b, "d", msg_u64(i)), 1);
+	/* Full: refused at once (the old default waited 1 s, then
+	 * -ETIMEDOUT). */
+	m = msg_u64(9999);
+	assert_int_equal(quay_bus_publish_ex(b, "d", m, &res), -EAGAIN);
+	assert_int_equal(res.rejected, 1);
+	assert_int_equal(res.timed_out, 0);
+	assert_int_equal(quay_msg_refcount(m), 1);     /* still the caller's */
+	assert_int_equal(quay_sub_counters(s, &sc), 0);
+	assert_int_equal(sc.rejected, 1);
+	assert_int_equal(sc.timed_out, 0);
+	/* Beside a subscription with room, the full one costs nothing. */
+	roomy = sub_new(b, "d", QUAY_SUB_DROP_NEWEST, 8, NULL);
+	assert_int_equal(quay_bus_publish(b, "d", m), 1);
+	/* The zeroed struct gets the same default. */
+	assert_int_equal(quay_bus_publish(b, "z", msg_u64(1)), 1);
+	assert_int_equal(quay_bus_publish(b, "z", msg_u64(2)), 1);
+	m = msg_u64(3);
+	assert_int_equal(quay_bus_publish(b, "z", m), -EAGAIN);
+	quay_msg_unref(m);
+	assert_int_equal(drain(s, NULL, 0), QUAY_SUB_CAPACITY_DEFAULT);
+	assert_int_equal(drain(roomy, NULL, 0), 1);
+	assert_int_equal(drain(z, NULL, 0), 2);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
 struct drainer {
 	quay_sub *s;
 	int64_t delay_ms;
@@ -999,6 +1048,7 @@ test_policy_block(void **state)
 
 	(void)state;
 	o.capacity = 2;
+	o.policy = QUAY_SUB_BLOCK;   /* not the default */
 	o.block_timeout_ns = 20 * QT_MS;
 	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
 	assert_int_equal(quay_bus_publish(b, "p", msg_u64(0)), 2);
@@ -1015,6 +1065,7 @@ test_policy_block(void **state)
 	assert_int_equal(bc.timed_out, 2);
 	/* A receiver that starts late unblocks a publisher waiting forever. */
 	assert_int_equal(quay_bus_unsubscribe(s), 0);
+	o.policy = QUAY_SUB_BLOCK;   /* not the default */
 	o.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
 	d = (struct drainer){ s, 50, 20, 0 };
@@ -1058,6 +1109,7 @@ test_block_publisher_woken_by_unsubscribe(void **state)
 
 	(void)state;
 	o.capacity = 1;
+	o.policy = QUAY_SUB_BLOCK;   /* not the default */
 	o.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
 	assert_int_equal(quay_bus_publish(b, "p", msg_u64(0)), 1);
@@ -1392,6 +1444,7 @@ sub_full_block(quay_bus *b, const char *pat, unsigned priorities)
 
 	o.capacity = 1;
 	o.priorities = priorities;
+	o.policy = QUAY_SUB_BLOCK;   /* not the default */
 	o.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_subscribe(b, pat, &o, &s), 0);
 	assert_int_equal(quay_bus_publish(b, pat, msg_u64(0)), 1);
@@ -1557,6 +1610,7 @@ main(void)
 		cmocka_unit_test(test_policy_drop_newest),
 		cmocka_unit_test(test_policy_drop_oldest),
 		cmocka_unit_test(test_policy_reject),
+		cmocka_unit_test(test_default_policy_never_blocks),
 		cmocka_unit_test(test_policy_block),
 		cmocka_unit_test(test_block_publisher_woken_by_unsubscribe),
 		cmocka_unit_test(test_priorities),
