@@ -17,10 +17,12 @@
  * A subscription owns a bounded queue of message references: a quay ring
  * (multi-producer, multi-consumer: any number of threads may receive), or
  * a quay priority queue when opts->priorities > 0 (message priority p goes
- * to level min(p, priorities - 1)). When its queue is full, its policy
- * decides (QUAY_SUB_BLOCK / _DROP_NEWEST / _DROP_OLDEST / _REJECT below);
- * a full subscription never delays the others unless its policy is
- * QUAY_SUB_BLOCK. Every drop, rejection and block timeout is counted.
+ * to level p; a publish whose priority exceeds the levels of any target is
+ * refused with -EINVAL, as quay/queue.h refuses it). When its queue is
+ * full, its policy decides (QUAY_SUB_REJECT, the default, / _DROP_NEWEST /
+ * _DROP_OLDEST / _BLOCK below); a full subscription never delays a
+ * publisher, nor so the others, unless its policy is QUAY_SUB_BLOCK.
+ * Every drop, rejection and block timeout is counted.
  *
  * Queue groups: subscriptions that name the same group share its
  * messages: of the group's subscriptions matching a subject, one gets
@@ -178,7 +180,8 @@ struct quay_sub_opts {
 	 *  QUAY_SUB_CAPACITY_DEFAULT); with priorities, per level. */
 	size_t capacity;
 	/** 0: a ring; 1..QUAY_PQ_LEVELS_MAX: a priority queue of that many
-	 *  levels (strict priority). */
+	 *  levels (strict priority); a message of priority >= priorities is
+	 *  refused by publish (-EINVAL). */
 	unsigned priorities;
 	/** QUAY_SUB_BLOCK: how long a publisher waits for room; < 0 forever,
 	 *  0 not at all (QUAY_SUB_OPTS_INIT: QUAY_SUB_BLOCK_TIMEOUT_DEFAULT). */
@@ -306,6 +309,20 @@ QUAY_API int quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct
 QUAY_API int quay_bus_unsubscribe(quay_sub *sub);
 
 /**
+ * As quay_bus_unsubscribe(), and if final is not NULL, fill it with the
+ * subscription's final counters: read after its queue was closed and
+ * released (released included) and after every receiver still inside
+ * quay_sub_receive() returned (this waits for an RCU grace period), so
+ * nothing changes them afterwards. quay_sub_counters() cannot give them:
+ * the handle is invalid once unsubscribe returned.
+ *
+ * Concurrency: as quay_bus_unsubscribe(); with final, must not be called
+ *              from a call_rcu callback.
+ * Returns: as quay_bus_unsubscribe(); *final is untouched on failure.
+ */
+QUAY_API int quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final);
+
+/**
  * Publish msg on subject to every matching subscription.
  *
  * Ownership: when it returns >= 0 the caller's reference is consumed
@@ -328,8 +345,10 @@ QUAY_API int quay_bus_unsubscribe(quay_sub *sub);
  *          none queued it and at least one REJECT target refused it;
  *          -ETIMEDOUT if targets matched, none queued it, none rejected
  *          and a BLOCK target timed out; -EINVAL if bus, subject or msg is
- *          NULL, the subject is invalid or has a wildcard, or msg's
- *          reference count would pass UINT32_MAX; -EPIPE if
+ *          NULL, the subject is invalid or has a wildcard, msg's priority
+ *          is >= the priorities of a matching subscription made with
+ *          priorities (no target gets it: one rule with quay/queue.h), or
+ *          msg's reference count would pass UINT32_MAX; -EPIPE if
  *          the bus is being destroyed; -ENOMEM if a cache miss cannot
  *          allocate its entry, or the thread cannot be registered with
  *          liburcu (no pthread key left). Partial delivery (some targets
@@ -398,12 +417,11 @@ QUAY_API size_t quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n);
  * timeout_ns passes (< 0: forever). A reply arriving after this call
  * returned is dropped and counted (late_replies).
  *
- * Ownership: req's reference is consumed when this returns 0, -ETIMEDOUT
- * or -ENOENT (req was published), and when it returns -EPIPE because the
- * bus was destroyed while this call was inside it (waiting for room in
- * a BLOCK target or for the reply); on other codes, -EPIPE from a call
- * that found the bus already closing on entry included, the caller
- * keeps it.
+ * Ownership: req's reference is ALWAYS consumed (when req is not NULL),
+ * whatever this returns: published and handed to subscribers, or
+ * dropped. A caller that wants to retry a refused request keeps its own
+ * reference first (quay_msg_ref()) or makes a new one. (Until issue 11 it
+ * depended on the code, and after -EPIPE the caller could not tell.)
  * On 0, *reply holds one reference, the caller's.
  * Concurrency: any thread; up to max_requests at once per bus.
  * Returns: 0; -ETIMEDOUT if no reply came in time; -ENOENT if no
@@ -411,9 +429,9 @@ QUAY_API size_t quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n);
  *          it); -EINVAL if bus, subject, req or reply is NULL, subject is
  *          invalid, or req is shared (its reply-to cannot be set);
  *          -ENOSPC if req has no header room for the reply-to; -ENOMEM if
- *          max_requests requests are waiting; -EAGAIN or -ETIMEDOUT as
- *          quay_bus_publish() (nothing published); -EPIPE if the bus is
- *          being destroyed.
+ *          max_requests requests are waiting; -EAGAIN, -ETIMEDOUT or
+ *          -EINVAL (priority) as quay_bus_publish() (nothing published);
+ *          -EPIPE if the bus is being destroyed.
  */
 QUAY_API int quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **reply,
     int64_t timeout_ns);

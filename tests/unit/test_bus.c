@@ -1014,6 +1014,62 @@ test_default_policy_never_blocks(void **state)
 	assert_pool_empty();
 }
 
+/* Issue 11 item 8: a priority above a target's levels is refused with
+ * -EINVAL, as the queue refuses it: by publish (nobody gets it, the
+ * caller keeps it) and by a batch (stops before it). */
+static void
+test_priority_above_levels_refused(void **state)
+{
+	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+	quay_bus *b = bus_new();
+	quay_sub *pq = NULL, *ring, *gpq = NULL;
+	quay_msg *m, *batch[3];
+	struct quay_sub_counters sc;
+
+	(void)state;
+	o.priorities = 4;
+	assert_int_equal(quay_bus_subscribe(b, "p.>", &o, &pq), 0);
+	ring = sub_new(b, "p.*", QUAY_SUB_REJECT, 8, NULL);
+	m = msg_u64(1);
+	assert_int_equal(quay_msg_set_priority(m, 3), 0);
+	assert_int_equal(quay_bus_publish(b, "p.a", m), 2);
+	m = msg_u64(2);
+	assert_int_equal(quay_msg_set_priority(m, 4), 0);
+	assert_int_equal(quay_bus_publish(b, "p.a", m), -EINVAL);
+	assert_int_equal(quay_msg_refcount(m), 1);       /* the caller's */
+	assert_int_equal(quay_sub_pending(ring), 1);     /* nobody got it */
+	assert_int_equal(quay_sub_pending(pq), 1);
+	/* A subject that only rings match takes any priority. */
+	quay_sub *q = sub_new(b, "q", QUAY_SUB_REJECT, 8, NULL);
+	assert_int_equal(quay_bus_publish(b, "q", m), 1);
+	assert_int_equal(drain(q, NULL, 0), 1);
+	/* Batch: stops at the message a target cannot take. */
+	for (int i = 0; i < 3; i++)
+		batch[i] = msg_u64((uint64_t)(10 + i));
+	assert_int_equal(quay_msg_set_priority(batch[1], 200), 0);
+	assert_int_equal(quay_bus_publish_batch(b, "p.a", batch, 3), 1);
+	assert_int_equal(quay_msg_refcount(batch[1]), 1);
+	assert_int_equal(quay_bus_publish_batch(b, "p.a", batch + 1, 2), -EINVAL);
+	quay_msg_unref(batch[1]);
+	quay_msg_unref(batch[2]);
+	/* A group member with levels counts as a target too. */
+	o.group = "g";
+	o.priorities = 2;
+	assert_int_equal(quay_bus_subscribe(b, "g", &o, &gpq), 0);
+	m = msg_u64(3);
+	assert_int_equal(quay_msg_set_priority(m, 2), 0);
+	assert_int_equal(quay_bus_publish(b, "g", m), -EINVAL);
+	assert_int_equal(quay_msg_set_priority(m, 1), 0);
+	assert_int_equal(quay_bus_publish(b, "g", m), 1);
+	assert_int_equal(quay_sub_counters(pq, &sc), 0);
+	assert_int_equal(sc.delivered, 2);
+	assert_int_equal(drain(pq, NULL, 0), 2);
+	assert_int_equal(drain(ring, NULL, 0), 2);
+	assert_int_equal(drain(gpq, NULL, 0), 1);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
 struct drainer {
 	quay_sub *s;
 	int64_t delay_ms;
@@ -1130,8 +1186,8 @@ test_priorities(void **state)
 	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
 	quay_bus *b = bus_new();
 	quay_sub *s;
-	static const unsigned prio[] = { 0, 3, 1, 9, 2, 0 };
-	static const uint64_t want[] = { 1, 3, 4, 2, 0, 5 };  /* 9 -> level 3, FIFO in a level */
+	static const unsigned prio[] = { 0, 3, 1, 3, 2, 0 };
+	static const uint64_t want[] = { 1, 3, 4, 2, 0, 5 };  /* FIFO in a level */
 	quay_msg *m;
 
 	(void)state;
@@ -1275,6 +1331,42 @@ test_unsubscribe_releases_counted(void **state)
 	quay_bus_destroy(b);
 }
 
+/* Issue 11 item 8: the final counters, read by unsubscribe itself (the
+ * handle is freed afterwards, so quay_sub_counters() cannot). */
+static void
+test_unsubscribe_ex_final_counters(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "f", QUAY_SUB_REJECT, 8, NULL);
+	struct quay_sub_counters fin;
+	quay_msg *m;
+
+	(void)state;
+	for (uint64_t i = 0; i < 10; i++) {
+		m = msg_u64(i);
+		if (quay_bus_publish(b, "f", m) != 1)
+			quay_msg_unref(m);          /* 9 and 10 rejected */
+	}
+	assert_int_equal(quay_sub_receive(s, &m, 0), 0);
+	quay_msg_unref(m);
+	memset(&fin, 0xff, sizeof(fin));
+	assert_int_equal(quay_bus_unsubscribe_ex(s, &fin), 0);
+	assert_int_equal(fin.delivered, 8);
+	assert_int_equal(fin.received, 1);
+	assert_int_equal(fin.rejected, 2);
+	assert_int_equal(fin.dropped, 0);
+	assert_int_equal(fin.timed_out, 0);
+	assert_int_equal(fin.released, 7);
+	/* final is optional; bad input. */
+	s = sub_new(b, "f", QUAY_SUB_REJECT, 8, NULL);
+	assert_int_equal(quay_bus_unsubscribe_ex(s, NULL), 0);
+	assert_int_equal(quay_bus_unsubscribe_ex(NULL, &fin), -EINVAL);
+	assert_int_equal(quay_bus_unsubscribe_ex(NULL, NULL), -EINVAL);
+	assert_pool_empty();
+	quay_bus_destroy(b);
+}
+
+
 /* ---- request / reply -------------------------------------------------- */
 
 struct responder {
@@ -1357,16 +1449,39 @@ test_request_bad(void **state)
 	quay_bus *b = bus_new();
 	quay_msg *req = msg_u64(1), *rep = NULL, *plain = msg_u64(2);
 	(void)state;
+	/* Issue 11 item 8: the request's reference is taken on every
+	 * return. We hold a second one to watch the count drop. */
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(NULL, "a", req, &rep, 0), -EINVAL);
+	assert_int_equal(quay_msg_refcount(req), 1);
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, NULL, req, &rep, 0), -EINVAL);
+	assert_int_equal(quay_msg_refcount(req), 1);
 	assert_int_equal(quay_bus_request(b, "a", NULL, &rep, 0), -EINVAL);
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, "a", req, NULL, 0), -EINVAL);
+	assert_int_equal(quay_msg_refcount(req), 1);
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, "a.*", req, &rep, 0), -EINVAL);
-	/* A shared request cannot take a reply-to. */
+	assert_int_equal(quay_msg_refcount(req), 1);
+	/* A shared request cannot take a reply-to: refused, and consumed. */
 	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, "a", req, &rep, 0), -EINVAL);
-	quay_msg_unref(req);
 	assert_int_equal(quay_msg_refcount(req), 1);
+	/* Refused by a full REJECT target (nothing published): consumed. */
+	{
+		quay_sub *full = sub_new(b, "full", QUAY_SUB_REJECT, 1, NULL);
+		quay_msg *x = msg_u64(3), *y = msg_u64(4);
+		struct quay_pool_stats st;
+		assert_int_equal(quay_bus_publish(b, "full", x), 1);
+		assert_int_equal(quay_pool_stats(g_pool, &st), 0);
+		assert_int_equal(st.in_use, 4);                 /* req, plain, x, y */
+		/* y must not be shared (its reply-to is set): watch the pool. */
+		assert_int_equal(quay_bus_request(b, "full", y, &rep, 0), -EAGAIN);
+		assert_int_equal(quay_pool_stats(g_pool, &st), 0);
+		assert_int_equal(st.in_use, 3);                 /* y is gone */
+		assert_int_equal(quay_bus_unsubscribe(full), 0);
+	}
 	assert_int_equal(quay_bus_reply(NULL, req, plain), -EINVAL);
 	assert_int_equal(quay_bus_reply(b, NULL, plain), -EINVAL);
 	assert_int_equal(quay_bus_reply(b, req, NULL), -EINVAL);
@@ -1418,7 +1533,9 @@ test_request_limit_and_destroy(void **state)
 		qt_sleep_ms(1);
 	assert_true(qt_await_futex_sleep(a.tid, JOIN_MS));
 	req = msg_u64(2);
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, "svc", req, &rep, 0), -ENOMEM);
+	assert_int_equal(quay_msg_refcount(req), 1);    /* consumed: ours is left */
 	quay_msg_unref(req);
 	(void)s;
 	quay_bus_destroy(b);   /* wakes the requester with -EPIPE */
@@ -1611,6 +1728,7 @@ main(void)
 		cmocka_unit_test(test_policy_drop_oldest),
 		cmocka_unit_test(test_policy_reject),
 		cmocka_unit_test(test_default_policy_never_blocks),
+		cmocka_unit_test(test_priority_above_levels_refused),
 		cmocka_unit_test(test_policy_block),
 		cmocka_unit_test(test_block_publisher_woken_by_unsubscribe),
 		cmocka_unit_test(test_priorities),
@@ -1618,6 +1736,7 @@ main(void)
 		cmocka_unit_test(test_unsubscribe_wakes_receiver),
 		cmocka_unit_test(test_destroy_wakes_receiver_and_releases),
 		cmocka_unit_test(test_unsubscribe_releases_counted),
+		cmocka_unit_test(test_unsubscribe_ex_final_counters),
 		cmocka_unit_test(test_request_reply),
 		cmocka_unit_test(test_request_bad),
 		cmocka_unit_test(test_request_limit_and_destroy),
