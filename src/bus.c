@@ -791,6 +791,40 @@ quay_bus_publish_batch(quay_bus *bus, const char *subject, quay_msg **msgs, size
 	return publish_core(bus, subject, msgs, n, NULL);
 }
 
+QUAY_API int
+quay_bus_publish_many(quay_bus *bus, const char *const *subjects, quay_msg *const *msgs, size_t n)
+{
+	size_t done = 0;
+
+	if (bus == NULL || subjects == NULL || msgs == NULL || n > INT_MAX)
+		return -EINVAL;
+	/* Everything checked first: bad input publishes nothing. */
+	for (size_t i = 0; i < n; i++) {
+		uint32_t len;
+		uint64_t hash;
+
+		if (msgs[i] == NULL || subjects[i] == NULL ||
+		    quayi_bm_scan_subject(subjects[i], &len, &hash) != 0)
+			return -EINVAL;
+	}
+	while (done < n) {
+		size_t run = 1;
+		int r;
+
+		while (done + run < n && (subjects[done + run] == subjects[done] ||
+		           strcmp(subjects[done + run], subjects[done]) == 0))
+			run++;
+		/* publish_core reads msgs[] and never writes it. */
+		r = publish_core(bus, subjects[done], (quay_msg **)(uintptr_t)(msgs + done), run, NULL);
+		if (r < 0)
+			return done > 0 ? (int)done : r;
+		done += (size_t)r;
+		if ((size_t)r < run)
+			break;
+	}
+	return (int)done;
+}
+
 /* ---- receiving ----------------------------------------------------- */
 
 /* R1: enter a receive; false if the subscription is closed. */

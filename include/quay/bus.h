@@ -381,6 +381,26 @@ QUAY_API int quay_bus_publish_ex(quay_bus *bus, const char *subject, quay_msg *m
 QUAY_API int quay_bus_publish_batch(quay_bus *bus, const char *subject, quay_msg **msgs, size_t n);
 
 /**
+ * Publish msgs[i] on subjects[i] for i in 0..n, in order: the batch of
+ * quay_bus_publish_batch() for messages that carry their own subjects.
+ * Each run of consecutive equal subjects is published as one
+ * quay_bus_publish_batch() (one lookup). Stops at the first message that
+ * quay_bus_publish() would have returned a negative code for.
+ *
+ * Ownership: the references of msgs[0..r) are consumed, where r is the
+ * return value; the caller keeps msgs[r..n).
+ * Concurrency, Ordering: as quay_bus_publish(); messages of one call
+ *           reach each subscription in array order.
+ * Returns: r, the number of messages published (0..n); -EINVAL if bus,
+ *          subjects or msgs is NULL, n > INT_MAX, an entry of
+ *          subjects[0..n) or msgs[0..n) is NULL, or a subject is invalid
+ *          or has a wildcard (all checked first: nothing published);
+ *          when the first message fails, the code publish would return.
+ */
+QUAY_API int quay_bus_publish_many(quay_bus *bus, const char *const *subjects, quay_msg *const *msgs,
+    size_t n);
+
+/**
  * Take the next message of a subscription, sleeping (futex) up to
  * timeout_ns while its queue is empty (< 0: forever; 0: try once).
  *

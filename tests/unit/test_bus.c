@@ -13,6 +13,7 @@
  */
 #include "quay_test.h"
 
+#include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
 
@@ -1016,7 +1017,7 @@ test_default_policy_never_blocks(void **state)
 
 /* Issue 11 item 8: a priority above a target's levels is refused with
  * -EINVAL, as the queue refuses it: by publish (nobody gets it, the
- * caller keeps it) and by a batch (stops before it). */
+ * caller keeps it), by a batch (stops before it) and by publish_many. */
 static void
 test_priority_above_levels_refused(void **state)
 {
@@ -1366,6 +1367,82 @@ test_unsubscribe_ex_final_counters(void **state)
 	quay_bus_destroy(b);
 }
 
+/* Issue 11 item 10: a batch whose messages carry their own subjects. */
+static void
+test_publish_many(void **state)
+{
+	enum { N = 200 };
+	quay_bus *b = bus_new();
+	quay_sub *a = sub_new(b, "m.a", QUAY_SUB_REJECT, 256, NULL);
+	quay_sub *all = sub_new(b, "m.*", QUAY_SUB_REJECT, 256, NULL);
+	quay_sub *r = sub_new(b, "m.r", QUAY_SUB_REJECT, 1, NULL);
+	const char *subj[N];
+	quay_msg *m[N];
+	uint64_t va[N], vall[N];
+	size_t na, nall;
+
+	(void)state;
+	/* Runs of one subject (a chunked batch inside) and changes. */
+	for (int i = 0; i < N; i++) {
+		subj[i] = (i / 70) % 2 == 0 ? "m.a" : (i % 2 ? "m.b" : "m.c");
+		m[i] = msg_u64((uint64_t)i);
+	}
+	assert_int_equal(quay_bus_publish_many(b, subj, m, N), N);
+	na = drain(a, va, N);
+	nall = drain(all, vall, N);
+	assert_int_equal(nall, N);
+	for (size_t i = 0; i < nall; i++)
+		assert_int_equal(vall[i], i);            /* the batch's order */
+	for (size_t i = 1; i < na; i++)
+		assert_true(va[i] > va[i - 1]);
+	assert_int_equal(na, 70 + 60);
+	/* Stops at the first refused message; the caller keeps the rest. */
+	subj[0] = "m.r"; subj[1] = "m.r"; subj[2] = "m.a";
+	assert_int_equal(quay_bus_unsubscribe(all), 0);
+	for (int i = 0; i < 3; i++)
+		m[i] = msg_u64((uint64_t)i);
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 3), 1);
+	assert_int_equal(quay_msg_refcount(m[1]), 1);
+	assert_int_equal(quay_bus_publish_many(b, subj + 1, m + 1, 2), -EAGAIN);
+	assert_int_equal(quay_bus_publish_many(b, subj + 2, m + 2, 1), 1);
+	quay_msg_unref(m[1]);
+	/* Bad input: nothing published, the caller keeps everything. */
+	m[0] = msg_u64(0);
+	m[1] = msg_u64(1);
+	subj[0] = "m.a";
+	subj[1] = "m.*";                                    /* wildcard */
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
+	subj[1] = NULL;
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
+	subj[1] = "m..a";
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
+	subj[1] = "m.a";
+	assert_int_equal(quay_bus_publish_many(NULL, subj, m, 2), -EINVAL);
+	assert_int_equal(quay_bus_publish_many(b, NULL, m, 2), -EINVAL);
+	assert_int_equal(quay_bus_publish_many(b, subj, NULL, 2), -EINVAL);
+	assert_int_equal(quay_bus_publish_many(b, subj, m, (size_t)INT_MAX + 1), -EINVAL);
+	{
+		quay_msg *holes[2] = { m[0], NULL };
+		assert_int_equal(quay_bus_publish_many(b, subj, holes, 2), -EINVAL);
+	}
+	{
+		char longsubj[QUAY_BUS_SUBJECT_MAX + 2];
+		memset(longsubj, 'x', sizeof(longsubj));
+		longsubj[QUAY_BUS_SUBJECT_MAX + 1] = '\0';
+		subj[1] = longsubj;
+		assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
+		subj[1] = "m.a";
+	}
+	assert_int_equal(quay_sub_pending(a), 1);          /* m[2] above only */
+	assert_int_equal(quay_msg_refcount(m[0]), 1);
+	assert_int_equal(quay_msg_refcount(m[1]), 1);
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 0), 0);
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), 2);
+	assert_int_equal(drain(a, NULL, 0), 3);
+	assert_int_equal(drain(r, NULL, 0), 1);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
 
 /* ---- request / reply -------------------------------------------------- */
 
@@ -1737,6 +1814,7 @@ main(void)
 		cmocka_unit_test(test_destroy_wakes_receiver_and_releases),
 		cmocka_unit_test(test_unsubscribe_releases_counted),
 		cmocka_unit_test(test_unsubscribe_ex_final_counters),
+		cmocka_unit_test(test_publish_many),
 		cmocka_unit_test(test_request_reply),
 		cmocka_unit_test(test_request_bad),
 		cmocka_unit_test(test_request_limit_and_destroy),
