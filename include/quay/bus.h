@@ -41,7 +41,8 @@
  *
  *   call                       x call                      needs
  *   publish, publish_batch,    x each other, subscribe,    nothing (publish
- *     request, reply             unsubscribe, receive        takes no lock: RCU)
+ *     publish_many, request,     unsubscribe, receive        takes no lock: RCU)
+ *     reply
  *   subscribe, unsubscribe     x each other                nothing (they take
  *                                                            the bus mutex)
  *   receive, receive_burst     x receive on the same sub   nothing
@@ -317,7 +318,11 @@ QUAY_API int quay_bus_unsubscribe(quay_sub *sub);
  * the handle is invalid once unsubscribe returned.
  *
  * Concurrency: as quay_bus_unsubscribe(); with final, must not be called
- *              from a call_rcu callback.
+ *              from a call_rcu callback, and it waits for an RCU grace
+ *              period: a publisher waiting for room in a full
+ *              QUAY_SUB_BLOCK subscription (any of the process's buses)
+ *              waits inside a read-side section and delays it, up to
+ *              that subscription's block_timeout_ns (forever if < 0).
  * Returns: as quay_bus_unsubscribe(); *final is untouched on failure.
  */
 QUAY_API int quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final);
