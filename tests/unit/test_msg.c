@@ -943,6 +943,27 @@ test_new_ex(void **state)
 	assert_ptr_equal(m, SENT);
 	assert_int_equal(quay_pool_stats(g_pool, &s), 0);
 	assert_int_equal(s.in_use, 0);
+	/* Exhausted: 0 tries once (-ENOMEM), > 0 waits (-ETIMEDOUT). */
+	{
+		struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
+		quay_pool *one = NULL;
+		quay_msg *held = NULL;
+
+		o.flags = QUAY_POOL_NO_CACHE;
+		o.nclasses = 1;
+		o.class_size[0] = 512;
+		o.class_count[0] = 1;
+		assert_int_equal(quay_pool_create(512, &o, &one), 0);
+		assert_int_equal(quay_msg_new_ex(one, "a", 1, 100, 0, &held), 0);
+		m = SENT;
+		assert_int_equal(quay_msg_new_ex(one, "b", 1, 100, 0, &m), -ENOMEM);
+		assert_int_equal(quay_msg_new_ex(one, "b", 1, 100, 1000000, &m), -ETIMEDOUT);
+		assert_ptr_equal(m, SENT);
+		assert_int_equal(quay_msg_unref(held), 0);
+		assert_int_equal(quay_msg_new_ex(one, "b", 1, 100, -1, &m), 0);
+		assert_int_equal(quay_msg_unref(m), 0);
+		assert_int_equal(quay_pool_destroy(one), 0);
+	}
 	/* The estimate macro: n records of 8 + 1 + key + value bytes. */
 	assert_int_equal(QUAY_MSG_HEADER_ROOM(8, 32), 8 * 41);
 	assert_int_equal(QUAY_MSG_HEADER_ROOM(0, 32), 0);
