@@ -406,6 +406,7 @@ void BM_fanout_threads(benchmark::State &st)
 	std::vector<std::thread> th;
 	for (int i = 0; i < n; i++) {
 		struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+		o.policy = QUAY_SUB_BLOCK;   /* lossless (not the default) */
 		o.capacity = 4096;
 		o.block_timeout_ns = -1;
 		o.flags = QUAY_SUB_NO_LATENCY;

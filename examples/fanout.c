@@ -41,8 +41,9 @@ static void *reader_main(void *arg)
 
 static int subscribe(quay_bus *bus, const char *pattern, const char *group, struct reader *r)
 {
-	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;   /* BLOCK: lossless */
+	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
 
+	o.policy = QUAY_SUB_BLOCK;     /* lossless: the publisher waits (the default rejects) */
 	o.group = group;
 	o.block_timeout_ns = -1;
 	r->got = 0;

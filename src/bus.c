@@ -274,8 +274,18 @@ quayi_bus_sub_stamps(const struct quay_sub *sub)
 	return sub->h_latency != NULL;
 }
 
+uint32_t
+quayi_bus_sub_prio_max(const struct quay_sub *sub)
+{
+	return sub->levels != 0 ? sub->levels - 1 : QUAY_MSG_PRIORITY_MAX;
+}
+
 /* ---- the queue of a subscription ------------------------------------ */
 
+/* A message's level in a priority subscription. publish refuses a
+ * priority above the levels of any target (-EINVAL, as the queue does);
+ * the clamp only guards against a priority changed by another holder
+ * after that check (a single-word race, see quay/msg.h "Mutation"). */
 static inline unsigned
 sub_level(const struct quay_sub *s, const quay_msg *m)
 {
@@ -546,10 +556,14 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 		size_t j, stop;
 
 		for (j = 0; j < c; j++) {
+			/* A priority some target has no level for, or a
+			 * reference count overflow: stop before it (-EINVAL). */
+			if (quay_msg_priority(ms[j]) > e->prio_max)
+				break;
+			if (need > 1 && msg_ref_n(ms[j], need - 1) != 0)
+				break;
 			if (now > 0)
 				(void)quay_msg_set_enqueued_ns(ms[j], now);
-			if (need > 1 && msg_ref_n(ms[j], need - 1) != 0)
-				break;   /* reference count overflow: stop before it */
 		}
 		c = j;
 		if (c == 0) {
@@ -710,11 +724,12 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 
 		memset(res, 0, sizeof(*res));
 		k = 0;
-		if (now > 0)
-			(void)quay_msg_set_enqueued_ns(m, now);
-		if (need > 1 && msg_ref_n(m, need - 1) != 0) {
-			r = -EINVAL;
+		if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) ||
+		    (need > 1 && msg_ref_n(m, need - 1) != 0)) {
+			r = -EINVAL;   /* nothing taken, nothing stamped */
 		} else {
+			if (now > 0)
+				(void)quay_msg_set_enqueued_ns(m, now);
 			fan_out(bus, e, m, res, NULL);
 			r = refusal(bus, res);
 			/* The references no target took; the caller keeps its
@@ -774,6 +789,40 @@ quay_bus_publish_batch(quay_bus *bus, const char *subject, quay_msg **msgs, size
 		return quayi_bm_scan_subject(subject != NULL ? subject : "", &(uint32_t){ 0 },
 		    &(uint64_t){ 0 }) == 0 ? 0 : -EINVAL;
 	return publish_core(bus, subject, msgs, n, NULL);
+}
+
+QUAY_API int
+quay_bus_publish_many(quay_bus *bus, const char *const *subjects, quay_msg *const *msgs, size_t n)
+{
+	size_t done = 0;
+
+	if (bus == NULL || subjects == NULL || msgs == NULL || n > INT_MAX)
+		return -EINVAL;
+	/* Everything checked first: bad input publishes nothing. */
+	for (size_t i = 0; i < n; i++) {
+		uint32_t len;
+		uint64_t hash;
+
+		if (msgs[i] == NULL || subjects[i] == NULL ||
+		    quayi_bm_scan_subject(subjects[i], &len, &hash) != 0)
+			return -EINVAL;
+	}
+	while (done < n) {
+		size_t run = 1;
+		int r;
+
+		while (done + run < n && (subjects[done + run] == subjects[done] ||
+		           strcmp(subjects[done + run], subjects[done]) == 0))
+			run++;
+		/* publish_core reads msgs[] and never writes it. */
+		r = publish_core(bus, subjects[done], (quay_msg **)(uintptr_t)(msgs + done), run, NULL);
+		if (r < 0)
+			return done > 0 ? (int)done : r;
+		done += (size_t)r;
+		if ((size_t)r < run)
+			break;
+	}
+	return (int)done;
 }
 
 /* ---- receiving ----------------------------------------------------- */
@@ -989,7 +1038,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 	if (opts == NULL)
 		opts = &defaults;
 	if (opts->size != sizeof(*opts) || (opts->flags & ~QUAY_SUB_FLAGS_ALL) != 0 ||
-	    (unsigned)opts->policy > (unsigned)QUAY_SUB_REJECT || opts->priorities > QUAY_PQ_LEVELS_MAX ||
+	    (unsigned)opts->policy > (unsigned)QUAY_SUB_BLOCK || opts->priorities > QUAY_PQ_LEVELS_MAX ||
 	    (opts->policy == QUAY_SUB_DROP_OLDEST && opts->priorities > 0) ||
 	    (opts->group != NULL && !valid_name(opts->group)))
 		return -EINVAL;
@@ -1095,8 +1144,25 @@ fail_queue:
 	return r;
 }
 
+static void
+sub_counters_read(const struct quay_sub *sub, struct quay_sub_counters *out)
+{
+	out->delivered = quay_counter_read(sub->c_delivered);
+	out->received = quay_counter_read(sub->c_received);
+	out->dropped = quay_counter_read(sub->c_dropped);
+	out->rejected = quay_counter_read(sub->c_rejected);
+	out->timed_out = quay_counter_read(sub->c_timeouts);
+	out->released = quay_counter_read(sub->c_released);
+}
+
 QUAY_API int
 quay_bus_unsubscribe(quay_sub *sub)
+{
+	return quay_bus_unsubscribe_ex(sub, NULL);
+}
+
+QUAY_API int
+quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 {
 	struct quay_bus *bus;
 	struct quayi_bm_table *old, *t;
@@ -1159,6 +1225,19 @@ quay_bus_unsubscribe(quay_sub *sub)
 	}
 	if (released > 0)
 		quay_counter_add(sub->c_released, released);
+	if (final != NULL) {
+		/* Final means final: every publish that could still reach the
+		 * queue (it is closed: they fail) and every receiver that saw
+		 * closed == 0 (R1) finish within a grace period; receivers
+		 * counted in inflight then leave (they were woken by the
+		 * close). R2-style acquire: pairs with recv_leave()'s release,
+		 * so their counter updates are visible. */
+		urcu_memb_synchronize_rcu();
+		tsan_reclaim();
+		while (atomic_load_explicit(&sub->inflight, memory_order_acquire) != 0)
+			sched_yield();
+		sub_counters_read(sub, final);
+	}
 	defer_free(bus, &old->rcu, table_cb);
 	if (g != NULL)
 		defer_free(bus, &g->rcu, group_cb);
@@ -1179,9 +1258,13 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 	uint64_t hash;
 	int r;
 
-	if (bus == NULL || subject == NULL || req == NULL || reply == NULL ||
-	    quayi_bm_scan_subject(subject, &len, &hash) != 0)
+	if (req == NULL)
 		return -EINVAL;
+	if (bus == NULL || subject == NULL || reply == NULL ||
+	    quayi_bm_scan_subject(subject, &len, &hash) != 0) {
+		(void)quay_msg_unref(req);   /* consumed on every return */
+		return -EINVAL;
+	}
 	/* D1/D2, seq_cst (a store-buffering pair with destroy's D3/D4):
 	 * either destroy's wait for req_active == 0 sees this request, or
 	 * this request sees closing and leaves. A request path costs
@@ -1189,6 +1272,7 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 	atomic_fetch_add_explicit(&bus->req_active, 1, memory_order_seq_cst);   /* D1 */
 	if (atomic_load_explicit(&bus->closing, memory_order_seq_cst) != 0) {   /* D2 */
 		r = -EPIPE;
+		(void)quay_msg_unref(req);
 		goto out;
 	}
 	for (unsigned tries = 0; tries < bus->nreq && q == NULL; tries++) {
@@ -1202,27 +1286,27 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 	}
 	if (q == NULL) {
 		r = -ENOMEM;
+		(void)quay_msg_unref(req);
 		goto out;
 	}
 	snprintf(inbox, sizeof(inbox), "%s%llu", bus->inbox, (unsigned long long)n);
 	r = quay_msg_set_reply_to(req, inbox);
-	if (r != 0)
+	if (r != 0) {
+		(void)quay_msg_unref(req);
 		goto free_slot;
+	}
 	/* Relaxed: publishing the request (a queue's release) orders these
 	 * before any reply to it. */
 	atomic_store_explicit(&q->req_id, quay_msg_id(req), memory_order_relaxed);
 	atomic_store_explicit(&q->done, 0, memory_order_relaxed);
 	deadline = timeout_ns < 0 ? -1 : mono_ns() + timeout_ns;
 	r = quay_bus_publish(bus, subject, req);
-	if (r == -EPIPE) {
-		/* Destroy closed the bus while we were inside (its queues too,
-		 * waking us if a BLOCK target was full): req is consumed, as
-		 * when destroy finds us waiting for the reply. */
+	if (r < 0) {
+		/* Refused (nothing published, the reference still ours), or
+		 * destroy closed the bus meanwhile: consumed all the same. */
 		(void)quay_msg_unref(req);
 		goto free_slot;
 	}
-	if (r < 0)
-		goto free_slot;
 	if (r == 0) {
 		r = -ENOENT;
 		goto free_slot;
@@ -1490,12 +1574,7 @@ quay_sub_counters(const quay_sub *sub, struct quay_sub_counters *out)
 {
 	if (sub == NULL || out == NULL)
 		return -EINVAL;
-	out->delivered = quay_counter_read(sub->c_delivered);
-	out->received = quay_counter_read(sub->c_received);
-	out->dropped = quay_counter_read(sub->c_dropped);
-	out->rejected = quay_counter_read(sub->c_rejected);
-	out->timed_out = quay_counter_read(sub->c_timeouts);
-	out->released = quay_counter_read(sub->c_released);
+	sub_counters_read(sub, out);
 	return 0;
 }
 

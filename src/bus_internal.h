@@ -84,6 +84,8 @@ struct quayi_bm_centry {
 	uint32_t ngroups;  /* groups[0..ngroups) */
 	uint32_t ntargets; /* nplain + ngroups */
 	uint32_t stamp;    /* a target records latency: stamp enqueued_ns */
+	uint32_t prio_max; /* highest message priority every target takes
+	                      (the fewest levels - 1; 255 with no levels) */
 	struct quay_sub **subs;
 	struct quayi_bm_gref *groups;
 	char subj[];
@@ -156,5 +158,7 @@ const struct quayi_bm_centry *quayi_bm_lookup(struct quayi_bm_table *t, const ch
 struct quayi_bus_group *quayi_bus_sub_group(const struct quay_sub *sub);
 /* Whether a subscription records receive latency (bus.c). */
 bool quayi_bus_sub_stamps(const struct quay_sub *sub);
+/* The highest message priority a subscription takes (bus.c). */
+uint32_t quayi_bus_sub_prio_max(const struct quay_sub *sub);
 
 #endif /* QUAY_BUS_INTERNAL_H */

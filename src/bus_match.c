@@ -836,8 +836,13 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 	e->ngroups = (uint32_t)ngroups;
 	e->ntargets = (uint32_t)(nplain + ngroups);
 	e->stamp = 0;
-	for (size_t i = 0; i < c.n; i++)
+	e->prio_max = QUAY_MSG_PRIORITY_MAX;
+	for (size_t i = 0; i < c.n; i++) {
+		uint32_t pm = quayi_bus_sub_prio_max(c.v[i]);
 		e->stamp |= quayi_bus_sub_stamps(c.v[i]);
+		if (pm < e->prio_max)
+			e->prio_max = pm;
+	}
 	memcpy(e->subj, subj, len + 1);
 	e->subs = (struct quay_sub **)(void *)((char *)e + off_subs);
 	e->groups = (struct quayi_bm_gref *)(void *)((char *)e + off_groups);

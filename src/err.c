@@ -7,16 +7,16 @@ quay_strerror(int err)
 	/* Unsigned negation: -INT_MIN would overflow. */
 	switch (err < 0 ? 0u - (unsigned)err : (unsigned)err) {
 	case 0:         return "success";
-	case EAGAIN:    return "would block: full or empty, try again";
+	case EAGAIN:    return "try again: full, empty, in use or locked (resource busy)";
 	case EINVAL:    return "invalid argument";
-	case ENOMEM:    return "out of memory or pool limit reached";
+	case ENOMEM:    return "out of memory, or a configured limit reached";
 	case ETIMEDOUT: return "timed out";
 	case EPIPE:     return "closed";
-	case EMSGSIZE:  return "message too large";
-	case EIO:       return "I/O error: durability failed; reopen the log";
+	case EMSGSIZE:  return "too large: message, body or log record";
+	case EIO:       return "I/O error on the log: durability failed; reopen it";
 	case EBADMSG:   return "corrupt record";
-	case ENOSPC:    return "no space left on device";
-	case ESTALE:    return "stale lease: the message was redelivered";
+	case ENOSPC:    return "no space left: message header room, buffer, capacity or device full";
+	case ESTALE:    return "stale lease: already acked or nacked, or expired (maybe redelivered)";
 	case ENOENT:    return "no such object";
 	case EEXIST:    return "already exists";
 	case ECONNREFUSED: return "no server could be reached";

@@ -68,8 +68,11 @@ stamp(quay_pool *pool, quay_msg *m)
 	__atomic_store_n(&m->created_ns, quayi_pool_now(pool), __ATOMIC_RELAXED);
 }
 
+/* need: bytes the data area must have; want: what to ask for (the
+ * largest class serves when only it holds need). */
 static int
-msg_new(quay_pool *pool, const void *body, size_t len, bool wait, int64_t timeout_ns, quay_msg **out)
+msg_new(quay_pool *pool, const void *body, size_t len, size_t room, bool exact, bool wait,
+    int64_t timeout_ns, quay_msg **out)
 {
 	quay_msg *m;
 	size_t want;
@@ -77,10 +80,10 @@ msg_new(quay_pool *pool, const void *body, size_t len, bool wait, int64_t timeou
 
 	if (pool == NULL || out == NULL || (body == NULL && len != 0))
 		return -EINVAL;
-	if (len > UINT32_MAX)
+	if (len > UINT32_MAX || room > UINT32_MAX)
 		return -EMSGSIZE;
-	want = len + quayi_pool_headroom(pool);
-	rc = quayi_pool_take(pool, len, want, wait, timeout_ns, &m);
+	want = len + room;
+	rc = quayi_pool_take(pool, exact ? want : len, want, wait, timeout_ns, &m);
 	if (rc != 0)
 		return rc;
 	stamp(pool, m);
@@ -94,13 +97,24 @@ msg_new(quay_pool *pool, const void *body, size_t len, bool wait, int64_t timeou
 int
 quay_msg_new(quay_pool *pool, const void *body, size_t len, quay_msg **out)
 {
-	return msg_new(pool, body, len, false, 0, out);
+	if (pool == NULL)
+		return -EINVAL;
+	return msg_new(pool, body, len, quayi_pool_headroom(pool), false, false, 0, out);
+}
+
+int
+quay_msg_new_ex(quay_pool *pool, const void *body, size_t len, size_t header_room, int64_t timeout_ns,
+    quay_msg **out)
+{
+	return msg_new(pool, body, len, header_room, true, timeout_ns != 0, timeout_ns, out);
 }
 
 int
 quay_msg_new_wait(quay_pool *pool, const void *body, size_t len, int64_t timeout_ns, quay_msg **out)
 {
-	return msg_new(pool, body, len, true, timeout_ns, out);
+	if (pool == NULL)
+		return -EINVAL;
+	return msg_new(pool, body, len, quayi_pool_headroom(pool), false, true, timeout_ns, out);
 }
 
 static int
@@ -164,6 +178,44 @@ quay_msg_clone(quay_pool *pool, const quay_msg *src, quay_msg **out)
 	m->expires_ns = __atomic_load_n(&src->expires_ns, __ATOMIC_RELAXED);
 	*out = m;
 	return 0;
+}
+
+/* ---- relative times ------------------------------------------------ */
+
+/* now + d, or -EINVAL when it would pass INT64_MAX. */
+static int
+from_now(const quay_msg *msg, int64_t d, int64_t *at)
+{
+	int64_t now = quayi_pool_now(msg->pool);
+
+	if (now < 0 || d > INT64_MAX - now)
+		return -EINVAL;
+	*at = now + d;
+	return 0;
+}
+
+int
+quay_msg_set_ttl_ns(quay_msg *msg, int64_t ttl_ns)
+{
+	int64_t at;
+
+	if (msg == NULL || ttl_ns <= 0 || from_now(msg, ttl_ns, &at) != 0)
+		return -EINVAL;
+	return quay_msg_set_expires_ns(msg, at);
+}
+
+int
+quay_msg_set_delay_ns(quay_msg *msg, int64_t delay_ns)
+{
+	int64_t at;
+
+	if (msg == NULL || delay_ns < 0)
+		return -EINVAL;
+	if (delay_ns == 0)
+		return quay_msg_set_not_before_ns(msg, 0);
+	if (from_now(msg, delay_ns, &at) != 0)
+		return -EINVAL;
+	return quay_msg_set_not_before_ns(msg, at);
 }
 
 /* ---- body ------------------------------------------------------------ */
@@ -295,10 +347,12 @@ rec_set(quay_msg *m, const char *key, size_t klen, const void *val, size_t vlen)
 	size_t size = REC_HDR + klen + 1 + vlen;
 	size_t avail = quay_msg_room(m) + (have ? old.size : 0);
 
+	/* -ENOSPC: out of header room (a body that does not fit is
+	 * -EMSGSIZE, "too large"). */
 	if (vlen > UINT32_MAX || size > avail)
-		return -EMSGSIZE;
+		return -ENOSPC;
 	if (klen != 0 && !have && m->nheaders >= QUAY_MSG_HEADERS_MAX)
-		return -EMSGSIZE;
+		return -ENOSPC;
 	if (have)
 		rec_remove(m, &old);
 	rec_append(m, key, klen, val, vlen);
@@ -331,6 +385,41 @@ quay_msg_set_header(quay_msg *msg, const char *key, const void *value, size_t le
 	 * copy it before the records move. */
 	memcpy(k, key, klen);
 	return rec_set(msg, k, klen, value, len);
+}
+
+int
+quay_msg_set_header_str(quay_msg *msg, const char *key, const char *value)
+{
+	size_t len;
+
+	if (msg == NULL || value == NULL)
+		return -EINVAL;
+	/* Bounded: a string longer than the data area cannot fit, and
+	 * quay_msg_set_header() refuses it (-ENOSPC) without reading it. */
+	len = strnlen(value, (size_t)msg->capacity + 1);
+	return quay_msg_set_header(msg, key, value, len);
+}
+
+int
+quay_msg_get_header_str(const quay_msg *msg, const char *key, char *buf, size_t cap)
+{
+	const void *v;
+	size_t len;
+	int rc;
+
+	if (buf == NULL || cap == 0)
+		return -EINVAL;
+	buf[0] = '\0';
+	rc = quay_msg_get_header(msg, key, &v, &len);
+	if (rc != 0)
+		return rc;
+	if (memchr(v, '\0', len) != NULL)
+		return -EINVAL;
+	if (len >= cap)
+		return -ENOSPC;
+	memcpy(buf, v, len);
+	buf[len] = '\0';
+	return 0;
 }
 
 int

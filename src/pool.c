@@ -87,7 +87,10 @@
 _Static_assert(QUAY_POOL_CLASS_COUNT_MAX == IDX_MASK, "24-bit indices");
 _Static_assert(QUAY_POOL_CLASS_SIZE_MIN > QUAY_MSG_ENVELOPE, "room for data");
 
-static const uint32_t default_classes[] = { 256, 1024, 4096, 16384, 65536 };
+/* 512: the smallest class holds a short body with the default header
+ * room (QUAY_POOL_HEADROOM_DEFAULT, 328 B), so quay_msg_new() of a small
+ * message does not spill into the 1 KiB class. */
+static const uint32_t default_classes[] = { 512, 1024, 4096, 16384, 65536 };
 #define NDEFAULT (sizeof(default_classes) / sizeof(default_classes[0]))
 
 struct pclass {

@@ -17,10 +17,12 @@
  * A subscription owns a bounded queue of message references: a quay ring
  * (multi-producer, multi-consumer: any number of threads may receive), or
  * a quay priority queue when opts->priorities > 0 (message priority p goes
- * to level min(p, priorities - 1)). When its queue is full, its policy
- * decides (QUAY_SUB_BLOCK / _DROP_NEWEST / _DROP_OLDEST / _REJECT below);
- * a full subscription never delays the others unless its policy is
- * QUAY_SUB_BLOCK. Every drop, rejection and block timeout is counted.
+ * to level p; a publish whose priority exceeds the levels of any target is
+ * refused with -EINVAL, as quay/queue.h refuses it). When its queue is
+ * full, its policy decides (QUAY_SUB_REJECT, the default, / _DROP_NEWEST /
+ * _DROP_OLDEST / _BLOCK below); a full subscription never delays a
+ * publisher, nor so the others, unless its policy is QUAY_SUB_BLOCK.
+ * Every drop, rejection and block timeout is counted.
  *
  * Queue groups: subscriptions that name the same group share its
  * messages: of the group's subscriptions matching a subject, one gets
@@ -39,7 +41,8 @@
  *
  *   call                       x call                      needs
  *   publish, publish_batch,    x each other, subscribe,    nothing (publish
- *     request, reply             unsubscribe, receive        takes no lock: RCU)
+ *     publish_many, request,     unsubscribe, receive        takes no lock: RCU)
+ *     reply
  *   subscribe, unsubscribe     x each other                nothing (they take
  *                                                            the bus mutex)
  *   receive, receive_burst     x receive on the same sub   nothing
@@ -108,17 +111,29 @@ typedef struct quay_bus quay_bus;
 /** A subscription (opaque). */
 typedef struct quay_sub quay_sub;
 
-/** What a publish does when a subscription's queue is full. */
+/**
+ * What a publish does when a subscription's queue is full.
+ *
+ * The default (NULL options, QUAY_SUB_OPTS_INIT, or 0) is QUAY_SUB_REJECT:
+ * a full subscription never makes a publisher wait. Only a subscription
+ * that asks for QUAY_SUB_BLOCK can slow its publishers (and through them
+ * every other subscriber). Until issue 11 the default was BLOCK with a
+ * 1 s timeout.
+ */
 enum quay_sub_policy {
-	/** Wait up to block_timeout_ns for room, then count a timeout. */
-	QUAY_SUB_BLOCK = 0,
+	/** The default. Refuse: count it (rejected); publish reports it
+	 *  (-EAGAIN when no target queued the message, see
+	 *  quay_bus_publish()), the publisher keeps its message to retry. */
+	QUAY_SUB_REJECT = 0,
 	/** Drop the new message for this subscription and count it. */
 	QUAY_SUB_DROP_NEWEST = 1,
 	/** Drop the oldest queued message (unref it), count it, queue the
 	 *  new one. Rings only (not with priorities). */
 	QUAY_SUB_DROP_OLDEST = 2,
-	/** Refuse: count it; publish reports it (see quay_bus_publish()). */
-	QUAY_SUB_REJECT = 3,
+	/** Wait up to block_timeout_ns for room, then count a timeout. The
+	 *  publisher (every publisher of a matching subject) waits: lossless,
+	 *  but one stalled reader slows them all. */
+	QUAY_SUB_BLOCK = 3,
 };
 
 /** Subscription flag: no receive-latency histogram (saves ~8 KiB). */
@@ -159,13 +174,15 @@ struct quay_sub_opts {
 	size_t size;
 	/** QUAY_SUB_* flags. */
 	unsigned flags;
-	/** Overflow policy (QUAY_SUB_OPTS_INIT: QUAY_SUB_BLOCK). */
+	/** Overflow policy (QUAY_SUB_OPTS_INIT and 0: QUAY_SUB_REJECT, which
+	 *  never makes a publisher wait). */
 	enum quay_sub_policy policy;
 	/** Queue capacity, a power of two up to QUAY_RING_CAPACITY_MAX (0:
 	 *  QUAY_SUB_CAPACITY_DEFAULT); with priorities, per level. */
 	size_t capacity;
 	/** 0: a ring; 1..QUAY_PQ_LEVELS_MAX: a priority queue of that many
-	 *  levels (strict priority). */
+	 *  levels (strict priority); a message of priority >= priorities is
+	 *  refused by publish (-EINVAL). */
 	unsigned priorities;
 	/** QUAY_SUB_BLOCK: how long a publisher waits for room; < 0 forever,
 	 *  0 not at all (QUAY_SUB_OPTS_INIT: QUAY_SUB_BLOCK_TIMEOUT_DEFAULT). */
@@ -177,7 +194,7 @@ struct quay_sub_opts {
 
 /** Initialiser for struct quay_sub_opts: the defaults. */
 #define QUAY_SUB_OPTS_INIT \
-	{ sizeof(struct quay_sub_opts), 0u, QUAY_SUB_BLOCK, 0u, 0u, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL }
+	{ sizeof(struct quay_sub_opts), 0u, QUAY_SUB_REJECT, 0u, 0u, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL }
 
 /** What one publish did (quay_bus_publish_ex()). */
 struct quay_bus_pub_result {
@@ -250,7 +267,9 @@ QUAY_API void quay_bus_destroy(quay_bus *bus);
 /**
  * Subscribe to a pattern.
  *
- * opts may be NULL (QUAY_SUB_OPTS_INIT). Builds a new table version
+ * opts may be NULL (QUAY_SUB_OPTS_INIT: a ring of
+ * QUAY_SUB_CAPACITY_DEFAULT, policy QUAY_SUB_REJECT: when full, publishes
+ * are refused and counted, never delayed). Builds a new table version
  * (path copy of the trie, a fresh cache) and publishes it; the old one is
  * freed after an RCU grace period. Allocates; creates the subscription's
  * metrics in the bus registry (labels bus, sub (a number), pattern, and
@@ -291,6 +310,24 @@ QUAY_API int quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct
 QUAY_API int quay_bus_unsubscribe(quay_sub *sub);
 
 /**
+ * As quay_bus_unsubscribe(), and if final is not NULL, fill it with the
+ * subscription's final counters: read after its queue was closed and
+ * released (released included) and after every receiver still inside
+ * quay_sub_receive() returned (this waits for an RCU grace period), so
+ * nothing changes them afterwards. quay_sub_counters() cannot give them:
+ * the handle is invalid once unsubscribe returned.
+ *
+ * Concurrency: as quay_bus_unsubscribe(); with final, must not be called
+ *              from a call_rcu callback, and it waits for an RCU grace
+ *              period: a publisher waiting for room in a full
+ *              QUAY_SUB_BLOCK subscription (any of the process's buses)
+ *              waits inside a read-side section and delays it, up to
+ *              that subscription's block_timeout_ns (forever if < 0).
+ * Returns: as quay_bus_unsubscribe(); *final is untouched on failure.
+ */
+QUAY_API int quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final);
+
+/**
  * Publish msg on subject to every matching subscription.
  *
  * Ownership: when it returns >= 0 the caller's reference is consumed
@@ -313,8 +350,10 @@ QUAY_API int quay_bus_unsubscribe(quay_sub *sub);
  *          none queued it and at least one REJECT target refused it;
  *          -ETIMEDOUT if targets matched, none queued it, none rejected
  *          and a BLOCK target timed out; -EINVAL if bus, subject or msg is
- *          NULL, the subject is invalid or has a wildcard, or msg's
- *          reference count would pass UINT32_MAX; -EPIPE if
+ *          NULL, the subject is invalid or has a wildcard, msg's priority
+ *          is >= the priorities of a matching subscription made with
+ *          priorities (no target gets it: one rule with quay/queue.h), or
+ *          msg's reference count would pass UINT32_MAX; -EPIPE if
  *          the bus is being destroyed; -ENOMEM if a cache miss cannot
  *          allocate its entry, or the thread cannot be registered with
  *          liburcu (no pthread key left). Partial delivery (some targets
@@ -345,6 +384,26 @@ QUAY_API int quay_bus_publish_ex(quay_bus *bus, const char *subject, quay_msg *m
  *          When the first message fails, the code publish would return.
  */
 QUAY_API int quay_bus_publish_batch(quay_bus *bus, const char *subject, quay_msg **msgs, size_t n);
+
+/**
+ * Publish msgs[i] on subjects[i] for i in 0..n, in order: the batch of
+ * quay_bus_publish_batch() for messages that carry their own subjects.
+ * Each run of consecutive equal subjects is published as one
+ * quay_bus_publish_batch() (one lookup). Stops at the first message that
+ * quay_bus_publish() would have returned a negative code for.
+ *
+ * Ownership: the references of msgs[0..r) are consumed, where r is the
+ * return value; the caller keeps msgs[r..n).
+ * Concurrency, Ordering: as quay_bus_publish(); messages of one call
+ *           reach each subscription in array order.
+ * Returns: r, the number of messages published (0..n); -EINVAL if bus,
+ *          subjects or msgs is NULL, n > INT_MAX, an entry of
+ *          subjects[0..n) or msgs[0..n) is NULL, or a subject is invalid
+ *          or has a wildcard (all checked first: nothing published);
+ *          when the first message fails, the code publish would return.
+ */
+QUAY_API int quay_bus_publish_many(quay_bus *bus, const char *const *subjects, quay_msg *const *msgs,
+    size_t n);
 
 /**
  * Take the next message of a subscription, sleeping (futex) up to
@@ -383,22 +442,21 @@ QUAY_API size_t quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n);
  * timeout_ns passes (< 0: forever). A reply arriving after this call
  * returned is dropped and counted (late_replies).
  *
- * Ownership: req's reference is consumed when this returns 0, -ETIMEDOUT
- * or -ENOENT (req was published), and when it returns -EPIPE because the
- * bus was destroyed while this call was inside it (waiting for room in
- * a BLOCK target or for the reply); on other codes, -EPIPE from a call
- * that found the bus already closing on entry included, the caller
- * keeps it.
+ * Ownership: req's reference is ALWAYS consumed (when req is not NULL),
+ * whatever this returns: published and handed to subscribers, or
+ * dropped. A caller that wants to retry a refused request keeps its own
+ * reference first (quay_msg_ref()) or makes a new one. (Until issue 11 it
+ * depended on the code, and after -EPIPE the caller could not tell.)
  * On 0, *reply holds one reference, the caller's.
  * Concurrency: any thread; up to max_requests at once per bus.
  * Returns: 0; -ETIMEDOUT if no reply came in time; -ENOENT if no
  *          subscription took the request (nobody matched, or all dropped
  *          it); -EINVAL if bus, subject, req or reply is NULL, subject is
  *          invalid, or req is shared (its reply-to cannot be set);
- *          -EMSGSIZE if req has no room for the reply-to; -ENOMEM if
- *          max_requests requests are waiting; -EAGAIN or -ETIMEDOUT as
- *          quay_bus_publish() (nothing published); -EPIPE if the bus is
- *          being destroyed.
+ *          -ENOSPC if req has no header room for the reply-to; -ENOMEM if
+ *          max_requests requests are waiting; -EAGAIN, -ETIMEDOUT or
+ *          -EINVAL (priority) as quay_bus_publish() (nothing published);
+ *          -EPIPE if the bus is being destroyed.
  */
 QUAY_API int quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **reply,
     int64_t timeout_ns);

@@ -6,16 +6,26 @@
  * Every quay function that can fail returns an int: 0 on success or a
  * negative errno value. The codes quay uses, and what they mean here:
  *
- *   -EAGAIN     would block: a ring or queue is full (push) or empty (pop)
+ *   -EAGAIN     try again: a ring, queue or REJECT subscription is full
+ *               (push) or empty (pop); a pool still has messages in use
+ *               (destroy); a log is locked by another open
  *   -EINVAL     invalid argument (NULL handle, bad size, unknown flag ...)
- *   -ENOMEM     out of memory, or a bounded pool is exhausted
+ *   -ENOMEM     out of memory, or a configured limit is reached (a pool
+ *               is exhausted, max subscriptions or requests, a full
+ *               metric registry)
  *   -ETIMEDOUT  a waiting call ran out of time
  *   -EPIPE      the object is closed (pushes), or closed and drained (pops)
- *   -EMSGSIZE   a message is larger than the object accepts
- *   -EIO        a durability failure; the log stays failed until reopened
+ *   -EMSGSIZE   a message, body or log record is larger than the object
+ *               accepts
+ *   -EIO        an I/O error on a log (a durability failure); the log
+ *               stays failed until reopened
  *   -EBADMSG    a corrupt record was found
- *   -ENOSPC     no space left on the device holding a log
- *   -ESTALE     a lease expired and its message was handed out again
+ *   -ENOSPC     no space left: a header or reply-to does not fit in the
+ *               message's room, a caller's buffer is too small, a queue's
+ *               capacity cannot hold what a log recovered, or the device
+ *               holding a log is full
+ *   -ESTALE     a stale lease: already acked or nacked, or expired (its
+ *               message may have been handed out again)
  *   -ENOENT     no such object (unknown lease, subscription, ...)
  *   -EEXIST     the object already exists (a second NATS import, ...)
  *   -ECONNREFUSED  no server could be reached (NATS)

@@ -35,7 +35,12 @@
  *
  * Space: the body, and every header (8 + key length + 1 + value length
  * bytes) and the reply-to (10 + its length bytes) share the data area;
- * quay_msg_room() says what is left.
+ * quay_msg_room() says what is left. quay_msg_new() leaves the pool's
+ * headroom (default QUAY_POOL_HEADROOM_DEFAULT: 8 headers of 32 bytes of
+ * key + value) and a message may use all of its class's buffer, so often
+ * more; quay_msg_new_ex() takes the caller's estimate instead. A header
+ * or reply-to that does not fit gets -ENOSPC (header room), a body that
+ * does not fit -EMSGSIZE (too large).
  *
  * Ownership: a new message has one reference, its creator's. Whoever
  * hands a message to another owner (a queue, each subscriber of a
@@ -85,6 +90,10 @@ extern "C" {
 #define QUAY_MSG_ID_BLOCK 256u
 /** Bytes of the envelope at the start of every buffer. */
 #define QUAY_MSG_ENVELOPE 128u
+/** Header room n headers take whose key and value together are kv bytes
+ *  each (each record is 8 + key + 1 + value bytes); a reply-to of length
+ *  L takes QUAY_MSG_HEADER_ROOM(1, L + 1). For quay_msg_new_ex(). */
+#define QUAY_MSG_HEADER_ROOM(n, kv) ((size_t)(n) * ((size_t)(kv) + 9u))
 
 /** Reserved header: deduplication id (queue). */
 #define QUAY_MSG_H_DEDUP_ID "quay-dedup-id"
@@ -112,6 +121,25 @@ typedef struct quay_msg quay_msg;
  *          on failure.
  */
 QUAY_API int quay_msg_new(quay_pool *pool, const void *body, size_t len, quay_msg **out);
+
+/**
+ * Make a message whose body is a copy of body[0..len) with at least
+ * header_room bytes free for headers and reply-to
+ * (QUAY_MSG_HEADER_ROOM() estimates it; 0: none asked, the class's
+ * spare bytes still serve). Unlike quay_msg_new(), the room is never
+ * shrunk to fit: quay_msg_room() >= header_room on success. While the
+ * pool is exhausted, wait as quay_msg_new_wait() does for at most
+ * timeout_ns (0: try once, as quay_msg_new(); < 0: forever).
+ *
+ * Concurrency, Ordering: as quay_msg_new(). No malloc.
+ * Returns: 0 and *out set (one reference); -EINVAL if pool or out is
+ *          NULL, or body is NULL with len > 0; -EMSGSIZE if no class holds
+ *          len + header_room bytes; -ENOMEM if the pool is exhausted
+ *          (timeout_ns 0); -ETIMEDOUT if it stayed exhausted for
+ *          timeout_ns. *out is untouched on failure.
+ */
+QUAY_API int quay_msg_new_ex(quay_pool *pool, const void *body, size_t len, size_t header_room,
+    int64_t timeout_ns, quay_msg **out);
 
 /**
  * As quay_msg_new(), but while the pool is exhausted, sleep (on a futex,
@@ -268,6 +296,28 @@ QUAY_INLINE int quay_msg_set_expires_ns(quay_msg *msg, int64_t ns);
  */
 QUAY_INLINE int quay_msg_set_correlation_id(quay_msg *msg, uint64_t id);
 
+/**
+ * Expire ttl_ns from now: set expires_ns to the pool's clock (the one
+ * that stamps created_ns, CLOCK_REALTIME by default) + ttl_ns. A queue
+ * compares it with its own clock: give both the same one. To remove the
+ * expiry, quay_msg_set_expires_ns(msg, 0).
+ *
+ * Concurrency: as the other scalar setters (see "Mutation").
+ * Returns: 0; -EINVAL if msg is NULL, ttl_ns <= 0, or now + ttl_ns
+ *          passes INT64_MAX.
+ */
+QUAY_API int quay_msg_set_ttl_ns(quay_msg *msg, int64_t ttl_ns);
+
+/**
+ * Delay delivery by delay_ns from now: set not_before_ns to the pool's
+ * clock + delay_ns (0: no delay, not_before_ns 0). Clock: as
+ * quay_msg_set_ttl_ns().
+ *
+ * Returns: 0; -EINVAL if msg is NULL, delay_ns < 0, or now + delay_ns
+ *          passes INT64_MAX.
+ */
+QUAY_API int quay_msg_set_delay_ns(quay_msg *msg, int64_t delay_ns);
+
 /* ---- body, headers, reply-to (sole holder only) ------------------- */
 
 /**
@@ -300,11 +350,34 @@ QUAY_API int quay_msg_set_body_len(quay_msg *msg, size_t len);
  * Returns: 0; -EINVAL if msg or key is NULL, key is empty or longer than
  *          QUAY_MSG_KEY_MAX, value is NULL with len > 0 or overlaps
  *          msg's headers or free room, or the message is shared;
- *          -EMSGSIZE if the message already has
+ *          -ENOSPC (no header room) if the message already has
  *          QUAY_MSG_HEADERS_MAX headers (and not key) or the header does
- *          not fit in quay_msg_room(). Nothing changes on failure.
+ *          not fit in quay_msg_room() (plus the size of the header it
+ *          replaces). Nothing changes on failure.
  */
 QUAY_API int quay_msg_set_header(quay_msg *msg, const char *key, const void *value, size_t len);
+
+/**
+ * Set header key to the bytes of the NUL-terminated string value (without
+ * its NUL): quay_msg_set_header(msg, key, value, strlen(value)).
+ *
+ * Returns: as quay_msg_set_header(); -EINVAL also if value is NULL;
+ *          -ENOSPC if value is longer than the room.
+ */
+QUAY_API int quay_msg_set_header_str(quay_msg *msg, const char *key, const char *value);
+
+/**
+ * Copy header key's value into buf as a NUL-terminated string (cap bytes
+ * at most, the NUL included). On every failure with buf and cap > 0,
+ * buf is set to "".
+ *
+ * Concurrency: as quay_msg_get_header().
+ * Returns: 0; -ENOENT if there is no such header (or key is empty or
+ *          longer than QUAY_MSG_KEY_MAX); -ENOSPC if the value and its
+ *          NUL do not fit in cap bytes; -EINVAL if msg, key or buf is NULL,
+ *          cap is 0, or the value holds a NUL byte (it is not a string).
+ */
+QUAY_API int quay_msg_get_header_str(const quay_msg *msg, const char *key, char *buf, size_t cap);
 
 /**
  * Look up header key. *value (bytes, not NUL-terminated, no alignment)
@@ -339,8 +412,9 @@ QUAY_API int quay_msg_header_at(const quay_msg *msg, unsigned i, const char **ke
  * Set the reply-to subject (a copy); NULL or "" removes it.
  *
  * Returns: 0; -EINVAL if msg is NULL, the message is shared, subject is
- *          longer than QUAY_MSG_REPLY_TO_MAX or points into msg's headers; -EMSGSIZE if it does not fit
- *          in quay_msg_room(). Nothing changes on failure.
+ *          longer than QUAY_MSG_REPLY_TO_MAX or points into msg's
+ *          headers; -ENOSPC (no header room) if it does not fit in
+ *          quay_msg_room(). Nothing changes on failure.
  */
 QUAY_API int quay_msg_set_reply_to(quay_msg *msg, const char *subject);
 

@@ -5,7 +5,7 @@
  *
  * A pool owns ONE arena of limit_bytes bytes, allocated at creation and
  * never grown. The arena is carved into buffers of a few size classes
- * (default 256 B, 1 KiB, 4 KiB, 16 KiB and 64 KiB; each buffer holds a
+ * (default 512 B, 1 KiB, 4 KiB, 16 KiB and 64 KiB; each buffer holds a
  * message envelope, its headers and its body). Every message of
  * quay/msg.h is one buffer; quay_msg_new() takes the smallest class that
  * fits (or the next larger one when that class is exhausted) and the last
@@ -71,8 +71,10 @@ extern "C" {
 #define QUAY_POOL_CACHE_THREADS_DEFAULT 64u
 /** Most threads that may have a cache at the same time. */
 #define QUAY_POOL_CACHE_THREADS_MAX 4096u
-/** Default bytes quay_msg_new() reserves for headers beyond the body. */
-#define QUAY_POOL_HEADROOM_DEFAULT 96u
+/** Default bytes quay_msg_new() reserves for headers and reply-to beyond
+ *  the body: 8 headers whose key and value together are 32 bytes
+ *  (QUAY_MSG_HEADER_ROOM(8, 32) of quay/msg.h: 8 x 41 = 328). */
+#define QUAY_POOL_HEADROOM_DEFAULT 328u
 
 /** Flag: no per-thread caches (every alloc and free uses the shared stacks). */
 #define QUAY_POOL_NO_CACHE 0x1u

@@ -13,6 +13,7 @@
  */
 #include "quay_test.h"
 
+#include <limits.h>
 #include <sched.h>
 #include <stdatomic.h>
 
@@ -965,6 +966,111 @@ test_policy_reject(void **state)
 	assert_pool_empty();
 }
 
+/* Issue 11 item 6: a subscription made with NULL options (or
+ * QUAY_SUB_OPTS_INIT, or a zeroed struct with only size set) never makes
+ * a publisher wait: when full it refuses (REJECT, counted), so a stalled
+ * reader slows nobody. */
+static void
+test_default_policy_never_blocks(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = NULL, *z = NULL, *roomy;
+	struct quay_sub_opts init = QUAY_SUB_OPTS_INIT, zero;
+	struct quay_sub_counters sc;
+	struct quay_bus_pub_result res;
+	quay_msg *m;
+
+	(void)state;
+	assert_int_equal(init.policy, QUAY_SUB_REJECT);
+	memset(&zero, 0, sizeof(zero));
+	zero.size = sizeof(zero);
+	zero.capacity = 2;
+	assert_int_equal(quay_bus_subscribe(b, "d", NULL, &s), 0);
+	assert_int_equal(quay_bus_subscribe(b, "z", &zero, &z), 0);
+	for (uint64_t i = 0; i < QUAY_SUB_CAPACITY_DEFAULT; i++)
+		assert_int_equal(quay_bus_publish(b, "d", msg_u64(i)), 1);
+	/* Full: refused at once (the old default waited 1 s, then
+	 * -ETIMEDOUT). */
+	m = msg_u64(9999);
+	assert_int_equal(quay_bus_publish_ex(b, "d", m, &res), -EAGAIN);
+	assert_int_equal(res.rejected, 1);
+	assert_int_equal(res.timed_out, 0);
+	assert_int_equal(quay_msg_refcount(m), 1);     /* still the caller's */
+	assert_int_equal(quay_sub_counters(s, &sc), 0);
+	assert_int_equal(sc.rejected, 1);
+	assert_int_equal(sc.timed_out, 0);
+	/* Beside a subscription with room, the full one costs nothing. */
+	roomy = sub_new(b, "d", QUAY_SUB_DROP_NEWEST, 8, NULL);
+	assert_int_equal(quay_bus_publish(b, "d", m), 1);
+	/* The zeroed struct gets the same default. */
+	assert_int_equal(quay_bus_publish(b, "z", msg_u64(1)), 1);
+	assert_int_equal(quay_bus_publish(b, "z", msg_u64(2)), 1);
+	m = msg_u64(3);
+	assert_int_equal(quay_bus_publish(b, "z", m), -EAGAIN);
+	quay_msg_unref(m);
+	assert_int_equal(drain(s, NULL, 0), QUAY_SUB_CAPACITY_DEFAULT);
+	assert_int_equal(drain(roomy, NULL, 0), 1);
+	assert_int_equal(drain(z, NULL, 0), 2);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
+/* Issue 11 item 8: a priority above a target's levels is refused with
+ * -EINVAL, as the queue refuses it: by publish (nobody gets it, the
+ * caller keeps it), by a batch (stops before it) and by publish_many. */
+static void
+test_priority_above_levels_refused(void **state)
+{
+	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+	quay_bus *b = bus_new();
+	quay_sub *pq = NULL, *ring, *gpq = NULL;
+	quay_msg *m, *batch[3];
+	struct quay_sub_counters sc;
+
+	(void)state;
+	o.priorities = 4;
+	assert_int_equal(quay_bus_subscribe(b, "p.>", &o, &pq), 0);
+	ring = sub_new(b, "p.*", QUAY_SUB_REJECT, 8, NULL);
+	m = msg_u64(1);
+	assert_int_equal(quay_msg_set_priority(m, 3), 0);
+	assert_int_equal(quay_bus_publish(b, "p.a", m), 2);
+	m = msg_u64(2);
+	assert_int_equal(quay_msg_set_priority(m, 4), 0);
+	assert_int_equal(quay_bus_publish(b, "p.a", m), -EINVAL);
+	assert_int_equal(quay_msg_refcount(m), 1);       /* the caller's */
+	assert_int_equal(quay_sub_pending(ring), 1);     /* nobody got it */
+	assert_int_equal(quay_sub_pending(pq), 1);
+	/* A subject that only rings match takes any priority. */
+	quay_sub *q = sub_new(b, "q", QUAY_SUB_REJECT, 8, NULL);
+	assert_int_equal(quay_bus_publish(b, "q", m), 1);
+	assert_int_equal(drain(q, NULL, 0), 1);
+	/* Batch: stops at the message a target cannot take. */
+	for (int i = 0; i < 3; i++)
+		batch[i] = msg_u64((uint64_t)(10 + i));
+	assert_int_equal(quay_msg_set_priority(batch[1], 200), 0);
+	assert_int_equal(quay_bus_publish_batch(b, "p.a", batch, 3), 1);
+	assert_int_equal(quay_msg_refcount(batch[1]), 1);
+	assert_int_equal(quay_bus_publish_batch(b, "p.a", batch + 1, 2), -EINVAL);
+	quay_msg_unref(batch[1]);
+	quay_msg_unref(batch[2]);
+	/* A group member with levels counts as a target too. */
+	o.group = "g";
+	o.priorities = 2;
+	assert_int_equal(quay_bus_subscribe(b, "g", &o, &gpq), 0);
+	m = msg_u64(3);
+	assert_int_equal(quay_msg_set_priority(m, 2), 0);
+	assert_int_equal(quay_bus_publish(b, "g", m), -EINVAL);
+	assert_int_equal(quay_msg_set_priority(m, 1), 0);
+	assert_int_equal(quay_bus_publish(b, "g", m), 1);
+	assert_int_equal(quay_sub_counters(pq, &sc), 0);
+	assert_int_equal(sc.delivered, 2);
+	assert_int_equal(drain(pq, NULL, 0), 2);
+	assert_int_equal(drain(ring, NULL, 0), 2);
+	assert_int_equal(drain(gpq, NULL, 0), 1);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
 struct drainer {
 	quay_sub *s;
 	int64_t delay_ms;
@@ -999,6 +1105,7 @@ test_policy_block(void **state)
 
 	(void)state;
 	o.capacity = 2;
+	o.policy = QUAY_SUB_BLOCK;   /* not the default */
 	o.block_timeout_ns = 20 * QT_MS;
 	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
 	assert_int_equal(quay_bus_publish(b, "p", msg_u64(0)), 2);
@@ -1015,6 +1122,7 @@ test_policy_block(void **state)
 	assert_int_equal(bc.timed_out, 2);
 	/* A receiver that starts late unblocks a publisher waiting forever. */
 	assert_int_equal(quay_bus_unsubscribe(s), 0);
+	o.policy = QUAY_SUB_BLOCK;   /* not the default */
 	o.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
 	d = (struct drainer){ s, 50, 20, 0 };
@@ -1058,6 +1166,7 @@ test_block_publisher_woken_by_unsubscribe(void **state)
 
 	(void)state;
 	o.capacity = 1;
+	o.policy = QUAY_SUB_BLOCK;   /* not the default */
 	o.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
 	assert_int_equal(quay_bus_publish(b, "p", msg_u64(0)), 1);
@@ -1078,8 +1187,8 @@ test_priorities(void **state)
 	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
 	quay_bus *b = bus_new();
 	quay_sub *s;
-	static const unsigned prio[] = { 0, 3, 1, 9, 2, 0 };
-	static const uint64_t want[] = { 1, 3, 4, 2, 0, 5 };  /* 9 -> level 3, FIFO in a level */
+	static const unsigned prio[] = { 0, 3, 1, 3, 2, 0 };
+	static const uint64_t want[] = { 1, 3, 4, 2, 0, 5 };  /* FIFO in a level */
 	quay_msg *m;
 
 	(void)state;
@@ -1223,6 +1332,118 @@ test_unsubscribe_releases_counted(void **state)
 	quay_bus_destroy(b);
 }
 
+/* Issue 11 item 8: the final counters, read by unsubscribe itself (the
+ * handle is freed afterwards, so quay_sub_counters() cannot). */
+static void
+test_unsubscribe_ex_final_counters(void **state)
+{
+	quay_bus *b = bus_new();
+	quay_sub *s = sub_new(b, "f", QUAY_SUB_REJECT, 8, NULL);
+	struct quay_sub_counters fin;
+	quay_msg *m;
+
+	(void)state;
+	for (uint64_t i = 0; i < 10; i++) {
+		m = msg_u64(i);
+		if (quay_bus_publish(b, "f", m) != 1)
+			quay_msg_unref(m);          /* 9 and 10 rejected */
+	}
+	assert_int_equal(quay_sub_receive(s, &m, 0), 0);
+	quay_msg_unref(m);
+	memset(&fin, 0xff, sizeof(fin));
+	assert_int_equal(quay_bus_unsubscribe_ex(s, &fin), 0);
+	assert_int_equal(fin.delivered, 8);
+	assert_int_equal(fin.received, 1);
+	assert_int_equal(fin.rejected, 2);
+	assert_int_equal(fin.dropped, 0);
+	assert_int_equal(fin.timed_out, 0);
+	assert_int_equal(fin.released, 7);
+	/* final is optional; bad input. */
+	s = sub_new(b, "f", QUAY_SUB_REJECT, 8, NULL);
+	assert_int_equal(quay_bus_unsubscribe_ex(s, NULL), 0);
+	assert_int_equal(quay_bus_unsubscribe_ex(NULL, &fin), -EINVAL);
+	assert_int_equal(quay_bus_unsubscribe_ex(NULL, NULL), -EINVAL);
+	assert_pool_empty();
+	quay_bus_destroy(b);
+}
+
+/* Issue 11 item 10: a batch whose messages carry their own subjects. */
+static void
+test_publish_many(void **state)
+{
+	enum { N = 200 };
+	quay_bus *b = bus_new();
+	quay_sub *a = sub_new(b, "m.a", QUAY_SUB_REJECT, 256, NULL);
+	quay_sub *all = sub_new(b, "m.*", QUAY_SUB_REJECT, 256, NULL);
+	quay_sub *r = sub_new(b, "m.r", QUAY_SUB_REJECT, 1, NULL);
+	const char *subj[N];
+	quay_msg *m[N];
+	uint64_t va[N], vall[N];
+	size_t na, nall;
+
+	(void)state;
+	/* Runs of one subject (a chunked batch inside) and changes. */
+	for (int i = 0; i < N; i++) {
+		subj[i] = (i / 70) % 2 == 0 ? "m.a" : (i % 2 ? "m.b" : "m.c");
+		m[i] = msg_u64((uint64_t)i);
+	}
+	assert_int_equal(quay_bus_publish_many(b, subj, m, N), N);
+	na = drain(a, va, N);
+	nall = drain(all, vall, N);
+	assert_int_equal(nall, N);
+	for (size_t i = 0; i < nall; i++)
+		assert_int_equal(vall[i], i);            /* the batch's order */
+	for (size_t i = 1; i < na; i++)
+		assert_true(va[i] > va[i - 1]);
+	assert_int_equal(na, 70 + 60);
+	/* Stops at the first refused message; the caller keeps the rest. */
+	subj[0] = "m.r"; subj[1] = "m.r"; subj[2] = "m.a";
+	assert_int_equal(quay_bus_unsubscribe(all), 0);
+	for (int i = 0; i < 3; i++)
+		m[i] = msg_u64((uint64_t)i);
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 3), 1);
+	assert_int_equal(quay_msg_refcount(m[1]), 1);
+	assert_int_equal(quay_bus_publish_many(b, subj + 1, m + 1, 2), -EAGAIN);
+	assert_int_equal(quay_bus_publish_many(b, subj + 2, m + 2, 1), 1);
+	quay_msg_unref(m[1]);
+	/* Bad input: nothing published, the caller keeps everything. */
+	m[0] = msg_u64(0);
+	m[1] = msg_u64(1);
+	subj[0] = "m.a";
+	subj[1] = "m.*";                                    /* wildcard */
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
+	subj[1] = NULL;
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
+	subj[1] = "m..a";
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
+	subj[1] = "m.a";
+	assert_int_equal(quay_bus_publish_many(NULL, subj, m, 2), -EINVAL);
+	assert_int_equal(quay_bus_publish_many(b, NULL, m, 2), -EINVAL);
+	assert_int_equal(quay_bus_publish_many(b, subj, NULL, 2), -EINVAL);
+	assert_int_equal(quay_bus_publish_many(b, subj, m, (size_t)INT_MAX + 1), -EINVAL);
+	{
+		quay_msg *holes[2] = { m[0], NULL };
+		assert_int_equal(quay_bus_publish_many(b, subj, holes, 2), -EINVAL);
+	}
+	{
+		char longsubj[QUAY_BUS_SUBJECT_MAX + 2];
+		memset(longsubj, 'x', sizeof(longsubj));
+		longsubj[QUAY_BUS_SUBJECT_MAX + 1] = '\0';
+		subj[1] = longsubj;
+		assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
+		subj[1] = "m.a";
+	}
+	assert_int_equal(quay_sub_pending(a), 1);          /* m[2] above only */
+	assert_int_equal(quay_msg_refcount(m[0]), 1);
+	assert_int_equal(quay_msg_refcount(m[1]), 1);
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 0), 0);
+	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), 2);
+	assert_int_equal(drain(a, NULL, 0), 3);
+	assert_int_equal(drain(r, NULL, 0), 1);
+	quay_bus_destroy(b);
+	assert_pool_empty();
+}
+
 /* ---- request / reply -------------------------------------------------- */
 
 struct responder {
@@ -1305,16 +1526,39 @@ test_request_bad(void **state)
 	quay_bus *b = bus_new();
 	quay_msg *req = msg_u64(1), *rep = NULL, *plain = msg_u64(2);
 	(void)state;
+	/* Issue 11 item 8: the request's reference is taken on every
+	 * return. We hold a second one to watch the count drop. */
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(NULL, "a", req, &rep, 0), -EINVAL);
+	assert_int_equal(quay_msg_refcount(req), 1);
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, NULL, req, &rep, 0), -EINVAL);
+	assert_int_equal(quay_msg_refcount(req), 1);
 	assert_int_equal(quay_bus_request(b, "a", NULL, &rep, 0), -EINVAL);
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, "a", req, NULL, 0), -EINVAL);
+	assert_int_equal(quay_msg_refcount(req), 1);
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, "a.*", req, &rep, 0), -EINVAL);
-	/* A shared request cannot take a reply-to. */
+	assert_int_equal(quay_msg_refcount(req), 1);
+	/* A shared request cannot take a reply-to: refused, and consumed. */
 	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, "a", req, &rep, 0), -EINVAL);
-	quay_msg_unref(req);
 	assert_int_equal(quay_msg_refcount(req), 1);
+	/* Refused by a full REJECT target (nothing published): consumed. */
+	{
+		quay_sub *full = sub_new(b, "full", QUAY_SUB_REJECT, 1, NULL);
+		quay_msg *x = msg_u64(3), *y = msg_u64(4);
+		struct quay_pool_stats st;
+		assert_int_equal(quay_bus_publish(b, "full", x), 1);
+		assert_int_equal(quay_pool_stats(g_pool, &st), 0);
+		assert_int_equal(st.in_use, 4);                 /* req, plain, x, y */
+		/* y must not be shared (its reply-to is set): watch the pool. */
+		assert_int_equal(quay_bus_request(b, "full", y, &rep, 0), -EAGAIN);
+		assert_int_equal(quay_pool_stats(g_pool, &st), 0);
+		assert_int_equal(st.in_use, 3);                 /* y is gone */
+		assert_int_equal(quay_bus_unsubscribe(full), 0);
+	}
 	assert_int_equal(quay_bus_reply(NULL, req, plain), -EINVAL);
 	assert_int_equal(quay_bus_reply(b, NULL, plain), -EINVAL);
 	assert_int_equal(quay_bus_reply(b, req, NULL), -EINVAL);
@@ -1366,7 +1610,9 @@ test_request_limit_and_destroy(void **state)
 		qt_sleep_ms(1);
 	assert_true(qt_await_futex_sleep(a.tid, JOIN_MS));
 	req = msg_u64(2);
+	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, "svc", req, &rep, 0), -ENOMEM);
+	assert_int_equal(quay_msg_refcount(req), 1);    /* consumed: ours is left */
 	quay_msg_unref(req);
 	(void)s;
 	quay_bus_destroy(b);   /* wakes the requester with -EPIPE */
@@ -1392,6 +1638,7 @@ sub_full_block(quay_bus *b, const char *pat, unsigned priorities)
 
 	o.capacity = 1;
 	o.priorities = priorities;
+	o.policy = QUAY_SUB_BLOCK;   /* not the default */
 	o.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_subscribe(b, pat, &o, &s), 0);
 	assert_int_equal(quay_bus_publish(b, pat, msg_u64(0)), 1);
@@ -1557,6 +1804,8 @@ main(void)
 		cmocka_unit_test(test_policy_drop_newest),
 		cmocka_unit_test(test_policy_drop_oldest),
 		cmocka_unit_test(test_policy_reject),
+		cmocka_unit_test(test_default_policy_never_blocks),
+		cmocka_unit_test(test_priority_above_levels_refused),
 		cmocka_unit_test(test_policy_block),
 		cmocka_unit_test(test_block_publisher_woken_by_unsubscribe),
 		cmocka_unit_test(test_priorities),
@@ -1564,6 +1813,8 @@ main(void)
 		cmocka_unit_test(test_unsubscribe_wakes_receiver),
 		cmocka_unit_test(test_destroy_wakes_receiver_and_releases),
 		cmocka_unit_test(test_unsubscribe_releases_counted),
+		cmocka_unit_test(test_unsubscribe_ex_final_counters),
+		cmocka_unit_test(test_publish_many),
 		cmocka_unit_test(test_request_reply),
 		cmocka_unit_test(test_request_bad),
 		cmocka_unit_test(test_request_limit_and_destroy),

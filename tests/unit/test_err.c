@@ -159,6 +159,49 @@ test_strerror_known_codes(void **state)
 				fail_msg("codes #%zu and #%zu share the text \"%s\"", i, j, texts[i]);
 }
 
+/*
+ * Each text must fit every place that returns its code (found by grepping
+ * every `return -E...` in src/): a word per kind of place. A code that
+ * gains a new kind of place needs its text, and this table, updated.
+ */
+static const struct place {
+	int code;
+	const char *word;   /* must appear in quay_strerror(code) */
+	const char *where;  /* the places it stands for */
+} places[] = {
+	{ EAGAIN, "full", "ring/pq/queue/subscription full (push, send, REJECT)" },
+	{ EAGAIN, "empty", "ring/pq/queue empty (pop, receive)" },
+	{ EAGAIN, "in use", "quay_pool_destroy with messages still referenced" },
+	{ EAGAIN, "locked", "quay_wal_open of a log another open holds (flock)" },
+	{ ESTALE, "acked", "ack/nack/extend of a lease already acked or nacked" },
+	{ ESTALE, "expired", "ack/nack/extend after the lease's deadline" },
+	{ ENOSPC, "device", "the WAL's device is full" },
+	{ ENOSPC, "header", "a header or reply-to does not fit in the message" },
+	{ ENOSPC, "buffer", "quay_stats_format_* into a too small buffer" },
+	{ ENOSPC, "capacity", "durable recovery: more messages than the queue holds" },
+	{ ENOMEM, "memory", "malloc failed" },
+	{ ENOMEM, "limit", "pool exhausted, max_subs, max_requests, registry full" },
+	{ EMSGSIZE, "too large", "body/capacity over the largest class; WAL record" },
+	{ EIO, "log", "WAL write/sync/read failure" },
+};
+
+static void
+test_strerror_fits_places(void **state)
+{
+	size_t bad = 0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(places) / sizeof(places[0]); i++) {
+		if (strstr(quay_strerror(-places[i].code), places[i].word) != NULL)
+			continue;
+		print_error("quay_strerror(-%d) = \"%s\" does not fit \"%s\" (no \"%s\")\n",
+		    places[i].code, quay_strerror(-places[i].code), places[i].where, places[i].word);
+		bad++;
+	}
+	if (bad != 0)
+		fail_msg("%zu places whose code's text does not fit them", bad);
+}
+
 static void
 test_strerror_unknown(void **state)
 {
@@ -409,6 +452,7 @@ main(int argc, char **argv)
 		QT_TEST(test_scanner),
 		QT_TEST(test_strerror_success),
 		QT_TEST(test_strerror_known_codes),
+		QT_TEST(test_strerror_fits_places),
 		QT_TEST(test_strerror_unknown),
 		QT_TEST(test_documented_codes_known),
 		QT_TEST(test_named_codes_documented_in_err_h),

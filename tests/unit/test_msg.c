@@ -153,7 +153,7 @@ test_alloc(void **state)
 	assert_true(quay_msg_created_ns(m) > 0);
 	assert_int_equal(quay_msg_unref(m), 0);
 	assert_int_equal(quay_msg_alloc(g_pool, 0, &m), 0);
-	assert_int_equal(quay_msg_footprint(m), 256);   /* smallest class */
+	assert_int_equal(quay_msg_footprint(m), 512);   /* smallest class */
 	assert_int_equal(quay_msg_unref(m), 0);
 	assert_int_equal(quay_msg_alloc_wait(g_pool, 100, -1, &m), 0);
 	assert_true(quay_msg_capacity(m) >= 100);
@@ -351,7 +351,7 @@ test_body(void **state)
 	assert_int_equal(quay_msg_set_body_len(m, cap + 1), -EMSGSIZE);
 	assert_int_equal(quay_msg_body_len(m), cap);
 	/* A full body leaves no room for a header. */
-	assert_int_equal(quay_msg_set_header(m, "k", "v", 1), -EMSGSIZE);
+	assert_int_equal(quay_msg_set_header(m, "k", "v", 1), -ENOSPC);
 	assert_int_equal(quay_msg_set_body_len(m, 10), 0);
 	assert_int_equal(quay_msg_set_header(m, "k", "v", 1), 0);
 	/* Now the header limits the body. */
@@ -458,8 +458,8 @@ test_headers_bad_input(void **state)
 	assert_int_equal(quay_msg_get_header(m, NULL, &v, &len), -EINVAL);
 	assert_int_equal(quay_msg_del_header(m, NULL), -EINVAL);
 	/* Value too large for the room. */
-	assert_int_equal(quay_msg_set_header(m, "big", "x", quay_msg_room(m)), -EMSGSIZE);
-	assert_int_equal(quay_msg_set_header(m, "big", "x", SIZE_MAX), -EMSGSIZE);
+	assert_int_equal(quay_msg_set_header(m, "big", "x", quay_msg_room(m)), -ENOSPC);
+	assert_int_equal(quay_msg_set_header(m, "big", "x", SIZE_MAX), -ENOSPC);
 	assert_int_equal(quay_msg_get_header(m, "big", NULL, NULL), -ENOENT);
 	assert_int_equal(quay_msg_header_count(m), 1);
 	/* A value pointing into the message's own headers. */
@@ -499,7 +499,7 @@ test_headers_limit(void **state)
 	}
 	assert_true(QUAY_MSG_HEADERS_MAX >= 16);    /* the issue's minimum */
 	assert_int_equal(quay_msg_header_count(m), QUAY_MSG_HEADERS_MAX);
-	assert_int_equal(quay_msg_set_header(m, "one-too-many", "x", 1), -EMSGSIZE);
+	assert_int_equal(quay_msg_set_header(m, "one-too-many", "x", 1), -ENOSPC);
 	assert_int_equal(quay_msg_get_header(m, "one-too-many", NULL, NULL), -ENOENT);
 	/* Replacing one at the limit is fine; reply-to does not count. */
 	assert_int_equal(quay_msg_set_header(m, "h3", "three", 5), 0);
@@ -598,7 +598,7 @@ test_reply_to_no_room(void **state)
 	assert_int_equal(quay_msg_alloc(g_pool, 0, &m), 0);
 	assert_int_equal(quay_msg_set_body_len(m, quay_msg_capacity(m) - 11), 0);
 	/* 10 + 3 bytes do not fit in 11; 10 + 1 do. */
-	assert_int_equal(quay_msg_set_reply_to(m, "abc"), -EMSGSIZE);
+	assert_int_equal(quay_msg_set_reply_to(m, "abc"), -ENOSPC);
 	assert_null(quay_msg_reply_to(m));
 	assert_int_equal(quay_msg_set_reply_to(m, "a"), 0);
 	assert_string_equal(quay_msg_reply_to(m), "a");
@@ -847,6 +847,249 @@ test_concurrent_unref(void **state)
 	}
 }
 
+/* ---- header room (issue 11, item 4) ------------------------------------- */
+
+/* Eight headers of 32 bytes (key + value) and a reply-to on a short body
+ * made by plain quay_msg_new(): the default leaves room for them. */
+static void
+test_new_fits_realistic_headers(void **state)
+{
+	quay_msg *m = mk("order #12345");   /* 12 bytes */
+	char key[32], val[32];
+
+	(void)state;
+	for (unsigned i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "x-attribute-%02u", i);          /* 14 bytes */
+		snprintf(val, sizeof(val), "value-of-attr-%04u", i);        /* 18 bytes */
+		int rc = quay_msg_set_header(m, key, val, strlen(val));
+		if (rc != 0)
+			fail_msg("header %u of 8 (32 bytes each) on a 12-byte body: %d (%s)", i + 1, rc,
+			    quay_strerror(rc));
+	}
+	assert_int_equal(quay_msg_set_reply_to(m, "_INBOX.1.123456"), 0);
+	assert_int_equal(quay_msg_header_count(m), 8);
+	assert_int_equal(quay_msg_unref(m), 0);
+}
+
+/* Running out of header room says so (-ENOSPC), distinct from a body or
+ * message that is too large (-EMSGSIZE). */
+static void
+test_header_room_is_enospc(void **state)
+{
+	quay_msg *m = NULL;
+	char big[512];
+
+	(void)state;
+	memset(big, 'v', sizeof(big));
+	assert_int_equal(quay_msg_new_ex(g_pool, "abc", 3, 0, 0, &m), 0);
+	assert_int_equal(quay_msg_set_body_len(m, quay_msg_capacity(m)), 0);
+	assert_int_equal(quay_msg_set_header(m, "k", "v", 1), -ENOSPC);
+	assert_int_equal(quay_msg_set_reply_to(m, "inbox"), -ENOSPC);
+	assert_int_equal(quay_msg_set_header_str(m, "k", "v"), -ENOSPC);
+	assert_int_equal(quay_msg_set_body_len(m, 3), 0);
+	assert_int_equal(quay_msg_set_header(m, "k", big, quay_msg_room(m)), -ENOSPC);
+	assert_int_equal(quay_msg_header_count(m), 0);
+	assert_int_equal(quay_msg_unref(m), 0);
+}
+
+static void
+test_new_ex(void **state)
+{
+	quay_msg *m = SENT;
+	size_t max = quay_pool_max_body(g_pool);
+	struct quay_pool_stats s;
+
+	(void)state;
+	/* The room asked for is there, whatever the pool's default. */
+	assert_int_equal(quay_msg_new_ex(g_pool, "hi", 2, QUAY_MSG_HEADER_ROOM(20, 40), 0, &m), 0);
+	assert_true(quay_msg_room(m) >= QUAY_MSG_HEADER_ROOM(20, 40));
+	assert_int_equal(quay_msg_body_len(m), 2);
+	assert_memory_equal(quay_msg_body(m), "hi", 2);
+	assert_true(quay_msg_id(m) != 0);
+	for (unsigned i = 0; i < 20; i++) {
+		char key[24], val[24];
+		snprintf(key, sizeof(key), "key-%015u", i);                 /* 19 */
+		snprintf(val, sizeof(val), "val-%016u", i);                 /* 20 */
+		assert_int_equal(quay_msg_set_header(m, key, val, 21), 0);  /* 40 with the NUL */
+	}
+	assert_int_equal(quay_msg_unref(m), 0);
+	/* No room asked: the smallest class that holds the body. */
+	assert_int_equal(quay_msg_new_ex(g_pool, NULL, 0, 0, -1, &m), 0);
+	assert_int_equal(quay_msg_footprint(m), 512);
+	assert_int_equal(quay_msg_unref(m), 0);
+	/* Waiting variant: a timeout with memory free returns at once. */
+	assert_int_equal(quay_msg_new_ex(g_pool, "x", 1, 64, 1000000, &m), 0);
+	assert_int_equal(quay_msg_unref(m), 0);
+	/* Unlike quay_msg_new(), the room is never shrunk to fit. */
+	m = SENT;
+	assert_int_equal(quay_msg_new_ex(g_pool, NULL, 0, max + 1, 0, &m), -EMSGSIZE);
+	assert_int_equal(quay_msg_new_ex(g_pool, NULL, 0, SIZE_MAX, 0, &m), -EMSGSIZE);
+	{
+		void *big = calloc(1, max);
+		assert_non_null(big);
+		assert_int_equal(quay_msg_new_ex(g_pool, big, max - 10, 11, 0, &m), -EMSGSIZE);
+		assert_int_equal(quay_msg_new_ex(g_pool, big, max - 10, 10, 0, &m), 0);
+		assert_int_equal(quay_msg_room(m), 10);
+		assert_int_equal(quay_msg_unref(m), 0);
+		free(big);
+	}
+	/* Bad input. */
+	m = SENT;
+	assert_int_equal(quay_msg_new_ex(NULL, "x", 1, 0, 0, &m), -EINVAL);
+	assert_int_equal(quay_msg_new_ex(g_pool, "x", 1, 0, 0, NULL), -EINVAL);
+	assert_int_equal(quay_msg_new_ex(g_pool, NULL, 1, 0, 0, &m), -EINVAL);
+	assert_int_equal(quay_msg_new_ex(g_pool, "x", SIZE_MAX, 0, 0, &m), -EMSGSIZE);
+	assert_int_equal(quay_msg_new_ex(g_pool, "x", SIZE_MAX, SIZE_MAX, 0, &m), -EMSGSIZE);
+	assert_ptr_equal(m, SENT);
+	assert_int_equal(quay_pool_stats(g_pool, &s), 0);
+	assert_int_equal(s.in_use, 0);
+	/* Exhausted: 0 tries once (-ENOMEM), > 0 waits (-ETIMEDOUT). */
+	{
+		struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
+		quay_pool *one = NULL;
+		quay_msg *held = NULL;
+
+		o.flags = QUAY_POOL_NO_CACHE;
+		o.nclasses = 1;
+		o.class_size[0] = 512;
+		o.class_count[0] = 1;
+		assert_int_equal(quay_pool_create(512, &o, &one), 0);
+		assert_int_equal(quay_msg_new_ex(one, "a", 1, 100, 0, &held), 0);
+		m = SENT;
+		assert_int_equal(quay_msg_new_ex(one, "b", 1, 100, 0, &m), -ENOMEM);
+		assert_int_equal(quay_msg_new_ex(one, "b", 1, 100, 1000000, &m), -ETIMEDOUT);
+		assert_ptr_equal(m, SENT);
+		assert_int_equal(quay_msg_unref(held), 0);
+		assert_int_equal(quay_msg_new_ex(one, "b", 1, 100, -1, &m), 0);
+		assert_int_equal(quay_msg_unref(m), 0);
+		assert_int_equal(quay_pool_destroy(one), 0);
+	}
+	/* The estimate macro: n records of 8 + 1 + key + value bytes. */
+	assert_int_equal(QUAY_MSG_HEADER_ROOM(8, 32), 8 * 41);
+	assert_int_equal(QUAY_MSG_HEADER_ROOM(0, 32), 0);
+}
+
+/* ---- string headers, relative times (item 10) -------------------------- */
+
+static void
+test_header_str(void **state)
+{
+	quay_msg *m = mk("body"), *other = NULL;
+	char buf[16], key[QUAY_MSG_KEY_MAX + 2];
+	const void *v = NULL;
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(quay_msg_set_header_str(m, "content-type", "text/plain"), 0);
+	assert_int_equal(quay_msg_get_header_str(m, "content-type", buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "text/plain");
+	/* Stored as the bytes of the string, without the NUL: the same
+	 * header as quay_msg_set_header(m, k, s, strlen(s)). */
+	assert_int_equal(quay_msg_get_header(m, "content-type", &v, &len), 0);
+	assert_int_equal(len, 10);
+	assert_memory_equal(v, "text/plain", 10);
+	/* Empty value. */
+	assert_int_equal(quay_msg_set_header_str(m, "empty", ""), 0);
+	buf[0] = 'x';
+	assert_int_equal(quay_msg_get_header_str(m, "empty", buf, 1), 0);
+	assert_string_equal(buf, "");
+	/* Exactly fitting buffer, then one byte short. */
+	assert_int_equal(quay_msg_set_header_str(m, "k", "0123456789abcde"), 0);    /* 15 */
+	assert_int_equal(quay_msg_get_header_str(m, "k", buf, 16), 0);
+	assert_string_equal(buf, "0123456789abcde");
+	assert_int_equal(quay_msg_get_header_str(m, "k", buf, 15), -ENOSPC);
+	assert_string_equal(buf, "");
+	/* A value holding a NUL byte is not a string. */
+	assert_int_equal(quay_msg_set_header(m, "bin", "a\0b", 3), 0);
+	assert_int_equal(quay_msg_get_header_str(m, "bin", buf, sizeof(buf)), -EINVAL);
+	/* Missing. */
+	assert_int_equal(quay_msg_get_header_str(m, "nope", buf, sizeof(buf)), -ENOENT);
+	assert_string_equal(buf, "");
+	/* Bad input: NULLs, zero capacity, key empty or too long. */
+	assert_int_equal(quay_msg_set_header_str(NULL, "k", "v"), -EINVAL);
+	assert_int_equal(quay_msg_set_header_str(m, NULL, "v"), -EINVAL);
+	assert_int_equal(quay_msg_set_header_str(m, "k", NULL), -EINVAL);
+	assert_int_equal(quay_msg_set_header_str(m, "", "v"), -EINVAL);
+	memset(key, 'k', sizeof(key));
+	key[QUAY_MSG_KEY_MAX + 1] = '\0';
+	assert_int_equal(quay_msg_set_header_str(m, key, "v"), -EINVAL);
+	assert_int_equal(quay_msg_get_header_str(m, key, buf, sizeof(buf)), -ENOENT);
+	assert_int_equal(quay_msg_get_header_str(NULL, "k", buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(quay_msg_get_header_str(m, NULL, buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(quay_msg_get_header_str(m, "k", NULL, 16), -EINVAL);
+	assert_int_equal(quay_msg_get_header_str(m, "k", buf, 0), -EINVAL);
+	/* A value longer than the room (and than any class). */
+	{
+		size_t n = quay_pool_max_body(g_pool) + 10;
+		char *huge = malloc(n + 1);
+		assert_non_null(huge);
+		memset(huge, 'h', n);
+		huge[n] = '\0';
+		assert_int_equal(quay_msg_set_header_str(m, "huge", huge), -ENOSPC);
+		free(huge);
+	}
+	/* Shared: read-only. */
+	assert_int_equal(quay_msg_ref(m), 0);
+	assert_int_equal(quay_msg_set_header_str(m, "k", "v"), -EINVAL);
+	assert_int_equal(quay_msg_get_header_str(m, "content-type", buf, sizeof(buf)), 0);
+	assert_int_equal(quay_msg_unref(m), 0);
+	(void)other;
+	assert_int_equal(quay_msg_unref(m), 0);
+}
+
+static int64_t g_fake_now = 1000000000000LL;
+
+static int64_t
+fake_clock(void *arg)
+{
+	(void)arg;
+	return __atomic_load_n(&g_fake_now, __ATOMIC_RELAXED);
+}
+
+static void
+test_relative_times(void **state)
+{
+	struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
+	quay_pool *p = NULL;
+	quay_msg *m = NULL;
+
+	(void)state;
+	o.clock = fake_clock;
+	assert_int_equal(quay_pool_create((size_t)1 << 20, &o, &p), 0);
+	assert_int_equal(quay_msg_new(p, "x", 1, &m), 0);
+	g_fake_now += 7;
+	/* "Expire in 5 s", "not before 2 s from now", from the pool's clock. */
+	assert_int_equal(quay_msg_set_ttl_ns(m, 5000000000LL), 0);
+	assert_int_equal(quay_msg_expires_ns(m), g_fake_now + 5000000000LL);
+	assert_int_equal(quay_msg_set_delay_ns(m, 2000000000LL), 0);
+	assert_int_equal(quay_msg_not_before_ns(m), g_fake_now + 2000000000LL);
+	/* A delay of 0: no delay. */
+	assert_int_equal(quay_msg_set_delay_ns(m, 0), 0);
+	assert_int_equal(quay_msg_not_before_ns(m), 0);
+	/* Bad input: NULL, a TTL of 0 (expired at once: clear it with
+	 * quay_msg_set_expires_ns(m, 0)), negative, past INT64_MAX. */
+	assert_int_equal(quay_msg_set_ttl_ns(NULL, 1), -EINVAL);
+	assert_int_equal(quay_msg_set_delay_ns(NULL, 1), -EINVAL);
+	assert_int_equal(quay_msg_set_ttl_ns(m, 0), -EINVAL);
+	assert_int_equal(quay_msg_set_ttl_ns(m, -1), -EINVAL);
+	assert_int_equal(quay_msg_set_delay_ns(m, -1), -EINVAL);
+	assert_int_equal(quay_msg_set_ttl_ns(m, INT64_MAX), -EINVAL);
+	assert_int_equal(quay_msg_set_delay_ns(m, INT64_MAX), -EINVAL);
+	assert_int_equal(quay_msg_expires_ns(m), g_fake_now + 5000000000LL);
+	assert_int_equal(quay_msg_not_before_ns(m), 0);
+	assert_int_equal(quay_msg_unref(m), 0);
+	assert_int_equal(quay_pool_destroy(p), 0);
+	/* The default clock: CLOCK_REALTIME. */
+	{
+		int64_t before = realtime_ns(), after;
+		m = mk("y");
+		assert_int_equal(quay_msg_set_ttl_ns(m, 1000), 0);
+		after = realtime_ns();
+		assert_true(quay_msg_expires_ns(m) >= before + 1000 && quay_msg_expires_ns(m) <= after + 1000);
+		assert_int_equal(quay_msg_unref(m), 0);
+	}
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int
@@ -858,6 +1101,11 @@ main(void)
 		T(test_new_bad_input),
 		T(test_new_headroom_shrinks_at_largest),
 		T(test_alloc),
+		T(test_new_fits_realistic_headers),
+		T(test_header_room_is_enospc),
+		T(test_new_ex),
+		T(test_header_str),
+		T(test_relative_times),
 		T(test_ids_unique_and_monotonic),
 		T(test_scalars),
 		T(test_null_msg),
