@@ -492,6 +492,7 @@ test_slow_consumer(void **st)
 	(void)st;
 
 	so.capacity = 1;
+	so.policy = QUAY_SUB_BLOCK;   /* not the default since issue 11 */
 	so.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_create(NULL, &bus), 0);
 	assert_int_equal(quay_bus_subscribe(bus, "slow.x", &so, &sub), 0);
