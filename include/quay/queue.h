@@ -215,7 +215,17 @@ typedef struct quay_queue_opts {
 /**
  * A lease on a received message: what ack, nack and extend take. Filled
  * by the receive calls; the fields are for reading (msg, deadline_ns):
- * slot and gen are the fence and must not be changed.
+ * queue, slot and gen are the fence and must not be changed. queue names
+ * the queue that issued the lease (an id no other queue of the process
+ * has, not even one created after this one is destroyed): every call
+ * that takes a lease refuses one another queue issued with -ENOENT, even
+ * when that queue's slot and generation happen to be the same.
+ *
+ * deadline_ns is at least the visibility timeout after the moment the
+ * receive hands the lease out: a receive that did slow work before (due
+ * timers, TTL-expired messages dead-lettered at the head) reads the clock
+ * again after it, and a batch whose later leases needed such work renews
+ * its earlier leases before it returns.
  *
  * msg is a reference of the caller's own: it stays valid after ack, nack
  * or expiry until the caller drops it with quay_msg_unref(). Do not
@@ -225,6 +235,7 @@ typedef struct quay_lease {
 	quay_msg *msg;          /**< the message (one reference, the caller's) */
 	int64_t deadline_ns;    /**< lease expiry on the queue's clock (extend moves it) */
 	uint64_t gen;           /**< fence: the slot's generation when leased */
+	uint64_t queue;         /**< fence: the issuing queue's id (never 0) */
 	uint32_t slot;          /**< lease table slot */
 	uint32_t attempt;       /**< this delivery's number (1 = first) */
 } quay_lease;

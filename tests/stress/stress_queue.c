@@ -230,7 +230,7 @@ consumer(void *arg)
 	struct run *r = arg;
 	uint64_t rng = 0xabcdef + (uint64_t)__atomic_fetch_add(&r->consumer_id, 1, __ATOMIC_RELAXED);
 	quay_lease ls[8];
-	struct zombie z = { false, { NULL, 0, 0, 0, 0 }, 0 };
+	struct zombie z = { false, { NULL, 0, 0, 0, 0, 0 }, 0 };
 
 	while (__atomic_load_n(&r->phase, __ATOMIC_ACQUIRE) != 3) {
 		zombie_try(r, &z);
