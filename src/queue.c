@@ -1402,7 +1402,7 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
  * quick (the later receives of a batch): stop after one such message, so
  * that the batch's earlier leases lose little of their time.
  */
-static int
+static QUAYI_ALWAYS_INLINE int
 take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool *slow)
 {
 	quay_msg *msg;
@@ -1488,7 +1488,7 @@ receive_sleep(quay_queue *q, int64_t now, int64_t end_mono, unsigned *idle)
  * is set. quick: no timer run, and stop after one TTL-expired message
  * (take_one), for the later receives of a batch.
  */
-static int
+static QUAYI_ALWAYS_INLINE int
 receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono, bool quick, bool *slow)
 {
 	uint64_t slot;
