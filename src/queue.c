@@ -82,6 +82,11 @@
 
 static const char *const dlq_reason_text[] = { "", "max-attempts", "ttl-expired", "rejected" };
 
+/* The last queue id handed out: a lease carries its queue's id, so that
+ * a lease is never taken for another queue's (whose slot and generation
+ * may well be the same). */
+static uint64_t queue_ids;
+
 /* ---- small helpers -------------------------------------------------- */
 
 static int64_t
@@ -406,17 +411,20 @@ run_timers_locked(quay_queue *q, int64_t now)
 		lower_next_due(q, t_add(now, q->wheel.tick_ns));
 }
 
-/* Run the timer work if something may be due and nobody else is at it. */
-static inline void
+/* Run the timer work if something may be due and nobody else is at it.
+ * Returns true if it ran it (which may have taken long: the caller's
+ * clock reading is then old). */
+static inline bool
 maybe_run_timers(quay_queue *q, int64_t now)
 {
 	/* Relaxed: a hint; run_timers re-reads it with N2. */
 	if (QUAYI_LIKELY(now < __atomic_load_n(&q->next_due, __ATOMIC_RELAXED)))
-		return;
+		return false;
 	if (pthread_mutex_trylock(&q->tlock) != 0)
-		return;
+		return false;
 	run_timers_locked(q, now);
 	pthread_mutex_unlock(&q->tlock);
+	return true;
 }
 
 /* ---- transitions ------------------------------------------------------ */
@@ -677,9 +685,15 @@ tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool lock
 	}
 }
 
-/* ready -> in flight: msg popped, slot owned (FREE). Fills *lease. */
+/*
+ * ready -> in flight: msg popped, slot owned (FREE). Fills *lease. now
+ * must have been read after any slow work of this receive (the lease
+ * rule: deadline >= handout + visibility). If the expiry FIFO is full,
+ * the drain here is slow work of its own: the deadline is then computed
+ * again after it and *slow set.
+ */
 static void
-tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *lease)
+tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *lease, bool *slow)
 {
 	struct quayi_lslot *s = &q->slots[i];
 	/* Relaxed: the slot is ours (L3). */
@@ -724,7 +738,19 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 				break;
 			backoff_spin(&spins);
 		}
+		/* The drain may have handled expired leases (durable: logged
+		 * them): the lease starts now. Nothing else reads this
+		 * deadline yet but the timer, which needs the lock we hold
+		 * (its entry is in the FIFO, drained under the lock), and
+		 * stale holders of older generations, which discard it.
+		 * Relaxed: published to the timer by the unlock. */
+		now = q_now(q);
+		if (t_add(now, q->visibility_ns) > deadline) {
+			deadline = t_add(now, q->visibility_ns);
+			__atomic_store_n(&s->deadline, deadline, __ATOMIC_RELAXED);
+		}
 		pthread_mutex_unlock(&q->tlock);
+		*slow = true;
 	}
 	/* N1. A receiver asleep on an empty queue with no timer due must
 	 * wake at this lease's expiry (its message comes back then). */
@@ -733,6 +759,7 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 	lease->msg = msg;
 	lease->deadline_ns = deadline;
 	lease->gen = gen;
+	lease->queue = q->id;
 	lease->slot = i;
 	lease->attempt = attempt;
 }
@@ -1064,6 +1091,8 @@ quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 	pthread_mutex_init(&q->block, NULL);
 
 	snprintf(q->name, sizeof(q->name), "%s", opts->name != NULL ? opts->name : "queue");
+	/* Relaxed: only a distinct value is needed (64 bits never wrap). */
+	q->id = __atomic_add_fetch(&queue_ids, 1, __ATOMIC_RELAXED);
 	cap = opts->capacity ? opts->capacity : QUAY_QUEUE_CAPACITY_DEFAULT;
 	inflight = opts->max_in_flight ? opts->max_in_flight : cap;
 	q->flags = opts->flags;
@@ -1364,21 +1393,32 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 
 /* ---- receive ------------------------------------------------------ */
 
-/* One non-blocking receive with slot i already owned. 0, or -EAGAIN. */
-static int
-take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, quay_msg *first)
+/*
+ * One non-blocking receive with slot i already owned. 0, or -EAGAIN.
+ * Messages past their TTL at the head are dead-lettered on the way: slow
+ * work (a durable queue logs each), after which the clock is read again,
+ * so that the lease is computed from a reading taken after it (the fast
+ * path reads the clock once per receive). *slow is set if it did any.
+ * quick (the later receives of a batch): stop after one such message, so
+ * that the batch's earlier leases lose little of their time.
+ */
+static QUAYI_ALWAYS_INLINE int
+take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool *slow)
 {
-	quay_msg *msg = first;
+	quay_msg *msg;
 
 	for (;;) {
-		if (msg == NULL && quay_pq_pop(q->ready, &msg, NULL) != 0)
+		if (quay_pq_pop(q->ready, &msg, NULL) != 0)
 			return -EAGAIN;
 		if (QUAYI_UNLIKELY(ttl_passed(msg, now))) {
 			tr_ttl(q, msg, now, false);
-			msg = NULL;
+			*slow = true;
+			if (quick)
+				return -EAGAIN;
+			now = q_now(q);
 			continue;
 		}
-		tr_lease(q, msg, i, now, lease);
+		tr_lease(q, msg, i, now, lease, slow);
 		return 0;
 	}
 }
@@ -1441,18 +1481,28 @@ receive_sleep(quay_queue *q, int64_t now, int64_t end_mono, unsigned *idle)
 	(void)quayi_wait_sleep(&q->ready->pop_event, quayi_pq_fence(q->ready) != 0, recv_ready, &c, dl);
 }
 
-static int
-receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono)
+/*
+ * One receive. The clock is read once on the fast path; whatever slow work
+ * comes before the lease (the timer run, dead-lettering TTL-expired
+ * messages, a full expiry FIFO) is followed by a new reading, and *slow
+ * is set. quick: no timer run, and stop after one TTL-expired message
+ * (take_one), for the later receives of a batch.
+ */
+static QUAYI_ALWAYS_INLINE int
+receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono, bool quick, bool *slow)
 {
 	uint64_t slot;
 	int64_t now = q_now(q);
 	unsigned idle = 0;
 	int rc;
 
-	maybe_run_timers(q, now);
+	if (!quick && maybe_run_timers(q, now)) {
+		now = q_now(q);
+		*slow = true;
+	}
 	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0))   /* L3 */
 		return -EAGAIN;
-	rc = take_one(q, (uint32_t)slot, now, lease, NULL);
+	rc = take_one(q, (uint32_t)slot, now, lease, quick, slow);
 	/* Long poll: sleep, then run what became due and try again, until a
 	 * message, or the caller's deadline (one last try after it). */
 	while (rc == -EAGAIN && wait_ns != 0) {
@@ -1462,8 +1512,11 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono)
 		}
 		receive_sleep(q, now, end_mono, &idle);
 		now = q_now(q);
-		maybe_run_timers(q, now);
-		rc = take_one(q, (uint32_t)slot, now, lease, NULL);
+		if (maybe_run_timers(q, now)) {
+			now = q_now(q);
+			*slow = true;
+		}
+		rc = take_one(q, (uint32_t)slot, now, lease, quick, slow);
 	}
 	if (rc != 0)
 		slot_free(q, slot);
@@ -1473,24 +1526,87 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono)
 int
 quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns)
 {
+	bool slow = false;
+
 	if (QUAYI_UNLIKELY(q == NULL || lease == NULL))
 		return -EINVAL;
-	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1);
+	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1, false, &slow);
+}
+
+/*
+ * Renew a lease this receive issued and has not handed out yet: its
+ * deadline becomes at least nd. Longer only, so no wheel node moves (the
+ * timer refiles a lease it finds not yet expired, as for extend). False
+ * if the lease ended meanwhile (another thread's timer run expired it:
+ * its message is already redelivered or dead-lettered).
+ */
+static bool
+lease_renew(quay_queue *q, quay_lease *lease, int64_t nd)
+{
+	struct quayi_lslot *s = &q->slots[lease->slot];
+	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);    /* L2 */
+
+	for (;;) {
+		if ((st >> 2) != lease->gen || (st & 3u) == QUAYI_L_FREE)
+			return false;
+		if ((st & 3u) == QUAYI_L_BUSY) {
+			quayi_cpu_relax();
+			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);  /* L2 */
+			continue;
+		}
+		/* L2: acquire CAS LEASED -> BUSY, as extend. */
+		if (__atomic_compare_exchange_n(&s->state, &st, (st & ~(uint64_t)3) | QUAYI_L_BUSY, false,
+		        __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
+			break;
+	}
+	/* Relaxed: ours under BUSY; published by the release store below. */
+	if (nd > __atomic_load_n(&s->deadline, __ATOMIC_RELAXED))
+		__atomic_store_n(&s->deadline, nd, __ATOMIC_RELAXED);
+	lease->deadline_ns = __atomic_load_n(&s->deadline, __ATOMIC_RELAXED);
+	/* Release: back to LEASED (pairs with L2). */
+	__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);
+	return true;
 }
 
 size_t
 quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wait_ns)
 {
-	size_t got = 0;
+	size_t got, stale_before = 0, kept = 0;
+	bool slow = false;
+	int64_t nd;
 
 	if (q == NULL || leases == NULL || n == 0)
 		return 0;
-	if (quay_queue_receive(q, &leases[0], wait_ns) != 0)
+	/* The first lease is computed after whatever slow work its receive
+	 * did. The others are quick receives (no timer run; a TTL-expired
+	 * message ends the batch): one that still did slow work (a dead
+	 * letter, an expiry FIFO drain) leaves the leases before it with an
+	 * old deadline, renewed below. */
+	if (receive_one(q, &leases[0], wait_ns, wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1, false,
+	        &slow) != 0)
 		return 0;
-	for (got = 1; got < n; got++)
-		if (receive_one(q, &leases[got], 0, -1) != 0)
+	for (got = 1; got < n; got++) {
+		int rc;
+
+		slow = false;
+		rc = receive_one(q, &leases[got], 0, -1, true, &slow);
+		if (slow)
+			stale_before = got;
+		if (rc != 0)
 			break;
-	return got;
+	}
+	if (QUAYI_LIKELY(stale_before == 0))
+		return got;
+	nd = t_add(q_now(q), q->visibility_ns);
+	for (size_t i = 0; i < got; i++) {
+		if (i < stale_before && !lease_renew(q, &leases[i], nd)) {
+			/* Expired before it was handed out: not the caller's. */
+			quay_msg_unref(leases[i].msg);
+			continue;
+		}
+		leases[kept++] = leases[i];
+	}
+	return kept;
 }
 
 /* ---- ack / nack / extend ---------------------------------------------- */
@@ -1503,7 +1619,7 @@ end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uin
 	struct quayi_lslot *s;
 	uint64_t st;
 
-	if (lease->slot >= q->max_in_flight || lease->gen == 0)
+	if (lease->queue != q->id || lease->slot >= q->max_in_flight || lease->gen == 0)
 		return -ENOENT;
 	s = &q->slots[lease->slot];
 	st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);              /* L2 */
@@ -1613,7 +1729,7 @@ quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t more_ns)
 	 * timer's check_lease waits for BUSY with the lock held). A shorter
 	 * deadline moves a wheel node, under the lock: take it first when
 	 * the deadline seen now says so (relaxed peek; re-checked below). */
-	if (lease->slot < q->max_in_flight &&
+	if (lease->queue == q->id && lease->slot < q->max_in_flight &&
 	    nd < __atomic_load_n(&q->slots[lease->slot].deadline, __ATOMIC_RELAXED)) {
 		pthread_mutex_lock(&q->tlock);
 		locked = true;

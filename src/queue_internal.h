@@ -118,6 +118,7 @@ struct quayi_dedup_entry {
 
 struct quay_queue {
 	/* Read-only after create. */
+	uint64_t id;                      /* unique in the process: the lease's queue fence */
 	char name[QUAY_QUEUE_NAME_MAX + 1];
 	unsigned flags;
 	unsigned levels;

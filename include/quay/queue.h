@@ -215,7 +215,17 @@ typedef struct quay_queue_opts {
 /**
  * A lease on a received message: what ack, nack and extend take. Filled
  * by the receive calls; the fields are for reading (msg, deadline_ns):
- * slot and gen are the fence and must not be changed.
+ * queue, slot and gen are the fence and must not be changed. queue names
+ * the queue that issued the lease (an id no other queue of the process
+ * has, not even one created after this one is destroyed): every call
+ * that takes a lease refuses one another queue issued with -ENOENT, even
+ * when that queue's slot and generation happen to be the same.
+ *
+ * deadline_ns is at least the visibility timeout after the moment the
+ * receive hands the lease out: a receive that did slow work before (due
+ * timers, TTL-expired messages dead-lettered at the head) reads the clock
+ * again after it, and a batch whose later leases needed such work renews
+ * its earlier leases before it returns.
  *
  * msg is a reference of the caller's own: it stays valid after ack, nack
  * or expiry until the caller drops it with quay_msg_unref(). Do not
@@ -225,6 +235,7 @@ typedef struct quay_lease {
 	quay_msg *msg;          /**< the message (one reference, the caller's) */
 	int64_t deadline_ns;    /**< lease expiry on the queue's clock (extend moves it) */
 	uint64_t gen;           /**< fence: the slot's generation when leased */
+	uint64_t queue;         /**< fence: the issuing queue's id (never 0) */
 	uint32_t slot;          /**< lease table slot */
 	uint32_t attempt;       /**< this delivery's number (1 = first) */
 } quay_lease;
@@ -327,7 +338,10 @@ QUAY_API int quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int
  * Receive one message: lease the next ready message (highest priority
  * first, FIFO within a level) for the visibility timeout. Its attempts
  * field is incremented. Messages found past their TTL are dead-lettered
- * on the way and never delivered. Waits up to wait_ns of real time (< 0:
+ * on the way and never delivered. The lease's deadline is computed from
+ * a clock reading taken after that work and after the due timers the
+ * call ran: it is at least visibility_ns after the moment the lease is
+ * handed out (see quay_lease). Waits up to wait_ns of real time (< 0:
  * forever; 0: try once) for a message, waking as soon as one is sent or
  * a delayed one becomes due (also one sent after the call went to sleep):
  * after every wake it runs due timers, tries again and, if nothing is
@@ -344,7 +358,13 @@ QUAY_API int quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_n
 
 /**
  * Receive up to n messages: waits (as quay_queue_receive()) for the
- * first, then takes what is ready without waiting.
+ * first, then takes what is ready without waiting and without running
+ * timers. A TTL-expired message met after the first lease is
+ * dead-lettered and ends the batch; if such work was done, the leases
+ * taken before it are renewed to now + visibility before the call
+ * returns (one that another thread's timer expired meanwhile is not
+ * returned: its reference is dropped). Every lease returned obeys the
+ * rule of quay_queue_receive().
  *
  * Returns: the number received, 0..n (0 also if q or leases is NULL or n
  *          is 0).
@@ -360,7 +380,9 @@ QUAY_API size_t quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size
  * Returns: 0; -ESTALE if the lease ended (it expired, so its message is
  *          or will be redelivered or dead-lettered, or it was already
  *          acked or nacked): nothing changes; -ENOENT if the lease was
- *          never issued by this queue; -EINVAL if q or lease is NULL.
+ *          never issued by this queue (another queue's lease, even one
+ *          for the same message with the same slot and generation):
+ *          nothing changes; -EINVAL if q or lease is NULL.
  *          Durable queue: 0 once the ack is durable; -EIO / -ENOSPC if
  *          the log refused it: the lease has ended and the message is
  *          ready again (not acked in memory either).

@@ -16,10 +16,21 @@
  *    released == published to it, no duplicates, per-publisher order;
  *  - every message goes back to the pool.
  *
+ * Fault run "unsub-sleeping" (issue 19): over and over, 1..3 receivers
+ * are put to sleep inside quay_sub_receive() on an empty subscription
+ * (a ring or a priority queue; waiting forever or with a long timeout),
+ * each proven asleep in futex(2) by /proc/self/task/<tid>/syscall (seen
+ * twice, a while apart, after the thread announced the call), and the
+ * subscription is unsubscribed: every receiver must wake with -EPIPE,
+ * within the hang limit, and every message (some queued on a sibling
+ * subscription unsubscribed with it) goes back to the pool. Under
+ * ASan/TSan (scripts/test runs this program in both) a use after free or
+ * a race in the wake-up is reported.
+ *
  * Run with no arguments: the CI-size run of every configuration, one
  * summary line each; exit status 1 on any violation, 2 on a hang.
- * QUAY_STRESS_SCALE=N multiplies the messages. ThreadSanitizer builds
- * run half of the messages.
+ * QUAY_STRESS_SCALE=N multiplies the messages and the fault rounds.
+ * ThreadSanitizer builds run half of the messages (and every round).
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -28,7 +39,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -453,6 +466,177 @@ run(const struct config *c, uint64_t scale, int64_t hang_s)
 	return atomic_load(&violations) != 0;
 }
 
+/* ---- fault: unsubscribe while receivers sleep in quay_sub_receive ---- */
+
+#define FAULT_ROUNDS 1000
+#define FAULT_RECV_MAX 3
+
+struct sleeper {
+	quay_sub *sub;
+	int64_t timeout_ns;
+	_Atomic int tid;            /* set just before the blocking call */
+	_Atomic int done;
+	int r;
+	pthread_t th;
+};
+
+/* True if thread tid is blocked in futex(2) right now. */
+static bool
+in_futex(int tid)
+{
+	char path[64];
+	FILE *fp;
+	long nr = -1;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", tid);
+	fp = fopen(path, "r");
+	if (fp == NULL)
+		return false;
+	if (fscanf(fp, "%ld", &nr) != 1)
+		nr = -1;
+	fclose(fp);
+	return nr == SYS_futex;
+}
+
+static void *
+sleeper_main(void *arg)
+{
+	struct sleeper *z = arg;
+	quay_msg *m;
+	int r;
+
+	/* A first try registers the thread (RCU) and must find nothing: the
+	 * only futex the next call can sleep in is the subscription's. */
+	r = quay_sub_receive(z->sub, &m, 0);
+	if (r != -ETIMEDOUT && r != -EAGAIN) {
+		if (r == 0)
+			quay_msg_unref(m);
+		atomic_fetch_add(&violations, 1);
+		fprintf(stderr, "stress_bus: unsub-sleeping: first try %d on an empty queue\n", r);
+	}
+	atomic_store_explicit(&z->tid, (int)syscall(SYS_gettid), memory_order_release);
+	z->r = quay_sub_receive(z->sub, &m, z->timeout_ns);
+	if (z->r == 0)
+		quay_msg_unref(m);
+	atomic_store_explicit(&z->done, 1, memory_order_release);
+	return NULL;
+}
+
+/* Wait until z's thread sleeps in futex(2), seen twice 200 us apart. */
+static bool
+await_asleep(struct sleeper *z, int64_t deadline)
+{
+	struct timespec ts = { 0, 200000 };
+	int tid, seen = 0;
+
+	while ((tid = atomic_load_explicit(&z->tid, memory_order_acquire)) == 0) {
+		if (qt_now_ns() > deadline)
+			return false;
+		nanosleep(&ts, NULL);
+	}
+	while (seen < 2) {
+		seen = in_futex(tid) ? seen + 1 : 0;
+		if (atomic_load_explicit(&z->done, memory_order_acquire) || qt_now_ns() > deadline)
+			return false;
+		nanosleep(&ts, NULL);
+	}
+	return true;
+}
+
+static int
+run_unsub_sleeping(uint64_t scale, int64_t hang_s)
+{
+	static const struct config fcfg = { "unsub-sleeping", 0, false, false, 8, 0 };
+	uint64_t rounds = FAULT_ROUNDS * scale, slept = 0, epipe = 0;
+	struct sleeper z[FAULT_RECV_MAX];
+	struct quay_pool_stats ps;
+	double t0 = qt_now_s();
+
+	cfg = &fcfg;
+	atomic_store(&violations, 0);
+	if (quay_pool_create((size_t)4 << 20, NULL, &pool) != 0 || quay_bus_create(NULL, &bus) != 0) {
+		fprintf(stderr, "stress_bus: setup failed\n");
+		return 2;
+	}
+	for (uint64_t k = 0; k < rounds; k++) {
+		struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
+		int n = 1 + (int)(k % FAULT_RECV_MAX);
+		int64_t deadline = qt_now_ns() + hang_s * 1000000000LL;
+		quay_sub *s, *sib;
+
+		/* A ring or a priority queue; forever or a timeout far longer
+		 * than the run, so only the unsubscribe can wake them. */
+		o.priorities = (k / FAULT_RECV_MAX) % 2 ? LEVELS : 0;
+		o.capacity = 8;
+		sib = subscribe("fault.>", QUAY_SUB_BLOCK, 8, NULL);
+		if (quay_bus_subscribe(bus, "fault.x", &o, &s) != 0) {
+			fprintf(stderr, "stress_bus: unsub-sleeping: subscribe failed\n");
+			return 2;
+		}
+		/* Messages only the sibling gets: released by its unsubscribe. */
+		for (uint64_t i = 0; i < k % 5; i++) {
+			quay_msg *m;
+
+			if (quay_msg_new(pool, &i, sizeof(i), &m) != 0 || quay_bus_publish(bus, "fault.y", m) != 1) {
+				fprintf(stderr, "stress_bus: unsub-sleeping: publish failed\n");
+				return 2;
+			}
+		}
+		for (int i = 0; i < n; i++) {
+			z[i].sub = s;
+			z[i].timeout_ns = (k / (2 * FAULT_RECV_MAX)) % 2 ? -1 : (int64_t)3600 * 1000000000;
+			atomic_store(&z[i].tid, 0);
+			atomic_store(&z[i].done, 0);
+			z[i].r = 99;
+			pthread_create(&z[i].th, NULL, sleeper_main, &z[i]);
+		}
+		for (int i = 0; i < n; i++) {
+			if (!await_asleep(&z[i], deadline)) {
+				fprintf(stderr, "stress_bus: unsub-sleeping: round %" PRIu64 " receiver %d never "
+				    "slept in futex (done %d, r %d)\n", k, i, atomic_load(&z[i].done), z[i].r);
+				return 2;
+			}
+			slept++;
+		}
+		if (quay_bus_unsubscribe(s) != 0 || quay_bus_unsubscribe(sib) != 0) {
+			fprintf(stderr, "stress_bus: unsub-sleeping: unsubscribe failed\n");
+			return 2;
+		}
+		for (int i = 0; i < n; i++) {
+			struct timespec ts = { 0, 100000 };
+
+			while (!atomic_load_explicit(&z[i].done, memory_order_acquire)) {
+				if (qt_now_ns() > deadline) {
+					fprintf(stderr, "stress_bus: unsub-sleeping: HANG: round %" PRIu64
+					    " receiver %d not woken by unsubscribe\n", k, i);
+					return 2;
+				}
+				nanosleep(&ts, NULL);
+			}
+			pthread_join(z[i].th, NULL);
+			if (z[i].r == -EPIPE) {
+				epipe++;
+			} else {
+				atomic_fetch_add(&violations, 1);
+				fprintf(stderr, "stress_bus: unsub-sleeping: round %" PRIu64 " receiver %d got %d, "
+				    "not -EPIPE\n", k, i, z[i].r);
+			}
+		}
+	}
+	quay_bus_destroy(bus);
+	if (quay_pool_stats(pool, &ps) != 0 || ps.in_use != 0) {
+		fprintf(stderr, "stress_bus: unsub-sleeping: %" PRIu64 " messages leaked\n", ps.in_use);
+		atomic_fetch_add(&violations, 1);
+	}
+	quay_pool_destroy(pool);
+	printf("stress_bus %-20s rounds=%" PRIu64 " receivers_slept=%" PRIu64 " woken_epipe=%" PRIu64
+	       " violations=%" PRIu64 " %.2fs\n",
+	    "unsub-sleeping", rounds, slept, epipe, atomic_load(&violations),
+	    qt_now_s() - t0);
+	fflush(stdout);
+	return atomic_load(&violations) != 0;
+}
+
 int
 main(void)
 {
@@ -463,6 +647,12 @@ main(void)
 
 	for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {
 		int r = run(&configs[i], scale, hang_s);
+		if (r == 2)
+			return 2;
+		rc |= r;
+	}
+	{
+		int r = run_unsub_sleeping(scale, hang_s);
 		if (r == 2)
 			return 2;
 		rc |= r;

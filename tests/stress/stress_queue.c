@@ -25,6 +25,20 @@
  *     redriven_out equal to the source's dead_lettered.
  * Per-producer order is not checked: retries reorder by design.
  *
+ * The "ttl" configurations give one message in 32 a TTL of 0..2 ms: many
+ * expire at the head of the queue and are dead-lettered by a receive
+ * (receive_batch then ends the batch and renews its earlier leases), and
+ * come back by redrive, which clears the TTL: the checks above still
+ * hold. (A TTL-expired message is counted in dead_lettered, as poison.)
+ *
+ * Then "foreign" (issue 19): one message at a time is sent to two
+ * queues with 4 lease slots each, so their leases often have the same
+ * slot, generation and message; C consumers each hold a lease of both
+ * queues at once and, before acking, ack / nack / extend each lease on
+ * the other queue, which must return -ENOENT and change nothing: each
+ * queue acks each message exactly once, every own ack (long leases)
+ * returns 0, and both queues end empty.
+ *
  * No arguments: the CI-size run of every configuration (smaller under
  * ThreadSanitizer). QUAY_STRESS_SCALE=N multiplies the messages.
  * Prints one line per configuration; exits 1 on any violation.
@@ -64,6 +78,7 @@ struct cfg {
 	size_t max_in_flight;      /* 0: capacity */
 	int64_t visibility_ns;     /* 0: 3 ms */
 	bool no_walk;              /* no walking away (long leases) */
+	bool ttl;                  /* 1 in 32 messages gets a TTL of 0..2 ms */
 };
 
 struct run {
@@ -137,6 +152,13 @@ producer(void *arg)
 			sched_yield();
 		if (r->c->levels > 1)
 			quay_msg_set_priority(m, (unsigned)(qt_rand(&rng) % r->c->levels));
+		if (r->c->ttl && qt_rand(&rng) % 32 == 0) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);      /* the queue's clock */
+			quay_msg_set_expires_ns(m, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec +
+			    (int64_t)(qt_rand(&rng) % (2 * MS)));
+		}
 		while (quay_queue_send(r->q, m) != 0) {
 			__atomic_fetch_add(&r->send_retries, 1, __ATOMIC_RELAXED);
 			if (++spins > 16)
@@ -230,7 +252,7 @@ consumer(void *arg)
 	struct run *r = arg;
 	uint64_t rng = 0xabcdef + (uint64_t)__atomic_fetch_add(&r->consumer_id, 1, __ATOMIC_RELAXED);
 	quay_lease ls[8];
-	struct zombie z = { false, { NULL, 0, 0, 0, 0 }, 0 };
+	struct zombie z = { .have = false };
 
 	while (__atomic_load_n(&r->phase, __ATOMIC_ACQUIRE) != 3) {
 		zombie_try(r, &z);
@@ -298,8 +320,11 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 			break;
 		if (qt_now_s() - t0 > limit) {
 			/* Threads may be stuck for good: report and leave. */
-			fprintf(stderr, "stress-queue %s: phase 1 hung (acked %llu, dead %llu of %u): FAIL\n", c->name,
-			    (unsigned long long)r.acked_total, (unsigned long long)s.dead_lettered, r.total);
+			fprintf(stderr, "stress-queue %s: phase 1 hung (acked %llu, dead %llu of %u; ready %llu "
+			    "delayed %llu in flight %llu sent %llu): FAIL\n", c->name,
+			    (unsigned long long)r.acked_total, (unsigned long long)s.dead_lettered, r.total,
+			    (unsigned long long)s.ready, (unsigned long long)s.delayed,
+			    (unsigned long long)s.in_flight, (unsigned long long)s.sent);
 			_exit(1);
 		}
 		qt_sleep_ns(MS);
@@ -343,14 +368,15 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 	if (lost != 0 || r.dup != 0 || r.corrupt != 0 || r.zombie_accepted != 0 || r.bad_extends != 0)
 		bad = 1;
 	printf("stress-queue %-12s P%dC%d msgs %u: lost %llu dup %llu corrupt %llu stale-ack-accepted %llu/%llu bad-extend %llu/%llu | received %llu acked %llu "
-	       "nacked %llu walked-away %llu lease-expired %llu retried %llu dead-lettered %llu redriven %llu "
+	       "nacked %llu walked-away %llu lease-expired %llu retried %llu ttl-expired %llu dead-lettered %llu redriven %llu "
 	       "send-full %llu | %.2f s %s\n",
 	    c->name, c->producers, c->consumers, r.total, (unsigned long long)lost, (unsigned long long)r.dup,
 	    (unsigned long long)r.corrupt, (unsigned long long)r.zombie_accepted,
 	    (unsigned long long)r.zombie_tries, (unsigned long long)r.bad_extends,
 	    (unsigned long long)r.extends, (unsigned long long)s.received, (unsigned long long)s.acked,
 	    (unsigned long long)s.nacked, (unsigned long long)r.expiries, (unsigned long long)s.lease_expired,
-	    (unsigned long long)s.retried, (unsigned long long)s.dead_lettered, (unsigned long long)redriven,
+	    (unsigned long long)s.retried, (unsigned long long)s.ttl_expired, (unsigned long long)s.dead_lettered,
+	    (unsigned long long)redriven,
 	    (unsigned long long)r.send_retries, qt_now_s() - t0, bad ? "FAIL" : "ok");
 	quay_queue_destroy(r.q);
 	quay_queue_destroy(r.dlq);
@@ -363,19 +389,180 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 	return bad;
 }
 
+/* ---- foreign leases (issue 19) ---------------------------------------- */
+
+struct frun {
+	quay_queue *q[2];
+	uint32_t total;
+	uint32_t *acks[2];         /* per message and queue: successful acks */
+	uint64_t acked;            /* atomic: acks that returned 0 (own, and wrongly foreign) */
+	uint64_t tries;            /* atomic: foreign ack / nack / extend calls */
+	uint64_t wrong;            /* atomic: ... that did not return -ENOENT */
+	uint64_t succeeded;        /* atomic: ... that returned 0 (changed the other queue) */
+	uint64_t own_refused;      /* atomic: own acks that did not return 0 */
+	uint64_t dup;              /* atomic */
+	int stop;                  /* atomic */
+	int id;                    /* atomic: next consumer number */
+};
+
+static void *
+foreign_consumer(void *arg)
+{
+	struct frun *f = arg;
+	int me = __atomic_fetch_add(&f->id, 1, __ATOMIC_RELAXED);
+	uint64_t rng = 0x5eed + (uint64_t)me;
+
+	while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+		quay_lease l[2];
+		bool have[2];
+
+		/* Hold a lease of each queue at once (often the same message,
+		 * slot and generation), then try each on the other queue. */
+		for (int w = 0; w < 2; w++)
+			have[w] = quay_queue_receive(f->q[w], &l[w], MS) == 0;
+		for (int w = 0; w < 2; w++) {
+			int rc;
+
+			if (!have[w])
+				continue;
+			switch (qt_rand(&rng) % 3) {
+			case 0:
+				rc = quay_queue_ack(f->q[!w], &l[w]);
+				if (rc == 0)    /* the other queue's delivery ended */
+					__atomic_fetch_add(&f->acked, 1, __ATOMIC_RELEASE);
+				break;
+			case 1:
+				rc = quay_queue_nack(f->q[!w], &l[w], "foreign");
+				break;
+			default:
+				rc = quay_queue_extend(f->q[!w], &l[w], (qt_rand(&rng) & 1) ? MS : 20000 * MS);
+				break;
+			}
+			__atomic_fetch_add(&f->tries, 1, __ATOMIC_RELAXED);
+			if (rc != -ENOENT)
+				__atomic_fetch_add(&f->wrong, 1, __ATOMIC_RELAXED);
+			if (rc == 0)
+				__atomic_fetch_add(&f->succeeded, 1, __ATOMIC_RELAXED);
+		}
+		for (int w = 0; w < 2; w++) {
+			uint32_t id;
+
+			if (!have[w])
+				continue;
+			memcpy(&id, quay_msg_body(l[w].msg), sizeof(id));
+			if (quay_queue_ack(f->q[w], &l[w]) != 0) {
+				__atomic_fetch_add(&f->own_refused, 1, __ATOMIC_RELAXED);
+			} else {
+				if (id < f->total && __atomic_add_fetch(&f->acks[w][id], 1, __ATOMIC_RELAXED) > 1)
+					__atomic_fetch_add(&f->dup, 1, __ATOMIC_RELAXED);
+				__atomic_fetch_add(&f->acked, 1, __ATOMIC_RELEASE);
+			}
+			quay_msg_unref(l[w].msg);
+		}
+	}
+	return NULL;
+}
+
+static int
+run_foreign(int consumers, uint32_t total)
+{
+	struct frun f;
+	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	quay_pool *pool;
+	pthread_t th[16];
+	struct quay_queue_stats s[2];
+	uint64_t lost = 0;
+	double t0 = qt_now_s(), limit = QT_TSAN ? 120.0 : 40.0;
+	int bad = 0;
+
+	alarm((unsigned)limit + 20);
+	memset(&f, 0, sizeof(f));
+	f.total = total;
+	f.acks[0] = calloc(total, sizeof(uint32_t));
+	f.acks[1] = calloc(total, sizeof(uint32_t));
+	if (f.acks[0] == NULL || f.acks[1] == NULL || quay_pool_create((size_t)16 << 20, NULL, &pool) != 0)
+		return 1;
+	o.capacity = 64;
+	o.max_in_flight = 4;             /* few slots: slot and gen coincide often */
+	o.visibility_ns = 10000 * MS;    /* every own ack is in time */
+	o.flags = QUAY_QUEUE_NO_BACKOFF;
+	o.name = "foreign-a";
+	if (quay_queue_create(&o, &f.q[0]) != 0)
+		return 1;
+	o.name = "foreign-b";
+	if (quay_queue_create(&o, &f.q[1]) != 0)
+		return 1;
+	for (int i = 0; i < consumers; i++)
+		pthread_create(&th[i], NULL, foreign_consumer, &f);
+	for (uint32_t id = 0; id < total; id++) {
+		quay_msg *m = NULL;
+
+		while (quay_msg_new(pool, &id, sizeof(id), &m) != 0)
+			sched_yield();
+		quay_msg_ref(m);
+		for (int w = 0; w < 2; w++)
+			while (quay_queue_send(f.q[w], m) != 0)
+				sched_yield();
+	}
+	while (__atomic_load_n(&f.acked, __ATOMIC_ACQUIRE) < 2 * (uint64_t)total) {
+		if (qt_now_s() - t0 > limit) {
+			fprintf(stderr, "stress-queue foreign: hung (acked %llu of %u): FAIL\n",
+			    (unsigned long long)f.acked, 2 * total);
+			_exit(1);
+		}
+		qt_sleep_ns(MS);
+	}
+	__atomic_store_n(&f.stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < consumers; i++)
+		pthread_join(th[i], NULL);
+	for (int w = 0; w < 2; w++) {
+		for (uint32_t i = 0; i < total; i++)
+			if (f.acks[w][i] == 0)
+				lost++;
+		quay_queue_stats(f.q[w], &s[w]);
+		if (s[w].sent != total || s[w].acked != total || s[w].nacked != 0 ||
+		    s[w].ready + s[w].delayed + s[w].in_flight != 0) {
+			fprintf(stderr, "stress-queue foreign: queue %d: sent %llu acked %llu nacked %llu\n", w,
+			    (unsigned long long)s[w].sent, (unsigned long long)s[w].acked,
+			    (unsigned long long)s[w].nacked);
+			bad = 1;
+		}
+	}
+	if (lost != 0 || f.dup != 0 || f.wrong != 0 || f.own_refused != 0)
+		bad = 1;
+	printf("stress-queue %-12s C%d msgs %u x 2 queues: lost %llu dup %llu foreign-not-ENOENT %llu/%llu "
+	       "(returned 0: %llu) own-ack-refused %llu | %.2f s %s\n",
+	    "foreign", consumers, total, (unsigned long long)lost, (unsigned long long)f.dup,
+	    (unsigned long long)f.wrong, (unsigned long long)f.tries, (unsigned long long)f.succeeded,
+	    (unsigned long long)f.own_refused,
+	    qt_now_s() - t0, bad ? "FAIL" : "ok");
+	quay_queue_destroy(f.q[0]);
+	quay_queue_destroy(f.q[1]);
+	if (quay_pool_destroy(pool) != 0) {
+		fprintf(stderr, "stress-queue foreign: messages leaked\n");
+		bad = 1;
+	}
+	free(f.acks[0]);
+	free(f.acks[1]);
+	alarm(0);
+	return bad;
+}
+
 int
 main(int argc, char **argv)
 {
 	static const struct cfg cfgs[] = {
-		{ "1x1", 1, 1, 1, 4096, false, 0, 0, false },
-		{ "2x2", 2, 2, 1, 4096, false, 0, 0, false },
-		{ "4x4-prio", 4, 4, 4, 4096, false, 0, 0, false },
-		{ "1x4-batch", 1, 4, 1, 4096, true, 0, 0, false },
-		{ "4x1-small", 4, 1, 2, 64, false, 0, 0, false },
+		{ "1x1", 1, 1, 1, 4096, false, 0, 0, false, false },
+		{ "2x2", 2, 2, 1, 4096, false, 0, 0, false, false },
+		{ "4x4-prio", 4, 4, 4, 4096, false, 0, 0, false, false },
+		{ "1x4-batch", 1, 4, 1, 4096, true, 0, 0, false, false },
+		{ "4x1-small", 4, 1, 2, 64, false, 0, 0, false, false },
 		/* Long leases, few slots: the expiry FIFO (1024 entries) fills
 		 * with stale entries every ~1000 receives and the receivers
 		 * that find it full drain it while the others go on. */
-		{ "2x3-fifo", 2, 3, 1, 4096, false, 16, 10000 * MS, true },
+		{ "2x3-fifo", 2, 3, 1, 4096, false, 16, 10000 * MS, true, false },
+		{ "2x2-ttl", 2, 2, 2, 4096, false, 0, 0, false, true },
+		{ "2x4-batch-ttl", 2, 4, 1, 4096, true, 0, 0, false, true },
 	};
 	const char *env = getenv("QUAY_STRESS_SCALE");
 	long scale = env != NULL ? strtol(env, NULL, 10) : 1;
@@ -390,5 +577,6 @@ main(int argc, char **argv)
 		scale = 1;
 	for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++)
 		bad |= run_cfg(&cfgs[i], (uint32_t)(base * (uint32_t)scale / (uint32_t)cfgs[i].producers));
+	bad |= run_foreign(4, base / 5 * (uint32_t)scale);
 	return bad;
 }

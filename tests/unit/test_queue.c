@@ -1819,6 +1819,200 @@ extend_concurrent_with_timer(void **state)
 	quay_queue_destroy(r.q);
 }
 
+/* ---- issue 19: stale lease deadlines, foreign leases ------------------ */
+
+/* A dead-letter hook that stands for slow dead-lettering (a durable
+ * queue's fdatasync per message): each call moves the fake clock on by
+ * the ctx's step. */
+static void
+on_dead_slow(void *ctx, const quay_msg *msg, quay_queue_dlq_reason why)
+{
+	(void)msg;
+	(void)why;
+	qt_set_time(qt_fake_clock(NULL) + *(const int64_t *)ctx);
+}
+
+#define SLOW_N 200
+
+/* Send n messages whose TTL has passed by the time the clock is moved
+ * past QT_T0 + 2 ms. */
+static void
+send_expired(quay_queue *q, size_t n, uint64_t base)
+{
+	for (size_t i = 0; i < n; i++) {
+		quay_msg *m = mkmsg(base + i);
+
+		quay_msg_set_expires_ns(m, QT_T0 + MS);
+		assert_int_equal(quay_queue_send(q, m), 0);
+	}
+}
+
+/* The lease rule: a lease handed out now runs at least visibility from
+ * now, and an immediate ack succeeds. */
+static void
+assert_fresh_lease(quay_queue *q, quay_lease *l, int64_t vis)
+{
+	int64_t now = qt_fake_clock(NULL);
+
+	if (l->deadline_ns - now < vis)
+		fail_msg("lease handed out at %lld with deadline %lld: %lld ns left, visibility %lld",
+		    (long long)(now - QT_T0), (long long)(l->deadline_ns - QT_T0),
+		    (long long)(l->deadline_ns - now), (long long)vis);
+	assert_int_equal(quay_queue_ack(q, l), 0);
+	done(l);
+}
+
+/* Issue 19.3: TTL-expired messages at the head are dead-lettered by the
+ * receive; the lease it then issues must not be computed from the clock
+ * reading taken before that work. */
+static void
+lease_deadline_after_ttl_dead_letters(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	int64_t step = MS;
+	quay_queue *q;
+	quay_lease l;
+
+	(void)state;
+	o.capacity = 256;
+	o.visibility_ns = 50 * MS;
+	o.max_attempts = 1;
+	o.on_dead_letter = on_dead_slow;
+	o.hook_ctx = &step;
+	q = mkq(&o);
+	send_expired(q, SLOW_N, 1000);
+	send_v(q, 7);
+	qt_set_time(QT_T0 + 2 * MS);
+	assert_int_equal(recv_v(q, &l), 7);
+	assert_int_equal(stats(q).ttl_expired, SLOW_N);
+	assert_fresh_lease(q, &l, o.visibility_ns);
+	assert_int_equal(stats(q).acked, 1);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+/* The same through quay_queue_receive_batch(): the slow work happens
+ * after the batch's first lease was issued, so every lease of the batch
+ * must still run visibility from the moment the batch returns. */
+static void
+batch_lease_deadlines_after_slow_work(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	int64_t step = MS;
+	quay_queue *q;
+	quay_lease l[3];
+
+	(void)state;
+	o.capacity = 256;
+	o.visibility_ns = 50 * MS;
+	o.max_attempts = 1;
+	o.on_dead_letter = on_dead_slow;
+	o.hook_ctx = &step;
+	q = mkq(&o);
+	send_v(q, 1);
+	send_expired(q, SLOW_N, 1000);
+	send_v(q, 2);
+	send_v(q, 3);
+	qt_set_time(QT_T0 + 2 * MS);
+	/* However the batches split them, 1, 2, 3 come in order, each with
+	 * a fresh lease. */
+	for (uint64_t seen = 0, calls = 0; seen < 3; calls++) {
+		size_t k = quay_queue_receive_batch(q, l, 3, 0);
+
+		assert_true(k >= 1 && k <= 3 - seen && calls < 3);
+		for (size_t i = 0; i < k; i++) {
+			assert_int_equal(val(l[i].msg), ++seen);
+			assert_fresh_lease(q, &l[i], o.visibility_ns);
+		}
+	}
+	assert_int_equal(stats(q).ttl_expired, SLOW_N);
+	assert_int_equal(stats(q).acked, 3);
+	assert_int_equal(stats(q).lease_expired, 0);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+/* The timer work a receive runs first (here: expired leases dead-lettered
+ * at max_attempts 1) is slow work too. */
+static void
+lease_deadline_after_timer_work(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	int64_t step = MS;
+	quay_queue *q;
+	static quay_lease old[SLOW_N];
+	quay_lease l;
+
+	(void)state;
+	o.capacity = 256;
+	o.visibility_ns = 50 * MS;
+	o.max_attempts = 1;
+	o.on_dead_letter = on_dead_slow;
+	o.hook_ctx = &step;
+	q = mkq(&o);
+	for (uint64_t i = 0; i < SLOW_N; i++) {
+		send_v(q, 1000 + i);
+		assert_int_equal(recv_v(q, &old[i]), 1000 + i);
+	}
+	send_v(q, 7);
+	/* Every lease above has expired; the receive's timer run finds them
+	 * (the send came before: its own timer run had nothing due). */
+	qt_set_time(QT_T0 + 60 * MS);
+	assert_int_equal(recv_v(q, &l), 7);
+	assert_fresh_lease(q, &l, o.visibility_ns);
+	assert_int_equal(stats(q).lease_expired, SLOW_N);
+	for (int i = 0; i < SLOW_N; i++) {
+		assert_int_equal(quay_queue_ack(q, &old[i]), -ESTALE);
+		done(&old[i]);
+	}
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+/* Issue 19.4: two queues holding one message issue the same slot and
+ * generation; a lease of one is unknown to the other (-ENOENT for ack,
+ * nack and extend) and changes nothing there. */
+static void
+foreign_lease_is_enoent(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q1, *q2;
+	quay_lease l1, l2;
+	quay_msg *m = mkmsg(5);
+
+	(void)state;
+	q1 = mkq(&o);
+	o.name = "other";
+	q2 = mkq(&o);
+	quay_msg_ref(m);
+	assert_int_equal(quay_queue_send(q1, m), 0);
+	assert_int_equal(quay_queue_send(q2, m), 0);
+	assert_int_equal(recv_v(q1, &l1), 5);
+	assert_int_equal(recv_v(q2, &l2), 5);
+	/* The fence fields are alike: only the queue tells them apart. */
+	assert_int_equal(l1.slot, l2.slot);
+	assert_int_equal(l1.gen, l2.gen);
+	assert_ptr_equal(l1.msg, l2.msg);
+	assert_int_equal(quay_queue_ack(q2, &l1), -ENOENT);
+	assert_int_equal(quay_queue_nack(q2, &l1, "x"), -ENOENT);
+	assert_int_equal(quay_queue_extend(q2, &l1, 5 * MS), -ENOENT);
+	assert_int_equal(quay_queue_extend(q2, &l1, 5000 * MS), -ENOENT);
+	assert_int_equal(quay_queue_ack(q1, &l2), -ENOENT);
+	assert_int_equal(stats(q2).acked, 0);
+	assert_int_equal(stats(q2).nacked, 0);
+	assert_int_equal(stats(q2).in_flight, 1);
+	/* The real holders are unharmed. */
+	assert_int_equal(quay_queue_extend(q2, &l2, 10 * MS), 0);
+	assert_int_equal(quay_queue_ack(q2, &l2), 0);
+	assert_int_equal(quay_queue_ack(q1, &l1), 0);
+	done(&l1);
+	done(&l2);
+	check_conservation(q1);
+	check_conservation(q2);
+	quay_queue_destroy(q2);
+	quay_queue_destroy(q1);
+}
+
 int
 main(void)
 {
@@ -1863,6 +2057,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(huge_times_saturate, setup, teardown),
 		cmocka_unit_test_setup_teardown(oldest_age_covers_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(dedup_capacity_is_available, setup, teardown),
+		cmocka_unit_test_setup_teardown(lease_deadline_after_ttl_dead_letters, setup, teardown),
+		cmocka_unit_test_setup_teardown(batch_lease_deadlines_after_slow_work, setup, teardown),
+		cmocka_unit_test_setup_teardown(lease_deadline_after_timer_work, setup, teardown),
+		cmocka_unit_test_setup_teardown(foreign_lease_is_enoent, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
