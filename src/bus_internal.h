@@ -157,4 +157,7 @@ struct quayi_bus_group *quayi_bus_sub_group(const struct quay_sub *sub);
 /* Whether a subscription records receive latency (bus.c). */
 bool quayi_bus_sub_stamps(const struct quay_sub *sub);
 
+/* The bus's name (read-only after create; for the HTTP module). */
+const char *quayi_bus_name(const quay_bus *bus);
+
 #endif /* QUAY_BUS_INTERNAL_H */

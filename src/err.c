@@ -18,6 +18,9 @@ quay_strerror(int err)
 	case ENOSPC:    return "no space left on device";
 	case ESTALE:    return "stale lease: the message was redelivered";
 	case ENOENT:    return "no such object";
+	case EEXIST:    return "already exists";
+	case EADDRINUSE: return "address in use";
+	case EACCES:    return "permission denied";
 	default:        return "unknown error";
 	}
 }

@@ -17,6 +17,9 @@
  *   -ENOSPC     no space left on the device holding a log
  *   -ESTALE     a lease expired and its message was handed out again
  *   -ENOENT     no such object (unknown lease, subscription, ...)
+ *   -EEXIST     the object is there already (added twice, ...)
+ *   -EADDRINUSE the address (a TCP port) is taken
+ *   -EACCES     the system refused (binding a privileged port, ...)
  *
  * quay_strerror() names each of them; a unit test keeps this list, the
  * codes documented in every public header, and quay_strerror() in sync.
