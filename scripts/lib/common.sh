@@ -9,6 +9,7 @@ QUAY_PACKAGES=(
 	meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev python3
 	libck-dev liburcu-dev libcmocka-dev libbenchmark-dev relacy-dev
 	libzmq3-dev libsqlite3-dev spin
+	libmicrohttpd-dev prometheus chromium
 )
 
 note() { printf '\033[1m==> %s\033[0m\n' "$*"; }
