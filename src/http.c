@@ -41,7 +41,7 @@
 #include <quay/http.h>
 
 #define SAMPLES 64u             /* one a second: a minute and a bit */
-#define HWIN 7u                 /* ack-latency copies, every 10 s */
+#define HWIN 8u                 /* ack-latency copies, every 10 s: 70..80 s */
 #define HWIN_EVERY 10u
 #define NEAR_FULL_PCT 90u
 
@@ -428,8 +428,9 @@ rate(const struct sample *s, const uint64_t *cur, int64_t tnow, size_t k, int64_
 	return (double)(cur[k] - best->v[k]) * 1e9 / (double)(tnow - best->t);
 }
 
-/* The ack-latency histogram over the last minute or so: now minus the
- * oldest copy taken at most 70 s ago (all of it if none). Lock held. */
+/* The ack-latency histogram over the last minute: now minus the newest
+ * copy taken at least 60 s ago (so 60..70 s); all of it (since the queue
+ * was created) while no copy is that old. Lock held. */
 static void
 latency_window(const struct hq *e, struct quay_hist_data *now, struct quay_hist_data *win)
 {
@@ -439,8 +440,8 @@ latency_window(const struct hq *e, struct quay_hist_data *now, struct quay_hist_
 	bool any = false;
 
 	for (size_t i = 0; i < HWIN; i++)
-		if (e->hw_t[i] != 0 && t - e->hw_t[i] <= 70 * (int64_t)1000000000 &&
-		    (base == NULL || e->hw_t[i] < bt)) {
+		if (e->hw_t[i] != 0 && t - e->hw_t[i] >= 60 * (int64_t)1000000000 &&
+		    (base == NULL || e->hw_t[i] > bt)) {
 			base = &e->hw[i];
 			bt = e->hw_t[i];
 		}
