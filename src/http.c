@@ -407,23 +407,30 @@ sampler_main(void *arg)
 }
 
 /*
- * Rate per second of counter k between now (cur, taken at tnow) and the
- * oldest sample at most `span` ns old (at least one sample back). 0 when
- * there is no such sample. Lock held.
+ * Rate per second of counter k from the newest sample at least 0.9 x
+ * span old to now (cur, read at tnow): about `span`, never much less.
+ * While no sample is that old (a young server), from the oldest one.
+ * 0 when there is no sample at least 1 ms old. Lock held.
  */
 static double
 rate(const struct sample *s, const uint64_t *cur, int64_t tnow, size_t k, int64_t span)
 {
-	const struct sample *best = NULL;
+	const struct sample *best = NULL, *oldest = NULL;
+	int64_t min_age = span - span / 10;
 
 	for (size_t i = 0; i < SAMPLES; i++) {
-		if (s[i].t == 0 || s[i].t >= tnow || tnow - s[i].t > span + span / 10)
+		int64_t age = tnow - s[i].t;
+
+		if (s[i].t == 0 || age < 1000000)
 			continue;
-		/* The oldest within the span: the widest window. */
-		if (best == NULL || s[i].t < best->t)
+		if (age >= min_age && (best == NULL || s[i].t > best->t))
 			best = &s[i];
+		if (oldest == NULL || s[i].t < oldest->t)
+			oldest = &s[i];
 	}
-	if (best == NULL || tnow - best->t < 1000000)
+	if (best == NULL)
+		best = oldest;
+	if (best == NULL)
 		return 0.0;
 	return (double)(cur[k] - best->v[k]) * 1e9 / (double)(tnow - best->t);
 }
