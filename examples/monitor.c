@@ -3,7 +3,7 @@
  * monitor: the HTTP observability endpoint (quay/http.h) over a live
  * workload.
  *
- *   monitor [-p PORT] [-a ADDR] [-t TOKEN] [-s SECONDS] [-q SECONDS]
+ *   monitor [-p PORT] [-a ADDR] [-t TOKEN] [-s SECONDS] [-q SECONDS] [-e N]
  *
  * Three queues ("orders", "emails", "reports"), each with a DLQ, and a
  * bus "events" with two subscriptions. A producer thread per queue sends
@@ -16,7 +16,10 @@
  * free one, printed at start). Runs until interrupted (Ctrl-C), or for
  * -s SECONDS. -q SECONDS stops the producers after that long (the
  * workers go on and drain the queues, the DLQs stay): a steady state for
- * the tests. Prints "monitor: listening on http://ADDR:PORT" once ready.
+ * the tests. -e N adds N small queues ("extra.00", ...) fed by the
+ * "orders" producer in turn and drained by one more worker: how the
+ * dashboard looks with many queues. Prints "monitor: listening on
+ * http://ADDR:PORT" once ready.
  */
 #include <errno.h>
 #include <math.h>
@@ -36,6 +39,7 @@
 #include <quay/stats.h>
 
 #define NQ 3
+#define EXTRA_MAX 200
 #define MS ((int64_t)1000000)
 
 static const char *const names[NQ] = { "orders", "emails", "reports" };
@@ -45,6 +49,8 @@ static const int fail_pct[NQ] = { 2, 10, 30 };
 
 static quay_pool *pool;
 static quay_queue *qs[NQ], *dlqs[NQ];
+static quay_queue *extra[EXTRA_MAX];
+static int nextra;
 static quay_bus *bus;
 static volatile sig_atomic_t interrupted;
 static int stop_all;           /* atomic: workers and listener end */
@@ -98,6 +104,9 @@ producer(void *arg)
 				quay_msg_unref(m);       /* full: the producer moves on */
 		}
 		n++;
+		if (i == 0 && nextra > 0 && quay_msg_new(pool, &n, sizeof(n), &m) == 0 &&
+		    quay_queue_send(extra[n % (uint64_t)nextra], m) != 0)
+			quay_msg_unref(m);
 		if (i == 0 && n % 4 == 0) {
 			quay_msg *e;
 			if (quay_msg_new(pool, &n, sizeof(n), &e) == 0) {
@@ -133,6 +142,25 @@ worker(void *arg)
 }
 
 static void *
+extra_worker(void *arg)
+{
+	quay_lease l;
+	int k = 0;
+
+	(void)arg;
+	while (!__atomic_load_n(&stop_all, __ATOMIC_ACQUIRE)) {
+		if (quay_queue_receive(extra[k++ % nextra], &l, 0) != 0) {
+			if (k % nextra == 0)
+				sleep_ns(MS);
+			continue;
+		}
+		quay_queue_ack(extra[(k - 1) % nextra], &l);
+		quay_msg_unref(l.msg);
+	}
+	return NULL;
+}
+
+static void *
 listener(void *arg)
 {
 	quay_sub *sub = arg;
@@ -147,7 +175,7 @@ listener(void *arg)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: monitor [-p PORT] [-a ADDR] [-t TOKEN] [-s SECONDS] [-q SECONDS]\n");
+	fprintf(stderr, "usage: monitor [-p PORT] [-a ADDR] [-t TOKEN] [-s SECONDS] [-q SECONDS] [-e N]\n");
 	exit(2);
 }
 
@@ -158,23 +186,24 @@ main(int argc, char **argv)
 	struct quay_bus_opts bo = QUAY_BUS_OPTS_INIT;
 	struct quay_sub_opts so = QUAY_SUB_OPTS_INIT;
 	quay_sub *s_all, *s_audit;
-	pthread_t prod[NQ], work[2 * NQ], lis;
+	pthread_t prod[NQ], work[2 * NQ], lis, xw;
 	double seconds = 0, quiesce = 0, t0;
 	quay_stats *stats;
 	quay_http *http;
 	int opt, rc, port = 8080;
 
-	while ((opt = getopt(argc, argv, "p:a:t:s:q:h")) != -1) {
+	while ((opt = getopt(argc, argv, "p:a:t:s:q:e:h")) != -1) {
 		switch (opt) {
 		case 'p': port = atoi(optarg); break;
 		case 'a': ho.addr = optarg; break;
 		case 't': ho.token = optarg; break;
 		case 's': seconds = atof(optarg); break;
 		case 'q': quiesce = atof(optarg); break;
+		case 'e': nextra = atoi(optarg); break;
 		default: usage();
 		}
 	}
-	if (port < 0 || port > 65535 || optind != argc)
+	if (port < 0 || port > 65535 || nextra < 0 || nextra > EXTRA_MAX || optind != argc)
 		usage();
 	ho.port = (uint16_t)port;
 
@@ -198,6 +227,17 @@ main(int argc, char **argv)
 		if ((rc = quay_queue_create(&o, &qs[i])) != 0)
 			goto fail;
 	}
+	for (int i = 0; i < nextra; i++) {
+		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		char name[32];
+
+		snprintf(name, sizeof(name), "extra.%02d", i);
+		o.stats = stats;
+		o.name = name;
+		o.capacity = 1000;
+		if ((rc = quay_queue_create(&o, &extra[i])) != 0)
+			goto fail;
+	}
 	bo.name = "events";
 	bo.stats = stats;
 	if ((rc = quay_bus_create(&bo, &bus)) != 0)
@@ -219,6 +259,9 @@ main(int argc, char **argv)
 		if ((rc = quay_http_add_queue(http, qs[i])) != 0 ||
 		    (rc = quay_http_add_queue(http, dlqs[i])) != 0)
 			goto fail;
+	for (int i = 0; i < nextra; i++)
+		if ((rc = quay_http_add_queue(http, extra[i])) != 0)
+			goto fail;
 	if ((rc = quay_http_add_bus(http, bus)) != 0)
 		goto fail;
 
@@ -229,6 +272,8 @@ main(int argc, char **argv)
 	for (int i = 0; i < 2 * NQ; i++)
 		pthread_create(&work[i], NULL, worker, (void *)(intptr_t)i);
 	pthread_create(&lis, NULL, listener, s_all);
+	if (nextra > 0)
+		pthread_create(&xw, NULL, extra_worker, NULL);
 	printf("monitor: listening on http://%s:%u (dashboard: /dashboard)\n",
 	    ho.addr ? ho.addr : "127.0.0.1", (unsigned)quay_http_port(http));
 	fflush(stdout);
@@ -246,6 +291,8 @@ main(int argc, char **argv)
 	for (int i = 0; i < 2 * NQ; i++)
 		pthread_join(work[i], NULL);
 	pthread_join(lis, NULL);
+	if (nextra > 0)
+		pthread_join(xw, NULL);
 
 	/* The server first: it reads the queues and the bus. */
 	quay_http_stop(http);
@@ -262,6 +309,14 @@ main(int argc, char **argv)
 	for (int i = 0; i < NQ; i++) {
 		quay_queue_destroy(qs[i]);
 		quay_queue_destroy(dlqs[i]);
+	}
+	for (int i = 0; i < nextra; i++) {
+		quay_lease l;
+		while (quay_queue_receive(extra[i], &l, 0) == 0) {
+			quay_queue_ack(extra[i], &l);
+			quay_msg_unref(l.msg);
+		}
+		quay_queue_destroy(extra[i]);
 	}
 	quay_stats_destroy(stats);
 	quay_pool_destroy(pool);

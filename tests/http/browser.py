@@ -11,6 +11,8 @@ updated at least twice.
 2. Settled (producers stopped, queues drained): every number the page
    shows for a queue (sent, ready, delayed, in_flight, dlq) and a
    subscription (pending, delivered, received, dropped) equals /summary.
+3. Many queues (monitor -e 47: 53 queues): the page lists every one and
+   updates; a screenshot (dashboard-50.png) shows how it reads.
 
 usage: browser.py MONITOR_EXE OUTDIR
 """
@@ -130,6 +132,22 @@ def main():
                     check(shown[k] == u[k], 'sub %s %s: page %s, /summary %s' % (u['id'], k, shown[k], u[k]))
         check(any(q['dlq_depth'] > 0 for q in s2['queues']), 'a DLQ holds messages (the page shows a real number)')
         print('settled: every number on the page equals /summary')
+    finally:
+        m.stop()
+    # 3. many queues
+    m = Monitor(exe, '-e', '47')
+    try:
+        time.sleep(2)
+        d = dump(m)
+        _, _, s = m.json('/summary')
+        check(len(s['queues']) == 53, '%d queues' % len(s['queues']))
+        check(d.count >= 2 and set(d.queues) == {q['name'] for q in s['queues']},
+              'all 53 queues on the page (%d shown, %d updates)' % (len(d.queues), d.count))
+        shot50 = os.path.join(os.path.abspath(outdir), 'dashboard-50.png')
+        run_chromium(m.base + '/dashboard', ['--virtual-time-budget=3500', '--window-size=1400,2600',
+                                             '--screenshot=' + shot50], out=outdir)
+        check(os.path.getsize(shot50) > 10000, 'screenshot written')
+        print('50 queues: all on the page; screenshot: ' + shot50)
     finally:
         m.stop()
     print('OK')
