@@ -53,8 +53,10 @@ static quay_queue *extra[EXTRA_MAX];
 static int nextra;
 static quay_bus *bus;
 static volatile sig_atomic_t interrupted;
-static int stop_all;           /* atomic: workers and listener end */
-static int stop_producers;     /* atomic: producers end (-q, or stop_all) */
+/* Stop flags: release store by main, acquire load by the threads (so
+ * the threads see everything main did before stopping them). */
+static int stop_all;           /* workers and listener end */
+static int stop_producers;     /* producers end (-q, or at the end) */
 
 static void
 on_signal(int sig)

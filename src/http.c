@@ -256,10 +256,9 @@ quay_http_add_stats(quay_http *h, quay_stats *s)
 	return rc;
 }
 
-/* A queue's registry: its private one, or the one its gauges are in
- * (the registry pointer of the shared one is not kept by the queue, so
- * the caller's registry is found through quay_http_add_stats() or, for a
- * shared one, through the series handle's registry). */
+/* A queue's registry: its private one, or the shared one its gauges were
+ * made in (the queue does not keep that pointer: the gauge's series
+ * does). */
 static quay_stats *queue_registry(const quay_queue *q);
 
 int
@@ -856,7 +855,8 @@ reply(struct MHD_Connection *c, unsigned status, const char *type, struct buf *b
 		free(b->p);
 		return MHD_NO;      /* closes the connection */
 	}
-	/* HEAD: the same response; libmicrohttpd sends its headers only. */
+	/* HEAD: the same response (Content-Length included); libmicrohttpd
+	 * sends its headers only. */
 	(void)head;
 	r = MHD_create_response_from_buffer(b->len, b->p, MHD_RESPMEM_MUST_FREE);
 	if (r == NULL) {

@@ -1420,7 +1420,7 @@ quay_stats_write_prometheus(const quay_stats_snap *snap, quay_stats_write_fn fn,
 	return quay_stats_write_prometheus_many(&snap, snap != NULL ? 1 : 0, fn, arg);
 }
 
-/* Does snapshot k (< upto) hold a family named name? */
+/* Does the snapshot hold a family named name? */
 static bool
 snap_has_family(const quay_stats_snap *snap, const char *name)
 {

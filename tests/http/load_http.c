@@ -30,6 +30,7 @@
 
 static quay_pool *pool;
 static quay_queue *q;
+/* Stop flags: release store by main, acquire load by the threads. */
 static int stop_movers, stop_clients;
 static uint64_t moved;              /* acks, relaxed: a count read after joins */
 static uint16_t port;

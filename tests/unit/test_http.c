@@ -574,8 +574,8 @@ connection_and_time_limits(void **state)
  * clients see closed connections (ASan checks nothing is leaked). */
 struct hammer {
 	uint16_t port;
-	int stop;
-	unsigned ok, failed;
+	int stop;                /* release by the test, acquire by the clients */
+	unsigned ok, failed;     /* relaxed: counts, read after the joins */
 };
 
 static void *
