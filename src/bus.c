@@ -69,6 +69,7 @@ struct quay_sub {
 	struct quayi_bm_toks toks;
 	quay_counter *c_delivered, *c_received, *c_dropped, *c_rejected, *c_timeouts, *c_released;
 	quay_hist *h_latency;
+	quay_gauge *g_pending;            /* measured by its collector */
 	struct quay_sub *prev, *next;  /* bus list, under the bus mutex */
 	char pattern[QUAY_BUS_SUBJECT_MAX + 1];
 };
@@ -925,6 +926,9 @@ make_counter(quay_stats *st, const char *name, const char *help, const struct qu
 static void
 sub_metrics_free(struct quay_sub *s)
 {
+	/* First: its collector reads the subscription's queue. */
+	quay_gauge_destroy(s->g_pending);
+	s->g_pending = NULL;
 	quay_counter_destroy(s->c_delivered);
 	quay_counter_destroy(s->c_received);
 	quay_counter_destroy(s->c_dropped);
@@ -932,6 +936,15 @@ sub_metrics_free(struct quay_sub *s)
 	quay_counter_destroy(s->c_timeouts);
 	quay_counter_destroy(s->c_released);
 	quay_hist_destroy(s->h_latency);
+}
+
+/* The pending gauge is measured: a snapshot runs this first. */
+static void
+sub_collect(void *arg)
+{
+	struct quay_sub *s = arg;
+
+	quay_gauge_set(s->g_pending, (int64_t)quay_sub_pending(s));
 }
 
 static int
@@ -963,8 +976,12 @@ sub_metrics(struct quay_bus *bus, struct quay_sub *s)
 	         "Queued messages released by unsubscribe", l, nl, &s->c_released)) != 0)
 		goto fail;
 	if (!(s->flags & QUAY_SUB_NO_LATENCY) &&
-	    (r = quay_hist_create(bus->stats, "quay_sub_receive_latency",
-	         "Publish to receive, ns", l, nl, &s->h_latency)) != 0)
+	    (r = quay_hist_create(bus->stats, "quay_sub_receive_latency_seconds",
+	         "Time from publish to receive", l, nl, &s->h_latency)) != 0)
+		goto fail;
+	if ((r = quay_gauge_create(bus->stats, "quay_sub_pending", "Messages queued in a subscription",
+	         l, nl, &s->g_pending)) != 0 ||
+	    (r = quay_gauge_set_collect(s->g_pending, sub_collect, s)) != 0)
 		goto fail;
 	return 0;
 fail:
@@ -1594,6 +1611,12 @@ quay_sub_pending(const quay_sub *sub)
 	if (sub == NULL)
 		return 0;
 	return sub->pq != NULL ? quay_pq_count(sub->pq) : quay_ring_count(sub->ring);
+}
+
+const char *
+quayi_bus_name(const quay_bus *bus)
+{
+	return bus->name;
 }
 
 QUAY_API size_t

@@ -161,4 +161,7 @@ bool quayi_bus_sub_stamps(const struct quay_sub *sub);
 /* The highest message priority a subscription takes (bus.c). */
 uint32_t quayi_bus_sub_prio_max(const struct quay_sub *sub);
 
+/* The bus's name (read-only after create; for the HTTP module). */
+const char *quayi_bus_name(const quay_bus *bus);
+
 #endif /* QUAY_BUS_INTERNAL_H */

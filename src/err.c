@@ -19,10 +19,11 @@ quay_strerror(int err)
 	case ESTALE:    return "stale lease: already acked or nacked, or expired (maybe redelivered)";
 	case ENOENT:    return "no such object";
 	case EEXIST:    return "already exists";
+	case EADDRINUSE: return "address in use";
 	case ECONNREFUSED: return "no server could be reached";
 	case ENOTCONN:  return "not connected: the connection is closed or down";
 	case ENOBUFS:   return "send buffer full: refused";
-	case EACCES:    return "permission denied: credentials refused";
+	case EACCES:    return "permission denied";
 	case ENOTSUP:   return "not supported by the server";
 	default:        return "unknown error";
 	}

@@ -55,4 +55,9 @@ struct quayi_waiter {
 };
 int quayi_wait_for(const struct quayi_waiter *w, int64_t timeout_ns);
 
+/* The registry a gauge belongs to (src/stats.c; NULL for NULL). */
+struct quay_stats;
+struct quay_gauge;
+struct quay_stats *quayi_stats_of_gauge(const struct quay_gauge *g);
+
 #endif /* QUAY_INTERNAL_H */

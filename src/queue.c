@@ -981,31 +981,56 @@ validate(const quay_queue_opts *o)
 	return 0;
 }
 
+/* The gauges are measured, not kept: a snapshot of the registry runs
+ * this first (quay_gauge_set_collect) so they are true when exported. */
+static void
+collect_gauges(void *arg)
+{
+	struct quay_queue_stats st;
+
+	quay_queue_stats(arg, &st);
+}
+
 static int
 make_metrics(quay_queue *q, quay_stats *reg)
 {
-	static const char *const cname[QC_COUNT] = {
-		"quay_queue_sent_total", "quay_queue_received_total", "quay_queue_acked_total",
-		"quay_queue_nacked_total", "quay_queue_retried_total", "quay_queue_lease_expired_total",
-		"quay_queue_ttl_expired_total", "quay_queue_dead_lettered_total",
-		"quay_queue_redriven_total", "quay_queue_dropped_total",
-		"quay_queue_deduplicated_total", "quay_queue_restored_total",
+	static const char *const cname[QC_COUNT][2] = {
+		{ "quay_queue_sent_total", "Messages accepted (sends, dead letters in, redriven in)" },
+		{ "quay_queue_received_total", "Leases issued" },
+		{ "quay_queue_acked_total", "Messages acknowledged" },
+		{ "quay_queue_nacked_total", "Negative acknowledgements" },
+		{ "quay_queue_retried_total", "Failures scheduled for redelivery" },
+		{ "quay_queue_lease_expired_total", "Leases that expired" },
+		{ "quay_queue_ttl_expired_total", "Messages found past their TTL" },
+		{ "quay_queue_dead_lettered_total", "Messages dead-lettered (or dropped for want of a DLQ)" },
+		{ "quay_queue_redriven_total", "Messages moved out by redrive" },
+		{ "quay_queue_dropped_total", "Messages dropped by the failure policy" },
+		{ "quay_queue_deduplicated_total", "Sends refused as duplicates" },
+		{ "quay_queue_restored_total", "Messages put back by recovery" },
 	};
-	static const char *const gname[QG_COUNT] = {
-		"quay_queue_ready", "quay_queue_delayed", "quay_queue_in_flight", "quay_queue_oldest_age_ns",
+	static const char *const gname[QG_COUNT][2] = {
+		{ "quay_queue_ready", "Messages ready to be received" },
+		{ "quay_queue_delayed", "Messages waiting for their delay or retry backoff" },
+		{ "quay_queue_in_flight", "Leases out" },
+		{ "quay_queue_oldest_age_seconds", "Age of the oldest message held (estimate)" },
 	};
 	struct quay_stats_label lab = { "queue", q->name };
 	int rc;
 
 	for (int i = 0; i < QC_COUNT; i++)
-		if ((rc = quay_counter_create(reg, cname[i], NULL, &lab, 1, &q->ctr[i])) != 0)
+		if ((rc = quay_counter_create(reg, cname[i][0], cname[i][1], &lab, 1, &q->ctr[i])) != 0)
 			return rc;
 	for (int i = 0; i < QG_COUNT; i++)
-		if ((rc = quay_gauge_create(reg, gname[i], NULL, &lab, 1, &q->gauge[i])) != 0)
+		if ((rc = (i == QG_OLDEST ? quay_gauge_create_seconds : quay_gauge_create)(reg,
+		         gname[i][0], gname[i][1], &lab, 1, &q->gauge[i])) != 0)
 			return rc;
-	if ((rc = quay_hist_create(reg, "quay_queue_first_receive_latency_ns", NULL, &lab, 1, &q->h_first)) != 0)
+	if ((rc = quay_hist_create(reg, "quay_queue_first_receive_latency_seconds",
+	         "Time from send to first receive", &lab, 1, &q->h_first)) != 0 ||
+	    (rc = quay_hist_create(reg, "quay_queue_ack_latency_seconds",
+	         "Time from send to ack", &lab, 1, &q->h_ack)) != 0)
 		return rc;
-	return quay_hist_create(reg, "quay_queue_ack_latency_ns", NULL, &lab, 1, &q->h_ack);
+	/* Last: the callback may run as soon as it is set. */
+	return quay_gauge_set_collect(q->gauge[QG_READY], collect_gauges, q);
 }
 
 static void
@@ -1041,6 +1066,10 @@ drop_all(quay_queue *q)
 static void
 queue_free(quay_queue *q)
 {
+	/* First the ready gauge, which carries the collector: once it is
+	 * gone no snapshot of a shared registry measures this queue. */
+	quay_gauge_destroy(q->gauge[QG_READY]);
+	q->gauge[QG_READY] = NULL;
 	quayi_dur_detach(q);
 	drop_all(q);
 	quay_pq_destroy(q->ready);

@@ -317,6 +317,7 @@ struct series {
 	struct chunk *chunk;         /* counters */
 	unsigned cell;
 	void *mem;                   /* gauge line or histogram shards */
+	struct collector *coll;      /* quay_gauge_set_collect(), or NULL */
 	size_t nlabels;
 	size_t lstr_len;             /* bytes of label strings (with NULs) */
 	struct quay_stats_label labels[];   /* then the key bytes */
@@ -328,13 +329,26 @@ struct family {
 	struct series *first, *last;
 	size_t nseries;
 	enum quay_stats_type type;
+	bool seconds;                /* gauges: ns, exported in seconds */
 	size_t name_len, help_len;
 	char *help;                  /* "" if none */
 	char name[];                 /* then help */
 };
 
+/* A collect callback (quay_gauge_set_collect), on the registry's list
+ * under coll_lock. */
+struct collector {
+	struct collector *prev, *next;
+	quay_stats_collect_fn fn;
+	void *arg;
+};
+
 struct quay_stats {
 	pthread_mutex_t lock;
+	/* Collectors: taken before (never inside) lock. A snapshot holds it
+	 * while the callbacks run, so removing one waits for a running call. */
+	pthread_mutex_t coll_lock;
+	struct collector *coll;
 	unsigned shards, hist_shards;
 	size_t max_metrics;
 	size_t nseries;
@@ -395,6 +409,13 @@ quay_stats_create(const struct quay_stats_opts *opts, quay_stats **out)
 		return -ENOMEM;
 	if (htab_init(&s->fams) != 0 || htab_init(&s->series) != 0 ||
 	    pthread_mutex_init(&s->lock, NULL) != 0) {
+		free(s->fams.b);
+		free(s->series.b);
+		free(s);
+		return -ENOMEM;
+	}
+	if (pthread_mutex_init(&s->coll_lock, NULL) != 0) {
+		pthread_mutex_destroy(&s->lock);
 		free(s->fams.b);
 		free(s->series.b);
 		free(s);
@@ -578,6 +599,7 @@ series_unlink(quay_stats *s, struct series *se)
 static void
 series_free(quay_stats *s, struct series *se)
 {
+	free(se->coll);
 	if (se->chunk != NULL)
 		cell_put(s, se->chunk, se->cell);
 	free(se->mem);
@@ -585,8 +607,8 @@ series_free(quay_stats *s, struct series *se)
 }
 
 static int
-metric_create(quay_stats *s, enum quay_stats_type type, const char *name, const char *help,
-    const struct quay_stats_label *labels, size_t nlabels, struct series **out)
+metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char *name,
+    const char *help, const struct quay_stats_label *labels, size_t nlabels, struct series **out)
 {
 	struct quay_stats_label sorted[QUAY_STATS_LABELS_MAX];
 	size_t name_len, help_len = 0, klen, lstr = 0;
@@ -644,7 +666,7 @@ metric_create(quay_stats *s, enum quay_stats_type type, const char *name, const 
 	pthread_mutex_lock(&s->lock);
 	f = family_find(s, name, name_len);
 	if (f != NULL) {
-		if (f->type != type || f->help_len != help_len ||
+		if (f->type != type || f->seconds != seconds || f->help_len != help_len ||
 		    (help_len != 0 && memcmp(f->help, help, help_len) != 0)) {
 			rc = -EINVAL;
 			goto fail;
@@ -677,6 +699,7 @@ metric_create(quay_stats *s, enum quay_stats_type type, const char *name, const 
 		newf->name_len = name_len;
 		newf->help_len = help_len;
 		newf->type = type;
+		newf->seconds = seconds;
 		newf->hn.key = newf->name;
 		newf->hn.klen = name_len;
 		newf->hn.hash = hash_bytes(name, name_len);
@@ -754,7 +777,7 @@ quay_counter_create(quay_stats *s, const char *name, const char *help,
 {
 	struct series *se;
 	int rc = out == NULL ? -EINVAL :
-	    metric_create(s, QUAY_STATS_COUNTER, name, help, labels, nlabels, &se);
+	    metric_create(s, QUAY_STATS_COUNTER, false, name, help, labels, nlabels, &se);
 
 	if (rc == 0)
 		*out = &se->u.c;
@@ -767,11 +790,81 @@ quay_gauge_create(quay_stats *s, const char *name, const char *help,
 {
 	struct series *se;
 	int rc = out == NULL ? -EINVAL :
-	    metric_create(s, QUAY_STATS_GAUGE, name, help, labels, nlabels, &se);
+	    metric_create(s, QUAY_STATS_GAUGE, false, name, help, labels, nlabels, &se);
 
 	if (rc == 0)
 		*out = &se->u.g;
 	return rc;
+}
+
+int
+quay_gauge_create_seconds(quay_stats *s, const char *name, const char *help,
+    const struct quay_stats_label *labels, size_t nlabels, quay_gauge **out)
+{
+	struct series *se;
+	int rc = out == NULL ? -EINVAL :
+	    metric_create(s, QUAY_STATS_GAUGE, true, name, help, labels, nlabels, &se);
+
+	if (rc == 0)
+		*out = &se->u.g;
+	return rc;
+}
+
+quay_stats *
+quayi_stats_of_gauge(const quay_gauge *g)
+{
+	return g != NULL ? ((const struct series *)(const void *)g)->reg : NULL;
+}
+
+int
+quay_gauge_set_collect(quay_gauge *g, quay_stats_collect_fn fn, void *arg)
+{
+	struct series *se = (struct series *)g;
+	struct collector *c;
+	quay_stats *s;
+
+	if (g == NULL || g->type != QUAY_STATS_GAUGE || fn == NULL)
+		return -EINVAL;
+	s = se->reg;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return -ENOMEM;
+	c->fn = fn;
+	c->arg = arg;
+	pthread_mutex_lock(&s->coll_lock);
+	if (se->coll != NULL) {
+		pthread_mutex_unlock(&s->coll_lock);
+		free(c);
+		return -EEXIST;
+	}
+	c->next = s->coll;
+	if (s->coll != NULL)
+		s->coll->prev = c;
+	s->coll = c;
+	se->coll = c;
+	pthread_mutex_unlock(&s->coll_lock);
+	return 0;
+}
+
+/* Take a series' collector off the list; waits for a snapshot running it. */
+static void
+collector_unlink(quay_stats *s, struct series *se)
+{
+	struct collector *c;
+
+	pthread_mutex_lock(&s->coll_lock);
+	c = se->coll;
+	if (c != NULL) {
+		if (c->prev != NULL)
+			c->prev->next = c->next;
+		else
+			s->coll = c->next;
+		if (c->next != NULL)
+			c->next->prev = c->prev;
+		se->coll = NULL;
+	}
+	pthread_mutex_unlock(&s->coll_lock);
+	free(c);
 }
 
 int
@@ -780,7 +873,7 @@ quay_hist_create(quay_stats *s, const char *name, const char *help,
 {
 	struct series *se;
 	int rc = out == NULL ? -EINVAL :
-	    metric_create(s, QUAY_STATS_HIST, name, help, labels, nlabels, &se);
+	    metric_create(s, QUAY_STATS_HIST, false, name, help, labels, nlabels, &se);
 
 	if (rc == 0)
 		*out = &se->u.h;
@@ -794,6 +887,7 @@ metric_destroy(void *handle)
 	struct series *se = handle;
 	quay_stats *s = se->reg;
 
+	collector_unlink(s, se);
 	pthread_mutex_lock(&s->lock);
 	series_unlink(s, se);
 	series_free(s, se);
@@ -840,6 +934,7 @@ quay_stats_destroy(quay_stats *s)
 	free(s->fams.b);
 	free(s->series.b);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->coll_lock);
 	free(s);
 }
 
@@ -1025,6 +1120,12 @@ quay_stats_snapshot(quay_stats *s, quay_stats_snap **out)
 
 	if (s == NULL || out == NULL)
 		return -EINVAL;
+	/* Collectors first, outside the registry mutex: they may read other
+	 * structures (a queue's timer lock) and set gauges. */
+	pthread_mutex_lock(&s->coll_lock);
+	for (const struct collector *c = s->coll; c != NULL; c = c->next)
+		c->fn(c->arg);
+	pthread_mutex_unlock(&s->coll_lock);
 	pthread_mutex_lock(&s->lock);
 	/* Layout: header, metrics, hist data (8-aligned), labels, strings. */
 	snap = malloc(snap_size(s));
@@ -1051,6 +1152,7 @@ quay_stats_snapshot(quay_stats *s, quay_stats_snap **out)
 			m->name = name;
 			m->help = help;
 			m->type = f->type;
+			m->seconds = f->seconds;
 			m->nlabels = se->nlabels;
 			m->labels = lab;
 			for (size_t k = 0; k < se->nlabels; k++) {
@@ -1270,48 +1372,112 @@ prom_hist(struct out *o, const struct quay_stats_metric *m)
 	out_put(o, "\n", 1);
 }
 
+static void
+prom_family(struct out *o, const struct quay_stats_metric *m)
+{
+	if (m->help[0] != '\0') {
+		out_str(o, "# HELP ");
+		out_str(o, m->name);
+		out_put(o, " ", 1);
+		out_prom_escaped(o, m->help, false);
+		out_put(o, "\n", 1);
+	}
+	out_str(o, "# TYPE ");
+	out_str(o, m->name);
+	out_put(o, " ", 1);
+	out_str(o, type_name(m->type));
+	out_put(o, "\n", 1);
+}
+
+static void
+prom_series(struct out *o, const struct quay_stats_metric *m)
+{
+	if (m->type == QUAY_STATS_HIST) {
+		prom_hist(o, m);
+		return;
+	}
+	out_str(o, m->name);
+	out_prom_labels(o, m, NULL);
+	out_put(o, " ", 1);
+	if (m->type == QUAY_STATS_COUNTER) {
+		out_u64(o, m->counter);
+	} else if (m->seconds) {
+		if (m->gauge < 0) {
+			out_put(o, "-", 1);
+			out_seconds(o, -(uint64_t)m->gauge);
+		} else {
+			out_seconds(o, (uint64_t)m->gauge);
+		}
+	} else {
+		out_i64(o, m->gauge);
+	}
+	out_put(o, "\n", 1);
+}
+
 int
 quay_stats_write_prometheus(const quay_stats_snap *snap, quay_stats_write_fn fn, void *arg)
 {
-	struct out o;
+	return quay_stats_write_prometheus_many(&snap, snap != NULL ? 1 : 0, fn, arg);
+}
+
+/* Does the snapshot hold a family named name? */
+static bool
+snap_has_family(const quay_stats_snap *snap, const char *name)
+{
 	const char *prev = NULL;
 
-	if (snap == NULL || fn == NULL)
+	for (size_t i = 0; i < snap->n; i++)
+		if (snap->m[i].name != prev) {
+			prev = snap->m[i].name;
+			if (strcmp(prev, name) == 0)
+				return true;
+		}
+	return false;
+}
+
+int
+quay_stats_write_prometheus_many(const quay_stats_snap *const *snaps, size_t n,
+    quay_stats_write_fn fn, void *arg)
+{
+	struct out o;
+
+	if (snaps == NULL || n == 0 || fn == NULL)
 		return -EINVAL;
+	for (size_t k = 0; k < n; k++)
+		if (snaps[k] == NULL)
+			return -EINVAL;
 	o.fn = fn;
 	o.arg = arg;
 	o.err = 0;
 	o.n = 0;
-	for (size_t i = 0; i < snap->n && o.err == 0; i++) {
-		const struct quay_stats_metric *m = &snap->m[i];
-		/* Series of a family are adjacent and share the name string. */
-		if (m->name != prev) {
-			if (m->help[0] != '\0') {
-				out_str(&o, "# HELP ");
-				out_str(&o, m->name);
-				out_put(&o, " ", 1);
-				out_prom_escaped(&o, m->help, false);
-				out_put(&o, "\n", 1);
-			}
-			out_str(&o, "# TYPE ");
-			out_str(&o, m->name);
-			out_put(&o, " ", 1);
-			out_str(&o, type_name(m->type));
-			out_put(&o, "\n", 1);
-			prev = m->name;
+	for (size_t k = 0; k < n && o.err == 0; k++) {
+		const quay_stats_snap *snap = snaps[k];
+
+		for (size_t i = 0; i < snap->n && o.err == 0;) {
+			const struct quay_stats_metric *m = &snap->m[i];
+			const char *name = m->name;
+			bool dup = false;
+
+			/* A family an earlier snapshot has was written with it. */
+			for (size_t j = 0; j < k && !dup; j++)
+				dup = snap_has_family(snaps[j], name);
+			if (!dup)
+				prom_family(&o, m);
+			/* Series of a family are adjacent and share the name string. */
+			for (; i < snap->n && snap->m[i].name == name; i++)
+				if (!dup)
+					prom_series(&o, &snap->m[i]);
+			if (dup)
+				continue;
+			/* The same family in later snapshots, if of the same kind. */
+			for (size_t j = k + 1; j < n && o.err == 0; j++)
+				for (size_t x = 0; x < snaps[j]->n; x++) {
+					const struct quay_stats_metric *y = &snaps[j]->m[x];
+					if (y->type == m->type && y->seconds == m->seconds &&
+					    strcmp(y->name, name) == 0)
+						prom_series(&o, y);
+				}
 		}
-		if (m->type == QUAY_STATS_HIST) {
-			prom_hist(&o, m);
-			continue;
-		}
-		out_str(&o, m->name);
-		out_prom_labels(&o, m, NULL);
-		out_put(&o, " ", 1);
-		if (m->type == QUAY_STATS_COUNTER)
-			out_u64(&o, m->counter);
-		else
-			out_i64(&o, m->gauge);
-		out_put(&o, "\n", 1);
 	}
 	out_flush(&o);
 	return o.err;
@@ -1412,6 +1578,8 @@ quay_stats_write_json(const quay_stats_snap *snap, quay_stats_write_fn fn, void 
 			out_str(&o, ",\"value\":");
 			out_u64(&o, m->counter);
 		} else if (m->type == QUAY_STATS_GAUGE) {
+			if (m->seconds)
+				out_str(&o, ",\"unit\":\"ns\"");
 			out_str(&o, ",\"value\":");
 			out_i64(&o, m->gauge);
 		} else {

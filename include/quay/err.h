@@ -27,11 +27,12 @@
  *   -ESTALE     a stale lease: already acked or nacked, or expired (its
  *               message may have been handed out again)
  *   -ENOENT     no such object (unknown lease, subscription, ...)
- *   -EEXIST     the object already exists (a second NATS import, ...)
+ *   -EEXIST     the object already exists (added twice, a second NATS import, ...)
+ *   -EADDRINUSE the address (a TCP port) is taken
  *   -ECONNREFUSED  no server could be reached (NATS)
  *   -ENOTCONN   the connection is closed or down (NATS)
  *   -ENOBUFS    a bounded send buffer is full: refused, not dropped (NATS)
- *   -EACCES     the server refused the credentials (NATS)
+ *   -EACCES     permission denied (a privileged port, credentials a server refused)
  *   -ENOTSUP    the server lacks a feature (NATS without JetStream)
  *
  * quay_strerror() names each of them; a unit test keeps this list, the

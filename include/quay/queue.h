@@ -266,8 +266,9 @@ struct quay_queue_stats {
  * queue, the lease table, the timer entries and the dedup table, sized by
  * capacity, max_in_flight and dedup_capacity) and registers its metrics
  * (families quay_queue_*_total, quay_queue_{ready,delayed,in_flight,
- * oldest_age_ns}, quay_queue_{first_receive,ack}_latency_ns with label
- * queue=<name>).
+ * oldest_age_seconds}, quay_queue_{first_receive,ack}_latency_seconds
+ * with label queue=<name>; the gauges are measured, as by
+ * quay_queue_stats(), before every snapshot of the registry).
  *
  * Concurrency: safe from any thread.
  * Returns: 0 and *out set; -EINVAL if opts or out is NULL, opts->size is

@@ -167,7 +167,15 @@ struct quay_stats_metric {
 	uint64_t counter;                     /**< QUAY_STATS_COUNTER: the value */
 	int64_t gauge;                        /**< QUAY_STATS_GAUGE: the value */
 	const struct quay_hist_data *hist;    /**< QUAY_STATS_HIST: the contents, else NULL */
+	bool seconds;                         /**< a gauge of nanoseconds exported in seconds
+	                                           (quay_gauge_create_seconds()) */
 };
+
+/**
+ * A collect callback (quay_gauge_set_collect()): brings metrics up to
+ * date just before a snapshot reads them.
+ */
+typedef void (*quay_stats_collect_fn)(void *arg);
 
 /**
  * Where an exporter writes: called with successive pieces of the output
@@ -241,9 +249,37 @@ QUAY_API int quay_counter_create(quay_stats *s, const char *name, const char *he
 QUAY_API int quay_gauge_create(quay_stats *s, const char *name, const char *help,
     const struct quay_stats_label *labels, size_t nlabels, quay_gauge **out);
 
+/**
+ * Create a gauge that holds nanoseconds and is exported in seconds by the
+ * Prometheus exporters (as histograms are; JSON keeps nanoseconds and
+ * adds "unit":"ns"). By Prometheus convention its name should end in
+ * _seconds. A family's gauges are all of one kind: a name taken by a
+ * plain gauge is -EINVAL here, and the other way round. Rules and
+ * returns: see above.
+ */
+QUAY_API int quay_gauge_create_seconds(quay_stats *s, const char *name, const char *help,
+    const struct quay_stats_label *labels, size_t nlabels, quay_gauge **out);
+
 /** Create a histogram (empty). Rules and returns: see above. */
 QUAY_API int quay_hist_create(quay_stats *s, const char *name, const char *help,
     const struct quay_stats_label *labels, size_t nlabels, quay_hist **out);
+
+/**
+ * Attach a collect callback to gauge g: every quay_stats_snapshot() of
+ * its registry calls fn(arg) before it reads any metric, so a gauge that
+ * is measured rather than kept (a queue's depth) is true at snapshot
+ * time. fn may set any metric; it must not create or destroy metrics of
+ * this registry or snapshot it (that deadlocks). The callback goes with
+ * the gauge: quay_gauge_destroy() removes it, waiting for a snapshot
+ * running it to finish.
+ *
+ * Concurrency: safe from any thread. Collectors of one registry run one
+ *              snapshot at a time (a registry collector mutex), outside
+ *              the registry mutex.
+ * Returns: 0; -EINVAL if g or fn is NULL; -EEXIST if g has a collector;
+ *          -ENOMEM.
+ */
+QUAY_API int quay_gauge_set_collect(quay_gauge *g, quay_stats_collect_fn fn, void *arg);
 
 /**
  * Remove a metric from its registry and free it. NULL is ignored. When
@@ -376,6 +412,7 @@ QUAY_API int quay_hist_le_bound(size_t i, uint64_t *ns, const char **text);
  * quay_counter_read(), histograms as by quay_hist_read(); metrics are
  * read one after the other, not at one instant.
  *
+ * First runs the registry's collect callbacks (quay_gauge_set_collect()).
  * Allocates one block, sized by the registry's current contents.
  *
  * Concurrency: safe from any thread (registry mutex); the hot paths go on
@@ -409,6 +446,20 @@ QUAY_API int quay_stats_snap_metric(const quay_stats_snap *snap, size_t i,
  *          returned (the output is then cut short).
  */
 QUAY_API int quay_stats_write_prometheus(const quay_stats_snap *snap,
+    quay_stats_write_fn fn, void *arg);
+
+/**
+ * Write several snapshots (several registries) as one Prometheus
+ * exposition: each family once (HELP and TYPE once), with its series from
+ * every snapshot, in the order families first appear. A family of the
+ * same name but another type (or gauge kind) in a later snapshot is left
+ * out. Series with the same name and labels in two registries are both
+ * written (Prometheus rejects that: give them distinct labels).
+ *
+ * Returns: 0; -EINVAL if snaps or fn is NULL, n is 0 or a snaps[i] is
+ *          NULL; or the negative value fn returned.
+ */
+QUAY_API int quay_stats_write_prometheus_many(const quay_stats_snap *const *snaps, size_t n,
     quay_stats_write_fn fn, void *arg);
 
 /** As quay_stats_write_prometheus(), in JSON. */

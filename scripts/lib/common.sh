@@ -10,6 +10,7 @@ QUAY_PACKAGES=(
 	libck-dev liburcu-dev libcmocka-dev libbenchmark-dev relacy-dev
 	libzmq3-dev libsqlite3-dev spin
 	libnats-dev nats-server
+	libmicrohttpd-dev prometheus chromium
 )
 
 note() { printf '\033[1m==> %s\033[0m\n' "$*"; }

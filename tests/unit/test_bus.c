@@ -1749,7 +1749,7 @@ test_metrics(void **state)
 	assert_int_equal(quay_stats_format_prometheus(snap, text, 1 << 16, &len), 0);
 	assert_non_null(strstr(text, "quay_bus_published_total{bus=\"main\"} 5"));
 	assert_non_null(strstr(text, "quay_sub_received_total{bus=\"main\",group=\"g\",pattern=\"m.>\",sub=\"1\"} 5"));
-	assert_non_null(strstr(text, "quay_sub_receive_latency_count{bus=\"main\",group=\"g\",pattern=\"m.>\",sub=\"1\"} 5"));
+	assert_non_null(strstr(text, "quay_sub_receive_latency_seconds_count{bus=\"main\",group=\"g\",pattern=\"m.>\",sub=\"1\"} 5"));
 	quay_stats_snap_free(snap);
 	quay_bus_destroy(b);
 	/* Every metric of the bus went with it. */
