@@ -117,8 +117,8 @@ typedef struct quay_sub quay_sub;
  * The default (NULL options, QUAY_SUB_OPTS_INIT, or 0) is QUAY_SUB_REJECT:
  * a full subscription never makes a publisher wait. Only a subscription
  * that asks for QUAY_SUB_BLOCK can slow its publishers (and through them
- * every other subscriber). Until issue 11 the default was BLOCK with a
- * 1 s timeout.
+ * every other subscriber). (Earlier versions defaulted to BLOCK with a
+ * 1 s timeout: see the README's changelog.)
  */
 enum quay_sub_policy {
 	/** The default. Refuse: count it (rejected); publish reports it
@@ -445,8 +445,7 @@ QUAY_API size_t quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n);
  * Ownership: req's reference is ALWAYS consumed (when req is not NULL),
  * whatever this returns: published and handed to subscribers, or
  * dropped. A caller that wants to retry a refused request keeps its own
- * reference first (quay_msg_ref()) or makes a new one. (Until issue 11 it
- * depended on the code, and after -EPIPE the caller could not tell.)
+ * reference first (quay_msg_ref()) or makes a new one.
  * On 0, *reply holds one reference, the caller's.
  * Concurrency: any thread; up to max_requests at once per bus.
  * Returns: 0; -ETIMEDOUT if no reply came in time; -ENOENT if no

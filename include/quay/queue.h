@@ -172,11 +172,9 @@ typedef struct quay_queue_opts {
 	                                  be < levels */
 	const uint32_t *weights;     /**< QUAY_QUEUE_WEIGHTED: as quay_pq_opts.weights */
 	int64_t visibility_ns;       /**< lease length; 0: QUAY_QUEUE_VISIBILITY_DEFAULT */
-	uint32_t max_attempts;       /**< deliveries before dead-lettering, 1..1000; 0: 10.
-	                                  0 is the default, as for every option here, although
-	                                  RELIABILITY 5.4 asks -EINVAL for a zero count: the
-	                                  queue's issue ("zero means a sensible default") and
-	                                  the options' rule win; > 1000 is -EINVAL */
+	uint32_t max_attempts;       /**< deliveries before dead-lettering, 1..1000; 0: the
+	                                  default, 10 (0 means "default" for every option
+	                                  here); > 1000 is -EINVAL */
 	quay_queue *dlq;             /**< dead-letter queue (not this one); NULL: dead letters
 	                                  are dropped and counted */
 	int64_t delay_ns;            /**< default delay of a sent message without not-before */

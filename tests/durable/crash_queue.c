@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * S4 crash trials (RELIABILITY 5.3; the consumer/DLQ variant of W1).
+ * S4 crash trials (TESTING.md 5.3; the consumer/DLQ variant of W1).
  *
  * Each trial: a child process opens a WAL (SYNC, INTERVAL or NONE, in
  * turn), a DLQ and a queue on it (max_attempts 2,

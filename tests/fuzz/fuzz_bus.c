@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target of the bus's subject and pattern parser, the matcher
- * and the trie (RELIABILITY W8), checked against naive reference code in
+ * and the trie (TESTING.md W8), checked against naive reference code in
  * this file.
  *
  * An input is "<pattern>\n<subject>" (no newline: the whole input is

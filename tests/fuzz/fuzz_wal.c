@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target of the WAL reader (RELIABILITY W8). The input is a mode
+ * libFuzzer target of the WAL reader (TESTING.md W8). The input is a mode
  * byte (bit 0: recompute the checksums first, so that mutations reach the
  * record rules) and then one segment file image.
  *

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Spin (Promela) model of the queue's lease state machine (RELIABILITY S3;
+ * Spin (Promela) model of the queue's lease state machine (TESTING.md S3;
  * src/queue.c, docs/QUEUE.md). M messages, C consumers, a timer that
  * expires leases at any moment, one crash that drops every lease (and
  * the unsynced tail: an acked message whose ack was not yet durable comes

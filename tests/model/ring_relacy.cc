@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 //
-// Relacy Race Detector model of the quay ring core (RELIABILITY.md R4).
+// Relacy Race Detector model of the quay ring core (TESTING.md R4).
 //
 // A transcription of the push/pop/burst/bulk fast paths of
 // include/quay/impl/ring_inline.h and of quay_ring_close() and

@@ -1,6 +1,6 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Verify the queue's lease model with spin (RELIABILITY S3).
+# Verify the queue's lease model with spin (TESTING.md S3).
 #   run_spin.sh <abs path of queue_lease.pml> <scratch work dir>
 # Generates the verifier (spin -a), compiles pan.c with $CC, runs an
 # exhaustive safety search and prints the states explored. Fails on any

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Stress test of the bus (RELIABILITY R7): P publishers, subscriptions
+ * Stress test of the bus (TESTING.md R7): P publishers, subscriptions
  * with overlapping patterns (lossless ones with the BLOCK policy, a queue
  * group, and one subscription per drop policy), each with its own
  * receiver thread, while a churn thread keeps subscribing and

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Stress test of the message pool (RELIABILITY 5.1, issue 3 section 5):
+ * Stress test of the message pool (TESTING.md 5.1, issue 3 section 5):
  * many threads allocate, fill, pass and free messages; the pool must
  * never exceed its limit and never hand out one buffer twice.
  *

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Stress test of the priority queue (RELIABILITY R6, issue 3 section 5).
+ * Stress test of the priority queue (TESTING.md R6, issue 3 section 5).
  *
  *   stress_pq            every configuration at CI size (one line each)
  *   QUAY_STRESS_SCALE=N  multiply the message counts by N (soaks)

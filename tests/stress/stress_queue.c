@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Conservation stress of the queue (RELIABILITY S1/S2 under load).
+ * Conservation stress of the queue (TESTING.md S1/S2 under load).
  *
  * P producers send messages (producer, seq, check) into a queue with a
  * short visibility timeout on the real clock; C consumers receive them

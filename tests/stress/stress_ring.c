@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * stress_ring: multi-threaded stress test of quay_ring (RELIABILITY R1/R2).
+ * stress_ring: multi-threaded stress test of quay_ring (TESTING.md R1/R2).
  *
  *   stress_ring [-m mpmc|spsc|spmc|mpsc] [-p P] [-c C] [-n msgs/producer]
  *               [-e elem_size] [-q capacity] [-o single|burst|bulk|wait|mixed]

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of quay/bus.h: the subject and pattern table (RELIABILITY
+ * Unit tests of quay/bus.h: the subject and pattern table (TESTING.md
  * 5.4), every public call with valid and bad input, the matcher against
  * a naive reference on random subjects and patterns (with subscribe and
  * unsubscribe in between, so path copying and pruning are exercised),

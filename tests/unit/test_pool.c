@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of quay/pool.h: creation (every bad input of RELIABILITY
+ * Unit tests of quay/pool.h: creation (every bad input of TESTING.md
  * 5.4 that applies), shapes and limits, exhaustion and reuse, class
  * fallback, thread caches (bounded, flushed at thread exit and by
  * quay_pool_cache_flush), stats, destroy with messages out, and the

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Unit tests of quay/pq.h: every public call with valid input, the
- * bad-input table (RELIABILITY 5.4: NULL, levels 0 and 257, priority out
+ * bad-input table (TESTING.md 5.4: NULL, levels 0 and 257, priority out
  * of range, bad sizes, unknown flags, bad weights), close, the waiting
  * calls, and the single-thread property tests (R6) against a reference
  * model: strict mode (highest level first, FIFO within a level) and the

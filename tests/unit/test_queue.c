@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Unit tests of the queue (quay/queue.h). Every timing rule runs on a fake
- * clock (RELIABILITY S1/S2): the tests set the time, call the queue, and
+ * clock (TESTING.md S1/S2): the tests set the time, call the queue, and
  * check what is ready, exactly at the boundaries. Bad inputs are
- * table-driven (RELIABILITY 5.4).
+ * table-driven (TESTING.md 5.4).
  */
 #include "quay_test.h"
 

@@ -2,7 +2,7 @@
 /*
  * Single-threaded unit tests of quay/ring.h: every public call with valid
  * input in all four producer/consumer modes (and with both ways of making
- * a ring), the bad-input table of RELIABILITY 5.4 and the R3 edge cases
+ * a ring), the bad-input table of TESTING.md 5.4 and the R3 edge cases
  * (capacity 1/2/max, every element size, positions next to the 63-bit
  * wrap-around and next to UINT32_MAX).
  *
@@ -593,7 +593,7 @@ test_memsize_valid(void **state)
 	assert_true(quay_ring_memsize(1, QUAY_RING_ELEM_MAX) >= QUAY_RING_ELEM_MAX);
 }
 
-/* ---- bad input (RELIABILITY 5.4) ----------------------------------- */
+/* ---- bad input (TESTING.md 5.4) ----------------------------------- */
 
 static const size_t bad_caps[] = {
 	0, 3, 6, 7, 12, 1000, (size_t)1 << 31, QUAY_RING_CAPACITY_MAX * 2,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Unit tests of the write-ahead log (include/quay/wal.h), RELIABILITY
+ * Unit tests of the write-ahead log (include/quay/wal.h), TESTING.md
  * W2-W7, and CRC32C. Most tests run on the in-memory, fault-injecting
  * file system of tests/wal/wal_memfs.h; a few on the real one (a scratch
  * directory under $TMPDIR or /tmp).

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * W1: kill -9 trials of a WAL writer (RELIABILITY 5.2).
+ * W1: kill -9 trials of a WAL writer (TESTING.md 5.2).
  *
  *   crash_wal                  QUAY_CRASH_TRIALS trials (default 500)
  *   QUAY_CRASH_TRIALS=10000    a nightly-size run
