@@ -152,6 +152,10 @@ struct quay_wal {
 	bool thr_started;
 	bool stop;           /* under mu */
 	pthread_cond_t tcv;
+
+	/* The first failing system call of open (struct quay_wal_report). */
+	int os_errno;
+	char os_path[sizeof(((struct quay_wal_report *)0)->os_path)];
 };
 
 /* ---- little-endian fields ------------------------------------------- */
@@ -395,6 +399,37 @@ quay_wal_reason_str(unsigned reason)
 
 /* ---- file helpers --------------------------------------------------- */
 
+/* An I/O call on path failed with r: remember the first such errno and
+ * path for the report, and turn r into what open returns. The causes a
+ * user can act on keep their errno (issue 11: a missing parent, a file
+ * where the directory should be, a permission, were all -EIO, whose
+ * message says "durability failed"); anything else is -EIO. */
+static int
+path_err(quay_wal *w, int r, const char *path)
+{
+	if (r >= 0 || r == -ENOMEM)
+		return r;
+	if (w->os_errno == 0) {
+		w->os_errno = -r;
+		snprintf(w->os_path, sizeof(w->os_path), "%s", path);
+	}
+	switch (r) {
+	case -ENOENT:
+	case -ENOTDIR:
+	case -EACCES:
+	case -EROFS:
+	case -ENAMETOOLONG:
+	case -ELOOP:
+	case -ENOSPC:
+	case -EAGAIN:
+		return r;
+	case -EPERM:
+		return -EACCES;
+	default:
+		return -EIO;
+	}
+}
+
 static void
 seg_name(char *out, size_t n, uint64_t first_lsn)
 {
@@ -465,9 +500,12 @@ read_seg(const quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, u
 	if (path == NULL)
 		return -ENOMEM;
 	r = w->io->open(w->ioctx, path, 0, &fd);
-	free(path);
-	if (r < 0)
+	if (r < 0) {
+		r = path_err((quay_wal *)w, r, path);
+		free(path);
 		return r == -ENOMEM ? r : -EIO;
+	}
+	free(path);
 	r = w->io->size(w->ioctx, fd, &sz);
 	if (r == 0) {
 		if (limit != 0 && sz > limit)
@@ -539,8 +577,9 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp)
 	put32(h + 28, quayi_crc32c(0, h, 28));
 	r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE | QUAYI_IO_CREATE, &fd);
 	if (r < 0) {
+		r = path_err(w, r, path);
 		free(path);
-		return r == -ENOSPC || r == -ENOMEM ? r : -EIO;
+		return r;
 	}
 	r = w->io->allocate(w->ioctx, fd, w->seg_bytes);
 	if (r == -EOPNOTSUPP)
@@ -749,8 +788,11 @@ roll_locked(quay_wal *w)
 	r = create_seg(w, w->next_lsn, salt, &nfd);
 	if (r != 0) {
 		w->nsegs--;
-		if (r != -ENOSPC && r != -ENOMEM)
+		if (r != -ENOSPC && r != -ENOMEM) {
+			/* E.g. -EACCES: after open, any such failure is -EIO. */
 			fail_locked(w, r);
+			r = w->failed;
+		}
 		return r;
 	}
 	struct wal_seg *old = &w->segs[w->nsegs - 2];
@@ -1257,7 +1299,7 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 
 	if (r != 0) {
 		free(lc.v);
-		return r == -ENOENT || r == -ENOMEM ? r : -EIO;
+		return path_err(w, r, w->dir);
 	}
 	if (lc.n > 1)
 		qsort(lc.v, lc.n, sizeof(*lc.v), cmp_u64);
@@ -1358,9 +1400,9 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 				r = -ENOMEM;
 			} else {
 				r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE, &w->fd);
-				free(path);
 				if (r != 0)
-					r = -EIO;
+					r = path_err(w, r, path);
+				free(path);
 			}
 			/* R3: cut the torn tail (a stale valid record must never
 			 * follow new ones), restore the preallocation, and make
@@ -1410,6 +1452,27 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 		rep->last_lsn = w->next_lsn - 1;
 	}
 	free(lc.v);
+	return r;
+}
+
+/* QUAY_WAL_MKDIR_PARENTS: create every missing parent of w->dir, from
+ * the top down (an existing one is fine: mkdir returns 0 for it). */
+static int
+mkdir_parents(quay_wal *w)
+{
+	char *p = strdup(w->dir);
+	int r = 0;
+
+	if (p == NULL)
+		return -ENOMEM;
+	for (char *s = p + 1; r == 0 && *s != '\0'; s++) {
+		if (*s != '/' || s[-1] == '/')
+			continue;
+		*s = '\0';
+		r = path_err(w, w->io->mkdir(w->ioctx, p), p);
+		*s = '/';
+	}
+	free(p);
 	return r;
 }
 
@@ -1516,13 +1579,15 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 	w->batch_max = quayi_wal_batch_limit(o.segment_bytes, o.max_record);
 
 	if (!(w->flags & QUAY_WAL_READONLY)) {
-		r = io->mkdir(io_ctx, dir);
+		r = (w->flags & QUAY_WAL_MKDIR_PARENTS) ? mkdir_parents(w) : 0;
+		if (r == 0)
+			r = path_err(w, io->mkdir(io_ctx, dir), dir);
 		if (r == 0) {
 			r = io->lock_dir(io_ctx, dir, &w->lock_handle);
 			w->locked = r == 0;
+			if (r != -EAGAIN)
+				r = path_err(w, r, dir);
 		}
-		if (r != 0 && r != -EAGAIN && r != -ENOMEM)
-			r = r == -ENOSPC ? r : -EIO;
 		if (r == 0 && (w->buf = malloc((size_t)w->bufsize)) == NULL)
 			r = -ENOMEM;
 	} else {
@@ -1537,6 +1602,8 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 			w->thr_started = true;
 	}
 	rep->status = r;
+	rep->os_errno = w->os_errno;
+	memcpy(rep->os_path, w->os_path, sizeof(rep->os_path));
 	if (r != 0) {
 		wal_free(w);
 		return r;

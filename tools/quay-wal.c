@@ -484,7 +484,11 @@ open_ro(const char *dir, bool salvage, struct quay_wal_report *rep, quay_wal **o
 		fprintf(stderr, ": %s: %s\n", quay_wal_reason_str(rep->reason), quay_strerror(r));
 		return EXIT_USAGE;
 	}
-	err_msg("%s: cannot open the log: %s", dir, quay_strerror(r));
+	if (rep->os_errno != 0)
+		err_msg("%s: cannot open the log: %s (%s: %s)", dir, quay_strerror(r),
+		    rep->os_path[0] != '\0' ? rep->os_path : dir, strerror(rep->os_errno));
+	else
+		err_msg("%s: cannot open the log: %s", dir, quay_strerror(r));
 	return EXIT_USAGE;
 }
 
