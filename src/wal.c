@@ -441,16 +441,15 @@ path_err(quay_wal *w, int r, const char *path)
 	case -ENOENT:
 	case -ENOTDIR:
 	case -EACCES:
-	case -EROFS:
-	case -ENAMETOOLONG:
-	case -ELOOP:
 	case -ENOSPC:
 	case -EAGAIN:
 		return r;
 	case -EPERM:
 		return -EACCES;
+	case -ENAMETOOLONG:
+		return -EINVAL; /* a path no system call takes */
 	default:
-		return -EIO;
+		return -EIO;    /* EROFS, ELOOP, EIO...: os_errno says which */
 	}
 }
 

@@ -261,13 +261,12 @@ struct quay_wal_info {
  *          QUAY_WAL_MKDIR_PARENTS); -ENOTDIR if dir or one of its parents
  *          is not a directory; -EACCES if the caller may not read, enter
  *          or write dir (or create it: EPERM is reported as -EACCES);
- *          -EROFS if dir is on a read-only file system (and must be
- *          written); -ENAMETOOLONG, -ELOOP as the OS says of the path;
+ *          -EINVAL too if the path is longer than the OS takes;
  *          -EBADMSG on corruption (opts->report says where); -EAGAIN if
  *          another open WAL writes to dir; -ENOSPC if the first segment
  *          cannot be created for want of space; -EIO if the directory or
- *          a segment cannot be read or written for another reason;
- *          -ENOMEM. In every case opts->report->os_errno and os_path
+ *          a segment cannot be read or written for another reason
+ *          (a read-only file system, a symlink loop, ...); -ENOMEM. In every case opts->report->os_errno and os_path
  *          name the failing system call's errno and path.
  *          *out is untouched on failure.
  */
