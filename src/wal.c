@@ -546,7 +546,7 @@ nonzero_end(const quay_wal *w, int fd, uint64_t sz, uint64_t *end)
  * (struct quayi_wal_scan.zero_tail), so that memory scales with the data
  * and not with the preallocated size (issue 11). */
 static int
-read_seg(const quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, uint64_t *len, uint64_t *tail)
+read_seg(quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, uint64_t *len, uint64_t *tail)
 {
 	char *path = seg_path(w, first_lsn);
 	int fd, r;
@@ -558,7 +558,10 @@ read_seg(const quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, u
 		return -ENOMEM;
 	r = w->io->open(w->ioctx, path, 0, &fd);
 	if (r < 0) {
-		r = path_err((quay_wal *)w, r, path);
+		/* Recovery (tail != NULL) runs inside open, alone: it may note
+		 * the errno for the report; a replay must not write w. */
+		if (tail != NULL)
+			r = path_err(w, r, path);
 		free(path);
 		return r == -ENOMEM ? r : -EIO;
 	}
