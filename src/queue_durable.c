@@ -4,7 +4,8 @@
  * logged, the live set is rebuilt at create, and the log is compacted
  * (docs/DURABILITY.md has the why, the promises and the limits).
  *
- * RECORD FORMAT (WAL caller records; all integers little-endian)
+ * RECORD FORMAT (WAL caller records; all integers little-endian; the
+ * offsets are named in src/queue_durable_format.h, shared with quay-wal)
  *
  *   ADD  type 0x51440001: a message enters queue qid
  *      0 u64 qid            FNV-1a 64 of the queue's name
@@ -29,6 +30,11 @@
  *        for want of a DLQ, 5 redriven), 7 zero bytes.
  *   RETRY type 0x51440003 (32 bytes): u64 qid, u64 did, u32 attempts,
  *        u32 zero, i64 not_before_ns.
+ *   NAME type 0x51440004: u64 qid, u16 name_len, 6 zero bytes, the name.
+ *        Appended at attach when the log holds none for the queue, and
+ *        by every compaction for each open queue (before its copies), so
+ *        that quay-wal can show names; replay needs none (older logs
+ *        have none) and reads it only to know whether to write one.
  *
  * A dead-letter or redrive move is ONE appendv batch: DEL(source, did) +
  * ADD(target, did, new image): after a crash the message is in exactly
@@ -48,6 +54,7 @@
  */
 #include "queue_internal.h"
 #include "quay_internal.h"
+#include "queue_durable_format.h"
 #include "wal_internal.h"
 
 #include <stdlib.h>
@@ -145,11 +152,7 @@ get64(const unsigned char *p)
 static uint64_t
 name_qid(const char *name)
 {
-	uint64_t h = UINT64_C(0xcbf29ce484222325);
-
-	for (; *name != '\0'; name++)
-		h = (h ^ (unsigned char)*name) * UINT64_C(0x100000001b3);
-	return h;
+	return quayi_dqf_qid(name, strlen(name));
 }
 
 /* Overrides for encoding an image. */
@@ -184,19 +187,19 @@ img_encode(unsigned char *p, uint64_t qid, const quay_msg *m, const struct img_o
 	unsigned nh = quay_msg_header_count(m);
 
 	memset(p, 0, QUAYI_DQ_ADD_HDR);
-	put64(p, qid);
-	put64(p + 8, o->did);
-	put32(p + 16, o->attempts);
-	p[20] = (unsigned char)quay_msg_priority(m);
-	p[21] = (unsigned char)((rt != NULL ? 1u : 0u) | (o->origin << 1));
-	put16(p + 22, (uint16_t)nh);
-	put64(p + 24, (uint64_t)quay_msg_created_ns(m));
-	put64(p + 32, (uint64_t)quay_msg_enqueued_ns(m));
-	put64(p + 40, (uint64_t)o->nb);
-	put64(p + 48, (uint64_t)quay_msg_expires_ns(m));
-	put64(p + 56, quay_msg_correlation_id(m));
-	put32(p + 64, (uint32_t)quay_msg_body_len(m));
-	put16(p + 68, (uint16_t)rl);
+	put64(p + QUAYI_DQF_QID, qid);
+	put64(p + QUAYI_DQF_DID, o->did);
+	put32(p + QUAYI_DQF_ADD_ATTEMPTS, o->attempts);
+	p[QUAYI_DQF_ADD_PRIORITY] = (unsigned char)quay_msg_priority(m);
+	p[QUAYI_DQF_ADD_FLAGS] = (unsigned char)((rt != NULL ? 1u : 0u) | (o->origin << 1));
+	put16(p + QUAYI_DQF_ADD_NHEADERS, (uint16_t)nh);
+	put64(p + QUAYI_DQF_ADD_CREATED, (uint64_t)quay_msg_created_ns(m));
+	put64(p + QUAYI_DQF_ADD_ENQUEUED, (uint64_t)quay_msg_enqueued_ns(m));
+	put64(p + QUAYI_DQF_ADD_NOT_BEFORE, (uint64_t)o->nb);
+	put64(p + QUAYI_DQF_ADD_EXPIRES, (uint64_t)quay_msg_expires_ns(m));
+	put64(p + QUAYI_DQF_ADD_CORRELATION, quay_msg_correlation_id(m));
+	put32(p + QUAYI_DQF_ADD_BODY_LEN, (uint32_t)quay_msg_body_len(m));
+	put16(p + QUAYI_DQF_ADD_REPLY_LEN, (uint16_t)rl);
 	if (rl != 0)
 		memcpy(p + off, rt, rl);
 	off += rl;
@@ -210,10 +213,10 @@ img_encode(unsigned char *p, uint64_t qid, const quay_msg *m, const struct img_o
 		kl = strlen(k);
 		p[off] = (unsigned char)kl;
 		put32(p + off + 1, (uint32_t)vl);
-		memcpy(p + off + 5, k, kl);
+		memcpy(p + off + QUAYI_DQF_HDR_ENTRY, k, kl);
 		if (vl != 0)
-			memcpy(p + off + 5 + kl, v, vl);
-		off += 5 + kl + vl;
+			memcpy(p + off + QUAYI_DQF_HDR_ENTRY + kl, v, vl);
+		off += QUAYI_DQF_HDR_ENTRY + kl + vl;
 	}
 	if (quay_msg_body_len(m) != 0)
 		memcpy(p + off, quay_msg_body(m), quay_msg_body_len(m));
@@ -230,10 +233,10 @@ img_decode(quay_pool *pool, const unsigned char *p, size_t len, quay_msg **out)
 
 	if (len < QUAYI_DQ_ADD_HDR)
 		return -EBADMSG;
-	nh = get16(p + 22);
-	bl = get32(p + 64);
-	rl = get16(p + 68);
-	if (rl > QUAY_MSG_REPLY_TO_MAX || nh > QUAY_MSG_HEADERS_MAX || (rl != 0) != ((p[21] & 1u) != 0) ||
+	nh = get16(p + QUAYI_DQF_ADD_NHEADERS);
+	bl = get32(p + QUAYI_DQF_ADD_BODY_LEN);
+	rl = get16(p + QUAYI_DQF_ADD_REPLY_LEN);
+	if (rl > QUAY_MSG_REPLY_TO_MAX || nh > QUAY_MSG_HEADERS_MAX || (rl != 0) != ((p[QUAYI_DQF_ADD_FLAGS] & 1u) != 0) ||
 	    rl > len - off)
 		return -EBADMSG;
 	cap = (rl != 0 ? 16 + rl : 0);
@@ -274,16 +277,16 @@ img_decode(quay_pool *pool, const unsigned char *p, size_t len, quay_msg **out)
 		if (memchr(rt, '\0', rl) != NULL || quay_msg_set_reply_to(m, rt) != 0)
 			goto bad;
 	}
-	if ((int64_t)get64(p + 24) < 0 || (int64_t)get64(p + 32) < 0 || (int64_t)get64(p + 40) < 0 ||
-	    (int64_t)get64(p + 48) < 0)
+	if ((int64_t)get64(p + QUAYI_DQF_ADD_CREATED) < 0 || (int64_t)get64(p + QUAYI_DQF_ADD_ENQUEUED) < 0 ||
+	    (int64_t)get64(p + QUAYI_DQF_ADD_NOT_BEFORE) < 0 || (int64_t)get64(p + QUAYI_DQF_ADD_EXPIRES) < 0)
 		goto bad;
-	quay_msg_set_attempts(m, get32(p + 16));
-	quay_msg_set_priority(m, p[20]);
-	quay_msg_set_created_ns(m, (int64_t)get64(p + 24));
-	quay_msg_set_enqueued_ns(m, (int64_t)get64(p + 32));
-	quay_msg_set_not_before_ns(m, (int64_t)get64(p + 40));
-	quay_msg_set_expires_ns(m, (int64_t)get64(p + 48));
-	quay_msg_set_correlation_id(m, get64(p + 56));
+	quay_msg_set_attempts(m, get32(p + QUAYI_DQF_ADD_ATTEMPTS));
+	quay_msg_set_priority(m, p[QUAYI_DQF_ADD_PRIORITY]);
+	quay_msg_set_created_ns(m, (int64_t)get64(p + QUAYI_DQF_ADD_CREATED));
+	quay_msg_set_enqueued_ns(m, (int64_t)get64(p + QUAYI_DQF_ADD_ENQUEUED));
+	quay_msg_set_not_before_ns(m, (int64_t)get64(p + QUAYI_DQF_ADD_NOT_BEFORE));
+	quay_msg_set_expires_ns(m, (int64_t)get64(p + QUAYI_DQF_ADD_EXPIRES));
+	quay_msg_set_correlation_id(m, get64(p + QUAYI_DQF_ADD_CORRELATION));
 	*out = m;
 	return 0;
 bad:
@@ -493,7 +496,7 @@ quayi_dur_del(quay_queue *q, quay_msg *msg, unsigned why)
 {
 	struct quayi_dur *d = q->dur;
 	struct dwal *w = d->w;
-	unsigned char rec[24] = { 0 };
+	unsigned char rec[QUAYI_DQ_DEL_LEN] = { 0 };
 	uint64_t did = quayi_msg_did(msg);
 	uint32_t bytes;
 	int rc;
@@ -504,9 +507,9 @@ quayi_dur_del(quay_queue *q, quay_msg *msg, unsigned why)
 		log_error(w);
 		return 0;
 	}
-	put64(rec, d->qid);
-	put64(rec + 8, did);
-	rec[16] = (unsigned char)why;
+	put64(rec + QUAYI_DQF_QID, d->qid);
+	put64(rec + QUAYI_DQF_DID, did);
+	rec[QUAYI_DQF_DEL_WHY] = (unsigned char)why;
 	pthread_rwlock_rdlock(&w->cl);
 	rc = quay_wal_append(w->wal, QUAYI_DQ_DEL, rec, sizeof(rec), NULL);
 	if (rc != 0)
@@ -532,7 +535,7 @@ quayi_dur_retry(quay_queue *q, quay_msg *msg, int64_t not_before)
 {
 	struct quayi_dur *d = q->dur;
 	struct dwal *w = d->w;
-	unsigned char rec[32] = { 0 };
+	unsigned char rec[QUAYI_DQ_RETRY_LEN] = { 0 };
 	uint64_t did = quayi_msg_did(msg);
 	uint32_t att = quay_msg_attempts(msg);
 
@@ -540,10 +543,10 @@ quayi_dur_retry(quay_queue *q, quay_msg *msg, int64_t not_before)
 		log_error(w);                     /* cannot happen: see quayi_dur_del */
 		return;
 	}
-	put64(rec, d->qid);
-	put64(rec + 8, did);
-	put32(rec + 16, att);
-	put64(rec + 24, (uint64_t)not_before);
+	put64(rec + QUAYI_DQF_QID, d->qid);
+	put64(rec + QUAYI_DQF_DID, did);
+	put32(rec + QUAYI_DQF_RETRY_ATTEMPTS, att);
+	put64(rec + QUAYI_DQF_RETRY_NOT_BEFORE, (uint64_t)not_before);
 	pthread_rwlock_rdlock(&w->cl);
 	if (quay_wal_append(w->wal, QUAYI_DQ_RETRY, rec, sizeof(rec), NULL) == 0) {
 		struct dent *e;
@@ -628,6 +631,23 @@ quayi_dur_rebind(quay_queue *q, quay_msg *old, quay_msg *copy)
 
 /* ---- compaction ------------------------------------------------------- */
 
+/* Append the NAME record of d's queue (names are at most
+ * QUAY_QUEUE_NAME_MAX bytes, queue.h). */
+static int
+name_append(struct quayi_dur *d)
+{
+	unsigned char rec[QUAYI_DQ_NAME_HDR + QUAY_QUEUE_NAME_MAX];
+	size_t nl = strlen(d->q->name);
+
+	if (nl > QUAY_QUEUE_NAME_MAX)
+		return -EINVAL;
+	memset(rec, 0, QUAYI_DQ_NAME_HDR);
+	put64(rec + QUAYI_DQF_QID, d->qid);
+	put16(rec + QUAYI_DQF_NAME_LEN, (uint16_t)nl);
+	memcpy(rec + QUAYI_DQ_NAME_HDR, d->q->name, nl);
+	return quay_wal_append(d->w->wal, QUAYI_DQ_NAME, rec, QUAYI_DQ_NAME_HDR + nl, NULL);
+}
+
 /* Append one compaction copy as a record of its own. */
 static int
 copy_alone(struct dwal *w, uint64_t qid, const quay_msg *m, const struct img_opts *o, size_t sz)
@@ -674,6 +694,9 @@ compact_locked(struct dwal *w)
 		rc = -ENOMEM;
 		goto out;
 	}
+	/* The names first, after `first`: they outlive the checkpoint. */
+	for (struct quayi_dur *d = w->open; d != NULL && rc == 0; d = d->next)
+		rc = name_append(d);
 	for (struct quayi_dur *d = w->open; d != NULL && rc == 0; d = d->next) {
 		pthread_mutex_lock(&d->ilock);
 		for (size_t i = 0; i <= d->mask && rc == 0; i++) {
@@ -803,6 +826,7 @@ struct replay {
 	struct rent *tab;
 	size_t mask, count;
 	int err;
+	bool named;              /* the log holds a NAME record of d's queue */
 };
 
 static size_t
@@ -877,12 +901,19 @@ replay_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t le
 	uint64_t qid, did;
 	struct rent *e;
 
+	if (type == QUAYI_DQ_NAME) {
+		/* Informational (the tool's): only note that this queue has one. */
+		if (len >= QUAYI_DQ_NAME_HDR && get64(p + QUAYI_DQF_QID) == r->d->qid)
+			r->named = true;
+		return 0;
+	}
 	if (type != QUAYI_DQ_ADD && type != QUAYI_DQ_DEL && type != QUAYI_DQ_RETRY)
 		return 0;                         /* another module's record */
-	if (len < 24 || (type == QUAYI_DQ_DEL && len != 24) || (type == QUAYI_DQ_RETRY && len != 32))
+	if (len < QUAYI_DQ_DEL_LEN || (type == QUAYI_DQ_DEL && len != QUAYI_DQ_DEL_LEN) ||
+	    (type == QUAYI_DQ_RETRY && len != QUAYI_DQ_RETRY_LEN))
 		return r->err = -EBADMSG;
-	qid = get64(p);
-	did = get64(p + 8);
+	qid = get64(p + QUAYI_DQF_QID);
+	did = get64(p + QUAYI_DQF_DID);
 	if (type == QUAYI_DQ_ADD && did == 0)
 		did = lsn;
 	if (did == 0)
@@ -912,10 +943,10 @@ replay_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t le
 	if (type == QUAYI_DQ_DEL) {
 		rdel(r, e);
 	} else if (e->msg != NULL) {
-		quay_msg_set_attempts(e->msg, get32(p + 16));
-		if ((int64_t)get64(p + 24) < 0)
+		quay_msg_set_attempts(e->msg, get32(p + QUAYI_DQF_RETRY_ATTEMPTS));
+		if ((int64_t)get64(p + QUAYI_DQF_RETRY_NOT_BEFORE) < 0)
 			return r->err = -EBADMSG;
-		quay_msg_set_not_before_ns(e->msg, (int64_t)get64(p + 24));
+		quay_msg_set_not_before_ns(e->msg, (int64_t)get64(p + QUAYI_DQF_RETRY_NOT_BEFORE));
 	}
 	return 0;
 }
@@ -941,7 +972,7 @@ qid_open(const struct dwal *w, uint64_t qid)
 static int
 recover_locked(struct quayi_dur *d)
 {
-	struct replay r = { d, NULL, 15, 0, 0 };
+	struct replay r = { d, NULL, 15, 0, 0, false };
 	struct rent *mine = NULL;
 	size_t nmine = 0;
 	uint64_t foreign = 0, bytes = 0;
@@ -1008,6 +1039,11 @@ recover_locked(struct quayi_dur *d)
 	if (rc == 0) {
 		d->w->foreign_live = foreign;
 		live_add(d->w, (int64_t)bytes);
+		/* Name the queue in the log once. Best effort: the name is for
+		 * operators (quay-wal), the queue works without it; a failure
+		 * is counted, and the next attach tries again. */
+		if (!r.named && name_append(d) != 0)
+			log_error(d->w);
 	}
 	return rc;
 }

@@ -152,6 +152,10 @@ struct quay_wal {
 	bool thr_started;
 	bool stop;           /* under mu */
 	pthread_cond_t tcv;
+
+	/* The first failing system call of open (struct quay_wal_report). */
+	int os_errno;
+	char os_path[sizeof(((struct quay_wal_report *)0)->os_path)];
 };
 
 /* ---- little-endian fields ------------------------------------------- */
@@ -208,10 +212,26 @@ all_zero(const uint8_t *p, size_t n)
 
 #define CHECK_ZERO 100 /* an all-zero record header: the end of the data */
 
+static const uint8_t zero_block[4096];
+
+/* The record CRC of the header at off whose payload is len bytes: the
+ * payload bytes past the buffer are the zero tail (s->zero_tail). */
 static uint32_t
-rec_crc(uint32_t salt, const uint8_t *hdr, const void *payload, size_t len)
+rec_crc(const struct quayi_wal_scan *s, uint64_t off, uint64_t len)
 {
-	return quayi_crc32c(quayi_crc32c(salt, payload, len), hdr + 4, QUAYI_WAL_REC_HDR - 4);
+	const uint8_t *hdr = s->buf + off;
+	uint64_t in = s->len - off - QUAYI_WAL_REC_HDR;
+	uint32_t c;
+
+	if (in > len)
+		in = len;
+	c = quayi_crc32c(s->salt, hdr + QUAYI_WAL_REC_HDR, (size_t)in);
+	for (uint64_t z = len - in; z > 0;) {
+		size_t k = z < sizeof(zero_block) ? (size_t)z : sizeof(zero_block);
+		c = quayi_crc32c(c, zero_block, k);
+		z -= k;
+	}
+	return quayi_crc32c(c, hdr + 4, QUAYI_WAL_REC_HDR - 4);
 }
 
 /* Check the record at off (V1..V5). Returns 0 and its size, CHECK_ZERO,
@@ -219,11 +239,12 @@ rec_crc(uint32_t salt, const uint8_t *hdr, const void *payload, size_t len)
 static uint32_t
 check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_t *size)
 {
-	const uint8_t *h = s->buf + off;
-	uint64_t room = s->len - off;
+	uint64_t room = s->len + s->zero_tail - off;
+	uint64_t phys = off < s->len ? s->len - off : 0; /* bytes of it in buf */
+	const uint8_t *h = s->buf + (off < s->len ? off : s->len);
 
-	if (room < QUAYI_WAL_REC_HDR)
-		return all_zero(h, (size_t)room) ? CHECK_ZERO : QUAY_WAL_R_SHORT;
+	if (phys < QUAYI_WAL_REC_HDR) /* in or past the end of buf */
+		return all_zero(h, (size_t)phys) ? CHECK_ZERO : QUAY_WAL_R_SHORT;
 	if (all_zero(h, QUAYI_WAL_REC_HDR))
 		return CHECK_ZERO;
 	uint32_t len = get32(h + 4), type = get32(h + 16), flags = get32(h + 20);
@@ -235,10 +256,13 @@ check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_
 	uint64_t sz = quayi_wal_rec_size(len);
 	if (sz > room)
 		return QUAY_WAL_R_SHORT;
-	if (rec_crc(s->salt, h, h + QUAYI_WAL_REC_HDR, len) != get32(h))
+	if (rec_crc(s, off, len) != get32(h))
 		return QUAY_WAL_R_CRC;
-	if (!all_zero(h + QUAYI_WAL_REC_HDR + len, (size_t)(sz - QUAYI_WAL_REC_HDR - len)))
-		return QUAY_WAL_R_PADDING;
+	if (QUAYI_WAL_REC_HDR + (uint64_t)len < phys) {
+		uint64_t pad = sz - QUAYI_WAL_REC_HDR - len, in = phys - QUAYI_WAL_REC_HDR - len;
+		if (!all_zero(h + QUAYI_WAL_REC_HDR + len, (size_t)(pad < in ? pad : in)))
+			return QUAY_WAL_R_PADDING;
+	}
 	*size = sz;
 	return 0;
 }
@@ -263,9 +287,9 @@ find_proof(const struct quayi_wal_scan *s, uint64_t from, uint64_t to)
 		if (lsn <= s->last_lsn || synced < need || synced >= lsn || type == 0 ||
 		    (flags & ~QUAYI_WAL_F_COMMIT) != 0)
 			continue;
-		if (quayi_wal_rec_size(len) > s->len - q)
+		if (quayi_wal_rec_size(len) > s->len + s->zero_tail - q)
 			continue;
-		if (rec_crc(s->salt, h, h + QUAYI_WAL_REC_HDR, len) == get32(h))
+		if (rec_crc(s, q, len) == get32(h))
 			return true;
 	}
 	return false;
@@ -341,12 +365,16 @@ quayi_wal_scan(struct quayi_wal_scan *s)
 	}
 	s->bad_off = s->end;
 	s->uncommitted = bn;
-	size_t n = s->len;
+	uint64_t n = s->len;
 	while (n > s->end && b[n - 1] == 0)
 		n--;
+	if (n <= s->end) {
+		/* Clean: zero bytes only (or nothing) after the prefix, which
+		 * may end in the zero tail (a payload ending in zeros). */
+		s->nonzero_end = s->end;
+		return 0;
+	}
 	s->nonzero_end = n;
-	if (n == s->end)
-		return 0; /* clean: zero bytes only (or nothing) after the prefix */
 	s->reason = (why == CHECK_ZERO) ? (bn > 0 ? QUAY_WAL_R_UNCOMMITTED : QUAY_WAL_R_FIELD) : why;
 	s->proven = find_proof(s, s->end + 8, n);
 	if (!s->last || s->proven)
@@ -394,6 +422,36 @@ quay_wal_reason_str(unsigned reason)
 }
 
 /* ---- file helpers --------------------------------------------------- */
+
+/* An I/O call on path failed with r: remember the first such errno and
+ * path for the report, and turn r into what open returns. The causes a
+ * user can act on keep their errno (issue 11: a missing parent, a file
+ * where the directory should be, a permission, were all -EIO, whose
+ * message says "durability failed"); anything else is -EIO. */
+static int
+path_err(quay_wal *w, int r, const char *path)
+{
+	if (r >= 0 || r == -ENOMEM)
+		return r;
+	if (w->os_errno == 0) {
+		w->os_errno = -r;
+		snprintf(w->os_path, sizeof(w->os_path), "%s", path);
+	}
+	switch (r) {
+	case -ENOENT:
+	case -ENOTDIR:
+	case -EACCES:
+	case -ENOSPC:
+	case -EAGAIN:
+		return r;
+	case -EPERM:
+		return -EACCES;
+	case -ENAMETOOLONG:
+		return -EINVAL; /* a path no system call takes */
+	default:
+		return -EIO;    /* EROFS, ELOOP, EIO...: os_errno says which */
+	}
+}
 
 static void
 seg_name(char *out, size_t n, uint64_t first_lsn)
@@ -452,9 +510,43 @@ read_full(const quay_wal *w, int fd, uint8_t *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
-/* Read a whole segment file: *buf (malloc'd) and *len. */
+/* The end of the non-zero bytes of fd's first sz bytes, found reading
+ * backwards a piece at a time (memory: one piece, whatever sz is). */
+#define TAIL_PIECE 65536u
 static int
-read_seg(const quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, uint64_t *len)
+nonzero_end(const quay_wal *w, int fd, uint64_t sz, uint64_t *end)
+{
+	uint8_t *p = malloc(TAIL_PIECE);
+	uint64_t pos = sz;
+	int r = 0;
+
+	if (p == NULL)
+		return -ENOMEM;
+	*end = 0;
+	while (pos > 0) {
+		uint64_t k = pos % TAIL_PIECE ? pos % TAIL_PIECE : TAIL_PIECE;
+		if ((r = read_full(w, fd, p, k, pos - k)) != 0)
+			break;
+		uint64_t i = k;
+		while (i > 0 && p[i - 1] == 0)
+			i--;
+		if (i > 0) {
+			*end = pos - k + i;
+			break;
+		}
+		pos -= k;
+	}
+	free(p);
+	return r;
+}
+
+/* Read a segment file: *buf (malloc'd) and *len. limit != 0: its first
+ * limit bytes. tail != NULL (recovery): only up to a little past its
+ * last non-zero byte, *tail being the zero bytes of the file after *len
+ * (struct quayi_wal_scan.zero_tail), so that memory scales with the data
+ * and not with the preallocated size (issue 11). */
+static int
+read_seg(quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, uint64_t *len, uint64_t *tail)
 {
 	char *path = seg_path(w, first_lsn);
 	int fd, r;
@@ -465,10 +557,24 @@ read_seg(const quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, u
 	if (path == NULL)
 		return -ENOMEM;
 	r = w->io->open(w->ioctx, path, 0, &fd);
-	free(path);
-	if (r < 0)
+	if (r < 0) {
+		/* Recovery (tail != NULL) runs inside open, alone: it may note
+		 * the errno for the report; a replay must not write w. */
+		if (tail != NULL)
+			r = path_err(w, r, path);
+		free(path);
 		return r == -ENOMEM ? r : -EIO;
+	}
+	free(path);
 	r = w->io->size(w->ioctx, fd, &sz);
+	if (r == 0 && tail != NULL) {
+		uint64_t nz = 0, want;
+		r = nonzero_end(w, fd, sz, &nz);
+		/* Every record header starting before nz lies within buf. */
+		want = ((nz + 7u) & ~(uint64_t)7u) + QUAYI_WAL_REC_HDR;
+		*tail = sz > want ? sz - want : 0;
+		sz -= *tail;
+	}
 	if (r == 0) {
 		if (limit != 0 && sz > limit)
 			sz = limit;
@@ -539,8 +645,9 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp)
 	put32(h + 28, quayi_crc32c(0, h, 28));
 	r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE | QUAYI_IO_CREATE, &fd);
 	if (r < 0) {
+		r = path_err(w, r, path);
 		free(path);
-		return r == -ENOSPC || r == -ENOMEM ? r : -EIO;
+		return r;
 	}
 	r = w->io->allocate(w->ioctx, fd, w->seg_bytes);
 	if (r == -EOPNOTSUPP)
@@ -749,8 +856,11 @@ roll_locked(quay_wal *w)
 	r = create_seg(w, w->next_lsn, salt, &nfd);
 	if (r != 0) {
 		w->nsegs--;
-		if (r != -ENOSPC && r != -ENOMEM)
+		if (r != -ENOSPC && r != -ENOMEM) {
+			/* E.g. -EACCES: after open, any such failure is -EIO. */
 			fail_locked(w, r);
+			r = w->failed;
+		}
 		return r;
 	}
 	struct wal_seg *old = &w->segs[w->nsegs - 2];
@@ -1045,7 +1155,7 @@ quay_wal_replay(quay_wal *w, uint64_t from_lsn, quay_wal_visit_fn fn, void *ctx)
 			continue;
 		if (snap[i].end <= QUAYI_WAL_SEG_HDR)
 			continue;
-		r = read_seg(w, snap[i].first_lsn, snap[i].end, &buf, &len);
+		r = read_seg(w, snap[i].first_lsn, snap[i].end, &buf, &len, NULL);
 		if (r != 0)
 			break;
 		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .last = true,
@@ -1257,7 +1367,7 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 
 	if (r != 0) {
 		free(lc.v);
-		return r == -ENOENT || r == -ENOMEM ? r : -EIO;
+		return path_err(w, r, w->dir);
 	}
 	if (lc.n > 1)
 		qsort(lc.v, lc.n, sizeof(*lc.v), cmp_u64);
@@ -1266,13 +1376,14 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 		uint8_t *buf;
 		uint64_t len;
 		bool last = i + 1 == lc.n;
-		r = read_seg(w, lc.v[i], 0, &buf, &len);
+		uint64_t tail = 0;
+		r = read_seg(w, lc.v[i], 0, &buf, &len, &tail);
 		rep->segments++;
 		if (r != 0) {
 			report_at(rep, lc.v[i], 0, QUAY_WAL_R_IO);
 			break;
 		}
-		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .last = last,
+		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .zero_tail = tail, .last = last,
 			.expect_lsn = i > 0 ? w->next_lsn : 0 };
 		int sr = quayi_wal_scan(&s);
 		free(buf);
@@ -1315,7 +1426,7 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 				g->last_lsn = s.last_lsn;
 				g->end = s.end;
 				g->records = s.user_records;
-				g->file_bytes = len;
+				g->file_bytes = len + tail;
 				w->next_lsn = s.last_lsn + 1;
 				rep->records += s.user_records;
 				cut_at = s.end;
@@ -1329,7 +1440,7 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 		g->last_lsn = s.last_lsn;
 		g->end = s.end;
 		g->records = s.user_records;
-		g->file_bytes = len;
+		g->file_bytes = len + tail;
 		w->next_lsn = s.last_lsn + 1;
 		rep->records += s.user_records;
 		if (s.checkpoint > w->checkpoint_lsn)
@@ -1358,9 +1469,9 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 				r = -ENOMEM;
 			} else {
 				r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE, &w->fd);
-				free(path);
 				if (r != 0)
-					r = -EIO;
+					r = path_err(w, r, path);
+				free(path);
 			}
 			/* R3: cut the torn tail (a stale valid record must never
 			 * follow new ones), restore the preallocation, and make
@@ -1410,6 +1521,27 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 		rep->last_lsn = w->next_lsn - 1;
 	}
 	free(lc.v);
+	return r;
+}
+
+/* QUAY_WAL_MKDIR_PARENTS: create every missing parent of w->dir, from
+ * the top down (an existing one is fine: mkdir returns 0 for it). */
+static int
+mkdir_parents(quay_wal *w)
+{
+	char *p = strdup(w->dir);
+	int r = 0;
+
+	if (p == NULL)
+		return -ENOMEM;
+	for (char *s = p + 1; r == 0 && *s != '\0'; s++) {
+		if (*s != '/' || s[-1] == '/')
+			continue;
+		*s = '\0';
+		r = path_err(w, w->io->mkdir(w->ioctx, p), p);
+		*s = '/';
+	}
+	free(p);
 	return r;
 }
 
@@ -1516,13 +1648,15 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 	w->batch_max = quayi_wal_batch_limit(o.segment_bytes, o.max_record);
 
 	if (!(w->flags & QUAY_WAL_READONLY)) {
-		r = io->mkdir(io_ctx, dir);
+		r = (w->flags & QUAY_WAL_MKDIR_PARENTS) ? mkdir_parents(w) : 0;
+		if (r == 0)
+			r = path_err(w, io->mkdir(io_ctx, dir), dir);
 		if (r == 0) {
 			r = io->lock_dir(io_ctx, dir, &w->lock_handle);
 			w->locked = r == 0;
+			if (r != -EAGAIN)
+				r = path_err(w, r, dir);
 		}
-		if (r != 0 && r != -EAGAIN && r != -ENOMEM)
-			r = r == -ENOSPC ? r : -EIO;
 		if (r == 0 && (w->buf = malloc((size_t)w->bufsize)) == NULL)
 			r = -ENOMEM;
 	} else {
@@ -1537,6 +1671,8 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 			w->thr_started = true;
 	}
 	rep->status = r;
+	rep->os_errno = w->os_errno;
+	memcpy(rep->os_path, w->os_path, sizeof(rep->os_path));
 	if (r != 0) {
 		wal_free(w);
 		return r;

@@ -94,7 +94,8 @@ quayi_wal_rec_size(uint64_t len)
 
 /* ---- the recovery scanner over a memory buffer ----------------------- */
 
-/* Scan one segment image buf[0..len). In: buf, len, last (the last
+/* Scan one segment image buf[0..len) + zero_tail zero bytes. In: buf,
+ * len, zero_tail, last (the last
  * segment: damage not proven to lie before durable data is a torn tail
  * rather than corruption), expect_lsn (0: take the header's first LSN;
  * else the header's first LSN must equal it). Out: everything else.
@@ -102,6 +103,14 @@ quayi_wal_rec_size(uint64_t len)
 struct quayi_wal_scan {
 	const uint8_t *buf;
 	size_t len;
+	/* Zero bytes that follow buf[len) in the file (0: buf is the whole
+	 * file). Recovery reads a segment only up to a little past its last
+	 * non-zero byte and passes the rest of the file size here, so that
+	 * a preallocated segment costs memory for its data only (issue 11).
+	 * A record may extend into them (a payload ending in zeros); every
+	 * record header starting before the last non-zero byte must lie
+	 * within buf. */
+	uint64_t zero_tail;
 	bool last;
 	uint64_t expect_lsn;
 

@@ -126,8 +126,12 @@ px_mkdir(void *ctx, const char *path)
 	(void)ctx;
 	if (mkdir(path, 0755) == 0)
 		return 0;
-	if (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-		return 0;
+	if (errno == EEXIST) {
+		if (stat(path, &st) != 0)
+			return neg_errno();
+		/* Something else has the name: say so, not "it exists". */
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	}
 	return neg_errno();
 }
 

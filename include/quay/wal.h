@@ -83,8 +83,12 @@ enum { QUAY_WAL_SYNC = 0, QUAY_WAL_INTERVAL = 1, QUAY_WAL_NONE = 2 };
  *  failing with -EBADMSG. LOSES the records after the damage, including
  *  ones that were acknowledged as durable; the report says what was lost. */
 #define QUAY_WAL_SALVAGE 0x2u
+/** Flag: create the missing parent directories of dir too (mode 0755),
+ *  like mkdir -p. Without it only dir itself is created, and a missing
+ *  parent is -ENOENT. Ignored with READONLY (which creates nothing). */
+#define QUAY_WAL_MKDIR_PARENTS 0x4u
 /** Every flag a caller may pass; other bits get -EINVAL. */
-#define QUAY_WAL_FLAGS_ALL (QUAY_WAL_READONLY | QUAY_WAL_SALVAGE)
+#define QUAY_WAL_FLAGS_ALL (QUAY_WAL_READONLY | QUAY_WAL_SALVAGE | QUAY_WAL_MKDIR_PARENTS)
 
 /** Largest record type a caller may use (types are 1..QUAY_WAL_TYPE_MAX;
  *  0 is invalid, the types above are the WAL's own). */
@@ -155,6 +159,14 @@ struct quay_wal_report {
 	/** LSN range kept (0, 0 when the log holds no record). */
 	uint64_t first_lsn;
 	uint64_t last_lsn;
+	/** The errno of the operating-system call that made open fail
+	 *  (e.g. EACCES from mkdir or open; 0 if no system call failed,
+	 *  as for -EINVAL or -EBADMSG). status may be more general: a
+	 *  read error mid-scan is status -EIO with the OS errno here. */
+	int os_errno;
+	/** The path that call was given ("" if none): the directory, one
+	 *  of its parents, or a segment file. Truncated to fit. */
+	char os_path[256];
 };
 
 /** Options of quay_wal_open. Start from QUAY_WAL_OPTS_INIT; zero means default. */
@@ -172,7 +184,7 @@ struct quay_wal_opts {
 	uint64_t segment_bytes;
 	/** Largest payload an append accepts (0: QUAY_WAL_RECORD_DEFAULT). */
 	uint32_t max_record;
-	/** QUAY_WAL_READONLY, QUAY_WAL_SALVAGE. */
+	/** QUAY_WAL_READONLY, QUAY_WAL_SALVAGE, QUAY_WAL_MKDIR_PARENTS. */
 	unsigned flags;
 	/** Optional: filled by open, also when it fails. */
 	struct quay_wal_report *report;
@@ -233,7 +245,8 @@ struct quay_wal_info {
 /**
  * Open (creating if needed) the log in directory dir and recover it.
  *
- * The directory is created if missing (not with READONLY). Recovery scans
+ * The directory is created if missing (not with READONLY); its parents
+ * too with QUAY_WAL_MKDIR_PARENTS. Recovery scans
  * every segment: the longest valid prefix of whole batches is kept, a torn
  * tail of the last segment (damage after the last record proven durable)
  * is cut and reported, damage anywhere earlier fails with -EBADMSG unless
@@ -244,10 +257,17 @@ struct quay_wal_info {
  * Returns: 0 and *out set; -EINVAL if dir or out is NULL, dir is empty,
  *          opts has a wrong size, unknown flags, an unknown sync mode or
  *          an out-of-range field; -ENOENT if dir does not exist and
- *          READONLY is set; -EBADMSG on corruption (opts->report says
- *          where); -EAGAIN if another open WAL writes to dir; -ENOSPC if
- *          the first segment cannot be created for want of space; -EIO if
- *          the directory or a segment cannot be read or written; -ENOMEM.
+ *          READONLY is set, or a parent of dir does not exist (without
+ *          QUAY_WAL_MKDIR_PARENTS); -ENOTDIR if dir or one of its parents
+ *          is not a directory; -EACCES if the caller may not read, enter
+ *          or write dir (or create it: EPERM is reported as -EACCES);
+ *          -EINVAL too if the path is longer than the OS takes;
+ *          -EBADMSG on corruption (opts->report says where); -EAGAIN if
+ *          another open WAL writes to dir; -ENOSPC if the first segment
+ *          cannot be created for want of space; -EIO if the directory or
+ *          a segment cannot be read or written for another reason
+ *          (a read-only file system, a symlink loop, ...); -ENOMEM. In every case opts->report->os_errno and os_path
+ *          name the failing system call's errno and path.
  *          *out is untouched on failure.
  */
 QUAY_API int quay_wal_open(const char *dir, const struct quay_wal_opts *opts, quay_wal **out);

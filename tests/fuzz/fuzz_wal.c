@@ -103,6 +103,24 @@ check_scan(const uint8_t *data, size_t size, bool last)
 	p.last = last;
 	CHECK(quayi_wal_scan(&p) == 0);
 	CHECK(p.end == s.end && p.last_lsn == s.last_lsn && p.records == s.records);
+	/* The same image with its zero end given as zero_tail (how recovery
+	 * reads a preallocated segment) scans the same. */
+	size_t nz = size;
+	while (nz > 0 && data[nz - 1] == 0)
+		nz--;
+	size_t keep = ((nz + 7u) & ~(size_t)7u) + QUAYI_WAL_REC_HDR;
+	if (keep < size) {
+		struct quayi_wal_scan z;
+		memset(&z, 0, sizeof(z));
+		z.buf = data;
+		z.len = keep;
+		z.zero_tail = size - keep;
+		z.last = last;
+		CHECK(quayi_wal_scan(&z) == r);
+		CHECK(z.end == s.end && z.last_lsn == s.last_lsn && z.records == s.records &&
+		    z.reason == s.reason && z.proven == s.proven && z.nonzero_end == s.nonzero_end &&
+		    z.checkpoint == s.checkpoint && z.uncommitted == s.uncommitted);
+	}
 }
 
 static void

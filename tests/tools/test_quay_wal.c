@@ -577,12 +577,13 @@ dump_text(void **state)
 
 	assert_int_equal(run(t, "dump", t->log, NULL), 0);
 	assert_int_equal(count_lines(t->out), t->records);
-	assert_has(t->out, "lsn=1 type=1 len=");
+	/* record types in hex, as the docs write them (issue 11) */
+	assert_has(t->out, "lsn=1 type=0x00000001 len=");
 	assert_has(t->out, "data=\"rec-00000-");
 	/* escaping of quotes, backslash, newline, control and high bytes */
-	assert_has(t->out, "type=7 len=10 data=\"a\\\"b\\\\c\\n\\x01\\xff\\0z\"\n");
+	assert_has(t->out, "type=0x00000007 len=10 data=\"a\\\"b\\\\c\\n\\x01\\xff\\0z\"\n");
 	/* a long payload is cut at the preview size and marked */
-	assert_has(t->out, "type=8 len=2000 data=\"BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB\"...\n");
+	assert_has(t->out, "type=0x00000008 len=2000 data=\"BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB\"...\n");
 	assert_has(t->out, "len=0 data=\"\"\n");
 	/* LSNs strictly increase */
 	uint64_t prev = 0;
@@ -614,10 +615,10 @@ dump_json(void **state)
 
 	assert_int_equal(run(t, "dump", t->log, "--json", NULL), 0);
 	assert_int_equal(check_json_lines(t->out), t->records);
-	assert_has(t->out, "{\"lsn\":1,\"type\":1,\"len\":");
-	assert_has(t->out, "\"type\":7,\"len\":10,\"preview\":\"a\\\"b\\\\c\\n\\u0001\\u00ff\\u0000z\","
+	assert_has(t->out, "{\"lsn\":1,\"type\":1,\"type_hex\":\"0x00000001\",\"len\":");
+	assert_has(t->out, "\"type\":7,\"type_hex\":\"0x00000007\",\"len\":10,\"preview\":\"a\\\"b\\\\c\\n\\u0001\\u00ff\\u0000z\","
 			   "\"preview_hex\":\"6122625c630a01ff007a\",\"truncated\":false}");
-	assert_has(t->out, "\"type\":8,\"len\":2000,");
+	assert_has(t->out, "\"type\":8,\"type_hex\":\"0x00000008\",\"len\":2000,");
 	assert_has(t->out, "\"truncated\":true}");
 	assert_int_equal(run(t, "dump", t->log, "--json", "--from", "100", "--limit", "5", "--preview", "4096", NULL), 0);
 	assert_int_equal(check_json_lines(t->out), 5);
@@ -646,7 +647,7 @@ stats_text_and_json(void **state)
 	for (uint32_t ty = 1; ty <= 9; ty++) {
 		if (t->type_count[ty] == 0)
 			continue;
-		snprintf(want, sizeof(want), "  type %-10" PRIu32 " %-12s %12" PRIu64 " record(s) %14" PRIu64 " payload bytes",
+		snprintf(want, sizeof(want), "  type 0x%08" PRIx32 " %-12s %12" PRIu64 " record(s) %14" PRIu64 " payload bytes",
 		    ty, "", t->type_count[ty], t->type_bytes[ty]);
 		assert_has(t->out, want);
 	}
@@ -661,7 +662,8 @@ stats_text_and_json(void **state)
 	assert_int_equal(json_u64(t->out, "last_lsn"), t->last_lsn);
 	assert_int_equal(json_u64(t->out, "checkpoint_lsn"), 3);
 	assert_true(json_u64(t->out, "file_bytes") >= json_u64(t->out, "bytes"));
-	snprintf(want, sizeof(want), "{\"type\":7,\"records\":1,\"payload_bytes\":10,\"log_bytes\":48}");
+	snprintf(want, sizeof(want),
+	    "{\"type\":7,\"type_hex\":\"0x00000007\",\"records\":1,\"payload_bytes\":10,\"log_bytes\":48}");
 	assert_has(t->out, want);
 	assert_true(strstr(t->out, "live") == NULL);   /* never a made-up figure */
 	assert_int_equal(snapshot(t->root), before);
@@ -733,6 +735,11 @@ torn_tail(void **state)
 	assert_has(t->out, "record checksum mismatch");
 	assert_has(t->out, "recoverable");
 	assert_has(t->out, "cuts 132 byte(s)");   /* 32 + 100, up to the last non-zero byte */
+	/* The cut record may have been acknowledged (a synced record damaged
+	 * later looks the same): never claim otherwise (issue 11). */
+	assert_null(strstr(t->out, "acknowledged in SYNC mode is lost"));
+	assert_has(t->out, "every record before the cut is intact and kept");
+	assert_has(t->out, "cannot be told from the log");
 	snprintf(want, sizeof(want), "%" PRIu64 " record(s), LSN 1..%" PRIu64, t->records - 1, t->last_lsn - 1);
 	assert_has(t->out, want);
 
@@ -891,6 +898,8 @@ dq_parse_dump(const char *out, bool json, struct dq_set *s)
 			lsn = json_u64(line, "lsn");
 			p = strstr(line, "\"decoded\":{\"queue\":\"");
 			assert_non_null(p);
+			/* names resolved (issue 11) */
+			assert_non_null(strstr(p, "\"queue_name\":\"jobs"));
 			q = strtoull(p + strlen("\"decoded\":{\"queue\":\""), NULL, 16);
 			did = json_u64(p, "did");
 			if (del && strstr(p, "\"why\":\"ack\"") != NULL)
@@ -912,7 +921,9 @@ dq_parse_dump(const char *out, bool json, struct dq_set *s)
 			for (const char *x = strstr(line, " queue "); x != NULL; x = strstr(x + 1, " queue "))
 				p = x;
 			assert_non_null(p);
-			q = strtoull(p + 7, NULL, 16);
+			/* "queue NAME [ID]": the name the log gives (issue 11) */
+			assert_true(strncmp(p, " queue jobs [", 13) == 0 || strncmp(p, " queue jobs-dlq [", 17) == 0);
+			q = strtoull(strchr(p, '[') + 1, NULL, 16);
 			p = strstr(p, " did ");
 			assert_non_null(p);
 			did = strtoull(p + 5, NULL, 10);
@@ -983,6 +994,12 @@ durable_queue(void **state)
 	assert_has(t->out, " bytes of records) in 2 queue(s)\n");
 	assert_has(t->out, " queue-add ");
 	assert_has(t->out, " queue-del ");
+	/* per queue, by name (issue 11); types in hex */
+	snprintf(want, sizeof(want), "  jobs: %" PRIu64 " live\n", live_jobs);
+	assert_has(t->out, want);
+	assert_has(t->out, "  jobs-dlq: 1 live\n");
+	assert_has(t->out, "  type 0x51440001 queue-add ");
+	assert_has(t->out, "  type 0x51440004 queue-name ");
 
 	/* stats, JSON: one valid line with the same figures. */
 	assert_int_equal(run(t, "stats", "--json", dir, NULL), 0);
@@ -992,9 +1009,14 @@ durable_queue(void **state)
 	assert_true(json_u64(t->out, "live_message_bytes") >= (live_jobs + live_dlq) * 72);
 	/* sends + the dead letter's ADD; acks + its DEL */
 	uint64_t records = json_u64(t->out, "records");
-	assert_int_equal(records, DQ_N + 1 + DQ_ACKED + 1);
+	/* sends + the dead letter's ADD; acks + its DEL; one NAME a queue */
+	assert_int_equal(records, DQ_N + 1 + DQ_ACKED + 1 + 2);
 	assert_has(t->out, "\"name\":\"queue-add\",\"records\":21,");
 	assert_has(t->out, "\"name\":\"queue-del\",\"records\":4,");
+	assert_has(t->out, "\"type\":1363410948,\"type_hex\":\"0x51440004\",\"name\":\"queue-name\",\"records\":2,");
+	snprintf(want, sizeof(want), "\"queue_name\":\"jobs\",\"live\":%" PRIu64 "}", live_jobs);
+	assert_has(t->out, want);
+	assert_has(t->out, "\"queue_name\":\"jobs-dlq\",\"live\":1}");
 
 	/* dump, JSON and text: rebuilt per queue, the same live sets. */
 	assert_int_equal(run(t, "dump", dir, "--json", NULL), 0);
@@ -1011,6 +1033,12 @@ durable_queue(void **state)
 
 	assert_int_equal(run(t, "dump", dir, NULL), 0);
 	assert_int_equal(count_lines(t->out), records);
+	/* the durable id resolved, the body shown, the name records */
+	assert_has(t->out, "type=0x51440004(queue-name) len=20 data=");
+	assert_has(t->out, " is named \"jobs\"\n");
+	assert_has(t->out, " (its LSN) send attempts 0 ");
+	assert_has(t->out, " body 4 body=\"\\0\\0\\0\\0\"\n");      /* message 0: u32 0 */
+	assert_has(t->out, " body 4 body=\"\\x01\\0\\0\\0\"\n");    /* message 1 */
 	dq_parse_dump(t->out, false, &s);
 	assert_int_equal(s.adds, DQ_N + 1);
 	assert_int_equal(s.dels, DQ_ACKED + 1);
@@ -1020,6 +1048,51 @@ durable_queue(void **state)
 	assert_int_equal(dq_count(&s, qj), live_jobs);
 	assert_int_equal(dq_count(&s, qd), live_dlq);
 	assert_int_equal(snapshot(t->root), before);   /* read only */
+}
+
+/* A log written before NAME records existed (issue 11): ADD and DEL
+ * records only. Still read: queues shown by their id, counted right. */
+static void
+durable_queue_old_log(void **state)
+{
+	struct tc *t = *state;
+	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+	quay_wal *w;
+	char dir[300], want[200];
+	unsigned char add[72 + 3], del[24];
+	const uint64_t q = dq_qid("legacy");
+	uint64_t lsn;
+
+	snprintf(dir, sizeof(dir), "%s/old", t->root);
+	assert_int_equal(quay_wal_open(dir, &wo, &w), 0);
+	for (int i = 0; i < 3; i++) {        /* three sends: did 0 (own LSN), body "abc" */
+		memset(add, 0, sizeof(add));
+		for (int b = 0; b < 8; b++)
+			add[b] = (unsigned char)(q >> (8 * b));
+		add[64] = 3;                     /* body_len */
+		memcpy(add + 72, "abc", 3);
+		assert_int_equal(quay_wal_append(w, 0x51440001u, add, sizeof(add), &lsn), 0);
+	}
+	memset(del, 0, sizeof(del));         /* ack the last one */
+	for (int b = 0; b < 8; b++) {
+		del[b] = (unsigned char)(q >> (8 * b));
+		del[8 + b] = (unsigned char)(lsn >> (8 * b));
+	}
+	del[16] = 1;
+	assert_int_equal(quay_wal_append(w, 0x51440002u, del, sizeof(del), NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+
+	assert_int_equal(run(t, "stats", dir, NULL), 0);
+	assert_has(t->out, "live messages:    2 (");
+	snprintf(want, sizeof(want), "  queue %016" PRIx64 " (not named in the log): 2 live\n", q);
+	assert_has(t->out, want);
+	assert_int_equal(run(t, "dump", dir, NULL), 0);
+	snprintf(want, sizeof(want), "queue %016" PRIx64 " did 1 (its LSN) send ", q);
+	assert_has(t->out, want);
+	assert_has(t->out, " body 3 body=\"abc\"\n");
+	snprintf(want, sizeof(want), "queue %016" PRIx64 " did %" PRIu64 " ack\n", q, lsn);
+	assert_has(t->out, want);
+	assert_int_equal(run(t, "verify", dir, NULL), 0);
 }
 
 int
@@ -1038,6 +1111,7 @@ main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(mid_log_corruption, setup, teardown),
 		cmocka_unit_test_setup_teardown(junk_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(durable_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(durable_queue_old_log, setup, teardown),
 	};
 
 	if (argc != 2) {

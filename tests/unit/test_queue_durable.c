@@ -27,6 +27,7 @@
 #include <quay/wal.h>
 
 #include "../../src/queue_internal.h"
+#include "../../src/queue_durable_format.h"
 #include "../../src/wal_internal.h"
 #include "wal/wal_memfs.h"
 
@@ -502,6 +503,103 @@ compaction_keeps_disk_bounded(void **state)
 	q = mkq(&o);
 	assert_int_equal(st(q).restored, di.live);
 	assert_int_equal(di.live, 50);
+	quay_queue_destroy(q);
+}
+
+/* ---- queue names in the log (issue 11) ----------------------------------- */
+
+struct name_count {
+	uint64_t qid;
+	uint64_t n, first_lsn;
+	char name[128];
+};
+
+static int
+name_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	struct name_count *c = ctx;
+	const unsigned char *p = data;
+
+	if (type != QUAYI_DQ_NAME)
+		return 0;
+	assert_true(len >= QUAYI_DQ_NAME_HDR);
+	size_t nl = (size_t)quayi_dqf_get(p + QUAYI_DQF_NAME_LEN, 2);
+	assert_int_equal(nl, len - QUAYI_DQ_NAME_HDR);
+	assert_int_equal(quayi_dqf_get(p + QUAYI_DQF_QID, 8), quayi_dqf_qid((const char *)p + QUAYI_DQ_NAME_HDR, nl));
+	if (quayi_dqf_get(p + QUAYI_DQF_QID, 8) != c->qid)
+		return 0;
+	if (c->n++ == 0)
+		c->first_lsn = lsn;
+	assert_true(nl < sizeof(c->name));
+	memcpy(c->name, p + QUAYI_DQ_NAME_HDR, nl);
+	c->name[nl] = '\0';
+	return 0;
+}
+
+static uint64_t
+names_in_log(const char *name, uint64_t *first_lsn)
+{
+	struct name_count c = { quayi_dqf_qid(name, strlen(name)), 0, 0, "" };
+
+	assert_int_equal(quay_wal_replay(wal, 1, name_visit, &c), 0);
+	if (c.n > 0)
+		assert_string_equal(c.name, name);
+	if (first_lsn != NULL)
+		*first_lsn = c.first_lsn;
+	return c.n;
+}
+
+/* A queue's name is logged once (not at every attach), survives a
+ * compaction that deletes the segment it was first written in, and the
+ * queue replays as before with it in the log. */
+static void
+queue_name_logged_once_and_kept(void **state)
+{
+	quay_queue_opts o;
+	quay_queue *q;
+	struct quay_wal_info wi;
+	quay_lease l;
+	uint64_t lsn0 = 0, lsn1 = 0;
+
+	(void)state;
+	wal_segment = QUAY_WAL_SEGMENT_MIN;
+	assert_int_equal(quay_wal_close(wal), 0);
+	qt_rm_dir(dir);
+	wal_open();
+	o = dopts("orders.eu-1");
+	q = mkq(&o);
+	assert_int_equal(names_in_log("orders.eu-1", &lsn0), 1);
+	for (int k = 0; k < 3; k++) {              /* reattach: no second NAME */
+		restart(&q, NULL);
+		o.wal = wal;
+		q = mkq(&o);
+		assert_int_equal(names_in_log("orders.eu-1", NULL), 1);
+	}
+	assert_int_equal(quay_queue_send(q, mkmsg(7)), 0);          /* stays live */
+	for (uint64_t i = 0; i < 3000; i++) {                       /* rolls segments */
+		assert_int_equal(quay_queue_send(q, mkmsg(100 + i)), 0);
+		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+		if (body_of(l.msg) == 7) {
+			assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+			quay_msg_unref(l.msg);
+			assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+		}
+		assert_int_equal(quay_queue_ack(q, &l), 0);
+		quay_msg_unref(l.msg);
+	}
+	assert_int_equal(quayi_queue_compact(q), 0);
+	assert_int_equal(quay_wal_info(wal, &wi), 0);
+	assert_true(wi.first_lsn > lsn0);          /* the first NAME's segment is gone */
+	/* Every compaction (automatic ones too) names the open queues
+	 * again, so there may be several; the reattach adds none. */
+	uint64_t n = names_in_log("orders.eu-1", &lsn1);
+	assert_true(n >= 1);
+	assert_true(lsn1 > lsn0);
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 1);
+	assert_int_equal(names_in_log("orders.eu-1", NULL), n);
 	quay_queue_destroy(q);
 }
 
@@ -1749,6 +1847,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(dead_letter_and_redrive_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(ttl_after_restart_dead_letters, setup, teardown),
 		cmocka_unit_test_setup_teardown(compaction_keeps_disk_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(queue_name_logged_once_and_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(compaction_deferred_for_closed_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(wal_failure_fails_send_and_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(corrupt_record_is_ebadmsg, setup, teardown),
