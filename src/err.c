@@ -24,6 +24,7 @@ quay_strerror(int err)
 	case ENOTCONN:  return "not connected: the connection is closed or down";
 	case ENOBUFS:   return "send buffer full: refused";
 	case EACCES:    return "permission denied";
+	case ENOTDIR:   return "not a directory";
 	case ENOTSUP:   return "not supported by the server";
 	default:        return "unknown error";
 	}

@@ -26,13 +26,14 @@
  *               holding a log is full
  *   -ESTALE     a stale lease: already acked or nacked, or expired (its
  *               message may have been handed out again)
- *   -ENOENT     no such object (unknown lease, subscription, ...)
+ *   -ENOENT     no such object (unknown lease, subscription, a missing WAL directory, ...)
  *   -EEXIST     the object already exists (added twice, a second NATS import, ...)
  *   -EADDRINUSE the address (a TCP port) is taken
  *   -ECONNREFUSED  no server could be reached (NATS)
  *   -ENOTCONN   the connection is closed or down (NATS)
  *   -ENOBUFS    a bounded send buffer is full: refused, not dropped (NATS)
- *   -EACCES     permission denied (a privileged port, credentials a server refused)
+ *   -EACCES     permission denied (a privileged port, a WAL directory, credentials a server refused)
+ *   -ENOTDIR    a path component is not a directory (a WAL directory)
  *   -ENOTSUP    the server lacks a feature (NATS without JetStream)
  *
  * quay_strerror() names each of them; a unit test keeps this list, the
