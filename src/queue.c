@@ -57,6 +57,10 @@
  *      receive_sleep (quayi_wait_sleep), whose ready() re-reads next_due
  *      and the pq's count: the sleeper sees the new value, or the waker
  *      sees its sleeper bit and wakes it. Pushes to the pq are W1.
+ *   C1 quay_queue_close: seq_cst store of closed, then wake_receivers (as
+ *      W2) -> pairs with C2.
+ *   C2 send and receive: load of closed; a sleeping receiver's ready()
+ *      (recv_ready) reads it after S1, so it sees the store or is woken.
  */
 #include "queue_internal.h"
 #include "quay_internal.h"
@@ -173,6 +177,14 @@ static void
 wake_receivers(quay_queue *q)
 {
 	quayi_wait_wake_if_waiting(&q->ready->pop_event, &q->ready->flags, QUAYI_PQ_F_FENCE);
+}
+
+/* C2: has quay_queue_close run? Relaxed: close publishes nothing but the
+ * flag itself (the sleeper side is ordered by S1, see wake_receivers). */
+static inline bool
+is_closed(const quay_queue *q)
+{
+	return __atomic_load_n(&q->closed, __ATOMIC_RELAXED) != 0;
 }
 
 static void
@@ -1285,6 +1297,8 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 
 	if (QUAYI_UNLIKELY(q == NULL || msg == NULL || quay_msg_priority(msg) >= q->levels))
 		return -EINVAL;
+	if (QUAYI_UNLIKELY(is_closed(q)))
+		return -EPIPE;
 	if (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
 	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
 	    idlen > QUAY_QUEUE_DEDUP_ID_MAX)
@@ -1407,6 +1421,8 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 	for (size_t i = 0; i < n; i++)
 		if (msgs[i] == NULL)
 			return -EINVAL;
+	if (is_closed(q))
+		return -EPIPE;
 	if (q->dur != NULL)
 		return send_batch_durable(q, msgs, n, results);
 	for (size_t i = 0; i < n; i++) {
@@ -1469,7 +1485,7 @@ recv_ready(const void *ctx)
 	 * sleeper's bit; W1 (push) and W2 (wake_receivers) follow the
 	 * stores they look for. */
 	return quay_pq_count(c->q->ready) != 0 ||
-	    __atomic_load_n(&c->q->next_due, __ATOMIC_RELAXED) < c->due;
+	    __atomic_load_n(&c->q->next_due, __ATOMIC_RELAXED) < c->due || is_closed(c->q);
 }
 
 /*
@@ -1525,6 +1541,8 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 	unsigned idle = 0;
 	int rc;
 
+	if (QUAYI_UNLIKELY(is_closed(q)))
+		return -EPIPE;
 	if (!quick && maybe_run_timers(q, now)) {
 		now = q_now(q);
 		*slow = true;
@@ -1540,6 +1558,10 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			break;
 		}
 		receive_sleep(q, now, end_mono, &idle);
+		if (is_closed(q)) {
+			rc = -EPIPE;
+			break;
+		}
 		now = q_now(q);
 		if (maybe_run_timers(q, now)) {
 			now = q_now(q);
@@ -1811,6 +1833,8 @@ quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved)
 	/* A durable move is one log batch: both on one WAL, or both in memory. */
 	if (!quayi_dur_same_wal(dlq, to))
 		return -EINVAL;
+	if (is_closed(to))
+		return -EPIPE;
 	now = q_now(to);
 	while (n < max) {
 		quay_msg *msg;
@@ -1883,6 +1907,18 @@ quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
 		quay_msg_unref(msg);
 	}
 	return stop;
+}
+
+int
+quay_queue_close(quay_queue *q)
+{
+	if (q == NULL)
+		return -EINVAL;
+	/* C1: seq_cst store, then wake every sleeping receiver (their
+	 * recv_ready reads it after S1: they see it or are woken). */
+	__atomic_store_n(&q->closed, 1u, __ATOMIC_SEQ_CST);
+	wake_receivers(q);
+	return 0;
 }
 
 int

@@ -53,7 +53,7 @@
  *     extend, tick, stats                                messages and leases
  *                                                        are lock-free; timers
  *                                                        use a try-lock)
- *   browse, redrive           x anything but destroy     nothing (see each)
+ *   browse, redrive, close    x anything but destroy     nothing (see each)
  *   create                    x anything                 nothing
  *   destroy                   x anything on this queue   caller serialises
  *
@@ -317,6 +317,7 @@ QUAY_API void quay_queue_destroy(quay_queue *q);
  *          WAL's sync mode promises; -EIO / -ENOSPC / -EMSGSIZE if the
  *          log refused it (not enqueued, message unchanged); -EINVAL if
  *          msg is held by a durable queue (until it leaves it).
+ *          -EPIPE if the queue is closed (quay_queue_close()).
  */
 QUAY_API int quay_queue_send(quay_queue *q, quay_msg *msg);
 
@@ -350,8 +351,10 @@ QUAY_API int quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int
  * Ordering: acquire (see the top of this file).
  * Returns: 0 and *lease set; -EAGAIN if nothing is ready and wait_ns is
  *          0, or max_in_flight leases are out (no wait then);
- *          -ETIMEDOUT if nothing came within wait_ns; -EINVAL if q or
- *          lease is NULL. *lease is untouched on failure.
+ *          -ETIMEDOUT if nothing came within wait_ns; -EPIPE if the
+ *          queue is closed (at once, even with messages ready; a receive
+ *          asleep when quay_queue_close() runs wakes with it); -EINVAL if
+ *          q or lease is NULL. *lease is untouched on failure.
  */
 QUAY_API int quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns);
 
@@ -365,8 +368,10 @@ QUAY_API int quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_n
  * returned: its reference is dropped). Every lease returned obeys the
  * rule of quay_queue_receive().
  *
- * Returns: the number received, 0..n (0 also if q or leases is NULL or n
- *          is 0).
+ * Returns: the number received, 0..n (0 also if q or leases is NULL, n
+ *          is 0, or the queue is closed: a batch asleep when
+ *          quay_queue_close() runs returns 0; quay_queue_receive() with
+ *          wait_ns 0 tells a closed queue, -EPIPE, from an empty one).
  */
 QUAY_API size_t quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wait_ns);
 
@@ -422,8 +427,10 @@ QUAY_API int quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t m
  * Returns: 0; -EAGAIN if to became full before max were moved (*moved
  *          says how many were); -EINVAL if dlq or to is NULL, they are
  *          the same queue, max is 0, or they are not both in memory or
- *          both durable on one WAL; durable: -EIO / -ENOSPC / -EMSGSIZE
- *          if the log refused a move (that message stays in dlq).
+ *          both durable on one WAL; -EPIPE if to is closed (a closed
+ *          dlq may still be redriven from); durable: -EIO / -ENOSPC /
+ *          -EMSGSIZE if the log refused a move (that message stays in
+ *          dlq).
  */
 QUAY_API int quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved);
 
@@ -440,6 +447,27 @@ QUAY_API int quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, siz
  * Returns: 0; the non-zero value fn returned; -EINVAL if q or fn is NULL.
  */
 QUAY_API int quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx);
+
+/**
+ * Close the queue, for shutdown (SQS has no such call): every receiver
+ * asleep in quay_queue_receive() or quay_queue_receive_batch() wakes at
+ * once with -EPIPE (a batch: 0), and every later receive returns -EPIPE
+ * at once without delivering what is ready; sends and send batches
+ * return -EPIPE (the caller keeps its reference), redrive into it too.
+ * Leases already out stay valid: ack, nack, release and extend work as
+ * before, and a nacked, released or expired message goes back to ready
+ * or delayed as usual (the queue keeps holding it; stats, browse, tick
+ * and redrive out of it still work). Dead letters from other queues are
+ * still accepted (losing them would be worse). A receive that was
+ * already taking a message when close ran may still return it.
+ * There is no reopen. Durable queues: close is not logged; the queue
+ * created again on the WAL after a restart is open and has its
+ * messages. Closing twice is a no-op (0).
+ *
+ * Concurrency: safe against every call but destroy.
+ * Returns: 0; -EINVAL if q is NULL.
+ */
+QUAY_API int quay_queue_close(quay_queue *q);
 
 /**
  * Process due timers now: delayed messages that are due become ready

@@ -2013,6 +2013,124 @@ foreign_lease_is_enoent(void **state)
 	quay_queue_destroy(q1);
 }
 
+/* ---- issue 11: close ---------------------------------------------- */
+
+struct batch_waiter {
+	quay_queue *q;
+	size_t got;
+	int tid;
+};
+
+static void *
+batch_wait_thread(void *arg)
+{
+	struct batch_waiter *w = arg;
+	quay_lease l[4];
+
+	__atomic_store_n(&w->tid, qt_gettid(), __ATOMIC_SEQ_CST);
+	w->got = quay_queue_receive_batch(w->q, l, 4, -1);
+	for (size_t i = 0; i < w->got; i++)
+		quay_msg_unref(l[i].msg);
+	return NULL;
+}
+
+/* A receiver (and a batch receiver) proven asleep in futex(2), waiting
+ * forever, wakes with -EPIPE (0) when the queue is closed. */
+static void
+close_wakes_sleeping_receivers(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	struct waiter w = { NULL, -1, 0, 0 };
+	struct batch_waiter bw = { NULL, 99, 0 };
+	quay_queue *q;
+	pthread_t t, bt;
+
+	(void)state;
+	q = mkq(&o);
+	w.q = q;
+	bw.q = q;
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	assert_int_equal(pthread_create(&bt, NULL, batch_wait_thread, &bw), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0 ||
+	    __atomic_load_n(&bw.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(w.tid, 5000));
+	assert_true(qt_await_futex_sleep(bw.tid, 5000));
+	assert_int_equal(quay_queue_close(q), 0);
+	assert_true(qt_join_within(t, 10000));
+	assert_true(qt_join_within(bt, 10000));
+	assert_int_equal(w.rc, -EPIPE);
+	assert_int_equal(bw.got, 0);
+	quay_queue_destroy(q);
+}
+
+/* After close: receives refuse at once (even with a message ready),
+ * sends refuse and leave the reference with the caller, leases out
+ * still ack, nack and extend; close is idempotent. */
+static void
+close_refuses_new_work_keeps_leases(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l1, l2, l3, lx;
+	quay_msg *m, *b[2];
+	int res[2] = { 7, 7 };
+	size_t moved = 9;
+
+	(void)state;
+	assert_int_equal(quay_queue_close(NULL), -EINVAL);
+	o.dlq = dlq = mkq(&(quay_queue_opts){ .size = sizeof(quay_queue_opts), .clock = qt_fake_clock,
+	    .name = "dlq", .capacity = 8 });
+	q = mkq(&o);
+	send_v(q, 1);
+	send_v(q, 2);
+	send_v(q, 3);
+	send_v(q, 4);
+	assert_int_equal(recv_v(q, &l1), 1);
+	assert_int_equal(recv_v(q, &l2), 2);
+	assert_int_equal(recv_v(q, &l3), 3);
+	send_v(dlq, 9);
+	assert_int_equal(quay_queue_close(q), 0);
+	assert_int_equal(quay_queue_close(q), 0);               /* idempotent */
+	memset(&lx, 0x5a, sizeof(lx));
+	assert_int_equal(quay_queue_receive(q, &lx, 0), -EPIPE);   /* 4 is ready */
+	assert_int_equal(quay_queue_receive(q, &lx, 100 * MS), -EPIPE);
+	assert_int_equal(quay_queue_receive(q, &lx, -1), -EPIPE);
+	assert_int_equal(quay_queue_receive_batch(q, &lx, 1, -1), 0);
+	assert_int_equal(lx.slot, 0x5a5a5a5a);                  /* untouched */
+	m = mkmsg(5);
+	assert_int_equal(quay_queue_send(q, m), -EPIPE);
+	assert_int_equal(quay_msg_refcount(m), 1);              /* still the caller's */
+	b[0] = m;
+	b[1] = mkmsg(6);
+	assert_int_equal(quay_queue_send_batch(q, b, 2, res), -EPIPE);
+	assert_int_equal(res[0], 7);                            /* nothing sent */
+	quay_msg_unref(b[1]);
+	assert_int_equal(quay_queue_redrive(dlq, q, 1, &moved), -EPIPE);
+	assert_int_equal(stats(dlq).ready, 1);
+	/* The leases out still work. */
+	assert_int_equal(quay_queue_extend(q, &l1, 5000 * MS), 0);
+	assert_int_equal(quay_queue_ack(q, &l1), 0);
+	assert_int_equal(quay_queue_ack(q, &l1), -ESTALE);
+	assert_int_equal(quay_queue_nack(q, &l2, "x"), 0);
+	/* An expired lease is handled as before (its message held). */
+	qt_set_time(QT_T0 + 2000 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_int_equal(quay_queue_ack(q, &l3), -ESTALE);
+	assert_int_equal(stats(q).in_flight, 0);
+	assert_int_equal(stats(q).acked, 1);
+	check_conservation(q);
+	/* Redrive out of a closed queue still works (into an open one). */
+	assert_int_equal(quay_queue_redrive(q, dlq, 8, &moved), 0);
+	assert_int_equal(moved, 2);                             /* 4 and 2; 3 is in its backoff */
+	done(&l1);
+	done(&l2);
+	done(&l3);
+	quay_msg_unref(m);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
 int
 main(void)
 {
@@ -2061,6 +2179,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(batch_lease_deadlines_after_slow_work, setup, teardown),
 		cmocka_unit_test_setup_teardown(lease_deadline_after_timer_work, setup, teardown),
 		cmocka_unit_test_setup_teardown(foreign_lease_is_enoent, setup, teardown),
+		cmocka_unit_test_setup_teardown(close_wakes_sleeping_receivers, setup, teardown),
+		cmocka_unit_test_setup_teardown(close_refuses_new_work_keeps_leases, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
