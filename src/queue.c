@@ -32,6 +32,7 @@
  *   tr_accept      send accepted (ready or delayed)
  *   tr_lease       ready -> in flight
  *   tr_ack         in flight -> acked
+ *   tr_release     in flight -> ready (the delivery not counted)
  *   tr_fail        in flight -> (policy) retry / dead letter / drop
  *                  (from nack and from lease expiry)
  *   tr_retry       -> ready or delayed again (attempts kept)
@@ -789,6 +790,20 @@ tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
 	quay_msg_unref(msg);
 }
 
+/* in flight -> ready, handed back by the holder (the slot is already FREE
+ * and ours): the delivery does not count, so attempts goes back to what
+ * it was before the lease. Nothing is logged on a durable queue: its log
+ * counts only failed deliveries (RETRY records), so after a restart the
+ * released delivery is not counted either. */
+static void
+tr_release(quay_queue *q, quay_msg *msg)
+{
+	uint32_t a = quay_msg_attempts(msg);
+
+	if (a > 0)
+		quay_msg_set_attempts(msg, a - 1);
+	make_ready(q, msg);
+}
 
 /* DLQ -> to; the caller reserved room in to (and gives it back if this
  * fails). */
@@ -1736,6 +1751,24 @@ quay_queue_ack(quay_queue *q, const quay_lease *lease)
 	tr_ack(q, msg, now);
 	if (q->dur != NULL)
 		quayi_dur_maybe_compact(q);
+	return 0;
+}
+
+int
+quay_queue_release(quay_queue *q, const quay_lease *lease)
+{
+	uint64_t st;
+	quay_msg *msg;
+	int rc;
+
+	if (q == NULL || lease == NULL)
+		return -EINVAL;
+	rc = end_lease(q, lease, false, q_now(q), &st);
+	if (rc != 0)
+		return rc;
+	msg = q->slots[lease->slot].msg;
+	slot_free(q, lease->slot);
+	tr_release(q, msg);
 	return 0;
 }
 

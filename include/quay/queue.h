@@ -50,8 +50,8 @@
  *
  *   call                      x call                     needs
  *   send, receive, ack, nack, x any of them              nothing (ready
- *     extend, tick, stats                                messages and leases
- *                                                        are lock-free; timers
+ *     release, extend, tick,                             messages and leases
+ *     stats                                              are lock-free; timers
  *                                                        use a try-lock)
  *   browse, redrive, close    x anything but destroy     nothing (see each)
  *   create                    x anything                 nothing
@@ -401,6 +401,25 @@ QUAY_API int quay_queue_ack(quay_queue *q, const quay_lease *lease);
  * Returns: as quay_queue_ack().
  */
 QUAY_API int quay_queue_nack(quay_queue *q, const quay_lease *lease, const char *reason);
+
+/**
+ * Release: hand the message back without a failure (a worker shutting
+ * down, or one that took more than it can do). The message is ready
+ * again at once, at the tail of its priority level, with no backoff and
+ * without counting the delivery: its attempts goes back to what it was
+ * before this lease, so the next delivery has the same attempt number
+ * and max_attempts still counts real deliveries that failed or expired.
+ * Not a nack: on_failure is not asked and nacked is not counted. Works
+ * on a closed queue (the message then stays ready, undelivered).
+ * Durable queue: nothing is logged (the log counts only failed
+ * deliveries), so the message is still in the log and its attempts after
+ * a restart do not include the released delivery.
+ *
+ * Concurrency: lock-free (one compare-and-swap on the lease slot).
+ * Returns: 0; -ESTALE, -ENOENT as quay_queue_ack(); -EINVAL if q or
+ *          lease is NULL.
+ */
+QUAY_API int quay_queue_release(quay_queue *q, const quay_lease *lease);
 
 /**
  * Extend a lease: its deadline becomes now + more_ns (the lease's

@@ -2131,6 +2131,100 @@ close_refuses_new_work_keeps_leases(void **state)
 	quay_queue_destroy(dlq);
 }
 
+/* ---- issue 11: release -------------------------------------------- */
+
+/* A released message is ready again at once, with the same attempt
+ * number next time; max_attempts counts only real failures. */
+static void
+release_hands_back_without_attempt(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l, l2, bogus;
+	struct quay_queue_stats s;
+
+	(void)state;
+	o.name = "dlq";
+	dlq = mkq(&o);
+	o = fake_opts();
+	o.max_attempts = 2;
+	o.dlq = dlq;
+	q = mkq(&o);
+	send_v(q, 1);
+	send_v(q, 2);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(l.attempt, 1);
+	assert_int_equal(quay_queue_release(q, &l), 0);
+	/* Ready at once (no tick, no clock move), at the tail of its level. */
+	assert_int_equal(quay_msg_attempts(l.msg), 0);
+	done(&l);
+	assert_int_equal(recv_v(q, &l), 2);
+	ack_v(q, &l);
+	/* Released five times: still attempt 1 every time. */
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(recv_v(q, &l), 1);
+		assert_int_equal(l.attempt, 1);
+		assert_int_equal(quay_queue_release(q, &l), 0);
+		/* The ended lease is stale for every call. */
+		assert_int_equal(quay_queue_release(q, &l), -ESTALE);
+		assert_int_equal(quay_queue_ack(q, &l), -ESTALE);
+		done(&l);
+	}
+	/* Two real failures reach max_attempts 2 (a release in between). */
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(quay_queue_nack(q, &l, "x"), 0);
+	done(&l);
+	qt_set_time(QT_T0 + 200 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(l.attempt, 2);
+	assert_int_equal(quay_queue_release(q, &l), 0);
+	done(&l);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(l.attempt, 2);
+	assert_int_equal(quay_queue_nack(q, &l, "x"), 0);
+	done(&l);
+	s = stats(q);
+	assert_int_equal(s.dead_lettered, 1);
+	assert_int_equal(s.nacked, 2);
+	assert_int_equal(s.received, 10);
+	check_conservation(q);
+	/* After the deadline the lease is stale. */
+	send_v(q, 3);
+	assert_int_equal(recv_v(q, &l), 3);
+	qt_set_time(QT_T0 + 200 * MS + 1000 * MS);
+	assert_int_equal(quay_queue_release(q, &l), -ESTALE);
+	done(&l);
+	/* Bad input: NULLs, a foreign lease, a never-issued one. */
+	assert_int_equal(quay_queue_release(NULL, &l), -EINVAL);
+	assert_int_equal(quay_queue_release(q, NULL), -EINVAL);
+	send_v(dlq, 4);
+	assert_int_equal(recv_v(dlq, &l2), 1);                  /* the dead letter */
+	ack_v(dlq, &l2);
+	assert_int_equal(recv_v(dlq, &l2), 4);
+	assert_int_equal(quay_queue_release(q, &l2), -ENOENT);
+	bogus = l2;
+	bogus.queue = 0;
+	assert_int_equal(quay_queue_release(dlq, &bogus), -ENOENT);
+	bogus = l2;
+	bogus.gen = 0;
+	assert_int_equal(quay_queue_release(dlq, &bogus), -ENOENT);
+	bogus = l2;
+	bogus.gen += 5;
+	assert_int_equal(quay_queue_release(dlq, &bogus), -ENOENT);
+	bogus = l2;
+	bogus.slot = UINT32_MAX;
+	assert_int_equal(quay_queue_release(dlq, &bogus), -ENOENT);
+	/* On a closed queue: the lease still releases, the message stays. */
+	assert_int_equal(quay_queue_close(dlq), 0);
+	assert_int_equal(quay_queue_release(dlq, &l2), 0);
+	done(&l2);
+	assert_int_equal(stats(dlq).ready, 1);
+	check_conservation(dlq);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
 int
 main(void)
 {
@@ -2181,6 +2275,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(foreign_lease_is_enoent, setup, teardown),
 		cmocka_unit_test_setup_teardown(close_wakes_sleeping_receivers, setup, teardown),
 		cmocka_unit_test_setup_teardown(close_refuses_new_work_keeps_leases, setup, teardown),
+		cmocka_unit_test_setup_teardown(release_hands_back_without_attempt, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
