@@ -554,8 +554,9 @@ static void
 tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t now, bool locked)
 {
 	quay_queue *dlq = q->dlq;
-	struct saved_hdr hr = { .had = false }, hs = { .had = false };
+	struct saved_hdr hr = { .had = false }, hs = { .had = false }, ha = { .had = false };
 	int64_t nb, ex, enq;
+	uint32_t att;
 	bool hdrs = false;
 
 	if (dlq == NULL) {
@@ -589,18 +590,27 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	nb = quay_msg_not_before_ns(msg);
 	ex = quay_msg_expires_ns(msg);
 	enq = quay_msg_enqueued_ns(msg);
+	att = quay_msg_attempts(msg);
 	if (quay_msg_refcount(msg) == 1) {
 		const char *r = dlq_reason_text[why];
+		char a[16];
+		int al = snprintf(a, sizeof(a), "%u", (unsigned)att);
 
 		hdr_save(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 		hdr_save(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+		hdr_save(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 		hdrs = true;
 		/* Best effort: a message too full for the headers still goes. */
 		if (!hr.big)
 			(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_REASON, r, strlen(r));
 		if (!hs.big)
 			(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_SOURCE, q->name, strlen(q->name));
+		if (!ha.big)
+			(void)quay_msg_set_header(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, a, (size_t)al);
 	}
+	/* The DLQ delivers from attempt 1 (its own max_attempts); the count
+	 * of this queue is in the header above, for inspection. */
+	quay_msg_set_attempts(msg, 0);
 	/* Dead letters are not delayed and do not expire with their TTL in
 	 * the source queue (the DLQ's own TTL applies). */
 	quay_msg_set_not_before_ns(msg, 0);
@@ -614,6 +624,7 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 			 * are best effort, the move is not. */
 			hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 			hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+			hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 			hdrs = false;
 			rc = quayi_dur_move_locked(q, dlq, msg, QUAYI_DQ_DEAD);
 		}
@@ -624,9 +635,11 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 			quay_msg_set_not_before_ns(msg, nb);
 			quay_msg_set_expires_ns(msg, ex);
 			quay_msg_set_enqueued_ns(msg, enq);
+			quay_msg_set_attempts(msg, att);
 			if (hdrs) {
 				hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 				hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+				hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 			}
 			quayi_dur_leave(q);
 			held_sub(dlq);
@@ -810,7 +823,7 @@ tr_release(quay_queue *q, quay_msg *msg)
 static int
 tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 {
-	struct saved_hdr hr = { .had = false }, hs = { .had = false };
+	struct saved_hdr hr = { .had = false }, hs = { .had = false }, ha = { .had = false };
 	uint32_t att = quay_msg_attempts(msg);
 	int64_t nb = quay_msg_not_before_ns(msg), ex = quay_msg_expires_ns(msg);
 	int64_t enq = quay_msg_enqueued_ns(msg);
@@ -823,6 +836,7 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 	if (quay_msg_refcount(msg) == 1) {
 		hdr_take(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 		hdr_take(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+		hdr_take(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 	}
 	stamp_other(to, msg, now);
 	if (dlq->dur != NULL) {
@@ -838,6 +852,8 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 				hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 			if (hs.had)
 				hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+			if (ha.had)
+				hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 			quayi_dur_leave(dlq);
 			return rc;
 		}
@@ -1246,11 +1262,15 @@ quay_queue_destroy(quay_queue *q)
  * the caller's message as it was. */
 struct stamp {
 	int64_t enq, nb, exp;
+	uint32_t att;
 };
 
 static void
 stamp_send(quay_queue *q, quay_msg *msg, int64_t now)
 {
+	/* max_attempts is per queue: a message acked (or cloned) elsewhere
+	 * starts here at attempt 1, not where the other queue left it. */
+	quay_msg_set_attempts(msg, 0);
 	quay_msg_set_enqueued_ns(msg, now);
 	if (q->delay_ns > 0 && quay_msg_not_before_ns(msg) == 0)
 		quay_msg_set_not_before_ns(msg, t_add(now, q->delay_ns));
@@ -1277,7 +1297,7 @@ send_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results, int64_t now
 		err = -ENOMEM;
 	for (size_t i = 0; i < n && err == 0; i++) {
 		st[i] = (struct stamp){ quay_msg_enqueued_ns(msgs[i]), quay_msg_not_before_ns(msgs[i]),
-			quay_msg_expires_ns(msgs[i]) };
+			quay_msg_expires_ns(msgs[i]), quay_msg_attempts(msgs[i]) };
 		stamp_send(q, msgs[i], now);
 	}
 	logged = err == 0 ? quayi_dur_send(q, msgs, n, &err) : 0;
@@ -1289,6 +1309,7 @@ send_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results, int64_t now
 				quay_msg_set_enqueued_ns(msgs[i], st[i].enq);
 				quay_msg_set_not_before_ns(msgs[i], st[i].nb);
 				quay_msg_set_expires_ns(msgs[i], st[i].exp);
+				quay_msg_set_attempts(msgs[i], st[i].att);
 			}
 			quayi_queue_dedup_forget(q, msgs[i]);
 			quayi_msg_set_did(msgs[i], 0);   /* give the claim back */

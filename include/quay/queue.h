@@ -102,6 +102,11 @@ typedef struct quay_queue quay_queue;
 /** Longest dedup id (the QUAY_MSG_H_DEDUP_ID header value), in bytes. */
 #define QUAY_QUEUE_DEDUP_ID_MAX 128u
 
+/** Header a dead letter carries: the source queue's attempt count
+ * (decimal) when it was dead-lettered; the DLQ itself delivers it from
+ * attempt 1. Removed by redrive, with the other DLQ headers. */
+#define QUAY_QUEUE_H_DLQ_ATTEMPTS "quay-dlq-attempts"
+
 /** Flag: weighted priority scheduling (quay/pq.h); without it, strict. */
 #define QUAY_QUEUE_WEIGHTED 0x1u
 /** Flag: no jitter: retry delays are exactly min(max, base * factor^(n-1)). */
@@ -147,7 +152,9 @@ typedef quay_queue_verdict (*quay_queue_failure_fn)(void *ctx, const quay_msg *m
 
 /** Told about each message dead-lettered (or dropped for want of a DLQ),
  * once per message: when it has moved into the DLQ (a DLQ that is full
- * delays the move and the call). */
+ * delays the move and the call). A message moved into a DLQ has its
+ * attempts reset to 0 by then; the count it had is in the
+ * QUAY_QUEUE_H_DLQ_ATTEMPTS header (if it fit). */
 typedef void (*quay_queue_dead_letter_fn)(void *ctx, const quay_msg *msg, quay_queue_dlq_reason reason);
 
 /** Visit one message in quay_queue_browse(): return 0 to go on, non-zero to stop. */
@@ -301,7 +308,9 @@ QUAY_API void quay_queue_destroy(quay_queue *q);
 /**
  * Send a message: the queue takes the caller's reference on success.
  * Stamps enqueued_ns; applies the default delay and TTL when the message
- * has none. A message whose not-before time is in the future is delayed,
+ * has none; resets attempts to 0 (max_attempts holds per queue: a
+ * message acked in another queue, or a quay_msg_clone() of one, which
+ * copies the count, starts here at attempt 1). A message whose not-before time is in the future is delayed,
  * else ready. With a dedup window, a message whose QUAY_MSG_H_DEDUP_ID
  * header was seen within the window is a duplicate: the queue drops the
  * reference, counts it and returns 0.
@@ -434,7 +443,8 @@ QUAY_API int quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t m
 
 /**
  * Move up to max ready messages of dlq into to (oldest first within a
- * priority), each exactly once: attempts reset to 0, the DLQ headers and
+ * priority), each exactly once: attempts reset to 0, the DLQ headers
+ * (reason, source, QUAY_QUEUE_H_DLQ_ATTEMPTS) and
  * the not-before time removed (headers only if the message is not shared
  * by another holder). Delayed and in-flight messages of dlq stay. Stops
  * early if to is full: room in to is reserved before a message is taken

@@ -1059,7 +1059,7 @@ dead_letter_hook_runs_once_when_dlq_full(void **state)
 	assert_int_equal(h.dead_reason, QUAY_QUEUE_DLQ_MAX_ATTEMPTS);
 	assert_int_equal(stats(q).dead_lettered, 1);
 	assert_int_equal(recv_v(dlq, &l), 1);
-	assert_int_equal(quay_msg_header_count(l.msg), 2);    /* reason + source, once */
+	assert_int_equal(quay_msg_header_count(l.msg), 3);    /* reason, source, attempts: once */
 	ack_v(dlq, &l);
 	check_conservation(q);
 	check_conservation(dlq);
@@ -2225,6 +2225,93 @@ release_hands_back_without_attempt(void **state)
 	quay_queue_destroy(dlq);
 }
 
+/* ---- issue 11: attempts are per queue ------------------------------ */
+
+/* A message acked in one queue on attempt 3 starts again at attempt 1
+ * in the next (also a clone, which copies the count); a dead letter is
+ * delivered by the DLQ from attempt 1, its old count in a header;
+ * redrive resets it and drops the header. */
+static void
+attempts_are_per_queue(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *a, *b, *dlq;
+	quay_lease l;
+	quay_msg *m, *c = NULL;
+
+	(void)state;
+	o.name = "dlq";
+	dlq = mkq(&o);
+	o = fake_opts();
+	o.max_attempts = 3;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	o.name = "a";
+	o.dlq = dlq;
+	a = mkq(&o);
+	o.name = "b";
+	b = mkq(&o);
+	send_v(a, 7);
+	for (int i = 1; i <= 2; i++) {
+		assert_int_equal(recv_v(a, &l), 7);
+		assert_int_equal(l.attempt, (uint32_t)i);
+		assert_int_equal(quay_queue_nack(a, &l, "x"), 0);
+		done(&l);
+	}
+	assert_int_equal(recv_v(a, &l), 7);
+	assert_int_equal(l.attempt, 3);
+	m = l.msg;                                       /* the caller's reference */
+	assert_int_equal(quay_queue_ack(a, &l), 0);
+	assert_int_equal(quay_msg_attempts(m), 3);
+	assert_int_equal(quay_msg_clone(pool, m, &c), 0);
+	assert_int_equal(quay_msg_attempts(c), 3);       /* clone copies the count */
+	assert_int_equal(quay_queue_send(b, m), 0);
+	assert_int_equal(quay_queue_send(b, c), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(recv_v(b, &l), 7);
+		assert_int_equal(l.attempt, 1);              /* was 4 */
+		assert_int_equal(quay_msg_attempts(l.msg), 1);
+		if (i == 0) {
+			ack_v(b, &l);
+			continue;
+		}
+		/* This one fails max_attempts 3 times in b: exactly 3 deliveries. */
+		assert_int_equal(quay_queue_nack(b, &l, "x"), 0);
+		done(&l);
+		for (int k = 2; k <= 3; k++) {
+			assert_int_equal(recv_v(b, &l), 7);
+			assert_int_equal(l.attempt, (uint32_t)k);
+			assert_int_equal(quay_queue_nack(b, &l, "x"), 0);
+			done(&l);
+		}
+		assert_int_equal(recv_v(b, &l), UINT64_MAX);
+	}
+	assert_int_equal(stats(b).dead_lettered, 1);
+	/* The DLQ delivers it from attempt 1, the old count in a header. */
+	assert_int_equal(recv_v(dlq, &l), 7);
+	assert_int_equal(l.attempt, 1);
+	header_is(l.msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, "3");
+	header_is(l.msg, QUAY_MSG_H_DLQ_SOURCE, "b");
+	assert_int_equal(quay_queue_release(dlq, &l), 0);
+	done(&l);
+	/* Redrive: attempts 0, the header gone. */
+	assert_int_equal(quay_queue_redrive(dlq, a, 1, NULL), 0);
+	assert_int_equal(recv_v(a, &l), 7);
+	assert_int_equal(l.attempt, 1);
+	{
+		const void *v;
+		size_t vl;
+
+		assert_int_equal(quay_msg_get_header(l.msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &v, &vl), -ENOENT);
+	}
+	ack_v(a, &l);
+	check_conservation(a);
+	check_conservation(b);
+	check_conservation(dlq);
+	quay_queue_destroy(a);
+	quay_queue_destroy(b);
+	quay_queue_destroy(dlq);
+}
+
 int
 main(void)
 {
@@ -2276,6 +2363,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(close_wakes_sleeping_receivers, setup, teardown),
 		cmocka_unit_test_setup_teardown(close_refuses_new_work_keeps_leases, setup, teardown),
 		cmocka_unit_test_setup_teardown(release_hands_back_without_attempt, setup, teardown),
+		cmocka_unit_test_setup_teardown(attempts_are_per_queue, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
