@@ -178,6 +178,10 @@ static void
 wake_receivers(quay_queue *q)
 {
 	quayi_wait_wake_if_waiting(&q->ready->pop_event, &q->ready->flags, QUAYI_PQ_F_FENCE);
+	/* Receivers waiting for a lease slot (slot_wait) sleep on the
+	 * free_slots ring's pop word: the same protocol (pairs with S1 in
+	 * slot_wait's sleep, whose slot_ready reads next_due and closed). */
+	quayi_wait_wake_if_waiting(&q->free_slots->pop_event, &q->free_slots->flags, QUAYI_RING_F_FENCE);
 }
 
 /* C2: has quay_queue_close run? Relaxed: close publishes nothing but the
@@ -1562,6 +1566,80 @@ receive_sleep(quay_queue *q, int64_t now, int64_t end_mono, unsigned *idle)
 	(void)quayi_wait_sleep(&q->ready->pop_event, quayi_pq_fence(q->ready) != 0, recv_ready, &c, dl);
 }
 
+/* What a receiver waiting for a lease slot waits for (slot_wait): a slot
+ * pushed back into free_slots (the ring's W1 on its pop word), next_due
+ * lowered below the value its sleep was computed from (W2), or close
+ * (C1). */
+struct slot_wait_ctx {
+	const quay_queue *q;
+	int64_t due;
+};
+
+static bool
+slot_ready(const void *ctx)
+{
+	const struct slot_wait_ctx *c = ctx;
+
+	/* Relaxed: S1 in quayi_wait_sleep orders these loads after the
+	 * sleeper's bit; the wakers' W1/W2/C1 follow their stores. */
+	return quay_ring_count(c->q->free_slots) != 0 ||
+	    __atomic_load_n(&c->q->next_due, __ATOMIC_RELAXED) < c->due || is_closed(c->q);
+}
+
+/*
+ * Every lease slot is out: wait for one to come back (ack, nack, release,
+ * or an expiry, which the timer work run here or by another call
+ * handles), for close (-EPIPE) or for end_mono (-EAGAIN: the slots stayed
+ * taken). Sleeps until the next due time at the latest, to run it.
+ */
+static int
+slot_wait(quay_queue *q, uint64_t *slot, int64_t end_mono, bool *slow)
+{
+	unsigned idle = 0;
+
+	for (;;) {
+		struct slot_wait_ctx c = { q, INT64_MAX };
+		int64_t now, dl = end_mono;
+
+		if (is_closed(q))
+			return -EPIPE;
+		if (quay_ring_pop(q->free_slots, slot) == 0)   /* L3 */
+			return 0;
+		if (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono)
+			return -EAGAIN;
+		now = q_now(q);
+		if (maybe_run_timers(q, now)) {
+			*slow = true;
+			continue;
+		}
+		if (quay_ring_count(q->free_slots) != 0) {
+			/* A push claimed but not yet published: spin, then
+			 * give the pusher the CPU. */
+			if (++idle > 64)
+				sched_yield();
+			else
+				quayi_cpu_relax();
+			continue;
+		}
+		/* Relaxed: a hint for the sleep length; slot_ready re-reads it. */
+		c.due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED);
+		if (c.due != INT64_MAX) {
+			int64_t t;
+
+			if (c.due <= now) {
+				/* Due, but another thread holds the timer lock. */
+				sched_yield();
+				continue;
+			}
+			t = t_add(quayi_wait_deadline(0), c.due - now);
+			if (dl < 0 || t < dl)
+				dl = t;
+		}
+		(void)quayi_wait_sleep(&q->free_slots->pop_event,
+		    (q->free_slots->flags & QUAYI_RING_F_FENCE) != 0, slot_ready, &c, dl);
+	}
+}
+
 /*
  * One receive. The clock is read once on the fast path; whatever slow work
  * comes before the lease (the timer run, dead-lettering TTL-expired
@@ -1583,8 +1661,15 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 		now = q_now(q);
 		*slow = true;
 	}
-	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0))   /* L3 */
-		return -EAGAIN;
+	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0)) {   /* L3 */
+		/* Every lease is out: a long poll waits for one to end rather
+		 * than return at once (a worker loop would spin). */
+		if (wait_ns == 0)
+			return -EAGAIN;
+		if ((rc = slot_wait(q, &slot, end_mono, slow)) != 0)
+			return rc;
+		now = q_now(q);
+	}
 	rc = take_one(q, (uint32_t)slot, now, lease, quick, slow);
 	/* Long poll: sleep, then run what became due and try again, until a
 	 * message, or the caller's deadline (one last try after it). */

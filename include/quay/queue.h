@@ -358,8 +358,13 @@ QUAY_API int quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int
  *
  * Concurrency: lock-free but for the timer processing described above.
  * Ordering: acquire (see the top of this file).
+ * With every lease slot taken (max_in_flight leases out) it waits too:
+ * until a lease ends (ack, nack, release, expiry), the queue is closed
+ * or wait_ns passes, then takes a message as above with what is left.
+ *
  * Returns: 0 and *lease set; -EAGAIN if nothing is ready and wait_ns is
- *          0, or max_in_flight leases are out (no wait then);
+ *          0, or max_in_flight leases are out and none ended within
+ *          wait_ns (at once if wait_ns is 0);
  *          -ETIMEDOUT if nothing came within wait_ns; -EPIPE if the
  *          queue is closed (at once, even with messages ready; a receive
  *          asleep when quay_queue_close() runs wakes with it); -EINVAL if

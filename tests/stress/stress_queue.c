@@ -574,7 +574,8 @@ close_consumer(void *arg)
 		uint32_t id;
 
 		memcpy(&id, quay_msg_body(l.msg), sizeof(id));
-		if (quay_queue_ack(c->q, &l) != 0) {
+		if ((rc = quay_queue_ack(c->q, &l)) != 0) {
+			fprintf(stderr, "stress-queue close: ack returned %d\n", rc);
 			__atomic_fetch_add(&c->bad_rc, 1, __ATOMIC_RELAXED);
 		} else {
 			if (id >= c->total || __atomic_add_fetch(&c->acks[id], 1, __ATOMIC_RELAXED) > 1)
@@ -583,8 +584,10 @@ close_consumer(void *arg)
 		}
 		quay_msg_unref(l.msg);
 	}
-	if (rc != -EPIPE)
+	if (rc != -EPIPE) {
+		fprintf(stderr, "stress-queue close: receive returned %d\n", rc);
 		__atomic_fetch_add(&c->bad_rc, 1, __ATOMIC_RELAXED);
+	}
 	return NULL;
 }
 
@@ -604,8 +607,10 @@ close_producer(void *arg)
 		if (rc == 0) {
 			__atomic_fetch_add(&c->accepted, 1, __ATOMIC_RELAXED);
 		} else {
-			if (rc != -EPIPE)
+			if (rc != -EPIPE) {
+				fprintf(stderr, "stress-queue close: send returned %d\n", rc);
 				__atomic_fetch_add(&c->bad_rc, 1, __ATOMIC_RELAXED);
+			}
 			quay_msg_unref(m);
 		}
 	}
@@ -704,6 +709,10 @@ main(int argc, char **argv)
 	signal(SIGALRM, on_alarm);
 	if (scale < 1)
 		scale = 1;
+	/* QUAY_STRESS_QUEUE_ONLY=close: the close run alone (debugging). */
+	env = getenv("QUAY_STRESS_QUEUE_ONLY");
+	if (env != NULL && strcmp(env, "close") == 0)
+		return run_close(QT_TSAN ? 60 : 300 * (int)scale, 2000);
 	for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++)
 		bad |= run_cfg(&cfgs[i], (uint32_t)(base * (uint32_t)scale / (uint32_t)cfgs[i].producers));
 	bad |= run_foreign(4, base / 5 * (uint32_t)scale);

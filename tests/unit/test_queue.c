@@ -2312,6 +2312,78 @@ attempts_are_per_queue(void **state)
 	quay_queue_destroy(dlq);
 }
 
+/* ---- issue 11: a long poll with every lease slot taken waits ------- */
+
+/* max_in_flight 1, the slot taken: a receive with a long wait must not
+ * return -EAGAIN at once; proven asleep, it gets the message once the
+ * slot frees (ack; then a lease expiry on the fake clock), and wakes
+ * with -EPIPE on close. With wait 0 it is still -EAGAIN at once, and a
+ * short wait ends with -EAGAIN (the slot stayed taken). */
+static void
+long_poll_waits_for_a_slot(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	struct waiter w = { NULL, -1, 0, 0 };
+	quay_queue *q;
+	quay_lease l, lx;
+	pthread_t t;
+
+	(void)state;
+	o.max_in_flight = 1;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	q = mkq(&o);
+	w.q = q;
+	send_v(q, 1);
+	send_v(q, 2);
+	send_v(q, 3);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(quay_queue_receive(q, &lx, 0), -EAGAIN);
+	assert_int_equal(quay_queue_receive(q, &lx, 20 * MS), -EAGAIN);
+	/* 1: an ack frees the slot. */
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	if (!qt_await_futex_sleep(w.tid, 5000)) {
+		/* The old code returned -EAGAIN at once: say so. */
+		assert_true(qt_join_within(t, 10000));
+		fail_msg("the receiver did not sleep: it returned %d", w.rc);
+	}
+	ack_v(q, &l);
+	assert_true(qt_join_within(t, 10000));
+	assert_int_equal(w.rc, 0);                   /* it acked what it got */
+	assert_int_equal(w.v, 2);
+	/* 2: an expiry frees it (fake clock + tick). */
+	assert_int_equal(recv_v(q, &l), 3);
+	send_v(q, 4);
+	w.tid = 0;
+	w.rc = -1;
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(w.tid, 5000));
+	qt_set_time(QT_T0 + 1000 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_true(qt_join_within(t, 10000));
+	assert_int_equal(w.rc, 0);
+	assert_true(w.v == 4 || w.v == 3);          /* 3 came back ready, after 4 */
+	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);
+	done(&l);
+	/* 3: close wakes a receiver waiting for a slot. */
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	w.tid = 0;
+	w.rc = -1;
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(w.tid, 5000));
+	assert_int_equal(quay_queue_close(q), 0);
+	assert_true(qt_join_within(t, 10000));
+	assert_int_equal(w.rc, -EPIPE);
+	ack_v(q, &l);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
 int
 main(void)
 {
@@ -2364,6 +2436,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(close_refuses_new_work_keeps_leases, setup, teardown),
 		cmocka_unit_test_setup_teardown(release_hands_back_without_attempt, setup, teardown),
 		cmocka_unit_test_setup_teardown(attempts_are_per_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(long_poll_waits_for_a_slot, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
