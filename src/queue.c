@@ -1366,7 +1366,7 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 				return d;
 			cnt(q, QC_DEDUPLICATED, 1);
 			quay_msg_unref(msg);
-			return 0;
+			return QUAY_QUEUE_DUPLICATE;
 		}
 	}
 	if (q->dur != NULL)
@@ -1420,7 +1420,7 @@ send_batch_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 			if (rc > 0) {
 				cnt(q, QC_DEDUPLICATED, 1);
 				quay_msg_unref(msg);
-				rc = 0;
+				rc = QUAY_QUEUE_DUPLICATE;
 				sent++;
 			}
 			if (results != NULL)
@@ -1470,7 +1470,7 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 
 		if (results != NULL)
 			results[i] = rc;
-		if (rc == 0)
+		if (rc >= 0)             /* 0 or QUAY_QUEUE_DUPLICATE: taken */
 			sent++;
 	}
 	return sent;

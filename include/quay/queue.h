@@ -107,6 +107,11 @@ typedef struct quay_queue quay_queue;
  * attempt 1. Removed by redrive, with the other DLQ headers. */
 #define QUAY_QUEUE_H_DLQ_ATTEMPTS "quay-dlq-attempts"
 
+/** quay_queue_send() result: the message was a duplicate within the
+ * dedup window; the queue took (and dropped) the reference, nothing was
+ * enqueued. Positive, so `rc < 0` still tells every failure. */
+#define QUAY_QUEUE_DUPLICATE 1
+
 /** Flag: weighted priority scheduling (quay/pq.h); without it, strict. */
 #define QUAY_QUEUE_WEIGHTED 0x1u
 /** Flag: no jitter: retry delays are exactly min(max, base * factor^(n-1)). */
@@ -313,12 +318,13 @@ QUAY_API void quay_queue_destroy(quay_queue *q);
  * copies the count, starts here at attempt 1). A message whose not-before time is in the future is delayed,
  * else ready. With a dedup window, a message whose QUAY_MSG_H_DEDUP_ID
  * header was seen within the window is a duplicate: the queue drops the
- * reference, counts it and returns 0.
+ * reference, counts it and returns QUAY_QUEUE_DUPLICATE (1).
  *
  * Concurrency: lock-free for a ready message without dedup id; a delayed
  *              one takes the timer lock, a dedup id the dedup lock.
  * Ordering: release (see the top of this file).
- * Returns: 0; -EINVAL if q or msg is NULL, its priority is >= levels or
+ * Returns: 0 (enqueued); QUAY_QUEUE_DUPLICATE (the reference taken,
+ *          nothing enqueued); -EINVAL if q or msg is NULL, its priority is >= levels or
  *          the dedup id is longer than QUAY_QUEUE_DEDUP_ID_MAX; -EAGAIN
  *          if the queue holds capacity messages or the dedup table is
  *          full of live ids. The caller keeps its reference on failure.
@@ -332,12 +338,14 @@ QUAY_API int quay_queue_send(quay_queue *q, quay_msg *msg);
 
 /**
  * Send n messages, each as quay_queue_send(); results[i] (if results is
- * not NULL) gets each one's return value.
+ * not NULL) gets each one's return value (QUAY_QUEUE_DUPLICATE for a
+ * duplicate).
  *
  * Durable queue: every message that passes the checks is logged in one
  * WAL batch (one fdatasync in SYNC mode).
  *
- * Returns: the number sent (0..n); -EINVAL if q or msgs is NULL, n is 0,
+ * Returns: the number whose reference the queue took (0..n): sent or
+ *          QUAY_QUEUE_DUPLICATE; -EINVAL if q or msgs is NULL, n is 0,
  *          or a msgs[i] is NULL (nothing sent); -ENOMEM (durable: no
  *          room for the batch's bookkeeping; nothing sent).
  */

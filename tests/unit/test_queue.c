@@ -1133,7 +1133,7 @@ huge_times_saturate(void **state)
 	o.dedup_window_ns = INT64_MAX;
 	q = mkq(&o);
 	assert_int_equal(quay_queue_send(q, mkdedup(4, "x")), 0);
-	assert_int_equal(quay_queue_send(q, mkdedup(5, "x")), 0);
+	assert_int_equal(quay_queue_send(q, mkdedup(5, "x")), QUAY_QUEUE_DUPLICATE);
 	assert_int_equal(stats(q).deduplicated, 1);
 	quay_queue_destroy(q);
 	/* on_failure delay: retried never (kept delayed); with a TTL, the
@@ -1354,13 +1354,13 @@ dedup_window(void **state)
 	o.dedup_capacity = 8;                                 /* smallest table: 8 sets */
 	q = mkq(&o);
 	assert_int_equal(quay_queue_send(q, mkdedup(1, "a")), 0);
-	assert_int_equal(quay_queue_send(q, mkdedup(2, "a")), 0);   /* duplicate */
+	assert_int_equal(quay_queue_send(q, mkdedup(2, "a")), QUAY_QUEUE_DUPLICATE);
 	assert_int_equal(quay_queue_send(q, mkdedup(3, "b")), 0);
 	send_v(q, 4);                                        /* no id: always */
 	assert_int_equal(stats(q).deduplicated, 1);
 	assert_int_equal(stats(q).sent, 3);
 	qt_set_time(QT_T0 + 999 * MS);
-	assert_int_equal(quay_queue_send(q, mkdedup(5, "a")), 0);   /* still a duplicate */
+	assert_int_equal(quay_queue_send(q, mkdedup(5, "a")), QUAY_QUEUE_DUPLICATE);
 	qt_set_time(QT_T0 + 1000 * MS);
 	assert_int_equal(quay_queue_send(q, mkdedup(6, "a")), 0);   /* window passed */
 	assert_int_equal(stats(q).deduplicated, 2);
@@ -1450,7 +1450,7 @@ dedup_capacity_is_available(void **state)
 			char id[32];
 
 			snprintf(id, sizeof(id), "case%zu-id%zu", c, i);
-			assert_int_equal(quay_queue_send(q, mkdedup(i, id)), 0);
+			assert_int_equal(quay_queue_send(q, mkdedup(i, id)), QUAY_QUEUE_DUPLICATE);
 		}
 		assert_int_equal(stats(q).deduplicated, (n + 6) / 7);
 		check_conservation(q);
@@ -2384,6 +2384,40 @@ long_poll_waits_for_a_slot(void **state)
 	quay_queue_destroy(q);
 }
 
+/* ---- issue 11: a duplicate is told apart from a send --------------- */
+
+static void
+duplicate_send_is_told(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_msg *b[3];
+	int res[3] = { -99, -99, -99 };
+	quay_lease l;
+
+	(void)state;
+	o.dedup_window_ns = 1000 * MS;
+	q = mkq(&o);
+	assert_int_equal(quay_queue_send(q, mkdedup(1, "x")), 0);
+	assert_int_equal(quay_queue_send(q, mkdedup(2, "x")), QUAY_QUEUE_DUPLICATE);
+	b[0] = mkdedup(3, "y");
+	b[1] = mkdedup(4, "x");
+	b[2] = mkdedup(5, "y");
+	assert_int_equal(quay_queue_send_batch(q, b, 3, res), 3);   /* 3 references taken */
+	assert_int_equal(res[0], 0);
+	assert_int_equal(res[1], QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(res[2], QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(stats(q).sent, 2);
+	assert_int_equal(stats(q).deduplicated, 3);
+	assert_int_equal(recv_v(q, &l), 1);
+	ack_v(q, &l);
+	assert_int_equal(recv_v(q, &l), 3);
+	ack_v(q, &l);
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
 int
 main(void)
 {
@@ -2437,6 +2471,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(release_hands_back_without_attempt, setup, teardown),
 		cmocka_unit_test_setup_teardown(attempts_are_per_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(long_poll_waits_for_a_slot, setup, teardown),
+		cmocka_unit_test_setup_teardown(duplicate_send_is_told, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
