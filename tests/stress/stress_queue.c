@@ -560,6 +560,8 @@ struct crun {
 	uint64_t accepted;          /* atomic: sends that returned 0 */
 	uint64_t dup;               /* atomic */
 	uint64_t bad_rc;            /* atomic: a return other than the allowed ones */
+	uint64_t bad_attempt;       /* atomic: a delivery that was not attempt 1 */
+	uint64_t released;          /* atomic */
 };
 
 static void *
@@ -567,6 +569,7 @@ close_consumer(void *arg)
 {
 	struct crun *c = arg;
 	quay_lease l;
+	uint64_t rng = (uint64_t)(uintptr_t)&l;
 	int rc;
 
 	/* Forever: only close ends it. */
@@ -574,6 +577,21 @@ close_consumer(void *arg)
 		uint32_t id;
 
 		memcpy(&id, quay_msg_body(l.msg), sizeof(id));
+		/* No nack, no expiry (10 s leases): every delivery is attempt 1,
+		 * also after any number of releases (issue 11). */
+		if (l.attempt != 1)
+			__atomic_fetch_add(&c->bad_attempt, 1, __ATOMIC_RELAXED);
+		if (qt_rand(&rng) % 8 == 0) {
+			/* Hand it back: ready again for any consumer. */
+			if ((rc = quay_queue_release(c->q, &l)) != 0) {
+				fprintf(stderr, "stress-queue close: release returned %d\n", rc);
+				__atomic_fetch_add(&c->bad_rc, 1, __ATOMIC_RELAXED);
+			} else {
+				__atomic_fetch_add(&c->released, 1, __ATOMIC_RELAXED);
+			}
+			quay_msg_unref(l.msg);
+			continue;
+		}
 		if ((rc = quay_queue_ack(c->q, &l)) != 0) {
 			fprintf(stderr, "stress-queue close: ack returned %d\n", rc);
 			__atomic_fetch_add(&c->bad_rc, 1, __ATOMIC_RELAXED);
@@ -620,12 +638,13 @@ close_producer(void *arg)
 /* Rounds of: 3 consumers blocked forever in receive, a producer sending,
  * close at a varying moment (before, during, after the sends). Every
  * consumer must return -EPIPE; every accepted message acked at most once
- * and either acked or still held (ready) after close. */
+ * and either acked or still held (ready) after close. Consumers release
+ * one delivery in 8 (issue 11): every delivery must still be attempt 1. */
 static int
 run_close(int rounds, uint32_t total)
 {
 	double t0 = qt_now_s();
-	uint64_t dups = 0, badrc = 0, lost = 0, acked = 0, left = 0;
+	uint64_t dups = 0, badrc = 0, lost = 0, acked = 0, left = 0, released = 0;
 	int bad = 0;
 
 	alarm(QT_TSAN ? 300 : 120);
@@ -662,7 +681,8 @@ run_close(int rounds, uint32_t total)
 		    s.acked + s.ready != c.accepted || s.sent != c.accepted)
 			lost++;
 		dups += c.dup;
-		badrc += c.bad_rc;
+		badrc += c.bad_rc + c.bad_attempt;
+		released += c.released;
 		acked += c.acked;
 		left += s.ready;
 		quay_queue_destroy(c.q);
@@ -673,9 +693,10 @@ run_close(int rounds, uint32_t total)
 		fprintf(stderr, "stress-queue close: messages leaked\n");
 		bad = 1;
 	}
-	printf("stress-queue %-12s C3 P1 rounds %d x %u msgs: acked %llu left-ready %llu "
-	       "dup %llu bad-returns %llu rounds-not-conserved %llu | %.2f s %s\n",
-	    "close", rounds, total, (unsigned long long)acked, (unsigned long long)left,
+	printf("stress-queue %-12s C3 P1 rounds %d x %u msgs: acked %llu released %llu left-ready %llu "
+	       "dup %llu bad-returns/attempts %llu rounds-not-conserved %llu | %.2f s %s\n",
+	    "close", rounds, total, (unsigned long long)acked, (unsigned long long)released,
+	    (unsigned long long)left,
 	    (unsigned long long)dups, (unsigned long long)badrc, (unsigned long long)lost,
 	    qt_now_s() - t0, bad ? "FAIL" : "ok");
 	alarm(0);
