@@ -25,7 +25,6 @@
 static quay_queue *jobs, *dlq;
 static int done_count[JOBS];          /* acks that succeeded, per job */
 static int fixed;                     /* after the redrive every job succeeds */
-static int stop;
 
 static void *
 worker(void *arg)
@@ -33,11 +32,16 @@ worker(void *arg)
 	unsigned seed = (unsigned)(uintptr_t)arg;
 	quay_lease l;
 
-	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE)) {
+	for (;;) {
 		uint32_t job;
 		int roll = rand_r(&seed) % 100;
+		/* Wait as long as it takes: quay_queue_close() at shutdown
+		 * wakes the worker with -EPIPE. */
+		int rc = quay_queue_receive(jobs, &l, -1);
 
-		if (quay_queue_receive(jobs, &l, 5 * MS) != 0)
+		if (rc == -EPIPE)
+			break;
+		if (rc != 0)
 			continue;
 		memcpy(&job, quay_msg_body(l.msg), sizeof(job));
 		if (!__atomic_load_n(&fixed, __ATOMIC_ACQUIRE) && (job % 10 == 7 || roll < 20)) {
@@ -123,7 +127,7 @@ main(void)
 		quay_queue_stats(jobs, &s);
 	} while (s.acked < JOBS);
 	printf("redrove %zu jobs\n", moved);
-	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+	quay_queue_close(jobs);               /* wakes every worker: -EPIPE */
 	for (int i = 0; i < WORKERS; i++)
 		pthread_join(th[i], NULL);
 	print_stats("jobs", jobs);

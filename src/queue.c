@@ -32,6 +32,7 @@
  *   tr_accept      send accepted (ready or delayed)
  *   tr_lease       ready -> in flight
  *   tr_ack         in flight -> acked
+ *   tr_release     in flight -> ready (the delivery not counted)
  *   tr_fail        in flight -> (policy) retry / dead letter / drop
  *                  (from nack and from lease expiry)
  *   tr_retry       -> ready or delayed again (attempts kept)
@@ -57,6 +58,10 @@
  *      receive_sleep (quayi_wait_sleep), whose ready() re-reads next_due
  *      and the pq's count: the sleeper sees the new value, or the waker
  *      sees its sleeper bit and wakes it. Pushes to the pq are W1.
+ *   C1 quay_queue_close: seq_cst store of closed, then wake_receivers (as
+ *      W2) -> pairs with C2.
+ *   C2 send and receive: load of closed; a sleeping receiver's ready()
+ *      (recv_ready) reads it after S1, so it sees the store or is woken.
  */
 #include "queue_internal.h"
 #include "quay_internal.h"
@@ -173,6 +178,18 @@ static void
 wake_receivers(quay_queue *q)
 {
 	quayi_wait_wake_if_waiting(&q->ready->pop_event, &q->ready->flags, QUAYI_PQ_F_FENCE);
+	/* Receivers waiting for a lease slot (slot_wait) sleep on the
+	 * free_slots ring's pop word: the same protocol (pairs with S1 in
+	 * slot_wait's sleep, whose slot_ready reads next_due and closed). */
+	quayi_wait_wake_if_waiting(&q->free_slots->pop_event, &q->free_slots->flags, QUAYI_RING_F_FENCE);
+}
+
+/* C2: has quay_queue_close run? Relaxed: close publishes nothing but the
+ * flag itself (the sleeper side is ordered by S1, see wake_receivers). */
+static inline bool
+is_closed(const quay_queue *q)
+{
+	return __atomic_load_n(&q->closed, __ATOMIC_RELAXED) != 0;
 }
 
 static void
@@ -541,8 +558,9 @@ static void
 tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t now, bool locked)
 {
 	quay_queue *dlq = q->dlq;
-	struct saved_hdr hr = { .had = false }, hs = { .had = false };
+	struct saved_hdr hr = { .had = false }, hs = { .had = false }, ha = { .had = false };
 	int64_t nb, ex, enq;
+	uint32_t att;
 	bool hdrs = false;
 
 	if (dlq == NULL) {
@@ -576,18 +594,27 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	nb = quay_msg_not_before_ns(msg);
 	ex = quay_msg_expires_ns(msg);
 	enq = quay_msg_enqueued_ns(msg);
+	att = quay_msg_attempts(msg);
 	if (quay_msg_refcount(msg) == 1) {
 		const char *r = dlq_reason_text[why];
+		char a[16];
+		int al = snprintf(a, sizeof(a), "%u", (unsigned)att);
 
 		hdr_save(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 		hdr_save(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+		hdr_save(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 		hdrs = true;
 		/* Best effort: a message too full for the headers still goes. */
 		if (!hr.big)
 			(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_REASON, r, strlen(r));
 		if (!hs.big)
 			(void)quay_msg_set_header(msg, QUAY_MSG_H_DLQ_SOURCE, q->name, strlen(q->name));
+		if (!ha.big)
+			(void)quay_msg_set_header(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, a, (size_t)al);
 	}
+	/* The DLQ delivers from attempt 1 (its own max_attempts); the count
+	 * of this queue is in the header above, for inspection. */
+	quay_msg_set_attempts(msg, 0);
 	/* Dead letters are not delayed and do not expire with their TTL in
 	 * the source queue (the DLQ's own TTL applies). */
 	quay_msg_set_not_before_ns(msg, 0);
@@ -601,6 +628,7 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 			 * are best effort, the move is not. */
 			hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 			hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+			hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 			hdrs = false;
 			rc = quayi_dur_move_locked(q, dlq, msg, QUAYI_DQ_DEAD);
 		}
@@ -611,9 +639,11 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 			quay_msg_set_not_before_ns(msg, nb);
 			quay_msg_set_expires_ns(msg, ex);
 			quay_msg_set_enqueued_ns(msg, enq);
+			quay_msg_set_attempts(msg, att);
 			if (hdrs) {
 				hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 				hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+				hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 			}
 			quayi_dur_leave(q);
 			held_sub(dlq);
@@ -777,13 +807,27 @@ tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
 	quay_msg_unref(msg);
 }
 
+/* in flight -> ready, handed back by the holder (the slot is already FREE
+ * and ours): the delivery does not count, so attempts goes back to what
+ * it was before the lease. Nothing is logged on a durable queue: its log
+ * counts only failed deliveries (RETRY records), so after a restart the
+ * released delivery is not counted either. */
+static void
+tr_release(quay_queue *q, quay_msg *msg)
+{
+	uint32_t a = quay_msg_attempts(msg);
+
+	if (a > 0)
+		quay_msg_set_attempts(msg, a - 1);
+	make_ready(q, msg);
+}
 
 /* DLQ -> to; the caller reserved room in to (and gives it back if this
  * fails). */
 static int
 tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 {
-	struct saved_hdr hr = { .had = false }, hs = { .had = false };
+	struct saved_hdr hr = { .had = false }, hs = { .had = false }, ha = { .had = false };
 	uint32_t att = quay_msg_attempts(msg);
 	int64_t nb = quay_msg_not_before_ns(msg), ex = quay_msg_expires_ns(msg);
 	int64_t enq = quay_msg_enqueued_ns(msg);
@@ -796,6 +840,7 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 	if (quay_msg_refcount(msg) == 1) {
 		hdr_take(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 		hdr_take(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+		hdr_take(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 	}
 	stamp_other(to, msg, now);
 	if (dlq->dur != NULL) {
@@ -811,6 +856,8 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 				hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 			if (hs.had)
 				hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+			if (ha.had)
+				hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 			quayi_dur_leave(dlq);
 			return rc;
 		}
@@ -1219,11 +1266,15 @@ quay_queue_destroy(quay_queue *q)
  * the caller's message as it was. */
 struct stamp {
 	int64_t enq, nb, exp;
+	uint32_t att;
 };
 
 static void
 stamp_send(quay_queue *q, quay_msg *msg, int64_t now)
 {
+	/* max_attempts is per queue: a message acked (or cloned) elsewhere
+	 * starts here at attempt 1, not where the other queue left it. */
+	quay_msg_set_attempts(msg, 0);
 	quay_msg_set_enqueued_ns(msg, now);
 	if (q->delay_ns > 0 && quay_msg_not_before_ns(msg) == 0)
 		quay_msg_set_not_before_ns(msg, t_add(now, q->delay_ns));
@@ -1250,7 +1301,7 @@ send_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results, int64_t now
 		err = -ENOMEM;
 	for (size_t i = 0; i < n && err == 0; i++) {
 		st[i] = (struct stamp){ quay_msg_enqueued_ns(msgs[i]), quay_msg_not_before_ns(msgs[i]),
-			quay_msg_expires_ns(msgs[i]) };
+			quay_msg_expires_ns(msgs[i]), quay_msg_attempts(msgs[i]) };
 		stamp_send(q, msgs[i], now);
 	}
 	logged = err == 0 ? quayi_dur_send(q, msgs, n, &err) : 0;
@@ -1262,6 +1313,7 @@ send_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results, int64_t now
 				quay_msg_set_enqueued_ns(msgs[i], st[i].enq);
 				quay_msg_set_not_before_ns(msgs[i], st[i].nb);
 				quay_msg_set_expires_ns(msgs[i], st[i].exp);
+				quay_msg_set_attempts(msgs[i], st[i].att);
 			}
 			quayi_queue_dedup_forget(q, msgs[i]);
 			quayi_msg_set_did(msgs[i], 0);   /* give the claim back */
@@ -1285,6 +1337,8 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 
 	if (QUAYI_UNLIKELY(q == NULL || msg == NULL || quay_msg_priority(msg) >= q->levels))
 		return -EINVAL;
+	if (QUAYI_UNLIKELY(is_closed(q)))
+		return -EPIPE;
 	if (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
 	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
 	    idlen > QUAY_QUEUE_DEDUP_ID_MAX)
@@ -1312,7 +1366,7 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 				return d;
 			cnt(q, QC_DEDUPLICATED, 1);
 			quay_msg_unref(msg);
-			return 0;
+			return QUAY_QUEUE_DUPLICATE;
 		}
 	}
 	if (q->dur != NULL)
@@ -1366,7 +1420,7 @@ send_batch_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 			if (rc > 0) {
 				cnt(q, QC_DEDUPLICATED, 1);
 				quay_msg_unref(msg);
-				rc = 0;
+				rc = QUAY_QUEUE_DUPLICATE;
 				sent++;
 			}
 			if (results != NULL)
@@ -1407,6 +1461,8 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 	for (size_t i = 0; i < n; i++)
 		if (msgs[i] == NULL)
 			return -EINVAL;
+	if (is_closed(q))
+		return -EPIPE;
 	if (q->dur != NULL)
 		return send_batch_durable(q, msgs, n, results);
 	for (size_t i = 0; i < n; i++) {
@@ -1414,7 +1470,7 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 
 		if (results != NULL)
 			results[i] = rc;
-		if (rc == 0)
+		if (rc >= 0)             /* 0 or QUAY_QUEUE_DUPLICATE: taken */
 			sent++;
 	}
 	return sent;
@@ -1469,7 +1525,7 @@ recv_ready(const void *ctx)
 	 * sleeper's bit; W1 (push) and W2 (wake_receivers) follow the
 	 * stores they look for. */
 	return quay_pq_count(c->q->ready) != 0 ||
-	    __atomic_load_n(&c->q->next_due, __ATOMIC_RELAXED) < c->due;
+	    __atomic_load_n(&c->q->next_due, __ATOMIC_RELAXED) < c->due || is_closed(c->q);
 }
 
 /*
@@ -1510,6 +1566,80 @@ receive_sleep(quay_queue *q, int64_t now, int64_t end_mono, unsigned *idle)
 	(void)quayi_wait_sleep(&q->ready->pop_event, quayi_pq_fence(q->ready) != 0, recv_ready, &c, dl);
 }
 
+/* What a receiver waiting for a lease slot waits for (slot_wait): a slot
+ * pushed back into free_slots (the ring's W1 on its pop word), next_due
+ * lowered below the value its sleep was computed from (W2), or close
+ * (C1). */
+struct slot_wait_ctx {
+	const quay_queue *q;
+	int64_t due;
+};
+
+static bool
+slot_ready(const void *ctx)
+{
+	const struct slot_wait_ctx *c = ctx;
+
+	/* Relaxed: S1 in quayi_wait_sleep orders these loads after the
+	 * sleeper's bit; the wakers' W1/W2/C1 follow their stores. */
+	return quay_ring_count(c->q->free_slots) != 0 ||
+	    __atomic_load_n(&c->q->next_due, __ATOMIC_RELAXED) < c->due || is_closed(c->q);
+}
+
+/*
+ * Every lease slot is out: wait for one to come back (ack, nack, release,
+ * or an expiry, which the timer work run here or by another call
+ * handles), for close (-EPIPE) or for end_mono (-EAGAIN: the slots stayed
+ * taken). Sleeps until the next due time at the latest, to run it.
+ */
+static int
+slot_wait(quay_queue *q, uint64_t *slot, int64_t end_mono, bool *slow)
+{
+	unsigned idle = 0;
+
+	for (;;) {
+		struct slot_wait_ctx c = { q, INT64_MAX };
+		int64_t now, dl = end_mono;
+
+		if (is_closed(q))
+			return -EPIPE;
+		if (quay_ring_pop(q->free_slots, slot) == 0)   /* L3 */
+			return 0;
+		if (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono)
+			return -EAGAIN;
+		now = q_now(q);
+		if (maybe_run_timers(q, now)) {
+			*slow = true;
+			continue;
+		}
+		if (quay_ring_count(q->free_slots) != 0) {
+			/* A push claimed but not yet published: spin, then
+			 * give the pusher the CPU. */
+			if (++idle > 64)
+				sched_yield();
+			else
+				quayi_cpu_relax();
+			continue;
+		}
+		/* Relaxed: a hint for the sleep length; slot_ready re-reads it. */
+		c.due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED);
+		if (c.due != INT64_MAX) {
+			int64_t t;
+
+			if (c.due <= now) {
+				/* Due, but another thread holds the timer lock. */
+				sched_yield();
+				continue;
+			}
+			t = t_add(quayi_wait_deadline(0), c.due - now);
+			if (dl < 0 || t < dl)
+				dl = t;
+		}
+		(void)quayi_wait_sleep(&q->free_slots->pop_event,
+		    (q->free_slots->flags & QUAYI_RING_F_FENCE) != 0, slot_ready, &c, dl);
+	}
+}
+
 /*
  * One receive. The clock is read once on the fast path; whatever slow work
  * comes before the lease (the timer run, dead-lettering TTL-expired
@@ -1525,12 +1655,21 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 	unsigned idle = 0;
 	int rc;
 
+	if (QUAYI_UNLIKELY(is_closed(q)))
+		return -EPIPE;
 	if (!quick && maybe_run_timers(q, now)) {
 		now = q_now(q);
 		*slow = true;
 	}
-	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0))   /* L3 */
-		return -EAGAIN;
+	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0)) {   /* L3 */
+		/* Every lease is out: a long poll waits for one to end rather
+		 * than return at once (a worker loop would spin). */
+		if (wait_ns == 0)
+			return -EAGAIN;
+		if ((rc = slot_wait(q, &slot, end_mono, slow)) != 0)
+			return rc;
+		now = q_now(q);
+	}
 	rc = take_one(q, (uint32_t)slot, now, lease, quick, slow);
 	/* Long poll: sleep, then run what became due and try again, until a
 	 * message, or the caller's deadline (one last try after it). */
@@ -1540,6 +1679,10 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			break;
 		}
 		receive_sleep(q, now, end_mono, &idle);
+		if (is_closed(q)) {
+			rc = -EPIPE;
+			break;
+		}
 		now = q_now(q);
 		if (maybe_run_timers(q, now)) {
 			now = q_now(q);
@@ -1718,6 +1861,24 @@ quay_queue_ack(quay_queue *q, const quay_lease *lease)
 }
 
 int
+quay_queue_release(quay_queue *q, const quay_lease *lease)
+{
+	uint64_t st;
+	quay_msg *msg;
+	int rc;
+
+	if (q == NULL || lease == NULL)
+		return -EINVAL;
+	rc = end_lease(q, lease, false, q_now(q), &st);
+	if (rc != 0)
+		return rc;
+	msg = q->slots[lease->slot].msg;
+	slot_free(q, lease->slot);
+	tr_release(q, msg);
+	return 0;
+}
+
+int
 quay_queue_nack(quay_queue *q, const quay_lease *lease, const char *reason)
 {
 	uint64_t st, slot;
@@ -1811,6 +1972,8 @@ quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved)
 	/* A durable move is one log batch: both on one WAL, or both in memory. */
 	if (!quayi_dur_same_wal(dlq, to))
 		return -EINVAL;
+	if (is_closed(to))
+		return -EPIPE;
 	now = q_now(to);
 	while (n < max) {
 		quay_msg *msg;
@@ -1883,6 +2046,18 @@ quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
 		quay_msg_unref(msg);
 	}
 	return stop;
+}
+
+int
+quay_queue_close(quay_queue *q)
+{
+	if (q == NULL)
+		return -EINVAL;
+	/* C1: seq_cst store, then wake every sleeping receiver (their
+	 * recv_ready reads it after S1: they see it or are woken). */
+	__atomic_store_n(&q->closed, 1u, __ATOMIC_SEQ_CST);
+	wake_receivers(q);
+	return 0;
 }
 
 int

@@ -152,6 +152,7 @@ struct quay_queue {
 	/* Earliest time at which timer work may be due (INT64_MAX: none). */
 	int64_t next_due QUAYI_ALIGNED(QUAY_CACHELINE);
 	uint64_t rng_ctr;                 /* jitter draws */
+	uint32_t closed;                  /* quay_queue_close(): C1 store, C2 loads */
 	int64_t last_recv_enq;            /* enqueued_ns of the last received message */
 
 	/* Timer state: everything below under tlock. */

@@ -50,10 +50,10 @@
  *
  *   call                      x call                     needs
  *   send, receive, ack, nack, x any of them              nothing (ready
- *     extend, tick, stats                                messages and leases
- *                                                        are lock-free; timers
+ *     release, extend, tick,                             messages and leases
+ *     stats                                              are lock-free; timers
  *                                                        use a try-lock)
- *   browse, redrive           x anything but destroy     nothing (see each)
+ *   browse, redrive, close    x anything but destroy     nothing (see each)
  *   create                    x anything                 nothing
  *   destroy                   x anything on this queue   caller serialises
  *
@@ -102,6 +102,16 @@ typedef struct quay_queue quay_queue;
 /** Longest dedup id (the QUAY_MSG_H_DEDUP_ID header value), in bytes. */
 #define QUAY_QUEUE_DEDUP_ID_MAX 128u
 
+/** Header a dead letter carries: the source queue's attempt count
+ * (decimal) when it was dead-lettered; the DLQ itself delivers it from
+ * attempt 1. Removed by redrive, with the other DLQ headers. */
+#define QUAY_QUEUE_H_DLQ_ATTEMPTS "quay-dlq-attempts"
+
+/** quay_queue_send() result: the message was a duplicate within the
+ * dedup window; the queue took (and dropped) the reference, nothing was
+ * enqueued. Positive, so `rc < 0` still tells every failure. */
+#define QUAY_QUEUE_DUPLICATE 1
+
 /** Flag: weighted priority scheduling (quay/pq.h); without it, strict. */
 #define QUAY_QUEUE_WEIGHTED 0x1u
 /** Flag: no jitter: retry delays are exactly min(max, base * factor^(n-1)). */
@@ -147,7 +157,9 @@ typedef quay_queue_verdict (*quay_queue_failure_fn)(void *ctx, const quay_msg *m
 
 /** Told about each message dead-lettered (or dropped for want of a DLQ),
  * once per message: when it has moved into the DLQ (a DLQ that is full
- * delays the move and the call). */
+ * delays the move and the call). A message moved into a DLQ has its
+ * attempts reset to 0 by then; the count it had is in the
+ * QUAY_QUEUE_H_DLQ_ATTEMPTS header (if it fit). */
 typedef void (*quay_queue_dead_letter_fn)(void *ctx, const quay_msg *msg, quay_queue_dlq_reason reason);
 
 /** Visit one message in quay_queue_browse(): return 0 to go on, non-zero to stop. */
@@ -301,15 +313,18 @@ QUAY_API void quay_queue_destroy(quay_queue *q);
 /**
  * Send a message: the queue takes the caller's reference on success.
  * Stamps enqueued_ns; applies the default delay and TTL when the message
- * has none. A message whose not-before time is in the future is delayed,
+ * has none; resets attempts to 0 (max_attempts holds per queue: a
+ * message acked in another queue, or a quay_msg_clone() of one, which
+ * copies the count, starts here at attempt 1). A message whose not-before time is in the future is delayed,
  * else ready. With a dedup window, a message whose QUAY_MSG_H_DEDUP_ID
  * header was seen within the window is a duplicate: the queue drops the
- * reference, counts it and returns 0.
+ * reference, counts it and returns QUAY_QUEUE_DUPLICATE (1).
  *
  * Concurrency: lock-free for a ready message without dedup id; a delayed
  *              one takes the timer lock, a dedup id the dedup lock.
  * Ordering: release (see the top of this file).
- * Returns: 0; -EINVAL if q or msg is NULL, its priority is >= levels or
+ * Returns: 0 (enqueued); QUAY_QUEUE_DUPLICATE (the reference taken,
+ *          nothing enqueued); -EINVAL if q or msg is NULL, its priority is >= levels or
  *          the dedup id is longer than QUAY_QUEUE_DEDUP_ID_MAX; -EAGAIN
  *          if the queue holds capacity messages or the dedup table is
  *          full of live ids. The caller keeps its reference on failure.
@@ -317,17 +332,20 @@ QUAY_API void quay_queue_destroy(quay_queue *q);
  *          WAL's sync mode promises; -EIO / -ENOSPC / -EMSGSIZE if the
  *          log refused it (not enqueued, message unchanged); -EINVAL if
  *          msg is held by a durable queue (until it leaves it).
+ *          -EPIPE if the queue is closed (quay_queue_close()).
  */
 QUAY_API int quay_queue_send(quay_queue *q, quay_msg *msg);
 
 /**
  * Send n messages, each as quay_queue_send(); results[i] (if results is
- * not NULL) gets each one's return value.
+ * not NULL) gets each one's return value (QUAY_QUEUE_DUPLICATE for a
+ * duplicate).
  *
  * Durable queue: every message that passes the checks is logged in one
  * WAL batch (one fdatasync in SYNC mode).
  *
- * Returns: the number sent (0..n); -EINVAL if q or msgs is NULL, n is 0,
+ * Returns: the number whose reference the queue took (0..n): sent or
+ *          QUAY_QUEUE_DUPLICATE; -EINVAL if q or msgs is NULL, n is 0,
  *          or a msgs[i] is NULL (nothing sent); -ENOMEM (durable: no
  *          room for the batch's bookkeeping; nothing sent).
  */
@@ -348,10 +366,17 @@ QUAY_API int quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int
  *
  * Concurrency: lock-free but for the timer processing described above.
  * Ordering: acquire (see the top of this file).
+ * With every lease slot taken (max_in_flight leases out) it waits too:
+ * until a lease ends (ack, nack, release, expiry), the queue is closed
+ * or wait_ns passes, then takes a message as above with what is left.
+ *
  * Returns: 0 and *lease set; -EAGAIN if nothing is ready and wait_ns is
- *          0, or max_in_flight leases are out (no wait then);
- *          -ETIMEDOUT if nothing came within wait_ns; -EINVAL if q or
- *          lease is NULL. *lease is untouched on failure.
+ *          0, or max_in_flight leases are out and none ended within
+ *          wait_ns (at once if wait_ns is 0);
+ *          -ETIMEDOUT if nothing came within wait_ns; -EPIPE if the
+ *          queue is closed (at once, even with messages ready; a receive
+ *          asleep when quay_queue_close() runs wakes with it); -EINVAL if
+ *          q or lease is NULL. *lease is untouched on failure.
  */
 QUAY_API int quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns);
 
@@ -365,8 +390,10 @@ QUAY_API int quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_n
  * returned: its reference is dropped). Every lease returned obeys the
  * rule of quay_queue_receive().
  *
- * Returns: the number received, 0..n (0 also if q or leases is NULL or n
- *          is 0).
+ * Returns: the number received, 0..n (0 also if q or leases is NULL, n
+ *          is 0, or the queue is closed: a batch asleep when
+ *          quay_queue_close() runs returns 0; quay_queue_receive() with
+ *          wait_ns 0 tells a closed queue, -EPIPE, from an empty one).
  */
 QUAY_API size_t quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wait_ns);
 
@@ -398,6 +425,25 @@ QUAY_API int quay_queue_ack(quay_queue *q, const quay_lease *lease);
 QUAY_API int quay_queue_nack(quay_queue *q, const quay_lease *lease, const char *reason);
 
 /**
+ * Release: hand the message back without a failure (a worker shutting
+ * down, or one that took more than it can do). The message is ready
+ * again at once, at the tail of its priority level, with no backoff and
+ * without counting the delivery: its attempts goes back to what it was
+ * before this lease, so the next delivery has the same attempt number
+ * and max_attempts still counts real deliveries that failed or expired.
+ * Not a nack: on_failure is not asked and nacked is not counted. Works
+ * on a closed queue (the message then stays ready, undelivered).
+ * Durable queue: nothing is logged (the log counts only failed
+ * deliveries), so the message is still in the log and its attempts after
+ * a restart do not include the released delivery.
+ *
+ * Concurrency: lock-free (one compare-and-swap on the lease slot).
+ * Returns: 0; -ESTALE, -ENOENT as quay_queue_ack(); -EINVAL if q or
+ *          lease is NULL.
+ */
+QUAY_API int quay_queue_release(quay_queue *q, const quay_lease *lease);
+
+/**
  * Extend a lease: its deadline becomes now + more_ns (the lease's
  * deadline_ns is not updated: the caller's copy is const; read the new
  * deadline as now + more_ns). A shorter deadline than the current one
@@ -410,7 +456,8 @@ QUAY_API int quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t m
 
 /**
  * Move up to max ready messages of dlq into to (oldest first within a
- * priority), each exactly once: attempts reset to 0, the DLQ headers and
+ * priority), each exactly once: attempts reset to 0, the DLQ headers
+ * (reason, source, QUAY_QUEUE_H_DLQ_ATTEMPTS) and
  * the not-before time removed (headers only if the message is not shared
  * by another holder). Delayed and in-flight messages of dlq stay. Stops
  * early if to is full: room in to is reserved before a message is taken
@@ -422,8 +469,10 @@ QUAY_API int quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t m
  * Returns: 0; -EAGAIN if to became full before max were moved (*moved
  *          says how many were); -EINVAL if dlq or to is NULL, they are
  *          the same queue, max is 0, or they are not both in memory or
- *          both durable on one WAL; durable: -EIO / -ENOSPC / -EMSGSIZE
- *          if the log refused a move (that message stays in dlq).
+ *          both durable on one WAL; -EPIPE if to is closed (a closed
+ *          dlq may still be redriven from); durable: -EIO / -ENOSPC /
+ *          -EMSGSIZE if the log refused a move (that message stays in
+ *          dlq).
  */
 QUAY_API int quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved);
 
@@ -440,6 +489,27 @@ QUAY_API int quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, siz
  * Returns: 0; the non-zero value fn returned; -EINVAL if q or fn is NULL.
  */
 QUAY_API int quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx);
+
+/**
+ * Close the queue, for shutdown (SQS has no such call): every receiver
+ * asleep in quay_queue_receive() or quay_queue_receive_batch() wakes at
+ * once with -EPIPE (a batch: 0), and every later receive returns -EPIPE
+ * at once without delivering what is ready; sends and send batches
+ * return -EPIPE (the caller keeps its reference), redrive into it too.
+ * Leases already out stay valid: ack, nack, release and extend work as
+ * before, and a nacked, released or expired message goes back to ready
+ * or delayed as usual (the queue keeps holding it; stats, browse, tick
+ * and redrive out of it still work). Dead letters from other queues are
+ * still accepted (losing them would be worse). A receive that was
+ * already taking a message when close ran may still return it.
+ * There is no reopen. Durable queues: close is not logged; the queue
+ * created again on the WAL after a restart is open and has its
+ * messages. Closing twice is a no-op (0).
+ *
+ * Concurrency: safe against every call but destroy.
+ * Returns: 0; -EINVAL if q is NULL.
+ */
+QUAY_API int quay_queue_close(quay_queue *q);
 
 /**
  * Process due timers now: delayed messages that are due become ready

@@ -548,6 +548,161 @@ run_foreign(int consumers, uint32_t total)
 	return bad;
 }
 
+static quay_pool *close_pool;
+
+/* ---- close: receivers asleep or racing are all woken, nothing lost --- */
+
+struct crun {
+	quay_queue *q;
+	uint32_t total;
+	uint8_t *acks;              /* atomic: acks per id */
+	uint64_t acked;             /* atomic */
+	uint64_t accepted;          /* atomic: sends that returned 0 */
+	uint64_t dup;               /* atomic */
+	uint64_t bad_rc;            /* atomic: a return other than the allowed ones */
+	uint64_t bad_attempt;       /* atomic: a delivery that was not attempt 1 */
+	uint64_t released;          /* atomic */
+};
+
+static void *
+close_consumer(void *arg)
+{
+	struct crun *c = arg;
+	quay_lease l;
+	uint64_t rng = (uint64_t)(uintptr_t)&l;
+	int rc;
+
+	/* Forever: only close ends it. */
+	while ((rc = quay_queue_receive(c->q, &l, -1)) == 0) {
+		uint32_t id;
+
+		memcpy(&id, quay_msg_body(l.msg), sizeof(id));
+		/* No nack, no expiry (10 s leases): every delivery is attempt 1,
+		 * also after any number of releases (issue 11). */
+		if (l.attempt != 1)
+			__atomic_fetch_add(&c->bad_attempt, 1, __ATOMIC_RELAXED);
+		if (qt_rand(&rng) % 8 == 0) {
+			/* Hand it back: ready again for any consumer. */
+			if ((rc = quay_queue_release(c->q, &l)) != 0) {
+				fprintf(stderr, "stress-queue close: release returned %d\n", rc);
+				__atomic_fetch_add(&c->bad_rc, 1, __ATOMIC_RELAXED);
+			} else {
+				__atomic_fetch_add(&c->released, 1, __ATOMIC_RELAXED);
+			}
+			quay_msg_unref(l.msg);
+			continue;
+		}
+		if ((rc = quay_queue_ack(c->q, &l)) != 0) {
+			fprintf(stderr, "stress-queue close: ack returned %d\n", rc);
+			__atomic_fetch_add(&c->bad_rc, 1, __ATOMIC_RELAXED);
+		} else {
+			if (id >= c->total || __atomic_add_fetch(&c->acks[id], 1, __ATOMIC_RELAXED) > 1)
+				__atomic_fetch_add(&c->dup, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&c->acked, 1, __ATOMIC_RELAXED);
+		}
+		quay_msg_unref(l.msg);
+	}
+	if (rc != -EPIPE) {
+		fprintf(stderr, "stress-queue close: receive returned %d\n", rc);
+		__atomic_fetch_add(&c->bad_rc, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+static void *
+close_producer(void *arg)
+{
+	struct crun *c = arg;
+
+	for (uint32_t id = 0; id < c->total; id++) {
+		quay_msg *m = NULL;
+		int rc;
+
+		while (quay_msg_new(close_pool, &id, sizeof(id), &m) != 0)
+			sched_yield();
+		while ((rc = quay_queue_send(c->q, m)) == -EAGAIN)
+			sched_yield();
+		if (rc == 0) {
+			__atomic_fetch_add(&c->accepted, 1, __ATOMIC_RELAXED);
+		} else {
+			if (rc != -EPIPE) {
+				fprintf(stderr, "stress-queue close: send returned %d\n", rc);
+				__atomic_fetch_add(&c->bad_rc, 1, __ATOMIC_RELAXED);
+			}
+			quay_msg_unref(m);
+		}
+	}
+	return NULL;
+}
+
+/* Rounds of: 3 consumers blocked forever in receive, a producer sending,
+ * close at a varying moment (before, during, after the sends). Every
+ * consumer must return -EPIPE; every accepted message acked at most once
+ * and either acked or still held (ready) after close. Consumers release
+ * one delivery in 8 (issue 11): every delivery must still be attempt 1. */
+static int
+run_close(int rounds, uint32_t total)
+{
+	double t0 = qt_now_s();
+	uint64_t dups = 0, badrc = 0, lost = 0, acked = 0, left = 0, released = 0;
+	int bad = 0;
+
+	alarm(QT_TSAN ? 300 : 120);
+	if (quay_pool_create((size_t)16 << 20, NULL, &close_pool) != 0)
+		return 1;
+	for (int r = 0; r < rounds; r++) {
+		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct crun c;
+		struct quay_queue_stats s;
+		pthread_t cons[3], prod;
+
+		memset(&c, 0, sizeof(c));
+		c.total = total;
+		c.acks = calloc(total, 1);
+		o.capacity = 256;
+		o.visibility_ns = 10000 * MS;
+		if (c.acks == NULL || quay_queue_create(&o, &c.q) != 0)
+			return 1;
+		for (int i = 0; i < 3; i++)
+			pthread_create(&cons[i], NULL, close_consumer, &c);
+		pthread_create(&prod, NULL, close_producer, &c);
+		/* Close before, during or after the sends. */
+		if (r % 3 == 1)
+			qt_sleep_ns((int64_t)(r % 7) * 100000);
+		else if (r % 3 == 2)
+			while (__atomic_load_n(&c.accepted, __ATOMIC_RELAXED) < total / 2)
+				sched_yield();
+		quay_queue_close(c.q);
+		pthread_join(prod, NULL);
+		for (int i = 0; i < 3; i++)
+			pthread_join(cons[i], NULL);
+		quay_queue_stats(c.q, &s);
+		if (s.in_flight != 0 || s.delayed != 0 || s.acked != c.acked ||
+		    s.acked + s.ready != c.accepted || s.sent != c.accepted)
+			lost++;
+		dups += c.dup;
+		badrc += c.bad_rc + c.bad_attempt;
+		released += c.released;
+		acked += c.acked;
+		left += s.ready;
+		quay_queue_destroy(c.q);
+		free(c.acks);
+	}
+	bad = dups != 0 || badrc != 0 || lost != 0;
+	if (quay_pool_destroy(close_pool) != 0) {
+		fprintf(stderr, "stress-queue close: messages leaked\n");
+		bad = 1;
+	}
+	printf("stress-queue %-12s C3 P1 rounds %d x %u msgs: acked %llu released %llu left-ready %llu "
+	       "dup %llu bad-returns/attempts %llu rounds-not-conserved %llu | %.2f s %s\n",
+	    "close", rounds, total, (unsigned long long)acked, (unsigned long long)released,
+	    (unsigned long long)left,
+	    (unsigned long long)dups, (unsigned long long)badrc, (unsigned long long)lost,
+	    qt_now_s() - t0, bad ? "FAIL" : "ok");
+	alarm(0);
+	return bad;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -575,8 +730,13 @@ main(int argc, char **argv)
 	signal(SIGALRM, on_alarm);
 	if (scale < 1)
 		scale = 1;
+	/* QUAY_STRESS_QUEUE_ONLY=close: the close run alone (debugging). */
+	env = getenv("QUAY_STRESS_QUEUE_ONLY");
+	if (env != NULL && strcmp(env, "close") == 0)
+		return run_close(QT_TSAN ? 60 : 300 * (int)scale, 2000);
 	for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++)
 		bad |= run_cfg(&cfgs[i], (uint32_t)(base * (uint32_t)scale / (uint32_t)cfgs[i].producers));
 	bad |= run_foreign(4, base / 5 * (uint32_t)scale);
+	bad |= run_close(QT_TSAN ? 60 : 300 * (int)scale, 2000);
 	return bad;
 }

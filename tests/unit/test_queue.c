@@ -1059,7 +1059,7 @@ dead_letter_hook_runs_once_when_dlq_full(void **state)
 	assert_int_equal(h.dead_reason, QUAY_QUEUE_DLQ_MAX_ATTEMPTS);
 	assert_int_equal(stats(q).dead_lettered, 1);
 	assert_int_equal(recv_v(dlq, &l), 1);
-	assert_int_equal(quay_msg_header_count(l.msg), 2);    /* reason + source, once */
+	assert_int_equal(quay_msg_header_count(l.msg), 3);    /* reason, source, attempts: once */
 	ack_v(dlq, &l);
 	check_conservation(q);
 	check_conservation(dlq);
@@ -1133,7 +1133,7 @@ huge_times_saturate(void **state)
 	o.dedup_window_ns = INT64_MAX;
 	q = mkq(&o);
 	assert_int_equal(quay_queue_send(q, mkdedup(4, "x")), 0);
-	assert_int_equal(quay_queue_send(q, mkdedup(5, "x")), 0);
+	assert_int_equal(quay_queue_send(q, mkdedup(5, "x")), QUAY_QUEUE_DUPLICATE);
 	assert_int_equal(stats(q).deduplicated, 1);
 	quay_queue_destroy(q);
 	/* on_failure delay: retried never (kept delayed); with a TTL, the
@@ -1354,13 +1354,13 @@ dedup_window(void **state)
 	o.dedup_capacity = 8;                                 /* smallest table: 8 sets */
 	q = mkq(&o);
 	assert_int_equal(quay_queue_send(q, mkdedup(1, "a")), 0);
-	assert_int_equal(quay_queue_send(q, mkdedup(2, "a")), 0);   /* duplicate */
+	assert_int_equal(quay_queue_send(q, mkdedup(2, "a")), QUAY_QUEUE_DUPLICATE);
 	assert_int_equal(quay_queue_send(q, mkdedup(3, "b")), 0);
 	send_v(q, 4);                                        /* no id: always */
 	assert_int_equal(stats(q).deduplicated, 1);
 	assert_int_equal(stats(q).sent, 3);
 	qt_set_time(QT_T0 + 999 * MS);
-	assert_int_equal(quay_queue_send(q, mkdedup(5, "a")), 0);   /* still a duplicate */
+	assert_int_equal(quay_queue_send(q, mkdedup(5, "a")), QUAY_QUEUE_DUPLICATE);
 	qt_set_time(QT_T0 + 1000 * MS);
 	assert_int_equal(quay_queue_send(q, mkdedup(6, "a")), 0);   /* window passed */
 	assert_int_equal(stats(q).deduplicated, 2);
@@ -1450,7 +1450,7 @@ dedup_capacity_is_available(void **state)
 			char id[32];
 
 			snprintf(id, sizeof(id), "case%zu-id%zu", c, i);
-			assert_int_equal(quay_queue_send(q, mkdedup(i, id)), 0);
+			assert_int_equal(quay_queue_send(q, mkdedup(i, id)), QUAY_QUEUE_DUPLICATE);
 		}
 		assert_int_equal(stats(q).deduplicated, (n + 6) / 7);
 		check_conservation(q);
@@ -2013,6 +2013,411 @@ foreign_lease_is_enoent(void **state)
 	quay_queue_destroy(q1);
 }
 
+/* ---- issue 11: close ---------------------------------------------- */
+
+struct batch_waiter {
+	quay_queue *q;
+	size_t got;
+	int tid;
+};
+
+static void *
+batch_wait_thread(void *arg)
+{
+	struct batch_waiter *w = arg;
+	quay_lease l[4];
+
+	__atomic_store_n(&w->tid, qt_gettid(), __ATOMIC_SEQ_CST);
+	w->got = quay_queue_receive_batch(w->q, l, 4, -1);
+	for (size_t i = 0; i < w->got; i++)
+		quay_msg_unref(l[i].msg);
+	return NULL;
+}
+
+/* A receiver (and a batch receiver) proven asleep in futex(2), waiting
+ * forever, wakes with -EPIPE (0) when the queue is closed. */
+static void
+close_wakes_sleeping_receivers(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	struct waiter w = { NULL, -1, 0, 0 };
+	struct batch_waiter bw = { NULL, 99, 0 };
+	quay_queue *q;
+	pthread_t t, bt;
+
+	(void)state;
+	q = mkq(&o);
+	w.q = q;
+	bw.q = q;
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	assert_int_equal(pthread_create(&bt, NULL, batch_wait_thread, &bw), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0 ||
+	    __atomic_load_n(&bw.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(w.tid, 5000));
+	assert_true(qt_await_futex_sleep(bw.tid, 5000));
+	assert_int_equal(quay_queue_close(q), 0);
+	assert_true(qt_join_within(t, 10000));
+	assert_true(qt_join_within(bt, 10000));
+	assert_int_equal(w.rc, -EPIPE);
+	assert_int_equal(bw.got, 0);
+	quay_queue_destroy(q);
+}
+
+/* After close: receives refuse at once (even with a message ready),
+ * sends refuse and leave the reference with the caller, leases out
+ * still ack, nack and extend; close is idempotent. */
+static void
+close_refuses_new_work_keeps_leases(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l1, l2, l3, lx;
+	quay_msg *m, *b[2];
+	int res[2] = { 7, 7 };
+	size_t moved = 9;
+
+	(void)state;
+	assert_int_equal(quay_queue_close(NULL), -EINVAL);
+	o.dlq = dlq = mkq(&(quay_queue_opts){ .size = sizeof(quay_queue_opts), .clock = qt_fake_clock,
+	    .name = "dlq", .capacity = 8 });
+	q = mkq(&o);
+	send_v(q, 1);
+	send_v(q, 2);
+	send_v(q, 3);
+	send_v(q, 4);
+	assert_int_equal(recv_v(q, &l1), 1);
+	assert_int_equal(recv_v(q, &l2), 2);
+	assert_int_equal(recv_v(q, &l3), 3);
+	send_v(dlq, 9);
+	assert_int_equal(quay_queue_close(q), 0);
+	assert_int_equal(quay_queue_close(q), 0);               /* idempotent */
+	memset(&lx, 0x5a, sizeof(lx));
+	assert_int_equal(quay_queue_receive(q, &lx, 0), -EPIPE);   /* 4 is ready */
+	assert_int_equal(quay_queue_receive(q, &lx, 100 * MS), -EPIPE);
+	assert_int_equal(quay_queue_receive(q, &lx, -1), -EPIPE);
+	assert_int_equal(quay_queue_receive_batch(q, &lx, 1, -1), 0);
+	assert_int_equal(lx.slot, 0x5a5a5a5a);                  /* untouched */
+	m = mkmsg(5);
+	assert_int_equal(quay_queue_send(q, m), -EPIPE);
+	assert_int_equal(quay_msg_refcount(m), 1);              /* still the caller's */
+	b[0] = m;
+	b[1] = mkmsg(6);
+	assert_int_equal(quay_queue_send_batch(q, b, 2, res), -EPIPE);
+	assert_int_equal(res[0], 7);                            /* nothing sent */
+	quay_msg_unref(b[1]);
+	assert_int_equal(quay_queue_redrive(dlq, q, 1, &moved), -EPIPE);
+	assert_int_equal(stats(dlq).ready, 1);
+	/* The leases out still work. */
+	assert_int_equal(quay_queue_extend(q, &l1, 5000 * MS), 0);
+	assert_int_equal(quay_queue_ack(q, &l1), 0);
+	assert_int_equal(quay_queue_ack(q, &l1), -ESTALE);
+	assert_int_equal(quay_queue_nack(q, &l2, "x"), 0);
+	/* An expired lease is handled as before (its message held). */
+	qt_set_time(QT_T0 + 2000 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_int_equal(quay_queue_ack(q, &l3), -ESTALE);
+	assert_int_equal(stats(q).in_flight, 0);
+	assert_int_equal(stats(q).acked, 1);
+	check_conservation(q);
+	/* Redrive out of a closed queue still works (into an open one). */
+	assert_int_equal(quay_queue_redrive(q, dlq, 8, &moved), 0);
+	assert_int_equal(moved, 2);                             /* 4 and 2; 3 is in its backoff */
+	done(&l1);
+	done(&l2);
+	done(&l3);
+	quay_msg_unref(m);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+/* ---- issue 11: release -------------------------------------------- */
+
+/* A released message is ready again at once, with the same attempt
+ * number next time; max_attempts counts only real failures. */
+static void
+release_hands_back_without_attempt(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q, *dlq;
+	quay_lease l, l2, bogus;
+	struct quay_queue_stats s;
+
+	(void)state;
+	o.name = "dlq";
+	dlq = mkq(&o);
+	o = fake_opts();
+	o.max_attempts = 2;
+	o.dlq = dlq;
+	q = mkq(&o);
+	send_v(q, 1);
+	send_v(q, 2);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(l.attempt, 1);
+	assert_int_equal(quay_queue_release(q, &l), 0);
+	/* Ready at once (no tick, no clock move), at the tail of its level. */
+	assert_int_equal(quay_msg_attempts(l.msg), 0);
+	done(&l);
+	assert_int_equal(recv_v(q, &l), 2);
+	ack_v(q, &l);
+	/* Released five times: still attempt 1 every time. */
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(recv_v(q, &l), 1);
+		assert_int_equal(l.attempt, 1);
+		assert_int_equal(quay_queue_release(q, &l), 0);
+		/* The ended lease is stale for every call. */
+		assert_int_equal(quay_queue_release(q, &l), -ESTALE);
+		assert_int_equal(quay_queue_ack(q, &l), -ESTALE);
+		done(&l);
+	}
+	/* Two real failures reach max_attempts 2 (a release in between). */
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(quay_queue_nack(q, &l, "x"), 0);
+	done(&l);
+	qt_set_time(QT_T0 + 200 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(l.attempt, 2);
+	assert_int_equal(quay_queue_release(q, &l), 0);
+	done(&l);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(l.attempt, 2);
+	assert_int_equal(quay_queue_nack(q, &l, "x"), 0);
+	done(&l);
+	s = stats(q);
+	assert_int_equal(s.dead_lettered, 1);
+	assert_int_equal(s.nacked, 2);
+	assert_int_equal(s.received, 10);
+	check_conservation(q);
+	/* After the deadline the lease is stale. */
+	send_v(q, 3);
+	assert_int_equal(recv_v(q, &l), 3);
+	qt_set_time(QT_T0 + 200 * MS + 1000 * MS);
+	assert_int_equal(quay_queue_release(q, &l), -ESTALE);
+	done(&l);
+	/* Bad input: NULLs, a foreign lease, a never-issued one. */
+	assert_int_equal(quay_queue_release(NULL, &l), -EINVAL);
+	assert_int_equal(quay_queue_release(q, NULL), -EINVAL);
+	send_v(dlq, 4);
+	assert_int_equal(recv_v(dlq, &l2), 1);                  /* the dead letter */
+	ack_v(dlq, &l2);
+	assert_int_equal(recv_v(dlq, &l2), 4);
+	assert_int_equal(quay_queue_release(q, &l2), -ENOENT);
+	bogus = l2;
+	bogus.queue = 0;
+	assert_int_equal(quay_queue_release(dlq, &bogus), -ENOENT);
+	bogus = l2;
+	bogus.gen = 0;
+	assert_int_equal(quay_queue_release(dlq, &bogus), -ENOENT);
+	bogus = l2;
+	bogus.gen += 5;
+	assert_int_equal(quay_queue_release(dlq, &bogus), -ENOENT);
+	bogus = l2;
+	bogus.slot = UINT32_MAX;
+	assert_int_equal(quay_queue_release(dlq, &bogus), -ENOENT);
+	/* On a closed queue: the lease still releases, the message stays. */
+	assert_int_equal(quay_queue_close(dlq), 0);
+	assert_int_equal(quay_queue_release(dlq, &l2), 0);
+	done(&l2);
+	assert_int_equal(stats(dlq).ready, 1);
+	check_conservation(dlq);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+/* ---- issue 11: attempts are per queue ------------------------------ */
+
+/* A message acked in one queue on attempt 3 starts again at attempt 1
+ * in the next (also a clone, which copies the count); a dead letter is
+ * delivered by the DLQ from attempt 1, its old count in a header;
+ * redrive resets it and drops the header. */
+static void
+attempts_are_per_queue(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *a, *b, *dlq;
+	quay_lease l;
+	quay_msg *m, *c = NULL;
+
+	(void)state;
+	o.name = "dlq";
+	dlq = mkq(&o);
+	o = fake_opts();
+	o.max_attempts = 3;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	o.name = "a";
+	o.dlq = dlq;
+	a = mkq(&o);
+	o.name = "b";
+	b = mkq(&o);
+	send_v(a, 7);
+	for (int i = 1; i <= 2; i++) {
+		assert_int_equal(recv_v(a, &l), 7);
+		assert_int_equal(l.attempt, (uint32_t)i);
+		assert_int_equal(quay_queue_nack(a, &l, "x"), 0);
+		done(&l);
+	}
+	assert_int_equal(recv_v(a, &l), 7);
+	assert_int_equal(l.attempt, 3);
+	m = l.msg;                                       /* the caller's reference */
+	assert_int_equal(quay_queue_ack(a, &l), 0);
+	assert_int_equal(quay_msg_attempts(m), 3);
+	assert_int_equal(quay_msg_clone(pool, m, &c), 0);
+	assert_int_equal(quay_msg_attempts(c), 3);       /* clone copies the count */
+	assert_int_equal(quay_queue_send(b, m), 0);
+	assert_int_equal(quay_queue_send(b, c), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(recv_v(b, &l), 7);
+		assert_int_equal(l.attempt, 1);              /* was 4 */
+		assert_int_equal(quay_msg_attempts(l.msg), 1);
+		if (i == 0) {
+			ack_v(b, &l);
+			continue;
+		}
+		/* This one fails max_attempts 3 times in b: exactly 3 deliveries. */
+		assert_int_equal(quay_queue_nack(b, &l, "x"), 0);
+		done(&l);
+		for (int k = 2; k <= 3; k++) {
+			assert_int_equal(recv_v(b, &l), 7);
+			assert_int_equal(l.attempt, (uint32_t)k);
+			assert_int_equal(quay_queue_nack(b, &l, "x"), 0);
+			done(&l);
+		}
+		assert_int_equal(recv_v(b, &l), UINT64_MAX);
+	}
+	assert_int_equal(stats(b).dead_lettered, 1);
+	/* The DLQ delivers it from attempt 1, the old count in a header. */
+	assert_int_equal(recv_v(dlq, &l), 7);
+	assert_int_equal(l.attempt, 1);
+	header_is(l.msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, "3");
+	header_is(l.msg, QUAY_MSG_H_DLQ_SOURCE, "b");
+	assert_int_equal(quay_queue_release(dlq, &l), 0);
+	done(&l);
+	/* Redrive: attempts 0, the header gone. */
+	assert_int_equal(quay_queue_redrive(dlq, a, 1, NULL), 0);
+	assert_int_equal(recv_v(a, &l), 7);
+	assert_int_equal(l.attempt, 1);
+	{
+		const void *v;
+		size_t vl;
+
+		assert_int_equal(quay_msg_get_header(l.msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &v, &vl), -ENOENT);
+	}
+	ack_v(a, &l);
+	check_conservation(a);
+	check_conservation(b);
+	check_conservation(dlq);
+	quay_queue_destroy(a);
+	quay_queue_destroy(b);
+	quay_queue_destroy(dlq);
+}
+
+/* ---- issue 11: a long poll with every lease slot taken waits ------- */
+
+/* max_in_flight 1, the slot taken: a receive with a long wait must not
+ * return -EAGAIN at once; proven asleep, it gets the message once the
+ * slot frees (ack; then a lease expiry on the fake clock), and wakes
+ * with -EPIPE on close. With wait 0 it is still -EAGAIN at once, and a
+ * short wait ends with -EAGAIN (the slot stayed taken). */
+static void
+long_poll_waits_for_a_slot(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	struct waiter w = { NULL, -1, 0, 0 };
+	quay_queue *q;
+	quay_lease l, lx;
+	pthread_t t;
+
+	(void)state;
+	o.max_in_flight = 1;
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	q = mkq(&o);
+	w.q = q;
+	send_v(q, 1);
+	send_v(q, 2);
+	send_v(q, 3);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_int_equal(quay_queue_receive(q, &lx, 0), -EAGAIN);
+	assert_int_equal(quay_queue_receive(q, &lx, 20 * MS), -EAGAIN);
+	/* 1: an ack frees the slot. */
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	if (!qt_await_futex_sleep(w.tid, 5000)) {
+		/* The old code returned -EAGAIN at once: say so. */
+		assert_true(qt_join_within(t, 10000));
+		fail_msg("the receiver did not sleep: it returned %d", w.rc);
+	}
+	ack_v(q, &l);
+	assert_true(qt_join_within(t, 10000));
+	assert_int_equal(w.rc, 0);                   /* it acked what it got */
+	assert_int_equal(w.v, 2);
+	/* 2: an expiry frees it (fake clock + tick). */
+	assert_int_equal(recv_v(q, &l), 3);
+	send_v(q, 4);
+	w.tid = 0;
+	w.rc = -1;
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(w.tid, 5000));
+	qt_set_time(QT_T0 + 1000 * MS);
+	assert_int_equal(quay_queue_tick(q), 0);
+	assert_true(qt_join_within(t, 10000));
+	assert_int_equal(w.rc, 0);
+	assert_true(w.v == 4 || w.v == 3);          /* 3 came back ready, after 4 */
+	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);
+	done(&l);
+	/* 3: close wakes a receiver waiting for a slot. */
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	w.tid = 0;
+	w.rc = -1;
+	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
+	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0)
+		qt_sleep_ms(1);
+	assert_true(qt_await_futex_sleep(w.tid, 5000));
+	assert_int_equal(quay_queue_close(q), 0);
+	assert_true(qt_join_within(t, 10000));
+	assert_int_equal(w.rc, -EPIPE);
+	ack_v(q, &l);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
+/* ---- issue 11: a duplicate is told apart from a send --------------- */
+
+static void
+duplicate_send_is_told(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_msg *b[3];
+	int res[3] = { -99, -99, -99 };
+	quay_lease l;
+
+	(void)state;
+	o.dedup_window_ns = 1000 * MS;
+	q = mkq(&o);
+	assert_int_equal(quay_queue_send(q, mkdedup(1, "x")), 0);
+	assert_int_equal(quay_queue_send(q, mkdedup(2, "x")), QUAY_QUEUE_DUPLICATE);
+	b[0] = mkdedup(3, "y");
+	b[1] = mkdedup(4, "x");
+	b[2] = mkdedup(5, "y");
+	assert_int_equal(quay_queue_send_batch(q, b, 3, res), 3);   /* 3 references taken */
+	assert_int_equal(res[0], 0);
+	assert_int_equal(res[1], QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(res[2], QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(stats(q).sent, 2);
+	assert_int_equal(stats(q).deduplicated, 3);
+	assert_int_equal(recv_v(q, &l), 1);
+	ack_v(q, &l);
+	assert_int_equal(recv_v(q, &l), 3);
+	ack_v(q, &l);
+	assert_int_equal(recv_v(q, &l), UINT64_MAX);
+	check_conservation(q);
+	quay_queue_destroy(q);
+}
+
 int
 main(void)
 {
@@ -2061,6 +2466,12 @@ main(void)
 		cmocka_unit_test_setup_teardown(batch_lease_deadlines_after_slow_work, setup, teardown),
 		cmocka_unit_test_setup_teardown(lease_deadline_after_timer_work, setup, teardown),
 		cmocka_unit_test_setup_teardown(foreign_lease_is_enoent, setup, teardown),
+		cmocka_unit_test_setup_teardown(close_wakes_sleeping_receivers, setup, teardown),
+		cmocka_unit_test_setup_teardown(close_refuses_new_work_keeps_leases, setup, teardown),
+		cmocka_unit_test_setup_teardown(release_hands_back_without_attempt, setup, teardown),
+		cmocka_unit_test_setup_teardown(attempts_are_per_queue, setup, teardown),
+		cmocka_unit_test_setup_teardown(long_poll_waits_for_a_slot, setup, teardown),
+		cmocka_unit_test_setup_teardown(duplicate_send_is_told, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
