@@ -1743,42 +1743,51 @@ lease_renew(quay_queue *q, quay_lease *lease, int64_t nd)
 size_t
 quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wait_ns)
 {
-	size_t got, stale_before = 0, kept = 0;
-	bool slow = false;
-	int64_t nd;
+	int64_t end_mono;
 
 	if (q == NULL || leases == NULL || n == 0)
 		return 0;
-	/* The first lease is computed after whatever slow work its receive
-	 * did. The others are quick receives (no timer run; a TTL-expired
-	 * message ends the batch): one that still did slow work (a dead
-	 * letter, an expiry FIFO drain) leaves the leases before it with an
-	 * old deadline, renewed below. */
-	if (receive_one(q, &leases[0], wait_ns, wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1, false,
-	        &slow) != 0)
-		return 0;
-	for (got = 1; got < n; got++) {
-		int rc;
+	end_mono = wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1;
+	for (;;) {
+		size_t got, stale_before = 0, kept = 0;
+		bool slow = false;
+		int64_t nd;
 
-		slow = false;
-		rc = receive_one(q, &leases[got], 0, -1, true, &slow);
-		if (slow)
-			stale_before = got;
-		if (rc != 0)
-			break;
-	}
-	if (QUAYI_LIKELY(stale_before == 0))
-		return got;
-	nd = t_add(q_now(q), q->visibility_ns);
-	for (size_t i = 0; i < got; i++) {
-		if (i < stale_before && !lease_renew(q, &leases[i], nd)) {
-			/* Expired before it was handed out: not the caller's. */
-			quay_msg_unref(leases[i].msg);
-			continue;
+		/* The first lease is computed after whatever slow work its
+		 * receive did. The others are quick receives (no timer run; a
+		 * TTL-expired message ends the batch): one that still did slow
+		 * work (a dead letter, an expiry FIFO drain) leaves the leases
+		 * before it with an old deadline, renewed below. */
+		if (receive_one(q, &leases[0], wait_ns, end_mono, false, &slow) != 0)
+			return 0;
+		for (got = 1; got < n; got++) {
+			int rc;
+
+			slow = false;
+			rc = receive_one(q, &leases[got], 0, -1, true, &slow);
+			if (slow)
+				stale_before = got;
+			if (rc != 0)
+				break;
 		}
-		leases[kept++] = leases[i];
+		if (QUAYI_LIKELY(stale_before == 0))
+			return got;
+		nd = t_add(q_now(q), q->visibility_ns);
+		for (size_t i = 0; i < got; i++) {
+			if (i < stale_before && !lease_renew(q, &leases[i], nd)) {
+				/* Expired before it was handed out (the delivery
+				 * counts as an expired attempt): not the caller's. */
+				quay_msg_unref(leases[i].msg);
+				continue;
+			}
+			leases[kept++] = leases[i];
+		}
+		/* Every lease of this round expired before the hand-over: 0
+		 * would read as "timed out" to a caller still inside its wait,
+		 * so receive again (a wait of 0, or a passed deadline, ends it). */
+		if (kept > 0 || wait_ns == 0 || (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono))
+			return kept;
 	}
-	return kept;
 }
 
 /* ---- ack / nack / extend ---------------------------------------------- */
@@ -1818,7 +1827,10 @@ end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uin
 			}
 			return -ENOENT;
 		}
-		/* Relaxed: written before L1 or under BUSY, both ordered by L2. */
+		/* Relaxed: written before L1, under BUSY, or by tr_lease after
+		 * L1 under the timer lock while no holder has the lease yet (a
+		 * holder of an older generation got -ESTALE above, and expiry
+		 * needs the lock tr_lease holds); each is ordered by L2. */
 		if (__atomic_load_n(&s->deadline, __ATOMIC_RELAXED) <= now)
 			return -ESTALE;
 		/* L2: acq_rel CAS; a concurrent expiry or extend holds BUSY. */

@@ -386,9 +386,12 @@ QUAY_API int quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_n
  * timers. A TTL-expired message met after the first lease is
  * dead-lettered and ends the batch; if such work was done, the leases
  * taken before it are renewed to now + visibility before the call
- * returns (one that another thread's timer expired meanwhile is not
- * returned: its reference is dropped). Every lease returned obeys the
- * rule of quay_queue_receive().
+ * returns (one that expired meanwhile, by another thread's timer or
+ * this batch's own drain of the expiry FIFO, is not returned: its
+ * reference is dropped and the delivery counts as an expired attempt).
+ * If that leaves nothing and the wait has time left, the batch receives
+ * again, so 0 still means timeout (or closed). Every lease returned obeys
+ * the rule of quay_queue_receive().
  *
  * Returns: the number received, 0..n (0 also if q or leases is NULL, n
  *          is 0, or the queue is closed: a batch asleep when

@@ -6,6 +6,7 @@
  * table-driven (TESTING.md 5.4).
  */
 #include "quay_test.h"
+#include <pthread.h>
 
 #include <quay/msg.h>
 #include <quay/pool.h>
@@ -1891,6 +1892,68 @@ lease_deadline_after_ttl_dead_letters(void **state)
 	quay_queue_destroy(q);
 }
 
+/* A batch whose only lease expired before the hand-over (a slow dead
+ * letter moved the clock past it and another thread's timer expired it)
+ * must not return 0 while the caller's wait (here: forever) goes on: it
+ * receives again and hands out the next ready message, with a deadline a
+ * whole visibility after the hand-over. */
+static quay_queue *drop_q;
+static int drop_calls;
+
+static void *
+drop_tick_thread(void *arg)
+{
+	(void)arg;
+	quay_queue_tick(drop_q);
+	return NULL;
+}
+
+static void
+drop_on_dead(void *ctx, const quay_msg *msg, quay_queue_dlq_reason why)
+{
+	pthread_t t;
+
+	(void)ctx;
+	(void)msg;
+	(void)why;
+	if (drop_calls++ != 0)
+		return;
+	qt_set_time(qt_fake_clock(NULL) + 60 * MS);
+	assert_int_equal(pthread_create(&t, NULL, drop_tick_thread, NULL), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+}
+
+static void
+batch_whose_leases_expired_receives_again(void **state)
+{
+	quay_queue_opts o = fake_opts();
+	quay_lease l[3];
+	size_t k;
+
+	(void)state;
+	o.capacity = 64;
+	o.visibility_ns = 50 * MS;
+	o.max_attempts = 1;
+	o.on_dead_letter = drop_on_dead;
+	drop_calls = 0;
+	drop_q = mkq(&o);
+	send_v(drop_q, 1);
+	send_expired(drop_q, 1, 1000);
+	send_v(drop_q, 2);
+	qt_set_time(QT_T0 + 2 * MS);
+	k = quay_queue_receive_batch(drop_q, l, 3, -1);
+	assert_int_equal(k, 1);
+	assert_int_equal(val(l[0].msg), 2);
+	assert_true(l[0].deadline_ns >= qt_fake_clock(NULL) + o.visibility_ns);
+	assert_int_equal(quay_queue_ack(drop_q, &l[0]), 0);
+	done(&l[0]);
+	/* Value 1 (its lease expired at max_attempts 1) and the TTL-expired
+	 * message: both dead-lettered, neither seen by a caller. */
+	assert_int_equal(stats(drop_q).dead_lettered, 2);
+	check_conservation(drop_q);
+	quay_queue_destroy(drop_q);
+}
+
 /* The same through quay_queue_receive_batch(): the slow work happens
  * after the batch's first lease was issued, so every lease of the batch
  * must still run visibility from the moment the batch returns. */
@@ -2464,6 +2527,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(dedup_capacity_is_available, setup, teardown),
 		cmocka_unit_test_setup_teardown(lease_deadline_after_ttl_dead_letters, setup, teardown),
 		cmocka_unit_test_setup_teardown(batch_lease_deadlines_after_slow_work, setup, teardown),
+		cmocka_unit_test_setup_teardown(batch_whose_leases_expired_receives_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(lease_deadline_after_timer_work, setup, teardown),
 		cmocka_unit_test_setup_teardown(foreign_lease_is_enoent, setup, teardown),
 		cmocka_unit_test_setup_teardown(close_wakes_sleeping_receivers, setup, teardown),
