@@ -685,13 +685,16 @@ compact_locked(struct dwal *w)
 		__atomic_fetch_add(&w->deferred, 1, __ATOMIC_RELAXED);     /* relaxed: statistic */
 		return -EAGAIN;
 	}
-	if ((rc = quay_wal_info(w->wal, &info)) != 0)
+	if ((rc = quay_wal_info(w->wal, &info)) != 0) {
+		log_error(w);   /* every failed attempt counts */
 		return rc;
+	}
 	first = info.next_lsn;
 	recs = malloc(QUAY_WAL_BATCH_MAX * sizeof(*recs));
 	buf = malloc(w->batch_limit);
 	if (recs == NULL || buf == NULL) {
 		rc = -ENOMEM;
+		log_error(w);
 		goto out;
 	}
 	/* The names first, after `first`: they outlive the checkpoint. */
