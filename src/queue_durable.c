@@ -99,7 +99,7 @@ struct dwal {
 	struct quayi_dur *open;  /* under cl write */
 	uint64_t foreign_live;   /* under cl write */
 	uint64_t live_bytes;     /* atomic: bytes of ADD payloads live */
-	uint64_t appended;       /* atomic: record bytes since the last compaction */
+	uint64_t appended;       /* atomic: record bytes since the last compaction attempt */
 	uint64_t compact_min;
 	uint64_t compactions, deferred, log_errors;   /* atomic counters */
 	size_t batch_limit;      /* bytes of an appendv batch: quayi_wal_batch_max */
@@ -685,13 +685,16 @@ compact_locked(struct dwal *w)
 		__atomic_fetch_add(&w->deferred, 1, __ATOMIC_RELAXED);     /* relaxed: statistic */
 		return -EAGAIN;
 	}
-	if ((rc = quay_wal_info(w->wal, &info)) != 0)
+	if ((rc = quay_wal_info(w->wal, &info)) != 0) {
+		log_error(w);   /* every failed attempt counts */
 		return rc;
+	}
 	first = info.next_lsn;
 	recs = malloc(QUAY_WAL_BATCH_MAX * sizeof(*recs));
 	buf = malloc(w->batch_limit);
 	if (recs == NULL || buf == NULL) {
 		rc = -ENOMEM;
+		log_error(w);
 		goto out;
 	}
 	/* The names first, after `first`: they outlive the checkpoint. */
@@ -766,7 +769,7 @@ quayi_dur_maybe_compact(quay_queue *q)
 	 * (max(compact_min, live)) have been appended, as after a success.
 	 * A compaction that cannot succeed (a copy the WAL refuses, a failed
 	 * WAL) must not be retried by every send and ack under the exclusive
-	 * lock (issue 19). Relaxed: a trigger. */
+	 * lock. Relaxed: a trigger. */
 	if (compact_locked(w) != 0)
 		__atomic_store_n(&w->appended, 0, __ATOMIC_RELAXED);
 	pthread_rwlock_unlock(&w->cl);
@@ -1067,9 +1070,9 @@ dwal_get(quay_wal *wal, uint64_t compact_min)
 		pthread_rwlockattr_destroy(&a);
 		pthread_mutex_init(&w->cmu, NULL);
 		w->wal = wal;
-		/* The WAL's own limit, never a copy of its formula (issue 19:
-		 * segment/4 here against (segment - 32)/4 there refused every
-		 * batch and compaction adding up to the difference). */
+		/* The WAL's own limit, never a copy of its formula: a copy
+		 * that differs (segment/4 against (segment - 32)/4) refuses
+		 * every batch and compaction adding up to the difference. */
 		w->batch_limit = (size_t)quayi_wal_batch_max(wal);
 		w->compact_min = compact_min;
 		w->next = registry;

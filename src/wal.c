@@ -273,11 +273,23 @@ check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_
  * end of the non-zero bytes: a record's header holds a non-zero LSN, so
  * it starts before that end, but it may end well after it (an empty or
  * zero payload, the zero high bytes of its synced field), so the record
- * itself is bounded by the buffer, not by to (issue 19). */
+ * itself is bounded by the buffer, not by to.
+ *
+ * The bytes after the damage may be message bodies shaped like headers,
+ * and each candidate passing the field filters costs a CRC over its
+ * payload; so two more filters that no genuine record fails bound that
+ * cost. LSNs are consecutive from s->end and every record takes at least
+ * QUAYI_WAL_REC_HDR bytes, so the record at q has an LSN of at most
+ * last_lsn + 1 + (q - end) / 32; and no payload exceeds the log's
+ * max_record. The search then checksums at most (to - from) / 8 x
+ * max_record bytes (s->proof_bytes counts them) rather than a quadratic
+ * in the segment size. */
 static bool
-find_proof(const struct quayi_wal_scan *s, uint64_t from, uint64_t to)
+find_proof(struct quayi_wal_scan *s, uint64_t from, uint64_t to)
 {
 	uint64_t need = s->last_lsn + 1;
+	uint32_t max_len = s->max_record != 0 && s->max_record < QUAY_WAL_RECORD_MAX ? s->max_record :
+	    QUAY_WAL_RECORD_MAX;
 
 	for (uint64_t q = from; q < to && q + QUAYI_WAL_REC_HDR <= s->len; q += 8) {
 		const uint8_t *h = s->buf + q;
@@ -287,8 +299,11 @@ find_proof(const struct quayi_wal_scan *s, uint64_t from, uint64_t to)
 		if (lsn <= s->last_lsn || synced < need || synced >= lsn || type == 0 ||
 		    (flags & ~QUAYI_WAL_F_COMMIT) != 0)
 			continue;
+		if (len > max_len || lsn - need > (q - s->end) / QUAYI_WAL_REC_HDR)
+			continue;
 		if (quayi_wal_rec_size(len) > s->len + s->zero_tail - q)
 			continue;
+		s->proof_bytes += len;
 		if (rec_crc(s, q, len) == get32(h))
 			return true;
 	}
@@ -310,6 +325,7 @@ quayi_wal_scan(struct quayi_wal_scan *s)
 	s->uncommitted = 0;
 	s->reason = QUAY_WAL_R_NONE;
 	s->proven = false;
+	s->proof_bytes = 0;
 
 	if (s->len < QUAYI_WAL_SEG_HDR || get32(b) != QUAYI_WAL_MAGIC || get16(b + 4) != QUAYI_WAL_VERSION ||
 	    get16(b + 6) != QUAYI_WAL_SEG_HDR || quayi_crc32c(0, b, 28) != get32(b + 28) || get64(b + 16) == 0 ||
@@ -425,9 +441,9 @@ quay_wal_reason_str(unsigned reason)
 
 /* An I/O call on path failed with r: remember the first such errno and
  * path for the report, and turn r into what open returns. The causes a
- * user can act on keep their errno (issue 11: a missing parent, a file
- * where the directory should be, a permission, were all -EIO, whose
- * message says "durability failed"); anything else is -EIO. */
+ * user can act on keep their errno (a missing parent, a file where
+ * the directory should be, a permission: -EIO would say "durability
+ * failed"); anything else is -EIO. */
 static int
 path_err(quay_wal *w, int r, const char *path)
 {
@@ -544,7 +560,7 @@ nonzero_end(const quay_wal *w, int fd, uint64_t sz, uint64_t *end)
  * limit bytes. tail != NULL (recovery): only up to a little past its
  * last non-zero byte, *tail being the zero bytes of the file after *len
  * (struct quayi_wal_scan.zero_tail), so that memory scales with the data
- * and not with the preallocated size (issue 11). */
+ * and not with the preallocated size. */
 static int
 read_seg(quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, uint64_t *len, uint64_t *tail)
 {
@@ -1159,7 +1175,7 @@ quay_wal_replay(quay_wal *w, uint64_t from_lsn, quay_wal_visit_fn fn, void *ctx)
 		if (r != 0)
 			break;
 		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .last = true,
-			.expect_lsn = snap[i].first_lsn };
+			.expect_lsn = snap[i].first_lsn, .max_record = w->max_record };
 		int sr = quayi_wal_scan(&s);
 		/* Everything below the snapshot end was valid at open or was
 		 * written by us: anything else is corruption since. */
@@ -1384,7 +1400,7 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 			break;
 		}
 		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .zero_tail = tail, .last = last,
-			.expect_lsn = i > 0 ? w->next_lsn : 0 };
+			.expect_lsn = i > 0 ? w->next_lsn : 0, .max_record = w->max_record };
 		int sr = quayi_wal_scan(&s);
 		free(buf);
 		rep->bytes += s.end;

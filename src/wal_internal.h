@@ -98,7 +98,8 @@ quayi_wal_rec_size(uint64_t len)
  * len, zero_tail, last (the last
  * segment: damage not proven to lie before durable data is a torn tail
  * rather than corruption), expect_lsn (0: take the header's first LSN;
- * else the header's first LSN must equal it). Out: everything else.
+ * else the header's first LSN must equal it), max_record. Out:
+ * everything else.
  * Never allocates; reads only inside buf. */
 struct quayi_wal_scan {
 	const uint8_t *buf;
@@ -106,13 +107,16 @@ struct quayi_wal_scan {
 	/* Zero bytes that follow buf[len) in the file (0: buf is the whole
 	 * file). Recovery reads a segment only up to a little past its last
 	 * non-zero byte and passes the rest of the file size here, so that
-	 * a preallocated segment costs memory for its data only (issue 11).
+	 * a preallocated segment costs memory for its data only.
 	 * A record may extend into them (a payload ending in zeros); every
 	 * record header starting before the last non-zero byte must lie
 	 * within buf. */
 	uint64_t zero_tail;
 	bool last;
 	uint64_t expect_lsn;
+	/* The largest payload a record of this log may have (0:
+	 * QUAY_WAL_RECORD_MAX); bounds the work of the proof search. */
+	uint32_t max_record;
 
 	uint32_t salt;
 	uint64_t first_lsn;     /* from the header */
@@ -126,6 +130,7 @@ struct quayi_wal_scan {
 	uint64_t uncommitted;   /* valid records of an unfinished batch at end */
 	uint32_t reason;        /* QUAY_WAL_R_* (NONE: clean end) */
 	bool proven;            /* damage lies before data proven durable */
+	uint64_t proof_bytes;   /* payload bytes the proof search checksummed */
 };
 
 /* Returns 0 (clean: nothing but zero bytes after end), 1 (a tail to cut:

@@ -506,7 +506,7 @@ compaction_keeps_disk_bounded(void **state)
 	quay_queue_destroy(q);
 }
 
-/* ---- queue names in the log (issue 11) ----------------------------------- */
+/* ---- queue names in the log ---------------------------------------------- */
 
 struct name_count {
 	uint64_t qid;
@@ -1230,15 +1230,16 @@ dead_letter_too_big_for_headers_moves_without(void **state)
 	quay_queue_destroy(dlq);
 }
 
-/* ---- issue 19 ------------------------------------------------------------ */
+/* ---- the WAL's batch limit and compaction back-off ----------------------- */
 
 /* A message whose ADD record takes exactly rec bytes in the log (header
- * and padding included; rec a multiple of 8, at least 32 + 72 + 8). */
+ * and padding included; rec a multiple of 8, at least 32 + 72 + 8), its
+ * body then grown by plus bytes. */
 static quay_msg *
-msg_rec_bytes(uint64_t v, size_t rec)
+msg_rec_bytes_plus(uint64_t v, size_t rec, size_t plus)
 {
 	static unsigned char body[QUAY_WAL_SEGMENT_MIN / 4];
-	size_t len = rec - QUAYI_WAL_REC_HDR - QUAYI_DQ_ADD_HDR;
+	size_t len = rec - QUAYI_WAL_REC_HDR - QUAYI_DQ_ADD_HDR + plus;
 	quay_msg *m = NULL;
 
 	assert_true(len >= 8 && len <= sizeof(body));
@@ -1248,12 +1249,77 @@ msg_rec_bytes(uint64_t v, size_t rec)
 	return m;
 }
 
-/* Issue 19, bug 2: the durable queue sized a batch at segment/4 while
- * the WAL accepts (segment - 32)/4. With 64 KiB segments, 128 messages
- * with 24-byte bodies (128-byte records: exactly 16,384 bytes) were one
- * batch to the queue and -EMSGSIZE to the WAL: every one refused. Now
- * the queue asks the WAL for its limit; the batch at the WAL's exact
- * limit is one appendv, one byte of payload above it splits in two. */
+static quay_msg *
+msg_rec_bytes(uint64_t v, size_t rec)
+{
+	return msg_rec_bytes_plus(v, rec, 0);
+}
+
+struct commit_count {
+	uint64_t from, to, commits;
+};
+
+static int
+count_commit(void *ctx, uint64_t lsn, uint32_t type, uint32_t flags, const uint8_t *data, uint32_t len)
+{
+	struct commit_count *c = ctx;
+
+	(void)type;
+	(void)data;
+	(void)len;
+	if (lsn >= c->from && lsn < c->to && (flags & QUAYI_WAL_F_COMMIT))
+		c->commits++;
+	return 0;
+}
+
+/* COMMIT records (one per appendv) with LSNs in [from, to) in the WAL's
+ * segment files under dir, read after a sync. */
+static uint64_t
+commits_between(uint64_t from, uint64_t to)
+{
+	struct commit_count c = { from, to, 0 };
+	DIR *d;
+	struct dirent *e;
+
+	assert_int_equal(quay_wal_sync(wal, 0), 0);
+	assert_non_null(d = opendir(dir));
+	while ((e = readdir(d)) != NULL) {
+		size_t nl = strlen(e->d_name);
+		char path[512];
+		FILE *f;
+		long n;
+		uint8_t *buf;
+		struct quayi_wal_scan s;
+
+		if (nl < 4 || strcmp(e->d_name + nl - 4, ".wal") != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		assert_non_null(f = fopen(path, "rb"));
+		assert_int_equal(fseek(f, 0, SEEK_END), 0);
+		n = ftell(f);
+		assert_true(n > 0);
+		rewind(f);
+		assert_non_null(buf = malloc((size_t)n));
+		assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+		fclose(f);
+		memset(&s, 0, sizeof(s));
+		s.buf = buf;
+		s.len = (size_t)n;
+		s.last = true;
+		assert_true(quayi_wal_scan(&s) >= 0);
+		assert_int_equal(quayi_wal_walk(buf, s.end, count_commit, &c), 0);
+		free(buf);
+	}
+	closedir(d);
+	return c.commits;
+}
+
+/* The queue sizes its batches by the WAL's own limit. A queue that
+ * sized them at segment/4 while the WAL accepts (segment - 32)/4 sent,
+ * with 64 KiB segments, 128 messages with 24-byte bodies (128-byte
+ * records: exactly 16,384 bytes) as one batch, which the WAL refused
+ * (-EMSGSIZE): every one refused. The batch at the WAL's exact limit is
+ * one appendv (one COMMIT record); one byte of body more makes two. */
 static void
 send_batch_at_wal_batch_limit(void **state)
 {
@@ -1294,7 +1360,8 @@ send_batch_at_wal_batch_limit(void **state)
 	}
 	assert_int_equal(drain(q, NULL, 200, true), 128);
 	/* Exactly at the WAL's limit: 127 x 128 + one of 120 = 16,376 bytes
-	 * is one batch (LSNs consecutive, one appendv). */
+	 * is one batch: LSNs consecutive and one COMMIT record (one
+	 * appendv). */
 	for (size_t i = 0; i < 128; i++)
 		ms[i] = msg_rec_bytes(1000 + i, i == 127 ? limit - 127 * 128 : 128);
 	assert_int_equal(quay_wal_info(wal, &wi0), 0);
@@ -1303,6 +1370,20 @@ send_batch_at_wal_batch_limit(void **state)
 	assert_int_equal(wi1.next_lsn - wi0.next_lsn, 128);
 	for (size_t i = 0; i < 128; i++)
 		assert_int_equal(res[i], 0);
+	assert_int_equal(commits_between(wi0.next_lsn, wi1.next_lsn), 1);
+	assert_int_equal(drain(q, NULL, 200, true), 128);
+	/* One byte of body more on the last message (8 more record bytes,
+	 * its padding) is over the limit: the same 128 go out as two
+	 * appendvs, all of them sent. */
+	for (size_t i = 0; i < 128; i++)
+		ms[i] = msg_rec_bytes_plus(2000 + i, i == 127 ? limit - 127 * 128 : 128, i == 127);
+	assert_int_equal(quay_wal_info(wal, &wi0), 0);
+	assert_int_equal(quay_queue_send_batch(q, ms, 128, res), 128);
+	assert_int_equal(quay_wal_info(wal, &wi1), 0);
+	assert_int_equal(wi1.next_lsn - wi0.next_lsn, 128);
+	for (size_t i = 0; i < 128; i++)
+		assert_int_equal(res[i], 0);
+	assert_int_equal(commits_between(wi0.next_lsn, wi1.next_lsn), 2);
 	assert_int_equal(drain(q, NULL, 200, true), 128);
 	restart(&q, NULL);
 	o.wal = wal;
@@ -1311,9 +1392,9 @@ send_batch_at_wal_batch_limit(void **state)
 	quay_queue_destroy(q);
 }
 
-/* Issue 19, bug 2 (compaction): with 128 such messages live, every
- * compaction's copy batch was 16,384 bytes: refused, never a compaction,
- * and each send and ack retried it. Now compactions succeed, the files
+/* Compaction copies in batches of the WAL's limit: with 128 such
+ * messages live, a copy batch of 16,384 bytes would be refused, never a
+ * compaction, and each send and ack retry it. Compactions succeed, the files
  * stay bounded, and no log error is counted. */
 static void
 compaction_with_batch_at_limit(void **state)
@@ -1368,7 +1449,7 @@ compaction_with_batch_at_limit(void **state)
 	quay_queue_destroy(q);
 }
 
-/* Issue 19, bug 2 (back-off): a compaction that cannot succeed must not
+/* Back-off: a compaction that cannot succeed must not
  * be retried by every send and ack. Made to fail for good: a 6,000-byte
  * message is logged, then the WAL is reopened with max_record 4,096, so
  * its compaction copy is always refused (-EMSGSIZE). 3,000 send+ack
@@ -1431,7 +1512,7 @@ compaction_that_cannot_succeed_backs_off(void **state)
 	quay_queue_destroy(q);
 }
 
-/* ---- issue 19: faults under a durable queue, through the WAL's I/O table -- */
+/* ---- faults under a durable queue, through the WAL's I/O table ----------- */
 
 #define FQ_MAX 8192u
 #define FQ_DIR "/memwal"
@@ -1670,7 +1751,6 @@ struct fq_run {
 	uint8_t *flags;              /* FQ_* per seq, atomic OR */
 	uint64_t next;               /* atomic: the next seq */
 	int want;                    /* the sticky code expected */
-	int stop;                    /* atomic */
 	uint64_t after_fail, wrong;  /* atomic: ops after this thread saw the failure; wrong codes */
 	uint64_t seed;
 };
@@ -1683,8 +1763,9 @@ fq_worker(void *arg)
 	bool failed = false;
 	unsigned after = 0;
 
-	/* Acquire: pairs with the release store of stop by the main thread. */
-	while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) && after < 40) {
+	/* Each thread stops on its own: after 40 calls past the failure,
+	 * or when the sequence numbers run out. */
+	while (after < 40) {
 		int rc;
 
 		if (qt_rand(&rng) % 2 == 0) {

@@ -680,7 +680,7 @@ tail_cut_erases_stale_records(void **state)
 	memfs_fini(&fs);
 }
 
-/* Issue 19, bug 1: R3's proof may end in zero bytes. SYNC mode, A and B
+/* R3's proof may end in zero bytes. SYNC mode, A and B
  * acknowledged (fdatasynced), then C; a bit of B flipped. C's synced
  * field (B's LSN) proves B was durable, so open must fail with -EBADMSG
  * whatever C's payload: empty, zeros, or non-zero. Before the fix the
@@ -740,9 +740,10 @@ proof_record_ending_in_zeros(void **state)
 	assert_int_equal(bad, 0);
 }
 
-/* Issue 19, bug 2: the batch limit is one figure, quayi_wal_batch_max,
- * and appendv accepts a batch of exactly that many bytes and refuses one
- * 8 bytes larger (-EMSGSIZE, nothing appended). */
+/* The batch limit is one figure, quayi_wal_batch_max, and appendv
+ * accepts a batch of exactly that many bytes and refuses one 8 bytes
+ * larger (-EMSGSIZE, nothing appended). The cases reach both sides of the
+ * limit: a quarter of the segment and (ring) the 4 MiB ring buffer. */
 static void
 batch_limit_is_exact(void **state)
 {
@@ -750,7 +751,9 @@ batch_limit_is_exact(void **state)
 	static const struct {
 		uint64_t seg;
 		uint32_t max_record;
-	} cs[] = { { 64 << 10, 0 }, { 1 << 20, 0 }, { 1 << 20, 4096 }, { 32 << 20, 4 << 20 } };
+		bool ring; /* the limit is the ring buffer, not the quarter */
+	} cs[] = { { 64 << 10, 0, false }, { 1 << 20, 0, false }, { 1 << 20, 4096, false },
+		{ 32 << 20, 4 << 20, false }, { 32 << 20, 1 << 20, true } };
 	static quay_wal_rec recs[8192];
 	uint8_t *payload = calloc(1, 4 << 20);
 
@@ -772,6 +775,12 @@ batch_limit_is_exact(void **state)
 		assert_int_equal(lim, quayi_wal_batch_limit(info.segment_bytes, info.max_record));
 		assert_true(lim <= (cs[i].seg - QUAYI_WAL_SEG_HDR) / 4);
 		assert_int_equal(lim % 8, 0);
+		if (cs[i].ring) {
+			assert_true(lim < (cs[i].seg - QUAYI_WAL_SEG_HDR) / 4);
+			assert_int_equal(lim, 4 << 20);
+		} else {
+			assert_int_equal(lim, (cs[i].seg - QUAYI_WAL_SEG_HDR) / 4 & ~(uint64_t)7);
+		}
 		/* Records of at most max_record adding up to exactly lim. */
 		for (left = lim; left > 0; n++) {
 			uint64_t take = left - QUAYI_WAL_REC_HDR;
@@ -1947,7 +1956,7 @@ posix_round_trip(void **state)
 }
 
 
-/* Issue 11 item 7: open names the cause. A missing parent is -ENOENT, a
+/* Open names the cause. A missing parent is -ENOENT, a
  * regular file where the directory should be -ENOTDIR, a directory the
  * caller may not enter or write -EACCES; the report keeps the OS errno.
  * EACCES is real: the open runs in a child process that drops to uid
@@ -2051,7 +2060,7 @@ open_errors_name_the_cause(void **state)
 }
 
 
-/* Issue 11 item 12: reopening a small log in a large (default 64 MiB,
+/* Reopening a small log in a large (default 64 MiB,
  * preallocated) segment must take memory in proportion to the data, not
  * to the segment. Measured as the process's peak resident set (VmHWM of
  * /proc/self/status, reset through /proc/self/clear_refs) across the
@@ -2129,6 +2138,118 @@ reopen_memory_scales_with_data(void **state)
 /* ---- the scanner on memory (the fuzzer's entry) --------------------------- */
 
 static void
+put32le(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t
+get32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void
+put64le(uint8_t *p, uint64_t v)
+{
+	put32le(p, (uint32_t)v);
+	put32le(p + 4, (uint32_t)(v >> 32));
+}
+
+/* The R3 proof search over a torn tail of header-shaped message bodies
+ * costs a bounded number of CRC bytes: a 4 MiB segment whose first
+ * record is damaged, followed by a header-shaped candidate in every
+ * 32-byte block. Candidates claiming the rest of the segment as payload
+ * (more than max_record) or an LSN no record that far along can have are
+ * skipped; the others cost at most max_record each. Without those two
+ * filters the search checksums about 90 GiB here (quadratic in the
+ * segment size). A genuine proof record at the end is still found. */
+static void
+proof_search_is_bounded(void **state)
+{
+	(void)state;
+	const size_t seg = 4 << 20;
+	const uint32_t max_record = 4096, salt = 0x5eed1234u;
+	uint8_t *b = calloc(1, seg);
+	struct quayi_wal_scan s;
+	uint64_t blocks = 0, plausible = 0;
+
+	assert_non_null(b);
+	put32le(b, QUAYI_WAL_MAGIC);
+	b[4] = QUAYI_WAL_VERSION;
+	b[6] = QUAYI_WAL_SEG_HDR;
+	put32le(b + 8, salt);
+	put64le(b + 16, 1);
+	put32le(b + 28, quayi_crc32c(0, b, 28));
+	/* The first record (LSN 1): a header with a wrong CRC. */
+	put32le(b + 32, 0xdeadbeefu);
+	put64le(b + 40, 1);
+	put32le(b + 48, 1);
+	put32le(b + 52, QUAYI_WAL_F_COMMIT);
+	/* Candidates: last_lsn is 0, so LSN 2 with synced 1 proves damage. */
+	size_t stop = seg - 4096;
+	for (size_t q = 64; q + QUAYI_WAL_REC_HDR <= stop; q += QUAYI_WAL_REC_HDR, blocks++) {
+		uint8_t *h = b + q;
+		switch (blocks % 3) {
+		case 0: /* the rest of the segment as payload: > max_record
+			 * but near the end (there it is plausible too) */
+			put32le(h + 4, (uint32_t)((seg - q - QUAYI_WAL_REC_HDR) & ~(size_t)7));
+			put64le(h + 8, 2);
+			if (get32le(h + 4) <= max_record)
+				plausible++;
+			break;
+		case 1: /* an LSN far past what fits between the damage and q */
+			put32le(h + 4, 64);
+			put64le(h + 8, (uint64_t)1 << 40);
+			break;
+		default: /* plausible: costs one CRC of max_record bytes */
+			plausible++;
+			put32le(h + 4, max_record);
+			put64le(h + 8, 2);
+			break;
+		}
+		put32le(h, 0x0badc0deu);
+		put32le(h + 16, 1);
+		put64le(h + 24, 1);
+	}
+	/* Zero bytes from stop: the tail of the segment (a real one is
+	 * preallocated with zeros); the scan sees the non-zero end at stop. */
+	memset(b + stop, 0, seg - stop);
+	memset(&s, 0, sizeof(s));
+	s.buf = b;
+	s.len = seg;
+	s.last = true;
+	s.max_record = max_record;
+	assert_int_equal(quayi_wal_scan(&s), 1);
+	assert_int_equal(s.end, QUAYI_WAL_SEG_HDR);
+	assert_int_equal(s.reason, QUAY_WAL_R_CRC);
+	assert_false(s.proven);
+	/* The bound: every 8-aligned candidate at most max_record. */
+	uint64_t bound = (s.nonzero_end - s.end) / 8 * max_record;
+	print_message("proof search over %zu bytes, %" PRIu64 " header-shaped blocks: %" PRIu64
+	    " CRC bytes (bound %" PRIu64 ")\n", seg, blocks, s.proof_bytes, bound);
+	assert_true(s.proof_bytes <= bound);
+	/* Exactly the plausible ones were checksummed (the candidates at
+	 * the offsets inside each block fail the field or LSN filters). */
+	assert_int_equal(s.proof_bytes, plausible * max_record);
+
+	/* A genuine proof record after them all is still found. */
+	size_t q = stop;
+	uint8_t *h = b + q;
+	put32le(h + 4, 8);
+	put64le(h + 8, 2);
+	put32le(h + 16, 1);
+	put64le(h + 24, 1);
+	memset(h + QUAYI_WAL_REC_HDR, 0x77, 8);
+	uint32_t c = quayi_crc32c(salt, h + QUAYI_WAL_REC_HDR, 8);
+	put32le(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
+	assert_int_equal(quayi_wal_scan(&s), -EBADMSG);
+	assert_true(s.proven);
+	free(b);
+}
+
+static void
 scan_memory_edges(void **state)
 {
 	(void)state;
@@ -2186,6 +2307,7 @@ main(void)
 		QT_TEST(corruption_in_sealed_segment_is_ebadmsg),
 		QT_TEST(bad_segment_files),
 		QT_TEST(scan_memory_edges),
+		QT_TEST(proof_search_is_bounded),
 		QT_TEST(group_commit_threads),
 		QT_TEST(sync_counter),
 		QT_TEST(sync_zero_ahead),
