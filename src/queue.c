@@ -1509,12 +1509,40 @@ take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, 
 }
 
 /* What a sleeping receiver waits for (the ready() of quayi_wait_sleep):
- * a message in the ready pq, or next_due moved below the value its sleep
- * was computed from (a delayed message sent, an extend, a lease issued). */
+ * a message in the ready pq (recv_ready) or a free lease slot
+ * (slot_ready), next_due moved below the value its sleep was computed
+ * from (a delayed message sent, an extend, a lease issued), or close. */
 struct recv_wait {
 	const quay_queue *q;
 	int64_t due;
 };
+
+/*
+ * The deadline of a receiver's sleep: end_mono (CLOCK_MONOTONIC, < 0:
+ * none), or the next due time if earlier, so that the timer work it
+ * triggers runs; c->due gets the next_due the sleep is computed from.
+ * Returns false if something is due already (another thread holds the
+ * timer lock and runs it): yield instead of sleeping. now is the queue
+ * clock.
+ */
+static bool
+sleep_deadline(quay_queue *q, int64_t now, int64_t end_mono, struct recv_wait *c, int64_t *dl)
+{
+	*dl = end_mono;
+	/* Relaxed: a hint for the sleep length; the ready() callback
+	 * re-reads it. */
+	c->due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED);
+	if (c->due != INT64_MAX) {
+		int64_t t;
+
+		if (c->due <= now)
+			return false;
+		t = t_add(quayi_wait_deadline(0), c->due - now);
+		if (*dl < 0 || t < *dl)
+			*dl = t;
+	}
+	return true;
+}
 
 static bool
 recv_ready(const void *ctx)
@@ -1538,21 +1566,11 @@ static void
 receive_sleep(quay_queue *q, int64_t now, int64_t end_mono, unsigned *idle)
 {
 	struct recv_wait c = { q, INT64_MAX };
-	int64_t dl = end_mono;
+	int64_t dl;
 
-	/* Relaxed: a hint for the sleep length; recv_ready re-reads it. */
-	c.due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED);
-	if (c.due != INT64_MAX) {
-		int64_t mono = quayi_wait_deadline(0), t;
-
-		if (c.due <= now) {
-			/* Due, but another thread holds the timer lock and runs it. */
-			sched_yield();
-			return;
-		}
-		t = t_add(mono, c.due - now);
-		if (dl < 0 || t < dl)
-			dl = t;
+	if (!sleep_deadline(q, now, end_mono, &c, &dl)) {
+		sched_yield();
+		return;
 	}
 	/* A push claimed but not yet published counts while the pop still
 	 * fails: spin, then give the pusher the CPU. */
@@ -1566,19 +1584,14 @@ receive_sleep(quay_queue *q, int64_t now, int64_t end_mono, unsigned *idle)
 	(void)quayi_wait_sleep(&q->ready->pop_event, quayi_pq_fence(q->ready) != 0, recv_ready, &c, dl);
 }
 
-/* What a receiver waiting for a lease slot waits for (slot_wait): a slot
+/* A receiver waiting for a lease slot (slot_wait) wakes for a slot
  * pushed back into free_slots (the ring's W1 on its pop word), next_due
  * lowered below the value its sleep was computed from (W2), or close
  * (C1). */
-struct slot_wait_ctx {
-	const quay_queue *q;
-	int64_t due;
-};
-
 static bool
 slot_ready(const void *ctx)
 {
-	const struct slot_wait_ctx *c = ctx;
+	const struct recv_wait *c = ctx;
 
 	/* Relaxed: S1 in quayi_wait_sleep orders these loads after the
 	 * sleeper's bit; the wakers' W1/W2/C1 follow their stores. */
@@ -1598,8 +1611,8 @@ slot_wait(quay_queue *q, uint64_t *slot, int64_t end_mono, bool *slow)
 	unsigned idle = 0;
 
 	for (;;) {
-		struct slot_wait_ctx c = { q, INT64_MAX };
-		int64_t now, dl = end_mono;
+		struct recv_wait c = { q, INT64_MAX };
+		int64_t now, dl;
 
 		if (is_closed(q))
 			return -EPIPE;
@@ -1621,19 +1634,9 @@ slot_wait(quay_queue *q, uint64_t *slot, int64_t end_mono, bool *slow)
 				quayi_cpu_relax();
 			continue;
 		}
-		/* Relaxed: a hint for the sleep length; slot_ready re-reads it. */
-		c.due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED);
-		if (c.due != INT64_MAX) {
-			int64_t t;
-
-			if (c.due <= now) {
-				/* Due, but another thread holds the timer lock. */
-				sched_yield();
-				continue;
-			}
-			t = t_add(quayi_wait_deadline(0), c.due - now);
-			if (dl < 0 || t < dl)
-				dl = t;
+		if (!sleep_deadline(q, now, end_mono, &c, &dl)) {
+			sched_yield();
+			continue;
 		}
 		(void)quayi_wait_sleep(&q->free_slots->pop_event,
 		    (q->free_slots->flags & QUAYI_RING_F_FENCE) != 0, slot_ready, &c, dl);
