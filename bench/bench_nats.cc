@@ -310,7 +310,7 @@ localq(benchmark::State &st)
 {
 	int w = static_cast<int>(st.range(0));
 	for (auto _ : st) {
-		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 		quay_queue *q;
 		o.capacity = 4096;
 		quay_queue_create(&o, &q);

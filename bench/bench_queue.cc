@@ -238,7 +238,7 @@ void run_pc(benchmark::State &st, Kind kind)
 		if (kind == Kind::ring) {
 			quay_ring_create(4096, 8, 0, &s.ring);
 		} else if (kind == Kind::queue || kind == Kind::queue_reuse) {
-			quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+			struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 			if (kind == Kind::queue_reuse)
 				for (int p = 0; p < pc; p++)
 					for (size_t i = 0; i < kReuse; i++) {
@@ -350,7 +350,7 @@ void pair_pq_msg(benchmark::State &st)
 void pair_queue(benchmark::State &st)
 {
 	quay_pool *pool = make_pool(1024);
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q = nullptr;
 	uint64_t n = 0;
 
@@ -384,7 +384,7 @@ void delayed_1M(benchmark::State &st)
 	quay_pool *pool = make_pool(n + 1024);
 
 	for (auto _ : st) {
-		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 		quay_queue *q = nullptr;
 		std::vector<quay_msg *> msgs(n);
 		uint64_t rng = 88172645463325252ull;
@@ -477,7 +477,7 @@ void latency(benchmark::State &st)
 	quay_stats_create(nullptr, &reg);
 	quay_hist_create(reg, "lat", nullptr, nullptr, 0, &h);
 	for (auto _ : st) {
-		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 		quay_queue *q = nullptr;
 		std::atomic<int> acked{0};
 		int bad = 0;

@@ -222,8 +222,11 @@ dq_body_off(const unsigned char *p, size_t len)
 static void
 dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t preview, FILE *out, bool json)
 {
-	static const char *const origin[] = { "send", "dead-letter", "redrive", "copy" };
-	static const char *const why[] = { "?", "ack", "drop", "dead-letter", "dead-drop", "redrive" };
+	static const char *const origin[8] = { [QUAYI_DQF_O_SEND] = "send", [QUAYI_DQF_O_DEAD] = "dead-letter",
+		[QUAYI_DQF_O_REDRIVE] = "redrive", [QUAYI_DQF_O_COPY] = "copy" };
+	static const char *const why[QUAYI_DQF_WHY_MAX + 1] = { "?", [QUAYI_DQF_WHY_ACK] = "ack",
+		[QUAYI_DQF_WHY_DROP] = "drop", [QUAYI_DQF_WHY_DEAD] = "dead-letter",
+		[QUAYI_DQF_WHY_DEAD_DROP] = "dead-drop", [QUAYI_DQF_WHY_REDRIVE] = "redrive" };
 	const unsigned char *p = data;
 	bool ok = type == QUAYI_DQ_ADD ? len >= QUAYI_DQ_ADD_HDR
 	    : type == QUAYI_DQ_NAME ? len >= QUAYI_DQ_NAME_HDR
@@ -264,7 +267,7 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 		                    ",\"expires_ns\":%" PRId64 ",\"headers\":%" PRIu64 ",\"body_len\":%" PRIu64
 		                  : " did %" PRIu64 "%s %s attempts %" PRIu64 " prio %u"
 		                    " not_before %" PRId64 " expires %" PRId64 " headers %" PRIu64 " body %" PRIu64,
-		    rdid, did == 0 ? (json ? "true" : " (its LSN)") : (json ? "false" : ""), o < 4 ? origin[o] : "?",
+		    rdid, did == 0 ? (json ? "true" : " (its LSN)") : (json ? "false" : ""), origin[o] != NULL ? origin[o] : "?",
 		    quayi_dqf_get(p + QUAYI_DQF_ADD_ATTEMPTS, 4), p[QUAYI_DQF_ADD_PRIORITY],
 		    (int64_t)quayi_dqf_get(p + QUAYI_DQF_ADD_NOT_BEFORE, 8),
 		    (int64_t)quayi_dqf_get(p + QUAYI_DQF_ADD_EXPIRES, 8), quayi_dqf_get(p + QUAYI_DQF_ADD_NHEADERS, 2),

@@ -172,8 +172,8 @@ typedef int64_t (*quay_queue_clock_fn)(void *ctx);
  * Creation options. Start from QUAY_QUEUE_OPTS_INIT; zero means the
  * default for every field.
  */
-typedef struct quay_queue_opts {
-	size_t size;                 /**< sizeof(quay_queue_opts): the version */
+struct quay_queue_opts {
+	size_t size;                 /**< sizeof(struct quay_queue_opts): the version */
 	const char *name;            /**< 1..QUAY_QUEUE_NAME_MAX bytes of [A-Za-z0-9_.:-]; NULL: "queue".
 	                                  The stats label and the QUAY_MSG_H_DLQ_SOURCE header */
 	unsigned flags;              /**< QUAY_QUEUE_* flags */
@@ -216,10 +216,10 @@ typedef struct quay_queue_opts {
 	uint64_t compact_bytes;      /**< with wal: log bytes appended since the last compaction that
 	                                  trigger the next (also at least the live set's bytes);
 	                                  0: 4 x the WAL's segment size */
-} quay_queue_opts;
+};
 
-/** Initialiser for quay_queue_opts: every field its default. */
-#define QUAY_QUEUE_OPTS_INIT { sizeof(quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
+/** Initialiser for struct quay_queue_opts: every field its default. */
+#define QUAY_QUEUE_OPTS_INIT { sizeof(struct quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
 	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0u }
 
 /**
@@ -300,7 +300,7 @@ struct quay_queue_stats {
  * record is malformed; -ENOMEM / -EMSGSIZE if the pool cannot make a
  * recovered message.
  */
-QUAY_API int quay_queue_create(const quay_queue_opts *opts, quay_queue **out);
+QUAY_API int quay_queue_create(const struct quay_queue_opts *opts, quay_queue **out);
 
 /**
  * Destroy a queue and drop its references to every message it holds.

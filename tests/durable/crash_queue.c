@@ -77,7 +77,7 @@ static int
 open_all(const char *dir, unsigned mode, quay_pool *pool, quay_wal **w, quay_queue **q, quay_queue **dlq)
 {
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	int rc;
 
 	wo.sync_mode = mode;

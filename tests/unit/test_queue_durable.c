@@ -75,10 +75,10 @@ teardown(void **state)
 	return quay_pool_destroy(pool);
 }
 
-static quay_queue_opts
+static struct quay_queue_opts
 dopts(const char *name)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	o.name = name;
 	o.clock = qt_fake_clock;
@@ -91,7 +91,7 @@ dopts(const char *name)
 }
 
 static quay_queue *
-mkq(quay_queue_opts *o)
+mkq(struct quay_queue_opts *o)
 {
 	quay_queue *q = NULL;
 
@@ -172,7 +172,7 @@ drain(quay_queue *q, uint64_t *seen, size_t max, bool ack)
 static void
 send_ack_recover(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_lease l[3];
 	uint64_t seen[16];
@@ -241,7 +241,7 @@ send_ack_recover(void **state)
 static void
 send_batch_one_sync(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_msg *ms[32];
 	int res[32];
@@ -281,7 +281,7 @@ send_batch_one_sync(void **state)
 static void
 nack_delay_and_expiry_recover(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_lease l;
 	struct quay_queue_stats s;
@@ -330,7 +330,7 @@ nack_delay_and_expiry_recover(void **state)
 static void
 dead_letter_and_redrive_recover(void **state)
 {
-	quay_queue_opts o, od;
+	struct quay_queue_opts o, od;
 	quay_queue *q, *dlq;
 	quay_lease l;
 	const void *v;
@@ -395,7 +395,7 @@ dead_letter_and_redrive_recover(void **state)
 static void
 ttl_after_restart_dead_letters(void **state)
 {
-	quay_queue_opts o, od;
+	struct quay_queue_opts o, od;
 	quay_queue *q, *dlq;
 	quay_lease l;
 	quay_msg *m;
@@ -449,7 +449,7 @@ ttl_after_restart_dead_letters(void **state)
 static void
 compaction_keeps_disk_bounded(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quay_wal_info wi;
 	struct quayi_dur_info di;
@@ -555,7 +555,7 @@ names_in_log(const char *name, uint64_t *first_lsn)
 static void
 queue_name_logged_once_and_kept(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quay_wal_info wi;
 	quay_lease l;
@@ -606,7 +606,7 @@ queue_name_logged_once_and_kept(void **state)
 static void
 compaction_deferred_for_closed_queue(void **state)
 {
-	quay_queue_opts oa, ob;
+	struct quay_queue_opts oa, ob;
 	quay_queue *a, *b;
 	struct quayi_dur_info di;
 
@@ -660,7 +660,7 @@ wal_failure_fails_send_and_ack(void **state)
 {
 	struct quayi_wal_io io = quayi_wal_io_posix;
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_lease l;
 	quay_msg *m;
@@ -714,7 +714,7 @@ wal_failure_fails_send_and_ack(void **state)
 static void
 corrupt_record_is_ebadmsg(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q = NULL;
 	unsigned char junk[30] = { 0 };
 
@@ -737,7 +737,7 @@ corrupt_record_is_ebadmsg(void **state)
 static void
 capacity_below_live_set_is_enospc(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q = NULL;
 
 	(void)state;
@@ -761,7 +761,7 @@ capacity_below_live_set_is_enospc(void **state)
 static void
 bad_input(void **state)
 {
-	quay_queue_opts o, od;
+	struct quay_queue_opts o, od;
 	quay_queue *q = NULL, *mem = NULL, *dlq = NULL, *q2 = NULL;
 	quay_wal *ro = NULL, *other = NULL;
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
@@ -837,11 +837,11 @@ bad_input(void **state)
 	quay_msg_unref(l.msg);
 	/* The older, shorter options struct: an in-memory queue. */
 	o = dopts("old");
-	o.size = offsetof(quay_queue_opts, wal);
+	o.size = offsetof(struct quay_queue_opts, wal);
 	o.wal = NULL;
 	assert_int_equal(quay_queue_create(&o, &q), 0);
 	quay_queue_destroy(q);
-	o.size = offsetof(quay_queue_opts, wal) + 1;
+	o.size = offsetof(struct quay_queue_opts, wal) + 1;
 	assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
 	quay_queue_destroy(q2);
 	quay_queue_destroy(dlq);
@@ -884,7 +884,7 @@ crash_child(int (*fn)(void))
 static int
 child_dead_letter_high_priority(void)
 {
-	quay_queue_opts o = dopts("dlq");
+	struct quay_queue_opts o = dopts("dlq");
 	quay_queue *dlq = NULL, *q = NULL, *tgt = NULL;
 	quay_msg *m = mkmsg(3);
 	quay_lease l;
@@ -928,7 +928,7 @@ child_dead_letter_high_priority(void)
 static void
 dlq_with_fewer_levels_recovers(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *dlq, *q, *tgt;
 	quay_lease l;
 
@@ -964,7 +964,7 @@ dlq_with_fewer_levels_recovers(void **state)
 static int
 child_same_message_twice(void)
 {
-	quay_queue_opts o = dopts("q");
+	struct quay_queue_opts o = dopts("q");
 	quay_queue *q = NULL;
 	quay_msg *m = mkmsg(7), *ms[2];
 	int res[2] = { 1, 1 };
@@ -995,7 +995,7 @@ child_same_message_twice(void)
 static void
 same_message_twice_in_batch(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quayi_dur_info di;
 
@@ -1038,7 +1038,7 @@ static void
 concurrent_send_to_two_durable_queues(void **state)
 {
 	struct race r = { .rounds = 150 };
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	pthread_t t;
 	int wins[2] = { 0, 0 };
 	struct quayi_dur_info di;
@@ -1141,7 +1141,7 @@ big_msg(size_t len)
 static void
 refused_dead_letter_leaves_message_unchanged(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *dlq, *q;
 	struct quay_wal_info wi;
 	struct quayi_dur_info di;
@@ -1195,7 +1195,7 @@ refused_dead_letter_leaves_message_unchanged(void **state)
 static void
 dead_letter_too_big_for_headers_moves_without(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *dlq, *q;
 	quay_lease l;
 	quay_msg *m;
@@ -1323,7 +1323,7 @@ commits_between(uint64_t from, uint64_t to)
 static void
 send_batch_at_wal_batch_limit(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_msg *ms[129];
 	int res[129];
@@ -1399,7 +1399,7 @@ send_batch_at_wal_batch_limit(void **state)
 static void
 compaction_with_batch_at_limit(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quay_wal_info wi;
 	struct quayi_dur_info di;
@@ -1459,7 +1459,7 @@ compaction_with_batch_at_limit(void **state)
 static void
 compaction_that_cannot_succeed_backs_off(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
 	struct quayi_dur_info di;
@@ -1563,10 +1563,10 @@ fq_msg(uint64_t v)
 	return quay_msg_new(pool, body, 8 + v % 50, &m) == 0 ? m : NULL;
 }
 
-static quay_queue_opts
+static struct quay_queue_opts
 fq_opts(quay_wal *w)
 {
-	quay_queue_opts o = dopts("fq");
+	struct quay_queue_opts o = dopts("fq");
 
 	o.wal = w;
 	o.capacity = FQ_MAX;
@@ -1588,7 +1588,7 @@ fq_check(struct memfs *fs, const uint8_t *flags, uint64_t nseq, const char *what
 	struct fq_seen *f = calloc(1, sizeof(*f));
 	quay_wal *w = NULL;
 	quay_queue *q = NULL;
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	uint64_t bad = 0;
 	int rc;
 
@@ -1656,7 +1656,7 @@ power_loss_under_durable_queue(void **state)
 		struct quayi_dur_info di;
 		quay_wal *w;
 		quay_queue *q;
-		quay_queue_opts o;
+		struct quay_queue_opts o;
 		quay_lease held[64];
 		size_t nheld = 0;
 		uint64_t seq = 0, ops = 0, cut_after;
@@ -1851,7 +1851,7 @@ sync_and_space_errors_under_durable_queue(void **state)
 			struct quay_wal_info wi;
 			struct fq_run run;
 			quay_wal *w;
-			quay_queue_opts o;
+			struct quay_queue_opts o;
 			pthread_t th[4];
 			char what[64];
 
