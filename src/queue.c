@@ -71,6 +71,7 @@
  *   Q-C2 send and receive: load of closed; a sleeping receiver's ready()
  *      (recv_ready) reads it after WAIT-S1, so it sees the store or is woken.
  */
+#include "clock.h"
 #include "queue_internal.h"
 #include "quay_internal.h"
 #include "queue_log.h"
@@ -79,7 +80,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
-#include <time.h>
 
 #include <quay/msg.h>
 #include <quay/pq.h>
@@ -97,16 +97,6 @@ static uint64_t queue_ids;
 
 /* ---- small helpers -------------------------------------------------- */
 
-static int64_t
-realtime_ns(void *ctx)
-{
-	struct timespec ts;
-
-	(void)ctx;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static inline int64_t
 q_now(const quay_queue *q)
 {
@@ -114,7 +104,9 @@ q_now(const quay_queue *q)
 }
 
 /* now + d for d >= 0, saturating at INT64_MAX ("never"): every option
- * time and hook delay is added through it, so no value overflows. */
+ * time and hook delay is added through it, so no value overflows. Not
+ * quayi_ns_add_sat (src/clock.h): now is the queue clock, a callback of
+ * the user's, and may be negative. */
 static inline int64_t
 t_add(int64_t now, int64_t d)
 {
@@ -1104,7 +1096,7 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	q->on_failure = opts->on_failure;
 	q->on_dead_letter = opts->on_dead_letter;
 	q->hook_ctx = opts->hook_ctx;
-	q->clock = opts->clock ? opts->clock : realtime_ns;
+	q->clock = opts->clock ? opts->clock : quayi_real_clock;
 	q->clock_ctx = opts->clock ? opts->clock_ctx : NULL;
 	q->jitter_seed = opts->jitter_seed ? opts->jitter_seed : UINT64_C(0x5175617951756179);
 	q->next_due = INT64_MAX;
@@ -1268,13 +1260,17 @@ tr_accept(quay_queue *q, quay_msg *const *msgs, size_t n, struct stamp *st, int 
  * The checks of a send of *msgp (valid, queue not closed): room, the
  * dedup window, the log's claim. 0: go on to tr_accept; else
  * QUAY_QUEUE_DUPLICATE (the reference taken) or an error, nothing kept.
- * A message another queue's log holds (one message sent to two durable
- * queues, or twice in one batch) is -EINVAL.
+ * A message another queue's log holds (one message fanned out to two
+ * durable queues, or sent twice in one batch) is sent as a copy, so that
+ * no two logs share a message: *msgp becomes the copy, and the caller
+ * drops the original once the copy is accepted, or the copy if it is not
+ * (-ENOMEM: no room in the pool for a copy). Every other message goes as
+ * it is (no copy).
  */
 static int
 send_check(quay_queue *q, quay_msg **msgp, const void *id, size_t idlen, int64_t now)
 {
-	quay_msg *msg = *msgp;
+	quay_msg *msg = *msgp, *copy = NULL;
 	int rc;
 
 	if (QUAYI_UNLIKELY(!held_reserve(q)))
@@ -1289,10 +1285,21 @@ send_check(quay_queue *q, quay_msg **msgp, const void *id, size_t idlen, int64_t
 	}
 	if (QUAYI_LIKELY(quayi_qlog_claim(&q->log, msg)))
 		return 0;
-	if (id != NULL)
-		quayi_dedup_forget(&q->dedup, id, idlen);
-	held_sub(q);
-	return -EINVAL;
+	/* A fresh copy belongs to nobody (a clone's durable id is 0): its
+	 * claim cannot fail; -EINVAL if it ever did. */
+	rc = quay_msg_clone(quay_msg_pool(msg), msg, &copy);
+	if (rc == 0 && !quayi_qlog_claim(&q->log, copy))
+		rc = -EINVAL;
+	if (QUAYI_UNLIKELY(rc != 0)) {
+		if (copy != NULL)
+			quay_msg_unref(copy);
+		if (id != NULL)
+			quayi_dedup_forget(&q->dedup, id, idlen);
+		held_sub(q);
+		return rc;
+	}
+	*msgp = copy;
+	return 0;
 }
 
 int
@@ -1468,7 +1475,7 @@ sleep_deadline(quay_queue *q, int64_t now, int64_t end_mono, struct recv_wait *c
 
 		if (c->due <= now)
 			return false;
-		t = t_add(quayi_wait_deadline(0), c->due - now);
+		t = quayi_ns_add_sat(quayi_mono_ns(), c->due - now);   /* due - now > 0 */
 		if (*dl < 0 || t < *dl)
 			*dl = t;
 	}
@@ -1549,7 +1556,7 @@ slot_wait(quay_queue *q, uint64_t *slot, int64_t end_mono, bool *slow)
 			return -EPIPE;
 		if (quay_ring_pop(q->free_slots, slot) == 0)   /* Q-L3 */
 			return 0;
-		if (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono)
+		if (quayi_deadline_passed(end_mono))
 			return -EAGAIN;
 		now = q_now(q);
 		if (maybe_run_timers(q, now)) {
@@ -1608,7 +1615,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 	/* Long poll: sleep, then run what became due and try again, until a
 	 * message, or the caller's deadline (one last try after it). */
 	while (rc == -EAGAIN && wait_ns != 0) {
-		if (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono) {
+		if (quayi_deadline_passed(end_mono)) {
 			rc = -ETIMEDOUT;
 			break;
 		}
@@ -1636,7 +1643,8 @@ quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns)
 
 	if (QUAYI_UNLIKELY(q == NULL || lease == NULL))
 		return -EINVAL;
-	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1, false, &slow);
+	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_deadline(wait_ns) : QUAYI_FOREVER, false,
+	    &slow);
 }
 
 /*
@@ -1681,7 +1689,7 @@ quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wa
 
 	if (q == NULL || leases == NULL || n == 0)
 		return 0;
-	end_mono = wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1;
+	end_mono = wait_ns > 0 ? quayi_deadline(wait_ns) : QUAYI_FOREVER;
 	for (;;) {
 		size_t got, stale_before = 0, kept = 0;
 		bool slow = false;
@@ -1719,7 +1727,7 @@ quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wa
 		/* Every lease of this round expired before the hand-over: 0
 		 * would read as "timed out" to a caller still inside its wait,
 		 * so receive again (a wait of 0, or a passed deadline, ends it). */
-		if (kept > 0 || wait_ns == 0 || (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono))
+		if (kept > 0 || wait_ns == 0 || quayi_deadline_passed(end_mono))
 			return kept;
 	}
 }

@@ -330,8 +330,13 @@ QUAY_API void quay_queue_destroy(quay_queue *q);
  *          full of live ids. The caller keeps its reference on failure.
  *          Durable queue: returns once the message is as durable as the
  *          WAL's sync mode promises; -EIO / -ENOSPC / -EMSGSIZE if the
- *          log refused it (not enqueued, message unchanged); -EINVAL if
- *          msg is held by a durable queue (until it leaves it).
+ *          log refused it (not enqueued, message unchanged). A message
+ *          another durable queue holds (a shared message sent to two
+ *          durable queues, or the same message twice in one batch) is
+ *          sent as a copy (quay_msg_clone() in its pool; the original
+ *          reference is dropped once the copy is in): -ENOMEM if the
+ *          pool has no room for the copy. Every other message is
+ *          enqueued as it is, never copied.
  *          -EPIPE if the queue is closed (quay_queue_close()).
  */
 QUAY_API int quay_queue_send(quay_queue *q, quay_msg *msg);
