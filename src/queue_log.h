@@ -12,7 +12,9 @@
  * (name, capacity, a restore callback) is handed over at attach.
  *
  * Who calls what (each transition of src/queue.c logs in one place):
- *   claim + add   tr_accept (send, send_batch): ADD
+ *   claim         send_check (send, send_batch): may this log take msg?
+ *                 (no: the queue sends a copy)
+ *   add           tr_accept (send, send_batch): ADD, one write per batch
  *   del           tr_ack (ACK), tr_drop (DROP), tr_dead_letter without a
  *                 DLQ (DEAD_DROP): DEL
  *   retry         tr_retry: RETRY (attempts and not-before)
