@@ -1445,6 +1445,8 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 				g->file_bytes = len + tail;
 				w->next_lsn = s.last_lsn + 1;
 				rep->records += s.user_records;
+				if (s.checkpoint > w->checkpoint_lsn)
+					w->checkpoint_lsn = s.checkpoint;
 				cut_at = s.end;
 			}
 			r = 0;

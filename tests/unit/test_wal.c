@@ -1121,6 +1121,63 @@ corruption_in_sealed_segment_is_ebadmsg(void **state)
 	memfs_fini(&fs);
 }
 
+/* Issue 10 item 7: SALVAGE keeps the prefix of a damaged segment; a
+ * checkpoint mark inside that prefix must count as it does on a normal
+ * open (info.checkpoint_lsn), or a salvaged log forgets its checkpoint. */
+static void
+salvage_keeps_checkpoint(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_NONE, 64 << 10);
+	struct quay_wal_report rep;
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 23;
+
+	memfs_init(&fs, 37);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(append_some(w, &m, &key, 1, 800, &rng, NULL), 0);
+	assert_int_equal(quay_wal_checkpoint(w, 10), 0); /* the mark is LSN 21 */
+	while (quay_wal_info(w, &info) == 0 && info.segments < 2)
+		assert_int_equal(append_some(w, &m, &key, 1, 800, &rng, NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	/* Control: a normal open reads the mark. */
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.checkpoint_lsn, 10);
+	assert_int_equal(quay_wal_close(w), 0);
+	/* Damage the last record of the sealed first segment: R2 corruption,
+	 * after the mark. */
+	struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+	assert_non_null(f);
+	f->cur[f->cur_len - 9] ^= 0x10;
+	memfs_sync_file(f);
+	o.flags = QUAY_WAL_SALVAGE;
+	o.report = &rep;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_true(rep.corrupt);
+	assert_true(rep.segments_removed >= 1);
+	assert_true(rep.last_lsn > 21);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.segments, 1);
+	assert_int_equal(info.checkpoint_lsn, 10);
+	uint64_t seen = 0;
+	assert_int_equal(quay_wal_replay(w, 1, count_visit, &seen), 0);
+	assert_int_equal(seen, rep.last_lsn - 1); /* every kept LSN but the mark */
+	assert_int_equal(quay_wal_close(w), 0);
+	/* And after that salvage, a normal reopen agrees. */
+	o.flags = 0;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.checkpoint_lsn, 10);
+	assert_int_equal(quay_wal_close(w), 0);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
 static void
 bad_segment_files(void **state)
 {
@@ -2305,6 +2362,7 @@ main(void)
 		QT_TEST(proof_record_ending_in_zeros),
 		QT_TEST(batch_limit_is_exact),
 		QT_TEST(corruption_in_sealed_segment_is_ebadmsg),
+		QT_TEST(salvage_keeps_checkpoint),
 		QT_TEST(bad_segment_files),
 		QT_TEST(scan_memory_edges),
 		QT_TEST(proof_search_is_bounded),
