@@ -1370,16 +1370,215 @@ remove_segs(quay_wal *w, const uint64_t *v, size_t n)
 	return n > 0 && w->io->sync_dir(w->ioctx, w->dir) != 0 ? -EIO : 0;
 }
 
+/* Keep the valid prefix of a scanned segment as the next of w->segs: its
+ * records, its LSNs and its checkpoint marks. The one place both a clean
+ * segment and a salvaged one (R5) are taken in, so that they cannot
+ * differ in what they keep (issue 10: the salvage path once forgot the
+ * checkpoint). */
+static int
+keep_seg(quay_wal *w, const struct quayi_wal_scan *s, uint64_t file_bytes, struct quay_wal_report *rep)
+{
+	int r = segs_push(w, s->first_lsn);
+
+	if (r != 0)
+		return r;
+	struct wal_seg *g = &w->segs[w->nsegs - 1];
+	g->last_lsn = s->last_lsn;
+	g->end = s->end;
+	g->records = s->user_records;
+	g->file_bytes = file_bytes;
+	w->next_lsn = s->last_lsn + 1;
+	rep->records += s->user_records;
+	if (s->checkpoint > w->checkpoint_lsn)
+		w->checkpoint_lsn = s->checkpoint;
+	return 0;
+}
+
+/* What recovery decided about the segments (filled by scan_segs). */
+struct recovery {
+	size_t keep;     /* segments kept: lc.v[0 .. keep) */
+	uint64_t cut_at; /* offset to truncate the last kept segment to (0: none) */
+};
+
+/* R1: read and scan the i-th segment, first_lsn (expecting the LSN after
+ * the previous one); *sr is the scan's result, *file_bytes the file's
+ * size. Returns 0 or an I/O error (reported). */
+static int
+scan_one(quay_wal *w, uint64_t first_lsn, size_t i, bool last, struct quayi_wal_scan *s, int *sr,
+    uint64_t *file_bytes, struct quay_wal_report *rep)
+{
+	uint8_t *buf;
+	uint64_t len, tail = 0;
+	int r = read_seg(w, first_lsn, 0, &buf, &len, &tail);
+
+	rep->segments++;
+	if (r != 0) {
+		report_at(rep, first_lsn, 0, QUAY_WAL_R_IO);
+		return r;
+	}
+	memset(s, 0, sizeof(*s));
+	s->buf = buf;
+	s->len = (size_t)len;
+	s->zero_tail = tail;
+	s->last = last;
+	s->expect_lsn = i > 0 ? w->next_lsn : 0;
+	s->max_record = w->max_record;
+	*sr = quayi_wal_scan(s);
+	free(buf);
+	s->buf = NULL;
+	rep->bytes += s->end;
+	*file_bytes = len + tail;
+	if (*sr >= 0 && s->first_lsn != first_lsn) {
+		*sr = -EBADMSG;
+		s->reason = QUAY_WAL_R_NAME;
+		s->bad_off = 0;
+	}
+	return 0;
+}
+
+/* R2..R5: act on one segment's scan (sr its result). Sets *stop when no
+ * later segment is to be read; returns 0 or -EBADMSG / an error. */
+static int
+judge_one(quay_wal *w, const uint64_t *v, size_t n, size_t i, const struct quayi_wal_scan *s, int sr,
+    uint64_t file_bytes, struct recovery *rc, struct quay_wal_report *rep, bool *stop)
+{
+	bool last = i + 1 == n;
+
+	*stop = false;
+	if (sr < 0 && s->reason == QUAY_WAL_R_HEADER && last && !s->proven) {
+		/* R4: creation cut short; nothing of the log is in it. */
+		report_at(rep, v[i], 0, QUAY_WAL_R_HEADER);
+		rep->tail_cut = true;
+		rep->cut_bytes = s->nonzero_end;
+		rep->segments_removed++;
+		rc->keep = i;
+		*stop = true;
+		return 0;
+	}
+	if (sr < 0) {
+		bool hdr_ok = s->reason != QUAY_WAL_R_HEADER && s->reason != QUAY_WAL_R_NAME &&
+		    s->reason != QUAY_WAL_R_GAP;
+		report_at(rep, v[i], s->reason == QUAY_WAL_R_HEADER || s->reason == QUAY_WAL_R_NAME ? 0 : s->bad_off,
+		    s->reason);
+		rep->corrupt = true;
+		rep->cut_bytes = s->nonzero_end > s->end ? s->nonzero_end - s->end : 0;
+		rep->cut_records = s->uncommitted;
+		*stop = true;
+		if (!(w->flags & QUAY_WAL_SALVAGE))
+			return -EBADMSG;
+		/* R5: keep the prefix of this segment (if its header is
+		 * sound), drop the rest. */
+		rc->keep = hdr_ok ? i + 1 : i;
+		rep->segments_removed += (uint32_t)(n - rc->keep);
+		if (!hdr_ok)
+			return 0;
+		rc->cut_at = s->end;
+		return keep_seg(w, s, file_bytes, rep);
+	}
+	int r = keep_seg(w, s, file_bytes, rep);
+	if (r == 0 && sr == 1) {
+		/* R3: a torn tail, cut below. */
+		report_at(rep, v[i], s->bad_off, s->reason);
+		rep->tail_cut = true;
+		rep->cut_bytes = s->nonzero_end - s->end;
+		rep->cut_records = s->uncommitted;
+		rc->cut_at = s->end;
+	}
+	*stop = r != 0;
+	return r;
+}
+
+/* Scan the listed segments in order, filling w->segs and the report. */
+static int
+scan_segs(quay_wal *w, const uint64_t *v, size_t n, struct recovery *rc, struct quay_wal_report *rep)
+{
+	int r = 0;
+	bool stop = false;
+
+	rc->keep = n;
+	rc->cut_at = 0;
+	for (size_t i = 0; i < n && !stop; i++) {
+		struct quayi_wal_scan s;
+		uint64_t file_bytes = 0;
+		int sr = 0;
+		if ((r = scan_one(w, v[i], i, i + 1 == n, &s, &sr, &file_bytes, rep)) != 0)
+			break;
+		r = judge_one(w, v, n, i, &s, sr, file_bytes, rc, rep, &stop);
+	}
+	return r;
+}
+
+/* Open the last kept segment for appending: cut a torn tail (R3: a
+ * stale valid record must never follow new ones), restore the
+ * preallocation, and make what is kept durable before calling it durable;
+ * then read its salt. */
+static int
+reopen_last(quay_wal *w, uint64_t cut_at)
+{
+	struct wal_seg *g = &w->segs[w->nsegs - 1];
+	char *path = seg_path(w, g->first_lsn);
+	int r;
+
+	if (path == NULL)
+		return -ENOMEM;
+	r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE, &w->fd);
+	if (r != 0)
+		r = path_err(w, r, path);
+	free(path);
+	if (r == 0 && cut_at != 0)
+		r = w->io->truncate(w->ioctx, w->fd, cut_at);
+	if (r == 0 && (cut_at != 0 || g->file_bytes < w->seg_bytes)) {
+		int a = w->io->allocate(w->ioctx, w->fd, w->seg_bytes);
+		r = a == -EOPNOTSUPP ? 0 : a;
+		if (r == 0)
+			g->file_bytes = g->file_bytes > w->seg_bytes ? g->file_bytes : w->seg_bytes;
+	}
+	if (r == 0)
+		r = w->io->fsync(w->ioctx, w->fd);
+	if (r != 0 && r != -ENOSPC)
+		r = -EIO;
+	w->fill = w->wpos = w->zeroed = g->end;
+	w->salt = 0;
+	if (r == 0) {
+		uint8_t h[QUAYI_WAL_SEG_HDR];
+		r = read_full(w, w->fd, h, sizeof(h), 0) == 0 ? 0 : -EIO;
+		w->salt = get32(h + 8);
+	}
+	return r;
+}
+
+/* No segment kept: start the log (a READONLY open only sets the LSN). */
+static int
+start_first(quay_wal *w)
+{
+	int r = 0;
+
+	w->next_lsn = w->next_lsn ? w->next_lsn : 1;
+	if (w->flags & QUAY_WAL_READONLY)
+		return 0;
+	uint32_t salt = new_salt();
+	r = segs_push(w, w->next_lsn);
+	if (r == 0) {
+		r = create_seg(w, w->next_lsn, salt, &w->fd);
+		if (r != 0)
+			w->nsegs = 0;
+		else
+			w->segs[0].file_bytes = w->seg_bytes;
+	}
+	w->salt = salt;
+	w->fill = w->wpos = w->zeroed = QUAYI_WAL_SEG_HDR;
+	return r;
+}
+
 /* Scan all segments (RECOVERY above). Fills w->segs, next_lsn,
  * checkpoint_lsn and the report; cuts the tail unless READONLY. */
 static int
 recover(quay_wal *w, struct quay_wal_report *rep)
 {
 	struct list_ctx lc = { NULL, 0, 0, 0 };
+	struct recovery rc = { 0, 0 };
 	bool ro = w->flags & QUAY_WAL_READONLY;
 	int r = w->io->list(w->ioctx, w->dir, list_cb, &lc);
-	uint64_t cut_at = 0;   /* offset to truncate the last kept segment to (0: none) */
-	size_t keep;
 
 	if (r != 0) {
 		free(lc.v);
@@ -1387,150 +1586,15 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 	}
 	if (lc.n > 1)
 		qsort(lc.v, lc.n, sizeof(*lc.v), cmp_u64);
-	keep = lc.n;
-	for (size_t i = 0; i < lc.n; i++) {
-		uint8_t *buf;
-		uint64_t len;
-		bool last = i + 1 == lc.n;
-		uint64_t tail = 0;
-		r = read_seg(w, lc.v[i], 0, &buf, &len, &tail);
-		rep->segments++;
-		if (r != 0) {
-			report_at(rep, lc.v[i], 0, QUAY_WAL_R_IO);
-			break;
-		}
-		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .zero_tail = tail, .last = last,
-			.expect_lsn = i > 0 ? w->next_lsn : 0, .max_record = w->max_record };
-		int sr = quayi_wal_scan(&s);
-		free(buf);
-		rep->bytes += s.end;
-		if (sr >= 0 && s.first_lsn != lc.v[i]) {
-			sr = -EBADMSG;
-			s.reason = QUAY_WAL_R_NAME;
-			s.bad_off = 0;
-		}
-		if (sr < 0 && s.reason == QUAY_WAL_R_HEADER && last && !s.proven) {
-			/* R4: creation cut short; nothing of the log is in it. */
-			report_at(rep, lc.v[i], 0, QUAY_WAL_R_HEADER);
-			rep->tail_cut = true;
-			rep->cut_bytes = s.nonzero_end;
-			rep->segments_removed++;
-			keep = i;
-			r = 0;
-			break;
-		}
-		if (sr < 0) {
-			report_at(rep, lc.v[i], s.reason == QUAY_WAL_R_HEADER || s.reason == QUAY_WAL_R_NAME ? 0 : s.bad_off,
-			    s.reason);
-			rep->corrupt = true;
-			rep->cut_bytes = s.nonzero_end > s.end ? s.nonzero_end - s.end : 0;
-			rep->cut_records = s.uncommitted;
-			if (!(w->flags & QUAY_WAL_SALVAGE)) {
-				r = -EBADMSG;
-				break;
-			}
-			/* R5: keep the prefix of this segment (if its header is
-			 * sound), drop the rest. */
-			bool hdr_ok = s.reason != QUAY_WAL_R_HEADER && s.reason != QUAY_WAL_R_NAME &&
-			    s.reason != QUAY_WAL_R_GAP;
-			keep = hdr_ok ? i + 1 : i;
-			rep->segments_removed += (uint32_t)(lc.n - keep);
-			if (hdr_ok) {
-				if ((r = segs_push(w, s.first_lsn)) != 0)
-					break;
-				struct wal_seg *g = &w->segs[w->nsegs - 1];
-				g->last_lsn = s.last_lsn;
-				g->end = s.end;
-				g->records = s.user_records;
-				g->file_bytes = len + tail;
-				w->next_lsn = s.last_lsn + 1;
-				rep->records += s.user_records;
-				if (s.checkpoint > w->checkpoint_lsn)
-					w->checkpoint_lsn = s.checkpoint;
-				cut_at = s.end;
-			}
-			r = 0;
-			break;
-		}
-		if ((r = segs_push(w, s.first_lsn)) != 0)
-			break;
-		struct wal_seg *g = &w->segs[w->nsegs - 1];
-		g->last_lsn = s.last_lsn;
-		g->end = s.end;
-		g->records = s.user_records;
-		g->file_bytes = len + tail;
-		w->next_lsn = s.last_lsn + 1;
-		rep->records += s.user_records;
-		if (s.checkpoint > w->checkpoint_lsn)
-			w->checkpoint_lsn = s.checkpoint;
-		if (sr == 1) {
-			report_at(rep, lc.v[i], s.bad_off, s.reason);
-			rep->tail_cut = true;
-			rep->cut_bytes = s.nonzero_end - s.end;
-			rep->cut_records = s.uncommitted;
-			cut_at = s.end;
-		}
-	}
-	if (r == 0 && !ro) {
-		/* Remove what R4/R5 dropped, newest first, so that a crash
-		 * half-way still leaves a gap-free prefix. */
-		for (size_t i = lc.n; r == 0 && i > keep; i--)
-			r = remove_segs(w, &lc.v[i - 1], 1);
-	}
-	if (r == 0 && w->nsegs > 0) {
-		struct wal_seg *g = &w->segs[w->nsegs - 1];
-		if (ro) {
-			w->fd = -1;
-		} else {
-			char *path = seg_path(w, g->first_lsn);
-			if (path == NULL) {
-				r = -ENOMEM;
-			} else {
-				r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE, &w->fd);
-				if (r != 0)
-					r = path_err(w, r, path);
-				free(path);
-			}
-			/* R3: cut the torn tail (a stale valid record must never
-			 * follow new ones), restore the preallocation, and make
-			 * what we keep durable before calling it durable. */
-			if (r == 0 && cut_at != 0)
-				r = w->io->truncate(w->ioctx, w->fd, cut_at);
-			if (r == 0 && (cut_at != 0 || g->file_bytes < w->seg_bytes)) {
-				int a = w->io->allocate(w->ioctx, w->fd, w->seg_bytes);
-				r = a == -EOPNOTSUPP ? 0 : a;
-				if (r == 0)
-					g->file_bytes = g->file_bytes > w->seg_bytes ? g->file_bytes : w->seg_bytes;
-			}
-			if (r == 0)
-				r = w->io->fsync(w->ioctx, w->fd);
-			if (r != 0 && r != -ENOSPC)
-				r = -EIO;
-			w->fill = w->wpos = w->zeroed = g->end;
-			w->salt = 0;
-			if (r == 0) {
-				uint8_t h[QUAYI_WAL_SEG_HDR];
-				r = read_full(w, w->fd, h, sizeof(h), 0) == 0 ? 0 : -EIO;
-				w->salt = get32(h + 8);
-			}
-		}
-	}
-	if (r == 0 && w->nsegs == 0) {
-		w->next_lsn = w->next_lsn ? w->next_lsn : 1;
-		if (!ro) {
-			uint32_t salt = new_salt();
-			r = segs_push(w, w->next_lsn);
-			if (r == 0) {
-				r = create_seg(w, w->next_lsn, salt, &w->fd);
-				if (r != 0)
-					w->nsegs = 0;
-				else
-					w->segs[0].file_bytes = w->seg_bytes;
-			}
-			w->salt = salt;
-			w->fill = w->wpos = w->zeroed = QUAYI_WAL_SEG_HDR;
-		}
-	}
+	r = scan_segs(w, lc.v, lc.n, &rc, rep);
+	/* Remove what R4/R5 dropped, newest first, so that a crash half-way
+	 * still leaves a gap-free prefix. */
+	for (size_t i = lc.n; r == 0 && !ro && i > rc.keep; i--)
+		r = remove_segs(w, &lc.v[i - 1], 1);
+	if (r == 0 && w->nsegs > 0 && !ro)
+		r = reopen_last(w, rc.cut_at);
+	if (r == 0 && w->nsegs == 0)
+		r = start_first(w);
 	w->written_lsn = w->next_lsn - 1;
 	/* Before any other thread exists: relaxed is enough. */
 	__atomic_store_n(&w->durable_lsn, w->next_lsn - 1, __ATOMIC_RELAXED);
