@@ -94,6 +94,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "le.h"
 #include "wal_internal.h"
 
 #define BUF_MIN ((uint64_t)4 << 20)
@@ -158,47 +159,6 @@ struct quay_wal {
 	char os_path[sizeof(((struct quay_wal_report *)0)->os_path)];
 };
 
-/* ---- little-endian fields ------------------------------------------- */
-
-static inline void
-put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static inline void
-put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline void
-put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline uint16_t
-get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static inline uint32_t
-get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static inline uint64_t
-get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 static bool
 all_zero(const uint8_t *p, size_t n)
 {
@@ -247,8 +207,8 @@ check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_
 		return all_zero(h, (size_t)phys) ? CHECK_ZERO : QUAY_WAL_R_SHORT;
 	if (all_zero(h, QUAYI_WAL_REC_HDR))
 		return CHECK_ZERO;
-	uint32_t len = get32(h + 4), type = get32(h + 16), flags = get32(h + 20);
-	uint64_t lsn = get64(h + 8), synced = get64(h + 24);
+	uint32_t len = quayi_le_get32(h + 4), type = quayi_le_get32(h + 16), flags = quayi_le_get32(h + 20);
+	uint64_t lsn = quayi_le_get64(h + 8), synced = quayi_le_get64(h + 24);
 	if (lsn != expect)
 		return QUAY_WAL_R_LSN;
 	if (type == 0 || (flags & ~QUAYI_WAL_F_COMMIT) != 0 || synced >= lsn)
@@ -256,7 +216,7 @@ check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_
 	uint64_t sz = quayi_wal_rec_size(len);
 	if (sz > room)
 		return QUAY_WAL_R_SHORT;
-	if (rec_crc(s, off, len) != get32(h))
+	if (rec_crc(s, off, len) != quayi_le_get32(h))
 		return QUAY_WAL_R_CRC;
 	if (QUAYI_WAL_REC_HDR + (uint64_t)len < phys) {
 		uint64_t pad = sz - QUAYI_WAL_REC_HDR - len, in = phys - QUAYI_WAL_REC_HDR - len;
@@ -293,8 +253,8 @@ find_proof(struct quayi_wal_scan *s, uint64_t from, uint64_t to)
 
 	for (uint64_t q = from; q < to && q + QUAYI_WAL_REC_HDR <= s->len; q += 8) {
 		const uint8_t *h = s->buf + q;
-		uint64_t lsn = get64(h + 8), synced = get64(h + 24);
-		uint32_t len = get32(h + 4), type = get32(h + 16), flags = get32(h + 20);
+		uint64_t lsn = quayi_le_get64(h + 8), synced = quayi_le_get64(h + 24);
+		uint32_t len = quayi_le_get32(h + 4), type = quayi_le_get32(h + 16), flags = quayi_le_get32(h + 20);
 		/* Cheap filters first, so garbage costs no CRC. */
 		if (lsn <= s->last_lsn || synced < need || synced >= lsn || type == 0 ||
 		    (flags & ~QUAYI_WAL_F_COMMIT) != 0)
@@ -304,7 +264,7 @@ find_proof(struct quayi_wal_scan *s, uint64_t from, uint64_t to)
 		if (quayi_wal_rec_size(len) > s->len + s->zero_tail - q)
 			continue;
 		s->proof_bytes += len;
-		if (rec_crc(s, q, len) == get32(h))
+		if (rec_crc(s, q, len) == quayi_le_get32(h))
 			return true;
 	}
 	return false;
@@ -327,9 +287,9 @@ quayi_wal_scan(struct quayi_wal_scan *s)
 	s->proven = false;
 	s->proof_bytes = 0;
 
-	if (s->len < QUAYI_WAL_SEG_HDR || get32(b) != QUAYI_WAL_MAGIC || get16(b + 4) != QUAYI_WAL_VERSION ||
-	    get16(b + 6) != QUAYI_WAL_SEG_HDR || quayi_crc32c(0, b, 28) != get32(b + 28) || get64(b + 16) == 0 ||
-	    get64(b + 16) > QUAYI_WAL_LSN_MAX) {
+	if (s->len < QUAYI_WAL_SEG_HDR || quayi_le_get32(b) != QUAYI_WAL_MAGIC || quayi_le_get16(b + 4) != QUAYI_WAL_VERSION ||
+	    quayi_le_get16(b + 6) != QUAYI_WAL_SEG_HDR || quayi_crc32c(0, b, 28) != quayi_le_get32(b + 28) || quayi_le_get64(b + 16) == 0 ||
+	    quayi_le_get64(b + 16) > QUAYI_WAL_LSN_MAX) {
 		size_t n = s->len;
 		while (n > 0 && b[n - 1] == 0)
 			n--;
@@ -339,8 +299,8 @@ quayi_wal_scan(struct quayi_wal_scan *s)
 		s->proven = n > QUAYI_WAL_SEG_HDR;
 		return -EBADMSG;
 	}
-	s->salt = get32(b + 8);
-	s->first_lsn = get64(b + 16);
+	s->salt = quayi_le_get32(b + 8);
+	s->first_lsn = quayi_le_get64(b + 16);
 	if (s->expect_lsn != 0 && s->first_lsn != s->expect_lsn) {
 		s->reason = QUAY_WAL_R_GAP;
 		s->end = s->bad_off = QUAYI_WAL_SEG_HDR;
@@ -359,16 +319,16 @@ quayi_wal_scan(struct quayi_wal_scan *s)
 		if (why != 0)
 			break;
 		const uint8_t *h = b + off;
-		uint32_t type = get32(h + 16);
+		uint32_t type = quayi_le_get32(h + 16);
 		bn++;
 		if (type <= QUAY_WAL_TYPE_MAX)
 			bu++;
-		else if (type == QUAYI_WAL_T_CHECKPOINT && get32(h + 4) == 8) {
-			uint64_t c = get64(h + QUAYI_WAL_REC_HDR);
+		else if (type == QUAYI_WAL_T_CHECKPOINT && quayi_le_get32(h + 4) == 8) {
+			uint64_t c = quayi_le_get64(h + QUAYI_WAL_REC_HDR);
 			bck = c > bck ? c : bck;
 		}
 		off += sz;
-		if (get32(h + 20) & QUAYI_WAL_F_COMMIT) {
+		if (quayi_le_get32(h + 20) & QUAYI_WAL_F_COMMIT) {
 			s->end = off;
 			s->last_lsn = expect;
 			s->records += bn;
@@ -407,10 +367,10 @@ quayi_wal_walk(const uint8_t *buf, uint64_t end,
 
 	while (off + QUAYI_WAL_REC_HDR <= end) {
 		const uint8_t *h = buf + off;
-		uint32_t len = get32(h + 4);
+		uint32_t len = quayi_le_get32(h + 4);
 		if (quayi_wal_rec_size(len) > end - off)
 			return -EBADMSG;
-		int r = fn(ctx, get64(h + 8), get32(h + 16), get32(h + 20), h + QUAYI_WAL_REC_HDR, len);
+		int r = fn(ctx, quayi_le_get64(h + 8), quayi_le_get32(h + 16), quayi_le_get32(h + 20), h + QUAYI_WAL_REC_HDR, len);
 		if (r != 0)
 			return r;
 		off += quayi_wal_rec_size(len);
@@ -653,12 +613,12 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp)
 	if (path == NULL)
 		return -ENOMEM;
 	memset(h, 0, sizeof(h));
-	put32(h, QUAYI_WAL_MAGIC);
-	put16(h + 4, QUAYI_WAL_VERSION);
-	put16(h + 6, QUAYI_WAL_SEG_HDR);
-	put32(h + 8, salt);
-	put64(h + 16, first_lsn);
-	put32(h + 28, quayi_crc32c(0, h, 28));
+	quayi_le_put32(h, QUAYI_WAL_MAGIC);
+	quayi_le_put16(h + 4, QUAYI_WAL_VERSION);
+	quayi_le_put16(h + 6, QUAYI_WAL_SEG_HDR);
+	quayi_le_put32(h + 8, salt);
+	quayi_le_put64(h + 16, first_lsn);
+	quayi_le_put32(h + 28, quayi_crc32c(0, h, 28));
 	r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE | QUAYI_IO_CREATE, &fd);
 	if (r < 0) {
 		r = path_err(w, r, path);
@@ -953,16 +913,16 @@ put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
 	for (size_t i = 0; i < n; i++) {
 		uint8_t h[QUAYI_WAL_REC_HDR];
 		uint32_t c;
-		put32(h + 4, (uint32_t)recs[i].len);
-		put64(h + 8, first + i);
-		put32(h + 16, recs[i].type);
-		put32(h + 20, i + 1 == n ? QUAYI_WAL_F_COMMIT : 0u);
-		put64(h + 24, synced);
+		quayi_le_put32(h + 4, (uint32_t)recs[i].len);
+		quayi_le_put64(h + 8, first + i);
+		quayi_le_put32(h + 16, recs[i].type);
+		quayi_le_put32(h + 20, i + 1 == n ? QUAYI_WAL_F_COMMIT : 0u);
+		quayi_le_put64(h + 24, synced);
 		if (n == 1 && salt_guess == w->salt)
 			c = crc1;
 		else
 			c = quayi_crc32c(w->salt, recs[i].data, recs[i].len);
-		put32(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
+		quayi_le_put32(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
 		copy_in(w, h, sizeof(h));
 		if (recs[i].len > 0)
 			copy_in(w, recs[i].data, recs[i].len);
@@ -1208,7 +1168,7 @@ quay_wal_checkpoint(quay_wal *w, uint64_t lsn)
 	pthread_mutex_unlock(&w->mu);
 	if (r != 0)
 		return r;
-	put64(payload, lsn);
+	quayi_le_put64(payload, lsn);
 	r = put_batch(w, &rec, 1, &mark);
 	if (r == 0)
 		r = quay_wal_sync(w, mark);
@@ -1542,7 +1502,7 @@ reopen_last(quay_wal *w, uint64_t cut_at)
 	if (r == 0) {
 		uint8_t h[QUAYI_WAL_SEG_HDR];
 		r = read_full(w, w->fd, h, sizeof(h), 0) == 0 ? 0 : -EIO;
-		w->salt = get32(h + 8);
+		w->salt = quayi_le_get32(h + 8);
 	}
 	return r;
 }

@@ -20,6 +20,7 @@
 
 #include <quay/wal.h>
 
+#include "../../src/le.h"
 #include "../../src/wal_internal.h"
 #include "wal/wal_memfs.h"
 
@@ -1961,7 +1962,6 @@ group_commit_handover(void **state)
 
 /* ---- the real file system --------------------------------------------- */
 
-
 static void
 posix_round_trip(void **state)
 {
@@ -2011,7 +2011,6 @@ posix_round_trip(void **state)
 	rmdir(tmpl);
 	model_free(&m);
 }
-
 
 /* Open names the cause. A missing parent is -ENOENT, a
  * regular file where the directory should be -ENOTDIR, a directory the
@@ -2116,7 +2115,6 @@ open_errors_name_the_cause(void **state)
 	qt_rm_dir(tmpl);
 }
 
-
 /* Reopening a small log in a large (default 64 MiB,
  * preallocated) segment must take memory in proportion to the data, not
  * to the segment. Measured as the process's peak resident set (VmHWM of
@@ -2194,26 +2192,6 @@ reopen_memory_scales_with_data(void **state)
 
 /* ---- the scanner on memory (the fuzzer's entry) --------------------------- */
 
-static void
-put32le(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t
-get32le(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void
-put64le(uint8_t *p, uint64_t v)
-{
-	put32le(p, (uint32_t)v);
-	put32le(p + 4, (uint32_t)(v >> 32));
-}
-
 /* The R3 proof search over a torn tail of header-shaped message bodies
  * costs a bounded number of CRC bytes: a 4 MiB segment whose first
  * record is damaged, followed by a header-shaped candidate in every
@@ -2233,17 +2211,17 @@ proof_search_is_bounded(void **state)
 	uint64_t blocks = 0, plausible = 0;
 
 	assert_non_null(b);
-	put32le(b, QUAYI_WAL_MAGIC);
+	quayi_le_put32(b, QUAYI_WAL_MAGIC);
 	b[4] = QUAYI_WAL_VERSION;
 	b[6] = QUAYI_WAL_SEG_HDR;
-	put32le(b + 8, salt);
-	put64le(b + 16, 1);
-	put32le(b + 28, quayi_crc32c(0, b, 28));
+	quayi_le_put32(b + 8, salt);
+	quayi_le_put64(b + 16, 1);
+	quayi_le_put32(b + 28, quayi_crc32c(0, b, 28));
 	/* The first record (LSN 1): a header with a wrong CRC. */
-	put32le(b + 32, 0xdeadbeefu);
-	put64le(b + 40, 1);
-	put32le(b + 48, 1);
-	put32le(b + 52, QUAYI_WAL_F_COMMIT);
+	quayi_le_put32(b + 32, 0xdeadbeefu);
+	quayi_le_put64(b + 40, 1);
+	quayi_le_put32(b + 48, 1);
+	quayi_le_put32(b + 52, QUAYI_WAL_F_COMMIT);
 	/* Candidates: last_lsn is 0, so LSN 2 with synced 1 proves damage. */
 	size_t stop = seg - 4096;
 	for (size_t q = 64; q + QUAYI_WAL_REC_HDR <= stop; q += QUAYI_WAL_REC_HDR, blocks++) {
@@ -2251,24 +2229,24 @@ proof_search_is_bounded(void **state)
 		switch (blocks % 3) {
 		case 0: /* the rest of the segment as payload: > max_record
 			 * but near the end (there it is plausible too) */
-			put32le(h + 4, (uint32_t)((seg - q - QUAYI_WAL_REC_HDR) & ~(size_t)7));
-			put64le(h + 8, 2);
-			if (get32le(h + 4) <= max_record)
+			quayi_le_put32(h + 4, (uint32_t)((seg - q - QUAYI_WAL_REC_HDR) & ~(size_t)7));
+			quayi_le_put64(h + 8, 2);
+			if (quayi_le_get32(h + 4) <= max_record)
 				plausible++;
 			break;
 		case 1: /* an LSN far past what fits between the damage and q */
-			put32le(h + 4, 64);
-			put64le(h + 8, (uint64_t)1 << 40);
+			quayi_le_put32(h + 4, 64);
+			quayi_le_put64(h + 8, (uint64_t)1 << 40);
 			break;
 		default: /* plausible: costs one CRC of max_record bytes */
 			plausible++;
-			put32le(h + 4, max_record);
-			put64le(h + 8, 2);
+			quayi_le_put32(h + 4, max_record);
+			quayi_le_put64(h + 8, 2);
 			break;
 		}
-		put32le(h, 0x0badc0deu);
-		put32le(h + 16, 1);
-		put64le(h + 24, 1);
+		quayi_le_put32(h, 0x0badc0deu);
+		quayi_le_put32(h + 16, 1);
+		quayi_le_put64(h + 24, 1);
 	}
 	/* Zero bytes from stop: the tail of the segment (a real one is
 	 * preallocated with zeros); the scan sees the non-zero end at stop. */
@@ -2294,13 +2272,13 @@ proof_search_is_bounded(void **state)
 	/* A genuine proof record after them all is still found. */
 	size_t q = stop;
 	uint8_t *h = b + q;
-	put32le(h + 4, 8);
-	put64le(h + 8, 2);
-	put32le(h + 16, 1);
-	put64le(h + 24, 1);
+	quayi_le_put32(h + 4, 8);
+	quayi_le_put64(h + 8, 2);
+	quayi_le_put32(h + 16, 1);
+	quayi_le_put64(h + 24, 1);
 	memset(h + QUAYI_WAL_REC_HDR, 0x77, 8);
 	uint32_t c = quayi_crc32c(salt, h + QUAYI_WAL_REC_HDR, 8);
-	put32le(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
+	quayi_le_put32(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
 	assert_int_equal(quayi_wal_scan(&s), -EBADMSG);
 	assert_true(s.proven);
 	free(b);
