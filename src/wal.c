@@ -6,8 +6,9 @@
  * DIRECTORY
  *   A log is a directory of segment files named by the LSN of their first
  *   record: 16 lower-case hex digits + ".wal" (0000000000000001.wal), so
- *   that names sort in LSN order. Other names are ignored. Segments are
- *   preallocated to segment_bytes; the unused end reads as zero bytes. A
+ *   that names sort in LSN order. Other names are ignored. Segments roll
+ *   at segment_bytes and are preallocated as they fill (PREALLOC_MIN,
+ *   doubled as needed); the unused end reads as zero bytes. A
  *   sealed segment (not the last) is truncated to its end before the next
  *   one is created.
  *
@@ -104,7 +105,7 @@ struct wal_seg {
 	uint64_t last_lsn;   /* first_lsn - 1 when empty */
 	uint64_t end;        /* bytes of log data */
 	uint64_t records;    /* caller records */
-	uint64_t file_bytes; /* file size */
+	uint64_t file_bytes; /* file size (the last segment: its preallocation) */
 };
 
 struct quay_wal {
@@ -140,6 +141,8 @@ struct quay_wal {
 	uint64_t checkpoint_lsn;
 	uint64_t zeroed;     /* the current segment reads as zero bytes from
 	                      * here on in the page cache (SYNC: zero-ahead) */
+	uint64_t alloc;      /* the current segment is preallocated up to here
+	                      * (>= fill; grown by grow_locked) */
 	uint64_t gen;        /* sync rounds started (the current/last one) */
 	uint64_t round_lsn;  /* LSN the current/last sync round makes durable */
 	uint64_t sync_want;  /* highest LSN a SYNC waiter waits for */
@@ -382,10 +385,40 @@ segs_push(quay_wal *w, uint64_t first_lsn)
 	return 0;
 }
 
-/* Create segment file first_lsn: header, preallocation, fdatasync, and a
- * directory fsync. On failure the file is removed. *fd open for writing. */
+/* Preallocation follows the data (issue 11: a tiny log used to take a
+ * whole 64 MiB segment on disk): a new segment gets PREALLOC_MIN, and
+ * whenever an append would pass the preallocated end it doubles (never
+ * past segment_bytes). So the disk a segment takes is below twice its
+ * data plus PREALLOC_MIN, and a segment's fdatasyncs change its size only
+ * at the few doublings (a 64 MiB segment: 10). */
+#define PREALLOC_MIN ((uint64_t)64 << 10)
+
+/* The preallocation to have for need bytes, growing from have. */
+static uint64_t
+prealloc_size(const quay_wal *w, uint64_t have, uint64_t need)
+{
+	uint64_t t = have > PREALLOC_MIN ? have : PREALLOC_MIN;
+
+	while (t < need && t < w->seg_bytes)
+		t *= 2;
+	return t < w->seg_bytes ? t : w->seg_bytes;
+}
+
+/* Preallocate fd to len bytes: 0 (also where the file system cannot
+ * preallocate: writes then grow the file), -ENOSPC, or another error. */
 static int
-create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp)
+prealloc(const quay_wal *w, int fd, uint64_t len)
+{
+	int r = w->io->allocate(w->ioctx, fd, len);
+
+	return r == -EOPNOTSUPP ? 0 : r;
+}
+
+/* Create segment file first_lsn: header, preallocation (the first step,
+ * *alloc), fdatasync, and a directory fsync. On failure the file is
+ * removed. *fd open for writing. */
+static int
+create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp, uint64_t *alloc)
 {
 	uint8_t h[QUAYI_WAL_SEG_HDR];
 	char *path = seg_path(w, first_lsn);
@@ -406,9 +439,8 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp)
 		free(path);
 		return r;
 	}
-	r = w->io->allocate(w->ioctx, fd, w->seg_bytes);
-	if (r == -EOPNOTSUPP)
-		r = 0;
+	*alloc = prealloc_size(w, 0, QUAYI_WAL_SEG_HDR);
+	r = prealloc(w, fd, *alloc);
 	if (r == 0)
 		r = write_full(w, fd, h, sizeof(h), 0);
 	if (r == 0)
@@ -443,7 +475,8 @@ fail_locked(quay_wal *w, int err)
 
 /* Zero-ahead (SYNC mode): before the leader writes records up to `to`,
  * the chunk after them is overwritten with zero bytes (in ZERO_CHUNK
- * pieces, never past the segment). fallocate leaves "unwritten" extents:
+ * pieces, never past the preallocated end `alloc`, so that the file
+ * does not grow beyond the preallocation). fallocate leaves "unwritten" extents:
  * the first write into each block changes the extent tree, and the
  * fdatasync that covers it must then commit the file system journal as
  * well as flush the data. Writing zeros ahead turns the extents into
@@ -456,7 +489,7 @@ fail_locked(quay_wal *w, int err)
 static const uint8_t zero_piece[ZERO_PIECE];
 
 static int
-zero_ahead(const quay_wal *w, int fd, uint64_t zeroed, uint64_t to, uint64_t *zeroed_out)
+zero_ahead(const quay_wal *w, int fd, uint64_t zeroed, uint64_t to, uint64_t alloc, uint64_t *zeroed_out)
 {
 	uint64_t at = zeroed > to ? zeroed : to;
 	uint64_t end = (to / ZERO_CHUNK + 1) * ZERO_CHUNK;
@@ -464,8 +497,8 @@ zero_ahead(const quay_wal *w, int fd, uint64_t zeroed, uint64_t to, uint64_t *ze
 
 	if (zeroed >= to + ZERO_CHUNK / 2)
 		return 0; /* still far enough ahead */
-	if (end > w->seg_bytes)
-		end = w->seg_bytes;
+	if (end > alloc)
+		end = alloc;
 	while (r == 0 && at < end) {
 		uint64_t n = end - at < ZERO_PIECE ? end - at : ZERO_PIECE;
 		r = write_full(w, fd, zero_piece, n, at);
@@ -491,7 +524,7 @@ static int
 flush_locked(quay_wal *w, bool sync)
 {
 	uint64_t from = w->wpos, to = w->fill, lsn_to = w->next_lsn - 1;
-	uint64_t zeroed = w->zeroed;
+	uint64_t zeroed = w->zeroed, alloc = w->alloc;
 	/* Only the leader writes durable_lsn, under mu: relaxed read is enough. */
 	bool need_sync = sync && __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED) < lsn_to;
 	int fd = w->fd, r = 0;
@@ -509,7 +542,7 @@ flush_locked(quay_wal *w, bool sync)
 	/* [from, to) of the buffer is stable: appenders only copy beyond
 	 * fill, and their room is bounded by wpos, which moves only below. */
 	if (w->mode == QUAY_WAL_SYNC)
-		r = zero_ahead(w, fd, zeroed, to, &zeroed);
+		r = zero_ahead(w, fd, zeroed, to, alloc, &zeroed);
 	while (r == 0 && from < to) {
 		uint64_t idx = from % w->bufsize, n = to - from;
 		if (n > w->bufsize - idx)
@@ -606,11 +639,12 @@ roll_locked(quay_wal *w)
 		return w->failed;
 	}
 	int nfd;
+	uint64_t alloc = 0;
 	uint32_t salt = new_salt();
 	r = segs_push(w, w->next_lsn);
 	if (r != 0)
 		return r;
-	r = create_seg(w, w->next_lsn, salt, &nfd);
+	r = create_seg(w, w->next_lsn, salt, &nfd, &alloc);
 	if (r != 0) {
 		w->nsegs--;
 		if (r != -ENOSPC && r != -ENOMEM) {
@@ -622,7 +656,7 @@ roll_locked(quay_wal *w)
 	}
 	struct wal_seg *old = &w->segs[w->nsegs - 2];
 	old->file_bytes = old->end;
-	w->segs[w->nsegs - 1].file_bytes = w->seg_bytes;
+	w->segs[w->nsegs - 1].file_bytes = w->alloc = alloc;
 	w->io->close(w->ioctx, w->fd);
 	w->fd = nfd;
 	/* Relaxed: appenders read salt outside mu only as a guess that they
@@ -646,6 +680,29 @@ copy_in(quay_wal *w, const void *src, uint64_t n)
 }
 
 static const uint8_t zero_pad[8];
+
+/* Grow the current segment's preallocation to cover need bytes (see
+ * PREALLOC_MIN), before the records that need it are accepted. Under mu:
+ * growing is rare (a few times per segment) and the leader's writes
+ * outside mu only go below fill. No room is -ENOSPC for this append
+ * only, as when a segment cannot be created; any other failure fails
+ * the WAL. */
+static int
+grow_locked(quay_wal *w, uint64_t need)
+{
+	uint64_t to = prealloc_size(w, w->alloc, need);
+	int r = prealloc(w, w->fd, to);
+
+	if (r == -ENOSPC)
+		return r;
+	if (r != 0) {
+		fail_locked(w, -EIO);
+		return w->failed;
+	}
+	w->alloc = to;
+	w->segs[w->nsegs - 1].file_bytes = to;
+	return 0;
+}
 
 /* Append n records (validated) as one batch; internal types allowed. */
 static int
@@ -684,6 +741,8 @@ put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
 				goto out;
 			continue;
 		}
+		if (w->fill + total > w->alloc && (r = grow_locked(w, w->fill + total)) != 0)
+			goto out;
 		break;
 	}
 	/* The record's synced field (R3). Relaxed: under mu, which every
@@ -1250,8 +1309,10 @@ scan_segs(quay_wal *w, const uint64_t *v, size_t n, struct recovery *rc, struct 
 }
 
 /* Open the last kept segment for appending: cut a torn tail (R3: a
- * stale valid record must never follow new ones), restore the
- * preallocation, and make what is kept durable before calling it durable;
+ * stale valid record must never follow new ones), set the preallocation
+ * to the step that covers the data (growing it, or trimming zero bytes
+ * preallocated beyond it, as by older versions that preallocated whole
+ * segments), and make what is kept durable before calling it durable;
  * then read its salt. */
 static int
 reopen_last(quay_wal *w, uint64_t cut_at)
@@ -1266,14 +1327,16 @@ reopen_last(quay_wal *w, uint64_t cut_at)
 	if (r != 0)
 		r = path_err(w, r, path);
 	free(path);
-	if (r == 0 && cut_at != 0)
-		r = w->io->truncate(w->ioctx, w->fd, cut_at);
-	if (r == 0 && (cut_at != 0 || g->file_bytes < w->seg_bytes)) {
-		int a = w->io->allocate(w->ioctx, w->fd, w->seg_bytes);
-		r = a == -EOPNOTSUPP ? 0 : a;
-		if (r == 0)
-			g->file_bytes = g->file_bytes > w->seg_bytes ? g->file_bytes : w->seg_bytes;
-	}
+	/* The file's size once cut; everything past g->end is zero bytes. */
+	uint64_t size = cut_at != 0 ? cut_at : g->file_bytes, want = prealloc_size(w, 0, g->end);
+	if (want < g->end)
+		want = size; /* written with larger segments: left as it is */
+	if (r == 0 && (size > want || cut_at != 0))
+		r = w->io->truncate(w->ioctx, w->fd, size > want ? want : cut_at);
+	if (r == 0 && size < want)
+		r = prealloc(w, w->fd, want);
+	if (r == 0)
+		g->file_bytes = w->alloc = want;
 	if (r == 0)
 		r = w->io->fsync(w->ioctx, w->fd);
 	if (r != 0 && r != -ENOSPC)
@@ -1300,11 +1363,11 @@ start_first(quay_wal *w)
 	uint32_t salt = new_salt();
 	r = segs_push(w, w->next_lsn);
 	if (r == 0) {
-		r = create_seg(w, w->next_lsn, salt, &w->fd);
+		r = create_seg(w, w->next_lsn, salt, &w->fd, &w->alloc);
 		if (r != 0)
 			w->nsegs = 0;
 		else
-			w->segs[0].file_bytes = w->seg_bytes;
+			w->segs[0].file_bytes = w->alloc;
 	}
 	w->salt = salt;
 	w->fill = w->wpos = w->zeroed = QUAYI_WAL_SEG_HDR;

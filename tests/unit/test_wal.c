@@ -13,6 +13,7 @@
 #include "quay_test.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1268,7 +1269,9 @@ w4_power_cuts(void **state)
 		struct model m = { 0 };
 		quay_wal *w;
 		unsigned mode = (t % 3 == 0) ? QUAY_WAL_NONE : QUAY_WAL_SYNC;
-		struct quay_wal_opts o = opts_mode(mode, 64 << 10);
+		/* One trial in five in 256 KiB segments: cuts while the
+		 * preallocation grows (64, 128, 256 KiB). */
+		struct quay_wal_opts o = opts_mode(mode, t % 5 == 4 ? 256 << 10 : 64 << 10);
 		uint64_t key = 1, acked = 0;
 
 		m.attempts = true;
@@ -2190,6 +2193,140 @@ reopen_memory_scales_with_data(void **state)
 	qt_rm_dir(tmpl);
 }
 
+/* The disk blocks of the files in dir. */
+static uint64_t
+dir_disk_bytes(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	uint64_t sum = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		char p[1024];
+		struct stat st;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		if (stat(p, &st) == 0)
+			sum += (uint64_t)st.st_blocks * 512u;
+	}
+	closedir(d);
+	return sum;
+}
+
+/* Issue 11: a tiny log in the default 64 MiB segments used to take the
+ * whole segment on disk. Preallocation now follows the data (64 KiB,
+ * doubled as needed): below twice the data plus 64 KiB, counted in the
+ * file's blocks (st_blocks). A segment preallocated whole (by an older
+ * version) is trimmed at reopen. */
+static void
+small_log_small_disk(void **state)
+{
+	(void)state;
+	char tmpl[512];
+	const char *tmp = getenv("TMPDIR");
+	snprintf(tmpl, sizeof(tmpl), "%s/quay-wal-disk-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(tmpl));
+	char dir[600], seg[700];
+	snprintf(dir, sizeof(dir), "%s/log", tmpl);
+	snprintf(seg, sizeof(seg), "%s/0000000000000001.wal", dir);
+
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = QUAY_WAL_OPTS_INIT; /* SYNC, 64 MiB segments */
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 9, bad = 0;
+
+	assert_int_equal(quay_wal_open(dir, &o, &w), 0);
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(append_some(w, &m, &key, 1, 200, &rng, NULL), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	uint64_t tiny = dir_disk_bytes(dir);
+	print_message("small log: %" PRIu64 " bytes of log, %" PRIu64 " preallocated, %" PRIu64
+		      " on disk (segment_bytes %" PRIu64 ")\n",
+	    info.bytes, info.file_bytes, tiny, info.segment_bytes);
+	assert_int_equal(info.segment_bytes, QUAY_WAL_SEGMENT_DEFAULT);
+	assert_true(info.bytes < (16 << 10));
+	assert_int_equal(info.file_bytes, 64 << 10);
+	assert_true(tiny <= (128 << 10)); /* 64 KiB and the file system's own blocks */
+	/* Growing: about 3 MiB more, still in the first segment. */
+	while (info.bytes < (3u << 20)) {
+		assert_int_equal(append_some(w, &m, &key, 1 + qt_rand(&rng) % 4, 4000, &rng, NULL), 0);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+	}
+	uint64_t grown = dir_disk_bytes(dir);
+	print_message("grown log: %" PRIu64 " bytes of log, %" PRIu64 " preallocated, %" PRIu64 " on disk\n",
+	    info.bytes, info.file_bytes, grown);
+	assert_int_equal(info.segments, 1);
+	assert_true(info.file_bytes >= info.bytes);
+	assert_true(info.file_bytes < 2 * info.bytes + (64 << 10));
+	assert_true(grown <= info.file_bytes + (64 << 10));
+	assert_int_equal(quay_wal_close(w), 0);
+	/* An older version's whole-segment preallocation is trimmed. */
+	int fd = open(seg, O_RDWR);
+	assert_true(fd >= 0);
+	int fr = posix_fallocate(fd, 0, (off_t)QUAY_WAL_SEGMENT_DEFAULT);
+	close(fd);
+	if (fr == 0) {
+		assert_true(dir_disk_bytes(dir) >= QUAY_WAL_SEGMENT_DEFAULT);
+		assert_int_equal(quay_wal_open(dir, &o, &w), 0);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		uint64_t trimmed = dir_disk_bytes(dir);
+		print_message("whole 64 MiB segment reopened: %" PRIu64 " on disk\n", trimmed);
+		assert_true(info.file_bytes < 2 * info.bytes + (64 << 10));
+		assert_true(trimmed <= info.file_bytes + (64 << 10));
+		assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+		assert_int_equal(quay_wal_close(w), 0);
+	}
+	assert_int_equal(quay_wal_open(dir, &o, &w), 0);
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(bad, 0);
+	model_free(&m);
+	qt_rm_dir(tmpl);
+}
+
+/* Growing the preallocation with no room left fails that append only
+ * (-ENOSPC, not sticky), as a segment that cannot be created does. */
+static void
+prealloc_growth_enospc(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 1 << 20);
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 13, bad = 0;
+	int r = 0;
+
+	memfs_init(&fs, 61);
+	fs.quota = 200 << 10; /* 64 and 128 KiB fit, 256 KiB does not */
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_true(memfs_used(&fs) <= (64 << 10));
+	for (int i = 0; i < 1000 && r == 0; i++)
+		r = append_some(w, &m, &key, 1, 2000, &rng, NULL);
+	assert_int_equal(r, -ENOSPC);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.failed, 0);
+	assert_int_equal(info.segments, 1);
+	assert_int_equal(info.file_bytes, 128 << 10);
+	assert_true(info.bytes > (64 << 10));
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	fs.quota = 0; /* space returns */
+	assert_int_equal(append_some(w, &m, &key, 1, 2000, &rng, NULL), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.file_bytes, 256 << 10);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(bad, 0);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
 /* ---- the scanner on memory (the fuzzer's entry) --------------------------- */
 
 /* The R3 proof search over a torn tail of header-shaped message bodies
@@ -2352,6 +2489,8 @@ main(void)
 		QT_TEST(posix_round_trip),
 		QT_TEST(open_errors_name_the_cause),
 		QT_TEST(reopen_memory_scales_with_data),
+		QT_TEST(small_log_small_disk),
+		QT_TEST(prealloc_growth_enospc),
 		QT_TEST(w2_truncation),
 		QT_TEST(w3_bit_flips),
 		QT_TEST(w4_power_cuts),
