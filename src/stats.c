@@ -607,22 +607,17 @@ series_free(quay_stats *s, struct series *se)
 	free(se);
 }
 
+/* metric_create, step 1: check the help text and the labels (all before
+ * anything is allocated, so bad input changes nothing), and sort the
+ * labels into sorted[]. *help_len and *lstr (bytes of the label strings
+ * with their NULs) are set. */
 static int
-metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char *name,
-    const char *help, const struct quay_stats_label *labels, size_t nlabels, struct series **out)
+check_labels(enum quay_stats_type type, const char *help, const struct quay_stats_label *labels, size_t nlabels,
+    struct quay_stats_label *sorted, size_t *help_len, size_t *lstr)
 {
-	struct quay_stats_label sorted[QUAY_STATS_LABELS_MAX];
-	size_t name_len, help_len = 0, klen, lstr = 0;
-	struct series *se = NULL;
-	struct family *f, *newf = NULL;
-	char *p;
-	int rc;
-
-	if (s == NULL || out == NULL || !valid_metric_name(name) ||
-	    nlabels > QUAY_STATS_LABELS_MAX || (labels == NULL && nlabels != 0))
-		return -EINVAL;
-	name_len = strlen(name);
-	if (help != NULL && !valid_utf8(help, QUAY_STATS_HELP_MAX, &help_len))
+	*help_len = 0;
+	*lstr = 0;
+	if (help != NULL && !valid_utf8(help, QUAY_STATS_HELP_MAX, help_len))
 		return -EINVAL;
 	for (size_t i = 0; i < nlabels; i++) {
 		size_t vl;
@@ -632,20 +627,29 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 		if (type == QUAY_STATS_HIST && strcmp(labels[i].name, "le") == 0)
 			return -EINVAL;
 		sorted[i] = labels[i];
-		lstr += strlen(labels[i].name) + 1 + vl + 1;
+		*lstr += strlen(labels[i].name) + 1 + vl + 1;
 	}
 	if (nlabels > 1)
 		qsort(sorted, nlabels, sizeof(sorted[0]), label_cmp);
 	for (size_t i = 1; i < nlabels; i++)
 		if (strcmp(sorted[i - 1].name, sorted[i].name) == 0)
 			return -EINVAL;
+	return 0;
+}
 
-	/* One block: the series, its label array, the label strings, then
-	 * the key (name '\0' and the label strings again). */
-	klen = name_len + 1 + lstr;
-	se = calloc(1, sizeof(*se) + nlabels * sizeof(se->labels[0]) + lstr + klen);
+/* Step 2: a new series in one block: the series, its label array, the
+ * label strings, then its key (name '\0' and the label strings again).
+ * NULL if out of memory. */
+static struct series *
+series_new(quay_stats *s, const char *name, size_t name_len, const struct quay_stats_label *sorted, size_t nlabels,
+    size_t lstr)
+{
+	size_t klen = name_len + 1 + lstr;
+	struct series *se = calloc(1, sizeof(*se) + nlabels * sizeof(se->labels[0]) + lstr + klen);
+	char *p;
+
 	if (se == NULL)
-		return -ENOMEM;
+		return NULL;
 	p = (char *)(se->labels + nlabels);
 	for (size_t i = 0; i < nlabels; i++) {
 		size_t a = strlen(sorted[i].name) + 1, b = strlen(sorted[i].value) + 1;
@@ -663,81 +667,99 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 	se->hn.klen = klen;
 	se->hn.hash = hash_bytes(p, klen);
 	se->reg = s;
+	return se;
+}
 
-	pthread_mutex_lock(&s->lock);
-	f = family_find(s, name, name_len);
+/* Step 3, lock held: may se join family f (NULL: a new family name)?
+ * -EINVAL if the family has another type, kind or help, the series
+ * exists, or a new name clashes with a histogram's; -ENOMEM if the
+ * registry is full or its hash tables cannot grow. */
+static int
+admit_locked(quay_stats *s, const struct family *f, const struct series *se, enum quay_stats_type type,
+    bool seconds, const char *name, size_t name_len, const char *help, size_t help_len)
+{
 	if (f != NULL) {
 		if (f->type != type || f->seconds != seconds || f->help_len != help_len ||
-		    (help_len != 0 && memcmp(f->help, help, help_len) != 0)) {
-			rc = -EINVAL;
-			goto fail;
-		}
-		if (htab_find(&s->series, se->hn.key, klen, se->hn.hash) != NULL) {
-			rc = -EINVAL;            /* duplicate name and labels */
-			goto fail;
-		}
+		    (help_len != 0 && memcmp(f->help, help, help_len) != 0))
+			return -EINVAL;
+		if (htab_find(&s->series, se->hn.key, se->hn.klen, se->hn.hash) != NULL)
+			return -EINVAL; /* duplicate name and labels */
 	} else if (names_clash(s, name, name_len, type)) {
-		rc = -EINVAL;
-		goto fail;
+		return -EINVAL;
 	}
-	if (s->nseries >= s->max_metrics) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	if ((rc = htab_reserve(&s->series)) != 0 || (f == NULL && (rc = htab_reserve(&s->fams)) != 0))
-		goto fail;
-	if (f == NULL) {
-		newf = calloc(1, sizeof(*newf) + name_len + 1 + help_len + 1);
-		if (newf == NULL) {
-			rc = -ENOMEM;
-			goto fail;
-		}
-		memcpy(newf->name, name, name_len + 1);
-		newf->help = newf->name + name_len + 1;
-		if (help_len != 0)
-			memcpy(newf->help, help, help_len);
-		newf->help[help_len] = '\0';
-		newf->name_len = name_len;
-		newf->help_len = help_len;
-		newf->type = type;
-		newf->seconds = seconds;
-		newf->hn.key = newf->name;
-		newf->hn.klen = name_len;
-		newf->hn.hash = hash_bytes(name, name_len);
-	}
+	if (s->nseries >= s->max_metrics)
+		return -ENOMEM;
+	int rc = htab_reserve(&s->series);
+	if (rc == 0 && f == NULL)
+		rc = htab_reserve(&s->fams);
+	return rc;
+}
+
+/* Step 4: a new family (not linked yet); NULL if out of memory. */
+static struct family *
+family_new(enum quay_stats_type type, bool seconds, const char *name, size_t name_len, const char *help,
+    size_t help_len)
+{
+	struct family *f = calloc(1, sizeof(*f) + name_len + 1 + help_len + 1);
+
+	if (f == NULL)
+		return NULL;
+	memcpy(f->name, name, name_len + 1);
+	f->help = f->name + name_len + 1;
+	if (help_len != 0)
+		memcpy(f->help, help, help_len);
+	f->help[help_len] = '\0';
+	f->name_len = name_len;
+	f->help_len = help_len;
+	f->type = type;
+	f->seconds = seconds;
+	f->hn.key = f->name;
+	f->hn.klen = name_len;
+	f->hn.hash = hash_bytes(name, name_len);
+	return f;
+}
+
+/* Step 5, lock held: the series' hot memory (a counter cell, a gauge
+ * line, histogram shards) and its handle. */
+static int
+series_storage_locked(quay_stats *s, struct series *se, enum quay_stats_type type)
+{
+	int rc;
 
 	switch (type) {
 	case QUAY_STATS_COUNTER:
 		if ((rc = cell_take(s, &se->chunk, &se->cell)) != 0)
-			goto fail;
+			return rc;
 		se->u.c.cells = se->chunk->lines + se->cell;
 		se->u.c.mask = s->shards - 1;
 		se->u.c.type = QUAY_STATS_COUNTER;
-		break;
+		return 0;
 	case QUAY_STATS_GAUGE:
 		se->mem = alloc_lines(QUAY_CACHELINE);
-		if (se->mem == NULL) {
-			rc = -ENOMEM;
-			goto fail;
-		}
+		if (se->mem == NULL)
+			return -ENOMEM;
 		se->u.g.cell = se->mem;
 		se->u.g.type = QUAY_STATS_GAUGE;
-		break;
+		return 0;
 	default:
 		se->mem = alloc_lines((size_t)s->hist_shards * sizeof(struct quayi_hist_shard));
-		if (se->mem == NULL) {
-			rc = -ENOMEM;
-			goto fail;
-		}
+		if (se->mem == NULL)
+			return -ENOMEM;
 		se->u.h.shards = se->mem;
 		for (unsigned i = 0; i < s->hist_shards; i++)
 			se->u.h.shards[i].min = UINT64_MAX;
 		se->u.h.mask = s->hist_shards - 1;
 		se->u.h.type = QUAY_STATS_HIST;
 		s->nhist++;
-		break;
+		return 0;
 	}
+}
 
+/* Step 6, lock held: link the new family (if any) and the series, in
+ * creation order and in the hash tables (reserved by admit_locked). */
+static void
+link_locked(quay_stats *s, struct family *f, struct family *newf, struct series *se)
+{
 	if (newf != NULL) {
 		htab_insert(&s->fams, &newf->hn);
 		newf->prev = s->fam_last;
@@ -758,18 +780,50 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 	f->nseries++;
 	htab_insert(&s->series, &se->hn);
 	s->nseries++;
+}
+
+/* Create a series of family name (creating the family with its first
+ * series): check, build the series outside the lock, then admit it,
+ * give it storage and link it under the lock. */
+static int
+metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char *name,
+    const char *help, const struct quay_stats_label *labels, size_t nlabels, struct series **out)
+{
+	struct quay_stats_label sorted[QUAY_STATS_LABELS_MAX];
+	size_t name_len, help_len, lstr;
+	struct series *se;
+	struct family *f, *newf = NULL;
+	int rc;
+
+	if (s == NULL || out == NULL || !valid_metric_name(name) ||
+	    nlabels > QUAY_STATS_LABELS_MAX || (labels == NULL && nlabels != 0))
+		return -EINVAL;
+	name_len = strlen(name);
+	if ((rc = check_labels(type, help, labels, nlabels, sorted, &help_len, &lstr)) != 0)
+		return rc;
+	if ((se = series_new(s, name, name_len, sorted, nlabels, lstr)) == NULL)
+		return -ENOMEM;
+
+	pthread_mutex_lock(&s->lock);
+	f = family_find(s, name, name_len);
+	rc = admit_locked(s, f, se, type, seconds, name, name_len, help, help_len);
+	if (rc == 0 && f == NULL && (newf = family_new(type, seconds, name, name_len, help, help_len)) == NULL)
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = series_storage_locked(s, se, type);
+	if (rc != 0) {
+		if (se->chunk != NULL)
+			cell_put(s, se->chunk, se->cell);
+		pthread_mutex_unlock(&s->lock);
+		free(newf);
+		free(se->mem);
+		free(se);
+		return rc;
+	}
+	link_locked(s, f, newf, se);
 	pthread_mutex_unlock(&s->lock);
 	*out = se;
 	return 0;
-
-fail:
-	if (se->chunk != NULL)
-		cell_put(s, se->chunk, se->cell);
-	pthread_mutex_unlock(&s->lock);
-	free(newf);
-	free(se->mem);
-	free(se);
-	return rc;
 }
 
 int
