@@ -3,7 +3,7 @@
  * Counters, gauges, histograms: the registry and snapshots (the
  * Prometheus and JSON exporters are in src/stats_export.c).
  * The hot paths are inline in include/quay/impl/stats_inline.h, with the
- * layout of the handles and the ordering edges (H1/H2).
+ * layout of the handles and the ordering edges (STATS-H1/STATS-H2).
  *
  * Registry. One mutex guards the registry's structure (families, series,
  * counter chunks, hash tables); every slow call takes it, no hot path
@@ -1029,12 +1029,12 @@ quay_hist_read(const quay_hist *h, struct quay_hist_data *out)
 		const struct quayi_hist_shard *sh = &h->shards[i];
 		uint64_t v;
 		for (size_t b = 0; b < QUAY_HIST_BUCKETS; b++) {
-			/* H2: acquire, pairs with H1 in quay_hist_record. */
+			/* STATS-H2: acquire, pairs with STATS-H1 in quay_hist_record. */
 			v = __atomic_load_n(&sh->buckets[b], __ATOMIC_ACQUIRE);
 			out->buckets[b] += v;
 			count += v;
 		}
-		/* Relaxed: after H2, so they include every record counted. */
+		/* Relaxed: after STATS-H2, so they include every record counted. */
 		sum += __atomic_load_n(&sh->sum, __ATOMIC_RELAXED);
 		v = __atomic_load_n(&sh->min, __ATOMIC_RELAXED);
 		mn = v < mn ? v : mn;

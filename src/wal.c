@@ -39,22 +39,22 @@
  *   32  payload[len], then zero bytes up to a multiple of 8
  *
  * VALIDITY (a record at offset off, expecting LSN E)
- *   V1 off + 32 <= file size, and off + 32 + pad8(len) <= file size
- *   V2 lsn == E: E is first_lsn for the first record, then previous + 1
- *   V3 type != 0, flags has no bit but COMMIT, synced < lsn
- *   V4 crc matches (the salt makes a record of another file fail)
- *   V5 padding bytes are zero
+ *   WAL-V1 off + 32 <= file size, and off + 32 + pad8(len) <= file size
+ *   WAL-V2 lsn == E: E is first_lsn for the first record, then previous + 1
+ *   WAL-V3 type != 0, flags has no bit but COMMIT, synced < lsn
+ *   WAL-V4 crc matches (the salt makes a record of another file fail)
+ *   WAL-V5 padding bytes are zero
  *   A batch is valid iff all its records are and its last has COMMIT. A
  *   segment's valid prefix ends after its last valid batch; what follows
  *   must be zero bytes. A batch never spans segments. Segment k+1's
  *   first_lsn is segment k's last LSN + 1.
  *
  * RECOVERY (on open)
- *   R1 Segments are read in name order; the name must match first_lsn.
- *   R2 Any damage (invalid header, record or batch, non-zero bytes after
+ *   WAL-R1 Segments are read in name order; the name must match first_lsn.
+ *   WAL-R2 Any damage (invalid header, record or batch, non-zero bytes after
  *      the prefix, LSN gap between segments) in a segment other than the
  *      last is corruption: -EBADMSG. Sealed segments were fsynced.
- *   R3 In the last segment, damage at offset P after the valid prefix
+ *   WAL-R3 In the last segment, damage at offset P after the valid prefix
  *      ending with LSN L is corruption (-EBADMSG) if a valid record is
  *      found at an 8-aligned offset after P whose synced field is > L:
  *      that record proves the damaged bytes had been made durable. The
@@ -62,9 +62,9 @@
  *      bytes; the record may extend past that end (it may end in zeros).
  *      Otherwise it is a torn tail (a crash cut short unsynced writes):
  *      the file is truncated to the prefix and reopened for appending.
- *   R4 A last segment with an invalid header and nothing but zero bytes
+ *   WAL-R4 A last segment with an invalid header and nothing but zero bytes
  *      after it is a segment whose creation was cut short: it is removed.
- *   R5 SALVAGE turns R2/R3 corruption into a cut at the damage: the rest
+ *   WAL-R5 SALVAGE turns WAL-R2/WAL-R3 corruption into a cut at the damage: the rest
  *      of that segment and all later segments are discarded.
  *
  * WRITING
@@ -450,7 +450,7 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp, uint64_t *a
 	if (r != 0) {
 		w->io->close(w->ioctx, fd);
 		w->io->unlink(w->ioctx, path);
-		/* Best effort: a leftover empty segment is removed by R4. */
+		/* Best effort: a leftover empty segment is removed by WAL-R4. */
 		(void)w->io->sync_dir(w->ioctx, w->dir);
 		free(path);
 		return r == -ENOSPC ? -ENOSPC : -EIO;
@@ -745,7 +745,7 @@ put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
 			goto out;
 		break;
 	}
-	/* The record's synced field (R3). Relaxed: under mu, which every
+	/* The record's synced field (WAL-R3). Relaxed: under mu, which every
 	 * writer of durable_lsn holds. */
 	uint64_t synced = __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED);
 	uint64_t first = w->next_lsn;
@@ -1154,7 +1154,7 @@ report_at(struct quay_wal_report *rep, uint64_t first_lsn, uint64_t off, uint32_
 	rep->reason = reason;
 }
 
-/* Remove segment files (SALVAGE and R4). */
+/* Remove segment files (SALVAGE and WAL-R4). */
 static int
 remove_segs(quay_wal *w, const uint64_t *v, size_t n)
 {
@@ -1172,7 +1172,7 @@ remove_segs(quay_wal *w, const uint64_t *v, size_t n)
 
 /* Keep the valid prefix of a scanned segment as the next of w->segs: its
  * records, its LSNs and its checkpoint marks. The one place both a clean
- * segment and a salvaged one (R5) are taken in, so that they cannot
+ * segment and a salvaged one (WAL-R5) are taken in, so that they cannot
  * differ in what they keep (issue 10: the salvage path once forgot the
  * checkpoint). */
 static int
@@ -1200,7 +1200,7 @@ struct recovery {
 	uint64_t cut_at; /* offset to truncate the last kept segment to (0: none) */
 };
 
-/* R1: read and scan the i-th segment, first_lsn (expecting the LSN after
+/* WAL-R1: read and scan the i-th segment, first_lsn (expecting the LSN after
  * the previous one); *sr is the scan's result, *file_bytes the file's
  * size. Returns 0 or an I/O error (reported). */
 static int
@@ -1236,7 +1236,7 @@ scan_one(quay_wal *w, uint64_t first_lsn, size_t i, bool last, struct quayi_wal_
 	return 0;
 }
 
-/* R2..R5: act on one segment's scan (sr its result). Sets *stop when no
+/* WAL-R2..WAL-R5: act on one segment's scan (sr its result). Sets *stop when no
  * later segment is to be read; returns 0 or -EBADMSG / an error. */
 static int
 judge_one(quay_wal *w, const uint64_t *v, size_t n, size_t i, const struct quayi_wal_scan *s, int sr,
@@ -1246,7 +1246,7 @@ judge_one(quay_wal *w, const uint64_t *v, size_t n, size_t i, const struct quayi
 
 	*stop = false;
 	if (sr < 0 && s->reason == QUAY_WAL_R_HEADER && last && !s->proven) {
-		/* R4: creation cut short; nothing of the log is in it. */
+		/* WAL-R4: creation cut short; nothing of the log is in it. */
 		report_at(rep, v[i], 0, QUAY_WAL_R_HEADER);
 		rep->tail_cut = true;
 		rep->cut_bytes = s->nonzero_end;
@@ -1266,7 +1266,7 @@ judge_one(quay_wal *w, const uint64_t *v, size_t n, size_t i, const struct quayi
 		*stop = true;
 		if (!(w->flags & QUAY_WAL_SALVAGE))
 			return -EBADMSG;
-		/* R5: keep the prefix of this segment (if its header is
+		/* WAL-R5: keep the prefix of this segment (if its header is
 		 * sound), drop the rest. */
 		rc->keep = hdr_ok ? i + 1 : i;
 		rep->segments_removed += (uint32_t)(n - rc->keep);
@@ -1277,7 +1277,7 @@ judge_one(quay_wal *w, const uint64_t *v, size_t n, size_t i, const struct quayi
 	}
 	int r = keep_seg(w, s, file_bytes, rep);
 	if (r == 0 && sr == 1) {
-		/* R3: a torn tail, cut below. */
+		/* WAL-R3: a torn tail, cut below. */
 		report_at(rep, v[i], s->bad_off, s->reason);
 		rep->tail_cut = true;
 		rep->cut_bytes = s->nonzero_end - s->end;
@@ -1308,7 +1308,7 @@ scan_segs(quay_wal *w, const uint64_t *v, size_t n, struct recovery *rc, struct 
 	return r;
 }
 
-/* Open the last kept segment for appending: cut a torn tail (R3: a
+/* Open the last kept segment for appending: cut a torn tail (WAL-R3: a
  * stale valid record must never follow new ones), set the preallocation
  * to the step that covers the data (growing it, or trimming zero bytes
  * preallocated beyond it, as by older versions that preallocated whole
@@ -1391,7 +1391,7 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 	if (lc.n > 1)
 		qsort(lc.v, lc.n, sizeof(*lc.v), cmp_u64);
 	r = scan_segs(w, lc.v, lc.n, &rc, rep);
-	/* Remove what R4/R5 dropped, newest first, so that a crash half-way
+	/* Remove what WAL-R4/WAL-R5 dropped, newest first, so that a crash half-way
 	 * still leaves a gap-free prefix. */
 	for (size_t i = lc.n; r == 0 && !ro && i > rc.keep; i--)
 		r = remove_segs(w, &lc.v[i - 1], 1);

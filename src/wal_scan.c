@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The WAL's recovery scanner over a memory buffer (src/wal_scan.h): the
- * validity rules V1..V5 and the torn-tail proof search (R3) of the format
+ * validity rules WAL-V1..WAL-V5 and the torn-tail proof search (WAL-R3) of the format
  * described at the top of src/wal.c and in docs/WAL-FORMAT.md. It
  * allocates nothing and reads only inside its buffer; recovery, replay
  * and the fuzzer (tests/fuzz/fuzz_wal.c) call it.
@@ -48,7 +48,7 @@ rec_crc(const struct quayi_wal_scan *s, uint64_t off, uint64_t len)
 	return quayi_crc32c(c, hdr + 4, QUAYI_WAL_REC_HDR - 4);
 }
 
-/* Check the record at off (V1..V5). Returns 0 and its size, CHECK_ZERO,
+/* Check the record at off (WAL-V1..WAL-V5). Returns 0 and its size, CHECK_ZERO,
  * or a QUAY_WAL_R_* reason. */
 static uint32_t
 check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_t *size)
@@ -81,7 +81,7 @@ check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_
 	return 0;
 }
 
-/* R3: a valid record after the damage whose synced field covers the
+/* WAL-R3: a valid record after the damage whose synced field covers the
  * first LSN after the prefix proves the damage was in durable data.
  * Candidates start at every 8-aligned offset in [from, to), to being the
  * end of the non-zero bytes: a record's header holds a non-zero LSN, so

@@ -776,7 +776,7 @@ cmd_verify(const char *dir)
 		/* What can and cannot be known (issue 11): the old line said
 		 * "no record acknowledged in SYNC mode is lost", but a synced
 		 * record damaged afterwards, with no later record to prove it
-		 * durable (R3), is classed as a torn tail too. */
+		 * durable (WAL-R3), is classed as a torn tail too. */
 		printf(";\n  every record before the cut is intact and kept. Whether the cut record(s) had\n"
 		       "  been acknowledged cannot be told from the log: a write cut short by a crash\n"
 		       "  (never acknowledged in SYNC mode) and a synced record damaged afterwards look\n"

@@ -682,7 +682,7 @@ tail_cut_erases_stale_records(void **state)
 	memfs_fini(&fs);
 }
 
-/* R3's proof may end in zero bytes. SYNC mode, A and B
+/* WAL-R3's proof may end in zero bytes. SYNC mode, A and B
  * acknowledged (fdatasynced), then C; a bit of B flipped. C's synced
  * field (B's LSN) proves B was durable, so open must fail with -EBADMSG
  * whatever C's payload: empty, zeros, or non-zero. Before the fix the
@@ -1151,7 +1151,7 @@ salvage_keeps_checkpoint(void **state)
 	assert_int_equal(quay_wal_info(w, &info), 0);
 	assert_int_equal(info.checkpoint_lsn, 10);
 	assert_int_equal(quay_wal_close(w), 0);
-	/* Damage the last record of the sealed first segment: R2 corruption,
+	/* Damage the last record of the sealed first segment: WAL-R2 corruption,
 	 * after the mark. */
 	struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
 	assert_non_null(f);
@@ -1191,7 +1191,7 @@ bad_segment_files(void **state)
 	uint8_t junk[100];
 
 	o.report = &rep;
-	/* A last segment with a torn header and nothing else: removed (R4). */
+	/* A last segment with a torn header and nothing else: removed (WAL-R4). */
 	memfs_init(&fs, 40);
 	memset(junk, 0, sizeof(junk));
 	junk[0] = 'Q';
@@ -2329,7 +2329,7 @@ prealloc_growth_enospc(void **state)
 
 /* ---- the scanner on memory (the fuzzer's entry) --------------------------- */
 
-/* The R3 proof search over a torn tail of header-shaped message bodies
+/* The WAL-R3 proof search over a torn tail of header-shaped message bodies
  * costs a bounded number of CRC bytes: a 4 MiB segment whose first
  * record is damaged, followed by a header-shaped candidate in every
  * 32-byte block. Candidates claiming the rest of the segment as payload
