@@ -56,6 +56,7 @@
  *   ilock     one queue's index (did -> message) for compaction
  */
 #include "quay_internal.h"
+#include "le.h"
 #include "queue_durable_format.h"
 #include "queue_log.h"
 #include "wal_internal.h"
@@ -146,46 +147,14 @@ struct dwal {
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct dwal *registry;
 
-/* ---- little-endian codec -------------------------------------------- */
+/* ---- little-endian codec: src/le.h ---------------------------------- */
 
-static void
-put16(unsigned char *p, uint16_t v)
-{
-	p[0] = (unsigned char)v;
-	p[1] = (unsigned char)(v >> 8);
-}
-
-static void
-put32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint16_t
-get16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
+#define put16 quayi_le_put16
+#define put32 quayi_le_put32
+#define put64 quayi_le_put64
+#define get16 quayi_le_get16
+#define get32 quayi_le_get32
+#define get64 quayi_le_get64
 
 static uint64_t
 name_qid(const char *name)
