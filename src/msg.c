@@ -10,6 +10,7 @@
  * strictly increasing in creation order within a thread; across threads
  * they are not in time order. 2^64 ids do not wrap in practice.
  */
+#include "msg_internal.h"
 #include "quay_internal.h"
 
 #include <stdio.h>
