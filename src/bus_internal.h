@@ -4,7 +4,6 @@
 #define QUAY_BUS_INTERNAL_H
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,6 +37,7 @@ struct quayi_bm_toks {
 	const char *s;
 	uint32_t len;
 	uint32_t n;
+	uint32_t nhash;   /* `#` tokens (patterns) */
 	uint16_t off[QUAY_BUS_TOKENS_MAX];
 	uint16_t tlen[QUAY_BUS_TOKENS_MAX];
 };
@@ -65,7 +65,7 @@ struct quayi_bus_group {
 	uint32_t members;               /* under the bus mutex */
 	/* Round-robin cursor; relaxed fetch_add: only spreads load, orders
 	 * nothing. */
-	_Atomic uint32_t rr;
+	uint32_t rr;
 	char name[QUAY_BUS_NAME_MAX + 1];
 };
 
@@ -86,6 +86,7 @@ struct quayi_bm_centry {
 	uint32_t stamp;    /* a target records latency: stamp enqueued_ns */
 	uint32_t prio_max; /* highest message priority every target takes
 	                      (the fewest levels - 1; 255 with no levels) */
+	uint32_t special;  /* a target has a filter or is a bound queue */
 	struct quay_sub **subs;
 	struct quayi_bm_gref *groups;
 	char subj[];
@@ -115,9 +116,9 @@ struct quayi_bm_cache {
 	struct quayi_bm_cache *next;      /* free list */
 	/* Relaxed: each filler takes a distinct index; the retiring callback
 	 * reads it after a grace period. */
-	_Atomic uint32_t nused;
+	uint32_t nused;
 	uint16_t used[QUAY_BUS_CACHE_ENTRIES];
-	_Atomic(struct quayi_bm_centry *) slot[QUAY_BUS_CACHE_ENTRIES];
+	struct quayi_bm_centry *slot[QUAY_BUS_CACHE_ENTRIES];
 };
 
 /* Retired caches kept for reuse (a zeroed cache costs a 64 KiB memset). */
@@ -160,6 +161,8 @@ struct quayi_bus_group *quayi_bus_sub_group(const struct quay_sub *sub);
 bool quayi_bus_sub_stamps(const struct quay_sub *sub);
 /* The highest message priority a subscription takes (bus.c). */
 uint32_t quayi_bus_sub_prio_max(const struct quay_sub *sub);
+/* Whether a target needs the general fan-out: a filter or a queue (bus.c). */
+bool quayi_bus_sub_special(const struct quay_sub *sub);
 
 /* The bus's name (read-only after create; for the HTTP module). */
 const char *quayi_bus_name(const quay_bus *bus);

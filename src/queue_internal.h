@@ -173,6 +173,8 @@ struct quay_queue {
 	unsigned *browse_prio;
 
 	struct quayi_dur *dur;            /* durability (src/queue_durable.c), or NULL */
+	/* Bindings of a bus sending here (src/bus.c, __atomic); destroy asserts 0. */
+	uint32_t bound;
 };
 
 /*
@@ -185,6 +187,9 @@ struct quay_queue {
  * arguments.
  */
 int quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
+
+/* The number of bus bindings sending to q (src/bus.c). */
+uint32_t *quayi_queue_bound(quay_queue *q);
 
 /* Forget a dedup id remembered by a send that then failed (durable
  * queues: the log refused the message). */
