@@ -1,30 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The bus: subscriptions, fan-out, queue groups, request/reply, metrics.
+ * The bus: subscriptions, bindings, fan-out, queue groups, metrics.
  * The trie and the subject cache are in bus_match.c; docs/BUS.md gives
  * the design and the measured figures.
  *
  * RCU (liburcu memb flavour, plain calls: no _LGPL_SOURCE). The current
  * table version is one pointer, bus->table:
- *   T1 subscribe/unsubscribe: store-release of the new version (under the
- *      bus mutex) -> T2 publish: load-acquire inside a read-side section.
+ *   BUS-T1 subscribe/unsubscribe: store-release of the new version (under the
+ *      bus mutex) -> BUS-T2 publish: load-acquire inside a read-side section.
  * Replaced versions, removed subscriptions and emptied groups are freed
  * by call_rcu callbacks, after every read-side section that could see
  * them. Receivers are not inside a read-side section while they sleep:
- * they enter one only to check sub->closed and bump sub->inflight (R1);
+ * they enter one only to check sub->closed and bump sub->inflight (BUS-R1);
  * unsubscribe sets closed before its grace period starts, so every
  * receiver either saw closed or is counted in inflight, and the sub's
- * callback waits for inflight to drop to 0 (R2, acquire, pairs with the
+ * callback waits for inflight to drop to 0 (BUS-R2, acquire, pairs with the
  * receiver's release decrement) before freeing.
  *
- * Request/reply. Each waiting request owns a slot of bus->reqs; its
- * inbox subject is "_INBOX.<bus id>.<n>" with n % nreq its slot. The slot
- * word state is 0 (free), n (waiting), n|BUSY (a reply is being stored),
- * n|DONE (stored). Q1 the replier's CAS n -> n|BUSY (acq_rel) makes it
- * the only one to store; Q2 its store-release of n|DONE -> Q3 the
- * requester's load-acquire, which then reads the reply. A requester that
- * times out takes its slot back with a CAS n -> 0, which fails only if a
- * reply is being stored (it then waits for DONE and returns the reply).
+ * Request/reply is in bus_request.c.
  */
 #include <limits.h>
 #include <linux/futex.h>
@@ -43,17 +36,6 @@
 
 /* container_of through void *, so clang's -Wcast-align stays quiet. */
 #define BUS_CONTAINER(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
-
-#define REQ_BUSY ((uint64_t)1 << 63)
-#define REQ_DONE ((uint64_t)1 << 62)
-#define REQ_N_MASK (REQ_DONE - 1)
-
-struct bus_req {
-	uint64_t state;     /* Q1..Q3 above */
-	uint64_t req_id;    /* written by the owner before it publishes */
-	quay_msg *reply;  /* ordered by Q2/Q3 */
-	uint32_t done;      /* futex word: 1 when the requester should look */
-} QUAYI_ALIGNED(QUAY_CACHELINE);
 
 struct quay_sub {
 	struct rcu_head rcu;
@@ -84,40 +66,6 @@ struct quay_sub {
  * both). */
 struct quay_binding {
 	struct quay_sub s;
-};
-
-struct quay_bus {
-	struct quayi_bm_table *table;  /* T1/T2 */
-	/* Set by destroy; calls that see it return -EPIPE. Acquire/release
-	 * with destroy's store (it only makes late calls fail fast). */
-	uint32_t closing;
-	int64_t (*clock)(void *);
-	void *clock_arg;
-	uint64_t id;
-	char inbox[40];
-	size_t inbox_len;
-	char name[QUAY_BUS_NAME_MAX + 1];
-
-	pthread_mutex_t lock;             /* subscribe/unsubscribe */
-	struct quay_sub *subs;            /* under lock */
-	/* Written under lock; relaxed reads by quay_bus_sub_count(). */
-	size_t nsubs;
-	size_t max_subs;
-	struct quayi_bus_group *groups;   /* under lock */
-	uint64_t next_sub_id;     /* relaxed: only uniqueness matters */
-
-	quay_stats *stats;
-	bool own_stats;
-	quay_counter *c_published, *c_delivered, *c_dropped, *c_rejected, *c_timeouts, *c_nosub,
-	    *c_late, *c_unroutable, *c_unroutable_queued, *c_filtered, *c_bound;
-	quay_queue *unroutable;           /* opts.unroutable; read-only */
-
-	unsigned nreq;
-	struct bus_req *reqs;
-	uint64_t req_next;        /* relaxed: a ticket, uniqueness only */
-	uint32_t req_active;      /* requesters inside request(); destroy waits */
-	uint64_t pending;         /* call_rcu callbacks not yet run */
-	struct quayi_bm_cache_pool caches; /* retired caches, for reuse */
 };
 
 /* ---- RCU thread registration --------------------------------------- */
@@ -231,38 +179,6 @@ clock_realtime(void *arg)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void
-futex_wake_all(uint32_t *w)
-{
-	syscall(SYS_futex, (uint32_t *)(void *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-
-/* Sleep while *w == val, until deadline (CLOCK_MONOTONIC; < 0: none). */
-static void
-futex_wait(uint32_t *w, uint32_t val, int64_t deadline)
-{
-	struct timespec ts, *tp = NULL;
-
-	if (deadline >= 0) {
-		int64_t left = deadline - mono_ns();
-		if (left <= 0)
-			return;
-		ts.tv_sec = (time_t)(left / 1000000000);
-		ts.tv_nsec = (long)(left % 1000000000);
-		tp = &ts;
-	}
-	syscall(SYS_futex, (uint32_t *)(void *)w, FUTEX_WAIT_PRIVATE, val, tp, NULL, 0);
-}
-
 static bool
 valid_name(const char *s)
 {
@@ -355,7 +271,7 @@ enum outcome { D_OK, D_FULL, D_DROPPED, D_REJECTED, D_TIMEDOUT, D_CLOSED };
  *
  * These two helpers act on quay_msg.refcount directly (the struct is
  * transparent, quay/impl/msg_inline.h) with the same protocol as
- * quay_msg_ref()/quay_msg_unref(): F1 and U1 there.
+ * quay_msg_ref()/quay_msg_unref(): MSG-F1 and MSG-U1 there.
  */
 
 /* Take k more references of m (the caller holds one): 0, or -EINVAL when
@@ -363,7 +279,7 @@ enum outcome { D_OK, D_FULL, D_DROPPED, D_REJECTED, D_TIMEDOUT, D_CLOSED };
 static inline int
 msg_ref_n(quay_msg *m, uint32_t k)
 {
-	/* Relaxed (F1 of msg_inline.h): the caller holds a reference, so m
+	/* Relaxed (MSG-F1 of msg_inline.h): the caller holds a reference, so m
 	 * cannot be freed meanwhile and there is nothing to publish; the CAS
 	 * validates the value. */
 	uint32_t c = __atomic_load_n(&m->refcount, __ATOMIC_RELAXED);
@@ -383,7 +299,7 @@ msg_unref_n(quay_msg *m, uint32_t k)
 	if (k == 0)
 		return;
 	if (k > 1) {
-		/* Release (U1 of msg_inline.h): publishes our use of m to
+		/* Release (MSG-U1 of msg_inline.h): publishes our use of m to
 		 * whoever frees it (this RMW joins the release sequence its
 		 * acquire reads). We keep one reference, so the count stays
 		 * above 0 and only quay_msg_unref() below may free. */
@@ -613,9 +529,9 @@ deliver_queue_ref(struct quay_bus *bus, struct quay_sub *b, quay_msg *x)
 	}
 	/* A queue has no wait for room: retry with a growing sleep (2 us to
 	 * 1 ms) until the deadline, an unbind or destroy. */
-	deadline = b->block_timeout_ns < 0 ? -1 : mono_ns() + b->block_timeout_ns;
+	deadline = b->block_timeout_ns < 0 ? -1 : quayi_bus_mono_ns() + b->block_timeout_ns;
 	for (;;) {
-		int64_t left = deadline < 0 ? sleep_ns : deadline - mono_ns();
+		int64_t left = deadline < 0 ? sleep_ns : deadline - quayi_bus_mono_ns();
 		struct timespec ts;
 
 		if (bind_gone(b))
@@ -734,8 +650,6 @@ unroutable(struct quay_bus *bus, quay_msg *m, struct quay_bus_pub_result *res)
 	else
 		(void)quay_msg_unref(m);
 }
-
-static int refusal(const struct quay_bus *bus, const struct quay_bus_pub_result *res);
 
 /*
  * Publish one message to an entry with filters or bound queues. First
@@ -925,55 +839,6 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 	return done;
 }
 
-/* The reply route: n is the number of an inbox of this bus. */
-static int
-route_reply(struct quay_bus *bus, uint64_t n, quay_msg *m)
-{
-	struct bus_req *q = &bus->reqs[n % bus->nreq];
-	/* Q3': acquire; pairs with the requester's CAS that claimed the slot
-	 * (req_id was written before the request was published). */
-	uint64_t st = __atomic_load_n(&q->state, __ATOMIC_ACQUIRE);
-
-	quay_counter_inc(bus->c_published);
-	if (st == n && quay_msg_correlation_id(m) ==
-	        __atomic_load_n(&q->req_id, __ATOMIC_RELAXED) &&
-	    __atomic_compare_exchange_n(&q->state, &st, n | REQ_BUSY, false,
-	        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {   /* Q1 */
-		/* Relaxed: Q2 below publishes it. */
-		__atomic_store_n(&q->reply, m, __ATOMIC_RELAXED);
-		/* Q2: release; pairs with Q3 in request(). */
-		__atomic_store_n(&q->state, n | REQ_DONE, __ATOMIC_RELEASE);
-		/* Release: the wake-up word; the requester re-reads state. */
-		__atomic_store_n(&q->done, 1, __ATOMIC_RELEASE);
-		futex_wake_all(&q->done);
-		quay_counter_inc(bus->c_delivered);
-		return 1;
-	}
-	quay_counter_inc(bus->c_late);
-	(void)quay_msg_unref(m);
-	return 0;
-}
-
-/* If subject is an inbox of this bus, its number in *n. */
-static bool
-is_inbox(const struct quay_bus *bus, const char *subject, uint32_t len, uint64_t *n)
-{
-	uint64_t v = 0;
-
-	if (subject[0] != '_' || len <= bus->inbox_len || len - bus->inbox_len > 19 ||
-	    memcmp(subject, bus->inbox, bus->inbox_len) != 0)
-		return false;
-	for (uint32_t i = (uint32_t)bus->inbox_len; i < len; i++) {
-		if (subject[i] < '0' || subject[i] > '9')
-			return false;
-		v = v * 10 + (uint64_t)(subject[i] - '0');
-	}
-	if (v == 0 || v > REQ_N_MASK)
-		return false;
-	*n = v;
-	return true;
-}
-
 /* Publish msgs[0..n); returns the count published or a negative code
  * (only when msgs[0] failed). *res describes the last message tried. */
 static int
@@ -995,11 +860,11 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		return -EINVAL;
 	if (res == NULL)
 		res = &local;
-	if (is_inbox(bus, subject, len, &inbox_n)) {
+	if (quayi_bus_is_inbox(bus, subject, len, &inbox_n)) {
 		for (k = 0; k < n; k++) {
 			memset(res, 0, sizeof(*res));
 			res->matched = 1;
-			if (route_reply(bus, inbox_n, msgs[k]) == 1)
+			if (quayi_bus_route_reply(bus, inbox_n, msgs[k]) == 1)
 				res->delivered = 1;
 		}
 		return (int)n;
@@ -1013,7 +878,7 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		read_unlock();
 		return -EPIPE;
 	}
-	/* T2: acquire; pairs with T1 (the version's nodes and cache). */
+	/* BUS-T2: acquire; pairs with BUS-T1 (the version's nodes and cache). */
 	t = __atomic_load_n(&bus->table, __ATOMIC_ACQUIRE);
 	if (t->nsubs > 0) {
 		e = quayi_bm_lookup(t, subject, len, hash, &temp);
@@ -1152,7 +1017,7 @@ quay_bus_publish_many(quay_bus *bus, const char *const *subjects, quay_msg *cons
 
 /* ---- receiving ----------------------------------------------------- */
 
-/* R1: enter a receive; false if the subscription is closed. */
+/* BUS-R1: enter a receive; false if the subscription is closed. */
 static bool
 recv_enter(struct quay_sub *s)
 {
@@ -1163,7 +1028,7 @@ recv_enter(struct quay_sub *s)
 	ok = __atomic_load_n(&s->closed, __ATOMIC_ACQUIRE) == 0;
 	if (ok) {
 		/* Relaxed: the grace period orders it before the sub's
-		 * callback reads inflight (R2). */
+		 * callback reads inflight (BUS-R2). */
 		__atomic_fetch_add(&s->inflight, 1, __ATOMIC_RELAXED);
 	}
 	read_unlock();
@@ -1173,7 +1038,7 @@ recv_enter(struct quay_sub *s)
 static void
 recv_leave(struct quay_sub *s)
 {
-	/* Release; pairs with R2's acquire: our last use of s is before. */
+	/* Release; pairs with BUS-R2's acquire: our last use of s is before. */
 	__atomic_fetch_sub(&s->inflight, 1, __ATOMIC_RELEASE);
 }
 
@@ -1357,7 +1222,7 @@ sub_cb(struct rcu_head *h)
 	struct quay_bus *bus;
 
 	tsan_reclaim();
-	/* R2: acquire; pairs with recv_leave(). Receivers were woken by the
+	/* BUS-R2: acquire; pairs with recv_leave(). Receivers were woken by the
 	 * close, so this wait is short. */
 	while (__atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) != 0)
 		sched_yield();
@@ -1474,7 +1339,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 		goto fail_locked;
 	}
 	t->bus = bus;
-	/* T1: release; pairs with T2 in publish. */
+	/* BUS-T1: release; pairs with BUS-T2 in publish. */
 	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
 	if (newg != NULL) {
 		newg->next = bus->groups;
@@ -1545,7 +1410,7 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 		return r == -ENOENT ? -EINVAL : r;
 	}
 	t->bus = bus;
-	/* T1: release; pairs with T2 in publish. */
+	/* BUS-T1: release; pairs with BUS-T2 in publish. */
 	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
 	if (sub->prev != NULL)
 		sub->prev->next = sub->next;
@@ -1564,7 +1429,7 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 		g = NULL;
 	}
 	/* Release; pairs with recv_enter()'s acquire. Before call_rcu, so the
-	 * grace period orders it before every later receive (R1). */
+	 * grace period orders it before every later receive (BUS-R1). */
 	__atomic_store_n(&sub->closed, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&bus->lock);
 
@@ -1588,9 +1453,9 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 	if (final != NULL) {
 		/* Final means final: every publish that could still reach the
 		 * queue (it is closed: they fail) and every receiver that saw
-		 * closed == 0 (R1) finish within a grace period; receivers
+		 * closed == 0 (BUS-R1) finish within a grace period; receivers
 		 * counted in inflight then leave (they were woken by the
-		 * close). R2-style acquire: pairs with recv_leave()'s release,
+		 * close). BUS-R2-style acquire: pairs with recv_leave()'s release,
 		 * so their counter updates are visible. */
 		urcu_memb_synchronize_rcu();
 		tsan_reclaim();
@@ -1850,123 +1715,6 @@ quay_binding_counters(const quay_binding *bd, struct quay_binding_counters *out)
 	return 0;
 }
 
-/* ---- request / reply ----------------------------------------------- */
-
-QUAY_API int
-quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **reply, int64_t timeout_ns)
-{
-	char inbox[64];
-	struct bus_req *q = NULL;
-	uint64_t n = 0, st;
-	int64_t deadline;
-	uint32_t len;
-	uint64_t hash;
-	int r;
-
-	if (req == NULL)
-		return -EINVAL;
-	if (bus == NULL || subject == NULL || reply == NULL ||
-	    quayi_bm_scan_subject(subject, &len, &hash) != 0) {
-		(void)quay_msg_unref(req);   /* consumed on every return */
-		return -EINVAL;
-	}
-	/* D1/D2, seq_cst (a store-buffering pair with destroy's D3/D4):
-	 * either destroy's wait for req_active == 0 sees this request, or
-	 * this request sees closing and leaves. A request path costs
-	 * microseconds; the two fences cost nothing next to it. */
-	__atomic_fetch_add(&bus->req_active, 1, __ATOMIC_SEQ_CST);   /* D1 */
-	if (__atomic_load_n(&bus->closing, __ATOMIC_SEQ_CST) != 0) {   /* D2 */
-		r = -EPIPE;
-		(void)quay_msg_unref(req);
-		goto out;
-	}
-	for (unsigned tries = 0; tries < bus->nreq && q == NULL; tries++) {
-		uint64_t zero = 0;
-		n = (__atomic_fetch_add(&bus->req_next, 1, __ATOMIC_RELAXED) % REQ_N_MASK) + 1;
-		q = &bus->reqs[n % bus->nreq];
-		/* Acquire on success: the previous owner's reset happened before. */
-		if (!__atomic_compare_exchange_n(&q->state, &zero, n, false, __ATOMIC_ACQUIRE,
-		        __ATOMIC_RELAXED))
-			q = NULL;
-	}
-	if (q == NULL) {
-		r = -ENOMEM;
-		(void)quay_msg_unref(req);
-		goto out;
-	}
-	snprintf(inbox, sizeof(inbox), "%s%llu", bus->inbox, (unsigned long long)n);
-	r = quay_msg_set_reply_to(req, inbox);
-	if (r != 0) {
-		(void)quay_msg_unref(req);
-		goto free_slot;
-	}
-	/* Relaxed: publishing the request (a queue's release) orders these
-	 * before any reply to it. */
-	__atomic_store_n(&q->req_id, quay_msg_id(req), __ATOMIC_RELAXED);
-	__atomic_store_n(&q->done, 0, __ATOMIC_RELAXED);
-	deadline = timeout_ns < 0 ? -1 : mono_ns() + timeout_ns;
-	r = quay_bus_publish(bus, subject, req);
-	if (r < 0) {
-		/* Refused (nothing published, the reference still ours), or
-		 * destroy closed the bus meanwhile: consumed all the same. */
-		(void)quay_msg_unref(req);
-		goto free_slot;
-	}
-	if (r == 0) {
-		r = -ENOENT;
-		goto free_slot;
-	}
-	for (;;) {
-		/* Q3: acquire; pairs with Q2 in route_reply(). */
-		st = __atomic_load_n(&q->state, __ATOMIC_ACQUIRE);
-		if (st == (n | REQ_DONE))
-			break;
-		if (st == n) {
-			bool late = deadline >= 0 && mono_ns() >= deadline;
-			/* Acquire: pairs with destroy's release store of closing. */
-			bool closing = __atomic_load_n(&bus->closing, __ATOMIC_ACQUIRE) != 0;
-			if (late || closing) {
-				/* Take the slot back unless a reply is being stored. */
-				if (__atomic_compare_exchange_n(&q->state, &st, 0, false,
-				        __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) {
-					r = closing ? -EPIPE : -ETIMEDOUT;
-					goto out;
-				}
-				continue;
-			}
-			futex_wait(&q->done, 0, deadline);
-		} else {
-			sched_yield();   /* BUSY: the replier is storing */
-		}
-	}
-	*reply = __atomic_load_n(&q->reply, __ATOMIC_RELAXED);  /* ordered by Q3 */
-	__atomic_store_n(&q->reply, NULL, __ATOMIC_RELAXED);
-	/* Release: the next owner's acquire CAS sees the slot reset. */
-	__atomic_store_n(&q->state, 0, __ATOMIC_RELEASE);
-	r = 0;
-	goto out;
-free_slot:
-	__atomic_store_n(&q->state, 0, __ATOMIC_RELEASE);
-out:
-	/* Release; pairs with destroy's acquire wait for 0. */
-	__atomic_fetch_sub(&bus->req_active, 1, __ATOMIC_RELEASE);
-	return r;
-}
-
-QUAY_API int
-quay_bus_reply(quay_bus *bus, const quay_msg *req, quay_msg *reply)
-{
-	const char *to;
-
-	if (bus == NULL || req == NULL || reply == NULL)
-		return -EINVAL;
-	to = quay_msg_reply_to(req);
-	if (to == NULL)
-		return -EINVAL;
-	(void)quay_msg_set_correlation_id(reply, quay_msg_id(req));
-	return quay_bus_publish(bus, to, reply);
-}
-
 /* ---- create / destroy ---------------------------------------------- */
 
 static uint64_t bus_ids;   /* relaxed: uniqueness only */
@@ -2072,7 +1820,7 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
 		size_t per = 8;  /* metrics per subscription, rounded up */
 		so.hist_shards = 1;
-		so.max_metrics = bus->max_subs * per + 16;
+		so.max_metrics = bus->max_subs * per + 32;
 		if (so.max_metrics > QUAY_STATS_METRICS_MAX)
 			so.max_metrics = QUAY_STATS_METRICS_MAX;
 		r = quay_stats_create(&so, &bus->stats);
@@ -2115,15 +1863,15 @@ quay_bus_destroy(quay_bus *bus)
 {
 	if (bus == NULL)
 		return;
-	/* D3: seq_cst; pairs with the acquire loads in publish, and with
-	 * request()'s D2 (see D1/D2 there). */
+	/* BUS-D3: seq_cst; pairs with the acquire loads in publish, and with
+	 * request()'s BUS-D2 (see BUS-D1/BUS-D2 there). */
 	__atomic_store_n(&bus->closing, 1, __ATOMIC_SEQ_CST);
 	for (unsigned i = 0; i < bus->nreq; i++) {
 		/* Acquire: pairs with a requester's claim of the slot. The done
 		 * store (release) pairs with the requester's futex wait value. */
 		if (__atomic_load_n(&bus->reqs[i].state, __ATOMIC_ACQUIRE) != 0) {
 			__atomic_store_n(&bus->reqs[i].done, 1, __ATOMIC_RELEASE);
-			futex_wake_all(&bus->reqs[i].done);
+			quayi_bus_futex_wake_all(&bus->reqs[i].done);
 		}
 	}
 	/* Close every subscription's queue before waiting for anyone: a
@@ -2136,16 +1884,16 @@ quay_bus_destroy(quay_bus *bus)
 		if (s->queue == NULL)   /* bindings: publishers see closing */
 			sub_close(s);
 	pthread_mutex_unlock(&bus->lock);
-	/* D4 (seq_cst, so also acquire): pairs with request()'s release
-	 * decrement and with D1 (see request()). A requester may
+	/* BUS-D4 (seq_cst, so also acquire): pairs with request()'s release
+	 * decrement and with BUS-D1 (see request()). A requester may
 	 * have reset its done word after the wake above (it did so before
 	 * publishing), so wake every slot again each round; sleep between
 	 * rounds rather than spin. */
-	while (__atomic_load_n(&bus->req_active, __ATOMIC_SEQ_CST) != 0) {   /* D4 */
+	while (__atomic_load_n(&bus->req_active, __ATOMIC_SEQ_CST) != 0) {   /* BUS-D4 */
 		struct timespec ts = { 0, 200000 };
 		for (unsigned i = 0; i < bus->nreq; i++) {
 			__atomic_store_n(&bus->reqs[i].done, 1, __ATOMIC_RELEASE);
-			futex_wake_all(&bus->reqs[i].done);
+			quayi_bus_futex_wake_all(&bus->reqs[i].done);
 		}
 		nanosleep(&ts, NULL);
 	}

@@ -7,6 +7,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <quay/bus.h>
 #include <quay/pq.h>
@@ -103,13 +108,13 @@ struct quayi_bm_table {
 	/* Nodes this version had and the next one replaced: freed with it. */
 	struct quayi_bm_node **garbage;
 	size_t ngarbage;
-	/* Its cache: set before the version is published (T1), then only
+	/* Its cache: set before the version is published (BUS-T1), then only
 	 * its slots change. */
 	struct quayi_bm_cache *cache;
 };
 
-/* Cache slots: NULL, or an entry published once with a release CAS (E1)
- * and read with an acquire load (E2); never replaced while the table
+/* Cache slots: NULL, or an entry published once with a release CAS (BUS-E1)
+ * and read with an acquire load (BUS-E2); never replaced while the table
  * lives. used[0..nused) lists the filled slots, so that retiring a
  * version frees and clears only those and the cache is reused. */
 struct quayi_bm_cache {
@@ -166,5 +171,93 @@ bool quayi_bus_sub_special(const struct quay_sub *sub);
 
 /* The bus's name (read-only after create; for the HTTP module). */
 const char *quayi_bus_name(const quay_bus *bus);
+
+
+/* ---- the bus object (bus.c; request/reply in bus_request.c) ---------- */
+
+#define REQ_BUSY ((uint64_t)1 << 63)
+#define REQ_DONE ((uint64_t)1 << 62)
+#define REQ_N_MASK (REQ_DONE - 1)
+
+struct quayi_bus_req {
+	uint64_t state;     /* BUS-Q1..BUS-Q3 above */
+	uint64_t req_id;    /* written by the owner before it publishes */
+	quay_msg *reply;  /* ordered by BUS-Q2/BUS-Q3 */
+	uint32_t done;      /* futex word: 1 when the requester should look */
+} QUAYI_ALIGNED(QUAY_CACHELINE);
+
+struct quay_bus {
+	struct quayi_bm_table *table;  /* BUS-T1/BUS-T2 */
+	/* Set by destroy; calls that see it return -EPIPE. Acquire/release
+	 * with destroy's store (it only makes late calls fail fast). */
+	uint32_t closing;
+	int64_t (*clock)(void *);
+	void *clock_arg;
+	uint64_t id;
+	char inbox[40];
+	size_t inbox_len;
+	char name[QUAY_BUS_NAME_MAX + 1];
+
+	pthread_mutex_t lock;             /* subscribe/unsubscribe */
+	struct quay_sub *subs;            /* under lock */
+	/* Written under lock; relaxed reads by quay_bus_sub_count(). */
+	size_t nsubs;
+	size_t max_subs;
+	struct quayi_bus_group *groups;   /* under lock */
+	uint64_t next_sub_id;     /* relaxed: only uniqueness matters */
+
+	quay_stats *stats;
+	bool own_stats;
+	quay_counter *c_published, *c_delivered, *c_dropped, *c_rejected, *c_timeouts, *c_nosub,
+	    *c_late, *c_unroutable, *c_unroutable_queued, *c_filtered, *c_bound;
+	quay_queue *unroutable;           /* opts.unroutable; read-only */
+
+	unsigned nreq;
+	struct quayi_bus_req *reqs;
+	uint64_t req_next;        /* relaxed: a ticket, uniqueness only */
+	uint32_t req_active;      /* requesters inside request(); destroy waits */
+	uint64_t pending;         /* call_rcu callbacks not yet run */
+	struct quayi_bm_cache_pool caches; /* retired caches, for reuse */
+};
+
+/* ---- clock and futex helpers ---------------------------------------- */
+
+static inline int64_t
+quayi_bus_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void
+quayi_bus_futex_wake_all(uint32_t *w)
+{
+	syscall(SYS_futex, (uint32_t *)(void *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Sleep while *w == val, until deadline (CLOCK_MONOTONIC; < 0: none). */
+static inline void
+quayi_bus_futex_wait(uint32_t *w, uint32_t val, int64_t deadline)
+{
+	struct timespec ts, *tp = NULL;
+
+	if (deadline >= 0) {
+		int64_t left = deadline - quayi_bus_mono_ns();
+		if (left <= 0)
+			return;
+		ts.tv_sec = (time_t)(left / 1000000000);
+		ts.tv_nsec = (long)(left % 1000000000);
+		tp = &ts;
+	}
+	syscall(SYS_futex, (uint32_t *)(void *)w, FUTEX_WAIT_PRIVATE, val, tp, NULL, 0);
+}
+
+/* The reply route (bus_request.c): whether subject is an inbox of this
+ * bus (its number in *n), and the delivery of m to the request waiting on
+ * inbox n (1), or its drop as a late reply (0). */
+bool quayi_bus_is_inbox(const struct quay_bus *bus, const char *subject, uint32_t len, uint64_t *n);
+int quayi_bus_route_reply(struct quay_bus *bus, uint64_t n, quay_msg *m);
 
 #endif /* QUAY_BUS_INTERNAL_H */

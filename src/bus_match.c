@@ -18,8 +18,8 @@
  * Each version carries its own subject cache, so a table change
  * invalidates it by construction (retired caches are cleared and reused,
  * see struct quayi_bm_cache). A slot is filled at most once, with a
- * CAS from NULL (E1, release) of a fully built immutable entry; readers
- * load it with acquire (E2). A subject that finds its probe window
+ * CAS from NULL (BUS-E1, release) of a fully built immutable entry; readers
+ * load it with acquire (BUS-E2). A subject that finds its probe window
  * (8 slots) full is resolved into a private entry the caller frees.
  */
 #include <stdlib.h>
@@ -110,7 +110,7 @@ bm_hash(const char *s, size_t len)
 static inline bool
 bm_plain_byte(unsigned char c)
 {
-	return c >= 0x21 && c <= 0x7e && c != '.' && c != '*' && c != '>' && c != '#';
+	return c >= 0x21 && c <= 0x7e && c != '.' && c != '*' && c != '>';
 }
 
 int
@@ -139,15 +139,20 @@ quayi_bm_parse(const char *s, bool pattern, struct quayi_bm_toks *t)
 					return -EINVAL;
 				if (s[start] == '>' && i != len)
 					return -EINVAL;
-				if (s[start] == '#')
-					t->nhash++;
+			}
+			if (tl == 1 && s[start] == '#') {
+				/* `#` alone is the AMQP wildcard; inside a longer
+				 * token it is a plain byte. */
+				if (!pattern)
+					return -EINVAL;
+				t->nhash++;
 			}
 			t->off[n] = (uint16_t)start;
 			t->tlen[n] = (uint16_t)tl;
 			n++;
 			start = i + 1;
 			wild = false;
-		} else if (c == '*' || c == '>' || c == '#') {
+		} else if (c == '*' || c == '>') {
 			wild = true;
 		} else if (!bm_plain_byte(c)) {
 			return -EINVAL;
@@ -174,7 +179,7 @@ bm_zero_bytes(uint64_t w)
 }
 
 /* Whether some byte of w is outside the plain range 0x21..0x7e or is one
- * of `*` `>` `#` (dots are checked apart). Exact for a whole word. */
+ * of `*` `>` (dots are checked apart). Exact for a whole word. */
 static inline bool
 bm_word_bad(uint64_t w)
 {
@@ -182,9 +187,8 @@ bm_word_bad(uint64_t w)
 	uint64_t above = ((w + BM_ONES * (127 - 0x7e)) | w) & BM_HIGHS;    /* > 0x7e */
 	uint64_t star = bm_zero_bytes(w ^ (BM_ONES * '*'));
 	uint64_t gt = bm_zero_bytes(w ^ (BM_ONES * '>'));
-	uint64_t hash = bm_zero_bytes(w ^ (BM_ONES * '#'));
 
-	return (below | above | star | gt | hash) != 0;
+	return (below | above | star | gt) != 0;
 }
 
 int
@@ -193,6 +197,7 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 	size_t len = strnlen(s, QUAY_BUS_SUBJECT_MAX + 1);
 	size_t i, ntok = 1;
 	bool prev_dot = true;   /* a dot "before" byte 0: a leading dot is an empty token */
+	uint64_t hashes = 0;    /* some byte is `#` */
 
 	if (len == 0 || len > QUAY_BUS_SUBJECT_MAX)
 		return -EINVAL;
@@ -208,6 +213,7 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 			w |= (BM_ONES * 'a') << (8 * k);
 		if (bm_word_bad(w))
 			return -EINVAL;
+		hashes |= bm_zero_bytes(w ^ (BM_ONES * '#'));
 		dots = bm_zero_bytes(w ^ (BM_ONES * '.'));
 		if (dots != 0) {
 			/* Empty tokens: a dot right after a dot (within the word,
@@ -229,12 +235,20 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 		} else if (!bm_plain_byte(c)) {
 			return -EINVAL;
 		} else {
+			hashes |= c == '#';
 			prev_dot = false;
 		}
 	}
 #endif
 	if (prev_dot || ntok > QUAY_BUS_TOKENS_MAX)   /* a trailing dot; too many tokens */
 		return -EINVAL;
+	if (QUAYI_UNLIKELY(hashes != 0)) {
+		/* Rare: a `#` byte. A token that is just `#` is a wildcard,
+		 * which a published subject may not have. */
+		for (i = 0; i < len; i++)
+			if (s[i] == '#' && (i == 0 || s[i - 1] == '.') && (i + 1 == len || s[i + 1] == '.'))
+				return -EINVAL;
+	}
 	*lenp = (uint32_t)len;
 	*hash = bm_hash(s, len);
 	return 0;
@@ -979,7 +993,7 @@ quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64
 
 	*temp = false;
 	for (uint32_t p = 0; p < BM_PROBE; p++) {
-		/* E2: acquire; pairs with E1 below (the entry's contents). */
+		/* BUS-E2: acquire; pairs with BUS-E1 below (the entry's contents). */
 		e = __atomic_load_n(&c->slot[(hash + p) & mask], __ATOMIC_ACQUIRE);
 		if (e == NULL)
 			break;
@@ -991,8 +1005,8 @@ quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64
 		return NULL;
 	for (uint32_t p = 0; p < BM_PROBE; p++) {
 		struct quayi_bm_centry *cur = NULL;
-		/* E1: release on success publishes the entry's contents; acquire
-		 * on failure pairs with another thread's E1 (we may read it). */
+		/* BUS-E1: release on success publishes the entry's contents; acquire
+		 * on failure pairs with another thread's BUS-E1 (we may read it). */
 		if (__atomic_compare_exchange_n(&c->slot[(hash + p) & mask], &cur, e, false,
 		        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 			/* Relaxed: only hands each filler its own used[] index;

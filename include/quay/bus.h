@@ -9,9 +9,10 @@
  * `*` and `>`. A subject is 1..QUAY_BUS_SUBJECT_MAX bytes and has at most
  * QUAY_BUS_TOKENS_MAX tokens. A pattern is a subject whose tokens may
  * also be `*` (exactly one token), `#` (zero or more tokens, anywhere, as
- * in AMQP) or, as the last token only, `>` (one or more tokens). `*`,
- * `#` and `>` are never part of a longer token (`a*`, `>b`, `a#` are
- * invalid) and never appear in a published subject. Empty
+ * in AMQP) or, as the last token only, `>` (one or more tokens). `*`
+ * and `>` are never part of a longer token (`a*`, `>b` are invalid);
+ * inside a longer token `#` is a plain byte (`a#` is a literal token, as
+ * in AMQP). No wildcard token appears in a published subject. Empty
  * tokens (`a..b`, a leading or trailing dot), the empty string, bytes
  * outside 0x21..0x7e and over-long strings get -EINVAL.
  *
