@@ -521,6 +521,7 @@ quay_filter_check(const char *expr, char *err, size_t errlen)
 
 	if (p == NULL)
 		return -ENOMEM;
+	p->scratch = NULL;
 	r = setup(p, expr, err, errlen);
 	if (r == 0)
 		r = parse(p);
