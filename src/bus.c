@@ -20,13 +20,11 @@
  * Request/reply is in bus_request.c.
  */
 #include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -168,16 +166,6 @@ read_unlock(void)
 }
 
 /* ---- small helpers ------------------------------------------------- */
-
-static int64_t
-clock_realtime(void *arg)
-{
-	struct timespec ts;
-
-	(void)arg;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static bool
 valid_name(const char *s)
@@ -529,9 +517,9 @@ deliver_queue_ref(struct quay_bus *bus, struct quay_sub *b, quay_msg *x)
 	}
 	/* A queue has no wait for room: retry with a growing sleep (2 us to
 	 * 1 ms) until the deadline, an unbind or destroy. */
-	deadline = b->block_timeout_ns < 0 ? -1 : quayi_bus_mono_ns() + b->block_timeout_ns;
+	deadline = quayi_deadline(b->block_timeout_ns);
 	for (;;) {
-		int64_t left = deadline < 0 ? sleep_ns : deadline - quayi_bus_mono_ns();
+		int64_t left = deadline < 0 ? sleep_ns : deadline - quayi_mono_ns();
 		struct timespec ts;
 
 		if (bind_gone(b))
@@ -1804,7 +1792,7 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 		snprintf(bus->name, sizeof(bus->name), "bus%llu", (unsigned long long)bus->id);
 	bus->inbox_len = (size_t)snprintf(bus->inbox, sizeof(bus->inbox), "_INBOX.%llu.",
 	    (unsigned long long)bus->id);
-	bus->clock = opts->clock != NULL ? opts->clock : clock_realtime;
+	bus->clock = opts->clock != NULL ? opts->clock : quayi_real_clock;
 	bus->clock_arg = opts->clock_arg;
 	bus->max_subs = opts->max_subs != 0 ? opts->max_subs : QUAY_BUS_SUBS_DEFAULT;
 	bus->nreq = opts->max_requests != 0 ? opts->max_requests : QUAY_BUS_REQUESTS_DEFAULT;
@@ -1871,7 +1859,7 @@ quay_bus_destroy(quay_bus *bus)
 		 * store (release) pairs with the requester's futex wait value. */
 		if (__atomic_load_n(&bus->reqs[i].state, __ATOMIC_ACQUIRE) != 0) {
 			__atomic_store_n(&bus->reqs[i].done, 1, __ATOMIC_RELEASE);
-			quayi_bus_futex_wake_all(&bus->reqs[i].done);
+			quayi_futex_wake_all(&bus->reqs[i].done);
 		}
 	}
 	/* Close every subscription's queue before waiting for anyone: a
@@ -1893,7 +1881,7 @@ quay_bus_destroy(quay_bus *bus)
 		struct timespec ts = { 0, 200000 };
 		for (unsigned i = 0; i < bus->nreq; i++) {
 			__atomic_store_n(&bus->reqs[i].done, 1, __ATOMIC_RELEASE);
-			quayi_bus_futex_wake_all(&bus->reqs[i].done);
+			quayi_futex_wake_all(&bus->reqs[i].done);
 		}
 		nanosleep(&ts, NULL);
 	}

@@ -7,11 +7,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <limits.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <quay/bus.h>
 #include <quay/pq.h>
@@ -19,6 +14,9 @@
 #include <quay/stats.h>
 
 #include <urcu/urcu-memb.h>
+
+#include "clock.h"
+#include "quay_internal.h"
 
 /* ThreadSanitizer cannot see liburcu's grace periods (membarrier(2) and
  * plain accesses in an uninstrumented library), so TSan builds add a
@@ -220,39 +218,8 @@ struct quay_bus {
 	struct quayi_bm_cache_pool caches; /* retired caches, for reuse */
 };
 
-/* ---- clock and futex helpers ---------------------------------------- */
-
-static inline int64_t
-quayi_bus_mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline void
-quayi_bus_futex_wake_all(uint32_t *w)
-{
-	syscall(SYS_futex, (uint32_t *)(void *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-
-/* Sleep while *w == val, until deadline (CLOCK_MONOTONIC; < 0: none). */
-static inline void
-quayi_bus_futex_wait(uint32_t *w, uint32_t val, int64_t deadline)
-{
-	struct timespec ts, *tp = NULL;
-
-	if (deadline >= 0) {
-		int64_t left = deadline - quayi_bus_mono_ns();
-		if (left <= 0)
-			return;
-		ts.tv_sec = (time_t)(left / 1000000000);
-		ts.tv_nsec = (long)(left % 1000000000);
-		tp = &ts;
-	}
-	syscall(SYS_futex, (uint32_t *)(void *)w, FUTEX_WAIT_PRIVATE, val, tp, NULL, 0);
-}
+/* Clocks and futex calls: src/clock.h (quayi_mono_ns, quayi_real_clock,
+ * deadlines) and src/quay_internal.h (quayi_futex_wait/_wake_all). */
 
 /* The reply route (bus_request.c): whether subject is an inbox of this
  * bus (its number in *n), and the delivery of m to the request waiting on

@@ -39,7 +39,7 @@ quayi_bus_route_reply(struct quay_bus *bus, uint64_t n, quay_msg *m)
 		__atomic_store_n(&q->state, n | REQ_DONE, __ATOMIC_RELEASE);
 		/* Release: the wake-up word; the requester re-reads state. */
 		__atomic_store_n(&q->done, 1, __ATOMIC_RELEASE);
-		quayi_bus_futex_wake_all(&q->done);
+		quayi_futex_wake_all(&q->done);
 		quay_counter_inc(bus->c_delivered);
 		return 1;
 	}
@@ -122,7 +122,7 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 	 * before any reply to it. */
 	__atomic_store_n(&q->req_id, quay_msg_id(req), __ATOMIC_RELAXED);
 	__atomic_store_n(&q->done, 0, __ATOMIC_RELAXED);
-	deadline = timeout_ns < 0 ? -1 : quayi_bus_mono_ns() + timeout_ns;
+	deadline = quayi_deadline(timeout_ns);
 	r = quay_bus_publish(bus, subject, req);
 	if (r < 0) {
 		/* Refused (nothing published, the reference still ours), or
@@ -140,7 +140,7 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 		if (st == (n | REQ_DONE))
 			break;
 		if (st == n) {
-			bool late = deadline >= 0 && quayi_bus_mono_ns() >= deadline;
+			bool late = deadline >= 0 && quayi_mono_ns() >= deadline;
 			/* Acquire: pairs with destroy's release store of closing. */
 			bool closing = __atomic_load_n(&bus->closing, __ATOMIC_ACQUIRE) != 0;
 			if (late || closing) {
@@ -152,7 +152,7 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 				}
 				continue;
 			}
-			quayi_bus_futex_wait(&q->done, 0, deadline);
+			(void)quayi_futex_wait(&q->done, 0, deadline);
 		} else {
 			sched_yield();   /* BUSY: the replier is storing */
 		}
