@@ -77,7 +77,7 @@ msg_h(uint64_t v, const char *const *kv)
 static quay_queue *
 queue_new(const char *name, size_t cap)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q = NULL;
 
 	o.name = name;
