@@ -26,7 +26,8 @@
  * Semantics: every clause but !exists needs the header to be present
  * (anything-but of a missing header is false, as in SNS). A numeric
  * clause needs the header's value to be a whole number by the same
- * grammar (no spaces). Values compare as bytes, exactly.
+ * grammar (no spaces, at most 63 bytes). Values compare as bytes,
+ * exactly. Numbers compare as doubles, rounded as strtod() rounds.
  *
  * Compiled into one allocation (clauses, values and strings); evaluation
  * walks it and allocates nothing.
@@ -197,8 +198,8 @@ quayi_filter_number(const char *s, size_t len, double *out)
 	size_t i = 0;
 	char buf[64];
 
-	if (len == 0 || number_len(s, len) != len)
-		return false;
+	if (len == 0 || len >= sizeof(buf) || number_len(s, len) != len)
+		return false;   /* numbers are 1..63 bytes */
 	if (s[i] == '+' || s[i] == '-')
 		neg = s[i++] == '-';
 	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
@@ -244,8 +245,6 @@ quayi_filter_number(const char *s, size_t len, double *out)
 		*out = neg ? -v : v;
 		return true;
 	}
-	if (len >= sizeof(buf))
-		return false;   /* too long to be a number we compare */
 	memcpy(buf, s, len);
 	buf[len] = '\0';
 	*out = strtod(buf, NULL);

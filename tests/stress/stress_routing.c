@@ -213,10 +213,10 @@ main(void)
 	bool done;
 
 #if defined(__SANITIZE_THREAD__)
-	nmsg = 3000 * scale;
+	nmsg = 10000 * scale;
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-	nmsg = 3000 * scale;
+	nmsg = 10000 * scale;
 #else
 	nmsg = 50000 * scale;
 #endif
