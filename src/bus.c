@@ -198,6 +198,12 @@ quayi_bus_sub_prio_max(const struct quay_sub *sub)
 	return sub->levels != 0 ? sub->levels - 1 : QUAY_MSG_PRIORITY_MAX;
 }
 
+const struct quayi_filter *
+quayi_bus_sub_filter(const struct quay_sub *sub)
+{
+	return sub->filter;
+}
+
 bool
 quayi_bus_sub_special(const struct quay_sub *sub)
 {
@@ -612,14 +618,16 @@ deliver_any(struct quay_bus *bus, struct quay_sub *s, struct fan *f, bool try_on
 
 #define PASS_BITS 1024u   /* filter results kept from the counting pass */
 
+/* Whether target i of e passes its filter (the subscription itself is
+ * not read: e->filt is contiguous). */
 static inline bool
-passes(const struct quay_sub *s, const quay_msg *m, const uint64_t *pass, uint32_t i)
+passes(const struct quayi_bm_centry *e, struct quayi_filter_hdrs *h, const uint64_t *pass, uint32_t i)
 {
-	if (s->filter == NULL)
+	if (e->filt[i] == NULL)
 		return true;
 	if (i < PASS_BITS)
 		return ((pass[i >> 6] >> (i & 63)) & 1) != 0;
-	return quayi_filter_match(s->filter, m);
+	return quayi_filter_match_hdrs(e->filt[i], h);
 }
 
 /* Send m, reaching no target, to the unroutable queue (consumes m). */
@@ -651,6 +659,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
     struct quay_bus_pub_result *res)
 {
 	uint64_t pass[PASS_BITS / 64];
+	struct quayi_filter_hdrs hdrs;   /* the headers, read once if a filter asks */
 	uint32_t need = 0, filtered = 0, ntot = e->nplain;
 	struct fan f = { m, 0, false };
 	int r;
@@ -658,9 +667,10 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 	for (uint32_t gi = 0; gi < e->ngroups; gi++)
 		ntot += e->groups[gi].n;
 	memset(pass, 0, sizeof(pass));
+	quayi_filter_hdrs_init(&hdrs, m);
 	for (uint32_t i = 0; i < ntot; i++) {
-		const struct quay_sub *s = e->subs[i];
-		if (s->filter == NULL || quayi_filter_match(s->filter, m)) {
+		const struct quayi_filter *flt = e->filt[i];
+		if (flt == NULL || quayi_filter_match_hdrs(flt, &hdrs)) {
 			if (i < PASS_BITS)
 				pass[i >> 6] |= (uint64_t)1 << (i & 63);
 			if (i < e->nplain)
@@ -672,7 +682,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 	for (uint32_t gi = 0; gi < e->ngroups; gi++) {
 		const struct quayi_bm_gref *g = &e->groups[gi];
 		for (uint32_t k = 0; k < g->n; k++)
-			if (passes(e->subs[g->first + k], m, pass, g->first + k)) {
+			if (passes(e, &hdrs, pass, g->first + k)) {
 				need++;
 				break;
 			}
@@ -689,11 +699,12 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 	if (now > 0)
 		(void)quay_msg_set_enqueued_ns(m, now);
 	for (uint32_t i = 0; i < e->nplain; i++) {
-		struct quay_sub *s = e->subs[i];
+		struct quay_sub *s;
 		int o;
 
-		if (!passes(s, m, pass, i))
+		if (!passes(e, &hdrs, pass, i))
 			continue;
+		s = e->subs[i];
 		o = deliver_any(bus, s, &f, false);
 		account_kind(res, s, o);
 	}
@@ -711,7 +722,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 		for (uint32_t k = 0; k < g->n && o != D_OK; k++) {
 			uint32_t idx = (start + k) % g->n;
 			int ok;
-			if (!passes(mem[idx], m, pass, g->first + idx))
+			if (!passes(e, &hdrs, pass, g->first + idx))
 				continue;
 			last = idx;
 			ok = deliver_any(bus, mem[idx], &f, true);

@@ -91,6 +91,9 @@ struct quayi_bm_centry {
 	                      (the fewest levels - 1; 255 with no levels) */
 	uint32_t special;  /* a target has a filter or is a bound queue */
 	struct quay_sub **subs;
+	/* With special: each target's filter (or NULL), parallel to subs,
+	 * so that a filter miss does not touch the subscription. */
+	const struct quayi_filter **filt;
 	struct quayi_bm_gref *groups;
 	char subj[];
 };
@@ -166,6 +169,9 @@ bool quayi_bus_sub_stamps(const struct quay_sub *sub);
 uint32_t quayi_bus_sub_prio_max(const struct quay_sub *sub);
 /* Whether a target needs the general fan-out: a filter or a queue (bus.c). */
 bool quayi_bus_sub_special(const struct quay_sub *sub);
+struct quayi_filter;
+/* A target's compiled header filter, or NULL (bus.c). */
+const struct quayi_filter *quayi_bus_sub_filter(const struct quay_sub *sub);
 
 /* The bus's name (read-only after create; for the HTTP module). */
 const char *quayi_bus_name(const quay_bus *bus);

@@ -905,7 +905,7 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 	struct quayi_bm_toks s;
 	struct collect c;
 	struct quayi_bm_centry *e = NULL;
-	size_t nplain = 0, ngroups = 0, off_subs, off_groups, size;
+	size_t nplain = 0, ngroups = 0, off_subs, off_filt, off_groups, size;
 
 	c.v = c.local;
 	c.n = 0;
@@ -942,7 +942,8 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 		if (i == nplain || quayi_bus_sub_group(c.v[i]) != quayi_bus_sub_group(c.v[i - 1]))
 			ngroups++;
 	off_subs = (sizeof(*e) + len + 1 + 7) & ~(size_t)7;
-	off_groups = off_subs + c.n * sizeof(*c.v);
+	off_filt = off_subs + c.n * sizeof(*c.v);
+	off_groups = off_filt + c.n * sizeof(struct quayi_filter *);
 	size = off_groups + ngroups * sizeof(struct quayi_bm_gref);
 	e = malloc(size);
 	if (e == NULL)
@@ -964,9 +965,12 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 	}
 	memcpy(e->subj, subj, len + 1);
 	e->subs = (struct quay_sub **)(void *)((char *)e + off_subs);
+	e->filt = (const struct quayi_filter **)(void *)((char *)e + off_filt);
 	e->groups = (struct quayi_bm_gref *)(void *)((char *)e + off_groups);
 	if (c.n > 0)
 		memcpy(e->subs, c.v, c.n * sizeof(*c.v));
+	for (size_t i = 0; i < c.n; i++)
+		e->filt[i] = quayi_bus_sub_filter(c.v[i]);
 	ngroups = 0;
 	for (size_t i = nplain; i < c.n; i++) {
 		struct quayi_bus_group *g = quayi_bus_sub_group(c.v[i]);

@@ -486,6 +486,18 @@ parse(struct parser *p)
 	}
 }
 
+/* FNV-1a over a key: names are short, and this runs once per header per
+ * publish (not per clause). */
+static uint64_t
+filter_hash(const char *s, size_t len)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * UINT64_C(0x100000001b3);
+	return h;
+}
+
 static int
 setup(struct parser *p, const char *expr, char *err, size_t errlen)
 {
@@ -565,6 +577,8 @@ quayi_filter_compile(const char *expr, struct quayi_filter **out, char *err, siz
 		v[i].s = str + (p->v[i].s - p->scratch);
 	for (unsigned i = 0; i < p->nc; i++) {
 		c[i].name = str + (p->c[i].name - p->scratch);
+		c[i].namelen = strlen(c[i].name);
+		c[i].namehash = filter_hash(c[i].name, c[i].namelen);
 		if (p->c[i].nvals > 0)
 			c[i].vals = v + (p->c[i].vals - p->v);
 		else
@@ -595,15 +609,46 @@ one_of(const struct quayi_filter_clause *c, const char *v, size_t len)
 	return false;
 }
 
-static bool
-clause_true(const struct quayi_filter_clause *c, const quay_msg *m)
+static void
+hdrs_load(struct quayi_filter_hdrs *h)
 {
-	const void *vp;
-	size_t len;
-	double x;
-	bool present = quay_msg_get_header(m, c->name, &vp, &len) == 0;
-	const char *v = vp;
+	unsigned n = quay_msg_header_count(h->m), k = 0;
 
+	for (unsigned i = 0; i < n && k < QUAY_MSG_HEADERS_MAX; i++) {
+		const char *key;
+		const void *v;
+		size_t len;
+		if (quay_msg_header_at(h->m, i, &key, &v, &len) != 0)
+			break;
+		h->e[k].k = key;
+		h->e[k].klen = strlen(key);
+		h->e[k].h = filter_hash(key, h->e[k].klen);
+		h->e[k].v = v;
+		h->e[k].vlen = len;
+		k++;
+	}
+	h->n = (int)k;
+}
+
+static bool
+clause_true(const struct quayi_filter_clause *c, struct quayi_filter_hdrs *h)
+{
+	const char *v = NULL;
+	size_t len = 0;
+	double x;
+	bool present = false;
+
+	if (h->n < 0)
+		hdrs_load(h);
+	for (int i = 0; i < h->n; i++) {
+		if (h->e[i].h == c->namehash && h->e[i].klen == c->namelen &&
+		    memcmp(h->e[i].k, c->name, c->namelen) == 0) {
+			present = true;
+			v = h->e[i].v;
+			len = h->e[i].vlen;
+			break;
+		}
+	}
 	switch (c->op) {
 	case QUAYI_F_EXISTS:
 		return present;
@@ -624,7 +669,7 @@ clause_true(const struct quayi_filter_clause *c, const quay_msg *m)
 }
 
 bool
-quayi_filter_match(const struct quayi_filter *f, const quay_msg *m)
+quayi_filter_match_hdrs(const struct quayi_filter *f, struct quayi_filter_hdrs *h)
 {
 	const struct quayi_filter_clause *c = f->c, *end = f->c + f->nclauses;
 
@@ -633,7 +678,7 @@ quayi_filter_match(const struct quayi_filter *f, const quay_msg *m)
 	while (c < end) {
 		bool ok = true;
 		for (;;) {
-			if (ok && !clause_true(c, m))
+			if (ok && !clause_true(c, h))
 				ok = false;
 			if (c++->last)
 				break;
@@ -642,6 +687,15 @@ quayi_filter_match(const struct quayi_filter *f, const quay_msg *m)
 			return true;
 	}
 	return false;
+}
+
+bool
+quayi_filter_match(const struct quayi_filter *f, const quay_msg *m)
+{
+	struct quayi_filter_hdrs h;
+
+	quayi_filter_hdrs_init(&h, m);
+	return quayi_filter_match_hdrs(f, &h);
 }
 
 /* Append a quoted string. */

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <quay/msg.h>
 
@@ -21,7 +22,30 @@ int quayi_filter_compile(const char *expr, struct quayi_filter **out, char *err,
 
 void quayi_filter_free(struct quayi_filter *f);
 
-/* Whether m's headers satisfy f. Reads only; allocates nothing. */
+/* A message's headers, read once per publish (on the stack) so that each
+ * filter of the fan-out compares precomputed hashes instead of walking
+ * the message's records per clause. Loaded lazily by the first filter. */
+struct quayi_filter_hdrs {
+	const quay_msg *m;
+	int n;                    /* -1: not loaded yet */
+	struct {
+		uint64_t h;
+		const char *k, *v;
+		size_t klen, vlen;
+	} e[QUAY_MSG_HEADERS_MAX];
+};
+
+static inline void
+quayi_filter_hdrs_init(struct quayi_filter_hdrs *h, const quay_msg *m)
+{
+	h->m = m;
+	h->n = -1;
+}
+
+/* Whether the message's headers satisfy f. Reads only; allocates nothing. */
+bool quayi_filter_match_hdrs(const struct quayi_filter *f, struct quayi_filter_hdrs *h);
+
+/* The same for one message (loads its headers each call). */
 bool quayi_filter_match(const struct quayi_filter *f, const quay_msg *m);
 
 /* Parse a whole number in s[0..len) the way filters do (digits, one
@@ -53,6 +77,8 @@ struct quayi_filter_clause {
 	bool last;               /* last clause of its && group */
 	bool lo_incl, hi_incl;
 	const char *name;        /* NUL-terminated */
+	size_t namelen;
+	uint64_t namehash;       /* filter_hash(name) */
 	double lo, hi;           /* RANGE; -inf / +inf when open */
 	unsigned nvals;
 	const struct quayi_filter_val *vals;
