@@ -174,7 +174,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		quayi_filter_free(g);
 	}
 	/* Evaluate on the headers after the first line. */
-	if (quay_msg_new_ex(pool, "", 0, 8192, &m) != 0)
+	if (quay_msg_new_ex(pool, "", 0, 8192, 0, &m) != 0)
 		abort();
 	if (nl != NULL) {
 		const uint8_t *p = nl + 1, *end = data + size;
