@@ -526,7 +526,10 @@ QUAY_API int quay_binding_counters(const quay_binding *b, struct quay_binding_co
 QUAY_API int quay_filter_check(const char *expr, char *err, size_t errlen);
 
 /**
- * Publish msg on subject to every matching subscription.
+ * Publish msg on subject to every matching subscription and bound queue
+ * (whose filter, if any, the message's headers satisfy). A message that
+ * reaches no target goes to the bus's unroutable queue, if it has one
+ * (counted either way), and publish returns 0.
  *
  * Ownership: when it returns >= 0 the caller's reference is consumed
  * (given to the receivers, or dropped if nobody took it). When it returns
@@ -542,8 +545,8 @@ QUAY_API int quay_filter_check(const char *expr, char *err, size_t errlen);
  *
  * Concurrency: lock-free unless a BLOCK target is full; any thread.
  * Ordering: see the top of this file.
- * Returns: the number of targets (subscriptions, a queue group counting
- *          once) that queued the message, 0 if none matched or all
+ * Returns: the number of targets (subscriptions and bound queues, a
+ *          queue group counting once) that queued the message, 0 if none matched or all
  *          matching dropped it by policy; -EAGAIN if targets matched,
  *          none queued it and at least one REJECT target refused it;
  *          -ETIMEDOUT if targets matched, none queued it, none rejected
