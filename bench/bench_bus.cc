@@ -41,6 +41,11 @@
 //                            matches and N - 1 filters miss: ns per
 //                            publish (the slope over N is the cost of a
 //                            miss)
+//   durable_fanout4_bus/M    4 durable queues on one WAL (sync mode M:
+//                            0 SYNC, 2 NONE) bound on "d.x": one publish
+//                            per message (today: one append per queue)
+//   durable_fanout4_sends/M  the peer: the same 4 queues, 4 separate
+//                            quay_queue_send calls of 4 copies
 //
 // Every benchmark counts what arrived and fails with SkipWithError if it
 // is not what was sent (the program then exits 1). Message bodies are 16
@@ -61,6 +66,10 @@
 
 #include <quay/bus.h>
 #include <quay/queue.h>
+#include <quay/wal.h>
+
+#include <stdlib.h>
+#include <unistd.h>
 #include <quay/msg.h>
 #include <quay/pool.h>
 
@@ -693,6 +702,109 @@ void BM_filter_miss(benchmark::State &st)
 	st.SetItemsProcessed(int64_t(sent));
 }
 
+struct durable4 {
+	char dir[64];
+	quay_wal *w = nullptr;
+	quay_queue *q[4] = {};
+	explicit durable4(unsigned mode)
+	{
+		struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+		snprintf(dir, sizeof(dir), "/tmp/quay-bench-route-XXXXXX");
+		if (mkdtemp(dir) == nullptr)
+			std::abort();
+		wo.sync_mode = mode;
+		if (quay_wal_open(dir, &wo, &w) != 0)
+			std::abort();
+		for (int i = 0; i < 4; i++) {
+			struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+			std::string name = "dq" + std::to_string(i);
+			o.name = name.c_str();
+			o.capacity = 4096;
+			o.wal = w;
+			o.pool = pool();
+			if (quay_queue_create(&o, &q[i]) != 0)
+				std::abort();
+		}
+	}
+	~durable4()
+	{
+		for (auto *x : q)
+			quay_queue_destroy(x);
+		quay_wal_close(w);
+		std::string cmd = std::string("rm -rf ") + dir;
+		if (system(cmd.c_str()) != 0)
+			std::fprintf(stderr, "could not remove %s\n", dir);
+	}
+	size_t drain()
+	{
+		size_t n = 0;
+		for (auto *x : q)
+			n += qdrain(x);
+		return n;
+	}
+};
+
+constexpr int kDurBatch = 16;
+
+void BM_durable_fanout4_bus(benchmark::State &st)
+{
+	durable4 d(unsigned(st.range(0)));
+	quay_bus *b = nullptr;
+	quay_bus_create(nullptr, &b);
+	quay_binding *bs[4];
+	for (int i = 0; i < 4; i++)
+		if (quay_bus_bind(b, "d.x", d.q[i], nullptr, &bs[i]) != 0)
+			std::abort();
+	std::vector<quay_msg *> ms(static_cast<size_t>(kDurBatch));
+	uint64_t sent = 0, got = 0;
+	for (auto _ : st) {
+		st.PauseTiming();
+		for (auto &m : ms)
+			m = new_msg(1);
+		st.ResumeTiming();
+		for (auto *m : ms)
+			if (quay_bus_publish(b, "d.x", m) != 4) {
+				fail(st, "publish did not reach the 4 durable queues");
+				break;
+			}
+		sent += kDurBatch;
+		st.PauseTiming();
+		got += d.drain();
+		st.ResumeTiming();
+	}
+	if (got != sent * 4)
+		fail(st, "lost deliveries");
+	for (auto *x : bs)
+		quay_bus_unbind(x);
+	quay_bus_destroy(b);
+	st.SetItemsProcessed(int64_t(sent));
+}
+
+void BM_durable_fanout4_sends(benchmark::State &st)
+{
+	durable4 d(unsigned(st.range(0)));
+	std::vector<quay_msg *> ms(static_cast<size_t>(kDurBatch) * 4);
+	uint64_t sent = 0, got = 0;
+	for (auto _ : st) {
+		st.PauseTiming();
+		for (auto &m : ms)
+			m = new_msg(1);
+		st.ResumeTiming();
+		for (size_t i = 0; i < ms.size(); i++)
+			if (quay_queue_send(d.q[i % 4], ms[i]) != 0) {
+				fail(st, "send refused");
+				break;
+			}
+		sent += kDurBatch;
+		st.PauseTiming();
+		got += d.drain();
+		st.ResumeTiming();
+	}
+	if (got != sent * 4)
+		fail(st, "lost deliveries");
+	st.SetItemsProcessed(int64_t(sent));
+}
+
 }  // namespace
 
 BENCHMARK(BM_publish_exact_1);
@@ -707,6 +819,8 @@ BENCHMARK(BM_request_reply)->UseRealTime();
 BENCHMARK(BM_routed_subs)->Arg(1)->Arg(4)->Arg(16);
 BENCHMARK(BM_routed_queues)->Arg(1)->Arg(4)->Arg(16);
 BENCHMARK(BM_filter_miss)->Arg(10)->Arg(100)->Arg(1000);
+BENCHMARK(BM_durable_fanout4_bus)->Arg(QUAY_WAL_SYNC)->Arg(QUAY_WAL_NONE)->UseRealTime();
+BENCHMARK(BM_durable_fanout4_sends)->Arg(QUAY_WAL_SYNC)->Arg(QUAY_WAL_NONE)->UseRealTime();
 
 int main(int argc, char **argv)
 {
