@@ -76,6 +76,7 @@
 #include "quay_internal.h"
 #include "queue_log.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1163,9 +1164,17 @@ fail:
 	return rc;
 }
 
+uint32_t *
+quayi_queue_bound(quay_queue *q)
+{
+	return &q->bound;
+}
+
 void
 quay_queue_destroy(quay_queue *q)
 {
+	/* Acquire; pairs with unbind's release decrement (src/bus.c). */
+	assert(q == NULL || __atomic_load_n(&q->bound, __ATOMIC_ACQUIRE) == 0);   /* still bound */
 	if (q != NULL)
 		queue_free(q);
 }

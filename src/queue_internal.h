@@ -166,6 +166,8 @@ struct quay_queue {
 	pthread_mutex_t block;            /* one browse at a time */
 	quay_msg **browse_buf;
 	unsigned *browse_prio;
+	/* Bindings of a bus sending here (src/bus.c, __atomic); destroy asserts 0. */
+	uint32_t bound;
 };
 
 /*
@@ -178,5 +180,8 @@ struct quay_queue {
  * arguments.
  */
 int quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
+
+/* The number of bus bindings sending to q (src/bus.c). */
+uint32_t *quayi_queue_bound(quay_queue *q);
 
 #endif /* QUAY_QUEUE_INTERNAL_H */
