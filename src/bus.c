@@ -105,6 +105,9 @@ struct quay_bus {
 	_Atomic uint32_t req_active;      /* requesters inside request(); destroy waits */
 	_Atomic uint64_t pending;         /* call_rcu callbacks not yet run */
 	struct quayi_bm_cache_pool caches; /* retired caches, for reuse */
+	/* BUS-TAP1: set_tap's release store (under lock) -> BUS-TAP2:
+	 * publish's acquire load; NULL but for NATS wildcard exports. */
+	const struct quayi_bus_tap *tap;
 };
 
 /* ---- RCU thread registration --------------------------------------- */
@@ -669,6 +672,8 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	const struct quayi_bm_centry *e = NULL;
 	struct quayi_bm_table *t;
 	struct quay_bus_pub_result local;
+	const struct quayi_bus_tap *tap;
+	int tapped = 0;
 	uint32_t len;
 	uint64_t hash, inbox_n;
 	bool temp = false;
@@ -699,6 +704,10 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		read_unlock();
 		return -EPIPE;
 	}
+	/* BUS-TAP2: acquire; pairs with BUS-TAP1. One predictable branch. */
+	tap = __atomic_load_n(&bus->tap, __ATOMIC_ACQUIRE);
+	if (QUAYI_UNLIKELY(tap != NULL))
+		tapped = tap->fn(tap->arg, subject, len, msgs, n);
 	/* T2: acquire; pairs with T1 (the version's nodes and cache). */
 	t = atomic_load_explicit(&bus->table, memory_order_acquire);
 	if (t->nsubs > 0) {
@@ -753,7 +762,26 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		free((void *)(uintptr_t)e);
 	if (k == 0 && r < 0)
 		return r;
+	res->delivered += (uint32_t)tapped;
 	return (int)k;
+}
+
+int
+quayi_bus_set_tap(quay_bus *bus, const struct quayi_bus_tap *tap)
+{
+	int r = 0;
+
+	if (bus == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&bus->lock);
+	if (tap != NULL && bus->tap != NULL)
+		r = -EBUSY;
+	else
+		__atomic_store_n(&bus->tap, tap, __ATOMIC_RELEASE);   /* BUS-TAP1 */
+	pthread_mutex_unlock(&bus->lock);
+	if (r == 0 && tap == NULL)
+		urcu_memb_synchronize_rcu();   /* every publish that saw the old tap left */
+	return r;
 }
 
 QUAY_API int

@@ -164,4 +164,23 @@ uint32_t quayi_bus_sub_prio_max(const struct quay_sub *sub);
 /* The bus's name (read-only after create; for the HTTP module). */
 const char *quayi_bus_name(const quay_bus *bus);
 
+/* ---- the publish tap (the NATS module's wildcard exports) ---------- */
+
+/* Called on the publisher's thread by every publish call on the bus
+ * (publish, publish_ex, batch, many; not a reply to an inbox) with the
+ * checked subject (len bytes) and msgs[0..n), before they are delivered,
+ * inside the RCU read-side section. It takes its own reference of each
+ * message it keeps and may wait (bounded). Returns 1 if it took them: a
+ * publish of one message then counts the tap as one more delivery (so a
+ * request through it is not "no subscriber"); 0 if not. */
+struct quayi_bus_tap {
+	int (*fn)(void *arg, const char *subject, uint32_t len, quay_msg *const *msgs, size_t n);
+	void *arg;
+};
+
+/* Set the bus's tap (one per bus), or remove it (tap NULL: then waits for
+ * a grace period, so no call of the old tap runs after it returns; not
+ * from inside a publish). 0; -EBUSY if another is set; -EINVAL. */
+int quayi_bus_set_tap(quay_bus *bus, const struct quayi_bus_tap *tap);
+
 #endif /* QUAY_BUS_INTERNAL_H */

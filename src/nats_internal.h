@@ -9,6 +9,7 @@
 
 #include <quay/bus.h>
 #include <quay/nats.h>
+#include <quay/ring.h>
 
 struct quay_nats {
 	natsConnection *nc;
@@ -26,6 +27,8 @@ struct quay_nats {
 	pthread_mutex_t lock;   /* bridges[], nbridges, reply_sub */
 	struct nbridge *bridges[QUAY_NATS_BRIDGES_MAX];
 	unsigned nbridges;
+	struct ntap *taps[QUAY_NATS_BRIDGES_MAX];  /* wildcard exports' bus taps */
+	unsigned ntaps;
 	/* closed callback: close waits for it */
 	pthread_mutex_t cl_lock;
 	pthread_cond_t cl_cond;
