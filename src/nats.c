@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +38,11 @@
 #define LOCAL_REPLY_PREFIX "_QUAYR."
 
 enum { BR_EXPORT, BR_IMPORT, BR_REPLY };
+
+/* A bridge thread with nothing to do polls SPIN_POLLS times (the last
+ * SPIN_YIELDS of them after a sched_yield) before it sleeps. */
+#define SPIN_POLLS 256u
+#define SPIN_YIELDS 8u
 
 struct nbridge {
 	quay_nats *n;
@@ -198,6 +204,23 @@ note_refusal(quay_nats *n, int err)
 	atomic_store_explicit(&n->last_error, err, memory_order_relaxed);
 }
 
+/* v in decimal into out (room for 21 bytes); returns out. */
+static const char *
+u64_dec(char *out, uint64_t v)
+{
+	char t[21];
+	size_t k = 0, i = 0;
+
+	do {
+		t[k++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (k > 0)
+		out[i++] = t[--k];
+	out[i] = '\0';
+	return out;
+}
+
 /* Build the NATS message for msg on subject with NATS reply subject
  * reply (NULL: none). */
 int
@@ -208,7 +231,7 @@ quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const qua
 	char num[24];
 	size_t len = quay_msg_body_len(msg);
 	unsigned nh = quay_msg_header_count(msg);
-	char *buf = NULL;
+	char sbuf[512], *buf = NULL;
 	bool enc = false;
 
 	if (len > INT_MAX)
@@ -218,12 +241,10 @@ quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const qua
 		return quayi_nats_err(s);
 	s = natsMsgHeader_Set(nm, H_ORIGIN, n->origin);
 	if (s == NATS_OK && quay_msg_correlation_id(msg) != 0) {
-		snprintf(num, sizeof(num), "%" PRIu64, quay_msg_correlation_id(msg));
-		s = natsMsgHeader_Set(nm, H_CORR, num);
+		s = natsMsgHeader_Set(nm, H_CORR, u64_dec(num, quay_msg_correlation_id(msg)));
 	}
 	if (s == NATS_OK && quay_msg_priority(msg) != 0) {
-		snprintf(num, sizeof(num), "%u", quay_msg_priority(msg));
-		s = natsMsgHeader_Set(nm, H_PRIO, num);
+		s = natsMsgHeader_Set(nm, H_PRIO, u64_dec(num, quay_msg_priority(msg)));
 	}
 	for (unsigned i = 0; s == NATS_OK && i < nh; i++) {
 		const char *key;
@@ -235,18 +256,23 @@ quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const qua
 		if (strcmp(key, QUAY_NATS_H_FROM) == 0)
 			continue;
 		klen = strlen(key);
-		free(buf);
-		buf = malloc(3 * (klen + vlen) + 2);
-		if (buf == NULL) {
-			s = NATS_NO_MEMORY;
-			break;
+		/* Most headers fit the stack buffer; a long one gets its own. */
+		if (3 * (klen + vlen) + 2 <= sizeof(sbuf)) {
+			buf = sbuf;
+		} else {
+			buf = malloc(3 * (klen + vlen) + 2);
+			if (buf == NULL) {
+				s = NATS_NO_MEMORY;
+				break;
+			}
 		}
 		pct_encode(buf, (const unsigned char *)key, klen);
 		pct_encode(buf + strlen(buf) + 1, val, vlen);
 		s = natsMsgHeader_Set(nm, buf, buf + strlen(buf) + 1);
+		if (buf != sbuf)
+			free(buf);
 		enc = true;
 	}
-	free(buf);
 	if (s == NATS_OK && enc)
 		s = natsMsgHeader_Set(nm, H_ENC, "pct");
 	if (s != NATS_OK) {
@@ -375,6 +401,17 @@ export_thread(void *arg)
 	for (;;) {
 		size_t k = b->ring != NULL ? quay_ring_pop_burst(b->ring, u.e, max) :
 		    quay_sub_receive_burst(b->sub, u.m, max);
+		/* A short spin before sleeping: a bridge that sleeps between
+		 * messages makes every publisher pay a futex wake-up and
+		 * itself a context switch per message. */
+		for (unsigned spin = 0; k == 0 && spin < SPIN_POLLS; spin++) {
+			if (spin < SPIN_POLLS - SPIN_YIELDS)
+				quayi_cpu_relax();
+			else
+				sched_yield();
+			k = b->ring != NULL ? quay_ring_pop_burst(b->ring, u.e, max) :
+			    quay_sub_receive_burst(b->sub, u.m, max);
+		}
 		if (k == 0) {
 			int r;
 			/* NATS-S2: acquire; pairs with close's release store
@@ -507,8 +544,9 @@ quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg 
 		goto out;
 	r = quay_msg_set_body(m, natsMsg_GetData(nm), (size_t)len);
 	for (int i = 0; r == 0 && i < nk; i++) {
-		char kbuf[QUAY_MSG_KEY_MAX + 1];
+		char kbuf[QUAY_MSG_KEY_MAX + 1], vsmall[256];
 		char *vbuf;
+		size_t vlen0;
 		ssize_t kl, vl;
 		if (natsMsgHeader_Get(nm, keys[i], &v) != NATS_OK)
 			continue;
@@ -526,18 +564,21 @@ quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg 
 		if (strlen(keys[i]) > QUAY_MSG_KEY_MAX)
 			continue;
 		strcpy(kbuf, keys[i]);
-		vbuf = strdup(v);
+		vlen0 = strlen(v);
+		vbuf = vlen0 < sizeof(vsmall) ? vsmall : malloc(vlen0 + 1);
 		if (vbuf == NULL) {
 			r = -ENOMEM;
 			break;
 		}
+		memcpy(vbuf, v, vlen0 + 1);
 		kl = enc ? pct_decode(kbuf) : (ssize_t)strlen(kbuf);
 		vl = enc ? pct_decode(vbuf) : (ssize_t)strlen(vbuf);
 		if (kl > 0 && vl >= 0 && memchr(kbuf, '\0', (size_t)kl) == NULL) {
 			kbuf[kl] = '\0';
 			r = quay_msg_set_header(m, kbuf, vbuf, (size_t)vl);
 		}
-		free(vbuf);
+		if (vbuf != vsmall)
+			free(vbuf);
 	}
 	if (r == 0) {
 		if (natsMsgHeader_Get(nm, H_ORIGIN, &v) != NATS_OK)
@@ -1103,6 +1144,9 @@ bridge_start_local(struct nbridge *b)
 			return r;
 	} else {
 		so.capacity = b->n->export_capacity;
+		/* Not the default (REJECT since issue 11): a full bridge slows
+		 * its publishers, as documented, rather than refusing. */
+		so.policy = QUAY_SUB_BLOCK;
 		so.flags = QUAY_SUB_NO_LATENCY;
 		r = quay_bus_subscribe(b->bus, b->subject, &so, &b->sub);
 		if (r != 0)
