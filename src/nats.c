@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "bus_internal.h"
+#include "clock.h"
 #include "nats_internal.h"
 
 #define H_ORIGIN "Quay-Origin"
@@ -43,6 +44,9 @@ enum { BR_EXPORT, BR_IMPORT, BR_REPLY };
  * SPIN_YIELDS of them after a sched_yield) before it sleeps. */
 #define SPIN_POLLS 256u
 #define SPIN_YIELDS 8u
+/* How long close waits for each libnats completion (pthread conditions on
+ * the default clock: CLOCK_REALTIME). */
+#define CLOSE_WAIT_NS (5 * QUAYI_NS_PER_SEC)
 
 struct nbridge {
 	quay_nats *n;
@@ -92,8 +96,8 @@ struct tapent {
 static pthread_mutex_t origin_lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t origin_pid;
 static uint64_t origin_id;
-/* Relaxed: a connection number for labels and reply subjects. */
-static _Atomic unsigned conn_seq;
+/* Relaxed (__atomic): a connection number for labels and reply subjects. */
+static unsigned conn_seq;
 
 /* This process's origin id; a forked child gets its own. */
 static void
@@ -103,9 +107,7 @@ process_origin(char out[17])
 	if (origin_pid != getpid()) {
 		uint64_t v = 0;
 		if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			v = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+			v = (uint64_t)quayi_real_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
 		}
 		origin_id = v;
 		origin_pid = getpid();
@@ -201,7 +203,7 @@ note_refusal(quay_nats *n, int err)
 {
 	quay_counter_inc(n->c_refused);
 	/* Relaxed: a diagnostic word; orders nothing. */
-	atomic_store_explicit(&n->last_error, err, memory_order_relaxed);
+	__atomic_store_n(&n->last_error, err, __ATOMIC_RELAXED);
 }
 
 /* v in decimal into out (room for 21 bytes); returns out. */
@@ -744,7 +746,7 @@ on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closur
 	if (err == NATS_SLOW_CONSUMER)
 		quay_counter_inc(n->c_slow);
 	else
-		atomic_store_explicit(&n->last_error, quayi_nats_err(err), memory_order_relaxed); /* relaxed: diagnostic */
+		__atomic_store_n(&n->last_error, quayi_nats_err(err), __ATOMIC_RELAXED); /* relaxed: diagnostic */
 }
 
 /* ---- metrics ------------------------------------------------------- */
@@ -856,7 +858,7 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	process_origin(n->origin);
 	/* Relaxed: a unique number, nothing to order. */
 	snprintf(n->conn_label, sizeof(n->conn_label), "c%u",
-	    atomic_fetch_add_explicit(&conn_seq, 1, memory_order_relaxed));
+	    __atomic_fetch_add(&conn_seq, 1, __ATOMIC_RELAXED));
 	n->reply_prefix_len = (size_t)snprintf(n->reply_prefix, sizeof(n->reply_prefix), "_QUAY.%s.%s.",
 	    n->origin, n->conn_label);
 	n->export_capacity = opts->export_capacity != 0 ? opts->export_capacity : QUAY_NATS_EXPORT_CAPACITY_DEFAULT;
@@ -972,12 +974,10 @@ bridge_stop(struct nbridge *b)
 	if (b->kind == BR_IMPORT) {
 		bool done = true;
 		if (b->nsub != NULL) {
-			struct timespec ts;
 			/* The completion callback fires once the last message
 			 * callback returned (nats.c issues 222, 735). */
 			if (natsSubscription_Unsubscribe(b->nsub) == NATS_OK) {
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_sec += 5;
+				struct timespec ts = quayi_abs_ts(CLOCK_REALTIME, CLOSE_WAIT_NS);
 				pthread_mutex_lock(&b->lk);
 				while (!b->complete)
 					if (pthread_cond_timedwait(&b->cv, &b->lk, &ts) != 0)
@@ -1022,9 +1022,7 @@ quay_nats_close(quay_nats *n)
 		if (n->bridges[i]->kind == BR_IMPORT && !bridge_stop(n->bridges[i]))
 			stuck = true;
 	if (n->reply_sub != NULL && natsSubscription_Unsubscribe(n->reply_sub) == NATS_OK) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 5;
+		struct timespec ts = quayi_abs_ts(CLOCK_REALTIME, CLOSE_WAIT_NS);
 		pthread_mutex_lock(&n->cl_lock);
 		while (!n->reply_done)
 			if (pthread_cond_timedwait(&n->cl_cond, &n->cl_lock, &ts) != 0)
@@ -1042,8 +1040,7 @@ quay_nats_close(quay_nats *n)
 		struct timespec ts;
 		(void)natsConnection_FlushTimeout(n->nc, 2000);
 		natsConnection_Close(n->nc);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 5;
+		ts = quayi_abs_ts(CLOCK_REALTIME, CLOSE_WAIT_NS);
 		pthread_mutex_lock(&n->cl_lock);
 		while (!n->cl_done)
 			if (pthread_cond_timedwait(&n->cl_cond, &n->cl_lock, &ts) != 0)
@@ -1383,7 +1380,7 @@ quay_nats_counters(quay_nats *n, struct quay_nats_counters *out)
 	out->disconnects = quay_counter_read(n->c_disconnects);
 	out->slow_consumer = quay_counter_read(n->c_slow);
 	/* Relaxed: a diagnostic word. */
-	out->last_error = atomic_load_explicit(&n->last_error, memory_order_relaxed);
+	out->last_error = __atomic_load_n(&n->last_error, __ATOMIC_RELAXED);
 	return 0;
 }
 

@@ -5,7 +5,6 @@
 
 #include <nats/nats.h>
 #include <pthread.h>
-#include <stdatomic.h>
 
 #include <quay/bus.h>
 #include <quay/nats.h>
@@ -41,8 +40,9 @@ struct quay_nats {
 	/* Counters shared by every bridge (metrics of the handle). */
 	quay_counter *c_reconnects, *c_disconnects, *c_slow, *c_refused, *c_echo, *c_invalid,
 	    *c_replies;
-	/* Relaxed: a last-error word for quay_nats_counters(); orders nothing. */
-	_Atomic int last_error;
+	/* Relaxed (__atomic): a last-error word for quay_nats_counters();
+	 * orders nothing. */
+	int last_error;
 };
 
 /* The NATS message for a quay message (the export mapping). */
