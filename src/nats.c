@@ -1162,7 +1162,7 @@ bridge_start_local(struct nbridge *b)
 }
 
 /* The tap of bus on n, made and set on the bus on first use; n->lock
- * held. -EBUSY if the bus has another tap (another handle's). */
+ * held. -EEXIST if the bus has another tap (another handle's). */
 static int
 tap_of(quay_nats *n, quay_bus *bus, struct ntap **out)
 {
@@ -1185,7 +1185,7 @@ tap_of(quay_nats *n, quay_bus *bus, struct ntap **out)
 	r = quayi_bus_set_tap(bus, &t->tap);
 	if (r != 0) {
 		free(t);
-		return r;
+		return r == -EBUSY ? -EEXIST : r;
 	}
 	n->taps[n->ntaps++] = t;
 	*out = t;

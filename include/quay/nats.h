@@ -208,7 +208,7 @@ QUAY_API void quay_nats_close(quay_nats *n);
  * message that every local target refuses (-EAGAIN, -ETIMEDOUT) has been
  * exported all the same, and so have a batch's messages after its first
  * refused one. A bus has one tap: wildcard exports from one bus on two
- * handles are refused (-EBUSY).
+ * handles are refused (-EEXIST).
  *
  * Messages that came in by an import (QUAY_NATS_H_FROM set) and local
  * inbox traffic are not exported. A message with a reply-to becomes a
@@ -217,9 +217,9 @@ QUAY_API void quay_nats_close(quay_nats *n);
  * quay_bus_request() works across processes).
  *
  * Returns: 0; -EINVAL if n, bus or pattern is NULL or pattern is invalid;
- *          -EEXIST if pattern is already exported from bus on n; -EBUSY
- *          if pattern has a wildcard and another handle exports a
- *          wildcard pattern from bus; -ENOMEM
+ *          -EEXIST if pattern is already exported from bus on n, or has
+ *          a wildcard and another handle exports a wildcard pattern
+ *          from bus; -ENOMEM
  *          (also when QUAY_NATS_BRIDGES_MAX bridges exist); an error of
  *          quay_bus_subscribe(); -EAGAIN if the thread cannot be started.
  */
