@@ -8,8 +8,9 @@
  *
  *   export   quay_nats_export(n, bus, pattern): every message published
  *            on the local bus on a subject matching pattern is also
- *            published to NATS (a bus subscription drained by a bridge
- *            thread; public bus API only).
+ *            published to NATS, on that subject (a bus subscription, or
+ *            for a wildcard pattern the bus's publish tap, drained by a
+ *            bridge thread).
  *   import   quay_nats_import(n, bus, subject, group): every NATS message
  *            on subject (a NATS queue subscription when group is set) is
  *            published on the local bus.
