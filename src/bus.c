@@ -632,9 +632,15 @@ passes(const struct quayi_bm_centry *e, struct quayi_filter_hdrs *h, const uint6
 
 /* Send m, reaching no target, to the unroutable queue (consumes m). */
 static void
-unroutable(struct quay_bus *bus, quay_msg *m, struct quay_bus_pub_result *res)
+unroutable(struct quay_bus *bus, quay_msg *m, struct quay_bus_pub_result *res, bool tapped)
 {
 	int r = -ENOENT;
+
+	if (tapped) {
+		/* The publish tap (a NATS wildcard export) took it: routed. */
+		(void)quay_msg_unref(m);   /* the publisher's reference */
+		return;
+	}
 
 	if (bus->unroutable != NULL)
 		r = quay_queue_send(bus->unroutable, m);
@@ -656,7 +662,7 @@ unroutable(struct quay_bus *bus, quay_msg *m, struct quay_bus_pub_result *res)
  */
 static int
 publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, int64_t now,
-    struct quay_bus_pub_result *res)
+    struct quay_bus_pub_result *res, bool tapped)
 {
 	uint64_t pass[PASS_BITS / 64];
 	struct quayi_filter_hdrs hdrs;   /* the headers, read once if a filter asks */
@@ -691,7 +697,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 	if (filtered > 0)
 		quay_counter_add(bus->c_filtered, filtered);
 	if (need == 0) {
-		unroutable(bus, m, res);
+		unroutable(bus, m, res, tapped);
 		return 0;
 	}
 	if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) || (need > 1 && msg_ref_n(m, need - 1) != 0))
@@ -847,6 +853,8 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	const struct quayi_bm_centry *e = NULL;
 	struct quayi_bm_table *t;
 	struct quay_bus_pub_result local;
+	const struct quayi_bus_tap *tap;
+	int tapped = 0;
 	uint32_t len;
 	uint64_t hash, inbox_n;
 	bool temp = false;
@@ -877,6 +885,10 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		read_unlock();
 		return -EPIPE;
 	}
+	/* BUS-TAP2: acquire; pairs with BUS-TAP1. One predictable branch. */
+	tap = __atomic_load_n(&bus->tap, __ATOMIC_ACQUIRE);
+	if (QUAYI_UNLIKELY(tap != NULL))
+		tapped = tap->fn(tap->arg, subject, len, msgs, n);
 	/* BUS-T2: acquire; pairs with BUS-T1 (the version's nodes and cache). */
 	t = __atomic_load_n(&bus->table, __ATOMIC_ACQUIRE);
 	if (t->nsubs > 0) {
@@ -892,14 +904,15 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	if (e == NULL || e->ntargets == 0) {
 		for (k = 0; k < n; k++) {
 			memset(res, 0, sizeof(*res));
-			unroutable(bus, msgs[k], res);   /* takes the publisher's reference */
+			unroutable(bus, msgs[k], res, tapped != 0);   /* takes the publisher's reference */
 		}
-		quay_counter_add(bus->c_nosub, n);
+		if (!tapped)
+			quay_counter_add(bus->c_nosub, n);
 	} else if (e->special) {
 		/* Filters or bound queues: one message at a time. */
 		for (k = 0; k < n; k++) {
 			memset(res, 0, sizeof(*res));
-			r = publish_general(bus, e, msgs[k], now, res);
+			r = publish_general(bus, e, msgs[k], now, res, tapped != 0);
 			if (r != 0)
 				break;
 			delivered += res->delivered;
@@ -941,7 +954,26 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		free((void *)(uintptr_t)e);
 	if (k == 0 && r < 0)
 		return r;
+	res->delivered += (uint32_t)tapped;
 	return (int)k;
+}
+
+int
+quayi_bus_set_tap(quay_bus *bus, const struct quayi_bus_tap *tap)
+{
+	int r = 0;
+
+	if (bus == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&bus->lock);
+	if (tap != NULL && bus->tap != NULL)
+		r = -EBUSY;
+	else
+		__atomic_store_n(&bus->tap, tap, __ATOMIC_RELEASE);   /* BUS-TAP1 */
+	pthread_mutex_unlock(&bus->lock);
+	if (r == 0 && tap == NULL)
+		urcu_memb_synchronize_rcu();   /* every publish that saw the old tap left */
+	return r;
 }
 
 QUAY_API int

@@ -176,6 +176,25 @@ const struct quayi_filter *quayi_bus_sub_filter(const struct quay_sub *sub);
 /* The bus's name (read-only after create; for the HTTP module). */
 const char *quayi_bus_name(const quay_bus *bus);
 
+/* ---- the publish tap (the NATS module's wildcard exports) ---------- */
+
+/* Called on the publisher's thread by every publish call on the bus
+ * (publish, publish_ex, batch, many; not a reply to an inbox) with the
+ * checked subject (len bytes) and msgs[0..n), before they are delivered,
+ * inside the RCU read-side section. It takes its own reference of each
+ * message it keeps and may wait (bounded). Returns 1 if it took them: a
+ * publish of one message then counts the tap as one more delivery (so a
+ * request through it is not "no subscriber"); 0 if not. */
+struct quayi_bus_tap {
+	int (*fn)(void *arg, const char *subject, uint32_t len, quay_msg *const *msgs, size_t n);
+	void *arg;
+};
+
+/* Set the bus's tap (one per bus), or remove it (tap NULL: then waits for
+ * a grace period, so no call of the old tap runs after it returns; not
+ * from inside a publish). 0; -EBUSY if another is set; -EINVAL. */
+int quayi_bus_set_tap(quay_bus *bus, const struct quayi_bus_tap *tap);
+
 
 /* ---- the bus object (bus.c; request/reply in bus_request.c) ---------- */
 
@@ -222,6 +241,9 @@ struct quay_bus {
 	uint32_t req_active;      /* requesters inside request(); destroy waits */
 	uint64_t pending;         /* call_rcu callbacks not yet run */
 	struct quayi_bm_cache_pool caches; /* retired caches, for reuse */
+	/* BUS-TAP1: set_tap's release store (under lock) -> BUS-TAP2:
+	 * publish's acquire load; NULL but for NATS wildcard exports. */
+	const struct quayi_bus_tap *tap;
 };
 
 /* Clocks and futex calls: src/clock.h (quayi_mono_ns, quayi_real_clock,

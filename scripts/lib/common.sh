@@ -9,7 +9,7 @@ QUAY_PACKAGES=(
 	meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev clang-format-14 python3
 	libck-dev liburcu-dev libcmocka-dev libbenchmark-dev relacy-dev
 	libzmq3-dev libsqlite3-dev spin
-	libnats-dev nats-server
+	libnats-dev nats-server openssl
 	libmicrohttpd-dev prometheus chromium
 )
 
