@@ -31,6 +31,8 @@
 #include "bus_internal.h"
 #include "filter.h"
 #include "queue_internal.h"
+#include "queue_log.h"
+#include "queue_route.h"
 
 /* container_of through void *, so clang's -Wcast-align stays quiet. */
 #define BUS_CONTAINER(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
@@ -51,6 +53,7 @@ struct quay_sub {
 	struct quayi_bm_toks toks;
 	struct quayi_filter *filter;      /* NULL: none */
 	quay_queue *queue;                /* a binding's queue; NULL: a subscription */
+	bool durable;                     /* the queue logs to a WAL (fixed at create) */
 	quay_counter *c_delivered, *c_received, *c_dropped, *c_rejected, *c_timeouts, *c_released;
 	quay_counter *c_failed;           /* bindings only */
 	quay_hist *h_latency;
@@ -461,7 +464,7 @@ refusal(const struct quay_bus *bus, const struct quay_bus_pub_result *res)
 
 /* ---- the general fan-out: filters and bound queues ------------------- */
 
-enum { D_FAILED = D_CLOSED + 1 };
+enum { D_FAILED = D_CLOSED + 1, D_PENDING };
 
 static inline void
 account_kind(struct quay_bus_pub_result *res, const struct quay_sub *s, int o)
@@ -495,10 +498,19 @@ bind_gone(const struct quay_sub *b)
  * applying b's policy when the queue is full. D_OK: the queue took the
  * reference (a duplicate by the queue's dedup counts as delivered: the
  * queue has the message); otherwise the reference is still the caller's. */
-static int
-deliver_queue_ref(struct quay_bus *bus, struct quay_sub *b, quay_msg *x)
+static inline int
+queue_send_or_begin(struct quay_sub *b, quay_msg *x, struct quayi_qsend *s)
 {
-	int r = quay_queue_send(b->queue, x);
+	return s == NULL ? quay_queue_send(b->queue, x) : quayi_queue_send_begin(b->queue, x, s);
+}
+
+/* With s (the multi-queue send): the queue's admission only; D_OK then
+ * means admitted (s->pending: decided by the commit, not counted yet) or
+ * taken by the queue's dedup window. */
+static int
+deliver_queue_ref(struct quay_bus *bus, struct quay_sub *b, quay_msg *x, struct quayi_qsend *s)
+{
+	int r = queue_send_or_begin(b, x, s);
 	int64_t deadline, sleep_ns = 2000;
 
 	if (QUAYI_LIKELY(r >= 0))
@@ -542,7 +554,7 @@ deliver_queue_ref(struct quay_bus *bus, struct quay_sub *b, quay_msg *x)
 		nanosleep(&ts, NULL);
 		if (sleep_ns < 1000000)
 			sleep_ns *= 2;
-		r = quay_queue_send(b->queue, x);
+		r = queue_send_or_begin(b, x, s);
 		if (r >= 0)
 			goto ok;
 		if (r == -EPIPE)
@@ -553,7 +565,8 @@ deliver_queue_ref(struct quay_bus *bus, struct quay_sub *b, quay_msg *x)
 		}
 	}
 ok:
-	quay_counter_inc(b->c_delivered);
+	if (s == NULL || !s->pending)
+		quay_counter_inc(b->c_delivered);
 	return D_OK;
 }
 
@@ -603,7 +616,7 @@ deliver_any(struct quay_bus *bus, struct quay_sub *s, struct fan *f, bool try_on
 				quay_counter_inc(s->c_failed);
 		}
 	} else {
-		o = deliver_queue_ref(bus, s, x);
+		o = deliver_queue_ref(bus, s, x, NULL);
 	}
 	if (o == D_OK) {
 		if (x == f->m) {
@@ -628,6 +641,100 @@ passes(const struct quayi_bm_centry *e, struct quayi_filter_hdrs *h, const uint6
 	if (i < PASS_BITS)
 		return ((pass[i >> 6] >> (i & 63)) & 1) != 0;
 	return quayi_filter_match_hdrs(e->filt[i], h);
+}
+
+#define MULTI_STACK 16   /* durable bound queues of a publish without allocating */
+
+/*
+ * Durable routing (issue 12): the durable bound queues among e's plain
+ * targets that pass their filters (ndur of them, two or more) take m as
+ * one multi-queue send (src/queue_route.h): each binding's admission
+ * first, with its overflow policy (BLOCK waits here for room, before the
+ * write), then one log write per WAL for all the admitted ones, all or
+ * none. References as deliver_any: the first queue that takes the
+ * message takes m itself, the others a copy.
+ */
+static void
+deliver_durable(struct quay_bus *bus, const struct quayi_bm_centry *e, struct quayi_filter_hdrs *h,
+    const uint64_t *pass, uint32_t ndur, struct fan *f, struct quay_bus_pub_result *res)
+{
+	struct quayi_qsend s1[MULTI_STACK], *s = s1;
+	struct quay_sub *b1[MULTI_STACK], **b = b1;
+	int o1[MULTI_STACK], *o = o1;
+	uint32_t k = 0;
+	bool lent = false;   /* m is in a pending send */
+
+	if (ndur > MULTI_STACK) {
+		s = malloc(ndur * sizeof(*s));
+		b = malloc(ndur * sizeof(*b));
+		o = malloc(ndur * sizeof(*o));
+		if (s == NULL || b == NULL || o == NULL) {
+			for (uint32_t i = 0; i < e->nplain; i++)
+				if (e->subs[i]->durable && passes(e, h, pass, i)) {
+					quay_counter_inc(e->subs[i]->c_failed);
+					account_kind(res, e->subs[i], D_FAILED);
+				}
+			goto out;
+		}
+	}
+	for (uint32_t i = 0; i < e->nplain && k < ndur; i++) {
+		struct quay_sub *t = e->subs[i];
+		quay_msg *x;
+
+		if (!t->durable || !passes(e, h, pass, i))
+			continue;
+		b[k] = t;
+		if (!f->orig_queued && !lent) {
+			x = f->m;
+		} else if (quay_msg_clone(quay_msg_pool(f->m), f->m, &x) != 0) {
+			quay_counter_inc(t->c_failed);
+			s[k] = (struct quayi_qsend){ .q = NULL };
+			o[k++] = D_FAILED;
+			continue;
+		}
+		o[k] = deliver_queue_ref(bus, t, x, &s[k]);
+		if (o[k] == D_OK && s[k].pending) {
+			o[k] = D_PENDING;
+			lent |= x == f->m;
+		} else {
+			if (o[k] == D_OK && x == f->m) {
+				f->orig_queued = true;   /* the queue's dedup took m */
+				f->used++;
+			} else if (o[k] != D_OK && x != f->m) {
+				(void)quay_msg_unref(x);   /* the copy nobody took */
+			}
+			s[k].pending = 0;
+		}
+		k++;
+	}
+	/* One write per WAL for every admitted send: all of them or none. */
+	quayi_queue_send_commit(s, k);
+	for (uint32_t j = 0; j < k; j++) {
+		if (o[j] == D_PENDING) {
+			if (s[j].rc == 0) {
+				o[j] = D_OK;
+				quay_counter_inc(b[j]->c_delivered);
+				if (s[j].orig == f->m) {
+					f->orig_queued = true;
+					f->used++;
+				}
+			} else {
+				/* The WAL refused the write: in none of this
+				 * domain's queues; the reference is ours again. */
+				o[j] = D_FAILED;
+				quay_counter_inc(b[j]->c_failed);
+				if (s[j].orig != f->m)
+					(void)quay_msg_unref(s[j].orig);
+			}
+		}
+		account_kind(res, b[j], o[j]);
+	}
+out:
+	if (s != s1) {
+		free(s);
+		free(b);
+		free(o);
+	}
 }
 
 /* Send m, reaching no target, to the unroutable queue (consumes m). */
@@ -666,7 +773,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 {
 	uint64_t pass[PASS_BITS / 64];
 	struct quayi_filter_hdrs hdrs;   /* the headers, read once if a filter asks */
-	uint32_t need = 0, filtered = 0, ntot = e->nplain;
+	uint32_t need = 0, filtered = 0, ntot = e->nplain, ndur = 0;
 	struct fan f = { m, 0, false };
 	int r;
 
@@ -704,6 +811,10 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 		return -EINVAL;   /* nothing taken, nothing stamped */
 	if (now > 0)
 		(void)quay_msg_set_enqueued_ns(m, now);
+	/* Two or more durable bound queues: one multi-queue send for them
+	 * (deliver_durable), the other targets one by one. */
+	for (uint32_t i = 0; i < e->nplain; i++)
+		ndur += e->subs[i]->durable && passes(e, &hdrs, pass, i);
 	for (uint32_t i = 0; i < e->nplain; i++) {
 		struct quay_sub *s;
 		int o;
@@ -711,9 +822,13 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 		if (!passes(e, &hdrs, pass, i))
 			continue;
 		s = e->subs[i];
+		if (ndur > 1 && s->durable)
+			continue;
 		o = deliver_any(bus, s, &f, false);
 		account_kind(res, s, o);
 	}
+	if (ndur > 1)
+		deliver_durable(bus, e, &hdrs, pass, ndur, &f, res);
 	for (uint32_t gi = 0; gi < e->ngroups; gi++) {
 		const struct quayi_bm_gref *g = &e->groups[gi];
 		struct quay_sub *const *mem = e->subs + g->first;
@@ -1575,6 +1690,7 @@ quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q, const struct qu
 	b->toks.s = b->pattern;
 	b->bus = bus;
 	b->queue = q;
+	b->durable = quayi_queue_log(q)->ops != NULL;
 	b->policy = opts->policy;
 	b->block_timeout_ns = opts->block_timeout_ns;
 	r = rcu_thread();

@@ -75,6 +75,7 @@
 #include "queue_internal.h"
 #include "quay_internal.h"
 #include "queue_log.h"
+#include "queue_route.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -1421,6 +1422,64 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 	}
 	quayi_qlog_idle(&q->log);
 	return sent;
+}
+
+/* ---- the multi-queue send's halves (src/queue_route.c) --------------- */
+
+/* quay_queue_send up to tr_accept: the checks and send_check, then the
+ * stamp (src/queue_route.h). */
+int
+quayi_queue_send_begin(quay_queue *q, quay_msg *msg, struct quayi_qsend *s)
+{
+	struct stamp st;
+	const void *id;
+	size_t idlen = 0;
+	int rc;
+
+	*s = (struct quayi_qsend){ .q = q, .orig = msg, .msg = msg };
+	if (QUAYI_UNLIKELY(q == NULL || msg == NULL || quay_msg_priority(msg) >= q->levels))
+		return -EINVAL;
+	if (QUAYI_UNLIKELY(is_closed(q)))
+		return -EPIPE;
+	id = dedup_id(q, msg, &idlen);
+	if (id != NULL && idlen > QUAY_QUEUE_DEDUP_ID_MAX)
+		return -EINVAL;
+	s->now = q_now(q);
+	maybe_run_timers(q, s->now);
+	if ((rc = send_check(q, &s->msg, id, idlen, s->now)) != 0)
+		return rc;
+	stamp_send(q, s->msg, s->now, &st);
+	s->enq = st.enq;
+	s->nb = st.nb;
+	s->exp = st.exp;
+	s->att = st.att;
+	s->pending = 1;
+	return 0;
+}
+
+/* tr_accept after its log write, for one send begun above: accepted
+ * (err 0: the log took it) or rolled back (err: the log refused it and
+ * gave the claim back). Then the caller's reference is settled as
+ * quay_queue_send does. */
+void
+quayi_queue_send_end(struct quayi_qsend *s, int err)
+{
+	quay_queue *q = s->q;
+	struct stamp st = { s->enq, s->nb, s->exp, s->att };
+
+	s->pending = 0;
+	s->rc = err;
+	if (QUAYI_LIKELY(err == 0)) {
+		cnt(q, QC_SENT, 1);
+		place(q, s->msg, s->now, false);   /* s->msg may be gone after this */
+	} else {
+		stamp_undo(s->msg, &st);
+		dedup_forget_msg(q, s->msg);
+		held_sub(q);
+	}
+	if (QUAYI_UNLIKELY(s->msg != s->orig))
+		quay_msg_unref(err == 0 ? s->orig : s->msg);
+	quayi_qlog_idle(&q->log);
 }
 
 /* ---- receive ------------------------------------------------------ */

@@ -522,6 +522,83 @@ out:
 	return done;
 }
 
+/* Log one claimed send into each of n queues of one WAL (ctxs[i] the
+ * queue of msgs[i]) as ONE batch (an appendv: after a crash all of the
+ * ADDs are there or none), one sync per the WAL's mode, and index them.
+ * A batch over the WAL's limits is refused whole (-EMSGSIZE): never cut
+ * in two writes. 0, or the error with every claim given back. */
+static int
+dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
+{
+	struct dwal *w = ((struct quayi_dur *)ctxs[0])->w;
+	unsigned char stack[STACK_IMG], *buf = stack;
+	quay_wal_rec recs8[8], *recs = recs8;
+	size_t total = 0, bytes = 0;
+	uint64_t last = 0;
+	int rc = 0;
+
+	if (n > QUAY_WAL_BATCH_MAX) {
+		rc = -EMSGSIZE;
+		goto out;
+	}
+	if (n > 8 && (recs = malloc(n * sizeof(*recs))) == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t sz = img_size(msgs[i]);
+
+		recs[i].len = sz;
+		total += sz;
+		bytes += 32 + ((sz + 7) & ~(size_t)7);
+	}
+	if (n > 1 && bytes > w->batch_limit) {
+		rc = -EMSGSIZE;
+		goto out;
+	}
+	if (total > sizeof(stack) && (buf = malloc(total)) == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0, off = 0; i < n; i++) {
+		const struct quayi_dur *d = ctxs[i];
+		struct img_opts o = { 0, quay_msg_attempts(msgs[i]), quay_msg_not_before_ns(msgs[i]),
+			QUAYI_DQF_O_SEND };
+
+		img_encode(buf + off, d->qid, msgs[i], &o);
+		recs[i].type = QUAYI_DQ_ADD;
+		recs[i].data = buf + off;
+		off += recs[i].len;
+	}
+	pthread_rwlock_rdlock(&w->cl);
+	rc = n == 1 ? quay_wal_append(w->wal, QUAYI_DQ_ADD, recs[0].data, recs[0].len, &last)
+	            : quay_wal_appendv(w->wal, recs, n, &last);
+	if (rc == 0) {
+		for (size_t i = 0; i < n; i++) {
+			struct quayi_dur *d = ctxs[i];
+			uint64_t did = last - (n - 1) + i;
+
+			msg_set_did(msgs[i], did);
+			pthread_mutex_lock(&d->ilock);
+			idx_put(d, did, msgs[i], quay_msg_not_before_ns(msgs[i]), quay_msg_attempts(msgs[i]),
+			    (uint32_t)recs[i].len);
+			pthread_mutex_unlock(&d->ilock);
+		}
+		live_add(w, (int64_t)(bytes - 32 * n));
+		__atomic_fetch_add(&w->appended, bytes, __ATOMIC_RELAXED);   /* relaxed: a trigger */
+	}
+	pthread_rwlock_unlock(&w->cl);
+out:
+	if (buf != stack)
+		free(buf);
+	if (recs != recs8)
+		free(recs);
+	if (rc != 0)
+		for (size_t i = 0; i < n; i++)
+			msg_set_did(msgs[i], 0);   /* give the claims back */
+	return rc;
+}
+
 /* Log that msg left the queue (DEL) and unindex it. 0 or the WAL's
  * error: then an ACK changed nothing, any other reason still unindexes
  * (the queue drops the message in memory; the log keeps it live). */
@@ -823,6 +900,7 @@ static void dq_detach(void *ctx);
 static const struct quayi_qlog_ops dq_ops = {
 	.claim = dq_claim,
 	.add = dq_add,
+	.add_multi = dq_add_multi,
 	.del = dq_del,
 	.retry = dq_retry,
 	.begin = dq_begin,

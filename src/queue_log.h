@@ -15,6 +15,8 @@
  *   claim         send_check (send, send_batch): may this log take msg?
  *                 (no: the queue sends a copy)
  *   add           tr_accept (send, send_batch): ADD, one write per batch
+ *   add_multi     quayi_queue_send_commit (the bus's bound queues of one
+ *                 publish): one ADD per queue of the domain, one write
  *   del           tr_ack (ACK), tr_drop (DROP), tr_dead_letter without a
  *                 DLQ (DEAD_DROP): DEL
  *   retry         tr_retry: RETRY (attempts and not-before)
@@ -59,6 +61,11 @@ struct quayi_qlog_ops {
 	 * returns how many, a prefix, were logged; *err the error of the
 	 * first that was not. */
 	size_t (*add)(void *ctx, quay_msg *const *msgs, size_t n, int *err);
+	/* Log one claimed send (stamped) into each of n queues of this
+	 * log's domain, msgs[i] into the queue whose log ctx is ctxs[i], as
+	 * ONE write (src/queue_route.c): all or none. 0, or the log's error
+	 * and nothing logged (every claim given back). */
+	int (*add_multi)(void *const *ctxs, quay_msg *const *msgs, size_t n);
 	/* msg leaves the queue. 0 or the log's error: an ACK it refused
 	 * changed nothing (the queue keeps the message); any other reason
 	 * goes on in memory (the log keeps the message live: after a
@@ -148,6 +155,13 @@ quayi_qlog_add(const struct quayi_qlog *l, quay_msg *const *msgs, size_t n, int 
 {
 	*err = 0;
 	return l->ops == NULL ? n : l->ops->add(l->ctx, msgs, n, err);
+}
+
+/* ctxs: the logs' ctx of n queues sharing l's domain (l among them). */
+static inline int
+quayi_qlog_add_multi(const struct quayi_qlog *l, void *const *ctxs, quay_msg *const *msgs, size_t n)
+{
+	return l->ops == NULL ? 0 : l->ops->add_multi(ctxs, msgs, n);
 }
 
 static inline int

@@ -22,7 +22,11 @@
  *     dropped, rejected or timed out;
  *   - the pool is empty after teardown (no leak, no double free).
  * Prints one line; exits 1 on any violation. QUAY_STRESS_SCALE=N
- * multiplies the messages.
+ * multiplies the messages. With the argument "durable" the seven queues
+ * are durable on one WAL (NONE mode, a temporary directory): every
+ * publish then sends to its durable bound queues with one multi-queue
+ * write (src/queue_route.c) while BLOCK waits for room, acks and
+ * expiries log to the same WAL.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -202,9 +206,12 @@ all_acked(void)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
 	const char *env = getenv("QUAY_STRESS_SCALE");
+	bool durable = argc > 1 && strcmp(argv[1], "durable") == 0;
+	char dir[64] = "/tmp/quay-stress-route-XXXXXX";
+	quay_wal *wal = NULL;
 	size_t scale = env != NULL && atoi(env) > 0 ? (size_t)atoi(env) : 1;
 	pthread_t pubs[NPUB], cons[NQ], ch;
 	unsigned long bad = 0, missing = 0, extra = 0, group_bad = 0, counter_bad = 0;
@@ -225,6 +232,13 @@ main(void)
 #endif
 	if (quay_pool_create((size_t)64 << 20, NULL, &pool) != 0 || quay_bus_create(NULL, &bus) != 0)
 		return 1;
+	if (durable) {
+		struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+
+		wo.sync_mode = QUAY_WAL_NONE;
+		if (mkdtemp(dir) == NULL || quay_wal_open(dir, &wo, &wal) != 0)
+			return 1;
+	}
 	for (unsigned q = 0; q < NQ; q++) {
 		struct quay_queue_opts qo = QUAY_QUEUE_OPTS_INIT;
 		struct quay_bind_opts bo = QUAY_BIND_OPTS_INIT;
@@ -237,6 +251,10 @@ main(void)
 		qo.max_attempts = QUAY_QUEUE_ATTEMPTS_MAX;
 		qo.flags = QUAY_QUEUE_NO_BACKOFF;
 		qo.tick_ns = 100000;
+		if (durable) {
+			qo.wal = wal;
+			qo.pool = pool;
+		}
 		if (quay_queue_create(&qo, &qs[q]) != 0)
 			return 1;
 		bo.policy = QUAY_SUB_BLOCK;
@@ -318,11 +336,19 @@ main(void)
 		quay_queue_destroy(qs[q]);
 		free(acked[q]);
 	}
+	if (wal != NULL) {
+		char cmd[96];
+
+		quay_wal_close(wal);
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			bad++;
+	}
 	quay_pool_stats(pool, &ps);
-	printf("stress-routing: msgs %zu x %d publishers, %d bound queues (3 in a group), churn rounds %lu, "
+	printf("stress-routing%s: msgs %zu x %d publishers, %d bound queues (3 in a group), churn rounds %lu, "
 	       "nacks %lu, expiries %lu: missing %lu, dup %lu (+%lu dup acks), extra %lu, group violations %lu, "
 	       "counter mismatches %lu, pool in use %zu%s\n",
-	    nmsg, NPUB, NQ, (unsigned long)atomic_load(&churn_rounds), (unsigned long)atomic_load(&nacks),
+	    durable ? " (durable, one WAL)" : "", nmsg, NPUB, NQ, (unsigned long)atomic_load(&churn_rounds), (unsigned long)atomic_load(&nacks),
 	    (unsigned long)atomic_load(&expiries), missing, bad, (unsigned long)atomic_load(&dup_acks), extra,
 	    group_bad, counter_bad, (size_t)ps.in_use, done ? "" : " (TIME LIMIT)");
 	quay_pool_destroy(pool);
