@@ -43,7 +43,7 @@
 //                            miss)
 //   durable_fanout4_bus/M    4 durable queues on one WAL (sync mode M:
 //                            0 SYNC, 2 NONE) bound on "d.x": one publish
-//                            per message (today: one append per queue)
+//                            per message (one appendv for the 4 ADDs)
 //   durable_fanout4_sends/M  the peer: the same 4 queues, 4 separate
 //                            quay_queue_send calls of 4 copies
 //
