@@ -661,7 +661,7 @@ deliver_durable(struct quay_bus *bus, const struct quayi_bm_centry *e, struct qu
 	struct quayi_qsend s1[MULTI_STACK], *s = s1;
 	struct quay_sub *b1[MULTI_STACK], **b = b1;
 	int o1[MULTI_STACK], *o = o1;
-	uint32_t k = 0;
+	uint32_t k = 0, n = 0;
 	bool lent = false;   /* m is in a pending send */
 
 	if (ndur > MULTI_STACK) {
@@ -677,19 +677,28 @@ deliver_durable(struct quay_bus *bus, const struct quayi_bm_centry *e, struct qu
 			goto out;
 		}
 	}
-	for (uint32_t i = 0; i < e->nplain && k < ndur; i++) {
-		struct quay_sub *t = e->subs[i];
+	for (uint32_t i = 0; i < e->nplain && n < ndur; i++)
+		if (e->subs[i]->durable && passes(e, h, pass, i)) {
+			/* Insertion sort by queue address (see below). */
+			uint32_t j = n++;
+
+			for (; j > 0 && (uintptr_t)b[j - 1]->queue > (uintptr_t)e->subs[i]->queue; j--)
+				b[j] = b[j - 1];
+			b[j] = e->subs[i];
+		}
+	/* Admission in queue address order: a BLOCK publisher holds room in
+	 * the queues before the one it waits for, all at lower addresses, so
+	 * two publishers never wait for each other's reserved room. */
+	for (; k < n; k++) {
+		struct quay_sub *t = b[k];
 		quay_msg *x;
 
-		if (!t->durable || !passes(e, h, pass, i))
-			continue;
-		b[k] = t;
 		if (!f->orig_queued && !lent) {
 			x = f->m;
 		} else if (quay_msg_clone(quay_msg_pool(f->m), f->m, &x) != 0) {
 			quay_counter_inc(t->c_failed);
 			s[k] = (struct quayi_qsend){ .q = NULL };
-			o[k++] = D_FAILED;
+			o[k] = D_FAILED;
 			continue;
 		}
 		o[k] = deliver_queue_ref(bus, t, x, &s[k]);
@@ -705,7 +714,6 @@ deliver_durable(struct quay_bus *bus, const struct quayi_bm_centry *e, struct qu
 			}
 			s[k].pending = 0;
 		}
-		k++;
 	}
 	/* One write per WAL for every admitted send: all of them or none. */
 	quayi_queue_send_commit(s, k);

@@ -351,6 +351,55 @@ full_queue_left_out_and_duplicates(void **state)
 	memfs_fini(&fs);
 }
 
+/* BLOCK in the multi-queue send: the full queue is waited for (1 ms)
+ * before the write, then left out as timed out; the other queue of the
+ * WAL takes the message alone, with one record. */
+static void
+block_timeout_left_out(void **state)
+{
+	struct memfs fs;
+	struct quay_bus_pub_result res;
+	struct quay_bind_opts bo = QUAY_BIND_OPTS_INIT;
+	struct quay_binding_counters bc;
+	struct quay_wal_info wi;
+	quay_wal *w;
+	quay_queue *qa, *qb;
+	quay_bus *bus;
+	quay_binding *ba, *bb;
+	uint64_t recs;
+
+	(void)state;
+	memfs_init(&fs, 5);
+	w = rd_wal(&fs, QUAY_WAL_NONE);
+	qa = rd_queue(w, "rd-a", 1);
+	qb = rd_queue(w, "rd-b", 16);
+	assert_int_equal(quay_bus_create(NULL, &bus), 0);
+	bo.policy = QUAY_SUB_BLOCK;
+	bo.block_timeout_ns = 1000000;
+	assert_int_equal(quay_bus_bind(bus, "r.>", qa, &bo, &ba), 0);
+	assert_int_equal(quay_bus_bind(bus, "r.>", qb, &bo, &bb), 0);
+	assert_int_equal(quay_bus_publish(bus, "r.x", rd_msg(1)), 2);
+	assert_int_equal(quay_wal_info(w, &wi), 0);
+	recs = wi.records;
+	assert_int_equal(quay_bus_publish_ex(bus, "r.x", rd_msg(2), &res), 1);
+	assert_int_equal(res.queues.timed_out, 1);
+	assert_int_equal(res.queues.delivered, 1);
+	assert_int_equal(quay_wal_info(w, &wi), 0);
+	assert_int_equal(wi.records, recs + 1);
+	assert_int_equal(quay_binding_counters(ba, &bc), 0);
+	assert_int_equal(bc.timed_out, 1);
+	assert_int_equal(bc.delivered, 1);
+	assert_int_equal(rd_ready(qa), 1);
+	assert_int_equal(rd_ready(qb), 2);
+	assert_int_equal(quay_bus_unbind(ba), 0);
+	assert_int_equal(quay_bus_unbind(bb), 0);
+	quay_bus_destroy(bus);
+	quay_queue_destroy(qa);
+	quay_queue_destroy(qb);
+	(void)quay_wal_close(w);
+	memfs_fini(&fs);
+}
+
 /* The internal multi-queue send directly: bad input, a queue in memory
  * beside two of one WAL, and a closed queue left out. */
 static void
@@ -408,6 +457,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(sync_eio_refuses_in_every_queue_of_the_wal, setup, teardown),
 		cmocka_unit_test_setup_teardown(write_enospc_all_or_none, setup, teardown),
 		cmocka_unit_test_setup_teardown(full_queue_left_out_and_duplicates, setup, teardown),
+		cmocka_unit_test_setup_teardown(block_timeout_left_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(send_multi_direct, setup, teardown),
 	};
 
