@@ -64,6 +64,7 @@
  *      (recv_ready) reads it after S1, so it sees the store or is woken.
  */
 #include "queue_internal.h"
+#include "queue_x.h"
 #include "quay_internal.h"
 
 #include <stdio.h>
@@ -1118,6 +1119,7 @@ queue_free(quay_queue *q)
 	quay_gauge_destroy(q->gauge[QG_READY]);
 	q->gauge[QG_READY] = NULL;
 	quayi_dur_detach(q);
+	quayi_x_destroy(q);
 	drop_all(q);
 	quay_pq_destroy(q->ready);
 	quay_ring_destroy(q->free_slots);
@@ -1147,13 +1149,18 @@ quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 
 	if (user_opts == NULL || out == NULL)
 		return -EINVAL;
-	/* The current struct, or the older one that ends at `stats` (no
-	 * durability fields): the rest reads as zero. */
-	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(quay_queue_opts, wal))
+	/* The current struct, or an older one that ends at `stats` (no
+	 * durability fields) or at `compact_bytes` (no issue-13 fields): the
+	 * rest reads as zero. */
+	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(quay_queue_opts, wal) &&
+	    user_opts->size != offsetof(quay_queue_opts, rate_per_sec))
 		return -EINVAL;
 	memset(&full, 0, sizeof(full));
 	memcpy(&full, user_opts, user_opts->size);
 	if ((rc = validate(opts)) != 0)
+		return rc;
+	cap = opts->capacity ? opts->capacity : QUAY_QUEUE_CAPACITY_DEFAULT;
+	if ((rc = quayi_x_validate(opts, cap, opts->max_in_flight ? opts->max_in_flight : cap)) != 0)
 		return rc;
 	/* A queue and its DLQ are both durable on one WAL, or both in memory. */
 	if (opts->dlq != NULL && opts->wal == NULL && opts->dlq->dur != NULL)
@@ -1242,7 +1249,10 @@ quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 		if ((rc = quay_stats_create(&so, &q->stats_owned)) != 0)
 			goto fail;
 	}
-	if ((rc = make_metrics(q, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0)
+	/* Before make_metrics: its collect callback (set last) evaluates
+	 * the alarms. */
+	if ((rc = quayi_x_create(q, opts, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0 ||
+	    (rc = make_metrics(q, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0)
 		goto fail;
 	if (opts->wal != NULL && (rc = quayi_dur_attach(q, opts)) != 0)
 		goto fail;
@@ -1508,6 +1518,27 @@ take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, 
 	}
 }
 
+/* take_one behind the rate limit (src/queue_limit.c): a token first
+ * (given back if no message came). *tdue: 0, or the queue time the next
+ * token is due when there was none (a message is ready). */
+static QUAYI_ALWAYS_INLINE int
+take_limited(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool *slow,
+    int64_t *tdue)
+{
+	int rc;
+
+	*tdue = 0;
+	if (QUAYI_LIKELY(!quayi_limited(q->x)))
+		return take_one(q, i, now, lease, quick, slow);
+	if (quay_pq_count(q->ready) == 0)
+		return -EAGAIN;                 /* no token spent on nothing */
+	if (quayi_limit_take(q->x, now, tdue) != 0)
+		return -EAGAIN;
+	if ((rc = take_one(q, i, now, lease, quick, slow)) != 0)
+		quayi_limit_refund(q->x);
+	return rc;
+}
+
 /* What a sleeping receiver waits for (the ready() of quayi_wait_sleep):
  * a message in the ready pq (recv_ready) or a free lease slot
  * (slot_ready), next_due moved below the value its sleep was computed
@@ -1654,7 +1685,7 @@ static QUAYI_ALWAYS_INLINE int
 receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono, bool quick, bool *slow)
 {
 	uint64_t slot;
-	int64_t now = q_now(q);
+	int64_t now = q_now(q), tdue;
 	unsigned idle = 0;
 	int rc;
 
@@ -1673,7 +1704,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			return rc;
 		now = q_now(q);
 	}
-	rc = take_one(q, (uint32_t)slot, now, lease, quick, slow);
+	rc = take_limited(q, (uint32_t)slot, now, lease, quick, slow, &tdue);
 	/* Long poll: sleep, then run what became due and try again, until a
 	 * message, or the caller's deadline (one last try after it). */
 	while (rc == -EAGAIN && wait_ns != 0) {
@@ -1681,7 +1712,10 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			rc = -ETIMEDOUT;
 			break;
 		}
-		receive_sleep(q, now, end_mono, &idle);
+		if (tdue != 0)
+			quayi_limit_sleep(q, now, tdue, end_mono);    /* till a token */
+		else
+			receive_sleep(q, now, end_mono, &idle);
 		if (is_closed(q)) {
 			rc = -EPIPE;
 			break;
@@ -1691,7 +1725,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			now = q_now(q);
 			*slow = true;
 		}
-		rc = take_one(q, (uint32_t)slot, now, lease, quick, slow);
+		rc = take_limited(q, (uint32_t)slot, now, lease, quick, slow, &tdue);
 	}
 	if (rc != 0)
 		slot_free(q, slot);
@@ -2072,6 +2106,7 @@ quay_queue_close(quay_queue *q)
 	 * recv_ready reads it after S1: they see it or are woken). */
 	__atomic_store_n(&q->closed, 1u, __ATOMIC_SEQ_CST);
 	wake_receivers(q);
+	quayi_limit_close(q);
 	return 0;
 }
 
@@ -2141,5 +2176,6 @@ quay_queue_stats(quay_queue *q, struct quay_queue_stats *out)
 	quay_gauge_set(q->gauge[QG_DELAYED], (int64_t)out->delayed);
 	quay_gauge_set(q->gauge[QG_IN_FLIGHT], (int64_t)out->in_flight);
 	quay_gauge_set(q->gauge[QG_OLDEST], oldest);
+	quayi_health_eval(q, out, now);
 	return 0;
 }

@@ -173,6 +173,8 @@ struct quay_queue {
 	unsigned *browse_prio;
 
 	struct quayi_dur *dur;            /* durability (src/queue_durable.c), or NULL */
+	struct quayi_qx *x;               /* rate limit, alarms, content dedup, FIFO
+	                                     (src/queue_x.h); made at create */
 };
 
 /*
