@@ -449,7 +449,7 @@ maybe_run_timers(quay_queue *q, int64_t now)
 
 /* Put msg into q as ready or delayed (the caller reserved held). */
 static void
-place(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
+place_now(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
 {
 	int64_t nb = quay_msg_not_before_ns(msg);
 
@@ -457,6 +457,29 @@ place(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
 		schedule(q, msg, nb, QUAYI_T_MSG, 0, locked);
 	else
 		make_ready(q, msg);
+}
+
+/* A message enters q: placed, or (FIFO) parked behind its group's head
+ * (src/queue_fifo.c). */
+static void
+place(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
+{
+	if (QUAYI_UNLIKELY(q->x->fifo != NULL) && quayi_fifo_admit(q, msg))
+		return;
+	place_now(q, msg, now, locked);
+}
+
+/* msg (its group's head) leaves q for good: a FIFO queue places the
+ * group's next message. Before msg is handed anywhere else. */
+static inline void
+group_next(quay_queue *q, const quay_msg *msg, int64_t now, bool locked)
+{
+	quay_msg *next;
+
+	if (QUAYI_LIKELY(q->x->fifo == NULL))
+		return;
+	if ((next = quayi_fifo_done(q, msg)) != NULL)
+		place_now(q, next, now, locked);
 }
 
 /* send accepted. */
@@ -482,9 +505,10 @@ tr_retry(quay_queue *q, quay_msg *msg, int64_t delay, int64_t now, bool locked)
 
 /* -> dropped by policy. */
 static void
-tr_drop(quay_queue *q, quay_msg *msg)
+tr_drop(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
 {
 	cnt(q, QC_DROPPED, 1);
+	group_next(q, msg, now, locked);
 	/* A refused DEL leaves the message live in the log: after a restart
 	 * it comes back (at least once), never lost. */
 	if (q->dur != NULL)
@@ -565,6 +589,7 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	bool hdrs = false;
 
 	if (dlq == NULL) {
+		group_next(q, msg, now, locked);
 		if (q->on_dead_letter != NULL)
 			q->on_dead_letter(q->hook_ctx, msg, why);
 		if (q->dur != NULL)
@@ -652,6 +677,7 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 		}
 		quayi_dur_leave(q);
 	}
+	group_next(q, msg, now, locked);
 	if (q->on_dead_letter != NULL)
 		q->on_dead_letter(q->hook_ctx, msg, why);
 	put_other(dlq, msg, now);
@@ -705,7 +731,7 @@ tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool lock
 		tr_dead_letter(q, msg, QUAY_QUEUE_DLQ_REJECTED, now, locked);
 		break;
 	case QUAY_QUEUE_DROP:
-		tr_drop(q, msg);
+		tr_drop(q, msg, now, locked);
 		break;
 	default:
 		if (ttl_passed(msg, t_add(now, delay)))
@@ -804,6 +830,7 @@ tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
 	cnt(q, QC_ACKED, 1);
 	if (now >= enq)
 		quay_hist_record(q->h_ack, (uint64_t)(now - enq));
+	group_next(q, msg, now, false);
 	held_sub(q);
 	quay_msg_unref(msg);
 }
@@ -864,6 +891,7 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 		}
 		quayi_dur_leave(dlq);
 	}
+	group_next(dlq, msg, now, false);
 	put_other(to, msg, now);
 	cnt(dlq, QC_REDRIVEN, 1);
 	held_sub(dlq);
@@ -959,8 +987,12 @@ quayi_queue_dedup_forget(quay_queue *q, const quay_msg *msg)
 	size_t len;
 	uint64_t h1, h2;
 
-	if (q->dedup_window <= 0 || quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &len) != 0)
+	if (q->dedup_window <= 0)
 		return;
+	if (quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &len) != 0) {
+		quayi_cdedup_forget(q, msg);        /* content dedup, if any */
+		return;
+	}
 	dedup_hash(id, len, &h1, &h2);
 	pthread_mutex_lock(&q->dlock);
 	for (unsigned p = 0; p < DEDUP_PROBE; p++)
@@ -1353,6 +1385,13 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
 	    idlen > QUAY_QUEUE_DEDUP_ID_MAX)
 		return -EINVAL;
+	if (QUAYI_UNLIKELY(q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP))) {
+		const void *g;
+		size_t gl;
+
+		if (quayi_msg_group(msg, &g, &gl) != 0)
+			return -EINVAL;               /* group id too long */
+	}
 	/* A message held by a durable queue carries its durable id: it may
 	 * not be sent to another durable queue until it leaves that one.
 	 * The claim is atomic: of two concurrent sends one gets -EINVAL. */
@@ -1365,8 +1404,8 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 			quayi_msg_set_did(msg, 0);
 		return -EAGAIN;
 	}
-	if (id != NULL) {
-		int d = dedup_check(q, id, idlen, now);
+	if (id != NULL || QUAYI_UNLIKELY(q->x->cdedup != NULL)) {
+		int d = id != NULL ? dedup_check(q, id, idlen, now) : quayi_cdedup_check(q, msg, now);
 
 		if (d != 0) {
 			held_sub(q);
@@ -1413,10 +1452,15 @@ send_batch_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 
 		/* The claim (last check of the first branch) also refuses the
 		 * same message twice in one batch. */
+		const void *g;
+		size_t gl;
+
 		if (quay_msg_priority(msg) >= q->levels ||
 		    (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
 		        quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
 		        idlen > QUAY_QUEUE_DEDUP_ID_MAX) ||
+		    ((q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP)) &&
+		        quayi_msg_group(msg, &g, &gl) != 0) ||
 		    !quayi_msg_claim_did(msg)) {
 			if (results != NULL)
 				results[i] = -EINVAL;
@@ -1424,7 +1468,8 @@ send_batch_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 		}
 		if (!held_reserve(q))
 			rc = -EAGAIN;
-		else if (id != NULL && (rc = dedup_check(q, id, idlen, now)) != 0) {
+		else if ((id != NULL || q->x->cdedup != NULL) &&
+		    (rc = id != NULL ? dedup_check(q, id, idlen, now) : quayi_cdedup_check(q, msg, now)) != 0) {
 			held_sub(q);
 			quayi_msg_set_did(msg, 0);
 			if (rc > 0) {
@@ -2070,6 +2115,8 @@ quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
 	for (size_t i = 0; i < n; i++)
 		make_ready(q, q->browse_buf[i]);
 	pthread_mutex_unlock(&q->block);
+	if (stop == 0)
+		stop = quayi_fifo_browse(q, fn, ctx);      /* parked: ready too */
 	if (stop == 0) {
 		pthread_mutex_lock(&q->tlock);
 		for (uint32_t i = (uint32_t)q->max_in_flight; i < q->wheel.nnodes && stop == 0; i++)
@@ -2144,7 +2191,8 @@ quay_queue_stats(quay_queue *q, struct quay_queue_stats *out)
 	out->dropped = quay_counter_read(q->ctr[QC_DROPPED]);
 	out->deduplicated = quay_counter_read(q->ctr[QC_DEDUPLICATED]);
 	out->restored = quay_counter_read(q->ctr[QC_RESTORED]);
-	out->ready = quay_pq_count(q->ready);
+	/* FIFO: with the messages parked behind their group's head. */
+	out->ready = quay_pq_count(q->ready) + quayi_fifo_parked(q);
 	pthread_mutex_lock(&q->tlock);
 	out->delayed = q->delayed;
 	for (uint32_t i = (uint32_t)q->max_in_flight; i < q->wheel.nnodes; i++)

@@ -17,6 +17,9 @@ quayi_x_validate(const quay_queue_opts *o, size_t capacity, size_t max_in_flight
 
 	if ((rc = quayi_limit_validate(o->rate_per_sec, o->rate_burst, true)) != 0)
 		return rc;
+	/* Content dedup needs a window to remember content in. */
+	if ((o->flags & QUAY_QUEUE_CONTENT_DEDUP) && o->dedup_window_ns <= 0)
+		return -EINVAL;
 	return quayi_health_validate(o, capacity, max_in_flight);
 }
 
@@ -30,12 +33,16 @@ quayi_x_create(quay_queue *q, const quay_queue_opts *o, quay_stats *reg)
 	if (x == NULL)
 		return -ENOMEM;
 	memset(x, 0, sizeof(*x));
+	q->x = x;                   /* a failure below: queue_free frees it */
 	quayi_limit_init(x, o->rate_per_sec, o->rate_burst);
-	if ((rc = quayi_health_create(q, o, reg, &x->health)) != 0) {
-		free(x);
+	if ((rc = quayi_health_create(q, o, reg, &x->health)) != 0)
 		return rc;
-	}
-	q->x = x;
+	if ((o->flags & QUAY_QUEUE_FIFO) && (rc = quayi_fifo_create(x, q->capacity)) != 0)
+		return rc;
+	if ((o->flags & QUAY_QUEUE_CONTENT_DEDUP) &&
+	    (rc = quayi_cdedup_create(x, o->dedup_capacity ? o->dedup_capacity : q->capacity,
+	         o->dedup_window_ns)) != 0)
+		return rc;
 	return 0;
 }
 
@@ -47,6 +54,8 @@ quayi_x_destroy(quay_queue *q)
 	if (x == NULL)
 		return;
 	quayi_health_destroy(x->health);
+	quayi_fifo_destroy(x->fifo);
+	quayi_cdedup_destroy(x->cdedup);
 	free(x);
 	q->x = NULL;
 }

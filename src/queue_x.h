@@ -85,4 +85,41 @@ void quayi_health_destroy(struct quayi_health *h);
 /* Evaluate the alarms with the stats just measured (quay_queue_stats). */
 void quayi_health_eval(quay_queue *q, const struct quay_queue_stats *st, int64_t now);
 
+/* ---- message groups (both layers) ------------------------------------ */
+
+/* The group of msg: *g / *glen its QUAY_MSG_H_GROUP value (NULL / 0: the
+ * default group). -EINVAL if longer than QUAY_QUEUE_GROUP_MAX. */
+int quayi_msg_group(const quay_msg *msg, const void **g, size_t *glen);
+
+/* ---- content dedup (src/queue_cdedup.c) -------------------------------- */
+
+int quayi_cdedup_create(struct quayi_qx *x, size_t ids, int64_t window);
+void quayi_cdedup_destroy(struct quayi_cdedup *d);
+/* 1: a duplicate (same body and group) within the window; 0: new, and
+ * remembered (a reference taken); -EAGAIN: no room. */
+int quayi_cdedup_check(quay_queue *q, quay_msg *msg, int64_t now);
+/* Test hook: replaces the content key (to force collisions). */
+extern void (*quayi_cdedup_test_key)(const quay_msg *msg, uint64_t *h1, uint64_t *h2);
+/* Forget msg if it is remembered (its send failed after the check). */
+void quayi_cdedup_forget(quay_queue *q, const quay_msg *msg);
+
+/* ---- FIFO groups (src/queue_fifo.c) ------------------------------------ */
+
+int quayi_fifo_create(struct quayi_qx *x, size_t capacity);
+void quayi_fifo_destroy(struct quayi_fifo *f);
+/* A message enters the queue (send, restore, dead letter or redrive in):
+ * true if it was parked behind its group's head (the queue holds it; the
+ * caller is done), false if it is now its group's head: the caller
+ * places it (ready or delayed). */
+bool quayi_fifo_admit(quay_queue *q, quay_msg *msg);
+/* msg, its group's head, left the queue for good (ack, dead letter,
+ * drop, redrive out): the group's next message (now its head, for the
+ * caller to place), or NULL. Call before msg is handed elsewhere. */
+quay_msg *quayi_fifo_done(quay_queue *q, const quay_msg *msg);
+/* Messages parked behind their group's head (counted as ready). */
+uint64_t quayi_fifo_parked(const quay_queue *q);
+/* Visit the parked messages (browse), under the FIFO locks one stripe at
+ * a time. Returns fn's non-zero value, or 0. */
+int quayi_fifo_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx);
+
 #endif /* QUAY_QUEUE_X_H */

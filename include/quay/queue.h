@@ -118,8 +118,27 @@ typedef struct quay_queue quay_queue;
 #define QUAY_QUEUE_NO_JITTER 0x2u
 /** Flag: no backoff at all (failed messages are ready again at once). */
 #define QUAY_QUEUE_NO_BACKOFF 0x4u
+/** Flag: content-based dedup: a message without QUAY_MSG_H_DEDUP_ID has as
+ * its dedup id the XXH3-128 hash of its body and group; a hash hit is
+ * confirmed by comparing the bodies and groups (the queue keeps a
+ * reference to each remembered message for the window). Needs
+ * dedup_window_ns > 0. */
+#define QUAY_QUEUE_CONTENT_DEDUP 0x8u
+/** Flag: FIFO queue: messages of one group (QUAY_MSG_H_GROUP) are received
+ * in send order, one at a time (docs/QUEUE.md, "FIFO queues"). */
+#define QUAY_QUEUE_FIFO 0x10u
 /** Every flag a caller may pass; other bits get -EINVAL. */
-#define QUAY_QUEUE_FLAGS_ALL (QUAY_QUEUE_WEIGHTED | QUAY_QUEUE_NO_JITTER | QUAY_QUEUE_NO_BACKOFF)
+#define QUAY_QUEUE_FLAGS_ALL (QUAY_QUEUE_WEIGHTED | QUAY_QUEUE_NO_JITTER | QUAY_QUEUE_NO_BACKOFF | \
+	QUAY_QUEUE_CONTENT_DEDUP | QUAY_QUEUE_FIFO)
+
+#ifndef QUAY_MSG_H_GROUP
+/** Reserved header: the message group of a FIFO queue (and of content
+ * dedup); no header, or an empty value: the default group. */
+#define QUAY_MSG_H_GROUP "quay-group"
+#endif
+/** Longest group id (the QUAY_MSG_H_GROUP value), in bytes: a longer one is
+ * -EINVAL at send (FIFO and content-dedup queues). */
+#define QUAY_QUEUE_GROUP_MAX 128u
 
 /** Most messages a rate-limit bucket holds (quay_queue_opts.rate_burst). */
 #define QUAY_QUEUE_BURST_MAX ((uint32_t)1 << 24)
