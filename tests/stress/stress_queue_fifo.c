@@ -159,9 +159,15 @@ took(struct run *r, const quay_lease *l, struct gstate *g)
 	/* acq_rel: pairs with the holders' CAS in let_go and abandon. */
 	int64_t prev = __atomic_exchange_n(&g->holder_deadline, l->deadline_ns, __ATOMIC_ACQ_REL);
 
-	/* The previous holder's lease still valid (its ack would succeed). */
-	if (prev != 0 && now < prev)
+	/* Two valid leases of the group at the instant now: the previous
+	 * holder's (its ack would still succeed) and this one. (This one
+	 * may be dead already if this thread was preempted past its
+	 * deadline between the receive and here: then it is not in flight.) */
+	if (prev != 0 && now < prev && now < l->deadline_ns) {
+		fprintf(stderr, "stress-queue-fifo: two in flight: now %lld, previous deadline %lld, "
+		    "this deadline %lld\n", (long long)now, (long long)prev, (long long)l->deadline_ns);
 		__atomic_fetch_add(&r->overlap, 1, __ATOMIC_RELAXED);
+	}
 }
 
 /* The holder stops processing (before its ack / nack / release). */
@@ -206,15 +212,15 @@ handle(struct run *r, quay_lease *l, uint64_t *rng)
 	if (act < 18) {                               /* abandon */
 		__atomic_fetch_add(&r->abandons, 1, __ATOMIC_RELAXED);
 		if (qt_rand(rng) % 1000 != 0) {
-			int64_t now0 = real_ns();
+			int64_t now0 = real_ns(), mine = l->deadline_ns;
 
-			if (quay_queue_extend(r->q, l, 1 * MS) == 0) {
-				int64_t mine = l->deadline_ns;
-
-				/* Lower bound of the new deadline (see took). */
-				(void)__atomic_compare_exchange_n(&g->holder_deadline, &mine, now0 + 1 * MS,
-				    false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-			}
+			/* Shorter: the word goes down first (a lower bound of
+			 * the deadline at every instant; after the extend the
+			 * lease may expire and move on before this thread runs
+			 * again). */
+			(void)__atomic_compare_exchange_n(&g->holder_deadline, &mine, now0 + 1 * MS, false,
+			    __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+			(void)quay_queue_extend(r->q, l, 1 * MS);
 		}
 		quay_msg_unref(l->msg);
 		return;
