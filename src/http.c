@@ -20,6 +20,7 @@
  * Nothing here is on a messaging hot path: the cost of a scrape falls on
  * the server's threads (docs/HTTP.md has the measured effect).
  */
+#include "clock.h"
 #include "quay_internal.h"
 #include "queue_internal.h"
 #include "bus_internal.h"
@@ -90,26 +91,6 @@ struct quay_http {
 	pthread_cond_t cv;              /* wakes the sampler to stop */
 	bool stopping;                  /* under lock */
 };
-
-/* ---- time ----------------------------------------------------------- */
-
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t
-real_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- a growable output buffer ------------------------------------- */
 
@@ -365,7 +346,7 @@ bus_counters(const quay_bus *bus, uint64_t v[QS_N])
 static void
 sample_all(quay_http *h)
 {
-	int64_t now = mono_ns();
+	int64_t now = quayi_mono_ns();
 	size_t slot = h->ticks % SAMPLES;
 	bool hist = h->ticks % HWIN_EVERY == 0;
 
@@ -396,8 +377,7 @@ sampler_main(void *arg)
 	pthread_mutex_lock(&h->lock);
 	while (!h->stopping) {
 		sample_all(h);
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += 1;
+		ts = quayi_abs_ts(CLOCK_MONOTONIC, QUAYI_NS_PER_SEC);   /* cv's clock */
 		while (!h->stopping && pthread_cond_timedwait(&h->cv, &h->lock, &ts) == 0)
 			;
 	}
@@ -441,7 +421,7 @@ static void
 latency_window(const struct hq *e, struct quay_hist_data *now, struct quay_hist_data *win)
 {
 	const struct quay_hist_data *base = NULL;
-	int64_t t = mono_ns(), bt = 0;
+	int64_t t = quayi_mono_ns(), bt = 0;
 	uint64_t lo, hi;
 	bool any = false;
 
@@ -583,7 +563,7 @@ page_health(quay_http *h, bool verbose, struct buf *b)
 	int64_t tnow;
 
 	pthread_mutex_lock(&h->lock);
-	tnow = mono_ns();
+	tnow = quayi_mono_ns();
 	b_str(b, "{\"queues\":[");
 	for (size_t i = 0; i < h->nq; i++) {
 		struct qview v;
@@ -731,8 +711,8 @@ page_summary(quay_http *h, struct buf *b)
 		return -ENOMEM;
 	win = now + 1;
 	pthread_mutex_lock(&h->lock);
-	b_fmt(b, "{\"time_ms\":%lld,\"uptime_s\":%.3f,\"queues\":[", (long long)real_ms(),
-	    (double)(mono_ns() - h->started_ns) / 1e9);
+	b_fmt(b, "{\"time_ms\":%lld,\"uptime_s\":%.3f,\"queues\":[", (long long)(quayi_real_ns() / 1000000),
+	    (double)(quayi_mono_ns() - h->started_ns) / 1e9);
 	for (size_t i = 0; i < h->nq; i++) {
 		const struct hq *e = h->qs[i];
 		const quay_queue *q = e->q;
@@ -741,7 +721,7 @@ page_summary(quay_http *h, struct buf *b)
 		char k[48];
 
 		queue_view(q, &v);
-		tnow = mono_ns();
+		tnow = quayi_mono_ns();
 		queue_counters(q, cur);
 		b_str(b, i ? ",\n{\"name\":" : "\n{\"name\":");
 		b_json_str(b, q->name);
@@ -783,7 +763,7 @@ page_summary(quay_http *h, struct buf *b)
 		unsigned a;
 		char k[48];
 
-		tnow = mono_ns();
+		tnow = quayi_mono_ns();
 		bus_counters(e->bus, cur);
 		a = bus_alarms(e, cur, tnow);
 		b_str(b, i ? ",\n{\"name\":" : "\n{\"name\":");
@@ -1067,7 +1047,7 @@ quay_http_start(const struct quay_http_opts *opts, quay_http **out)
 		h->token_len = strlen(o.token);
 		memcpy(h->token, o.token, h->token_len);
 	}
-	h->started_ns = mono_ns();
+	h->started_ns = quayi_mono_ns();
 	if (pthread_mutex_init(&h->lock, NULL) != 0) {
 		free(h);
 		return -ENOMEM;

@@ -17,41 +17,48 @@
  * target) and epochs need every thread to pass quiescent points; indices
  * into one arena fit a single-word CAS.
  *
- * Labelled ordering edges:
- *   P1 push: CAS on top, seq_cst (release at least: publishes the link
- *      and everything the last holder wrote into the buffer, see U1 in
- *      impl/msg_inline.h) -> P2 pop: load/CAS on top, seq_cst (acquire at
- *      least: the link and the buffer's old contents are visible).
- *   W1/S1 (no lost wake-up): a waiting allocator does S1 = fetch_or of
- *      the SLEEPERS bit into event (seq_cst), then tries every stack again
- *      (P2 loads, seq_cst), then futex_wait(event, value seen). A freer
- *      does P1 (seq_cst) then W1 = a seq_cst load of event. In the single
- *      total order of seq_cst operations either the freer's P1 precedes
- *      the waiter's re-check (the waiter sees the buffer) or the waiter's
- *      S1 precedes the freer's W1 load (the freer sees SLEEPERS, clears it,
- *      bumps the counter and wakes; a futex_wait that comes later returns
- *      at once because event changed). On x86 the seq_cst CAS is the lock
- *      cmpxchg a push needs anyway and the W1 load is a plain mov.
- *   C1 cache: a free into the caller's cache makes no shared write. It
- *      reads event relaxed first and, if SLEEPERS is set, pushes to the
+ * Labelled ordering edges (the index is in docs/ARCHITECTURE.md):
+ *   POOL-P1 push: CAS on top, seq_cst (release at least: publishes the
+ *      link and everything the last holder wrote into the buffer, see
+ *      MSG-U1 in impl/msg_inline.h) -> POOL-P2 pop: load/CAS on top,
+ *      seq_cst (acquire at least: the link and the buffer's old contents
+ *      are visible).
+ *   POOL-W1/POOL-S1 (no lost wake-up): a waiting allocator does POOL-S1 =
+ *      fetch_or of the SLEEPERS bit into event (seq_cst), then tries every
+ *      stack again (POOL-P2 loads, seq_cst), then quayi_futex_wait(event,
+ *      value seen). A freer does POOL-P1 (seq_cst) then POOL-W1 = a seq_cst
+ *      load of event. In the single total order of seq_cst operations
+ *      either the freer's POOL-P1 precedes the waiter's re-check (the
+ *      waiter sees the buffer) or the waiter's POOL-S1 precedes the
+ *      freer's POOL-W1 load (the freer sees SLEEPERS, and quayi_wait_wake
+ *      clears it, bumps the counter and wakes; a futex wait that comes
+ *      later returns at once because event changed). On x86 the seq_cst
+ *      CAS is the lock cmpxchg a push needs anyway and the POOL-W1 load is
+ *      a plain mov.
+ *      Why not the ring's protocol (WAIT-S1/WAIT-W1, quayi_wait_sleep):
+ *      its sleeper pays a membarrier(2) to spare the waker a fence, but
+ *      every pool waker already runs a seq_cst CAS (POOL-P1), so the
+ *      seq_cst pair costs nothing extra; and the pool's re-check is the
+ *      take itself, which keeps the buffer it finds, where
+ *      quayi_wait_sleep's ready() is a side-effect-free hint. The event
+ *      word's layout, the wake (quayi_wait_wake) and the futex wait
+ *      (quayi_futex_wait) are the shared ones of src/wait.c.
+ *   POOL-C1 cache: a free into the caller's cache makes no shared write.
+ *      It reads event relaxed first and, if SLEEPERS is set, pushes to the
  *      shared stack instead (with the class's cached buffers). A free that
  *      raced with a waiter going to sleep may still be cached: at most the
  *      caches' capacity, a quarter of the class, as documented.
- *   K1 cache slots: claimed by CAS (acquire) and released at thread exit
- *      by a release store; the owner alone touches the cached indices, and
- *      stats read each cache's counts relaxed (a snapshot).
+ *   POOL-K1 cache slots: claimed by CAS (acquire) and released at thread
+ *      exit by a release store; the owner alone touches the cached
+ *      indices, and stats read each cache's counts relaxed (a snapshot).
  */
+#include "clock.h"
 #include "quay_internal.h"
 
-#include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <quay/msg.h>
 #include <quay/pool.h>
@@ -113,7 +120,7 @@ struct pclass {
 struct tcache {
 	quay_pool *pool;
 	uint32_t *idx;            /* cache_stride indices, class parts at cache_off */
-	uint32_t claimed;         /* K1 */
+	uint32_t claimed;         /* POOL-K1 */
 	uint32_t n[QUAY_POOL_CLASSES_MAX];   /* owner writes, stats read: relaxed */
 } __attribute__((aligned(64)));
 
@@ -138,7 +145,7 @@ struct quay_pool {
 	uint64_t failures __attribute__((aligned(64)));
 	uint64_t waits;
 	/* Futex word of waiting allocators: bit 0 SLEEPERS, bits 1.. a wake
-	 * counter. Read by every shared push (W1): its own line. */
+	 * counter. Read by every shared push (POOL-W1): its own line. */
 	uint32_t event __attribute__((aligned(64)));
 };
 
@@ -157,7 +164,7 @@ buf_at(const struct pclass *c, uint32_t i)
 static bool
 stack_pop(struct pclass *c, uint32_t *out)
 {
-	/* P2: seq_cst (acquire + the S1/W1 total order); pairs with P1. */
+	/* POOL-P2: seq_cst (acquire + the POOL-S1/POOL-W1 total order); pairs with POOL-P1. */
 	uint64_t top = __atomic_load_n(&c->top, __ATOMIC_SEQ_CST);
 
 	for (;;) {
@@ -166,10 +173,10 @@ stack_pop(struct pclass *c, uint32_t *out)
 
 		if (i1 == 0)
 			return false;
-		/* Relaxed: ordered after P2's acquire; if the link is stale
+		/* Relaxed: ordered after POOL-P2's acquire; if the link is stale
 		 * the top moved on and the CAS below fails. */
 		nx = __atomic_load_n(&c->next[i1 - 1], __ATOMIC_RELAXED);
-		/* P2: seq_cst, see above. */
+		/* POOL-P2: seq_cst, see above. */
 		if (__atomic_compare_exchange_n(&c->top, &top, ((top & ~IDX_MASK) + GEN_ONE) | nx, true,
 		        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
 			*out = i1 - 1;
@@ -184,15 +191,15 @@ stack_push_n(struct pclass *c, const uint32_t *idx, uint32_t k)
 {
 	uint64_t top;
 
-	/* Chain the batch; relaxed: published by P1. */
+	/* Chain the batch; relaxed: published by POOL-P1. */
 	for (uint32_t j = 0; j + 1 < k; j++)
 		__atomic_store_n(&c->next[idx[j]], idx[j + 1] + 1, __ATOMIC_RELAXED);
 	/* Relaxed: the CAS validates the value. */
 	top = __atomic_load_n(&c->top, __ATOMIC_RELAXED);
 	do {
-		/* Relaxed: published by P1. */
+		/* Relaxed: published by POOL-P1. */
 		__atomic_store_n(&c->next[idx[k - 1]], (uint32_t)(top & IDX_MASK), __ATOMIC_RELAXED);
-		/* P1: seq_cst (release + the W1 order); pairs with P2. */
+		/* POOL-P1: seq_cst (release + the POOL-W1 order); pairs with POOL-P2. */
 	} while (!__atomic_compare_exchange_n(&c->top, &top, ((top & ~IDX_MASK) + GEN_ONE) | (idx[0] + 1u),
 	    true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
 }
@@ -217,11 +224,11 @@ taken_sub(struct pclass *c, uint32_t k)
 	__atomic_sub_fetch(&c->taken, k, __ATOMIC_RELAXED);
 }
 
-/* W1: after a P1 push, wake the waiters if there are any. */
+/* POOL-W1: after a POOL-P1 push, wake the waiters if there are any. */
 static void
 wake_waiters(quay_pool *p)
 {
-	/* W1: seq_cst; pairs with S1 in quayi_pool_take (see the top of the
+	/* POOL-W1: seq_cst; pairs with POOL-S1 in quayi_pool_take (see the top of the
 	 * file). quayi_wait_wake clears the bit and wakes once. */
 	if (__atomic_load_n(&p->event, __ATOMIC_SEQ_CST) & SLEEPERS)
 		quayi_wait_wake(&p->event);
@@ -276,7 +283,7 @@ tc_exit(void *v)
 	if (v == NULL || v == &nocache_marker)
 		return;
 	tc_flush(tc);
-	/* K1: release; pairs with the claim's acquire: the next owner finds
+	/* POOL-K1: release; pairs with the claim's acquire: the next owner finds
 	 * the cache empty. */
 	__atomic_store_n(&tc->claimed, 0u, __ATOMIC_RELEASE);
 }
@@ -288,14 +295,14 @@ tc_claim(quay_pool *p)
 		struct tcache *tc = &p->caches[i];
 		uint32_t zero = 0;
 
-		/* K1: acquire, pairs with the release in tc_exit. Relaxed
+		/* POOL-K1: acquire, pairs with the release in tc_exit. Relaxed
 		 * pre-check avoids CAS traffic on taken slots. */
 		if (__atomic_load_n(&tc->claimed, __ATOMIC_RELAXED) != 0 ||
 		    !__atomic_compare_exchange_n(&tc->claimed, &zero, 1u, false, __ATOMIC_ACQUIRE,
 		        __ATOMIC_RELAXED))
 			continue;
 		if (pthread_setspecific(p->key, tc) != 0) {
-			/* K1: release, as in tc_exit. */
+			/* POOL-K1: release, as in tc_exit. */
 			__atomic_store_n(&tc->claimed, 0u, __ATOMIC_RELEASE);
 			return NULL;
 		}
@@ -362,21 +369,12 @@ try_take(quay_pool *p, struct tcache *tc, uint32_t first, uint32_t last, uint32_
 	return false;
 }
 
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int
 quayi_pool_take(quay_pool *p, size_t need, size_t want, bool wait, int64_t timeout_ns, quay_msg **out)
 {
 	uint32_t first = p->nclasses, last, ci = 0, idx = 0;
 	struct tcache *tc;
-	int64_t deadline = 0;
+	int64_t deadline;
 	quay_msg *m;
 
 	if (need > (size_t)p->cls[p->nclasses - 1].size - QUAY_MSG_ENVELOPE)
@@ -400,30 +398,25 @@ quayi_pool_take(quay_pool *p, size_t need, size_t want, bool wait, int64_t timeo
 			__atomic_add_fetch(&p->failures, 1, __ATOMIC_RELAXED);
 			return -ENOMEM;
 		}
-		if (timeout_ns > 0)                /* clamped: no overflow */
-			deadline = quayi_wait_deadline(timeout_ns);
+		deadline = quayi_deadline(timeout_ns);    /* < 0: forever */
 		for (;;) {
-			/* S1: seq_cst; pairs with W1 (see the top of the file). */
+			/* POOL-S1: seq_cst; pairs with POOL-W1 (see the top of
+			 * the file). */
 			uint32_t ev = __atomic_or_fetch(&p->event, SLEEPERS, __ATOMIC_SEQ_CST);
-			struct timespec ts, *tsp = NULL;
 
 			if (try_take(p, tc, first, last, &ci, &idx))
 				break;
-			if (timeout_ns > 0) {
-				int64_t left = deadline - mono_ns();
-
-				if (left <= 0) {
-					/* Relaxed: a statistic. */
-					__atomic_add_fetch(&p->failures, 1, __ATOMIC_RELAXED);
-					return -ETIMEDOUT;
-				}
-				ts.tv_sec = (time_t)(left / 1000000000);
-				ts.tv_nsec = (long)(left % 1000000000);
-				tsp = &ts;
+			if (quayi_deadline_passed(deadline)) {
+				/* Relaxed: a statistic. */
+				__atomic_add_fetch(&p->failures, 1, __ATOMIC_RELAXED);
+				return -ETIMEDOUT;
 			}
 			/* Relaxed: a statistic. */
 			__atomic_add_fetch(&p->waits, 1, __ATOMIC_RELAXED);
-			syscall(SYS_futex, &p->event, FUTEX_WAIT_PRIVATE, ev, tsp, NULL, 0);
+			/* Returns at once if event moved on since ev; a deadline
+			 * passed meanwhile is seen by the check above after one
+			 * more try. */
+			(void)quayi_futex_wait(&p->event, ev, deadline);
 			if (try_take(p, tc, first, last, &ci, &idx))
 				break;
 		}
@@ -431,8 +424,8 @@ quayi_pool_take(quay_pool *p, size_t need, size_t want, bool wait, int64_t timeo
 
 	m = (quay_msg *)(void *)buf_at(&p->cls[ci], idx);
 	UNPOISON(m, p->cls[ci].size);
-	/* The buffer is ours (P2); the previous holder's writes happened
-	 * before (U1 -> P1 -> P2). */
+	/* The buffer is ours (POOL-P2); the previous holder's writes happened
+	 * before (MSG-U1 -> POOL-P1 -> POOL-P2). */
 	memset(m, 0, sizeof(*m));
 	m->capacity = p->cls[ci].size - QUAY_MSG_ENVELOPE;
 	m->cls = (uint8_t)ci;
@@ -459,7 +452,7 @@ quayi_msg_release(quay_msg *m)
 		/* Relaxed: only this thread writes n. */
 		uint32_t n = __atomic_load_n(&tc->n[ci], __ATOMIC_RELAXED);
 
-		/* C1: relaxed peek at the sleepers bit. */
+		/* POOL-C1: relaxed peek at the sleepers bit. */
 		if (QUAYI_POOL_LIKELY(!(__atomic_load_n(&p->event, __ATOMIC_RELAXED) & SLEEPERS))) {
 			if (n == c->cache_cap) {
 				/* Full: the older half goes back to the stack. */
@@ -486,12 +479,9 @@ quayi_msg_release(quay_msg *m)
 int64_t
 quayi_pool_now(const quay_pool *p)
 {
-	struct timespec ts;
-
 	if (p->clock != NULL)
 		return p->clock(p->clock_arg);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	return quayi_real_ns();
 }
 
 size_t
@@ -679,7 +669,7 @@ class_in_use(const quay_pool *p, uint32_t ci, uint32_t *cached_out)
 	uint64_t cached = 0;
 
 	for (uint32_t t = 0; t < p->ncaches; t++)
-		/* Relaxed: a snapshot of another thread's count (K1). */
+		/* Relaxed: a snapshot of another thread's count (POOL-K1). */
 		cached += __atomic_load_n(&p->caches[t].n[ci], __ATOMIC_RELAXED);
 	if (cached_out != NULL)
 		*cached_out = (uint32_t)(cached < p->cls[ci].count ? cached : p->cls[ci].count);

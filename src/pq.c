@@ -2,14 +2,14 @@
 /*
  * The priority queue's slow paths: creation, close, the closed-queue
  * drain, and the waiting calls. The fast paths (push/pop/bursts) and the
- * bitmap protocol (B0..B3) are inline in include/quay/impl/pq_inline.h;
+ * bitmap protocol (PQ-B0..PQ-B3) are inline in include/quay/impl/pq_inline.h;
  * docs/PQ.md says why the queue is built this way.
  *
  * Sleeping uses the protocol shared with the ring (src/wait.c): one futex
  * word for all consumers of the queue (pop_event) and one for all
- * producers (push_event). A push at any level runs W1 on pop_event after
- * B1; a pop runs W1 on push_event after taking elements. The ready()
- * checks below read what those calls published before their W1.
+ * producers (push_event). A push at any level runs WAIT-W1 on pop_event after
+ * PQ-B1; a pop runs WAIT-W1 on push_event after taking elements. The ready()
+ * checks below read what those calls published before their WAIT-W1.
  */
 #include "quay_internal.h"
 
@@ -192,7 +192,7 @@ quayi_pq_pop_closed(struct quay_pq *pq, unsigned char *out, size_t n, unsigned *
 		}
 	}
 	if (got != 0)
-		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE);   /* W1 */
+		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE);   /* WAIT-W1 */
 	*rc = in_flight ? -EAGAIN : -EPIPE;
 	return got;
 }
@@ -205,7 +205,7 @@ static bool
 head_ready(const quay_ring *r)
 {
 	uint64_t head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
-	/* Acquire: pairs with R1; a hint only, pop re-checks. */
+	/* Acquire: pairs with RING-R1; a hint only, pop re-checks. */
 	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_ACQUIRE);
 
 	return (int64_t)(seq - ((head << 1) | 1)) >= 0;
@@ -214,10 +214,10 @@ head_ready(const quay_ring *r)
 /*
  * Whether a pop could make progress now. Open queue: some marked level
  * has a published element at its head. A marked level whose head is
- * claimed but unpublished is not ready: its pusher's W1 follows its
+ * claimed but unpublished is not ready: its pusher's WAIT-W1 follows its
  * publish. A published element on an unmarked level cannot escape us:
- * its pusher either marked the level before its W1, or saw the bit set
- * and then the popper that cleared it re-set it in B3 and runs W1 (see
+ * its pusher either marked the level before its WAIT-W1, or saw the bit set
+ * and then the popper that cleared it re-set it in PQ-B3 and runs WAIT-W1 (see
  * pq_inline.h). Closed queue: some level has a published head, or no
  * level has a push in flight (pop returns -EPIPE).
  */
@@ -227,7 +227,7 @@ pop_ready(const void *ctx)
 	const struct quay_pq *pq = ctx;
 
 	for (unsigned w = pq->nwords; w-- > 0;) {
-		/* Relaxed: S1 (or the caller's retry loop) orders it. */
+		/* Relaxed: WAIT-S1 (or the caller's retry loop) orders it. */
 		uint64_t bits = __atomic_load_n(&pq->bitmap[w], __ATOMIC_RELAXED);
 
 		while (bits != 0) {
@@ -248,7 +248,7 @@ pop_ready(const void *ctx)
 		if (head_ready(r))
 			return true;
 		if (quayi_ring_pop_status(r, head, 1) == -EAGAIN)
-			return false;         /* in flight: its W1 wakes us */
+			return false;         /* in flight: its WAIT-W1 wakes us */
 	}
 	return true;                          /* drained: pop returns -EPIPE */
 }
@@ -267,7 +267,7 @@ push_ready(const void *ctx)
 	const quay_ring *r = quayi_pq_ring(c->pq, c->level);
 	uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
 	uint64_t pos = tail & QUAYI_RING_POS_MASK;
-	/* Acquire: pairs with R2; a hint only, push re-checks. */
+	/* Acquire: pairs with RING-R2; a hint only, push re-checks. */
 	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, pos)), __ATOMIC_ACQUIRE);
 
 	return (int64_t)(seq - (pos << 1)) >= 0 || (tail & QUAYI_RING_CLOSED_BIT) ||

@@ -24,25 +24,36 @@ size_t quayi_pool_headroom(const struct quay_pool *pool);
 
 /*
  * The shared sleep/wake protocol's slow paths (src/wait.c; the inline
- * fast side is in include/quay/impl/wait_inline.h):
+ * fast side is in include/quay/impl/wait_inline.h). Deadlines are
+ * CLOCK_MONOTONIC ns, < 0 for none (src/clock.h):
  *
  * quayi_wait_init: register for membarrier(2) once per process; true if
  *   the fast protocol is available (false: pass fence = true everywhere).
- * quayi_wait_heavy_barrier: the slow side of W1 (S1, and C2 in the ring):
- *   a full barrier on every running thread of the process.
+ * quayi_wait_heavy_barrier: the slow side of WAIT-W1 (WAIT-S1, and
+ *   RING-C2 in the ring): a full barrier on every running thread of the
+ *   process.
  * quayi_wait_sleep: the sleeper side above. Returns 0 when the caller
  *   should retry (ready() held, woken, spurious wake, EINTR) and
- *   -ETIMEDOUT once deadline (CLOCK_MONOTONIC ns; < 0 means none) passed.
- * quayi_wait_deadline: the deadline for a timeout in ns (< 0: none).
+ *   -ETIMEDOUT once deadline passed.
+ * quayi_wait_deadline: the same as quayi_deadline() in src/clock.h, kept
+ *   until every caller uses that.
+ *
+ * Plain futex calls, for a protocol of its own (the pool's POOL-S1/POOL-W1):
+ * quayi_futex_wait: sleep while *word == val, until woken or deadline;
+ *   -ETIMEDOUT without sleeping if the deadline passed, else 0 (woken,
+ *   timed out, EINTR, or *word was not val): the caller re-checks.
+ * quayi_futex_wake_all: wake every thread asleep on word.
  */
 bool quayi_wait_init(void);
 void quayi_wait_heavy_barrier(bool fence);
 int quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx),
     const void *ctx, int64_t deadline);
 int64_t quayi_wait_deadline(int64_t timeout_ns);
+int quayi_futex_wait(uint32_t *word, uint32_t val, int64_t deadline);
+void quayi_futex_wake_all(uint32_t *word);
 
 /* The body of every waiting call (ring and pq push_wait/pop_wait): try op,
- * spin while ready() says no, try again, sleep on event (S1), and so on
+ * spin while ready() says no, try again, sleep on event (WAIT-S1), and so on
  * until op succeeds or fails for good, or timeout_ns (< 0: forever, 0:
  * try once) runs out (-ETIMEDOUT, after one last try). */
 struct quayi_waiter {

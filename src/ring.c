@@ -7,17 +7,17 @@
  * in src/wait.c and include/quay/impl/wait_inline.h; the ring supplies
  * the event words and the ready() checks.
  *
- * Sleeping (S1). A waiting consumer:
+ * Sleeping (WAIT-S1). A waiting consumer:
  *     ev = fetch_or(pop_event, SLEEPERS) | SLEEPERS
- *     S1: membarrier(PRIVATE_EXPEDITED)    (or a full fence, see below)
+ *     WAIT-S1: membarrier(PRIVATE_EXPEDITED)    (or a full fence, see below)
  *     if the slot at head is ready, or the ring is closed: don't sleep
  *     futex_wait(&pop_event, ev)
- * A producer, after publishing (R1), runs W1: compiler barrier, then a
+ * A producer, after publishing (RING-R1), runs WAIT-W1: compiler barrier, then a
  * relaxed load of pop_event; only if the SLEEPERS bit is set does it
  * clear the bit, bump the counter and wake everyone. membarrier makes
  * every running thread of the process execute a full barrier, so either
- * the producer's R1 is visible to the check after S1, or the producer's
- * load comes after S1 and sees the bit (or a later value, written by a
+ * the producer's RING-R1 is visible to the check after WAIT-S1, or the producer's
+ * load comes after WAIT-S1 and sees the bit (or a later value, written by a
  * waker that cleared the bit after our fetch_or and so woke us, or made
  * futex_wait return at once because pop_event is no longer ev). No
  * wake-up is lost, the producer's fast path has no fence and no shared
@@ -41,7 +41,7 @@ _Static_assert(sizeof(struct quay_ring) == 256, "ring header is four lines");
 _Static_assert((QUAYI_RING_F_FENCE & QUAY_RING_FLAGS_ALL) == 0, "internal flags apart");
 
 
-/* The slow side of W1 and C1: a full barrier on every running thread. */
+/* The slow side of WAIT-W1 and RING-C1: a full barrier on every running thread. */
 static void
 heavy_barrier(const struct quay_ring *r)
 {
@@ -147,7 +147,7 @@ quayi_ring_pop_status(const struct quay_ring *r, uint64_t head, uint64_t need)
 	uint64_t tail;
 
 	/* Acquire: pairs with the release store of QUAYI_RING_CLOSED in close;
-	 * after it, tail is final (MP: closed bit set; SP: C1/C2). */
+	 * after it, tail is final (MP: closed bit set; SP: RING-C1/RING-C2). */
 	if (__atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) != QUAYI_RING_CLOSED)
 		return -EAGAIN;
 	tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) & QUAYI_RING_POS_MASK;
@@ -171,7 +171,7 @@ quay_ring_close(quay_ring *r)
 		 * CAS fails and tail is final. */
 		__atomic_fetch_or(&r->tail, QUAYI_RING_CLOSED_BIT, __ATOMIC_SEQ_CST);
 	} else {
-		/* C2: pairs with C1 in the single producer's claim. */
+		/* RING-C2: pairs with RING-C1 in the single producer's claim. */
 		heavy_barrier(r);
 	}
 	/* Release: pairs with the acquire in quayi_ring_pop_status and
@@ -188,13 +188,13 @@ quay_ring_close(quay_ring *r)
  * head moved on under us (retry), or the ring is closed and drained (pop
  * reports -EPIPE). Not ready: the slot at head is not yet published for
  * head. Then head is current (nobody can pop past that slot), and a push
- * still in flight on a closed ring will wake us with its W1. */
+ * still in flight on a closed ring will wake us with its WAIT-W1. */
 static bool
 pop_ready(const void *ctx)
 {
 	const struct quay_ring *r = ctx;
 	uint64_t head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
-	/* Acquire: pairs with R1; a hint only, pop re-checks. */
+	/* Acquire: pairs with RING-R1; a hint only, pop re-checks. */
 	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_ACQUIRE);
 
 	return (int64_t)(seq - ((head << 1) | 1)) >= 0 || quayi_ring_pop_status(r, head, 1) == -EPIPE;
@@ -208,7 +208,7 @@ push_ready(const void *ctx)
 	const struct quay_ring *r = ctx;
 	uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
 	uint64_t pos = tail & QUAYI_RING_POS_MASK;
-	/* Acquire: pairs with R2; a hint only, push re-checks. */
+	/* Acquire: pairs with RING-R2; a hint only, push re-checks. */
 	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, pos)), __ATOMIC_ACQUIRE);
 
 	return (int64_t)(seq - (pos << 1)) >= 0 || (tail & QUAYI_RING_CLOSED_BIT) ||

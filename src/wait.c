@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The out-of-line half of the sleep/wake protocol shared by the ring and
- * the priority queue: membarrier(2) registration, the heavy barrier (S1),
- * the futex sleep and the wake. The protocol and its argument are at the
- * top of include/quay/impl/wait_inline.h; docs/RING.md tells the story.
+ * the priority queue: membarrier(2) registration, the heavy barrier
+ * (WAIT-S1), the futex sleep and the wake. The protocol and its argument
+ * are at the top of include/quay/impl/wait_inline.h; docs/RING.md tells
+ * the story. Also the library's plain futex calls (quayi_futex_wait,
+ * quayi_futex_wake_all) for protocols of their own (the pool's).
  */
+#include "clock.h"
 #include "quay_internal.h"
 
 #include <limits.h>
@@ -16,7 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <quay/ring.h>
+#include <quay/err.h>
+#include <quay/impl/compiler.h>
+#include <quay/impl/wait_inline.h>
 
 static pthread_once_t membarrier_once = PTHREAD_ONCE_INIT;
 static bool membarrier_ok;
@@ -51,6 +56,32 @@ quayi_wait_heavy_barrier(bool fence)
 }
 
 void
+quayi_futex_wake_all(uint32_t *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+int
+quayi_futex_wait(uint32_t *word, uint32_t val, int64_t deadline)
+{
+	struct timespec ts, *tsp = NULL;
+
+	if (deadline >= 0) {
+		int64_t left = quayi_deadline_left(deadline);
+
+		if (left == 0)
+			return -ETIMEDOUT;
+		ts = quayi_ns_to_ts(left);
+		tsp = &ts;
+	}
+	/* Returns at once if *word is no longer val. EINTR, EAGAIN and
+	 * ETIMEDOUT all send the caller back to its re-check, which sees
+	 * the deadline. */
+	syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
+	return 0;
+}
+
+void
 quayi_wait_wake(uint32_t *event)
 {
 	/* Only the first waker after a sleeper clears the bit and makes the
@@ -63,60 +94,38 @@ quayi_wait_wake(uint32_t *event)
 	while (v & QUAYI_WAIT_SLEEPERS) {
 		if (__atomic_compare_exchange_n(event, &v, (v + 2) & ~QUAYI_WAIT_SLEEPERS, false,
 		        __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
-			syscall(SYS_futex, event, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+			quayi_futex_wake_all(event);
 			return;
 		}
 	}
 }
 
-static int64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 int64_t
 quayi_wait_deadline(int64_t timeout_ns)
 {
-	if (timeout_ns < 0)
-		return -1;
-	int64_t now = now_ns();
-	return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+	return quayi_deadline(timeout_ns);
 }
 
 int
 quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx),
     const void *ctx, int64_t deadline)
 {
-	struct timespec ts, *tsp = NULL;
 	uint32_t ev;
 
 	/* Callers loop (spin, try, sleep) and a try can lose its race after
 	 * ready() said yes, many times under contention: look at the clock on
 	 * every round, not only before sleeping, so the overrun is one round. */
-	if (deadline >= 0 && now_ns() >= deadline)
+	if (quayi_deadline_passed(deadline))
 		return -ETIMEDOUT;
-	/* Relaxed: S1 below orders it before the check. */
+	/* Relaxed: WAIT-S1 below orders it before the check. */
 	ev = __atomic_fetch_or(event, QUAYI_WAIT_SLEEPERS, __ATOMIC_RELAXED) | QUAYI_WAIT_SLEEPERS;
 
-	quayi_wait_heavy_barrier(fence);                     /* S1 */
+	quayi_wait_heavy_barrier(fence);                     /* WAIT-S1 */
 	if (ready(ctx))
 		return 0;
-	if (deadline >= 0) {
-		int64_t left = deadline - now_ns();
-		if (left <= 0)
-			return -ETIMEDOUT;            /* a stale bit costs one spare wake */
-		ts.tv_sec = left / 1000000000;
-		ts.tv_nsec = left % 1000000000;
-		tsp = &ts;
-	}
-	/* Returns at once if *event moved on since ev. EINTR, EAGAIN and
-	 * ETIMEDOUT all send the caller back to retry, which sees the deadline. */
-	syscall(SYS_futex, event, FUTEX_WAIT_PRIVATE, ev, tsp, NULL, 0);
-	return 0;
+	/* -ETIMEDOUT if the deadline passed meanwhile: a stale bit costs one
+	 * spare wake. */
+	return quayi_futex_wait(event, ev, deadline);
 }
 
 /* Spins before a waiting call sleeps: long enough to ride out a push or
@@ -133,7 +142,7 @@ quayi_wait_for(const struct quayi_waiter *w, int64_t timeout_ns)
 		return rc;                    /* done, closed, or bad input */
 	if (timeout_ns == 0)
 		return -ETIMEDOUT;
-	deadline = quayi_wait_deadline(timeout_ns);
+	deadline = quayi_deadline(timeout_ns);
 	for (;;) {
 		for (int i = 0; i < QUAYI_WAIT_SPINS && !w->ready(w->ready_ctx); i++)
 			quayi_cpu_relax();

@@ -50,13 +50,13 @@
  *
  * Ordering: everything a thread wrote before a successful push of an
  * element happens-before everything the thread that pops that element
- * does after its pop (the level ring's release/acquire, R1 -> A1).
+ * does after its pop (the level ring's release/acquire, RING-R1 -> RING-A1).
  * Priority order is exact at quiescence: when no push or pop is running,
  * every element is visible to the next pop, which (strict mode) takes the
  * highest non-empty level. While other calls run it is not exact: a push
  * still in progress may be overtaken, and while a concurrent pop is
  * between clearing a level's non-empty bit and re-checking that level
- * (B2..B3 in impl/pq_inline.h), another pop may miss a completed push to
+ * (PQ-B2..PQ-B3 in impl/pq_inline.h), another pop may miss a completed push to
  * that level, taking a lower level's element or returning -EAGAIN. The
  * element is not lost: the re-check sets the bit again and wakes
  * quay_pq_pop_wait() sleepers.
@@ -163,7 +163,7 @@ QUAY_API void quay_pq_destroy(quay_pq *pq);
  * Copy one element into level prio.
  *
  * Concurrency: lock-free; see the table at the top of this file.
- * Ordering: release (the level ring's R1, pairs with A1 in pop).
+ * Ordering: release (the level ring's RING-R1, pairs with RING-A1 in pop).
  * Returns: 0; -EAGAIN if level prio is full; -EPIPE if the queue is
  *          closed; -EINVAL if pq or elem is NULL or prio >= levels.
  *          Nothing is written on failure.
@@ -177,7 +177,7 @@ QUAY_INLINE int quay_pq_push(quay_pq *pq, unsigned prio, const void *elem);
  * level.
  *
  * Concurrency: lock-free; see the table at the top of this file.
- * Ordering: acquire (A1, pairs with R1 in push).
+ * Ordering: acquire (RING-A1, pairs with RING-R1 in push).
  * Returns: 0; -EAGAIN if the queue is empty (or its next elements are
  *          still being written, or a concurrent pop is re-checking the
  *          level that holds them: see Ordering at the top); -EPIPE if it

@@ -124,7 +124,7 @@ QUAY_API void quay_ring_destroy(quay_ring *r);
  * Copy one element into the ring.
  *
  * Concurrency: lock-free; see the table at the top of this file.
- * Ordering: release (R1 in impl/ring_inline.h, pairs with A1 in pop).
+ * Ordering: release (RING-R1 in impl/ring_inline.h, pairs with RING-A1 in pop).
  * Returns: 0; -EAGAIN if the ring is full; -EPIPE if it is closed;
  *          -EINVAL if r or elem is NULL. Nothing is written on failure.
  */
@@ -134,7 +134,7 @@ QUAY_INLINE int quay_ring_push(quay_ring *r, const void *elem);
  * Copy the oldest element out of the ring into out (elem_size bytes).
  *
  * Concurrency: lock-free; see the table at the top of this file.
- * Ordering: acquire (A1, pairs with R1 in push).
+ * Ordering: acquire (RING-A1, pairs with RING-R1 in push).
  * Returns: 0; -EAGAIN if the ring is empty (or its next element is still
  *          being written); -EPIPE if the ring is closed and drained;
  *          -EINVAL if r or out is NULL.

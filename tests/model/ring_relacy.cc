@@ -7,29 +7,29 @@
 // quayi_ring_pop_status() of src/ring.c (close: MP as is, SP in the fence
 // configuration only, see below). Every field the real code shares
 // through __atomic builtins is an rl::atomic<> here, accessed with the same
-// memory orders (labels R1/A1/R2/A2 as in ring_inline.h); the element
+// memory orders (labels RING-R1/RING-A1/RING-R2/RING-A2 as in ring_inline.h); the element
 // payload is an rl::var<>, so Relacy reports a data race whenever a slot's
 // contents are written and read (or written twice) without a
 // happens-before edge between them. The ring is fixed at 8-byte elements
 // (the real code copies them with one 8-byte move).
 //
 // Not modelled, on purpose:
-//   - membarrier(2). The sleeping/waking protocol (W1/S1) and the
-//     single-producer close (C1/C2) rest on it: a process-wide barrier
+//   - membarrier(2). The sleeping/waking protocol (WAIT-W1/WAIT-S1) and the
+//     single-producer close (RING-C1/RING-C2) rest on it: a process-wide barrier
 //     that Relacy's C++11 model cannot express. So:
 //       * push/pop are modelled in the membarrier configuration (no
 //         QUAYI_RING_F_FENCE), the weaker one for them: the compiler
 //         barrier of quayi_ring_fast_barrier() is a no-op in the C++
 //         memory model. Rings with F_FENCE (the QUAY_NO_MEMBARRIER
-//         fallback) add the seq_cst fence after R1/R2 and C1.
-//       * the SP close (C1/C2) is modelled only in the fence
+//         fallback) add the seq_cst fence after RING-R1/RING-R2 and RING-C1.
+//       * the SP close (RING-C1/RING-C2) is modelled only in the fence
 //         configuration, where heavy_barrier() is a seq_cst fence on the
-//         closer's side and C1 has a seq_cst fence on the producer's. That
+//         closer's side and RING-C1 has a seq_cst fence on the producer's. That
 //         membarrier gives at least this much is an assumption (it is the
 //         point of the asymmetric-fence pattern), not something the model
 //         checks. MP close needs neither and is modelled as is.
 //       * sleeping (futexes, waiter counts, wait_on) is not modelled: the
-//         W1 load of the waiter count is dropped (nobody sleeps here, it
+//         WAIT-W1 load of the waiter count is dropped (nobody sleeps here, it
 //         would only ever read 0), and so are the wakes in close.
 //   - elem_size != 8 and the memcpy: a slot is one rl::var<uint64_t>.
 //
@@ -86,7 +86,7 @@ enum weaken_e {
 	W_A2,     // push checks freeness with a relaxed load instead of acquire
 	W_STATUS, // pop_status ignores tail: -EPIPE as soon as closed == CLOSED
 	W_NOBIT,  // MP close does not set bit 63 of tail
-	W_C2,     // SP close (fence configuration) without its fence C2
+	W_C2,     // SP close (fence configuration) without its fence RING-C2
 };
 
 static weaken_e g_weaken = W_NONE;
@@ -178,7 +178,7 @@ struct model_ring {
 			}
 			for (k = 0; k < n; k++) {
 				uint64_t p = pos + k;
-				uint64_t s = seq[p & mask].load(mo_a2(), AT);   // A2
+				uint64_t s = seq[p & mask].load(mo_a2(), AT);   // RING-A2
 				if (s != p << 1)
 					break;
 			}
@@ -186,7 +186,7 @@ struct model_ring {
 				*rc = -EAGAIN;
 				return 0;
 			}
-			// C1: claim, barrier, check closed.
+			// RING-C1: claim, barrier, check closed.
 			tail.store((pos + k) & POS_MASK, rl::mo_relaxed, AT);
 			fast_barrier();
 			if (closed.load(rl::mo_relaxed, AT) != R_OPEN) {
@@ -206,7 +206,7 @@ struct model_ring {
 			}
 			for (k = 0; k < n; k++) {
 				uint64_t p = pos + k;
-				uint64_t s = seq[p & mask].load(mo_a2(), AT);   // A2
+				uint64_t s = seq[p & mask].load(mo_a2(), AT);   // RING-A2
 				dif = (int64_t)(s - (p << 1));
 				if (dif != 0)
 					break;
@@ -229,15 +229,15 @@ struct model_ring {
 		return (size_t)k;
 	}
 
-	// quayi_ring_fill() (the W1 wake check is not modelled)
+	// quayi_ring_fill() (the WAIT-W1 wake check is not modelled)
 	void fill(uint64_t pos, const uint64_t *elems, size_t k)
 	{
 		for (size_t i = 0; i < k; i++) {
 			uint64_t p = pos + i;
 			elem[p & mask](AT) = elems[i];
-			seq[p & mask].store((p << 1) | 1, mo_r1(), AT);          // R1
+			seq[p & mask].store((p << 1) | 1, mo_r1(), AT);          // RING-R1
 		}
-		fast_barrier();   // W1 (its waiter-count load is not modelled)
+		fast_barrier();   // WAIT-W1 (its waiter-count load is not modelled)
 	}
 
 	// quayi_ring_pop_status() (src/ring.c)
@@ -261,7 +261,7 @@ struct model_ring {
 		for (;;) {
 			for (k = 0; k < n; k++) {
 				uint64_t p = pos + k;
-				uint64_t s = seq[p & mask].load(mo_a1(), AT);   // A1
+				uint64_t s = seq[p & mask].load(mo_a1(), AT);   // RING-A1
 				dif = (int64_t)(s - ((p << 1) | 1));
 				if (dif != 0)
 					break;
@@ -287,15 +287,15 @@ struct model_ring {
 		return (size_t)k;
 	}
 
-	// quayi_ring_drain() (the W1 wake check is not modelled)
+	// quayi_ring_drain() (the WAIT-W1 wake check is not modelled)
 	void drain(uint64_t pos, uint64_t *out, size_t k)
 	{
 		for (size_t i = 0; i < k; i++) {
 			uint64_t p = pos + i;
 			out[i] = elem[p & mask](AT);
-			seq[p & mask].store((p + mask + 1) << 1, mo_r2(), AT);   // R2
+			seq[p & mask].store((p + mask + 1) << 1, mo_r2(), AT);   // RING-R2
 		}
-		fast_barrier();   // W1 (its waiter-count load is not modelled)
+		fast_barrier();   // WAIT-W1 (its waiter-count load is not modelled)
 	}
 
 	int push(uint64_t v)
@@ -384,7 +384,7 @@ struct model_ring {
 		} else {
 			RL_ASSERT(flags & F_FENCE);   // membarrier: not modellable
 			if (g_weaken != W_C2)
-				rl::atomic_thread_fence(rl::mo_seq_cst, AT);   // C2
+				rl::atomic_thread_fence(rl::mo_seq_cst, AT);   // RING-C2
 		}
 		closed.store(R_CLOSED, rl::mo_release, AT);
 		// quayi_ring_wake() x2: not modelled (nobody sleeps).
@@ -707,7 +707,7 @@ struct close_test
 			// -EPIPE happens after close: no race on before_close.
 			RL_ASSERT(before_close(AT) == 1);
 			// Later pops never deliver. MP: they say -EPIPE again. SP:
-			// they may say -EAGAIN while the producer's C1 claim that
+			// they may say -EAGAIN while the producer's RING-C1 claim that
 			// close makes it retract is visible (finding F1 below).
 			uint64_t out = 0;
 			int rc = r.pop(&out);
@@ -912,7 +912,7 @@ run_correct()
 	run<close_test<2, 1, 0, false, true, 2> >("close-mpmc-cap2-2producers-bounded2", CB, 0, false, 3);
 	run<close_test<2, 2, 0, true, false, 2> >("close-mpmc-cap2-burst2-bounded2", CB, 0, false, 4);
 
-	// SP close (C1/C2) in the fence configuration only.
+	// SP close (RING-C1/RING-C2) in the fence configuration only.
 	run<close_test<2, 3, F_SP | F_FENCE, false, false> >("close-fence-spmc-cap2-push3", RND, N_BIG, false);
 	run<close_test<1, 2, F_SP | F_SC | F_FENCE, false, false> >("close-fence-spsc-cap1-push2", RND, N_MID, false);
 	run<close_test<2, 2, F_SP | F_FENCE, true, false> >("close-fence-spmc-cap2-burst2", RND, N_MID, false);
@@ -982,7 +982,7 @@ run_weak(const char *which)
 
 // Finding F1 (single-producer close): after a pop returned -EPIPE, a
 // later pop can return -EAGAIN. A single producer that read closed ==
-// OPEN in its early check and then stalled stores its claim to tail (C1)
+// OPEN in its early check and then stalled stores its claim to tail (RING-C1)
 // after the close completed; it then sees closed != OPEN and retracts the
 // claim, but between that store and the retraction, or by reading the
 // claim's value late, a consumer's pop_status sees tail - head >= 1 and

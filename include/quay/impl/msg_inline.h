@@ -16,12 +16,12 @@
  *   reply-to is the one record with key_len 0; its value ends with a NUL.
  *
  * Labelled ordering edges:
- *   U1 unref: the count goes 1 -> 0 either by an acq_rel CAS (shared) or
+ *   MSG-U1 unref: the count goes 1 -> 0 either by an acq_rel CAS (shared) or
  *      after an acquire load that saw 1 (sole holder), so every other
- *      holder's writes, released by its own U1 decrement, happen-before
- *      the release of the buffer -> P1 (push, release) in src/pool.c ->
- *      P2 (pop, acquire) in the next allocator.
- *   F1 ref: relaxed; the caller already holds a reference, so the message
+ *      holder's writes, released by its own MSG-U1 decrement, happen-before
+ *      the release of the buffer -> POOL-P1 (push, release) in src/pool.c ->
+ *      POOL-P2 (pop, acquire) in the next allocator.
+ *   MSG-F1 ref: relaxed; the caller already holds a reference, so the message
  *      cannot be freed meanwhile (Boost/Linux kref reasoning).
  */
 #ifndef QUAY_IMPL_MSG_INLINE_H
@@ -85,14 +85,14 @@ quay_msg_ref(quay_msg *msg)
 
 	if (__builtin_expect(msg == NULL, 0))
 		return -EINVAL;
-	/* F1: relaxed; the CAS validates the value. */
+	/* MSG-F1: relaxed; the CAS validates the value. */
 	c = __atomic_load_n(&msg->refcount, __ATOMIC_RELAXED);
 	do {
 		if (__builtin_expect(c == 0, 0))
 			return quayi_msg_misuse(msg, "quay_msg_ref");
 		if (__builtin_expect(c == UINT32_MAX, 0))
 			return -EINVAL;
-		/* F1: relaxed; we hold a reference, nothing to publish. */
+		/* MSG-F1: relaxed; we hold a reference, nothing to publish. */
 	} while (!__atomic_compare_exchange_n(&msg->refcount, &c, c + 1, true, __ATOMIC_RELAXED,
 	    __ATOMIC_RELAXED));
 	return 0;
@@ -105,13 +105,13 @@ quay_msg_unref(quay_msg *msg)
 
 	if (__builtin_expect(msg == NULL, 0))
 		return -EINVAL;
-	/* U1: acquire; pairs with the release CAS of other holders' unrefs:
+	/* MSG-U1: acquire; pairs with the release CAS of other holders' unrefs:
 	 * if we see 1, they are all done with the message. */
 	c = __atomic_load_n(&msg->refcount, __ATOMIC_ACQUIRE);
 	if (c == 1) {
 		/* Sole holder: nobody else may touch the count (a racing ref or
 		 * unref would be a use after free), so no locked instruction.
-		 * Relaxed: the pool's P1 push publishes the free. */
+		 * Relaxed: the pool's POOL-P1 push publishes the free. */
 		__atomic_store_n(&msg->refcount, 0, __ATOMIC_RELAXED);
 		quayi_msg_release(msg);
 		return 0;
@@ -119,7 +119,7 @@ quay_msg_unref(quay_msg *msg)
 	do {
 		if (__builtin_expect(c == 0, 0))
 			return quayi_msg_misuse(msg, "quay_msg_unref");
-		/* U1: acq_rel; release publishes our use of the message to the
+		/* MSG-U1: acq_rel; release publishes our use of the message to the
 		 * holder that frees it, acquire (when we free) takes theirs. */
 	} while (!__atomic_compare_exchange_n(&msg->refcount, &c, c - 1, true, __ATOMIC_ACQ_REL,
 	    __ATOMIC_ACQUIRE));

@@ -7,7 +7,7 @@
  * The algorithm (see docs/PQ.md for the why):
  *
  *  - Level L is a multi-producer/multi-consumer quay ring. The elements
- *    move through the rings exactly as in quay/ring.h (R1/A1, R2/A2).
+ *    move through the rings exactly as in quay/ring.h (RING-R1/RING-A1, RING-R2/RING-A2).
  *  - bitmap bit L (word L / 64) says "level L may be non-empty". A pusher
  *    sets it after publishing; a popper that finds level L empty clears
  *    it, then re-checks level L and sets it again if a push slipped in.
@@ -19,36 +19,36 @@
  *    advanced by one compare-and-swap per pop (see quay/pq.h).
  *
  * Labelled ordering edges (besides the rings' own):
- *   B0 push: the claim of the slot on level L's ring: a seq_cst CAS on its
+ *   PQ-B0 push: the claim of the slot on level L's ring: a seq_cst CAS on its
  *      tail (quayi_ring_claim_push with sc = true).
- *   B1 push, after B0 and R1: seq_cst load of bitmap word; if bit L is
+ *   PQ-B1 push, after PQ-B0 and RING-R1: seq_cst load of bitmap word; if bit L is
  *      clear, relaxed fetch_or sets it.
- *   B2 pop, level L found empty with nothing claimed: seq_cst fetch_and
+ *   PQ-B2 pop, level L found empty with nothing claimed: seq_cst fetch_and
  *      clears bit L.
- *   B3 pop, after B2: seq_cst load of L's tail; if a position past head is
- *      claimed, relaxed fetch_or sets bit L again, then W1 (below).
- *   B0/B1 against B2/B3 is a store-buffering pattern; all four are in the
+ *   PQ-B3 pop, after PQ-B2: seq_cst load of L's tail; if a position past head is
+ *      claimed, relaxed fetch_or sets bit L again, then WAIT-W1 (below).
+ *   PQ-B0/PQ-B1 against PQ-B2/PQ-B3 is a store-buffering pattern; all four are in the
  *   single total order S of seq_cst operations. Suppose that at
  *   quiescence level L holds an element E (claimed by B0_E) and bit L is
  *   clear. Take the last write to bit L in the word's modification order:
- *   it is some popper's B2 (every B3 re-set or B1 set is followed by a
- *   clear). If E's pusher ran the fetch_or of B1, it comes before that B2,
- *   so its B1 load did too; if it skipped the fetch_or, its B1 load saw
- *   the bit set, which it could not do after that B2 in S (a seq_cst load
+ *   it is some popper's PQ-B2 (every PQ-B3 re-set or PQ-B1 set is followed by a
+ *   clear). If E's pusher ran the fetch_or of PQ-B1, it comes before that PQ-B2,
+ *   so its PQ-B1 load did too; if it skipped the fetch_or, its PQ-B1 load saw
+ *   the bit set, which it could not do after that PQ-B2 in S (a seq_cst load
  *   reads the last seq_cst write before it or later, and no later write
- *   sets the bit). Either way B0_E < B1_E < B2 < B3 in S, so B3 saw E's
+ *   sets the bit). Either way B0_E < B1_E < PQ-B2 < PQ-B3 in S, so PQ-B3 saw E's
  *   claim, found tail != head (E was not popped) and set the bit again,
- *   after B2: a contradiction. On x86 B0 and B2 are locked instructions
+ *   after PQ-B2: a contradiction. On x86 PQ-B0 and PQ-B2 are locked instructions
  *   and the seq_cst loads plain moves, so the protocol adds no fence to
  *   either side; on AArch64 the loads are ldar.
- *   W1 push: after B1, quayi_wait_wake_if_waiting(pop_event) -> pairs with
- *      S1 in pop_wait (src/wait.c): the sleeper's ready() check reads the
+ *   WAIT-W1 push: after PQ-B1, quayi_wait_wake_if_waiting(pop_event) -> pairs with
+ *      WAIT-S1 in pop_wait (src/wait.c): the sleeper's ready() check reads the
  *      bitmap and the heads of the marked levels, so either it sees E or
- *      the pusher (or the popper that re-set the bit in B3) sees it sleep.
- *   W1 pop: after A1/R2, the same on push_event for push_wait.
- *   K1 weighted pop: relaxed CAS on sched. It only elects which level the
- *      next pop serves; elements move through the rings. K2 (relaxed CAS)
- *      drops the credit of a level found empty; K3 (relaxed CAS) undoes
+ *      the pusher (or the popper that re-set the bit in PQ-B3) sees it sleep.
+ *   WAIT-W1 pop: after RING-A1/RING-R2, the same on push_event for push_wait.
+ *   PQ-K1 weighted pop: relaxed CAS on sched. It only elects which level the
+ *      next pop serves; elements move through the rings. PQ-K2 (relaxed CAS)
+ *      drops the credit of a level found empty; PQ-K3 (relaxed CAS) undoes
  *      a move of the cursor to a level found empty (its bit was stale).
  */
 #ifndef QUAY_IMPL_PQ_INLINE_H
@@ -97,7 +97,7 @@ struct quay_pq {
 	 * turns empty or non-empty. */
 	uint64_t bitmap[QUAYI_PQ_WORDS] QUAYI_ALIGNED(QUAY_CACHELINE);
 
-	/* Weighted scheduler line: cursor << 32 | credit (K1). The cursor is
+	/* Weighted scheduler line: cursor << 32 | credit (PQ-K1). The cursor is
 	 * a level, or `levels` before the first pop (above the top). */
 	uint64_t sched QUAYI_ALIGNED(QUAY_CACHELINE);
 
@@ -143,22 +143,22 @@ quayi_pq_highest_below(const uint64_t *bits, unsigned lim)
 	return -1;
 }
 
-/* B1: after publishing on level L, make sure bit L is set. */
+/* PQ-B1: after publishing on level L, make sure bit L is set. */
 static QUAYI_ALWAYS_INLINE void
 quayi_pq_mark(struct quay_pq *pq, unsigned level)
 {
 	uint64_t *word = &pq->bitmap[(level >> 6) & (QUAYI_PQ_WORDS - 1)];   /* level < 256 */
 	uint64_t bit = (uint64_t)1 << (level & 63);
 
-	/* B1: seq_cst load, ordered after B0 in S (see the top of this file).
+	/* PQ-B1: seq_cst load, ordered after PQ-B0 in S (see the top of this file).
 	 * The common case, bit already set, writes nothing. */
 	if (!(__atomic_load_n(word, __ATOMIC_SEQ_CST) & bit))
-		/* Relaxed: only atomicity against B2 is needed; the proof
-		 * above orders it through the B1 load. */
+		/* Relaxed: only atomicity against PQ-B2 is needed; the proof
+		 * above orders it through the PQ-B1 load. */
 		__atomic_fetch_or(word, bit, __ATOMIC_RELAXED);
 }
 
-/* B2/B3: a pop found level L empty. Clear its bit unless something is
+/* PQ-B2/PQ-B3: a pop found level L empty. Clear its bit unless something is
  * claimed there, then re-check and set it again if a push slipped in. */
 static QUAYI_ALWAYS_INLINE void
 quayi_pq_level_empty(struct quay_pq *pq, unsigned level)
@@ -170,26 +170,26 @@ quayi_pq_level_empty(struct quay_pq *pq, unsigned level)
 
 	/* Relaxed: hints. Already clear (another popper did it), or a push
 	 * claimed a slot that is not yet published: keep things as they are
-	 * (that pusher's B1 follows). */
+	 * (that pusher's PQ-B1 follows). */
 	if (!(__atomic_load_n(word, __ATOMIC_RELAXED) & bit))
 		return;
 	h = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
 	t = __atomic_load_n(&r->tail, __ATOMIC_RELAXED) & QUAYI_RING_POS_MASK;
 	if (t != h)
 		return;
-	/* B2: seq_cst, pairs with B0/B1 in push. */
+	/* PQ-B2: seq_cst, pairs with PQ-B0/PQ-B1 in push. */
 	__atomic_fetch_and(word, ~bit, __ATOMIC_SEQ_CST);
 	/* Relaxed head: a stale (smaller) head only makes us re-set the bit
 	 * needlessly. */
 	h = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
-	/* B3: seq_cst, after B2 in S: sees the claim B0 of any push whose B1
-	 * load did not see B2. */
+	/* PQ-B3: seq_cst, after PQ-B2 in S: sees the claim PQ-B0 of any push whose PQ-B1
+	 * load did not see PQ-B2. */
 	t = __atomic_load_n(&r->tail, __ATOMIC_SEQ_CST) & QUAYI_RING_POS_MASK;
 	if (t != h) {
-		/* Relaxed: as the fetch_or of B1. */
+		/* Relaxed: as the fetch_or of PQ-B1. */
 		__atomic_fetch_or(word, bit, __ATOMIC_RELAXED);
-		/* W1: a pop_wait sleeper may have checked the bitmap between
-		 * B2 and here, after the pusher's own W1 found nobody asleep. */
+		/* WAIT-W1: a pop_wait sleeper may have checked the bitmap between
+		 * PQ-B2 and here, after the pusher's own WAIT-W1 found nobody asleep. */
 		quayi_wait_wake_if_waiting(&pq->pop_event, &pq->flags, QUAYI_PQ_F_FENCE);
 	}
 }
@@ -206,11 +206,11 @@ quayi_pq_level_pop(struct quay_pq *pq, unsigned level, unsigned char *out, size_
 
 	if (n > pq->capacity)
 		n = (size_t)pq->capacity;
-	/* A1 inside: acquire on the slots' seq, pairs with R1 in push. */
+	/* RING-A1 inside: acquire on the slots' seq, pairs with RING-R1 in push. */
 	k = quayi_ring_claim_pop(r, n, false, &pos, &rc);
 	if (k == 0)
 		return 0;
-	/* R2 inside. (Its W1 on the ring's own word is a load of a line
+	/* RING-R2 inside. (Its WAIT-W1 on the ring's own word is a load of a line
 	 * nobody writes: pq waiters sleep on the pq's words.) */
 	quayi_ring_drain(r, pos, out, k);
 	if (prios_out != NULL)
@@ -220,7 +220,7 @@ quayi_pq_level_pop(struct quay_pq *pq, unsigned level, unsigned char *out, size_
 }
 
 /*
- * K1: allot up to want pops to a level by the weighted schedule over the
+ * PQ-K1: allot up to want pops to a level by the weighted schedule over the
  * non-empty levels in bits[]. Returns the level (and *k, 1..want), or -1
  * if bits[] is empty. If the cursor moved, *set is the word installed and
  * *undo the word that undoes the move (the old cursor, no credit);
@@ -258,7 +258,7 @@ quayi_pq_allot(struct quay_pq *pq, const uint64_t *bits, size_t want, size_t *k,
 			ns = ((uint64_t)(unsigned)level << 32) | (uint64_t)(w - take);
 			*undo = (uint64_t)cur << 32;
 		}
-		/* K1: relaxed CAS: elects; the elements move through the rings. */
+		/* PQ-K1: relaxed CAS: elects; the elements move through the rings. */
 		if (__atomic_compare_exchange_n(&pq->sched, &s, ns, true,
 		        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
 			*k = take;
@@ -268,9 +268,9 @@ quayi_pq_allot(struct quay_pq *pq, const uint64_t *bits, size_t want, size_t *k,
 	}
 }
 
-/* K2: the cursor's level ran empty: it loses the rest of its credit (as
+/* PQ-K2: the cursor's level ran empty: it loses the rest of its credit (as
  * deficit round robin resets an emptied queue's deficit), so that the
- * next pop moves on. Relaxed CAS, as K1; skipped if the cursor moved. */
+ * next pop moves on. Relaxed CAS, as PQ-K1; skipped if the cursor moved. */
 static QUAYI_ALWAYS_INLINE void
 quayi_pq_drop_credit(struct quay_pq *pq, unsigned level)
 {
@@ -292,7 +292,7 @@ quayi_pq_take(struct quay_pq *pq, unsigned char *out, size_t n, unsigned *prios_
 	size_t got = 0;
 
 	/* Relaxed: a snapshot of hints; every element is handed over by its
-	 * ring's seq (A1). A bit set by a push we miss here belongs to a push
+	 * ring's seq (RING-A1). A bit set by a push we miss here belongs to a push
 	 * concurrent with this pop. */
 	for (unsigned i = 0; i < nw; i++)
 		bits[i] = __atomic_load_n(&pq->bitmap[i], __ATOMIC_RELAXED);
@@ -329,9 +329,9 @@ quayi_pq_take(struct quay_pq *pq, unsigned char *out, size_t n, unsigned *prios_
 			got += k;
 			if (k < want) {
 				if (k == 0 && undo != UINT64_MAX)
-					/* K3: the level we moved to was empty (a stale
+					/* PQ-K3: the level we moved to was empty (a stale
 					 * bit): as if the cursor had skipped it. Relaxed
-					 * CAS, as K1; skipped if another pop moved on. */
+					 * CAS, as PQ-K1; skipped if another pop moved on. */
 					__atomic_compare_exchange_n(&pq->sched, &set, undo, false,
 					    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 				else
@@ -342,7 +342,7 @@ quayi_pq_take(struct quay_pq *pq, unsigned char *out, size_t n, unsigned *prios_
 		}
 	}
 	if (got != 0)
-		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE);   /* W1 */
+		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE);   /* WAIT-W1 */
 	return got;
 }
 
@@ -354,13 +354,13 @@ quayi_pq_put(struct quay_pq *pq, unsigned level, const void *elems, size_t n, bo
 	uint64_t pos = 0;
 	size_t k;
 
-	/* B0: seq_cst claim (sc = true), then R1 in quayi_ring_fill. */
+	/* PQ-B0: seq_cst claim (sc = true), then RING-R1 in quayi_ring_fill. */
 	k = quayi_ring_claim_push(r, n, exact, &pos, rc, true);
 	if (k == 0)
 		return 0;
 	quayi_ring_fill(r, pos, elems, k);
-	quayi_pq_mark(pq, level);                                            /* B1 */
-	quayi_wait_wake_if_waiting(&pq->pop_event, &pq->flags, QUAYI_PQ_F_FENCE);    /* W1 */
+	quayi_pq_mark(pq, level);                                            /* PQ-B1 */
+	quayi_wait_wake_if_waiting(&pq->pop_event, &pq->flags, QUAYI_PQ_F_FENCE);    /* WAIT-W1 */
 	return k;
 }
 

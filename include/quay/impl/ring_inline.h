@@ -23,18 +23,18 @@
  *    the slot's contents passes only through seq (edges below).
  *
  * Labelled ordering edges:
- *   R1 push: store-release seq = 2p+1 after writing the element
- *      -> A1 pop: load-acquire seq; reads the element after.
- *   R2 pop: store-release seq = 2(p+cap) after reading the element
- *      -> A2 push: load-acquire seq; overwrites the slot after.
- *   W1 push/pop: after R1/R2, a compiler barrier (plus a full fence when
+ *   RING-R1 push: store-release seq = 2p+1 after writing the element
+ *      -> RING-A1 pop: load-acquire seq; reads the element after.
+ *   RING-R2 pop: store-release seq = 2(p+cap) after reading the element
+ *      -> RING-A2 push: load-acquire seq; overwrites the slot after.
+ *   WAIT-W1 push/pop: after RING-R1/RING-R2, a compiler barrier (plus a full fence when
  *      membarrier(2) is unavailable), then a relaxed load of the other
- *      side's event word -> pairs with the sleeper's membarrier S1 in
- *      src/wait.c: either the sleeper sees our R1/R2, or we see the
+ *      side's event word -> pairs with the sleeper's membarrier WAIT-S1 in
+ *      src/wait.c: either the sleeper sees our RING-R1/RING-R2, or we see the
  *      "sleepers" bit it set in the event word (the shared protocol of
  *      quay/impl/wait_inline.h).
- *   C1 single-producer push: store tail (claim), barrier as W1, relaxed
- *      load of closed -> pairs with the membarrier C2 in quay_ring_close:
+ *   RING-C1 single-producer push: store tail (claim), barrier as WAIT-W1, relaxed
+ *      load of closed -> pairs with the membarrier RING-C2 in quay_ring_close:
  *      either we see the close and retract the claim, or close's caller
  *      (and every consumer that sees closed == 2) sees the claim.
  */
@@ -129,7 +129,7 @@ quayi_ring_copy(const struct quay_ring *r, void *dst, const void *src)
 	}
 }
 
-/* The fast side of W1 and C1 (quayi_wait_fast_barrier): a compiler
+/* The fast side of WAIT-W1 and RING-C1 (quayi_wait_fast_barrier): a compiler
  * barrier, which membarrier(2) on the slow side upgrades to a full
  * barrier; a real fence without it. */
 static QUAYI_ALWAYS_INLINE void
@@ -138,7 +138,7 @@ quayi_ring_fast_barrier(const struct quay_ring *r)
 	quayi_wait_fast_barrier(&r->flags, QUAYI_RING_F_FENCE);
 }
 
-/* W1: after publishing, wake sleepers on the other side if there are any
+/* WAIT-W1: after publishing, wake sleepers on the other side if there are any
  * (quayi_wait_wake_if_waiting: one relaxed load when nobody sleeps). */
 static QUAYI_ALWAYS_INLINE void
 quayi_ring_wake_if_waiting(struct quay_ring *r, uint32_t *event)
@@ -151,7 +151,7 @@ quayi_ring_wake_if_waiting(struct quay_ring *r, uint32_t *event)
  * first position in *pos. Returns how many (0 on failure, *rc says why).
  * exact: all n or nothing. sc: make the multi-producer claim CAS seq_cst
  * instead of relaxed (the same instruction on x86). The ring passes false;
- * the priority queue passes true because its non-empty bitmap (B1/B3 in
+ * the priority queue passes true because its non-empty bitmap (PQ-B1/PQ-B3 in
  * impl/pq_inline.h) needs the claim in the single total order.
  */
 static QUAYI_ALWAYS_INLINE size_t
@@ -164,14 +164,14 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 	if (r->flags & QUAY_RING_SP) {
 		/* Only this thread writes tail: relaxed. */
 		pos = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
-		/* Relaxed: an early exit only; C1 below decides. */
+		/* Relaxed: an early exit only; RING-C1 below decides. */
 		if (QUAYI_UNLIKELY(__atomic_load_n(&r->closed, __ATOMIC_RELAXED) != QUAYI_RING_OPEN)) {
 			*rc = -EPIPE;
 			return 0;
 		}
 		for (k = 0; k < n; k++) {
 			uint64_t p = pos + k;
-			/* A2: acquire, pairs with R2 in pop: the consumer of the
+			/* RING-A2: acquire, pairs with RING-R2 in pop: the consumer of the
 			 * previous lap is done with the slot. */
 			uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
 			if (seq != p << 1)
@@ -181,12 +181,12 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 			*rc = -EAGAIN;
 			return 0;
 		}
-		/* C1: claim, then check closed; retract if close came first. */
+		/* RING-C1: claim, then check closed; retract if close came first. */
 		__atomic_store_n(&r->tail, (pos + k) & QUAYI_RING_POS_MASK, __ATOMIC_RELAXED);
 		quayi_ring_fast_barrier(r);
 		if (QUAYI_UNLIKELY(__atomic_load_n(&r->closed, __ATOMIC_RELAXED) != QUAYI_RING_OPEN)) {
 			/* A consumer that saw the claim may have gone to sleep
-			 * waiting for it: the retraction must wake it (W1). */
+			 * waiting for it: the retraction must wake it (WAIT-W1). */
 			__atomic_store_n(&r->tail, pos, __ATOMIC_RELAXED);
 			quayi_ring_wake_if_waiting(r, &r->pop_event);
 			*rc = -EPIPE;
@@ -205,7 +205,7 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 		}
 		for (k = 0; k < n; k++) {
 			uint64_t p = pos + k;
-			/* A2: acquire, pairs with R2 in pop. */
+			/* RING-A2: acquire, pairs with RING-R2 in pop. */
 			uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
 			dif = (int64_t)(seq - (p << 1));
 			if (dif != 0)
@@ -217,7 +217,7 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 			if (!sc && __atomic_compare_exchange_n(&r->tail, &pos,
 			        (pos + k) & QUAYI_RING_POS_MASK, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 				break;
-			/* sc: B0 of impl/pq_inline.h, pairs with B2 there. */
+			/* sc: PQ-B0 of impl/pq_inline.h, pairs with PQ-B2 there. */
 			if (sc && __atomic_compare_exchange_n(&r->tail, &pos,
 			        (pos + k) & QUAYI_RING_POS_MASK, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
 				break;
@@ -235,7 +235,7 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 	return (size_t)k;
 }
 
-/* Copy k elements into claimed positions pos.. and publish each (R1). */
+/* Copy k elements into claimed positions pos.. and publish each (RING-R1). */
 static QUAYI_ALWAYS_INLINE void
 quayi_ring_fill(struct quay_ring *r, uint64_t pos, const void *elems, size_t k)
 {
@@ -244,7 +244,7 @@ quayi_ring_fill(struct quay_ring *r, uint64_t pos, const void *elems, size_t k)
 		uint64_t p = pos + i;
 		unsigned char *s = quayi_ring_slot(r, p);
 		quayi_ring_copy(r, s + 8, src);
-		/* R1: release, pairs with A1 in pop: publishes the element. */
+		/* RING-R1: release, pairs with RING-A1 in pop: publishes the element. */
 		__atomic_store_n(quayi_ring_seq(s), (p << 1) | 1, __ATOMIC_RELEASE);
 	}
 	quayi_ring_wake_if_waiting(r, &r->pop_event);
@@ -262,7 +262,7 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 	for (;;) {
 		for (k = 0; k < n; k++) {
 			uint64_t p = pos + k;
-			/* A1: acquire, pairs with R1 in push: the element is written. */
+			/* RING-A1: acquire, pairs with RING-R1 in push: the element is written. */
 			uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
 			dif = (int64_t)(seq - ((p << 1) | 1));
 			if (dif != 0)
@@ -292,7 +292,7 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 	return (size_t)k;
 }
 
-/* Copy k elements out of claimed positions pos.. and free each slot (R2). */
+/* Copy k elements out of claimed positions pos.. and free each slot (RING-R2). */
 static QUAYI_ALWAYS_INLINE void
 quayi_ring_drain(struct quay_ring *r, uint64_t pos, void *out, size_t k)
 {
@@ -301,7 +301,7 @@ quayi_ring_drain(struct quay_ring *r, uint64_t pos, void *out, size_t k)
 		uint64_t p = pos + i;
 		unsigned char *s = quayi_ring_slot(r, p);
 		quayi_ring_copy(r, dst, s + 8);
-		/* R2: release, pairs with A2 in push: we are done reading. */
+		/* RING-R2: release, pairs with RING-A2 in push: we are done reading. */
 		__atomic_store_n(quayi_ring_seq(s), (p + r->mask + 1) << 1, __ATOMIC_RELEASE);
 	}
 	quayi_ring_wake_if_waiting(r, &r->push_event);

@@ -11,15 +11,15 @@
  *
  * Sleeper (quayi_wait_sleep, src/wait.c):
  *     ev = fetch_or(event, SLEEPERS) | SLEEPERS
- *     S1: membarrier(PRIVATE_EXPEDITED)       (or a full fence, see below)
+ *     WAIT-S1: membarrier(PRIVATE_EXPEDITED)       (or a full fence, see below)
  *     if ready(): return                      (the object's own re-check)
  *     futex_wait(event, ev)
  * Waker, after publishing whatever ready() looks at
  * (quayi_wait_wake_if_waiting, inline):
- *     W1: compiler barrier; if (relaxed load of event) & SLEEPERS: wake
+ *     WAIT-W1: compiler barrier; if (relaxed load of event) & SLEEPERS: wake
  * membarrier(2) makes every running thread of the process execute a full
  * barrier, so either the waker's publish is visible to the sleeper's
- * ready(), or the waker's load comes after S1 and sees the bit (or a later
+ * ready(), or the waker's load comes after WAIT-S1 and sees the bit (or a later
  * value written by a waker that cleared the bit after our fetch_or and so
  * woke us, or made futex_wait return at once because the word is no longer
  * ev). The waker's fast path has no fence and no shared write; the first
@@ -47,7 +47,7 @@
  * system call. */
 QUAY_API void quayi_wait_wake(uint32_t *event);
 
-/* The fast side of W1: a compiler barrier, which membarrier(2) on the
+/* The fast side of WAIT-W1: a compiler barrier, which membarrier(2) on the
  * slow side upgrades to a full barrier; a real fence without it. The
  * object passes its (read-only after init) flags word and its fence bit:
  * the word is read after the compiler barrier, where the load is free to
@@ -60,8 +60,8 @@ quayi_wait_fast_barrier(const uint32_t *flags, uint32_t fence_bit)
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
-/* W1: after publishing, wake the sleepers on *event if there are any.
- * Relaxed: ordered by quayi_wait_fast_barrier against the sleeper's S1.
+/* WAIT-W1: after publishing, wake the sleepers on *event if there are any.
+ * Relaxed: ordered by quayi_wait_fast_barrier against the sleeper's WAIT-S1.
  * The first waker clears the bit, so one wake serves a sleep episode. */
 static QUAYI_ALWAYS_INLINE void
 quayi_wait_wake_if_waiting(uint32_t *event, const uint32_t *flags, uint32_t fence_bit)
