@@ -15,6 +15,7 @@
  * ordering with anything else (the message itself comes through the pq),
  * so every access is relaxed, each commented.
  */
+#include "clock.h"
 #include "queue_x.h"
 #include "quay_internal.h"
 
@@ -131,7 +132,7 @@ limit_ready(const void *ctx)
 void
 quayi_limit_sleep(quay_queue *q, int64_t now, int64_t due, int64_t end_mono)
 {
-	int64_t dl = quayi_wait_deadline(due > now ? due - now : 0);
+	int64_t dl = quayi_deadline(due > now ? due - now : 0);
 
 	if (end_mono >= 0 && end_mono < dl)
 		dl = end_mono;
