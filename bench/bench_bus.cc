@@ -29,6 +29,23 @@
 //   zmq_fanout_threads/N     the same with one SUB socket per thread
 //                            (blocking zmq_recv, no HWM)
 //   request_reply            round trip through a responder thread
+//   routed_subs/N            issue 12 peer row: N subscriptions on
+//                            "fan.>", 256 publishes timed, the drain not
+//                            (PauseTiming): ns per publish
+//   routed_queues/N          the same with N queues bound on "fan.>"
+//                            (first queue gets the message, the others
+//                            a copy): ns per publish, drain (receive +
+//                            ack) not timed
+//   filter_miss/N            N bindings on "f.x", binding i with filter
+//                            "id = <i>"; each message has id = 3, so one
+//                            matches and N - 1 filters miss: ns per
+//                            publish (the slope over N is the cost of a
+//                            miss)
+//   durable_fanout4_bus/M    4 durable queues on one WAL (sync mode M:
+//                            0 SYNC, 2 NONE) bound on "d.x": one publish
+//                            per message (today: one append per queue)
+//   durable_fanout4_sends/M  the peer: the same 4 queues, 4 separate
+//                            quay_queue_send calls of 4 copies
 //
 // Every benchmark counts what arrived and fails with SkipWithError if it
 // is not what was sent (the program then exits 1). Message bodies are 16
@@ -48,6 +65,11 @@
 #include <vector>
 
 #include <quay/bus.h>
+#include <quay/queue.h>
+#include <quay/wal.h>
+
+#include <stdlib.h>
+#include <unistd.h>
 #include <quay/msg.h>
 #include <quay/pool.h>
 
@@ -529,6 +551,260 @@ void BM_zmq_fanout_threads(benchmark::State &st)
 	st.counters["deliveries/s"] = benchmark::Counter(double(total), benchmark::Counter::kIsRate);
 }
 
+
+// ---- routing (issue 12) -------------------------------------------------
+
+quay_queue *bench_queue(const char *name, size_t cap)
+{
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	quay_queue *q = nullptr;
+	o.name = name;
+	o.capacity = cap;
+	if (quay_queue_create(&o, &q) != 0)
+		std::abort();
+	return q;
+}
+
+size_t qdrain(quay_queue *q)
+{
+	quay_lease l[64];
+	size_t n, total = 0;
+	while ((n = quay_queue_receive_batch(q, l, 64, 0)) > 0) {
+		for (size_t i = 0; i < n; i++) {
+			(void)quay_queue_ack(q, &l[i]);
+			quay_msg_unref(l[i].msg);
+		}
+		total += n;
+	}
+	return total;
+}
+
+void BM_routed_subs(benchmark::State &st)
+{
+	const int n = int(st.range(0));
+	quay_bus *b = nullptr;
+	quay_bus_create(nullptr, &b);
+	std::vector<quay_sub *> subs;
+	for (int i = 0; i < n; i++)
+		subs.push_back(subscribe(b, "fan.>", 1024, QUAY_SUB_REJECT));
+	quay_msg *m = new_msg(1);
+	uint64_t sent = 0, got = 0;
+	for (auto _ : st) {
+		for (int i = 0; i < kBatch; i++) {
+			quay_msg_ref(m);
+			if (quay_bus_publish(b, "fan.x.y", m) != n) {
+				fail(st, "publish did not reach every subscription");
+				break;
+			}
+		}
+		sent += kBatch;
+		st.PauseTiming();
+		for (auto *s : subs)
+			got += drain(s);
+		st.ResumeTiming();
+	}
+	if (got != sent * uint64_t(n))
+		fail(st, "lost deliveries");
+	quay_msg_unref(m);
+	quay_bus_destroy(b);
+	st.SetItemsProcessed(int64_t(sent));
+}
+
+void BM_routed_queues(benchmark::State &st)
+{
+	const int n = int(st.range(0));
+	quay_bus *b = nullptr;
+	quay_bus_create(nullptr, &b);
+	std::vector<quay_queue *> qs;
+	std::vector<quay_binding *> bs;
+	for (int i = 0; i < n; i++) {
+		std::string name = "rq" + std::to_string(i);
+		qs.push_back(bench_queue(name.c_str(), 1024));
+		quay_binding *bd = nullptr;
+		if (quay_bus_bind(b, "fan.>", qs.back(), nullptr, &bd) != 0)
+			std::abort();
+		bs.push_back(bd);
+	}
+	std::vector<quay_msg *> ms(static_cast<size_t>(kBatch));
+	uint64_t sent = 0, got = 0;
+	for (auto _ : st) {
+		// Fresh messages: a queue keeps its own state in the message it
+		// holds (the first queue takes the published one).
+		st.PauseTiming();
+		for (auto &x : ms)
+			x = new_msg(1);
+		st.ResumeTiming();
+		for (auto *m : ms) {
+			if (quay_bus_publish(b, "fan.x.y", m) != n) {
+				fail(st, "publish did not reach every queue");
+				break;
+			}
+		}
+		sent += kBatch;
+		st.PauseTiming();
+		for (auto *q : qs)
+			got += qdrain(q);
+		st.ResumeTiming();
+	}
+	if (got != sent * uint64_t(n))
+		fail(st, "lost deliveries");
+	for (auto *bd : bs)
+		quay_bus_unbind(bd);
+	quay_bus_destroy(b);
+	for (auto *q : qs)
+		quay_queue_destroy(q);
+	st.SetItemsProcessed(int64_t(sent));
+}
+
+void BM_filter_miss(benchmark::State &st)
+{
+	const int n = int(st.range(0));
+	quay_bus *b = nullptr;
+	quay_bus_create(nullptr, &b);
+	std::vector<quay_queue *> qs;
+	std::vector<quay_binding *> bs;
+	for (int i = 0; i < n; i++) {
+		std::string name = "fq" + std::to_string(i), filter = "id = " + std::to_string(i);
+		struct quay_bind_opts o = QUAY_BIND_OPTS_INIT;
+		o.filter = filter.c_str();
+		qs.push_back(bench_queue(name.c_str(), 1024));
+		quay_binding *bd = nullptr;
+		if (quay_bus_bind(b, "f.x", qs.back(), &o, &bd) != 0)
+			std::abort();
+		bs.push_back(bd);
+	}
+	std::vector<quay_msg *> ms(static_cast<size_t>(kBatch));
+	uint64_t sent = 0, got = 0;
+	for (auto _ : st) {
+		st.PauseTiming();
+		for (auto &m : ms) {
+			m = new_msg(3);
+			quay_msg_set_header_str(m, "id", "3");
+		}
+		st.ResumeTiming();
+		for (auto *m : ms)
+			if (quay_bus_publish(b, "f.x", m) != 1) {
+				fail(st, "publish did not reach exactly one queue");
+				break;
+			}
+		sent += kBatch;
+		st.PauseTiming();
+		got += qdrain(qs[3]);
+		st.ResumeTiming();
+	}
+	if (got != sent)
+		fail(st, "lost deliveries");
+	for (auto *bd : bs)
+		quay_bus_unbind(bd);
+	quay_bus_destroy(b);
+	for (auto *q : qs)
+		quay_queue_destroy(q);
+	st.SetItemsProcessed(int64_t(sent));
+}
+
+struct durable4 {
+	char dir[64];
+	quay_wal *w = nullptr;
+	quay_queue *q[4] = {};
+	explicit durable4(unsigned mode)
+	{
+		struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+		snprintf(dir, sizeof(dir), "/tmp/quay-bench-route-XXXXXX");
+		if (mkdtemp(dir) == nullptr)
+			std::abort();
+		wo.sync_mode = mode;
+		if (quay_wal_open(dir, &wo, &w) != 0)
+			std::abort();
+		for (int i = 0; i < 4; i++) {
+			struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+			std::string name = "dq" + std::to_string(i);
+			o.name = name.c_str();
+			o.capacity = 4096;
+			o.wal = w;
+			o.pool = pool();
+			if (quay_queue_create(&o, &q[i]) != 0)
+				std::abort();
+		}
+	}
+	~durable4()
+	{
+		for (auto *x : q)
+			quay_queue_destroy(x);
+		quay_wal_close(w);
+		std::string cmd = std::string("rm -rf ") + dir;
+		if (system(cmd.c_str()) != 0)
+			std::fprintf(stderr, "could not remove %s\n", dir);
+	}
+	size_t drain()
+	{
+		size_t n = 0;
+		for (auto *x : q)
+			n += qdrain(x);
+		return n;
+	}
+};
+
+constexpr int kDurBatch = 16;
+
+void BM_durable_fanout4_bus(benchmark::State &st)
+{
+	durable4 d(unsigned(st.range(0)));
+	quay_bus *b = nullptr;
+	quay_bus_create(nullptr, &b);
+	quay_binding *bs[4];
+	for (int i = 0; i < 4; i++)
+		if (quay_bus_bind(b, "d.x", d.q[i], nullptr, &bs[i]) != 0)
+			std::abort();
+	std::vector<quay_msg *> ms(static_cast<size_t>(kDurBatch));
+	uint64_t sent = 0, got = 0;
+	for (auto _ : st) {
+		st.PauseTiming();
+		for (auto &m : ms)
+			m = new_msg(1);
+		st.ResumeTiming();
+		for (auto *m : ms)
+			if (quay_bus_publish(b, "d.x", m) != 4) {
+				fail(st, "publish did not reach the 4 durable queues");
+				break;
+			}
+		sent += kDurBatch;
+		st.PauseTiming();
+		got += d.drain();
+		st.ResumeTiming();
+	}
+	if (got != sent * 4)
+		fail(st, "lost deliveries");
+	for (auto *x : bs)
+		quay_bus_unbind(x);
+	quay_bus_destroy(b);
+	st.SetItemsProcessed(int64_t(sent));
+}
+
+void BM_durable_fanout4_sends(benchmark::State &st)
+{
+	durable4 d(unsigned(st.range(0)));
+	std::vector<quay_msg *> ms(static_cast<size_t>(kDurBatch) * 4);
+	uint64_t sent = 0, got = 0;
+	for (auto _ : st) {
+		st.PauseTiming();
+		for (auto &m : ms)
+			m = new_msg(1);
+		st.ResumeTiming();
+		for (size_t i = 0; i < ms.size(); i++)
+			if (quay_queue_send(d.q[i % 4], ms[i]) != 0) {
+				fail(st, "send refused");
+				break;
+			}
+		sent += kDurBatch;
+		st.PauseTiming();
+		got += d.drain();
+		st.ResumeTiming();
+	}
+	if (got != sent * 4)
+		fail(st, "lost deliveries");
+	st.SetItemsProcessed(int64_t(sent));
+}
+
 }  // namespace
 
 BENCHMARK(BM_publish_exact_1);
@@ -540,6 +816,11 @@ BENCHMARK(BM_match_10k_miss);
 BENCHMARK(BM_fanout_threads)->Arg(1)->Arg(4)->UseRealTime();
 BENCHMARK(BM_zmq_fanout_threads)->Arg(1)->Arg(4)->UseRealTime();
 BENCHMARK(BM_request_reply)->UseRealTime();
+BENCHMARK(BM_routed_subs)->Arg(1)->Arg(4)->Arg(16);
+BENCHMARK(BM_routed_queues)->Arg(1)->Arg(4)->Arg(16);
+BENCHMARK(BM_filter_miss)->Arg(10)->Arg(100)->Arg(1000);
+BENCHMARK(BM_durable_fanout4_bus)->Arg(QUAY_WAL_SYNC)->Arg(QUAY_WAL_NONE)->UseRealTime();
+BENCHMARK(BM_durable_fanout4_sends)->Arg(QUAY_WAL_SYNC)->Arg(QUAY_WAL_NONE)->UseRealTime();
 
 int main(int argc, char **argv)
 {

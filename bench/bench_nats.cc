@@ -39,6 +39,8 @@
 #include <thread>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include <quay/bus.h>
 #include <quay/msg.h>
 #include <quay/nats.h>
@@ -89,6 +91,23 @@ connect_quay()
 	return n;
 }
 
+// CPU time of the whole process (every thread: the bridge's, libnats's),
+// in ns. A wall-clock rate on a loaded two-core machine mostly measures
+// the scheduler; the CPU spent per message is the cost the module adds.
+double
+proc_cpu_ns()
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e9 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e3;
+}
+
+void
+cpu_per(benchmark::State &st, double cpu0, double items)
+{
+	st.counters["cpu_us_per_msg"] = (proc_cpu_ns() - cpu0) / 1e3 / items;
+}
+
 void
 fail(benchmark::State &st, const char *why)
 {
@@ -115,6 +134,7 @@ publish_plain(benchmark::State &st)
 	natsConnection_Subscribe(&s, sub, "bench.pub", count_cb, &c);
 	natsSubscription_SetPendingLimits(s, -1, -1);
 	natsConnection_Flush(sub);
+	double cpu0 = proc_cpu_ns();
 	for (auto _ : st) {
 		c.n = 0;
 		auto t0 = Clock::now();
@@ -125,6 +145,7 @@ publish_plain(benchmark::State &st)
 			return fail(st, "plain: count mismatch");
 		st.SetIterationTime(std::chrono::duration<double>(Clock::now() - t0).count());
 	}
+	cpu_per(st, cpu0, static_cast<double>(st.iterations() * g_pub_msgs));
 	st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * g_pub_msgs));
 	natsSubscription_Destroy(s);
 	natsConnection_Destroy(pub);
@@ -145,6 +166,7 @@ publish_bridge(benchmark::State &st)
 	natsConnection_Subscribe(&s, sub, "bench.pub", count_cb, &c);
 	natsSubscription_SetPendingLimits(s, -1, -1);
 	natsConnection_Flush(sub);
+	double cpu0 = proc_cpu_ns();
 	for (auto _ : st) {
 		c.n = 0;
 		auto t0 = Clock::now();
@@ -159,6 +181,7 @@ publish_bridge(benchmark::State &st)
 			return fail(st, "bridge: count mismatch");
 		st.SetIterationTime(std::chrono::duration<double>(Clock::now() - t0).count());
 	}
+	cpu_per(st, cpu0, static_cast<double>(st.iterations() * g_pub_msgs));
 	st.SetItemsProcessed(static_cast<int64_t>(st.iterations() * g_pub_msgs));
 	quay_nats_close(n);
 	quay_bus_destroy(bus);
@@ -175,6 +198,7 @@ rr_plain(benchmark::State &st)
 	natsConnection_ConnectTo(&srv, g_url);
 	natsConnection_Subscribe(&s, srv, "bench.rr", echo_cb, nullptr);
 	natsConnection_Flush(srv);
+	double cpu0 = proc_cpu_ns();
 	for (auto _ : st) {
 		natsMsg *r = nullptr;
 		if (natsConnection_Request(&r, cli, "bench.rr", "ping", 4, 5000) != NATS_OK ||
@@ -182,6 +206,7 @@ rr_plain(benchmark::State &st)
 			return fail(st, "plain request failed");
 		natsMsg_Destroy(r);
 	}
+	cpu_per(st, cpu0, static_cast<double>(st.iterations()));
 	natsSubscription_Destroy(s);
 	natsConnection_Destroy(cli);
 	natsConnection_Destroy(srv);
@@ -199,6 +224,7 @@ rr_bridge(benchmark::State &st)
 	natsConnection_ConnectTo(&srv, g_url);
 	natsConnection_Subscribe(&s, srv, "bench.rr", echo_cb, nullptr);
 	natsConnection_Flush(srv);
+	double cpu0 = proc_cpu_ns();
 	for (auto _ : st) {
 		quay_msg *req, *rep;
 		quay_msg_new(g_pool, "ping", 4, &req);
@@ -206,6 +232,7 @@ rr_bridge(benchmark::State &st)
 			return fail(st, "bridged request failed");
 		quay_msg_unref(rep);
 	}
+	cpu_per(st, cpu0, static_cast<double>(st.iterations()));
 	quay_nats_close(n);
 	quay_bus_destroy(bus);
 	natsSubscription_Destroy(s);
@@ -310,7 +337,7 @@ localq(benchmark::State &st)
 {
 	int w = static_cast<int>(st.range(0));
 	for (auto _ : st) {
-		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 		quay_queue *q;
 		o.capacity = 4096;
 		quay_queue_create(&o, &q);

@@ -315,7 +315,7 @@ void run_pc(benchmark::State &st, Kind kind)
 			quay_ring_create(4096, 8, 0, &s.ring);
 		} else if (kind == Kind::queue || kind == Kind::queue_reuse || kind == Kind::queue_hdr ||
 		           kind == Kind::fifo) {
-			quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+			struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 			if (kind == Kind::queue_reuse)
 				for (int p = 0; p < pc; p++)
 					for (size_t i = 0; i < kReuse; i++) {
@@ -431,7 +431,7 @@ void pair_pq_msg(benchmark::State &st)
 void pair_queue(benchmark::State &st)
 {
 	quay_pool *pool = make_pool(1024);
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q = nullptr;
 	uint64_t n = 0;
 
@@ -461,7 +461,7 @@ void pair_dedup(benchmark::State &st)
 	const int mode = static_cast<int>(st.range(0));
 	quay_pool_opts po = QUAY_POOL_OPTS_INIT;
 	quay_pool *pool = nullptr;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q = nullptr;
 	uint64_t n = 0;
 	unsigned char body[64];
@@ -523,7 +523,7 @@ void delayed_1M(benchmark::State &st)
 	quay_pool *pool = make_pool(n + 1024);
 
 	for (auto _ : st) {
-		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 		quay_queue *q = nullptr;
 		std::vector<quay_msg *> msgs(n);
 		uint64_t rng = 88172645463325252ull;
@@ -616,7 +616,7 @@ void latency(benchmark::State &st)
 	quay_stats_create(nullptr, &reg);
 	quay_hist_create(reg, "lat", nullptr, nullptr, 0, &h);
 	for (auto _ : st) {
-		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 		quay_queue *q = nullptr;
 		std::atomic<int> acked{0};
 		int bad = 0;

@@ -70,7 +70,7 @@ int
 open_queue(unsigned mode, quay_queue **q)
 {
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	wo.sync_mode = mode;
 	wo.interval_ms = 10;

@@ -26,7 +26,7 @@ static quay_queue *jobs, *dlq;
 static int
 open_all(const char *dir)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	if (quay_wal_open(dir, NULL, &wal) != 0)        /* NULL: SYNC mode */
 		return -1;

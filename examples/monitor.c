@@ -212,7 +212,7 @@ main(int argc, char **argv)
 	if (quay_stats_create(NULL, &stats) != 0 || quay_pool_create((size_t)64 << 20, NULL, &pool) != 0)
 		return 1;
 	for (int i = 0; i < NQ; i++) {
-		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 		o.stats = stats;
 		o.name = dlq_names[i];
@@ -230,7 +230,7 @@ main(int argc, char **argv)
 			goto fail;
 	}
 	for (int i = 0; i < nextra; i++) {
-		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 		char name[32];
 
 		snprintf(name, sizeof(name), "extra.%02d", i);

@@ -73,7 +73,7 @@ print_stats(const char *name, quay_queue *q)
 int
 main(void)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_pool *pool = NULL;
 	pthread_t th[WORKERS];
 	size_t moved = 0;

@@ -1,57 +1,39 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The bus: subscriptions, fan-out, queue groups, request/reply, metrics.
+ * The bus: subscriptions, bindings, fan-out, queue groups, metrics.
  * The trie and the subject cache are in bus_match.c; docs/BUS.md gives
  * the design and the measured figures.
  *
  * RCU (liburcu memb flavour, plain calls: no _LGPL_SOURCE). The current
  * table version is one pointer, bus->table:
- *   T1 subscribe/unsubscribe: store-release of the new version (under the
- *      bus mutex) -> T2 publish: load-acquire inside a read-side section.
+ *   BUS-T1 subscribe/unsubscribe: store-release of the new version (under the
+ *      bus mutex) -> BUS-T2 publish: load-acquire inside a read-side section.
  * Replaced versions, removed subscriptions and emptied groups are freed
  * by call_rcu callbacks, after every read-side section that could see
  * them. Receivers are not inside a read-side section while they sleep:
- * they enter one only to check sub->closed and bump sub->inflight (R1);
+ * they enter one only to check sub->closed and bump sub->inflight (BUS-R1);
  * unsubscribe sets closed before its grace period starts, so every
  * receiver either saw closed or is counted in inflight, and the sub's
- * callback waits for inflight to drop to 0 (R2, acquire, pairs with the
+ * callback waits for inflight to drop to 0 (BUS-R2, acquire, pairs with the
  * receiver's release decrement) before freeing.
  *
- * Request/reply. Each waiting request owns a slot of bus->reqs; its
- * inbox subject is "_INBOX.<bus id>.<n>" with n % nreq its slot. The slot
- * word state is 0 (free), n (waiting), n|BUSY (a reply is being stored),
- * n|DONE (stored). Q1 the replier's CAS n -> n|BUSY (acq_rel) makes it
- * the only one to store; Q2 its store-release of n|DONE -> Q3 the
- * requester's load-acquire, which then reads the reply. A requester that
- * times out takes its slot back with a CAS n -> 0, which fails only if a
- * reply is being stored (it then waits for DONE and returns the reply).
+ * Request/reply is in bus_request.c.
  */
 #include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "bus_internal.h"
+#include "filter.h"
+#include "queue_internal.h"
 
 /* container_of through void *, so clang's -Wcast-align stays quiet. */
 #define BUS_CONTAINER(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
-
-#define REQ_BUSY ((uint64_t)1 << 63)
-#define REQ_DONE ((uint64_t)1 << 62)
-#define REQ_N_MASK (REQ_DONE - 1)
-
-struct bus_req {
-	_Atomic uint64_t state;     /* Q1..Q3 above */
-	_Atomic uint64_t req_id;    /* written by the owner before it publishes */
-	_Atomic(quay_msg *) reply;  /* ordered by Q2/Q3 */
-	_Atomic uint32_t done;      /* futex word: 1 when the requester should look */
-} QUAYI_ALIGNED(QUAY_CACHELINE);
 
 struct quay_sub {
 	struct rcu_head rcu;
@@ -63,48 +45,25 @@ struct quay_sub {
 	int64_t block_timeout_ns;
 	unsigned flags;
 	struct quayi_bus_group *group;
-	_Atomic uint32_t closed;
-	_Atomic uint32_t inflight;
+	uint32_t closed;
+	uint32_t inflight;
 	uint64_t id;
 	struct quayi_bm_toks toks;
+	struct quayi_filter *filter;      /* NULL: none */
+	quay_queue *queue;                /* a binding's queue; NULL: a subscription */
 	quay_counter *c_delivered, *c_received, *c_dropped, *c_rejected, *c_timeouts, *c_released;
+	quay_counter *c_failed;           /* bindings only */
 	quay_hist *h_latency;
 	quay_gauge *g_pending;            /* measured by its collector */
 	struct quay_sub *prev, *next;  /* bus list, under the bus mutex */
 	char pattern[QUAY_BUS_SUBJECT_MAX + 1];
 };
 
-struct quay_bus {
-	_Atomic(struct quayi_bm_table *) table;  /* T1/T2 */
-	/* Set by destroy; calls that see it return -EPIPE. Acquire/release
-	 * with destroy's store (it only makes late calls fail fast). */
-	_Atomic uint32_t closing;
-	int64_t (*clock)(void *);
-	void *clock_arg;
-	uint64_t id;
-	char inbox[40];
-	size_t inbox_len;
-	char name[QUAY_BUS_NAME_MAX + 1];
-
-	pthread_mutex_t lock;             /* subscribe/unsubscribe */
-	struct quay_sub *subs;            /* under lock */
-	/* Written under lock; relaxed reads by quay_bus_sub_count(). */
-	_Atomic size_t nsubs;
-	size_t max_subs;
-	struct quayi_bus_group *groups;   /* under lock */
-	_Atomic uint64_t next_sub_id;     /* relaxed: only uniqueness matters */
-
-	quay_stats *stats;
-	bool own_stats;
-	quay_counter *c_published, *c_delivered, *c_dropped, *c_rejected, *c_timeouts, *c_nosub,
-	    *c_late;
-
-	unsigned nreq;
-	struct bus_req *reqs;
-	_Atomic uint64_t req_next;        /* relaxed: a ticket, uniqueness only */
-	_Atomic uint32_t req_active;      /* requesters inside request(); destroy waits */
-	_Atomic uint64_t pending;         /* call_rcu callbacks not yet run */
-	struct quayi_bm_cache_pool caches; /* retired caches, for reuse */
+/* A binding is a target of the table like a subscription, with a queue
+ * instead of a ring (one struct: the trie, the cache and the groups hold
+ * both). */
+struct quay_binding {
+	struct quay_sub s;
 };
 
 /* ---- RCU thread registration --------------------------------------- */
@@ -154,18 +113,18 @@ rcu_thread(void)
 
 #if QUAYI_BUS_TSAN
 /* See bus_internal.h: make grace periods visible to ThreadSanitizer. */
-static _Atomic uint64_t tsan_gp;
+static uint64_t tsan_gp;
 
 static inline void
 tsan_read_end(void)
 {
-	atomic_fetch_add_explicit(&tsan_gp, 1, memory_order_release);
+	__atomic_fetch_add(&tsan_gp, 1, __ATOMIC_RELEASE);
 }
 
 static inline void
 tsan_reclaim(void)
 {
-	(void)atomic_fetch_add_explicit(&tsan_gp, 0, memory_order_acquire);
+	(void)__atomic_fetch_add(&tsan_gp, 0, __ATOMIC_ACQUIRE);
 }
 #else
 static inline void
@@ -186,7 +145,7 @@ defer_free(struct quay_bus *bus, struct rcu_head *h, void (*fn)(struct rcu_head 
 {
 	/* Relaxed: destroy reads it only after this thread's last call
 	 * returned (the caller serialises destroy with everything else). */
-	atomic_fetch_add_explicit(&bus->pending, 1, memory_order_relaxed);
+	__atomic_fetch_add(&bus->pending, 1, __ATOMIC_RELAXED);
 	tsan_read_end();
 	urcu_memb_call_rcu(h, fn);
 }
@@ -196,7 +155,7 @@ static void
 deferred_done(struct quay_bus *bus)
 {
 	/* Release; pairs with destroy's acquire wait for 0. */
-	atomic_fetch_sub_explicit(&bus->pending, 1, memory_order_release);
+	__atomic_fetch_sub(&bus->pending, 1, __ATOMIC_RELEASE);
 }
 
 static inline void
@@ -207,48 +166,6 @@ read_unlock(void)
 }
 
 /* ---- small helpers ------------------------------------------------- */
-
-static int64_t
-clock_realtime(void *arg)
-{
-	struct timespec ts;
-
-	(void)arg;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void
-futex_wake_all(_Atomic uint32_t *w)
-{
-	syscall(SYS_futex, (uint32_t *)(void *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
-
-/* Sleep while *w == val, until deadline (CLOCK_MONOTONIC; < 0: none). */
-static void
-futex_wait(_Atomic uint32_t *w, uint32_t val, int64_t deadline)
-{
-	struct timespec ts, *tp = NULL;
-
-	if (deadline >= 0) {
-		int64_t left = deadline - mono_ns();
-		if (left <= 0)
-			return;
-		ts.tv_sec = (time_t)(left / 1000000000);
-		ts.tv_nsec = (long)(left % 1000000000);
-		tp = &ts;
-	}
-	syscall(SYS_futex, (uint32_t *)(void *)w, FUTEX_WAIT_PRIVATE, val, tp, NULL, 0);
-}
 
 static bool
 valid_name(const char *s)
@@ -279,6 +196,18 @@ uint32_t
 quayi_bus_sub_prio_max(const struct quay_sub *sub)
 {
 	return sub->levels != 0 ? sub->levels - 1 : QUAY_MSG_PRIORITY_MAX;
+}
+
+const struct quayi_filter *
+quayi_bus_sub_filter(const struct quay_sub *sub)
+{
+	return sub->filter;
+}
+
+bool
+quayi_bus_sub_special(const struct quay_sub *sub)
+{
+	return sub->filter != NULL || sub->queue != NULL;
 }
 
 /* ---- the queue of a subscription ------------------------------------ */
@@ -336,7 +265,7 @@ enum outcome { D_OK, D_FULL, D_DROPPED, D_REJECTED, D_TIMEDOUT, D_CLOSED };
  *
  * These two helpers act on quay_msg.refcount directly (the struct is
  * transparent, quay/impl/msg_inline.h) with the same protocol as
- * quay_msg_ref()/quay_msg_unref(): F1 and U1 there.
+ * quay_msg_ref()/quay_msg_unref(): MSG-F1 and MSG-U1 there.
  */
 
 /* Take k more references of m (the caller holds one): 0, or -EINVAL when
@@ -344,7 +273,7 @@ enum outcome { D_OK, D_FULL, D_DROPPED, D_REJECTED, D_TIMEDOUT, D_CLOSED };
 static inline int
 msg_ref_n(quay_msg *m, uint32_t k)
 {
-	/* Relaxed (F1 of msg_inline.h): the caller holds a reference, so m
+	/* Relaxed (MSG-F1 of msg_inline.h): the caller holds a reference, so m
 	 * cannot be freed meanwhile and there is nothing to publish; the CAS
 	 * validates the value. */
 	uint32_t c = __atomic_load_n(&m->refcount, __ATOMIC_RELAXED);
@@ -364,7 +293,7 @@ msg_unref_n(quay_msg *m, uint32_t k)
 	if (k == 0)
 		return;
 	if (k > 1) {
-		/* Release (U1 of msg_inline.h): publishes our use of m to
+		/* Release (MSG-U1 of msg_inline.h): publishes our use of m to
 		 * whoever frees it (this RMW joins the release sequence its
 		 * acquire reads). We keep one reference, so the count stays
 		 * above 0 and only quay_msg_unref() below may free. */
@@ -492,7 +421,7 @@ fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, stru
 
 		if (g->n > 1) {
 			/* Relaxed: the cursor only spreads the load. */
-			start = atomic_fetch_add_explicit(&g->g->rr, 1, memory_order_relaxed) % g->n;
+			start = __atomic_fetch_add(&g->g->rr, 1, __ATOMIC_RELAXED) % g->n;
 		}
 		uint32_t full = g->n;   /* the first member found full */
 
@@ -525,9 +454,313 @@ refusal(const struct quay_bus *bus, const struct quay_bus_pub_result *res)
 	 * first, waking BLOCK publishers): -EPIPE, the caller keeps its
 	 * reference. Acquire; pairs with destroy's release store. A target
 	 * closed by a plain unsubscribe counts as "closed", not a refusal. */
-	if (QUAYI_UNLIKELY(res->closed > 0) && atomic_load_explicit(&bus->closing, memory_order_acquire) != 0)
+	if (QUAYI_UNLIKELY(res->closed > 0) && __atomic_load_n(&bus->closing, __ATOMIC_ACQUIRE) != 0)
 		return -EPIPE;
 	return 0;
+}
+
+/* ---- the general fan-out: filters and bound queues ------------------- */
+
+enum { D_FAILED = D_CLOSED + 1 };
+
+static inline void
+account_kind(struct quay_bus_pub_result *res, const struct quay_sub *s, int o)
+{
+	struct quay_bus_pub_outcomes *k = s->queue != NULL ? &res->queues : &res->subs;
+
+	account(res, (enum outcome)(o == D_FAILED ? D_FULL : o));
+	k->matched++;
+	switch (o) {
+	case D_OK: k->delivered++; break;
+	case D_DROPPED: k->dropped++; break;
+	case D_REJECTED: k->rejected++; break;
+	case D_TIMEDOUT: k->timed_out++; break;
+	case D_CLOSED: k->closed++; break;
+	case D_FAILED: k->failed++; break;
+	default: break;
+	}
+}
+
+/* Whether a binding was unbound or its bus is closing: a BLOCK publisher
+ * stops waiting. Acquire; pairs with the release stores in unbind and
+ * destroy. */
+static inline bool
+bind_gone(const struct quay_sub *b)
+{
+	return __atomic_load_n(&b->closed, __ATOMIC_ACQUIRE) != 0 ||
+	    __atomic_load_n(&b->bus->closing, __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Send x (a reference the caller holds for it) to binding b's queue,
+ * applying b's policy when the queue is full. D_OK: the queue took the
+ * reference (a duplicate by the queue's dedup counts as delivered: the
+ * queue has the message); otherwise the reference is still the caller's. */
+static int
+deliver_queue_ref(struct quay_bus *bus, struct quay_sub *b, quay_msg *x)
+{
+	int r = quay_queue_send(b->queue, x);
+	int64_t deadline, sleep_ns = 2000;
+
+	if (QUAYI_LIKELY(r >= 0))
+		goto ok;
+	if (r == -EPIPE)
+		return D_CLOSED;
+	if (r != -EAGAIN) {
+		quay_counter_inc(b->c_failed);
+		return D_FAILED;
+	}
+	switch (b->policy) {
+	case QUAY_SUB_DROP_NEWEST:
+		quay_counter_inc(b->c_dropped);
+		quay_counter_inc(bus->c_dropped);
+		return D_DROPPED;
+	case QUAY_SUB_BLOCK:
+		break;
+	default:
+		quay_counter_inc(b->c_rejected);
+		quay_counter_inc(bus->c_rejected);
+		return D_REJECTED;
+	}
+	/* A queue has no wait for room: retry with a growing sleep (2 us to
+	 * 1 ms) until the deadline, an unbind or destroy. */
+	deadline = quayi_deadline(b->block_timeout_ns);
+	for (;;) {
+		int64_t left = deadline < 0 ? sleep_ns : deadline - quayi_mono_ns();
+		struct timespec ts;
+
+		if (bind_gone(b))
+			return D_CLOSED;
+		if (left <= 0) {
+			quay_counter_inc(b->c_timeouts);
+			quay_counter_inc(bus->c_timeouts);
+			return D_TIMEDOUT;
+		}
+		if (left > sleep_ns)
+			left = sleep_ns;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)left;
+		nanosleep(&ts, NULL);
+		if (sleep_ns < 1000000)
+			sleep_ns *= 2;
+		r = quay_queue_send(b->queue, x);
+		if (r >= 0)
+			goto ok;
+		if (r == -EPIPE)
+			return D_CLOSED;
+		if (r != -EAGAIN) {
+			quay_counter_inc(b->c_failed);
+			return D_FAILED;
+		}
+	}
+ok:
+	quay_counter_inc(b->c_delivered);
+	return D_OK;
+}
+
+/* State of one general publish. */
+struct fan {
+	quay_msg *m;
+	uint32_t used;      /* references of m handed to targets */
+	bool orig_queued;   /* a bound queue holds m itself */
+};
+
+/* Deliver to one target with the reference accounting of struct fan:
+ * a subscription takes one reference of m; the first bound queue that
+ * takes the message takes m itself (one reference), the others a copy. */
+static int
+deliver_any(struct quay_bus *bus, struct quay_sub *s, struct fan *f, bool try_only)
+{
+	quay_msg *x;
+	int o;
+
+	if (s->queue == NULL) {
+		o = try_only ? (int)deliver_try(s, f->m) : (int)deliver_policy(bus, s, f->m);
+		if (try_only && o == D_FULL)
+			return o;
+		if (o == D_OK)
+			f->used++;
+		return o;
+	}
+	if (try_only) {
+		/* Groups: a queue member is tried with REJECT semantics first. */
+		if (bind_gone(s))
+			return D_CLOSED;
+	}
+	if (!f->orig_queued) {
+		x = f->m;
+	} else if (quay_msg_clone(quay_msg_pool(f->m), f->m, &x) != 0) {
+		quay_counter_inc(s->c_failed);
+		return D_FAILED;
+	}
+	if (try_only) {
+		int r = quay_queue_send(s->queue, x);
+		if (r >= 0) {
+			quay_counter_inc(s->c_delivered);
+			o = D_OK;
+		} else {
+			o = r == -EAGAIN ? D_FULL : r == -EPIPE ? D_CLOSED : D_FAILED;
+			if (o == D_FAILED)
+				quay_counter_inc(s->c_failed);
+		}
+	} else {
+		o = deliver_queue_ref(bus, s, x);
+	}
+	if (o == D_OK) {
+		if (x == f->m) {
+			f->orig_queued = true;
+			f->used++;
+		}
+	} else if (x != f->m) {
+		(void)quay_msg_unref(x);   /* the copy nobody took */
+	}
+	return o;
+}
+
+#define PASS_BITS 1024u   /* filter results kept from the counting pass */
+
+/* Whether target i of e passes its filter (the subscription itself is
+ * not read: e->filt is contiguous). */
+static inline bool
+passes(const struct quayi_bm_centry *e, struct quayi_filter_hdrs *h, const uint64_t *pass, uint32_t i)
+{
+	if (e->filt[i] == NULL)
+		return true;
+	if (i < PASS_BITS)
+		return ((pass[i >> 6] >> (i & 63)) & 1) != 0;
+	return quayi_filter_match_hdrs(e->filt[i], h);
+}
+
+/* Send m, reaching no target, to the unroutable queue (consumes m). */
+static void
+unroutable(struct quay_bus *bus, quay_msg *m, struct quay_bus_pub_result *res, bool tapped)
+{
+	int r = -ENOENT;
+
+	if (tapped) {
+		/* The publish tap (a NATS wildcard export) took it: routed. */
+		(void)quay_msg_unref(m);   /* the publisher's reference */
+		return;
+	}
+
+	if (bus->unroutable != NULL)
+		r = quay_queue_send(bus->unroutable, m);
+	res->unroutable = 1;
+	res->unroutable_rc = r > 0 ? 0 : r;
+	quay_counter_inc(bus->c_unroutable);
+	if (r >= 0)
+		quay_counter_inc(bus->c_unroutable_queued);
+	else
+		(void)quay_msg_unref(m);
+}
+
+/*
+ * Publish one message to an entry with filters or bound queues. First
+ * the filters (each evaluated once; the results of the first PASS_BITS
+ * targets are kept), to know how many references to take; then the
+ * deliveries. Returns 0 (consumed) or publish's refusal code (the
+ * caller keeps m). *delivered counts the targets that queued it.
+ */
+static int
+publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, int64_t now,
+    struct quay_bus_pub_result *res, bool tapped)
+{
+	uint64_t pass[PASS_BITS / 64];
+	struct quayi_filter_hdrs hdrs;   /* the headers, read once if a filter asks */
+	uint32_t need = 0, filtered = 0, ntot = e->nplain;
+	struct fan f = { m, 0, false };
+	int r;
+
+	for (uint32_t gi = 0; gi < e->ngroups; gi++)
+		ntot += e->groups[gi].n;
+	memset(pass, 0, sizeof(pass));
+	quayi_filter_hdrs_init(&hdrs, m);
+	for (uint32_t i = 0; i < ntot; i++) {
+		const struct quayi_filter *flt = e->filt[i];
+		if (flt == NULL || quayi_filter_match_hdrs(flt, &hdrs)) {
+			if (i < PASS_BITS)
+				pass[i >> 6] |= (uint64_t)1 << (i & 63);
+			if (i < e->nplain)
+				need++;
+		} else {
+			filtered++;
+		}
+	}
+	for (uint32_t gi = 0; gi < e->ngroups; gi++) {
+		const struct quayi_bm_gref *g = &e->groups[gi];
+		for (uint32_t k = 0; k < g->n; k++)
+			if (passes(e, &hdrs, pass, g->first + k)) {
+				need++;
+				break;
+			}
+	}
+	res->filtered = filtered;
+	if (filtered > 0)
+		quay_counter_add(bus->c_filtered, filtered);
+	if (need == 0) {
+		unroutable(bus, m, res, tapped);
+		return 0;
+	}
+	if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) || (need > 1 && msg_ref_n(m, need - 1) != 0))
+		return -EINVAL;   /* nothing taken, nothing stamped */
+	if (now > 0)
+		(void)quay_msg_set_enqueued_ns(m, now);
+	for (uint32_t i = 0; i < e->nplain; i++) {
+		struct quay_sub *s;
+		int o;
+
+		if (!passes(e, &hdrs, pass, i))
+			continue;
+		s = e->subs[i];
+		o = deliver_any(bus, s, &f, false);
+		account_kind(res, s, o);
+	}
+	for (uint32_t gi = 0; gi < e->ngroups; gi++) {
+		const struct quayi_bm_gref *g = &e->groups[gi];
+		struct quay_sub *const *mem = e->subs + g->first;
+		uint32_t start = 0, full = g->n, last = g->n;
+		int o = D_FULL;
+		bool failed = false;
+
+		if (g->n > 1) {
+			/* Relaxed: the cursor only spreads the load. */
+			start = __atomic_fetch_add(&g->g->rr, 1, __ATOMIC_RELAXED) % g->n;
+		}
+		for (uint32_t k = 0; k < g->n && o != D_OK; k++) {
+			uint32_t idx = (start + k) % g->n;
+			int ok;
+			if (!passes(e, &hdrs, pass, g->first + idx))
+				continue;
+			last = idx;
+			ok = deliver_any(bus, mem[idx], &f, true);
+			if (ok == D_OK)
+				o = D_OK;
+			else if (ok == D_FULL && full == g->n)
+				full = idx;
+			else if (ok == D_FAILED)
+				failed = true;
+		}
+		if (last == g->n)
+			continue;   /* no member passed its filter */
+		if (o == D_OK) {
+			account_kind(res, mem[last], o);
+			continue;
+		}
+		if (full < g->n) {
+			o = deliver_any(bus, mem[full], &f, false);
+			last = full;
+		} else {
+			o = failed ? D_FAILED : D_CLOSED;
+		}
+		account_kind(res, mem[last], o);
+	}
+	res->matched = res->subs.matched + res->queues.matched;
+	r = refusal(bus, res);
+	/* The references no target took; the caller keeps its own when
+	 * refused (then none was used). Untouched once all were taken. */
+	msg_unref_n(m, need - f.used - (r != 0 ? 1u : 0u));
+	if (res->queues.delivered > 0)
+		quay_counter_add(bus->c_bound, res->queues.delivered);
+	return r;
 }
 
 /*
@@ -611,55 +844,6 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 	return done;
 }
 
-/* The reply route: n is the number of an inbox of this bus. */
-static int
-route_reply(struct quay_bus *bus, uint64_t n, quay_msg *m)
-{
-	struct bus_req *q = &bus->reqs[n % bus->nreq];
-	/* Q3': acquire; pairs with the requester's CAS that claimed the slot
-	 * (req_id was written before the request was published). */
-	uint64_t st = atomic_load_explicit(&q->state, memory_order_acquire);
-
-	quay_counter_inc(bus->c_published);
-	if (st == n && quay_msg_correlation_id(m) ==
-	        atomic_load_explicit(&q->req_id, memory_order_relaxed) &&
-	    atomic_compare_exchange_strong_explicit(&q->state, &st, n | REQ_BUSY,
-	        memory_order_acq_rel, memory_order_relaxed)) {   /* Q1 */
-		/* Relaxed: Q2 below publishes it. */
-		atomic_store_explicit(&q->reply, m, memory_order_relaxed);
-		/* Q2: release; pairs with Q3 in request(). */
-		atomic_store_explicit(&q->state, n | REQ_DONE, memory_order_release);
-		/* Release: the wake-up word; the requester re-reads state. */
-		atomic_store_explicit(&q->done, 1, memory_order_release);
-		futex_wake_all(&q->done);
-		quay_counter_inc(bus->c_delivered);
-		return 1;
-	}
-	quay_counter_inc(bus->c_late);
-	(void)quay_msg_unref(m);
-	return 0;
-}
-
-/* If subject is an inbox of this bus, its number in *n. */
-static bool
-is_inbox(const struct quay_bus *bus, const char *subject, uint32_t len, uint64_t *n)
-{
-	uint64_t v = 0;
-
-	if (subject[0] != '_' || len <= bus->inbox_len || len - bus->inbox_len > 19 ||
-	    memcmp(subject, bus->inbox, bus->inbox_len) != 0)
-		return false;
-	for (uint32_t i = (uint32_t)bus->inbox_len; i < len; i++) {
-		if (subject[i] < '0' || subject[i] > '9')
-			return false;
-		v = v * 10 + (uint64_t)(subject[i] - '0');
-	}
-	if (v == 0 || v > REQ_N_MASK)
-		return false;
-	*n = v;
-	return true;
-}
-
 /* Publish msgs[0..n); returns the count published or a negative code
  * (only when msgs[0] failed). *res describes the last message tried. */
 static int
@@ -669,6 +853,8 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	const struct quayi_bm_centry *e = NULL;
 	struct quayi_bm_table *t;
 	struct quay_bus_pub_result local;
+	const struct quayi_bus_tap *tap;
+	int tapped = 0;
 	uint32_t len;
 	uint64_t hash, inbox_n;
 	bool temp = false;
@@ -681,11 +867,11 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		return -EINVAL;
 	if (res == NULL)
 		res = &local;
-	if (is_inbox(bus, subject, len, &inbox_n)) {
+	if (quayi_bus_is_inbox(bus, subject, len, &inbox_n)) {
 		for (k = 0; k < n; k++) {
 			memset(res, 0, sizeof(*res));
 			res->matched = 1;
-			if (route_reply(bus, inbox_n, msgs[k]) == 1)
+			if (quayi_bus_route_reply(bus, inbox_n, msgs[k]) == 1)
 				res->delivered = 1;
 		}
 		return (int)n;
@@ -695,12 +881,16 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		return r;
 	urcu_memb_read_lock();
 	/* Acquire: a late call on a bus being destroyed fails fast. */
-	if (QUAYI_UNLIKELY(atomic_load_explicit(&bus->closing, memory_order_acquire) != 0)) {
+	if (QUAYI_UNLIKELY(__atomic_load_n(&bus->closing, __ATOMIC_ACQUIRE) != 0)) {
 		read_unlock();
 		return -EPIPE;
 	}
-	/* T2: acquire; pairs with T1 (the version's nodes and cache). */
-	t = atomic_load_explicit(&bus->table, memory_order_acquire);
+	/* BUS-TAP2: acquire; pairs with BUS-TAP1. One predictable branch. */
+	tap = __atomic_load_n(&bus->tap, __ATOMIC_ACQUIRE);
+	if (QUAYI_UNLIKELY(tap != NULL))
+		tapped = tap->fn(tap->arg, subject, len, msgs, n);
+	/* BUS-T2: acquire; pairs with BUS-T1 (the version's nodes and cache). */
+	t = __atomic_load_n(&bus->table, __ATOMIC_ACQUIRE);
 	if (t->nsubs > 0) {
 		e = quayi_bm_lookup(t, subject, len, hash, &temp);
 		if (QUAYI_UNLIKELY(e == NULL)) {
@@ -712,10 +902,21 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	 * (the clock costs as much as a delivery). */
 	now = e != NULL && e->stamp ? bus->clock(bus->clock_arg) : 0;
 	if (e == NULL || e->ntargets == 0) {
-		memset(res, 0, sizeof(*res));
-		for (k = 0; k < n; k++)
-			(void)quay_msg_unref(msgs[k]);   /* the publisher's reference */
-		quay_counter_add(bus->c_nosub, n);
+		for (k = 0; k < n; k++) {
+			memset(res, 0, sizeof(*res));
+			unroutable(bus, msgs[k], res, tapped != 0);   /* takes the publisher's reference */
+		}
+		if (!tapped)
+			quay_counter_add(bus->c_nosub, n);
+	} else if (e->special) {
+		/* Filters or bound queues: one message at a time. */
+		for (k = 0; k < n; k++) {
+			memset(res, 0, sizeof(*res));
+			r = publish_general(bus, e, msgs[k], now, res, tapped != 0);
+			if (r != 0)
+				break;
+			delivered += res->delivered;
+		}
 	} else if (n > 1) {
 		memset(res, 0, sizeof(*res));
 		k = fan_out_batch(bus, e, msgs, n, now, &delivered, &r);
@@ -753,7 +954,26 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		free((void *)(uintptr_t)e);
 	if (k == 0 && r < 0)
 		return r;
+	res->delivered += (uint32_t)tapped;
 	return (int)k;
+}
+
+int
+quayi_bus_set_tap(quay_bus *bus, const struct quayi_bus_tap *tap)
+{
+	int r = 0;
+
+	if (bus == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&bus->lock);
+	if (tap != NULL && bus->tap != NULL)
+		r = -EBUSY;
+	else
+		__atomic_store_n(&bus->tap, tap, __ATOMIC_RELEASE);   /* BUS-TAP1 */
+	pthread_mutex_unlock(&bus->lock);
+	if (r == 0 && tap == NULL)
+		urcu_memb_synchronize_rcu();   /* every publish that saw the old tap left */
+	return r;
 }
 
 QUAY_API int
@@ -828,7 +1048,7 @@ quay_bus_publish_many(quay_bus *bus, const char *const *subjects, quay_msg *cons
 
 /* ---- receiving ----------------------------------------------------- */
 
-/* R1: enter a receive; false if the subscription is closed. */
+/* BUS-R1: enter a receive; false if the subscription is closed. */
 static bool
 recv_enter(struct quay_sub *s)
 {
@@ -836,11 +1056,11 @@ recv_enter(struct quay_sub *s)
 
 	urcu_memb_read_lock();
 	/* Acquire; pairs with the release store in unsubscribe. */
-	ok = atomic_load_explicit(&s->closed, memory_order_acquire) == 0;
+	ok = __atomic_load_n(&s->closed, __ATOMIC_ACQUIRE) == 0;
 	if (ok) {
 		/* Relaxed: the grace period orders it before the sub's
-		 * callback reads inflight (R2). */
-		atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
+		 * callback reads inflight (BUS-R2). */
+		__atomic_fetch_add(&s->inflight, 1, __ATOMIC_RELAXED);
 	}
 	read_unlock();
 	return ok;
@@ -849,8 +1069,8 @@ recv_enter(struct quay_sub *s)
 static void
 recv_leave(struct quay_sub *s)
 {
-	/* Release; pairs with R2's acquire: our last use of s is before. */
-	atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_release);
+	/* Release; pairs with BUS-R2's acquire: our last use of s is before. */
+	__atomic_fetch_sub(&s->inflight, 1, __ATOMIC_RELEASE);
 }
 
 static void
@@ -1019,8 +1239,10 @@ static void
 sub_free(struct quay_sub *s)
 {
 	sub_metrics_free(s);
+	quay_counter_destroy(s->c_failed);
 	quay_ring_destroy(s->ring);
 	quay_pq_destroy(s->pq);
+	quayi_filter_free(s->filter);
 	free(s);
 }
 
@@ -1031,9 +1253,9 @@ sub_cb(struct rcu_head *h)
 	struct quay_bus *bus;
 
 	tsan_reclaim();
-	/* R2: acquire; pairs with recv_leave(). Receivers were woken by the
+	/* BUS-R2: acquire; pairs with recv_leave(). Receivers were woken by the
 	 * close, so this wait is short. */
-	while (atomic_load_explicit(&s->inflight, memory_order_acquire) != 0)
+	while (__atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE) != 0)
 		sched_yield();
 	bus = s->bus;
 	sub_free(s);
@@ -1044,6 +1266,7 @@ QUAY_API int
 quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opts *opts, quay_sub **out)
 {
 	static const struct quay_sub_opts defaults = QUAY_SUB_OPTS_INIT;
+	struct quay_sub_opts o2;
 	struct quay_sub *s;
 	struct quayi_bus_group *g = NULL, *newg = NULL;
 	struct quayi_bm_table *old, *t;
@@ -1054,6 +1277,13 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 		return -EINVAL;
 	if (opts == NULL)
 		opts = &defaults;
+	/* Size-versioned: a struct that ends before filter has none. */
+	if (opts->size == offsetof(struct quay_sub_opts, filter)) {
+		memcpy(&o2, opts, offsetof(struct quay_sub_opts, filter));
+		o2.size = sizeof(o2);
+		o2.filter = NULL;
+		opts = &o2;
+	}
 	if (opts->size != sizeof(*opts) || (opts->flags & ~QUAY_SUB_FLAGS_ALL) != 0 ||
 	    (unsigned)opts->policy > (unsigned)QUAY_SUB_BLOCK || opts->priorities > QUAY_PQ_LEVELS_MAX ||
 	    (opts->policy == QUAY_SUB_DROP_OLDEST && opts->priorities > 0) ||
@@ -1068,6 +1298,13 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 	if (quayi_bm_parse(pattern, true, &s->toks) != 0) {
 		free(s);
 		return -EINVAL;
+	}
+	if (opts->filter != NULL) {
+		r = quayi_filter_compile(opts->filter, &s->filter, NULL, 0);
+		if (r != 0) {
+			free(s);
+			return r;
+		}
 	}
 	memcpy(s->pattern, pattern, s->toks.len + 1);
 	s->toks.s = s->pattern;
@@ -1086,6 +1323,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 		r = quay_ring_create(cap, sizeof(quay_msg *), 0, &s->ring);
 	}
 	if (r != 0) {
+		quayi_filter_free(s->filter);
 		free(s);
 		return r == -EINVAL ? -EINVAL : -ENOMEM;
 	}
@@ -1093,16 +1331,16 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 	if (r != 0)
 		goto fail_queue;
 	/* Relaxed: an id only has to be unique; it orders nothing. */
-	s->id = atomic_fetch_add_explicit(&bus->next_sub_id, 1, memory_order_relaxed) + 1;
+	s->id = __atomic_fetch_add(&bus->next_sub_id, 1, __ATOMIC_RELAXED) + 1;
 
 	pthread_mutex_lock(&bus->lock);
 	/* Relaxed under the mutex: destroy sets it before taking the mutex. */
-	if (atomic_load_explicit(&bus->closing, memory_order_relaxed) != 0) {
+	if (__atomic_load_n(&bus->closing, __ATOMIC_RELAXED) != 0) {
 		r = -EPIPE;
 		goto fail_locked;
 	}
 	/* Relaxed: nsubs changes only under bus->lock, which we hold. */
-	if (atomic_load_explicit(&bus->nsubs, memory_order_relaxed) >= bus->max_subs) {
+	if (__atomic_load_n(&bus->nsubs, __ATOMIC_RELAXED) >= bus->max_subs) {
 		r = -ENOMEM;
 		goto fail_locked;
 	}
@@ -1125,15 +1363,15 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 	r = sub_metrics(bus, s);
 	if (r != 0)
 		goto fail_locked;
-	old = atomic_load_explicit(&bus->table, memory_order_relaxed);  /* ours, under the mutex */
+	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
 	r = quayi_bm_insert(old, &s->toks, s, &bus->caches, &t);
 	if (r != 0) {
 		sub_metrics_free(s);
 		goto fail_locked;
 	}
 	t->bus = bus;
-	/* T1: release; pairs with T2 in publish. */
-	atomic_store_explicit(&bus->table, t, memory_order_release);
+	/* BUS-T1: release; pairs with BUS-T2 in publish. */
+	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
 	if (newg != NULL) {
 		newg->next = bus->groups;
 		bus->groups = newg;
@@ -1145,7 +1383,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 		bus->subs->prev = s;
 	bus->subs = s;
 	/* Relaxed: written under bus->lock; lock-free readers only report it. */
-	atomic_fetch_add_explicit(&bus->nsubs, 1, memory_order_relaxed);
+	__atomic_fetch_add(&bus->nsubs, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&bus->lock);
 	defer_free(bus, &old->rcu, table_cb);
 	*out = s;
@@ -1157,6 +1395,7 @@ fail_locked:
 fail_queue:
 	quay_ring_destroy(s->ring);
 	quay_pq_destroy(s->pq);
+	quayi_filter_free(s->filter);
 	free(s);
 	return r;
 }
@@ -1188,22 +1427,22 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 	uint64_t released = 0;
 	int r;
 
-	if (sub == NULL)
+	if (sub == NULL || sub->queue != NULL)
 		return -EINVAL;
 	bus = sub->bus;
 	r = rcu_thread();
 	if (r != 0)
 		return r;
 	pthread_mutex_lock(&bus->lock);
-	old = atomic_load_explicit(&bus->table, memory_order_relaxed);  /* ours, under the mutex */
+	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
 	r = quayi_bm_remove(old, &sub->toks, sub, &bus->caches, &t);
 	if (r != 0) {
 		pthread_mutex_unlock(&bus->lock);
 		return r == -ENOENT ? -EINVAL : r;
 	}
 	t->bus = bus;
-	/* T1: release; pairs with T2 in publish. */
-	atomic_store_explicit(&bus->table, t, memory_order_release);
+	/* BUS-T1: release; pairs with BUS-T2 in publish. */
+	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
 	if (sub->prev != NULL)
 		sub->prev->next = sub->next;
 	else
@@ -1211,7 +1450,7 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 	if (sub->next != NULL)
 		sub->next->prev = sub->prev;
 	/* Relaxed: as the increment in subscribe (under bus->lock). */
-	atomic_fetch_sub_explicit(&bus->nsubs, 1, memory_order_relaxed);
+	__atomic_fetch_sub(&bus->nsubs, 1, __ATOMIC_RELAXED);
 	g = sub->group;
 	if (g != NULL && --g->members == 0) {
 		for (pg = &bus->groups; *pg != g; pg = &(*pg)->next)
@@ -1221,8 +1460,8 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 		g = NULL;
 	}
 	/* Release; pairs with recv_enter()'s acquire. Before call_rcu, so the
-	 * grace period orders it before every later receive (R1). */
-	atomic_store_explicit(&sub->closed, 1, memory_order_release);
+	 * grace period orders it before every later receive (BUS-R1). */
+	__atomic_store_n(&sub->closed, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&bus->lock);
 
 	/* Wake receivers (-EPIPE) and BLOCK publishers; then release what is
@@ -1245,13 +1484,13 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 	if (final != NULL) {
 		/* Final means final: every publish that could still reach the
 		 * queue (it is closed: they fail) and every receiver that saw
-		 * closed == 0 (R1) finish within a grace period; receivers
+		 * closed == 0 (BUS-R1) finish within a grace period; receivers
 		 * counted in inflight then leave (they were woken by the
-		 * close). R2-style acquire: pairs with recv_leave()'s release,
+		 * close). BUS-R2-style acquire: pairs with recv_leave()'s release,
 		 * so their counter updates are visible. */
 		urcu_memb_synchronize_rcu();
 		tsan_reclaim();
-		while (atomic_load_explicit(&sub->inflight, memory_order_acquire) != 0)
+		while (__atomic_load_n(&sub->inflight, __ATOMIC_ACQUIRE) != 0)
 			sched_yield();
 		sub_counters_read(sub, final);
 	}
@@ -1262,126 +1501,254 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 	return 0;
 }
 
-/* ---- request / reply ----------------------------------------------- */
+/* ---- bindings ------------------------------------------------------- */
 
-QUAY_API int
-quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **reply, int64_t timeout_ns)
+static int
+bind_metrics(struct quay_bus *bus, struct quay_sub *b)
 {
-	char inbox[64];
-	struct bus_req *q = NULL;
-	uint64_t n = 0, st;
-	int64_t deadline;
-	uint32_t len;
-	uint64_t hash;
+	char id[24];
+	struct quay_stats_label l[4] = {
+		{ "bus", bus->name }, { "binding", id }, { "pattern", b->pattern }, { "group", NULL },
+	};
+	size_t nl = 3;
 	int r;
 
-	if (req == NULL)
-		return -EINVAL;
-	if (bus == NULL || subject == NULL || reply == NULL ||
-	    quayi_bm_scan_subject(subject, &len, &hash) != 0) {
-		(void)quay_msg_unref(req);   /* consumed on every return */
-		return -EINVAL;
+	snprintf(id, sizeof(id), "%llu", (unsigned long long)b->id);
+	if (b->group != NULL) {
+		l[3].value = b->group->name;
+		nl = 4;
 	}
-	/* D1/D2, seq_cst (a store-buffering pair with destroy's D3/D4):
-	 * either destroy's wait for req_active == 0 sees this request, or
-	 * this request sees closing and leaves. A request path costs
-	 * microseconds; the two fences cost nothing next to it. */
-	atomic_fetch_add_explicit(&bus->req_active, 1, memory_order_seq_cst);   /* D1 */
-	if (atomic_load_explicit(&bus->closing, memory_order_seq_cst) != 0) {   /* D2 */
-		r = -EPIPE;
-		(void)quay_msg_unref(req);
-		goto out;
+	if ((r = make_counter(bus->stats, "quay_binding_delivered_total", "Messages a bound queue accepted",
+	         l, nl, &b->c_delivered)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_binding_dropped_total",
+	         "Messages dropped by DROP_NEWEST (queue full)", l, nl, &b->c_dropped)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_binding_rejected_total",
+	         "Messages refused by REJECT (queue full)", l, nl, &b->c_rejected)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_binding_block_timeouts_total",
+	         "Publishers that gave up waiting for room in a bound queue", l, nl, &b->c_timeouts)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_binding_failed_total",
+	         "Messages a bound queue refused otherwise (copy, priority, log)", l, nl, &b->c_failed)) != 0) {
+		sub_metrics_free(b);
+		quay_counter_destroy(b->c_failed);
+		b->c_failed = NULL;
+		return r == -EINVAL ? -EINVAL : -ENOMEM;
 	}
-	for (unsigned tries = 0; tries < bus->nreq && q == NULL; tries++) {
-		uint64_t zero = 0;
-		n = (atomic_fetch_add_explicit(&bus->req_next, 1, memory_order_relaxed) % REQ_N_MASK) + 1;
-		q = &bus->reqs[n % bus->nreq];
-		/* Acquire on success: the previous owner's reset happened before. */
-		if (!atomic_compare_exchange_strong_explicit(&q->state, &zero, n, memory_order_acquire,
-		        memory_order_relaxed))
-			q = NULL;
-	}
-	if (q == NULL) {
-		r = -ENOMEM;
-		(void)quay_msg_unref(req);
-		goto out;
-	}
-	snprintf(inbox, sizeof(inbox), "%s%llu", bus->inbox, (unsigned long long)n);
-	r = quay_msg_set_reply_to(req, inbox);
-	if (r != 0) {
-		(void)quay_msg_unref(req);
-		goto free_slot;
-	}
-	/* Relaxed: publishing the request (a queue's release) orders these
-	 * before any reply to it. */
-	atomic_store_explicit(&q->req_id, quay_msg_id(req), memory_order_relaxed);
-	atomic_store_explicit(&q->done, 0, memory_order_relaxed);
-	deadline = timeout_ns < 0 ? -1 : mono_ns() + timeout_ns;
-	r = quay_bus_publish(bus, subject, req);
-	if (r < 0) {
-		/* Refused (nothing published, the reference still ours), or
-		 * destroy closed the bus meanwhile: consumed all the same. */
-		(void)quay_msg_unref(req);
-		goto free_slot;
-	}
-	if (r == 0) {
-		r = -ENOENT;
-		goto free_slot;
-	}
-	for (;;) {
-		/* Q3: acquire; pairs with Q2 in route_reply(). */
-		st = atomic_load_explicit(&q->state, memory_order_acquire);
-		if (st == (n | REQ_DONE))
-			break;
-		if (st == n) {
-			bool late = deadline >= 0 && mono_ns() >= deadline;
-			/* Acquire: pairs with destroy's release store of closing. */
-			bool closing = atomic_load_explicit(&bus->closing, memory_order_acquire) != 0;
-			if (late || closing) {
-				/* Take the slot back unless a reply is being stored. */
-				if (atomic_compare_exchange_strong_explicit(&q->state, &st, 0,
-				        memory_order_release, memory_order_acquire)) {
-					r = closing ? -EPIPE : -ETIMEDOUT;
-					goto out;
-				}
-				continue;
-			}
-			futex_wait(&q->done, 0, deadline);
-		} else {
-			sched_yield();   /* BUSY: the replier is storing */
-		}
-	}
-	*reply = atomic_load_explicit(&q->reply, memory_order_relaxed);  /* ordered by Q3 */
-	atomic_store_explicit(&q->reply, NULL, memory_order_relaxed);
-	/* Release: the next owner's acquire CAS sees the slot reset. */
-	atomic_store_explicit(&q->state, 0, memory_order_release);
-	r = 0;
-	goto out;
-free_slot:
-	atomic_store_explicit(&q->state, 0, memory_order_release);
-out:
-	/* Release; pairs with destroy's acquire wait for 0. */
-	atomic_fetch_sub_explicit(&bus->req_active, 1, memory_order_release);
-	return r;
+	return 0;
 }
 
 QUAY_API int
-quay_bus_reply(quay_bus *bus, const quay_msg *req, quay_msg *reply)
+quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q, const struct quay_bind_opts *opts,
+    quay_binding **out)
 {
-	const char *to;
+	static const struct quay_bind_opts defaults = QUAY_BIND_OPTS_INIT;
+	struct quay_binding *bd;
+	struct quay_sub *b;
+	struct quayi_bus_group *g = NULL, *newg = NULL;
+	struct quayi_bm_table *old, *t;
+	int r;
 
-	if (bus == NULL || req == NULL || reply == NULL)
+	if (bus == NULL || pattern == NULL || q == NULL || out == NULL)
 		return -EINVAL;
-	to = quay_msg_reply_to(req);
-	if (to == NULL)
+	if (opts == NULL)
+		opts = &defaults;
+	if (opts->size != sizeof(*opts) || opts->flags != 0 ||
+	    (opts->policy != QUAY_SUB_REJECT && opts->policy != QUAY_SUB_DROP_NEWEST &&
+	        opts->policy != QUAY_SUB_BLOCK) ||
+	    (opts->group != NULL && !valid_name(opts->group)))
 		return -EINVAL;
-	(void)quay_msg_set_correlation_id(reply, quay_msg_id(req));
-	return quay_bus_publish(bus, to, reply);
+	bd = calloc(1, sizeof(*bd));
+	if (bd == NULL)
+		return -ENOMEM;
+	b = &bd->s;
+	if (quayi_bm_parse(pattern, true, &b->toks) != 0) {
+		free(bd);
+		return -EINVAL;
+	}
+	if (opts->filter != NULL) {
+		r = quayi_filter_compile(opts->filter, &b->filter, NULL, 0);
+		if (r != 0) {
+			free(bd);
+			return r;
+		}
+	}
+	memcpy(b->pattern, pattern, b->toks.len + 1);
+	b->toks.s = b->pattern;
+	b->bus = bus;
+	b->queue = q;
+	b->policy = opts->policy;
+	b->block_timeout_ns = opts->block_timeout_ns;
+	r = rcu_thread();
+	if (r != 0)
+		goto fail;
+	/* Relaxed: an id only has to be unique; it orders nothing. */
+	b->id = __atomic_fetch_add(&bus->next_sub_id, 1, __ATOMIC_RELAXED) + 1;
+
+	pthread_mutex_lock(&bus->lock);
+	/* Relaxed under the mutex: destroy sets it before taking the mutex. */
+	if (__atomic_load_n(&bus->closing, __ATOMIC_RELAXED) != 0) {
+		r = -EPIPE;
+		goto fail_locked;
+	}
+	/* Relaxed: nsubs changes only under bus->lock, which we hold. */
+	if (__atomic_load_n(&bus->nsubs, __ATOMIC_RELAXED) >= bus->max_subs) {
+		r = -ENOMEM;
+		goto fail_locked;
+	}
+	for (struct quay_sub *x = bus->subs; x != NULL; x = x->next) {
+		if (x->queue == q && strcmp(x->pattern, b->pattern) == 0) {
+			r = -EEXIST;
+			goto fail_locked;
+		}
+	}
+	if (opts->group != NULL) {
+		for (g = bus->groups; g != NULL; g = g->next)
+			if (strcmp(g->name, opts->group) == 0)
+				break;
+		if (g == NULL) {
+			newg = calloc(1, sizeof(*newg));
+			if (newg == NULL) {
+				r = -ENOMEM;
+				goto fail_locked;
+			}
+			strcpy(newg->name, opts->group);
+			newg->bus = bus;
+			g = newg;
+		}
+		b->group = g;
+	}
+	r = bind_metrics(bus, b);
+	if (r != 0)
+		goto fail_locked;
+	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
+	r = quayi_bm_insert(old, &b->toks, b, &bus->caches, &t);
+	if (r != 0) {
+		sub_metrics_free(b);
+		quay_counter_destroy(b->c_failed);
+		goto fail_locked;
+	}
+	t->bus = bus;
+	/* Relaxed: only quay_queue_destroy()'s debug check reads it (acquire),
+	 * after the caller's own unbind. */
+	__atomic_fetch_add(quayi_queue_bound(q), 1, __ATOMIC_RELAXED);
+	/* BUS-T1: release; pairs with BUS-T2 in publish. */
+	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
+	if (newg != NULL) {
+		newg->next = bus->groups;
+		bus->groups = newg;
+	}
+	if (g != NULL)
+		g->members++;
+	b->next = bus->subs;
+	if (bus->subs != NULL)
+		bus->subs->prev = b;
+	bus->subs = b;
+	/* Relaxed: written under bus->lock; lock-free readers only report it. */
+	__atomic_fetch_add(&bus->nsubs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&bus->lock);
+	defer_free(bus, &old->rcu, table_cb);
+	*out = bd;
+	return 0;
+
+fail_locked:
+	pthread_mutex_unlock(&bus->lock);
+	free(newg);
+fail:
+	quayi_filter_free(b->filter);
+	free(bd);
+	return r;
+}
+
+static void
+bind_cb(struct rcu_head *h)
+{
+	struct quay_sub *b = BUS_CONTAINER(h, struct quay_sub, rcu);
+	struct quay_bus *bus;
+
+	tsan_reclaim();
+	bus = b->bus;
+	sub_free(b);
+	deferred_done(bus);
+}
+
+QUAY_API int
+quay_bus_unbind(quay_binding *bd)
+{
+	struct quay_bus *bus;
+	struct quay_sub *b;
+	struct quayi_bm_table *old, *t;
+	struct quayi_bus_group *g, **pg;
+	int r;
+
+	if (bd == NULL)
+		return -EINVAL;
+	b = &bd->s;
+	bus = b->bus;
+	r = rcu_thread();
+	if (r != 0)
+		return r;
+	pthread_mutex_lock(&bus->lock);
+	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
+	r = quayi_bm_remove(old, &b->toks, b, &bus->caches, &t);
+	if (r != 0) {
+		pthread_mutex_unlock(&bus->lock);
+		return r == -ENOENT ? -EINVAL : r;
+	}
+	t->bus = bus;
+	/* BUS-T1: release; pairs with BUS-T2 in publish. */
+	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
+	if (b->prev != NULL)
+		b->prev->next = b->next;
+	else
+		bus->subs = b->next;
+	if (b->next != NULL)
+		b->next->prev = b->prev;
+	/* Relaxed: as the increment in bind (under bus->lock). */
+	__atomic_fetch_sub(&bus->nsubs, 1, __ATOMIC_RELAXED);
+	g = b->group;
+	if (g != NULL && --g->members == 0) {
+		for (pg = &bus->groups; *pg != g; pg = &(*pg)->next)
+			;
+		*pg = g->next;
+	} else {
+		g = NULL;
+	}
+	/* Release; pairs with bind_gone()'s acquire: a BLOCK publisher
+	 * retrying on this binding stops. */
+	__atomic_store_n(&b->closed, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&bus->lock);
+	/* Every publish that could still send to the queue runs inside a
+	 * read-side section that began before the new version was published:
+	 * after this grace period none is left, and the queue may go. */
+	urcu_memb_synchronize_rcu();
+	tsan_reclaim();
+	/* Release; pairs with quay_queue_destroy()'s acquire debug check. */
+	__atomic_fetch_sub(quayi_queue_bound(b->queue), 1, __ATOMIC_RELEASE);
+	defer_free(bus, &old->rcu, table_cb);
+	if (g != NULL)
+		defer_free(bus, &g->rcu, group_cb);
+	defer_free(bus, &b->rcu, bind_cb);
+	return 0;
+}
+
+QUAY_API int
+quay_binding_counters(const quay_binding *bd, struct quay_binding_counters *out)
+{
+	const struct quay_sub *b;
+
+	if (bd == NULL || out == NULL)
+		return -EINVAL;
+	b = &bd->s;
+	out->delivered = quay_counter_read(b->c_delivered);
+	out->dropped = quay_counter_read(b->c_dropped);
+	out->rejected = quay_counter_read(b->c_rejected);
+	out->timed_out = quay_counter_read(b->c_timeouts);
+	out->failed = quay_counter_read(b->c_failed);
+	return 0;
 }
 
 /* ---- create / destroy ---------------------------------------------- */
 
-static _Atomic uint64_t bus_ids;   /* relaxed: uniqueness only */
+static uint64_t bus_ids;   /* relaxed: uniqueness only */
 
 static void
 bus_metrics_free(struct quay_bus *bus)
@@ -1393,6 +1760,10 @@ bus_metrics_free(struct quay_bus *bus)
 	quay_counter_destroy(bus->c_timeouts);
 	quay_counter_destroy(bus->c_nosub);
 	quay_counter_destroy(bus->c_late);
+	quay_counter_destroy(bus->c_unroutable);
+	quay_counter_destroy(bus->c_unroutable_queued);
+	quay_counter_destroy(bus->c_filtered);
+	quay_counter_destroy(bus->c_bound);
 }
 
 static int
@@ -1414,7 +1785,15 @@ bus_metrics(struct quay_bus *bus)
 	    (r = make_counter(bus->stats, "quay_bus_no_subscriber_total",
 	         "Messages that matched no subscription", l, 1, &bus->c_nosub)) != 0 ||
 	    (r = make_counter(bus->stats, "quay_bus_late_replies_total",
-	         "Replies that found no waiting request", l, 1, &bus->c_late)) != 0) {
+	         "Replies that found no waiting request", l, 1, &bus->c_late)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_bus_unroutable_total",
+	         "Messages that reached no target (filters included)", l, 1, &bus->c_unroutable)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_bus_unroutable_queued_total",
+	         "Unroutable messages queued in the unroutable queue", l, 1, &bus->c_unroutable_queued)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_bus_filtered_total",
+	         "Targets whose header filter refused a message", l, 1, &bus->c_filtered)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_bus_bound_delivered_total",
+	         "Messages bound queues accepted", l, 1, &bus->c_bound)) != 0) {
 		bus_metrics_free(bus);
 		return r == -EINVAL ? -EINVAL : -ENOMEM;
 	}
@@ -1425,6 +1804,7 @@ QUAY_API int
 quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 {
 	static const struct quay_bus_opts defaults = QUAY_BUS_OPTS_INIT;
+	struct quay_bus_opts o2;
 	struct quay_bus *bus;
 	struct quayi_bm_table *t;
 	int r;
@@ -1433,6 +1813,13 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 		return -EINVAL;
 	if (opts == NULL)
 		opts = &defaults;
+	/* Size-versioned: a struct that ends before unroutable has none. */
+	if (opts->size == offsetof(struct quay_bus_opts, unroutable)) {
+		memcpy(&o2, opts, offsetof(struct quay_bus_opts, unroutable));
+		o2.size = sizeof(o2);
+		o2.unroutable = NULL;
+		opts = &o2;
+	}
 	if (opts->size != sizeof(*opts) || opts->flags != 0 ||
 	    (opts->name != NULL && !valid_name(opts->name)) || opts->max_subs > QUAY_BUS_SUBS_MAX ||
 	    opts->max_requests > QUAY_BUS_REQUESTS_MAX)
@@ -1441,14 +1828,14 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	if (bus == NULL)
 		return -ENOMEM;
 	/* Relaxed: a process-unique id for inbox subjects; orders nothing. */
-	bus->id = atomic_fetch_add_explicit(&bus_ids, 1, memory_order_relaxed) + 1;
+	bus->id = __atomic_fetch_add(&bus_ids, 1, __ATOMIC_RELAXED) + 1;
 	if (opts->name != NULL)
 		strcpy(bus->name, opts->name);
 	else
 		snprintf(bus->name, sizeof(bus->name), "bus%llu", (unsigned long long)bus->id);
 	bus->inbox_len = (size_t)snprintf(bus->inbox, sizeof(bus->inbox), "_INBOX.%llu.",
 	    (unsigned long long)bus->id);
-	bus->clock = opts->clock != NULL ? opts->clock : clock_realtime;
+	bus->clock = opts->clock != NULL ? opts->clock : quayi_real_clock;
 	bus->clock_arg = opts->clock_arg;
 	bus->max_subs = opts->max_subs != 0 ? opts->max_subs : QUAY_BUS_SUBS_DEFAULT;
 	bus->nreq = opts->max_requests != 0 ? opts->max_requests : QUAY_BUS_REQUESTS_DEFAULT;
@@ -1464,7 +1851,7 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
 		size_t per = 8;  /* metrics per subscription, rounded up */
 		so.hist_shards = 1;
-		so.max_metrics = bus->max_subs * per + 16;
+		so.max_metrics = bus->max_subs * per + 32;
 		if (so.max_metrics > QUAY_STATS_METRICS_MAX)
 			so.max_metrics = QUAY_STATS_METRICS_MAX;
 		r = quay_stats_create(&so, &bus->stats);
@@ -1484,8 +1871,14 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 		goto fail;
 	}
 	t->bus = bus;
-	atomic_init(&bus->table, t);
+	__atomic_store_n(&bus->table, t, __ATOMIC_RELAXED);
 	pthread_mutex_init(&bus->lock, NULL);
+	bus->unroutable = opts->unroutable;
+	if (bus->unroutable != NULL) {
+		/* Relaxed: as in bind; destroy's release decrement pairs with
+		 * quay_queue_destroy()'s debug check. */
+		__atomic_fetch_add(quayi_queue_bound(bus->unroutable), 1, __ATOMIC_RELAXED);
+	}
 	*out = bus;
 	return 0;
 fail:
@@ -1501,15 +1894,15 @@ quay_bus_destroy(quay_bus *bus)
 {
 	if (bus == NULL)
 		return;
-	/* D3: seq_cst; pairs with the acquire loads in publish, and with
-	 * request()'s D2 (see D1/D2 there). */
-	atomic_store_explicit(&bus->closing, 1, memory_order_seq_cst);
+	/* BUS-D3: seq_cst; pairs with the acquire loads in publish, and with
+	 * request()'s BUS-D2 (see BUS-D1/BUS-D2 there). */
+	__atomic_store_n(&bus->closing, 1, __ATOMIC_SEQ_CST);
 	for (unsigned i = 0; i < bus->nreq; i++) {
 		/* Acquire: pairs with a requester's claim of the slot. The done
 		 * store (release) pairs with the requester's futex wait value. */
-		if (atomic_load_explicit(&bus->reqs[i].state, memory_order_acquire) != 0) {
-			atomic_store_explicit(&bus->reqs[i].done, 1, memory_order_release);
-			futex_wake_all(&bus->reqs[i].done);
+		if (__atomic_load_n(&bus->reqs[i].state, __ATOMIC_ACQUIRE) != 0) {
+			__atomic_store_n(&bus->reqs[i].done, 1, __ATOMIC_RELEASE);
+			quayi_futex_wake_all(&bus->reqs[i].done);
 		}
 	}
 	/* Close every subscription's queue before waiting for anyone: a
@@ -1519,18 +1912,19 @@ quay_bus_destroy(quay_bus *bus)
 	 * is stable, and no subscribe adds to it once closing is set. */
 	pthread_mutex_lock(&bus->lock);
 	for (struct quay_sub *s = bus->subs; s != NULL; s = s->next)
-		sub_close(s);
+		if (s->queue == NULL)   /* bindings: publishers see closing */
+			sub_close(s);
 	pthread_mutex_unlock(&bus->lock);
-	/* D4 (seq_cst, so also acquire): pairs with request()'s release
-	 * decrement and with D1 (see request()). A requester may
+	/* BUS-D4 (seq_cst, so also acquire): pairs with request()'s release
+	 * decrement and with BUS-D1 (see request()). A requester may
 	 * have reset its done word after the wake above (it did so before
 	 * publishing), so wake every slot again each round; sleep between
 	 * rounds rather than spin. */
-	while (atomic_load_explicit(&bus->req_active, memory_order_seq_cst) != 0) {   /* D4 */
+	while (__atomic_load_n(&bus->req_active, __ATOMIC_SEQ_CST) != 0) {   /* BUS-D4 */
 		struct timespec ts = { 0, 200000 };
 		for (unsigned i = 0; i < bus->nreq; i++) {
-			atomic_store_explicit(&bus->reqs[i].done, 1, memory_order_release);
-			futex_wake_all(&bus->reqs[i].done);
+			__atomic_store_n(&bus->reqs[i].done, 1, __ATOMIC_RELEASE);
+			quayi_futex_wake_all(&bus->reqs[i].done);
 		}
 		nanosleep(&ts, NULL);
 	}
@@ -1541,23 +1935,25 @@ quay_bus_destroy(quay_bus *bus)
 		pthread_mutex_unlock(&bus->lock);
 		if (s == NULL)
 			break;
-		if (quay_bus_unsubscribe(s) != 0)
+		if ((s->queue != NULL ? quay_bus_unbind((quay_binding *)(void *)s) : quay_bus_unsubscribe(s)) != 0)
 			sched_yield();   /* out of memory for a moment: retry */
 	}
 	/* Wait for every callback queued for this bus (tables, groups, subs):
 	 * a per-bus count rather than urcu_memb_barrier(), which would also
 	 * wait for other users' callbacks (and whose internal hand-over
 	 * ThreadSanitizer cannot see). Acquire; pairs with deferred_done(). */
-	while (atomic_load_explicit(&bus->pending, memory_order_acquire) != 0) {
+	while (__atomic_load_n(&bus->pending, __ATOMIC_ACQUIRE) != 0) {
 		struct timespec ts = { 0, 200000 };
 		nanosleep(&ts, NULL);
 	}
 	/* Relaxed: every reader and callback has finished (waited for above). */
-	quayi_bm_table_free_all(atomic_load_explicit(&bus->table, memory_order_relaxed), &bus->caches);
+	quayi_bm_table_free_all(__atomic_load_n(&bus->table, __ATOMIC_RELAXED), &bus->caches);
 	quayi_bm_cache_pool_fini(&bus->caches);
 	bus_metrics_free(bus);
 	if (bus->own_stats)
 		quay_stats_destroy(bus->stats);
+	if (bus->unroutable != NULL)
+		__atomic_fetch_sub(quayi_queue_bound(bus->unroutable), 1, __ATOMIC_RELEASE);
 	pthread_mutex_destroy(&bus->lock);
 	free(bus->reqs);
 	free(bus);
@@ -1583,6 +1979,10 @@ quay_bus_counters(const quay_bus *bus, struct quay_bus_counters *out)
 	out->timed_out = quay_counter_read(bus->c_timeouts);
 	out->no_subscriber = quay_counter_read(bus->c_nosub);
 	out->late_replies = quay_counter_read(bus->c_late);
+	out->unroutable = quay_counter_read(bus->c_unroutable);
+	out->unroutable_queued = quay_counter_read(bus->c_unroutable_queued);
+	out->filtered = quay_counter_read(bus->c_filtered);
+	out->bound_delivered = quay_counter_read(bus->c_bound);
 	return 0;
 }
 
@@ -1625,5 +2025,5 @@ quay_bus_sub_count(const quay_bus *bus)
 	if (bus == NULL)
 		return 0;
 	/* Relaxed: a snapshot. */
-	return atomic_load_explicit(&bus->nsubs, memory_order_relaxed);
+	return __atomic_load_n(&bus->nsubs, __ATOMIC_RELAXED);
 }

@@ -4,7 +4,6 @@
 #define QUAY_BUS_INTERNAL_H
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,6 +14,9 @@
 #include <quay/stats.h>
 
 #include <urcu/urcu-memb.h>
+
+#include "clock.h"
+#include "quay_internal.h"
 
 /* ThreadSanitizer cannot see liburcu's grace periods (membarrier(2) and
  * plain accesses in an uninstrumented library), so TSan builds add a
@@ -38,6 +40,7 @@ struct quayi_bm_toks {
 	const char *s;
 	uint32_t len;
 	uint32_t n;
+	uint32_t nhash;   /* `#` tokens (patterns) */
 	uint16_t off[QUAY_BUS_TOKENS_MAX];
 	uint16_t tlen[QUAY_BUS_TOKENS_MAX];
 };
@@ -65,7 +68,7 @@ struct quayi_bus_group {
 	uint32_t members;               /* under the bus mutex */
 	/* Round-robin cursor; relaxed fetch_add: only spreads load, orders
 	 * nothing. */
-	_Atomic uint32_t rr;
+	uint32_t rr;
 	char name[QUAY_BUS_NAME_MAX + 1];
 };
 
@@ -86,7 +89,11 @@ struct quayi_bm_centry {
 	uint32_t stamp;    /* a target records latency: stamp enqueued_ns */
 	uint32_t prio_max; /* highest message priority every target takes
 	                      (the fewest levels - 1; 255 with no levels) */
+	uint32_t special;  /* a target has a filter or is a bound queue */
 	struct quay_sub **subs;
+	/* With special: each target's filter (or NULL), parallel to subs,
+	 * so that a filter miss does not touch the subscription. */
+	const struct quayi_filter **filt;
 	struct quayi_bm_gref *groups;
 	char subj[];
 };
@@ -102,22 +109,22 @@ struct quayi_bm_table {
 	/* Nodes this version had and the next one replaced: freed with it. */
 	struct quayi_bm_node **garbage;
 	size_t ngarbage;
-	/* Its cache: set before the version is published (T1), then only
+	/* Its cache: set before the version is published (BUS-T1), then only
 	 * its slots change. */
 	struct quayi_bm_cache *cache;
 };
 
-/* Cache slots: NULL, or an entry published once with a release CAS (E1)
- * and read with an acquire load (E2); never replaced while the table
+/* Cache slots: NULL, or an entry published once with a release CAS (BUS-E1)
+ * and read with an acquire load (BUS-E2); never replaced while the table
  * lives. used[0..nused) lists the filled slots, so that retiring a
  * version frees and clears only those and the cache is reused. */
 struct quayi_bm_cache {
 	struct quayi_bm_cache *next;      /* free list */
 	/* Relaxed: each filler takes a distinct index; the retiring callback
 	 * reads it after a grace period. */
-	_Atomic uint32_t nused;
+	uint32_t nused;
 	uint16_t used[QUAY_BUS_CACHE_ENTRIES];
-	_Atomic(struct quayi_bm_centry *) slot[QUAY_BUS_CACHE_ENTRIES];
+	struct quayi_bm_centry *slot[QUAY_BUS_CACHE_ENTRIES];
 };
 
 /* Retired caches kept for reuse (a zeroed cache costs a 64 KiB memset). */
@@ -160,8 +167,92 @@ struct quayi_bus_group *quayi_bus_sub_group(const struct quay_sub *sub);
 bool quayi_bus_sub_stamps(const struct quay_sub *sub);
 /* The highest message priority a subscription takes (bus.c). */
 uint32_t quayi_bus_sub_prio_max(const struct quay_sub *sub);
+/* Whether a target needs the general fan-out: a filter or a queue (bus.c). */
+bool quayi_bus_sub_special(const struct quay_sub *sub);
+struct quayi_filter;
+/* A target's compiled header filter, or NULL (bus.c). */
+const struct quayi_filter *quayi_bus_sub_filter(const struct quay_sub *sub);
 
 /* The bus's name (read-only after create; for the HTTP module). */
 const char *quayi_bus_name(const quay_bus *bus);
+
+/* ---- the publish tap (the NATS module's wildcard exports) ---------- */
+
+/* Called on the publisher's thread by every publish call on the bus
+ * (publish, publish_ex, batch, many; not a reply to an inbox) with the
+ * checked subject (len bytes) and msgs[0..n), before they are delivered,
+ * inside the RCU read-side section. It takes its own reference of each
+ * message it keeps and may wait (bounded). Returns 1 if it took them: a
+ * publish of one message then counts the tap as one more delivery (so a
+ * request through it is not "no subscriber"); 0 if not. */
+struct quayi_bus_tap {
+	int (*fn)(void *arg, const char *subject, uint32_t len, quay_msg *const *msgs, size_t n);
+	void *arg;
+};
+
+/* Set the bus's tap (one per bus), or remove it (tap NULL: then waits for
+ * a grace period, so no call of the old tap runs after it returns; not
+ * from inside a publish). 0; -EBUSY if another is set; -EINVAL. */
+int quayi_bus_set_tap(quay_bus *bus, const struct quayi_bus_tap *tap);
+
+
+/* ---- the bus object (bus.c; request/reply in bus_request.c) ---------- */
+
+#define REQ_BUSY ((uint64_t)1 << 63)
+#define REQ_DONE ((uint64_t)1 << 62)
+#define REQ_N_MASK (REQ_DONE - 1)
+
+struct quayi_bus_req {
+	uint64_t state;     /* BUS-Q1..BUS-Q3 above */
+	uint64_t req_id;    /* written by the owner before it publishes */
+	quay_msg *reply;  /* ordered by BUS-Q2/BUS-Q3 */
+	uint32_t done;      /* futex word: 1 when the requester should look */
+} QUAYI_ALIGNED(QUAY_CACHELINE);
+
+struct quay_bus {
+	struct quayi_bm_table *table;  /* BUS-T1/BUS-T2 */
+	/* Set by destroy; calls that see it return -EPIPE. Acquire/release
+	 * with destroy's store (it only makes late calls fail fast). */
+	uint32_t closing;
+	int64_t (*clock)(void *);
+	void *clock_arg;
+	uint64_t id;
+	char inbox[40];
+	size_t inbox_len;
+	char name[QUAY_BUS_NAME_MAX + 1];
+
+	pthread_mutex_t lock;             /* subscribe/unsubscribe */
+	struct quay_sub *subs;            /* under lock */
+	/* Written under lock; relaxed reads by quay_bus_sub_count(). */
+	size_t nsubs;
+	size_t max_subs;
+	struct quayi_bus_group *groups;   /* under lock */
+	uint64_t next_sub_id;     /* relaxed: only uniqueness matters */
+
+	quay_stats *stats;
+	bool own_stats;
+	quay_counter *c_published, *c_delivered, *c_dropped, *c_rejected, *c_timeouts, *c_nosub,
+	    *c_late, *c_unroutable, *c_unroutable_queued, *c_filtered, *c_bound;
+	quay_queue *unroutable;           /* opts.unroutable; read-only */
+
+	unsigned nreq;
+	struct quayi_bus_req *reqs;
+	uint64_t req_next;        /* relaxed: a ticket, uniqueness only */
+	uint32_t req_active;      /* requesters inside request(); destroy waits */
+	uint64_t pending;         /* call_rcu callbacks not yet run */
+	struct quayi_bm_cache_pool caches; /* retired caches, for reuse */
+	/* BUS-TAP1: set_tap's release store (under lock) -> BUS-TAP2:
+	 * publish's acquire load; NULL but for NATS wildcard exports. */
+	const struct quayi_bus_tap *tap;
+};
+
+/* Clocks and futex calls: src/clock.h (quayi_mono_ns, quayi_real_clock,
+ * deadlines) and src/quay_internal.h (quayi_futex_wait/_wake_all). */
+
+/* The reply route (bus_request.c): whether subject is an inbox of this
+ * bus (its number in *n), and the delivery of m to the request waiting on
+ * inbox n (1), or its drop as a late reply (0). */
+bool quayi_bus_is_inbox(const struct quay_bus *bus, const char *subject, uint32_t len, uint64_t *n);
+int quayi_bus_route_reply(struct quay_bus *bus, uint64_t n, quay_msg *m);
 
 #endif /* QUAY_BUS_INTERNAL_H */

@@ -18,8 +18,8 @@
  * Each version carries its own subject cache, so a table change
  * invalidates it by construction (retired caches are cleared and reused,
  * see struct quayi_bm_cache). A slot is filled at most once, with a
- * CAS from NULL (E1, release) of a fully built immutable entry; readers
- * load it with acquire (E2). A subject that finds its probe window
+ * CAS from NULL (BUS-E1, release) of a fully built immutable entry; readers
+ * load it with acquire (BUS-E2). A subject that finds its probe window
  * (8 slots) full is resolved into a private entry the caller frees.
  */
 #include <stdlib.h>
@@ -39,6 +39,7 @@ struct quayi_bm_node {
 	uint32_t nkids;
 	struct bm_edge *kids;
 	struct quayi_bm_node *star;
+	struct quayi_bm_node *hash;   /* the `#` edge */
 	uint32_t nhere;
 	uint32_t ngt;
 	struct quay_sub **here;
@@ -124,6 +125,7 @@ quayi_bm_parse(const char *s, bool pattern, struct quayi_bm_toks *t)
 	len = strnlen(s, QUAY_BUS_SUBJECT_MAX + 1);
 	if (len == 0 || len > QUAY_BUS_SUBJECT_MAX)
 		return -EINVAL;
+	t->nhash = 0;
 	for (size_t i = 0; i <= len; i++) {
 		unsigned char c = i < len ? (unsigned char)s[i] : (unsigned char)'.';
 
@@ -137,6 +139,13 @@ quayi_bm_parse(const char *s, bool pattern, struct quayi_bm_toks *t)
 					return -EINVAL;
 				if (s[start] == '>' && i != len)
 					return -EINVAL;
+			}
+			if (tl == 1 && s[start] == '#') {
+				/* `#` alone is the AMQP wildcard; inside a longer
+				 * token it is a plain byte. */
+				if (!pattern)
+					return -EINVAL;
+				t->nhash++;
 			}
 			t->off[n] = (uint16_t)start;
 			t->tlen[n] = (uint16_t)tl;
@@ -188,6 +197,7 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 	size_t len = strnlen(s, QUAY_BUS_SUBJECT_MAX + 1);
 	size_t i, ntok = 1;
 	bool prev_dot = true;   /* a dot "before" byte 0: a leading dot is an empty token */
+	uint64_t hashes = 0;    /* some byte is `#` */
 
 	if (len == 0 || len > QUAY_BUS_SUBJECT_MAX)
 		return -EINVAL;
@@ -203,6 +213,7 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 			w |= (BM_ONES * 'a') << (8 * k);
 		if (bm_word_bad(w))
 			return -EINVAL;
+		hashes |= bm_zero_bytes(w ^ (BM_ONES * '#'));
 		dots = bm_zero_bytes(w ^ (BM_ONES * '.'));
 		if (dots != 0) {
 			/* Empty tokens: a dot right after a dot (within the word,
@@ -224,12 +235,20 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 		} else if (!bm_plain_byte(c)) {
 			return -EINVAL;
 		} else {
+			hashes |= c == '#';
 			prev_dot = false;
 		}
 	}
 #endif
 	if (prev_dot || ntok > QUAY_BUS_TOKENS_MAX)   /* a trailing dot; too many tokens */
 		return -EINVAL;
+	if (QUAYI_UNLIKELY(hashes != 0)) {
+		/* Rare: a `#` byte. A token that is just `#` is a wildcard,
+		 * which a published subject may not have. */
+		for (i = 0; i < len; i++)
+			if (s[i] == '#' && (i == 0 || s[i - 1] == '.') && (i + 1 == len || s[i + 1] == '.'))
+				return -EINVAL;
+	}
 	*lenp = (uint32_t)len;
 	*hash = bm_hash(s, len);
 	return 0;
@@ -241,23 +260,48 @@ tok_is(const struct quayi_bm_toks *t, uint32_t i, char c)
 	return t->tlen[i] == 1 && t->s[t->off[i]] == c;
 }
 
+/*
+ * The reference matcher, a dynamic programme over (pattern token i,
+ * subject token j) so that `#` (zero or more tokens, anywhere) costs
+ * O(tokens^2) however many there are, never a backtracking blow-up:
+ * ok[j] says whether pattern tokens [0, i) can match subject tokens
+ * [0, j).
+ */
 bool
 quayi_bm_match_toks(const struct quayi_bm_toks *pat, const struct quayi_bm_toks *subj)
 {
-	uint32_t i;
+	bool ok[QUAY_BUS_TOKENS_MAX + 1], nx[QUAY_BUS_TOKENS_MAX + 1];
+	uint32_t i, j, n = subj->n;
 
+	memset(ok, 0, sizeof(ok));
+	ok[0] = true;
 	for (i = 0; i < pat->n; i++) {
-		if (tok_is(pat, i, '>'))
-			return subj->n > i;
-		if (i >= subj->n)
+		memset(nx, 0, sizeof(nx));
+		if (tok_is(pat, i, '#')) {
+			bool any = false;
+			for (j = 0; j <= n; j++) {
+				any |= ok[j];
+				nx[j] = any;   /* some k <= j matched [0, i) */
+			}
+		} else if (tok_is(pat, i, '>')) {
+			/* One or more tokens, and it is last: the rest, if any. */
+			for (j = 0; j < n; j++)
+				if (ok[j])
+					return true;
 			return false;
-		if (tok_is(pat, i, '*'))
-			continue;
-		if (pat->tlen[i] != subj->tlen[i] ||
-		    memcmp(pat->s + pat->off[i], subj->s + subj->off[i], pat->tlen[i]) != 0)
-			return false;
+		} else {
+			for (j = 0; j < n; j++) {
+				if (!ok[j])
+					continue;
+				if (tok_is(pat, i, '*') ||
+				    (pat->tlen[i] == subj->tlen[j] &&
+				        memcmp(pat->s + pat->off[i], subj->s + subj->off[j], pat->tlen[i]) == 0))
+					nx[j + 1] = true;
+			}
+		}
+		memcpy(ok, nx, sizeof(ok));
 	}
-	return i == subj->n;
+	return ok[n];
 }
 
 QUAY_API int
@@ -312,6 +356,7 @@ node_free_deep(struct quayi_bm_node *n)
 	for (uint32_t i = 0; i < n->kcap; i++)
 		node_free_deep(n->kids[i].child);
 	node_free_deep(n->star);
+	node_free_deep(n->hash);
 	node_free(n);
 }
 
@@ -405,6 +450,7 @@ node_copy(const struct quayi_bm_node *old, const char *tok, size_t toklen, uint3
 		}
 	}
 	n->star = old->star == skip ? NULL : old->star;
+	n->hash = old->hash == skip ? NULL : old->hash;
 	n->nhere = old->nhere;
 	n->ngt = old->ngt;
 	if (old->nhere > 0 && (n->here = subs_dup(old->here, old->nhere, 0)) == NULL)
@@ -469,13 +515,13 @@ cache_put(struct quayi_bm_cache_pool *p, struct quayi_bm_cache *c)
 		return;
 	/* Relaxed: the cache is retired and a grace period has passed, so
 	 * no filler or reader is left; the loads and stores race with nobody. */
-	n = atomic_load_explicit(&c->nused, memory_order_relaxed);
+	n = __atomic_load_n(&c->nused, __ATOMIC_RELAXED);
 	for (uint32_t i = 0; i < n; i++) {
 		uint16_t k = c->used[i];
-		free(atomic_load_explicit(&c->slot[k], memory_order_relaxed));
-		atomic_store_explicit(&c->slot[k], NULL, memory_order_relaxed);
+		free(__atomic_load_n(&c->slot[k], __ATOMIC_RELAXED));
+		__atomic_store_n(&c->slot[k], NULL, __ATOMIC_RELAXED);
 	}
-	atomic_store_explicit(&c->nused, 0, memory_order_relaxed);
+	__atomic_store_n(&c->nused, 0, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&p->lock);
 	if (p->n < BM_POOL_KEEP) {
 		c->next = p->head;
@@ -596,6 +642,12 @@ quayi_bm_insert(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 			if (ncn == NULL)
 				goto oom;
 			nn->star = ncn;
+		} else if (tok_is(pat, i, '#')) {
+			oc = on != NULL ? on->hash : NULL;
+			ncn = node_copy(oc, "#", 1, 1, NULL);
+			if (ncn == NULL)
+				goto oom;
+			nn->hash = ncn;
 		} else {
 			uint64_t h = bm_hash(tok, tl);
 			oc = node_find(on, tok, tl, h);
@@ -661,7 +713,7 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 	struct quayi_bm_node *path[QUAY_BUS_TOKENS_MAX + 1];
 	struct quayi_bm_node *created[QUAY_BUS_TOKENS_MAX + 1];
 	uint64_t hs[QUAY_BUS_TOKENS_MAX];
-	bool star[QUAY_BUS_TOKENS_MAX];
+	char wild[QUAY_BUS_TOKENS_MAX];   /* 0, '*' or '#' */
 	size_t nc = 0;
 	uint32_t k, j, i;
 	bool gt = false, found = false;
@@ -677,9 +729,10 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 			gt = true;
 			break;
 		}
-		star[k] = tok_is(pat, k, '*');
-		hs[k] = star[k] ? 0 : bm_hash(tok, pat->tlen[k]);
-		c = star[k] ? path[k]->star : node_find(path[k], tok, pat->tlen[k], hs[k]);
+		wild[k] = tok_is(pat, k, '*') ? '*' : tok_is(pat, k, '#') ? '#' : 0;
+		hs[k] = wild[k] != 0 ? 0 : bm_hash(tok, pat->tlen[k]);
+		c = wild[k] == '*' ? path[k]->star : wild[k] == '#' ? path[k]->hash :
+		    node_find(path[k], tok, pat->tlen[k], hs[k]);
 		if (c == NULL)
 			return -ENOENT;
 		path[k + 1] = c;
@@ -692,9 +745,10 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 
 	/* Prune: drop the deepest chain of nodes left empty. */
 	j = k;
-	if (f->nkids == 0 && f->star == NULL && f->nhere + f->ngt == 1 && k > 0) {
+	if (f->nkids == 0 && f->star == NULL && f->hash == NULL && f->nhere + f->ngt == 1 && k > 0) {
 		j = k - 1;
-		while (j > 0 && path[j]->nkids + (path[j]->star != NULL ? 1u : 0u) == 1 &&
+		while (j > 0 && path[j]->nkids + (path[j]->star != NULL ? 1u : 0u) +
+		            (path[j]->hash != NULL ? 1u : 0u) == 1 &&
 		    path[j]->nhere == 0 && path[j]->ngt == 0)
 			j--;
 	}
@@ -709,8 +763,10 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 		nc++;
 	}
 	for (i = 0; i < j; i++) {
-		if (star[i])
+		if (wild[i] == '*')
 			created[i]->star = created[i + 1];
+		else if (wild[i] == '#')
+			created[i]->hash = created[i + 1];
 		else
 			node_set_kid(created[i], hs[i], created[i + 1]);
 	}
@@ -735,11 +791,19 @@ oom:
 
 /* ---- resolution and the cache -------------------------------------- */
 
+#define BM_MEMO 1024u   /* (node, token) pairs remembered under a `#` */
+
 struct collect {
 	struct quay_sub **v;
 	size_t n, cap;
 	bool oom;
+	bool hashed;    /* a `#` edge was taken: v may hold duplicates */
+	uint32_t nmemo;
 	struct quay_sub *local[128];
+	/* Visited (node, token index) pairs below a `#` edge: the same pair
+	 * reached twice adds nothing, so a pattern with many `#` costs
+	 * nodes x tokens, not one walk per way of splitting the subject. */
+	uintptr_t memo[BM_MEMO];
 };
 
 static void
@@ -766,11 +830,44 @@ collect_add(struct collect *c, struct quay_sub *const *v, uint32_t n)
 	c->n += n;
 }
 
+/* Whether (n, i) was visited below a `#`; records it if not. A full memo
+ * only stops remembering: the walk stays correct (duplicates are
+ * removed after it), just slower. */
+static bool
+memo_seen(struct collect *c, const struct quayi_bm_node *n, uint32_t i)
+{
+	uintptr_t key = ((uintptr_t)n << 6) | i;   /* i <= 32; user-space pointers fit in 58 bits */
+	uint64_t h = ((uint64_t)key * UINT64_C(0x9e3779b97f4a7c15)) >> 54;   /* 10 bits */
+
+	for (uint32_t p = 0; p < 16; p++) {
+		uintptr_t *slot = &c->memo[(h + p) & (BM_MEMO - 1)];
+		if (*slot == key)
+			return true;
+		if (*slot == 0) {
+			if (c->nmemo < BM_MEMO / 2) {
+				*slot = key;
+				c->nmemo++;
+			}
+			return false;
+		}
+	}
+	return false;
+}
+
 static void
-walk(const struct quayi_bm_node *n, const struct quayi_bm_toks *s, uint32_t i, struct collect *c)
+walk(const struct quayi_bm_node *n, const struct quayi_bm_toks *s, uint32_t i, struct collect *c,
+    bool under_hash)
 {
 	const struct quayi_bm_node *child;
 
+	if (under_hash && memo_seen(c, n, i))
+		return;
+	if (n->hash != NULL) {
+		/* `#`: zero or more tokens, so go on from every later token. */
+		c->hashed = true;
+		for (uint32_t j = i; j <= s->n; j++)
+			walk(n->hash, s, j, c, true);
+	}
 	if (i == s->n) {
 		if (n->nhere > 0)
 			collect_add(c, n->here, n->nhere);
@@ -780,9 +877,17 @@ walk(const struct quayi_bm_node *n, const struct quayi_bm_toks *s, uint32_t i, s
 		collect_add(c, n->gt, n->ngt);
 	child = node_find(n, s->s + s->off[i], s->tlen[i], bm_hash(s->s + s->off[i], s->tlen[i]));
 	if (child != NULL)
-		walk(child, s, i + 1, c);
+		walk(child, s, i + 1, c, under_hash);
 	if (n->star != NULL)
-		walk(n->star, s, i + 1, c);
+		walk(n->star, s, i + 1, c, under_hash);
+}
+
+static int
+cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)*(struct quay_sub *const *)a, y = (uintptr_t)*(struct quay_sub *const *)b;
+
+	return x < y ? -1 : x > y;
 }
 
 static int
@@ -800,17 +905,29 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 	struct quayi_bm_toks s;
 	struct collect c;
 	struct quayi_bm_centry *e = NULL;
-	size_t nplain = 0, ngroups = 0, off_subs, off_groups, size;
+	size_t nplain = 0, ngroups = 0, off_subs, off_filt, off_groups, size;
 
 	c.v = c.local;
 	c.n = 0;
 	c.cap = sizeof(c.local) / sizeof(c.local[0]);
 	c.oom = false;
+	c.hashed = false;
+	c.nmemo = 0;
+	memset(c.memo, 0, sizeof(c.memo));
 	if (quayi_bm_parse(subj, false, &s) != 0)
 		return NULL;   /* cannot happen: scan_subject checked it */
-	walk(t->root, &s, 0, &c);
+	walk(t->root, &s, 0, &c, false);
 	if (c.oom)
 		goto out;
+	if (c.hashed && c.n > 1) {
+		/* A subscription reached along several ways counts once. */
+		size_t k = 1;
+		qsort(c.v, c.n, sizeof(*c.v), cmp_ptr);
+		for (size_t i = 1; i < c.n; i++)
+			if (c.v[i] != c.v[k - 1])
+				c.v[k++] = c.v[i];
+		c.n = k;
+	}
 	/* Plain subscriptions first, then the grouped ones, by group. */
 	for (size_t i = 0; i < c.n; i++) {
 		if (quayi_bus_sub_group(c.v[i]) == NULL) {
@@ -825,7 +942,8 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 		if (i == nplain || quayi_bus_sub_group(c.v[i]) != quayi_bus_sub_group(c.v[i - 1]))
 			ngroups++;
 	off_subs = (sizeof(*e) + len + 1 + 7) & ~(size_t)7;
-	off_groups = off_subs + c.n * sizeof(*c.v);
+	off_filt = off_subs + c.n * sizeof(*c.v);
+	off_groups = off_filt + c.n * sizeof(struct quayi_filter *);
 	size = off_groups + ngroups * sizeof(struct quayi_bm_gref);
 	e = malloc(size);
 	if (e == NULL)
@@ -837,17 +955,22 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 	e->ntargets = (uint32_t)(nplain + ngroups);
 	e->stamp = 0;
 	e->prio_max = QUAY_MSG_PRIORITY_MAX;
+	e->special = 0;
 	for (size_t i = 0; i < c.n; i++) {
 		uint32_t pm = quayi_bus_sub_prio_max(c.v[i]);
 		e->stamp |= quayi_bus_sub_stamps(c.v[i]);
+		e->special |= quayi_bus_sub_special(c.v[i]);
 		if (pm < e->prio_max)
 			e->prio_max = pm;
 	}
 	memcpy(e->subj, subj, len + 1);
 	e->subs = (struct quay_sub **)(void *)((char *)e + off_subs);
+	e->filt = (const struct quayi_filter **)(void *)((char *)e + off_filt);
 	e->groups = (struct quayi_bm_gref *)(void *)((char *)e + off_groups);
 	if (c.n > 0)
 		memcpy(e->subs, c.v, c.n * sizeof(*c.v));
+	for (size_t i = 0; i < c.n; i++)
+		e->filt[i] = quayi_bus_sub_filter(c.v[i]);
 	ngroups = 0;
 	for (size_t i = nplain; i < c.n; i++) {
 		struct quayi_bus_group *g = quayi_bus_sub_group(c.v[i]);
@@ -874,8 +997,8 @@ quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64
 
 	*temp = false;
 	for (uint32_t p = 0; p < BM_PROBE; p++) {
-		/* E2: acquire; pairs with E1 below (the entry's contents). */
-		e = atomic_load_explicit(&c->slot[(hash + p) & mask], memory_order_acquire);
+		/* BUS-E2: acquire; pairs with BUS-E1 below (the entry's contents). */
+		e = __atomic_load_n(&c->slot[(hash + p) & mask], __ATOMIC_ACQUIRE);
 		if (e == NULL)
 			break;
 		if (e->hash == hash && e->len == len && memcmp(e->subj, subj, len) == 0)
@@ -886,13 +1009,13 @@ quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64
 		return NULL;
 	for (uint32_t p = 0; p < BM_PROBE; p++) {
 		struct quayi_bm_centry *cur = NULL;
-		/* E1: release on success publishes the entry's contents; acquire
-		 * on failure pairs with another thread's E1 (we may read it). */
-		if (atomic_compare_exchange_strong_explicit(&c->slot[(hash + p) & mask], &cur, e,
-		        memory_order_acq_rel, memory_order_acquire)) {
+		/* BUS-E1: release on success publishes the entry's contents; acquire
+		 * on failure pairs with another thread's BUS-E1 (we may read it). */
+		if (__atomic_compare_exchange_n(&c->slot[(hash + p) & mask], &cur, e, false,
+		        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 			/* Relaxed: only hands each filler its own used[] index;
 			 * used[] is read after a grace period (cache clear). */
-			uint32_t k = atomic_fetch_add_explicit(&c->nused, 1, memory_order_relaxed);
+			uint32_t k = __atomic_fetch_add(&c->nused, 1, __ATOMIC_RELAXED);
 			c->used[k] = (uint16_t)((hash + p) & mask);
 			return e;
 		}

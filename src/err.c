@@ -26,6 +26,7 @@ quay_strerror(int err)
 	case EACCES:    return "permission denied";
 	case ENOTDIR:   return "not a directory";
 	case ENOTSUP:   return "not supported by the server";
+	case EPROTO:    return "protocol or TLS failure with the server";
 	default:        return "unknown error";
 	}
 }

@@ -41,8 +41,8 @@
 
 #include <quay/http.h>
 
-#define SAMPLES 64u             /* one a second: a minute and a bit */
-#define HWIN 8u                 /* ack-latency copies, every 10 s: 70..80 s */
+#define SAMPLES 64u /* one a second: a minute and a bit */
+#define HWIN 8u     /* ack-latency copies, every 10 s: 70..80 s */
 #define HWIN_EVERY 10u
 #define NEAR_FULL_PCT 90u
 
@@ -52,18 +52,18 @@ extern const char quayi_http_dashboard[];
 extern const size_t quayi_http_dashboard_len;
 
 enum { QS_SENT, QS_RECEIVED, QS_ACKED, QS_NACKED, QS_DEAD, QS_N };
-enum { BS_PUBLISHED, BS_DELIVERED, BS_LOST, BS_N };   /* lost: dropped + rejected + timed out */
+enum { BS_PUBLISHED, BS_DELIVERED, BS_LOST, BS_N }; /* lost: dropped + rejected + timed out */
 
 struct sample {
-	int64_t t;              /* CLOCK_MONOTONIC ns; 0: empty */
+	int64_t t; /* CLOCK_MONOTONIC ns; 0: empty */
 	uint64_t v[QS_N];
 };
 
 struct hq {
 	quay_queue *q;
 	struct sample s[SAMPLES];
-	struct quay_hist_data *hw;      /* HWIN copies */
-	int64_t hw_t[HWIN];             /* when taken; 0: empty */
+	struct quay_hist_data *hw; /* HWIN copies */
+	int64_t hw_t[HWIN];        /* when taken; 0: empty */
 };
 
 struct hb {
@@ -85,11 +85,11 @@ struct quay_http {
 	size_t nq, capq;
 	struct hb **bs;
 	size_t nb, capb;
-	uint64_t ticks;                 /* sampler rounds, under lock */
+	uint64_t ticks; /* sampler rounds, under lock */
 
 	pthread_t sampler;
-	pthread_cond_t cv;              /* wakes the sampler to stop */
-	bool stopping;                  /* under lock */
+	pthread_cond_t cv; /* wakes the sampler to stop */
+	bool stopping;     /* under lock */
 };
 
 /* ---- a growable output buffer ------------------------------------- */
@@ -130,7 +130,9 @@ b_str(struct buf *b, const char *s)
 	b_put(b, s, strlen(s));
 }
 
-static void __attribute__((format(printf, 2, 3)))
+static void b_fmt(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
 b_fmt(struct buf *b, const char *fmt, ...)
 {
 	char tmp[256];
@@ -377,7 +379,7 @@ sampler_main(void *arg)
 	pthread_mutex_lock(&h->lock);
 	while (!h->stopping) {
 		sample_all(h);
-		ts = quayi_abs_ts(CLOCK_MONOTONIC, QUAYI_NS_PER_SEC);   /* cv's clock */
+		ts = quayi_abs_ts(CLOCK_MONOTONIC, QUAYI_NS_PER_SEC); /* cv's clock */
 		while (!h->stopping && pthread_cond_timedwait(&h->cv, &h->lock, &ts) == 0)
 			;
 	}
@@ -466,10 +468,10 @@ struct qview {
 };
 
 enum {
-	A_FULL = 1u << 0,          /* error */
-	A_NEAR_FULL = 1u << 1,     /* degraded */
-	A_DLQ = 1u << 2,           /* degraded */
-	A_BUS_LOST = 1u << 3,      /* degraded */
+	A_FULL = 1u << 0,      /* error */
+	A_NEAR_FULL = 1u << 1, /* degraded */
+	A_DLQ = 1u << 2,       /* degraded */
+	A_BUS_LOST = 1u << 3,  /* degraded */
 };
 
 static const struct {
@@ -482,7 +484,7 @@ static const struct {
 	{ A_NEAR_FULL, "near_capacity", false, "the queue holds 90% or more of its capacity" },
 	{ A_DLQ, "dlq_not_empty", false, "the dead-letter queue holds messages" },
 	{ A_BUS_LOST, "losing_messages", false,
-	  "deliveries were dropped, rejected or timed out in the last minute" },
+	    "deliveries were dropped, rejected or timed out in the last minute" },
 };
 
 static void
@@ -644,7 +646,9 @@ static void
 b_subs(struct buf *b, const quay_bus *bus)
 {
 	static const char *const fam[] = {
-		"quay_sub_pending", "quay_sub_delivered_total", "quay_sub_received_total",
+		"quay_sub_pending",
+		"quay_sub_delivered_total",
+		"quay_sub_received_total",
 		"quay_sub_dropped_total",
 	};
 	static const char *const key[] = { "pending", "delivered", "received", "dropped" };
@@ -664,8 +668,8 @@ b_subs(struct buf *b, const quay_bus *bus)
 		const char *id, *bn, *grp;
 
 		quay_stats_snap_metric(snap, i, &m);
-		if (strcmp(m->name, fam[0]) != 0 || (bn = label(m, "bus")) == NULL ||
-		    strcmp(bn, name) != 0 || (id = label(m, "sub")) == NULL)
+		if (strcmp(m->name, fam[0]) != 0 || (bn = label(m, "bus")) == NULL || strcmp(bn, name) != 0 ||
+		    (id = label(m, "sub")) == NULL)
 			continue;
 		b_str(b, first ? "\n{\"id\":" : ",\n{\"id\":");
 		first = false;
@@ -734,7 +738,8 @@ page_summary(quay_http *h, struct buf *b)
 		b_json_str(b, state_of(v.alarms));
 		b_put(b, ",", 1);
 		b_alarms(b, v.alarms, false);
-		b_fmt(b, ",\"capacity\":%llu,\"ready\":%llu,\"delayed\":%llu,\"in_flight\":%llu,"
+		b_fmt(b,
+		    ",\"capacity\":%llu,\"ready\":%llu,\"delayed\":%llu,\"in_flight\":%llu,"
 		    "\"dlq_depth\":%llu,\"oldest_age_ns\":%lld",
 		    (unsigned long long)q->capacity, (unsigned long long)v.st.ready,
 		    (unsigned long long)v.st.delayed, (unsigned long long)v.st.in_flight,
@@ -813,7 +818,7 @@ page_metrics(quay_http *h, struct buf *b)
 		rc = quay_stats_snapshot(h->reg[n], &snaps[n]);
 	pthread_mutex_unlock(&h->lock);
 	if (rc != 0)
-		n--;    /* the failed one is NULL */
+		n--; /* the failed one is NULL */
 	else if (n != 0)
 		rc = quay_stats_write_prometheus_many((const quay_stats_snap *const *)snaps, n, b_write, b);
 	for (size_t i = 0; i < n; i++)
@@ -833,7 +838,7 @@ reply(struct MHD_Connection *c, unsigned status, const char *type, struct buf *b
 
 	if (b->oom) {
 		free(b->p);
-		return MHD_NO;      /* closes the connection */
+		return MHD_NO; /* closes the connection */
 	}
 	/* HEAD: the same response (Content-Length included); libmicrohttpd
 	 * sends its headers only. */
@@ -897,8 +902,8 @@ find_verbose(void *cls, enum MHD_ValueKind kind, const char *key, const char *va
 }
 
 static enum MHD_Result
-handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-    const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+handle(void *cls, struct MHD_Connection *c, const char *url, const char *method, const char *version,
+    const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	quay_http *h = cls;
 	struct buf b = { 0 };
@@ -1063,6 +1068,8 @@ quay_http_start(const struct quay_http_opts *opts, quay_http **out)
 	}
 
 	errno = 0;
+	/* One option and its values per line. */
+	/* clang-format off */
 	h->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
 	    MHD_OPTION_SOCK_ADDR, &addr.sa,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)o.max_connections,
@@ -1073,9 +1080,12 @@ quay_http_start(const struct quay_http_opts *opts, quay_http **out)
 	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o.threads,
 	    MHD_OPTION_EXTERNAL_LOGGER, no_log, NULL,
 	    MHD_OPTION_END);
+	/* clang-format on */
 	if (h->d == NULL) {
-		rc = errno == EADDRINUSE ? -EADDRINUSE : errno == EACCES ? -EACCES :
-		    errno == ENOMEM ? -ENOMEM : -EIO;
+		rc = errno == EADDRINUSE ? -EADDRINUSE :
+		    errno == EACCES      ? -EACCES :
+		    errno == ENOMEM      ? -ENOMEM :
+		                           -EIO;
 		http_free(h);
 		return rc;
 	}

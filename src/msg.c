@@ -10,6 +10,7 @@
  * strictly increasing in creation order within a thread; across threads
  * they are not in time order. 2^64 ids do not wrap in practice.
  */
+#include "msg_internal.h"
 #include "quay_internal.h"
 
 #include <stdio.h>
@@ -71,8 +72,8 @@ stamp(quay_pool *pool, quay_msg *m)
 /* need: bytes the data area must have; want: what to ask for (the
  * largest class serves when only it holds need). */
 static int
-msg_new(quay_pool *pool, const void *body, size_t len, size_t room, bool exact, bool wait,
-    int64_t timeout_ns, quay_msg **out)
+msg_new(quay_pool *pool, const void *body, size_t len, size_t room, bool exact, bool wait, int64_t timeout_ns,
+    quay_msg **out)
 {
 	quay_msg *m;
 	size_t want;
@@ -247,7 +248,7 @@ quay_msg_set_body(quay_msg *msg, const void *data, size_t len)
 	if (len > (size_t)msg->capacity - msg->tail_used)
 		return -EMSGSIZE;
 	if (len != 0)
-		memmove(quayi_msg_data(msg), data, len);   /* data may be the body itself */
+		memmove(quayi_msg_data(msg), data, len); /* data may be the body itself */
 	msg->body_len = (uint32_t)len;
 	return 0;
 }
@@ -255,7 +256,7 @@ quay_msg_set_body(quay_msg *msg, const void *data, size_t len)
 /* ---- header records ---------------------------------------------------- */
 
 struct rec {
-	unsigned char *at;        /* start of the record */
+	unsigned char *at; /* start of the record */
 	size_t size;
 	unsigned klen;
 	const char *key;
@@ -482,7 +483,7 @@ quay_msg_header_at(const quay_msg *msg, unsigned i, const char **key, const void
 			return 0;
 		}
 	}
-	return -ENOENT;          /* unreachable while nheaders is right */
+	return -ENOENT; /* unreachable while nheaders is right */
 }
 
 int

@@ -23,10 +23,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bus_internal.h"
+#include "clock.h"
 #include "nats_internal.h"
 
 #define H_ORIGIN "Quay-Origin"
@@ -37,6 +40,14 @@
 
 enum { BR_EXPORT, BR_IMPORT, BR_REPLY };
 
+/* A bridge thread with nothing to do polls SPIN_POLLS times (the last
+ * SPIN_YIELDS of them after a sched_yield) before it sleeps. */
+#define SPIN_POLLS 256u
+#define SPIN_YIELDS 8u
+/* How long close waits for each libnats completion (pthread conditions on
+ * the default clock: CLOCK_REALTIME). */
+#define CLOSE_WAIT_NS (5 * QUAYI_NS_PER_SEC)
+
 struct nbridge {
 	quay_nats *n;
 	int kind;
@@ -45,11 +56,14 @@ struct nbridge {
 	char subject[QUAY_BUS_SUBJECT_MAX + 1];
 	char group[QUAY_BUS_NAME_MAX + 1];
 	bool literal;           /* export: the pattern has no wildcard */
-	quay_sub *sub;          /* export, reply: the bus subscription */
+	quay_sub *sub;          /* literal export, reply: the bus subscription */
+	quay_ring *ring;        /* wildcard export: struct tapent, filled by the tap */
+	struct ntap *tap;       /* wildcard export: its bus's tap */
 	pthread_t thr;
 	bool thr_started;
-	/* Release by close; acquire by the bridge thread (then it drains). */
-	_Atomic int stop;
+	/* NATS-S1 (close, release) -> NATS-S2 (the bridge thread, acquire;
+	 * then it drains). */
+	int stop;
 	natsSubscription *nsub; /* import */
 	pthread_mutex_t lk;
 	pthread_cond_t cv;
@@ -58,13 +72,32 @@ struct nbridge {
 	quay_gauge *g_pending;
 };
 
+/* A wildcard export takes its messages from the bus's publish tap
+ * (bus_internal.h), which knows the subject a message was published on:
+ * one tap per (handle, bus), listing the wildcard exports of that bus. */
+struct ntap {
+	struct quayi_bus_tap tap;       /* fn = tap_publish, arg = this */
+	quay_bus *bus;
+	/* NATS-T1: export's release store of nb after b[nb] is set ->
+	 * NATS-T2: the tap's acquire load; entries never change after. */
+	unsigned nb;
+	struct nbridge *b[QUAY_NATS_BRIDGES_MAX];
+};
+
+/* One message of a wildcard export, with the subject it was published on. */
+struct tapent {
+	quay_msg *m;
+	uint32_t len;
+	char subj[QUAY_BUS_SUBJECT_MAX + 1];
+};
+
 /* ---- process origin ------------------------------------------------ */
 
 static pthread_mutex_t origin_lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t origin_pid;
 static uint64_t origin_id;
-/* Relaxed: a connection number for labels and reply subjects. */
-static _Atomic unsigned conn_seq;
+/* Relaxed (__atomic): a connection number for labels and reply subjects. */
+static unsigned conn_seq;
 
 /* This process's origin id; a forked child gets its own. */
 static void
@@ -74,9 +107,7 @@ process_origin(char out[17])
 	if (origin_pid != getpid()) {
 		uint64_t v = 0;
 		if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			v = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
+			v = (uint64_t)quayi_real_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
 		}
 		origin_id = v;
 		origin_pid = getpid();
@@ -172,7 +203,24 @@ note_refusal(quay_nats *n, int err)
 {
 	quay_counter_inc(n->c_refused);
 	/* Relaxed: a diagnostic word; orders nothing. */
-	atomic_store_explicit(&n->last_error, err, memory_order_relaxed);
+	__atomic_store_n(&n->last_error, err, __ATOMIC_RELAXED);
+}
+
+/* v in decimal into out (room for 21 bytes); returns out. */
+static const char *
+u64_dec(char *out, uint64_t v)
+{
+	char t[21];
+	size_t k = 0, i = 0;
+
+	do {
+		t[k++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (k > 0)
+		out[i++] = t[--k];
+	out[i] = '\0';
+	return out;
 }
 
 /* Build the NATS message for msg on subject with NATS reply subject
@@ -185,7 +233,7 @@ quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const qua
 	char num[24];
 	size_t len = quay_msg_body_len(msg);
 	unsigned nh = quay_msg_header_count(msg);
-	char *buf = NULL;
+	char sbuf[512], *buf = NULL;
 	bool enc = false;
 
 	if (len > INT_MAX)
@@ -195,12 +243,10 @@ quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const qua
 		return quayi_nats_err(s);
 	s = natsMsgHeader_Set(nm, H_ORIGIN, n->origin);
 	if (s == NATS_OK && quay_msg_correlation_id(msg) != 0) {
-		snprintf(num, sizeof(num), "%" PRIu64, quay_msg_correlation_id(msg));
-		s = natsMsgHeader_Set(nm, H_CORR, num);
+		s = natsMsgHeader_Set(nm, H_CORR, u64_dec(num, quay_msg_correlation_id(msg)));
 	}
 	if (s == NATS_OK && quay_msg_priority(msg) != 0) {
-		snprintf(num, sizeof(num), "%u", quay_msg_priority(msg));
-		s = natsMsgHeader_Set(nm, H_PRIO, num);
+		s = natsMsgHeader_Set(nm, H_PRIO, u64_dec(num, quay_msg_priority(msg)));
 	}
 	for (unsigned i = 0; s == NATS_OK && i < nh; i++) {
 		const char *key;
@@ -209,21 +255,26 @@ quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const qua
 		if (quay_msg_header_at(msg, i, &key, &val, &vlen) != 0)
 			continue;
 		/* Local-only headers stay home. */
-		if (strcmp(key, QUAY_NATS_H_FROM) == 0 || strcmp(key, QUAY_NATS_H_SUBJECT) == 0)
+		if (strcmp(key, QUAY_NATS_H_FROM) == 0)
 			continue;
 		klen = strlen(key);
-		free(buf);
-		buf = malloc(3 * (klen + vlen) + 2);
-		if (buf == NULL) {
-			s = NATS_NO_MEMORY;
-			break;
+		/* Most headers fit the stack buffer; a long one gets its own. */
+		if (3 * (klen + vlen) + 2 <= sizeof(sbuf)) {
+			buf = sbuf;
+		} else {
+			buf = malloc(3 * (klen + vlen) + 2);
+			if (buf == NULL) {
+				s = NATS_NO_MEMORY;
+				break;
+			}
 		}
 		pct_encode(buf, (const unsigned char *)key, klen);
 		pct_encode(buf + strlen(buf) + 1, val, vlen);
 		s = natsMsgHeader_Set(nm, buf, buf + strlen(buf) + 1);
+		if (buf != sbuf)
+			free(buf);
 		enc = true;
 	}
-	free(buf);
 	if (s == NATS_OK && enc)
 		s = natsMsgHeader_Set(nm, H_ENC, "pct");
 	if (s != NATS_OK) {
@@ -263,37 +314,19 @@ quay_nats_publish(quay_nats *n, const char *subject, const quay_msg *msg)
 	return publish_mapped(n, subject, NULL, msg);
 }
 
-/* Forward one message an export or reply bridge took from its bus. */
+/* Forward one message an export bridge took from its bus, published
+ * there on subject. */
 static void
-bridge_forward(struct nbridge *b, quay_msg *m)
+bridge_forward(struct nbridge *b, const char *subject, quay_msg *m)
 {
 	quay_nats *n = b->n;
-	const char *subject = b->subject;
-	char subj[QUAY_BUS_SUBJECT_MAX + 1];
 	char reply[QUAY_BUS_SUBJECT_MAX + 1];
 	const char *rt;
-	const void *v;
-	size_t vl;
 	int r;
 
 	if (quay_msg_get_header(m, QUAY_NATS_H_FROM, NULL, NULL) == 0) {
 		/* Came from NATS: never export it again (loop rule). */
 		return;
-	}
-	if (!b->literal) {
-		if (quay_msg_get_header(m, QUAY_NATS_H_SUBJECT, &v, &vl) != 0 || vl >= sizeof(subj)) {
-			quay_counter_inc(n->c_invalid);
-			quay_counter_inc(b->c_drop);
-			return;
-		}
-		memcpy(subj, v, vl);
-		subj[vl] = '\0';
-		if (!quay_bus_match(b->subject, subj)) {
-			quay_counter_inc(n->c_invalid);
-			quay_counter_inc(b->c_drop);
-			return;
-		}
-		subject = subj;
 	}
 	rt = quay_msg_reply_to(m);
 	if (rt != NULL) {
@@ -314,21 +347,82 @@ bridge_forward(struct nbridge *b, quay_msg *m)
 
 static void reply_out(struct nbridge *b, quay_msg *m);
 
+/* The tap of a bus with wildcard exports: each export whose pattern
+ * matches subject gets a reference of every message with the subject
+ * (waiting for room as a QUAY_SUB_BLOCK subscription would, then counted
+ * as dropped). Publisher's thread, inside the bus's read-side section. */
+static int
+tap_publish(void *arg, const char *subject, uint32_t len, quay_msg *const *msgs, size_t n)
+{
+	struct ntap *t = arg;
+	/* NATS-T2: acquire; pairs with NATS-T1 in quay_nats_export(). */
+	unsigned nb = __atomic_load_n(&t->nb, __ATOMIC_ACQUIRE);
+	struct tapent e;
+	int took = 0;
+
+	for (unsigned i = 0; i < nb; i++) {
+		struct nbridge *b = t->b[i];
+
+		if (!quay_bus_match(b->subject, subject))
+			continue;
+		for (size_t j = 0; j < n; j++) {
+			/* Came from NATS: never export it again (loop rule). */
+			if (quay_msg_get_header(msgs[j], QUAY_NATS_H_FROM, NULL, NULL) == 0)
+				continue;
+			if (quay_msg_ref(msgs[j]) != 0) {
+				quay_counter_inc(b->c_drop);
+				continue;
+			}
+			e.m = msgs[j];
+			e.len = len;
+			memcpy(e.subj, subject, len);
+			e.subj[len] = '\0';
+			/* Release (the ring's push): the export thread's pop
+			 * sees the entry and the message. */
+			if (quay_ring_push_wait(b->ring, &e, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT) != 0) {
+				(void)quay_msg_unref(msgs[j]);
+				quay_counter_inc(b->c_drop);
+				continue;
+			}
+			took = 1;
+		}
+	}
+	return took;
+}
+
 static void *
 export_thread(void *arg)
 {
 	struct nbridge *b = arg;
-	quay_msg *m[32];
+	union {
+		quay_msg *m[32];
+		struct tapent e[8];
+	} u;
+	size_t max = b->ring != NULL ? 8 : 32;
 
 	for (;;) {
-		size_t k = quay_sub_receive_burst(b->sub, m, 32);
+		size_t k = b->ring != NULL ? quay_ring_pop_burst(b->ring, u.e, max) :
+		    quay_sub_receive_burst(b->sub, u.m, max);
+		/* A short spin before sleeping: a bridge that sleeps between
+		 * messages makes every publisher pay a futex wake-up and
+		 * itself a context switch per message. */
+		for (unsigned spin = 0; k == 0 && spin < SPIN_POLLS; spin++) {
+			if (spin < SPIN_POLLS - SPIN_YIELDS)
+				quayi_cpu_relax();
+			else
+				sched_yield();
+			k = b->ring != NULL ? quay_ring_pop_burst(b->ring, u.e, max) :
+			    quay_sub_receive_burst(b->sub, u.m, max);
+		}
 		if (k == 0) {
 			int r;
-			/* Acquire: pairs with close's release store; the queue
-			 * is drained below before leaving. */
-			if (atomic_load_explicit(&b->stop, memory_order_acquire) != 0)
+			/* NATS-S2: acquire; pairs with close's release store
+			 * (NATS-S1); the queue is drained below before leaving
+			 * (no producer is left by then). */
+			if (__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE) != 0)
 				break;
-			r = quay_sub_receive(b->sub, &m[0], 100000000);
+			r = b->ring != NULL ? quay_ring_pop_wait(b->ring, &u.e[0], 100000000) :
+			    quay_sub_receive(b->sub, &u.m[0], 100000000);
 			if (r == -ETIMEDOUT)
 				continue;
 			if (r != 0)
@@ -336,13 +430,19 @@ export_thread(void *arg)
 			k = 1;
 		}
 		for (size_t i = 0; i < k; i++) {
-			if (b->kind == BR_REPLY)
-				reply_out(b, m[i]);
-			else
-				bridge_forward(b, m[i]);
-			(void)quay_msg_unref(m[i]);
+			if (b->ring != NULL) {
+				bridge_forward(b, u.e[i].subj, u.e[i].m);
+				(void)quay_msg_unref(u.e[i].m);
+			} else {
+				if (b->kind == BR_REPLY)
+					reply_out(b, u.m[i]);
+				else
+					bridge_forward(b, b->subject, u.m[i]);
+				(void)quay_msg_unref(u.m[i]);
+			}
 		}
-		quay_gauge_set(b->g_pending, (int64_t)quay_sub_pending(b->sub));
+		quay_gauge_set(b->g_pending, (int64_t)(b->ring != NULL ? quay_ring_count(b->ring) :
+		    quay_sub_pending(b->sub)));
 	}
 	return NULL;
 }
@@ -446,8 +546,9 @@ quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg 
 		goto out;
 	r = quay_msg_set_body(m, natsMsg_GetData(nm), (size_t)len);
 	for (int i = 0; r == 0 && i < nk; i++) {
-		char kbuf[QUAY_MSG_KEY_MAX + 1];
+		char kbuf[QUAY_MSG_KEY_MAX + 1], vsmall[256];
 		char *vbuf;
+		size_t vlen0;
 		ssize_t kl, vl;
 		if (natsMsgHeader_Get(nm, keys[i], &v) != NATS_OK)
 			continue;
@@ -465,18 +566,21 @@ quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg 
 		if (strlen(keys[i]) > QUAY_MSG_KEY_MAX)
 			continue;
 		strcpy(kbuf, keys[i]);
-		vbuf = strdup(v);
+		vlen0 = strlen(v);
+		vbuf = vlen0 < sizeof(vsmall) ? vsmall : malloc(vlen0 + 1);
 		if (vbuf == NULL) {
 			r = -ENOMEM;
 			break;
 		}
+		memcpy(vbuf, v, vlen0 + 1);
 		kl = enc ? pct_decode(kbuf) : (ssize_t)strlen(kbuf);
 		vl = enc ? pct_decode(vbuf) : (ssize_t)strlen(vbuf);
 		if (kl > 0 && vl >= 0 && memchr(kbuf, '\0', (size_t)kl) == NULL) {
 			kbuf[kl] = '\0';
 			r = quay_msg_set_header(m, kbuf, vbuf, (size_t)vl);
 		}
-		free(vbuf);
+		if (vbuf != vsmall)
+			free(vbuf);
 	}
 	if (r == 0) {
 		if (natsMsgHeader_Get(nm, H_ORIGIN, &v) != NATS_OK)
@@ -642,7 +746,7 @@ on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closur
 	if (err == NATS_SLOW_CONSUMER)
 		quay_counter_inc(n->c_slow);
 	else
-		atomic_store_explicit(&n->last_error, quayi_nats_err(err), memory_order_relaxed); /* relaxed: diagnostic */
+		__atomic_store_n(&n->last_error, quayi_nats_err(err), __ATOMIC_RELAXED); /* relaxed: diagnostic */
 }
 
 /* ---- metrics ------------------------------------------------------- */
@@ -754,7 +858,7 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	process_origin(n->origin);
 	/* Relaxed: a unique number, nothing to order. */
 	snprintf(n->conn_label, sizeof(n->conn_label), "c%u",
-	    atomic_fetch_add_explicit(&conn_seq, 1, memory_order_relaxed));
+	    __atomic_fetch_add(&conn_seq, 1, __ATOMIC_RELAXED));
 	n->reply_prefix_len = (size_t)snprintf(n->reply_prefix, sizeof(n->reply_prefix), "_QUAY.%s.%s.",
 	    n->origin, n->conn_label);
 	n->export_capacity = opts->export_capacity != 0 ? opts->export_capacity : QUAY_NATS_EXPORT_CAPACITY_DEFAULT;
@@ -842,6 +946,8 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 		n->nc = NULL;
 		r = s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED ? -EACCES :
 		    s == NATS_NO_SERVER || s == NATS_TIMEOUT || s == NATS_IO_ERROR ? -ECONNREFUSED :
+		    s == NATS_SSL_ERROR || s == NATS_PROTOCOL_ERROR || s == NATS_SECURE_CONNECTION_WANTED ||
+		    s == NATS_SECURE_CONNECTION_REQUIRED ? -EPROTO :
 		    quayi_nats_err(s);
 		goto fail;
 	}
@@ -868,12 +974,10 @@ bridge_stop(struct nbridge *b)
 	if (b->kind == BR_IMPORT) {
 		bool done = true;
 		if (b->nsub != NULL) {
-			struct timespec ts;
 			/* The completion callback fires once the last message
 			 * callback returned (nats.c issues 222, 735). */
 			if (natsSubscription_Unsubscribe(b->nsub) == NATS_OK) {
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_sec += 5;
+				struct timespec ts = quayi_abs_ts(CLOCK_REALTIME, CLOSE_WAIT_NS);
 				pthread_mutex_lock(&b->lk);
 				while (!b->complete)
 					if (pthread_cond_timedwait(&b->cv, &b->lk, &ts) != 0)
@@ -887,9 +991,13 @@ bridge_stop(struct nbridge *b)
 		return done;
 	}
 	if (b->thr_started) {
-		/* Release: pairs with the bridge thread's acquire. */
-		atomic_store_explicit(&b->stop, 1, memory_order_release);
+			/* NATS-S1: release; pairs with the bridge thread's NATS-S2. */
+		__atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE);
 		pthread_join(b->thr, NULL);
+	}
+	if (b->ring != NULL) {
+		quay_ring_destroy(b->ring);   /* drained by the thread: no tap pushes any more */
+		b->ring = NULL;
 	}
 	if (b->sub != NULL) {
 		struct quay_sub_counters sc;
@@ -914,15 +1022,17 @@ quay_nats_close(quay_nats *n)
 		if (n->bridges[i]->kind == BR_IMPORT && !bridge_stop(n->bridges[i]))
 			stuck = true;
 	if (n->reply_sub != NULL && natsSubscription_Unsubscribe(n->reply_sub) == NATS_OK) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 5;
+		struct timespec ts = quayi_abs_ts(CLOCK_REALTIME, CLOSE_WAIT_NS);
 		pthread_mutex_lock(&n->cl_lock);
 		while (!n->reply_done)
 			if (pthread_cond_timedwait(&n->cl_cond, &n->cl_lock, &ts) != 0)
 				break;
 		pthread_mutex_unlock(&n->cl_lock);
 	}
+	/* No publisher is inside a tap after this (a grace period), so the
+	 * wildcard exports' threads drain their rings completely. */
+	for (unsigned i = 0; i < n->ntaps; i++)
+		(void)quayi_bus_set_tap(n->taps[i]->bus, NULL);
 	for (unsigned i = 0; i < n->nbridges; i++)
 		if (n->bridges[i]->kind != BR_IMPORT)
 			bridge_stop(n->bridges[i]);
@@ -930,8 +1040,7 @@ quay_nats_close(quay_nats *n)
 		struct timespec ts;
 		(void)natsConnection_FlushTimeout(n->nc, 2000);
 		natsConnection_Close(n->nc);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += 5;
+		ts = quayi_abs_ts(CLOCK_REALTIME, CLOSE_WAIT_NS);
 		pthread_mutex_lock(&n->cl_lock);
 		while (!n->cl_done)
 			if (pthread_cond_timedwait(&n->cl_cond, &n->cl_lock, &ts) != 0)
@@ -953,6 +1062,8 @@ quay_nats_close(quay_nats *n)
 	}
 	for (unsigned i = 0; i < n->nbridges; i++)
 		bridge_free(n->bridges[i]);
+	for (unsigned i = 0; i < n->ntaps; i++)
+		free(n->taps[i]);
 	quay_counter_destroy(n->c_reconnects);
 	quay_counter_destroy(n->c_disconnects);
 	quay_counter_destroy(n->c_slow);
@@ -1016,24 +1127,68 @@ bridge_new(quay_nats *n, int kind, quay_bus *bus, const char *subject, const cha
 	return 0;
 }
 
-/* Start an export or reply bridge's subscription and thread. */
+/* Start an export or reply bridge's subscription (a wildcard export:
+ * its ring, fed by the tap) and thread. */
 static int
 bridge_start_local(struct nbridge *b)
 {
 	struct quay_sub_opts so = QUAY_SUB_OPTS_INIT;
 	int r;
 
-	so.capacity = b->n->export_capacity;
-	so.flags = QUAY_SUB_NO_LATENCY;
-	r = quay_bus_subscribe(b->bus, b->subject, &so, &b->sub);
-	if (r != 0)
-		return r;
+	if (b->kind == BR_EXPORT && !b->literal) {
+		r = quay_ring_create(b->n->export_capacity, sizeof(struct tapent), QUAY_RING_SC, &b->ring);
+		if (r != 0)
+			return r;
+	} else {
+		so.capacity = b->n->export_capacity;
+		/* Not the default (REJECT since issue 11): a full bridge slows
+		 * its publishers, as documented, rather than refusing. */
+		so.policy = QUAY_SUB_BLOCK;
+		so.flags = QUAY_SUB_NO_LATENCY;
+		r = quay_bus_subscribe(b->bus, b->subject, &so, &b->sub);
+		if (r != 0)
+			return r;
+	}
 	if (pthread_create(&b->thr, NULL, export_thread, b) != 0) {
-		(void)quay_bus_unsubscribe(b->sub);
+		if (b->sub != NULL)
+			(void)quay_bus_unsubscribe(b->sub);
 		b->sub = NULL;
+		quay_ring_destroy(b->ring);
+		b->ring = NULL;
 		return -EAGAIN;
 	}
 	b->thr_started = true;
+	return 0;
+}
+
+/* The tap of bus on n, made and set on the bus on first use; n->lock
+ * held. -EEXIST if the bus has another tap (another handle's). */
+static int
+tap_of(quay_nats *n, quay_bus *bus, struct ntap **out)
+{
+	struct ntap *t;
+	int r;
+
+	for (unsigned i = 0; i < n->ntaps; i++)
+		if (n->taps[i]->bus == bus) {
+			*out = n->taps[i];
+			return 0;
+		}
+	if (n->ntaps >= QUAY_NATS_BRIDGES_MAX)
+		return -ENOMEM;
+	t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return -ENOMEM;
+	t->tap.fn = tap_publish;
+	t->tap.arg = t;
+	t->bus = bus;
+	r = quayi_bus_set_tap(bus, &t->tap);
+	if (r != 0) {
+		free(t);
+		return r == -EBUSY ? -EEXIST : r;
+	}
+	n->taps[n->ntaps++] = t;
+	*out = t;
 	return 0;
 }
 
@@ -1077,12 +1232,24 @@ quay_nats_export(quay_nats *n, quay_bus *bus, const char *pattern)
 	r = bridge_new(n, BR_EXPORT, bus, pattern, NULL, &b);
 	if (r != 0)
 		goto out;
+	if (!b->literal) {
+		r = tap_of(n, bus, &b->tap);
+		if (r != 0) {
+			bridge_free(b);
+			goto out;
+		}
+	}
 	r = bridge_start_local(b);
 	if (r != 0) {
 		bridge_free(b);
 		goto out;
 	}
 	n->bridges[n->nbridges++] = b;
+	if (b->tap != NULL) {
+		b->tap->b[b->tap->nb] = b;
+		/* NATS-T1: release; pairs with NATS-T2 in tap_publish(). */
+		__atomic_store_n(&b->tap->nb, b->tap->nb + 1, __ATOMIC_RELEASE);
+	}
 out:
 	pthread_mutex_unlock(&n->lock);
 	return r;
@@ -1201,6 +1368,8 @@ quay_nats_counters(quay_nats *n, struct quay_nats_counters *out)
 		out->dropped += quay_counter_read(b->c_drop);
 		if (b->sub != NULL)
 			out->pending += quay_sub_pending(b->sub);
+		if (b->ring != NULL)
+			out->pending += quay_ring_count(b->ring);
 	}
 	pthread_mutex_unlock(&n->lock);
 	out->refused = quay_counter_read(n->c_refused);
@@ -1211,7 +1380,7 @@ quay_nats_counters(quay_nats *n, struct quay_nats_counters *out)
 	out->disconnects = quay_counter_read(n->c_disconnects);
 	out->slow_consumer = quay_counter_read(n->c_slow);
 	/* Relaxed: a diagnostic word. */
-	out->last_error = atomic_load_explicit(&n->last_error, memory_order_relaxed);
+	out->last_error = __atomic_load_n(&n->last_error, __ATOMIC_RELAXED);
 	return 0;
 }
 

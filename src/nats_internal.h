@@ -5,10 +5,10 @@
 
 #include <nats/nats.h>
 #include <pthread.h>
-#include <stdatomic.h>
 
 #include <quay/bus.h>
 #include <quay/nats.h>
+#include <quay/ring.h>
 
 struct quay_nats {
 	natsConnection *nc;
@@ -26,6 +26,8 @@ struct quay_nats {
 	pthread_mutex_t lock;   /* bridges[], nbridges, reply_sub */
 	struct nbridge *bridges[QUAY_NATS_BRIDGES_MAX];
 	unsigned nbridges;
+	struct ntap *taps[QUAY_NATS_BRIDGES_MAX];  /* wildcard exports' bus taps */
+	unsigned ntaps;
 	/* closed callback: close waits for it */
 	pthread_mutex_t cl_lock;
 	pthread_cond_t cl_cond;
@@ -38,8 +40,9 @@ struct quay_nats {
 	/* Counters shared by every bridge (metrics of the handle). */
 	quay_counter *c_reconnects, *c_disconnects, *c_slow, *c_refused, *c_echo, *c_invalid,
 	    *c_replies;
-	/* Relaxed: a last-error word for quay_nats_counters(); orders nothing. */
-	_Atomic int last_error;
+	/* Relaxed (__atomic): a last-error word for quay_nats_counters();
+	 * orders nothing. */
+	int last_error;
 };
 
 /* The NATS message for a quay message (the export mapping). */

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "nats_internal.h"
 
 #define QNAME_MAX 32
@@ -31,11 +32,11 @@ struct quay_nats_queue {
 	natsSubscription *dlq_sub;
 	pthread_mutex_t dlq_lock;
 	jsOptions jo;
-	/* Relaxed counters: statistics only, read as a snapshot. */
-	_Atomic uint64_t sent, duplicates, received, acked, nacked, extended, dead, errors;
+	/* Relaxed counters (__atomic): statistics only, read as a snapshot. */
+	uint64_t sent, duplicates, received, acked, nacked, extended, dead, errors;
 };
 
-#define CINC(q, f) atomic_fetch_add_explicit(&(q)->f, 1, memory_order_relaxed) /* relaxed: statistics */
+#define CINC(q, f) __atomic_fetch_add(&(q)->f, 1, __ATOMIC_RELAXED) /* relaxed: statistics */
 
 static int
 js_err(natsStatus s, jsErrCode je)
@@ -301,13 +302,11 @@ dead_letter(quay_nats_queue *q, natsMsg *nm, uint64_t seq, const char *reason)
 int
 quay_nats_queue_receive(quay_nats_queue *q, quay_nats_lease *lease, int64_t wait_ns)
 {
-	struct timespec now;
 	int64_t deadline, left;
 
 	if (q == NULL || lease == NULL || wait_ns < 0)
 		return -EINVAL;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	deadline = now.tv_sec * 1000000000LL + now.tv_nsec + wait_ns;
+	deadline = quayi_deadline(wait_ns);
 	for (;;) {
 		natsMsgList list = { 0 };
 		jsMsgMetaData *meta = NULL;
@@ -317,8 +316,7 @@ quay_nats_queue_receive(quay_nats_queue *q, quay_nats_lease *lease, int64_t wait
 		quay_msg *m;
 		int r;
 
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		left = deadline - (now.tv_sec * 1000000000LL + now.tv_nsec);
+		left = quayi_deadline_left(deadline);
 		s = natsSubscription_Fetch(&list, q->sub, 1, left > 1000000 ? left / 1000000 : 1, &je);
 		if (s == NATS_TIMEOUT)
 			return -ETIMEDOUT;
@@ -482,14 +480,14 @@ quay_nats_queue_counters(quay_nats_queue *q, struct quay_nats_queue_counters *ou
 	if (q == NULL || out == NULL)
 		return -EINVAL;
 	/* Relaxed: statistics snapshots. */
-	out->sent = atomic_load_explicit(&q->sent, memory_order_relaxed);
-	out->duplicates = atomic_load_explicit(&q->duplicates, memory_order_relaxed);
-	out->received = atomic_load_explicit(&q->received, memory_order_relaxed);
-	out->acked = atomic_load_explicit(&q->acked, memory_order_relaxed);
-	out->nacked = atomic_load_explicit(&q->nacked, memory_order_relaxed);
-	out->extended = atomic_load_explicit(&q->extended, memory_order_relaxed);
-	out->dead_lettered = atomic_load_explicit(&q->dead, memory_order_relaxed);
-	out->errors = atomic_load_explicit(&q->errors, memory_order_relaxed);
+	out->sent = __atomic_load_n(&q->sent, __ATOMIC_RELAXED);
+	out->duplicates = __atomic_load_n(&q->duplicates, __ATOMIC_RELAXED);
+	out->received = __atomic_load_n(&q->received, __ATOMIC_RELAXED);
+	out->acked = __atomic_load_n(&q->acked, __ATOMIC_RELAXED);
+	out->nacked = __atomic_load_n(&q->nacked, __ATOMIC_RELAXED);
+	out->extended = __atomic_load_n(&q->extended, __ATOMIC_RELAXED);
+	out->dead_lettered = __atomic_load_n(&q->dead, __ATOMIC_RELAXED);
+	out->errors = __atomic_load_n(&q->errors, __ATOMIC_RELAXED);
 	return 0;
 }
 

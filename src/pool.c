@@ -87,7 +87,7 @@
 #define IDX_MASK (((uint64_t)1 << IDX_BITS) - 1)
 #define GEN_ONE ((uint64_t)1 << IDX_BITS)
 
-#define SLEEPERS QUAYI_WAIT_SLEEPERS   /* the futex word protocol of src/wait.c */
+#define SLEEPERS QUAYI_WAIT_SLEEPERS /* the futex word protocol of src/wait.c */
 
 #define QUAYI_POOL_LIKELY(x) __builtin_expect(!!(x), 1)
 
@@ -110,18 +110,18 @@ struct pclass {
 	uint64_t hwm;
 	/* Read-only after creation. */
 	unsigned char *base __attribute__((aligned(64)));
-	uint32_t *next;           /* next[i]: index + 1 of the buffer below i */
-	uint32_t size;            /* buffer bytes */
+	uint32_t *next; /* next[i]: index + 1 of the buffer below i */
+	uint32_t size;  /* buffer bytes */
 	uint32_t count;
-	uint32_t cache_cap;       /* per thread */
-	uint32_t cache_off;       /* of this class's part of a cache's idx[] */
+	uint32_t cache_cap; /* per thread */
+	uint32_t cache_off; /* of this class's part of a cache's idx[] */
 };
 
 struct tcache {
 	quay_pool *pool;
-	uint32_t *idx;            /* cache_stride indices, class parts at cache_off */
-	uint32_t claimed;         /* POOL-K1 */
-	uint32_t n[QUAY_POOL_CLASSES_MAX];   /* owner writes, stats read: relaxed */
+	uint32_t *idx;                     /* cache_stride indices, class parts at cache_off */
+	uint32_t claimed;                  /* POOL-K1 */
+	uint32_t n[QUAY_POOL_CLASSES_MAX]; /* owner writes, stats read: relaxed */
 } __attribute__((aligned(64)));
 
 struct quay_pool {
@@ -136,8 +136,8 @@ struct quay_pool {
 	size_t limit;
 	size_t arena_bytes;
 	unsigned char *arena;
-	uint32_t *links;          /* all classes' next[] */
-	uint32_t *cache_idx;      /* all caches' idx[] */
+	uint32_t *links;     /* all classes' next[] */
+	uint32_t *cache_idx; /* all caches' idx[] */
 	struct tcache *caches;
 	int64_t (*clock)(void *);
 	void *clock_arg;
@@ -211,8 +211,8 @@ taken_add(struct pclass *c, uint32_t k)
 	uint64_t now = __atomic_add_fetch(&c->taken, k, __ATOMIC_RELAXED);
 	uint64_t h = __atomic_load_n(&c->hwm, __ATOMIC_RELAXED);
 
-	while (now > h && !__atomic_compare_exchange_n(&c->hwm, &h, now, true, __ATOMIC_RELAXED,
-	    __ATOMIC_RELAXED))
+	while (now > h &&
+	    !__atomic_compare_exchange_n(&c->hwm, &h, now, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 }
 
@@ -329,8 +329,7 @@ tc_get(quay_pool *p)
 
 /* One attempt over classes first..last. */
 static bool
-try_take(quay_pool *p, struct tcache *tc, uint32_t first, uint32_t last, uint32_t *ci_out,
-    uint32_t *idx_out)
+try_take(quay_pool *p, struct tcache *tc, uint32_t first, uint32_t last, uint32_t *ci_out, uint32_t *idx_out)
 {
 	for (uint32_t ci = first; ci <= last; ci++) {
 		struct pclass *c = &p->cls[ci];
@@ -387,7 +386,7 @@ quayi_pool_take(quay_pool *p, size_t need, size_t want, bool wait, int64_t timeo
 			break;
 		}
 	}
-	if (first == p->nclasses)            /* only the largest holds need */
+	if (first == p->nclasses) /* only the largest holds need */
 		first = p->nclasses - 1;
 	last = (p->flags & QUAY_POOL_EXACT_CLASS) ? first : p->nclasses - 1;
 
@@ -398,7 +397,7 @@ quayi_pool_take(quay_pool *p, size_t need, size_t want, bool wait, int64_t timeo
 			__atomic_add_fetch(&p->failures, 1, __ATOMIC_RELAXED);
 			return -ENOMEM;
 		}
-		deadline = quayi_deadline(timeout_ns);    /* < 0: forever */
+		deadline = quayi_deadline(timeout_ns); /* < 0: forever */
 		for (;;) {
 			/* POOL-S1: seq_cst; pairs with POOL-W1 (see the top of
 			 * the file). */
@@ -549,7 +548,7 @@ shape(size_t limit, const struct quay_pool_opts *o, uint32_t *nclasses, uint32_t
 			size_t k = per / size[i];
 
 			if (k == 0)
-				return -EINVAL;        /* cannot hold one buffer of every class */
+				return -EINVAL; /* cannot hold one buffer of every class */
 			if (k > QUAY_POOL_CLASS_COUNT_MAX)
 				k = QUAY_POOL_CLASS_COUNT_MAX;
 			count[i] = (uint32_t)k;
@@ -606,7 +605,8 @@ quay_pool_create(size_t limit, const struct quay_pool_opts *opts, quay_pool **ou
 
 		c->size = size[i];
 		c->count = count[i];
-		c->cache_cap = (o->flags & QUAY_POOL_NO_CACHE) ? 0 : (uint32_t)(cap < cache_size ? cap : cache_size);
+		c->cache_cap =
+		    (o->flags & QUAY_POOL_NO_CACHE) ? 0 : (uint32_t)(cap < cache_size ? cap : cache_size);
 		c->cache_off = stride;
 		stride += c->cache_cap;
 		arena += (size_t)size[i] * count[i];

@@ -99,7 +99,7 @@ quay_pq_init(quay_pq *pq, const struct quay_pq_opts *opts)
 		/* Multi-producer/multi-consumer rings: the shape was checked. */
 		int rc = quay_ring_init(quayi_pq_ring(pq, i), opts->capacity, opts->elem_size, 0);
 		if (rc != 0)
-			return rc;                /* cannot happen: valid_opts */
+			return rc; /* cannot happen: valid_opts */
 	}
 	/* Publish the initialised queue to whoever receives the pointer. */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
@@ -143,8 +143,8 @@ quay_pq_close(quay_pq *pq)
 	if (pq == NULL)
 		return;
 	/* Only the first caller closes; later ones find it done or doing. */
-	if (!__atomic_compare_exchange_n(&pq->closed, &expect, QUAYI_PQ_CLOSING, false,
-	        __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+	if (!__atomic_compare_exchange_n(&pq->closed, &expect, QUAYI_PQ_CLOSING, false, __ATOMIC_SEQ_CST,
+	        __ATOMIC_ACQUIRE))
 		return;
 	/* Each ring's close makes its tail final (see src/ring.c); a push
 	 * that claimed before it is still delivered. */
@@ -192,7 +192,7 @@ quayi_pq_pop_closed(struct quay_pq *pq, unsigned char *out, size_t n, unsigned *
 		}
 	}
 	if (got != 0)
-		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE);   /* WAIT-W1 */
+		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE); /* WAIT-W1 */
 	*rc = in_flight ? -EAGAIN : -EPIPE;
 	return got;
 }
@@ -248,9 +248,9 @@ pop_ready(const void *ctx)
 		if (head_ready(r))
 			return true;
 		if (quayi_ring_pop_status(r, head, 1) == -EAGAIN)
-			return false;         /* in flight: its WAIT-W1 wakes us */
+			return false; /* in flight: its WAIT-W1 wakes us */
 	}
-	return true;                          /* drained: pop returns -EPIPE */
+	return true; /* drained: pop returns -EPIPE */
 }
 
 struct push_ctx {

@@ -46,8 +46,8 @@ size_t quayi_pool_headroom(const struct quay_pool *pool);
  */
 bool quayi_wait_init(void);
 void quayi_wait_heavy_barrier(bool fence);
-int quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx),
-    const void *ctx, int64_t deadline);
+int quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx), const void *ctx,
+    int64_t deadline);
 int64_t quayi_wait_deadline(int64_t timeout_ns);
 int quayi_futex_wait(uint32_t *word, uint32_t val, int64_t deadline);
 void quayi_futex_wake_all(uint32_t *word);
@@ -57,12 +57,12 @@ void quayi_futex_wake_all(uint32_t *word);
  * until op succeeds or fails for good, or timeout_ns (< 0: forever, 0:
  * try once) runs out (-ETIMEDOUT, after one last try). */
 struct quayi_waiter {
-	int (*op)(void *arg);            /* non-blocking: 0, -EAGAIN, or final */
+	int (*op)(void *arg); /* non-blocking: 0, -EAGAIN, or final */
 	void *arg;
-	bool (*ready)(const void *ctx);  /* could op make progress now? a hint */
+	bool (*ready)(const void *ctx); /* could op make progress now? a hint */
 	const void *ready_ctx;
-	uint32_t *event;                 /* the futex word to sleep on */
-	bool fence;                      /* no membarrier: fence (see wait.c) */
+	uint32_t *event; /* the futex word to sleep on */
+	bool fence;      /* no membarrier: fence (see wait.c) */
 };
 int quayi_wait_for(const struct quayi_waiter *w, int64_t timeout_ns);
 

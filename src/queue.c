@@ -27,51 +27,61 @@
  * from LEASED; expiry: from BUSY). BUSY is held for a few instructions by
  * extend, by the expiry check and by browse; ack and nack spin past it.
  *
- * Every state transition goes through one function (tr_*), so that the
- * durability layer can log each in one place:
- *   tr_accept      send accepted (ready or delayed)
- *   tr_lease       ready -> in flight
- *   tr_ack         in flight -> acked
- *   tr_release     in flight -> ready (the delivery not counted)
+ * Every state transition goes through one function (tr_*), and each
+ * logs itself, in that one place, through the queue's log (q->log,
+ * src/queue_log.h: no-ops for a queue in memory; a durable queue's log is
+ * src/queue_durable.c). What each logs:
+ *   tr_accept      send accepted (ready or delayed)      ADD (one write
+ *                  for a whole send_batch)
+ *   tr_lease       ready -> in flight                    nothing
+ *   tr_ack         in flight -> acked                    DEL (ack); a
+ *                  refused ack leaves the message ready again
+ *   tr_release     in flight -> ready (the delivery not counted)  nothing
  *   tr_fail        in flight -> (policy) retry / dead letter / drop
- *                  (from nack and from lease expiry)
- *   tr_retry       -> ready or delayed again (attempts kept)
- *   tr_due         delayed -> ready
- *   tr_dead_letter -> DLQ (or dropped for want of one)
- *   tr_drop        -> dropped (policy)
+ *                  (from nack and from lease expiry)     (by the three below)
+ *   tr_retry       -> ready or delayed again (attempts kept)  RETRY
+ *   tr_due         delayed -> ready                      nothing
+ *   tr_dead_letter -> DLQ                                DEL + ADD, one write
+ *                  (or dropped for want of one)          DEL (dead, dropped)
+ *   tr_drop        -> dropped (policy)                   DEL (drop)
  *   tr_ttl         found past its TTL -> tr_dead_letter
- *   tr_redrive     DLQ -> another queue
- *   quayi_queue_restore  recovery: -> ready or delayed
+ *   tr_redrive     DLQ -> another queue                  DEL + ADD, one write
+ *   quayi_queue_restore  recovery: -> ready or delayed   nothing (the log
+ *                  calls it: the restore callback given at attach)
+ * Public calls that may have logged end with quayi_qlog_idle (the log's
+ * housekeeping: compaction), with no queue lock held.
  *
  * Labelled ordering edges:
- *   L1 receive: release store of LEASED (gen) after writing msg and
- *      deadline -> pairs with L2.
- *   L2 ack/nack/extend/timer: acquire load or CAS of the state; then the
+ *   Q-L1 receive: release store of LEASED (gen) after writing msg and
+ *      deadline -> pairs with Q-L2.
+ *   Q-L2 ack/nack/extend/timer: acquire load or CAS of the state; then the
  *      slot's msg and deadline are the ones the receiver wrote.
- *   L3 the slot index handed through free_slots (a quay ring: R1/A1).
- *   N1 receive: release CAS lowering next_due after the FIFO push ->
- *      pairs with N2.
- *   N2 run_timers: acq_rel exchange of next_due before draining the FIFO:
- *      every push whose N1 it reads is visible to the drain.
- *   W2 whoever lowers next_due (schedule, extend, a lease that is now the
- *      earliest): wake_receivers after the store -> pairs with S1 in
+ *   Q-L3 the slot index handed through free_slots (a quay ring: RING-R1/RING-A1).
+ *   Q-N1 receive: release CAS lowering next_due after the FIFO push ->
+ *      pairs with Q-N2.
+ *   Q-N2 run_timers: acq_rel exchange of next_due before draining the FIFO:
+ *      every push whose Q-N1 it reads is visible to the drain.
+ *   Q-W2 whoever lowers next_due (schedule, extend, a lease that is now the
+ *      earliest): wake_receivers after the store -> pairs with WAIT-S1 in
  *      receive_sleep (quayi_wait_sleep), whose ready() re-reads next_due
  *      and the pq's count: the sleeper sees the new value, or the waker
- *      sees its sleeper bit and wakes it. Pushes to the pq are W1.
- *   C1 quay_queue_close: seq_cst store of closed, then wake_receivers (as
- *      W2) -> pairs with C2.
- *   C2 send and receive: load of closed; a sleeping receiver's ready()
- *      (recv_ready) reads it after S1, so it sees the store or is woken.
+ *      sees its sleeper bit and wakes it. Pushes to the pq are WAIT-W1.
+ *   Q-C1 quay_queue_close: seq_cst store of closed, then wake_receivers (as
+ *      Q-W2) -> pairs with Q-C2.
+ *   Q-C2 send and receive: load of closed; a sleeping receiver's ready()
+ *      (recv_ready) reads it after WAIT-S1, so it sees the store or is woken.
  */
+#include "clock.h"
 #include "queue_internal.h"
 #include "queue_x.h"
 #include "quay_internal.h"
+#include "queue_log.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
-#include <time.h>
 
 #include <quay/msg.h>
 #include <quay/pq.h>
@@ -79,12 +89,6 @@
 #define FIFO_GEN_BITS 40u
 #define FIFO_SLOT_BITS 24u
 #define FIFO_GEN_MASK (((uint64_t)1 << FIFO_GEN_BITS) - 1)
-#define DEDUP_WAYS 8u
-/* An id lives in one of DEDUP_PROBE consecutive sets from its home set
- * (linear probing by sets), in a table of at least twice the ids it must
- * hold: the documented dedup_capacity is then really available (a set
- * full of live ids sends the next id on to its neighbours). */
-#define DEDUP_PROBE 8u
 
 static const char *const dlq_reason_text[] = { "", "max-attempts", "ttl-expired", "rejected" };
 
@@ -95,16 +99,6 @@ static uint64_t queue_ids;
 
 /* ---- small helpers -------------------------------------------------- */
 
-static int64_t
-realtime_ns(void *ctx)
-{
-	struct timespec ts;
-
-	(void)ctx;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static inline int64_t
 q_now(const quay_queue *q)
 {
@@ -112,7 +106,9 @@ q_now(const quay_queue *q)
 }
 
 /* now + d for d >= 0, saturating at INT64_MAX ("never"): every option
- * time and hook delay is added through it, so no value overflows. */
+ * time and hook delay is added through it, so no value overflows. Not
+ * quayi_ns_add_sat (src/clock.h): now is the queue clock, a callback of
+ * the user's, and may be negative. */
 static inline int64_t
 t_add(int64_t now, int64_t d)
 {
@@ -156,7 +152,7 @@ backoff(quay_queue *q, uint32_t attempt)
 	return r;
 }
 
-/* Lower next_due to t (N1: release, pairs with N2 in run_timers).
+/* Lower next_due to t (Q-N1: release, pairs with Q-N2 in run_timers).
  * Returns true if it lowered it. */
 static bool
 lower_next_due(quay_queue *q, int64_t t)
@@ -172,21 +168,21 @@ lower_next_due(quay_queue *q, int64_t t)
 }
 
 /* After lowering next_due: sleeping receivers recompute their deadline
- * (W2: the compiler barrier + load of W1 in quay/impl/wait_inline.h on
- * the pq's pop word; pairs with S1 in receive_sleep, whose ready() reads
+ * (Q-W2: the compiler barrier + load of WAIT-W1 in quay/impl/wait_inline.h on
+ * the pq's pop word; pairs with WAIT-S1 in receive_sleep, whose ready() reads
  * next_due). */
 static void
 wake_receivers(quay_queue *q)
 {
 	quayi_wait_wake_if_waiting(&q->ready->pop_event, &q->ready->flags, QUAYI_PQ_F_FENCE);
 	/* Receivers waiting for a lease slot (slot_wait) sleep on the
-	 * free_slots ring's pop word: the same protocol (pairs with S1 in
+	 * free_slots ring's pop word: the same protocol (pairs with WAIT-S1 in
 	 * slot_wait's sleep, whose slot_ready reads next_due and closed). */
 	quayi_wait_wake_if_waiting(&q->free_slots->pop_event, &q->free_slots->flags, QUAYI_RING_F_FENCE);
 }
 
-/* C2: has quay_queue_close run? Relaxed: close publishes nothing but the
- * flag itself (the sleeper side is ordered by S1, see wake_receivers). */
+/* Q-C2: has quay_queue_close run? Relaxed: close publishes nothing but the
+ * flag itself (the sleeper side is ordered by WAIT-S1, see wake_receivers). */
 static inline bool
 is_closed(const quay_queue *q)
 {
@@ -280,7 +276,7 @@ backoff_spin(unsigned *spins)
 }
 
 /* Push a slot index into free_slots (which has room for all of them; see
- * make_ready for why a push may have to wait). L3: the ring's R1/A1. */
+ * make_ready for why a push may have to wait). Q-L3: the ring's RING-R1/RING-A1. */
 static void
 slot_free(quay_queue *q, uint64_t slot)
 {
@@ -301,7 +297,7 @@ push_ready(quay_queue *q, quay_msg *msg, unsigned prio)
 		prio = q->levels - 1;
 	/* held <= capacity <= the level's capacity, so the level has room;
 	 * a push can still see a slot whose previous consumer was preempted
-	 * between claiming and releasing it (the ring's R2): wait for it. */
+	 * between claiming and releasing it (the ring's RING-R2): wait for it. */
 	while (QUAYI_UNLIKELY(quay_pq_push(q->ready, prio, &msg) != 0))
 		backoff_spin(&spins);
 }
@@ -328,7 +324,7 @@ static void
 check_lease(quay_queue *q, uint32_t i, uint64_t gen, bool gen_is_low, int64_t now)
 {
 	struct quayi_lslot *s = &q->slots[i];
-	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* L2 */
+	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* Q-L2 */
 
 	for (;;) {
 		uint64_t sgen = st >> 2;
@@ -339,16 +335,16 @@ check_lease(quay_queue *q, uint32_t i, uint64_t gen, bool gen_is_low, int64_t no
 			return;                                 /* ended */
 		if ((st & 3u) == QUAYI_L_BUSY) {
 			quayi_cpu_relax();
-			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* L2 */
+			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* Q-L2 */
 			continue;
 		}
-		/* L2: acquire CAS LEASED -> BUSY. */
+		/* Q-L2: acquire CAS LEASED -> BUSY. */
 		if (__atomic_compare_exchange_n(&s->state, &st, (st & ~(uint64_t)3) | QUAYI_L_BUSY, false,
 		        __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
 			break;
 	}
 	{
-		/* Relaxed: written under BUSY (extend) or before L1. */
+		/* Relaxed: written under BUSY (extend) or before Q-L1. */
 		int64_t d = __atomic_load_n(&s->deadline, __ATOMIC_RELAXED);
 		uint64_t g = st >> 2;
 
@@ -359,7 +355,7 @@ check_lease(quay_queue *q, uint32_t i, uint64_t gen, bool gen_is_low, int64_t no
 			n->kind = QUAYI_T_LEASE;
 			n->gen = g;
 			quayi_wheel_add(&q->wheel, i, d);
-			/* Release: back to LEASED, same gen (pairs with L2). */
+			/* Release: back to LEASED, same gen (pairs with Q-L2). */
 			__atomic_store_n(&s->state, (g << 2) | QUAYI_L_LEASED, __ATOMIC_RELEASE);
 			return;
 		}
@@ -368,7 +364,7 @@ check_lease(quay_queue *q, uint32_t i, uint64_t gen, bool gen_is_low, int64_t no
 			uint64_t slot = i;
 
 			/* Release: FREE at the same gen, so the lease's holder gets
-			 * -ESTALE (pairs with L2 in ack). */
+			 * -ESTALE (pairs with Q-L2 in ack). */
 			__atomic_store_n(&s->state, (g << 2) | QUAYI_L_FREE, __ATOMIC_RELEASE);
 			quayi_wheel_del(&q->wheel, i);
 			cnt(q, QC_LEASE_EXPIRED, 1);
@@ -395,7 +391,7 @@ run_timers_locked(quay_queue *q, int64_t now)
 {
 	size_t n;
 
-	/* N2: acq_rel exchange: every FIFO push whose N1 this reads is
+	/* Q-N2: acq_rel exchange: every FIFO push whose Q-N1 this reads is
 	 * visible to the drain below; later pushes lower next_due again. */
 	(void)__atomic_exchange_n(&q->next_due, INT64_MAX, __ATOMIC_ACQ_REL);
 	drain_expiry_locked(q, now);
@@ -435,7 +431,7 @@ run_timers_locked(quay_queue *q, int64_t now)
 static inline bool
 maybe_run_timers(quay_queue *q, int64_t now)
 {
-	/* Relaxed: a hint; run_timers re-reads it with N2. */
+	/* Relaxed: a hint; run_timers re-reads it with Q-N2. */
 	if (QUAYI_LIKELY(now < __atomic_load_n(&q->next_due, __ATOMIC_RELAXED)))
 		return false;
 	if (pthread_mutex_trylock(&q->tlock) != 0)
@@ -482,21 +478,12 @@ group_next(quay_queue *q, const quay_msg *msg, int64_t now, bool locked)
 		place_now(q, next, now, locked);
 }
 
-/* send accepted. */
-static void
-tr_accept(quay_queue *q, quay_msg *msg, int64_t now)
-{
-	cnt(q, QC_SENT, 1);
-	place(q, msg, now, false);
-}
-
 /* failed delivery -> ready or delayed again. */
 static void
 tr_retry(quay_queue *q, quay_msg *msg, int64_t delay, int64_t now, bool locked)
 {
 	cnt(q, QC_RETRIED, 1);
-	if (q->dur != NULL)
-		quayi_dur_retry(q, msg, delay > 0 ? t_add(now, delay) : 0);
+	quayi_qlog_retry(&q->log, msg, delay > 0 ? t_add(now, delay) : 0);
 	if (delay > 0)
 		schedule(q, msg, t_add(now, delay), QUAYI_T_MSG, 0, locked);
 	else
@@ -511,8 +498,7 @@ tr_drop(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
 	group_next(q, msg, now, locked);
 	/* A refused DEL leaves the message live in the log: after a restart
 	 * it comes back (at least once), never lost. */
-	if (q->dur != NULL)
-		(void)quayi_dur_del(q, msg, QUAYI_DQ_DROP);
+	(void)quayi_qlog_del(&q->log, msg, QUAYI_QLOG_DROP);
 	held_sub(q);
 	quay_msg_unref(msg);
 }
@@ -587,13 +573,13 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	int64_t nb, ex, enq;
 	uint32_t att;
 	bool hdrs = false;
+	int rc;
 
 	if (dlq == NULL) {
 		group_next(q, msg, now, locked);
 		if (q->on_dead_letter != NULL)
 			q->on_dead_letter(q->hook_ctx, msg, why);
-		if (q->dur != NULL)
-			(void)quayi_dur_del(q, msg, QUAYI_DQ_DEAD_DROP);   /* refused: see tr_drop */
+		(void)quayi_qlog_del(&q->log, msg, QUAYI_QLOG_DEAD_DROP);   /* refused: see tr_drop */
 		cnt(q, QC_DEAD_LETTERED, 1);
 		held_sub(q);
 		quay_msg_unref(msg);
@@ -607,16 +593,14 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 		quay_msg *copy = NULL;
 
 		if (quay_msg_clone(quay_msg_pool(msg), msg, &copy) == 0) {
-			if (q->dur != NULL)
-				quayi_dur_rebind(q, msg, copy);
+			quayi_qlog_rebind(&q->log, msg, copy);
 			quay_msg_unref(msg);
 			msg = copy;
 		}
 	}
-	/* Durable: the changes and the move's log batch are one step that a
-	 * compaction (which reads the message) cannot see half done. */
-	if (q->dur != NULL)
-		quayi_dur_enter(q);
+	/* The changes and the move's log write are one step that the log's
+	 * own readers (a compaction reads the message) never see half done. */
+	quayi_qlog_begin(&q->log);
 	nb = quay_msg_not_before_ns(msg);
 	ex = quay_msg_expires_ns(msg);
 	enq = quay_msg_enqueued_ns(msg);
@@ -646,37 +630,34 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	quay_msg_set_not_before_ns(msg, 0);
 	quay_msg_set_expires_ns(msg, 0);
 	stamp_other(dlq, msg, now);
-	if (q->dur != NULL) {
-		int rc = quayi_dur_move_locked(q, dlq, msg, QUAYI_DQ_DEAD);
-
-		if (rc == -EMSGSIZE && hdrs) {
-			/* The headers made the image too big for the log: they
-			 * are best effort, the move is not. */
+	rc = quayi_qlog_move(&q->log, &dlq->log, msg, QUAYI_QLOG_DEAD);
+	if (rc == -EMSGSIZE && hdrs) {
+		/* The headers made the image too big for the log: they are
+		 * best effort, the move is not. */
+		hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
+		hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+		hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
+		hdrs = false;
+		rc = quayi_qlog_move(&q->log, &dlq->log, msg, QUAYI_QLOG_DEAD);
+	}
+	if (rc != 0) {
+		/* The log still has it here, as it was: so does memory (never
+		 * in two places, never an image the log does not have); it
+		 * tries again later. */
+		quay_msg_set_not_before_ns(msg, nb);
+		quay_msg_set_expires_ns(msg, ex);
+		quay_msg_set_enqueued_ns(msg, enq);
+		quay_msg_set_attempts(msg, att);
+		if (hdrs) {
 			hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
 			hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
 			hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
-			hdrs = false;
-			rc = quayi_dur_move_locked(q, dlq, msg, QUAYI_DQ_DEAD);
 		}
-		if (rc != 0) {
-			/* The log still has it here, as it was: so does memory
-			 * (never in two places, never an image the log does not
-			 * have); it tries again later. */
-			quay_msg_set_not_before_ns(msg, nb);
-			quay_msg_set_expires_ns(msg, ex);
-			quay_msg_set_enqueued_ns(msg, enq);
-			quay_msg_set_attempts(msg, att);
-			if (hdrs) {
-				hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
-				hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
-				hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
-			}
-			quayi_dur_leave(q);
-			held_sub(dlq);
-			goto later;
-		}
-		quayi_dur_leave(q);
+		quayi_qlog_end(&q->log);
+		held_sub(dlq);
+		goto later;
 	}
+	quayi_qlog_end(&q->log);
 	group_next(q, msg, now, locked);
 	if (q->on_dead_letter != NULL)
 		q->on_dead_letter(q->hook_ctx, msg, why);
@@ -753,7 +734,7 @@ static void
 tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *lease, bool *slow)
 {
 	struct quayi_lslot *s = &q->slots[i];
-	/* Relaxed: the slot is ours (L3). */
+	/* Relaxed: the slot is ours (Q-L3). */
 	uint64_t gen = (__atomic_load_n(&s->state, __ATOMIC_RELAXED) >> 2) + 1;
 	uint32_t attempt = quay_msg_attempts(msg) + 1;
 	int64_t deadline = t_add(now, q->visibility_ns);
@@ -761,7 +742,7 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 
 	int64_t enq = quay_msg_enqueued_ns(msg);
 
-	/* Everything that touches msg comes before L1: once the slot says
+	/* Everything that touches msg comes before Q-L1: once the slot says
 	 * LEASED the lease may expire (a receiver preempted past its
 	 * deadline), the message be redelivered, acked elsewhere and freed. */
 	quay_msg_set_attempts(msg, attempt);
@@ -771,15 +752,15 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 		quay_hist_record(q->h_first, (uint64_t)(now - enq));
 	/* Relaxed: an estimate for stats. */
 	__atomic_store_n(&q->last_recv_enq, enq, __ATOMIC_RELAXED);
-	/* Relaxed: published by L1; atomic because end_lease, holding a
+	/* Relaxed: published by Q-L1; atomic because end_lease, holding a
 	 * lease that ended meanwhile, may read it while this slot is being
 	 * reused (it then sees the state moved on and discards it). */
 	__atomic_store_n(&s->msg, msg, __ATOMIC_RELAXED);
 	/* Relaxed: read by stats only, as an estimate. */
 	__atomic_store_n(&s->enq, enq, __ATOMIC_RELAXED);
-	/* Relaxed: published by L1. */
+	/* Relaxed: published by Q-L1. */
 	__atomic_store_n(&s->deadline, deadline, __ATOMIC_RELAXED);
-	/* L1: release; pairs with L2. */
+	/* Q-L1: release; pairs with Q-L2. */
 	__atomic_store_n(&s->state, (gen << 2) | QUAYI_L_LEASED, __ATOMIC_RELEASE);
 	if (QUAYI_UNLIKELY(quay_ring_push(q->expiry, &entry) != 0)) {
 		/* Full of stale entries: drain it (amortised over the
@@ -809,7 +790,7 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 		pthread_mutex_unlock(&q->tlock);
 		*slow = true;
 	}
-	/* N1. A receiver asleep on an empty queue with no timer due must
+	/* Q-N1. A receiver asleep on an empty queue with no timer due must
 	 * wake at this lease's expiry (its message comes back then). */
 	if (lower_next_due(q, deadline))
 		wake_receivers(q);
@@ -821,25 +802,33 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 	lease->attempt = attempt;
 }
 
-/* in flight -> acked (the slot is already FREE and ours). */
-static void
+/* in flight -> acked (the slot is already FREE and ours). The log first:
+ * an ack it does not record, memory does not either (the lease has
+ * ended: the message is ready again, attempts kept); its error. */
+static int
 tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
 {
 	int64_t enq = quay_msg_enqueued_ns(msg);
+	int rc = quayi_qlog_del(&q->log, msg, QUAYI_QLOG_ACK);
 
+	if (QUAYI_UNLIKELY(rc != 0)) {
+		make_ready(q, msg);
+		return rc;
+	}
 	cnt(q, QC_ACKED, 1);
 	if (now >= enq)
 		quay_hist_record(q->h_ack, (uint64_t)(now - enq));
 	group_next(q, msg, now, false);
 	held_sub(q);
 	quay_msg_unref(msg);
+	return 0;
 }
 
 /* in flight -> ready, handed back by the holder (the slot is already FREE
  * and ours): the delivery does not count, so attempts goes back to what
- * it was before the lease. Nothing is logged on a durable queue: its log
- * counts only failed deliveries (RETRY records), so after a restart the
- * released delivery is not counted either. */
+ * it was before the lease. Nothing is logged: a log counts only failed
+ * deliveries (tr_retry), so after a restart the released delivery is not
+ * counted either. */
 static void
 tr_release(quay_queue *q, quay_msg *msg)
 {
@@ -859,9 +848,9 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 	uint32_t att = quay_msg_attempts(msg);
 	int64_t nb = quay_msg_not_before_ns(msg), ex = quay_msg_expires_ns(msg);
 	int64_t enq = quay_msg_enqueued_ns(msg);
+	int rc;
 
-	if (dlq->dur != NULL)
-		quayi_dur_enter(dlq);
+	quayi_qlog_begin(&dlq->log);           /* as in tr_dead_letter */
 	quay_msg_set_attempts(msg, 0);
 	quay_msg_set_not_before_ns(msg, 0);
 	quay_msg_set_expires_ns(msg, 0);
@@ -871,26 +860,22 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 		hdr_take(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
 	}
 	stamp_other(to, msg, now);
-	if (dlq->dur != NULL) {
-		int rc = quayi_dur_move_locked(dlq, to, msg, QUAYI_DQ_REDRIVE);
-
-		if (rc != 0) {
-			/* Not moved: the message stays in the DLQ as it was. */
-			quay_msg_set_attempts(msg, att);
-			quay_msg_set_not_before_ns(msg, nb);
-			quay_msg_set_expires_ns(msg, ex);
-			quay_msg_set_enqueued_ns(msg, enq);
-			if (hr.had)
-				hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
-			if (hs.had)
-				hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
-			if (ha.had)
-				hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
-			quayi_dur_leave(dlq);
-			return rc;
-		}
-		quayi_dur_leave(dlq);
+	if ((rc = quayi_qlog_move(&dlq->log, &to->log, msg, QUAYI_QLOG_REDRIVE)) != 0) {
+		/* Not moved: the message stays in the DLQ as it was. */
+		quay_msg_set_attempts(msg, att);
+		quay_msg_set_not_before_ns(msg, nb);
+		quay_msg_set_expires_ns(msg, ex);
+		quay_msg_set_enqueued_ns(msg, enq);
+		if (hr.had)
+			hdr_restore(msg, QUAY_MSG_H_DLQ_REASON, &hr);
+		if (hs.had)
+			hdr_restore(msg, QUAY_MSG_H_DLQ_SOURCE, &hs);
+		if (ha.had)
+			hdr_restore(msg, QUAY_QUEUE_H_DLQ_ATTEMPTS, &ha);
+		quayi_qlog_end(&dlq->log);
+		return rc;
 	}
+	quayi_qlog_end(&dlq->log);
 	group_next(dlq, msg, now, false);
 	put_other(to, msg, now);
 	cnt(dlq, QC_REDRIVEN, 1);
@@ -919,90 +904,17 @@ quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not
 	return 0;
 }
 
-/* ---- dedup ------------------------------------------------------------ */
-
-static void
-dedup_hash(const void *id, size_t len, uint64_t *h1, uint64_t *h2)
-{
-	const unsigned char *p = id;
-	uint64_t a = UINT64_C(0xcbf29ce484222325), b = UINT64_C(0x84222325cbf29ce4) ^ len;
-
-	for (size_t i = 0; i < len; i++) {
-		a = (a ^ p[i]) * UINT64_C(0x100000001b3);
-		b = splitmix64(b ^ p[i]);
-	}
-	*h1 = splitmix64(a);
-	*h2 = b;
-}
-
-/* The entry of way w in the probe-th set after id's home set h1. */
-static inline struct quayi_dedup_entry *
-dedup_entry(const quay_queue *q, uint64_t h1, unsigned probe, unsigned w)
-{
-	return &q->dedup[((h1 + probe) & (q->dedup_sets - 1)) * DEDUP_WAYS + w];
-}
-
-/* 1: duplicate; 0: new (remembered); -EAGAIN: its probe window is full of
- * live ids. */
+/* The restore callback a log gets at attach. */
 static int
-dedup_check(quay_queue *q, const void *id, size_t len, int64_t now)
+restore_cb(void *queue, quay_msg *msg, uint32_t attempts, int64_t not_before_ns)
 {
-	uint64_t h1, h2;
-	struct quayi_dedup_entry *room = NULL;
-	int rc = 0;
-
-	dedup_hash(id, len, &h1, &h2);
-	pthread_mutex_lock(&q->dlock);
-	/* Expired entries are reused in place, so a live copy of id may sit
-	 * after a free way: look at the whole window. */
-	for (unsigned p = 0; p < DEDUP_PROBE && rc == 0; p++) {
-		for (unsigned w = 0; w < DEDUP_WAYS; w++) {
-			struct quayi_dedup_entry *e = dedup_entry(q, h1, p, w);
-
-			if (e->expires > now && e->h1 == h1 && e->h2 == h2) {
-				rc = 1;
-				break;
-			}
-			if (e->expires <= now && room == NULL)
-				room = e;
-		}
-	}
-	if (rc == 0) {
-		if (room == NULL) {
-			rc = -EAGAIN;
-		} else {
-			room->h1 = h1;
-			room->h2 = h2;
-			room->expires = t_add(now, q->dedup_window);
-		}
-	}
-	pthread_mutex_unlock(&q->dlock);
-	return rc;
+	return quayi_queue_restore(queue, msg, attempts, not_before_ns);
 }
 
-void
-quayi_queue_dedup_forget(quay_queue *q, const quay_msg *msg)
+const struct quayi_qlog *
+quayi_queue_log(const quay_queue *q)
 {
-	const void *id;
-	size_t len;
-	uint64_t h1, h2;
-
-	if (q->dedup_window <= 0)
-		return;
-	if (quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &len) != 0) {
-		quayi_cdedup_forget(q, msg);        /* content dedup, if any */
-		return;
-	}
-	dedup_hash(id, len, &h1, &h2);
-	pthread_mutex_lock(&q->dlock);
-	for (unsigned p = 0; p < DEDUP_PROBE; p++)
-		for (unsigned w = 0; w < DEDUP_WAYS; w++) {
-			struct quayi_dedup_entry *e = dedup_entry(q, h1, p, w);
-
-			if (e->expires != 0 && e->h1 == h1 && e->h2 == h2)
-				e->expires = 0;
-		}
-	pthread_mutex_unlock(&q->dlock);
+	return &q->log;
 }
 
 /* ---- create / destroy ------------------------------------------------ */
@@ -1035,7 +947,7 @@ name_ok(const char *s)
 }
 
 static int
-validate(const quay_queue_opts *o)
+validate(const struct quay_queue_opts *o)
 {
 	if ((o->flags & ~QUAY_QUEUE_FLAGS_ALL) != 0)
 		return -EINVAL;
@@ -1150,7 +1062,7 @@ queue_free(quay_queue *q)
 	 * gone no snapshot of a shared registry measures this queue. */
 	quay_gauge_destroy(q->gauge[QG_READY]);
 	q->gauge[QG_READY] = NULL;
-	quayi_dur_detach(q);
+	quayi_qlog_detach(&q->log);
 	quayi_x_destroy(q);
 	drop_all(q);
 	quay_pq_destroy(q->ready);
@@ -1159,22 +1071,21 @@ queue_free(quay_queue *q)
 	free(q->slots);
 	quayi_wheel_fini(&q->wheel);
 	free(q->node_free);
-	free(q->dedup);
+	quayi_dedup_fini(&q->dedup);
 	free(q->browse_buf);
 	free(q->browse_prio);
 	free_metrics(q);
 	pthread_mutex_destroy(&q->tlock);
-	pthread_mutex_destroy(&q->dlock);
 	pthread_mutex_destroy(&q->block);
 	free(q);
 }
 
 int
-quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
+quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 {
 	struct quay_pq_opts po = QUAY_PQ_OPTS_INIT;
-	quay_queue_opts full;
-	const quay_queue_opts *opts = &full;
+	struct quay_queue_opts full;
+	const struct quay_queue_opts *opts = &full;
 	quay_queue *q;
 	size_t cap, inflight, fifo;
 	int rc;
@@ -1184,8 +1095,8 @@ quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 	/* The current struct, or an older one that ends at `stats` (no
 	 * durability fields) or at `compact_bytes` (no issue-13 fields): the
 	 * rest reads as zero. */
-	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(quay_queue_opts, wal) &&
-	    user_opts->size != offsetof(quay_queue_opts, rate_per_sec))
+	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(struct quay_queue_opts, wal) &&
+	    user_opts->size != offsetof(struct quay_queue_opts, rate_per_sec))
 		return -EINVAL;
 	memset(&full, 0, sizeof(full));
 	memcpy(&full, user_opts, user_opts->size);
@@ -1194,15 +1105,11 @@ quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 	cap = opts->capacity ? opts->capacity : QUAY_QUEUE_CAPACITY_DEFAULT;
 	if ((rc = quayi_x_validate(opts, cap, opts->max_in_flight ? opts->max_in_flight : cap)) != 0)
 		return rc;
-	/* A queue and its DLQ are both durable on one WAL, or both in memory. */
-	if (opts->dlq != NULL && opts->wal == NULL && opts->dlq->dur != NULL)
-		return -EINVAL;
 	q = aligned_alloc(QUAY_CACHELINE, (sizeof(*q) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);
 	if (q == NULL)
 		return -ENOMEM;
 	memset(q, 0, sizeof(*q));
 	pthread_mutex_init(&q->tlock, NULL);
-	pthread_mutex_init(&q->dlock, NULL);
 	pthread_mutex_init(&q->block, NULL);
 
 	snprintf(q->name, sizeof(q->name), "%s", opts->name != NULL ? opts->name : "queue");
@@ -1221,15 +1128,17 @@ quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 	q->bo_max = opts->backoff_max_ns ? opts->backoff_max_ns : QUAY_QUEUE_BACKOFF_MAX_DEFAULT;
 	q->bo_factor = opts->backoff_factor != 0.0 ? opts->backoff_factor : 2.0;
 	q->max_attempts = opts->max_attempts ? opts->max_attempts : QUAY_QUEUE_ATTEMPTS_DEFAULT;
-	q->dedup_window = opts->dedup_window_ns;
 	q->dlq = opts->dlq;
 	q->on_failure = opts->on_failure;
 	q->on_dead_letter = opts->on_dead_letter;
 	q->hook_ctx = opts->hook_ctx;
-	q->clock = opts->clock ? opts->clock : realtime_ns;
+	q->clock = opts->clock ? opts->clock : quayi_real_clock;
 	q->clock_ctx = opts->clock ? opts->clock_ctx : NULL;
 	q->jitter_seed = opts->jitter_seed ? opts->jitter_seed : UINT64_C(0x5175617951756179);
 	q->next_due = INT64_MAX;
+	if ((rc = quayi_dedup_init(&q->dedup, opts->dedup_window_ns,
+	         opts->dedup_capacity ? opts->dedup_capacity : cap)) != 0)
+		goto fail;
 	rc = -EINVAL;
 	if (q->bo_max < q->bo_base)
 		goto fail;
@@ -1262,18 +1171,6 @@ quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 	for (size_t i = 0; i < cap; i++)
 		q->node_free[i] = (uint32_t)(inflight + cap - 1 - i);
 	q->node_free_n = (uint32_t)cap;
-	if (q->dedup_window > 0) {
-		size_t n = opts->dedup_capacity ? opts->dedup_capacity : cap;
-
-		/* At least twice the ids (see DEDUP_PROBE), and a full window. */
-		q->dedup_sets = pow2_at_least((2 * n + DEDUP_WAYS - 1) / DEDUP_WAYS);
-		if (q->dedup_sets < DEDUP_PROBE)
-			q->dedup_sets = DEDUP_PROBE;
-		q->dedup = calloc(q->dedup_sets * DEDUP_WAYS, sizeof(*q->dedup));
-		rc = -ENOMEM;
-		if (q->dedup == NULL)
-			goto fail;
-	}
 	if (opts->stats == NULL) {
 		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
 
@@ -1286,7 +1183,17 @@ quay_queue_create(const quay_queue_opts *user_opts, quay_queue **out)
 	if ((rc = quayi_x_create(q, opts, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0 ||
 	    (rc = make_metrics(q, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0)
 		goto fail;
-	if (opts->wal != NULL && (rc = quayi_dur_attach(q, opts)) != 0)
+	if (opts->wal != NULL) {
+		struct quayi_qlog_host host = { q->name, q->capacity, q->dlq != NULL ? &q->dlq->log : NULL,
+			restore_cb, q };
+
+		if ((rc = quayi_qlog_attach_wal(&q->log, &host, opts)) != 0)
+			goto fail;
+	}
+	/* A queue and its DLQ share a log, or are both in memory: a dead
+	 * letter moves in one log write. */
+	rc = -EINVAL;
+	if (q->dlq != NULL && !quayi_qlog_same(&q->log, &q->dlq->log))
 		goto fail;
 	*out = q;
 	return 0;
@@ -1295,16 +1202,24 @@ fail:
 	return rc;
 }
 
+uint32_t *
+quayi_queue_bound(quay_queue *q)
+{
+	return &q->bound;
+}
+
 void
 quay_queue_destroy(quay_queue *q)
 {
+	/* Acquire; pairs with unbind's release decrement (src/bus.c). */
+	assert(q == NULL || __atomic_load_n(&q->bound, __ATOMIC_ACQUIRE) == 0);   /* still bound */
 	if (q != NULL)
 		queue_free(q);
 }
 
 /* ---- send --------------------------------------------------------- */
 
-/* The fields a send stamps, saved so that a refused durable send leaves
+/* The fields a send stamps, saved so that a send the log refuses leaves
  * the caller's message as it was. */
 struct stamp {
 	int64_t enq, nb, exp;
@@ -1312,78 +1227,149 @@ struct stamp {
 };
 
 static void
-stamp_send(quay_queue *q, quay_msg *msg, int64_t now)
+stamp_send(quay_queue *q, quay_msg *msg, int64_t now, struct stamp *old)
 {
+	*old = (struct stamp){ quay_msg_enqueued_ns(msg), quay_msg_not_before_ns(msg),
+		quay_msg_expires_ns(msg), quay_msg_attempts(msg) };
 	/* max_attempts is per queue: a message acked (or cloned) elsewhere
 	 * starts here at attempt 1, not where the other queue left it. */
 	quay_msg_set_attempts(msg, 0);
 	quay_msg_set_enqueued_ns(msg, now);
-	if (q->delay_ns > 0 && quay_msg_not_before_ns(msg) == 0)
+	if (q->delay_ns > 0 && old->nb == 0)
 		quay_msg_set_not_before_ns(msg, t_add(now, q->delay_ns));
-	if (q->ttl_ns > 0 && quay_msg_expires_ns(msg) == 0)
+	if (q->ttl_ns > 0 && old->exp == 0)
 		quay_msg_set_expires_ns(msg, t_add(now, q->ttl_ns));
 }
 
-/*
- * The durable end of a send of n messages (held reserved and dedup
- * checked by the caller): stamp, log them (one appendv per chunk, so one
- * sync for a batch), then accept those the log took. Those it refused
- * are left as they were (held and dedup ids given back); results[i] (if
- * not NULL) gets 0 or the WAL's error. Returns 0 if all were taken, else
- * the first error.
- */
-static int
-send_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results, int64_t now)
+static void
+stamp_undo(quay_msg *msg, const struct stamp *old)
 {
-	struct stamp one, *st = &one;
-	size_t logged;
-	int err = 0;
+	quay_msg_set_enqueued_ns(msg, old->enq);
+	quay_msg_set_not_before_ns(msg, old->nb);
+	quay_msg_set_expires_ns(msg, old->exp);
+	quay_msg_set_attempts(msg, old->att);
+}
 
-	if (n > 1 && (st = malloc(n * sizeof(*st))) == NULL)
-		err = -ENOMEM;
-	for (size_t i = 0; i < n && err == 0; i++) {
-		st[i] = (struct stamp){ quay_msg_enqueued_ns(msgs[i]), quay_msg_not_before_ns(msgs[i]),
-			quay_msg_expires_ns(msgs[i]), quay_msg_attempts(msgs[i]) };
-		stamp_send(q, msgs[i], now);
-	}
-	logged = err == 0 ? quayi_dur_send(q, msgs, n, &err) : 0;
+/* msg's dedup id if the queue has a window (NULL: none). */
+static inline const void *
+dedup_id(const quay_queue *q, const quay_msg *msg, size_t *len)
+{
+	const void *id;
+
+	if (q->dedup.window <= 0 || quay_msg_header_count(msg) == 0 ||
+	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, len) != 0)
+		return NULL;
+	return id;
+}
+
+/* Forget the dedup id a send remembered for msg (the send was refused). */
+static void
+dedup_forget_msg(quay_queue *q, const quay_msg *msg)
+{
+	size_t len;
+	const void *id = dedup_id(q, msg, &len);
+
+	if (id != NULL)
+		quayi_dedup_forget(&q->dedup, id, len);
+	else
+		quayi_cdedup_forget(q, msg);        /* content dedup, if any */
+}
+
+/*
+ * send -> ready or delayed: n messages that passed send_check. They are
+ * stamped and logged in one log write (ADD; none without a log), and
+ * those the log took are accepted; the others are left as they were
+ * (stamp undone, room and dedup id given back; the log gave its claim
+ * back). res[i] gets 0 or the log's error; st is n entries of scratch.
+ */
+static void
+tr_accept(quay_queue *q, quay_msg *const *msgs, size_t n, struct stamp *st, int *res, int64_t now)
+{
+	size_t logged;
+	int err;
+
+	for (size_t i = 0; i < n; i++)
+		stamp_send(q, msgs[i], now, &st[i]);
+	logged = quayi_qlog_add(&q->log, msgs, n, &err);
 	for (size_t i = 0; i < n; i++) {
-		if (i < logged) {
-			tr_accept(q, msgs[i], now);
+		if (QUAYI_LIKELY(i < logged)) {
+			res[i] = 0;
+			cnt(q, QC_SENT, 1);
+			place(q, msgs[i], now, false);     /* msgs[i] may be gone after this */
 		} else {
-			if (st != NULL) {
-				quay_msg_set_enqueued_ns(msgs[i], st[i].enq);
-				quay_msg_set_not_before_ns(msgs[i], st[i].nb);
-				quay_msg_set_expires_ns(msgs[i], st[i].exp);
-				quay_msg_set_attempts(msgs[i], st[i].att);
-			}
-			quayi_queue_dedup_forget(q, msgs[i]);
-			quayi_msg_set_did(msgs[i], 0);   /* give the claim back */
+			res[i] = err;
+			stamp_undo(msgs[i], &st[i]);
+			dedup_forget_msg(q, msgs[i]);
 			held_sub(q);
 		}
-		if (results != NULL)
-			results[i] = i < logged ? 0 : err;
 	}
-	if (st != &one)
-		free(st);
-	quayi_dur_maybe_compact(q);
-	return logged == n ? 0 : err;
+}
+
+/*
+ * The checks of a send of *msgp (valid, queue not closed): room, the
+ * dedup window, the log's claim. 0: go on to tr_accept; else
+ * QUAY_QUEUE_DUPLICATE (the reference taken) or an error, nothing kept.
+ * A message another queue's log holds (one message fanned out to two
+ * durable queues, or sent twice in one batch) is sent as a copy, so that
+ * no two logs share a message: *msgp becomes the copy, and the caller
+ * drops the original once the copy is accepted, or the copy if it is not
+ * (-ENOMEM: no room in the pool for a copy). Every other message goes as
+ * it is (no copy).
+ */
+static int
+send_check(quay_queue *q, quay_msg **msgp, const void *id, size_t idlen, int64_t now)
+{
+	quay_msg *msg = *msgp, *copy = NULL;
+	int rc;
+
+	if (QUAYI_UNLIKELY(!held_reserve(q)))
+		return -EAGAIN;
+	if ((id != NULL || QUAYI_UNLIKELY(q->x->cdedup != NULL)) &&
+	    (rc = id != NULL ? quayi_dedup_check(&q->dedup, id, idlen, now) : quayi_cdedup_check(q, msg, now)) != 0) {
+		held_sub(q);
+		if (rc < 0)
+			return rc;
+		cnt(q, QC_DEDUPLICATED, 1);
+		quay_msg_unref(msg);
+		return QUAY_QUEUE_DUPLICATE;
+	}
+	if (QUAYI_LIKELY(quayi_qlog_claim(&q->log, msg)))
+		return 0;
+	/* A fresh copy belongs to nobody (a clone's durable id is 0): its
+	 * claim cannot fail; -EINVAL if it ever did. */
+	rc = quay_msg_clone(quay_msg_pool(msg), msg, &copy);
+	if (rc == 0 && !quayi_qlog_claim(&q->log, copy))
+		rc = -EINVAL;
+	if (QUAYI_UNLIKELY(rc != 0)) {
+		if (copy != NULL)
+			quay_msg_unref(copy);
+		if (id != NULL)
+			quayi_dedup_forget(&q->dedup, id, idlen);
+		else
+			quayi_cdedup_forget(q, msg);
+		held_sub(q);
+		return rc;
+	}
+	*msgp = copy;
+	return 0;
 }
 
 int
 quay_queue_send(quay_queue *q, quay_msg *msg)
 {
-	const void *id = NULL;
+	quay_msg *orig = msg;
+	struct stamp st;
+	const void *id;
 	size_t idlen = 0;
 	int64_t now;
+	int rc;
 
 	if (QUAYI_UNLIKELY(q == NULL || msg == NULL || quay_msg_priority(msg) >= q->levels))
 		return -EINVAL;
 	if (QUAYI_UNLIKELY(is_closed(q)))
 		return -EPIPE;
-	if (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
-	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
-	    idlen > QUAY_QUEUE_DEDUP_ID_MAX)
+	id = dedup_id(q, msg, &idlen);
+	if (id != NULL && idlen > QUAY_QUEUE_DEDUP_ID_MAX)
 		return -EINVAL;
 	if (QUAYI_UNLIKELY(q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP))) {
 		const void *g;
@@ -1392,123 +1378,25 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 		if (quayi_msg_group(msg, &g, &gl) != 0)
 			return -EINVAL;               /* group id too long */
 	}
-	/* A message held by a durable queue carries its durable id: it may
-	 * not be sent to another durable queue until it leaves that one.
-	 * The claim is atomic: of two concurrent sends one gets -EINVAL. */
-	if (QUAYI_UNLIKELY(q->dur != NULL && !quayi_msg_claim_did(msg)))
-		return -EINVAL;
 	now = q_now(q);
 	maybe_run_timers(q, now);
-	if (QUAYI_UNLIKELY(!held_reserve(q))) {
-		if (q->dur != NULL)
-			quayi_msg_set_did(msg, 0);
-		return -EAGAIN;
-	}
-	if (id != NULL || QUAYI_UNLIKELY(q->x->cdedup != NULL)) {
-		int d = id != NULL ? dedup_check(q, id, idlen, now) : quayi_cdedup_check(q, msg, now);
-
-		if (d != 0) {
-			held_sub(q);
-			if (q->dur != NULL)
-				quayi_msg_set_did(msg, 0);
-			if (d < 0)
-				return d;
-			cnt(q, QC_DEDUPLICATED, 1);
-			quay_msg_unref(msg);
-			return QUAY_QUEUE_DUPLICATE;
-		}
-	}
-	if (q->dur != NULL)
-		return send_durable(q, &msg, 1, NULL, now);
-	stamp_send(q, msg, now);
-	tr_accept(q, msg, now);
-	return 0;
-}
-
-/* send_batch on a durable queue: the checks of quay_queue_send for each,
- * then one log write (and one sync) for all that passed them. */
-static int
-send_batch_durable(quay_queue *q, quay_msg **msgs, size_t n, int *results)
-{
-	quay_msg **acc = malloc(n * sizeof(*acc));
-	int *accres = malloc(n * sizeof(*accres));
-	size_t *where = malloc(n * sizeof(*where));
-	size_t k = 0;
-	int sent = 0;
-	int64_t now = q_now(q);
-
-	if (acc == NULL || accres == NULL || where == NULL) {
-		free(acc);
-		free(accres);
-		free(where);
-		return -ENOMEM;
-	}
-	maybe_run_timers(q, now);
-	for (size_t i = 0; i < n; i++) {
-		quay_msg *msg = msgs[i];
-		const void *id = NULL;
-		size_t idlen = 0;
-		int rc = 0;
-
-		/* The claim (last check of the first branch) also refuses the
-		 * same message twice in one batch. */
-		const void *g;
-		size_t gl;
-
-		if (quay_msg_priority(msg) >= q->levels ||
-		    (q->dedup_window > 0 && quay_msg_header_count(msg) != 0 &&
-		        quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, &idlen) == 0 &&
-		        idlen > QUAY_QUEUE_DEDUP_ID_MAX) ||
-		    ((q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP)) &&
-		        quayi_msg_group(msg, &g, &gl) != 0) ||
-		    !quayi_msg_claim_did(msg)) {
-			if (results != NULL)
-				results[i] = -EINVAL;
-			continue;
-		}
-		if (!held_reserve(q))
-			rc = -EAGAIN;
-		else if ((id != NULL || q->x->cdedup != NULL) &&
-		    (rc = id != NULL ? dedup_check(q, id, idlen, now) : quayi_cdedup_check(q, msg, now)) != 0) {
-			held_sub(q);
-			quayi_msg_set_did(msg, 0);
-			if (rc > 0) {
-				cnt(q, QC_DEDUPLICATED, 1);
-				quay_msg_unref(msg);
-				rc = QUAY_QUEUE_DUPLICATE;
-				sent++;
-			}
-			if (results != NULL)
-				results[i] = rc;
-			continue;
-		}
-		if (rc != 0) {
-			quayi_msg_set_did(msg, 0);
-			if (results != NULL)
-				results[i] = rc;
-			continue;
-		}
-		where[k] = i;
-		acc[k++] = msg;
-	}
-	if (k != 0) {
-		(void)send_durable(q, acc, k, accres, now);
-		for (size_t j = 0; j < k; j++) {
-			if (results != NULL)
-				results[where[j]] = accres[j];
-			if (accres[j] == 0)
-				sent++;
-		}
-	}
-	free(acc);
-	free(accres);
-	free(where);
-	return sent;
+	if ((rc = send_check(q, &msg, id, idlen, now)) != 0)
+		return rc;
+	tr_accept(q, &msg, 1, &st, &rc, now);
+	if (QUAYI_UNLIKELY(msg != orig))
+		quay_msg_unref(rc == 0 ? orig : msg);
+	quayi_qlog_idle(&q->log);
+	return rc;
 }
 
 int
 quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 {
+	/* Scratch for one message at a time (no allocation). */
+	quay_msg *acc1, **acc = &acc1;
+	struct stamp st1, *st = &st1;
+	size_t where1, *where = &where1, chunk;
+	int res1, *res = &res1;
 	int sent = 0;
 
 	if (q == NULL || msgs == NULL || n == 0 || n > INT32_MAX)
@@ -1518,16 +1406,75 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 			return -EINVAL;
 	if (is_closed(q))
 		return -EPIPE;
-	if (q->dur != NULL)
-		return send_batch_durable(q, msgs, n, results);
-	for (size_t i = 0; i < n; i++) {
-		int rc = quay_queue_send(q, msgs[i]);
-
-		if (results != NULL)
-			results[i] = rc;
-		if (rc >= 0)             /* 0 or QUAY_QUEUE_DUPLICATE: taken */
-			sent++;
+	/* A log wants the batch whole (one write, one sync): every message
+	 * is checked, then all are logged and accepted together. */
+	chunk = quayi_qlog_chunk(&q->log, n);
+	if (chunk > 1) {
+		acc = malloc(chunk * sizeof(*acc));
+		st = malloc(chunk * sizeof(*st));
+		where = malloc(chunk * sizeof(*where));
+		res = malloc(chunk * sizeof(*res));
+		if (acc == NULL || st == NULL || where == NULL || res == NULL) {
+			free(acc);
+			free(st);
+			free(where);
+			free(res);
+			return -ENOMEM;
+		}
 	}
+	for (size_t base = 0; base < n; base += chunk) {
+		size_t end = n - base > chunk ? base + chunk : n, k = 0;
+		int64_t now = q_now(q);
+
+		if (base != 0 && is_closed(q)) {
+			for (size_t i = base; results != NULL && i < n; i++)
+				results[i] = -EPIPE;
+			break;
+		}
+		maybe_run_timers(q, now);
+		for (size_t i = base; i < end; i++) {
+			quay_msg *m = msgs[i];
+			size_t idlen = 0;
+			const void *id = dedup_id(q, m, &idlen);
+			int rc = -EINVAL;
+
+			const void *g;
+			size_t gl;
+
+			if (quay_msg_priority(m) < q->levels && (id == NULL || idlen <= QUAY_QUEUE_DEDUP_ID_MAX) &&
+			    (!(q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP)) ||
+			        quayi_msg_group(m, &g, &gl) == 0) &&
+			    (rc = send_check(q, &m, id, idlen, now)) == 0) {
+				where[k] = i;
+				acc[k++] = m;
+				continue;
+			}
+			if (results != NULL)
+				results[i] = rc;
+			if (rc >= 0)             /* QUAY_QUEUE_DUPLICATE: taken */
+				sent++;
+		}
+		if (k == 0)
+			continue;
+		tr_accept(q, acc, k, st, res, now);
+		for (size_t j = 0; j < k; j++) {
+			quay_msg *orig = msgs[where[j]];
+
+			if (QUAYI_UNLIKELY(acc[j] != orig))
+				quay_msg_unref(res[j] == 0 ? orig : acc[j]);
+			if (results != NULL)
+				results[where[j]] = res[j];
+			if (res[j] == 0)
+				sent++;
+		}
+	}
+	if (chunk > 1) {
+		free(acc);
+		free(st);
+		free(where);
+		free(res);
+	}
+	quayi_qlog_idle(&q->log);
 	return sent;
 }
 
@@ -1613,7 +1560,7 @@ sleep_deadline(quay_queue *q, int64_t now, int64_t end_mono, struct recv_wait *c
 
 		if (c->due <= now)
 			return false;
-		t = t_add(quayi_wait_deadline(0), c->due - now);
+		t = quayi_ns_add_sat(quayi_mono_ns(), c->due - now);   /* due - now > 0 */
 		if (*dl < 0 || t < *dl)
 			*dl = t;
 	}
@@ -1625,8 +1572,8 @@ recv_ready(const void *ctx)
 {
 	const struct recv_wait *c = ctx;
 
-	/* Relaxed: S1 in quayi_wait_sleep orders both loads after the
-	 * sleeper's bit; W1 (push) and W2 (wake_receivers) follow the
+	/* Relaxed: WAIT-S1 in quayi_wait_sleep orders both loads after the
+	 * sleeper's bit; WAIT-W1 (push) and Q-W2 (wake_receivers) follow the
 	 * stores they look for. */
 	return quay_pq_count(c->q->ready) != 0 ||
 	    __atomic_load_n(&c->q->next_due, __ATOMIC_RELAXED) < c->due || is_closed(c->q);
@@ -1661,16 +1608,16 @@ receive_sleep(quay_queue *q, int64_t now, int64_t end_mono, unsigned *idle)
 }
 
 /* A receiver waiting for a lease slot (slot_wait) wakes for a slot
- * pushed back into free_slots (the ring's W1 on its pop word), next_due
- * lowered below the value its sleep was computed from (W2), or close
- * (C1). */
+ * pushed back into free_slots (the ring's WAIT-W1 on its pop word), next_due
+ * lowered below the value its sleep was computed from (Q-W2), or close
+ * (Q-C1). */
 static bool
 slot_ready(const void *ctx)
 {
 	const struct recv_wait *c = ctx;
 
-	/* Relaxed: S1 in quayi_wait_sleep orders these loads after the
-	 * sleeper's bit; the wakers' W1/W2/C1 follow their stores. */
+	/* Relaxed: WAIT-S1 in quayi_wait_sleep orders these loads after the
+	 * sleeper's bit; the wakers' WAIT-W1/Q-W2/Q-C1 follow their stores. */
 	return quay_ring_count(c->q->free_slots) != 0 ||
 	    __atomic_load_n(&c->q->next_due, __ATOMIC_RELAXED) < c->due || is_closed(c->q);
 }
@@ -1692,9 +1639,9 @@ slot_wait(quay_queue *q, uint64_t *slot, int64_t end_mono, bool *slow)
 
 		if (is_closed(q))
 			return -EPIPE;
-		if (quay_ring_pop(q->free_slots, slot) == 0)   /* L3 */
+		if (quay_ring_pop(q->free_slots, slot) == 0)   /* Q-L3 */
 			return 0;
-		if (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono)
+		if (quayi_deadline_passed(end_mono))
 			return -EAGAIN;
 		now = q_now(q);
 		if (maybe_run_timers(q, now)) {
@@ -1740,7 +1687,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 		now = q_now(q);
 		*slow = true;
 	}
-	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0)) {   /* L3 */
+	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0)) {   /* Q-L3 */
 		/* Every lease is out: a long poll waits for one to end rather
 		 * than return at once (a worker loop would spin). */
 		if (wait_ns == 0)
@@ -1753,7 +1700,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 	/* Long poll: sleep, then run what became due and try again, until a
 	 * message, or the caller's deadline (one last try after it). */
 	while (rc == -EAGAIN && wait_ns != 0) {
-		if (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono) {
+		if (quayi_deadline_passed(end_mono)) {
 			rc = -ETIMEDOUT;
 			break;
 		}
@@ -1784,7 +1731,8 @@ quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns)
 
 	if (QUAYI_UNLIKELY(q == NULL || lease == NULL))
 		return -EINVAL;
-	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1, false, &slow);
+	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_deadline(wait_ns) : QUAYI_FOREVER, false,
+	    &slow);
 }
 
 /*
@@ -1798,17 +1746,17 @@ static bool
 lease_renew(quay_queue *q, quay_lease *lease, int64_t nd)
 {
 	struct quayi_lslot *s = &q->slots[lease->slot];
-	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);    /* L2 */
+	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);    /* Q-L2 */
 
 	for (;;) {
 		if ((st >> 2) != lease->gen || (st & 3u) == QUAYI_L_FREE)
 			return false;
 		if ((st & 3u) == QUAYI_L_BUSY) {
 			quayi_cpu_relax();
-			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);  /* L2 */
+			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);  /* Q-L2 */
 			continue;
 		}
-		/* L2: acquire CAS LEASED -> BUSY, as extend. */
+		/* Q-L2: acquire CAS LEASED -> BUSY, as extend. */
 		if (__atomic_compare_exchange_n(&s->state, &st, (st & ~(uint64_t)3) | QUAYI_L_BUSY, false,
 		        __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
 			break;
@@ -1817,7 +1765,7 @@ lease_renew(quay_queue *q, quay_lease *lease, int64_t nd)
 	if (nd > __atomic_load_n(&s->deadline, __ATOMIC_RELAXED))
 		__atomic_store_n(&s->deadline, nd, __ATOMIC_RELAXED);
 	lease->deadline_ns = __atomic_load_n(&s->deadline, __ATOMIC_RELAXED);
-	/* Release: back to LEASED (pairs with L2). */
+	/* Release: back to LEASED (pairs with Q-L2). */
 	__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);
 	return true;
 }
@@ -1829,7 +1777,7 @@ quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wa
 
 	if (q == NULL || leases == NULL || n == 0)
 		return 0;
-	end_mono = wait_ns > 0 ? quayi_wait_deadline(wait_ns) : -1;
+	end_mono = wait_ns > 0 ? quayi_deadline(wait_ns) : QUAYI_FOREVER;
 	for (;;) {
 		size_t got, stale_before = 0, kept = 0;
 		bool slow = false;
@@ -1867,7 +1815,7 @@ quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wa
 		/* Every lease of this round expired before the hand-over: 0
 		 * would read as "timed out" to a caller still inside its wait,
 		 * so receive again (a wait of 0, or a passed deadline, ends it). */
-		if (kept > 0 || wait_ns == 0 || (end_mono >= 0 && quayi_wait_deadline(0) >= end_mono))
+		if (kept > 0 || wait_ns == 0 || quayi_deadline_passed(end_mono))
 			return kept;
 	}
 }
@@ -1885,7 +1833,7 @@ end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uin
 	if (lease->queue != q->id || lease->slot >= q->max_in_flight || lease->gen == 0)
 		return -ENOENT;
 	s = &q->slots[lease->slot];
-	st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);              /* L2 */
+	st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);              /* Q-L2 */
 	for (;;) {
 		uint64_t sgen = st >> 2;
 
@@ -1895,13 +1843,13 @@ end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uin
 			return -ESTALE;
 		if ((st & 3u) == QUAYI_L_BUSY) {
 			quayi_cpu_relax();
-			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);      /* L2 */
+			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);      /* Q-L2 */
 			continue;
 		}
-		/* Relaxed: ordered by L2 when the state has not moved since; if
+		/* Relaxed: ordered by Q-L2 when the state has not moved since; if
 		 * the slot was reused meanwhile the state says so. */
 		if (__atomic_load_n(&s->msg, __ATOMIC_RELAXED) != lease->msg) {
-			uint64_t st2 = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* L2 */
+			uint64_t st2 = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* Q-L2 */
 
 			if (st2 != st) {
 				st = st2;          /* the lease moved on meanwhile: look again */
@@ -1909,13 +1857,13 @@ end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uin
 			}
 			return -ENOENT;
 		}
-		/* Relaxed: written before L1, under BUSY, or by tr_lease after
-		 * L1 under the timer lock while no holder has the lease yet (a
+		/* Relaxed: written before Q-L1, under BUSY, or by tr_lease after
+		 * Q-L1 under the timer lock while no holder has the lease yet (a
 		 * holder of an older generation got -ESTALE above, and expiry
-		 * needs the lock tr_lease holds); each is ordered by L2. */
+		 * needs the lock tr_lease holds); each is ordered by Q-L2. */
 		if (__atomic_load_n(&s->deadline, __ATOMIC_RELAXED) <= now)
 			return -ESTALE;
-		/* L2: acq_rel CAS; a concurrent expiry or extend holds BUSY. */
+		/* Q-L2: acq_rel CAS; a concurrent expiry or extend holds BUSY. */
 		if (__atomic_compare_exchange_n(&s->state, &st,
 		        (sgen << 2) | (to_busy ? QUAYI_L_BUSY : QUAYI_L_FREE), false,
 		        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
@@ -1942,16 +1890,9 @@ quay_queue_ack(quay_queue *q, const quay_lease *lease)
 	msg = q->slots[lease->slot].msg;
 	slot = lease->slot;
 	slot_free(q, slot);
-	if (q->dur != NULL && (rc = quayi_dur_del(q, msg, QUAYI_DQ_ACK)) != 0) {
-		/* The log did not record the ack: neither does memory. The
-		 * lease has ended; the message is ready again, attempts kept. */
-		make_ready(q, msg);
-		return rc;
-	}
-	tr_ack(q, msg, now);
-	if (q->dur != NULL)
-		quayi_dur_maybe_compact(q);
-	return 0;
+	if ((rc = tr_ack(q, msg, now)) == 0)
+		quayi_qlog_idle(&q->log);
+	return rc;
 }
 
 int
@@ -1991,8 +1932,7 @@ quay_queue_nack(quay_queue *q, const quay_lease *lease, const char *reason)
 	slot_free(q, slot);
 	cnt(q, QC_NACKED, 1);
 	tr_fail(q, msg, now, reason, false);
-	if (q->dur != NULL)
-		quayi_dur_maybe_compact(q);
+	quayi_qlog_idle(&q->log);
 	return 0;
 }
 
@@ -2030,7 +1970,7 @@ quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t more_ns)
 		if (locked || nd >= old)
 			break;
 		/* Another extend of this lease lengthened it meanwhile: give
-		 * BUSY back (release, pairs with L2), lock, and take it again. */
+		 * BUSY back (release, pairs with Q-L2), lock, and take it again. */
 		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);
 		pthread_mutex_lock(&q->tlock);
 		locked = true;
@@ -2043,7 +1983,7 @@ quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t more_ns)
 		quayi_wheel_del(&q->wheel, lease->slot);
 		quayi_wheel_add(&q->wheel, lease->slot, nd);
 	}
-	/* Release: back to LEASED (pairs with L2). */
+	/* Release: back to LEASED (pairs with Q-L2). */
 	__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);
 	if (locked)
 		pthread_mutex_unlock(&q->tlock);
@@ -2063,8 +2003,8 @@ quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved)
 
 	if (dlq == NULL || to == NULL || dlq == to || max == 0)
 		return -EINVAL;
-	/* A durable move is one log batch: both on one WAL, or both in memory. */
-	if (!quayi_dur_same_wal(dlq, to))
+	/* A move is one log write: both on one log, or both in memory. */
+	if (!quayi_qlog_same(&dlq->log, &to->log))
 		return -EINVAL;
 	if (is_closed(to))
 		return -EPIPE;
@@ -2094,8 +2034,7 @@ quay_queue_redrive(quay_queue *dlq, quay_queue *to, size_t max, size_t *moved)
 	}
 	if (moved != NULL)
 		*moved = n;
-	if (dlq->dur != NULL)
-		quayi_dur_maybe_compact(dlq);
+	quayi_qlog_idle(&dlq->log);
 	return rc;
 }
 
@@ -2126,18 +2065,18 @@ quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
 	}
 	for (size_t i = 0; i < q->max_in_flight && stop == 0; i++) {
 		struct quayi_lslot *s = &q->slots[i];
-		uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* L2 */
+		uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* Q-L2 */
 		quay_msg *msg;
 
 		if ((st & 3u) != QUAYI_L_LEASED)
 			continue;
-		/* L2: hold BUSY while taking a reference. */
+		/* Q-L2: hold BUSY while taking a reference. */
 		if (!__atomic_compare_exchange_n(&s->state, &st, (st & ~(uint64_t)3) | QUAYI_L_BUSY, false,
 		        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
 			continue;                                             /* it just ended */
 		msg = s->msg;
 		quay_msg_ref(msg);
-		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);            /* pairs with L2 */
+		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);            /* pairs with Q-L2 */
 		stop = fn(ctx, msg, QUAY_QUEUE_IN_FLIGHT);
 		quay_msg_unref(msg);
 	}
@@ -2149,8 +2088,8 @@ quay_queue_close(quay_queue *q)
 {
 	if (q == NULL)
 		return -EINVAL;
-	/* C1: seq_cst store, then wake every sleeping receiver (their
-	 * recv_ready reads it after S1: they see it or are woken). */
+	/* Q-C1: seq_cst store, then wake every sleeping receiver (their
+	 * recv_ready reads it after WAIT-S1: they see it or are woken). */
 	__atomic_store_n(&q->closed, 1u, __ATOMIC_SEQ_CST);
 	wake_receivers(q);
 	quayi_limit_close(q);

@@ -191,7 +191,10 @@ quayi_cdedup_forget(quay_queue *q, const quay_msg *msg)
 		for (unsigned w = 0; w < WAYS; w++) {
 			struct centry *e = entry(d, h1, p, w);
 
-			if (e->msg == msg) {
+			/* The message itself, or (a send that went as a copy)
+			 * the one remembered for its content. */
+			if (e->msg != NULL && (e->msg == msg ||
+			        (e->h1 == h1 && e->h2 == h2 && same_content(e->msg, msg)))) {
 				e->expires = 0;
 				drop[n++] = e->msg;
 				e->msg = NULL;

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Durable queues: every transition of a queue created with a WAL is
- * logged, the live set is rebuilt at create, and the log is compacted
- * (docs/DURABILITY.md has the why, the promises and the limits).
+ * Durable queues: the log of a queue created with a WAL (the ops of
+ * src/queue_log.h: the queue calls them from its transitions), the
+ * live set rebuilt at attach, and compaction (docs/DURABILITY.md has the
+ * why, the promises and the limits). This file never sees struct
+ * quay_queue: what it needs (name, capacity, the DLQ's log, a restore
+ * callback) is handed over at attach.
  *
  * RECORD FORMAT (WAL caller records; all integers little-endian; the
  * offsets are named in src/queue_durable_format.h, shared with quay-wal)
@@ -52,11 +55,14 @@
  *             record can slip between a compaction copy and its source
  *   ilock     one queue's index (did -> message) for compaction
  */
-#include "queue_internal.h"
 #include "quay_internal.h"
+#include "le.h"
 #include "queue_durable_format.h"
+#include "queue_log.h"
 #include "wal_internal.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,6 +71,36 @@
 #include <quay/wal.h>
 
 #define STACK_IMG 2048u
+
+/* The queue tells why a message leaves in the DEL record's own terms. */
+_Static_assert(QUAYI_QLOG_ACK == QUAYI_DQF_WHY_ACK && QUAYI_QLOG_DROP == QUAYI_DQF_WHY_DROP &&
+    QUAYI_QLOG_DEAD == QUAYI_DQF_WHY_DEAD && QUAYI_QLOG_DEAD_DROP == QUAYI_DQF_WHY_DEAD_DROP &&
+    QUAYI_QLOG_REDRIVE == QUAYI_DQF_WHY_REDRIVE, "DEL why codes");
+
+/*
+ * The durable identity of a message held by a durable queue: the LSN of
+ * the record that first logged it (its send), kept in the envelope's
+ * first reserved word (msg.h leaves five for layers). 0: not held by a
+ * durable queue. Written only by the durable queue that holds it.
+ */
+static inline uint64_t
+msg_did(const quay_msg *m)
+{
+	/* Relaxed: written by the one queue that holds the message, before
+	 * it hands the message over (the hand-over orders it). */
+	return __atomic_load_n(&m->reserved[0], __ATOMIC_RELAXED);
+}
+
+static inline void
+msg_set_did(quay_msg *m, uint64_t did)
+{
+	/* Relaxed: as msg_did. */
+	__atomic_store_n(&m->reserved[0], did, __ATOMIC_RELAXED);
+}
+
+/* The durable id of a message whose send to a durable queue is in
+ * progress (claimed, not yet logged). Never an LSN. */
+#define DID_PENDING UINT64_MAX
 
 /* One queue's live message in the index. */
 struct dent {
@@ -80,7 +116,10 @@ struct dwal;
 struct quayi_dur {
 	struct dwal *w;
 	struct quayi_dur *next;  /* open queues of the WAL (under cl write) */
-	quay_queue *q;
+	char name[QUAY_QUEUE_NAME_MAX + 1];   /* the queue's (host), for NAME */
+	size_t capacity;         /* the queue's: recovery restores at most this */
+	int (*restore)(void *queue, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
+	void *queue;             /* restore's argument */
 	uint64_t qid;
 	quay_pool *pool;
 	pthread_mutex_t ilock;
@@ -108,46 +147,14 @@ struct dwal {
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct dwal *registry;
 
-/* ---- little-endian codec -------------------------------------------- */
+/* ---- little-endian codec: src/le.h ---------------------------------- */
 
-static void
-put16(unsigned char *p, uint16_t v)
-{
-	p[0] = (unsigned char)v;
-	p[1] = (unsigned char)(v >> 8);
-}
-
-static void
-put32(unsigned char *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void
-put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint16_t
-get16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t
-get32(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t
-get64(const unsigned char *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
+#define put16 quayi_le_put16
+#define put32 quayi_le_put32
+#define put64 quayi_le_put64
+#define get16 quayi_le_get16
+#define get32 quayi_le_get32
+#define get64 quayi_le_get64
 
 static uint64_t
 name_qid(const char *name)
@@ -387,33 +394,54 @@ log_error(struct dwal *w)
 static bool
 did_ok(uint64_t did)
 {
-	return did != 0 && did != QUAYI_DID_PENDING;
+	return did != 0 && did != DID_PENDING;
 }
 
-void
-quayi_dur_enter(quay_queue *q)
+/* The ops (src/queue_log.h); ctx is the queue's struct quayi_dur. */
+
+/* Claim msg for a send: did 0 -> DID_PENDING in one step, so that two
+ * sends of the same message (the same pointer twice in a batch, or two
+ * threads sending a shared message to two durable queues) cannot both
+ * take it. false: held (or being sent) already; the queue then sends a
+ * copy. dq_add sets the real id once the log took the message, or 0
+ * again if it did not. */
+static bool
+dq_claim(void *ctx, quay_msg *m)
 {
-	pthread_rwlock_rdlock(&q->dur->w->cl);
+	uint64_t zero = 0;
+
+	(void)ctx;
+	/* Relaxed (success and failure): the CAS is the whole decision;
+	 * the message's contents are published by the queue hand-over. */
+	return __atomic_compare_exchange_n(&m->reserved[0], &zero, DID_PENDING, false, __ATOMIC_RELAXED,
+	    __ATOMIC_RELAXED);
 }
 
-void
-quayi_dur_leave(quay_queue *q)
+/* A transition that changes a logged message and logs it holds cl
+ * shared: compaction (cl exclusive, reads the messages) never sees it
+ * half done. Never held while taking a queue's timer lock. */
+static void
+dq_begin(void *ctx)
 {
-	pthread_rwlock_unlock(&q->dur->w->cl);
+	struct quayi_dur *d = ctx;
+
+	pthread_rwlock_rdlock(&d->w->cl);
 }
 
-bool
-quayi_dur_same_wal(const quay_queue *a, const quay_queue *b)
+static void
+dq_end(void *ctx)
 {
-	if (a->dur == NULL || b->dur == NULL)
-		return a->dur == NULL && b->dur == NULL;
-	return a->dur->w == b->dur->w;
+	struct quayi_dur *d = ctx;
+
+	pthread_rwlock_unlock(&d->w->cl);
 }
 
-size_t
-quayi_dur_send(quay_queue *q, quay_msg *const *msgs, size_t n, int *err)
+/* Log n claimed sends as ADD records (one appendv per chunk, one sync
+ * each) and index them; give the claims of those not logged back. */
+static size_t
+dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 {
-	struct quayi_dur *d = q->dur;
+	struct quayi_dur *d = ctx;
 	struct dwal *w = d->w;
 	unsigned char stack[STACK_IMG];
 	quay_wal_rec recs1[1], *recs = recs1;
@@ -442,7 +470,7 @@ quayi_dur_send(quay_queue *q, quay_msg *const *msgs, size_t n, int *err)
 		goto out;
 	}
 	for (size_t i = 0, off = 0; i < n; i++) {
-		struct img_opts o = { 0, 0, quay_msg_not_before_ns(msgs[i]), QUAYI_DQ_O_SEND };
+		struct img_opts o = { 0, 0, quay_msg_not_before_ns(msgs[i]), QUAYI_DQF_O_SEND };
 
 		o.attempts = quay_msg_attempts(msgs[i]);
 		img_encode(buf + off, d->qid, msgs[i], &o);
@@ -470,7 +498,7 @@ quayi_dur_send(quay_queue *q, quay_msg *const *msgs, size_t n, int *err)
 			quay_msg *m = msgs[done + i];
 			uint64_t did = last - (k - 1) + i;
 
-			quayi_msg_set_did(m, did);
+			msg_set_did(m, did);
 			idx_put(d, did, m, quay_msg_not_before_ns(m), quay_msg_attempts(m), (uint32_t)sizes[done + i]);
 		}
 		pthread_mutex_unlock(&d->ilock);
@@ -486,18 +514,24 @@ out:
 		free(sizes);
 		free(recs);
 	}
-	if (done < n)
+	if (done < n) {
 		*err = rc;
+		for (size_t i = done; i < n; i++)
+			msg_set_did(msgs[i], 0);   /* give the claim back */
+	}
 	return done;
 }
 
-int
-quayi_dur_del(quay_queue *q, quay_msg *msg, unsigned why)
+/* Log that msg left the queue (DEL) and unindex it. 0 or the WAL's
+ * error: then an ACK changed nothing, any other reason still unindexes
+ * (the queue drops the message in memory; the log keeps it live). */
+static int
+dq_del(void *ctx, quay_msg *msg, enum quayi_qlog_why why)
 {
-	struct quayi_dur *d = q->dur;
+	struct quayi_dur *d = ctx;
 	struct dwal *w = d->w;
 	unsigned char rec[QUAYI_DQ_DEL_LEN] = { 0 };
-	uint64_t did = quayi_msg_did(msg);
+	uint64_t did = msg_did(msg);
 	uint32_t bytes;
 	int rc;
 
@@ -517,30 +551,32 @@ quayi_dur_del(quay_queue *q, quay_msg *msg, unsigned why)
 	/* An ack the log refused keeps the message (it goes back to ready);
 	 * a drop goes on in memory, so the index must not keep a pointer to
 	 * a message about to be freed. */
-	if (rc == 0 || why != QUAYI_DQ_ACK) {
+	if (rc == 0 || why != QUAYI_QLOG_ACK) {
 		pthread_mutex_lock(&d->ilock);
 		bytes = idx_del(d, did);
 		pthread_mutex_unlock(&d->ilock);
 		live_add(w, -(int64_t)bytes);
 		if (rc == 0)
 			note_appended(w, sizeof(rec));
-		quayi_msg_set_did(msg, 0);
+		msg_set_did(msg, 0);
 	}
 	pthread_rwlock_unlock(&w->cl);
 	return rc;
 }
 
-void
-quayi_dur_retry(quay_queue *q, quay_msg *msg, int64_t not_before)
+/* Log a failed delivery (RETRY: attempts from msg, the retry's
+ * not-before). */
+static void
+dq_retry(void *ctx, quay_msg *msg, int64_t not_before)
 {
-	struct quayi_dur *d = q->dur;
+	struct quayi_dur *d = ctx;
 	struct dwal *w = d->w;
 	unsigned char rec[QUAYI_DQ_RETRY_LEN] = { 0 };
-	uint64_t did = quayi_msg_did(msg);
+	uint64_t did = msg_did(msg);
 	uint32_t att = quay_msg_attempts(msg);
 
 	if (QUAYI_UNLIKELY(!did_ok(did))) {
-		log_error(w);                     /* cannot happen: see quayi_dur_del */
+		log_error(w);                     /* cannot happen: see dq_del */
 		return;
 	}
 	put64(rec + QUAYI_DQF_QID, d->qid);
@@ -566,31 +602,34 @@ quayi_dur_retry(quay_queue *q, quay_msg *msg, int64_t not_before)
 	pthread_rwlock_unlock(&w->cl);
 }
 
-int
-quayi_dur_move_locked(quay_queue *from, quay_queue *to, quay_msg *msg, unsigned why)
+/* Between dq_begin and dq_end: log the move of msg from this queue to
+ * `to` (same WAL) as one batch (DEL + ADD) and move its index entry. 0
+ * or the WAL's error (then nothing changed). */
+static int
+dq_move(void *ctx, void *to, quay_msg *msg, enum quayi_qlog_why why)
 {
-	struct quayi_dur *df = from->dur, *dt = to->dur;
+	struct quayi_dur *df = ctx, *dt = to;
 	struct dwal *w = df->w;
-	unsigned char del[24] = { 0 }, stack[STACK_IMG], *img = stack;
-	uint64_t did = quayi_msg_did(msg);
+	unsigned char del[QUAYI_DQ_DEL_LEN] = { 0 }, stack[STACK_IMG], *img = stack;
+	uint64_t did = msg_did(msg);
 	size_t sz = img_size(msg);
 	struct img_opts o = { did, quay_msg_attempts(msg), quay_msg_not_before_ns(msg),
-		why == QUAYI_DQ_REDRIVE ? QUAYI_DQ_O_REDRIVE : QUAYI_DQ_O_DEAD };
+		why == QUAYI_QLOG_REDRIVE ? QUAYI_DQF_O_REDRIVE : QUAYI_DQF_O_DEAD };
 	quay_wal_rec recs[2];
 	uint32_t old;
 	int rc;
 
 	if (QUAYI_UNLIKELY(!did_ok(did))) {
-		log_error(w);                     /* cannot happen: see quayi_dur_del */
+		log_error(w);                     /* cannot happen: see dq_del */
 		return 0;
 	}
 	if (sz > sizeof(stack) && (img = malloc(sz)) == NULL) {
 		log_error(w);
 		return -ENOMEM;
 	}
-	put64(del, df->qid);
-	put64(del + 8, did);
-	del[16] = (unsigned char)why;
+	put64(del + QUAYI_DQF_QID, df->qid);
+	put64(del + QUAYI_DQF_DID, did);
+	del[QUAYI_DQF_DEL_WHY] = (unsigned char)why;
 	img_encode(img, dt->qid, msg, &o);
 	recs[0] = (quay_wal_rec){ QUAYI_DQ_DEL, del, sizeof(del) };
 	recs[1] = (quay_wal_rec){ QUAYI_DQ_ADD, img, sz };
@@ -613,20 +652,21 @@ quayi_dur_move_locked(quay_queue *from, quay_queue *to, quay_msg *msg, unsigned 
 	return 0;
 }
 
-void
-quayi_dur_rebind(quay_queue *q, quay_msg *old, quay_msg *copy)
+/* msg was replaced by its copy (copy-on-write for DLQ headers). */
+static void
+dq_rebind(void *ctx, quay_msg *old, quay_msg *copy)
 {
-	struct quayi_dur *d = q->dur;
-	uint64_t did = quayi_msg_did(old);
+	struct quayi_dur *d = ctx;
+	uint64_t did = msg_did(old);
 	struct dent *e;
 
-	quayi_msg_set_did(copy, did);
+	msg_set_did(copy, did);
 	pthread_mutex_lock(&d->ilock);
 	if ((e = idx_find(d, did)) != NULL)
 		e->msg = copy;
 	pthread_mutex_unlock(&d->ilock);
 	/* The original goes back to its other holders: no longer ours. */
-	quayi_msg_set_did(old, 0);
+	msg_set_did(old, 0);
 }
 
 /* ---- compaction ------------------------------------------------------- */
@@ -637,14 +677,14 @@ static int
 name_append(struct quayi_dur *d)
 {
 	unsigned char rec[QUAYI_DQ_NAME_HDR + QUAY_QUEUE_NAME_MAX];
-	size_t nl = strlen(d->q->name);
+	size_t nl = strlen(d->name);
 
 	if (nl > QUAY_QUEUE_NAME_MAX)
 		return -EINVAL;
 	memset(rec, 0, QUAYI_DQ_NAME_HDR);
 	put64(rec + QUAYI_DQF_QID, d->qid);
 	put16(rec + QUAYI_DQF_NAME_LEN, (uint16_t)nl);
-	memcpy(rec + QUAYI_DQ_NAME_HDR, d->q->name, nl);
+	memcpy(rec + QUAYI_DQ_NAME_HDR, d->name, nl);
 	return quay_wal_append(d->w->wal, QUAYI_DQ_NAME, rec, QUAYI_DQ_NAME_HDR + nl, NULL);
 }
 
@@ -709,7 +749,7 @@ compact_locked(struct dwal *w)
 
 			if (e->did == 0)
 				continue;
-			o = (struct img_opts){ e->did, e->attempts, e->nb, QUAYI_DQ_O_COPY };
+			o = (struct img_opts){ e->did, e->attempts, e->nb, QUAYI_DQF_O_COPY };
 			sz = img_size(e->msg);
 			need = 32 + ((sz + 7) & ~(size_t)7);
 			if (need > w->batch_limit) {
@@ -752,10 +792,12 @@ out:
 	return rc;
 }
 
-void
-quayi_dur_maybe_compact(quay_queue *q)
+/* Compact the log if enough was appended since the last time (no queue
+ * lock held). */
+static void
+dq_idle(void *ctx)
 {
-	struct dwal *w = q->dur->w;
+	struct dwal *w = ((struct quayi_dur *)ctx)->w;
 	/* Relaxed: a trigger; compaction itself runs under cl exclusive. */
 	uint64_t app = __atomic_load_n(&w->appended, __ATOMIC_RELAXED);
 	uint64_t live = __atomic_load_n(&w->live_bytes, __ATOMIC_RELAXED);
@@ -776,15 +818,40 @@ quayi_dur_maybe_compact(quay_queue *q)
 	pthread_mutex_unlock(&w->cmu);
 }
 
+static void dq_detach(void *ctx);
+
+static const struct quayi_qlog_ops dq_ops = {
+	.claim = dq_claim,
+	.add = dq_add,
+	.del = dq_del,
+	.retry = dq_retry,
+	.begin = dq_begin,
+	.end = dq_end,
+	.move = dq_move,
+	.rebind = dq_rebind,
+	.idle = dq_idle,
+	.detach = dq_detach,
+};
+
+/* q's durable log, or NULL if q is in memory. */
+static struct quayi_dur *
+dur_of(quay_queue *q)
+{
+	const struct quayi_qlog *l = q != NULL ? quayi_queue_log(q) : NULL;
+
+	return l != NULL && l->ops == &dq_ops ? l->ctx : NULL;
+}
+
 int
 quayi_queue_compact(quay_queue *q)
 {
+	struct quayi_dur *d = dur_of(q);
 	struct dwal *w;
 	int rc;
 
-	if (q == NULL || q->dur == NULL)
+	if (d == NULL)
 		return -EINVAL;
-	w = q->dur->w;
+	w = d->w;
 	pthread_mutex_lock(&w->cmu);
 	pthread_rwlock_wrlock(&w->cl);
 	rc = compact_locked(w);
@@ -796,15 +863,16 @@ quayi_queue_compact(quay_queue *q)
 int
 quayi_queue_durable_info(quay_queue *q, struct quayi_dur_info *out)
 {
+	struct quayi_dur *d = dur_of(q);
 	struct dwal *w;
 
-	if (q == NULL || out == NULL || q->dur == NULL)
+	if (d == NULL || out == NULL)
 		return -EINVAL;
-	w = q->dur->w;
+	w = d->w;
 	pthread_rwlock_wrlock(&w->cl);
-	pthread_mutex_lock(&q->dur->ilock);
-	out->live = q->dur->count;
-	pthread_mutex_unlock(&q->dur->ilock);
+	pthread_mutex_lock(&d->ilock);
+	out->live = d->count;
+	pthread_mutex_unlock(&d->ilock);
 	out->foreign_live = w->foreign_live;
 	pthread_rwlock_unlock(&w->cl);
 	/* Relaxed: statistics. */
@@ -990,7 +1058,7 @@ recover_locked(struct quayi_dur *d)
 		for (size_t i = 0; i <= r.mask; i++)
 			if (r.tab[i].did != 0 && r.tab[i].qid == d->qid)
 				nmine++;
-		if (nmine > d->q->capacity)
+		if (nmine > d->capacity)
 			rc = -ENOSPC;
 		else if (nmine != 0 && (mine = malloc(nmine * sizeof(*mine))) == NULL)
 			rc = -ENOMEM;
@@ -1014,10 +1082,10 @@ recover_locked(struct quayi_dur *d)
 			int64_t nb = quay_msg_not_before_ns(m);
 			uint32_t att = quay_msg_attempts(m);
 
-			quayi_msg_set_did(m, mine[k].did);
+			msg_set_did(m, mine[k].did);
 			idx_put(d, mine[k].did, m, nb, att, sz);
 			bytes += sz;
-			rc = quayi_queue_restore(d->q, m, att, nb);
+			rc = d->restore(d->queue, m, att, nb);
 			if (rc != 0) {
 				/* Cannot happen (capacity checked); keep the
 				 * message out of the queue but freed below. */
@@ -1107,7 +1175,8 @@ dwal_put(struct dwal *w)
 }
 
 int
-quayi_dur_attach(quay_queue *q, const quay_queue_opts *o)
+quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host,
+    const struct quay_queue_opts *o)
 {
 	struct quay_wal_info info;
 	struct quayi_dur *d;
@@ -1120,9 +1189,11 @@ quayi_dur_attach(quay_queue *q, const quay_queue_opts *o)
 		return info.failed;
 	/* The DLQ must be durable on the same WAL (dead-lettering is one
 	 * batch: remove here + add there). */
-	if (q->dlq != NULL && (q->dlq->dur == NULL || q->dlq->dur->w->wal != o->wal))
+	if (host->dlq != NULL && (host->dlq->ops != &dq_ops || host->dlq->domain != (const void *)o->wal))
 		return -EINVAL;
-	while (slots < 2 * q->capacity)
+	if (strlen(host->name) > QUAY_QUEUE_NAME_MAX)
+		return -EINVAL;
+	while (slots < 2 * host->capacity)
 		slots <<= 1;
 	if ((d = calloc(1, sizeof(*d))) == NULL)
 		return -ENOMEM;
@@ -1132,16 +1203,18 @@ quayi_dur_attach(quay_queue *q, const quay_queue_opts *o)
 	}
 	pthread_mutex_init(&d->ilock, NULL);
 	d->mask = slots - 1;
-	d->q = q;
+	strcpy(d->name, host->name);
+	d->capacity = host->capacity;
+	d->restore = host->restore;
+	d->queue = host->queue;
 	d->pool = o->pool;
-	d->qid = name_qid(q->name);
+	d->qid = name_qid(d->name);
 	d->w = dwal_get(o->wal, o->compact_bytes ? o->compact_bytes : 4 * info.segment_bytes);
 	if (d->w == NULL) {
 		free(d->tab);
 		free(d);
 		return -ENOMEM;
 	}
-	q->dur = d;
 	pthread_rwlock_wrlock(&d->w->cl);
 	if (qid_open(d->w, d->qid)) {
 		rc = -EINVAL;                     /* this name is open on this WAL */
@@ -1160,26 +1233,27 @@ quayi_dur_attach(quay_queue *q, const quay_queue_opts *o)
 		 * queue's own teardown; they stay in the log. */
 		for (size_t i = 0; i <= d->mask; i++)
 			if (d->tab[i].did != 0)
-				quayi_msg_set_did(d->tab[i].msg, 0);
+				msg_set_did(d->tab[i].msg, 0);
 		pthread_mutex_destroy(&d->ilock);
 		free(d->tab);
 		free(d);
-		q->dur = NULL;
 		dwal_put(w);
+		return rc;
 	}
-	return rc;
+	log->ops = &dq_ops;
+	log->ctx = d;
+	log->domain = o->wal;
+	return 0;
 }
 
-void
-quayi_dur_detach(quay_queue *q)
+/* The queue goes away: leave the WAL (its records stay). */
+static void
+dq_detach(void *ctx)
 {
-	struct quayi_dur *d = q->dur, **pp;
-	struct dwal *w;
+	struct quayi_dur *d = ctx, **pp;
+	struct dwal *w = d->w;
 	uint64_t bytes = 0;
 
-	if (d == NULL)
-		return;
-	w = d->w;
 	pthread_rwlock_wrlock(&w->cl);
 	for (pp = &w->open; *pp != d; pp = &(*pp)->next)
 		;
@@ -1189,13 +1263,12 @@ quayi_dur_detach(quay_queue *q)
 	for (size_t i = 0; i <= d->mask; i++)
 		if (d->tab[i].did != 0) {
 			bytes += d->tab[i].bytes;
-			quayi_msg_set_did(d->tab[i].msg, 0);
+			msg_set_did(d->tab[i].msg, 0);
 		}
 	live_add(w, -(int64_t)bytes);
 	pthread_rwlock_unlock(&w->cl);
 	pthread_mutex_destroy(&d->ilock);
 	free(d->tab);
 	free(d);
-	q->dur = NULL;
 	dwal_put(w);
 }

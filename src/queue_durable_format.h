@@ -25,8 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Record types. The first three are also in queue_internal.h (identical
- * definitions); this header is their description. */
+/* Record types (their one definition). */
 #define QUAYI_DQ_ADD 0x51440001u
 #define QUAYI_DQ_DEL 0x51440002u
 #define QUAYI_DQ_RETRY 0x51440003u
@@ -63,8 +62,12 @@
 /* DEL: qid, did, u8 why, 7 zero bytes. */
 #define QUAYI_DQF_DEL_WHY 16u
 #define QUAYI_DQ_DEL_LEN 24u
-/* why: 1 ack, 2 drop, 3 dead-lettered to the DLQ, 4 dead letter dropped
- * for want of a DLQ, 5 redriven. */
+/* why (equal to src/queue_log.h's enum quayi_qlog_why, checked in src/queue_durable.c). */
+#define QUAYI_DQF_WHY_ACK 1u        /* acknowledged */
+#define QUAYI_DQF_WHY_DROP 2u       /* dropped by the failure policy */
+#define QUAYI_DQF_WHY_DEAD 3u       /* dead-lettered to the DLQ */
+#define QUAYI_DQF_WHY_DEAD_DROP 4u  /* dead letter dropped for want of a DLQ */
+#define QUAYI_DQF_WHY_REDRIVE 5u    /* redriven */
 #define QUAYI_DQF_WHY_MAX 5u
 
 /* RETRY: qid, did, u32 attempts, u32 zero, i64 not_before_ns. */

@@ -57,7 +57,7 @@ static const char *const alarm_name[QUAY_QUEUE_ALARM_COUNT] = {
 };
 
 int
-quayi_health_validate(const quay_queue_opts *o, size_t capacity, size_t max_in_flight)
+quayi_health_validate(const struct quay_queue_opts *o, size_t capacity, size_t max_in_flight)
 {
 	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
 		const struct quay_queue_threshold *t = &o->alarm[i];
@@ -105,7 +105,7 @@ quayi_health_validate(const quay_queue_opts *o, size_t capacity, size_t max_in_f
 }
 
 int
-quayi_health_create(quay_queue *q, const quay_queue_opts *o, quay_stats *reg, struct quayi_health **out)
+quayi_health_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *reg, struct quayi_health **out)
 {
 	struct quayi_health *h;
 	bool any = false;

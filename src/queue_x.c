@@ -11,7 +11,7 @@
 #include <string.h>
 
 int
-quayi_x_validate(const quay_queue_opts *o, size_t capacity, size_t max_in_flight)
+quayi_x_validate(const struct quay_queue_opts *o, size_t capacity, size_t max_in_flight)
 {
 	int rc;
 
@@ -24,7 +24,7 @@ quayi_x_validate(const quay_queue_opts *o, size_t capacity, size_t max_in_flight
 }
 
 int
-quayi_x_create(quay_queue *q, const quay_queue_opts *o, quay_stats *reg)
+quayi_x_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *reg)
 {
 	struct quayi_qx *x = aligned_alloc(QUAY_CACHELINE,
 	    (sizeof(*x) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);

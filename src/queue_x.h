@@ -45,9 +45,9 @@ struct quayi_qx {
 
 /* Validate the issue-13 options (before anything is made): 0 or -EINVAL.
  * dlq_cap: the capacity of opts->dlq (0 if none). */
-int quayi_x_validate(const quay_queue_opts *o, size_t capacity, size_t max_in_flight);
+int quayi_x_validate(const struct quay_queue_opts *o, size_t capacity, size_t max_in_flight);
 /* Make q->x (after q's metrics exist: registers the alarm gauges). */
-int quayi_x_create(quay_queue *q, const quay_queue_opts *o, quay_stats *reg);
+int quayi_x_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *reg);
 /* Free q->x (drops the references it holds). */
 void quayi_x_destroy(quay_queue *q);
 
@@ -77,9 +77,9 @@ quayi_limited(const struct quayi_qx *x)
 
 /* ---- health (src/queue_health.c) -------------------------------------- */
 
-int quayi_health_validate(const quay_queue_opts *o, size_t capacity, size_t max_in_flight);
+int quayi_health_validate(const struct quay_queue_opts *o, size_t capacity, size_t max_in_flight);
 /* NULL health if no alarm is set; -ENOMEM / the registry's error. */
-int quayi_health_create(quay_queue *q, const quay_queue_opts *o, quay_stats *reg,
+int quayi_health_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *reg,
     struct quayi_health **out);
 void quayi_health_destroy(struct quayi_health *h);
 /* Evaluate the alarms with the stats just measured (quay_queue_stats). */

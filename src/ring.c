@@ -51,8 +51,7 @@ heavy_barrier(const struct quay_ring *r)
 static bool
 valid_shape(size_t capacity, size_t elem_size)
 {
-	return capacity != 0 && capacity <= QUAY_RING_CAPACITY_MAX &&
-	    (capacity & (capacity - 1)) == 0 &&
+	return capacity != 0 && capacity <= QUAY_RING_CAPACITY_MAX && (capacity & (capacity - 1)) == 0 &&
 	    elem_size != 0 && elem_size <= QUAY_RING_ELEM_MAX && elem_size % 8 == 0;
 }
 
@@ -82,8 +81,8 @@ init_slots(struct quay_ring *r, uint64_t pos)
 int
 quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, unsigned flags)
 {
-	if (r == NULL || ((uintptr_t)r % QUAY_CACHELINE) != 0 ||
-	    !valid_shape(capacity, elem_size) || (flags & ~QUAY_RING_FLAGS_ALL) != 0)
+	if (r == NULL || ((uintptr_t)r % QUAY_CACHELINE) != 0 || !valid_shape(capacity, elem_size) ||
+	    (flags & ~QUAY_RING_FLAGS_ALL) != 0)
 		return -EINVAL;
 
 	bool membarrier_ok = quayi_wait_init();
@@ -163,8 +162,8 @@ quay_ring_close(quay_ring *r)
 		return;
 	/* Only the first caller closes; later ones find it done or doing. */
 	uint32_t expect = QUAYI_RING_OPEN;
-	if (!__atomic_compare_exchange_n(&r->closed, &expect, QUAYI_RING_CLOSING, false,
-	        __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+	if (!__atomic_compare_exchange_n(&r->closed, &expect, QUAYI_RING_CLOSING, false, __ATOMIC_SEQ_CST,
+	        __ATOMIC_ACQUIRE))
 		return;
 	if (!(r->flags & QUAY_RING_SP)) {
 		/* MP: producers claim by CAS on tail; once this bit is set every

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Counters, gauges, histograms: the registry, snapshots and exporters.
+ * Counters, gauges, histograms: the registry and snapshots (the
+ * Prometheus and JSON exporters are in src/stats_export.c).
  * The hot paths are inline in include/quay/impl/stats_inline.h, with the
- * layout of the handles and the ordering edges (H1/H2).
+ * layout of the handles and the ordering edges (STATS-H1/STATS-H2).
  *
  * Registry. One mutex guards the registry's structure (families, series,
  * counter chunks, hash tables); every slow call takes it, no hot path
@@ -24,10 +25,10 @@
  * atomically, so a shared shard still counts exactly.
  */
 #include "quay_internal.h"
+#include "stats_internal.h"
 
 #include <limits.h>
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -606,22 +607,17 @@ series_free(quay_stats *s, struct series *se)
 	free(se);
 }
 
+/* metric_create, step 1: check the help text and the labels (all before
+ * anything is allocated, so bad input changes nothing), and sort the
+ * labels into sorted[]. *help_len and *lstr (bytes of the label strings
+ * with their NULs) are set. */
 static int
-metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char *name,
-    const char *help, const struct quay_stats_label *labels, size_t nlabels, struct series **out)
+check_labels(enum quay_stats_type type, const char *help, const struct quay_stats_label *labels, size_t nlabels,
+    struct quay_stats_label *sorted, size_t *help_len, size_t *lstr)
 {
-	struct quay_stats_label sorted[QUAY_STATS_LABELS_MAX];
-	size_t name_len, help_len = 0, klen, lstr = 0;
-	struct series *se = NULL;
-	struct family *f, *newf = NULL;
-	char *p;
-	int rc;
-
-	if (s == NULL || out == NULL || !valid_metric_name(name) ||
-	    nlabels > QUAY_STATS_LABELS_MAX || (labels == NULL && nlabels != 0))
-		return -EINVAL;
-	name_len = strlen(name);
-	if (help != NULL && !valid_utf8(help, QUAY_STATS_HELP_MAX, &help_len))
+	*help_len = 0;
+	*lstr = 0;
+	if (help != NULL && !valid_utf8(help, QUAY_STATS_HELP_MAX, help_len))
 		return -EINVAL;
 	for (size_t i = 0; i < nlabels; i++) {
 		size_t vl;
@@ -631,20 +627,29 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 		if (type == QUAY_STATS_HIST && strcmp(labels[i].name, "le") == 0)
 			return -EINVAL;
 		sorted[i] = labels[i];
-		lstr += strlen(labels[i].name) + 1 + vl + 1;
+		*lstr += strlen(labels[i].name) + 1 + vl + 1;
 	}
 	if (nlabels > 1)
 		qsort(sorted, nlabels, sizeof(sorted[0]), label_cmp);
 	for (size_t i = 1; i < nlabels; i++)
 		if (strcmp(sorted[i - 1].name, sorted[i].name) == 0)
 			return -EINVAL;
+	return 0;
+}
 
-	/* One block: the series, its label array, the label strings, then
-	 * the key (name '\0' and the label strings again). */
-	klen = name_len + 1 + lstr;
-	se = calloc(1, sizeof(*se) + nlabels * sizeof(se->labels[0]) + lstr + klen);
+/* Step 2: a new series in one block: the series, its label array, the
+ * label strings, then its key (name '\0' and the label strings again).
+ * NULL if out of memory. */
+static struct series *
+series_new(quay_stats *s, const char *name, size_t name_len, const struct quay_stats_label *sorted, size_t nlabels,
+    size_t lstr)
+{
+	size_t klen = name_len + 1 + lstr;
+	struct series *se = calloc(1, sizeof(*se) + nlabels * sizeof(se->labels[0]) + lstr + klen);
+	char *p;
+
 	if (se == NULL)
-		return -ENOMEM;
+		return NULL;
 	p = (char *)(se->labels + nlabels);
 	for (size_t i = 0; i < nlabels; i++) {
 		size_t a = strlen(sorted[i].name) + 1, b = strlen(sorted[i].value) + 1;
@@ -662,81 +667,99 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 	se->hn.klen = klen;
 	se->hn.hash = hash_bytes(p, klen);
 	se->reg = s;
+	return se;
+}
 
-	pthread_mutex_lock(&s->lock);
-	f = family_find(s, name, name_len);
+/* Step 3, lock held: may se join family f (NULL: a new family name)?
+ * -EINVAL if the family has another type, kind or help, the series
+ * exists, or a new name clashes with a histogram's; -ENOMEM if the
+ * registry is full or its hash tables cannot grow. */
+static int
+admit_locked(quay_stats *s, const struct family *f, const struct series *se, enum quay_stats_type type,
+    bool seconds, const char *name, size_t name_len, const char *help, size_t help_len)
+{
 	if (f != NULL) {
 		if (f->type != type || f->seconds != seconds || f->help_len != help_len ||
-		    (help_len != 0 && memcmp(f->help, help, help_len) != 0)) {
-			rc = -EINVAL;
-			goto fail;
-		}
-		if (htab_find(&s->series, se->hn.key, klen, se->hn.hash) != NULL) {
-			rc = -EINVAL;            /* duplicate name and labels */
-			goto fail;
-		}
+		    (help_len != 0 && memcmp(f->help, help, help_len) != 0))
+			return -EINVAL;
+		if (htab_find(&s->series, se->hn.key, se->hn.klen, se->hn.hash) != NULL)
+			return -EINVAL; /* duplicate name and labels */
 	} else if (names_clash(s, name, name_len, type)) {
-		rc = -EINVAL;
-		goto fail;
+		return -EINVAL;
 	}
-	if (s->nseries >= s->max_metrics) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	if ((rc = htab_reserve(&s->series)) != 0 || (f == NULL && (rc = htab_reserve(&s->fams)) != 0))
-		goto fail;
-	if (f == NULL) {
-		newf = calloc(1, sizeof(*newf) + name_len + 1 + help_len + 1);
-		if (newf == NULL) {
-			rc = -ENOMEM;
-			goto fail;
-		}
-		memcpy(newf->name, name, name_len + 1);
-		newf->help = newf->name + name_len + 1;
-		if (help_len != 0)
-			memcpy(newf->help, help, help_len);
-		newf->help[help_len] = '\0';
-		newf->name_len = name_len;
-		newf->help_len = help_len;
-		newf->type = type;
-		newf->seconds = seconds;
-		newf->hn.key = newf->name;
-		newf->hn.klen = name_len;
-		newf->hn.hash = hash_bytes(name, name_len);
-	}
+	if (s->nseries >= s->max_metrics)
+		return -ENOMEM;
+	int rc = htab_reserve(&s->series);
+	if (rc == 0 && f == NULL)
+		rc = htab_reserve(&s->fams);
+	return rc;
+}
+
+/* Step 4: a new family (not linked yet); NULL if out of memory. */
+static struct family *
+family_new(enum quay_stats_type type, bool seconds, const char *name, size_t name_len, const char *help,
+    size_t help_len)
+{
+	struct family *f = calloc(1, sizeof(*f) + name_len + 1 + help_len + 1);
+
+	if (f == NULL)
+		return NULL;
+	memcpy(f->name, name, name_len + 1);
+	f->help = f->name + name_len + 1;
+	if (help_len != 0)
+		memcpy(f->help, help, help_len);
+	f->help[help_len] = '\0';
+	f->name_len = name_len;
+	f->help_len = help_len;
+	f->type = type;
+	f->seconds = seconds;
+	f->hn.key = f->name;
+	f->hn.klen = name_len;
+	f->hn.hash = hash_bytes(name, name_len);
+	return f;
+}
+
+/* Step 5, lock held: the series' hot memory (a counter cell, a gauge
+ * line, histogram shards) and its handle. */
+static int
+series_storage_locked(quay_stats *s, struct series *se, enum quay_stats_type type)
+{
+	int rc;
 
 	switch (type) {
 	case QUAY_STATS_COUNTER:
 		if ((rc = cell_take(s, &se->chunk, &se->cell)) != 0)
-			goto fail;
+			return rc;
 		se->u.c.cells = se->chunk->lines + se->cell;
 		se->u.c.mask = s->shards - 1;
 		se->u.c.type = QUAY_STATS_COUNTER;
-		break;
+		return 0;
 	case QUAY_STATS_GAUGE:
 		se->mem = alloc_lines(QUAY_CACHELINE);
-		if (se->mem == NULL) {
-			rc = -ENOMEM;
-			goto fail;
-		}
+		if (se->mem == NULL)
+			return -ENOMEM;
 		se->u.g.cell = se->mem;
 		se->u.g.type = QUAY_STATS_GAUGE;
-		break;
+		return 0;
 	default:
 		se->mem = alloc_lines((size_t)s->hist_shards * sizeof(struct quayi_hist_shard));
-		if (se->mem == NULL) {
-			rc = -ENOMEM;
-			goto fail;
-		}
+		if (se->mem == NULL)
+			return -ENOMEM;
 		se->u.h.shards = se->mem;
 		for (unsigned i = 0; i < s->hist_shards; i++)
 			se->u.h.shards[i].min = UINT64_MAX;
 		se->u.h.mask = s->hist_shards - 1;
 		se->u.h.type = QUAY_STATS_HIST;
 		s->nhist++;
-		break;
+		return 0;
 	}
+}
 
+/* Step 6, lock held: link the new family (if any) and the series, in
+ * creation order and in the hash tables (reserved by admit_locked). */
+static void
+link_locked(quay_stats *s, struct family *f, struct family *newf, struct series *se)
+{
 	if (newf != NULL) {
 		htab_insert(&s->fams, &newf->hn);
 		newf->prev = s->fam_last;
@@ -757,18 +780,50 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 	f->nseries++;
 	htab_insert(&s->series, &se->hn);
 	s->nseries++;
+}
+
+/* Create a series of family name (creating the family with its first
+ * series): check, build the series outside the lock, then admit it,
+ * give it storage and link it under the lock. */
+static int
+metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char *name,
+    const char *help, const struct quay_stats_label *labels, size_t nlabels, struct series **out)
+{
+	struct quay_stats_label sorted[QUAY_STATS_LABELS_MAX];
+	size_t name_len, help_len, lstr;
+	struct series *se;
+	struct family *f, *newf = NULL;
+	int rc;
+
+	if (s == NULL || out == NULL || !valid_metric_name(name) ||
+	    nlabels > QUAY_STATS_LABELS_MAX || (labels == NULL && nlabels != 0))
+		return -EINVAL;
+	name_len = strlen(name);
+	if ((rc = check_labels(type, help, labels, nlabels, sorted, &help_len, &lstr)) != 0)
+		return rc;
+	if ((se = series_new(s, name, name_len, sorted, nlabels, lstr)) == NULL)
+		return -ENOMEM;
+
+	pthread_mutex_lock(&s->lock);
+	f = family_find(s, name, name_len);
+	rc = admit_locked(s, f, se, type, seconds, name, name_len, help, help_len);
+	if (rc == 0 && f == NULL && (newf = family_new(type, seconds, name, name_len, help, help_len)) == NULL)
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = series_storage_locked(s, se, type);
+	if (rc != 0) {
+		if (se->chunk != NULL)
+			cell_put(s, se->chunk, se->cell);
+		pthread_mutex_unlock(&s->lock);
+		free(newf);
+		free(se->mem);
+		free(se);
+		return rc;
+	}
+	link_locked(s, f, newf, se);
 	pthread_mutex_unlock(&s->lock);
 	*out = se;
 	return 0;
-
-fail:
-	if (se->chunk != NULL)
-		cell_put(s, se->chunk, se->cell);
-	pthread_mutex_unlock(&s->lock);
-	free(newf);
-	free(se->mem);
-	free(se);
-	return rc;
 }
 
 int
@@ -974,12 +1029,12 @@ quay_hist_read(const quay_hist *h, struct quay_hist_data *out)
 		const struct quayi_hist_shard *sh = &h->shards[i];
 		uint64_t v;
 		for (size_t b = 0; b < QUAY_HIST_BUCKETS; b++) {
-			/* H2: acquire, pairs with H1 in quay_hist_record. */
+			/* STATS-H2: acquire, pairs with STATS-H1 in quay_hist_record. */
 			v = __atomic_load_n(&sh->buckets[b], __ATOMIC_ACQUIRE);
 			out->buckets[b] += v;
 			count += v;
 		}
-		/* Relaxed: after H2, so they include every record counted. */
+		/* Relaxed: after STATS-H2, so they include every record counted. */
 		sum += __atomic_load_n(&sh->sum, __ATOMIC_RELAXED);
 		v = __atomic_load_n(&sh->min, __ATOMIC_RELAXED);
 		mn = v < mn ? v : mn;
@@ -1060,38 +1115,7 @@ quay_hist_quantile(const struct quay_hist_data *d, double q, uint64_t *out)
 	return 0;
 }
 
-static const struct {
-	uint64_t ns;
-	const char *text;
-} le_bounds[QUAY_HIST_LE_COUNT] = {
-	{ 250, "2.5e-07" }, { 500, "5e-07" },
-	{ 1000, "1e-06" }, { 2500, "2.5e-06" }, { 5000, "5e-06" },
-	{ 10000, "1e-05" }, { 25000, "2.5e-05" }, { 50000, "5e-05" },
-	{ 100000, "0.0001" }, { 250000, "0.00025" }, { 500000, "0.0005" },
-	{ 1000000, "0.001" }, { 2500000, "0.0025" }, { 5000000, "0.005" },
-	{ 10000000, "0.01" }, { 25000000, "0.025" }, { 50000000, "0.05" },
-	{ 100000000, "0.1" }, { 250000000, "0.25" }, { 500000000, "0.5" },
-	{ 1000000000, "1" }, { 2500000000, "2.5" }, { 5000000000, "5" },
-	{ 10000000000, "10" }, { 30000000000, "30" }, { 60000000000, "60" },
-};
-
-int
-quay_hist_le_bound(size_t i, uint64_t *ns, const char **text)
-{
-	if (i >= QUAY_HIST_LE_COUNT || ns == NULL)
-		return -EINVAL;
-	*ns = le_bounds[i].ns;
-	if (text != NULL)
-		*text = le_bounds[i].text;
-	return 0;
-}
-
 /* ==== snapshots ====================================================== */
-
-struct quay_stats_snap {
-	size_t n;
-	struct quay_stats_metric *m;
-};
 
 /* Bytes a snapshot of s needs. Lock held. */
 static size_t
@@ -1205,443 +1229,4 @@ quay_stats_snap_metric(const quay_stats_snap *snap, size_t i, const struct quay_
 		return -ENOENT;
 	*out = &snap->m[i];
 	return 0;
-}
-
-/* ==== exporters ====================================================== */
-
-/* Output buffered on the stack and handed to fn in pieces. */
-struct out {
-	quay_stats_write_fn fn;
-	void *arg;
-	int err;
-	size_t n;
-	char buf[512];
-};
-
-static void
-out_flush(struct out *o)
-{
-	if (o->n != 0 && o->err == 0) {
-		int rc = o->fn(o->arg, o->buf, o->n);
-		if (rc < 0)
-			o->err = rc;
-	}
-	o->n = 0;
-}
-
-static void
-out_put(struct out *o, const char *s, size_t len)
-{
-	while (len != 0 && o->err == 0) {
-		size_t k = sizeof(o->buf) - o->n;
-		if (k > len)
-			k = len;
-		memcpy(o->buf + o->n, s, k);
-		o->n += k;
-		s += k;
-		len -= k;
-		if (o->n == sizeof(o->buf))
-			out_flush(o);
-	}
-}
-
-static void
-out_str(struct out *o, const char *s)
-{
-	out_put(o, s, strlen(s));
-}
-
-static void
-out_u64(struct out *o, uint64_t v)
-{
-	char b[24];
-	int n = snprintf(b, sizeof(b), "%llu", (unsigned long long)v);
-
-	out_put(o, b, (size_t)n);
-}
-
-static void
-out_i64(struct out *o, int64_t v)
-{
-	char b[24];
-	int n = snprintf(b, sizeof(b), "%lld", (long long)v);
-
-	out_put(o, b, (size_t)n);
-}
-
-/* Nanoseconds as decimal seconds, exactly: "S.NNNNNNNNN". */
-static void
-out_seconds(struct out *o, uint64_t ns)
-{
-	char b[32];
-	int n = snprintf(b, sizeof(b), "%llu.%09llu", (unsigned long long)(ns / 1000000000u),
-	    (unsigned long long)(ns % 1000000000u));
-
-	out_put(o, b, (size_t)n);
-}
-
-/* Copy s, escaping backslash and newline, and double quote if quote. */
-static void
-out_prom_escaped(struct out *o, const char *s, bool quote)
-{
-	const char *run = s;
-
-	for (; *s != '\0'; s++) {
-		const char *esc = NULL;
-		if (*s == '\\')
-			esc = "\\\\";
-		else if (*s == '\n')
-			esc = "\\n";
-		else if (quote && *s == '"')
-			esc = "\\\"";
-		if (esc != NULL) {
-			out_put(o, run, (size_t)(s - run));
-			out_str(o, esc);
-			run = s + 1;
-		}
-	}
-	out_put(o, run, (size_t)(s - run));
-}
-
-/* {a="x",b="y"[,le="..."]}, or nothing when there are no labels. */
-static void
-out_prom_labels(struct out *o, const struct quay_stats_metric *m, const char *le)
-{
-	if (m->nlabels == 0 && le == NULL)
-		return;
-	out_put(o, "{", 1);
-	for (size_t i = 0; i < m->nlabels; i++) {
-		if (i != 0)
-			out_put(o, ",", 1);
-		out_str(o, m->labels[i].name);
-		out_put(o, "=\"", 2);
-		out_prom_escaped(o, m->labels[i].value, true);
-		out_put(o, "\"", 1);
-	}
-	if (le != NULL) {
-		out_str(o, m->nlabels != 0 ? ",le=\"" : "le=\"");
-		out_str(o, le);
-		out_put(o, "\"", 1);
-	}
-	out_put(o, "}", 1);
-}
-
-static const char *
-type_name(enum quay_stats_type t)
-{
-	return t == QUAY_STATS_COUNTER ? "counter" : t == QUAY_STATS_GAUGE ? "gauge" : "histogram";
-}
-
-static void
-prom_hist(struct out *o, const struct quay_stats_metric *m)
-{
-	const struct quay_hist_data *d = m->hist;
-	uint64_t cum = 0;
-	size_t b = 0;
-
-	for (size_t i = 0; i < QUAY_HIST_LE_COUNT; i++) {
-		/* Buckets wholly at or below the bound: those before the one
-		 * holding bound + 1. */
-		size_t end = quay_hist_bucket_of(le_bounds[i].ns + 1);
-		for (; b < end; b++)
-			cum += d->buckets[b];
-		out_str(o, m->name);
-		out_str(o, "_bucket");
-		out_prom_labels(o, m, le_bounds[i].text);
-		out_put(o, " ", 1);
-		out_u64(o, cum);
-		out_put(o, "\n", 1);
-	}
-	out_str(o, m->name);
-	out_str(o, "_bucket");
-	out_prom_labels(o, m, "+Inf");
-	out_put(o, " ", 1);
-	out_u64(o, d->count);
-	out_put(o, "\n", 1);
-	out_str(o, m->name);
-	out_str(o, "_sum");
-	out_prom_labels(o, m, NULL);
-	out_put(o, " ", 1);
-	out_seconds(o, d->sum);
-	out_put(o, "\n", 1);
-	out_str(o, m->name);
-	out_str(o, "_count");
-	out_prom_labels(o, m, NULL);
-	out_put(o, " ", 1);
-	out_u64(o, d->count);
-	out_put(o, "\n", 1);
-}
-
-static void
-prom_family(struct out *o, const struct quay_stats_metric *m)
-{
-	if (m->help[0] != '\0') {
-		out_str(o, "# HELP ");
-		out_str(o, m->name);
-		out_put(o, " ", 1);
-		out_prom_escaped(o, m->help, false);
-		out_put(o, "\n", 1);
-	}
-	out_str(o, "# TYPE ");
-	out_str(o, m->name);
-	out_put(o, " ", 1);
-	out_str(o, type_name(m->type));
-	out_put(o, "\n", 1);
-}
-
-static void
-prom_series(struct out *o, const struct quay_stats_metric *m)
-{
-	if (m->type == QUAY_STATS_HIST) {
-		prom_hist(o, m);
-		return;
-	}
-	out_str(o, m->name);
-	out_prom_labels(o, m, NULL);
-	out_put(o, " ", 1);
-	if (m->type == QUAY_STATS_COUNTER) {
-		out_u64(o, m->counter);
-	} else if (m->seconds) {
-		if (m->gauge < 0) {
-			out_put(o, "-", 1);
-			out_seconds(o, -(uint64_t)m->gauge);
-		} else {
-			out_seconds(o, (uint64_t)m->gauge);
-		}
-	} else {
-		out_i64(o, m->gauge);
-	}
-	out_put(o, "\n", 1);
-}
-
-int
-quay_stats_write_prometheus(const quay_stats_snap *snap, quay_stats_write_fn fn, void *arg)
-{
-	return quay_stats_write_prometheus_many(&snap, snap != NULL ? 1 : 0, fn, arg);
-}
-
-/* Does the snapshot hold a family named name? */
-static bool
-snap_has_family(const quay_stats_snap *snap, const char *name)
-{
-	const char *prev = NULL;
-
-	for (size_t i = 0; i < snap->n; i++)
-		if (snap->m[i].name != prev) {
-			prev = snap->m[i].name;
-			if (strcmp(prev, name) == 0)
-				return true;
-		}
-	return false;
-}
-
-int
-quay_stats_write_prometheus_many(const quay_stats_snap *const *snaps, size_t n,
-    quay_stats_write_fn fn, void *arg)
-{
-	struct out o;
-
-	if (snaps == NULL || n == 0 || fn == NULL)
-		return -EINVAL;
-	for (size_t k = 0; k < n; k++)
-		if (snaps[k] == NULL)
-			return -EINVAL;
-	o.fn = fn;
-	o.arg = arg;
-	o.err = 0;
-	o.n = 0;
-	for (size_t k = 0; k < n && o.err == 0; k++) {
-		const quay_stats_snap *snap = snaps[k];
-
-		for (size_t i = 0; i < snap->n && o.err == 0;) {
-			const struct quay_stats_metric *m = &snap->m[i];
-			const char *name = m->name;
-			bool dup = false;
-
-			/* A family an earlier snapshot has was written with it. */
-			for (size_t j = 0; j < k && !dup; j++)
-				dup = snap_has_family(snaps[j], name);
-			if (!dup)
-				prom_family(&o, m);
-			/* Series of a family are adjacent and share the name string. */
-			for (; i < snap->n && snap->m[i].name == name; i++)
-				if (!dup)
-					prom_series(&o, &snap->m[i]);
-			if (dup)
-				continue;
-			/* The same family in later snapshots, if of the same kind. */
-			for (size_t j = k + 1; j < n && o.err == 0; j++)
-				for (size_t x = 0; x < snaps[j]->n; x++) {
-					const struct quay_stats_metric *y = &snaps[j]->m[x];
-					if (y->type == m->type && y->seconds == m->seconds &&
-					    strcmp(y->name, name) == 0)
-						prom_series(&o, y);
-				}
-		}
-	}
-	out_flush(&o);
-	return o.err;
-}
-
-/* A JSON string, quoted and escaped (the input is valid UTF-8). */
-static void
-out_json_str(struct out *o, const char *s)
-{
-	const char *run = s;
-
-	out_put(o, "\"", 1);
-	for (; *s != '\0'; s++) {
-		unsigned char c = (unsigned char)*s;
-		char esc[8];
-		if (c >= 0x20 && c != '"' && c != '\\')
-			continue;
-		out_put(o, run, (size_t)(s - run));
-		run = s + 1;
-		switch (c) {
-		case '"': out_put(o, "\\\"", 2); break;
-		case '\\': out_put(o, "\\\\", 2); break;
-		case '\n': out_put(o, "\\n", 2); break;
-		case '\r': out_put(o, "\\r", 2); break;
-		case '\t': out_put(o, "\\t", 2); break;
-		default:
-			snprintf(esc, sizeof(esc), "\\u%04x", c);
-			out_put(o, esc, 6);
-			break;
-		}
-	}
-	out_put(o, run, (size_t)(s - run));
-	out_put(o, "\"", 1);
-}
-
-static void
-json_hist(struct out *o, const struct quay_hist_data *d)
-{
-	static const struct {
-		const char *key;
-		double q;
-	} qs[] = { { ",\"p50\":", 0.5 }, { ",\"p90\":", 0.9 }, { ",\"p99\":", 0.99 }, { ",\"p999\":", 0.999 } };
-	uint64_t v;
-
-	out_str(o, ",\"unit\":\"ns\",\"count\":");
-	out_u64(o, d->count);
-	out_str(o, ",\"sum\":");
-	out_u64(o, d->sum);
-	out_str(o, ",\"min\":");
-	if (d->count != 0)
-		out_u64(o, d->min);
-	else
-		out_str(o, "null");
-	out_str(o, ",\"max\":");
-	if (d->count != 0)
-		out_u64(o, d->max);
-	else
-		out_str(o, "null");
-	for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
-		out_str(o, qs[i].key);
-		if (quay_hist_quantile(d, qs[i].q, &v) == 0)
-			out_u64(o, v);
-		else
-			out_str(o, "null");
-	}
-}
-
-int
-quay_stats_write_json(const quay_stats_snap *snap, quay_stats_write_fn fn, void *arg)
-{
-	struct out o;
-
-	if (snap == NULL || fn == NULL)
-		return -EINVAL;
-	o.fn = fn;
-	o.arg = arg;
-	o.err = 0;
-	o.n = 0;
-	out_str(&o, "{\"metrics\":[");
-	for (size_t i = 0; i < snap->n && o.err == 0; i++) {
-		const struct quay_stats_metric *m = &snap->m[i];
-		out_str(&o, i == 0 ? "\n{\"name\":" : ",\n{\"name\":");
-		out_json_str(&o, m->name);
-		out_str(&o, ",\"type\":\"");
-		out_str(&o, type_name(m->type));
-		out_str(&o, "\",\"help\":");
-		out_json_str(&o, m->help);
-		out_str(&o, ",\"labels\":{");
-		for (size_t k = 0; k < m->nlabels; k++) {
-			if (k != 0)
-				out_put(&o, ",", 1);
-			out_json_str(&o, m->labels[k].name);
-			out_put(&o, ":", 1);
-			out_json_str(&o, m->labels[k].value);
-		}
-		out_put(&o, "}", 1);
-		if (m->type == QUAY_STATS_COUNTER) {
-			out_str(&o, ",\"value\":");
-			out_u64(&o, m->counter);
-		} else if (m->type == QUAY_STATS_GAUGE) {
-			if (m->seconds)
-				out_str(&o, ",\"unit\":\"ns\"");
-			out_str(&o, ",\"value\":");
-			out_i64(&o, m->gauge);
-		} else {
-			json_hist(&o, m->hist);
-		}
-		out_put(&o, "}", 1);
-	}
-	out_str(&o, "\n]}\n");
-	out_flush(&o);
-	return o.err;
-}
-
-/* The buffer exporters: count everything, keep what fits. */
-struct sink {
-	char *buf;
-	size_t cap;
-	size_t len;
-};
-
-static int
-sink_write(void *arg, const char *data, size_t len)
-{
-	struct sink *k = arg;
-
-	if (k->len < k->cap) {
-		size_t room = k->cap - k->len;
-		memcpy(k->buf + k->len, data, len < room ? len : room);
-	}
-	k->len += len;
-	return 0;
-}
-
-static int
-format_with(int (*writer)(const quay_stats_snap *, quay_stats_write_fn, void *),
-    const quay_stats_snap *snap, char *buf, size_t cap, size_t *len)
-{
-	struct sink k = { buf, cap, 0 };
-	int rc;
-
-	if (snap == NULL || len == NULL || (buf == NULL && cap != 0))
-		return -EINVAL;
-	rc = writer(snap, sink_write, &k);
-	if (rc != 0)
-		return rc;
-	*len = k.len;
-	if (k.len < cap) {
-		buf[k.len] = '\0';
-		return 0;
-	}
-	if (cap != 0)
-		buf[cap - 1] = '\0';
-	return -ENOSPC;
-}
-
-int
-quay_stats_format_prometheus(const quay_stats_snap *snap, char *buf, size_t cap, size_t *len)
-{
-	return format_with(quay_stats_write_prometheus, snap, buf, cap, len);
-}
-
-int
-quay_stats_format_json(const quay_stats_snap *snap, char *buf, size_t cap, size_t *len)
-{
-	return format_with(quay_stats_write_json, snap, buf, cap, len);
 }

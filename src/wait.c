@@ -33,7 +33,7 @@ membarrier_register(void)
 
 	if (q < 0 || !(q & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
 		return;
-	if (getenv("QUAY_NO_MEMBARRIER") != NULL)   /* tests force the fence path */
+	if (getenv("QUAY_NO_MEMBARRIER") != NULL) /* tests force the fence path */
 		return;
 	membarrier_ok = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0;
 }
@@ -107,8 +107,8 @@ quayi_wait_deadline(int64_t timeout_ns)
 }
 
 int
-quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx),
-    const void *ctx, int64_t deadline)
+quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx), const void *ctx,
+    int64_t deadline)
 {
 	uint32_t ev;
 
@@ -120,7 +120,7 @@ quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx),
 	/* Relaxed: WAIT-S1 below orders it before the check. */
 	ev = __atomic_fetch_or(event, QUAYI_WAIT_SLEEPERS, __ATOMIC_RELAXED) | QUAYI_WAIT_SLEEPERS;
 
-	quayi_wait_heavy_barrier(fence);                     /* WAIT-S1 */
+	quayi_wait_heavy_barrier(fence); /* WAIT-S1 */
 	if (ready(ctx))
 		return 0;
 	/* -ETIMEDOUT if the deadline passed meanwhile: a stale bit costs one
@@ -139,7 +139,7 @@ quayi_wait_for(const struct quayi_waiter *w, int64_t timeout_ns)
 	int rc = w->op(w->arg);
 
 	if (rc != -EAGAIN)
-		return rc;                    /* done, closed, or bad input */
+		return rc; /* done, closed, or bad input */
 	if (timeout_ns == 0)
 		return -ETIMEDOUT;
 	deadline = quayi_deadline(timeout_ns);

@@ -6,8 +6,9 @@
  * DIRECTORY
  *   A log is a directory of segment files named by the LSN of their first
  *   record: 16 lower-case hex digits + ".wal" (0000000000000001.wal), so
- *   that names sort in LSN order. Other names are ignored. Segments are
- *   preallocated to segment_bytes; the unused end reads as zero bytes. A
+ *   that names sort in LSN order. Other names are ignored. Segments roll
+ *   at segment_bytes and are preallocated as they fill (PREALLOC_MIN,
+ *   doubled as needed); the unused end reads as zero bytes. A
  *   sealed segment (not the last) is truncated to its end before the next
  *   one is created.
  *
@@ -38,22 +39,22 @@
  *   32  payload[len], then zero bytes up to a multiple of 8
  *
  * VALIDITY (a record at offset off, expecting LSN E)
- *   V1 off + 32 <= file size, and off + 32 + pad8(len) <= file size
- *   V2 lsn == E: E is first_lsn for the first record, then previous + 1
- *   V3 type != 0, flags has no bit but COMMIT, synced < lsn
- *   V4 crc matches (the salt makes a record of another file fail)
- *   V5 padding bytes are zero
+ *   WAL-V1 off + 32 <= file size, and off + 32 + pad8(len) <= file size
+ *   WAL-V2 lsn == E: E is first_lsn for the first record, then previous + 1
+ *   WAL-V3 type != 0, flags has no bit but COMMIT, synced < lsn
+ *   WAL-V4 crc matches (the salt makes a record of another file fail)
+ *   WAL-V5 padding bytes are zero
  *   A batch is valid iff all its records are and its last has COMMIT. A
  *   segment's valid prefix ends after its last valid batch; what follows
  *   must be zero bytes. A batch never spans segments. Segment k+1's
  *   first_lsn is segment k's last LSN + 1.
  *
  * RECOVERY (on open)
- *   R1 Segments are read in name order; the name must match first_lsn.
- *   R2 Any damage (invalid header, record or batch, non-zero bytes after
+ *   WAL-R1 Segments are read in name order; the name must match first_lsn.
+ *   WAL-R2 Any damage (invalid header, record or batch, non-zero bytes after
  *      the prefix, LSN gap between segments) in a segment other than the
  *      last is corruption: -EBADMSG. Sealed segments were fsynced.
- *   R3 In the last segment, damage at offset P after the valid prefix
+ *   WAL-R3 In the last segment, damage at offset P after the valid prefix
  *      ending with LSN L is corruption (-EBADMSG) if a valid record is
  *      found at an 8-aligned offset after P whose synced field is > L:
  *      that record proves the damaged bytes had been made durable. The
@@ -61,9 +62,9 @@
  *      bytes; the record may extend past that end (it may end in zeros).
  *      Otherwise it is a torn tail (a crash cut short unsynced writes):
  *      the file is truncated to the prefix and reopened for appending.
- *   R4 A last segment with an invalid header and nothing but zero bytes
+ *   WAL-R4 A last segment with an invalid header and nothing but zero bytes
  *      after it is a segment whose creation was cut short: it is removed.
- *   R5 SALVAGE turns R2/R3 corruption into a cut at the damage: the rest
+ *   WAL-R5 SALVAGE turns WAL-R2/WAL-R3 corruption into a cut at the damage: the rest
  *      of that segment and all later segments are discarded.
  *
  * WRITING
@@ -94,6 +95,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "le.h"
 #include "wal_internal.h"
 
 #define BUF_MIN ((uint64_t)4 << 20)
@@ -103,7 +105,7 @@ struct wal_seg {
 	uint64_t last_lsn;   /* first_lsn - 1 when empty */
 	uint64_t end;        /* bytes of log data */
 	uint64_t records;    /* caller records */
-	uint64_t file_bytes; /* file size */
+	uint64_t file_bytes; /* file size (the last segment: its preallocation) */
 };
 
 struct quay_wal {
@@ -139,6 +141,8 @@ struct quay_wal {
 	uint64_t checkpoint_lsn;
 	uint64_t zeroed;     /* the current segment reads as zero bytes from
 	                      * here on in the page cache (SYNC: zero-ahead) */
+	uint64_t alloc;      /* the current segment is preallocated up to here
+	                      * (>= fill; grown by grow_locked) */
 	uint64_t gen;        /* sync rounds started (the current/last one) */
 	uint64_t round_lsn;  /* LSN the current/last sync round makes durable */
 	uint64_t sync_want;  /* highest LSN a SYNC waiter waits for */
@@ -157,266 +161,6 @@ struct quay_wal {
 	int os_errno;
 	char os_path[sizeof(((struct quay_wal_report *)0)->os_path)];
 };
-
-/* ---- little-endian fields ------------------------------------------- */
-
-static inline void
-put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static inline void
-put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline void
-put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline uint16_t
-get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static inline uint32_t
-get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static inline uint64_t
-get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
-static bool
-all_zero(const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i] != 0)
-			return false;
-	return true;
-}
-
-/* ---- the scanner ------------------------------------------------------ */
-
-#define CHECK_ZERO 100 /* an all-zero record header: the end of the data */
-
-static const uint8_t zero_block[4096];
-
-/* The record CRC of the header at off whose payload is len bytes: the
- * payload bytes past the buffer are the zero tail (s->zero_tail). */
-static uint32_t
-rec_crc(const struct quayi_wal_scan *s, uint64_t off, uint64_t len)
-{
-	const uint8_t *hdr = s->buf + off;
-	uint64_t in = s->len - off - QUAYI_WAL_REC_HDR;
-	uint32_t c;
-
-	if (in > len)
-		in = len;
-	c = quayi_crc32c(s->salt, hdr + QUAYI_WAL_REC_HDR, (size_t)in);
-	for (uint64_t z = len - in; z > 0;) {
-		size_t k = z < sizeof(zero_block) ? (size_t)z : sizeof(zero_block);
-		c = quayi_crc32c(c, zero_block, k);
-		z -= k;
-	}
-	return quayi_crc32c(c, hdr + 4, QUAYI_WAL_REC_HDR - 4);
-}
-
-/* Check the record at off (V1..V5). Returns 0 and its size, CHECK_ZERO,
- * or a QUAY_WAL_R_* reason. */
-static uint32_t
-check_rec(const struct quayi_wal_scan *s, uint64_t off, uint64_t expect, uint64_t *size)
-{
-	uint64_t room = s->len + s->zero_tail - off;
-	uint64_t phys = off < s->len ? s->len - off : 0; /* bytes of it in buf */
-	const uint8_t *h = s->buf + (off < s->len ? off : s->len);
-
-	if (phys < QUAYI_WAL_REC_HDR) /* in or past the end of buf */
-		return all_zero(h, (size_t)phys) ? CHECK_ZERO : QUAY_WAL_R_SHORT;
-	if (all_zero(h, QUAYI_WAL_REC_HDR))
-		return CHECK_ZERO;
-	uint32_t len = get32(h + 4), type = get32(h + 16), flags = get32(h + 20);
-	uint64_t lsn = get64(h + 8), synced = get64(h + 24);
-	if (lsn != expect)
-		return QUAY_WAL_R_LSN;
-	if (type == 0 || (flags & ~QUAYI_WAL_F_COMMIT) != 0 || synced >= lsn)
-		return QUAY_WAL_R_FIELD;
-	uint64_t sz = quayi_wal_rec_size(len);
-	if (sz > room)
-		return QUAY_WAL_R_SHORT;
-	if (rec_crc(s, off, len) != get32(h))
-		return QUAY_WAL_R_CRC;
-	if (QUAYI_WAL_REC_HDR + (uint64_t)len < phys) {
-		uint64_t pad = sz - QUAYI_WAL_REC_HDR - len, in = phys - QUAYI_WAL_REC_HDR - len;
-		if (!all_zero(h + QUAYI_WAL_REC_HDR + len, (size_t)(pad < in ? pad : in)))
-			return QUAY_WAL_R_PADDING;
-	}
-	*size = sz;
-	return 0;
-}
-
-/* R3: a valid record after the damage whose synced field covers the
- * first LSN after the prefix proves the damage was in durable data.
- * Candidates start at every 8-aligned offset in [from, to), to being the
- * end of the non-zero bytes: a record's header holds a non-zero LSN, so
- * it starts before that end, but it may end well after it (an empty or
- * zero payload, the zero high bytes of its synced field), so the record
- * itself is bounded by the buffer, not by to.
- *
- * The bytes after the damage may be message bodies shaped like headers,
- * and each candidate passing the field filters costs a CRC over its
- * payload; so two more filters that no genuine record fails bound that
- * cost. LSNs are consecutive from s->end and every record takes at least
- * QUAYI_WAL_REC_HDR bytes, so the record at q has an LSN of at most
- * last_lsn + 1 + (q - end) / 32; and no payload exceeds the log's
- * max_record. The search then checksums at most (to - from) / 8 x
- * max_record bytes (s->proof_bytes counts them) rather than a quadratic
- * in the segment size. */
-static bool
-find_proof(struct quayi_wal_scan *s, uint64_t from, uint64_t to)
-{
-	uint64_t need = s->last_lsn + 1;
-	uint32_t max_len = s->max_record != 0 && s->max_record < QUAY_WAL_RECORD_MAX ? s->max_record :
-	    QUAY_WAL_RECORD_MAX;
-
-	for (uint64_t q = from; q < to && q + QUAYI_WAL_REC_HDR <= s->len; q += 8) {
-		const uint8_t *h = s->buf + q;
-		uint64_t lsn = get64(h + 8), synced = get64(h + 24);
-		uint32_t len = get32(h + 4), type = get32(h + 16), flags = get32(h + 20);
-		/* Cheap filters first, so garbage costs no CRC. */
-		if (lsn <= s->last_lsn || synced < need || synced >= lsn || type == 0 ||
-		    (flags & ~QUAYI_WAL_F_COMMIT) != 0)
-			continue;
-		if (len > max_len || lsn - need > (q - s->end) / QUAYI_WAL_REC_HDR)
-			continue;
-		if (quayi_wal_rec_size(len) > s->len + s->zero_tail - q)
-			continue;
-		s->proof_bytes += len;
-		if (rec_crc(s, q, len) == get32(h))
-			return true;
-	}
-	return false;
-}
-
-int
-quayi_wal_scan(struct quayi_wal_scan *s)
-{
-	const uint8_t *b = s->buf;
-
-	s->salt = 0;
-	s->first_lsn = 0;
-	s->end = 0;
-	s->last_lsn = 0;
-	s->records = s->user_records = s->checkpoint = 0;
-	s->bad_off = 0;
-	s->nonzero_end = 0;
-	s->uncommitted = 0;
-	s->reason = QUAY_WAL_R_NONE;
-	s->proven = false;
-	s->proof_bytes = 0;
-
-	if (s->len < QUAYI_WAL_SEG_HDR || get32(b) != QUAYI_WAL_MAGIC || get16(b + 4) != QUAYI_WAL_VERSION ||
-	    get16(b + 6) != QUAYI_WAL_SEG_HDR || quayi_crc32c(0, b, 28) != get32(b + 28) || get64(b + 16) == 0 ||
-	    get64(b + 16) > QUAYI_WAL_LSN_MAX) {
-		size_t n = s->len;
-		while (n > 0 && b[n - 1] == 0)
-			n--;
-		s->nonzero_end = n;
-		s->reason = QUAY_WAL_R_HEADER;
-		/* Anything beyond the header region means this file held data. */
-		s->proven = n > QUAYI_WAL_SEG_HDR;
-		return -EBADMSG;
-	}
-	s->salt = get32(b + 8);
-	s->first_lsn = get64(b + 16);
-	if (s->expect_lsn != 0 && s->first_lsn != s->expect_lsn) {
-		s->reason = QUAY_WAL_R_GAP;
-		s->end = s->bad_off = QUAYI_WAL_SEG_HDR;
-		s->last_lsn = s->first_lsn - 1;
-		s->proven = true;
-		return -EBADMSG;
-	}
-
-	uint64_t off = QUAYI_WAL_SEG_HDR, expect = s->first_lsn, bn = 0, bu = 0, bck = 0;
-	uint32_t why;
-	s->end = off;
-	s->last_lsn = s->first_lsn - 1;
-	for (;;) {
-		uint64_t sz = 0;
-		why = check_rec(s, off, expect, &sz);
-		if (why != 0)
-			break;
-		const uint8_t *h = b + off;
-		uint32_t type = get32(h + 16);
-		bn++;
-		if (type <= QUAY_WAL_TYPE_MAX)
-			bu++;
-		else if (type == QUAYI_WAL_T_CHECKPOINT && get32(h + 4) == 8) {
-			uint64_t c = get64(h + QUAYI_WAL_REC_HDR);
-			bck = c > bck ? c : bck;
-		}
-		off += sz;
-		if (get32(h + 20) & QUAYI_WAL_F_COMMIT) {
-			s->end = off;
-			s->last_lsn = expect;
-			s->records += bn;
-			s->user_records += bu;
-			if (bck > s->checkpoint)
-				s->checkpoint = bck;
-			bn = bu = bck = 0;
-		}
-		expect++;
-	}
-	s->bad_off = s->end;
-	s->uncommitted = bn;
-	uint64_t n = s->len;
-	while (n > s->end && b[n - 1] == 0)
-		n--;
-	if (n <= s->end) {
-		/* Clean: zero bytes only (or nothing) after the prefix, which
-		 * may end in the zero tail (a payload ending in zeros). */
-		s->nonzero_end = s->end;
-		return 0;
-	}
-	s->nonzero_end = n;
-	s->reason = (why == CHECK_ZERO) ? (bn > 0 ? QUAY_WAL_R_UNCOMMITTED : QUAY_WAL_R_FIELD) : why;
-	s->proven = find_proof(s, s->end + 8, n);
-	if (!s->last || s->proven)
-		return -EBADMSG;
-	return 1;
-}
-
-int
-quayi_wal_walk(const uint8_t *buf, uint64_t end,
-    int (*fn)(void *ctx, uint64_t lsn, uint32_t type, uint32_t flags, const uint8_t *data, uint32_t len),
-    void *ctx)
-{
-	uint64_t off = QUAYI_WAL_SEG_HDR;
-
-	while (off + QUAYI_WAL_REC_HDR <= end) {
-		const uint8_t *h = buf + off;
-		uint32_t len = get32(h + 4);
-		if (quayi_wal_rec_size(len) > end - off)
-			return -EBADMSG;
-		int r = fn(ctx, get64(h + 8), get32(h + 16), get32(h + 20), h + QUAYI_WAL_REC_HDR, len);
-		if (r != 0)
-			return r;
-		off += quayi_wal_rec_size(len);
-	}
-	return 0;
-}
 
 const char *
 quay_wal_reason_str(unsigned reason)
@@ -641,10 +385,40 @@ segs_push(quay_wal *w, uint64_t first_lsn)
 	return 0;
 }
 
-/* Create segment file first_lsn: header, preallocation, fdatasync, and a
- * directory fsync. On failure the file is removed. *fd open for writing. */
+/* Preallocation follows the data (issue 11: a tiny log used to take a
+ * whole 64 MiB segment on disk): a new segment gets PREALLOC_MIN, and
+ * whenever an append would pass the preallocated end it doubles (never
+ * past segment_bytes). So the disk a segment takes is below twice its
+ * data plus PREALLOC_MIN, and a segment's fdatasyncs change its size only
+ * at the few doublings (a 64 MiB segment: 10). */
+#define PREALLOC_MIN ((uint64_t)64 << 10)
+
+/* The preallocation to have for need bytes, growing from have. */
+static uint64_t
+prealloc_size(const quay_wal *w, uint64_t have, uint64_t need)
+{
+	uint64_t t = have > PREALLOC_MIN ? have : PREALLOC_MIN;
+
+	while (t < need && t < w->seg_bytes)
+		t *= 2;
+	return t < w->seg_bytes ? t : w->seg_bytes;
+}
+
+/* Preallocate fd to len bytes: 0 (also where the file system cannot
+ * preallocate: writes then grow the file), -ENOSPC, or another error. */
 static int
-create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp)
+prealloc(const quay_wal *w, int fd, uint64_t len)
+{
+	int r = w->io->allocate(w->ioctx, fd, len);
+
+	return r == -EOPNOTSUPP ? 0 : r;
+}
+
+/* Create segment file first_lsn: header, preallocation (the first step,
+ * *alloc), fdatasync, and a directory fsync. On failure the file is
+ * removed. *fd open for writing. */
+static int
+create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp, uint64_t *alloc)
 {
 	uint8_t h[QUAYI_WAL_SEG_HDR];
 	char *path = seg_path(w, first_lsn);
@@ -653,21 +427,20 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp)
 	if (path == NULL)
 		return -ENOMEM;
 	memset(h, 0, sizeof(h));
-	put32(h, QUAYI_WAL_MAGIC);
-	put16(h + 4, QUAYI_WAL_VERSION);
-	put16(h + 6, QUAYI_WAL_SEG_HDR);
-	put32(h + 8, salt);
-	put64(h + 16, first_lsn);
-	put32(h + 28, quayi_crc32c(0, h, 28));
+	quayi_le_put32(h, QUAYI_WAL_MAGIC);
+	quayi_le_put16(h + 4, QUAYI_WAL_VERSION);
+	quayi_le_put16(h + 6, QUAYI_WAL_SEG_HDR);
+	quayi_le_put32(h + 8, salt);
+	quayi_le_put64(h + 16, first_lsn);
+	quayi_le_put32(h + 28, quayi_crc32c(0, h, 28));
 	r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE | QUAYI_IO_CREATE, &fd);
 	if (r < 0) {
 		r = path_err(w, r, path);
 		free(path);
 		return r;
 	}
-	r = w->io->allocate(w->ioctx, fd, w->seg_bytes);
-	if (r == -EOPNOTSUPP)
-		r = 0;
+	*alloc = prealloc_size(w, 0, QUAYI_WAL_SEG_HDR);
+	r = prealloc(w, fd, *alloc);
 	if (r == 0)
 		r = write_full(w, fd, h, sizeof(h), 0);
 	if (r == 0)
@@ -677,7 +450,7 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp)
 	if (r != 0) {
 		w->io->close(w->ioctx, fd);
 		w->io->unlink(w->ioctx, path);
-		/* Best effort: a leftover empty segment is removed by R4. */
+		/* Best effort: a leftover empty segment is removed by WAL-R4. */
 		(void)w->io->sync_dir(w->ioctx, w->dir);
 		free(path);
 		return r == -ENOSPC ? -ENOSPC : -EIO;
@@ -702,7 +475,8 @@ fail_locked(quay_wal *w, int err)
 
 /* Zero-ahead (SYNC mode): before the leader writes records up to `to`,
  * the chunk after them is overwritten with zero bytes (in ZERO_CHUNK
- * pieces, never past the segment). fallocate leaves "unwritten" extents:
+ * pieces, never past the preallocated end `alloc`, so that the file
+ * does not grow beyond the preallocation). fallocate leaves "unwritten" extents:
  * the first write into each block changes the extent tree, and the
  * fdatasync that covers it must then commit the file system journal as
  * well as flush the data. Writing zeros ahead turns the extents into
@@ -715,7 +489,7 @@ fail_locked(quay_wal *w, int err)
 static const uint8_t zero_piece[ZERO_PIECE];
 
 static int
-zero_ahead(const quay_wal *w, int fd, uint64_t zeroed, uint64_t to, uint64_t *zeroed_out)
+zero_ahead(const quay_wal *w, int fd, uint64_t zeroed, uint64_t to, uint64_t alloc, uint64_t *zeroed_out)
 {
 	uint64_t at = zeroed > to ? zeroed : to;
 	uint64_t end = (to / ZERO_CHUNK + 1) * ZERO_CHUNK;
@@ -723,8 +497,8 @@ zero_ahead(const quay_wal *w, int fd, uint64_t zeroed, uint64_t to, uint64_t *ze
 
 	if (zeroed >= to + ZERO_CHUNK / 2)
 		return 0; /* still far enough ahead */
-	if (end > w->seg_bytes)
-		end = w->seg_bytes;
+	if (end > alloc)
+		end = alloc;
 	while (r == 0 && at < end) {
 		uint64_t n = end - at < ZERO_PIECE ? end - at : ZERO_PIECE;
 		r = write_full(w, fd, zero_piece, n, at);
@@ -750,7 +524,7 @@ static int
 flush_locked(quay_wal *w, bool sync)
 {
 	uint64_t from = w->wpos, to = w->fill, lsn_to = w->next_lsn - 1;
-	uint64_t zeroed = w->zeroed;
+	uint64_t zeroed = w->zeroed, alloc = w->alloc;
 	/* Only the leader writes durable_lsn, under mu: relaxed read is enough. */
 	bool need_sync = sync && __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED) < lsn_to;
 	int fd = w->fd, r = 0;
@@ -768,7 +542,7 @@ flush_locked(quay_wal *w, bool sync)
 	/* [from, to) of the buffer is stable: appenders only copy beyond
 	 * fill, and their room is bounded by wpos, which moves only below. */
 	if (w->mode == QUAY_WAL_SYNC)
-		r = zero_ahead(w, fd, zeroed, to, &zeroed);
+		r = zero_ahead(w, fd, zeroed, to, alloc, &zeroed);
 	while (r == 0 && from < to) {
 		uint64_t idx = from % w->bufsize, n = to - from;
 		if (n > w->bufsize - idx)
@@ -865,11 +639,12 @@ roll_locked(quay_wal *w)
 		return w->failed;
 	}
 	int nfd;
+	uint64_t alloc = 0;
 	uint32_t salt = new_salt();
 	r = segs_push(w, w->next_lsn);
 	if (r != 0)
 		return r;
-	r = create_seg(w, w->next_lsn, salt, &nfd);
+	r = create_seg(w, w->next_lsn, salt, &nfd, &alloc);
 	if (r != 0) {
 		w->nsegs--;
 		if (r != -ENOSPC && r != -ENOMEM) {
@@ -881,7 +656,7 @@ roll_locked(quay_wal *w)
 	}
 	struct wal_seg *old = &w->segs[w->nsegs - 2];
 	old->file_bytes = old->end;
-	w->segs[w->nsegs - 1].file_bytes = w->seg_bytes;
+	w->segs[w->nsegs - 1].file_bytes = w->alloc = alloc;
 	w->io->close(w->ioctx, w->fd);
 	w->fd = nfd;
 	/* Relaxed: appenders read salt outside mu only as a guess that they
@@ -905,6 +680,29 @@ copy_in(quay_wal *w, const void *src, uint64_t n)
 }
 
 static const uint8_t zero_pad[8];
+
+/* Grow the current segment's preallocation to cover need bytes (see
+ * PREALLOC_MIN), before the records that need it are accepted. Under mu:
+ * growing is rare (a few times per segment) and the leader's writes
+ * outside mu only go below fill. No room is -ENOSPC for this append
+ * only, as when a segment cannot be created; any other failure fails
+ * the WAL. */
+static int
+grow_locked(quay_wal *w, uint64_t need)
+{
+	uint64_t to = prealloc_size(w, w->alloc, need);
+	int r = prealloc(w, w->fd, to);
+
+	if (r == -ENOSPC)
+		return r;
+	if (r != 0) {
+		fail_locked(w, -EIO);
+		return w->failed;
+	}
+	w->alloc = to;
+	w->segs[w->nsegs - 1].file_bytes = to;
+	return 0;
+}
 
 /* Append n records (validated) as one batch; internal types allowed. */
 static int
@@ -943,9 +741,11 @@ put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
 				goto out;
 			continue;
 		}
+		if (w->fill + total > w->alloc && (r = grow_locked(w, w->fill + total)) != 0)
+			goto out;
 		break;
 	}
-	/* The record's synced field (R3). Relaxed: under mu, which every
+	/* The record's synced field (WAL-R3). Relaxed: under mu, which every
 	 * writer of durable_lsn holds. */
 	uint64_t synced = __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED);
 	uint64_t first = w->next_lsn;
@@ -953,16 +753,16 @@ put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
 	for (size_t i = 0; i < n; i++) {
 		uint8_t h[QUAYI_WAL_REC_HDR];
 		uint32_t c;
-		put32(h + 4, (uint32_t)recs[i].len);
-		put64(h + 8, first + i);
-		put32(h + 16, recs[i].type);
-		put32(h + 20, i + 1 == n ? QUAYI_WAL_F_COMMIT : 0u);
-		put64(h + 24, synced);
+		quayi_le_put32(h + 4, (uint32_t)recs[i].len);
+		quayi_le_put64(h + 8, first + i);
+		quayi_le_put32(h + 16, recs[i].type);
+		quayi_le_put32(h + 20, i + 1 == n ? QUAYI_WAL_F_COMMIT : 0u);
+		quayi_le_put64(h + 24, synced);
 		if (n == 1 && salt_guess == w->salt)
 			c = crc1;
 		else
 			c = quayi_crc32c(w->salt, recs[i].data, recs[i].len);
-		put32(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
+		quayi_le_put32(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
 		copy_in(w, h, sizeof(h));
 		if (recs[i].len > 0)
 			copy_in(w, recs[i].data, recs[i].len);
@@ -1208,7 +1008,7 @@ quay_wal_checkpoint(quay_wal *w, uint64_t lsn)
 	pthread_mutex_unlock(&w->mu);
 	if (r != 0)
 		return r;
-	put64(payload, lsn);
+	quayi_le_put64(payload, lsn);
 	r = put_batch(w, &rec, 1, &mark);
 	if (r == 0)
 		r = quay_wal_sync(w, mark);
@@ -1354,7 +1154,7 @@ report_at(struct quay_wal_report *rep, uint64_t first_lsn, uint64_t off, uint32_
 	rep->reason = reason;
 }
 
-/* Remove segment files (SALVAGE and R4). */
+/* Remove segment files (SALVAGE and WAL-R4). */
 static int
 remove_segs(quay_wal *w, const uint64_t *v, size_t n)
 {
@@ -1370,16 +1170,219 @@ remove_segs(quay_wal *w, const uint64_t *v, size_t n)
 	return n > 0 && w->io->sync_dir(w->ioctx, w->dir) != 0 ? -EIO : 0;
 }
 
+/* Keep the valid prefix of a scanned segment as the next of w->segs: its
+ * records, its LSNs and its checkpoint marks. The one place both a clean
+ * segment and a salvaged one (WAL-R5) are taken in, so that they cannot
+ * differ in what they keep (issue 10: the salvage path once forgot the
+ * checkpoint). */
+static int
+keep_seg(quay_wal *w, const struct quayi_wal_scan *s, uint64_t file_bytes, struct quay_wal_report *rep)
+{
+	int r = segs_push(w, s->first_lsn);
+
+	if (r != 0)
+		return r;
+	struct wal_seg *g = &w->segs[w->nsegs - 1];
+	g->last_lsn = s->last_lsn;
+	g->end = s->end;
+	g->records = s->user_records;
+	g->file_bytes = file_bytes;
+	w->next_lsn = s->last_lsn + 1;
+	rep->records += s->user_records;
+	if (s->checkpoint > w->checkpoint_lsn)
+		w->checkpoint_lsn = s->checkpoint;
+	return 0;
+}
+
+/* What recovery decided about the segments (filled by scan_segs). */
+struct recovery {
+	size_t keep;     /* segments kept: lc.v[0 .. keep) */
+	uint64_t cut_at; /* offset to truncate the last kept segment to (0: none) */
+};
+
+/* WAL-R1: read and scan the i-th segment, first_lsn (expecting the LSN after
+ * the previous one); *sr is the scan's result, *file_bytes the file's
+ * size. Returns 0 or an I/O error (reported). */
+static int
+scan_one(quay_wal *w, uint64_t first_lsn, size_t i, bool last, struct quayi_wal_scan *s, int *sr,
+    uint64_t *file_bytes, struct quay_wal_report *rep)
+{
+	uint8_t *buf;
+	uint64_t len, tail = 0;
+	int r = read_seg(w, first_lsn, 0, &buf, &len, &tail);
+
+	rep->segments++;
+	if (r != 0) {
+		report_at(rep, first_lsn, 0, QUAY_WAL_R_IO);
+		return r;
+	}
+	memset(s, 0, sizeof(*s));
+	s->buf = buf;
+	s->len = (size_t)len;
+	s->zero_tail = tail;
+	s->last = last;
+	s->expect_lsn = i > 0 ? w->next_lsn : 0;
+	s->max_record = w->max_record;
+	*sr = quayi_wal_scan(s);
+	free(buf);
+	s->buf = NULL;
+	rep->bytes += s->end;
+	*file_bytes = len + tail;
+	if (*sr >= 0 && s->first_lsn != first_lsn) {
+		*sr = -EBADMSG;
+		s->reason = QUAY_WAL_R_NAME;
+		s->bad_off = 0;
+	}
+	return 0;
+}
+
+/* WAL-R2..WAL-R5: act on one segment's scan (sr its result). Sets *stop when no
+ * later segment is to be read; returns 0 or -EBADMSG / an error. */
+static int
+judge_one(quay_wal *w, const uint64_t *v, size_t n, size_t i, const struct quayi_wal_scan *s, int sr,
+    uint64_t file_bytes, struct recovery *rc, struct quay_wal_report *rep, bool *stop)
+{
+	bool last = i + 1 == n;
+
+	*stop = false;
+	if (sr < 0 && s->reason == QUAY_WAL_R_HEADER && last && !s->proven) {
+		/* WAL-R4: creation cut short; nothing of the log is in it. */
+		report_at(rep, v[i], 0, QUAY_WAL_R_HEADER);
+		rep->tail_cut = true;
+		rep->cut_bytes = s->nonzero_end;
+		rep->segments_removed++;
+		rc->keep = i;
+		*stop = true;
+		return 0;
+	}
+	if (sr < 0) {
+		bool hdr_ok = s->reason != QUAY_WAL_R_HEADER && s->reason != QUAY_WAL_R_NAME &&
+		    s->reason != QUAY_WAL_R_GAP;
+		report_at(rep, v[i], s->reason == QUAY_WAL_R_HEADER || s->reason == QUAY_WAL_R_NAME ? 0 : s->bad_off,
+		    s->reason);
+		rep->corrupt = true;
+		rep->cut_bytes = s->nonzero_end > s->end ? s->nonzero_end - s->end : 0;
+		rep->cut_records = s->uncommitted;
+		*stop = true;
+		if (!(w->flags & QUAY_WAL_SALVAGE))
+			return -EBADMSG;
+		/* WAL-R5: keep the prefix of this segment (if its header is
+		 * sound), drop the rest. */
+		rc->keep = hdr_ok ? i + 1 : i;
+		rep->segments_removed += (uint32_t)(n - rc->keep);
+		if (!hdr_ok)
+			return 0;
+		rc->cut_at = s->end;
+		return keep_seg(w, s, file_bytes, rep);
+	}
+	int r = keep_seg(w, s, file_bytes, rep);
+	if (r == 0 && sr == 1) {
+		/* WAL-R3: a torn tail, cut below. */
+		report_at(rep, v[i], s->bad_off, s->reason);
+		rep->tail_cut = true;
+		rep->cut_bytes = s->nonzero_end - s->end;
+		rep->cut_records = s->uncommitted;
+		rc->cut_at = s->end;
+	}
+	*stop = r != 0;
+	return r;
+}
+
+/* Scan the listed segments in order, filling w->segs and the report. */
+static int
+scan_segs(quay_wal *w, const uint64_t *v, size_t n, struct recovery *rc, struct quay_wal_report *rep)
+{
+	int r = 0;
+	bool stop = false;
+
+	rc->keep = n;
+	rc->cut_at = 0;
+	for (size_t i = 0; i < n && !stop; i++) {
+		struct quayi_wal_scan s;
+		uint64_t file_bytes = 0;
+		int sr = 0;
+		if ((r = scan_one(w, v[i], i, i + 1 == n, &s, &sr, &file_bytes, rep)) != 0)
+			break;
+		r = judge_one(w, v, n, i, &s, sr, file_bytes, rc, rep, &stop);
+	}
+	return r;
+}
+
+/* Open the last kept segment for appending: cut a torn tail (WAL-R3: a
+ * stale valid record must never follow new ones), set the preallocation
+ * to the step that covers the data (growing it, or trimming zero bytes
+ * preallocated beyond it, as by older versions that preallocated whole
+ * segments), and make what is kept durable before calling it durable;
+ * then read its salt. */
+static int
+reopen_last(quay_wal *w, uint64_t cut_at)
+{
+	struct wal_seg *g = &w->segs[w->nsegs - 1];
+	char *path = seg_path(w, g->first_lsn);
+	int r;
+
+	if (path == NULL)
+		return -ENOMEM;
+	r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE, &w->fd);
+	if (r != 0)
+		r = path_err(w, r, path);
+	free(path);
+	/* The file's size once cut; everything past g->end is zero bytes. */
+	uint64_t size = cut_at != 0 ? cut_at : g->file_bytes, want = prealloc_size(w, 0, g->end);
+	if (want < g->end)
+		want = size; /* written with larger segments: left as it is */
+	if (r == 0 && (size > want || cut_at != 0))
+		r = w->io->truncate(w->ioctx, w->fd, size > want ? want : cut_at);
+	if (r == 0 && size < want)
+		r = prealloc(w, w->fd, want);
+	if (r == 0)
+		g->file_bytes = w->alloc = want;
+	if (r == 0)
+		r = w->io->fsync(w->ioctx, w->fd);
+	if (r != 0 && r != -ENOSPC)
+		r = -EIO;
+	w->fill = w->wpos = w->zeroed = g->end;
+	w->salt = 0;
+	if (r == 0) {
+		uint8_t h[QUAYI_WAL_SEG_HDR];
+		r = read_full(w, w->fd, h, sizeof(h), 0) == 0 ? 0 : -EIO;
+		w->salt = quayi_le_get32(h + 8);
+	}
+	return r;
+}
+
+/* No segment kept: start the log (a READONLY open only sets the LSN). */
+static int
+start_first(quay_wal *w)
+{
+	int r = 0;
+
+	w->next_lsn = w->next_lsn ? w->next_lsn : 1;
+	if (w->flags & QUAY_WAL_READONLY)
+		return 0;
+	uint32_t salt = new_salt();
+	r = segs_push(w, w->next_lsn);
+	if (r == 0) {
+		r = create_seg(w, w->next_lsn, salt, &w->fd, &w->alloc);
+		if (r != 0)
+			w->nsegs = 0;
+		else
+			w->segs[0].file_bytes = w->alloc;
+	}
+	w->salt = salt;
+	w->fill = w->wpos = w->zeroed = QUAYI_WAL_SEG_HDR;
+	return r;
+}
+
 /* Scan all segments (RECOVERY above). Fills w->segs, next_lsn,
  * checkpoint_lsn and the report; cuts the tail unless READONLY. */
 static int
 recover(quay_wal *w, struct quay_wal_report *rep)
 {
 	struct list_ctx lc = { NULL, 0, 0, 0 };
+	struct recovery rc = { 0, 0 };
 	bool ro = w->flags & QUAY_WAL_READONLY;
 	int r = w->io->list(w->ioctx, w->dir, list_cb, &lc);
-	uint64_t cut_at = 0;   /* offset to truncate the last kept segment to (0: none) */
-	size_t keep;
 
 	if (r != 0) {
 		free(lc.v);
@@ -1387,148 +1390,15 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 	}
 	if (lc.n > 1)
 		qsort(lc.v, lc.n, sizeof(*lc.v), cmp_u64);
-	keep = lc.n;
-	for (size_t i = 0; i < lc.n; i++) {
-		uint8_t *buf;
-		uint64_t len;
-		bool last = i + 1 == lc.n;
-		uint64_t tail = 0;
-		r = read_seg(w, lc.v[i], 0, &buf, &len, &tail);
-		rep->segments++;
-		if (r != 0) {
-			report_at(rep, lc.v[i], 0, QUAY_WAL_R_IO);
-			break;
-		}
-		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .zero_tail = tail, .last = last,
-			.expect_lsn = i > 0 ? w->next_lsn : 0, .max_record = w->max_record };
-		int sr = quayi_wal_scan(&s);
-		free(buf);
-		rep->bytes += s.end;
-		if (sr >= 0 && s.first_lsn != lc.v[i]) {
-			sr = -EBADMSG;
-			s.reason = QUAY_WAL_R_NAME;
-			s.bad_off = 0;
-		}
-		if (sr < 0 && s.reason == QUAY_WAL_R_HEADER && last && !s.proven) {
-			/* R4: creation cut short; nothing of the log is in it. */
-			report_at(rep, lc.v[i], 0, QUAY_WAL_R_HEADER);
-			rep->tail_cut = true;
-			rep->cut_bytes = s.nonzero_end;
-			rep->segments_removed++;
-			keep = i;
-			r = 0;
-			break;
-		}
-		if (sr < 0) {
-			report_at(rep, lc.v[i], s.reason == QUAY_WAL_R_HEADER || s.reason == QUAY_WAL_R_NAME ? 0 : s.bad_off,
-			    s.reason);
-			rep->corrupt = true;
-			rep->cut_bytes = s.nonzero_end > s.end ? s.nonzero_end - s.end : 0;
-			rep->cut_records = s.uncommitted;
-			if (!(w->flags & QUAY_WAL_SALVAGE)) {
-				r = -EBADMSG;
-				break;
-			}
-			/* R5: keep the prefix of this segment (if its header is
-			 * sound), drop the rest. */
-			bool hdr_ok = s.reason != QUAY_WAL_R_HEADER && s.reason != QUAY_WAL_R_NAME &&
-			    s.reason != QUAY_WAL_R_GAP;
-			keep = hdr_ok ? i + 1 : i;
-			rep->segments_removed += (uint32_t)(lc.n - keep);
-			if (hdr_ok) {
-				if ((r = segs_push(w, s.first_lsn)) != 0)
-					break;
-				struct wal_seg *g = &w->segs[w->nsegs - 1];
-				g->last_lsn = s.last_lsn;
-				g->end = s.end;
-				g->records = s.user_records;
-				g->file_bytes = len + tail;
-				w->next_lsn = s.last_lsn + 1;
-				rep->records += s.user_records;
-				cut_at = s.end;
-			}
-			r = 0;
-			break;
-		}
-		if ((r = segs_push(w, s.first_lsn)) != 0)
-			break;
-		struct wal_seg *g = &w->segs[w->nsegs - 1];
-		g->last_lsn = s.last_lsn;
-		g->end = s.end;
-		g->records = s.user_records;
-		g->file_bytes = len + tail;
-		w->next_lsn = s.last_lsn + 1;
-		rep->records += s.user_records;
-		if (s.checkpoint > w->checkpoint_lsn)
-			w->checkpoint_lsn = s.checkpoint;
-		if (sr == 1) {
-			report_at(rep, lc.v[i], s.bad_off, s.reason);
-			rep->tail_cut = true;
-			rep->cut_bytes = s.nonzero_end - s.end;
-			rep->cut_records = s.uncommitted;
-			cut_at = s.end;
-		}
-	}
-	if (r == 0 && !ro) {
-		/* Remove what R4/R5 dropped, newest first, so that a crash
-		 * half-way still leaves a gap-free prefix. */
-		for (size_t i = lc.n; r == 0 && i > keep; i--)
-			r = remove_segs(w, &lc.v[i - 1], 1);
-	}
-	if (r == 0 && w->nsegs > 0) {
-		struct wal_seg *g = &w->segs[w->nsegs - 1];
-		if (ro) {
-			w->fd = -1;
-		} else {
-			char *path = seg_path(w, g->first_lsn);
-			if (path == NULL) {
-				r = -ENOMEM;
-			} else {
-				r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE, &w->fd);
-				if (r != 0)
-					r = path_err(w, r, path);
-				free(path);
-			}
-			/* R3: cut the torn tail (a stale valid record must never
-			 * follow new ones), restore the preallocation, and make
-			 * what we keep durable before calling it durable. */
-			if (r == 0 && cut_at != 0)
-				r = w->io->truncate(w->ioctx, w->fd, cut_at);
-			if (r == 0 && (cut_at != 0 || g->file_bytes < w->seg_bytes)) {
-				int a = w->io->allocate(w->ioctx, w->fd, w->seg_bytes);
-				r = a == -EOPNOTSUPP ? 0 : a;
-				if (r == 0)
-					g->file_bytes = g->file_bytes > w->seg_bytes ? g->file_bytes : w->seg_bytes;
-			}
-			if (r == 0)
-				r = w->io->fsync(w->ioctx, w->fd);
-			if (r != 0 && r != -ENOSPC)
-				r = -EIO;
-			w->fill = w->wpos = w->zeroed = g->end;
-			w->salt = 0;
-			if (r == 0) {
-				uint8_t h[QUAYI_WAL_SEG_HDR];
-				r = read_full(w, w->fd, h, sizeof(h), 0) == 0 ? 0 : -EIO;
-				w->salt = get32(h + 8);
-			}
-		}
-	}
-	if (r == 0 && w->nsegs == 0) {
-		w->next_lsn = w->next_lsn ? w->next_lsn : 1;
-		if (!ro) {
-			uint32_t salt = new_salt();
-			r = segs_push(w, w->next_lsn);
-			if (r == 0) {
-				r = create_seg(w, w->next_lsn, salt, &w->fd);
-				if (r != 0)
-					w->nsegs = 0;
-				else
-					w->segs[0].file_bytes = w->seg_bytes;
-			}
-			w->salt = salt;
-			w->fill = w->wpos = w->zeroed = QUAYI_WAL_SEG_HDR;
-		}
-	}
+	r = scan_segs(w, lc.v, lc.n, &rc, rep);
+	/* Remove what WAL-R4/WAL-R5 dropped, newest first, so that a crash half-way
+	 * still leaves a gap-free prefix. */
+	for (size_t i = lc.n; r == 0 && !ro && i > rc.keep; i--)
+		r = remove_segs(w, &lc.v[i - 1], 1);
+	if (r == 0 && w->nsegs > 0 && !ro)
+		r = reopen_last(w, rc.cut_at);
+	if (r == 0 && w->nsegs == 0)
+		r = start_first(w);
 	w->written_lsn = w->next_lsn - 1;
 	/* Before any other thread exists: relaxed is enough. */
 	__atomic_store_n(&w->durable_lsn, w->next_lsn - 1, __ATOMIC_RELAXED);

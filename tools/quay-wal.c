@@ -94,6 +94,7 @@ struct wal_decoder {
 
 /* Their layout: the header the queue itself encodes with (one description
  * of the format, issue 10), self-contained and never installed. */
+#include "../src/le.h"
 #include "../src/queue_durable_format.h"
 
 #define DQ_NAME_MAX 255u   /* longest name kept from a NAME record */
@@ -144,11 +145,11 @@ dq_name_rec(const unsigned char *p, size_t len, size_t *n)
 {
 	if (len < QUAYI_DQ_NAME_HDR)
 		return NULL;
-	*n = (size_t)quayi_dqf_get(p + QUAYI_DQF_NAME_LEN, 2);
+	*n = (size_t)quayi_le_get16(p + QUAYI_DQF_NAME_LEN);
 	if (*n == 0 || *n != len - QUAYI_DQ_NAME_HDR || *n > DQ_NAME_MAX)
 		return NULL;
 	/* The id is the name's hash: a record that disagrees is not trusted. */
-	if (quayi_dqf_qid((const char *)p + QUAYI_DQ_NAME_HDR, *n) != quayi_dqf_get(p + QUAYI_DQF_QID, 8))
+	if (quayi_dqf_qid((const char *)p + QUAYI_DQ_NAME_HDR, *n) != quayi_le_get64(p + QUAYI_DQF_QID))
 		return NULL;
 	return (const char *)p + QUAYI_DQ_NAME_HDR;
 }
@@ -162,7 +163,7 @@ dq_prepass(uint64_t lsn, uint32_t type, const void *data, size_t len)
 	(void)lsn;
 	if (type != QUAYI_DQ_NAME || (nm = dq_name_rec(data, len, &n)) == NULL)
 		return;
-	uint64_t q = quayi_dqf_get(data, 8);
+	uint64_t q = quayi_le_get64(data);
 	if (dq_name_of(q) != NULL)
 		return;
 	if (dq_nnames == dq_names_cap) {
@@ -203,18 +204,18 @@ dq_queue(FILE *out, uint64_t q, bool json)
 static size_t
 dq_body_off(const unsigned char *p, size_t len)
 {
-	size_t off = QUAYI_DQ_ADD_HDR + (size_t)quayi_dqf_get(p + QUAYI_DQF_ADD_REPLY_LEN, 2);
-	uint64_t nh = quayi_dqf_get(p + QUAYI_DQF_ADD_NHEADERS, 2);
+	size_t off = QUAYI_DQ_ADD_HDR + (size_t)quayi_le_get16(p + QUAYI_DQF_ADD_REPLY_LEN);
+	uint64_t nh = quayi_le_get16(p + QUAYI_DQF_ADD_NHEADERS);
 
 	for (uint64_t i = 0; i < nh && off <= len; i++) {
 		if (len - off < QUAYI_DQF_HDR_ENTRY)
 			return 0;
-		uint64_t kl = p[off], vl = quayi_dqf_get(p + off + 1, 4);
+		uint64_t kl = p[off], vl = quayi_le_get32(p + off + 1);
 		if (kl + vl > len - off - QUAYI_DQF_HDR_ENTRY)
 			return 0;
 		off += QUAYI_DQF_HDR_ENTRY + (size_t)(kl + vl);
 	}
-	if (off > len || len - off != quayi_dqf_get(p + QUAYI_DQF_ADD_BODY_LEN, 4))
+	if (off > len || len - off != quayi_le_get32(p + QUAYI_DQF_ADD_BODY_LEN))
 		return 0;
 	return off;
 }
@@ -222,8 +223,11 @@ dq_body_off(const unsigned char *p, size_t len)
 static void
 dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t preview, FILE *out, bool json)
 {
-	static const char *const origin[] = { "send", "dead-letter", "redrive", "copy" };
-	static const char *const why[] = { "?", "ack", "drop", "dead-letter", "dead-drop", "redrive" };
+	static const char *const origin[8] = { [QUAYI_DQF_O_SEND] = "send", [QUAYI_DQF_O_DEAD] = "dead-letter",
+		[QUAYI_DQF_O_REDRIVE] = "redrive", [QUAYI_DQF_O_COPY] = "copy" };
+	static const char *const why[QUAYI_DQF_WHY_MAX + 1] = { "?", [QUAYI_DQF_WHY_ACK] = "ack",
+		[QUAYI_DQF_WHY_DROP] = "drop", [QUAYI_DQF_WHY_DEAD] = "dead-letter",
+		[QUAYI_DQF_WHY_DEAD_DROP] = "dead-drop", [QUAYI_DQF_WHY_REDRIVE] = "redrive" };
 	const unsigned char *p = data;
 	bool ok = type == QUAYI_DQ_ADD ? len >= QUAYI_DQ_ADD_HDR
 	    : type == QUAYI_DQ_NAME ? len >= QUAYI_DQ_NAME_HDR
@@ -233,7 +237,7 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 		fprintf(out, json ? "{\"malformed\":true}" : "malformed (%zu bytes)", len);
 		return;
 	}
-	uint64_t q = quayi_dqf_get(p + QUAYI_DQF_QID, 8), did = quayi_dqf_get(p + QUAYI_DQF_DID, 8);
+	uint64_t q = quayi_le_get64(p + QUAYI_DQF_QID), did = quayi_le_get64(p + QUAYI_DQF_DID);
 	if (type == QUAYI_DQ_NAME) {
 		size_t n;
 		const char *nm = dq_name_rec(p, len, &n);
@@ -264,11 +268,11 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 		                    ",\"expires_ns\":%" PRId64 ",\"headers\":%" PRIu64 ",\"body_len\":%" PRIu64
 		                  : " did %" PRIu64 "%s %s attempts %" PRIu64 " prio %u"
 		                    " not_before %" PRId64 " expires %" PRId64 " headers %" PRIu64 " body %" PRIu64,
-		    rdid, did == 0 ? (json ? "true" : " (its LSN)") : (json ? "false" : ""), o < 4 ? origin[o] : "?",
-		    quayi_dqf_get(p + QUAYI_DQF_ADD_ATTEMPTS, 4), p[QUAYI_DQF_ADD_PRIORITY],
-		    (int64_t)quayi_dqf_get(p + QUAYI_DQF_ADD_NOT_BEFORE, 8),
-		    (int64_t)quayi_dqf_get(p + QUAYI_DQF_ADD_EXPIRES, 8), quayi_dqf_get(p + QUAYI_DQF_ADD_NHEADERS, 2),
-		    quayi_dqf_get(p + QUAYI_DQF_ADD_BODY_LEN, 4));
+		    rdid, did == 0 ? (json ? "true" : " (its LSN)") : (json ? "false" : ""), origin[o] != NULL ? origin[o] : "?",
+		    (uint64_t)quayi_le_get32(p + QUAYI_DQF_ADD_ATTEMPTS), p[QUAYI_DQF_ADD_PRIORITY],
+		    (int64_t)quayi_le_get64(p + QUAYI_DQF_ADD_NOT_BEFORE),
+		    (int64_t)quayi_le_get64(p + QUAYI_DQF_ADD_EXPIRES), (uint64_t)quayi_le_get16(p + QUAYI_DQF_ADD_NHEADERS),
+		    (uint64_t)quayi_le_get32(p + QUAYI_DQF_ADD_BODY_LEN));
 		if (boff == 0) {
 			fprintf(out, json ? ",\"body_malformed\":true}" : " (malformed image)");
 			return;
@@ -291,8 +295,8 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 	} else {
 		fprintf(out, json ? ",\"did\":%" PRIu64 ",\"attempts\":%" PRIu64 ",\"not_before_ns\":%" PRId64 "}"
 		                  : " did %" PRIu64 " attempts %" PRIu64 " not_before %" PRId64,
-		    did, quayi_dqf_get(p + QUAYI_DQF_RETRY_ATTEMPTS, 4),
-		    (int64_t)quayi_dqf_get(p + QUAYI_DQF_RETRY_NOT_BEFORE, 8));
+		    did, (uint64_t)quayi_le_get32(p + QUAYI_DQF_RETRY_ATTEMPTS),
+		    (int64_t)quayi_le_get64(p + QUAYI_DQF_RETRY_NOT_BEFORE));
 	}
 }
 
@@ -387,8 +391,8 @@ dq_stats_record(void *st, uint64_t lsn, uint32_t type, const void *data, size_t 
 		l->malformed = true;
 		return;
 	}
-	q = quayi_dqf_get(p + QUAYI_DQF_QID, 8);
-	d = quayi_dqf_get(p + QUAYI_DQF_DID, 8);
+	q = quayi_le_get64(p + QUAYI_DQF_QID);
+	d = quayi_le_get64(p + QUAYI_DQF_DID);
 	if (type == QUAYI_DQ_ADD && d == 0)
 		d = lsn;
 	if (type == QUAYI_DQ_RETRY || d == 0)
@@ -775,7 +779,7 @@ cmd_verify(const char *dir)
 		/* What can and cannot be known (issue 11): the old line said
 		 * "no record acknowledged in SYNC mode is lost", but a synced
 		 * record damaged afterwards, with no later record to prove it
-		 * durable (R3), is classed as a torn tail too. */
+		 * durable (WAL-R3), is classed as a torn tail too. */
 		printf(";\n  every record before the cut is intact and kept. Whether the cut record(s) had\n"
 		       "  been acknowledged cannot be told from the log: a write cut short by a crash\n"
 		       "  (never acknowledged in SYNC mode) and a synced record damaged afterwards look\n"

@@ -8,11 +8,40 @@
  * token is 1 or more printable ASCII bytes (0x21..0x7e) other than `.`,
  * `*` and `>`. A subject is 1..QUAY_BUS_SUBJECT_MAX bytes and has at most
  * QUAY_BUS_TOKENS_MAX tokens. A pattern is a subject whose tokens may
- * also be `*` (exactly one token) or, as the last token only, `>` (one
- * or more tokens). `*` and `>` are never part of a longer token (`a*`,
- * `>b` are invalid) and never appear in a published subject. Empty
+ * also be `*` (exactly one token), `#` (zero or more tokens, anywhere, as
+ * in AMQP) or, as the last token only, `>` (one or more tokens). `*`
+ * and `>` are never part of a longer token (`a*`, `>b` are invalid);
+ * inside a longer token `#` is a plain byte (`a#` is a literal token, as
+ * in AMQP). No wildcard token appears in a published subject. Empty
  * tokens (`a..b`, a leading or trailing dot), the empty string, bytes
  * outside 0x21..0x7e and over-long strings get -EINVAL.
+ *
+ * Matching table (pattern: subjects it matches / does not match):
+ *
+ *   a.b       a.b                       / a, a.b.c, a.c
+ *   a.*       a.b, a.x                  / a, a.b.c
+ *   a.>       a.b, a.b.c                / a
+ *   a.#       a, a.b, a.b.c             / b, ab
+ *   #.a       a, x.a, x.y.a             / a.x
+ *   a.#.b     a.b, a.x.b, a.x.y.b       / a, b, a.b.c
+ *   #         every subject             / -
+ *   *.#       every subject             / -
+ *   #.*       every subject             / -
+ *   #.>       every subject             / -
+ *   a.#.>     a.b, a.b.c                / a
+ *   a.*.#     a.b, a.b.c                / a
+ *   #.#       every subject             / -
+ *   *.#.*     a.b, a.b.c                / a
+ *
+ * Bindings (quay_bus_bind()) attach a quay_queue to a pattern: a publish
+ * sends the message to every matching bound queue as it queues it to
+ * every matching subscription (the same trie, cache and lock-free
+ * publish). The first bound queue that takes a publish gets the
+ * publisher's message itself; each other bound queue gets its own copy
+ * (quay_msg_clone() in the message's pool), because a queue keeps its
+ * per-delivery state (attempts, times, a durable queue's claim) in the
+ * message. Subscriptions and bindings may carry a header filter (see
+ * quay_filter_check()), tested after the subject matched.
  *
  * A subscription owns a bounded queue of message references: a quay ring
  * (multi-producer, multi-consumer: any number of threads may receive), or
@@ -81,6 +110,7 @@
 
 #include <quay/err.h>
 #include <quay/msg.h>
+#include <quay/queue.h>
 #include <quay/stats.h>
 
 #ifdef __cplusplus
@@ -110,6 +140,17 @@ extern "C" {
 typedef struct quay_bus quay_bus;
 /** A subscription (opaque). */
 typedef struct quay_sub quay_sub;
+/** A binding of a queue to a pattern (opaque). */
+typedef struct quay_binding quay_binding;
+
+/** Longest header filter, in bytes. */
+#define QUAY_FILTER_LEN_MAX 4096u
+/** Most clauses in one filter (over all its || groups). */
+#define QUAY_FILTER_CLAUSES_MAX 64u
+/** Most values in one `in {...}` list. */
+#define QUAY_FILTER_VALUES_MAX 64u
+/** Longest value in a filter, in bytes. */
+#define QUAY_FILTER_VALUE_MAX 255u
 
 /**
  * What a publish does when a subscription's queue is full.
@@ -163,10 +204,17 @@ struct quay_bus_opts {
 	int64_t (*clock)(void *clock_arg);
 	/** Passed to clock. */
 	void *clock_arg;
+	/** A queue that receives each published message that reached no
+	 *  target (no subscription or binding matched it, filters
+	 *  included), as RabbitMQ's alternate exchange (NULL: none). Such
+	 *  messages are counted either way (quay_bus_counters()). It must
+	 *  outlive the bus. Added with issue 12: a struct whose size stops
+	 *  before this field is accepted (none). */
+	quay_queue *unroutable;
 };
 
 /** Initialiser for struct quay_bus_opts: every field its default. */
-#define QUAY_BUS_OPTS_INIT { sizeof(struct quay_bus_opts), 0u, NULL, NULL, 0u, 0u, NULL, NULL }
+#define QUAY_BUS_OPTS_INIT { sizeof(struct quay_bus_opts), 0u, NULL, NULL, 0u, 0u, NULL, NULL, NULL }
 
 /** Subscription options. Start from QUAY_SUB_OPTS_INIT. */
 struct quay_sub_opts {
@@ -190,21 +238,88 @@ struct quay_sub_opts {
 	/** Queue group name (NULL: none), 1..QUAY_BUS_NAME_MAX bytes of
 	 *  0x21..0x7e. */
 	const char *group;
+	/** Header filter (NULL: none), see quay_filter_check(): a message
+	 *  whose subject matches reaches the subscription only if its
+	 *  headers satisfy it. Compiled once here. Added with issue 12: a
+	 *  struct whose size stops before this field is accepted (none). */
+	const char *filter;
 };
 
 /** Initialiser for struct quay_sub_opts: the defaults. */
 #define QUAY_SUB_OPTS_INIT \
-	{ sizeof(struct quay_sub_opts), 0u, QUAY_SUB_REJECT, 0u, 0u, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL }
+	{ sizeof(struct quay_sub_opts), 0u, QUAY_SUB_REJECT, 0u, 0u, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL, NULL }
 
-/** What one publish did (quay_bus_publish_ex()). */
-struct quay_bus_pub_result {
-	uint32_t matched;    /**< targets matched (a group counts once) */
+/** Binding options. Start from QUAY_BIND_OPTS_INIT. */
+struct quay_bind_opts {
+	/** sizeof(struct quay_bind_opts): the version. */
+	size_t size;
+	/** No flags are defined yet: must be 0. */
+	unsigned flags;
+	/** When the queue is full (quay_queue_send() says -EAGAIN):
+	 *  QUAY_SUB_REJECT (the default: refused, counted, reported),
+	 *  QUAY_SUB_DROP_NEWEST (not queued there, counted) or
+	 *  QUAY_SUB_BLOCK (the publisher retries until block_timeout_ns,
+	 *  then counts a timeout). QUAY_SUB_DROP_OLDEST is -EINVAL (a queue
+	 *  gives up no message it accepted). */
+	enum quay_sub_policy policy;
+	/** QUAY_SUB_BLOCK: how long a publisher waits for room; < 0 forever,
+	 *  0 not at all (QUAY_BIND_OPTS_INIT: QUAY_SUB_BLOCK_TIMEOUT_DEFAULT). */
+	int64_t block_timeout_ns;
+	/** Queue group (NULL: none): of the group's bindings and
+	 *  subscriptions matching a subject, one gets each message (the
+	 *  same groups as quay_sub_opts.group). */
+	const char *group;
+	/** Header filter (NULL: none), as quay_sub_opts.filter. */
+	const char *filter;
+};
+
+/** Initialiser for struct quay_bind_opts: the defaults. */
+#define QUAY_BIND_OPTS_INIT \
+	{ sizeof(struct quay_bind_opts), 0u, QUAY_SUB_REJECT, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL, NULL }
+
+/** Counters of a binding (quay_binding_counters()); also its metrics
+ *  quay_binding_*_total (labels bus, binding, pattern, group). */
+struct quay_binding_counters {
+	uint64_t delivered;  /**< messages its queue accepted */
+	uint64_t dropped;    /**< DROP_NEWEST refusals (queue full) */
+	uint64_t rejected;   /**< REJECT refusals (queue full) */
+	uint64_t timed_out;  /**< BLOCK waits that timed out */
+	uint64_t failed;     /**< other refusals: the copy could not be made
+	                          (pool exhausted), or the queue refused the
+	                          message (priority, a durable log error) */
+};
+
+/** Outcomes of one publish for one kind of target. */
+struct quay_bus_pub_outcomes {
+	uint32_t matched;    /**< targets matched, filters passed (a group counts once) */
 	uint32_t delivered;  /**< targets that queued the message */
 	uint32_t dropped;    /**< DROP_NEWEST refusals (DROP_OLDEST evictions
 	                          are counted on the subscription, not here) */
 	uint32_t rejected;   /**< REJECT refusals */
 	uint32_t timed_out;  /**< BLOCK publishers that gave up */
-	uint32_t closed;     /**< targets unsubscribed meanwhile */
+	uint32_t closed;     /**< targets unsubscribed or unbound meanwhile */
+	uint32_t failed;     /**< bound queues that refused otherwise (see
+	                          quay_binding_counters.failed) */
+};
+
+/** What one publish did (quay_bus_publish_ex()). The first six fields
+ *  are the totals over subscriptions and bound queues (a group is counted
+ *  with the kind of the member that handled the message). */
+struct quay_bus_pub_result {
+	uint32_t matched;    /**< targets matched (a group counts once) */
+	uint32_t delivered;  /**< targets that queued the message */
+	uint32_t dropped;    /**< DROP_NEWEST refusals */
+	uint32_t rejected;   /**< REJECT refusals */
+	uint32_t timed_out;  /**< BLOCK publishers that gave up */
+	uint32_t closed;     /**< targets removed meanwhile */
+	struct quay_bus_pub_outcomes subs;    /**< subscriptions only */
+	struct quay_bus_pub_outcomes queues;  /**< bound queues only */
+	uint32_t filtered;   /**< targets whose pattern matched but whose filter
+	                          refused the message (group members each) */
+	uint32_t unroutable; /**< 1 if the message reached no target */
+	int32_t unroutable_rc; /**< then: 0 if the unroutable queue took it, or
+	                          what its send returned (-ENOENT: no such
+	                          queue); the message is consumed either way */
 };
 
 /** Counters of a bus (quay_bus_counters()); the same as its metrics. */
@@ -216,6 +331,12 @@ struct quay_bus_counters {
 	uint64_t timed_out;      /**< BLOCK waits that timed out */
 	uint64_t no_subscriber;  /**< messages that matched nothing */
 	uint64_t late_replies;   /**< replies that found no waiting request */
+	uint64_t unroutable;     /**< messages that reached no target (filters
+	                              included): the unroutable queue took them
+	                              or not */
+	uint64_t unroutable_queued; /**< of those, queued in opts.unroutable */
+	uint64_t filtered;       /**< targets whose filter refused a message */
+	uint64_t bound_delivered; /**< messages bound queues accepted (in delivered too) */
 };
 
 /** Counters of a subscription (quay_sub_counters()). */
@@ -328,7 +449,87 @@ QUAY_API int quay_bus_unsubscribe(quay_sub *sub);
 QUAY_API int quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final);
 
 /**
- * Publish msg on subject to every matching subscription.
+ * Bind a queue to a pattern: every message published on a matching
+ * subject (and passing opts->filter) is sent to q with quay_queue_send():
+ * the first bound queue that takes a publish gets the publisher's message,
+ * each other one a copy (quay_msg_clone() in the message's pool). When q
+ * is full, opts->policy decides (QUAY_SUB_REJECT by default). A group
+ * (opts->group) shares delivery with the other members of that group,
+ * bindings and subscriptions alike. Builds a new table version, as
+ * quay_bus_subscribe() does, and creates the binding's metrics
+ * (quay_binding_{delivered,dropped,rejected,block_timeouts,failed}_total,
+ * labels bus, binding, pattern, group).
+ *
+ * Lifecycle: q must outlive the binding. A queue that is still bound
+ * must not be destroyed: unbind first. Builds without NDEBUG abort in
+ * quay_queue_destroy() when it is.
+ *
+ * Concurrency: as quay_bus_subscribe().
+ * Ordering: every publish that starts after this returns sees it.
+ * Returns: 0 and *out set; -EINVAL if bus, pattern, q or out is NULL,
+ *          the pattern is invalid, opts->size is wrong, flags is not 0,
+ *          the policy is unknown or DROP_OLDEST, the group name or the
+ *          filter is invalid (quay_filter_check() says why); -EEXIST if q
+ *          is already bound to this pattern on this bus; -ENOMEM; -EPIPE
+ *          if the bus is being destroyed. Nothing changes on failure.
+ */
+QUAY_API int quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q, const struct quay_bind_opts *opts,
+    quay_binding **out);
+
+/**
+ * Remove a binding: no publish reaches its queue after this returns (it
+ * waits for an RCU grace period, so a publish still sending to the queue
+ * finishes first; a publisher waiting on a full QUAY_SUB_BLOCK binding
+ * gives up at once and counts the message as closed). Afterwards the
+ * queue may be destroyed. The handle is freed.
+ *
+ * Concurrency: safe from any thread, concurrently with publishes; must
+ *              not be called from a call_rcu callback or while the
+ *              calling thread is inside a publish.
+ * Returns: 0; -EINVAL if b is NULL; -ENOMEM if the new table version
+ *          cannot be allocated (nothing changed: retry).
+ */
+QUAY_API int quay_bus_unbind(quay_binding *b);
+
+/**
+ * Read a binding's counters (as quay_bus_counters()).
+ *
+ * Concurrency: safe from any thread until unbind returns.
+ * Returns: 0; -EINVAL if b or out is NULL.
+ */
+QUAY_API int quay_binding_counters(const quay_binding *b, struct quay_binding_counters *out);
+
+/**
+ * Check a header filter expression, the language of quay_sub_opts.filter
+ * and quay_bind_opts.filter (docs/ROUTING.md has it with examples):
+ *
+ *   region = eu && amount >= 1000 || vip in {gold, platinum}
+ *
+ * Clauses, joined by `&&` (and) into groups joined by `||` (or; `&&`
+ * binds tighter; no parentheses): `name = v` (equals), `name in {v, w}`
+ * (equals one of), `name != v` and `name not in {v, w}` (anything-but:
+ * present and none of them), `name ^= v` (prefix), `name < n`, `<=`, `>`,
+ * `>=` (numeric), `name in [lo, hi]` with `[`/`(` and `]`/`)` for closed
+ * or open ends (numeric range), `exists(name)` and `!exists(name)`. Names
+ * and values are words of [A-Za-z0-9_.:/@+-] or "quoted strings" (with
+ * \" and \\). Every clause but !exists needs the header present; a
+ * numeric clause needs its value to be a number.
+ *
+ * If the expression is invalid and errlen > 0, err gets a NUL-terminated
+ * sentence saying where and what: "at byte 9: expected an operator (=,
+ * ...) after the header name \"region\", found '~'" (truncated to
+ * errlen).
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0 if valid; -EINVAL if expr is NULL or invalid; -ENOMEM.
+ */
+QUAY_API int quay_filter_check(const char *expr, char *err, size_t errlen);
+
+/**
+ * Publish msg on subject to every matching subscription and bound queue
+ * (whose filter, if any, the message's headers satisfy). A message that
+ * reaches no target goes to the bus's unroutable queue, if it has one
+ * (counted either way), and publish returns 0.
  *
  * Ownership: when it returns >= 0 the caller's reference is consumed
  * (given to the receivers, or dropped if nobody took it). When it returns
@@ -344,8 +545,8 @@ QUAY_API int quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *fi
  *
  * Concurrency: lock-free unless a BLOCK target is full; any thread.
  * Ordering: see the top of this file.
- * Returns: the number of targets (subscriptions, a queue group counting
- *          once) that queued the message, 0 if none matched or all
+ * Returns: the number of targets (subscriptions and bound queues, a
+ *          queue group counting once) that queued the message, 0 if none matched or all
  *          matching dropped it by policy; -EAGAIN if targets matched,
  *          none queued it and at least one REJECT target refused it;
  *          -ETIMEDOUT if targets matched, none queued it, none rejected

@@ -35,6 +35,8 @@
  *   -EACCES     permission denied (a privileged port, a WAL directory, credentials a server refused)
  *   -ENOTDIR    a path component is not a directory (a WAL directory)
  *   -ENOTSUP    the server lacks a feature (NATS without JetStream)
+ *   -EPROTO     protocol or TLS failure with the server (NATS: an untrusted
+ *               certificate, TLS on one side only)
  *
  * quay_strerror() names each of them; a unit test keeps this list, the
  * codes documented in every public header, and quay_strerror() in sync.

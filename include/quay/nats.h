@@ -8,8 +8,9 @@
  *
  *   export   quay_nats_export(n, bus, pattern): every message published
  *            on the local bus on a subject matching pattern is also
- *            published to NATS (a bus subscription drained by a bridge
- *            thread; public bus API only).
+ *            published to NATS, on that subject (a bus subscription, or
+ *            for a wildcard pattern the bus's publish tap, drained by a
+ *            bridge thread).
  *   import   quay_nats_import(n, bus, subject, group): every NATS message
  *            on subject (a NATS queue subscription when group is set) is
  *            published on the local bus.
@@ -76,9 +77,6 @@ extern "C" {
 #define QUAY_NATS_RECONNECT_WAIT_DEFAULT ((int64_t)250000000)
 /** Default capacity of an export bridge's bus subscription. */
 #define QUAY_NATS_EXPORT_CAPACITY_DEFAULT 4096u
-/** Local header naming the concrete subject of a message published on a
- *  subject matched by a wildcard export (see quay_nats_export()). */
-#define QUAY_NATS_H_SUBJECT "quay-subject"
 /** Local header an imported message carries: the origin it came from
  *  (another process's id, or "nats" for a plain NATS client). */
 #define QUAY_NATS_H_FROM "quay-nats-from"
@@ -93,7 +91,8 @@ struct quay_nats_opts {
 	/** No flags are defined yet: must be 0. */
 	unsigned flags;
 	/** Server URLs ("nats://127.0.0.1:4222"), nurls of them (1..
-	 *  QUAY_NATS_URLS_MAX). NULL with nurls 0: "nats://127.0.0.1:4222". */
+	 *  QUAY_NATS_URLS_MAX). NULL with nurls 0: "nats://127.0.0.1:4222".
+	 *  A user and password go in the URL: "nats://user:pass@host:4222". */
 	const char *const *urls;
 	size_t nurls;
 	/** Connection name shown by the server (NULL: none). */
@@ -171,8 +170,11 @@ struct quay_nats_counters {
  *          set, a time is negative, export_capacity is not a power of two
  *          or reconnect_buf_bytes exceeds INT_MAX; -ECONNREFUSED if no
  *          server could be reached (refused, unreachable or timed out);
- *          -EACCES if the server refused the credentials; -ENOENT if a
- *          credentials or TLS file is missing; -ENOMEM.
+ *          -EACCES if the server refused the credentials (token, user and
+ *          password, creds); -EPROTO if TLS failed (a server certificate
+ *          the CA file does not trust, no client certificate where the
+ *          server requires one, TLS required by one side only); -ENOENT
+ *          if a credentials or TLS file is missing; -ENOMEM.
  */
 QUAY_API int quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out);
 
@@ -195,13 +197,19 @@ QUAY_API void quay_nats_close(quay_nats *n);
  * Export: publish to NATS every message published on bus on a subject
  * matching pattern (a quay pattern, wildcards allowed).
  *
- * The bus hands a subscriber the message, not the subject it was
- * published on. A pattern without wildcards is a subject: each message is
- * exported on it. With a wildcard pattern, a message is exported on the
- * subject named by its QUAY_NATS_H_SUBJECT header (which must match the
- * pattern); one without it, or with a subject the pattern does not match,
- * is dropped and counted (invalid). (A bus publish hook would lift this;
- * docs/NATS.md.)
+ * Each message is exported on the subject it was published on. A pattern
+ * without wildcards is a bus subscription drained by a bridge thread; a
+ * wildcard pattern takes the messages from the bus's internal publish tap
+ * (which sees the subject), into a ring drained the same way. Either
+ * waits for room (export_capacity messages) up to the default block
+ * timeout (1 s), then counts the message as dropped. A wildcard export
+ * is one more target of a publish: quay_bus_publish() counts it as a
+ * delivery, so a request on a subject only it matches is not "no
+ * subscriber". It sees a message before the local subscriptions do: a
+ * message that every local target refuses (-EAGAIN, -ETIMEDOUT) has been
+ * exported all the same, and so have a batch's messages after its first
+ * refused one. A bus has one tap: wildcard exports from one bus on two
+ * handles are refused (-EEXIST).
  *
  * Messages that came in by an import (QUAY_NATS_H_FROM set) and local
  * inbox traffic are not exported. A message with a reply-to becomes a
@@ -210,7 +218,9 @@ QUAY_API void quay_nats_close(quay_nats *n);
  * quay_bus_request() works across processes).
  *
  * Returns: 0; -EINVAL if n, bus or pattern is NULL or pattern is invalid;
- *          -EEXIST if pattern is already exported from bus on n; -ENOMEM
+ *          -EEXIST if pattern is already exported from bus on n, or has
+ *          a wildcard and another handle exports a wildcard pattern
+ *          from bus; -ENOMEM
  *          (also when QUAY_NATS_BRIDGES_MAX bridges exist); an error of
  *          quay_bus_subscribe(); -EAGAIN if the thread cannot be started.
  */

@@ -235,8 +235,8 @@ typedef int64_t (*quay_queue_clock_fn)(void *ctx);
  * Creation options. Start from QUAY_QUEUE_OPTS_INIT; zero means the
  * default for every field.
  */
-typedef struct quay_queue_opts {
-	size_t size;                 /**< sizeof(quay_queue_opts): the version */
+struct quay_queue_opts {
+	size_t size;                 /**< sizeof(struct quay_queue_opts): the version */
 	const char *name;            /**< 1..QUAY_QUEUE_NAME_MAX bytes of [A-Za-z0-9_.:-]; NULL: "queue".
 	                                  The stats label and the QUAY_MSG_H_DLQ_SOURCE header */
 	unsigned flags;              /**< QUAY_QUEUE_* flags */
@@ -293,10 +293,10 @@ typedef struct quay_queue_opts {
 	                                  failure rate to count (else it reads 0); 0: 10 */
 	quay_queue_alarm_fn on_alarm;  /**< NULL: none (the states are still kept) */
 	void *alarm_ctx;             /**< passed to on_alarm */
-} quay_queue_opts;
+};
 
-/** Initialiser for quay_queue_opts: every field its default. */
-#define QUAY_QUEUE_OPTS_INIT { sizeof(quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
+/** Initialiser for struct quay_queue_opts: every field its default. */
+#define QUAY_QUEUE_OPTS_INIT { sizeof(struct quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
 	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0u, 0.0, 0u, \
 	{ { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u } }, \
 	0, 0u, NULL, NULL }
@@ -379,7 +379,7 @@ struct quay_queue_stats {
  * record is malformed; -ENOMEM / -EMSGSIZE if the pool cannot make a
  * recovered message.
  */
-QUAY_API int quay_queue_create(const quay_queue_opts *opts, quay_queue **out);
+QUAY_API int quay_queue_create(const struct quay_queue_opts *opts, quay_queue **out);
 
 /**
  * Destroy a queue and drop its references to every message it holds.
@@ -409,8 +409,13 @@ QUAY_API void quay_queue_destroy(quay_queue *q);
  *          full of live ids. The caller keeps its reference on failure.
  *          Durable queue: returns once the message is as durable as the
  *          WAL's sync mode promises; -EIO / -ENOSPC / -EMSGSIZE if the
- *          log refused it (not enqueued, message unchanged); -EINVAL if
- *          msg is held by a durable queue (until it leaves it).
+ *          log refused it (not enqueued, message unchanged). A message
+ *          another durable queue holds (a shared message sent to two
+ *          durable queues, or the same message twice in one batch) is
+ *          sent as a copy (quay_msg_clone() in its pool; the original
+ *          reference is dropped once the copy is in): -ENOMEM if the
+ *          pool has no room for the copy. Every other message is
+ *          enqueued as it is, never copied.
  *          -EPIPE if the queue is closed (quay_queue_close()).
  */
 QUAY_API int quay_queue_send(quay_queue *q, quay_msg *msg);

@@ -34,8 +34,9 @@
  * a write failing with ENOSPC does the same with -ENOSPC for appends,
  * syncs, checkpoints and close, but the log stays readable: replay and
  * info still work on that handle (replay reads the valid prefix written
- * before the failure). A segment that cannot be created for want of
- * space returns -ENOSPC to that append only.
+ * before the failure). A segment that cannot be created, or whose
+ * preallocation cannot grow, for want of space returns -ENOSPC to that
+ * append only (nothing appended; later appends may succeed).
  *
  * Concurrency (synchronisation table):
  *
@@ -179,8 +180,9 @@ struct quay_wal_opts {
 	 *  QUAY_WAL_INTERVAL_MAX). Ignored in the other modes. */
 	uint32_t interval_ms;
 	/** Segment roll size in bytes (0: QUAY_WAL_SEGMENT_DEFAULT); within
-	 *  QUAY_WAL_SEGMENT_MIN..QUAY_WAL_SEGMENT_MAX. Segments are
-	 *  preallocated to this size. */
+	 *  QUAY_WAL_SEGMENT_MIN..QUAY_WAL_SEGMENT_MAX. The disk a segment
+	 *  takes follows its data: preallocated 64 KiB at a time at first,
+	 *  doubling as it fills, up to this size (docs/WAL-FORMAT.md). */
 	uint64_t segment_bytes;
 	/** Largest payload an append accepts (0: QUAY_WAL_RECORD_DEFAULT). */
 	uint32_t max_record;
@@ -216,7 +218,8 @@ struct quay_wal_info {
 	uint64_t records;
 	/** Bytes of log data (headers, records, padding) in them. */
 	uint64_t bytes;
-	/** Bytes the segment files occupy (preallocation included). */
+	/** Bytes the segment files occupy (the last one's preallocation
+	 *  included: below twice its data plus 64 KiB). */
 	uint64_t file_bytes;
 	/** First and last LSN held (0 when no record is held). */
 	uint64_t first_lsn;
@@ -284,7 +287,9 @@ QUAY_API int quay_wal_open(const char *dir, const struct quay_wal_opts *opts, qu
  *          data is NULL with len > 0, or the WAL is READONLY; -EMSGSIZE
  *          if len > max_record; -EIO / -ENOSPC if the WAL has failed (or
  *          fails now: the record may or may not be found after reopen,
- *          but it was never acknowledged).
+ *          but it was never acknowledged); -ENOSPC also, without failing
+ *          the WAL and with nothing appended, when a new segment or more
+ *          preallocation finds no space.
  */
 QUAY_API int quay_wal_append(quay_wal *w, uint32_t type, const void *data, size_t len, uint64_t *lsn);
 

@@ -6,10 +6,10 @@ QUAY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # Debian packages quay needs to build, test and benchmark.
 QUAY_PACKAGES=(
-	meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev python3
+	meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev clang-format-14 python3
 	libck-dev liburcu-dev libcmocka-dev libbenchmark-dev relacy-dev
 	libzmq3-dev libsqlite3-dev spin
-	libnats-dev nats-server
+	libnats-dev nats-server openssl
 	libmicrohttpd-dev prometheus chromium
 	libxxhash-dev
 )

@@ -58,6 +58,8 @@
 #include <quay/queue.h>
 #include <quay/wal.h>
 
+#include "../../src/queue_durable_format.h"
+
 #define MAXSEQ 200000u
 #define MS ((int64_t)1000000)
 
@@ -77,7 +79,7 @@ static int
 open_all(const char *dir, unsigned mode, quay_pool *pool, quay_wal **w, quay_queue **q, quay_queue **dlq)
 {
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	int rc;
 
 	wo.sync_mode = mode;
@@ -292,7 +294,8 @@ rec_bytes(uint64_t seq)
 	size_t len;
 
 	body_for(seq, b, &len);
-	return 32 + ((72 + len + 7) & ~(uint64_t)7);
+	/* The WAL's 32-byte record header, then the ADD image, padded to 8. */
+	return 32 + ((QUAYI_DQ_ADD_HDR + len + 7) & ~(uint64_t)7);
 }
 
 static const char *
@@ -301,17 +304,144 @@ mode_name(unsigned mode)
 	return mode == QUAY_WAL_SYNC ? "SYNC" : mode == QUAY_WAL_INTERVAL ? "INTERVAL" : "NONE";
 }
 
+/* Forget the last trial's reports and findings. */
+static void
+found_reset(struct found *f)
+{
+	memset(f->flags, 0, MAXSEQ);
+	memset(f->where, 0, MAXSEQ);
+	memset(f->dlqn, 0, MAXSEQ);
+	memset(f->pend, 0, MAXSEQ);
+	memset(f->spos, 0, MAXSEQ * sizeof(uint32_t));
+	memset(f->Spos, 0, MAXSEQ * sizeof(uint32_t));
+	memset(f->Apos, 0, MAXSEQ * sizeof(uint32_t));
+	f->corrupt = f->found = f->in_dlq = 0;
+}
+
+/* Read the child's reports (until the pipe closes: it was killed). */
+static void
+read_reports(int fd, struct found *f)
+{
+	unsigned char rec[9];
+	uint32_t pos = 0;
+	ssize_t r;
+
+	while ((r = read(fd, rec, sizeof(rec))) == (ssize_t)sizeof(rec)) {
+		uint64_t seq;
+
+		memcpy(&seq, rec + 1, 8);
+		pos++;
+		if (seq >= MAXSEQ)
+			continue;
+		/* One consumer reports "a" then its result, in order (one
+		 * pipe); another may ack the same seq after a redelivery:
+		 * count the acks in progress. */
+		if (rec[0] == 's') {
+			f->spos[seq] = pos;
+		} else if (rec[0] == 'S') {
+			f->flags[seq] |= F_SENT;
+			f->Spos[seq] = pos;
+		} else if (rec[0] == 'a') {
+			f->flags[seq] |= F_ACKING;
+			f->pend[seq]++;
+		} else {
+			if (rec[0] == 'A') {
+				f->flags[seq] |= F_ACKED;
+				if (f->Apos[seq] == 0)
+					f->Apos[seq] = pos;
+			}
+			if (f->pend[seq] != 0)
+				f->pend[seq]--;
+		}
+	}
+}
+
+/* What the trials found, over all of them. */
+struct totals {
+	uint64_t sent, acked, lost, resurrected, dup;
+	/* per mode: trials, sent, lost (NONE: allowed, in the suffix),
+	 * acked-but-back (NONE: allowed, in the suffix) */
+	uint64_t m_trials[3], m_sent[3], m_lost[3], m_back[3];
+	uint64_t none_order, none_over, none_max_lost_bytes;
+};
+
+/* Judge trial t (mode) from its reports and what recovery found. */
+static void
+judge_trial(unsigned t, unsigned mode, const struct found *f, struct totals *tt)
+{
+	uint32_t cut = UINT32_MAX;
+	uint64_t t_lost = 0, t_back = 0, lost_bytes = 0;
+
+	tt->m_trials[mode]++;
+	for (uint64_t s = 0; s < MAXSEQ; s++) {
+		bool is_lost = (f->flags[s] & F_SENT) && f->where[s] == 0 && !(f->flags[s] & F_ACKED) &&
+		    f->pend[s] == 0;
+		bool is_back = (f->flags[s] & F_ACKED) && f->where[s] != 0;
+
+		if (f->flags[s] & F_SENT) {
+			tt->sent++;
+			tt->m_sent[mode]++;
+		}
+		if (f->flags[s] & F_ACKED)
+			tt->acked++;
+		if (is_lost) {
+			t_lost++;
+			lost_bytes += rec_bytes(s);
+			if (f->Spos[s] < cut)
+				cut = f->Spos[s];
+		}
+		if (is_back) {
+			t_back++;
+			if (f->Apos[s] < cut)
+				cut = f->Apos[s];
+		}
+		if (mode != QUAY_WAL_NONE && is_lost) {
+			if (tt->lost < 10)
+				fprintf(stderr, "trial %u: seq %" PRIu64 " lost\n", t, s);
+			tt->lost++;
+		}
+		if (mode != QUAY_WAL_NONE && is_back) {
+			if (tt->resurrected < 10)
+				fprintf(stderr, "trial %u: seq %" PRIu64 " acked but back\n", t, s);
+			tt->resurrected++;
+		}
+		if (f->where[s] > 1) {
+			if (tt->dup < 10)
+				fprintf(stderr, "trial %u: seq %" PRIu64 " found %u times (%u in the DLQ)\n", t, s,
+				    f->where[s], f->dlqn[s]);
+			tt->dup++;
+		}
+	}
+	tt->m_lost[mode] += t_lost;
+	tt->m_back[mode] += t_back;
+	if (mode != QUAY_WAL_NONE)
+		return;
+	/* The losses are a suffix of the log: nothing whose send started
+	 * after the first loss survived. */
+	for (uint64_t s = 0; s < MAXSEQ && cut != UINT32_MAX; s++) {
+		if (f->spos[s] > cut && f->where[s] != 0) {
+			if (tt->none_order < 10)
+				fprintf(stderr, "trial %u (NONE): seq %" PRIu64 " (send started at report %u) "
+				    "survived a loss at report %u\n", t, s, f->spos[s], cut);
+			tt->none_order++;
+		}
+	}
+	if (lost_bytes > tt->none_max_lost_bytes)
+		tt->none_max_lost_bytes = lost_bytes;
+	if (lost_bytes > QUAY_WAL_SEGMENT_MIN) {
+		fprintf(stderr, "trial %u (NONE): %" PRIu64 " bytes of sends lost, above the 64 KiB "
+		    "buffer\n", t, lost_bytes);
+		tt->none_over++;
+	}
+}
+
 int
 main(void)
 {
 	const char *env = getenv("QUAY_CRASH_TRIALS");
 	unsigned trials = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 300;
-	uint64_t sent = 0, acked = 0, lost = 0, resurrected = 0, dup = 0, corrupt = 0, found_total = 0;
-	uint64_t dlq_total = 0, failures = 0, kept = 0;
-	/* per mode: trials, sent, lost (NONE: allowed, in the suffix),
-	 * acked-but-back (NONE: allowed, in the suffix) */
-	uint64_t m_trials[3] = { 0 }, m_sent[3] = { 0 }, m_lost[3] = { 0 }, m_back[3] = { 0 };
-	uint64_t none_order = 0, none_over = 0, none_max_lost_bytes = 0;
+	uint64_t corrupt = 0, found_total = 0, dlq_total = 0, failures = 0, kept = 0;
+	struct totals tt = { 0 };
 	struct found f;
 	unsigned seed = (unsigned)time(NULL);
 	quay_pool *pool;
@@ -335,10 +465,6 @@ main(void)
 		int p[2], status;
 		pid_t pid;
 		unsigned mode = t % 3 == 0 ? QUAY_WAL_SYNC : t % 3 == 1 ? QUAY_WAL_INTERVAL : QUAY_WAL_NONE;
-		unsigned char rec[9];
-		uint32_t pos = 0, cut = UINT32_MAX;
-		uint64_t t_lost = 0, t_back = 0, lost_bytes = 0;
-		ssize_t r;
 		quay_wal *w;
 		quay_queue *q, *dlq;
 		int rc;
@@ -357,42 +483,8 @@ main(void)
 		close(p[1]);
 		usleep((useconds_t)(20000 + rand_r(&seed) % 130000));
 		kill(pid, SIGKILL);
-		memset(f.flags, 0, MAXSEQ);
-		memset(f.where, 0, MAXSEQ);
-		memset(f.dlqn, 0, MAXSEQ);
-		memset(f.pend, 0, MAXSEQ);
-		memset(f.spos, 0, MAXSEQ * sizeof(uint32_t));
-		memset(f.Spos, 0, MAXSEQ * sizeof(uint32_t));
-		memset(f.Apos, 0, MAXSEQ * sizeof(uint32_t));
-		f.corrupt = f.found = f.in_dlq = 0;
-		while ((r = read(p[0], rec, sizeof(rec))) == (ssize_t)sizeof(rec)) {
-			uint64_t seq;
-
-			memcpy(&seq, rec + 1, 8);
-			pos++;
-			if (seq >= MAXSEQ)
-				continue;
-			/* One consumer reports "a" then its result, in order
-			 * (one pipe); another may ack the same seq after a
-			 * redelivery: count the acks in progress. */
-			if (rec[0] == 's') {
-				f.spos[seq] = pos;
-			} else if (rec[0] == 'S') {
-				f.flags[seq] |= F_SENT;
-				f.Spos[seq] = pos;
-			} else if (rec[0] == 'a') {
-				f.flags[seq] |= F_ACKING;
-				f.pend[seq]++;
-			} else {
-				if (rec[0] == 'A') {
-					f.flags[seq] |= F_ACKED;
-					if (f.Apos[seq] == 0)
-						f.Apos[seq] = pos;
-				}
-				if (f.pend[seq] != 0)
-					f.pend[seq]--;
-			}
-		}
+		found_reset(&f);
+		read_reports(p[0], &f);
 		close(p[0]);
 		waitpid(pid, &status, 0);
 		if (!WIFSIGNALED(status)) {
@@ -409,71 +501,12 @@ main(void)
 		}
 		quay_queue_browse(q, visit, &f);
 		quay_queue_browse(dlq, visit_dlq, &f);
-		m_trials[mode]++;
-		for (uint64_t s = 0; s < MAXSEQ; s++) {
-			bool is_lost = (f.flags[s] & F_SENT) && f.where[s] == 0 && !(f.flags[s] & F_ACKED) &&
-			    f.pend[s] == 0;
-			bool is_back = (f.flags[s] & F_ACKED) && f.where[s] != 0;
-
-			if (f.flags[s] & F_SENT) {
-				sent++;
-				m_sent[mode]++;
-			}
-			if (f.flags[s] & F_ACKED)
-				acked++;
-			if (is_lost) {
-				t_lost++;
-				lost_bytes += rec_bytes(s);
-				if (f.Spos[s] < cut)
-					cut = f.Spos[s];
-			}
-			if (is_back) {
-				t_back++;
-				if (f.Apos[s] < cut)
-					cut = f.Apos[s];
-			}
-			if (mode != QUAY_WAL_NONE && is_lost) {
-				if (lost < 10)
-					fprintf(stderr, "trial %u: seq %" PRIu64 " lost\n", t, s);
-				lost++;
-			}
-			if (mode != QUAY_WAL_NONE && is_back) {
-				if (resurrected < 10)
-					fprintf(stderr, "trial %u: seq %" PRIu64 " acked but back\n", t, s);
-				resurrected++;
-			}
-			if (f.where[s] > 1) {
-				if (dup < 10)
-					fprintf(stderr, "trial %u: seq %" PRIu64 " found %u times (%u in the DLQ)\n", t, s,
-					    f.where[s], f.dlqn[s]);
-				dup++;
-			}
-		}
-		m_lost[mode] += t_lost;
-		m_back[mode] += t_back;
-		if (mode == QUAY_WAL_NONE) {
-			/* The losses are a suffix of the log: nothing whose send
-			 * started after the first loss survived. */
-			for (uint64_t s = 0; s < MAXSEQ && cut != UINT32_MAX; s++) {
-				if (f.spos[s] > cut && f.where[s] != 0) {
-					if (none_order < 10)
-						fprintf(stderr, "trial %u (NONE): seq %" PRIu64 " (send started at report %u) "
-						    "survived a loss at report %u\n", t, s, f.spos[s], cut);
-					none_order++;
-				}
-			}
-			if (lost_bytes > none_max_lost_bytes)
-				none_max_lost_bytes = lost_bytes;
-			if (lost_bytes > QUAY_WAL_SEGMENT_MIN) {
-				fprintf(stderr, "trial %u (NONE): %" PRIu64 " bytes of sends lost, above the 64 KiB "
-				    "buffer\n", t, lost_bytes);
-				none_over++;
-			}
-		}
+		judge_trial(t, mode, &f, &tt);
 		quay_queue_destroy(q);
 		quay_queue_destroy(dlq);
 		quay_wal_close(w);
-		if (lost + resurrected + dup + corrupt + f.corrupt + none_order + none_over != 0 && kept < 1) {
+		if (tt.lost + tt.resurrected + tt.dup + corrupt + f.corrupt + tt.none_order + tt.none_over != 0 &&
+		    kept < 1) {
 			/* Keep the first bad trial's log for quay-wal dump. */
 			fprintf(stderr, "trial %u (%s): log kept in %s\n", t, mode_name(mode), dir);
 			kept++;
@@ -487,13 +520,13 @@ main(void)
 	printf("crash-queue: trials %u, sent %" PRIu64 ", acked %" PRIu64 ", recovered %" PRIu64
 	       " (in DLQ %" PRIu64 "): lost %" PRIu64 ", acked-but-back %" PRIu64 ", in two places %" PRIu64
 	       ", corrupt %" PRIu64 ", failed trials %" PRIu64 "\n",
-	    trials, sent, acked, found_total, dlq_total, lost, resurrected, dup, corrupt, failures);
+	    trials, tt.sent, tt.acked, found_total, dlq_total, tt.lost, tt.resurrected, tt.dup, corrupt, failures);
 	for (unsigned m = 0; m < 3; m++)
 		printf("crash-queue: %s: trials %" PRIu64 ", sent %" PRIu64 ", missing %" PRIu64 ", acked-but-back %" PRIu64
-		       "%s\n", mode_name(m), m_trials[m], m_sent[m], m_lost[m], m_back[m],
+		       "%s\n", mode_name(m), tt.m_trials[m], tt.m_sent[m], tt.m_lost[m], tt.m_back[m],
 		    m == QUAY_WAL_NONE ? " (allowed: the unwritten buffer)" : "");
 	printf("crash-queue: NONE: losses out of suffix order %" PRIu64 ", trials losing more than the buffer %" PRIu64
-	       " (most lost: %" PRIu64 " bytes)\n", none_order, none_over, none_max_lost_bytes);
+	       " (most lost: %" PRIu64 " bytes)\n", tt.none_order, tt.none_over, tt.none_max_lost_bytes);
 	quay_pool_destroy(pool);
 	free(f.flags);
 	free(f.where);
@@ -502,5 +535,5 @@ main(void)
 	free(f.spos);
 	free(f.Spos);
 	free(f.Apos);
-	return lost + resurrected + dup + corrupt + failures + none_order + none_over == 0 ? 0 : 1;
+	return tt.lost + tt.resurrected + tt.dup + corrupt + failures + tt.none_order + tt.none_over == 0 ? 0 : 1;
 }

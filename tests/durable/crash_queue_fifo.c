@@ -75,7 +75,7 @@ static int
 open_q(const char *dir, quay_pool *pool, quay_wal **w, quay_queue **q)
 {
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	int rc;
 
 	wo.sync_mode = QUAY_WAL_SYNC;

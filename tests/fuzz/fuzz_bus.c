@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target of the bus's subject and pattern parser, the matcher
- * and the trie (TESTING.md W8), checked against naive reference code in
- * this file.
+ * (NATS `*` `>` and AMQP `#`) and the trie (TESTING.md W8), checked
+ * against naive reference code in this file.
  *
  * An input is "<pattern>\n<subject>" (no newline: the whole input is
  * both). For each input:
@@ -51,7 +51,7 @@ ref_valid(const char *s, bool pattern)
 		size_t tl = i - start;
 		if (tl == 0 || ++ntok > QUAY_BUS_TOKENS_MAX)
 			return false;
-		if (tl == 1 && (s[start] == '*' || s[start] == '>')) {
+		if (tl == 1 && (s[start] == '*' || s[start] == '>' || s[start] == '#')) {
 			if (!pattern || (s[start] == '>' && i != len))
 				return false;
 		} else {
@@ -78,6 +78,35 @@ split(const char *s, const char **tok, size_t *tl)
 	return n;
 }
 
+/* Pattern tokens [i, np) against subject tokens [j, ns): plain
+ * backtracking, `#` trying every count, with the failures remembered
+ * (ref_failed) so that `#.a.#.a...` stays polynomial. */
+static bool ref_failed[QUAY_BUS_TOKENS_MAX + 1][QUAY_BUS_TOKENS_MAX + 1];
+
+static bool
+ref_rest(const char **pt, const size_t *pl, size_t i, size_t np, const char **st, const size_t *sl, size_t j,
+    size_t ns)
+{
+	if (ref_failed[i][j])
+		return false;
+	if (i == np)
+		return j == ns;
+	if (pl[i] == 1 && pt[i][0] == '#') {
+		for (size_t k = j; k <= ns; k++)
+			if (ref_rest(pt, pl, i + 1, np, st, sl, k, ns))
+				return true;
+		ref_failed[i][j] = true;
+		return false;
+	}
+	if (pl[i] == 1 && pt[i][0] == '>')
+		return ns > j;
+	if (j >= ns)
+		return false;
+	if (!(pl[i] == 1 && pt[i][0] == '*') && (pl[i] != sl[j] || memcmp(pt[i], st[j], pl[i]) != 0))
+		return false;
+	return ref_rest(pt, pl, i + 1, np, st, sl, j + 1, ns);
+}
+
 static bool
 ref_match(const char *p, const char *s)
 {
@@ -88,17 +117,21 @@ ref_match(const char *p, const char *s)
 		return false;
 	np = split(p, pt, pl);
 	ns = split(s, st, sl);
-	for (size_t i = 0; i < np; i++) {
-		if (pl[i] == 1 && pt[i][0] == '>')
-			return ns > i;
-		if (i >= ns)
-			return false;
-		if (pl[i] == 1 && pt[i][0] == '*')
-			continue;
-		if (pl[i] != sl[i] || memcmp(pt[i], st[i], pl[i]) != 0)
-			return false;
+	/* Consecutive `#` tokens mean what one does: collapse them, so the
+	 * backtracking stays small on inputs like `#.#.#.#...`. */
+	{
+		size_t k = 0;
+		for (size_t i = 0; i < np; i++) {
+			bool h = pl[i] == 1 && pt[i][0] == '#';
+			if (h && k > 0 && pl[k - 1] == 1 && pt[k - 1][0] == '#')
+				continue;
+			pt[k] = pt[i];
+			pl[k++] = pl[i];
+		}
+		np = k;
 	}
-	return np == ns;
+	memset(ref_failed, 0, sizeof(ref_failed));
+	return ref_rest(pt, pl, 0, np, st, sl, 0, ns);
 }
 
 static quay_pool *pool;

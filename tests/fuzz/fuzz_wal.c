@@ -24,6 +24,7 @@
 
 #include <quay/wal.h>
 
+#include "../../src/le.h"
 #include "../../src/wal_internal.h"
 #include "wal/wal_memfs.h"
 
@@ -160,19 +161,6 @@ check_open(const uint8_t *data, size_t size, unsigned flags)
 	memfs_fini(&fs);
 }
 
-static void
-put32le(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t
-get32le(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* Mode 1: make the checksums right, so that mutations explore the record
  * rules (LSNs, flags, lengths, commits, padding, proofs) instead of dying
  * at the first CRC. The header's magic, version and size are set, its CRC
@@ -182,21 +170,21 @@ fix_crcs(uint8_t *b, size_t size)
 {
 	if (size < QUAYI_WAL_SEG_HDR)
 		return;
-	put32le(b, QUAYI_WAL_MAGIC);
+	quayi_le_put32(b, QUAYI_WAL_MAGIC);
 	b[4] = QUAYI_WAL_VERSION;
 	b[5] = 0;
 	b[6] = QUAYI_WAL_SEG_HDR;
 	b[7] = 0;
-	put32le(b + 28, quayi_crc32c(0, b, 28));
-	uint32_t salt = get32le(b + 8);
+	quayi_le_put32(b + 28, quayi_crc32c(0, b, 28));
+	uint32_t salt = quayi_le_get32(b + 8);
 	size_t off = QUAYI_WAL_SEG_HDR;
 	while (off + QUAYI_WAL_REC_HDR <= size) {
-		uint32_t len = get32le(b + off + 4);
+		uint32_t len = quayi_le_get32(b + off + 4);
 		uint64_t sz = quayi_wal_rec_size(len);
 		if (sz > size - off)
 			break;
 		uint32_t c = quayi_crc32c(salt, b + off + QUAYI_WAL_REC_HDR, len);
-		put32le(b + off, quayi_crc32c(c, b + off + 4, QUAYI_WAL_REC_HDR - 4));
+		quayi_le_put32(b + off, quayi_crc32c(c, b + off + 4, QUAYI_WAL_REC_HDR - 4));
 		off += (size_t)sz;
 	}
 }

@@ -145,7 +145,7 @@ main(void)
 	double secs = env != NULL ? atof(env) : 10.0;
 	struct client_stats cs[CLIENTS];
 	pthread_t ct[CLIENTS];
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_http *h;
 	quay_lease l;
 	uint64_t ok = 0, failed = 0;

@@ -163,12 +163,21 @@ child(int me)
 	}
 	if ((r = quay_nats_connect(&o, &n)) != 0)
 		DIE("connect: %s", quay_strerror(r));
-	snprintf(s, sizeof(s), "ev.%s", P);
-	if (quay_nats_export(n, bus, s) || quay_nats_export(n, bus, "ev.both"))
-		DIE("export");
-	snprintf(s, sizeof(s), "svc.%s", Q);
-	if (quay_nats_export(n, bus, s))
-		DIE("export svc");
+	/* Process 0 exports wildcards (the bus tap gives their subjects;
+	 * its imports publish on the same subjects and must not go out
+	 * again; its requests on svc.B have no local subscriber), process 1
+	 * the literal subjects (bus subscriptions). */
+	if (me == 0) {
+		if (quay_nats_export(n, bus, "ev.>") || quay_nats_export(n, bus, "svc.*"))
+			DIE("export wildcards");
+	} else {
+		snprintf(s, sizeof(s), "ev.%s", P);
+		if (quay_nats_export(n, bus, s) || quay_nats_export(n, bus, "ev.both"))
+			DIE("export");
+		snprintf(s, sizeof(s), "svc.%s", Q);
+		if (quay_nats_export(n, bus, s))
+			DIE("export svc");
+	}
 	snprintf(s, sizeof(s), "ev.%s", Q);
 	if (quay_nats_import(n, bus, s, NULL) || quay_nats_import(n, bus, "ev.both", NULL) ||
 	    quay_nats_import(n, bus, "job.x", "g"))

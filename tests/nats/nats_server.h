@@ -22,6 +22,7 @@ struct test_server {
 	pid_t pid;
 	int port;
 	int no_js;      /* set before ts_init: a server without JetStream */
+	const char *conf; /* set before ts_start: a config file (-c) */
 	char dir[64];
 	char url[64];
 };
@@ -74,7 +75,9 @@ ts_start(struct test_server *s)
 			dup2(fd, 1);
 			dup2(fd, 2);
 		}
-		if (s->no_js)
+		if (s->conf != NULL)
+			execlp(bin, bin, "-c", s->conf, "-a", "127.0.0.1", "-p", port, (char *)NULL);
+		else if (s->no_js)
 			execlp(bin, bin, "-a", "127.0.0.1", "-p", port, (char *)NULL);
 		else
 			execlp(bin, bin, "-a", "127.0.0.1", "-p", port, "-js", "-sd", s->dir, (char *)NULL);
@@ -95,7 +98,7 @@ ts_start(struct test_server *s)
 	exit(2);
 }
 
-static void
+static inline void
 ts_init(struct test_server *s)
 {
 	snprintf(s->dir, sizeof(s->dir), "/tmp/quay-nats-XXXXXX");
@@ -119,7 +122,7 @@ ts_stop(struct test_server *s, int sig)
 	}
 }
 
-static void
+static inline void
 ts_fini(struct test_server *s)
 {
 	char cmd[128];

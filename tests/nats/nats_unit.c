@@ -183,7 +183,7 @@ plain(void)
 }
 
 /* Local -> NATS: subject, body, headers (binary values), priority,
- * correlation id, origin; wildcard exports by QUAY_NATS_H_SUBJECT. */
+ * correlation id, origin; wildcard exports on the published subject. */
 static void
 test_export_mapping(void **st)
 {
@@ -226,25 +226,47 @@ test_export_mapping(void **st)
 	assert_int_equal(strlen(v), 16);
 	natsMsg_Destroy(nm);
 
-	/* Wildcard export: the subject comes from the header. */
-	assert_int_equal(quay_msg_new(pool, "w", 1, &m), 0);
-	assert_int_equal(quay_msg_set_header(m, QUAY_NATS_H_SUBJECT, "map.w.a.b", 9), 0);
+	/* Wildcard export: each message on the subject it was published
+	 * on (the bus tap), with no local subscriber (the export counts as
+	 * the delivery), and not a subject outside the pattern. */
+	assert_int_equal(quay_msg_new(pool, "w1", 2, &m), 0);
 	assert_int_equal(quay_bus_publish(bus, "map.w.a.b", m), 1);
+	assert_int_equal(quay_msg_new(pool, "w2", 2, &m), 0);
+	assert_int_equal(quay_bus_publish(bus, "map.w.c", m), 1);
+	assert_int_equal(quay_msg_new(pool, "w3", 2, &m), 0);
+	assert_int_equal(quay_bus_publish(bus, "other.x", m), 0);
+	{
+		quay_msg *bm[3];
+		for (int i = 0; i < 3; i++)
+			assert_int_equal(quay_msg_new(pool, "b", 1, &bm[i]), 0);
+		assert_int_equal(quay_bus_publish_batch(bus, "map.w.batch", bm, 3), 3);
+	}
 	assert_int_equal(natsSubscription_NextMsg(&nm, ps, 5000), NATS_OK);
 	assert_string_equal(natsMsg_GetSubject(nm), "map.w.a.b");
-	assert_int_not_equal(natsMsgHeader_Get(nm, QUAY_NATS_H_SUBJECT, &v), NATS_OK);
+	assert_memory_equal(natsMsg_GetData(nm), "w1", 2);
 	natsMsg_Destroy(nm);
-	/* Without it, or naming a subject outside the pattern: counted. */
-	assert_int_equal(quay_msg_new(pool, "w", 1, &m), 0);
-	assert_int_equal(quay_bus_publish(bus, "map.w.c", m), 1);
-	assert_int_equal(quay_msg_new(pool, "w", 1, &m), 0);
-	assert_int_equal(quay_msg_set_header(m, QUAY_NATS_H_SUBJECT, "other.x", 7), 0);
-	assert_int_equal(quay_bus_publish(bus, "map.w.d", m), 1);
+	assert_int_equal(natsSubscription_NextMsg(&nm, ps, 5000), NATS_OK);
+	assert_string_equal(natsMsg_GetSubject(nm), "map.w.c");
+	assert_memory_equal(natsMsg_GetData(nm), "w2", 2);
+	natsMsg_Destroy(nm);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(natsSubscription_NextMsg(&nm, ps, 5000), NATS_OK);
+		assert_string_equal(natsMsg_GetSubject(nm), "map.w.batch");
+		natsMsg_Destroy(nm);
+	}
 	assert_int_equal(natsSubscription_NextMsg(&nm, ps, 300), NATS_TIMEOUT);
 	assert_int_equal(quay_nats_counters(n, &c), 0);
-	assert_int_equal(c.forwarded, 2);
-	assert_int_equal(c.invalid, 2);
-	assert_int_equal(c.dropped, 2);
+	assert_int_equal(c.forwarded, 6);
+	assert_int_equal(c.invalid, 0);
+	assert_int_equal(c.dropped, 0);
+	/* A second handle's wildcard export of the same bus: one tap per
+	 * bus. A literal one is fine. */
+	{
+		quay_nats *n2 = conn();
+		assert_int_equal(quay_nats_export(n2, bus, "map.v.*"), -EEXIST);
+		assert_int_equal(quay_nats_export(n2, bus, "map.v.x"), 0);
+		quay_nats_close(n2);
+	}
 	quay_nats_close(n);
 	quay_bus_destroy(bus);
 	natsSubscription_Destroy(ps);

@@ -274,7 +274,7 @@ static int
 run_cfg(const struct cfg *c, uint32_t per_producer)
 {
 	struct run r;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	pthread_t th[32];
 	int nth = 0, bad = 0;
 	struct quay_queue_stats s, d;
@@ -467,7 +467,7 @@ static int
 run_foreign(int consumers, uint32_t total)
 {
 	struct frun f;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_pool *pool;
 	pthread_t th[16];
 	struct quay_queue_stats s[2];
@@ -651,7 +651,7 @@ run_close(int rounds, uint32_t total)
 	if (quay_pool_create((size_t)16 << 20, NULL, &close_pool) != 0)
 		return 1;
 	for (int r = 0; r < rounds; r++) {
-		quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 		struct crun c;
 		struct quay_queue_stats s;
 		pthread_t cons[3], prod;

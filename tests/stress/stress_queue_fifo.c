@@ -281,7 +281,7 @@ static int
 run_cfg(const struct cfg *c, unsigned scale)
 {
 	struct run r;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	struct quay_queue_stats s;
 	pthread_t th[32];
 	int nth = 0, fail = 0;

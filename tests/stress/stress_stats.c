@@ -173,7 +173,7 @@ reader_main(void *p)
 				if (cur->buckets[b] < last[k].buckets[b])
 					violation(sh, "bucket went backwards: %llu after %llu",
 					    cur->buckets[b], last[k].buckets[b]);
-			/* A counted record is in min/max/sum too (H1/H2). */
+			/* A counted record is in min/max/sum too (STATS-H1/STATS-H2). */
 			if (cur->count != 0) {
 				uint64_t lo, hi, top = 0, bottom = QUAY_HIST_BUCKETS;
 				for (size_t b = 0; b < QUAY_HIST_BUCKETS; b++) {

@@ -943,7 +943,7 @@ durable_queue(void **state)
 {
 	struct tc *t = *state;
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_pool *pool;
 	quay_wal *w;
 	quay_queue *jobs, *dlq;

@@ -202,30 +202,48 @@ test_match_table(void **state)
 
 /* ---- the property test against a naive reference --------------------- */
 
-/* The naive matcher: split both on dots, compare token by token. */
+/* The naive matcher: split both on dots, compare token by token; `#`
+ * tries every number of tokens (plain backtracking: exponential, fine
+ * for the short patterns here). */
 static bool
 ref_match(const char *p, const char *s)
 {
-	for (;;) {
-		const char *pe = strchr(p, '.'), *se = strchr(s, '.');
-		size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
+	const char *pe = strchr(p, '.'), *se;
+	size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl;
 
-		if (pl == 1 && p[0] == '>')
-			return true;   /* s has at least this token */
-		if (!(pl == 1 && p[0] == '*') && (pl != sl || memcmp(p, s, pl) != 0))
-			return false;
-		if (pe == NULL || se == NULL)
-			return pe == NULL && se == NULL;
-		p = pe + 1;
-		s = se + 1;
+	if (pl == 1 && p[0] == '#') {
+		if (pe == NULL)
+			return true;   /* the rest of s, whatever it is (or nothing) */
+		/* Zero tokens, then one more each time (t = "": all of them). */
+		for (const char *t = s;;) {
+			const char *nt;
+			if (ref_match(pe + 1, t))
+				return true;
+			if (*t == '\0')
+				break;
+			nt = strchr(t, '.');
+			t = nt != NULL ? nt + 1 : "";
+		}
+		return false;
 	}
+	if (*s == '\0')
+		return false;   /* pattern tokens left, no subject tokens */
+	se = strchr(s, '.');
+	sl = se ? (size_t)(se - s) : strlen(s);
+	if (pl == 1 && p[0] == '>')
+		return true;   /* s has at least this token */
+	if (!(pl == 1 && p[0] == '*') && (pl != sl || memcmp(p, s, pl) != 0))
+		return false;
+	if (pe == NULL)
+		return se == NULL;
+	return ref_match(pe + 1, se != NULL ? se + 1 : "");
 }
 
 static void
 rand_subject(uint64_t *seed, char *buf, bool pattern)
 {
 	static const char *const toks[] = { "a", "b", "c", "orders", "eu" };
-	unsigned n = 1 + (unsigned)(qt_rand(seed) % 4);
+	unsigned n = 1 + (unsigned)(qt_rand(seed) % 5);
 	size_t len = 0;
 
 	for (unsigned i = 0; i < n; i++) {
@@ -236,6 +254,8 @@ rand_subject(uint64_t *seed, char *buf, bool pattern)
 				t = "*";
 			else if (r == 2 && i == n - 1)
 				t = ">";
+			else if (r == 3)
+				t = "#";
 		}
 		if (i > 0)
 			buf[len++] = '.';

@@ -180,7 +180,7 @@ static const struct place {
 	{ ENOSPC, "buffer", "quay_stats_format_* into a too small buffer" },
 	{ ENOSPC, "capacity", "durable recovery: more messages than the queue holds" },
 	{ ENOMEM, "memory", "malloc failed" },
-	{ ENOMEM, "limit", "pool exhausted, max_subs, max_requests, registry full" },
+	{ ENOMEM, "limit", "pool exhausted (also for a durable send's copy), max_subs, max_requests, registry full" },
 	{ EMSGSIZE, "too large", "body/capacity over the largest class; WAL record" },
 	{ EIO, "log", "WAL write/sync/read failure" },
 };

@@ -51,7 +51,7 @@ start(const char *token)
 static quay_queue *
 mkq(const char *name, size_t cap, quay_queue *dlq, quay_stats *st)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q = NULL;
 
 	o.name = name;

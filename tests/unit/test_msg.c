@@ -4,8 +4,10 @@
  * waiting variants' fast path), ids, every getter and setter with good
  * and bad input, body and header records (limits, replacement, order,
  * deletion, room), reply-to, the sole-holder rule, references (including
- * unref past zero: an abort in debug builds, -EINVAL with NDEBUG) and a
- * small concurrent unref of one shared message. Pool limits and waiting
+ * unref past zero: an abort in debug builds, -EINVAL with NDEBUG), a
+ * small concurrent unref of one shared message, and the k-at-once
+ * reference calls of src/msg_internal.h (quayi_msg_ref_n/unref_n: bad
+ * input, past zero, concurrent use). Pool limits and waiting
  * are in test_pool.c; the many-thread runs in tests/stress/stress_pool.c.
  */
 #include "quay_test.h"
@@ -15,6 +17,9 @@
 
 #include <quay/msg.h>
 #include <quay/pool.h>
+
+/* The k-at-once reference calls (private to the library's layers). */
+#include "../../src/msg_internal.h"
 
 #define SENT ((quay_msg *)(uintptr_t)0x5a5a5a5a)
 
@@ -736,9 +741,13 @@ test_ref_overflow(void **state)
 
 /* Unref (or ref) past zero: the count of a freed message, not reused
  * yet, is 0. Debug libquay aborts with a message; release returns
- * -EINVAL. Run in a child so that the abort does not end the test. */
+ * -EINVAL. Run in a child so that the abort does not end the test.
+ * The k-at-once calls of src/msg_internal.h are checked the same way,
+ * and so is an unref_n of more references than the message has. */
+enum past_zero_op { PZ_UNREF, PZ_REF, PZ_UNREF_N, PZ_REF_N, PZ_UNREF_N_MORE };
+
 static void
-past_zero(bool do_ref)
+past_zero(enum past_zero_op op)
 {
 	pid_t pid;
 	int status = 0;
@@ -749,15 +758,32 @@ past_zero(bool do_ref)
 	if (pid == 0) {
 		quay_pool *p = NULL;
 		quay_msg *m = NULL;
-		int rc;
+		int rc = 0;
 
-		if (quay_pool_create((size_t)1 << 20, NULL, &p) != 0 || quay_msg_new(p, "z", 1, &m) != 0 ||
-		    quay_msg_unref(m) != 0)
+		if (quay_pool_create((size_t)1 << 20, NULL, &p) != 0 || quay_msg_new(p, "z", 1, &m) != 0)
+			_exit(10);
+		if (op == PZ_UNREF_N_MORE) {
+			/* Two references, three dropped. */
+			if (quay_msg_ref(m) != 0)
+				_exit(10);
+			rc = quayi_msg_unref_n(m, 3);
+			/* Only a release build gets here: nothing changed. */
+			if (rc != -EINVAL || quay_msg_refcount(m) != 2 || quayi_msg_unref_n(m, 2) != 0)
+				_exit(12);
+			_exit(quay_pool_destroy(p) == 0 ? 0 : 13);
+		}
+		if (quay_msg_unref(m) != 0)
 			_exit(10);
 		/* The envelope stays readable (and under ASan unpoisoned). */
 		if (quay_msg_refcount(m) != 0)
 			_exit(11);
-		rc = do_ref ? quay_msg_ref(m) : quay_msg_unref(m);
+		switch (op) {
+		case PZ_UNREF: rc = quay_msg_unref(m); break;
+		case PZ_REF: rc = quay_msg_ref(m); break;
+		case PZ_UNREF_N: rc = quayi_msg_unref_n(m, 2); break;
+		case PZ_REF_N: rc = quayi_msg_ref_n(m, 2); break;
+		case PZ_UNREF_N_MORE: break;
+		}
 		/* Only a release build gets here. */
 		if (rc != -EINVAL || quay_msg_refcount(m) != 0)
 			_exit(12);
@@ -779,14 +805,167 @@ static void
 test_unref_past_zero(void **state)
 {
 	(void)state;
-	past_zero(false);
+	past_zero(PZ_UNREF);
 }
 
 static void
 test_ref_past_zero(void **state)
 {
 	(void)state;
-	past_zero(true);
+	past_zero(PZ_REF);
+}
+
+static void
+test_ref_n_past_zero(void **state)
+{
+	(void)state;
+	past_zero(PZ_REF_N);
+	past_zero(PZ_UNREF_N);
+	past_zero(PZ_UNREF_N_MORE);
+}
+
+/* ---- k references at once (src/msg_internal.h) ------------------------ */
+
+static uint64_t
+pool_in_use(void)
+{
+	struct quay_pool_stats s;
+
+	assert_int_equal(quay_pool_stats(g_pool, &s), 0);
+	return s.in_use;
+}
+
+static void
+test_ref_n_unref_n(void **state)
+{
+	quay_msg *m = mk("fan-out");
+
+	(void)state;
+	assert_int_equal(pool_in_use(), 1);
+	assert_int_equal(quayi_msg_ref_n(m, 0), 0);
+	assert_int_equal(quay_msg_refcount(m), 1);
+	assert_int_equal(quayi_msg_ref_n(m, 5), 0);
+	assert_int_equal(quay_msg_refcount(m), 6);
+	assert_int_equal(quayi_msg_unref_n(m, 0), 0);
+	assert_int_equal(quay_msg_refcount(m), 6);
+	assert_int_equal(quayi_msg_unref_n(m, 3), 0);
+	assert_int_equal(quay_msg_refcount(m), 3);
+	/* The single calls mix with the k-at-once ones. */
+	assert_int_equal(quay_msg_ref(m), 0);
+	assert_int_equal(quay_msg_unref(m), 0);
+	assert_int_equal(pool_in_use(), 1);
+	/* The last k references free the buffer (the sole-holder path). */
+	assert_int_equal(quayi_msg_unref_n(m, 3), 0);
+	assert_int_equal(pool_in_use(), 0);
+
+	/* The shared path: the count is above k at the first look. */
+	m = mk("again");
+	assert_int_equal(quayi_msg_ref_n(m, 2), 0);
+	assert_int_equal(quayi_msg_unref_n(m, 2), 0);
+	assert_int_equal(quay_msg_refcount(m), 1);
+	assert_int_equal(pool_in_use(), 1);
+	assert_int_equal(quayi_msg_unref_n(m, 1), 0);
+	assert_int_equal(pool_in_use(), 0);
+}
+
+static void
+test_ref_n_bad_input(void **state)
+{
+	quay_msg *m = mk("o");
+
+	(void)state;
+	assert_int_equal(quayi_msg_ref_n(NULL, 1), -EINVAL);
+	assert_int_equal(quayi_msg_unref_n(NULL, 1), -EINVAL);
+	assert_int_equal(quayi_msg_ref_n(NULL, 0), -EINVAL);
+	assert_int_equal(quayi_msg_unref_n(NULL, 0), -EINVAL);
+	/* Overflow: refused, the count unchanged (the struct is transparent:
+	 * pretend many references). */
+	__atomic_store_n(&m->refcount, UINT32_MAX - 3, __ATOMIC_RELAXED);
+	assert_int_equal(quayi_msg_ref_n(m, 4), -EINVAL);
+	assert_int_equal(quay_msg_refcount(m), UINT32_MAX - 3);
+	assert_int_equal(quayi_msg_ref_n(m, UINT32_MAX), -EINVAL);
+	assert_int_equal(quay_msg_refcount(m), UINT32_MAX - 3);
+	assert_int_equal(quayi_msg_ref_n(m, 3), 0);
+	assert_int_equal(quay_msg_refcount(m), UINT32_MAX);
+	assert_int_equal(quayi_msg_ref_n(m, 1), -EINVAL);
+	assert_int_equal(quayi_msg_unref_n(m, UINT32_MAX - 1), 0);
+	assert_int_equal(quay_msg_refcount(m), 1);
+	assert_int_equal(quayi_msg_unref_n(m, 1), 0);
+	assert_int_equal(pool_in_use(), 0);
+}
+
+/* T threads share one message: each holds K references of its own and,
+ * while the others run, takes and drops batches with ref_n/unref_n (and
+ * single refs), then drops its K with one unref_n. Exactly one release:
+ * the pool's in-use count returns to 0, and two fresh allocations get
+ * different buffers (a double give-back would put one buffer twice on
+ * the free stack). */
+struct ref_n_arg {
+	quay_msg *m;
+	int *go;
+	uint32_t k;
+	int rc;
+};
+
+static void *
+ref_n_thread(void *v)
+{
+	struct ref_n_arg *a = v;
+	int rc = 0;
+
+	while (!__atomic_load_n(a->go, __ATOMIC_ACQUIRE))
+		;
+	for (uint32_t i = 0; i < 2000 && rc == 0; i++) {
+		uint32_t j = 1 + i % 7;
+
+		rc = quayi_msg_ref_n(a->m, j);
+		if (rc == 0 && i % 3 == 0)
+			rc = quay_msg_ref(a->m) || quay_msg_unref(a->m);
+		if (rc == 0)
+			rc = quayi_msg_unref_n(a->m, j);
+		/* We still hold our K: the count never falls below it. */
+		if (rc == 0 && quay_msg_refcount(a->m) < a->k)
+			rc = -ERANGE;
+	}
+	if (rc == 0)
+		rc = quayi_msg_unref_n(a->m, a->k);
+	a->rc = rc;
+	return NULL;
+}
+
+static void
+test_concurrent_ref_n(void **state)
+{
+	enum { T = 4, K = 3, ROUNDS = 50 };
+
+	(void)state;
+	for (int r = 0; r < ROUNDS; r++) {
+		quay_msg *m = mk("fan-out"), *a = NULL, *b = NULL;
+		struct ref_n_arg args[T];
+		pthread_t t[T];
+		int go = 0;
+
+		/* The creator's reference becomes one of the first thread's. */
+		assert_int_equal(quayi_msg_ref_n(m, T * K - 1), 0);
+		for (int i = 0; i < T; i++) {
+			args[i].m = m;
+			args[i].go = &go;
+			args[i].k = K;
+			args[i].rc = 1;
+			assert_int_equal(pthread_create(&t[i], NULL, ref_n_thread, &args[i]), 0);
+		}
+		__atomic_store_n(&go, 1, __ATOMIC_RELEASE);
+		for (int i = 0; i < T; i++) {
+			assert_true(qt_join_within(t[i], 10000));
+			assert_int_equal(args[i].rc, 0);
+		}
+		assert_int_equal(pool_in_use(), 0);
+		assert_int_equal(quay_msg_new(g_pool, NULL, 0, &a), 0);
+		assert_int_equal(quay_msg_new(g_pool, NULL, 0, &b), 0);
+		assert_ptr_not_equal(a, b);
+		assert_int_equal(quay_msg_unref(a), 0);
+		assert_int_equal(quay_msg_unref(b), 0);
+	}
 }
 
 /* N threads each drop one reference of the same message: exactly one
@@ -1123,6 +1302,10 @@ main(void)
 		T(test_unref_past_zero),
 		T(test_ref_past_zero),
 		T(test_concurrent_unref),
+		T(test_ref_n_unref_n),
+		T(test_ref_n_bad_input),
+		T(test_ref_n_past_zero),
+		T(test_concurrent_ref_n),
 	};
 
 	return cmocka_run_group_tests_name("msg", tests, NULL, NULL);

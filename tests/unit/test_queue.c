@@ -36,10 +36,10 @@ teardown(void **state)
 	return quay_pool_destroy(pool);
 }
 
-static quay_queue_opts
+static struct quay_queue_opts
 fake_opts(void)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	o.clock = qt_fake_clock;
 	o.capacity = 64;
@@ -49,7 +49,7 @@ fake_opts(void)
 }
 
 static quay_queue *
-mkq(quay_queue_opts *o)
+mkq(struct quay_queue_opts *o)
 {
 	quay_queue *q = NULL;
 
@@ -135,7 +135,7 @@ create_rejects_bad_options(void **state)
 	quay_queue *self_ref = NULL;
 	struct {
 		const char *what;
-		quay_queue_opts o;
+		struct quay_queue_opts o;
 	} cases[32];
 	size_t n = 0;
 	quay_queue *q = (quay_queue *)&self_ref;
@@ -178,7 +178,7 @@ create_rejects_bad_options(void **state)
 		assert_ptr_equal(q, (quay_queue *)&self_ref);   /* untouched */
 	}
 	{
-		quay_queue_opts o = fake_opts();
+		struct quay_queue_opts o = fake_opts();
 
 		assert_int_equal(quay_queue_create(NULL, &q), -EINVAL);
 		assert_int_equal(quay_queue_create(&o, NULL), -EINVAL);
@@ -188,7 +188,7 @@ create_rejects_bad_options(void **state)
 static void
 create_defaults_and_limits(void **state)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q = NULL;
 
 	(void)state;
@@ -207,7 +207,7 @@ static void
 create_same_name_in_registry_fails(void **state)
 {
 	quay_stats *reg = NULL;
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *a = NULL, *b = NULL;
 	quay_stats_snap *snap = NULL;
 	bool found = false;
@@ -243,7 +243,7 @@ create_same_name_in_registry_fails(void **state)
 static void
 calls_reject_bad_input(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q, *q2;
 	quay_lease l;
 	quay_msg *m = mkmsg(1), *arr[2] = { m, NULL };
@@ -311,7 +311,7 @@ calls_reject_bad_input(void **state)
 static void
 send_receive_ack(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l, forged;
 	struct quay_queue_stats s;
@@ -357,7 +357,7 @@ send_receive_ack(void **state)
 static void
 receive_empty_and_timeout(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 
@@ -372,7 +372,7 @@ receive_empty_and_timeout(void **state)
 static void
 priority_then_fifo(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 	static const unsigned prio[] = { 0, 3, 1, 3, 0, 1 };
@@ -397,7 +397,7 @@ priority_then_fifo(void **state)
 static void
 capacity_and_in_flight_limits(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l[4];
 	quay_msg *m;
@@ -426,7 +426,7 @@ capacity_and_in_flight_limits(void **state)
 static void
 batch_calls(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_msg *ms[5];
 	int res[5];
@@ -457,7 +457,7 @@ batch_calls(void **state)
 static void
 lease_expiry_exact(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l, l2;
 
@@ -490,7 +490,7 @@ lease_expiry_exact(void **state)
 static void
 fence_on_reused_slot(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease old, cur;
 
@@ -518,7 +518,7 @@ fence_on_reused_slot(void **state)
 static void
 ack_before_deadline_deletes(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l, l2;
 
@@ -539,7 +539,7 @@ ack_before_deadline_deletes(void **state)
 static void
 extend_moves_deadline(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l, l2;
 
@@ -572,7 +572,7 @@ extend_moves_deadline(void **state)
 static void
 nack_backoff_exact(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 	/* base 100 ms, factor 3, max 1 s: 100, 300, 900, 1000, 1000 ms. */
@@ -608,7 +608,7 @@ nack_backoff_exact(void **state)
 static int64_t
 first_delay(uint64_t seed)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 	int64_t d = -1;
@@ -664,7 +664,7 @@ header_is(const quay_msg *m, const char *key, const char *want)
 static void
 max_attempts_dead_letter_then_redrive(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q, *dlq;
 	quay_lease l;
 	struct quay_queue_stats s;
@@ -723,7 +723,7 @@ max_attempts_dead_letter_then_redrive(void **state)
 static void
 lease_expiry_counts_towards_max(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q, *dlq;
 	quay_lease l;
 	int64_t t = QT_T0;
@@ -758,7 +758,7 @@ lease_expiry_counts_towards_max(void **state)
 static void
 default_max_attempts_is_ten(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 	uint32_t n = 0;
@@ -781,7 +781,7 @@ default_max_attempts_is_ten(void **state)
 static void
 shared_message_is_copied_for_headers(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q, *dlq;
 	quay_lease l;
 	quay_msg *m = mkmsg(77);
@@ -811,7 +811,7 @@ shared_message_is_copied_for_headers(void **state)
 static void
 full_dlq_keeps_message_until_room(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q, *dlq;
 	quay_lease l;
 	struct quay_queue_stats s;
@@ -852,7 +852,7 @@ full_dlq_keeps_message_until_room(void **state)
 static void
 redrive_stops_when_target_full(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *dlq, *to;
 	quay_lease l;
 	size_t moved = 0;
@@ -919,7 +919,7 @@ on_dead(void *ctx, const quay_msg *msg, quay_queue_dlq_reason why)
 static void
 failure_hook_decides(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	struct hook_log h = { QUAY_QUEUE_RETRY, 5 * MS, 0, "", 0, 0 };
 	quay_queue *q;
 	quay_lease l;
@@ -971,7 +971,7 @@ static quay_msg *mkdedup(uint64_t v, const char *id);
 static void
 redrive_into_full_target_changes_nothing(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *dlq, *src, *to;
 	quay_lease l;
 	size_t moved = 99;
@@ -1025,7 +1025,7 @@ static void
 dead_letter_hook_runs_once_when_dlq_full(void **state)
 {
 	struct hook_log h = { QUAY_QUEUE_RETRY, -1, 0, "", 0, 0 };
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q, *dlq;
 	quay_lease l;
 
@@ -1086,7 +1086,7 @@ retry_forever(void *ctx, const quay_msg *msg, uint32_t attempt, const char *reas
 static void
 huge_times_saturate(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_lease l;
 	quay_msg *m;
@@ -1165,7 +1165,7 @@ huge_times_saturate(void **state)
 static void
 oldest_age_covers_in_flight(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l1, l2;
 
@@ -1189,7 +1189,7 @@ oldest_age_covers_in_flight(void **state)
 static void
 delayed_message_exact(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 	quay_msg *m = mkmsg(4);
@@ -1211,7 +1211,7 @@ delayed_message_exact(void **state)
 static void
 default_delay_applies(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 
@@ -1231,7 +1231,7 @@ default_delay_applies(void **state)
 static void
 due_order_is_kept(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 	/* Due offsets in ms (several equal: FIFO among them), crossing the
@@ -1260,7 +1260,7 @@ due_order_is_kept(void **state)
 static void
 long_delays_do_not_drift(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 	/* 3 days (level 4) and 60 days (beyond the wheel: parked, re-filed),
@@ -1295,7 +1295,7 @@ long_delays_do_not_drift(void **state)
 static void
 ttl_dead_letters_never_delivers(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q, *dlq;
 	quay_lease l;
 	struct hook_log h = { QUAY_QUEUE_RETRY, -1, 0, "", 0, 0 };
@@ -1344,7 +1344,7 @@ mkdedup(uint64_t v, const char *id)
 static void
 dedup_window(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 	char big[QUAY_QUEUE_DEDUP_ID_MAX + 2];
@@ -1423,7 +1423,7 @@ dedup_capacity_is_available(void **state)
 
 	(void)state;
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-		quay_queue_opts o = fake_opts();
+		struct quay_queue_opts o = fake_opts();
 		quay_queue *q;
 		size_t n = cases[c].dedup_capacity ? cases[c].dedup_capacity : cases[c].capacity;
 
@@ -1462,7 +1462,7 @@ dedup_capacity_is_available(void **state)
 static void
 browse_visits_without_leasing(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l, inflight;
 	struct seen s = { 0, { 0 }, { 0 }, -1 };
@@ -1510,7 +1510,7 @@ browse_visits_without_leasing(void **state)
 static void
 restore_is_not_a_send(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 	struct quay_queue_stats s;
@@ -1563,7 +1563,7 @@ wait_thread(void *arg)
 static void
 blocking_receive_wakes_on_send_and_due(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	struct waiter w = { NULL, -1, 0, 0 };
 	quay_queue *q;
 	pthread_t t;
@@ -1603,7 +1603,7 @@ blocking_receive_wakes_on_send_and_due(void **state)
 static void
 real_clock_delay_wakes_receiver(void **state)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q;
 	quay_lease l;
 	quay_msg *m;
@@ -1673,7 +1673,7 @@ realtime_now(void)
 static void
 sleeping_receiver_wakes_for_later_delayed(void **state)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	struct timed_waiter w = { NULL, 10000 * MS, -1, 0, 0, 0 };
 	quay_queue *q;
 	pthread_t t;
@@ -1708,7 +1708,7 @@ sleeping_receiver_wakes_for_later_delayed(void **state)
 static void
 sleeping_receiver_wakes_for_later_delayed_fake(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	struct timed_waiter w = { NULL, 10000 * MS, -1, 0, 0, 0 };
 	quay_queue *q;
 	pthread_t t;
@@ -1781,7 +1781,7 @@ extender_thread(void *arg)
 static void
 extend_concurrent_with_timer(void **state)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	struct extend_run r = { NULL, 0, 0, 0 };
 	pthread_t a, b[2];
 	long last = -1;
@@ -1869,7 +1869,7 @@ assert_fresh_lease(quay_queue *q, quay_lease *l, int64_t vis)
 static void
 lease_deadline_after_ttl_dead_letters(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	int64_t step = MS;
 	quay_queue *q;
 	quay_lease l;
@@ -1926,7 +1926,7 @@ drop_on_dead(void *ctx, const quay_msg *msg, quay_queue_dlq_reason why)
 static void
 batch_whose_leases_expired_receives_again(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_lease l[3];
 	size_t k;
 
@@ -1960,7 +1960,7 @@ batch_whose_leases_expired_receives_again(void **state)
 static void
 batch_lease_deadlines_after_slow_work(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	int64_t step = MS;
 	quay_queue *q;
 	quay_lease l[3];
@@ -2000,7 +2000,7 @@ batch_lease_deadlines_after_slow_work(void **state)
 static void
 lease_deadline_after_timer_work(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	int64_t step = MS;
 	quay_queue *q;
 	static quay_lease old[SLOW_N];
@@ -2038,7 +2038,7 @@ lease_deadline_after_timer_work(void **state)
 static void
 foreign_lease_is_enoent(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q1, *q2;
 	quay_lease l1, l2;
 	quay_msg *m = mkmsg(5);
@@ -2102,7 +2102,7 @@ batch_wait_thread(void *arg)
 static void
 close_wakes_sleeping_receivers(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	struct waiter w = { NULL, -1, 0, 0 };
 	struct batch_waiter bw = { NULL, 99, 0 };
 	quay_queue *q;
@@ -2133,7 +2133,7 @@ close_wakes_sleeping_receivers(void **state)
 static void
 close_refuses_new_work_keeps_leases(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q, *dlq;
 	quay_lease l1, l2, l3, lx;
 	quay_msg *m, *b[2];
@@ -2142,7 +2142,7 @@ close_refuses_new_work_keeps_leases(void **state)
 
 	(void)state;
 	assert_int_equal(quay_queue_close(NULL), -EINVAL);
-	o.dlq = dlq = mkq(&(quay_queue_opts){ .size = sizeof(quay_queue_opts), .clock = qt_fake_clock,
+	o.dlq = dlq = mkq(&(struct quay_queue_opts){ .size = sizeof(struct quay_queue_opts), .clock = qt_fake_clock,
 	    .name = "dlq", .capacity = 8 });
 	q = mkq(&o);
 	send_v(q, 1);
@@ -2201,7 +2201,7 @@ close_refuses_new_work_keeps_leases(void **state)
 static void
 release_hands_back_without_attempt(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q, *dlq;
 	quay_lease l, l2, bogus;
 	struct quay_queue_stats s;
@@ -2297,7 +2297,7 @@ release_hands_back_without_attempt(void **state)
 static void
 attempts_are_per_queue(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *a, *b, *dlq;
 	quay_lease l;
 	quay_msg *m, *c = NULL;
@@ -2385,7 +2385,7 @@ attempts_are_per_queue(void **state)
 static void
 long_poll_waits_for_a_slot(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	struct waiter w = { NULL, -1, 0, 0 };
 	quay_queue *q;
 	quay_lease l, lx;
@@ -2452,7 +2452,7 @@ long_poll_waits_for_a_slot(void **state)
 static void
 duplicate_send_is_told(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_msg *b[3];
 	int res[3] = { -99, -99, -99 };

@@ -75,10 +75,10 @@ teardown(void **state)
 	return quay_pool_destroy(pool);
 }
 
-static quay_queue_opts
+static struct quay_queue_opts
 dopts(const char *name)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	o.name = name;
 	o.clock = qt_fake_clock;
@@ -91,7 +91,7 @@ dopts(const char *name)
 }
 
 static quay_queue *
-mkq(quay_queue_opts *o)
+mkq(struct quay_queue_opts *o)
 {
 	quay_queue *q = NULL;
 
@@ -172,7 +172,7 @@ drain(quay_queue *q, uint64_t *seen, size_t max, bool ack)
 static void
 send_ack_recover(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_lease l[3];
 	uint64_t seen[16];
@@ -241,7 +241,7 @@ send_ack_recover(void **state)
 static void
 send_batch_one_sync(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_msg *ms[32];
 	int res[32];
@@ -281,7 +281,7 @@ send_batch_one_sync(void **state)
 static void
 nack_delay_and_expiry_recover(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_lease l;
 	struct quay_queue_stats s;
@@ -330,7 +330,7 @@ nack_delay_and_expiry_recover(void **state)
 static void
 dead_letter_and_redrive_recover(void **state)
 {
-	quay_queue_opts o, od;
+	struct quay_queue_opts o, od;
 	quay_queue *q, *dlq;
 	quay_lease l;
 	const void *v;
@@ -395,7 +395,7 @@ dead_letter_and_redrive_recover(void **state)
 static void
 ttl_after_restart_dead_letters(void **state)
 {
-	quay_queue_opts o, od;
+	struct quay_queue_opts o, od;
 	quay_queue *q, *dlq;
 	quay_lease l;
 	quay_msg *m;
@@ -449,7 +449,7 @@ ttl_after_restart_dead_letters(void **state)
 static void
 compaction_keeps_disk_bounded(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quay_wal_info wi;
 	struct quayi_dur_info di;
@@ -555,7 +555,7 @@ names_in_log(const char *name, uint64_t *first_lsn)
 static void
 queue_name_logged_once_and_kept(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quay_wal_info wi;
 	quay_lease l;
@@ -606,7 +606,7 @@ queue_name_logged_once_and_kept(void **state)
 static void
 compaction_deferred_for_closed_queue(void **state)
 {
-	quay_queue_opts oa, ob;
+	struct quay_queue_opts oa, ob;
 	quay_queue *a, *b;
 	struct quayi_dur_info di;
 
@@ -660,7 +660,7 @@ wal_failure_fails_send_and_ack(void **state)
 {
 	struct quayi_wal_io io = quayi_wal_io_posix;
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_lease l;
 	quay_msg *m;
@@ -714,7 +714,7 @@ wal_failure_fails_send_and_ack(void **state)
 static void
 corrupt_record_is_ebadmsg(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q = NULL;
 	unsigned char junk[30] = { 0 };
 
@@ -737,7 +737,7 @@ corrupt_record_is_ebadmsg(void **state)
 static void
 capacity_below_live_set_is_enospc(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q = NULL;
 
 	(void)state;
@@ -761,13 +761,13 @@ capacity_below_live_set_is_enospc(void **state)
 static void
 bad_input(void **state)
 {
-	quay_queue_opts o, od;
+	struct quay_queue_opts o, od;
 	quay_queue *q = NULL, *mem = NULL, *dlq = NULL, *q2 = NULL;
 	quay_wal *ro = NULL, *other = NULL;
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
 	char dir2[256];
 	quay_msg *m;
-	quay_lease l;
+	quay_lease l, l2;
 	size_t moved;
 
 	(void)state;
@@ -825,23 +825,39 @@ bad_input(void **state)
 	o.wal = other;
 	q2 = mkq(&o);
 	assert_int_equal(quay_queue_redrive(dlq, q2, 1, &moved), -EINVAL);
-	/* A message held by a durable queue cannot go to another. */
+	/* A message held by a durable queue goes to another durable queue
+	 * as a copy (issue 11: it was -EINVAL); the original stays where it
+	 * is, and the sender's reference to it is dropped. */
 	m = mkmsg(1);
 	assert_int_equal(quay_queue_send(dlq, m), 0);
 	assert_int_equal(quay_queue_receive(dlq, &l, 0), 0);
-	assert_int_equal(quay_queue_send(q2, l.msg), -EINVAL);
-	assert_int_equal(quay_queue_send_batch(q2, &l.msg, 1, NULL), 0);
+	quay_msg_ref(l.msg);                                 /* one to give away */
+	assert_int_equal(quay_queue_send(q2, l.msg), 0);
+	quay_msg_ref(l.msg);
+	assert_int_equal(quay_queue_send_batch(q2, &l.msg, 1, NULL), 1);
+	assert_int_equal(quay_msg_refcount(l.msg), 2);       /* dlq's and the lease's */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(quay_queue_receive(q2, &l2, 0), 0);
+		assert_ptr_not_equal(l2.msg, l.msg);
+		assert_int_equal(body_of(l2.msg), 1);
+		assert_int_equal(quay_queue_ack(q2, &l2), 0);
+		quay_msg_unref(l2.msg);
+	}
 	assert_int_equal(quay_queue_ack(dlq, &l), 0);
 	quay_msg_ref(l.msg);
-	assert_int_equal(quay_queue_send(q2, l.msg), 0);     /* after the ack it may */
+	assert_int_equal(quay_queue_send(q2, l.msg), 0);     /* after the ack: itself, no copy */
+	assert_int_equal(quay_queue_receive(q2, &l2, 0), 0);
+	assert_ptr_equal(l2.msg, l.msg);
+	assert_int_equal(quay_queue_ack(q2, &l2), 0);
+	quay_msg_unref(l2.msg);
 	quay_msg_unref(l.msg);
 	/* The older, shorter options struct: an in-memory queue. */
 	o = dopts("old");
-	o.size = offsetof(quay_queue_opts, wal);
+	o.size = offsetof(struct quay_queue_opts, wal);
 	o.wal = NULL;
 	assert_int_equal(quay_queue_create(&o, &q), 0);
 	quay_queue_destroy(q);
-	o.size = offsetof(quay_queue_opts, wal) + 1;
+	o.size = offsetof(struct quay_queue_opts, wal) + 1;
 	assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
 	quay_queue_destroy(q2);
 	quay_queue_destroy(dlq);
@@ -884,7 +900,7 @@ crash_child(int (*fn)(void))
 static int
 child_dead_letter_high_priority(void)
 {
-	quay_queue_opts o = dopts("dlq");
+	struct quay_queue_opts o = dopts("dlq");
 	quay_queue *dlq = NULL, *q = NULL, *tgt = NULL;
 	quay_msg *m = mkmsg(3);
 	quay_lease l;
@@ -928,7 +944,7 @@ child_dead_letter_high_priority(void)
 static void
 dlq_with_fewer_levels_recovers(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *dlq, *q, *tgt;
 	quay_lease l;
 
@@ -964,48 +980,172 @@ dlq_with_fewer_levels_recovers(void **state)
 static int
 child_same_message_twice(void)
 {
-	quay_queue_opts o = dopts("q");
+	struct quay_queue_opts o = dopts("q");
 	quay_queue *q = NULL;
 	quay_msg *m = mkmsg(7), *ms[2];
 	int res[2] = { 1, 1 };
-	quay_lease l;
+	quay_lease l, l2;
 
 	if (quay_queue_create(&o, &q) != 0)
 		return 1;
 	quay_msg_ref(m);
 	ms[0] = m;
 	ms[1] = m;
-	if (quay_queue_send_batch(q, ms, 2, res) != 1 || res[0] != 0 || res[1] != -EINVAL)
+	/* The second is a copy (issue 11: it was -EINVAL): two messages,
+	 * two durable ids; both references were given. */
+	if (quay_queue_send_batch(q, ms, 2, res) != 2 || res[0] != 0 || res[1] != 0)
 		return 2;
-	/* The caller still owns the refused reference; sending it again
-	 * while the queue holds the message is refused too. */
-	if (quay_queue_send(q, m) != -EINVAL)
+	if (quay_msg_refcount(m) != 1)                   /* the queue's */
 		return 3;
-	quay_msg_unref(m);
-	if (quay_queue_receive(q, &l, 0) != 0 || quay_queue_ack(q, &l) != 0)
+	/* Sending it again while the queue holds it: a third, a copy. */
+	quay_msg_ref(m);
+	if (quay_queue_send(q, m) != 0 || quay_msg_refcount(m) != 1)
 		return 4;
-	quay_msg_unref(l.msg);
-	if (quay_queue_receive(q, &l, 0) != -EAGAIN)
+	if (quay_queue_receive(q, &l, 0) != 0 || l.msg != m || quay_queue_ack(q, &l) != 0)
 		return 5;
-	return 0;                                        /* crash */
+	quay_msg_unref(l.msg);
+	if (quay_queue_receive(q, &l, 0) != 0 || l.msg == m || body_of(l.msg) != 7 ||
+	    quay_queue_receive(q, &l2, 0) != 0 || l2.msg == m || l2.msg == l.msg || body_of(l2.msg) != 7)
+		return 6;
+	if (quay_queue_ack(q, &l2) != 0)
+		return 7;
+	quay_msg_unref(l2.msg);
+	if (quay_queue_receive(q, &l2, 0) != -EAGAIN)
+		return 8;
+	return 0;                                        /* crash, one copy unacked */
 }
 
-/* Review 2, item 2: the same message twice in one send_batch enters the
- * queue once; the log stays readable and the acked message stays gone. */
+/* Review 2, item 2: the same message twice in one send_batch, and sent
+ * again while held: the copies are messages of their own in the log;
+ * the log stays readable, the acked ones stay gone, the unacked copy
+ * comes back. */
 static void
 same_message_twice_in_batch(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quayi_dur_info di;
+	uint64_t seen[4];
 
 	(void)state;
 	crash_child(child_same_message_twice);
 	o = dopts("q");
 	q = mkq(&o);                                     /* was -EBADMSG */
-	assert_int_equal(st(q).restored, 0);
+	assert_int_equal(st(q).restored, 1);
 	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
+	assert_int_equal(di.live, 1);
+	assert_int_equal(drain(q, seen, 4, true), 1);
+	assert_int_equal(seen[0], 7);
+	quay_queue_destroy(q);
+}
+
+/* Issue 11: the copy a send of a held message needs is made in the
+ * message's pool. No room there: -ENOMEM, the caller keeps its
+ * reference, nothing is enqueued or logged; with room again it goes. */
+static void
+shared_send_copy_needs_pool_room(void **state)
+{
+	struct quay_queue_opts o;
+	quay_queue *a, *b;
+	quay_pool *small;
+	quay_msg *m, *f, **fill;
+	size_t nf = 0, cap = (size_t)1 << 16;
+	struct quayi_dur_info di;
+	quay_lease l;
+
+	(void)state;
+	assert_int_equal(quay_pool_create((size_t)1 << 20, NULL, &small), 0);
+	assert_non_null(fill = malloc(cap * sizeof(*fill)));
+	o = dopts("a");
+	a = mkq(&o);
+	o = dopts("b");
+	b = mkq(&o);
+	assert_int_equal(quay_msg_new(small, "shared", 6, &m), 0);
+	quay_msg_ref(m);                                     /* for b */
+	assert_int_equal(quay_queue_send(a, m), 0);
+	while (nf < cap && quay_msg_new(small, "f", 1, &f) == 0)
+		fill[nf++] = f;
+	assert_true(nf > 0 && nf < cap);                     /* the pool is full */
+	assert_int_equal(quay_queue_send(b, m), -ENOMEM);
+	assert_int_equal(quay_queue_send_batch(b, &m, 1, NULL), 0);
+	assert_int_equal(quay_msg_refcount(m), 2);           /* a's and ours */
+	assert_int_equal(st(b).sent, 0);
+	assert_int_equal(quayi_queue_durable_info(b, &di), 0);
 	assert_int_equal(di.live, 0);
+	assert_int_equal(quay_queue_receive(b, &l, 0), -EAGAIN);
+	quay_msg_unref(fill[--nf]);                          /* room for one */
+	assert_int_equal(quay_queue_send(b, m), 0);
+	assert_int_equal(quay_msg_refcount(m), 1);           /* a's */
+	assert_int_equal(quay_queue_receive(b, &l, 0), 0);
+	assert_ptr_not_equal(l.msg, m);
+	assert_int_equal(quay_msg_body_len(l.msg), 6);
+	assert_memory_equal(quay_msg_body(l.msg), "shared", 6);
+	assert_int_equal(quay_queue_ack(b, &l), 0);
+	quay_msg_unref(l.msg);
+	assert_int_equal(drain(a, NULL, 4, true), 1);
+	while (nf > 0)
+		quay_msg_unref(fill[--nf]);
+	free(fill);
+	quay_queue_destroy(b);
+	quay_queue_destroy(a);
+	assert_int_equal(quay_pool_destroy(small), 0);
+}
+
+/* Issue 11 (release): a release does not count an attempt, in memory or
+ * after a restart: the log holds only failed deliveries, so a message
+ * comes back with the attempts its last logged failure left it. */
+static void
+release_attempts_across_restart(void **state)
+{
+	struct quay_queue_opts o;
+	quay_queue *q;
+	quay_lease l;
+
+	(void)state;
+	o = dopts("rel");
+	o.flags |= QUAY_QUEUE_NO_BACKOFF;
+	o.max_attempts = 3;
+	q = mkq(&o);
+	assert_int_equal(quay_queue_send(q, mkmsg(5)), 0);
+	for (int i = 0; i < 3; i++) {                        /* more than max_attempts */
+		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+		assert_int_equal(l.attempt, 1);
+		assert_int_equal(quay_queue_release(q, &l), 0);
+		quay_msg_unref(l.msg);
+	}
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 1);
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	assert_int_equal(l.attempt, 1);
+	assert_int_equal(quay_msg_attempts(l.msg), 1);
+	/* One failure (logged: attempts 1), then releases. */
+	assert_int_equal(quay_queue_nack(q, &l, "fail"), 0);
+	quay_msg_unref(l.msg);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+		assert_int_equal(l.attempt, 2);
+		assert_int_equal(quay_queue_release(q, &l), 0);
+		quay_msg_unref(l.msg);
+	}
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 1);
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	assert_int_equal(l.attempt, 2);                      /* not 3: not dead-lettered yet */
+	assert_int_equal(quay_queue_release(q, &l), 0);
+	quay_msg_unref(l.msg);
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	assert_int_equal(l.attempt, 2);
+	assert_int_equal(quay_queue_ack(q, &l), 0);
+	quay_msg_unref(l.msg);
+	assert_int_equal(st(q).dead_lettered, 0);
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 0);
 	quay_queue_destroy(q);
 }
 
@@ -1031,14 +1171,16 @@ race_sender(void *arg)
 }
 
 /* Review 2, item 2 (the race): one message with two references sent by
- * two threads at once to two durable queues on the same WAL: exactly one
- * send wins, every round; after acking everything nothing is live and a
- * restart restores nothing. */
+ * two threads at once to two durable queues on the same WAL: both sends
+ * succeed every round (issue 11: the loser of the claim was -EINVAL, it
+ * now sends a copy), each queue gets exactly one message, exactly one of
+ * the two is the original; after acking everything nothing is live and
+ * a restart restores nothing. */
 static void
 concurrent_send_to_two_durable_queues(void **state)
 {
 	struct race r = { .rounds = 150 };
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	pthread_t t;
 	int wins[2] = { 0, 0 };
 	struct quayi_dur_info di;
@@ -1061,13 +1203,20 @@ concurrent_send_to_two_durable_queues(void **state)
 		pthread_barrier_wait(&r.bar);
 		r.rc[0] = quay_queue_send(r.q[0], r.m);
 		pthread_barrier_wait(&r.bar);
-		/* Exactly one wins; the loser keeps its reference. */
-		assert_true((r.rc[0] == 0) != (r.rc[1] == 0));
-		assert_int_equal(r.rc[0] == 0 ? r.rc[1] : r.rc[0], -EINVAL);
-		wins[r.rc[0] == 0 ? 0 : 1]++;
-		quay_msg_unref(r.m);
-		for (int k = 0; k < 2; k++)
-			assert_int_equal(drain(r.q[k], NULL, 4, true), r.rc[k] == 0 ? 1 : 0);
+		/* Both are sent; one of the two queues holds the original. */
+		assert_int_equal(r.rc[0], 0);
+		assert_int_equal(r.rc[1], 0);
+		for (int k = 0; k < 2; k++) {
+			quay_lease l;
+
+			assert_int_equal(quay_queue_receive(r.q[k], &l, 0), 0);
+			assert_int_equal(body_of(l.msg), (uint64_t)i);
+			if (l.msg == r.m)
+				wins[k]++;
+			assert_int_equal(quay_queue_ack(r.q[k], &l), 0);
+			quay_msg_unref(l.msg);
+			assert_int_equal(drain(r.q[k], NULL, 4, true), 0);
+		}
 	}
 	assert_int_equal(pthread_join(t, NULL), 0);
 	pthread_barrier_destroy(&r.bar);
@@ -1141,7 +1290,7 @@ big_msg(size_t len)
 static void
 refused_dead_letter_leaves_message_unchanged(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *dlq, *q;
 	struct quay_wal_info wi;
 	struct quayi_dur_info di;
@@ -1195,7 +1344,7 @@ refused_dead_letter_leaves_message_unchanged(void **state)
 static void
 dead_letter_too_big_for_headers_moves_without(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *dlq, *q;
 	quay_lease l;
 	quay_msg *m;
@@ -1323,7 +1472,7 @@ commits_between(uint64_t from, uint64_t to)
 static void
 send_batch_at_wal_batch_limit(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	quay_msg *ms[129];
 	int res[129];
@@ -1399,7 +1548,7 @@ send_batch_at_wal_batch_limit(void **state)
 static void
 compaction_with_batch_at_limit(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quay_wal_info wi;
 	struct quayi_dur_info di;
@@ -1459,7 +1608,7 @@ compaction_with_batch_at_limit(void **state)
 static void
 compaction_that_cannot_succeed_backs_off(void **state)
 {
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	quay_queue *q;
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
 	struct quayi_dur_info di;
@@ -1563,10 +1712,10 @@ fq_msg(uint64_t v)
 	return quay_msg_new(pool, body, 8 + v % 50, &m) == 0 ? m : NULL;
 }
 
-static quay_queue_opts
+static struct quay_queue_opts
 fq_opts(quay_wal *w)
 {
-	quay_queue_opts o = dopts("fq");
+	struct quay_queue_opts o = dopts("fq");
 
 	o.wal = w;
 	o.capacity = FQ_MAX;
@@ -1588,7 +1737,7 @@ fq_check(struct memfs *fs, const uint8_t *flags, uint64_t nseq, const char *what
 	struct fq_seen *f = calloc(1, sizeof(*f));
 	quay_wal *w = NULL;
 	quay_queue *q = NULL;
-	quay_queue_opts o;
+	struct quay_queue_opts o;
 	uint64_t bad = 0;
 	int rc;
 
@@ -1656,7 +1805,7 @@ power_loss_under_durable_queue(void **state)
 		struct quayi_dur_info di;
 		quay_wal *w;
 		quay_queue *q;
-		quay_queue_opts o;
+		struct quay_queue_opts o;
 		quay_lease held[64];
 		size_t nheld = 0;
 		uint64_t seq = 0, ops = 0, cut_after;
@@ -1851,7 +2000,7 @@ sync_and_space_errors_under_durable_queue(void **state)
 			struct quay_wal_info wi;
 			struct fq_run run;
 			quay_wal *w;
-			quay_queue_opts o;
+			struct quay_queue_opts o;
 			pthread_t th[4];
 			char what[64];
 
@@ -1937,6 +2086,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(dlq_with_fewer_levels_recovers, setup, teardown),
 		cmocka_unit_test_setup_teardown(same_message_twice_in_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(concurrent_send_to_two_durable_queues, setup, teardown),
+		cmocka_unit_test_setup_teardown(shared_send_copy_needs_pool_room, setup, teardown),
+		cmocka_unit_test_setup_teardown(release_attempts_across_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(refused_dead_letter_leaves_message_unchanged, setup, teardown),
 		cmocka_unit_test_setup_teardown(dead_letter_too_big_for_headers_moves_without, setup, teardown),
 		cmocka_unit_test_setup_teardown(send_batch_at_wal_batch_limit, setup, teardown),

@@ -38,10 +38,10 @@ teardown(void **state)
 	return quay_pool_destroy(pool);
 }
 
-static quay_queue_opts
+static struct quay_queue_opts
 fifo_opts(void)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	qt_set_time(QT_T0);
 	o.clock = qt_fake_clock;
@@ -52,7 +52,7 @@ fifo_opts(void)
 }
 
 static quay_queue *
-mkq(quay_queue_opts *o)
+mkq(struct quay_queue_opts *o)
 {
 	quay_queue *q = NULL;
 
@@ -121,7 +121,7 @@ check_conservation(quay_queue *q)
 static void
 group_order_and_one_in_flight(void **state)
 {
-	quay_queue_opts o = fifo_opts();
+	struct quay_queue_opts o = fifo_opts();
 	quay_queue *q;
 	quay_lease a, b, c;
 	struct quay_queue_stats s;
@@ -163,7 +163,7 @@ group_order_and_one_in_flight(void **state)
 static void
 failed_head_blocks_through_backoff(void **state)
 {
-	quay_queue_opts o = fifo_opts();
+	struct quay_queue_opts o = fifo_opts();
 	quay_queue *q;
 	quay_lease l;
 
@@ -195,7 +195,7 @@ failed_head_blocks_through_backoff(void **state)
 static void
 expired_head_stays_head(void **state)
 {
-	quay_queue_opts o = fifo_opts();
+	struct quay_queue_opts o = fifo_opts();
 	quay_queue *q;
 	quay_lease l, old;
 
@@ -230,7 +230,7 @@ expired_head_stays_head(void **state)
 static void
 batch_one_per_group(void **state)
 {
-	quay_queue_opts o = fifo_opts();
+	struct quay_queue_opts o = fifo_opts();
 	quay_queue *q;
 	quay_lease l[8];
 	size_t n;
@@ -259,7 +259,7 @@ batch_one_per_group(void **state)
 static void
 release_keeps_head(void **state)
 {
-	quay_queue_opts o = fifo_opts();
+	struct quay_queue_opts o = fifo_opts();
 	quay_queue *q;
 	quay_lease l;
 
@@ -283,7 +283,7 @@ release_keeps_head(void **state)
 static void
 delay_blocks_the_group(void **state)
 {
-	quay_queue_opts o = fifo_opts();
+	struct quay_queue_opts o = fifo_opts();
 	quay_queue *q;
 	quay_lease l;
 	quay_msg *m;
@@ -321,7 +321,7 @@ delay_blocks_the_group(void **state)
 static void
 ttl_of_group_head(void **state)
 {
-	quay_queue_opts od = fifo_opts(), o = fifo_opts();
+	struct quay_queue_opts od = fifo_opts(), o = fifo_opts();
 	quay_queue *dlq, *q;
 	quay_lease l;
 	quay_msg *m;
@@ -358,7 +358,7 @@ ttl_of_group_head(void **state)
 static void
 dead_letter_and_redrive_into_fifo(void **state)
 {
-	quay_queue_opts od = fifo_opts(), o = fifo_opts();
+	struct quay_queue_opts od = fifo_opts(), o = fifo_opts();
 	quay_queue *dlq, *q;
 	quay_lease l;
 	size_t moved = 0;
@@ -404,7 +404,7 @@ dead_letter_and_redrive_into_fifo(void **state)
 static void
 priorities_between_groups_only(void **state)
 {
-	quay_queue_opts o = fifo_opts();
+	struct quay_queue_opts o = fifo_opts();
 	quay_queue *q;
 	quay_lease l;
 	quay_msg *m;
@@ -444,7 +444,7 @@ count_visit(void *ctx, const quay_msg *m, quay_queue_state st)
 static void
 browse_and_group_limits(void **state)
 {
-	quay_queue_opts o = fifo_opts();
+	struct quay_queue_opts o = fifo_opts();
 	quay_queue *q;
 	quay_lease l;
 	int seen[4] = { 0 };
@@ -478,10 +478,10 @@ browse_and_group_limits(void **state)
 
 /* ---- content dedup ---------------------------------------------------- */
 
-static quay_queue_opts
+static struct quay_queue_opts
 cd_opts(void)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	qt_set_time(QT_T0);
 	o.clock = qt_fake_clock;
@@ -508,7 +508,7 @@ csend(quay_queue *q, const char *g, const char *body)
 static void
 content_dedup_window(void **state)
 {
-	quay_queue_opts o = cd_opts();
+	struct quay_queue_opts o = cd_opts();
 	quay_queue *q;
 	struct quay_queue_stats s;
 	quay_msg *m = NULL;
@@ -551,7 +551,7 @@ one_key(const quay_msg *msg, uint64_t *h1, uint64_t *h2)
 static void
 content_dedup_collisions_confirmed(void **state)
 {
-	quay_queue_opts o = cd_opts();
+	struct quay_queue_opts o = cd_opts();
 	quay_queue *q;
 
 	(void)state;
@@ -575,7 +575,7 @@ content_dedup_collisions_confirmed(void **state)
 static void
 content_dedup_bad_input(void **state)
 {
-	quay_queue_opts o = cd_opts();
+	struct quay_queue_opts o = cd_opts();
 	quay_queue *q = (quay_queue *)0x1;
 	quay_lease l;
 
@@ -606,7 +606,7 @@ durable_fifo_restart(void **state)
 	char dir[] = "/tmp/quay-fifo-XXXXXX";
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
 	quay_wal *wal;
-	quay_queue_opts o = fifo_opts();
+	struct quay_queue_opts o = fifo_opts();
 	quay_queue *q;
 	quay_lease l;
 

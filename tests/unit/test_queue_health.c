@@ -52,10 +52,10 @@ on_alarm(void *ctx, quay_queue *q, quay_queue_alarm a, bool on, double value)
 	c->value = value;
 }
 
-static quay_queue_opts
+static struct quay_queue_opts
 fake_opts(struct calls *c)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	qt_set_time(QT_T0);
 	o.clock = qt_fake_clock;
@@ -68,7 +68,7 @@ fake_opts(struct calls *c)
 }
 
 static quay_queue *
-mkq(quay_queue_opts *o)
+mkq(struct quay_queue_opts *o)
 {
 	quay_queue *q = NULL;
 
@@ -116,7 +116,7 @@ static void
 ready_depth_hysteresis(void **state)
 {
 	struct calls c = { 0 };
-	quay_queue_opts o = fake_opts(&c);
+	struct quay_queue_opts o = fake_opts(&c);
 	struct quay_queue_health h;
 	quay_queue *q;
 
@@ -172,7 +172,7 @@ static void
 age_alarm_boundary(void **state)
 {
 	struct calls c = { 0 };
-	quay_queue_opts o = fake_opts(&c);
+	struct quay_queue_opts o = fake_opts(&c);
 	quay_queue *q;
 
 	(void)state;
@@ -203,7 +203,7 @@ static void
 in_flight_alarm(void **state)
 {
 	struct calls c = { 0 };
-	quay_queue_opts o = fake_opts(&c);
+	struct quay_queue_opts o = fake_opts(&c);
 	quay_queue *q;
 	quay_lease l[2];
 
@@ -232,7 +232,7 @@ static void
 dlq_alarm_and_gauges(void **state)
 {
 	struct calls c = { 0 };
-	quay_queue_opts od = fake_opts(&c), o = fake_opts(&c);
+	struct quay_queue_opts od = fake_opts(&c), o = fake_opts(&c);
 	quay_queue *dlq, *q;
 	quay_stats *reg;
 	quay_stats_snap *snap;
@@ -284,7 +284,7 @@ static void
 failure_rate_window(void **state)
 {
 	struct calls c = { 0 };
-	quay_queue_opts o = fake_opts(&c);
+	struct quay_queue_opts o = fake_opts(&c);
 	struct quay_queue_health h;
 	quay_queue *q;
 	quay_lease l;
@@ -359,7 +359,7 @@ bad_thresholds(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		quay_queue_opts o = fake_opts(NULL);
+		struct quay_queue_opts o = fake_opts(NULL);
 
 		o.max_in_flight = 8;
 		o.alarm[bad[i].alarm] = bad[i].t;
@@ -367,7 +367,7 @@ bad_thresholds(void **state)
 		assert_ptr_equal(q, (quay_queue *)0x1);
 	}
 	{
-		quay_queue_opts o = fake_opts(NULL);
+		struct quay_queue_opts o = fake_opts(NULL);
 
 		o.alarm[QUAY_QUEUE_ALARM_FAILURES].raise = 0.5;
 		o.failure_window_ns = 1000;                      /* below 1 ms */
@@ -377,7 +377,7 @@ bad_thresholds(void **state)
 	}
 	assert_int_equal(quay_queue_health(NULL, NULL), -EINVAL);
 	{
-		quay_queue_opts o = fake_opts(NULL);
+		struct quay_queue_opts o = fake_opts(NULL);
 		struct quay_queue_health h;
 
 		q = mkq(&o);

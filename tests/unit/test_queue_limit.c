@@ -35,10 +35,10 @@ teardown(void **state)
 	return quay_pool_destroy(pool);
 }
 
-static quay_queue_opts
+static struct quay_queue_opts
 fake_opts(void)
 {
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 
 	o.clock = qt_fake_clock;
 	o.capacity = 64;
@@ -48,7 +48,7 @@ fake_opts(void)
 }
 
 static quay_queue *
-mkq(quay_queue_opts *o)
+mkq(struct quay_queue_opts *o)
 {
 	quay_queue *q = NULL;
 
@@ -91,7 +91,7 @@ static void
 rate_over_ten_seconds(void **state)
 {
 	static const int64_t steps[] = { 137 * US, 1 * MS, 3 * MS + 1, 50 * US, 9 * MS };
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	int64_t t = QT_T0, end = QT_T0 + 10000 * MS;
 	long got = 0;
@@ -124,7 +124,7 @@ rate_over_ten_seconds(void **state)
 static void
 burst_boundary(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l;
 
@@ -160,7 +160,7 @@ burst_boundary(void **state)
 static void
 batch_takes_a_token_each(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 	quay_lease l[10];
 	size_t n;
@@ -219,7 +219,7 @@ wait_thread(void *arg)
 static void
 long_poll_sleeps_until_token(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	struct waiter w = { NULL, -99, 0, 0 };
 	quay_queue *q;
 	pthread_t t;
@@ -262,7 +262,7 @@ long_poll_sleeps_until_token(void **state)
 static void
 set_rate_limit(void **state)
 {
-	quay_queue_opts o = fake_opts();
+	struct quay_queue_opts o = fake_opts();
 	quay_queue *q;
 
 	(void)state;
@@ -308,7 +308,7 @@ bad_options(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		quay_queue_opts o = fake_opts();
+		struct quay_queue_opts o = fake_opts();
 
 		o.rate_per_sec = bad[i].rate;
 		o.rate_burst = bad[i].burst;
@@ -316,9 +316,9 @@ bad_options(void **state)
 		assert_ptr_equal(q, (quay_queue *)0x1);
 	}
 	{
-		quay_queue_opts o = fake_opts();
+		struct quay_queue_opts o = fake_opts();
 
-		o.size = offsetof(quay_queue_opts, rate_per_sec);
+		o.size = offsetof(struct quay_queue_opts, rate_per_sec);
 		q = mkq(&o);
 		send_n(q, 10);
 		assert_int_equal(drain(q), 10);

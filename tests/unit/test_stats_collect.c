@@ -238,7 +238,7 @@ queue_and_sub_gauges_true_at_snapshot(void **state)
 	quay_stats *s;
 	quay_pool *pool;
 	quay_queue *q;
-	quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	struct quay_bus_opts bo = QUAY_BUS_OPTS_INIT;
 	quay_bus *bus;
 	quay_sub *sub;

@@ -13,6 +13,7 @@
 #include "quay_test.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -20,6 +21,7 @@
 
 #include <quay/wal.h>
 
+#include "../../src/le.h"
 #include "../../src/wal_internal.h"
 #include "wal/wal_memfs.h"
 
@@ -680,7 +682,7 @@ tail_cut_erases_stale_records(void **state)
 	memfs_fini(&fs);
 }
 
-/* R3's proof may end in zero bytes. SYNC mode, A and B
+/* WAL-R3's proof may end in zero bytes. SYNC mode, A and B
  * acknowledged (fdatasynced), then C; a bit of B flipped. C's synced
  * field (B's LSN) proves B was durable, so open must fail with -EBADMSG
  * whatever C's payload: empty, zeros, or non-zero. Before the fix the
@@ -1121,6 +1123,63 @@ corruption_in_sealed_segment_is_ebadmsg(void **state)
 	memfs_fini(&fs);
 }
 
+/* Issue 10 item 7: SALVAGE keeps the prefix of a damaged segment; a
+ * checkpoint mark inside that prefix must count as it does on a normal
+ * open (info.checkpoint_lsn), or a salvaged log forgets its checkpoint. */
+static void
+salvage_keeps_checkpoint(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_NONE, 64 << 10);
+	struct quay_wal_report rep;
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 23;
+
+	memfs_init(&fs, 37);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(append_some(w, &m, &key, 1, 800, &rng, NULL), 0);
+	assert_int_equal(quay_wal_checkpoint(w, 10), 0); /* the mark is LSN 21 */
+	while (quay_wal_info(w, &info) == 0 && info.segments < 2)
+		assert_int_equal(append_some(w, &m, &key, 1, 800, &rng, NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	/* Control: a normal open reads the mark. */
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.checkpoint_lsn, 10);
+	assert_int_equal(quay_wal_close(w), 0);
+	/* Damage the last record of the sealed first segment: WAL-R2 corruption,
+	 * after the mark. */
+	struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
+	assert_non_null(f);
+	f->cur[f->cur_len - 9] ^= 0x10;
+	memfs_sync_file(f);
+	o.flags = QUAY_WAL_SALVAGE;
+	o.report = &rep;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_true(rep.corrupt);
+	assert_true(rep.segments_removed >= 1);
+	assert_true(rep.last_lsn > 21);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.segments, 1);
+	assert_int_equal(info.checkpoint_lsn, 10);
+	uint64_t seen = 0;
+	assert_int_equal(quay_wal_replay(w, 1, count_visit, &seen), 0);
+	assert_int_equal(seen, rep.last_lsn - 1); /* every kept LSN but the mark */
+	assert_int_equal(quay_wal_close(w), 0);
+	/* And after that salvage, a normal reopen agrees. */
+	o.flags = 0;
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.checkpoint_lsn, 10);
+	assert_int_equal(quay_wal_close(w), 0);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
 static void
 bad_segment_files(void **state)
 {
@@ -1132,7 +1191,7 @@ bad_segment_files(void **state)
 	uint8_t junk[100];
 
 	o.report = &rep;
-	/* A last segment with a torn header and nothing else: removed (R4). */
+	/* A last segment with a torn header and nothing else: removed (WAL-R4). */
 	memfs_init(&fs, 40);
 	memset(junk, 0, sizeof(junk));
 	junk[0] = 'Q';
@@ -1210,7 +1269,9 @@ w4_power_cuts(void **state)
 		struct model m = { 0 };
 		quay_wal *w;
 		unsigned mode = (t % 3 == 0) ? QUAY_WAL_NONE : QUAY_WAL_SYNC;
-		struct quay_wal_opts o = opts_mode(mode, 64 << 10);
+		/* One trial in five in 256 KiB segments: cuts while the
+		 * preallocation grows (64, 128, 256 KiB). */
+		struct quay_wal_opts o = opts_mode(mode, t % 5 == 4 ? 256 << 10 : 64 << 10);
 		uint64_t key = 1, acked = 0;
 
 		m.attempts = true;
@@ -1904,7 +1965,6 @@ group_commit_handover(void **state)
 
 /* ---- the real file system --------------------------------------------- */
 
-
 static void
 posix_round_trip(void **state)
 {
@@ -1954,7 +2014,6 @@ posix_round_trip(void **state)
 	rmdir(tmpl);
 	model_free(&m);
 }
-
 
 /* Open names the cause. A missing parent is -ENOENT, a
  * regular file where the directory should be -ENOTDIR, a directory the
@@ -2059,7 +2118,6 @@ open_errors_name_the_cause(void **state)
 	qt_rm_dir(tmpl);
 }
 
-
 /* Reopening a small log in a large (default 64 MiB,
  * preallocated) segment must take memory in proportion to the data, not
  * to the segment. Measured as the process's peak resident set (VmHWM of
@@ -2135,29 +2193,143 @@ reopen_memory_scales_with_data(void **state)
 	qt_rm_dir(tmpl);
 }
 
+/* The disk blocks of the files in dir. */
+static uint64_t
+dir_disk_bytes(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	uint64_t sum = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		char p[1024];
+		struct stat st;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		if (stat(p, &st) == 0)
+			sum += (uint64_t)st.st_blocks * 512u;
+	}
+	closedir(d);
+	return sum;
+}
+
+/* Issue 11: a tiny log in the default 64 MiB segments used to take the
+ * whole segment on disk. Preallocation now follows the data (64 KiB,
+ * doubled as needed): below twice the data plus 64 KiB, counted in the
+ * file's blocks (st_blocks). A segment preallocated whole (by an older
+ * version) is trimmed at reopen. */
+static void
+small_log_small_disk(void **state)
+{
+	(void)state;
+	char tmpl[512];
+	const char *tmp = getenv("TMPDIR");
+	snprintf(tmpl, sizeof(tmpl), "%s/quay-wal-disk-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(tmpl));
+	char dir[600], seg[700];
+	snprintf(dir, sizeof(dir), "%s/log", tmpl);
+	snprintf(seg, sizeof(seg), "%s/0000000000000001.wal", dir);
+
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = QUAY_WAL_OPTS_INIT; /* SYNC, 64 MiB segments */
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 9, bad = 0;
+
+	assert_int_equal(quay_wal_open(dir, &o, &w), 0);
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(append_some(w, &m, &key, 1, 200, &rng, NULL), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	uint64_t tiny = dir_disk_bytes(dir);
+	print_message("small log: %" PRIu64 " bytes of log, %" PRIu64 " preallocated, %" PRIu64
+		      " on disk (segment_bytes %" PRIu64 ")\n",
+	    info.bytes, info.file_bytes, tiny, info.segment_bytes);
+	assert_int_equal(info.segment_bytes, QUAY_WAL_SEGMENT_DEFAULT);
+	assert_true(info.bytes < (16 << 10));
+	assert_int_equal(info.file_bytes, 64 << 10);
+	assert_true(tiny <= (128 << 10)); /* 64 KiB and the file system's own blocks */
+	/* Growing: about 3 MiB more, still in the first segment. */
+	while (info.bytes < (3u << 20)) {
+		assert_int_equal(append_some(w, &m, &key, 1 + qt_rand(&rng) % 4, 4000, &rng, NULL), 0);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+	}
+	uint64_t grown = dir_disk_bytes(dir);
+	print_message("grown log: %" PRIu64 " bytes of log, %" PRIu64 " preallocated, %" PRIu64 " on disk\n",
+	    info.bytes, info.file_bytes, grown);
+	assert_int_equal(info.segments, 1);
+	assert_true(info.file_bytes >= info.bytes);
+	assert_true(info.file_bytes < 2 * info.bytes + (64 << 10));
+	assert_true(grown <= info.file_bytes + (64 << 10));
+	assert_int_equal(quay_wal_close(w), 0);
+	/* An older version's whole-segment preallocation is trimmed. */
+	int fd = open(seg, O_RDWR);
+	assert_true(fd >= 0);
+	int fr = posix_fallocate(fd, 0, (off_t)QUAY_WAL_SEGMENT_DEFAULT);
+	close(fd);
+	if (fr == 0) {
+		assert_true(dir_disk_bytes(dir) >= QUAY_WAL_SEGMENT_DEFAULT);
+		assert_int_equal(quay_wal_open(dir, &o, &w), 0);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		uint64_t trimmed = dir_disk_bytes(dir);
+		print_message("whole 64 MiB segment reopened: %" PRIu64 " on disk\n", trimmed);
+		assert_true(info.file_bytes < 2 * info.bytes + (64 << 10));
+		assert_true(trimmed <= info.file_bytes + (64 << 10));
+		assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+		assert_int_equal(quay_wal_close(w), 0);
+	}
+	assert_int_equal(quay_wal_open(dir, &o, &w), 0);
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(bad, 0);
+	model_free(&m);
+	qt_rm_dir(tmpl);
+}
+
+/* Growing the preallocation with no room left fails that append only
+ * (-ENOSPC, not sticky), as a segment that cannot be created does. */
+static void
+prealloc_growth_enospc(void **state)
+{
+	(void)state;
+	struct memfs fs;
+	struct model m = { 0 };
+	quay_wal *w;
+	struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 1 << 20);
+	struct quay_wal_info info;
+	uint64_t key = 1, rng = 13, bad = 0;
+	int r = 0;
+
+	memfs_init(&fs, 61);
+	fs.quota = 200 << 10; /* 64 and 128 KiB fit, 256 KiB does not */
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_true(memfs_used(&fs) <= (64 << 10));
+	for (int i = 0; i < 1000 && r == 0; i++)
+		r = append_some(w, &m, &key, 1, 2000, &rng, NULL);
+	assert_int_equal(r, -ENOSPC);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.failed, 0);
+	assert_int_equal(info.segments, 1);
+	assert_int_equal(info.file_bytes, 128 << 10);
+	assert_true(info.bytes > (64 << 10));
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	fs.quota = 0; /* space returns */
+	assert_int_equal(append_some(w, &m, &key, 1, 2000, &rng, NULL), 0);
+	assert_int_equal(quay_wal_info(w, &info), 0);
+	assert_int_equal(info.file_bytes, 256 << 10);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(mopen(&fs, &o, &w), 0);
+	assert_int_equal(replay_check(w, &m, 1, &bad), m.n);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(bad, 0);
+	model_free(&m);
+	memfs_fini(&fs);
+}
+
 /* ---- the scanner on memory (the fuzzer's entry) --------------------------- */
 
-static void
-put32le(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t
-get32le(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void
-put64le(uint8_t *p, uint64_t v)
-{
-	put32le(p, (uint32_t)v);
-	put32le(p + 4, (uint32_t)(v >> 32));
-}
-
-/* The R3 proof search over a torn tail of header-shaped message bodies
+/* The WAL-R3 proof search over a torn tail of header-shaped message bodies
  * costs a bounded number of CRC bytes: a 4 MiB segment whose first
  * record is damaged, followed by a header-shaped candidate in every
  * 32-byte block. Candidates claiming the rest of the segment as payload
@@ -2176,17 +2348,17 @@ proof_search_is_bounded(void **state)
 	uint64_t blocks = 0, plausible = 0;
 
 	assert_non_null(b);
-	put32le(b, QUAYI_WAL_MAGIC);
+	quayi_le_put32(b, QUAYI_WAL_MAGIC);
 	b[4] = QUAYI_WAL_VERSION;
 	b[6] = QUAYI_WAL_SEG_HDR;
-	put32le(b + 8, salt);
-	put64le(b + 16, 1);
-	put32le(b + 28, quayi_crc32c(0, b, 28));
+	quayi_le_put32(b + 8, salt);
+	quayi_le_put64(b + 16, 1);
+	quayi_le_put32(b + 28, quayi_crc32c(0, b, 28));
 	/* The first record (LSN 1): a header with a wrong CRC. */
-	put32le(b + 32, 0xdeadbeefu);
-	put64le(b + 40, 1);
-	put32le(b + 48, 1);
-	put32le(b + 52, QUAYI_WAL_F_COMMIT);
+	quayi_le_put32(b + 32, 0xdeadbeefu);
+	quayi_le_put64(b + 40, 1);
+	quayi_le_put32(b + 48, 1);
+	quayi_le_put32(b + 52, QUAYI_WAL_F_COMMIT);
 	/* Candidates: last_lsn is 0, so LSN 2 with synced 1 proves damage. */
 	size_t stop = seg - 4096;
 	for (size_t q = 64; q + QUAYI_WAL_REC_HDR <= stop; q += QUAYI_WAL_REC_HDR, blocks++) {
@@ -2194,24 +2366,24 @@ proof_search_is_bounded(void **state)
 		switch (blocks % 3) {
 		case 0: /* the rest of the segment as payload: > max_record
 			 * but near the end (there it is plausible too) */
-			put32le(h + 4, (uint32_t)((seg - q - QUAYI_WAL_REC_HDR) & ~(size_t)7));
-			put64le(h + 8, 2);
-			if (get32le(h + 4) <= max_record)
+			quayi_le_put32(h + 4, (uint32_t)((seg - q - QUAYI_WAL_REC_HDR) & ~(size_t)7));
+			quayi_le_put64(h + 8, 2);
+			if (quayi_le_get32(h + 4) <= max_record)
 				plausible++;
 			break;
 		case 1: /* an LSN far past what fits between the damage and q */
-			put32le(h + 4, 64);
-			put64le(h + 8, (uint64_t)1 << 40);
+			quayi_le_put32(h + 4, 64);
+			quayi_le_put64(h + 8, (uint64_t)1 << 40);
 			break;
 		default: /* plausible: costs one CRC of max_record bytes */
 			plausible++;
-			put32le(h + 4, max_record);
-			put64le(h + 8, 2);
+			quayi_le_put32(h + 4, max_record);
+			quayi_le_put64(h + 8, 2);
 			break;
 		}
-		put32le(h, 0x0badc0deu);
-		put32le(h + 16, 1);
-		put64le(h + 24, 1);
+		quayi_le_put32(h, 0x0badc0deu);
+		quayi_le_put32(h + 16, 1);
+		quayi_le_put64(h + 24, 1);
 	}
 	/* Zero bytes from stop: the tail of the segment (a real one is
 	 * preallocated with zeros); the scan sees the non-zero end at stop. */
@@ -2237,13 +2409,13 @@ proof_search_is_bounded(void **state)
 	/* A genuine proof record after them all is still found. */
 	size_t q = stop;
 	uint8_t *h = b + q;
-	put32le(h + 4, 8);
-	put64le(h + 8, 2);
-	put32le(h + 16, 1);
-	put64le(h + 24, 1);
+	quayi_le_put32(h + 4, 8);
+	quayi_le_put64(h + 8, 2);
+	quayi_le_put32(h + 16, 1);
+	quayi_le_put64(h + 24, 1);
 	memset(h + QUAYI_WAL_REC_HDR, 0x77, 8);
 	uint32_t c = quayi_crc32c(salt, h + QUAYI_WAL_REC_HDR, 8);
-	put32le(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
+	quayi_le_put32(h, quayi_crc32c(c, h + 4, QUAYI_WAL_REC_HDR - 4));
 	assert_int_equal(quayi_wal_scan(&s), -EBADMSG);
 	assert_true(s.proven);
 	free(b);
@@ -2305,6 +2477,7 @@ main(void)
 		QT_TEST(proof_record_ending_in_zeros),
 		QT_TEST(batch_limit_is_exact),
 		QT_TEST(corruption_in_sealed_segment_is_ebadmsg),
+		QT_TEST(salvage_keeps_checkpoint),
 		QT_TEST(bad_segment_files),
 		QT_TEST(scan_memory_edges),
 		QT_TEST(proof_search_is_bounded),
@@ -2316,6 +2489,8 @@ main(void)
 		QT_TEST(posix_round_trip),
 		QT_TEST(open_errors_name_the_cause),
 		QT_TEST(reopen_memory_scales_with_data),
+		QT_TEST(small_log_small_disk),
+		QT_TEST(prealloc_growth_enospc),
 		QT_TEST(w2_truncation),
 		QT_TEST(w3_bit_flips),
 		QT_TEST(w4_power_cuts),

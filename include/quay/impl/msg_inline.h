@@ -39,25 +39,25 @@
  * must also compile as C++, where <stdatomic.h> is not available).
  */
 struct quay_msg {
-	uint64_t id;              /* immutable after creation */
-	uint32_t refcount;        /* atomic */
-	uint32_t attempts;        /* atomic (relaxed: a single word) */
-	uint32_t body_len;        /* sole holder writes */
-	uint32_t capacity;        /* data bytes; immutable */
-	uint32_t tail_used;       /* bytes of header records; sole holder writes */
-	uint8_t priority;         /* atomic (relaxed) */
-	uint8_t nheaders;         /* records with key_len > 0 */
-	uint8_t cls;              /* pool class; immutable */
-	uint8_t has_reply_to;     /* a key_len 0 record exists */
-	uint64_t correlation_id;  /* atomic (relaxed) */
-	int64_t created_ns;       /* atomic (relaxed) */
-	int64_t enqueued_ns;      /* atomic (relaxed) */
-	int64_t not_before_ns;    /* atomic (relaxed) */
-	int64_t expires_ns;       /* atomic (relaxed) */
-	struct quay_pool *pool;   /* immutable */
-	uint32_t index;           /* buffer index within its class; immutable */
+	uint64_t id;             /* immutable after creation */
+	uint32_t refcount;       /* atomic */
+	uint32_t attempts;       /* atomic (relaxed: a single word) */
+	uint32_t body_len;       /* sole holder writes */
+	uint32_t capacity;       /* data bytes; immutable */
+	uint32_t tail_used;      /* bytes of header records; sole holder writes */
+	uint8_t priority;        /* atomic (relaxed) */
+	uint8_t nheaders;        /* records with key_len > 0 */
+	uint8_t cls;             /* pool class; immutable */
+	uint8_t has_reply_to;    /* a key_len 0 record exists */
+	uint64_t correlation_id; /* atomic (relaxed) */
+	int64_t created_ns;      /* atomic (relaxed) */
+	int64_t enqueued_ns;     /* atomic (relaxed) */
+	int64_t not_before_ns;   /* atomic (relaxed) */
+	int64_t expires_ns;      /* atomic (relaxed) */
+	struct quay_pool *pool;  /* immutable */
+	uint32_t index;          /* buffer index within its class; immutable */
 	uint32_t reserved0;
-	uint64_t reserved[5];     /* for quay's layers, zeroed at allocation and
+	uint64_t reserved[5]; /* for quay's layers, zeroed at allocation and
 	                             not copied by quay_msg_clone: [0] the durable
 	                             queue's id (src/queue_internal.h) */
 } __attribute__((aligned(64)));

@@ -21,9 +21,9 @@
  * whole number of lines.
  *
  * Labelled ordering edges:
- *   H1 quay_hist_record: release fetch_add on the bucket, after the
+ *   STATS-H1 quay_hist_record: release fetch_add on the bucket, after the
  *      relaxed updates of min, max and sum
- *      -> H2 quay_hist_read (src/stats.c): acquire loads of the buckets,
+ *      -> STATS-H2 quay_hist_read (src/stats.c): acquire loads of the buckets,
  *      then min, max and sum: a record whose bucket a reader counted is
  *      also in the min, max and sum it reads.
  * Everything else is relaxed: a counter or gauge publishes no other data
@@ -161,7 +161,7 @@ quay_hist_record(quay_hist *h, uint64_t v)
 	if (QUAYI_UNLIKELY(h == NULL))
 		return -EINVAL;
 	sh = h->shards + (quayi_stats_slot() & h->mask);
-	/* Relaxed: H1 below orders these before the bucket. The CAS loops
+	/* Relaxed: STATS-H1 below orders these before the bucket. The CAS loops
 	 * usually run zero times (v is not a new extreme). */
 	m = __atomic_load_n(&sh->min, __ATOMIC_RELAXED);
 	while (v < m && !__atomic_compare_exchange_n(&sh->min, &m, v, true,
@@ -172,7 +172,7 @@ quay_hist_record(quay_hist *h, uint64_t v)
 	    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 	__atomic_fetch_add(&sh->sum, v, __ATOMIC_RELAXED);
-	/* H1: release, pairs with H2 in quay_hist_read. */
+	/* STATS-H1: release, pairs with STATS-H2 in quay_hist_read. */
 	__atomic_fetch_add(&sh->buckets[quay_hist_bucket_of(v)], 1, __ATOMIC_RELEASE);
 	return 0;
 }

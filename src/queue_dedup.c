@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The dedup window of a queue (src/queue_dedup.h; docs/QUEUE.md, "Dedup").
+ * A set-associative table of id hashes with their expiry, under one
+ * mutex: a send with a dedup id takes it once.
+ */
+#include "queue_dedup.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+static uint64_t
+mix64(uint64_t x)
+{
+	x += UINT64_C(0x9E3779B97F4A7C15);
+	x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+	x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
+	return x ^ (x >> 31);
+}
+
+/* now + d for d >= 0, saturating at INT64_MAX. */
+static int64_t
+sat_add(int64_t now, int64_t d)
+{
+	return now > 0 && d > INT64_MAX - now ? INT64_MAX : now + d;
+}
+
+static size_t
+pow2_at_least(size_t n)
+{
+	size_t p = 1;
+
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+static void
+hash_id(const void *id, size_t len, uint64_t *h1, uint64_t *h2)
+{
+	const unsigned char *p = id;
+	uint64_t a = UINT64_C(0xcbf29ce484222325), b = UINT64_C(0x84222325cbf29ce4) ^ len;
+
+	for (size_t i = 0; i < len; i++) {
+		a = (a ^ p[i]) * UINT64_C(0x100000001b3);
+		b = mix64(b ^ p[i]);
+	}
+	*h1 = mix64(a);
+	*h2 = b;
+}
+
+/* The entry of way w in the probe-th set after id's home set h1. */
+static inline struct quayi_dedup_entry *
+entry(const struct quayi_dedup *d, uint64_t h1, unsigned probe, unsigned w)
+{
+	return &d->tab[((h1 + probe) & (d->sets - 1)) * QUAYI_DEDUP_WAYS + w];
+}
+
+int
+quayi_dedup_init(struct quayi_dedup *d, int64_t window, size_t capacity)
+{
+	pthread_mutex_init(&d->lock, NULL);
+	d->tab = NULL;
+	d->sets = 0;
+	d->window = window;
+	if (window <= 0)
+		return 0;
+	/* At least twice the ids (see QUAYI_DEDUP_PROBE), and a full window. */
+	d->sets = pow2_at_least((2 * capacity + QUAYI_DEDUP_WAYS - 1) / QUAYI_DEDUP_WAYS);
+	if (d->sets < QUAYI_DEDUP_PROBE)
+		d->sets = QUAYI_DEDUP_PROBE;
+	d->tab = calloc(d->sets * QUAYI_DEDUP_WAYS, sizeof(*d->tab));
+	return d->tab != NULL ? 0 : -ENOMEM;
+}
+
+void
+quayi_dedup_fini(struct quayi_dedup *d)
+{
+	free(d->tab);
+	d->tab = NULL;
+	pthread_mutex_destroy(&d->lock);
+}
+
+int
+quayi_dedup_check(struct quayi_dedup *d, const void *id, size_t len, int64_t now)
+{
+	uint64_t h1, h2;
+	struct quayi_dedup_entry *room = NULL;
+	int rc = 0;
+
+	if (d->tab == NULL)
+		return 0;
+	hash_id(id, len, &h1, &h2);
+	pthread_mutex_lock(&d->lock);
+	/* Expired entries are reused in place, so a live copy of id may sit
+	 * after a free way: look at the whole window. */
+	for (unsigned p = 0; p < QUAYI_DEDUP_PROBE && rc == 0; p++) {
+		for (unsigned w = 0; w < QUAYI_DEDUP_WAYS; w++) {
+			struct quayi_dedup_entry *e = entry(d, h1, p, w);
+
+			if (e->expires > now && e->h1 == h1 && e->h2 == h2) {
+				rc = 1;
+				break;
+			}
+			if (e->expires <= now && room == NULL)
+				room = e;
+		}
+	}
+	if (rc == 0) {
+		if (room == NULL) {
+			rc = -EAGAIN;
+		} else {
+			room->h1 = h1;
+			room->h2 = h2;
+			room->expires = sat_add(now, d->window);
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
+}
+
+void
+quayi_dedup_forget(struct quayi_dedup *d, const void *id, size_t len)
+{
+	uint64_t h1, h2;
+
+	if (d->tab == NULL)
+		return;
+	hash_id(id, len, &h1, &h2);
+	pthread_mutex_lock(&d->lock);
+	for (unsigned p = 0; p < QUAYI_DEDUP_PROBE; p++)
+		for (unsigned w = 0; w < QUAYI_DEDUP_WAYS; w++) {
+			struct quayi_dedup_entry *e = entry(d, h1, p, w);
+
+			if (e->expires != 0 && e->h1 == h1 && e->h2 == h2)
+				e->expires = 0;
+		}
+	pthread_mutex_unlock(&d->lock);
+}

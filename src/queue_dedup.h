@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A queue's dedup window (src/queue_dedup.c): ids remembered for a
+ * window of time, in a fixed table allocated at create. Never installed.
+ * Thread-safe (its own lock, never held while taking another).
+ */
+#ifndef QUAY_QUEUE_DEDUP_H
+#define QUAY_QUEUE_DEDUP_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct quayi_dedup_entry {
+	uint64_t h1, h2;
+	int64_t expires;           /* 0: empty */
+};
+
+struct quayi_dedup {
+	pthread_mutex_t lock;
+	struct quayi_dedup_entry *tab;   /* NULL: no window (every id is new) */
+	size_t sets;               /* of QUAYI_DEDUP_WAYS ways each, a power
+	                              of two; an id lives in one of
+	                              QUAYI_DEDUP_PROBE sets from its home set */
+	int64_t window;            /* ns an id is remembered */
+};
+
+#define QUAYI_DEDUP_WAYS 8u
+/* An id lives in one of QUAYI_DEDUP_PROBE consecutive sets from its home
+ * set (linear probing by sets), in a table of at least twice the ids it
+ * must hold: the documented capacity is then really available (a set
+ * full of live ids sends the next id on to its neighbours). */
+#define QUAYI_DEDUP_PROBE 8u
+
+/* window <= 0: no table (check always says new). Room for at least
+ * capacity live ids. 0 or -ENOMEM. */
+int quayi_dedup_init(struct quayi_dedup *d, int64_t window, size_t capacity);
+void quayi_dedup_fini(struct quayi_dedup *d);
+/* 1: a duplicate of an id remembered and not expired at now; 0: new (now
+ * remembered until now + window); -EAGAIN: its probe window is full of
+ * live ids. */
+int quayi_dedup_check(struct quayi_dedup *d, const void *id, size_t len, int64_t now);
+/* Forget id (a send that remembered it was then refused). */
+void quayi_dedup_forget(struct quayi_dedup *d, const void *id, size_t len);
+
+#endif /* QUAY_QUEUE_DEDUP_H */

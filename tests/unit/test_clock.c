@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests of the library's clock and deadline home (src/clock.h) and
+ * of the plain futex calls of src/wait.c (quayi_futex_wait,
+ * quayi_futex_wake_all): the timeout conventions (< 0 forever, 0 now,
+ * saturation at INT64_MAX), conversions, and that a futex wait ends on a
+ * passed deadline, a changed word and a wake. No timing is asserted: a
+ * wait that never ends fails by the join limit.
+ */
+#include "quay_test.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include "../../src/clock.h"
+#include "../../src/quay_internal.h"
+
+static void
+test_deadline_conventions(void **state)
+{
+	int64_t before, after, d;
+
+	(void)state;
+	assert_true(QUAYI_FOREVER < 0);
+	assert_int_equal(quayi_deadline(-1), QUAYI_FOREVER);
+	assert_int_equal(quayi_deadline(INT64_MIN), QUAYI_FOREVER);
+	before = quayi_mono_ns();
+	d = quayi_deadline(0);
+	after = quayi_mono_ns();
+	assert_true(d >= before && d <= after);
+	d = quayi_deadline(1000000000);
+	assert_true(d >= before + 1000000000);
+	/* Far timeouts saturate instead of overflowing. */
+	assert_int_equal(quayi_deadline(INT64_MAX), INT64_MAX);
+	assert_int_equal(quayi_deadline(INT64_MAX - 1), INT64_MAX);
+	/* The wait helpers' alias agrees. */
+	assert_int_equal(quayi_wait_deadline(-7), QUAYI_FOREVER);
+	assert_int_equal(quayi_wait_deadline(INT64_MAX), INT64_MAX);
+}
+
+static void
+test_deadline_passed_and_left(void **state)
+{
+	int64_t now, left;
+
+	(void)state;
+	assert_false(quayi_deadline_passed(QUAYI_FOREVER));
+	assert_false(quayi_deadline_passed(-123));
+	assert_false(quayi_deadline_passed(INT64_MAX));
+	assert_true(quayi_deadline_passed(0));
+	now = quayi_mono_ns();
+	assert_true(quayi_deadline_passed(now));
+	assert_int_equal(quayi_deadline_left(QUAYI_FOREVER), QUAYI_FOREVER);
+	assert_int_equal(quayi_deadline_left(-5), QUAYI_FOREVER);
+	assert_int_equal(quayi_deadline_left(0), 0);
+	assert_int_equal(quayi_deadline_left(now), 0);
+	left = quayi_deadline_left(quayi_deadline(3600 * QUAYI_NS_PER_SEC));
+	assert_true(left > 0 && left <= 3600 * QUAYI_NS_PER_SEC);
+}
+
+static void
+test_conversions(void **state)
+{
+	struct timespec ts = quayi_ns_to_ts(INT64_C(1234567890123));
+	struct timespec a, b, r;
+	int64_t before, after;
+
+	(void)state;
+	assert_int_equal(ts.tv_sec, 1234);
+	assert_int_equal(ts.tv_nsec, 567890123);
+	assert_int_equal(quayi_ts_to_ns(&ts), INT64_C(1234567890123));
+	ts = quayi_ns_to_ts(0);
+	assert_int_equal(ts.tv_sec, 0);
+	assert_int_equal(ts.tv_nsec, 0);
+	assert_int_equal(quayi_ns_add_sat(1, 2), 3);
+	assert_int_equal(quayi_ns_add_sat(INT64_MAX - 1, 5), INT64_MAX);
+	assert_int_equal(quayi_ns_add_sat(INT64_MAX, 0), INT64_MAX);
+
+	/* The real clock, and its callback shape. */
+	clock_gettime(CLOCK_REALTIME, &a);
+	before = quayi_real_ns();
+	after = quayi_real_clock(NULL);
+	clock_gettime(CLOCK_REALTIME, &b);
+	assert_true(quayi_ts_to_ns(&a) <= before && before <= after && after <= quayi_ts_to_ns(&b));
+
+	/* Absolute times for pthread_cond_timedwait, on either clock;
+	 * negative lengths count as 0, huge ones saturate. */
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	r = quayi_abs_ts(CLOCK_MONOTONIC, QUAYI_NS_PER_SEC);
+	assert_true(quayi_ts_to_ns(&r) >= quayi_ts_to_ns(&a) + QUAYI_NS_PER_SEC);
+	assert_true(r.tv_nsec >= 0 && r.tv_nsec < QUAYI_NS_PER_SEC);
+	r = quayi_abs_ts(CLOCK_MONOTONIC, -5);
+	assert_true(quayi_ts_to_ns(&r) >= quayi_ts_to_ns(&a));
+	r = quayi_abs_ts(CLOCK_REALTIME, INT64_MAX);
+	assert_int_equal(quayi_ts_to_ns(&r), INT64_MAX);
+}
+
+static void
+test_futex_wait_ends(void **state)
+{
+	uint32_t word = 0;
+
+	(void)state;
+	/* A passed deadline: -ETIMEDOUT without sleeping. */
+	assert_int_equal(quayi_futex_wait(&word, 0, 0), -ETIMEDOUT);
+	assert_int_equal(quayi_futex_wait(&word, 0, quayi_mono_ns()), -ETIMEDOUT);
+	/* The word is not val: back at once (0), even with no deadline. */
+	assert_int_equal(quayi_futex_wait(&word, 1, QUAYI_FOREVER), 0);
+	/* A short deadline: sleeps until it (0: the caller re-checks), and
+	 * the next call sees it passed. Loops because a wait may also end
+	 * early (a signal). */
+	{
+		int64_t d = quayi_deadline(20 * 1000000);
+		int rc, rounds = 0;
+
+		while ((rc = quayi_futex_wait(&word, 0, d)) == 0)
+			rounds++;
+		assert_int_equal(rc, -ETIMEDOUT);
+		assert_true(rounds >= 1);
+		assert_true(quayi_deadline_passed(d));
+	}
+}
+
+struct waiter {
+	uint32_t word;
+	int woke;
+};
+
+static void *
+waiter_main(void *v)
+{
+	struct waiter *w = v;
+
+	/* Acquire: pairs with the release store in the test. */
+	while (__atomic_load_n(&w->word, __ATOMIC_ACQUIRE) == 0)
+		(void)quayi_futex_wait(&w->word, 0, QUAYI_FOREVER);
+	/* Relaxed: read after the joins. */
+	__atomic_fetch_add(&w->woke, 1, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+static void
+test_futex_wake_all(void **state)
+{
+	enum { T = 3 };
+	struct waiter w = { 0, 0 };
+	pthread_t t[T];
+
+	(void)state;
+	for (int i = 0; i < T; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, waiter_main, &w), 0);
+	/* Let them sleep (not required: a waiter that comes late sees the
+	 * word changed and does not sleep). */
+	for (int i = 0; i < 100; i++)
+		sched_yield();
+	/* Release: pairs with the waiters' acquire loads. */
+	__atomic_store_n(&w.word, 1u, __ATOMIC_RELEASE);
+	quayi_futex_wake_all(&w.word);
+	for (int i = 0; i < T; i++)
+		assert_true(qt_join_within(t[i], 10000));
+	assert_int_equal(w.woke, T);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		QT_TEST(test_deadline_conventions),
+		QT_TEST(test_deadline_passed_and_left),
+		QT_TEST(test_conversions),
+		QT_TEST(test_futex_wait_ends),
+		QT_TEST(test_futex_wake_all),
+	};
+
+	return cmocka_run_group_tests_name("clock", tests, NULL, NULL);
+}
