@@ -12,8 +12,20 @@
 //                    benchmark keeps a reference; a message is re-sent once
 //                    its count is back to 1): the queue alone, without the
 //                    pool's cross-thread alloc/free
+//   fifo/PC:N/groups:G  the queue benchmark on a FIFO queue (issue 13): each
+//                    message carries a group header; producer p sends to
+//                    the groups g with g % N == p (groups < N: shared),
+//                    round robin. Consumers also check that each group's
+//                    messages from each producer arrive in send order.
+//                    Same run as queue/PC:N, the standard queue (whose
+//                    messages carry the same header, unused).
 //   pair_pq, pair_pq_msg, pair_queue
 //                    one thread: one message through and back, per call
+//   pair_dedup/mode:M  one thread, 64-byte bodies all different: send +
+//                    receive + ack with no dedup (0), an id dedup header
+//                    (1) or content dedup (2, XXH3-128 of body + group,
+//                    a reference kept per remembered message); the cost
+//                    per send is the difference to mode 0
 //   delayed_1M       1M messages sent with not-before times spread over
 //                    1000 ticks of 1 ms (fake clock): insert rate; then the
 //                    clock steps 1 ms at a time and quay_queue_tick fires
@@ -90,7 +102,7 @@ quay_pool *make_pool(size_t count)
 }
 
 // The four flavours of a producer/consumer pair.
-enum class Kind { ring, pq, pq_msg, queue, queue_reuse };
+enum class Kind { ring, pq, pq_msg, queue, queue_reuse, queue_hdr, fifo };
 
 constexpr size_t kReuse = 8192;   // recycled messages per producer
 
@@ -108,7 +120,21 @@ struct Shared {
 	std::atomic<bool> go{false};
 	std::atomic<int> bad{0};
 	std::vector<quay_msg *> reuse[2];     // Kind::queue_reuse: per producer
+	uint32_t groups = 0;                  // Kind::fifo / queue_hdr
+	int producers = 0;
+	std::vector<uint64_t> last;           // [group * producers + p]: last seq seen
 };
+
+// A message of group g (header "g<n>").
+int make_grouped(Shared *s, uint64_t v, uint32_t g, quay_msg **m)
+{
+	char gid[16];
+	int n = std::snprintf(gid, sizeof(gid), "g%u", g);
+
+	if (quay_msg_new_ex(s->pool, &v, sizeof(v), QUAY_MSG_HEADER_ROOM(1, 24), 0, m) != 0)
+		return -1;
+	return quay_msg_set_header(*m, QUAY_MSG_H_GROUP, gid, static_cast<size_t>(n));
+}
 
 void produce(Shared *s, int p)
 {
@@ -140,6 +166,28 @@ void produce(Shared *s, int p)
 			quay_msg_set_body(m, &v, sizeof(v));
 			quay_msg_set_attempts(m, 0);
 			quay_msg_ref(m);
+			while (quay_queue_send(s->q, m) != 0)
+				relax(spins);
+			break;
+		}
+		case Kind::queue_hdr:
+		case Kind::fifo: {
+			// Producer p's groups: p, p + N, p + 2N, ... (all of them
+			// shared when there are fewer groups than producers).
+			uint32_t np = static_cast<uint32_t>(s->producers);
+			uint32_t mine = s->groups >= np ? s->groups / np : 1;
+			uint32_t g = s->groups >= np ? static_cast<uint32_t>(p) + np * static_cast<uint32_t>(i % mine)
+			                             : static_cast<uint32_t>(i % s->groups);
+			quay_msg *m = nullptr;
+
+			while (make_grouped(s, v, g, &m) != 0) {
+				if (m != nullptr) {
+					quay_msg_unref(m);
+					m = nullptr;
+				}
+				relax(spins);
+			}
+			spins = 0;
 			while (quay_queue_send(s->q, m) != 0)
 				relax(spins);
 			break;
@@ -196,10 +244,33 @@ void consume(Shared *s)
 				break;
 			}
 			case Kind::queue:
+			case Kind::queue_hdr:
+			case Kind::fifo:
 			case Kind::queue_reuse: {
 				quay_lease l;
 				if (quay_queue_receive(s->q, &l, 0) == 0) {
 					std::memcpy(&v, quay_msg_body(l.msg), sizeof(v));
+					if (s->kind == Kind::fifo) {
+						// Per group and producer, in send order. One
+						// message of a group is in flight at a time,
+						// and the ack below orders this before the
+						// next receive of the group.
+						const void *gv;
+						size_t gl;
+						char gid[16] = { 0 };
+						if (quay_msg_get_header(l.msg, QUAY_MSG_H_GROUP, &gv, &gl) == 0 &&
+						    gl > 1 && gl < sizeof(gid)) {
+							std::memcpy(gid, gv, gl);
+							size_t k = std::strtoul(gid + 1, nullptr, 10) *
+							        static_cast<size_t>(s->producers) +
+							    (v >> 40);
+							if ((v & ((uint64_t{1} << 40) - 1)) <= s->last[k])
+								s->bad.fetch_add(1);
+							s->last[k] = v & ((uint64_t{1} << 40) - 1);
+						} else {
+							s->bad.fetch_add(1);
+						}
+					}
 					if (quay_queue_ack(s->q, &l) != 0)
 						s->bad.fetch_add(1);
 					quay_msg_unref(l.msg);
@@ -224,6 +295,7 @@ out:
 void run_pc(benchmark::State &st, Kind kind)
 {
 	const int pc = static_cast<int>(st.range(0));
+	const uint32_t groups = st.range(1) > 0 ? static_cast<uint32_t>(st.range(1)) : 0;
 	double secs = 0;
 	uint64_t total = 0;
 
@@ -235,9 +307,14 @@ void run_pc(benchmark::State &st, Kind kind)
 		s.pool = pool;
 		s.per_producer = g_msgs / static_cast<uint64_t>(pc);
 		s.left = s.per_producer * static_cast<uint64_t>(pc);
+		s.groups = groups;
+		s.producers = pc;
+		if (kind == Kind::fifo)
+			s.last.assign(static_cast<size_t>(groups) * static_cast<size_t>(pc), 0);
 		if (kind == Kind::ring) {
 			quay_ring_create(4096, 8, 0, &s.ring);
-		} else if (kind == Kind::queue || kind == Kind::queue_reuse) {
+		} else if (kind == Kind::queue || kind == Kind::queue_reuse || kind == Kind::queue_hdr ||
+		           kind == Kind::fifo) {
 			struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 			if (kind == Kind::queue_reuse)
 				for (int p = 0; p < pc; p++)
@@ -248,6 +325,8 @@ void run_pc(benchmark::State &st, Kind kind)
 					}
 			o.capacity = 4096;
 			o.max_in_flight = 64;
+			if (kind == Kind::fifo)
+				o.flags = QUAY_QUEUE_FIFO;
 			quay_queue_create(&o, &s.q);
 		} else {
 			quay_pq_opts o = QUAY_PQ_OPTS_INIT;
@@ -296,6 +375,8 @@ void pq_t(benchmark::State &st) { run_pc(st, Kind::pq); }
 void pq_msg_t(benchmark::State &st) { run_pc(st, Kind::pq_msg); }
 void queue_t(benchmark::State &st) { run_pc(st, Kind::queue); }
 void queue_reuse_t(benchmark::State &st) { run_pc(st, Kind::queue_reuse); }
+void queue_hdr_t(benchmark::State &st) { run_pc(st, Kind::queue_hdr); }
+void fifo_t(benchmark::State &st) { run_pc(st, Kind::fifo); }
 
 // ---- one thread, per call ----------------------------------------------
 
@@ -362,6 +443,64 @@ void pair_queue(benchmark::State &st)
 		if (quay_msg_new(pool, &n, sizeof(n), &m) != 0 || quay_queue_send(q, m) != 0 ||
 		    quay_queue_receive(q, &l, 0) != 0 || l.msg != m || quay_queue_ack(q, &l) != 0) {
 			fail(st, "queue pair failed");
+			break;
+		}
+		quay_msg_unref(l.msg);
+		n++;
+	}
+	quay_queue_destroy(q);
+	quay_pool_destroy(pool);
+	st.counters["items_per_second"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsRate);
+}
+
+// One thread: send + receive + ack of 64-byte bodies, all different, with
+// no dedup, an id header, or content dedup (window 1 ms of real time, so
+// the table and the pool hold about a millisecond's worth of messages).
+void pair_dedup(benchmark::State &st)
+{
+	const int mode = static_cast<int>(st.range(0));
+	quay_pool_opts po = QUAY_POOL_OPTS_INIT;
+	quay_pool *pool = nullptr;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	quay_queue *q = nullptr;
+	uint64_t n = 0;
+	unsigned char body[64];
+
+	po.nclasses = 1;
+	po.class_size[0] = 512;
+	po.class_count[0] = 1u << 17;
+	if (quay_pool_create((size_t{1} << 17) * 512, &po, &pool) != 0) {
+		fail(st, "pool");
+		return;
+	}
+	o.capacity = 1024;
+	if (mode != 0) {
+		o.dedup_window_ns = 1000000;
+		o.dedup_capacity = 1u << 15;
+	}
+	if (mode == 2)
+		o.flags = QUAY_QUEUE_CONTENT_DEDUP;
+	if (quay_queue_create(&o, &q) != 0) {
+		fail(st, "create");
+		return;
+	}
+	std::memset(body, 0x5a, sizeof(body));
+	for (auto _ : st) {
+		quay_msg *m = nullptr;
+		quay_lease l;
+		std::memcpy(body, &n, sizeof(n));
+		if (quay_msg_new(pool, body, sizeof(body), &m) != 0) {
+			fail(st, "pool empty");
+			break;
+		}
+		if (mode == 1) {
+			char id[24];
+			int k = std::snprintf(id, sizeof(id), "%llu", static_cast<unsigned long long>(n));
+			quay_msg_set_header(m, QUAY_MSG_H_DEDUP_ID, id, static_cast<size_t>(k));
+		}
+		if (quay_queue_send(q, m) != 0 || quay_queue_receive(q, &l, 0) != 0 || l.msg != m ||
+		    quay_queue_ack(q, &l) != 0) {
+			fail(st, "dedup pair failed (a false duplicate, or the table full)");
 			break;
 		}
 		quay_msg_unref(l.msg);
@@ -543,6 +682,12 @@ BENCHMARK(pq_t)->Name("pq")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Uni
 BENCHMARK(pq_msg_t)->Name("pq_msg")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(queue_t)->Name("queue")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(queue_reuse_t)->Name("queue_reuse")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(pair_dedup)->ArgName("mode")->Arg(0)->Arg(1)->Arg(2);
+BENCHMARK(queue_hdr_t)->Name("queue_hdr")->ArgNames({"PC", "groups"})->Args({1, 1})->Args({2, 1})
+    ->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(fifo_t)->Name("fifo")->ArgNames({"PC", "groups"})
+    ->Args({1, 1})->Args({1, 100})->Args({1, 10000})->Args({2, 1})->Args({2, 100})->Args({2, 10000})
+    ->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(delayed_1M)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(latency)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 

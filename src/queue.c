@@ -73,6 +73,7 @@
  */
 #include "clock.h"
 #include "queue_internal.h"
+#include "queue_x.h"
 #include "quay_internal.h"
 #include "queue_log.h"
 #include "queue_route.h"
@@ -445,7 +446,7 @@ maybe_run_timers(quay_queue *q, int64_t now)
 
 /* Put msg into q as ready or delayed (the caller reserved held). */
 static void
-place(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
+place_now(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
 {
 	int64_t nb = quay_msg_not_before_ns(msg);
 
@@ -453,6 +454,29 @@ place(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
 		schedule(q, msg, nb, QUAYI_T_MSG, 0, locked);
 	else
 		make_ready(q, msg);
+}
+
+/* A message enters q: placed, or (FIFO) parked behind its group's head
+ * (src/queue_fifo.c). */
+static void
+place(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
+{
+	if (QUAYI_UNLIKELY(q->x->fifo != NULL) && quayi_fifo_admit(q, msg))
+		return;
+	place_now(q, msg, now, locked);
+}
+
+/* msg (its group's head) leaves q for good: a FIFO queue places the
+ * group's next message. Before msg is handed anywhere else. */
+static inline void
+group_next(quay_queue *q, const quay_msg *msg, int64_t now, bool locked)
+{
+	quay_msg *next;
+
+	if (QUAYI_LIKELY(q->x->fifo == NULL))
+		return;
+	if ((next = quayi_fifo_done(q, msg)) != NULL)
+		place_now(q, next, now, locked);
 }
 
 /* failed delivery -> ready or delayed again. */
@@ -469,9 +493,10 @@ tr_retry(quay_queue *q, quay_msg *msg, int64_t delay, int64_t now, bool locked)
 
 /* -> dropped by policy. */
 static void
-tr_drop(quay_queue *q, quay_msg *msg)
+tr_drop(quay_queue *q, quay_msg *msg, int64_t now, bool locked)
 {
 	cnt(q, QC_DROPPED, 1);
+	group_next(q, msg, now, locked);
 	/* A refused DEL leaves the message live in the log: after a restart
 	 * it comes back (at least once), never lost. */
 	(void)quayi_qlog_del(&q->log, msg, QUAYI_QLOG_DROP);
@@ -552,6 +577,7 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 	int rc;
 
 	if (dlq == NULL) {
+		group_next(q, msg, now, locked);
 		if (q->on_dead_letter != NULL)
 			q->on_dead_letter(q->hook_ctx, msg, why);
 		(void)quayi_qlog_del(&q->log, msg, QUAYI_QLOG_DEAD_DROP);   /* refused: see tr_drop */
@@ -633,6 +659,7 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 		goto later;
 	}
 	quayi_qlog_end(&q->log);
+	group_next(q, msg, now, locked);
 	if (q->on_dead_letter != NULL)
 		q->on_dead_letter(q->hook_ctx, msg, why);
 	put_other(dlq, msg, now);
@@ -686,7 +713,7 @@ tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool lock
 		tr_dead_letter(q, msg, QUAY_QUEUE_DLQ_REJECTED, now, locked);
 		break;
 	case QUAY_QUEUE_DROP:
-		tr_drop(q, msg);
+		tr_drop(q, msg, now, locked);
 		break;
 	default:
 		if (ttl_passed(msg, t_add(now, delay)))
@@ -792,6 +819,7 @@ tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
 	cnt(q, QC_ACKED, 1);
 	if (now >= enq)
 		quay_hist_record(q->h_ack, (uint64_t)(now - enq));
+	group_next(q, msg, now, false);
 	held_sub(q);
 	quay_msg_unref(msg);
 	return 0;
@@ -849,6 +877,7 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 		return rc;
 	}
 	quayi_qlog_end(&dlq->log);
+	group_next(dlq, msg, now, false);
 	put_other(to, msg, now);
 	cnt(dlq, QC_REDRIVEN, 1);
 	held_sub(dlq);
@@ -1035,6 +1064,7 @@ queue_free(quay_queue *q)
 	quay_gauge_destroy(q->gauge[QG_READY]);
 	q->gauge[QG_READY] = NULL;
 	quayi_qlog_detach(&q->log);
+	quayi_x_destroy(q);
 	drop_all(q);
 	quay_pq_destroy(q->ready);
 	quay_ring_destroy(q->free_slots);
@@ -1063,13 +1093,18 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 
 	if (user_opts == NULL || out == NULL)
 		return -EINVAL;
-	/* The current struct, or the older one that ends at `stats` (no
-	 * durability fields): the rest reads as zero. */
-	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(struct quay_queue_opts, wal))
+	/* The current struct, or an older one that ends at `stats` (no
+	 * durability fields) or at `compact_bytes` (no issue-13 fields): the
+	 * rest reads as zero. */
+	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(struct quay_queue_opts, wal) &&
+	    user_opts->size != offsetof(struct quay_queue_opts, rate_per_sec))
 		return -EINVAL;
 	memset(&full, 0, sizeof(full));
 	memcpy(&full, user_opts, user_opts->size);
 	if ((rc = validate(opts)) != 0)
+		return rc;
+	cap = opts->capacity ? opts->capacity : QUAY_QUEUE_CAPACITY_DEFAULT;
+	if ((rc = quayi_x_validate(opts, cap, opts->max_in_flight ? opts->max_in_flight : cap)) != 0)
 		return rc;
 	q = aligned_alloc(QUAY_CACHELINE, (sizeof(*q) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);
 	if (q == NULL)
@@ -1144,7 +1179,10 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 		if ((rc = quay_stats_create(&so, &q->stats_owned)) != 0)
 			goto fail;
 	}
-	if ((rc = make_metrics(q, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0)
+	/* Before make_metrics: its collect callback (set last) evaluates
+	 * the alarms. */
+	if ((rc = quayi_x_create(q, opts, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0 ||
+	    (rc = make_metrics(q, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0)
 		goto fail;
 	if (opts->wal != NULL) {
 		struct quayi_qlog_host host = { q->name, q->capacity, q->dlq != NULL ? &q->dlq->log : NULL,
@@ -1234,6 +1272,8 @@ dedup_forget_msg(quay_queue *q, const quay_msg *msg)
 
 	if (id != NULL)
 		quayi_dedup_forget(&q->dedup, id, len);
+	else
+		quayi_cdedup_forget(q, msg);        /* content dedup, if any */
 }
 
 /*
@@ -1285,7 +1325,8 @@ send_check(quay_queue *q, quay_msg **msgp, const void *id, size_t idlen, int64_t
 
 	if (QUAYI_UNLIKELY(!held_reserve(q)))
 		return -EAGAIN;
-	if (id != NULL && (rc = quayi_dedup_check(&q->dedup, id, idlen, now)) != 0) {
+	if ((id != NULL || QUAYI_UNLIKELY(q->x->cdedup != NULL)) &&
+	    (rc = id != NULL ? quayi_dedup_check(&q->dedup, id, idlen, now) : quayi_cdedup_check(q, msg, now)) != 0) {
 		held_sub(q);
 		if (rc < 0)
 			return rc;
@@ -1305,6 +1346,8 @@ send_check(quay_queue *q, quay_msg **msgp, const void *id, size_t idlen, int64_t
 			quay_msg_unref(copy);
 		if (id != NULL)
 			quayi_dedup_forget(&q->dedup, id, idlen);
+		else
+			quayi_cdedup_forget(q, msg);
 		held_sub(q);
 		return rc;
 	}
@@ -1329,6 +1372,13 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 	id = dedup_id(q, msg, &idlen);
 	if (id != NULL && idlen > QUAY_QUEUE_DEDUP_ID_MAX)
 		return -EINVAL;
+	if (QUAYI_UNLIKELY(q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP))) {
+		const void *g;
+		size_t gl;
+
+		if (quayi_msg_group(msg, &g, &gl) != 0)
+			return -EINVAL;               /* group id too long */
+	}
 	now = q_now(q);
 	maybe_run_timers(q, now);
 	if ((rc = send_check(q, &msg, id, idlen, now)) != 0)
@@ -1389,7 +1439,12 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 			const void *id = dedup_id(q, m, &idlen);
 			int rc = -EINVAL;
 
+			const void *g;
+			size_t gl;
+
 			if (quay_msg_priority(m) < q->levels && (id == NULL || idlen <= QUAY_QUEUE_DEDUP_ID_MAX) &&
+			    (!(q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP)) ||
+			        quayi_msg_group(m, &g, &gl) == 0) &&
 			    (rc = send_check(q, &m, id, idlen, now)) == 0) {
 				where[k] = i;
 				acc[k++] = m;
@@ -1444,6 +1499,13 @@ quayi_queue_send_begin(quay_queue *q, quay_msg *msg, struct quayi_qsend *s)
 	id = dedup_id(q, msg, &idlen);
 	if (id != NULL && idlen > QUAY_QUEUE_DEDUP_ID_MAX)
 		return -EINVAL;
+	if (QUAYI_UNLIKELY(q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP))) {
+		const void *g;
+		size_t gl;
+
+		if (quayi_msg_group(msg, &g, &gl) != 0)
+			return -EINVAL;               /* group id too long */
+	}
 	s->now = q_now(q);
 	maybe_run_timers(q, s->now);
 	if ((rc = send_check(q, &s->msg, id, idlen, s->now)) != 0)
@@ -1512,6 +1574,27 @@ take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, 
 		tr_lease(q, msg, i, now, lease, slow);
 		return 0;
 	}
+}
+
+/* take_one behind the rate limit (src/queue_limit.c): a token first
+ * (given back if no message came). *tdue: 0, or the queue time the next
+ * token is due when there was none (a message is ready). */
+static QUAYI_ALWAYS_INLINE int
+take_limited(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool *slow,
+    int64_t *tdue)
+{
+	int rc;
+
+	*tdue = 0;
+	if (QUAYI_LIKELY(!quayi_limited(q->x)))
+		return take_one(q, i, now, lease, quick, slow);
+	if (quay_pq_count(q->ready) == 0)
+		return -EAGAIN;                 /* no token spent on nothing */
+	if (quayi_limit_take(q->x, now, tdue) != 0)
+		return -EAGAIN;
+	if ((rc = take_one(q, i, now, lease, quick, slow)) != 0)
+		quayi_limit_refund(q->x);
+	return rc;
 }
 
 /* What a sleeping receiver waits for (the ready() of quayi_wait_sleep):
@@ -1660,7 +1743,7 @@ static QUAYI_ALWAYS_INLINE int
 receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono, bool quick, bool *slow)
 {
 	uint64_t slot;
-	int64_t now = q_now(q);
+	int64_t now = q_now(q), tdue;
 	unsigned idle = 0;
 	int rc;
 
@@ -1679,7 +1762,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			return rc;
 		now = q_now(q);
 	}
-	rc = take_one(q, (uint32_t)slot, now, lease, quick, slow);
+	rc = take_limited(q, (uint32_t)slot, now, lease, quick, slow, &tdue);
 	/* Long poll: sleep, then run what became due and try again, until a
 	 * message, or the caller's deadline (one last try after it). */
 	while (rc == -EAGAIN && wait_ns != 0) {
@@ -1687,7 +1770,10 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			rc = -ETIMEDOUT;
 			break;
 		}
-		receive_sleep(q, now, end_mono, &idle);
+		if (tdue != 0)
+			quayi_limit_sleep(q, now, tdue, end_mono);    /* till a token */
+		else
+			receive_sleep(q, now, end_mono, &idle);
 		if (is_closed(q)) {
 			rc = -EPIPE;
 			break;
@@ -1697,7 +1783,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			now = q_now(q);
 			*slow = true;
 		}
-		rc = take_one(q, (uint32_t)slot, now, lease, quick, slow);
+		rc = take_limited(q, (uint32_t)slot, now, lease, quick, slow, &tdue);
 	}
 	if (rc != 0)
 		slot_free(q, slot);
@@ -2034,6 +2120,8 @@ quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
 	for (size_t i = 0; i < n; i++)
 		make_ready(q, q->browse_buf[i]);
 	pthread_mutex_unlock(&q->block);
+	if (stop == 0)
+		stop = quayi_fifo_browse(q, fn, ctx);      /* parked: ready too */
 	if (stop == 0) {
 		pthread_mutex_lock(&q->tlock);
 		for (uint32_t i = (uint32_t)q->max_in_flight; i < q->wheel.nnodes && stop == 0; i++)
@@ -2070,6 +2158,7 @@ quay_queue_close(quay_queue *q)
 	 * recv_ready reads it after WAIT-S1: they see it or are woken). */
 	__atomic_store_n(&q->closed, 1u, __ATOMIC_SEQ_CST);
 	wake_receivers(q);
+	quayi_limit_close(q);
 	return 0;
 }
 
@@ -2107,7 +2196,8 @@ quay_queue_stats(quay_queue *q, struct quay_queue_stats *out)
 	out->dropped = quay_counter_read(q->ctr[QC_DROPPED]);
 	out->deduplicated = quay_counter_read(q->ctr[QC_DEDUPLICATED]);
 	out->restored = quay_counter_read(q->ctr[QC_RESTORED]);
-	out->ready = quay_pq_count(q->ready);
+	/* FIFO: with the messages parked behind their group's head. */
+	out->ready = quay_pq_count(q->ready) + quayi_fifo_parked(q);
 	pthread_mutex_lock(&q->tlock);
 	out->delayed = q->delayed;
 	for (uint32_t i = (uint32_t)q->max_in_flight; i < q->wheel.nnodes; i++)
@@ -2139,5 +2229,6 @@ quay_queue_stats(quay_queue *q, struct quay_queue_stats *out)
 	quay_gauge_set(q->gauge[QG_DELAYED], (int64_t)out->delayed);
 	quay_gauge_set(q->gauge[QG_IN_FLIGHT], (int64_t)out->in_flight);
 	quay_gauge_set(q->gauge[QG_OLDEST], oldest);
+	quayi_health_eval(q, out, now);
 	return 0;
 }

@@ -168,6 +168,8 @@ struct quay_queue {
 	unsigned *browse_prio;
 	/* Bindings of a bus sending here (src/bus.c, __atomic); destroy asserts 0. */
 	uint32_t bound;
+	struct quayi_qx *x;               /* rate limit, alarms, content dedup, FIFO
+	                                     (src/queue_x.h); made at create */
 };
 
 /*

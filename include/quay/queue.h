@@ -118,8 +118,71 @@ typedef struct quay_queue quay_queue;
 #define QUAY_QUEUE_NO_JITTER 0x2u
 /** Flag: no backoff at all (failed messages are ready again at once). */
 #define QUAY_QUEUE_NO_BACKOFF 0x4u
+/** Flag: content-based dedup: a message without QUAY_MSG_H_DEDUP_ID has as
+ * its dedup id the XXH3-128 hash of its body and group; a hash hit is
+ * confirmed by comparing the bodies and groups (the queue keeps a
+ * reference to each remembered message for the window). Needs
+ * dedup_window_ns > 0. */
+#define QUAY_QUEUE_CONTENT_DEDUP 0x8u
+/** Flag: FIFO queue: messages of one group (QUAY_MSG_H_GROUP) are received
+ * in send order, one at a time (docs/QUEUE.md, "FIFO queues"). */
+#define QUAY_QUEUE_FIFO 0x10u
 /** Every flag a caller may pass; other bits get -EINVAL. */
-#define QUAY_QUEUE_FLAGS_ALL (QUAY_QUEUE_WEIGHTED | QUAY_QUEUE_NO_JITTER | QUAY_QUEUE_NO_BACKOFF)
+#define QUAY_QUEUE_FLAGS_ALL (QUAY_QUEUE_WEIGHTED | QUAY_QUEUE_NO_JITTER | QUAY_QUEUE_NO_BACKOFF | \
+	QUAY_QUEUE_CONTENT_DEDUP | QUAY_QUEUE_FIFO)
+
+#ifndef QUAY_MSG_H_GROUP
+/** Reserved header: the message group of a FIFO queue (and of content
+ * dedup); no header, or an empty value: the default group. */
+#define QUAY_MSG_H_GROUP "quay-group"
+#endif
+/** Longest group id (the QUAY_MSG_H_GROUP value), in bytes: a longer one is
+ * -EINVAL at send (FIFO and content-dedup queues). */
+#define QUAY_QUEUE_GROUP_MAX 128u
+
+/** Most messages a rate-limit bucket holds (quay_queue_opts.rate_burst). */
+#define QUAY_QUEUE_BURST_MAX ((uint32_t)1 << 24)
+/** Highest rate limit, messages per second (the token interval is a whole
+ *  nanosecond, at least 1). */
+#define QUAY_QUEUE_RATE_MAX 1e9
+/** Lowest rate limit, messages per second (one token per 1,000 s). */
+#define QUAY_QUEUE_RATE_MIN 1e-3
+
+/** The alarms of a queue (quay_queue_opts.alarm[], quay_queue_health()). */
+typedef enum quay_queue_alarm {
+	QUAY_QUEUE_ALARM_READY = 0,        /**< ready depth (messages; FIFO: with those behind their group's head) */
+	QUAY_QUEUE_ALARM_AGE = 1,          /**< oldest message age (nanoseconds, see quay_queue_stats()) */
+	QUAY_QUEUE_ALARM_IN_FLIGHT = 2,    /**< leases out */
+	QUAY_QUEUE_ALARM_DLQ = 3,          /**< messages held by the dead-letter queue */
+	QUAY_QUEUE_ALARM_FAILURES = 4,     /**< failed deliveries / all ended deliveries over the window, 0..1 */
+	QUAY_QUEUE_ALARM_COUNT = 5
+} quay_queue_alarm;
+
+/** Overall state (quay_queue_health()). */
+typedef enum quay_queue_health_state {
+	QUAY_QUEUE_HEALTHY = 0,   /**< no alarm on */
+	QUAY_QUEUE_DEGRADED = 1,  /**< an alarm on ready depth, age or in-flight count: work is late */
+	QUAY_QUEUE_FAILING = 2,   /**< the DLQ or the failure-rate alarm is on: work is being lost or failing */
+} quay_queue_health_state;
+
+/**
+ * One alarm's thresholds. The alarm goes OK -> ALARM after `periods`
+ * consecutive evaluations with value >= raise, and ALARM -> OK after
+ * `periods` consecutive evaluations with value < clear (hysteresis:
+ * clear <= raise). raise 0: the alarm is off.
+ */
+struct quay_queue_threshold {
+	double raise;        /**< > 0; 0: alarm off */
+	double clear;        /**< 0 < clear <= raise; 0: raise */
+	uint32_t periods;    /**< evaluations for each transition, 1..1000; 0: 1 */
+};
+
+/** Told about each alarm transition (OK -> ALARM: on true; back: false),
+ * with the value that completed it. Runs in the thread that evaluated the
+ * alarms (quay_queue_health(), quay_queue_stats() or a registry snapshot),
+ * under the queue's alarm lock: quick, and no call into the same queue. */
+typedef void (*quay_queue_alarm_fn)(void *ctx, quay_queue *q, quay_queue_alarm alarm, bool on,
+    double value);
 
 /** What on_failure decides for a failed delivery. */
 typedef enum quay_queue_verdict {
@@ -216,11 +279,27 @@ struct quay_queue_opts {
 	uint64_t compact_bytes;      /**< with wal: log bytes appended since the last compaction that
 	                                  trigger the next (also at least the live set's bytes);
 	                                  0: 4 x the WAL's segment size */
+	/* Rate limit and alarms (issue 13; docs/QUEUE.md). Fields added at the
+	 * end: a caller built against the struct ending at compact_bytes (or
+	 * at stats) gets no limit and no alarms. */
+	double rate_per_sec;         /**< receive rate limit (token bucket): messages per second,
+	                                  QUAY_QUEUE_RATE_MIN..QUAY_QUEUE_RATE_MAX; 0: none;
+	                                  negative, NaN or outside the range: -EINVAL */
+	uint32_t rate_burst;         /**< bucket depth (messages received at once after an idle
+	                                  spell), 1..QUAY_QUEUE_BURST_MAX; 0: 1. Needs rate_per_sec */
+	struct quay_queue_threshold alarm[QUAY_QUEUE_ALARM_COUNT]; /**< indexed by quay_queue_alarm */
+	int64_t failure_window_ns;   /**< window of the failure-rate alarm, 1 ms..1 day; 0: 60 s */
+	uint32_t failure_min;        /**< fewest deliveries ended within the window for the
+	                                  failure rate to count (else it reads 0); 0: 10 */
+	quay_queue_alarm_fn on_alarm;  /**< NULL: none (the states are still kept) */
+	void *alarm_ctx;             /**< passed to on_alarm */
 };
 
 /** Initialiser for struct quay_queue_opts: every field its default. */
 #define QUAY_QUEUE_OPTS_INIT { sizeof(struct quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
-	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0u }
+	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0u, 0.0, 0u, \
+	{ { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u } }, \
+	0, 0u, NULL, NULL }
 
 /**
  * A lease on a received message: what ack, nack and extend take. Filled
@@ -543,6 +622,51 @@ QUAY_API int quay_queue_tick(quay_queue *q);
  * Returns: 0; -EINVAL if q or out is NULL.
  */
 QUAY_API int quay_queue_stats(quay_queue *q, struct quay_queue_stats *out);
+
+/**
+ * Set (or change) the receive rate limit: a token bucket of `burst`
+ * tokens refilled at per_sec tokens a second; each message received takes
+ * one. per_sec = INFINITY removes the limit. A receive finding no token
+ * returns -EAGAIN at once with wait_ns 0; a long poll sleeps until the
+ * next token is due (it does not spin), then receives as usual. The
+ * bucket is a single timestamp (GCRA), so a change takes effect on the
+ * next token; tokens saved while idle are kept up to the new burst.
+ *
+ * Concurrency: safe from any thread (one atomic store).
+ * Returns: 0; -EINVAL (nothing changed) if q is NULL, per_sec is zero,
+ *          negative, NaN or outside QUAY_QUEUE_RATE_MIN..QUAY_QUEUE_RATE_MAX
+ *          (INFINITY aside), or burst is 0 or above QUAY_QUEUE_BURST_MAX.
+ */
+QUAY_API int quay_queue_set_rate_limit(quay_queue *q, double per_sec, uint32_t burst);
+
+/** One alarm in quay_queue_health(). */
+struct quay_queue_alarm_state {
+	bool enabled;              /**< its threshold is set */
+	bool on;                   /**< ALARM (else OK) */
+	double value;              /**< the value at the last evaluation */
+	uint32_t streak;           /**< consecutive evaluations toward the other state */
+	uint64_t transitions;      /**< OK -> ALARM and back, counted */
+	int64_t since_ns;          /**< queue clock of the last transition (0: never) */
+};
+
+/** The health of a queue (quay_queue_health(); a struct tag only, as stats). */
+struct quay_queue_health {
+	quay_queue_health_state state;
+	struct quay_queue_alarm_state alarm[QUAY_QUEUE_ALARM_COUNT];
+};
+
+/**
+ * Evaluate every alarm now (one evaluation period: quay_queue_stats() and
+ * every snapshot of the queue's metrics registry are evaluations too) and
+ * read the states and the overall state: FAILING if the DLQ or failure-rate
+ * alarm is on, else DEGRADED if any other alarm is on, else HEALTHY.
+ * Transitions call on_alarm and set the gauges quay_queue_alarm{queue,
+ * alarm} (0/1) and quay_queue_health{queue} (0/1/2) of the queue's registry.
+ *
+ * Concurrency: safe from any thread (takes the queue's alarm lock).
+ * Returns: 0; -EINVAL if q or out is NULL.
+ */
+QUAY_API int quay_queue_health(quay_queue *q, struct quay_queue_health *out);
 
 #ifdef __cplusplus
 }

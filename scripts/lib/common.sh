@@ -11,6 +11,7 @@ QUAY_PACKAGES=(
 	libzmq3-dev libsqlite3-dev spin
 	libnats-dev nats-server openssl
 	libmicrohttpd-dev prometheus chromium
+	libxxhash-dev
 )
 
 note() { printf '\033[1m==> %s\033[0m\n' "$*"; }
