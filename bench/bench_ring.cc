@@ -15,6 +15,9 @@
 //   quay_spsc[_bN]  quay ring, QUAY_RING_SP|QUAY_RING_SC (1P1C only);
 //                   _bN: push_burst/pop_burst of N on both sides
 //   quay_mpmc[_bN]  quay ring, flags 0
+//   vyukov_mpmc     Dmitry Vyukov's bounded MPMC queue (peer_queues.h)
+//   lamport_spsc    Lamport SPSC ring with cached indices (peer_queues.h,
+//                   1P1C only)
 //   ck_spsc         ck_ring_enqueue_spsc / ck_ring_dequeue_spsc (1P1C only)
 //   ck_mpmc         ck_ring_enqueue_mpmc / ck_ring_dequeue_mpmc
 //   wfcq            liburcu cds_wfcq (UNBOUNDED: producers never wait)
@@ -67,6 +70,7 @@
 #endif
 
 #include "peers.h"
+#include "peer_queues.h"
 
 namespace qb {
 namespace {
@@ -790,8 +794,11 @@ void register_all()
 		add_tput<QuayMpmc, 1>("quay_mpmc_b1", c);
 		add_tput<QuayMpmc, 8>("quay_mpmc_b8", c);
 		add_tput<QuayMpmc, 32>("quay_mpmc_b32", c);
-		if (one_one)
+		add_tput<VyukovMpmc, 0>("vyukov_mpmc", c);
+		if (one_one) {
+			add_tput<LamportSpsc, 0>("lamport_spsc", c);
 			add_tput<CkSpsc, 0>("ck_spsc", c);
+		}
 		add_tput<CkMpmc, 0>("ck_mpmc", c);
 		add_tput<Wfcq, 0>("wfcq", c);
 		add_tput<MutexSpin, 0>("mutex", c);
@@ -800,6 +807,8 @@ void register_all()
 	add_latency<RawLine>("raw");
 	add_latency<QueuePair<QuaySpsc>>("quay_spsc");
 	add_latency<QueuePair<QuayMpmc>>("quay_mpmc");
+	add_latency<QueuePair<VyukovMpmc>>("vyukov_mpmc");
+	add_latency<QueuePair<LamportSpsc>>("lamport_spsc");
 	add_latency<QueuePair<CkSpsc>>("ck_spsc");
 	add_latency<QueuePair<MutexSpin>>("mutex");
 }

@@ -11,6 +11,9 @@
 //   int    drain(uint64_t *v)               pop that never sleeps (MutexCv;
 //                                           the others use pop), run alone
 //
+// Two more peers, written here (Vyukov MPMC, cached-index Lamport SPSC),
+// are in peer_queues.h behind the same adaptor.
+//
 // Every bounded peer gets the same capacity (kCapacity) and 8-byte values.
 // None of them retries internally on full/empty: the harness does, with one
 // retry policy for all (Backoff in bench_ring.cc).

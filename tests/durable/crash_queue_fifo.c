@@ -10,10 +10,12 @@
  * (round robin), and two consumers that ack (75 %), nack (15 %) or walk
  * away from the lease (10 %). It reports through shared memory, per
  * group: the seq of a send in progress and the count of sends that
- * returned 0; the seq of an ack in progress and the count of acks that
- * returned 0 (a group's acks are in order: the child checks that the
- * ack that returned 0 carries the next seq, so first successful
- * processing follows send order before the crash too). The parent kills
+ * returned 0; per group and consumer, the seq of an ack in progress and
+ * 1 + the highest seq acked (a lease that expired lets two consumers
+ * hold one group's messages, so each records its own; the child checks
+ * that no ack returns 0 for a seq older than one already acked, so first
+ * successful processing follows send order before the crash too). The
+ * parent kills
  * it with SIGKILL at a random moment, reopens the WAL and the queue, and
  * drains it with one consumer, checking per group:
  *   - the first message is the next unacked one (or, if an ack was in
@@ -55,8 +57,12 @@
 struct report {
 	uint32_t sending[GROUPS];   /* seq of the send in progress (== sent when idle) */
 	uint32_t sent[GROUPS];      /* sends that returned 0 */
-	uint32_t acking[GROUPS];    /* seq of the ack in progress, UINT32_MAX: none */
-	uint32_t acked[GROUPS];     /* acks that returned 0 (in seq order) */
+	/* Per consumer (two): a group's messages pass between consumers when
+	 * a lease expires, so a consumer with a stale lease may be acking
+	 * while another's ack of the same seq (or the next) is in progress;
+	 * one word per group and consumer keeps each a single writer. */
+	uint32_t acking[2][GROUPS]; /* seq of this consumer's ack in progress, UINT32_MAX: none */
+	uint32_t acked[2][GROUPS];  /* 1 + the highest seq this consumer's ack returned 0 for */
 	uint32_t order_bad;         /* child-side violations */
 };
 
@@ -132,6 +138,22 @@ producer(void *arg)
 	}
 }
 
+static uint32_t
+acked_max(struct report *r, uint32_t g)
+{
+	uint32_t a = __atomic_load_n(&r->acked[0][g], __ATOMIC_RELAXED);
+	uint32_t b = __atomic_load_n(&r->acked[1][g], __ATOMIC_RELAXED);
+
+	return a > b ? a : b;
+}
+
+/* Whether a consumer's ack of seq s of group g was in progress at the kill. */
+static bool
+acking_at(const struct report *r, uint32_t g, uint32_t s)
+{
+	return r->acking[0][g] == s || r->acking[1][g] == s;
+}
+
 static void *
 consumer(void *arg)
 {
@@ -147,13 +169,17 @@ consumer(void *arg)
 		b = quay_msg_body(l.msg);
 		a = (unsigned)rand_r(&c->seed) % 100;
 		if (a < 75) {
-			__atomic_store_n(&c->r->acking[b->group], b->seq, __ATOMIC_RELAXED);
+			__atomic_store_n(&c->r->acking[c->id][b->group], b->seq, __ATOMIC_RELAXED);
 			if (quay_queue_ack(c->q, &l) == 0) {
-				if (b->seq != __atomic_load_n(&c->r->acked[b->group], __ATOMIC_RELAXED))
+				/* A later seq of the group acked before this one: the
+				 * group's order broke. (The other consumer may not have
+				 * recorded the ack just before this one yet, so only
+				 * "newer already acked" is checkable here.) */
+				if (b->seq + 1 <= acked_max(c->r, b->group))
 					__atomic_fetch_add(&c->r->order_bad, 1, __ATOMIC_RELAXED);
-				__atomic_store_n(&c->r->acked[b->group], b->seq + 1, __ATOMIC_RELAXED);
+				__atomic_store_n(&c->r->acked[c->id][b->group], b->seq + 1, __ATOMIC_RELAXED);
 			}
-			__atomic_store_n(&c->r->acking[b->group], UINT32_MAX, __ATOMIC_RELAXED);
+			__atomic_store_n(&c->r->acking[c->id][b->group], UINT32_MAX, __ATOMIC_RELAXED);
 		} else if (a < 90) {
 			(void)quay_queue_nack(c->q, &l, "crash");
 		}
@@ -209,7 +235,7 @@ main(void)
 
 		memset(r, 0, sizeof(*r));
 		for (unsigned g = 0; g < GROUPS; g++)
-			r->acking[g] = UINT32_MAX;
+			r->acking[0][g] = r->acking[1][g] = UINT32_MAX;
 		snprintf(dir, sizeof(dir), "/tmp/quay-crashf-XXXXXX");
 		if (mkdtemp(dir) == NULL)
 			return 2;
@@ -230,12 +256,11 @@ main(void)
 			return 1;
 		}
 		for (unsigned g = 0; g < GROUPS; g++) {
-			next[g] = r->acked[g];
+			next[g] = acked_max(r, g);
 			first[g] = true;
 			tot_sent += r->sent[g];
-			tot_acked += r->acked[g];
-			if (r->acking[g] != UINT32_MAX)
-				in_flight_acks++;
+			tot_acked += next[g];
+			in_flight_acks += (r->acking[0][g] != UINT32_MAX) + (r->acking[1][g] != UINT32_MAX);
 		}
 		/* Drain: heads in their backoff come due within a few ms. */
 		while ((rc = quay_queue_receive(q, &l, 50 * MS)) == 0) {
@@ -249,12 +274,12 @@ main(void)
 			} else {
 				/* An ack in progress at the kill may have reached
 				 * the log: then its group resumes one later. */
-				if (first[g] && r->acking[g] == next[g] && b->seq == next[g] + 1)
+				if (first[g] && acking_at(r, g, next[g]) && b->seq == next[g] + 1)
 					next[g]++;
 				first[g] = false;
 				if (b->seq != next[g]) {
 					fprintf(stderr, "trial %u: group %u: got seq %u, expected %u (acked %u, sent %u)\n",
-					    t, g, b->seq, next[g], r->acked[g], r->sent[g]);
+					    t, g, b->seq, next[g], acked_max(r, g), r->sent[g]);
 					bad++;
 				}
 				next[g] = b->seq + 1;
@@ -269,12 +294,12 @@ main(void)
 
 			/* Nothing of the group came back: an ack in progress at
 			 * the kill may have taken its last message. */
-			if (first[g] && r->acking[g] == next[g])
+			if (first[g] && acking_at(r, g, next[g]))
 				next[g]++;
 
 			if (next[g] < r->sent[g] || next[g] > hi) {
-				fprintf(stderr, "trial %u: group %u: drained to %u, sent %u (acked %u, acking %u)\n", t,
-				    g, next[g], r->sent[g], r->acked[g], r->acking[g]);
+				fprintf(stderr, "trial %u: group %u: drained to %u, sent %u (acked %u, acking %u/%u)\n",
+				    t, g, next[g], r->sent[g], acked_max(r, g), r->acking[0][g], r->acking[1][g]);
 				bad++;
 			}
 		}
