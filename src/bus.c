@@ -30,6 +30,7 @@
 
 #include "bus_internal.h"
 #include "filter.h"
+#include "msg_internal.h"
 #include "queue_internal.h"
 #include "queue_log.h"
 #include "queue_route.h"
@@ -259,51 +260,16 @@ enum outcome { D_OK, D_FULL, D_DROPPED, D_REJECTED, D_TIMEDOUT, D_CLOSED };
 /*
  * References. A publish needs one reference of m per target that queues
  * it. The publisher holds one; fan-out takes the others up front with one
- * CAS (msg_ref_n) and hands each target one of them, the publisher's
+ * CAS (quayi_msg_ref_n) and hands each target one of them, the publisher's
  * included, so a message published to one target costs no reference
  * count operation at all. A push that succeeds gives its reference to
  * the queue: after the last one, m may already be freed by a receiver,
  * so nothing reads m after pushing it to its last target. References
- * that no target took are given back at the end (msg_unref_n).
+ * that no target took are given back at the end (quayi_msg_unref_n).
  *
- * These two helpers act on quay_msg.refcount directly (the struct is
- * transparent, quay/impl/msg_inline.h) with the same protocol as
- * quay_msg_ref()/quay_msg_unref(): MSG-F1 and MSG-U1 there.
+ * These are quayi_msg_ref_n()/quayi_msg_unref_n() (src/msg_internal.h),
+ * the protocol of quay_msg_ref()/quay_msg_unref(): MSG-F1 and MSG-U1.
  */
-
-/* Take k more references of m (the caller holds one): 0, or -EINVAL when
- * the count would overflow (nothing taken). */
-static inline int
-msg_ref_n(quay_msg *m, uint32_t k)
-{
-	/* Relaxed (MSG-F1 of msg_inline.h): the caller holds a reference, so m
-	 * cannot be freed meanwhile and there is nothing to publish; the CAS
-	 * validates the value. */
-	uint32_t c = __atomic_load_n(&m->refcount, __ATOMIC_RELAXED);
-
-	do {
-		if (QUAYI_UNLIKELY(c > UINT32_MAX - k))
-			return -EINVAL;
-	} while (!__atomic_compare_exchange_n(&m->refcount, &c, c + k, true, __ATOMIC_RELAXED,
-	    __ATOMIC_RELAXED));
-	return 0;
-}
-
-/* Drop k references of m that the caller holds. */
-static inline void
-msg_unref_n(quay_msg *m, uint32_t k)
-{
-	if (k == 0)
-		return;
-	if (k > 1) {
-		/* Release (MSG-U1 of msg_inline.h): publishes our use of m to
-		 * whoever frees it (this RMW joins the release sequence its
-		 * acquire reads). We keep one reference, so the count stays
-		 * above 0 and only quay_msg_unref() below may free. */
-		(void)__atomic_fetch_sub(&m->refcount, k - 1, __ATOMIC_RELEASE);
-	}
-	(void)quay_msg_unref(m);
-}
 
 /* Queue m on s without waiting, with a reference the caller took for it
  * (given to the queue on success, still the caller's otherwise). */
@@ -399,7 +365,7 @@ bulk_done(const uint64_t *bulk, uint32_t i)
 
 /* Deliver m to every target of e (but the plain targets marked in bulk,
  * which already have it), with one reference of m per target held by
- * the caller (see msg_ref_n). */
+ * the caller (see quayi_msg_ref_n). */
 static void
 fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, struct quay_bus_pub_result *res,
     const uint64_t *bulk)
@@ -815,7 +781,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 		unroutable(bus, m, res, tapped);
 		return 0;
 	}
-	if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) || (need > 1 && msg_ref_n(m, need - 1) != 0))
+	if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) || (need > 1 && quayi_msg_ref_n(m, need - 1) != 0))
 		return -EINVAL;   /* nothing taken, nothing stamped */
 	if (now > 0)
 		(void)quay_msg_set_enqueued_ns(m, now);
@@ -880,7 +846,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 	r = refusal(bus, res);
 	/* The references no target took; the caller keeps its own when
 	 * refused (then none was used). Untouched once all were taken. */
-	msg_unref_n(m, need - f.used - (r != 0 ? 1u : 0u));
+	(void)quayi_msg_unref_n(m, need - f.used - (r != 0 ? 1u : 0u));
 	if (res->queues.delivered > 0)
 		quay_counter_add(bus->c_bound, res->queues.delivered);
 	return r;
@@ -917,7 +883,7 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 			 * reference count overflow: stop before it (-EINVAL). */
 			if (quay_msg_priority(ms[j]) > e->prio_max)
 				break;
-			if (need > 1 && msg_ref_n(ms[j], need - 1) != 0)
+			if (need > 1 && quayi_msg_ref_n(ms[j], need - 1) != 0)
 				break;
 			if (now > 0)
 				(void)quay_msg_set_enqueued_ns(ms[j], now);
@@ -955,11 +921,11 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 		}
 		/* Give back the references no target took (none read m after). */
 		for (j = 0; j < stop; j++) {
-			msg_unref_n(ms[j], need - del[j]);
+			(void)quayi_msg_unref_n(ms[j], need - del[j]);
 			*delivered += del[j];
 		}
 		for (; j < c; j++)
-			msg_unref_n(ms[j], need - 1);   /* the caller keeps its own */
+			(void)quayi_msg_unref_n(ms[j], need - 1);   /* the caller keeps its own */
 		done += stop;
 		if (stop < c)
 			break;
@@ -1050,7 +1016,7 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		memset(res, 0, sizeof(*res));
 		k = 0;
 		if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) ||
-		    (need > 1 && msg_ref_n(m, need - 1) != 0)) {
+		    (need > 1 && quayi_msg_ref_n(m, need - 1) != 0)) {
 			r = -EINVAL;   /* nothing taken, nothing stamped */
 		} else {
 			if (now > 0)
@@ -1059,7 +1025,7 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 			r = refusal(bus, res);
 			/* The references no target took; the caller keeps its
 			 * own when refused. Untouched once all were taken. */
-			msg_unref_n(m, need - res->delivered - (r != 0 ? 1 : 0));
+			(void)quayi_msg_unref_n(m, need - res->delivered - (r != 0 ? 1 : 0));
 			if (r == 0) {
 				delivered = res->delivered;
 				k = 1;

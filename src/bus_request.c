@@ -24,7 +24,7 @@ int
 quayi_bus_route_reply(struct quay_bus *bus, uint64_t n, quay_msg *m)
 {
 	struct quayi_bus_req *q = &bus->reqs[n % bus->nreq];
-	/* BUS-Q3': acquire; pairs with the requester's CAS that claimed the slot
+	/* BUS-Q4: acquire; pairs with the requester's CAS that claimed the slot
 	 * (req_id was written before the request was published). */
 	uint64_t st = __atomic_load_n(&q->state, __ATOMIC_ACQUIRE);
 

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <quay/err.h>
+
 struct quay_pool;
 struct quay_msg;
 
@@ -35,8 +37,6 @@ size_t quayi_pool_headroom(const struct quay_pool *pool);
  * quayi_wait_sleep: the sleeper side above. Returns 0 when the caller
  *   should retry (ready() held, woken, spurious wake, EINTR) and
  *   -ETIMEDOUT once deadline passed.
- * quayi_wait_deadline: the same as quayi_deadline() in src/clock.h, kept
- *   until every caller uses that.
  *
  * Plain futex calls, for a protocol of its own (the pool's POOL-S1/POOL-W1):
  * quayi_futex_wait: sleep while *word == val, until woken or deadline;
@@ -48,7 +48,6 @@ bool quayi_wait_init(void);
 void quayi_wait_heavy_barrier(bool fence);
 int quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx), const void *ctx,
     int64_t deadline);
-int64_t quayi_wait_deadline(int64_t timeout_ns);
 int quayi_futex_wait(uint32_t *word, uint32_t val, int64_t deadline);
 void quayi_futex_wake_all(uint32_t *word);
 
@@ -70,5 +69,11 @@ int quayi_wait_for(const struct quayi_waiter *w, int64_t timeout_ns);
 struct quay_stats;
 struct quay_gauge;
 struct quay_stats *quayi_stats_of_gauge(const struct quay_gauge *g);
+
+/* Test hook (tests/unit/test_ring_wait.c; exported, never installed):
+ * move an empty, unused ring to position pos, so tests can start next to
+ * the wrap-around. -EINVAL unless quiescent and empty. */
+struct quay_ring;
+QUAY_API int quayi_ring_test_set_position(struct quay_ring *r, uint64_t pos);
 
 #endif /* QUAY_INTERNAL_H */

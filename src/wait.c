@@ -100,12 +100,6 @@ quayi_wait_wake(uint32_t *event)
 	}
 }
 
-int64_t
-quayi_wait_deadline(int64_t timeout_ns)
-{
-	return quayi_deadline(timeout_ns);
-}
-
 int
 quayi_wait_sleep(uint32_t *event, bool fence, bool (*ready)(const void *ctx), const void *ctx,
     int64_t deadline)

@@ -95,6 +95,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "clock.h"
 #include "le.h"
 #include "wal_internal.h"
 
@@ -359,9 +360,8 @@ new_salt(void)
 	uint32_t s = 0;
 
 	if (getrandom(&s, sizeof(s), GRND_NONBLOCK) != (ssize_t)sizeof(s)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		s = (uint32_t)ts.tv_nsec * 2654435761u ^ (uint32_t)ts.tv_sec;
+		int64_t ns = quayi_mono_ns();
+		s = (uint32_t)(ns % QUAYI_NS_PER_SEC) * 2654435761u ^ (uint32_t)(ns / QUAYI_NS_PER_SEC);
 	}
 	return s;
 }
@@ -1065,14 +1065,7 @@ interval_main(void *arg)
 
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += (time_t)(w->interval_ms / 1000);
-		ts.tv_nsec += (long)(w->interval_ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = quayi_abs_ts(CLOCK_MONOTONIC, (int64_t)w->interval_ms * 1000000);
 		pthread_cond_timedwait(&w->tcv, &w->mu, &ts);
 		if (w->stop)
 			break;

@@ -65,6 +65,8 @@
 
 #include "test_util.h"
 
+#include "../../src/quay_internal.h"
+
 #define MAX_THREADS 64
 #define MAX_BATCH 32
 #define SEQ_BITS 40

@@ -18,6 +18,8 @@
 
 #include <quay/quay.h>
 
+#include "../../src/quay_internal.h"
+
 /* ASan (and its huge shadow mapping) does not mix with RLIMIT_AS. */
 #if defined(__SANITIZE_ADDRESS__)
 #define QT_ASAN 1

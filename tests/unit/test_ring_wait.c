@@ -17,6 +17,8 @@
 
 #include <quay/quay.h>
 
+#include "../../src/quay_internal.h"
+
 #define JOIN_MS 5000      /* a woken waiter must be done well within this */
 
 /* ---- fixture ------------------------------------------------------- */

@@ -100,11 +100,6 @@ struct quay_ring {
  * need more elements (-EPIPE). */
 QUAY_API int quayi_ring_pop_status(const struct quay_ring *r, uint64_t head, uint64_t need);
 
-/* Test hook: move an empty, unused ring to position pos (so tests can
- * start next to the wrap-around). Returns -EINVAL unless quiescent and
- * empty. Not part of the API. */
-QUAY_API int quayi_ring_test_set_position(struct quay_ring *r, uint64_t pos);
-
 static inline unsigned char *
 quayi_ring_slot(const struct quay_ring *r, uint64_t pos)
 {
