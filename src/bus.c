@@ -1500,6 +1500,57 @@ sub_counters_read(const struct quay_sub *sub, struct quay_sub_counters *out)
 	out->released = quay_counter_read(sub->c_released);
 }
 
+/*
+ * Take target s (a subscription or a binding) out of the bus: a new table
+ * version without it (BUS-T1), off the bus's list, out of its group, and
+ * marked closed (release; pairs with recv_enter()'s acquire for a
+ * subscription, bind_gone()'s for a binding; before the grace period
+ * that frees it, so the grace period orders it before every later
+ * receive: BUS-R1). Under bus->lock. 0 with *old the replaced version
+ * and *gone the group if s was its last member (both to free after a
+ * grace period), or -EINVAL if s is not in the table.
+ */
+static int
+target_unlink(struct quay_bus *bus, struct quay_sub *s, struct quayi_bm_table **old,
+    struct quayi_bus_group **gone)
+{
+	struct quayi_bm_table *t;
+	struct quayi_bus_group *g, **pg;
+	int r;
+
+	pthread_mutex_lock(&bus->lock);
+	*old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
+	r = quayi_bm_remove(*old, &s->toks, s, &bus->caches, &t);
+	if (r != 0) {
+		pthread_mutex_unlock(&bus->lock);
+		return r == -ENOENT ? -EINVAL : r;
+	}
+	t->bus = bus;
+	/* BUS-T1: release; pairs with BUS-T2 in publish. */
+	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		bus->subs = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	/* Relaxed: as the increment in subscribe and bind (under bus->lock). */
+	__atomic_fetch_sub(&bus->nsubs, 1, __ATOMIC_RELAXED);
+	g = s->group;
+	if (g != NULL && --g->members == 0) {
+		for (pg = &bus->groups; *pg != g; pg = &(*pg)->next)
+			;
+		*pg = g->next;
+	} else {
+		g = NULL;
+	}
+	*gone = g;
+	/* Release: see above. */
+	__atomic_store_n(&s->closed, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&bus->lock);
+	return 0;
+}
+
 QUAY_API int
 quay_bus_unsubscribe(quay_sub *sub)
 {
@@ -1510,8 +1561,8 @@ QUAY_API int
 quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 {
 	struct quay_bus *bus;
-	struct quayi_bm_table *old, *t;
-	struct quayi_bus_group *g, **pg;
+	struct quayi_bm_table *old;
+	struct quayi_bus_group *g;
 	quay_msg *m;
 	uint64_t released = 0;
 	int r;
@@ -1522,36 +1573,9 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 	r = rcu_thread();
 	if (r != 0)
 		return r;
-	pthread_mutex_lock(&bus->lock);
-	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
-	r = quayi_bm_remove(old, &sub->toks, sub, &bus->caches, &t);
-	if (r != 0) {
-		pthread_mutex_unlock(&bus->lock);
-		return r == -ENOENT ? -EINVAL : r;
-	}
-	t->bus = bus;
-	/* BUS-T1: release; pairs with BUS-T2 in publish. */
-	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
-	if (sub->prev != NULL)
-		sub->prev->next = sub->next;
-	else
-		bus->subs = sub->next;
-	if (sub->next != NULL)
-		sub->next->prev = sub->prev;
-	/* Relaxed: as the increment in subscribe (under bus->lock). */
-	__atomic_fetch_sub(&bus->nsubs, 1, __ATOMIC_RELAXED);
-	g = sub->group;
-	if (g != NULL && --g->members == 0) {
-		for (pg = &bus->groups; *pg != g; pg = &(*pg)->next)
-			;
-		*pg = g->next;
-	} else {
-		g = NULL;
-	}
-	/* Release; pairs with recv_enter()'s acquire. Before call_rcu, so the
-	 * grace period orders it before every later receive (BUS-R1). */
-	__atomic_store_n(&sub->closed, 1, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&bus->lock);
+	r = target_unlink(bus, sub, &old, &g);
+	if (r != 0)
+		return r;
 
 	/* Wake receivers (-EPIPE) and BLOCK publishers; then release what is
 	 * left. A pop returns -EPIPE only once the queue is closed and empty
@@ -1765,8 +1789,8 @@ quay_bus_unbind(quay_binding *bd)
 {
 	struct quay_bus *bus;
 	struct quay_sub *b;
-	struct quayi_bm_table *old, *t;
-	struct quayi_bus_group *g, **pg;
+	struct quayi_bm_table *old;
+	struct quayi_bus_group *g;
 	int r;
 
 	if (bd == NULL)
@@ -1776,36 +1800,9 @@ quay_bus_unbind(quay_binding *bd)
 	r = rcu_thread();
 	if (r != 0)
 		return r;
-	pthread_mutex_lock(&bus->lock);
-	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
-	r = quayi_bm_remove(old, &b->toks, b, &bus->caches, &t);
-	if (r != 0) {
-		pthread_mutex_unlock(&bus->lock);
-		return r == -ENOENT ? -EINVAL : r;
-	}
-	t->bus = bus;
-	/* BUS-T1: release; pairs with BUS-T2 in publish. */
-	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
-	if (b->prev != NULL)
-		b->prev->next = b->next;
-	else
-		bus->subs = b->next;
-	if (b->next != NULL)
-		b->next->prev = b->prev;
-	/* Relaxed: as the increment in bind (under bus->lock). */
-	__atomic_fetch_sub(&bus->nsubs, 1, __ATOMIC_RELAXED);
-	g = b->group;
-	if (g != NULL && --g->members == 0) {
-		for (pg = &bus->groups; *pg != g; pg = &(*pg)->next)
-			;
-		*pg = g->next;
-	} else {
-		g = NULL;
-	}
-	/* Release; pairs with bind_gone()'s acquire: a BLOCK publisher
-	 * retrying on this binding stops. */
-	__atomic_store_n(&b->closed, 1, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&bus->lock);
+	r = target_unlink(bus, b, &old, &g);
+	if (r != 0)
+		return r;
 	/* Every publish that could still send to the queue runs inside a
 	 * read-side section that began before the new version was published:
 	 * after this grace period none is left, and the queue may go. */
