@@ -1351,6 +1351,26 @@ sub_cb(struct rcu_head *h)
 	deferred_done(bus);
 }
 
+/* The bus's group called name, or a new one in *newg (not yet linked:
+ * the caller links it once the target is in; freed on failure). NULL:
+ * out of memory. Under bus->lock. */
+static struct quayi_bus_group *
+group_get(struct quay_bus *bus, const char *name, struct quayi_bus_group **newg)
+{
+	struct quayi_bus_group *g;
+
+	for (g = bus->groups; g != NULL; g = g->next)
+		if (strcmp(g->name, name) == 0)
+			return g;
+	g = calloc(1, sizeof(*g));
+	if (g == NULL)
+		return NULL;
+	strcpy(g->name, name);
+	g->bus = bus;
+	*newg = g;
+	return g;
+}
+
 QUAY_API int
 quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opts *opts, quay_sub **out)
 {
@@ -1434,18 +1454,10 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 		goto fail_locked;
 	}
 	if (opts->group != NULL) {
-		for (g = bus->groups; g != NULL; g = g->next)
-			if (strcmp(g->name, opts->group) == 0)
-				break;
+		g = group_get(bus, opts->group, &newg);
 		if (g == NULL) {
-			newg = calloc(1, sizeof(*newg));
-			if (newg == NULL) {
-				r = -ENOMEM;
-				goto fail_locked;
-			}
-			strcpy(newg->name, opts->group);
-			newg->bus = bus;
-			g = newg;
+			r = -ENOMEM;
+			goto fail_locked;
 		}
 		s->group = g;
 	}
@@ -1715,18 +1727,10 @@ quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q, const struct qu
 		}
 	}
 	if (opts->group != NULL) {
-		for (g = bus->groups; g != NULL; g = g->next)
-			if (strcmp(g->name, opts->group) == 0)
-				break;
+		g = group_get(bus, opts->group, &newg);
 		if (g == NULL) {
-			newg = calloc(1, sizeof(*newg));
-			if (newg == NULL) {
-				r = -ENOMEM;
-				goto fail_locked;
-			}
-			strcpy(newg->name, opts->group);
-			newg->bus = bus;
-			g = newg;
+			r = -ENOMEM;
+			goto fail_locked;
 		}
 		b->group = g;
 	}
