@@ -32,7 +32,10 @@
  *        (1 ack, 2 drop, 3 dead-lettered to the DLQ, 4 dead letter dropped
  *        for want of a DLQ, 5 redriven), 7 zero bytes.
  *   RETRY type 0x51440003 (32 bytes): u64 qid, u64 did, u32 attempts,
- *        u32 zero, i64 not_before_ns.
+ *        u32 zero, i64 not_before_ns. Written for a failed delivery
+ *        (tr_retry) and, unless QUAY_QUEUE_NO_DELIVERY_LOG, for each
+ *        delivery before its lease is handed out and for a release
+ *        (dq_deliver: not-before 0).
  *   NAME type 0x51440004: u64 qid, u16 name_len, 6 zero bytes, the name.
  *        Appended at attach when the log holds none for the queue, and
  *        by every compaction for each open queue (before its copies), so
