@@ -33,10 +33,13 @@
  * src/queue_durable.c). What each logs:
  *   tr_accept      send accepted (ready or delayed)      ADD (one write
  *                  for a whole send_batch)
- *   tr_lease       ready -> in flight                    nothing
+ *   tr_lease       ready -> in flight                    RETRY (the count,
+ *                  before the hand-over; one write per receive_batch;
+ *                  none with QUAY_QUEUE_NO_DELIVERY_LOG)
  *   tr_ack         in flight -> acked                    DEL (ack); a
  *                  refused ack leaves the message ready again
- *   tr_release     in flight -> ready (the delivery not counted)  nothing
+ *   tr_release     in flight -> ready (the delivery not counted)  RETRY
+ *                  (the count one lower, as tr_lease)
  *   tr_fail        in flight -> (policy) retry / dead letter / drop
  *                  (from nack and from lease expiry)     (by the three below)
  *   tr_retry       -> ready or delayed again (attempts kept)  RETRY
@@ -732,13 +735,14 @@ tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool lock
  * again after it and *slow set.
  */
 static void
-tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *lease, bool *slow)
+tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *lease, bool *slow,
+    bool batch)
 {
 	struct quayi_lslot *s = &q->slots[i];
 	/* Relaxed: the slot is ours (Q-L3). */
 	uint64_t gen = (__atomic_load_n(&s->state, __ATOMIC_RELAXED) >> 2) + 1;
 	uint32_t attempt = quay_msg_attempts(msg) + 1;
-	int64_t deadline = t_add(now, q->visibility_ns);
+	int64_t deadline;
 	uint64_t entry = (gen & FIFO_GEN_MASK) << FIFO_SLOT_BITS | i;
 
 	int64_t enq = quay_msg_enqueued_ns(msg);
@@ -747,6 +751,16 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 	 * LEASED the lease may expire (a receiver preempted past its
 	 * deadline), the message be redelivered, acked elsewhere and freed. */
 	quay_msg_set_attempts(msg, attempt);
+	/* The delivery count reaches the log before the lease exists (a
+	 * batch logs all of its leases at once, before the hand-over:
+	 * quay_queue_receive_batch). */
+	lease->msg = msg;
+	lease->attempt = attempt;
+	if (!batch && quayi_qlog_deliver(&q->log, lease, 1)) {
+		now = q_now(q);                   /* slow work: the lease starts after it */
+		*slow = true;
+	}
+	deadline = t_add(now, q->visibility_ns);
 	quay_msg_ref(msg);                                 /* the caller's */
 	cnt(q, QC_RECEIVED, 1);
 	if (attempt == 1 && now >= enq)
@@ -827,16 +841,17 @@ tr_ack(quay_queue *q, quay_msg *msg, int64_t now)
 
 /* in flight -> ready, handed back by the holder (the slot is already FREE
  * and ours): the delivery does not count, so attempts goes back to what
- * it was before the lease. Nothing is logged: a log counts only failed
- * deliveries (tr_retry), so after a restart the released delivery is not
- * counted either. */
+ * it was before the lease, in the log too (the delivery log counted it). */
 static void
 tr_release(quay_queue *q, quay_msg *msg)
 {
 	uint32_t a = quay_msg_attempts(msg);
+	quay_lease l = { .msg = msg };
 
 	if (a > 0)
 		quay_msg_set_attempts(msg, a - 1);
+	l.attempt = quay_msg_attempts(msg);
+	(void)quayi_qlog_deliver(&q->log, &l, 1);
 	make_ready(q, msg);
 }
 
@@ -1556,7 +1571,7 @@ quayi_queue_send_end(struct quayi_qsend *s, int err)
  * that the batch's earlier leases lose little of their time.
  */
 static QUAYI_ALWAYS_INLINE int
-take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool *slow)
+take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool batch, bool *slow)
 {
 	quay_msg *msg;
 
@@ -1571,7 +1586,18 @@ take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, 
 			now = q_now(q);
 			continue;
 		}
-		tr_lease(q, msg, i, now, lease, slow);
+		if (QUAYI_UNLIKELY(quay_msg_attempts(msg) >= q->max_attempts)) {
+			/* Only after a restart (in memory tr_fail dead-letters at
+			 * max_attempts): the log counted max_attempts deliveries,
+			 * each outstanding at a crash, i.e. failed. Slow, as TTL. */
+			tr_dead_letter(q, msg, QUAY_QUEUE_DLQ_MAX_ATTEMPTS, now, false);
+			*slow = true;
+			if (quick)
+				return -EAGAIN;
+			now = q_now(q);
+			continue;
+		}
+		tr_lease(q, msg, i, now, lease, slow, batch);
 		return 0;
 	}
 }
@@ -1580,19 +1606,19 @@ take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, 
  * (given back if no message came). *tdue: 0, or the queue time the next
  * token is due when there was none (a message is ready). */
 static QUAYI_ALWAYS_INLINE int
-take_limited(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool *slow,
-    int64_t *tdue)
+take_limited(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool batch,
+    bool *slow, int64_t *tdue)
 {
 	int rc;
 
 	*tdue = 0;
 	if (QUAYI_LIKELY(!quayi_limited(q->x)))
-		return take_one(q, i, now, lease, quick, slow);
+		return take_one(q, i, now, lease, quick, batch, slow);
 	if (quay_pq_count(q->ready) == 0)
 		return -EAGAIN;                 /* no token spent on nothing */
 	if (quayi_limit_take(q->x, now, tdue) != 0)
 		return -EAGAIN;
-	if ((rc = take_one(q, i, now, lease, quick, slow)) != 0)
+	if ((rc = take_one(q, i, now, lease, quick, batch, slow)) != 0)
 		quayi_limit_refund(q->x);
 	return rc;
 }
@@ -1740,7 +1766,8 @@ slot_wait(quay_queue *q, uint64_t *slot, int64_t end_mono, bool *slow)
  * (take_one), for the later receives of a batch.
  */
 static QUAYI_ALWAYS_INLINE int
-receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono, bool quick, bool *slow)
+receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono, bool quick, bool batch,
+    bool *slow)
 {
 	uint64_t slot;
 	int64_t now = q_now(q), tdue;
@@ -1762,7 +1789,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			return rc;
 		now = q_now(q);
 	}
-	rc = take_limited(q, (uint32_t)slot, now, lease, quick, slow, &tdue);
+	rc = take_limited(q, (uint32_t)slot, now, lease, quick, batch, slow, &tdue);
 	/* Long poll: sleep, then run what became due and try again, until a
 	 * message, or the caller's deadline (one last try after it). */
 	while (rc == -EAGAIN && wait_ns != 0) {
@@ -1783,7 +1810,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			now = q_now(q);
 			*slow = true;
 		}
-		rc = take_limited(q, (uint32_t)slot, now, lease, quick, slow, &tdue);
+		rc = take_limited(q, (uint32_t)slot, now, lease, quick, batch, slow, &tdue);
 	}
 	if (rc != 0)
 		slot_free(q, slot);
@@ -1798,7 +1825,7 @@ quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns)
 	if (QUAYI_UNLIKELY(q == NULL || lease == NULL))
 		return -EINVAL;
 	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_deadline(wait_ns) : QUAYI_FOREVER, false,
-	    &slow);
+	    false, &slow);
 }
 
 /*
@@ -1854,18 +1881,25 @@ quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wa
 		 * TTL-expired message ends the batch): one that still did slow
 		 * work (a dead letter, an expiry FIFO drain) leaves the leases
 		 * before it with an old deadline, renewed below. */
-		if (receive_one(q, &leases[0], wait_ns, end_mono, false, &slow) != 0)
+		if (receive_one(q, &leases[0], wait_ns, end_mono, false, true, &slow) != 0)
 			return 0;
 		for (got = 1; got < n; got++) {
 			int rc;
 
 			slow = false;
-			rc = receive_one(q, &leases[got], 0, -1, true, &slow);
+			rc = receive_one(q, &leases[got], 0, -1, true, true, &slow);
 			if (slow)
 				stale_before = got;
 			if (rc != 0)
 				break;
 		}
+		/* One write for the batch's delivery counts, before any lease
+		 * is handed out. Its leases already exist: one that expired
+		 * meanwhile (a batch outlasting the visibility timeout) may
+		 * have its count logged after its redelivery's; the log then
+		 * holds one delivery fewer (never a lost message). */
+		if (quayi_qlog_deliver(&q->log, leases, got))
+			stale_before = got;       /* slow work: renew them all */
 		if (QUAYI_LIKELY(stale_before == 0))
 			return got;
 		nd = t_add(q_now(q), q->visibility_ns);

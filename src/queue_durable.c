@@ -32,7 +32,10 @@
  *        (1 ack, 2 drop, 3 dead-lettered to the DLQ, 4 dead letter dropped
  *        for want of a DLQ, 5 redriven), 7 zero bytes.
  *   RETRY type 0x51440003 (32 bytes): u64 qid, u64 did, u32 attempts,
- *        u32 zero, i64 not_before_ns.
+ *        u32 zero, i64 not_before_ns. Written for a failed delivery
+ *        (tr_retry) and, unless QUAY_QUEUE_NO_DELIVERY_LOG, for each
+ *        delivery before its lease is handed out and for a release
+ *        (dq_deliver: not-before 0).
  *   NAME type 0x51440004: u64 qid, u16 name_len, 6 zero bytes, the name.
  *        Appended at attach when the log holds none for the queue, and
  *        by every compaction for each open queue (before its copies), so
@@ -121,6 +124,7 @@ struct quayi_dur {
 	int (*restore)(void *queue, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
 	void *queue;             /* restore's argument */
 	uint64_t qid;
+	bool deliveries;         /* log each delivery (no QUAY_QUEUE_NO_DELIVERY_LOG) */
 	quay_pool *pool;
 	pthread_mutex_t ilock;
 	struct dent *tab;
@@ -679,6 +683,84 @@ dq_retry(void *ctx, quay_msg *msg, int64_t not_before)
 	pthread_rwlock_unlock(&w->cl);
 }
 
+/* Log the delivery counts of n leases (or of a release: its lease's
+ * attempt one lower) BEFORE they are handed out, as RETRY records with
+ * not-before 0 (ready at once after a restart), one write for all n:
+ * after a crash a delivery whose lease was outstanding counts as a
+ * failed attempt. Nothing with QUAY_QUEUE_NO_DELIVERY_LOG. A refusal
+ * keeps the older count in the log (counted as log_errors). */
+static bool
+dq_deliver(void *ctx, const quay_lease *leases, size_t n)
+{
+	struct quayi_dur *d = ctx;
+	struct dwal *w = d->w;
+	unsigned char stack[8][QUAYI_DQ_RETRY_LEN], (*rec)[QUAYI_DQ_RETRY_LEN] = stack;
+	quay_wal_rec rs1[8], *rs = rs1;
+	size_t k = 0;
+
+	if (!d->deliveries || n == 0)
+		return false;
+	if (n > 8) {
+		rec = malloc(n * sizeof(*rec));
+		rs = malloc(n * sizeof(*rs));
+		if (rec == NULL || rs == NULL) {
+			free(rec == stack ? NULL : rec);
+			free(rs == rs1 ? NULL : rs);
+			log_error(w);
+			return false;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint64_t did = msg_did(leases[i].msg);
+
+		/* A batch's lease that ended before this (acked elsewhere
+		 * after its expiry): nothing left to count. */
+		if (!did_ok(did))
+			continue;
+		memset(rec[k], 0, QUAYI_DQ_RETRY_LEN);
+		put64(rec[k] + QUAYI_DQF_QID, d->qid);
+		put64(rec[k] + QUAYI_DQF_DID, did);
+		put32(rec[k] + QUAYI_DQF_RETRY_ATTEMPTS, leases[i].attempt);
+		rs[k] = (quay_wal_rec){ QUAYI_DQ_RETRY, rec[k], QUAYI_DQ_RETRY_LEN };
+		k++;
+	}
+	pthread_rwlock_rdlock(&w->cl);
+	if (k > 0) {
+		int rc = 0;
+
+		/* In chunks of the WAL's batch limits (RETRY records are small:
+		 * only the record count can bind). */
+		for (size_t off = 0; off < k && rc == 0; off += QUAY_WAL_BATCH_MAX) {
+			size_t m = k - off < QUAY_WAL_BATCH_MAX ? k - off : QUAY_WAL_BATCH_MAX;
+
+			rc = m == 1 ? quay_wal_append(w->wal, QUAYI_DQ_RETRY, rs[off].data, rs[off].len, NULL)
+			            : quay_wal_appendv(w->wal, &rs[off], m, NULL);
+			if (rc != 0)
+				break;
+			pthread_mutex_lock(&d->ilock);
+			for (size_t i = off; i < off + m; i++) {
+				struct dent *e = idx_find(d, get64(rec[i] + QUAYI_DQF_DID));
+
+				if (e != NULL) {
+					e->attempts = get32(rec[i] + QUAYI_DQF_RETRY_ATTEMPTS);
+					e->nb = 0;
+				}
+			}
+			pthread_mutex_unlock(&d->ilock);
+			for (size_t i = 0; i < m; i++)
+				note_appended(w, QUAYI_DQ_RETRY_LEN);
+		}
+		if (rc != 0)
+			log_error(w);
+	}
+	pthread_rwlock_unlock(&w->cl);
+	if (rec != stack) {
+		free(rec);
+		free(rs);
+	}
+	return true;
+}
+
 /* Between dq_begin and dq_end: log the move of msg from this queue to
  * `to` (same WAL) as one batch (DEL + ADD) and move its index entry. 0
  * or the WAL's error (then nothing changed). */
@@ -903,6 +985,7 @@ static const struct quayi_qlog_ops dq_ops = {
 	.add_multi = dq_add_multi,
 	.del = dq_del,
 	.retry = dq_retry,
+	.deliver = dq_deliver,
 	.begin = dq_begin,
 	.end = dq_end,
 	.move = dq_move,
@@ -1287,6 +1370,7 @@ quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host
 	d->queue = host->queue;
 	d->pool = o->pool;
 	d->qid = name_qid(d->name);
+	d->deliveries = (o->flags & QUAY_QUEUE_NO_DELIVERY_LOG) == 0;
 	d->w = dwal_get(o->wal, o->compact_bytes ? o->compact_bytes : 4 * info.segment_bytes);
 	if (d->w == NULL) {
 		free(d->tab);

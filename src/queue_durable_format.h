@@ -10,7 +10,8 @@
  *
  *   ADD   0x51440001  a message enters queue qid (its full image)
  *   DEL   0x51440002  a message leaves queue qid (24 bytes)
- *   RETRY 0x51440003  a failed delivery: attempts, not-before (32 bytes)
+ *   RETRY 0x51440003  a delivery's count (failed, or about to be handed
+ *                     out: not-before 0): attempts, not-before (32 bytes)
  *   NAME  0x51440004  the name of queue qid (16 bytes + the name)
  *
  * Compatibility: a reader ignores a record type of the 0x5144xxxx range

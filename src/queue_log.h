@@ -20,14 +20,17 @@
  *   del           tr_ack (ACK), tr_drop (DROP), tr_dead_letter without a
  *                 DLQ (DEAD_DROP): DEL
  *   retry         tr_retry: RETRY (attempts and not-before)
+ *   deliver       tr_lease (receive; a receive_batch once for the batch,
+ *                 after its leases), tr_release: RETRY (attempts, ready),
+ *                 before the lease reaches its holder; nothing with
+ *                 QUAY_QUEUE_NO_DELIVERY_LOG
  *   begin/move/end  tr_dead_letter (DEAD), tr_redrive (REDRIVE): one
  *                 batch DEL + ADD; rebind when dead-lettering copies a
  *                 shared message
  *   idle          at the end of a public call that may have logged, with
  *                 no queue lock held (compaction)
  *   detach        destroy
- * Not logged: a receive (tr_lease), a release (tr_release: the log counts
- * only failed deliveries), a delayed message becoming ready (tr_due).
+ * Not logged: a delayed message becoming ready (tr_due).
  *
  * Locking: add, del, retry, move and rebind may be called with the
  * queue's timer lock held; idle, attach and detach never are.
@@ -74,6 +77,13 @@ struct quayi_qlog_ops {
 	/* A failed delivery: msg's attempts and the retry's not-before (0:
 	 * ready at once). A refusal keeps the older figures in the log. */
 	void (*retry)(void *ctx, quay_msg *msg, int64_t not_before);
+	/* Deliveries about to be handed out (or handed back): each lease's
+	 * msg has now been delivered lease.attempt times. Called before the
+	 * leases reach the caller, once per receive or receive_batch (one
+	 * write). A refusal keeps the older count in the log. true if it
+	 * wrote (slow work: the caller reads its clock again for the
+	 * leases' deadlines). */
+	bool (*deliver)(void *ctx, const quay_lease *leases, size_t n);
 	/* Bracket of a transition that changes a logged message and then
 	 * logs it (move): the log's own readers never see it half done. */
 	void (*begin)(void *ctx);
@@ -175,6 +185,12 @@ quayi_qlog_retry(const struct quayi_qlog *l, quay_msg *msg, int64_t not_before)
 {
 	if (l->ops != NULL)
 		l->ops->retry(l->ctx, msg, not_before);
+}
+
+static inline bool
+quayi_qlog_deliver(const struct quayi_qlog *l, const quay_lease *leases, size_t n)
+{
+	return l->ops != NULL && l->ops->deliver(l->ctx, leases, n);
 }
 
 static inline void

@@ -127,9 +127,17 @@ typedef struct quay_queue quay_queue;
 /** Flag: FIFO queue: messages of one group (QUAY_MSG_H_GROUP) are received
  * in send order, one at a time (docs/QUEUE.md, "FIFO queues"). */
 #define QUAY_QUEUE_FIFO 0x10u
+/** Flag (durable queues): do not log deliveries. By default a durable
+ * queue logs each delivery's count before the lease is handed out, so a
+ * message whose processing kills the process is dead-lettered after
+ * max_attempts crashes (docs/DURABILITY.md, "Delivery counts"); with
+ * this flag only failed deliveries are logged (cheaper receives; a
+ * delivery outstanding at a crash is then not counted). Ignored in
+ * memory. */
+#define QUAY_QUEUE_NO_DELIVERY_LOG 0x20u
 /** Every flag a caller may pass; other bits get -EINVAL. */
 #define QUAY_QUEUE_FLAGS_ALL (QUAY_QUEUE_WEIGHTED | QUAY_QUEUE_NO_JITTER | QUAY_QUEUE_NO_BACKOFF | \
-	QUAY_QUEUE_CONTENT_DEDUP | QUAY_QUEUE_FIFO)
+	QUAY_QUEUE_CONTENT_DEDUP | QUAY_QUEUE_FIFO | QUAY_QUEUE_NO_DELIVERY_LOG)
 
 #ifndef QUAY_MSG_H_GROUP
 /** Reserved header: the message group of a FIFO queue (and of content

@@ -35,7 +35,13 @@
  *   - bodies byte-exact, nothing in two places, recovery succeeds.
  * Totals are printed per mode; any violation exits 1.
  *
- * Usage: crash_queue (QUAY_CRASH_TRIALS=N for more; default 300).
+ * Then the poison rounds (issue 13): a message whose every delivery
+ * kills its consumer (SIGKILL with the lease outstanding) must be
+ * delivered exactly max_attempts times, one per process life, and then
+ * be in the DLQ (the delivery count is logged before the hand-over).
+ *
+ * Usage: crash_queue (QUAY_CRASH_TRIALS=N for more; default 300;
+ * QUAY_CRASH_POISON_ROUNDS=N, default 20).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -435,12 +441,113 @@ judge_trial(unsigned t, unsigned mode, const struct found *f, struct totals *tt)
 	}
 }
 
+
+/* ---- poison: a message that kills its consumer on every delivery ------ */
+
+#define POISON_MAX 3u
+
+static int
+poison_open(const char *dir, quay_pool *pool, quay_wal **w, quay_queue **q, quay_queue **dlq)
+{
+	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	int rc;
+
+	wo.sync_mode = QUAY_WAL_SYNC;
+	wo.segment_bytes = QUAY_WAL_SEGMENT_MIN;
+	if ((rc = quay_wal_open(dir, &wo, w)) != 0)
+		return rc;
+	o.name = "poison-dlq";
+	o.wal = *w;
+	o.pool = pool;
+	if ((rc = quay_queue_create(&o, dlq)) != 0)
+		return rc;
+	o.name = "poison";
+	o.dlq = *dlq;
+	o.max_attempts = POISON_MAX;
+	return quay_queue_create(&o, q);
+}
+
+/*
+ * One poison round: a message is sent; then, again and again, a child
+ * opens the queues and receives: a delivery kills it (SIGKILL, the lease
+ * outstanding); no delivery (the queue dead-lettered it) makes it look
+ * in the DLQ and exit 0 (the message there) or 1. The round passes if
+ * the message was delivered exactly POISON_MAX times (attempts 1..MAX,
+ * one per life) and then found in the DLQ. Returns 0 or 1.
+ */
+static int
+poison_round(unsigned round, quay_pool *pool)
+{
+	char dir[64];
+	quay_wal *w;
+	quay_queue *q, *dlq;
+	unsigned lives = 0, deliveries = 0;
+
+	snprintf(dir, sizeof(dir), "/tmp/quay-poison-XXXXXX");
+	if (mkdtemp(dir) == NULL || poison_open(dir, pool, &w, &q, &dlq) != 0)
+		return 1;
+	{
+		quay_msg *m;
+
+		if (quay_msg_new(pool, "poison", 6, &m) != 0 || quay_queue_send(q, m) != 0)
+			return 1;
+	}
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+	quay_wal_close(w);
+	for (;;) {
+		int p[2], status;
+		uint32_t att = 0;
+		pid_t pid;
+
+		if (pipe(p) != 0 || (pid = fork()) < 0)
+			return 1;
+		if (pid == 0) {
+			quay_lease l;
+
+			close(p[0]);
+			if (poison_open(dir, pool, &w, &q, &dlq) != 0)
+				_exit(2);
+			if (quay_queue_receive(q, &l, 0) == 0) {
+				if (write(p[1], &l.attempt, sizeof(l.attempt)) != (ssize_t)sizeof(l.attempt))
+					_exit(2);
+				raise(SIGKILL);                  /* processing it kills us */
+			}
+			_exit(quay_queue_receive(dlq, &l, 0) == 0 ? 0 : 1);
+		}
+		close(p[1]);
+		if (read(p[0], &att, sizeof(att)) == (ssize_t)sizeof(att))
+			deliveries++;
+		close(p[0]);
+		waitpid(pid, &status, 0);
+		lives++;
+		if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
+			if (att != deliveries || deliveries > POISON_MAX) {
+				fprintf(stderr, "poison round %u: delivery %u had attempt %u\n", round, deliveries,
+				    att);
+				qt_rm_dir(dir);
+				return 1;
+			}
+			continue;
+		}
+		qt_rm_dir(dir);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || deliveries != POISON_MAX ||
+		    lives != POISON_MAX + 1) {
+			fprintf(stderr, "poison round %u: %u deliveries, %u lives, child status %d\n", round, deliveries,
+			    lives, status);
+			return 1;
+		}
+		return 0;
+	}
+}
+
 int
 main(void)
 {
 	const char *env = getenv("QUAY_CRASH_TRIALS");
 	unsigned trials = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 300;
-	uint64_t corrupt = 0, found_total = 0, dlq_total = 0, failures = 0, kept = 0;
+	uint64_t corrupt = 0, found_total = 0, dlq_total = 0, failures = 0, kept = 0, poison_failures = 0;
 	struct totals tt = { 0 };
 	struct found f;
 	unsigned seed = (unsigned)time(NULL);
@@ -527,6 +634,16 @@ main(void)
 		    m == QUAY_WAL_NONE ? " (allowed: the unwritten buffer)" : "");
 	printf("crash-queue: NONE: losses out of suffix order %" PRIu64 ", trials losing more than the buffer %" PRIu64
 	       " (most lost: %" PRIu64 " bytes)\n", tt.none_order, tt.none_over, tt.none_max_lost_bytes);
+	{
+		const char *pe = getenv("QUAY_CRASH_POISON_ROUNDS");
+		unsigned rounds = pe != NULL ? (unsigned)strtoul(pe, NULL, 10) : 20;
+
+		for (unsigned r = 0; r < rounds; r++)
+			poison_failures += (uint64_t)poison_round(r, pool);
+		printf("crash-queue: poison: %u rounds (max_attempts %u, SYNC): each delivered %u times, one per "
+		       "process killed by it, then found in the DLQ; failed rounds %" PRIu64 "\n",
+		    rounds, POISON_MAX, POISON_MAX, poison_failures);
+	}
 	quay_pool_destroy(pool);
 	free(f.flags);
 	free(f.where);
@@ -535,5 +652,6 @@ main(void)
 	free(f.spos);
 	free(f.Spos);
 	free(f.Apos);
-	return tt.lost + tt.resurrected + tt.dup + corrupt + failures + tt.none_order + tt.none_over == 0 ? 0 : 1;
+	return tt.lost + tt.resurrected + tt.dup + corrupt + failures + tt.none_order + tt.none_over +
+	    poison_failures == 0 ? 0 : 1;
 }

@@ -977,7 +977,8 @@ durable_queue(void **state)
 			assert_int_equal(quay_queue_ack(jobs, &l), 0);
 		else if (i == DQ_ACKED)
 			assert_int_equal(quay_queue_nack(jobs, &l, "bad"), 0);   /* max_attempts 1: DLQ */
-		/* the last one stays in flight: leases are not logged */
+		/* the last one stays in flight; each delivery's count was
+		 * logged before its lease (a RETRY record, issue 13) */
 		quay_msg_unref(l.msg);
 	}
 	quay_queue_destroy(jobs);
@@ -1007,12 +1008,13 @@ durable_queue(void **state)
 	assert_int_equal(json_u64(t->out, "live_messages"), live_jobs + live_dlq);
 	assert_int_equal(json_u64(t->out, "live_queues"), 2);
 	assert_true(json_u64(t->out, "live_message_bytes") >= (live_jobs + live_dlq) * 72);
-	/* sends + the dead letter's ADD; acks + its DEL */
 	uint64_t records = json_u64(t->out, "records");
-	/* sends + the dead letter's ADD; acks + its DEL; one NAME a queue */
-	assert_int_equal(records, DQ_N + 1 + DQ_ACKED + 1 + 2);
+	/* sends + the dead letter's ADD; acks + its DEL; one NAME a queue;
+	 * one RETRY per delivery */
+	assert_int_equal(records, DQ_N + 1 + DQ_ACKED + 1 + 2 + DQ_ACKED + 2);
 	assert_has(t->out, "\"name\":\"queue-add\",\"records\":21,");
 	assert_has(t->out, "\"name\":\"queue-del\",\"records\":4,");
+	assert_has(t->out, "\"name\":\"queue-retry\",\"records\":5,");
 	assert_has(t->out, "\"type\":1363410948,\"type_hex\":\"0x51440004\",\"name\":\"queue-name\",\"records\":2,");
 	snprintf(want, sizeof(want), "\"queue_name\":\"jobs\",\"live\":%" PRIu64 "}", live_jobs);
 	assert_has(t->out, want);

@@ -220,14 +220,15 @@ send_ack_recover(void **state)
 	assert_int_equal(drain(q, seen, 16, false), 6);
 	for (int i = 0; i < 6; i++)
 		assert_int_equal(seen[i], (uint64_t)i + 5);       /* FIFO kept */
-	/* In flight at the "crash": all six come back ready, attempts not
-	 * counted (leases are not durable). */
+	/* In flight at the "crash": all six come back ready; the delivery
+	 * each lease was (logged before the hand-over) counts as a failed
+	 * attempt (docs/DURABILITY.md, "Delivery counts"). */
 	restart(&q, NULL);
 	o.wal = wal;
 	q = mkq(&o);
 	assert_int_equal(st(q).restored, 6);
 	assert_int_equal(quay_queue_receive(q, &l[0], 0), 0);
-	assert_int_equal(quay_msg_attempts(l[0].msg), 1);
+	assert_int_equal(quay_msg_attempts(l[0].msg), 2);
 	assert_int_equal(quay_queue_ack(q, &l[0]), 0);
 	quay_msg_unref(l[0].msg);
 	assert_int_equal(drain(q, NULL, 16, true), 5);
@@ -273,6 +274,152 @@ send_batch_one_sync(void **state)
 	o.wal = wal;
 	q = mkq(&o);
 	assert_int_equal(st(q).restored, 33);
+	quay_queue_destroy(q);
+}
+
+/* ---- delivery counts (issue 13) ------------------------------------------ */
+
+/* A poison message: every delivery "kills the process" (restart with the
+ * lease outstanding). Each delivery was logged before its hand-over, so
+ * after max_attempts crashes the next receive dead-letters it instead of
+ * delivering it again. With QUAY_QUEUE_NO_DELIVERY_LOG the count does
+ * not survive (today's behaviour before issue 13): it loops. */
+static void
+poison_reaches_dlq_after_max_attempts_crashes(void **state)
+{
+	struct quay_queue_opts o, od;
+	quay_queue *q, *dlq;
+	quay_lease l;
+	const void *v;
+	size_t vl;
+
+	(void)state;
+	od = dopts("poison-dlq");
+	dlq = mkq(&od);
+	o = dopts("poison");
+	o.max_attempts = 3;
+	o.dlq = dlq;
+	q = mkq(&o);
+	assert_int_equal(quay_queue_send(q, mkmsg(9)), 0);
+	for (uint32_t crash = 1; crash <= 3; crash++) {
+		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+		assert_int_equal(body_of(l.msg), 9);
+		assert_int_equal(l.attempt, crash);
+		quay_msg_unref(l.msg);
+		restart(&q, &dlq);                           /* the consumer died */
+		od.wal = wal;
+		dlq = mkq(&od);
+		o.wal = wal;
+		o.dlq = dlq;
+		q = mkq(&o);
+		assert_int_equal(st(q).restored, 1);
+	}
+	/* Three deliveries, three crashes: dead-lettered, not delivered. */
+	assert_int_equal(quay_queue_receive(q, &l, 0), -EAGAIN);
+	assert_int_equal(st(q).dead_lettered, 1);
+	assert_int_equal(quay_queue_receive(dlq, &l, 0), 0);
+	assert_int_equal(body_of(l.msg), 9);
+	assert_int_equal(quay_msg_get_header(l.msg, QUAY_MSG_H_DLQ_REASON, &v, &vl), 0);
+	assert_int_equal(vl, strlen("max-attempts"));
+	assert_memory_equal(v, "max-attempts", vl);
+	assert_int_equal(quay_queue_ack(dlq, &l), 0);
+	quay_msg_unref(l.msg);
+	/* And the move was logged: after one more restart it is gone. */
+	restart(&q, &dlq);
+	od.wal = wal;
+	dlq = mkq(&od);
+	o.wal = wal;
+	o.dlq = dlq;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 0);
+	assert_int_equal(st(dlq).restored, 0);
+	quay_queue_destroy(q);
+	quay_queue_destroy(dlq);
+}
+
+static void
+no_delivery_log_keeps_old_behaviour(void **state)
+{
+	struct quay_queue_opts o;
+	quay_queue *q;
+	quay_lease l;
+	struct quay_wal_info a, b;
+
+	(void)state;
+	o = dopts("fast");
+	o.max_attempts = 2;
+	o.flags |= QUAY_QUEUE_NO_DELIVERY_LOG;
+	q = mkq(&o);
+	assert_int_equal(quay_queue_send(q, mkmsg(4)), 0);
+	for (int crash = 0; crash < 5; crash++) {            /* more than max_attempts */
+		assert_int_equal(quay_wal_info(wal, &a), 0);
+		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+		assert_int_equal(quay_wal_info(wal, &b), 0);
+		assert_int_equal(b.records, a.records);          /* nothing logged */
+		assert_int_equal(l.attempt, 1);                  /* not counted */
+		quay_msg_unref(l.msg);
+		restart(&q, NULL);
+		o.wal = wal;
+		q = mkq(&o);
+		assert_int_equal(st(q).restored, 1);
+	}
+	/* A failure is still logged (RETRY), as before. */
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
+	quay_msg_unref(l.msg);
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	qt_set_time(qt_fake_clock(NULL) + 3600 * 1000 * MS);
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	assert_int_equal(l.attempt, 2);
+	quay_msg_unref(l.msg);
+	quay_queue_destroy(q);
+}
+
+/* A receive logs one record; a receive_batch of n logs n records in one
+ * write (one sync in SYNC mode). */
+static void
+batch_receive_logs_once(void **state)
+{
+	struct quay_queue_opts o;
+	quay_queue *q;
+	quay_lease l[16];
+	struct quay_wal_info a, b;
+
+	(void)state;
+	wal_mode = QUAY_WAL_SYNC;
+	restart(NULL, NULL);
+	o = dopts("rb");
+	q = mkq(&o);
+	for (uint64_t i = 0; i < 17; i++)
+		assert_int_equal(quay_queue_send(q, mkmsg(i)), 0);
+	assert_int_equal(quay_wal_info(wal, &a), 0);
+	assert_int_equal(quay_queue_receive(q, &l[0], 0), 0);
+	assert_int_equal(quay_wal_info(wal, &b), 0);
+	assert_int_equal(b.records - a.records, 1);
+	assert_int_equal(b.syncs - a.syncs, 1);
+	quay_msg_unref(l[0].msg);
+	a = b;
+	assert_int_equal(quay_queue_receive_batch(q, l, 16, 0), 16);
+	assert_int_equal(quay_wal_info(wal, &b), 0);
+	assert_int_equal(b.records - a.records, 16);
+	assert_int_equal(b.syncs - a.syncs, 1);                /* one write, one sync */
+	for (int i = 0; i < 16; i++) {
+		assert_int_equal(l[i].attempt, 1);
+		quay_msg_unref(l[i].msg);
+	}
+	/* All 17 outstanding at the crash: each counted once. */
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 17);
+	assert_int_equal(quay_queue_receive_batch(q, l, 16, 0), 16);
+	for (int i = 0; i < 16; i++) {
+		assert_int_equal(l[i].attempt, 2);
+		assert_int_equal(quay_queue_ack(q, &l[i]), 0);
+		quay_msg_unref(l[i].msg);
+	}
 	quay_queue_destroy(q);
 }
 
@@ -1647,7 +1794,7 @@ compaction_that_cannot_succeed_backs_off(void **state)
 		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 		assert_int_equal(quay_queue_ack(q, &l), 0);
 		quay_msg_unref(l.msg);
-		appended += 128 + 56;                               /* ADD + DEL records */
+		appended += 128 + 56 + 64;                          /* ADD + DEL + RETRY (delivery) */
 	}
 	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
 	bound = appended / (64 << 10) + 2;
@@ -2073,6 +2220,9 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(send_ack_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(send_batch_one_sync, setup, teardown),
+		cmocka_unit_test_setup_teardown(poison_reaches_dlq_after_max_attempts_crashes, setup, teardown),
+		cmocka_unit_test_setup_teardown(no_delivery_log_keeps_old_behaviour, setup, teardown),
+		cmocka_unit_test_setup_teardown(batch_receive_logs_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(nack_delay_and_expiry_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(dead_letter_and_redrive_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(ttl_after_restart_dead_letters, setup, teardown),
