@@ -78,7 +78,8 @@ namespace {
 constexpr int kBatch = 256;
 std::atomic<int> g_failed{0};
 
-quay_pool *pool()
+quay_pool *
+pool()
 {
 	static quay_pool *p = [] {
 		quay_pool *np = nullptr;
@@ -89,22 +90,25 @@ quay_pool *pool()
 	return p;
 }
 
-quay_msg *new_msg(uint64_t v)
+quay_msg *
+new_msg(uint64_t v)
 {
-	uint64_t body[2] = { v, ~v };
+	uint64_t body[2] = {v, ~v};
 	quay_msg *m = nullptr;
 	if (quay_msg_new(pool(), body, sizeof(body), &m) != 0)
 		std::abort();
 	return m;
 }
 
-void fail(benchmark::State &st, const char *why)
+void
+fail(benchmark::State &st, const char *why)
 {
 	g_failed.store(1);
 	st.SkipWithError(why);
 }
 
-quay_sub *subscribe(quay_bus *b, const char *pat, size_t cap, enum quay_sub_policy pol)
+quay_sub *
+subscribe(quay_bus *b, const char *pat, size_t cap, enum quay_sub_policy pol)
 {
 	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
 	o.capacity = cap;
@@ -116,7 +120,8 @@ quay_sub *subscribe(quay_bus *b, const char *pat, size_t cap, enum quay_sub_poli
 	return s;
 }
 
-size_t drain(quay_sub *s)
+size_t
+drain(quay_sub *s)
 {
 	quay_msg *m[64];
 	size_t n, total = 0;
@@ -128,7 +133,8 @@ size_t drain(quay_sub *s)
 	return total;
 }
 
-void BM_publish_exact_1(benchmark::State &st)
+void
+BM_publish_exact_1(benchmark::State &st)
 {
 	quay_bus *b = nullptr;
 	quay_bus_create(nullptr, &b);
@@ -157,7 +163,8 @@ void BM_publish_exact_1(benchmark::State &st)
 // publish_round callable, which returns false on a wrong result), then
 // drains each of the N subscriptions; every delivery is counted.
 template <typename PublishRound>
-static void fanout_run(benchmark::State &st, PublishRound publish_round)
+static void
+fanout_run(benchmark::State &st, PublishRound publish_round)
 {
 	const int n = int(st.range(0));
 	quay_bus *b = nullptr;
@@ -184,7 +191,8 @@ static void fanout_run(benchmark::State &st, PublishRound publish_round)
 	st.counters["deliveries/s"] = benchmark::Counter(double(got), benchmark::Counter::kIsRate);
 }
 
-void BM_fanout(benchmark::State &st)
+void
+BM_fanout(benchmark::State &st)
 {
 	fanout_run(st, [](quay_bus *b, quay_msg *m, int n) {
 		for (int i = 0; i < kBatch; i++) {
@@ -199,7 +207,8 @@ void BM_fanout(benchmark::State &st)
 // The same fan-out through quay_bus_publish_batch: kBatch messages per
 // call (one lookup, and each subscription takes 64 at a time with one bulk
 // push). ZeroMQ has no batched send, so its row stays per message.
-void BM_fanout_batch(benchmark::State &st)
+void
+BM_fanout_batch(benchmark::State &st)
 {
 	std::vector<quay_msg *> batch(static_cast<size_t>(kBatch));
 	fanout_run(st, [&batch](quay_bus *b, quay_msg *m, int) {
@@ -211,7 +220,8 @@ void BM_fanout_batch(benchmark::State &st)
 	});
 }
 
-void BM_zmq_fanout(benchmark::State &st)
+void
+BM_zmq_fanout(benchmark::State &st)
 {
 	const int n = int(st.range(0));
 	void *ctx = zmq_ctx_new();
@@ -239,7 +249,7 @@ void BM_zmq_fanout(benchmark::State &st)
 					left--;
 				}
 	}
-	uint64_t body[2] = { 1, 2 };
+	uint64_t body[2] = {1, 2};
 	char msg[7 + sizeof(body)];
 	std::memcpy(msg, "fan.x.y", 7);
 	std::memcpy(msg + 7, body, sizeof(body));
@@ -295,13 +305,14 @@ struct Table10k {
 	~Table10k() { quay_bus_destroy(b); }
 };
 
-void BM_match_10k_hit(benchmark::State &st)
+void
+BM_match_10k_hit(benchmark::State &st)
 {
 	Table10k t;
 	std::vector<std::string> subj;
 	std::vector<quay_sub *> target;
 	for (int k = 0; k < 64; k++) {
-		int i = k * 152;  // a multiple of 4: "m.<i>.x" matches one subscription
+		int i = k * 152; // a multiple of 4: "m.<i>.x" matches one subscription
 		subj.push_back("m." + std::to_string(i) + ".x");
 		target.push_back(t.subs[size_t(i)]);
 	}
@@ -327,7 +338,8 @@ void BM_match_10k_hit(benchmark::State &st)
 	st.SetItemsProcessed(int64_t(sent));
 }
 
-void BM_match_10k_miss(benchmark::State &st)
+void
+BM_match_10k_miss(benchmark::State &st)
 {
 	Table10k t;
 	char s[64];
@@ -368,7 +380,8 @@ void BM_match_10k_miss(benchmark::State &st)
 	st.SetItemsProcessed(int64_t(sent));
 }
 
-void BM_request_reply(benchmark::State &st)
+void
+BM_request_reply(benchmark::State &st)
 {
 	quay_bus *b = nullptr;
 	quay_bus_create(nullptr, &b);
@@ -411,14 +424,16 @@ void BM_request_reply(benchmark::State &st)
 // iteration ends when every receiver has counted all of them.
 constexpr uint64_t kThreadedMsgs = 1 << 15;
 
-void wait_counts(std::vector<std::atomic<uint64_t>> &got, uint64_t want)
+void
+wait_counts(std::vector<std::atomic<uint64_t>> &got, uint64_t want)
 {
 	for (auto &g : got)
 		while (g.load(std::memory_order_acquire) < want)
 			std::this_thread::yield();
 }
 
-void BM_fanout_threads(benchmark::State &st)
+void
+BM_fanout_threads(benchmark::State &st)
 {
 	const int n = int(st.range(0));
 	quay_bus *b = nullptr;
@@ -428,7 +443,7 @@ void BM_fanout_threads(benchmark::State &st)
 	std::vector<std::thread> th;
 	for (int i = 0; i < n; i++) {
 		struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
-		o.policy = QUAY_SUB_BLOCK;   /* lossless (not the default) */
+		o.policy = QUAY_SUB_BLOCK; /* lossless (not the default) */
 		o.capacity = 4096;
 		o.block_timeout_ns = -1;
 		o.flags = QUAY_SUB_NO_LATENCY;
@@ -480,12 +495,13 @@ void BM_fanout_threads(benchmark::State &st)
 	st.counters["deliveries/s"] = benchmark::Counter(double(total), benchmark::Counter::kIsRate);
 }
 
-void BM_zmq_fanout_threads(benchmark::State &st)
+void
+BM_zmq_fanout_threads(benchmark::State &st)
 {
 	const int n = int(st.range(0));
 	void *ctx = zmq_ctx_new();
 	void *pub = zmq_socket(ctx, ZMQ_PUB);
-	int hwm = 0;  // no limit: the receivers drain every iteration
+	int hwm = 0; // no limit: the receivers drain every iteration
 	zmq_setsockopt(pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
 	zmq_bind(pub, "inproc://bench-fan-threads");
 	std::vector<std::atomic<uint64_t>> got(static_cast<size_t>(n));
@@ -523,7 +539,7 @@ void BM_zmq_fanout_threads(benchmark::State &st)
 		for (auto &j : joined)
 			all = all && j.load();
 	}
-	uint64_t body[2] = { 1, 2 };
+	uint64_t body[2] = {1, 2};
 	char msg[7 + sizeof(body)];
 	std::memcpy(msg, "fan.x.y", 7);
 	std::memcpy(msg + 7, body, sizeof(body));
@@ -554,7 +570,8 @@ void BM_zmq_fanout_threads(benchmark::State &st)
 
 // ---- routing (issue 12) -------------------------------------------------
 
-quay_queue *bench_queue(const char *name, size_t cap)
+quay_queue *
+bench_queue(const char *name, size_t cap)
 {
 	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q = nullptr;
@@ -565,7 +582,8 @@ quay_queue *bench_queue(const char *name, size_t cap)
 	return q;
 }
 
-size_t qdrain(quay_queue *q)
+size_t
+qdrain(quay_queue *q)
 {
 	quay_lease l[64];
 	size_t n, total = 0;
@@ -579,7 +597,8 @@ size_t qdrain(quay_queue *q)
 	return total;
 }
 
-void BM_routed_subs(benchmark::State &st)
+void
+BM_routed_subs(benchmark::State &st)
 {
 	const int n = int(st.range(0));
 	quay_bus *b = nullptr;
@@ -610,7 +629,8 @@ void BM_routed_subs(benchmark::State &st)
 	st.SetItemsProcessed(int64_t(sent));
 }
 
-void BM_routed_queues(benchmark::State &st)
+void
+BM_routed_queues(benchmark::State &st)
 {
 	const int n = int(st.range(0));
 	quay_bus *b = nullptr;
@@ -656,7 +676,8 @@ void BM_routed_queues(benchmark::State &st)
 	st.SetItemsProcessed(int64_t(sent));
 }
 
-void BM_filter_miss(benchmark::State &st)
+void
+BM_filter_miss(benchmark::State &st)
 {
 	const int n = int(st.range(0));
 	quay_bus *b = nullptr;
@@ -746,7 +767,8 @@ struct durable4 {
 
 constexpr int kDurBatch = 16;
 
-void BM_durable_fanout4_bus(benchmark::State &st)
+void
+BM_durable_fanout4_bus(benchmark::State &st)
 {
 	durable4 d(unsigned(st.range(0)));
 	quay_bus *b = nullptr;
@@ -780,7 +802,8 @@ void BM_durable_fanout4_bus(benchmark::State &st)
 	st.SetItemsProcessed(int64_t(sent));
 }
 
-void BM_durable_fanout4_sends(benchmark::State &st)
+void
+BM_durable_fanout4_sends(benchmark::State &st)
 {
 	durable4 d(unsigned(st.range(0)));
 	std::vector<quay_msg *> ms(static_cast<size_t>(kDurBatch) * 4);
@@ -805,7 +828,7 @@ void BM_durable_fanout4_sends(benchmark::State &st)
 	st.SetItemsProcessed(int64_t(sent));
 }
 
-}  // namespace
+} // namespace
 
 BENCHMARK(BM_publish_exact_1);
 BENCHMARK(BM_fanout)->Arg(1)->Arg(4)->Arg(16)->Arg(64);
@@ -822,7 +845,8 @@ BENCHMARK(BM_filter_miss)->Arg(10)->Arg(100)->Arg(1000);
 BENCHMARK(BM_durable_fanout4_bus)->Arg(QUAY_WAL_SYNC)->Arg(QUAY_WAL_NONE)->UseRealTime();
 BENCHMARK(BM_durable_fanout4_sends)->Arg(QUAY_WAL_SYNC)->Arg(QUAY_WAL_NONE)->UseRealTime();
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))

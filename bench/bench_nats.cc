@@ -377,10 +377,13 @@ BENCHMARK(publish_bridge)->Name("publish/bridge")->UseManualTime()->Unit(benchma
 BENCHMARK(rr_plain)->Name("rr/plain")->Unit(benchmark::kMicrosecond);
 BENCHMARK(rr_bridge)->Name("rr/bridge")->Unit(benchmark::kMicrosecond);
 BENCHMARK(rr_import)->Name("rr/import")->Unit(benchmark::kMicrosecond);
-BENCHMARK(jsq)->Name("jsq")->ArgName("W")->Arg(1)->Arg(4)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(localq)->Name("localq")->ArgName("W")->Arg(1)->Arg(4)->Iterations(3)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(jsq)->Name("jsq")->ArgName("W")->Arg(1)->Arg(4)->Iterations(1)->UseManualTime()->Unit(
+    benchmark::kMillisecond);
+BENCHMARK(localq)->Name("localq")->ArgName("W")->Arg(1)->Arg(4)->Iterations(3)->UseManualTime()->Unit(
+    benchmark::kMillisecond);
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	if (const char *e = std::getenv("QUAY_BENCH_MSGS"))
 		g_pub_msgs = std::strtoull(e, nullptr, 10);

@@ -27,7 +27,8 @@ namespace {
 
 quay_pool *g_pool;
 
-quay_pool *make_pool(uint32_t flags)
+quay_pool *
+make_pool(uint32_t flags)
 {
 	struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
 	quay_pool *p = nullptr;
@@ -38,12 +39,21 @@ quay_pool *make_pool(uint32_t flags)
 	return p;
 }
 
-int64_t no_clock(void *) { return 0; }
+int64_t
+no_clock(void *)
+{
+	return 0;
+}
 
-void setup_cache(const benchmark::State &) { g_pool = make_pool(0); }
+void
+setup_cache(const benchmark::State &)
+{
+	g_pool = make_pool(0);
+}
 // The same pool without the CLOCK_REALTIME read that stamps created_ns
 // (about 20-50 ns here): the pool's own cost.
-void setup_cache_noclock(const benchmark::State &)
+void
+setup_cache_noclock(const benchmark::State &)
 {
 	struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
 
@@ -51,8 +61,13 @@ void setup_cache_noclock(const benchmark::State &)
 	if (quay_pool_create(size_t(64) << 20, &o, &g_pool) != 0)
 		std::abort();
 }
-void setup_nocache(const benchmark::State &) { g_pool = make_pool(QUAY_POOL_NO_CACHE); }
-void teardown_pool(const benchmark::State &)
+void
+setup_nocache(const benchmark::State &)
+{
+	g_pool = make_pool(QUAY_POOL_NO_CACHE);
+}
+void
+teardown_pool(const benchmark::State &)
 {
 	quay_pool_cache_flush(g_pool);
 	if (quay_pool_destroy(g_pool) != 0)
@@ -60,7 +75,8 @@ void teardown_pool(const benchmark::State &)
 	g_pool = nullptr;
 }
 
-void BM_pool_alloc_unref(benchmark::State &st)
+void
+BM_pool_alloc_unref(benchmark::State &st)
 {
 	for (auto _ : st) {
 		quay_msg *m = nullptr;
@@ -73,14 +89,30 @@ void BM_pool_alloc_unref(benchmark::State &st)
 	// at teardown for the main thread).
 	st.SetItemsProcessed(st.iterations());
 }
-BENCHMARK(BM_pool_alloc_unref)->Name("BM_pool_alloc_unref/cache")->Setup(setup_cache)->Teardown(teardown_pool)
-    ->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK(BM_pool_alloc_unref)->Name("BM_pool_alloc_unref/cache_noclock")->Setup(setup_cache_noclock)
-    ->Teardown(teardown_pool)->Threads(1)->Threads(2)->UseRealTime();
-BENCHMARK(BM_pool_alloc_unref)->Name("BM_pool_alloc_unref/nocache")->Setup(setup_nocache)->Teardown(teardown_pool)
-    ->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_pool_alloc_unref)
+    ->Name("BM_pool_alloc_unref/cache")
+    ->Setup(setup_cache)
+    ->Teardown(teardown_pool)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+BENCHMARK(BM_pool_alloc_unref)
+    ->Name("BM_pool_alloc_unref/cache_noclock")
+    ->Setup(setup_cache_noclock)
+    ->Teardown(teardown_pool)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+BENCHMARK(BM_pool_alloc_unref)
+    ->Name("BM_pool_alloc_unref/nocache")
+    ->Setup(setup_nocache)
+    ->Teardown(teardown_pool)
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
 
-void BM_malloc_free(benchmark::State &st)
+void
+BM_malloc_free(benchmark::State &st)
 {
 	for (auto _ : st) {
 		void *p = std::malloc(QUAY_MSG_ENVELOPE + 64);
@@ -95,7 +127,8 @@ BENCHMARK(BM_malloc_free)->Threads(1)->Threads(2)->UseRealTime();
 
 // Pointers go through a quay SPSC ring to a helper thread that frees them.
 template <typename Alloc, typename Free>
-void cross(benchmark::State &st, Alloc alloc, Free release)
+void
+cross(benchmark::State &st, Alloc alloc, Free release)
 {
 	quay_ring *r = nullptr;
 	std::atomic<bool> done{false};
@@ -115,7 +148,7 @@ void cross(benchmark::State &st, Alloc alloc, Free release)
 	});
 	for (auto _ : st) {
 		void *p = alloc();
-		while (p == nullptr)              // pool momentarily empty: retry
+		while (p == nullptr) // pool momentarily empty: retry
 			p = alloc();
 		while (quay_ring_push(r, &p) != 0)
 			;
@@ -126,9 +159,11 @@ void cross(benchmark::State &st, Alloc alloc, Free release)
 	st.SetItemsProcessed(st.iterations());
 }
 
-void BM_cross_pool(benchmark::State &st)
+void
+BM_cross_pool(benchmark::State &st)
 {
-	cross(st,
+	cross(
+	    st,
 	    [] {
 		    quay_msg *m = nullptr;
 		    return quay_msg_alloc(g_pool, 64, &m) == 0 ? static_cast<void *>(m) : nullptr;
@@ -138,9 +173,11 @@ void BM_cross_pool(benchmark::State &st)
 BENCHMARK(BM_cross_pool)->Name("BM_cross_pool/cache")->Setup(setup_cache)->Teardown(teardown_pool)->UseRealTime();
 BENCHMARK(BM_cross_pool)->Name("BM_cross_pool/nocache")->Setup(setup_nocache)->Teardown(teardown_pool)->UseRealTime();
 
-void BM_cross_malloc(benchmark::State &st)
+void
+BM_cross_malloc(benchmark::State &st)
 {
-	cross(st, [] { return std::malloc(QUAY_MSG_ENVELOPE + 64); }, [](void *p) { std::free(p); });
+	cross(
+	    st, [] { return std::malloc(QUAY_MSG_ENVELOPE + 64); }, [](void *p) { std::free(p); });
 }
 BENCHMARK(BM_cross_malloc)->UseRealTime();
 
@@ -148,7 +185,8 @@ BENCHMARK(BM_cross_malloc)->UseRealTime();
 
 const char body[100] = "benchmark body";
 
-void BM_msg_new_unref(benchmark::State &st)
+void
+BM_msg_new_unref(benchmark::State &st)
 {
 	for (auto _ : st) {
 		quay_msg *m = nullptr;
@@ -161,7 +199,8 @@ void BM_msg_new_unref(benchmark::State &st)
 }
 BENCHMARK(BM_msg_new_unref)->Setup(setup_cache)->Teardown(teardown_pool);
 
-void BM_msg_new_headers_unref(benchmark::State &st)
+void
+BM_msg_new_headers_unref(benchmark::State &st)
 {
 	const uint64_t trace = 42;
 	for (auto _ : st) {
@@ -179,10 +218,13 @@ void BM_msg_new_headers_unref(benchmark::State &st)
 	st.SetItemsProcessed(st.iterations());
 }
 BENCHMARK(BM_msg_new_headers_unref)->Setup(setup_cache)->Teardown(teardown_pool);
-BENCHMARK(BM_msg_new_headers_unref)->Name("BM_msg_new_headers_unref/noclock")->Setup(setup_cache_noclock)
+BENCHMARK(BM_msg_new_headers_unref)
+    ->Name("BM_msg_new_headers_unref/noclock")
+    ->Setup(setup_cache_noclock)
     ->Teardown(teardown_pool);
 
-void BM_msg_get_header(benchmark::State &st)
+void
+BM_msg_get_header(benchmark::State &st)
 {
 	quay_msg *m = nullptr;
 	if (quay_msg_new(g_pool, body, sizeof(body), &m) != 0)
@@ -202,7 +244,8 @@ void BM_msg_get_header(benchmark::State &st)
 BENCHMARK(BM_msg_get_header)->Setup(setup_cache)->Teardown(teardown_pool);
 
 // Fan-out cost: ref N times, unref N + 1 times (the shared path's CAS).
-void BM_msg_ref_unref_shared(benchmark::State &st)
+void
+BM_msg_ref_unref_shared(benchmark::State &st)
 {
 	quay_msg *m = nullptr;
 	if (quay_msg_new(g_pool, body, 1, &m) != 0)

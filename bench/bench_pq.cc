@@ -47,12 +47,14 @@ constexpr int kMaxThreads = 4;
 uint64_t g_msgs = uint64_t{1} << 18;
 std::atomic<int> g_failed{0};
 
-inline uint64_t enc(int p, unsigned level, uint64_t seq)
+inline uint64_t
+enc(int p, unsigned level, uint64_t seq)
 {
 	return (static_cast<uint64_t>(p) << 56) | (static_cast<uint64_t>(level) << kSeqBits) | seq;
 }
 
-inline void relax(unsigned &spins)
+inline void
+relax(unsigned &spins)
 {
 	if (spins < 64) {
 		++spins;
@@ -98,11 +100,12 @@ struct PqQ {
 
 struct alignas(64) Tally {
 	uint64_t count = 0, sum = 0, bad = 0;
-	std::vector<uint64_t> last;   // per producer x level: last seq + 1
+	std::vector<uint64_t> last; // per producer x level: last seq + 1
 };
 
 template <class Q>
-void run_threads(benchmark::State &st, unsigned levels, int np, int nc)
+void
+run_threads(benchmark::State &st, unsigned levels, int np, int nc)
 {
 	for (auto _ : st) {
 		Q q(levels);
@@ -177,7 +180,8 @@ void run_threads(benchmark::State &st, unsigned levels, int np, int nc)
 		}
 		st.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
 	}
-	const double msgs = static_cast<double>(st.iterations()) * static_cast<double>(g_msgs / static_cast<uint64_t>(np) * static_cast<uint64_t>(np));
+	const double msgs = static_cast<double>(st.iterations()) *
+	    static_cast<double>(g_msgs / static_cast<uint64_t>(np) * static_cast<uint64_t>(np));
 	st.SetItemsProcessed(static_cast<int64_t>(msgs));
 	// Seconds per message (printed with an SI prefix, e.g. 95n = 95 ns).
 	st.counters["s_per_msg"] = benchmark::Counter(msgs, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
@@ -185,7 +189,8 @@ void run_threads(benchmark::State &st, unsigned levels, int np, int nc)
 
 // One thread, push one then pop one: the uncontended cost of a pair.
 template <class Q>
-void run_pair(benchmark::State &st, unsigned levels)
+void
+run_pair(benchmark::State &st, unsigned levels)
 {
 	Q q(levels);
 	const unsigned L = q.levels();
@@ -204,25 +209,65 @@ void run_pair(benchmark::State &st, unsigned levels)
 	st.SetItemsProcessed(static_cast<int64_t>(st.iterations()));
 }
 
-void ring_t(benchmark::State &st) { run_threads<RingQ>(st, 1, static_cast<int>(st.range(0)), static_cast<int>(st.range(0))); }
-void pq_t(benchmark::State &st) { run_threads<PqQ<0>>(st, static_cast<unsigned>(st.range(1)), static_cast<int>(st.range(0)), static_cast<int>(st.range(0))); }
-void pqw_t(benchmark::State &st) { run_threads<PqQ<QUAY_PQ_WEIGHTED>>(st, static_cast<unsigned>(st.range(1)), static_cast<int>(st.range(0)), static_cast<int>(st.range(0))); }
-void pair_ring(benchmark::State &st) { run_pair<RingQ>(st, 1); }
-void pair_pq(benchmark::State &st) { run_pair<PqQ<0>>(st, static_cast<unsigned>(st.range(0))); }
-void pair_pqw(benchmark::State &st) { run_pair<PqQ<QUAY_PQ_WEIGHTED>>(st, static_cast<unsigned>(st.range(0))); }
+void
+ring_t(benchmark::State &st)
+{
+	run_threads<RingQ>(st, 1, static_cast<int>(st.range(0)), static_cast<int>(st.range(0)));
+}
+void
+pq_t(benchmark::State &st)
+{
+	run_threads<PqQ<0>>(st, static_cast<unsigned>(st.range(1)), static_cast<int>(st.range(0)),
+	    static_cast<int>(st.range(0)));
+}
+void
+pqw_t(benchmark::State &st)
+{
+	run_threads<PqQ<QUAY_PQ_WEIGHTED>>(st, static_cast<unsigned>(st.range(1)), static_cast<int>(st.range(0)),
+	    static_cast<int>(st.range(0)));
+}
+void
+pair_ring(benchmark::State &st)
+{
+	run_pair<RingQ>(st, 1);
+}
+void
+pair_pq(benchmark::State &st)
+{
+	run_pair<PqQ<0>>(st, static_cast<unsigned>(st.range(0)));
+}
+void
+pair_pqw(benchmark::State &st)
+{
+	run_pair<PqQ<QUAY_PQ_WEIGHTED>>(st, static_cast<unsigned>(st.range(0)));
+}
 
-}  // namespace
+} // namespace
 
 BENCHMARK(pair_ring);
 BENCHMARK(pair_pq)->Arg(1)->Arg(8)->Arg(256);
 BENCHMARK(pair_pqw)->Arg(8)->Arg(256);
 BENCHMARK(ring_t)->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(pq_t)->ArgNames({"PC", "levels"})->Args({1, 1})->Args({1, 8})->Args({1, 256})
-    ->Args({2, 1})->Args({2, 8})->Args({2, 256})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(pqw_t)->ArgNames({"PC", "levels"})->Args({1, 8})->Args({2, 8})->Args({2, 256})
-    ->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(pq_t)
+    ->ArgNames({"PC", "levels"})
+    ->Args({1, 1})
+    ->Args({1, 8})
+    ->Args({1, 256})
+    ->Args({2, 1})
+    ->Args({2, 8})
+    ->Args({2, 256})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(pqw_t)
+    ->ArgNames({"PC", "levels"})
+    ->Args({1, 8})
+    ->Args({2, 8})
+    ->Args({2, 256})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	if (const char *e = std::getenv("QUAY_BENCH_MSGS"))
 		g_msgs = std::strtoull(e, nullptr, 10);

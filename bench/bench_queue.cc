@@ -71,13 +71,15 @@ uint64_t g_msgs = uint64_t{1} << 19;
 std::atomic<int> g_failed{0};
 
 // Every failed check ends its benchmark and makes the program exit 1.
-void fail(benchmark::State &st, const char *why)
+void
+fail(benchmark::State &st, const char *why)
 {
 	g_failed.store(1);
 	st.SkipWithError(why);
 }
 
-inline void relax(unsigned &spins)
+inline void
+relax(unsigned &spins)
 {
 	if (++spins < 64) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -88,7 +90,8 @@ inline void relax(unsigned &spins)
 	}
 }
 
-quay_pool *make_pool(size_t count)
+quay_pool *
+make_pool(size_t count)
 {
 	quay_pool_opts o = QUAY_POOL_OPTS_INIT;
 	quay_pool *p = nullptr;
@@ -104,7 +107,7 @@ quay_pool *make_pool(size_t count)
 // The four flavours of a producer/consumer pair.
 enum class Kind { ring, pq, pq_msg, queue, queue_reuse, queue_hdr, fifo };
 
-constexpr size_t kReuse = 8192;   // recycled messages per producer
+constexpr size_t kReuse = 8192; // recycled messages per producer
 
 struct Shared {
 	Kind kind;
@@ -114,19 +117,20 @@ struct Shared {
 	quay_pool *pool = nullptr;
 	uint64_t per_producer = 0;
 	int consumers = 0;
-	std::atomic<uint64_t> left{0};       // messages not yet consumed
+	std::atomic<uint64_t> left{0}; // messages not yet consumed
 	std::atomic<uint64_t> sum{0};
 	std::atomic<uint64_t> count{0};
 	std::atomic<bool> go{false};
 	std::atomic<int> bad{0};
-	std::vector<quay_msg *> reuse[2];     // Kind::queue_reuse: per producer
-	uint32_t groups = 0;                  // Kind::fifo / queue_hdr
+	std::vector<quay_msg *> reuse[2]; // Kind::queue_reuse: per producer
+	uint32_t groups = 0;              // Kind::fifo / queue_hdr
 	int producers = 0;
-	std::vector<uint64_t> last;           // [group * producers + p]: last seq seen
+	std::vector<uint64_t> last; // [group * producers + p]: last seq seen
 };
 
 // A message of group g (header "g<n>").
-int make_grouped(Shared *s, uint64_t v, uint32_t g, quay_msg **m)
+int
+make_grouped(Shared *s, uint64_t v, uint32_t g, quay_msg **m)
 {
 	char gid[16];
 	int n = std::snprintf(gid, sizeof(gid), "g%u", g);
@@ -136,7 +140,8 @@ int make_grouped(Shared *s, uint64_t v, uint32_t g, quay_msg **m)
 	return quay_msg_set_header(*m, QUAY_MSG_H_GROUP, gid, static_cast<size_t>(n));
 }
 
-void produce(Shared *s, int p)
+void
+produce(Shared *s, int p)
 {
 	while (!s->go.load(std::memory_order_acquire))
 		;
@@ -161,7 +166,7 @@ void produce(Shared *s, int p)
 
 			while (quay_msg_refcount(m) != 1)
 				relax(spins);
-			std::atomic_thread_fence(std::memory_order_acquire);   // after the consumer's unref
+			std::atomic_thread_fence(std::memory_order_acquire); // after the consumer's unref
 			spins = 0;
 			quay_msg_set_body(m, &v, sizeof(v));
 			quay_msg_set_attempts(m, 0);
@@ -176,8 +181,8 @@ void produce(Shared *s, int p)
 			// shared when there are fewer groups than producers).
 			uint32_t np = static_cast<uint32_t>(s->producers);
 			uint32_t mine = s->groups >= np ? s->groups / np : 1;
-			uint32_t g = s->groups >= np ? static_cast<uint32_t>(p) + np * static_cast<uint32_t>(i % mine)
-			                             : static_cast<uint32_t>(i % s->groups);
+			uint32_t g = s->groups >= np ? static_cast<uint32_t>(p) + np * static_cast<uint32_t>(i % mine) :
+			                               static_cast<uint32_t>(i % s->groups);
 			quay_msg *m = nullptr;
 
 			while (make_grouped(s, v, g, &m) != 0) {
@@ -213,7 +218,8 @@ void produce(Shared *s, int p)
 	quay_pool_cache_flush(s->pool);
 }
 
-void consume(Shared *s)
+void
+consume(Shared *s)
 {
 	uint64_t sum = 0, n = 0;
 
@@ -228,12 +234,8 @@ void consume(Shared *s)
 			if (s->left.load(std::memory_order_relaxed) == 0)
 				goto out;
 			switch (s->kind) {
-			case Kind::ring:
-				got = quay_ring_pop(s->ring, &v) == 0;
-				break;
-			case Kind::pq:
-				got = quay_pq_pop(s->pq, &v, nullptr) == 0;
-				break;
+			case Kind::ring: got = quay_ring_pop(s->ring, &v) == 0; break;
+			case Kind::pq: got = quay_pq_pop(s->pq, &v, nullptr) == 0; break;
 			case Kind::pq_msg: {
 				quay_msg *m = nullptr;
 				if (quay_pq_pop(s->pq, &m, nullptr) == 0) {
@@ -257,7 +259,7 @@ void consume(Shared *s)
 						// next receive of the group.
 						const void *gv;
 						size_t gl;
-						char gid[16] = { 0 };
+						char gid[16] = {0};
 						if (quay_msg_get_header(l.msg, QUAY_MSG_H_GROUP, &gv, &gl) == 0 &&
 						    gl > 1 && gl < sizeof(gid)) {
 							std::memcpy(gid, gv, gl);
@@ -292,7 +294,8 @@ out:
 	quay_pool_cache_flush(s->pool);
 }
 
-void run_pc(benchmark::State &st, Kind kind)
+void
+run_pc(benchmark::State &st, Kind kind)
 {
 	const int pc = static_cast<int>(st.range(0));
 	const uint32_t groups = st.range(1) > 0 ? static_cast<uint32_t>(st.range(1)) : 0;
@@ -314,7 +317,7 @@ void run_pc(benchmark::State &st, Kind kind)
 		if (kind == Kind::ring) {
 			quay_ring_create(4096, 8, 0, &s.ring);
 		} else if (kind == Kind::queue || kind == Kind::queue_reuse || kind == Kind::queue_hdr ||
-		           kind == Kind::fifo) {
+		    kind == Kind::fifo) {
 			struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 			if (kind == Kind::queue_reuse)
 				for (int p = 0; p < pc; p++)
@@ -370,17 +373,46 @@ void run_pc(benchmark::State &st, Kind kind)
 	st.counters["ns_per_msg"] = benchmark::Counter(secs * 1e9 / static_cast<double>(total));
 }
 
-void ring_t(benchmark::State &st) { run_pc(st, Kind::ring); }
-void pq_t(benchmark::State &st) { run_pc(st, Kind::pq); }
-void pq_msg_t(benchmark::State &st) { run_pc(st, Kind::pq_msg); }
-void queue_t(benchmark::State &st) { run_pc(st, Kind::queue); }
-void queue_reuse_t(benchmark::State &st) { run_pc(st, Kind::queue_reuse); }
-void queue_hdr_t(benchmark::State &st) { run_pc(st, Kind::queue_hdr); }
-void fifo_t(benchmark::State &st) { run_pc(st, Kind::fifo); }
+void
+ring_t(benchmark::State &st)
+{
+	run_pc(st, Kind::ring);
+}
+void
+pq_t(benchmark::State &st)
+{
+	run_pc(st, Kind::pq);
+}
+void
+pq_msg_t(benchmark::State &st)
+{
+	run_pc(st, Kind::pq_msg);
+}
+void
+queue_t(benchmark::State &st)
+{
+	run_pc(st, Kind::queue);
+}
+void
+queue_reuse_t(benchmark::State &st)
+{
+	run_pc(st, Kind::queue_reuse);
+}
+void
+queue_hdr_t(benchmark::State &st)
+{
+	run_pc(st, Kind::queue_hdr);
+}
+void
+fifo_t(benchmark::State &st)
+{
+	run_pc(st, Kind::fifo);
+}
 
 // ---- one thread, per call ----------------------------------------------
 
-void pair_pq(benchmark::State &st)
+void
+pair_pq(benchmark::State &st)
 {
 	quay_pq_opts o = QUAY_PQ_OPTS_INIT;
 	quay_pq *pq = nullptr;
@@ -402,7 +434,8 @@ void pair_pq(benchmark::State &st)
 	st.counters["items_per_second"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsRate);
 }
 
-void pair_pq_msg(benchmark::State &st)
+void
+pair_pq_msg(benchmark::State &st)
 {
 	quay_pool *pool = make_pool(1024);
 	quay_pq_opts o = QUAY_PQ_OPTS_INIT;
@@ -428,7 +461,8 @@ void pair_pq_msg(benchmark::State &st)
 	st.counters["items_per_second"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsRate);
 }
 
-void pair_queue(benchmark::State &st)
+void
+pair_queue(benchmark::State &st)
 {
 	quay_pool *pool = make_pool(1024);
 	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
@@ -456,7 +490,8 @@ void pair_queue(benchmark::State &st)
 // One thread: send + receive + ack of 64-byte bodies, all different, with
 // no dedup, an id header, or content dedup (window 1 ms of real time, so
 // the table and the pool hold about a millisecond's worth of messages).
-void pair_dedup(benchmark::State &st)
+void
+pair_dedup(benchmark::State &st)
 {
 	const int mode = static_cast<int>(st.range(0));
 	quay_pool_opts po = QUAY_POOL_OPTS_INIT;
@@ -514,9 +549,14 @@ void pair_dedup(benchmark::State &st)
 // ---- 1M delayed messages -------------------------------------------------
 
 std::atomic<int64_t> g_fake{0};
-int64_t fake_clock(void *) { return g_fake.load(std::memory_order_relaxed); }
+int64_t
+fake_clock(void *)
+{
+	return g_fake.load(std::memory_order_relaxed);
+}
 
-void delayed_1M(benchmark::State &st)
+void
+delayed_1M(benchmark::State &st)
 {
 	const size_t n = 1000000;
 	const int64_t tick = 1000000, t0 = int64_t{1700000000} * 1000000000;
@@ -599,14 +639,16 @@ void delayed_1M(benchmark::State &st)
 
 // ---- latency --------------------------------------------------------------
 
-int64_t realtime()
+int64_t
+realtime()
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-void latency(benchmark::State &st)
+void
+latency(benchmark::State &st)
 {
 	const int rounds = 20000;
 	quay_pool *pool = make_pool(1024);
@@ -681,17 +723,37 @@ BENCHMARK(ring_t)->Name("ring")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()-
 BENCHMARK(pq_t)->Name("pq")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pq_msg_t)->Name("pq_msg")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(queue_t)->Name("queue")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(queue_reuse_t)->Name("queue_reuse")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(queue_reuse_t)
+    ->Name("queue_reuse")
+    ->ArgName("PC")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(pair_dedup)->ArgName("mode")->Arg(0)->Arg(1)->Arg(2);
-BENCHMARK(queue_hdr_t)->Name("queue_hdr")->ArgNames({"PC", "groups"})->Args({1, 1})->Args({2, 1})
-    ->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(fifo_t)->Name("fifo")->ArgNames({"PC", "groups"})
-    ->Args({1, 1})->Args({1, 100})->Args({1, 10000})->Args({2, 1})->Args({2, 100})->Args({2, 10000})
-    ->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(queue_hdr_t)
+    ->Name("queue_hdr")
+    ->ArgNames({"PC", "groups"})
+    ->Args({1, 1})
+    ->Args({2, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(fifo_t)
+    ->Name("fifo")
+    ->ArgNames({"PC", "groups"})
+    ->Args({1, 1})
+    ->Args({1, 100})
+    ->Args({1, 10000})
+    ->Args({2, 1})
+    ->Args({2, 100})
+    ->Args({2, 10000})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(delayed_1M)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(latency)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	if (const char *e = std::getenv("QUAY_BENCH_MSGS"))
 		g_msgs = std::strtoull(e, nullptr, 10);

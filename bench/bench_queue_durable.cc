@@ -97,7 +97,7 @@ BM_durable_receive(benchmark::State &state)
 	const bool dlog = state.range(1) != 0;
 	const size_t batch = (size_t)state.range(2);
 	const size_t total = (size_t)state.max_iterations * batch;
-	unsigned char body[kBody] = { 1 };
+	unsigned char body[kBody] = {1};
 	std::vector<quay_lease> leases(total);
 	struct quay_wal_info a, b;
 	size_t got = 0;
@@ -152,7 +152,7 @@ BM_durable_send(benchmark::State &state)
 {
 	const unsigned mode = (unsigned)state.range(0);
 	const size_t batch = (size_t)state.range(1);
-	unsigned char body[kBody] = { 1 };
+	unsigned char body[kBody] = {1};
 
 	if (state.thread_index() == 0) {
 		g_dq.dir = make_dir();
@@ -228,7 +228,7 @@ struct FsyncRun {
 void
 BM_fdatasync_per_message(benchmark::State &state)
 {
-	unsigned char body[kBody] = { 2 };
+	unsigned char body[kBody] = {2};
 
 	if (state.thread_index() == 0) {
 		g_fs.dir = make_dir();
@@ -282,7 +282,7 @@ void
 BM_sqlite_wal_insert(benchmark::State &state)
 {
 	const char *sync = state.range(0) == 0 ? "FULL" : "NORMAL";
-	unsigned char body[kBody] = { 3 };
+	unsigned char body[kBody] = {3};
 	sqlite3 *db;
 	sqlite3_stmt *st = nullptr;
 
@@ -291,8 +291,9 @@ BM_sqlite_wal_insert(benchmark::State &state)
 		g_sq.ok = 0;
 		g_sq.errors = 0;
 		sqlite3 *d0 = sq_open(sync);
-		if (d0 == nullptr || sqlite3_exec(d0, "CREATE TABLE q(id INTEGER PRIMARY KEY, body BLOB)", nullptr,
-		                         nullptr, nullptr) != SQLITE_OK) {
+		if (d0 == nullptr ||
+		    sqlite3_exec(d0, "CREATE TABLE q(id INTEGER PRIMARY KEY, body BLOB)", nullptr, nullptr, nullptr) !=
+		        SQLITE_OK) {
 			state.SkipWithError("sqlite setup failed");
 			return;
 		}
@@ -303,7 +304,8 @@ BM_sqlite_wal_insert(benchmark::State &state)
 	db = nullptr;
 	for (int tries = 0; tries < 1000 && db == nullptr; tries++) {
 		db = sq_open(sync);
-		if (db != nullptr && sqlite3_prepare_v2(db, "INSERT INTO q(body) VALUES(?)", -1, &st, nullptr) != SQLITE_OK) {
+		if (db != nullptr &&
+		    sqlite3_prepare_v2(db, "INSERT INTO q(body) VALUES(?)", -1, &st, nullptr) != SQLITE_OK) {
 			sqlite3_close(db);
 			db = nullptr;
 			usleep(1000);
@@ -317,7 +319,7 @@ BM_sqlite_wal_insert(benchmark::State &state)
 			continue;
 		}
 		sqlite3_bind_blob(st, 1, body, (int)kBody, SQLITE_STATIC);
-		rc = sqlite3_step(st);   // autocommit: one transaction per message
+		rc = sqlite3_step(st); // autocommit: one transaction per message
 		sqlite3_reset(st);
 		if (rc == SQLITE_DONE)
 			g_sq.ok.fetch_add(1);
@@ -350,12 +352,12 @@ template <int Batch>
 void
 args_modes(benchmark::internal::Benchmark *b)
 {
-	for (int mode : { QUAY_WAL_SYNC, QUAY_WAL_INTERVAL, QUAY_WAL_NONE })
-		b->Args({ mode, Batch });
-	b->ArgNames({ "mode", "batch" });
+	for (int mode : {QUAY_WAL_SYNC, QUAY_WAL_INTERVAL, QUAY_WAL_NONE})
+		b->Args({mode, Batch});
+	b->ArgNames({"mode", "batch"});
 }
 
-}   // namespace
+} // namespace
 
 // mode: 0 SYNC, 1 INTERVAL, 2 NONE. Fixed iterations keep the queue and
 // the pool bounded (the messages stay in the queue to be counted).
@@ -363,11 +365,18 @@ BENCHMARK(BM_durable_send)->Apply(args_modes<1>)->Threads(1)->Threads(8)->Iterat
 BENCHMARK(BM_durable_send)->Apply(args_modes<32>)->Threads(1)->Threads(8)->Iterations(250)->UseRealTime();
 // mode (0 SYNC, 2 NONE) x delivery log (1 on, 0 QUAY_QUEUE_NO_DELIVERY_LOG) x batch.
 BENCHMARK(BM_durable_receive)
-    ->ArgsProduct({ { QUAY_WAL_SYNC, QUAY_WAL_NONE }, { 1, 0 }, { 1, 32 } })
-    ->ArgNames({ "mode", "dlog", "batch" })
+    ->ArgsProduct({{QUAY_WAL_SYNC, QUAY_WAL_NONE}, {1, 0}, {1, 32}})
+    ->ArgNames({"mode", "dlog", "batch"})
     ->Iterations(2000)
     ->UseRealTime();
 BENCHMARK(BM_fdatasync_per_message)->Threads(1)->Threads(8)->Iterations(1000)->UseRealTime();
-BENCHMARK(BM_sqlite_wal_insert)->Arg(0)->Arg(1)->ArgName("normal")->Threads(1)->Threads(8)->Iterations(1000)->UseRealTime();
+BENCHMARK(BM_sqlite_wal_insert)
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("normal")
+    ->Threads(1)
+    ->Threads(8)
+    ->Iterations(1000)
+    ->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -77,24 +77,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr uint64_t kStop = ~uint64_t{0};   // stop marker (never a valid message)
+constexpr uint64_t kStop = ~uint64_t{0}; // stop marker (never a valid message)
 constexpr int kSeqBits = 40;
 constexpr uint64_t kSeqMask = (uint64_t{1} << kSeqBits) - 1;
-constexpr unsigned kSpinLimit = 64;        // pauses before the first yield
+constexpr unsigned kSpinLimit = 64; // pauses before the first yield
 
 struct Options {
-	uint64_t msgs = uint64_t{1} << 19;     // messages per throughput iteration
-	double cap_s = 5.0;                    // per-repetition time cap
-	size_t rounds = 20000;                 // timed round trips per latency iteration
-	size_t warmup = 2000;                  // untimed round trips before them
+	uint64_t msgs = uint64_t{1} << 19; // messages per throughput iteration
+	double cap_s = 5.0;                // per-repetition time cap
+	size_t rounds = 20000;             // timed round trips per latency iteration
+	size_t warmup = 2000;              // untimed round trips before them
 };
 Options g_opt;
-std::atomic<int> g_failed{0};              // benchmarks that failed a check
-int g_fault = 0;                           // QUAY_BENCH_FAULT: 1 skip, 2 duplicate
-std::vector<int> g_cpus;                   // CPUs we may run on
+std::atomic<int> g_failed{0}; // benchmarks that failed a check
+int g_fault = 0;              // QUAY_BENCH_FAULT: 1 skip, 2 duplicate
+std::vector<int> g_cpus;      // CPUs we may run on
 double g_ticks_per_ns = 1.0;
 
-inline void cpu_pause()
+inline void
+cpu_pause()
 {
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_ia32_pause();
@@ -119,17 +120,18 @@ public:
 	}
 	void reset() { spins_ = 0; }
 
-	uint64_t waits = 0;    // failed attempts (diagnostics only)
+	uint64_t waits = 0; // failed attempts (diagnostics only)
 	uint64_t yields = 0;
 
 private:
 	unsigned spins_ = 0;
 };
 
-inline uint64_t ticks()
+inline uint64_t
+ticks()
 {
 #if defined(__x86_64__) || defined(__i386__)
-	_mm_lfence();   // do not read the TSC before earlier loads completed
+	_mm_lfence(); // do not read the TSC before earlier loads completed
 	return __rdtsc();
 #else
 	return static_cast<uint64_t>(
@@ -137,7 +139,8 @@ inline uint64_t ticks()
 #endif
 }
 
-void calibrate_ticks()
+void
+calibrate_ticks()
 {
 #if defined(__x86_64__) || defined(__i386__)
 	const auto c0 = Clock::now();
@@ -150,7 +153,11 @@ void calibrate_ticks()
 #endif
 }
 
-inline uint64_t encode(int producer, uint64_t seq) { return (static_cast<uint64_t>(producer) << kSeqBits) | seq; }
+inline uint64_t
+encode(int producer, uint64_t seq)
+{
+	return (static_cast<uint64_t>(producer) << kSeqBits) | seq;
+}
 
 // What one consumer saw, per producer. Kept on the consumer's stack.
 struct Tally {
@@ -199,7 +206,7 @@ struct Tally {
 struct alignas(64) Out {
 	Tally tally;
 	uint64_t sent = 0;
-	uint64_t waits = 0;    // failed pushes (producer) or pops (consumer)
+	uint64_t waits = 0; // failed pushes (producer) or pops (consumer)
 	uint64_t yields = 0;
 	Clock::time_point finish;
 };
@@ -207,18 +214,19 @@ struct alignas(64) Out {
 // State shared by the threads of one iteration.
 struct Shared {
 	alignas(64) std::atomic<bool> go{false};
-	alignas(64) std::atomic<bool> abort{false};     // cap reached or a call broke
+	alignas(64) std::atomic<bool> abort{false}; // cap reached or a call broke
 	alignas(64) std::atomic<int> producers_left{0};
 	alignas(64) std::atomic<uint64_t> stops_seen{0};
 	alignas(64) std::atomic<int> ready{0};
-	std::atomic<bool> broken{false};                // a queue call returned -1
+	std::atomic<bool> broken{false}; // a queue call returned -1
 	std::mutex mu;
 	std::condition_variable cv;
 	int done = 0;
 	int total = 0;
 };
 
-void arrive_and_wait(Shared &sh)
+void
+arrive_and_wait(Shared &sh)
 {
 	sh.ready.fetch_add(1, std::memory_order_acq_rel);
 	Backoff b;
@@ -226,16 +234,22 @@ void arrive_and_wait(Shared &sh)
 		b.wait();
 }
 
-void depart(Shared &sh)
+void
+depart(Shared &sh)
 {
 	std::lock_guard<std::mutex> lk(sh.mu);
 	if (++sh.done == sh.total)
 		sh.cv.notify_one();
 }
 
-inline bool aborted(const Shared &sh) { return sh.abort.load(std::memory_order_relaxed); }
+inline bool
+aborted(const Shared &sh)
+{
+	return sh.abort.load(std::memory_order_relaxed);
+}
 
-void broke(Shared &sh)
+void
+broke(Shared &sh)
 {
 	sh.broken.store(true, std::memory_order_relaxed);
 	sh.abort.store(true, std::memory_order_relaxed);
@@ -243,7 +257,8 @@ void broke(Shared &sh)
 
 // Push one value with the common retry policy; false if told to stop.
 template <class Q>
-bool push_one(Q &q, Shared &sh, int id, uint64_t v, Backoff &b)
+bool
+push_one(Q &q, Shared &sh, int id, uint64_t v, Backoff &b)
 {
 	for (;;) {
 		const int rc = q.push(id, v);
@@ -263,7 +278,8 @@ bool push_one(Q &q, Shared &sh, int id, uint64_t v, Backoff &b)
 
 // B == 0: single push per message; otherwise push_burst of up to B.
 template <class Q, size_t B>
-void producer(Q &q, Shared &sh, int id, uint64_t n, int ncons, Out &out)
+void
+producer(Q &q, Shared &sh, int id, uint64_t n, int ncons, Out &out)
 {
 	Backoff b;
 	uint64_t sent = 0;
@@ -330,7 +346,8 @@ void producer(Q &q, Shared &sh, int id, uint64_t n, int ncons, Out &out)
 }
 
 template <class Q, size_t B>
-void consumer(Q &q, Shared &sh, int nprod, int ncons, Out &out)
+void
+consumer(Q &q, Shared &sh, int nprod, int ncons, Out &out)
 {
 	Tally t;
 	Backoff b;
@@ -394,23 +411,27 @@ void consumer(Q &q, Shared &sh, int nprod, int ncons, Out &out)
 
 // Single-threaded pop used to empty the queue after a run.
 template <class Q>
-auto drain_one(Q &q, uint64_t *v, int) -> decltype(q.drain(v))
+auto
+drain_one(Q &q, uint64_t *v, int) -> decltype(q.drain(v))
 {
 	return q.drain(v);
 }
 template <class Q>
-int drain_one(Q &q, uint64_t *v, long)
+int
+drain_one(Q &q, uint64_t *v, long)
 {
 	return q.pop(v);
 }
 
 // 1 + 2 + ... + n and 1^2 + ... + n^2, mod 2^64 like the consumers' sums
 // (divide before multiplying: the exact products overflow).
-uint64_t sum_to(uint64_t n)
+uint64_t
+sum_to(uint64_t n)
 {
 	return n % 2 == 0 ? (n / 2) * (n + 1) : n * ((n + 1) / 2);
 }
-uint64_t sum_sq_to(uint64_t n)
+uint64_t
+sum_sq_to(uint64_t n)
 {
 	uint64_t f[3] = {n, n + 1, 2 * n + 1};
 	for (uint64_t &x : f)
@@ -436,8 +457,8 @@ struct IterResult {
 	std::string error;
 };
 
-std::string fmt(const char *f, unsigned long long a, unsigned long long b = 0, unsigned long long c = 0,
-    unsigned long long d = 0)
+std::string
+fmt(const char *f, unsigned long long a, unsigned long long b = 0, unsigned long long c = 0, unsigned long long d = 0)
 {
 	char buf[256];
 	std::snprintf(buf, sizeof buf, f, a, b, c, d);
@@ -445,7 +466,8 @@ std::string fmt(const char *f, unsigned long long a, unsigned long long b = 0, u
 }
 
 template <class Q, size_t B>
-IterResult run_once(Q &q, int P, int C, uint64_t per_producer, Clock::time_point deadline)
+IterResult
+run_once(Q &q, int P, int C, uint64_t per_producer, Clock::time_point deadline)
 {
 	IterResult r;
 	Shared sh;
@@ -457,9 +479,11 @@ IterResult run_once(Q &q, int P, int C, uint64_t per_producer, Clock::time_point
 	std::vector<std::thread> th;
 	th.reserve(static_cast<size_t>(P + C));
 	for (int c = 0; c < C; c++)
-		th.emplace_back(consumer<Q, B>, std::ref(q), std::ref(sh), P, C, std::ref(outs[static_cast<size_t>(P + c)]));
+		th.emplace_back(consumer<Q, B>, std::ref(q), std::ref(sh), P, C,
+		    std::ref(outs[static_cast<size_t>(P + c)]));
 	for (int p = 0; p < P; p++)
-		th.emplace_back(producer<Q, B>, std::ref(q), std::ref(sh), p, per_producer, C, std::ref(outs[static_cast<size_t>(p)]));
+		th.emplace_back(producer<Q, B>, std::ref(q), std::ref(sh), p, per_producer, C,
+		    std::ref(outs[static_cast<size_t>(p)]));
 	while (sh.ready.load(std::memory_order_acquire) < P + C)
 		std::this_thread::yield();
 
@@ -508,22 +532,25 @@ IterResult run_once(Q &q, int P, int C, uint64_t per_producer, Clock::time_point
 		return r;
 	}
 	if (total.bad != 0) {
-		r.error = fmt("order/identity check failed: %llu bad messages; first: producer %llu seq %llu after seq %llu",
-		    total.bad, total.first_bad >> kSeqBits, total.first_bad & kSeqMask, total.first_bad_prev);
+		r.error =
+		    fmt("order/identity check failed: %llu bad messages; first: producer %llu seq %llu after seq %llu",
+		        total.bad, total.first_bad >> kSeqBits, total.first_bad & kSeqMask, total.first_bad_prev);
 		return r;
 	}
 	for (int p = 0; p < P; p++) {
 		const uint64_t n = outs[static_cast<size_t>(p)].sent;
 		const auto i = static_cast<size_t>(p);
 		if (!r.capped && n != per_producer) {
-			r.error = fmt("producer %llu sent %llu of %llu messages without being stopped", i, n, per_producer);
+			r.error =
+			    fmt("producer %llu sent %llu of %llu messages without being stopped", i, n, per_producer);
 			return r;
 		}
 		const uint64_t want_sum = sum_to(n);
 		const uint64_t want_sq = sum_sq_to(n);
 		if (total.count[i] != n || total.sum[i] != want_sum || total.sq[i] != want_sq) {
-			r.error = fmt("producer %llu sent %llu messages, consumers received %llu (or the wrong ones: sum %llu)", i, n,
-			    total.count[i], total.sum[i]);
+			r.error = fmt(
+			    "producer %llu sent %llu messages, consumers received %llu (or the wrong ones: sum %llu)",
+			    i, n, total.count[i], total.sum[i]);
 			return r;
 		}
 		r.delivered += n;
@@ -534,7 +561,8 @@ IterResult run_once(Q &q, int P, int C, uint64_t per_producer, Clock::time_point
 }
 
 template <class Q, size_t B>
-void BM_throughput(benchmark::State &st, int P, int C)
+void
+BM_throughput(benchmark::State &st, int P, int C)
 {
 	const uint64_t per = g_opt.msgs / static_cast<uint64_t>(P);
 	std::unique_ptr<Q> q(new Q(P, C, per));
@@ -544,7 +572,7 @@ void BM_throughput(benchmark::State &st, int P, int C)
 	bool capped = false;
 
 	for (auto _ : st) {
-		if (capped) {                 // out of time: the remaining iterations are empty
+		if (capped) { // out of time: the remaining iterations are empty
 			st.SetIterationTime(0.0);
 			continue;
 		}
@@ -623,7 +651,8 @@ struct QueuePair {
 	static uint64_t reply(uint64_t v) { return v; }
 };
 
-void pin(std::thread &t, size_t which)
+void
+pin(std::thread &t, size_t which)
 {
 	if (g_cpus.size() < 2)
 		return;
@@ -639,7 +668,8 @@ struct LatResult {
 };
 
 template <class PP>
-LatResult run_pingpong(PP &pp, std::vector<uint64_t> &samples)
+LatResult
+run_pingpong(PP &pp, std::vector<uint64_t> &samples)
 {
 	LatResult r;
 	std::atomic<int> ready{0};
@@ -714,7 +744,8 @@ LatResult run_pingpong(PP &pp, std::vector<uint64_t> &samples)
 }
 
 template <class PP>
-void BM_latency(benchmark::State &st)
+void
+BM_latency(benchmark::State &st)
 {
 	std::unique_ptr<PP> pp(new PP());
 	std::vector<uint64_t> samples;
@@ -751,18 +782,19 @@ struct Config {
 	const char *name;
 	int producers;
 	int consumers;
-	int reps;   // > 1: report every repetition
+	int reps; // > 1: report every repetition
 };
 
 const Config kConfigs[] = {
-	{"1P1C", 1, 1, 1},
-	{"2P2C", 2, 2, 1},
-	{"4P4C", 4, 4, 5},
-	{"8P8C", 8, 8, 5},
+    {"1P1C", 1, 1, 1},
+    {"2P2C", 2, 2, 1},
+    {"4P4C", 4, 4, 5},
+    {"8P8C", 8, 8, 5},
 };
 
 template <class Q, size_t B>
-void add_tput(const std::string &peer, const Config &c)
+void
+add_tput(const std::string &peer, const Config &c)
 {
 	const int P = c.producers, C = c.consumers;
 	auto *b = benchmark::RegisterBenchmark((peer + "/" + c.name).c_str(),
@@ -773,14 +805,16 @@ void add_tput(const std::string &peer, const Config &c)
 }
 
 template <class PP>
-void add_latency(const std::string &peer)
+void
+add_latency(const std::string &peer)
 {
 	benchmark::RegisterBenchmark(("latency/" + peer).c_str(), [](benchmark::State &st) { BM_latency<PP>(st); })
 	    ->UseManualTime()
 	    ->Unit(benchmark::kMicrosecond);
 }
 
-void register_all()
+void
+register_all()
 {
 	for (const Config &c : kConfigs) {
 		const bool one_one = c.producers == 1 && c.consumers == 1;
@@ -813,7 +847,8 @@ void register_all()
 	add_latency<QueuePair<MutexSpin>>("mutex");
 }
 
-void read_env()
+void
+read_env()
 {
 	if (const char *s = std::getenv("QUAY_BENCH_MSGS")) {
 		const unsigned long long v = std::strtoull(s, nullptr, 0);
@@ -840,10 +875,11 @@ void read_env()
 				g_cpus.push_back(i);
 }
 
-}  // namespace
-}  // namespace qb
+} // namespace
+} // namespace qb
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
 	qb::read_env();
 	qb::calibrate_ticks();

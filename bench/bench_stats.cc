@@ -52,12 +52,12 @@ PaddedAtomic g_private[64];
 // One registry for the hot-path benchmarks, made before any runs.
 struct Fixture {
 	quay_stats *s = nullptr;
-	quay_stats *s1 = nullptr;          // shards = 1
+	quay_stats *s1 = nullptr; // shards = 1
 	quay_counter *c = nullptr;
 	quay_counter *c1 = nullptr;
 	quay_gauge *g = nullptr;
 	quay_hist *h = nullptr;
-	std::vector<uint64_t> lat;         // 4096 latencies
+	std::vector<uint64_t> lat; // 4096 latencies
 
 	Fixture()
 	{
@@ -90,13 +90,15 @@ struct Fixture {
 	}
 };
 
-Fixture &fx()
+Fixture &
+fx()
 {
 	static Fixture f;
 	return f;
 }
 
-void BM_counter_inc_quay(benchmark::State &st)
+void
+BM_counter_inc_quay(benchmark::State &st)
 {
 	quay_counter *c = fx().c;
 	for (auto _ : st)
@@ -104,7 +106,8 @@ void BM_counter_inc_quay(benchmark::State &st)
 	st.SetItemsProcessed(st.iterations());
 }
 
-void BM_counter_inc_quay_noshard(benchmark::State &st)
+void
+BM_counter_inc_quay_noshard(benchmark::State &st)
 {
 	quay_counter *c = fx().c1;
 	for (auto _ : st)
@@ -112,14 +115,16 @@ void BM_counter_inc_quay_noshard(benchmark::State &st)
 	st.SetItemsProcessed(st.iterations());
 }
 
-void BM_counter_inc_shared_atomic(benchmark::State &st)
+void
+BM_counter_inc_shared_atomic(benchmark::State &st)
 {
 	for (auto _ : st)
 		g_shared.v.fetch_add(1, std::memory_order_relaxed);
 	st.SetItemsProcessed(st.iterations());
 }
 
-void BM_counter_inc_private_atomic(benchmark::State &st)
+void
+BM_counter_inc_private_atomic(benchmark::State &st)
 {
 	std::atomic<uint64_t> &v = g_private[st.thread_index() % 64].v;
 	for (auto _ : st)
@@ -127,14 +132,16 @@ void BM_counter_inc_private_atomic(benchmark::State &st)
 	st.SetItemsProcessed(st.iterations());
 }
 
-void BM_sched_getcpu(benchmark::State &st)
+void
+BM_sched_getcpu(benchmark::State &st)
 {
 	for (auto _ : st)
 		benchmark::DoNotOptimize(sched_getcpu());
 	st.SetItemsProcessed(st.iterations());
 }
 
-void BM_gauge_add_quay(benchmark::State &st)
+void
+BM_gauge_add_quay(benchmark::State &st)
 {
 	quay_gauge *g = fx().g;
 	for (auto _ : st)
@@ -142,7 +149,8 @@ void BM_gauge_add_quay(benchmark::State &st)
 	st.SetItemsProcessed(st.iterations());
 }
 
-void BM_hist_record_quay(benchmark::State &st)
+void
+BM_hist_record_quay(benchmark::State &st)
 {
 	quay_hist *h = fx().h;
 	const uint64_t *lat = fx().lat.data();
@@ -152,7 +160,8 @@ void BM_hist_record_quay(benchmark::State &st)
 	st.SetItemsProcessed(st.iterations());
 }
 
-void BM_counter_read(benchmark::State &st)
+void
+BM_counter_read(benchmark::State &st)
 {
 	quay_counter *c = fx().c;
 	for (auto _ : st)
@@ -160,7 +169,8 @@ void BM_counter_read(benchmark::State &st)
 	st.SetItemsProcessed(st.iterations());
 }
 
-void BM_hist_read(benchmark::State &st)
+void
+BM_hist_read(benchmark::State &st)
 {
 	quay_hist *h = fx().h;
 	std::vector<char> mem(sizeof(struct quay_hist_data));
@@ -174,7 +184,8 @@ void BM_hist_read(benchmark::State &st)
 
 // A registry of n counters (labelled like per-queue series), n/8 gauges
 // and n/16 histograms with some data.
-quay_stats *make_registry(size_t n)
+quay_stats *
+make_registry(size_t n)
 {
 	quay_stats *s;
 	if (quay_stats_create(nullptr, &s) != 0)
@@ -182,7 +193,7 @@ quay_stats *make_registry(size_t n)
 	for (size_t i = 0; i < n; i++) {
 		std::string q = "queue-" + std::to_string(i % 64);
 		std::string k = std::to_string(i / 64);
-		struct quay_stats_label l[2] = { { "queue", q.c_str() }, { "kind", k.c_str() } };
+		struct quay_stats_label l[2] = {{"queue", q.c_str()}, {"kind", k.c_str()}};
 		quay_counter *c;
 		if (quay_counter_create(s, "quay_sent_total", "Messages sent.", l, 2, &c) != 0)
 			std::abort();
@@ -204,7 +215,8 @@ quay_stats *make_registry(size_t n)
 	return s;
 }
 
-void BM_snapshot(benchmark::State &st)
+void
+BM_snapshot(benchmark::State &st)
 {
 	quay_stats *s = make_registry((size_t)st.range(0));
 	for (auto _ : st) {
@@ -218,7 +230,8 @@ void BM_snapshot(benchmark::State &st)
 }
 
 template <int (*Fmt)(const quay_stats_snap *, char *, size_t, size_t *)>
-void BM_export(benchmark::State &st)
+void
+BM_export(benchmark::State &st)
 {
 	quay_stats *s = make_registry((size_t)st.range(0));
 	quay_stats_snap *snap;
@@ -238,8 +251,16 @@ void BM_export(benchmark::State &st)
 	quay_stats_destroy(s);
 }
 
-void BM_export_prometheus(benchmark::State &st) { BM_export<quay_stats_format_prometheus>(st); }
-void BM_export_json(benchmark::State &st) { BM_export<quay_stats_format_json>(st); }
+void
+BM_export_prometheus(benchmark::State &st)
+{
+	BM_export<quay_stats_format_prometheus>(st);
+}
+void
+BM_export_json(benchmark::State &st)
+{
+	BM_export<quay_stats_format_json>(st);
+}
 
 } // namespace
 
@@ -256,9 +277,10 @@ BENCHMARK(BM_snapshot)->Arg(64)->Arg(1024);
 BENCHMARK(BM_export_prometheus)->Arg(64)->Arg(1024);
 BENCHMARK(BM_export_json)->Arg(64)->Arg(1024);
 
-int main(int argc, char **argv)
+int
+main(int argc, char **argv)
 {
-	fx();   // build the fixture before any timed run
+	fx(); // build the fixture before any timed run
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;

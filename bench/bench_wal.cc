@@ -75,11 +75,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string g_root;              // the bench directory
-bool g_root_made = false;        // we made it (and remove it)
-int g_case = 0;                  // for fresh sub-directory names
+std::string g_root;       // the bench directory
+bool g_root_made = false; // we made it (and remove it)
+int g_case = 0;           // for fresh sub-directory names
 std::atomic<int> g_failed{0};
-std::map<std::string, double> g_rate;   // name -> items/s (or MB/s) for the summary
+std::map<std::string, double> g_rate; // name -> items/s (or MB/s) for the summary
 
 constexpr uint64_t kMiB = uint64_t{1} << 20;
 
@@ -106,7 +106,7 @@ fresh_dir(const char *tag)
 void
 fail(benchmark::State &st, const std::string &why)
 {
-	g_failed.store(1, std::memory_order_relaxed);   // read by main after the run
+	g_failed.store(1, std::memory_order_relaxed); // read by main after the run
 	st.SkipWithError(why.c_str());
 }
 
@@ -162,7 +162,7 @@ fill_rec(unsigned char *p, size_t len, uint32_t t, uint64_t seq)
 
 struct CheckCtx {
 	size_t len;
-	std::vector<uint64_t> next;   // per thread: the next seq expected
+	std::vector<uint64_t> next; // per thread: the next seq expected
 	uint64_t records = 0;
 	bool bad = false;
 };
@@ -183,7 +183,7 @@ check_visit(void *ctx, uint64_t, uint32_t type, const void *data, size_t len)
 		c->bad = true;
 		return 1;
 	}
-	if (len > 12) {   // spot-check the last byte
+	if (len > 12) { // spot-check the last byte
 		unsigned char want = (unsigned char)(seq + (len - 1) + t);
 		if (static_cast<const unsigned char *>(data)[len - 1] != want) {
 			c->bad = true;
@@ -257,7 +257,7 @@ BM_append(benchmark::State &st)
 				fill_rec(buf.data(), len, (uint32_t)t, n);
 				int e = quay_wal_append(w, 1, buf.data(), len, nullptr);
 				if (e != 0) {
-					err.store(e, std::memory_order_relaxed);   // read after join
+					err.store(e, std::memory_order_relaxed); // read after join
 					break;
 				}
 				n++;
@@ -301,14 +301,14 @@ BM_append(benchmark::State &st)
 void
 append_args(benchmark::internal::Benchmark *b)
 {
-	for (int mode : { QUAY_WAL_SYNC, QUAY_WAL_INTERVAL, QUAY_WAL_NONE })
-		for (int len : { 64, 1024, 16384 })
-			for (int t : { 1, 2, 8 })
-				b->Args({ mode, len, t });
+	for (int mode : {QUAY_WAL_SYNC, QUAY_WAL_INTERVAL, QUAY_WAL_NONE})
+		for (int len : {64, 1024, 16384})
+			for (int t : {1, 2, 8})
+				b->Args({mode, len, t});
 	// Group commit grows with the number of waiting appenders.
-	b->Args({ QUAY_WAL_SYNC, 64, 32 });
-	b->Args({ QUAY_WAL_SYNC, 64, 128 });
-	b->ArgNames({ "mode", "size", "threads" });
+	b->Args({QUAY_WAL_SYNC, 64, 32});
+	b->Args({QUAY_WAL_SYNC, 64, 128});
+	b->ArgNames({"mode", "size", "threads"});
 }
 
 // ---- naive: pwrite + fdatasync per message -----------------------------
@@ -342,7 +342,7 @@ BM_naive(benchmark::State &st)
 				// relaxed: only reserves distinct file ranges.
 				uint64_t at = shared ? off.fetch_add(len, std::memory_order_relaxed) : myoff;
 				if (fd < 0 || pwrite(fd, buf, len, (off_t)at) != (ssize_t)len || fdatasync(fd) != 0) {
-					err.store(errno ? errno : EIO, std::memory_order_relaxed);   // read after join
+					err.store(errno ? errno : EIO, std::memory_order_relaxed); // read after join
 					break;
 				}
 				myoff += len;
@@ -428,8 +428,9 @@ BM_sqlite(benchmark::State &st)
 				sqlite3_stmt *ins = nullptr;
 				unsigned char buf[64];
 				uint64_t n = 0;
-				if (sqlite3_prepare_v2(db, "INSERT INTO q(body) VALUES (?)", -1, &ins, nullptr) != SQLITE_OK) {
-					err.store(1, std::memory_order_relaxed);   // read after join
+				if (sqlite3_prepare_v2(db, "INSERT INTO q(body) VALUES (?)", -1, &ins, nullptr) !=
+				    SQLITE_OK) {
+					err.store(1, std::memory_order_relaxed); // read after join
 					return;
 				}
 				auto deadline = Clock::now() + std::chrono::duration<double>(limit_s);
@@ -438,12 +439,12 @@ BM_sqlite(benchmark::State &st)
 					sqlite3_bind_blob(ins, 1, buf, (int)len, SQLITE_STATIC);
 					int rc = sqlite3_step(ins);
 					sqlite3_reset(ins);
-					if (rc == SQLITE_BUSY) {   // retried: not acknowledged
+					if (rc == SQLITE_BUSY) { // retried: not acknowledged
 						busy.fetch_add(1, std::memory_order_relaxed);
 						continue;
 					}
 					if (rc != SQLITE_DONE) {
-						err.store(rc, std::memory_order_relaxed);   // read after join
+						err.store(rc, std::memory_order_relaxed); // read after join
 						break;
 					}
 					n++;
@@ -542,9 +543,9 @@ BM_none_vs_raw(benchmark::State &st)
 			r = quay_wal_sync(w, 0);
 		double el = secs(t0, Clock::now());
 		int rc = quay_wal_close(w);
-		std::string why = r != 0 ? std::string("append/sync: ") + quay_strerror(r)
-		    : rc != 0         ? std::string("close: ") + quay_strerror(rc)
-				      : verify_log(dir, len, std::vector<uint64_t>{ nrec });
+		std::string why = r != 0 ? std::string("append/sync: ") + quay_strerror(r) :
+		    rc != 0              ? std::string("close: ") + quay_strerror(rc) :
+		                           verify_log(dir, len, std::vector<uint64_t>{nrec});
 		rm_rf(dir);
 		if (!why.empty()) {
 			fail(st, why);
@@ -605,7 +606,7 @@ BM_recovery(benchmark::State &st)
 		// second one with the log in the page cache.
 		bool cold = drop_caches();
 		struct quay_wal_report rep;
-		double el[2] = { 0, 0 };
+		double el[2] = {0, 0};
 		std::string why;
 		for (int k = 0; k < 2 && why.empty(); k++) {
 			o = QUAY_WAL_OPTS_INIT;
@@ -641,20 +642,20 @@ BM_recovery(benchmark::State &st)
 BENCHMARK(BM_raw_write)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_none_vs_raw)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_naive)
-    ->ArgNames({ "shared", "threads" })
-    ->Args({ 0, 1 })
-    ->Args({ 0, 8 })
-    ->Args({ 1, 1 })
-    ->Args({ 1, 8 })
+    ->ArgNames({"shared", "threads"})
+    ->Args({0, 1})
+    ->Args({0, 8})
+    ->Args({1, 1})
+    ->Args({1, 8})
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_sqlite)
-    ->ArgNames({ "full", "threads" })
-    ->Args({ 1, 1 })
-    ->Args({ 1, 8 })
-    ->Args({ 0, 1 })
-    ->Args({ 0, 8 })
+    ->ArgNames({"full", "threads"})
+    ->Args({1, 1})
+    ->Args({1, 8})
+    ->Args({0, 1})
+    ->Args({0, 8})
     ->UseManualTime()
     ->Iterations(1)
     ->Unit(benchmark::kMillisecond);
@@ -700,7 +701,8 @@ summary()
 	double rec = rate("recovery_MBps");
 	double warm = rate("recovery_warm_MBps");
 	printf("  %-52s %10.0f MB/s target 500 MB/s  %s\n",
-	    rate("recovery_cold") > 0 ? "recovery, first open (page cache dropped)" : "recovery, first open (cache NOT dropped)",
+	    rate("recovery_cold") > 0 ? "recovery, first open (page cache dropped)" :
+	                                "recovery, first open (cache NOT dropped)",
 	    rec, rec >= 500 ? "MET" : "NOT MET");
 	printf("  %-52s %10.0f MB/s target 500 MB/s  %s\n", "recovery, second open (page cache warm)", warm,
 	    warm >= 500 ? "MET" : "NOT MET");

@@ -99,9 +99,9 @@ public:
 					break;
 				// pos now holds the current value: retry.
 			} else if (dif < 0) {
-				return 0;     // full
+				return 0; // full
 			} else {
-				pos = enq_.pos.load(std::memory_order_relaxed);   // taken: reload
+				pos = enq_.pos.load(std::memory_order_relaxed); // taken: reload
 			}
 		}
 		c->value = v;
@@ -126,7 +126,7 @@ public:
 				        std::memory_order_relaxed))
 					break;
 			} else if (dif < 0) {
-				return 0;     // empty (or the producer of pos has not published yet)
+				return 0; // empty (or the producer of pos has not published yet)
 			} else {
 				pos = deq_.pos.load(std::memory_order_relaxed);
 			}
@@ -145,7 +145,7 @@ private:
 
 	struct Cell {
 		std::atomic<size_t> seq{0};
-		uint64_t value = 0;   // plain: ownership passes through seq
+		uint64_t value = 0; // plain: ownership passes through seq
 	};
 	struct alignas(64) Pos {
 		std::atomic<size_t> pos{0};
@@ -203,7 +203,7 @@ public:
 			// read every slot below head.
 			prod_.cache = head_.v.load(std::memory_order_acquire);
 			if (t - prod_.cache == kCap)
-				return 0;     // full
+				return 0; // full
 		}
 		buf_[t & kMask] = v;
 		prod_.pos = t + 1;
@@ -220,7 +220,7 @@ public:
 			// below tail is written.
 			cons_.cache = tail_.v.load(std::memory_order_acquire);
 			if (h == cons_.cache)
-				return 0;     // empty
+				return 0; // empty
 		}
 		*v = buf_[h & kMask];
 		cons_.pos = h + 1;
@@ -238,16 +238,16 @@ private:
 		std::atomic<size_t> v{0};
 	};
 	struct alignas(64) Side {
-		size_t pos = 0;     // own index (private copy of what we published)
-		size_t cache = 0;   // last value seen of the other side's index
+		size_t pos = 0;   // own index (private copy of what we published)
+		size_t cache = 0; // last value seen of the other side's index
 	};
-	Shared tail_;     // written by the producer
-	Shared head_;     // written by the consumer
-	Side prod_;       // producer's private line
-	Side cons_;       // consumer's private line
+	Shared tail_; // written by the producer
+	Shared head_; // written by the consumer
+	Side prod_;   // producer's private line
+	Side cons_;   // consumer's private line
 	uint64_t *buf_ = nullptr;
 };
 
-}  // namespace qb
+} // namespace qb
 
-#endif  // QUAY_BENCH_PEER_QUEUES_H
+#endif // QUAY_BENCH_PEER_QUEUES_H

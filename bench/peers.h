@@ -59,8 +59,8 @@
 
 namespace qb {
 
-constexpr size_t kCapacity = 1024;   // every bounded peer: 1024 slots of 8 bytes
-constexpr int kMaxSide = 8;          // most producers (or consumers) in a run
+constexpr size_t kCapacity = 1024; // every bounded peer: 1024 slots of 8 bytes
+constexpr int kMaxSide = 8;        // most producers (or consumers) in a run
 
 // ---------------------------------------------------------------------------
 // quay ring (SPSC mode: QUAY_RING_SP | QUAY_RING_SC; MPMC mode: 0)
@@ -190,7 +190,7 @@ public:
 	int push(int producer, uint64_t v)
 	{
 		Node *n;
-		if (v == ~uint64_t{0}) {   // a stop marker: only one thread pushes these
+		if (v == ~uint64_t{0}) { // a stop marker: only one thread pushes these
 			n = &stops_[next_stop_++];
 		} else {
 			n = &nodes_[static_cast<size_t>(producer)][cursor_[producer].next++];
@@ -202,11 +202,11 @@ public:
 	}
 	int pop(uint64_t *v)
 	{
-		cds_wfcq_node *n = multi_consumer_ ? cds_wfcq_dequeue_blocking(&head_, &tail_)
-		                                   : __cds_wfcq_dequeue_blocking(cds_wfcq_head_cast(&head_), &tail_);
+		cds_wfcq_node *n = multi_consumer_ ? cds_wfcq_dequeue_blocking(&head_, &tail_) :
+		                                     __cds_wfcq_dequeue_blocking(cds_wfcq_head_cast(&head_), &tail_);
 		if (n == nullptr)
 			return 0;
-		*v = reinterpret_cast<Node *>(n)->value;   // node is the first member
+		*v = reinterpret_cast<Node *>(n)->value; // node is the first member
 		return 1;
 	}
 
@@ -218,13 +218,13 @@ private:
 	alignas(64) cds_wfcq_head head_;
 	alignas(64) cds_wfcq_tail tail_;
 	struct alignas(64) Cursor {
-		size_t next = 0;     // written by its producer only
+		size_t next = 0; // written by its producer only
 	};
 	std::vector<std::vector<Node>> nodes_;
 	Cursor cursor_[kMaxSide];
 	std::vector<Node> stops_;
 	size_t next_stop_ = 0;
-	bool multi_consumer_;   // many consumers take the dequeue lock
+	bool multi_consumer_; // many consumers take the dequeue lock
 };
 
 // ---------------------------------------------------------------------------
@@ -358,6 +358,6 @@ struct MutexCv {
 	MutexQueue q;
 };
 
-}  // namespace qb
+} // namespace qb
 
-#endif  // QUAY_BENCH_PEERS_H
+#endif // QUAY_BENCH_PEERS_H

@@ -21,12 +21,13 @@
 static const char *const subjects[] = { "orders.buy.eu", "orders.sell.eu", "orders.buy.us" };
 
 struct reader {
-	quay_sub *sub;                /* the subscription this thread drains */
-	uint64_t got;                 /* messages it received */
+	quay_sub *sub; /* the subscription this thread drains */
+	uint64_t got;  /* messages it received */
 	pthread_t th;
 };
 
-static void *reader_main(void *arg)
+static void *
+reader_main(void *arg)
 {
 	struct reader *r = arg;
 	quay_msg *m;
@@ -34,16 +35,17 @@ static void *reader_main(void *arg)
 	/* Sleeps while the queue is empty; -EPIPE once unsubscribed. */
 	while (quay_sub_receive(r->sub, &m, -1) == 0) {
 		r->got++;
-		quay_msg_unref(m);    /* every delivery holds its own reference */
+		quay_msg_unref(m); /* every delivery holds its own reference */
 	}
 	return NULL;
 }
 
-static int subscribe(quay_bus *bus, const char *pattern, const char *group, struct reader *r)
+static int
+subscribe(quay_bus *bus, const char *pattern, const char *group, struct reader *r)
 {
 	struct quay_sub_opts o = QUAY_SUB_OPTS_INIT;
 
-	o.policy = QUAY_SUB_BLOCK;     /* lossless: the publisher waits (the default rejects) */
+	o.policy = QUAY_SUB_BLOCK; /* lossless: the publisher waits (the default rejects) */
 	o.group = group;
 	o.block_timeout_ns = -1;
 	r->got = 0;
@@ -52,7 +54,8 @@ static int subscribe(quay_bus *bus, const char *pattern, const char *group, stru
 	return pthread_create(&r->th, NULL, reader_main, r) == 0 ? 0 : -1;
 }
 
-int main(void)
+int
+main(void)
 {
 	quay_pool *pool = NULL;
 	quay_bus *bus = NULL;
@@ -86,7 +89,7 @@ int main(void)
 	for (int i = 0; i < 2 + WORKERS; i++) {
 		while (quay_sub_pending(all[i]) > 0)
 			sched_yield();
-		quay_bus_unsubscribe(all[i]);    /* the reader wakes with -EPIPE */
+		quay_bus_unsubscribe(all[i]); /* the reader wakes with -EPIPE */
 	}
 	pthread_join(audit.th, NULL);
 	pthread_join(eu.th, NULL);
@@ -95,7 +98,8 @@ int main(void)
 		printf("worker %d: %" PRIu64 " buy orders\n", i, workers[i].got);
 		work += workers[i].got;
 	}
-	printf("audit %" PRIu64 ", eu desk %" PRIu64 ", workers together %" PRIu64 "\n", audit.got, eu.got, work);
+	printf("audit %" PRIu64 ", eu desk %" PRIu64 ", workers together %" PRIu64 "\n", audit.got, eu.got,
+	    work);
 	rc = audit.got == ORDERS && eu.got == 2 * ORDERS / 3 && work == 2 * ORDERS / 3 ? 0 : 1;
 	if (rc != 0)
 		fprintf(stderr, "fanout: wrong counts\n");

@@ -44,7 +44,7 @@
 
 static const char *const names[NQ] = { "orders", "emails", "reports" };
 static const char *const dlq_names[NQ] = { "orders.dlq", "emails.dlq", "reports.dlq" };
-static const int base_rate[NQ] = { 400, 150, 40 };    /* messages per second */
+static const int base_rate[NQ] = { 400, 150, 40 }; /* messages per second */
 static const int fail_pct[NQ] = { 2, 10, 30 };
 
 static quay_pool *pool;
@@ -55,8 +55,8 @@ static quay_bus *bus;
 static volatile sig_atomic_t interrupted;
 /* Stop flags: release store by main, acquire load by the threads (so
  * the threads see everything main did before stopping them). */
-static int stop_all;           /* workers and listener end */
-static int stop_producers;     /* producers end (-q, or at the end) */
+static int stop_all;       /* workers and listener end */
+static int stop_producers; /* producers end (-q, or at the end) */
 
 static void
 on_signal(int sig)
@@ -103,7 +103,7 @@ producer(void *arg)
 		if (quay_msg_new(pool, &n, sizeof(n), &m) == 0) {
 			quay_msg_set_priority(m, (uint8_t)(rand_r(&seed) % 2));
 			if (quay_queue_send(qs[i], m) != 0)
-				quay_msg_unref(m);       /* full: the producer moves on */
+				quay_msg_unref(m); /* full: the producer moves on */
 		}
 		n++;
 		if (i == 0 && nextra > 0 && quay_msg_new(pool, &n, sizeof(n), &m) == 0 &&
@@ -113,7 +113,8 @@ producer(void *arg)
 			quay_msg *e;
 			if (quay_msg_new(pool, &n, sizeof(n), &e) == 0) {
 				/* >= 0: the bus took the reference. */
-				if (quay_bus_publish(bus, n % 8 == 0 ? "events.audit" : "events.order", e) < 0)
+				if (quay_bus_publish(bus, n % 8 == 0 ? "events.audit" : "events.order", e) <
+				    0)
 					quay_msg_unref(e);
 			}
 		}

@@ -17,7 +17,7 @@
 #define CONSUMERS 2
 #define ORDERS_EACH 250000
 
-struct order {                   /* 16 bytes: any multiple of 8 works */
+struct order { /* 16 bytes: any multiple of 8 works */
 	uint32_t producer;
 	uint32_t seq;
 	uint64_t amount_cents;
@@ -26,7 +26,8 @@ struct order {                   /* 16 bytes: any multiple of 8 works */
 static quay_ring *ring;
 static uint64_t received[CONSUMERS], total_cents[CONSUMERS];
 
-static void *producer(void *arg)
+static void *
+producer(void *arg)
 {
 	struct order o = { .producer = (uint32_t)(uintptr_t)arg };
 
@@ -39,7 +40,8 @@ static void *producer(void *arg)
 	return NULL;
 }
 
-static void *consumer(void *arg)
+static void *
+consumer(void *arg)
 {
 	size_t id = (size_t)(uintptr_t)arg;
 	struct order o;
@@ -52,7 +54,8 @@ static void *consumer(void *arg)
 	return NULL;
 }
 
-int main(void)
+int
+main(void)
 {
 	pthread_t prod[PRODUCERS], cons[CONSUMERS];
 	struct timespec t0, t1;
@@ -71,7 +74,7 @@ int main(void)
 		pthread_create(&prod[i], NULL, producer, (void *)(uintptr_t)i);
 	for (size_t i = 0; i < PRODUCERS; i++)
 		pthread_join(prod[i], NULL);
-	quay_ring_close(ring);           /* consumers drain what is left, then stop */
+	quay_ring_close(ring); /* consumers drain what is left, then stop */
 	for (size_t i = 0; i < CONSUMERS; i++)
 		pthread_join(cons[i], NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -84,10 +87,9 @@ int main(void)
 	for (uint32_t s = 0; s < ORDERS_EACH; s++)
 		want_cents += PRODUCERS * (100 + s % 900);
 	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-	printf("%d producers sent %d orders; received %" PRIu64 ", total %" PRIu64
-	    " cents (expected %" PRIu64 ") in %.3f s (%.1f M orders/s)\n",
-	    PRODUCERS, PRODUCERS * ORDERS_EACH, got, cents, want_cents, secs,
-	    (double)got / secs / 1e6);
+	printf("%d producers sent %d orders; received %" PRIu64 ", total %" PRIu64 " cents (expected %" PRIu64
+	       ") in %.3f s (%.1f M orders/s)\n",
+	    PRODUCERS, PRODUCERS * ORDERS_EACH, got, cents, want_cents, secs, (double)got / secs / 1e6);
 	rc = (got == (uint64_t)PRODUCERS * ORDERS_EACH && cents == want_cents) ? 0 : 1;
 	printf("%s\n", rc == 0 ? "OK: every order arrived exactly once" : "MISMATCH");
 	quay_ring_destroy(ring);

@@ -23,8 +23,8 @@
 #define MS ((int64_t)1000000)
 
 static quay_queue *jobs, *dlq;
-static int done_count[JOBS];          /* acks that succeeded, per job */
-static int fixed;                     /* after the redrive every job succeeds */
+static int done_count[JOBS]; /* acks that succeeded, per job */
+static int fixed;            /* after the redrive every job succeeds */
 
 static void *
 worker(void *arg)
@@ -51,7 +51,7 @@ worker(void *arg)
 		} else if (quay_queue_ack(jobs, &l) == 0) {
 			__atomic_fetch_add(&done_count[job], 1, __ATOMIC_RELAXED);
 		}
-		quay_msg_unref(l.msg);                /* our reference to the message */
+		quay_msg_unref(l.msg); /* our reference to the message */
 	}
 	return NULL;
 }
@@ -63,8 +63,8 @@ print_stats(const char *name, quay_queue *q)
 
 	quay_queue_stats(q, &s);
 	printf("%-9s sent %llu received %llu acked %llu nacked %llu lease-expired %llu retried %llu "
-	       "dead-lettered %llu redriven-out %llu | ready %llu delayed %llu in-flight %llu\n", name,
-	    (unsigned long long)s.sent, (unsigned long long)s.received, (unsigned long long)s.acked,
+	       "dead-lettered %llu redriven-out %llu | ready %llu delayed %llu in-flight %llu\n",
+	    name, (unsigned long long)s.sent, (unsigned long long)s.received, (unsigned long long)s.acked,
 	    (unsigned long long)s.nacked, (unsigned long long)s.lease_expired, (unsigned long long)s.retried,
 	    (unsigned long long)s.dead_lettered, (unsigned long long)s.redriven_out,
 	    (unsigned long long)s.ready, (unsigned long long)s.delayed, (unsigned long long)s.in_flight);
@@ -88,9 +88,9 @@ main(void)
 		goto out;
 	o.name = "jobs";
 	o.dlq = dlq;
-	o.max_attempts = 3;                       /* SQS maxReceiveCount */
-	o.visibility_ns = 20 * MS;                /* a crashed worker's job is back after 20 ms */
-	o.backoff_base_ns = 1 * MS;               /* then 1, 2 ms ... with full jitter */
+	o.max_attempts = 3;         /* SQS maxReceiveCount */
+	o.visibility_ns = 20 * MS;  /* a crashed worker's job is back after 20 ms */
+	o.backoff_base_ns = 1 * MS; /* then 1, 2 ms ... with full jitter */
 	o.backoff_max_ns = 10 * MS;
 	if (quay_queue_create(&o, &jobs) != 0)
 		goto out;
@@ -127,7 +127,7 @@ main(void)
 		quay_queue_stats(jobs, &s);
 	} while (s.acked < JOBS);
 	printf("redrove %zu jobs\n", moved);
-	quay_queue_close(jobs);               /* wakes every worker: -EPIPE */
+	quay_queue_close(jobs); /* wakes every worker: -EPIPE */
 	for (int i = 0; i < WORKERS; i++)
 		pthread_join(th[i], NULL);
 	print_stats("jobs", jobs);

@@ -36,7 +36,9 @@
 #include "queue_route.h"
 
 /* container_of through void *, so clang's -Wcast-align stays quiet. */
+/* clang-format off */
 #define BUS_CONTAINER(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+/* clang-format on */
 
 struct quay_sub {
 	struct rcu_head rcu;
@@ -52,14 +54,14 @@ struct quay_sub {
 	uint32_t inflight;
 	uint64_t id;
 	struct quayi_bm_toks toks;
-	struct quayi_filter *filter;      /* NULL: none */
-	quay_queue *queue;                /* a binding's queue; NULL: a subscription */
-	bool durable;                     /* the queue logs to a WAL (fixed at create) */
+	struct quayi_filter *filter; /* NULL: none */
+	quay_queue *queue;           /* a binding's queue; NULL: a subscription */
+	bool durable;                /* the queue logs to a WAL (fixed at create) */
 	quay_counter *c_delivered, *c_received, *c_dropped, *c_rejected, *c_timeouts, *c_released;
-	quay_counter *c_failed;           /* bindings only */
+	quay_counter *c_failed; /* bindings only */
 	quay_hist *h_latency;
-	quay_gauge *g_pending;            /* measured by its collector */
-	struct quay_sub *prev, *next;  /* bus list, under the bus mutex */
+	quay_gauge *g_pending;        /* measured by its collector */
+	struct quay_sub *prev, *next; /* bus list, under the bus mutex */
 	char pattern[QUAY_BUS_SUBJECT_MAX + 1];
 };
 
@@ -353,8 +355,8 @@ account(struct quay_bus_pub_result *res, enum outcome o)
 	}
 }
 
-#define BATCH_CHUNK 64       /* messages per bulk push */
-#define BATCH_BULK_MAX 256   /* plain targets tried with bulk pushes */
+#define BATCH_CHUNK 64     /* messages per bulk push */
+#define BATCH_BULK_MAX 256 /* plain targets tried with bulk pushes */
 
 /* Whether plain target i of a batch already took the chunk (bulk push). */
 static inline bool
@@ -392,7 +394,7 @@ fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, stru
 			/* Relaxed: the cursor only spreads the load. */
 			start = __atomic_fetch_add(&g->g->rr, 1, __ATOMIC_RELAXED) % g->n;
 		}
-		uint32_t full = g->n;   /* the first member found full */
+		uint32_t full = g->n; /* the first member found full */
 
 		/* The chosen member, then the others that have room. */
 		for (uint32_t k = 0; k < g->n && o != D_OK; k++) {
@@ -403,7 +405,7 @@ fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, stru
 			else if (ok == D_FULL && full == g->n)
 				full = idx;
 		}
-		if (o != D_OK)   /* every member full (or unsubscribed meanwhile) */
+		if (o != D_OK) /* every member full (or unsubscribed meanwhile) */
 			o = full < g->n ? deliver_policy(bus, mem[full], m) : D_CLOSED;
 		account(res, o);
 	}
@@ -492,8 +494,7 @@ deliver_queue_ref(struct quay_bus *bus, struct quay_sub *b, quay_msg *x, struct 
 		quay_counter_inc(b->c_dropped);
 		quay_counter_inc(bus->c_dropped);
 		return D_DROPPED;
-	case QUAY_SUB_BLOCK:
-		break;
+	case QUAY_SUB_BLOCK: break;
 	default:
 		quay_counter_inc(b->c_rejected);
 		quay_counter_inc(bus->c_rejected);
@@ -539,8 +540,8 @@ ok:
 /* State of one general publish. */
 struct fan {
 	quay_msg *m;
-	uint32_t used;      /* references of m handed to targets */
-	bool orig_queued;   /* a bound queue holds m itself */
+	uint32_t used;    /* references of m handed to targets */
+	bool orig_queued; /* a bound queue holds m itself */
 };
 
 /* Deliver to one target with the reference accounting of struct fan:
@@ -590,12 +591,12 @@ deliver_any(struct quay_bus *bus, struct quay_sub *s, struct fan *f, bool try_on
 			f->used++;
 		}
 	} else if (x != f->m) {
-		(void)quay_msg_unref(x);   /* the copy nobody took */
+		(void)quay_msg_unref(x); /* the copy nobody took */
 	}
 	return o;
 }
 
-#define PASS_BITS 1024u   /* filter results kept from the counting pass */
+#define PASS_BITS 1024u /* filter results kept from the counting pass */
 
 /* Whether target i of e passes its filter (the subscription itself is
  * not read: e->filt is contiguous). */
@@ -609,7 +610,7 @@ passes(const struct quayi_bm_centry *e, struct quayi_filter_hdrs *h, const uint6
 	return quayi_filter_match_hdrs(e->filt[i], h);
 }
 
-#define MULTI_STACK 16   /* durable bound queues of a publish without allocating */
+#define MULTI_STACK 16 /* durable bound queues of a publish without allocating */
 
 /*
  * Durable routing (issue 12): the durable bound queues among e's plain
@@ -628,7 +629,7 @@ deliver_durable(struct quay_bus *bus, const struct quayi_bm_centry *e, struct qu
 	struct quay_sub *b1[MULTI_STACK], **b = b1;
 	int o1[MULTI_STACK], *o = o1;
 	uint32_t k = 0, n = 0;
-	bool lent = false;   /* m is in a pending send */
+	bool lent = false; /* m is in a pending send */
 
 	if (ndur > MULTI_STACK) {
 		s = malloc(ndur * sizeof(*s));
@@ -673,10 +674,10 @@ deliver_durable(struct quay_bus *bus, const struct quayi_bm_centry *e, struct qu
 			lent |= x == f->m;
 		} else {
 			if (o[k] == D_OK && x == f->m) {
-				f->orig_queued = true;   /* the queue's dedup took m */
+				f->orig_queued = true; /* the queue's dedup took m */
 				f->used++;
 			} else if (o[k] != D_OK && x != f->m) {
-				(void)quay_msg_unref(x);   /* the copy nobody took */
+				(void)quay_msg_unref(x); /* the copy nobody took */
 			}
 			s[k].pending = 0;
 		}
@@ -719,7 +720,7 @@ unroutable(struct quay_bus *bus, quay_msg *m, struct quay_bus_pub_result *res, b
 
 	if (tapped) {
 		/* The publish tap (a NATS wildcard export) took it: routed. */
-		(void)quay_msg_unref(m);   /* the publisher's reference */
+		(void)quay_msg_unref(m); /* the publisher's reference */
 		return;
 	}
 
@@ -746,7 +747,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
     struct quay_bus_pub_result *res, bool tapped)
 {
 	uint64_t pass[PASS_BITS / 64];
-	struct quayi_filter_hdrs hdrs;   /* the headers, read once if a filter asks */
+	struct quayi_filter_hdrs hdrs; /* the headers, read once if a filter asks */
 	uint32_t need = 0, filtered = 0, ntot = e->nplain, ndur = 0;
 	struct fan f = { m, 0, false };
 	int r;
@@ -781,8 +782,9 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 		unroutable(bus, m, res, tapped);
 		return 0;
 	}
-	if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) || (need > 1 && quayi_msg_ref_n(m, need - 1) != 0))
-		return -EINVAL;   /* nothing taken, nothing stamped */
+	if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) ||
+	    (need > 1 && quayi_msg_ref_n(m, need - 1) != 0))
+		return -EINVAL; /* nothing taken, nothing stamped */
 	if (now > 0)
 		(void)quay_msg_set_enqueued_ns(m, now);
 	/* Two or more durable bound queues: one multi-queue send for them
@@ -829,7 +831,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 				failed = true;
 		}
 		if (last == g->n)
-			continue;   /* no member passed its filter */
+			continue; /* no member passed its filter */
 		if (o == D_OK) {
 			account_kind(res, mem[last], o);
 			continue;
@@ -864,8 +866,8 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
  * refused one (when fewer than n), *delivered counts the deliveries.
  */
 static size_t
-fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **msgs, size_t n,
-    int64_t now, uint64_t *delivered, int *rc)
+fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **msgs, size_t n, int64_t now,
+    uint64_t *delivered, int *rc)
 {
 	const uint32_t need = e->ntargets;
 	size_t done = 0;
@@ -905,7 +907,7 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 		for (j = 0; j < c; j++) {
 			struct quay_bus_pub_result res;
 
-			if (nbulk == e->ntargets) {   /* every target took the chunk */
+			if (nbulk == e->ntargets) { /* every target took the chunk */
 				del[j] = nbulk;
 				continue;
 			}
@@ -925,7 +927,7 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 			*delivered += del[j];
 		}
 		for (; j < c; j++)
-			(void)quayi_msg_unref_n(ms[j], need - 1);   /* the caller keeps its own */
+			(void)quayi_msg_unref_n(ms[j], need - 1); /* the caller keeps its own */
 		done += stop;
 		if (stop < c)
 			break;
@@ -993,7 +995,7 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	if (e == NULL || e->ntargets == 0) {
 		for (k = 0; k < n; k++) {
 			memset(res, 0, sizeof(*res));
-			unroutable(bus, msgs[k], res, tapped != 0);   /* takes the publisher's reference */
+			unroutable(bus, msgs[k], res, tapped != 0); /* takes the publisher's reference */
 		}
 		if (!tapped)
 			quay_counter_add(bus->c_nosub, n);
@@ -1017,7 +1019,7 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		k = 0;
 		if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) ||
 		    (need > 1 && quayi_msg_ref_n(m, need - 1) != 0)) {
-			r = -EINVAL;   /* nothing taken, nothing stamped */
+			r = -EINVAL; /* nothing taken, nothing stamped */
 		} else {
 			if (now > 0)
 				(void)quay_msg_set_enqueued_ns(m, now);
@@ -1058,10 +1060,10 @@ quayi_bus_set_tap(quay_bus *bus, const struct quayi_bus_tap *tap)
 	if (tap != NULL && bus->tap != NULL)
 		r = -EBUSY;
 	else
-		__atomic_store_n(&bus->tap, tap, __ATOMIC_RELEASE);   /* BUS-TAP1 */
+		__atomic_store_n(&bus->tap, tap, __ATOMIC_RELEASE); /* BUS-TAP1 */
 	pthread_mutex_unlock(&bus->lock);
 	if (r == 0 && tap == NULL)
-		urcu_memb_synchronize_rcu();   /* every publish that saw the old tap left */
+		urcu_memb_synchronize_rcu(); /* every publish that saw the old tap left */
 	return r;
 }
 
@@ -1097,7 +1099,9 @@ quay_bus_publish_batch(quay_bus *bus, const char *subject, quay_msg **msgs, size
 			return -EINVAL;
 	if (n == 0)
 		return quayi_bm_scan_subject(subject != NULL ? subject : "", &(uint32_t){ 0 },
-		    &(uint64_t){ 0 }) == 0 ? 0 : -EINVAL;
+		           &(uint64_t){ 0 }) == 0 ?
+		    0 :
+		    -EINVAL;
 	return publish_core(bus, subject, msgs, n, NULL);
 }
 
@@ -1121,8 +1125,9 @@ quay_bus_publish_many(quay_bus *bus, const char *const *subjects, quay_msg *cons
 		size_t run = 1;
 		int r;
 
-		while (done + run < n && (subjects[done + run] == subjects[done] ||
-		           strcmp(subjects[done + run], subjects[done]) == 0))
+		while (done + run < n &&
+		    (subjects[done + run] == subjects[done] ||
+		        strcmp(subjects[done + run], subjects[done]) == 0))
 			run++;
 		/* publish_core reads msgs[] and never writes it. */
 		r = publish_core(bus, subjects[done], (quay_msg **)(uintptr_t)(msgs + done), run, NULL);
@@ -1226,8 +1231,8 @@ quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n)
 /* ---- metrics ------------------------------------------------------- */
 
 static int
-make_counter(quay_stats *st, const char *name, const char *help, const struct quay_stats_label *l,
-    size_t nl, quay_counter **out)
+make_counter(quay_stats *st, const char *name, const char *help, const struct quay_stats_label *l, size_t nl,
+    quay_counter **out)
 {
 	return quay_counter_create(st, name, help, l, nl, out);
 }
@@ -1261,7 +1266,10 @@ sub_metrics(struct quay_bus *bus, struct quay_sub *s)
 {
 	char id[24];
 	struct quay_stats_label l[4] = {
-		{ "bus", bus->name }, { "sub", id }, { "pattern", s->pattern }, { "group", NULL },
+		{ "bus", bus->name },
+		{ "sub", id },
+		{ "pattern", s->pattern },
+		{ "group", NULL },
 	};
 	size_t nl = 3;
 	int r;
@@ -1271,14 +1279,14 @@ sub_metrics(struct quay_bus *bus, struct quay_sub *s)
 		l[3].value = s->group->name;
 		nl = 4;
 	}
-	if ((r = make_counter(bus->stats, "quay_sub_delivered_total", "Messages queued to a subscription",
-	         l, nl, &s->c_delivered)) != 0 ||
-	    (r = make_counter(bus->stats, "quay_sub_received_total", "Messages taken by receivers",
-	         l, nl, &s->c_received)) != 0 ||
-	    (r = make_counter(bus->stats, "quay_sub_dropped_total", "Messages dropped by policy",
-	         l, nl, &s->c_dropped)) != 0 ||
-	    (r = make_counter(bus->stats, "quay_sub_rejected_total", "Messages refused by REJECT",
-	         l, nl, &s->c_rejected)) != 0 ||
+	if ((r = make_counter(bus->stats, "quay_sub_delivered_total", "Messages queued to a subscription", l,
+	         nl, &s->c_delivered)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_sub_received_total", "Messages taken by receivers", l, nl,
+	         &s->c_received)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_sub_dropped_total", "Messages dropped by policy", l, nl,
+	         &s->c_dropped)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_sub_rejected_total", "Messages refused by REJECT", l, nl,
+	         &s->c_rejected)) != 0 ||
 	    (r = make_counter(bus->stats, "quay_sub_block_timeouts_total",
 	         "Publishers that gave up waiting for room", l, nl, &s->c_timeouts)) != 0 ||
 	    (r = make_counter(bus->stats, "quay_sub_released_total",
@@ -1288,8 +1296,8 @@ sub_metrics(struct quay_bus *bus, struct quay_sub *s)
 	    (r = quay_hist_create(bus->stats, "quay_sub_receive_latency_seconds",
 	         "Time from publish to receive", l, nl, &s->h_latency)) != 0)
 		goto fail;
-	if ((r = quay_gauge_create(bus->stats, "quay_sub_pending", "Messages queued in a subscription",
-	         l, nl, &s->g_pending)) != 0 ||
+	if ((r = quay_gauge_create(bus->stats, "quay_sub_pending", "Messages queued in a subscription", l, nl,
+	         &s->g_pending)) != 0 ||
 	    (r = quay_gauge_set_collect(s->g_pending, sub_collect, s)) != 0)
 		goto fail;
 	return 0;
@@ -1464,7 +1472,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 	r = sub_metrics(bus, s);
 	if (r != 0)
 		goto fail_locked;
-	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
+	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED); /* ours, under the mutex */
 	r = quayi_bm_insert(old, &s->toks, s, &bus->caches, &t);
 	if (r != 0) {
 		sub_metrics_free(s);
@@ -1531,7 +1539,7 @@ target_unlink(struct quay_bus *bus, struct quay_sub *s, struct quayi_bm_table **
 	int r;
 
 	pthread_mutex_lock(&bus->lock);
-	*old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
+	*old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED); /* ours, under the mutex */
 	r = quayi_bm_remove(*old, &s->toks, s, &bus->caches, &t);
 	if (r != 0) {
 		pthread_mutex_unlock(&bus->lock);
@@ -1601,7 +1609,7 @@ quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *final)
 		} else if (r == -EPIPE) {
 			break;
 		} else {
-			quayi_cpu_relax();   /* a push completing */
+			quayi_cpu_relax(); /* a push completing */
 		}
 	}
 	if (released > 0)
@@ -1633,7 +1641,10 @@ bind_metrics(struct quay_bus *bus, struct quay_sub *b)
 {
 	char id[24];
 	struct quay_stats_label l[4] = {
-		{ "bus", bus->name }, { "binding", id }, { "pattern", b->pattern }, { "group", NULL },
+		{ "bus", bus->name },
+		{ "binding", id },
+		{ "pattern", b->pattern },
+		{ "group", NULL },
 	};
 	size_t nl = 3;
 	int r;
@@ -1652,7 +1663,8 @@ bind_metrics(struct quay_bus *bus, struct quay_sub *b)
 	    (r = make_counter(bus->stats, "quay_binding_block_timeouts_total",
 	         "Publishers that gave up waiting for room in a bound queue", l, nl, &b->c_timeouts)) != 0 ||
 	    (r = make_counter(bus->stats, "quay_binding_failed_total",
-	         "Messages a bound queue refused otherwise (copy, priority, log)", l, nl, &b->c_failed)) != 0) {
+	         "Messages a bound queue refused otherwise (copy, priority, log)", l, nl, &b->c_failed)) !=
+	        0) {
 		sub_metrics_free(b);
 		quay_counter_destroy(b->c_failed);
 		b->c_failed = NULL;
@@ -1737,7 +1749,7 @@ quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q, const struct qu
 	r = bind_metrics(bus, b);
 	if (r != 0)
 		goto fail_locked;
-	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED);  /* ours, under the mutex */
+	old = __atomic_load_n(&bus->table, __ATOMIC_RELAXED); /* ours, under the mutex */
 	r = quayi_bm_insert(old, &b->toks, b, &bus->caches, &t);
 	if (r != 0) {
 		sub_metrics_free(b);
@@ -1839,7 +1851,7 @@ quay_binding_counters(const quay_binding *bd, struct quay_binding_counters *out)
 
 /* ---- create / destroy ---------------------------------------------- */
 
-static uint64_t bus_ids;   /* relaxed: uniqueness only */
+static uint64_t bus_ids; /* relaxed: uniqueness only */
 
 static void
 bus_metrics_free(struct quay_bus *bus)
@@ -1865,14 +1877,14 @@ bus_metrics(struct quay_bus *bus)
 
 	if ((r = make_counter(bus->stats, "quay_bus_published_total", "Messages published", l, 1,
 	         &bus->c_published)) != 0 ||
-	    (r = make_counter(bus->stats, "quay_bus_delivered_total", "Deliveries (message x target)",
-	         l, 1, &bus->c_delivered)) != 0 ||
-	    (r = make_counter(bus->stats, "quay_bus_dropped_total", "Deliveries dropped by policy",
-	         l, 1, &bus->c_dropped)) != 0 ||
-	    (r = make_counter(bus->stats, "quay_bus_rejected_total", "Deliveries refused by REJECT",
-	         l, 1, &bus->c_rejected)) != 0 ||
-	    (r = make_counter(bus->stats, "quay_bus_block_timeouts_total",
-	         "BLOCK waits that timed out", l, 1, &bus->c_timeouts)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_bus_delivered_total", "Deliveries (message x target)", l, 1,
+	         &bus->c_delivered)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_bus_dropped_total", "Deliveries dropped by policy", l, 1,
+	         &bus->c_dropped)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_bus_rejected_total", "Deliveries refused by REJECT", l, 1,
+	         &bus->c_rejected)) != 0 ||
+	    (r = make_counter(bus->stats, "quay_bus_block_timeouts_total", "BLOCK waits that timed out", l, 1,
+	         &bus->c_timeouts)) != 0 ||
 	    (r = make_counter(bus->stats, "quay_bus_no_subscriber_total",
 	         "Messages that matched no subscription", l, 1, &bus->c_nosub)) != 0 ||
 	    (r = make_counter(bus->stats, "quay_bus_late_replies_total",
@@ -1880,11 +1892,12 @@ bus_metrics(struct quay_bus *bus)
 	    (r = make_counter(bus->stats, "quay_bus_unroutable_total",
 	         "Messages that reached no target (filters included)", l, 1, &bus->c_unroutable)) != 0 ||
 	    (r = make_counter(bus->stats, "quay_bus_unroutable_queued_total",
-	         "Unroutable messages queued in the unroutable queue", l, 1, &bus->c_unroutable_queued)) != 0 ||
+	         "Unroutable messages queued in the unroutable queue", l, 1, &bus->c_unroutable_queued)) !=
+	        0 ||
 	    (r = make_counter(bus->stats, "quay_bus_filtered_total",
 	         "Targets whose header filter refused a message", l, 1, &bus->c_filtered)) != 0 ||
-	    (r = make_counter(bus->stats, "quay_bus_bound_delivered_total",
-	         "Messages bound queues accepted", l, 1, &bus->c_bound)) != 0) {
+	    (r = make_counter(bus->stats, "quay_bus_bound_delivered_total", "Messages bound queues accepted",
+	         l, 1, &bus->c_bound)) != 0) {
 		bus_metrics_free(bus);
 		return r == -EINVAL ? -EINVAL : -ENOMEM;
 	}
@@ -1924,8 +1937,8 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 		strcpy(bus->name, opts->name);
 	else
 		snprintf(bus->name, sizeof(bus->name), "bus%llu", (unsigned long long)bus->id);
-	bus->inbox_len = (size_t)snprintf(bus->inbox, sizeof(bus->inbox), "_INBOX.%llu.",
-	    (unsigned long long)bus->id);
+	bus->inbox_len =
+	    (size_t)snprintf(bus->inbox, sizeof(bus->inbox), "_INBOX.%llu.", (unsigned long long)bus->id);
 	bus->clock = opts->clock != NULL ? opts->clock : quayi_real_clock;
 	bus->clock_arg = opts->clock_arg;
 	bus->max_subs = opts->max_subs != 0 ? opts->max_subs : QUAY_BUS_SUBS_DEFAULT;
@@ -1940,7 +1953,7 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 		bus->stats = opts->stats;
 	} else {
 		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
-		size_t per = 8;  /* metrics per subscription, rounded up */
+		size_t per = 8; /* metrics per subscription, rounded up */
 		so.hist_shards = 1;
 		so.max_metrics = bus->max_subs * per + 32;
 		if (so.max_metrics > QUAY_STATS_METRICS_MAX)
@@ -2003,7 +2016,7 @@ quay_bus_destroy(quay_bus *bus)
 	 * is stable, and no subscribe adds to it once closing is set. */
 	pthread_mutex_lock(&bus->lock);
 	for (struct quay_sub *s = bus->subs; s != NULL; s = s->next)
-		if (s->queue == NULL)   /* bindings: publishers see closing */
+		if (s->queue == NULL) /* bindings: publishers see closing */
 			sub_close(s);
 	pthread_mutex_unlock(&bus->lock);
 	/* BUS-D4 (seq_cst, so also acquire): pairs with request()'s release
@@ -2011,7 +2024,7 @@ quay_bus_destroy(quay_bus *bus)
 	 * have reset its done word after the wake above (it did so before
 	 * publishing), so wake every slot again each round; sleep between
 	 * rounds rather than spin. */
-	while (__atomic_load_n(&bus->req_active, __ATOMIC_SEQ_CST) != 0) {   /* BUS-D4 */
+	while (__atomic_load_n(&bus->req_active, __ATOMIC_SEQ_CST) != 0) { /* BUS-D4 */
 		struct timespec ts = { 0, 200000 };
 		for (unsigned i = 0; i < bus->nreq; i++) {
 			__atomic_store_n(&bus->reqs[i].done, 1, __ATOMIC_RELEASE);
@@ -2026,8 +2039,9 @@ quay_bus_destroy(quay_bus *bus)
 		pthread_mutex_unlock(&bus->lock);
 		if (s == NULL)
 			break;
-		if ((s->queue != NULL ? quay_bus_unbind((quay_binding *)(void *)s) : quay_bus_unsubscribe(s)) != 0)
-			sched_yield();   /* out of memory for a moment: retry */
+		if ((s->queue != NULL ? quay_bus_unbind((quay_binding *)(void *)s) :
+		                        quay_bus_unsubscribe(s)) != 0)
+			sched_yield(); /* out of memory for a moment: retry */
 	}
 	/* Wait for every callback queued for this bus (tables, groups, subs):
 	 * a per-bus count rather than urcu_memb_barrier(), which would also

@@ -40,7 +40,7 @@ struct quayi_bm_toks {
 	const char *s;
 	uint32_t len;
 	uint32_t n;
-	uint32_t nhash;   /* `#` tokens (patterns) */
+	uint32_t nhash; /* `#` tokens (patterns) */
 	uint16_t off[QUAY_BUS_TOKENS_MAX];
 	uint16_t tlen[QUAY_BUS_TOKENS_MAX];
 };
@@ -63,9 +63,9 @@ struct quayi_bus_group;
  * (count under the bus mutex); freed after a grace period. */
 struct quayi_bus_group {
 	struct rcu_head rcu;
-	struct quay_bus *bus;           /* for the deferred free's accounting */
-	struct quayi_bus_group *next;   /* bus list, under the bus mutex */
-	uint32_t members;               /* under the bus mutex */
+	struct quay_bus *bus;         /* for the deferred free's accounting */
+	struct quayi_bus_group *next; /* bus list, under the bus mutex */
+	uint32_t members;             /* under the bus mutex */
 	/* Round-robin cursor; relaxed fetch_add: only spreads load, orders
 	 * nothing. */
 	uint32_t rr;
@@ -76,7 +76,7 @@ struct quayi_bus_group {
  * members that match. Immutable once published in a cache slot. */
 struct quayi_bm_gref {
 	struct quayi_bus_group *g;
-	uint32_t first;  /* index into subs */
+	uint32_t first; /* index into subs */
 	uint32_t n;
 };
 
@@ -103,7 +103,7 @@ struct quayi_bm_node;
 /* One immutable version of the table: a trie root and its cache. */
 struct quayi_bm_table {
 	struct rcu_head rcu;
-	struct quay_bus *bus;  /* set by bus.c: the deferred free's accounting */
+	struct quay_bus *bus; /* set by bus.c: the deferred free's accounting */
 	struct quayi_bm_node *root;
 	size_t nsubs;
 	/* Nodes this version had and the next one replaced: freed with it. */
@@ -119,7 +119,7 @@ struct quayi_bm_table {
  * lives. used[0..nused) lists the filled slots, so that retiring a
  * version frees and clears only those and the cache is reused. */
 struct quayi_bm_cache {
-	struct quayi_bm_cache *next;      /* free list */
+	struct quayi_bm_cache *next; /* free list */
 	/* Relaxed: each filler takes a distinct index; the retiring callback
 	 * reads it after a grace period. */
 	uint32_t nused;
@@ -203,14 +203,14 @@ int quayi_bus_set_tap(quay_bus *bus, const struct quayi_bus_tap *tap);
 #define REQ_N_MASK (REQ_DONE - 1)
 
 struct quayi_bus_req {
-	uint64_t state;     /* BUS-Q1..BUS-Q3 above */
-	uint64_t req_id;    /* written by the owner before it publishes */
-	quay_msg *reply;  /* ordered by BUS-Q2/BUS-Q3 */
-	uint32_t done;      /* futex word: 1 when the requester should look */
+	uint64_t state;  /* BUS-Q1..BUS-Q3 above */
+	uint64_t req_id; /* written by the owner before it publishes */
+	quay_msg *reply; /* ordered by BUS-Q2/BUS-Q3 */
+	uint32_t done;   /* futex word: 1 when the requester should look */
 } QUAYI_ALIGNED(QUAY_CACHELINE);
 
 struct quay_bus {
-	struct quayi_bm_table *table;  /* BUS-T1/BUS-T2 */
+	struct quayi_bm_table *table; /* BUS-T1/BUS-T2 */
 	/* Set by destroy; calls that see it return -EPIPE. Acquire/release
 	 * with destroy's store (it only makes late calls fail fast). */
 	uint32_t closing;
@@ -221,25 +221,25 @@ struct quay_bus {
 	size_t inbox_len;
 	char name[QUAY_BUS_NAME_MAX + 1];
 
-	pthread_mutex_t lock;             /* subscribe/unsubscribe */
-	struct quay_sub *subs;            /* under lock */
+	pthread_mutex_t lock;  /* subscribe/unsubscribe */
+	struct quay_sub *subs; /* under lock */
 	/* Written under lock; relaxed reads by quay_bus_sub_count(). */
 	size_t nsubs;
 	size_t max_subs;
-	struct quayi_bus_group *groups;   /* under lock */
-	uint64_t next_sub_id;     /* relaxed: only uniqueness matters */
+	struct quayi_bus_group *groups; /* under lock */
+	uint64_t next_sub_id;           /* relaxed: only uniqueness matters */
 
 	quay_stats *stats;
 	bool own_stats;
-	quay_counter *c_published, *c_delivered, *c_dropped, *c_rejected, *c_timeouts, *c_nosub,
-	    *c_late, *c_unroutable, *c_unroutable_queued, *c_filtered, *c_bound;
-	quay_queue *unroutable;           /* opts.unroutable; read-only */
+	quay_counter *c_published, *c_delivered, *c_dropped, *c_rejected, *c_timeouts, *c_nosub, *c_late,
+	    *c_unroutable, *c_unroutable_queued, *c_filtered, *c_bound;
+	quay_queue *unroutable; /* opts.unroutable; read-only */
 
 	unsigned nreq;
 	struct quayi_bus_req *reqs;
-	uint64_t req_next;        /* relaxed: a ticket, uniqueness only */
-	uint32_t req_active;      /* requesters inside request(); destroy waits */
-	uint64_t pending;         /* call_rcu callbacks not yet run */
+	uint64_t req_next;                 /* relaxed: a ticket, uniqueness only */
+	uint32_t req_active;               /* requesters inside request(); destroy waits */
+	uint64_t pending;                  /* call_rcu callbacks not yet run */
 	struct quayi_bm_cache_pool caches; /* retired caches, for reuse */
 	/* BUS-TAP1: set_tap's release store (under lock) -> BUS-TAP2:
 	 * publish's acquire load; NULL but for NATS wildcard exports. */

@@ -35,11 +35,11 @@ struct bm_edge {
 };
 
 struct quayi_bm_node {
-	uint32_t kcap;   /* 0 or a power of two */
+	uint32_t kcap; /* 0 or a power of two */
 	uint32_t nkids;
 	struct bm_edge *kids;
 	struct quayi_bm_node *star;
-	struct quayi_bm_node *hash;   /* the `#` edge */
+	struct quayi_bm_node *hash; /* the `#` edge */
 	uint32_t nhere;
 	uint32_t ngt;
 	struct quay_sub **here;
@@ -68,7 +68,7 @@ bm_load_tail(const char *p, size_t k)
 	if (k >= 4) {
 		uint32_t a, b;
 		memcpy(&a, p, 4);
-		memcpy(&b, p + k - 4, 4);   /* overlaps a: the same bytes */
+		memcpy(&b, p + k - 4, 4); /* overlaps a: the same bytes */
 		return (uint64_t)a | ((uint64_t)b << (8 * (k - 4)));
 	}
 	w = (unsigned char)p[0];
@@ -183,8 +183,8 @@ bm_zero_bytes(uint64_t w)
 static inline bool
 bm_word_bad(uint64_t w)
 {
-	uint64_t below = (w - BM_ONES * 0x21) & ~w & BM_HIGHS;            /* < 0x21 */
-	uint64_t above = ((w + BM_ONES * (127 - 0x7e)) | w) & BM_HIGHS;    /* > 0x7e */
+	uint64_t below = (w - BM_ONES * 0x21) & ~w & BM_HIGHS;          /* < 0x21 */
+	uint64_t above = ((w + BM_ONES * (127 - 0x7e)) | w) & BM_HIGHS; /* > 0x7e */
 	uint64_t star = bm_zero_bytes(w ^ (BM_ONES * '*'));
 	uint64_t gt = bm_zero_bytes(w ^ (BM_ONES * '>'));
 
@@ -196,8 +196,8 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 {
 	size_t len = strnlen(s, QUAY_BUS_SUBJECT_MAX + 1);
 	size_t i, ntok = 1;
-	bool prev_dot = true;   /* a dot "before" byte 0: a leading dot is an empty token */
-	uint64_t hashes = 0;    /* some byte is `#` */
+	bool prev_dot = true; /* a dot "before" byte 0: a leading dot is an empty token */
+	uint64_t hashes = 0;  /* some byte is `#` */
 
 	if (len == 0 || len > QUAY_BUS_SUBJECT_MAX)
 		return -EINVAL;
@@ -240,7 +240,7 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 		}
 	}
 #endif
-	if (prev_dot || ntok > QUAY_BUS_TOKENS_MAX)   /* a trailing dot; too many tokens */
+	if (prev_dot || ntok > QUAY_BUS_TOKENS_MAX) /* a trailing dot; too many tokens */
 		return -EINVAL;
 	if (QUAYI_UNLIKELY(hashes != 0)) {
 		/* Rare: a `#` byte. A token that is just `#` is a wildcard,
@@ -281,7 +281,7 @@ quayi_bm_match_toks(const struct quayi_bm_toks *pat, const struct quayi_bm_toks 
 			bool any = false;
 			for (j = 0; j <= n; j++) {
 				any |= ok[j];
-				nx[j] = any;   /* some k <= j matched [0, i) */
+				nx[j] = any; /* some k <= j matched [0, i) */
 			}
 		} else if (tok_is(pat, i, '>')) {
 			/* One or more tokens, and it is last: the rest, if any. */
@@ -295,7 +295,8 @@ quayi_bm_match_toks(const struct quayi_bm_toks *pat, const struct quayi_bm_toks 
 					continue;
 				if (tok_is(pat, i, '*') ||
 				    (pat->tlen[i] == subj->tlen[j] &&
-				        memcmp(pat->s + pat->off[i], subj->s + subj->off[j], pat->tlen[i]) == 0))
+				        memcmp(pat->s + pat->off[i], subj->s + subj->off[j], pat->tlen[i]) ==
+				            0))
 					nx[j + 1] = true;
 			}
 		}
@@ -465,7 +466,7 @@ oom:
 
 /* ---- versions ------------------------------------------------------ */
 
-#define BM_POOL_KEEP 8   /* retired caches kept for reuse */
+#define BM_POOL_KEEP 8 /* retired caches kept for reuse */
 
 void
 quayi_bm_cache_pool_init(struct quayi_bm_cache_pool *p)
@@ -713,7 +714,7 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 	struct quayi_bm_node *path[QUAY_BUS_TOKENS_MAX + 1];
 	struct quayi_bm_node *created[QUAY_BUS_TOKENS_MAX + 1];
 	uint64_t hs[QUAY_BUS_TOKENS_MAX];
-	char wild[QUAY_BUS_TOKENS_MAX];   /* 0, '*' or '#' */
+	char wild[QUAY_BUS_TOKENS_MAX]; /* 0, '*' or '#' */
 	size_t nc = 0;
 	uint32_t k, j, i;
 	bool gt = false, found = false;
@@ -731,8 +732,9 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 		}
 		wild[k] = tok_is(pat, k, '*') ? '*' : tok_is(pat, k, '#') ? '#' : 0;
 		hs[k] = wild[k] != 0 ? 0 : bm_hash(tok, pat->tlen[k]);
-		c = wild[k] == '*' ? path[k]->star : wild[k] == '#' ? path[k]->hash :
-		    node_find(path[k], tok, pat->tlen[k], hs[k]);
+		c = wild[k] == '*' ? path[k]->star :
+		    wild[k] == '#' ? path[k]->hash :
+		                     node_find(path[k], tok, pat->tlen[k], hs[k]);
 		if (c == NULL)
 			return -ENOENT;
 		path[k + 1] = c;
@@ -747,8 +749,9 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 	j = k;
 	if (f->nkids == 0 && f->star == NULL && f->hash == NULL && f->nhere + f->ngt == 1 && k > 0) {
 		j = k - 1;
-		while (j > 0 && path[j]->nkids + (path[j]->star != NULL ? 1u : 0u) +
-		            (path[j]->hash != NULL ? 1u : 0u) == 1 &&
+		while (j > 0 &&
+		    path[j]->nkids + (path[j]->star != NULL ? 1u : 0u) + (path[j]->hash != NULL ? 1u : 0u) ==
+		        1 &&
 		    path[j]->nhere == 0 && path[j]->ngt == 0)
 			j--;
 	}
@@ -791,13 +794,13 @@ oom:
 
 /* ---- resolution and the cache -------------------------------------- */
 
-#define BM_MEMO 1024u   /* (node, token) pairs remembered under a `#` */
+#define BM_MEMO 1024u /* (node, token) pairs remembered under a `#` */
 
 struct collect {
 	struct quay_sub **v;
 	size_t n, cap;
 	bool oom;
-	bool hashed;    /* a `#` edge was taken: v may hold duplicates */
+	bool hashed; /* a `#` edge was taken: v may hold duplicates */
 	uint32_t nmemo;
 	struct quay_sub *local[128];
 	/* Visited (node, token index) pairs below a `#` edge: the same pair
@@ -836,8 +839,8 @@ collect_add(struct collect *c, struct quay_sub *const *v, uint32_t n)
 static bool
 memo_seen(struct collect *c, const struct quayi_bm_node *n, uint32_t i)
 {
-	uintptr_t key = ((uintptr_t)n << 6) | i;   /* i <= 32; user-space pointers fit in 58 bits */
-	uint64_t h = ((uint64_t)key * UINT64_C(0x9e3779b97f4a7c15)) >> 54;   /* 10 bits */
+	uintptr_t key = ((uintptr_t)n << 6) | i; /* i <= 32; user-space pointers fit in 58 bits */
+	uint64_t h = ((uint64_t)key * UINT64_C(0x9e3779b97f4a7c15)) >> 54; /* 10 bits */
 
 	for (uint32_t p = 0; p < 16; p++) {
 		uintptr_t *slot = &c->memo[(h + p) & (BM_MEMO - 1)];
@@ -885,7 +888,8 @@ walk(const struct quayi_bm_node *n, const struct quayi_bm_toks *s, uint32_t i, s
 static int
 cmp_ptr(const void *a, const void *b)
 {
-	uintptr_t x = (uintptr_t)*(struct quay_sub *const *)a, y = (uintptr_t)*(struct quay_sub *const *)b;
+	uintptr_t x = (uintptr_t) * (struct quay_sub *const *)a,
+	          y = (uintptr_t) * (struct quay_sub *const *)b;
 
 	return x < y ? -1 : x > y;
 }
@@ -915,7 +919,7 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 	c.nmemo = 0;
 	memset(c.memo, 0, sizeof(c.memo));
 	if (quayi_bm_parse(subj, false, &s) != 0)
-		return NULL;   /* cannot happen: scan_subject checked it */
+		return NULL; /* cannot happen: scan_subject checked it */
 	walk(t->root, &s, 0, &c, false);
 	if (c.oom)
 		goto out;
@@ -1011,8 +1015,8 @@ quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64
 		struct quayi_bm_centry *cur = NULL;
 		/* BUS-E1: release on success publishes the entry's contents; acquire
 		 * on failure pairs with another thread's BUS-E1 (we may read it). */
-		if (__atomic_compare_exchange_n(&c->slot[(hash + p) & mask], &cur, e, false,
-		        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		if (__atomic_compare_exchange_n(&c->slot[(hash + p) & mask], &cur, e, false, __ATOMIC_ACQ_REL,
+		        __ATOMIC_ACQUIRE)) {
 			/* Relaxed: only hands each filler its own used[] index;
 			 * used[] is read after a grace period (cache clear). */
 			uint32_t k = __atomic_fetch_add(&c->nused, 1, __ATOMIC_RELAXED);

@@ -29,10 +29,9 @@ quayi_bus_route_reply(struct quay_bus *bus, uint64_t n, quay_msg *m)
 	uint64_t st = __atomic_load_n(&q->state, __ATOMIC_ACQUIRE);
 
 	quay_counter_inc(bus->c_published);
-	if (st == n && quay_msg_correlation_id(m) ==
-	        __atomic_load_n(&q->req_id, __ATOMIC_RELAXED) &&
-	    __atomic_compare_exchange_n(&q->state, &st, n | REQ_BUSY, false,
-	        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {   /* BUS-Q1 */
+	if (st == n && quay_msg_correlation_id(m) == __atomic_load_n(&q->req_id, __ATOMIC_RELAXED) &&
+	    __atomic_compare_exchange_n(&q->state, &st, n | REQ_BUSY, false, __ATOMIC_ACQ_REL,
+	        __ATOMIC_RELAXED)) { /* BUS-Q1 */
 		/* Relaxed: BUS-Q2 below publishes it. */
 		__atomic_store_n(&q->reply, m, __ATOMIC_RELAXED);
 		/* BUS-Q2: release; pairs with BUS-Q3 in request(). */
@@ -85,7 +84,7 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 		return -EINVAL;
 	if (bus == NULL || subject == NULL || reply == NULL ||
 	    quayi_bm_scan_subject(subject, &len, &hash) != 0) {
-		(void)quay_msg_unref(req);   /* consumed on every return */
+		(void)quay_msg_unref(req); /* consumed on every return */
 		return -EINVAL;
 	}
 	/* BUS-D1/BUS-D2, seq_cst (a store-buffering pair with destroy's BUS-D3/BUS-D4):
@@ -93,7 +92,7 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 	 * this request sees closing and leaves. A request path costs
 	 * microseconds; the two fences cost nothing next to it. */
 	__atomic_fetch_add(&bus->req_active, 1, __ATOMIC_SEQ_CST);   /* BUS-D1 */
-	if (__atomic_load_n(&bus->closing, __ATOMIC_SEQ_CST) != 0) {   /* BUS-D2 */
+	if (__atomic_load_n(&bus->closing, __ATOMIC_SEQ_CST) != 0) { /* BUS-D2 */
 		r = -EPIPE;
 		(void)quay_msg_unref(req);
 		goto out;
@@ -145,8 +144,8 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 			bool closing = __atomic_load_n(&bus->closing, __ATOMIC_ACQUIRE) != 0;
 			if (late || closing) {
 				/* Take the slot back unless a reply is being stored. */
-				if (__atomic_compare_exchange_n(&q->state, &st, 0, false,
-				        __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) {
+				if (__atomic_compare_exchange_n(&q->state, &st, 0, false, __ATOMIC_RELEASE,
+				        __ATOMIC_ACQUIRE)) {
 					r = closing ? -EPIPE : -ETIMEDOUT;
 					goto out;
 				}
@@ -154,10 +153,10 @@ quay_bus_request(quay_bus *bus, const char *subject, quay_msg *req, quay_msg **r
 			}
 			(void)quayi_futex_wait(&q->done, 0, deadline);
 		} else {
-			sched_yield();   /* BUSY: the replier is storing */
+			sched_yield(); /* BUSY: the replier is storing */
 		}
 	}
-	*reply = __atomic_load_n(&q->reply, __ATOMIC_RELAXED);  /* ordered by BUS-Q3 */
+	*reply = __atomic_load_n(&q->reply, __ATOMIC_RELAXED); /* ordered by BUS-Q3 */
 	__atomic_store_n(&q->reply, NULL, __ATOMIC_RELAXED);
 	/* Release: the next owner's acquire CAS sees the slot reset. */
 	__atomic_store_n(&q->state, 0, __ATOMIC_RELEASE);
@@ -184,4 +183,3 @@ quay_bus_reply(quay_bus *bus, const quay_msg *req, quay_msg *reply)
 	(void)quay_msg_set_correlation_id(reply, quay_msg_id(req));
 	return quay_bus_publish(bus, to, reply);
 }
-

@@ -5,6 +5,7 @@ const char *
 quay_strerror(int err)
 {
 	/* Unsigned negation: -INT_MIN would overflow. */
+	/* clang-format off */
 	switch (err < 0 ? 0u - (unsigned)err : (unsigned)err) {
 	case 0:         return "success";
 	case EAGAIN:    return "try again: full, empty, in use or locked (resource busy)";
@@ -29,4 +30,5 @@ quay_strerror(int err)
 	case EPROTO:    return "protocol or TLS failure with the server";
 	default:        return "unknown error";
 	}
+	/* clang-format on */
 }

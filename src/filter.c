@@ -55,7 +55,7 @@ struct parser {
 	struct quayi_filter_clause c[QUAY_FILTER_CLAUSES_MAX];
 	struct quayi_filter_val v[F_VALS_MAX];
 	unsigned nc, nv, ng;
-	char *scratch;            /* decoded names and values */
+	char *scratch; /* decoded names and values */
 	size_t nscratch;
 };
 
@@ -119,13 +119,15 @@ string(struct parser *p, const char *what, size_t maxlen, bool allow_empty, stru
 		for (;;) {
 			char c;
 			if (p->pos >= p->len)
-				return fail(p, start, "%s: the quoted string is not closed (a '\"' is missing)", what);
+				return fail(p, start,
+				    "%s: the quoted string is not closed (a '\"' is missing)", what);
 			c = p->s[p->pos++];
 			if (c == '"')
 				break;
 			if (c == '\\') {
 				if (p->pos >= p->len || (p->s[p->pos] != '"' && p->s[p->pos] != '\\'))
-					return fail(p, p->pos - 1, "%s: only \\\" and \\\\ may follow a backslash", what);
+					return fail(p, p->pos - 1,
+					    "%s: only \\\" and \\\\ may follow a backslash", what);
 				c = p->s[p->pos++];
 			} else if (c == '\0') {
 				return fail(p, p->pos - 1, "%s: a NUL byte inside a quoted string", what);
@@ -138,8 +140,10 @@ string(struct parser *p, const char *what, size_t maxlen, bool allow_empty, stru
 		if (n == 0) {
 			if (p->pos >= p->len)
 				return fail(p, p->pos, "expected %s, found the end of the filter", what);
-			return fail(p, p->pos, "expected %s (a word of letters, digits and _.:/@+- or a \"quoted "
-			    "string\"), found '%c'", what, p->s[p->pos]);
+			return fail(p, p->pos,
+			    "expected %s (a word of letters, digits and _.:/@+- or a \"quoted "
+			    "string\"), found '%c'",
+			    what, p->s[p->pos]);
 		}
 	}
 	if (n == 0 && !allow_empty)
@@ -155,8 +159,29 @@ string(struct parser *p, const char *what, size_t maxlen, bool allow_empty, stru
 
 /* 10^k for the exact fast path (k <= 22: every one is a double). */
 static const double pow10_tab[23] = {
-	1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
-	1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+	1e0,
+	1e1,
+	1e2,
+	1e3,
+	1e4,
+	1e5,
+	1e6,
+	1e7,
+	1e8,
+	1e9,
+	1e10,
+	1e11,
+	1e12,
+	1e13,
+	1e14,
+	1e15,
+	1e16,
+	1e17,
+	1e18,
+	1e19,
+	1e20,
+	1e21,
+	1e22,
 };
 
 /* Length of the longest number at s[0..len) by the grammar above, or 0. */
@@ -199,12 +224,12 @@ quayi_filter_number(const char *s, size_t len, double *out)
 	char buf[64];
 
 	if (len == 0 || len >= sizeof(buf) || number_len(s, len) != len)
-		return false;   /* numbers are 1..63 bytes */
+		return false; /* numbers are 1..63 bytes */
 	if (s[i] == '+' || s[i] == '-')
 		neg = s[i++] == '-';
 	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
 		if (mant == 0 && s[i] == '0')
-			continue;           /* leading zeros are not significant */
+			continue; /* leading zeros are not significant */
 		if (digits < 19)
 			mant = mant * 10 + (uint64_t)(s[i] - '0');
 		else
@@ -259,8 +284,10 @@ number(struct parser *p, double *out)
 	if (n == 0) {
 		if (p->pos >= p->len)
 			return fail(p, p->pos, "expected a number, found the end of the filter");
-		return fail(p, p->pos, "expected a number (digits, optional sign, fraction and exponent), "
-		    "found '%c'", p->s[p->pos]);
+		return fail(p, p->pos,
+		    "expected a number (digits, optional sign, fraction and exponent), "
+		    "found '%c'",
+		    p->s[p->pos]);
 	}
 	if (p->pos + n < p->len && word_byte((unsigned char)p->s[p->pos + n]))
 		return fail(p, p->pos + n, "the number ends in '%c'", p->s[p->pos + n]);
@@ -352,7 +379,7 @@ clause(struct parser *p)
 		}
 		if (c->op == QUAYI_F_MISSING)
 			return fail(p, p->pos, "expected '(' after 'exists'");
-		p->pos = save;   /* a header named "exists" */
+		p->pos = save; /* a header named "exists" */
 	}
 	if ((r = string(p, "a header name", QUAY_MSG_KEY_MAX, false, &name)) != 0)
 		return r;
@@ -427,18 +454,24 @@ clause(struct parser *p)
 				return fail(p, p->pos, "expected ']' or ')' to close the range");
 			c->hi_incl = p->s[p->pos++] == ']';
 			if (c->lo > c->hi)
-				return fail(p, lpos, "the range is empty: its low bound is above its high bound");
+				return fail(p, lpos,
+				    "the range is empty: its low bound is above its high bound");
 			c->op = QUAYI_F_RANGE;
 			p->nc++;
 			return 0;
 		}
-		return fail(p, p->pos, "expected '{' (a list of values) or '[' or '(' (a numeric range) after 'in'");
+		return fail(p, p->pos,
+		    "expected '{' (a list of values) or '[' or '(' (a numeric range) after 'in'");
 	} else {
 		if (p->pos >= p->len)
-			return fail(p, opos, "expected an operator (=, !=, ^=, <, <=, >, >=, in, not in) after "
-			    "the header name \"%s\", found the end of the filter", name.s);
-		return fail(p, opos, "expected an operator (=, !=, ^=, <, <=, >, >=, in, not in) after the "
-		    "header name \"%s\", found '%c'", name.s, p->s[p->pos]);
+			return fail(p, opos,
+			    "expected an operator (=, !=, ^=, <, <=, >, >=, in, not in) after "
+			    "the header name \"%s\", found the end of the filter",
+			    name.s);
+		return fail(p, opos,
+		    "expected an operator (=, !=, ^=, <, <=, >, >=, in, not in) after the "
+		    "header name \"%s\", found '%c'",
+		    name.s, p->s[p->pos]);
 	}
 	skip_ws(p);
 	c->vals = p->v + p->nv;
@@ -477,12 +510,15 @@ parse(struct parser *p)
 			p->ng++;
 			p->pos += 2;
 		} else {
-			return fail(p, p->pos, "expected '&&', '||' or the end of the filter after a clause, "
-			    "found '%c'", p->s[p->pos]);
+			return fail(p, p->pos,
+			    "expected '&&', '||' or the end of the filter after a clause, "
+			    "found '%c'",
+			    p->s[p->pos]);
 		}
 		skip_ws(p);
 		if (p->pos >= p->len)
-			return fail(p, p->pos, "a clause must follow '%s'", p->s[p->pos - 1] == '&' ? "&&" : "||");
+			return fail(p, p->pos, "a clause must follow '%s'",
+			    p->s[p->pos - 1] == '&' ? "&&" : "||");
 	}
 }
 
@@ -513,7 +549,8 @@ setup(struct parser *p, const char *expr, char *err, size_t errlen)
 	p->nc = p->nv = p->ng = 0;
 	p->nscratch = 0;
 	if (p->len > QUAY_FILTER_LEN_MAX)
-		return fail(p, QUAY_FILTER_LEN_MAX, "the filter is longer than %u bytes", QUAY_FILTER_LEN_MAX);
+		return fail(p, QUAY_FILTER_LEN_MAX, "the filter is longer than %u bytes",
+		    QUAY_FILTER_LEN_MAX);
 	for (size_t i = 0; i < p->len; i++) {
 		unsigned char ch = (unsigned char)expr[i];
 		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
@@ -650,14 +687,10 @@ clause_true(const struct quayi_filter_clause *c, struct quayi_filter_hdrs *h)
 		}
 	}
 	switch (c->op) {
-	case QUAYI_F_EXISTS:
-		return present;
-	case QUAYI_F_MISSING:
-		return !present;
-	case QUAYI_F_EQ:
-		return present && one_of(c, v, len);
-	case QUAYI_F_NE:
-		return present && !one_of(c, v, len);
+	case QUAYI_F_EXISTS: return present;
+	case QUAYI_F_MISSING: return !present;
+	case QUAYI_F_EQ: return present && one_of(c, v, len);
+	case QUAYI_F_NE: return present && !one_of(c, v, len);
 	case QUAYI_F_PREFIX:
 		return present && len >= c->vals[0].len && memcmp(v, c->vals[0].s, c->vals[0].len) == 0;
 	case QUAYI_F_RANGE:
@@ -751,8 +784,8 @@ quayi_filter_format(const struct quayi_filter *f, char *buf, size_t cap)
 			} else if (c->op == QUAYI_F_RANGE && isinf(c->hi)) {
 				n = put(buf, cap, n, c->lo_incl ? " >= %.17g" : " > %.17g", c->lo);
 			} else if (c->op == QUAYI_F_RANGE) {
-				n = put(buf, cap, n, " in %c%.17g, %.17g%c", c->lo_incl ? '[' : '(', c->lo, c->hi,
-				    c->hi_incl ? ']' : ')');
+				n = put(buf, cap, n, " in %c%.17g, %.17g%c", c->lo_incl ? '[' : '(', c->lo,
+				    c->hi, c->hi_incl ? ']' : ')');
 			} else if (c->op == QUAYI_F_PREFIX) {
 				n = put(buf, cap, n, " ^= ");
 				n = put_quoted(buf, cap, n, c->vals[0].s, c->vals[0].len);

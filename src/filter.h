@@ -27,7 +27,7 @@ void quayi_filter_free(struct quayi_filter *f);
  * the message's records per clause. Loaded lazily by the first filter. */
 struct quayi_filter_hdrs {
 	const quay_msg *m;
-	int n;                    /* -1: not loaded yet */
+	int n; /* -1: not loaded yet */
 	struct {
 		uint64_t h;
 		const char *k, *v;
@@ -59,10 +59,10 @@ size_t quayi_filter_format(const struct quayi_filter *f, char *buf, size_t cap);
 /* ---- read access for tests and the fuzz reference ------------------- */
 
 enum quayi_filter_op {
-	QUAYI_F_EQ = 1,       /* one of vals */
-	QUAYI_F_NE,           /* present and none of vals (anything-but) */
-	QUAYI_F_PREFIX,       /* present and starts with vals[0] */
-	QUAYI_F_RANGE,        /* present, a number, within lo..hi */
+	QUAYI_F_EQ = 1, /* one of vals */
+	QUAYI_F_NE,     /* present and none of vals (anything-but) */
+	QUAYI_F_PREFIX, /* present and starts with vals[0] */
+	QUAYI_F_RANGE,  /* present, a number, within lo..hi */
 	QUAYI_F_EXISTS,
 	QUAYI_F_MISSING,
 };
@@ -74,12 +74,12 @@ struct quayi_filter_val {
 
 struct quayi_filter_clause {
 	enum quayi_filter_op op;
-	bool last;               /* last clause of its && group */
+	bool last; /* last clause of its && group */
 	bool lo_incl, hi_incl;
-	const char *name;        /* NUL-terminated */
+	const char *name; /* NUL-terminated */
 	size_t namelen;
-	uint64_t namehash;       /* filter_hash(name) */
-	double lo, hi;           /* RANGE; -inf / +inf when open */
+	uint64_t namehash; /* filter_hash(name) */
+	double lo, hi;     /* RANGE; -inf / +inf when open */
 	unsigned nvals;
 	const struct quayi_filter_val *vals;
 };

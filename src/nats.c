@@ -55,10 +55,10 @@ struct nbridge {
 	quay_bus *bus;
 	char subject[QUAY_BUS_SUBJECT_MAX + 1];
 	char group[QUAY_BUS_NAME_MAX + 1];
-	bool literal;           /* export: the pattern has no wildcard */
-	quay_sub *sub;          /* literal export, reply: the bus subscription */
-	quay_ring *ring;        /* wildcard export: struct tapent, filled by the tap */
-	struct ntap *tap;       /* wildcard export: its bus's tap */
+	bool literal;     /* export: the pattern has no wildcard */
+	quay_sub *sub;    /* literal export, reply: the bus subscription */
+	quay_ring *ring;  /* wildcard export: struct tapent, filled by the tap */
+	struct ntap *tap; /* wildcard export: its bus's tap */
 	pthread_t thr;
 	bool thr_started;
 	/* NATS-S1 (close, release) -> NATS-S2 (the bridge thread, acquire;
@@ -67,7 +67,7 @@ struct nbridge {
 	natsSubscription *nsub; /* import */
 	pthread_mutex_t lk;
 	pthread_cond_t cv;
-	bool complete;          /* import: libnats's last callback returned */
+	bool complete; /* import: libnats's last callback returned */
 	quay_counter *c_fwd, *c_recv, *c_drop;
 	quay_gauge *g_pending;
 };
@@ -76,7 +76,7 @@ struct nbridge {
  * (bus_internal.h), which knows the subject a message was published on:
  * one tap per (handle, bus), listing the wildcard exports of that bus. */
 struct ntap {
-	struct quayi_bus_tap tap;       /* fn = tap_publish, arg = this */
+	struct quayi_bus_tap tap; /* fn = tap_publish, arg = this */
 	quay_bus *bus;
 	/* NATS-T1: export's release store of nb after b[nb] is set ->
 	 * NATS-T2: the tap's acquire load; entries never change after. */
@@ -119,6 +119,7 @@ process_origin(char out[17])
 int
 quayi_nats_err(natsStatus s)
 {
+	/* clang-format off */
 	switch (s) {
 	case NATS_OK:                  return 0;
 	case NATS_INSUFFICIENT_BUFFER: return -ENOBUFS;
@@ -137,6 +138,7 @@ quayi_nats_err(natsStatus s)
 	case NATS_NO_SERVER_SUPPORT:   return -ENOTSUP;
 	default:                       return -EIO;
 	}
+	/* clang-format on */
 }
 
 /* ---- header value encoding (NATS header values are text) ----------- */
@@ -402,7 +404,7 @@ export_thread(void *arg)
 
 	for (;;) {
 		size_t k = b->ring != NULL ? quay_ring_pop_burst(b->ring, u.e, max) :
-		    quay_sub_receive_burst(b->sub, u.m, max);
+		                             quay_sub_receive_burst(b->sub, u.m, max);
 		/* A short spin before sleeping: a bridge that sleeps between
 		 * messages makes every publisher pay a futex wake-up and
 		 * itself a context switch per message. */
@@ -412,7 +414,7 @@ export_thread(void *arg)
 			else
 				sched_yield();
 			k = b->ring != NULL ? quay_ring_pop_burst(b->ring, u.e, max) :
-			    quay_sub_receive_burst(b->sub, u.m, max);
+			                      quay_sub_receive_burst(b->sub, u.m, max);
 		}
 		if (k == 0) {
 			int r;
@@ -422,7 +424,7 @@ export_thread(void *arg)
 			if (__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE) != 0)
 				break;
 			r = b->ring != NULL ? quay_ring_pop_wait(b->ring, &u.e[0], 100000000) :
-			    quay_sub_receive(b->sub, &u.m[0], 100000000);
+			                      quay_sub_receive(b->sub, &u.m[0], 100000000);
 			if (r == -ETIMEDOUT)
 				continue;
 			if (r != 0)
@@ -441,8 +443,8 @@ export_thread(void *arg)
 				(void)quay_msg_unref(u.m[i]);
 			}
 		}
-		quay_gauge_set(b->g_pending, (int64_t)(b->ring != NULL ? quay_ring_count(b->ring) :
-		    quay_sub_pending(b->sub)));
+		quay_gauge_set(b->g_pending,
+		    (int64_t)(b->ring != NULL ? quay_ring_count(b->ring) : quay_sub_pending(b->sub)));
 	}
 	return NULL;
 }
@@ -472,7 +474,7 @@ rtab_put(quay_nats *n, uint64_t id, const char *subj)
 		}
 	}
 	if (n->rtab[pick].id != 0)
-		quay_counter_inc(n->c_invalid);  /* an unanswered request forgotten */
+		quay_counter_inc(n->c_invalid); /* an unanswered request forgotten */
 	n->rtab[pick].id = id;
 	snprintf(n->rtab[pick].subj, sizeof(n->rtab[pick].subj), "%s", subj);
 	pthread_mutex_unlock(&n->rlock);
@@ -507,7 +509,7 @@ reply_out(struct nbridge *b, quay_msg *m)
 	char subj[QUAY_BUS_SUBJECT_MAX + 1];
 
 	if (!rtab_take(b->n, quay_msg_correlation_id(m), subj)) {
-		quay_counter_inc(b->c_drop);   /* a second or unknown reply */
+		quay_counter_inc(b->c_drop); /* a second or unknown reply */
 		return;
 	}
 	if (publish_mapped(b->n, subj, NULL, m) == 0)
@@ -558,7 +560,8 @@ quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg 
 		}
 		if (strcmp(keys[i], H_PRIO) == 0) {
 			unsigned long p = strtoul(v, NULL, 10);
-			(void)quay_msg_set_priority(m, p > QUAY_MSG_PRIORITY_MAX ? QUAY_MSG_PRIORITY_MAX : (unsigned)p);
+			(void)quay_msg_set_priority(m,
+			    p > QUAY_MSG_PRIORITY_MAX ? QUAY_MSG_PRIORITY_MAX : (unsigned)p);
 			continue;
 		}
 		if (strcmp(keys[i], H_ORIGIN) == 0 || strcmp(keys[i], H_ENC) == 0)
@@ -746,7 +749,8 @@ on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closur
 	if (err == NATS_SLOW_CONSUMER)
 		quay_counter_inc(n->c_slow);
 	else
-		__atomic_store_n(&n->last_error, quayi_nats_err(err), __ATOMIC_RELAXED); /* relaxed: diagnostic */
+		__atomic_store_n(&n->last_error, quayi_nats_err(err),
+		    __ATOMIC_RELAXED); /* relaxed: diagnostic */
 }
 
 /* ---- metrics ------------------------------------------------------- */
@@ -769,11 +773,11 @@ bridge_metrics(struct nbridge *b)
 	r = quay_counter_create(st, "quay_nats_forwarded_total", "Local messages published to NATS", l, 2,
 	    &b->c_fwd);
 	if (r == 0)
-		r = quay_counter_create(st, "quay_nats_received_total", "NATS messages published on the local bus",
-		    l, 2, &b->c_recv);
+		r = quay_counter_create(st, "quay_nats_received_total",
+		    "NATS messages published on the local bus", l, 2, &b->c_recv);
 	if (r == 0)
-		r = quay_counter_create(st, "quay_nats_dropped_total", "Messages a bridge lost, each counted", l, 2,
-		    &b->c_drop);
+		r = quay_counter_create(st, "quay_nats_dropped_total", "Messages a bridge lost, each counted",
+		    l, 2, &b->c_drop);
 	if (r == 0)
 		r = quay_gauge_create(st, "quay_nats_pending", "Messages waiting in an export bridge", l, 2,
 		    &b->g_pending);
@@ -838,7 +842,8 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	/* libnats reads some files only at connect and reports any failure
 	 * as a generic error: check them first. */
 	{
-		const char *files[] = { opts->creds_file, opts->tls_ca_file, opts->tls_cert_file, opts->tls_key_file };
+		const char *files[] = { opts->creds_file, opts->tls_ca_file, opts->tls_cert_file,
+			opts->tls_key_file };
 		for (size_t i = 0; i < 4; i++)
 			if (files[i] != NULL && access(files[i], R_OK) != 0)
 				return -ENOENT;
@@ -861,7 +866,8 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	    __atomic_fetch_add(&conn_seq, 1, __ATOMIC_RELAXED));
 	n->reply_prefix_len = (size_t)snprintf(n->reply_prefix, sizeof(n->reply_prefix), "_QUAY.%s.%s.",
 	    n->origin, n->conn_label);
-	n->export_capacity = opts->export_capacity != 0 ? opts->export_capacity : QUAY_NATS_EXPORT_CAPACITY_DEFAULT;
+	n->export_capacity =
+	    opts->export_capacity != 0 ? opts->export_capacity : QUAY_NATS_EXPORT_CAPACITY_DEFAULT;
 	if (opts->stats != NULL) {
 		n->stats = opts->stats;
 	} else {
@@ -888,16 +894,20 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	if (r == 0)
 		r = handle_counter(n, "quay_nats_disconnects_total", "Disconnections", &n->c_disconnects);
 	if (r == 0)
-		r = handle_counter(n, "quay_nats_slow_consumer_total", "libnats slow-consumer events", &n->c_slow);
+		r = handle_counter(n, "quay_nats_slow_consumer_total", "libnats slow-consumer events",
+		    &n->c_slow);
 	if (r == 0)
-		r = handle_counter(n, "quay_nats_refused_total", "NATS publishes refused (buffer full or closed)",
-		    &n->c_refused);
+		r = handle_counter(n, "quay_nats_refused_total",
+		    "NATS publishes refused (buffer full or closed)", &n->c_refused);
 	if (r == 0)
-		r = handle_counter(n, "quay_nats_echo_dropped_total", "Own messages that came back", &n->c_echo);
+		r = handle_counter(n, "quay_nats_echo_dropped_total", "Own messages that came back",
+		    &n->c_echo);
 	if (r == 0)
-		r = handle_counter(n, "quay_nats_invalid_total", "Subjects or replies quay refuses", &n->c_invalid);
+		r = handle_counter(n, "quay_nats_invalid_total", "Subjects or replies quay refuses",
+		    &n->c_invalid);
 	if (r == 0)
-		r = handle_counter(n, "quay_nats_replies_total", "Replies routed to local requesters", &n->c_replies);
+		r = handle_counter(n, "quay_nats_replies_total", "Replies routed to local requesters",
+		    &n->c_replies);
 	if (r != 0)
 		goto fail;
 
@@ -921,12 +931,15 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	if (s == NATS_OK)
 		s = natsOptions_SetMaxReconnect(no, opts->max_reconnect == 0 ? 60 : opts->max_reconnect);
 	if (s == NATS_OK)
-		s = natsOptions_SetReconnectWait(no, ms_of(opts->reconnect_wait_ns, QUAY_NATS_RECONNECT_WAIT_DEFAULT));
+		s = natsOptions_SetReconnectWait(no,
+		    ms_of(opts->reconnect_wait_ns, QUAY_NATS_RECONNECT_WAIT_DEFAULT));
 	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(no, ms_of(opts->connect_timeout_ns, QUAY_NATS_CONNECT_TIMEOUT_DEFAULT));
+		s = natsOptions_SetTimeout(no,
+		    ms_of(opts->connect_timeout_ns, QUAY_NATS_CONNECT_TIMEOUT_DEFAULT));
 	if (s == NATS_OK)
-		s = natsOptions_SetReconnectBufSize(no, opts->reconnect_buf_bytes != 0 ?
-		    (int)opts->reconnect_buf_bytes : (int)QUAY_NATS_RECONNECT_BUF_DEFAULT);
+		s = natsOptions_SetReconnectBufSize(no,
+		    opts->reconnect_buf_bytes != 0 ? (int)opts->reconnect_buf_bytes :
+		                                     (int)QUAY_NATS_RECONNECT_BUF_DEFAULT);
 	if (s == NATS_OK)
 		s = natsOptions_SetNoEcho(no, true);
 	if (s == NATS_OK)
@@ -944,11 +957,12 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	s = natsConnection_Connect(&n->nc, no);
 	if (s != NATS_OK) {
 		n->nc = NULL;
-		r = s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED ? -EACCES :
+		r = s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED    ? -EACCES :
 		    s == NATS_NO_SERVER || s == NATS_TIMEOUT || s == NATS_IO_ERROR ? -ECONNREFUSED :
 		    s == NATS_SSL_ERROR || s == NATS_PROTOCOL_ERROR || s == NATS_SECURE_CONNECTION_WANTED ||
-		    s == NATS_SECURE_CONNECTION_REQUIRED ? -EPROTO :
-		    quayi_nats_err(s);
+		        s == NATS_SECURE_CONNECTION_REQUIRED ?
+		                                                                     -EPROTO :
+		                                                                     quayi_nats_err(s);
 		goto fail;
 	}
 	natsOptions_Destroy(no);
@@ -991,12 +1005,12 @@ bridge_stop(struct nbridge *b)
 		return done;
 	}
 	if (b->thr_started) {
-			/* NATS-S1: release; pairs with the bridge thread's NATS-S2. */
+		/* NATS-S1: release; pairs with the bridge thread's NATS-S2. */
 		__atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE);
 		pthread_join(b->thr, NULL);
 	}
 	if (b->ring != NULL) {
-		quay_ring_destroy(b->ring);   /* drained by the thread: no tap pushes any more */
+		quay_ring_destroy(b->ring); /* drained by the thread: no tap pushes any more */
 		b->ring = NULL;
 	}
 	if (b->sub != NULL) {
@@ -1056,7 +1070,8 @@ quay_nats_close(quay_nats *n)
 		 * local QUAY_SUB_BLOCK subscription with no timeout that
 		 * nobody drains): it uses the handle, so the handle is left
 		 * allocated rather than freed under it. */
-		fprintf(stderr, "quay: quay_nats_close: an import callback did not return in 5 s; "
+		fprintf(stderr,
+		    "quay: quay_nats_close: an import callback did not return in 5 s; "
 		    "the handle is leaked\n");
 		return;
 	}
@@ -1313,7 +1328,7 @@ quay_nats_import(quay_nats *n, quay_bus *bus, const char *subject, const char *g
 	if (r != 0)
 		goto out;
 	s = group != NULL ? natsConnection_QueueSubscribe(&b->nsub, n->nc, subject, group, import_cb, b) :
-	    natsConnection_Subscribe(&b->nsub, n->nc, subject, import_cb, b);
+	                    natsConnection_Subscribe(&b->nsub, n->nc, subject, import_cb, b);
 	if (s == NATS_OK)
 		s = natsSubscription_SetOnCompleteCB(b->nsub, import_complete, b);
 	if (s == NATS_OK)

@@ -18,35 +18,38 @@ struct quay_nats {
 	quay_stats *stats;
 	bool own_stats;
 	size_t export_capacity;
-	char origin[17];        /* this process's id, 16 hex digits */
+	char origin[17]; /* this process's id, 16 hex digits */
 	char conn_label[24];
-	char reply_prefix[48];  /* "_QUAY.<origin>.<conn>." */
+	char reply_prefix[48]; /* "_QUAY.<origin>.<conn>." */
 	size_t reply_prefix_len;
 	natsSubscription *reply_sub;
-	pthread_mutex_t lock;   /* bridges[], nbridges, reply_sub */
+	pthread_mutex_t lock; /* bridges[], nbridges, reply_sub */
 	struct nbridge *bridges[QUAY_NATS_BRIDGES_MAX];
 	unsigned nbridges;
-	struct ntap *taps[QUAY_NATS_BRIDGES_MAX];  /* wildcard exports' bus taps */
+	struct ntap *taps[QUAY_NATS_BRIDGES_MAX]; /* wildcard exports' bus taps */
 	unsigned ntaps;
 	/* closed callback: close waits for it */
 	pthread_mutex_t cl_lock;
 	pthread_cond_t cl_cond;
 	bool cl_done;
-	bool reply_done;        /* reply_sub's last callback returned */
+	bool reply_done; /* reply_sub's last callback returned */
 	/* Imported NATS requests waiting for a local reply: local request
 	 * id -> NATS reply subject (open addressing, replaced when full). */
 	pthread_mutex_t rlock;
-	struct nreply { uint64_t id; char subj[QUAY_BUS_SUBJECT_MAX + 1]; } *rtab;
+	struct nreply {
+		uint64_t id;
+		char subj[QUAY_BUS_SUBJECT_MAX + 1];
+	} * rtab;
 	/* Counters shared by every bridge (metrics of the handle). */
-	quay_counter *c_reconnects, *c_disconnects, *c_slow, *c_refused, *c_echo, *c_invalid,
-	    *c_replies;
+	quay_counter *c_reconnects, *c_disconnects, *c_slow, *c_refused, *c_echo, *c_invalid, *c_replies;
 	/* Relaxed (__atomic): a last-error word for quay_nats_counters();
 	 * orders nothing. */
 	int last_error;
 };
 
 /* The NATS message for a quay message (the export mapping). */
-int quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const quay_msg *msg, natsMsg **out);
+int quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const quay_msg *msg,
+    natsMsg **out);
 /* The local copy of a NATS message (the import mapping); reply_to may be
  * NULL. */
 int quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg **out);

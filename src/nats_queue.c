@@ -56,8 +56,8 @@ name_ok(const char *s)
 		return false;
 	for (size_t i = 0; i < l; i++) {
 		char c = s[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-		    c == '-'))
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		        c == '_' || c == '-'))
 			return false;
 	}
 	return true;
@@ -166,7 +166,8 @@ quay_nats_queue_open(quay_nats *n, const struct quay_nats_queue_opts *opts, quay
 	if (r == 0)
 		r = pull_sub(q, q->stream, q->subject, q->durable, q->o.visibility_ns, &q->sub);
 	if (r == 0)
-		r = pull_sub(q, q->dlq_stream, q->dlq_subject, q->dlq_durable, (int64_t)30 * 1000000000, &q->dlq_sub);
+		r = pull_sub(q, q->dlq_stream, q->dlq_subject, q->dlq_durable, (int64_t)30 * 1000000000,
+		    &q->dlq_sub);
 	if (r != 0) {
 		quay_nats_queue_close(q);
 		return r;
@@ -249,7 +250,8 @@ dead_letter(quay_nats_queue *q, natsMsg *nm, uint64_t seq, const char *reason)
 	if (s == NATS_OK && natsMsgHeader_Keys(nm, &keys, &nk) == NATS_OK) {
 		for (int i = 0; s == NATS_OK && i < nk; i++) {
 			const char *v;
-			if (natsMsgHeader_Get(nm, keys[i], &v) == NATS_OK && strcmp(keys[i], "Nats-Msg-Id") != 0)
+			if (natsMsgHeader_Get(nm, keys[i], &v) == NATS_OK &&
+			    strcmp(keys[i], "Nats-Msg-Id") != 0)
 				s = natsMsgHeader_Set(d, keys[i], v);
 		}
 		free((void *)keys);
@@ -447,7 +449,8 @@ quay_nats_queue_dlq_take(quay_nats_queue *q, quay_msg **out, size_t max, int64_t
 	if (q == NULL || out == NULL || max == 0 || max > INT32_MAX || wait_ns < 0)
 		return -EINVAL;
 	pthread_mutex_lock(&q->dlq_lock);
-	s = natsSubscription_Fetch(&list, q->dlq_sub, (int)max, wait_ns > 1000000 ? wait_ns / 1000000 : 1, &je);
+	s = natsSubscription_Fetch(&list, q->dlq_sub, (int)max, wait_ns > 1000000 ? wait_ns / 1000000 : 1,
+	    &je);
 	if (s == NATS_TIMEOUT) {
 		pthread_mutex_unlock(&q->dlq_lock);
 		return 0;

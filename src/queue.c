@@ -216,8 +216,7 @@ held_reserve(quay_queue *q)
 
 static void run_timers_locked(quay_queue *q, int64_t now);
 static void tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool locked);
-static void tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t now,
-    bool locked);
+static void tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t now, bool locked);
 
 static uint32_t
 node_get(quay_queue *q)
@@ -328,18 +327,18 @@ static void
 check_lease(quay_queue *q, uint32_t i, uint64_t gen, bool gen_is_low, int64_t now)
 {
 	struct quayi_lslot *s = &q->slots[i];
-	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* Q-L2 */
+	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); /* Q-L2 */
 
 	for (;;) {
 		uint64_t sgen = st >> 2;
 
 		if (gen_is_low ? (sgen & FIFO_GEN_MASK) != gen : sgen != gen)
-			return;                                 /* stale: acked or reused */
+			return; /* stale: acked or reused */
 		if ((st & 3u) == QUAYI_L_FREE)
-			return;                                 /* ended */
+			return; /* ended */
 		if ((st & 3u) == QUAYI_L_BUSY) {
 			quayi_cpu_relax();
-			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* Q-L2 */
+			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); /* Q-L2 */
 			continue;
 		}
 		/* Q-L2: acquire CAS LEASED -> BUSY. */
@@ -532,7 +531,7 @@ struct saved_hdr {
 	char val[QUAY_QUEUE_NAME_MAX + 1];
 	size_t len;
 	bool had;
-	bool big;                  /* present but too long to save: leave it */
+	bool big; /* present but too long to save: leave it */
 };
 
 static void
@@ -583,7 +582,7 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 		group_next(q, msg, now, locked);
 		if (q->on_dead_letter != NULL)
 			q->on_dead_letter(q->hook_ctx, msg, why);
-		(void)quayi_qlog_del(&q->log, msg, QUAYI_QLOG_DEAD_DROP);   /* refused: see tr_drop */
+		(void)quayi_qlog_del(&q->log, msg, QUAYI_QLOG_DEAD_DROP); /* refused: see tr_drop */
 		cnt(q, QC_DEAD_LETTERED, 1);
 		held_sub(q);
 		quay_msg_unref(msg);
@@ -712,12 +711,8 @@ tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool lock
 			delay = 0;
 	}
 	switch (v) {
-	case QUAY_QUEUE_DEAD_LETTER:
-		tr_dead_letter(q, msg, QUAY_QUEUE_DLQ_REJECTED, now, locked);
-		break;
-	case QUAY_QUEUE_DROP:
-		tr_drop(q, msg, now, locked);
-		break;
+	case QUAY_QUEUE_DEAD_LETTER: tr_dead_letter(q, msg, QUAY_QUEUE_DLQ_REJECTED, now, locked); break;
+	case QUAY_QUEUE_DROP: tr_drop(q, msg, now, locked); break;
 	default:
 		if (ttl_passed(msg, t_add(now, delay)))
 			tr_ttl(q, msg, now, locked);
@@ -735,8 +730,7 @@ tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool lock
  * again after it and *slow set.
  */
 static void
-tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *lease, bool *slow,
-    bool batch)
+tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *lease, bool *slow, bool batch)
 {
 	struct quayi_lslot *s = &q->slots[i];
 	/* Relaxed: the slot is ours (Q-L3). */
@@ -757,11 +751,11 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 	lease->msg = msg;
 	lease->attempt = attempt;
 	if (!batch && quayi_qlog_deliver(&q->log, lease, 1)) {
-		now = q_now(q);                   /* slow work: the lease starts after it */
+		now = q_now(q); /* slow work: the lease starts after it */
 		*slow = true;
 	}
 	deadline = t_add(now, q->visibility_ns);
-	quay_msg_ref(msg);                                 /* the caller's */
+	quay_msg_ref(msg); /* the caller's */
 	cnt(q, QC_RECEIVED, 1);
 	if (attempt == 1 && now >= enq)
 		quay_hist_record(q->h_first, (uint64_t)(now - enq));
@@ -866,7 +860,7 @@ tr_redrive(quay_queue *dlq, quay_queue *to, quay_msg *msg, int64_t now)
 	int64_t enq = quay_msg_enqueued_ns(msg);
 	int rc;
 
-	quayi_qlog_begin(&dlq->log);           /* as in tr_dead_letter */
+	quayi_qlog_begin(&dlq->log); /* as in tr_dead_letter */
 	quay_msg_set_attempts(msg, 0);
 	quay_msg_set_not_before_ns(msg, 0);
 	quay_msg_set_expires_ns(msg, 0);
@@ -1029,13 +1023,13 @@ make_metrics(quay_queue *q, quay_stats *reg)
 		if ((rc = quay_counter_create(reg, cname[i][0], cname[i][1], &lab, 1, &q->ctr[i])) != 0)
 			return rc;
 	for (int i = 0; i < QG_COUNT; i++)
-		if ((rc = (i == QG_OLDEST ? quay_gauge_create_seconds : quay_gauge_create)(reg,
-		         gname[i][0], gname[i][1], &lab, 1, &q->gauge[i])) != 0)
+		if ((rc = (i == QG_OLDEST ? quay_gauge_create_seconds : quay_gauge_create)(reg, gname[i][0],
+		         gname[i][1], &lab, 1, &q->gauge[i])) != 0)
 			return rc;
 	if ((rc = quay_hist_create(reg, "quay_queue_first_receive_latency_seconds",
 	         "Time from send to first receive", &lab, 1, &q->h_first)) != 0 ||
-	    (rc = quay_hist_create(reg, "quay_queue_ack_latency_seconds",
-	         "Time from send to ack", &lab, 1, &q->h_ack)) != 0)
+	    (rc = quay_hist_create(reg, "quay_queue_ack_latency_seconds", "Time from send to ack", &lab, 1,
+	         &q->h_ack)) != 0)
 		return rc;
 	/* Last: the callback may run as soon as it is set. */
 	return quay_gauge_set_collect(q->gauge[QG_READY], collect_gauges, q);
@@ -1121,7 +1115,8 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	cap = opts->capacity ? opts->capacity : QUAY_QUEUE_CAPACITY_DEFAULT;
 	if ((rc = quayi_x_validate(opts, cap, opts->max_in_flight ? opts->max_in_flight : cap)) != 0)
 		return rc;
-	q = aligned_alloc(QUAY_CACHELINE, (sizeof(*q) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);
+	q = aligned_alloc(QUAY_CACHELINE,
+	    (sizeof(*q) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);
 	if (q == NULL)
 		return -ENOMEM;
 	memset(q, 0, sizeof(*q));
@@ -1228,7 +1223,7 @@ void
 quay_queue_destroy(quay_queue *q)
 {
 	/* Acquire; pairs with unbind's release decrement (src/bus.c). */
-	assert(q == NULL || __atomic_load_n(&q->bound, __ATOMIC_ACQUIRE) == 0);   /* still bound */
+	assert(q == NULL || __atomic_load_n(&q->bound, __ATOMIC_ACQUIRE) == 0); /* still bound */
 	if (q != NULL)
 		queue_free(q);
 }
@@ -1288,7 +1283,7 @@ dedup_forget_msg(quay_queue *q, const quay_msg *msg)
 	if (id != NULL)
 		quayi_dedup_forget(&q->dedup, id, len);
 	else
-		quayi_cdedup_forget(q, msg);        /* content dedup, if any */
+		quayi_cdedup_forget(q, msg); /* content dedup, if any */
 }
 
 /*
@@ -1311,7 +1306,7 @@ tr_accept(quay_queue *q, quay_msg *const *msgs, size_t n, struct stamp *st, int 
 		if (QUAYI_LIKELY(i < logged)) {
 			res[i] = 0;
 			cnt(q, QC_SENT, 1);
-			place(q, msgs[i], now, false);     /* msgs[i] may be gone after this */
+			place(q, msgs[i], now, false); /* msgs[i] may be gone after this */
 		} else {
 			res[i] = err;
 			stamp_undo(msgs[i], &st[i]);
@@ -1341,7 +1336,8 @@ send_check(quay_queue *q, quay_msg **msgp, const void *id, size_t idlen, int64_t
 	if (QUAYI_UNLIKELY(!held_reserve(q)))
 		return -EAGAIN;
 	if ((id != NULL || QUAYI_UNLIKELY(q->x->cdedup != NULL)) &&
-	    (rc = id != NULL ? quayi_dedup_check(&q->dedup, id, idlen, now) : quayi_cdedup_check(q, msg, now)) != 0) {
+	    (rc = id != NULL ? quayi_dedup_check(&q->dedup, id, idlen, now) :
+	                       quayi_cdedup_check(q, msg, now)) != 0) {
 		held_sub(q);
 		if (rc < 0)
 			return rc;
@@ -1392,7 +1388,7 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 		size_t gl;
 
 		if (quayi_msg_group(msg, &g, &gl) != 0)
-			return -EINVAL;               /* group id too long */
+			return -EINVAL; /* group id too long */
 	}
 	now = q_now(q);
 	maybe_run_timers(q, now);
@@ -1457,7 +1453,8 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 			const void *g;
 			size_t gl;
 
-			if (quay_msg_priority(m) < q->levels && (id == NULL || idlen <= QUAY_QUEUE_DEDUP_ID_MAX) &&
+			if (quay_msg_priority(m) < q->levels &&
+			    (id == NULL || idlen <= QUAY_QUEUE_DEDUP_ID_MAX) &&
 			    (!(q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP)) ||
 			        quayi_msg_group(m, &g, &gl) == 0) &&
 			    (rc = send_check(q, &m, id, idlen, now)) == 0) {
@@ -1467,7 +1464,7 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 			}
 			if (results != NULL)
 				results[i] = rc;
-			if (rc >= 0)             /* QUAY_QUEUE_DUPLICATE: taken */
+			if (rc >= 0) /* QUAY_QUEUE_DUPLICATE: taken */
 				sent++;
 		}
 		if (k == 0)
@@ -1519,7 +1516,7 @@ quayi_queue_send_begin(quay_queue *q, quay_msg *msg, struct quayi_qsend *s)
 		size_t gl;
 
 		if (quayi_msg_group(msg, &g, &gl) != 0)
-			return -EINVAL;               /* group id too long */
+			return -EINVAL; /* group id too long */
 	}
 	s->now = q_now(q);
 	maybe_run_timers(q, s->now);
@@ -1548,7 +1545,7 @@ quayi_queue_send_end(struct quayi_qsend *s, int err)
 	s->rc = err;
 	if (QUAYI_LIKELY(err == 0)) {
 		cnt(q, QC_SENT, 1);
-		place(q, s->msg, s->now, false);   /* s->msg may be gone after this */
+		place(q, s->msg, s->now, false); /* s->msg may be gone after this */
 	} else {
 		stamp_undo(s->msg, &st);
 		dedup_forget_msg(q, s->msg);
@@ -1606,8 +1603,8 @@ take_one(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, 
  * (given back if no message came). *tdue: 0, or the queue time the next
  * token is due when there was none (a message is ready). */
 static QUAYI_ALWAYS_INLINE int
-take_limited(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool batch,
-    bool *slow, int64_t *tdue)
+take_limited(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool quick, bool batch, bool *slow,
+    int64_t *tdue)
 {
 	int rc;
 
@@ -1615,7 +1612,7 @@ take_limited(quay_queue *q, uint32_t i, int64_t now, quay_lease *lease, bool qui
 	if (QUAYI_LIKELY(!quayi_limited(q->x)))
 		return take_one(q, i, now, lease, quick, batch, slow);
 	if (quay_pq_count(q->ready) == 0)
-		return -EAGAIN;                 /* no token spent on nothing */
+		return -EAGAIN; /* no token spent on nothing */
 	if (quayi_limit_take(q->x, now, tdue) != 0)
 		return -EAGAIN;
 	if ((rc = take_one(q, i, now, lease, quick, batch, slow)) != 0)
@@ -1652,7 +1649,7 @@ sleep_deadline(quay_queue *q, int64_t now, int64_t end_mono, struct recv_wait *c
 
 		if (c->due <= now)
 			return false;
-		t = quayi_ns_add_sat(quayi_mono_ns(), c->due - now);   /* due - now > 0 */
+		t = quayi_ns_add_sat(quayi_mono_ns(), c->due - now); /* due - now > 0 */
 		if (*dl < 0 || t < *dl)
 			*dl = t;
 	}
@@ -1731,7 +1728,7 @@ slot_wait(quay_queue *q, uint64_t *slot, int64_t end_mono, bool *slow)
 
 		if (is_closed(q))
 			return -EPIPE;
-		if (quay_ring_pop(q->free_slots, slot) == 0)   /* Q-L3 */
+		if (quay_ring_pop(q->free_slots, slot) == 0) /* Q-L3 */
 			return 0;
 		if (quayi_deadline_passed(end_mono))
 			return -EAGAIN;
@@ -1780,7 +1777,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 		now = q_now(q);
 		*slow = true;
 	}
-	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0)) {   /* Q-L3 */
+	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0)) { /* Q-L3 */
 		/* Every lease is out: a long poll waits for one to end rather
 		 * than return at once (a worker loop would spin). */
 		if (wait_ns == 0)
@@ -1798,7 +1795,7 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 			break;
 		}
 		if (tdue != 0)
-			quayi_limit_sleep(q, now, tdue, end_mono);    /* till a token */
+			quayi_limit_sleep(q, now, tdue, end_mono); /* till a token */
 		else
 			receive_sleep(q, now, end_mono, &idle);
 		if (is_closed(q)) {
@@ -1839,14 +1836,14 @@ static bool
 lease_renew(quay_queue *q, quay_lease *lease, int64_t nd)
 {
 	struct quayi_lslot *s = &q->slots[lease->slot];
-	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);    /* Q-L2 */
+	uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); /* Q-L2 */
 
 	for (;;) {
 		if ((st >> 2) != lease->gen || (st & 3u) == QUAYI_L_FREE)
 			return false;
 		if ((st & 3u) == QUAYI_L_BUSY) {
 			quayi_cpu_relax();
-			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);  /* Q-L2 */
+			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); /* Q-L2 */
 			continue;
 		}
 		/* Q-L2: acquire CAS LEASED -> BUSY, as extend. */
@@ -1899,7 +1896,7 @@ quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wa
 		 * have its count logged after its redelivery's; the log then
 		 * holds one delivery fewer (never a lost message). */
 		if (quayi_qlog_deliver(&q->log, leases, got))
-			stale_before = got;       /* slow work: renew them all */
+			stale_before = got; /* slow work: renew them all */
 		if (QUAYI_LIKELY(stale_before == 0))
 			return got;
 		nd = t_add(q_now(q), q->visibility_ns);
@@ -1933,7 +1930,7 @@ end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uin
 	if (lease->queue != q->id || lease->slot >= q->max_in_flight || lease->gen == 0)
 		return -ENOENT;
 	s = &q->slots[lease->slot];
-	st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);              /* Q-L2 */
+	st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); /* Q-L2 */
 	for (;;) {
 		uint64_t sgen = st >> 2;
 
@@ -1943,16 +1940,16 @@ end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uin
 			return -ESTALE;
 		if ((st & 3u) == QUAYI_L_BUSY) {
 			quayi_cpu_relax();
-			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);      /* Q-L2 */
+			st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); /* Q-L2 */
 			continue;
 		}
 		/* Relaxed: ordered by Q-L2 when the state has not moved since; if
 		 * the slot was reused meanwhile the state says so. */
 		if (__atomic_load_n(&s->msg, __ATOMIC_RELAXED) != lease->msg) {
-			uint64_t st2 = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* Q-L2 */
+			uint64_t st2 = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); /* Q-L2 */
 
 			if (st2 != st) {
-				st = st2;          /* the lease moved on meanwhile: look again */
+				st = st2; /* the lease moved on meanwhile: look again */
 				continue;
 			}
 			return -ENOENT;
@@ -1965,8 +1962,8 @@ end_lease(quay_queue *q, const quay_lease *lease, bool to_busy, int64_t now, uin
 			return -ESTALE;
 		/* Q-L2: acq_rel CAS; a concurrent expiry or extend holds BUSY. */
 		if (__atomic_compare_exchange_n(&s->state, &st,
-		        (sgen << 2) | (to_busy ? QUAYI_L_BUSY : QUAYI_L_FREE), false,
-		        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		        (sgen << 2) | (to_busy ? QUAYI_L_BUSY : QUAYI_L_FREE), false, __ATOMIC_ACQ_REL,
+		        __ATOMIC_ACQUIRE)) {
 			*st_out = st;
 			return 0;
 		}
@@ -2066,7 +2063,7 @@ quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t more_ns)
 			return rc;
 		}
 		s = &q->slots[lease->slot];
-		old = __atomic_load_n(&s->deadline, __ATOMIC_RELAXED);   /* ours under BUSY */
+		old = __atomic_load_n(&s->deadline, __ATOMIC_RELAXED); /* ours under BUSY */
 		if (locked || nd >= old)
 			break;
 		/* Another extend of this lease lengthened it meanwhile: give
@@ -2155,7 +2152,7 @@ quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
 		make_ready(q, q->browse_buf[i]);
 	pthread_mutex_unlock(&q->block);
 	if (stop == 0)
-		stop = quayi_fifo_browse(q, fn, ctx);      /* parked: ready too */
+		stop = quayi_fifo_browse(q, fn, ctx); /* parked: ready too */
 	if (stop == 0) {
 		pthread_mutex_lock(&q->tlock);
 		for (uint32_t i = (uint32_t)q->max_in_flight; i < q->wheel.nnodes && stop == 0; i++)
@@ -2165,7 +2162,7 @@ quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
 	}
 	for (size_t i = 0; i < q->max_in_flight && stop == 0; i++) {
 		struct quayi_lslot *s = &q->slots[i];
-		uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);   /* Q-L2 */
+		uint64_t st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE); /* Q-L2 */
 		quay_msg *msg;
 
 		if ((st & 3u) != QUAYI_L_LEASED)
@@ -2173,10 +2170,10 @@ quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
 		/* Q-L2: hold BUSY while taking a reference. */
 		if (!__atomic_compare_exchange_n(&s->state, &st, (st & ~(uint64_t)3) | QUAYI_L_BUSY, false,
 		        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-			continue;                                             /* it just ended */
+			continue; /* it just ended */
 		msg = s->msg;
 		quay_msg_ref(msg);
-		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE);            /* pairs with Q-L2 */
+		__atomic_store_n(&s->state, st, __ATOMIC_RELEASE); /* pairs with Q-L2 */
 		stop = fn(ctx, msg, QUAY_QUEUE_IN_FLIGHT);
 		quay_msg_unref(msg);
 	}
@@ -2235,8 +2232,8 @@ quay_queue_stats(quay_queue *q, struct quay_queue_stats *out)
 	pthread_mutex_lock(&q->tlock);
 	out->delayed = q->delayed;
 	for (uint32_t i = (uint32_t)q->max_in_flight; i < q->wheel.nnodes; i++)
-		if (quayi_wheel_linked(&q->wheel, i) && (e = quay_msg_enqueued_ns(q->wheel.nodes[i].msg)) != 0 &&
-		    now - e > oldest)
+		if (quayi_wheel_linked(&q->wheel, i) &&
+		    (e = quay_msg_enqueued_ns(q->wheel.nodes[i].msg)) != 0 && now - e > oldest)
 			oldest = now - e;
 	pthread_mutex_unlock(&q->tlock);
 	for (size_t i = 0; i < q->max_in_flight; i++) {

@@ -28,14 +28,14 @@
 
 struct centry {
 	uint64_t h1, h2;
-	int64_t expires;            /* 0: empty */
-	quay_msg *msg;              /* the remembered message (a reference), or NULL */
+	int64_t expires; /* 0: empty */
+	quay_msg *msg;   /* the remembered message (a reference), or NULL */
 };
 
 struct quayi_cdedup {
 	pthread_mutex_t lock;
 	struct centry *e;
-	size_t sets;                /* a power of two, >= PROBE */
+	size_t sets; /* a power of two, >= PROBE */
 	int64_t window;
 };
 
@@ -161,7 +161,7 @@ quayi_cdedup_check(quay_queue *q, quay_msg *msg, int64_t now)
 		if (room == NULL) {
 			rc = -EAGAIN;
 		} else {
-			old = room->msg;          /* expired: dropped below, unlocked */
+			old = room->msg; /* expired: dropped below, unlocked */
 			room->h1 = h1;
 			room->h2 = h2;
 			room->expires = now > 0 && d->window > INT64_MAX - now ? INT64_MAX : now + d->window;
@@ -193,8 +193,8 @@ quayi_cdedup_forget(quay_queue *q, const quay_msg *msg)
 
 			/* The message itself, or (a send that went as a copy)
 			 * the one remembered for its content. */
-			if (e->msg != NULL && (e->msg == msg ||
-			        (e->h1 == h1 && e->h2 == h2 && same_content(e->msg, msg)))) {
+			if (e->msg != NULL &&
+			    (e->msg == msg || (e->h1 == h1 && e->h2 == h2 && same_content(e->msg, msg)))) {
 				e->expires = 0;
 				drop[n++] = e->msg;
 				e->msg = NULL;

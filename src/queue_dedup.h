@@ -13,16 +13,16 @@
 
 struct quayi_dedup_entry {
 	uint64_t h1, h2;
-	int64_t expires;           /* 0: empty */
+	int64_t expires; /* 0: empty */
 };
 
 struct quayi_dedup {
 	pthread_mutex_t lock;
-	struct quayi_dedup_entry *tab;   /* NULL: no window (every id is new) */
-	size_t sets;               /* of QUAYI_DEDUP_WAYS ways each, a power
+	struct quayi_dedup_entry *tab; /* NULL: no window (every id is new) */
+	size_t sets;                   /* of QUAYI_DEDUP_WAYS ways each, a power
 	                              of two; an id lives in one of
 	                              QUAYI_DEDUP_PROBE sets from its home set */
-	int64_t window;            /* ns an id is remembered */
+	int64_t window;                /* ns an id is remembered */
 };
 
 #define QUAYI_DEDUP_WAYS 8u

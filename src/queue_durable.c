@@ -77,8 +77,9 @@
 
 /* The queue tells why a message leaves in the DEL record's own terms. */
 _Static_assert(QUAYI_QLOG_ACK == QUAYI_DQF_WHY_ACK && QUAYI_QLOG_DROP == QUAYI_DQF_WHY_DROP &&
-    QUAYI_QLOG_DEAD == QUAYI_DQF_WHY_DEAD && QUAYI_QLOG_DEAD_DROP == QUAYI_DQF_WHY_DEAD_DROP &&
-    QUAYI_QLOG_REDRIVE == QUAYI_DQF_WHY_REDRIVE, "DEL why codes");
+        QUAYI_QLOG_DEAD == QUAYI_DQF_WHY_DEAD && QUAYI_QLOG_DEAD_DROP == QUAYI_DQF_WHY_DEAD_DROP &&
+        QUAYI_QLOG_REDRIVE == QUAYI_DQF_WHY_REDRIVE,
+    "DEL why codes");
 
 /*
  * The durable identity of a message held by a durable queue: the LSN of
@@ -107,45 +108,45 @@ msg_set_did(quay_msg *m, uint64_t did)
 
 /* One queue's live message in the index. */
 struct dent {
-	uint64_t did;            /* 0: empty */
+	uint64_t did; /* 0: empty */
 	quay_msg *msg;
-	int64_t nb;              /* logged not-before */
-	uint32_t attempts;       /* logged attempts */
-	uint32_t bytes;          /* its ADD record's payload bytes */
+	int64_t nb;        /* logged not-before */
+	uint32_t attempts; /* logged attempts */
+	uint32_t bytes;    /* its ADD record's payload bytes */
 };
 
 struct dwal;
 
 struct quayi_dur {
 	struct dwal *w;
-	struct quayi_dur *next;  /* open queues of the WAL (under cl write) */
-	char name[QUAY_QUEUE_NAME_MAX + 1];   /* the queue's (host), for NAME */
-	size_t capacity;         /* the queue's: recovery restores at most this */
+	struct quayi_dur *next;             /* open queues of the WAL (under cl write) */
+	char name[QUAY_QUEUE_NAME_MAX + 1]; /* the queue's (host), for NAME */
+	size_t capacity;                    /* the queue's: recovery restores at most this */
 	int (*restore)(void *queue, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
-	void *queue;             /* restore's argument */
+	void *queue; /* restore's argument */
 	uint64_t qid;
-	bool deliveries;         /* log each delivery (no QUAY_QUEUE_NO_DELIVERY_LOG) */
+	bool deliveries; /* log each delivery (no QUAY_QUEUE_NO_DELIVERY_LOG) */
 	quay_pool *pool;
 	pthread_mutex_t ilock;
 	struct dent *tab;
 	size_t mask;
-	size_t count;            /* under ilock */
+	size_t count; /* under ilock */
 };
 
 /* One per quay_wal used by durable queues. */
 struct dwal {
-	struct dwal *next;       /* registry */
+	struct dwal *next; /* registry */
 	quay_wal *wal;
-	unsigned refs;           /* under the registry lock */
+	unsigned refs; /* under the registry lock */
 	pthread_rwlock_t cl;
-	pthread_mutex_t cmu;     /* one compactor at a time (try-lock) */
-	struct quayi_dur *open;  /* under cl write */
-	uint64_t foreign_live;   /* under cl write */
-	uint64_t live_bytes;     /* atomic: bytes of ADD payloads live */
-	uint64_t appended;       /* atomic: record bytes since the last compaction attempt */
+	pthread_mutex_t cmu;    /* one compactor at a time (try-lock) */
+	struct quayi_dur *open; /* under cl write */
+	uint64_t foreign_live;  /* under cl write */
+	uint64_t live_bytes;    /* atomic: bytes of ADD payloads live */
+	uint64_t appended;      /* atomic: record bytes since the last compaction attempt */
 	uint64_t compact_min;
-	uint64_t compactions, deferred, log_errors;   /* atomic counters */
-	size_t batch_limit;      /* bytes of an appendv batch: quayi_wal_batch_max */
+	uint64_t compactions, deferred, log_errors; /* atomic counters */
+	size_t batch_limit;                         /* bytes of an appendv batch: quayi_wal_batch_max */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -247,8 +248,8 @@ img_decode(quay_pool *pool, const unsigned char *p, size_t len, quay_msg **out)
 	nh = get16(p + QUAYI_DQF_ADD_NHEADERS);
 	bl = get32(p + QUAYI_DQF_ADD_BODY_LEN);
 	rl = get16(p + QUAYI_DQF_ADD_REPLY_LEN);
-	if (rl > QUAY_MSG_REPLY_TO_MAX || nh > QUAY_MSG_HEADERS_MAX || (rl != 0) != ((p[QUAYI_DQF_ADD_FLAGS] & 1u) != 0) ||
-	    rl > len - off)
+	if (rl > QUAY_MSG_REPLY_TO_MAX || nh > QUAY_MSG_HEADERS_MAX ||
+	    (rl != 0) != ((p[QUAYI_DQF_ADD_FLAGS] & 1u) != 0) || rl > len - off)
 		return -EBADMSG;
 	cap = (rl != 0 ? 16 + rl : 0);
 	off += rl;
@@ -493,8 +494,8 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 			bytes += 32 + ((sizes[done + k] + 7) & ~(size_t)7);
 			k++;
 		}
-		rc = k == 1 ? quay_wal_append(w->wal, QUAYI_DQ_ADD, recs[done].data, recs[done].len, &last)
-		            : quay_wal_appendv(w->wal, &recs[done], k, &last);
+		rc = k == 1 ? quay_wal_append(w->wal, QUAYI_DQ_ADD, recs[done].data, recs[done].len, &last) :
+		              quay_wal_appendv(w->wal, &recs[done], k, &last);
 		if (rc != 0)
 			break;
 		pthread_mutex_lock(&d->ilock);
@@ -503,11 +504,12 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 			uint64_t did = last - (k - 1) + i;
 
 			msg_set_did(m, did);
-			idx_put(d, did, m, quay_msg_not_before_ns(m), quay_msg_attempts(m), (uint32_t)sizes[done + i]);
+			idx_put(d, did, m, quay_msg_not_before_ns(m), quay_msg_attempts(m),
+			    (uint32_t)sizes[done + i]);
 		}
 		pthread_mutex_unlock(&d->ilock);
 		live_add(w, (int64_t)(bytes - 32 * k));
-		__atomic_fetch_add(&w->appended, bytes, __ATOMIC_RELAXED);   /* relaxed: a trigger */
+		__atomic_fetch_add(&w->appended, bytes, __ATOMIC_RELAXED); /* relaxed: a trigger */
 		done += k;
 	}
 	pthread_rwlock_unlock(&w->cl);
@@ -521,7 +523,7 @@ out:
 	if (done < n) {
 		*err = rc;
 		for (size_t i = done; i < n; i++)
-			msg_set_did(msgs[i], 0);   /* give the claim back */
+			msg_set_did(msgs[i], 0); /* give the claim back */
 	}
 	return done;
 }
@@ -575,8 +577,8 @@ dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 		off += recs[i].len;
 	}
 	pthread_rwlock_rdlock(&w->cl);
-	rc = n == 1 ? quay_wal_append(w->wal, QUAYI_DQ_ADD, recs[0].data, recs[0].len, &last)
-	            : quay_wal_appendv(w->wal, recs, n, &last);
+	rc = n == 1 ? quay_wal_append(w->wal, QUAYI_DQ_ADD, recs[0].data, recs[0].len, &last) :
+	              quay_wal_appendv(w->wal, recs, n, &last);
 	if (rc == 0) {
 		for (size_t i = 0; i < n; i++) {
 			struct quayi_dur *d = ctxs[i];
@@ -589,7 +591,7 @@ dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 			pthread_mutex_unlock(&d->ilock);
 		}
 		live_add(w, (int64_t)(bytes - 32 * n));
-		__atomic_fetch_add(&w->appended, bytes, __ATOMIC_RELAXED);   /* relaxed: a trigger */
+		__atomic_fetch_add(&w->appended, bytes, __ATOMIC_RELAXED); /* relaxed: a trigger */
 	}
 	pthread_rwlock_unlock(&w->cl);
 out:
@@ -599,7 +601,7 @@ out:
 		free(recs);
 	if (rc != 0)
 		for (size_t i = 0; i < n; i++)
-			msg_set_did(msgs[i], 0);   /* give the claims back */
+			msg_set_did(msgs[i], 0); /* give the claims back */
 	return rc;
 }
 
@@ -657,7 +659,7 @@ dq_retry(void *ctx, quay_msg *msg, int64_t not_before)
 	uint32_t att = quay_msg_attempts(msg);
 
 	if (QUAYI_UNLIKELY(!did_ok(did))) {
-		log_error(w);                     /* cannot happen: see dq_del */
+		log_error(w); /* cannot happen: see dq_del */
 		return;
 	}
 	put64(rec + QUAYI_DQF_QID, d->qid);
@@ -733,8 +735,9 @@ dq_deliver(void *ctx, const quay_lease *leases, size_t n)
 		for (size_t off = 0; off < k && rc == 0; off += QUAY_WAL_BATCH_MAX) {
 			size_t m = k - off < QUAY_WAL_BATCH_MAX ? k - off : QUAY_WAL_BATCH_MAX;
 
-			rc = m == 1 ? quay_wal_append(w->wal, QUAYI_DQ_RETRY, rs[off].data, rs[off].len, NULL)
-			            : quay_wal_appendv(w->wal, &rs[off], m, NULL);
+			rc = m == 1 ?
+			    quay_wal_append(w->wal, QUAYI_DQ_RETRY, rs[off].data, rs[off].len, NULL) :
+			    quay_wal_appendv(w->wal, &rs[off], m, NULL);
 			if (rc != 0)
 				break;
 			pthread_mutex_lock(&d->ilock);
@@ -779,7 +782,7 @@ dq_move(void *ctx, void *to, quay_msg *msg, enum quayi_qlog_why why)
 	int rc;
 
 	if (QUAYI_UNLIKELY(!did_ok(did))) {
-		log_error(w);                     /* cannot happen: see dq_del */
+		log_error(w); /* cannot happen: see dq_del */
 		return 0;
 	}
 	if (sz > sizeof(stack) && (img = malloc(sz)) == NULL) {
@@ -881,11 +884,11 @@ compact_locked(struct dwal *w)
 	int rc;
 
 	if (w->foreign_live != 0) {
-		__atomic_fetch_add(&w->deferred, 1, __ATOMIC_RELAXED);     /* relaxed: statistic */
+		__atomic_fetch_add(&w->deferred, 1, __ATOMIC_RELAXED); /* relaxed: statistic */
 		return -EAGAIN;
 	}
 	if ((rc = quay_wal_info(w->wal, &info)) != 0) {
-		log_error(w);   /* every failed attempt counts */
+		log_error(w); /* every failed attempt counts */
 		return rc;
 	}
 	first = info.next_lsn;
@@ -940,8 +943,8 @@ compact_locked(struct dwal *w)
 	if (rc == 0)
 		rc = quay_wal_checkpoint(w->wal, first);
 	if (rc == 0) {
-		__atomic_store_n(&w->appended, 0, __ATOMIC_RELAXED);        /* relaxed: a trigger */
-		__atomic_fetch_add(&w->compactions, 1, __ATOMIC_RELAXED);   /* relaxed: statistic */
+		__atomic_store_n(&w->appended, 0, __ATOMIC_RELAXED);      /* relaxed: a trigger */
+		__atomic_fetch_add(&w->compactions, 1, __ATOMIC_RELAXED); /* relaxed: statistic */
 	} else {
 		log_error(w);
 	}
@@ -1049,8 +1052,8 @@ quayi_queue_durable_info(quay_queue *q, struct quayi_dur_info *out)
 /* The replay's view of the log: every live (qid, did); this queue's
  * with its message. Grows (create is not a hot path). */
 struct rent {
-	uint64_t qid, did;       /* did 0: empty */
-	quay_msg *msg;           /* this queue's, else NULL */
+	uint64_t qid, did; /* did 0: empty */
+	quay_msg *msg;     /* this queue's, else NULL */
 };
 
 struct replay {
@@ -1058,7 +1061,7 @@ struct replay {
 	struct rent *tab;
 	size_t mask, count;
 	int err;
-	bool named;              /* the log holds a NAME record of d's queue */
+	bool named; /* the log holds a NAME record of d's queue */
 };
 
 static size_t
@@ -1140,7 +1143,7 @@ replay_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t le
 		return 0;
 	}
 	if (type != QUAYI_DQ_ADD && type != QUAYI_DQ_DEL && type != QUAYI_DQ_RETRY)
-		return 0;                         /* another module's record */
+		return 0; /* another module's record */
 	if (len < QUAYI_DQ_DEL_LEN || (type == QUAYI_DQ_DEL && len != QUAYI_DQ_DEL_LEN) ||
 	    (type == QUAYI_DQ_RETRY && len != QUAYI_DQ_RETRY_LEN))
 		return r->err = -EBADMSG;
@@ -1171,7 +1174,7 @@ replay_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t le
 		return 0;
 	}
 	if ((e = rfind(r, qid, did, false)) == NULL)
-		return 0;                         /* its ADD was compacted away */
+		return 0; /* its ADD was compacted away */
 	if (type == QUAYI_DQ_DEL) {
 		rdel(r, e);
 	} else if (e->msg != NULL) {
@@ -1379,7 +1382,7 @@ quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host
 	}
 	pthread_rwlock_wrlock(&d->w->cl);
 	if (qid_open(d->w, d->qid)) {
-		rc = -EINVAL;                     /* this name is open on this WAL */
+		rc = -EINVAL; /* this name is open on this WAL */
 	} else {
 		rc = recover_locked(d);
 		if (rc == 0) {

@@ -35,40 +35,40 @@
 /* Common to every type: the queue id (FNV-1a 64 of the queue's name,
  * quayi_dqf_qid) and, but in NAME, the durable id. */
 #define QUAYI_DQF_QID 0u
-#define QUAYI_DQF_DID 8u            /* ADD: 0 means the record's own LSN (a send) */
+#define QUAYI_DQF_DID 8u /* ADD: 0 means the record's own LSN (a send) */
 
 /* ADD: a fixed part of QUAYI_DQ_ADD_HDR bytes, then reply-to bytes, then
  * nheaders x { u8 klen, u32 vlen, key, value }, then the body; the
  * record's length is exactly that. */
-#define QUAYI_DQF_ADD_ATTEMPTS 16u  /* u32 deliveries whose failure was logged */
-#define QUAYI_DQF_ADD_PRIORITY 20u  /* u8 */
-#define QUAYI_DQF_ADD_FLAGS 21u     /* u8 bit 0: has reply-to; bits 1..3: origin */
-#define QUAYI_DQF_ADD_NHEADERS 22u  /* u16 */
-#define QUAYI_DQF_ADD_CREATED 24u   /* i64 ns */
-#define QUAYI_DQF_ADD_ENQUEUED 32u  /* i64 ns */
-#define QUAYI_DQF_ADD_NOT_BEFORE 40u /* i64 ns, 0: none */
-#define QUAYI_DQF_ADD_EXPIRES 48u   /* i64 ns, 0: none */
+#define QUAYI_DQF_ADD_ATTEMPTS 16u    /* u32 deliveries whose failure was logged */
+#define QUAYI_DQF_ADD_PRIORITY 20u    /* u8 */
+#define QUAYI_DQF_ADD_FLAGS 21u       /* u8 bit 0: has reply-to; bits 1..3: origin */
+#define QUAYI_DQF_ADD_NHEADERS 22u    /* u16 */
+#define QUAYI_DQF_ADD_CREATED 24u     /* i64 ns */
+#define QUAYI_DQF_ADD_ENQUEUED 32u    /* i64 ns */
+#define QUAYI_DQF_ADD_NOT_BEFORE 40u  /* i64 ns, 0: none */
+#define QUAYI_DQF_ADD_EXPIRES 48u     /* i64 ns, 0: none */
 #define QUAYI_DQF_ADD_CORRELATION 56u /* u64 */
-#define QUAYI_DQF_ADD_BODY_LEN 64u  /* u32 */
-#define QUAYI_DQF_ADD_REPLY_LEN 68u /* u16; then u16 zero */
+#define QUAYI_DQF_ADD_BODY_LEN 64u    /* u32 */
+#define QUAYI_DQF_ADD_REPLY_LEN 68u   /* u16; then u16 zero */
 #define QUAYI_DQ_ADD_HDR 72u
-#define QUAYI_DQF_HDR_ENTRY 5u      /* a header's u8 klen + u32 vlen */
+#define QUAYI_DQF_HDR_ENTRY 5u /* a header's u8 klen + u32 vlen */
 
 /* ADD origins (flags bits 1..3). */
 #define QUAYI_DQF_O_SEND 0u
 #define QUAYI_DQF_O_DEAD 1u
 #define QUAYI_DQF_O_REDRIVE 2u
-#define QUAYI_DQF_O_COPY 3u         /* a compaction copy */
+#define QUAYI_DQF_O_COPY 3u /* a compaction copy */
 
 /* DEL: qid, did, u8 why, 7 zero bytes. */
 #define QUAYI_DQF_DEL_WHY 16u
 #define QUAYI_DQ_DEL_LEN 24u
 /* why (equal to src/queue_log.h's enum quayi_qlog_why, checked in src/queue_durable.c). */
-#define QUAYI_DQF_WHY_ACK 1u        /* acknowledged */
-#define QUAYI_DQF_WHY_DROP 2u       /* dropped by the failure policy */
-#define QUAYI_DQF_WHY_DEAD 3u       /* dead-lettered to the DLQ */
-#define QUAYI_DQF_WHY_DEAD_DROP 4u  /* dead letter dropped for want of a DLQ */
-#define QUAYI_DQF_WHY_REDRIVE 5u    /* redriven */
+#define QUAYI_DQF_WHY_ACK 1u       /* acknowledged */
+#define QUAYI_DQF_WHY_DROP 2u      /* dropped by the failure policy */
+#define QUAYI_DQF_WHY_DEAD 3u      /* dead-lettered to the DLQ */
+#define QUAYI_DQF_WHY_DEAD_DROP 4u /* dead letter dropped for want of a DLQ */
+#define QUAYI_DQF_WHY_REDRIVE 5u   /* redriven */
 #define QUAYI_DQF_WHY_MAX 5u
 
 /* RETRY: qid, did, u32 attempts, u32 zero, i64 not_before_ns. */

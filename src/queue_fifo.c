@@ -39,8 +39,8 @@
 
 struct fgroup {
 	uint64_t h1, h2;
-	uint32_t next;               /* bucket chain */
-	uint32_t phead, ptail;       /* parked messages, oldest first */
+	uint32_t next;         /* bucket chain */
+	uint32_t phead, ptail; /* parked messages, oldest first */
 };
 
 struct fpark {
@@ -53,12 +53,12 @@ struct fstripe {
 } QUAYI_ALIGNED(QUAY_CACHELINE);
 
 struct quayi_fifo {
-	uint32_t nbuckets;           /* a power of two, >= STRIPES */
-	uint32_t *bucket;            /* first group of each bucket, NIL */
+	uint32_t nbuckets; /* a power of two, >= STRIPES */
+	uint32_t *bucket;  /* first group of each bucket, NIL */
 	struct fgroup *g;
 	struct fpark *p;
-	uint32_t n;                  /* entries of g and of p (capacity) */
-	quay_ring *gfree, *pfree;    /* free indexes */
+	uint32_t n;               /* entries of g and of p (capacity) */
+	quay_ring *gfree, *pfree; /* free indexes */
 	uint64_t parked QUAYI_ALIGNED(QUAY_CACHELINE);
 	struct fstripe stripe[STRIPES];
 };
@@ -132,7 +132,7 @@ group_key(const quay_msg *msg, uint64_t *h1, uint64_t *h2)
 		XXH128_hash_t h = XXH3_128bits(g, gl);
 
 		*h1 = h.low64;
-		*h2 = h.high64 | 1;          /* never the default group's key */
+		*h2 = h.high64 | 1; /* never the default group's key */
 	}
 }
 
@@ -243,7 +243,7 @@ quayi_fifo_done(quay_queue *q, const quay_msg *msg)
 		__atomic_fetch_sub(&f->parked, 1, __ATOMIC_RELAXED);
 		return next;
 	}
-	*link = f->g[gi].next;              /* the group is empty: gone */
+	*link = f->g[gi].next; /* the group is empty: gone */
 	pthread_mutex_unlock(lk);
 	give(f->gfree, gi);
 	return NULL;

@@ -49,11 +49,15 @@ struct quayi_health {
 	uint32_t fmin;
 	quay_queue_health_state state;
 	struct hsample s[HS_N];
-	unsigned s_head, s_n;           /* s[s_head] is the oldest of s_n */
+	unsigned s_head, s_n; /* s[s_head] is the oldest of s_n */
 };
 
 static const char *const alarm_name[QUAY_QUEUE_ALARM_COUNT] = {
-	"ready", "age", "in_flight", "dlq", "failure_rate",
+	"ready",
+	"age",
+	"in_flight",
+	"dlq",
+	"failure_rate",
 };
 
 int
@@ -62,8 +66,7 @@ quayi_health_validate(const struct quay_queue_opts *o, size_t capacity, size_t m
 	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
 		const struct quay_queue_threshold *t = &o->alarm[i];
 
-		if (isnan(t->raise) || isnan(t->clear) || t->raise < 0 || t->clear < 0 ||
-		    t->periods > 1000)
+		if (isnan(t->raise) || isnan(t->clear) || t->raise < 0 || t->clear < 0 || t->periods > 1000)
 			return -EINVAL;
 		if (t->raise == 0) {
 			/* A clear or a period count without a raise: an alarm
@@ -92,20 +95,22 @@ quayi_health_validate(const struct quay_queue_opts *o, size_t capacity, size_t m
 			if (t->raise > 1.0)
 				return -EINVAL;
 			break;
-		default:   /* age: nanoseconds, an int64 */
+		default: /* age: nanoseconds, an int64 */
 			if (t->raise > (double)INT64_MAX)
 				return -EINVAL;
 			break;
 		}
 	}
-	if (o->failure_window_ns < 0 || (o->failure_window_ns != 0 &&
+	if (o->failure_window_ns < 0 ||
+	    (o->failure_window_ns != 0 &&
 	        (o->failure_window_ns < 1000000 || o->failure_window_ns > (int64_t)86400 * 1000000000)))
 		return -EINVAL;
 	return 0;
 }
 
 int
-quayi_health_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *reg, struct quayi_health **out)
+quayi_health_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *reg,
+    struct quayi_health **out)
 {
 	struct quayi_health *h;
 	bool any = false;
@@ -234,7 +239,8 @@ quayi_health_eval(quay_queue *q, const struct quay_queue_stats *st, int64_t now)
 	v[QUAY_QUEUE_ALARM_IN_FLIGHT] = (double)st->in_flight;
 	/* Relaxed: a count, read as a gauge (the DLQ's held: ready, delayed,
 	 * in flight and in transit there). */
-	v[QUAY_QUEUE_ALARM_DLQ] = q->dlq != NULL ? (double)__atomic_load_n(&q->dlq->held, __ATOMIC_RELAXED) : 0;
+	v[QUAY_QUEUE_ALARM_DLQ] =
+	    q->dlq != NULL ? (double)__atomic_load_n(&q->dlq->held, __ATOMIC_RELAXED) : 0;
 	v[QUAY_QUEUE_ALARM_FAILURES] = failure_rate(h, st, now);
 	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++)
 		if (h->a[i].enabled)
@@ -258,7 +264,7 @@ quay_queue_health(quay_queue *q, struct quay_queue_health *out)
 	if (q == NULL || out == NULL)
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
-	quay_queue_stats(q, &st);            /* evaluates (quayi_health_eval) */
+	quay_queue_stats(q, &st); /* evaluates (quayi_health_eval) */
 	h = q->x != NULL ? q->x->health : NULL;
 	if (h == NULL)
 		return 0;

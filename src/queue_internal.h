@@ -27,31 +27,31 @@
 /* ---- timing wheel ------------------------------------------------- */
 
 #define QUAYI_TW_NIL UINT32_MAX
-#define QUAYI_TW_L0 256u                 /* level 0 slots: one tick each */
-#define QUAYI_TW_LN 64u                  /* slots of levels 1..4 */
+#define QUAYI_TW_L0 256u /* level 0 slots: one tick each */
+#define QUAYI_TW_LN 64u  /* slots of levels 1..4 */
 #define QUAYI_TW_LEVELS 5u
 #define QUAYI_TW_SLOTS (QUAYI_TW_L0 + (QUAYI_TW_LEVELS - 1) * QUAYI_TW_LN)
 
 /* What a timer node stands for. */
 enum quayi_tkind {
 	QUAYI_T_FREE = 0,
-	QUAYI_T_LEASE = 1,      /* a lease moved out of the expiry FIFO (node = slot) */
-	QUAYI_T_MSG = 2,        /* a delayed message (not-before or retry backoff) */
-	QUAYI_T_DLQ = 3,        /* a message whose dead-lettering waits for room in the DLQ */
+	QUAYI_T_LEASE = 1, /* a lease moved out of the expiry FIFO (node = slot) */
+	QUAYI_T_MSG = 2,   /* a delayed message (not-before or retry backoff) */
+	QUAYI_T_DLQ = 3,   /* a message whose dead-lettering waits for room in the DLQ */
 };
 
 /* An intrusive, preallocated timer entry. due is absolute (queue clock
  * ns): levels only say when to look at it again, so nothing drifts. */
 struct quayi_tnode {
 	int64_t due;
-	uint64_t seq;           /* insertion order: FIFO among equal due times */
-	uint64_t gen;           /* QUAYI_T_LEASE: the lease's generation */
-	quay_msg *msg;          /* QUAYI_T_MSG / QUAYI_T_DLQ */
-	uint32_t next, prev;    /* list of the wheel slot, QUAYI_TW_NIL ends */
-	uint16_t where;         /* wheel slot index, or UINT16_MAX if not linked */
-	uint8_t kind;           /* enum quayi_tkind */
-	uint8_t reason;         /* QUAYI_T_DLQ: quay_queue_dlq_reason */
-	uint8_t prio;           /* QUAYI_T_MSG: the level to push to (saves a
+	uint64_t seq;        /* insertion order: FIFO among equal due times */
+	uint64_t gen;        /* QUAYI_T_LEASE: the lease's generation */
+	quay_msg *msg;       /* QUAYI_T_MSG / QUAYI_T_DLQ */
+	uint32_t next, prev; /* list of the wheel slot, QUAYI_TW_NIL ends */
+	uint16_t where;      /* wheel slot index, or UINT16_MAX if not linked */
+	uint8_t kind;        /* enum quayi_tkind */
+	uint8_t reason;      /* QUAYI_T_DLQ: quay_queue_dlq_reason */
+	uint8_t prio;        /* QUAYI_T_MSG: the level to push to (saves a
 	                           cache miss on the message when it fires) */
 };
 
@@ -64,15 +64,15 @@ struct quayi_fired {
 
 struct quayi_wheel {
 	int64_t tick_ns;
-	uint64_t cur;                       /* the tick being processed */
+	uint64_t cur; /* the tick being processed */
 	uint64_t seq;
-	size_t count;                       /* linked nodes */
-	size_t count_l0;                    /* of which in level 0 */
+	size_t count;    /* linked nodes */
+	size_t count_l0; /* of which in level 0 */
 	struct quayi_tnode *nodes;
 	uint32_t nnodes;
 	uint32_t heads[QUAYI_TW_SLOTS];
 	uint64_t l0_bits[QUAYI_TW_L0 / 64];
-	struct quayi_fired *fired;          /* nnodes entries of scratch */
+	struct quayi_fired *fired; /* nnodes entries of scratch */
 };
 
 int quayi_wheel_init(struct quayi_wheel *w, uint32_t nnodes, int64_t tick_ns, int64_t now);
@@ -98,26 +98,37 @@ int64_t quayi_wheel_next_due(const struct quayi_wheel *w);
 /* Lease slot states (low two bits of quayi_lslot.state; gen above). */
 #define QUAYI_L_FREE 0u
 #define QUAYI_L_LEASED 1u
-#define QUAYI_L_BUSY 2u        /* an extend, expiry check or browse holds it */
+#define QUAYI_L_BUSY 2u /* an extend, expiry check or browse holds it */
 
 /* One lease slot, on its own cache line. state = gen << 2 | QUAYI_L_*. */
 struct quayi_lslot {
 	uint64_t state;
-	int64_t deadline;          /* atomic (relaxed); written under BUSY or by the owner */
-	int64_t enq;               /* atomic (relaxed): the message's enqueued_ns, for stats */
-	quay_msg *msg;             /* written (atomic, relaxed) by the receiver that owns
+	int64_t deadline; /* atomic (relaxed); written under BUSY or by the owner */
+	int64_t enq;      /* atomic (relaxed): the message's enqueued_ns, for stats */
+	quay_msg *msg;    /* written (atomic, relaxed) by the receiver that owns
 	                              the FREE slot, published by L1 */
 } QUAYI_ALIGNED(QUAY_CACHELINE);
 
 enum quayi_qcounter {
-	QC_SENT, QC_RECEIVED, QC_ACKED, QC_NACKED, QC_RETRIED, QC_LEASE_EXPIRED, QC_TTL_EXPIRED,
-	QC_DEAD_LETTERED, QC_REDRIVEN, QC_DROPPED, QC_DEDUPLICATED, QC_RESTORED, QC_COUNT
+	QC_SENT,
+	QC_RECEIVED,
+	QC_ACKED,
+	QC_NACKED,
+	QC_RETRIED,
+	QC_LEASE_EXPIRED,
+	QC_TTL_EXPIRED,
+	QC_DEAD_LETTERED,
+	QC_REDRIVEN,
+	QC_DROPPED,
+	QC_DEDUPLICATED,
+	QC_RESTORED,
+	QC_COUNT
 };
 enum quayi_qgauge { QG_READY, QG_DELAYED, QG_IN_FLIGHT, QG_OLDEST, QG_COUNT };
 
 struct quay_queue {
 	/* Read-only after create. */
-	uint64_t id;                      /* unique in the process: the lease's queue fence */
+	uint64_t id; /* unique in the process: the lease's queue fence */
 	char name[QUAY_QUEUE_NAME_MAX + 1];
 	unsigned flags;
 	unsigned levels;
@@ -128,18 +139,18 @@ struct quay_queue {
 	double bo_factor;
 	uint32_t max_attempts;
 	quay_queue *dlq;
-	struct quayi_qlog log;            /* its log (src/queue_log.h); ops NULL: in memory */
+	struct quayi_qlog log; /* its log (src/queue_log.h); ops NULL: in memory */
 	quay_queue_failure_fn on_failure;
 	quay_queue_dead_letter_fn on_dead_letter;
 	void *hook_ctx;
 	quay_queue_clock_fn clock;
 	void *clock_ctx;
 	uint64_t jitter_seed;
-	quay_pq *ready;                   /* quay_msg pointers */
-	quay_ring *free_slots;            /* free lease slot indexes */
-	quay_ring *expiry;                /* (gen << 24 | slot) of every lease issued */
-	struct quayi_lslot *slots;        /* max_in_flight */
-	quay_stats *stats_owned;          /* private registry, or NULL */
+	quay_pq *ready;            /* quay_msg pointers */
+	quay_ring *free_slots;     /* free lease slot indexes */
+	quay_ring *expiry;         /* (gen << 24 | slot) of every lease issued */
+	struct quayi_lslot *slots; /* max_in_flight */
+	quay_stats *stats_owned;   /* private registry, or NULL */
 	quay_counter *ctr[QC_COUNT];
 	quay_gauge *gauge[QG_COUNT];
 	quay_hist *h_first, *h_ack;
@@ -150,25 +161,25 @@ struct quay_queue {
 
 	/* Earliest time at which timer work may be due (INT64_MAX: none). */
 	int64_t next_due QUAYI_ALIGNED(QUAY_CACHELINE);
-	uint64_t rng_ctr;                 /* jitter draws */
-	uint32_t closed;                  /* quay_queue_close(): C1 store, C2 loads */
-	int64_t last_recv_enq;            /* enqueued_ns of the last received message */
+	uint64_t rng_ctr;      /* jitter draws */
+	uint32_t closed;       /* quay_queue_close(): C1 store, C2 loads */
+	int64_t last_recv_enq; /* enqueued_ns of the last received message */
 
 	/* Timer state: everything below under tlock. */
 	pthread_mutex_t tlock QUAYI_ALIGNED(QUAY_CACHELINE);
-	struct quayi_wheel wheel;         /* nodes [0, max_in_flight) are the lease slots' */
-	uint32_t *node_free;              /* stack of free message nodes */
+	struct quayi_wheel wheel; /* nodes [0, max_in_flight) are the lease slots' */
+	uint32_t *node_free;      /* stack of free message nodes */
 	uint32_t node_free_n;
-	uint64_t delayed;                 /* atomic for stats readers; written under tlock */
+	uint64_t delayed; /* atomic for stats readers; written under tlock */
 
-	struct quayi_dedup dedup;         /* the dedup window (src/queue_dedup.c) */
+	struct quayi_dedup dedup; /* the dedup window (src/queue_dedup.c) */
 
-	pthread_mutex_t block;            /* one browse at a time */
+	pthread_mutex_t block; /* one browse at a time */
 	quay_msg **browse_buf;
 	unsigned *browse_prio;
 	/* Bindings of a bus sending here (src/bus.c, __atomic); destroy asserts 0. */
 	uint32_t bound;
-	struct quayi_qx *x;               /* rate limit, alarms, content dedup, FIFO
+	struct quayi_qx *x; /* rate limit, alarms, content dedup, FIFO
 	                                     (src/queue_x.h); made at create */
 };
 

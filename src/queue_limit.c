@@ -47,7 +47,7 @@ int
 quayi_limit_validate(double per_sec, uint32_t burst, bool from_opts)
 {
 	if (from_opts && per_sec == 0.0)
-		return burst == 0 ? 0 : -EINVAL;       /* a burst without a rate */
+		return burst == 0 ? 0 : -EINVAL; /* a burst without a rate */
 	if (!rate_ok(per_sec) || burst > QUAY_QUEUE_BURST_MAX || (!from_opts && burst == 0))
 		return -EINVAL;
 	return 0;

@@ -48,11 +48,11 @@
 /* Why a message leaves a queue (del, move). The values are those of the
  * durable DEL record (queue_durable_format.h checks it). */
 enum quayi_qlog_why {
-	QUAYI_QLOG_ACK = 1,         /* acknowledged */
-	QUAYI_QLOG_DROP = 2,        /* dropped by the failure policy */
-	QUAYI_QLOG_DEAD = 3,        /* moved to the DLQ */
-	QUAYI_QLOG_DEAD_DROP = 4,   /* dead letter dropped for want of a DLQ */
-	QUAYI_QLOG_REDRIVE = 5,     /* moved out of a DLQ by redrive */
+	QUAYI_QLOG_ACK = 1,       /* acknowledged */
+	QUAYI_QLOG_DROP = 2,      /* dropped by the failure policy */
+	QUAYI_QLOG_DEAD = 3,      /* moved to the DLQ */
+	QUAYI_QLOG_DEAD_DROP = 4, /* dead letter dropped for want of a DLQ */
+	QUAYI_QLOG_REDRIVE = 5,   /* moved out of a DLQ by redrive */
 };
 
 struct quayi_qlog_ops {
@@ -101,7 +101,7 @@ struct quayi_qlog_ops {
 };
 
 struct quayi_qlog {
-	const struct quayi_qlog_ops *ops;   /* NULL: in memory, nothing logged */
+	const struct quayi_qlog_ops *ops; /* NULL: in memory, nothing logged */
 	void *ctx;
 	/* Queues whose messages may move between them (DLQ, redrive) share
 	 * a domain: the same log file, or NULL for all queues in memory. */
@@ -110,9 +110,9 @@ struct quayi_qlog {
 
 /* What a log gets from its queue at attach. */
 struct quayi_qlog_host {
-	const char *name;           /* the queue's name (stable for its life) */
-	size_t capacity;            /* messages the queue can hold */
-	const struct quayi_qlog *dlq;   /* the DLQ's log, or NULL: no DLQ */
+	const char *name;             /* the queue's name (stable for its life) */
+	size_t capacity;              /* messages the queue can hold */
+	const struct quayi_qlog *dlq; /* the DLQ's log, or NULL: no DLQ */
 	/* Put msg (its reference is taken) back into the queue with the
 	 * given attempts and not-before, as ready or delayed: not a send (no
 	 * dedup, defaults or `sent`; counts `restored`). 0, -EAGAIN (full),
@@ -131,12 +131,12 @@ const struct quayi_qlog *quayi_queue_log(const quay_queue *q);
 
 /* Figures of a durable queue and its WAL (tests, docs). */
 struct quayi_dur_info {
-	uint64_t live;             /* messages of this queue in the log's live set */
-	uint64_t live_bytes;       /* bytes of the live set (all queues of the WAL) */
-	uint64_t compactions;      /* compactions of the WAL done */
-	uint64_t deferred;         /* compactions refused (records of queues not open) */
-	uint64_t foreign_live;     /* live records of queues not open on this WAL */
-	uint64_t log_errors;       /* transitions the log refused (in-memory state went on) */
+	uint64_t live;         /* messages of this queue in the log's live set */
+	uint64_t live_bytes;   /* bytes of the live set (all queues of the WAL) */
+	uint64_t compactions;  /* compactions of the WAL done */
+	uint64_t deferred;     /* compactions refused (records of queues not open) */
+	uint64_t foreign_live; /* live records of queues not open on this WAL */
+	uint64_t log_errors;   /* transitions the log refused (in-memory state went on) */
 };
 /* -EINVAL unless q is durable. */
 int quayi_queue_durable_info(quay_queue *q, struct quayi_dur_info *out);

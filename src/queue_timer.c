@@ -148,13 +148,13 @@ quayi_wheel_del(struct quayi_wheel *w, uint32_t idx)
 	if (head == idx) {
 		w->heads[slot] = n->next;
 		if (n->next != QUAYI_TW_NIL)
-			w->nodes[n->next].prev = n->prev;      /* the tail */
+			w->nodes[n->next].prev = n->prev; /* the tail */
 	} else {
 		w->nodes[n->prev].next = n->next;
 		if (n->next != QUAYI_TW_NIL)
 			w->nodes[n->next].prev = n->prev;
 		else
-			w->nodes[head].prev = n->prev;         /* new tail */
+			w->nodes[head].prev = n->prev; /* new tail */
 	}
 	if (slot < QUAYI_TW_L0) {
 		if (w->heads[slot] == QUAYI_TW_NIL)
@@ -280,7 +280,8 @@ quayi_wheel_next_due(const struct quayi_wheel *w)
 		uint64_t t = next_l0(w, w->cur, w->cur + QUAYI_TW_L0);
 
 		if (t < w->cur + QUAYI_TW_L0) {
-			for (uint32_t i = w->heads[t & (QUAYI_TW_L0 - 1)]; i != QUAYI_TW_NIL; i = w->nodes[i].next)
+			for (uint32_t i = w->heads[t & (QUAYI_TW_L0 - 1)]; i != QUAYI_TW_NIL;
+			     i = w->nodes[i].next)
 				if (w->nodes[i].due < best)
 					best = w->nodes[i].due;
 		}

@@ -33,7 +33,7 @@ quayi_x_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *reg)
 	if (x == NULL)
 		return -ENOMEM;
 	memset(x, 0, sizeof(*x));
-	q->x = x;                   /* a failure below: queue_free frees it */
+	q->x = x; /* a failure below: queue_free frees it */
 	quayi_limit_init(x, o->rate_per_sec, o->rate_burst);
 	if ((rc = quayi_health_create(q, o, reg, &x->health)) != 0)
 		return rc;

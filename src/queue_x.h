@@ -29,14 +29,14 @@ struct quayi_qx {
 	/* Wait word of receivers asleep for a token (woken by close only;
 	 * a token is a time, not an event). */
 	uint32_t lwait;
-	uint32_t lflags;                     /* QUAYI_X_F_FENCE if membarrier is off */
+	uint32_t lflags; /* QUAYI_X_F_FENCE if membarrier is off */
 	/* The bucket: theoretical arrival time of the next token (queue
 	 * clock ns). Its own cache line: every limited receive CASes it. */
 	int64_t tat QUAYI_ALIGNED(QUAY_CACHELINE);
 
-	struct quayi_health *health QUAYI_ALIGNED(QUAY_CACHELINE);   /* NULL: no alarms */
-	struct quayi_cdedup *cdedup;        /* NULL: no content dedup */
-	struct quayi_fifo *fifo;            /* NULL: not FIFO */
+	struct quayi_health *health QUAYI_ALIGNED(QUAY_CACHELINE); /* NULL: no alarms */
+	struct quayi_cdedup *cdedup;                               /* NULL: no content dedup */
+	struct quayi_fifo *fifo;                                   /* NULL: not FIFO */
 };
 
 #define QUAYI_X_F_FENCE 1u

@@ -49,7 +49,7 @@ _Static_assert(QUAY_HIST_BUCKETS == 32 * 32 + 1, "buckets up to 2^36, plus overf
 #define DEFAULT_SHARDS_MIN 4u
 #define DEFAULT_SHARDS_MAX 64u
 #define DEFAULT_HIST_SHARDS_MAX 4u
-#define CHUNK_CELLS QUAYI_STATS_LINE_WORDS      /* counters per chunk */
+#define CHUNK_CELLS QUAYI_STATS_LINE_WORDS /* counters per chunk */
 
 /* ==== thread slots =================================================== */
 
@@ -104,8 +104,7 @@ quayi_stats_slot_init(void)
 
 	pthread_once(&slot_once, slot_key_create);
 	slot = slot_key_ok ? slot_claim() : UINT32_MAX;
-	if (slot != UINT32_MAX &&
-	    pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1)) != 0) {
+	if (slot != UINT32_MAX && pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1)) != 0) {
 		slot_release((void *)(uintptr_t)(slot + 1));
 		slot = UINT32_MAX;
 	}
@@ -184,7 +183,7 @@ valid_utf8(const char *str, size_t max, size_t *len)
 			return false;
 		}
 		for (size_t j = 1; j <= k; j++) {
-			if ((s[i + j] & 0xC0) != 0x80)      /* also stops at the NUL */
+			if ((s[i + j] & 0xC0) != 0x80) /* also stops at the NUL */
 				return false;
 			cp = (cp << 6) | (s[i + j] & 0x3F);
 		}
@@ -211,14 +210,14 @@ struct hnode {
 
 struct htab {
 	struct hnode **b;
-	size_t nb;          /* power of two */
+	size_t nb; /* power of two */
 	size_t n;
 };
 
 static uint64_t
 hash_bytes(const char *p, size_t n)
 {
-	uint64_t h = UINT64_C(0xcbf29ce484222325);     /* FNV-1a */
+	uint64_t h = UINT64_C(0xcbf29ce484222325); /* FNV-1a */
 
 	for (size_t i = 0; i < n; i++) {
 		h ^= (unsigned char)p[i];
@@ -297,43 +296,43 @@ htab_remove(struct htab *t, struct hnode *e)
 /* ==== registry ======================================================= */
 
 struct chunk {
-	struct chunk *prev, *next;   /* list of chunks with a free cell */
-	uint64_t *lines;             /* shards lines, line-aligned */
-	unsigned used;               /* bit i: cell i taken */
+	struct chunk *prev, *next; /* list of chunks with a free cell */
+	uint64_t *lines;           /* shards lines, line-aligned */
+	unsigned used;             /* bit i: cell i taken */
 	bool listed;
 };
 
 struct family;
 
 struct series {
-	union {                      /* first: the handle is the series */
+	union { /* first: the handle is the series */
 		struct quay_counter c;
 		struct quay_gauge g;
 		struct quay_hist h;
 	} u;
-	struct hnode hn;             /* key: name '\0' (lname '\0' value '\0')* */
-	struct series *prev, *next;  /* within the family */
+	struct hnode hn;            /* key: name '\0' (lname '\0' value '\0')* */
+	struct series *prev, *next; /* within the family */
 	struct family *fam;
 	struct quay_stats *reg;
-	struct chunk *chunk;         /* counters */
+	struct chunk *chunk; /* counters */
 	unsigned cell;
-	void *mem;                   /* gauge line or histogram shards */
-	struct collector *coll;      /* quay_gauge_set_collect(), or NULL */
+	void *mem;              /* gauge line or histogram shards */
+	struct collector *coll; /* quay_gauge_set_collect(), or NULL */
 	size_t nlabels;
-	size_t lstr_len;             /* bytes of label strings (with NULs) */
-	struct quay_stats_label labels[];   /* then the key bytes */
+	size_t lstr_len;                  /* bytes of label strings (with NULs) */
+	struct quay_stats_label labels[]; /* then the key bytes */
 };
 
 struct family {
-	struct hnode hn;             /* key: name */
-	struct family *prev, *next;  /* creation order */
+	struct hnode hn;            /* key: name */
+	struct family *prev, *next; /* creation order */
 	struct series *first, *last;
 	size_t nseries;
 	enum quay_stats_type type;
-	bool seconds;                /* gauges: ns, exported in seconds */
+	bool seconds; /* gauges: ns, exported in seconds */
 	size_t name_len, help_len;
-	char *help;                  /* "" if none */
-	char name[];                 /* then help */
+	char *help;  /* "" if none */
+	char name[]; /* then help */
 };
 
 /* A collect callback (quay_gauge_set_collect), on the registry's list
@@ -528,8 +527,7 @@ cell_put(quay_stats *s, struct chunk *c, unsigned cell)
 static int
 label_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct quay_stats_label *)a)->name,
-	    ((const struct quay_stats_label *)b)->name);
+	return strcmp(((const struct quay_stats_label *)a)->name, ((const struct quay_stats_label *)b)->name);
 }
 
 static const char *const hist_suffixes[] = { "_bucket", "_sum", "_count" };
@@ -612,8 +610,8 @@ series_free(quay_stats *s, struct series *se)
  * labels into sorted[]. *help_len and *lstr (bytes of the label strings
  * with their NULs) are set. */
 static int
-check_labels(enum quay_stats_type type, const char *help, const struct quay_stats_label *labels, size_t nlabels,
-    struct quay_stats_label *sorted, size_t *help_len, size_t *lstr)
+check_labels(enum quay_stats_type type, const char *help, const struct quay_stats_label *labels,
+    size_t nlabels, struct quay_stats_label *sorted, size_t *help_len, size_t *lstr)
 {
 	*help_len = 0;
 	*lstr = 0;
@@ -641,8 +639,8 @@ check_labels(enum quay_stats_type type, const char *help, const struct quay_stat
  * label strings, then its key (name '\0' and the label strings again).
  * NULL if out of memory. */
 static struct series *
-series_new(quay_stats *s, const char *name, size_t name_len, const struct quay_stats_label *sorted, size_t nlabels,
-    size_t lstr)
+series_new(quay_stats *s, const char *name, size_t name_len, const struct quay_stats_label *sorted,
+    size_t nlabels, size_t lstr)
 {
 	size_t klen = name_len + 1 + lstr;
 	struct series *se = calloc(1, sizeof(*se) + nlabels * sizeof(se->labels[0]) + lstr + klen);
@@ -786,8 +784,8 @@ link_locked(quay_stats *s, struct family *f, struct family *newf, struct series 
  * series): check, build the series outside the lock, then admit it,
  * give it storage and link it under the lock. */
 static int
-metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char *name,
-    const char *help, const struct quay_stats_label *labels, size_t nlabels, struct series **out)
+metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char *name, const char *help,
+    const struct quay_stats_label *labels, size_t nlabels, struct series **out)
 {
 	struct quay_stats_label sorted[QUAY_STATS_LABELS_MAX];
 	size_t name_len, help_len, lstr;
@@ -795,8 +793,8 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 	struct family *f, *newf = NULL;
 	int rc;
 
-	if (s == NULL || out == NULL || !valid_metric_name(name) ||
-	    nlabels > QUAY_STATS_LABELS_MAX || (labels == NULL && nlabels != 0))
+	if (s == NULL || out == NULL || !valid_metric_name(name) || nlabels > QUAY_STATS_LABELS_MAX ||
+	    (labels == NULL && nlabels != 0))
 		return -EINVAL;
 	name_len = strlen(name);
 	if ((rc = check_labels(type, help, labels, nlabels, sorted, &help_len, &lstr)) != 0)
@@ -807,7 +805,8 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 	pthread_mutex_lock(&s->lock);
 	f = family_find(s, name, name_len);
 	rc = admit_locked(s, f, se, type, seconds, name, name_len, help, help_len);
-	if (rc == 0 && f == NULL && (newf = family_new(type, seconds, name, name_len, help, help_len)) == NULL)
+	if (rc == 0 && f == NULL &&
+	    (newf = family_new(type, seconds, name, name_len, help, help_len)) == NULL)
 		rc = -ENOMEM;
 	if (rc == 0)
 		rc = series_storage_locked(s, se, type);
@@ -827,12 +826,12 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 }
 
 int
-quay_counter_create(quay_stats *s, const char *name, const char *help,
-    const struct quay_stats_label *labels, size_t nlabels, quay_counter **out)
+quay_counter_create(quay_stats *s, const char *name, const char *help, const struct quay_stats_label *labels,
+    size_t nlabels, quay_counter **out)
 {
 	struct series *se;
 	int rc = out == NULL ? -EINVAL :
-	    metric_create(s, QUAY_STATS_COUNTER, false, name, help, labels, nlabels, &se);
+	                       metric_create(s, QUAY_STATS_COUNTER, false, name, help, labels, nlabels, &se);
 
 	if (rc == 0)
 		*out = &se->u.c;
@@ -840,12 +839,12 @@ quay_counter_create(quay_stats *s, const char *name, const char *help,
 }
 
 int
-quay_gauge_create(quay_stats *s, const char *name, const char *help,
-    const struct quay_stats_label *labels, size_t nlabels, quay_gauge **out)
+quay_gauge_create(quay_stats *s, const char *name, const char *help, const struct quay_stats_label *labels,
+    size_t nlabels, quay_gauge **out)
 {
 	struct series *se;
 	int rc = out == NULL ? -EINVAL :
-	    metric_create(s, QUAY_STATS_GAUGE, false, name, help, labels, nlabels, &se);
+	                       metric_create(s, QUAY_STATS_GAUGE, false, name, help, labels, nlabels, &se);
 
 	if (rc == 0)
 		*out = &se->u.g;
@@ -858,7 +857,7 @@ quay_gauge_create_seconds(quay_stats *s, const char *name, const char *help,
 {
 	struct series *se;
 	int rc = out == NULL ? -EINVAL :
-	    metric_create(s, QUAY_STATS_GAUGE, true, name, help, labels, nlabels, &se);
+	                       metric_create(s, QUAY_STATS_GAUGE, true, name, help, labels, nlabels, &se);
 
 	if (rc == 0)
 		*out = &se->u.g;
@@ -923,12 +922,12 @@ collector_unlink(quay_stats *s, struct series *se)
 }
 
 int
-quay_hist_create(quay_stats *s, const char *name, const char *help,
-    const struct quay_stats_label *labels, size_t nlabels, quay_hist **out)
+quay_hist_create(quay_stats *s, const char *name, const char *help, const struct quay_stats_label *labels,
+    size_t nlabels, quay_hist **out)
 {
 	struct series *se;
 	int rc = out == NULL ? -EINVAL :
-	    metric_create(s, QUAY_STATS_HIST, false, name, help, labels, nlabels, &se);
+	                       metric_create(s, QUAY_STATS_HIST, false, name, help, labels, nlabels, &se);
 
 	if (rc == 0)
 		*out = &se->u.h;
@@ -1102,7 +1101,7 @@ quay_hist_quantile(const struct quay_hist_data *d, double q, uint64_t *out)
 			break;
 	}
 	if (b == QUAY_HIST_BUCKETS - 1) {
-		v = d->max;                    /* overflow (or counts still moving) */
+		v = d->max; /* overflow (or counts still moving) */
 	} else {
 		quay_hist_bucket_range(b, &lo, &hi);
 		v = lo + (hi - lo) / 2;
@@ -1121,8 +1120,7 @@ quay_hist_quantile(const struct quay_hist_data *d, double q, uint64_t *out)
 static size_t
 snap_size(const quay_stats *s)
 {
-	size_t sz = sizeof(struct quay_stats_snap) +
-	    s->nseries * sizeof(struct quay_stats_metric) +
+	size_t sz = sizeof(struct quay_stats_snap) + s->nseries * sizeof(struct quay_stats_metric) +
 	    s->nhist * sizeof(struct quay_hist_data);
 
 	for (const struct family *f = s->fam_first; f != NULL; f = f->next) {
@@ -1190,12 +1188,8 @@ quay_stats_snapshot(quay_stats *s, quay_stats_snap **out)
 			}
 			lab += se->nlabels;
 			switch (f->type) {
-			case QUAY_STATS_COUNTER:
-				m->counter = quay_counter_read(&se->u.c);
-				break;
-			case QUAY_STATS_GAUGE:
-				m->gauge = quay_gauge_read(&se->u.g);
-				break;
+			case QUAY_STATS_COUNTER: m->counter = quay_counter_read(&se->u.c); break;
+			case QUAY_STATS_GAUGE: m->gauge = quay_gauge_read(&se->u.g); break;
 			default:
 				quay_hist_read(&se->u.h, hd);
 				m->hist = hd++;

@@ -21,15 +21,32 @@ static const struct {
 	uint64_t ns;
 	const char *text;
 } le_bounds[QUAY_HIST_LE_COUNT] = {
-	{ 250, "2.5e-07" }, { 500, "5e-07" },
-	{ 1000, "1e-06" }, { 2500, "2.5e-06" }, { 5000, "5e-06" },
-	{ 10000, "1e-05" }, { 25000, "2.5e-05" }, { 50000, "5e-05" },
-	{ 100000, "0.0001" }, { 250000, "0.00025" }, { 500000, "0.0005" },
-	{ 1000000, "0.001" }, { 2500000, "0.0025" }, { 5000000, "0.005" },
-	{ 10000000, "0.01" }, { 25000000, "0.025" }, { 50000000, "0.05" },
-	{ 100000000, "0.1" }, { 250000000, "0.25" }, { 500000000, "0.5" },
-	{ 1000000000, "1" }, { 2500000000, "2.5" }, { 5000000000, "5" },
-	{ 10000000000, "10" }, { 30000000000, "30" }, { 60000000000, "60" },
+	{ 250, "2.5e-07" },
+	{ 500, "5e-07" },
+	{ 1000, "1e-06" },
+	{ 2500, "2.5e-06" },
+	{ 5000, "5e-06" },
+	{ 10000, "1e-05" },
+	{ 25000, "2.5e-05" },
+	{ 50000, "5e-05" },
+	{ 100000, "0.0001" },
+	{ 250000, "0.00025" },
+	{ 500000, "0.0005" },
+	{ 1000000, "0.001" },
+	{ 2500000, "0.0025" },
+	{ 5000000, "0.005" },
+	{ 10000000, "0.01" },
+	{ 25000000, "0.025" },
+	{ 50000000, "0.05" },
+	{ 100000000, "0.1" },
+	{ 250000000, "0.25" },
+	{ 500000000, "0.5" },
+	{ 1000000000, "1" },
+	{ 2500000000, "2.5" },
+	{ 5000000000, "5" },
+	{ 10000000000, "10" },
+	{ 30000000000, "30" },
+	{ 60000000000, "60" },
 };
 
 int
@@ -272,8 +289,8 @@ snap_has_family(const quay_stats_snap *snap, const char *name)
 }
 
 int
-quay_stats_write_prometheus_many(const quay_stats_snap *const *snaps, size_t n,
-    quay_stats_write_fn fn, void *arg)
+quay_stats_write_prometheus_many(const quay_stats_snap *const *snaps, size_t n, quay_stats_write_fn fn,
+    void *arg)
 {
 	struct out o;
 
@@ -355,7 +372,8 @@ json_hist(struct out *o, const struct quay_hist_data *d)
 	static const struct {
 		const char *key;
 		double q;
-	} qs[] = { { ",\"p50\":", 0.5 }, { ",\"p90\":", 0.9 }, { ",\"p99\":", 0.99 }, { ",\"p999\":", 0.999 } };
+	} qs[] = { { ",\"p50\":", 0.5 }, { ",\"p90\":", 0.9 }, { ",\"p99\":", 0.99 },
+		{ ",\"p999\":", 0.999 } };
 	uint64_t v;
 
 	out_str(o, ",\"unit\":\"ns\",\"count\":");
@@ -449,8 +467,8 @@ sink_write(void *arg, const char *data, size_t len)
 }
 
 static int
-format_with(int (*writer)(const quay_stats_snap *, quay_stats_write_fn, void *),
-    const quay_stats_snap *snap, char *buf, size_t cap, size_t *len)
+format_with(int (*writer)(const quay_stats_snap *, quay_stats_write_fn, void *), const quay_stats_snap *snap,
+    char *buf, size_t cap, size_t *len)
 {
 	struct sink k = { buf, cap, 0 };
 	int rc;

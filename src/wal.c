@@ -116,12 +116,12 @@ struct quay_wal {
 	unsigned mode, flags;
 	uint32_t interval_ms, max_record;
 	uint64_t seg_bytes;
-	uint64_t batch_max;  /* largest batch in bytes */
+	uint64_t batch_max; /* largest batch in bytes */
 	int lock_handle;
 	bool locked;
 
 	pthread_mutex_t mu;
-	pthread_cond_t cv;   /* a flush round finished / failure */
+	pthread_cond_t cv; /* a flush round finished / failure */
 	/* SYNC waiters sleep on scv[g & 1] until sync round g has ended, so
 	 * that the end of a round wakes only the appenders it made durable
 	 * (and, when the leader stops, those waiting for the next round). */
@@ -130,32 +130,32 @@ struct quay_wal {
 	/* Under mu. */
 	struct wal_seg *segs;
 	size_t nsegs, segcap;
-	int fd;              /* the last segment, open for writing (-1: none) */
-	uint32_t salt;       /* of the last segment; also read relaxed outside mu */
+	int fd;        /* the last segment, open for writing (-1: none) */
+	uint32_t salt; /* of the last segment; also read relaxed outside mu */
 	uint8_t *buf;
 	uint64_t bufsize;
-	uint64_t fill;       /* file offset up to which records are buffered */
-	uint64_t wpos;       /* ... written to the file */
+	uint64_t fill; /* file offset up to which records are buffered */
+	uint64_t wpos; /* ... written to the file */
 	uint64_t next_lsn;
 	uint64_t written_lsn;
 	uint64_t durable_lsn; /* written under mu with release; read lock-free (acquire) */
 	uint64_t checkpoint_lsn;
-	uint64_t zeroed;     /* the current segment reads as zero bytes from
+	uint64_t zeroed;    /* the current segment reads as zero bytes from
 	                      * here on in the page cache (SYNC: zero-ahead) */
-	uint64_t alloc;      /* the current segment is preallocated up to here
+	uint64_t alloc;     /* the current segment is preallocated up to here
 	                      * (>= fill; grown by grow_locked) */
-	uint64_t gen;        /* sync rounds started (the current/last one) */
-	uint64_t round_lsn;  /* LSN the current/last sync round makes durable */
-	uint64_t sync_want;  /* highest LSN a SYNC waiter waits for */
-	uint64_t syncs;      /* fdatasyncs of flush rounds (quay_wal_info) */
+	uint64_t gen;       /* sync rounds started (the current/last one) */
+	uint64_t round_lsn; /* LSN the current/last sync round makes durable */
+	uint64_t sync_want; /* highest LSN a SYNC waiter waits for */
+	uint64_t syncs;     /* fdatasyncs of flush rounds (quay_wal_info) */
 	bool flushing;
-	bool sync_round;     /* the flush in flight is a sync round (gen) */
+	bool sync_round; /* the flush in flight is a sync round (gen) */
 	int failed;
 
 	/* INTERVAL flusher thread. */
 	pthread_t thr;
 	bool thr_started;
-	bool stop;           /* under mu */
+	bool stop; /* under mu */
 	pthread_cond_t tcv;
 
 	/* The first failing system call of open (struct quay_wal_report). */
@@ -203,14 +203,10 @@ path_err(quay_wal *w, int r, const char *path)
 	case -ENOTDIR:
 	case -EACCES:
 	case -ENOSPC:
-	case -EAGAIN:
-		return r;
-	case -EPERM:
-		return -EACCES;
-	case -ENAMETOOLONG:
-		return -EINVAL; /* a path no system call takes */
-	default:
-		return -EIO;    /* EROFS, ELOOP, EIO...: os_errno says which */
+	case -EAGAIN: return r;
+	case -EPERM: return -EACCES;
+	case -ENAMETOOLONG: return -EINVAL; /* a path no system call takes */
+	default: return -EIO;               /* EROFS, ELOOP, EIO...: os_errno says which */
 	}
 }
 
@@ -779,12 +775,8 @@ put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
 		*last_lsn = w->next_lsn - 1;
 
 	switch (w->mode) {
-	case QUAY_WAL_SYNC:
-		r = wait_locked(w, w->next_lsn - 1, true);
-		break;
-	case QUAY_WAL_INTERVAL:
-		r = wait_locked(w, w->next_lsn - 1, false);
-		break;
+	case QUAY_WAL_SYNC: r = wait_locked(w, w->next_lsn - 1, true); break;
+	case QUAY_WAL_INTERVAL: r = wait_locked(w, w->next_lsn - 1, false); break;
 	default:
 		/* NONE: write in large pieces, once half the buffer is used. */
 		if (!w->flushing && w->fill - w->wpos >= w->bufsize / 2)
@@ -802,7 +794,8 @@ check_recs(const quay_wal *w, const quay_wal_rec *recs, size_t n)
 	int r = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		if (recs[i].type == 0 || recs[i].type > QUAY_WAL_TYPE_MAX || (recs[i].data == NULL && recs[i].len > 0))
+		if (recs[i].type == 0 || recs[i].type > QUAY_WAL_TYPE_MAX ||
+		    (recs[i].data == NULL && recs[i].len > 0))
 			return -EINVAL;
 		if (recs[i].len > w->max_record)
 			r = -EMSGSIZE;
@@ -974,8 +967,11 @@ quay_wal_replay(quay_wal *w, uint64_t from_lsn, quay_wal_visit_fn fn, void *ctx)
 		r = read_seg(w, snap[i].first_lsn, snap[i].end, &buf, &len, NULL);
 		if (r != 0)
 			break;
-		struct quayi_wal_scan s = { .buf = buf, .len = (size_t)len, .last = true,
-			.expect_lsn = snap[i].first_lsn, .max_record = w->max_record };
+		struct quayi_wal_scan s = { .buf = buf,
+			.len = (size_t)len,
+			.last = true,
+			.expect_lsn = snap[i].first_lsn,
+			.max_record = w->max_record };
 		int sr = quayi_wal_scan(&s);
 		/* Everything below the snapshot end was valid at open or was
 		 * written by us: anything else is corruption since. */
@@ -1251,7 +1247,8 @@ judge_one(quay_wal *w, const uint64_t *v, size_t n, size_t i, const struct quayi
 	if (sr < 0) {
 		bool hdr_ok = s->reason != QUAY_WAL_R_HEADER && s->reason != QUAY_WAL_R_NAME &&
 		    s->reason != QUAY_WAL_R_GAP;
-		report_at(rep, v[i], s->reason == QUAY_WAL_R_HEADER || s->reason == QUAY_WAL_R_NAME ? 0 : s->bad_off,
+		report_at(rep, v[i],
+		    s->reason == QUAY_WAL_R_HEADER || s->reason == QUAY_WAL_R_NAME ? 0 : s->bad_off,
 		    s->reason);
 		rep->corrupt = true;
 		rep->cut_bytes = s->nonzero_end > s->end ? s->nonzero_end - s->end : 0;
@@ -1490,9 +1487,9 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 	    o.segment_bytes <= QUAY_WAL_SEGMENT_MAX)
 		/* A default max_record shrinks to fit a small segment. */
 		o.max_record = (uint32_t)((o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4 - QUAYI_WAL_REC_HDR - 8);
-	if (o.sync_mode > QUAY_WAL_NONE || (o.flags & ~QUAY_WAL_FLAGS_ALL) || o.interval_ms > QUAY_WAL_INTERVAL_MAX ||
-	    o.segment_bytes < QUAY_WAL_SEGMENT_MIN || o.segment_bytes > QUAY_WAL_SEGMENT_MAX ||
-	    o.max_record > QUAY_WAL_RECORD_MAX ||
+	if (o.sync_mode > QUAY_WAL_NONE || (o.flags & ~QUAY_WAL_FLAGS_ALL) ||
+	    o.interval_ms > QUAY_WAL_INTERVAL_MAX || o.segment_bytes < QUAY_WAL_SEGMENT_MIN ||
+	    o.segment_bytes > QUAY_WAL_SEGMENT_MAX || o.max_record > QUAY_WAL_RECORD_MAX ||
 	    o.max_record > (o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4 - QUAYI_WAL_REC_HDR - 8) {
 		rep->status = -EINVAL;
 		return -EINVAL;

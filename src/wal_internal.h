@@ -29,8 +29,8 @@ bool quayi_crc32c_hw_available(void);
 /* ---- file I/O interface, src/wal_io.c -------------------------------- */
 
 /* Open flags of quayi_wal_io.open. */
-#define QUAYI_IO_WRITE 0x1u   /* read-write (else read-only) */
-#define QUAYI_IO_CREATE 0x2u  /* create, truncating an existing file */
+#define QUAYI_IO_WRITE 0x1u  /* read-write (else read-only) */
+#define QUAYI_IO_CREATE 0x2u /* create, truncating an existing file */
 
 /* Every file operation of the WAL goes through this table so that tests
  * can inject faults and simulate power loss. Each returns 0 (or a byte

@@ -102,13 +102,14 @@ static bool
 find_proof(struct quayi_wal_scan *s, uint64_t from, uint64_t to)
 {
 	uint64_t need = s->last_lsn + 1;
-	uint32_t max_len = s->max_record != 0 && s->max_record < QUAY_WAL_RECORD_MAX ? s->max_record :
-	    QUAY_WAL_RECORD_MAX;
+	uint32_t max_len =
+	    s->max_record != 0 && s->max_record < QUAY_WAL_RECORD_MAX ? s->max_record : QUAY_WAL_RECORD_MAX;
 
 	for (uint64_t q = from; q < to && q + QUAYI_WAL_REC_HDR <= s->len; q += 8) {
 		const uint8_t *h = s->buf + q;
 		uint64_t lsn = quayi_le_get64(h + 8), synced = quayi_le_get64(h + 24);
-		uint32_t len = quayi_le_get32(h + 4), type = quayi_le_get32(h + 16), flags = quayi_le_get32(h + 20);
+		uint32_t len = quayi_le_get32(h + 4), type = quayi_le_get32(h + 16),
+		         flags = quayi_le_get32(h + 20);
 		/* Cheap filters first, so garbage costs no CRC. */
 		if (lsn <= s->last_lsn || synced < need || synced >= lsn || type == 0 ||
 		    (flags & ~QUAYI_WAL_F_COMMIT) != 0)
@@ -141,8 +142,9 @@ quayi_wal_scan(struct quayi_wal_scan *s)
 	s->proven = false;
 	s->proof_bytes = 0;
 
-	if (s->len < QUAYI_WAL_SEG_HDR || quayi_le_get32(b) != QUAYI_WAL_MAGIC || quayi_le_get16(b + 4) != QUAYI_WAL_VERSION ||
-	    quayi_le_get16(b + 6) != QUAYI_WAL_SEG_HDR || quayi_crc32c(0, b, 28) != quayi_le_get32(b + 28) || quayi_le_get64(b + 16) == 0 ||
+	if (s->len < QUAYI_WAL_SEG_HDR || quayi_le_get32(b) != QUAYI_WAL_MAGIC ||
+	    quayi_le_get16(b + 4) != QUAYI_WAL_VERSION || quayi_le_get16(b + 6) != QUAYI_WAL_SEG_HDR ||
+	    quayi_crc32c(0, b, 28) != quayi_le_get32(b + 28) || quayi_le_get64(b + 16) == 0 ||
 	    quayi_le_get64(b + 16) > QUAYI_WAL_LSN_MAX) {
 		size_t n = s->len;
 		while (n > 0 && b[n - 1] == 0)
@@ -224,7 +226,8 @@ quayi_wal_walk(const uint8_t *buf, uint64_t end,
 		uint32_t len = quayi_le_get32(h + 4);
 		if (quayi_wal_rec_size(len) > end - off)
 			return -EBADMSG;
-		int r = fn(ctx, quayi_le_get64(h + 8), quayi_le_get32(h + 16), quayi_le_get32(h + 20), h + QUAYI_WAL_REC_HDR, len);
+		int r = fn(ctx, quayi_le_get64(h + 8), quayi_le_get32(h + 16), quayi_le_get32(h + 20),
+		    h + QUAYI_WAL_REC_HDR, len);
 		if (r != 0)
 			return r;
 		off += quayi_wal_rec_size(len);

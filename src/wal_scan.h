@@ -14,13 +14,13 @@
 
 /* ---- format (the comment at the top of src/wal.c) -------------------- */
 
-#define QUAYI_WAL_MAGIC 0x4C415751u       /* "QWAL" read as little-endian bytes */
+#define QUAYI_WAL_MAGIC 0x4C415751u /* "QWAL" read as little-endian bytes */
 #define QUAYI_WAL_VERSION 1u
 #define QUAYI_WAL_SEG_HDR 32u
 #define QUAYI_WAL_REC_HDR 32u
 #define QUAYI_WAL_LSN_MAX ((uint64_t)1 << 62) /* largest first_lsn of a valid header */
-#define QUAYI_WAL_F_COMMIT 0x1u           /* last record of a batch */
-#define QUAYI_WAL_T_CHECKPOINT 0x80000001u /* payload: u64 checkpoint LSN */
+#define QUAYI_WAL_F_COMMIT 0x1u               /* last record of a batch */
+#define QUAYI_WAL_T_CHECKPOINT 0x80000001u    /* payload: u64 checkpoint LSN */
 
 /* The padded size of a record with a len-byte payload. */
 static inline uint64_t
@@ -56,18 +56,18 @@ struct quayi_wal_scan {
 	uint32_t max_record;
 
 	uint32_t salt;
-	uint64_t first_lsn;     /* from the header */
-	uint64_t end;           /* offset just past the last committed batch */
-	uint64_t last_lsn;      /* LSN of the last committed record (first_lsn - 1: none) */
-	uint64_t records;       /* committed records, all types */
-	uint64_t user_records;  /* committed records of caller types */
-	uint64_t checkpoint;    /* highest checkpoint mark (0: none) */
-	uint64_t bad_off;       /* first byte not part of the valid prefix */
-	uint64_t nonzero_end;   /* end of the non-zero bytes after end */
-	uint64_t uncommitted;   /* valid records of an unfinished batch at end */
-	uint32_t reason;        /* QUAY_WAL_R_* (NONE: clean end) */
-	bool proven;            /* damage lies before data proven durable */
-	uint64_t proof_bytes;   /* payload bytes the proof search checksummed */
+	uint64_t first_lsn;    /* from the header */
+	uint64_t end;          /* offset just past the last committed batch */
+	uint64_t last_lsn;     /* LSN of the last committed record (first_lsn - 1: none) */
+	uint64_t records;      /* committed records, all types */
+	uint64_t user_records; /* committed records of caller types */
+	uint64_t checkpoint;   /* highest checkpoint mark (0: none) */
+	uint64_t bad_off;      /* first byte not part of the valid prefix */
+	uint64_t nonzero_end;  /* end of the non-zero bytes after end */
+	uint64_t uncommitted;  /* valid records of an unfinished batch at end */
+	uint32_t reason;       /* QUAY_WAL_R_* (NONE: clean end) */
+	bool proven;           /* damage lies before data proven durable */
+	uint64_t proof_bytes;  /* payload bytes the proof search checksummed */
 };
 
 /* Returns 0 (clean: nothing but zero bytes after end), 1 (a tail to cut:

@@ -108,25 +108,29 @@ static const struct qt_mode qt_mode_spsc_mem = { 0x3u, true };
 #define QT_MODE(state) ((const struct qt_mode *)*(state))
 
 #define QT_TEST_MODE(fn, mode, tag, setup, teardown) \
-	{ #fn " [" tag "]", fn, setup, teardown, (void *)(uintptr_t)&(mode) }
+	{ \
+#fn " [" tag "]", fn, setup, teardown, (void *)(uintptr_t) & (mode) \
+	}
 
 /* The four modes, rings from quay_ring_create(). */
 #define QT_TEST_4(fn, setup, teardown) \
 	QT_TEST_MODE(fn, qt_mode_mpmc, "MPMC", setup, teardown), \
-	QT_TEST_MODE(fn, qt_mode_spmc, "SPMC", setup, teardown), \
-	QT_TEST_MODE(fn, qt_mode_mpsc, "MPSC", setup, teardown), \
-	QT_TEST_MODE(fn, qt_mode_spsc, "SPSC", setup, teardown)
+	    QT_TEST_MODE(fn, qt_mode_spmc, "SPMC", setup, teardown), \
+	    QT_TEST_MODE(fn, qt_mode_mpsc, "MPSC", setup, teardown), \
+	    QT_TEST_MODE(fn, qt_mode_spsc, "SPSC", setup, teardown)
 
 /* The four modes, each with quay_ring_create() and quay_ring_init(). */
 #define QT_TEST_8(fn, setup, teardown) \
-	QT_TEST_4(fn, setup, teardown), \
-	QT_TEST_MODE(fn, qt_mode_mpmc_mem, "MPMC init", setup, teardown), \
-	QT_TEST_MODE(fn, qt_mode_spmc_mem, "SPMC init", setup, teardown), \
-	QT_TEST_MODE(fn, qt_mode_mpsc_mem, "MPSC init", setup, teardown), \
-	QT_TEST_MODE(fn, qt_mode_spsc_mem, "SPSC init", setup, teardown)
+	QT_TEST_4(fn, setup, teardown), QT_TEST_MODE(fn, qt_mode_mpmc_mem, "MPMC init", setup, teardown), \
+	    QT_TEST_MODE(fn, qt_mode_spmc_mem, "SPMC init", setup, teardown), \
+	    QT_TEST_MODE(fn, qt_mode_mpsc_mem, "MPSC init", setup, teardown), \
+	    QT_TEST_MODE(fn, qt_mode_spsc_mem, "SPSC init", setup, teardown)
 
 /* The whole-list variant for tests that take no mode. */
-#define QT_TEST(fn) { #fn, fn, NULL, NULL, NULL }
+#define QT_TEST(fn) \
+	{ \
+#fn, fn, NULL, NULL, NULL \
+	}
 
 /* ---- threads ------------------------------------------------------- */
 

@@ -97,7 +97,7 @@ struct wal_decoder {
 #include "../src/le.h"
 #include "../src/queue_durable_format.h"
 
-#define DQ_NAME_MAX 255u   /* longest name kept from a NAME record */
+#define DQ_NAME_MAX 255u /* longest name kept from a NAME record */
 
 static void preview_text(FILE *out, const unsigned char *p, size_t n);
 static void json_str(FILE *out, const unsigned char *p, size_t n);
@@ -125,7 +125,8 @@ dq_name_of(uint64_t qid)
 static bool
 dq_owns(uint32_t type)
 {
-	return type == QUAYI_DQ_ADD || type == QUAYI_DQ_DEL || type == QUAYI_DQ_RETRY || type == QUAYI_DQ_NAME;
+	return type == QUAYI_DQ_ADD || type == QUAYI_DQ_DEL || type == QUAYI_DQ_RETRY ||
+	    type == QUAYI_DQ_NAME;
 }
 
 static const char *
@@ -223,15 +224,17 @@ dq_body_off(const unsigned char *p, size_t len)
 static void
 dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t preview, FILE *out, bool json)
 {
-	static const char *const origin[8] = { [QUAYI_DQF_O_SEND] = "send", [QUAYI_DQF_O_DEAD] = "dead-letter",
-		[QUAYI_DQF_O_REDRIVE] = "redrive", [QUAYI_DQF_O_COPY] = "copy" };
+	static const char *const origin[8] = { [QUAYI_DQF_O_SEND] = "send",
+		[QUAYI_DQF_O_DEAD] = "dead-letter",
+		[QUAYI_DQF_O_REDRIVE] = "redrive",
+		[QUAYI_DQF_O_COPY] = "copy" };
 	static const char *const why[QUAYI_DQF_WHY_MAX + 1] = { "?", [QUAYI_DQF_WHY_ACK] = "ack",
 		[QUAYI_DQF_WHY_DROP] = "drop", [QUAYI_DQF_WHY_DEAD] = "dead-letter",
 		[QUAYI_DQF_WHY_DEAD_DROP] = "dead-drop", [QUAYI_DQF_WHY_REDRIVE] = "redrive" };
 	const unsigned char *p = data;
-	bool ok = type == QUAYI_DQ_ADD ? len >= QUAYI_DQ_ADD_HDR
-	    : type == QUAYI_DQ_NAME ? len >= QUAYI_DQ_NAME_HDR
-	    : len == (type == QUAYI_DQ_DEL ? QUAYI_DQ_DEL_LEN : QUAYI_DQ_RETRY_LEN);
+	bool ok = type == QUAYI_DQ_ADD ? len >= QUAYI_DQ_ADD_HDR :
+	    type == QUAYI_DQ_NAME      ? len >= QUAYI_DQ_NAME_HDR :
+	                                 len == (type == QUAYI_DQ_DEL ? QUAYI_DQ_DEL_LEN : QUAYI_DQ_RETRY_LEN);
 
 	if (!ok) {
 		fprintf(out, json ? "{\"malformed\":true}" : "malformed (%zu bytes)", len);
@@ -245,7 +248,9 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 			fprintf(out, json ? "{\"malformed\":true}" : "malformed (%zu bytes)", len);
 			return;
 		}
-		fprintf(out, json ? "{\"queue\":\"%016" PRIx64 "\",\"name\":\"" : "queue %016" PRIx64 " is named \"", q);
+		fprintf(out,
+		    json ? "{\"queue\":\"%016" PRIx64 "\",\"name\":\"" : "queue %016" PRIx64 " is named \"",
+		    q);
 		if (json)
 			json_str(out, (const unsigned char *)nm, n);
 		else
@@ -263,15 +268,17 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 		size_t boff = dq_body_off(p, len), blen = boff != 0 ? len - boff : 0;
 		size_t n = blen < preview ? blen : preview;
 
-		fprintf(out, json ? ",\"did\":%" PRIu64 ",\"did_is_lsn\":%s,\"origin\":\"%s\","
-		                    "\"attempts\":%" PRIu64 ",\"priority\":%u,\"not_before_ns\":%" PRId64
-		                    ",\"expires_ns\":%" PRId64 ",\"headers\":%" PRIu64 ",\"body_len\":%" PRIu64
-		                  : " did %" PRIu64 "%s %s attempts %" PRIu64 " prio %u"
-		                    " not_before %" PRId64 " expires %" PRId64 " headers %" PRIu64 " body %" PRIu64,
-		    rdid, did == 0 ? (json ? "true" : " (its LSN)") : (json ? "false" : ""), origin[o] != NULL ? origin[o] : "?",
-		    (uint64_t)quayi_le_get32(p + QUAYI_DQF_ADD_ATTEMPTS), p[QUAYI_DQF_ADD_PRIORITY],
-		    (int64_t)quayi_le_get64(p + QUAYI_DQF_ADD_NOT_BEFORE),
-		    (int64_t)quayi_le_get64(p + QUAYI_DQF_ADD_EXPIRES), (uint64_t)quayi_le_get16(p + QUAYI_DQF_ADD_NHEADERS),
+		fprintf(out,
+		    json ? ",\"did\":%" PRIu64 ",\"did_is_lsn\":%s,\"origin\":\"%s\","
+		           "\"attempts\":%" PRIu64 ",\"priority\":%u,\"not_before_ns\":%" PRId64
+		           ",\"expires_ns\":%" PRId64 ",\"headers\":%" PRIu64 ",\"body_len\":%" PRIu64 :
+		           " did %" PRIu64 "%s %s attempts %" PRIu64 " prio %u"
+		           " not_before %" PRId64 " expires %" PRId64 " headers %" PRIu64 " body %" PRIu64,
+		    rdid, did == 0 ? (json ? "true" : " (its LSN)") : (json ? "false" : ""),
+		    origin[o] != NULL ? origin[o] : "?", (uint64_t)quayi_le_get32(p + QUAYI_DQF_ADD_ATTEMPTS),
+		    p[QUAYI_DQF_ADD_PRIORITY], (int64_t)quayi_le_get64(p + QUAYI_DQF_ADD_NOT_BEFORE),
+		    (int64_t)quayi_le_get64(p + QUAYI_DQF_ADD_EXPIRES),
+		    (uint64_t)quayi_le_get16(p + QUAYI_DQF_ADD_NHEADERS),
 		    (uint64_t)quayi_le_get32(p + QUAYI_DQF_ADD_BODY_LEN));
 		if (boff == 0) {
 			fprintf(out, json ? ",\"body_malformed\":true}" : " (malformed image)");
@@ -293,8 +300,9 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 		fprintf(out, json ? ",\"did\":%" PRIu64 ",\"why\":\"%s\"}" : " did %" PRIu64 " %s", did,
 		    w <= QUAYI_DQF_WHY_MAX ? why[w] : "?");
 	} else {
-		fprintf(out, json ? ",\"did\":%" PRIu64 ",\"attempts\":%" PRIu64 ",\"not_before_ns\":%" PRId64 "}"
-		                  : " did %" PRIu64 " attempts %" PRIu64 " not_before %" PRId64,
+		fprintf(out,
+		    json ? ",\"did\":%" PRIu64 ",\"attempts\":%" PRIu64 ",\"not_before_ns\":%" PRId64 "}" :
+		           " did %" PRIu64 " attempts %" PRIu64 " not_before %" PRId64,
 		    did, (uint64_t)quayi_le_get32(p + QUAYI_DQF_RETRY_ATTEMPTS),
 		    (int64_t)quayi_le_get64(p + QUAYI_DQF_RETRY_NOT_BEFORE));
 	}
@@ -303,11 +311,11 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 /* stats: the live set, replayed as the queue does: (queue, did) entries
  * added by ADD (did 0: the record's LSN), removed by DEL. */
 struct dq_live {
-	uint64_t *key;            /* pairs (qid, did); did 0: empty */
+	uint64_t *key; /* pairs (qid, did); did 0: empty */
 	size_t mask, count;
 	uint64_t live_bytes;
-	uint64_t *bytes;          /* per entry */
-	uint64_t seen;            /* records of the queue's types */
+	uint64_t *bytes; /* per entry */
+	uint64_t seen;   /* records of the queue's types */
 	bool nomem, malformed;
 };
 
@@ -387,7 +395,8 @@ dq_stats_record(void *st, uint64_t lsn, uint32_t type, const void *data, size_t 
 	l->seen++;
 	if (type == QUAYI_DQ_NAME)
 		return; /* gathered by the prepass */
-	if ((type == QUAYI_DQ_ADD && len < QUAYI_DQ_ADD_HDR) || (type != QUAYI_DQ_ADD && len < QUAYI_DQ_DEL_LEN)) {
+	if ((type == QUAYI_DQ_ADD && len < QUAYI_DQ_ADD_HDR) ||
+	    (type != QUAYI_DQ_ADD && len < QUAYI_DQ_DEL_LEN)) {
 		l->malformed = true;
 		return;
 	}
@@ -413,7 +422,7 @@ dq_stats_record(void *st, uint64_t lsn, uint32_t type, const void *data, size_t 
 	}
 	i = dq_find(l, q, d);
 	if (l->key[2 * i + 1] == 0)
-		return;                 /* its ADD was compacted away */
+		return; /* its ADD was compacted away */
 	/* Remove with backward shift. */
 	l->count--;
 	l->live_bytes -= l->bytes[i];
@@ -476,11 +485,12 @@ dq_stats_print(void *st, FILE *out, bool json)
 		return;
 	}
 	if (json)
-		fprintf(out, ",\"live_messages\":%zu,\"live_message_bytes\":%" PRIu64 ",\"live_queues\":%" PRIu64,
+		fprintf(out,
+		    ",\"live_messages\":%zu,\"live_message_bytes\":%" PRIu64 ",\"live_queues\":%" PRIu64,
 		    l->count, l->live_bytes, queues);
 	else
-		fprintf(out, "live messages:    %zu (%" PRIu64 " bytes of records) in %" PRIu64 " queue(s)\n", l->count,
-		    l->live_bytes, queues);
+		fprintf(out, "live messages:    %zu (%" PRIu64 " bytes of records) in %" PRIu64 " queue(s)\n",
+		    l->count, l->live_bytes, queues);
 	/* Per queue, by name where the log names it (issue 11), in the
 	 * order of the table; every named queue is listed, live or not. */
 	if (json)
@@ -521,8 +531,15 @@ dq_stats_end(void *st)
 }
 
 static const struct wal_decoder dq_decoder = {
-	"durable queue", dq_owns, dq_type_name, dq_describe, dq_prepass, dq_stats_begin, dq_stats_record,
-	dq_stats_print, dq_stats_end,
+	"durable queue",
+	dq_owns,
+	dq_type_name,
+	dq_describe,
+	dq_prepass,
+	dq_stats_begin,
+	dq_stats_record,
+	dq_stats_print,
+	dq_stats_end,
 };
 
 /* The registered decoders (NULL-terminated). */
@@ -550,8 +567,7 @@ type_name(uint32_t type)
 
 /* ---- messages ------------------------------------------------------ */
 
-static void __attribute__((format(printf, 1, 2)))
-err_msg(const char *fmt, ...)
+static void __attribute__((format(printf, 1, 2))) err_msg(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -674,8 +690,10 @@ open_ro(const char *dir, bool salvage, struct quay_wal_report *rep, quay_wal **o
 		fprintf(stderr, "%s: CORRUPT: ", prog);
 		print_where(stderr, dir, rep);
 		fprintf(stderr, ": %s\n", quay_wal_reason_str(rep->reason));
-		fprintf(stderr, "%s: damage before the end of the log (not a torn tail); "
-				"records from there on cannot be trusted\n", prog);
+		fprintf(stderr,
+		    "%s: damage before the end of the log (not a torn tail); "
+		    "records from there on cannot be trusted\n",
+		    prog);
 		return EXIT_DAMAGED;
 	}
 	if (rep->reason == QUAY_WAL_R_IO && rep->segment[0] != '\0') {
@@ -699,7 +717,8 @@ note_damage(FILE *out, const char *dir, const struct quay_wal_report *rep, const
 	if (rep->corrupt) {
 		fprintf(out, "%s: CORRUPT (salvaged): ", prog);
 		print_where(out, dir, rep);
-		fprintf(out, ": %s; %s only the valid prefix before it (%" PRIu32 " later segment(s) ignored)\n",
+		fprintf(out,
+		    ": %s; %s only the valid prefix before it (%" PRIu32 " later segment(s) ignored)\n",
 		    quay_wal_reason_str(rep->reason), what, rep->segments_removed);
 	} else if (rep->tail_cut) {
 		fprintf(out, "%s: torn tail: ", prog);
@@ -763,7 +782,8 @@ cmd_verify(const char *dir)
 	}
 	if (cc.records != rep.records || !cc.order_ok) {
 		err_msg("%s: the log changed while it was read (%" PRIu64 " records scanned, %" PRIu64
-			" replayed): is a writer appending?", dir, rep.records, cc.records);
+		        " replayed): is a writer appending?",
+		    dir, rep.records, cc.records);
 		return EXIT_DAMAGED;
 	}
 	if (rep.tail_cut) {
@@ -772,7 +792,8 @@ cmd_verify(const char *dir)
 		printf(": %s\n", quay_wal_reason_str(rep.reason));
 		printf("  recoverable: opening the log for writing cuts %" PRIu64 " byte(s)", rep.cut_bytes);
 		if (rep.cut_records > 0)
-			printf(" holding %" PRIu64 " valid record(s) of an unfinished batch", rep.cut_records);
+			printf(" holding %" PRIu64 " valid record(s) of an unfinished batch",
+			    rep.cut_records);
 		if (rep.segments_removed > 0)
 			printf(" and removes %" PRIu32 " segment file(s) whose creation was cut short",
 			    rep.segments_removed);
@@ -784,15 +805,15 @@ cmd_verify(const char *dir)
 		       "  been acknowledged cannot be told from the log: a write cut short by a crash\n"
 		       "  (never acknowledged in SYNC mode) and a synced record damaged afterwards look\n"
 		       "  the same when no later record proves them durable\n");
-		printf("  kept: %" PRIu32 " segment(s), %" PRIu64 " record(s)", rep.segments - rep.segments_removed,
-		    rep.records);
+		printf("  kept: %" PRIu32 " segment(s), %" PRIu64 " record(s)",
+		    rep.segments - rep.segments_removed, rep.records);
 		if (rep.last_lsn > 0)
 			printf(", LSN %" PRIu64 "..%" PRIu64, rep.first_lsn, rep.last_lsn);
 		printf("\n");
 		return EXIT_DAMAGED;
 	}
-	printf("OK: %s: %" PRIu32 " segment(s), %" PRIu64 " record(s), %" PRIu64 " byte(s) of log data",
-	    dir, rep.segments, rep.records, rep.bytes);
+	printf("OK: %s: %" PRIu32 " segment(s), %" PRIu64 " record(s), %" PRIu64 " byte(s) of log data", dir,
+	    rep.segments, rep.records, rep.bytes);
 	if (rep.last_lsn > 0)
 		printf(", LSN %" PRIu64 "..%" PRIu64, rep.first_lsn, rep.last_lsn);
 	printf("\n");
@@ -803,7 +824,7 @@ cmd_verify(const char *dir)
 
 struct dump_ctx {
 	bool json;
-	uint64_t limit;     /* 0: no limit */
+	uint64_t limit; /* 0: no limit */
 	uint64_t shown;
 	size_t preview;
 };
@@ -872,7 +893,8 @@ dump_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
 	if (c->limit != 0 && c->shown >= c->limit)
 		return DUMP_STOP;
 	if (c->json) {
-		printf("{\"lsn\":%" PRIu64 ",\"type\":%" PRIu32 ",\"type_hex\":\"0x%08" PRIx32 "\"", lsn, type, type);
+		printf("{\"lsn\":%" PRIu64 ",\"type\":%" PRIu32 ",\"type_hex\":\"0x%08" PRIx32 "\"", lsn,
+		    type, type);
 		if (tn != NULL) {
 			printf(",\"type_name\":\"");
 			json_str(stdout, (const unsigned char *)tn, strlen(tn));
@@ -936,7 +958,7 @@ struct type_stat {
 	uint32_t type;
 	uint64_t records;
 	uint64_t payload_bytes;
-	uint64_t log_bytes;    /* header + payload + padding */
+	uint64_t log_bytes; /* header + payload + padding */
 };
 
 struct stats_ctx {
@@ -1021,7 +1043,8 @@ cmd_stats(const char *dir, bool json, bool salvage)
 	note_damage(stderr, dir, &rep, "counting");
 	r = quay_wal_info(w, &info);
 	for (nd = 0; r == 0 && decoders[nd] != NULL; nd++) {
-		if (decoders[nd]->stats_begin != NULL && (sc.dstate[nd] = decoders[nd]->stats_begin()) == NULL)
+		if (decoders[nd]->stats_begin != NULL &&
+		    (sc.dstate[nd] = decoders[nd]->stats_begin()) == NULL)
 			r = -ENOMEM;
 	}
 	if (r == 0)
@@ -1044,7 +1067,8 @@ cmd_stats(const char *dir, bool json, bool salvage)
 		qsort(sc.tab, n, sizeof(*sc.tab), cmp_type);
 	/* LSNs are consecutive over the log (WAL-FORMAT 4), so the ones that
 	 * no caller record holds belong to the WAL's own records. */
-	uint64_t span = info.last_lsn >= info.first_lsn && info.last_lsn > 0 ? info.last_lsn - info.first_lsn + 1 : 0;
+	uint64_t span =
+	    info.last_lsn >= info.first_lsn && info.last_lsn > 0 ? info.last_lsn - info.first_lsn + 1 : 0;
 	uint64_t internal = span > info.records ? span - info.records : 0;
 	const char *state = rep.corrupt ? "corrupt-salvaged" : rep.tail_cut ? "torn-tail" : "sound";
 
@@ -1059,20 +1083,21 @@ cmd_stats(const char *dir, bool json, bool salvage)
 		if (rep.tail_cut || rep.corrupt) {
 			printf(",\"damage\":{\"segment\":\"");
 			json_str(stdout, (const unsigned char *)rep.segment, strlen(rep.segment));
-			printf("\",\"offset\":%" PRIu64 ",\"reason\":\"%s\",\"cut_bytes\":%" PRIu64 "}", rep.offset,
-			    quay_wal_reason_str(rep.reason), rep.cut_bytes);
+			printf("\",\"offset\":%" PRIu64 ",\"reason\":\"%s\",\"cut_bytes\":%" PRIu64 "}",
+			    rep.offset, quay_wal_reason_str(rep.reason), rep.cut_bytes);
 		}
 		printf(",\"types\":[");
 		for (size_t i = 0; i < n; i++) {
 			const char *tn = type_name(sc.tab[i].type);
-			printf("%s{\"type\":%" PRIu32 ",\"type_hex\":\"0x%08" PRIx32 "\"", i ? "," : "", sc.tab[i].type,
-			    sc.tab[i].type);
+			printf("%s{\"type\":%" PRIu32 ",\"type_hex\":\"0x%08" PRIx32 "\"", i ? "," : "",
+			    sc.tab[i].type, sc.tab[i].type);
 			if (tn != NULL) {
 				printf(",\"name\":\"");
 				json_str(stdout, (const unsigned char *)tn, strlen(tn));
 				printf("\"");
 			}
-			printf(",\"records\":%" PRIu64 ",\"payload_bytes\":%" PRIu64 ",\"log_bytes\":%" PRIu64 "}",
+			printf(",\"records\":%" PRIu64 ",\"payload_bytes\":%" PRIu64 ",\"log_bytes\":%" PRIu64
+			       "}",
 			    sc.tab[i].records, sc.tab[i].payload_bytes, sc.tab[i].log_bytes);
 		}
 		printf("]");
@@ -1084,8 +1109,10 @@ cmd_stats(const char *dir, bool json, bool salvage)
 		printf("directory:        %s\n", dir);
 		printf("state:            %s\n", state);
 		printf("segments:         %" PRIu64 "\n", info.segments);
-		printf("records:          %" PRIu64 " (+ %" PRIu64 " WAL-internal)\n", info.records, internal);
-		printf("bytes:            %" PRIu64 " of log data, %" PRIu64 " in files (preallocation included)\n",
+		printf("records:          %" PRIu64 " (+ %" PRIu64 " WAL-internal)\n", info.records,
+		    internal);
+		printf("bytes:            %" PRIu64 " of log data, %" PRIu64
+		       " in files (preallocation included)\n",
 		    info.bytes, info.file_bytes);
 		if (info.last_lsn > 0)
 			printf("LSN:              %" PRIu64 "..%" PRIu64 "\n", info.first_lsn, info.last_lsn);
@@ -1098,8 +1125,8 @@ cmd_stats(const char *dir, bool json, bool salvage)
 		printf("types:            %zu\n", n);
 		for (size_t i = 0; i < n; i++) {
 			const char *tn = type_name(sc.tab[i].type);
-			printf("  type 0x%08" PRIx32 " %-12s %12" PRIu64 " record(s) %14" PRIu64 " payload bytes %14" PRIu64
-			       " log bytes\n",
+			printf("  type 0x%08" PRIx32 " %-12s %12" PRIu64 " record(s) %14" PRIu64
+			       " payload bytes %14" PRIu64 " log bytes\n",
 			    sc.tab[i].type, tn != NULL ? tn : "", sc.tab[i].records, sc.tab[i].payload_bytes,
 			    sc.tab[i].log_bytes);
 		}

@@ -214,7 +214,9 @@ struct quay_bus_opts {
 };
 
 /** Initialiser for struct quay_bus_opts: every field its default. */
+/* clang-format off */
 #define QUAY_BUS_OPTS_INIT { sizeof(struct quay_bus_opts), 0u, NULL, NULL, 0u, 0u, NULL, NULL, NULL }
+/* clang-format on */
 
 /** Subscription options. Start from QUAY_SUB_OPTS_INIT. */
 struct quay_sub_opts {
@@ -246,8 +248,10 @@ struct quay_sub_opts {
 };
 
 /** Initialiser for struct quay_sub_opts: the defaults. */
+/* clang-format off */
 #define QUAY_SUB_OPTS_INIT \
 	{ sizeof(struct quay_sub_opts), 0u, QUAY_SUB_REJECT, 0u, 0u, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL, NULL }
+/* clang-format on */
 
 /** Binding options. Start from QUAY_BIND_OPTS_INIT. */
 struct quay_bind_opts {
@@ -274,31 +278,33 @@ struct quay_bind_opts {
 };
 
 /** Initialiser for struct quay_bind_opts: the defaults. */
+/* clang-format off */
 #define QUAY_BIND_OPTS_INIT \
 	{ sizeof(struct quay_bind_opts), 0u, QUAY_SUB_REJECT, QUAY_SUB_BLOCK_TIMEOUT_DEFAULT, NULL, NULL }
+/* clang-format on */
 
 /** Counters of a binding (quay_binding_counters()); also its metrics
  *  quay_binding_*_total (labels bus, binding, pattern, group). */
 struct quay_binding_counters {
-	uint64_t delivered;  /**< messages its queue accepted */
-	uint64_t dropped;    /**< DROP_NEWEST refusals (queue full) */
-	uint64_t rejected;   /**< REJECT refusals (queue full) */
-	uint64_t timed_out;  /**< BLOCK waits that timed out */
-	uint64_t failed;     /**< other refusals: the copy could not be made
+	uint64_t delivered; /**< messages its queue accepted */
+	uint64_t dropped;   /**< DROP_NEWEST refusals (queue full) */
+	uint64_t rejected;  /**< REJECT refusals (queue full) */
+	uint64_t timed_out; /**< BLOCK waits that timed out */
+	uint64_t failed;    /**< other refusals: the copy could not be made
 	                          (pool exhausted), or the queue refused the
 	                          message (priority, a durable log error) */
 };
 
 /** Outcomes of one publish for one kind of target. */
 struct quay_bus_pub_outcomes {
-	uint32_t matched;    /**< targets matched, filters passed (a group counts once) */
-	uint32_t delivered;  /**< targets that queued the message */
-	uint32_t dropped;    /**< DROP_NEWEST refusals (DROP_OLDEST evictions
+	uint32_t matched;   /**< targets matched, filters passed (a group counts once) */
+	uint32_t delivered; /**< targets that queued the message */
+	uint32_t dropped;   /**< DROP_NEWEST refusals (DROP_OLDEST evictions
 	                          are counted on the subscription, not here) */
-	uint32_t rejected;   /**< REJECT refusals */
-	uint32_t timed_out;  /**< BLOCK publishers that gave up */
-	uint32_t closed;     /**< targets unsubscribed or unbound meanwhile */
-	uint32_t failed;     /**< bound queues that refused otherwise (see
+	uint32_t rejected;  /**< REJECT refusals */
+	uint32_t timed_out; /**< BLOCK publishers that gave up */
+	uint32_t closed;    /**< targets unsubscribed or unbound meanwhile */
+	uint32_t failed;    /**< bound queues that refused otherwise (see
 	                          quay_binding_counters.failed) */
 };
 
@@ -306,47 +312,47 @@ struct quay_bus_pub_outcomes {
  *  are the totals over subscriptions and bound queues (a group is counted
  *  with the kind of the member that handled the message). */
 struct quay_bus_pub_result {
-	uint32_t matched;    /**< targets matched (a group counts once) */
-	uint32_t delivered;  /**< targets that queued the message */
-	uint32_t dropped;    /**< DROP_NEWEST refusals */
-	uint32_t rejected;   /**< REJECT refusals */
-	uint32_t timed_out;  /**< BLOCK publishers that gave up */
-	uint32_t closed;     /**< targets removed meanwhile */
-	struct quay_bus_pub_outcomes subs;    /**< subscriptions only */
-	struct quay_bus_pub_outcomes queues;  /**< bound queues only */
-	uint32_t filtered;   /**< targets whose pattern matched but whose filter
+	uint32_t matched;                    /**< targets matched (a group counts once) */
+	uint32_t delivered;                  /**< targets that queued the message */
+	uint32_t dropped;                    /**< DROP_NEWEST refusals */
+	uint32_t rejected;                   /**< REJECT refusals */
+	uint32_t timed_out;                  /**< BLOCK publishers that gave up */
+	uint32_t closed;                     /**< targets removed meanwhile */
+	struct quay_bus_pub_outcomes subs;   /**< subscriptions only */
+	struct quay_bus_pub_outcomes queues; /**< bound queues only */
+	uint32_t filtered;                   /**< targets whose pattern matched but whose filter
 	                          refused the message (group members each) */
-	uint32_t unroutable; /**< 1 if the message reached no target */
-	int32_t unroutable_rc; /**< then: 0 if the unroutable queue took it, or
+	uint32_t unroutable;                 /**< 1 if the message reached no target */
+	int32_t unroutable_rc;               /**< then: 0 if the unroutable queue took it, or
 	                          what its send returned (-ENOENT: no such
 	                          queue); the message is consumed either way */
 };
 
 /** Counters of a bus (quay_bus_counters()); the same as its metrics. */
 struct quay_bus_counters {
-	uint64_t published;      /**< messages published (reply route included) */
-	uint64_t delivered;      /**< deliveries (message x target) */
-	uint64_t dropped;        /**< deliveries lost to DROP_NEWEST/_OLDEST */
-	uint64_t rejected;       /**< deliveries refused by REJECT */
-	uint64_t timed_out;      /**< BLOCK waits that timed out */
-	uint64_t no_subscriber;  /**< messages that matched nothing */
-	uint64_t late_replies;   /**< replies that found no waiting request */
-	uint64_t unroutable;     /**< messages that reached no target (filters
+	uint64_t published;         /**< messages published (reply route included) */
+	uint64_t delivered;         /**< deliveries (message x target) */
+	uint64_t dropped;           /**< deliveries lost to DROP_NEWEST/_OLDEST */
+	uint64_t rejected;          /**< deliveries refused by REJECT */
+	uint64_t timed_out;         /**< BLOCK waits that timed out */
+	uint64_t no_subscriber;     /**< messages that matched nothing */
+	uint64_t late_replies;      /**< replies that found no waiting request */
+	uint64_t unroutable;        /**< messages that reached no target (filters
 	                              included): the unroutable queue took them
 	                              or not */
 	uint64_t unroutable_queued; /**< of those, queued in opts.unroutable */
-	uint64_t filtered;       /**< targets whose filter refused a message */
-	uint64_t bound_delivered; /**< messages bound queues accepted (in delivered too) */
+	uint64_t filtered;          /**< targets whose filter refused a message */
+	uint64_t bound_delivered;   /**< messages bound queues accepted (in delivered too) */
 };
 
 /** Counters of a subscription (quay_sub_counters()). */
 struct quay_sub_counters {
-	uint64_t delivered;  /**< messages queued to it */
-	uint64_t received;   /**< messages its receivers took */
-	uint64_t dropped;    /**< DROP_NEWEST refusals + DROP_OLDEST evictions */
-	uint64_t rejected;   /**< REJECT refusals */
-	uint64_t timed_out;  /**< BLOCK waits that timed out */
-	uint64_t released;   /**< queued messages released by unsubscribe */
+	uint64_t delivered; /**< messages queued to it */
+	uint64_t received;  /**< messages its receivers took */
+	uint64_t dropped;   /**< DROP_NEWEST refusals + DROP_OLDEST evictions */
+	uint64_t rejected;  /**< REJECT refusals */
+	uint64_t timed_out; /**< BLOCK waits that timed out */
+	uint64_t released;  /**< queued messages released by unsubscribe */
 };
 
 /**
@@ -473,8 +479,8 @@ QUAY_API int quay_bus_unsubscribe_ex(quay_sub *sub, struct quay_sub_counters *fi
  *          is already bound to this pattern on this bus; -ENOMEM; -EPIPE
  *          if the bus is being destroyed. Nothing changes on failure.
  */
-QUAY_API int quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q, const struct quay_bind_opts *opts,
-    quay_binding **out);
+QUAY_API int quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q,
+    const struct quay_bind_opts *opts, quay_binding **out);
 
 /**
  * Remove a binding: no publish reaches its queue after this returns (it

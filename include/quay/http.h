@@ -81,7 +81,9 @@ struct quay_http_opts {
 };
 
 /** Initialiser for struct quay_http_opts: every field its default. */
+/* clang-format off */
 #define QUAY_HTTP_OPTS_INIT { sizeof(struct quay_http_opts), 0u, NULL, 0u, NULL, 0u, 0u, 0u, 0u }
+/* clang-format on */
 
 /**
  * Start a server: bind, listen and start its threads (the request threads

@@ -133,9 +133,11 @@ struct quay_nats_opts {
 };
 
 /** Initialiser for struct quay_nats_opts: every field its default. */
+/* clang-format off */
 #define QUAY_NATS_OPTS_INIT \
 	{ sizeof(struct quay_nats_opts), 0u, NULL, 0u, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0u, \
 	  NULL, NULL, 0u }
+/* clang-format on */
 
 /** Counters of a handle, summed over its bridges (quay_nats_counters()). */
 struct quay_nats_counters {
@@ -316,15 +318,17 @@ struct quay_nats_queue_opts {
 };
 
 /** Initialiser for struct quay_nats_queue_opts. */
+/* clang-format off */
 #define QUAY_NATS_QUEUE_OPTS_INIT \
 	{ sizeof(struct quay_nats_queue_opts), 0u, NULL, 0, 0u, 0, 0.0, 0, 0, 0 }
+/* clang-format on */
 
 /** A lease on a message received from a JetStream queue. */
 typedef struct quay_nats_lease {
-	quay_msg *msg;          /**< the message (the lease's reference) */
-	uint32_t attempt;       /**< delivery attempt, 1-based (NumDelivered) */
-	uint64_t stream_seq;    /**< the message's stream sequence */
-	void *impl;             /**< private: the libnats message */
+	quay_msg *msg;       /**< the message (the lease's reference) */
+	uint32_t attempt;    /**< delivery attempt, 1-based (NumDelivered) */
+	uint64_t stream_seq; /**< the message's stream sequence */
+	void *impl;          /**< private: the libnats message */
 } quay_nats_lease;
 
 /** Counters of a JetStream queue handle (this process's view). */

@@ -122,8 +122,10 @@ struct quay_pool_opts {
 };
 
 /** Initialiser for struct quay_pool_opts: every field "default". */
+/* clang-format off */
 #define QUAY_POOL_OPTS_INIT \
 	{ (uint32_t)sizeof(struct quay_pool_opts), 0u, 0u, {0}, {0}, 0u, 0u, 0u, NULL, NULL }
+/* clang-format on */
 
 /** One class in struct quay_pool_stats. */
 struct quay_pool_class_stats {

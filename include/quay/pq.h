@@ -100,19 +100,21 @@ typedef struct quay_pq quay_pq;
  * the fields that size the memory).
  */
 struct quay_pq_opts {
-	size_t size;              /**< sizeof(struct quay_pq_opts): the version */
-	unsigned levels;          /**< priority levels, 1..QUAY_PQ_LEVELS_MAX */
-	unsigned flags;           /**< 0 (strict) or QUAY_PQ_WEIGHTED */
-	size_t capacity;          /**< elements per level: a power of two,
+	size_t size;             /**< sizeof(struct quay_pq_opts): the version */
+	unsigned levels;         /**< priority levels, 1..QUAY_PQ_LEVELS_MAX */
+	unsigned flags;          /**< 0 (strict) or QUAY_PQ_WEIGHTED */
+	size_t capacity;         /**< elements per level: a power of two,
 	                               1..QUAY_RING_CAPACITY_MAX */
-	size_t elem_size;         /**< a multiple of 8, 8..QUAY_RING_ELEM_MAX */
-	const uint32_t *weights;  /**< QUAY_PQ_WEIGHTED only: `levels` weights,
+	size_t elem_size;        /**< a multiple of 8, 8..QUAY_RING_ELEM_MAX */
+	const uint32_t *weights; /**< QUAY_PQ_WEIGHTED only: `levels` weights,
 	                               each 1..QUAY_PQ_WEIGHT_MAX, copied at
 	                               creation; NULL means weight L + 1 */
 };
 
 /** Initialiser for struct quay_pq_opts. */
+/* clang-format off */
 #define QUAY_PQ_OPTS_INIT { sizeof(struct quay_pq_opts), 0u, 0u, 0u, 0u, NULL }
+/* clang-format on */
 
 /**
  * Bytes of memory a priority queue of this shape needs (for

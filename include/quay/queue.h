@@ -136,8 +136,9 @@ typedef struct quay_queue quay_queue;
  * memory. */
 #define QUAY_QUEUE_NO_DELIVERY_LOG 0x20u
 /** Every flag a caller may pass; other bits get -EINVAL. */
-#define QUAY_QUEUE_FLAGS_ALL (QUAY_QUEUE_WEIGHTED | QUAY_QUEUE_NO_JITTER | QUAY_QUEUE_NO_BACKOFF | \
-	QUAY_QUEUE_CONTENT_DEDUP | QUAY_QUEUE_FIFO | QUAY_QUEUE_NO_DELIVERY_LOG)
+#define QUAY_QUEUE_FLAGS_ALL \
+	(QUAY_QUEUE_WEIGHTED | QUAY_QUEUE_NO_JITTER | QUAY_QUEUE_NO_BACKOFF | QUAY_QUEUE_CONTENT_DEDUP | \
+	    QUAY_QUEUE_FIFO | QUAY_QUEUE_NO_DELIVERY_LOG)
 
 #ifndef QUAY_MSG_H_GROUP
 /** Reserved header: the message group of a FIFO queue (and of content
@@ -158,19 +159,19 @@ typedef struct quay_queue quay_queue;
 
 /** The alarms of a queue (quay_queue_opts.alarm[], quay_queue_health()). */
 typedef enum quay_queue_alarm {
-	QUAY_QUEUE_ALARM_READY = 0,        /**< ready depth (messages; FIFO: with those behind their group's head) */
-	QUAY_QUEUE_ALARM_AGE = 1,          /**< oldest message age (nanoseconds, see quay_queue_stats()) */
-	QUAY_QUEUE_ALARM_IN_FLIGHT = 2,    /**< leases out */
-	QUAY_QUEUE_ALARM_DLQ = 3,          /**< messages held by the dead-letter queue */
-	QUAY_QUEUE_ALARM_FAILURES = 4,     /**< failed deliveries / all ended deliveries over the window, 0..1 */
+	QUAY_QUEUE_ALARM_READY = 0, /**< ready depth (messages; FIFO: with those behind their group's head) */
+	QUAY_QUEUE_ALARM_AGE = 1,   /**< oldest message age (nanoseconds, see quay_queue_stats()) */
+	QUAY_QUEUE_ALARM_IN_FLIGHT = 2, /**< leases out */
+	QUAY_QUEUE_ALARM_DLQ = 3,       /**< messages held by the dead-letter queue */
+	QUAY_QUEUE_ALARM_FAILURES = 4,  /**< failed deliveries / all ended deliveries over the window, 0..1 */
 	QUAY_QUEUE_ALARM_COUNT = 5
 } quay_queue_alarm;
 
 /** Overall state (quay_queue_health()). */
 typedef enum quay_queue_health_state {
-	QUAY_QUEUE_HEALTHY = 0,   /**< no alarm on */
-	QUAY_QUEUE_DEGRADED = 1,  /**< an alarm on ready depth, age or in-flight count: work is late */
-	QUAY_QUEUE_FAILING = 2,   /**< the DLQ or the failure-rate alarm is on: work is being lost or failing */
+	QUAY_QUEUE_HEALTHY = 0,  /**< no alarm on */
+	QUAY_QUEUE_DEGRADED = 1, /**< an alarm on ready depth, age or in-flight count: work is late */
+	QUAY_QUEUE_FAILING = 2, /**< the DLQ or the failure-rate alarm is on: work is being lost or failing */
 } quay_queue_health_state;
 
 /**
@@ -180,30 +181,29 @@ typedef enum quay_queue_health_state {
  * clear <= raise). raise 0: the alarm is off.
  */
 struct quay_queue_threshold {
-	double raise;        /**< > 0; 0: alarm off */
-	double clear;        /**< 0 < clear <= raise; 0: raise */
-	uint32_t periods;    /**< evaluations for each transition, 1..1000; 0: 1 */
+	double raise;     /**< > 0; 0: alarm off */
+	double clear;     /**< 0 < clear <= raise; 0: raise */
+	uint32_t periods; /**< evaluations for each transition, 1..1000; 0: 1 */
 };
 
 /** Told about each alarm transition (OK -> ALARM: on true; back: false),
  * with the value that completed it. Runs in the thread that evaluated the
  * alarms (quay_queue_health(), quay_queue_stats() or a registry snapshot),
  * under the queue's alarm lock: quick, and no call into the same queue. */
-typedef void (*quay_queue_alarm_fn)(void *ctx, quay_queue *q, quay_queue_alarm alarm, bool on,
-    double value);
+typedef void (*quay_queue_alarm_fn)(void *ctx, quay_queue *q, quay_queue_alarm alarm, bool on, double value);
 
 /** What on_failure decides for a failed delivery. */
 typedef enum quay_queue_verdict {
-	QUAY_QUEUE_RETRY = 0,        /**< deliver again after *delay_ns */
-	QUAY_QUEUE_DEAD_LETTER = 1,  /**< to the dead-letter queue */
-	QUAY_QUEUE_DROP = 2,         /**< discard (counted as dropped) */
+	QUAY_QUEUE_RETRY = 0,       /**< deliver again after *delay_ns */
+	QUAY_QUEUE_DEAD_LETTER = 1, /**< to the dead-letter queue */
+	QUAY_QUEUE_DROP = 2,        /**< discard (counted as dropped) */
 } quay_queue_verdict;
 
 /** Why a message was dead-lettered (also the QUAY_MSG_H_DLQ_REASON header). */
 typedef enum quay_queue_dlq_reason {
-	QUAY_QUEUE_DLQ_MAX_ATTEMPTS = 1,  /**< header "max-attempts" */
-	QUAY_QUEUE_DLQ_TTL = 2,           /**< header "ttl-expired" */
-	QUAY_QUEUE_DLQ_REJECTED = 3,      /**< on_failure said DEAD_LETTER: "rejected" */
+	QUAY_QUEUE_DLQ_MAX_ATTEMPTS = 1, /**< header "max-attempts" */
+	QUAY_QUEUE_DLQ_TTL = 2,          /**< header "ttl-expired" */
+	QUAY_QUEUE_DLQ_REJECTED = 3,     /**< on_failure said DEAD_LETTER: "rejected" */
 } quay_queue_dlq_reason;
 
 /** The state a browsed message is in. */
@@ -244,70 +244,72 @@ typedef int64_t (*quay_queue_clock_fn)(void *ctx);
  * default for every field.
  */
 struct quay_queue_opts {
-	size_t size;                 /**< sizeof(struct quay_queue_opts): the version */
-	const char *name;            /**< 1..QUAY_QUEUE_NAME_MAX bytes of [A-Za-z0-9_.:-]; NULL: "queue".
+	size_t size;                      /**< sizeof(struct quay_queue_opts): the version */
+	const char *name;                 /**< 1..QUAY_QUEUE_NAME_MAX bytes of [A-Za-z0-9_.:-]; NULL: "queue".
 	                                  The stats label and the QUAY_MSG_H_DLQ_SOURCE header */
-	unsigned flags;              /**< QUAY_QUEUE_* flags */
-	size_t capacity;             /**< most messages held (ready + delayed + in flight),
+	unsigned flags;                   /**< QUAY_QUEUE_* flags */
+	size_t capacity;                  /**< most messages held (ready + delayed + in flight),
 	                                  1..QUAY_QUEUE_CAPACITY_MAX; 0: QUAY_QUEUE_CAPACITY_DEFAULT */
-	size_t max_in_flight;        /**< most leases out at once, 1..capacity; 0: capacity */
-	unsigned levels;             /**< priority levels 1..256; 0: 1. A message's priority must
+	size_t max_in_flight;             /**< most leases out at once, 1..capacity; 0: capacity */
+	unsigned levels;                  /**< priority levels 1..256; 0: 1. A message's priority must
 	                                  be < levels */
-	const uint32_t *weights;     /**< QUAY_QUEUE_WEIGHTED: as quay_pq_opts.weights */
-	int64_t visibility_ns;       /**< lease length; 0: QUAY_QUEUE_VISIBILITY_DEFAULT */
-	uint32_t max_attempts;       /**< deliveries before dead-lettering, 1..1000; 0: the
+	const uint32_t *weights;          /**< QUAY_QUEUE_WEIGHTED: as quay_pq_opts.weights */
+	int64_t visibility_ns;            /**< lease length; 0: QUAY_QUEUE_VISIBILITY_DEFAULT */
+	uint32_t max_attempts;            /**< deliveries before dead-lettering, 1..1000; 0: the
 	                                  default, 10 (0 means "default" for every option
 	                                  here); > 1000 is -EINVAL */
-	quay_queue *dlq;             /**< dead-letter queue (not this one); NULL: dead letters
+	quay_queue *dlq;                  /**< dead-letter queue (not this one); NULL: dead letters
 	                                  are dropped and counted */
-	int64_t delay_ns;            /**< default delay of a sent message without not-before */
-	int64_t ttl_ns;              /**< default TTL of a sent message without expiry; 0: none */
-	int64_t backoff_base_ns;     /**< first retry delay; 0: 100 ms */
-	double backoff_factor;       /**< growth per attempt, 1..1000; 0: 2 */
-	int64_t backoff_max_ns;      /**< largest retry delay, >= base; 0: 60 s */
-	uint64_t jitter_seed;        /**< seed of the full-jitter generator; 0: a fixed default */
-	int64_t dedup_window_ns;     /**< 0: no deduplication; else ids seen within it are dropped */
-	size_t dedup_capacity;       /**< live dedup ids guaranteed room (the table has at least
+	int64_t delay_ns;                 /**< default delay of a sent message without not-before */
+	int64_t ttl_ns;                   /**< default TTL of a sent message without expiry; 0: none */
+	int64_t backoff_base_ns;          /**< first retry delay; 0: 100 ms */
+	double backoff_factor;            /**< growth per attempt, 1..1000; 0: 2 */
+	int64_t backoff_max_ns;           /**< largest retry delay, >= base; 0: 60 s */
+	uint64_t jitter_seed;             /**< seed of the full-jitter generator; 0: a fixed default */
+	int64_t dedup_window_ns;          /**< 0: no deduplication; else ids seen within it are dropped */
+	size_t dedup_capacity;            /**< live dedup ids guaranteed room (the table has at least
 	                                  twice as many ways, probed over 8 sets); 0: capacity.
 	                                  A send finding no room is -EAGAIN */
-	int64_t tick_ns;             /**< timer tick, 1 us..1 s; 0: 1 ms */
-	quay_queue_failure_fn on_failure;      /**< NULL: the default policy */
-	quay_queue_dead_letter_fn on_dead_letter;  /**< NULL: none */
-	void *hook_ctx;              /**< passed to both hooks */
-	quay_queue_clock_fn clock;   /**< NULL: CLOCK_REALTIME */
-	void *clock_ctx;             /**< passed to clock */
-	quay_stats *stats;           /**< registry for the queue's metrics; NULL: a private one */
+	int64_t tick_ns;                  /**< timer tick, 1 us..1 s; 0: 1 ms */
+	quay_queue_failure_fn on_failure; /**< NULL: the default policy */
+	quay_queue_dead_letter_fn on_dead_letter; /**< NULL: none */
+	void *hook_ctx;                           /**< passed to both hooks */
+	quay_queue_clock_fn clock;                /**< NULL: CLOCK_REALTIME */
+	void *clock_ctx;                          /**< passed to clock */
+	quay_stats *stats; /**< registry for the queue's metrics; NULL: a private one */
 	/* Durability (docs/DURABILITY.md). Fields added at the end: a caller
 	 * built against the older, shorter struct (size up to `stats`) gets
 	 * an in-memory queue. */
-	struct quay_wal *wal;        /**< NULL: in memory only. Else a writable WAL (quay/wal.h) the
+	struct quay_wal *wal;   /**< NULL: in memory only. Else a writable WAL (quay/wal.h) the
 	                                  queue logs every transition to and recovers from at create;
 	                                  it must outlive the queue. Its dlq must use the same WAL */
-	quay_pool *pool;             /**< with wal: the pool recovered messages are made in (required) */
-	uint64_t compact_bytes;      /**< with wal: log bytes appended since the last compaction that
+	quay_pool *pool;        /**< with wal: the pool recovered messages are made in (required) */
+	uint64_t compact_bytes; /**< with wal: log bytes appended since the last compaction that
 	                                  trigger the next (also at least the live set's bytes);
 	                                  0: 4 x the WAL's segment size */
 	/* Rate limit and alarms (issue 13; docs/QUEUE.md). Fields added at the
 	 * end: a caller built against the struct ending at compact_bytes (or
 	 * at stats) gets no limit and no alarms. */
-	double rate_per_sec;         /**< receive rate limit (token bucket): messages per second,
+	double rate_per_sec; /**< receive rate limit (token bucket): messages per second,
 	                                  QUAY_QUEUE_RATE_MIN..QUAY_QUEUE_RATE_MAX; 0: none;
 	                                  negative, NaN or outside the range: -EINVAL */
-	uint32_t rate_burst;         /**< bucket depth (messages received at once after an idle
+	uint32_t rate_burst; /**< bucket depth (messages received at once after an idle
 	                                  spell), 1..QUAY_QUEUE_BURST_MAX; 0: 1. Needs rate_per_sec */
 	struct quay_queue_threshold alarm[QUAY_QUEUE_ALARM_COUNT]; /**< indexed by quay_queue_alarm */
-	int64_t failure_window_ns;   /**< window of the failure-rate alarm, 1 ms..1 day; 0: 60 s */
-	uint32_t failure_min;        /**< fewest deliveries ended within the window for the
+	int64_t failure_window_ns;    /**< window of the failure-rate alarm, 1 ms..1 day; 0: 60 s */
+	uint32_t failure_min;         /**< fewest deliveries ended within the window for the
 	                                  failure rate to count (else it reads 0); 0: 10 */
-	quay_queue_alarm_fn on_alarm;  /**< NULL: none (the states are still kept) */
-	void *alarm_ctx;             /**< passed to on_alarm */
+	quay_queue_alarm_fn on_alarm; /**< NULL: none (the states are still kept) */
+	void *alarm_ctx;              /**< passed to on_alarm */
 };
 
 /** Initialiser for struct quay_queue_opts: every field its default. */
+/* clang-format off */
 #define QUAY_QUEUE_OPTS_INIT { sizeof(struct quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
 	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0u, 0.0, 0u, \
 	{ { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u } }, \
 	0, 0u, NULL, NULL }
+/* clang-format on */
 
 /**
  * A lease on a received message: what ack, nack and extend take. Filled
@@ -329,33 +331,33 @@ struct quay_queue_opts {
  * change the message while leased (other holders may read it).
  */
 typedef struct quay_lease {
-	quay_msg *msg;          /**< the message (one reference, the caller's) */
-	int64_t deadline_ns;    /**< lease expiry on the queue's clock (extend moves it) */
-	uint64_t gen;           /**< fence: the slot's generation when leased */
-	uint64_t queue;         /**< fence: the issuing queue's id (never 0) */
-	uint32_t slot;          /**< lease table slot */
-	uint32_t attempt;       /**< this delivery's number (1 = first) */
+	quay_msg *msg;       /**< the message (one reference, the caller's) */
+	int64_t deadline_ns; /**< lease expiry on the queue's clock (extend moves it) */
+	uint64_t gen;        /**< fence: the slot's generation when leased */
+	uint64_t queue;      /**< fence: the issuing queue's id (never 0) */
+	uint32_t slot;       /**< lease table slot */
+	uint32_t attempt;    /**< this delivery's number (1 = first) */
 } quay_lease;
 
 /** Counters and gauges of a queue (quay_queue_stats(); a struct tag only,
  * since the function has the same name). */
 struct quay_queue_stats {
-	uint64_t sent;             /**< accepted (send, dead letters in, redriven in); not duplicates */
-	uint64_t received;         /**< leases issued */
+	uint64_t sent;     /**< accepted (send, dead letters in, redriven in); not duplicates */
+	uint64_t received; /**< leases issued */
 	uint64_t acked;
 	uint64_t nacked;
-	uint64_t retried;          /**< failures that were scheduled for redelivery */
-	uint64_t lease_expired;    /**< leases that expired (redelivered or dead-lettered) */
-	uint64_t ttl_expired;      /**< messages found past their TTL (then dead-lettered or dropped) */
-	uint64_t dead_lettered;    /**< handed to the DLQ, or dropped for want of one */
-	uint64_t redriven_out;     /**< moved to another queue by redrive */
-	uint64_t dropped;          /**< removed by on_failure DROP */
-	uint64_t deduplicated;     /**< sends refused as duplicates (not in sent) */
-	uint64_t restored;         /**< put back by recovery (durable queues; not in sent) */
-	uint64_t ready;            /**< gauge: messages ready */
-	uint64_t delayed;          /**< gauge: messages waiting in the timer */
-	uint64_t in_flight;        /**< gauge: leases out */
-	int64_t oldest_age_ns;     /**< gauge: estimate, see quay_queue_stats() */
+	uint64_t retried;       /**< failures that were scheduled for redelivery */
+	uint64_t lease_expired; /**< leases that expired (redelivered or dead-lettered) */
+	uint64_t ttl_expired;   /**< messages found past their TTL (then dead-lettered or dropped) */
+	uint64_t dead_lettered; /**< handed to the DLQ, or dropped for want of one */
+	uint64_t redriven_out;  /**< moved to another queue by redrive */
+	uint64_t dropped;       /**< removed by on_failure DROP */
+	uint64_t deduplicated;  /**< sends refused as duplicates (not in sent) */
+	uint64_t restored;      /**< put back by recovery (durable queues; not in sent) */
+	uint64_t ready;         /**< gauge: messages ready */
+	uint64_t delayed;       /**< gauge: messages waiting in the timer */
+	uint64_t in_flight;     /**< gauge: leases out */
+	int64_t oldest_age_ns;  /**< gauge: estimate, see quay_queue_stats() */
 };
 
 /**
@@ -649,12 +651,12 @@ QUAY_API int quay_queue_set_rate_limit(quay_queue *q, double per_sec, uint32_t b
 
 /** One alarm in quay_queue_health(). */
 struct quay_queue_alarm_state {
-	bool enabled;              /**< its threshold is set */
-	bool on;                   /**< ALARM (else OK) */
-	double value;              /**< the value at the last evaluation */
-	uint32_t streak;           /**< consecutive evaluations toward the other state */
-	uint64_t transitions;      /**< OK -> ALARM and back, counted */
-	int64_t since_ns;          /**< queue clock of the last transition (0: never) */
+	bool enabled;         /**< its threshold is set */
+	bool on;              /**< ALARM (else OK) */
+	double value;         /**< the value at the last evaluation */
+	uint32_t streak;      /**< consecutive evaluations toward the other state */
+	uint64_t transitions; /**< OK -> ALARM and back, counted */
+	int64_t since_ns;     /**< queue clock of the last transition (0: never) */
 };
 
 /** The health of a queue (quay_queue_health(); a struct tag only, as stats). */

@@ -135,7 +135,9 @@ struct quay_stats_opts {
 };
 
 /** Initialiser for struct quay_stats_opts: every field its default. */
+/* clang-format off */
 #define QUAY_STATS_OPTS_INIT { sizeof(struct quay_stats_opts), 0u, 0u, 0u, 0u }
+/* clang-format on */
 
 /** A registry of metrics (opaque). */
 typedef struct quay_stats quay_stats;
@@ -150,24 +152,24 @@ typedef struct quay_stats_snap quay_stats_snap;
 
 /** The contents of a histogram, as read by quay_hist_read(). */
 struct quay_hist_data {
-	uint64_t count;                       /**< values recorded (sum of buckets) */
-	uint64_t sum;                         /**< their sum, modulo 2^64 */
-	uint64_t min;                         /**< smallest value (0 if count is 0) */
-	uint64_t max;                         /**< largest value (0 if count is 0) */
-	uint64_t buckets[QUAY_HIST_BUCKETS];  /**< values per bucket */
+	uint64_t count;                      /**< values recorded (sum of buckets) */
+	uint64_t sum;                        /**< their sum, modulo 2^64 */
+	uint64_t min;                        /**< smallest value (0 if count is 0) */
+	uint64_t max;                        /**< largest value (0 if count is 0) */
+	uint64_t buckets[QUAY_HIST_BUCKETS]; /**< values per bucket */
 };
 
 /** One metric of a snapshot. Every pointer lives as long as the snapshot. */
 struct quay_stats_metric {
 	const char *name;
-	const char *help;                     /**< "" when the family has none */
+	const char *help; /**< "" when the family has none */
 	enum quay_stats_type type;
 	size_t nlabels;
-	const struct quay_stats_label *labels;  /**< sorted by label name */
-	uint64_t counter;                     /**< QUAY_STATS_COUNTER: the value */
-	int64_t gauge;                        /**< QUAY_STATS_GAUGE: the value */
-	const struct quay_hist_data *hist;    /**< QUAY_STATS_HIST: the contents, else NULL */
-	bool seconds;                         /**< a gauge of nanoseconds exported in seconds
+	const struct quay_stats_label *labels; /**< sorted by label name */
+	uint64_t counter;                      /**< QUAY_STATS_COUNTER: the value */
+	int64_t gauge;                         /**< QUAY_STATS_GAUGE: the value */
+	const struct quay_hist_data *hist;     /**< QUAY_STATS_HIST: the contents, else NULL */
+	bool seconds;                          /**< a gauge of nanoseconds exported in seconds
 	                                           (quay_gauge_create_seconds()) */
 };
 
@@ -445,8 +447,7 @@ QUAY_API int quay_stats_snap_metric(const quay_stats_snap *snap, size_t i,
  * Returns: 0; -EINVAL if snap or fn is NULL; or the negative value fn
  *          returned (the output is then cut short).
  */
-QUAY_API int quay_stats_write_prometheus(const quay_stats_snap *snap,
-    quay_stats_write_fn fn, void *arg);
+QUAY_API int quay_stats_write_prometheus(const quay_stats_snap *snap, quay_stats_write_fn fn, void *arg);
 
 /**
  * Write several snapshots (several registries) as one Prometheus
@@ -463,8 +464,7 @@ QUAY_API int quay_stats_write_prometheus_many(const quay_stats_snap *const *snap
     quay_stats_write_fn fn, void *arg);
 
 /** As quay_stats_write_prometheus(), in JSON. */
-QUAY_API int quay_stats_write_json(const quay_stats_snap *snap,
-    quay_stats_write_fn fn, void *arg);
+QUAY_API int quay_stats_write_json(const quay_stats_snap *snap, quay_stats_write_fn fn, void *arg);
 
 /**
  * Format a snapshot in Prometheus text format 0.0.4 into buf, snprintf
@@ -476,12 +476,10 @@ QUAY_API int quay_stats_write_json(const quay_stats_snap *snap,
  *          prefix; call again with cap > *len); -EINVAL if snap or len is
  *          NULL, or buf is NULL with cap > 0.
  */
-QUAY_API int quay_stats_format_prometheus(const quay_stats_snap *snap,
-    char *buf, size_t cap, size_t *len);
+QUAY_API int quay_stats_format_prometheus(const quay_stats_snap *snap, char *buf, size_t cap, size_t *len);
 
 /** As quay_stats_format_prometheus(), in JSON. */
-QUAY_API int quay_stats_format_json(const quay_stats_snap *snap,
-    char *buf, size_t cap, size_t *len);
+QUAY_API int quay_stats_format_json(const quay_stats_snap *snap, char *buf, size_t cap, size_t *len);
 
 #include <quay/impl/stats_inline.h>
 

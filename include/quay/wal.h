@@ -193,14 +193,16 @@ struct quay_wal_opts {
 };
 
 /** Initialiser for struct quay_wal_opts: SYNC mode, every field default. */
+/* clang-format off */
 #define QUAY_WAL_OPTS_INIT \
 	{ sizeof(struct quay_wal_opts), QUAY_WAL_SYNC, 0u, 0u, 0u, 0u, NULL }
+/* clang-format on */
 
 /** One record of a batch (quay_wal_appendv). */
 typedef struct quay_wal_rec {
-	uint32_t type;      /**< 1..QUAY_WAL_TYPE_MAX */
-	const void *data;   /**< may be NULL when len is 0 */
-	size_t len;         /**< payload bytes, at most max_record */
+	uint32_t type;    /**< 1..QUAY_WAL_TYPE_MAX */
+	const void *data; /**< may be NULL when len is 0 */
+	size_t len;       /**< payload bytes, at most max_record */
 } quay_wal_rec;
 
 /**

@@ -192,7 +192,7 @@ consumer(void *arg)
 			report(c, quay_queue_ack(c->q, &l) == 0 ? 'A' : 'F', seq);
 		} else if (r < 85) {
 			(void)quay_queue_nack(c->q, &l, "random");
-		}   /* else: let the lease expire */
+		} /* else: let the lease expire */
 		quay_msg_unref(l.msg);
 	}
 	return NULL;
@@ -239,13 +239,13 @@ child_main(const char *dir, unsigned mode, int fd, unsigned seed)
 enum { F_SENT = 1, F_ACKING = 2, F_ACKED = 4 };
 
 struct found {
-	unsigned char *flags;     /* per seq: F_* from the reports */
-	unsigned char *where;     /* per seq: times found */
-	unsigned char *dlqn;      /* per seq: times found in the DLQ */
-	unsigned char *pend;      /* per seq: acks started ("a") not yet ended ("A"/"F") */
-	uint32_t *spos;           /* per seq: pipe position of its "s" (0: none) */
-	uint32_t *Spos;           /* per seq: of its "S" */
-	uint32_t *Apos;           /* per seq: of its first "A" */
+	unsigned char *flags; /* per seq: F_* from the reports */
+	unsigned char *where; /* per seq: times found */
+	unsigned char *dlqn;  /* per seq: times found in the DLQ */
+	unsigned char *pend;  /* per seq: acks started ("a") not yet ended ("A"/"F") */
+	uint32_t *spos;       /* per seq: pipe position of its "s" (0: none) */
+	uint32_t *Spos;       /* per seq: of its "S" */
+	uint32_t *Apos;       /* per seq: of its first "A" */
 	uint64_t corrupt, found, in_dlq;
 };
 
@@ -380,8 +380,8 @@ judge_trial(unsigned t, unsigned mode, const struct found *f, struct totals *tt)
 
 	tt->m_trials[mode]++;
 	for (uint64_t s = 0; s < MAXSEQ; s++) {
-		bool is_lost = (f->flags[s] & F_SENT) && f->where[s] == 0 && !(f->flags[s] & F_ACKED) &&
-		    f->pend[s] == 0;
+		bool is_lost =
+		    (f->flags[s] & F_SENT) && f->where[s] == 0 && !(f->flags[s] & F_ACKED) && f->pend[s] == 0;
 		bool is_back = (f->flags[s] & F_ACKED) && f->where[s] != 0;
 
 		if (f->flags[s] & F_SENT) {
@@ -413,8 +413,8 @@ judge_trial(unsigned t, unsigned mode, const struct found *f, struct totals *tt)
 		}
 		if (f->where[s] > 1) {
 			if (tt->dup < 10)
-				fprintf(stderr, "trial %u: seq %" PRIu64 " found %u times (%u in the DLQ)\n", t, s,
-				    f->where[s], f->dlqn[s]);
+				fprintf(stderr, "trial %u: seq %" PRIu64 " found %u times (%u in the DLQ)\n",
+				    t, s, f->where[s], f->dlqn[s]);
 			tt->dup++;
 		}
 	}
@@ -427,16 +427,20 @@ judge_trial(unsigned t, unsigned mode, const struct found *f, struct totals *tt)
 	for (uint64_t s = 0; s < MAXSEQ && cut != UINT32_MAX; s++) {
 		if (f->spos[s] > cut && f->where[s] != 0) {
 			if (tt->none_order < 10)
-				fprintf(stderr, "trial %u (NONE): seq %" PRIu64 " (send started at report %u) "
-				    "survived a loss at report %u\n", t, s, f->spos[s], cut);
+				fprintf(stderr,
+				    "trial %u (NONE): seq %" PRIu64 " (send started at report %u) "
+				    "survived a loss at report %u\n",
+				    t, s, f->spos[s], cut);
 			tt->none_order++;
 		}
 	}
 	if (lost_bytes > tt->none_max_lost_bytes)
 		tt->none_max_lost_bytes = lost_bytes;
 	if (lost_bytes > QUAY_WAL_SEGMENT_MIN) {
-		fprintf(stderr, "trial %u (NONE): %" PRIu64 " bytes of sends lost, above the 64 KiB "
-		    "buffer\n", t, lost_bytes);
+		fprintf(stderr,
+		    "trial %u (NONE): %" PRIu64 " bytes of sends lost, above the 64 KiB "
+		    "buffer\n",
+		    t, lost_bytes);
 		tt->none_over++;
 	}
 }
@@ -512,7 +516,7 @@ poison_round(unsigned round, quay_pool *pool)
 			if (quay_queue_receive(q, &l, 0) == 0) {
 				if (write(p[1], &l.attempt, sizeof(l.attempt)) != (ssize_t)sizeof(l.attempt))
 					_exit(2);
-				raise(SIGKILL);                  /* processing it kills us */
+				raise(SIGKILL); /* processing it kills us */
 			}
 			_exit(quay_queue_receive(dlq, &l, 0) == 0 ? 0 : 1);
 		}
@@ -524,8 +528,8 @@ poison_round(unsigned round, quay_pool *pool)
 		lives++;
 		if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
 			if (att != deliveries || deliveries > POISON_MAX) {
-				fprintf(stderr, "poison round %u: delivery %u had attempt %u\n", round, deliveries,
-				    att);
+				fprintf(stderr, "poison round %u: delivery %u had attempt %u\n", round,
+				    deliveries, att);
 				qt_rm_dir(dir);
 				return 1;
 			}
@@ -534,8 +538,8 @@ poison_round(unsigned round, quay_pool *pool)
 		qt_rm_dir(dir);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || deliveries != POISON_MAX ||
 		    lives != POISON_MAX + 1) {
-			fprintf(stderr, "poison round %u: %u deliveries, %u lives, child status %d\n", round, deliveries,
-			    lives, status);
+			fprintf(stderr, "poison round %u: %u deliveries, %u lives, child status %d\n", round,
+			    deliveries, lives, status);
 			return 1;
 		}
 		return 0;
@@ -563,8 +567,7 @@ main(void)
 	f.Spos = calloc(MAXSEQ, sizeof(uint32_t));
 	f.Apos = calloc(MAXSEQ, sizeof(uint32_t));
 	if (f.flags == NULL || f.where == NULL || f.dlqn == NULL || f.pend == NULL || f.spos == NULL ||
-	    f.Spos == NULL || f.Apos == NULL ||
-	    quay_pool_create((size_t)64 << 20, NULL, &pool) != 0)
+	    f.Spos == NULL || f.Apos == NULL || quay_pool_create((size_t)64 << 20, NULL, &pool) != 0)
 		return 2;
 	printf("crash-queue: %u trials, seed %u\n", trials, seed);
 	for (unsigned t = 0; t < trials; t++) {
@@ -579,7 +582,7 @@ main(void)
 		snprintf(dir, sizeof(dir), "/tmp/quay-crashq-XXXXXX");
 		if (mkdtemp(dir) == NULL || pipe(p) != 0)
 			return 2;
-		(void)fcntl(p[0], F_SETPIPE_SZ, 1 << 20);   /* reports never block the child */
+		(void)fcntl(p[0], F_SETPIPE_SZ, 1 << 20); /* reports never block the child */
 		pid = fork();
 		if (pid < 0)
 			return 2;
@@ -595,7 +598,8 @@ main(void)
 		close(p[0]);
 		waitpid(pid, &status, 0);
 		if (!WIFSIGNALED(status)) {
-			fprintf(stderr, "trial %u: child exited %d before the kill\n", t, WEXITSTATUS(status));
+			fprintf(stderr, "trial %u: child exited %d before the kill\n", t,
+			    WEXITSTATUS(status));
 			failures++;
 			qt_rm_dir(dir);
 			continue;
@@ -612,7 +616,8 @@ main(void)
 		quay_queue_destroy(q);
 		quay_queue_destroy(dlq);
 		quay_wal_close(w);
-		if (tt.lost + tt.resurrected + tt.dup + corrupt + f.corrupt + tt.none_order + tt.none_over != 0 &&
+		if (tt.lost + tt.resurrected + tt.dup + corrupt + f.corrupt + tt.none_order + tt.none_over !=
+		        0 &&
 		    kept < 1) {
 			/* Keep the first bad trial's log for quay-wal dump. */
 			fprintf(stderr, "trial %u (%s): log kept in %s\n", t, mode_name(mode), dir);
@@ -627,21 +632,25 @@ main(void)
 	printf("crash-queue: trials %u, sent %" PRIu64 ", acked %" PRIu64 ", recovered %" PRIu64
 	       " (in DLQ %" PRIu64 "): lost %" PRIu64 ", acked-but-back %" PRIu64 ", in two places %" PRIu64
 	       ", corrupt %" PRIu64 ", failed trials %" PRIu64 "\n",
-	    trials, tt.sent, tt.acked, found_total, dlq_total, tt.lost, tt.resurrected, tt.dup, corrupt, failures);
+	    trials, tt.sent, tt.acked, found_total, dlq_total, tt.lost, tt.resurrected, tt.dup, corrupt,
+	    failures);
 	for (unsigned m = 0; m < 3; m++)
-		printf("crash-queue: %s: trials %" PRIu64 ", sent %" PRIu64 ", missing %" PRIu64 ", acked-but-back %" PRIu64
-		       "%s\n", mode_name(m), tt.m_trials[m], tt.m_sent[m], tt.m_lost[m], tt.m_back[m],
+		printf("crash-queue: %s: trials %" PRIu64 ", sent %" PRIu64 ", missing %" PRIu64
+		       ", acked-but-back %" PRIu64 "%s\n",
+		    mode_name(m), tt.m_trials[m], tt.m_sent[m], tt.m_lost[m], tt.m_back[m],
 		    m == QUAY_WAL_NONE ? " (allowed: the unwritten buffer)" : "");
-	printf("crash-queue: NONE: losses out of suffix order %" PRIu64 ", trials losing more than the buffer %" PRIu64
-	       " (most lost: %" PRIu64 " bytes)\n", tt.none_order, tt.none_over, tt.none_max_lost_bytes);
+	printf("crash-queue: NONE: losses out of suffix order %" PRIu64
+	       ", trials losing more than the buffer %" PRIu64 " (most lost: %" PRIu64 " bytes)\n",
+	    tt.none_order, tt.none_over, tt.none_max_lost_bytes);
 	{
 		const char *pe = getenv("QUAY_CRASH_POISON_ROUNDS");
 		unsigned rounds = pe != NULL ? (unsigned)strtoul(pe, NULL, 10) : 20;
 
 		for (unsigned r = 0; r < rounds; r++)
 			poison_failures += (uint64_t)poison_round(r, pool);
-		printf("crash-queue: poison: %u rounds (max_attempts %u, SYNC): each delivered %u times, one per "
-		       "process killed by it, then found in the DLQ; failed rounds %" PRIu64 "\n",
+		printf(
+		    "crash-queue: poison: %u rounds (max_attempts %u, SYNC): each delivered %u times, one per "
+		    "process killed by it, then found in the DLQ; failed rounds %" PRIu64 "\n",
 		    rounds, POISON_MAX, POISON_MAX, poison_failures);
 	}
 	quay_pool_destroy(pool);
@@ -653,5 +662,8 @@ main(void)
 	free(f.Spos);
 	free(f.Apos);
 	return tt.lost + tt.resurrected + tt.dup + corrupt + failures + tt.none_order + tt.none_over +
-	    poison_failures == 0 ? 0 : 1;
+	            poison_failures ==
+	        0 ?
+	    0 :
+	    1;
 }

@@ -55,8 +55,8 @@
  * is a single word written by one thread at a time (a group's producer;
  * a group's one in-flight holder). */
 struct report {
-	uint32_t sending[GROUPS];   /* seq of the send in progress (== sent when idle) */
-	uint32_t sent[GROUPS];      /* sends that returned 0 */
+	uint32_t sending[GROUPS]; /* seq of the send in progress (== sent when idle) */
+	uint32_t sent[GROUPS];    /* sends that returned 0 */
 	/* Per consumer (two): a group's messages pass between consumers when
 	 * a lease expires, so a consumer with a stale lease may be acking
 	 * while another's ack of the same seq (or the next) is in progress;
@@ -268,7 +268,8 @@ main(void)
 			uint32_t g = b->group;
 
 			tot_found++;
-			if (quay_msg_body_len(l.msg) != sizeof(*b) || g >= GROUPS || b->check != check_of(g, b->seq)) {
+			if (quay_msg_body_len(l.msg) != sizeof(*b) || g >= GROUPS ||
+			    b->check != check_of(g, b->seq)) {
 				fprintf(stderr, "trial %u: corrupt body\n", t);
 				bad++;
 			} else {
@@ -278,7 +279,8 @@ main(void)
 					next[g]++;
 				first[g] = false;
 				if (b->seq != next[g]) {
-					fprintf(stderr, "trial %u: group %u: got seq %u, expected %u (acked %u, sent %u)\n",
+					fprintf(stderr,
+					    "trial %u: group %u: got seq %u, expected %u (acked %u, sent %u)\n",
 					    t, g, b->seq, next[g], acked_max(r, g), r->sent[g]);
 					bad++;
 				}
@@ -298,8 +300,10 @@ main(void)
 				next[g]++;
 
 			if (next[g] < r->sent[g] || next[g] > hi) {
-				fprintf(stderr, "trial %u: group %u: drained to %u, sent %u (acked %u, acking %u/%u)\n",
-				    t, g, next[g], r->sent[g], acked_max(r, g), r->acking[0][g], r->acking[1][g]);
+				fprintf(stderr,
+				    "trial %u: group %u: drained to %u, sent %u (acked %u, acking %u/%u)\n",
+				    t, g, next[g], r->sent[g], acked_max(r, g), r->acking[0][g],
+				    r->acking[1][g]);
 				bad++;
 			}
 		}

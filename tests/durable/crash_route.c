@@ -122,20 +122,20 @@ child_main(const char *dir, int fd)
 	    quay_bus_create(NULL, &bus) != 0 || quay_bus_bind(bus, "r.>", qa, NULL, &ba) != 0 ||
 	    quay_bus_bind(bus, "r.#", qb, NULL, &bb) != 0)
 		_exit(2);
-	report(fd, 'R', 0);   /* ready: the parent's clock starts */
+	report(fd, 'R', 0); /* ready: the parent's clock starts */
 	for (unsigned i = 0; i < 2; i++) {
 		c[i] = (struct child){ bus, pool, fd, i };
 		pthread_create(&t[i], NULL, publisher, &c[i]);
 	}
 	for (unsigned i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
-	pause();   /* wait for the kill */
+	pause(); /* wait for the kill */
 	_exit(0);
 }
 
 /* ---- the parent -------------------------------------------------------- */
 
-static uint8_t flag[MAXSEQ];   /* 'A', 'F', 'P' or 0 */
+static uint8_t flag[MAXSEQ]; /* 'A', 'F', 'P' or 0 */
 static uint8_t in[2][MAXSEQ];
 static unsigned long corrupt;
 
@@ -221,7 +221,8 @@ main(void)
 		close(p[0]);
 		waitpid(pid, &status, 0);
 		if (!WIFSIGNALED(status)) {
-			fprintf(stderr, "trial %u: child exited %d before the kill\n", t, WEXITSTATUS(status));
+			fprintf(stderr, "trial %u: child exited %d before the kill\n", t,
+			    WEXITSTATUS(status));
 			failures++;
 			qt_rm_dir(dir);
 			continue;
@@ -253,9 +254,10 @@ main(void)
 		qt_rm_dir(dir);
 	}
 	quay_pool_destroy(pool);
-	printf("crash-route: %u trials (SYNC, 2 durable queues on one WAL, 2 publishers): acked publishes %lu, "
-	       "failed %lu, partial %lu; lost %lu, resurrected %lu, duplicated %lu, corrupt %lu, "
-	       "trial failures %lu; interrupted publishes in one queue only (split) %lu\n",
+	printf(
+	    "crash-route: %u trials (SYNC, 2 durable queues on one WAL, 2 publishers): acked publishes %lu, "
+	    "failed %lu, partial %lu; lost %lu, resurrected %lu, duplicated %lu, corrupt %lu, "
+	    "trial failures %lu; interrupted publishes in one queue only (split) %lu\n",
 	    trials, acked, failed, partial, lost, resurrected, dup, corrupt, failures, split);
 	return lost + resurrected + dup + corrupt + split + failures == 0 && acked > 0 ? 0 : 1;
 }

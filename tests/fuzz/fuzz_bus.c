@@ -235,7 +235,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (live[k] == NULL)
 				continue;
 			n = quay_sub_receive_burst(live[k], got, 3);
-			check(n == (ref_match(live_pat[k], s) ? 2u : 0u), "batch delivered to", live_pat[k], s);
+			check(n == (ref_match(live_pat[k], s) ? 2u : 0u), "batch delivered to", live_pat[k],
+			    s);
 			for (size_t i = 0; i < n; i++) {
 				check(got[i] == two[i], "batch order", live_pat[k], s);
 				quay_msg_unref(got[i]);

@@ -107,17 +107,14 @@ ref_clause(const struct quayi_filter_clause *c, const quay_msg *m)
 		if (c->op == QUAYI_F_NE)
 			r = !r;
 		break;
-	case QUAYI_F_PREFIX:
-		r = strncmp(val, c->vals[0].s, c->vals[0].len) == 0;
-		break;
+	case QUAYI_F_PREFIX: r = strncmp(val, c->vals[0].s, c->vals[0].len) == 0; break;
 	case QUAYI_F_RANGE:
 		if (ref_is_number(val)) {
 			double x = strtod(val, NULL);
 			r = (c->lo_incl ? x >= c->lo : x > c->lo) && (c->hi_incl ? x <= c->hi : x < c->hi);
 		}
 		break;
-	default:
-		break;
+	default: break;
 	}
 	free(val);
 	return r;
@@ -161,13 +158,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rk != 0) {
 		unsigned long at;
 		check(rk == -EINVAL, "not -EINVAL", expr);
-		check(sscanf(err, "at byte %lu: ", &at) == 1 && at <= strlen(expr) && strchr(err, ':')[2] != '\0',
+		check(sscanf(err, "at byte %lu: ", &at) == 1 && at <= strlen(expr) &&
+		        strchr(err, ':')[2] != '\0',
 		    "error text", expr);
 		return 0;
 	}
 	/* Canonical round trip. */
 	if (quayi_filter_format(f, b1, sizeof(b1)) < sizeof(b1) - 1 && strlen(b1) <= QUAY_FILTER_LEN_MAX) {
-		check(quayi_filter_compile(b1, &g, err, sizeof(err)) == 0, "canonical form does not compile", b1);
+		check(quayi_filter_compile(b1, &g, err, sizeof(err)) == 0, "canonical form does not compile",
+		    b1);
 		quayi_filter_format(g, b2, sizeof(b2));
 		check(strcmp(b1, b2) == 0, "canonical form changes", expr);
 		check(g->nclauses == f->nclauses && g->ngroups == f->ngroups, "clause count changes", expr);

@@ -20,10 +20,10 @@
 #include <unistd.h>
 
 struct hc_resp {
-	int status;          /* 0: no status line (connection failed or closed) */
-	char *raw;           /* the whole response, NUL-terminated */
+	int status; /* 0: no status line (connection failed or closed) */
+	char *raw;  /* the whole response, NUL-terminated */
 	size_t len;
-	const char *body;    /* into raw; "" if none */
+	const char *body; /* into raw; "" if none */
 	size_t body_len;
 };
 
@@ -61,7 +61,7 @@ hc_raw(uint16_t port, const char *req, size_t reqlen, struct hc_resp *r)
 	for (size_t off = 0; off < reqlen;) {
 		ssize_t n = send(fd, req + off, reqlen - off, MSG_NOSIGNAL);
 		if (n <= 0)
-			break;        /* the server may close early (oversized): read what it said */
+			break; /* the server may close early (oversized): read what it said */
 		off += (size_t)n;
 	}
 	r->raw = malloc(cap);
@@ -102,8 +102,9 @@ static inline int
 hc_req(uint16_t port, const char *method, const char *path, const char *hdr, struct hc_resp *r)
 {
 	char req[2048];
-	int n = snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s\r\n",
-	    method, path, hdr != NULL ? hdr : "", hdr != NULL ? "\r\n" : "");
+	int n =
+	    snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s\r\n",
+	        method, path, hdr != NULL ? hdr : "", hdr != NULL ? "\r\n" : "");
 
 	return hc_raw(port, req, (size_t)n, r);
 }

@@ -32,7 +32,7 @@ static quay_pool *pool;
 static quay_queue *q;
 /* Stop flags: release store by main, acquire load by the threads. */
 static int stop_movers, stop_clients;
-static uint64_t moved;              /* acks, relaxed: a count read after joins */
+static uint64_t moved; /* acks, relaxed: a count read after joins */
 static uint16_t port;
 
 struct client_stats {
@@ -61,7 +61,7 @@ sender(void *arg)
 		if (quay_msg_new(pool, &n, sizeof(n), &m) != 0)
 			continue;
 		if (quay_queue_send(q, m) != 0) {
-			quay_msg_unref(m);           /* full: the receivers catch up */
+			quay_msg_unref(m); /* full: the receivers catch up */
 			sched_yield();
 		}
 		n++;
@@ -192,8 +192,8 @@ main(void)
 
 	printf("http load: %d clients, %.0f s: %llu requests OK (%.0f/s), %llu failed\n", CLIENTS, secs,
 	    (unsigned long long)ok, (double)ok / secs, (unsigned long long)failed);
-	printf("http load: messaging %.0f msgs/s without scrapers, %.0f msgs/s with them (%.1f%%)\n",
-	    base, loaded, base > 0 ? 100.0 * loaded / base : 0.0);
+	printf("http load: messaging %.0f msgs/s without scrapers, %.0f msgs/s with them (%.1f%%)\n", base,
+	    loaded, base > 0 ? 100.0 * loaded / base : 0.0);
 	if (failed != 0 || ok == 0 || loaded <= 0 || base <= 0) {
 		fprintf(stderr, "FAIL\n");
 		return 1;

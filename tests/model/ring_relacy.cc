@@ -125,12 +125,11 @@ mo_a2()
 static const uint64_t POS_MASK = ~(uint64_t)0 >> 1;
 static const uint64_t CLOSED_BIT = (uint64_t)1 << 63;
 
-enum { F_SP = 1u, F_SC = 2u };                      // QUAY_RING_SP / _SC
-enum { F_FENCE = 4u };                              // QUAYI_RING_F_FENCE
+enum { F_SP = 1u, F_SC = 2u };                       // QUAY_RING_SP / _SC
+enum { F_FENCE = 4u };                               // QUAYI_RING_F_FENCE
 enum { R_OPEN = 0u, R_CLOSING = 1u, R_CLOSED = 2u }; // quay_ring.closed
 
-template<unsigned CAP>
-struct model_ring {
+template <unsigned CAP> struct model_ring {
 	// Written by init only (plain fields in the real ring too).
 	uint64_t mask;
 	unsigned flags;
@@ -178,7 +177,7 @@ struct model_ring {
 			}
 			for (k = 0; k < n; k++) {
 				uint64_t p = pos + k;
-				uint64_t s = seq[p & mask].load(mo_a2(), AT);   // RING-A2
+				uint64_t s = seq[p & mask].load(mo_a2(), AT); // RING-A2
 				if (s != p << 1)
 					break;
 			}
@@ -206,15 +205,15 @@ struct model_ring {
 			}
 			for (k = 0; k < n; k++) {
 				uint64_t p = pos + k;
-				uint64_t s = seq[p & mask].load(mo_a2(), AT);   // RING-A2
+				uint64_t s = seq[p & mask].load(mo_a2(), AT); // RING-A2
 				dif = (int64_t)(s - (p << 1));
 				if (dif != 0)
 					break;
 			}
 			if (k == n || (k > 0 && !exact)) {
 				// Weak CAS (spurious failures modelled), relaxed/relaxed.
-				if (tail.compare_exchange_weak(pos, (pos + k) & POS_MASK,
-				        rl::mo_relaxed, AT, rl::mo_relaxed, AT))
+				if (tail.compare_exchange_weak(pos, (pos + k) & POS_MASK, rl::mo_relaxed, AT,
+				        rl::mo_relaxed, AT))
 					break;
 				continue;
 			}
@@ -235,9 +234,9 @@ struct model_ring {
 		for (size_t i = 0; i < k; i++) {
 			uint64_t p = pos + i;
 			elem[p & mask](AT) = elems[i];
-			seq[p & mask].store((p << 1) | 1, mo_r1(), AT);          // RING-R1
+			seq[p & mask].store((p << 1) | 1, mo_r1(), AT); // RING-R1
 		}
-		fast_barrier();   // WAIT-W1 (its waiter-count load is not modelled)
+		fast_barrier(); // WAIT-W1 (its waiter-count load is not modelled)
 	}
 
 	// quayi_ring_pop_status() (src/ring.c)
@@ -261,7 +260,7 @@ struct model_ring {
 		for (;;) {
 			for (k = 0; k < n; k++) {
 				uint64_t p = pos + k;
-				uint64_t s = seq[p & mask].load(mo_a1(), AT);   // RING-A1
+				uint64_t s = seq[p & mask].load(mo_a1(), AT); // RING-A1
 				dif = (int64_t)(s - ((p << 1) | 1));
 				if (dif != 0)
 					break;
@@ -271,8 +270,8 @@ struct model_ring {
 					head.store((pos + k) & POS_MASK, rl::mo_relaxed, AT);
 					break;
 				}
-				if (head.compare_exchange_weak(pos, (pos + k) & POS_MASK,
-				        rl::mo_relaxed, AT, rl::mo_relaxed, AT))
+				if (head.compare_exchange_weak(pos, (pos + k) & POS_MASK, rl::mo_relaxed, AT,
+				        rl::mo_relaxed, AT))
 					break;
 				continue;
 			}
@@ -293,9 +292,9 @@ struct model_ring {
 		for (size_t i = 0; i < k; i++) {
 			uint64_t p = pos + i;
 			out[i] = elem[p & mask](AT);
-			seq[p & mask].store((p + mask + 1) << 1, mo_r2(), AT);   // RING-R2
+			seq[p & mask].store((p + mask + 1) << 1, mo_r2(), AT); // RING-R2
 		}
-		fast_barrier();   // WAIT-W1 (its waiter-count load is not modelled)
+		fast_barrier(); // WAIT-W1 (its waiter-count load is not modelled)
 	}
 
 	int push(uint64_t v)
@@ -375,16 +374,16 @@ struct model_ring {
 	void close()
 	{
 		uint32_t expect = R_OPEN;
-		if (!closed.compare_exchange_strong(expect, R_CLOSING,
-		        rl::mo_seq_cst, AT, rl::mo_acquire, AT))
+		if (!closed.compare_exchange_strong(expect, R_CLOSING, rl::mo_seq_cst, AT, rl::mo_acquire,
+		        AT))
 			return;
 		if (!(flags & F_SP)) {
 			if (g_weaken != W_NOBIT)
 				tail.fetch_or(CLOSED_BIT, rl::mo_seq_cst, AT);
 		} else {
-			RL_ASSERT(flags & F_FENCE);   // membarrier: not modellable
+			RL_ASSERT(flags & F_FENCE); // membarrier: not modellable
 			if (g_weaken != W_C2)
-				rl::atomic_thread_fence(rl::mo_seq_cst, AT);   // RING-C2
+				rl::atomic_thread_fence(rl::mo_seq_cst, AT); // RING-C2
 		}
 		closed.store(R_CLOSED, rl::mo_release, AT);
 		// quayi_ring_wake() x2: not modelled (nobody sleeps).
@@ -422,7 +421,7 @@ struct ledger {
 	uint64_t got[MAXC][MAXP * MAXV];
 	unsigned ngot[MAXC];
 	unsigned total;
-	bool pushed[MAXP][MAXV];   // push of val(i, j) returned success
+	bool pushed[MAXP][MAXV]; // push of val(i, j) returned success
 
 	void reset()
 	{
@@ -449,7 +448,7 @@ struct ledger {
 				RL_ASSERT(i < nprod && j < nvals && v == val(i, j));
 				RL_ASSERT(pushed[i][j]);
 				seen[i][j]++;
-				RL_ASSERT(j + 1 > last[i]);   // per-producer FIFO
+				RL_ASSERT(j + 1 > last[i]); // per-producer FIFO
 				last[i] = j + 1;
 			}
 		}
@@ -469,10 +468,9 @@ struct ledger {
 // (finite) tree; after() then drains what is left single-threaded and the
 // checks cover exactly the pushes that succeeded.
 
-template<unsigned CAP, unsigned NP, unsigned NC, unsigned NV, unsigned FLAGS,
-    int MODE, uint64_t START, unsigned BOUND = 0>
-struct transfer_test
-    : rl::test_suite<transfer_test<CAP, NP, NC, NV, FLAGS, MODE, START, BOUND>, NP + NC> {
+template <unsigned CAP, unsigned NP, unsigned NC, unsigned NV, unsigned FLAGS, int MODE, uint64_t START,
+    unsigned BOUND = 0>
+struct transfer_test : rl::test_suite<transfer_test<CAP, NP, NC, NV, FLAGS, MODE, START, BOUND>, NP + NC> {
 	model_ring<CAP> r;
 	ledger lg;
 
@@ -528,7 +526,7 @@ struct transfer_test
 		const unsigned total = NP * NV;
 		unsigned attempts = 0;
 		while (lg.total < total && (BOUND == 0 || attempts++ < BOUND)) {
-			uint64_t out[2] = {0, 0};
+			uint64_t out[2] = { 0, 0 };
 			if (MODE == M_SINGLE) {
 				int rc = r.pop(&out[0]);
 				RL_ASSERT(rc == 0 || rc == -EAGAIN);
@@ -611,10 +609,8 @@ struct transfer_test
 // popping single-threaded: with every thread finished a pop must never
 // say -EAGAIN, only deliver or -EPIPE.
 
-template<unsigned CAP, unsigned NV, unsigned FLAGS, bool BURST, bool CLOSER_PUSHES,
-    unsigned BOUND = 0>
-struct close_test
-    : rl::test_suite<close_test<CAP, NV, FLAGS, BURST, CLOSER_PUSHES, BOUND>, 3> {
+template <unsigned CAP, unsigned NV, unsigned FLAGS, bool BURST, bool CLOSER_PUSHES, unsigned BOUND = 0>
+struct close_test : rl::test_suite<close_test<CAP, NV, FLAGS, BURST, CLOSER_PUSHES, BOUND>, 3> {
 	model_ring<CAP> r;
 	ledger lg;
 	rl::var<int> before_close;
@@ -668,12 +664,11 @@ struct close_test
 		if (CLOSER_PUSHES) {
 			int rc;
 			unsigned attempts = 0;
-			while ((rc = r.push(val(1, 0))) == -EAGAIN &&
-			    (BOUND == 0 || ++attempts < BOUND)) {
+			while ((rc = r.push(val(1, 0))) == -EAGAIN && (BOUND == 0 || ++attempts < BOUND)) {
 				if (BOUND == 0)
 					rl::yield(1, AT);
 			}
-			RL_ASSERT(rc == 0 || rc == -EAGAIN);   // nobody else closes
+			RL_ASSERT(rc == 0 || rc == -EAGAIN); // nobody else closes
 			lg.pushed[1][0] = rc == 0;
 		}
 		before_close(AT) = 1;
@@ -682,7 +677,7 @@ struct close_test
 		// delivery check below is what has to catch it.)
 		if (g_weaken != W_NOBIT)
 			RL_ASSERT(r.push(val(1, 1)) == -EPIPE);
-		r.close();   // idempotent
+		r.close(); // idempotent
 	}
 
 	void consumer()
@@ -757,9 +752,9 @@ struct options {
 	bool findings;
 };
 
-static options g_opt = {1.0, NULL, NULL, false, false, 0, false};
+static options g_opt = { 1.0, NULL, NULL, false, false, 0, false };
 static int g_failures;
-static bool g_informational;   // a known finding: report, do not count
+static bool g_informational; // a known finding: report, do not count
 static unsigned long long g_total_iters;
 
 static double
@@ -774,13 +769,23 @@ now_s()
 // operator new/delete, and a std::ostringstream growing inside a
 // simulation frees memory allocated outside it (Relacy then reports a
 // bogus "double free" and crashes). This streambuf never allocates.
-class capture_buf : public std::streambuf {
-public:
-	capture_buf() : len_(0) {}
-	void clear() { len_ = 0; }
-	const char *data() { buf_[len_] = 0; return buf_; }
+class capture_buf : public std::streambuf
+{
+      public:
+	capture_buf() : len_(0)
+	{
+	}
+	void clear()
+	{
+		len_ = 0;
+	}
+	const char *data()
+	{
+		buf_[len_] = 0;
+		return buf_;
+	}
 
-protected:
+      protected:
 	int_type overflow(int_type c)
 	{
 		if (c != traits_type::eof() && len_ + 1 < sizeof(buf_))
@@ -788,7 +793,7 @@ protected:
 		return traits_type::not_eof(c);
 	}
 
-private:
+      private:
 	char buf_[1 << 18];
 	size_t len_;
 };
@@ -797,10 +802,9 @@ static capture_buf g_capture;
 
 // Run one Relacy test. expect_fail: a weakened variant, which passes only
 // if Relacy reports a failure.
-template<typename T>
+template <typename T>
 static void
-run(const char *name, rl::scheduler_type_e sched, unsigned long iters, bool expect_fail,
-    unsigned cbound = 0)
+run(const char *name, rl::scheduler_type_e sched, unsigned long iters, bool expect_fail, unsigned cbound = 0)
 {
 	if (g_opt.only != NULL && std::strstr(name, g_opt.only) == NULL)
 		return;
@@ -817,7 +821,7 @@ run(const char *name, rl::scheduler_type_e sched, unsigned long iters, bool expe
 		p.context_bound = cbound;
 	if (g_opt.cbound != 0)
 		p.context_bound = g_opt.cbound;
-	p.execution_depth_limit = 20000;   // spinning on -EAGAIN is bounded by luck
+	p.execution_depth_limit = 20000; // spinning on -EAGAIN is bounded by luck
 	if (!g_opt.verbose) {
 		p.output_stream = &out;
 		p.progress_stream = &out;
@@ -828,9 +832,9 @@ run(const char *name, rl::scheduler_type_e sched, unsigned long iters, bool expe
 	double dt = now_s() - t0;
 	bool failed = !ok || p.test_result != rl::test_result_success;
 	if (g_informational) {
-		std::printf("model-ring-relacy: finding %-26s %-6s iterations=%-9llu %6.2fs %s%s\n",
-		    name, sched == rl::sched_random ? "random" : "bound", (unsigned long long)p.stop_iteration,
-		    dt, failed ? "reproduced: " : "not reproduced",
+		std::printf("model-ring-relacy: finding %-26s %-6s iterations=%-9llu %6.2fs %s%s\n", name,
+		    sched == rl::sched_random ? "random" : "bound", (unsigned long long)p.stop_iteration, dt,
+		    failed ? "reproduced: " : "not reproduced",
 		    failed ? rl::test_result_str(p.test_result) : "");
 		g_total_iters += p.stop_iteration;
 		std::fflush(stdout);
@@ -839,11 +843,10 @@ run(const char *name, rl::scheduler_type_e sched, unsigned long iters, bool expe
 	unsigned long long explored = p.stop_iteration;
 	g_total_iters += explored;
 
-	const char *sname = sched == rl::sched_random ? "random" :
-	    sched == rl::sched_full ? "full" : "bound";
+	const char *sname = sched == rl::sched_random ? "random" : sched == rl::sched_full ? "full" : "bound";
 	if (!expect_fail) {
-		std::printf("model-ring-relacy: %-34s %-6s iterations=%-9llu %6.2fs %s\n",
-		    name, sname, explored, dt, failed ? "FAIL" : "ok");
+		std::printf("model-ring-relacy: %-34s %-6s iterations=%-9llu %6.2fs %s\n", name, sname,
+		    explored, dt, failed ? "FAIL" : "ok");
 		if (failed) {
 			g_failures++;
 			std::printf("model-ring-relacy: %s: %s; Relacy's report:\n", name,
@@ -852,9 +855,8 @@ run(const char *name, rl::scheduler_type_e sched, unsigned long iters, bool expe
 				std::fputs(g_capture.data(), stdout);
 		}
 	} else {
-		std::printf("model-ring-relacy: weak %-29s %-6s iterations=%-9llu %6.2fs %s %s\n",
-		    name, sname, explored, dt,
-		    failed ? "CAUGHT:" : "NOT CAUGHT",
+		std::printf("model-ring-relacy: weak %-29s %-6s iterations=%-9llu %6.2fs %s %s\n", name,
+		    sname, explored, dt, failed ? "CAUGHT:" : "NOT CAUGHT",
 		    failed ? rl::test_result_str(p.test_result) : "");
 		if (!failed)
 			g_failures++;
@@ -862,7 +864,7 @@ run(const char *name, rl::scheduler_type_e sched, unsigned long iters, bool expe
 	std::fflush(stdout);
 }
 
-static const uint64_t WRAP = POS_MASK - 2;   // 2^63 - 3: positions wrap
+static const uint64_t WRAP = POS_MASK - 2; // 2^63 - 3: positions wrap
 
 // Iteration budgets for the random scheduler (before --scale).
 static const unsigned long N_BIG = 400000;
@@ -871,53 +873,55 @@ static const unsigned long N_MID = 200000;
 static void
 run_correct()
 {
-	const rl::scheduler_type_e RND = rl::sched_random, FULL = rl::sched_full,
-	    CB = rl::sched_bound;
+	const rl::scheduler_type_e RND = rl::sched_random, FULL = rl::sched_full, CB = rl::sched_bound;
 
 	// (a) MPMC, single push/pop.
-	run<transfer_test<2, 2, 1, 3, 0, M_SINGLE, 0> >("mpmc-2p1c-cap2-3each", RND, N_BIG, false);
-	run<transfer_test<2, 2, 1, 3, 0, M_SINGLE, WRAP> >("mpmc-2p1c-cap2-3each-wrap", RND, N_MID, false);
-	run<transfer_test<1, 2, 1, 3, 0, M_SINGLE, 0> >("mpmc-2p1c-cap1-3each", RND, N_BIG, false);
-	run<transfer_test<2, 2, 2, 2, 0, M_SINGLE, 0> >("mpmc-2p2c-cap2-2each", RND, N_BIG, false);
-	run<transfer_test<1, 2, 2, 2, 0, M_SINGLE, WRAP> >("mpmc-2p2c-cap1-2each-wrap", RND, N_BIG, false);
-	run<transfer_test<2, 2, 1, 2, F_SC, M_SINGLE, 0> >("mpsc-2p1c-cap2-2each", RND, N_MID, false);
-	run<transfer_test<2, 1, 2, 3, F_SP, M_SINGLE, 0> >("spmc-1p2c-cap2-3", RND, N_MID, false);
+	run<transfer_test<2, 2, 1, 3, 0, M_SINGLE, 0>>("mpmc-2p1c-cap2-3each", RND, N_BIG, false);
+	run<transfer_test<2, 2, 1, 3, 0, M_SINGLE, WRAP>>("mpmc-2p1c-cap2-3each-wrap", RND, N_MID, false);
+	run<transfer_test<1, 2, 1, 3, 0, M_SINGLE, 0>>("mpmc-2p1c-cap1-3each", RND, N_BIG, false);
+	run<transfer_test<2, 2, 2, 2, 0, M_SINGLE, 0>>("mpmc-2p2c-cap2-2each", RND, N_BIG, false);
+	run<transfer_test<1, 2, 2, 2, 0, M_SINGLE, WRAP>>("mpmc-2p2c-cap1-2each-wrap", RND, N_BIG, false);
+	run<transfer_test<2, 2, 1, 2, F_SC, M_SINGLE, 0>>("mpsc-2p1c-cap2-2each", RND, N_MID, false);
+	run<transfer_test<2, 1, 2, 3, F_SP, M_SINGLE, 0>>("spmc-1p2c-cap2-3", RND, N_MID, false);
 
 	// (b) SPSC: the SP/SC store paths. Tiny: exhaustive search too.
-	run<transfer_test<1, 1, 1, 2, F_SP | F_SC, M_SINGLE, 0, 2> >("spsc-cap1-2-bounded2", FULL, 0, false);
-	run<transfer_test<2, 1, 1, 3, F_SP | F_SC, M_SINGLE, 0> >("spsc-cap2-3", RND, N_MID, false);
-	run<transfer_test<1, 1, 1, 3, F_SP | F_SC, M_SINGLE, WRAP> >("spsc-cap1-3-wrap", RND, N_MID, false);
-	run<transfer_test<1, 1, 1, 2, 0, M_SINGLE, 0, 2> >("mpmc-1p1c-cap1-2-bounded2", FULL, 0, false);
-	run<transfer_test<1, 2, 1, 1, 0, M_SINGLE, 0, 2> >("mpmc-2p1c-cap1-1each-bounded2", CB, 0, false, 3);
-	run<transfer_test<2, 1, 2, 2, F_SP, M_SINGLE, 0, 2> >("spmc-1p2c-cap2-2-bounded2", CB, 0, false, 3);
+	run<transfer_test<1, 1, 1, 2, F_SP | F_SC, M_SINGLE, 0, 2>>("spsc-cap1-2-bounded2", FULL, 0, false);
+	run<transfer_test<2, 1, 1, 3, F_SP | F_SC, M_SINGLE, 0>>("spsc-cap2-3", RND, N_MID, false);
+	run<transfer_test<1, 1, 1, 3, F_SP | F_SC, M_SINGLE, WRAP>>("spsc-cap1-3-wrap", RND, N_MID, false);
+	run<transfer_test<1, 1, 1, 2, 0, M_SINGLE, 0, 2>>("mpmc-1p1c-cap1-2-bounded2", FULL, 0, false);
+	run<transfer_test<1, 2, 1, 1, 0, M_SINGLE, 0, 2>>("mpmc-2p1c-cap1-1each-bounded2", CB, 0, false, 3);
+	run<transfer_test<2, 1, 2, 2, F_SP, M_SINGLE, 0, 2>>("spmc-1p2c-cap2-2-bounded2", CB, 0, false, 3);
 
 	// (c) Bursts of 2 (and bulks of 2).
-	run<transfer_test<2, 2, 1, 2, 0, M_BURST, 0> >("burst-mpmc-2p1c-cap2", RND, N_BIG, false);
-	run<transfer_test<2, 2, 2, 2, 0, M_BURST, WRAP> >("burst-mpmc-2p2c-cap2-wrap", RND, N_BIG, false);
-	run<transfer_test<4, 2, 1, 4, 0, M_BURST, 0> >("burst-mpmc-2p1c-cap4-4each", RND, N_MID, false);
-	run<transfer_test<1, 2, 1, 2, 0, M_BURST, 0> >("burst-mpmc-2p1c-cap1", RND, N_MID, false);
-	run<transfer_test<2, 1, 1, 4, F_SP | F_SC, M_BURST, 0> >("burst-spsc-cap2-4", RND, N_MID, false);
-	run<transfer_test<2, 2, 1, 2, 0, M_BURST, 0, 1> >("burst-mpmc-2p1c-cap2-bounded1", CB, 0, false, 3);
-	run<transfer_test<2, 1, 1, 4, F_SP | F_SC, M_BURST, 0, 2> >("burst-spsc-cap2-4-bounded2", FULL, 0, false);
-	run<transfer_test<2, 2, 1, 2, 0, M_BULK, 0> >("bulk-mpmc-2p1c-cap2", RND, N_MID, false);
-	run<transfer_test<2, 1, 1, 4, F_SP | F_SC, M_BULK, 0> >("bulk-spsc-cap2-4", RND, N_MID, false);
+	run<transfer_test<2, 2, 1, 2, 0, M_BURST, 0>>("burst-mpmc-2p1c-cap2", RND, N_BIG, false);
+	run<transfer_test<2, 2, 2, 2, 0, M_BURST, WRAP>>("burst-mpmc-2p2c-cap2-wrap", RND, N_BIG, false);
+	run<transfer_test<4, 2, 1, 4, 0, M_BURST, 0>>("burst-mpmc-2p1c-cap4-4each", RND, N_MID, false);
+	run<transfer_test<1, 2, 1, 2, 0, M_BURST, 0>>("burst-mpmc-2p1c-cap1", RND, N_MID, false);
+	run<transfer_test<2, 1, 1, 4, F_SP | F_SC, M_BURST, 0>>("burst-spsc-cap2-4", RND, N_MID, false);
+	run<transfer_test<2, 2, 1, 2, 0, M_BURST, 0, 1>>("burst-mpmc-2p1c-cap2-bounded1", CB, 0, false, 3);
+	run<transfer_test<2, 1, 1, 4, F_SP | F_SC, M_BURST, 0, 2>>("burst-spsc-cap2-4-bounded2", FULL, 0,
+	    false);
+	run<transfer_test<2, 2, 1, 2, 0, M_BULK, 0>>("bulk-mpmc-2p1c-cap2", RND, N_MID, false);
+	run<transfer_test<2, 1, 1, 4, F_SP | F_SC, M_BULK, 0>>("bulk-spsc-cap2-4", RND, N_MID, false);
 
 	// (d) MP close racing with push and pop.
-	run<close_test<1, 2, 0, false, false> >("close-mpmc-cap1-push2", RND, N_BIG, false);
-	run<close_test<2, 3, 0, false, false> >("close-mpmc-cap2-push3", RND, N_BIG, false);
-	run<close_test<2, 2, F_SC, false, false> >("close-mpsc-cap2-push2", RND, N_MID, false);
-	run<close_test<2, 2, 0, false, true> >("close-mpmc-cap2-2producers", RND, N_BIG, false);
-	run<close_test<2, 2, 0, true, false> >("close-mpmc-cap2-burst2", RND, N_MID, false);
-	run<close_test<1, 2, 0, false, false, 2> >("close-mpmc-cap1-push2-bounded2", CB, 0, false, 4);
-	run<close_test<2, 1, 0, false, true, 2> >("close-mpmc-cap2-2producers-bounded2", CB, 0, false, 3);
-	run<close_test<2, 2, 0, true, false, 2> >("close-mpmc-cap2-burst2-bounded2", CB, 0, false, 4);
+	run<close_test<1, 2, 0, false, false>>("close-mpmc-cap1-push2", RND, N_BIG, false);
+	run<close_test<2, 3, 0, false, false>>("close-mpmc-cap2-push3", RND, N_BIG, false);
+	run<close_test<2, 2, F_SC, false, false>>("close-mpsc-cap2-push2", RND, N_MID, false);
+	run<close_test<2, 2, 0, false, true>>("close-mpmc-cap2-2producers", RND, N_BIG, false);
+	run<close_test<2, 2, 0, true, false>>("close-mpmc-cap2-burst2", RND, N_MID, false);
+	run<close_test<1, 2, 0, false, false, 2>>("close-mpmc-cap1-push2-bounded2", CB, 0, false, 4);
+	run<close_test<2, 1, 0, false, true, 2>>("close-mpmc-cap2-2producers-bounded2", CB, 0, false, 3);
+	run<close_test<2, 2, 0, true, false, 2>>("close-mpmc-cap2-burst2-bounded2", CB, 0, false, 4);
 
 	// SP close (RING-C1/RING-C2) in the fence configuration only.
-	run<close_test<2, 3, F_SP | F_FENCE, false, false> >("close-fence-spmc-cap2-push3", RND, N_BIG, false);
-	run<close_test<1, 2, F_SP | F_SC | F_FENCE, false, false> >("close-fence-spsc-cap1-push2", RND, N_MID, false);
-	run<close_test<2, 2, F_SP | F_FENCE, true, false> >("close-fence-spmc-cap2-burst2", RND, N_MID, false);
-	run<close_test<2, 2, F_SP | F_FENCE, false, false, 2> >("close-fence-spmc-cap2-push2-bounded2", CB, 0, false, 3);
-	run<transfer_test<2, 2, 1, 2, F_FENCE, M_SINGLE, 0> >("fence-mpmc-2p1c-cap2-2each", RND, N_MID, false);
+	run<close_test<2, 3, F_SP | F_FENCE, false, false>>("close-fence-spmc-cap2-push3", RND, N_BIG, false);
+	run<close_test<1, 2, F_SP | F_SC | F_FENCE, false, false>>("close-fence-spsc-cap1-push2", RND, N_MID,
+	    false);
+	run<close_test<2, 2, F_SP | F_FENCE, true, false>>("close-fence-spmc-cap2-burst2", RND, N_MID, false);
+	run<close_test<2, 2, F_SP | F_FENCE, false, false, 2>>("close-fence-spmc-cap2-push2-bounded2", CB, 0,
+	    false, 3);
+	run<transfer_test<2, 2, 1, 2, F_FENCE, M_SINGLE, 0>>("fence-mpmc-2p1c-cap2-2each", RND, N_MID, false);
 }
 
 // Each weakened variant runs on a test that exercises the edge it breaks;
@@ -930,8 +934,13 @@ run_weak(const char *which)
 		weaken_e w;
 	};
 	static const wv all[] = {
-		{"r1", W_R1}, {"a1", W_A1}, {"r2", W_R2}, {"a2", W_A2},
-		{"status", W_STATUS}, {"nobit", W_NOBIT}, {"c2", W_C2},
+		{ "r1", W_R1 },
+		{ "a1", W_A1 },
+		{ "r2", W_R2 },
+		{ "a2", W_A2 },
+		{ "status", W_STATUS },
+		{ "nobit", W_NOBIT },
+		{ "c2", W_C2 },
 	};
 	const rl::scheduler_type_e RND = rl::sched_random;
 	bool any = false;
@@ -943,39 +952,44 @@ run_weak(const char *which)
 		g_weaken = all[i].w;
 		switch (all[i].w) {
 		case W_R1:
-			run<transfer_test<2, 2, 1, 3, 0, M_SINGLE, 0> >("r1-relaxed:mpmc-2p1c-cap2", RND, N_BIG, true);
+			run<transfer_test<2, 2, 1, 3, 0, M_SINGLE, 0>>("r1-relaxed:mpmc-2p1c-cap2", RND,
+			    N_BIG, true);
 			break;
 		case W_A1:
-			run<transfer_test<2, 1, 1, 2, F_SP | F_SC, M_SINGLE, 0> >("a1-relaxed:spsc-cap2", RND, N_BIG, true);
+			run<transfer_test<2, 1, 1, 2, F_SP | F_SC, M_SINGLE, 0>>("a1-relaxed:spsc-cap2", RND,
+			    N_BIG, true);
 			break;
 		case W_R2:
-			run<transfer_test<1, 1, 1, 3, F_SP | F_SC, M_SINGLE, 0> >("r2-relaxed:spsc-cap1", RND, N_BIG, true);
+			run<transfer_test<1, 1, 1, 3, F_SP | F_SC, M_SINGLE, 0>>("r2-relaxed:spsc-cap1", RND,
+			    N_BIG, true);
 			break;
 		case W_A2:
-			run<transfer_test<1, 2, 1, 2, 0, M_SINGLE, 0> >("a2-relaxed:mpmc-2p1c-cap1", RND, N_BIG, true);
+			run<transfer_test<1, 2, 1, 2, 0, M_SINGLE, 0>>("a2-relaxed:mpmc-2p1c-cap1", RND,
+			    N_BIG, true);
 			break;
 		case W_STATUS:
-			run<close_test<2, 3, 0, false, false> >("status-no-tail:close-cap2", RND, N_BIG, true);
+			run<close_test<2, 3, 0, false, false>>("status-no-tail:close-cap2", RND, N_BIG, true);
 			break;
 		case W_NOBIT:
 			// Bounded (no spinning): with the bit gone, a producer that
 			// keeps retrying would spin forever on a full ring (a livelock
 			// report); bounded, the lost element must show in after().
-			run<close_test<2, 3, 0, false, false, 3> >("close-no-bit63:close-cap2-bounded3",
+			run<close_test<2, 3, 0, false, false, 3>>("close-no-bit63:close-cap2-bounded3",
 			    rl::sched_bound, 0, true, 2);
 			break;
 		case W_C2:
-			run<close_test<2, 2, F_SP | F_FENCE, false, false, 2> >(
-			    "c2-no-fence:close-fence-spmc-cap2-bounded2", rl::sched_bound, 0, true, 3);
+			run<close_test<2, 2, F_SP | F_FENCE, false, false,
+			    2>>("c2-no-fence:close-fence-spmc-cap2-bounded2", rl::sched_bound, 0, true, 3);
 			break;
-		default:
-			break;
+		default: break;
 		}
 	}
 	g_weaken = W_NONE;
 	if (!any) {
-		std::fprintf(stderr, "ring_relacy: unknown weakened variant '%s' "
-		    "(r1, a1, r2, a2, status, nobit, c2)\n", which);
+		std::fprintf(stderr,
+		    "ring_relacy: unknown weakened variant '%s' "
+		    "(r1, a1, r2, a2, status, nobit, c2)\n",
+		    which);
 		g_failures++;
 	}
 }
@@ -995,7 +1009,7 @@ run_findings()
 {
 	g_informational = true;
 	g_strict_epipe = true;
-	run<close_test<1, 2, F_SP | F_SC | F_FENCE, false, false> >("F1:sp-epipe-then-eagain",
+	run<close_test<1, 2, F_SP | F_SC | F_FENCE, false, false>>("F1:sp-epipe-then-eagain",
 	    rl::sched_random, N_MID, true);
 	g_strict_epipe = false;
 	g_informational = false;
@@ -1004,7 +1018,8 @@ run_findings()
 static void
 usage()
 {
-	std::fprintf(stderr, "usage: ring_relacy [--scale F] [--only SUBSTR] "
+	std::fprintf(stderr,
+	    "usage: ring_relacy [--scale F] [--only SUBSTR] "
 	    "[--weak r1|a1|r2|a2|status|nobit|c2] [--no-weak] [--findings] [--cb N] [--verbose]\n");
 	std::exit(2);
 }
@@ -1047,7 +1062,7 @@ main(int argc, char **argv)
 			run_findings();
 		}
 	}
-	std::printf("model-ring-relacy: summary: %llu iterations explored in %.1fs, %s\n",
-	    g_total_iters, now_s() - t0, g_failures ? "FAILED" : "all ok");
+	std::printf("model-ring-relacy: summary: %llu iterations explored in %.1fs, %s\n", g_total_iters,
+	    now_s() - t0, g_failures ? "FAILED" : "all ok");
 	return g_failures ? 1 : 0;
 }

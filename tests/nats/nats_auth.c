@@ -92,7 +92,8 @@ grp_setup(void **st)
 	   "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
 	   "-keyout client.key -out client.csr -subj /CN=quay-client 2>/dev/null && "
 	   "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-	   "-out client.pem -days 2 -extfile cli.ext 2>/dev/null", dir);
+	   "-out client.pem -days 2 -extfile cli.ext 2>/dev/null",
+	    dir);
 	return quay_pool_create((size_t)16 << 20, NULL, &pool);
 }
 
@@ -139,7 +140,8 @@ plain(const char *url, const struct quay_nats_opts *o)
 	if (o->tls_ca_file != NULL) {
 		assert_int_equal(natsOptions_SetSecure(no, true), NATS_OK);
 		assert_int_equal(natsOptions_LoadCATrustedCertificates(no, o->tls_ca_file), NATS_OK);
-		assert_int_equal(natsOptions_LoadCertificatesChain(no, o->tls_cert_file, o->tls_key_file), NATS_OK);
+		assert_int_equal(natsOptions_LoadCertificatesChain(no, o->tls_cert_file, o->tls_key_file),
+		    NATS_OK);
 	}
 	assert_int_equal(natsConnection_Connect(&nc, no), NATS_OK);
 	natsOptions_Destroy(no);
@@ -243,7 +245,7 @@ test_tls(void **st)
 	o.tls_ca_file = file("ca.pem");
 	o.tls_cert_file = file("client.pem");
 	o.tls_key_file = file("client.key");
-	assert_int_equal(try_connect(&o, s.url, &a), 0);      /* the CA file turns TLS on */
+	assert_int_equal(try_connect(&o, s.url, &a), 0); /* the CA file turns TLS on */
 	roundtrip(a, plain(s.url, &o), "auth.tls");
 	assert_int_equal(try_connect(&o, tls_url, &b), 0);
 	roundtrip(b, plain(tls_url, &o), "auth.tls2");

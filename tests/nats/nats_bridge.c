@@ -39,10 +39,10 @@ struct shm {
 	_Atomic int ready;
 	_Atomic int go;
 	_Atomic int stop;
-	_Atomic uint32_t ev_other[2][NMAX];       /* [receiver][seq] */
-	_Atomic uint32_t ev_both[2][2][NMAX];     /* [receiver][sender][seq] */
-	_Atomic uint32_t job_g[2][NMAX];          /* [receiver][seq] group members */
-	_Atomic uint32_t job_plain[2][NMAX];      /* [receiver][seq] plain sub */
+	_Atomic uint32_t ev_other[2][NMAX];   /* [receiver][seq] */
+	_Atomic uint32_t ev_both[2][2][NMAX]; /* [receiver][sender][seq] */
+	_Atomic uint32_t job_g[2][NMAX];      /* [receiver][seq] group members */
+	_Atomic uint32_t job_plain[2][NMAX];  /* [receiver][seq] plain sub */
 	_Atomic int req_ok[2];
 	_Atomic int order_err[2];
 	_Atomic int served[2];
@@ -53,12 +53,17 @@ static struct shm *sh;
 static int N = 2000;
 static const char *url;
 
-#define DIE(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+#define DIE(...) \
+	do { \
+		fprintf(stderr, __VA_ARGS__); \
+		fputc('\n', stderr); \
+		exit(1); \
+	} while (0)
 
 struct rx {
 	quay_sub *sub;
 	int me;
-	int kind;   /* 0 ev_other, 1 ev_both, 2 job group, 3 job plain, 4 responder */
+	int kind; /* 0 ev_other, 1 ev_both, 2 job group, 3 job plain, 4 responder */
 	quay_bus *bus;
 	quay_pool *pool;
 };
@@ -151,11 +156,30 @@ child(int me)
 		const char *pat;
 		x[i] = (struct rx){ .me = me, .bus = bus, .pool = pool };
 		switch (i) {
-		case 0: snprintf(s, sizeof(s), "ev.%s", Q); pat = s; x[i].kind = 0; break;
-		case 1: pat = "ev.both"; x[i].kind = 1; break;
-		case 2: case 3: pat = "job.x"; so.group = "g"; x[i].kind = 2; break;
-		case 4: pat = "job.x"; x[i].kind = 3; break;
-		default: snprintf(s, sizeof(s), "svc.%s", P); pat = s; x[i].kind = 4; break;
+		case 0:
+			snprintf(s, sizeof(s), "ev.%s", Q);
+			pat = s;
+			x[i].kind = 0;
+			break;
+		case 1:
+			pat = "ev.both";
+			x[i].kind = 1;
+			break;
+		case 2:
+		case 3:
+			pat = "job.x";
+			so.group = "g";
+			x[i].kind = 2;
+			break;
+		case 4:
+			pat = "job.x";
+			x[i].kind = 3;
+			break;
+		default:
+			snprintf(s, sizeof(s), "svc.%s", P);
+			pat = s;
+			x[i].kind = 4;
+			break;
 		}
 		if ((r = quay_bus_subscribe(bus, pat, &so, &x[i].sub)) != 0)
 			DIE("subscribe %s: %d", pat, r);
@@ -314,18 +338,23 @@ main(void)
 	for (int i = 0; i < N; i++) {
 		for (int p = 0; p < 2; p++) {
 			if (sh->ev_other[p][i] != 1)
-				fails++, fprintf(stderr, "ev.%c seq %d seen %u times by %c\n", 'B' - p, i,
-				    sh->ev_other[p][i], 'A' + p);
+				fails++,
+				    fprintf(stderr, "ev.%c seq %d seen %u times by %c\n", 'B' - p, i,
+				        sh->ev_other[p][i], 'A' + p);
 			for (int from = 0; from < 2; from++)
 				if (sh->ev_both[p][from][i] != 1)
-					fails++, fprintf(stderr, "ev.both from %c seq %d seen %u times by %c\n",
-					    'A' + from, i, sh->ev_both[p][from][i], 'A' + p);
+					fails++,
+					    fprintf(stderr, "ev.both from %c seq %d seen %u times by %c\n",
+					        'A' + from, i, sh->ev_both[p][from][i], 'A' + p);
 			if (sh->job_plain[p][i] != sh->job_g[p][i])
-				fails++, fprintf(stderr, "job %d: %c plain %u group %u\n", i, 'A' + p,
-				    sh->job_plain[p][i], sh->job_g[p][i]);
+				fails++,
+				    fprintf(stderr, "job %d: %c plain %u group %u\n", i, 'A' + p,
+				        sh->job_plain[p][i], sh->job_g[p][i]);
 		}
 		if (sh->job_g[0][i] + sh->job_g[1][i] != 1)
-			fails++, fprintf(stderr, "job %d taken %u + %u times\n", i, sh->job_g[0][i], sh->job_g[1][i]);
+			fails++,
+			    fprintf(stderr, "job %d taken %u + %u times\n", i, sh->job_g[0][i],
+			        sh->job_g[1][i]);
 		if (fails > 20)
 			break;
 	}
@@ -334,7 +363,8 @@ main(void)
 		uint64_t jobs = 0;
 		for (int i = 0; i < N; i++)
 			jobs += sh->job_g[p][i];
-		printf("%c: forwarded %llu received %llu dropped %llu echo %llu invalid %llu replies %llu jobs %llu served %d\n",
+		printf(
+		    "%c: forwarded %llu received %llu dropped %llu echo %llu invalid %llu replies %llu jobs %llu served %d\n",
 		    'A' + p, (unsigned long long)c->forwarded, (unsigned long long)c->received,
 		    (unsigned long long)c->dropped, (unsigned long long)c->echo_dropped,
 		    (unsigned long long)c->invalid, (unsigned long long)c->replies, (unsigned long long)jobs,
@@ -342,14 +372,18 @@ main(void)
 		/* forwarded: N ev.P + N ev.both + R requests + R replies to
 		 * the other process + R replies to the plain client. */
 		if (c->forwarded != (uint64_t)(2 * N + 3 * R))
-			fails++, fprintf(stderr, "%c forwarded %llu, want %d\n", 'A' + p,
-			    (unsigned long long)c->forwarded, 2 * N + 3 * R);
+			fails++,
+			    fprintf(stderr, "%c forwarded %llu, want %d\n", 'A' + p,
+			        (unsigned long long)c->forwarded, 2 * N + 3 * R);
 		/* received: N ev.Q + N ev.both + jobs + 2R requests served. */
 		if (c->received != 2 * (uint64_t)N + jobs + 2 * R)
-			fails++, fprintf(stderr, "%c received %llu, want %llu\n", 'A' + p,
-			    (unsigned long long)c->received, 2 * (unsigned long long)N + jobs + 2 * R);
+			fails++,
+			    fprintf(stderr, "%c received %llu, want %llu\n", 'A' + p,
+			        (unsigned long long)c->received, 2 * (unsigned long long)N + jobs + 2 * R);
 		if (sh->order_err[p] != 0)
-			fails++, fprintf(stderr, "%c: %d messages out of per-sender order\n", 'A' + p, sh->order_err[p]);
+			fails++,
+			    fprintf(stderr, "%c: %d messages out of per-sender order\n", 'A' + p,
+			        sh->order_err[p]);
 		if (c->dropped != 0 || c->replies != R || sh->served[p] != 2 * R)
 			fails++, fprintf(stderr, "%c dropped/replies/served wrong\n", 'A' + p);
 	}

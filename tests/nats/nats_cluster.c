@@ -29,7 +29,12 @@
 #define NMAX 20000
 #define NODES 3
 
-#define DIE(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+#define DIE(...) \
+	do { \
+		fprintf(stderr, __VA_ARGS__); \
+		fputc('\n', stderr); \
+		exit(1); \
+	} while (0)
 
 static char dir[64];
 static struct test_server node[NODES];
@@ -38,10 +43,10 @@ static const char *urls[NODES];
 static int N = 1500;
 static quay_pool *pool;
 
-static _Atomic int sent_ok[NMAX];      /* the stream acknowledged the send */
+static _Atomic int sent_ok[NMAX]; /* the stream acknowledged the send */
 static _Atomic int deliveries[NMAX];
-static _Atomic int acked[NMAX];        /* ack confirmed */
-static _Atomic int ack_failed[NMAX];   /* an ack that returned an error */
+static _Atomic int acked[NMAX];      /* ack confirmed */
+static _Atomic int ack_failed[NMAX]; /* an ack that returned an error */
 static _Atomic int nsent, stop, send_retries, ack_errors, recv_errors;
 
 static void
@@ -54,8 +59,10 @@ write_conf(int i)
 	f = fopen(p, "w");
 	if (f == NULL)
 		DIE("conf");
-	fprintf(f, "server_name: n%d\njetstream { store_dir: \"%s/n%d\" }\n"
-	    "cluster {\n  name: quay\n  listen: 127.0.0.1:%d\n  routes: [", i, dir, i, cport[i]);
+	fprintf(f,
+	    "server_name: n%d\njetstream { store_dir: \"%s/n%d\" }\n"
+	    "cluster {\n  name: quay\n  listen: 127.0.0.1:%d\n  routes: [",
+	    i, dir, i, cport[i]);
 	for (int k = 0; k < NODES; k++)
 		fprintf(f, "%s nats-route://127.0.0.1:%d", k ? "," : "", cport[k]);
 	fprintf(f, " ]\n}\n");
@@ -85,7 +92,7 @@ qopts(void)
 	struct quay_nats_queue_opts o = QUAY_NATS_QUEUE_OPTS_INIT;
 	o.name = "r3";
 	o.replicas = 3;
-	o.visibility_ns = 10000000000;  /* longer than a failover */
+	o.visibility_ns = 10000000000; /* longer than a failover */
 	o.max_attempts = 1000;
 	o.op_timeout_ns = 2000000000;
 	return o;
@@ -270,15 +277,18 @@ main(void)
 		fails++, fprintf(stderr, "%llu messages left in the stream\n", (unsigned long long)left);
 	for (int i = 0; i < N; i++) {
 		if (sent_ok[i] && acked[i] == 0 && ack_failed[i] == 0)
-			lost++, fprintf(stderr, "msg %d acknowledged by the stream, never processed (%d deliveries)\n",
-			    i, deliveries[i]);
+			lost++,
+			    fprintf(stderr,
+			        "msg %d acknowledged by the stream, never processed (%d deliveries)\n", i,
+			        deliveries[i]);
 		if (acked[i] > 1)
 			twice++, fprintf(stderr, "msg %d acked %d times\n", i, acked[i]);
 		if (deliveries[i] > 1) {
 			redelivered++;
 			if (ack_failed[i] == 0)
-				fails++, fprintf(stderr, "msg %d delivered %d times without a failed ack\n", i,
-				    deliveries[i]);
+				fails++,
+				    fprintf(stderr, "msg %d delivered %d times without a failed ack\n", i,
+				        deliveries[i]);
 		}
 	}
 	fails += lost + twice;

@@ -36,7 +36,12 @@
 #define BUSREF 20
 #define MAXB 100000
 
-#define DIE(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+#define DIE(...) \
+	do { \
+		fprintf(stderr, __VA_ARGS__); \
+		fputc('\n', stderr); \
+		exit(1); \
+	} while (0)
 
 static quay_pool *pool;
 
@@ -141,7 +146,7 @@ main(void)
 		quay_msg *m = mk("D", i, true);
 		r = quay_nats_queue_send(q, m);
 		if (r == 0)
-			continue;  /* cannot be while down, but harmless */
+			continue; /* cannot be while down, but harmless */
 		if (r != -ETIMEDOUT && r != -ENOTCONN && r != -ENOBUFS)
 			DIE("send while down: %s", quay_strerror(r));
 		quay_msg_unref(m);
@@ -161,8 +166,9 @@ main(void)
 		DIE("reconnect buffer never filled");
 	quay_nats_counters(n, &c);
 	if (c.refused < (uint64_t)refused || c.last_error != -ENOBUFS)
-		fails++, fprintf(stderr, "refused counter %llu < %d or last error %d\n",
-		    (unsigned long long)c.refused, refused, c.last_error);
+		fails++,
+		    fprintf(stderr, "refused counter %llu < %d or last error %d\n",
+		        (unsigned long long)c.refused, refused, c.last_error);
 	{
 		uint64_t before = c.dropped;
 		for (int i = 0; i < BUSREF; i++)
@@ -175,8 +181,9 @@ main(void)
 			usleep(10000);
 		}
 		if (c.dropped != before + BUSREF)
-			fails++, fprintf(stderr, "bridge dropped %llu, want %llu\n", (unsigned long long)c.dropped,
-			    (unsigned long long)before + BUSREF);
+			fails++,
+			    fprintf(stderr, "bridge dropped %llu, want %llu\n", (unsigned long long)c.dropped,
+			        (unsigned long long)before + BUSREF);
 	}
 
 	ts_start(&srv);
@@ -189,10 +196,13 @@ main(void)
 		natsConnection *pc;
 		quay_msg *pm;
 		if (natsConnection_ConnectTo(&pc, url) != NATS_OK ||
-		    natsConnection_PublishString(pc, "fault.ping", "ping") != NATS_OK || natsConnection_Flush(pc) != NATS_OK)
+		    natsConnection_PublishString(pc, "fault.ping", "ping") != NATS_OK ||
+		    natsConnection_Flush(pc) != NATS_OK)
 			DIE("plain client");
 		if ((r = quay_sub_receive(ping, &pm, 5000000000)) != 0)
-			fails++, fprintf(stderr, "import not resubscribed after the restart: %s\n", quay_strerror(r));
+			fails++,
+			    fprintf(stderr, "import not resubscribed after the restart: %s\n",
+			        quay_strerror(r));
 		else
 			quay_msg_unref(pm);
 		natsConnection_Destroy(pc);
@@ -219,10 +229,22 @@ main(void)
 		b[len] = 0;
 		i = atoi(b + 2);
 		switch (b[0]) {
-		case 'S': if (i >= 0 && i < 2 * S) seen_s[i]++; break;
-		case 'P': if (i >= 0 && i < P) seen_p[i]++; break;
-		case 'D': if (i >= 0 && i < D) seen_d[i]++; break;
-		case 'B': if (i >= 0 && i < MAXB) seen_b[i]++; break;
+		case 'S':
+			if (i >= 0 && i < 2 * S)
+				seen_s[i]++;
+			break;
+		case 'P':
+			if (i >= 0 && i < P)
+				seen_p[i]++;
+			break;
+		case 'D':
+			if (i >= 0 && i < D)
+				seen_d[i]++;
+			break;
+		case 'B':
+			if (i >= 0 && i < MAXB)
+				seen_b[i]++;
+			break;
 		default: seen_x++; break;
 		}
 		total++;
@@ -240,21 +262,25 @@ main(void)
 			fails++, fprintf(stderr, "timed-out send D:%d seen %d times\n", i, seen_d[i]);
 	for (int i = 0; i < MAXB; i++)
 		if (seen_b[i] != (i < buffered ? 1 : 0))
-			fails++, fprintf(stderr, "buffered publish B:%d seen %d times (buffered %d)\n", i, seen_b[i],
-			    buffered);
+			fails++,
+			    fprintf(stderr, "buffered publish B:%d seen %d times (buffered %d)\n", i,
+			        seen_b[i], buffered);
 	if (seen_x != 0)
 		fails++, fprintf(stderr, "%d refused bus publishes arrived\n", seen_x);
 	quay_nats_counters(n, &c);
 	if (c.refused != (uint64_t)refused + BUSREF)
-		fails++, fprintf(stderr, "refused counter %llu, want %d\n", (unsigned long long)c.refused,
-		    refused + BUSREF);
+		fails++,
+		    fprintf(stderr, "refused counter %llu, want %d\n", (unsigned long long)c.refused,
+		        refused + BUSREF);
 	if (c.reconnects < 1 || c.disconnects < 1)
-		fails++, fprintf(stderr, "reconnects %llu disconnects %llu\n", (unsigned long long)c.reconnects,
-		    (unsigned long long)c.disconnects);
-	printf("nats_fault: acked sends %d, bridged %d, buffered while down %d, refused %d (counter %llu), "
-	       "bridge refusals %d (dropped %llu), dedup resends %d, send retries %d, drained %d, reconnects %llu: %s\n",
-	    2 * S, P, buffered, refused, (unsigned long long)c.refused, BUSREF, (unsigned long long)c.dropped, D,
-	    retries, total, (unsigned long long)c.reconnects, fails ? "FAIL" : "OK");
+		fails++,
+		    fprintf(stderr, "reconnects %llu disconnects %llu\n", (unsigned long long)c.reconnects,
+		        (unsigned long long)c.disconnects);
+	printf(
+	    "nats_fault: acked sends %d, bridged %d, buffered while down %d, refused %d (counter %llu), "
+	    "bridge refusals %d (dropped %llu), dedup resends %d, send retries %d, drained %d, reconnects %llu: %s\n",
+	    2 * S, P, buffered, refused, (unsigned long long)c.refused, BUSREF, (unsigned long long)c.dropped,
+	    D, retries, total, (unsigned long long)c.reconnects, fails ? "FAIL" : "OK");
 	quay_nats_queue_close(q);
 	quay_nats_close(n);
 	quay_bus_destroy(bus);

@@ -31,13 +31,18 @@
 struct shm {
 	_Atomic int stop;
 	_Atomic uint32_t deliveries[NMAX];
-	_Atomic uint32_t intent[NMAX];    /* ack about to be sent */
-	_Atomic uint32_t done[NMAX];      /* ack confirmed */
-	_Atomic uint32_t final_nack[NMAX];/* nacked at max_attempts */
+	_Atomic uint32_t intent[NMAX];     /* ack about to be sent */
+	_Atomic uint32_t done[NMAX];       /* ack confirmed */
+	_Atomic uint32_t final_nack[NMAX]; /* nacked at max_attempts */
 	_Atomic uint64_t acks_ok, nacks, extends, errors;
 };
 
-#define DIE(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+#define DIE(...) \
+	do { \
+		fprintf(stderr, __VA_ARGS__); \
+		fputc('\n', stderr); \
+		exit(1); \
+	} while (0)
 
 static struct quay_nats_queue_opts
 qopts(void)
@@ -111,7 +116,7 @@ worker(const char *url, const char *path, unsigned seed)
 		if (seq < 0 || seq >= NMAX || quay_msg_attempts(l.msg) != l.attempt)
 			DIE("bad message '%s'", b);
 		atomic_fetch_add(&sh->deliveries[seq], 1);
-		usleep(3000);   /* the work: a kill usually finds a lease out */
+		usleep(3000); /* the work: a kill usually finds a lease out */
 		roll = rand() % 100;
 		if (roll < 25) {
 			if (l.attempt >= MAX_ATTEMPTS)
@@ -177,8 +182,8 @@ main(int argc, char **argv)
 	quay_nats_queue *q;
 	quay_pool *pool;
 	pid_t w[WORKERS];
-	int N = 600, kills = 4, dup = 20, fails = 0, r, in_flight_at_kill = 0, nacked_dead = 0, expired_dead = 0,
-	    expired_seen = 0;
+	int N = 600, kills = 4, dup = 20, fails = 0, r, in_flight_at_kill = 0, nacked_dead = 0,
+	    expired_dead = 0, expired_seen = 0;
 	uint32_t *dlq;
 	char *e;
 
@@ -199,7 +204,7 @@ main(int argc, char **argv)
 		DIE("open: %s", quay_strerror(r));
 	for (int i = 0; i < N + dup; i++) {
 		char b[16], id[16];
-		int seq = i < N ? i : i - N;    /* the last dup are sent again */
+		int seq = i < N ? i : i - N; /* the last dup are sent again */
 		quay_msg *m;
 		snprintf(b, sizeof(b), "%d", seq);
 		snprintf(id, sizeof(id), "m-%d", seq);
@@ -238,7 +243,8 @@ main(int argc, char **argv)
 			else if (vl == 13 && memcmp(v, "lease expired", 13) == 0)
 				expired_dead++;
 			else
-				fails++, fprintf(stderr, "dlq %d reason '%.*s'\n", seq, (int)vl, (const char *)v);
+				fails++,
+				    fprintf(stderr, "dlq %d reason '%.*s'\n", seq, (int)vl, (const char *)v);
 			quay_msg_unref(dm[i]);
 		}
 		if (got > 0)
@@ -278,7 +284,8 @@ main(int argc, char **argv)
 		if (quay_nats_queue_depth(q, &left) != 0)
 			DIE("depth");
 		if (left != 0)
-			fails++, fprintf(stderr, "%llu messages left in the stream\n", (unsigned long long)left);
+			fails++,
+			    fprintf(stderr, "%llu messages left in the stream\n", (unsigned long long)left);
 	}
 	for (int i = 0; i < N && fails < 20; i++) {
 		uint32_t d = sh->done[i], x = dlq[i];
@@ -293,17 +300,21 @@ main(int argc, char **argv)
 		if (x == 1 && sh->final_nack[i] == 0)
 			expired_seen++;
 		if (sh->final_nack[i] > 0 && x != 1)
-			fails++, fprintf(stderr, "msg %d nacked at the last attempt but not dead-lettered\n", i);
+			fails++,
+			    fprintf(stderr, "msg %d nacked at the last attempt but not dead-lettered\n", i);
 	}
 	if (expired_seen > kills || expired_seen != expired_dead)
-		fails++, fprintf(stderr, "%d dead-lettered without a final nack (reason lease expired: %d), %d kills\n",
-		    expired_seen, expired_dead, kills);
+		fails++,
+		    fprintf(stderr,
+		        "%d dead-lettered without a final nack (reason lease expired: %d), %d kills\n",
+		        expired_seen, expired_dead, kills);
 	if (in_flight_at_kill > kills)
 		fails++, fprintf(stderr, "%d acks in flight at %d kills\n", in_flight_at_kill, kills);
 	quay_nats_queue_counters(q, &qc);
 	if (qc.sent != (uint64_t)N || qc.duplicates != (uint64_t)dup)
-		fails++, fprintf(stderr, "sent %llu duplicates %llu\n", (unsigned long long)qc.sent,
-		    (unsigned long long)qc.duplicates);
+		fails++,
+		    fprintf(stderr, "sent %llu duplicates %llu\n", (unsigned long long)qc.sent,
+		        (unsigned long long)qc.duplicates);
 	{
 		uint64_t acked = 0, deliveries = 0;
 		for (int i = 0; i < N; i++)
@@ -313,11 +324,12 @@ main(int argc, char **argv)
 		 * i.e. held by a killed worker. */
 		printf("nats_queue: redelivered after a lease expired: %lld\n",
 		    (long long)deliveries - N - ((long long)sh->nacks - nacked_dead));
-		printf("nats_queue: N=%d workers=%d kills=%d: acked %llu, dead-lettered %d (nack %d, lease expired %d), "
-		       "ack in flight at a kill %d, nacks %llu, extends %llu, worker errors %llu: %s\n",
-		    N, WORKERS, kills, (unsigned long long)acked, nacked_dead + expired_dead, nacked_dead, expired_dead,
-		    in_flight_at_kill, (unsigned long long)sh->nacks, (unsigned long long)sh->extends,
-		    (unsigned long long)sh->errors, fails ? "FAIL" : "OK");
+		printf(
+		    "nats_queue: N=%d workers=%d kills=%d: acked %llu, dead-lettered %d (nack %d, lease expired %d), "
+		    "ack in flight at a kill %d, nacks %llu, extends %llu, worker errors %llu: %s\n",
+		    N, WORKERS, kills, (unsigned long long)acked, nacked_dead + expired_dead, nacked_dead,
+		    expired_dead, in_flight_at_kill, (unsigned long long)sh->nacks,
+		    (unsigned long long)sh->extends, (unsigned long long)sh->errors, fails ? "FAIL" : "OK");
 	}
 	quay_nats_queue_close(q);
 	quay_nats_close(n);

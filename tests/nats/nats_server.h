@@ -21,7 +21,7 @@
 struct test_server {
 	pid_t pid;
 	int port;
-	int no_js;      /* set before ts_init: a server without JetStream */
+	int no_js;        /* set before ts_init: a server without JetStream */
 	const char *conf; /* set before ts_start: a config file (-c) */
 	char dir[64];
 	char url[64];

@@ -74,7 +74,7 @@ test_connect_bad_opts(void **st)
 	o.urls = NULL;
 	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
 	o.urls = urls;
-	o.nurls = 2;   /* urls[1] is NULL */
+	o.nurls = 2; /* urls[1] is NULL */
 	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
 	o.nurls = 1;
 	o.creds_file = "x.creds";
@@ -92,7 +92,7 @@ test_connect_bad_opts(void **st)
 	o.export_capacity = 0;
 	o.reconnect_buf_bytes = (size_t)1 << 40;
 	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
-	assert_ptr_equal(n, (quay_nats *)&o);   /* untouched on failure */
+	assert_ptr_equal(n, (quay_nats *)&o); /* untouched on failure */
 	o.reconnect_buf_bytes = 0;
 	o.creds_file = "/nonexistent/quay.creds";
 	o.urls = &url;
@@ -350,12 +350,12 @@ test_queue_bad_input(void **st)
 	uint64_t depth;
 	(void)st;
 
-	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);    /* no name */
+	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL); /* no name */
 	o.name = "bad name";
 	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
 	o.name = "a.b";
 	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
-	o.name = "0123456789012345678901234567890123";   /* 34 bytes */
+	o.name = "0123456789012345678901234567890123"; /* 34 bytes */
 	assert_int_equal(quay_nats_queue_open(n, &o, &q), -EINVAL);
 	o.name = "unitq";
 	o.max_attempts = 1001;
@@ -386,10 +386,10 @@ test_queue_bad_input(void **st)
 	assert_int_equal(quay_nats_queue_receive(NULL, &l, 0), -EINVAL);
 	assert_int_equal(quay_nats_queue_receive(q, NULL, 0), -EINVAL);
 	assert_int_equal(quay_nats_queue_receive(q, &l, -1), -EINVAL);
-	assert_int_equal(quay_nats_queue_receive(q, &l, 0), -ETIMEDOUT);   /* empty */
+	assert_int_equal(quay_nats_queue_receive(q, &l, 0), -ETIMEDOUT); /* empty */
 	assert_int_equal(quay_nats_queue_ack(q, NULL), -EINVAL);
 	assert_int_equal(quay_nats_queue_ack(NULL, &l), -EINVAL);
-	assert_int_equal(quay_nats_queue_ack(q, &l), -EINVAL);   /* an empty lease */
+	assert_int_equal(quay_nats_queue_ack(q, &l), -EINVAL); /* an empty lease */
 	assert_int_equal(quay_nats_queue_nack(q, &l, "r"), -EINVAL);
 	assert_int_equal(quay_nats_queue_extend(q, &l), -EINVAL);
 	assert_int_equal(quay_nats_queue_dlq_take(NULL, out, 2, 0), -EINVAL);
@@ -454,7 +454,7 @@ test_queue_lease_expired(void **st)
 	assert_int_equal(quay_nats_queue_send(q, m), 0);
 	assert_int_equal(quay_nats_queue_receive(q, &l, 5000000000), 0);
 	assert_int_equal(l.attempt, 1);
-	quay_msg_unref(l.msg);   /* abandon the lease: the holder "died" */
+	quay_msg_unref(l.msg); /* abandon the lease: the holder "died" */
 	natsMsg_Destroy(l.impl);
 	assert_int_equal(quay_nats_queue_receive(q, &l, 3000000000), -ETIMEDOUT);
 	assert_int_equal(quay_nats_queue_dlq_take(q, out, 2, 2000000000), 1);
@@ -514,7 +514,7 @@ test_slow_consumer(void **st)
 	(void)st;
 
 	so.capacity = 1;
-	so.policy = QUAY_SUB_BLOCK;   /* not the default since issue 11 */
+	so.policy = QUAY_SUB_BLOCK; /* not the default since issue 11 */
 	so.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_create(NULL, &bus), 0);
 	assert_int_equal(quay_bus_subscribe(bus, "slow.x", &so, &sub), 0);

@@ -58,13 +58,20 @@
 #define BATCH 8
 
 static const char *const subjects[NSUBJ] = {
-	"s.a.x", "s.b.x", "s.a.y", "t.a.x", "s.c", "s.a.x.deep",
+	"s.a.x",
+	"s.b.x",
+	"s.a.y",
+	"t.a.x",
+	"s.c",
+	"s.a.x.deep",
 };
 static const char *const lossless_pat[NLOSSLESS] = { "s.>", "s.*.x", "s.a.*", "*.a.x", ">" };
 static const char *const group_pat = "s.>";
 static const char *const drop_pat[NDROP] = { "s.>", "s.*.x", ">" };
 static const enum quay_sub_policy drop_pol[NDROP] = {
-	QUAY_SUB_DROP_NEWEST, QUAY_SUB_DROP_OLDEST, QUAY_SUB_REJECT,
+	QUAY_SUB_DROP_NEWEST,
+	QUAY_SUB_DROP_OLDEST,
+	QUAY_SUB_REJECT,
 };
 static const char *const churn_pat[] = { "s.>", "s.a.x", "*.*.x", ">", "t.>", "s.*", "s.a.x.deep" };
 
@@ -73,8 +80,8 @@ struct config {
 	int pubs;
 	bool churn;
 	bool prio;
-	size_t cap;      /* lossless and group queues */
-	uint64_t msgs;   /* per publisher, before scaling */
+	size_t cap;    /* lossless and group queues */
+	uint64_t msgs; /* per publisher, before scaling */
 };
 
 static const struct config configs[] = {
@@ -99,11 +106,11 @@ static _Atomic int pubs_done;
 static _Atomic int stop_churn;
 static _Atomic uint64_t violations;
 static _Atomic uint64_t churn_ops;
-static _Atomic uint8_t *group_seen;   /* [pub][seq] */
+static _Atomic uint8_t *group_seen; /* [pub][seq] */
 
 struct recv {
 	quay_sub *sub;
-	int kind;           /* 0 lossless, 1 group member, 2 drop */
+	int kind; /* 0 lossless, 1 group member, 2 drop */
 	int idx;
 	_Atomic uint64_t got;
 	uint64_t last[MAX_PUB][LEVELS];
@@ -229,7 +236,8 @@ pub_main(void *arg)
 				quay_msg *m = make_msg(pub, seq + i);
 				int r = quay_bus_publish(bus, subj, m);
 				if (r < 0) {
-					fprintf(stderr, "stress_bus: %s: publish returned %d\n", cfg->name, r);
+					fprintf(stderr, "stress_bus: %s: publish returned %d\n", cfg->name,
+					    r);
 					atomic_fetch_add(&violations, 1);
 					quay_msg_unref(m);
 				}
@@ -425,9 +433,11 @@ run(const struct config *c, uint64_t scale, int64_t hang_s)
 			nanosleep(&ts, NULL);
 		}
 		if (sc.received + sc.dropped + sc.rejected != exp_drop[i]) {
-			fprintf(stderr, "stress_bus: %s: %s policy %d: received %" PRIu64 " + dropped %" PRIu64
-			    " + rejected %" PRIu64 " != %" PRIu64 "\n", c->name, drop_pat[i], (int)drop_pol[i],
-			    sc.received, sc.dropped, sc.rejected, exp_drop[i]);
+			fprintf(stderr,
+			    "stress_bus: %s: %s policy %d: received %" PRIu64 " + dropped %" PRIu64
+			    " + rejected %" PRIu64 " != %" PRIu64 "\n",
+			    c->name, drop_pat[i], (int)drop_pol[i], sc.received, sc.dropped, sc.rejected,
+			    exp_drop[i]);
 			atomic_fetch_add(&violations, 1);
 		}
 		drops += sc.dropped + sc.rejected;
@@ -474,7 +484,7 @@ run(const struct config *c, uint64_t scale, int64_t hang_s)
 struct sleeper {
 	quay_sub *sub;
 	int64_t timeout_ns;
-	_Atomic int tid;            /* set just before the blocking call */
+	_Atomic int tid; /* set just before the blocking call */
 	_Atomic int done;
 	int r;
 	pthread_t th;
@@ -577,7 +587,8 @@ run_unsub_sleeping(uint64_t scale, int64_t hang_s)
 		for (uint64_t i = 0; i < k % 5; i++) {
 			quay_msg *m;
 
-			if (quay_msg_new(pool, &i, sizeof(i), &m) != 0 || quay_bus_publish(bus, "fault.y", m) != 1) {
+			if (quay_msg_new(pool, &i, sizeof(i), &m) != 0 ||
+			    quay_bus_publish(bus, "fault.y", m) != 1) {
 				fprintf(stderr, "stress_bus: unsub-sleeping: publish failed\n");
 				return 2;
 			}
@@ -592,8 +603,10 @@ run_unsub_sleeping(uint64_t scale, int64_t hang_s)
 		}
 		for (int i = 0; i < n; i++) {
 			if (!await_asleep(&z[i], deadline)) {
-				fprintf(stderr, "stress_bus: unsub-sleeping: round %" PRIu64 " receiver %d never "
-				    "slept in futex (done %d, r %d)\n", k, i, atomic_load(&z[i].done), z[i].r);
+				fprintf(stderr,
+				    "stress_bus: unsub-sleeping: round %" PRIu64 " receiver %d never "
+				    "slept in futex (done %d, r %d)\n",
+				    k, i, atomic_load(&z[i].done), z[i].r);
 				return 2;
 			}
 			slept++;
@@ -607,8 +620,10 @@ run_unsub_sleeping(uint64_t scale, int64_t hang_s)
 
 			while (!atomic_load_explicit(&z[i].done, memory_order_acquire)) {
 				if (qt_now_ns() > deadline) {
-					fprintf(stderr, "stress_bus: unsub-sleeping: HANG: round %" PRIu64
-					    " receiver %d not woken by unsubscribe\n", k, i);
+					fprintf(stderr,
+					    "stress_bus: unsub-sleeping: HANG: round %" PRIu64
+					    " receiver %d not woken by unsubscribe\n",
+					    k, i);
 					return 2;
 				}
 				nanosleep(&ts, NULL);
@@ -618,8 +633,10 @@ run_unsub_sleeping(uint64_t scale, int64_t hang_s)
 				epipe++;
 			} else {
 				atomic_fetch_add(&violations, 1);
-				fprintf(stderr, "stress_bus: unsub-sleeping: round %" PRIu64 " receiver %d got %d, "
-				    "not -EPIPE\n", k, i, z[i].r);
+				fprintf(stderr,
+				    "stress_bus: unsub-sleeping: round %" PRIu64 " receiver %d got %d, "
+				    "not -EPIPE\n",
+				    k, i, z[i].r);
 			}
 		}
 	}
@@ -631,8 +648,7 @@ run_unsub_sleeping(uint64_t scale, int64_t hang_s)
 	quay_pool_destroy(pool);
 	printf("stress_bus %-20s rounds=%" PRIu64 " receivers_slept=%" PRIu64 " woken_epipe=%" PRIu64
 	       " violations=%" PRIu64 " %.2fs\n",
-	    "unsub-sleeping", rounds, slept, epipe, atomic_load(&violations),
-	    qt_now_s() - t0);
+	    "unsub-sleeping", rounds, slept, epipe, atomic_load(&violations), qt_now_s() - t0);
 	fflush(stdout);
 	return atomic_load(&violations) != 0;
 }

@@ -63,9 +63,9 @@
 
 static quay_pool *g_pool;
 static size_t g_limit;
-static uint8_t *g_owned;                 /* one flag per buffer */
+static uint8_t *g_owned; /* one flag per buffer */
 static uint32_t g_class_off[QUAY_POOL_CLASSES_MAX];
-static int64_t g_held_bytes;             /* the independent in-use counter */
+static int64_t g_held_bytes; /* the independent in-use counter */
 static uint64_t g_ops;
 static uint64_t g_enomem;
 static int g_stop;
@@ -113,8 +113,11 @@ pick_len(uint64_t *rs, size_t min)
 
 	switch (qt_rand(rs) % 8) {
 	case 0: len = 0; break;
-	case 1: case 2: case 3: len = qt_rand(rs) % 120; break;
-	case 4: case 5: len = qt_rand(rs) % 900; break;
+	case 1:
+	case 2:
+	case 3: len = qt_rand(rs) % 120; break;
+	case 4:
+	case 5: len = qt_rand(rs) % 900; break;
 	case 6: len = qt_rand(rs) % 12000; break;
 	default: len = qt_rand(rs) % (max + 1); break;
 	}
@@ -215,16 +218,14 @@ make(uint64_t *rs, uint64_t tid, uint64_t seq, size_t min, uint64_t shares)
 	int rc;
 
 	switch (qt_rand(rs) % 3) {
-	case 0:
-		rc = quay_msg_new(g_pool, zeros, len, &m);
-		break;
+	case 0: rc = quay_msg_new(g_pool, zeros, len, &m); break;
 	case 1:
 		rc = quay_msg_alloc(g_pool, len + 32, &m);
 		if (rc == 0 && quay_msg_set_body_len(m, len) != 0)
 			bump(&v_other);
 		break;
 	default:
-		rc = quay_msg_new_wait(g_pool, zeros, len, 0, &m);   /* try once */
+		rc = quay_msg_new_wait(g_pool, zeros, len, 0, &m); /* try once */
 		break;
 	}
 	if (rc == -ENOMEM) {
@@ -253,11 +254,11 @@ release(quay_msg *m)
 struct targ {
 	uint64_t tid;
 	uint64_t seed;
-	quay_ring *ring;          /* cross / shared: where to push or pop */
-	quay_ring **rings;        /* shared: one ring per consumer */
+	quay_ring *ring;   /* cross / shared: where to push or pop */
+	quay_ring **rings; /* shared: one ring per consumer */
 	int nrings;
 	int *producers_left;
-	quay_msg **handoff;       /* exit: messages for main */
+	quay_msg **handoff; /* exit: messages for main */
 	uint64_t *handoff_seq;
 	int nhandoff;
 };
@@ -546,14 +547,15 @@ finish(const struct config *c, int64_t t0, bool joined)
 	if (!joined) {
 		printf("stress-pool %-16s HANG: threads did not finish\n", c->name);
 		fflush(stdout);
-		_exit(1);     /* threads still run on the pool: cannot clean up */
+		_exit(1); /* threads still run on the pool: cannot clean up */
 	}
 	quay_pool_cache_flush(g_pool);
 	quay_pool_stats(g_pool, &s);
 	if (s.in_use != 0 || s.in_use_bytes != 0 || g_held_bytes != 0)
 		leak++;
 	for (uint32_t i = 0; i < s.nclasses; i++) {
-		if (s.cls[i].cached != 0 || s.cls[i].free != s.cls[i].buffers || s.cls[i].hwm > s.cls[i].buffers)
+		if (s.cls[i].cached != 0 || s.cls[i].free != s.cls[i].buffers ||
+		    s.cls[i].hwm > s.cls[i].buffers)
 			leak++;
 	}
 	for (uint32_t i = 0; i < s.nclasses; i++)

@@ -64,8 +64,8 @@ struct cfg {
 	size_t cap;
 	int np, nc;
 	enum style style;
-	uint64_t n;                 /* items per producer */
-	int mode;                   /* END_COUNT, END_CLOSE or END_QUIESCE */
+	uint64_t n; /* items per producer */
+	int mode;   /* END_COUNT, END_CLOSE or END_QUIESCE */
 };
 
 /* How consumers stop: when every item was popped (pops alone must find
@@ -79,7 +79,7 @@ enum { END_COUNT, END_CLOSE, END_QUIESCE };
 struct run {
 	const struct cfg *c;
 	quay_pq *pq;
-	unsigned char *seen[MAXP];  /* seen[p][seq]: times popped */
+	unsigned char *seen[MAXP]; /* seen[p][seq]: times popped */
 	pthread_barrier_t start;
 	uint64_t violations;
 	uint64_t popped;
@@ -115,8 +115,8 @@ push_retry(struct run *r, unsigned level, const uint64_t *v, size_t n, enum styl
 			done += k;
 			continue;
 		}
-		rc = use == WAIT ? quay_pq_push_wait(r->pq, level, v + done, -1)
-		                 : quay_pq_push(r->pq, level, v + done);
+		rc = use == WAIT ? quay_pq_push_wait(r->pq, level, v + done, -1) :
+		                   quay_pq_push(r->pq, level, v + done);
 		if (rc == 0)
 			done++;
 		else if (rc == -EAGAIN)
@@ -159,7 +159,7 @@ producer(void *arg)
 }
 
 struct ccheck {
-	uint64_t next[MAXP][QUAY_PQ_LEVELS_MAX];   /* per producer, level: minimum next seq */
+	uint64_t next[MAXP][QUAY_PQ_LEVELS_MAX]; /* per producer, level: minimum next seq */
 };
 
 static void
@@ -221,12 +221,12 @@ consumer(void *arg)
 			__atomic_fetch_add(&r->popped, k, __ATOMIC_RELAXED);
 			if (k != 0)
 				continue;
-			rc = quay_pq_pop(r->pq, buf, prios);   /* tells empty from drained */
+			rc = quay_pq_pop(r->pq, buf, prios); /* tells empty from drained */
 		} else {
 			/* Timed: END_COUNT and END_QUIESCE runs never close. */
-			rc = use == WAIT ? quay_pq_pop_wait(r->pq, buf, prios,
-			                       c->mode == END_CLOSE ? -1 : 20000000)
-			                 : quay_pq_pop(r->pq, buf, prios);
+			rc = use == WAIT ?
+			    quay_pq_pop_wait(r->pq, buf, prios, c->mode == END_CLOSE ? -1 : 20000000) :
+			    quay_pq_pop(r->pq, buf, prios);
 		}
 		if (rc == 0) {
 			consume(r, ck, buf[0], prios[0]);
@@ -323,9 +323,8 @@ run_mpmc(const struct cfg *c)
 		violation(&r, "count not 0 after the drain", quay_pq_count(r.pq));
 	printf("%-28s levels %3u cap %4zu %dP%dC: %llu ops in %.2f s, lost %llu, dup %llu, "
 	       "violations %llu",
-	    c->name, c->levels, c->cap, c->np, c->nc, (unsigned long long)(c->np * c->n),
-	    qt_now_s() - t0, (unsigned long long)lost, (unsigned long long)dup,
-	    (unsigned long long)r.violations);
+	    c->name, c->levels, c->cap, c->np, c->nc, (unsigned long long)(c->np * c->n), qt_now_s() - t0,
+	    (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)r.violations);
 	if (c->mode == END_QUIESCE)
 		printf(", %llu popped in order at quiescence", (unsigned long long)left);
 	printf("\n");
@@ -339,10 +338,10 @@ run_mpmc(const struct cfg *c)
 struct share {
 	quay_pq *pq;
 	unsigned levels, top;
-	uint64_t m;                 /* level-0 items */
-	uint64_t top_popped;        /* completed top pops (shared counter) */
-	uint64_t bound_seen;        /* top_popped read before the last level-0 pop */
-	uint64_t max_gap;           /* one consumer: top pops between level-0 pops */
+	uint64_t m;          /* level-0 items */
+	uint64_t top_popped; /* completed top pops (shared counter) */
+	uint64_t bound_seen; /* top_popped read before the last level-0 pop */
+	uint64_t max_gap;    /* one consumer: top pops between level-0 pops */
 	uint64_t low_left;
 	int stop;
 	int nc;
@@ -386,10 +385,10 @@ share_consumer(void *arg)
 		}
 		if (prio != 0)
 			__atomic_fetch_add(&sh->violations, 1, __ATOMIC_RELAXED);
-		if (sh->nc == 1 && gap > sh->max_gap)   /* only one consumer writes it */
+		if (sh->nc == 1 && gap > sh->max_gap) /* only one consumer writes it */
 			sh->max_gap = gap;
 		gap = 0;
-		if (v == sh->m - 1)            /* FIFO: the last level-0 item */
+		if (v == sh->m - 1) /* FIFO: the last level-0 item */
 			sh->bound_seen = before;
 		__atomic_fetch_sub(&sh->low_left, 1, __ATOMIC_ACQ_REL);
 	}

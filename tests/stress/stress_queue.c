@@ -75,10 +75,10 @@ struct cfg {
 	unsigned levels;
 	size_t capacity;
 	bool batch;
-	size_t max_in_flight;      /* 0: capacity */
-	int64_t visibility_ns;     /* 0: 3 ms */
-	bool no_walk;              /* no walking away (long leases) */
-	bool ttl;                  /* 1 in 32 messages gets a TTL of 0..2 ms */
+	size_t max_in_flight;  /* 0: capacity */
+	int64_t visibility_ns; /* 0: 3 ms */
+	bool no_walk;          /* no walking away (long leases) */
+	bool ttl;              /* 1 in 32 messages gets a TTL of 0..2 ms */
 };
 
 struct run {
@@ -87,17 +87,17 @@ struct run {
 	quay_pool *pool;
 	uint32_t per_producer;
 	uint32_t total;
-	uint32_t *acks;            /* per message: successful acks */
-	uint64_t acked_total;      /* atomic */
-	int phase;                 /* atomic: 1 random failures, 2 ack all, 3 stop */
-	uint64_t corrupt, dup;     /* atomic */
-	uint64_t nacks, expiries;  /* atomic */
-	uint64_t send_retries;     /* atomic */
-	uint64_t zombie_tries;     /* atomic: late acks of walked-away leases */
-	uint64_t zombie_accepted;  /* atomic: ... that wrongly returned 0 */
-	uint64_t extends;          /* atomic: extends that returned 0 */
-	uint64_t bad_extends;      /* atomic: ... that returned neither 0 nor -ESTALE */
-	int producer_id;           /* atomic: next producer number */
+	uint32_t *acks;           /* per message: successful acks */
+	uint64_t acked_total;     /* atomic */
+	int phase;                /* atomic: 1 random failures, 2 ack all, 3 stop */
+	uint64_t corrupt, dup;    /* atomic */
+	uint64_t nacks, expiries; /* atomic */
+	uint64_t send_retries;    /* atomic */
+	uint64_t zombie_tries;    /* atomic: late acks of walked-away leases */
+	uint64_t zombie_accepted; /* atomic: ... that wrongly returned 0 */
+	uint64_t extends;         /* atomic: extends that returned 0 */
+	uint64_t bad_extends;     /* atomic: ... that returned neither 0 nor -ESTALE */
+	int producer_id;          /* atomic: next producer number */
 	int consumer_id;
 };
 
@@ -155,9 +155,10 @@ producer(void *arg)
 		if (r->c->ttl && qt_rand(&rng) % 32 == 0) {
 			struct timespec ts;
 
-			clock_gettime(CLOCK_REALTIME, &ts);      /* the queue's clock */
-			quay_msg_set_expires_ns(m, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec +
-			    (int64_t)(qt_rand(&rng) % (2 * MS)));
+			clock_gettime(CLOCK_REALTIME, &ts); /* the queue's clock */
+			quay_msg_set_expires_ns(m,
+			    (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec +
+			        (int64_t)(qt_rand(&rng) % (2 * MS)));
 		}
 		while (quay_queue_send(r->q, m) != 0) {
 			__atomic_fetch_add(&r->send_retries, 1, __ATOMIC_RELAXED);
@@ -174,7 +175,7 @@ producer(void *arg)
 struct zombie {
 	bool have;
 	quay_lease l;
-	int64_t at;                /* CLOCK_MONOTONIC ns to try at */
+	int64_t at; /* CLOCK_MONOTONIC ns to try at */
 };
 
 static void
@@ -235,8 +236,8 @@ handle(struct run *r, quay_lease *l, uint64_t *rng, struct zombie *z)
 		if (!z->have && dice < 18) {
 			z->have = true;
 			z->l = *l;
-			z->at = qt_now_ns() + 4 * MS + extra;      /* past the lease */
-			return;                                    /* keeps the reference */
+			z->at = qt_now_ns() + 4 * MS + extra; /* past the lease */
+			return;                               /* keeps the reference */
 		}
 	} else if (quay_queue_ack(r->q, l) == 0) {
 		if (__atomic_add_fetch(&r->acks[id], 1, __ATOMIC_RELAXED) > 1)
@@ -291,7 +292,7 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 	if (r.acks == NULL || quay_pool_create((size_t)64 << 20, NULL, &r.pool) != 0)
 		return 1;
 	o.name = "stress-dlq";
-	o.capacity = r.total;                 /* room for every poison message */
+	o.capacity = r.total; /* room for every poison message */
 	if (quay_queue_create(&o, &r.dlq) != 0)
 		return 1;
 	o.name = "stress";
@@ -320,10 +321,11 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 			break;
 		if (qt_now_s() - t0 > limit) {
 			/* Threads may be stuck for good: report and leave. */
-			fprintf(stderr, "stress-queue %s: phase 1 hung (acked %llu, dead %llu of %u; ready %llu "
-			    "delayed %llu in flight %llu sent %llu): FAIL\n", c->name,
-			    (unsigned long long)r.acked_total, (unsigned long long)s.dead_lettered, r.total,
-			    (unsigned long long)s.ready, (unsigned long long)s.delayed,
+			fprintf(stderr,
+			    "stress-queue %s: phase 1 hung (acked %llu, dead %llu of %u; ready %llu "
+			    "delayed %llu in flight %llu sent %llu): FAIL\n",
+			    c->name, (unsigned long long)r.acked_total, (unsigned long long)s.dead_lettered,
+			    r.total, (unsigned long long)s.ready, (unsigned long long)s.delayed,
 			    (unsigned long long)s.in_flight, (unsigned long long)s.sent);
 			_exit(1);
 		}
@@ -354,29 +356,32 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 			lost++;
 	quay_queue_stats(r.q, &s);
 	quay_queue_stats(r.dlq, &d);
-	if (s.sent + s.restored != s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered + s.dropped +
-	    s.redriven_out || s.ready + s.delayed + s.in_flight != 0 || s.acked != r.total ||
-	    s.sent != r.total + redriven) {
+	if (s.sent + s.restored !=
+	        s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered + s.dropped + s.redriven_out ||
+	    s.ready + s.delayed + s.in_flight != 0 || s.acked != r.total || s.sent != r.total + redriven) {
 		fprintf(stderr, "stress-queue %s: source conservation broken\n", c->name);
 		bad = 1;
 	}
-	if (d.sent != d.ready + d.delayed + d.in_flight + d.acked + d.dead_lettered + d.dropped + d.redriven_out ||
-	    d.ready + d.delayed + d.in_flight != 0 || d.redriven_out != s.dead_lettered || d.sent != s.dead_lettered) {
+	if (d.sent !=
+	        d.ready + d.delayed + d.in_flight + d.acked + d.dead_lettered + d.dropped + d.redriven_out ||
+	    d.ready + d.delayed + d.in_flight != 0 || d.redriven_out != s.dead_lettered ||
+	    d.sent != s.dead_lettered) {
 		fprintf(stderr, "stress-queue %s: DLQ conservation broken\n", c->name);
 		bad = 1;
 	}
 	if (lost != 0 || r.dup != 0 || r.corrupt != 0 || r.zombie_accepted != 0 || r.bad_extends != 0)
 		bad = 1;
-	printf("stress-queue %-12s P%dC%d msgs %u: lost %llu dup %llu corrupt %llu stale-ack-accepted %llu/%llu bad-extend %llu/%llu | received %llu acked %llu "
-	       "nacked %llu walked-away %llu lease-expired %llu retried %llu ttl-expired %llu dead-lettered %llu redriven %llu "
-	       "send-full %llu | %.2f s %s\n",
+	printf(
+	    "stress-queue %-12s P%dC%d msgs %u: lost %llu dup %llu corrupt %llu stale-ack-accepted %llu/%llu bad-extend %llu/%llu | received %llu acked %llu "
+	    "nacked %llu walked-away %llu lease-expired %llu retried %llu ttl-expired %llu dead-lettered %llu redriven %llu "
+	    "send-full %llu | %.2f s %s\n",
 	    c->name, c->producers, c->consumers, r.total, (unsigned long long)lost, (unsigned long long)r.dup,
 	    (unsigned long long)r.corrupt, (unsigned long long)r.zombie_accepted,
 	    (unsigned long long)r.zombie_tries, (unsigned long long)r.bad_extends,
 	    (unsigned long long)r.extends, (unsigned long long)s.received, (unsigned long long)s.acked,
 	    (unsigned long long)s.nacked, (unsigned long long)r.expiries, (unsigned long long)s.lease_expired,
-	    (unsigned long long)s.retried, (unsigned long long)s.ttl_expired, (unsigned long long)s.dead_lettered,
-	    (unsigned long long)redriven,
+	    (unsigned long long)s.retried, (unsigned long long)s.ttl_expired,
+	    (unsigned long long)s.dead_lettered, (unsigned long long)redriven,
 	    (unsigned long long)r.send_retries, qt_now_s() - t0, bad ? "FAIL" : "ok");
 	quay_queue_destroy(r.q);
 	quay_queue_destroy(r.dlq);
@@ -394,15 +399,15 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 struct frun {
 	quay_queue *q[2];
 	uint32_t total;
-	uint32_t *acks[2];         /* per message and queue: successful acks */
-	uint64_t acked;            /* atomic: acks that returned 0 (own, and wrongly foreign) */
-	uint64_t tries;            /* atomic: foreign ack / nack / extend calls */
-	uint64_t wrong;            /* atomic: ... that did not return -ENOENT */
-	uint64_t succeeded;        /* atomic: ... that returned 0 (changed the other queue) */
-	uint64_t own_refused;      /* atomic: own acks that did not return 0 */
-	uint64_t dup;              /* atomic */
-	int stop;                  /* atomic */
-	int id;                    /* atomic: next consumer number */
+	uint32_t *acks[2];    /* per message and queue: successful acks */
+	uint64_t acked;       /* atomic: acks that returned 0 (own, and wrongly foreign) */
+	uint64_t tries;       /* atomic: foreign ack / nack / extend calls */
+	uint64_t wrong;       /* atomic: ... that did not return -ENOENT */
+	uint64_t succeeded;   /* atomic: ... that returned 0 (changed the other queue) */
+	uint64_t own_refused; /* atomic: own acks that did not return 0 */
+	uint64_t dup;         /* atomic */
+	int stop;             /* atomic */
+	int id;               /* atomic: next consumer number */
 };
 
 static void *
@@ -428,14 +433,13 @@ foreign_consumer(void *arg)
 			switch (qt_rand(&rng) % 3) {
 			case 0:
 				rc = quay_queue_ack(f->q[!w], &l[w]);
-				if (rc == 0)    /* the other queue's delivery ended */
+				if (rc == 0) /* the other queue's delivery ended */
 					__atomic_fetch_add(&f->acked, 1, __ATOMIC_RELEASE);
 				break;
-			case 1:
-				rc = quay_queue_nack(f->q[!w], &l[w], "foreign");
-				break;
+			case 1: rc = quay_queue_nack(f->q[!w], &l[w], "foreign"); break;
 			default:
-				rc = quay_queue_extend(f->q[!w], &l[w], (qt_rand(&rng) & 1) ? MS : 20000 * MS);
+				rc =
+				    quay_queue_extend(f->q[!w], &l[w], (qt_rand(&rng) & 1) ? MS : 20000 * MS);
 				break;
 			}
 			__atomic_fetch_add(&f->tries, 1, __ATOMIC_RELAXED);
@@ -453,7 +457,8 @@ foreign_consumer(void *arg)
 			if (quay_queue_ack(f->q[w], &l[w]) != 0) {
 				__atomic_fetch_add(&f->own_refused, 1, __ATOMIC_RELAXED);
 			} else {
-				if (id < f->total && __atomic_add_fetch(&f->acks[w][id], 1, __ATOMIC_RELAXED) > 1)
+				if (id < f->total &&
+				    __atomic_add_fetch(&f->acks[w][id], 1, __ATOMIC_RELAXED) > 1)
 					__atomic_fetch_add(&f->dup, 1, __ATOMIC_RELAXED);
 				__atomic_fetch_add(&f->acked, 1, __ATOMIC_RELEASE);
 			}
@@ -483,8 +488,8 @@ run_foreign(int consumers, uint32_t total)
 	if (f.acks[0] == NULL || f.acks[1] == NULL || quay_pool_create((size_t)16 << 20, NULL, &pool) != 0)
 		return 1;
 	o.capacity = 64;
-	o.max_in_flight = 4;             /* few slots: slot and gen coincide often */
-	o.visibility_ns = 10000 * MS;    /* every own ack is in time */
+	o.max_in_flight = 4;          /* few slots: slot and gen coincide often */
+	o.visibility_ns = 10000 * MS; /* every own ack is in time */
 	o.flags = QUAY_QUEUE_NO_BACKOFF;
 	o.name = "foreign-a";
 	if (quay_queue_create(&o, &f.q[0]) != 0)
@@ -522,8 +527,8 @@ run_foreign(int consumers, uint32_t total)
 		quay_queue_stats(f.q[w], &s[w]);
 		if (s[w].sent != total || s[w].acked != total || s[w].nacked != 0 ||
 		    s[w].ready + s[w].delayed + s[w].in_flight != 0) {
-			fprintf(stderr, "stress-queue foreign: queue %d: sent %llu acked %llu nacked %llu\n", w,
-			    (unsigned long long)s[w].sent, (unsigned long long)s[w].acked,
+			fprintf(stderr, "stress-queue foreign: queue %d: sent %llu acked %llu nacked %llu\n",
+			    w, (unsigned long long)s[w].sent, (unsigned long long)s[w].acked,
 			    (unsigned long long)s[w].nacked);
 			bad = 1;
 		}
@@ -534,8 +539,7 @@ run_foreign(int consumers, uint32_t total)
 	       "(returned 0: %llu) own-ack-refused %llu | %.2f s %s\n",
 	    "foreign", consumers, total, (unsigned long long)lost, (unsigned long long)f.dup,
 	    (unsigned long long)f.wrong, (unsigned long long)f.tries, (unsigned long long)f.succeeded,
-	    (unsigned long long)f.own_refused,
-	    qt_now_s() - t0, bad ? "FAIL" : "ok");
+	    (unsigned long long)f.own_refused, qt_now_s() - t0, bad ? "FAIL" : "ok");
 	quay_queue_destroy(f.q[0]);
 	quay_queue_destroy(f.q[1]);
 	if (quay_pool_destroy(pool) != 0) {
@@ -555,13 +559,13 @@ static quay_pool *close_pool;
 struct crun {
 	quay_queue *q;
 	uint32_t total;
-	uint8_t *acks;              /* atomic: acks per id */
-	uint64_t acked;             /* atomic */
-	uint64_t accepted;          /* atomic: sends that returned 0 */
-	uint64_t dup;               /* atomic */
-	uint64_t bad_rc;            /* atomic: a return other than the allowed ones */
-	uint64_t bad_attempt;       /* atomic: a delivery that was not attempt 1 */
-	uint64_t released;          /* atomic */
+	uint8_t *acks;        /* atomic: acks per id */
+	uint64_t acked;       /* atomic */
+	uint64_t accepted;    /* atomic: sends that returned 0 */
+	uint64_t dup;         /* atomic */
+	uint64_t bad_rc;      /* atomic: a return other than the allowed ones */
+	uint64_t bad_attempt; /* atomic: a delivery that was not attempt 1 */
+	uint64_t released;    /* atomic */
 };
 
 static void *
@@ -696,9 +700,8 @@ run_close(int rounds, uint32_t total)
 	printf("stress-queue %-12s C3 P1 rounds %d x %u msgs: acked %llu released %llu left-ready %llu "
 	       "dup %llu bad-returns/attempts %llu rounds-not-conserved %llu | %.2f s %s\n",
 	    "close", rounds, total, (unsigned long long)acked, (unsigned long long)released,
-	    (unsigned long long)left,
-	    (unsigned long long)dups, (unsigned long long)badrc, (unsigned long long)lost,
-	    qt_now_s() - t0, bad ? "FAIL" : "ok");
+	    (unsigned long long)left, (unsigned long long)dups, (unsigned long long)badrc,
+	    (unsigned long long)lost, qt_now_s() - t0, bad ? "FAIL" : "ok");
 	alarm(0);
 	return bad;
 }

@@ -47,8 +47,8 @@
 #define VIS (300 * MS)
 
 struct body {
-	uint32_t group;          /* global group number */
-	uint32_t seq;            /* in its group */
+	uint32_t group; /* global group number */
+	uint32_t seq;   /* in its group */
 	uint64_t check;
 };
 
@@ -56,7 +56,7 @@ struct cfg {
 	const char *name;
 	int producers, consumers;
 	uint32_t groups_per_producer;
-	uint32_t msgs;           /* total, before scaling */
+	uint32_t msgs; /* total, before scaling */
 	bool batch;
 };
 
@@ -74,10 +74,10 @@ struct run {
 	uint32_t groups, per_producer;
 	uint64_t total;
 	struct gstate *g;
-	uint64_t done;           /* atomic: acks that returned 0 */
-	uint64_t overlap, order; /* atomic: violations */
-	uint64_t nacks, expired_tries, extends, releases, abandons;   /* atomic */
-	int pid, cid;            /* atomic */
+	uint64_t done;                                              /* atomic: acks that returned 0 */
+	uint64_t overlap, order;                                    /* atomic: violations */
+	uint64_t nacks, expired_tries, extends, releases, abandons; /* atomic */
+	int pid, cid;                                               /* atomic */
 };
 
 static void
@@ -121,7 +121,7 @@ producer(void *arg)
 		quay_msg *m = NULL;
 		int n = snprintf(gid, sizeof(gid), "g%u", g);
 
-		gs->sent++;                 /* this producer's group only */
+		gs->sent++; /* this producer's group only */
 		while (quay_msg_new(r->pool, &b, sizeof(b), &m) != 0)
 			sched_yield();
 		if (quay_msg_set_header(m, QUAY_MSG_H_GROUP, gid, (size_t)n) != 0)
@@ -164,8 +164,10 @@ took(struct run *r, const quay_lease *l, struct gstate *g)
 	 * may be dead already if this thread was preempted past its
 	 * deadline between the receive and here: then it is not in flight.) */
 	if (prev != 0 && now < prev && now < l->deadline_ns) {
-		fprintf(stderr, "stress-queue-fifo: two in flight: now %lld, previous deadline %lld, "
-		    "this deadline %lld\n", (long long)now, (long long)prev, (long long)l->deadline_ns);
+		fprintf(stderr,
+		    "stress-queue-fifo: two in flight: now %lld, previous deadline %lld, "
+		    "this deadline %lld\n",
+		    (long long)now, (long long)prev, (long long)l->deadline_ns);
 		__atomic_fetch_add(&r->overlap, 1, __ATOMIC_RELAXED);
 	}
 }
@@ -195,21 +197,21 @@ handle(struct run *r, quay_lease *l, uint64_t *rng)
 	}
 	g = &r->g[b->group];
 	took(r, l, g);
-	if (act < 10) {                               /* nack: retry after backoff */
+	if (act < 10) { /* nack: retry after backoff */
 		let_go(l, g);
 		if (quay_queue_nack(r->q, l, "stress") == 0)
 			__atomic_fetch_add(&r->nacks, 1, __ATOMIC_RELAXED);
 		quay_msg_unref(l->msg);
 		return;
 	}
-	if (act < 14) {                               /* release */
+	if (act < 14) { /* release */
 		let_go(l, g);
 		if (quay_queue_release(r->q, l) == 0)
 			__atomic_fetch_add(&r->releases, 1, __ATOMIC_RELAXED);
 		quay_msg_unref(l->msg);
 		return;
 	}
-	if (act < 18) {                               /* abandon */
+	if (act < 18) { /* abandon */
 		__atomic_fetch_add(&r->abandons, 1, __ATOMIC_RELAXED);
 		if (qt_rand(rng) % 1000 != 0) {
 			int64_t now0 = real_ns(), mine = l->deadline_ns;
@@ -225,7 +227,7 @@ handle(struct run *r, quay_lease *l, uint64_t *rng)
 		quay_msg_unref(l->msg);
 		return;
 	}
-	if (act < 26) {                               /* extend, then ack */
+	if (act < 26) { /* extend, then ack */
 		int64_t now0 = real_ns();
 
 		if (quay_queue_extend(r->q, l, VIS) == 0) {
@@ -242,8 +244,8 @@ handle(struct run *r, quay_lease *l, uint64_t *rng)
 	rc = quay_queue_ack(r->q, l);
 	if (rc == 0) {
 		if ((int64_t)b->seq != g->last + 1) {
-			fprintf(stderr, "stress-queue-fifo: group %u: processed seq %u after %lld\n", b->group,
-			    b->seq, (long long)g->last);
+			fprintf(stderr, "stress-queue-fifo: group %u: processed seq %u after %lld\n",
+			    b->group, b->seq, (long long)g->last);
 			__atomic_fetch_add(&r->order, 1, __ATOMIC_RELAXED);
 		}
 		if ((int64_t)b->seq > g->last)
@@ -333,11 +335,10 @@ run_cfg(const struct cfg *c, unsigned scale)
 		fail++;
 	printf("%-10s P%d C%d groups %-6u msgs %-7llu %s overlap %llu order %llu | nack %llu release %llu "
 	       "abandon %llu extend %llu stale-ack %llu expired %llu | %.2f s\n",
-	    c->name, c->producers, c->consumers, r.groups, (unsigned long long)r.total,
-	    fail ? "FAIL" : "ok", (unsigned long long)r.overlap, (unsigned long long)r.order,
-	    (unsigned long long)r.nacks, (unsigned long long)r.releases, (unsigned long long)r.abandons,
-	    (unsigned long long)r.extends, (unsigned long long)r.expired_tries,
-	    (unsigned long long)s.lease_expired, qt_now_s() - t0);
+	    c->name, c->producers, c->consumers, r.groups, (unsigned long long)r.total, fail ? "FAIL" : "ok",
+	    (unsigned long long)r.overlap, (unsigned long long)r.order, (unsigned long long)r.nacks,
+	    (unsigned long long)r.releases, (unsigned long long)r.abandons, (unsigned long long)r.extends,
+	    (unsigned long long)r.expired_tries, (unsigned long long)s.lease_expired, qt_now_s() - t0);
 	quay_queue_destroy(r.q);
 	if (quay_pool_destroy(r.pool) != 0) {
 		fprintf(stderr, "stress-queue-fifo: pool not empty (a leak)\n");

@@ -80,7 +80,7 @@ struct config {
 	unsigned flags;
 	const char *mode;
 	unsigned producers, consumers;
-	uint64_t msgs;              /* per producer, after scaling */
+	uint64_t msgs; /* per producer, after scaling */
 	size_t elem_size;
 	size_t capacity;
 	enum style style;
@@ -89,28 +89,28 @@ struct config {
 	bool close_under_load;
 	uint64_t seed;
 	unsigned spin_pct;
-	unsigned spin_rounds;       /* backoff rounds of spinning before yielding */
+	unsigned spin_rounds; /* backoff rounds of spinning before yielding */
 	unsigned hang_s;
-	unsigned rounds;            /* fresh rings, one after another */
-	double duration;            /* producers stop after this (0: never) */
+	unsigned rounds; /* fresh rings, one after another */
+	double duration; /* producers stop after this (0: never) */
 	bool verbose;
 };
 
 /* Per-thread counters: written by their thread only (relaxed stores),
  * read by the watchdog and by main after the join. One line each. */
 struct counters {
-	uint64_t ok;        /* elements pushed or popped */
-	uint64_t tries;     /* calls made */
-	uint64_t empty;     /* calls that moved nothing */
-	uint64_t phase;     /* where the thread is, for hang reports */
+	uint64_t ok;    /* elements pushed or popped */
+	uint64_t tries; /* calls made */
+	uint64_t empty; /* calls that moved nothing */
+	uint64_t phase; /* where the thread is, for hang reports */
 } QUAYI_ALIGNED(LINE);
 
 struct producer {
 	struct counters c;
 	unsigned id;
-	uint64_t next_seq;  /* written by its thread, read by main after join */
-	uint64_t after;     /* pushes that succeeded after an -EPIPE */
-	bool stopped;       /* stopped early: deadline or close */
+	uint64_t next_seq; /* written by its thread, read by main after join */
+	uint64_t after;    /* pushes that succeeded after an -EPIPE */
+	bool stopped;      /* stopped early: deadline or close */
 	pthread_t tid;
 	uint64_t rng;
 } QUAYI_ALIGNED(LINE);
@@ -119,7 +119,7 @@ struct consumer {
 	struct counters c;
 	unsigned id;
 	uint64_t order, corrupt, dup;
-	uint64_t *last;     /* last seq seen per producer, +1 (0: none) */
+	uint64_t *last; /* last seq seen per producer, +1 (0: none) */
 	pthread_t tid;
 	uint64_t rng;
 } QUAYI_ALIGNED(LINE);
@@ -129,15 +129,15 @@ static quay_ring *ring;
 static pthread_barrier_t start_barrier;
 static struct producer *prods;
 static struct consumer *conss;
-static uint64_t *received;          /* bitmap per producer: msgs bits each */
-static size_t bitmap_words;         /* words per producer */
-static uint32_t done_flag;          /* non-blocking end protocol */
-static uint32_t finished;           /* tells the watchdog to stop */
-static uint64_t closer_at;          /* pushes seen when the closer closed */
-static unsigned cur_round;          /* for the watchdog's report */
-static uint64_t corrupt_reports;    /* lines printed, to bound the noise */
-static double deadline;             /* set before the barrier; 0: none */
-static uint32_t timed_out;          /* some producer stopped at the deadline */
+static uint64_t *received;       /* bitmap per producer: msgs bits each */
+static size_t bitmap_words;      /* words per producer */
+static uint32_t done_flag;       /* non-blocking end protocol */
+static uint32_t finished;        /* tells the watchdog to stop */
+static uint64_t closer_at;       /* pushes seen when the closer closed */
+static unsigned cur_round;       /* for the watchdog's report */
+static uint64_t corrupt_reports; /* lines printed, to bound the noise */
+static double deadline;          /* set before the barrier; 0: none */
+static uint32_t timed_out;       /* some producer stopped at the deadline */
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
@@ -210,8 +210,7 @@ static void
 backoff_reset(struct backoff *bo)
 {
 	bo->round = 0;
-	bo->limit = cfg.spin_rounds <= 2 ? cfg.spin_rounds
-	    : 2 + rng_below(bo->rng, cfg.spin_rounds - 1);
+	bo->limit = cfg.spin_rounds <= 2 ? cfg.spin_rounds : 2 + rng_below(bo->rng, cfg.spin_rounds - 1);
 }
 
 static void
@@ -250,7 +249,7 @@ count_load(const uint64_t *field)
 static void
 bump(uint64_t *field, uint64_t by)
 {
-	count_store(field, *field + by);   /* only the owner writes */
+	count_store(field, *field + by); /* only the owner writes */
 }
 
 /* ------------------------------------------------------------------ */
@@ -322,20 +321,20 @@ consume_item(struct consumer *c, const unsigned char *src)
 		if (w != pattern_word(w0, j)) {
 			c->corrupt++;
 			report_corrupt("consumer %u: p%u seq %" PRIu64 " word %zu is %016" PRIx64
-			    ", want %016" PRIx64 "\n", c->id, p, seq, j, w, pattern_word(w0, j));
+			               ", want %016" PRIx64 "\n",
+			    c->id, p, seq, j, w, pattern_word(w0, j));
 			return;
 		}
 	}
 	if (c->last[p] != 0 && seq + 1 <= c->last[p]) {
 		c->order++;
-		report_corrupt("consumer %u: p%u seq %" PRIu64 " after seq %" PRIu64 "\n",
-		    c->id, p, seq, c->last[p] - 1);
+		report_corrupt("consumer %u: p%u seq %" PRIu64 " after seq %" PRIu64 "\n", c->id, p, seq,
+		    c->last[p] - 1);
 	}
 	c->last[p] = seq + 1;
 	bit = (uint64_t)1 << (seq % 64);
 	/* Relaxed: the bitmap is read by main after joining everyone. */
-	old = __atomic_fetch_or(&received[(size_t)p * bitmap_words + seq / 64], bit,
-	    __ATOMIC_RELAXED);
+	old = __atomic_fetch_or(&received[(size_t)p * bitmap_words + seq / 64], bit, __ATOMIC_RELAXED);
 	if (old & bit) {
 		c->dup++;
 		report_corrupt("consumer %u: p%u seq %" PRIu64 " popped twice\n", c->id, p, seq);
@@ -362,10 +361,10 @@ producer_main(void *arg)
 {
 	struct producer *pr = arg;
 	unsigned char *buf = xalloc_lines(MAX_BATCH * cfg.elem_size);
-	uint64_t buf_seq = 0, buf_n = 0;     /* items built in buf */
+	uint64_t buf_seq = 0, buf_n = 0; /* items built in buf */
 	uint64_t seq = 0;
 	struct backoff b;
-	bool epipe = false;      /* a push returned -EPIPE */
+	bool epipe = false; /* a push returned -EPIPE */
 
 	backoff_init(&b, &pr->rng);
 	pthread_barrier_wait(&start_barrier);
@@ -383,7 +382,7 @@ producer_main(void *arg)
 		}
 
 		if (st == ST_BURST)
-			want = 1 + rng_below(&pr->rng, MAX_BATCH);    /* the ring clamps */
+			want = 1 + rng_below(&pr->rng, MAX_BATCH); /* the ring clamps */
 		else if (st == ST_BULK)
 			want = 1 + rng_below(&pr->rng, (unsigned)max_batch());
 		if (want > cfg.msgs - seq)
@@ -447,8 +446,7 @@ producer_main(void *arg)
 			break;
 		}
 		if (rc != -EAGAIN) {
-			report_corrupt("producer %u: unexpected rc %d (%s)\n", pr->id, rc,
-			    style_names[st]);
+			report_corrupt("producer %u: unexpected rc %d (%s)\n", pr->id, rc, style_names[st]);
 			abort();
 		}
 		backoff(&b);
@@ -564,8 +562,7 @@ consumer_main(void *arg)
 		}
 		bump(&c->c.empty, 1);
 		if (rc != -EAGAIN && rc != -EPIPE) {
-			report_corrupt("consumer %u: unexpected rc %d (%s)\n", c->id, rc,
-			    style_names[st]);
+			report_corrupt("consumer %u: unexpected rc %d (%s)\n", c->id, rc, style_names[st]);
 			abort();
 		}
 		if (closing) {
@@ -646,10 +643,9 @@ dump_state(const char *why)
 	const struct quay_ring *r = __atomic_load_n(&ring, __ATOMIC_ACQUIRE);
 	uint64_t head, tail, hs, ts;
 
-	fprintf(stderr, "stress-ring %s: %s %ux%u elem=%zu cap=%zu style=%s seed=%" PRIu64
-	    " round=%u\n", why, cfg.mode, cfg.producers, cfg.consumers, cfg.elem_size,
-	    cfg.capacity, style_names[cfg.style], cfg.seed,
-	    __atomic_load_n(&cur_round, __ATOMIC_RELAXED));
+	fprintf(stderr, "stress-ring %s: %s %ux%u elem=%zu cap=%zu style=%s seed=%" PRIu64 " round=%u\n", why,
+	    cfg.mode, cfg.producers, cfg.consumers, cfg.elem_size, cfg.capacity, style_names[cfg.style],
+	    cfg.seed, __atomic_load_n(&cur_round, __ATOMIC_RELAXED));
 	if (r == NULL) {
 		fprintf(stderr, "  (between rounds)\n");
 		return;
@@ -660,9 +656,10 @@ dump_state(const char *why)
 	/* Relaxed snapshots of the ring's internals, for the report only. */
 	hs = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_RELAXED);
 	ts = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, tail)), __ATOMIC_RELAXED);
-	fprintf(stderr, "  ring: head=%#" PRIx64 " tail=%#" PRIx64 " seq@head=%#" PRIx64
-	    " seq@tail=%#" PRIx64 " closed=%u count=%zu\n", head, tail, hs, ts,
-	    __atomic_load_n(&r->closed, __ATOMIC_RELAXED), quay_ring_count(r));
+	fprintf(stderr,
+	    "  ring: head=%#" PRIx64 " tail=%#" PRIx64 " seq@head=%#" PRIx64 " seq@tail=%#" PRIx64
+	    " closed=%u count=%zu\n",
+	    head, tail, hs, ts, __atomic_load_n(&r->closed, __ATOMIC_RELAXED), quay_ring_count(r));
 	/* The sleepers' line (futex words), raw: the test does not depend on
 	 * how the ring names its fields there. */
 	{
@@ -671,18 +668,20 @@ dump_state(const char *why)
 		    __atomic_load_n(&w[0], __ATOMIC_RELAXED), __atomic_load_n(&w[1], __ATOMIC_RELAXED),
 		    __atomic_load_n(&w[2], __ATOMIC_RELAXED), __atomic_load_n(&w[3], __ATOMIC_RELAXED));
 	}
-	fprintf(stderr, "  done=%u closer_at=%" PRIu64 "\n",
-	    __atomic_load_n(&done_flag, __ATOMIC_RELAXED), count_load(&closer_at));
+	fprintf(stderr, "  done=%u closer_at=%" PRIu64 "\n", __atomic_load_n(&done_flag, __ATOMIC_RELAXED),
+	    count_load(&closer_at));
 	for (unsigned i = 0; i < cfg.producers; i++)
-		fprintf(stderr, "  producer %u: phase=%" PRIu64 " pushed=%" PRIu64 "/%" PRIu64
-		    " tries=%" PRIu64 " fails=%" PRIu64 "\n", i, count_load(&prods[i].c.phase),
-		    count_load(&prods[i].c.ok), cfg.msgs, count_load(&prods[i].c.tries),
-		    count_load(&prods[i].c.empty));
+		fprintf(stderr,
+		    "  producer %u: phase=%" PRIu64 " pushed=%" PRIu64 "/%" PRIu64 " tries=%" PRIu64
+		    " fails=%" PRIu64 "\n",
+		    i, count_load(&prods[i].c.phase), count_load(&prods[i].c.ok), cfg.msgs,
+		    count_load(&prods[i].c.tries), count_load(&prods[i].c.empty));
 	for (unsigned i = 0; i < cfg.consumers; i++)
-		fprintf(stderr, "  consumer %u: phase=%" PRIu64 " popped=%" PRIu64
-		    " tries=%" PRIu64 " empty=%" PRIu64 "\n", i, count_load(&conss[i].c.phase),
-		    count_load(&conss[i].c.ok), count_load(&conss[i].c.tries),
-		    count_load(&conss[i].c.empty));
+		fprintf(stderr,
+		    "  consumer %u: phase=%" PRIu64 " popped=%" PRIu64 " tries=%" PRIu64 " empty=%" PRIu64
+		    "\n",
+		    i, count_load(&conss[i].c.phase), count_load(&conss[i].c.ok),
+		    count_load(&conss[i].c.tries), count_load(&conss[i].c.empty));
 }
 
 static void *
@@ -721,7 +720,8 @@ usage(const char *argv0)
 	    "          [-o single|burst|bulk|wait|mixed] [-w k (start at 2^63-1-k)]\n"
 	    "          [-x (close under load)] [-R rounds] [-S seed] [-z scale] [-r spin%%]\n"
 	    "          [-b spin_rounds] [-d seconds] [-t hang_seconds] [-v]\n"
-	    "env QUAY_STRESS_SCALE multiplies -n and -d (as does -z).\n", argv0);
+	    "env QUAY_STRESS_SCALE multiplies -n and -d (as does -z).\n",
+	    argv0);
 	exit(2);
 }
 
@@ -820,9 +820,9 @@ parse_args(int argc, char **argv)
 	cfg.msgs *= scale;
 	cfg.duration *= (double)scale;
 	if (cfg.producers == 0 || cfg.consumers == 0 || cfg.producers > MAX_THREADS ||
-	    cfg.consumers > MAX_THREADS || cfg.msgs == 0 || cfg.msgs > SEQ_MASK ||
-	    cfg.elem_size < 8 || cfg.elem_size > QUAY_RING_ELEM_MAX || cfg.elem_size % 8 != 0 ||
-	    cfg.spin_pct > 100 || cfg.spin_rounds == 0 || cfg.hang_s == 0 || cfg.rounds == 0) {
+	    cfg.consumers > MAX_THREADS || cfg.msgs == 0 || cfg.msgs > SEQ_MASK || cfg.elem_size < 8 ||
+	    cfg.elem_size > QUAY_RING_ELEM_MAX || cfg.elem_size % 8 != 0 || cfg.spin_pct > 100 ||
+	    cfg.spin_rounds == 0 || cfg.hang_s == 0 || cfg.rounds == 0) {
 		fprintf(stderr, "stress-ring: bad configuration\n");
 		usage(argv[0]);
 	}
@@ -884,8 +884,8 @@ run_round(unsigned round, struct totals *t)
 
 	rc = quay_ring_create(cfg.capacity, cfg.elem_size, cfg.flags, &r);
 	if (rc != 0) {
-		fprintf(stderr, "stress-ring: quay_ring_create(%zu, %zu, %#x): %d\n",
-		    cfg.capacity, cfg.elem_size, cfg.flags, rc);
+		fprintf(stderr, "stress-ring: quay_ring_create(%zu, %zu, %#x): %d\n", cfg.capacity,
+		    cfg.elem_size, cfg.flags, rc);
 		exit(2);
 	}
 	if (cfg.wrap) {
@@ -900,7 +900,7 @@ run_round(unsigned round, struct totals *t)
 	__atomic_store_n(&ring, r, __ATOMIC_RELEASE);
 	memset(received, 0, (size_t)cfg.producers * bitmap_words * sizeof(*received));
 	reset_threads(round);
-	__atomic_store_n(&done_flag, 0, __ATOMIC_RELAXED);   /* threads start later */
+	__atomic_store_n(&done_flag, 0, __ATOMIC_RELAXED); /* threads start later */
 	count_store(&closer_at, 0);
 	__atomic_store_n(&cur_round, round, __ATOMIC_RELAXED);
 
@@ -912,8 +912,7 @@ run_round(unsigned round, struct totals *t)
 	for (unsigned i = 0; i < cfg.producers; i++)
 		if (pthread_create(&prods[i].tid, NULL, producer_main, &prods[i]) != 0)
 			exit(2);
-	if (cfg.close_under_load &&
-	    pthread_create(&closer, NULL, closer_main, &closer_seed) != 0)
+	if (cfg.close_under_load && pthread_create(&closer, NULL, closer_main, &closer_seed) != 0)
 		exit(2);
 
 	pthread_barrier_wait(&start_barrier);
@@ -948,8 +947,10 @@ run_round(unsigned round, struct totals *t)
 				after++;
 			}
 			if (drained != 0) {
-				fprintf(stderr, "stress-ring: %" PRIu64 " element(s) left after "
-				    "every consumer saw -EPIPE\n", drained);
+				fprintf(stderr,
+				    "stress-ring: %" PRIu64 " element(s) left after "
+				    "every consumer saw -EPIPE\n",
+				    drained);
 				after += drained;
 			}
 		} else if (rc != -EAGAIN) {
@@ -967,8 +968,8 @@ run_round(unsigned round, struct totals *t)
 		t->calls += prods[i].c.tries;
 		after += prods[i].after;
 		if (!prods[i].stopped && n != cfg.msgs) {
-			fprintf(stderr, "stress-ring: producer %u pushed %" PRIu64 " of %" PRIu64 "\n",
-			    i, n, cfg.msgs);
+			fprintf(stderr, "stress-ring: producer %u pushed %" PRIu64 " of %" PRIu64 "\n", i, n,
+			    cfg.msgs);
 			lost += cfg.msgs - n;
 		}
 		for (uint64_t q = 0; q < cfg.msgs; q++) {
@@ -979,8 +980,10 @@ run_round(unsigned round, struct totals *t)
 				lost++;
 			} else if (q >= n && got) {
 				if (phantom < 10)
-					fprintf(stderr, "stress-ring: p%u seq %" PRIu64 " popped but "
-					    "never pushed\n", i, q);
+					fprintf(stderr,
+					    "stress-ring: p%u seq %" PRIu64 " popped but "
+					    "never pushed\n",
+					    i, q);
 				phantom++;
 			}
 		}
@@ -994,8 +997,8 @@ run_round(unsigned round, struct totals *t)
 	}
 	corrupt += phantom;
 	if (enq != deq + drained) {
-		fprintf(stderr, "stress-ring: enq %" PRIu64 " != deq %" PRIu64 " + drained %"
-		    PRIu64 "\n", enq, deq, drained);
+		fprintf(stderr, "stress-ring: enq %" PRIu64 " != deq %" PRIu64 " + drained %" PRIu64 "\n",
+		    enq, deq, drained);
 		count_bad++;
 	}
 	/* Quiescent and empty: both positions have moved by exactly enq from
@@ -1008,19 +1011,21 @@ run_round(unsigned round, struct totals *t)
 		if (start + enq > QUAYI_RING_POS_MASK)
 			t->wrapped++;
 		if (head != want || tail != want || quay_ring_count(r) != 0) {
-			fprintf(stderr, "stress-ring: after drain head=%#" PRIx64 " tail=%#" PRIx64
-			    " count=%zu, want head=tail=%#" PRIx64 "\n", head, tail,
-			    quay_ring_count(r), want);
+			fprintf(stderr,
+			    "stress-ring: after drain head=%#" PRIx64 " tail=%#" PRIx64
+			    " count=%zu, want head=tail=%#" PRIx64 "\n",
+			    head, tail, quay_ring_count(r), want);
 			count_bad++;
 		}
 	}
 	if (lost + dup + order + corrupt + after + count_bad != 0)
-		fprintf(stderr, "stress-ring: round %u (seed %" PRIu64 ") failed: enq=%" PRIu64
-		    " closed after %" PRIu64 " pushes\n", round, cfg.seed, enq,
-		    count_load(&closer_at));
+		fprintf(stderr,
+		    "stress-ring: round %u (seed %" PRIu64 ") failed: enq=%" PRIu64 " closed after %" PRIu64
+		    " pushes\n",
+		    round, cfg.seed, enq, count_load(&closer_at));
 	if (cfg.verbose && cfg.close_under_load)
-		printf("  round %u: closed after %" PRIu64 " pushes, %" PRIu64 " delivered\n",
-		    round, count_load(&closer_at), enq);
+		printf("  round %u: closed after %" PRIu64 " pushes, %" PRIu64 " delivered\n", round,
+		    count_load(&closer_at), enq);
 	/* Relaxed: every writer is joined. */
 	if (__atomic_exchange_n(&timed_out, 0, __ATOMIC_RELAXED))
 		t->timed++;
@@ -1067,7 +1072,7 @@ main(int argc, char **argv)
 
 	t0 = qt_now_s();
 	if (cfg.duration > 0)
-		deadline = t0 + cfg.duration;     /* published by pthread_create */
+		deadline = t0 + cfg.duration; /* published by pthread_create */
 	if (pthread_create(&watchdog, NULL, watchdog_main, NULL) != 0)
 		return 2;
 	for (unsigned round = 0; round < cfg.rounds; round++) {
@@ -1079,19 +1084,16 @@ main(int argc, char **argv)
 	__atomic_store_n(&finished, 1, __ATOMIC_RELEASE);
 	pthread_join(watchdog, NULL);
 
-	ok = t.lost == 0 && t.dup == 0 && t.order == 0 && t.corrupt == 0 && t.after == 0 &&
-	    t.count_bad == 0;
-	printf("stress-ring %s %ux%u elem=%zu cap=%zu style=%s start=%s%" PRIu64
-	    " close=%s seed=%" PRIu64 " rounds=%u wrapped=%u msgs/prod/round=%" PRIu64
-	    " timed-out=%u enq=%" PRIu64 " deq=%" PRIu64 " drained=%" PRIu64 " ops=%" PRIu64
-	    " calls=%" PRIu64 " lost=%" PRIu64 " dup=%" PRIu64 " order=%" PRIu64
-	    " corrupt=%" PRIu64 " after=%" PRIu64 " count=%" PRIu64 " time=%.2fs %s\n",
-	    cfg.mode, cfg.producers, cfg.consumers, cfg.elem_size, cfg.capacity,
-	    style_names[cfg.style], cfg.wrap ? "wrap-" : "", cfg.wrap ? cfg.wrap_k : 0,
-	    cfg.close_under_load ? "load" : (use_close_protocol() ? "end" : "no"), cfg.seed,
-	    t.rounds, t.wrapped, cfg.msgs, t.timed, t.enq, t.deq, t.drained,
-	    t.enq + t.deq + t.drained, t.calls, t.lost, t.dup, t.order, t.corrupt, t.after,
-	    t.count_bad, t1 - t0, ok ? "OK" : "FAIL");
+	ok = t.lost == 0 && t.dup == 0 && t.order == 0 && t.corrupt == 0 && t.after == 0 && t.count_bad == 0;
+	printf("stress-ring %s %ux%u elem=%zu cap=%zu style=%s start=%s%" PRIu64 " close=%s seed=%" PRIu64
+	       " rounds=%u wrapped=%u msgs/prod/round=%" PRIu64 " timed-out=%u enq=%" PRIu64 " deq=%" PRIu64
+	       " drained=%" PRIu64 " ops=%" PRIu64 " calls=%" PRIu64 " lost=%" PRIu64 " dup=%" PRIu64
+	       " order=%" PRIu64 " corrupt=%" PRIu64 " after=%" PRIu64 " count=%" PRIu64 " time=%.2fs %s\n",
+	    cfg.mode, cfg.producers, cfg.consumers, cfg.elem_size, cfg.capacity, style_names[cfg.style],
+	    cfg.wrap ? "wrap-" : "", cfg.wrap ? cfg.wrap_k : 0,
+	    cfg.close_under_load ? "load" : (use_close_protocol() ? "end" : "no"), cfg.seed, t.rounds,
+	    t.wrapped, cfg.msgs, t.timed, t.enq, t.deq, t.drained, t.enq + t.deq + t.drained, t.calls, t.lost,
+	    t.dup, t.order, t.corrupt, t.after, t.count_bad, t1 - t0, ok ? "OK" : "FAIL");
 
 	for (unsigned i = 0; i < cfg.consumers; i++)
 		free(conss[i].last);

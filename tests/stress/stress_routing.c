@@ -42,7 +42,7 @@
 
 #define NPUB 2
 #define NQ 7
-#define NGROUP 3   /* the last NGROUP queues */
+#define NGROUP 3 /* the last NGROUP queues */
 
 static const char *const subjects[] = { "s.a.x", "s.b", "s.a.y.z", "s" };
 static const char *const patterns[NQ] = { "s.a.#", "s.#", "#.x", "s.*", "s.#", "s.#", "#" };
@@ -53,7 +53,7 @@ static quay_bus *bus;
 static quay_queue *qs[NQ];
 static quay_binding *binds[NQ];
 static size_t nmsg;
-static uint8_t *acked[NQ];          /* [pub * nmsg + seq]: acks seen */
+static uint8_t *acked[NQ]; /* [pub * nmsg + seq]: acks seen */
 static atomic_int stop_consumers, stop_churn;
 static atomic_ulong nacks, expiries, dup_acks, churn_rounds;
 
@@ -137,7 +137,7 @@ consumer(void *arg)
 			if (quay_queue_nack(qs[q], &l, "stress") == 0)
 				atomic_fetch_add(&nacks, 1);
 		} else {
-			atomic_fetch_add(&expiries, 1);   /* let the lease expire */
+			atomic_fetch_add(&expiries, 1); /* let the lease expire */
 		}
 		quay_msg_unref(l.msg);
 	}
@@ -177,7 +177,7 @@ churn(void *arg)
 			(void)quay_queue_ack(q, &l);
 			quay_msg_unref(l.msg);
 		}
-		quay_queue_destroy(q);   /* aborts in debug builds if still bound */
+		quay_queue_destroy(q); /* aborts in debug builds if still bound */
 		atomic_fetch_add(&churn_rounds, 1);
 	}
 	return NULL;
@@ -189,7 +189,8 @@ all_acked(void)
 	for (unsigned q = 0; q < NQ; q++)
 		for (uint32_t p = 0; p < NPUB; p++)
 			for (uint32_t s = 0; s < nmsg; s++) {
-				uint8_t c = __atomic_load_n(&acked[q][(size_t)p * nmsg + s], __ATOMIC_RELAXED);
+				uint8_t c =
+				    __atomic_load_n(&acked[q][(size_t)p * nmsg + s], __ATOMIC_RELAXED);
 				bool want = q < NQ - NGROUP ? expected_in(q, s) : false;
 				if (q < NQ - NGROUP && want && c == 0)
 					return false;
@@ -328,7 +329,8 @@ main(int argc, char **argv)
 	quay_bus_destroy(bus);
 	for (unsigned q = 0; q < NQ; q++) {
 		quay_lease l;
-		while (quay_queue_receive(qs[q], &l, 0) == 0) {   /* redeliveries of acked ones: none expected */
+		while (
+		    quay_queue_receive(qs[q], &l, 0) == 0) { /* redeliveries of acked ones: none expected */
 			extra++;
 			(void)quay_queue_ack(qs[q], &l);
 			quay_msg_unref(l.msg);
@@ -345,13 +347,17 @@ main(int argc, char **argv)
 			bad++;
 	}
 	quay_pool_stats(pool, &ps);
-	printf("stress-routing%s: msgs %zu x %d publishers, %d bound queues (3 in a group), churn rounds %lu, "
-	       "nacks %lu, expiries %lu: missing %lu, dup %lu (+%lu dup acks), extra %lu, group violations %lu, "
-	       "counter mismatches %lu, pool in use %zu%s\n",
-	    durable ? " (durable, one WAL)" : "", nmsg, NPUB, NQ, (unsigned long)atomic_load(&churn_rounds), (unsigned long)atomic_load(&nacks),
-	    (unsigned long)atomic_load(&expiries), missing, bad, (unsigned long)atomic_load(&dup_acks), extra,
-	    group_bad, counter_bad, (size_t)ps.in_use, done ? "" : " (TIME LIMIT)");
+	printf(
+	    "stress-routing%s: msgs %zu x %d publishers, %d bound queues (3 in a group), churn rounds %lu, "
+	    "nacks %lu, expiries %lu: missing %lu, dup %lu (+%lu dup acks), extra %lu, group violations %lu, "
+	    "counter mismatches %lu, pool in use %zu%s\n",
+	    durable ? " (durable, one WAL)" : "", nmsg, NPUB, NQ, (unsigned long)atomic_load(&churn_rounds),
+	    (unsigned long)atomic_load(&nacks), (unsigned long)atomic_load(&expiries), missing, bad,
+	    (unsigned long)atomic_load(&dup_acks), extra, group_bad, counter_bad, (size_t)ps.in_use,
+	    done ? "" : " (TIME LIMIT)");
 	quay_pool_destroy(pool);
-	return missing + bad + extra + group_bad + counter_bad + atomic_load(&dup_acks) == 0 && ps.in_use == 0 &&
-	        done ? 0 : 1;
+	return missing + bad + extra + group_bad + counter_bad + atomic_load(&dup_acks) == 0 &&
+	        ps.in_use == 0 && done ?
+	    0 :
+	    1;
 }

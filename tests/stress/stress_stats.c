@@ -44,13 +44,13 @@
 #define DEFAULT_OPS 10000000
 #endif
 
-#define NCOUNTERS 9          /* more than one chunk of 8 */
+#define NCOUNTERS 9 /* more than one chunk of 8 */
 #define NHISTS 2
 
 struct config {
 	unsigned writers;
-	unsigned shards;         /* counter shards (0: default) */
-	unsigned hist_shards;    /* 0: default */
+	unsigned shards;      /* counter shards (0: default) */
+	unsigned hist_shards; /* 0: default */
 	const char *what;
 };
 
@@ -73,8 +73,8 @@ struct shared {
 	uint64_t ops;
 	unsigned writers;
 	pthread_barrier_t start;
-	int writers_done;        /* atomic */
-	uint64_t violations;     /* atomic */
+	int writers_done;    /* atomic */
+	uint64_t violations; /* atomic */
 	uint64_t reads, snaps, churns;
 	char msg[256];
 };
@@ -168,7 +168,8 @@ reader_main(void *p)
 		for (size_t k = 0; k < NHISTS; k++) {
 			quay_hist_read(sh->h[k], cur);
 			if (cur->count < last[k].count)
-				violation(sh, "hist count went backwards: %llu after %llu", cur->count, last[k].count);
+				violation(sh, "hist count went backwards: %llu after %llu", cur->count,
+				    last[k].count);
 			for (size_t b = 0; b < QUAY_HIST_BUCKETS; b++)
 				if (cur->buckets[b] < last[k].buckets[b])
 					violation(sh, "bucket went backwards: %llu after %llu",
@@ -185,10 +186,12 @@ reader_main(void *p)
 				}
 				quay_hist_bucket_range(top, &lo, &hi);
 				if (cur->max < lo)
-					violation(sh, "max %llu below a counted bucket from %llu", cur->max, lo);
+					violation(sh, "max %llu below a counted bucket from %llu", cur->max,
+					    lo);
 				quay_hist_bucket_range(bottom, &lo, &hi);
 				if (cur->min > hi)
-					violation(sh, "min %llu above a counted bucket up to %llu", cur->min, hi);
+					violation(sh, "min %llu above a counted bucket up to %llu", cur->min,
+					    hi);
 			}
 			memcpy(&last[k], cur, sizeof(*cur));
 		}
@@ -213,8 +216,8 @@ reader_main(void *p)
 							    m->counter, last_c[k]);
 						v = quay_counter_read(sh->c[k]);
 						if (v < m->counter)
-							violation(sh, "read %llu < earlier snapshot %llu",
-							    v, m->counter);
+							violation(sh, "read %llu < earlier snapshot %llu", v,
+							    m->counter);
 						last_c[k] = v;
 					}
 				}
@@ -274,7 +277,7 @@ run(size_t idx, const struct config *cf, uint64_t ops)
 	pthread_t *wt = calloc(cf->writers, sizeof(*wt));
 	pthread_t rt, ct;
 	struct quay_hist_data *d = malloc(sizeof(*d));
-	uint64_t (*want_b)[QUAY_HIST_BUCKETS] = calloc(NHISTS, sizeof(*want_b));
+	uint64_t(*want_b)[QUAY_HIST_BUCKETS] = calloc(NHISTS, sizeof(*want_b));
 	uint64_t bad = 0, want_sum[NHISTS] = { 0 }, want_min[NHISTS], want_max[NHISTS] = { 0 };
 	double t0, t1;
 	int rc = 0;
@@ -314,8 +317,7 @@ run(size_t idx, const struct config *cf, uint64_t ops)
 		if (pthread_create(&wt[i], NULL, writer_main, &w[i]) != 0)
 			exit(2);
 	}
-	if (pthread_create(&rt, NULL, reader_main, sh) != 0 ||
-	    pthread_create(&ct, NULL, churn_main, sh) != 0)
+	if (pthread_create(&rt, NULL, reader_main, sh) != 0 || pthread_create(&ct, NULL, churn_main, sh) != 0)
 		exit(2);
 	for (unsigned i = 0; i < cf->writers; i++)
 		pthread_join(wt[i], NULL);
@@ -359,9 +361,11 @@ run(size_t idx, const struct config *cf, uint64_t ops)
 		if (d->count != want_n || d->sum != want_sum[k] || d->min != want_min[k] ||
 		    d->max != want_max[k] || memcmp(d->buckets, want_b[k], sizeof(d->buckets)) != 0) {
 			bad++;
-			fprintf(stderr, "hist %zu: count %" PRIu64 "/%" PRIu64 " sum %" PRIu64 "/%" PRIu64
-			    " min %" PRIu64 "/%" PRIu64 " max %" PRIu64 "/%" PRIu64 "\n", k, d->count, want_n,
-			    d->sum, want_sum[k], d->min, want_min[k], d->max, want_max[k]);
+			fprintf(stderr,
+			    "hist %zu: count %" PRIu64 "/%" PRIu64 " sum %" PRIu64 "/%" PRIu64 " min %" PRIu64
+			    "/%" PRIu64 " max %" PRIu64 "/%" PRIu64 "\n",
+			    k, d->count, want_n, d->sum, want_sum[k], d->min, want_min[k], d->max,
+			    want_max[k]);
 		}
 	}
 	if (sh->violations != 0)
@@ -371,10 +375,10 @@ run(size_t idx, const struct config *cf, uint64_t ops)
 		fprintf(stderr, "registry holds %zu metrics\n", quay_stats_count(sh->s));
 	}
 	rc = bad != 0 || sh->violations != 0;
-	printf("stress-stats[%zu] %-44s writers=%u ops=%" PRIu64 " reads=%" PRIu64
-	    " snapshots=%" PRIu64 " churn=%" PRIu64 " backwards=%" PRIu64 " mismatches=%" PRIu64
-	    " %.2fs %s\n", idx, cf->what, cf->writers, ops * cf->writers * 3, sh->reads, sh->snaps,
-	    sh->churns, sh->violations, bad, t1 - t0, rc ? "FAIL" : "ok");
+	printf("stress-stats[%zu] %-44s writers=%u ops=%" PRIu64 " reads=%" PRIu64 " snapshots=%" PRIu64
+	       " churn=%" PRIu64 " backwards=%" PRIu64 " mismatches=%" PRIu64 " %.2fs %s\n",
+	    idx, cf->what, cf->writers, ops * cf->writers * 3, sh->reads, sh->snaps, sh->churns,
+	    sh->violations, bad, t1 - t0, rc ? "FAIL" : "ok");
 	fflush(stdout);
 
 	pthread_barrier_destroy(&sh->start);
@@ -397,15 +401,9 @@ main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "n:c:")) != -1) {
 		switch (opt) {
-		case 'n':
-			ops = strtoull(optarg, NULL, 0);
-			break;
-		case 'c':
-			only = strtol(optarg, NULL, 0);
-			break;
-		default:
-			fprintf(stderr, "usage: %s [-n ops_per_writer] [-c config]\n", argv[0]);
-			return 2;
+		case 'n': ops = strtoull(optarg, NULL, 0); break;
+		case 'c': only = strtol(optarg, NULL, 0); break;
+		default: fprintf(stderr, "usage: %s [-n ops_per_writer] [-c config]\n", argv[0]); return 2;
 		}
 	}
 	if (scale != NULL && atoi(scale) > 1)

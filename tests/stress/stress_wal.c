@@ -47,7 +47,7 @@ struct cfg {
 	const char *name;
 	unsigned mode;
 	int p;
-	uint64_t records;     /* per thread */
+	uint64_t records; /* per thread */
 	uint64_t seg;
 	bool replayer;
 	bool checkpointer;
@@ -58,16 +58,16 @@ struct run;
 struct producer {
 	struct run *run;
 	uint32_t id;
-	uint64_t *lsn;        /* lsn[seq] as returned */
+	uint64_t *lsn; /* lsn[seq] as returned */
 	uint64_t errors;
-	uint64_t early;       /* SYNC append returned before durable */
+	uint64_t early; /* SYNC append returned before durable */
 };
 
 struct run {
 	const struct cfg *c;
 	quay_wal *w;
 	struct producer prod[MAXP];
-	int done;             /* producers finished; atomic */
+	int done; /* producers finished; atomic */
 	uint64_t side_errors;
 	uint64_t replays;
 	uint64_t checkpoints;
@@ -110,8 +110,8 @@ producer_main(void *arg)
 			recs[i] = (quay_wal_rec){ 1 + pr->id, bufs[i], len };
 		}
 		uint64_t last = 0;
-		int r = nb == 1 ? quay_wal_append(run->w, recs[0].type, recs[0].data, recs[0].len, &last)
-				: quay_wal_appendv(run->w, recs, nb, &last);
+		int r = nb == 1 ? quay_wal_append(run->w, recs[0].type, recs[0].data, recs[0].len, &last) :
+		                  quay_wal_appendv(run->w, recs, nb, &last);
 		if (r != 0) {
 			pr->errors++;
 			break;
@@ -122,7 +122,8 @@ producer_main(void *arg)
 			pr->lsn[seq + i] = last - nb + 1 + i;
 		seq += nb;
 	}
-	__atomic_fetch_add(&run->done, 1, __ATOMIC_RELEASE); /* pairs with the acquire loads of the side threads */
+	__atomic_fetch_add(&run->done, 1,
+	    __ATOMIC_RELEASE); /* pairs with the acquire loads of the side threads */
 	return NULL;
 }
 
@@ -156,7 +157,7 @@ struct rcheck {
 	uint64_t next[MAXP];
 	uint64_t prev_lsn;
 	bool started[MAXP];
-	bool suffix;          /* the first seq of a thread may be > 0 */
+	bool suffix; /* the first seq of a thread may be > 0 */
 	uint64_t bad, n;
 	uint8_t buf[HDR + 1500];
 	struct run *run;
@@ -255,10 +256,14 @@ run_cfg(const struct cfg *c, const char *dir)
 		return false;
 	}
 	for (int i = 0; i < c->p; i++) {
-		run.prod[i] = (struct producer){ &run, (uint32_t)i, calloc(c->records, sizeof(uint64_t)), 0, 0 };
+		run.prod[i] =
+		    (struct producer){ &run, (uint32_t)i, calloc(c->records, sizeof(uint64_t)), 0, 0 };
 		pthread_create(&tid[i], NULL, producer_main, &run.prod[i]);
 	}
-	pthread_create(&side, NULL, c->replayer ? replayer_main : c->checkpointer ? checkpointer_main : syncer_main,
+	pthread_create(&side, NULL,
+	    c->replayer         ? replayer_main :
+	        c->checkpointer ? checkpointer_main :
+	                          syncer_main,
 	    &run);
 	for (int i = 0; i < c->p; i++) {
 		pthread_join(tid[i], NULL);
@@ -302,10 +307,11 @@ run_cfg(const struct cfg *c, const char *dir)
 	bad += ck->bad;
 	uint64_t total = (uint64_t)c->p * c->records;
 	bool ok = errors == 0 && early == 0 && bad == 0 && lost == 0 && run.side_errors == 0;
-	printf("%-14s P=%d records=%" PRIu64 " (%.0f/s) segments=%" PRIu64 " replays=%" PRIu64 " checkpoints=%" PRIu64
-	       " | errors %" PRIu64 " early-acks %" PRIu64 " lost %" PRIu64 " bad %" PRIu64 " side %" PRIu64 " -> %s\n",
-	    c->name, c->p, total, (double)total / secs, info.segments, run.replays, run.checkpoints, errors, early, lost,
-	    bad, run.side_errors, ok ? "OK" : "FAILED");
+	printf("%-14s P=%d records=%" PRIu64 " (%.0f/s) segments=%" PRIu64 " replays=%" PRIu64
+	       " checkpoints=%" PRIu64 " | errors %" PRIu64 " early-acks %" PRIu64 " lost %" PRIu64
+	       " bad %" PRIu64 " side %" PRIu64 " -> %s\n",
+	    c->name, c->p, total, (double)total / secs, info.segments, run.replays, run.checkpoints, errors,
+	    early, lost, bad, run.side_errors, ok ? "OK" : "FAILED");
 	free(ck);
 	for (int i = 0; i < c->p; i++)
 		free(run.prod[i].lsn);

@@ -40,11 +40,11 @@ static const char *tool;
 #define BIG_LEN 2000u
 
 struct tc {
-	char root[256];     /* the temporary directory */
-	char log[300];      /* root/log */
+	char root[256]; /* the temporary directory */
+	char log[300];  /* root/log */
 	char out_path[300], err_path[300];
-	char *out, *err;    /* output of the last run */
-	int status;         /* exit status of the last run */
+	char *out, *err; /* output of the last run */
+	int status;      /* exit status of the last run */
 	/* what the log holds */
 	uint64_t records, last_lsn, checkpoint_lsn, segments;
 	uint64_t type_count[10], type_bytes[10];
@@ -84,7 +84,7 @@ make_log(struct tc *t, const char *dir)
 			memset(buf, 'B', BIG_LEN);
 			add(t, w, TYPE_BIG, buf, BIG_LEN);
 		} else if (i == 20) {
-			add(t, w, 1, NULL, 0);   /* an empty record */
+			add(t, w, 1, NULL, 0); /* an empty record */
 		} else {
 			int n = snprintf(buf, sizeof(buf), "rec-%05d-", i);
 			size_t len = (size_t)n + (size_t)(i * 37 % 300);
@@ -237,10 +237,10 @@ count_lines(const char *s)
 	return n;
 }
 
-#define assert_has(hay, needle)                                                                    \
-	do {                                                                                       \
-		if (strstr((hay), (needle)) == NULL)                                               \
-			fail_msg("expected \"%s\" in:\n%s", (needle), (hay));                       \
+#define assert_has(hay, needle) \
+	do { \
+		if (strstr((hay), (needle)) == NULL) \
+			fail_msg("expected \"%s\" in:\n%s", (needle), (hay)); \
 	} while (0)
 
 /* ---- a directory's contents, to prove the tool changed nothing ------- */
@@ -299,19 +299,19 @@ json_string(const char *p)
 		if (c == '"')
 			return p;
 		if (c < 0x20)
-			return NULL;   /* control bytes (and the NUL at the end) */
+			return NULL; /* control bytes (and the NUL at the end) */
 		if (c == '\\') {
 			c = (unsigned char)*p++;
 			if (c == 'u') {
 				for (int i = 0; i < 4; i++, p++)
 					if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
-						(*p >= 'A' && *p <= 'F')))
+					        (*p >= 'A' && *p <= 'F')))
 						return NULL;
 			} else if (strchr("\"\\/bfnrt", (int)c) == NULL || c == 0) {
 				return NULL;
 			}
 		} else if (c >= 0x80) {
-			return NULL;   /* the tool promises ASCII output */
+			return NULL; /* the tool promises ASCII output */
 		}
 	}
 }
@@ -482,8 +482,8 @@ usage_errors(void **state)
 		run_argv(t, argv);
 		if (t->status != 2 || t->err[0] == '\0' || t->out[0] != '\0')
 			fail_msg("case %zu (%s %s): status %d, stderr \"%s\", stdout \"%.100s\"", i,
-			    cases[i][0] ? cases[i][0] : "(none)", cases[i][0] && cases[i][1] ? cases[i][1] : "", t->status,
-			    t->err, t->out);
+			    cases[i][0] ? cases[i][0] : "(none)",
+			    cases[i][0] && cases[i][1] ? cases[i][1] : "", t->status, t->err, t->out);
 	}
 	/* --from=N and "--" are accepted. */
 	assert_int_equal(run(t, "dump", "--from=2", "--limit=1", "--", L, NULL), 0);
@@ -514,7 +514,7 @@ bad_directories(void **state)
 	f = fopen(path, "w");
 	assert_non_null(f);
 	fclose(f);
-	snprintf(path, sizeof(path), "%s/1.wal", foreign);   /* not a segment name */
+	snprintf(path, sizeof(path), "%s/1.wal", foreign); /* not a segment name */
 	f = fopen(path, "w");
 	assert_non_null(f);
 	fclose(f);
@@ -561,7 +561,8 @@ verify_sound(void **state)
 
 	assert_int_equal(run(t, "verify", t->log, NULL), 0);
 	assert_has(t->out, "OK:");
-	snprintf(want, sizeof(want), "%" PRIu64 " segment(s), %" PRIu64 " record(s)", t->segments, t->records);
+	snprintf(want, sizeof(want), "%" PRIu64 " segment(s), %" PRIu64 " record(s)", t->segments,
+	    t->records);
 	assert_has(t->out, want);
 	snprintf(want, sizeof(want), "LSN 1..%" PRIu64, t->last_lsn);
 	assert_has(t->out, want);
@@ -616,11 +617,14 @@ dump_json(void **state)
 	assert_int_equal(run(t, "dump", t->log, "--json", NULL), 0);
 	assert_int_equal(check_json_lines(t->out), t->records);
 	assert_has(t->out, "{\"lsn\":1,\"type\":1,\"type_hex\":\"0x00000001\",\"len\":");
-	assert_has(t->out, "\"type\":7,\"type_hex\":\"0x00000007\",\"len\":10,\"preview\":\"a\\\"b\\\\c\\n\\u0001\\u00ff\\u0000z\","
-			   "\"preview_hex\":\"6122625c630a01ff007a\",\"truncated\":false}");
+	assert_has(t->out,
+	    "\"type\":7,\"type_hex\":\"0x00000007\",\"len\":10,\"preview\":\"a\\\"b\\\\c\\n\\u0001\\u00ff\\u0000z\","
+	    "\"preview_hex\":\"6122625c630a01ff007a\",\"truncated\":false}");
 	assert_has(t->out, "\"type\":8,\"type_hex\":\"0x00000008\",\"len\":2000,");
 	assert_has(t->out, "\"truncated\":true}");
-	assert_int_equal(run(t, "dump", t->log, "--json", "--from", "100", "--limit", "5", "--preview", "4096", NULL), 0);
+	assert_int_equal(run(t, "dump", t->log, "--json", "--from", "100", "--limit", "5", "--preview",
+	                     "4096", NULL),
+	    0);
 	assert_int_equal(check_json_lines(t->out), 5);
 	assert_int_equal(json_u64(t->out, "lsn"), 100);
 }
@@ -642,13 +646,14 @@ stats_text_and_json(void **state)
 	snprintf(want, sizeof(want), "LSN:              1..%" PRIu64 "\n", t->last_lsn);
 	assert_has(t->out, want);
 	assert_has(t->out, "checkpoint LSN:   3\n");
-	assert_has(t->out, "types:            8\n");   /* 1..5, 7, 8, 9 */
+	assert_has(t->out, "types:            8\n"); /* 1..5, 7, 8, 9 */
 	assert_has(t->out, "live messages:    unknown");
 	for (uint32_t ty = 1; ty <= 9; ty++) {
 		if (t->type_count[ty] == 0)
 			continue;
-		snprintf(want, sizeof(want), "  type 0x%08" PRIx32 " %-12s %12" PRIu64 " record(s) %14" PRIu64 " payload bytes",
-		    ty, "", t->type_count[ty], t->type_bytes[ty]);
+		snprintf(want, sizeof(want),
+		    "  type 0x%08" PRIx32 " %-12s %12" PRIu64 " record(s) %14" PRIu64 " payload bytes", ty,
+		    "", t->type_count[ty], t->type_bytes[ty]);
 		assert_has(t->out, want);
 	}
 
@@ -665,7 +670,7 @@ stats_text_and_json(void **state)
 	snprintf(want, sizeof(want),
 	    "{\"type\":7,\"type_hex\":\"0x00000007\",\"records\":1,\"payload_bytes\":10,\"log_bytes\":48}");
 	assert_has(t->out, want);
-	assert_true(strstr(t->out, "live") == NULL);   /* never a made-up figure */
+	assert_true(strstr(t->out, "live") == NULL); /* never a made-up figure */
 	assert_int_equal(snapshot(t->root), before);
 }
 
@@ -692,7 +697,7 @@ find_marker(const char *dir, const char *marker, bool last_seg, char *path, size
 	assert_true(n >= 2);
 	qsort(names, (size_t)n, sizeof(names[0]), cmp_name);
 	snprintf(path, pathsz, "%s/%s", dir, last_seg ? names[n - 1] : names[0]);
-	char *buf = slurp(path);   /* binary: only memmem is used */
+	char *buf = slurp(path); /* binary: only memmem is used */
 	struct stat st;
 	assert_int_equal(stat(path, &st), 0);
 	char *p = memmem(buf, (size_t)st.st_size, marker, strlen(marker));
@@ -734,13 +739,14 @@ torn_tail(void **state)
 	assert_has(t->out, want);
 	assert_has(t->out, "record checksum mismatch");
 	assert_has(t->out, "recoverable");
-	assert_has(t->out, "cuts 132 byte(s)");   /* 32 + 100, up to the last non-zero byte */
+	assert_has(t->out, "cuts 132 byte(s)"); /* 32 + 100, up to the last non-zero byte */
 	/* The cut record may have been acknowledged (a synced record damaged
 	 * later looks the same): never claim otherwise (issue 11). */
 	assert_null(strstr(t->out, "acknowledged in SYNC mode is lost"));
 	assert_has(t->out, "every record before the cut is intact and kept");
 	assert_has(t->out, "cannot be told from the log");
-	snprintf(want, sizeof(want), "%" PRIu64 " record(s), LSN 1..%" PRIu64, t->records - 1, t->last_lsn - 1);
+	snprintf(want, sizeof(want), "%" PRIu64 " record(s), LSN 1..%" PRIu64, t->records - 1,
+	    t->last_lsn - 1);
 	assert_has(t->out, want);
 
 	assert_int_equal(run(t, "dump", t->log, NULL), 0);
@@ -817,8 +823,8 @@ junk_segment(void **state)
 
 /* ---- a durable queue's log ------------------------------------------ */
 
-#define DQ_N 20        /* messages sent to "jobs" */
-#define DQ_ACKED 3     /* of them acked */
+#define DQ_N 20    /* messages sent to "jobs" */
+#define DQ_ACKED 3 /* of them acked */
 #define DQ_MAXLIVE 64
 
 /* The queue id of the records: FNV-1a 64 of the queue's name
@@ -858,7 +864,7 @@ dq_apply(struct dq_set *s, bool add, uint64_t q, uint64_t did)
 		}
 	} else {
 		s->dels++;
-		assert_true(i < s->n);   /* a DEL of something live */
+		assert_true(i < s->n); /* a DEL of something live */
 		s->q[i] = s->q[--s->n];
 		s->did[i] = s->did[s->n];
 	}
@@ -922,7 +928,8 @@ dq_parse_dump(const char *out, bool json, struct dq_set *s)
 				p = x;
 			assert_non_null(p);
 			/* "queue NAME [ID]": the name the log gives (issue 11) */
-			assert_true(strncmp(p, " queue jobs [", 13) == 0 || strncmp(p, " queue jobs-dlq [", 17) == 0);
+			assert_true(
+			    strncmp(p, " queue jobs [", 13) == 0 || strncmp(p, " queue jobs-dlq [", 17) == 0);
 			q = strtoull(strchr(p, '[') + 1, NULL, 16);
 			p = strstr(p, " did ");
 			assert_non_null(p);
@@ -951,12 +958,12 @@ durable_queue(void **state)
 	struct dq_set s;
 	char dir[300], want[200];
 	const uint64_t qj = dq_qid("jobs"), qd = dq_qid("jobs-dlq");
-	const uint64_t live_jobs = DQ_N - DQ_ACKED - 1, live_dlq = 1;   /* one in flight stays live */
+	const uint64_t live_jobs = DQ_N - DQ_ACKED - 1, live_dlq = 1; /* one in flight stays live */
 	uint64_t before;
 
 	snprintf(dir, sizeof(dir), "%s/dq", t->root);
 	assert_int_equal(quay_pool_create((size_t)1 << 20, NULL, &pool), 0);
-	wo.sync_mode = QUAY_WAL_NONE;   /* close writes and syncs it all */
+	wo.sync_mode = QUAY_WAL_NONE; /* close writes and syncs it all */
 	assert_int_equal(quay_wal_open(dir, &wo, &w), 0);
 	o.wal = w;
 	o.pool = pool;
@@ -976,7 +983,7 @@ durable_queue(void **state)
 		if (i < DQ_ACKED)
 			assert_int_equal(quay_queue_ack(jobs, &l), 0);
 		else if (i == DQ_ACKED)
-			assert_int_equal(quay_queue_nack(jobs, &l, "bad"), 0);   /* max_attempts 1: DLQ */
+			assert_int_equal(quay_queue_nack(jobs, &l, "bad"), 0); /* max_attempts 1: DLQ */
 		/* the last one stays in flight; each delivery's count was
 		 * logged before its lease (a RETRY record, issue 13) */
 		quay_msg_unref(l.msg);
@@ -1015,7 +1022,8 @@ durable_queue(void **state)
 	assert_has(t->out, "\"name\":\"queue-add\",\"records\":21,");
 	assert_has(t->out, "\"name\":\"queue-del\",\"records\":4,");
 	assert_has(t->out, "\"name\":\"queue-retry\",\"records\":5,");
-	assert_has(t->out, "\"type\":1363410948,\"type_hex\":\"0x51440004\",\"name\":\"queue-name\",\"records\":2,");
+	assert_has(t->out,
+	    "\"type\":1363410948,\"type_hex\":\"0x51440004\",\"name\":\"queue-name\",\"records\":2,");
 	snprintf(want, sizeof(want), "\"queue_name\":\"jobs\",\"live\":%" PRIu64 "}", live_jobs);
 	assert_has(t->out, want);
 	assert_has(t->out, "\"queue_name\":\"jobs-dlq\",\"live\":1}");
@@ -1039,8 +1047,8 @@ durable_queue(void **state)
 	assert_has(t->out, "type=0x51440004(queue-name) len=20 data=");
 	assert_has(t->out, " is named \"jobs\"\n");
 	assert_has(t->out, " (its LSN) send attempts 0 ");
-	assert_has(t->out, " body 4 body=\"\\0\\0\\0\\0\"\n");      /* message 0: u32 0 */
-	assert_has(t->out, " body 4 body=\"\\x01\\0\\0\\0\"\n");    /* message 1 */
+	assert_has(t->out, " body 4 body=\"\\0\\0\\0\\0\"\n");   /* message 0: u32 0 */
+	assert_has(t->out, " body 4 body=\"\\x01\\0\\0\\0\"\n"); /* message 1 */
 	dq_parse_dump(t->out, false, &s);
 	assert_int_equal(s.adds, DQ_N + 1);
 	assert_int_equal(s.dels, DQ_ACKED + 1);
@@ -1049,7 +1057,7 @@ durable_queue(void **state)
 	assert_int_equal(s.dl_adds, 1);
 	assert_int_equal(dq_count(&s, qj), live_jobs);
 	assert_int_equal(dq_count(&s, qd), live_dlq);
-	assert_int_equal(snapshot(t->root), before);   /* read only */
+	assert_int_equal(snapshot(t->root), before); /* read only */
 }
 
 /* A log written before NAME records existed (issue 11): ADD and DEL
@@ -1067,15 +1075,15 @@ durable_queue_old_log(void **state)
 
 	snprintf(dir, sizeof(dir), "%s/old", t->root);
 	assert_int_equal(quay_wal_open(dir, &wo, &w), 0);
-	for (int i = 0; i < 3; i++) {        /* three sends: did 0 (own LSN), body "abc" */
+	for (int i = 0; i < 3; i++) { /* three sends: did 0 (own LSN), body "abc" */
 		memset(add, 0, sizeof(add));
 		for (int b = 0; b < 8; b++)
 			add[b] = (unsigned char)(q >> (8 * b));
-		add[64] = 3;                     /* body_len */
+		add[64] = 3; /* body_len */
 		memcpy(add + 72, "abc", 3);
 		assert_int_equal(quay_wal_append(w, 0x51440001u, add, sizeof(add), &lsn), 0);
 	}
-	memset(del, 0, sizeof(del));         /* ack the last one */
+	memset(del, 0, sizeof(del)); /* ack the last one */
 	for (int b = 0; b < 8; b++) {
 		del[b] = (unsigned char)(q >> (8 * b));
 		del[8 + b] = (unsigned char)(lsn >> (8 * b));

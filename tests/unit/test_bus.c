@@ -114,8 +114,8 @@ test_subject_table(void **state)
 {
 	static const struct {
 		const char *s;
-		int as_subject;   /* expected quay_bus_subject_check(s, false) */
-		int as_pattern;   /* expected quay_bus_subject_check(s, true) */
+		int as_subject; /* expected quay_bus_subject_check(s, false) */
+		int as_pattern; /* expected quay_bus_subject_check(s, true) */
 	} cases[] = {
 		{ "a", 0, 0 },
 		{ "orders.buy.eu", 0, 0 },
@@ -183,13 +183,25 @@ test_match_table(void **state)
 		const char *p, *s;
 		bool m;
 	} cases[] = {
-		{ "a.b.c", "a.b.c", true }, { "a.b.c", "a.b", false }, { "a.b", "a.b.c", false },
-		{ "a.*.c", "a.x.c", true }, { "a.*.c", "a.c", false }, { "*", "a", true },
-		{ "*", "a.b", false }, { ">", "a", true }, { ">", "a.b.c", true },
-		{ "a.>", "a", false }, { "a.>", "a.b", true }, { "a.>", "a.b.c", true },
-		{ "*.>", "a", false }, { "*.>", "a.b", true }, { "a.*.>", "a.b", false },
-		{ "ab", "a", false }, { "a", "ab", false }, { "a.*", "b.x", false },
-		{ "a.b", "a.*", false },  /* a subject may not hold a wildcard */
+		{ "a.b.c", "a.b.c", true },
+		{ "a.b.c", "a.b", false },
+		{ "a.b", "a.b.c", false },
+		{ "a.*.c", "a.x.c", true },
+		{ "a.*.c", "a.c", false },
+		{ "*", "a", true },
+		{ "*", "a.b", false },
+		{ ">", "a", true },
+		{ ">", "a.b.c", true },
+		{ "a.>", "a", false },
+		{ "a.>", "a.b", true },
+		{ "a.>", "a.b.c", true },
+		{ "*.>", "a", false },
+		{ "*.>", "a.b", true },
+		{ "a.*.>", "a.b", false },
+		{ "ab", "a", false },
+		{ "a", "ab", false },
+		{ "a.*", "b.x", false },
+		{ "a.b", "a.*", false }, /* a subject may not hold a wildcard */
 		{ "a..b", "a.x.b", false },
 	};
 
@@ -213,7 +225,7 @@ ref_match(const char *p, const char *s)
 
 	if (pl == 1 && p[0] == '#') {
 		if (pe == NULL)
-			return true;   /* the rest of s, whatever it is (or nothing) */
+			return true; /* the rest of s, whatever it is (or nothing) */
 		/* Zero tokens, then one more each time (t = "": all of them). */
 		for (const char *t = s;;) {
 			const char *nt;
@@ -227,11 +239,11 @@ ref_match(const char *p, const char *s)
 		return false;
 	}
 	if (*s == '\0')
-		return false;   /* pattern tokens left, no subject tokens */
+		return false; /* pattern tokens left, no subject tokens */
 	se = strchr(s, '.');
 	sl = se ? (size_t)(se - s) : strlen(s);
 	if (pl == 1 && p[0] == '>')
-		return true;   /* s has at least this token */
+		return true; /* s has at least this token */
 	if (!(pl == 1 && p[0] == '*') && (pl != sl || memcmp(p, s, pl) != 0))
 		return false;
 	if (pe == NULL)
@@ -349,7 +361,7 @@ test_create_bad(void **state)
 	o = (struct quay_bus_opts)QUAY_BUS_OPTS_INIT;
 	o.max_requests = QUAY_BUS_REQUESTS_MAX + 1;
 	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
-	assert_ptr_equal(b, (quay_bus *)(uintptr_t)0x1);   /* untouched */
+	assert_ptr_equal(b, (quay_bus *)(uintptr_t)0x1); /* untouched */
 	quay_bus_destroy(NULL);
 }
 
@@ -438,11 +450,11 @@ test_publish_bad(void **state)
 	}
 	assert_int_equal(quay_bus_publish_batch(NULL, "a", arr, 1), -EINVAL);
 	assert_int_equal(quay_bus_publish_batch(b, "a", NULL, 1), -EINVAL);
-	assert_int_equal(quay_bus_publish_batch(b, "a", arr, 2), -EINVAL);   /* NULL entry */
+	assert_int_equal(quay_bus_publish_batch(b, "a", arr, 2), -EINVAL); /* NULL entry */
 	assert_int_equal(quay_bus_publish_batch(b, "a", arr, 0), 0);
-	assert_int_equal(quay_msg_refcount(m), 1);   /* still ours */
+	assert_int_equal(quay_msg_refcount(m), 1); /* still ours */
 	assert_int_equal(quay_sub_pending(s), 0);
-	assert_int_equal(quay_bus_publish(b, "a", m), 1);   /* consumed */
+	assert_int_equal(quay_bus_publish(b, "a", m), 1); /* consumed */
 	assert_int_equal(drain(s, NULL, 0), 1);
 	quay_bus_destroy(b);
 	assert_pool_empty();
@@ -456,10 +468,29 @@ static void
 test_publish_subject_scan(void **state)
 {
 	static const char *const cases[] = {
-		"abcdefg.h", "abcdefgh.i", "abcdefg..h", "abcdefgh..i", "abcdefgh.", "abcdefg.",
-		".abcdefgh", "abcdefghijklmno.p", "abcdefghijklmnop.", "abcdefghijklmno*",
-		"abcdefgh>", "abcdefg\x7f", "abcdefgh\x7f", "abcdefgh\x80", "abcdefgh ", "abcdefghijklmnop",
-		"a.b.c.d.e.f.g.h.i", "a.b.c.d.e.f.g.h.", "!", "~~~~~~~~", "~~~~~~~~~", "a.~", "a.!.b",
+		"abcdefg.h",
+		"abcdefgh.i",
+		"abcdefg..h",
+		"abcdefgh..i",
+		"abcdefgh.",
+		"abcdefg.",
+		".abcdefgh",
+		"abcdefghijklmno.p",
+		"abcdefghijklmnop.",
+		"abcdefghijklmno*",
+		"abcdefgh>",
+		"abcdefg\x7f",
+		"abcdefgh\x7f",
+		"abcdefgh\x80",
+		"abcdefgh ",
+		"abcdefghijklmnop",
+		"a.b.c.d.e.f.g.h.i",
+		"a.b.c.d.e.f.g.h.",
+		"!",
+		"~~~~~~~~",
+		"~~~~~~~~~",
+		"a.~",
+		"a.!.b",
 	};
 	static const char alphabet[] = "ab.*> \x7f\x80~!";
 	quay_bus *b = bus_new();
@@ -484,7 +515,8 @@ test_publish_subject_scan(void **state)
 				x ^= x >> 7;
 				x ^= x << 17;
 				/* Mostly plain bytes, so that valid subjects come up. */
-				buf[k] = (x % 4 != 0) ? alphabet[(x >> 8) % 2] : alphabet[(x >> 8) % (sizeof(alphabet) - 1)];
+				buf[k] = (x % 4 != 0) ? alphabet[(x >> 8) % 2] :
+				                        alphabet[(x >> 8) % (sizeof(alphabet) - 1)];
 			}
 			buf[len] = '\0';
 			subj = buf;
@@ -493,7 +525,7 @@ test_publish_subject_scan(void **state)
 		quay_msg *m = msg_u64(i);
 		int r = quay_bus_publish(b, subj, m);
 		if (want == 0) {
-			assert_int_equal(r, 1);   /* ">" matches every subject */
+			assert_int_equal(r, 1); /* ">" matches every subject */
 			assert_int_equal(drain(s, NULL, 0), 1);
 		} else {
 			assert_int_equal(r, -EINVAL);
@@ -605,7 +637,7 @@ test_batch(void **state)
 		m[i] = msg_u64((uint64_t)i);
 	assert_int_equal(quay_bus_publish_batch(b, "x.y", m, 8), 4);
 	for (int i = 4; i < 8; i++)
-		assert_int_equal(quay_msg_refcount(m[i]), 1);   /* still ours */
+		assert_int_equal(quay_msg_refcount(m[i]), 1); /* still ours */
 	assert_int_equal(quay_bus_publish_batch(b, "x.y", m + 4, 4), -EAGAIN);
 	for (int i = 4; i < 8; i++)
 		quay_msg_unref(m[i]);
@@ -643,7 +675,7 @@ test_batch_mixed_targets(void **state)
 		g[i] = sub_new(b, "t.x", QUAY_SUB_BLOCK, 256, "grp");
 	for (int i = 0; i < N; i++)
 		m[i] = msg_u64((uint64_t)i);
-	assert_int_equal(quay_bus_publish_batch(b, "t.x", m, N), N);   /* 64 + 64 + 64 + 8 */
+	assert_int_equal(quay_bus_publish_batch(b, "t.x", m, N), N); /* 64 + 64 + 64 + 8 */
 	assert_int_equal(drain(a, v, N), N);
 	for (uint64_t i = 0; i < N; i++)
 		assert_int_equal(v[i], i);
@@ -697,11 +729,11 @@ test_batch_refusal_chunks(void **state)
 	 * message 128 is refused. */
 	assert_int_equal(quay_bus_publish_batch(b, "r.x", m, N), 128);
 	for (int i = 128; i < N; i++)
-		assert_int_equal(quay_msg_refcount(m[i]), 1);   /* still ours */
+		assert_int_equal(quay_msg_refcount(m[i]), 1); /* still ours */
 	assert_int_equal(quay_bus_publish_batch(b, "r.x", m + 128, N - 128), -EAGAIN);
 	assert_int_equal(quay_sub_counters(r, &sc), 0);
 	assert_int_equal(sc.delivered, 128);
-	assert_int_equal(sc.rejected, 2);   /* one per refused call */
+	assert_int_equal(sc.rejected, 2); /* one per refused call */
 	assert_int_equal(drain(r, NULL, 0), 128);
 	/* 100 room: chunk 0 in bulk, chunk 1 message by message (36 fit). */
 	for (int i = 0; i < 28; i++)
@@ -710,7 +742,7 @@ test_batch_refusal_chunks(void **state)
 		m[i] = msg_u64((uint64_t)i);
 	assert_int_equal(quay_bus_publish_batch(b, "r.x", m, N), 100);
 	for (int i = 100; i < N; i++)
-		assert_int_equal(quay_msg_refcount(m[i]), 1);   /* still ours */
+		assert_int_equal(quay_msg_refcount(m[i]), 1); /* still ours */
 	assert_int_equal(quay_sub_counters(r, &sc), 0);
 	assert_int_equal(sc.rejected, 3);
 	assert_int_equal(drain(r, NULL, 0), 128);
@@ -739,13 +771,13 @@ struct grp_churn {
 	quay_sub *m1;
 	_Atomic uint64_t got1;
 	quay_bus *bus;
-	_Atomic int pub_half;        /* the publisher is half way */
+	_Atomic int pub_half; /* the publisher is half way */
 	_Atomic int pub_done;
-	_Atomic int unsub_started;   /* the publisher waits for it there */
+	_Atomic int unsub_started; /* the publisher waits for it there */
 	uint64_t *vals1;
 	size_t nvals1;
 	int unsub_r;
-	size_t cycles;               /* churned members */
+	size_t cycles; /* churned members */
 };
 
 static void *
@@ -868,10 +900,10 @@ test_group(void **state)
 	for (int i = 0; i < 3; i++)
 		w[i] = sub_new(b, i == 2 ? "jobs.*" : "jobs.>", QUAY_SUB_BLOCK, 512, "workers");
 	for (uint64_t i = 0; i < 300; i++)
-		assert_int_equal(quay_bus_publish(b, "jobs.x", msg_u64(i)), 3);  /* plain, other, workers */
+		assert_int_equal(quay_bus_publish(b, "jobs.x", msg_u64(i)), 3); /* plain, other, workers */
 	for (int i = 0; i < 3; i++) {
 		size_t n = drain(w[i], v, 512);
-		assert_int_equal(n, 100);   /* round robin, nobody full */
+		assert_int_equal(n, 100); /* round robin, nobody full */
 		for (size_t k = 0; k < n; k++) {
 			assert_false(seen[v[k]]);
 			seen[v[k]] = true;
@@ -919,7 +951,7 @@ test_policy_drop_newest(void **state)
 	for (uint64_t i = 0; i < 4; i++)
 		assert_int_equal(quay_bus_publish(b, "p", msg_u64(i)), 1);
 	for (uint64_t i = 4; i < 10; i++) {
-		assert_int_equal(quay_bus_publish_ex(b, "p", msg_u64(i), &res), 0);   /* consumed */
+		assert_int_equal(quay_bus_publish_ex(b, "p", msg_u64(i), &res), 0); /* consumed */
 		assert_int_equal(res.matched, 1);
 		assert_int_equal(res.dropped, 1);
 	}
@@ -971,10 +1003,10 @@ test_policy_reject(void **state)
 	assert_int_equal(quay_bus_publish(b, "p", msg_u64(1)), 1);
 	m = msg_u64(2);
 	assert_int_equal(quay_bus_publish(b, "p", m), -EAGAIN);
-	assert_int_equal(quay_msg_refcount(m), 1);   /* the caller keeps it */
+	assert_int_equal(quay_msg_refcount(m), 1); /* the caller keeps it */
 	/* With a second subscription that has room: partial delivery. */
 	quay_sub *t = sub_new(b, "p", QUAY_SUB_BLOCK, 8, NULL);
-	assert_int_equal(quay_bus_publish_ex(b, "p", m, &res), 1);   /* consumed */
+	assert_int_equal(quay_bus_publish_ex(b, "p", m, &res), 1); /* consumed */
 	assert_int_equal(res.matched, 2);
 	assert_int_equal(res.delivered, 1);
 	assert_int_equal(res.rejected, 1);
@@ -1015,7 +1047,7 @@ test_default_policy_never_blocks(void **state)
 	assert_int_equal(quay_bus_publish_ex(b, "d", m, &res), -EAGAIN);
 	assert_int_equal(res.rejected, 1);
 	assert_int_equal(res.timed_out, 0);
-	assert_int_equal(quay_msg_refcount(m), 1);     /* still the caller's */
+	assert_int_equal(quay_msg_refcount(m), 1); /* still the caller's */
 	assert_int_equal(quay_sub_counters(s, &sc), 0);
 	assert_int_equal(sc.rejected, 1);
 	assert_int_equal(sc.timed_out, 0);
@@ -1057,8 +1089,8 @@ test_priority_above_levels_refused(void **state)
 	m = msg_u64(2);
 	assert_int_equal(quay_msg_set_priority(m, 4), 0);
 	assert_int_equal(quay_bus_publish(b, "p.a", m), -EINVAL);
-	assert_int_equal(quay_msg_refcount(m), 1);       /* the caller's */
-	assert_int_equal(quay_sub_pending(ring), 1);     /* nobody got it */
+	assert_int_equal(quay_msg_refcount(m), 1);   /* the caller's */
+	assert_int_equal(quay_sub_pending(ring), 1); /* nobody got it */
 	assert_int_equal(quay_sub_pending(pq), 1);
 	/* A subject that only rings match takes any priority. */
 	quay_sub *q = sub_new(b, "q", QUAY_SUB_REJECT, 8, NULL);
@@ -1125,7 +1157,7 @@ test_policy_block(void **state)
 
 	(void)state;
 	o.capacity = 2;
-	o.policy = QUAY_SUB_BLOCK;   /* not the default */
+	o.policy = QUAY_SUB_BLOCK; /* not the default */
 	o.block_timeout_ns = 20 * QT_MS;
 	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
 	assert_int_equal(quay_bus_publish(b, "p", msg_u64(0)), 2);
@@ -1142,7 +1174,7 @@ test_policy_block(void **state)
 	assert_int_equal(bc.timed_out, 2);
 	/* A receiver that starts late unblocks a publisher waiting forever. */
 	assert_int_equal(quay_bus_unsubscribe(s), 0);
-	o.policy = QUAY_SUB_BLOCK;   /* not the default */
+	o.policy = QUAY_SUB_BLOCK; /* not the default */
 	o.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
 	d = (struct drainer){ s, 50, 20, 0 };
@@ -1186,7 +1218,7 @@ test_block_publisher_woken_by_unsubscribe(void **state)
 
 	(void)state;
 	o.capacity = 1;
-	o.policy = QUAY_SUB_BLOCK;   /* not the default */
+	o.policy = QUAY_SUB_BLOCK; /* not the default */
 	o.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_subscribe(b, "p", &o, &s), 0);
 	assert_int_equal(quay_bus_publish(b, "p", msg_u64(0)), 1);
@@ -1196,7 +1228,7 @@ test_block_publisher_woken_by_unsubscribe(void **state)
 	assert_true(qt_await_futex_sleep(p.tid, JOIN_MS));
 	assert_int_equal(quay_bus_unsubscribe(s), 0);
 	assert_true(qt_join_within(th, JOIN_MS));
-	assert_int_equal(p.r, 0);   /* its only target went away: 0, consumed */
+	assert_int_equal(p.r, 0); /* its only target went away: 0, consumed */
 	quay_bus_destroy(b);
 	assert_pool_empty();
 }
@@ -1208,7 +1240,7 @@ test_priorities(void **state)
 	quay_bus *b = bus_new();
 	quay_sub *s;
 	static const unsigned prio[] = { 0, 3, 1, 3, 2, 0 };
-	static const uint64_t want[] = { 1, 3, 4, 2, 0, 5 };  /* FIFO in a level */
+	static const uint64_t want[] = { 1, 3, 4, 2, 0, 5 }; /* FIFO in a level */
 	quay_msg *m;
 
 	(void)state;
@@ -1328,7 +1360,7 @@ test_destroy_wakes_receiver_and_releases(void **state)
 	quay_bus_destroy(b);
 	assert_true(qt_join_within(th, JOIN_MS));
 	assert_int_equal(a.r, -EPIPE);
-	assert_pool_empty();   /* the 50 queued went back */
+	assert_pool_empty(); /* the 50 queued went back */
 }
 
 static void
@@ -1366,7 +1398,7 @@ test_unsubscribe_ex_final_counters(void **state)
 	for (uint64_t i = 0; i < 10; i++) {
 		m = msg_u64(i);
 		if (quay_bus_publish(b, "f", m) != 1)
-			quay_msg_unref(m);          /* 9 and 10 rejected */
+			quay_msg_unref(m); /* 9 and 10 rejected */
 	}
 	assert_int_equal(quay_sub_receive(s, &m, 0), 0);
 	quay_msg_unref(m);
@@ -1412,12 +1444,14 @@ test_publish_many(void **state)
 	nall = drain(all, vall, N);
 	assert_int_equal(nall, N);
 	for (size_t i = 0; i < nall; i++)
-		assert_int_equal(vall[i], i);            /* the batch's order */
+		assert_int_equal(vall[i], i); /* the batch's order */
 	for (size_t i = 1; i < na; i++)
 		assert_true(va[i] > va[i - 1]);
 	assert_int_equal(na, 70 + 60);
 	/* Stops at the first refused message; the caller keeps the rest. */
-	subj[0] = "m.r"; subj[1] = "m.r"; subj[2] = "m.a";
+	subj[0] = "m.r";
+	subj[1] = "m.r";
+	subj[2] = "m.a";
 	assert_int_equal(quay_bus_unsubscribe(all), 0);
 	for (int i = 0; i < 3; i++)
 		m[i] = msg_u64((uint64_t)i);
@@ -1430,7 +1464,7 @@ test_publish_many(void **state)
 	m[0] = msg_u64(0);
 	m[1] = msg_u64(1);
 	subj[0] = "m.a";
-	subj[1] = "m.*";                                    /* wildcard */
+	subj[1] = "m.*"; /* wildcard */
 	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
 	subj[1] = NULL;
 	assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
@@ -1453,7 +1487,7 @@ test_publish_many(void **state)
 		assert_int_equal(quay_bus_publish_many(b, subj, m, 2), -EINVAL);
 		subj[1] = "m.a";
 	}
-	assert_int_equal(quay_sub_pending(a), 1);          /* m[2] above only */
+	assert_int_equal(quay_sub_pending(a), 1); /* m[2] above only */
 	assert_int_equal(quay_msg_refcount(m[0]), 1);
 	assert_int_equal(quay_msg_refcount(m[1]), 1);
 	assert_int_equal(quay_bus_publish_many(b, subj, m, 0), 0);
@@ -1469,7 +1503,7 @@ test_publish_many(void **state)
 struct responder {
 	quay_bus *b;
 	quay_sub *s;
-	int mode;        /* 0: echo +1; 1: never reply; 2: reply after delay */
+	int mode; /* 0: echo +1; 1: never reply; 2: reply after delay */
 	int64_t delay_ms;
 	int handled;
 	int last_reply;
@@ -1572,17 +1606,17 @@ test_request_bad(void **state)
 		struct quay_pool_stats st;
 		assert_int_equal(quay_bus_publish(b, "full", x), 1);
 		assert_int_equal(quay_pool_stats(g_pool, &st), 0);
-		assert_int_equal(st.in_use, 4);                 /* req, plain, x, y */
+		assert_int_equal(st.in_use, 4); /* req, plain, x, y */
 		/* y must not be shared (its reply-to is set): watch the pool. */
 		assert_int_equal(quay_bus_request(b, "full", y, &rep, 0), -EAGAIN);
 		assert_int_equal(quay_pool_stats(g_pool, &st), 0);
-		assert_int_equal(st.in_use, 3);                 /* y is gone */
+		assert_int_equal(st.in_use, 3); /* y is gone */
 		assert_int_equal(quay_bus_unsubscribe(full), 0);
 	}
 	assert_int_equal(quay_bus_reply(NULL, req, plain), -EINVAL);
 	assert_int_equal(quay_bus_reply(b, NULL, plain), -EINVAL);
 	assert_int_equal(quay_bus_reply(b, req, NULL), -EINVAL);
-	assert_int_equal(quay_bus_reply(b, req, plain), -EINVAL);   /* no reply-to */
+	assert_int_equal(quay_bus_reply(b, req, plain), -EINVAL); /* no reply-to */
 	/* A reply to a made-up inbox of this bus is late (dropped, counted). */
 	assert_int_equal(quay_msg_set_reply_to(req, "_INBOX.999999.5"), 0);
 	assert_int_equal(quay_bus_reply(b, req, plain), 0);
@@ -1632,10 +1666,10 @@ test_request_limit_and_destroy(void **state)
 	req = msg_u64(2);
 	quay_msg_ref(req);
 	assert_int_equal(quay_bus_request(b, "svc", req, &rep, 0), -ENOMEM);
-	assert_int_equal(quay_msg_refcount(req), 1);    /* consumed: ours is left */
+	assert_int_equal(quay_msg_refcount(req), 1); /* consumed: ours is left */
 	quay_msg_unref(req);
 	(void)s;
-	quay_bus_destroy(b);   /* wakes the requester with -EPIPE */
+	quay_bus_destroy(b); /* wakes the requester with -EPIPE */
 	assert_true(qt_join_within(th, JOIN_MS));
 	assert_int_equal(a.r, -EPIPE);
 	assert_pool_empty();
@@ -1658,7 +1692,7 @@ sub_full_block(quay_bus *b, const char *pat, unsigned priorities)
 
 	o.capacity = 1;
 	o.priorities = priorities;
-	o.policy = QUAY_SUB_BLOCK;   /* not the default */
+	o.policy = QUAY_SUB_BLOCK; /* not the default */
 	o.block_timeout_ns = -1;
 	assert_int_equal(quay_bus_subscribe(b, pat, &o, &s), 0);
 	assert_int_equal(quay_bus_publish(b, pat, msg_u64(0)), 1);
@@ -1677,11 +1711,11 @@ test_destroy_wakes_requester_blocked_on_full_sub(void **state)
 	assert_int_equal(pthread_create(&th, NULL, req_main, &a), 0);
 	while (__atomic_load_n(&a.tid, __ATOMIC_ACQUIRE) == 0)
 		qt_sleep_ms(1);
-	assert_true(qt_await_futex_sleep(a.tid, JOIN_MS));   /* in push_wait */
+	assert_true(qt_await_futex_sleep(a.tid, JOIN_MS)); /* in push_wait */
 	assert_int_equal(pthread_create(&dt, NULL, destroy_main, b), 0);
 	assert_true(qt_join_within(dt, JOIN_MS));
 	assert_true(qt_join_within(th, JOIN_MS));
-	assert_int_equal(a.r, -EPIPE);   /* req consumed: the pool is empty */
+	assert_int_equal(a.r, -EPIPE); /* req consumed: the pool is empty */
 	assert_pool_empty();
 }
 
@@ -1693,8 +1727,8 @@ test_destroy_wakes_publishers_blocked_on_full_sub(void **state)
 	pthread_t th[3], dt;
 
 	(void)state;
-	(void)sub_full_block(b, "p", 0);   /* a ring */
-	(void)sub_full_block(b, "q", 4);   /* a priority queue */
+	(void)sub_full_block(b, "p", 0); /* a ring */
+	(void)sub_full_block(b, "q", 4); /* a priority queue */
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, pub_main, &p[i]), 0);
 	for (int i = 0; i < 3; i++) {
@@ -1768,8 +1802,10 @@ test_metrics(void **state)
 	assert_int_equal(quay_stats_snapshot(reg, &snap), 0);
 	assert_int_equal(quay_stats_format_prometheus(snap, text, 1 << 16, &len), 0);
 	assert_non_null(strstr(text, "quay_bus_published_total{bus=\"main\"} 5"));
-	assert_non_null(strstr(text, "quay_sub_received_total{bus=\"main\",group=\"g\",pattern=\"m.>\",sub=\"1\"} 5"));
-	assert_non_null(strstr(text, "quay_sub_receive_latency_seconds_count{bus=\"main\",group=\"g\",pattern=\"m.>\",sub=\"1\"} 5"));
+	assert_non_null(
+	    strstr(text, "quay_sub_received_total{bus=\"main\",group=\"g\",pattern=\"m.>\",sub=\"1\"} 5"));
+	assert_non_null(strstr(text,
+	    "quay_sub_receive_latency_seconds_count{bus=\"main\",group=\"g\",pattern=\"m.>\",sub=\"1\"} 5"));
 	quay_stats_snap_free(snap);
 	quay_bus_destroy(b);
 	/* Every metric of the bus went with it. */

@@ -28,27 +28,98 @@ static const char *const UNKNOWN = "unknown error";
 
 /* The codes err.h documents as quay's. */
 static const int quay_codes[] = {
-	EAGAIN, EINVAL, ENOMEM, ETIMEDOUT, EPIPE, EMSGSIZE, EIO, EBADMSG, ENOSPC, ESTALE, ENOENT,
+	EAGAIN,
+	EINVAL,
+	ENOMEM,
+	ETIMEDOUT,
+	EPIPE,
+	EMSGSIZE,
+	EIO,
+	EBADMSG,
+	ENOSPC,
+	ESTALE,
+	ENOENT,
 };
 
 /* Name -> value for the errno names a header might mention. Wider than
  * quay's list so that a header documenting, say, -EBUSY is reported as
  * "quay_strerror does not name EBUSY" rather than "unknown name". */
-#define E(x) { #x, x }
+#define E(x) \
+	{ \
+#x, x \
+	}
 static const struct errname {
 	const char *name;
 	int value;
 } errnames[] = {
-	E(EPERM), E(ENOENT), E(ESRCH), E(EINTR), E(EIO), E(ENXIO), E(E2BIG), E(ENOEXEC),
-	E(EBADF), E(ECHILD), E(EAGAIN), E(EWOULDBLOCK), E(ENOMEM), E(EACCES), E(EFAULT),
-	E(EBUSY), E(EEXIST), E(EXDEV), E(ENODEV), E(ENOTDIR), E(EISDIR), E(EINVAL), E(ENFILE),
-	E(EMFILE), E(ENOTTY), E(ETXTBSY), E(EFBIG), E(ENOSPC), E(ESPIPE), E(EROFS), E(EMLINK),
-	E(EPIPE), E(EDOM), E(ERANGE), E(EDEADLK), E(ENAMETOOLONG), E(ENOLCK), E(ENOSYS),
-	E(ENOTEMPTY), E(ELOOP), E(ENOMSG), E(EIDRM), E(ENODATA), E(ETIME), E(EOVERFLOW),
-	E(EBADMSG), E(EILSEQ), E(ENOTSUP), E(EOPNOTSUPP), E(EMSGSIZE), E(ENOBUFS), E(EALREADY),
-	E(EINPROGRESS), E(ECANCELED), E(ETIMEDOUT), E(ECONNRESET), E(ENOTCONN), E(ESHUTDOWN),
-	E(ECONNREFUSED), E(EADDRINUSE), E(ESTALE), E(EDQUOT), E(ENOTRECOVERABLE), E(EOWNERDEAD),
-	E(EPROTO), E(ENOTSOCK), E(EHOSTUNREACH), E(ENETDOWN),
+	E(EPERM),
+	E(ENOENT),
+	E(ESRCH),
+	E(EINTR),
+	E(EIO),
+	E(ENXIO),
+	E(E2BIG),
+	E(ENOEXEC),
+	E(EBADF),
+	E(ECHILD),
+	E(EAGAIN),
+	E(EWOULDBLOCK),
+	E(ENOMEM),
+	E(EACCES),
+	E(EFAULT),
+	E(EBUSY),
+	E(EEXIST),
+	E(EXDEV),
+	E(ENODEV),
+	E(ENOTDIR),
+	E(EISDIR),
+	E(EINVAL),
+	E(ENFILE),
+	E(EMFILE),
+	E(ENOTTY),
+	E(ETXTBSY),
+	E(EFBIG),
+	E(ENOSPC),
+	E(ESPIPE),
+	E(EROFS),
+	E(EMLINK),
+	E(EPIPE),
+	E(EDOM),
+	E(ERANGE),
+	E(EDEADLK),
+	E(ENAMETOOLONG),
+	E(ENOLCK),
+	E(ENOSYS),
+	E(ENOTEMPTY),
+	E(ELOOP),
+	E(ENOMSG),
+	E(EIDRM),
+	E(ENODATA),
+	E(ETIME),
+	E(EOVERFLOW),
+	E(EBADMSG),
+	E(EILSEQ),
+	E(ENOTSUP),
+	E(EOPNOTSUPP),
+	E(EMSGSIZE),
+	E(ENOBUFS),
+	E(EALREADY),
+	E(EINPROGRESS),
+	E(ECANCELED),
+	E(ETIMEDOUT),
+	E(ECONNRESET),
+	E(ENOTCONN),
+	E(ESHUTDOWN),
+	E(ECONNREFUSED),
+	E(EADDRINUSE),
+	E(ESTALE),
+	E(EDQUOT),
+	E(ENOTRECOVERABLE),
+	E(EOWNERDEAD),
+	E(EPROTO),
+	E(ENOTSOCK),
+	E(EHOSTUNREACH),
+	E(ENETDOWN),
 };
 #undef E
 
@@ -101,7 +172,7 @@ scan_codes(const char *text, void (*fn)(const char *name, void *arg), void *arg)
 			continue;
 		while (isupper((unsigned char)*q) || isdigit((unsigned char)*q))
 			q++;
-		n = (size_t)(q - (p + 1));                 /* "E..." without the '-' */
+		n = (size_t)(q - (p + 1)); /* "E..." without the '-' */
 		if (n < 2 || n >= sizeof(name) || islower((unsigned char)*q) || *q == '_')
 			continue;
 		memcpy(name, p + 1, n);
@@ -166,8 +237,8 @@ test_strerror_known_codes(void **state)
  */
 static const struct place {
 	int code;
-	const char *word;   /* must appear in quay_strerror(code) */
-	const char *where;  /* the places it stands for */
+	const char *word;  /* must appear in quay_strerror(code) */
+	const char *where; /* the places it stands for */
 } places[] = {
 	{ EAGAIN, "full", "ring/pq/queue/subscription full (push, send, REJECT)" },
 	{ EAGAIN, "empty", "ring/pq/queue empty (pop, receive)" },
@@ -180,7 +251,8 @@ static const struct place {
 	{ ENOSPC, "buffer", "quay_stats_format_* into a too small buffer" },
 	{ ENOSPC, "capacity", "durable recovery: more messages than the queue holds" },
 	{ ENOMEM, "memory", "malloc failed" },
-	{ ENOMEM, "limit", "pool exhausted (also for a durable send's copy), max_subs, max_requests, registry full" },
+	{ ENOMEM, "limit",
+	    "pool exhausted (also for a durable send's copy), max_subs, max_requests, registry full" },
 	{ EMSGSIZE, "too large", "body/capacity over the largest class; WAL record" },
 	{ EIO, "log", "WAL write/sync/read failure" },
 };
@@ -194,8 +266,8 @@ test_strerror_fits_places(void **state)
 	for (size_t i = 0; i < sizeof(places) / sizeof(places[0]); i++) {
 		if (strstr(quay_strerror(-places[i].code), places[i].word) != NULL)
 			continue;
-		print_error("quay_strerror(-%d) = \"%s\" does not fit \"%s\" (no \"%s\")\n",
-		    places[i].code, quay_strerror(-places[i].code), places[i].where, places[i].word);
+		print_error("quay_strerror(-%d) = \"%s\" does not fit \"%s\" (no \"%s\")\n", places[i].code,
+		    quay_strerror(-places[i].code), places[i].where, places[i].word);
 		bad++;
 	}
 	if (bad != 0)
@@ -206,7 +278,15 @@ static void
 test_strerror_unknown(void **state)
 {
 	static const int unknown[] = {
-		-9999, 9999, INT_MAX, INT_MIN + 1, -EBUSY, EBUSY, -EPERM, -ENOSYS, -100000,
+		-9999,
+		9999,
+		INT_MAX,
+		INT_MIN + 1,
+		-EBUSY,
+		EBUSY,
+		-EPERM,
+		-ENOSYS,
+		-100000,
 	};
 
 	(void)state;
@@ -250,8 +330,8 @@ check_documented(const char *name, void *arg)
 		print_error("%s: documents -%s, which this test's table does not know\n", st->path, name);
 		st->bad++;
 	} else if (strcmp(quay_strerror(-e->value), UNKNOWN) == 0) {
-		print_error("%s: documents -%s, but quay_strerror(-%s) is \"unknown error\"\n",
-		    st->path, name, name);
+		print_error("%s: documents -%s, but quay_strerror(-%s) is \"unknown error\"\n", st->path,
+		    name, name);
 		st->bad++;
 	} else {
 		st->ok++;
@@ -449,15 +529,11 @@ int
 main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		QT_TEST(test_scanner),
-		QT_TEST(test_strerror_success),
-		QT_TEST(test_strerror_known_codes),
-		QT_TEST(test_strerror_fits_places),
-		QT_TEST(test_strerror_unknown),
-		QT_TEST(test_documented_codes_known),
-		QT_TEST(test_named_codes_documented_in_err_h),
+		QT_TEST(test_scanner), QT_TEST(test_strerror_success), QT_TEST(test_strerror_known_codes),
+		QT_TEST(test_strerror_fits_places), QT_TEST(test_strerror_unknown),
+		QT_TEST(test_documented_codes_known), QT_TEST(test_named_codes_documented_in_err_h),
 		QT_TEST(test_header_list_complete),
-		QT_TEST(test_strerror_int_min),        /* last: UBSan halts on it */
+		QT_TEST(test_strerror_int_min), /* last: UBSan halts on it */
 	};
 
 	g_argc = argc;

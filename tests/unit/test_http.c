@@ -121,7 +121,8 @@ bad_input(void **state)
 	(void)state;
 	assert_int_equal(quay_http_start(NULL, NULL), -EINVAL);
 	assert_int_equal(quay_http_start(&o, NULL), -EINVAL);
-#define BAD(field, value) do { \
+#define BAD(field, value) \
+	do { \
 		struct quay_http_opts b = QUAY_HTTP_OPTS_INIT; \
 		b.field = value; \
 		assert_int_equal(quay_http_start(&b, &h), -EINVAL); \
@@ -163,7 +164,7 @@ bad_input(void **state)
 	q = mkq("q", 8, NULL, st);
 	assert_int_equal(quay_bus_create(NULL, &bus), 0);
 	assert_int_equal(quay_http_add_stats(ok, st), 0);
-	assert_int_equal(quay_http_add_stats(ok, st), 0);      /* once */
+	assert_int_equal(quay_http_add_stats(ok, st), 0); /* once */
 	assert_int_equal(quay_http_add_queue(ok, q), 0);
 	assert_int_equal(quay_http_add_queue(ok, q), -EEXIST);
 	assert_int_equal(quay_http_add_bus(ok, bus), 0);
@@ -200,7 +201,7 @@ static void
 metrics_endpoint(void **state)
 {
 	quay_http *h = start(NULL);
-	quay_queue *q = mkq("orders", 64, NULL, NULL);   /* a private registry */
+	quay_queue *q = mkq("orders", 64, NULL, NULL); /* a private registry */
 	struct hc_resp r, hr;
 	char v[64];
 
@@ -262,8 +263,8 @@ summary_endpoint(void **state)
 		if (i == 0)
 			assert_int_equal(quay_queue_ack(q, &l), 0);
 		else if (i == 1)
-			assert_int_equal(quay_queue_nack(q, &l, "x"), 0);   /* max_attempts 1: DLQ */
-		quay_msg_unref(l.msg);                                  /* i == 2: in flight */
+			assert_int_equal(quay_queue_nack(q, &l, "x"), 0); /* max_attempts 1: DLQ */
+		quay_msg_unref(l.msg);                                    /* i == 2: in flight */
 	}
 	assert_int_equal(hc_get(quay_http_port(h), "/summary", &r), 0);
 	expect(&r, 200, "application/json");
@@ -277,7 +278,8 @@ summary_endpoint(void **state)
 	assert_int_equal(json_num(r.body, "work", "sent"), (long long)s.sent);
 	assert_int_equal(json_num(r.body, "work", "acked"), (long long)s.acked);
 	assert_int_equal(json_num(r.body, "work", "dead_lettered"), (long long)s.dead_lettered);
-	assert_int_equal(json_num(r.body, "work", "dlq_depth"), (long long)(d.ready + d.delayed + d.in_flight));
+	assert_int_equal(json_num(r.body, "work", "dlq_depth"),
+	    (long long)(d.ready + d.delayed + d.in_flight));
 	assert_int_equal(json_num(r.body, "work", "dlq_depth"), 1);
 	assert_int_equal(json_num(r.body, "work", "capacity"), 64);
 	assert_int_equal(json_num(r.body, "work.dlq", "ready"), (long long)d.ready);
@@ -320,13 +322,13 @@ health_endpoint(void **state)
 	assert_non_null(strstr(r.body, "\"status\":\"degraded\""));
 	hc_free(&r);
 
-	send_n(q, 9);             /* 9 of 10: near capacity */
+	send_n(q, 9); /* 9 of 10: near capacity */
 	assert_int_equal(hc_get(port, "/health", &r), 0);
 	expect(&r, 200, NULL);
 	assert_non_null(strstr(r.body, "\"alarms\":[\"near_capacity\",\"dlq_not_empty\"]"));
 	hc_free(&r);
 
-	send_n(q, 1);             /* full */
+	send_n(q, 1); /* full */
 	assert_int_equal(hc_get(port, "/health", &r), 0);
 	expect(&r, 503, "application/json");
 	assert_non_null(strstr(r.body, "\"state\":\"error\",\"alarms\":[\"full\",\"dlq_not_empty\"]"));
@@ -372,9 +374,11 @@ bus_on_summary(void **state)
 	assert_int_equal(hc_get(quay_http_port(h), "/summary", &r), 0);
 	expect(&r, 200, "application/json");
 	assert_non_null(strstr(r.body, "{\"name\":\"ev\",\"state\":\"ok\",\"alarms\":[],\"published\":5,"));
-	assert_non_null(strstr(r.body, "{\"id\":\"1\",\"pattern\":\"x.>\",\"group\":null,"
+	assert_non_null(strstr(r.body,
+	    "{\"id\":\"1\",\"pattern\":\"x.>\",\"group\":null,"
 	    "\"pending\":4,\"delivered\":5,\"received\":1,\"dropped\":0}"));
-	assert_non_null(strstr(r.body, "{\"id\":\"2\",\"pattern\":\"x.y\",\"group\":null,"
+	assert_non_null(strstr(r.body,
+	    "{\"id\":\"2\",\"pattern\":\"x.y\",\"group\":null,"
 	    "\"pending\":2,\"delivered\":2,\"received\":0,\"dropped\":3}"));
 	assert_int_equal(quay_sub_pending(a), 4);
 	hc_free(&r);
@@ -453,7 +457,7 @@ methods_not_allowed(void **state)
 	struct hc_resp r;
 	char v[64];
 	const char post[] = "POST /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-	    "Content-Length: 5\r\n\r\nhello";
+	                    "Content-Length: 5\r\n\r\nhello";
 
 	(void)state;
 	for (size_t i = 0; i < 5; i++) {
@@ -574,8 +578,8 @@ connection_and_time_limits(void **state)
  * clients see closed connections (ASan checks nothing is leaked). */
 struct hammer {
 	uint16_t port;
-	int stop;                /* release by the test, acquire by the clients */
-	unsigned ok, failed;     /* relaxed: counts, read after the joins */
+	int stop;            /* release by the test, acquire by the clients */
+	unsigned ok, failed; /* relaxed: counts, read after the joins */
 };
 
 static void *

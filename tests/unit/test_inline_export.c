@@ -32,9 +32,16 @@ extern size_t quay_ring_elem_size(const quay_ring *r);
 
 /* Every function the headers define inline. */
 static const char *const inline_api[] = {
-	"quay_ring_push", "quay_ring_pop", "quay_ring_push_burst", "quay_ring_pop_burst",
-	"quay_ring_push_bulk", "quay_ring_pop_bulk", "quay_ring_is_closed", "quay_ring_count",
-	"quay_ring_capacity", "quay_ring_elem_size",
+	"quay_ring_push",
+	"quay_ring_pop",
+	"quay_ring_push_burst",
+	"quay_ring_pop_burst",
+	"quay_ring_push_bulk",
+	"quay_ring_pop_bulk",
+	"quay_ring_is_closed",
+	"quay_ring_count",
+	"quay_ring_capacity",
+	"quay_ring_elem_size",
 };
 
 static const char *
@@ -86,7 +93,7 @@ test_calls_through_exports(void **state)
 	v = 2;
 	assert_int_equal(quay_ring_push(r, &v), 0);
 	assert_int_equal(quay_ring_count(r), 2);
-	assert_int_equal(quay_ring_push_burst(r, buf, 4), 2);          /* 2 free */
+	assert_int_equal(quay_ring_push_burst(r, buf, 4), 2); /* 2 free */
 	assert_int_equal(quay_ring_count(r), 4);
 	assert_int_equal(quay_ring_push(r, &v), -EAGAIN);
 	assert_int_equal(quay_ring_pop(r, &out), 0);

@@ -158,7 +158,7 @@ test_alloc(void **state)
 	assert_true(quay_msg_created_ns(m) > 0);
 	assert_int_equal(quay_msg_unref(m), 0);
 	assert_int_equal(quay_msg_alloc(g_pool, 0, &m), 0);
-	assert_int_equal(quay_msg_footprint(m), 512);   /* smallest class */
+	assert_int_equal(quay_msg_footprint(m), 512); /* smallest class */
 	assert_int_equal(quay_msg_unref(m), 0);
 	assert_int_equal(quay_msg_alloc_wait(g_pool, 100, -1, &m), 0);
 	assert_true(quay_msg_capacity(m) >= 100);
@@ -398,8 +398,8 @@ test_headers_basic(void **state)
 	expect_header(m, "empty", "");
 	/* Only presence: NULL outs. */
 	assert_int_equal(quay_msg_get_header(m, "bb", NULL, NULL), 0);
-	assert_int_equal(quay_msg_get_header(m, "A", &v, &len), -ENOENT);   /* case-sensitive */
-	assert_int_equal(quay_msg_get_header(m, "b", &v, &len), -ENOENT);   /* no prefix match */
+	assert_int_equal(quay_msg_get_header(m, "A", &v, &len), -ENOENT); /* case-sensitive */
+	assert_int_equal(quay_msg_get_header(m, "b", &v, &len), -ENOENT); /* no prefix match */
 	assert_int_equal(quay_msg_get_header(m, "", &v, &len), -ENOENT);
 	/* The body is untouched. */
 	assert_memory_equal(quay_msg_body(m), "body", 4);
@@ -453,11 +453,11 @@ test_headers_bad_input(void **state)
 	assert_int_equal(quay_msg_set_header(m, "", "v", 1), -EINVAL);
 	assert_int_equal(quay_msg_set_header(m, "k", NULL, 1), -EINVAL);
 	memset(key, 'k', sizeof(key));
-	key[QUAY_MSG_KEY_MAX + 1] = '\0';          /* 256 bytes: too long */
+	key[QUAY_MSG_KEY_MAX + 1] = '\0'; /* 256 bytes: too long */
 	assert_int_equal(quay_msg_set_header(m, key, "v", 1), -EINVAL);
 	assert_int_equal(quay_msg_get_header(m, key, &v, &len), -ENOENT);
 	assert_int_equal(quay_msg_del_header(m, key), -ENOENT);
-	key[QUAY_MSG_KEY_MAX] = '\0';              /* 255: the longest */
+	key[QUAY_MSG_KEY_MAX] = '\0'; /* 255: the longest */
 	assert_int_equal(quay_msg_set_header(m, key, "v", 1), 0);
 	expect_header(m, key, "v");
 	assert_int_equal(quay_msg_get_header(m, NULL, &v, &len), -EINVAL);
@@ -502,7 +502,7 @@ test_headers_limit(void **state)
 		snprintf(key, sizeof(key), "h%u", i);
 		assert_int_equal(quay_msg_set_header(m, key, &i, sizeof(i)), 0);
 	}
-	assert_true(QUAY_MSG_HEADERS_MAX >= 16);    /* the minimum */
+	assert_true(QUAY_MSG_HEADERS_MAX >= 16); /* the minimum */
 	assert_int_equal(quay_msg_header_count(m), QUAY_MSG_HEADERS_MAX);
 	assert_int_equal(quay_msg_set_header(m, "one-too-many", "x", 1), -ENOSPC);
 	assert_int_equal(quay_msg_get_header(m, "one-too-many", NULL, NULL), -ENOENT);
@@ -587,7 +587,7 @@ test_reply_to(void **state)
 	assert_int_equal(quay_msg_set_reply_to(m, "x"), 0);
 	assert_int_equal(quay_msg_set_reply_to(m, NULL), 0);
 	assert_null(quay_msg_reply_to(m));
-	assert_int_equal(quay_msg_set_reply_to(m, NULL), 0);    /* none: fine */
+	assert_int_equal(quay_msg_set_reply_to(m, NULL), 0); /* none: fine */
 	expect_header(m, "h", "v");
 	assert_int_equal(quay_msg_del_header(m, "h"), 0);
 	assert_int_equal(quay_msg_room(m), room0);
@@ -631,7 +631,7 @@ test_shared_is_read_only(void **state)
 	expect_header(m, "k", "v");
 	assert_memory_equal(quay_msg_body(m), "shared", 6);
 	assert_int_equal(quay_msg_unref(m), 0);
-	assert_int_equal(quay_msg_del_header(m, "k"), 0);      /* sole again */
+	assert_int_equal(quay_msg_del_header(m, "k"), 0); /* sole again */
 	assert_int_equal(quay_msg_unref(m), 0);
 }
 
@@ -657,7 +657,7 @@ test_clone(void **state)
 	assert_int_equal(quay_msg_set_enqueued_ns(m, 5), 0);
 	assert_int_equal(quay_msg_set_not_before_ns(m, 6), 0);
 	assert_int_equal(quay_msg_set_expires_ns(m, 7), 0);
-	assert_int_equal(quay_msg_ref(m), 0);     /* clone works on shared messages */
+	assert_int_equal(quay_msg_ref(m), 0); /* clone works on shared messages */
 
 	assert_int_equal(quay_msg_clone(g_pool, m, &c), 0);
 	assert_ptr_not_equal(c, m);
@@ -692,7 +692,7 @@ test_clone(void **state)
 	expect_header(c, "y", "22");
 	assert_int_equal(quay_msg_unref(c), 0);
 	c = SENT;
-	assert_int_equal(quay_msg_set_body_len(m, 0), -EINVAL);   /* still shared */
+	assert_int_equal(quay_msg_set_body_len(m, 0), -EINVAL); /* still shared */
 	assert_int_equal(quay_msg_unref(m), 0);
 	assert_int_equal(quay_msg_set_body_len(m, 200), 0);
 	assert_int_equal(quay_msg_clone(small, m, &c), -EMSGSIZE);
@@ -796,7 +796,8 @@ past_zero(enum past_zero_op op)
 	assert_int_equal(WEXITSTATUS(status), 0);
 #else
 	if (!WIFSIGNALED(status))
-		fail_msg("expected SIGABRT, child exited with %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		fail_msg("expected SIGABRT, child exited with %d",
+		    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	assert_int_equal(WTERMSIG(status), SIGABRT);
 #endif
 }
@@ -1033,13 +1034,13 @@ test_concurrent_unref(void **state)
 static void
 test_new_fits_realistic_headers(void **state)
 {
-	quay_msg *m = mk("order #12345");   /* 12 bytes */
+	quay_msg *m = mk("order #12345"); /* 12 bytes */
 	char key[32], val[32];
 
 	(void)state;
 	for (unsigned i = 0; i < 8; i++) {
-		snprintf(key, sizeof(key), "x-attribute-%02u", i);          /* 14 bytes */
-		snprintf(val, sizeof(val), "value-of-attr-%04u", i);        /* 18 bytes */
+		snprintf(key, sizeof(key), "x-attribute-%02u", i);   /* 14 bytes */
+		snprintf(val, sizeof(val), "value-of-attr-%04u", i); /* 18 bytes */
 		int rc = quay_msg_set_header(m, key, val, strlen(val));
 		if (rc != 0)
 			fail_msg("header %u of 8 (32 bytes each) on a 12-byte body: %d (%s)", i + 1, rc,
@@ -1087,9 +1088,9 @@ test_new_ex(void **state)
 	assert_true(quay_msg_id(m) != 0);
 	for (unsigned i = 0; i < 20; i++) {
 		char key[24], val[24];
-		snprintf(key, sizeof(key), "key-%015u", i);                 /* 19 */
-		snprintf(val, sizeof(val), "val-%016u", i);                 /* 20 */
-		assert_int_equal(quay_msg_set_header(m, key, val, 21), 0);  /* 40 with the NUL */
+		snprintf(key, sizeof(key), "key-%015u", i);                /* 19 */
+		snprintf(val, sizeof(val), "val-%016u", i);                /* 20 */
+		assert_int_equal(quay_msg_set_header(m, key, val, 21), 0); /* 40 with the NUL */
 	}
 	assert_int_equal(quay_msg_unref(m), 0);
 	/* No room asked: the smallest class that holds the body. */
@@ -1173,7 +1174,7 @@ test_header_str(void **state)
 	assert_int_equal(quay_msg_get_header_str(m, "empty", buf, 1), 0);
 	assert_string_equal(buf, "");
 	/* Exactly fitting buffer, then one byte short. */
-	assert_int_equal(quay_msg_set_header_str(m, "k", "0123456789abcde"), 0);    /* 15 */
+	assert_int_equal(quay_msg_set_header_str(m, "k", "0123456789abcde"), 0); /* 15 */
 	assert_int_equal(quay_msg_get_header_str(m, "k", buf, 16), 0);
 	assert_string_equal(buf, "0123456789abcde");
 	assert_int_equal(quay_msg_get_header_str(m, "k", buf, 15), -ENOSPC);
@@ -1264,7 +1265,8 @@ test_relative_times(void **state)
 		m = mk("y");
 		assert_int_equal(quay_msg_set_ttl_ns(m, 1000), 0);
 		after = realtime_ns();
-		assert_true(quay_msg_expires_ns(m) >= before + 1000 && quay_msg_expires_ns(m) <= after + 1000);
+		assert_true(
+		    quay_msg_expires_ns(m) >= before + 1000 && quay_msg_expires_ns(m) <= after + 1000);
 		assert_int_equal(quay_msg_unref(m), 0);
 	}
 }

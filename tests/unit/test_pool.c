@@ -67,38 +67,91 @@ test_create_bad_input(void **state)
 	/* Too small for one buffer of each default class. */
 	expect_create_einval(64 * KIB, NULL);
 
-#define RESET() do { struct quay_pool_opts d_ = QUAY_POOL_OPTS_INIT; o = d_; } while (0)
-	RESET(); o.size = 0;                     expect_create_einval(MIB, &o);
-	RESET(); o.size = (uint32_t)sizeof(o) + 8; expect_create_einval(MIB, &o);
-	RESET(); o.flags = 0x80u;                expect_create_einval(MIB, &o);
-	RESET(); o.nclasses = QUAY_POOL_CLASSES_MAX + 1; expect_create_einval(MIB, &o);
+#define RESET() \
+	do { \
+		struct quay_pool_opts d_ = QUAY_POOL_OPTS_INIT; \
+		o = d_; \
+	} while (0)
+	RESET();
+	o.size = 0;
+	expect_create_einval(MIB, &o);
+	RESET();
+	o.size = (uint32_t)sizeof(o) + 8;
+	expect_create_einval(MIB, &o);
+	RESET();
+	o.flags = 0x80u;
+	expect_create_einval(MIB, &o);
+	RESET();
+	o.nclasses = QUAY_POOL_CLASSES_MAX + 1;
+	expect_create_einval(MIB, &o);
 	/* Sizes given without nclasses. */
-	RESET(); o.class_size[0] = 1024;         expect_create_einval(MIB, &o);
-	RESET(); o.nclasses = 2; o.class_size[0] = 1024; /* [1] is 0 */
+	RESET();
+	o.class_size[0] = 1024;
 	expect_create_einval(MIB, &o);
-	RESET(); o.nclasses = 1; o.class_size[0] = 128;  expect_create_einval(MIB, &o);
-	RESET(); o.nclasses = 1; o.class_size[0] = 1000; expect_create_einval(MIB, &o);
-	RESET(); o.nclasses = 1; o.class_size[0] = (uint32_t)QUAY_POOL_CLASS_SIZE_MAX + 64;
+	RESET();
+	o.nclasses = 2;
+	o.class_size[0] = 1024; /* [1] is 0 */
+	expect_create_einval(MIB, &o);
+	RESET();
+	o.nclasses = 1;
+	o.class_size[0] = 128;
+	expect_create_einval(MIB, &o);
+	RESET();
+	o.nclasses = 1;
+	o.class_size[0] = 1000;
+	expect_create_einval(MIB, &o);
+	RESET();
+	o.nclasses = 1;
+	o.class_size[0] = (uint32_t)QUAY_POOL_CLASS_SIZE_MAX + 64;
 	expect_create_einval(64 * MIB, &o);
-	RESET(); o.nclasses = 2; o.class_size[0] = 1024; o.class_size[1] = 1024;
+	RESET();
+	o.nclasses = 2;
+	o.class_size[0] = 1024;
+	o.class_size[1] = 1024;
 	expect_create_einval(MIB, &o);
-	RESET(); o.nclasses = 2; o.class_size[0] = 1024; o.class_size[1] = 512;
+	RESET();
+	o.nclasses = 2;
+	o.class_size[0] = 1024;
+	o.class_size[1] = 512;
 	expect_create_einval(MIB, &o);
 	/* A size past nclasses. */
-	RESET(); o.nclasses = 1; o.class_size[0] = 1024; o.class_size[1] = 2048;
+	RESET();
+	o.nclasses = 1;
+	o.class_size[0] = 1024;
+	o.class_size[1] = 2048;
 	expect_create_einval(MIB, &o);
 	/* Counts: partly given, past nclasses, too many, over the limit. */
-	RESET(); o.nclasses = 2; o.class_size[0] = 256; o.class_size[1] = 1024; o.class_count[0] = 4;
+	RESET();
+	o.nclasses = 2;
+	o.class_size[0] = 256;
+	o.class_size[1] = 1024;
+	o.class_count[0] = 4;
 	expect_create_einval(MIB, &o);
-	RESET(); o.nclasses = 1; o.class_size[0] = 256; o.class_count[0] = 4; o.class_count[1] = 4;
+	RESET();
+	o.nclasses = 1;
+	o.class_size[0] = 256;
+	o.class_count[0] = 4;
+	o.class_count[1] = 4;
 	expect_create_einval(MIB, &o);
-	RESET(); o.nclasses = 1; o.class_size[0] = 256; o.class_count[0] = QUAY_POOL_CLASS_COUNT_MAX + 1;
+	RESET();
+	o.nclasses = 1;
+	o.class_size[0] = 256;
+	o.class_count[0] = QUAY_POOL_CLASS_COUNT_MAX + 1;
 	expect_create_einval(QUAY_POOL_LIMIT_MAX, &o);
-	RESET(); o.nclasses = 1; o.class_size[0] = 256; o.class_count[0] = 5;
+	RESET();
+	o.nclasses = 1;
+	o.class_size[0] = 256;
+	o.class_count[0] = 5;
 	expect_create_einval(4 * 256, &o);
-	RESET(); o.cache_size = QUAY_POOL_CACHE_MAX + 1;        expect_create_einval(MIB, &o);
-	RESET(); o.cache_threads = QUAY_POOL_CACHE_THREADS_MAX + 1; expect_create_einval(MIB, &o);
-	RESET(); o.headroom = (uint32_t)QUAY_POOL_CLASS_SIZE_MAX + 1; expect_create_einval(MIB, &o);
+	RESET();
+	o.cache_size = QUAY_POOL_CACHE_MAX + 1;
+	expect_create_einval(MIB, &o);
+	RESET();
+	o.cache_threads = QUAY_POOL_CACHE_THREADS_MAX + 1;
+	expect_create_einval(MIB, &o);
+	RESET();
+	o.headroom = (uint32_t)QUAY_POOL_CLASS_SIZE_MAX + 1;
+	expect_create_einval(MIB, &o);
 #undef RESET
 }
 
@@ -123,7 +176,8 @@ test_create_defaults(void **state)
 		assert_int_equal(s.cls[i].free, s.cls[i].buffers);
 		assert_int_equal(s.cls[i].hwm, 0);
 		/* At most a quarter of a class in the (64 default) caches. */
-		assert_true((uint64_t)s.cls[i].cache_cap * QUAY_POOL_CACHE_THREADS_DEFAULT * 4 <= s.cls[i].buffers);
+		assert_true(
+		    (uint64_t)s.cls[i].cache_cap * QUAY_POOL_CACHE_THREADS_DEFAULT * 4 <= s.cls[i].buffers);
 		assert_true(s.cls[i].cache_cap <= QUAY_POOL_CACHE_DEFAULT);
 		arena += sizes[i] * s.cls[i].buffers;
 		/* The even split: each class gets about a fifth. */
@@ -132,7 +186,7 @@ test_create_defaults(void **state)
 	}
 	assert_int_equal(s.arena_bytes, arena);
 	assert_true(s.arena_bytes <= 8 * MIB);
-	assert_true(s.arena_bytes > 8 * MIB - 65536);   /* little is wasted */
+	assert_true(s.arena_bytes > 8 * MIB - 65536); /* little is wasted */
 	assert_int_equal(s.in_use, 0);
 	assert_int_equal(s.in_use_bytes, 0);
 	assert_int_equal(s.alloc_failures, 0);
@@ -321,7 +375,7 @@ test_misc_bad_input(void **state)
 	assert_int_equal(quay_pool_destroy(NULL), -EINVAL);
 	assert_int_equal(quay_pool_cache_flush(NULL), -EINVAL);
 	assert_int_equal(quay_pool_max_body(NULL), 0);
-	assert_int_equal(quay_pool_cache_flush(p), 0);   /* nothing cached yet */
+	assert_int_equal(quay_pool_cache_flush(p), 0); /* nothing cached yet */
 	assert_int_equal(quay_pool_destroy(p), 0);
 }
 
@@ -341,7 +395,7 @@ test_destroy_busy(void **state)
 	assert_int_equal(quay_msg_unref(m2), 0);
 	assert_int_equal(quay_msg_ref(m), 0);
 	assert_int_equal(quay_msg_unref(m), 0);
-	assert_int_equal(quay_pool_destroy(p), -EAGAIN);  /* one reference left */
+	assert_int_equal(quay_pool_destroy(p), -EAGAIN); /* one reference left */
 	assert_int_equal(quay_msg_unref(m), 0);
 	/* Cached buffers (this thread's) do not block destroy. */
 	assert_true(stats_of(p).cls[0].cached > 0);
@@ -484,7 +538,7 @@ test_more_threads_than_caches(void **state)
 	(void)state;
 	o.cache_threads = 1;
 	assert_int_equal(quay_pool_create(4 * MIB, &o, &p), 0);
-	assert_int_equal(quay_msg_new(p, "main", 4, &m), 0);   /* main takes the slot */
+	assert_int_equal(quay_msg_new(p, "main", 4, &m), 0); /* main takes the slot */
 	for (int i = 0; i < 3; i++) {
 		a[i].p = p;
 		a[i].n = 16;
@@ -509,7 +563,7 @@ test_wait_timeout(void **state)
 
 	(void)state;
 	assert_int_equal(quay_msg_new_wait(p, "a", 1, 0, &m), 0);
-	assert_int_equal(quay_msg_new_wait(p, "b", 1, 0, &m2), -ENOMEM);   /* try once */
+	assert_int_equal(quay_msg_new_wait(p, "b", 1, 0, &m2), -ENOMEM); /* try once */
 	assert_int_equal(quay_msg_alloc_wait(p, 8, 0, &m2), -ENOMEM);
 	assert_int_equal(quay_msg_new_wait(p, "b", 1, 20 * QT_MS, &m2), -ETIMEDOUT);
 	assert_int_equal(quay_msg_alloc_wait(p, 8, 5 * QT_MS, &m2), -ETIMEDOUT);
@@ -522,7 +576,7 @@ test_wait_timeout(void **state)
 	assert_int_equal(quay_msg_alloc_wait(NULL, 1, 0, &m2), -EINVAL);
 	assert_int_equal(quay_msg_alloc_wait(p, 1, 0, NULL), -EINVAL);
 	assert_int_equal(quay_msg_unref(m), 0);
-	assert_int_equal(quay_msg_alloc_wait(p, 8, -1, &m2), 0);   /* free now */
+	assert_int_equal(quay_msg_alloc_wait(p, 8, -1, &m2), 0); /* free now */
 	assert_int_equal(quay_msg_unref(m2), 0);
 	assert_int_equal(quay_pool_destroy(p), 0);
 }
@@ -578,7 +632,7 @@ wait_woken_for(uint32_t flags, bool from_thread, int64_t timeout)
 	o.nclasses = 1;
 	o.class_size[0] = 256;
 	o.class_count[0] = 4;
-	o.cache_threads = 1;      /* with 4 buffers the cache cap would be 0 */
+	o.cache_threads = 1; /* with 4 buffers the cache cap would be 0 */
 	o.flags = flags;
 	assert_int_equal(quay_pool_create(4 * 256, &o, &p), 0);
 	for (int i = 0; i < 4; i++)

@@ -96,7 +96,7 @@ test_init_caller_memory(void **state)
 	size = (size + 63) & ~(size_t)63;
 	mem = aligned_alloc(64, size);
 	assert_non_null(mem);
-	memset(mem, 0xa5, size);              /* init must set every field */
+	memset(mem, 0xa5, size); /* init must set every field */
 	pq = mem;
 	assert_int_equal(quay_pq_init(pq, &o), 0);
 	for (unsigned l = 0; l < 5; l++) {
@@ -124,24 +124,48 @@ test_bad_opts(void **state)
 	struct quay_pq_opts o;
 
 	(void)state;
-	o = opts_of(0, 4, 8, 0); bad[nbad++] = o;                      /* levels 0 */
-	o = opts_of(257, 4, 8, 0); bad[nbad++] = o;                    /* levels 257 */
-	o = opts_of(4, 0, 8, 0); bad[nbad++] = o;                      /* capacity 0 */
-	o = opts_of(4, 3, 8, 0); bad[nbad++] = o;                      /* not a power of two */
-	o = opts_of(4, QUAY_RING_CAPACITY_MAX * 2, 8, 0); bad[nbad++] = o;
-	o = opts_of(4, SIZE_MAX, 8, 0); bad[nbad++] = o;
-	o = opts_of(4, 4, 0, 0); bad[nbad++] = o;                      /* elem 0 */
-	o = opts_of(4, 4, 7, 0); bad[nbad++] = o;                      /* not a multiple of 8 */
-	o = opts_of(4, 4, QUAY_RING_ELEM_MAX + 8, 0); bad[nbad++] = o;
-	o = opts_of(4, 4, 8, 0x2); bad[nbad++] = o;                    /* unknown flags */
-	o = opts_of(4, 4, 8, 0x80000000u); bad[nbad++] = o;
-	o = opts_of(4, 4, 8, QUAYI_PQ_F_OWNED); bad[nbad++] = o;       /* internal flag */
-	o = opts_of(4, 4, 8, 0); o.weights = wok; bad[nbad++] = o;    /* weights, strict */
-	o = opts_of(4, 4, 8, QUAY_PQ_WEIGHTED); o.weights = w0; bad[nbad++] = o;
-	o = opts_of(4, 4, 8, QUAY_PQ_WEIGHTED); o.weights = wbig; bad[nbad++] = o;
-	o = opts_of(4, 4, 8, 0); o.size = 0; bad[nbad++] = o;         /* unset size */
-	o = opts_of(4, 4, 8, 0); o.size = sizeof(o) + 8; bad[nbad++] = o;
-	o = opts_of(4, 4, 8, 0); o.size = sizeof(o) - 8; bad[nbad++] = o;
+	o = opts_of(0, 4, 8, 0);
+	bad[nbad++] = o; /* levels 0 */
+	o = opts_of(257, 4, 8, 0);
+	bad[nbad++] = o; /* levels 257 */
+	o = opts_of(4, 0, 8, 0);
+	bad[nbad++] = o; /* capacity 0 */
+	o = opts_of(4, 3, 8, 0);
+	bad[nbad++] = o; /* not a power of two */
+	o = opts_of(4, QUAY_RING_CAPACITY_MAX * 2, 8, 0);
+	bad[nbad++] = o;
+	o = opts_of(4, SIZE_MAX, 8, 0);
+	bad[nbad++] = o;
+	o = opts_of(4, 4, 0, 0);
+	bad[nbad++] = o; /* elem 0 */
+	o = opts_of(4, 4, 7, 0);
+	bad[nbad++] = o; /* not a multiple of 8 */
+	o = opts_of(4, 4, QUAY_RING_ELEM_MAX + 8, 0);
+	bad[nbad++] = o;
+	o = opts_of(4, 4, 8, 0x2);
+	bad[nbad++] = o; /* unknown flags */
+	o = opts_of(4, 4, 8, 0x80000000u);
+	bad[nbad++] = o;
+	o = opts_of(4, 4, 8, QUAYI_PQ_F_OWNED);
+	bad[nbad++] = o; /* internal flag */
+	o = opts_of(4, 4, 8, 0);
+	o.weights = wok;
+	bad[nbad++] = o; /* weights, strict */
+	o = opts_of(4, 4, 8, QUAY_PQ_WEIGHTED);
+	o.weights = w0;
+	bad[nbad++] = o;
+	o = opts_of(4, 4, 8, QUAY_PQ_WEIGHTED);
+	o.weights = wbig;
+	bad[nbad++] = o;
+	o = opts_of(4, 4, 8, 0);
+	o.size = 0;
+	bad[nbad++] = o; /* unset size */
+	o = opts_of(4, 4, 8, 0);
+	o.size = sizeof(o) + 8;
+	bad[nbad++] = o;
+	o = opts_of(4, 4, 8, 0);
+	o.size = sizeof(o) - 8;
+	bad[nbad++] = o;
 
 	for (size_t i = 0; i < nbad; i++) {
 		void *mem = aligned_alloc(64, 1 << 16);
@@ -152,7 +176,7 @@ test_bad_opts(void **state)
 			fail_msg("bad opts #%zu: memsize %zu", i, quay_pq_memsize(&bad[i]));
 		if (quay_pq_create(&bad[i], &pq) != -EINVAL)
 			fail_msg("bad opts #%zu: create accepted", i);
-		assert_ptr_equal(pq, sentinel);           /* *out untouched */
+		assert_ptr_equal(pq, sentinel); /* *out untouched */
 		if (quay_pq_init(mem, &bad[i]) != -EINVAL)
 			fail_msg("bad opts #%zu: init accepted", i);
 		/* Nothing written on failure. */
@@ -175,7 +199,7 @@ test_bad_opts(void **state)
 		assert_non_null(mem);
 		assert_int_equal(quay_pq_init((quay_pq *)(void *)mem, NULL), -EINVAL);
 		assert_int_equal(quay_pq_init((quay_pq *)(void *)(mem + 8), &o), -EINVAL);
-		assert_int_equal(quay_pq_init((quay_pq *)(void *)mem, &o), 0);   /* the good one */
+		assert_int_equal(quay_pq_init((quay_pq *)(void *)mem, &o), 0); /* the good one */
 		free(mem);
 	}
 	/* The largest valid shapes are accepted by memsize (not allocated). */
@@ -193,7 +217,7 @@ test_bad_calls(void **state)
 	(void)state;
 	assert_int_equal(quay_pq_push(NULL, 0, &v), -EINVAL);
 	assert_int_equal(quay_pq_push(pq, 0, NULL), -EINVAL);
-	assert_int_equal(quay_pq_push(pq, 3, &v), -EINVAL);           /* prio == levels */
+	assert_int_equal(quay_pq_push(pq, 3, &v), -EINVAL); /* prio == levels */
 	assert_int_equal(quay_pq_push(pq, 1000, &v), -EINVAL);
 	assert_int_equal(quay_pq_push(pq, UINT32_MAX, &v), -EINVAL);
 	assert_int_equal(quay_pq_push_burst(NULL, 0, buf, 4), 0);
@@ -202,8 +226,8 @@ test_bad_calls(void **state)
 	assert_int_equal(quay_pq_push_burst(pq, 0, buf, 0), 0);
 	assert_int_equal(quay_pq_push_wait(NULL, 0, &v, 0), -EINVAL);
 	assert_int_equal(quay_pq_push_wait(pq, 0, NULL, 0), -EINVAL);
-	assert_int_equal(quay_pq_push_wait(pq, 3, &v, -1), -EINVAL);  /* must not wait */
-	assert_int_equal(quay_pq_count(pq), 0);                       /* nothing changed */
+	assert_int_equal(quay_pq_push_wait(pq, 3, &v, -1), -EINVAL); /* must not wait */
+	assert_int_equal(quay_pq_count(pq), 0);                      /* nothing changed */
 
 	assert_int_equal(quay_pq_push(pq, 1, &v), 0);
 	assert_int_equal(quay_pq_pop(NULL, &v, NULL), -EINVAL);
@@ -215,7 +239,7 @@ test_bad_calls(void **state)
 	assert_int_equal(quay_pq_pop_wait(pq, NULL, NULL, -1), -EINVAL);
 	assert_int_equal(quay_pq_count(pq), 1);
 	assert_int_equal(quay_pq_level_count(pq, 1), 1);
-	assert_int_equal(quay_pq_level_count(pq, 3), 0);              /* out of range */
+	assert_int_equal(quay_pq_level_count(pq, 3), 0); /* out of range */
 	quay_pq_destroy(pq);
 }
 
@@ -230,7 +254,7 @@ test_strict_order_and_full(void **state)
 
 	(void)state;
 	assert_int_equal(quay_pq_pop(pq, &v, &prio), -EAGAIN);
-	assert_int_equal(prio, 99);                                  /* untouched */
+	assert_int_equal(prio, 99); /* untouched */
 	/* 2 per level; a third push to a level is -EAGAIN, the others go on. */
 	for (unsigned l = 0; l < 4; l++)
 		for (uint64_t i = 0; i < 2; i++) {
@@ -318,7 +342,7 @@ test_close(void **state)
 		assert_int_equal(quay_pq_push(pq, 3, &v), 0);
 		quay_pq_close(pq);
 		assert_true(quay_pq_is_closed(pq));
-		quay_pq_close(pq);                                  /* idempotent */
+		quay_pq_close(pq); /* idempotent */
 		assert_int_equal(quay_pq_push(pq, 0, &v), -EPIPE);
 		assert_int_equal(quay_pq_push_burst(pq, 0, buf, 2), 0);
 		assert_int_equal(quay_pq_push_wait(pq, 0, &v, -1), -EPIPE);
@@ -384,7 +408,7 @@ ref_init(struct ref *m, unsigned levels, size_t cap, bool weighted, const uint32
 	m->weighted = weighted;
 	for (unsigned i = 0; i < levels; i++)
 		m->w[i] = w != NULL ? w[i] : i + 1;
-	m->cur = levels;                     /* above the top */
+	m->cur = levels; /* above the top */
 	m->credit = 0;
 }
 
@@ -417,13 +441,13 @@ ref_pop(struct ref *m, uint64_t *v, unsigned *prio)
 		l = (int)m->cur;
 		m->credit--;
 	} else {
-		for (unsigned i = m->cur; i-- > 0;)       /* highest non-empty below */
+		for (unsigned i = m->cur; i-- > 0;) /* highest non-empty below */
 			if (m->len[i] != 0) {
 				l = (int)i;
 				break;
 			}
 		if (l < 0)
-			for (unsigned i = m->levels; i-- > 0;)   /* wrap */
+			for (unsigned i = m->levels; i-- > 0;) /* wrap */
 				if (m->len[i] != 0) {
 					l = (int)i;
 					break;
@@ -447,8 +471,7 @@ static struct ref g_ref;
 /* Random pushes (biased per run towards pushing or popping, so the queue
  * also runs full and empty), pops and bursts; every answer must match. */
 static void
-property_run(unsigned levels, size_t cap, unsigned flags, const uint32_t *w, uint64_t seed,
-    size_t ops)
+property_run(unsigned levels, size_t cap, unsigned flags, const uint32_t *w, uint64_t seed, size_t ops)
 {
 	quay_pq *pq = pq_new(levels, cap, 8, flags, w);
 	struct ref *m = &g_ref;
@@ -457,14 +480,14 @@ property_run(unsigned levels, size_t cap, unsigned flags, const uint32_t *w, uin
 	ref_init(m, levels, cap, flags & QUAY_PQ_WEIGHTED, w);
 	for (size_t op = 0; op < ops; op++) {
 		uint64_t r = qt_rand(&s);
-		unsigned bias = (unsigned)((op / 512) % 3);       /* 0 fill, 1 mixed, 2 drain */
+		unsigned bias = (unsigned)((op / 512) % 3); /* 0 fill, 1 mixed, 2 drain */
 		unsigned pct = (unsigned)(r % 100);
 		bool do_push = bias == 0 ? pct < 75 : bias == 1 ? pct < 50 : pct < 25;
 		/* Skew levels: a few hot ones and the full range. */
-		unsigned l = (r >> 8) & 1 ? (unsigned)((r >> 16) % levels)
-		                          : levels - 1 - (unsigned)((r >> 16) % (levels < 3 ? levels : 3));
+		unsigned l = (r >> 8) & 1 ? (unsigned)((r >> 16) % levels) :
+		                            levels - 1 - (unsigned)((r >> 16) % (levels < 3 ? levels : 3));
 
-		if (do_push && ((r >> 40) & 7) == 0) {            /* burst */
+		if (do_push && ((r >> 40) & 7) == 0) { /* burst */
 			uint64_t buf[8];
 			size_t n = 1 + (size_t)((r >> 44) % 8), k = 0;
 
@@ -495,8 +518,8 @@ property_run(unsigned levels, size_t cap, unsigned flags, const uint32_t *w, uin
 				if (i >= k)
 					fail_msg("op %zu: pop_burst returned %zu, model has more", op, k);
 				if (buf[i] != ev || pr[i] != ep)
-					fail_msg("op %zu (burst %zu/%zu): got %llu@%u, model %llu@%u", op, i, n,
-					    (unsigned long long)buf[i], pr[i], (unsigned long long)ev, ep);
+					fail_msg("op %zu (burst %zu/%zu): got %llu@%u, model %llu@%u", op, i,
+					    n, (unsigned long long)buf[i], pr[i], (unsigned long long)ev, ep);
 			}
 		} else {
 			uint64_t v = 0, ev = 0;
@@ -510,7 +533,8 @@ property_run(unsigned levels, size_t cap, unsigned flags, const uint32_t *w, uin
 		}
 		/* White box: the scheduler word equals the model's cursor and
 		 * credit after every call, not only the popped order. */
-		if (m->weighted && ((unsigned)(pq->sched >> 32) != m->cur || (uint32_t)pq->sched != m->credit))
+		if (m->weighted &&
+		    ((unsigned)(pq->sched >> 32) != m->cur || (uint32_t)pq->sched != m->credit))
 			fail_msg("op %zu: scheduler %u/%u, model %u/%u", op, (unsigned)(pq->sched >> 32),
 			    (unsigned)pq->sched, m->cur, m->credit);
 		if ((op & 255) == 0) {
@@ -581,13 +605,13 @@ test_weighted_share(void **state)
 				gap = 0;
 			} else {
 				assert_int_equal(prio, top);
-				assert_int_equal(quay_pq_push(pq, top, &v), 0);   /* flood */
+				assert_int_equal(quay_pq_push(pq, top, &v), 0); /* flood */
 				if (++gap > max_gap)
 					max_gap = gap;
 			}
 		}
-		assert_true(max_gap <= levels);                   /* w[T] = T + 1 */
-		assert_int_equal(max_gap, levels);                /* and reached */
+		assert_true(max_gap <= levels);    /* w[T] = T + 1 */
+		assert_int_equal(max_gap, levels); /* and reached */
 		/* Exactly (L+1) of every (L+1)+(T+1) pops; the top goes first. */
 		assert_int_equal(pops, 1000 + (1000 + low) / (low + 1) * levels);
 		quay_pq_destroy(pq);
@@ -715,11 +739,11 @@ test_push_wait_wakes_on_pop(void **state)
 	assert_int_equal(quay_pq_push(pq, 2, &v), 0);
 	assert_int_equal(pthread_create(&t, NULL, push_waiter, &w), 0);
 	assert_true(qt_await_futex_sleep(waiter_tid(&w), JOIN_MS));
-	assert_int_equal(quay_pq_pop(pq, &v, &prio), 0);        /* level 2 */
+	assert_int_equal(quay_pq_pop(pq, &v, &prio), 0); /* level 2 */
 	assert_int_equal(prio, 2);
 	/* The waiter wakes, finds level 0 still full and sleeps again. */
 	assert_true(qt_await_futex_sleep(w.tid, JOIN_MS));
-	assert_int_equal(quay_pq_pop(pq, &v, &prio), 0);        /* level 0 */
+	assert_int_equal(quay_pq_pop(pq, &v, &prio), 0); /* level 0 */
 	assert_int_equal(v, 1);
 	assert_true(qt_join_within(t, JOIN_MS));
 	assert_int_equal(w.rc, 0);
@@ -741,7 +765,7 @@ test_close_wakes_waiters(void **state)
 
 	(void)state;
 	wc.pq = pq2;
-	assert_int_equal(quay_pq_push(pq2, 1, &v), 0);             /* pq2 level 1 full */
+	assert_int_equal(quay_pq_push(pq2, 1, &v), 0); /* pq2 level 1 full */
 	wq.pq = pq2;
 	assert_int_equal(pthread_create(&tp, NULL, pop_waiter, &wp), 0);
 	assert_int_equal(pthread_create(&tq, NULL, push_waiter, &wq), 0);
@@ -837,7 +861,8 @@ test_sleep_barrier_path(void **state)
 		assert_true(pq->flags & QUAYI_PQ_F_FENCE);
 	else if (syscall(SYS_membarrier, 0 /* QUERY */, 0) > 0)
 		assert_false(pq->flags & QUAYI_PQ_F_FENCE);
-	print_message("pq sleepers use %s\n", (pq->flags & QUAYI_PQ_F_FENCE) ? "a full fence" : "membarrier(2)");
+	print_message("pq sleepers use %s\n",
+	    (pq->flags & QUAYI_PQ_F_FENCE) ? "a full fence" : "membarrier(2)");
 	quay_pq_destroy(pq);
 }
 
@@ -882,8 +907,7 @@ main(int argc, char **argv)
 		execv("/proc/self/exe", args);
 		_exit(127);
 	}
-	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
-	    WEXITSTATUS(status) != 0)
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		fails++;
 	return fails;
 }

@@ -113,8 +113,8 @@ check_conservation(quay_queue *q)
 	struct quay_queue_stats s;
 
 	assert_int_equal(quay_queue_stats(q, &s), 0);
-	assert_int_equal(s.sent + s.restored, s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered +
-	    s.dropped + s.redriven_out);
+	assert_int_equal(s.sent + s.restored,
+	    s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered + s.dropped + s.redriven_out);
 }
 
 static struct quay_queue_stats
@@ -141,7 +141,8 @@ create_rejects_bad_options(void **state)
 	quay_queue *q = (quay_queue *)&self_ref;
 
 	(void)state;
-#define CASE(desc, field, value) do { \
+#define CASE(desc, field, value) \
+	do { \
 		cases[n].what = desc; \
 		cases[n].o = fake_opts(); \
 		cases[n].o.field = value; \
@@ -151,7 +152,8 @@ create_rejects_bad_options(void **state)
 	CASE("flags", flags, 0x100u);
 	CASE("empty name", name, "");
 	CASE("bad name char", name, "a b");
-	CASE("long name", name, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	CASE("long name", name,
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
 	CASE("capacity", capacity, QUAY_QUEUE_CAPACITY_MAX + 1);
 	CASE("in flight > capacity", max_in_flight, 65);
 	CASE("levels", levels, 257);
@@ -175,7 +177,7 @@ create_rejects_bad_options(void **state)
 
 		if (rc != -EINVAL)
 			fail_msg("case '%s': got %d", cases[i].what, rc);
-		assert_ptr_equal(q, (quay_queue *)&self_ref);   /* untouched */
+		assert_ptr_equal(q, (quay_queue *)&self_ref); /* untouched */
 	}
 	{
 		struct quay_queue_opts o = fake_opts();
@@ -258,12 +260,12 @@ calls_reject_bad_input(void **state)
 	assert_int_equal(quay_queue_send(NULL, m), -EINVAL);
 	assert_int_equal(quay_queue_send(q, NULL), -EINVAL);
 	assert_int_equal(quay_msg_set_priority(m, 2), 0);
-	assert_int_equal(quay_queue_send(q, m), -EINVAL);              /* priority >= levels */
+	assert_int_equal(quay_queue_send(q, m), -EINVAL); /* priority >= levels */
 	assert_int_equal(quay_msg_set_priority(m, 0), 0);
 	assert_int_equal(quay_queue_send_batch(NULL, arr, 1, res), -EINVAL);
 	assert_int_equal(quay_queue_send_batch(q, NULL, 1, res), -EINVAL);
 	assert_int_equal(quay_queue_send_batch(q, arr, 0, res), -EINVAL);
-	assert_int_equal(quay_queue_send_batch(q, arr, 2, res), -EINVAL);   /* arr[1] NULL: nothing sent */
+	assert_int_equal(quay_queue_send_batch(q, arr, 2, res), -EINVAL); /* arr[1] NULL: nothing sent */
 	assert_int_equal(stats(q).sent, 0);
 	assert_int_equal(quay_queue_receive(NULL, &l, 0), -EINVAL);
 	assert_int_equal(quay_queue_receive(q, NULL, 0), -EINVAL);
@@ -341,10 +343,10 @@ send_receive_ack(void **state)
 	forged.gen++;
 	assert_int_equal(quay_queue_ack(q, &forged), -ENOENT);
 	assert_int_equal(quay_queue_ack(q, &l), 0);
-	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);      /* twice */
+	assert_int_equal(quay_queue_ack(q, &l), -ESTALE); /* twice */
 	assert_int_equal(quay_queue_nack(q, &l, NULL), -ESTALE);
 	assert_int_equal(quay_queue_extend(q, &l, MS), -ESTALE);
-	assert_int_equal(val(l.msg), 42);                       /* still the caller's */
+	assert_int_equal(val(l.msg), 42); /* still the caller's */
 	done(&l);
 	s = stats(q);
 	assert_int_equal(s.acked, 1);
@@ -409,11 +411,11 @@ capacity_and_in_flight_limits(void **state)
 	for (uint64_t i = 0; i < 4; i++)
 		send_v(q, i);
 	m = mkmsg(9);
-	assert_int_equal(quay_queue_send(q, m), -EAGAIN);       /* full: caller keeps it */
+	assert_int_equal(quay_queue_send(q, m), -EAGAIN); /* full: caller keeps it */
 	assert_int_equal(recv_v(q, &l[0]), 0);
 	assert_int_equal(recv_v(q, &l[1]), 1);
-	assert_int_equal(quay_queue_receive(q, &l[2], 0), -EAGAIN);   /* 2 leases out */
-	assert_int_equal(quay_queue_send(q, m), -EAGAIN);       /* in flight still counts */
+	assert_int_equal(quay_queue_receive(q, &l[2], 0), -EAGAIN); /* 2 leases out */
+	assert_int_equal(quay_queue_send(q, m), -EAGAIN);           /* in flight still counts */
 	ack_v(q, &l[0]);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	assert_int_equal(recv_v(q, &l[2]), 2);
@@ -466,16 +468,16 @@ lease_expiry_exact(void **state)
 	q = mkq(&o);
 	send_v(q, 7);
 	assert_int_equal(recv_v(q, &l), 7);
-	qt_set_time(QT_T0 + 1000 * MS - 1);                          /* one ns before */
+	qt_set_time(QT_T0 + 1000 * MS - 1); /* one ns before */
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
 	assert_int_equal(stats(q).in_flight, 1);
-	qt_set_time(QT_T0 + 1000 * MS);                              /* at the deadline */
-	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);      /* expired: no change */
-	assert_int_equal(recv_v(q, &l2), 7);                   /* the receive ran the timer */
+	qt_set_time(QT_T0 + 1000 * MS);                   /* at the deadline */
+	assert_int_equal(quay_queue_ack(q, &l), -ESTALE); /* expired: no change */
+	assert_int_equal(recv_v(q, &l2), 7);              /* the receive ran the timer */
 	assert_int_equal(l2.attempt, 2);
 	assert_int_equal(stats(q).lease_expired, 1);
-	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);      /* fenced */
+	assert_int_equal(quay_queue_ack(q, &l), -ESTALE); /* fenced */
 	assert_int_equal(quay_queue_extend(q, &l, MS), -ESTALE);
 	assert_int_equal(quay_queue_nack(q, &l, NULL), -ESTALE);
 	ack_v(q, &l2);
@@ -549,14 +551,14 @@ extend_moves_deadline(void **state)
 	send_v(q, 1);
 	assert_int_equal(recv_v(q, &l), 1);
 	qt_set_time(QT_T0 + 500 * MS);
-	assert_int_equal(quay_queue_extend(q, &l, 2000 * MS), 0);   /* deadline QT_T0 + 2500 ms */
+	assert_int_equal(quay_queue_extend(q, &l, 2000 * MS), 0); /* deadline QT_T0 + 2500 ms */
 	qt_set_time(QT_T0 + 1000 * MS);
-	assert_int_equal(recv_v(q, &l2), UINT64_MAX);          /* the old deadline passed */
+	assert_int_equal(recv_v(q, &l2), UINT64_MAX); /* the old deadline passed */
 	qt_set_time(QT_T0 + 2500 * MS - 1);
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
 	/* Shorten it again (the lease now sits in the wheel). */
-	assert_int_equal(quay_queue_extend(q, &l, 10 * MS), 0);   /* QT_T0 + 2510 ms - 1 */
+	assert_int_equal(quay_queue_extend(q, &l, 10 * MS), 0); /* QT_T0 + 2510 ms - 1 */
 	qt_set_time(QT_T0 + 2510 * MS - 2);
 	assert_int_equal(recv_v(q, &l2), UINT64_MAX);
 	qt_set_time(QT_T0 + 2510 * MS - 1);
@@ -613,7 +615,7 @@ first_delay(uint64_t seed)
 	quay_lease l;
 	int64_t d = -1;
 
-	o.flags = 0;                                            /* jitter on */
+	o.flags = 0; /* jitter on */
 	o.jitter_seed = seed;
 	o.backoff_base_ns = 1000 * MS;
 	qt_set_time(QT_T0);
@@ -645,7 +647,7 @@ jitter_is_seeded_and_bounded(void **state)
 	assert_true(a >= 0 && a <= 1000);
 	assert_true(c >= 0 && c <= 1000);
 	assert_true(e >= 0 && e <= 1000);
-	assert_false(a == c && c == e);                         /* it does vary */
+	assert_false(a == c && c == e); /* it does vary */
 }
 
 /* ---- S2: dead letters and redrive ---------------------------------------- */
@@ -702,20 +704,20 @@ max_attempts_dead_letter_then_redrive(void **state)
 	assert_int_equal(recv_v(dlq, &l), 11);
 	header_is(l.msg, QUAY_MSG_H_DLQ_REASON, "max-attempts");
 	header_is(l.msg, QUAY_MSG_H_DLQ_SOURCE, "work");
-	assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0);   /* back to ready in the DLQ */
+	assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0); /* back to ready in the DLQ */
 	done(&l);
 	assert_int_equal(quay_queue_redrive(dlq, q, 10, &moved), 0);
 	assert_int_equal(moved, 1);
-	assert_int_equal(recv_v(dlq, &l), UINT64_MAX);         /* in exactly one queue */
+	assert_int_equal(recv_v(dlq, &l), UINT64_MAX); /* in exactly one queue */
 	assert_int_equal(recv_v(q, &l), 11);
-	assert_int_equal(l.attempt, 1);                        /* attempts reset */
+	assert_int_equal(l.attempt, 1); /* attempts reset */
 	assert_int_equal(quay_msg_get_header(l.msg, QUAY_MSG_H_DLQ_REASON, NULL, NULL), -ENOENT);
 	ack_v(q, &l);
 	s = stats(dlq);
 	assert_int_equal(s.redriven_out, 1);
 	check_conservation(dlq);
 	check_conservation(q);
-	assert_int_equal(stats(q).sent, 2);                    /* the send and the redrive */
+	assert_int_equal(stats(q).sent, 2); /* the send and the redrive */
 	quay_queue_destroy(q);
 	quay_queue_destroy(dlq);
 }
@@ -773,7 +775,7 @@ default_max_attempts_is_ten(void **state)
 		done(&l);
 	}
 	assert_int_equal(n, QUAY_QUEUE_ATTEMPTS_DEFAULT);
-	assert_int_equal(stats(q).dead_lettered, 1);           /* no DLQ: dropped, counted */
+	assert_int_equal(stats(q).dead_lettered, 1); /* no DLQ: dropped, counted */
 	check_conservation(q);
 	quay_queue_destroy(q);
 }
@@ -793,7 +795,7 @@ shared_message_is_copied_for_headers(void **state)
 	o.dlq = dlq;
 	o.max_attempts = 1;
 	q = mkq(&o);
-	assert_int_equal(quay_msg_ref(m), 0);                  /* we keep one */
+	assert_int_equal(quay_msg_ref(m), 0); /* we keep one */
 	assert_int_equal(quay_queue_send(q, m), 0);
 	assert_int_equal(recv_v(q, &l), 77);
 	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
@@ -825,14 +827,14 @@ full_dlq_keeps_message_until_room(void **state)
 	o.dlq = dlq;
 	o.max_attempts = 1;
 	q = mkq(&o);
-	send_v(dlq, 100);                                     /* the DLQ is full */
+	send_v(dlq, 100); /* the DLQ is full */
 	send_v(q, 1);
 	assert_int_equal(recv_v(q, &l), 1);
 	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
 	done(&l);
 	s = stats(q);
 	assert_int_equal(s.dead_lettered, 0);
-	assert_int_equal(s.delayed, 1);                       /* waits here */
+	assert_int_equal(s.delayed, 1); /* waits here */
 	check_conservation(q);
 	assert_int_equal(recv_v(dlq, &l), 100);
 	ack_v(dlq, &l);
@@ -997,18 +999,18 @@ redrive_into_full_target_changes_nothing(void **state)
 		done(&l);
 		qt_set_time(qt_fake_clock(NULL) + MS);
 	}
-	send_v(to, 99);                                       /* the target is full */
+	send_v(to, 99); /* the target is full */
 	assert_int_equal(quay_queue_redrive(dlq, to, 10, &moved), -EAGAIN);
 	assert_int_equal(moved, 0);
 	assert_int_equal(stats(dlq).redriven_out, 0);
 	assert_int_equal(stats(dlq).ready, 3);
 	for (uint64_t v = 1; v <= 3; v++) {
-		assert_int_equal(recv_v(dlq, &l), v);          /* order kept */
+		assert_int_equal(recv_v(dlq, &l), v); /* order kept */
 		header_is(l.msg, QUAY_MSG_H_DLQ_REASON, "max-attempts");
 		header_is(l.msg, QUAY_MSG_H_DLQ_SOURCE, "src");
 		exp[v - 1] = quay_msg_expires_ns(l.msg);
 		assert_int_equal(exp[v - 1], QT_T0 + (int64_t)(v - 1) * MS + 3600 * 1000 * MS);
-		assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0);   /* back, after backoff */
+		assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0); /* back, after backoff */
 		done(&l);
 	}
 	check_conservation(dlq);
@@ -1040,12 +1042,12 @@ dead_letter_hook_runs_once_when_dlq_full(void **state)
 	o.on_dead_letter = on_dead;
 	o.hook_ctx = &h;
 	q = mkq(&o);
-	send_v(dlq, 100);                                     /* the DLQ is full */
+	send_v(dlq, 100); /* the DLQ is full */
 	send_v(q, 1);
 	assert_int_equal(recv_v(q, &l), 1);
 	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
 	done(&l);
-	for (int i = 1; i <= 5; i++) {                        /* five more tries, all full */
+	for (int i = 1; i <= 5; i++) { /* five more tries, all full */
 		qt_set_time(QT_T0 + i * QUAY_QUEUE_BACKOFF_BASE_DEFAULT);
 		assert_int_equal(quay_queue_tick(q), 0);
 		assert_int_equal(stats(q).delayed, 1);
@@ -1060,7 +1062,7 @@ dead_letter_hook_runs_once_when_dlq_full(void **state)
 	assert_int_equal(h.dead_reason, QUAY_QUEUE_DLQ_MAX_ATTEMPTS);
 	assert_int_equal(stats(q).dead_lettered, 1);
 	assert_int_equal(recv_v(dlq, &l), 1);
-	assert_int_equal(quay_msg_header_count(l.msg), 3);    /* reason, source, attempts: once */
+	assert_int_equal(quay_msg_header_count(l.msg), 3); /* reason, source, attempts: once */
 	ack_v(dlq, &l);
 	check_conservation(q);
 	check_conservation(dlq);
@@ -1312,10 +1314,10 @@ ttl_dead_letters_never_delivers(void **state)
 	q = mkq(&o);
 	send_v(q, 1);
 	m = mkmsg(2);
-	assert_int_equal(quay_msg_set_expires_ns(m, QT_T0 + 50 * MS), 0);   /* its own TTL wins */
+	assert_int_equal(quay_msg_set_expires_ns(m, QT_T0 + 50 * MS), 0); /* its own TTL wins */
 	assert_int_equal(quay_queue_send(q, m), 0);
 	qt_set_time(QT_T0 + 10 * MS);
-	assert_int_equal(recv_v(q, &l), 2);                    /* 1 expired on the way */
+	assert_int_equal(recv_v(q, &l), 2); /* 1 expired on the way */
 	ack_v(q, &l);
 	assert_int_equal(h.dead, 1);
 	assert_int_equal(h.dead_reason, QUAY_QUEUE_DLQ_TTL);
@@ -1352,18 +1354,18 @@ dedup_window(void **state)
 
 	(void)state;
 	o.dedup_window_ns = 1000 * MS;
-	o.dedup_capacity = 8;                                 /* smallest table: 8 sets */
+	o.dedup_capacity = 8; /* smallest table: 8 sets */
 	q = mkq(&o);
 	assert_int_equal(quay_queue_send(q, mkdedup(1, "a")), 0);
 	assert_int_equal(quay_queue_send(q, mkdedup(2, "a")), QUAY_QUEUE_DUPLICATE);
 	assert_int_equal(quay_queue_send(q, mkdedup(3, "b")), 0);
-	send_v(q, 4);                                        /* no id: always */
+	send_v(q, 4); /* no id: always */
 	assert_int_equal(stats(q).deduplicated, 1);
 	assert_int_equal(stats(q).sent, 3);
 	qt_set_time(QT_T0 + 999 * MS);
 	assert_int_equal(quay_queue_send(q, mkdedup(5, "a")), QUAY_QUEUE_DUPLICATE);
 	qt_set_time(QT_T0 + 1000 * MS);
-	assert_int_equal(quay_queue_send(q, mkdedup(6, "a")), 0);   /* window passed */
+	assert_int_equal(quay_queue_send(q, mkdedup(6, "a")), 0); /* window passed */
 	assert_int_equal(stats(q).deduplicated, 2);
 	static const uint64_t want[] = { 1, 3, 4, 6 };
 	for (int i = 0; i < 4; i++) {
@@ -1613,7 +1615,9 @@ real_clock_delay_wakes_receiver(void **state)
 	q = mkq(&o);
 	m = mkmsg(8);
 	clock_gettime(CLOCK_REALTIME, &ts);
-	assert_int_equal(quay_msg_set_not_before_ns(m, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + 20 * MS), 0);
+	assert_int_equal(quay_msg_set_not_before_ns(m,
+	                     (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + 20 * MS),
+	    0);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	assert_int_equal(quay_queue_receive(q, &l, 10000 * MS), 0);
 	assert_int_equal(val(l.msg), 8);
@@ -1689,7 +1693,7 @@ sleeping_receiver_wakes_for_later_delayed(void **state)
 	assert_true(qt_join_within(t, 20000));
 	assert_int_equal(w.rc, 0);
 	assert_int_equal(w.v, 9);
-	assert_true(w.took_ns < 5000 * MS);                   /* not the caller's 10 s */
+	assert_true(w.took_ns < 5000 * MS); /* not the caller's 10 s */
 	/* The same with a default delay and no deadline at all. */
 	quay_queue_destroy(q);
 	o.delay_ns = 50 * MS;
@@ -1759,9 +1763,9 @@ extender_thread(void *arg)
 
 		if (quay_queue_receive(r->q, &l, 0) != 0)
 			continue;
-		rc = quay_queue_extend(r->q, &l, 1000 * MS);   /* < visibility: shorter */
+		rc = quay_queue_extend(r->q, &l, 1000 * MS); /* < visibility: shorter */
 		if (rc == 0)
-			rc = quay_queue_extend(r->q, &l, 2000 * MS);   /* longer */
+			rc = quay_queue_extend(r->q, &l, 2000 * MS); /* longer */
 		if (rc == 0 && l.attempt + 1 >= QUAY_QUEUE_ATTEMPTS_MAX) {
 			/* Before the limit dead-letters it: ack, send a new one. */
 			rc = quay_queue_ack(r->q, &l);
@@ -1802,7 +1806,8 @@ extend_concurrent_with_timer(void **state)
 		it = __atomic_load_n(&r.iters, __ATOMIC_SEQ_CST);
 		if (it == last) {
 			/* Stuck threads cannot be joined: report and leave. */
-			fprintf(stderr, "extend_concurrent_with_timer: no progress in 100 ms at %ld: deadlock\n", it);
+			fprintf(stderr,
+			    "extend_concurrent_with_timer: no progress in 100 ms at %ld: deadlock\n", it);
 			qt_sleep_ms(1000);
 			if (__atomic_load_n(&r.iters, __ATOMIC_SEQ_CST) == it)
 				_exit(1);
@@ -2114,8 +2119,8 @@ close_wakes_sleeping_receivers(void **state)
 	bw.q = q;
 	assert_int_equal(pthread_create(&t, NULL, wait_thread, &w), 0);
 	assert_int_equal(pthread_create(&bt, NULL, batch_wait_thread, &bw), 0);
-	while (__atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0 ||
-	    __atomic_load_n(&bw.tid, __ATOMIC_SEQ_CST) == 0)
+	while (
+	    __atomic_load_n(&w.tid, __ATOMIC_SEQ_CST) == 0 || __atomic_load_n(&bw.tid, __ATOMIC_SEQ_CST) == 0)
 		qt_sleep_ms(1);
 	assert_true(qt_await_futex_sleep(w.tid, 5000));
 	assert_true(qt_await_futex_sleep(bw.tid, 5000));
@@ -2142,8 +2147,10 @@ close_refuses_new_work_keeps_leases(void **state)
 
 	(void)state;
 	assert_int_equal(quay_queue_close(NULL), -EINVAL);
-	o.dlq = dlq = mkq(&(struct quay_queue_opts){ .size = sizeof(struct quay_queue_opts), .clock = qt_fake_clock,
-	    .name = "dlq", .capacity = 8 });
+	o.dlq = dlq = mkq(&(struct quay_queue_opts){ .size = sizeof(struct quay_queue_opts),
+	    .clock = qt_fake_clock,
+	    .name = "dlq",
+	    .capacity = 8 });
 	q = mkq(&o);
 	send_v(q, 1);
 	send_v(q, 2);
@@ -2154,20 +2161,20 @@ close_refuses_new_work_keeps_leases(void **state)
 	assert_int_equal(recv_v(q, &l3), 3);
 	send_v(dlq, 9);
 	assert_int_equal(quay_queue_close(q), 0);
-	assert_int_equal(quay_queue_close(q), 0);               /* idempotent */
+	assert_int_equal(quay_queue_close(q), 0); /* idempotent */
 	memset(&lx, 0x5a, sizeof(lx));
-	assert_int_equal(quay_queue_receive(q, &lx, 0), -EPIPE);   /* 4 is ready */
+	assert_int_equal(quay_queue_receive(q, &lx, 0), -EPIPE); /* 4 is ready */
 	assert_int_equal(quay_queue_receive(q, &lx, 100 * MS), -EPIPE);
 	assert_int_equal(quay_queue_receive(q, &lx, -1), -EPIPE);
 	assert_int_equal(quay_queue_receive_batch(q, &lx, 1, -1), 0);
-	assert_int_equal(lx.slot, 0x5a5a5a5a);                  /* untouched */
+	assert_int_equal(lx.slot, 0x5a5a5a5a); /* untouched */
 	m = mkmsg(5);
 	assert_int_equal(quay_queue_send(q, m), -EPIPE);
-	assert_int_equal(quay_msg_refcount(m), 1);              /* still the caller's */
+	assert_int_equal(quay_msg_refcount(m), 1); /* still the caller's */
 	b[0] = m;
 	b[1] = mkmsg(6);
 	assert_int_equal(quay_queue_send_batch(q, b, 2, res), -EPIPE);
-	assert_int_equal(res[0], 7);                            /* nothing sent */
+	assert_int_equal(res[0], 7); /* nothing sent */
 	quay_msg_unref(b[1]);
 	assert_int_equal(quay_queue_redrive(dlq, q, 1, &moved), -EPIPE);
 	assert_int_equal(stats(dlq).ready, 1);
@@ -2185,7 +2192,7 @@ close_refuses_new_work_keeps_leases(void **state)
 	check_conservation(q);
 	/* Redrive out of a closed queue still works (into an open one). */
 	assert_int_equal(quay_queue_redrive(q, dlq, 8, &moved), 0);
-	assert_int_equal(moved, 2);                             /* 4 and 2; 3 is in its backoff */
+	assert_int_equal(moved, 2); /* 4 and 2; 3 is in its backoff */
 	done(&l1);
 	done(&l2);
 	done(&l3);
@@ -2262,7 +2269,7 @@ release_hands_back_without_attempt(void **state)
 	assert_int_equal(quay_queue_release(NULL, &l), -EINVAL);
 	assert_int_equal(quay_queue_release(q, NULL), -EINVAL);
 	send_v(dlq, 4);
-	assert_int_equal(recv_v(dlq, &l2), 1);                  /* the dead letter */
+	assert_int_equal(recv_v(dlq, &l2), 1); /* the dead letter */
 	ack_v(dlq, &l2);
 	assert_int_equal(recv_v(dlq, &l2), 4);
 	assert_int_equal(quay_queue_release(q, &l2), -ENOENT);
@@ -2322,16 +2329,16 @@ attempts_are_per_queue(void **state)
 	}
 	assert_int_equal(recv_v(a, &l), 7);
 	assert_int_equal(l.attempt, 3);
-	m = l.msg;                                       /* the caller's reference */
+	m = l.msg; /* the caller's reference */
 	assert_int_equal(quay_queue_ack(a, &l), 0);
 	assert_int_equal(quay_msg_attempts(m), 3);
 	assert_int_equal(quay_msg_clone(pool, m, &c), 0);
-	assert_int_equal(quay_msg_attempts(c), 3);       /* clone copies the count */
+	assert_int_equal(quay_msg_attempts(c), 3); /* clone copies the count */
 	assert_int_equal(quay_queue_send(b, m), 0);
 	assert_int_equal(quay_queue_send(b, c), 0);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(recv_v(b, &l), 7);
-		assert_int_equal(l.attempt, 1);              /* was 4 */
+		assert_int_equal(l.attempt, 1); /* was 4 */
 		assert_int_equal(quay_msg_attempts(l.msg), 1);
 		if (i == 0) {
 			ack_v(b, &l);
@@ -2413,7 +2420,7 @@ long_poll_waits_for_a_slot(void **state)
 	}
 	ack_v(q, &l);
 	assert_true(qt_join_within(t, 10000));
-	assert_int_equal(w.rc, 0);                   /* it acked what it got */
+	assert_int_equal(w.rc, 0); /* it acked what it got */
 	assert_int_equal(w.v, 2);
 	/* 2: an expiry frees it (fake clock + tick). */
 	assert_int_equal(recv_v(q, &l), 3);
@@ -2428,7 +2435,7 @@ long_poll_waits_for_a_slot(void **state)
 	assert_int_equal(quay_queue_tick(q), 0);
 	assert_true(qt_join_within(t, 10000));
 	assert_int_equal(w.rc, 0);
-	assert_true(w.v == 4 || w.v == 3);          /* 3 came back ready, after 4 */
+	assert_true(w.v == 4 || w.v == 3); /* 3 came back ready, after 4 */
 	assert_int_equal(quay_queue_ack(q, &l), -ESTALE);
 	done(&l);
 	/* 3: close wakes a receiver waiting for a slot. */
@@ -2466,7 +2473,7 @@ duplicate_send_is_told(void **state)
 	b[0] = mkdedup(3, "y");
 	b[1] = mkdedup(4, "x");
 	b[2] = mkdedup(5, "y");
-	assert_int_equal(quay_queue_send_batch(q, b, 3, res), 3);   /* 3 references taken */
+	assert_int_equal(quay_queue_send_batch(q, b, 3, res), 3); /* 3 references taken */
 	assert_int_equal(res[0], 0);
 	assert_int_equal(res[1], QUAY_QUEUE_DUPLICATE);
 	assert_int_equal(res[2], QUAY_QUEUE_DUPLICATE);
@@ -2518,7 +2525,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(blocking_receive_wakes_on_send_and_due, setup, teardown),
 		cmocka_unit_test_setup_teardown(real_clock_delay_wakes_receiver, setup, teardown),
 		cmocka_unit_test_setup_teardown(sleeping_receiver_wakes_for_later_delayed, setup, teardown),
-		cmocka_unit_test_setup_teardown(sleeping_receiver_wakes_for_later_delayed_fake, setup, teardown),
+		cmocka_unit_test_setup_teardown(sleeping_receiver_wakes_for_later_delayed_fake, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(extend_concurrent_with_timer, setup, teardown),
 		cmocka_unit_test_setup_teardown(redrive_into_full_target_changes_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(dead_letter_hook_runs_once_when_dlq_full, setup, teardown),

@@ -55,7 +55,7 @@ setup(void **state)
 {
 	(void)state;
 	qt_set_time(QT_T0);
-	wal_mode = QUAY_WAL_NONE;     /* SYNC where the test says so: fdatasync is slow */
+	wal_mode = QUAY_WAL_NONE; /* SYNC where the test says so: fdatasync is slow */
 	wal_segment = 0;
 	snprintf(dir, sizeof(dir), "/tmp/quay-dur-XXXXXX");
 	if (mkdtemp(dir) == NULL)
@@ -143,8 +143,8 @@ st(quay_queue *q)
 	struct quay_queue_stats s;
 
 	assert_int_equal(quay_queue_stats(q, &s), 0);
-	assert_int_equal(s.sent + s.restored, s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered +
-	    s.dropped + s.redriven_out);
+	assert_int_equal(s.sent + s.restored,
+	    s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered + s.dropped + s.redriven_out);
 	return s;
 }
 
@@ -219,7 +219,7 @@ send_ack_recover(void **state)
 	quay_msg_unref(m);
 	assert_int_equal(drain(q, seen, 16, false), 6);
 	for (int i = 0; i < 6; i++)
-		assert_int_equal(seen[i], (uint64_t)i + 5);       /* FIFO kept */
+		assert_int_equal(seen[i], (uint64_t)i + 5); /* FIFO kept */
 	/* In flight at the "crash": all six come back ready; the delivery
 	 * each lease was (logged before the hand-over) counts as a failed
 	 * attempt (docs/DURABILITY.md, "Delivery counts"). */
@@ -261,7 +261,7 @@ send_batch_one_sync(void **state)
 	for (int i = 0; i < 32; i++)
 		assert_int_equal(res[i], 0);
 	assert_int_equal(b.records - a.records, 32);
-	assert_int_equal(b.syncs - a.syncs, 1);                /* one fdatasync for 32 */
+	assert_int_equal(b.syncs - a.syncs, 1); /* one fdatasync for 32 */
 	/* A bad message in a batch fails alone. */
 	ms[0] = mkmsg(1);
 	ms[1] = mkmsg(2);
@@ -306,7 +306,7 @@ poison_reaches_dlq_after_max_attempts_crashes(void **state)
 		assert_int_equal(body_of(l.msg), 9);
 		assert_int_equal(l.attempt, crash);
 		quay_msg_unref(l.msg);
-		restart(&q, &dlq);                           /* the consumer died */
+		restart(&q, &dlq); /* the consumer died */
 		od.wal = wal;
 		dlq = mkq(&od);
 		o.wal = wal;
@@ -351,12 +351,12 @@ no_delivery_log_keeps_old_behaviour(void **state)
 	o.flags |= QUAY_QUEUE_NO_DELIVERY_LOG;
 	q = mkq(&o);
 	assert_int_equal(quay_queue_send(q, mkmsg(4)), 0);
-	for (int crash = 0; crash < 5; crash++) {            /* more than max_attempts */
+	for (int crash = 0; crash < 5; crash++) { /* more than max_attempts */
 		assert_int_equal(quay_wal_info(wal, &a), 0);
 		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 		assert_int_equal(quay_wal_info(wal, &b), 0);
-		assert_int_equal(b.records, a.records);          /* nothing logged */
-		assert_int_equal(l.attempt, 1);                  /* not counted */
+		assert_int_equal(b.records, a.records); /* nothing logged */
+		assert_int_equal(l.attempt, 1);         /* not counted */
 		quay_msg_unref(l.msg);
 		restart(&q, NULL);
 		o.wal = wal;
@@ -404,7 +404,7 @@ batch_receive_logs_once(void **state)
 	assert_int_equal(quay_queue_receive_batch(q, l, 16, 0), 16);
 	assert_int_equal(quay_wal_info(wal, &b), 0);
 	assert_int_equal(b.records - a.records, 16);
-	assert_int_equal(b.syncs - a.syncs, 1);                /* one write, one sync */
+	assert_int_equal(b.syncs - a.syncs, 1); /* one write, one sync */
 	for (int i = 0; i < 16; i++) {
 		assert_int_equal(l[i].attempt, 1);
 		quay_msg_unref(l[i].msg);
@@ -440,12 +440,12 @@ nack_delay_and_expiry_recover(void **state)
 	assert_int_equal(quay_queue_send(q, mkmsg(1)), 0);
 	assert_int_equal(quay_queue_send(q, mkmsg(2)), 0);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
-	assert_int_equal(quay_queue_nack(q, &l, "no"), 0);      /* retry at QT_T0 + 500 ms */
+	assert_int_equal(quay_queue_nack(q, &l, "no"), 0); /* retry at QT_T0 + 500 ms */
 	quay_msg_unref(l.msg);
-	assert_int_equal(quay_queue_receive(q, &l, 0), 0);      /* 2: let its lease expire */
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0); /* 2: let its lease expire */
 	quay_msg_unref(l.msg);
 	qt_set_time(QT_T0 + 1000 * MS);
-	assert_int_equal(quay_queue_tick(q), 0);                /* 2 retries at QT_T0+1500 */
+	assert_int_equal(quay_queue_tick(q), 0); /* 2 retries at QT_T0+1500 */
 	qt_set_time(QT_T0 + 1100 * MS);
 	restart(&q, NULL);
 	o.wal = wal;
@@ -457,7 +457,7 @@ nack_delay_and_expiry_recover(void **state)
 	assert_int_equal(s.delayed, 1);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 	assert_int_equal(body_of(l.msg), 1);
-	assert_int_equal(quay_msg_attempts(l.msg), 2);          /* one logged failure + this */
+	assert_int_equal(quay_msg_attempts(l.msg), 2); /* one logged failure + this */
 	assert_int_equal(quay_queue_ack(q, &l), 0);
 	quay_msg_unref(l.msg);
 	assert_int_equal(quay_queue_receive(q, &l, 0), -EAGAIN);
@@ -492,7 +492,7 @@ dead_letter_and_redrive_recover(void **state)
 	o.dlq = dlq;
 	q = mkq(&o);
 	assert_int_equal(quay_queue_send(q, mkmsg(5)), 0);
-	for (int i = 0; i < 2; i++) {                         /* 5: two failures -> DLQ */
+	for (int i = 0; i < 2; i++) { /* 5: two failures -> DLQ */
 		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 		assert_int_equal(body_of(l.msg), 5);
 		assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
@@ -506,15 +506,15 @@ dead_letter_and_redrive_recover(void **state)
 	dlq = mkq(&od);
 	o.dlq = dlq;
 	q = mkq(&o);
-	assert_int_equal(st(q).restored, 1);                  /* only 6 */
-	assert_int_equal(st(dlq).restored, 1);                /* 5, exactly once */
+	assert_int_equal(st(q).restored, 1);   /* only 6 */
+	assert_int_equal(st(dlq).restored, 1); /* 5, exactly once */
 	assert_int_equal(quay_queue_receive(dlq, &l, 0), 0);
 	assert_int_equal(body_of(l.msg), 5);
 	assert_int_equal(quay_msg_get_header(l.msg, QUAY_MSG_H_DLQ_REASON, &v, &vl), 0);
 	assert_memory_equal(v, "max-attempts", vl);
 	assert_int_equal(quay_msg_get_header(l.msg, QUAY_MSG_H_DLQ_SOURCE, &v, &vl), 0);
 	assert_memory_equal(v, "jobs", vl);
-	assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0);     /* back to ready in the DLQ */
+	assert_int_equal(quay_queue_nack(dlq, &l, NULL), 0); /* back to ready in the DLQ */
 	quay_msg_unref(l.msg);
 	qt_set_time(QT_T0 + 10000 * MS);
 	assert_int_equal(quay_queue_tick(dlq), 0);
@@ -528,9 +528,9 @@ dead_letter_and_redrive_recover(void **state)
 	q = mkq(&o);
 	assert_int_equal(st(dlq).restored, 0);
 	assert_int_equal(st(q).restored, 2);
-	assert_int_equal(quay_queue_receive(q, &l, 0), 0);       /* 5: the older did */
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0); /* 5: the older did */
 	assert_int_equal(body_of(l.msg), 5);
-	assert_int_equal(quay_msg_attempts(l.msg), 1);           /* reset by redrive */
+	assert_int_equal(quay_msg_attempts(l.msg), 1); /* reset by redrive */
 	assert_int_equal(quay_msg_get_header(l.msg, QUAY_MSG_H_DLQ_REASON, &v, &vl), -ENOENT);
 	assert_int_equal(quay_queue_ack(q, &l), 0);
 	quay_msg_unref(l.msg);
@@ -606,7 +606,7 @@ compaction_keeps_disk_bounded(void **state)
 	(void)state;
 	wal_segment = QUAY_WAL_SEGMENT_MIN;
 	assert_int_equal(quay_wal_close(wal), 0);
-	qt_rm_dir(dir);                                         /* no 64 MiB segment left */
+	qt_rm_dir(dir); /* no 64 MiB segment left */
 	wal_open();
 	o = dopts("long");
 	o.compact_bytes = 128 << 10;
@@ -623,7 +623,7 @@ compaction_keeps_disk_bounded(void **state)
 		assert_int_equal(quay_queue_send(q, mkmsg(i)), 0);
 		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 		assert_int_equal(body_of(l.msg), i);
-		if (i % 100 == 7) {                              /* a nack now and then */
+		if (i % 100 == 7) { /* a nack now and then */
 			assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
 			quay_msg_unref(l.msg);
 			qt_set_time(qt_fake_clock(NULL) + 1000 * MS);
@@ -641,7 +641,8 @@ compaction_keeps_disk_bounded(void **state)
 	}
 	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
 	print_message("compaction: %" PRIu64 " compactions, max %" PRIu64 " file bytes, %" PRIu64
-	    " live, %" PRIu64 " nacks\n", di.compactions, max_bytes, di.live, keep);
+	              " live, %" PRIu64 " nacks\n",
+	    di.compactions, max_bytes, di.live, keep);
 	assert_true(di.compactions > 10);
 	/* Bound: live set + compact_bytes + a few 64 KiB segments. */
 	assert_true(max_bytes <= (uint64_t)8 * QUAY_WAL_SEGMENT_MIN);
@@ -672,7 +673,8 @@ name_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
 	assert_true(len >= QUAYI_DQ_NAME_HDR);
 	size_t nl = (size_t)quayi_dqf_get(p + QUAYI_DQF_NAME_LEN, 2);
 	assert_int_equal(nl, len - QUAYI_DQ_NAME_HDR);
-	assert_int_equal(quayi_dqf_get(p + QUAYI_DQF_QID, 8), quayi_dqf_qid((const char *)p + QUAYI_DQ_NAME_HDR, nl));
+	assert_int_equal(quayi_dqf_get(p + QUAYI_DQF_QID, 8),
+	    quayi_dqf_qid((const char *)p + QUAYI_DQ_NAME_HDR, nl));
 	if (quayi_dqf_get(p + QUAYI_DQF_QID, 8) != c->qid)
 		return 0;
 	if (c->n++ == 0)
@@ -716,14 +718,14 @@ queue_name_logged_once_and_kept(void **state)
 	o = dopts("orders.eu-1");
 	q = mkq(&o);
 	assert_int_equal(names_in_log("orders.eu-1", &lsn0), 1);
-	for (int k = 0; k < 3; k++) {              /* reattach: no second NAME */
+	for (int k = 0; k < 3; k++) { /* reattach: no second NAME */
 		restart(&q, NULL);
 		o.wal = wal;
 		q = mkq(&o);
 		assert_int_equal(names_in_log("orders.eu-1", NULL), 1);
 	}
-	assert_int_equal(quay_queue_send(q, mkmsg(7)), 0);          /* stays live */
-	for (uint64_t i = 0; i < 3000; i++) {                       /* rolls segments */
+	assert_int_equal(quay_queue_send(q, mkmsg(7)), 0); /* stays live */
+	for (uint64_t i = 0; i < 3000; i++) {              /* rolls segments */
 		assert_int_equal(quay_queue_send(q, mkmsg(100 + i)), 0);
 		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 		if (body_of(l.msg) == 7) {
@@ -736,7 +738,7 @@ queue_name_logged_once_and_kept(void **state)
 	}
 	assert_int_equal(quayi_queue_compact(q), 0);
 	assert_int_equal(quay_wal_info(wal, &wi), 0);
-	assert_true(wi.first_lsn > lsn0);          /* the first NAME's segment is gone */
+	assert_true(wi.first_lsn > lsn0); /* the first NAME's segment is gone */
 	/* Every compaction (automatic ones too) names the open queues
 	 * again, so there may be several; the reattach adds none. */
 	uint64_t n = names_in_log("orders.eu-1", &lsn1);
@@ -764,16 +766,16 @@ compaction_deferred_for_closed_queue(void **state)
 	b = mkq(&ob);
 	assert_int_equal(quay_queue_send(b, mkmsg(1)), 0);
 	assert_int_equal(quay_queue_send(a, mkmsg(2)), 0);
-	assert_int_equal(quayi_queue_compact(a), 0);           /* both open: fine */
+	assert_int_equal(quayi_queue_compact(a), 0); /* both open: fine */
 	quay_queue_destroy(b);
-	assert_int_equal(quayi_queue_compact(a), -EAGAIN);     /* b's record would be lost */
+	assert_int_equal(quayi_queue_compact(a), -EAGAIN); /* b's record would be lost */
 	assert_int_equal(quayi_queue_durable_info(a, &di), 0);
 	assert_int_equal(di.foreign_live, 1);
 	assert_int_equal(di.deferred, 1);
 	restart(&a, NULL);
 	oa.wal = wal;
 	ob.wal = wal;
-	b = mkq(&ob);                                        /* b alone: a's are foreign now */
+	b = mkq(&ob); /* b alone: a's are foreign now */
 	assert_int_equal(st(b).restored, 1);
 	assert_int_equal(quayi_queue_compact(b), -EAGAIN);
 	a = mkq(&oa);
@@ -840,7 +842,7 @@ wal_failure_fails_send_and_ack(void **state)
 	quay_msg_unref(m);
 	__atomic_store_n(&fail_sync, 0, __ATOMIC_SEQ_CST);
 	quay_queue_destroy(q);
-	(void)quay_wal_close(wal);                           /* -EIO: it had failed */
+	(void)quay_wal_close(wal); /* -EIO: it had failed */
 	wal_open();
 	/* A failed WAL cannot be used to create a queue; a reopened one
 	 * has both messages. */
@@ -919,10 +921,10 @@ bad_input(void **state)
 
 	(void)state;
 	o = dopts("x");
-	o.pool = NULL;                                       /* wal without pool */
+	o.pool = NULL; /* wal without pool */
 	assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
 	o = dopts("x");
-	o.wal = NULL;                                        /* pool without wal */
+	o.wal = NULL; /* pool without wal */
 	assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
 	o = dopts("x");
 	o.wal = NULL;
@@ -978,11 +980,11 @@ bad_input(void **state)
 	m = mkmsg(1);
 	assert_int_equal(quay_queue_send(dlq, m), 0);
 	assert_int_equal(quay_queue_receive(dlq, &l, 0), 0);
-	quay_msg_ref(l.msg);                                 /* one to give away */
+	quay_msg_ref(l.msg); /* one to give away */
 	assert_int_equal(quay_queue_send(q2, l.msg), 0);
 	quay_msg_ref(l.msg);
 	assert_int_equal(quay_queue_send_batch(q2, &l.msg, 1, NULL), 1);
-	assert_int_equal(quay_msg_refcount(l.msg), 2);       /* dlq's and the lease's */
+	assert_int_equal(quay_msg_refcount(l.msg), 2); /* dlq's and the lease's */
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(quay_queue_receive(q2, &l2, 0), 0);
 		assert_ptr_not_equal(l2.msg, l.msg);
@@ -992,7 +994,7 @@ bad_input(void **state)
 	}
 	assert_int_equal(quay_queue_ack(dlq, &l), 0);
 	quay_msg_ref(l.msg);
-	assert_int_equal(quay_queue_send(q2, l.msg), 0);     /* after the ack: itself, no copy */
+	assert_int_equal(quay_queue_send(q2, l.msg), 0); /* after the ack: itself, no copy */
 	assert_int_equal(quay_queue_receive(q2, &l2, 0), 0);
 	assert_ptr_equal(l2.msg, l.msg);
 	assert_int_equal(quay_queue_ack(q2, &l2), 0);
@@ -1053,7 +1055,7 @@ child_dead_letter_high_priority(void)
 	quay_lease l;
 	size_t moved = 0;
 
-	if (quay_queue_create(&o, &dlq) != 0)            /* levels 1 */
+	if (quay_queue_create(&o, &dlq) != 0) /* levels 1 */
 		return 1;
 	o = dopts("src");
 	o.levels = 4;
@@ -1082,7 +1084,7 @@ child_dead_letter_high_priority(void)
 				return 6;
 		}
 	}
-	return 0;                                        /* crash */
+	return 0; /* crash */
 }
 
 /* Review 2, item 1: a DLQ (or redrive target) with fewer priority levels
@@ -1098,7 +1100,7 @@ dlq_with_fewer_levels_recovers(void **state)
 	(void)state;
 	crash_child(child_dead_letter_high_priority);
 	o = dopts("dlq");
-	dlq = mkq(&o);                                   /* was -EINVAL */
+	dlq = mkq(&o); /* was -EINVAL */
 	o = dopts("src");
 	o.levels = 4;
 	o.dlq = dlq;
@@ -1142,7 +1144,7 @@ child_same_message_twice(void)
 	 * two durable ids; both references were given. */
 	if (quay_queue_send_batch(q, ms, 2, res) != 2 || res[0] != 0 || res[1] != 0)
 		return 2;
-	if (quay_msg_refcount(m) != 1)                   /* the queue's */
+	if (quay_msg_refcount(m) != 1) /* the queue's */
 		return 3;
 	/* Sending it again while the queue holds it: a third, a copy. */
 	quay_msg_ref(m);
@@ -1159,7 +1161,7 @@ child_same_message_twice(void)
 	quay_msg_unref(l2.msg);
 	if (quay_queue_receive(q, &l2, 0) != -EAGAIN)
 		return 8;
-	return 0;                                        /* crash, one copy unacked */
+	return 0; /* crash, one copy unacked */
 }
 
 /* Review 2, item 2: the same message twice in one send_batch, and sent
@@ -1177,7 +1179,7 @@ same_message_twice_in_batch(void **state)
 	(void)state;
 	crash_child(child_same_message_twice);
 	o = dopts("q");
-	q = mkq(&o);                                     /* was -EBADMSG */
+	q = mkq(&o); /* was -EBADMSG */
 	assert_int_equal(st(q).restored, 1);
 	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
 	assert_int_equal(di.live, 1);
@@ -1208,21 +1210,21 @@ shared_send_copy_needs_pool_room(void **state)
 	o = dopts("b");
 	b = mkq(&o);
 	assert_int_equal(quay_msg_new(small, "shared", 6, &m), 0);
-	quay_msg_ref(m);                                     /* for b */
+	quay_msg_ref(m); /* for b */
 	assert_int_equal(quay_queue_send(a, m), 0);
 	while (nf < cap && quay_msg_new(small, "f", 1, &f) == 0)
 		fill[nf++] = f;
-	assert_true(nf > 0 && nf < cap);                     /* the pool is full */
+	assert_true(nf > 0 && nf < cap); /* the pool is full */
 	assert_int_equal(quay_queue_send(b, m), -ENOMEM);
 	assert_int_equal(quay_queue_send_batch(b, &m, 1, NULL), 0);
-	assert_int_equal(quay_msg_refcount(m), 2);           /* a's and ours */
+	assert_int_equal(quay_msg_refcount(m), 2); /* a's and ours */
 	assert_int_equal(st(b).sent, 0);
 	assert_int_equal(quayi_queue_durable_info(b, &di), 0);
 	assert_int_equal(di.live, 0);
 	assert_int_equal(quay_queue_receive(b, &l, 0), -EAGAIN);
-	quay_msg_unref(fill[--nf]);                          /* room for one */
+	quay_msg_unref(fill[--nf]); /* room for one */
 	assert_int_equal(quay_queue_send(b, m), 0);
-	assert_int_equal(quay_msg_refcount(m), 1);           /* a's */
+	assert_int_equal(quay_msg_refcount(m), 1); /* a's */
 	assert_int_equal(quay_queue_receive(b, &l, 0), 0);
 	assert_ptr_not_equal(l.msg, m);
 	assert_int_equal(quay_msg_body_len(l.msg), 6);
@@ -1254,7 +1256,7 @@ release_attempts_across_restart(void **state)
 	o.max_attempts = 3;
 	q = mkq(&o);
 	assert_int_equal(quay_queue_send(q, mkmsg(5)), 0);
-	for (int i = 0; i < 3; i++) {                        /* more than max_attempts */
+	for (int i = 0; i < 3; i++) { /* more than max_attempts */
 		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 		assert_int_equal(l.attempt, 1);
 		assert_int_equal(quay_queue_release(q, &l), 0);
@@ -1281,7 +1283,7 @@ release_attempts_across_restart(void **state)
 	q = mkq(&o);
 	assert_int_equal(st(q).restored, 1);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
-	assert_int_equal(l.attempt, 2);                      /* not 3: not dead-lettered yet */
+	assert_int_equal(l.attempt, 2); /* not 3: not dead-lettered yet */
 	assert_int_equal(quay_queue_release(q, &l), 0);
 	quay_msg_unref(l.msg);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
@@ -1455,11 +1457,11 @@ refused_dead_letter_leaves_message_unchanged(void **state)
 	o.dlq = dlq;
 	o.max_attempts = 1;
 	q = mkq(&o);
-	m = big_msg(wi.max_record - QUAYI_DQ_ADD_HDR);   /* the image is max_record */
+	m = big_msg(wi.max_record - QUAYI_DQ_ADD_HDR); /* the image is max_record */
 	quay_msg_set_expires_ns(m, ttl);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
-	quay_msg_unref(l.msg);                           /* the queue's is the only one */
+	quay_msg_unref(l.msg); /* the queue's is the only one */
 	assert_int_equal(quay_queue_nack(q, &l, "no"), 0);
 	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
 	assert_true(di.log_errors >= 1);
@@ -1632,7 +1634,7 @@ send_batch_at_wal_batch_limit(void **state)
 	q = mkq(&o);
 	limit = (QUAY_WAL_SEGMENT_MIN - QUAYI_WAL_SEG_HDR) / 4;
 	print_message("64 KiB segments: WAL batch limit %" PRIu64 " bytes\n", limit);
-	assert_int_equal(quayi_wal_batch_max(wal), limit);         /* the queue's limit too */
+	assert_int_equal(quayi_wal_batch_max(wal), limit); /* the queue's limit too */
 	assert_int_equal(quayi_wal_batch_max(NULL), 0);
 	/* The repro: 128 x 24-byte bodies = 128 x 128 record bytes. */
 	for (size_t i = 0; i < 128; i++)
@@ -1645,11 +1647,11 @@ send_batch_at_wal_batch_limit(void **state)
 			if (res[i] != 0) {
 				first = first ? first : res[i];
 				refused++;
-				quay_msg_unref(ms[i]);          /* the caller keeps it */
+				quay_msg_unref(ms[i]); /* the caller keeps it */
 			}
 		}
-		print_message("send_batch of 128 x 128-byte records: %d sent, %zu refused (%d)\n", sent, refused,
-		    first);
+		print_message("send_batch of 128 x 128-byte records: %d sent, %zu refused (%d)\n", sent,
+		    refused, first);
 		if (sent != 128)
 			quay_queue_destroy(q);
 		assert_int_equal(sent, 128);
@@ -1705,7 +1707,7 @@ compaction_with_batch_at_limit(void **state)
 	(void)state;
 	assert_int_equal(quay_wal_close(wal), 0);
 	wal = NULL;
-	qt_rm_dir(dir);                                         /* no 64 MiB segment left */
+	qt_rm_dir(dir); /* no 64 MiB segment left */
 	wal_segment = QUAY_WAL_SEGMENT_MIN;
 	wal_open();
 	o = dopts("keep");
@@ -1731,8 +1733,9 @@ compaction_with_batch_at_limit(void **state)
 		}
 	}
 	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
-	print_message("128 live at the batch limit: %" PRIu64 " compactions, %" PRIu64 " log errors, max %" PRIu64
-	    " file bytes\n", di.compactions, di.log_errors, max_bytes);
+	print_message("128 live at the batch limit: %" PRIu64 " compactions, %" PRIu64
+	              " log errors, max %" PRIu64 " file bytes\n",
+	    di.compactions, di.log_errors, max_bytes);
 	if (di.compactions < 5)
 		quay_queue_destroy(q);
 	assert_true(di.compactions >= 5);
@@ -1786,7 +1789,7 @@ compaction_that_cannot_succeed_backs_off(void **state)
 	o.wal = wal;
 	q = mkq(&o);
 	assert_int_equal(st(q).restored, 1);
-	assert_int_equal(quayi_queue_compact(q), -EMSGSIZE);    /* it cannot succeed */
+	assert_int_equal(quayi_queue_compact(q), -EMSGSIZE); /* it cannot succeed */
 	for (uint64_t i = 0; i < 3000; i++) {
 		quay_msg *m = msg_rec_bytes(i, 128);
 
@@ -1794,16 +1797,18 @@ compaction_that_cannot_succeed_backs_off(void **state)
 		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
 		assert_int_equal(quay_queue_ack(q, &l), 0);
 		quay_msg_unref(l.msg);
-		appended += 128 + 56 + 64;                          /* ADD + DEL + RETRY (delivery) */
+		appended += 128 + 56 + 64; /* ADD + DEL + RETRY (delivery) */
 	}
 	assert_int_equal(quayi_queue_durable_info(q, &di), 0);
 	bound = appended / (64 << 10) + 2;
-	print_message("a compaction that cannot succeed: %" PRIu64 " attempts (log errors) over 3000 send+ack "
-	    "cycles, bound %" PRIu64 ", %" PRIu64 " compactions\n", di.log_errors - 1, bound, di.compactions);
+	print_message("a compaction that cannot succeed: %" PRIu64
+	              " attempts (log errors) over 3000 send+ack "
+	              "cycles, bound %" PRIu64 ", %" PRIu64 " compactions\n",
+	    di.log_errors - 1, bound, di.compactions);
 	if (di.log_errors - 1 > bound)
 		quay_queue_destroy(q);
 	assert_true(di.log_errors - 1 <= bound);
-	assert_true(di.log_errors - 1 >= 1);                    /* it did try again */
+	assert_true(di.log_errors - 1 >= 1); /* it did try again */
 	assert_int_equal(di.compactions, 0);
 	quay_queue_destroy(q);
 }
@@ -1815,7 +1820,7 @@ compaction_that_cannot_succeed_backs_off(void **state)
 enum { FQ_SENT = 1, FQ_SEND_ERR = 2, FQ_ACKED = 4, FQ_ACK_ERR = 8 };
 
 struct fq_seen {
-	uint8_t where[FQ_MAX];       /* times found after recovery */
+	uint8_t where[FQ_MAX]; /* times found after recovery */
 	uint64_t found, corrupt;
 };
 
@@ -1866,7 +1871,7 @@ fq_opts(quay_wal *w)
 
 	o.wal = w;
 	o.capacity = FQ_MAX;
-	o.compact_bytes = 16 << 10;          /* compactions (copies, checkpoints) during the trial */
+	o.compact_bytes = 16 << 10; /* compactions (copies, checkpoints) during the trial */
 	o.visibility_ns = (int64_t)1000000 * 1000 * MS;
 	return o;
 }
@@ -1893,7 +1898,8 @@ fq_check(struct memfs *fs, const uint8_t *flags, uint64_t nseq, const char *what
 	wo.report = &rep;
 	rc = quayi_wal_open_io(FQ_DIR, &wo, &memfs_io, fs, &w);
 	if (rc != 0) {
-		print_message("%s: recovery failed: %d (reason %u, corrupt %d)\n", what, rc, rep.reason, rep.corrupt);
+		print_message("%s: recovery failed: %d (reason %u, corrupt %d)\n", what, rc, rep.reason,
+		    rep.corrupt);
 		free(f);
 		return 1;
 	}
@@ -1913,7 +1919,8 @@ fq_check(struct memfs *fs, const uint8_t *flags, uint64_t nseq, const char *what
 
 		if ((must && f->where[s] != 1) || (never && f->where[s] != 0) || f->where[s] > 1) {
 			if (bad < 5)
-				print_message("%s: seq %" PRIu64 " flags 0x%x found %u times\n", what, s, fl, f->where[s]);
+				print_message("%s: seq %" PRIu64 " flags 0x%x found %u times\n", what, s, fl,
+				    f->where[s]);
 			bad++;
 		}
 		if ((fl & FQ_SEND_ERR) && f->where[s] != 0)
@@ -1968,7 +1975,7 @@ power_loss_under_durable_queue(void **state)
 		 * the other half: between two queue calls. */
 		cut_after = 1 + qt_rand(&rng) % 600;
 		pthread_mutex_lock(&fs.mu);
-		fs.crash_policy = (int)(t % 4);      /* MIX, KEEP, DROP, GARBLE */
+		fs.crash_policy = (int)(t % 4); /* MIX, KEEP, DROP, GARBLE */
 		if (t % 8 < 4)
 			fs.crash_at_op = fs.ops + 1 + (long)(qt_rand(&rng) % 1500);
 		pthread_mutex_unlock(&fs.mu);
@@ -2001,7 +2008,7 @@ power_loss_under_durable_queue(void **state)
 				} else if (r < 15 || nheld == 64) {
 					(void)quay_queue_nack(q, &l, NULL);
 				} else {
-					held[nheld++] = l;       /* in flight at the power cut */
+					held[nheld++] = l; /* in flight at the power cut */
 					continue;
 				}
 				quay_msg_unref(l.msg);
@@ -2021,7 +2028,7 @@ power_loss_under_durable_queue(void **state)
 		for (size_t i = 0; i < nheld; i++)
 			quay_msg_unref(held[i].msg);
 		quay_queue_destroy(q);
-		(void)quay_wal_close(w);             /* -EIO: the file system died */
+		(void)quay_wal_close(w); /* -EIO: the file system died */
 		memfs_revive(&fs);
 		for (uint64_t s = 0; s < seq; s++) {
 			sent += (flags[s] & FQ_SENT) != 0;
@@ -2032,9 +2039,10 @@ power_loss_under_durable_queue(void **state)
 		bad += fq_check(&fs, flags, seq, what, &back);
 		memfs_fini(&fs);
 	}
-	print_message("durable queue power cuts: %u trials (%" PRIu64 " cut mid-operation), sends acked %" PRIu64
-	    ", acks %" PRIu64 ", sends refused %" PRIu64 " (%" PRIu64 " of them back), compactions %" PRIu64
-	    ": violations %" PRIu64 "\n", trials, mid_op, sent, acked, refused, back, compactions, bad);
+	print_message("durable queue power cuts: %u trials (%" PRIu64
+	              " cut mid-operation), sends acked %" PRIu64 ", acks %" PRIu64 ", sends refused %" PRIu64
+	              " (%" PRIu64 " of them back), compactions %" PRIu64 ": violations %" PRIu64 "\n",
+	    trials, mid_op, sent, acked, refused, back, compactions, bad);
 	assert_int_equal(bad, 0);
 	assert_true(sent > 0 && acked > 0);
 	free(flags);
@@ -2044,10 +2052,10 @@ power_loss_under_durable_queue(void **state)
 
 struct fq_run {
 	quay_queue *q;
-	uint8_t *flags;              /* FQ_* per seq, atomic OR */
-	uint64_t next;               /* atomic: the next seq */
-	int want;                    /* the sticky code expected */
-	uint64_t after_fail, wrong;  /* atomic: ops after this thread saw the failure; wrong codes */
+	uint8_t *flags;             /* FQ_* per seq, atomic OR */
+	uint64_t next;              /* atomic: the next seq */
+	int want;                   /* the sticky code expected */
+	uint64_t after_fail, wrong; /* atomic: ops after this thread saw the failure; wrong codes */
 	uint64_t seed;
 };
 
@@ -2055,7 +2063,7 @@ static void *
 fq_worker(void *arg)
 {
 	struct fq_run *r = arg;
-	uint64_t rng = __atomic_fetch_add(&r->seed, 7919, __ATOMIC_RELAXED);  /* relaxed: a distinct seed */
+	uint64_t rng = __atomic_fetch_add(&r->seed, 7919, __ATOMIC_RELAXED); /* relaxed: a distinct seed */
 	bool failed = false;
 	unsigned after = 0;
 
@@ -2103,7 +2111,7 @@ fq_worker(void *arg)
 		} else if (rc != 0) {
 			failed = true;
 			if (rc != r->want)
-				__atomic_fetch_add(&r->wrong, 1, __ATOMIC_RELAXED);  /* relaxed: counter */
+				__atomic_fetch_add(&r->wrong, 1, __ATOMIC_RELAXED); /* relaxed: counter */
 		}
 	}
 	return NULL;
@@ -2126,10 +2134,10 @@ sync_and_space_errors_under_durable_queue(void **state)
 {
 	static const struct {
 		const char *name;
-		int sync_errno;              /* fdatasync fails with it; 0: a write fails with ENOSPC */
+		int sync_errno; /* fdatasync fails with it; 0: a write fails with ENOSPC */
 		int want;
 	} faults[] = { { "fdatasync EIO", EIO, -EIO }, { "fdatasync ENOSPC", ENOSPC, -EIO },
-		       { "write ENOSPC", 0, -ENOSPC } };
+		{ "write ENOSPC", 0, -ENOSPC } };
 	const char *env = getenv("QUAY_DUR_FAULT_ROUNDS");
 	unsigned rounds = env != NULL ? (unsigned)strtoul(env, NULL, 10) : 20;
 	uint8_t *flags = calloc(FQ_MAX, 1);
@@ -2138,7 +2146,8 @@ sync_and_space_errors_under_durable_queue(void **state)
 	(void)state;
 	assert_non_null(flags);
 	for (size_t k = 0; k < sizeof(faults) / sizeof(faults[0]); k++) {
-		uint64_t bad = 0, sent = 0, acked = 0, refused = 0, ack_refused = 0, back = 0, after = 0, wrong = 0;
+		uint64_t bad = 0, sent = 0, acked = 0, refused = 0, ack_refused = 0, back = 0, after = 0,
+		         wrong = 0;
 		uint64_t kept = 0;
 
 		for (unsigned t = 0; t < rounds; t++) {
@@ -2154,7 +2163,8 @@ sync_and_space_errors_under_durable_queue(void **state)
 			memset(flags, 0, FQ_MAX);
 			memset(&run, 0, sizeof(run));
 			memfs_init(&fs, rng + t);
-			fs.no_allocate = faults[k].sync_errno == 0;  /* writes grow the files: they meet the quota */
+			fs.no_allocate =
+			    faults[k].sync_errno == 0; /* writes grow the files: they meet the quota */
 			wo.segment_bytes = QUAY_WAL_SEGMENT_MIN;
 			assert_int_equal(quayi_wal_open_io(FQ_DIR, &wo, &memfs_io, &fs, &w), 0);
 			o = fq_opts(w);
@@ -2176,8 +2186,8 @@ sync_and_space_errors_under_durable_queue(void **state)
 				pthread_join(th[i], NULL);
 			assert_int_equal(quay_wal_info(w, &wi), 0);
 			if (wi.failed != faults[k].want) {
-				print_message("%s round %u: the WAL did not fail with %d (failed %d)\n", faults[k].name, t,
-				    faults[k].want, wi.failed);
+				print_message("%s round %u: the WAL did not fail with %d (failed %d)\n",
+				    faults[k].name, t, faults[k].want, wi.failed);
 				bad++;
 			}
 			quay_queue_destroy(run.q);
@@ -2202,11 +2212,14 @@ sync_and_space_errors_under_durable_queue(void **state)
 			bad += fq_check(&fs, flags, run.next < FQ_MAX ? run.next : FQ_MAX, what, &back);
 			memfs_fini(&fs);
 		}
-		print_message("durable queue, %s: %u rounds x 4 threads: sends acked %" PRIu64 " (%" PRIu64 " never "
-		    "acked: must be back), acks %" PRIu64 ", sends refused %" PRIu64 " (%" PRIu64 " back after recovery), "
-		    "acks refused %" PRIu64 ", ops after the failure %" PRIu64 " (not %d: %" PRIu64 "), violations %" PRIu64
-		    "\n", faults[k].name, rounds, sent, kept, acked, refused, back, ack_refused, after, faults[k].want,
-		    wrong, bad);
+		print_message("durable queue, %s: %u rounds x 4 threads: sends acked %" PRIu64 " (%" PRIu64
+		              " never "
+		              "acked: must be back), acks %" PRIu64 ", sends refused %" PRIu64 " (%" PRIu64
+		              " back after recovery), "
+		              "acks refused %" PRIu64 ", ops after the failure %" PRIu64 " (not %d: %" PRIu64
+		              "), violations %" PRIu64 "\n",
+		    faults[k].name, rounds, sent, kept, acked, refused, back, ack_refused, after,
+		    faults[k].want, wrong, bad);
 		assert_int_equal(bad, 0);
 		assert_int_equal(wrong, 0);
 		assert_true(after > 0 && kept > 0);
@@ -2220,7 +2233,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(send_ack_recover, setup, teardown),
 		cmocka_unit_test_setup_teardown(send_batch_one_sync, setup, teardown),
-		cmocka_unit_test_setup_teardown(poison_reaches_dlq_after_max_attempts_crashes, setup, teardown),
+		cmocka_unit_test_setup_teardown(poison_reaches_dlq_after_max_attempts_crashes, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(no_delivery_log_keeps_old_behaviour, setup, teardown),
 		cmocka_unit_test_setup_teardown(batch_receive_logs_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(nack_delay_and_expiry_recover, setup, teardown),
@@ -2238,8 +2252,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(concurrent_send_to_two_durable_queues, setup, teardown),
 		cmocka_unit_test_setup_teardown(shared_send_copy_needs_pool_room, setup, teardown),
 		cmocka_unit_test_setup_teardown(release_attempts_across_restart, setup, teardown),
-		cmocka_unit_test_setup_teardown(refused_dead_letter_leaves_message_unchanged, setup, teardown),
-		cmocka_unit_test_setup_teardown(dead_letter_too_big_for_headers_moves_without, setup, teardown),
+		cmocka_unit_test_setup_teardown(refused_dead_letter_leaves_message_unchanged, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(dead_letter_too_big_for_headers_moves_without, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(send_batch_at_wal_batch_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(compaction_with_batch_at_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(compaction_that_cannot_succeed_backs_off, setup, teardown),

@@ -113,8 +113,8 @@ check_conservation(quay_queue *q)
 	struct quay_queue_stats s;
 
 	assert_int_equal(quay_queue_stats(q, &s), 0);
-	assert_int_equal(s.sent + s.restored, s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered +
-	    s.dropped + s.redriven_out);
+	assert_int_equal(s.sent + s.restored,
+	    s.ready + s.delayed + s.in_flight + s.acked + s.dead_lettered + s.dropped + s.redriven_out);
 }
 
 /* Order within a group, one in flight per group, groups in parallel. */
@@ -133,18 +133,18 @@ group_order_and_one_in_flight(void **state)
 	gsend(q, "B", 10);
 	gsend(q, "A", 3);
 	gsend(q, "B", 11);
-	gsend(q, NULL, 100);           /* the default group */
+	gsend(q, NULL, 100); /* the default group */
 	gsend(q, NULL, 101);
 	assert_int_equal(quay_queue_stats(q, &s), 0);
-	assert_int_equal(s.ready, 7);  /* parked ones count as ready */
+	assert_int_equal(s.ready, 7); /* parked ones count as ready */
 	assert_int_equal(recv_v(q, &a), 1);
 	assert_int_equal(recv_v(q, &b), 10);
 	assert_int_equal(recv_v(q, &c), 100);
-	assert_int_equal(recv_v(q, &c + 0), UINT64_MAX);   /* every group busy */
+	assert_int_equal(recv_v(q, &c + 0), UINT64_MAX); /* every group busy */
 	ack_v(q, &b);
 	assert_int_equal(recv_v(q, &b), 11);
 	ack_v(q, &b);
-	assert_int_equal(recv_v(q, &b), UINT64_MAX);       /* B done, A and default busy */
+	assert_int_equal(recv_v(q, &b), UINT64_MAX); /* B done, A and default busy */
 	ack_v(q, &a);
 	assert_int_equal(recv_v(q, &a), 2);
 	ack_v(q, &a);
@@ -307,7 +307,7 @@ delay_blocks_the_group(void **state)
 	ack_v(q, &l);
 	assert_int_equal(recv_v(q, &l), 2);
 	ack_v(q, &l);
-	assert_int_equal(recv_v(q, &l), UINT64_MAX);      /* 3 is the head, delayed */
+	assert_int_equal(recv_v(q, &l), UINT64_MAX); /* 3 is the head, delayed */
 	qt_set_time(QT_T0 + 80 * MS);
 	quay_queue_tick(q);
 	assert_int_equal(recv_v(q, &l), 3);
@@ -328,7 +328,7 @@ ttl_of_group_head(void **state)
 	struct quay_queue_stats s;
 
 	(void)state;
-	od.flags = QUAY_QUEUE_NO_JITTER;             /* a FIFO queue's DLQ need not be FIFO */
+	od.flags = QUAY_QUEUE_NO_JITTER; /* a FIFO queue's DLQ need not be FIFO */
 	dlq = mkq(&od);
 	o.dlq = dlq;
 	q = mkq(&o);
@@ -340,12 +340,12 @@ ttl_of_group_head(void **state)
 	quay_msg_set_expires_ns(m, QT_T0 + 20 * MS);
 	assert_int_equal(quay_queue_send(q, m), 0);
 	qt_set_time(QT_T0 + 10 * MS);
-	assert_int_equal(recv_v(q, &l), 2);        /* 1 expired on the way */
+	assert_int_equal(recv_v(q, &l), 2); /* 1 expired on the way */
 	assert_int_equal(quay_queue_stats(dlq, &s), 0);
 	assert_int_equal(s.ready, 1);
 	qt_set_time(QT_T0 + 20 * MS - 1);
 	ack_v(q, &l);
-	assert_int_equal(recv_v(q, &l), 3);        /* TTL - 1: delivered */
+	assert_int_equal(recv_v(q, &l), 3); /* TTL - 1: delivered */
 	ack_v(q, &l);
 	check_conservation(q);
 	check_conservation(dlq);
@@ -378,7 +378,7 @@ dead_letter_and_redrive_into_fifo(void **state)
 		assert_int_equal(quay_queue_nack(q, &l, NULL), 0);
 		quay_msg_unref(l.msg);
 	}
-	assert_int_equal(recv_v(q, &l), 2);        /* 1 went to the DLQ */
+	assert_int_equal(recv_v(q, &l), 2); /* 1 went to the DLQ */
 	/* Redrive 1 back while 2 is in flight: it goes behind 3. */
 	assert_int_equal(quay_queue_redrive(dlq, q, 10, &moved), 0);
 	assert_int_equal(moved, 1);
@@ -421,9 +421,9 @@ priorities_between_groups_only(void **state)
 	m = gmsg("B", 10);
 	quay_msg_set_priority(m, 1);
 	assert_int_equal(quay_queue_send(q, m), 0);
-	assert_int_equal(recv_v(q, &l), 10);      /* level 1 (highest) first, among heads */
+	assert_int_equal(recv_v(q, &l), 10); /* level 1 (highest) first, among heads */
 	ack_v(q, &l);
-	assert_int_equal(recv_v(q, &l), 1);       /* A's head, though 2 is level 1 */
+	assert_int_equal(recv_v(q, &l), 1); /* A's head, though 2 is level 1 */
 	ack_v(q, &l);
 	assert_int_equal(recv_v(q, &l), 2);
 	ack_v(q, &l);
@@ -473,7 +473,7 @@ browse_and_group_limits(void **state)
 	quay_msg_unref(m);
 	ack_v(q, &l);
 	check_conservation(q);
-	quay_queue_destroy(q);                   /* 2 parked, 1 ready, 1 head */
+	quay_queue_destroy(q); /* 2 parked, 1 ready, 1 head */
 }
 
 /* ---- content dedup ---------------------------------------------------- */
@@ -623,11 +623,11 @@ durable_fifo_restart(void **state)
 		gsend(q, "B", 100 + i);
 	}
 	assert_int_equal(recv_v(q, &l), 0);
-	assert_int_equal(quay_queue_nack(q, &l, NULL), 0);      /* A0: attempt 1, backoff 100 ms */
+	assert_int_equal(quay_queue_nack(q, &l, NULL), 0); /* A0: attempt 1, backoff 100 ms */
 	quay_msg_unref(l.msg);
 	assert_int_equal(recv_v(q, &l), 100);
 	ack_v(q, &l);
-	assert_int_equal(recv_v(q, &l), 101);                 /* in flight at the "crash" */
+	assert_int_equal(recv_v(q, &l), 101); /* in flight at the "crash" */
 	quay_msg_unref(l.msg);
 	quay_queue_destroy(q);
 	assert_int_equal(quay_wal_close(wal), 0);

@@ -129,11 +129,11 @@ ready_depth_hysteresis(void **state)
 	assert_false(h.alarm[QUAY_QUEUE_ALARM_AGE].enabled);
 	assert_false(h.alarm[QUAY_QUEUE_ALARM_READY].on);
 	assert_int_equal(h.state, QUAY_QUEUE_HEALTHY);
-	send_n(q, 1);                                   /* 5: at raise */
+	send_n(q, 1); /* 5: at raise */
 	h = health(q);
-	assert_false(h.alarm[QUAY_QUEUE_ALARM_READY].on);   /* one period of two */
+	assert_false(h.alarm[QUAY_QUEUE_ALARM_READY].on); /* one period of two */
 	assert_int_equal(h.alarm[QUAY_QUEUE_ALARM_READY].streak, 1);
-	recv_ack(q, 1);                                 /* 4: streak broken */
+	recv_ack(q, 1); /* 4: streak broken */
 	h = health(q);
 	assert_int_equal(h.alarm[QUAY_QUEUE_ALARM_READY].streak, 0);
 	send_n(q, 1);
@@ -147,11 +147,11 @@ ready_depth_hysteresis(void **state)
 	assert_int_equal(c.last, QUAY_QUEUE_ALARM_READY);
 	assert_true(c.on);
 	assert_true(c.value == 5.0);
-	recv_ack(q, 3);                                 /* 2: not below clear */
+	recv_ack(q, 3); /* 2: not below clear */
 	h = health(q);
 	h = health(q);
 	assert_true(h.alarm[QUAY_QUEUE_ALARM_READY].on);
-	recv_ack(q, 1);                                 /* 1 < 2 */
+	recv_ack(q, 1); /* 1 < 2 */
 	h = health(q);
 	assert_true(h.alarm[QUAY_QUEUE_ALARM_READY].on);
 	h = health(q);
@@ -217,7 +217,7 @@ in_flight_alarm(void **state)
 	assert_int_equal(quay_queue_receive(q, &l[1], 0), 0);
 	assert_true(health(q).alarm[QUAY_QUEUE_ALARM_IN_FLIGHT].on);
 	assert_int_equal(quay_queue_ack(q, &l[0]), 0);
-	assert_true(health(q).alarm[QUAY_QUEUE_ALARM_IN_FLIGHT].on);    /* 1: not < 1 */
+	assert_true(health(q).alarm[QUAY_QUEUE_ALARM_IN_FLIGHT].on); /* 1: not < 1 */
 	assert_int_equal(quay_queue_ack(q, &l[1]), 0);
 	assert_false(health(q).alarm[QUAY_QUEUE_ALARM_IN_FLIGHT].on);
 	quay_msg_unref(l[0].msg);
@@ -294,7 +294,7 @@ failure_rate_window(void **state)
 	o.failure_window_ns = 10000 * MS;
 	o.failure_min = 4;
 	q = mkq(&o);
-	(void)health(q);                                /* first sample: all 0 */
+	(void)health(q); /* first sample: all 0 */
 	send_n(q, 20);
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
@@ -342,17 +342,17 @@ bad_thresholds(void **state)
 		int alarm;
 		struct quay_queue_threshold t;
 	} bad[] = {
-		{ QUAY_QUEUE_ALARM_READY, { 65, 0, 0 } },          /* above capacity 64 */
-		{ QUAY_QUEUE_ALARM_IN_FLIGHT, { 9, 0, 0 } },       /* above max_in_flight 8 */
-		{ QUAY_QUEUE_ALARM_DLQ, { 1, 0, 0 } },             /* no dlq */
-		{ QUAY_QUEUE_ALARM_FAILURES, { 1.5, 0, 0 } },      /* rate above 1 */
-		{ QUAY_QUEUE_ALARM_AGE, { 1e30, 0, 0 } },          /* beyond int64 ns */
+		{ QUAY_QUEUE_ALARM_READY, { 65, 0, 0 } },     /* above capacity 64 */
+		{ QUAY_QUEUE_ALARM_IN_FLIGHT, { 9, 0, 0 } },  /* above max_in_flight 8 */
+		{ QUAY_QUEUE_ALARM_DLQ, { 1, 0, 0 } },        /* no dlq */
+		{ QUAY_QUEUE_ALARM_FAILURES, { 1.5, 0, 0 } }, /* rate above 1 */
+		{ QUAY_QUEUE_ALARM_AGE, { 1e30, 0, 0 } },     /* beyond int64 ns */
 		{ QUAY_QUEUE_ALARM_READY, { -1, 0, 0 } },
 		{ QUAY_QUEUE_ALARM_READY, { NAN, 0, 0 } },
-		{ QUAY_QUEUE_ALARM_READY, { 5, 6, 0 } },           /* clear above raise */
+		{ QUAY_QUEUE_ALARM_READY, { 5, 6, 0 } }, /* clear above raise */
 		{ QUAY_QUEUE_ALARM_READY, { 5, NAN, 0 } },
-		{ QUAY_QUEUE_ALARM_READY, { 0, 3, 0 } },           /* clear without raise */
-		{ QUAY_QUEUE_ALARM_READY, { 0, 0, 2 } },           /* periods without raise */
+		{ QUAY_QUEUE_ALARM_READY, { 0, 3, 0 } }, /* clear without raise */
+		{ QUAY_QUEUE_ALARM_READY, { 0, 0, 2 } }, /* periods without raise */
 		{ QUAY_QUEUE_ALARM_READY, { 5, 0, 1001 } },
 	};
 	quay_queue *q = (quay_queue *)0x1;
@@ -370,7 +370,7 @@ bad_thresholds(void **state)
 		struct quay_queue_opts o = fake_opts(NULL);
 
 		o.alarm[QUAY_QUEUE_ALARM_FAILURES].raise = 0.5;
-		o.failure_window_ns = 1000;                      /* below 1 ms */
+		o.failure_window_ns = 1000; /* below 1 ms */
 		assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
 		o.failure_window_ns = -1;
 		assert_int_equal(quay_queue_create(&o, &q), -EINVAL);

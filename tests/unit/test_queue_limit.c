@@ -109,7 +109,7 @@ rate_over_ten_seconds(void **state)
 		qt_set_time(t);
 		n = drain(q);
 		got += n;
-		send_n(q, n);            /* keep the queue full: the limit is the bound */
+		send_n(q, n); /* keep the queue full: the limit is the bound */
 		t += steps[k++ % 5];
 	}
 	print_message("received %ld in 10 s of fake time at 1,000/s, burst 10\n", got);
@@ -130,7 +130,7 @@ burst_boundary(void **state)
 
 	(void)state;
 	qt_set_time(QT_T0);
-	o.rate_per_sec = 100;             /* 10 ms */
+	o.rate_per_sec = 100; /* 10 ms */
 	o.rate_burst = 5;
 	q = mkq(&o);
 	send_n(q, 6);
@@ -152,7 +152,7 @@ burst_boundary(void **state)
 	assert_int_equal(drain(q), 1);
 	qt_set_time(QT_T0 + 10020 * MS);
 	assert_int_equal(drain(q), 1);
-	assert_int_equal(quay_queue_receive(q, &l, 0), -EAGAIN);   /* empty */
+	assert_int_equal(quay_queue_receive(q, &l, 0), -EAGAIN); /* empty */
 	quay_queue_destroy(q);
 }
 
@@ -301,8 +301,14 @@ bad_options(void **state)
 		double rate;
 		uint32_t burst;
 	} bad[] = {
-		{ -1, 0 }, { -1, 1 }, { NAN, 1 }, { INFINITY, 1 }, { 2e9, 1 }, { 1e-4, 1 },
-		{ 0, 3 }, { 10, QUAY_QUEUE_BURST_MAX + 1 },
+		{ -1, 0 },
+		{ -1, 1 },
+		{ NAN, 1 },
+		{ INFINITY, 1 },
+		{ 2e9, 1 },
+		{ 1e-4, 1 },
+		{ 0, 3 },
+		{ 10, QUAY_QUEUE_BURST_MAX + 1 },
 	};
 	quay_queue *q = (quay_queue *)0x1;
 

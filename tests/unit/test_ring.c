@@ -29,14 +29,14 @@
 #endif
 #endif
 
-#define POS_MAX (UINT64_MAX >> 1)   /* the last 63-bit position */
+#define POS_MAX (UINT64_MAX >> 1) /* the last 63-bit position */
 
 /* ---- fixture ------------------------------------------------------- */
 
 struct fx {
 	const struct qt_mode *mode;
 	quay_ring *r;
-	void *mem;          /* caller memory (quay_ring_init), or NULL */
+	void *mem; /* caller memory (quay_ring_init), or NULL */
 	size_t cap, esz;
 };
 
@@ -50,10 +50,10 @@ ring_new(const struct qt_mode *m, size_t cap, size_t esz, void **mem)
 		size_t size = quay_ring_memsize(cap, esz);
 
 		assert_true(size > 0);
-		size = (size + 63) & ~(size_t)63;    /* aligned_alloc wants a multiple */
+		size = (size + 63) & ~(size_t)63; /* aligned_alloc wants a multiple */
 		*mem = aligned_alloc(64, size);
 		assert_non_null(*mem);
-		memset(*mem, 0xa5, size);            /* init must set every field */
+		memset(*mem, 0xa5, size); /* init must set every field */
 		assert_int_equal(quay_ring_init(*mem, cap, esz, m->flags), 0);
 		r = *mem;
 	} else {
@@ -144,7 +144,12 @@ test_shape_accessors(void **state)
 {
 	struct fx *f = *state;
 	static const size_t shapes[][2] = {
-		{ 1, 8 }, { 2, 16 }, { 8, 8 }, { 64, 24 }, { 1024, 256 }, { 4, QUAY_RING_ELEM_MAX },
+		{ 1, 8 },
+		{ 2, 16 },
+		{ 8, 8 },
+		{ 64, 24 },
+		{ 1024, 256 },
+		{ 4, QUAY_RING_ELEM_MAX },
 	};
 
 	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
@@ -182,7 +187,7 @@ test_push_pop_fifo(void **state)
 	}
 	out = 12345;
 	assert_int_equal(quay_ring_pop(f->r, &out), -EAGAIN);
-	assert_int_equal(out, 12345);          /* untouched on failure */
+	assert_int_equal(out, 12345); /* untouched on failure */
 	assert_int_equal(quay_ring_count(f->r), 0);
 
 	/* Many laps with 1..8 elements in flight. */
@@ -216,7 +221,7 @@ test_burst_partial_and_fifo(void **state)
 		assert_int_equal(quay_ring_push(f->r, &i), 0);
 	assert_int_equal(quay_ring_push_burst(f->r, in, 10), 4);
 	assert_int_equal(quay_ring_count(f->r), 8);
-	assert_int_equal(quay_ring_push_burst(f->r, in, 10), 0);      /* full */
+	assert_int_equal(quay_ring_push_burst(f->r, in, 10), 0); /* full */
 	assert_int_equal(quay_ring_count(f->r), 8);
 
 	memset(out, 0xee, sizeof(out));
@@ -225,7 +230,7 @@ test_burst_partial_and_fifo(void **state)
 		assert_int_equal(out[i], i);
 	for (size_t i = 0; i < 4; i++)
 		assert_int_equal(out[4 + i], in[i]);
-	assert_int_equal(out[8], UINT64_C(0xeeeeeeeeeeeeeeee));      /* wrote 8, not 10 */
+	assert_int_equal(out[8], UINT64_C(0xeeeeeeeeeeeeeeee)); /* wrote 8, not 10 */
 	assert_int_equal(quay_ring_count(f->r), 0);
 
 	/* Empty: 0, out untouched. */
@@ -282,9 +287,9 @@ test_bulk_all_or_nothing(void **state)
 		assert_int_equal(quay_ring_push(f->r, &i), 0);
 	assert_int_equal(quay_ring_push_bulk(f->r, in, 5), -EAGAIN);
 	assert_int_equal(quay_ring_count(f->r), 4);
-	assert_int_equal(quay_ring_push_bulk(f->r, in, 0), 0);          /* n == 0 */
+	assert_int_equal(quay_ring_push_bulk(f->r, in, 0), 0); /* n == 0 */
 	assert_int_equal(quay_ring_count(f->r), 4);
-	assert_int_equal(quay_ring_push_bulk(f->r, in, 9), -EINVAL);    /* > capacity */
+	assert_int_equal(quay_ring_push_bulk(f->r, in, 9), -EINVAL); /* > capacity */
 	assert_int_equal(quay_ring_count(f->r), 4);
 
 	/* pop_bulk likewise: 5 of 4 fails, nothing removed. */
@@ -372,11 +377,11 @@ test_capacity_1(void **state)
 	for (uint64_t lap = 0; lap < 20; lap++) {
 		v = lap;
 		assert_int_equal(quay_ring_pop(f->r, &out), -EAGAIN);
-		assert_int_equal(quay_ring_push(f->r, &v), 0);      /* no spurious full */
+		assert_int_equal(quay_ring_push(f->r, &v), 0); /* no spurious full */
 		assert_int_equal(quay_ring_count(f->r), 1);
 		assert_int_equal(quay_ring_push(f->r, &v), -EAGAIN);
 		assert_int_equal(quay_ring_count(f->r), 1);
-		assert_int_equal(quay_ring_pop(f->r, &out), 0);     /* no spurious empty */
+		assert_int_equal(quay_ring_pop(f->r, &out), 0); /* no spurious empty */
 		assert_int_equal(out, lap);
 		assert_int_equal(quay_ring_count(f->r), 0);
 	}
@@ -489,7 +494,11 @@ static void
 test_init_stays_in_memsize(void **state)
 {
 	static const size_t shapes[][2] = {
-		{ 1, 8 }, { 2, 8 }, { 8, 24 }, { 16, 64 }, { 4, QUAY_RING_ELEM_MAX },
+		{ 1, 8 },
+		{ 2, 8 },
+		{ 8, 24 },
+		{ 16, 64 },
+		{ 4, QUAY_RING_ELEM_MAX },
 	};
 	static const unsigned flags[] = { 0, QUAY_RING_SP, QUAY_RING_SC, QUAY_RING_SP | QUAY_RING_SC };
 	enum { GUARD = 256 };
@@ -521,7 +530,8 @@ test_init_stays_in_memsize(void **state)
 			}
 			for (size_t i = size; i < alloc; i++) {
 				if (mem[i] != 0x5a)
-					fail_msg("byte %zu past memsize %zu written (cap %zu esz %zu)", i, size, cap, esz);
+					fail_msg("byte %zu past memsize %zu written (cap %zu esz %zu)", i,
+					    size, cap, esz);
 			}
 			/* destroy ignores rings made by init; free must then work. */
 			quay_ring_destroy(r);
@@ -545,7 +555,7 @@ test_init_misaligned(void **state)
 	memcpy(copy, mem, alloc);
 	for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
 		assert_int_equal(quay_ring_init((quay_ring *)(void *)(mem + offs[i]), 8, 8, 0), -EINVAL);
-		assert_memory_equal(mem, copy, alloc);           /* nothing written */
+		assert_memory_equal(mem, copy, alloc); /* nothing written */
 	}
 	/* 64-aligned is fine (also at an offset of one line). */
 	assert_int_equal(quay_ring_init((quay_ring *)(void *)(mem + 64), 8, 8, 0), 0);
@@ -598,14 +608,38 @@ test_memsize_valid(void **state)
 /* ---- bad input (TESTING.md 5.4) ----------------------------------- */
 
 static const size_t bad_caps[] = {
-	0, 3, 6, 7, 12, 1000, (size_t)1 << 31, QUAY_RING_CAPACITY_MAX * 2,
-	QUAY_RING_CAPACITY_MAX + 1, (size_t)-1, ((size_t)-1 >> 1) + 1,
+	0,
+	3,
+	6,
+	7,
+	12,
+	1000,
+	(size_t)1 << 31,
+	QUAY_RING_CAPACITY_MAX * 2,
+	QUAY_RING_CAPACITY_MAX + 1,
+	(size_t)-1,
+	((size_t)-1 >> 1) + 1,
 };
 static const size_t bad_eszs[] = {
-	0, 1, 4, 12, 20, QUAY_RING_ELEM_MAX + 8, QUAY_RING_ELEM_MAX * 2, (size_t)-1, (size_t)-8,
+	0,
+	1,
+	4,
+	12,
+	20,
+	QUAY_RING_ELEM_MAX + 8,
+	QUAY_RING_ELEM_MAX * 2,
+	(size_t)-1,
+	(size_t)-8,
 };
 static const unsigned bad_flags[] = {
-	0x4u, 0x8u, 0x80000000u, 0x10000u, 0x20000u, 0x5u, 0x10003u, ~0u,
+	0x4u,
+	0x8u,
+	0x80000000u,
+	0x10000u,
+	0x20000u,
+	0x5u,
+	0x10003u,
+	~0u,
 };
 
 static void
@@ -706,10 +740,11 @@ test_create_enomem(void **state)
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	if (WEXITSTATUS(status) != 0)
-		fail_msg("child: %s", WEXITSTATUS(status) == 3 ? "setrlimit failed" :
-		    WEXITSTATUS(status) == 4 ? "create succeeded under the limit" :
-		    WEXITSTATUS(status) == 5 ? "create failed, but not with -ENOMEM" :
-		    "create failed but changed *out");
+		fail_msg("child: %s",
+		    WEXITSTATUS(status) == 3     ? "setrlimit failed" :
+		        WEXITSTATUS(status) == 4 ? "create succeeded under the limit" :
+		        WEXITSTATUS(status) == 5 ? "create failed, but not with -ENOMEM" :
+		                                   "create failed but changed *out");
 }
 
 /* NULL ring, element and out for every call; failures change nothing. */
@@ -767,10 +802,17 @@ test_null_args(void **state)
 /* ---- R3: wrap-around of the 63-bit positions ----------------------- */
 
 static const uint64_t wrap_starts[] = {
-	POS_MAX - 5, POS_MAX - 7, POS_MAX - 8, POS_MAX - 1, POS_MAX,
-	UINT64_MAX - 3,                     /* bit 63 is dropped: POS_MAX - 3 */
-	(uint64_t)UINT32_MAX - 5, (uint64_t)UINT32_MAX, ((uint64_t)UINT32_MAX << 1) - 3,
-	((uint64_t)1 << 62) - 3, (uint64_t)INT64_MAX - 2,
+	POS_MAX - 5,
+	POS_MAX - 7,
+	POS_MAX - 8,
+	POS_MAX - 1,
+	POS_MAX,
+	UINT64_MAX - 3, /* bit 63 is dropped: POS_MAX - 3 */
+	(uint64_t)UINT32_MAX - 5,
+	(uint64_t)UINT32_MAX,
+	((uint64_t)UINT32_MAX << 1) - 3,
+	((uint64_t)1 << 62) - 3,
+	(uint64_t)INT64_MAX - 2,
 };
 
 static void
@@ -948,11 +990,12 @@ struct model_ctx {
 	int op;
 };
 
-#define MCHECK(ctx, cond) do { \
-	if (!(cond)) \
-		fail_msg("model: %s (cap %zu esz %zu start %#llx op %d)", #cond, (ctx)->cap, (ctx)->esz, \
-		    (unsigned long long)(ctx)->start, (ctx)->op); \
-} while (0)
+#define MCHECK(ctx, cond) \
+	do { \
+		if (!(cond)) \
+			fail_msg("model: %s (cap %zu esz %zu start %#llx op %d)", #cond, (ctx)->cap, \
+			    (ctx)->esz, (unsigned long long)(ctx)->start, (ctx)->op); \
+	} while (0)
 
 static void
 model_run(struct fx *f, struct model_ctx *c, uint64_t seed)
@@ -971,11 +1014,11 @@ model_run(struct fx *f, struct model_ctx *c, uint64_t seed)
 		uint64_t r = qt_rand(&rng);
 		bool push = (int)(r % 100) < push_bias;
 		unsigned kind = (unsigned)(r >> 8) % 4;
-		size_t n = (size_t)(r >> 16) % (cap + 3);     /* 0..cap+2 */
+		size_t n = (size_t)(r >> 16) % (cap + 3); /* 0..cap+2 */
 		int rc;
 		size_t k;
 
-		if (c->op % 64 == 0)                          /* swing between full and empty */
+		if (c->op % 64 == 0) /* swing between full and empty */
 			push_bias = (int)((r >> 32) % 3) * 25 + 25;
 		if (close_at_end && c->op == OPS * 3 / 4) {
 			quay_ring_close(f->r);
@@ -998,9 +1041,14 @@ model_run(struct fx *f, struct model_ctx *c, uint64_t seed)
 				break;
 			case 2:
 				if (n == 0)
-					n = 1;        /* n == 0 on a closed ring: not specified */
+					n = 1; /* n == 0 on a closed ring: not specified */
 				rc = quay_ring_push_bulk(f->r, in, n);
-				MCHECK(c, rc == (n > cap ? -EINVAL : closed ? -EPIPE : n > room ? -EAGAIN : 0));
+				MCHECK(c,
+				    rc ==
+				        (n > cap         ? -EINVAL :
+				                closed   ? -EPIPE :
+				                n > room ? -EAGAIN :
+				                           0));
 				if (rc == 0)
 					next_in += n;
 				break;
@@ -1026,7 +1074,12 @@ model_run(struct fx *f, struct model_ctx *c, uint64_t seed)
 				if (n == 0)
 					n = 1;
 				rc = quay_ring_pop_bulk(f->r, out, n);
-				MCHECK(c, rc == (n > cap ? -EINVAL : n <= count ? 0 : closed ? -EPIPE : -EAGAIN));
+				MCHECK(c,
+				    rc ==
+				        (n > cap           ? -EINVAL :
+				                n <= count ? 0 :
+				                closed     ? -EPIPE :
+				                             -EAGAIN));
 				k = rc == 0 ? n : 0;
 				break;
 			default:
@@ -1052,7 +1105,11 @@ test_model_random(void **state)
 	static const size_t caps[] = { 1, 2, 4, 8, 16 };
 	static const size_t eszs[] = { 8, 24 };
 	static const uint64_t starts[] = {
-		0, (uint64_t)UINT32_MAX - 9, POS_MAX - 10, POS_MAX - 1, POS_MAX,
+		0,
+		(uint64_t)UINT32_MAX - 9,
+		POS_MAX - 10,
+		POS_MAX - 1,
+		POS_MAX,
 	};
 	struct model_ctx c;
 	uint64_t seed = UINT64_C(0x243F6A8885A308D3) ^ f->mode->flags;
@@ -1065,7 +1122,7 @@ test_model_random(void **state)
 				c.start = starts[si];
 				c.op = 0;
 				seed = seed * 6364136223846793005u + 1442695040888963407u;
-				model_run(f, &c, seed | 1);          /* with a close */
+				model_run(f, &c, seed | 1); /* with a close */
 				seed = seed * 6364136223846793005u + 1442695040888963407u;
 				model_run(f, &c, seed & ~(uint64_t)1); /* without */
 			}
@@ -1085,8 +1142,10 @@ main(void)
 		QT_TEST_8(test_elem_sizes_roundtrip, fx_setup, fx_teardown),
 		QT_TEST(test_init_stays_in_memsize),
 		QT_TEST(test_init_misaligned),
-		QT_TEST_MODE(test_init_failure_keeps_ring, qt_mode_mpmc_mem, "MPMC init", fx_setup, fx_teardown),
-		QT_TEST_MODE(test_init_failure_keeps_ring, qt_mode_spsc_mem, "SPSC init", fx_setup, fx_teardown),
+		QT_TEST_MODE(test_init_failure_keeps_ring, qt_mode_mpmc_mem, "MPMC init", fx_setup,
+		    fx_teardown),
+		QT_TEST_MODE(test_init_failure_keeps_ring, qt_mode_spsc_mem, "SPSC init", fx_setup,
+		    fx_teardown),
 		QT_TEST(test_memsize_valid),
 		QT_TEST(test_memsize_bad),
 		QT_TEST(test_init_bad),

@@ -19,14 +19,14 @@
 
 #include "../../src/quay_internal.h"
 
-#define JOIN_MS 5000      /* a woken waiter must be done well within this */
+#define JOIN_MS 5000 /* a woken waiter must be done well within this */
 
 /* ---- fixture ------------------------------------------------------- */
 
 struct fx {
 	const struct qt_mode *mode;
 	quay_ring *r;
-	bool leak;          /* a thread may still use r: do not free it */
+	bool leak; /* a thread may still use r: do not free it */
 };
 
 static int
@@ -86,12 +86,12 @@ struct waiter {
 	quay_ring *r;
 	bool push;
 	int64_t timeout;
-	uint64_t val;       /* pushed, or popped into */
+	uint64_t val; /* pushed, or popped into */
 	int rc;
-	int done;           /* atomic */
+	int done; /* atomic */
 	int64_t t_start, t_end, cpu;
 	pthread_t tid;
-	int ktid;           /* kernel thread id, atomic */
+	int ktid; /* kernel thread id, atomic */
 };
 
 static void *
@@ -138,7 +138,7 @@ static void
 waiter_join(struct fx *f, struct waiter *w)
 {
 	if (!qt_join_within(w->tid, JOIN_MS)) {
-		f->leak = true;       /* the thread still holds the ring */
+		f->leak = true; /* the thread still holds the ring */
 		fail_msg("a waiter (%s, timeout %lld) was not woken within %d ms",
 		    w->push ? "push_wait" : "pop_wait", (long long)w->timeout, JOIN_MS);
 	}
@@ -172,8 +172,8 @@ assert_slept(const struct waiter *w)
 	int64_t wall = w->t_end - w->t_start;
 
 	if (wall >= 40 * QT_MS && w->cpu > wall / 2)
-		fail_msg("waiter used %lld ns of CPU in %lld ns: spinning, not sleeping",
-		    (long long)w->cpu, (long long)wall);
+		fail_msg("waiter used %lld ns of CPU in %lld ns: spinning, not sleeping", (long long)w->cpu,
+		    (long long)wall);
 }
 
 /* ---- which barrier path ------------------------------------------- */
@@ -396,7 +396,7 @@ test_pop_wait_forever_then_push_from_thread(void **state)
 struct pingpong {
 	quay_ring *r;
 	uint64_t n;
-	uint64_t bad;       /* first out-of-order value + 1, or 0 */
+	uint64_t bad; /* first out-of-order value + 1, or 0 */
 	int rc;
 };
 
@@ -438,7 +438,7 @@ test_wait_pingpong(void **state)
 {
 	struct fx *f = *state;
 	quay_ring *r = NULL;
-	struct pingpong *pp = calloc(2, sizeof(*pp));   /* [0] producer, [1] consumer */
+	struct pingpong *pp = calloc(2, sizeof(*pp)); /* [0] producer, [1] consumer */
 	pthread_t tp, tc;
 
 	assert_non_null(pp);
@@ -464,7 +464,7 @@ test_close_wakes_pop_waiters(void **state)
 {
 	struct fx *f = *state;
 	struct waiter *w[2];
-	size_t n = multi_consumer(f) ? 2 : 1;     /* SC: one consumer at a time */
+	size_t n = multi_consumer(f) ? 2 : 1; /* SC: one consumer at a time */
 
 	for (size_t i = 0; i < n; i++)
 		w[i] = waiter_start(f->r, false, -1, 0);
@@ -487,7 +487,7 @@ test_close_wakes_push_waiters(void **state)
 {
 	struct fx *f = *state;
 	struct waiter *w[2];
-	size_t n = multi_producer(f) ? 2 : 1;     /* SP: one producer at a time */
+	size_t n = multi_producer(f) ? 2 : 1; /* SP: one producer at a time */
 	uint64_t out;
 
 	fill(f->r, 20);
@@ -543,7 +543,7 @@ assert_pushes_fail_closed(quay_ring *r)
 	assert_int_equal(quay_ring_push_bulk(r, buf, 4), -EPIPE);
 	assert_int_equal(quay_ring_push_wait(r, &v, 0), -EPIPE);
 	assert_int_equal(quay_ring_push_wait(r, &v, 10 * QT_MS), -EPIPE);
-	assert_int_equal(quay_ring_push_wait(r, &v, -1), -EPIPE);   /* must not block */
+	assert_int_equal(quay_ring_push_wait(r, &v, -1), -EPIPE); /* must not block */
 	assert_int_equal(quay_ring_count(r), before);
 	assert_true(quay_ring_is_closed(r));
 }
@@ -558,7 +558,7 @@ assert_pops_fail_closed(quay_ring *r)
 	assert_int_equal(quay_ring_pop_bulk(r, buf, 1), -EPIPE);
 	assert_int_equal(quay_ring_pop_wait(r, &out, 0), -EPIPE);
 	assert_int_equal(quay_ring_pop_wait(r, &out, 10 * QT_MS), -EPIPE);
-	assert_int_equal(quay_ring_pop_wait(r, &out, -1), -EPIPE);  /* must not block */
+	assert_int_equal(quay_ring_pop_wait(r, &out, -1), -EPIPE); /* must not block */
 	assert_int_equal(out, 0x4444);
 	assert_int_equal(quay_ring_count(r), 0);
 }
@@ -605,7 +605,7 @@ test_close_full(void **state)
 
 	fill(f->r, 50);
 	quay_ring_close(f->r);
-	assert_pushes_fail_closed(f->r);     /* -EPIPE, not -EAGAIN */
+	assert_pushes_fail_closed(f->r); /* -EPIPE, not -EAGAIN */
 	for (uint64_t i = 0; i < 4; i++) {
 		assert_int_equal(quay_ring_pop_wait(f->r, &out, -1), 0);
 		assert_int_equal(out, 50 + i);
@@ -628,7 +628,7 @@ test_close_bulk_vs_burst(void **state)
 	assert_int_equal(quay_ring_pop_bulk(f->r, buf, 4), -EPIPE);
 	assert_int_equal(buf[0], UINT64_C(0xeeeeeeeeeeeeeeee));
 	assert_int_equal(quay_ring_count(f->r), 3);
-	assert_int_equal(quay_ring_pop_bulk(f->r, buf, 5), -EINVAL);   /* > capacity */
+	assert_int_equal(quay_ring_pop_bulk(f->r, buf, 5), -EINVAL); /* > capacity */
 	assert_int_equal(quay_ring_pop_bulk(f->r, buf, 2), 0);
 	assert_int_equal(buf[0], 1);
 	assert_int_equal(buf[1], 2);

@@ -142,26 +142,45 @@ test_hash_table(void **state)
 		bool m;
 	} cases[] = {
 		/* at the start */
-		{ "#.eu", "eu", true }, { "#.eu", "x.eu", true }, { "#.eu", "x.y.eu", true },
-		{ "#.eu", "eu.x", false }, { "#.eu", "xeu", false },
+		{ "#.eu", "eu", true },
+		{ "#.eu", "x.eu", true },
+		{ "#.eu", "x.y.eu", true },
+		{ "#.eu", "eu.x", false },
+		{ "#.eu", "xeu", false },
 		/* at the end */
-		{ "orders.#", "orders", true }, { "orders.#", "orders.a", true },
-		{ "orders.#", "orders.a.b", true }, { "orders.#", "order", false },
+		{ "orders.#", "orders", true },
+		{ "orders.#", "orders.a", true },
+		{ "orders.#", "orders.a.b", true },
+		{ "orders.#", "order", false },
 		{ "orders.#", "x.orders", false },
 		/* in the middle */
-		{ "a.#.b", "a.b", true }, { "a.#.b", "a.x.b", true }, { "a.#.b", "a.x.y.b", true },
-		{ "a.#.b", "a", false }, { "a.#.b", "b", false }, { "a.#.b", "a.b.c", false },
+		{ "a.#.b", "a.b", true },
+		{ "a.#.b", "a.x.b", true },
+		{ "a.#.b", "a.x.y.b", true },
+		{ "a.#.b", "a", false },
+		{ "a.#.b", "b", false },
+		{ "a.#.b", "a.b.c", false },
 		{ "a.#.b", "a.b.b", true },
 		/* alone and combined */
-		{ "#", "a", true }, { "#", "a.b.c", true },
-		{ "#.#", "a", true }, { "*.#", "a", true }, { "#.*", "a.b", true },
-		{ "#.>", "a", true }, { "a.#.>", "a", false }, { "a.#.>", "a.b", true },
-		{ "a.*.#", "a", false }, { "a.*.#", "a.b.c.d", true },
-		{ "*.#.*", "a", false }, { "*.#.*", "a.b", true },
-		{ "#.a.#.a.#", "a.a", true }, { "#.a.#.a.#", "b.a.b", false },
+		{ "#", "a", true },
+		{ "#", "a.b.c", true },
+		{ "#.#", "a", true },
+		{ "*.#", "a", true },
+		{ "#.*", "a.b", true },
+		{ "#.>", "a", true },
+		{ "a.#.>", "a", false },
+		{ "a.#.>", "a.b", true },
+		{ "a.*.#", "a", false },
+		{ "a.*.#", "a.b.c.d", true },
+		{ "*.#.*", "a", false },
+		{ "*.#.*", "a.b", true },
+		{ "#.a.#.a.#", "a.a", true },
+		{ "#.a.#.a.#", "b.a.b", false },
 		{ "#.a.#.a.#", "x.a.y.z.a.w", true },
 		/* `#` inside a token is a plain byte */
-		{ "a#", "a#", true }, { "a#", "a", false }, { "#a.b", "#a.b", true },
+		{ "a#", "a#", true },
+		{ "a#", "a", false },
+		{ "#a.b", "#a.b", true },
 	};
 	quay_bus *b;
 
@@ -197,7 +216,7 @@ test_hash_table(void **state)
 	assert_int_equal(quay_bus_subject_check("a.#.b", false), -EINVAL);
 	assert_int_equal(quay_bus_subject_check("a#", false), 0);
 	assert_int_equal(quay_bus_subject_check("a.b#.c", false), 0);
-	assert_int_equal(quay_bus_subject_check("a.##", true), 0);   /* a literal token */
+	assert_int_equal(quay_bus_subject_check("a.##", true), 0); /* a literal token */
 	assert_int_equal(quay_bus_subject_check("a.#.", true), -EINVAL);
 	{
 		/* the scan's fallback at word boundaries: '#' tokens at bytes 7/8 */
@@ -205,7 +224,7 @@ test_hash_table(void **state)
 		assert_int_equal(quay_bus_publish(b, "a.#", m), -EINVAL);
 		assert_int_equal(quay_bus_publish(b, "abcdef.#", m), -EINVAL);
 		assert_int_equal(quay_bus_publish(b, "abcdefg.#", m), -EINVAL);
-		assert_int_equal(quay_bus_publish(b, "abcdefg.#x", m), 0);   /* consumed */
+		assert_int_equal(quay_bus_publish(b, "abcdefg.#x", m), 0); /* consumed */
 	}
 	quay_bus_destroy(b);
 	assert_pool_empty();
@@ -274,12 +293,12 @@ test_filter_operators(void **state)
 	/* anything-but */
 	assert_true(fmatch("region != eu", H("region", "us")));
 	assert_false(fmatch("region != eu", H("region", "eu")));
-	assert_false(fmatch("region != eu", H("x", "y")));   /* absent: false */
+	assert_false(fmatch("region != eu", H("x", "y"))); /* absent: false */
 	assert_true(fmatch("region not in {eu, us}", H("region", "asia")));
 	assert_false(fmatch("region not in {eu, us}", H("region", "eu")));
 	assert_false(fmatch("region not in {eu, us}", H("x", "y")));
 	/* prefix */
-	assert_true(fmatch("mint ^= So1", H("mint", "So1")));          /* equal is a prefix */
+	assert_true(fmatch("mint ^= So1", H("mint", "So1"))); /* equal is a prefix */
 	assert_true(fmatch("mint ^= So1", H("mint", "So11111")));
 	assert_false(fmatch("mint ^= So1", H("mint", "So")));
 	assert_false(fmatch("mint ^= So1", H("mint", "so1")));
@@ -293,13 +312,13 @@ test_filter_operators(void **state)
 	assert_false(fmatch("amount < 0", H("amount", "0")));
 	assert_true(fmatch("amount <= 0", H("amount", "-0")));
 	assert_true(fmatch("amount <= -1.5e-3", H("amount", "-0.0015")));
-	assert_false(fmatch("amount < 10", H("amount", "ten")));        /* not a number */
+	assert_false(fmatch("amount < 10", H("amount", "ten"))); /* not a number */
 	assert_false(fmatch("amount < 10", H("amount", "5 ")));
 	assert_false(fmatch("amount < 10", H("amount", "")));
 	assert_false(fmatch("amount < 10", H("x", "5")));
-	assert_true(fmatch("amount = 10", H("amount", "10")));           /* = is textual */
+	assert_true(fmatch("amount = 10", H("amount", "10"))); /* = is textual */
 	assert_false(fmatch("amount = 10", H("amount", "10.0")));
-	assert_true(fmatch("amount in [10, 10]", H("amount", "10.0")));  /* numeric equality */
+	assert_true(fmatch("amount in [10, 10]", H("amount", "10.0"))); /* numeric equality */
 	/* ranges: each end open and closed */
 	assert_true(fmatch("p in [10, 20]", H("p", "10")));
 	assert_true(fmatch("p in [10, 20]", H("p", "20")));
@@ -316,7 +335,7 @@ test_filter_operators(void **state)
 	assert_false(fmatch("exists(vip)", H("x", "1")));
 	assert_true(fmatch("!exists(vip)", H("x", "1")));
 	assert_false(fmatch("! exists ( vip )", H("vip", "1")));
-	assert_true(fmatch("exists = 1", H("exists", "1")));   /* a header named exists */
+	assert_true(fmatch("exists = 1", H("exists", "1"))); /* a header named exists */
 	/* and / or */
 	assert_true(fmatch("a = 1 && b = 2", H("a", "1", "b", "2")));
 	assert_false(fmatch("a = 1 && b = 2", H("a", "1", "b", "3")));
@@ -334,7 +353,7 @@ test_filter_errors(void **state)
 {
 	static const struct {
 		const char *expr;
-		const char *at;   /* expected start of the message */
+		const char *at; /* expected start of the message */
 	} cases[] = {
 		{ "", "at byte 0: the filter is empty" },
 		{ "   ", "at byte 0: the filter is empty" },
@@ -388,7 +407,7 @@ test_filter_errors(void **state)
 			n += (size_t)snprintf(many + n, sizeof(many) - n, "%sa = 1", i ? " && " : "");
 		assert_int_equal(quay_filter_check(many, err, sizeof(err)), -EINVAL);
 		assert_non_null(strstr(err, "too many clauses"));
-		many[n - 9] = '\0';   /* drop the last clause: exactly the limit */
+		many[n - 9] = '\0'; /* drop the last clause: exactly the limit */
 		assert_int_equal(quay_filter_check(many, err, sizeof(err)), 0);
 		assert_string_equal(err, "");
 	}
@@ -405,8 +424,12 @@ static void
 test_filter_format(void **state)
 {
 	static const char *const exprs[] = {
-		"a=1", "a in {x,\"y z\"}&&b!=\"q\\\"\"", "n>=1.5||n<-2e3", "n in (1, 2]",
-		"exists(a)&&!exists(b)", "p^=pre || q not in {1,2,3}",
+		"a=1",
+		"a in {x,\"y z\"}&&b!=\"q\\\"\"",
+		"n>=1.5||n<-2e3",
+		"n in (1, 2]",
+		"exists(a)&&!exists(b)",
+		"p^=pre || q not in {1,2,3}",
 	};
 	char b1[512], b2[512];
 
@@ -438,10 +461,14 @@ test_filter_subscription(void **state)
 	o.filter = "region = eu && amount >= 100";
 	assert_int_equal(quay_bus_subscribe(b, "orders.>", &o, &eu), 0);
 	assert_int_equal(quay_bus_subscribe(b, "orders.>", NULL, &all), 0);
-	assert_int_equal(quay_bus_publish_ex(b, "orders.new", msg_h(1, H("region", "eu", "amount", "100")), &res), 2);
+	assert_int_equal(quay_bus_publish_ex(b, "orders.new", msg_h(1, H("region", "eu", "amount", "100")),
+	                     &res),
+	    2);
 	assert_int_equal(res.matched, 2);
 	assert_int_equal(res.filtered, 0);
-	assert_int_equal(quay_bus_publish_ex(b, "orders.new", msg_h(2, H("region", "eu", "amount", "99")), &res), 1);
+	assert_int_equal(quay_bus_publish_ex(b, "orders.new", msg_h(2, H("region", "eu", "amount", "99")),
+	                     &res),
+	    1);
 	assert_int_equal(res.matched, 1);
 	assert_int_equal(res.filtered, 1);
 	assert_int_equal(res.subs.matched, 1);
@@ -521,14 +548,14 @@ test_bind_fanout(void **state)
 		assert_int_equal(quay_bus_bind(b, "orders.*", q1, NULL, &x), -EEXIST);
 		assert_int_equal(quay_bus_bind(b, "orders.eu", q1, NULL, &x), 0);
 		assert_int_equal(quay_bus_publish(b, "orders.eu", msg_u64(9)), 4);
-		assert_int_equal(qdrain(q1, NULL, 0), 2);   /* one per binding */
+		assert_int_equal(qdrain(q1, NULL, 0), 2); /* one per binding */
 		assert_int_equal(quay_bus_unbind(x), 0);
 	}
 	assert_int_equal(qdrain(q2, NULL, 0), 1);
 	assert_int_equal(sdrain(s), 1);
 	assert_int_equal(quay_bus_unbind(b1), 0);
 	assert_int_equal(quay_bus_unbind(b2), 0);
-	quay_queue_destroy(q1);   /* unbound: allowed */
+	quay_queue_destroy(q1); /* unbound: allowed */
 	quay_bus_destroy(b);
 	quay_queue_destroy(q2);
 	assert_pool_empty();
@@ -551,7 +578,7 @@ test_bind_policies(void **state)
 	assert_int_equal(quay_bus_bind(b, "p", q, NULL, &bd), 0);
 	assert_int_equal(quay_bus_publish(b, "p", msg_u64(1)), 1);
 	m = msg_u64(2);
-	assert_int_equal(quay_bus_publish_ex(b, "p", m, &res), -EAGAIN);   /* the caller keeps m */
+	assert_int_equal(quay_bus_publish_ex(b, "p", m, &res), -EAGAIN); /* the caller keeps m */
 	assert_int_equal(res.queues.rejected, 1);
 	assert_int_equal(res.rejected, 1);
 	assert_int_equal(quay_binding_counters(bd, &bc), 0);
@@ -638,11 +665,11 @@ test_bind_block_waits(void **state)
 	assert_int_equal(quay_bus_bind(b, "p", q, &o, &bd), 0);
 	assert_int_equal(quay_bus_publish(b, "p", msg_u64(1)), 1);
 	assert_int_equal(pthread_create(&t, NULL, unblock_thread, &u), 0);
-	assert_int_equal(quay_bus_publish(b, "p", msg_u64(2)), 1);   /* waits */
+	assert_int_equal(quay_bus_publish(b, "p", msg_u64(2)), 1); /* waits */
 	assert_int_equal(pthread_join(t, NULL), 0);
 	assert_int_equal(u.got, 1);
 	assert_int_equal(qdrain(q, NULL, 0), 1);
-	quay_bus_destroy(b);   /* unbinds */
+	quay_bus_destroy(b); /* unbinds */
 	quay_queue_destroy(q);
 	assert_pool_empty();
 }
@@ -662,13 +689,13 @@ test_bind_group(void **state)
 		(void)bind_new(b, i == 2 ? "w.#" : "w.*", q[i], QUAY_SUB_REJECT, "workers", NULL);
 	assert_int_equal(quay_bus_subscribe(b, "w.*", NULL, &s), 0);
 	for (uint64_t i = 0; i < 30; i++) {
-		assert_int_equal(quay_bus_publish_ex(b, "w.x", msg_u64(i), &res), 2);   /* group once */
+		assert_int_equal(quay_bus_publish_ex(b, "w.x", msg_u64(i), &res), 2); /* group once */
 		assert_int_equal(res.queues.matched, 1);
 		assert_int_equal(res.subs.matched, 1);
 	}
 	for (int i = 0; i < 3; i++) {
 		n[i] = qdrain(q[i], NULL, 0);
-		assert_int_equal(n[i], 10);   /* round robin */
+		assert_int_equal(n[i], 10); /* round robin */
 		total += n[i];
 	}
 	assert_int_equal(total, 30);
@@ -730,7 +757,7 @@ test_unroutable(void **state)
 	assert_int_equal(quay_bus_publish_ex(b, "a.b", msg_h(3, H("x", "2")), &res), 0);
 	assert_int_equal(res.unroutable, 1);
 	assert_int_equal(res.filtered, 1);
-	assert_int_equal(res.unroutable_rc, -EAGAIN);   /* the unroutable queue is full: counted, consumed */
+	assert_int_equal(res.unroutable_rc, -EAGAIN); /* the unroutable queue is full: counted, consumed */
 	/* Routed: not unroutable. */
 	assert_int_equal(quay_bus_publish_ex(b, "a.b", msg_h(4, H("x", "1")), &res), 1);
 	assert_int_equal(res.unroutable, 0);
@@ -748,7 +775,7 @@ test_unroutable(void **state)
 	{
 		quay_msg *ms[3] = { msg_u64(5), msg_u64(6), msg_u64(7) };
 		assert_int_equal(quay_bus_publish_batch(b, "none", ms, 3), 3);
-		assert_int_equal(qdrain(un, NULL, 0), 2);   /* capacity 2: one refused, counted */
+		assert_int_equal(qdrain(un, NULL, 0), 2); /* capacity 2: one refused, counted */
 		assert_int_equal(quay_bus_counters(b, &c), 0);
 		assert_int_equal(c.unroutable, 6);
 		assert_int_equal(c.unroutable_queued, 4);
@@ -802,7 +829,7 @@ test_bind_bad_input(void **state)
 	o.filter = NULL;
 	assert_int_equal(quay_bus_bind(b, "a", q, &o, &bd), 0);
 	assert_int_equal(quay_binding_counters(bd, NULL), -EINVAL);
-	assert_int_equal(quay_bus_unsubscribe((quay_sub *)(void *)bd), -EINVAL);   /* not a subscription */
+	assert_int_equal(quay_bus_unsubscribe((quay_sub *)(void *)bd), -EINVAL); /* not a subscription */
 	assert_int_equal(quay_bus_unbind(bd), 0);
 	quay_bus_destroy(b);
 	quay_queue_destroy(q);
@@ -832,7 +859,7 @@ test_destroy_bound_queue(void **state)
 		if (quay_bus_create(NULL, &b) != 0 || quay_bus_bind(b, "a", q, NULL, &bd) != 0)
 			_exit(2);
 		fclose(stderr);
-		quay_queue_destroy(q);   /* still bound */
+		quay_queue_destroy(q); /* still bound */
 		_exit(0);
 	}
 	assert_int_equal(waitpid(pid, &st, 0), pid);

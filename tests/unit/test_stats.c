@@ -11,7 +11,7 @@
  */
 #include "quay_test.h"
 
-#include <math.h>     /* NAN, INFINITY, isinf only: no libm */
+#include <math.h> /* NAN, INFINITY, isinf only: no libm */
 
 #define fabs(x) ((x) < 0 ? -(x) : (x))
 
@@ -108,11 +108,12 @@ test_stats_create_opts(void **state)
 
 /* ==== creation rules ================================================= */
 
-typedef int (*create_fn)(quay_stats *, const char *, const char *,
-    const struct quay_stats_label *, size_t, void **);
+typedef int (
+    *create_fn)(quay_stats *, const char *, const char *, const struct quay_stats_label *, size_t, void **);
 
 static int
-mk_counter(quay_stats *s, const char *n, const char *h, const struct quay_stats_label *l, size_t nl, void **out)
+mk_counter(quay_stats *s, const char *n, const char *h, const struct quay_stats_label *l, size_t nl,
+    void **out)
 {
 	return quay_counter_create(s, n, h, l, nl, (quay_counter **)out);
 }
@@ -156,17 +157,48 @@ test_create_bad_input(void **state)
 	char *help_max = repeat('h', QUAY_STATS_HELP_MAX);
 	char *help_long = repeat('h', QUAY_STATS_HELP_MAX + 1);
 	static const char *const bad_names[] = {
-		"", "0abc", "9", "a-b", "a b", "a.b", "a{", "é", "a\n", "a\"", "-", " a",
+		"",
+		"0abc",
+		"9",
+		"a-b",
+		"a b",
+		"a.b",
+		"a{",
+		"é",
+		"a\n",
+		"a\"",
+		"-",
+		" a",
 	};
 	static const char *const good_names[] = {
-		"a", "_", ":", "a:b_c9", "A_Z:0", "__x", "::", "_9",
+		"a",
+		"_",
+		":",
+		"a:b_c9",
+		"A_Z:0",
+		"__x",
+		"::",
+		"_9",
 	};
 	static const char *const bad_lnames[] = {
-		"", "0a", "a:b", "a-b", "__x", "__", "a b", "ü",
+		"",
+		"0a",
+		"a:b",
+		"a-b",
+		"__x",
+		"__",
+		"a b",
+		"ü",
 	};
 	static const char *const bad_utf8[] = {
-		"\xff", "a\xc0\x80", "\xc3", "\xe2\x82", "\xed\xa0\x80" /* surrogate */,
-		"\xf4\x90\x80\x80" /* > U+10FFFF */, "\xf0\x82\x82\xac" /* overlong */, "\x80",
+		"\xff",
+		"a\xc0\x80",
+		"\xc3",
+		"\xe2\x82",
+		"\xed\xa0\x80" /* surrogate */,
+		"\xf4\x90\x80\x80" /* > U+10FFFF */,
+		"\xf0\x82\x82\xac" /* overlong */,
+		"\x80",
 	};
 	void *const keep = (void *)(uintptr_t)0x5555;
 
@@ -206,12 +238,16 @@ test_create_bad_input(void **state)
 		}
 		{
 			struct quay_stats_label bl[] = {
-				{ NULL, "v" }, { "k", NULL }, { "k", "" }, { lname_long, "v" }, { "k", val_long },
+				{ NULL, "v" },
+				{ "k", NULL },
+				{ "k", "" },
+				{ lname_long, "v" },
+				{ "k", val_long },
 			};
 			for (size_t i = 0; i < ARRAY_LEN(bl); i++)
 				assert_int_equal(mk(s, "x", NULL, &bl[i], 1, &out), -EINVAL);
 		}
-		{       /* the same label twice, in any position */
+		{ /* the same label twice, in any position */
 			struct quay_stats_label dl[3] = { { "b", "1" }, { "a", "2" }, { "b", "3" } };
 			assert_int_equal(mk(s, "x", NULL, dl, 3, &out), -EINVAL);
 		}
@@ -226,7 +262,10 @@ test_create_bad_input(void **state)
 		assert_int_equal(mk(s, name_max, help_max, l, QUAY_STATS_LABELS_MAX, &out), 0);
 		{
 			struct quay_stats_label el[] = {
-				{ lname_max, val_max }, { "_", "x" }, { "u", "é中😀\n\"\\" }, { "a9", "\t\r" },
+				{ lname_max, val_max },
+				{ "_", "x" },
+				{ "u", "é中😀\n\"\\" },
+				{ "a9", "\t\r" },
 			};
 			assert_int_equal(mk(s, "edge", "UTF-8 ✓ \\ \n", el, ARRAY_LEN(el), &out), 0);
 		}
@@ -555,7 +594,7 @@ test_hist_record_read(void **state)
 	assert_int_equal(quay_hist_quantile(d, 0.0, &v), 0);
 	assert_int_equal(v, 0);
 	assert_int_equal(quay_hist_quantile(d, 1.0, &v), 0);
-	assert_true(v == big);                   /* overflow bucket: max */
+	assert_true(v == big); /* overflow bucket: max */
 	assert_int_equal(quay_hist_quantile(d, 0.5, &v), 0);
 	assert_true(v >= 1000 - 1000 / 64 && v <= 1000 + 1000 / 64);
 
@@ -629,26 +668,23 @@ test_hist_quantiles_vs_reference(void **state)
 		assert_int_equal(quay_hist_create(s, "lat", NULL, NULL, 0, &h), 0);
 		for (size_t i = 0; i < N; i++) {
 			uint64_t r = qt_rand(&seed);
-			double u = (double)(r >> 11) / 9007199254740992.0;   /* [0,1) */
+			double u = (double)(r >> 11) / 9007199254740992.0; /* [0,1) */
 			uint64_t v;
 			switch (dist) {
-			case 0:          /* log-uniform over 1 ns .. 2^36 ns (clamped to 60 s) */
-				{
-					unsigned k = (unsigned)(r % 36);
-					v = ((uint64_t)1 << k) + (uint64_t)(u * (double)((uint64_t)1 << k));
-				}
-				break;
-			case 1:          /* uniform 1 ns .. 60 s */
-				v = 1 + (uint64_t)(u * 6e10);
-				break;
-			case 2:          /* small values: exact buckets and the first octaves */
+			case 0: /* log-uniform over 1 ns .. 2^36 ns (clamped to 60 s) */
+			{
+				unsigned k = (unsigned)(r % 36);
+				v = ((uint64_t)1 << k) + (uint64_t)(u * (double)((uint64_t)1 << k));
+			} break;
+			case 1: /* uniform 1 ns .. 60 s */ v = 1 + (uint64_t)(u * 6e10); break;
+			case 2: /* small values: exact buckets and the first octaves */
 				v = 1 + r % 5000;
 				break;
-			case 3:          /* a typical latency: ~2 us with a long tail */
+			case 3: /* a typical latency: ~2 us with a long tail */
 				v = 2000 + (r >> 20) % 1500 + (r >> 40) % 3000 +
 				    (r % 1000 == 0 ? (uint64_t)(u * 5e9) : 0);
 				break;
-			default:         /* every octave boundary and its neighbours */
+			default: /* every octave boundary and its neighbours */
 				v = ((uint64_t)1 << (r % 36)) + (uint64_t)((int)(r >> 40) % 3) - 1;
 				if (v == 0)
 					v = 1;
@@ -768,7 +804,7 @@ test_snapshot(void **state)
 	assert_int_equal(m->counter, 5);
 	assert_null(m->hist);
 	assert_int_equal(m->nlabels, 3);
-	assert_string_equal(m->labels[0].name, "a");      /* sorted */
+	assert_string_equal(m->labels[0].name, "a"); /* sorted */
 	assert_string_equal(m->labels[0].value, "2");
 	assert_string_equal(m->labels[1].name, "m");
 	assert_string_equal(m->labels[2].name, "z");
@@ -846,7 +882,9 @@ test_destroy_frees_family(void **state)
 			char v[16];
 			struct quay_stats_label l = { "i", v };
 			snprintf(v, sizeof(v), "%zu", i);
-			assert_int_equal(quay_counter_create(s, round % 2 ? "odd" : "even", NULL, &l, 1, &cs[i]), 0);
+			assert_int_equal(quay_counter_create(s, round % 2 ? "odd" : "even", NULL, &l, 1,
+			                     &cs[i]),
+			    0);
 			quay_counter_add(cs[i], i);
 		}
 		assert_int_equal(quay_stats_count(s), 301);
@@ -1066,7 +1104,7 @@ parse_sample(struct pstate *ps, const char *line)
 		vbuf[vl] = '\0';
 		if (!read_value(vbuf, &se.value))
 			return pfail(ps, "bad value", line);
-		if (sp != NULL) {      /* an optional integer timestamp */
+		if (sp != NULL) { /* an optional integer timestamp */
 			for (const char *c = sp + 1; *c; c++)
 				if (!(*c >= '0' && *c <= '9') && !(c == sp + 1 && *c == '-'))
 					return pfail(ps, "bad timestamp", line);
@@ -1078,8 +1116,9 @@ parse_sample(struct pstate *ps, const char *line)
 	if (strcmp(ps->type, "histogram") == 0) {
 		char base[sizeof(se.name)];
 		snprintf(base, sizeof(base), "%s", ps->family);
-		if (strcmp(se.name, base) == 0 || (!ends_with(se.name, "_bucket") &&
-		    !ends_with(se.name, "_sum") && !ends_with(se.name, "_count")))
+		if (strcmp(se.name, base) == 0 ||
+		    (!ends_with(se.name, "_bucket") && !ends_with(se.name, "_sum") &&
+		        !ends_with(se.name, "_count")))
 			return pfail(ps, "histogram sample with a plain name", line);
 		if (ends_with(se.name, "_bucket")) {
 			if (strlen(se.name) != strlen(base) + 7 || strncmp(se.name, base, strlen(base)) != 0)
@@ -1151,7 +1190,7 @@ parse_comment(struct pstate *ps, const char *line)
 	else if (strncmp(p, " TYPE ", 6) == 0)
 		help = false;
 	else
-		return true;                  /* any other comment is allowed */
+		return true; /* any other comment is allowed */
 	p += 6;
 	if (read_name(&p, name, sizeof(name), true) == 0)
 		return pfail(ps, "bad name in HELP/TYPE", line);
@@ -1277,8 +1316,17 @@ strbuf_write(void *arg, const char *data, size_t len)
 
 /* A registry with everything an exporter must get right. */
 static const char *const tricky_values[] = {
-	"plain", "back\\slash", "dq\"uote", "new\nline", "all\\\"\n\\n", "utf8 é 中 😀",
-	"{braces}=,", "tab\tcr\r", "\\", "\"", "\n",
+	"plain",
+	"back\\slash",
+	"dq\"uote",
+	"new\nline",
+	"all\\\"\n\\n",
+	"utf8 é 中 😀",
+	"{braces}=,",
+	"tab\tcr\r",
+	"\\",
+	"\"",
+	"\n",
 };
 
 static quay_stats *
@@ -1295,7 +1343,9 @@ tricky_registry(void)
 		snprintf(idx, sizeof(idx), "%zu", i);
 		l[1].value = idx;
 		assert_int_equal(quay_counter_create(s, "quay_sent_total",
-		    "Messages sent.\nSecond line with \\ backslash and \"quotes\".", l, 2, &c), 0);
+		                     "Messages sent.\nSecond line with \\ backslash and \"quotes\".", l, 2,
+		                     &c),
+		    0);
 		quay_counter_add(c, 1000 + i);
 	}
 	assert_int_equal(quay_gauge_create(s, "quay:depth", NULL, NULL, 0, &g), 0);
@@ -1355,7 +1405,7 @@ test_prometheus_parse_back(void **state)
 		struct pseries *se = &series[i];
 		assert_string_equal(se->name, "quay_sent_total");
 		assert_int_equal(se->nlabels, 2);
-		assert_string_equal(se->lname[0], "idx");     /* sorted by name */
+		assert_string_equal(se->lname[0], "idx"); /* sorted by name */
 		assert_string_equal(se->lname[1], "queue");
 		assert_string_equal(se->lvalue[1], tricky_values[i]);
 		assert_true(se->value == (double)(1000 + i));
@@ -1364,11 +1414,12 @@ test_prometheus_parse_back(void **state)
 	assert_true(series[ARRAY_LEN(tricky_values) + 1].value == (double)INT64_MIN);
 	assert_true(series[ARRAY_LEN(tricky_values) + 2].value == 18446744073709551615.0);
 	/* The exact text of a few lines. */
-	assert_non_null(strstr(b.p, "# HELP quay_sent_total Messages sent.\\nSecond line with \\\\ backslash and \"quotes\".\n"));
+	assert_non_null(strstr(b.p,
+	    "# HELP quay_sent_total Messages sent.\\nSecond line with \\\\ backslash and \"quotes\".\n"));
 	assert_non_null(strstr(b.p, "# TYPE quay_sent_total counter\n"));
 	assert_non_null(strstr(b.p, "quay_sent_total{idx=\"4\",queue=\"all\\\\\\\"\\n\\\\n\"} 1004\n"));
 	assert_non_null(strstr(b.p, "\nquay:depth -12345\n"));
-	assert_null(strstr(b.p, "# HELP quay:depth"));           /* no help: no HELP line */
+	assert_null(strstr(b.p, "# HELP quay:depth")); /* no help: no HELP line */
 	assert_null(strstr(b.p, "# HELP quay_max_total"));
 	assert_non_null(strstr(b.p, "quay_max_total 18446744073709551615\n"));
 	assert_non_null(strstr(b.p, "# TYPE quay_latency_seconds histogram\n"));
@@ -1398,8 +1449,9 @@ test_prometheus_parse_back(void **state)
 				if (hi <= ns)
 					want += m->hist->buckets[k];
 			}
-			snprintf(needle, sizeof(needle), "quay_latency_seconds_bucket{q=\"a\\\"b\",le=\"%s\"} %llu\n",
-			    text, (unsigned long long)want);
+			snprintf(needle, sizeof(needle),
+			    "quay_latency_seconds_bucket{q=\"a\\\"b\",le=\"%s\"} %llu\n", text,
+			    (unsigned long long)want);
 			if (strstr(b.p, needle) == NULL)
 				fail_msg("missing %s", needle);
 		}
@@ -1414,24 +1466,24 @@ test_prometheus_parse_back(void **state)
 	/* The parser itself rejects broken expositions (it can fail). */
 	{
 		static const char *const broken[] = {
-			"# TYPE a counter\na 1",                                  /* no final newline */
-			"a 1\n",                                                  /* no TYPE */
-			"# TYPE a counter\na{l=\"x} 1\n",                         /* unterminated */
-			"# TYPE a counter\na{l=\"\\t\"} 1\n",                     /* bad escape */
-			"# TYPE a counter\na{__l=\"x\"} 1\n",                     /* reserved label */
-			"# TYPE a counter\na{1l=\"x\"} 1\n",                      /* bad label name */
-			"# TYPE a counter\na{l=\"x\",l=\"y\"} 1\n",               /* repeated label */
-			"# TYPE a counter\na 1x\n",                               /* bad value */
-			"# TYPE a counter\na  1\n",                               /* double space */
-			"# TYPE a counter\nb 1\n",                                /* other family */
-			"# TYPE a counter\na 1\n# TYPE a counter\n",              /* TYPE twice */
-			"# HELP a x\\ty\n# TYPE a counter\na 1\n",                /* bad HELP escape */
+			"# TYPE a counter\na 1",                     /* no final newline */
+			"a 1\n",                                     /* no TYPE */
+			"# TYPE a counter\na{l=\"x} 1\n",            /* unterminated */
+			"# TYPE a counter\na{l=\"\\t\"} 1\n",        /* bad escape */
+			"# TYPE a counter\na{__l=\"x\"} 1\n",        /* reserved label */
+			"# TYPE a counter\na{1l=\"x\"} 1\n",         /* bad label name */
+			"# TYPE a counter\na{l=\"x\",l=\"y\"} 1\n",  /* repeated label */
+			"# TYPE a counter\na 1x\n",                  /* bad value */
+			"# TYPE a counter\na  1\n",                  /* double space */
+			"# TYPE a counter\nb 1\n",                   /* other family */
+			"# TYPE a counter\na 1\n# TYPE a counter\n", /* TYPE twice */
+			"# HELP a x\\ty\n# TYPE a counter\na 1\n",   /* bad HELP escape */
 			"# TYPE a histogram\na_bucket{le=\"1\"} 2\na_bucket{le=\"+Inf\"} 1\na_sum 1\na_count 1\n",
 			"# TYPE a histogram\na_bucket{le=\"1\"} 1\na_bucket{le=\"+Inf\"} 2\na_sum 1\na_count 3\n",
-			"# TYPE a histogram\na_bucket{le=\"1\"} 1\na_sum 1\na_count 1\n",   /* no +Inf */
+			"# TYPE a histogram\na_bucket{le=\"1\"} 1\na_sum 1\na_count 1\n", /* no +Inf */
 			"# TYPE a histogram\na_bucket{le=\"2\"} 1\na_bucket{le=\"1\"} 1\na_bucket{le=\"+Inf\"} 1\na_sum 1\na_count 1\n",
 			"# TYPE a histogram\na 1\n",
-			"# TYPE a counter\n\na 1\n",                              /* empty line */
+			"# TYPE a counter\n\na 1\n", /* empty line */
 			"# TYPE 0a counter\n0a 1\n",
 			"# TYPE a gauge\na{le=\"1\"} 1\n",
 		};
@@ -1445,7 +1497,8 @@ test_prometheus_parse_back(void **state)
 		struct pstate *good = calloc(1, sizeof(*good));
 		good->out = series;
 		assert_true(prom_parse("# HELP a x\\ny\\\\\n# TYPE a histogram\na_bucket{le=\"1\"} 1\n"
-		    "a_bucket{le=\"+Inf\"} 2\na_sum 1.5\na_count 2\n", good));
+		                       "a_bucket{le=\"+Inf\"} 2\na_sum 1.5\na_count 2\n",
+		    good));
 		free(good);
 	}
 
@@ -1461,7 +1514,7 @@ test_prometheus_parse_back(void **state)
 struct jparser {
 	const char *p;
 	int depth;
-	char strings[512][1100];   /* decoded strings, in order (the first 512) */
+	char strings[512][1100]; /* decoded strings, in order (the first 512) */
 	size_t nstrings;
 	size_t nnumbers, nnulls;
 };
@@ -1501,7 +1554,7 @@ jstring(struct jparser *j)
 		if (c == '"')
 			break;
 		if (c < 0x20)
-			return false;            /* raw control character (or end) */
+			return false; /* raw control character (or end) */
 		if (c == '\\') {
 			char e = j->p[1];
 			unsigned cp = 0;
@@ -1524,10 +1577,9 @@ jstring(struct jparser *j)
 				}
 				j->p += 4;
 				if (cp >= 0x80)
-					return false;        /* our exporter only escapes controls */
+					return false; /* our exporter only escapes controls */
 				break;
-			default:
-				return false;
+			default: return false;
 			}
 			if (n < sizeof(tmp) - 1)
 				tmp[n++] = (char)cp;
@@ -1655,22 +1707,14 @@ jvalue(struct jparser *j)
 		}
 		ok = true;
 		break;
-	case '"':
-		ok = jstring(j);
-		break;
-	case 't':
-		ok = strncmp(j->p, "true", 4) == 0 && (j->p += 4);
-		break;
-	case 'f':
-		ok = strncmp(j->p, "false", 5) == 0 && (j->p += 5);
-		break;
+	case '"': ok = jstring(j); break;
+	case 't': ok = strncmp(j->p, "true", 4) == 0 && (j->p += 4); break;
+	case 'f': ok = strncmp(j->p, "false", 5) == 0 && (j->p += 5); break;
 	case 'n':
 		ok = strncmp(j->p, "null", 4) == 0 && (j->p += 4);
 		j->nnulls += ok;
 		break;
-	default:
-		ok = jnumber(j);
-		break;
+	default: ok = jnumber(j); break;
 	}
 out:
 	j->depth--;
@@ -1765,8 +1809,18 @@ test_json_valid(void **state)
 	/* The parser can fail. */
 	{
 		static const char *const broken[] = {
-			"", "{", "{\"a\":}", "{\"a\":1,}", "[1 2]", "{\"a\":\"x\ny\"}", "{\"a\":01}",
-			"{\"a\":1} x", "{\"a\":\"\\q\"}", "{a:1}", "{\"a\":nul}", "[\"\xff\"]",
+			"",
+			"{",
+			"{\"a\":}",
+			"{\"a\":1,}",
+			"[1 2]",
+			"{\"a\":\"x\ny\"}",
+			"{\"a\":01}",
+			"{\"a\":1} x",
+			"{\"a\":\"\\q\"}",
+			"{a:1}",
+			"{\"a\":nul}",
+			"[\"\xff\"]",
 		};
 		for (size_t i = 0; i < ARRAY_LEN(broken); i++)
 			if (json_valid(broken[i], j))
@@ -1833,10 +1887,10 @@ test_format_buffers(void **state)
 			assert_int_equal(buf[cap - 1], '\0');
 			assert_memory_equal(buf, ref.p, cap - 1);
 			if (cap < ref.n)
-				assert_int_equal(buf[cap], 'X');         /* nothing past cap */
+				assert_int_equal(buf[cap], 'X'); /* nothing past cap */
 		}
 		memset(buf, 'X', ref.n + 1);
-		assert_int_equal(fmts[f](snap, buf, ref.n, &len), -ENOSPC);   /* no room for NUL */
+		assert_int_equal(fmts[f](snap, buf, ref.n, &len), -ENOSPC); /* no room for NUL */
 		assert_int_equal(fmts[f](snap, buf, ref.n + 1, &len), 0);
 		assert_int_equal(len, ref.n);
 		assert_string_equal(buf, ref.p);
@@ -1874,7 +1928,7 @@ slot_thread(void *p)
 	struct slot_arg *a = p;
 
 	a->slot = quayi_stats_slot();
-	pthread_barrier_wait(a->bar);       /* all alive at once */
+	pthread_barrier_wait(a->bar); /* all alive at once */
 	return NULL;
 }
 
@@ -1890,7 +1944,7 @@ test_thread_slots(void **state)
 	uint32_t first[T];
 
 	(void)state;
-	(void)quayi_stats_slot();            /* the main thread holds one too */
+	(void)quayi_stats_slot(); /* the main thread holds one too */
 	for (int round = 0; round < 2; round++) {
 		pthread_barrier_init(&bar, NULL, T);
 		for (int i = 0; i < T; i++) {

@@ -64,9 +64,9 @@ collector_runs_before_snapshot(void **state)
 	assert_int_equal(quay_gauge_set_collect(g, NULL, &c), -EINVAL);
 	assert_int_equal(quay_gauge_set_collect(other, collect, &c), 0);
 	assert_int_equal(quay_gauge_set_collect(other, collect, &c), -EEXIST);
-	quay_gauge_destroy(other);        /* takes its collector with it */
+	quay_gauge_destroy(other); /* takes its collector with it */
 	assert_int_equal(quay_gauge_set_collect(g, collect, &c), 0);
-	assert_int_equal(quay_gauge_read(g), 0);    /* nothing runs until a snapshot */
+	assert_int_equal(quay_gauge_read(g), 0); /* nothing runs until a snapshot */
 	assert_int_equal(quay_stats_snapshot(s, &snap), 0);
 	assert_int_equal(c.calls, 1);
 	assert_int_equal(quay_stats_snap_metric(snap, 0, &m), 0);
@@ -152,7 +152,7 @@ seconds_gauge(void **state)
 	assert_int_equal(quay_gauge_create(s, "age_seconds", "Age", &l, 1, &x), -EINVAL);
 	assert_int_equal(quay_gauge_create(s, "plain", NULL, NULL, 0, &x), 0);
 	assert_int_equal(quay_gauge_create_seconds(s, "plain", NULL, &l, 1, &x), -EINVAL);
-	quay_gauge_set(g, 1500000000);      /* 1.5 s */
+	quay_gauge_set(g, 1500000000); /* 1.5 s */
 	t = prom(s);
 	assert_non_null(strstr(t, "age_seconds{k=\"v\"} 1.500000000\n"));
 	free(t);
@@ -212,11 +212,14 @@ many_registries(void **state)
 	assert_int_equal(quay_stats_snapshot(b, &snaps[1]), 0);
 	assert_int_equal(quay_stats_write_prometheus_many(NULL, 2, collect_out, &out), -EINVAL);
 	assert_int_equal(quay_stats_write_prometheus_many((const quay_stats_snap *const *)snaps, 0,
-	    collect_out, &out), -EINVAL);
+	                     collect_out, &out),
+	    -EINVAL);
+	assert_int_equal(quay_stats_write_prometheus_many((const quay_stats_snap *const *)snaps, 2, NULL,
+	                     &out),
+	    -EINVAL);
 	assert_int_equal(quay_stats_write_prometheus_many((const quay_stats_snap *const *)snaps, 2,
-	    NULL, &out), -EINVAL);
-	assert_int_equal(quay_stats_write_prometheus_many((const quay_stats_snap *const *)snaps, 2,
-	    collect_out, &out), 0);
+	                     collect_out, &out),
+	    0);
 	/* x_total once, with both series, before y_total and z. */
 	assert_string_equal(out,
 	    "# HELP x_total X\n# TYPE x_total counter\nx_total{r=\"a\"} 3\nx_total{r=\"b\"} 5\n"

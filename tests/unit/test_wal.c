@@ -52,9 +52,9 @@ struct model {
 	uint32_t *type;
 	uint32_t *len;
 	uint64_t *key;
-	bool *batch_end;   /* lsn ends a batch */
+	bool *batch_end; /* lsn ends a batch */
 	uint64_t n, cap;
-	bool attempts;     /* also record appends that failed with -EIO */
+	bool attempts; /* also record appends that failed with -EIO */
 };
 
 static void
@@ -91,8 +91,8 @@ model_free(struct model *m)
 /* Check a replay against the model: records 1..n in order, byte-exact. */
 struct check {
 	const struct model *m;
-	uint64_t next;      /* the LSN expected next */
-	uint64_t bad;       /* mismatches */
+	uint64_t next; /* the LSN expected next */
+	uint64_t bad;  /* mismatches */
 	uint8_t *scratch;
 };
 
@@ -142,7 +142,8 @@ mopen(struct memfs *fs, const struct quay_wal_opts *o, quay_wal **w)
 
 /* Append records with keys from *key: a batch of nb (1: single append). */
 static int
-append_some(quay_wal *w, struct model *m, uint64_t *key, size_t nb, uint32_t maxlen, uint64_t *rng, uint64_t *last)
+append_some(quay_wal *w, struct model *m, uint64_t *key, size_t nb, uint32_t maxlen, uint64_t *rng,
+    uint64_t *last)
 {
 	static uint8_t bufs[8][4096];
 	quay_wal_rec recs[8];
@@ -234,7 +235,9 @@ crc32c_hw_matches_sw(void **state)
 			assert_int_equal(quayi_crc32c_hw(seed, buf + off, len), sw);
 		/* Chaining: crc(a || b) = crc(crc(a), b). */
 		size_t cut = len ? qt_rand(&s) % len : 0;
-		assert_int_equal(quayi_crc32c_sw(quayi_crc32c_sw(seed, buf + off, cut), buf + off + cut, len - cut), sw);
+		assert_int_equal(quayi_crc32c_sw(quayi_crc32c_sw(seed, buf + off, cut), buf + off + cut,
+		                     len - cut),
+		    sw);
 	}
 }
 
@@ -262,7 +265,8 @@ open_rejects_bad_args(void **state)
 		struct quay_wal_opts o = QUAY_WAL_OPTS_INIT;
 		o.report = &rep;
 		rep.status = 12345;
-		assert_int_equal(quayi_wal_open_io(cases[i].dir, &o, &memfs_io, &fs, cases[i].null_out ? NULL : &w),
+		assert_int_equal(quayi_wal_open_io(cases[i].dir, &o, &memfs_io, &fs,
+		                     cases[i].null_out ? NULL : &w),
 		    -EINVAL);
 		assert_int_equal(rep.status, -EINVAL);
 		assert_ptr_equal(w, (quay_wal *)(uintptr_t)0x1);
@@ -719,7 +723,8 @@ proof_record_ending_in_zeros(void **state)
 			assert_int_equal(lsn, 3);
 			assert_int_equal(quay_wal_close(w), 0);
 			struct memfs_file *f = memfs_file(&fs, "0000000000000001.wal");
-			uint64_t at = QUAYI_WAL_SEG_HDR + quayi_wal_rec_size(sizeof(a)) + QUAYI_WAL_REC_HDR + 10;
+			uint64_t at =
+			    QUAYI_WAL_SEG_HDR + quayi_wal_rec_size(sizeof(a)) + QUAYI_WAL_REC_HDR + 10;
 			f->cur[at] ^= 4;
 			memfs_sync_file(f);
 			o.report = &rep;
@@ -727,14 +732,16 @@ proof_record_ending_in_zeros(void **state)
 			int r = mopen(&fs, &o, &w);
 			if (r == 0)
 				quay_wal_close(w);
-			print_message("proof C len %zu fill 0x%02x %s: open %d, corrupt %d, tail_cut %d, last_lsn %" PRIu64
-			    "\n", cs[i].len, cs[i].fill, ro ? "readonly" : "writable", r, rep.corrupt, rep.tail_cut,
+			print_message(
+			    "proof C len %zu fill 0x%02x %s: open %d, corrupt %d, tail_cut %d, last_lsn %" PRIu64
+			    "\n",
+			    cs[i].len, cs[i].fill, ro ? "readonly" : "writable", r, rep.corrupt, rep.tail_cut,
 			    rep.last_lsn);
 			/* Nothing was cut: B and C are still in the file. */
 			f = memfs_file(&fs, "0000000000000001.wal");
 			if (r != -EBADMSG || !rep.corrupt || rep.tail_cut ||
 			    f->cur_len < QUAYI_WAL_SEG_HDR + 2 * quayi_wal_rec_size(sizeof(a)) +
-			    quayi_wal_rec_size(cs[i].len))
+			            quayi_wal_rec_size(cs[i].len))
 				bad++;
 			memfs_fini(&fs);
 		}
@@ -790,8 +797,9 @@ batch_limit_is_exact(void **state)
 			assert_true(n < sizeof(recs) / sizeof(recs[0]));
 			if (take > info.max_record)
 				take = info.max_record & ~(uint64_t)7;
-			if (left - quayi_wal_rec_size(take) != 0 && left - quayi_wal_rec_size(take) < QUAYI_WAL_REC_HDR)
-				take -= 64;  /* leave room for one more whole record */
+			if (left - quayi_wal_rec_size(take) != 0 &&
+			    left - quayi_wal_rec_size(take) < QUAYI_WAL_REC_HDR)
+				take -= 64; /* leave room for one more whole record */
 			recs[n] = (quay_wal_rec){ 7, payload, (size_t)take };
 			left -= quayi_wal_rec_size(take);
 		}
@@ -801,8 +809,10 @@ batch_limit_is_exact(void **state)
 		assert_int_equal(quay_wal_appendv(w, recs, n, NULL), -EMSGSIZE);
 		assert_int_equal(quay_wal_info(w, &info), 0);
 		assert_int_equal(info.next_lsn, n + 1);
-		print_message("segment %" PRIu64 ", max_record %u: batch limit %" PRIu64 " bytes (%zu records) "
-		    "accepted, 8 more refused\n", cs[i].seg, info.max_record, lim, n);
+		print_message("segment %" PRIu64 ", max_record %u: batch limit %" PRIu64
+		              " bytes (%zu records) "
+		              "accepted, 8 more refused\n",
+		    cs[i].seg, info.max_record, lim, n);
 		assert_int_equal(quay_wal_close(w), 0);
 		memfs_fini(&fs);
 	}
@@ -948,7 +958,7 @@ w2_truncation(void **state)
 		memfs_fini(&tfs);
 	}
 	print_message("W2: log of %" PRIu64 " records, %" PRIu64 " bytes; offsets tested %" PRIu64
-		      " (100%%), of which append+reopen %" PRIu64 "; failures %" PRIu64 "\n",
+	              " (100%%), of which append+reopen %" PRIu64 "; failures %" PRIu64 "\n",
 	    m.n, data_end, offsets, appended, failures);
 	assert_int_equal(failures, 0);
 	(void)bad;
@@ -1063,9 +1073,10 @@ w3_bit_flips(void **state)
 		if (r != 0)
 			wrong++;
 	}
-	print_message("W3: %" PRIu64 " single-bit flips in the last 2 records (tail cut %" PRIu64 ", -EBADMSG %" PRIu64
-		      "), %" PRIu64 " random flips + %" PRIu64 " zeroed sectors (-EBADMSG %" PRIu64 ", prefix %" PRIu64
-		      "); unexpected outcomes %" PRIu64 ", corrupt records accepted %" PRIu64 "\n",
+	print_message("W3: %" PRIu64 " single-bit flips in the last 2 records (tail cut %" PRIu64
+	              ", -EBADMSG %" PRIu64 "), %" PRIu64 " random flips + %" PRIu64
+	              " zeroed sectors (-EBADMSG %" PRIu64 ", prefix %" PRIu64
+	              "); unexpected outcomes %" PRIu64 ", corrupt records accepted %" PRIu64 "\n",
 	    flips, tail_ok, mid_ebadmsg, rflips, zsect, rej, acc, wrong, accepted_bad);
 	assert_int_equal(wrong, 0);
 	assert_int_equal(accepted_bad, 0);
@@ -1300,15 +1311,15 @@ w4_power_cuts(void **state)
 			memfs_crash(&fs, fs.crash_policy);
 		quay_wal_close(w); /* its final write and sync fail: dead */
 		memfs_revive(&fs);
-	verify:
+verify:
 		acked_total += acked;
 		struct quay_wal_report rep;
 		o.report = &rep;
 		int ro = mopen(&fs, &o, &w);
 		if (ro != 0) {
 			if (reopen_fail == 0)
-				print_message("W4 trial %" PRIu64 ": reopen %d, %s at %s+%" PRIu64 "\n", t, ro,
-				    quay_wal_reason_str(rep.reason), rep.segment, rep.offset);
+				print_message("W4 trial %" PRIu64 ": reopen %d, %s at %s+%" PRIu64 "\n", t,
+				    ro, quay_wal_reason_str(rep.reason), rep.segment, rep.offset);
 			reopen_fail++;
 			violations++;
 		} else {
@@ -1334,10 +1345,13 @@ w4_power_cuts(void **state)
 		model_free(&m);
 		memfs_fini(&fs);
 	}
-	print_message("W4: %" PRIu64 " power-cut trials (keep/drop/garble/mixed sectors, unsynced names); acked records "
-		      "%" PRIu64 ", recovered %" PRIu64 ", tails cut %" PRIu64 "; acked lost %" PRIu64 ", corrupt %" PRIu64
-		      ", torn batches %" PRIu64 ", reopen failures %" PRIu64 ", violations %" PRIu64 "\n",
-	    trials, acked_total, recovered_total, cut_tails, lost_acked, corrupt, nonprefix, reopen_fail, violations);
+	print_message("W4: %" PRIu64
+	              " power-cut trials (keep/drop/garble/mixed sectors, unsynced names); acked records "
+	              "%" PRIu64 ", recovered %" PRIu64 ", tails cut %" PRIu64 "; acked lost %" PRIu64
+	              ", corrupt %" PRIu64 ", torn batches %" PRIu64 ", reopen failures %" PRIu64
+	              ", violations %" PRIu64 "\n",
+	    trials, acked_total, recovered_total, cut_tails, lost_acked, corrupt, nonprefix, reopen_fail,
+	    violations);
 	assert_int_equal(violations, 0);
 }
 
@@ -1346,7 +1360,7 @@ w4_power_cuts(void **state)
 struct w5_thread {
 	quay_wal *w;
 	int id;
-	uint64_t acked[4096];   /* LSNs acknowledged */
+	uint64_t acked[4096]; /* LSNs acknowledged */
 	uint32_t acked_len[4096];
 	uint64_t nacked;
 	int first_err;
@@ -1456,7 +1470,8 @@ w5_fsync_eio(void **state)
 				uint32_t len = (uint32_t)((idx * 37 + (uint32_t)i * 11) % 200);
 				fill_payload(want, len, (uint64_t)i << 32 | idx);
 				acks++;
-				if (!f.found || f.len != len || f.type != 1u + (uint32_t)i || memcmp(got, want, len) != 0)
+				if (!f.found || f.len != len || f.type != 1u + (uint32_t)i ||
+				    memcmp(got, want, len) != 0)
 					false_acks++;
 			}
 		}
@@ -1464,8 +1479,10 @@ w5_fsync_eio(void **state)
 		free(th);
 		memfs_fini(&fs);
 	}
-	print_message("W5: %" PRIu64 " rounds x 4 SYNC threads, EIO injected on an fdatasync/dir fsync; acks %" PRIu64
-		      ", threads that saw -EIO %" PRIu64 ", false acks %" PRIu64 ", wrong codes %" PRIu64 "\n",
+	print_message("W5: %" PRIu64
+	              " rounds x 4 SYNC threads, EIO injected on an fdatasync/dir fsync; acks %" PRIu64
+	              ", threads that saw -EIO %" PRIu64 ", false acks %" PRIu64 ", wrong codes %" PRIu64
+	              "\n",
 	    rounds, acks, eio_seen, false_acks, wrong);
 	assert_int_equal(false_acks, 0);
 	assert_int_equal(wrong, 0);
@@ -1501,7 +1518,7 @@ w6_enospc(void **state)
 	assert_int_equal(info.failed, 0);
 	assert_int_equal(info.segments, 3);
 	assert_int_equal(replay_check(w, &m, 1, &bad), m.n); /* readable */
-	fs.quota = 0; /* space returns */
+	fs.quota = 0;                                        /* space returns */
 	assert_int_equal(append_some(w, &m, &key, 1, 2000, &rng, NULL), 0);
 	assert_int_equal(quay_wal_close(w), 0);
 	assert_int_equal(mopen(&fs, &o, &w), 0);
@@ -1552,9 +1569,10 @@ w6_enospc(void **state)
 	corruptions += got < acked || (got > 0 && !m.batch_end[got - 1]);
 	assert_int_equal(append_some(w, &m, &key, 1, 100, &rng, NULL), 0);
 	assert_int_equal(quay_wal_close(w), 0);
-	print_message("W6: ENOSPC at segment creation (3 refusals, not sticky, recovered when space returned) and on a "
-		      "write (sticky, %" PRIu64 " acked, %" PRIu64 " replayed on the failed handle, %" PRIu64
-		      " recovered, tail cut %d); corruptions %" PRIu64 "\n",
+	print_message(
+	    "W6: ENOSPC at segment creation (3 refusals, not sticky, recovered when space returned) and on a "
+	    "write (sticky, %" PRIu64 " acked, %" PRIu64 " replayed on the failed handle, %" PRIu64
+	    " recovered, tail cut %d); corruptions %" PRIu64 "\n",
 	    acked, got_same, got, rep.tail_cut, corruptions + bad);
 	assert_int_equal(bad, 0);
 	assert_int_equal(corruptions, 0);
@@ -1614,7 +1632,8 @@ w7_short_writes(void **state)
 		o.interval_ms = 2;
 		assert_int_equal(mopen(&fs, &o, &w), 0);
 		for (int i = 0; i < 300; i++)
-			assert_int_equal(append_some(w, &m, &key, 1 + qt_rand(&rng) % 3, 3000, &rng, NULL), 0);
+			assert_int_equal(append_some(w, &m, &key, 1 + qt_rand(&rng) % 3, 3000, &rng, NULL),
+			    0);
 		assert_int_equal(quay_wal_close(w), 0);
 		/* Reopen with the faults still on (reads are retried too). */
 		o.report = &rep;
@@ -1636,8 +1655,10 @@ w7_short_writes(void **state)
 		model_free(&m);
 		memfs_fini(&fs);
 	}
-	print_message("W7: %" PRIu64 " records in 3 modes with %ld short writes and %ld EINTRs injected; mismatches %" PRIu64
-		      "\n", records, shorts, eintrs, mismatches);
+	print_message("W7: %" PRIu64
+	              " records in 3 modes with %ld short writes and %ld EINTRs injected; mismatches %" PRIu64
+	              "\n",
+	    records, shorts, eintrs, mismatches);
 	assert_int_equal(mismatches, 0);
 	assert_true(shorts > 0);
 	assert_true(eintrs > 0);
@@ -1741,7 +1762,9 @@ group_commit_threads(void **state)
 			assert_int_equal(c.next[i], 400);
 		assert_int_equal(quay_wal_close(w), 0);
 		if (mode == QUAY_WAL_SYNC)
-			print_message("group commit: 4 threads, 1600 SYNC appends (1920 records) took %ld syncs\n", syncs);
+			print_message(
+			    "group commit: 4 threads, 1600 SYNC appends (1920 records) took %ld syncs\n",
+			    syncs);
 		memfs_fini(&fs);
 	}
 }
@@ -1904,8 +1927,8 @@ group_commit_many_waiters(void **state)
  * sleeps forever: the test hangs). */
 struct ho_ctx {
 	struct memfs *fs;
-	int armed;      /* atomic: delay the next datasync */
-	int b_started;  /* atomic: B is about to append */
+	int armed;     /* atomic: delay the next datasync */
+	int b_started; /* atomic: B is about to append */
 };
 static struct ho_ctx ho;
 
@@ -2244,7 +2267,7 @@ small_log_small_disk(void **state)
 	assert_int_equal(quay_wal_info(w, &info), 0);
 	uint64_t tiny = dir_disk_bytes(dir);
 	print_message("small log: %" PRIu64 " bytes of log, %" PRIu64 " preallocated, %" PRIu64
-		      " on disk (segment_bytes %" PRIu64 ")\n",
+	              " on disk (segment_bytes %" PRIu64 ")\n",
 	    info.bytes, info.file_bytes, tiny, info.segment_bytes);
 	assert_int_equal(info.segment_bytes, QUAY_WAL_SEGMENT_DEFAULT);
 	assert_true(info.bytes < (16 << 10));
@@ -2400,7 +2423,8 @@ proof_search_is_bounded(void **state)
 	/* The bound: every 8-aligned candidate at most max_record. */
 	uint64_t bound = (s.nonzero_end - s.end) / 8 * max_record;
 	print_message("proof search over %zu bytes, %" PRIu64 " header-shaped blocks: %" PRIu64
-	    " CRC bytes (bound %" PRIu64 ")\n", seg, blocks, s.proof_bytes, bound);
+	              " CRC bytes (bound %" PRIu64 ")\n",
+	    seg, blocks, s.proof_bytes, bound);
 	assert_true(s.proof_bytes <= bound);
 	/* Exactly the plausible ones were checksummed (the candidates at
 	 * the offsets inside each block fail the field or LSN filters). */

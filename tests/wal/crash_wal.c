@@ -101,8 +101,8 @@ writer_main(void *arg)
 			payload(bufs[i], t->id, t->seq + i, len, nb);
 			recs[i] = (quay_wal_rec){ 1 + t->id, bufs[i], len };
 		}
-		int r = nb == 1 ? quay_wal_append(t->w, recs[0].type, recs[0].data, recs[0].len, NULL)
-				: quay_wal_appendv(t->w, recs, nb, NULL);
+		int r = nb == 1 ? quay_wal_append(t->w, recs[0].type, recs[0].data, recs[0].len, NULL) :
+		                  quay_wal_appendv(t->w, recs, nb, NULL);
 		if (r != 0)
 			_exit(3);
 		t->seq += nb;
@@ -142,7 +142,7 @@ run_writer(const char *dir, int fd, uint64_t seed)
 /* ---- the verifier (parent) -------------------------------------------- */
 
 struct verify {
-	uint64_t next[WRITERS];   /* next seq expected per thread */
+	uint64_t next[WRITERS]; /* next seq expected per thread */
 	uint64_t records, holes, dups, corrupt, torn;
 	uint32_t pending_batch[WRITERS];
 	uint8_t buf[4200];
@@ -295,12 +295,13 @@ main(void)
 	rmdir(base);
 	bool ok = lost == 0 && holes == 0 && dups == 0 && corrupt == 0 && torn == 0 && open_fail == 0 &&
 	    writer_errors == 0;
-	printf("W1 kill -9: %" PRIu64 " trials (%d SYNC writer threads, groups of %d per log) in %.1f s: acks %" PRIu64
-	       ", records in the last log %" PRIu64 ", tails cut %" PRIu64 "; acked lost %" PRIu64 ", holes %" PRIu64
-	       ", dups %" PRIu64 ", corrupt %" PRIu64 ", torn batches %" PRIu64 ", open failures %" PRIu64
-	       ", writer errors %" PRIu64 " -> %s\n",
-	    trials, WRITERS, GROUP, qt_now_s() - t0, acked_total, recovered, tails, lost, holes, dups, corrupt, torn,
-	    open_fail, writer_errors, ok ? "OK" : "FAILED");
+	printf("W1 kill -9: %" PRIu64
+	       " trials (%d SYNC writer threads, groups of %d per log) in %.1f s: acks %" PRIu64
+	       ", records in the last log %" PRIu64 ", tails cut %" PRIu64 "; acked lost %" PRIu64
+	       ", holes %" PRIu64 ", dups %" PRIu64 ", corrupt %" PRIu64 ", torn batches %" PRIu64
+	       ", open failures %" PRIu64 ", writer errors %" PRIu64 " -> %s\n",
+	    trials, WRITERS, GROUP, qt_now_s() - t0, acked_total, recovered, tails, lost, holes, dups,
+	    corrupt, torn, open_fail, writer_errors, ok ? "OK" : "FAILED");
 	(void)killed_early;
 	return ok ? 0 : 1;
 }

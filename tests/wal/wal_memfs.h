@@ -56,21 +56,21 @@ struct memfs_file {
 struct memfs {
 	pthread_mutex_t mu;
 	struct memfs_file f[MEMFS_FILES];
-	int fd_file[MEMFS_FDS];       /* -1: free */
+	int fd_file[MEMFS_FDS]; /* -1: free */
 	bool dir_exists;
 	bool locked;
 	bool dead;
 	uint64_t rng;
 	/* faults */
-	unsigned short_pct;           /* chance of a short write */
-	unsigned eintr_pct;           /* chance of EINTR from pwrite/pread */
-	long sync_fail_at;            /* the n-th (1-based) sync and later fail; 0 never */
-	int sync_errno;               /* their errno (0: EIO) */
+	unsigned short_pct; /* chance of a short write */
+	unsigned eintr_pct; /* chance of EINTR from pwrite/pread */
+	long sync_fail_at;  /* the n-th (1-based) sync and later fail; 0 never */
+	int sync_errno;     /* their errno (0: EIO) */
 	long syncs;
-	uint64_t quota;               /* bytes over all files; 0: unlimited */
-	bool no_allocate;             /* allocate returns EOPNOTSUPP */
-	long crash_at_op;             /* power cut at the n-th operation; 0 never */
-	int crash_policy;             /* MEMFS_* for crash_at_op */
+	uint64_t quota;   /* bytes over all files; 0: unlimited */
+	bool no_allocate; /* allocate returns EOPNOTSUPP */
+	long crash_at_op; /* power cut at the n-th operation; 0 never */
+	int crash_policy; /* MEMFS_* for crash_at_op */
 	long ops;
 	/* counters */
 	long short_writes, eintrs, enospcs, crashes;
@@ -172,7 +172,8 @@ memfs_crash_locked(struct memfs *fs, int policy)
 		struct memfs_file *f = &fs->f[i];
 		if (!f->exists)
 			continue;
-		if (!f->name_durable && (policy == MEMFS_DROP || (policy == MEMFS_MIX && qt_rand(&fs->rng) % 2))) {
+		if (!f->name_durable &&
+		    (policy == MEMFS_DROP || (policy == MEMFS_MIX && qt_rand(&fs->rng) % 2))) {
 			f->exists = false;
 			free(f->cur);
 			free(f->syn);
@@ -188,12 +189,14 @@ memfs_crash_locked(struct memfs *fs, int policy)
 			size_t e = s + MEMFS_SECTOR < maxl ? s + MEMFS_SECTOR : maxl;
 			bool differs = false;
 			for (size_t k = s; k < e && !differs; k++) {
-				uint8_t c = k < f->cur_len ? f->cur[k] : 0, y = k < f->syn_len ? f->syn[k] : 0;
+				uint8_t c = k < f->cur_len ? f->cur[k] : 0,
+				        y = k < f->syn_len ? f->syn[k] : 0;
 				differs = c != y;
 			}
 			int pick = policy == MEMFS_MIX ? (int)(qt_rand(&fs->rng) % 3) + 1 : policy;
 			for (size_t k = s; k < e; k++) {
-				uint8_t c = k < f->cur_len ? f->cur[k] : 0, y = k < f->syn_len ? f->syn[k] : 0;
+				uint8_t c = k < f->cur_len ? f->cur[k] : 0,
+				        y = k < f->syn_len ? f->syn[k] : 0;
 				if (!differs || pick == MEMFS_KEEP)
 					out[k] = c;
 				else if (pick == MEMFS_DROP)

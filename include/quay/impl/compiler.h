@@ -39,7 +39,8 @@
 
 /* Tell the CPU we are spinning (saves power, yields the pipeline to the
  * sibling hyperthread). */
-static inline void quayi_cpu_relax(void)
+static inline void
+quayi_cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_ia32_pause();

@@ -61,15 +61,15 @@
 #include <quay/impl/wait_inline.h>
 
 /* Internal flag bits stored next to the public ones. */
-#define QUAYI_PQ_F_FENCE 0x10000u   /* no membarrier: wakers use a full fence */
-#define QUAYI_PQ_F_OWNED 0x20000u   /* allocated by quay_pq_create */
+#define QUAYI_PQ_F_FENCE 0x10000u /* no membarrier: wakers use a full fence */
+#define QUAYI_PQ_F_OWNED 0x20000u /* allocated by quay_pq_create */
 
-#define QUAYI_PQ_WORDS 4u           /* bitmap words: 4 x 64 = QUAY_PQ_LEVELS_MAX */
+#define QUAYI_PQ_WORDS 4u /* bitmap words: 4 x 64 = QUAY_PQ_LEVELS_MAX */
 
 /* Values of quay_pq.closed. */
 #define QUAYI_PQ_OPEN 0u
-#define QUAYI_PQ_CLOSING 1u         /* close() has started */
-#define QUAYI_PQ_CLOSED 2u          /* every level's ring is closed */
+#define QUAYI_PQ_CLOSING 1u /* close() has started */
+#define QUAYI_PQ_CLOSED 2u  /* every level's ring is closed */
 
 /*
  * The priority queue. Transparent only so that push and pop inline into
@@ -83,15 +83,15 @@
  */
 struct quay_pq {
 	/* Line 0: written by init only, apart from closed (written by close). */
-	unsigned char *rings;       /* level L's ring at rings + L * ring_stride */
-	const uint32_t *weights;    /* weight of each level (weighted mode) */
+	unsigned char *rings;    /* level L's ring at rings + L * ring_stride */
+	const uint32_t *weights; /* weight of each level (weighted mode) */
 	uint64_t ring_stride;
-	uint64_t capacity;          /* per level */
+	uint64_t capacity; /* per level */
 	uint32_t levels;
-	uint32_t nwords;            /* bitmap words in use: (levels + 63) / 64 */
+	uint32_t nwords; /* bitmap words in use: (levels + 63) / 64 */
 	uint32_t elem_size;
-	uint32_t flags;             /* QUAY_PQ_WEIGHTED and QUAYI_PQ_F_* */
-	uint32_t closed;            /* QUAYI_PQ_OPEN/CLOSING/CLOSED */
+	uint32_t flags;  /* QUAY_PQ_WEIGHTED and QUAYI_PQ_F_* */
+	uint32_t closed; /* QUAYI_PQ_OPEN/CLOSING/CLOSED */
 
 	/* Bitmap line: read by every push and pop, written only when a level
 	 * turns empty or non-empty. */
@@ -103,16 +103,16 @@ struct quay_pq {
 
 	/* Sleepers' line: futex words of the wait protocol
 	 * (quay/impl/wait_inline.h), one per direction for the whole queue. */
-	uint32_t pop_event QUAYI_ALIGNED(QUAY_CACHELINE);   /* consumers sleep here */
-	uint32_t push_event;                               /* producers sleep here */
+	uint32_t pop_event QUAYI_ALIGNED(QUAY_CACHELINE); /* consumers sleep here */
+	uint32_t push_event;                              /* producers sleep here */
 } QUAYI_ALIGNED(QUAY_CACHELINE);
 
 /* Out-of-line slow path (src/pq.c): pops from a closed queue whose bitmap
  * showed nothing, scanning every level from the top. Returns how many it
  * popped; if 0, *rc is -EAGAIN (a push is still in flight) or -EPIPE
  * (closed and drained). */
-QUAY_API size_t quayi_pq_pop_closed(struct quay_pq *pq, unsigned char *out, size_t n,
-    unsigned *prios_out, int *rc);
+QUAY_API size_t quayi_pq_pop_closed(struct quay_pq *pq, unsigned char *out, size_t n, unsigned *prios_out,
+    int *rc);
 
 static QUAYI_ALWAYS_INLINE struct quay_ring *
 quayi_pq_ring(const struct quay_pq *pq, unsigned level)
@@ -147,7 +147,7 @@ quayi_pq_highest_below(const uint64_t *bits, unsigned lim)
 static QUAYI_ALWAYS_INLINE void
 quayi_pq_mark(struct quay_pq *pq, unsigned level)
 {
-	uint64_t *word = &pq->bitmap[(level >> 6) & (QUAYI_PQ_WORDS - 1)];   /* level < 256 */
+	uint64_t *word = &pq->bitmap[(level >> 6) & (QUAYI_PQ_WORDS - 1)]; /* level < 256 */
 	uint64_t bit = (uint64_t)1 << (level & 63);
 
 	/* PQ-B1: seq_cst load, ordered after PQ-B0 in S (see the top of this file).
@@ -164,7 +164,7 @@ static QUAYI_ALWAYS_INLINE void
 quayi_pq_level_empty(struct quay_pq *pq, unsigned level)
 {
 	struct quay_ring *r = quayi_pq_ring(pq, level);
-	uint64_t *word = &pq->bitmap[(level >> 6) & (QUAYI_PQ_WORDS - 1)];   /* level < 256 */
+	uint64_t *word = &pq->bitmap[(level >> 6) & (QUAYI_PQ_WORDS - 1)]; /* level < 256 */
 	uint64_t bit = (uint64_t)1 << (level & 63);
 	uint64_t h, t;
 
@@ -196,8 +196,7 @@ quayi_pq_level_empty(struct quay_pq *pq, unsigned level)
 
 /* Pop up to n elements from level L's ring into out. Returns how many. */
 static QUAYI_ALWAYS_INLINE size_t
-quayi_pq_level_pop(struct quay_pq *pq, unsigned level, unsigned char *out, size_t n,
-    unsigned *prios_out)
+quayi_pq_level_pop(struct quay_pq *pq, unsigned level, unsigned char *out, size_t n, unsigned *prios_out)
 {
 	struct quay_ring *r = quayi_pq_ring(pq, level);
 	uint64_t pos = 0;
@@ -227,8 +226,8 @@ quayi_pq_level_pop(struct quay_pq *pq, unsigned level, unsigned char *out, size_
  * otherwise *undo is UINT64_MAX.
  */
 static QUAYI_ALWAYS_INLINE int
-quayi_pq_allot(struct quay_pq *pq, const uint64_t *bits, size_t want, size_t *k,
-    uint64_t *set, uint64_t *undo)
+quayi_pq_allot(struct quay_pq *pq, const uint64_t *bits, size_t want, size_t *k, uint64_t *set,
+    uint64_t *undo)
 {
 	/* Relaxed: the CAS below validates it. */
 	uint64_t s = __atomic_load_n(&pq->sched, __ATOMIC_RELAXED);
@@ -250,7 +249,7 @@ quayi_pq_allot(struct quay_pq *pq, const uint64_t *bits, size_t want, size_t *k,
 
 			level = quayi_pq_highest_below(bits, cur < pq->levels ? cur : pq->levels);
 			if (level < 0)
-				level = quayi_pq_highest_below(bits, pq->levels);   /* wrap */
+				level = quayi_pq_highest_below(bits, pq->levels); /* wrap */
 			if (level < 0)
 				return -1;
 			w = pq->weights[level];
@@ -259,8 +258,8 @@ quayi_pq_allot(struct quay_pq *pq, const uint64_t *bits, size_t want, size_t *k,
 			*undo = (uint64_t)cur << 32;
 		}
 		/* PQ-K1: relaxed CAS: elects; the elements move through the rings. */
-		if (__atomic_compare_exchange_n(&pq->sched, &s, ns, true,
-		        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+		if (__atomic_compare_exchange_n(&pq->sched, &s, ns, true, __ATOMIC_RELAXED,
+		        __ATOMIC_RELAXED)) {
 			*k = take;
 			*set = ns;
 			return level;
@@ -277,8 +276,8 @@ quayi_pq_drop_credit(struct quay_pq *pq, unsigned level)
 	uint64_t s = __atomic_load_n(&pq->sched, __ATOMIC_RELAXED);
 
 	while ((unsigned)(s >> 32) == level && (uint32_t)s != 0)
-		if (__atomic_compare_exchange_n(&pq->sched, &s, (uint64_t)level << 32, true,
-		        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		if (__atomic_compare_exchange_n(&pq->sched, &s, (uint64_t)level << 32, true, __ATOMIC_RELAXED,
+		        __ATOMIC_RELAXED))
 			break;
 }
 
@@ -342,7 +341,7 @@ quayi_pq_take(struct quay_pq *pq, unsigned char *out, size_t n, unsigned *prios_
 		}
 	}
 	if (got != 0)
-		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE);   /* WAIT-W1 */
+		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE); /* WAIT-W1 */
 	return got;
 }
 
@@ -359,8 +358,8 @@ quayi_pq_put(struct quay_pq *pq, unsigned level, const void *elems, size_t n, bo
 	if (k == 0)
 		return 0;
 	quayi_ring_fill(r, pos, elems, k);
-	quayi_pq_mark(pq, level);                                            /* PQ-B1 */
-	quayi_wait_wake_if_waiting(&pq->pop_event, &pq->flags, QUAYI_PQ_F_FENCE);    /* WAIT-W1 */
+	quayi_pq_mark(pq, level);                                                 /* PQ-B1 */
+	quayi_wait_wake_if_waiting(&pq->pop_event, &pq->flags, QUAYI_PQ_F_FENCE); /* WAIT-W1 */
 	return k;
 }
 

@@ -48,16 +48,16 @@
 #include <quay/impl/wait_inline.h>
 
 /* Internal flag bits stored next to the public ones. */
-#define QUAYI_RING_F_FENCE 0x10000u  /* no membarrier: wakers use a full fence */
-#define QUAYI_RING_F_OWNED 0x20000u  /* allocated by quay_ring_create */
+#define QUAYI_RING_F_FENCE 0x10000u /* no membarrier: wakers use a full fence */
+#define QUAYI_RING_F_OWNED 0x20000u /* allocated by quay_ring_create */
 
 #define QUAYI_RING_POS_MASK (~(uint64_t)0 >> 1)
 #define QUAYI_RING_CLOSED_BIT ((uint64_t)1 << 63)
 
 /* Values of quay_ring.closed. */
 #define QUAYI_RING_OPEN 0u
-#define QUAYI_RING_CLOSING 1u  /* close() has started */
-#define QUAYI_RING_CLOSED 2u   /* close() has fenced: tail is final */
+#define QUAYI_RING_CLOSING 1u /* close() has started */
+#define QUAYI_RING_CLOSED 2u  /* close() has fenced: tail is final */
 
 /* Bit 0 of an event word: a thread is, or is about to be, asleep on it. */
 #define QUAYI_RING_SLEEPERS QUAYI_WAIT_SLEEPERS
@@ -71,12 +71,12 @@
  */
 struct quay_ring {
 	/* Line 0: written by init only, apart from closed (written by close). */
-	uint64_t mask;            /* capacity - 1 */
-	unsigned char *slots;     /* capacity slots of stride bytes, 64-aligned */
-	uint32_t stride;          /* 8 (seq) + elem_size */
+	uint64_t mask;        /* capacity - 1 */
+	unsigned char *slots; /* capacity slots of stride bytes, 64-aligned */
+	uint32_t stride;      /* 8 (seq) + elem_size */
 	uint32_t elem_size;
-	uint32_t flags;           /* QUAY_RING_SP/SC and QUAYI_RING_F_* */
-	uint32_t closed;          /* QUAYI_RING_OPEN/CLOSING/CLOSED */
+	uint32_t flags;  /* QUAY_RING_SP/SC and QUAYI_RING_F_* */
+	uint32_t closed; /* QUAYI_RING_OPEN/CLOSING/CLOSED */
 
 	/* Producers' line: the next position to claim. In MP mode bit 63 is
 	 * set by close, so that a producer's CAS fails once it is closed. */
@@ -89,7 +89,7 @@ struct quay_ring {
 	 * only by threads going to sleep and by the first waker after them.
 	 * Futex words: bit 0 = someone may sleep on it (QUAYI_RING_SLEEPERS),
 	 * bits 1..31 = a wake counter. */
-	uint32_t pop_event QUAYI_ALIGNED(QUAY_CACHELINE);  /* consumers sleep here */
+	uint32_t pop_event QUAYI_ALIGNED(QUAY_CACHELINE); /* consumers sleep here */
 	uint32_t push_event;                              /* producers sleep here */
 } QUAYI_ALIGNED(QUAY_CACHELINE);
 
@@ -115,7 +115,7 @@ quayi_ring_seq(unsigned char *slot)
 static QUAYI_ALWAYS_INLINE void
 quayi_ring_copy(const struct quay_ring *r, void *dst, const void *src)
 {
-	if (r->elem_size == 8) {          /* the hot case: one 8-byte move */
+	if (r->elem_size == 8) { /* the hot case: one 8-byte move */
 		uint64_t v;
 		memcpy(&v, src, 8);
 		memcpy(dst, &v, 8);
@@ -150,8 +150,7 @@ quayi_ring_wake_if_waiting(struct quay_ring *r, uint32_t *event)
  * impl/pq_inline.h) needs the claim in the single total order.
  */
 static QUAYI_ALWAYS_INLINE size_t
-quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_out, int *rc,
-    bool sc)
+quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_out, int *rc, bool sc)
 {
 	uint64_t pos, k;
 	int64_t dif = 0;
@@ -168,7 +167,8 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 			uint64_t p = pos + k;
 			/* RING-A2: acquire, pairs with RING-R2 in pop: the consumer of the
 			 * previous lap is done with the slot. */
-			uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			uint64_t seq =
+			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
 			if (seq != p << 1)
 				break;
 		}
@@ -201,7 +201,8 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 		for (k = 0; k < n; k++) {
 			uint64_t p = pos + k;
 			/* RING-A2: acquire, pairs with RING-R2 in pop. */
-			uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			uint64_t seq =
+			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
 			dif = (int64_t)(seq - (p << 1));
 			if (dif != 0)
 				break;
@@ -209,21 +210,24 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 		if (k == n || (k > 0 && !exact)) {
 			/* Relaxed CAS: it only elects the owner of positions
 			 * pos..pos+k-1; the slot contents move through seq. */
-			if (!sc && __atomic_compare_exchange_n(&r->tail, &pos,
-			        (pos + k) & QUAYI_RING_POS_MASK, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			if (!sc &&
+			    __atomic_compare_exchange_n(&r->tail, &pos, (pos + k) & QUAYI_RING_POS_MASK, true,
+			        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 				break;
 			/* sc: PQ-B0 of impl/pq_inline.h, pairs with PQ-B2 there. */
-			if (sc && __atomic_compare_exchange_n(&r->tail, &pos,
-			        (pos + k) & QUAYI_RING_POS_MASK, true, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+			if (sc &&
+			    __atomic_compare_exchange_n(&r->tail, &pos, (pos + k) & QUAYI_RING_POS_MASK, true,
+			        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
 				break;
-			continue;             /* pos now holds the fresh tail */
+			continue; /* pos now holds the fresh tail */
 		}
-		if (dif > 0) {                /* another producer took p: stale */
+		if (dif > 0) { /* another producer took p: stale */
 			pos = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
 			continue;
 		}
 		/* The slot still holds last lap's element: full. */
-		*rc = (__atomic_load_n(&r->tail, __ATOMIC_RELAXED) & QUAYI_RING_CLOSED_BIT) ? -EPIPE : -EAGAIN;
+		*rc =
+		    (__atomic_load_n(&r->tail, __ATOMIC_RELAXED) & QUAYI_RING_CLOSED_BIT) ? -EPIPE : -EAGAIN;
 		return 0;
 	}
 	*pos_out = pos;
@@ -258,7 +262,8 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 		for (k = 0; k < n; k++) {
 			uint64_t p = pos + k;
 			/* RING-A1: acquire, pairs with RING-R1 in push: the element is written. */
-			uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			uint64_t seq =
+			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
 			dif = (int64_t)(seq - ((p << 1) | 1));
 			if (dif != 0)
 				break;
@@ -271,12 +276,12 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 				break;
 			}
 			/* Relaxed CAS: elects the owner; data moves through seq. */
-			if (__atomic_compare_exchange_n(&r->head, &pos, (pos + k) & QUAYI_RING_POS_MASK,
-			        true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			if (__atomic_compare_exchange_n(&r->head, &pos, (pos + k) & QUAYI_RING_POS_MASK, true,
+			        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 				break;
 			continue;
 		}
-		if (dif > 0 && !(r->flags & QUAY_RING_SC)) {   /* stale head */
+		if (dif > 0 && !(r->flags & QUAY_RING_SC)) { /* stale head */
 			pos = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
 			continue;
 		}

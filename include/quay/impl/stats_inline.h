@@ -54,15 +54,15 @@ QUAY_API uint32_t quayi_stats_slot_init(void);
  * is the first member of the registry's entry for its metric.
  */
 struct quay_counter {
-	uint64_t *cells;      /* shard 0's cell; shard i at cells[i * LINE_WORDS] */
-	uint32_t mask;        /* shards - 1 */
-	uint32_t type;        /* QUAY_STATS_COUNTER */
+	uint64_t *cells; /* shard 0's cell; shard i at cells[i * LINE_WORDS] */
+	uint32_t mask;   /* shards - 1 */
+	uint32_t type;   /* QUAY_STATS_COUNTER */
 };
 
 struct quay_gauge {
-	uint64_t *cell;       /* alone on its line */
+	uint64_t *cell; /* alone on its line */
 	uint32_t pad;
-	uint32_t type;        /* QUAY_STATS_GAUGE */
+	uint32_t type; /* QUAY_STATS_GAUGE */
 };
 
 /* One shard of a histogram: a header line, then the buckets, padded to a
@@ -78,8 +78,8 @@ struct quayi_hist_shard {
 
 struct quay_hist {
 	struct quayi_hist_shard *shards;
-	uint32_t mask;        /* hist_shards - 1 */
-	uint32_t type;        /* QUAY_STATS_HIST */
+	uint32_t mask; /* hist_shards - 1 */
+	uint32_t type; /* QUAY_STATS_HIST */
 };
 
 static inline uint32_t
@@ -99,8 +99,8 @@ quay_counter_add(quay_counter *c, uint64_t n)
 		return -EINVAL;
 	/* Relaxed: a count publishes nothing; atomic because threads beyond
 	 * the shard count share cells. */
-	__atomic_fetch_add(c->cells + (size_t)(quayi_stats_slot() & c->mask) * QUAYI_STATS_LINE_WORDS,
-	    n, __ATOMIC_RELAXED);
+	__atomic_fetch_add(c->cells + (size_t)(quayi_stats_slot() & c->mask) * QUAYI_STATS_LINE_WORDS, n,
+	    __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -164,12 +164,12 @@ quay_hist_record(quay_hist *h, uint64_t v)
 	/* Relaxed: STATS-H1 below orders these before the bucket. The CAS loops
 	 * usually run zero times (v is not a new extreme). */
 	m = __atomic_load_n(&sh->min, __ATOMIC_RELAXED);
-	while (v < m && !__atomic_compare_exchange_n(&sh->min, &m, v, true,
-	    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+	while (
+	    v < m && !__atomic_compare_exchange_n(&sh->min, &m, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 	m = __atomic_load_n(&sh->max, __ATOMIC_RELAXED);
-	while (v > m && !__atomic_compare_exchange_n(&sh->max, &m, v, true,
-	    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+	while (
+	    v > m && !__atomic_compare_exchange_n(&sh->max, &m, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 	__atomic_fetch_add(&sh->sum, v, __ATOMIC_RELAXED);
 	/* STATS-H1: release, pairs with STATS-H2 in quay_hist_read. */
