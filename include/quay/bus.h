@@ -208,8 +208,8 @@ struct quay_bus_opts {
 	 *  target (no subscription or binding matched it, filters
 	 *  included), as RabbitMQ's alternate exchange (NULL: none). Such
 	 *  messages are counted either way (quay_bus_counters()). It must
-	 *  outlive the bus. Added with issue 12: a struct whose size stops
-	 *  before this field is accepted (none). */
+	 *  outlive the bus. A struct whose size stops before this field is
+	 *  accepted (none). */
 	quay_queue *unroutable;
 };
 
@@ -242,8 +242,8 @@ struct quay_sub_opts {
 	const char *group;
 	/** Header filter (NULL: none), see quay_filter_check(): a message
 	 *  whose subject matches reaches the subscription only if its
-	 *  headers satisfy it. Compiled once here. Added with issue 12: a
-	 *  struct whose size stops before this field is accepted (none). */
+	 *  headers satisfy it. Compiled once here. A struct whose size
+	 *  stops before this field is accepted (none). */
 	const char *filter;
 };
 
