@@ -287,8 +287,9 @@ struct quay_queue_opts {
 	uint64_t compact_bytes; /**< with wal: log bytes appended since the last compaction that
 	                                  trigger the next (also at least the live set's bytes);
 	                                  0: 4 x the WAL's segment size */
-	/* Rate limit and alarms (docs/QUEUE.md). Fields at the end: a caller built against the struct ending at compact_bytes (or
-	 * at stats) gets no limit and no alarms. */
+	/* Rate limit and alarms (docs/QUEUE.md). Fields at the end: a caller
+	 * built against the struct ending at compact_bytes (or at stats) gets
+	 * no limit and no alarms. */
 	double rate_per_sec; /**< receive rate limit (token bucket): messages per second,
 	                                  QUAY_QUEUE_RATE_MIN..QUAY_QUEUE_RATE_MAX; 0: none;
 	                                  negative, NaN or outside the range: -EINVAL */
