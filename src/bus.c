@@ -1359,6 +1359,33 @@ sub_cb(struct rcu_head *h)
 	deferred_done(bus);
 }
 
+/*
+ * Put target s (a subscription or a binding, already in table version t)
+ * into the bus: publish t (BUS-T1), link a new group, count s in its
+ * group, the bus's list and nsubs; then drop bus->lock, held by the
+ * caller. The mirror of target_unlink().
+ */
+static void
+target_link(struct quay_bus *bus, struct quay_sub *s, struct quayi_bm_table *t, struct quayi_bus_group *g,
+    struct quayi_bus_group *newg)
+{
+	/* BUS-T1: release; pairs with BUS-T2 in publish. */
+	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
+	if (newg != NULL) {
+		newg->next = bus->groups;
+		bus->groups = newg;
+	}
+	if (g != NULL)
+		g->members++;
+	s->next = bus->subs;
+	if (bus->subs != NULL)
+		bus->subs->prev = s;
+	bus->subs = s;
+	/* Relaxed: written under bus->lock; lock-free readers only report it. */
+	__atomic_fetch_add(&bus->nsubs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&bus->lock);
+}
+
 /* The bus's group called name, or a new one in *newg (not yet linked:
  * the caller links it once the target is in; freed on failure). NULL:
  * out of memory. Under bus->lock. */
@@ -1479,21 +1506,7 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 		goto fail_locked;
 	}
 	t->bus = bus;
-	/* BUS-T1: release; pairs with BUS-T2 in publish. */
-	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
-	if (newg != NULL) {
-		newg->next = bus->groups;
-		bus->groups = newg;
-	}
-	if (g != NULL)
-		g->members++;
-	s->next = bus->subs;
-	if (bus->subs != NULL)
-		bus->subs->prev = s;
-	bus->subs = s;
-	/* Relaxed: written under bus->lock; lock-free readers only report it. */
-	__atomic_fetch_add(&bus->nsubs, 1, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&bus->lock);
+	target_link(bus, s, t, g, newg); /* unlocks */
 	defer_free(bus, &old->rcu, table_cb);
 	*out = s;
 	return 0;
@@ -1760,21 +1773,7 @@ quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q, const struct qu
 	/* Relaxed: only quay_queue_destroy()'s debug check reads it (acquire),
 	 * after the caller's own unbind. */
 	__atomic_fetch_add(quayi_queue_bound(q), 1, __ATOMIC_RELAXED);
-	/* BUS-T1: release; pairs with BUS-T2 in publish. */
-	__atomic_store_n(&bus->table, t, __ATOMIC_RELEASE);
-	if (newg != NULL) {
-		newg->next = bus->groups;
-		bus->groups = newg;
-	}
-	if (g != NULL)
-		g->members++;
-	b->next = bus->subs;
-	if (bus->subs != NULL)
-		bus->subs->prev = b;
-	bus->subs = b;
-	/* Relaxed: written under bus->lock; lock-free readers only report it. */
-	__atomic_fetch_add(&bus->nsubs, 1, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&bus->lock);
+	target_link(bus, b, t, g, newg); /* unlocks */
 	defer_free(bus, &old->rcu, table_cb);
 	*out = bd;
 	return 0;
