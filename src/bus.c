@@ -1974,6 +1974,7 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 		goto fail;
 	}
 	t->bus = bus;
+	/* Relaxed: the bus is not shared yet; create's return publishes it. */
 	__atomic_store_n(&bus->table, t, __ATOMIC_RELAXED);
 	pthread_mutex_init(&bus->lock, NULL);
 	bus->unroutable = opts->unroutable;
@@ -2056,8 +2057,11 @@ quay_bus_destroy(quay_bus *bus)
 	bus_metrics_free(bus);
 	if (bus->own_stats)
 		quay_stats_destroy(bus->stats);
-	if (bus->unroutable != NULL)
+	if (bus->unroutable != NULL) {
+		/* Release; pairs with quay_queue_destroy()'s acquire debug
+		 * check, as in unbind: the bus is done with the queue. */
 		__atomic_fetch_sub(quayi_queue_bound(bus->unroutable), 1, __ATOMIC_RELEASE);
+	}
 	pthread_mutex_destroy(&bus->lock);
 	free(bus->reqs);
 	free(bus);
