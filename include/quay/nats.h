@@ -151,8 +151,10 @@ struct quay_nats_counters {
 	uint64_t echo_dropped;  /**< own messages that came back (not delivered) */
 	uint64_t invalid;       /**< NATS subjects or reply subjects quay refuses */
 	uint64_t replies;       /**< replies routed back to a local requester */
-	uint64_t reconnects;    /**< reconnections */
-	uint64_t disconnects;   /**< disconnections */
+	/** Reconnections and disconnections: counted on libnats' callback
+	 *  thread, so they may trail quay_nats_connected() by a moment. */
+	uint64_t reconnects;
+	uint64_t disconnects;
 	uint64_t slow_consumer; /**< libnats slow-consumer events (messages
 	                             the server or client dropped for us) */
 	uint64_t pending;       /**< gauge: messages waiting in export bridges */
