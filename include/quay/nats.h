@@ -139,7 +139,10 @@ struct quay_nats_opts {
 	  NULL, NULL, 0u }
 /* clang-format on */
 
-/** Counters of a handle, summed over its bridges (quay_nats_counters()). */
+/** Counters of a handle, summed over its bridges (quay_nats_counters()).
+ *  reconnects and disconnects are counted on libnats' callback thread,
+ *  which runs just after the status changes: they may trail
+ *  quay_nats_connected() by a moment. */
 struct quay_nats_counters {
 	uint64_t forwarded;     /**< local messages published to NATS */
 	uint64_t received;      /**< NATS messages published on a local bus */
@@ -151,10 +154,8 @@ struct quay_nats_counters {
 	uint64_t echo_dropped;  /**< own messages that came back (not delivered) */
 	uint64_t invalid;       /**< NATS subjects or reply subjects quay refuses */
 	uint64_t replies;       /**< replies routed back to a local requester */
-	/** Reconnections and disconnections: counted on libnats' callback
-	 *  thread, so they may trail quay_nats_connected() by a moment. */
-	uint64_t reconnects;
-	uint64_t disconnects;
+	uint64_t reconnects;    /**< reconnections (may trail the status) */
+	uint64_t disconnects;   /**< disconnections (may trail the status) */
 	uint64_t slow_consumer; /**< libnats slow-consumer events (messages
 	                             the server or client dropped for us) */
 	uint64_t pending;       /**< gauge: messages waiting in export bridges */
