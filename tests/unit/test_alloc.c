@@ -259,6 +259,79 @@ test_sweep_ring_pq_pool(void **state)
 	sweep("pool + msg", path_pool_msg);
 }
 
+static void
+collect_nop(void *arg)
+{
+	(void)arg;
+}
+
+static int
+path_stats(const struct quay_allocator *a)
+{
+	struct quay_stats_opts o = QUAY_STATS_OPTS_INIT;
+	struct quay_stats_label l[2] = { { "queue", "q1" }, { "zone", "a" } };
+	quay_stats *s = NULL;
+	quay_counter *c1 = NULL, *c2 = NULL;
+	quay_gauge *g = NULL;
+	quay_hist *h = NULL;
+	quay_stats_snap *snap = NULL;
+	char buf[8192];
+	size_t len;
+	int rc;
+
+	o.shards = 2;
+	o.hist_shards = 1;
+	o.allocator = a;
+	if ((rc = quay_stats_create(&o, &s)) != 0)
+		return rc;
+	if ((rc = quay_counter_create(s, "t_total", "help", l, 2, &c1)) == 0 &&
+	    (rc = quay_counter_create(s, "t_total", "help", l, 1, &c2)) == 0 &&
+	    (rc = quay_gauge_create(s, "t_gauge", NULL, NULL, 0, &g)) == 0 &&
+	    (rc = quay_gauge_set_collect(g, collect_nop, NULL)) == 0 &&
+	    (rc = quay_hist_create(s, "t_seconds", "latency", l, 1, &h)) == 0 &&
+	    (rc = quay_stats_snapshot(s, &snap)) == 0) {
+		assert_int_equal(quay_stats_format_prometheus(snap, buf, sizeof(buf), &len), 0);
+		assert_int_equal(quay_stats_format_json(snap, buf, sizeof(buf), &len), 0);
+		quay_stats_snap_free(snap);
+	}
+	/* Destroy some metrics before the registry, leave the rest to it. */
+	quay_counter_destroy(c2);
+	quay_gauge_destroy(g);
+	quay_stats_destroy(s);
+	return rc;
+}
+
+/* Enough metrics that the registry's hash tables grow (64 buckets). */
+static int
+path_stats_grow(const struct quay_allocator *a)
+{
+	struct quay_stats_opts o = QUAY_STATS_OPTS_INIT;
+	quay_stats *s = NULL;
+	int rc;
+
+	o.shards = 1;
+	o.allocator = a;
+	if ((rc = quay_stats_create(&o, &s)) != 0)
+		return rc;
+	for (int i = 0; i < 70 && rc == 0; i++) {
+		char name[32];
+		quay_counter *c;
+
+		snprintf(name, sizeof(name), "c%d_total", i);
+		rc = quay_counter_create(s, name, NULL, NULL, 0, &c);
+	}
+	quay_stats_destroy(s);
+	return rc;
+}
+
+static void
+test_sweep_stats(void **state)
+{
+	(void)state;
+	sweep("stats", path_stats);
+	sweep("stats, tables grow", path_stats_grow);
+}
+
 /* ---- bad input ------------------------------------------------------ */
 
 static void *
@@ -311,6 +384,14 @@ test_bad_allocator(void **state)
 		po.allocator = bad[i];
 		assert_int_equal(quay_pool_create((size_t)1 << 20, &po, &p), -EINVAL);
 		assert_ptr_equal(p, sentinel);
+		{
+			struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
+			quay_stats *st = sentinel;
+
+			so.allocator = bad[i];
+			assert_int_equal(quay_stats_create(&so, &st), -EINVAL);
+			assert_ptr_equal(st, sentinel);
+		}
 	}
 }
 
@@ -341,6 +422,7 @@ main(void)
 		cmocka_unit_test(test_bad_allocator),
 		cmocka_unit_test(test_ring_opts_bad_input),
 		cmocka_unit_test(test_sweep_ring_pq_pool),
+		cmocka_unit_test(test_sweep_stats),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
