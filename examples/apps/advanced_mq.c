@@ -276,7 +276,7 @@ section_durable(void)
 	quay_queue_stats(q, &s);
 	uint64_t restored = s.restored;
 	int64_t deadline = mono_ns() + 5 * (int64_t)1000000000;
-	while (back < DJOBS - 60 && mono_ns() < deadline) {
+	while (back < (int)restored && mono_ns() < deadline) {
 		quay_lease l;
 
 		if (quay_queue_receive(q, &l, 100000000) != 0)
