@@ -610,7 +610,15 @@ section_rpc(quay_pool *pool)
 	int64_t waited_ms = (mono_ns() - t0) / 1000000;
 	if (rep != NULL)
 		quay_msg_unref(rep);
-	usleep(400000);                                 /* let the late reply arrive */
+	/* Wait until the worker has answered everything (the late reply
+	 * included), however slowly this machine runs it. */
+	for (int64_t end = mono_ns() + 10 * (int64_t)1000000000; mono_ns() < end; usleep(10000)) {
+		struct quay_queue_stats qs;
+
+		quay_queue_stats(r.requests, &qs);
+		if (qs.acked == 26)
+			break;
+	}
 	__atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE); /* pairs with rpc_worker's load */
 	pthread_join(t, NULL);
 	struct quay_bus_counters c;
