@@ -1,0 +1,429 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Allocator hooks (quay/alloc.h): every create path run with an allocator
+ * that fails its Nth allocation, for N = 1, 2, ... until the path
+ * succeeds. Each failure must return -ENOMEM and leave no byte allocated
+ * (the test allocator counts live bytes; ASan/LSan watch the C library's
+ * side), and the path must succeed once no allocation fails. The test
+ * allocator also checks the sized free: every block comes back with the
+ * size and alignment it was allocated with, through the same allocator.
+ * Bad input: an allocator missing a function is -EINVAL everywhere.
+ */
+#include "quay_test.h"
+
+#include <quay/quay.h>
+
+/* ---- the test allocator --------------------------------------------- */
+
+#define TA_MAGIC 0x51a110c8u
+
+struct ta_hdr {
+	uint32_t magic;
+	uint32_t pad;
+	size_t size;
+	size_t align;
+	size_t off; /* from the base of the C library's block */
+};
+
+struct ta {
+	pthread_mutex_t mu;
+	long fail_at;  /* fail the allocation with this number (1-based); 0: none */
+	long calls;    /* alloc and realloc calls so far */
+	size_t live;   /* bytes allocated and not freed */
+	long blocks;   /* blocks allocated and not freed */
+	long bad_free; /* frees with a wrong size, alignment or pointer */
+	long bad_align;
+	bool with_realloc;
+};
+
+static struct ta ta = { PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, 0, false };
+
+static size_t
+hdr_room(size_t align)
+{
+	return align > sizeof(struct ta_hdr) ? align : (sizeof(struct ta_hdr) + align - 1) & ~(align - 1);
+}
+
+/* Count a call; true if it must fail. */
+static bool
+ta_fail_now(void)
+{
+	bool fail;
+
+	pthread_mutex_lock(&ta.mu);
+	ta.calls++;
+	fail = ta.fail_at != 0 && ta.calls == ta.fail_at;
+	pthread_mutex_unlock(&ta.mu);
+	return fail;
+}
+
+static void *
+ta_alloc(void *ctx, size_t size, size_t align)
+{
+	size_t room = hdr_room(align), total;
+	unsigned char *base;
+	struct ta_hdr *h;
+
+	assert_ptr_equal(ctx, &ta);
+	if (size == 0 || align < sizeof(void *) || (align & (align - 1)) != 0) {
+		pthread_mutex_lock(&ta.mu);
+		ta.bad_align++;
+		pthread_mutex_unlock(&ta.mu);
+	}
+	if (ta_fail_now())
+		return NULL;
+	total = (room + size + align - 1) & ~(align - 1);
+	base = aligned_alloc(align, total);
+	if (base == NULL)
+		return NULL;
+	memset(base + room, 0xa5, size); /* the library must not expect zeroes */
+	h = (struct ta_hdr *)(void *)(base + room - sizeof(*h));
+	h->magic = TA_MAGIC;
+	h->size = size;
+	h->align = align;
+	h->off = room;
+	pthread_mutex_lock(&ta.mu);
+	ta.live += size;
+	ta.blocks++;
+	pthread_mutex_unlock(&ta.mu);
+	return base + room;
+}
+
+static void
+ta_free(void *ctx, void *p, size_t size, size_t align)
+{
+	struct ta_hdr *h = (struct ta_hdr *)(void *)((unsigned char *)p - sizeof(*h));
+	bool ok = p != NULL && h->magic == TA_MAGIC && h->size == size && h->align == align;
+
+	assert_ptr_equal(ctx, &ta);
+	pthread_mutex_lock(&ta.mu);
+	if (!ok) {
+		ta.bad_free++;
+		pthread_mutex_unlock(&ta.mu);
+		if (p != NULL && h->magic == TA_MAGIC)
+			print_error("bad free: %zu bytes (align %zu) freed as %zu (align %zu)\n", h->size,
+			    h->align, size, align);
+		return; /* leaked on purpose: the count fails the test */
+	}
+	ta.live -= size;
+	ta.blocks--;
+	pthread_mutex_unlock(&ta.mu);
+	h->magic = 0;
+	free((unsigned char *)p - h->off);
+}
+
+static void *
+ta_realloc(void *ctx, void *p, size_t old, size_t n, size_t align)
+{
+	void *np;
+
+	if (ta_fail_now())
+		return NULL;
+	pthread_mutex_lock(&ta.mu);
+	ta.calls--; /* ta_alloc counts it again */
+	pthread_mutex_unlock(&ta.mu);
+	np = ta_alloc(ctx, n, align);
+	if (np == NULL)
+		return NULL;
+	memcpy(np, p, old < n ? old : n);
+	ta_free(ctx, p, old, align);
+	return np;
+}
+
+static const struct quay_allocator TA = { ta_alloc, ta_free, NULL, &ta };
+static const struct quay_allocator TA_RE = { ta_alloc, ta_free, ta_realloc, &ta };
+
+static void
+ta_reset(long fail_at)
+{
+	pthread_mutex_lock(&ta.mu);
+	ta.fail_at = fail_at;
+	ta.calls = 0;
+	pthread_mutex_unlock(&ta.mu);
+}
+
+/* ---- the sweep ------------------------------------------------------ */
+
+/* A create path: create (and use) objects with allocator a, destroy them
+ * all, and return the first failure (0 if none). */
+typedef int (*path_fn)(const struct quay_allocator *a);
+
+/* Largest number of allocations a path may make before it succeeds. */
+#define SWEEP_MAX 5000
+
+static long
+sweep_with(const char *name, path_fn fn, const struct quay_allocator *a)
+{
+	long n;
+
+	for (n = 1; n <= SWEEP_MAX; n++) {
+		int rc;
+
+		ta_reset(n);
+		rc = fn(a);
+		if (ta.live != 0 || ta.blocks != 0)
+			fail_msg("%s: failing allocation %ld: %zu bytes in %ld blocks left (rc %d)", name, n,
+			    ta.live, ta.blocks, rc);
+		if (ta.bad_free != 0 || ta.bad_align != 0)
+			fail_msg("%s: failing allocation %ld: %ld bad frees, %ld bad requests", name, n,
+			    ta.bad_free, ta.bad_align);
+		if (rc == 0) {
+			/* Success: the path made fewer than n allocations. */
+			if (ta.calls >= n)
+				fail_msg("%s: allocation %ld failed, yet the path returned 0", name, n);
+			break;
+		}
+		if (rc != -ENOMEM)
+			fail_msg("%s: failing allocation %ld: %d (%s), not -ENOMEM", name, n, rc,
+			    quay_strerror(rc));
+	}
+	if (n > SWEEP_MAX)
+		fail_msg("%s: still failing after %d allocations", name, SWEEP_MAX);
+	/* The process keeps working: the path, with the C library. */
+	ta_reset(0);
+	if (fn(NULL) != 0)
+		fail_msg("%s: fails with the default allocator after the sweep", name);
+	return n - 1;
+}
+
+static void
+sweep(const char *name, path_fn fn)
+{
+	long n = sweep_with(name, fn, &TA);
+
+	/* With realloc too (the same allocations, some of them resizes). */
+	(void)sweep_with(name, fn, &TA_RE);
+	print_message("%-28s %ld allocations\n", name, n);
+	assert_true(n > 0);
+}
+
+/* ---- paths ---------------------------------------------------------- */
+
+static int
+path_ring(const struct quay_allocator *a)
+{
+	struct quay_ring_opts o = QUAY_RING_OPTS_INIT;
+	quay_ring *r = NULL;
+	uint64_t v = 7;
+	int rc;
+
+	o.allocator = a;
+	if ((rc = quay_ring_create_opts(64, 8, &o, &r)) != 0)
+		return rc;
+	assert_int_equal(quay_ring_push(r, &v), 0);
+	quay_ring_destroy(r);
+	return 0;
+}
+
+static int
+path_pq(const struct quay_allocator *a)
+{
+	struct quay_pq_opts o = QUAY_PQ_OPTS_INIT;
+	quay_pq *pq = NULL;
+	int rc;
+
+	o.levels = 4;
+	o.capacity = 16;
+	o.elem_size = 8;
+	o.allocator = a;
+	if ((rc = quay_pq_create(&o, &pq)) != 0)
+		return rc;
+	quay_pq_destroy(pq);
+	return 0;
+}
+
+static int
+path_pool_msg(const struct quay_allocator *a)
+{
+	struct quay_pool_opts o = QUAY_POOL_OPTS_INIT;
+	quay_pool *p = NULL;
+	quay_msg *m = NULL;
+	int rc;
+
+	o.allocator = a;
+	if ((rc = quay_pool_create((size_t)1 << 20, &o, &p)) != 0)
+		return rc;
+	rc = quay_msg_new(p, "hello", 5, &m);
+	if (rc == 0)
+		quay_msg_unref(m);
+	assert_int_equal(quay_pool_destroy(p), 0);
+	return rc;
+}
+
+static void
+test_sweep_ring_pq_pool(void **state)
+{
+	(void)state;
+	sweep("ring", path_ring);
+	sweep("pq", path_pq);
+	sweep("pool + msg", path_pool_msg);
+}
+
+static void
+collect_nop(void *arg)
+{
+	(void)arg;
+}
+
+static int
+path_stats(const struct quay_allocator *a)
+{
+	struct quay_stats_opts o = QUAY_STATS_OPTS_INIT;
+	struct quay_stats_label l[2] = { { "queue", "q1" }, { "zone", "a" } };
+	quay_stats *s = NULL;
+	quay_counter *c1 = NULL, *c2 = NULL;
+	quay_gauge *g = NULL;
+	quay_hist *h = NULL;
+	quay_stats_snap *snap = NULL;
+	char buf[8192];
+	size_t len;
+	int rc;
+
+	o.shards = 2;
+	o.hist_shards = 1;
+	o.allocator = a;
+	if ((rc = quay_stats_create(&o, &s)) != 0)
+		return rc;
+	if ((rc = quay_counter_create(s, "t_total", "help", l, 2, &c1)) == 0 &&
+	    (rc = quay_counter_create(s, "t_total", "help", l, 1, &c2)) == 0 &&
+	    (rc = quay_gauge_create(s, "t_gauge", NULL, NULL, 0, &g)) == 0 &&
+	    (rc = quay_gauge_set_collect(g, collect_nop, NULL)) == 0 &&
+	    (rc = quay_hist_create(s, "t_seconds", "latency", l, 1, &h)) == 0 &&
+	    (rc = quay_stats_snapshot(s, &snap)) == 0) {
+		assert_int_equal(quay_stats_format_prometheus(snap, buf, sizeof(buf), &len), 0);
+		assert_int_equal(quay_stats_format_json(snap, buf, sizeof(buf), &len), 0);
+		quay_stats_snap_free(snap);
+	}
+	/* Destroy some metrics before the registry, leave the rest to it. */
+	quay_counter_destroy(c2);
+	quay_gauge_destroy(g);
+	quay_stats_destroy(s);
+	return rc;
+}
+
+/* Enough metrics that the registry's hash tables grow (64 buckets). */
+static int
+path_stats_grow(const struct quay_allocator *a)
+{
+	struct quay_stats_opts o = QUAY_STATS_OPTS_INIT;
+	quay_stats *s = NULL;
+	int rc;
+
+	o.shards = 1;
+	o.allocator = a;
+	if ((rc = quay_stats_create(&o, &s)) != 0)
+		return rc;
+	for (int i = 0; i < 70 && rc == 0; i++) {
+		char name[32];
+		quay_counter *c;
+
+		snprintf(name, sizeof(name), "c%d_total", i);
+		rc = quay_counter_create(s, name, NULL, NULL, 0, &c);
+	}
+	quay_stats_destroy(s);
+	return rc;
+}
+
+static void
+test_sweep_stats(void **state)
+{
+	(void)state;
+	sweep("stats", path_stats);
+	sweep("stats, tables grow", path_stats_grow);
+}
+
+/* ---- bad input ------------------------------------------------------ */
+
+static void *
+never_alloc(void *ctx, size_t size, size_t align)
+{
+	(void)ctx;
+	(void)size;
+	(void)align;
+	fail_msg("a rejected allocator was called");
+	return NULL;
+}
+
+static void
+never_free(void *ctx, void *p, size_t size, size_t align)
+{
+	(void)ctx;
+	(void)p;
+	(void)size;
+	(void)align;
+	fail_msg("a rejected allocator was called");
+}
+
+static const struct quay_allocator NO_ALLOC = { NULL, never_free, NULL, NULL };
+static const struct quay_allocator NO_FREE = { never_alloc, NULL, NULL, NULL };
+
+static void
+test_bad_allocator(void **state)
+{
+	const struct quay_allocator *bad[] = { &NO_ALLOC, &NO_FREE };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		void *const sentinel = (void *)(uintptr_t)0x5a5a5a5a;
+		struct quay_ring_opts ro = QUAY_RING_OPTS_INIT;
+		struct quay_pq_opts qo = QUAY_PQ_OPTS_INIT;
+		struct quay_pool_opts po = QUAY_POOL_OPTS_INIT;
+		quay_ring *r = sentinel;
+		quay_pq *pq = sentinel;
+		quay_pool *p = sentinel;
+
+		ro.allocator = bad[i];
+		assert_int_equal(quay_ring_create_opts(64, 8, &ro, &r), -EINVAL);
+		assert_ptr_equal(r, sentinel);
+		qo.levels = 2;
+		qo.capacity = 4;
+		qo.elem_size = 8;
+		qo.allocator = bad[i];
+		assert_int_equal(quay_pq_create(&qo, &pq), -EINVAL);
+		assert_ptr_equal(pq, sentinel);
+		po.allocator = bad[i];
+		assert_int_equal(quay_pool_create((size_t)1 << 20, &po, &p), -EINVAL);
+		assert_ptr_equal(p, sentinel);
+		{
+			struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
+			quay_stats *st = sentinel;
+
+			so.allocator = bad[i];
+			assert_int_equal(quay_stats_create(&so, &st), -EINVAL);
+			assert_ptr_equal(st, sentinel);
+		}
+	}
+}
+
+/* The ring's other bad inputs through the _opts variant. */
+static void
+test_ring_opts_bad_input(void **state)
+{
+	struct quay_ring_opts o = QUAY_RING_OPTS_INIT;
+	quay_ring *r = NULL;
+
+	(void)state;
+	assert_int_equal(quay_ring_create_opts(64, 8, &o, NULL), -EINVAL);
+	assert_int_equal(quay_ring_create_opts(63, 8, &o, &r), -EINVAL);
+	o.size = 0;
+	assert_int_equal(quay_ring_create_opts(64, 8, &o, &r), -EINVAL);
+	o.size = sizeof(o);
+	o.flags = 0x100;
+	assert_int_equal(quay_ring_create_opts(64, 8, &o, &r), -EINVAL);
+	assert_null(r);
+	assert_int_equal(quay_ring_create_opts(64, 8, NULL, &r), 0);
+	quay_ring_destroy(r);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bad_allocator),
+		cmocka_unit_test(test_ring_opts_bad_input),
+		cmocka_unit_test(test_sweep_ring_pq_pool),
+		cmocka_unit_test(test_sweep_stats),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
