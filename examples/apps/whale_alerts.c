@@ -76,6 +76,7 @@ static int tracks[USERS][TRACKED];
 static struct movement *ev;
 static uint32_t nev = 4000;
 static int break_retry; /* --break=retry: drop refused events (no local store) */
+static int break_dedup; /* --break=dedup: no dedup ids (a retry delivers twice) */
 
 static quay_pool *pool;
 static quay_wal *wal;
@@ -193,7 +194,7 @@ make_msg(uint32_t i, quay_msg **out, char *subject, size_t cap)
 	    (rc = quay_msg_set_header_str(m, "movement_type", e->type == BUY ? "BUY" : "SELL")) != 0 ||
 	    (rc = quay_msg_set_header_str(m, "token_mint", token_mint[e->token])) != 0 ||
 	    (rc = quay_msg_set_header_str(m, "amount_usd", amount)) != 0 ||
-	    (rc = quay_msg_set_header_str(m, QUAY_MSG_H_DEDUP_ID, dedup)) != 0) {
+	    (!break_dedup && (rc = quay_msg_set_header_str(m, QUAY_MSG_H_DEDUP_ID, dedup)) != 0)) {
 		quay_msg_unref(m);
 		return rc;
 	}
@@ -454,6 +455,8 @@ main(int argc, char **argv)
 			outage_ms = strtoll(argv[i] + 12, NULL, 10);
 		else if (strcmp(argv[i], "--break=retry") == 0)
 			break_retry = 1;
+		else if (strcmp(argv[i], "--break=dedup") == 0)
+			break_dedup = 1;
 		else {
 			fprintf(stderr, "usage: %s [--seed=N] [--events=N] [--outage-ms=N]\n", argv[0]);
 			return 2;
