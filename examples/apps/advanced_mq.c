@@ -25,7 +25,8 @@
  *                in memory and durable; printed next to the 10,000 msg/s
  *                such services advertise (printed only: not a check)
  *
- * Exits 1 if any check fails. --break=<check> (priority, ttl, backoff,
+ * --seed=N changes the priorities drawn (default 12345). Exits 1 if any
+ * check fails. --break=<check> (priority, ttl, backoff,
  * redrive, rpc, durable) deliberately breaks one so CI proves it can fail.
  */
 #include <dirent.h>
@@ -44,6 +45,7 @@
 #include <quay/quay.h>
 
 static const char *broken = ""; /* --break=<check> */
+static uint32_t seed = 12345;   /* --seed=N: the priorities drawn */
 static int failures;
 static quay_stats *reg; /* one registry: every queue's metrics */
 
@@ -319,7 +321,7 @@ section_priorities(quay_pool *pool)
 	quay_msg *batch[10];
 	quay_lease l[8];
 	int prio[40], order_ok = 1, n = 0, last_p = 4, last_seq = -1;
-	uint32_t x = 12345; /* deterministic seed */
+	uint32_t x = seed; /* deterministic: --seed */
 
 	o.levels = 4;
 	o.clock = fake_clock;
@@ -778,6 +780,10 @@ main(int argc, char **argv)
 	for (int i = 1; i < argc; i++)
 		if (strncmp(argv[i], "--break=", 8) == 0)
 			broken = argv[i] + 8;
+		else if (strncmp(argv[i], "--seed=", 7) == 0)
+			seed = (uint32_t)strtoul(argv[i] + 7, NULL, 0);
+		else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
+			seed = (uint32_t)strtoul(argv[++i], NULL, 0);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	section_durable(); /* first: it forks, before any thread exists */
 	po.clock = fake_clock;
