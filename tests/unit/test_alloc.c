@@ -13,6 +13,8 @@
 
 #include <quay/quay.h>
 
+#include <dirent.h>
+
 /* ---- the test allocator --------------------------------------------- */
 
 #define TA_MAGIC 0x51a110c8u
@@ -332,6 +334,90 @@ test_sweep_stats(void **state)
 	sweep("stats, tables grow", path_stats_grow);
 }
 
+/* Remove a directory of plain files (a WAL's). */
+static void
+rm_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char path[512];
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		unlink(path);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+static int
+count_rec(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	(void)lsn;
+	(void)type;
+	(void)data;
+	(void)len;
+	++*(size_t *)ctx;
+	return 0;
+}
+
+/* Open (create), append across several segments, checkpoint, close;
+ * reopen (recovery reads every segment), replay, close. */
+static int
+path_wal(const struct quay_allocator *a)
+{
+	struct quay_wal_opts o = QUAY_WAL_OPTS_INIT;
+	char tmpl[] = "/tmp/quay-alloc-XXXXXX", dir[64];
+	static char rec[2000];
+	uint64_t lsn = 0;
+	size_t seen = 0;
+	quay_wal *w = NULL;
+	int rc;
+
+	assert_non_null(mkdtemp(tmpl));
+	snprintf(dir, sizeof(dir), "%s/a/wal", tmpl);
+	o.sync_mode = QUAY_WAL_NONE;
+	o.segment_bytes = QUAY_WAL_SEGMENT_MIN;
+	o.max_record = sizeof(rec);
+	o.flags = QUAY_WAL_MKDIR_PARENTS;
+	o.allocator = a;
+	if ((rc = quay_wal_open(dir, &o, &w)) != 0)
+		goto out;
+	for (int i = 0; i < 100 && rc == 0; i++)
+		rc = quay_wal_append(w, 1, rec, sizeof(rec), &lsn);
+	if (rc == 0)
+		rc = quay_wal_sync(w, lsn);
+	if (rc == 0)
+		rc = quay_wal_checkpoint(w, 10);
+	if (rc == 0)
+		rc = quay_wal_replay(w, 0, count_rec, &seen);
+	assert_int_equal(quay_wal_close(w), 0);
+	w = NULL;
+	if (rc == 0)
+		rc = quay_wal_open(dir, &o, &w);
+	if (rc == 0) {
+		rc = quay_wal_replay(w, 0, count_rec, &seen);
+		assert_int_equal(quay_wal_close(w), 0);
+	}
+out:
+	rm_dir(dir);
+	snprintf(dir, sizeof(dir), "%s/a", tmpl);
+	rmdir(dir);
+	rmdir(tmpl);
+	return rc;
+}
+
+static void
+test_sweep_wal(void **state)
+{
+	(void)state;
+	sweep("wal", path_wal);
+}
+
 /* ---- bad input ------------------------------------------------------ */
 
 static void *
@@ -392,6 +478,14 @@ test_bad_allocator(void **state)
 			assert_int_equal(quay_stats_create(&so, &st), -EINVAL);
 			assert_ptr_equal(st, sentinel);
 		}
+		{
+			struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+			quay_wal *w = sentinel;
+
+			wo.allocator = bad[i];
+			assert_int_equal(quay_wal_open("/tmp/quay-alloc-never", &wo, &w), -EINVAL);
+			assert_ptr_equal(w, sentinel);
+		}
 	}
 }
 
@@ -423,6 +517,7 @@ main(void)
 		cmocka_unit_test(test_ring_opts_bad_input),
 		cmocka_unit_test(test_sweep_ring_pq_pool),
 		cmocka_unit_test(test_sweep_stats),
+		cmocka_unit_test(test_sweep_wal),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
