@@ -1456,6 +1456,12 @@ quayi_wal_batch_limit(uint64_t segment_bytes, uint32_t max_record)
 	return lim < buf ? lim : buf;
 }
 
+const struct quay_allocator *
+quayi_wal_allocator(const quay_wal *w)
+{
+	return w->mem;
+}
+
 uint64_t
 quayi_wal_batch_max(const quay_wal *w)
 {
