@@ -11,6 +11,7 @@
  * PQ-B1; a pop runs WAIT-W1 on push_event after taking elements. The ready()
  * checks below read what those calls published before their WAIT-W1.
  */
+#include "pollfd.h"
 #include "quay_internal.h"
 
 #include <stdlib.h>
@@ -131,7 +132,10 @@ quay_pq_create(const struct quay_pq_opts *opts, quay_pq **out)
 void
 quay_pq_destroy(quay_pq *pq)
 {
-	if (pq != NULL && (pq->flags & QUAYI_PQ_F_OWNED))
+	if (pq == NULL)
+		return;
+	quayi_pollfd_forget(&pq->pop_event); /* quay_pq_fd's descriptor, if any */
+	if (pq->flags & QUAYI_PQ_F_OWNED)
 		free(pq);
 }
 

@@ -27,6 +27,7 @@
  * Where membarrier(2) is unavailable (old kernel, seccomp), rings get
  * QUAYI_RING_F_FENCE and both sides use a full fence instead.
  */
+#include "pollfd.h"
 #include "quay_internal.h"
 
 #include <stdlib.h>
@@ -127,7 +128,10 @@ quay_ring_create(size_t capacity, size_t elem_size, unsigned flags, quay_ring **
 void
 quay_ring_destroy(quay_ring *r)
 {
-	if (r != NULL && (r->flags & QUAYI_RING_F_OWNED))
+	if (r == NULL)
+		return;
+	quayi_pollfd_forget(&r->pop_event); /* quay_ring_fd's descriptor, if any */
+	if (r->flags & QUAYI_RING_F_OWNED)
 		free(r);
 }
 
