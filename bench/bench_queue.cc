@@ -91,10 +91,13 @@ relax(unsigned &spins)
 }
 
 quay_pool *
-make_pool(size_t count)
+make_pool(size_t count, bool tsc = false)
 {
 	quay_pool_opts o = QUAY_POOL_OPTS_INIT;
 	quay_pool *p = nullptr;
+
+	if (tsc)
+		o.clock = quay_queue_clock_tsc;
 
 	o.nclasses = 1;
 	o.class_size[0] = 256;
@@ -461,15 +464,20 @@ pair_pq_msg(benchmark::State &st)
 	st.counters["items_per_second"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsRate);
 }
 
+// clock:0 the default clock (clock_gettime(CLOCK_REALTIME) for the pool's
+// stamp and the queue's); clock:1 quay_queue_clock_tsc for both.
 void
 pair_queue(benchmark::State &st)
 {
-	quay_pool *pool = make_pool(1024);
+	const bool tsc = st.range(0) != 0;
+	quay_pool *pool = make_pool(1024, tsc);
 	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q = nullptr;
 	uint64_t n = 0;
 
 	o.capacity = 1024;
+	if (tsc)
+		o.clock = quay_queue_clock_tsc;
 	quay_queue_create(&o, &q);
 	for (auto _ : st) {
 		quay_msg *m = nullptr;
@@ -718,7 +726,7 @@ latency(benchmark::State &st)
 
 BENCHMARK(pair_pq);
 BENCHMARK(pair_pq_msg);
-BENCHMARK(pair_queue);
+BENCHMARK(pair_queue)->ArgName("clock")->Arg(0)->Arg(1);
 BENCHMARK(ring_t)->Name("ring")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pq_t)->Name("pq")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pq_msg_t)->Name("pq_msg")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
