@@ -12,6 +12,7 @@ QUAY_PACKAGES=(
 	libnats-dev nats-server openssl
 	libmicrohttpd-dev prometheus chromium
 	libxxhash-dev
+	gnuplot-nox
 )
 
 note() { printf '\033[1m==> %s\033[0m\n' "$*"; }
