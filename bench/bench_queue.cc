@@ -12,6 +12,10 @@
 //                    benchmark keeps a reference; a message is re-sent once
 //                    its count is back to 1): the queue alone, without the
 //                    pool's cross-thread alloc/free
+//   queue_tsc/PC:N, queue_reuse_tsc/PC:N
+//                    the same two with quay_queue_clock_tsc as the clock of
+//                    the queue and of the pools (the default is
+//                    clock_gettime(CLOCK_REALTIME))
 //   fifo/PC:N/groups:G  the queue benchmark on a FIFO queue (issue 13): each
 //                    message carries a group header; producer p sends to
 //                    the groups g with g % N == p (groups < N: shared),
@@ -21,6 +25,8 @@
 //                    messages carry the same header, unused).
 //   pair_pq, pair_pq_msg, pair_queue
 //                    one thread: one message through and back, per call
+//                    (pair_queue/clock:1: quay_queue_clock_tsc for the
+//                    queue and the pool)
 //   pair_dedup/mode:M  one thread, 64-byte bodies all different: send +
 //                    receive + ack with no dedup (0), an id dedup header
 //                    (1) or content dedup (2, XXH3-128 of body + group,
@@ -298,15 +304,15 @@ out:
 }
 
 void
-run_pc(benchmark::State &st, Kind kind)
+run_pc(benchmark::State &st, Kind kind, bool tsc = false)
 {
 	const int pc = static_cast<int>(st.range(0));
 	const uint32_t groups = st.range(1) > 0 ? static_cast<uint32_t>(st.range(1)) : 0;
 	double secs = 0;
 	uint64_t total = 0;
 
-	quay_pool *pool = make_pool(8192 + 1024 * static_cast<size_t>(pc));
-	quay_pool *reuse_pool = make_pool(kReuse * 2);
+	quay_pool *pool = make_pool(8192 + 1024 * static_cast<size_t>(pc), tsc);
+	quay_pool *reuse_pool = make_pool(kReuse * 2, tsc);
 	for (auto _ : st) {
 		Shared s;
 		s.kind = kind;
@@ -331,6 +337,8 @@ run_pc(benchmark::State &st, Kind kind)
 					}
 			o.capacity = 4096;
 			o.max_in_flight = 64;
+			if (tsc)
+				o.clock = quay_queue_clock_tsc;
 			if (kind == Kind::fifo)
 				o.flags = QUAY_QUEUE_FIFO;
 			quay_queue_create(&o, &s.q);
@@ -400,6 +408,16 @@ void
 queue_reuse_t(benchmark::State &st)
 {
 	run_pc(st, Kind::queue_reuse);
+}
+void
+queue_tsc_t(benchmark::State &st)
+{
+	run_pc(st, Kind::queue, true);
+}
+void
+queue_reuse_tsc_t(benchmark::State &st)
+{
+	run_pc(st, Kind::queue_reuse, true);
 }
 void
 queue_hdr_t(benchmark::State &st)
@@ -733,6 +751,20 @@ BENCHMARK(pq_msg_t)->Name("pq_msg")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTim
 BENCHMARK(queue_t)->Name("queue")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(queue_reuse_t)
     ->Name("queue_reuse")
+    ->ArgName("PC")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(queue_tsc_t)
+    ->Name("queue_tsc")
+    ->ArgName("PC")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(queue_reuse_tsc_t)
+    ->Name("queue_reuse_tsc")
     ->ArgName("PC")
     ->Arg(1)
     ->Arg(2)
