@@ -10,7 +10,8 @@
  *            on the local bus on a subject matching pattern is also
  *            published to NATS, on that subject (a bus subscription, or
  *            for a wildcard pattern the bus's publish tap, drained by a
- *            bridge thread).
+ *            bridge thread; with QUAY_NATS_DIRECT published by the
+ *            publisher's own thread, from the tap).
  *   import   quay_nats_import(n, bus, subject, group): every NATS message
  *            on subject (a NATS queue subscription when group is set) is
  *            published on the local bus.
@@ -27,12 +28,16 @@
  * responder in another (or by any NATS client), and a NATS request is
  * answered by a local quay_bus_reply().
  *
- * No loops: the connection is made with no-echo, every exported message
- * carries the process's origin id and an import drops a message that
- * carries its own process's origin (counted: echo_dropped), and a message
- * that came in by an import is never exported again (it carries the local
- * header QUAY_NATS_H_FROM). So the same subject may be exported and
- * imported on every side.
+ * No loops: the connection is made with no-echo; while the process has
+ * more than one handle, every exported message carries the process's
+ * origin id and an import drops a message that carries its own process's
+ * origin (counted: echo_dropped); and a message that came in by an import
+ * is never exported again (it carries the local header QUAY_NATS_H_FROM).
+ * So the same subject may be exported and imported on every side. A
+ * process's only handle leaves the origin out of a message with no other
+ * NATS header (no quay headers, priority or correlation id): no other
+ * handle of the process can receive it, and it costs libnats a header
+ * table per message. Such a message arrives elsewhere as from "nats".
  *
  * Subjects: quay's subject rules are stricter than NATS's (quay/bus.h).
  * A NATS message whose subject quay cannot represent (a token holding `*`
@@ -234,7 +239,13 @@ QUAY_API void quay_nats_close(quay_nats *n);
  * wildcard pattern takes the messages from the bus's internal publish tap
  * (which sees the subject), into a ring drained the same way. Either
  * waits for room (export_capacity messages) up to the default block
- * timeout (1 s), then counts the message as dropped. A wildcard export
+ * timeout (1 s), then counts the message as dropped. With
+ * QUAY_NATS_DIRECT on n, both kinds publish from the tap on the
+ * publisher's thread (see the flag). A request (a message with a
+ * reply-to) is written to the socket at once rather than after libnats's
+ * flush delay (1 ms): the call that sends it (the bridge thread, or the
+ * publisher with QUAY_NATS_DIRECT) waits up to 1 ms for the server's
+ * PONG. A wildcard export
  * is one more target of a publish: quay_bus_publish() counts it as a
  * delivery, so a request on a subject only it matches is not "no
  * subscriber". It sees a message before the local subscriptions do: a
