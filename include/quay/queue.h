@@ -487,10 +487,13 @@ QUAY_API int quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_n
  * again, so 0 still means timeout (or closed). Every lease returned obeys
  * the rule of quay_queue_receive().
  *
+ * A return of 0 does not say why: to tell a closed queue from a timeout,
+ * ask quay_queue_closed() after it (it takes nothing), e.g.
+ * `if (n == 0 && quay_queue_closed(q)) break;` in a worker loop.
+ *
  * Returns: the number received, 0..n (0 also if q or leases is NULL, n
  *          is 0, or the queue is closed: a batch asleep when
- *          quay_queue_close() runs returns 0; quay_queue_receive() with
- *          wait_ns 0 tells a closed queue, -EPIPE, from an empty one).
+ *          quay_queue_close() runs returns 0).
  */
 QUAY_API size_t quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wait_ns);
 
@@ -607,6 +610,20 @@ QUAY_API int quay_queue_browse(quay_queue *q, quay_queue_visit_fn fn, void *ctx)
  * Returns: 0; -EINVAL if q is NULL.
  */
 QUAY_API int quay_queue_close(quay_queue *q);
+
+/**
+ * Has quay_queue_close() run on q? A predicate with no side effect: it
+ * takes no message, runs no timer and evaluates no alarm, so a worker
+ * can ask it after quay_queue_receive_batch() returned 0 to tell a closed
+ * queue (stop) from a timeout (poll again). Once true it stays true (there
+ * is no reopen); messages still ready or in flight do not change it.
+ *
+ * Concurrency: safe from any thread, against every call but destroy.
+ * Ordering: acquire: what the closing thread wrote before
+ *           quay_queue_close() is visible once this returns true.
+ * Returns: true if q is closed; false if it is open or q is NULL.
+ */
+QUAY_API bool quay_queue_closed(const quay_queue *q);
 
 /**
  * Process due timers now: delayed messages that are due become ready
