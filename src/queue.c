@@ -1105,10 +1105,11 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	if (user_opts == NULL || out == NULL)
 		return -EINVAL;
 	/* The current struct, or an older one that ends at `stats` (no
-	 * durability fields) or at `compact_bytes` (no issue-13 fields): the
-	 * rest reads as zero. */
+	 * durability fields), at `compact_bytes` (no issue-13 fields) or at
+	 * `alarm_ctx` (no alarm period): the rest reads as zero. */
 	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(struct quay_queue_opts, wal) &&
-	    user_opts->size != offsetof(struct quay_queue_opts, rate_per_sec))
+	    user_opts->size != offsetof(struct quay_queue_opts, rate_per_sec) &&
+	    user_opts->size != offsetof(struct quay_queue_opts, alarm_period_ns))
 		return -EINVAL;
 	memset(&full, 0, sizeof(full));
 	memcpy(&full, user_opts, user_opts->size);

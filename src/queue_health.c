@@ -6,10 +6,16 @@
  * below `clear` (<= raise: hysteresis). An evaluation is a call of
  * quay_queue_health(), quay_queue_stats() or a snapshot of the queue's
  * registry (whose collect callback measures the queue): there is no
- * thread, so "a period" is the caller's polling period. Everything here
- * runs under the health lock, off the hot path: the values are the
- * gauges quay_queue_stats() measures, plus the DLQ's held count and the
- * failure rate, computed from the counters over a sliding window.
+ * thread. With alarm_period_ns 0 every evaluation counts toward
+ * `periods` ("a period" is the callers' polling period, all callers
+ * together); else an evaluation counts only if alarm_period_ns of queue
+ * clock passed since the last counted one (the first counts; so does one
+ * whose clock went back), and the others only refresh the values: how
+ * soon an alarm trips no longer depends on how many readers poll.
+ * Everything here runs under the health lock, off the hot path: the
+ * values are the gauges quay_queue_stats() measures, plus the DLQ's held
+ * count and the failure rate, computed from the counters over a sliding
+ * window.
  */
 #include "queue_x.h"
 #include "quay_internal.h"
@@ -47,6 +53,9 @@ struct quayi_health {
 	void *ctx;
 	int64_t window;
 	uint32_t fmin;
+	int64_t period;  /* alarm_period_ns; 0: every evaluation counts */
+	int64_t counted; /* queue clock of the last counted evaluation */
+	bool any_counted;
 	quay_queue_health_state state;
 	struct hsample s[HS_N];
 	unsigned s_head, s_n; /* s[s_head] is the oldest of s_n */
@@ -101,6 +110,8 @@ quayi_health_validate(const struct quay_queue_opts *o, size_t capacity, size_t m
 			break;
 		}
 	}
+	if (o->alarm_period_ns < 0 || o->alarm_period_ns > (int64_t)86400 * 1000000000)
+		return -EINVAL;
 	if (o->failure_window_ns < 0 ||
 	    (o->failure_window_ns != 0 &&
 	        (o->failure_window_ns < 1000000 || o->failure_window_ns > (int64_t)86400 * 1000000000)))
@@ -128,6 +139,7 @@ quayi_health_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *
 	h->ctx = o->alarm_ctx;
 	h->window = o->failure_window_ns ? o->failure_window_ns : (int64_t)60 * 1000000000;
 	h->fmin = o->failure_min ? o->failure_min : 10u;
+	h->period = o->alarm_period_ns;
 	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
 		const struct quay_queue_threshold *t = &o->alarm[i];
 		struct halarm *a = &h->a[i];
@@ -242,6 +254,17 @@ quayi_health_eval(quay_queue *q, const struct quay_queue_stats *st, int64_t now)
 	v[QUAY_QUEUE_ALARM_DLQ] =
 	    q->dlq != NULL ? (double)__atomic_load_n(&q->dlq->held, __ATOMIC_RELAXED) : 0;
 	v[QUAY_QUEUE_ALARM_FAILURES] = failure_rate(h, st, now);
+	/* Within the period of the last counted evaluation: refresh the
+	 * values only (the streaks and states wait for the next period). */
+	if (h->period != 0 && h->any_counted && now >= h->counted && now - h->counted < h->period) {
+		for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++)
+			if (h->a[i].enabled)
+				h->a[i].value = v[i];
+		pthread_mutex_unlock(&h->lock);
+		return;
+	}
+	h->counted = now;
+	h->any_counted = true;
 	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++)
 		if (h->a[i].enabled)
 			step(q, h, i, v[i], now);

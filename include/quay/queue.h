@@ -176,14 +176,17 @@ typedef enum quay_queue_health_state {
 
 /**
  * One alarm's thresholds. The alarm goes OK -> ALARM after `periods`
- * consecutive evaluations with value >= raise, and ALARM -> OK after
- * `periods` consecutive evaluations with value < clear (hysteresis:
- * clear <= raise). raise 0: the alarm is off.
+ * consecutive counted evaluations with value >= raise, and ALARM -> OK
+ * after `periods` consecutive counted evaluations with value < clear
+ * (hysteresis: clear <= raise). raise 0: the alarm is off. An evaluation
+ * counts if quay_queue_opts.alarm_period_ns has passed since the last
+ * one that counted (0: every evaluation counts); one that does not count
+ * updates the value read by quay_queue_health() and nothing else.
  */
 struct quay_queue_threshold {
 	double raise;     /**< > 0; 0: alarm off */
 	double clear;     /**< 0 < clear <= raise; 0: raise */
-	uint32_t periods; /**< evaluations for each transition, 1..1000; 0: 1 */
+	uint32_t periods; /**< counted evaluations for each transition, 1..1000; 0: 1 */
 };
 
 /** Told about each alarm transition (OK -> ALARM: on true; back: false),
@@ -301,6 +304,14 @@ struct quay_queue_opts {
 	                                  failure rate to count (else it reads 0); 0: 10 */
 	quay_queue_alarm_fn on_alarm; /**< NULL: none (the states are still kept) */
 	void *alarm_ctx;              /**< passed to on_alarm */
+	/* Field added at the end: a caller built against the struct ending
+	 * at alarm_ctx gets 0 (every evaluation counts). */
+	int64_t alarm_period_ns; /**< shortest evaluation period of the alarms (queue clock):
+	                                  an evaluation counts toward `periods` only if this
+	                                  long has passed since the last one that counted, so
+	                                  an alarm trips after periods x this much time however
+	                                  often stats are read; 0..1 day; 0: every evaluation
+	                                  counts (a period is the caller's polling period) */
 };
 
 /** Initialiser for struct quay_queue_opts: every field its default. */
@@ -308,7 +319,7 @@ struct quay_queue_opts {
 #define QUAY_QUEUE_OPTS_INIT { sizeof(struct quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
 	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0u, 0.0, 0u, \
 	{ { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u } }, \
-	0, 0u, NULL, NULL }
+	0, 0u, NULL, NULL, 0 }
 /* clang-format on */
 
 /**
@@ -671,7 +682,7 @@ struct quay_queue_alarm_state {
 	bool enabled;         /**< its threshold is set */
 	bool on;              /**< ALARM (else OK) */
 	double value;         /**< the value at the last evaluation */
-	uint32_t streak;      /**< consecutive evaluations toward the other state */
+	uint32_t streak;      /**< consecutive counted evaluations toward the other state */
 	uint64_t transitions; /**< OK -> ALARM and back, counted */
 	int64_t since_ns;     /**< queue clock of the last transition (0: never) */
 };
@@ -683,9 +694,10 @@ struct quay_queue_health {
 };
 
 /**
- * Evaluate every alarm now (one evaluation period: quay_queue_stats() and
- * every snapshot of the queue's metrics registry are evaluations too) and
- * read the states and the overall state: FAILING if the DLQ or failure-rate
+ * Evaluate every alarm now (an evaluation: quay_queue_stats() and every
+ * snapshot of the queue's metrics registry are evaluations too; it counts
+ * toward `periods` as quay_queue_opts.alarm_period_ns says) and read the
+ * states and the overall state: FAILING if the DLQ or failure-rate
  * alarm is on, else DEGRADED if any other alarm is on, else HEALTHY.
  * Transitions call on_alarm and set the gauges quay_queue_alarm{queue,
  * alarm} (0/1) and quay_queue_health{queue} (0/1/2) of the queue's registry.
