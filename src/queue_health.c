@@ -69,6 +69,20 @@ static const char *const alarm_name[QUAY_QUEUE_ALARM_COUNT] = {
 	"failure_rate",
 };
 
+const char *
+quayi_health_alarm_name(quay_queue_alarm a)
+{
+	return (unsigned)a < QUAY_QUEUE_ALARM_COUNT ? alarm_name[a] : "unknown";
+}
+
+bool
+quayi_health_alarm_failing(quay_queue_alarm a)
+{
+	/* Work lost (dead letters) or failing (nacks, expiries); the others
+	 * say work is late. */
+	return a == QUAY_QUEUE_ALARM_DLQ || a == QUAY_QUEUE_ALARM_FAILURES;
+}
+
 int
 quayi_health_validate(const struct quay_queue_opts *o, size_t capacity, size_t max_in_flight)
 {
@@ -268,14 +282,47 @@ quayi_health_eval(quay_queue *q, const struct quay_queue_stats *st, int64_t now)
 	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++)
 		if (h->a[i].enabled)
 			step(q, h, i, v[i], now);
-	if (h->a[QUAY_QUEUE_ALARM_DLQ].on || h->a[QUAY_QUEUE_ALARM_FAILURES].on)
-		s = QUAY_QUEUE_FAILING;
-	else if (h->a[QUAY_QUEUE_ALARM_READY].on || h->a[QUAY_QUEUE_ALARM_AGE].on ||
-	    h->a[QUAY_QUEUE_ALARM_IN_FLIGHT].on)
-		s = QUAY_QUEUE_DEGRADED;
+	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++)
+		if (h->a[i].on) {
+			if (quayi_health_alarm_failing((quay_queue_alarm)i))
+				s = QUAY_QUEUE_FAILING;
+			else if (s == QUAY_QUEUE_HEALTHY)
+				s = QUAY_QUEUE_DEGRADED;
+		}
 	h->state = s;
 	quay_gauge_set(h->g_state, (int64_t)s);
 	pthread_mutex_unlock(&h->lock);
+}
+
+/* Lock held. */
+static void
+read_locked(const struct quayi_health *h, struct quay_queue_health *out)
+{
+	out->state = h->state;
+	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
+		const struct halarm *a = &h->a[i];
+
+		out->alarm[i] = (struct quay_queue_alarm_state){ a->enabled, a->on, a->value, a->streak,
+			a->transitions, a->since };
+	}
+}
+
+bool
+quayi_health_read(const quay_queue *q, struct quayi_health_view *v)
+{
+	struct quayi_health *h = q->x != NULL ? q->x->health : NULL;
+
+	memset(v, 0, sizeof(*v));
+	if (h == NULL)
+		return false;
+	pthread_mutex_lock(&h->lock);
+	read_locked(h, &v->h);
+	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
+		v->raise[i] = h->a[i].raise;
+		v->clear[i] = h->a[i].clear;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return true;
 }
 
 int
@@ -292,13 +339,7 @@ quay_queue_health(quay_queue *q, struct quay_queue_health *out)
 	if (h == NULL)
 		return 0;
 	pthread_mutex_lock(&h->lock);
-	out->state = h->state;
-	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
-		const struct halarm *a = &h->a[i];
-
-		out->alarm[i] = (struct quay_queue_alarm_state){ a->enabled, a->on, a->value, a->streak,
-			a->transitions, a->since };
-	}
+	read_locked(h, out);
 	pthread_mutex_unlock(&h->lock);
 	return 0;
 }
