@@ -7,9 +7,10 @@
  * Each trial: a child opens a WAL (SYNC: a send or ack that returned 0
  * is in the file) and a FIFO queue on it (short leases, small backoff,
  * compaction every 4 KiB: a compaction writes the dedup window's DEDUP
- * records in about a third of the trials; with 64 KiB segments no trial
- * recycles the segment of a send's ADD, which tests/unit's
- * dedup_window_survives_compaction covers), and runs two producers, each owning 8 groups
+ * records in some trials; with 64 KiB segments a trial rarely recycles
+ * the segment of a send's ADD: that is covered, power cuts included, by
+ * tests/unit/test_queue_durable.c's dedup_window_survives_compaction and
+ * power_loss_under_durable_queue), and runs two producers, each owning 8 groups
  * (round robin), and two consumers that ack (75 %), nack (15 %) or walk
  * away from the lease (10 %). It reports through shared memory, per
  * group: the seq of a send in progress and the count of sends that
