@@ -5,24 +5,32 @@
  *
  * Why: in the VMs this library is measured on, clock_gettime() costs
  * 25-35 ns (the vDSO's ordered TSC read, its seqlock and its scaling),
- * and a message through a queue reads the clock four times. An
- * lfence + rdtsc is 18 ns in a loop and overlaps with the work around it.
+ * and a message through a queue reads the clock four times. A plain
+ * rdtsc is 11-15 ns (lfence + rdtsc 18, rdtscp 28). The fast path does
+ * not order its rdtsc after earlier loads: out of order, it may read the
+ * counter a few ns before the instructions before it retire, well inside
+ * the clock's documented distance from CLOCK_REALTIME; the calibration
+ * pairs are ordered (lfence).
  *
  * How: one anchor (tsc, ns, mult), ns = anchor.ns + (tsc - anchor.tsc) *
- * mult / 2^32. The anchor is refreshed from clock_gettime(CLOCK_REALTIME)
- * whenever a reading finds it older than ANCHOR_TICKS (about 1 ms): the
- * reading that does it returns the exact clock_gettime() value, so the
- * clock never drifts more than the rate error accumulated in one period
- * from CLOCK_REALTIME, and follows its steps and slews. mult is the
- * rate measured over the whole time since the first reading (or since
- * the last step of more than STEP_NS), so it converges to the kernel's.
+ * mult / 2^32. A reading that finds the anchor older than ANCHOR_TICKS
+ * (about 1.6 ms) reads clock_gettime(CLOCK_REALTIME) between two TSC
+ * reads and moves the anchor to that moment on the current line (so the
+ * clock does not jump), with mult = the rate measured since the baseline
+ * (the first reading, or the last step of more than STEP_NS) plus a slew
+ * that closes the gap to CLOCK_REALTIME over the next period, at most
+ * rate / SLEW_DIV. The clock stays within one period's error of
+ * CLOCK_REALTIME and goes back in a thread only when a reading falls
+ * back to clock_gettime() (another thread holds the seqlock).
  *
  * When the TSC is not usable (the kernel's clock source is not "tsc",
  * which is how the kernel says the counter is constant, non-stop and in
  * step across CPUs, or not x86-64), every reading is clock_gettime().
  *
  * Ordering: the anchor is a seqlock (CLK-S1..S3 below). A reader that
- * sees it change or odd takes the slow path (an exact reading).
+ * sees it change or odd takes the slow path, which re-anchors, or reads
+ * the line again, or (while another thread writes, or uncalibrated)
+ * returns clock_gettime() itself.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -56,9 +64,10 @@ __extension__ typedef unsigned __int128 u128;
 /* A reading further than this from the prediction: CLOCK_REALTIME was
  * stepped; measure the rate again from there. */
 #define STEP_NS INT64_C(100000)
-/* A clock_gettime() bracketed by TSC reads further apart than this was
- * interrupted: do not anchor on it. */
-#define PAIR_TICKS 256u
+/* A clock_gettime() bracketed by TSC reads further apart than this (about
+ * 0.8 us at 2.6 GHz; a pair takes 30-150 ns) was interrupted: do not
+ * anchor on it (the midpoint's error is up to half the distance). */
+#define PAIR_TICKS 2048u
 /* The slew is at most rate / SLEW_DIV (1/2048: 488 ppm, about NTP's
  * limit), so the clock always moves forward. */
 #define SLEW_DIV 2048u
@@ -143,18 +152,10 @@ slow_read(void)
 		/* relaxed CAS: ST_BUSY only elects the thread that looks */
 		if (__atomic_compare_exchange_n(&g_clk.state, &want, ST_BUSY, false, __ATOMIC_RELAXED,
 		        __ATOMIC_RELAXED)) {
+			/* No anchor yet (cal_ns 0): the first uninterrupted pair of
+			 * the path below starts the rate's baseline. */
 			bool ok = kernel_uses_tsc();
 
-			if (ok) {
-				t0 = tsc_ordered();
-				ns = quayi_real_ns();
-				t1 = tsc_ordered();
-				/* relaxed: published by the release store of state (CLK-S3) */
-				__atomic_store_n(&g_clk.cal_tsc, t0 + (t1 - t0) / 2, __ATOMIC_RELAXED);
-				__atomic_store_n(&g_clk.cal_ns, ns, __ATOMIC_RELAXED);
-				__atomic_store_n(&g_clk.tsc, t0 + (t1 - t0) / 2, __ATOMIC_RELAXED);
-				__atomic_store_n(&g_clk.ns, ns, __ATOMIC_RELAXED);
-			}
 			/* CLK-S3: release, pairs with the acquire loads of state */
 			__atomic_store_n(&g_clk.state, ok ? ST_TSC : ST_NONE, __ATOMIC_RELEASE);
 		}
@@ -166,23 +167,35 @@ slow_read(void)
 	t0 = tsc_ordered();
 	ns = quayi_real_ns();
 	t1 = tsc_ordered();
-	if (t1 - t0 > PAIR_TICKS)
-		return ns;
 	t = t0 + (t1 - t0) / 2;
+	if (t1 - t0 > PAIR_TICKS) {
+		/* Interrupted: no anchor from this pair; the line if it holds
+		 * (the exact ns can be a few hundred ns off it), else ns. */
+		int64_t v;
+
+		return line_at(t1, &v) ? v : ns;
+	}
 	seq = __atomic_load_n(&g_clk.seq, __ATOMIC_RELAXED); /* CLK-S1: the CAS below decides */
 	if ((seq & 1) != 0 ||
 	    !__atomic_compare_exchange_n(&g_clk.seq, &seq, seq + 1, false, __ATOMIC_ACQUIRE,
-	        __ATOMIC_RELAXED))
-		return ns; /* another thread is re-anchoring */
+	        __ATOMIC_RELAXED)) {
+		/* Another thread is re-anchoring: its line once it is done
+		 * (a few stores), ns if that takes more than 64 pauses. */
+		int64_t v;
+
+		for (int i = 0; i < 64; i++) {
+			if (line_at(tsc_ordered(), &v))
+				return v;
+			_mm_pause();
+		}
+		return ns;
+	}
 	/* CLK-S1: the odd seq is visible before the fields change (a reader
 	 * that sees a new field sees the odd seq, or a later one, again). */
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	{
 		/* relaxed: only the writer (odd seq) touches these */
-		uint64_t ctsc;
-
-		ret = ns;
-		ctsc = __atomic_load_n(&g_clk.cal_tsc, __ATOMIC_RELAXED);
+		uint64_t ctsc = __atomic_load_n(&g_clk.cal_tsc, __ATOMIC_RELAXED);
 		int64_t cns = __atomic_load_n(&g_clk.cal_ns, __ATOMIC_RELAXED);
 		uint64_t atsc = __atomic_load_n(&g_clk.tsc, __ATOMIC_RELAXED);
 		int64_t ans = __atomic_load_n(&g_clk.ns, __ATOMIC_RELAXED);
@@ -190,9 +203,12 @@ slow_read(void)
 		int64_t pred = ans + (int64_t)(((i128)(int64_t)(t - atsc) * (i128)mult) >> 32);
 		int64_t err = ns - pred;
 
-		if (t <= ctsc || ns <= cns || (mult != 0 && (err > STEP_NS || err < -STEP_NS))) {
-			/* a step of CLOCK_REALTIME (or a counter that went back):
-			 * measure the rate again from here, exact until then */
+		ret = ns;
+
+		if (cns == 0 || t <= ctsc || ns <= cns || (mult != 0 && (err > STEP_NS || err < -STEP_NS))) {
+			/* the first pair, or a step of CLOCK_REALTIME (or a counter
+			 * that went back): measure the rate from here, exact until
+			 * then */
 			ctsc = t;
 			cns = ns;
 			mult = 0;

@@ -245,17 +245,23 @@ typedef int64_t (*quay_queue_clock_fn)(void *ctx);
 
 /**
  * A cheaper CLOCK_REALTIME for the clock options (quay_queue_opts.clock,
- * quay_bus_opts.clock, quay_pool_opts.clock; ctx is unused): on x86-64
- * when the kernel's clock source is the TSC, it reads the time-stamp
- * counter and scales it from an anchor that is refreshed from
- * clock_gettime(CLOCK_REALTIME) about every 1.6 ms, so it follows that
- * clock's steps and slews and stays within the rate error of one period
- * of it (tens of ns; a reading that refreshes the anchor is exact).
- * The first readings of a process (about 13 ms, while it measures the
- * rate), readings after a step of CLOCK_REALTIME, and every reading
- * where the TSC is not usable are clock_gettime() itself. Unlike
- * CLOCK_REALTIME it may read a few ns below an earlier reading at a
- * refresh; a queue's lease rules hold on whatever clock it is given.
+ * quay_bus_opts.clock, quay_pool_opts.clock; ctx is unused). On x86-64,
+ * when the kernel's clock source is the TSC, it scales the time-stamp
+ * counter from an anchor that it compares with
+ * clock_gettime(CLOCK_REALTIME) about every 1.6 ms: it closes any gap by
+ * slewing its rate (at most 488 ppm) rather than jumping, and it follows
+ * a step of CLOCK_REALTIME of more than 100 us by stepping too. Within
+ * a thread a reading is not below an earlier one, except rarely by up to
+ * the gap below: a reading made while another thread moves the anchor
+ * is clock_gettime(CLOCK_REALTIME) itself. It is therefore close to
+ * CLOCK_REALTIME, not equal to it: the gap is the rate error of one
+ * period plus the noise of CLOCK_REALTIME itself (within 130 ns measured
+ * on a KVM guest under moderate load; microseconds when the guest's CPUs
+ * were heavily overcommitted). The first readings of a process (about 13 ms, while it
+ * measures the rate) and every reading where the TSC is not usable are
+ * clock_gettime(CLOCK_REALTIME) itself. A queue's lease rules hold on
+ * whatever clock it is given; use this one where message times need not
+ * match CLOCK_REALTIME to the nanosecond.
  *
  * Concurrency: thread-safe, lock-free.
  * Returns: ns since the epoch.
