@@ -72,6 +72,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <quay/alloc.h>
 #include <quay/err.h>
 #include <quay/msg.h>
 #include <quay/stats.h>
@@ -301,6 +302,11 @@ struct quay_queue_opts {
 	                                  failure rate to count (else it reads 0); 0: 10 */
 	quay_queue_alarm_fn on_alarm; /**< NULL: none (the states are still kept) */
 	void *alarm_ctx;              /**< passed to on_alarm */
+	/* Memory. A field at the end: a caller built against the struct ending
+	 * at alarm_ctx (or before) gets the C library. */
+	const struct quay_allocator *allocator; /**< where the queue's memory comes from (its private
+	                                  registry and durable state included); NULL: the C
+	                                  library. See quay/alloc.h; it must outlive the queue */
 };
 
 /** Initialiser for struct quay_queue_opts: every field its default. */
@@ -308,7 +314,7 @@ struct quay_queue_opts {
 #define QUAY_QUEUE_OPTS_INIT { sizeof(struct quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
 	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0u, 0.0, 0u, \
 	{ { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u } }, \
-	0, 0u, NULL, NULL }
+	0, 0u, NULL, NULL, NULL }
 /* clang-format on */
 
 /**
@@ -375,9 +381,9 @@ struct quay_queue_stats {
  *          above its maximum, max_in_flight > capacity, levels > 256,
  *          max_attempts > 1000, a time is negative, backoff_max_ns <
  *          backoff_base_ns, backoff_factor is outside 1..1000, tick_ns is
- *          outside 1 us..1 s, dlq is the queue itself (impossible) or its
+ *          outside 1 us..1 s, dlq is the queue itself (impossible), its
  *          metric names are taken in opts->stats (another queue of the
- *          same name); -ENOMEM.
+ *          same name), or the allocator lacks alloc or free; -ENOMEM.
  *
  * Durable (opts->wal, docs/DURABILITY.md): the log is replayed and this
  * queue's live messages restored (counted as restored) before it returns.

@@ -57,6 +57,7 @@
 #include <string.h>
 
 #include <quay/err.h>
+#include <quay/alloc.h>
 #include <quay/impl/compiler.h>
 
 #ifdef __cplusplus
@@ -112,8 +113,35 @@ QUAY_API int quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, uns
  */
 QUAY_API int quay_ring_create(size_t capacity, size_t elem_size, unsigned flags, quay_ring **out);
 
+/** Options of quay_ring_create_opts(). Start from QUAY_RING_OPTS_INIT. */
+struct quay_ring_opts {
+	size_t size; /**< sizeof(struct quay_ring_opts) */
+	/** QUAY_RING_SP, QUAY_RING_SC (0: multi-producer, multi-consumer). */
+	unsigned flags;
+	/** Where the ring's memory comes from (NULL: the C library); see
+	 *  quay/alloc.h. Kept, not copied: it must outlive the ring. */
+	const struct quay_allocator *allocator;
+};
+
+/* clang-format off */
+#define QUAY_RING_OPTS_INIT { sizeof(struct quay_ring_opts), 0u, NULL }
+/* clang-format on */
+
 /**
- * Free a ring made by quay_ring_create(). NULL and rings made by
+ * Allocate and initialise a ring, as quay_ring_create() with the options
+ * (NULL: QUAY_RING_OPTS_INIT).
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0 and *out set; -EINVAL (out NULL, opts->size not
+ *          sizeof(struct quay_ring_opts), an allocator without alloc or
+ *          free, or as quay_ring_init()); -ENOMEM if the memory cannot be
+ *          allocated. *out is untouched on failure.
+ */
+QUAY_API int quay_ring_create_opts(size_t capacity, size_t elem_size, const struct quay_ring_opts *opts,
+    quay_ring **out);
+
+/**
+ * Free a ring made by quay_ring_create() or quay_ring_create_opts(). NULL and rings made by
  * quay_ring_init() are ignored. Elements still inside are discarded.
  *
  * Concurrency: no other thread may be using r (close it and join them).
