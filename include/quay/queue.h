@@ -448,7 +448,8 @@ QUAY_API void quay_queue_destroy(quay_queue *q);
  * a lease expired (its timer work is due), or the queue is closed
  * (-EPIPE). Timed events are watched with a timer set to the queue's
  * next due time (a queue clock given in the options is read to convert
- * it), so a loop needs no timeout of its own for them.
+ * it; work due within the current tick is looked at one tick later), so
+ * a loop needs no timeout of its own for them.
  *
  * Made on the first call (an epoll set of an eventfd and a timerfd, which
  * is itself pollable; later calls return the same descriptor); until
