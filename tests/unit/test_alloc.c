@@ -605,6 +605,85 @@ test_sweep_queue(void **state)
 	sweep("durable FIFO, content dedup", path_queue_durable_reopen);
 }
 
+/* A bus with subscriptions (a ring, a priority pq, a group, a filter), a
+ * binding, a few publishes (their lookups resolve and cache), then the
+ * unsubscribes and destroy (deferred frees included). */
+static int
+path_bus(const struct quay_allocator *a)
+{
+	struct quay_bus_opts bo = QUAY_BUS_OPTS_INIT;
+	struct quay_sub_opts so = QUAY_SUB_OPTS_INIT;
+	struct quay_pool_opts po = QUAY_POOL_OPTS_INIT;
+	struct quay_queue_opts qo = QUAY_QUEUE_OPTS_INIT;
+	quay_pool *pool = NULL;
+	quay_bus *bus = NULL;
+	quay_queue *q = NULL;
+	quay_sub *s1 = NULL, *s2 = NULL;
+	quay_binding *bd = NULL;
+	int rc;
+
+	po.allocator = a;
+	if ((rc = quay_pool_create((size_t)1 << 20, &po, &pool)) != 0)
+		return rc;
+	qo.capacity = 16;
+	qo.allocator = a;
+	if ((rc = quay_queue_create(&qo, &q)) != 0)
+		goto out;
+	bo.allocator = a;
+	bo.max_subs = 16;
+	if ((rc = quay_bus_create(&bo, &bus)) != 0)
+		goto out;
+	so.capacity = 16;
+	if ((rc = quay_bus_subscribe(bus, "a.*.c", &so, &s1)) != 0)
+		goto out;
+	so.priorities = 4;
+	so.group = "workers";
+	so.filter = "region = eu || region = us";
+	if ((rc = quay_bus_subscribe(bus, "a.>", &so, &s2)) != 0)
+		goto out;
+	if ((rc = quay_bus_bind(bus, "a.#", q, NULL, &bd)) != 0)
+		goto out;
+	for (int i = 0; i < 3 && rc >= 0; i++) {
+		quay_msg *m;
+		const char *subj[] = { "a.b.c", "a.x.c", "a.b.c" };
+
+		assert_int_equal(quay_msg_new(pool, "hi", 2, &m), 0);
+		assert_int_equal(quay_msg_set_header_str(m, "region", "eu"), 0);
+		rc = quay_bus_publish(bus, subj[i], m);
+		if (rc < 0) /* else the bus took the reference */
+			quay_msg_unref(m);
+	}
+	rc = rc < 0 ? rc : 0;
+	for (quay_sub *const *s = (quay_sub *const[]){ s1, s2 }, *const *e = s + 2; s < e; s++) {
+		quay_msg *m;
+
+		while (*s != NULL && quay_sub_receive(*s, &m, 0) == 0)
+			quay_msg_unref(m);
+	}
+	if (rc == 0 && (rc = quay_bus_unsubscribe(s2)) == 0)
+		s2 = NULL;
+out:
+	quay_bus_destroy(bus); /* unsubscribes and unbinds the rest */
+	if (q != NULL) {
+		quay_lease l;
+
+		while (quay_queue_receive(q, &l, 0) == 0) {
+			assert_int_equal(quay_queue_ack(q, &l), 0);
+			quay_msg_unref(l.msg);
+		}
+	}
+	quay_queue_destroy(q);
+	assert_int_equal(quay_pool_destroy(pool), 0);
+	return rc;
+}
+
+static void
+test_sweep_bus(void **state)
+{
+	(void)state;
+	sweep("bus, subscribe, bind, publish", path_bus);
+}
+
 /* ---- bad input ------------------------------------------------------ */
 
 static void *
@@ -681,6 +760,14 @@ test_bad_allocator(void **state)
 			assert_int_equal(quay_queue_create(&uo, &q), -EINVAL);
 			assert_ptr_equal(q, sentinel);
 		}
+		{
+			struct quay_bus_opts bo = QUAY_BUS_OPTS_INIT;
+			quay_bus *b = sentinel;
+
+			bo.allocator = bad[i];
+			assert_int_equal(quay_bus_create(&bo, &b), -EINVAL);
+			assert_ptr_equal(b, sentinel);
+		}
 	}
 }
 
@@ -714,6 +801,7 @@ main(void)
 		cmocka_unit_test(test_sweep_stats),
 		cmocka_unit_test(test_sweep_wal),
 		cmocka_unit_test(test_sweep_queue),
+		cmocka_unit_test(test_sweep_bus),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
