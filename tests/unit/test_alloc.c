@@ -684,6 +684,79 @@ test_sweep_bus(void **state)
 	sweep("bus, subscribe, bind, publish", path_bus);
 }
 
+#ifdef QUAY_TEST_HTTP
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <quay/http.h>
+
+/* GET path from the server; the bytes read (0 if the server closed the
+ * connection without a response: it may have run out of memory). */
+static size_t
+http_get(uint16_t port, const char *path)
+{
+	struct sockaddr_in sa;
+	char req[128], buf[4096];
+	size_t total = 0;
+	ssize_t n;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\n\r\n", path);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		total += (size_t)n;
+	close(fd);
+	return total;
+}
+
+/* A server with a queue, a bus and a registry, two pages served (their
+ * buffers grow and go back through libmicrohttpd's free callback). */
+static int
+path_http(const struct quay_allocator *a)
+{
+	struct quay_http_opts ho = QUAY_HTTP_OPTS_INIT;
+	struct quay_queue_opts qo = QUAY_QUEUE_OPTS_INIT;
+	struct quay_bus_opts bo = QUAY_BUS_OPTS_INIT;
+	quay_http *h = NULL;
+	quay_queue *q = NULL;
+	quay_bus *bus = NULL;
+	int rc;
+
+	qo.capacity = 8;
+	qo.allocator = a;
+	bo.allocator = a;
+	ho.allocator = a;
+	ho.threads = 1;
+	if ((rc = quay_queue_create(&qo, &q)) != 0 || (rc = quay_bus_create(&bo, &bus)) != 0 ||
+	    (rc = quay_http_start(&ho, &h)) != 0)
+		goto out;
+	if ((rc = quay_http_add_queue(h, q)) != 0 || (rc = quay_http_add_bus(h, bus)) != 0)
+		goto out;
+	(void)http_get(quay_http_port(h), "/metrics");
+	(void)http_get(quay_http_port(h), "/summary");
+	(void)http_get(quay_http_port(h), "/nowhere");
+out:
+	quay_http_stop(h);
+	quay_bus_destroy(bus);
+	quay_queue_destroy(q);
+	return rc;
+}
+
+static void
+test_sweep_http(void **state)
+{
+	(void)state;
+	sweep_re("http", path_http);
+}
+#endif
+
 /* ---- bad input ------------------------------------------------------ */
 
 static void *
@@ -768,6 +841,16 @@ test_bad_allocator(void **state)
 			assert_int_equal(quay_bus_create(&bo, &b), -EINVAL);
 			assert_ptr_equal(b, sentinel);
 		}
+#ifdef QUAY_TEST_HTTP
+		{
+			struct quay_http_opts ho = QUAY_HTTP_OPTS_INIT;
+			quay_http *h = sentinel;
+
+			ho.allocator = bad[i];
+			assert_int_equal(quay_http_start(&ho, &h), -EINVAL);
+			assert_ptr_equal(h, sentinel);
+		}
+#endif
 	}
 }
 
@@ -802,6 +885,9 @@ main(void)
 		cmocka_unit_test(test_sweep_wal),
 		cmocka_unit_test(test_sweep_queue),
 		cmocka_unit_test(test_sweep_bus),
+#ifdef QUAY_TEST_HTTP
+		cmocka_unit_test(test_sweep_http),
+#endif
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
