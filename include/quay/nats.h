@@ -130,13 +130,18 @@ struct quay_nats_opts {
 	 *  subscription with the default timeout: a full bridge slows local
 	 *  publishers, then counts their timeouts (never drops silently). */
 	size_t export_capacity;
+	/** Where the handle's own memory comes from: its tables, bridges, the
+	 *  pool and registry it makes, header scratch (NULL: the C library);
+	 *  see quay/alloc.h. libnats's memory is not (docs/MEMORY.md). Kept,
+	 *  not copied: it must outlive the handle. */
+	const struct quay_allocator *allocator;
 };
 
 /** Initialiser for struct quay_nats_opts: every field its default. */
 /* clang-format off */
 #define QUAY_NATS_OPTS_INIT \
 	{ sizeof(struct quay_nats_opts), 0u, NULL, 0u, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0u, \
-	  NULL, NULL, 0u }
+	  NULL, NULL, 0u, NULL }
 /* clang-format on */
 
 /** Counters of a handle, summed over its bridges (quay_nats_counters()).
@@ -172,8 +177,9 @@ struct quay_nats_counters {
  * Returns: 0 and *out set; -EINVAL if out is NULL, opts->size is wrong,
  *          flags is not 0, nurls exceeds QUAY_NATS_URLS_MAX or is not 0
  *          with urls NULL, a URL is NULL, both creds_file and token are
- *          set, a time is negative, export_capacity is not a power of two
- *          or reconnect_buf_bytes exceeds INT_MAX; -ECONNREFUSED if no
+ *          set, a time is negative, export_capacity is not a power of two,
+ *          reconnect_buf_bytes exceeds INT_MAX, or the allocator lacks
+ *          alloc or free; -ECONNREFUSED if no
  *          server could be reached (refused, unreachable or timed out);
  *          -EACCES if the server refused the credentials (token, user and
  *          password, creds); -EPROTO if TLS failed (a server certificate

@@ -757,6 +757,37 @@ test_sweep_http(void **state)
 }
 #endif
 
+#ifdef QUAY_TEST_NATS
+#include <quay/nats.h>
+
+/* A connect with no server there: the handle, its table, registry and
+ * pool are made (and freed again) around libnats's refused connect. The
+ * refusal is this path's success. */
+static int
+path_nats(const struct quay_allocator *a)
+{
+	static const char *const urls[] = { "nats://127.0.0.1:1" };
+	struct quay_nats_opts o = QUAY_NATS_OPTS_INIT;
+	quay_nats *n = NULL;
+	int rc;
+
+	o.urls = urls;
+	o.nurls = 1;
+	o.allocator = a;
+	rc = quay_nats_connect(&o, &n);
+	if (rc == 0)
+		quay_nats_close(n);
+	return rc == -ECONNREFUSED ? 0 : rc == 0 ? -EEXIST : rc;
+}
+
+static void
+test_sweep_nats(void **state)
+{
+	(void)state;
+	sweep("nats (connect refused)", path_nats);
+}
+#endif
+
 /* ---- bad input ------------------------------------------------------ */
 
 static void *
@@ -841,6 +872,16 @@ test_bad_allocator(void **state)
 			assert_int_equal(quay_bus_create(&bo, &b), -EINVAL);
 			assert_ptr_equal(b, sentinel);
 		}
+#ifdef QUAY_TEST_NATS
+		{
+			struct quay_nats_opts no = QUAY_NATS_OPTS_INIT;
+			quay_nats *nn = sentinel;
+
+			no.allocator = bad[i];
+			assert_int_equal(quay_nats_connect(&no, &nn), -EINVAL);
+			assert_ptr_equal(nn, sentinel);
+		}
+#endif
 #ifdef QUAY_TEST_HTTP
 		{
 			struct quay_http_opts ho = QUAY_HTTP_OPTS_INIT;
@@ -887,6 +928,9 @@ main(void)
 		cmocka_unit_test(test_sweep_bus),
 #ifdef QUAY_TEST_HTTP
 		cmocka_unit_test(test_sweep_http),
+#endif
+#ifdef QUAY_TEST_NATS
+		cmocka_unit_test(test_sweep_nats),
 #endif
 	};
 
