@@ -79,6 +79,7 @@
 #include "queue_x.h"
 #include "quay_internal.h"
 #include "queue_log.h"
+#include "queue_dedup_log.h"
 #include "queue_route.h"
 
 #include <assert.h>
@@ -1200,9 +1201,14 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	    (rc = make_metrics(q, opts->stats != NULL ? opts->stats : q->stats_owned)) != 0)
 		goto fail;
 	if (opts->wal != NULL) {
-		struct quayi_qlog_host host = { q->name, q->capacity, q->dlq != NULL ? &q->dlq->log : NULL,
-			restore_cb, q };
+		struct quayi_qlog_host host = { .name = q->name,
+			.capacity = q->capacity,
+			.dlq = q->dlq != NULL ? &q->dlq->log : NULL,
+			.restore = restore_cb,
+			.queue = q };
 
+		/* The dedup window survives a restart (src/queue_dedup_log.c). */
+		quayi_dedup_log_host(opts->dedup_window_ns, &host);
 		if ((rc = quayi_qlog_attach_wal(&q->log, &host, opts)) != 0)
 			goto fail;
 	}

@@ -9,6 +9,11 @@
  * For that the table keeps a reference to each remembered message until
  * its entry is reused after the window (or the queue is destroyed): the
  * window's messages stay allocated in their pool (docs/QUEUE.md).
+ * After a restart of a durable queue, a key recovered from the log keeps
+ * its message when the message came back with the queue; a key whose
+ * message is gone (acked before the restart) is kept alone, and a hit on
+ * it is a duplicate without a comparison (docs/DURABILITY.md, "Dedup
+ * after a restart": the odds, and why not keep the bodies).
  *
  * The table is the id dedup table's shape (8-way sets, an id in one of 8
  * sets from its home set, at least twice the ids it must hold), under
@@ -29,7 +34,9 @@
 struct centry {
 	uint64_t h1, h2;
 	int64_t expires; /* 0: empty */
-	quay_msg *msg;   /* the remembered message (a reference), or NULL */
+	quay_msg *msg;   /* the remembered message (a reference), or NULL:
+	                    a key recovered from a durable queue's log whose
+	                    message is gone (a key hit is then taken as is) */
 };
 
 struct quayi_cdedup {
@@ -93,8 +100,8 @@ quayi_cdedup_destroy(struct quayi_cdedup *d)
  * library): replaces the key, to force collisions. NULL in production. */
 void (*quayi_cdedup_test_key)(const quay_msg *msg, uint64_t *h1, uint64_t *h2);
 
-static void
-key_of(const quay_msg *msg, uint64_t *h1, uint64_t *h2)
+void
+quayi_cdedup_key(const quay_msg *msg, uint64_t *h1, uint64_t *h2)
 {
 	const void *g;
 	size_t gl;
@@ -143,14 +150,15 @@ quayi_cdedup_check(quay_queue *q, quay_msg *msg, int64_t now)
 	uint64_t h1, h2;
 	int rc = 0;
 
-	key_of(msg, &h1, &h2);
+	quayi_cdedup_key(msg, &h1, &h2);
 	pthread_mutex_lock(&d->lock);
 	for (unsigned p = 0; p < PROBE && rc == 0; p++) {
 		for (unsigned w = 0; w < WAYS; w++) {
 			struct centry *e = entry(d, h1, p, w);
 
 			if (e->expires > now) {
-				if (e->h1 == h1 && e->h2 == h2 && same_content(e->msg, msg)) {
+				if (e->h1 == h1 && e->h2 == h2 &&
+				    (e->msg == NULL || same_content(e->msg, msg))) {
 					rc = 1;
 					break;
 				}
@@ -187,7 +195,7 @@ quayi_cdedup_forget(quay_queue *q, const quay_msg *msg)
 
 	if (d == NULL)
 		return;
-	key_of(msg, &h1, &h2);
+	quayi_cdedup_key(msg, &h1, &h2);
 	pthread_mutex_lock(&d->lock);
 	for (unsigned p = 0; p < PROBE; p++)
 		for (unsigned w = 0; w < WAYS; w++) {
@@ -205,4 +213,64 @@ quayi_cdedup_forget(quay_queue *q, const quay_msg *msg)
 	pthread_mutex_unlock(&d->lock);
 	while (n > 0)
 		quay_msg_unref(drop[--n]);
+}
+
+int
+quayi_cdedup_seed(quay_queue *q, uint64_t h1, uint64_t h2, int64_t expires, int64_t now, quay_msg *msg)
+{
+	struct quayi_cdedup *d = q->x->cdedup;
+	struct centry *room = NULL;
+	quay_msg *old = NULL;
+	int rc = -EAGAIN;
+
+	if (expires <= now)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned p = 0; p < PROBE && rc != 0; p++)
+		for (unsigned w = 0; w < WAYS; w++) {
+			struct centry *e = entry(d, h1, p, w);
+
+			if (e->expires > now && e->h1 == h1 && e->h2 == h2) {
+				/* The same key twice (a send's ADD and a compaction's
+				 * DEDUP): one entry, the later expiry, a message if
+				 * either has one. */
+				if (expires > e->expires)
+					e->expires = expires;
+				if (e->msg == NULL && msg != NULL) {
+					quay_msg_ref(msg);
+					e->msg = msg;
+				}
+				rc = 0;
+				break;
+			}
+			if (e->expires <= now && room == NULL)
+				room = e;
+		}
+	if (rc != 0 && room != NULL) {
+		old = room->msg;
+		room->h1 = h1;
+		room->h2 = h2;
+		room->expires = expires;
+		if (msg != NULL)
+			quay_msg_ref(msg);
+		room->msg = msg;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (old != NULL)
+		quay_msg_unref(old);
+	return rc;
+}
+
+void
+quayi_cdedup_walk(quay_queue *q, int64_t now,
+    void (*visit)(void *ctx, uint64_t h1, uint64_t h2, int64_t expires), void *ctx)
+{
+	struct quayi_cdedup *d = q->x->cdedup;
+
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < d->sets * WAYS; i++)
+		if (d->e[i].expires > now)
+			visit(ctx, d->e[i].h1, d->e[i].h2, d->e[i].expires);
+	pthread_mutex_unlock(&d->lock);
 }
