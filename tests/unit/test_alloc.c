@@ -582,7 +582,7 @@ path_queue_cdedup(const struct quay_allocator *a)
 static int
 path_queue_durable(const struct quay_allocator *a)
 {
-	return queue_path(a, QP_DURABLE | QP_DLQ);
+	return queue_path(a, QP_DURABLE | QP_DLQ | QP_DEDUP);
 }
 
 static int
@@ -601,7 +601,7 @@ test_sweep_queue(void **state)
 	sweep("queue + DLQ", path_queue_dlq);
 	sweep("queue FIFO", path_queue_fifo);
 	sweep("queue content dedup", path_queue_cdedup);
-	sweep("durable queue + DLQ", path_queue_durable);
+	sweep("durable queue + DLQ, dedup", path_queue_durable);
 	sweep("durable FIFO, content dedup", path_queue_durable_reopen);
 }
 
