@@ -1833,10 +1833,15 @@ quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns)
 {
 	bool slow = false;
 
+	int rc;
+
 	if (QUAYI_UNLIKELY(q == NULL || lease == NULL))
 		return -EINVAL;
-	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_deadline(wait_ns) : QUAYI_FOREVER, false,
+	rc = receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_deadline(wait_ns) : QUAYI_FOREVER, false,
 	    false, &slow);
+	if (rc == -EAGAIN) /* POLL-A1: re-arm quay_queue_fd's descriptor (src/pollfd.c) */
+		quayi_wait_idle(&q->ready->pop_event);
+	return rc;
 }
 
 /*
@@ -1892,8 +1897,10 @@ quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wa
 		 * TTL-expired message ends the batch): one that still did slow
 		 * work (a dead letter, an expiry FIFO drain) leaves the leases
 		 * before it with an old deadline, renewed below. */
-		if (receive_one(q, &leases[0], wait_ns, end_mono, false, true, &slow) != 0)
+		if (receive_one(q, &leases[0], wait_ns, end_mono, false, true, &slow) != 0) {
+			quayi_wait_idle(&q->ready->pop_event); /* POLL-A1, as receive */
 			return 0;
+		}
 		for (got = 1; got < n; got++) {
 			int rc;
 

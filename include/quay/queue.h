@@ -406,6 +406,39 @@ QUAY_API int quay_queue_create(const struct quay_queue_opts *opts, quay_queue **
 QUAY_API void quay_queue_destroy(quay_queue *q);
 
 /**
+ * A file descriptor that polls readable while quay_queue_receive() with
+ * wait_ns 0 would return something other than -EAGAIN: a message is
+ * ready and a lease slot is free, a delayed message or a retry came due,
+ * a lease expired (its timer work is due), or the queue is closed
+ * (-EPIPE). Timed events are watched with a timer set to the queue's
+ * next due time (a queue clock given in the options is read to convert
+ * it), so a loop needs no timeout of its own for them.
+ *
+ * Made on the first call (an epoll set of an eventfd and a timerfd, which
+ * is itself pollable; later calls return the same descriptor); until
+ * then nothing changes for the queue's users. Sends still make no system
+ * call while the queue is non-empty: the descriptor is signalled once per
+ * empty -> non-empty transition, when a send lowers the next due time
+ * (a delayed send: one wake, after which the loop's receive re-arms the
+ * timer), when a lease slot comes back while all were out, and on close.
+ *
+ * Re-armed by a receive (quay_queue_receive() or the batch call, any
+ * thread) that finds nothing: so after a wake, receive with wait_ns 0
+ * until -EAGAIN (or -EPIPE). A spurious wake is possible (receive says
+ * -EAGAIN and re-arms). With a rate limit (rate_per_sec) the
+ * descriptor may read readable while tokens are out: the loop then sees
+ * -EAGAIN until the next token. Never read, write or close it:
+ * quay_queue_destroy() closes it; remove it from your poller first.
+ * docs/POLLING.md has the loop.
+ *
+ * Concurrency: safe from any thread, concurrently with anything but
+ *              destroy.
+ * Returns: the descriptor (>= 0); -EINVAL if q is NULL; -ENOMEM if it cannot be made
+ *          (memory, or the process or system is out of descriptors).
+ */
+QUAY_API int quay_queue_fd(quay_queue *q);
+
+/**
  * Send a message: the queue takes the caller's reference on success.
  * Stamps enqueued_ns; applies the default delay and TTL when the message
  * has none; resets attempts to 0 (max_attempts holds per queue: a

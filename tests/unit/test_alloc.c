@@ -226,8 +226,9 @@ path_ring(const struct quay_allocator *a)
 	if ((rc = quay_ring_create_opts(64, 8, &o, &r)) != 0)
 		return rc;
 	assert_int_equal(quay_ring_push(r, &v), 0);
+	rc = quay_ring_fd(r); /* its descriptor: the ring's allocator too */
 	quay_ring_destroy(r);
-	return 0;
+	return rc < 0 ? rc : 0;
 }
 
 static int
@@ -243,8 +244,9 @@ path_pq(const struct quay_allocator *a)
 	o.allocator = a;
 	if ((rc = quay_pq_create(&o, &pq)) != 0)
 		return rc;
+	rc = quay_pq_fd(pq);
 	quay_pq_destroy(pq);
-	return 0;
+	return rc < 0 ? rc : 0;
 }
 
 static int
@@ -434,7 +436,7 @@ test_sweep_wal(void **state)
 /* Queue paths: a pool, optionally a WAL (durable), a DLQ and the queue,
  * all from a; sends (one by one and a batch), receives, an ack and a
  * nack, then everything destroyed. */
-enum { QP_DURABLE = 1, QP_FIFO = 2, QP_CDEDUP = 4, QP_DEDUP = 8, QP_ALARMS = 16, QP_DLQ = 32 };
+enum { QP_DURABLE = 1, QP_FIFO = 2, QP_CDEDUP = 4, QP_DEDUP = 8, QP_ALARMS = 16, QP_DLQ = 32, QP_FD = 64 };
 
 static int
 queue_path(const struct quay_allocator *a, unsigned what)
@@ -489,6 +491,11 @@ queue_path(const struct quay_allocator *a, unsigned what)
 	}
 	if ((rc = quay_queue_create(&qo, &q)) != 0)
 		goto out;
+	if (what & QP_FD) {
+		int fd = quay_queue_fd(q); /* its descriptor: the queue's allocator */
+
+		rc = fd < 0 ? fd : 0;
+	}
 	for (int i = 0; i < 4 && rc == 0; i++) {
 		quay_msg *m;
 		char body[16];
@@ -558,7 +565,7 @@ out:
 static int
 path_queue(const struct quay_allocator *a)
 {
-	return queue_path(a, QP_DEDUP | QP_ALARMS);
+	return queue_path(a, QP_DEDUP | QP_ALARMS | QP_FD);
 }
 
 static int
