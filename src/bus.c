@@ -71,6 +71,8 @@ struct quay_sub {
 struct quay_binding {
 	struct quay_sub s;
 };
+/* A binding is freed as the subscription it starts with (sub_free). */
+_Static_assert(sizeof(struct quay_binding) == sizeof(struct quay_sub), "binding is its sub");
 
 /* ---- RCU thread registration --------------------------------------- */
 
@@ -632,9 +634,9 @@ deliver_durable(struct quay_bus *bus, const struct quayi_bm_centry *e, struct qu
 	bool lent = false; /* m is in a pending send */
 
 	if (ndur > MULTI_STACK) {
-		s = malloc(ndur * sizeof(*s));
-		b = malloc(ndur * sizeof(*b));
-		o = malloc(ndur * sizeof(*o));
+		s = quayi_alloc(bus->alloc, ndur * sizeof(*s));
+		b = quayi_alloc(bus->alloc, ndur * sizeof(*b));
+		o = quayi_alloc(bus->alloc, ndur * sizeof(*o));
 		if (s == NULL || b == NULL || o == NULL) {
 			for (uint32_t i = 0; i < e->nplain; i++)
 				if (e->subs[i]->durable && passes(e, h, pass, i)) {
@@ -706,9 +708,9 @@ deliver_durable(struct quay_bus *bus, const struct quayi_bm_centry *e, struct qu
 	}
 out:
 	if (s != s1) {
-		free(s);
-		free(b);
-		free(o);
+		quayi_free(bus->alloc, s, ndur * sizeof(*s));
+		quayi_free(bus->alloc, b, ndur * sizeof(*b));
+		quayi_free(bus->alloc, o, ndur * sizeof(*o));
 	}
 }
 
@@ -1042,7 +1044,7 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		quay_counter_add(bus->c_delivered, delivered);
 	read_unlock();
 	if (temp)
-		free((void *)(uintptr_t)e);
+		quayi_bm_centry_free(t, e);
 	if (k == 0 && r < 0)
 		return r;
 	res->delivered += (uint32_t)tapped;
@@ -1328,7 +1330,7 @@ group_cb(struct rcu_head *h)
 
 	tsan_reclaim();
 	bus = g->bus;
-	free(g);
+	quayi_free(bus->alloc, g, sizeof(*g));
 	deferred_done(bus);
 }
 
@@ -1340,7 +1342,7 @@ sub_free(struct quay_sub *s)
 	quay_ring_destroy(s->ring);
 	quay_pq_destroy(s->pq);
 	quayi_filter_free(s->filter);
-	free(s);
+	quayi_free(s->bus->alloc, s, sizeof(*s));
 }
 
 static void
@@ -1397,7 +1399,7 @@ group_get(struct quay_bus *bus, const char *name, struct quayi_bus_group **newg)
 	for (g = bus->groups; g != NULL; g = g->next)
 		if (strcmp(g->name, name) == 0)
 			return g;
-	g = calloc(1, sizeof(*g));
+	g = quayi_calloc(bus->alloc, 1, sizeof(*g));
 	if (g == NULL)
 		return NULL;
 	strcpy(g->name, name);
@@ -1436,17 +1438,17 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 	cap = opts->capacity != 0 ? opts->capacity : QUAY_SUB_CAPACITY_DEFAULT;
 	if (cap > QUAY_RING_CAPACITY_MAX || (cap & (cap - 1)) != 0)
 		return -EINVAL;
-	s = calloc(1, sizeof(*s));
+	s = quayi_calloc(bus->alloc, 1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
 	if (quayi_bm_parse(pattern, true, &s->toks) != 0) {
-		free(s);
+		quayi_free(bus->alloc, s, sizeof(*s));
 		return -EINVAL;
 	}
 	if (opts->filter != NULL) {
-		r = quayi_filter_compile(opts->filter, &s->filter, NULL, 0);
+		r = quayi_filter_compile_a(bus->alloc, opts->filter, &s->filter, NULL, 0);
 		if (r != 0) {
-			free(s);
+			quayi_free(bus->alloc, s, sizeof(*s));
 			return r;
 		}
 	}
@@ -1462,13 +1464,16 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 		po.levels = opts->priorities;
 		po.capacity = cap;
 		po.elem_size = sizeof(quay_msg *);
+		po.allocator = bus->alloc;
 		r = quay_pq_create(&po, &s->pq);
 	} else {
-		r = quay_ring_create(cap, sizeof(quay_msg *), 0, &s->ring);
+		struct quay_ring_opts ro = QUAY_RING_OPTS_INIT;
+		ro.allocator = bus->alloc;
+		r = quay_ring_create_opts(cap, sizeof(quay_msg *), &ro, &s->ring);
 	}
 	if (r != 0) {
 		quayi_filter_free(s->filter);
-		free(s);
+		quayi_free(bus->alloc, s, sizeof(*s));
 		return r == -EINVAL ? -EINVAL : -ENOMEM;
 	}
 	r = rcu_thread();
@@ -1513,12 +1518,12 @@ quay_bus_subscribe(quay_bus *bus, const char *pattern, const struct quay_sub_opt
 
 fail_locked:
 	pthread_mutex_unlock(&bus->lock);
-	free(newg);
+	quayi_free(bus->alloc, newg, sizeof(*newg));
 fail_queue:
 	quay_ring_destroy(s->ring);
 	quay_pq_destroy(s->pq);
 	quayi_filter_free(s->filter);
-	free(s);
+	quayi_free(bus->alloc, s, sizeof(*s));
 	return r;
 }
 
@@ -1706,18 +1711,18 @@ quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q, const struct qu
 	        opts->policy != QUAY_SUB_BLOCK) ||
 	    (opts->group != NULL && !valid_name(opts->group)))
 		return -EINVAL;
-	bd = calloc(1, sizeof(*bd));
+	bd = quayi_calloc(bus->alloc, 1, sizeof(*bd));
 	if (bd == NULL)
 		return -ENOMEM;
 	b = &bd->s;
 	if (quayi_bm_parse(pattern, true, &b->toks) != 0) {
-		free(bd);
+		quayi_free(bus->alloc, bd, sizeof(*bd));
 		return -EINVAL;
 	}
 	if (opts->filter != NULL) {
-		r = quayi_filter_compile(opts->filter, &b->filter, NULL, 0);
+		r = quayi_filter_compile_a(bus->alloc, opts->filter, &b->filter, NULL, 0);
 		if (r != 0) {
-			free(bd);
+			quayi_free(bus->alloc, bd, sizeof(*bd));
 			return r;
 		}
 	}
@@ -1780,10 +1785,10 @@ quay_bus_bind(quay_bus *bus, const char *pattern, quay_queue *q, const struct qu
 
 fail_locked:
 	pthread_mutex_unlock(&bus->lock);
-	free(newg);
+	quayi_free(bus->alloc, newg, sizeof(*newg));
 fail:
 	quayi_filter_free(b->filter);
-	free(bd);
+	quayi_free(bus->alloc, bd, sizeof(*bd));
 	return r;
 }
 
@@ -1903,6 +1908,13 @@ bus_metrics(struct quay_bus *bus)
 	return 0;
 }
 
+static void
+bus_free(struct quay_bus *bus)
+{
+	quayi_free_aligned(bus->alloc, bus->reqs, QUAY_CACHELINE, bus->nreq * sizeof(*bus->reqs));
+	quayi_free(bus->alloc, bus, sizeof(*bus));
+}
+
 QUAY_API int
 quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 {
@@ -1916,20 +1928,23 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 		return -EINVAL;
 	if (opts == NULL)
 		opts = &defaults;
-	/* Size-versioned: a struct that ends before unroutable has none. */
-	if (opts->size == offsetof(struct quay_bus_opts, unroutable)) {
-		memcpy(&o2, opts, offsetof(struct quay_bus_opts, unroutable));
+	/* Size-versioned: a struct that ends before unroutable has none, one
+	 * that ends before allocator the C library's. */
+	if (opts->size == offsetof(struct quay_bus_opts, unroutable) ||
+	    opts->size == offsetof(struct quay_bus_opts, allocator)) {
+		memset(&o2, 0, sizeof(o2));
+		memcpy(&o2, opts, opts->size);
 		o2.size = sizeof(o2);
-		o2.unroutable = NULL;
 		opts = &o2;
 	}
 	if (opts->size != sizeof(*opts) || opts->flags != 0 ||
 	    (opts->name != NULL && !valid_name(opts->name)) || opts->max_subs > QUAY_BUS_SUBS_MAX ||
-	    opts->max_requests > QUAY_BUS_REQUESTS_MAX)
+	    opts->max_requests > QUAY_BUS_REQUESTS_MAX || quayi_alloc_check(opts->allocator) != 0)
 		return -EINVAL;
-	bus = calloc(1, sizeof(*bus));
+	bus = quayi_calloc(opts->allocator, 1, sizeof(*bus));
 	if (bus == NULL)
 		return -ENOMEM;
+	bus->alloc = opts->allocator;
 	/* Relaxed: a process-unique id for inbox subjects; orders nothing. */
 	bus->id = __atomic_fetch_add(&bus_ids, 1, __ATOMIC_RELAXED) + 1;
 	if (opts->name != NULL)
@@ -1942,18 +1957,18 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	bus->clock_arg = opts->clock_arg;
 	bus->max_subs = opts->max_subs != 0 ? opts->max_subs : QUAY_BUS_SUBS_DEFAULT;
 	bus->nreq = opts->max_requests != 0 ? opts->max_requests : QUAY_BUS_REQUESTS_DEFAULT;
-	bus->reqs = aligned_alloc(QUAY_CACHELINE, bus->nreq * sizeof(*bus->reqs));
+	bus->reqs = quayi_calloc_aligned(bus->alloc, QUAY_CACHELINE, bus->nreq * sizeof(*bus->reqs));
 	if (bus->reqs == NULL) {
-		free(bus);
+		quayi_free(bus->alloc, bus, sizeof(*bus));
 		return -ENOMEM;
 	}
-	memset(bus->reqs, 0, bus->nreq * sizeof(*bus->reqs));
 	if (opts->stats != NULL) {
 		bus->stats = opts->stats;
 	} else {
 		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
 		size_t per = 8; /* metrics per subscription, rounded up */
 		so.hist_shards = 1;
+		so.allocator = bus->alloc;
 		so.max_metrics = bus->max_subs * per + 32;
 		if (so.max_metrics > QUAY_STATS_METRICS_MAX)
 			so.max_metrics = QUAY_STATS_METRICS_MAX;
@@ -1965,7 +1980,7 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	r = bus_metrics(bus);
 	if (r != 0)
 		goto fail;
-	quayi_bm_cache_pool_init(&bus->caches);
+	quayi_bm_cache_pool_init(&bus->caches, bus->alloc);
 	t = quayi_bm_table_new(&bus->caches);
 	if (t == NULL) {
 		quayi_bm_cache_pool_fini(&bus->caches);
@@ -1988,8 +2003,7 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 fail:
 	if (bus->own_stats)
 		quay_stats_destroy(bus->stats);
-	free(bus->reqs);
-	free(bus);
+	bus_free(bus);
 	return r;
 }
 
@@ -2063,8 +2077,7 @@ quay_bus_destroy(quay_bus *bus)
 		__atomic_fetch_sub(quayi_queue_bound(bus->unroutable), 1, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_destroy(&bus->lock);
-	free(bus->reqs);
-	free(bus);
+	bus_free(bus);
 }
 
 /* ---- getters ------------------------------------------------------- */

@@ -15,6 +15,7 @@
 
 #include <urcu/urcu-memb.h>
 
+#include "alloc.h"
 #include "clock.h"
 #include "quay_internal.h"
 
@@ -90,6 +91,7 @@ struct quayi_bm_centry {
 	uint32_t prio_max; /* highest message priority every target takes
 	                      (the fewest levels - 1; 255 with no levels) */
 	uint32_t special;  /* a target has a filter or is a bound queue */
+	uint32_t nsubs;    /* entries of subs and filt (the entry's size) */
 	struct quay_sub **subs;
 	/* With special: each target's filter (or NULL), parallel to subs,
 	 * so that a filter miss does not touch the subscription. */
@@ -112,6 +114,7 @@ struct quayi_bm_table {
 	/* Its cache: set before the version is published (BUS-T1), then only
 	 * its slots change. */
 	struct quayi_bm_cache *cache;
+	const struct quay_allocator *alloc; /* the bus's: the table, nodes, entries */
 };
 
 /* Cache slots: NULL, or an entry published once with a release CAS (BUS-E1)
@@ -132,9 +135,10 @@ struct quayi_bm_cache_pool {
 	pthread_mutex_t lock;
 	struct quayi_bm_cache *head;
 	size_t n;
+	const struct quay_allocator *alloc; /* the bus's: caches and every table */
 };
 
-void quayi_bm_cache_pool_init(struct quayi_bm_cache_pool *p);
+void quayi_bm_cache_pool_init(struct quayi_bm_cache_pool *p, const struct quay_allocator *a);
 void quayi_bm_cache_pool_fini(struct quayi_bm_cache_pool *p);
 
 /* A new empty table (NULL: out of memory). */
@@ -156,10 +160,12 @@ void quayi_bm_table_free_all(struct quayi_bm_table *t, struct quayi_bm_cache_poo
 
 /* Resolve a checked subject (len bytes, hash from scan_subject) in t.
  * Returns the entry, or NULL on out of memory. *temp is set when the
- * entry could not be cached: the caller frees it (free()) after use.
+ * entry could not be cached: the caller frees it (quayi_bm_centry_free()) after use.
  * Called inside an RCU read-side section. */
 const struct quayi_bm_centry *quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len,
     uint64_t hash, bool *temp);
+/* Free an entry quayi_bm_lookup() returned with *temp set. */
+void quayi_bm_centry_free(const struct quayi_bm_table *t, const struct quayi_bm_centry *e);
 
 /* The group of a subscription (bus.c), for resolution. */
 struct quayi_bus_group *quayi_bus_sub_group(const struct quay_sub *sub);
@@ -231,6 +237,7 @@ struct quay_bus {
 
 	quay_stats *stats;
 	bool own_stats;
+	const struct quay_allocator *alloc; /* quay_bus_opts.allocator: every block of the bus's */
 	quay_counter *c_published, *c_delivered, *c_dropped, *c_rejected, *c_timeouts, *c_nosub, *c_late,
 	    *c_unroutable, *c_unroutable_queued, *c_filtered, *c_bound;
 	quay_queue *unroutable; /* opts.unroutable; read-only */

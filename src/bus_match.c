@@ -44,6 +44,7 @@ struct quayi_bm_node {
 	uint32_t ngt;
 	struct quay_sub **here;
 	struct quay_sub **gt;
+	uint32_t hcap, gcap; /* entries allocated in here and gt (>= nhere, ngt) */
 	uint16_t toklen;
 	char tok[];
 };
@@ -323,12 +324,14 @@ quay_bus_match(const char *pattern, const char *subject)
 	return quayi_bm_match_toks(&p, &s);
 }
 
+static void centry_free(const struct quay_allocator *a, const struct quayi_bm_centry *e);
+
 /* ---- nodes --------------------------------------------------------- */
 
 static struct quayi_bm_node *
-node_new(const char *tok, size_t len)
+node_new(const struct quay_allocator *a, const char *tok, size_t len)
 {
-	struct quayi_bm_node *n = calloc(1, sizeof(*n) + len + 1);
+	struct quayi_bm_node *n = quayi_calloc(a, 1, sizeof(*n) + len + 1);
 
 	if (n == NULL)
 		return NULL;
@@ -339,26 +342,26 @@ node_new(const char *tok, size_t len)
 
 /* Free one node and what it owns (not its children). */
 static void
-node_free(struct quayi_bm_node *n)
+node_free(const struct quay_allocator *a, struct quayi_bm_node *n)
 {
 	if (n == NULL)
 		return;
-	free(n->kids);
-	free(n->here);
-	free(n->gt);
-	free(n);
+	quayi_free(a, n->kids, (size_t)n->kcap * sizeof(*n->kids));
+	quayi_free(a, n->here, (size_t)n->hcap * sizeof(*n->here));
+	quayi_free(a, n->gt, (size_t)n->gcap * sizeof(*n->gt));
+	quayi_free(a, n, sizeof(*n) + n->toklen + 1);
 }
 
 static void
-node_free_deep(struct quayi_bm_node *n)
+node_free_deep(const struct quay_allocator *a, struct quayi_bm_node *n)
 {
 	if (n == NULL)
 		return;
 	for (uint32_t i = 0; i < n->kcap; i++)
-		node_free_deep(n->kids[i].child);
-	node_free_deep(n->star);
-	node_free_deep(n->hash);
-	node_free(n);
+		node_free_deep(a, n->kids[i].child);
+	node_free_deep(a, n->star);
+	node_free_deep(a, n->hash);
+	node_free(a, n);
 }
 
 static struct quayi_bm_node *
@@ -398,13 +401,13 @@ node_set_kid(struct quayi_bm_node *n, uint64_t h, struct quayi_bm_node *child)
 }
 
 static struct quay_sub **
-subs_dup(struct quay_sub *const *v, uint32_t n, uint32_t extra)
+subs_dup(const struct quay_allocator *a, struct quay_sub *const *v, uint32_t n, uint32_t extra)
 {
 	struct quay_sub **r;
 
 	if (n + extra == 0)
 		return NULL;
-	r = malloc((size_t)(n + extra) * sizeof(*r));
+	r = quayi_alloc(a, (size_t)(n + extra) * sizeof(*r));
 	if (r != NULL && n > 0)
 		memcpy(r, v, (size_t)n * sizeof(*r));
 	return r;
@@ -414,22 +417,23 @@ subs_dup(struct quay_sub *const *v, uint32_t n, uint32_t extra)
  * for `extra` more edges, leaving out the child `skip` (an edge or the
  * star). The copy shares old's children, not its arrays. */
 static struct quayi_bm_node *
-node_copy(const struct quayi_bm_node *old, const char *tok, size_t toklen, uint32_t extra,
-    const struct quayi_bm_node *skip)
+node_copy(const struct quay_allocator *a, const struct quayi_bm_node *old, const char *tok, size_t toklen,
+    uint32_t extra, const struct quayi_bm_node *skip)
 {
 	struct quayi_bm_node *n;
 	uint32_t need;
 
 	if (old == NULL)
-		n = node_new(tok, toklen);
+		n = node_new(a, tok, toklen);
 	else
-		n = node_new(old->tok, old->toklen);
+		n = node_new(a, old->tok, old->toklen);
 	if (n == NULL || old == NULL) {
 		if (n != NULL && extra > 0) {
 			n->kcap = 4;
-			n->kids = calloc(4, sizeof(*n->kids));
+			n->kids = quayi_calloc(a, 4, sizeof(*n->kids));
 			if (n->kids == NULL) {
-				node_free(n);
+				n->kcap = 0;
+				node_free(a, n);
 				return NULL;
 			}
 		}
@@ -440,10 +444,10 @@ node_copy(const struct quayi_bm_node *old, const char *tok, size_t toklen, uint3
 		uint32_t cap = 4;
 		while (cap < 2 * need)
 			cap *= 2;
-		n->kcap = cap;
-		n->kids = calloc(cap, sizeof(*n->kids));
+		n->kids = quayi_calloc(a, cap, sizeof(*n->kids));
 		if (n->kids == NULL)
 			goto oom;
+		n->kcap = cap;
 		for (uint32_t i = 0; i < old->kcap; i++) {
 			struct quayi_bm_node *c = old->kids[i].child;
 			if (c != NULL && c != skip)
@@ -454,13 +458,15 @@ node_copy(const struct quayi_bm_node *old, const char *tok, size_t toklen, uint3
 	n->hash = old->hash == skip ? NULL : old->hash;
 	n->nhere = old->nhere;
 	n->ngt = old->ngt;
-	if (old->nhere > 0 && (n->here = subs_dup(old->here, old->nhere, 0)) == NULL)
+	if (old->nhere > 0 && (n->here = subs_dup(a, old->here, old->nhere, 0)) == NULL)
 		goto oom;
-	if (old->ngt > 0 && (n->gt = subs_dup(old->gt, old->ngt, 0)) == NULL)
+	n->hcap = old->nhere;
+	if (old->ngt > 0 && (n->gt = subs_dup(a, old->gt, old->ngt, 0)) == NULL)
 		goto oom;
+	n->gcap = old->ngt;
 	return n;
 oom:
-	node_free(n);
+	node_free(a, n);
 	return NULL;
 }
 
@@ -469,8 +475,9 @@ oom:
 #define BM_POOL_KEEP 8 /* retired caches kept for reuse */
 
 void
-quayi_bm_cache_pool_init(struct quayi_bm_cache_pool *p)
+quayi_bm_cache_pool_init(struct quayi_bm_cache_pool *p, const struct quay_allocator *a)
 {
+	p->alloc = a;
 	pthread_mutex_init(&p->lock, NULL);
 	p->head = NULL;
 	p->n = 0;
@@ -482,7 +489,7 @@ quayi_bm_cache_pool_fini(struct quayi_bm_cache_pool *p)
 	while (p->head != NULL) {
 		struct quayi_bm_cache *c = p->head;
 		p->head = c->next;
-		free(c);
+		quayi_free(p->alloc, c, sizeof(*c));
 	}
 	pthread_mutex_destroy(&p->lock);
 }
@@ -500,7 +507,7 @@ cache_get(struct quayi_bm_cache_pool *p)
 	}
 	pthread_mutex_unlock(&p->lock);
 	if (c == NULL)
-		c = calloc(1, sizeof(*c));
+		c = quayi_calloc(p->alloc, 1, sizeof(*c));
 	return c;
 }
 
@@ -519,7 +526,7 @@ cache_put(struct quayi_bm_cache_pool *p, struct quayi_bm_cache *c)
 	n = __atomic_load_n(&c->nused, __ATOMIC_RELAXED);
 	for (uint32_t i = 0; i < n; i++) {
 		uint16_t k = c->used[i];
-		free(__atomic_load_n(&c->slot[k], __ATOMIC_RELAXED));
+		centry_free(p->alloc, __atomic_load_n(&c->slot[k], __ATOMIC_RELAXED));
 		__atomic_store_n(&c->slot[k], NULL, __ATOMIC_RELAXED);
 	}
 	__atomic_store_n(&c->nused, 0, __ATOMIC_RELAXED);
@@ -531,19 +538,20 @@ cache_put(struct quayi_bm_cache_pool *p, struct quayi_bm_cache *c)
 		c = NULL;
 	}
 	pthread_mutex_unlock(&p->lock);
-	free(c);
+	quayi_free(p->alloc, c, sizeof(*c));
 }
 
 static struct quayi_bm_table *
 table_alloc(struct quayi_bm_cache_pool *pool)
 {
-	struct quayi_bm_table *t = calloc(1, sizeof(*t));
+	struct quayi_bm_table *t = quayi_calloc(pool->alloc, 1, sizeof(*t));
 
 	if (t == NULL)
 		return NULL;
+	t->alloc = pool->alloc;
 	t->cache = cache_get(pool);
 	if (t->cache == NULL) {
-		free(t);
+		quayi_free(t->alloc, t, sizeof(*t));
 		return NULL;
 	}
 	return t;
@@ -554,7 +562,7 @@ table_unalloc(struct quayi_bm_table *t, struct quayi_bm_cache_pool *pool)
 {
 	if (t != NULL) {
 		cache_put(pool, t->cache);
-		free(t);
+		quayi_free(t->alloc, t, sizeof(*t));
 	}
 }
 
@@ -565,7 +573,7 @@ quayi_bm_table_new(struct quayi_bm_cache_pool *pool)
 
 	if (t == NULL)
 		return NULL;
-	t->root = node_new("", 0);
+	t->root = node_new(t->alloc, "", 0);
 	if (t->root == NULL) {
 		table_unalloc(t, pool);
 		return NULL;
@@ -579,8 +587,8 @@ quayi_bm_table_retire_free(struct quayi_bm_table *t, struct quayi_bm_cache_pool 
 	if (t == NULL)
 		return;
 	for (size_t i = 0; i < t->ngarbage; i++)
-		node_free(t->garbage[i]);
-	free(t->garbage);
+		node_free(t->alloc, t->garbage[i]);
+	quayi_free(t->alloc, t->garbage, t->ngarbage * sizeof(*t->garbage));
 	table_unalloc(t, pool);
 }
 
@@ -589,8 +597,8 @@ quayi_bm_table_free_all(struct quayi_bm_table *t, struct quayi_bm_cache_pool *po
 {
 	if (t == NULL)
 		return;
-	node_free_deep(t->root);
-	free(t->garbage);
+	node_free_deep(t->alloc, t->root);
+	quayi_free(t->alloc, t->garbage, t->ngarbage * sizeof(*t->garbage));
 	table_unalloc(t, pool);
 }
 
@@ -598,7 +606,7 @@ quayi_bm_table_free_all(struct quayi_bm_table *t, struct quayi_bm_cache_pool *po
 static int
 commit(struct quayi_bm_table *old, struct quayi_bm_node **repl, size_t nrepl)
 {
-	struct quayi_bm_node **g = malloc(nrepl * sizeof(*g));
+	struct quayi_bm_node **g = quayi_alloc(old->alloc, nrepl * sizeof(*g));
 
 	if (g == NULL)
 		return -ENOMEM;
@@ -622,7 +630,7 @@ quayi_bm_insert(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 
 	if (t == NULL)
 		return -ENOMEM;
-	nn = node_copy(on, "", 0, 1, NULL);
+	nn = node_copy(t->alloc, on, "", 0, 1, NULL);
 	if (nn == NULL)
 		goto oom;
 	created[nc++] = nn;
@@ -639,20 +647,20 @@ quayi_bm_insert(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 		}
 		if (tok_is(pat, i, '*')) {
 			oc = on != NULL ? on->star : NULL;
-			ncn = node_copy(oc, "*", 1, 1, NULL);
+			ncn = node_copy(t->alloc, oc, "*", 1, 1, NULL);
 			if (ncn == NULL)
 				goto oom;
 			nn->star = ncn;
 		} else if (tok_is(pat, i, '#')) {
 			oc = on != NULL ? on->hash : NULL;
-			ncn = node_copy(oc, "#", 1, 1, NULL);
+			ncn = node_copy(t->alloc, oc, "#", 1, 1, NULL);
 			if (ncn == NULL)
 				goto oom;
 			nn->hash = ncn;
 		} else {
 			uint64_t h = bm_hash(tok, tl);
 			oc = node_find(on, tok, tl, h);
-			ncn = node_copy(oc, tok, tl, 1, NULL);
+			ncn = node_copy(t->alloc, oc, tok, tl, 1, NULL);
 			if (ncn == NULL)
 				goto oom;
 			node_set_kid(nn, h, ncn);
@@ -664,19 +672,21 @@ quayi_bm_insert(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 		nn = ncn;
 	}
 	if (gt) {
-		arr = subs_dup(nn->gt, nn->ngt, 1);
+		arr = subs_dup(t->alloc, nn->gt, nn->ngt, 1);
 		if (arr == NULL)
 			goto oom;
 		arr[nn->ngt++] = sub;
-		free(nn->gt);
+		quayi_free(t->alloc, nn->gt, (size_t)nn->gcap * sizeof(*nn->gt));
 		nn->gt = arr;
+		nn->gcap = nn->ngt;
 	} else {
-		arr = subs_dup(nn->here, nn->nhere, 1);
+		arr = subs_dup(t->alloc, nn->here, nn->nhere, 1);
 		if (arr == NULL)
 			goto oom;
 		arr[nn->nhere++] = sub;
-		free(nn->here);
+		quayi_free(t->alloc, nn->here, (size_t)nn->hcap * sizeof(*nn->here));
 		nn->here = arr;
+		nn->hcap = nn->nhere;
 	}
 	if (commit(old, repl, nr) != 0)
 		goto oom;
@@ -685,21 +695,23 @@ quayi_bm_insert(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 	return 0;
 oom:
 	for (size_t i = 0; i < nc; i++)
-		node_free(created[i]);
+		node_free(t->alloc, created[i]);
 	table_unalloc(t, pool);
 	return -ENOMEM;
 }
 
 static bool
-subs_remove(struct quay_sub ***v, uint32_t *n, struct quay_sub *sub)
+subs_remove(const struct quay_allocator *a, struct quay_sub ***v, uint32_t *n, uint32_t *cap,
+    struct quay_sub *sub)
 {
 	for (uint32_t i = 0; i < *n; i++) {
 		if ((*v)[i] == sub) {
 			(*v)[i] = (*v)[*n - 1];
 			(*n)--;
 			if (*n == 0) {
-				free(*v);
+				quayi_free(a, *v, (size_t)*cap * sizeof(**v));
 				*v = NULL;
+				*cap = 0;
 			}
 			return true;
 		}
@@ -760,7 +772,7 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 		return -ENOMEM;
 	for (i = 0; i <= j; i++) {
 		const struct quayi_bm_node *skip = (i == j && j < k) ? path[j + 1] : NULL;
-		created[nc] = node_copy(path[i], "", 0, 0, skip);
+		created[nc] = node_copy(t->alloc, path[i], "", 0, 0, skip);
 		if (created[nc] == NULL)
 			goto oom;
 		nc++;
@@ -775,9 +787,9 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 	}
 	if (j == k) {
 		if (gt)
-			subs_remove(&created[k]->gt, &created[k]->ngt, sub);
+			subs_remove(t->alloc, &created[k]->gt, &created[k]->ngt, &created[k]->gcap, sub);
 		else
-			subs_remove(&created[k]->here, &created[k]->nhere, sub);
+			subs_remove(t->alloc, &created[k]->here, &created[k]->nhere, &created[k]->hcap, sub);
 	}
 	if (commit(old, path, (size_t)k + 1) != 0)
 		goto oom;
@@ -787,7 +799,7 @@ quayi_bm_remove(struct quayi_bm_table *old, const struct quayi_bm_toks *pat, str
 	return 0;
 oom:
 	for (i = 0; i < nc; i++)
-		node_free(created[i]);
+		node_free(t->alloc, created[i]);
 	table_unalloc(t, pool);
 	return -ENOMEM;
 }
@@ -797,6 +809,7 @@ oom:
 #define BM_MEMO 1024u /* (node, token) pairs remembered under a `#` */
 
 struct collect {
+	const struct quay_allocator *alloc; /* of v when not local */
 	struct quay_sub **v;
 	size_t n, cap;
 	bool oom;
@@ -818,14 +831,14 @@ collect_add(struct collect *c, struct quay_sub *const *v, uint32_t n)
 
 		while (cap < c->n + n)
 			cap *= 2;
-		nv = malloc(cap * sizeof(*nv));
+		nv = quayi_alloc(c->alloc, cap * sizeof(*nv));
 		if (nv == NULL) {
 			c->oom = true;
 			return;
 		}
 		memcpy(nv, c->v, c->n * sizeof(*nv));
 		if (c->v != c->local)
-			free(c->v);
+			quayi_free(c->alloc, c->v, c->cap * sizeof(*c->v));
 		c->v = nv;
 		c->cap = cap;
 	}
@@ -911,6 +924,7 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 	struct quayi_bm_centry *e = NULL;
 	size_t nplain = 0, ngroups = 0, off_subs, off_filt, off_groups, size;
 
+	c.alloc = t->alloc;
 	c.v = c.local;
 	c.n = 0;
 	c.cap = sizeof(c.local) / sizeof(c.local[0]);
@@ -949,9 +963,10 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 	off_filt = off_subs + c.n * sizeof(*c.v);
 	off_groups = off_filt + c.n * sizeof(struct quayi_filter *);
 	size = off_groups + ngroups * sizeof(struct quayi_bm_gref);
-	e = malloc(size);
+	e = quayi_alloc(t->alloc, size);
 	if (e == NULL)
 		goto out;
+	e->nsubs = (uint32_t)c.n;
 	e->hash = hash;
 	e->len = len;
 	e->nplain = (uint32_t)nplain;
@@ -988,8 +1003,31 @@ resolve(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
 	}
 out:
 	if (c.v != c.local)
-		free(c.v);
+		quayi_free(c.alloc, c.v, c.cap * sizeof(*c.v));
 	return e;
+}
+
+/* Bytes of an entry (resolve's layout). */
+static size_t
+centry_size(const struct quayi_bm_centry *e)
+{
+	size_t off_subs = (sizeof(*e) + e->len + 1 + 7) & ~(size_t)7;
+
+	return off_subs + e->nsubs * (sizeof(struct quay_sub *) + sizeof(struct quayi_filter *)) +
+	    e->ngroups * sizeof(struct quayi_bm_gref);
+}
+
+static void
+centry_free(const struct quay_allocator *a, const struct quayi_bm_centry *e)
+{
+	if (e != NULL)
+		quayi_free(a, (void *)(uintptr_t)e, centry_size(e));
+}
+
+void
+quayi_bm_centry_free(const struct quayi_bm_table *t, const struct quayi_bm_centry *e)
+{
+	centry_free(t->alloc, e);
 }
 
 const struct quayi_bm_centry *
@@ -1024,7 +1062,7 @@ quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64
 			return e;
 		}
 		if (cur->hash == hash && cur->len == len && memcmp(cur->subj, subj, len) == 0) {
-			free(e);
+			centry_free(t->alloc, e);
 			return cur;
 		}
 	}

@@ -57,6 +57,7 @@ struct parser {
 	unsigned nc, nv, ng;
 	char *scratch; /* decoded names and values */
 	size_t nscratch;
+	const struct quay_allocator *alloc; /* of the parser, scratch and the filter */
 };
 
 static int
@@ -557,31 +558,46 @@ setup(struct parser *p, const char *expr, char *err, size_t errlen)
 			return fail(p, i, "a control byte (0x%02x)", ch);
 	}
 	/* Decoded strings are never longer than the text, plus a NUL each. */
-	p->scratch = malloc(2 * p->len + 2);
+	p->scratch = quayi_alloc(p->alloc, 2 * p->len + 2);
 	return p->scratch == NULL ? -ENOMEM : 0;
+}
+
+static void
+parser_free(struct parser *p)
+{
+	if (p->scratch != NULL)
+		quayi_free(p->alloc, p->scratch, 2 * p->len + 2);
+	quayi_free(p->alloc, p, sizeof(*p));
 }
 
 QUAY_API int
 quay_filter_check(const char *expr, char *err, size_t errlen)
 {
-	struct parser *p = malloc(sizeof(*p));
+	struct parser *p = quayi_alloc(NULL, sizeof(*p)); /* no object: the C library */
 	int r;
 
 	if (p == NULL)
 		return -ENOMEM;
 	p->scratch = NULL;
+	p->alloc = NULL;
 	r = setup(p, expr, err, errlen);
 	if (r == 0)
 		r = parse(p);
-	free(p->scratch);
-	free(p);
+	parser_free(p);
 	return r;
 }
 
 int
 quayi_filter_compile(const char *expr, struct quayi_filter **out, char *err, size_t errlen)
 {
-	struct parser *p = malloc(sizeof(*p));
+	return quayi_filter_compile_a(NULL, expr, out, err, errlen);
+}
+
+int
+quayi_filter_compile_a(const struct quay_allocator *a, const char *expr, struct quayi_filter **out, char *err,
+    size_t errlen)
+{
+	struct parser *p = quayi_alloc(a, sizeof(*p));
 	struct quayi_filter *f = NULL;
 	struct quayi_filter_clause *c;
 	struct quayi_filter_val *v;
@@ -592,6 +608,7 @@ quayi_filter_compile(const char *expr, struct quayi_filter **out, char *err, siz
 	if (p == NULL)
 		return -ENOMEM;
 	p->scratch = NULL;
+	p->alloc = a;
 	r = setup(p, expr, err, errlen);
 	if (r == 0)
 		r = parse(p);
@@ -599,11 +616,13 @@ quayi_filter_compile(const char *expr, struct quayi_filter **out, char *err, siz
 		goto out;
 	/* One block: header, clauses, values, strings (rebased). */
 	size = sizeof(*f) + p->nc * sizeof(*c) + p->nv * sizeof(*v) + p->nscratch;
-	f = malloc(size);
+	f = quayi_alloc(a, size);
 	if (f == NULL) {
 		r = -ENOMEM;
 		goto out;
 	}
+	f->alloc = a;
+	f->size = size;
 	c = (struct quayi_filter_clause *)(void *)(f + 1);
 	v = (struct quayi_filter_val *)(void *)(c + p->nc);
 	str = (char *)(v + p->nv);
@@ -626,15 +645,15 @@ quayi_filter_compile(const char *expr, struct quayi_filter **out, char *err, siz
 	f->c = c;
 	*out = f;
 out:
-	free(p->scratch);
-	free(p);
+	parser_free(p);
 	return r;
 }
 
 void
 quayi_filter_free(struct quayi_filter *f)
 {
-	free(f);
+	if (f != NULL)
+		quayi_free(f->alloc, f, f->size);
 }
 
 static bool

@@ -9,6 +9,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "alloc.h"
 #include <stdint.h>
 
 #include <quay/msg.h>
@@ -19,6 +21,9 @@ struct quayi_filter;
  * (err, if errlen > 0, says where and why, as quay_filter_check()); or
  * -ENOMEM. */
 int quayi_filter_compile(const char *expr, struct quayi_filter **out, char *err, size_t errlen);
+/* The same with the memory (the filter, and the parser's while it runs) from a. */
+int quayi_filter_compile_a(const struct quay_allocator *a, const char *expr, struct quayi_filter **out,
+    char *err, size_t errlen);
 
 void quayi_filter_free(struct quayi_filter *f);
 
@@ -88,6 +93,8 @@ struct quayi_filter {
 	unsigned nclauses;
 	unsigned ngroups;
 	const struct quayi_filter_clause *c;
+	const struct quay_allocator *alloc; /* the block's */
+	size_t size;                        /* of the block */
 };
 
 #endif /* QUAY_FILTER_INTERNAL_H */

@@ -82,6 +82,7 @@ struct hb {
 };
 
 struct quay_http {
+	const struct quay_allocator *alloc; /* quay_http_opts.allocator: every block of the server's */
 	struct MHD_Daemon *d;
 	uint16_t port;
 	char token[QUAY_HTTP_TOKEN_MAX + 1];
@@ -108,6 +109,8 @@ struct buf {
 	char *p;
 	size_t len, cap;
 	bool oom;
+	bool text;                      /* p is a static text (reply_text): never freed */
+	const struct quay_allocator *a; /* of p */
 };
 
 static void
@@ -121,7 +124,7 @@ b_put(struct buf *b, const char *s, size_t n)
 
 		while (nc < b->len + n + 1)
 			nc *= 2;
-		np = realloc(b->p, nc);
+		np = quayi_realloc(b->a, b->p, b->cap, nc);
 		if (np == NULL) {
 			b->oom = true;
 			return;
@@ -202,7 +205,7 @@ nobjects(const quay_http *h)
 
 /* Grow an array of pointers to hold one more. Lock held. */
 static int
-grow(void *arrp, size_t n, size_t *cap)
+grow(const struct quay_allocator *a, void *arrp, size_t n, size_t *cap)
 {
 	void ***arr = arrp;
 	size_t nc;
@@ -211,7 +214,7 @@ grow(void *arrp, size_t n, size_t *cap)
 	if (n < *cap)
 		return 0;
 	nc = *cap ? *cap * 2 : 16;
-	na = realloc(*arr, nc * sizeof(void *));
+	na = quayi_realloc(a, *arr, *cap * sizeof(void *), nc * sizeof(void *));
 	if (na == NULL)
 		return -ENOMEM;
 	*arr = na;
@@ -230,7 +233,7 @@ add_reg_locked(quay_http *h, quay_stats *s)
 			return 0;
 	if (nobjects(h) >= QUAY_HTTP_OBJECTS_MAX)
 		return -ENOSPC;
-	if ((rc = grow(&h->reg, h->nreg, &h->capreg)) != 0)
+	if ((rc = grow(h->alloc, &h->reg, h->nreg, &h->capreg)) != 0)
 		return rc;
 	h->reg[h->nreg++] = s;
 	return 0;
@@ -254,6 +257,13 @@ quay_http_add_stats(quay_http *h, quay_stats *s)
  * does). */
 static quay_stats *queue_registry(const quay_queue *q);
 
+static void
+hq_free(const quay_http *h, struct hq *e)
+{
+	quayi_free(h->alloc, e->hw, HWIN * sizeof(*e->hw));
+	quayi_free(h->alloc, e, sizeof(*e));
+}
+
 int
 quay_http_add_queue(quay_http *h, quay_queue *q)
 {
@@ -262,12 +272,12 @@ quay_http_add_queue(quay_http *h, quay_queue *q)
 
 	if (h == NULL || q == NULL)
 		return -EINVAL;
-	e = calloc(1, sizeof(*e));
+	e = quayi_calloc(h->alloc, 1, sizeof(*e));
 	if (e == NULL)
 		return -ENOMEM;
-	e->hw = calloc(HWIN, sizeof(*e->hw));
+	e->hw = quayi_calloc(h->alloc, HWIN, sizeof(*e->hw));
 	if (e->hw == NULL) {
-		free(e);
+		quayi_free(h->alloc, e, sizeof(*e));
 		return -ENOMEM;
 	}
 	e->q = q;
@@ -279,16 +289,14 @@ quay_http_add_queue(quay_http *h, quay_queue *q)
 	if (rc == 0 && nobjects(h) + 2 > QUAY_HTTP_OBJECTS_MAX)
 		rc = -ENOSPC;
 	if (rc == 0)
-		rc = grow(&h->qs, h->nq, &h->capq);
+		rc = grow(h->alloc, &h->qs, h->nq, &h->capq);
 	if (rc == 0)
 		rc = add_reg_locked(h, queue_registry(q));
 	if (rc == 0)
 		h->qs[h->nq++] = e;
 	pthread_mutex_unlock(&h->lock);
-	if (rc != 0) {
-		free(e->hw);
-		free(e);
-	}
+	if (rc != 0)
+		hq_free(h, e);
 	return rc;
 }
 
@@ -300,7 +308,7 @@ quay_http_add_bus(quay_http *h, quay_bus *bus)
 
 	if (h == NULL || bus == NULL)
 		return -EINVAL;
-	e = calloc(1, sizeof(*e));
+	e = quayi_calloc(h->alloc, 1, sizeof(*e));
 	if (e == NULL)
 		return -ENOMEM;
 	e->bus = bus;
@@ -312,14 +320,14 @@ quay_http_add_bus(quay_http *h, quay_bus *bus)
 	if (rc == 0 && nobjects(h) + 2 > QUAY_HTTP_OBJECTS_MAX)
 		rc = -ENOSPC;
 	if (rc == 0)
-		rc = grow(&h->bs, h->nb, &h->capb);
+		rc = grow(h->alloc, &h->bs, h->nb, &h->capb);
 	if (rc == 0)
 		rc = add_reg_locked(h, quay_bus_stats(bus));
 	if (rc == 0)
 		h->bs[h->nb++] = e;
 	pthread_mutex_unlock(&h->lock);
 	if (rc != 0)
-		free(e);
+		quayi_free(h->alloc, e, sizeof(*e));
 	return rc;
 }
 
@@ -807,7 +815,7 @@ page_summary(quay_http *h, struct buf *b)
 	struct quay_hist_data *now, *win;
 	int64_t tnow;
 
-	now = malloc(2 * sizeof(*now));
+	now = quayi_alloc(h->alloc, 2 * sizeof(*now));
 	if (now == NULL)
 		return -ENOMEM;
 	win = now + 1;
@@ -893,7 +901,7 @@ page_summary(quay_http *h, struct buf *b)
 	}
 	pthread_mutex_unlock(&h->lock);
 	b_str(b, "]}\n");
-	free(now);
+	quayi_free(h->alloc, now, 2 * sizeof(*now));
 	return MHD_HTTP_OK;
 }
 
@@ -903,11 +911,12 @@ static int
 page_metrics(quay_http *h, struct buf *b)
 {
 	quay_stats_snap **snaps;
-	size_t n = 0;
+	size_t n = 0, ns;
 	int rc = 0;
 
 	pthread_mutex_lock(&h->lock);
-	snaps = calloc(h->nreg ? h->nreg : 1, sizeof(*snaps));
+	ns = h->nreg ? h->nreg : 1;
+	snaps = quayi_calloc(h->alloc, ns, sizeof(*snaps));
 	if (snaps == NULL) {
 		pthread_mutex_unlock(&h->lock);
 		return -ENOMEM;
@@ -921,11 +930,36 @@ page_metrics(quay_http *h, struct buf *b)
 		rc = quay_stats_write_prometheus_many((const quay_stats_snap *const *)snaps, n, b_write, b);
 	for (size_t i = 0; i < n; i++)
 		quay_stats_snap_free(snaps[i]);
-	free(snaps);
+	quayi_free(h->alloc, snaps, ns * sizeof(*snaps));
 	return rc != 0 ? rc : MHD_HTTP_OK;
 }
 
 /* ---- request handling ----------------------------------------------- */
+
+/* A response's buffer, freed by libmicrohttpd's callback when it is sent. */
+struct rbuf {
+	const struct quay_allocator *a;
+	char *p;
+	size_t cap;
+};
+
+static void
+rbuf_free(void *cls)
+{
+	struct rbuf *rb = cls;
+	const struct quay_allocator *a = rb->a;
+
+	quayi_free(a, rb->p, rb->cap);
+	quayi_free(a, rb, sizeof(*rb));
+}
+
+static void
+b_free(struct buf *b)
+{
+	if (!b->text)
+		quayi_free(b->a, b->p, b->cap);
+	b->p = NULL;
+}
 
 static enum MHD_Result
 reply(struct MHD_Connection *c, unsigned status, const char *type, struct buf *b, bool head,
@@ -934,16 +968,28 @@ reply(struct MHD_Connection *c, unsigned status, const char *type, struct buf *b
 	struct MHD_Response *r;
 	enum MHD_Result ret;
 
+	struct rbuf *rb = NULL;
+
+	if (!b->text && !b->oom && (rb = quayi_alloc(b->a, sizeof(*rb))) == NULL)
+		b->oom = true;
 	if (b->oom) {
-		free(b->p);
+		b_free(b);
 		return MHD_NO; /* closes the connection */
 	}
 	/* HEAD: the same response (Content-Length included); libmicrohttpd
 	 * sends its headers only. */
 	(void)head;
-	r = MHD_create_response_from_buffer(b->len, b->p, MHD_RESPMEM_MUST_FREE);
+	if (b->text) {
+		r = MHD_create_response_from_buffer(b->len, b->p, MHD_RESPMEM_PERSISTENT);
+	} else {
+		/* The buffer goes back to our allocator, not libmicrohttpd's free(). */
+		*rb = (struct rbuf){ b->a, b->p, b->cap };
+		r = MHD_create_response_from_buffer_with_free_callback_cls(b->len, b->p, rbuf_free, rb);
+		if (r == NULL)
+			quayi_free(b->a, rb, sizeof(*rb));
+	}
 	if (r == NULL) {
-		free(b->p);
+		b_free(b);
 		return MHD_NO;
 	}
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
@@ -963,7 +1009,9 @@ reply_text(struct MHD_Connection *c, unsigned status, const char *text, const ch
 {
 	struct buf b = { 0 };
 
-	b_str(&b, text);
+	b.p = (char *)(uintptr_t)text; /* static: sent from where it is */
+	b.len = strlen(text);
+	b.text = true;
 	return reply(c, status, "text/plain; charset=utf-8", &b, false, allow);
 }
 
@@ -1006,6 +1054,8 @@ handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 	quay_http *h = cls;
 	struct buf b = { 0 };
 	bool head;
+
+	b.a = h->alloc;
 	int st;
 
 	(void)version;
@@ -1027,7 +1077,7 @@ handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 	if (strcmp(url, "/metrics") == 0) {
 		st = page_metrics(h, &b);
 		if (st < 0) {
-			free(b.p);
+			b_free(&b);
 			return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n", NULL);
 		}
 		return reply(c, (unsigned)st, "text/plain; version=0.0.4; charset=utf-8", &b, head, NULL);
@@ -1043,7 +1093,7 @@ handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
 	if (strcmp(url, "/summary") == 0) {
 		st = page_summary(h, &b);
 		if (st < 0) {
-			free(b.p);
+			b_free(&b);
 			return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n", NULL);
 		}
 		return reply(c, (unsigned)st, "application/json", &b, head, NULL);
@@ -1074,18 +1124,16 @@ queue_registry(const quay_queue *q)
 static void
 http_free(quay_http *h)
 {
-	for (size_t i = 0; i < h->nq; i++) {
-		free(h->qs[i]->hw);
-		free(h->qs[i]);
-	}
+	for (size_t i = 0; i < h->nq; i++)
+		hq_free(h, h->qs[i]);
 	for (size_t i = 0; i < h->nb; i++)
-		free(h->bs[i]);
-	free(h->qs);
-	free(h->bs);
-	free(h->reg);
+		quayi_free(h->alloc, h->bs[i], sizeof(*h->bs[i]));
+	quayi_free(h->alloc, h->qs, h->capq * sizeof(*h->qs));
+	quayi_free(h->alloc, h->bs, h->capb * sizeof(*h->bs));
+	quayi_free(h->alloc, h->reg, h->capreg * sizeof(*h->reg));
 	pthread_cond_destroy(&h->cv);
 	pthread_mutex_destroy(&h->lock);
-	free(h);
+	quayi_free(h->alloc, h, sizeof(*h));
 }
 
 int
@@ -1106,11 +1154,14 @@ quay_http_start(const struct quay_http_opts *opts, quay_http **out)
 	if (out == NULL)
 		return -EINVAL;
 	if (opts != NULL) {
-		if (opts->size != sizeof(o))
+		/* This version, or the first (no allocator). */
+		if (opts->size != sizeof(o) && opts->size != offsetof(struct quay_http_opts, allocator))
 			return -EINVAL;
-		o = *opts;
+		memcpy(&o, opts, opts->size);
+		o.size = sizeof(o);
 	}
-	if (o.flags != 0 || o.max_connections > 10000 || o.timeout_s > 3600 || o.threads > 64 ||
+	if (o.flags != 0 || quayi_alloc_check(o.allocator) != 0 || o.max_connections > 10000 ||
+	    o.timeout_s > 3600 || o.threads > 64 ||
 	    (o.max_request_bytes != 0 && (o.max_request_bytes < 1024 || o.max_request_bytes > (1u << 20))))
 		return -EINVAL;
 	if (o.addr == NULL)
@@ -1143,16 +1194,17 @@ quay_http_start(const struct quay_http_opts *opts, quay_http **out)
 	if (o.threads == 0)
 		o.threads = 2;
 
-	h = calloc(1, sizeof(*h));
+	h = quayi_calloc(o.allocator, 1, sizeof(*h));
 	if (h == NULL)
 		return -ENOMEM;
+	h->alloc = o.allocator;
 	if (o.token != NULL) {
 		h->token_len = strlen(o.token);
 		memcpy(h->token, o.token, h->token_len);
 	}
 	h->started_ns = quayi_mono_ns();
 	if (pthread_mutex_init(&h->lock, NULL) != 0) {
-		free(h);
+		quayi_free(h->alloc, h, sizeof(*h));
 		return -ENOMEM;
 	}
 	pthread_condattr_init(&ca);
@@ -1161,7 +1213,7 @@ quay_http_start(const struct quay_http_opts *opts, quay_http **out)
 	pthread_condattr_destroy(&ca);
 	if (rc != 0) {
 		pthread_mutex_destroy(&h->lock);
-		free(h);
+		quayi_free(h->alloc, h, sizeof(*h));
 		return -ENOMEM;
 	}
 

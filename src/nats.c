@@ -326,7 +326,7 @@ quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const qua
 		if (3 * (klen + vlen) + 2 <= sizeof(sbuf)) {
 			buf = sbuf;
 		} else {
-			buf = malloc(3 * (klen + vlen) + 2);
+			buf = quayi_alloc(n->alloc, 3 * (klen + vlen) + 2);
 			if (buf == NULL) {
 				s = NATS_NO_MEMORY;
 				break;
@@ -336,7 +336,7 @@ quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const qua
 		pct_encode(buf + strlen(buf) + 1, val, vlen);
 		s = natsMsgHeader_Set(nm, buf, buf + strlen(buf) + 1);
 		if (buf != sbuf)
-			free(buf);
+			quayi_free(n->alloc, buf, 3 * (klen + vlen) + 2);
 		enc = true;
 	}
 	if (s == NATS_OK && enc)
@@ -691,7 +691,7 @@ quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg 
 			continue;
 		strcpy(kbuf, keys[i]);
 		vlen0 = strlen(v);
-		vbuf = vlen0 < sizeof(vsmall) ? vsmall : malloc(vlen0 + 1);
+		vbuf = vlen0 < sizeof(vsmall) ? vsmall : quayi_alloc(n->alloc, vlen0 + 1);
 		if (vbuf == NULL) {
 			r = -ENOMEM;
 			break;
@@ -704,7 +704,7 @@ quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg 
 			r = quay_msg_set_header(m, kbuf, vbuf, (size_t)vl);
 		}
 		if (vbuf != vsmall)
-			free(vbuf);
+			quayi_free(n->alloc, vbuf, vlen0 + 1);
 	}
 	if (r == 0) {
 		if (natsMsgHeader_Get(nm, H_ORIGIN, &v) != NATS_OK)
@@ -719,7 +719,7 @@ quayi_nats_make_local(quay_nats *n, natsMsg *nm, const char *reply_to, quay_msg 
 	}
 	*out = m;
 out:
-	free((void *)keys);
+	free((void *)keys); /* quay-alloc: libnats's (natsMsgHeader_Keys) */
 	return r;
 }
 
@@ -916,7 +916,7 @@ bridge_free(struct nbridge *b)
 	quay_gauge_destroy(b->g_pending);
 	pthread_mutex_destroy(&b->lk);
 	pthread_cond_destroy(&b->cv);
-	free(b);
+	quayi_free(b->n->alloc, b, sizeof(*b));
 }
 
 /* ---- connect / close ----------------------------------------------- */
@@ -924,7 +924,8 @@ bridge_free(struct nbridge *b)
 static int
 check_opts(const struct quay_nats_opts *o)
 {
-	if (o->size != sizeof(*o) || (o->flags & ~QUAY_NATS_DIRECT) != 0 || o->nurls > QUAY_NATS_URLS_MAX ||
+	if (o->size != sizeof(*o) || (o->flags & ~QUAY_NATS_DIRECT) != 0 ||
+	    quayi_alloc_check(o->allocator) != 0 || o->nurls > QUAY_NATS_URLS_MAX ||
 	    (o->nurls > 0 && o->urls == NULL) ||
 	    (o->creds_file != NULL) + (o->token != NULL) + (o->nkey != NULL) > 1 ||
 	    (o->nkey == NULL) != (o->nkey_seed_file == NULL) || o->reconnect_wait_ns < 0 ||
@@ -964,7 +965,7 @@ check_seed_file(const char *file)
 	}
 	if (seed != NULL && nats_Sign(seed, "quay", &sig, &siglen) == NATS_OK && siglen == 64)
 		r = 0;
-	free(sig);
+	free(sig); /* quay-alloc: libnats's (nats_Sign) */
 	explicit_bzero(buf, sizeof(buf));
 	return r;
 }
@@ -991,6 +992,12 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 		return -EINVAL;
 	if (opts == NULL)
 		opts = &dflt;
+	/* The first version (no allocator): the C library's. */
+	if (opts->size == offsetof(struct quay_nats_opts, allocator)) {
+		memcpy(&dflt, opts, opts->size);
+		dflt.size = sizeof(dflt);
+		opts = &dflt;
+	}
 	r = check_opts(opts);
 	if (r != 0)
 		return r;
@@ -1005,12 +1012,13 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 		if (opts->nkey_seed_file != NULL && (r = check_seed_file(opts->nkey_seed_file)) != 0)
 			return r;
 	}
-	n = calloc(1, sizeof(*n));
+	n = quayi_calloc(opts->allocator, 1, sizeof(*n));
 	if (n == NULL)
 		return -ENOMEM;
-	n->rtab = calloc(RTAB_SIZE, sizeof(*n->rtab));
+	n->alloc = opts->allocator;
+	n->rtab = quayi_calloc(n->alloc, RTAB_SIZE, sizeof(*n->rtab));
 	if (n->rtab == NULL) {
-		free(n);
+		quayi_free(n->alloc, n, sizeof(*n));
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&n->lock, NULL);
@@ -1038,7 +1046,9 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	if (opts->stats != NULL) {
 		n->stats = opts->stats;
 	} else {
-		r = quay_stats_create(NULL, &n->stats);
+		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
+		so.allocator = n->alloc;
+		r = quay_stats_create(&so, &n->stats);
 		if (r != 0)
 			goto fail;
 		n->own_stats = true;
@@ -1052,6 +1062,7 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 		 * flushed into a destroyed pool by their exit. */
 		struct quay_pool_opts po = QUAY_POOL_OPTS_INIT;
 		po.flags = QUAY_POOL_NO_CACHE;
+		po.allocator = n->alloc;
 		r = quay_pool_create((size_t)64 << 20, &po, &n->pool);
 		if (r != 0)
 			goto fail;
@@ -1251,7 +1262,7 @@ quay_nats_close(quay_nats *n)
 	for (unsigned i = 0; i < n->nbridges; i++)
 		bridge_free(n->bridges[i]);
 	for (unsigned i = 0; i < n->ntaps; i++)
-		free(n->taps[i]);
+		quayi_free(n->alloc, n->taps[i], sizeof(*n->taps[i]));
 	quay_counter_destroy(n->c_reconnects);
 	quay_counter_destroy(n->c_disconnects);
 	quay_counter_destroy(n->c_slow);
@@ -1268,8 +1279,8 @@ quay_nats_close(quay_nats *n)
 	pthread_mutex_destroy(&n->cl_lock);
 	pthread_cond_destroy(&n->cl_cond);
 	pthread_rwlock_destroy(&n->slock);
-	free(n->rtab);
-	free(n);
+	quayi_free(n->alloc, n->rtab, RTAB_SIZE * sizeof(*n->rtab));
+	quayi_free(n->alloc, n, sizeof(*n));
 }
 
 /* ---- bridges ------------------------------------------------------- */
@@ -1294,7 +1305,7 @@ bridge_new(quay_nats *n, int kind, quay_bus *bus, const char *subject, const cha
 
 	if (n->nbridges >= QUAY_NATS_BRIDGES_MAX)
 		return -ENOMEM;
-	b = calloc(1, sizeof(*b));
+	b = quayi_calloc(n->alloc, 1, sizeof(*b));
 	if (b == NULL)
 		return -ENOMEM;
 	b->n = n;
@@ -1367,7 +1378,7 @@ tap_of(quay_nats *n, quay_bus *bus, struct ntap **out)
 		}
 	if (n->ntaps >= QUAY_NATS_BRIDGES_MAX)
 		return -ENOMEM;
-	t = calloc(1, sizeof(*t));
+	t = quayi_calloc(n->alloc, 1, sizeof(*t));
 	if (t == NULL)
 		return -ENOMEM;
 	t->tap.fn = tap_publish;
@@ -1376,7 +1387,7 @@ tap_of(quay_nats *n, quay_bus *bus, struct ntap **out)
 	t->n = n;
 	r = quayi_bus_set_tap(bus, &t->tap);
 	if (r != 0) {
-		free(t);
+		quayi_free(n->alloc, t, sizeof(*t));
 		return r == -EBUSY ? -EEXIST : r;
 	}
 	n->taps[n->ntaps++] = t;

@@ -10,7 +10,10 @@
 #include <quay/nats.h>
 #include <quay/ring.h>
 
+#include "alloc.h"
+
 struct quay_nats {
+	const struct quay_allocator *alloc; /* quay_nats_opts.allocator: the handle's blocks */
 	natsConnection *nc;
 	jsCtx *js;
 	quay_pool *pool;

@@ -126,7 +126,7 @@ quay_nats_queue_open(quay_nats *n, const struct quay_nats_queue_opts *opts, quay
 	    (opts->backoff_factor != 0 && !(opts->backoff_factor >= 1 && opts->backoff_factor <= 1000)) ||
 	    opts->replicas < 0 || opts->replicas > 5)
 		return -EINVAL;
-	q = calloc(1, sizeof(*q));
+	q = quayi_calloc(n->alloc, 1, sizeof(*q));
 	if (q == NULL)
 		return -ENOMEM;
 	q->n = n;
@@ -146,7 +146,7 @@ quay_nats_queue_open(quay_nats *n, const struct quay_nats_queue_opts *opts, quay
 	if (q->o.op_timeout_ns == 0)
 		q->o.op_timeout_ns = (int64_t)5 * 1000000000;
 	if (q->o.backoff_max_ns < q->o.backoff_base_ns) {
-		free(q);
+		quayi_free(n->alloc, q, sizeof(*q));
 		return -EINVAL;
 	}
 	snprintf(q->name, sizeof(q->name), "%s", opts->name);
@@ -186,7 +186,7 @@ quay_nats_queue_close(quay_nats_queue *q)
 	natsSubscription_Destroy(q->sub);
 	natsSubscription_Destroy(q->dlq_sub);
 	pthread_mutex_destroy(&q->dlq_lock);
-	free(q);
+	quayi_free(q->n->alloc, q, sizeof(*q));
 }
 
 int
@@ -254,7 +254,7 @@ dead_letter(quay_nats_queue *q, natsMsg *nm, uint64_t seq, const char *reason)
 			    strcmp(keys[i], "Nats-Msg-Id") != 0)
 				s = natsMsgHeader_Set(d, keys[i], v);
 		}
-		free((void *)keys);
+		free((void *)keys); /* quay-alloc: libnats's (natsMsgHeader_Keys) */
 	}
 	/* Header values travel percent-encoded; reason and source are
 	 * plain tokens here except for spaces etc.: encode them the same. */

@@ -40,6 +40,7 @@
  */
 #include "pollfd.h"
 
+#include "alloc.h"
 #include "clock.h"
 #include "queue_internal.h"
 #include "quay_internal.h"
@@ -242,9 +243,9 @@ quayi_pollfd_get(const struct quayi_pollfd_spec *spec)
 		pthread_mutex_unlock(&table_lock);
 		return rc;
 	}
-	p = calloc(1, sizeof *p);
+	p = quayi_calloc(spec->alloc, 1, sizeof *p);
 	for (unsigned i = 0; i < spec->nevents; i++)
-		e[i] = calloc(1, sizeof *e[i]);
+		e[i] = quayi_calloc(spec->alloc, 1, sizeof *e[i]);
 	if (p == NULL || e[0] == NULL || (spec->nevents > 1 && e[1] == NULL)) {
 		rc = -ENOMEM;
 		goto fail;
@@ -271,9 +272,9 @@ quayi_pollfd_get(const struct quayi_pollfd_spec *spec)
 	return p->fd;
 fail:
 	pthread_mutex_unlock(&table_lock);
-	free(e[0]);
-	free(e[1]);
-	free(p);
+	quayi_free(spec->alloc, e[0], sizeof *e[0]);
+	quayi_free(spec->alloc, e[1], sizeof *e[1]);
+	quayi_free(spec->alloc, p, sizeof *p);
 	return rc;
 }
 
@@ -296,7 +297,7 @@ quayi_pollfd_forget(uint32_t *event)
 			if (*pp != NULL) {
 				struct entry *dead = *pp;
 				*pp = dead->next;
-				free(dead);
+				quayi_free(p->spec.alloc, dead, sizeof *dead);
 			}
 			/* Relaxed: no concurrent user (destroy). The word may
 			 * outlive the descriptor (a ring in the caller's memory). */
@@ -308,7 +309,7 @@ quayi_pollfd_forget(uint32_t *event)
 	if (p != NULL) {
 		close_fds(p);
 		pthread_mutex_destroy(&p->lock);
-		free(p);
+		quayi_free(p->spec.alloc, p, sizeof *p);
 	}
 }
 
@@ -373,7 +374,7 @@ pq_ready(const void *ctx)
 int
 quay_ring_fd(quay_ring *r)
 {
-	struct quayi_pollfd_spec s = { { NULL, NULL }, 1, false, ring_ready, NULL, NULL };
+	struct quayi_pollfd_spec s = { { NULL, NULL }, 1, false, ring_ready, NULL, NULL, NULL };
 
 	if (r == NULL)
 		return -EINVAL;
@@ -384,19 +385,21 @@ quay_ring_fd(quay_ring *r)
 	s.events[0] = &r->pop_event;
 	s.fence = (r->flags & QUAYI_RING_F_FENCE) != 0;
 	s.ctx = r;
+	s.alloc = r->alloc;
 	return quayi_pollfd_get(&s);
 }
 
 int
 quay_pq_fd(quay_pq *pq)
 {
-	struct quayi_pollfd_spec s = { { NULL, NULL }, 1, false, pq_ready, NULL, NULL };
+	struct quayi_pollfd_spec s = { { NULL, NULL }, 1, false, pq_ready, NULL, NULL, NULL };
 
 	if (pq == NULL)
 		return -EINVAL;
 	s.events[0] = &pq->pop_event;
 	s.fence = quayi_pq_fence(pq) != 0;
 	s.ctx = pq;
+	s.alloc = pq->alloc;
 	return quayi_pollfd_get(&s);
 }
 
@@ -443,7 +446,7 @@ queue_due(const void *ctx)
 int
 quay_queue_fd(quay_queue *q)
 {
-	struct quayi_pollfd_spec s = { { NULL, NULL }, 2, false, queue_ready, queue_due, NULL };
+	struct quayi_pollfd_spec s = { { NULL, NULL }, 2, false, queue_ready, queue_due, NULL, NULL };
 
 	if (q == NULL)
 		return -EINVAL;
@@ -451,5 +454,6 @@ quay_queue_fd(quay_queue *q)
 	s.events[1] = &q->free_slots->pop_event;
 	s.fence = quayi_pq_fence(q->ready) != 0 || (q->free_slots->flags & QUAYI_RING_F_FENCE) != 0;
 	s.ctx = q;
+	s.alloc = q->alloc;
 	return quayi_pollfd_get(&s);
 }

@@ -21,6 +21,7 @@ struct quayi_pollfd_spec {
 	bool (*ready)(const void *ctx);
 	int64_t (*due)(const void *ctx); /* NULL: not timed */
 	const void *ctx;
+	const struct quay_allocator *alloc; /* the object's: the descriptor's memory */
 };
 
 /* The descriptor attached to spec->events[0], made (and armed) on the

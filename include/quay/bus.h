@@ -211,11 +211,16 @@ struct quay_bus_opts {
 	 *  outlive the bus. A struct whose size stops before this field is
 	 *  accepted (none). */
 	quay_queue *unroutable;
+	/** Where the bus's memory comes from: its tables, subscriptions,
+	 *  bindings, their rings and filters, its registry (NULL: the C
+	 *  library); see quay/alloc.h. Kept, not copied: it must outlive the
+	 *  bus. A struct whose size stops before this field is accepted. */
+	const struct quay_allocator *allocator;
 };
 
 /** Initialiser for struct quay_bus_opts: every field its default. */
 /* clang-format off */
-#define QUAY_BUS_OPTS_INIT { sizeof(struct quay_bus_opts), 0u, NULL, NULL, 0u, 0u, NULL, NULL, NULL }
+#define QUAY_BUS_OPTS_INIT { sizeof(struct quay_bus_opts), 0u, NULL, NULL, 0u, 0u, NULL, NULL, NULL, NULL }
 /* clang-format on */
 
 /** Subscription options. Start from QUAY_SUB_OPTS_INIT. */
@@ -364,7 +369,8 @@ struct quay_sub_counters {
  * Returns: 0 and *out set; -EINVAL if out is NULL, opts->size is not
  *          sizeof(struct quay_bus_opts), flags is not 0, name is empty,
  *          too long or has a byte outside 0x21..0x7e, max_subs exceeds
- *          QUAY_BUS_SUBS_MAX or max_requests QUAY_BUS_REQUESTS_MAX;
+ *          QUAY_BUS_SUBS_MAX or max_requests QUAY_BUS_REQUESTS_MAX, or
+ *          the allocator lacks alloc or free;
  *          -ENOMEM. *out is untouched on failure.
  */
 QUAY_API int quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out);

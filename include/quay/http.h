@@ -78,11 +78,16 @@ struct quay_http_opts {
 	unsigned timeout_s;
 	/** Threads serving requests, 1..64; 0: 2. */
 	unsigned threads;
+	/** Where the server's tables and response buffers come from (NULL:
+	 *  the C library); see quay/alloc.h. libmicrohttpd's own memory is
+	 *  not (docs/MEMORY.md). Kept, not copied: it must outlive the
+	 *  server. A struct whose size stops before this field is accepted. */
+	const struct quay_allocator *allocator;
 };
 
 /** Initialiser for struct quay_http_opts: every field its default. */
 /* clang-format off */
-#define QUAY_HTTP_OPTS_INIT { sizeof(struct quay_http_opts), 0u, NULL, 0u, NULL, 0u, 0u, 0u, 0u }
+#define QUAY_HTTP_OPTS_INIT { sizeof(struct quay_http_opts), 0u, NULL, 0u, NULL, 0u, 0u, 0u, 0u, NULL }
 /* clang-format on */
 
 /**
@@ -96,7 +101,8 @@ struct quay_http_opts {
  * Returns: 0 and *out set; -EINVAL if out is NULL, opts->size is not
  *          sizeof(struct quay_http_opts), flags is not 0, addr is not a
  *          numeric address, the token is too long or has a byte outside
- *          0x21..0x7e, or a limit is out of range; -EADDRINUSE if the
+ *          0x21..0x7e, a limit is out of range, or the allocator lacks
+ *          alloc or free; -EADDRINUSE if the
  *          port is taken; -EACCES if binding it is not allowed; -EIO if
  *          the server could not start for another reason; -ENOMEM.
  *          *out is untouched on failure.

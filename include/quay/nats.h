@@ -143,6 +143,11 @@ struct quay_nats_opts {
 	 *  the file is read then, and checked at connect. */
 	const char *nkey;
 	const char *nkey_seed_file;
+	/** Where the handle's own memory comes from: its tables, bridges, the
+	 *  pool and registry it makes, header scratch (NULL: the C library);
+	 *  see quay/alloc.h. libnats's memory is not (docs/MEMORY.md). Kept,
+	 *  not copied: it must outlive the handle. */
+	const struct quay_allocator *allocator;
 };
 
 /** quay_nats_opts.flags: exports publish to NATS on the publisher's own
@@ -163,7 +168,7 @@ struct quay_nats_opts {
 /* clang-format off */
 #define QUAY_NATS_OPTS_INIT \
 	{ sizeof(struct quay_nats_opts), 0u, NULL, 0u, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0u, \
-	  NULL, NULL, 0u, NULL, NULL }
+	  NULL, NULL, 0u, NULL, NULL, NULL }
 /* clang-format on */
 
 /** Counters of a handle, summed over its bridges (quay_nats_counters()).
@@ -201,7 +206,8 @@ struct quay_nats_counters {
  *          is not 0 with urls NULL, a URL is NULL, more than one of
  *          creds_file, token and nkey is set, only one of nkey and
  *          nkey_seed_file is set, a time is negative, export_capacity is
- *          not a power of two or reconnect_buf_bytes exceeds INT_MAX;
+ *          not a power of two, reconnect_buf_bytes exceeds INT_MAX, or
+ *          the allocator lacks alloc or free;
  *          -EBADMSG if nkey_seed_file holds no valid user seed (no line
  *          starting "SU", or one that does not decode: bad base32, bad
  *          checksum); -ECONNREFUSED if no

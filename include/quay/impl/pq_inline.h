@@ -92,7 +92,8 @@ struct quay_pq {
 	uint32_t elem_size;
 	uint32_t flags;  /* QUAY_PQ_WEIGHTED and QUAYI_PQ_F_* */
 	uint32_t closed; /* QUAYI_PQ_OPEN/CLOSING/CLOSED */
-	/* quay_pq_create()'s allocator (NULL: the C library); destroy only. */
+	/* quay_pq_create()'s allocator (NULL: the C library); read by destroy
+	 * and quay_pq_fd (its descriptor's). */
 	const struct quay_allocator *alloc;
 
 	/* Bitmap line: read by every push and pop, written only when a level

@@ -79,7 +79,7 @@ struct quay_ring {
 	uint32_t flags;  /* QUAY_RING_SP/SC and QUAYI_RING_F_* */
 	uint32_t closed; /* QUAYI_RING_OPEN/CLOSING/CLOSED */
 	/* The allocator quay_ring_create_opts() took the ring from (NULL: the
-	 * C library); read by destroy only. */
+	 * C library); read by destroy and quay_ring_fd (its descriptor's). */
 	const struct quay_allocator *alloc;
 
 	/* Producers' line: the next position to claim. In MP mode bit 63 is
