@@ -53,6 +53,7 @@
  *      indices, and stats read each cache's counts relaxed (a snapshot).
  */
 #include "clock.h"
+#include "alloc.h"
 #include "quay_internal.h"
 
 #include <pthread.h>
@@ -141,6 +142,8 @@ struct quay_pool {
 	struct tcache *caches;
 	int64_t (*clock)(void *);
 	void *clock_arg;
+	const struct quay_allocator *alloc; /* every block below came from it */
+	size_t nbuf;                        /* entries of links */
 	/* Slow-path statistics. */
 	uint64_t failures __attribute__((aligned(64)));
 	uint64_t waits;
@@ -567,6 +570,19 @@ shape(size_t limit, const struct quay_pool_opts *o, uint32_t *nclasses, uint32_t
 	return 0;
 }
 
+/* Free p and its blocks (any may be NULL), each with the size it was taken with. */
+static void
+free_pool(quay_pool *p)
+{
+	const struct quay_allocator *a = p->alloc;
+
+	quayi_free_aligned(a, p->arena, 4096, p->arena_bytes);
+	quayi_free(a, p->links, p->nbuf * sizeof(uint32_t));
+	quayi_free_aligned(a, p->caches, 64, (size_t)p->ncaches * sizeof(struct tcache));
+	quayi_free(a, p->cache_idx, (size_t)p->ncaches * p->cache_stride * sizeof(uint32_t));
+	quayi_free_aligned(a, p, 64, sizeof(*p));
+}
+
 int
 quay_pool_create(size_t limit, const struct quay_pool_opts *opts, quay_pool **out)
 {
@@ -578,9 +594,13 @@ quay_pool_create(size_t limit, const struct quay_pool_opts *opts, quay_pool **ou
 	quay_pool *p;
 	int rc;
 
-	if (out == NULL || limit == 0 || limit > QUAY_POOL_LIMIT_MAX || o->size != sizeof(*o) ||
-	    (o->flags & ~QUAY_POOL_FLAGS_ALL) != 0 || o->cache_size > QUAY_POOL_CACHE_MAX ||
-	    o->cache_threads > QUAY_POOL_CACHE_THREADS_MAX || o->headroom > QUAY_POOL_CLASS_SIZE_MAX)
+	const struct quay_allocator *a = o->size == sizeof(*o) ? o->allocator : NULL;
+
+	if (out == NULL || limit == 0 || limit > QUAY_POOL_LIMIT_MAX ||
+	    (o->size != sizeof(*o) && o->size != offsetof(struct quay_pool_opts, allocator)) ||
+	    quayi_alloc_check(a) != 0 || (o->flags & ~QUAY_POOL_FLAGS_ALL) != 0 ||
+	    o->cache_size > QUAY_POOL_CACHE_MAX || o->cache_threads > QUAY_POOL_CACHE_THREADS_MAX ||
+	    o->headroom > QUAY_POOL_CLASS_SIZE_MAX)
 		return -EINVAL;
 	rc = shape(limit, o, &nclasses, size, count);
 	if (rc != 0)
@@ -588,10 +608,10 @@ quay_pool_create(size_t limit, const struct quay_pool_opts *opts, quay_pool **ou
 	cache_size = o->cache_size ? o->cache_size : QUAY_POOL_CACHE_DEFAULT;
 	cache_threads = o->cache_threads ? o->cache_threads : QUAY_POOL_CACHE_THREADS_DEFAULT;
 
-	p = aligned_alloc(64, sizeof(*p));
+	p = quayi_calloc_aligned(a, 64, sizeof(*p));
 	if (p == NULL)
 		return -ENOMEM;
-	memset(p, 0, sizeof(*p));
+	p->alloc = a;
 	p->nclasses = nclasses;
 	p->flags = o->flags;
 	p->headroom = o->headroom ? o->headroom : QUAY_POOL_HEADROOM_DEFAULT;
@@ -616,11 +636,12 @@ quay_pool_create(size_t limit, const struct quay_pool_opts *opts, quay_pool **ou
 	p->cache_stride = stride;
 	p->ncaches = stride ? cache_threads : 0;
 
-	p->arena = aligned_alloc(4096, (arena + 4095) & ~(size_t)4095);
-	p->links = malloc(nbuf * sizeof(uint32_t));
+	p->nbuf = nbuf;
+	p->arena = quayi_alloc_aligned(a, 4096, arena);
+	p->links = quayi_alloc(a, nbuf * sizeof(uint32_t));
 	if (stride) {
-		p->caches = aligned_alloc(64, (size_t)p->ncaches * sizeof(struct tcache));
-		p->cache_idx = malloc((size_t)p->ncaches * stride * sizeof(uint32_t));
+		p->caches = quayi_alloc_aligned(a, 64, (size_t)p->ncaches * sizeof(struct tcache));
+		p->cache_idx = quayi_alloc(a, (size_t)p->ncaches * stride * sizeof(uint32_t));
 	}
 	if (p->arena == NULL || p->links == NULL || (stride && (p->caches == NULL || p->cache_idx == NULL)))
 		goto nomem;
@@ -651,11 +672,7 @@ quay_pool_create(size_t limit, const struct quay_pool_opts *opts, quay_pool **ou
 	return 0;
 
 nomem:
-	free(p->arena);
-	free(p->links);
-	free(p->caches);
-	free(p->cache_idx);
-	free(p);
+	free_pool(p);
 	return -ENOMEM;
 }
 
@@ -690,11 +707,7 @@ quay_pool_destroy(quay_pool *p)
 	if (p->have_key)
 		pthread_key_delete(p->key);
 	UNPOISON(p->arena, p->arena_bytes);
-	free(p->arena);
-	free(p->links);
-	free(p->caches);
-	free(p->cache_idx);
-	free(p);
+	free_pool(p);
 	return 0;
 }
 

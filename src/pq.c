@@ -11,6 +11,8 @@
  * PQ-B1; a pop runs WAIT-W1 on push_event after taking elements. The ready()
  * checks below read what those calls published before their WAIT-W1.
  */
+#include "alloc.h"
+#include "pollfd.h"
 #include "quay_internal.h"
 
 #include <stdlib.h>
@@ -39,8 +41,8 @@ valid_opts(const struct quay_pq_opts *o)
 {
 	size_t ring;
 
-	if (o == NULL || o->size != sizeof(*o) || o->levels == 0 || o->levels > QUAY_PQ_LEVELS_MAX ||
-	    (o->flags & ~QUAY_PQ_FLAGS_ALL) != 0)
+	if (o == NULL || (o->size != sizeof(*o) && o->size != offsetof(struct quay_pq_opts, allocator)) ||
+	    o->levels == 0 || o->levels > QUAY_PQ_LEVELS_MAX || (o->flags & ~QUAY_PQ_FLAGS_ALL) != 0)
 		return 0;
 	if (o->weights != NULL) {
 		if (!(o->flags & QUAY_PQ_WEIGHTED))
@@ -110,20 +112,25 @@ int
 quay_pq_create(const struct quay_pq_opts *opts, quay_pq **out)
 {
 	size_t size = quay_pq_memsize(opts);
+	const struct quay_allocator *a;
 	quay_pq *pq;
 	int rc;
 
 	if (out == NULL || size == 0)
 		return -EINVAL;
-	pq = aligned_alloc(QUAY_CACHELINE, round_line(size));
+	a = opts->size == sizeof(*opts) ? opts->allocator : NULL;
+	if (quayi_alloc_check(a) != 0)
+		return -EINVAL;
+	pq = quayi_alloc_aligned(a, QUAY_CACHELINE, size);
 	if (pq == NULL)
 		return -ENOMEM;
 	rc = quay_pq_init(pq, opts);
 	if (rc != 0) {
-		free(pq);
+		quayi_free_aligned(a, pq, QUAY_CACHELINE, size);
 		return rc;
 	}
 	pq->flags |= QUAYI_PQ_F_OWNED;
+	pq->alloc = a;
 	*out = pq;
 	return 0;
 }
@@ -131,8 +138,12 @@ quay_pq_create(const struct quay_pq_opts *opts, quay_pq **out)
 void
 quay_pq_destroy(quay_pq *pq)
 {
-	if (pq != NULL && (pq->flags & QUAYI_PQ_F_OWNED))
-		free(pq);
+	if (pq == NULL)
+		return;
+	quayi_pollfd_forget(&pq->pop_event); /* quay_pq_fd's descriptor, if any */
+	if (pq->flags & QUAYI_PQ_F_OWNED)
+		quayi_free_aligned(pq->alloc, pq, QUAY_CACHELINE,
+		    sizeof(struct quay_pq) + weights_size(pq->levels) + (size_t)pq->levels * pq->ring_stride);
 }
 
 void

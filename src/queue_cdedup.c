@@ -9,6 +9,11 @@
  * For that the table keeps a reference to each remembered message until
  * its entry is reused after the window (or the queue is destroyed): the
  * window's messages stay allocated in their pool (docs/QUEUE.md).
+ * After a restart of a durable queue, a key recovered from the log keeps
+ * its message when the message came back with the queue; a key whose
+ * message is gone (acked before the restart) is kept alone, and a hit on
+ * it is a duplicate without a comparison (docs/DURABILITY.md, "Dedup
+ * after a restart": the odds, and why not keep the bodies).
  *
  * The table is the id dedup table's shape (8-way sets, an id in one of 8
  * sets from its home set, at least twice the ids it must hold), under
@@ -29,10 +34,13 @@
 struct centry {
 	uint64_t h1, h2;
 	int64_t expires; /* 0: empty */
-	quay_msg *msg;   /* the remembered message (a reference), or NULL */
+	quay_msg *msg;   /* the remembered message (a reference), or NULL:
+	                    a key recovered from a durable queue's log whose
+	                    message is gone (a key hit is then taken as is) */
 };
 
 struct quayi_cdedup {
+	const struct quay_allocator *alloc; /* the queue's */
 	pthread_mutex_t lock;
 	struct centry *e;
 	size_t sets; /* a power of two, >= PROBE */
@@ -55,19 +63,20 @@ quayi_msg_group(const quay_msg *msg, const void **g, size_t *glen)
 int
 quayi_cdedup_create(struct quayi_qx *x, size_t ids, int64_t window)
 {
-	struct quayi_cdedup *d = calloc(1, sizeof(*d));
+	struct quayi_cdedup *d = quayi_calloc(x->alloc, 1, sizeof(*d));
 	size_t sets = 1;
 
 	if (d == NULL)
 		return -ENOMEM;
+	d->alloc = x->alloc;
 	while (sets < (2 * ids + WAYS - 1) / WAYS || sets < PROBE)
 		sets <<= 1;
 	d->sets = sets;
 	d->window = window;
 	pthread_mutex_init(&d->lock, NULL);
-	if ((d->e = calloc(sets * WAYS, sizeof(*d->e))) == NULL) {
+	if ((d->e = quayi_calloc(d->alloc, sets * WAYS, sizeof(*d->e))) == NULL) {
 		pthread_mutex_destroy(&d->lock);
-		free(d);
+		quayi_free(d->alloc, d, sizeof(*d));
 		return -ENOMEM;
 	}
 	x->cdedup = d;
@@ -82,17 +91,17 @@ quayi_cdedup_destroy(struct quayi_cdedup *d)
 	for (size_t i = 0; i < d->sets * WAYS; i++)
 		if (d->e[i].msg != NULL)
 			quay_msg_unref(d->e[i].msg);
-	free(d->e);
+	quayi_free(d->alloc, d->e, d->sets * WAYS * sizeof(*d->e));
 	pthread_mutex_destroy(&d->lock);
-	free(d);
+	quayi_free(d->alloc, d, sizeof(*d));
 }
 
 /* Test hook (tests/unit/test_queue_cdedup.c, through the static
  * library): replaces the key, to force collisions. NULL in production. */
 void (*quayi_cdedup_test_key)(const quay_msg *msg, uint64_t *h1, uint64_t *h2);
 
-static void
-key_of(const quay_msg *msg, uint64_t *h1, uint64_t *h2)
+void
+quayi_cdedup_key(const quay_msg *msg, uint64_t *h1, uint64_t *h2)
 {
 	const void *g;
 	size_t gl;
@@ -141,14 +150,15 @@ quayi_cdedup_check(quay_queue *q, quay_msg *msg, int64_t now)
 	uint64_t h1, h2;
 	int rc = 0;
 
-	key_of(msg, &h1, &h2);
+	quayi_cdedup_key(msg, &h1, &h2);
 	pthread_mutex_lock(&d->lock);
 	for (unsigned p = 0; p < PROBE && rc == 0; p++) {
 		for (unsigned w = 0; w < WAYS; w++) {
 			struct centry *e = entry(d, h1, p, w);
 
 			if (e->expires > now) {
-				if (e->h1 == h1 && e->h2 == h2 && same_content(e->msg, msg)) {
+				if (e->h1 == h1 && e->h2 == h2 &&
+				    (e->msg == NULL || same_content(e->msg, msg))) {
 					rc = 1;
 					break;
 				}
@@ -185,7 +195,7 @@ quayi_cdedup_forget(quay_queue *q, const quay_msg *msg)
 
 	if (d == NULL)
 		return;
-	key_of(msg, &h1, &h2);
+	quayi_cdedup_key(msg, &h1, &h2);
 	pthread_mutex_lock(&d->lock);
 	for (unsigned p = 0; p < PROBE; p++)
 		for (unsigned w = 0; w < WAYS; w++) {
@@ -203,4 +213,64 @@ quayi_cdedup_forget(quay_queue *q, const quay_msg *msg)
 	pthread_mutex_unlock(&d->lock);
 	while (n > 0)
 		quay_msg_unref(drop[--n]);
+}
+
+int
+quayi_cdedup_seed(quay_queue *q, uint64_t h1, uint64_t h2, int64_t expires, int64_t now, quay_msg *msg)
+{
+	struct quayi_cdedup *d = q->x->cdedup;
+	struct centry *room = NULL;
+	quay_msg *old = NULL;
+	int rc = -EAGAIN;
+
+	if (expires <= now)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned p = 0; p < PROBE && rc != 0; p++)
+		for (unsigned w = 0; w < WAYS; w++) {
+			struct centry *e = entry(d, h1, p, w);
+
+			if (e->expires > now && e->h1 == h1 && e->h2 == h2) {
+				/* The same key twice (a send's ADD and a compaction's
+				 * DEDUP): one entry, the later expiry, a message if
+				 * either has one. */
+				if (expires > e->expires)
+					e->expires = expires;
+				if (e->msg == NULL && msg != NULL) {
+					quay_msg_ref(msg);
+					e->msg = msg;
+				}
+				rc = 0;
+				break;
+			}
+			if (e->expires <= now && room == NULL)
+				room = e;
+		}
+	if (rc != 0 && room != NULL) {
+		old = room->msg;
+		room->h1 = h1;
+		room->h2 = h2;
+		room->expires = expires;
+		if (msg != NULL)
+			quay_msg_ref(msg);
+		room->msg = msg;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (old != NULL)
+		quay_msg_unref(old);
+	return rc;
+}
+
+void
+quayi_cdedup_walk(quay_queue *q, int64_t now,
+    void (*visit)(void *ctx, uint64_t h1, uint64_t h2, int64_t expires), void *ctx)
+{
+	struct quayi_cdedup *d = q->x->cdedup;
+
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < d->sets * WAYS; i++)
+		if (d->e[i].expires > now)
+			visit(ctx, d->e[i].h1, d->e[i].h2, d->e[i].expires);
+	pthread_mutex_unlock(&d->lock);
 }

@@ -9,14 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-static uint64_t
-mix64(uint64_t x)
-{
-	x += UINT64_C(0x9E3779B97F4A7C15);
-	x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-	x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
-	return x ^ (x >> 31);
-}
+#include <xxhash.h>
 
 /* now + d for d >= 0, saturating at INT64_MAX. */
 static int64_t
@@ -35,18 +28,16 @@ pow2_at_least(size_t n)
 	return p;
 }
 
-static void
-hash_id(const void *id, size_t len, uint64_t *h1, uint64_t *h2)
+/* The key of an id: XXH3-128 of its bytes, seed 0 (libxxhash). It is
+ * persisted (a durable queue's DEDUP records, docs/DURABILITY.md): never
+ * change it without a new record type. */
+void
+quayi_dedup_key(const void *id, size_t len, uint64_t *h1, uint64_t *h2)
 {
-	const unsigned char *p = id;
-	uint64_t a = UINT64_C(0xcbf29ce484222325), b = UINT64_C(0x84222325cbf29ce4) ^ len;
+	XXH128_hash_t h = XXH3_128bits(id, len);
 
-	for (size_t i = 0; i < len; i++) {
-		a = (a ^ p[i]) * UINT64_C(0x100000001b3);
-		b = mix64(b ^ p[i]);
-	}
-	*h1 = mix64(a);
-	*h2 = b;
+	*h1 = h.low64;
+	*h2 = h.high64;
 }
 
 /* The entry of way w in the probe-th set after id's home set h1. */
@@ -57,9 +48,10 @@ entry(const struct quayi_dedup *d, uint64_t h1, unsigned probe, unsigned w)
 }
 
 int
-quayi_dedup_init(struct quayi_dedup *d, int64_t window, size_t capacity)
+quayi_dedup_init(struct quayi_dedup *d, const struct quay_allocator *a, int64_t window, size_t capacity)
 {
 	pthread_mutex_init(&d->lock, NULL);
+	d->alloc = a;
 	d->tab = NULL;
 	d->sets = 0;
 	d->window = window;
@@ -69,14 +61,14 @@ quayi_dedup_init(struct quayi_dedup *d, int64_t window, size_t capacity)
 	d->sets = pow2_at_least((2 * capacity + QUAYI_DEDUP_WAYS - 1) / QUAYI_DEDUP_WAYS);
 	if (d->sets < QUAYI_DEDUP_PROBE)
 		d->sets = QUAYI_DEDUP_PROBE;
-	d->tab = calloc(d->sets * QUAYI_DEDUP_WAYS, sizeof(*d->tab));
+	d->tab = quayi_calloc(a, d->sets * QUAYI_DEDUP_WAYS, sizeof(*d->tab));
 	return d->tab != NULL ? 0 : -ENOMEM;
 }
 
 void
 quayi_dedup_fini(struct quayi_dedup *d)
 {
-	free(d->tab);
+	quayi_free(d->alloc, d->tab, d->sets * QUAYI_DEDUP_WAYS * sizeof(*d->tab));
 	d->tab = NULL;
 	pthread_mutex_destroy(&d->lock);
 }
@@ -90,7 +82,7 @@ quayi_dedup_check(struct quayi_dedup *d, const void *id, size_t len, int64_t now
 
 	if (d->tab == NULL)
 		return 0;
-	hash_id(id, len, &h1, &h2);
+	quayi_dedup_key(id, len, &h1, &h2);
 	pthread_mutex_lock(&d->lock);
 	/* Expired entries are reused in place, so a live copy of id may sit
 	 * after a free way: look at the whole window. */
@@ -126,7 +118,7 @@ quayi_dedup_forget(struct quayi_dedup *d, const void *id, size_t len)
 
 	if (d->tab == NULL)
 		return;
-	hash_id(id, len, &h1, &h2);
+	quayi_dedup_key(id, len, &h1, &h2);
 	pthread_mutex_lock(&d->lock);
 	for (unsigned p = 0; p < QUAYI_DEDUP_PROBE; p++)
 		for (unsigned w = 0; w < QUAYI_DEDUP_WAYS; w++) {
@@ -135,5 +127,48 @@ quayi_dedup_forget(struct quayi_dedup *d, const void *id, size_t len)
 			if (e->expires != 0 && e->h1 == h1 && e->h2 == h2)
 				e->expires = 0;
 		}
+	pthread_mutex_unlock(&d->lock);
+}
+
+int
+quayi_dedup_seed(struct quayi_dedup *d, uint64_t h1, uint64_t h2, int64_t expires, int64_t now)
+{
+	struct quayi_dedup_entry *room = NULL;
+	int rc = -EAGAIN;
+
+	if (d->tab == NULL || expires <= now)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned p = 0; p < QUAYI_DEDUP_PROBE && rc != 0; p++)
+		for (unsigned w = 0; w < QUAYI_DEDUP_WAYS; w++) {
+			struct quayi_dedup_entry *e = entry(d, h1, p, w);
+
+			if (e->expires > now && e->h1 == h1 && e->h2 == h2) {
+				if (expires > e->expires)
+					e->expires = expires; /* the later of two accepts */
+				rc = 0;
+				break;
+			}
+			if (e->expires <= now && room == NULL)
+				room = e;
+		}
+	if (rc != 0 && room != NULL) {
+		*room = (struct quayi_dedup_entry){ h1, h2, expires };
+		rc = 0;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
+}
+
+void
+quayi_dedup_walk(struct quayi_dedup *d, int64_t now,
+    void (*visit)(void *ctx, uint64_t h1, uint64_t h2, int64_t expires), void *ctx)
+{
+	if (d->tab == NULL)
+		return;
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < d->sets * QUAYI_DEDUP_WAYS; i++)
+		if (d->tab[i].expires > now)
+			visit(ctx, d->tab[i].h1, d->tab[i].h2, d->tab[i].expires);
 	pthread_mutex_unlock(&d->lock);
 }

@@ -58,6 +58,7 @@
  *             record can slip between a compaction copy and its source
  *   ilock     one queue's index (did -> message) for compaction
  */
+#include "alloc.h"
 #include "quay_internal.h"
 #include "le.h"
 #include "queue_durable_format.h"
@@ -126,11 +127,17 @@ struct quayi_dur {
 	void *queue; /* restore's argument */
 	uint64_t qid;
 	bool deliveries; /* log each delivery (no QUAY_QUEUE_NO_DELIVERY_LOG) */
+	/* The queue's dedup window (host; dedup_walk NULL: none). */
+	bool (*dedup_key)(void *queue, const quay_msg *msg, struct quayi_qlog_dkey *k);
+	void (*dedup_seed)(void *queue, const struct quayi_qlog_dkey *k, int64_t accepted_ns, quay_msg *msg);
+	void (*dedup_walk)(void *queue,
+	    void (*visit)(void *vctx, const struct quayi_qlog_dkey *k, int64_t accepted_ns), void *vctx);
 	quay_pool *pool;
 	pthread_mutex_t ilock;
 	struct dent *tab;
 	size_t mask;
-	size_t count; /* under ilock */
+	size_t count;                       /* under ilock */
+	const struct quay_allocator *alloc; /* the queue's: d, tab, a call's scratch */
 };
 
 /* One per quay_wal used by durable queues. */
@@ -147,6 +154,7 @@ struct dwal {
 	uint64_t compact_min;
 	uint64_t compactions, deferred, log_errors; /* atomic counters */
 	size_t batch_limit;                         /* bytes of an appendv batch: quayi_wal_batch_max */
+	const struct quay_allocator *alloc;         /* the WAL's: w, compaction's scratch */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -459,8 +467,8 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 	if (n == 1) {
 		sizes = &size1;
 	} else {
-		sizes = malloc(n * sizeof(*sizes));
-		recs = malloc(n * sizeof(*recs));
+		sizes = quayi_alloc(d->alloc, n * sizeof(*sizes));
+		recs = quayi_alloc(d->alloc, n * sizeof(*recs));
 		if (sizes == NULL || recs == NULL) {
 			rc = -ENOMEM;
 			goto out;
@@ -470,7 +478,7 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 		sizes[i] = img_size(msgs[i]);
 		total += sizes[i];
 	}
-	if (total > sizeof(stack) && (buf = malloc(total)) == NULL) {
+	if (total > sizeof(stack) && (buf = quayi_alloc(d->alloc, total)) == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -515,10 +523,10 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 	pthread_rwlock_unlock(&w->cl);
 out:
 	if (buf != stack)
-		free(buf);
+		quayi_free(d->alloc, buf, total);
 	if (n != 1) {
-		free(sizes);
-		free(recs);
+		quayi_free(d->alloc, sizes, n * sizeof(*sizes));
+		quayi_free(d->alloc, recs, n * sizeof(*recs));
 	}
 	if (done < n) {
 		*err = rc;
@@ -537,6 +545,7 @@ static int
 dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 {
 	struct dwal *w = ((struct quayi_dur *)ctxs[0])->w;
+	const struct quay_allocator *a = ((struct quayi_dur *)ctxs[0])->alloc; /* the scratch's */
 	unsigned char stack[STACK_IMG], *buf = stack;
 	quay_wal_rec recs8[8], *recs = recs8;
 	size_t total = 0, bytes = 0;
@@ -547,7 +556,7 @@ dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 		rc = -EMSGSIZE;
 		goto out;
 	}
-	if (n > 8 && (recs = malloc(n * sizeof(*recs))) == NULL) {
+	if (n > 8 && (recs = quayi_alloc(a, n * sizeof(*recs))) == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -562,7 +571,7 @@ dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 		rc = -EMSGSIZE;
 		goto out;
 	}
-	if (total > sizeof(stack) && (buf = malloc(total)) == NULL) {
+	if (total > sizeof(stack) && (buf = quayi_alloc(a, total)) == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -596,9 +605,9 @@ dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 	pthread_rwlock_unlock(&w->cl);
 out:
 	if (buf != stack)
-		free(buf);
+		quayi_free(a, buf, total);
 	if (recs != recs8)
-		free(recs);
+		quayi_free(a, recs, n * sizeof(*recs));
 	if (rc != 0)
 		for (size_t i = 0; i < n; i++)
 			msg_set_did(msgs[i], 0); /* give the claims back */
@@ -703,11 +712,11 @@ dq_deliver(void *ctx, const quay_lease *leases, size_t n)
 	if (!d->deliveries || n == 0)
 		return false;
 	if (n > 8) {
-		rec = malloc(n * sizeof(*rec));
-		rs = malloc(n * sizeof(*rs));
+		rec = quayi_alloc(d->alloc, n * sizeof(*rec));
+		rs = quayi_alloc(d->alloc, n * sizeof(*rs));
 		if (rec == NULL || rs == NULL) {
-			free(rec == stack ? NULL : rec);
-			free(rs == rs1 ? NULL : rs);
+			quayi_free(d->alloc, rec, n * sizeof(*rec));
+			quayi_free(d->alloc, rs, n * sizeof(*rs));
 			log_error(w);
 			return false;
 		}
@@ -758,8 +767,8 @@ dq_deliver(void *ctx, const quay_lease *leases, size_t n)
 	}
 	pthread_rwlock_unlock(&w->cl);
 	if (rec != stack) {
-		free(rec);
-		free(rs);
+		quayi_free(d->alloc, rec, n * sizeof(*rec));
+		quayi_free(d->alloc, rs, n * sizeof(*rs));
 	}
 	return true;
 }
@@ -785,7 +794,7 @@ dq_move(void *ctx, void *to, quay_msg *msg, enum quayi_qlog_why why)
 		log_error(w); /* cannot happen: see dq_del */
 		return 0;
 	}
-	if (sz > sizeof(stack) && (img = malloc(sz)) == NULL) {
+	if (sz > sizeof(stack) && (img = quayi_alloc(df->alloc, sz)) == NULL) {
 		log_error(w);
 		return -ENOMEM;
 	}
@@ -797,7 +806,7 @@ dq_move(void *ctx, void *to, quay_msg *msg, enum quayi_qlog_why why)
 	recs[1] = (quay_wal_rec){ QUAYI_DQ_ADD, img, sz };
 	rc = quay_wal_appendv(w->wal, recs, 2, NULL);
 	if (img != stack)
-		free(img);
+		quayi_free(df->alloc, img, sz);
 	if (rc != 0) {
 		log_error(w);
 		return rc;
@@ -850,26 +859,106 @@ name_append(struct quayi_dur *d)
 	return quay_wal_append(d->w->wal, QUAYI_DQ_NAME, rec, QUAYI_DQ_NAME_HDR + nl, NULL);
 }
 
+/* A compaction's records, packed into appendv batches of the WAL's
+ * limits (payloads at 8-byte steps in buf, as the WAL frames them). */
+struct cbatch {
+	struct dwal *w;
+	quay_wal_rec *recs;
+	unsigned char *buf;
+	size_t nrec, used;
+	int rc;
+};
+
+static size_t
+rec_bytes(size_t payload)
+{
+	return 32 + ((payload + 7) & ~(size_t)7);
+}
+
+/* Room in b for a payload of sz bytes (rec_bytes(sz) <= batch_limit),
+ * after writing out the batch if it is full; NULL after an error. */
+static unsigned char *
+cb_room(struct cbatch *b, size_t sz)
+{
+	if (b->rc != 0)
+		return NULL;
+	if (b->nrec != 0 && (b->used + rec_bytes(sz) > b->w->batch_limit || b->nrec == QUAY_WAL_BATCH_MAX)) {
+		b->rc = quay_wal_appendv(b->w->wal, b->recs, b->nrec, NULL);
+		b->nrec = 0;
+		b->used = 0;
+		if (b->rc != 0)
+			return NULL;
+	}
+	return b->buf + b->used;
+}
+
+/* The record just encoded at cb_room's pointer joins the batch. */
+static void
+cb_push(struct cbatch *b, uint32_t type, size_t sz)
+{
+	b->recs[b->nrec++] = (quay_wal_rec){ type, b->buf + b->used, sz };
+	b->used += rec_bytes(sz);
+}
+
+/* The rest of the batch; 0 or the first error. */
+static int
+cb_flush(struct cbatch *b)
+{
+	if (b->rc == 0 && b->nrec != 0)
+		b->rc = quay_wal_appendv(b->w->wal, b->recs, b->nrec, NULL);
+	b->nrec = 0;
+	b->used = 0;
+	return b->rc;
+}
+
+struct dvisit {
+	struct cbatch *b;
+	uint64_t qid;
+};
+
+/* A live key of a queue's dedup window as a DEDUP record (dedup_walk). */
+static void
+dedup_visit(void *vctx, const struct quayi_qlog_dkey *k, int64_t accepted)
+{
+	struct dvisit *v = vctx;
+	unsigned char *p = cb_room(v->b, QUAYI_DQ_DEDUP_LEN);
+
+	if (p == NULL)
+		return;
+	memset(p, 0, QUAYI_DQ_DEDUP_LEN);
+	put64(p + QUAYI_DQF_QID, v->qid);
+	p[QUAYI_DQF_DEDUP_KIND] = (unsigned char)k->kind;
+	put64(p + QUAYI_DQF_DEDUP_ACCEPTED, (uint64_t)accepted);
+	put64(p + QUAYI_DQF_DEDUP_KEY_LO, k->h1);
+	put64(p + QUAYI_DQF_DEDUP_KEY_HI, k->h2);
+	cb_push(v->b, QUAYI_DQ_DEDUP, QUAYI_DQ_DEDUP_LEN);
+}
+
 /* Append one compaction copy as a record of its own. */
 static int
 copy_alone(struct dwal *w, uint64_t qid, const quay_msg *m, const struct img_opts *o, size_t sz)
 {
-	unsigned char *img = malloc(sz);
+	unsigned char *img = quayi_alloc(w->alloc, sz);
 	int rc;
 
 	if (img == NULL)
 		return -ENOMEM;
 	img_encode(img, qid, m, o);
 	rc = quay_wal_append(w->wal, QUAYI_DQ_ADD, img, sz, NULL);
-	free(img);
+	quayi_free(w->alloc, img, sz);
 	return rc;
 }
 
 /*
  * Re-append every live message of every open queue as an ADD copy (its
- * logged attempts and not-before), then checkpoint below the first copy:
- * the WAL deletes every segment wholly below it. cl is held exclusive,
- * so the index is the log's live set and no transition runs meanwhile.
+ * logged attempts and not-before), and every live key of its dedup
+ * window as a DEDUP record (after its NAME, before its copies), then
+ * checkpoint below the first of them: the WAL deletes every segment
+ * wholly below it. cl is held exclusive, so the index is the log's live
+ * set and no transition runs meanwhile. The window is the queue's table
+ * (a key is in it from its send's check, before the send's ADD is
+ * logged: every key of an ADD below the checkpoint is there, unless its
+ * window has passed).
  * Refused (deferred) while the log holds live records of queues that are
  * not open: they could not be copied.
  */
@@ -877,9 +966,7 @@ static int
 compact_locked(struct dwal *w)
 {
 	struct quay_wal_info info;
-	quay_wal_rec *recs = NULL;
-	unsigned char *buf = NULL;
-	size_t nrec = 0, used = 0;
+	struct cbatch b = { w, NULL, NULL, 0, 0, 0 };
 	uint64_t first;
 	int rc;
 
@@ -892,9 +979,9 @@ compact_locked(struct dwal *w)
 		return rc;
 	}
 	first = info.next_lsn;
-	recs = malloc(QUAY_WAL_BATCH_MAX * sizeof(*recs));
-	buf = malloc(w->batch_limit);
-	if (recs == NULL || buf == NULL) {
+	b.recs = quayi_alloc(w->alloc, QUAY_WAL_BATCH_MAX * sizeof(*b.recs));
+	b.buf = quayi_alloc(w->alloc, w->batch_limit);
+	if (b.recs == NULL || b.buf == NULL) {
 		rc = -ENOMEM;
 		log_error(w);
 		goto out;
@@ -902,19 +989,29 @@ compact_locked(struct dwal *w)
 	/* The names first, after `first`: they outlive the checkpoint. */
 	for (struct quayi_dur *d = w->open; d != NULL && rc == 0; d = d->next)
 		rc = name_append(d);
+	/* The windows, after `first` too: they outlive the send ADDs they
+	 * were built from. */
+	for (struct quayi_dur *d = w->open; d != NULL && rc == 0; d = d->next) {
+		struct dvisit v = { &b, d->qid };
+
+		if (d->dedup_walk != NULL) {
+			d->dedup_walk(d->queue, dedup_visit, &v);
+			rc = b.rc;
+		}
+	}
 	for (struct quayi_dur *d = w->open; d != NULL && rc == 0; d = d->next) {
 		pthread_mutex_lock(&d->ilock);
 		for (size_t i = 0; i <= d->mask && rc == 0; i++) {
 			struct dent *e = &d->tab[i];
 			struct img_opts o;
-			size_t sz, need;
+			unsigned char *p;
+			size_t sz;
 
 			if (e->did == 0)
 				continue;
 			o = (struct img_opts){ e->did, e->attempts, e->nb, QUAYI_DQF_O_COPY };
 			sz = img_size(e->msg);
-			need = 32 + ((sz + 7) & ~(size_t)7);
-			if (need > w->batch_limit) {
+			if (rec_bytes(sz) > w->batch_limit) {
 				/* Too big to share a batch (a record near max_record):
 				 * copied alone, never encoded into buf. The log took
 				 * this very image before, so it takes it again; if
@@ -922,22 +1019,17 @@ compact_locked(struct dwal *w)
 				rc = copy_alone(w, d->qid, e->msg, &o, sz);
 				continue;
 			}
-			if (nrec != 0 && (used + need > w->batch_limit || nrec == QUAY_WAL_BATCH_MAX)) {
-				rc = quay_wal_appendv(w->wal, recs, nrec, NULL);
-				nrec = 0;
-				used = 0;
-				if (rc != 0)
-					break;
+			if ((p = cb_room(&b, sz)) == NULL) {
+				rc = b.rc;
+				break;
 			}
-			/* Records are packed at 8-byte steps in buf (payload only). */
-			img_encode(buf + used, d->qid, e->msg, &o);
-			recs[nrec++] = (quay_wal_rec){ QUAYI_DQ_ADD, buf + used, sz };
-			used += need;
+			img_encode(p, d->qid, e->msg, &o);
+			cb_push(&b, QUAYI_DQ_ADD, sz);
 		}
 		pthread_mutex_unlock(&d->ilock);
 	}
-	if (rc == 0 && nrec != 0)
-		rc = quay_wal_appendv(w->wal, recs, nrec, NULL);
+	if (rc == 0)
+		rc = cb_flush(&b);
 	/* A failure leaves extra copies of live messages: replay takes the
 	 * newest image of each, so the log stays right; no checkpoint. */
 	if (rc == 0)
@@ -949,8 +1041,8 @@ compact_locked(struct dwal *w)
 		log_error(w);
 	}
 out:
-	free(recs);
-	free(buf);
+	quayi_free(w->alloc, b.recs, QUAY_WAL_BATCH_MAX * sizeof(*b.recs));
+	quayi_free(w->alloc, b.buf, w->batch_limit);
 	return rc;
 }
 
@@ -1056,13 +1148,39 @@ struct rent {
 	quay_msg *msg;     /* this queue's, else NULL */
 };
 
+/* A key of the queue's dedup window found by the replay. */
+struct rseed {
+	struct quayi_qlog_dkey k;
+	int64_t accepted;
+	uint64_t did; /* the send's (its message, if still live), or 0 (DEDUP) */
+};
+
 struct replay {
 	struct quayi_dur *d;
 	struct rent *tab;
 	size_t mask, count;
 	int err;
 	bool named; /* the log holds a NAME record of d's queue */
+	struct rseed *seeds;
+	size_t nseeds, capseeds;
 };
+
+static int
+seed_push(struct replay *r, const struct quayi_qlog_dkey *k, int64_t accepted, uint64_t did)
+{
+	if (r->nseeds == r->capseeds) {
+		size_t n = r->capseeds != 0 ? 2 * r->capseeds : 64;
+		struct rseed *ns =
+		    quayi_realloc(r->d->alloc, r->seeds, r->capseeds * sizeof(*ns), n * sizeof(*ns));
+
+		if (ns == NULL)
+			return -ENOMEM;
+		r->seeds = ns;
+		r->capseeds = n;
+	}
+	r->seeds[r->nseeds++] = (struct rseed){ *k, accepted, did };
+	return 0;
+}
 
 static size_t
 rslot(const struct replay *r, uint64_t qid, uint64_t did)
@@ -1080,7 +1198,7 @@ rfind(struct replay *r, uint64_t qid, uint64_t did, bool add)
 	if (add && (r->count + 1) * 2 > r->mask + 1) {
 		struct rent *old = r->tab;
 		size_t oldn = r->mask + 1;
-		struct rent *nt = calloc(oldn * 2, sizeof(*nt));
+		struct rent *nt = quayi_calloc(r->d->alloc, oldn * 2, sizeof(*nt));
 
 		if (nt == NULL)
 			return NULL;
@@ -1094,7 +1212,7 @@ rfind(struct replay *r, uint64_t qid, uint64_t did, bool add)
 					k = (k + 1) & r->mask;
 				nt[k] = old[j];
 			}
-		free(old);
+		quayi_free(r->d->alloc, old, oldn * sizeof(*old));
 	}
 	for (i = rslot(r, qid, did); r->tab[i].did != 0; i = (i + 1) & r->mask)
 		if (r->tab[i].did == did && r->tab[i].qid == qid)
@@ -1142,6 +1260,22 @@ replay_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t le
 			r->named = true;
 		return 0;
 	}
+	if (type == QUAYI_DQ_DEDUP) {
+		struct quayi_qlog_dkey k;
+		unsigned char zero[7] = { 0 };
+
+		if (len != QUAYI_DQ_DEDUP_LEN || memcmp(p + QUAYI_DQF_DEDUP_KIND + 1, zero, 7) != 0 ||
+		    (p[QUAYI_DQF_DEDUP_KIND] != QUAYI_DQF_DK_ID &&
+		        p[QUAYI_DQF_DEDUP_KIND] != QUAYI_DQF_DK_CONTENT))
+			return r->err = -EBADMSG;
+		if (get64(p + QUAYI_DQF_QID) != r->d->qid || r->d->dedup_seed == NULL)
+			return 0;
+		k = (struct quayi_qlog_dkey){ get64(p + QUAYI_DQF_DEDUP_KEY_LO),
+			get64(p + QUAYI_DQF_DEDUP_KEY_HI), p[QUAYI_DQF_DEDUP_KIND] };
+		if (seed_push(r, &k, (int64_t)get64(p + QUAYI_DQF_DEDUP_ACCEPTED), 0) != 0)
+			return r->err = -ENOMEM;
+		return 0;
+	}
 	if (type != QUAYI_DQ_ADD && type != QUAYI_DQ_DEL && type != QUAYI_DQ_RETRY)
 		return 0; /* another module's record */
 	if (len < QUAYI_DQ_DEL_LEN || (type == QUAYI_DQ_DEL && len != QUAYI_DQ_DEL_LEN) ||
@@ -1157,10 +1291,19 @@ replay_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t le
 		quay_msg *m = NULL;
 
 		if (qid == r->d->qid) {
+			struct quayi_qlog_dkey k;
 			int rc = img_decode(r->d->pool, p, len, &m);
 
 			if (rc != 0)
 				return r->err = rc;
+			/* A send was checked against the window: its key, accepted
+			 * at its enqueued time (the queue's clock at the check). */
+			if (((p[QUAYI_DQF_ADD_FLAGS] >> 1) & 7u) == QUAYI_DQF_O_SEND &&
+			    r->d->dedup_key != NULL && r->d->dedup_key(r->d->queue, m, &k) &&
+			    seed_push(r, &k, quay_msg_enqueued_ns(m), did) != 0) {
+				quay_msg_unref(m);
+				return r->err = -ENOMEM;
+			}
 		} else if (len < QUAYI_DQ_ADD_HDR) {
 			return r->err = -EBADMSG;
 		}
@@ -1207,13 +1350,13 @@ qid_open(const struct dwal *w, uint64_t qid)
 static int
 recover_locked(struct quayi_dur *d)
 {
-	struct replay r = { d, NULL, 15, 0, 0, false };
+	struct replay r = { d, NULL, 15, 0, 0, false, NULL, 0, 0 };
 	struct rent *mine = NULL;
 	size_t nmine = 0;
 	uint64_t foreign = 0, bytes = 0;
 	int rc;
 
-	if ((r.tab = calloc(16, sizeof(*r.tab))) == NULL)
+	if ((r.tab = quayi_calloc(d->alloc, 16, sizeof(*r.tab))) == NULL)
 		return -ENOMEM;
 	rc = quay_wal_replay(d->w->wal, 1, replay_visit, &r);
 	if (rc != 0 && r.err != 0)
@@ -1224,7 +1367,7 @@ recover_locked(struct quayi_dur *d)
 				nmine++;
 		if (nmine > d->capacity)
 			rc = -ENOSPC;
-		else if (nmine != 0 && (mine = malloc(nmine * sizeof(*mine))) == NULL)
+		else if (nmine != 0 && (mine = quayi_alloc(d->alloc, nmine * sizeof(*mine))) == NULL)
 			rc = -ENOMEM;
 	}
 	if (rc == 0) {
@@ -1240,6 +1383,15 @@ recover_locked(struct quayi_dur *d)
 		}
 		if (nmine != 0)
 			qsort(mine, nmine, sizeof(*mine), cmp_did);
+		/* The window first (a seed may take a reference to a live
+		 * message, which restore then hands to the queue). */
+		for (size_t i = 0; i < r.nseeds; i++) {
+			struct rent *e =
+			    r.seeds[i].did != 0 ? rfind(&r, d->qid, r.seeds[i].did, false) : NULL;
+
+			d->dedup_seed(d->queue, &r.seeds[i].k, r.seeds[i].accepted,
+			    e != NULL ? e->msg : NULL);
+		}
 		for (k = 0; k < nmine; k++) {
 			quay_msg *m = mine[k].msg;
 			uint32_t sz = (uint32_t)img_size(m);
@@ -1269,8 +1421,9 @@ recover_locked(struct quayi_dur *d)
 	for (size_t i = 0; i <= r.mask; i++)
 		if (r.tab[i].did != 0 && r.tab[i].msg != NULL)
 			quay_msg_unref(r.tab[i].msg);
-	free(r.tab);
-	free(mine);
+	quayi_free(d->alloc, r.tab, (r.mask + 1) * sizeof(*r.tab));
+	quayi_free(d->alloc, r.seeds, r.capseeds * sizeof(*r.seeds));
+	quayi_free(d->alloc, mine, nmine * sizeof(*mine));
 	if (rc == 0) {
 		d->w->foreign_live = foreign;
 		live_add(d->w, (int64_t)bytes);
@@ -1292,9 +1445,10 @@ dwal_get(quay_wal *wal, uint64_t compact_min)
 	for (w = registry; w != NULL; w = w->next)
 		if (w->wal == wal)
 			break;
-	if (w == NULL && (w = calloc(1, sizeof(*w))) != NULL) {
+	if (w == NULL && (w = quayi_calloc(quayi_wal_allocator(wal), 1, sizeof(*w))) != NULL) {
 		pthread_rwlockattr_t a;
 
+		w->alloc = quayi_wal_allocator(wal);
 		pthread_rwlockattr_init(&a);
 		/* Writer-preferring: a compaction is not starved by sends. */
 		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -1335,7 +1489,14 @@ dwal_put(struct dwal *w)
 	pthread_mutex_unlock(&registry_lock);
 	pthread_rwlock_destroy(&w->cl);
 	pthread_mutex_destroy(&w->cmu);
-	free(w);
+	quayi_free(w->alloc, w, sizeof(*w));
+}
+
+static void
+dur_free(struct quayi_dur *d)
+{
+	quayi_free(d->alloc, d->tab, (d->mask + 1) * sizeof(*d->tab));
+	quayi_free(d->alloc, d, sizeof(*d));
 }
 
 int
@@ -1359,10 +1520,11 @@ quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host
 		return -EINVAL;
 	while (slots < 2 * host->capacity)
 		slots <<= 1;
-	if ((d = calloc(1, sizeof(*d))) == NULL)
+	if ((d = quayi_calloc(o->allocator, 1, sizeof(*d))) == NULL)
 		return -ENOMEM;
-	if ((d->tab = calloc(slots, sizeof(*d->tab))) == NULL) {
-		free(d);
+	d->alloc = o->allocator;
+	if ((d->tab = quayi_calloc(d->alloc, slots, sizeof(*d->tab))) == NULL) {
+		quayi_free(d->alloc, d, sizeof(*d));
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&d->ilock, NULL);
@@ -1374,10 +1536,14 @@ quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host
 	d->pool = o->pool;
 	d->qid = name_qid(d->name);
 	d->deliveries = (o->flags & QUAY_QUEUE_NO_DELIVERY_LOG) == 0;
+	if (host->dedup_window > 0) {
+		d->dedup_key = host->dedup_key;
+		d->dedup_seed = host->dedup_seed;
+		d->dedup_walk = host->dedup_walk;
+	}
 	d->w = dwal_get(o->wal, o->compact_bytes ? o->compact_bytes : 4 * info.segment_bytes);
 	if (d->w == NULL) {
-		free(d->tab);
-		free(d);
+		dur_free(d);
 		return -ENOMEM;
 	}
 	pthread_rwlock_wrlock(&d->w->cl);
@@ -1400,8 +1566,7 @@ quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host
 			if (d->tab[i].did != 0)
 				msg_set_did(d->tab[i].msg, 0);
 		pthread_mutex_destroy(&d->ilock);
-		free(d->tab);
-		free(d);
+		dur_free(d);
 		dwal_put(w);
 		return rc;
 	}
@@ -1433,7 +1598,6 @@ dq_detach(void *ctx)
 	live_add(w, -(int64_t)bytes);
 	pthread_rwlock_unlock(&w->cl);
 	pthread_mutex_destroy(&d->ilock);
-	free(d->tab);
-	free(d);
+	dur_free(d);
 	dwal_put(w);
 }

@@ -13,6 +13,8 @@
  *   RETRY 0x51440003  a delivery's count (failed, or about to be handed
  *                     out: not-before 0): attempts, not-before (32 bytes)
  *   NAME  0x51440004  the name of queue qid (16 bytes + the name)
+ *   DEDUP 0x51440005  a key of queue qid's dedup window and its accept
+ *                     time (40 bytes), written by compaction
  *
  * Compatibility: a reader ignores a record type of the 0x5144xxxx range
  * it does not know (the queue's replay always has: NAME was added later,
@@ -31,6 +33,7 @@
 #define QUAYI_DQ_DEL 0x51440002u
 #define QUAYI_DQ_RETRY 0x51440003u
 #define QUAYI_DQ_NAME 0x51440004u
+#define QUAYI_DQ_DEDUP 0x51440005u
 
 /* Common to every type: the queue id (FNV-1a 64 of the queue's name,
  * quayi_dqf_qid) and, but in NAME, the durable id. */
@@ -82,6 +85,24 @@
  * compaction for each open queue, so it outlives the segments it was in. */
 #define QUAYI_DQF_NAME_LEN 8u
 #define QUAYI_DQ_NAME_HDR 16u
+
+/* DEDUP: qid, u8 kind, 7 zero bytes, i64 accepted_ns (the queue's clock:
+ * CLOCK_REALTIME unless the queue was given one), u64 key low, u64 key
+ * high. The key: XXH3-128, seed 0, of the quay-dedup-id value (kind 1),
+ * or of the body seeded with XXH3-64 of the group id, 0 without one
+ * (kind 2, QUAY_QUEUE_CONTENT_DEDUP). Written by every compaction for
+ * each live key of each open queue (after its NAME), so that a window
+ * outlives the ADD records it was built from: replay takes a queue's
+ * window from these and from its send ADDs (origin 0: the key of its
+ * image, accepted at its enqueued time). Added by issue 13: older logs
+ * have none (their window comes from their send ADDs alone). */
+#define QUAYI_DQF_DEDUP_KIND 8u
+#define QUAYI_DQF_DEDUP_ACCEPTED 16u
+#define QUAYI_DQF_DEDUP_KEY_LO 24u
+#define QUAYI_DQF_DEDUP_KEY_HI 32u
+#define QUAYI_DQ_DEDUP_LEN 40u
+#define QUAYI_DQF_DK_ID 1u      /* a quay-dedup-id */
+#define QUAYI_DQF_DK_CONTENT 2u /* content (body and group) */
 
 /* A little-endian unsigned field of n bytes (n <= 8) at p. */
 static inline uint64_t

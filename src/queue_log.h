@@ -9,7 +9,8 @@
  * logic never asks whether it is durable. A durable queue
  * (src/queue_durable.c, docs/DURABILITY.md) gets its log at create
  * (quayi_qlog_attach_wal); the log never reads the queue: what it needs
- * (name, capacity, a restore callback) is handed over at attach.
+ * (name, capacity, a restore callback, the dedup window's callbacks) is
+ * handed over at attach.
  *
  * Who calls what (each transition of src/queue.c logs in one place):
  *   claim         send_check (send, send_batch): may this log take msg?
@@ -108,6 +109,15 @@ struct quayi_qlog {
 	const void *domain;
 };
 
+/* A key of a queue's dedup window: what it remembers of an accepted send
+ * (src/queue_dedup_log.c; persisted as the DEDUP record's kind and key). */
+struct quayi_qlog_dkey {
+	uint64_t h1, h2; /* XXH3-128: low, high 64 bits */
+	unsigned kind;   /* QUAYI_QLOG_DK_ID or QUAYI_QLOG_DK_CONTENT */
+};
+#define QUAYI_QLOG_DK_ID 1u      /* of a quay-dedup-id header's value */
+#define QUAYI_QLOG_DK_CONTENT 2u /* of body and group (QUAY_QUEUE_CONTENT_DEDUP) */
+
 /* What a log gets from its queue at attach. */
 struct quayi_qlog_host {
 	const char *name;             /* the queue's name (stable for its life) */
@@ -119,6 +129,22 @@ struct quayi_qlog_host {
 	 * -EINVAL. */
 	int (*restore)(void *queue, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
 	void *queue;
+	/* The dedup window (src/queue_dedup_log.c); all NULL / 0 without
+	 * one. The times are the queue's clock (CLOCK_REALTIME unless the
+	 * queue was given a clock). */
+	int64_t dedup_window; /* ns; 0: no window, nothing to keep */
+	/* The key msg's send to this queue was checked under: false if none
+	 * (no dedup id, and no content dedup). */
+	bool (*dedup_key)(void *queue, const quay_msg *msg, struct quayi_qlog_dkey *k);
+	/* Recovery: k was accepted at accepted_ns; remember it for the rest
+	 * of its window (nothing if that has passed). msg: its message if it
+	 * came back with the queue (content dedup then compares bodies),
+	 * else NULL. */
+	void (*dedup_seed)(void *queue, const struct quayi_qlog_dkey *k, int64_t accepted_ns, quay_msg *msg);
+	/* Compaction: visit every key the window holds now with its accept
+	 * time (under the window's locks: visit must not call the queue). */
+	void (*dedup_walk)(void *queue,
+	    void (*visit)(void *vctx, const struct quayi_qlog_dkey *k, int64_t accepted_ns), void *vctx);
 };
 
 /* Attach a log on opts->wal (src/queue_durable.c). 0, or a negative

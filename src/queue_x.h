@@ -37,6 +37,7 @@ struct quayi_qx {
 	struct quayi_health *health QUAYI_ALIGNED(QUAY_CACHELINE); /* NULL: no alarms */
 	struct quayi_cdedup *cdedup;                               /* NULL: no content dedup */
 	struct quayi_fifo *fifo;                                   /* NULL: not FIFO */
+	const struct quay_allocator *alloc;                        /* the queue's */
 };
 
 #define QUAYI_X_F_FENCE 1u
@@ -102,6 +103,15 @@ int quayi_cdedup_check(quay_queue *q, quay_msg *msg, int64_t now);
 extern void (*quayi_cdedup_test_key)(const quay_msg *msg, uint64_t *h1, uint64_t *h2);
 /* Forget msg if it is remembered (its send failed after the check). */
 void quayi_cdedup_forget(quay_queue *q, const quay_msg *msg);
+/* A durable queue's window (src/queue_dedup_log.c): msg's content key
+ * (XXH3-128 of the body, seeded with XXH3-64 of the group; persisted);
+ * remember a key until expires (msg: its message, or NULL: gone, a hit
+ * is then a duplicate without comparison), 0 or -EAGAIN (no room);
+ * visit every live key under the table's lock. */
+void quayi_cdedup_key(const quay_msg *msg, uint64_t *h1, uint64_t *h2);
+int quayi_cdedup_seed(quay_queue *q, uint64_t h1, uint64_t h2, int64_t expires, int64_t now, quay_msg *msg);
+void quayi_cdedup_walk(quay_queue *q, int64_t now,
+    void (*visit)(void *ctx, uint64_t h1, uint64_t h2, int64_t expires), void *ctx);
 
 /* ---- FIFO groups (src/queue_fifo.c) ------------------------------------ */
 

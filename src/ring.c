@@ -27,6 +27,8 @@
  * Where membarrier(2) is unavailable (old kernel, seccomp), rings get
  * QUAYI_RING_F_FENCE and both sides use a full fence instead.
  */
+#include "alloc.h"
+#include "pollfd.h"
 #include "quay_internal.h"
 #include "ring_shm.h"
 
@@ -103,36 +105,51 @@ quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, unsigned flags)
 }
 
 int
-quay_ring_create(size_t capacity, size_t elem_size, unsigned flags, quay_ring **out)
+quay_ring_create_opts(size_t capacity, size_t elem_size, const struct quay_ring_opts *opts, quay_ring **out)
 {
+	static const struct quay_ring_opts defaults = QUAY_RING_OPTS_INIT;
 	size_t size = quay_ring_memsize(capacity, elem_size);
 	quay_ring *r;
 	int rc;
 
-	if (out == NULL || size == 0 || (flags & ~QUAY_RING_FLAGS_ALL) != 0)
+	if (opts == NULL)
+		opts = &defaults;
+	if (out == NULL || size == 0 || opts->size != sizeof(*opts) ||
+	    (opts->flags & ~QUAY_RING_FLAGS_ALL) != 0 || quayi_alloc_check(opts->allocator) != 0)
 		return -EINVAL;
-	/* aligned_alloc wants a multiple of the alignment. */
-	size = (size + QUAY_CACHELINE - 1) & ~(size_t)(QUAY_CACHELINE - 1);
-	r = aligned_alloc(QUAY_CACHELINE, size);
+	r = quayi_alloc_aligned(opts->allocator, QUAY_CACHELINE, size);
 	if (r == NULL)
 		return -ENOMEM;
-	rc = quay_ring_init(r, capacity, elem_size, flags);
+	rc = quay_ring_init(r, capacity, elem_size, opts->flags);
 	if (rc != 0) {
-		free(r);
+		quayi_free_aligned(opts->allocator, r, QUAY_CACHELINE, size);
 		return rc;
 	}
 	r->flags |= QUAYI_RING_F_OWNED;
+	r->alloc = opts->allocator;
 	*out = r;
 	return 0;
+}
+
+int
+quay_ring_create(size_t capacity, size_t elem_size, unsigned flags, quay_ring **out)
+{
+	struct quay_ring_opts o = QUAY_RING_OPTS_INIT;
+
+	o.flags = flags;
+	return quay_ring_create_opts(capacity, elem_size, &o, out);
 }
 
 void
 quay_ring_destroy(quay_ring *r)
 {
-	if (r != NULL && (r->flags & QUAYI_RING_F_SHARED))
+	if (r == NULL)
+		return;
+	quayi_pollfd_forget(&r->pop_event); /* quay_ring_fd's descriptor, if any */
+	if (r->flags & QUAYI_RING_F_SHARED)
 		quayi_ring_shm_detach(r);
-	else if (r != NULL && (r->flags & QUAYI_RING_F_OWNED))
-		free(r);
+	else if (r->flags & QUAYI_RING_F_OWNED)
+		quayi_free_aligned(r->alloc, r, QUAY_CACHELINE, quay_ring_memsize(r->mask + 1, r->elem_size));
 }
 
 int

@@ -25,6 +25,7 @@
  * atomically, so a shared shard still counts exactly.
  */
 #include "quay_internal.h"
+#include "alloc.h"
 #include "stats_internal.h"
 
 #include <limits.h>
@@ -227,11 +228,11 @@ hash_bytes(const char *p, size_t n)
 }
 
 static int
-htab_init(struct htab *t)
+htab_init(const struct quay_allocator *a, struct htab *t)
 {
 	t->nb = 64;
 	t->n = 0;
-	t->b = calloc(t->nb, sizeof(*t->b));
+	t->b = quayi_calloc(a, t->nb, sizeof(*t->b));
 	return t->b == NULL ? -ENOMEM : 0;
 }
 
@@ -246,7 +247,7 @@ htab_find(const struct htab *t, const char *key, size_t klen, uint64_t hash)
 
 /* Grow before an insert so that the insert itself cannot fail. */
 static int
-htab_reserve(struct htab *t)
+htab_reserve(const struct quay_allocator *a, struct htab *t)
 {
 	struct hnode **nb;
 	size_t n2;
@@ -254,7 +255,7 @@ htab_reserve(struct htab *t)
 	if (t->n < t->nb)
 		return 0;
 	n2 = t->nb * 2;
-	nb = calloc(n2, sizeof(*nb));
+	nb = quayi_calloc(a, n2, sizeof(*nb));
 	if (nb == NULL)
 		return -ENOMEM;
 	for (size_t i = 0; i < t->nb; i++) {
@@ -265,7 +266,7 @@ htab_reserve(struct htab *t)
 			nb[e->hash & (n2 - 1)] = e;
 		}
 	}
-	free(t->b);
+	quayi_free(a, t->b, t->nb * sizeof(*t->b));
 	t->b = nb;
 	t->nb = n2;
 	return 0;
@@ -356,6 +357,7 @@ struct quay_stats {
 	struct family *fam_first, *fam_last;
 	struct chunk *partial;
 	struct htab fams, series;
+	const struct quay_allocator *alloc; /* every block of the registry's */
 };
 
 static unsigned
@@ -375,6 +377,15 @@ valid_shard_count(unsigned n)
 	return n == 0 || (n <= QUAY_STATS_SHARDS_MAX && (n & (n - 1)) == 0);
 }
 
+/* Free the registry's block and its hash tables (either may be NULL). */
+static void
+stats_free(quay_stats *s)
+{
+	quayi_free(s->alloc, s->fams.b, s->fams.nb * sizeof(*s->fams.b));
+	quayi_free(s->alloc, s->series.b, s->series.nb * sizeof(*s->series.b));
+	quayi_free(s->alloc, s, sizeof(*s));
+}
+
 int
 quay_stats_create(const struct quay_stats_opts *opts, quay_stats **out)
 {
@@ -385,17 +396,18 @@ quay_stats_create(const struct quay_stats_opts *opts, quay_stats **out)
 		return -EINVAL;
 	if (opts != NULL) {
 		size_t end = offsetof(struct quay_stats_opts, max_metrics) + sizeof(o.max_metrics);
-		if (opts->size < end)
+		/* The first version (no allocator), or this one or larger. */
+		if (opts->size < end || (opts->size < sizeof(o) && opts->size != end))
 			return -EINVAL;
 		/* A newer caller's struct: its extra fields must be unused. */
 		for (size_t i = sizeof(o); i < opts->size; i++)
 			if (((const unsigned char *)opts)[i] != 0)
 				return -EINVAL;
-		memcpy(&o, opts, sizeof(o));
+		memcpy(&o, opts, opts->size < sizeof(o) ? opts->size : sizeof(o));
 		o.size = sizeof(o);
 	}
 	if (o.flags != 0 || !valid_shard_count(o.shards) || !valid_shard_count(o.hist_shards) ||
-	    o.max_metrics > QUAY_STATS_METRICS_MAX)
+	    o.max_metrics > QUAY_STATS_METRICS_MAX || quayi_alloc_check(o.allocator) != 0)
 		return -EINVAL;
 	if (o.shards == 0)
 		o.shards = default_shards();
@@ -404,21 +416,18 @@ quay_stats_create(const struct quay_stats_opts *opts, quay_stats **out)
 	if (o.max_metrics == 0)
 		o.max_metrics = DEFAULT_MAX_METRICS;
 
-	s = calloc(1, sizeof(*s));
+	s = quayi_calloc(o.allocator, 1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
-	if (htab_init(&s->fams) != 0 || htab_init(&s->series) != 0 ||
+	s->alloc = o.allocator;
+	if (htab_init(s->alloc, &s->fams) != 0 || htab_init(s->alloc, &s->series) != 0 ||
 	    pthread_mutex_init(&s->lock, NULL) != 0) {
-		free(s->fams.b);
-		free(s->series.b);
-		free(s);
+		stats_free(s);
 		return -ENOMEM;
 	}
 	if (pthread_mutex_init(&s->coll_lock, NULL) != 0) {
 		pthread_mutex_destroy(&s->lock);
-		free(s->fams.b);
-		free(s->series.b);
-		free(s);
+		stats_free(s);
 		return -ENOMEM;
 	}
 	s->shards = o.shards;
@@ -442,13 +451,15 @@ quay_stats_count(quay_stats *s)
 }
 
 static void *
-alloc_lines(size_t bytes)
+alloc_lines(const quay_stats *s, size_t bytes)
 {
-	void *p = aligned_alloc(QUAY_CACHELINE, bytes);
+	return quayi_calloc_aligned(s->alloc, QUAY_CACHELINE, bytes);
+}
 
-	if (p != NULL)
-		memset(p, 0, bytes);
-	return p;
+static void
+free_lines(const quay_stats *s, void *p, size_t bytes)
+{
+	quayi_free_aligned(s->alloc, p, QUAY_CACHELINE, bytes);
 }
 
 static void
@@ -487,12 +498,12 @@ cell_take(quay_stats *s, struct chunk **out, unsigned *cell)
 	unsigned i;
 
 	if (c == NULL) {
-		c = calloc(1, sizeof(*c));
+		c = quayi_calloc(s->alloc, 1, sizeof(*c));
 		if (c == NULL)
 			return -ENOMEM;
-		c->lines = alloc_lines((size_t)s->shards * QUAY_CACHELINE);
+		c->lines = alloc_lines(s, (size_t)s->shards * QUAY_CACHELINE);
 		if (c->lines == NULL) {
-			free(c);
+			quayi_free(s->alloc, c, sizeof(*c));
 			return -ENOMEM;
 		}
 		chunk_list(s, c);
@@ -517,8 +528,8 @@ cell_put(quay_stats *s, struct chunk *c, unsigned cell)
 	c->used &= ~(1u << cell);
 	if (c->used == 0) {
 		chunk_unlist(s, c);
-		free(c->lines);
-		free(c);
+		free_lines(s, c->lines, (size_t)s->shards * QUAY_CACHELINE);
+		quayi_free(s->alloc, c, sizeof(*c));
 	} else {
 		chunk_list(s, c);
 	}
@@ -565,6 +576,27 @@ names_clash(const quay_stats *s, const char *name, size_t len, enum quay_stats_t
 }
 
 static void
+family_free(const quay_stats *s, struct family *f)
+{
+	quayi_free(s->alloc, f, sizeof(*f) + f->name_len + 1 + f->help_len + 1);
+}
+
+/* Bytes of se's block (series_new) and of its gauge line or histogram
+ * shards (series_storage_locked). */
+static size_t
+series_size(const struct series *se)
+{
+	return sizeof(*se) + se->nlabels * sizeof(se->labels[0]) + se->lstr_len + se->hn.klen;
+}
+
+static size_t
+series_mem_size(const quay_stats *s, enum quay_stats_type type)
+{
+	return type == QUAY_STATS_GAUGE ? (size_t)QUAY_CACHELINE :
+	                                  (size_t)s->hist_shards * sizeof(struct quayi_hist_shard);
+}
+
+static void
 series_unlink(quay_stats *s, struct series *se)
 {
 	struct family *f = se->fam;
@@ -591,18 +623,19 @@ series_unlink(quay_stats *s, struct series *se)
 			f->next->prev = f->prev;
 		else
 			s->fam_last = f->prev;
-		free(f);
+		family_free(s, f);
 	}
 }
 
 static void
 series_free(quay_stats *s, struct series *se)
 {
-	free(se->coll);
+	quayi_free(s->alloc, se->coll, sizeof(*se->coll));
 	if (se->chunk != NULL)
 		cell_put(s, se->chunk, se->cell);
-	free(se->mem);
-	free(se);
+	if (se->mem != NULL)
+		free_lines(s, se->mem, series_mem_size(s, se->u.c.type));
+	quayi_free(s->alloc, se, series_size(se));
 }
 
 /* metric_create, step 1: check the help text and the labels (all before
@@ -643,7 +676,8 @@ series_new(quay_stats *s, const char *name, size_t name_len, const struct quay_s
     size_t nlabels, size_t lstr)
 {
 	size_t klen = name_len + 1 + lstr;
-	struct series *se = calloc(1, sizeof(*se) + nlabels * sizeof(se->labels[0]) + lstr + klen);
+	struct series *se =
+	    quayi_calloc(s->alloc, 1, sizeof(*se) + nlabels * sizeof(se->labels[0]) + lstr + klen);
 	char *p;
 
 	if (se == NULL)
@@ -687,18 +721,18 @@ admit_locked(quay_stats *s, const struct family *f, const struct series *se, enu
 	}
 	if (s->nseries >= s->max_metrics)
 		return -ENOMEM;
-	int rc = htab_reserve(&s->series);
+	int rc = htab_reserve(s->alloc, &s->series);
 	if (rc == 0 && f == NULL)
-		rc = htab_reserve(&s->fams);
+		rc = htab_reserve(s->alloc, &s->fams);
 	return rc;
 }
 
 /* Step 4: a new family (not linked yet); NULL if out of memory. */
 static struct family *
-family_new(enum quay_stats_type type, bool seconds, const char *name, size_t name_len, const char *help,
-    size_t help_len)
+family_new(const quay_stats *s, enum quay_stats_type type, bool seconds, const char *name, size_t name_len,
+    const char *help, size_t help_len)
 {
-	struct family *f = calloc(1, sizeof(*f) + name_len + 1 + help_len + 1);
+	struct family *f = quayi_calloc(s->alloc, 1, sizeof(*f) + name_len + 1 + help_len + 1);
 
 	if (f == NULL)
 		return NULL;
@@ -733,14 +767,14 @@ series_storage_locked(quay_stats *s, struct series *se, enum quay_stats_type typ
 		se->u.c.type = QUAY_STATS_COUNTER;
 		return 0;
 	case QUAY_STATS_GAUGE:
-		se->mem = alloc_lines(QUAY_CACHELINE);
+		se->mem = alloc_lines(s, series_mem_size(s, type));
 		if (se->mem == NULL)
 			return -ENOMEM;
 		se->u.g.cell = se->mem;
 		se->u.g.type = QUAY_STATS_GAUGE;
 		return 0;
 	default:
-		se->mem = alloc_lines((size_t)s->hist_shards * sizeof(struct quayi_hist_shard));
+		se->mem = alloc_lines(s, series_mem_size(s, type));
 		if (se->mem == NULL)
 			return -ENOMEM;
 		se->u.h.shards = se->mem;
@@ -806,7 +840,7 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 	f = family_find(s, name, name_len);
 	rc = admit_locked(s, f, se, type, seconds, name, name_len, help, help_len);
 	if (rc == 0 && f == NULL &&
-	    (newf = family_new(type, seconds, name, name_len, help, help_len)) == NULL)
+	    (newf = family_new(s, type, seconds, name, name_len, help, help_len)) == NULL)
 		rc = -ENOMEM;
 	if (rc == 0)
 		rc = series_storage_locked(s, se, type);
@@ -814,9 +848,11 @@ metric_create(quay_stats *s, enum quay_stats_type type, bool seconds, const char
 		if (se->chunk != NULL)
 			cell_put(s, se->chunk, se->cell);
 		pthread_mutex_unlock(&s->lock);
-		free(newf);
-		free(se->mem);
-		free(se);
+		if (newf != NULL)
+			family_free(s, newf);
+		if (se->mem != NULL)
+			free_lines(s, se->mem, series_mem_size(s, type));
+		quayi_free(s->alloc, se, series_size(se));
 		return rc;
 	}
 	link_locked(s, f, newf, se);
@@ -880,7 +916,7 @@ quay_gauge_set_collect(quay_gauge *g, quay_stats_collect_fn fn, void *arg)
 	if (g == NULL || g->type != QUAY_STATS_GAUGE || fn == NULL)
 		return -EINVAL;
 	s = se->reg;
-	c = calloc(1, sizeof(*c));
+	c = quayi_calloc(s->alloc, 1, sizeof(*c));
 	if (c == NULL)
 		return -ENOMEM;
 	c->fn = fn;
@@ -888,7 +924,7 @@ quay_gauge_set_collect(quay_gauge *g, quay_stats_collect_fn fn, void *arg)
 	pthread_mutex_lock(&s->coll_lock);
 	if (se->coll != NULL) {
 		pthread_mutex_unlock(&s->coll_lock);
-		free(c);
+		quayi_free(s->alloc, c, sizeof(*c));
 		return -EEXIST;
 	}
 	c->next = s->coll;
@@ -918,7 +954,7 @@ collector_unlink(quay_stats *s, struct series *se)
 		se->coll = NULL;
 	}
 	pthread_mutex_unlock(&s->coll_lock);
-	free(c);
+	quayi_free(s->alloc, c, sizeof(*c));
 }
 
 int
@@ -983,13 +1019,11 @@ quay_stats_destroy(quay_stats *s)
 			sn = se->next;
 			series_free(s, se);
 		}
-		free(f);
+		family_free(s, f);
 	}
-	free(s->fams.b);
-	free(s->series.b);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->coll_lock);
-	free(s);
+	stats_free(s);
 }
 
 /* ==== reading ======================================================== */
@@ -1138,6 +1172,7 @@ quay_stats_snapshot(quay_stats *s, quay_stats_snap **out)
 	struct quay_hist_data *hd;
 	struct quay_stats_label *lab;
 	char *str;
+	size_t bytes;
 	size_t i = 0;
 
 	if (s == NULL || out == NULL)
@@ -1150,11 +1185,14 @@ quay_stats_snapshot(quay_stats *s, quay_stats_snap **out)
 	pthread_mutex_unlock(&s->coll_lock);
 	pthread_mutex_lock(&s->lock);
 	/* Layout: header, metrics, hist data (8-aligned), labels, strings. */
-	snap = malloc(snap_size(s));
+	bytes = snap_size(s);
+	snap = quayi_alloc(s->alloc, bytes);
 	if (snap == NULL) {
 		pthread_mutex_unlock(&s->lock);
 		return -ENOMEM;
 	}
+	snap->alloc = s->alloc;
+	snap->bytes = bytes;
 	snap->n = s->nseries;
 	snap->m = (struct quay_stats_metric *)(snap + 1);
 	hd = (struct quay_hist_data *)(snap->m + s->nseries);
@@ -1205,7 +1243,8 @@ quay_stats_snapshot(quay_stats *s, quay_stats_snap **out)
 void
 quay_stats_snap_free(quay_stats_snap *snap)
 {
-	free(snap);
+	if (snap != NULL)
+		quayi_free(snap->alloc, snap, snap->bytes);
 }
 
 size_t

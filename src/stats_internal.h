@@ -13,6 +13,8 @@
 struct quay_stats_snap {
 	size_t n;
 	struct quay_stats_metric *m;
+	const struct quay_allocator *alloc; /* the registry's */
+	size_t bytes;                       /* of the whole block */
 };
 
 #endif /* QUAY_STATS_INTERNAL_H */

@@ -47,6 +47,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <quay/alloc.h>
 #include <quay/err.h>
 
 #ifdef __cplusplus
@@ -119,12 +120,16 @@ struct quay_pool_opts {
 	int64_t (*clock)(void *clock_arg);
 	/** Passed to clock. */
 	void *clock_arg;
+	/** Where the pool's memory (message buffers included) comes from
+	 *  (NULL: the C library); see quay/alloc.h. Kept, not copied: it must
+	 *  outlive the pool. */
+	const struct quay_allocator *allocator;
 };
 
 /** Initialiser for struct quay_pool_opts: every field "default". */
 /* clang-format off */
 #define QUAY_POOL_OPTS_INIT \
-	{ (uint32_t)sizeof(struct quay_pool_opts), 0u, 0u, {0}, {0}, 0u, 0u, 0u, NULL, NULL }
+	{ (uint32_t)sizeof(struct quay_pool_opts), 0u, 0u, {0}, {0}, 0u, 0u, 0u, NULL, NULL, NULL }
 /* clang-format on */
 
 /** One class in struct quay_pool_stats. */
@@ -177,8 +182,8 @@ struct quay_pool_stats {
  *
  * Concurrency: safe from any thread.
  * Returns: 0 and *out set; -EINVAL if out is NULL, limit_bytes is 0 or
- *          above QUAY_POOL_LIMIT_MAX, opts has a wrong size or unknown
- *          flags, a class size is 0, unaligned, out of range or not
+ *          above QUAY_POOL_LIMIT_MAX, opts has a wrong size, unknown
+ *          flags or an allocator without alloc or free, a class size is 0, unaligned, out of range or not
  *          ascending, cache_size or cache_threads is too large, counts
  *          are partly given or exceed the limit, or the limit cannot hold
  *          one buffer of every class; -ENOMEM if the memory cannot be

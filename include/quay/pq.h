@@ -74,6 +74,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <quay/alloc.h>
 #include <quay/err.h>
 #include <quay/ring.h>
 
@@ -109,11 +110,15 @@ struct quay_pq_opts {
 	const uint32_t *weights; /**< QUAY_PQ_WEIGHTED only: `levels` weights,
 	                               each 1..QUAY_PQ_WEIGHT_MAX, copied at
 	                               creation; NULL means weight L + 1 */
+	/** quay_pq_create(): where the memory comes from (NULL: the C
+	 *  library); see quay/alloc.h. Kept, not copied: it must outlive the
+	 *  queue. Ignored by quay_pq_init(). */
+	const struct quay_allocator *allocator;
 };
 
 /** Initialiser for struct quay_pq_opts. */
 /* clang-format off */
-#define QUAY_PQ_OPTS_INIT { sizeof(struct quay_pq_opts), 0u, 0u, 0u, 0u, NULL }
+#define QUAY_PQ_OPTS_INIT { sizeof(struct quay_pq_opts), 0u, 0u, 0u, 0u, NULL, NULL }
 /* clang-format on */
 
 /**
@@ -147,7 +152,8 @@ QUAY_API int quay_pq_init(quay_pq *pq, const struct quay_pq_opts *opts);
  * Allocate and initialise a priority queue.
  *
  * Concurrency: safe from any thread.
- * Returns: 0 and *out set; -EINVAL (out NULL, or as quay_pq_init());
+ * Returns: 0 and *out set; -EINVAL (out NULL, an allocator without alloc
+ *          or free, or as quay_pq_init());
  *          -ENOMEM if the memory cannot be allocated. *out is untouched
  *          on failure.
  */
@@ -250,6 +256,23 @@ QUAY_API int quay_pq_pop_wait(quay_pq *pq, void *out, unsigned *prio_out, int64_
  * Ordering: a pop that returns -EPIPE happens after the close.
  */
 QUAY_API void quay_pq_close(quay_pq *pq);
+
+/**
+ * A file descriptor that polls readable while a pop would make progress
+ * (an element is ready at some level, or the queue is closed and
+ * drained), as quay_ring_fd() for a ring: made on first use, signalled
+ * once per empty -> non-empty transition and on close, re-armed by a pop
+ * (or pop_burst) that finds the queue empty; so after a wake, pop until
+ * -EAGAIN. quay_pq_destroy() closes it (also for a queue made by
+ * quay_pq_init(), which must then be passed to quay_pq_destroy()).
+ * docs/POLLING.md has the loop.
+ *
+ * Concurrency: safe from any thread, concurrently with anything but
+ *              destroy.
+ * Returns: the descriptor (>= 0); -EINVAL if pq is NULL; -ENOMEM if it cannot be made
+ *          (memory, or the process or system is out of descriptors).
+ */
+QUAY_API int quay_pq_fd(quay_pq *pq);
 
 /**
  * Whether quay_pq_close() has been called (false for NULL).

@@ -8,6 +8,7 @@
 
 #include <quay/version.h>
 #include <quay/err.h>
+#include <quay/alloc.h>
 #include <quay/stats.h>
 #include <quay/pool.h>
 #include <quay/msg.h>

@@ -57,6 +57,7 @@
 #include <string.h>
 
 #include <quay/err.h>
+#include <quay/alloc.h>
 #include <quay/impl/compiler.h>
 
 #ifdef __cplusplus
@@ -112,12 +113,39 @@ QUAY_API int quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, uns
  */
 QUAY_API int quay_ring_create(size_t capacity, size_t elem_size, unsigned flags, quay_ring **out);
 
+/** Options of quay_ring_create_opts(). Start from QUAY_RING_OPTS_INIT. */
+struct quay_ring_opts {
+	size_t size; /**< sizeof(struct quay_ring_opts) */
+	/** QUAY_RING_SP, QUAY_RING_SC (0: multi-producer, multi-consumer). */
+	unsigned flags;
+	/** Where the ring's memory comes from (NULL: the C library); see
+	 *  quay/alloc.h. Kept, not copied: it must outlive the ring. */
+	const struct quay_allocator *allocator;
+};
+
+/* clang-format off */
+#define QUAY_RING_OPTS_INIT { sizeof(struct quay_ring_opts), 0u, NULL }
+/* clang-format on */
+
 /**
- * Free a ring made by quay_ring_create(), or unmap (detach) one made or
- * attached by quay_ring_create_shm()/quay_ring_attach_shm(), whose
- * elements stay in the file for the other processes. NULL and rings made
- * by quay_ring_init() are ignored. Elements still inside a ring that is
- * freed are discarded.
+ * Allocate and initialise a ring, as quay_ring_create() with the options
+ * (NULL: QUAY_RING_OPTS_INIT).
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0 and *out set; -EINVAL (out NULL, opts->size not
+ *          sizeof(struct quay_ring_opts), an allocator without alloc or
+ *          free, or as quay_ring_init()); -ENOMEM if the memory cannot be
+ *          allocated. *out is untouched on failure.
+ */
+QUAY_API int quay_ring_create_opts(size_t capacity, size_t elem_size, const struct quay_ring_opts *opts,
+    quay_ring **out);
+
+/**
+ * Free a ring made by quay_ring_create() or quay_ring_create_opts(), or
+ * unmap (detach) one made or attached by quay_ring_create_shm() or
+ * quay_ring_attach_shm(), whose elements stay in the file for the other
+ * processes. NULL and rings made by quay_ring_init() are ignored.
+ * Elements still inside a ring that is freed are discarded.
  *
  * Concurrency: no other thread may be using r (close it and join them).
  */
@@ -239,6 +267,36 @@ QUAY_API void quay_ring_close(quay_ring *r);
  * Concurrency: safe from any thread. Ordering: acquire.
  */
 QUAY_INLINE bool quay_ring_is_closed(const quay_ring *r);
+
+/**
+ * A file descriptor that polls readable while a pop would make progress:
+ * an element is ready, or the ring is closed and drained (pop says
+ * -EPIPE). For epoll, poll, select, libuv and the like (docs/POLLING.md).
+ *
+ * Made on the first call (an eventfd; later calls return the same one);
+ * until then nothing changes for the ring's users. Then pushes still make
+ * no system call while the ring is non-empty: the descriptor is signalled
+ * once per empty -> non-empty transition, and on close.
+ *
+ * Level-triggered while something is ready, with one rule: readiness is
+ * cleared (re-armed) only by a pop (any pop call, by any thread) that
+ * finds the ring empty. So after a wake, pop until -EAGAIN (or -EPIPE);
+ * the descriptor may then still read readable once with nothing left
+ * (a spurious wake: pop says -EAGAIN and re-arms). Never read or write
+ * the descriptor yourself, and never close it: quay_ring_destroy() does
+ * (also for a ring made by quay_ring_init(), which must then be passed to
+ * quay_ring_destroy() once no thread uses it; the memory stays yours).
+ * Remove it from your poller before destroying the ring. Not for a ring
+ * in memory shared with another process (the signal is per process).
+ *
+ * Concurrency: safe from any thread, concurrently with anything but
+ *              destroy.
+ * Returns: the descriptor (>= 0); -EINVAL if r is NULL; -ENOTSUP if r is
+ *          in shared memory (quay_ring_create_shm(): wakers in other
+ *          processes could not signal it); -ENOMEM if it cannot be made
+ *          (memory, or the process or system is out of descriptors).
+ */
+QUAY_API int quay_ring_fd(quay_ring *r);
 
 /**
  * Number of elements in the ring (pushed and not yet popped; includes

@@ -68,6 +68,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <quay/alloc.h>
 #include <quay/err.h>
 #include <quay/impl/compiler.h>
 
@@ -132,11 +133,15 @@ struct quay_stats_opts {
 	unsigned hist_shards;
 	/** Most metrics, 1..QUAY_STATS_METRICS_MAX; 0: 65536. */
 	size_t max_metrics;
+	/** Where the registry, its metrics and snapshots come from (NULL: the
+	 *  C library); see quay/alloc.h. Kept, not copied: it must outlive
+	 *  the registry. */
+	const struct quay_allocator *allocator;
 };
 
 /** Initialiser for struct quay_stats_opts: every field its default. */
 /* clang-format off */
-#define QUAY_STATS_OPTS_INIT { sizeof(struct quay_stats_opts), 0u, 0u, 0u, 0u }
+#define QUAY_STATS_OPTS_INIT { sizeof(struct quay_stats_opts), 0u, 0u, 0u, 0u, NULL }
 /* clang-format on */
 
 /** A registry of metrics (opaque). */
@@ -198,8 +203,9 @@ typedef int (*quay_stats_write_fn)(void *arg, const char *data, size_t len);
  * Returns: 0 and *out set; -EINVAL if out is NULL, opts->size is too
  *          small or its extra bytes are not zero, flags has unknown bits,
  *          shards or hist_shards is not a power of two up to
- *          QUAY_STATS_SHARDS_MAX, or max_metrics exceeds
- *          QUAY_STATS_METRICS_MAX; -ENOMEM. *out is untouched on failure.
+ *          QUAY_STATS_SHARDS_MAX, max_metrics exceeds
+ *          QUAY_STATS_METRICS_MAX, or the allocator lacks alloc or free;
+ *          -ENOMEM. *out is untouched on failure.
  */
 QUAY_API int quay_stats_create(const struct quay_stats_opts *opts, quay_stats **out);
 

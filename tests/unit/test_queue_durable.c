@@ -2227,11 +2227,362 @@ sync_and_space_errors_under_durable_queue(void **state)
 	free(flags);
 }
 
+/* ---- the dedup window across a restart (issue 13) -------------------------- */
+
+/* Test hook of src/queue_cdedup.c: replaces the content key. */
+extern void (*quayi_cdedup_test_key)(const quay_msg *msg, uint64_t *h1, uint64_t *h2);
+
+#define WIN (10000 * MS)
+
+static struct quay_queue_opts
+dedup_opts(const char *name, unsigned flags)
+{
+	struct quay_queue_opts o = dopts(name);
+
+	o.dedup_window_ns = WIN;
+	o.flags |= flags;
+	return o;
+}
+
+/* Send body (with dedup id `id` unless NULL): the send's result. */
+static int
+send_d(quay_queue *q, const char *id, const char *body)
+{
+	quay_msg *m = NULL;
+	int rc;
+
+	assert_int_equal(quay_msg_new_ex(pool, body, strlen(body), QUAY_MSG_HEADER_ROOM(1, 64), 0, &m), 0);
+	if (id != NULL)
+		assert_int_equal(quay_msg_set_header(m, QUAY_MSG_H_DEDUP_ID, id, strlen(id)), 0);
+	rc = quay_queue_send(q, m);
+	if (rc < 0)
+		quay_msg_unref(m);
+	return rc;
+}
+
+/* Receive one message and ack it; its body must be `body`. */
+static void
+take_ack(quay_queue *q, const char *body)
+{
+	quay_lease l;
+
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	assert_int_equal(quay_msg_body_len(l.msg), strlen(body));
+	assert_memory_equal(quay_msg_body(l.msg), body, strlen(body));
+	assert_int_equal(quay_queue_ack(q, &l), 0);
+	quay_msg_unref(l.msg);
+}
+
+/* What the log holds of a queue: DEDUP records, and send ADDs whose
+ * image carries a given byte string. */
+struct dd_count {
+	uint64_t qid;
+	const char *needle;
+	uint64_t dedup, sends_with;
+};
+
+static int
+dd_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	struct dd_count *c = ctx;
+	const unsigned char *p = data;
+
+	(void)lsn;
+	if (len < 8 || quayi_dqf_get(p + QUAYI_DQF_QID, 8) != c->qid)
+		return 0;
+	if (type == QUAYI_DQ_DEDUP)
+		c->dedup++;
+	if (type == QUAYI_DQ_ADD && ((p[QUAYI_DQF_ADD_FLAGS] >> 1) & 7u) == QUAYI_DQF_O_SEND &&
+	    memmem(p, len, c->needle, strlen(c->needle)) != NULL)
+		c->sends_with++;
+	return 0;
+}
+
+static struct dd_count
+dd_in_log(const char *name, const char *needle)
+{
+	struct dd_count c = { quayi_dqf_qid(name, strlen(name)), needle, 0, 0 };
+
+	assert_int_equal(quay_wal_replay(wal, 1, dd_visit, &c), 0);
+	return c;
+}
+
+/* Ids sent before a restart are refused after it, inside the window
+ * measured from their first accept: one acked before the restart, one
+ * still in the queue; at accept + window they are new again. */
+static void
+dedup_id_survives_restart(void **state)
+{
+	struct quay_queue_opts o;
+	quay_queue *q;
+
+	(void)state;
+	o = dedup_opts("dd", 0);
+	q = mkq(&o);
+	assert_int_equal(send_d(q, "a", "A"), 0);
+	take_ack(q, "A"); /* acked before the restart: the window outlives it */
+	qt_set_time(QT_T0 + 1000 * MS);
+	assert_int_equal(send_d(q, "b", "B"), 0); /* still in the queue */
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 1);
+	assert_int_equal(send_d(q, "a", "A2"), QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(send_d(q, "b", "B2"), QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(send_d(q, "c", "C"), 0);
+	assert_int_equal(st(q).deduplicated, 2);
+	/* The window's last nanosecond of "a" (accepted at T0). */
+	qt_set_time(QT_T0 + WIN - 1);
+	assert_int_equal(send_d(q, "a", "A3"), QUAY_QUEUE_DUPLICATE);
+	qt_set_time(QT_T0 + WIN);
+	assert_int_equal(send_d(q, "a", "A4"), 0);
+	assert_int_equal(send_d(q, "b", "B3"), QUAY_QUEUE_DUPLICATE); /* accepted at T0 + 1 s */
+	/* A restart after the window: nothing left of "b". */
+	restart(&q, NULL);
+	qt_set_time(QT_T0 + 1000 * MS + WIN);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(send_d(q, "b", "B4"), 0);
+	/* "a" (A4, accepted at T0 + WIN) is still inside, "c" (T0) not. */
+	assert_int_equal(send_d(q, "a", "A5"), QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(send_d(q, "c", "C2"), 0);
+	quay_queue_destroy(q);
+}
+
+/* A compaction whose checkpoint deletes the segments of the sends' ADD
+ * records carries the window as DEDUP records: twice, and across a
+ * restart in between. */
+static void
+dedup_window_survives_compaction(void **state)
+{
+	struct quay_queue_opts o;
+	quay_queue *q;
+	struct dd_count c;
+	char body[512];
+
+	(void)state;
+	wal_segment = QUAY_WAL_SEGMENT_MIN;
+	assert_int_equal(quay_wal_close(wal), 0);
+	qt_rm_dir(dir);
+	wal_open();
+	o = dedup_opts("ddc", 0);
+	o.compact_bytes = (uint64_t)1 << 40; /* only when the test says */
+	q = mkq(&o);
+	assert_int_equal(send_d(q, "gone-1", "X"), 0);
+	take_ack(q, "X");
+	assert_int_equal(send_d(q, "kept-1", "K"), 0);
+	/* Enough traffic to fill several 64 KiB segments. */
+	memset(body, 'p', sizeof(body) - 1);
+	body[sizeof(body) - 1] = '\0';
+	for (int i = 0; i < 600; i++) {
+		assert_int_equal(send_d(q, NULL, body), 0);
+		take_ack(q, i == 0 ? "K" : body); /* one message stays in the queue */
+	}
+	assert_int_equal(quayi_queue_compact(q), 0);
+	c = dd_in_log("ddc", "gone-1");
+	assert_int_equal(c.sends_with, 0); /* the send's ADD is gone */
+	assert_true(c.dedup >= 2);         /* gone-1 and kept-1 */
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(send_d(q, "gone-1", "X2"), QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(send_d(q, "kept-1", "K2"), QUAY_QUEUE_DUPLICATE);
+	/* Compacted again after the restart: the recovered window is carried. */
+	for (int i = 0; i < 600; i++) {
+		assert_int_equal(send_d(q, NULL, body), 0);
+		take_ack(q, body);
+	}
+	assert_int_equal(quayi_queue_compact(q), 0);
+	assert_int_equal(quayi_queue_compact(q), 0);
+	c = dd_in_log("ddc", "gone-1");
+	assert_int_equal(c.sends_with, 0);
+	assert_true(c.dedup >= 2);
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(send_d(q, "gone-1", "X3"), QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(send_d(q, "kept-1", "K3"), QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(st(q).deduplicated, 2);
+	quay_queue_destroy(q);
+}
+
+static void
+same_key(const quay_msg *msg, uint64_t *h1, uint64_t *h2)
+{
+	(void)msg;
+	*h1 = 42;
+	*h2 = 43;
+}
+
+/* Content dedup after a restart: a body acked before it is refused (its
+ * key alone: the body is gone), one still in the queue is refused after
+ * comparing bodies; with every key forced equal, a different body is
+ * accepted while the remembered message is there to compare with. */
+static void
+content_dedup_survives_restart(void **state)
+{
+	struct quay_queue_opts o;
+	quay_queue *q;
+
+	(void)state;
+	o = dedup_opts("cd", QUAY_QUEUE_CONTENT_DEDUP);
+	q = mkq(&o);
+	assert_int_equal(send_d(q, NULL, "acked body"), 0);
+	take_ack(q, "acked body");
+	assert_int_equal(send_d(q, NULL, "live body"), 0);
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(send_d(q, NULL, "acked body"), QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(send_d(q, NULL, "live body"), QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(send_d(q, NULL, "new body"), 0);
+	assert_int_equal(st(q).deduplicated, 2);
+	qt_set_time(QT_T0 + WIN);
+	assert_int_equal(send_d(q, NULL, "acked body"), 0);
+	quay_queue_destroy(q);
+
+	/* Forced collisions: only a live message is remembered. */
+	assert_int_equal(quay_wal_close(wal), 0);
+	qt_rm_dir(dir);
+	wal_open();
+	qt_set_time(QT_T0);
+	quayi_cdedup_test_key = same_key;
+	o = dedup_opts("cd2", QUAY_QUEUE_CONTENT_DEDUP);
+	q = mkq(&o);
+	assert_int_equal(send_d(q, NULL, "one"), 0);
+	restart(&q, NULL);
+	o.wal = wal;
+	q = mkq(&o);
+	assert_int_equal(send_d(q, NULL, "two"), 0); /* same key, bodies differ */
+	assert_int_equal(send_d(q, NULL, "one"), QUAY_QUEUE_DUPLICATE);
+	quayi_cdedup_test_key = NULL;
+	quay_queue_destroy(q);
+}
+
+/* Hand-made ADD image of a send to queue `name` (the layout of
+ * src/queue_durable_format.h), with a dedup id header if id != NULL. */
+static size_t
+old_add(unsigned char *p, const char *name, const char *id, const char *body, int64_t enq)
+{
+	size_t off = QUAYI_DQ_ADD_HDR, bl = strlen(body);
+	uint64_t qid = quayi_dqf_qid(name, strlen(name));
+
+	memset(p, 0, QUAYI_DQ_ADD_HDR);
+	for (int i = 0; i < 8; i++) {
+		p[QUAYI_DQF_QID + i] = (unsigned char)(qid >> (8 * i));
+		p[QUAYI_DQF_ADD_ENQUEUED + i] = (unsigned char)((uint64_t)enq >> (8 * i));
+		p[QUAYI_DQF_ADD_CREATED + i] = (unsigned char)((uint64_t)enq >> (8 * i));
+	}
+	p[QUAYI_DQF_ADD_BODY_LEN] = (unsigned char)bl;
+	if (id != NULL) {
+		size_t kl = strlen(QUAY_MSG_H_DEDUP_ID), vl = strlen(id);
+
+		p[QUAYI_DQF_ADD_NHEADERS] = 1;
+		p[off] = (unsigned char)kl;
+		p[off + 1] = (unsigned char)vl;
+		p[off + 2] = p[off + 3] = p[off + 4] = 0;
+		memcpy(p + off + 5, QUAY_MSG_H_DEDUP_ID, kl);
+		memcpy(p + off + 5 + kl, id, vl);
+		off += 5 + kl + vl;
+	}
+	memcpy(p + off, body, bl);
+	return off + bl;
+}
+
+/* A log written before DEDUP records existed: its window is what its
+ * send ADDs still in the log say (none here for an ADD without an id);
+ * its messages come back as before. */
+static void
+old_log_recovers(void **state)
+{
+	struct quay_queue_opts o;
+	quay_queue *q;
+	unsigned char img[256];
+	size_t n;
+
+	(void)state;
+	n = old_add(img, "old", "old-id", "with id", QT_T0 - 1000 * MS);
+	assert_int_equal(quay_wal_append(wal, QUAYI_DQ_ADD, img, n, NULL), 0);
+	n = old_add(img, "old", NULL, "no id", QT_T0 - 1000 * MS);
+	assert_int_equal(quay_wal_append(wal, QUAYI_DQ_ADD, img, n, NULL), 0);
+	o = dedup_opts("old", 0);
+	q = mkq(&o);
+	assert_int_equal(st(q).restored, 2);
+	assert_int_equal(send_d(q, "old-id", "again"), QUAY_QUEUE_DUPLICATE);
+	assert_int_equal(send_d(q, "other", "no id"), 0);
+	take_ack(q, "with id");
+	take_ack(q, "no id");
+	take_ack(q, "no id");
+	/* The window counts from the logged enqueued time. */
+	qt_set_time(QT_T0 - 1000 * MS + WIN);
+	assert_int_equal(send_d(q, "old-id", "again"), 0);
+	quay_queue_destroy(q);
+}
+
+/* A DEDUP record of any other length, an unknown kind or non-zero
+ * padding is -EBADMSG (strict, as the other record types); one of
+ * another queue is skipped. */
+static void
+dedup_record_corruption_is_ebadmsg(void **state)
+{
+	struct quay_queue_opts o;
+	quay_queue *q = NULL;
+	unsigned char rec[QUAYI_DQ_DEDUP_LEN + 8];
+	uint64_t qid = quayi_dqf_qid("bad", 3);
+	int cases = 0;
+
+	(void)state;
+	o = dedup_opts("bad", 0);
+	for (int c = 0; c < (int)QUAYI_DQ_DEDUP_LEN + 8 + 4; c++) {
+		size_t len = QUAYI_DQ_DEDUP_LEN;
+
+		memset(rec, 0, sizeof(rec));
+		for (int i = 0; i < 8; i++)
+			rec[QUAYI_DQF_QID + i] = (unsigned char)(qid >> (8 * i));
+		rec[QUAYI_DQF_DEDUP_KIND] = QUAYI_DQF_DK_ID;
+		if (c < (int)QUAYI_DQ_DEDUP_LEN + 8) /* every other length */
+			len = c < (int)QUAYI_DQ_DEDUP_LEN ? (size_t)c : (size_t)c + 1;
+		else if (c == QUAYI_DQ_DEDUP_LEN + 8)
+			rec[QUAYI_DQF_DEDUP_KIND] = 0;
+		else if (c == QUAYI_DQ_DEDUP_LEN + 9)
+			rec[QUAYI_DQF_DEDUP_KIND] = 3;
+		else
+			rec[QUAYI_DQF_DEDUP_KIND + 1 + (c - QUAYI_DQ_DEDUP_LEN - 10) * 3] = 1;
+		if (len > sizeof(rec))
+			continue;
+		assert_int_equal(quay_wal_close(wal), 0);
+		qt_rm_dir(dir);
+		wal_open();
+		o.wal = wal;
+		assert_int_equal(quay_wal_append(wal, QUAYI_DQ_DEDUP, rec, len, NULL), 0);
+		q = NULL;
+		assert_int_equal(quay_queue_create(&o, &q), -EBADMSG);
+		assert_null(q);
+		cases++;
+	}
+	assert_true(cases >= (int)QUAYI_DQ_DEDUP_LEN + 8);
+	/* The good record: accepted; another queue's: skipped. */
+	assert_int_equal(quay_wal_close(wal), 0);
+	qt_rm_dir(dir);
+	wal_open();
+	o.wal = wal;
+	memset(rec, 0, sizeof(rec));
+	rec[QUAYI_DQF_DEDUP_KIND] = QUAYI_DQF_DK_CONTENT;
+	assert_int_equal(quay_wal_append(wal, QUAYI_DQ_DEDUP, rec, QUAYI_DQ_DEDUP_LEN, NULL), 0);
+	q = mkq(&o);
+	quay_queue_destroy(q);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(send_ack_recover, setup, teardown),
+		cmocka_unit_test_setup_teardown(dedup_id_survives_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(dedup_window_survives_compaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(content_dedup_survives_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(old_log_recovers, setup, teardown),
+		cmocka_unit_test_setup_teardown(dedup_record_corruption_is_ebadmsg, setup, teardown),
 		cmocka_unit_test_setup_teardown(send_batch_one_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(poison_reaches_dlq_after_max_attempts_crashes, setup,
 		    teardown),

@@ -113,6 +113,9 @@ test_memfd_two_mappings(void **state)
 	assert_int_equal(quay_ring_pop_burst(b, (uint64_t[16]){ 0 }, 8), 8);
 	assert_int_equal(quay_ring_pop(a, w), -EAGAIN);
 	assert_int_equal(quay_ring_pop_wait(a, w, 1000000), -ETIMEDOUT);
+	/* No pollable descriptor: wakers in other processes could not signal it. */
+	assert_int_equal(quay_ring_fd(a), -ENOTSUP);
+	assert_int_equal(quay_ring_fd(b), -ENOTSUP);
 	/* Close is seen through the other mapping. */
 	quay_ring_close(a);
 	assert_true(quay_ring_is_closed(b));

@@ -78,6 +78,9 @@ struct quay_ring {
 	uint32_t elem_size;
 	uint32_t flags;  /* QUAY_RING_SP/SC and QUAYI_RING_F_* */
 	uint32_t closed; /* QUAYI_RING_OPEN/CLOSING/CLOSED */
+	/* The allocator quay_ring_create_opts() took the ring from (NULL: the
+	 * C library); read by destroy only. */
+	const struct quay_allocator *alloc;
 
 	/* Producers' line: the next position to claim. In MP mode bit 63 is
 	 * set by close, so that a producer's CAS fails once it is closed. */
@@ -300,6 +303,8 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 			continue;
 		}
 		*rc = quayi_ring_pop_status(r, pos, exact ? (uint64_t)n : 1);
+		if (*rc == -EAGAIN)
+			quayi_wait_idle(&r->pop_event); /* POLL-A1: re-arm a descriptor */
 		return 0;
 	}
 	*pos_out = pos;
