@@ -454,6 +454,12 @@ ed_ring_flags(unsigned char *b, size_t *n)
 	b[HDR + 26] = 0;
 }
 static void
+ed_ring_alloc(unsigned char *b, size_t *n) /* a pointer where none may be */
+{
+	(void)n;
+	b[HDR + 32] = 0x40;
+}
+static void
 ed_ring_closed(unsigned char *b, size_t *n)
 {
 	(void)n;
@@ -495,6 +501,7 @@ test_bad_files(void **state)
 	assert_int_equal(attach_edited(ed_ring_stride, false), -EBADMSG);
 	assert_int_equal(attach_edited(ed_ring_flags, false), -EBADMSG);
 	assert_int_equal(attach_edited(ed_ring_closed, false), -EBADMSG);
+	assert_int_equal(attach_edited(ed_ring_alloc, false), -EBADMSG);
 	assert_int_equal(attach_edited(ed_ring_head, false), -EBADMSG);
 	assert_int_equal(attach_edited(ed_text, false), -EBADMSG);
 }
