@@ -21,7 +21,8 @@
  *       48    8  check      FNV-1a 64 of bytes 8..47
  *       56    8  reserved   0
  *       64  256  struct quay_ring (mask, memsize, stride, elem_size and
- *                flags checked against the header on attach)
+ *                flags checked against the header on attach; its alloc
+ *                pointer must be NULL and is never read for a shared ring)
  *      320       the slots
  *
  * Attach rejects (-EBADMSG) a file whose size differs from file_size
@@ -250,7 +251,7 @@ validate(const unsigned char *base, size_t size)
 		return -EBADMSG;
 	/* Line 0 of the ring is written by create only (closed by close). */
 	if (r->mask != h->capacity - 1 || r->memsize != memsize || r->stride != h->elem_size + 8 ||
-	    r->elem_size != h->elem_size || r->flags != ring_flags(h->flags) ||
+	    r->elem_size != h->elem_size || r->flags != ring_flags(h->flags) || r->alloc != NULL ||
 	    __atomic_load_n(&r->closed, __ATOMIC_RELAXED) > QUAYI_RING_CLOSED)
 		return -EBADMSG;
 	/* Relaxed: a snapshot; head never passes tail, and tail is at most a
