@@ -147,11 +147,24 @@ handle_register(quay_nats *n)
 		pthread_rwlock_wrlock(&first->slock);
 		first->sole = false;
 		pthread_rwlock_unlock(&first->slock);
-		(void)natsConnection_FlushTimeout(first->nc, 2000);
+		/* Not a handle being closed (by another thread): its close
+		 * flushes and closes the connection itself. */
+		if (!first->closing)
+			(void)natsConnection_FlushTimeout(first->nc, 2000);
 	}
 	n->hnext = handles;
 	handles = n;
 	nhandles++;
+	pthread_mutex_unlock(&origin_lock);
+}
+
+/* Close began: handle_register() no longer flushes n's connection (close
+ * destroys it before it unlists n). */
+static void
+handle_closing(quay_nats *n)
+{
+	pthread_mutex_lock(&origin_lock);
+	n->closing = true;
 	pthread_mutex_unlock(&origin_lock);
 }
 
@@ -1011,6 +1024,8 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 				return -ENOENT;
 		if (opts->nkey_seed_file != NULL && (r = check_seed_file(opts->nkey_seed_file)) != 0)
 			return r;
+		if (opts->creds_file != NULL && (r = check_seed_file(opts->creds_file)) != 0)
+			return r;
 	}
 	n = quayi_calloc(opts->allocator, 1, sizeof(*n));
 	if (n == NULL)
@@ -1211,6 +1226,7 @@ quay_nats_close(quay_nats *n)
 
 	if (n == NULL)
 		return;
+	handle_closing(n);
 	/* Imports first (they feed the reply bridges), then the reply and
 	 * export bridges, which drain their subscriptions. */
 	for (unsigned i = 0; i < n->nbridges; i++)

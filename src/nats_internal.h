@@ -59,6 +59,7 @@ struct quay_nats {
 	pthread_rwlock_t slock;
 	bool sole;
 	struct quay_nats *hnext; /* the process's handles (origin_lock) */
+	bool closing;            /* close began: nc is not to be flushed (origin_lock) */
 };
 
 /* The NATS message for a quay message (the export mapping). */

@@ -102,7 +102,8 @@ struct quay_nats_opts {
 	size_t nurls;
 	/** Connection name shown by the server (NULL: none). */
 	const char *name;
-	/** Credentials file (.creds, user JWT and seed) or NULL. */
+	/** Credentials file (.creds, user JWT and seed, as nsc writes it;
+	 *  its seed is checked at connect) or NULL. */
 	const char *creds_file;
 	/** Token or NULL (not with creds_file or nkey). */
 	const char *token;
@@ -207,10 +208,10 @@ struct quay_nats_counters {
  *          creds_file, token and nkey is set, only one of nkey and
  *          nkey_seed_file is set, a time is negative, export_capacity is
  *          not a power of two, reconnect_buf_bytes exceeds INT_MAX, or
- *          the allocator lacks alloc or free;
- *          -EBADMSG if nkey_seed_file holds no valid user seed (no line
- *          starting "SU", or one that does not decode: bad base32, bad
- *          checksum); -ECONNREFUSED if no
+ *          the allocator lacks alloc or free; -EBADMSG if nkey_seed_file
+ *          or creds_file holds no valid user seed (no line starting "SU",
+ *          or one that does not decode: bad base32, bad checksum);
+ *          -ECONNREFUSED if no
  *          server could be reached (refused, unreachable or timed out);
  *          -EACCES if the server refused the credentials (token, user and
  *          password, creds, an nkey it does not list or a seed that is

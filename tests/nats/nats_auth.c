@@ -140,6 +140,8 @@ plain(const char *url, const struct quay_nats_opts *o)
 		assert_int_equal(natsOptions_SetToken(no, o->token), NATS_OK);
 	if (o->nkey != NULL)
 		assert_int_equal(natsOptions_SetNKeyFromSeed(no, o->nkey, o->nkey_seed_file), NATS_OK);
+	if (o->creds_file != NULL)
+		assert_int_equal(natsOptions_SetUserCredentialsFromFiles(no, o->creds_file, NULL), NATS_OK);
 	if (o->tls_ca_file != NULL) {
 		assert_int_equal(natsOptions_SetSecure(no, true), NATS_OK);
 		assert_int_equal(natsOptions_LoadCATrustedCertificates(no, o->tls_ca_file), NATS_OK);
@@ -277,9 +279,15 @@ der_key(const char *name, unsigned char key[32])
 	memcpy(key, b + n - 32, 32);
 }
 
-/* A user nkey pair "tag": pub gets "U..." (56 chars), seed "SU..." (58). */
+#define NK_OPERATOR (14 << 3)
+#define NK_ACCOUNT 0
+#define NK_USER (20 << 3)
+
+/* An nkey pair "tag" of kind prefix (NK_*): pub gets "U..." (a user; "O"
+ * an operator, "A" an account; 56 chars), seed "SU..." (58); the private
+ * key stays in <tag>.der for openssl to sign with. */
 static void
-make_nkey(const char *tag, char pub[64], char seed[64])
+make_key(const char *tag, int prefix, char pub[64], char seed[64])
 {
 	unsigned char raw[40];
 	uint16_t c;
@@ -287,14 +295,14 @@ make_nkey(const char *tag, char pub[64], char seed[64])
 	sh("cd '%s' && openssl genpkey -algorithm ed25519 -outform DER -out %s.der 2>/dev/null && "
 	   "openssl pkey -inform DER -in %s.der -pubout -outform DER -out %s.pub.der",
 	    dir, tag, tag, tag);
-	raw[0] = 20 << 3; /* user */
+	raw[0] = (unsigned char)prefix;
 	der_key(strcat(strcpy((char[32]){ 0 }, tag), ".pub.der"), raw + 1);
 	c = crc16(raw, 33);
 	raw[33] = (unsigned char)(c & 0xff);
 	raw[34] = (unsigned char)(c >> 8);
 	base32(pub, raw, 35);
-	raw[0] = (18 << 3) | ((20 << 3) >> 5); /* seed, of a user */
-	raw[1] = (unsigned char)(((20 << 3) & 31) << 3);
+	raw[0] = (unsigned char)((18 << 3) | (prefix >> 5)); /* a seed, of that kind */
+	raw[1] = (unsigned char)((prefix & 31) << 3);
 	der_key(strcat(strcpy((char[32]){ 0 }, tag), ".der"), raw + 2);
 	c = crc16(raw, 34);
 	raw[34] = (unsigned char)(c & 0xff);
@@ -302,7 +310,135 @@ make_nkey(const char *tag, char pub[64], char seed[64])
 	base32(seed, raw, 36);
 	assert_int_equal(strlen(pub), 56);
 	assert_int_equal(strlen(seed), 58);
+}
+
+static void
+make_nkey(const char *tag, char pub[64], char seed[64])
+{
+	make_key(tag, NK_USER, pub, seed);
 	assert_memory_equal(seed, "SU", 2);
+}
+
+static void
+b64url(char *out, const unsigned char *p, size_t n)
+{
+	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	unsigned buf = 0, bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		buf = buf << 8 | p[i];
+		bits += 8;
+		while (bits >= 6) {
+			*out++ = a[(buf >> (bits - 6)) & 63];
+			bits -= 6;
+		}
+	}
+	if (bits > 0)
+		*out++ = a[(buf << (6 - bits)) & 63];
+	*out = '\0';
+}
+
+/* A NATS JWT (header.claims.signature, base64url) with the claims JSON
+ * claims, signed by the key <signer>.der (ed25519, openssl). */
+static void
+make_jwt(char *out, size_t cap, const char *signer, const char *claims)
+{
+	static const char hdr[] = "{\"typ\":\"JWT\",\"alg\":\"ed25519-nkey\"}";
+	char h[128], c[2048], body[2300];
+	unsigned char sig[64];
+	FILE *f;
+
+	b64url(h, (const unsigned char *)hdr, strlen(hdr));
+	b64url(c, (const unsigned char *)claims, strlen(claims));
+	snprintf(body, sizeof(body), "%s.%s", h, c);
+	write_file("jwt.in", body);
+	sh("cd '%s' && openssl pkeyutl -sign -rawin -keyform DER -inkey %s.der -in jwt.in -out jwt.sig", dir,
+	    signer);
+	f = fopen(file("jwt.sig"), "rb");
+	assert_non_null(f);
+	assert_int_equal(fread(sig, 1, sizeof(sig), f), 64);
+	fclose(f);
+	assert_true(strlen(body) + 90 < cap);
+	strcpy(out, body);
+	strcat(out, ".");
+	b64url(out + strlen(out), sig, 64);
+}
+
+/* A .creds file: the user JWT and the user's seed, as nsc writes it. */
+static void
+write_creds(const char *name, const char *jwt, const char *seed)
+{
+	char text[3072];
+	snprintf(text, sizeof(text),
+	    "-----BEGIN NATS USER JWT-----\n%s\n------END NATS USER JWT------\n\n"
+	    "************************* IMPORTANT *************************\n"
+	    "NKEY Seed printed below can be used to sign and prove identity.\n\n"
+	    "-----BEGIN USER NKEY SEED-----\n%s\n------END USER NKEY SEED------\n",
+	    jwt, seed);
+	write_file(name, text);
+}
+
+/* JWT authentication (.creds), as nsc would set it up but made here: an
+ * operator signs an account, the account signs a user; the server runs
+ * in operator mode with the account preloaded. */
+static void
+test_creds(void **st)
+{
+	struct test_server s;
+	struct quay_nats_opts o = QUAY_NATS_OPTS_INIT;
+	char opub[64], oseed[64], apub[64], aseed[64], upub[64], useed[64], xpub[64], xseed[64];
+	char claims[1024], ojwt[2400], ajwt[2400], ujwt[2400], xjwt[2400], conf[8192];
+	long now = (long)time(NULL);
+	quay_nats *a;
+	(void)st;
+
+	make_key("op", NK_OPERATOR, opub, oseed);
+	make_key("acc", NK_ACCOUNT, apub, aseed);
+	make_key("usr", NK_USER, upub, useed);
+	make_key("xacc", NK_ACCOUNT, xpub, xseed); /* an account the server does not know */
+	snprintf(claims, sizeof(claims),
+	    "{\"iat\":%ld,\"iss\":\"%s\",\"sub\":\"%s\",\"name\":\"op\","
+	    "\"nats\":{\"type\":\"operator\",\"version\":2}}",
+	    now, opub, opub);
+	make_jwt(ojwt, sizeof(ojwt), "op", claims);
+	snprintf(claims, sizeof(claims),
+	    "{\"iat\":%ld,\"iss\":\"%s\",\"sub\":\"%s\",\"name\":\"acc\",\"nats\":{\"limits\":"
+	    "{\"subs\":-1,\"data\":-1,\"payload\":-1,\"imports\":-1,\"exports\":-1,"
+	    "\"wildcards\":true,\"conn\":-1,\"leaf\":-1},\"type\":\"account\",\"version\":2}}",
+	    now, opub, apub);
+	make_jwt(ajwt, sizeof(ajwt), "op", claims);
+	snprintf(claims, sizeof(claims),
+	    "{\"iat\":%ld,\"iss\":\"%s\",\"sub\":\"%s\",\"name\":\"usr\",\"nats\":{\"pub\":{},"
+	    "\"sub\":{},\"subs\":-1,\"data\":-1,\"payload\":-1,\"type\":\"user\",\"version\":2}}",
+	    now, apub, upub);
+	make_jwt(ujwt, sizeof(ujwt), "acc", claims);
+	/* The same user signed by the unknown account. */
+	snprintf(claims, sizeof(claims),
+	    "{\"iat\":%ld,\"iss\":\"%s\",\"sub\":\"%s\",\"name\":\"usr\",\"nats\":{\"pub\":{},"
+	    "\"sub\":{},\"subs\":-1,\"data\":-1,\"payload\":-1,\"type\":\"user\",\"version\":2}}",
+	    now, xpub, upub);
+	make_jwt(xjwt, sizeof(xjwt), "xacc", claims);
+	snprintf(conf, sizeof(conf),
+	    "operator: \"%s\"\nresolver: MEMORY\nresolver_preload: {\n  %s: \"%s\"\n}\n", ojwt, apub, ajwt);
+	start_conf(&s, "op.conf", conf);
+	write_creds("usr.creds", ujwt, useed);
+	write_creds("x.creds", xjwt, useed);
+	write_creds("wrongseed.creds", ujwt, aseed); /* a seed, not the user's */
+
+	o.creds_file = file("usr.creds");
+	assert_int_equal(try_connect(&o, s.url, &a), 0);
+	roundtrip(a, plain(s.url, &o), "auth.creds");
+	o.creds_file = file("x.creds");
+	assert_int_equal(try_connect(&o, s.url, &a), -EACCES);
+	o.creds_file = NULL;
+	assert_int_equal(try_connect(&o, s.url, &a), -EACCES);
+	/* A creds file whose seed line is not a user seed ("SA..."): no
+	 * user seed in it. */
+	o.creds_file = file("wrongseed.creds");
+	assert_int_equal(try_connect(&o, s.url, &a), -EBADMSG);
+	write_file("nojwt.creds", "nothing here\n");
+	o.creds_file = file("nojwt.creds");
+	assert_int_equal(try_connect(&o, s.url, &a), -EBADMSG);
+	ts_stop(&s, SIGTERM);
 }
 
 static void
@@ -477,6 +613,7 @@ main(void)
 		cmocka_unit_test(test_token),
 		cmocka_unit_test(test_user_password),
 		cmocka_unit_test(test_nkey),
+		cmocka_unit_test(test_creds),
 		cmocka_unit_test(test_tls),
 		cmocka_unit_test(test_reconnect_policy),
 	};
