@@ -2135,3 +2135,11 @@ quay_bus_sub_count(const quay_bus *bus)
 	/* Relaxed: a snapshot. */
 	return __atomic_load_n(&bus->nsubs, __ATOMIC_RELAXED);
 }
+
+QUAY_API int
+quay_sub_fd(quay_sub *sub)
+{
+	if (sub == NULL || sub->queue != NULL)
+		return -EINVAL;
+	return sub->pq != NULL ? quay_pq_fd(sub->pq) : quay_ring_fd(sub->ring);
+}

@@ -12,6 +12,7 @@
  * checks below read what those calls published before their WAIT-W1.
  */
 #include "alloc.h"
+#include "pollfd.h"
 #include "quay_internal.h"
 
 #include <stdlib.h>
@@ -137,7 +138,10 @@ quay_pq_create(const struct quay_pq_opts *opts, quay_pq **out)
 void
 quay_pq_destroy(quay_pq *pq)
 {
-	if (pq != NULL && (pq->flags & QUAYI_PQ_F_OWNED))
+	if (pq == NULL)
+		return;
+	quayi_pollfd_forget(&pq->pop_event); /* quay_pq_fd's descriptor, if any */
+	if (pq->flags & QUAYI_PQ_F_OWNED)
 		quayi_free_aligned(pq->alloc, pq, QUAY_CACHELINE,
 		    sizeof(struct quay_pq) + weights_size(pq->levels) + (size_t)pq->levels * pq->ring_stride);
 }

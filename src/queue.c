@@ -1080,22 +1080,23 @@ queue_free(quay_queue *q)
 	quay_pq_destroy(q->ready);
 	quay_ring_destroy(q->free_slots);
 	quay_ring_destroy(q->expiry);
-	free(q->slots);
+	quayi_free_aligned(q->alloc, q->slots, QUAY_CACHELINE, q->max_in_flight * sizeof(*q->slots));
 	quayi_wheel_fini(&q->wheel);
-	free(q->node_free);
+	quayi_free(q->alloc, q->node_free, q->capacity * sizeof(*q->node_free));
 	quayi_dedup_fini(&q->dedup);
-	free(q->browse_buf);
-	free(q->browse_prio);
+	quayi_free(q->alloc, q->browse_buf, q->capacity * sizeof(*q->browse_buf));
+	quayi_free(q->alloc, q->browse_prio, q->capacity * sizeof(*q->browse_prio));
 	free_metrics(q);
 	pthread_mutex_destroy(&q->tlock);
 	pthread_mutex_destroy(&q->block);
-	free(q);
+	quayi_free_aligned(q->alloc, q, QUAY_CACHELINE, sizeof(*q));
 }
 
 int
 quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 {
 	struct quay_pq_opts po = QUAY_PQ_OPTS_INIT;
+	struct quay_ring_opts ro = QUAY_RING_OPTS_INIT;
 	struct quay_queue_opts full;
 	const struct quay_queue_opts *opts = &full;
 	quay_queue *q;
@@ -1105,10 +1106,12 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	if (user_opts == NULL || out == NULL)
 		return -EINVAL;
 	/* The current struct, or an older one that ends at `stats` (no
-	 * durability fields), at `compact_bytes` (no issue-13 fields) or at
-	 * `alarm_ctx` (no alarm period): the rest reads as zero. */
+	 * durability fields), at `compact_bytes` (no issue-13 fields), at
+	 * `alarm_ctx` (no allocator) or at `allocator` (no alarm period): the
+	 * rest reads as zero. */
 	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(struct quay_queue_opts, wal) &&
 	    user_opts->size != offsetof(struct quay_queue_opts, rate_per_sec) &&
+	    user_opts->size != offsetof(struct quay_queue_opts, allocator) &&
 	    user_opts->size != offsetof(struct quay_queue_opts, alarm_period_ns))
 		return -EINVAL;
 	memset(&full, 0, sizeof(full));
@@ -1118,11 +1121,12 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	cap = opts->capacity ? opts->capacity : QUAY_QUEUE_CAPACITY_DEFAULT;
 	if ((rc = quayi_x_validate(opts, cap, opts->max_in_flight ? opts->max_in_flight : cap)) != 0)
 		return rc;
-	q = aligned_alloc(QUAY_CACHELINE,
-	    (sizeof(*q) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);
+	if (quayi_alloc_check(opts->allocator) != 0)
+		return -EINVAL;
+	q = quayi_calloc_aligned(opts->allocator, QUAY_CACHELINE, sizeof(*q));
 	if (q == NULL)
 		return -ENOMEM;
-	memset(q, 0, sizeof(*q));
+	q->alloc = opts->allocator;
 	pthread_mutex_init(&q->tlock, NULL);
 	pthread_mutex_init(&q->block, NULL);
 
@@ -1150,7 +1154,7 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	q->clock_ctx = opts->clock ? opts->clock_ctx : NULL;
 	q->jitter_seed = opts->jitter_seed ? opts->jitter_seed : UINT64_C(0x5175617951756179);
 	q->next_due = INT64_MAX;
-	if ((rc = quayi_dedup_init(&q->dedup, opts->dedup_window_ns,
+	if ((rc = quayi_dedup_init(&q->dedup, q->alloc, opts->dedup_window_ns,
 	         opts->dedup_capacity ? opts->dedup_capacity : cap)) != 0)
 		goto fail;
 	rc = -EINVAL;
@@ -1162,24 +1166,25 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	po.weights = opts->weights;
 	po.capacity = pow2_at_least(cap);
 	po.elem_size = sizeof(quay_msg *);
+	po.allocator = q->alloc;
 	if ((rc = quay_pq_create(&po, &q->ready)) != 0)
 		goto fail;
 	fifo = pow2_at_least(2 * inflight < 1024 ? 1024 : 2 * inflight);
-	if ((rc = quay_ring_create(pow2_at_least(2 * inflight), 8, 0, &q->free_slots)) != 0 ||
-	    (rc = quay_ring_create(fifo, 8, 0, &q->expiry)) != 0)
+	ro.allocator = q->alloc;
+	if ((rc = quay_ring_create_opts(pow2_at_least(2 * inflight), 8, &ro, &q->free_slots)) != 0 ||
+	    (rc = quay_ring_create_opts(fifo, 8, &ro, &q->expiry)) != 0)
 		goto fail;
 	rc = -ENOMEM;
-	q->slots = aligned_alloc(QUAY_CACHELINE, inflight * sizeof(*q->slots));
-	q->node_free = calloc(cap, sizeof(*q->node_free));
-	q->browse_buf = calloc(cap, sizeof(*q->browse_buf));
-	q->browse_prio = calloc(cap, sizeof(*q->browse_prio));
+	q->slots = quayi_calloc_aligned(q->alloc, QUAY_CACHELINE, inflight * sizeof(*q->slots));
+	q->node_free = quayi_calloc(q->alloc, cap, sizeof(*q->node_free));
+	q->browse_buf = quayi_calloc(q->alloc, cap, sizeof(*q->browse_buf));
+	q->browse_prio = quayi_calloc(q->alloc, cap, sizeof(*q->browse_prio));
 	if (q->slots == NULL || q->node_free == NULL || q->browse_buf == NULL || q->browse_prio == NULL)
 		goto fail;
-	memset(q->slots, 0, inflight * sizeof(*q->slots));
 	for (uint64_t i = 0; i < inflight; i++)
 		if (quay_ring_push(q->free_slots, &i) != 0)
 			goto fail;
-	if ((rc = quayi_wheel_init(&q->wheel, (uint32_t)(inflight + cap),
+	if ((rc = quayi_wheel_init(&q->wheel, q->alloc, (uint32_t)(inflight + cap),
 	         opts->tick_ns ? opts->tick_ns : QUAY_QUEUE_TICK_DEFAULT, q_now(q))) != 0)
 		goto fail;
 	for (size_t i = 0; i < cap; i++)
@@ -1189,6 +1194,7 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
 
 		so.hist_shards = 1;
+		so.allocator = q->alloc;
 		if ((rc = quay_stats_create(&so, &q->stats_owned)) != 0)
 			goto fail;
 	}
@@ -1409,6 +1415,16 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 	return rc;
 }
 
+/* Free send_batch's scratch arrays of chunk entries (any may be NULL). */
+static void
+batch_free(const quay_queue *q, size_t chunk, quay_msg **acc, struct stamp *st, size_t *where, int *res)
+{
+	quayi_free(q->alloc, acc, chunk * sizeof(*acc));
+	quayi_free(q->alloc, st, chunk * sizeof(*st));
+	quayi_free(q->alloc, where, chunk * sizeof(*where));
+	quayi_free(q->alloc, res, chunk * sizeof(*res));
+}
+
 int
 quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 {
@@ -1430,15 +1446,12 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 	 * is checked, then all are logged and accepted together. */
 	chunk = quayi_qlog_chunk(&q->log, n);
 	if (chunk > 1) {
-		acc = malloc(chunk * sizeof(*acc));
-		st = malloc(chunk * sizeof(*st));
-		where = malloc(chunk * sizeof(*where));
-		res = malloc(chunk * sizeof(*res));
+		acc = quayi_alloc(q->alloc, chunk * sizeof(*acc));
+		st = quayi_alloc(q->alloc, chunk * sizeof(*st));
+		where = quayi_alloc(q->alloc, chunk * sizeof(*where));
+		res = quayi_alloc(q->alloc, chunk * sizeof(*res));
 		if (acc == NULL || st == NULL || where == NULL || res == NULL) {
-			free(acc);
-			free(st);
-			free(where);
-			free(res);
+			batch_free(q, chunk, acc, st, where, res);
 			return -ENOMEM;
 		}
 	}
@@ -1489,12 +1502,8 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 				sent++;
 		}
 	}
-	if (chunk > 1) {
-		free(acc);
-		free(st);
-		free(where);
-		free(res);
-	}
+	if (chunk > 1)
+		batch_free(q, chunk, acc, st, where, res);
 	quayi_qlog_idle(&q->log);
 	return sent;
 }
@@ -1827,10 +1836,15 @@ quay_queue_receive(quay_queue *q, quay_lease *lease, int64_t wait_ns)
 {
 	bool slow = false;
 
+	int rc;
+
 	if (QUAYI_UNLIKELY(q == NULL || lease == NULL))
 		return -EINVAL;
-	return receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_deadline(wait_ns) : QUAYI_FOREVER, false,
+	rc = receive_one(q, lease, wait_ns, wait_ns > 0 ? quayi_deadline(wait_ns) : QUAYI_FOREVER, false,
 	    false, &slow);
+	if (rc == -EAGAIN) /* POLL-A1: re-arm quay_queue_fd's descriptor (src/pollfd.c) */
+		quayi_wait_idle(&q->ready->pop_event);
+	return rc;
 }
 
 /*
@@ -1886,8 +1900,10 @@ quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wa
 		 * TTL-expired message ends the batch): one that still did slow
 		 * work (a dead letter, an expiry FIFO drain) leaves the leases
 		 * before it with an old deadline, renewed below. */
-		if (receive_one(q, &leases[0], wait_ns, end_mono, false, true, &slow) != 0)
+		if (receive_one(q, &leases[0], wait_ns, end_mono, false, true, &slow) != 0) {
+			quayi_wait_idle(&q->ready->pop_event); /* POLL-A1, as receive */
 			return 0;
+		}
 		for (got = 1; got < n; got++) {
 			int rc;
 

@@ -40,6 +40,7 @@ struct centry {
 };
 
 struct quayi_cdedup {
+	const struct quay_allocator *alloc; /* the queue's */
 	pthread_mutex_t lock;
 	struct centry *e;
 	size_t sets; /* a power of two, >= PROBE */
@@ -62,19 +63,20 @@ quayi_msg_group(const quay_msg *msg, const void **g, size_t *glen)
 int
 quayi_cdedup_create(struct quayi_qx *x, size_t ids, int64_t window)
 {
-	struct quayi_cdedup *d = calloc(1, sizeof(*d));
+	struct quayi_cdedup *d = quayi_calloc(x->alloc, 1, sizeof(*d));
 	size_t sets = 1;
 
 	if (d == NULL)
 		return -ENOMEM;
+	d->alloc = x->alloc;
 	while (sets < (2 * ids + WAYS - 1) / WAYS || sets < PROBE)
 		sets <<= 1;
 	d->sets = sets;
 	d->window = window;
 	pthread_mutex_init(&d->lock, NULL);
-	if ((d->e = calloc(sets * WAYS, sizeof(*d->e))) == NULL) {
+	if ((d->e = quayi_calloc(d->alloc, sets * WAYS, sizeof(*d->e))) == NULL) {
 		pthread_mutex_destroy(&d->lock);
-		free(d);
+		quayi_free(d->alloc, d, sizeof(*d));
 		return -ENOMEM;
 	}
 	x->cdedup = d;
@@ -89,9 +91,9 @@ quayi_cdedup_destroy(struct quayi_cdedup *d)
 	for (size_t i = 0; i < d->sets * WAYS; i++)
 		if (d->e[i].msg != NULL)
 			quay_msg_unref(d->e[i].msg);
-	free(d->e);
+	quayi_free(d->alloc, d->e, d->sets * WAYS * sizeof(*d->e));
 	pthread_mutex_destroy(&d->lock);
-	free(d);
+	quayi_free(d->alloc, d, sizeof(*d));
 }
 
 /* Test hook (tests/unit/test_queue_cdedup.c, through the static

@@ -48,9 +48,10 @@ entry(const struct quayi_dedup *d, uint64_t h1, unsigned probe, unsigned w)
 }
 
 int
-quayi_dedup_init(struct quayi_dedup *d, int64_t window, size_t capacity)
+quayi_dedup_init(struct quayi_dedup *d, const struct quay_allocator *a, int64_t window, size_t capacity)
 {
 	pthread_mutex_init(&d->lock, NULL);
+	d->alloc = a;
 	d->tab = NULL;
 	d->sets = 0;
 	d->window = window;
@@ -60,14 +61,14 @@ quayi_dedup_init(struct quayi_dedup *d, int64_t window, size_t capacity)
 	d->sets = pow2_at_least((2 * capacity + QUAYI_DEDUP_WAYS - 1) / QUAYI_DEDUP_WAYS);
 	if (d->sets < QUAYI_DEDUP_PROBE)
 		d->sets = QUAYI_DEDUP_PROBE;
-	d->tab = calloc(d->sets * QUAYI_DEDUP_WAYS, sizeof(*d->tab));
+	d->tab = quayi_calloc(a, d->sets * QUAYI_DEDUP_WAYS, sizeof(*d->tab));
 	return d->tab != NULL ? 0 : -ENOMEM;
 }
 
 void
 quayi_dedup_fini(struct quayi_dedup *d)
 {
-	free(d->tab);
+	quayi_free(d->alloc, d->tab, d->sets * QUAYI_DEDUP_WAYS * sizeof(*d->tab));
 	d->tab = NULL;
 	pthread_mutex_destroy(&d->lock);
 }

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "alloc.h"
+
 struct quayi_dedup_entry {
 	uint64_t h1, h2;
 	int64_t expires; /* 0: empty */
@@ -20,11 +22,12 @@ struct quayi_dedup_entry {
 
 struct quayi_dedup {
 	pthread_mutex_t lock;
-	struct quayi_dedup_entry *tab; /* NULL: no window (every id is new) */
-	size_t sets;                   /* of QUAYI_DEDUP_WAYS ways each, a power
+	struct quayi_dedup_entry *tab;      /* NULL: no window (every id is new) */
+	size_t sets;                        /* of QUAYI_DEDUP_WAYS ways each, a power
 	                              of two; an id lives in one of
 	                              QUAYI_DEDUP_PROBE sets from its home set */
-	int64_t window;                /* ns an id is remembered */
+	int64_t window;                     /* ns an id is remembered */
+	const struct quay_allocator *alloc; /* of tab */
 };
 
 #define QUAYI_DEDUP_WAYS 8u
@@ -36,7 +39,7 @@ struct quayi_dedup {
 
 /* window <= 0: no table (check always says new). Room for at least
  * capacity live ids. 0 or -ENOMEM. */
-int quayi_dedup_init(struct quayi_dedup *d, int64_t window, size_t capacity);
+int quayi_dedup_init(struct quayi_dedup *d, const struct quay_allocator *a, int64_t window, size_t capacity);
 void quayi_dedup_fini(struct quayi_dedup *d);
 /* 1: a duplicate of an id remembered and not expired at now; 0: new (now
  * remembered until now + window); -EAGAIN: its probe window is full of

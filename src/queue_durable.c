@@ -58,6 +58,7 @@
  *             record can slip between a compaction copy and its source
  *   ilock     one queue's index (did -> message) for compaction
  */
+#include "alloc.h"
 #include "quay_internal.h"
 #include "le.h"
 #include "queue_durable_format.h"
@@ -135,7 +136,8 @@ struct quayi_dur {
 	pthread_mutex_t ilock;
 	struct dent *tab;
 	size_t mask;
-	size_t count; /* under ilock */
+	size_t count;                       /* under ilock */
+	const struct quay_allocator *alloc; /* the queue's: d, tab, a call's scratch */
 };
 
 /* One per quay_wal used by durable queues. */
@@ -152,6 +154,7 @@ struct dwal {
 	uint64_t compact_min;
 	uint64_t compactions, deferred, log_errors; /* atomic counters */
 	size_t batch_limit;                         /* bytes of an appendv batch: quayi_wal_batch_max */
+	const struct quay_allocator *alloc;         /* the WAL's: w, compaction's scratch */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -464,8 +467,8 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 	if (n == 1) {
 		sizes = &size1;
 	} else {
-		sizes = malloc(n * sizeof(*sizes));
-		recs = malloc(n * sizeof(*recs));
+		sizes = quayi_alloc(d->alloc, n * sizeof(*sizes));
+		recs = quayi_alloc(d->alloc, n * sizeof(*recs));
 		if (sizes == NULL || recs == NULL) {
 			rc = -ENOMEM;
 			goto out;
@@ -475,7 +478,7 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 		sizes[i] = img_size(msgs[i]);
 		total += sizes[i];
 	}
-	if (total > sizeof(stack) && (buf = malloc(total)) == NULL) {
+	if (total > sizeof(stack) && (buf = quayi_alloc(d->alloc, total)) == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -520,10 +523,10 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 	pthread_rwlock_unlock(&w->cl);
 out:
 	if (buf != stack)
-		free(buf);
+		quayi_free(d->alloc, buf, total);
 	if (n != 1) {
-		free(sizes);
-		free(recs);
+		quayi_free(d->alloc, sizes, n * sizeof(*sizes));
+		quayi_free(d->alloc, recs, n * sizeof(*recs));
 	}
 	if (done < n) {
 		*err = rc;
@@ -542,6 +545,7 @@ static int
 dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 {
 	struct dwal *w = ((struct quayi_dur *)ctxs[0])->w;
+	const struct quay_allocator *a = ((struct quayi_dur *)ctxs[0])->alloc; /* the scratch's */
 	unsigned char stack[STACK_IMG], *buf = stack;
 	quay_wal_rec recs8[8], *recs = recs8;
 	size_t total = 0, bytes = 0;
@@ -552,7 +556,7 @@ dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 		rc = -EMSGSIZE;
 		goto out;
 	}
-	if (n > 8 && (recs = malloc(n * sizeof(*recs))) == NULL) {
+	if (n > 8 && (recs = quayi_alloc(a, n * sizeof(*recs))) == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -567,7 +571,7 @@ dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 		rc = -EMSGSIZE;
 		goto out;
 	}
-	if (total > sizeof(stack) && (buf = malloc(total)) == NULL) {
+	if (total > sizeof(stack) && (buf = quayi_alloc(a, total)) == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -601,9 +605,9 @@ dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 	pthread_rwlock_unlock(&w->cl);
 out:
 	if (buf != stack)
-		free(buf);
+		quayi_free(a, buf, total);
 	if (recs != recs8)
-		free(recs);
+		quayi_free(a, recs, n * sizeof(*recs));
 	if (rc != 0)
 		for (size_t i = 0; i < n; i++)
 			msg_set_did(msgs[i], 0); /* give the claims back */
@@ -708,11 +712,11 @@ dq_deliver(void *ctx, const quay_lease *leases, size_t n)
 	if (!d->deliveries || n == 0)
 		return false;
 	if (n > 8) {
-		rec = malloc(n * sizeof(*rec));
-		rs = malloc(n * sizeof(*rs));
+		rec = quayi_alloc(d->alloc, n * sizeof(*rec));
+		rs = quayi_alloc(d->alloc, n * sizeof(*rs));
 		if (rec == NULL || rs == NULL) {
-			free(rec == stack ? NULL : rec);
-			free(rs == rs1 ? NULL : rs);
+			quayi_free(d->alloc, rec, n * sizeof(*rec));
+			quayi_free(d->alloc, rs, n * sizeof(*rs));
 			log_error(w);
 			return false;
 		}
@@ -763,8 +767,8 @@ dq_deliver(void *ctx, const quay_lease *leases, size_t n)
 	}
 	pthread_rwlock_unlock(&w->cl);
 	if (rec != stack) {
-		free(rec);
-		free(rs);
+		quayi_free(d->alloc, rec, n * sizeof(*rec));
+		quayi_free(d->alloc, rs, n * sizeof(*rs));
 	}
 	return true;
 }
@@ -790,7 +794,7 @@ dq_move(void *ctx, void *to, quay_msg *msg, enum quayi_qlog_why why)
 		log_error(w); /* cannot happen: see dq_del */
 		return 0;
 	}
-	if (sz > sizeof(stack) && (img = malloc(sz)) == NULL) {
+	if (sz > sizeof(stack) && (img = quayi_alloc(df->alloc, sz)) == NULL) {
 		log_error(w);
 		return -ENOMEM;
 	}
@@ -802,7 +806,7 @@ dq_move(void *ctx, void *to, quay_msg *msg, enum quayi_qlog_why why)
 	recs[1] = (quay_wal_rec){ QUAYI_DQ_ADD, img, sz };
 	rc = quay_wal_appendv(w->wal, recs, 2, NULL);
 	if (img != stack)
-		free(img);
+		quayi_free(df->alloc, img, sz);
 	if (rc != 0) {
 		log_error(w);
 		return rc;
@@ -934,14 +938,14 @@ dedup_visit(void *vctx, const struct quayi_qlog_dkey *k, int64_t accepted)
 static int
 copy_alone(struct dwal *w, uint64_t qid, const quay_msg *m, const struct img_opts *o, size_t sz)
 {
-	unsigned char *img = malloc(sz);
+	unsigned char *img = quayi_alloc(w->alloc, sz);
 	int rc;
 
 	if (img == NULL)
 		return -ENOMEM;
 	img_encode(img, qid, m, o);
 	rc = quay_wal_append(w->wal, QUAYI_DQ_ADD, img, sz, NULL);
-	free(img);
+	quayi_free(w->alloc, img, sz);
 	return rc;
 }
 
@@ -975,8 +979,8 @@ compact_locked(struct dwal *w)
 		return rc;
 	}
 	first = info.next_lsn;
-	b.recs = malloc(QUAY_WAL_BATCH_MAX * sizeof(*b.recs));
-	b.buf = malloc(w->batch_limit);
+	b.recs = quayi_alloc(w->alloc, QUAY_WAL_BATCH_MAX * sizeof(*b.recs));
+	b.buf = quayi_alloc(w->alloc, w->batch_limit);
 	if (b.recs == NULL || b.buf == NULL) {
 		rc = -ENOMEM;
 		log_error(w);
@@ -1037,8 +1041,8 @@ compact_locked(struct dwal *w)
 		log_error(w);
 	}
 out:
-	free(b.recs);
-	free(b.buf);
+	quayi_free(w->alloc, b.recs, QUAY_WAL_BATCH_MAX * sizeof(*b.recs));
+	quayi_free(w->alloc, b.buf, w->batch_limit);
 	return rc;
 }
 
@@ -1166,7 +1170,8 @@ seed_push(struct replay *r, const struct quayi_qlog_dkey *k, int64_t accepted, u
 {
 	if (r->nseeds == r->capseeds) {
 		size_t n = r->capseeds != 0 ? 2 * r->capseeds : 64;
-		struct rseed *ns = realloc(r->seeds, n * sizeof(*ns));
+		struct rseed *ns =
+		    quayi_realloc(r->d->alloc, r->seeds, r->capseeds * sizeof(*ns), n * sizeof(*ns));
 
 		if (ns == NULL)
 			return -ENOMEM;
@@ -1193,7 +1198,7 @@ rfind(struct replay *r, uint64_t qid, uint64_t did, bool add)
 	if (add && (r->count + 1) * 2 > r->mask + 1) {
 		struct rent *old = r->tab;
 		size_t oldn = r->mask + 1;
-		struct rent *nt = calloc(oldn * 2, sizeof(*nt));
+		struct rent *nt = quayi_calloc(r->d->alloc, oldn * 2, sizeof(*nt));
 
 		if (nt == NULL)
 			return NULL;
@@ -1207,7 +1212,7 @@ rfind(struct replay *r, uint64_t qid, uint64_t did, bool add)
 					k = (k + 1) & r->mask;
 				nt[k] = old[j];
 			}
-		free(old);
+		quayi_free(r->d->alloc, old, oldn * sizeof(*old));
 	}
 	for (i = rslot(r, qid, did); r->tab[i].did != 0; i = (i + 1) & r->mask)
 		if (r->tab[i].did == did && r->tab[i].qid == qid)
@@ -1351,7 +1356,7 @@ recover_locked(struct quayi_dur *d)
 	uint64_t foreign = 0, bytes = 0;
 	int rc;
 
-	if ((r.tab = calloc(16, sizeof(*r.tab))) == NULL)
+	if ((r.tab = quayi_calloc(d->alloc, 16, sizeof(*r.tab))) == NULL)
 		return -ENOMEM;
 	rc = quay_wal_replay(d->w->wal, 1, replay_visit, &r);
 	if (rc != 0 && r.err != 0)
@@ -1362,7 +1367,7 @@ recover_locked(struct quayi_dur *d)
 				nmine++;
 		if (nmine > d->capacity)
 			rc = -ENOSPC;
-		else if (nmine != 0 && (mine = malloc(nmine * sizeof(*mine))) == NULL)
+		else if (nmine != 0 && (mine = quayi_alloc(d->alloc, nmine * sizeof(*mine))) == NULL)
 			rc = -ENOMEM;
 	}
 	if (rc == 0) {
@@ -1416,9 +1421,9 @@ recover_locked(struct quayi_dur *d)
 	for (size_t i = 0; i <= r.mask; i++)
 		if (r.tab[i].did != 0 && r.tab[i].msg != NULL)
 			quay_msg_unref(r.tab[i].msg);
-	free(r.tab);
-	free(r.seeds);
-	free(mine);
+	quayi_free(d->alloc, r.tab, (r.mask + 1) * sizeof(*r.tab));
+	quayi_free(d->alloc, r.seeds, r.capseeds * sizeof(*r.seeds));
+	quayi_free(d->alloc, mine, nmine * sizeof(*mine));
 	if (rc == 0) {
 		d->w->foreign_live = foreign;
 		live_add(d->w, (int64_t)bytes);
@@ -1440,9 +1445,10 @@ dwal_get(quay_wal *wal, uint64_t compact_min)
 	for (w = registry; w != NULL; w = w->next)
 		if (w->wal == wal)
 			break;
-	if (w == NULL && (w = calloc(1, sizeof(*w))) != NULL) {
+	if (w == NULL && (w = quayi_calloc(quayi_wal_allocator(wal), 1, sizeof(*w))) != NULL) {
 		pthread_rwlockattr_t a;
 
+		w->alloc = quayi_wal_allocator(wal);
 		pthread_rwlockattr_init(&a);
 		/* Writer-preferring: a compaction is not starved by sends. */
 		pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -1483,7 +1489,14 @@ dwal_put(struct dwal *w)
 	pthread_mutex_unlock(&registry_lock);
 	pthread_rwlock_destroy(&w->cl);
 	pthread_mutex_destroy(&w->cmu);
-	free(w);
+	quayi_free(w->alloc, w, sizeof(*w));
+}
+
+static void
+dur_free(struct quayi_dur *d)
+{
+	quayi_free(d->alloc, d->tab, (d->mask + 1) * sizeof(*d->tab));
+	quayi_free(d->alloc, d, sizeof(*d));
 }
 
 int
@@ -1507,10 +1520,11 @@ quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host
 		return -EINVAL;
 	while (slots < 2 * host->capacity)
 		slots <<= 1;
-	if ((d = calloc(1, sizeof(*d))) == NULL)
+	if ((d = quayi_calloc(o->allocator, 1, sizeof(*d))) == NULL)
 		return -ENOMEM;
-	if ((d->tab = calloc(slots, sizeof(*d->tab))) == NULL) {
-		free(d);
+	d->alloc = o->allocator;
+	if ((d->tab = quayi_calloc(d->alloc, slots, sizeof(*d->tab))) == NULL) {
+		quayi_free(d->alloc, d, sizeof(*d));
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&d->ilock, NULL);
@@ -1529,8 +1543,7 @@ quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host
 	}
 	d->w = dwal_get(o->wal, o->compact_bytes ? o->compact_bytes : 4 * info.segment_bytes);
 	if (d->w == NULL) {
-		free(d->tab);
-		free(d);
+		dur_free(d);
 		return -ENOMEM;
 	}
 	pthread_rwlock_wrlock(&d->w->cl);
@@ -1553,8 +1566,7 @@ quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host
 			if (d->tab[i].did != 0)
 				msg_set_did(d->tab[i].msg, 0);
 		pthread_mutex_destroy(&d->ilock);
-		free(d->tab);
-		free(d);
+		dur_free(d);
 		dwal_put(w);
 		return rc;
 	}
@@ -1586,7 +1598,6 @@ dq_detach(void *ctx)
 	live_add(w, -(int64_t)bytes);
 	pthread_rwlock_unlock(&w->cl);
 	pthread_mutex_destroy(&d->ilock);
-	free(d->tab);
-	free(d);
+	dur_free(d);
 	dwal_put(w);
 }

@@ -53,8 +53,9 @@ struct fstripe {
 } QUAYI_ALIGNED(QUAY_CACHELINE);
 
 struct quayi_fifo {
-	uint32_t nbuckets; /* a power of two, >= STRIPES */
-	uint32_t *bucket;  /* first group of each bucket, NIL */
+	const struct quay_allocator *alloc; /* the queue's */
+	uint32_t nbuckets;                  /* a power of two, >= STRIPES */
+	uint32_t *bucket;                   /* first group of each bucket, NIL */
 	struct fgroup *g;
 	struct fpark *p;
 	uint32_t n;               /* entries of g and of p (capacity) */
@@ -66,14 +67,14 @@ struct quayi_fifo {
 int
 quayi_fifo_create(struct quayi_qx *x, size_t capacity)
 {
-	struct quayi_fifo *f = aligned_alloc(QUAY_CACHELINE,
-	    (sizeof(*f) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);
+	struct quayi_fifo *f = quayi_calloc_aligned(x->alloc, QUAY_CACHELINE, sizeof(*f));
+	struct quay_ring_opts ro = QUAY_RING_OPTS_INIT;
 	size_t nb = STRIPES, rc_cap = 1;
 	int rc = -ENOMEM;
 
 	if (f == NULL)
 		return -ENOMEM;
-	memset(f, 0, sizeof(*f));
+	f->alloc = ro.allocator = x->alloc;
 	for (unsigned i = 0; i < STRIPES; i++)
 		pthread_mutex_init(&f->stripe[i].lock, NULL);
 	while (nb < capacity)
@@ -82,15 +83,15 @@ quayi_fifo_create(struct quayi_qx *x, size_t capacity)
 		rc_cap <<= 1;
 	f->nbuckets = (uint32_t)nb;
 	f->n = (uint32_t)capacity;
-	f->bucket = malloc(nb * sizeof(*f->bucket));
-	f->g = calloc(capacity, sizeof(*f->g));
-	f->p = calloc(capacity, sizeof(*f->p));
+	f->bucket = quayi_alloc(f->alloc, nb * sizeof(*f->bucket));
+	f->g = quayi_calloc(f->alloc, capacity, sizeof(*f->g));
+	f->p = quayi_calloc(f->alloc, capacity, sizeof(*f->p));
 	x->fifo = f;
 	if (f->bucket == NULL || f->g == NULL || f->p == NULL)
 		return rc;
 	memset(f->bucket, 0xff, nb * sizeof(*f->bucket));
-	if ((rc = quay_ring_create(rc_cap < 2 ? 2 : rc_cap, 8, 0, &f->gfree)) != 0 ||
-	    (rc = quay_ring_create(rc_cap < 2 ? 2 : rc_cap, 8, 0, &f->pfree)) != 0)
+	if ((rc = quay_ring_create_opts(rc_cap < 2 ? 2 : rc_cap, 8, &ro, &f->gfree)) != 0 ||
+	    (rc = quay_ring_create_opts(rc_cap < 2 ? 2 : rc_cap, 8, &ro, &f->pfree)) != 0)
 		return rc;
 	for (uint64_t i = 0; i < capacity; i++)
 		if (quay_ring_push(f->gfree, &i) != 0 || quay_ring_push(f->pfree, &i) != 0)
@@ -110,12 +111,12 @@ quayi_fifo_destroy(struct quayi_fifo *f)
 					quay_msg_unref(f->p[pi].msg);
 	quay_ring_destroy(f->gfree);
 	quay_ring_destroy(f->pfree);
-	free(f->bucket);
-	free(f->g);
-	free(f->p);
+	quayi_free(f->alloc, f->bucket, (size_t)f->nbuckets * sizeof(*f->bucket));
+	quayi_free(f->alloc, f->g, (size_t)f->n * sizeof(*f->g));
+	quayi_free(f->alloc, f->p, (size_t)f->n * sizeof(*f->p));
 	for (unsigned i = 0; i < STRIPES; i++)
 		pthread_mutex_destroy(&f->stripe[i].lock);
-	free(f);
+	quayi_free_aligned(f->alloc, f, QUAY_CACHELINE, sizeof(*f));
 }
 
 static void

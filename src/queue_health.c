@@ -46,6 +46,7 @@ struct hsample {
 };
 
 struct quayi_health {
+	const struct quay_allocator *alloc; /* the queue's */
 	pthread_mutex_t lock;
 	struct halarm a[QUAY_QUEUE_ALARM_COUNT];
 	quay_gauge *g_state;
@@ -146,8 +147,9 @@ quayi_health_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *
 		any |= o->alarm[i].raise > 0;
 	if (!any)
 		return 0;
-	if ((h = calloc(1, sizeof(*h))) == NULL)
+	if ((h = quayi_calloc(q->alloc, 1, sizeof(*h))) == NULL)
 		return -ENOMEM;
+	h->alloc = q->alloc;
 	pthread_mutex_init(&h->lock, NULL);
 	h->fn = o->on_alarm;
 	h->ctx = o->alarm_ctx;
@@ -193,7 +195,7 @@ quayi_health_destroy(struct quayi_health *h)
 		quay_gauge_destroy(h->a[i].g);
 	quay_gauge_destroy(h->g_state);
 	pthread_mutex_destroy(&h->lock);
-	free(h);
+	quayi_free(h->alloc, h, sizeof(*h));
 }
 
 /* The failure rate over the window ending now (lock held): failed

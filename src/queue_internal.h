@@ -21,6 +21,7 @@
 #include <quay/ring.h>
 #include <quay/stats.h>
 
+#include "alloc.h"
 #include "queue_dedup.h"
 #include "queue_log.h"
 
@@ -72,10 +73,12 @@ struct quayi_wheel {
 	uint32_t nnodes;
 	uint32_t heads[QUAYI_TW_SLOTS];
 	uint64_t l0_bits[QUAYI_TW_L0 / 64];
-	struct quayi_fired *fired; /* nnodes entries of scratch */
+	struct quayi_fired *fired;          /* nnodes entries of scratch */
+	const struct quay_allocator *alloc; /* of nodes and fired */
 };
 
-int quayi_wheel_init(struct quayi_wheel *w, uint32_t nnodes, int64_t tick_ns, int64_t now);
+int quayi_wheel_init(struct quayi_wheel *w, const struct quay_allocator *a, uint32_t nnodes, int64_t tick_ns,
+    int64_t now);
 void quayi_wheel_fini(struct quayi_wheel *w);
 /* Link node idx (not linked) to fire at due. */
 void quayi_wheel_add(struct quayi_wheel *w, uint32_t idx, int64_t due);
@@ -179,8 +182,9 @@ struct quay_queue {
 	unsigned *browse_prio;
 	/* Bindings of a bus sending here (src/bus.c, __atomic); destroy asserts 0. */
 	uint32_t bound;
-	struct quayi_qx *x; /* rate limit, alarms, content dedup, FIFO
+	struct quayi_qx *x;                 /* rate limit, alarms, content dedup, FIFO
 	                                     (src/queue_x.h); made at create */
+	const struct quay_allocator *alloc; /* quay_queue_opts.allocator: every block of q's */
 };
 
 /*

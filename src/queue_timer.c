@@ -43,17 +43,18 @@ tick_of(const struct quayi_wheel *w, int64_t t)
 }
 
 int
-quayi_wheel_init(struct quayi_wheel *w, uint32_t nnodes, int64_t tick_ns, int64_t now)
+quayi_wheel_init(struct quayi_wheel *w, const struct quay_allocator *a, uint32_t nnodes, int64_t tick_ns,
+    int64_t now)
 {
 	memset(w, 0, sizeof(*w));
-	w->nodes = calloc(nnodes, sizeof(*w->nodes));
-	w->fired = calloc(nnodes, sizeof(*w->fired));
+	w->alloc = a;
+	w->nnodes = nnodes;
+	w->nodes = quayi_calloc(a, nnodes, sizeof(*w->nodes));
+	w->fired = quayi_calloc(a, nnodes, sizeof(*w->fired));
 	if (w->nodes == NULL || w->fired == NULL) {
-		free(w->nodes);
-		free(w->fired);
+		quayi_wheel_fini(w);
 		return -ENOMEM;
 	}
-	w->nnodes = nnodes;
 	w->tick_ns = tick_ns;
 	w->cur = tick_of(w, now);
 	for (uint32_t i = 0; i < nnodes; i++)
@@ -66,8 +67,8 @@ quayi_wheel_init(struct quayi_wheel *w, uint32_t nnodes, int64_t tick_ns, int64_
 void
 quayi_wheel_fini(struct quayi_wheel *w)
 {
-	free(w->nodes);
-	free(w->fired);
+	quayi_free(w->alloc, w->nodes, (size_t)w->nnodes * sizeof(*w->nodes));
+	quayi_free(w->alloc, w->fired, (size_t)w->nnodes * sizeof(*w->fired));
 	w->nodes = NULL;
 	w->fired = NULL;
 }

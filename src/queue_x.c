@@ -26,13 +26,12 @@ quayi_x_validate(const struct quay_queue_opts *o, size_t capacity, size_t max_in
 int
 quayi_x_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *reg)
 {
-	struct quayi_qx *x = aligned_alloc(QUAY_CACHELINE,
-	    (sizeof(*x) + QUAY_CACHELINE - 1) / QUAY_CACHELINE * QUAY_CACHELINE);
+	struct quayi_qx *x = quayi_calloc_aligned(q->alloc, QUAY_CACHELINE, sizeof(*x));
 	int rc;
 
 	if (x == NULL)
 		return -ENOMEM;
-	memset(x, 0, sizeof(*x));
+	x->alloc = q->alloc;
 	q->x = x; /* a failure below: queue_free frees it */
 	quayi_limit_init(x, o->rate_per_sec, o->rate_burst);
 	if ((rc = quayi_health_create(q, o, reg, &x->health)) != 0)
@@ -56,6 +55,6 @@ quayi_x_destroy(quay_queue *q)
 	quayi_health_destroy(x->health);
 	quayi_fifo_destroy(x->fifo);
 	quayi_cdedup_destroy(x->cdedup);
-	free(x);
+	quayi_free_aligned(x->alloc, x, QUAY_CACHELINE, sizeof(*x));
 	q->x = NULL;
 }

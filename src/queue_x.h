@@ -37,6 +37,7 @@ struct quayi_qx {
 	struct quayi_health *health QUAYI_ALIGNED(QUAY_CACHELINE); /* NULL: no alarms */
 	struct quayi_cdedup *cdedup;                               /* NULL: no content dedup */
 	struct quayi_fifo *fifo;                                   /* NULL: not FIFO */
+	const struct quay_allocator *alloc;                        /* the queue's */
 };
 
 #define QUAYI_X_F_FENCE 1u

@@ -28,6 +28,7 @@
  * QUAYI_RING_F_FENCE and both sides use a full fence instead.
  */
 #include "alloc.h"
+#include "pollfd.h"
 #include "quay_internal.h"
 
 #include <stdlib.h>
@@ -140,7 +141,10 @@ quay_ring_create(size_t capacity, size_t elem_size, unsigned flags, quay_ring **
 void
 quay_ring_destroy(quay_ring *r)
 {
-	if (r != NULL && (r->flags & QUAYI_RING_F_OWNED))
+	if (r == NULL)
+		return;
+	quayi_pollfd_forget(&r->pop_event); /* quay_ring_fd's descriptor, if any */
+	if (r->flags & QUAYI_RING_F_OWNED)
 		quayi_free_aligned(r->alloc, r, QUAY_CACHELINE, quay_ring_memsize(r->mask + 1, r->elem_size));
 }
 

@@ -6,8 +6,10 @@
  * are at the top of include/quay/impl/wait_inline.h; docs/RING.md tells
  * the story. Also the library's plain futex calls (quayi_futex_wait,
  * quayi_futex_wake_all) for protocols of their own (the pool's).
+ * Pollable descriptors attach to the same words (src/pollfd.c).
  */
 #include "clock.h"
+#include "pollfd.h"
 #include "quay_internal.h"
 
 #include <limits.h>
@@ -92,9 +94,14 @@ quayi_wait_wake(uint32_t *event)
 	uint32_t v = __atomic_load_n(event, __ATOMIC_RELAXED);
 
 	while (v & QUAYI_WAIT_SLEEPERS) {
-		if (__atomic_compare_exchange_n(event, &v, (v + 2) & ~QUAYI_WAIT_SLEEPERS, false,
-		        __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+		if (__atomic_compare_exchange_n(event, &v, (v + QUAYI_WAIT_COUNT_ONE) & ~QUAYI_WAIT_SLEEPERS,
+		        false, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
 			quayi_futex_wake_all(event);
+			/* POLL-W1: an armed descriptor is one of the sleepers this
+			 * wake ends (src/pollfd.c). POLLED is set before the first
+			 * arm sets SLEEPERS, so the CAS that saw SLEEPERS sees it. */
+			if (v & QUAYI_WAIT_POLLED)
+				quayi_pollfd_signal_word(event);
 			return;
 		}
 	}

@@ -95,6 +95,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "clock.h"
 #include "le.h"
 #include "wal_internal.h"
@@ -113,6 +114,7 @@ struct quay_wal {
 	const struct quayi_wal_io *io;
 	void *ioctx;
 	char *dir;
+	const struct quay_allocator *mem; /* quay_wal_opts.allocator: every block of the log's */
 	unsigned mode, flags;
 	uint32_t interval_ms, max_record;
 	uint64_t seg_bytes;
@@ -224,10 +226,17 @@ seg_path(const quay_wal *w, uint64_t first_lsn)
 	char *p;
 
 	seg_name(name, sizeof(name), first_lsn);
-	p = malloc(dl + 1 + strlen(name) + 1);
+	p = quayi_alloc(w->mem, dl + 1 + strlen(name) + 1);
 	if (p != NULL)
 		sprintf(p, "%s/%s", w->dir, name);
 	return p;
+}
+
+static void
+path_free(const quay_wal *w, char *path)
+{
+	if (path != NULL)
+		quayi_free(w->mem, path, strlen(path) + 1);
 }
 
 /* Write all of buf at off: short writes and EINTR are retried. */
@@ -273,7 +282,7 @@ read_full(const quay_wal *w, int fd, uint8_t *buf, uint64_t len, uint64_t off)
 static int
 nonzero_end(const quay_wal *w, int fd, uint64_t sz, uint64_t *end)
 {
-	uint8_t *p = malloc(TAIL_PIECE);
+	uint8_t *p = quayi_alloc(w->mem, TAIL_PIECE);
 	uint64_t pos = sz;
 	int r = 0;
 
@@ -293,11 +302,12 @@ nonzero_end(const quay_wal *w, int fd, uint64_t sz, uint64_t *end)
 		}
 		pos -= k;
 	}
-	free(p);
+	quayi_free(w->mem, p, TAIL_PIECE);
 	return r;
 }
 
-/* Read a segment file: *buf (malloc'd) and *len. limit != 0: its first
+/* Read a segment file: *buf (from w's allocator: free with
+ * quayi_free(w->mem, *buf, *len)) and *len. limit != 0: its first
  * limit bytes. tail != NULL (recovery): only up to a little past its
  * last non-zero byte, *tail being the zero bytes of the file after *len
  * (struct quayi_wal_scan.zero_tail), so that memory scales with the data
@@ -319,10 +329,10 @@ read_seg(quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, uint64_
 		 * the errno for the report; a replay must not write w. */
 		if (tail != NULL)
 			r = path_err(w, r, path);
-		free(path);
+		path_free(w, path);
 		return r == -ENOMEM ? r : -EIO;
 	}
-	free(path);
+	path_free(w, path);
 	r = w->io->size(w->ioctx, fd, &sz);
 	if (r == 0 && tail != NULL) {
 		uint64_t nz = 0, want;
@@ -335,7 +345,7 @@ read_seg(quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, uint64_
 	if (r == 0) {
 		if (limit != 0 && sz > limit)
 			sz = limit;
-		*buf = malloc(sz > 0 ? (size_t)sz : 1);
+		*buf = quayi_alloc(w->mem, (size_t)sz);
 		if (*buf == NULL)
 			r = -ENOMEM;
 		else if ((r = read_full(w, fd, *buf, sz, 0)) == 0)
@@ -343,7 +353,7 @@ read_seg(quay_wal *w, uint64_t first_lsn, uint64_t limit, uint8_t **buf, uint64_
 	}
 	w->io->close(w->ioctx, fd);
 	if (r != 0) {
-		free(*buf);
+		quayi_free(w->mem, *buf, (size_t)sz);
 		*buf = NULL;
 		return r == -ENOMEM ? r : -EIO;
 	}
@@ -367,7 +377,7 @@ segs_push(quay_wal *w, uint64_t first_lsn)
 {
 	if (w->nsegs == w->segcap) {
 		size_t cap = w->segcap ? w->segcap * 2 : 8;
-		struct wal_seg *n = realloc(w->segs, cap * sizeof(*n));
+		struct wal_seg *n = quayi_realloc(w->mem, w->segs, w->segcap * sizeof(*n), cap * sizeof(*n));
 		if (n == NULL)
 			return -ENOMEM;
 		w->segs = n;
@@ -432,7 +442,7 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp, uint64_t *a
 	r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE | QUAYI_IO_CREATE, &fd);
 	if (r < 0) {
 		r = path_err(w, r, path);
-		free(path);
+		path_free(w, path);
 		return r;
 	}
 	*alloc = prealloc_size(w, 0, QUAYI_WAL_SEG_HDR);
@@ -448,10 +458,10 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp, uint64_t *a
 		w->io->unlink(w->ioctx, path);
 		/* Best effort: a leftover empty segment is removed by WAL-R4. */
 		(void)w->io->sync_dir(w->ioctx, w->dir);
-		free(path);
+		path_free(w, path);
 		return r == -ENOSPC ? -ENOSPC : -EIO;
 	}
-	free(path);
+	path_free(w, path);
 	*fdp = fd;
 	return 0;
 }
@@ -945,7 +955,7 @@ quay_wal_replay(quay_wal *w, uint64_t from_lsn, quay_wal_visit_fn fn, void *ctx)
 		}
 	}
 	n = w->nsegs;
-	snap = malloc((n > 0 ? n : 1) * sizeof(*snap));
+	snap = quayi_alloc(w->mem, n * sizeof(*snap));
 	if (snap == NULL) {
 		pthread_mutex_unlock(&w->mu);
 		return -ENOMEM;
@@ -979,9 +989,9 @@ quay_wal_replay(quay_wal *w, uint64_t from_lsn, quay_wal_visit_fn fn, void *ctx)
 			r = -EBADMSG;
 		else
 			r = quayi_wal_walk(buf, snap[i].end, replay_one, &rc);
-		free(buf);
+		quayi_free(w->mem, buf, (size_t)len);
 	}
-	free(snap);
+	quayi_free(w->mem, snap, n * sizeof(*snap));
 	return r;
 }
 
@@ -1018,7 +1028,7 @@ quay_wal_checkpoint(quay_wal *w, uint64_t lsn)
 	while (k + 1 < w->nsegs && w->segs[k + 1].first_lsn <= lsn)
 		k++;
 	if (k > 0) {
-		del = malloc(k * sizeof(*del));
+		del = quayi_alloc(w->mem, k * sizeof(*del));
 		if (del == NULL) {
 			pthread_mutex_unlock(&w->mu);
 			return -ENOMEM;
@@ -1040,7 +1050,7 @@ quay_wal_checkpoint(quay_wal *w, uint64_t lsn)
 		}
 		if (w->io->unlink(w->ioctx, path) != 0)
 			r = -EIO;
-		free(path);
+		path_free(w, path);
 	}
 	if (ndel > 0 && r == 0 && w->io->sync_dir(w->ioctx, w->dir) != 0) {
 		pthread_mutex_lock(&w->mu);
@@ -1048,7 +1058,7 @@ quay_wal_checkpoint(quay_wal *w, uint64_t lsn)
 		pthread_mutex_unlock(&w->mu);
 		r = -EIO;
 	}
-	free(del);
+	quayi_free(w->mem, del, ndel * sizeof(*del));
 	return r;
 }
 
@@ -1080,6 +1090,7 @@ struct list_ctx {
 	uint64_t *v;
 	size_t n, cap;
 	int err;
+	const struct quay_allocator *alloc; /* of v */
 };
 
 static int
@@ -1099,7 +1110,7 @@ list_cb(void *arg, const char *name)
 	}
 	if (lc->n == lc->cap) {
 		size_t cap = lc->cap ? lc->cap * 2 : 16;
-		uint64_t *nv = realloc(lc->v, cap * sizeof(*nv));
+		uint64_t *nv = quayi_realloc(lc->alloc, lc->v, lc->cap * sizeof(*nv), cap * sizeof(*nv));
 		if (nv == NULL)
 			return -ENOMEM;
 		lc->v = nv;
@@ -1129,10 +1140,11 @@ wal_free(quay_wal *w)
 	pthread_cond_destroy(&w->scv[0]);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
-	free(w->buf);
-	free(w->segs);
-	free(w->dir);
-	free(w);
+	if (w->buf != NULL)
+		quayi_free(w->mem, w->buf, (size_t)w->bufsize);
+	quayi_free(w->mem, w->segs, w->segcap * sizeof(*w->segs));
+	path_free(w, w->dir);
+	quayi_free(w->mem, w, sizeof(*w));
 }
 
 static void
@@ -1152,7 +1164,7 @@ remove_segs(quay_wal *w, const uint64_t *v, size_t n)
 		if (path == NULL)
 			return -ENOMEM;
 		int r = w->io->unlink(w->ioctx, path);
-		free(path);
+		path_free(w, path);
 		if (r != 0)
 			return -EIO;
 	}
@@ -1213,7 +1225,7 @@ scan_one(quay_wal *w, uint64_t first_lsn, size_t i, bool last, struct quayi_wal_
 	s->expect_lsn = i > 0 ? w->next_lsn : 0;
 	s->max_record = w->max_record;
 	*sr = quayi_wal_scan(s);
-	free(buf);
+	quayi_free(w->mem, buf, (size_t)len);
 	s->buf = NULL;
 	rep->bytes += s->end;
 	*file_bytes = len + tail;
@@ -1316,7 +1328,7 @@ reopen_last(quay_wal *w, uint64_t cut_at)
 	r = w->io->open(w->ioctx, path, QUAYI_IO_WRITE, &w->fd);
 	if (r != 0)
 		r = path_err(w, r, path);
-	free(path);
+	path_free(w, path);
 	/* The file's size once cut; everything past g->end is zero bytes. */
 	uint64_t size = cut_at != 0 ? cut_at : g->file_bytes, want = prealloc_size(w, 0, g->end);
 	if (want < g->end)
@@ -1369,13 +1381,13 @@ start_first(quay_wal *w)
 static int
 recover(quay_wal *w, struct quay_wal_report *rep)
 {
-	struct list_ctx lc = { NULL, 0, 0, 0 };
+	struct list_ctx lc = { NULL, 0, 0, 0, w->mem };
 	struct recovery rc = { 0, 0 };
 	bool ro = w->flags & QUAY_WAL_READONLY;
 	int r = w->io->list(w->ioctx, w->dir, list_cb, &lc);
 
 	if (r != 0) {
-		free(lc.v);
+		quayi_free(w->mem, lc.v, lc.cap * sizeof(*lc.v));
 		return path_err(w, r, w->dir);
 	}
 	if (lc.n > 1)
@@ -1396,7 +1408,7 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 		rep->first_lsn = w->segs[0].first_lsn;
 		rep->last_lsn = w->next_lsn - 1;
 	}
-	free(lc.v);
+	quayi_free(w->mem, lc.v, lc.cap * sizeof(*lc.v));
 	return r;
 }
 
@@ -1405,7 +1417,7 @@ recover(quay_wal *w, struct quay_wal_report *rep)
 static int
 mkdir_parents(quay_wal *w)
 {
-	char *p = strdup(w->dir);
+	char *p = quayi_strdup(w->mem, w->dir);
 	int r = 0;
 
 	if (p == NULL)
@@ -1417,7 +1429,7 @@ mkdir_parents(quay_wal *w)
 		r = path_err(w, w->io->mkdir(w->ioctx, p), p);
 		*s = '/';
 	}
-	free(p);
+	path_free(w, p);
 	return r;
 }
 
@@ -1444,11 +1456,24 @@ quayi_wal_batch_limit(uint64_t segment_bytes, uint32_t max_record)
 	return lim < buf ? lim : buf;
 }
 
+const struct quay_allocator *
+quayi_wal_allocator(const quay_wal *w)
+{
+	return w->mem;
+}
+
 uint64_t
 quayi_wal_batch_max(const quay_wal *w)
 {
 	/* Set by open, never changed: no lock needed. */
 	return w != NULL ? w->batch_max : 0;
+}
+
+/* The first version of the options (no allocator), or this one. */
+static bool
+wal_opts_size_ok(size_t size)
+{
+	return size == sizeof(struct quay_wal_opts) || size == offsetof(struct quay_wal_opts, allocator);
 }
 
 int
@@ -1460,7 +1485,7 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 	quay_wal *w;
 	int r;
 
-	if (opts != NULL && opts->size == sizeof(struct quay_wal_opts) && opts->report != NULL)
+	if (opts != NULL && wal_opts_size_ok(opts->size) && opts->report != NULL)
 		rep = opts->report;
 	else
 		rep = &scratch;
@@ -1470,11 +1495,12 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 		return -EINVAL;
 	}
 	if (opts != NULL) {
-		if (opts->size != sizeof(struct quay_wal_opts)) {
+		if (!wal_opts_size_ok(opts->size)) {
 			rep->status = -EINVAL;
 			return -EINVAL;
 		}
-		o = *opts;
+		memcpy(&o, opts, opts->size);
+		o.size = sizeof(o);
 	}
 	if (o.interval_ms == 0)
 		o.interval_ms = QUAY_WAL_INTERVAL_DEFAULT;
@@ -1490,14 +1516,17 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 	if (o.sync_mode > QUAY_WAL_NONE || (o.flags & ~QUAY_WAL_FLAGS_ALL) ||
 	    o.interval_ms > QUAY_WAL_INTERVAL_MAX || o.segment_bytes < QUAY_WAL_SEGMENT_MIN ||
 	    o.segment_bytes > QUAY_WAL_SEGMENT_MAX || o.max_record > QUAY_WAL_RECORD_MAX ||
-	    o.max_record > (o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4 - QUAYI_WAL_REC_HDR - 8) {
+	    o.max_record > (o.segment_bytes - QUAYI_WAL_SEG_HDR) / 4 - QUAYI_WAL_REC_HDR - 8 ||
+	    quayi_alloc_check(o.allocator) != 0) {
 		rep->status = -EINVAL;
 		return -EINVAL;
 	}
 
-	w = calloc(1, sizeof(*w));
-	if (w == NULL || (w->dir = strdup(dir)) == NULL) {
-		free(w);
+	w = quayi_calloc(o.allocator, 1, sizeof(*w));
+	if (w != NULL)
+		w->mem = o.allocator;
+	if (w == NULL || (w->dir = quayi_strdup(w->mem, dir)) == NULL) {
+		quayi_free(o.allocator, w, sizeof(*w));
 		rep->status = -ENOMEM;
 		return -ENOMEM;
 	}
@@ -1533,7 +1562,7 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 			if (r != -EAGAIN)
 				r = path_err(w, r, dir);
 		}
-		if (r == 0 && (w->buf = malloc((size_t)w->bufsize)) == NULL)
+		if (r == 0 && (w->buf = quayi_alloc(w->mem, (size_t)w->bufsize)) == NULL)
 			r = -ENOMEM;
 	} else {
 		r = 0;

@@ -71,6 +71,8 @@ extern const struct quayi_wal_io quayi_wal_io_posix;
  * Derived once, at open (quayi_wal_batch_limit); the durable queue sizes
  * its batches by it. 0 if w is NULL. */
 uint64_t quayi_wal_batch_max(const quay_wal *w);
+/* The log's allocator (quay_wal_opts.allocator; NULL: the C library). */
+const struct quay_allocator *quayi_wal_allocator(const quay_wal *w);
 /* The derivation itself, from the resolved options. */
 uint64_t quayi_wal_batch_limit(uint64_t segment_bytes, uint32_t max_record);
 

@@ -126,7 +126,7 @@ static bool
 dq_owns(uint32_t type)
 {
 	return type == QUAYI_DQ_ADD || type == QUAYI_DQ_DEL || type == QUAYI_DQ_RETRY ||
-	    type == QUAYI_DQ_NAME;
+	    type == QUAYI_DQ_NAME || type == QUAYI_DQ_DEDUP;
 }
 
 static const char *
@@ -136,6 +136,7 @@ dq_type_name(uint32_t type)
 	case QUAYI_DQ_ADD: return "queue-add";
 	case QUAYI_DQ_DEL: return "queue-del";
 	case QUAYI_DQ_RETRY: return "queue-retry";
+	case QUAYI_DQ_DEDUP: return "queue-dedup";
 	default: return "queue-name";
 	}
 }
@@ -234,7 +235,10 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 	const unsigned char *p = data;
 	bool ok = type == QUAYI_DQ_ADD ? len >= QUAYI_DQ_ADD_HDR :
 	    type == QUAYI_DQ_NAME      ? len >= QUAYI_DQ_NAME_HDR :
-	                                 len == (type == QUAYI_DQ_DEL ? QUAYI_DQ_DEL_LEN : QUAYI_DQ_RETRY_LEN);
+	    type == QUAYI_DQ_DEDUP     ? len == QUAYI_DQ_DEDUP_LEN &&
+	        (p[QUAYI_DQF_DEDUP_KIND] == QUAYI_DQF_DK_ID ||
+	            p[QUAYI_DQF_DEDUP_KIND] == QUAYI_DQF_DK_CONTENT) :
+	                             len == (type == QUAYI_DQ_DEL ? QUAYI_DQ_DEL_LEN : QUAYI_DQ_RETRY_LEN);
 
 	if (!ok) {
 		fprintf(out, json ? "{\"malformed\":true}" : "malformed (%zu bytes)", len);
@@ -261,6 +265,18 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 	if (json)
 		fprintf(out, "{");
 	dq_queue(out, q, json);
+	if (type == QUAYI_DQ_DEDUP) {
+		/* A key of the queue's dedup window (the key is XXH3-128: high
+		 * then low 64 bits, as XXH128 prints it). */
+		fprintf(out,
+		    json ? ",\"kind\":\"%s\",\"accepted_ns\":%" PRId64 ",\"key\":\"%016" PRIx64 "%016" PRIx64
+		           "\"}" :
+		           " dedup %s accepted %" PRId64 " key %016" PRIx64 "%016" PRIx64,
+		    p[QUAYI_DQF_DEDUP_KIND] == QUAYI_DQF_DK_ID ? "id" : "content",
+		    (int64_t)quayi_le_get64(p + QUAYI_DQF_DEDUP_ACCEPTED),
+		    quayi_le_get64(p + QUAYI_DQF_DEDUP_KEY_HI), quayi_le_get64(p + QUAYI_DQF_DEDUP_KEY_LO));
+		return;
+	}
 	if (type == QUAYI_DQ_ADD) {
 		unsigned o = (p[QUAYI_DQF_ADD_FLAGS] >> 1) & 7u;
 		/* The durable id: did 0 means this record's own LSN (a send). */
@@ -393,8 +409,8 @@ dq_stats_record(void *st, uint64_t lsn, uint32_t type, const void *data, size_t 
 	size_t i;
 
 	l->seen++;
-	if (type == QUAYI_DQ_NAME)
-		return; /* gathered by the prepass */
+	if (type == QUAYI_DQ_NAME || type == QUAYI_DQ_DEDUP)
+		return; /* gathered by the prepass; not messages */
 	if ((type == QUAYI_DQ_ADD && len < QUAYI_DQ_ADD_HDR) ||
 	    (type != QUAYI_DQ_ADD && len < QUAYI_DQ_DEL_LEN)) {
 		l->malformed = true;

@@ -26,7 +26,8 @@
  * --nats URL: the same program as two processes, the book service in a
  * child with its own bus and WAL, the request and reply crossing
  * nats-server; only the setup (open_side) differs. Exits 1 if any check
- * fails; --break=<route|rpc|ack> breaks one on purpose.
+ * fails; --break=<route|rpc|ack> breaks one on purpose. --seed=N changes
+ * the orders' symbols, sides and sizes (default 2026).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -65,6 +66,7 @@ static const char *syms[] = { "AAPL", "MSFT", "NVDA", "SLOW" };
 static const int ref_px[] = { 187, 402, 950, 10 };
 
 static const char *broken = "", *nats_url;
+static uint32_t seed = 2026; /* --seed=N: symbols, sides and sizes of the orders */
 static int failures;
 static char basedir[] = "/tmp/quay-trading-XXXXXX";
 
@@ -279,7 +281,7 @@ static int rpc_timeouts, late_replies, mismatched, unroutable_pub;
 static void
 client_send(struct side *s)
 {
-	uint32_t x = 2026; /* deterministic seed */
+	uint32_t x = seed; /* deterministic: --seed */
 
 	for (int i = 0; i < NORDERS; i++) {
 		struct order *o = &book_of[i];
@@ -545,6 +547,10 @@ main(int argc, char **argv)
 			broken = argv[i] + 8;
 		else if (strcmp(argv[i], "--nats") == 0 && i + 1 < argc)
 			nats_url = argv[++i];
+		else if (strncmp(argv[i], "--seed=", 7) == 0)
+			seed = (uint32_t)strtoul(argv[i] + 7, NULL, 0);
+		else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
+			seed = (uint32_t)strtoul(argv[++i], NULL, 0);
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 #ifndef APP_HAVE_NATS

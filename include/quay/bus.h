@@ -736,6 +736,26 @@ QUAY_API int quay_sub_latency(const quay_sub *sub, struct quay_hist_data *out);
  */
 QUAY_API size_t quay_sub_pending(const quay_sub *sub);
 
+/**
+ * A file descriptor that polls readable while the subscription has a
+ * message to take (quay_sub_receive() with timeout 0 or
+ * quay_sub_receive_burst()), or is unsubscribed (receive says -EPIPE);
+ * the descriptor of its queue, as quay_ring_fd() (quay_pq_fd() with
+ * priorities): made on first use, signalled once per empty -> non-empty
+ * transition, re-armed by a receive that finds the queue empty. So after
+ * a wake, receive until -ETIMEDOUT (timeout 0) or a burst of 0.
+ * Never read, write or close it; it is closed when the subscription is
+ * freed, at quay_bus_unsubscribe() or after it (once no publisher can
+ * still reach it): remove it from your poller before unsubscribing.
+ * docs/POLLING.md has the loop.
+ *
+ * Concurrency: safe from any thread until unsubscribe returns.
+ * Returns: the descriptor (>= 0); -EINVAL if sub is NULL or a queue
+ *          binding; -ENOMEM if it cannot be made
+ *          (memory, or the process or system is out of descriptors).
+ */
+QUAY_API int quay_sub_fd(quay_sub *sub);
+
 /** Number of subscriptions on the bus now (0 for NULL). */
 QUAY_API size_t quay_bus_sub_count(const quay_bus *bus);
 

@@ -258,6 +258,23 @@ QUAY_API int quay_pq_pop_wait(quay_pq *pq, void *out, unsigned *prio_out, int64_
 QUAY_API void quay_pq_close(quay_pq *pq);
 
 /**
+ * A file descriptor that polls readable while a pop would make progress
+ * (an element is ready at some level, or the queue is closed and
+ * drained), as quay_ring_fd() for a ring: made on first use, signalled
+ * once per empty -> non-empty transition and on close, re-armed by a pop
+ * (or pop_burst) that finds the queue empty; so after a wake, pop until
+ * -EAGAIN. quay_pq_destroy() closes it (also for a queue made by
+ * quay_pq_init(), which must then be passed to quay_pq_destroy()).
+ * docs/POLLING.md has the loop.
+ *
+ * Concurrency: safe from any thread, concurrently with anything but
+ *              destroy.
+ * Returns: the descriptor (>= 0); -EINVAL if pq is NULL; -ENOMEM if it cannot be made
+ *          (memory, or the process or system is out of descriptors).
+ */
+QUAY_API int quay_pq_fd(quay_pq *pq);
+
+/**
  * Whether quay_pq_close() has been called (false for NULL).
  *
  * Concurrency: safe from any thread. Ordering: acquire.

@@ -72,6 +72,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <quay/alloc.h>
 #include <quay/err.h>
 #include <quay/msg.h>
 #include <quay/stats.h>
@@ -304,8 +305,13 @@ struct quay_queue_opts {
 	                                  failure rate to count (else it reads 0); 0: 10 */
 	quay_queue_alarm_fn on_alarm; /**< NULL: none (the states are still kept) */
 	void *alarm_ctx;              /**< passed to on_alarm */
+	/* Memory. A field at the end: a caller built against the struct ending
+	 * at alarm_ctx (or before) gets the C library. */
+	const struct quay_allocator *allocator; /**< where the queue's memory comes from (its private
+	                                  registry and durable state included); NULL: the C
+	                                  library. See quay/alloc.h; it must outlive the queue */
 	/* Field added at the end: a caller built against the struct ending
-	 * at alarm_ctx gets 0 (every evaluation counts). */
+	 * at allocator (or before) gets 0 (every evaluation counts). */
 	int64_t alarm_period_ns; /**< shortest evaluation period of the alarms (queue clock):
 	                                  an evaluation counts toward `periods` only if this
 	                                  long has passed since the last one that counted, so
@@ -319,7 +325,7 @@ struct quay_queue_opts {
 #define QUAY_QUEUE_OPTS_INIT { sizeof(struct quay_queue_opts), NULL, 0u, 0u, 0u, 0u, NULL, 0, 0u, NULL, 0, 0, \
 	0, 0.0, 0, 0u, 0, 0u, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0u, 0.0, 0u, \
 	{ { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u }, { 0.0, 0.0, 0u } }, \
-	0, 0u, NULL, NULL, 0 }
+	0, 0u, NULL, NULL, NULL, 0 }
 /* clang-format on */
 
 /**
@@ -386,9 +392,9 @@ struct quay_queue_stats {
  *          above its maximum, max_in_flight > capacity, levels > 256,
  *          max_attempts > 1000, a time is negative, backoff_max_ns <
  *          backoff_base_ns, backoff_factor is outside 1..1000, tick_ns is
- *          outside 1 us..1 s, dlq is the queue itself (impossible) or its
+ *          outside 1 us..1 s, dlq is the queue itself (impossible), its
  *          metric names are taken in opts->stats (another queue of the
- *          same name); -ENOMEM.
+ *          same name), or the allocator lacks alloc or free; -ENOMEM.
  *
  * Durable (opts->wal, docs/DURABILITY.md): the log is replayed and this
  * queue's live messages restored (counted as restored) before it returns.
@@ -409,6 +415,39 @@ QUAY_API int quay_queue_create(const struct quay_queue_opts *opts, quay_queue **
  * Concurrency: no other call may use q, and no thread may be in a call.
  */
 QUAY_API void quay_queue_destroy(quay_queue *q);
+
+/**
+ * A file descriptor that polls readable while quay_queue_receive() with
+ * wait_ns 0 would return something other than -EAGAIN: a message is
+ * ready and a lease slot is free, a delayed message or a retry came due,
+ * a lease expired (its timer work is due), or the queue is closed
+ * (-EPIPE). Timed events are watched with a timer set to the queue's
+ * next due time (a queue clock given in the options is read to convert
+ * it), so a loop needs no timeout of its own for them.
+ *
+ * Made on the first call (an epoll set of an eventfd and a timerfd, which
+ * is itself pollable; later calls return the same descriptor); until
+ * then nothing changes for the queue's users. Sends still make no system
+ * call while the queue is non-empty: the descriptor is signalled once per
+ * empty -> non-empty transition, when a send lowers the next due time
+ * (a delayed send: one wake, after which the loop's receive re-arms the
+ * timer), when a lease slot comes back while all were out, and on close.
+ *
+ * Re-armed by a receive (quay_queue_receive() or the batch call, any
+ * thread) that finds nothing: so after a wake, receive with wait_ns 0
+ * until -EAGAIN (or -EPIPE). A spurious wake is possible (receive says
+ * -EAGAIN and re-arms). With a rate limit (rate_per_sec) the
+ * descriptor may read readable while tokens are out: the loop then sees
+ * -EAGAIN until the next token. Never read, write or close it:
+ * quay_queue_destroy() closes it; remove it from your poller first.
+ * docs/POLLING.md has the loop.
+ *
+ * Concurrency: safe from any thread, concurrently with anything but
+ *              destroy.
+ * Returns: the descriptor (>= 0); -EINVAL if q is NULL; -ENOMEM if it cannot be made
+ *          (memory, or the process or system is out of descriptors).
+ */
+QUAY_API int quay_queue_fd(quay_queue *q);
 
 /**
  * Send a message: the queue takes the caller's reference on success.

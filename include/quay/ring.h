@@ -258,6 +258,34 @@ QUAY_API void quay_ring_close(quay_ring *r);
 QUAY_INLINE bool quay_ring_is_closed(const quay_ring *r);
 
 /**
+ * A file descriptor that polls readable while a pop would make progress:
+ * an element is ready, or the ring is closed and drained (pop says
+ * -EPIPE). For epoll, poll, select, libuv and the like (docs/POLLING.md).
+ *
+ * Made on the first call (an eventfd; later calls return the same one);
+ * until then nothing changes for the ring's users. Then pushes still make
+ * no system call while the ring is non-empty: the descriptor is signalled
+ * once per empty -> non-empty transition, and on close.
+ *
+ * Level-triggered while something is ready, with one rule: readiness is
+ * cleared (re-armed) only by a pop (any pop call, by any thread) that
+ * finds the ring empty. So after a wake, pop until -EAGAIN (or -EPIPE);
+ * the descriptor may then still read readable once with nothing left
+ * (a spurious wake: pop says -EAGAIN and re-arms). Never read or write
+ * the descriptor yourself, and never close it: quay_ring_destroy() does
+ * (also for a ring made by quay_ring_init(), which must then be passed to
+ * quay_ring_destroy() once no thread uses it; the memory stays yours).
+ * Remove it from your poller before destroying the ring. Not for a ring
+ * in memory shared with another process (the signal is per process).
+ *
+ * Concurrency: safe from any thread, concurrently with anything but
+ *              destroy.
+ * Returns: the descriptor (>= 0); -EINVAL if r is NULL; -ENOMEM if it cannot be made
+ *          (memory, or the process or system is out of descriptors).
+ */
+QUAY_API int quay_ring_fd(quay_ring *r);
+
+/**
  * Number of elements in the ring (pushed and not yet popped; includes
  * pushes in progress). A snapshot: exact when no push or pop runs.
  *

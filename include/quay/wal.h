@@ -63,6 +63,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <quay/alloc.h>
 #include <quay/err.h>
 
 #ifdef __cplusplus
@@ -190,12 +191,16 @@ struct quay_wal_opts {
 	unsigned flags;
 	/** Optional: filled by open, also when it fails. */
 	struct quay_wal_report *report;
+	/** Where the log's memory (buffers, segment table, reads) comes from
+	 *  (NULL: the C library); see quay/alloc.h. Kept, not copied: it must
+	 *  outlive the log. */
+	const struct quay_allocator *allocator;
 };
 
 /** Initialiser for struct quay_wal_opts: SYNC mode, every field default. */
 /* clang-format off */
 #define QUAY_WAL_OPTS_INIT \
-	{ sizeof(struct quay_wal_opts), QUAY_WAL_SYNC, 0u, 0u, 0u, 0u, NULL }
+	{ sizeof(struct quay_wal_opts), QUAY_WAL_SYNC, 0u, 0u, 0u, 0u, NULL, NULL }
 /* clang-format on */
 
 /** One record of a batch (quay_wal_appendv). */
@@ -260,7 +265,8 @@ struct quay_wal_info {
  * Concurrency: safe from any thread; one writer per directory (an
  * advisory lock on the directory; READONLY opens take no lock).
  * Returns: 0 and *out set; -EINVAL if dir or out is NULL, dir is empty,
- *          opts has a wrong size, unknown flags, an unknown sync mode or
+ *          opts has a wrong size, unknown flags, an unknown sync mode, an
+ *          allocator without alloc or free, or
  *          an out-of-range field; -ENOENT if dir does not exist and
  *          READONLY is set, or a parent of dir does not exist (without
  *          QUAY_WAL_MKDIR_PARENTS); -ENOTDIR if dir or one of its parents

@@ -12,6 +12,7 @@ QUAY_PACKAGES=(
 	libnats-dev nats-server openssl
 	libmicrohttpd-dev prometheus chromium
 	libxxhash-dev
+	libuv1-dev
 )
 
 note() { printf '\033[1m==> %s\033[0m\n' "$*"; }

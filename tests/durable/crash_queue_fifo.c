@@ -6,7 +6,10 @@
  *
  * Each trial: a child opens a WAL (SYNC: a send or ack that returned 0
  * is in the file) and a FIFO queue on it (short leases, small backoff,
- * compaction every 96 KiB), and runs two producers, each owning 8 groups
+ * compaction every 4 KiB: a compaction writes the dedup window's DEDUP
+ * records in about a third of the trials; with 64 KiB segments no trial
+ * recycles the segment of a send's ADD, which tests/unit's
+ * dedup_window_survives_compaction covers), and runs two producers, each owning 8 groups
  * (round robin), and two consumers that ack (75 %), nack (15 %) or walk
  * away from the lease (10 %). It reports through shared memory, per
  * group: the seq of a send in progress and the count of sends that
@@ -24,6 +27,17 @@
  *     nothing acked comes back, nothing twice, no reordering;
  *   - the last is the last sent (or the one whose send was in progress);
  *   - bodies are exact.
+ * Then the dedup window (issue 13): every send carries a dedup id (its
+ * group and seq) and the queue a window of an hour; after the drain the
+ * parent sends every id whose send returned 0 before the kill again
+ * (most of them acked, some compacted away) and each must be refused as
+ * a duplicate (QUAY_QUEUE_DUPLICATE, counted in `deduplicated`); the one
+ * in progress at the kill may go either way; a fresh id per group must
+ * be accepted, and a batch receive then finds exactly those.
+ * Consumers receive in batches of up to 8 (one delivery-count write and
+ * one fdatasync per batch): a message of a group whose earlier message
+ * in the batch was nacked or abandoned gets the same, so a group's first
+ * successful processing still follows send order.
  * QUAY_CRASH_TRIALS=N sets the trials (default 300). Exit 1 on any
  * violation.
  */
@@ -93,11 +107,13 @@ open_q(const char *dir, quay_pool *pool, quay_wal **w, quay_queue **q)
 	o.capacity = 4096;
 	o.wal = *w;
 	o.pool = pool;
-	o.compact_bytes = 96 << 10;
+	o.compact_bytes = 4 << 10; /* a compaction in most trials: the window is carried */
 	o.max_attempts = QUAY_QUEUE_ATTEMPTS_MAX;
 	o.visibility_ns = 10 * MS;
 	o.backoff_base_ns = 1 * MS;
 	o.backoff_max_ns = 4 * MS;
+	o.dedup_window_ns = (int64_t)3600 * 1000 * MS;
+	o.dedup_capacity = (size_t)1 << 20; /* every id a trial sends */
 	return quay_queue_create(&o, q);
 }
 
@@ -115,7 +131,7 @@ static void *
 producer(void *arg)
 {
 	struct child *c = arg;
-	char gid[8];
+	char gid[8], did[24];
 
 	for (uint32_t i = 0;; i++) {
 		uint32_t g = (uint32_t)c->id * (GROUPS / 2) + i % (GROUPS / 2);
@@ -123,11 +139,13 @@ producer(void *arg)
 		struct body b = { g, s, check_of(g, s) };
 		quay_msg *m = NULL;
 		int n = snprintf(gid, sizeof(gid), "g%u", g), rc;
+		int dn = snprintf(did, sizeof(did), "g%u-%u", g, s);
 
 		if (s >= PER_GROUP)
 			return NULL;
-		if (quay_msg_new(c->pool, &b, sizeof(b), &m) != 0 ||
-		    quay_msg_set_header(m, QUAY_MSG_H_GROUP, gid, (size_t)n) != 0)
+		if (quay_msg_new_ex(c->pool, &b, sizeof(b), QUAY_MSG_HEADER_ROOM(2, 32), 0, &m) != 0 ||
+		    quay_msg_set_header(m, QUAY_MSG_H_GROUP, gid, (size_t)n) != 0 ||
+		    quay_msg_set_header(m, QUAY_MSG_H_DEDUP_ID, did, (size_t)dn) != 0)
 			_exit(3);
 		__atomic_store_n(&c->r->sending[g], s, __ATOMIC_RELAXED);
 		while ((rc = quay_queue_send(c->q, m)) == -EAGAIN)
@@ -154,40 +172,57 @@ acking_at(const struct report *r, uint32_t g, uint32_t s)
 	return r->acking[0][g] == s || r->acking[1][g] == s;
 }
 
+/* One lease's fate: a < 75 ack, < 90 nack, else walk away (the lease
+ * expires). */
+static void
+consume(struct child *c, quay_lease *l, const struct body *b, unsigned a)
+{
+	if (a < 75) {
+		__atomic_store_n(&c->r->acking[c->id][b->group], b->seq, __ATOMIC_RELAXED);
+		if (quay_queue_ack(c->q, l) == 0) {
+			/* A later seq of the group acked before this one: the
+			 * group's order broke. (The other consumer may not have
+			 * recorded the ack just before this one yet, so only
+			 * "newer already acked" is checkable here.) */
+			if (b->seq + 1 <= acked_max(c->r, b->group))
+				__atomic_fetch_add(&c->r->order_bad, 1, __ATOMIC_RELAXED);
+			__atomic_store_n(&c->r->acked[c->id][b->group], b->seq + 1, __ATOMIC_RELAXED);
+		}
+		__atomic_store_n(&c->r->acking[c->id][b->group], UINT32_MAX, __ATOMIC_RELAXED);
+	} else if (a < 90) {
+		(void)quay_queue_nack(c->q, l, "crash");
+	}
+	quay_msg_unref(l->msg);
+}
+
 static void *
 consumer(void *arg)
 {
 	struct child *c = arg;
 
 	for (;;) {
-		quay_lease l;
-		const struct body *b;
-		unsigned a;
+		quay_lease ls[8];
+		unsigned failed[GROUPS]; /* this batch's failure of the group: 0 none, else a + 1 */
+		size_t n = quay_queue_receive_batch(c->q, ls, 8, 5 * MS);
 
-		if (quay_queue_receive(c->q, &l, 5 * MS) != 0)
-			continue;
-		b = quay_msg_body(l.msg);
-		a = (unsigned)rand_r(&c->seed) % 100;
-		if (a < 75) {
-			__atomic_store_n(&c->r->acking[c->id][b->group], b->seq, __ATOMIC_RELAXED);
-			if (quay_queue_ack(c->q, &l) == 0) {
-				/* A later seq of the group acked before this one: the
-				 * group's order broke. (The other consumer may not have
-				 * recorded the ack just before this one yet, so only
-				 * "newer already acked" is checkable here.) */
-				if (b->seq + 1 <= acked_max(c->r, b->group))
-					__atomic_fetch_add(&c->r->order_bad, 1, __ATOMIC_RELAXED);
-				__atomic_store_n(&c->r->acked[c->id][b->group], b->seq + 1, __ATOMIC_RELAXED);
-			}
-			__atomic_store_n(&c->r->acking[c->id][b->group], UINT32_MAX, __ATOMIC_RELAXED);
-		} else if (a < 90) {
-			(void)quay_queue_nack(c->q, &l, "crash");
+		memset(failed, 0, sizeof(failed));
+		for (size_t i = 0; i < n; i++) {
+			quay_lease l = ls[i];
+			const struct body *b = quay_msg_body(l.msg);
+			unsigned a = (unsigned)rand_r(&c->seed) % 100;
+
+			/* A later message of a group that failed in this batch
+			 * fails the same way: acking it would process the group
+			 * out of order. */
+			if (b->group < GROUPS && failed[b->group] != 0)
+				a = failed[b->group] - 1;
+			else if (a >= 75 && b->group < GROUPS)
+				failed[b->group] = a + 1;
+			consume(c, &l, b, a);
 		}
-		quay_msg_unref(l.msg);
 	}
 	return NULL;
 }
-
 static void
 child_main(const char *dir, struct report *r, unsigned seed)
 {
@@ -209,6 +244,37 @@ child_main(const char *dir, struct report *r, unsigned seed)
 
 /* ---- the parent --------------------------------------------------------- */
 
+/* Count the DEDUP records (type 0x51440005, written by compactions). */
+static int
+count_dedup(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	(void)lsn;
+	(void)data;
+	(void)len;
+	if (type == 0x51440005u)
+		++*(uint64_t *)ctx;
+	return 0;
+}
+
+/* Send (g, seq) with its dedup id, as a producer does: the send's result. */
+static int
+send_id(quay_pool *pool, quay_queue *q, uint32_t g, uint32_t seq)
+{
+	struct body b = { g, seq, check_of(g, seq) };
+	char gid[8], did[24];
+	int n = snprintf(gid, sizeof(gid), "g%u", g), dn = snprintf(did, sizeof(did), "g%u-%u", g, seq);
+	quay_msg *m = NULL;
+	int rc;
+
+	if (quay_msg_new_ex(pool, &b, sizeof(b), QUAY_MSG_HEADER_ROOM(2, 32), 0, &m) != 0 ||
+	    quay_msg_set_header(m, QUAY_MSG_H_GROUP, gid, (size_t)n) != 0 ||
+	    quay_msg_set_header(m, QUAY_MSG_H_DEDUP_ID, did, (size_t)dn) != 0)
+		return -ENOMEM;
+	if ((rc = quay_queue_send(q, m)) < 0)
+		quay_msg_unref(m);
+	return rc;
+}
+
 int
 main(void)
 {
@@ -216,6 +282,7 @@ main(void)
 	unsigned trials = env != NULL && atoi(env) > 0 ? (unsigned)atoi(env) : 300;
 	unsigned seed = (unsigned)time(NULL);
 	uint64_t bad = 0, tot_sent = 0, tot_acked = 0, tot_found = 0, in_flight_acks = 0;
+	uint64_t refused = 0, fresh = 0, compacted = 0;
 	struct report *r = mmap(NULL, sizeof(*r), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	quay_pool *pool;
 
@@ -255,6 +322,12 @@ main(void)
 			fprintf(stderr, "trial %u: recovery failed: %d\n", t, rc);
 			return 1;
 		}
+		{
+			uint64_t nd = 0;
+
+			if (quay_wal_replay(w, 1, count_dedup, &nd) == 0 && nd != 0)
+				compacted++;
+		}
 		for (unsigned g = 0; g < GROUPS; g++) {
 			next[g] = acked_max(r, g);
 			first[g] = true;
@@ -286,8 +359,10 @@ main(void)
 				}
 				next[g] = b->seq + 1;
 			}
-			if (quay_queue_ack(q, &l) != 0)
+			if ((rc = quay_queue_ack(q, &l)) != 0) {
+				fprintf(stderr, "trial %u: ack in the drain: %d\n", t, rc);
 				bad++;
+			}
 			quay_msg_unref(l.msg);
 		}
 		for (unsigned g = 0; g < GROUPS; g++) {
@@ -307,6 +382,57 @@ main(void)
 				bad++;
 			}
 		}
+		/* The dedup window survived: every id sent before the kill is
+		 * refused, a fresh one per group accepted. */
+		for (unsigned g = 0; g < GROUPS; g++) {
+			uint32_t hi = r->sending[g] == r->sent[g] ? r->sent[g] + 1 : r->sent[g];
+
+			for (uint32_t sq = 0; sq <= hi; sq++) {
+				/* sq == hi: a fresh id. The one in progress at the
+				 * kill, if any (sent[g]), may be in the log or not:
+				 * not sent again. */
+				uint32_t id = sq == hi ? PER_GROUP + g : sq;
+
+				if (sq == r->sent[g] && sq != hi)
+					continue;
+				rc = send_id(pool, q, g, id);
+				if (sq < r->sent[g] && rc != QUAY_QUEUE_DUPLICATE) {
+					fprintf(stderr,
+					    "trial %u: group %u: id of seq %u (sent before the kill) "
+					    "not refused after the restart: %d\n",
+					    t, g, sq, rc);
+					bad++;
+				} else if (sq == hi && rc != 0) {
+					fprintf(stderr, "trial %u: group %u: a fresh id refused: %d\n", t, g,
+					    rc);
+					bad++;
+				}
+				refused += rc == QUAY_QUEUE_DUPLICATE && sq < r->sent[g];
+				fresh += rc == 0 && sq == hi;
+			}
+		}
+		/* Exactly the fresh ones are in the queue (one per group). */
+		{
+			quay_lease ls[GROUPS + 1];
+			size_t n = quay_queue_receive_batch(q, ls, GROUPS + 1, 20 * MS);
+
+			for (size_t i = 0; i < n; i++) {
+				const struct body *b = quay_msg_body(ls[i].msg);
+
+				if (b->seq != PER_GROUP + b->group) {
+					fprintf(stderr,
+					    "trial %u: group %u: seq %u back after the re-sends\n", t,
+					    b->group, b->seq);
+					bad++;
+				}
+				quay_msg_unref(ls[i].msg);
+			}
+			if (n != GROUPS) {
+				fprintf(stderr, "trial %u: %zu messages after the re-sends, not %u\n", t, n,
+				    GROUPS);
+				bad++;
+			}
+		}
 		if (r->order_bad != 0) {
 			fprintf(stderr, "trial %u: %u acks out of order before the crash\n", t, r->order_bad);
 			bad++;
@@ -316,9 +442,11 @@ main(void)
 		qt_rm_dir(dir);
 	}
 	printf("crash-queue-fifo: %u trials: sent %llu, acked before the kill %llu, recovered %llu, "
-	       "acks in progress at the kill %llu: %s (%llu violations)\n",
+	       "acks in progress at the kill %llu; re-sent ids refused after the restart %llu, "
+	       "fresh ids accepted %llu, trials whose log held DEDUP records %llu: %s (%llu violations)\n",
 	    trials, (unsigned long long)tot_sent, (unsigned long long)tot_acked,
-	    (unsigned long long)tot_found, (unsigned long long)in_flight_acks, bad ? "FAIL" : "ok",
+	    (unsigned long long)tot_found, (unsigned long long)in_flight_acks, (unsigned long long)refused,
+	    (unsigned long long)fresh, (unsigned long long)compacted, bad ? "FAIL" : "ok",
 	    (unsigned long long)bad);
 	quay_pool_destroy(pool);
 	return bad != 0;

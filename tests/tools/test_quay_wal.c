@@ -1105,6 +1105,63 @@ durable_queue_old_log(void **state)
 	assert_int_equal(run(t, "verify", dir, NULL), 0);
 }
 
+/* DEDUP records (issue 13): a compaction writes one per live key of a
+ * queue's dedup window; dump shows kind, accept time and key, stats
+ * counts them and no message; a malformed one is shown as such. */
+static void
+durable_queue_dedup(void **state)
+{
+	struct tc *t = *state;
+	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	quay_pool *pool;
+	quay_wal *w;
+	quay_queue *q;
+	quay_lease l;
+	quay_msg *m;
+	char dir[300], want[200];
+	unsigned char bad[41] = { 0 };
+	const uint64_t qid = dq_qid("dd");
+
+	snprintf(dir, sizeof(dir), "%s/dd", t->root);
+	assert_int_equal(quay_pool_create((size_t)1 << 20, NULL, &pool), 0);
+	wo.sync_mode = QUAY_WAL_NONE;
+	assert_int_equal(quay_wal_open(dir, &wo, &w), 0);
+	o.wal = w;
+	o.pool = pool;
+	o.name = "dd";
+	o.dedup_window_ns = (int64_t)3600 * 1000000000;
+	o.compact_bytes = 1; /* compact after every call that logged */
+	assert_int_equal(quay_queue_create(&o, &q), 0);
+	assert_int_equal(quay_msg_new_ex(pool, "b", 1, QUAY_MSG_HEADER_ROOM(1, 32), 0, &m), 0);
+	assert_int_equal(quay_msg_set_header(m, QUAY_MSG_H_DEDUP_ID, "id-1", 4), 0);
+	assert_int_equal(quay_queue_send(q, m), 0);
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	assert_int_equal(quay_queue_ack(q, &l), 0);
+	quay_msg_unref(l.msg);
+	quay_queue_destroy(q);
+	for (int b = 0; b < 8; b++)
+		bad[b] = (unsigned char)(qid >> (8 * b));
+	assert_int_equal(quay_wal_append(w, 0x51440005u, bad, sizeof(bad), NULL), 0);
+	assert_int_equal(quay_wal_close(w), 0);
+	assert_int_equal(quay_pool_destroy(pool), 0);
+
+	assert_int_equal(run(t, "dump", dir, NULL), 0);
+	assert_has(t->out, "type=0x51440005(queue-dedup) len=40 data=");
+	/* The key is XXH3-128 of the id's bytes (high, low: XXH3_128bits). */
+	assert_has(t->out, " key 0872206abd9ecc64b28971197e1c75f9\n");
+	snprintf(want, sizeof(want), " queue dd [%016" PRIx64 "] dedup id accepted ", qid);
+	assert_has(t->out, want);
+	assert_has(t->out, "type=0x51440005(queue-dedup) len=41 data=");
+	assert_has(t->out, " malformed (41 bytes)\n");
+	assert_int_equal(run(t, "dump", "--json", dir, NULL), 0);
+	assert_int_equal(check_json_lines(t->out) > 0, 1);
+	assert_has(t->out, "\"queue_name\":\"dd\",\"kind\":\"id\",\"accepted_ns\":");
+	assert_int_equal(run(t, "stats", dir, NULL), 0);
+	assert_has(t->out, "live messages:    0 (");
+	assert_has(t->out, "  type 0x51440005 queue-dedup ");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1122,6 +1179,7 @@ main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(junk_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(durable_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(durable_queue_old_log, setup, teardown),
+		cmocka_unit_test_setup_teardown(durable_queue_dedup, setup, teardown),
 	};
 
 	if (argc != 2) {

@@ -390,6 +390,8 @@ quay_pq_pop(quay_pq *pq, void *out, unsigned *prio_out)
 	if (QUAYI_UNLIKELY(__atomic_load_n(&pq->closed, __ATOMIC_RELAXED) != QUAYI_PQ_OPEN) &&
 	    quayi_pq_pop_closed(pq, (unsigned char *)out, 1, prio_out, &rc) == 1)
 		return 0;
+	if (rc == -EAGAIN)
+		quayi_wait_idle(&pq->pop_event); /* POLL-A1: re-arm a descriptor */
 	return rc;
 }
 
@@ -417,6 +419,8 @@ quay_pq_pop_burst(quay_pq *pq, void *out, size_t n, unsigned *prios_out)
 	/* Relaxed: an early exit, as in pop. */
 	if (k == 0 && QUAYI_UNLIKELY(__atomic_load_n(&pq->closed, __ATOMIC_RELAXED) != QUAYI_PQ_OPEN))
 		k = quayi_pq_pop_closed(pq, (unsigned char *)out, n, prios_out, &rc);
+	if (k == 0 && rc != -EPIPE)
+		quayi_wait_idle(&pq->pop_event); /* POLL-A1: re-arm a descriptor */
 	return k;
 }
 

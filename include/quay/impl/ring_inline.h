@@ -289,6 +289,8 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 			continue;
 		}
 		*rc = quayi_ring_pop_status(r, pos, exact ? (uint64_t)n : 1);
+		if (*rc == -EAGAIN)
+			quayi_wait_idle(&r->pop_event); /* POLL-A1: re-arm a descriptor */
 		return 0;
 	}
 	*pos_out = pos;

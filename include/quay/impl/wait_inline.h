@@ -6,8 +6,10 @@
  * headers; the names here may change between releases.
  *
  * A futex word ("event") per direction: bit 0 (QUAYI_WAIT_SLEEPERS)
- * means "someone is, or is about to be, asleep on this word", bits 1..31
- * count wake-ups.
+ * means "someone is, or is about to be, asleep on this word"; bit 1
+ * (QUAYI_WAIT_POLLED) that a file descriptor (src/pollfd.c) is attached
+ * to the word; bit 2 (QUAYI_WAIT_FIRED) that the descriptor was made
+ * readable since its last re-arm; bits 3..31 count wake-ups.
  *
  * Sleeper (quayi_wait_sleep, src/wait.c):
  *     ev = fetch_or(event, SLEEPERS) | SLEEPERS
@@ -26,6 +28,13 @@
  * waker clears the bit, so a burst of publishes after a sleep costs one
  * futex_wake.
  *
+ * A pollable descriptor (POLL-*, src/pollfd.c) is one more sleeper: arming it
+ * runs the sleeper's steps (set SLEEPERS, WAIT-S1, re-check) without the
+ * futex wait, and quayi_wait_wake, seeing POLLED, also makes the
+ * descriptor readable. The wakers' fast path is unchanged. A take that
+ * finds the object empty calls quayi_wait_idle (one relaxed load when no
+ * descriptor is attached) to re-arm it.
+ *
  * Where membarrier(2) is unavailable (old kernel, seccomp, or
  * QUAY_NO_MEMBARRIER=1 in the environment when the first object is made),
  * quayi_wait_init() returns false and the object must pass fence = true
@@ -40,6 +49,12 @@
 
 /* Bit 0 of an event word: a thread is, or is about to be, asleep on it. */
 #define QUAYI_WAIT_SLEEPERS 1u
+/* Bit 1: a pollable descriptor is attached to the word (src/pollfd.c). */
+#define QUAYI_WAIT_POLLED 2u
+/* Bit 2: the attached descriptor was signalled since its last re-arm. */
+#define QUAYI_WAIT_FIRED 4u
+/* The wake counter's unit (bits 3..31). */
+#define QUAYI_WAIT_COUNT_ONE 8u
 
 /* Out of line, exported because the inline wakers call it (src/wait.c):
  * clear the sleepers bit of *event, bump its counter and wake every
@@ -69,6 +84,21 @@ quayi_wait_wake_if_waiting(uint32_t *event, const uint32_t *flags, uint32_t fenc
 	quayi_wait_fast_barrier(flags, fence_bit);
 	if (QUAYI_UNLIKELY(__atomic_load_n(event, __ATOMIC_RELAXED) & QUAYI_WAIT_SLEEPERS))
 		quayi_wait_wake(event);
+}
+
+/* Out of line (src/pollfd.c): a take found the object of *event empty
+ * and a descriptor is attached: re-arm it (POLL-A1). */
+QUAY_API void quayi_wait_poll_idle(uint32_t *event);
+
+/* After a take found nothing: re-arm the descriptor attached to *event,
+ * if any. Relaxed: POLLED is set once, before the descriptor is handed
+ * out, by the thread that then polls it; a take that misses it is one
+ * that ran before anyone could have polled. */
+static QUAYI_ALWAYS_INLINE void
+quayi_wait_idle(uint32_t *event)
+{
+	if (QUAYI_UNLIKELY(__atomic_load_n(event, __ATOMIC_RELAXED) & QUAYI_WAIT_POLLED))
+		quayi_wait_poll_idle(event);
 }
 
 #endif /* QUAY_IMPL_WAIT_INLINE_H */
