@@ -377,6 +377,10 @@ quay_ring_fd(quay_ring *r)
 
 	if (r == NULL)
 		return -EINVAL;
+	/* A shared ring's event words are in the file, seen by wakers of
+	 * other processes, whose descriptor tables do not know this one. */
+	if (r->flags & QUAYI_RING_F_SHARED)
+		return -ENOTSUP;
 	s.events[0] = &r->pop_event;
 	s.fence = (r->flags & QUAYI_RING_F_FENCE) != 0;
 	s.ctx = r;
@@ -396,37 +400,44 @@ quay_pq_fd(quay_pq *pq)
 	return quayi_pollfd_get(&s);
 }
 
-/* Queue: a receive would return something: closed (-EPIPE), timer work
- * due (a delayed message or a lease), or a ready message and a free
- * lease slot. Without a slot the arm also watches free_slots, whose push
- * (an ack, a nack, an expiry) wakes it. */
+/* Queue: a receive would return something: closed (-EPIPE), or a ready
+ * message and a free lease slot. Without a slot the arm also watches
+ * free_slots, whose push (an ack, a nack, an expiry) wakes it. Timer work
+ * (delayed messages, retries, lease expiries) is the timerfd's: see
+ * queue_due. */
 static bool
 queue_ready(const void *ctx)
 {
 	const struct quay_queue *q = ctx;
 
 	/* Relaxed: POLL-S1 orders these loads after the arm's SLEEPERS; the
-	 * wakers (WAIT-W1 on the pq and free_slots, Q-W2, Q-C1) follow their
-	 * stores, as for a sleeping receiver (recv_ready in src/queue.c). */
-	if (__atomic_load_n(&q->closed, __ATOMIC_RELAXED) != 0 ||
-	    __atomic_load_n(&q->next_due, __ATOMIC_RELAXED) <= q->clock(q->clock_ctx))
+	 * wakers (WAIT-W1 on the pq and free_slots, Q-C1) follow their stores,
+	 * as for a sleeping receiver (recv_ready in src/queue.c). */
+	if (__atomic_load_n(&q->closed, __ATOMIC_RELAXED) != 0)
 		return true;
 	return quay_ring_count(q->free_slots) != 0 && pq_ready(q->ready);
 }
 
 /* Queue: the CLOCK_MONOTONIC time of its next timer work (next_due is on
- * the queue's clock), or -1. */
+ * the queue's clock), or -1. An arm follows a receive that ran the timer
+ * work due by then (or found another thread at it, whose results wake
+ * the descriptor), so a next_due already passed is work the wheel files
+ * in the current tick: look again one tick later rather than at once (a
+ * blocking receiver yields for the same reason). Lowering next_due
+ * wakes (Q-W2), and the re-arm sets the timer again. */
 static int64_t
 queue_due(const void *ctx)
 {
 	const struct quay_queue *q = ctx;
 	/* Relaxed: a hint for the timer; lowering it wakes (Q-W2). */
-	int64_t due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED), now;
+	int64_t due = __atomic_load_n(&q->next_due, __ATOMIC_RELAXED), d;
 
 	if (due == INT64_MAX)
 		return -1;
-	now = q->clock(q->clock_ctx);
-	return due <= now ? 0 : quayi_ns_add_sat(quayi_mono_ns(), due - now);
+	d = due - q->clock(q->clock_ctx);
+	if (d <= 0)
+		d = q->wheel.tick_ns;
+	return quayi_ns_add_sat(quayi_mono_ns(), d);
 }
 
 int

@@ -411,5 +411,14 @@ main(int argc, char **argv)
 	quay_bus_destroy(bus);
 	quay_pool_destroy(pool);
 	close(ep);
+	for (int p = 0; p < opt.producers; p++) {
+		free(seen[p]);
+		free(ready_at[p]);
+	}
+	free(seen);
+	free(ready_at);
+	free(sent);
+	free(th);
+	free(objs);
 	return bad_lost || bad_dup || bad_corrupt || bad_sleep ? 1 : 0;
 }
