@@ -486,7 +486,7 @@ bad_thresholds(void **state)
 		o.alarm_period_ns = (int64_t)86400 * 1000000000;
 		q = mkq(&o);
 		quay_queue_destroy(q);
-		/* A caller built against the struct ending at alarm_ctx: the
+		/* A caller built against the struct ending at allocator: the
 		 * bytes past it are not read (every evaluation counts). */
 		o.size = offsetof(struct quay_queue_opts, alarm_period_ns);
 		o.alarm_period_ns = -1;
