@@ -6,14 +6,19 @@
 //
 //   publish/plain    natsConnection_Publish of a 16-byte body, N times,
 //                    until a subscriber (another connection) counted N
-//   publish/bridge   quay_msg_new + quay_bus_publish on an exported subject
+//   publish/bridge/direct:0
+//                    quay_msg_new + quay_bus_publish on an exported subject
 //                    (bridge thread -> NATS), until the same subscriber
-//                    counted N: the bridge's whole path, headers included
+//                    counted N: the bridge's whole path
+//   publish/bridge/direct:1
+//                    the same with QUAY_NATS_DIRECT (published to NATS on
+//                    the publishing thread, from the bus's tap)
 //   rr/plain         natsConnection_Request to a plain responder (one
 //                    round trip per iteration)
 //   rr/bridge        quay_bus_request on an exported subject, the same
 //                    plain responder; the reply comes back through the
-//                    handle's reply subscription into the bus
+//                    handle's reply subscription into the bus (direct:0
+//                    bridge thread, direct:1 QUAY_NATS_DIRECT)
 //   rr/import        natsConnection_Request answered by a local quay
 //                    responder (import -> bus -> quay_bus_reply -> reply
 //                    bridge -> NATS)
@@ -79,10 +84,11 @@ echo_cb(natsConnection *nc, natsSubscription *, natsMsg *m, void *)
 }
 
 quay_nats *
-connect_quay()
+connect_quay(unsigned flags = 0)
 {
 	quay_nats_opts o = QUAY_NATS_OPTS_INIT;
 	quay_nats *n = nullptr;
+	o.flags = flags;
 	o.urls = &g_url;
 	o.nurls = 1;
 	o.export_capacity = 65536;
@@ -157,7 +163,7 @@ publish_bridge(benchmark::State &st)
 {
 	natsConnection *sub;
 	natsSubscription *s;
-	quay_nats *n = connect_quay();
+	quay_nats *n = connect_quay(static_cast<unsigned>(st.range(0)));
 	quay_bus *bus;
 	Counter c;
 	quay_bus_create(nullptr, &bus);
@@ -217,7 +223,7 @@ rr_bridge(benchmark::State &st)
 {
 	natsConnection *srv;
 	natsSubscription *s;
-	quay_nats *n = connect_quay();
+	quay_nats *n = connect_quay(static_cast<unsigned>(st.range(0)));
 	quay_bus *bus;
 	quay_bus_create(nullptr, &bus);
 	quay_nats_export(n, bus, "bench.rr");
@@ -243,7 +249,7 @@ void
 rr_import(benchmark::State &st)
 {
 	natsConnection *cli;
-	quay_nats *n = connect_quay();
+	quay_nats *n = connect_quay(static_cast<unsigned>(st.range(0)));
 	quay_bus *bus;
 	quay_sub *sub;
 	std::atomic<bool> stop{false};
@@ -261,6 +267,7 @@ rr_import(benchmark::State &st)
 		}
 	});
 	natsConnection_ConnectTo(&cli, g_url);
+	double cpu0 = proc_cpu_ns();
 	for (auto _ : st) {
 		natsMsg *r = nullptr;
 		if (natsConnection_Request(&r, cli, "bench.rri", "ping", 4, 5000) != NATS_OK ||
@@ -268,6 +275,7 @@ rr_import(benchmark::State &st)
 			return fail(st, "request to a quay responder failed");
 		natsMsg_Destroy(r);
 	}
+	cpu_per(st, cpu0, static_cast<double>(st.iterations()));
 	quay_nats_close(n);
 	quay_bus_unsubscribe(sub);
 	resp.join();
@@ -373,10 +381,17 @@ localq(benchmark::State &st)
 } // namespace
 
 BENCHMARK(publish_plain)->Name("publish/plain")->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(publish_bridge)->Name("publish/bridge")->UseManualTime()->Unit(benchmark::kMillisecond);
+// Arg 0: export bridge threads (the default); Arg 1: QUAY_NATS_DIRECT.
+BENCHMARK(publish_bridge)
+    ->Name("publish/bridge")
+    ->ArgName("direct")
+    ->Arg(0)
+    ->Arg(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(rr_plain)->Name("rr/plain")->Unit(benchmark::kMicrosecond);
-BENCHMARK(rr_bridge)->Name("rr/bridge")->Unit(benchmark::kMicrosecond);
-BENCHMARK(rr_import)->Name("rr/import")->Unit(benchmark::kMicrosecond);
+BENCHMARK(rr_bridge)->Name("rr/bridge")->ArgName("direct")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
+BENCHMARK(rr_import)->Name("rr/import")->ArgName("direct")->Arg(0)->Arg(1)->Unit(benchmark::kMicrosecond);
 BENCHMARK(jsq)->Name("jsq")->ArgName("W")->Arg(1)->Arg(4)->Iterations(1)->UseManualTime()->Unit(
     benchmark::kMillisecond);
 BENCHMARK(localq)->Name("localq")->ArgName("W")->Arg(1)->Arg(4)->Iterations(3)->UseManualTime()->Unit(

@@ -12,6 +12,10 @@
 //                    benchmark keeps a reference; a message is re-sent once
 //                    its count is back to 1): the queue alone, without the
 //                    pool's cross-thread alloc/free
+//   queue_tsc/PC:N, queue_reuse_tsc/PC:N
+//                    the same two with quay_queue_clock_tsc as the clock of
+//                    the queue and of the pools (the default is
+//                    clock_gettime(CLOCK_REALTIME))
 //   fifo/PC:N/groups:G  the queue benchmark on a FIFO queue (issue 13): each
 //                    message carries a group header; producer p sends to
 //                    the groups g with g % N == p (groups < N: shared),
@@ -21,6 +25,8 @@
 //                    messages carry the same header, unused).
 //   pair_pq, pair_pq_msg, pair_queue
 //                    one thread: one message through and back, per call
+//                    (pair_queue/clock:1: quay_queue_clock_tsc for the
+//                    queue and the pool)
 //   pair_dedup/mode:M  one thread, 64-byte bodies all different: send +
 //                    receive + ack with no dedup (0), an id dedup header
 //                    (1) or content dedup (2, XXH3-128 of body + group,
@@ -91,10 +97,13 @@ relax(unsigned &spins)
 }
 
 quay_pool *
-make_pool(size_t count)
+make_pool(size_t count, bool tsc = false)
 {
 	quay_pool_opts o = QUAY_POOL_OPTS_INIT;
 	quay_pool *p = nullptr;
+
+	if (tsc)
+		o.clock = quay_queue_clock_tsc;
 
 	o.nclasses = 1;
 	o.class_size[0] = 256;
@@ -295,15 +304,15 @@ out:
 }
 
 void
-run_pc(benchmark::State &st, Kind kind)
+run_pc(benchmark::State &st, Kind kind, bool tsc = false)
 {
 	const int pc = static_cast<int>(st.range(0));
 	const uint32_t groups = st.range(1) > 0 ? static_cast<uint32_t>(st.range(1)) : 0;
 	double secs = 0;
 	uint64_t total = 0;
 
-	quay_pool *pool = make_pool(8192 + 1024 * static_cast<size_t>(pc));
-	quay_pool *reuse_pool = make_pool(kReuse * 2);
+	quay_pool *pool = make_pool(8192 + 1024 * static_cast<size_t>(pc), tsc);
+	quay_pool *reuse_pool = make_pool(kReuse * 2, tsc);
 	for (auto _ : st) {
 		Shared s;
 		s.kind = kind;
@@ -328,6 +337,8 @@ run_pc(benchmark::State &st, Kind kind)
 					}
 			o.capacity = 4096;
 			o.max_in_flight = 64;
+			if (tsc)
+				o.clock = quay_queue_clock_tsc;
 			if (kind == Kind::fifo)
 				o.flags = QUAY_QUEUE_FIFO;
 			quay_queue_create(&o, &s.q);
@@ -399,6 +410,16 @@ queue_reuse_t(benchmark::State &st)
 	run_pc(st, Kind::queue_reuse);
 }
 void
+queue_tsc_t(benchmark::State &st)
+{
+	run_pc(st, Kind::queue, true);
+}
+void
+queue_reuse_tsc_t(benchmark::State &st)
+{
+	run_pc(st, Kind::queue_reuse, true);
+}
+void
 queue_hdr_t(benchmark::State &st)
 {
 	run_pc(st, Kind::queue_hdr);
@@ -461,15 +482,20 @@ pair_pq_msg(benchmark::State &st)
 	st.counters["items_per_second"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsRate);
 }
 
+// clock:0 the default clock (clock_gettime(CLOCK_REALTIME) for the pool's
+// stamp and the queue's); clock:1 quay_queue_clock_tsc for both.
 void
 pair_queue(benchmark::State &st)
 {
-	quay_pool *pool = make_pool(1024);
+	const bool tsc = st.range(0) != 0;
+	quay_pool *pool = make_pool(1024, tsc);
 	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
 	quay_queue *q = nullptr;
 	uint64_t n = 0;
 
 	o.capacity = 1024;
+	if (tsc)
+		o.clock = quay_queue_clock_tsc;
 	quay_queue_create(&o, &q);
 	for (auto _ : st) {
 		quay_msg *m = nullptr;
@@ -718,13 +744,27 @@ latency(benchmark::State &st)
 
 BENCHMARK(pair_pq);
 BENCHMARK(pair_pq_msg);
-BENCHMARK(pair_queue);
+BENCHMARK(pair_queue)->ArgName("clock")->Arg(0)->Arg(1);
 BENCHMARK(ring_t)->Name("ring")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pq_t)->Name("pq")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(pq_msg_t)->Name("pq_msg")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(queue_t)->Name("queue")->ArgName("PC")->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(queue_reuse_t)
     ->Name("queue_reuse")
+    ->ArgName("PC")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(queue_tsc_t)
+    ->Name("queue_tsc")
+    ->ArgName("PC")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(queue_reuse_tsc_t)
+    ->Name("queue_reuse_tsc")
     ->ArgName("PC")
     ->Arg(1)
     ->Arg(2)

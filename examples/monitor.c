@@ -10,7 +10,10 @@
  * at a rate that changes over time (a slow sine wave, and bursts); two
  * worker threads per queue receive, sometimes nack (a job fails, with
  * backoff, then dead-letters after 3 attempts) and ack; a listener drains
- * one subscription, the other one is left to fill and drop.
+ * one subscription, the other one is left to fill and drop. "reports"
+ * has an alarm on its DLQ (on from the first dead letter, evaluated at
+ * most once a second however many clients poll): once it fires, /health
+ * and the dashboard show the queue failing ("error", alarm "dlq").
  *
  * Open http://127.0.0.1:PORT/dashboard (PORT 8080 by default; 0 picks a
  * free one, printed at start). Runs until interrupted (Ctrl-C), or for
@@ -227,6 +230,10 @@ main(int argc, char **argv)
 		o.backoff_base_ns = 50 * MS;
 		o.backoff_max_ns = 400 * MS;
 		o.visibility_ns = 5000 * MS;
+		if (i == 2) {
+			o.alarm[QUAY_QUEUE_ALARM_DLQ].raise = 1;
+			o.alarm_period_ns = 1000 * MS;
+		}
 		if ((rc = quay_queue_create(&o, &qs[i])) != 0)
 			goto fail;
 	}

@@ -28,6 +28,8 @@ quay_strerror(int err)
 	case ENOTDIR:   return "not a directory";
 	case ENOTSUP:   return "not supported by the server";
 	case EPROTO:    return "protocol or TLS failure with the server";
+	case EOWNERDEAD: return "owner died: a process died or stalled inside a push or pop";
+	case EBADF:     return "bad file descriptor";
 	default:        return "unknown error";
 	}
 	/* clang-format on */

@@ -15,7 +15,16 @@
  * objects; the objects are read through their own lock-free reads
  * (counters, pq counts, quay_queue_stats() and registry snapshots, which
  * take their own locks). The order is h->lock -> a registry's locks ->
- * a queue's timer lock; nothing in the library takes h->lock.
+ * a queue's timer lock -> its alarm lock; nothing in the library takes
+ * h->lock.
+ *
+ * Health. A queue's state on /health and /summary is the worst of the
+ * built-in rules (full, near_capacity; dlq_not_empty unless the queue
+ * has a DLQ alarm, which then says when the DLQ matters) and of its own
+ * alarms (quay_queue_health(): DEGRADED -> degraded, FAILING -> error).
+ * A request evaluates each queue's alarms once, in its quay_queue_stats()
+ * call (docs/QUEUE.md: so each request is an evaluation; alarm_period_ns
+ * keeps the requests from speeding the alarms up).
  *
  * Nothing here is on a messaging hot path: the cost of a scrape falls on
  * the server's threads (docs/HTTP.md has the measured effect).
@@ -23,6 +32,7 @@
 #include "clock.h"
 #include "quay_internal.h"
 #include "queue_internal.h"
+#include "queue_x.h"
 #include "bus_internal.h"
 
 #include <arpa/inet.h>
@@ -464,8 +474,16 @@ struct qview {
 	struct quay_queue_stats st;
 	uint64_t held, dlq_depth;
 	bool has_dlq;
-	unsigned alarms;
+	unsigned alarms;             /* built-in rules, A_* bits */
+	bool has_health;             /* the queue has alarms (opts.alarm[]) */
+	struct quayi_health_view hv; /* their states and thresholds */
+	unsigned on;                 /* bit i: alarm i is in ALARM */
+	int sev;                     /* SEV_*: the worst of both */
 };
+
+enum { SEV_OK, SEV_DEGRADED, SEV_ERROR };
+static const char *const sev_name[] = { "ok", "degraded", "error" };
+static const char *const health_name[] = { "healthy", "degraded", "failing" };
 
 enum {
 	A_FULL = 1u << 0,      /* error */
@@ -487,11 +505,14 @@ static const struct {
 	    "deliveries were dropped, rejected or timed out in the last minute" },
 };
 
+static int sev_of(unsigned alarms);
+
 static void
 queue_view(const quay_queue *q, struct qview *v)
 {
 	memset(v, 0, sizeof(*v));
-	quay_queue_stats((quay_queue *)q, &v->st);
+	quay_queue_stats((quay_queue *)q, &v->st); /* evaluates the alarms */
+	v->has_health = quayi_health_read(q, &v->hv);
 	v->held = v->st.ready + v->st.delayed + v->st.in_flight;
 	if (q->dlq != NULL) {
 		struct quay_queue_stats d;
@@ -504,26 +525,87 @@ queue_view(const quay_queue *q, struct qview *v)
 		v->alarms |= A_FULL;
 	else if (v->held * 100 >= (uint64_t)q->capacity * NEAR_FULL_PCT)
 		v->alarms |= A_NEAR_FULL;
-	if (v->dlq_depth != 0)
+	/* A DLQ alarm replaces the built-in rule: its threshold and periods
+	 * say when the DLQ matters. */
+	if (v->dlq_depth != 0 && !v->hv.h.alarm[QUAY_QUEUE_ALARM_DLQ].enabled)
 		v->alarms |= A_DLQ;
+	v->sev = sev_of(v->alarms);
+	if (v->has_health) {
+		for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++)
+			if (v->hv.h.alarm[i].on)
+				v->on |= 1u << i;
+		if (v->hv.h.state == QUAY_QUEUE_FAILING)
+			v->sev = SEV_ERROR;
+		else if (v->hv.h.state == QUAY_QUEUE_DEGRADED && v->sev < SEV_DEGRADED)
+			v->sev = SEV_DEGRADED;
+	}
 }
 
-static const char *
-state_of(unsigned alarms)
+static int
+sev_of(unsigned alarms)
 {
-	const char *st = "ok";
+	int sev = SEV_OK;
 
 	for (size_t i = 0; i < sizeof(alarm_tab) / sizeof(alarm_tab[0]); i++)
 		if (alarms & alarm_tab[i].bit) {
 			if (alarm_tab[i].error)
-				return "error";
-			st = "degraded";
+				return SEV_ERROR;
+			sev = SEV_DEGRADED;
 		}
-	return st;
+	return sev;
 }
 
+/* A JSON number for a double (finite: thresholds and values are). */
 static void
-b_alarms(struct buf *b, unsigned alarms, bool verbose)
+b_num(struct buf *b, double d)
+{
+	if (d > -9e15 && d < 9e15 && d == (double)(int64_t)d)
+		b_fmt(b, "%lld", (long long)d);
+	else
+		b_fmt(b, "%.17g", d);
+}
+
+/* The queue's own alarms in ALARM state, after the built-in ones in
+ * "alarms":[...] (first: none of those written). */
+static void
+b_queue_alarms(struct buf *b, const struct qview *v, bool verbose, bool first)
+{
+	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
+		const struct quay_queue_alarm_state *a = &v->hv.h.alarm[i];
+		const char *name = quayi_health_alarm_name((quay_queue_alarm)i);
+		bool failing = quayi_health_alarm_failing((quay_queue_alarm)i);
+
+		if (!(v->on & (1u << i)))
+			continue;
+		if (!first)
+			b_put(b, ",", 1);
+		first = false;
+		if (!verbose) {
+			b_json_str(b, name);
+			continue;
+		}
+		b_str(b, "{\"name\":");
+		b_json_str(b, name);
+		b_str(b, ",\"severity\":");
+		b_json_str(b, failing ? "error" : "degraded");
+		b_fmt(b, ",\"reason\":\"the queue's %s alarm is on (raise ", name);
+		b_num(b, v->hv.raise[i]);
+		b_str(b, ", clear below ");
+		b_num(b, v->hv.clear[i]);
+		b_str(b, failing ? "): work fails or is lost\"" : "): work is late\"");
+		b_str(b, ",\"value\":");
+		b_num(b, a->value);
+		b_str(b, ",\"raise\":");
+		b_num(b, v->hv.raise[i]);
+		b_str(b, ",\"clear\":");
+		b_num(b, v->hv.clear[i]);
+		b_fmt(b, ",\"since_ns\":%lld}", (long long)a->since_ns);
+	}
+}
+
+/* The built-in alarms; the queue's own too if v is not NULL. */
+static void
+b_alarms(struct buf *b, unsigned alarms, bool verbose, const struct qview *v)
 {
 	bool first = true;
 
@@ -545,7 +627,20 @@ b_alarms(struct buf *b, unsigned alarms, bool verbose)
 				b_json_str(b, alarm_tab[i].name);
 			}
 		}
+	if (v != NULL)
+		b_queue_alarms(b, v, verbose, first);
 	b_put(b, "]", 1);
+}
+
+/* "health": the queue's own state, null without alarms. */
+static void
+b_health(struct buf *b, const struct qview *v)
+{
+	b_str(b, ",\"health\":");
+	if (v->has_health)
+		b_json_str(b, health_name[v->hv.h.state]);
+	else
+		b_str(b, "null");
 }
 
 /* Bus alarms from its samples. Lock held. */
@@ -560,8 +655,7 @@ bus_alarms(const struct hb *e, const uint64_t *cur, int64_t tnow)
 static int
 page_health(quay_http *h, bool verbose, struct buf *b)
 {
-	bool failing = false;
-	unsigned all = 0;
+	int all = SEV_OK;
 	int64_t tnow;
 
 	pthread_mutex_lock(&h->lock);
@@ -572,17 +666,20 @@ page_health(quay_http *h, bool verbose, struct buf *b)
 		const quay_queue *q = h->qs[i]->q;
 
 		queue_view(q, &v);
-		all |= v.alarms;
+		if (v.sev > all)
+			all = v.sev;
 		b_str(b, i ? ",\n{\"name\":" : "\n{\"name\":");
 		b_json_str(b, q->name);
 		b_str(b, ",\"state\":");
-		b_json_str(b, state_of(v.alarms));
+		b_json_str(b, sev_name[v.sev]);
 		b_put(b, ",", 1);
-		b_alarms(b, v.alarms, verbose);
-		if (verbose)
+		b_alarms(b, v.alarms, verbose, &v);
+		if (verbose) {
 			b_fmt(b, ",\"held\":%llu,\"capacity\":%llu,\"dlq_depth\":%llu",
 			    (unsigned long long)v.held, (unsigned long long)q->capacity,
 			    (unsigned long long)v.dlq_depth);
+			b_health(b, &v);
+		}
 		b_put(b, "}", 1);
 	}
 	b_str(b, "],\"buses\":[");
@@ -593,21 +690,21 @@ page_health(quay_http *h, bool verbose, struct buf *b)
 
 		bus_counters(e->bus, cur);
 		a = bus_alarms(e, cur, tnow);
-		all |= a;
+		if (sev_of(a) > all)
+			all = sev_of(a);
 		b_str(b, i ? ",\n{\"name\":" : "\n{\"name\":");
 		b_json_str(b, quayi_bus_name(e->bus));
 		b_str(b, ",\"state\":");
-		b_json_str(b, state_of(a));
+		b_json_str(b, sev_name[sev_of(a)]);
 		b_put(b, ",", 1);
-		b_alarms(b, a, verbose);
+		b_alarms(b, a, verbose, NULL);
 		b_put(b, "}", 1);
 	}
 	pthread_mutex_unlock(&h->lock);
-	failing = strcmp(state_of(all), "error") == 0;
 	b_str(b, "],\"status\":");
-	b_json_str(b, state_of(all));
+	b_json_str(b, sev_name[all]);
 	b_str(b, "}\n");
-	return failing ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK;
+	return all == SEV_ERROR ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK;
 }
 
 /* ---- /summary ---------------------------------------------------------- */
@@ -735,9 +832,10 @@ page_summary(quay_http *h, struct buf *b)
 		else
 			b_str(b, "null");
 		b_str(b, ",\"state\":");
-		b_json_str(b, state_of(v.alarms));
+		b_json_str(b, sev_name[v.sev]);
 		b_put(b, ",", 1);
-		b_alarms(b, v.alarms, false);
+		b_alarms(b, v.alarms, false, &v);
+		b_health(b, &v);
 		b_fmt(b,
 		    ",\"capacity\":%llu,\"ready\":%llu,\"delayed\":%llu,\"in_flight\":%llu,"
 		    "\"dlq_depth\":%llu,\"oldest_age_ns\":%lld",
@@ -774,9 +872,9 @@ page_summary(quay_http *h, struct buf *b)
 		b_str(b, i ? ",\n{\"name\":" : "\n{\"name\":");
 		b_json_str(b, quayi_bus_name(e->bus));
 		b_str(b, ",\"state\":");
-		b_json_str(b, state_of(a));
+		b_json_str(b, sev_name[sev_of(a)]);
 		b_put(b, ",", 1);
-		b_alarms(b, a, false);
+		b_alarms(b, a, false, NULL);
 		for (size_t c = 0; c < BS_N; c++)
 			b_fmt(b, ",\"%s\":%llu", bk[c], (unsigned long long)cur[c]);
 		b_str(b, ",\"rates\":{");

@@ -74,11 +74,13 @@ struct nbridge {
 
 /* A wildcard export takes its messages from the bus's publish tap
  * (bus_internal.h), which knows the subject a message was published on:
- * one tap per (handle, bus), listing the wildcard exports of that bus. */
+ * one tap per (handle, bus), listing the wildcard exports of that bus,
+ * and with QUAY_NATS_DIRECT every export and the reply bridge of it. */
 struct ntap {
 	struct quayi_bus_tap tap; /* fn = tap_publish, arg = this */
 	quay_bus *bus;
-	/* NATS-T1: export's release store of nb after b[nb] is set ->
+	quay_nats *n;
+	/* NATS-T1: tap_add()'s release store of nb after b[nb] is set ->
 	 * NATS-T2: the tap's acquire load; entries never change after. */
 	unsigned nb;
 	struct nbridge *b[QUAY_NATS_BRIDGES_MAX];
@@ -96,6 +98,11 @@ struct tapent {
 static pthread_mutex_t origin_lock = PTHREAD_MUTEX_INITIALIZER;
 static pid_t origin_pid;
 static uint64_t origin_id;
+/* The process's connected handles (origin_lock; reset in a forked child,
+ * where the parent's connections do not run). */
+static quay_nats *handles;
+static unsigned nhandles;
+static pid_t handles_pid;
 /* Relaxed (__atomic): a connection number for labels and reply subjects. */
 static unsigned conn_seq;
 
@@ -113,6 +120,61 @@ process_origin(char out[17])
 		origin_pid = getpid();
 	}
 	snprintf(out, 17, "%016" PRIx64, origin_id);
+	pthread_mutex_unlock(&origin_lock);
+}
+
+/* List n, connected, among the process's handles. The first one is sole
+ * (sends header-less messages without the origin header). A second one
+ * ends that: the first sends the origin from now on, and what it sent
+ * without it is flushed to the server before n's connect returns, so
+ * that n's imports (subscribed later) never receive it. A first handle
+ * that is disconnected cannot be flushed: what it buffered header-less
+ * may then reach n's imports once after it reconnects (docs/NATS.md). */
+static void
+handle_register(quay_nats *n)
+{
+	pthread_mutex_lock(&origin_lock);
+	if (handles_pid != getpid()) {
+		handles = NULL;
+		nhandles = 0;
+		handles_pid = getpid();
+	}
+	n->sole = nhandles == 0;
+	if (nhandles == 1) {
+		quay_nats *first = handles;
+		/* The write side waits for every publisher that read sole as
+		 * true: their header-less messages are in libnats's buffer. */
+		pthread_rwlock_wrlock(&first->slock);
+		first->sole = false;
+		pthread_rwlock_unlock(&first->slock);
+		(void)natsConnection_FlushTimeout(first->nc, 2000);
+	}
+	n->hnext = handles;
+	handles = n;
+	nhandles++;
+	pthread_mutex_unlock(&origin_lock);
+}
+
+/* Unlist n; the one handle left, if any, is sole again (no other handle
+ * of the process has a subscription any more). */
+static void
+handle_unregister(quay_nats *n)
+{
+	pthread_mutex_lock(&origin_lock);
+	if (handles_pid == getpid()) {
+		for (quay_nats **p = &handles; *p != NULL; p = &(*p)->hnext) {
+			if (*p == n) {
+				*p = n->hnext;
+				nhandles--;
+				break;
+			}
+		}
+		if (nhandles == 1) {
+			pthread_rwlock_wrlock(&handles->slock);
+			handles->sole = true;
+			pthread_rwlock_unlock(&handles->slock);
+		}
+	}
 	pthread_mutex_unlock(&origin_lock);
 }
 
@@ -287,25 +349,57 @@ quayi_nats_build(quay_nats *n, const char *subject, const char *reply, const qua
 	return 0;
 }
 
+/* Publish msg on subject (reply: the NATS reply subject or NULL). A
+ * message with no headers, priority or correlation id from a sole handle
+ * goes out header-less through the calls that build no natsMsg (no
+ * malloc, no header table). */
 static int
 publish_mapped(quay_nats *n, const char *subject, const char *reply, const quay_msg *msg)
 {
 	natsMsg *nm;
 	natsStatus s;
-	int r = quayi_nats_build(n, subject, reply, msg, &nm);
+	int r;
 
+	if (quay_msg_header_count(msg) == 0 && quay_msg_priority(msg) == 0 &&
+	    quay_msg_correlation_id(msg) == 0 && quay_msg_body_len(msg) <= INT_MAX) {
+		const void *body = quay_msg_body(msg);
+		int len = (int)quay_msg_body_len(msg);
+
+		/* Read side: a new handle's write side waits for this publish
+		 * to be in libnats's buffer (handle_register()). */
+		pthread_rwlock_rdlock(&n->slock);
+		if (n->sole) {
+			s = reply != NULL ? natsConnection_PublishRequest(n->nc, subject, reply, body, len) :
+			                    natsConnection_Publish(n->nc, subject, body, len);
+			pthread_rwlock_unlock(&n->slock);
+			goto sent;
+		}
+		pthread_rwlock_unlock(&n->slock);
+	}
+	r = quayi_nats_build(n, subject, reply, msg, &nm);
 	if (r != 0) {
 		note_refusal(n, r);
 		return r;
 	}
 	s = natsConnection_PublishMsg(n->nc, nm);
 	natsMsg_Destroy(nm);
+sent:
 	if (s != NATS_OK) {
 		r = quayi_nats_err(s);
 		note_refusal(n, r);
 		return r;
 	}
 	return 0;
+}
+
+/* Send what libnats buffered now rather than after its flusher's 1 ms
+ * nap, as natsConnection_Request does for its requests (libnats has no
+ * public call that writes without a PING: this writes one, and waits at
+ * most 1 ms for its PONG; the result does not matter). */
+static void
+flush_now(quay_nats *n)
+{
+	(void)natsConnection_FlushTimeout(n->nc, 1);
 }
 
 int
@@ -317,9 +411,9 @@ quay_nats_publish(quay_nats *n, const char *subject, const quay_msg *msg)
 }
 
 /* Forward one message an export bridge took from its bus, published
- * there on subject. */
-static void
-bridge_forward(struct nbridge *b, const char *subject, quay_msg *m)
+ * there on subject. Returns true if it was a request (a reply-to). */
+static bool
+bridge_forward(struct nbridge *b, const char *subject, const quay_msg *m)
 {
 	quay_nats *n = b->n;
 	char reply[QUAY_BUS_SUBJECT_MAX + 1];
@@ -328,7 +422,7 @@ bridge_forward(struct nbridge *b, const char *subject, quay_msg *m)
 
 	if (quay_msg_get_header(m, QUAY_NATS_H_FROM, NULL, NULL) == 0) {
 		/* Came from NATS: never export it again (loop rule). */
-		return;
+		return false;
 	}
 	rt = quay_msg_reply_to(m);
 	if (rt != NULL) {
@@ -337,7 +431,7 @@ bridge_forward(struct nbridge *b, const char *subject, quay_msg *m)
 		if (k < 0 || (size_t)k >= sizeof(reply)) {
 			quay_counter_inc(n->c_invalid);
 			quay_counter_inc(b->c_drop);
-			return;
+			return false;
 		}
 	}
 	r = publish_mapped(n, subject, rt != NULL ? reply : NULL, m);
@@ -345,32 +439,52 @@ bridge_forward(struct nbridge *b, const char *subject, quay_msg *m)
 		quay_counter_inc(b->c_fwd);
 	else
 		quay_counter_inc(b->c_drop);
+	return rt != NULL && r == 0;
 }
 
-static void reply_out(struct nbridge *b, quay_msg *m);
+static void reply_out(struct nbridge *b, const quay_msg *m);
 
-/* The tap of a bus with wildcard exports: each export whose pattern
- * matches subject gets a reference of every message with the subject
- * (waiting for room as a QUAY_SUB_BLOCK subscription would, then counted
- * as dropped). Publisher's thread, inside the bus's read-side section. */
+/* The tap of a bus with wildcard or direct exports. A direct export
+ * (QUAY_NATS_DIRECT) publishes each matching message to NATS here; a
+ * direct reply bridge publishes each reply on its subject to its NATS
+ * requester here. Any other export whose pattern matches subject gets a
+ * reference of every message with the subject (waiting for room as a
+ * QUAY_SUB_BLOCK subscription would, then counted as dropped). On the
+ * publisher's thread, inside the bus's read-side section (subject is
+ * NUL-terminated at len). */
 static int
 tap_publish(void *arg, const char *subject, uint32_t len, quay_msg *const *msgs, size_t n)
 {
 	struct ntap *t = arg;
-	/* NATS-T2: acquire; pairs with NATS-T1 in quay_nats_export(). */
+	/* NATS-T2: acquire; pairs with NATS-T1 in tap_add(). */
 	unsigned nb = __atomic_load_n(&t->nb, __ATOMIC_ACQUIRE);
 	struct tapent e;
 	int took = 0;
+	bool request = false;
 
 	for (unsigned i = 0; i < nb; i++) {
 		struct nbridge *b = t->b[i];
 
-		if (!quay_bus_match(b->subject, subject))
+		if (b->kind == BR_REPLY) {
+			if (strcmp(b->subject, subject) != 0)
+				continue;
+			for (size_t j = 0; j < n; j++)
+				reply_out(b, msgs[j]);
+			took = 1;
+			continue;
+		}
+		if (b->literal ? strcmp(b->subject, subject) != 0 : !quay_bus_match(b->subject, subject))
 			continue;
 		for (size_t j = 0; j < n; j++) {
 			/* Came from NATS: never export it again (loop rule). */
 			if (quay_msg_get_header(msgs[j], QUAY_NATS_H_FROM, NULL, NULL) == 0)
 				continue;
+			if (b->ring == NULL) {
+				/* Direct: the message is only read. */
+				request |= bridge_forward(b, subject, msgs[j]);
+				took = 1;
+				continue;
+			}
 			if (quay_msg_ref(msgs[j]) != 0) {
 				quay_counter_inc(b->c_drop);
 				continue;
@@ -389,6 +503,8 @@ tap_publish(void *arg, const char *subject, uint32_t len, quay_msg *const *msgs,
 			took = 1;
 		}
 	}
+	if (request)
+		flush_now(t->n);
 	return took;
 }
 
@@ -401,6 +517,7 @@ export_thread(void *arg)
 		struct tapent e[8];
 	} u;
 	size_t max = b->ring != NULL ? 8 : 32;
+	bool request = false;
 
 	for (;;) {
 		size_t k = b->ring != NULL ? quay_ring_pop_burst(b->ring, u.e, max) :
@@ -433,16 +550,20 @@ export_thread(void *arg)
 		}
 		for (size_t i = 0; i < k; i++) {
 			if (b->ring != NULL) {
-				bridge_forward(b, u.e[i].subj, u.e[i].m);
+				request |= bridge_forward(b, u.e[i].subj, u.e[i].m);
 				(void)quay_msg_unref(u.e[i].m);
 			} else {
 				if (b->kind == BR_REPLY)
 					reply_out(b, u.m[i]);
 				else
-					bridge_forward(b, b->subject, u.m[i]);
+					request |= bridge_forward(b, b->subject, u.m[i]);
 				(void)quay_msg_unref(u.m[i]);
 			}
 		}
+		/* Requests of this burst go out now (one flush per burst). */
+		if (request)
+			flush_now(b->n);
+		request = false;
 		quay_gauge_set(b->g_pending,
 		    (int64_t)(b->ring != NULL ? quay_ring_count(b->ring) : quay_sub_pending(b->sub)));
 	}
@@ -504,7 +625,7 @@ rtab_take(quay_nats *n, uint64_t id, char *subj)
 
 /* A local responder's reply to an imported NATS request. */
 static void
-reply_out(struct nbridge *b, quay_msg *m)
+reply_out(struct nbridge *b, const quay_msg *m)
 {
 	char subj[QUAY_BUS_SUBJECT_MAX + 1];
 
@@ -803,15 +924,49 @@ bridge_free(struct nbridge *b)
 static int
 check_opts(const struct quay_nats_opts *o)
 {
-	if (o->size != sizeof(*o) || o->flags != 0 || o->nurls > QUAY_NATS_URLS_MAX ||
-	    (o->nurls > 0 && o->urls == NULL) || (o->creds_file != NULL && o->token != NULL) ||
-	    o->reconnect_wait_ns < 0 || o->connect_timeout_ns < 0 || o->reconnect_buf_bytes > INT_MAX ||
+	if (o->size != sizeof(*o) || (o->flags & ~QUAY_NATS_DIRECT) != 0 || o->nurls > QUAY_NATS_URLS_MAX ||
+	    (o->nurls > 0 && o->urls == NULL) ||
+	    (o->creds_file != NULL) + (o->token != NULL) + (o->nkey != NULL) > 1 ||
+	    (o->nkey == NULL) != (o->nkey_seed_file == NULL) || o->reconnect_wait_ns < 0 ||
+	    o->connect_timeout_ns < 0 || o->reconnect_buf_bytes > INT_MAX ||
 	    (o->export_capacity & (o->export_capacity - 1)) != 0)
 		return -EINVAL;
 	for (size_t i = 0; i < o->nurls; i++)
 		if (o->urls[i] == NULL)
 			return -EINVAL;
 	return 0;
+}
+
+/* Whether file holds a user nkey seed that decodes: the line libnats
+ * signs with (its first line starting "SU", leading blanks skipped),
+ * checked by signing with it (base32, prefix and checksum). 0; -ENOENT;
+ * -EBADMSG. */
+static int
+check_seed_file(const char *file)
+{
+	char buf[4096], *line, *save = NULL, *seed = NULL;
+	unsigned char *sig = NULL;
+	int siglen = 0, r = -EBADMSG;
+	size_t len;
+	FILE *f = fopen(file, "r");
+
+	if (f == NULL)
+		return -ENOENT;
+	len = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[len] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		line += strspn(line, " \t");
+		if (line[0] == 'S' && line[1] == 'U') {
+			seed = line;
+			break;
+		}
+	}
+	if (seed != NULL && nats_Sign(seed, "quay", &sig, &siglen) == NATS_OK && siglen == 64)
+		r = 0;
+	free(sig);
+	explicit_bzero(buf, sizeof(buf));
+	return r;
 }
 
 static int64_t
@@ -843,10 +998,12 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	 * as a generic error: check them first. */
 	{
 		const char *files[] = { opts->creds_file, opts->tls_ca_file, opts->tls_cert_file,
-			opts->tls_key_file };
-		for (size_t i = 0; i < 4; i++)
+			opts->tls_key_file, opts->nkey_seed_file };
+		for (size_t i = 0; i < 5; i++)
 			if (files[i] != NULL && access(files[i], R_OK) != 0)
 				return -ENOENT;
+		if (opts->nkey_seed_file != NULL && (r = check_seed_file(opts->nkey_seed_file)) != 0)
+			return r;
 	}
 	n = calloc(1, sizeof(*n));
 	if (n == NULL)
@@ -858,6 +1015,16 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	}
 	pthread_mutex_init(&n->lock, NULL);
 	pthread_mutex_init(&n->rlock, NULL);
+	{
+		/* Writer first: publishers that keep overlapping must not hold
+		 * off a second handle's connect. */
+		pthread_rwlockattr_t ra;
+		pthread_rwlockattr_init(&ra);
+		pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&n->slock, &ra);
+		pthread_rwlockattr_destroy(&ra);
+	}
+	n->direct = (opts->flags & QUAY_NATS_DIRECT) != 0;
 	pthread_mutex_init(&n->cl_lock, NULL);
 	pthread_cond_init(&n->cl_cond, NULL);
 	process_origin(n->origin);
@@ -921,6 +1088,8 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 		s = natsOptions_SetUserCredentialsFromFiles(no, opts->creds_file, NULL);
 	if (s == NATS_OK && opts->token != NULL)
 		s = natsOptions_SetToken(no, opts->token);
+	if (s == NATS_OK && opts->nkey != NULL)
+		s = natsOptions_SetNKeyFromSeed(no, opts->nkey, opts->nkey_seed_file);
 	if (s == NATS_OK && opts->tls_ca_file != NULL) {
 		s = natsOptions_SetSecure(no, true);
 		if (s == NATS_OK)
@@ -972,6 +1141,7 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 		r = quayi_nats_err(s);
 		goto fail;
 	}
+	handle_register(n);
 	*out = n;
 	return 0;
 fail:
@@ -1065,6 +1235,9 @@ quay_nats_close(quay_nats *n)
 		natsSubscription_Destroy(n->reply_sub);
 	jsCtx_Destroy(n->js);
 	natsConnection_Destroy(n->nc);
+	/* Only now, with n's subscriptions gone: the handle left alone may
+	 * go header-less again. */
+	handle_unregister(n);
 	if (stuck) {
 		/* An import callback is still inside quay_bus_publish (a
 		 * local QUAY_SUB_BLOCK subscription with no timeout that
@@ -1094,6 +1267,7 @@ quay_nats_close(quay_nats *n)
 	pthread_mutex_destroy(&n->rlock);
 	pthread_mutex_destroy(&n->cl_lock);
 	pthread_cond_destroy(&n->cl_cond);
+	pthread_rwlock_destroy(&n->slock);
 	free(n->rtab);
 	free(n);
 }
@@ -1150,6 +1324,8 @@ bridge_start_local(struct nbridge *b)
 	struct quay_sub_opts so = QUAY_SUB_OPTS_INIT;
 	int r;
 
+	if (b->tap != NULL && b->n->direct)
+		return 0; /* the tap publishes on the publisher's thread */
 	if (b->kind == BR_EXPORT && !b->literal) {
 		r = quay_ring_create(b->n->export_capacity, sizeof(struct tapent), QUAY_RING_SC, &b->ring);
 		if (r != 0)
@@ -1197,6 +1373,7 @@ tap_of(quay_nats *n, quay_bus *bus, struct ntap **out)
 	t->tap.fn = tap_publish;
 	t->tap.arg = t;
 	t->bus = bus;
+	t->n = n;
 	r = quayi_bus_set_tap(bus, &t->tap);
 	if (r != 0) {
 		free(t);
@@ -1205,6 +1382,38 @@ tap_of(quay_nats *n, quay_bus *bus, struct ntap **out)
 	n->taps[n->ntaps++] = t;
 	*out = t;
 	return 0;
+}
+
+/* List b (started) in its tap; n->lock held. */
+static void
+tap_add(struct nbridge *b)
+{
+	struct ntap *t = b->tap;
+
+	t->b[t->nb] = b;
+	/* NATS-T1: release; pairs with NATS-T2 in tap_publish(). */
+	__atomic_store_n(&t->nb, t->nb + 1, __ATOMIC_RELEASE);
+}
+
+/* The tap of bus for a new bridge b: a wildcard export needs it; with
+ * QUAY_NATS_DIRECT a literal export or a reply bridge takes it if it is
+ * free or n's, and falls back to a bridge thread if another handle holds
+ * it. n->lock held. */
+static int
+bridge_tap(quay_nats *n, struct nbridge *b)
+{
+	int r;
+
+	if (b->kind == BR_EXPORT && !b->literal)
+		return tap_of(n, b->bus, &b->tap);
+	if (!n->direct)
+		return 0;
+	r = tap_of(n, b->bus, &b->tap);
+	if (r == -EEXIST) {
+		b->tap = NULL;
+		r = 0;
+	}
+	return r;
 }
 
 static bool
@@ -1247,12 +1456,10 @@ quay_nats_export(quay_nats *n, quay_bus *bus, const char *pattern)
 	r = bridge_new(n, BR_EXPORT, bus, pattern, NULL, &b);
 	if (r != 0)
 		goto out;
-	if (!b->literal) {
-		r = tap_of(n, bus, &b->tap);
-		if (r != 0) {
-			bridge_free(b);
-			goto out;
-		}
+	r = bridge_tap(n, b);
+	if (r != 0) {
+		bridge_free(b);
+		goto out;
 	}
 	r = bridge_start_local(b);
 	if (r != 0) {
@@ -1260,11 +1467,8 @@ quay_nats_export(quay_nats *n, quay_bus *bus, const char *pattern)
 		goto out;
 	}
 	n->bridges[n->nbridges++] = b;
-	if (b->tap != NULL) {
-		b->tap->b[b->tap->nb] = b;
-		/* NATS-T1: release; pairs with NATS-T2 in tap_publish(). */
-		__atomic_store_n(&b->tap->nb, b->tap->nb + 1, __ATOMIC_RELEASE);
-	}
+	if (b->tap != NULL)
+		tap_add(b);
 out:
 	pthread_mutex_unlock(&n->lock);
 	return r;
@@ -1288,12 +1492,14 @@ reply_bridge_of(quay_nats *n, quay_bus *bus)
 		b = NULL;
 		goto out;
 	}
-	if (bridge_start_local(b) != 0) {
+	if (bridge_tap(n, b) != 0 || bridge_start_local(b) != 0) {
 		bridge_free(b);
 		b = NULL;
 		goto out;
 	}
 	n->bridges[n->nbridges++] = b;
+	if (b->tap != NULL)
+		tap_add(b);
 out:
 	pthread_mutex_unlock(&n->lock);
 	return b;

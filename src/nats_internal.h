@@ -45,6 +45,17 @@ struct quay_nats {
 	/* Relaxed (__atomic): a last-error word for quay_nats_counters();
 	 * orders nothing. */
 	int last_error;
+	bool direct; /* QUAY_NATS_DIRECT */
+	/* Loop rule 2 (the origin header) matters only with a second handle
+	 * in the process: while this is the only one (sole), a message with
+	 * nothing else for NATS headers goes out header-less. A publisher
+	 * reads sole and publishes under slock's read side; a new handle
+	 * clears it under the write side (so every header-less publish is in
+	 * libnats's buffer), then flushes this connection before it can
+	 * subscribe. */
+	pthread_rwlock_t slock;
+	bool sole;
+	struct quay_nats *hnext; /* the process's handles (origin_lock) */
 };
 
 /* The NATS message for a quay message (the export mapping). */

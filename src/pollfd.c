@@ -377,6 +377,10 @@ quay_ring_fd(quay_ring *r)
 
 	if (r == NULL)
 		return -EINVAL;
+	/* A shared ring's event words are in the file, seen by wakers of
+	 * other processes, whose descriptor tables do not know this one. */
+	if (r->flags & QUAYI_RING_F_SHARED)
+		return -ENOTSUP;
 	s.events[0] = &r->pop_event;
 	s.fence = (r->flags & QUAYI_RING_F_FENCE) != 0;
 	s.ctx = r;

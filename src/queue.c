@@ -70,9 +70,10 @@
  *      and the pq's count: the sleeper sees the new value, or the waker
  *      sees its sleeper bit and wakes it. Pushes to the pq are WAIT-W1.
  *   Q-C1 quay_queue_close: seq_cst store of closed, then wake_receivers (as
- *      Q-W2) -> pairs with Q-C2.
+ *      Q-W2) -> pairs with Q-C2 (and Q-C3).
  *   Q-C2 send and receive: load of closed; a sleeping receiver's ready()
  *      (recv_ready) reads it after WAIT-S1, so it sees the store or is woken.
+ *   Q-C3 quay_queue_closed: acquire load of closed -> pairs with Q-C1.
  */
 #include "clock.h"
 #include "queue_internal.h"
@@ -1105,11 +1106,13 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	if (user_opts == NULL || out == NULL)
 		return -EINVAL;
 	/* The current struct, or an older one that ends at `stats` (no
-	 * durability fields) or at `compact_bytes` (no issue-13 fields): the
+	 * durability fields), at `compact_bytes` (no issue-13 fields), at
+	 * `alarm_ctx` (no allocator) or at `allocator` (no alarm period): the
 	 * rest reads as zero. */
 	if (user_opts->size != sizeof(full) && user_opts->size != offsetof(struct quay_queue_opts, wal) &&
 	    user_opts->size != offsetof(struct quay_queue_opts, rate_per_sec) &&
-	    user_opts->size != offsetof(struct quay_queue_opts, allocator))
+	    user_opts->size != offsetof(struct quay_queue_opts, allocator) &&
+	    user_opts->size != offsetof(struct quay_queue_opts, alarm_period_ns))
 		return -EINVAL;
 	memset(&full, 0, sizeof(full));
 	memcpy(&full, user_opts, user_opts->size);
@@ -2212,6 +2215,15 @@ quay_queue_close(quay_queue *q)
 	wake_receivers(q);
 	quayi_limit_close(q);
 	return 0;
+}
+
+bool
+quay_queue_closed(const quay_queue *q)
+{
+	/* Q-C3: acquire, pairs with the seq_cst store of Q-C1: what the
+	 * closing thread wrote before quay_queue_close() is visible once this
+	 * reads true. The flag is never cleared. */
+	return q != NULL && __atomic_load_n(&q->closed, __ATOMIC_ACQUIRE) != 0;
 }
 
 int

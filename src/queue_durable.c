@@ -36,6 +36,13 @@
  *        (tr_retry) and, unless QUAY_QUEUE_NO_DELIVERY_LOG, for each
  *        delivery before its lease is handed out and for a release
  *        (dq_deliver: not-before 0).
+ *   DEDUP type 0x51440005 (40 bytes): u64 qid, u8 kind (1 a dedup id, 2
+ *        content), 7 zero bytes, i64 accepted_ns (the queue's clock),
+ *        u64 key low, u64 key high (XXH3-128). Written by compaction for
+ *        every live key of each open queue's dedup window; replay takes a
+ *        queue's window from these and from its send ADDs (the key of the
+ *        image, accepted at its enqueued time): docs/DURABILITY.md,
+ *        "Dedup after a restart".
  *   NAME type 0x51440004: u64 qid, u16 name_len, 6 zero bytes, the name.
  *        Appended at attach when the log holds none for the queue, and
  *        by every compaction for each open queue (before its copies), so
@@ -49,7 +56,10 @@
  * attempts and not-before.
  *
  * Locks (order: queue timer lock -> ctx->cl (read) -> dur->ilock;
- * ctx->cl (write) -> dur->ilock; registry lock alone):
+ * ctx->cl (write) -> dur->ilock; ctx->cl (write) -> a queue's dedup
+ * table locks (compaction's and recovery's dedup_walk / dedup_seed:
+ * those locks are leaves, never held while taking another); registry
+ * lock alone):
  *   registry  the list of WAL contexts (one per quay_wal in use)
  *   cl        rwlock (writer-preferring): a transition holds it shared
  *             while it mutates a message and logs it and indexes it;

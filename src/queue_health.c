@@ -6,10 +6,16 @@
  * below `clear` (<= raise: hysteresis). An evaluation is a call of
  * quay_queue_health(), quay_queue_stats() or a snapshot of the queue's
  * registry (whose collect callback measures the queue): there is no
- * thread, so "a period" is the caller's polling period. Everything here
- * runs under the health lock, off the hot path: the values are the
- * gauges quay_queue_stats() measures, plus the DLQ's held count and the
- * failure rate, computed from the counters over a sliding window.
+ * thread. With alarm_period_ns 0 every evaluation counts toward
+ * `periods` ("a period" is the callers' polling period, all callers
+ * together); else an evaluation counts only if alarm_period_ns of queue
+ * clock passed since the last counted one (the first counts; so does one
+ * whose clock went back), and the others only refresh the values: how
+ * soon an alarm trips no longer depends on how many readers poll.
+ * Everything here runs under the health lock, off the hot path: the
+ * values are the gauges quay_queue_stats() measures, plus the DLQ's held
+ * count and the failure rate, computed from the counters over a sliding
+ * window.
  */
 #include "queue_x.h"
 #include "quay_internal.h"
@@ -48,6 +54,9 @@ struct quayi_health {
 	void *ctx;
 	int64_t window;
 	uint32_t fmin;
+	int64_t period;  /* alarm_period_ns; 0: every evaluation counts */
+	int64_t counted; /* queue clock of the last counted evaluation */
+	bool any_counted;
 	quay_queue_health_state state;
 	struct hsample s[HS_N];
 	unsigned s_head, s_n; /* s[s_head] is the oldest of s_n */
@@ -60,6 +69,20 @@ static const char *const alarm_name[QUAY_QUEUE_ALARM_COUNT] = {
 	"dlq",
 	"failure_rate",
 };
+
+const char *
+quayi_health_alarm_name(quay_queue_alarm a)
+{
+	return (unsigned)a < QUAY_QUEUE_ALARM_COUNT ? alarm_name[a] : "unknown";
+}
+
+bool
+quayi_health_alarm_failing(quay_queue_alarm a)
+{
+	/* Work lost (dead letters) or failing (nacks, expiries); the others
+	 * say work is late. */
+	return a == QUAY_QUEUE_ALARM_DLQ || a == QUAY_QUEUE_ALARM_FAILURES;
+}
 
 int
 quayi_health_validate(const struct quay_queue_opts *o, size_t capacity, size_t max_in_flight)
@@ -102,6 +125,8 @@ quayi_health_validate(const struct quay_queue_opts *o, size_t capacity, size_t m
 			break;
 		}
 	}
+	if (o->alarm_period_ns < 0 || o->alarm_period_ns > (int64_t)86400 * 1000000000)
+		return -EINVAL;
 	if (o->failure_window_ns < 0 ||
 	    (o->failure_window_ns != 0 &&
 	        (o->failure_window_ns < 1000000 || o->failure_window_ns > (int64_t)86400 * 1000000000)))
@@ -130,6 +155,7 @@ quayi_health_create(quay_queue *q, const struct quay_queue_opts *o, quay_stats *
 	h->ctx = o->alarm_ctx;
 	h->window = o->failure_window_ns ? o->failure_window_ns : (int64_t)60 * 1000000000;
 	h->fmin = o->failure_min ? o->failure_min : 10u;
+	h->period = o->alarm_period_ns;
 	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
 		const struct quay_queue_threshold *t = &o->alarm[i];
 		struct halarm *a = &h->a[i];
@@ -244,17 +270,61 @@ quayi_health_eval(quay_queue *q, const struct quay_queue_stats *st, int64_t now)
 	v[QUAY_QUEUE_ALARM_DLQ] =
 	    q->dlq != NULL ? (double)__atomic_load_n(&q->dlq->held, __ATOMIC_RELAXED) : 0;
 	v[QUAY_QUEUE_ALARM_FAILURES] = failure_rate(h, st, now);
+	/* Within the period of the last counted evaluation: refresh the
+	 * values only (the streaks and states wait for the next period). */
+	if (h->period != 0 && h->any_counted && now >= h->counted && now - h->counted < h->period) {
+		for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++)
+			if (h->a[i].enabled)
+				h->a[i].value = v[i];
+		pthread_mutex_unlock(&h->lock);
+		return;
+	}
+	h->counted = now;
+	h->any_counted = true;
 	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++)
 		if (h->a[i].enabled)
 			step(q, h, i, v[i], now);
-	if (h->a[QUAY_QUEUE_ALARM_DLQ].on || h->a[QUAY_QUEUE_ALARM_FAILURES].on)
-		s = QUAY_QUEUE_FAILING;
-	else if (h->a[QUAY_QUEUE_ALARM_READY].on || h->a[QUAY_QUEUE_ALARM_AGE].on ||
-	    h->a[QUAY_QUEUE_ALARM_IN_FLIGHT].on)
-		s = QUAY_QUEUE_DEGRADED;
+	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++)
+		if (h->a[i].on) {
+			if (quayi_health_alarm_failing((quay_queue_alarm)i))
+				s = QUAY_QUEUE_FAILING;
+			else if (s == QUAY_QUEUE_HEALTHY)
+				s = QUAY_QUEUE_DEGRADED;
+		}
 	h->state = s;
 	quay_gauge_set(h->g_state, (int64_t)s);
 	pthread_mutex_unlock(&h->lock);
+}
+
+/* Lock held. */
+static void
+read_locked(const struct quayi_health *h, struct quay_queue_health *out)
+{
+	out->state = h->state;
+	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
+		const struct halarm *a = &h->a[i];
+
+		out->alarm[i] = (struct quay_queue_alarm_state){ a->enabled, a->on, a->value, a->streak,
+			a->transitions, a->since };
+	}
+}
+
+bool
+quayi_health_read(const quay_queue *q, struct quayi_health_view *v)
+{
+	struct quayi_health *h = q->x != NULL ? q->x->health : NULL;
+
+	memset(v, 0, sizeof(*v));
+	if (h == NULL)
+		return false;
+	pthread_mutex_lock(&h->lock);
+	read_locked(h, &v->h);
+	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
+		v->raise[i] = h->a[i].raise;
+		v->clear[i] = h->a[i].clear;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return true;
 }
 
 int
@@ -271,13 +341,7 @@ quay_queue_health(quay_queue *q, struct quay_queue_health *out)
 	if (h == NULL)
 		return 0;
 	pthread_mutex_lock(&h->lock);
-	out->state = h->state;
-	for (int i = 0; i < QUAY_QUEUE_ALARM_COUNT; i++) {
-		const struct halarm *a = &h->a[i];
-
-		out->alarm[i] = (struct quay_queue_alarm_state){ a->enabled, a->on, a->value, a->streak,
-			a->transitions, a->since };
-	}
+	read_locked(h, out);
 	pthread_mutex_unlock(&h->lock);
 	return 0;
 }

@@ -85,6 +85,19 @@ int quayi_health_create(quay_queue *q, const struct quay_queue_opts *o, quay_sta
 void quayi_health_destroy(struct quayi_health *h);
 /* Evaluate the alarms with the stats just measured (quay_queue_stats). */
 void quayi_health_eval(quay_queue *q, const struct quay_queue_stats *st, int64_t now);
+/* A queue's alarms as the HTTP endpoint shows them: the states and
+ * thresholds, read without evaluating (after the quay_queue_stats() call
+ * that evaluated them, so a request is one evaluation). */
+struct quayi_health_view {
+	struct quay_queue_health h;
+	double raise[QUAY_QUEUE_ALARM_COUNT], clear[QUAY_QUEUE_ALARM_COUNT];
+};
+/* false (and *v zeroed) if q has no alarms. */
+bool quayi_health_read(const quay_queue *q, struct quayi_health_view *v);
+/* The alarm's name: the alarm label of the quay_queue_alarm gauge. */
+const char *quayi_health_alarm_name(quay_queue_alarm a);
+/* Whether alarm a being on makes the queue FAILING (else DEGRADED). */
+bool quayi_health_alarm_failing(quay_queue_alarm a);
 
 /* ---- message groups (both layers) ------------------------------------ */
 

@@ -30,6 +30,7 @@
 #include "alloc.h"
 #include "pollfd.h"
 #include "quay_internal.h"
+#include "ring_shm.h"
 
 #include <stdlib.h>
 
@@ -40,7 +41,8 @@ _Static_assert(offsetof(struct quay_ring, tail) == 64, "tail on its own line");
 _Static_assert(offsetof(struct quay_ring, head) == 128, "head on its own line");
 _Static_assert(offsetof(struct quay_ring, pop_event) == 192, "sleepers' line");
 _Static_assert(sizeof(struct quay_ring) == 256, "ring header is four lines");
-_Static_assert((QUAYI_RING_F_FENCE & QUAY_RING_FLAGS_ALL) == 0, "internal flags apart");
+_Static_assert(((QUAYI_RING_F_FENCE | QUAYI_RING_F_OWNED | QUAYI_RING_F_SHARED) & QUAY_RING_FLAGS_ALL) == 0,
+    "internal flags apart");
 
 
 /* The slow side of WAIT-W1 and RING-C1: a full barrier on every running thread. */
@@ -91,7 +93,7 @@ quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, unsigned flags)
 
 	memset(r, 0, sizeof(*r));
 	r->mask = capacity - 1;
-	r->slots = (unsigned char *)(r + 1);
+	r->memsize = quay_ring_memsize(capacity, elem_size);
 	r->stride = (uint32_t)(elem_size + 8);
 	r->elem_size = (uint32_t)elem_size;
 	r->flags = flags | (membarrier_ok ? 0 : QUAYI_RING_F_FENCE);
@@ -144,7 +146,9 @@ quay_ring_destroy(quay_ring *r)
 	if (r == NULL)
 		return;
 	quayi_pollfd_forget(&r->pop_event); /* quay_ring_fd's descriptor, if any */
-	if (r->flags & QUAYI_RING_F_OWNED)
+	if (r->flags & QUAYI_RING_F_SHARED)
+		quayi_ring_shm_detach(r);
+	else if (r->flags & QUAYI_RING_F_OWNED)
 		quayi_free_aligned(r->alloc, r, QUAY_CACHELINE, quay_ring_memsize(r->mask + 1, r->elem_size));
 }
 
@@ -196,6 +200,11 @@ quay_ring_close(quay_ring *r)
 	/* Wake everyone, whatever the bit says: sleepers re-check closed. */
 	__atomic_fetch_or(&r->pop_event, QUAYI_RING_SLEEPERS, __ATOMIC_SEQ_CST);
 	__atomic_fetch_or(&r->push_event, QUAYI_RING_SLEEPERS, __ATOMIC_SEQ_CST);
+	if (r->flags & QUAYI_RING_F_SHARED) { /* sleepers in other processes: shared futexes */
+		quayi_ring_shm_wake(&r->pop_event);
+		quayi_ring_shm_wake(&r->push_event);
+		return;
+	}
 	quayi_wait_wake(&r->pop_event);
 	quayi_wait_wake(&r->push_event);
 }
@@ -205,8 +214,8 @@ quay_ring_close(quay_ring *r)
  * reports -EPIPE). Not ready: the slot at head is not yet published for
  * head. Then head is current (nobody can pop past that slot), and a push
  * still in flight on a closed ring will wake us with its WAIT-W1. */
-static bool
-pop_ready(const void *ctx)
+bool
+quayi_ring_pop_ready(const void *ctx)
 {
 	const struct quay_ring *r = ctx;
 	uint64_t head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
@@ -218,8 +227,8 @@ pop_ready(const void *ctx)
 
 /* Whether a push could make progress now: the slot at tail is free, or
  * tail moved on (retry), or the ring is closed (push reports -EPIPE). */
-static bool
-push_ready(const void *ctx)
+bool
+quayi_ring_push_ready(const void *ctx)
 {
 	const struct quay_ring *r = ctx;
 	uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
@@ -258,10 +267,12 @@ quay_ring_push_wait(quay_ring *r, const void *elem, int64_t timeout_ns)
 {
 	/* push only reads *elem; the cast serves the shared signature. */
 	struct ring_call c = { r, (void *)(uintptr_t)elem };
-	struct quayi_waiter w = { push_op, &c, push_ready, r, NULL, false };
+	struct quayi_waiter w = { push_op, &c, quayi_ring_push_ready, r, NULL, false };
 
 	if (r == NULL || elem == NULL)
 		return -EINVAL;
+	if (r->flags & QUAYI_RING_F_SHARED)
+		return quayi_ring_shm_wait(r, true, c.elem, timeout_ns);
 	w.event = &r->push_event;
 	w.fence = (r->flags & QUAYI_RING_F_FENCE) != 0;
 	return quayi_wait_for(&w, timeout_ns);
@@ -271,10 +282,12 @@ int
 quay_ring_pop_wait(quay_ring *r, void *out, int64_t timeout_ns)
 {
 	struct ring_call c = { r, out };
-	struct quayi_waiter w = { pop_op, &c, pop_ready, r, NULL, false };
+	struct quayi_waiter w = { pop_op, &c, quayi_ring_pop_ready, r, NULL, false };
 
 	if (r == NULL || out == NULL)
 		return -EINVAL;
+	if (r->flags & QUAYI_RING_F_SHARED)
+		return quayi_ring_shm_wait(r, false, out, timeout_ns);
 	w.event = &r->pop_event;
 	w.fence = (r->flags & QUAYI_RING_F_FENCE) != 0;
 	return quayi_wait_for(&w, timeout_ns);

@@ -37,6 +37,9 @@
  *   -ENOTSUP    the server lacks a feature (NATS without JetStream)
  *   -EPROTO     protocol or TLS failure with the server (NATS: an untrusted
  *               certificate, TLS on one side only)
+ *   -EOWNERDEAD a process died or stalled inside a push or pop of a ring
+ *               in shared memory (its slot was freed)
+ *   -EBADF      a file descriptor that is not open
  *
  * quay_strerror() names each of them; a unit test keeps this list, the
  * codes documented in every public header, and quay_strerror() in sync.

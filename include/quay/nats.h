@@ -10,7 +10,8 @@
  *            on the local bus on a subject matching pattern is also
  *            published to NATS, on that subject (a bus subscription, or
  *            for a wildcard pattern the bus's publish tap, drained by a
- *            bridge thread).
+ *            bridge thread; with QUAY_NATS_DIRECT published by the
+ *            publisher's own thread, from the tap).
  *   import   quay_nats_import(n, bus, subject, group): every NATS message
  *            on subject (a NATS queue subscription when group is set) is
  *            published on the local bus.
@@ -27,12 +28,16 @@
  * responder in another (or by any NATS client), and a NATS request is
  * answered by a local quay_bus_reply().
  *
- * No loops: the connection is made with no-echo, every exported message
- * carries the process's origin id and an import drops a message that
- * carries its own process's origin (counted: echo_dropped), and a message
- * that came in by an import is never exported again (it carries the local
- * header QUAY_NATS_H_FROM). So the same subject may be exported and
- * imported on every side.
+ * No loops: the connection is made with no-echo; while the process has
+ * more than one handle, every exported message carries the process's
+ * origin id and an import drops a message that carries its own process's
+ * origin (counted: echo_dropped); and a message that came in by an import
+ * is never exported again (it carries the local header QUAY_NATS_H_FROM).
+ * So the same subject may be exported and imported on every side. A
+ * process's only handle leaves the origin out of a message with no other
+ * NATS header (no quay headers, priority or correlation id): no other
+ * handle of the process can receive it, and it costs libnats a header
+ * table per message. Such a message arrives elsewhere as from "nats".
  *
  * Subjects: quay's subject rules are stricter than NATS's (quay/bus.h).
  * A NATS message whose subject quay cannot represent (a token holding `*`
@@ -88,7 +93,7 @@ typedef struct quay_nats quay_nats;
 struct quay_nats_opts {
 	/** sizeof(struct quay_nats_opts): the version. */
 	size_t size;
-	/** No flags are defined yet: must be 0. */
+	/** 0 or QUAY_NATS_DIRECT. */
 	unsigned flags;
 	/** Server URLs ("nats://127.0.0.1:4222"), nurls of them (1..
 	 *  QUAY_NATS_URLS_MAX). NULL with nurls 0: "nats://127.0.0.1:4222".
@@ -99,7 +104,7 @@ struct quay_nats_opts {
 	const char *name;
 	/** Credentials file (.creds, user JWT and seed) or NULL. */
 	const char *creds_file;
-	/** Token or NULL (not with creds_file). */
+	/** Token or NULL (not with creds_file or nkey). */
 	const char *token;
 	/** TLS: trusted CA file, client certificate and key (all NULL: the
 	 *  URL decides, tls:// or nats://). A CA file turns TLS on. */
@@ -130,13 +135,35 @@ struct quay_nats_opts {
 	 *  subscription with the default timeout: a full bridge slows local
 	 *  publishers, then counts their timeouts (never drops silently). */
 	size_t export_capacity;
+	/** NKey authentication (a server `authorization { users = [ { nkey:
+	 *  "U..." } ] }` entry): the user's public key ("U" and 55 more
+	 *  characters) and a file holding its seed (a line starting "SU",
+	 *  as NATS's tools write it). Both or neither; not with creds_file
+	 *  or token. The seed signs the server's nonce at each (re)connect;
+	 *  the file is read then, and checked at connect. */
+	const char *nkey;
+	const char *nkey_seed_file;
 };
+
+/** quay_nats_opts.flags: exports publish to NATS on the publisher's own
+ *  thread, inside quay_bus_publish(), from the bus's publish tap, instead
+ *  of handing each message to a bridge thread. Cheaper (no hand-off, no
+ *  ring) and a request goes out at once; but a local publisher then waits
+ *  for libnats's connection lock and, when libnats's 32 KiB write buffer
+ *  is full, for the socket (TCP flow control is the backpressure, in
+ *  place of the bridge's capacity and 1 s block timeout). Every export
+ *  of the handle, literal or wildcard, and the replies to imported
+ *  requests use the bus's tap; on a bus whose tap another handle holds
+ *  (its wildcard or direct exports), this handle's literal exports and
+ *  replies fall back to bridge threads and its wildcard exports are
+ *  refused (-EEXIST), as without the flag. */
+#define QUAY_NATS_DIRECT 1u
 
 /** Initialiser for struct quay_nats_opts: every field its default. */
 /* clang-format off */
 #define QUAY_NATS_OPTS_INIT \
 	{ sizeof(struct quay_nats_opts), 0u, NULL, 0u, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, 0u, \
-	  NULL, NULL, 0u }
+	  NULL, NULL, 0u, NULL, NULL }
 /* clang-format on */
 
 /** Counters of a handle, summed over its bridges (quay_nats_counters()).
@@ -170,16 +197,21 @@ struct quay_nats_counters {
  * quay_nats_queue_*; a server without JetStream is fine for the bus).
  *
  * Returns: 0 and *out set; -EINVAL if out is NULL, opts->size is wrong,
- *          flags is not 0, nurls exceeds QUAY_NATS_URLS_MAX or is not 0
- *          with urls NULL, a URL is NULL, both creds_file and token are
- *          set, a time is negative, export_capacity is not a power of two
- *          or reconnect_buf_bytes exceeds INT_MAX; -ECONNREFUSED if no
+ *          flags has an unknown bit, nurls exceeds QUAY_NATS_URLS_MAX or
+ *          is not 0 with urls NULL, a URL is NULL, more than one of
+ *          creds_file, token and nkey is set, only one of nkey and
+ *          nkey_seed_file is set, a time is negative, export_capacity is
+ *          not a power of two or reconnect_buf_bytes exceeds INT_MAX;
+ *          -EBADMSG if nkey_seed_file holds no valid user seed (no line
+ *          starting "SU", or one that does not decode: bad base32, bad
+ *          checksum); -ECONNREFUSED if no
  *          server could be reached (refused, unreachable or timed out);
  *          -EACCES if the server refused the credentials (token, user and
- *          password, creds); -EPROTO if TLS failed (a server certificate
+ *          password, creds, an nkey it does not list or a seed that is
+ *          not the nkey's); -EPROTO if TLS failed (a server certificate
  *          the CA file does not trust, no client certificate where the
  *          server requires one, TLS required by one side only); -ENOENT
- *          if a credentials or TLS file is missing; -ENOMEM.
+ *          if a credentials, seed or TLS file is missing; -ENOMEM.
  */
 QUAY_API int quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out);
 
@@ -207,7 +239,13 @@ QUAY_API void quay_nats_close(quay_nats *n);
  * wildcard pattern takes the messages from the bus's internal publish tap
  * (which sees the subject), into a ring drained the same way. Either
  * waits for room (export_capacity messages) up to the default block
- * timeout (1 s), then counts the message as dropped. A wildcard export
+ * timeout (1 s), then counts the message as dropped. With
+ * QUAY_NATS_DIRECT on n, both kinds publish from the tap on the
+ * publisher's thread (see the flag). A request (a message with a
+ * reply-to) is written to the socket at once rather than after libnats's
+ * flush delay (1 ms): the call that sends it (the bridge thread, or the
+ * publisher with QUAY_NATS_DIRECT) waits up to 1 ms for the server's
+ * PONG. A wildcard export
  * is one more target of a publish: quay_bus_publish() counts it as a
  * delivery, so a request on a subject only it matches is not "no
  * subscriber". It sees a message before the local subscriptions do: a

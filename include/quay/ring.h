@@ -141,8 +141,11 @@ QUAY_API int quay_ring_create_opts(size_t capacity, size_t elem_size, const stru
     quay_ring **out);
 
 /**
- * Free a ring made by quay_ring_create() or quay_ring_create_opts(). NULL and rings made by
- * quay_ring_init() are ignored. Elements still inside are discarded.
+ * Free a ring made by quay_ring_create() or quay_ring_create_opts(), or
+ * unmap (detach) one made or attached by quay_ring_create_shm() or
+ * quay_ring_attach_shm(), whose elements stay in the file for the other
+ * processes. NULL and rings made by quay_ring_init() are ignored.
+ * Elements still inside a ring that is freed are discarded.
  *
  * Concurrency: no other thread may be using r (close it and join them).
  */
@@ -155,6 +158,8 @@ QUAY_API void quay_ring_destroy(quay_ring *r);
  * Ordering: release (RING-R1 in impl/ring_inline.h, pairs with RING-A1 in pop).
  * Returns: 0; -EAGAIN if the ring is full; -EPIPE if it is closed;
  *          -EINVAL if r or elem is NULL. Nothing is written on failure.
+ *          A shared ring only: -EOWNERDEAD if this call stalled past the
+ *          stall bound and its element was dropped (see below).
  */
 QUAY_INLINE int quay_ring_push(quay_ring *r, const void *elem);
 
@@ -165,7 +170,9 @@ QUAY_INLINE int quay_ring_push(quay_ring *r, const void *elem);
  * Ordering: acquire (RING-A1, pairs with RING-R1 in push).
  * Returns: 0; -EAGAIN if the ring is empty (or its next element is still
  *          being written); -EPIPE if the ring is closed and drained;
- *          -EINVAL if r or out is NULL.
+ *          -EINVAL if r or out is NULL. A shared ring only: -EOWNERDEAD
+ *          if this call stalled past the stall bound and the element it
+ *          took was discarded (out holds garbage).
  */
 QUAY_INLINE int quay_ring_pop(quay_ring *r, void *out);
 
@@ -218,7 +225,9 @@ QUAY_INLINE int quay_ring_pop_bulk(quay_ring *r, void *out, size_t n);
  * Concurrency: as quay_ring_push(); any number of threads may wait.
  * Ordering: as quay_ring_push().
  * Returns: 0; -ETIMEDOUT if the ring stayed full for timeout_ns; -EPIPE
- *          if it is or becomes closed; -EINVAL if r or elem is NULL.
+ *          if it is or becomes closed; -EINVAL if r or elem is NULL. A
+ *          shared ring only: -EOWNERDEAD if it freed a slot held past the
+ *          stall bound (nothing pushed; call again) or as quay_ring_push().
  */
 QUAY_API int quay_ring_push_wait(quay_ring *r, const void *elem, int64_t timeout_ns);
 
@@ -230,7 +239,9 @@ QUAY_API int quay_ring_push_wait(quay_ring *r, const void *elem, int64_t timeout
  * Concurrency: as quay_ring_pop(); any number of threads may wait.
  * Ordering: as quay_ring_pop().
  * Returns: 0; -ETIMEDOUT if nothing arrived within timeout_ns; -EPIPE if
- *          the ring is closed and drained; -EINVAL if r or out is NULL.
+ *          the ring is closed and drained; -EINVAL if r or out is NULL. A
+ *          shared ring only: -EOWNERDEAD if it skipped a slot held past the
+ *          stall bound (nothing popped; call again) or as quay_ring_pop().
  */
 QUAY_API int quay_ring_pop_wait(quay_ring *r, void *out, int64_t timeout_ns);
 
@@ -280,7 +291,9 @@ QUAY_INLINE bool quay_ring_is_closed(const quay_ring *r);
  *
  * Concurrency: safe from any thread, concurrently with anything but
  *              destroy.
- * Returns: the descriptor (>= 0); -EINVAL if r is NULL; -ENOMEM if it cannot be made
+ * Returns: the descriptor (>= 0); -EINVAL if r is NULL; -ENOTSUP if r is
+ *          in shared memory (quay_ring_create_shm(): wakers in other
+ *          processes could not signal it); -ENOMEM if it cannot be made
  *          (memory, or the process or system is out of descriptors).
  */
 QUAY_API int quay_ring_fd(quay_ring *r);
@@ -306,6 +319,120 @@ QUAY_INLINE size_t quay_ring_capacity(const quay_ring *r);
  * Concurrency: safe from any thread.
  */
 QUAY_INLINE size_t quay_ring_elem_size(const quay_ring *r);
+
+/*
+ * Rings in shared memory, between processes (docs/RING.md, "Shared
+ * memory"). The ring lives in a file: a new memfd, or a name under
+ * /dev/shm. Every process that maps it uses the calls above on its own
+ * quay_ring pointer (the ring holds no pointers). Elements are copied
+ * bytes: never put a pointer in one.
+ *
+ * Differences from a ring in one process:
+ *  - Wakers use a full fence (membarrier(2) reaches one process only) and
+ *    the futexes are shared; QUAY_RING_SP is accepted but producers still
+ *    claim with a compare-and-swap (close needs it across processes).
+ *  - A process that dies (or stalls) inside a push or pop holds its slot.
+ *    A waiting call (quay_ring_push_wait/quay_ring_pop_wait, timeout not 0)
+ *    that finds the slot it needs held for the ring's stall bound
+ *    (stall_ns) presumes the holder dead, frees the slot and returns
+ *    -EOWNERDEAD: a pop_wait skips the element a dead producer was
+ *    writing, a push_wait discards the element a dead consumer was
+ *    reading, and nothing is pushed or popped by that call. A holder that
+ *    was only slow then fails: its push or pop returns -EOWNERDEAD (its
+ *    element was not delivered, or was discarded). So every push that
+ *    returned 0 is popped at most once, and exactly once unless its
+ *    consumer died or stalled past stall_ns inside that pop. Calls that
+ *    do not wait (timeout 0, push, pop, bursts) never free a slot: they
+ *    return -EAGAIN (or 0 elements) while it is held.
+ *  - On a shared ring, push_bulk and pop_bulk return -EOWNERDEAD when some
+ *    of their elements were lost that way; push_burst returns how many of
+ *    the first elements were published; pop_burst packs the delivered
+ *    elements at the front of out and returns their number.
+ *  - The processes sharing a ring trust each other: quay_ring_attach_shm()
+ *    validates the file, but a process that writes into the mapping can
+ *    make the others misbehave (never read or write outside it).
+ */
+
+/** Default stall bound of a shared ring (1 s). */
+#define QUAY_RING_SHM_STALL_DEFAULT_NS ((int64_t)1000000000)
+
+/**
+ * Options of quay_ring_create_shm(). Start from QUAY_RING_SHM_OPTS_INIT;
+ * a zero field means "the default".
+ */
+struct quay_ring_shm_opts {
+	/** sizeof(struct quay_ring_shm_opts): the version of this struct. */
+	uint32_t size;
+	/** QUAY_RING_SP and/or QUAY_RING_SC, as for quay_ring_create(). */
+	uint32_t flags;
+	/** Permission bits of a named file (0: 0600). */
+	uint32_t mode;
+	/** How long a waiting call lets a slot stay held before it presumes
+	 *  the holder dead, in ns (0: QUAY_RING_SHM_STALL_DEFAULT_NS). */
+	int64_t stall_ns;
+};
+
+/** Initialiser for struct quay_ring_shm_opts: every field "default". */
+/* clang-format off */
+#define QUAY_RING_SHM_OPTS_INIT { (uint32_t)sizeof(struct quay_ring_shm_opts), 0u, 0u, 0 }
+/* clang-format on */
+
+/**
+ * Create a ring in a new shared memory file and map it.
+ *
+ * name "/something" (one leading slash, no other, at most 255 bytes)
+ * creates /dev/shm/something, which must not exist; other processes
+ * attach by name, and quay_ring_unlink_shm() removes the name. name NULL
+ * creates an anonymous memfd, sealed against resizing; other processes
+ * attach with its file descriptor (inherited over fork(), or passed over
+ * a Unix socket). opts may be NULL.
+ *
+ * fd_out, if not NULL, receives an open file descriptor of the file
+ * (close-on-exec), which the caller owns and closes; it is required for a
+ * memfd (it is the only way to reach the file).
+ *
+ * The ring stays in the file until the file goes (the name is unlinked,
+ * or the last descriptor and mapping of the memfd are gone). Unmap it
+ * with quay_ring_destroy().
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0 and *out set; -EINVAL (out NULL, name malformed, fd_out NULL
+ *          for a memfd, bad opts, or a shape quay_ring_init() rejects);
+ *          -EEXIST if the name exists; -EACCES; -ENOMEM; or another
+ *          negative errno of shm_open/memfd_create/ftruncate/mmap. On
+ *          failure nothing is left behind (a name this call created is
+ *          unlinked) and *out and *fd_out are untouched.
+ */
+QUAY_API int quay_ring_create_shm(const char *name, size_t capacity, size_t elem_size,
+    const struct quay_ring_shm_opts *opts, quay_ring **out, int *fd_out);
+
+/**
+ * Map a ring made by quay_ring_create_shm() in this or another process.
+ *
+ * Give the name (fd ignored) or, with name NULL, an open descriptor of
+ * the file (which stays the caller's). elem_size is the element size the
+ * caller expects, or 0 to accept the file's (quay_ring_elem_size() tells).
+ * The file is checked before use: its magic, version, header checksum,
+ * size (a truncated or extended file is rejected), shape and flags.
+ *
+ * Concurrency: safe from any thread, and while other processes use the ring.
+ * Returns: 0 and *out set; -EINVAL (out NULL, name malformed, fd < 0
+ *          without a name, or fd not a regular file); -EBADF (fd not
+ *          open); -ENOENT (no such name); -EACCES; -EBADMSG if the file is
+ *          not a quay ring or is corrupt, truncated or of another version;
+ *          -EMSGSIZE if elem_size is not 0 and not the file's; -ENOMEM.
+ *          *out is untouched on failure.
+ */
+QUAY_API int quay_ring_attach_shm(const char *name, int fd, size_t elem_size, quay_ring **out);
+
+/**
+ * Remove the name of a shared ring (shm_unlink): later attaches by name
+ * fail; processes that have it mapped keep using it.
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0; -EINVAL if name is malformed or NULL; -ENOENT; -EACCES.
+ */
+QUAY_API int quay_ring_unlink_shm(const char *name);
 
 #include <quay/impl/ring_inline.h>
 

@@ -13,6 +13,7 @@ QUAY_PACKAGES=(
 	libmicrohttpd-dev prometheus chromium
 	libxxhash-dev
 	libuv1-dev
+	gnuplot-nox
 )
 
 note() { printf '\033[1m==> %s\033[0m\n' "$*"; }

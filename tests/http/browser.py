@@ -60,18 +60,34 @@ class Dom(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
         self.queues, self.subs, self.cur, self.count, self.time_ms = {}, {}, None, 0, 0
+        self.qstate, self.qalarms, self.qname, self.in_alarms = {}, {}, None, None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == 'div' and 'data-queue' in a:
             self.cur = self.queues.setdefault(a['data-queue'], {})
+            self.qname = a['data-queue']
+            self.qstate[self.qname] = a.get('class', '').split()[-1]
+            self.qalarms[self.qname] = ''
+        elif tag == 'div' and a.get('class') == 'alarms' and self.qname is not None:
+            self.in_alarms = self.qname
         elif tag == 'div' and 'data-sub' in a:
             self.cur = self.subs.setdefault((a['data-bus'], a['data-sub']), {})
+            self.qname = None
         elif tag == 'td' and 'data-k' in a and self.cur is not None:
             self.cur[a['data-k']] = float(a['data-v'])
         elif tag == 'span' and a.get('id') == 'updated':
             self.count = int(a['data-count'])
             self.time_ms = int(a['data-time-ms'])
+
+
+    def handle_endtag(self, tag):
+        if tag == 'div':
+            self.in_alarms = None
+
+    def handle_data(self, data):
+        if self.in_alarms is not None:
+            self.qalarms[self.in_alarms] += data
 
 
 def dom_of(text):
@@ -131,6 +147,19 @@ def main():
                 for k in ('pending', 'delivered', 'received', 'dropped'):
                     check(shown[k] == u[k], 'sub %s %s: page %s, /summary %s' % (u['id'], k, shown[k], u[k]))
         check(any(q['dlq_depth'] > 0 for q in s2['queues']), 'a DLQ holds messages (the page shows a real number)')
+        # States and alarm names, the queue's own alarms included
+        # (reports has a DLQ alarm: "dlq", error).
+        for q in s2['queues']:
+            check(d.qstate[q['name']] == q['state'], '%s state: page %s, /summary %s' %
+                  (q['name'], d.qstate[q['name']], q['state']))
+            check(d.qalarms[q['name']] == ', '.join(q['alarms']), '%s alarms: page %r, /summary %s' %
+                  (q['name'], d.qalarms[q['name']], q['alarms']))
+        rep = [q for q in s2['queues'] if q['name'] == 'reports'][0]
+        check(rep['dlq_depth'] == 0 or (rep['alarms'] == ['dlq'] and d.qalarms['reports'] == 'dlq' and
+                                        d.qstate['reports'] == 'error'),
+              'the page shows reports\' own dlq alarm: %r %s' % (d.qalarms['reports'], d.qstate['reports']))
+        print('settled: states and alarms on the page equal /summary (reports: %s %s)' %
+              (d.qstate['reports'], rep['alarms']))
         print('settled: every number on the page equals /summary')
     finally:
         m.stop()

@@ -24,7 +24,8 @@ from monitor_proc import Monitor, wait_steady  # noqa: E402
 QUEUE_KEYS = {'name': str, 'dlq': (str, type(None)), 'state': str, 'alarms': list,
               'capacity': int, 'ready': int, 'delayed': int, 'in_flight': int, 'dlq_depth': int,
               'oldest_age_ns': int, 'sent': int, 'received': int, 'acked': int, 'nacked': int,
-              'dead_lettered': int, 'rates': dict, 'ack_latency_ns': dict}
+              'dead_lettered': int, 'rates': dict, 'ack_latency_ns': dict,
+              'health': (str, type(None))}
 SUB_KEYS = {'id': str, 'pattern': str, 'group': (str, type(None)), 'pending': int,
             'delivered': int, 'received': int, 'dropped': int}
 
@@ -45,6 +46,7 @@ def check_summary(s):
     for q in s['queues']:
         shape(q, QUEUE_KEYS, 'queue ' + q.get('name', '?'))
         check(q['state'] in ('ok', 'degraded', 'error'), 'state')
+        check(q['health'] in (None, 'healthy', 'degraded', 'failing'), 'health')
         for k in ('sent', 'received', 'acked', 'nacked', 'dead_lettered'):
             for w in ('_1s', '_1m'):
                 check(isinstance(q['rates'][k + w], (int, float)) and q['rates'][k + w] >= 0, 'rate')
@@ -66,7 +68,11 @@ def check_health(m, verbose):
     for o in h['queues'] + h['buses']:
         for a in o['alarms']:
             if verbose:
-                check(set(a) == {'name', 'severity', 'reason'} and a['reason'], 'verbose alarm')
+                # built-in rules: name, severity, reason; a queue's own
+                # alarms add value, raise, clear, since_ns
+                check(set(a) in ({'name', 'severity', 'reason'},
+                                 {'name', 'severity', 'reason', 'value', 'raise', 'clear', 'since_ns'})
+                      and a['reason'], 'verbose alarm')
             else:
                 check(isinstance(a, str), 'alarm name')
     return h
@@ -132,8 +138,10 @@ def main():
                 check(metric(text, 'quay_sub_pending', **lab) == u['pending'], 'sub pending')
                 check(metric(text, 'quay_sub_delivered_total', **lab) == u['delivered'], 'delivered')
         h = check_health(m, True)
+        # dlq_not_empty, or the queue's own dlq alarm (reports: raise 1)
+        # that replaces it
         dlq_alarms = [q['name'] for q in h['queues']
-                      if any(a['name'] == 'dlq_not_empty' for a in q['alarms'])]
+                      if any(a['name'] in ('dlq_not_empty', 'dlq') for a in q['alarms'])]
         want = [q['name'] for q in s2['queues'] if q['dlq_depth'] > 0]
         check(dlq_alarms == want, 'dlq alarms %s vs depths %s' % (dlq_alarms, want))
         print('settled: /summary agrees with /metrics for %d queues, %d subscriptions' %

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Connection options against real nats-servers started here: a token, a
- * user and password (in the URL), TLS with a throwaway CA and server and
- * client certificates made with the openssl CLI at test time, and the
- * reconnect policy. Bad credentials and certificates must fail with a
- * clear error, never connect. */
+ * user and password (in the URL), an nkey user (the key pair made with
+ * the openssl CLI at test time and encoded here as NATS does), TLS with
+ * a throwaway CA and server and client certificates made with the
+ * openssl CLI at test time, and the reconnect policy. Bad credentials,
+ * seeds and certificates must fail with a clear error, never connect. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -137,6 +138,8 @@ plain(const char *url, const struct quay_nats_opts *o)
 	assert_int_equal(natsOptions_SetURL(no, url), NATS_OK);
 	if (o->token != NULL)
 		assert_int_equal(natsOptions_SetToken(no, o->token), NATS_OK);
+	if (o->nkey != NULL)
+		assert_int_equal(natsOptions_SetNKeyFromSeed(no, o->nkey, o->nkey_seed_file), NATS_OK);
 	if (o->tls_ca_file != NULL) {
 		assert_int_equal(natsOptions_SetSecure(no, true), NATS_OK);
 		assert_int_equal(natsOptions_LoadCATrustedCertificates(no, o->tls_ca_file), NATS_OK);
@@ -223,6 +226,139 @@ test_user_password(void **st)
 	roundtrip(a, plain(good, &o), "auth.user");
 	assert_int_equal(try_connect(&o, bad, &a), -EACCES);
 	assert_int_equal(try_connect(&o, s.url, &a), -EACCES);
+	ts_stop(&s, SIGTERM);
+}
+
+/* ---- nkeys: an ed25519 key pair from openssl, encoded as NATS's nkeys
+ * library does (prefix byte(s), the 32-byte key, a CRC-16/XMODEM of those
+ * little-endian, RFC 4648 base32 without padding). */
+
+static uint16_t
+crc16(const unsigned char *p, size_t n)
+{
+	uint16_t c = 0;
+	for (size_t i = 0; i < n; i++) {
+		c ^= (uint16_t)(p[i] << 8);
+		for (int b = 0; b < 8; b++)
+			c = (uint16_t)(c & 0x8000 ? (c << 1) ^ 0x1021 : c << 1);
+	}
+	return c;
+}
+
+static void
+base32(char *out, const unsigned char *p, size_t n)
+{
+	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+	unsigned buf = 0, bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		buf = buf << 8 | p[i];
+		bits += 8;
+		while (bits >= 5) {
+			*out++ = a[(buf >> (bits - 5)) & 31];
+			bits -= 5;
+		}
+	}
+	if (bits > 0)
+		*out++ = a[(buf << (5 - bits)) & 31];
+	*out = '\0';
+}
+
+/* The last 32 bytes of a DER file (the raw key in PKCS#8 and SPKI). */
+static void
+der_key(const char *name, unsigned char key[32])
+{
+	unsigned char b[128];
+	size_t n;
+	FILE *f = fopen(file(name), "rb");
+	assert_non_null(f);
+	n = fread(b, 1, sizeof(b), f);
+	fclose(f);
+	assert_true(n >= 32);
+	memcpy(key, b + n - 32, 32);
+}
+
+/* A user nkey pair "tag": pub gets "U..." (56 chars), seed "SU..." (58). */
+static void
+make_nkey(const char *tag, char pub[64], char seed[64])
+{
+	unsigned char raw[40];
+	uint16_t c;
+
+	sh("cd '%s' && openssl genpkey -algorithm ed25519 -outform DER -out %s.der 2>/dev/null && "
+	   "openssl pkey -inform DER -in %s.der -pubout -outform DER -out %s.pub.der",
+	    dir, tag, tag, tag);
+	raw[0] = 20 << 3; /* user */
+	der_key(strcat(strcpy((char[32]){ 0 }, tag), ".pub.der"), raw + 1);
+	c = crc16(raw, 33);
+	raw[33] = (unsigned char)(c & 0xff);
+	raw[34] = (unsigned char)(c >> 8);
+	base32(pub, raw, 35);
+	raw[0] = (18 << 3) | ((20 << 3) >> 5); /* seed, of a user */
+	raw[1] = (unsigned char)(((20 << 3) & 31) << 3);
+	der_key(strcat(strcpy((char[32]){ 0 }, tag), ".der"), raw + 2);
+	c = crc16(raw, 34);
+	raw[34] = (unsigned char)(c & 0xff);
+	raw[35] = (unsigned char)(c >> 8);
+	base32(seed, raw, 36);
+	assert_int_equal(strlen(pub), 56);
+	assert_int_equal(strlen(seed), 58);
+	assert_memory_equal(seed, "SU", 2);
+}
+
+static void
+test_nkey(void **st)
+{
+	struct test_server s;
+	struct quay_nats_opts o = QUAY_NATS_OPTS_INIT;
+	char pub[64], seed[64], pub2[64], seed2[64], conf[256], text[128];
+	quay_nats *a;
+	(void)st;
+
+	make_nkey("u1", pub, seed);
+	make_nkey("u2", pub2, seed2);
+	snprintf(conf, sizeof(conf), "authorization { users = [ { nkey: \"%s\" } ] }\n", pub);
+	start_conf(&s, "nkey.conf", conf);
+	/* The seed file as NATS's tools write it: the seed on a line. */
+	snprintf(text, sizeof(text), "%s\n", seed);
+	write_file("u1.nk", text);
+	snprintf(text, sizeof(text), "%s\n", seed2);
+	write_file("u2.nk", text);
+
+	o.nkey = pub;
+	o.nkey_seed_file = file("u1.nk");
+	assert_int_equal(try_connect(&o, s.url, &a), 0);
+	roundtrip(a, plain(s.url, &o), "auth.nkey");
+	/* The seed of another key: the signature does not verify. */
+	o.nkey_seed_file = file("u2.nk");
+	assert_int_equal(try_connect(&o, s.url, &a), -EACCES);
+	/* A key pair the server does not list. */
+	o.nkey = pub2;
+	assert_int_equal(try_connect(&o, s.url, &a), -EACCES);
+	/* No credentials at all. */
+	o.nkey = o.nkey_seed_file = NULL;
+	assert_int_equal(try_connect(&o, s.url, &a), -EACCES);
+
+	/* Bad seed files: refused before connecting, with a clear code. */
+	o.nkey = pub;
+	o.nkey_seed_file = file("missing.nk");
+	assert_int_equal(try_connect(&o, s.url, &a), -ENOENT);
+	write_file("empty.nk", "");
+	o.nkey_seed_file = file("empty.nk");
+	assert_int_equal(try_connect(&o, s.url, &a), -EBADMSG);
+	write_file("noseed.nk", "-----BEGIN USER NKEY SEED-----\nnot a seed\n");
+	o.nkey_seed_file = file("noseed.nk");
+	assert_int_equal(try_connect(&o, s.url, &a), -EBADMSG);
+	/* One character changed: the checksum no longer matches. */
+	snprintf(text, sizeof(text), "%s\n", seed);
+	text[20] = text[20] == 'A' ? 'B' : 'A';
+	write_file("flip.nk", text);
+	o.nkey_seed_file = file("flip.nk");
+	assert_int_equal(try_connect(&o, s.url, &a), -EBADMSG);
+	/* Cut short: not a whole seed. */
+	snprintf(text, sizeof(text), "%.30s\n", seed);
+	write_file("short.nk", text);
+	o.nkey_seed_file = file("short.nk");
+	assert_int_equal(try_connect(&o, s.url, &a), -EBADMSG);
 	ts_stop(&s, SIGTERM);
 }
 
@@ -340,6 +476,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_token),
 		cmocka_unit_test(test_user_password),
+		cmocka_unit_test(test_nkey),
 		cmocka_unit_test(test_tls),
 		cmocka_unit_test(test_reconnect_policy),
 	};

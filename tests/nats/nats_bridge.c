@@ -15,7 +15,9 @@
  * its local group, and once by that process's plain subscription; every
  * request gets its own reply; ev.Q and ev.both arrive in each sender's
  * publish order. Counters are checked against the traffic.
- * Env QUAY_NATS_N sets N (default 2000).
+ * Env QUAY_NATS_N sets N (default 2000); QUAY_NATS_DIRECT=1 makes both
+ * processes' handles QUAY_NATS_DIRECT (exports and replies published on
+ * the publishing thread; test nats-bridge-direct).
  */
 #include <nats/nats.h>
 #include <pthread.h>
@@ -148,6 +150,8 @@ child(int me)
 	o.urls = &url;
 	o.nurls = 1;
 	o.name = P;
+	if (getenv("QUAY_NATS_DIRECT") != NULL && atoi(getenv("QUAY_NATS_DIRECT")) != 0)
+		o.flags = QUAY_NATS_DIRECT;
 	if (quay_pool_create((size_t)64 << 20, NULL, &pool) != 0 || quay_bus_create(NULL, &bus) != 0)
 		DIE("setup");
 	go.capacity = 65536;

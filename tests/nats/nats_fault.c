@@ -16,7 +16,8 @@
  * every bridged and buffered publish is there once (delivered on
  * reconnect); nothing refused is there; each D message is there once;
  * the counters (refused, dropped, reconnects, disconnects) agree with
- * the return codes seen.
+ * the return codes seen. Env QUAY_NATS_DIRECT=1 makes the handle
+ * QUAY_NATS_DIRECT (test nats-fault-direct).
  */
 #include <nats/nats.h>
 #include <stdio.h>
@@ -109,6 +110,8 @@ main(void)
 		DIE("setup");
 	o.urls = &url;
 	o.nurls = 1;
+	if (getenv("QUAY_NATS_DIRECT") != NULL && atoi(getenv("QUAY_NATS_DIRECT")) != 0)
+		o.flags = QUAY_NATS_DIRECT; /* test nats-fault-direct */
 	o.max_reconnect = -1;
 	o.reconnect_wait_ns = 100000000;
 	o.reconnect_buf_bytes = 64 << 10;

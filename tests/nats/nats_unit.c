@@ -42,14 +42,30 @@ grp_teardown(void **st)
 }
 
 static quay_nats *
-conn(void)
+conn_flags(unsigned flags)
 {
 	struct quay_nats_opts o = QUAY_NATS_OPTS_INIT;
 	quay_nats *n = NULL;
 	o.urls = &url;
 	o.nurls = 1;
+	o.flags = flags;
 	assert_int_equal(quay_nats_connect(&o, &n), 0);
 	return n;
+}
+
+static quay_nats *
+conn(void)
+{
+	return conn_flags(0);
+}
+
+/* A test's flags from its prestate (NULL: 0). */
+static unsigned no_flags = 0, direct_flag = QUAY_NATS_DIRECT;
+
+static unsigned
+flags_of(void **st)
+{
+	return *st != NULL ? *(unsigned *)*st : 0;
 }
 
 static void
@@ -64,7 +80,7 @@ test_connect_bad_opts(void **st)
 	o.size = 8;
 	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
 	o.size = sizeof(o);
-	o.flags = 1;
+	o.flags = QUAY_NATS_DIRECT << 1; /* not a flag */
 	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
 	o.flags = 0;
 	o.nurls = QUAY_NATS_URLS_MAX + 1;
@@ -81,6 +97,20 @@ test_connect_bad_opts(void **st)
 	o.token = "t";
 	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
 	o.creds_file = o.token = NULL;
+	/* An nkey needs its seed file and the other way round; it excludes
+	 * a token and a creds file. */
+	o.nkey = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4";
+	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
+	o.nkey_seed_file = "/nonexistent/quay.nk";
+	o.token = "t";
+	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
+	o.token = NULL;
+	o.creds_file = "x.creds";
+	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
+	o.creds_file = NULL;
+	o.nkey = NULL;
+	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
+	o.nkey_seed_file = NULL;
 	o.reconnect_wait_ns = -1;
 	assert_int_equal(quay_nats_connect(&o, &n), -EINVAL);
 	o.reconnect_wait_ns = 0;
@@ -97,6 +127,11 @@ test_connect_bad_opts(void **st)
 	o.creds_file = "/nonexistent/quay.creds";
 	o.urls = &url;
 	assert_int_equal(quay_nats_connect(&o, &n), -ENOENT);
+	o.creds_file = NULL;
+	o.nkey = "UDXU4RCSJNZOIQHZNWXHXORDPRTGNJAHAHFRGZNEEJCPQTT2M7NLCNF4";
+	o.nkey_seed_file = "/nonexistent/quay.nk";
+	assert_int_equal(quay_nats_connect(&o, &n), -ENOENT);
+	assert_ptr_equal(n, (quay_nats *)&o);
 	quay_nats_close(NULL);
 }
 
@@ -190,13 +225,12 @@ test_export_mapping(void **st)
 	natsConnection *nc = plain();
 	natsSubscription *ps;
 	natsMsg *nm;
-	quay_nats *n = conn();
+	quay_nats *n = conn_flags(flags_of(st));
 	quay_bus *bus;
 	quay_msg *m;
 	const char *v;
 	static const unsigned char bin[] = { 0, 1, ':', '%', ' ', 0xff, 'z' };
 	struct quay_nats_counters c;
-	(void)st;
 
 	assert_int_equal(quay_bus_create(NULL, &bus), 0);
 	assert_int_equal(natsConnection_SubscribeSync(&ps, nc, "map.>"), NATS_OK);
@@ -269,6 +303,90 @@ test_export_mapping(void **st)
 	}
 	quay_nats_close(n);
 	quay_bus_destroy(bus);
+	natsSubscription_Destroy(ps);
+	natsConnection_Destroy(nc);
+}
+
+/* Whether a NATS message has no headers at all. */
+static bool
+headerless(natsMsg *nm)
+{
+	const char **keys = NULL;
+	int nk = 0;
+	natsStatus s = natsMsgHeader_Keys(nm, &keys, &nk);
+	free((void *)keys);
+	return s == NATS_NOT_FOUND || nk == 0;
+}
+
+/* Loop rule 2 needs the origin header only with a second handle in the
+ * process: alone, a handle sends a message with nothing else for NATS
+ * headers header-less; a second handle's connect makes the first send
+ * Quay-Origin, so that the second's import of the same subject drops the
+ * first's messages (echo_dropped) rather than delivering them again;
+ * when the second closes, the first goes header-less again. */
+static void
+test_origin_rule(void **st)
+{
+	natsConnection *nc = plain();
+	natsSubscription *ps;
+	natsMsg *nm;
+	quay_nats *n = conn_flags(flags_of(st)), *n2;
+	quay_bus *bus, *bus2;
+	quay_sub *sub2;
+	quay_msg *m;
+	const char *v;
+	struct quay_nats_counters c;
+
+	assert_int_equal(quay_bus_create(NULL, &bus), 0);
+	assert_int_equal(quay_bus_create(NULL, &bus2), 0);
+	assert_int_equal(natsConnection_SubscribeSync(&ps, nc, "orig.x"), NATS_OK);
+	assert_int_equal(natsConnection_Flush(nc), NATS_OK);
+	assert_int_equal(quay_nats_export(n, bus, "orig.x"), 0);
+
+	assert_int_equal(quay_msg_new(pool, "a", 1, &m), 0);
+	assert_int_equal(quay_bus_publish(bus, "orig.x", m), 1);
+	assert_int_equal(natsSubscription_NextMsg(&nm, ps, 5000), NATS_OK);
+	assert_memory_equal(natsMsg_GetData(nm), "a", 1);
+	assert_true(headerless(nm));
+	natsMsg_Destroy(nm);
+
+	n2 = conn();
+	assert_int_equal(quay_bus_subscribe(bus2, "orig.x", NULL, &sub2), 0);
+	assert_int_equal(quay_nats_import(n2, bus2, "orig.x", NULL), 0);
+	assert_int_equal(quay_nats_flush(n2, 2000000000), 0);
+	assert_int_equal(quay_msg_new(pool, "b", 1, &m), 0);
+	assert_int_equal(quay_bus_publish(bus, "orig.x", m), 1);
+	assert_int_equal(natsSubscription_NextMsg(&nm, ps, 5000), NATS_OK);
+	assert_memory_equal(natsMsg_GetData(nm), "b", 1);
+	assert_int_equal(natsMsgHeader_Get(nm, "Quay-Origin", &v), NATS_OK);
+	assert_int_equal(strlen(v), 16);
+	natsMsg_Destroy(nm);
+	/* A plain client's message after it: the import works, and it is
+	 * the first thing bus2 gets (b was dropped as an echo). */
+	assert_int_equal(natsConnection_PublishString(nc, "orig.x", "p"), NATS_OK);
+	assert_int_equal(natsConnection_Flush(nc), NATS_OK);
+	assert_int_equal(quay_sub_receive(sub2, &m, 5000000000), 0);
+	assert_memory_equal(quay_msg_body(m), "p", 1);
+	quay_msg_unref(m);
+	assert_int_equal(natsSubscription_NextMsg(&nm, ps, 5000), NATS_OK); /* p */
+	natsMsg_Destroy(nm);
+	assert_int_equal(quay_nats_counters(n2, &c), 0);
+	assert_int_equal(c.echo_dropped, 1);
+	assert_int_equal(c.received, 1);
+	quay_nats_close(n2);
+
+	assert_int_equal(quay_msg_new(pool, "c", 1, &m), 0);
+	assert_int_equal(quay_bus_publish(bus, "orig.x", m), 1);
+	assert_int_equal(natsSubscription_NextMsg(&nm, ps, 5000), NATS_OK);
+	assert_memory_equal(natsMsg_GetData(nm), "c", 1);
+	assert_true(headerless(nm));
+	natsMsg_Destroy(nm);
+	assert_int_equal(quay_nats_counters(n, &c), 0);
+	assert_int_equal(c.forwarded, 3);
+	quay_nats_close(n);
+	quay_bus_unsubscribe(sub2);
+	quay_bus_destroy(bus);
+	quay_bus_destroy(bus2);
 	natsSubscription_Destroy(ps);
 	natsConnection_Destroy(nc);
 }
@@ -543,7 +661,10 @@ main(void)
 		cmocka_unit_test(test_connect_bad_opts),
 		cmocka_unit_test(test_unreachable),
 		cmocka_unit_test(test_bridge_bad_input),
-		cmocka_unit_test(test_export_mapping),
+		cmocka_unit_test_prestate(test_export_mapping, &no_flags),
+		cmocka_unit_test_prestate(test_export_mapping, &direct_flag),
+		cmocka_unit_test_prestate(test_origin_rule, &no_flags),
+		cmocka_unit_test_prestate(test_origin_rule, &direct_flag),
 		cmocka_unit_test(test_import_mapping),
 		cmocka_unit_test(test_queue_bad_input),
 		cmocka_unit_test(test_queue_lease_expired),

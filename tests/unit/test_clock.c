@@ -12,6 +12,8 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <quay/quay.h>
+
 #include "../../src/clock.h"
 #include "../../src/quay_internal.h"
 
@@ -158,6 +160,87 @@ test_futex_wake_all(void **state)
 	assert_int_equal(w.woke, T);
 }
 
+/* quay_queue_clock_tsc: CLOCK_REALTIME within 50 us (an error bound
+ * far above its measured tens of ns, far below any rate mistake that
+ * lasts one anchor period), never back by more than that in a thread
+ * (it may be by the noise of CLOCK_REALTIME, see its contract), across the
+ * calibration (about 13 ms) and while other threads read (and re-anchor)
+ * it, and usable as a queue's clock. Each check brackets the reading
+ * between two clock_gettime() calls, so a thread preempted in between
+ * only widens the window. */
+static int tsc_bad; /* set by a tsc_reader that saw a wrong reading */
+
+static void *
+tsc_reader(void *arg)
+{
+	const int64_t tol = 50 * 1000;
+	int64_t prev = 0, start = quayi_real_ns();
+	long n = 0;
+
+	(void)arg;
+	while (quayi_real_ns() - start < 60 * INT64_C(1000000) || n < 100000) {
+		int64_t a = quayi_real_ns();
+		int64_t x = quay_queue_clock_tsc(&n); /* ctx is ignored */
+		int64_t b = quayi_real_ns();
+
+		if (x < a - tol || x > b + tol) {
+			fprintf(stderr, "tsc clock %lld outside [%lld, %lld] +- %lld\n", (long long)x,
+			    (long long)a, (long long)b, (long long)tol);
+			/* Relaxed: read after the join. */
+			__atomic_store_n(&tsc_bad, 1, __ATOMIC_RELAXED);
+			return NULL;
+		}
+		if (x < prev - tol) {
+			fprintf(stderr, "tsc clock went back: %lld after %lld\n", (long long)x,
+			    (long long)prev);
+			/* Relaxed: read after the join. */
+			__atomic_store_n(&tsc_bad, 1, __ATOMIC_RELAXED);
+			return NULL;
+		}
+		prev = x;
+		n++;
+	}
+	return NULL;
+}
+
+static void
+test_tsc_clock(void **state)
+{
+	pthread_t t;
+
+	(void)state;
+	assert_true(quay_queue_clock_tsc(NULL) > 0);
+	assert_int_equal(pthread_create(&t, NULL, tsc_reader, NULL), 0);
+	(void)tsc_reader(NULL);
+	assert_true(qt_join_within(t, 30000));
+	assert_int_equal(__atomic_load_n(&tsc_bad, __ATOMIC_RELAXED), 0);
+	/* As a queue's clock: a lease of 1 s is acked, its deadline on
+	 * the same clock. */
+	{
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		quay_pool *pool = NULL;
+		quay_queue *q = NULL;
+		quay_msg *m = NULL;
+		quay_lease l;
+		int64_t t0;
+
+		o.clock = quay_queue_clock_tsc;
+		o.visibility_ns = 1000 * INT64_C(1000000);
+		assert_int_equal(quay_pool_create((size_t)8 << 20, NULL, &pool), 0);
+		assert_int_equal(quay_queue_create(&o, &q), 0);
+		assert_int_equal(quay_msg_new(pool, "x", 1, &m), 0);
+		t0 = quay_queue_clock_tsc(NULL);
+		assert_int_equal(quay_queue_send(q, m), 0);
+		assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+		assert_true(l.deadline_ns >= t0 + o.visibility_ns);
+		assert_true(l.deadline_ns <= quay_queue_clock_tsc(NULL) + o.visibility_ns);
+		assert_int_equal(quay_queue_ack(q, &l), 0);
+		quay_msg_unref(l.msg);
+		quay_queue_destroy(q);
+		quay_pool_destroy(pool);
+	}
+}
+
 int
 main(void)
 {
@@ -167,6 +250,7 @@ main(void)
 		QT_TEST(test_conversions),
 		QT_TEST(test_futex_wait_ends),
 		QT_TEST(test_futex_wake_all),
+		QT_TEST(test_tsc_clock),
 	};
 
 	return cmocka_run_group_tests_name("clock", tests, NULL, NULL);

@@ -2201,6 +2201,47 @@ close_refuses_new_work_keeps_leases(void **state)
 	quay_queue_destroy(dlq);
 }
 
+/* quay_queue_closed: false for NULL and an open queue (empty, or with
+ * messages ready and leased), true once closed, with messages still
+ * ready; it takes nothing (the worker loop's question after a batch
+ * returned 0). */
+static void
+closed_is_a_predicate(void **state)
+{
+	struct quay_queue_opts o = fake_opts();
+	quay_queue *q;
+	quay_lease l, b[4];
+	struct quay_queue_stats s;
+
+	(void)state;
+	assert_false(quay_queue_closed(NULL));
+	q = mkq(&o);
+	assert_false(quay_queue_closed(q));
+	/* Open and empty: a batch times out (0) and the queue is open. */
+	assert_int_equal(quay_queue_receive_batch(q, b, 4, 0), 0);
+	assert_false(quay_queue_closed(q));
+	send_v(q, 1);
+	send_v(q, 2);
+	send_v(q, 3);
+	assert_int_equal(recv_v(q, &l), 1);
+	assert_false(quay_queue_closed(q));
+	assert_int_equal(quay_queue_close(q), 0);
+	for (int i = 0; i < 3; i++)
+		assert_true(quay_queue_closed(q));
+	/* Closed with 2 ready and one lease out: nothing was taken. */
+	s = stats(q);
+	assert_int_equal(s.ready, 2);
+	assert_int_equal(s.in_flight, 1);
+	assert_int_equal(s.received, 1);
+	/* The loop: the batch says 0, the predicate says why. */
+	assert_int_equal(quay_queue_receive_batch(q, b, 4, 0), 0);
+	assert_true(quay_queue_closed(q));
+	assert_int_equal(stats(q).ready, 2);
+	ack_v(q, &l);
+	assert_true(quay_queue_closed(q));
+	quay_queue_destroy(q);
+}
+
 /* ---- issue 11: release -------------------------------------------- */
 
 /* A released message is ready again at once, with the same attempt
@@ -2540,6 +2581,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(foreign_lease_is_enoent, setup, teardown),
 		cmocka_unit_test_setup_teardown(close_wakes_sleeping_receivers, setup, teardown),
 		cmocka_unit_test_setup_teardown(close_refuses_new_work_keeps_leases, setup, teardown),
+		cmocka_unit_test_setup_teardown(closed_is_a_predicate, setup, teardown),
 		cmocka_unit_test_setup_teardown(release_hands_back_without_attempt, setup, teardown),
 		cmocka_unit_test_setup_teardown(attempts_are_per_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(long_poll_waits_for_a_slot, setup, teardown),

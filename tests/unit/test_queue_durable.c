@@ -1853,16 +1853,28 @@ fq_visit(void *ctx, const quay_msg *m, quay_queue_state s)
 	return 0;
 }
 
+/* The message of seq v, with the dedup id "fq-v" (issue 13: the window
+ * must survive the cut too). */
 static quay_msg *
 fq_msg(uint64_t v)
 {
 	quay_msg *m = NULL;
-	char body[64];
+	char body[64], id[32];
+	int n = snprintf(id, sizeof(id), "fq-%" PRIu64, v);
 
 	memset(body, (int)(v & 0xff), sizeof(body));
 	memcpy(body, &v, sizeof(v));
-	return quay_msg_new(pool, body, 8 + v % 50, &m) == 0 ? m : NULL;
+	if (quay_msg_new_ex(pool, body, 8 + v % 50, QUAY_MSG_HEADER_ROOM(1, 32), 0, &m) != 0)
+		return NULL;
+	if (quay_msg_set_header(m, QUAY_MSG_H_DEDUP_ID, id, (size_t)n) != 0) {
+		quay_msg_unref(m);
+		return NULL;
+	}
+	return m;
 }
+
+/* Sends whose id fq_check found refused after the recovery. */
+static uint64_t fq_dups_refused;
 
 static struct quay_queue_opts
 fq_opts(quay_wal *w)
@@ -1873,6 +1885,7 @@ fq_opts(quay_wal *w)
 	o.capacity = FQ_MAX;
 	o.compact_bytes = 16 << 10; /* compactions (copies, checkpoints) during the trial */
 	o.visibility_ns = (int64_t)1000000 * 1000 * MS;
+	o.dedup_window_ns = (int64_t)1000000 * 1000 * MS; /* all of the trial */
 	return o;
 }
 
@@ -1880,7 +1893,9 @@ fq_opts(quay_wal *w)
  * a send that returned 0 and was not acked comes back exactly once; an
  * acked message never; a refused send or ack may go either way but never
  * twice; every body byte-exact; open succeeds (no corruption accepted,
- * nothing acknowledged cut). Returns the violations (printed). */
+ * nothing acknowledged cut); the dedup window survived: every send that
+ * returned 0, acked or not, is refused as a duplicate when sent again.
+ * Returns the violations (printed). */
 static uint64_t
 fq_check(struct memfs *fs, const uint8_t *flags, uint64_t nseq, const char *what, uint64_t *back)
 {
@@ -1927,6 +1942,24 @@ fq_check(struct memfs *fs, const uint8_t *flags, uint64_t nseq, const char *what
 			(*back)++;
 	}
 	bad += f->corrupt;
+	for (uint64_t s = 0; s < nseq; s++) {
+		quay_msg *m;
+
+		if (!(flags[s] & FQ_SENT))
+			continue;
+		assert_non_null(m = fq_msg(s));
+		rc = quay_queue_send(q, m);
+		if (rc != QUAY_QUEUE_DUPLICATE) {
+			if (bad < 5)
+				print_message("%s: seq %" PRIu64 " sent again after the recovery: %d\n", what,
+				    s, rc);
+			bad++;
+			if (rc < 0)
+				quay_msg_unref(m);
+		} else {
+			fq_dups_refused++;
+		}
+	}
 	quay_queue_destroy(q);
 	quay_wal_close(w);
 	free(f);
@@ -2041,8 +2074,9 @@ power_loss_under_durable_queue(void **state)
 	}
 	print_message("durable queue power cuts: %u trials (%" PRIu64
 	              " cut mid-operation), sends acked %" PRIu64 ", acks %" PRIu64 ", sends refused %" PRIu64
-	              " (%" PRIu64 " of them back), compactions %" PRIu64 ": violations %" PRIu64 "\n",
-	    trials, mid_op, sent, acked, refused, back, compactions, bad);
+	              " (%" PRIu64 " of them back), compactions %" PRIu64
+	              ", ids refused after recovery %" PRIu64 ": violations %" PRIu64 "\n",
+	    trials, mid_op, sent, acked, refused, back, compactions, fq_dups_refused, bad);
 	assert_int_equal(bad, 0);
 	assert_true(sent > 0 && acked > 0);
 	free(flags);

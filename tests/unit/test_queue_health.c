@@ -334,6 +334,109 @@ failure_rate_window(void **state)
 	quay_queue_destroy(q);
 }
 
+/* alarm_period_ns 1 s, ready depth raise 5, clear 2, 3 periods: any
+ * number of evaluations (health, stats, snapshots) within a second of
+ * the last counted one refresh the value and nothing else, so the alarm
+ * trips on the third counted second and clears three seconds after the
+ * depth fell, however often it is read. A dip seen by an evaluation that
+ * does not count neither counts nor breaks the streak. */
+static void
+period_counts_time_not_calls(void **state)
+{
+	struct calls c = { 0 };
+	struct quay_queue_opts o = fake_opts(&c);
+	struct quay_queue_health h;
+	struct quay_queue_stats st;
+	quay_stats_snap *snap;
+	quay_stats *reg;
+	quay_queue *q;
+
+	(void)state;
+	assert_int_equal(quay_stats_create(NULL, &reg), 0);
+	o.stats = reg;
+	o.alarm[QUAY_QUEUE_ALARM_READY] = (struct quay_queue_threshold){ 5, 2, 3 };
+	o.alarm_period_ns = 1000 * MS;
+	q = mkq(&o);
+	send_n(q, 5);
+	for (int i = 0; i < 10; i++) {
+		h = health(q);
+		assert_int_equal(quay_queue_stats(q, &st), 0);
+		assert_int_equal(quay_stats_snapshot(reg, &snap), 0);
+		quay_stats_snap_free(snap);
+	}
+	assert_int_equal(h.alarm[QUAY_QUEUE_ALARM_READY].streak, 1);
+	assert_false(h.alarm[QUAY_QUEUE_ALARM_READY].on);
+	qt_set_time(QT_T0 + 1000 * MS - 1);
+	for (int i = 0; i < 5; i++)
+		h = health(q);
+	assert_int_equal(h.alarm[QUAY_QUEUE_ALARM_READY].streak, 1);
+	qt_set_time(QT_T0 + 1000 * MS);
+	for (int i = 0; i < 5; i++)
+		h = health(q);
+	assert_int_equal(h.alarm[QUAY_QUEUE_ALARM_READY].streak, 2);
+	assert_false(h.alarm[QUAY_QUEUE_ALARM_READY].on);
+	/* A dip within the period: the value is refreshed, the streak kept. */
+	recv_ack(q, 1);
+	h = health(q);
+	assert_true(h.alarm[QUAY_QUEUE_ALARM_READY].value == 4.0);
+	assert_int_equal(h.alarm[QUAY_QUEUE_ALARM_READY].streak, 2);
+	send_n(q, 1);
+	qt_set_time(QT_T0 + 2000 * MS - 1);
+	assert_false(health(q).alarm[QUAY_QUEUE_ALARM_READY].on);
+	assert_int_equal(c.n, 0);
+	qt_set_time(QT_T0 + 2500 * MS);
+	h = health(q);
+	assert_true(h.alarm[QUAY_QUEUE_ALARM_READY].on);
+	assert_int_equal(h.state, QUAY_QUEUE_DEGRADED);
+	assert_int_equal(h.alarm[QUAY_QUEUE_ALARM_READY].since_ns, QT_T0 + 2500 * MS);
+	assert_int_equal(c.n, 1);
+	assert_true(c.on);
+	/* Down to 1 (< clear 2): on until three counted seconds saw it. */
+	recv_ack(q, 4);
+	for (int i = 0; i < 10; i++)
+		assert_true(health(q).alarm[QUAY_QUEUE_ALARM_READY].on);
+	qt_set_time(QT_T0 + 3500 * MS);
+	assert_true(health(q).alarm[QUAY_QUEUE_ALARM_READY].on);
+	qt_set_time(QT_T0 + 4500 * MS);
+	for (int i = 0; i < 10; i++)
+		assert_true(health(q).alarm[QUAY_QUEUE_ALARM_READY].on);
+	qt_set_time(QT_T0 + 5500 * MS);
+	h = health(q);
+	assert_false(h.alarm[QUAY_QUEUE_ALARM_READY].on);
+	assert_int_equal(h.state, QUAY_QUEUE_HEALTHY);
+	assert_int_equal(c.n, 2);
+	assert_false(c.on);
+	assert_int_equal(h.alarm[QUAY_QUEUE_ALARM_READY].transitions, 2);
+	quay_queue_destroy(q);
+	quay_stats_destroy(reg);
+}
+
+/* A clock that steps back (a wall clock set back) starts a new period
+ * at once: the alarms do not freeze until it catches up. */
+static void
+period_clock_back_counts(void **state)
+{
+	struct calls c = { 0 };
+	struct quay_queue_opts o = fake_opts(&c);
+	quay_queue *q;
+
+	(void)state;
+	o.alarm[QUAY_QUEUE_ALARM_READY] = (struct quay_queue_threshold){ 1, 0, 2 };
+	o.alarm_period_ns = 1000 * MS;
+	q = mkq(&o);
+	send_n(q, 1);
+	assert_int_equal(health(q).alarm[QUAY_QUEUE_ALARM_READY].streak, 1);
+	qt_set_time(QT_T0 - 3600000 * MS);
+	assert_true(health(q).alarm[QUAY_QUEUE_ALARM_READY].on);
+	/* ... and the period runs from the new reading. */
+	recv_ack(q, 1);
+	assert_true(health(q).alarm[QUAY_QUEUE_ALARM_READY].on);
+	qt_set_time(QT_T0 - 3599000 * MS);
+	assert_int_equal(health(q).alarm[QUAY_QUEUE_ALARM_READY].streak, 1);
+	assert_int_equal(c.n, 1);
+	quay_queue_destroy(q);
+}
+
 /* Thresholds that cannot trigger, and malformed ones: -EINVAL. */
 static void
 bad_thresholds(void **state)
@@ -374,6 +477,29 @@ bad_thresholds(void **state)
 		assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
 		o.failure_window_ns = -1;
 		assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
+		o.failure_window_ns = 0;
+		o.alarm_period_ns = -1;
+		assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
+		o.alarm_period_ns = (int64_t)86400 * 1000000000 + 1; /* beyond a day */
+		assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
+		assert_ptr_equal(q, (quay_queue *)0x1);
+		o.alarm_period_ns = (int64_t)86400 * 1000000000;
+		q = mkq(&o);
+		quay_queue_destroy(q);
+		/* A caller built against the struct ending at alarm_ctx: the
+		 * bytes past it are not read (every evaluation counts). */
+		o.size = offsetof(struct quay_queue_opts, alarm_period_ns);
+		o.alarm_period_ns = -1;
+		o.on_alarm = NULL;
+		o.alarm[QUAY_QUEUE_ALARM_FAILURES].raise = 0;
+		o.alarm[QUAY_QUEUE_ALARM_READY] = (struct quay_queue_threshold){ 1, 0, 2 };
+		q = mkq(&o);
+		send_n(q, 1);
+		(void)health(q);
+		assert_true(health(q).alarm[QUAY_QUEUE_ALARM_READY].on);
+		quay_queue_destroy(q);
+		o.size = offsetof(struct quay_queue_opts, alarm_period_ns) + 1;
+		assert_int_equal(quay_queue_create(&o, &q), -EINVAL);
 	}
 	assert_int_equal(quay_queue_health(NULL, NULL), -EINVAL);
 	{
@@ -400,6 +526,8 @@ main(void)
 		cmocka_unit_test(in_flight_alarm),
 		cmocka_unit_test(dlq_alarm_and_gauges),
 		cmocka_unit_test(failure_rate_window),
+		cmocka_unit_test(period_counts_time_not_calls),
+		cmocka_unit_test(period_clock_back_counts),
 		cmocka_unit_test(bad_thresholds),
 	};
 

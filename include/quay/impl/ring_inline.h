@@ -48,8 +48,9 @@
 #include <quay/impl/wait_inline.h>
 
 /* Internal flag bits stored next to the public ones. */
-#define QUAYI_RING_F_FENCE 0x10000u /* no membarrier: wakers use a full fence */
-#define QUAYI_RING_F_OWNED 0x20000u /* allocated by quay_ring_create */
+#define QUAYI_RING_F_FENCE 0x10000u  /* no membarrier: wakers use a full fence */
+#define QUAYI_RING_F_OWNED 0x20000u  /* allocated by quay_ring_create */
+#define QUAYI_RING_F_SHARED 0x40000u /* in a shared memory file (src/ring_shm.c) */
 
 #define QUAYI_RING_POS_MASK (~(uint64_t)0 >> 1)
 #define QUAYI_RING_CLOSED_BIT ((uint64_t)1 << 63)
@@ -71,9 +72,9 @@
  */
 struct quay_ring {
 	/* Line 0: written by init only, apart from closed (written by close). */
-	uint64_t mask;        /* capacity - 1 */
-	unsigned char *slots; /* capacity slots of stride bytes, 64-aligned */
-	uint32_t stride;      /* 8 (seq) + elem_size */
+	uint64_t mask;    /* capacity - 1 */
+	uint64_t memsize; /* quay_ring_memsize(): this header, then the slots */
+	uint32_t stride;  /* 8 (seq) + elem_size */
 	uint32_t elem_size;
 	uint32_t flags;  /* QUAY_RING_SP/SC and QUAYI_RING_F_* */
 	uint32_t closed; /* QUAYI_RING_OPEN/CLOSING/CLOSED */
@@ -103,10 +104,18 @@ struct quay_ring {
  * need more elements (-EPIPE). */
 QUAY_API int quayi_ring_pop_status(const struct quay_ring *r, uint64_t head, uint64_t need);
 
+/* Out of line, for rings in shared memory (src/ring_shm.c): fill and drain
+ * with the CAS forms RING-K3/RING-K4 (see there). Return how many elements
+ * were published (a prefix) or delivered (packed at the front of out). */
+QUAY_API size_t quayi_ring_shm_fill(struct quay_ring *r, uint64_t pos, const void *elems, size_t k);
+QUAY_API size_t quayi_ring_shm_drain(struct quay_ring *r, uint64_t pos, void *out, size_t k);
+
+/* The slots follow the header (in every process's mapping of a shared
+ * ring too: no pointer is stored in the ring). */
 static inline unsigned char *
 quayi_ring_slot(const struct quay_ring *r, uint64_t pos)
 {
-	return r->slots + (size_t)(pos & r->mask) * r->stride;
+	return (unsigned char *)(uintptr_t)(r + 1) + (size_t)(pos & r->mask) * r->stride;
 }
 
 static inline uint64_t *
@@ -237,11 +246,15 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 	return (size_t)k;
 }
 
-/* Copy k elements into claimed positions pos.. and publish each (RING-R1). */
-static QUAYI_ALWAYS_INLINE void
+/* Copy k elements into claimed positions pos.. and publish each (RING-R1).
+ * Returns k (a shared ring: how many were published, see RING-K3). */
+static QUAYI_ALWAYS_INLINE size_t
 quayi_ring_fill(struct quay_ring *r, uint64_t pos, const void *elems, size_t k)
 {
 	const unsigned char *src = (const unsigned char *)elems;
+
+	if (QUAYI_UNLIKELY(r->flags & QUAYI_RING_F_SHARED))
+		return quayi_ring_shm_fill(r, pos, elems, k);
 	for (size_t i = 0; i < k; i++, src += r->elem_size) {
 		uint64_t p = pos + i;
 		unsigned char *s = quayi_ring_slot(r, p);
@@ -250,6 +263,7 @@ quayi_ring_fill(struct quay_ring *r, uint64_t pos, const void *elems, size_t k)
 		__atomic_store_n(quayi_ring_seq(s), (p << 1) | 1, __ATOMIC_RELEASE);
 	}
 	quayi_ring_wake_if_waiting(r, &r->pop_event);
+	return k;
 }
 
 /* Claim up to n ready elements at the consumer position (as above). */
@@ -297,11 +311,15 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 	return (size_t)k;
 }
 
-/* Copy k elements out of claimed positions pos.. and free each slot (RING-R2). */
-static QUAYI_ALWAYS_INLINE void
+/* Copy k elements out of claimed positions pos.. and free each slot (RING-R2).
+ * Returns k (a shared ring: how many were delivered, see RING-K4). */
+static QUAYI_ALWAYS_INLINE size_t
 quayi_ring_drain(struct quay_ring *r, uint64_t pos, void *out, size_t k)
 {
 	unsigned char *dst = (unsigned char *)out;
+
+	if (QUAYI_UNLIKELY(r->flags & QUAYI_RING_F_SHARED))
+		return quayi_ring_shm_drain(r, pos, out, k);
 	for (size_t i = 0; i < k; i++, dst += r->elem_size) {
 		uint64_t p = pos + i;
 		unsigned char *s = quayi_ring_slot(r, p);
@@ -310,6 +328,7 @@ quayi_ring_drain(struct quay_ring *r, uint64_t pos, void *out, size_t k)
 		__atomic_store_n(quayi_ring_seq(s), (p + r->mask + 1) << 1, __ATOMIC_RELEASE);
 	}
 	quayi_ring_wake_if_waiting(r, &r->push_event);
+	return k;
 }
 
 QUAY_INLINE int
@@ -322,8 +341,7 @@ quay_ring_push(quay_ring *r, const void *elem)
 		return -EINVAL;
 	if (quayi_ring_claim_push(r, 1, true, &pos, &rc, false) == 0)
 		return rc;
-	quayi_ring_fill(r, pos, elem, 1);
-	return 0;
+	return quayi_ring_fill(r, pos, elem, 1) == 1 ? 0 : -EOWNERDEAD;
 }
 
 QUAY_INLINE int
@@ -336,8 +354,7 @@ quay_ring_pop(quay_ring *r, void *out)
 		return -EINVAL;
 	if (quayi_ring_claim_pop(r, 1, true, &pos, &rc) == 0)
 		return rc;
-	quayi_ring_drain(r, pos, out, 1);
-	return 0;
+	return quayi_ring_drain(r, pos, out, 1) == 1 ? 0 : -EOWNERDEAD;
 }
 
 QUAY_INLINE size_t
@@ -352,9 +369,7 @@ quay_ring_push_burst(quay_ring *r, const void *elems, size_t n)
 	if (n > r->mask + 1)
 		n = (size_t)r->mask + 1;
 	k = quayi_ring_claim_push(r, n, false, &pos, &rc, false);
-	if (k)
-		quayi_ring_fill(r, pos, elems, k);
-	return k;
+	return k ? quayi_ring_fill(r, pos, elems, k) : 0;
 }
 
 QUAY_INLINE size_t
@@ -369,9 +384,7 @@ quay_ring_pop_burst(quay_ring *r, void *out, size_t n)
 	if (n > r->mask + 1)
 		n = (size_t)r->mask + 1;
 	k = quayi_ring_claim_pop(r, n, false, &pos, &rc);
-	if (k)
-		quayi_ring_drain(r, pos, out, k);
-	return k;
+	return k ? quayi_ring_drain(r, pos, out, k) : 0;
 }
 
 QUAY_INLINE int
@@ -386,8 +399,7 @@ quay_ring_push_bulk(quay_ring *r, const void *elems, size_t n)
 		return 0;
 	if (quayi_ring_claim_push(r, n, true, &pos, &rc, false) == 0)
 		return rc;
-	quayi_ring_fill(r, pos, elems, n);
-	return 0;
+	return quayi_ring_fill(r, pos, elems, n) == n ? 0 : -EOWNERDEAD;
 }
 
 QUAY_INLINE int
@@ -402,8 +414,7 @@ quay_ring_pop_bulk(quay_ring *r, void *out, size_t n)
 		return 0;
 	if (quayi_ring_claim_pop(r, n, true, &pos, &rc) == 0)
 		return rc;
-	quayi_ring_drain(r, pos, out, n);
-	return 0;
+	return quayi_ring_drain(r, pos, out, n) == n ? 0 : -EOWNERDEAD;
 }
 
 QUAY_INLINE bool
