@@ -77,11 +77,13 @@ quayi_real_clock(void *arg)
 	return quayi_real_ns();
 }
 
-/* a + b for b >= 0, saturating at INT64_MAX (times far in the future). */
+/* a + b for b >= 0, saturating at INT64_MAX (times far in the future).
+ * a may be negative (a queue's clock is a user callback): then a + b
+ * cannot overflow. */
 static inline int64_t
 quayi_ns_add_sat(int64_t a, int64_t b)
 {
-	return b > INT64_MAX - a ? INT64_MAX : a + b;
+	return a > 0 && b > INT64_MAX - a ? INT64_MAX : a + b;
 }
 
 /* The CLOCK_MONOTONIC deadline timeout_ns from now: QUAYI_FOREVER for a

@@ -111,16 +111,6 @@ q_now(const quay_queue *q)
 	return q->clock(q->clock_ctx);
 }
 
-/* now + d for d >= 0, saturating at INT64_MAX ("never"): every option
- * time and hook delay is added through it, so no value overflows. Not
- * quayi_ns_add_sat (src/clock.h): now is the queue clock, a callback of
- * the user's, and may be negative. */
-static inline int64_t
-t_add(int64_t now, int64_t d)
-{
-	return now > 0 && d > INT64_MAX - now ? INT64_MAX : now + d;
-}
-
 static inline void
 cnt(quay_queue *q, enum quayi_qcounter c, uint64_t n)
 {
@@ -427,7 +417,7 @@ run_timers_locked(quay_queue *q, int64_t now)
 	/* A push that raced with the drain is still in the FIFO: look again
 	 * soon rather than at its deadline only. */
 	if (quay_ring_count(q->expiry) != 0)
-		lower_next_due(q, t_add(now, q->wheel.tick_ns));
+		lower_next_due(q, quayi_ns_add_sat(now, q->wheel.tick_ns));
 }
 
 /* Run the timer work if something may be due and nobody else is at it.
@@ -488,9 +478,9 @@ static void
 tr_retry(quay_queue *q, quay_msg *msg, int64_t delay, int64_t now, bool locked)
 {
 	cnt(q, QC_RETRIED, 1);
-	quayi_qlog_retry(&q->log, msg, delay > 0 ? t_add(now, delay) : 0);
+	quayi_qlog_retry(&q->log, msg, delay > 0 ? quayi_ns_add_sat(now, delay) : 0);
 	if (delay > 0)
-		schedule(q, msg, t_add(now, delay), QUAYI_T_MSG, 0, locked);
+		schedule(q, msg, quayi_ns_add_sat(now, delay), QUAYI_T_MSG, 0, locked);
 	else
 		make_ready(q, msg);
 }
@@ -515,7 +505,7 @@ stamp_other(quay_queue *to, quay_msg *msg, int64_t now)
 {
 	quay_msg_set_enqueued_ns(msg, now);
 	if (quay_msg_expires_ns(msg) == 0 && to->ttl_ns > 0)
-		quay_msg_set_expires_ns(msg, t_add(now, to->ttl_ns));
+		quay_msg_set_expires_ns(msg, quayi_ns_add_sat(now, to->ttl_ns));
 }
 
 /* Put msg into another queue whose held the caller reserved; no dedup,
@@ -673,7 +663,7 @@ tr_dead_letter(quay_queue *q, quay_msg *msg, quay_queue_dlq_reason why, int64_t 
 later:
 	/* The DLQ is full: the message stays here (delayed) and tries again
 	 * a backoff base later. */
-	schedule(q, msg, t_add(now, q->bo_base > q->wheel.tick_ns ? q->bo_base : q->wheel.tick_ns),
+	schedule(q, msg, quayi_ns_add_sat(now, q->bo_base > q->wheel.tick_ns ? q->bo_base : q->wheel.tick_ns),
 	    QUAYI_T_DLQ, (uint8_t)why, locked);
 }
 
@@ -716,7 +706,7 @@ tr_fail(quay_queue *q, quay_msg *msg, int64_t now, const char *reason, bool lock
 	case QUAY_QUEUE_DEAD_LETTER: tr_dead_letter(q, msg, QUAY_QUEUE_DLQ_REJECTED, now, locked); break;
 	case QUAY_QUEUE_DROP: tr_drop(q, msg, now, locked); break;
 	default:
-		if (ttl_passed(msg, t_add(now, delay)))
+		if (ttl_passed(msg, quayi_ns_add_sat(now, delay)))
 			tr_ttl(q, msg, now, locked);
 		else
 			tr_retry(q, msg, delay, now, locked);
@@ -756,7 +746,7 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 		now = q_now(q); /* slow work: the lease starts after it */
 		*slow = true;
 	}
-	deadline = t_add(now, q->visibility_ns);
+	deadline = quayi_ns_add_sat(now, q->visibility_ns);
 	quay_msg_ref(msg); /* the caller's */
 	cnt(q, QC_RECEIVED, 1);
 	if (attempt == 1 && now >= enq)
@@ -794,8 +784,8 @@ tr_lease(quay_queue *q, quay_msg *msg, uint32_t i, int64_t now, quay_lease *leas
 		 * stale holders of older generations, which discard it.
 		 * Relaxed: published to the timer by the unlock. */
 		now = q_now(q);
-		if (t_add(now, q->visibility_ns) > deadline) {
-			deadline = t_add(now, q->visibility_ns);
+		if (quayi_ns_add_sat(now, q->visibility_ns) > deadline) {
+			deadline = quayi_ns_add_sat(now, q->visibility_ns);
 			__atomic_store_n(&s->deadline, deadline, __ATOMIC_RELAXED);
 		}
 		pthread_mutex_unlock(&q->tlock);
@@ -1261,9 +1251,9 @@ stamp_send(quay_queue *q, quay_msg *msg, int64_t now, struct stamp *old)
 	quay_msg_set_attempts(msg, 0);
 	quay_msg_set_enqueued_ns(msg, now);
 	if (q->delay_ns > 0 && old->nb == 0)
-		quay_msg_set_not_before_ns(msg, t_add(now, q->delay_ns));
+		quay_msg_set_not_before_ns(msg, quayi_ns_add_sat(now, q->delay_ns));
 	if (q->ttl_ns > 0 && old->exp == 0)
-		quay_msg_set_expires_ns(msg, t_add(now, q->ttl_ns));
+		quay_msg_set_expires_ns(msg, quayi_ns_add_sat(now, q->ttl_ns));
 }
 
 static void
@@ -1275,24 +1265,12 @@ stamp_undo(quay_msg *msg, const struct stamp *old)
 	quay_msg_set_attempts(msg, old->att);
 }
 
-/* msg's dedup id if the queue has a window (NULL: none). */
-static inline const void *
-dedup_id(const quay_queue *q, const quay_msg *msg, size_t *len)
-{
-	const void *id;
-
-	if (q->dedup.window <= 0 || quay_msg_header_count(msg) == 0 ||
-	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, len) != 0)
-		return NULL;
-	return id;
-}
-
 /* Forget the dedup id a send remembered for msg (the send was refused). */
 static void
 dedup_forget_msg(quay_queue *q, const quay_msg *msg)
 {
 	size_t len;
-	const void *id = dedup_id(q, msg, &len);
+	const void *id = quayi_queue_dedup_id(q, msg, &len);
 
 	if (id != NULL)
 		quayi_dedup_forget(&q->dedup, id, len);
@@ -1394,7 +1372,7 @@ quay_queue_send(quay_queue *q, quay_msg *msg)
 		return -EINVAL;
 	if (QUAYI_UNLIKELY(is_closed(q)))
 		return -EPIPE;
-	id = dedup_id(q, msg, &idlen);
+	id = quayi_queue_dedup_id(q, msg, &idlen);
 	if (id != NULL && idlen > QUAY_QUEUE_DEDUP_ID_MAX)
 		return -EINVAL;
 	if (QUAYI_UNLIKELY(q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP))) {
@@ -1468,7 +1446,7 @@ quay_queue_send_batch(quay_queue *q, quay_msg **msgs, size_t n, int *results)
 		for (size_t i = base; i < end; i++) {
 			quay_msg *m = msgs[i];
 			size_t idlen = 0;
-			const void *id = dedup_id(q, m, &idlen);
+			const void *id = quayi_queue_dedup_id(q, m, &idlen);
 			int rc = -EINVAL;
 
 			const void *g;
@@ -1525,7 +1503,7 @@ quayi_queue_send_begin(quay_queue *q, quay_msg *msg, struct quayi_qsend *s)
 		return -EINVAL;
 	if (QUAYI_UNLIKELY(is_closed(q)))
 		return -EPIPE;
-	id = dedup_id(q, msg, &idlen);
+	id = quayi_queue_dedup_id(q, msg, &idlen);
 	if (id != NULL && idlen > QUAY_QUEUE_DEDUP_ID_MAX)
 		return -EINVAL;
 	if (QUAYI_UNLIKELY(q->flags & (QUAY_QUEUE_FIFO | QUAY_QUEUE_CONTENT_DEDUP))) {
@@ -1923,7 +1901,7 @@ quay_queue_receive_batch(quay_queue *q, quay_lease *leases, size_t n, int64_t wa
 			stale_before = got; /* slow work: renew them all */
 		if (QUAYI_LIKELY(stale_before == 0))
 			return got;
-		nd = t_add(q_now(q), q->visibility_ns);
+		nd = quayi_ns_add_sat(q_now(q), q->visibility_ns);
 		for (size_t i = 0; i < got; i++) {
 			if (i < stale_before && !lease_renew(q, &leases[i], nd)) {
 				/* Expired before it was handed out (the delivery
@@ -2069,7 +2047,7 @@ quay_queue_extend(quay_queue *q, const quay_lease *lease, int64_t more_ns)
 	if (q == NULL || lease == NULL || more_ns <= 0)
 		return -EINVAL;
 	now = q_now(q);
-	nd = t_add(now, more_ns);
+	nd = quayi_ns_add_sat(now, more_ns);
 	/* Lock order: the timer lock before BUSY, never the other way (the
 	 * timer's check_lease waits for BUSY with the lock held). A shorter
 	 * deadline moves a wheel node, under the lock: take it first when

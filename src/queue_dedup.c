@@ -6,17 +6,12 @@
  */
 #include "queue_dedup.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <stdlib.h>
 
 #include <xxhash.h>
-
-/* now + d for d >= 0, saturating at INT64_MAX. */
-static int64_t
-sat_add(int64_t now, int64_t d)
-{
-	return now > 0 && d > INT64_MAX - now ? INT64_MAX : now + d;
-}
 
 static size_t
 pow2_at_least(size_t n)
@@ -104,7 +99,7 @@ quayi_dedup_check(struct quayi_dedup *d, const void *id, size_t len, int64_t now
 		} else {
 			room->h1 = h1;
 			room->h2 = h2;
-			room->expires = sat_add(now, d->window);
+			room->expires = quayi_ns_add_sat(now, d->window);
 		}
 	}
 	pthread_mutex_unlock(&d->lock);

@@ -6,6 +6,7 @@
  * id and content tables, and the walk of their live keys that a
  * compaction writes as DEDUP records. Times are the queue's clock.
  */
+#include "clock.h"
 #include "queue_dedup.h"
 #include "queue_dedup_log.h"
 #include "queue_log.h"
@@ -14,31 +15,12 @@
 
 #include <quay/msg.h>
 
-/* The value of msg's dedup id header, if the queue has an id window. */
-static const void *
-dedup_id(const quay_queue *q, const quay_msg *msg, size_t *len)
-{
-	const void *id;
-
-	if (q->dedup.window <= 0 || quay_msg_header_count(msg) == 0 ||
-	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, len) != 0)
-		return NULL;
-	return id;
-}
-
-/* a + b for b >= 0, saturating (a, the queue's clock, may be negative). */
-static int64_t
-sat_add(int64_t a, int64_t b)
-{
-	return a > 0 && b > INT64_MAX - a ? INT64_MAX : a + b;
-}
-
 static bool
 dkey(void *queue, const quay_msg *msg, struct quayi_qlog_dkey *k)
 {
 	const quay_queue *q = queue;
 	size_t len;
-	const void *id = dedup_id(q, msg, &len);
+	const void *id = quayi_queue_dedup_id(q, msg, &len);
 
 	/* As send_check decides (src/queue.c): the id if there is one,
 	 * else the content if the queue dedups by content. */
@@ -63,11 +45,11 @@ dseed(void *queue, const struct quayi_qlog_dkey *k, int64_t accepted, quay_msg *
 
 	if (window <= 0)
 		return;
-	exp = sat_add(accepted, window);
+	exp = quayi_ns_add_sat(accepted, window);
 	/* A clock that stepped back since: never longer than a window from
 	 * now. */
-	if (exp > sat_add(now, window))
-		exp = sat_add(now, window);
+	if (exp > quayi_ns_add_sat(now, window))
+		exp = quayi_ns_add_sat(now, window);
 	if (k->kind == QUAYI_QLOG_DK_ID)
 		(void)quayi_dedup_seed(&q->dedup, k->h1, k->h2, exp, now);
 	else if (k->kind == QUAYI_QLOG_DK_CONTENT && q->x != NULL && q->x->cdedup != NULL)

@@ -198,6 +198,18 @@ struct quay_queue {
  */
 int quayi_queue_restore(quay_queue *q, quay_msg *msg, uint32_t attempts, int64_t not_before_ns);
 
+/* msg's dedup id header if q has an id window (NULL: none). */
+static inline const void *
+quayi_queue_dedup_id(const quay_queue *q, const quay_msg *msg, size_t *len)
+{
+	const void *id;
+
+	if (q->dedup.window <= 0 || quay_msg_header_count(msg) == 0 ||
+	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, len) != 0)
+		return NULL;
+	return id;
+}
+
 /* The number of bus bindings sending to q (src/bus.c). */
 uint32_t *quayi_queue_bound(quay_queue *q);
 

@@ -44,6 +44,8 @@
 
 #include <quay/quay.h>
 
+#include "app_util.h"
+
 static const char *broken = ""; /* --break=<check> */
 static uint32_t seed = 12345;   /* --seed=N: the priorities drawn */
 static int failures;
@@ -63,15 +65,6 @@ static int
 broke(const char *check)
 {
 	return strcmp(broken, check) == 0;
-}
-
-static int64_t
-mono_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
 /* The fake clock of the timing sections: pool and queues read it, the
@@ -163,23 +156,6 @@ done(const char *name, quay_queue *q)
 
 #define DJOBS 200
 
-static void
-rmdir_all(const char *dir)
-{
-	char path[300];
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	while (d != NULL && (e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-			unlink(path);
-		}
-	if (d != NULL)
-		closedir(d);
-	rmdir(dir);
-}
-
 static int
 open_durable(const char *dir, unsigned sync_mode, quay_pool *pool, quay_wal **wal, quay_queue **q)
 {
@@ -269,7 +245,7 @@ section_durable(void)
 	if (got != sizeof(acked) || !WIFSIGNALED(st)) {
 		printf("FAIL  durable: the child died before its report (status %d)\n", st);
 		failures++;
-		rmdir_all(dir);
+		remove_dir(dir);
 		return;
 	}
 	if (quay_pool_create(4 << 20, NULL, &pool) != 0 ||
@@ -309,7 +285,7 @@ section_durable(void)
 	done("jobs-durable", q);
 	quay_wal_close(wal);
 	quay_pool_destroy(pool);
-	rmdir_all(dir);
+	remove_dir(dir);
 }
 
 /* ---- priorities, TTL, backoff, redrive (fake clock) ----------------- */
@@ -747,7 +723,7 @@ section_throughput(void)
 	double r2 = run_tp(dur, pool, 200000, &ok2);
 	done("bench-durable", dur);
 	quay_wal_close(wal);
-	rmdir_all(dir);
+	remove_dir(dir);
 	quay_pool_destroy(pool);
 	printf("throughput  send+receive+ack, 1 producer, 1 consumer, batches of 64, 0.5 s each:\n"
 	       "            in memory          %10.0f msg/s  (%.0fx the 10,000 msg/s advertised)\n"

@@ -55,6 +55,8 @@
 #include <quay/queue.h>
 #include <quay/wal.h>
 
+#include "app_util.h"
+
 #define MS ((int64_t)1000000)
 #define STAGES 3
 #define BATCH_MAX 16
@@ -97,42 +99,6 @@ static uint64_t released, nacks[STAGES];
  * sent during the first slow spell (a backlog of every priority). */
 static int64_t slow_wait_sum[3];
 static uint32_t slow_wait_n[3];
-
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t
-real_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void
-sleep_ns(int64_t ns)
-{
-	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
-
-	nanosleep(&ts, NULL);
-}
-
-static uint64_t
-mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	return x ^ (x >> 33);
-}
 
 /* Whether stage s fails message id on this attempt: the same every run
  * with the same seed, whichever worker gets it. */
@@ -327,15 +293,6 @@ close_queues(void)
 	wal = NULL;
 }
 
-static uint64_t
-held(quay_queue *x)
-{
-	struct quay_queue_stats st;
-
-	quay_queue_stats(x, &st);
-	return st.ready + st.delayed + st.in_flight;
-}
-
 /* Wait until queue s holds nothing, or until deadline (monotonic ns). */
 static void
 drain(int s, int64_t deadline)
@@ -480,23 +437,6 @@ visit_dlq(void *ctx, const quay_msg *m, quay_queue_state st)
 	quay_msg_get_header_str(m, QUAY_QUEUE_H_DLQ_ATTEMPTS, att, sizeof(att));
 	d->bad |= strcmp(reason, "max-attempts") != 0 || strcmp(att, "3") != 0;
 	return 0;
-}
-
-static void
-remove_dir(const char *dir)
-{
-	char path[300];
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	while (d != NULL && (e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-			unlink(path);
-		}
-	if (d != NULL)
-		closedir(d);
-	rmdir(dir);
 }
 
 int

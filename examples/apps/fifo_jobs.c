@@ -39,6 +39,8 @@
 #include <quay/pool.h>
 #include <quay/queue.h>
 
+#include "app_util.h"
+
 #define NQ 4
 #define MS ((int64_t)1000000)
 #define CUST_MAX 64
@@ -92,33 +94,6 @@ static pthread_mutex_t alarm_mu = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t alarm_on[NQ][QUAY_QUEUE_ALARM_COUNT], alarm_off[NQ][QUAY_QUEUE_ALARM_COUNT];
 static int64_t alarm_first_on[NQ][QUAY_QUEUE_ALARM_COUNT], alarm_last_off[NQ][QUAY_QUEUE_ALARM_COUNT];
 static int64_t t0;
-
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void
-sleep_ns(int64_t ns)
-{
-	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
-
-	nanosleep(&ts, NULL);
-}
-
-static uint64_t
-mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	return x ^ (x >> 33);
-}
 
 static uint64_t
 job_hash(int qi, int c, int seq)
@@ -295,15 +270,6 @@ archive_dlq(int qi)
 		quay_queue_ack(dlq[qi], &l);
 		quay_msg_unref(l.msg);
 	}
-}
-
-static uint64_t
-held(quay_queue *x)
-{
-	struct quay_queue_stats s;
-
-	quay_queue_stats(x, &s);
-	return s.ready + s.delayed + s.in_flight;
 }
 
 static int failures;

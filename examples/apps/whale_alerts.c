@@ -45,6 +45,8 @@
 #include <quay/queue.h>
 #include <quay/wal.h>
 
+#include "app_util.h"
+
 #define WHALES 12
 #define USERS 8
 #define TRACKED 3 /* wallets each user tracks */
@@ -91,32 +93,6 @@ static uint32_t per_analyst[ANALYSTS];
 static uint32_t wrong_alerts, wrong_trades;
 static int64_t alert_lat_sum, alert_lat_max; /* detection -> alert acked, ns */
 static int64_t outage_until;                 /* CLOCK_MONOTONIC ns; release/acquire with the services */
-
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t
-real_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void
-sleep_ns(int64_t ns)
-{
-	struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
-
-	nanosleep(&ts, NULL);
-}
 
 /* xorshift64*: the whole run follows from --seed. */
 static uint64_t
@@ -371,15 +347,6 @@ notifier(void *arg)
 }
 
 static int
-held(quay_queue *q)
-{
-	struct quay_queue_stats s;
-
-	quay_queue_stats(q, &s);
-	return s.ready + s.delayed + s.in_flight > 0;
-}
-
-static int
 open_analysis(const char *dir, uint64_t *restored)
 {
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
@@ -402,23 +369,6 @@ open_analysis(const char *dir, uint64_t *restored)
 	quay_queue_stats(analysis, &s);
 	*restored = s.restored;
 	return 0;
-}
-
-static void
-remove_dir(const char *dir)
-{
-	char path[300];
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	while (d != NULL && (e = readdir(d)) != NULL)
-		if (e->d_name[0] != '.') {
-			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-			unlink(path);
-		}
-	if (d != NULL)
-		closedir(d);
-	rmdir(dir);
 }
 
 static int failures;
@@ -568,10 +518,10 @@ main(int argc, char **argv)
 
 	/* Drain: every queue empty, then shut the services down. */
 	for (int64_t end = mono_ns() + 30000 * MS; mono_ns() < end;) {
-		int busy = held(analysis) || held(trading);
+		int busy = held(analysis) != 0 || held(trading) != 0;
 
 		for (int u = 0; u < USERS; u++)
-			busy |= held(notify[u]);
+			busy |= held(notify[u]) != 0;
 		if (!busy)
 			break;
 		sleep_ns(5 * MS);

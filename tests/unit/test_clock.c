@@ -74,6 +74,10 @@ test_conversions(void **state)
 	assert_int_equal(quayi_ns_add_sat(1, 2), 3);
 	assert_int_equal(quayi_ns_add_sat(INT64_MAX - 1, 5), INT64_MAX);
 	assert_int_equal(quayi_ns_add_sat(INT64_MAX, 0), INT64_MAX);
+	/* A queue's clock may be negative: no overflow in the check itself
+	 * (UBSan would report INT64_MAX - a for a < 0). */
+	assert_int_equal(quayi_ns_add_sat(-5, INT64_MAX), INT64_MAX - 5);
+	assert_int_equal(quayi_ns_add_sat(INT64_MIN, 10), INT64_MIN + 10);
 
 	/* The real clock, and its callback shape. */
 	clock_gettime(CLOCK_REALTIME, &a);
