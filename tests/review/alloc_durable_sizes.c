@@ -160,7 +160,7 @@ durable_everything(void **state)
 	struct quay_wal_opts wo = QUAY_WAL_OPTS_INIT;
 	struct quay_pool_opts po = QUAY_POOL_OPTS_INIT;
 	struct quay_queue_opts qo = QUAY_QUEUE_OPTS_INIT, dqo = QUAY_QUEUE_OPTS_INIT,
-	    co = QUAY_QUEUE_OPTS_INIT;
+	                       co = QUAY_QUEUE_OPTS_INIT;
 	quay_wal *w;
 	quay_pool *pool;
 	quay_queue *q, *dlq, *cq;
@@ -210,7 +210,8 @@ durable_everything(void **state)
 				char body[4000];
 				memset(body, 'z', sizeof(body));
 				snprintf(body, 16, "b%d-%d", round, i);
-				assert_int_equal(quay_msg_new(pool, body, i % 2 ? sizeof(body) : 40, &b[i]), 0);
+				assert_int_equal(quay_msg_new(pool, body, i % 2 ? sizeof(body) : 40, &b[i]),
+				    0);
 			}
 			assert_int_equal(quay_queue_send_batch(q, b, 20, NULL), 20);
 		}
@@ -232,7 +233,8 @@ durable_everything(void **state)
 		quay_queue_destroy(dlq);
 		assert_int_equal(quay_wal_close(w), 0);
 		assert_int_equal(quay_pool_destroy(pool), 0);
-		print_message("round %d: live %zu blocks %ld bad frees %ld\n", round, ta.live, ta.blocks, ta.bad_free);
+		print_message("round %d: live %zu blocks %ld bad frees %ld\n", round, ta.live, ta.blocks,
+		    ta.bad_free);
 		assert_int_equal(ta.bad_free, 0);
 		assert_int_equal(ta.bad_align, 0);
 		assert_int_equal(ta.blocks, 0);

@@ -37,7 +37,8 @@ key_one_two(const quay_msg *msg, uint64_t *h1, uint64_t *h2)
 	size_t n = quay_msg_body_len(msg);
 	XXH128_hash_t h;
 
-	if (n == 3 && (memcmp(quay_msg_body(msg), "one", 3) == 0 || memcmp(quay_msg_body(msg), "two", 3) == 0)) {
+	if (n == 3 &&
+	    (memcmp(quay_msg_body(msg), "one", 3) == 0 || memcmp(quay_msg_body(msg), "two", 3) == 0)) {
 		*h1 = 42;
 		*h2 = 43;
 		return;
