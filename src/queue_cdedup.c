@@ -10,8 +10,9 @@
  * its entry is reused after the window (or the queue is destroyed): the
  * window's messages stay allocated in their pool (docs/QUEUE.md).
  * After a restart of a durable queue, a key recovered from the log keeps
- * its message when the message came back with the queue; a key whose
- * message is gone (acked before the restart) is kept alone, and a hit on
+ * its message when the message came back with the queue and its send's
+ * ADD is still in the log; a key whose message is gone (acked before the
+ * restart), or came back from a DEDUP record, is kept alone, and a hit on
  * it is a duplicate without a comparison (docs/DURABILITY.md, "Dedup
  * after a restart": the odds, and why not keep the bodies).
  *
