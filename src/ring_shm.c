@@ -334,8 +334,8 @@ quayi_ring_shm_wake(uint32_t *event)
 	uint32_t v = __atomic_load_n(event, __ATOMIC_RELAXED);
 
 	while (v & QUAYI_RING_SLEEPERS) {
-		if (__atomic_compare_exchange_n(event, &v, (v + 2) & ~QUAYI_RING_SLEEPERS, false,
-		        __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+		if (__atomic_compare_exchange_n(event, &v, (v + QUAYI_WAIT_COUNT_ONE) & ~QUAYI_RING_SLEEPERS,
+		        false, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
 			syscall(SYS_futex, event, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 			return;
 		}
