@@ -334,10 +334,7 @@ quayi_ring_shm_wake(uint32_t *event)
 	uint32_t v = __atomic_load_n(event, __ATOMIC_RELAXED);
 
 	while (v & QUAYI_RING_SLEEPERS) {
-<<<<<<< HEAD
 		/* The counter's unit: bits 1 and 2 are POLLED and FIRED. */
-=======
->>>>>>> rev-conc
 		if (__atomic_compare_exchange_n(event, &v, (v + QUAYI_WAIT_COUNT_ONE) & ~QUAYI_RING_SLEEPERS,
 		        false, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
 			syscall(SYS_futex, event, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
