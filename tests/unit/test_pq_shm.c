@@ -10,6 +10,7 @@
 #include "shm_test.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -764,6 +765,87 @@ test_killed_consumer(void **state)
 	close(fd);
 }
 
+/* Threads of one process on a shared queue, through two mappings (what
+ * ThreadSanitizer can see): two producers at levels 0 and 2, two
+ * consumers, waiting calls; exactly once, FIFO per producer. */
+#define TH_N 20000
+struct th_arg {
+	quay_pq *q;
+	uint64_t base;
+	uint64_t sum;
+	uint64_t count;
+	uint64_t disorder;
+};
+
+static void *
+th_push(void *p)
+{
+	struct th_arg *a = p;
+
+	for (uint64_t i = 0; i < TH_N; i++) {
+		uint64_t v = a->base + i;
+		if (quay_pq_push_wait(a->q, a->base != 0 ? 2 : 0, &v, -1) != 0)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void *
+th_pop(void *p)
+{
+	struct th_arg *a = p;
+	uint64_t v, last[2] = { 0, 0 };
+	unsigned prio;
+
+	while (quay_pq_pop_wait(a->q, &v, &prio, -1) == 0) {
+		unsigned who = v >= 1000000;
+
+		a->disorder +=
+		    prio != (who ? 2u : 0u) || (a->count != 0 && v != 0 && v <= last[who] && last[who] != 0);
+		last[who] = v;
+		a->sum += v;
+		a->count++;
+	}
+	return NULL;
+}
+
+static void
+test_threads(void **state)
+{
+	struct quay_pq_opts o = shape(3, 0, 16, 8);
+	struct th_arg args[4];
+	pthread_t t[4];
+	quay_pq *q = NULL, *q2 = NULL;
+	uint64_t sum = 0, count = 0, want = 0, disorder = 0;
+	int fd = -1;
+
+	(void)state;
+	assert_int_equal(quay_pq_create_shm(NULL, &o, NULL, &q, &fd), 0);
+	assert_int_equal(quay_pq_attach_shm(NULL, fd, 8, &q2), 0);
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct th_arg){ i % 2 ? q2 : q, (uint64_t)i * 1000000, 0, 0, 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, i < 2 ? th_push : th_pop, &args[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		assert_true(qt_join_within(t[i], 25000));
+	quay_pq_close(q);
+	for (int i = 2; i < 4; i++) {
+		assert_true(qt_join_within(t[i], 25000));
+		sum += args[i].sum;
+		count += args[i].count;
+		disorder += args[i].disorder;
+	}
+	for (uint64_t p = 0; p < 2; p++)
+		for (uint64_t i = 0; i < TH_N; i++)
+			want += p * 1000000 + i;
+	assert_int_equal(count, 2 * TH_N);
+	assert_int_equal(sum, want);
+	assert_int_equal(disorder, 0);
+	quay_pq_destroy(q2);
+	quay_pq_destroy(q);
+	close(fd);
+}
+
 int
 main(void)
 {
@@ -777,6 +859,7 @@ main(void)
 		QT_TEST(test_truncated_name),
 		QT_TEST(test_killed_producer),
 		QT_TEST(test_killed_consumer),
+		QT_TEST(test_threads),
 	};
 
 	return cmocka_run_group_tests_name("pq_shm", tests, NULL, NULL);
