@@ -404,6 +404,8 @@ quay_pq_fd(quay_pq *pq)
 
 	if (pq == NULL)
 		return -EINVAL;
+	if (pq->flags & QUAYI_PQ_F_SHARED)
+		return -ENOTSUP; /* wakers in other processes could not signal it */
 	s.events[0] = &pq->pop_event;
 	s.fence = quayi_pq_fence(pq) != 0;
 	s.ctx = pq;
