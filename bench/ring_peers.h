@@ -52,6 +52,9 @@
 #define QB_MASK (QB_CAPACITY - 1)
 #define QB_MAX_SIDE 8 /* most producers (or consumers) in a run */
 #define QB_LINE 64
+/* The adaptor calls: inlined into the harness loops even where the
+ * compiler would rather not (a burst call inside a loop). */
+#define QB_PEER_CALL static inline __attribute__((always_inline))
 
 _Static_assert((QB_CAPACITY & QB_MASK) == 0, "capacity must be a power of two");
 
@@ -102,25 +105,25 @@ quay_destroy(void *q)
 {
 	quay_ring_destroy(q);
 }
-static inline int
+QB_PEER_CALL int
 quay_push(void *q, int producer, uint64_t v)
 {
 	(void)producer;
 	const int rc = quay_ring_push(q, &v);
 	return rc == 0 ? 1 : rc == -EAGAIN ? 0 : -1;
 }
-static inline int
+QB_PEER_CALL int
 quay_pop(void *q, uint64_t *v)
 {
 	const int rc = quay_ring_pop(q, v);
 	return rc == 0 ? 1 : rc == -EAGAIN ? 0 : -1;
 }
-static inline size_t
+QB_PEER_CALL size_t
 quay_push_burst(void *q, const uint64_t *v, size_t n)
 {
 	return quay_ring_push_burst(q, v, n);
 }
-static inline size_t
+QB_PEER_CALL size_t
 quay_pop_burst(void *q, uint64_t *v, size_t n)
 {
 	return quay_ring_pop_burst(q, v, n);
@@ -161,14 +164,14 @@ ck_destroy(void *q)
 	free(((struct ck_q *)q)->buf);
 	free(q);
 }
-static inline int
+QB_PEER_CALL int
 ck_spsc_push(void *qv, int producer, uint64_t v)
 {
 	struct ck_q *q = qv;
 	(void)producer;
 	return ck_ring_enqueue_spsc(&q->ring, q->buf, (const void *)(uintptr_t)v) ? 1 : 0;
 }
-static inline int
+QB_PEER_CALL int
 ck_spsc_pop(void *qv, uint64_t *v)
 {
 	struct ck_q *q = qv;
@@ -178,14 +181,14 @@ ck_spsc_pop(void *qv, uint64_t *v)
 	*v = (uint64_t)(uintptr_t)p;
 	return 1;
 }
-static inline int
+QB_PEER_CALL int
 ck_mpmc_push(void *qv, int producer, uint64_t v)
 {
 	struct ck_q *q = qv;
 	(void)producer;
 	return ck_ring_enqueue_mpmc(&q->ring, q->buf, (const void *)(uintptr_t)v) ? 1 : 0;
 }
-static inline int
+QB_PEER_CALL int
 ck_mpmc_pop(void *qv, uint64_t *v)
 {
 	struct ck_q *q = qv;
@@ -261,7 +264,7 @@ wfcq_reset(void *qv, int nstops)
 	for (int i = 0; i < QB_MAX_SIDE; i++)
 		q->cursor[i].next = 0;
 }
-static inline int
+QB_PEER_CALL int
 wfcq_push(void *qv, int producer, uint64_t v)
 {
 	struct wfcq_q *q = qv;
@@ -275,7 +278,7 @@ wfcq_push(void *qv, int producer, uint64_t v)
 	cds_wfcq_enqueue(&q->head, &q->tail, &n->node);
 	return 1;
 }
-static inline int
+QB_PEER_CALL int
 wfcq_pop(void *qv, uint64_t *v)
 {
 	struct wfcq_q *q = qv;
@@ -343,7 +346,7 @@ mutex_take(struct mutex_q *q)
 	pthread_cond_signal(&q->not_full);
 	return v;
 }
-static inline int
+QB_PEER_CALL int
 mutex_try_push(void *qv, int producer, uint64_t v)
 {
 	struct mutex_q *q = qv;
@@ -357,7 +360,7 @@ mutex_try_push(void *qv, int producer, uint64_t v)
 	pthread_mutex_unlock(&q->mu);
 	return 1;
 }
-static inline int
+QB_PEER_CALL int
 mutex_try_pop(void *qv, uint64_t *v)
 {
 	struct mutex_q *q = qv;
@@ -380,7 +383,7 @@ mutex_deadline(long ms)
 	ts.tv_nsec %= 1000000000L;
 	return ts;
 }
-static inline int
+QB_PEER_CALL int
 mutex_push_wait(void *qv, int producer, uint64_t v)
 {
 	struct mutex_q *q = qv;
@@ -397,7 +400,7 @@ mutex_push_wait(void *qv, int producer, uint64_t v)
 	pthread_mutex_unlock(&q->mu);
 	return 1;
 }
-static inline int
+QB_PEER_CALL int
 mutex_pop_wait(void *qv, uint64_t *v)
 {
 	struct mutex_q *q = qv;
@@ -478,7 +481,7 @@ vy_destroy(void *q)
 {
 	free(q);
 }
-static inline int
+QB_PEER_CALL int
 vy_push(void *qv, int producer, uint64_t v)
 {
 	struct vy_q *q = qv;
@@ -509,7 +512,7 @@ vy_push(void *qv, int producer, uint64_t v)
 	__atomic_store_n(&c->seq, pos + 1, __ATOMIC_RELEASE);
 	return 1;
 }
-static inline int
+QB_PEER_CALL int
 vy_pop(void *qv, uint64_t *v)
 {
 	struct vy_q *q = qv;
@@ -585,7 +588,7 @@ ls_create(int p, int c, size_t n)
 	(void)p, (void)c, (void)n;
 	return qb_aligned(sizeof(struct ls_q));
 }
-static inline int
+QB_PEER_CALL int
 ls_push(void *qv, int producer, uint64_t v)
 {
 	struct ls_q *q = qv;
@@ -604,7 +607,7 @@ ls_push(void *qv, int producer, uint64_t v)
 	__atomic_store_n(&q->tail, t + 1, __ATOMIC_RELEASE);
 	return 1;
 }
-static inline int
+QB_PEER_CALL int
 ls_pop(void *qv, uint64_t *v)
 {
 	struct ls_q *q = qv;
