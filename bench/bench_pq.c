@@ -75,7 +75,8 @@ relax(unsigned *spins)
 }
 
 /* One queue under test: the ring (levels 1) or a pq; push(value, level),
- * pop(&value, &level), 0 on success. */
+ * pop(&value, &level), 0 on success. q_push and q_pop are always inlined
+ * (GCC kept them out of line in the worker loops). */
 struct q {
 	quay_ring *ring;
 	quay_pq *pq;
@@ -110,13 +111,13 @@ q_fini(struct q *q)
 		quay_pq_destroy(q->pq);
 }
 
-static inline int
+static inline __attribute__((always_inline)) int
 q_push(struct q *q, uint64_t v, unsigned level)
 {
 	return q->pq != NULL ? quay_pq_push(q->pq, level, &v) : quay_ring_push(q->ring, &v);
 }
 
-static inline int
+static inline __attribute__((always_inline)) int
 q_pop(struct q *q, uint64_t *v, unsigned *level)
 {
 	if (q->pq != NULL)
