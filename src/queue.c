@@ -1772,6 +1772,12 @@ receive_one(quay_queue *q, quay_lease *lease, int64_t wait_ns, int64_t end_mono,
 		now = q_now(q);
 		*slow = true;
 	}
+	/* A poll (wait 0) of an empty queue takes no lease slot: popping one
+	 * and pushing it back would wake a descriptor armed on free_slots
+	 * (quay_queue_fd) for nothing, six system calls per empty poll. A
+	 * message pushed after this look is a later arrival. */
+	if (wait_ns == 0 && quay_pq_count(q->ready) == 0)
+		return -EAGAIN;
 	if (QUAYI_UNLIKELY(quay_ring_pop(q->free_slots, &slot) != 0)) { /* Q-L3 */
 		/* Every lease is out: a long poll waits for one to end rather
 		 * than return at once (a worker loop would spin). */

@@ -349,8 +349,9 @@ QUAY_INLINE size_t quay_ring_elem_size(const quay_ring *r);
  *    the first elements were published; pop_burst packs the delivered
  *    elements at the front of out and returns their number.
  *  - The processes sharing a ring trust each other: quay_ring_attach_shm()
- *    validates the file, but a process that writes into the mapping can
- *    make the others misbehave (never read or write outside it).
+ *    validates the file, but the shape is read from the mapping on every
+ *    call, so a process that writes into the ring's header later can make
+ *    the others write past their buffers or outside the mapping.
  */
 
 /** Default stall bound of a shared ring (1 s). */

@@ -20,6 +20,8 @@
 
 #include <quay/quay.h>
 
+#include "../../src/queue_internal.h" /* the lease slots' event word */
+
 #define SOON_MS 5000 /* a signalled descriptor is readable well within this */
 
 static bool
@@ -408,6 +410,43 @@ test_queue_stale_timer(void **state)
 	quay_queue_destroy(q);
 }
 
+/* Polling an empty queue (wait 0) wakes nothing: an empty receive takes
+ * no lease slot, whose push back would wake the descriptor armed on
+ * free_slots (and the receive's re-arm drain it again: six system calls
+ * per empty poll, invisible to poll(2) but counted on the event word). */
+static void
+test_queue_empty_polls_quiet(void **state)
+{
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	quay_queue *q;
+	quay_lease l;
+	int fd, woke = 0;
+
+	(void)state;
+	assert_int_equal(quay_queue_create(&o, &q), 0);
+	fd = quay_queue_fd(q);
+	assert_true(fd >= 0);
+	assert_false(readable(fd, 0));
+	{
+		uint32_t *slots_word = &q->free_slots->pop_event;
+		uint32_t w0 = wakes(slots_word);
+
+		for (int i = 0; i < 100; i++) {
+			assert_int_equal(quay_queue_receive(q, &l, 0), -EAGAIN);
+			woke += readable(fd, 0);
+		}
+		assert_int_equal(woke, 0);
+		assert_int_equal(wakes(slots_word), w0);
+	}
+	/* And a send still makes it readable. */
+	assert_int_equal(quay_queue_send(q, msg()), 0);
+	assert_true(readable(fd, SOON_MS));
+	assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+	assert_int_equal(quay_queue_ack(q, &l), 0);
+	quay_msg_unref(l.msg);
+	quay_queue_destroy(q);
+}
+
 /* Destroy closes the descriptor of a queue that was never closed. */
 static void
 test_queue_destroy(void **state)
@@ -486,6 +525,7 @@ main(void)
 		cmocka_unit_test(test_pq),
 		cmocka_unit_test(test_queue),
 		cmocka_unit_test(test_queue_stale_timer),
+		cmocka_unit_test(test_queue_empty_polls_quiet),
 		cmocka_unit_test(test_queue_destroy),
 		cmocka_unit_test(test_sub),
 	};
