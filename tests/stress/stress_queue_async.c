@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,10 @@ on_sent(void *arg, quay_msg *msg, int rc)
 	}
 	if (seq != last_done[p])
 		bump(&viol_order_done);
+	/* Widen the window a wrong order (placed before its callback) would
+	 * open: a consumer would take the message before the mark below. */
+	if (seq % 4 == 0)
+		sched_yield();
 	last_done[p] = seq + 1;
 	/* Release: pairs with the consumer's acquire load (the mark is set
 	 * before the message is placed, i.e. before it can be received). */
