@@ -228,8 +228,8 @@ main(void)
 	const char *env = getenv("QUAY_STRESS_SCALE");
 	uint32_t scale = env != NULL && atoi(env) > 0 ? (uint32_t)atoi(env) : 1;
 	const struct cfg cfgs[] = {
-		{ QUAY_WAL_SYNC, 4, 2, 256, 1500 },
-		{ QUAY_WAL_SYNC, 8, 1, 16, 500 },
+		{ QUAY_WAL_SYNC, 4, 2, 256, 1000 },
+		{ QUAY_WAL_SYNC, 8, 1, 16, 250 },
 		{ QUAY_WAL_NONE, 4, 2, 1024, 3000 },
 	};
 	int bad = 0;
