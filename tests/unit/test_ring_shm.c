@@ -734,6 +734,47 @@ test_threads(void **state)
 	close(fd);
 }
 
+static int th_pop_one_rc = -1;
+
+static void *
+th_pop_one(void *p)
+{
+	uint64_t v;
+
+	th_pop_one_rc = quay_ring_pop_wait(p, &v, -1);
+	return NULL;
+}
+
+/* A shared ring's wake counts in the wait protocol's unit: bits 1 and 2
+ * of its event words (POLLED, FIRED: a pollable descriptor, which a
+ * shared ring never has) stay clear, or every empty pop would look the
+ * word up in the process-wide descriptor table (a mutex). */
+static void
+test_wake_counter_unit(void **state)
+{
+	quay_ring *r = NULL;
+	pthread_t t;
+	uint64_t one = 1;
+	int fd = -1;
+
+	(void)state;
+	assert_int_equal(quay_ring_create_shm(NULL, 16, 8, NULL, &r, &fd), 0);
+	assert_int_equal(pthread_create(&t, NULL, th_pop_one, r), 0);
+	for (int i = 0;
+	     i < 20000 && !(__atomic_load_n(&r->pop_event, __ATOMIC_SEQ_CST) & QUAYI_WAIT_SLEEPERS); i++)
+		usleep(100);
+	assert_true(__atomic_load_n(&r->pop_event, __ATOMIC_SEQ_CST) & QUAYI_WAIT_SLEEPERS);
+	assert_int_equal(quay_ring_push(r, &one), 0);
+	assert_true(qt_join_within(t, 25000));
+	assert_int_equal(th_pop_one_rc, 0);
+	assert_int_equal(__atomic_load_n(&r->pop_event, __ATOMIC_SEQ_CST) &
+	        (QUAYI_WAIT_POLLED | QUAYI_WAIT_FIRED),
+	    0);
+	assert_true(__atomic_load_n(&r->pop_event, __ATOMIC_SEQ_CST) >= QUAYI_WAIT_COUNT_ONE);
+	quay_ring_destroy(r);
+	close(fd);
+}
+
 int
 main(void)
 {
@@ -749,6 +790,7 @@ main(void)
 		QT_TEST(test_stalled_consumer),
 		QT_TEST(test_killed_producer),
 		QT_TEST(test_threads),
+		QT_TEST(test_wake_counter_unit),
 	};
 
 	return cmocka_run_group_tests_name("ring_shm", tests, NULL, NULL);
