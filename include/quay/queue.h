@@ -436,6 +436,8 @@ QUAY_API int quay_queue_create(const struct quay_queue_opts *opts, quay_queue **
 /**
  * Destroy a queue and drop its references to every message it holds.
  * NULL is ignored. A queue used as another's dlq must outlive it.
+ * Pipelined sends in flight (quay_queue_send_async()) complete first:
+ * their callbacks run before this returns.
  *
  * Concurrency: no other call may use q, and no thread may be in a call.
  */
