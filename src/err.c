@@ -30,6 +30,8 @@ quay_strerror(int err)
 	case EPROTO:    return "protocol or TLS failure with the server";
 	case EOWNERDEAD: return "owner died: a process died or stalled inside a push or pop";
 	case EBADF:     return "bad file descriptor";
+	case EBUSY:     return "too many operations in flight: wait for some to complete";
+	case EDEADLK:   return "would deadlock: a wait from the thread it waits for";
 	default:        return "unknown error";
 	}
 	/* clang-format on */

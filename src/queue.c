@@ -1228,8 +1228,10 @@ quay_queue_destroy(quay_queue *q)
 {
 	/* Acquire; pairs with unbind's release decrement (src/bus.c). */
 	assert(q == NULL || __atomic_load_n(&q->bound, __ATOMIC_ACQUIRE) == 0); /* still bound */
-	if (q != NULL)
+	if (q != NULL) {
+		quayi_async_fini(q); /* pipelined sends complete first */
 		queue_free(q);
+	}
 }
 
 /* ---- send --------------------------------------------------------- */

@@ -475,9 +475,12 @@ dq_end(void *ctx)
 }
 
 /* Log n claimed sends as ADD records (one appendv per chunk, one sync
- * each) and index them; give the claims of those not logged back. */
+ * each) and index them; give the claims of those not logged back.
+ * nowait (a pipelined send, n == 1): SYNC mode returns before the sync,
+ * *lsn the record's LSN; dq_add_wait makes it durable. Indexed at once
+ * all the same: a compaction from now on copies it. */
 static size_t
-dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
+dq_add_x(void *ctx, quay_msg *const *msgs, size_t n, int *err, bool nowait, uint64_t *lsn)
 {
 	struct quayi_dur *d = ctx;
 	struct dwal *w = d->w;
@@ -527,10 +530,16 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 			bytes += 32 + ((sizes[done + k] + 7) & ~(size_t)7);
 			k++;
 		}
-		rc = k == 1 ? quay_wal_append(w->wal, QUAYI_DQ_ADD, recs[done].data, recs[done].len, &last) :
-		              quay_wal_appendv(w->wal, &recs[done], k, &last);
+		if (nowait)
+			rc = quayi_wal_append_nowait(w->wal, &recs[done], k, &last);
+		else
+			rc = k == 1 ?
+			    quay_wal_append(w->wal, QUAYI_DQ_ADD, recs[done].data, recs[done].len, &last) :
+			    quay_wal_appendv(w->wal, &recs[done], k, &last);
 		if (rc != 0)
 			break;
+		if (lsn != NULL)
+			*lsn = last;
 		pthread_mutex_lock(&d->ilock);
 		for (size_t i = 0; i < k; i++) {
 			quay_msg *m = msgs[done + i];
@@ -561,6 +570,55 @@ out:
 			msg_set_did(msgs[i], 0); /* give the claim back */
 	}
 	return done;
+}
+
+static size_t
+dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
+{
+	return dq_add_x(ctx, msgs, n, err, false, NULL);
+}
+
+/* A pipelined send (src/queue_async.c): log one claimed send, not
+ * waiting for its sync. 0 and *lsn, or the error (claim given back). */
+static int
+dq_add_async(void *ctx, quay_msg *msg, uint64_t *lsn)
+{
+	int err;
+
+	return dq_add_x(ctx, &msg, 1, &err, true, lsn) == 1 ? 0 : err;
+}
+
+/* Make every pipelined send up to lsn as durable as the WAL's mode
+ * promises (SYNC: synced; the other modes: dq_add_async did it). */
+static int
+dq_add_wait(void *ctx, uint64_t lsn)
+{
+	struct quayi_dur *d = ctx;
+
+	if (quayi_wal_sync_mode(d->w->wal) != QUAY_WAL_SYNC)
+		return 0;
+	return quay_wal_sync(d->w->wal, lsn);
+}
+
+/* A pipelined send whose wait failed: it is no longer the queue's (the
+ * WAL has failed; its record may or may not come back after a reopen,
+ * as any append that returned an error). Unindex, give the claim back. */
+static void
+dq_add_abort(void *ctx, quay_msg *msg)
+{
+	struct quayi_dur *d = ctx;
+	uint64_t did = msg_did(msg);
+	uint32_t bytes = 0;
+
+	pthread_rwlock_rdlock(&d->w->cl);
+	if (did_ok(did)) {
+		pthread_mutex_lock(&d->ilock);
+		bytes = idx_del(d, did);
+		pthread_mutex_unlock(&d->ilock);
+		live_add(d->w, -(int64_t)bytes);
+	}
+	msg_set_did(msg, 0);
+	pthread_rwlock_unlock(&d->w->cl);
 }
 
 /* Log one claimed send into each of n queues of one WAL (ctxs[i] the
@@ -1116,6 +1174,9 @@ static const struct quayi_qlog_ops dq_ops = {
 	.rebind = dq_rebind,
 	.idle = dq_idle,
 	.detach = dq_detach,
+	.add_async = dq_add_async,
+	.add_wait = dq_add_wait,
+	.add_abort = dq_add_abort,
 };
 
 /* q's durable log, or NULL if q is in memory. */

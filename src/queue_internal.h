@@ -185,7 +185,13 @@ struct quay_queue {
 	struct quayi_qx *x;                 /* rate limit, alarms, content dedup, FIFO
 	                                     (src/queue_x.h); made at create */
 	const struct quay_allocator *alloc; /* quay_queue_opts.allocator: every block of q's */
+	struct quayi_async *async;          /* pipelined sends (src/queue_async.c); NULL
+	                                     until the first, set once by CAS */
 };
+
+/* src/queue_async.c: complete every pipelined send of q, stop its
+ * completion thread and free its state (destroy, before anything). */
+void quayi_async_fini(quay_queue *q);
 
 /*
  * Recovery (the restore callback a log gets at attach): put msg (the

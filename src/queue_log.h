@@ -16,6 +16,9 @@
  *   claim         send_check (send, send_batch): may this log take msg?
  *                 (no: the queue sends a copy)
  *   add           tr_accept (send, send_batch): ADD, one write per batch
+ *   add_async, add_wait, add_abort  the pipelined send (src/queue_async.c):
+ *                 ADD without waiting for its sync, then the sync, or
+ *                 the undo of a send whose sync failed
  *   add_multi     quayi_queue_send_commit (the bus's bound queues of one
  *                 publish): one ADD per queue of the domain, one write
  *   del           tr_ack (ACK), tr_drop (DROP), tr_dead_letter without a
@@ -99,6 +102,15 @@ struct quayi_qlog_ops {
 	void (*idle)(void *ctx);
 	/* The queue goes away (its records stay in the log). */
 	void (*detach)(void *ctx);
+	/* A pipelined send (src/queue_async.c), in three steps: add_async
+	 * logs one claimed send (stamped) without waiting for the sync its
+	 * mode asks for: 0 and *lsn, or the error (claim given back);
+	 * add_wait makes every such send up to lsn as durable as add would
+	 * have (0, or the log's error: then each of them gets add_abort,
+	 * which drops it from the log's live set and gives its claim back). */
+	int (*add_async)(void *ctx, quay_msg *msg, uint64_t *lsn);
+	int (*add_wait)(void *ctx, uint64_t lsn);
+	void (*add_abort)(void *ctx, quay_msg *msg);
 };
 
 struct quayi_qlog {
@@ -195,6 +207,26 @@ quayi_qlog_add(const struct quayi_qlog *l, quay_msg *const *msgs, size_t n, int 
 {
 	*err = 0;
 	return l->ops == NULL ? n : l->ops->add(l->ctx, msgs, n, err);
+}
+
+static inline int
+quayi_qlog_add_async(const struct quayi_qlog *l, quay_msg *msg, uint64_t *lsn)
+{
+	*lsn = 0;
+	return l->ops == NULL ? 0 : l->ops->add_async(l->ctx, msg, lsn);
+}
+
+static inline int
+quayi_qlog_add_wait(const struct quayi_qlog *l, uint64_t lsn)
+{
+	return l->ops == NULL ? 0 : l->ops->add_wait(l->ctx, lsn);
+}
+
+static inline void
+quayi_qlog_add_abort(const struct quayi_qlog *l, quay_msg *msg)
+{
+	if (l->ops != NULL)
+		l->ops->add_abort(l->ctx, msg);
 }
 
 /* ctxs: the logs' ctx of n queues sharing l's domain (l among them). */

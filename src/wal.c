@@ -710,9 +710,12 @@ grow_locked(quay_wal *w, uint64_t need)
 	return 0;
 }
 
-/* Append n records (validated) as one batch; internal types allowed. */
+/* Append n records (validated) as one batch; internal types allowed.
+ * nowait: in SYNC mode return once the batch is in the buffer (the
+ * caller waits with quay_wal_sync: a pipelined append); the other modes
+ * do as always. */
 static int
-put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
+put_batch_x(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn, bool nowait)
 {
 	uint64_t total = 0;
 	uint32_t crc1 = 0, salt_guess;
@@ -785,7 +788,10 @@ put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
 		*last_lsn = w->next_lsn - 1;
 
 	switch (w->mode) {
-	case QUAY_WAL_SYNC: r = wait_locked(w, w->next_lsn - 1, true); break;
+	case QUAY_WAL_SYNC:
+		if (!nowait)
+			r = wait_locked(w, w->next_lsn - 1, true);
+		break;
 	case QUAY_WAL_INTERVAL: r = wait_locked(w, w->next_lsn - 1, false); break;
 	default:
 		/* NONE: write in large pieces, once half the buffer is used. */
@@ -796,6 +802,32 @@ put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
 out:
 	pthread_mutex_unlock(&w->mu);
 	return r;
+}
+
+static int check_recs(const quay_wal *w, const quay_wal_rec *recs, size_t n);
+
+static int
+put_batch(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
+{
+	return put_batch_x(w, recs, n, last_lsn, false);
+}
+
+int
+quayi_wal_append_nowait(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn)
+{
+	int r;
+
+	if (w == NULL || recs == NULL || n == 0 || n > QUAY_WAL_BATCH_MAX || (w->flags & QUAY_WAL_READONLY))
+		return -EINVAL;
+	if ((r = check_recs(w, recs, n)) != 0)
+		return r;
+	return put_batch_x(w, recs, n, last_lsn, true);
+}
+
+unsigned
+quayi_wal_sync_mode(const quay_wal *w)
+{
+	return w->mode;
 }
 
 static int

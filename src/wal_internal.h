@@ -76,6 +76,17 @@ const struct quay_allocator *quayi_wal_allocator(const quay_wal *w);
 /* The derivation itself, from the resolved options. */
 uint64_t quayi_wal_batch_limit(uint64_t segment_bytes, uint32_t max_record);
 
+/* quay_wal_appendv, except that in SYNC mode it returns once the batch
+ * is in the WAL's buffer (LSNs given, not yet durable): the caller makes
+ * it durable with quay_wal_sync(w, *last_lsn), which shares one
+ * fdatasync with every append and sync waiting then (the pipelined
+ * durable send, src/queue_async.c). INTERVAL and NONE: as appendv. Same
+ * codes as appendv. */
+int quayi_wal_append_nowait(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn);
+
+/* The sync mode in force (QUAY_WAL_SYNC, ...). */
+unsigned quayi_wal_sync_mode(const quay_wal *w);
+
 /* quay_wal_open with another I/O implementation (tests). */
 int quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struct quayi_wal_io *io,
     void *io_ctx, quay_wal **out);

@@ -40,6 +40,10 @@
  *   -EOWNERDEAD a process died or stalled inside a push or pop of a ring
  *               in shared memory (its slot was freed)
  *   -EBADF      a file descriptor that is not open
+ *   -EBUSY      too many operations in flight (a queue's pipelined sends):
+ *               wait for some to complete
+ *   -EDEADLK    the call would wait for the thread that makes it (a wait
+ *               from a completion callback)
  *
  * quay_strerror() names each of them; a unit test keeps this list, the
  * codes documented in every public header, and quay_strerror() in sync.

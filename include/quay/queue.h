@@ -436,6 +436,8 @@ QUAY_API int quay_queue_create(const struct quay_queue_opts *opts, quay_queue **
 /**
  * Destroy a queue and drop its references to every message it holds.
  * NULL is ignored. A queue used as another's dlq must outlive it.
+ * Pipelined sends in flight (quay_queue_send_async()) complete first:
+ * their callbacks run before this returns.
  *
  * Concurrency: no other call may use q, and no thread may be in a call.
  */
@@ -505,6 +507,86 @@ QUAY_API int quay_queue_fd(quay_queue *q);
  *          -EPIPE if the queue is closed (quay_queue_close()).
  */
 QUAY_API int quay_queue_send(quay_queue *q, quay_msg *msg);
+
+/**
+ * Completion of a pipelined send (quay_queue_send_async()): called once
+ * per send that quay_queue_send_async() accepted (returned 0), on the
+ * queue's completion thread, in the order the sends were accepted.
+ *
+ * rc 0: the message is as durable as quay_queue_send() would have made
+ * it (SYNC: on stable storage) and the queue holds the caller's
+ * reference; msg is valid during the call only, and becomes receivable
+ * right after the callback returns (never before). rc < 0 (-EIO,
+ * -ENOSPC: the WAL failed before the record was durable): the message
+ * was not enqueued, its stamp is undone, and the reference is the
+ * callback's again (unref it or send it elsewhere).
+ *
+ * The callback may call any queue function except quay_queue_destroy()
+ * and quay_queue_send_wait() (-EDEADLK) of this queue; it runs before
+ * the completions queued behind it, so keep it short.
+ */
+typedef void (*quay_queue_sent_fn)(void *arg, quay_msg *msg, int rc);
+
+/** Most pipelined sends a queue holds in flight (quay_queue_send_async()). */
+#define QUAY_QUEUE_ASYNC_MAX 4096u
+
+/**
+ * Send a message without waiting for its durability (a pipelined
+ * send): admitted as quay_queue_send() (checks, room, dedup window,
+ * stamp) and its record appended to the WAL at once, but the call
+ * returns before the sync; done(arg, msg, rc) reports the outcome once
+ * the record is durable (group commit: one fdatasync completes every
+ * send in flight on the WAL). The message is not receivable before its
+ * completion. A queue in memory, or a WAL in INTERVAL or NONE mode,
+ * completes as soon as the completion thread gets to it.
+ *
+ * While in flight the queue owns the reference: the caller must not
+ * change the message (its record may be read again by a compaction).
+ * Sends of one thread complete, and become receivable, in the order
+ * they were made; a quay_queue_send() made after them is not ordered
+ * behind them unless quay_queue_send_wait() ran in between. Every
+ * accepted send completes exactly once: quay_queue_close() does not
+ * cancel them; quay_queue_destroy() first waits for every one (their
+ * callbacks run before it returns).
+ *
+ * ticket (optional): the send's ticket, for quay_queue_send_done()
+ * and quay_queue_send_wait(); tickets of a queue increase from 1 in
+ * acceptance order. done may be NULL (poll the ticket; an rc != 0
+ * then drops the reference).
+ *
+ * Concurrency: safe from any thread; the first call starts the queue's
+ *              completion thread.
+ * Returns: 0 (in flight: done will be called); QUAY_QUEUE_DUPLICATE
+ *          (the dedup window took the reference; no callback); -EBUSY
+ *          if QUAY_QUEUE_ASYNC_MAX sends are in flight on q (nothing
+ *          done: wait for some, e.g. quay_queue_send_wait()); the codes
+ *          of quay_queue_send() (-EINVAL, -EPIPE, -EAGAIN full, -ENOMEM,
+ *          -EIO / -ENOSPC / -EMSGSIZE if the WAL refused the append):
+ *          no callback, the reference is still the caller's;
+ *          -EAGAIN also if the completion thread cannot be started.
+ */
+QUAY_API int quay_queue_send_async(quay_queue *q, quay_msg *msg, quay_queue_sent_fn done, void *arg,
+    uint64_t *ticket);
+
+/**
+ * Has the pipelined send with this ticket completed (its callback
+ * returned and, if it succeeded, its message is receivable)?
+ *
+ * Concurrency: lock-free. Ordering: acquire (what the callback did is
+ *              visible once this returns true).
+ * Returns: true or false; false for a NULL q or ticket 0.
+ */
+QUAY_API bool quay_queue_send_done(const quay_queue *q, uint64_t ticket);
+
+/**
+ * Wait until the pipelined send with this ticket, and every one before
+ * it, has completed; ticket 0: every send accepted so far.
+ *
+ * Concurrency: safe from any thread but the completion thread.
+ * Returns: 0; -EINVAL if q is NULL or ticket was never given out;
+ *          -EDEADLK if called from a completion callback of q.
+ */
+QUAY_API int quay_queue_send_wait(quay_queue *q, uint64_t ticket);
 
 /**
  * Send n messages, each as quay_queue_send(); results[i] (if results is

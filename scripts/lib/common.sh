@@ -14,6 +14,7 @@ QUAY_PACKAGES=(
 	libxxhash-dev
 	libuv1-dev
 	gnuplot-nox
+	librocksdb-dev
 )
 
 note() { printf '\033[1m==> %s\033[0m\n' "$*"; }

@@ -6,7 +6,9 @@
  * turn), a DLQ and a queue on it (max_attempts 2,
  * short leases), and runs two producers, two consumers (random ack, nack
  * or let the lease expire) and a redriver (DLQ -> queue). Through a pipe
- * it reports each send that returned 0 ("S seq"), each ack it is about to
+ * it reports each send that returned 0 ("S seq"; one of the two
+ * producers pipelines its sends, quay_queue_send_async with up to 64 in
+ * flight, and reports "S" from each completion that reported 0), each ack it is about to
  * make ("a seq") and the ack's result: returned 0 ("A seq") or refused,
  * e.g. -ESTALE after the lease expired ("F seq"). The parent kills
  * it with SIGKILL at a random moment, reopens the WAL and both queues and
@@ -172,6 +174,51 @@ producer(void *arg)
 	}
 }
 
+/* A pipelined producer (quay_queue_send_async, up to 64 in flight): "s"
+ * before each send, "S" from its completion when it reported 0 (the
+ * message is durable as the mode promises, and not receivable before:
+ * so "S" precedes any "a" of it in the pipe). */
+static void
+async_sent(void *arg, quay_msg *msg, int rc)
+{
+	struct child *c = arg;
+	uint64_t seq;
+
+	memcpy(&seq, quay_msg_body(msg), 8);
+	if (rc == 0)
+		report(c, 'S', seq);
+	else
+		quay_msg_unref(msg);
+}
+
+static void *
+producer_async(void *arg)
+{
+	struct child *c = arg;
+	unsigned char b[256];
+	size_t len;
+	uint64_t t = 0;
+
+	for (;;) {
+		uint64_t seq = __atomic_fetch_add(&c->next_seq, 1, __ATOMIC_RELAXED);
+		quay_msg *m;
+		int rc;
+
+		if (seq + 1 >= MAXSEQ)
+			return NULL;
+		body_for(seq, b, &len);
+		if (quay_msg_new_wait(c->pool, b, len, -1, &m) != 0)
+			_exit(4);
+		if (t >= 64)
+			(void)quay_queue_send_wait(c->q, t - 63);
+		report(c, 's', seq);
+		while ((rc = quay_queue_send_async(c->q, m, async_sent, c, &t)) == -EAGAIN || rc == -EBUSY)
+			usleep(1000);
+		if (rc != 0)
+			quay_msg_unref(m);
+	}
+}
+
 static void *
 consumer(void *arg)
 {
@@ -226,7 +273,7 @@ child_main(const char *dir, unsigned mode, int fd, unsigned seed)
 		_exit(2);
 	/* Go on from the sequences of earlier lives (none: a new dir). */
 	pthread_create(&t[0], NULL, producer, &c);
-	pthread_create(&t[1], NULL, producer, &c);
+	pthread_create(&t[1], NULL, producer_async, &c);
 	pthread_create(&t[2], NULL, consumer, &c);
 	pthread_create(&t[3], NULL, consumer, &c);
 	pthread_create(&t[4], NULL, redriver, &c);
