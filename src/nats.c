@@ -991,13 +991,192 @@ ms_of(int64_t ns, int64_t dflt)
 	return ns / 1000000 > 0 ? ns / 1000000 : 1;
 }
 
+/* libnats reads some files only at connect and reports any failure as a
+ * generic error: check them first. 0, -ENOENT or -EBADMSG. */
+static int
+check_files(const struct quay_nats_opts *opts)
+{
+	const char *files[] = { opts->creds_file, opts->tls_ca_file, opts->tls_cert_file, opts->tls_key_file,
+		opts->nkey_seed_file };
+	int r;
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		if (files[i] != NULL && access(files[i], R_OK) != 0)
+			return -ENOENT;
+	if (opts->nkey_seed_file != NULL && (r = check_seed_file(opts->nkey_seed_file)) != 0)
+		return r;
+	if (opts->creds_file != NULL && (r = check_seed_file(opts->creds_file)) != 0)
+		return r;
+	return 0;
+}
+
+/* A new handle: its memory, locks and names; no connection, no metrics
+ * yet (quay_nats_close() can free it from here on). */
+static quay_nats *
+handle_new(const struct quay_nats_opts *opts)
+{
+	quay_nats *n = quayi_calloc(opts->allocator, 1, sizeof(*n));
+	pthread_rwlockattr_t ra;
+
+	if (n == NULL)
+		return NULL;
+	n->alloc = opts->allocator;
+	n->rtab = quayi_calloc(n->alloc, RTAB_SIZE, sizeof(*n->rtab));
+	if (n->rtab == NULL) {
+		quayi_free(n->alloc, n, sizeof(*n));
+		return NULL;
+	}
+	pthread_mutex_init(&n->lock, NULL);
+	pthread_mutex_init(&n->rlock, NULL);
+	/* Writer first: publishers that keep overlapping must not hold off a
+	 * second handle's connect. */
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&n->slock, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	n->direct = (opts->flags & QUAY_NATS_DIRECT) != 0;
+	pthread_mutex_init(&n->cl_lock, NULL);
+	pthread_cond_init(&n->cl_cond, NULL);
+	process_origin(n->origin);
+	/* Relaxed: a unique number, nothing to order. */
+	snprintf(n->conn_label, sizeof(n->conn_label), "c%u",
+	    __atomic_fetch_add(&conn_seq, 1, __ATOMIC_RELAXED));
+	n->reply_prefix_len = (size_t)snprintf(n->reply_prefix, sizeof(n->reply_prefix), "_QUAY.%s.%s.",
+	    n->origin, n->conn_label);
+	n->export_capacity =
+	    opts->export_capacity != 0 ? opts->export_capacity : QUAY_NATS_EXPORT_CAPACITY_DEFAULT;
+	return n;
+}
+
+/* The handle's registry and pool (given or its own) and its counters. */
+static int
+handle_resources(quay_nats *n, const struct quay_nats_opts *opts)
+{
+	static const struct {
+		const char *name, *help;
+		size_t off;
+	} counters[] = {
+		{ "quay_nats_reconnects_total", "Reconnections", offsetof(quay_nats, c_reconnects) },
+		{ "quay_nats_disconnects_total", "Disconnections", offsetof(quay_nats, c_disconnects) },
+		{ "quay_nats_slow_consumer_total", "libnats slow-consumer events",
+		    offsetof(quay_nats, c_slow) },
+		{ "quay_nats_refused_total", "NATS publishes refused (buffer full or closed)",
+		    offsetof(quay_nats, c_refused) },
+		{ "quay_nats_echo_dropped_total", "Own messages that came back",
+		    offsetof(quay_nats, c_echo) },
+		{ "quay_nats_invalid_total", "Subjects or replies quay refuses",
+		    offsetof(quay_nats, c_invalid) },
+		{ "quay_nats_replies_total", "Replies routed to local requesters",
+		    offsetof(quay_nats, c_replies) },
+	};
+	int r;
+
+	if (opts->stats != NULL) {
+		n->stats = opts->stats;
+	} else {
+		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
+		so.allocator = n->alloc;
+		if ((r = quay_stats_create(&so, &n->stats)) != 0)
+			return r;
+		n->own_stats = true;
+	}
+	if (opts->pool != NULL) {
+		n->pool = opts->pool;
+	} else {
+		/* No thread caches: imports allocate and free on libnats's
+		 * threads, which exit when libnats decides (after close may
+		 * have returned) and cannot be joined; a thread cache would be
+		 * flushed into a destroyed pool by their exit. */
+		struct quay_pool_opts po = QUAY_POOL_OPTS_INIT;
+		po.flags = QUAY_POOL_NO_CACHE;
+		po.allocator = n->alloc;
+		if ((r = quay_pool_create((size_t)64 << 20, &po, &n->pool)) != 0)
+			return r;
+		n->own_pool = true;
+	}
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		quay_counter **c = (quay_counter **)(void *)((char *)n + counters[i].off);
+
+		if ((r = handle_counter(n, counters[i].name, counters[i].help, c)) != 0)
+			return r;
+	}
+	return 0;
+}
+
+/* libnats options from ours (*no: the caller destroys it either way). */
+static natsStatus
+nats_options(quay_nats *n, const struct quay_nats_opts *opts, natsOptions **no)
+{
+	static const char *local_url = "nats://127.0.0.1:4222";
+	natsStatus s = natsOptions_Create(no);
+
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(*no, opts->nurls > 0 ? (const char **)opts->urls : &local_url,
+		    opts->nurls > 0 ? (int)opts->nurls : 1);
+	if (s == NATS_OK && opts->name != NULL)
+		s = natsOptions_SetName(*no, opts->name);
+	if (s == NATS_OK && opts->creds_file != NULL)
+		s = natsOptions_SetUserCredentialsFromFiles(*no, opts->creds_file, NULL);
+	if (s == NATS_OK && opts->token != NULL)
+		s = natsOptions_SetToken(*no, opts->token);
+	if (s == NATS_OK && opts->nkey != NULL)
+		s = natsOptions_SetNKeyFromSeed(*no, opts->nkey, opts->nkey_seed_file);
+	if (s == NATS_OK && opts->tls_ca_file != NULL) {
+		s = natsOptions_SetSecure(*no, true);
+		if (s == NATS_OK)
+			s = natsOptions_LoadCATrustedCertificates(*no, opts->tls_ca_file);
+	}
+	if (s == NATS_OK && opts->tls_cert_file != NULL)
+		s = natsOptions_LoadCertificatesChain(*no, opts->tls_cert_file, opts->tls_key_file);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(*no, opts->max_reconnect == 0 ? 60 : opts->max_reconnect);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(*no,
+		    ms_of(opts->reconnect_wait_ns, QUAY_NATS_RECONNECT_WAIT_DEFAULT));
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(*no,
+		    ms_of(opts->connect_timeout_ns, QUAY_NATS_CONNECT_TIMEOUT_DEFAULT));
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectBufSize(*no,
+		    opts->reconnect_buf_bytes != 0 ? (int)opts->reconnect_buf_bytes :
+		                                     (int)QUAY_NATS_RECONNECT_BUF_DEFAULT);
+	if (s == NATS_OK)
+		s = natsOptions_SetNoEcho(*no, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(*no, on_disconnected, n);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(*no, on_reconnected, n);
+	if (s == NATS_OK)
+		s = natsOptions_SetClosedCB(*no, on_closed, n);
+	if (s == NATS_OK)
+		s = natsOptions_SetErrorHandler(*no, on_error, n);
+	return s;
+}
+
+/* The errno of a failed natsConnection_Connect. */
+static int
+connect_err(natsStatus s)
+{
+	switch (s) {
+	case NATS_CONNECTION_AUTH_FAILED:
+	case NATS_NOT_PERMITTED: return -EACCES;
+	case NATS_NO_SERVER:
+	case NATS_TIMEOUT:
+	case NATS_IO_ERROR: return -ECONNREFUSED;
+	case NATS_SSL_ERROR:
+	case NATS_PROTOCOL_ERROR:
+	case NATS_SECURE_CONNECTION_WANTED:
+	case NATS_SECURE_CONNECTION_REQUIRED: return -EPROTO;
+	default: return quayi_nats_err(s);
+	}
+}
+
 int
 quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 {
 	struct quay_nats_opts dflt = QUAY_NATS_OPTS_INIT;
-	static const char *local_url = "nats://127.0.0.1:4222";
 	natsOptions *no = NULL;
-	natsStatus s = NATS_OK;
+	natsStatus s;
 	quay_nats *n;
 	int r;
 
@@ -1011,140 +1190,13 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 		dflt.size = sizeof(dflt);
 		opts = &dflt;
 	}
-	r = check_opts(opts);
-	if (r != 0)
+	if ((r = check_opts(opts)) != 0 || (r = check_files(opts)) != 0)
 		return r;
-	/* libnats reads some files only at connect and reports any failure
-	 * as a generic error: check them first. */
-	{
-		const char *files[] = { opts->creds_file, opts->tls_ca_file, opts->tls_cert_file,
-			opts->tls_key_file, opts->nkey_seed_file };
-		for (size_t i = 0; i < 5; i++)
-			if (files[i] != NULL && access(files[i], R_OK) != 0)
-				return -ENOENT;
-		if (opts->nkey_seed_file != NULL && (r = check_seed_file(opts->nkey_seed_file)) != 0)
-			return r;
-		if (opts->creds_file != NULL && (r = check_seed_file(opts->creds_file)) != 0)
-			return r;
-	}
-	n = quayi_calloc(opts->allocator, 1, sizeof(*n));
-	if (n == NULL)
+	if ((n = handle_new(opts)) == NULL)
 		return -ENOMEM;
-	n->alloc = opts->allocator;
-	n->rtab = quayi_calloc(n->alloc, RTAB_SIZE, sizeof(*n->rtab));
-	if (n->rtab == NULL) {
-		quayi_free(n->alloc, n, sizeof(*n));
-		return -ENOMEM;
-	}
-	pthread_mutex_init(&n->lock, NULL);
-	pthread_mutex_init(&n->rlock, NULL);
-	{
-		/* Writer first: publishers that keep overlapping must not hold
-		 * off a second handle's connect. */
-		pthread_rwlockattr_t ra;
-		pthread_rwlockattr_init(&ra);
-		pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-		pthread_rwlock_init(&n->slock, &ra);
-		pthread_rwlockattr_destroy(&ra);
-	}
-	n->direct = (opts->flags & QUAY_NATS_DIRECT) != 0;
-	pthread_mutex_init(&n->cl_lock, NULL);
-	pthread_cond_init(&n->cl_cond, NULL);
-	process_origin(n->origin);
-	/* Relaxed: a unique number, nothing to order. */
-	snprintf(n->conn_label, sizeof(n->conn_label), "c%u",
-	    __atomic_fetch_add(&conn_seq, 1, __ATOMIC_RELAXED));
-	n->reply_prefix_len = (size_t)snprintf(n->reply_prefix, sizeof(n->reply_prefix), "_QUAY.%s.%s.",
-	    n->origin, n->conn_label);
-	n->export_capacity =
-	    opts->export_capacity != 0 ? opts->export_capacity : QUAY_NATS_EXPORT_CAPACITY_DEFAULT;
-	if (opts->stats != NULL) {
-		n->stats = opts->stats;
-	} else {
-		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
-		so.allocator = n->alloc;
-		r = quay_stats_create(&so, &n->stats);
-		if (r != 0)
-			goto fail;
-		n->own_stats = true;
-	}
-	if (opts->pool != NULL) {
-		n->pool = opts->pool;
-	} else {
-		/* No thread caches: imports allocate and free on libnats's
-		 * threads, which exit when libnats decides (after close may
-		 * have returned) and cannot be joined; a thread cache would be
-		 * flushed into a destroyed pool by their exit. */
-		struct quay_pool_opts po = QUAY_POOL_OPTS_INIT;
-		po.flags = QUAY_POOL_NO_CACHE;
-		po.allocator = n->alloc;
-		r = quay_pool_create((size_t)64 << 20, &po, &n->pool);
-		if (r != 0)
-			goto fail;
-		n->own_pool = true;
-	}
-	r = handle_counter(n, "quay_nats_reconnects_total", "Reconnections", &n->c_reconnects);
-	if (r == 0)
-		r = handle_counter(n, "quay_nats_disconnects_total", "Disconnections", &n->c_disconnects);
-	if (r == 0)
-		r = handle_counter(n, "quay_nats_slow_consumer_total", "libnats slow-consumer events",
-		    &n->c_slow);
-	if (r == 0)
-		r = handle_counter(n, "quay_nats_refused_total",
-		    "NATS publishes refused (buffer full or closed)", &n->c_refused);
-	if (r == 0)
-		r = handle_counter(n, "quay_nats_echo_dropped_total", "Own messages that came back",
-		    &n->c_echo);
-	if (r == 0)
-		r = handle_counter(n, "quay_nats_invalid_total", "Subjects or replies quay refuses",
-		    &n->c_invalid);
-	if (r == 0)
-		r = handle_counter(n, "quay_nats_replies_total", "Replies routed to local requesters",
-		    &n->c_replies);
-	if (r != 0)
+	if ((r = handle_resources(n, opts)) != 0)
 		goto fail;
-
-	s = natsOptions_Create(&no);
-	if (s == NATS_OK)
-		s = natsOptions_SetServers(no, opts->nurls > 0 ? (const char **)opts->urls : &local_url,
-		    opts->nurls > 0 ? (int)opts->nurls : 1);
-	if (s == NATS_OK && opts->name != NULL)
-		s = natsOptions_SetName(no, opts->name);
-	if (s == NATS_OK && opts->creds_file != NULL)
-		s = natsOptions_SetUserCredentialsFromFiles(no, opts->creds_file, NULL);
-	if (s == NATS_OK && opts->token != NULL)
-		s = natsOptions_SetToken(no, opts->token);
-	if (s == NATS_OK && opts->nkey != NULL)
-		s = natsOptions_SetNKeyFromSeed(no, opts->nkey, opts->nkey_seed_file);
-	if (s == NATS_OK && opts->tls_ca_file != NULL) {
-		s = natsOptions_SetSecure(no, true);
-		if (s == NATS_OK)
-			s = natsOptions_LoadCATrustedCertificates(no, opts->tls_ca_file);
-	}
-	if (s == NATS_OK && opts->tls_cert_file != NULL)
-		s = natsOptions_LoadCertificatesChain(no, opts->tls_cert_file, opts->tls_key_file);
-	if (s == NATS_OK)
-		s = natsOptions_SetMaxReconnect(no, opts->max_reconnect == 0 ? 60 : opts->max_reconnect);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectWait(no,
-		    ms_of(opts->reconnect_wait_ns, QUAY_NATS_RECONNECT_WAIT_DEFAULT));
-	if (s == NATS_OK)
-		s = natsOptions_SetTimeout(no,
-		    ms_of(opts->connect_timeout_ns, QUAY_NATS_CONNECT_TIMEOUT_DEFAULT));
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectBufSize(no,
-		    opts->reconnect_buf_bytes != 0 ? (int)opts->reconnect_buf_bytes :
-		                                     (int)QUAY_NATS_RECONNECT_BUF_DEFAULT);
-	if (s == NATS_OK)
-		s = natsOptions_SetNoEcho(no, true);
-	if (s == NATS_OK)
-		s = natsOptions_SetDisconnectedCB(no, on_disconnected, n);
-	if (s == NATS_OK)
-		s = natsOptions_SetReconnectedCB(no, on_reconnected, n);
-	if (s == NATS_OK)
-		s = natsOptions_SetClosedCB(no, on_closed, n);
-	if (s == NATS_OK)
-		s = natsOptions_SetErrorHandler(no, on_error, n);
+	s = nats_options(n, opts, &no);
 	if (s != NATS_OK) {
 		r = s == NATS_NOT_FOUND || s == NATS_SSL_ERROR || s == NATS_ERR ? -ENOENT : quayi_nats_err(s);
 		goto fail;
@@ -1152,12 +1204,7 @@ quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **out)
 	s = natsConnection_Connect(&n->nc, no);
 	if (s != NATS_OK) {
 		n->nc = NULL;
-		r = s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED    ? -EACCES :
-		    s == NATS_NO_SERVER || s == NATS_TIMEOUT || s == NATS_IO_ERROR ? -ECONNREFUSED :
-		    s == NATS_SSL_ERROR || s == NATS_PROTOCOL_ERROR || s == NATS_SECURE_CONNECTION_WANTED ||
-		        s == NATS_SECURE_CONNECTION_REQUIRED ?
-		                                                                     -EPROTO :
-		                                                                     quayi_nats_err(s);
+		r = connect_err(s);
 		goto fail;
 	}
 	natsOptions_Destroy(no);

@@ -156,6 +156,14 @@ arm(struct quayi_pollfd *p)
 		if (due >= 0)
 			its.it_value = quayi_ns_to_ts(due > 0 ? due : 1);
 		(void)timerfd_settime(p->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+		/* A timer expiry writes no event word, so leave FIRED set while
+		 * the timer is armed: the empty take after its wake (work that
+		 * turned out to be nothing, e.g. an acked lease's stale expiry)
+		 * must re-arm, which resets the timerfd; else it stays readable. */
+		if (due >= 0)
+			for (unsigned i = 0; i < p->spec.nevents; i++)
+				/* Relaxed: as in signal_fd; only steers the next arm. */
+				__atomic_fetch_or(p->spec.events[i], QUAYI_WAIT_FIRED, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -396,6 +404,8 @@ quay_pq_fd(quay_pq *pq)
 
 	if (pq == NULL)
 		return -EINVAL;
+	if (pq->flags & QUAYI_PQ_F_SHARED)
+		return -ENOTSUP; /* wakers in other processes could not signal it */
 	s.events[0] = &pq->pop_event;
 	s.fence = quayi_pq_fence(pq) != 0;
 	s.ctx = pq;

@@ -13,8 +13,10 @@
  */
 #include "alloc.h"
 #include "pollfd.h"
+#include "pq_shm.h"
 #include "quay_internal.h"
 
+#include <limits.h>
 #include <stdlib.h>
 
 #include <quay/pq.h>
@@ -27,6 +29,7 @@ _Static_assert(sizeof(struct quay_pq) == 256, "pq header is four lines");
 _Static_assert(QUAYI_PQ_WORDS * 64 == QUAY_PQ_LEVELS_MAX, "bitmap covers every level");
 _Static_assert((QUAYI_PQ_F_FENCE & QUAY_PQ_FLAGS_ALL) == 0, "internal flags apart");
 _Static_assert((QUAYI_PQ_F_OWNED & QUAY_PQ_FLAGS_ALL) == 0, "internal flags apart");
+_Static_assert((QUAYI_PQ_F_SHARED & QUAY_PQ_FLAGS_ALL) == 0, "internal flags apart");
 _Static_assert(QUAY_PQ_WEIGHT_MAX <= UINT32_MAX, "credit is 32 bits");
 
 static size_t
@@ -86,8 +89,8 @@ quay_pq_init(quay_pq *pq, const struct quay_pq_opts *opts)
 	weights = (uint32_t *)(void *)(pq + 1);
 	for (unsigned i = 0; i < opts->levels; i++)
 		weights[i] = opts->weights != NULL ? opts->weights[i] : i + 1;
-	pq->weights = weights;
-	pq->rings = (unsigned char *)(pq + 1) + weights_size(opts->levels);
+	pq->weights_off = sizeof(*pq);
+	pq->rings_off = sizeof(*pq) + weights_size(opts->levels);
 	pq->ring_stride = ring;
 	pq->capacity = opts->capacity;
 	pq->levels = opts->levels;
@@ -140,6 +143,10 @@ quay_pq_destroy(quay_pq *pq)
 {
 	if (pq == NULL)
 		return;
+	if (pq->flags & QUAYI_PQ_F_SHARED) { /* no descriptor (quay_pq_fd: -ENOTSUP) */
+		quayi_pq_shm_detach(pq);
+		return;
+	}
 	quayi_pollfd_forget(&pq->pop_event); /* quay_pq_fd's descriptor, if any */
 	if (pq->flags & QUAYI_PQ_F_OWNED)
 		quayi_free_aligned(pq->alloc, pq, QUAY_CACHELINE,
@@ -167,6 +174,11 @@ quay_pq_close(quay_pq *pq)
 	/* Wake everyone, whatever the bit says: sleepers re-check closed. */
 	__atomic_fetch_or(&pq->pop_event, QUAYI_WAIT_SLEEPERS, __ATOMIC_SEQ_CST);
 	__atomic_fetch_or(&pq->push_event, QUAYI_WAIT_SLEEPERS, __ATOMIC_SEQ_CST);
+	if (pq->flags & QUAYI_PQ_F_SHARED) { /* sleepers in other processes: shared futexes */
+		quayi_pq_shm_wake(&pq->pop_event);
+		quayi_pq_shm_wake(&pq->push_event);
+		return;
+	}
 	quayi_wait_wake(&pq->pop_event);
 	quayi_wait_wake(&pq->push_event);
 }
@@ -203,7 +215,7 @@ quayi_pq_pop_closed(struct quay_pq *pq, unsigned char *out, size_t n, unsigned *
 		}
 	}
 	if (got != 0)
-		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE); /* WAIT-W1 */
+		quayi_pq_wake_if_waiting(pq, &pq->push_event); /* WAIT-W1 */
 	*rc = in_flight ? -EAGAIN : -EPIPE;
 	return got;
 }
@@ -232,8 +244,8 @@ head_ready(const quay_ring *r)
  * pq_inline.h). Closed queue: some level has a published head, or no
  * level has a push in flight (pop returns -EPIPE).
  */
-static bool
-pop_ready(const void *ctx)
+bool
+quayi_pq_pop_ready(const void *ctx)
 {
 	const struct quay_pq *pq = ctx;
 
@@ -271,18 +283,25 @@ struct push_ctx {
 
 /* Whether a push to the level could make progress now: the slot at its
  * tail is free, or tail moved on (retry), or the queue is closing. */
-static bool
-push_ready(const void *ctx)
+bool
+quayi_pq_push_ready(const struct quay_pq *pq, unsigned level)
 {
-	const struct push_ctx *c = ctx;
-	const quay_ring *r = quayi_pq_ring(c->pq, c->level);
+	const quay_ring *r = quayi_pq_ring(pq, level);
 	uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
 	uint64_t pos = tail & QUAYI_RING_POS_MASK;
 	/* Acquire: pairs with RING-R2; a hint only, push re-checks. */
 	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, pos)), __ATOMIC_ACQUIRE);
 
 	return (int64_t)(seq - (pos << 1)) >= 0 || (tail & QUAYI_RING_CLOSED_BIT) ||
-	    __atomic_load_n(&c->pq->closed, __ATOMIC_ACQUIRE) != QUAYI_PQ_OPEN;
+	    __atomic_load_n(&pq->closed, __ATOMIC_ACQUIRE) != QUAYI_PQ_OPEN;
+}
+
+static bool
+push_ready(const void *ctx)
+{
+	const struct push_ctx *c = ctx;
+
+	return quayi_pq_push_ready(c->pq, c->level);
 }
 
 /* A waiting call's arguments, for quayi_wait_for. */
@@ -319,6 +338,8 @@ quay_pq_push_wait(quay_pq *pq, unsigned prio, const void *elem, int64_t timeout_
 
 	if (pq == NULL || elem == NULL || prio >= pq->levels)
 		return -EINVAL;
+	if (pq->flags & QUAYI_PQ_F_SHARED)
+		return quayi_pq_shm_wait(pq, prio, (void *)(uintptr_t)elem, NULL, timeout_ns);
 	w.event = &pq->push_event;
 	w.fence = quayi_pq_fence(pq) != 0;
 	return quayi_wait_for(&w, timeout_ns);
@@ -328,10 +349,12 @@ int
 quay_pq_pop_wait(quay_pq *pq, void *out, unsigned *prio_out, int64_t timeout_ns)
 {
 	struct pq_call c = { pq, 0, out, prio_out };
-	struct quayi_waiter w = { pop_op, &c, pop_ready, pq, NULL, false };
+	struct quayi_waiter w = { pop_op, &c, quayi_pq_pop_ready, pq, NULL, false };
 
 	if (pq == NULL || out == NULL)
 		return -EINVAL;
+	if (pq->flags & QUAYI_PQ_F_SHARED)
+		return quayi_pq_shm_wait(pq, UINT_MAX, out, prio_out, timeout_ns);
 	w.event = &pq->pop_event;
 	w.fence = quayi_pq_fence(pq) != 0;
 	return quayi_wait_for(&w, timeout_ns);

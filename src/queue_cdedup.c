@@ -10,8 +10,9 @@
  * its entry is reused after the window (or the queue is destroyed): the
  * window's messages stay allocated in their pool (docs/QUEUE.md).
  * After a restart of a durable queue, a key recovered from the log keeps
- * its message when the message came back with the queue; a key whose
- * message is gone (acked before the restart) is kept alone, and a hit on
+ * its message when the message came back with the queue and its send's
+ * ADD is still in the log; a key whose message is gone (acked before the
+ * restart), or came back from a DEDUP record, is kept alone, and a hit on
  * it is a duplicate without a comparison (docs/DURABILITY.md, "Dedup
  * after a restart": the odds, and why not keep the bodies).
  *
@@ -34,6 +35,7 @@
 struct centry {
 	uint64_t h1, h2;
 	int64_t expires; /* 0: empty */
+	bool pending;    /* checked, its send not yet logged: not walked */
 	quay_msg *msg;   /* the remembered message (a reference), or NULL:
 	                    a key recovered from a durable queue's log whose
 	                    message is gone (a key hit is then taken as is) */
@@ -175,6 +177,7 @@ quayi_cdedup_check(quay_queue *q, quay_msg *msg, int64_t now)
 			room->h1 = h1;
 			room->h2 = h2;
 			room->expires = now > 0 && d->window > INT64_MAX - now ? INT64_MAX : now + d->window;
+			room->pending = true;
 			quay_msg_ref(msg);
 			room->msg = msg;
 		}
@@ -251,6 +254,7 @@ quayi_cdedup_seed(quay_queue *q, uint64_t h1, uint64_t h2, int64_t expires, int6
 		room->h1 = h1;
 		room->h2 = h2;
 		room->expires = expires;
+		room->pending = false;
 		if (msg != NULL)
 			quay_msg_ref(msg);
 		room->msg = msg;
@@ -263,6 +267,22 @@ quayi_cdedup_seed(quay_queue *q, uint64_t h1, uint64_t h2, int64_t expires, int6
 }
 
 void
+quayi_cdedup_commit(quay_queue *q, uint64_t h1, uint64_t h2)
+{
+	struct quayi_cdedup *d = q->x->cdedup;
+
+	pthread_mutex_lock(&d->lock);
+	for (unsigned p = 0; p < PROBE; p++)
+		for (unsigned w = 0; w < WAYS; w++) {
+			struct centry *e = entry(d, h1, p, w);
+
+			if (e->pending && e->h1 == h1 && e->h2 == h2)
+				e->pending = false;
+		}
+	pthread_mutex_unlock(&d->lock);
+}
+
+void
 quayi_cdedup_walk(quay_queue *q, int64_t now,
     void (*visit)(void *ctx, uint64_t h1, uint64_t h2, int64_t expires), void *ctx)
 {
@@ -270,7 +290,7 @@ quayi_cdedup_walk(quay_queue *q, int64_t now,
 
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < d->sets * WAYS; i++)
-		if (d->e[i].expires > now)
+		if (d->e[i].expires > now && !d->e[i].pending)
 			visit(ctx, d->e[i].h1, d->e[i].h2, d->e[i].expires);
 	pthread_mutex_unlock(&d->lock);
 }

@@ -100,6 +100,7 @@ quayi_dedup_check(struct quayi_dedup *d, const void *id, size_t len, int64_t now
 			room->h1 = h1;
 			room->h2 = h2;
 			room->expires = quayi_ns_add_sat(now, d->window);
+			room->pending = true;
 		}
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -148,11 +149,27 @@ quayi_dedup_seed(struct quayi_dedup *d, uint64_t h1, uint64_t h2, int64_t expire
 				room = e;
 		}
 	if (rc != 0 && room != NULL) {
-		*room = (struct quayi_dedup_entry){ h1, h2, expires };
+		*room = (struct quayi_dedup_entry){ h1, h2, expires, false };
 		rc = 0;
 	}
 	pthread_mutex_unlock(&d->lock);
 	return rc;
+}
+
+void
+quayi_dedup_commit(struct quayi_dedup *d, uint64_t h1, uint64_t h2)
+{
+	if (d->tab == NULL)
+		return;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned p = 0; p < QUAYI_DEDUP_PROBE; p++)
+		for (unsigned w = 0; w < QUAYI_DEDUP_WAYS; w++) {
+			struct quayi_dedup_entry *e = entry(d, h1, p, w);
+
+			if (e->pending && e->h1 == h1 && e->h2 == h2)
+				e->pending = false;
+		}
+	pthread_mutex_unlock(&d->lock);
 }
 
 void
@@ -163,7 +180,7 @@ quayi_dedup_walk(struct quayi_dedup *d, int64_t now,
 		return;
 	pthread_mutex_lock(&d->lock);
 	for (size_t i = 0; i < d->sets * QUAYI_DEDUP_WAYS; i++)
-		if (d->tab[i].expires > now)
+		if (d->tab[i].expires > now && !d->tab[i].pending)
 			visit(ctx, d->tab[i].h1, d->tab[i].h2, d->tab[i].expires);
 	pthread_mutex_unlock(&d->lock);
 }

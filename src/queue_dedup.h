@@ -10,6 +10,7 @@
 #define QUAY_QUEUE_DEDUP_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,7 @@
 struct quayi_dedup_entry {
 	uint64_t h1, h2;
 	int64_t expires; /* 0: empty */
+	bool pending;    /* checked, its send not yet logged: not walked */
 };
 
 struct quayi_dedup {
@@ -57,8 +59,13 @@ void quayi_dedup_key(const void *id, size_t len, uint64_t *h1, uint64_t *h2);
  * keeps the later expiry. 0 (also when already expired at now), or
  * -EAGAIN: its probe window is full of live ids. */
 int quayi_dedup_seed(struct quayi_dedup *d, uint64_t h1, uint64_t h2, int64_t expires, int64_t now);
-/* Call visit for every entry live at now, under the table's lock (visit
- * must not call back into the table). */
+/* The send checked under key (h1, h2) was logged (a durable queue's log,
+ * under its lock): the key is no longer pending. */
+void quayi_dedup_commit(struct quayi_dedup *d, uint64_t h1, uint64_t h2);
+/* Call visit for every entry live at now whose send was logged (not
+ * pending: a pending send's key is in its own ADD, logged after any walk
+ * that did not see it, or nowhere if the send fails), under the table's
+ * lock (visit must not call back into the table). */
 void quayi_dedup_walk(struct quayi_dedup *d, int64_t now,
     void (*visit)(void *ctx, uint64_t h1, uint64_t h2, int64_t expires), void *ctx);
 

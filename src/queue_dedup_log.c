@@ -56,6 +56,17 @@ dseed(void *queue, const struct quayi_qlog_dkey *k, int64_t accepted, quay_msg *
 		(void)quayi_cdedup_seed(q, k->h1, k->h2, exp, now, msg);
 }
 
+static void
+dcommit(void *queue, const struct quayi_qlog_dkey *k)
+{
+	quay_queue *q = queue;
+
+	if (k->kind == QUAYI_QLOG_DK_ID)
+		quayi_dedup_commit(&q->dedup, k->h1, k->h2);
+	else if (k->kind == QUAYI_QLOG_DK_CONTENT && q->x != NULL && q->x->cdedup != NULL)
+		quayi_cdedup_commit(q, k->h1, k->h2);
+}
+
 struct walk {
 	void (*visit)(void *vctx, const struct quayi_qlog_dkey *k, int64_t accepted);
 	void *vctx;
@@ -94,5 +105,6 @@ quayi_dedup_log_host(int64_t window, struct quayi_qlog_host *h)
 	h->dedup_window = window;
 	h->dedup_key = dkey;
 	h->dedup_seed = dseed;
+	h->dedup_commit = dcommit;
 	h->dedup_walk = dwalk;
 }

@@ -56,10 +56,10 @@
  * attempts and not-before.
  *
  * Locks (order: queue timer lock -> ctx->cl (read) -> dur->ilock;
- * ctx->cl (write) -> dur->ilock; ctx->cl (write) -> a queue's dedup
- * table locks (compaction's and recovery's dedup_walk / dedup_seed:
- * those locks are leaves, never held while taking another); registry
- * lock alone):
+ * ctx->cl (write) -> dur->ilock; ctx->cl (read or write) -> a queue's
+ * dedup table locks (a send's dedup_commit; compaction's and recovery's
+ * dedup_walk / dedup_seed: those locks are leaves, never held while
+ * taking another); registry lock alone):
  *   registry  the list of WAL contexts (one per quay_wal in use)
  *   cl        rwlock (writer-preferring): a transition holds it shared
  *             while it mutates a message and logs it and indexes it;
@@ -140,6 +140,7 @@ struct quayi_dur {
 	/* The queue's dedup window (host; dedup_walk NULL: none). */
 	bool (*dedup_key)(void *queue, const quay_msg *msg, struct quayi_qlog_dkey *k);
 	void (*dedup_seed)(void *queue, const struct quayi_qlog_dkey *k, int64_t accepted_ns, quay_msg *msg);
+	void (*dedup_commit)(void *queue, const struct quayi_qlog_dkey *k);
 	void (*dedup_walk)(void *queue,
 	    void (*visit)(void *vctx, const struct quayi_qlog_dkey *k, int64_t accepted_ns), void *vctx);
 	quay_pool *pool;
@@ -412,6 +413,20 @@ log_error(struct dwal *w)
 
 /* ---- transitions ------------------------------------------------------ */
 
+/* m's send to d's queue was logged (cl held shared): its dedup key, which
+ * the queue's check left pending, is walked by compactions from now on.
+ * A compaction that ran between the check and this write did not write
+ * the key: the send's own ADD, logged after that compaction's first LSN,
+ * carries it; and if the write fails the key was never in the log. */
+static void
+dedup_logged(const struct quayi_dur *d, const quay_msg *m)
+{
+	struct quayi_qlog_dkey k;
+
+	if (d->dedup_commit != NULL && d->dedup_key(d->queue, m, &k))
+		d->dedup_commit(d->queue, &k);
+}
+
 /* A durable id a record may carry (0 and the send's claim marker are
  * not: replay rejects did 0). */
 static bool
@@ -526,6 +541,8 @@ dq_add(void *ctx, quay_msg *const *msgs, size_t n, int *err)
 			    (uint32_t)sizes[done + i]);
 		}
 		pthread_mutex_unlock(&d->ilock);
+		for (size_t i = 0; i < k; i++)
+			dedup_logged(d, msgs[done + i]);
 		live_add(w, (int64_t)(bytes - 32 * k));
 		__atomic_fetch_add(&w->appended, bytes, __ATOMIC_RELAXED); /* relaxed: a trigger */
 		done += k;
@@ -608,6 +625,7 @@ dq_add_multi(void *const *ctxs, quay_msg *const *msgs, size_t n)
 			idx_put(d, did, msgs[i], quay_msg_not_before_ns(msgs[i]), quay_msg_attempts(msgs[i]),
 			    (uint32_t)recs[i].len);
 			pthread_mutex_unlock(&d->ilock);
+			dedup_logged(d, msgs[i]);
 		}
 		live_add(w, (int64_t)(bytes - 32 * n));
 		__atomic_fetch_add(&w->appended, bytes, __ATOMIC_RELAXED); /* relaxed: a trigger */
@@ -968,7 +986,8 @@ copy_alone(struct dwal *w, uint64_t qid, const quay_msg *m, const struct img_opt
  * set and no transition runs meanwhile. The window is the queue's table
  * (a key is in it from its send's check, before the send's ADD is
  * logged: every key of an ADD below the checkpoint is there, unless its
- * window has passed).
+ * window has passed; keys of sends not yet logged are pending and not
+ * walked: dedup_logged).
  * Refused (deferred) while the log holds live records of queues that are
  * not open: they could not be copied.
  */
@@ -1549,6 +1568,7 @@ quayi_qlog_attach_wal(struct quayi_qlog *log, const struct quayi_qlog_host *host
 	if (host->dedup_window > 0) {
 		d->dedup_key = host->dedup_key;
 		d->dedup_seed = host->dedup_seed;
+		d->dedup_commit = host->dedup_commit;
 		d->dedup_walk = host->dedup_walk;
 	}
 	d->w = dwal_get(o->wal, o->compact_bytes ? o->compact_bytes : 4 * info.segment_bytes);

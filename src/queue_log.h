@@ -141,8 +141,12 @@ struct quayi_qlog_host {
 	 * came back with the queue (content dedup then compares bodies),
 	 * else NULL. */
 	void (*dedup_seed)(void *queue, const struct quayi_qlog_dkey *k, int64_t accepted_ns, quay_msg *msg);
+	/* The send checked under k was logged (called under the log's lock,
+	 * before a compaction can run): from now on dedup_walk visits k. */
+	void (*dedup_commit)(void *queue, const struct quayi_qlog_dkey *k);
 	/* Compaction: visit every key the window holds now with its accept
-	 * time (under the window's locks: visit must not call the queue). */
+	 * time, except those of sends not yet logged (under the window's
+	 * locks: visit must not call the queue). */
 	void (*dedup_walk)(void *queue,
 	    void (*visit)(void *vctx, const struct quayi_qlog_dkey *k, int64_t accepted_ns), void *vctx);
 };

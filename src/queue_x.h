@@ -123,6 +123,8 @@ void quayi_cdedup_forget(quay_queue *q, const quay_msg *msg);
  * visit every live key under the table's lock. */
 void quayi_cdedup_key(const quay_msg *msg, uint64_t *h1, uint64_t *h2);
 int quayi_cdedup_seed(quay_queue *q, uint64_t h1, uint64_t h2, int64_t expires, int64_t now, quay_msg *msg);
+/* The send checked under key (h1, h2) was logged: walked from now on. */
+void quayi_cdedup_commit(quay_queue *q, uint64_t h1, uint64_t h2);
 void quayi_cdedup_walk(quay_queue *q, int64_t now,
     void (*visit)(void *ctx, uint64_t h1, uint64_t h2, int64_t expires), void *ctx);
 

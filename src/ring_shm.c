@@ -478,6 +478,18 @@ repair_push(struct quay_ring *r, uint64_t tail, uint64_t seq)
 	return -EOWNERDEAD;
 }
 
+bool
+quayi_ring_shm_held(const struct quay_ring *r, bool push, uint64_t *pos, uint64_t *seq)
+{
+	return held(r, push, pos, seq);
+}
+
+int
+quayi_ring_shm_repair(struct quay_ring *r, bool push, void *elem, uint64_t pos, uint64_t seq)
+{
+	return push ? repair_push(r, pos, seq) : repair_pop(r, elem, pos, seq);
+}
+
 /* The sleeper side, fence form: WAIT-S1 is a full fence between setting
  * the sleepers bit and the re-check (pairs with the fence of WAIT-W1 in
  * wake_if_waiting). Sleeps until woken or wake_at (absolute, < 0: none). */

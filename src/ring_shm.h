@@ -21,6 +21,14 @@ bool quayi_ring_push_ready(const void *ctx);
 int quayi_ring_shm_wait(struct quay_ring *r, bool push, void *elem, int64_t timeout_ns);
 /* Wake every process asleep on a shared ring's event word. */
 void quayi_ring_shm_wake(uint32_t *event);
+/* For the rings of a priority queue in shared memory (src/pq_shm.c), which
+ * keep their stall bound in the queue's file header: whether the slot the
+ * waiting side needs is held by a claim never completed (*pos, *seq name
+ * the state), and the repair RING-K2 (push) or RING-K1 (pop, which may
+ * pop an element into elem: 0) of that state. Repair returns -EOWNERDEAD
+ * (a slot freed), 0, or -EAGAIN (the state changed meanwhile). */
+bool quayi_ring_shm_held(const struct quay_ring *r, bool push, uint64_t *pos, uint64_t *seq);
+int quayi_ring_shm_repair(struct quay_ring *r, bool push, void *elem, uint64_t pos, uint64_t seq);
 /* Unmap a shared ring (quay_ring_destroy). */
 void quayi_ring_shm_detach(struct quay_ring *r);
 

@@ -222,6 +222,21 @@ dq_body_off(const unsigned char *p, size_t len)
 	return off;
 }
 
+/* A DEDUP record as replay accepts it (src/queue_durable.c): its length,
+ * a known kind and zero padding; anything else fails recovery (-EBADMSG),
+ * so it is shown as malformed. */
+static bool
+dq_dedup_ok(const unsigned char *p, size_t len)
+{
+	if (len != QUAYI_DQ_DEDUP_LEN ||
+	    (p[QUAYI_DQF_DEDUP_KIND] != QUAYI_DQF_DK_ID && p[QUAYI_DQF_DEDUP_KIND] != QUAYI_DQF_DK_CONTENT))
+		return false;
+	for (size_t i = QUAYI_DQF_DEDUP_KIND + 1; i < QUAYI_DQF_DEDUP_ACCEPTED; i++)
+		if (p[i] != 0)
+			return false;
+	return true;
+}
+
 static void
 dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t preview, FILE *out, bool json)
 {
@@ -235,10 +250,8 @@ dq_describe(uint32_t type, uint64_t lsn, const void *data, size_t len, size_t pr
 	const unsigned char *p = data;
 	bool ok = type == QUAYI_DQ_ADD ? len >= QUAYI_DQ_ADD_HDR :
 	    type == QUAYI_DQ_NAME      ? len >= QUAYI_DQ_NAME_HDR :
-	    type == QUAYI_DQ_DEDUP     ? len == QUAYI_DQ_DEDUP_LEN &&
-	        (p[QUAYI_DQF_DEDUP_KIND] == QUAYI_DQF_DK_ID ||
-	            p[QUAYI_DQF_DEDUP_KIND] == QUAYI_DQF_DK_CONTENT) :
-	                             len == (type == QUAYI_DQ_DEL ? QUAYI_DQ_DEL_LEN : QUAYI_DQ_RETRY_LEN);
+	    type == QUAYI_DQ_DEDUP     ? dq_dedup_ok(p, len) :
+	                                 len == (type == QUAYI_DQ_DEL ? QUAYI_DQ_DEL_LEN : QUAYI_DQ_RETRY_LEN);
 
 	if (!ok) {
 		fprintf(out, json ? "{\"malformed\":true}" : "malformed (%zu bytes)", len);

@@ -160,8 +160,11 @@ QUAY_API int quay_pq_init(quay_pq *pq, const struct quay_pq_opts *opts);
 QUAY_API int quay_pq_create(const struct quay_pq_opts *opts, quay_pq **out);
 
 /**
- * Free a priority queue made by quay_pq_create(). NULL and queues made by
- * quay_pq_init() are ignored. Elements still inside are discarded.
+ * Free a priority queue made by quay_pq_create(), or unmap (detach) one
+ * made or attached by quay_pq_create_shm() or quay_pq_attach_shm(), whose
+ * elements stay in the file for the other processes. NULL and queues made
+ * by quay_pq_init() are ignored. Elements still inside a queue that is
+ * freed are discarded.
  *
  * Concurrency: no other thread may be using pq (close it and join them).
  */
@@ -173,7 +176,9 @@ QUAY_API void quay_pq_destroy(quay_pq *pq);
  * Concurrency: lock-free; see the table at the top of this file.
  * Ordering: release (the level ring's RING-R1, pairs with RING-A1 in pop).
  * Returns: 0; -EAGAIN if level prio is full; -EPIPE if the queue is
- *          closed; -EINVAL if pq or elem is NULL or prio >= levels.
+ *          closed; -EINVAL if pq or elem is NULL or prio >= levels;
+ *          -EOWNERDEAD (shared memory only) if a waiting call presumed this
+ *          push dead and took its slot: the element is not delivered.
  *          Nothing is written on failure.
  */
 QUAY_INLINE int quay_pq_push(quay_pq *pq, unsigned prio, const void *elem);
@@ -226,7 +231,8 @@ QUAY_INLINE size_t quay_pq_pop_burst(quay_pq *pq, void *out, size_t n, unsigned 
  * Ordering: as quay_pq_push().
  * Returns: 0; -ETIMEDOUT if the level stayed full for timeout_ns; -EPIPE
  *          if the queue is or becomes closed; -EINVAL if pq or elem is
- *          NULL or prio >= levels.
+ *          NULL or prio >= levels; -EOWNERDEAD (shared memory only) if it
+ *          freed a slot a dead process held, or lost its own to a repair.
  */
 QUAY_API int quay_pq_push_wait(quay_pq *pq, unsigned prio, const void *elem, int64_t timeout_ns);
 
@@ -239,7 +245,9 @@ QUAY_API int quay_pq_push_wait(quay_pq *pq, unsigned prio, const void *elem, int
  * Concurrency: as quay_pq_pop(); any number of threads may wait.
  * Ordering: as quay_pq_pop().
  * Returns: 0; -ETIMEDOUT if nothing arrived within timeout_ns; -EPIPE if
- *          the queue is closed and drained; -EINVAL if pq or out is NULL.
+ *          the queue is closed and drained; -EINVAL if pq or out is NULL;
+ *          -EOWNERDEAD (shared memory only) if it skipped a slot a dead
+ *          process held.
  */
 QUAY_API int quay_pq_pop_wait(quay_pq *pq, void *out, unsigned *prio_out, int64_t timeout_ns);
 
@@ -269,7 +277,9 @@ QUAY_API void quay_pq_close(quay_pq *pq);
  *
  * Concurrency: safe from any thread, concurrently with anything but
  *              destroy.
- * Returns: the descriptor (>= 0); -EINVAL if pq is NULL; -ENOMEM if it cannot be made
+ * Returns: the descriptor (>= 0); -EINVAL if pq is NULL; -ENOTSUP if pq is
+ *          in shared memory (quay_pq_create_shm(): wakers in other
+ *          processes could not signal it); -ENOMEM if it cannot be made
  *          (memory, or the process or system is out of descriptors).
  */
 QUAY_API int quay_pq_fd(quay_pq *pq);
@@ -318,6 +328,96 @@ QUAY_INLINE size_t quay_pq_capacity(const quay_pq *pq);
  * Concurrency: safe from any thread.
  */
 QUAY_INLINE size_t quay_pq_elem_size(const quay_pq *pq);
+
+/*
+ * Priority queues in shared memory, between processes (docs/PQ.md,
+ * "Shared memory"). A queue created in a shared memory file is attached
+ * by other processes and used with the same calls, including the waiting
+ * ones. As for rings (quay/ring.h, "Shared memory"):
+ *  - every call costs a little more than in one process (full fences on
+ *    the wake-up paths, compare-and-swap publish and release);
+ *  - a process killed while it holds a slot of a level (between its claim
+ *    and its publish or release) blocks that slot until a waiting call has
+ *    seen it held for the stall bound; that call then frees it and returns
+ *    -EOWNERDEAD (the element being pushed or popped is lost). A push that
+ *    returned 0 is delivered once, unless it is that element;
+ *  - quay_pq_fd() is not available (-ENOTSUP);
+ *  - the processes sharing a queue trust each other: attach validates the
+ *    file, but a process that writes into the mapping can make the others
+ *    misbehave.
+ * The waiting calls may then also return -EOWNERDEAD, and quay_pq_push()
+ * and quay_pq_push_burst() may publish fewer elements than they claimed
+ * (-EOWNERDEAD, or a smaller count) if a waiting call presumed them dead.
+ */
+
+/** Default stall bound of a shared priority queue (1 s). */
+#define QUAY_PQ_SHM_STALL_DEFAULT_NS ((int64_t)1000000000)
+
+/**
+ * Options of quay_pq_create_shm(). Start from QUAY_PQ_SHM_OPTS_INIT; a
+ * zero field means "the default".
+ */
+struct quay_pq_shm_opts {
+	/** sizeof(struct quay_pq_shm_opts): the version of this struct. */
+	uint32_t size;
+	/** Permission bits of a named file (0: 0600). */
+	uint32_t mode;
+	/** How long a waiting call lets a slot stay held before it presumes
+	 *  the holder dead, in ns (0: QUAY_PQ_SHM_STALL_DEFAULT_NS). */
+	int64_t stall_ns;
+};
+
+/** Initialiser for struct quay_pq_shm_opts: every field "default". */
+/* clang-format off */
+#define QUAY_PQ_SHM_OPTS_INIT { (uint32_t)sizeof(struct quay_pq_shm_opts), 0u, 0 }
+/* clang-format on */
+
+/**
+ * Create a priority queue in a new shared memory file and map it.
+ *
+ * name and fd_out as for quay_ring_create_shm(): "/something" creates
+ * /dev/shm/something, which must not exist; NULL creates a sealed memfd
+ * whose descriptor goes to fd_out (then required). opts gives the shape
+ * as for quay_pq_create(), with no allocator (the memory is the file's).
+ * shm may be NULL (defaults). Unmap with quay_pq_destroy().
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0 and *out set; -EINVAL (out NULL, name malformed, fd_out NULL
+ *          for a memfd, opts invalid as for quay_pq_init() or with an
+ *          allocator, bad shm options); -EEXIST if the name exists;
+ *          -EACCES; -ENOMEM; or another negative errno of
+ *          shm_open/memfd_create/ftruncate/mmap. On failure nothing is
+ *          left behind and *out and *fd_out are untouched.
+ */
+QUAY_API int quay_pq_create_shm(const char *name, const struct quay_pq_opts *opts,
+    const struct quay_pq_shm_opts *shm, quay_pq **out, int *fd_out);
+
+/**
+ * Map a priority queue made by quay_pq_create_shm() in this or another
+ * process: by name (fd ignored) or, name NULL, by an open descriptor
+ * (which stays the caller's). elem_size is the element size the caller
+ * expects, or 0 to accept the file's. The file is checked before use: its
+ * magic, version, checksum, size, shape, weights, the queue header and
+ * every level ring's header.
+ *
+ * Concurrency: safe from any thread, and while other processes use the queue.
+ * Returns: 0 and *out set; -EINVAL (out NULL, name malformed, fd < 0
+ *          without a name, or fd not a regular file); -EBADF; -ENOENT;
+ *          -EACCES; -EBADMSG if the file is not a quay priority queue or
+ *          is corrupt, truncated or of another version; -EMSGSIZE if
+ *          elem_size is not 0 and not the file's; -ENOMEM. *out is
+ *          untouched on failure.
+ */
+QUAY_API int quay_pq_attach_shm(const char *name, int fd, size_t elem_size, quay_pq **out);
+
+/**
+ * Remove the name of a shared priority queue (shm_unlink): later attaches
+ * by name fail; processes that have it mapped keep using it.
+ *
+ * Concurrency: safe from any thread.
+ * Returns: 0; -EINVAL if name is malformed or NULL; -ENOENT; -EACCES.
+ */
+QUAY_API int quay_pq_unlink_shm(const char *name);
 
 #include <quay/impl/pq_inline.h>
 

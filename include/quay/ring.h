@@ -362,7 +362,7 @@ QUAY_INLINE size_t quay_ring_elem_size(const quay_ring *r);
  */
 struct quay_ring_shm_opts {
 	/** sizeof(struct quay_ring_shm_opts): the version of this struct. */
-	uint32_t size;
+	size_t size;
 	/** QUAY_RING_SP and/or QUAY_RING_SC, as for quay_ring_create(). */
 	uint32_t flags;
 	/** Permission bits of a named file (0: 0600). */
@@ -374,7 +374,7 @@ struct quay_ring_shm_opts {
 
 /** Initialiser for struct quay_ring_shm_opts: every field "default". */
 /* clang-format off */
-#define QUAY_RING_SHM_OPTS_INIT { (uint32_t)sizeof(struct quay_ring_shm_opts), 0u, 0u, 0 }
+#define QUAY_RING_SHM_OPTS_INIT { sizeof(struct quay_ring_shm_opts), 0u, 0u, 0 }
 /* clang-format on */
 
 /**

@@ -32,6 +32,12 @@
  * in-process view of a shared ring under TSan is test_threads in
  * tests/unit/test_ring_shm.c.
  *
+ * Built a second time with -DSTRESS_PQ (stress_pq_shm): the same run on a
+ * priority queue in shared memory (quay_pq_create_shm), QUAY_PQ_LEVELS
+ * levels of capacity -q each; producer id pushes at level id % levels, so
+ * the order check (per producer, FIFO within a level) still holds; -m
+ * strict|weighted. The few calls that differ are the target_* functions.
+ *
  * Usage: stress_ring_shm [-m mpmc|spsc|mpsc|spmc] [-p producers]
  *        [-c consumers] [-d seconds] [-q capacity] [-e elem_size]
  *        [-s stall_ms] [-k self-kill-one-in] [-i kill_interval_ms] [-S seed]
@@ -75,9 +81,121 @@ struct shared {
 };
 
 static struct shared *g;
-static quay_ring *g_ring;
 static size_t g_elem = 64;
 static unsigned g_selfkill = 0; /* 1 in N ops; 0: never */
+
+/* The object under test: its waiting calls, the claims a self-kill dies
+ * after, close and unmap. */
+#ifdef STRESS_PQ
+#include <quay/pq.h>
+#define PQ_LEVELS 4u
+static quay_pq *g_pq;
+
+static int
+target_create(const char *mode, size_t cap, int64_t stall_ms, int *fd)
+{
+	struct quay_pq_opts o = QUAY_PQ_OPTS_INIT;
+	struct quay_pq_shm_opts so = QUAY_PQ_SHM_OPTS_INIT;
+
+	o.levels = PQ_LEVELS;
+	o.flags = strcmp(mode, "weighted") == 0 ? QUAY_PQ_WEIGHTED : 0;
+	o.capacity = cap;
+	o.elem_size = g_elem;
+	so.stall_ns = stall_ms * 1000000;
+	return quay_pq_create_shm(NULL, &o, &so, &g_pq, fd);
+}
+static int
+target_push_wait(unsigned id, const void *buf, int64_t t)
+{
+	return quay_pq_push_wait(g_pq, id % PQ_LEVELS, buf, t);
+}
+static int
+target_pop_wait(void *buf, int64_t t)
+{
+	return quay_pq_pop_wait(g_pq, buf, NULL, t);
+}
+static bool
+target_claim_push(unsigned id)
+{
+	uint64_t pos = 0;
+	int rc = 0;
+
+	return quayi_ring_claim_push(quayi_pq_ring(g_pq, id % PQ_LEVELS), 1, true, &pos, &rc, true) == 1;
+}
+static bool
+target_claim_pop(uint64_t *seed)
+{
+	unsigned level = (unsigned)(*seed % PQ_LEVELS);
+	uint64_t pos = 0;
+	int rc = 0;
+
+	return quayi_ring_claim_pop(quayi_pq_ring(g_pq, level), 1, true, &pos, &rc) == 1;
+}
+static void
+target_close(void)
+{
+	quay_pq_close(g_pq);
+}
+static void
+target_destroy(void)
+{
+	quay_pq_destroy(g_pq);
+}
+#else
+static quay_ring *g_ring;
+
+static int
+target_create(const char *mode, size_t cap, int64_t stall_ms, int *fd)
+{
+	struct quay_ring_shm_opts o = QUAY_RING_SHM_OPTS_INIT;
+
+	if (strcmp(mode, "spsc") == 0 || strcmp(mode, "spmc") == 0)
+		o.flags |= QUAY_RING_SP;
+	if (strcmp(mode, "spsc") == 0 || strcmp(mode, "mpsc") == 0)
+		o.flags |= QUAY_RING_SC;
+	o.stall_ns = stall_ms * 1000000;
+	return quay_ring_create_shm(NULL, cap, g_elem, &o, &g_ring, fd);
+}
+static int
+target_push_wait(unsigned id, const void *buf, int64_t t)
+{
+	(void)id;
+	return quay_ring_push_wait(g_ring, buf, t);
+}
+static int
+target_pop_wait(void *buf, int64_t t)
+{
+	return quay_ring_pop_wait(g_ring, buf, t);
+}
+static bool
+target_claim_push(unsigned id)
+{
+	uint64_t pos = 0;
+	int rc = 0;
+
+	(void)id;
+	return quayi_ring_claim_push(g_ring, 1, true, &pos, &rc, false) == 1;
+}
+static bool
+target_claim_pop(uint64_t *seed)
+{
+	uint64_t pos = 0;
+	int rc = 0;
+
+	(void)seed;
+	return quayi_ring_claim_pop(g_ring, 1, true, &pos, &rc) == 1;
+}
+static void
+target_close(void)
+{
+	quay_ring_close(g_ring);
+}
+static void
+target_destroy(void)
+{
+	quay_ring_destroy(g_ring);
+}
+#endif
 
 static uint64_t
 pattern(uint64_t id, uint64_t seq, size_t i)
@@ -123,16 +241,14 @@ producer(unsigned id, uint64_t seed)
 		/* Relaxed: read by the parent after this process is gone. */
 		__atomic_store_n(&l->attempted, s + 1, __ATOMIC_RELAXED);
 		if (g_selfkill && rnd(&seed) % g_selfkill == 0) {
-			uint64_t pos = 0;
-			int crc = 0;
 			/* Die between claim and publish. */
-			if (quayi_ring_claim_push(g_ring, 1, true, &pos, &crc, false) == 1) {
+			if (target_claim_push(id)) {
 				__atomic_fetch_add(&g->self_kills, 1, __ATOMIC_RELAXED);
 				raise(SIGKILL);
 			}
 		}
 		t0 = (int64_t)qt_now_ns();
-		rc = quay_ring_push_wait(g_ring, buf, 2 * 1000000000LL);
+		rc = target_push_wait(id, buf, 2 * 1000000000LL);
 		note_wait(t0);
 		if (rc == 0) {
 			__atomic_fetch_or(&l->ok[s / 64], (uint64_t)1 << (s % 64), __ATOMIC_RELAXED);
@@ -164,16 +280,14 @@ consumer(uint64_t seed)
 		int rc;
 
 		if (g_selfkill && rnd(&seed) % g_selfkill == 0) {
-			uint64_t pos = 0;
-			int crc = 0;
 			/* Die between claim and release. */
-			if (quayi_ring_claim_pop(g_ring, 1, true, &pos, &crc) == 1) {
+			if (target_claim_pop(&seed)) {
 				__atomic_fetch_add(&g->self_kills, 1, __ATOMIC_RELAXED);
 				raise(SIGKILL);
 			}
 		}
 		t0 = (int64_t)qt_now_ns();
-		rc = quay_ring_pop_wait(g_ring, buf, 2 * 1000000000LL);
+		rc = target_pop_wait(buf, 2 * 1000000000LL);
 		note_wait(t0);
 		if (rc == 0) {
 			uint64_t id = buf[0], s = buf[1];
@@ -242,8 +356,6 @@ main(int argc, char **argv)
 	int64_t stall_ms = 100;
 	int interval_ms = 15;
 	uint64_t seed = 1;
-	unsigned flags = 0;
-	struct quay_ring_shm_opts o = QUAY_RING_SHM_OPTS_INIT;
 	uint64_t lost = 0, dup = 0, phantom = 0, failed_popped = 0, ok = 0, popped = 0, deaths_c;
 	int fd = -1, rc = 0;
 	double t_end;
@@ -264,9 +376,9 @@ main(int argc, char **argv)
 		}
 	}
 	if (strcmp(mode, "spsc") == 0 || strcmp(mode, "spmc") == 0)
-		flags |= QUAY_RING_SP, np = 1;
+		np = 1;
 	if (strcmp(mode, "spsc") == 0 || strcmp(mode, "mpsc") == 0)
-		flags |= QUAY_RING_SC, nc = 1;
+		nc = 1;
 	if (np + nc > MAX_KIDS || g_elem < 16 || g_elem > 4096) {
 		fprintf(stderr, "bad shape\n");
 		return 2;
@@ -276,9 +388,7 @@ main(int argc, char **argv)
 		perror("mmap");
 		return 2;
 	}
-	o.flags = flags;
-	o.stall_ns = stall_ms * 1000000;
-	if ((rc = quay_ring_create_shm(NULL, cap, g_elem, &o, &g_ring, &fd)) != 0) {
+	if ((rc = target_create(mode, cap, stall_ms, &fd)) != 0) {
 		fprintf(stderr, "create: %s\n", quay_strerror(rc));
 		return 2;
 	}
@@ -352,13 +462,13 @@ main(int argc, char **argv)
 			kids[i].pid = 0;
 		}
 		if (pass == 0)
-			quay_ring_close(g_ring);
+			target_close();
 	}
 	/* A consumer may have died after close with elements left: drain. */
 	{
 		uint64_t buf[4096 / 8];
 		int r2;
-		while ((r2 = quay_ring_pop_wait(g_ring, buf, 4LL * stall_ms * 1000000)) != -EPIPE) {
+		while ((r2 = target_pop_wait(buf, 4LL * stall_ms * 1000000)) != -EPIPE) {
 			if (r2 == -ETIMEDOUT) {
 				fprintf(stderr, "final drain wedged\n");
 				hung = true;
@@ -403,7 +513,7 @@ main(int argc, char **argv)
 	    (unsigned long long)g->order, (unsigned long long)g->corrupt, (unsigned long long)g->bad_rc, hung,
 	    (unsigned long long)kills_p, (unsigned long long)kills_c, (unsigned long long)g->self_kills,
 	    (unsigned long long)g->e_push, (unsigned long long)g->e_pop, (double)g->max_wait_ns / 1e9);
-	quay_ring_destroy(g_ring);
+	target_destroy();
 	close(fd);
 	if (ok == 0)
 		bad = true; /* a run that moved nothing checked nothing */

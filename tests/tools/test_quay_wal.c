@@ -1143,6 +1143,10 @@ durable_queue_dedup(void **state)
 	for (int b = 0; b < 8; b++)
 		bad[b] = (unsigned char)(qid >> (8 * b));
 	assert_int_equal(quay_wal_append(w, 0x51440005u, bad, sizeof(bad), NULL), 0);
+	/* The right length and kind, a padding byte set: recovery refuses it. */
+	bad[8] = 1;
+	bad[12] = 0xee;
+	assert_int_equal(quay_wal_append(w, 0x51440005u, bad, 40, NULL), 0);
 	assert_int_equal(quay_wal_close(w), 0);
 	assert_int_equal(quay_pool_destroy(pool), 0);
 
@@ -1154,6 +1158,7 @@ durable_queue_dedup(void **state)
 	assert_has(t->out, want);
 	assert_has(t->out, "type=0x51440005(queue-dedup) len=41 data=");
 	assert_has(t->out, " malformed (41 bytes)\n");
+	assert_has(t->out, " malformed (40 bytes)\n");
 	assert_int_equal(run(t, "dump", "--json", dir, NULL), 0);
 	assert_int_equal(check_json_lines(t->out) > 0, 1);
 	assert_has(t->out, "\"queue_name\":\"dd\",\"kind\":\"id\",\"accepted_ns\":");

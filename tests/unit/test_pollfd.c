@@ -361,6 +361,53 @@ test_queue(void **state)
 	assert_false(fd_open(fd));
 }
 
+/* The queue's timer fires for work that turns out to be nothing (the
+ * stale expiry entry of an acked lease) while every lease slot is out:
+ * the empty receive after that wake must re-arm (reset the timerfd), or
+ * the descriptor stays readable and a level-triggered loop spins until
+ * the held lease ends. */
+static void
+test_queue_stale_timer(void **state)
+{
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	struct timespec ten_ms = { 0, 10 * 1000000L };
+	quay_queue *q;
+	quay_lease a, b, l;
+	int fd, busy = 0;
+
+	(void)state;
+	o.capacity = 16;
+	o.max_in_flight = 1;
+	o.visibility_ns = 100 * QT_MS;
+	assert_int_equal(quay_queue_create(&o, &q), 0);
+	fd = quay_queue_fd(q);
+	assert_true(fd >= 0);
+	assert_int_equal(quay_queue_send(q, msg()), 0);
+	assert_int_equal(quay_queue_send(q, msg()), 0);
+	assert_true(readable(fd, SOON_MS));
+	/* Lease A, acked at once: its expiry entry stays behind, stale. */
+	assert_int_equal(quay_queue_receive(q, &a, 0), 0);
+	assert_int_equal(quay_queue_ack(q, &a), 0);
+	quay_msg_unref(a.msg);
+	/* Lease B, held for a minute: no slot is free. */
+	assert_int_equal(quay_queue_receive(q, &b, 0), 0);
+	assert_int_equal(quay_queue_extend(q, &b, 60000 * QT_MS), 0);
+	while (quay_queue_receive(q, &l, 0) != -EAGAIN)
+		;
+	/* The timer fires at A's stale deadline: one spurious wake. */
+	assert_true(readable(fd, SOON_MS));
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(quay_queue_receive(q, &l, 0), -EAGAIN);
+		nanosleep(&ten_ms, NULL);
+		busy += readable(fd, 0);
+	}
+	/* A wake per wheel tick at most, never readable for ever. */
+	assert_true(busy < 5);
+	assert_int_equal(quay_queue_ack(q, &b), 0);
+	quay_msg_unref(b.msg);
+	quay_queue_destroy(q);
+}
+
 /* Destroy closes the descriptor of a queue that was never closed. */
 static void
 test_queue_destroy(void **state)
@@ -438,6 +485,7 @@ main(void)
 		cmocka_unit_test(test_ring_with_sleeper),
 		cmocka_unit_test(test_pq),
 		cmocka_unit_test(test_queue),
+		cmocka_unit_test(test_queue_stale_timer),
 		cmocka_unit_test(test_queue_destroy),
 		cmocka_unit_test(test_sub),
 	};

@@ -2440,6 +2440,70 @@ dedup_window_survives_compaction(void **state)
 	quay_queue_destroy(q);
 }
 
+/* A compaction between a send's dedup check and its ADD write does not
+ * log the key: the send's own ADD carries it. If that write then fails,
+ * the key is in the log nowhere and the producer's retry after a restart
+ * is accepted, not refused as a duplicate. The race is made deterministic
+ * with the queue's allocator: dq_add allocates an image over 2 KiB
+ * before it takes the log's lock; the hook compacts (through another
+ * queue of the WAL) there, then fails the allocation. A second send,
+ * whose write succeeds after such a compaction, is still refused after
+ * the restart (its ADD holds the key). */
+static quay_queue *race_other;
+static int race_armed, race_compacted;
+
+static void *
+race_alloc(void *ctx, size_t size, size_t align)
+{
+	(void)ctx;
+	if (race_armed != 0 && size > 2048 && size < 4000) { /* dq_add's image buffer */
+		race_compacted += quayi_queue_compact(race_other) == 0;
+		if (race_armed-- == 2)
+			return NULL;
+	}
+	return aligned_alloc(align, (size + align - 1) / align * align);
+}
+
+static void
+race_free(void *ctx, void *p, size_t size, size_t align)
+{
+	(void)ctx;
+	(void)size;
+	(void)align;
+	free(p);
+}
+
+static void
+dedup_key_of_refused_send_not_logged(void **state)
+{
+	static const struct quay_allocator hook = { race_alloc, race_free, NULL, NULL };
+	struct quay_queue_opts o, ob;
+	quay_queue *q;
+	char body[3001];
+
+	(void)state;
+	memset(body, 'r', sizeof(body) - 1);
+	body[sizeof(body) - 1] = '\0';
+	o = dedup_opts("race", 0);
+	o.allocator = &hook;
+	ob = dopts("other");
+	q = mkq(&o);
+	race_other = mkq(&ob);
+	race_armed = 2; /* the first send fails, the second is logged */
+	race_compacted = 0;
+	assert_int_equal(send_d(q, "refused", body), -ENOMEM);
+	assert_int_equal(send_d(q, "logged", body), 0);
+	assert_int_equal(race_compacted, 2);
+	quay_queue_destroy(race_other);
+	restart(&q, NULL);
+	o.wal = wal;
+	o.allocator = NULL;
+	q = mkq(&o);
+	assert_int_equal(send_d(q, "refused", "retry"), 0);
+	assert_int_equal(send_d(q, "logged", "again"), QUAY_QUEUE_DUPLICATE);
+	quay_queue_destroy(q);
+}
+
 static void
 same_key(const quay_msg *msg, uint64_t *h1, uint64_t *h2)
 {
@@ -2615,6 +2679,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(dedup_id_survives_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(dedup_window_survives_compaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(content_dedup_survives_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(dedup_key_of_refused_send_not_logged, setup, teardown),
 		cmocka_unit_test_setup_teardown(old_log_recovers, setup, teardown),
 		cmocka_unit_test_setup_teardown(dedup_record_corruption_is_ebadmsg, setup, teardown),
 		cmocka_unit_test_setup_teardown(send_batch_one_sync, setup, teardown),

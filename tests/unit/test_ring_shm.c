@@ -7,6 +7,7 @@
  * in src/ring_shm.c), including a child killed with SIGKILL holding a slot.
  */
 #include "quay_test.h"
+#include "shm_test.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -19,15 +20,6 @@
 #define HDR 64
 #define STALL_NS (50 * QT_MS)
 
-static char g_name[64];
-
-static const char *
-tname(const char *what)
-{
-	snprintf(g_name, sizeof(g_name), "/quay-test-%d-%s", (int)getpid(), what);
-	return g_name;
-}
-
 static struct quay_ring_shm_opts
 opts_stall(int64_t stall_ns, unsigned flags)
 {
@@ -36,49 +28,6 @@ opts_stall(int64_t stall_ns, unsigned flags)
 	o.stall_ns = stall_ns;
 	o.flags = flags;
 	return o;
-}
-
-/* Whether process pid is blocked in futex(2) (its /proc/PID/syscall). */
-static bool
-proc_in_futex(pid_t pid)
-{
-	char path[64];
-	long nr = -1;
-	FILE *fp;
-
-	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
-	fp = fopen(path, "r");
-	if (fp == NULL)
-		return false;
-	if (fscanf(fp, "%ld", &nr) != 1)
-		nr = -1;
-	fclose(fp);
-	return nr == SYS_futex;
-}
-
-static void
-wait_in_futex(pid_t pid)
-{
-	for (int i = 0; i < 2000 && !proc_in_futex(pid); i++)
-		usleep(1000);
-}
-
-/* Exit status of a child, failing the test on a signal or a hang. */
-static int
-child_status(pid_t pid)
-{
-	int st = 0;
-
-	for (int i = 0; i < 10000; i++) {
-		pid_t w = waitpid(pid, &st, WNOHANG);
-		if (w == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		usleep(1000);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, &st, 0);
-	fail_msg("child %d hung", (int)pid);
-	return -1;
 }
 
 /* Two mappings of one memfd in one process: the slots are found from each
@@ -279,13 +228,13 @@ test_bad_args(void **state)
 
 	/* A name that exists: -EEXIST, and the existing file is untouched. */
 	assert_int_equal(quay_ring_create_shm(tname("dup"), 8, 8, NULL, &r, NULL), 0);
-	assert_int_equal(quay_ring_create_shm(g_name, 16, 8, NULL, &r2, NULL), -EEXIST);
-	assert_int_equal(quay_ring_attach_shm(g_name, -1, 0, &r2), 0);
+	assert_int_equal(quay_ring_create_shm(shm_test_name, 16, 8, NULL, &r2, NULL), -EEXIST);
+	assert_int_equal(quay_ring_attach_shm(shm_test_name, -1, 0, &r2), 0);
 	assert_int_equal(quay_ring_capacity(r2), 8);
-	assert_int_equal(quay_ring_attach_shm(g_name, -1, 16, &r2), -EMSGSIZE);
+	assert_int_equal(quay_ring_attach_shm(shm_test_name, -1, 16, &r2), -EMSGSIZE);
 	quay_ring_destroy(r2);
 	quay_ring_destroy(r);
-	assert_int_equal(quay_ring_unlink_shm(g_name), 0);
+	assert_int_equal(quay_ring_unlink_shm(shm_test_name), 0);
 
 	r = NULL;
 	assert_int_equal(quay_ring_attach_shm(NULL, 0, 0, NULL), -EINVAL);
@@ -305,16 +254,6 @@ test_bad_args(void **state)
 }
 
 /* ---- bad files ------------------------------------------------------ */
-
-static uint64_t
-fnv(const unsigned char *p, size_t n)
-{
-	uint64_t x = UINT64_C(0xcbf29ce484222325);
-
-	for (size_t i = 0; i < n; i++)
-		x = (x ^ p[i]) * UINT64_C(0x100000001b3);
-	return x;
-}
 
 /* A copy of a fresh ring file (capacity 8, 8-byte elements) in a new
  * memfd, then edit(bytes) on the copy; returns the attach result. */
@@ -341,7 +280,7 @@ attach_edited(void (*edit)(unsigned char *buf, size_t *len), bool fix_check)
 
 	edit(buf, &len);
 	if (fix_check) {
-		uint64_t c = fnv(buf + 8, 40);
+		uint64_t c = shm_fnv(UINT64_C(0xcbf29ce484222325), buf + 8, 40);
 		memcpy(buf + 48, &c, 8);
 	}
 	fd2 = memfd_create("quay-test", MFD_CLOEXEC);
@@ -517,12 +456,12 @@ test_truncated_name(void **state)
 	assert_int_equal(quay_ring_create_shm(tname("trunc"), 64, 64, NULL, &r, &fd), 0);
 	quay_ring_destroy(r);
 	assert_int_equal(ftruncate(fd, 4096), 0);
-	assert_int_equal(quay_ring_attach_shm(g_name, -1, 0, &a), -EBADMSG);
+	assert_int_equal(quay_ring_attach_shm(shm_test_name, -1, 0, &a), -EBADMSG);
 	assert_int_equal(ftruncate(fd, 0), 0);
-	assert_int_equal(quay_ring_attach_shm(g_name, -1, 0, &a), -EBADMSG);
+	assert_int_equal(quay_ring_attach_shm(shm_test_name, -1, 0, &a), -EBADMSG);
 	assert_null(a);
 	close(fd);
-	assert_int_equal(quay_ring_unlink_shm(g_name), 0);
+	assert_int_equal(quay_ring_unlink_shm(shm_test_name), 0);
 }
 
 /* ---- the stall bound ------------------------------------------------ */
@@ -734,6 +673,47 @@ test_threads(void **state)
 	close(fd);
 }
 
+static int th_pop_one_rc = -1;
+
+static void *
+th_pop_one(void *p)
+{
+	uint64_t v;
+
+	th_pop_one_rc = quay_ring_pop_wait(p, &v, -1);
+	return NULL;
+}
+
+/* A shared ring's wake counts in the wait protocol's unit: bits 1 and 2
+ * of its event words (POLLED, FIRED: a pollable descriptor, which a
+ * shared ring never has) stay clear, or every empty pop would look the
+ * word up in the process-wide descriptor table (a mutex). */
+static void
+test_wake_counter_unit(void **state)
+{
+	quay_ring *r = NULL;
+	pthread_t t;
+	uint64_t one = 1;
+	int fd = -1;
+
+	(void)state;
+	assert_int_equal(quay_ring_create_shm(NULL, 16, 8, NULL, &r, &fd), 0);
+	assert_int_equal(pthread_create(&t, NULL, th_pop_one, r), 0);
+	for (int i = 0;
+	     i < 20000 && !(__atomic_load_n(&r->pop_event, __ATOMIC_SEQ_CST) & QUAYI_WAIT_SLEEPERS); i++)
+		usleep(100);
+	assert_true(__atomic_load_n(&r->pop_event, __ATOMIC_SEQ_CST) & QUAYI_WAIT_SLEEPERS);
+	assert_int_equal(quay_ring_push(r, &one), 0);
+	assert_true(qt_join_within(t, 25000));
+	assert_int_equal(th_pop_one_rc, 0);
+	assert_int_equal(__atomic_load_n(&r->pop_event, __ATOMIC_SEQ_CST) &
+	        (QUAYI_WAIT_POLLED | QUAYI_WAIT_FIRED),
+	    0);
+	assert_true(__atomic_load_n(&r->pop_event, __ATOMIC_SEQ_CST) >= QUAYI_WAIT_COUNT_ONE);
+	quay_ring_destroy(r);
+	close(fd);
+}
+
 int
 main(void)
 {
@@ -749,6 +729,7 @@ main(void)
 		QT_TEST(test_stalled_consumer),
 		QT_TEST(test_killed_producer),
 		QT_TEST(test_threads),
+		QT_TEST(test_wake_counter_unit),
 	};
 
 	return cmocka_run_group_tests_name("ring_shm", tests, NULL, NULL);

@@ -61,8 +61,9 @@
 #include <quay/impl/wait_inline.h>
 
 /* Internal flag bits stored next to the public ones. */
-#define QUAYI_PQ_F_FENCE 0x10000u /* no membarrier: wakers use a full fence */
-#define QUAYI_PQ_F_OWNED 0x20000u /* allocated by quay_pq_create */
+#define QUAYI_PQ_F_FENCE 0x10000u  /* no membarrier: wakers use a full fence */
+#define QUAYI_PQ_F_OWNED 0x20000u  /* allocated by quay_pq_create */
+#define QUAYI_PQ_F_SHARED 0x40000u /* in a shared memory file (src/pq_shm.c) */
 
 #define QUAYI_PQ_WORDS 4u /* bitmap words: 4 x 64 = QUAY_PQ_LEVELS_MAX */
 
@@ -79,12 +80,14 @@
  *
  * Memory (quay_pq_memsize bytes, one block): this header (256 bytes),
  * the weights (levels x 4 bytes, rounded up to 64), then `levels` rings of
- * ring_stride bytes each (quay_ring_memsize rounded up to 64).
+ * ring_stride bytes each (quay_ring_memsize rounded up to 64). The block
+ * holds no pointer into itself (offsets from the header instead), so it
+ * can be mapped at different addresses by several processes.
  */
 struct quay_pq {
 	/* Line 0: written by init only, apart from closed (written by close). */
-	unsigned char *rings;    /* level L's ring at rings + L * ring_stride */
-	const uint32_t *weights; /* weight of each level (weighted mode) */
+	uint64_t rings_off;   /* level L's ring at (char *)pq + rings_off + L * ring_stride */
+	uint64_t weights_off; /* weight of each level (weighted mode), uint32_t each */
 	uint64_t ring_stride;
 	uint64_t capacity; /* per level */
 	uint32_t levels;
@@ -93,7 +96,8 @@ struct quay_pq {
 	uint32_t flags;  /* QUAY_PQ_WEIGHTED and QUAYI_PQ_F_* */
 	uint32_t closed; /* QUAYI_PQ_OPEN/CLOSING/CLOSED */
 	/* quay_pq_create()'s allocator (NULL: the C library); read by destroy
-	 * and quay_pq_fd (its descriptor's). */
+	 * and quay_pq_fd (its descriptor's). NULL and never read in a queue
+	 * in shared memory. */
 	const struct quay_allocator *alloc;
 
 	/* Bitmap line: read by every push and pop, written only when a level
@@ -120,7 +124,34 @@ QUAY_API size_t quayi_pq_pop_closed(struct quay_pq *pq, unsigned char *out, size
 static QUAYI_ALWAYS_INLINE struct quay_ring *
 quayi_pq_ring(const struct quay_pq *pq, unsigned level)
 {
-	return (struct quay_ring *)(void *)(pq->rings + (size_t)level * pq->ring_stride);
+	return (struct quay_ring *)(void *)((unsigned char *)(uintptr_t)pq + pq->rings_off +
+	    (size_t)level * pq->ring_stride);
+}
+
+static QUAYI_ALWAYS_INLINE uint32_t
+quayi_pq_weight(const struct quay_pq *pq, unsigned level)
+{
+	return ((const uint32_t *)(const void *)((const unsigned char *)pq + pq->weights_off))[level];
+}
+
+/* Out of line (src/pq_shm.c): wake every process asleep on *event of a
+ * queue in shared memory (a shared futex). */
+QUAY_API void quayi_pq_shm_wake(uint32_t *event);
+
+/* WAIT-W1: after publishing, wake the sleepers on *event if there are any
+ * (as quayi_wait_wake_if_waiting; a queue in shared memory carries
+ * QUAYI_PQ_F_FENCE, so the barrier is a full fence, and wakes with a
+ * shared futex). Relaxed load: ordered by the barrier against WAIT-S1. */
+static QUAYI_ALWAYS_INLINE void
+quayi_pq_wake_if_waiting(struct quay_pq *pq, uint32_t *event)
+{
+	quayi_wait_fast_barrier(&pq->flags, QUAYI_PQ_F_FENCE);
+	if (QUAYI_UNLIKELY(__atomic_load_n(event, __ATOMIC_RELAXED) & QUAYI_WAIT_SLEEPERS)) {
+		if (pq->flags & QUAYI_PQ_F_SHARED)
+			quayi_pq_shm_wake(event);
+		else
+			quayi_wait_wake(event);
+	}
 }
 
 static QUAYI_ALWAYS_INLINE uint32_t
@@ -193,7 +224,7 @@ quayi_pq_level_empty(struct quay_pq *pq, unsigned level)
 		__atomic_fetch_or(word, bit, __ATOMIC_RELAXED);
 		/* WAIT-W1: a pop_wait sleeper may have checked the bitmap between
 		 * PQ-B2 and here, after the pusher's own WAIT-W1 found nobody asleep. */
-		quayi_wait_wake_if_waiting(&pq->pop_event, &pq->flags, QUAYI_PQ_F_FENCE);
+		quayi_pq_wake_if_waiting(pq, &pq->pop_event);
 	}
 }
 
@@ -213,8 +244,9 @@ quayi_pq_level_pop(struct quay_pq *pq, unsigned level, unsigned char *out, size_
 	if (k == 0)
 		return 0;
 	/* RING-R2 inside. (Its WAIT-W1 on the ring's own word is a load of a line
-	 * nobody writes: pq waiters sleep on the pq's words.) */
-	quayi_ring_drain(r, pos, out, k);
+	 * nobody writes: pq waiters sleep on the pq's words.) In shared memory
+	 * fewer than k may be delivered (RING-K4 lost to a repair). */
+	k = quayi_ring_drain(r, pos, out, k);
 	if (prios_out != NULL)
 		for (size_t i = 0; i < k; i++)
 			prios_out[i] = level;
@@ -255,7 +287,7 @@ quayi_pq_allot(struct quay_pq *pq, const uint64_t *bits, size_t want, size_t *k,
 				level = quayi_pq_highest_below(bits, pq->levels); /* wrap */
 			if (level < 0)
 				return -1;
-			w = pq->weights[level];
+			w = quayi_pq_weight(pq, (unsigned)level);
 			take = want < w ? want : w;
 			ns = ((uint64_t)(unsigned)level << 32) | (uint64_t)(w - take);
 			*undo = (uint64_t)cur << 32;
@@ -344,7 +376,7 @@ quayi_pq_take(struct quay_pq *pq, unsigned char *out, size_t n, unsigned *prios_
 		}
 	}
 	if (got != 0)
-		quayi_wait_wake_if_waiting(&pq->push_event, &pq->flags, QUAYI_PQ_F_FENCE); /* WAIT-W1 */
+		quayi_pq_wake_if_waiting(pq, &pq->push_event); /* WAIT-W1 */
 	return got;
 }
 
@@ -360,9 +392,15 @@ quayi_pq_put(struct quay_pq *pq, unsigned level, const void *elems, size_t n, bo
 	k = quayi_ring_claim_push(r, n, exact, &pos, rc, true);
 	if (k == 0)
 		return 0;
-	quayi_ring_fill(r, pos, elems, k);
-	quayi_pq_mark(pq, level);                                                 /* PQ-B1 */
-	quayi_wait_wake_if_waiting(&pq->pop_event, &pq->flags, QUAYI_PQ_F_FENCE); /* WAIT-W1 */
+	/* In shared memory fewer than k may be published (RING-K3 lost to a
+	 * repair): those not published are not delivered. */
+	k = quayi_ring_fill(r, pos, elems, k);
+	if (QUAYI_UNLIKELY(k == 0)) {
+		*rc = -EOWNERDEAD;
+		return 0;
+	}
+	quayi_pq_mark(pq, level);                     /* PQ-B1 */
+	quayi_pq_wake_if_waiting(pq, &pq->pop_event); /* WAIT-W1 */
 	return k;
 }
 

@@ -92,7 +92,8 @@ struct quay_ring {
 	/* Sleepers' line: read by every push/pop (one plain load), written
 	 * only by threads going to sleep and by the first waker after them.
 	 * Futex words: bit 0 = someone may sleep on it (QUAYI_RING_SLEEPERS),
-	 * bits 1..31 = a wake counter. */
+	 * bits 1 and 2 = a pollable descriptor's (impl/wait_inline.h),
+	 * bits 3..31 = a wake counter. */
 	uint32_t pop_event QUAYI_ALIGNED(QUAY_CACHELINE); /* consumers sleep here */
 	uint32_t push_event;                              /* producers sleep here */
 } QUAYI_ALIGNED(QUAY_CACHELINE);
