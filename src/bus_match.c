@@ -221,7 +221,12 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 			 * or at byte 0 after the previous word's last byte). */
 			if ((dots & (dots << 8)) != 0 || (prev_dot && (dots & 0x80) != 0))
 				return -EINVAL;
-			ntok += (size_t)__builtin_popcountll(dots);
+			/* The dots: one high bit per dot byte. Shifted down to one
+			 * 1 per byte, the multiply sums the bytes into the top one
+			 * (at most 8): a popcount without the popcnt instruction,
+			 * which the baseline x86-64 target lacks (it became a call
+			 * to libgcc's __popcountdi2). */
+			ntok += (size_t)(((dots >> 7) * BM_ONES) >> 56);
 		}
 		prev_dot = ((dots >> (8 * (k - 1))) & 0x80) != 0;
 	}

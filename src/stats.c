@@ -12,17 +12,20 @@
  * series together. Two chained hash tables find a family by name and a
  * series by its key (name and sorted labels) in O(1).
  *
- * Counter cells come from chunks: a chunk is `shards` cache lines, line i
- * holding shard i of 8 counters. A registry keeps its chunks that have a
+ * Counter cells come from chunks: a chunk is `shards` + 1 cache lines, line
+ * i holding cell i of 8 counters (the last line the shared cells). A registry keeps its chunks that have a
  * free cell on a list; a chunk is freed when its last counter goes.
  *
  * Thread slots (quayi_stats_slot_init): a bitmap of QUAY_STATS_SHARDS_MAX
  * slots; a thread claims the lowest free bit and a pthread key destructor
  * clears it when the thread exits, so the threads alive at any time hold
- * the lowest slots and map to distinct shards while there are no more of
- * them than shards. When every slot is taken, later threads get slots
- * round-robin, unowned. Slots only spread the load: the hot paths add
- * atomically, so a shared shard still counts exactly.
+ * the lowest slots. A thread holding slot s < shards is the only writer of
+ * cell s of every metric, and adds to it with a plain load and store
+ * (stats_inline.h); the slot changes hands through STATS-S1/STATS-S2, so
+ * the next owner continues from the last value. When every slot is taken,
+ * later threads get QUAY_STATS_SHARDS_MAX, which owns no cell: they (and
+ * the threads whose slot is >= a metric's shard count) add atomically to
+ * the metric's shared cell.
  */
 #include "quay_internal.h"
 #include "alloc.h"
@@ -58,7 +61,6 @@ __thread uint32_t quayi_stats_tslot __attribute__((tls_model("initial-exec")));
 
 #define SLOT_WORDS (QUAY_STATS_SHARDS_MAX / 64)
 static uint64_t slot_bits[SLOT_WORDS];
-static uint32_t slot_rr;
 static pthread_key_t slot_key;
 static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
 static bool slot_key_ok;
@@ -70,9 +72,12 @@ slot_release(void *p)
 
 	/* A later hot call from another key's destructor claims anew. */
 	quayi_stats_tslot = 0;
-	/* Relaxed: the bitmap only spreads threads over shards; no data is
-	 * handed over with a slot (the cells are updated atomically). */
-	__atomic_fetch_and(&slot_bits[slot / 64], ~((uint64_t)1 << (slot % 64)), __ATOMIC_RELAXED);
+	/* STATS-S1: release, after this thread's last plain store to its cells;
+	 * pairs with STATS-S2 in slot_claim, so the slot's next owner loads
+	 * them after that store. A clear is a read-modify-write, so a later
+	 * claimer that reads a value set by other threads' CASes in between
+	 * still synchronises with it (release sequence). */
+	__atomic_fetch_and(&slot_bits[slot / 64], ~((uint64_t)1 << (slot % 64)), __ATOMIC_RELEASE);
 }
 
 static void
@@ -86,12 +91,15 @@ static uint32_t
 slot_claim(void)
 {
 	for (uint32_t w = 0; w < SLOT_WORDS; w++) {
-		/* Relaxed: see slot_release. */
+		/* Relaxed: only a guess; the CAS below checks it. */
 		uint64_t v = __atomic_load_n(&slot_bits[w], __ATOMIC_RELAXED);
 		while (~v != 0) {
 			uint32_t b = (uint32_t)__builtin_ctzll(~v);
+			/* STATS-S2: acquire on success, pairs with STATS-S1 in
+			 * slot_release: the previous owner's stores to the slot's
+			 * cells happen before this thread's loads of them. */
 			if (__atomic_compare_exchange_n(&slot_bits[w], &v, v | ((uint64_t)1 << b), false,
-			        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
 				return w * 64 + b;
 		}
 	}
@@ -109,10 +117,8 @@ quayi_stats_slot_init(void)
 		slot_release((void *)(uintptr_t)(slot + 1));
 		slot = UINT32_MAX;
 	}
-	if (slot == UINT32_MAX) {
-		/* Relaxed: a ticket; any value is correct. */
-		slot = __atomic_fetch_add(&slot_rr, 1, __ATOMIC_RELAXED) % QUAY_STATS_SHARDS_MAX;
-	}
+	if (slot == UINT32_MAX)
+		slot = QUAY_STATS_SHARDS_MAX; /* owns nothing: the shared cells */
 	quayi_stats_tslot = slot + 1;
 	return slot + 1;
 }
@@ -298,7 +304,7 @@ htab_remove(struct htab *t, struct hnode *e)
 
 struct chunk {
 	struct chunk *prev, *next; /* list of chunks with a free cell */
-	uint64_t *lines;           /* shards lines, line-aligned */
+	uint64_t *lines;           /* shards + 1 lines, line-aligned */
 	unsigned used;             /* bit i: cell i taken */
 	bool listed;
 };
@@ -501,7 +507,7 @@ cell_take(quay_stats *s, struct chunk **out, unsigned *cell)
 		c = quayi_calloc(s->alloc, 1, sizeof(*c));
 		if (c == NULL)
 			return -ENOMEM;
-		c->lines = alloc_lines(s, (size_t)s->shards * QUAY_CACHELINE);
+		c->lines = alloc_lines(s, ((size_t)s->shards + 1) * QUAY_CACHELINE);
 		if (c->lines == NULL) {
 			quayi_free(s->alloc, c, sizeof(*c));
 			return -ENOMEM;
@@ -515,7 +521,7 @@ cell_take(quay_stats *s, struct chunk **out, unsigned *cell)
 	/* A reused cell may hold a destroyed counter's counts. Relaxed: the
 	 * handle reaches other threads through the caller's own hand-over,
 	 * and snapshots through the registry mutex. */
-	for (unsigned k = 0; k < s->shards; k++)
+	for (unsigned k = 0; k <= s->shards; k++)
 		__atomic_store_n(&c->lines[(size_t)k * QUAYI_STATS_LINE_WORDS + i], 0, __ATOMIC_RELAXED);
 	*out = c;
 	*cell = i;
@@ -528,7 +534,7 @@ cell_put(quay_stats *s, struct chunk *c, unsigned cell)
 	c->used &= ~(1u << cell);
 	if (c->used == 0) {
 		chunk_unlist(s, c);
-		free_lines(s, c->lines, (size_t)s->shards * QUAY_CACHELINE);
+		free_lines(s, c->lines, ((size_t)s->shards + 1) * QUAY_CACHELINE);
 		quayi_free(s->alloc, c, sizeof(*c));
 	} else {
 		chunk_list(s, c);
@@ -593,7 +599,7 @@ static size_t
 series_mem_size(const quay_stats *s, enum quay_stats_type type)
 {
 	return type == QUAY_STATS_GAUGE ? (size_t)QUAY_CACHELINE :
-	                                  (size_t)s->hist_shards * sizeof(struct quayi_hist_shard);
+	                                  ((size_t)s->hist_shards + 1) * sizeof(struct quayi_hist_shard);
 }
 
 static void
@@ -778,7 +784,7 @@ series_storage_locked(quay_stats *s, struct series *se, enum quay_stats_type typ
 		if (se->mem == NULL)
 			return -ENOMEM;
 		se->u.h.shards = se->mem;
-		for (unsigned i = 0; i < s->hist_shards; i++)
+		for (unsigned i = 0; i <= s->hist_shards; i++)
 			se->u.h.shards[i].min = UINT64_MAX;
 		se->u.h.mask = s->hist_shards - 1;
 		se->u.h.type = QUAY_STATS_HIST;
@@ -1038,7 +1044,7 @@ quay_counter_read(const quay_counter *c)
 	/* Relaxed: see the Ordering note in quay/stats.h. One load per shard;
 	 * a later read by this thread loads each shard again and, by
 	 * coherence, gets the same or a newer (larger) value. */
-	for (uint32_t i = 0; i <= c->mask; i++)
+	for (uint32_t i = 0; i <= c->mask + 1; i++) /* the owned cells, then the shared one */
 		sum += __atomic_load_n(c->cells + (size_t)i * QUAYI_STATS_LINE_WORDS, __ATOMIC_RELAXED);
 	return sum;
 }
@@ -1058,7 +1064,7 @@ quay_hist_read(const quay_hist *h, struct quay_hist_data *out)
 	if (h == NULL || out == NULL)
 		return -EINVAL;
 	memset(out->buckets, 0, sizeof(out->buckets));
-	for (uint32_t i = 0; i <= h->mask; i++) {
+	for (uint32_t i = 0; i <= h->mask + 1; i++) { /* owned shards, then the shared one */
 		const struct quayi_hist_shard *sh = &h->shards[i];
 		uint64_t v;
 		for (size_t b = 0; b < QUAY_HIST_BUCKETS; b++) {

@@ -39,8 +39,9 @@
  *   snapshot accessors, exporters     x anything                 nothing (the snapshot
  *                                                                  is a private copy)
  *
- * Ordering: the hot paths are relaxed atomic read-modify-writes; they
- * order nothing else. A read (or snapshot) sees every update that
+ * Ordering: the hot paths are relaxed atomic accesses (a load and a
+ * store on a cell only the calling thread writes, or a read-modify-write
+ * on a shared cell); they order nothing else. A read (or snapshot) sees every update that
  * happens-before it (for example one made by a thread since joined) and
  * may or may not see updates running concurrently with it. Successive
  * reads of one counter by one thread never go backwards (each shard only

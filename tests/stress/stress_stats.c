@@ -8,6 +8,13 @@
  *     histogram's count, or any of its buckets;
  *   - a churn thread creates and destroys other metrics in the same
  *     registry (and families), so the registry changes under snapshots.
+ * A writer can also be a chain of short-lived threads ("lives"), each
+ * doing its share of the writer's iterations and exiting before the next
+ * starts: the slots of exited threads are claimed again by new ones
+ * (those of other writers' chains too), so a cell passes from owner to
+ * owner (STATS-S1/STATS-S2), and more threads run in all than there are
+ * slots (QUAY_STATS_SHARDS_MAX). Another shape keeps more threads alive at
+ * once than there are slots, so some own none and share the shared cells.
  * After the writers are joined, every counter must equal its exact
  * expected total, the gauge its exact net value, and every histogram's
  * count, sum, min, max and each of its 1025 buckets the values computed
@@ -52,17 +59,27 @@ struct config {
 	unsigned shards;      /* counter shards (0: default) */
 	unsigned hist_shards; /* 0: default */
 	const char *what;
+	unsigned lives; /* threads per writer, one after the other (0: 1) */
 };
 
 /* Shapes: one writer; as many writers as shards; more writers than cores
  * (2 here); more writers than shards (threads share cells); one shard. */
 static const struct config configs[] = {
-	{ 1, 0, 0, "1 writer, default shards" },
-	{ 2, 2, 2, "2 writers, 2 shards" },
-	{ 4, 0, 0, "4 writers (oversubscribed), default shards" },
-	{ 8, 2, 1, "8 writers on 2 counter shards, 1 hist shard" },
-	{ 4, 1, 1, "4 writers, 1 shard (all share)" },
-	{ 16, 256, 4, "16 writers, 256 shards" },
+	{ 1, 0, 0, "1 writer, default shards", 0 },
+	{ 2, 2, 2, "2 writers, 2 shards", 0 },
+	{ 4, 0, 0, "4 writers (oversubscribed), default shards", 0 },
+	{ 8, 2, 1, "8 writers on 2 counter shards, 1 hist shard", 0 },
+	{ 4, 1, 1, "4 writers, 1 shard (all share)", 0 },
+	{ 16, 256, 4, "16 writers, 256 shards", 0 },
+	/* 8 x 40 = 320 threads in all (more than the 256 slots), 8 alive at
+	 * a time: slots (and so owned cells) change hands all the time. */
+	{ 8, 4, 1, "8 writers x 40 short-lived threads, 4 shards", 40 },
+	{ 8, 256, 2, "8 writers x 40 short-lived threads, 256 shards", 40 },
+	/* 300 alive at once: 44 of them get no slot (a plain store by any of
+	 * them to an owned cell loses counts). */
+	{ 300, 256, 4, "300 writers alive (more than the slots)", 0 },
+	/* One owned cell: 299 writers on the shared one, next to its owner. */
+	{ 300, 1, 1, "300 writers alive, 1 shard", 0 },
 };
 
 struct shared {
@@ -107,7 +124,28 @@ violation(struct shared *sh, const char *fmt, unsigned long long a, unsigned lon
 struct writer {
 	struct shared *sh;
 	unsigned id;
+	unsigned lives;
+	uint64_t lo, hi; /* this life's iterations */
+	uint64_t seed;   /* carried from life to life (joined in between) */
 };
+
+/* One life: iterations lo .. hi - 1 of the writer's sequence. */
+static void *
+life_main(void *p)
+{
+	struct writer *w = p;
+	struct shared *sh = w->sh;
+
+	for (uint64_t i = w->lo; i < w->hi; i++) {
+		quay_counter_add(sh->c[i % NCOUNTERS], counter_step(i % NCOUNTERS));
+		quay_hist_record(sh->h[i % NHISTS], hist_value(&w->seed));
+		if (i & 1)
+			quay_gauge_sub(sh->g, 1);
+		else
+			quay_gauge_add(sh->g, 2);
+	}
+	return NULL;
+}
 
 static void *
 writer_main(void *p)
@@ -116,7 +154,25 @@ writer_main(void *p)
 	struct shared *sh = w->sh;
 	uint64_t seed = 0x9E3779B97F4A7C15ull * (w->id + 1);
 
+	/* Claim a slot before everyone starts: all the writers hold one (or
+	 * find none left) at once. Adding 0 changes no count. */
+	if (w->lives <= 1)
+		quay_counter_add(sh->c[0], 0);
 	pthread_barrier_wait(&sh->start);
+	if (w->lives > 1) {
+		w->seed = seed;
+		for (unsigned l = 0; l < w->lives; l++) {
+			pthread_t t;
+			w->lo = sh->ops * l / w->lives;
+			w->hi = sh->ops * (l + 1) / w->lives;
+			if (pthread_create(&t, NULL, life_main, w) != 0 || pthread_join(t, NULL) != 0) {
+				fprintf(stderr, "pthread_create/join failed\n");
+				exit(2);
+			}
+		}
+		__atomic_fetch_add(&sh->writers_done, 1, __ATOMIC_RELEASE);
+		return NULL;
+	}
 	for (uint64_t i = 0; i < sh->ops; i++) {
 		quay_counter_add(sh->c[i % NCOUNTERS], counter_step(i % NCOUNTERS));
 		quay_hist_record(sh->h[i % NHISTS], hist_value(&seed));
@@ -314,6 +370,7 @@ run(size_t idx, const struct config *cf, uint64_t ops)
 	for (unsigned i = 0; i < cf->writers; i++) {
 		w[i].sh = sh;
 		w[i].id = i;
+		w[i].lives = cf->lives;
 		if (pthread_create(&wt[i], NULL, writer_main, &w[i]) != 0)
 			exit(2);
 	}
@@ -375,7 +432,7 @@ run(size_t idx, const struct config *cf, uint64_t ops)
 		fprintf(stderr, "registry holds %zu metrics\n", quay_stats_count(sh->s));
 	}
 	rc = bad != 0 || sh->violations != 0;
-	printf("stress-stats[%zu] %-44s writers=%u ops=%" PRIu64 " reads=%" PRIu64 " snapshots=%" PRIu64
+	printf("stress-stats[%zu] %-48s writers=%u ops=%" PRIu64 " reads=%" PRIu64 " snapshots=%" PRIu64
 	       " churn=%" PRIu64 " backwards=%" PRIu64 " mismatches=%" PRIu64 " %.2fs %s\n",
 	    idx, cf->what, cf->writers, ops * cf->writers * 3, sh->reads, sh->snaps, sh->churns,
 	    sh->violations, bad, t1 - t0, rc ? "FAIL" : "ok");
@@ -417,6 +474,9 @@ main(int argc, char **argv)
 			continue;
 		/* The big configurations get fewer ops per writer. */
 		uint64_t n = configs[i].writers > 4 ? ops * 4 / configs[i].writers : ops;
+		/* Thread churn and 300 threads cost more per op: a quarter. */
+		if (configs[i].lives > 1 || configs[i].writers > 16)
+			n /= 4;
 		fails += run(i, &configs[i], n);
 	}
 	return fails != 0;
