@@ -219,7 +219,9 @@ slow_read(void)
 			 * gap to CLOCK_REALTIME over the next period; the new anchor
 			 * is the old line at t, so the clock does not jump */
 			uint64_t rate = (uint64_t)(((u128)(uint64_t)(ns - cns) << 32) / (t - ctsc));
-			int64_t slew = (int64_t)(((i128)(mult == 0 ? 0 : err) << 32) / (i128)ANCHOR_TICKS);
+			/* a multiply, not << 32: err may be negative (UB to shift) */
+			int64_t slew =
+			    (int64_t)((i128)(mult == 0 ? 0 : err) * ((i128)1 << 32) / (i128)ANCHOR_TICKS);
 			int64_t lim = (int64_t)(rate / SLEW_DIV);
 
 			slew = slew > lim ? lim : slew < -lim ? -lim : slew;
