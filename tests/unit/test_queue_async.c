@@ -308,11 +308,14 @@ async_wal_failure(void **state)
 	reset_seen(q);
 	__atomic_store_n(&fail_sync, 1, __ATOMIC_SEQ_CST);
 	for (uint64_t i = 0; i < 100; i++) {
-		int rc = quay_queue_send_async(q, mkmsg(i), on_sent, (void *)(uintptr_t)i, &t);
+		quay_msg *m = mkmsg(i);
+		int rc = quay_queue_send_async(q, m, on_sent, (void *)(uintptr_t)i, &t);
 
-		/* Accepted until the WAL has failed, then refused at once. */
+		/* Accepted until the WAL has failed, then refused at once (the
+		 * caller keeps a refused message). */
 		if (rc != 0) {
 			assert_int_equal(rc, -EIO);
+			quay_msg_unref(m);
 			break;
 		}
 	}
