@@ -289,7 +289,10 @@ run_cfg(const struct cfg *c, uint32_t per_producer)
 	r.total = per_producer * (uint32_t)c->producers;
 	r.phase = 1;
 	r.acks = calloc(r.total, sizeof(*r.acks));
-	if (r.acks == NULL || quay_pool_create((size_t)64 << 20, NULL, &r.pool) != 0)
+	/* Room for the DLQ too: phase 1 keeps every dead letter (up to ~45 k
+	 * under ASan, where slower runs see more TTL expiries) until phase 2
+	 * redrives them; a full pool stalled the producers in quay_msg_new. */
+	if (r.acks == NULL || quay_pool_create((size_t)256 << 20, NULL, &r.pool) != 0)
 		return 1;
 	o.name = "stress-dlq";
 	o.capacity = r.total; /* room for every poison message */

@@ -204,11 +204,13 @@ test_fork_wakeups(void **state)
 	struct quay_pq_opts o = shape(2, 0, 1, 8);
 	quay_pq *q = NULL;
 	uint64_t v = 7;
-	int fd = -1;
+	int fd = -1, drained[2];
 	pid_t pid;
+	char c;
 
 	(void)state;
 	assert_int_equal(quay_pq_create_shm(NULL, &o, NULL, &q, &fd), 0);
+	assert_int_equal(pipe(drained), 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -229,6 +231,8 @@ test_fork_wakeups(void **state)
 		/* 3: woken by close. */
 		while (quay_pq_pop(q, &w, NULL) == 0)
 			;
+		if (write(drained[1], "d", 1) != 1) /* tell the parent: 9 is gone */
+			_exit(6);
 		if (quay_pq_pop_wait(q, &w, NULL, 10000 * QT_MS) != -EPIPE)
 			_exit(5);
 		_exit(0);
@@ -243,15 +247,18 @@ test_fork_wakeups(void **state)
 	assert_true(proc_in_futex(pid));
 	assert_int_equal(quay_pq_pop(q, &v, NULL), 0);
 	assert_int_equal(v, 8);
-	/* The child drains 9 and sleeps in pop_wait. */
-	while (quay_pq_count(q) != 0)
-		usleep(1000);
+	/* The child pushes 9, drains it and sleeps in pop_wait. The count
+	 * alone cannot say so (it is 0 after our pop, before the child pushes
+	 * 9): the child writes to a pipe once 9 is gone. */
+	assert_int_equal(read(drained[0], &c, 1), 1);
 	wait_in_futex(pid);
 	assert_true(proc_in_futex(pid));
 	quay_pq_close(q);
 	assert_int_equal(child_status(pid), 0);
 	quay_pq_destroy(q);
 	close(fd);
+	close(drained[0]);
+	close(drained[1]);
 }
 
 static void
