@@ -99,36 +99,18 @@ hdr_of(const struct quay_pq *pq)
 	return (struct quayi_pq_shm_hdr *)(uintptr_t)((const unsigned char *)pq - QUAYI_PQ_SHM_HDR);
 }
 
-static uint64_t
-fnv(uint64_t x, const unsigned char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		x = (x ^ p[i]) * UINT64_C(0x100000001b3);
-	return x;
-}
-
 /* The check of a header whose levels (1..256) and file size were checked:
  * the weights follow the queue header. */
 static uint64_t
 hdr_check(const struct quayi_pq_shm_hdr *h)
 {
 	const unsigned char *p = (const unsigned char *)h;
-	uint64_t x = fnv(UINT64_C(0xcbf29ce484222325), p + 8, offsetof(struct quayi_pq_shm_hdr, check) - 8);
+	uint64_t x = quayi_shm_fnv(QUAYI_SHM_FNV_SEED, p + 8, offsetof(struct quayi_pq_shm_hdr, check) - 8);
 
-	return fnv(x, p + QUAYI_PQ_SHM_HDR + sizeof(struct quay_pq), (size_t)h->levels * sizeof(uint32_t));
+	return quayi_shm_fnv(x, p + QUAYI_PQ_SHM_HDR + sizeof(struct quay_pq),
+	    (size_t)h->levels * sizeof(uint32_t));
 }
 
-/* "/name": one leading slash, no other, 1..NAME_MAX bytes after it. */
-static bool
-valid_name(const char *name)
-{
-	size_t n;
-
-	if (name == NULL || name[0] != '/')
-		return false;
-	n = strlen(name + 1);
-	return n >= 1 && n <= NAME_MAX && strchr(name + 1, '/') == NULL;
-}
 
 int
 quay_pq_create_shm(const char *name, const struct quay_pq_opts *opts, const struct quay_pq_shm_opts *shm,
@@ -144,7 +126,7 @@ quay_pq_create_shm(const char *name, const struct quay_pq_opts *opts, const stru
 
 	if (out == NULL || memsize == 0 || (opts->size == sizeof(*opts) && opts->allocator != NULL) ||
 	    o->size != sizeof(*o) || (o->mode & ~0777u) != 0 || o->stall_ns < 0 ||
-	    (name != NULL ? !valid_name(name) : fd_out == NULL))
+	    (name != NULL ? !quayi_shm_name_ok(name) : fd_out == NULL))
 		return -EINVAL;
 	file_size = QUAYI_PQ_SHM_HDR + memsize;
 	if (name != NULL)
@@ -297,7 +279,7 @@ quay_pq_attach_shm(const char *name, int fd, size_t elem_size, quay_pq **out)
 	struct stat st;
 	int rc = 0;
 
-	if (out == NULL || (name != NULL ? !valid_name(name) : fd < 0))
+	if (out == NULL || (name != NULL ? !quayi_shm_name_ok(name) : fd < 0))
 		return -EINVAL;
 	if (name != NULL && (fd = shm_open(name, O_RDWR | O_CLOEXEC, 0)) < 0)
 		return -errno;
@@ -336,7 +318,7 @@ out:
 int
 quay_pq_unlink_shm(const char *name)
 {
-	if (!valid_name(name))
+	if (!quayi_shm_name_ok(name))
 		return -EINVAL;
 	return shm_unlink(name) == 0 ? 0 : -errno;
 }
@@ -352,17 +334,8 @@ quayi_pq_shm_detach(struct quay_pq *pq)
 void
 quayi_pq_shm_wake(uint32_t *event)
 {
-	/* As quayi_wait_wake (src/wait.c), with a shared futex. Relaxed
-	 * load, release CAS: atomic against the sleepers' fetch_or. */
-	uint32_t v = __atomic_load_n(event, __ATOMIC_RELAXED);
-
-	while (v & QUAYI_WAIT_SLEEPERS) {
-		if (__atomic_compare_exchange_n(event, &v, (v + QUAYI_WAIT_COUNT_ONE) & ~QUAYI_WAIT_SLEEPERS,
-		        false, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
-			syscall(SYS_futex, event, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-			return;
-		}
-	}
+	/* The pq's words have the ring's format: the ring's shared wake. */
+	quayi_ring_shm_wake(event);
 }
 
 /* Whether the slot a waiting call needs is held by an unfinished claim:

@@ -120,20 +120,23 @@ hdr_of(const struct quay_ring *r)
 	return (struct quayi_ring_shm_hdr *)(uintptr_t)((const unsigned char *)r - QUAYI_RING_SHM_HDR);
 }
 
-static uint64_t
-hdr_check(const struct quayi_ring_shm_hdr *h)
+uint64_t
+quayi_shm_fnv(uint64_t x, const unsigned char *p, size_t n)
 {
-	const unsigned char *p = (const unsigned char *)h + 8;
-	uint64_t x = UINT64_C(0xcbf29ce484222325);
-
-	for (size_t i = 0; i < offsetof(struct quayi_ring_shm_hdr, check) - 8; i++)
+	for (size_t i = 0; i < n; i++)
 		x = (x ^ p[i]) * UINT64_C(0x100000001b3);
 	return x;
 }
 
-/* "/name": one leading slash, no other, 1..NAME_MAX bytes after it. */
-static bool
-valid_name(const char *name)
+static uint64_t
+hdr_check(const struct quayi_ring_shm_hdr *h)
+{
+	return quayi_shm_fnv(QUAYI_SHM_FNV_SEED, (const unsigned char *)h + 8,
+	    offsetof(struct quayi_ring_shm_hdr, check) - 8);
+}
+
+bool
+quayi_shm_name_ok(const char *name)
 {
 	size_t n;
 
@@ -163,7 +166,8 @@ quay_ring_create_shm(const char *name, size_t capacity, size_t elem_size,
 	int fd, rc;
 
 	if (out == NULL || memsize == 0 || o->size != sizeof(*o) || (o->flags & ~QUAY_RING_FLAGS_ALL) != 0 ||
-	    (o->mode & ~0777u) != 0 || o->stall_ns < 0 || (name != NULL ? !valid_name(name) : fd_out == NULL))
+	    (o->mode & ~0777u) != 0 || o->stall_ns < 0 ||
+	    (name != NULL ? !quayi_shm_name_ok(name) : fd_out == NULL))
 		return -EINVAL;
 	file_size = QUAYI_RING_SHM_HDR + memsize;
 	if (name != NULL)
@@ -271,7 +275,7 @@ quay_ring_attach_shm(const char *name, int fd, size_t elem_size, quay_ring **out
 	struct stat st;
 	int rc = 0;
 
-	if (out == NULL || (name != NULL ? !valid_name(name) : fd < 0))
+	if (out == NULL || (name != NULL ? !quayi_shm_name_ok(name) : fd < 0))
 		return -EINVAL;
 	if (name != NULL && (fd = shm_open(name, O_RDWR | O_CLOEXEC, 0)) < 0)
 		return -errno;
@@ -309,7 +313,7 @@ out:
 int
 quay_ring_unlink_shm(const char *name)
 {
-	if (!valid_name(name))
+	if (!quayi_shm_name_ok(name))
 		return -EINVAL;
 	return shm_unlink(name) == 0 ? 0 : -errno;
 }

@@ -7,6 +7,7 @@
 #define QUAYI_RING_SHM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct quay_ring;
@@ -21,6 +22,14 @@ bool quayi_ring_push_ready(const void *ctx);
 int quayi_ring_shm_wait(struct quay_ring *r, bool push, void *elem, int64_t timeout_ns);
 /* Wake every process asleep on a shared ring's event word. */
 void quayi_ring_shm_wake(uint32_t *event);
+
+/* Shared by the ring's and the pq's file formats (src/pq_shm.c): the
+ * FNV-1a 64 of their header checks, from QUAYI_SHM_FNV_SEED, and the
+ * rule of a shared memory name: "/name", one leading slash and no other,
+ * 1..NAME_MAX bytes after it. */
+#define QUAYI_SHM_FNV_SEED UINT64_C(0xcbf29ce484222325)
+uint64_t quayi_shm_fnv(uint64_t x, const unsigned char *p, size_t n);
+bool quayi_shm_name_ok(const char *name);
 /* For the rings of a priority queue in shared memory (src/pq_shm.c), which
  * keep their stall bound in the queue's file header: whether the slot the
  * waiting side needs is held by a claim never completed (*pos, *seq name
