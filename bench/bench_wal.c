@@ -55,8 +55,8 @@
  * busy retries, the first error) are relaxed atomics: each is a count or
  * a reservation, and the main thread reads them after the joins.
  *
- * The durable queue's SYNC-send benchmark, with the same peers, is
- * bench/bench_queue_durable.cc.
+ * The durable queue's SYNC-send benchmark, with the same peers, is the
+ * bench_queue_durable program (in bench/ too).
  */
 #include <errno.h>
 #include <fcntl.h>
