@@ -269,7 +269,11 @@ rr_bridge(qb_state *st, void *arg)
 	const double cpu0 = proc_cpu_ns();
 	while (qb_keep_running(st)) {
 		quay_msg *req, *rep;
-		quay_msg_new(g_pool, "ping", 4, &req);
+		int rc = quay_msg_new(g_pool, "ping", 4, &req);
+		if (rc != 0) {
+			qb_skip_with_errorf(st, "quay_msg_new: %s", quay_strerror(rc));
+			goto out;
+		}
 		if (quay_bus_request(bus, "bench.rr", req, &rep, 5000000000) != 0 || quay_msg_body_len(rep) != 4) {
 			qb_skip_with_error(st, "bridged request failed");
 			goto out;
@@ -297,8 +301,8 @@ responder_main(void *arg)
 	quay_msg *m;
 	while (quay_sub_receive(r->sub, &m, -1) == 0) {
 		quay_msg *rep;
-		quay_msg_new(g_pool, quay_msg_body(m), quay_msg_body_len(m), &rep);
-		quay_bus_reply(r->bus, m, rep);
+		if (quay_msg_new(g_pool, quay_msg_body(m), quay_msg_body_len(m), &rep) == 0)
+			quay_bus_reply(r->bus, m, rep); /* else no reply: the request fails */
 		quay_msg_unref(m);
 	}
 	return NULL;
@@ -384,6 +388,7 @@ localq_worker(void *arg)
 			continue;
 		if (quay_queue_ack(w->q, &l) == 0)
 			__atomic_fetch_add(&w->run->acked, 1, __ATOMIC_RELAXED); /* a count */
+		quay_msg_unref(l.msg); /* the lease's reference stays ours after the ack */
 	}
 	return NULL;
 }
@@ -428,7 +433,9 @@ jsq(qb_state *st, void *arg)
 				abort();
 		for (uint64_t i = 0; i < g_js_msgs && send_err == 0; i++) {
 			quay_msg *m;
-			quay_msg_new(g_pool, "0123456789abcdef", 16, &m);
+			send_err = quay_msg_new(g_pool, "0123456789abcdef", 16, &m);
+			if (send_err != 0)
+				break;
 			send_err = quay_nats_queue_send(pq, m);
 			if (send_err != 0)
 				quay_msg_unref(m);
@@ -483,8 +490,11 @@ localq(qb_state *st, void *arg)
 		}
 		for (uint64_t i = 0; i < g_js_msgs && send_err == 0; i++) {
 			quay_msg *m;
-			int rc;
-			quay_msg_new(g_pool, "0123456789abcdef", 16, &m);
+			int rc = quay_msg_new(g_pool, "0123456789abcdef", 16, &m);
+			if (rc != 0) {
+				send_err = rc;
+				break;
+			}
 			while ((rc = quay_queue_send(q, m)) == -EAGAIN)
 				sched_yield();
 			if (rc < 0) { /* the caller keeps its reference */
