@@ -340,9 +340,12 @@ rr_import(qb_state *st, void *arg)
 	}
 	cpu_per(st, cpu0, (double)qb_iterations_done(st));
 out:
-	quay_nats_close(n);
+	/* The responder first: its last reply may still be in the handle's
+	 * reply path and its last unref in the handle's pool (the reply
+	 * reached us before it returned), and close frees both. */
 	quay_bus_unsubscribe(resp.sub); /* ends the responder's receive */
 	pthread_join(th, NULL);
+	quay_nats_close(n);
 	quay_bus_destroy(resp.bus);
 	natsConnection_Destroy(cli);
 }
