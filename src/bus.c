@@ -1072,8 +1072,10 @@ quayi_bus_set_tap(quay_bus *bus, const struct quayi_bus_tap *tap)
 	else
 		__atomic_store_n(&bus->tap, tap, __ATOMIC_RELEASE); /* BUS-TAP1 */
 	pthread_mutex_unlock(&bus->lock);
-	if (r == 0 && tap == NULL)
+	if (r == 0 && tap == NULL) {
 		urcu_memb_synchronize_rcu(); /* every publish that saw the old tap left */
+		tsan_reclaim();              /* the caller frees what the tap used */
+	}
 	return r;
 }
 

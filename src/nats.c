@@ -31,6 +31,7 @@
 #include "bus_internal.h"
 #include "clock.h"
 #include "nats_internal.h"
+#include "quay_internal.h"
 
 #define H_ORIGIN "Quay-Origin"
 #define H_CORR "Quay-Correlation-Id"
@@ -1093,6 +1094,11 @@ handle_resources(quay_nats *n, const struct quay_nats_opts *opts)
 		if ((r = quay_pool_create((size_t)64 << 20, &po, &n->pool)) != 0)
 			return r;
 		n->own_pool = true;
+		/* Counted: close gives it up, and the last of the messages
+		 * made from it (held by the application, queued in a local
+		 * subscription, or in a last unref running now) frees it. */
+		if ((r = quayi_pool_counted(n->pool)) != 0)
+			return r;
 	}
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
 		quay_counter **c = (quay_counter **)(void *)((char *)n + counters[i].off);
@@ -1288,7 +1294,10 @@ quay_nats_close(quay_nats *n)
 		pthread_mutex_unlock(&n->cl_lock);
 	}
 	/* No publisher is inside a tap after this (a grace period), so the
-	 * wildcard exports' threads drain their rings completely. */
+	 * wildcard exports' threads drain their rings completely, and no
+	 * direct export or reply (quay_bus_publish or quay_bus_reply on
+	 * another thread, still inside tap_publish) uses a bridge or
+	 * counter that is freed below. */
 	for (unsigned i = 0; i < n->ntaps; i++)
 		(void)quayi_bus_set_tap(n->taps[i]->bus, NULL);
 	for (unsigned i = 0; i < n->nbridges; i++)
@@ -1333,8 +1342,10 @@ quay_nats_close(quay_nats *n)
 	quay_counter_destroy(n->c_echo);
 	quay_counter_destroy(n->c_invalid);
 	quay_counter_destroy(n->c_replies);
+	/* Imported messages outlive the handle: the pool goes with the
+	 * last of them (now, if none is out). */
 	if (n->own_pool)
-		(void)quay_pool_destroy(n->pool);
+		quayi_pool_put(n->pool);
 	if (n->own_stats)
 		quay_stats_destroy(n->stats);
 	pthread_mutex_destroy(&n->lock);

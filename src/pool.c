@@ -51,6 +51,16 @@
  *   POOL-K1 cache slots: claimed by CAS (acquire) and released at thread
  *      exit by a release store; the owner alone touches the cached
  *      indices, and stats read each cache's counts relaxed (a snapshot).
+ *   POOL-D1/POOL-D2 counted pools (quayi_pool_counted, quay_internal.h):
+ *      refs is the owner's reference plus one per buffer out. A take adds
+ *      one (POOL-D2, relaxed: the owner's reference keeps it above 0); a
+ *      release drops one as its last access to the pool, after the push
+ *      and the wake (POOL-D1, acq_rel), and so does the owner's put. The
+ *      decrement that reaches 0 frees the pool: every other holder's
+ *      accesses were released by its own POOL-D1 before. A pool given up
+ *      with messages out is thus freed by the release of the last one,
+ *      never under a release still running (quay_pool_destroy's in-use
+ *      check reads statistics and cannot tell that).
  */
 #include "clock.h"
 #include "alloc.h"
@@ -91,6 +101,7 @@
 #define SLEEPERS QUAYI_WAIT_SLEEPERS /* the futex word protocol of src/wait.c */
 
 #define QUAYI_POOL_LIKELY(x) __builtin_expect(!!(x), 1)
+#define QUAYI_POOL_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 _Static_assert(QUAY_POOL_CLASS_COUNT_MAX == IDX_MASK, "24-bit indices");
 _Static_assert(QUAY_POOL_CLASS_SIZE_MIN > QUAY_MSG_ENVELOPE, "room for data");
@@ -150,11 +161,18 @@ struct quay_pool {
 	/* Futex word of waiting allocators: bit 0 SLEEPERS, bits 1.. a wake
 	 * counter. Read by every shared push (POOL-W1): its own line. */
 	uint32_t event __attribute__((aligned(64)));
+	/* A counted pool (quayi_pool_counted): its owner's reference plus
+	 * one per buffer out (POOL-D1/POOL-D2); the one that drops it to 0
+	 * frees the pool. counted is read-only once the pool is shared. */
+	uint64_t refs __attribute__((aligned(64)));
+	bool counted;
 };
 
 /* A thread that found no free cache slot stores this, so that it does
  * not look for one on every call. */
 static char nocache_marker;
+
+static void pool_unhold(quay_pool *p);
 
 /* ---- free stacks ---------------------------------------------------- */
 
@@ -424,6 +442,10 @@ quayi_pool_take(quay_pool *p, size_t need, size_t want, bool wait, int64_t timeo
 		}
 	}
 
+	if (QUAYI_POOL_UNLIKELY(p->counted))
+		/* POOL-D2: relaxed; the owner's reference (allocations stop
+		 * before its put) keeps refs above 0, nothing to order. */
+		__atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
 	m = (quay_msg *)(void *)buf_at(&p->cls[ci], idx);
 	UNPOISON(m, p->cls[ci].size);
 	/* The buffer is ours (POOL-P2); the previous holder's writes happened
@@ -476,6 +498,8 @@ quayi_msg_release(quay_msg *m)
 		return;
 	}
 	give_shared(p, ci, &idx, 1);
+	if (QUAYI_POOL_UNLIKELY(p->counted)) /* never cached: counted pools have no caches */
+		pool_unhold(p);
 }
 
 int64_t
@@ -693,6 +717,52 @@ class_in_use(const quay_pool *p, uint32_t ci, uint32_t *cached_out)
 	return taken > cached ? taken - cached : 0;
 }
 
+/* The end of a counted pool's destroy, once nothing uses it. */
+static void
+pool_free_now(quay_pool *p)
+{
+	/* Threads still alive keep a pointer to their cache in the key's
+	 * slot; once the key is deleted their exit runs no destructor, and a
+	 * new key (even with the same number) reads NULL in every thread. */
+	if (p->have_key)
+		pthread_key_delete(p->key);
+	UNPOISON(p->arena, p->arena_bytes);
+	free_pool(p);
+}
+
+/* Drop one reference of a counted pool (a released buffer's, after the
+ * release's last access to the pool; or the owner's): the last frees it. */
+static void
+pool_unhold(quay_pool *p)
+{
+	/* POOL-D1: acq_rel; pairs with every other POOL-D1 on refs: the one
+	 * that reaches 0 sees each earlier holder's accesses to the pool
+	 * (each released by its own decrement) before it frees. */
+	if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		pool_free_now(p);
+}
+
+int
+quayi_pool_counted(quay_pool *p)
+{
+	if (p == NULL || p->cache_stride != 0 || p->counted)
+		return -EINVAL;
+	for (uint32_t ci = 0; ci < p->nclasses; ci++)
+		if (class_in_use(p, ci, NULL) != 0)
+			return -EBUSY;
+	/* Relaxed: the pool is not shared yet (see quay_internal.h). */
+	__atomic_store_n(&p->refs, (uint64_t)1, __ATOMIC_RELAXED);
+	p->counted = true;
+	return 0;
+}
+
+void
+quayi_pool_put(quay_pool *p)
+{
+	if (p != NULL)
+		pool_unhold(p);
+}
+
 int
 quay_pool_destroy(quay_pool *p)
 {
@@ -701,13 +771,7 @@ quay_pool_destroy(quay_pool *p)
 	for (uint32_t ci = 0; ci < p->nclasses; ci++)
 		if (class_in_use(p, ci, NULL) != 0)
 			return -EAGAIN;
-	/* Threads still alive keep a pointer to their cache in the key's
-	 * slot; once the key is deleted their exit runs no destructor, and a
-	 * new key (even with the same number) reads NULL in every thread. */
-	if (p->have_key)
-		pthread_key_delete(p->key);
-	UNPOISON(p->arena, p->arena_bytes);
-	free_pool(p);
+	pool_free_now(p);
 	return 0;
 }
 

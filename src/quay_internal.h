@@ -23,6 +23,16 @@ int quayi_pool_take(struct quay_pool *pool, size_t need, size_t want, bool wait,
 int64_t quayi_pool_now(const struct quay_pool *pool);
 /* The pool's headroom for quay_msg_new (hidden). */
 size_t quayi_pool_headroom(const struct quay_pool *pool);
+/* Counted pools (the NATS module's own import pool, hidden): a pool whose
+ * owner may give it up while messages of it are still out; it is freed
+ * by whichever comes last, the owner's quayi_pool_put() or the release of
+ * its last message (on that thread, with the pool's allocator). Made
+ * counted right after quay_pool_create(), before it is shared; it must
+ * have no thread caches (QUAY_POOL_NO_CACHE). No message may be taken
+ * from it after the put. Counted: 0; -EINVAL (NULL, caches, already
+ * counted); -EBUSY if a message is out. */
+int quayi_pool_counted(struct quay_pool *pool);
+void quayi_pool_put(struct quay_pool *pool);
 
 /*
  * The shared sleep/wake protocol's slow paths (src/wait.c; the inline

@@ -51,7 +51,22 @@
  * subscription holds), unsubscribes the imports and waits until libnats
  * reports each subscription's last callback returned, closes the
  * connection and waits for its closed callback, and only then frees; no
- * libnats callback runs after close returns.
+ * libnats callback runs after close returns. Calls on the buses (not on
+ * the handle) may run during close on other threads: a quay_bus_publish()
+ * or quay_bus_reply() that reaches the handle's exports or replies
+ * (QUAY_NATS_DIRECT: on the caller's thread) is waited for (a grace
+ * period of the bus) before anything it uses is freed; one that starts
+ * after is not exported (a request's reply is then lost, as when the
+ * handle is gone).
+ *
+ * Lifetime of the messages the handle makes (imported messages, replies
+ * to exported requests, queue leases and dead letters): with the
+ * handle's own pool (quay_nats_opts.pool NULL) each stays valid after
+ * quay_nats_close() until its last unref, wherever it is (held by the
+ * application, queued in a local subscription, or being unref'd on
+ * another thread while close runs); the pool is freed with the last of
+ * them (by that unref, on its thread), or by close if none is out. With
+ * a given pool they live as long as that pool.
  */
 #ifndef QUAY_NATS_H
 #define QUAY_NATS_H
@@ -123,10 +138,12 @@ struct quay_nats_opts {
 	 *  publish that does not fit is refused (-ENOBUFS) and counted. */
 	size_t reconnect_buf_bytes;
 	/** Pool for imported messages (NULL: the handle makes one of 64 MiB,
-	 *  without thread caches). The pool is used from libnats's threads,
-	 *  which the module cannot join: a given pool must be made with
-	 *  QUAY_POOL_NO_CACHE, or be destroyed only after nats_CloseAndWait()
-	 *  (libnats) returned; and it must outlive the handle. */
+	 *  without thread caches, freed with the last message taken from it,
+	 *  after close; see "Lifetime" above). The pool is used from
+	 *  libnats's threads, which the module cannot join: a given pool must
+	 *  be made with QUAY_POOL_NO_CACHE, or be destroyed only after
+	 *  nats_CloseAndWait() (libnats) returned; and it must outlive the
+	 *  handle and every message the handle made from it. */
 	quay_pool *pool;
 	/** Registry for the bridges' metrics (NULL: the handle makes its
 	 *  own; quay_nats_stats() returns it). Must outlive the handle. */
@@ -147,7 +164,9 @@ struct quay_nats_opts {
 	/** Where the handle's own memory comes from: its tables, bridges, the
 	 *  pool and registry it makes, header scratch (NULL: the C library);
 	 *  see quay/alloc.h. libnats's memory is not (docs/MEMORY.md). Kept,
-	 *  not copied: it must outlive the handle. */
+	 *  not copied: it must outlive the handle, and, when the handle makes
+	 *  its own pool, the last message taken from that pool (whose last
+	 *  unref frees the pool through it). */
 	const struct quay_allocator *allocator;
 };
 
@@ -233,7 +252,10 @@ QUAY_API int quay_nats_connect(const struct quay_nats_opts *opts, quay_nats **ou
  * 2 s bound). NULL is ignored.
  *
  * Concurrency: no other call on n may run or follow. The buses and pools
- * used by the bridges must still exist.
+ * used by the bridges must still exist. Other threads may publish and
+ * reply on those buses meanwhile (see "Concurrency" above: close waits
+ * for a call inside the handle's exports or replies); messages the
+ * handle made stay valid until their last unref (see "Lifetime" above).
  */
 QUAY_API void quay_nats_close(quay_nats *n);
 
