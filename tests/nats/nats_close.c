@@ -240,6 +240,13 @@ responder_run(void *arg)
 		(void)quay_msg_unref(req);
 		break;
 	}
+	/* Not gone before close returned: the thread's exit (liburcu
+	 * unregisters it under the lock a grace period takes) would order
+	 * the unref before close for TSan, hiding a missing edge. Acquire;
+	 * pairs with the test's release store after close. */
+	while (__atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) == 0 &&
+	    __atomic_load_n(&r->stop, __ATOMIC_ACQUIRE) == 0)
+		usleep(1000);
 	return NULL;
 }
 
