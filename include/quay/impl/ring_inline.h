@@ -148,16 +148,32 @@ quayi_ring_seq(unsigned char *slot)
 	return (uint64_t *)(void *)slot;
 }
 
+/* Copy one element of esz bytes. Loops pass the ring's shape in locals:
+ * the atomic stores between their iterations would otherwise make the
+ * compiler reload it from the ring every time. */
 static QUAYI_ALWAYS_INLINE void
-quayi_ring_copy(const struct quay_ring *r, void *dst, const void *src)
+quayi_ring_copy_esz(uint32_t esz, void *dst, const void *src)
 {
-	if (r->elem_size == 8) { /* the hot case: one 8-byte move */
+	if (esz == 8) { /* the hot case: one 8-byte move */
 		uint64_t v;
 		memcpy(&v, src, 8);
 		memcpy(dst, &v, 8);
 	} else {
-		memcpy(dst, src, r->elem_size);
+		memcpy(dst, src, esz);
 	}
+}
+
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_copy(const struct quay_ring *r, void *dst, const void *src)
+{
+	quayi_ring_copy_esz(r->elem_size, dst, src);
+}
+
+/* The slot of position p, from the ring's shape held in locals. */
+static QUAYI_ALWAYS_INLINE unsigned char *
+quayi_ring_slot_at(unsigned char *base, uint64_t mask, uint32_t stride, uint64_t p)
+{
+	return base + (size_t)(p & mask) * stride;
 }
 
 /* The fast side of WAIT-W1 and RING-C1 (quayi_wait_fast_barrier): a compiler
@@ -199,12 +215,16 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 			*rc = -EPIPE;
 			return 0;
 		}
+		unsigned char *base = quayi_ring_slot(r, 0);
+		const uint64_t mask = r->mask;
+		const uint32_t stride = r->stride;
 		for (k = 0; k < n; k++) {
 			uint64_t p = pos + k;
 			/* RING-A2: acquire, pairs with RING-R2 in pop: the consumer of the
 			 * previous lap is done with the slot. */
 			uint64_t seq =
-			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot_at(base, mask, stride, p)),
+			        __ATOMIC_ACQUIRE);
 			if (seq != p << 1)
 				break;
 		}
@@ -227,6 +247,9 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 		return (size_t)k;
 	}
 
+	unsigned char *base = quayi_ring_slot(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t stride = r->stride;
 	/* Relaxed: the CAS below validates the value. */
 	pos = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
 	for (;;) {
@@ -238,7 +261,8 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 			uint64_t p = pos + k;
 			/* RING-A2: acquire, pairs with RING-R2 in pop. */
 			uint64_t seq =
-			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot_at(base, mask, stride, p)),
+			        __ATOMIC_ACQUIRE);
 			dif = (int64_t)(seq - (p << 1));
 			if (dif != 0)
 				break;
@@ -276,13 +300,16 @@ static QUAYI_ALWAYS_INLINE size_t
 quayi_ring_fill(struct quay_ring *r, uint64_t pos, const void *elems, size_t k)
 {
 	const unsigned char *src = (const unsigned char *)elems;
+	unsigned char *base = quayi_ring_slot(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t stride = r->stride, esz = r->elem_size;
 
 	if (QUAYI_UNLIKELY(r->flags & QUAYI_RING_F_SHARED))
 		return quayi_ring_shm_fill(r, pos, elems, k);
-	for (size_t i = 0; i < k; i++, src += r->elem_size) {
+	for (size_t i = 0; i < k; i++, src += esz) {
 		uint64_t p = pos + i;
-		unsigned char *s = quayi_ring_slot(r, p);
-		quayi_ring_copy(r, s + 8, src);
+		unsigned char *s = quayi_ring_slot_at(base, mask, stride, p);
+		quayi_ring_copy_esz(esz, s + 8, src);
 		/* RING-R1: release, pairs with RING-A1 in pop: publishes the element. */
 		__atomic_store_n(quayi_ring_seq(s), (p << 1) | 1, __ATOMIC_RELEASE);
 	}
@@ -296,6 +323,9 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 {
 	uint64_t pos, k;
 	int64_t dif = 0;
+	unsigned char *base = quayi_ring_slot(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t stride = r->stride;
 
 	/* Relaxed: SC owns head; MC validates with the CAS below. */
 	pos = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
@@ -304,7 +334,8 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 			uint64_t p = pos + k;
 			/* RING-A1: acquire, pairs with RING-R1 in push: the element is written. */
 			uint64_t seq =
-			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot_at(base, mask, stride, p)),
+			        __ATOMIC_ACQUIRE);
 			dif = (int64_t)(seq - ((p << 1) | 1));
 			if (dif != 0)
 				break;
@@ -341,15 +372,18 @@ static QUAYI_ALWAYS_INLINE size_t
 quayi_ring_drain(struct quay_ring *r, uint64_t pos, void *out, size_t k)
 {
 	unsigned char *dst = (unsigned char *)out;
+	unsigned char *base = quayi_ring_slot(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t stride = r->stride, esz = r->elem_size;
 
 	if (QUAYI_UNLIKELY(r->flags & QUAYI_RING_F_SHARED))
 		return quayi_ring_shm_drain(r, pos, out, k);
-	for (size_t i = 0; i < k; i++, dst += r->elem_size) {
+	for (size_t i = 0; i < k; i++, dst += esz) {
 		uint64_t p = pos + i;
-		unsigned char *s = quayi_ring_slot(r, p);
-		quayi_ring_copy(r, dst, s + 8);
+		unsigned char *s = quayi_ring_slot_at(base, mask, stride, p);
+		quayi_ring_copy_esz(esz, dst, s + 8);
 		/* RING-R2: release, pairs with RING-A2 in push: we are done reading. */
-		__atomic_store_n(quayi_ring_seq(s), (p + r->mask + 1) << 1, __ATOMIC_RELEASE);
+		__atomic_store_n(quayi_ring_seq(s), (p + mask + 1) << 1, __ATOMIC_RELEASE);
 	}
 	quayi_ring_wake_if_waiting(r, &r->push_event);
 	return k;
