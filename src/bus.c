@@ -953,13 +953,17 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	int tapped = 0;
 	uint32_t len;
 	uint64_t hash, inbox_n;
-	bool temp = false;
+	bool temp = false, checked = false;
 	int64_t now;
 	size_t k;
 	uint64_t delivered = 0;
 	int r;
 
-	if (subject == NULL || quayi_bm_scan_subject(subject, &len, &hash) != 0)
+	/* The subject's bytes are checked only when it is not in the cache
+	 * (every cached entry was resolved for a checked subject), or before
+	 * anything else uses it: the tap, the unroutable path. An inbox
+	 * subject is an inbox prefix and digits: valid. */
+	if (subject == NULL || quayi_bm_subject_hash(subject, &len, &hash) != 0)
 		return -EINVAL;
 	if (res == NULL)
 		res = &local;
@@ -979,21 +983,36 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	/* Acquire: a late call on a bus being destroyed fails fast. */
 	if (QUAYI_UNLIKELY(__atomic_load_n(&bus->closing, __ATOMIC_ACQUIRE) != 0)) {
 		read_unlock();
-		return -EPIPE;
+		return quayi_bm_check_subject(subject, len) != 0 ? -EINVAL : -EPIPE;
 	}
 	/* BUS-TAP2: acquire; pairs with BUS-TAP1. One predictable branch. */
 	tap = __atomic_load_n(&bus->tap, __ATOMIC_ACQUIRE);
-	if (QUAYI_UNLIKELY(tap != NULL))
-		tapped = tap->fn(tap->arg, subject, len, msgs, n);
+	if (QUAYI_UNLIKELY(tap != NULL)) {
+		if (quayi_bm_check_subject(subject, len) != 0) {
+			read_unlock();
+			return -EINVAL;
+		}
+		checked = true;
+	}
 	/* BUS-T2: acquire; pairs with BUS-T1 (the version's nodes and cache). */
 	t = __atomic_load_n(&bus->table, __ATOMIC_ACQUIRE);
-	if (t->nsubs > 0) {
-		e = quayi_bm_lookup(t, subject, len, hash, &temp);
-		if (QUAYI_UNLIKELY(e == NULL)) {
+	if (t->nsubs > 0)
+		e = quayi_bm_cached(t, subject, len, hash);
+	if (e == NULL) {
+		if (!checked && quayi_bm_check_subject(subject, len) != 0) {
 			read_unlock();
-			return -ENOMEM;
+			return -EINVAL;
+		}
+		if (t->nsubs > 0) {
+			e = quayi_bm_lookup(t, subject, len, hash, &temp);
+			if (QUAYI_UNLIKELY(e == NULL)) {
+				read_unlock();
+				return -ENOMEM;
+			}
 		}
 	}
+	if (QUAYI_UNLIKELY(tap != NULL))
+		tapped = tap->fn(tap->arg, subject, len, msgs, n);
 	/* One clock read per call, and only when a target records latency
 	 * (the clock costs as much as a delivery). */
 	now = e != NULL && e->stamp ? bus->clock(bus->clock_arg) : 0;
