@@ -16,6 +16,11 @@
  * receiver either saw closed or is counted in inflight, and the sub's
  * callback waits for inflight to drop to 0 (BUS-R2, acquire, pairs with the
  * receiver's release decrement) before freeing.
+ *   BUS-R3 a receive that does not wait (a message is queued; every
+ *      receive_burst) checks closed and pops inside one read-side
+ *      section, without inflight: the grace period before the sub's
+ *      callback (and before unsubscribe_ex reads the final counters)
+ *      waits for it, as for a publisher.
  *
  * Request/reply is in bus_request.c.
  */
@@ -1220,6 +1225,19 @@ quay_sub_receive(quay_sub *sub, quay_msg **out, int64_t timeout_ns)
 	r = rcu_thread();
 	if (r != 0)
 		return r;
+	/* BUS-R3: a message already queued is taken inside one read-side
+	 * section, which keeps sub alive (as BUS-R1): no inflight count. */
+	urcu_memb_read_lock();
+	/* Acquire; pairs with the release store in unsubscribe (as recv_enter). */
+	if (QUAYI_LIKELY(__atomic_load_n(&sub->closed, __ATOMIC_ACQUIRE) == 0) && sub_pop(sub, &m) == 0) {
+		quay_counter_inc(sub->c_received);
+		record_latency(sub, &m, 1);
+		read_unlock();
+		*out = m;
+		return 0;
+	}
+	read_unlock();
+	/* Empty or closed: the waiting path. */
 	if (!recv_enter(sub))
 		return -EPIPE;
 	if (sub->pq != NULL)
@@ -1242,17 +1260,20 @@ quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n)
 
 	if (sub == NULL || out == NULL || n == 0 || rcu_thread() != 0)
 		return 0;
-	if (!recv_enter(sub))
-		return 0;
-	if (sub->pq != NULL)
-		got = quay_pq_pop_burst(sub->pq, out, n, NULL);
-	else
-		got = quay_ring_pop_burst(sub->ring, out, n);
-	if (got > 0) {
-		quay_counter_add(sub->c_received, got);
-		record_latency(sub, out, got);
+	/* BUS-R3: it never waits, so one read-side section covers it. */
+	urcu_memb_read_lock();
+	/* Acquire; pairs with the release store in unsubscribe (as recv_enter). */
+	if (__atomic_load_n(&sub->closed, __ATOMIC_ACQUIRE) == 0) {
+		if (sub->pq != NULL)
+			got = quay_pq_pop_burst(sub->pq, out, n, NULL);
+		else
+			got = quay_ring_pop_burst(sub->ring, out, n);
+		if (got > 0) {
+			quay_counter_add(sub->c_received, got);
+			record_latency(sub, out, got);
+		}
 	}
-	recv_leave(sub);
+	read_unlock();
 	return got;
 }
 
