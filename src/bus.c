@@ -87,6 +87,9 @@ static bool rcu_key_ok;
 /* initial-exec: read on every call; one flag fits the static TLS surplus
  * even when libquay is dlopen()ed (as quayi_stats_tslot in stats.c). */
 static __thread bool rcu_registered __attribute__((tls_model("initial-exec")));
+/* Publish calls of this thread that could stamp enqueued_ns: the sample
+ * of quay_bus_opts.latency_sample (initial-exec, as rcu_registered). */
+static __thread uint32_t lat_tick __attribute__((tls_model("initial-exec")));
 
 static void
 rcu_thread_exit(void *arg)
@@ -792,7 +795,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 	if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) ||
 	    (need > 1 && quayi_msg_ref_n(m, need - 1) != 0))
 		return -EINVAL; /* nothing taken, nothing stamped */
-	if (now > 0)
+	if (now >= 0)
 		(void)quay_msg_set_enqueued_ns(m, now);
 	/* Two or more durable bound queues: one multi-queue send for them
 	 * (deliver_durable), the other targets one by one. */
@@ -894,7 +897,7 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 				break;
 			if (need > 1 && quayi_msg_ref_n(ms[j], need - 1) != 0)
 				break;
-			if (now > 0)
+			if (now >= 0)
 				(void)quay_msg_set_enqueued_ns(ms[j], now);
 		}
 		c = j;
@@ -1018,9 +1021,12 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	}
 	if (QUAYI_UNLIKELY(tap != NULL))
 		tapped = tap->fn(tap->arg, subject, len, msgs, n);
-	/* One clock read per call, and only when a target records latency
-	 * (the clock costs as much as a delivery). */
-	now = e != NULL && e->stamp ? bus->clock(bus->clock_arg) : 0;
+	/* enqueued_ns when a target records latency: the clock (costs as much
+	 * as a delivery) on one call in latency_sample of this thread, 0 on
+	 * the others (not timed); -1: untouched. */
+	now = -1;
+	if (e != NULL && e->stamp)
+		now = (lat_tick++ & bus->lat_mask) == 0 ? bus->clock(bus->clock_arg) : 0;
 	if (e == NULL || e->ntargets == 0) {
 		for (k = 0; k < n; k++) {
 			memset(res, 0, sizeof(*res));
@@ -1055,7 +1061,7 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		    (need > 1 && quayi_msg_ref_n(m, need - 1) != 0)) {
 			r = -EINVAL; /* nothing taken, nothing stamped */
 		} else {
-			if (now > 0)
+			if (now >= 0)
 				(void)quay_msg_set_enqueued_ns(m, now);
 			fan_out(bus, e, m, res, NULL);
 			r = refusal(bus, res);
@@ -1200,17 +1206,22 @@ recv_leave(struct quay_sub *s)
 	__atomic_fetch_sub(&s->inflight, 1, __ATOMIC_RELEASE);
 }
 
+/* The latency of each stamped message (a sampled publish); one clock read
+ * per call, only if there is one. */
 static void
 record_latency(struct quay_sub *s, quay_msg *const *m, size_t n)
 {
-	int64_t now;
+	int64_t now = 0;
 
 	if (s->h_latency == NULL)
 		return;
-	now = s->bus->clock(s->bus->clock_arg);
 	for (size_t i = 0; i < n; i++) {
 		int64_t enq = quay_msg_enqueued_ns(m[i]);
-		quay_hist_record(s->h_latency, enq > 0 && now > enq ? (uint64_t)(now - enq) : 0);
+		if (QUAYI_LIKELY(enq <= 0))
+			continue;
+		if (now == 0)
+			now = s->bus->clock(s->bus->clock_arg);
+		quay_hist_record(s->h_latency, now > enq ? (uint64_t)(now - enq) : 0);
 	}
 }
 
@@ -1978,7 +1989,8 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	/* Size-versioned: a struct that ends before unroutable has none, one
 	 * that ends before allocator the C library's. */
 	if (opts->size == offsetof(struct quay_bus_opts, unroutable) ||
-	    opts->size == offsetof(struct quay_bus_opts, allocator)) {
+	    opts->size == offsetof(struct quay_bus_opts, allocator) ||
+	    opts->size == offsetof(struct quay_bus_opts, latency_sample)) {
 		memset(&o2, 0, sizeof(o2));
 		memcpy(&o2, opts, opts->size);
 		o2.size = sizeof(o2);
@@ -1986,7 +1998,9 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	}
 	if (opts->size != sizeof(*opts) || opts->flags != 0 ||
 	    (opts->name != NULL && !valid_name(opts->name)) || opts->max_subs > QUAY_BUS_SUBS_MAX ||
-	    opts->max_requests > QUAY_BUS_REQUESTS_MAX || quayi_alloc_check(opts->allocator) != 0)
+	    opts->max_requests > QUAY_BUS_REQUESTS_MAX || quayi_alloc_check(opts->allocator) != 0 ||
+	    opts->latency_sample > QUAY_BUS_LATENCY_SAMPLE_MAX ||
+	    (opts->latency_sample & (opts->latency_sample - 1)) != 0)
 		return -EINVAL;
 	bus = quayi_calloc(opts->allocator, 1, sizeof(*bus));
 	if (bus == NULL)
@@ -2002,6 +2016,8 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	    (size_t)snprintf(bus->inbox, sizeof(bus->inbox), "_INBOX.%llu.", (unsigned long long)bus->id);
 	bus->clock = opts->clock != NULL ? opts->clock : quayi_real_clock;
 	bus->clock_arg = opts->clock_arg;
+	bus->lat_mask =
+	    (opts->latency_sample != 0 ? opts->latency_sample : QUAY_BUS_LATENCY_SAMPLE_DEFAULT) - 1;
 	bus->max_subs = opts->max_subs != 0 ? opts->max_subs : QUAY_BUS_SUBS_DEFAULT;
 	bus->nreq = opts->max_requests != 0 ? opts->max_requests : QUAY_BUS_REQUESTS_DEFAULT;
 	bus->reqs = quayi_calloc_aligned(bus->alloc, QUAY_CACHELINE, bus->nreq * sizeof(*bus->reqs));

@@ -233,6 +233,7 @@ struct quay_bus {
 	uint32_t closing;
 	int64_t (*clock)(void *);
 	void *clock_arg;
+	uint32_t lat_mask; /* latency_sample - 1 */
 	uint64_t id;
 	char inbox[40];
 	size_t inbox_len;
