@@ -240,11 +240,19 @@ sub_level(const struct quay_sub *s, const quay_msg *m)
 	return p < s->levels ? p : s->levels - 1;
 }
 
-static inline int
+static __attribute__((noinline)) int
+sub_push_pq(struct quay_sub *s, quay_msg *m)
+{
+	return quay_pq_push(s->pq, sub_level(s, m), &m);
+}
+
+/* The ring push inlines into the fan-out loop (the priority queue's stays
+ * out of line: with both inline, the compiler kept sub_push a call). */
+static QUAYI_ALWAYS_INLINE int
 sub_push(struct quay_sub *s, quay_msg *m)
 {
-	if (s->pq != NULL)
-		return quay_pq_push(s->pq, sub_level(s, m), &m);
+	if (QUAYI_UNLIKELY(s->pq != NULL))
+		return sub_push_pq(s, m);
 	return quay_ring_push(s->ring, &m);
 }
 
