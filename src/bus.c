@@ -383,6 +383,30 @@ bulk_done(const uint64_t *bulk, uint32_t i)
 	return bulk != NULL && i < BATCH_BULK_MAX && ((bulk[i >> 6] >> (i & 63)) & 1) != 0;
 }
 
+#define FAN_PREFETCH_MIN 8 /* plain targets from which fan_out prefetches */
+
+/*
+ * Prefetch (for writing) the slot each plain ring target will push to.
+ * In the push, the slot's sequence word is a cache miss (its last writer
+ * was the receiver) that the claim's locked instruction, a full barrier,
+ * keeps from overlapping with the next target's: with these hints the
+ * misses of all targets overlap. A hint only: a stale tail prefetches a
+ * neighbouring slot. Relaxed: nothing is read from the slot here.
+ */
+static void
+prefetch_slots(const struct quayi_bm_centry *e)
+{
+	for (uint32_t i = 0; i < e->nplain; i++) {
+		const quay_ring *r = e->subs[i]->ring;
+
+		if (r != NULL)
+			__builtin_prefetch(quayi_ring_slot(r,
+			                       __atomic_load_n(&r->tail, __ATOMIC_RELAXED) &
+			                           QUAYI_RING_POS_MASK),
+			    1);
+	}
+}
+
 /* Deliver m to every target of e (but the plain targets marked in bulk,
  * which already have it), with one reference of m per target held by
  * the caller (see quayi_msg_ref_n). */
@@ -391,6 +415,8 @@ fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, stru
     const uint64_t *bulk)
 {
 	res->matched = e->ntargets;
+	if (e->nplain >= FAN_PREFETCH_MIN)
+		prefetch_slots(e);
 	for (uint32_t i = 0; i < e->nplain; i++) {
 		struct quay_sub *s = e->subs[i];
 		enum outcome o;
