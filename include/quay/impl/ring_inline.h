@@ -403,6 +403,27 @@ quayi_ring_head_ready(const struct quay_ring *r, uint64_t head)
 	return (int64_t)(seq - ((head << 1) | 1)) >= 0;
 }
 
+/* quayi_ring_fast_barrier with the ring's flags already in a register
+ * (they do not change after init; reading them again after the compiler
+ * barrier would cost a load per call). */
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_barrier_fl(uint32_t fl)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (QUAYI_UNLIKELY(fl & QUAYI_RING_F_FENCE))
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* quayi_ring_wake_if_waiting with the flags in a register (WAIT-W1). */
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_wake_fl(uint32_t fl, uint32_t *event)
+{
+	quayi_ring_barrier_fl(fl);
+	/* Relaxed: ordered by the barrier against the sleeper's WAIT-S1. */
+	if (QUAYI_UNLIKELY(__atomic_load_n(event, __ATOMIC_RELAXED) & QUAYI_WAIT_SLEEPERS))
+		quayi_wait_wake(event);
+}
+
 /* SPSC mode: where position pos's element lives (no sequence word). */
 static QUAYI_ALWAYS_INLINE unsigned char *
 quayi_ring_spsc_elem(const struct quay_ring *r, uint64_t pos)
@@ -410,40 +431,42 @@ quayi_ring_spsc_elem(const struct quay_ring *r, uint64_t pos)
 	return (unsigned char *)(uintptr_t)(r + 1) + (size_t)(pos & r->mask) * r->elem_size;
 }
 
-/* SPSC mode: copy k elements between positions pos.. of the ring and the
- * flat array buf, in (ring -> buf) or out; at most two runs (the wrap). */
+/* SPSC mode: copy k elements between positions pos.. of the ring (elements
+ * from base, mask and esz its shape, in locals) and the flat array buf, in
+ * (to_ring) or out; at most two runs (the wrap). */
 static QUAYI_ALWAYS_INLINE void
-quayi_ring_spsc_copy(const struct quay_ring *r, uint64_t pos, void *buf, size_t k, bool to_ring)
+quayi_ring_spsc_copy(unsigned char *base, uint64_t mask, uint32_t esz, uint64_t pos, void *buf, size_t k,
+    bool to_ring)
 {
-	unsigned char *at = quayi_ring_spsc_elem(r, pos);
-	size_t first = (size_t)(r->mask + 1 - (pos & r->mask));
+	unsigned char *at = base + (size_t)(pos & mask) * esz;
+	size_t first = (size_t)(mask + 1 - (pos & mask));
 
 	if (k == 1) {
 		if (to_ring)
-			quayi_ring_copy(r, at, buf);
+			quayi_ring_copy_esz(esz, at, buf);
 		else
-			quayi_ring_copy(r, buf, at);
+			quayi_ring_copy_esz(esz, buf, at);
 		return;
 	}
 	if (first > k)
 		first = k;
 	if (to_ring) {
-		memcpy(at, buf, first * r->elem_size);
-		memcpy(quayi_ring_spsc_elem(r, 0), (unsigned char *)buf + first * r->elem_size,
-		    (k - first) * r->elem_size);
+		memcpy(at, buf, first * esz);
+		memcpy(base, (unsigned char *)buf + first * esz, (k - first) * esz);
 	} else {
-		memcpy(buf, at, first * r->elem_size);
-		memcpy((unsigned char *)buf + first * r->elem_size, quayi_ring_spsc_elem(r, 0),
-		    (k - first) * r->elem_size);
+		memcpy(buf, at, first * esz);
+		memcpy((unsigned char *)buf + first * esz, base, (k - first) * esz);
 	}
 }
 
 /* SPSC mode push of up to n elements (exact: all n or none). Returns how
  * many; 0 with *rc = -EAGAIN (full) or -EPIPE (closed). */
 static QUAYI_ALWAYS_INLINE size_t
-quayi_ring_spsc_push(struct quay_ring *r, const void *elems, size_t n, bool exact, int *rc)
+quayi_ring_spsc_push(struct quay_ring *r, uint32_t fl, const void *elems, size_t n, bool exact, int *rc)
 {
-	const uint64_t cap = r->mask + 1;
+	unsigned char *base = quayi_ring_spsc_elem(r, 0);
+	const uint64_t mask = r->mask, cap = mask + 1;
+	const uint32_t esz = r->elem_size;
 	uint64_t pos, room;
 
 	/* Relaxed: an early exit only; RING-C1 below decides. First, so that
@@ -469,26 +492,29 @@ quayi_ring_spsc_push(struct quay_ring *r, const void *elems, size_t n, bool exac
 	}
 	/* RING-C1: claim, then check closed; retract if close came first. */
 	__atomic_store_n(&r->tail, (pos + n) & QUAYI_RING_POS_MASK, __ATOMIC_RELAXED);
-	quayi_ring_fast_barrier(r);
+	quayi_ring_barrier_fl(fl);
 	if (QUAYI_UNLIKELY(__atomic_load_n(&r->closed, __ATOMIC_RELAXED) != QUAYI_RING_OPEN)) {
 		/* A consumer that saw the claim may sleep waiting for it. */
 		__atomic_store_n(&r->tail, pos, __ATOMIC_RELAXED);
-		quayi_ring_wake_if_waiting(r, &r->pop_event);
+		quayi_ring_wake_fl(fl, &r->pop_event);
 		*rc = -EPIPE;
 		return 0;
 	}
-	quayi_ring_spsc_copy(r, pos, (void *)(uintptr_t)elems, n, true);
+	quayi_ring_spsc_copy(base, mask, esz, pos, (void *)(uintptr_t)elems, n, true);
 	/* RING-R3: release, pairs with RING-A3 in pop: publishes the elements. */
 	__atomic_store_n(&r->pub, (pos + n) & QUAYI_RING_POS_MASK, __ATOMIC_RELEASE);
-	quayi_ring_wake_if_waiting(r, &r->pop_event);
+	quayi_ring_wake_fl(fl, &r->pop_event);
 	return n;
 }
 
 /* SPSC mode pop of up to n elements (exact: all n or none). Returns how
  * many; 0 with *rc = -EAGAIN (empty) or -EPIPE (closed and drained). */
 static QUAYI_ALWAYS_INLINE size_t
-quayi_ring_spsc_pop(struct quay_ring *r, void *out, size_t n, bool exact, int *rc)
+quayi_ring_spsc_pop(struct quay_ring *r, uint32_t fl, void *out, size_t n, bool exact, int *rc)
 {
+	unsigned char *base = quayi_ring_spsc_elem(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t esz = r->elem_size;
 	/* Relaxed: only this thread writes head. */
 	uint64_t pos = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
 	uint64_t avail = (r->pub_cache - pos) & QUAYI_RING_POS_MASK;
@@ -507,10 +533,10 @@ quayi_ring_spsc_pop(struct quay_ring *r, void *out, size_t n, bool exact, int *r
 		if (n > avail)
 			n = (size_t)avail;
 	}
-	quayi_ring_spsc_copy(r, pos, out, n, false);
+	quayi_ring_spsc_copy(base, mask, esz, pos, out, n, false);
 	/* RING-R4: release, pairs with RING-A4 in push: we are done reading. */
 	__atomic_store_n(&r->head, (pos + n) & QUAYI_RING_POS_MASK, __ATOMIC_RELEASE);
-	quayi_ring_wake_if_waiting(r, &r->push_event);
+	quayi_ring_wake_fl(fl, &r->push_event);
 	return n;
 }
 
@@ -522,8 +548,9 @@ quay_ring_push(quay_ring *r, const void *elem)
 
 	if (QUAYI_UNLIKELY(r == NULL || elem == NULL))
 		return -EINVAL;
-	if (r->flags & QUAYI_RING_F_SPSC)
-		return quayi_ring_spsc_push(r, elem, 1, true, &rc) ? 0 : rc;
+	const uint32_t fl = r->flags;
+	if (fl & QUAYI_RING_F_SPSC)
+		return quayi_ring_spsc_push(r, fl, elem, 1, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_push(r, 1, true, &pos, &rc, false) == 0)
 		return rc;
 	return quayi_ring_fill(r, pos, elem, 1) == 1 ? 0 : -EOWNERDEAD;
@@ -537,8 +564,9 @@ quay_ring_pop(quay_ring *r, void *out)
 
 	if (QUAYI_UNLIKELY(r == NULL || out == NULL))
 		return -EINVAL;
-	if (r->flags & QUAYI_RING_F_SPSC)
-		return quayi_ring_spsc_pop(r, out, 1, true, &rc) ? 0 : rc;
+	const uint32_t fl = r->flags;
+	if (fl & QUAYI_RING_F_SPSC)
+		return quayi_ring_spsc_pop(r, fl, out, 1, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_pop(r, 1, true, &pos, &rc) == 0)
 		return rc;
 	return quayi_ring_drain(r, pos, out, 1) == 1 ? 0 : -EOWNERDEAD;
@@ -556,7 +584,7 @@ quay_ring_push_burst(quay_ring *r, const void *elems, size_t n)
 	if (n > r->mask + 1)
 		n = (size_t)r->mask + 1;
 	if (r->flags & QUAYI_RING_F_SPSC)
-		return quayi_ring_spsc_push(r, elems, n, false, &rc);
+		return quayi_ring_spsc_push(r, r->flags, elems, n, false, &rc);
 	k = quayi_ring_claim_push(r, n, false, &pos, &rc, false);
 	return k ? quayi_ring_fill(r, pos, elems, k) : 0;
 }
@@ -573,7 +601,7 @@ quay_ring_pop_burst(quay_ring *r, void *out, size_t n)
 	if (n > r->mask + 1)
 		n = (size_t)r->mask + 1;
 	if (r->flags & QUAYI_RING_F_SPSC)
-		return quayi_ring_spsc_pop(r, out, n, false, &rc);
+		return quayi_ring_spsc_pop(r, r->flags, out, n, false, &rc);
 	k = quayi_ring_claim_pop(r, n, false, &pos, &rc);
 	return k ? quayi_ring_drain(r, pos, out, k) : 0;
 }
@@ -589,7 +617,7 @@ quay_ring_push_bulk(quay_ring *r, const void *elems, size_t n)
 	if (n == 0)
 		return 0;
 	if (r->flags & QUAYI_RING_F_SPSC)
-		return quayi_ring_spsc_push(r, elems, n, true, &rc) ? 0 : rc;
+		return quayi_ring_spsc_push(r, r->flags, elems, n, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_push(r, n, true, &pos, &rc, false) == 0)
 		return rc;
 	return quayi_ring_fill(r, pos, elems, n) == n ? 0 : -EOWNERDEAD;
@@ -606,7 +634,7 @@ quay_ring_pop_bulk(quay_ring *r, void *out, size_t n)
 	if (n == 0)
 		return 0;
 	if (r->flags & QUAYI_RING_F_SPSC)
-		return quayi_ring_spsc_pop(r, out, n, true, &rc) ? 0 : rc;
+		return quayi_ring_spsc_pop(r, r->flags, out, n, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_pop(r, n, true, &pos, &rc) == 0)
 		return rc;
 	return quayi_ring_drain(r, pos, out, n) == n ? 0 : -EOWNERDEAD;
