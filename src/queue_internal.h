@@ -164,9 +164,13 @@ struct quay_queue {
 
 	/* Earliest time at which timer work may be due (INT64_MAX: none). */
 	int64_t next_due QUAYI_ALIGNED(QUAY_CACHELINE);
-	uint64_t rng_ctr;      /* jitter draws */
-	uint32_t closed;       /* quay_queue_close(): C1 store, C2 loads */
-	int64_t last_recv_enq; /* enqueued_ns of the last received message */
+	uint64_t rng_ctr; /* jitter draws */
+	uint32_t closed;  /* quay_queue_close(): C1 store, C2 loads */
+
+	/* enqueued_ns of the last received message. Written by every
+	 * receive: on a line of its own, so that senders reading next_due
+	 * and closed above do not miss the cache on each receive. */
+	int64_t last_recv_enq QUAYI_ALIGNED(QUAY_CACHELINE);
 
 	/* Timer state: everything below under tlock. */
 	pthread_mutex_t tlock QUAYI_ALIGNED(QUAY_CACHELINE);
