@@ -185,23 +185,38 @@ is_closed(const quay_queue *q)
 	return __atomic_load_n(&q->closed, __ATOMIC_RELAXED) != 0;
 }
 
+/* A message leaves q (or a reservation is given back): held - 1. */
 static void
 held_sub(quay_queue *q)
 {
 	/* Relaxed: a bound, not a hand-over (the messages move through the
 	 * pq and the slots). */
-	__atomic_fetch_sub(&q->held, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&q->held_out, 1, __ATOMIC_RELAXED);
 }
 
+/* Room for one more message: held + 1 if that is at most capacity. */
 static bool
 held_reserve(quay_queue *q)
 {
-	/* Relaxed: as held_sub. */
-	if (__atomic_add_fetch(&q->held, 1, __ATOMIC_RELAXED) > q->capacity) {
-		held_sub(q);
-		return false;
-	}
-	return true;
+	/* Relaxed, as held_sub. The first check uses the senders' copy of
+	 * held_out, which can only be behind (the count only grows), so it
+	 * never admits more than the real count would: only a send that the
+	 * copy finds full reads held_out, the consumers' line, and refreshes
+	 * the copy (a racing store of an older value only makes the copy
+	 * more behind, which stays safe). Signed differences: held_out read
+	 * after held_in may count exits of messages sent after it. */
+	uint64_t in = __atomic_add_fetch(&q->held_in, 1, __ATOMIC_RELAXED);
+	uint64_t out = __atomic_load_n(&q->held_out_seen, __ATOMIC_RELAXED);
+
+	if (QUAYI_LIKELY((int64_t)(in - out) <= (int64_t)q->capacity))
+		return true;
+	out = __atomic_load_n(&q->held_out, __ATOMIC_RELAXED);
+	__atomic_store_n(&q->held_out_seen, out, __ATOMIC_RELAXED);
+	if ((int64_t)(in - out) <= (int64_t)q->capacity)
+		return true;
+	/* Relaxed, as above; on the senders' line. */
+	__atomic_fetch_sub(&q->held_in, 1, __ATOMIC_RELAXED);
+	return false;
 }
 
 /* ---- timer side (q->tlock held) ---------------------------------- */
