@@ -1202,7 +1202,11 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	if (opts->stats == NULL) {
 		struct quay_stats_opts so = QUAY_STATS_OPTS_INIT;
 
-		so.hist_shards = 1;
+		/* The registry's default histogram shards (min(shards, 4)), not
+		 * 1: with one, every thread but the one holding stats slot 0
+		 * (typically every consumer but one) recorded both latency
+		 * histograms on the shared shard, two locked adds each, on a
+		 * line all consumers write. 8320 bytes per shard and histogram. */
 		so.allocator = q->alloc;
 		if ((rc = quay_stats_create(&so, &q->stats_owned)) != 0)
 			goto fail;
