@@ -233,6 +233,21 @@ qb_failures(void)
 	return g_failures.load();
 }
 
+int
+qb_init(int *argc, char **argv)
+{
+	benchmark::Initialize(argc, argv);
+	return benchmark::ReportUnrecognizedArguments(*argc, argv) ? 2 : 0;
+}
+
+int
+qb_run(void)
+{
+	benchmark::RunSpecifiedBenchmarks();
+	benchmark::Shutdown();
+	return g_failures.load() != 0 ? 1 : 0;
+}
+
 bool
 qb_keep_running(qb_state *st)
 {

@@ -107,6 +107,15 @@ void qb_add_context(const char *key, const char *value);
 int qb_main(int argc, char **argv);
 /* How many benchmarks called qb_skip_with_error so far. */
 int qb_failures(void);
+/* qb_main in two steps, for a program that prepares something after its
+ * flags are parsed (a directory, a server) or reports after the runs:
+ * qb_init parses the --benchmark_* flags, removing them from argc/argv,
+ * and returns 0, or 2 on an unknown argument (then nothing was run and
+ * qb_run must not be called); qb_run runs what the flags select and
+ * returns 0, or 1 if a benchmark failed. qb_main(argc, argv) is qb_init
+ * then qb_run. */
+int qb_init(int *argc, char **argv);
+int qb_run(void);
 
 /* --- Inside a benchmark body ------------------------------------------ */
 
