@@ -938,6 +938,73 @@ bm_latency(qb_state *st, void *arg)
 }
 
 /* -------------------------------------------------------------------------
+ * One thread: what the calls cost when no line crosses cores
+ *
+ * one_thread/<peer>/<B>: one thread pushes B values (a burst of B for the
+ * _burst peers, B single pushes otherwise), pops them back and checks that
+ * the same values came out in order. items = values moved. Nothing is
+ * shared with another core, so this is the instruction cost of a push and
+ * a pop, the part of a burst that batching can save; the 1P1C runs add the
+ * cache line transfers. */
+
+#define QB_ST_IMPL(name, peer, burst) \
+	static void name(qb_state *st, void *arg) { one_thread(st, (size_t)(uintptr_t)arg, &peer, burst); }
+
+static QUAYI_ALWAYS_INLINE void
+one_thread(qb_state *st, size_t B, const struct qb_peer *ops, bool burst)
+{
+	void *q = ops->create(1, 1, 0);
+	uint64_t in[QB_MAX_BURST], out[QB_MAX_BURST], next = 0;
+	bool ok = q != NULL;
+
+	for (uint64_t n; ok && (n = qb_batch(st)) != 0;) {
+		for (uint64_t it = 0; ok && it < n; it++) {
+			for (size_t i = 0; i < B; i++)
+				in[i] = next + i;
+			if (burst) {
+				ok = ops->push_burst(q, in, B) == B && ops->pop_burst(q, out, B) == B;
+			} else {
+				for (size_t i = 0; ok && i < B; i++)
+					ok = ops->push(q, 0, in[i]) == 1;
+				for (size_t i = 0; ok && i < B; i++)
+					ok = ops->pop(q, &out[i]) == 1;
+			}
+			for (size_t i = 0; ok && i < B; i++)
+				ok = out[i] == next + i;
+			next += B;
+		}
+	}
+	if (q == NULL)
+		qb_skip_with_error(st, "could not create the queue");
+	else if (!ok)
+		qb_skip_with_errorf(st, "one_thread check failed near value %llu", (unsigned long long)next);
+	else
+		qb_set_items_processed(st, (int64_t)next);
+	if (q != NULL)
+		ops->destroy(q);
+}
+
+QB_ST_IMPL(st_quay_spsc, qb_quay_spsc, false)
+QB_ST_IMPL(st_quay_spsc_burst, qb_quay_spsc, true)
+QB_ST_IMPL(st_quay_mpmc, qb_quay_mpmc, false)
+QB_ST_IMPL(st_quay_mpmc_burst, qb_quay_mpmc, true)
+QB_ST_IMPL(st_vyukov_mpmc, qb_vyukov_mpmc, false)
+QB_ST_IMPL(st_lamport_spsc, qb_lamport_spsc, false)
+QB_ST_IMPL(st_ck_spsc, qb_ck_spsc, false)
+
+static void
+add_one_thread(const char *peer, qb_fn fn)
+{
+	static const int bursts[] = {1, 8, 32};
+	char name[128];
+
+	for (size_t i = 0; i < sizeof bursts / sizeof bursts[0]; i++) {
+		snprintf(name, sizeof name, "one_thread/%s/%d", peer, bursts[i]);
+		qb_unit(qb_register(name, fn, (void *)(uintptr_t)bursts[i]), QB_NS);
+	}
+}
+
+/* -------------------------------------------------------------------------
  * Registration */
 
 struct config {
@@ -1009,6 +1076,13 @@ register_all(void)
 	add_latency("lamport_spsc", &l_lamport_spsc);
 	add_latency("ck_spsc", &l_ck_spsc);
 	add_latency("mutex", &l_mutex);
+	add_one_thread("quay_spsc", st_quay_spsc);
+	add_one_thread("quay_spsc_burst", st_quay_spsc_burst);
+	add_one_thread("quay_mpmc", st_quay_mpmc);
+	add_one_thread("quay_mpmc_burst", st_quay_mpmc_burst);
+	add_one_thread("vyukov_mpmc", st_vyukov_mpmc);
+	add_one_thread("lamport_spsc", st_lamport_spsc);
+	add_one_thread("ck_spsc", st_ck_spsc);
 }
 
 static void

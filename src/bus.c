@@ -16,6 +16,11 @@
  * receiver either saw closed or is counted in inflight, and the sub's
  * callback waits for inflight to drop to 0 (BUS-R2, acquire, pairs with the
  * receiver's release decrement) before freeing.
+ *   BUS-R3 a receive that does not wait (a message is queued; every
+ *      receive_burst) checks closed and pops inside one read-side
+ *      section, without inflight: the grace period before the sub's
+ *      callback (and before unsubscribe_ex reads the final counters)
+ *      waits for it, as for a publisher.
  *
  * Request/reply is in bus_request.c.
  */
@@ -82,6 +87,9 @@ static bool rcu_key_ok;
 /* initial-exec: read on every call; one flag fits the static TLS surplus
  * even when libquay is dlopen()ed (as quayi_stats_tslot in stats.c). */
 static __thread bool rcu_registered __attribute__((tls_model("initial-exec")));
+/* Publish calls of this thread that could stamp enqueued_ns: the sample
+ * of quay_bus_opts.latency_sample (initial-exec, as rcu_registered). */
+static __thread uint32_t lat_tick __attribute__((tls_model("initial-exec")));
 
 static void
 rcu_thread_exit(void *arg)
@@ -232,11 +240,19 @@ sub_level(const struct quay_sub *s, const quay_msg *m)
 	return p < s->levels ? p : s->levels - 1;
 }
 
-static inline int
+static __attribute__((noinline)) int
+sub_push_pq(struct quay_sub *s, quay_msg *m)
+{
+	return quay_pq_push(s->pq, sub_level(s, m), &m);
+}
+
+/* The ring push inlines into the fan-out loop (the priority queue's stays
+ * out of line: with both inline, the compiler kept sub_push a call). */
+static QUAYI_ALWAYS_INLINE int
 sub_push(struct quay_sub *s, quay_msg *m)
 {
-	if (s->pq != NULL)
-		return quay_pq_push(s->pq, sub_level(s, m), &m);
+	if (QUAYI_UNLIKELY(s->pq != NULL))
+		return sub_push_pq(s, m);
 	return quay_ring_push(s->ring, &m);
 }
 
@@ -367,6 +383,30 @@ bulk_done(const uint64_t *bulk, uint32_t i)
 	return bulk != NULL && i < BATCH_BULK_MAX && ((bulk[i >> 6] >> (i & 63)) & 1) != 0;
 }
 
+#define FAN_PREFETCH_MIN 8 /* plain targets from which fan_out prefetches */
+
+/*
+ * Prefetch (for writing) the slot each plain ring target will push to.
+ * In the push, the slot's sequence word is a cache miss (its last writer
+ * was the receiver) that the claim's locked instruction, a full barrier,
+ * keeps from overlapping with the next target's: with these hints the
+ * misses of all targets overlap. A hint only: a stale tail prefetches a
+ * neighbouring slot. Relaxed: nothing is read from the slot here.
+ */
+static void
+prefetch_slots(const struct quayi_bm_centry *e)
+{
+	for (uint32_t i = 0; i < e->nplain; i++) {
+		const quay_ring *r = e->subs[i]->ring;
+
+		if (r != NULL)
+			__builtin_prefetch(quayi_ring_slot(r,
+			                       __atomic_load_n(&r->tail, __ATOMIC_RELAXED) &
+			                           QUAYI_RING_POS_MASK),
+			    1);
+	}
+}
+
 /* Deliver m to every target of e (but the plain targets marked in bulk,
  * which already have it), with one reference of m per target held by
  * the caller (see quayi_msg_ref_n). */
@@ -375,6 +415,8 @@ fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, stru
     const uint64_t *bulk)
 {
 	res->matched = e->ntargets;
+	if (e->nplain >= FAN_PREFETCH_MIN)
+		prefetch_slots(e);
 	for (uint32_t i = 0; i < e->nplain; i++) {
 		struct quay_sub *s = e->subs[i];
 		enum outcome o;
@@ -787,7 +829,7 @@ publish_general(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg 
 	if (QUAYI_UNLIKELY(quay_msg_priority(m) > e->prio_max) ||
 	    (need > 1 && quayi_msg_ref_n(m, need - 1) != 0))
 		return -EINVAL; /* nothing taken, nothing stamped */
-	if (now > 0)
+	if (now >= 0)
 		(void)quay_msg_set_enqueued_ns(m, now);
 	/* Two or more durable bound queues: one multi-queue send for them
 	 * (deliver_durable), the other targets one by one. */
@@ -889,7 +931,7 @@ fan_out_batch(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg **
 				break;
 			if (need > 1 && quayi_msg_ref_n(ms[j], need - 1) != 0)
 				break;
-			if (now > 0)
+			if (now >= 0)
 				(void)quay_msg_set_enqueued_ns(ms[j], now);
 		}
 		c = j;
@@ -953,13 +995,17 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	int tapped = 0;
 	uint32_t len;
 	uint64_t hash, inbox_n;
-	bool temp = false;
+	bool temp = false, checked = false;
 	int64_t now;
 	size_t k;
 	uint64_t delivered = 0;
 	int r;
 
-	if (subject == NULL || quayi_bm_scan_subject(subject, &len, &hash) != 0)
+	/* The subject's bytes are checked only when it is not in the cache
+	 * (every cached entry was resolved for a checked subject), or before
+	 * anything else uses it: the tap, the unroutable path. An inbox
+	 * subject is an inbox prefix and digits: valid. */
+	if (subject == NULL || quayi_bm_subject_hash(subject, &len, &hash) != 0)
 		return -EINVAL;
 	if (res == NULL)
 		res = &local;
@@ -979,24 +1025,42 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 	/* Acquire: a late call on a bus being destroyed fails fast. */
 	if (QUAYI_UNLIKELY(__atomic_load_n(&bus->closing, __ATOMIC_ACQUIRE) != 0)) {
 		read_unlock();
-		return -EPIPE;
+		return quayi_bm_check_subject(subject, len) != 0 ? -EINVAL : -EPIPE;
 	}
 	/* BUS-TAP2: acquire; pairs with BUS-TAP1. One predictable branch. */
 	tap = __atomic_load_n(&bus->tap, __ATOMIC_ACQUIRE);
-	if (QUAYI_UNLIKELY(tap != NULL))
-		tapped = tap->fn(tap->arg, subject, len, msgs, n);
+	if (QUAYI_UNLIKELY(tap != NULL)) {
+		if (quayi_bm_check_subject(subject, len) != 0) {
+			read_unlock();
+			return -EINVAL;
+		}
+		checked = true;
+	}
 	/* BUS-T2: acquire; pairs with BUS-T1 (the version's nodes and cache). */
 	t = __atomic_load_n(&bus->table, __ATOMIC_ACQUIRE);
-	if (t->nsubs > 0) {
-		e = quayi_bm_lookup(t, subject, len, hash, &temp);
-		if (QUAYI_UNLIKELY(e == NULL)) {
+	if (t->nsubs > 0)
+		e = quayi_bm_cached(t, subject, len, hash);
+	if (e == NULL) {
+		if (!checked && quayi_bm_check_subject(subject, len) != 0) {
 			read_unlock();
-			return -ENOMEM;
+			return -EINVAL;
+		}
+		if (t->nsubs > 0) {
+			e = quayi_bm_lookup(t, subject, len, hash, &temp);
+			if (QUAYI_UNLIKELY(e == NULL)) {
+				read_unlock();
+				return -ENOMEM;
+			}
 		}
 	}
-	/* One clock read per call, and only when a target records latency
-	 * (the clock costs as much as a delivery). */
-	now = e != NULL && e->stamp ? bus->clock(bus->clock_arg) : 0;
+	if (QUAYI_UNLIKELY(tap != NULL))
+		tapped = tap->fn(tap->arg, subject, len, msgs, n);
+	/* enqueued_ns when a target records latency: the clock (costs as much
+	 * as a delivery) on one call in latency_sample of this thread, 0 on
+	 * the others (not timed); -1: untouched. */
+	now = -1;
+	if (e != NULL && e->stamp)
+		now = (lat_tick++ & bus->lat_mask) == 0 ? bus->clock(bus->clock_arg) : 0;
 	if (e == NULL || e->ntargets == 0) {
 		for (k = 0; k < n; k++) {
 			memset(res, 0, sizeof(*res));
@@ -1031,7 +1095,7 @@ publish_core(struct quay_bus *bus, const char *subject, quay_msg **msgs, size_t 
 		    (need > 1 && quayi_msg_ref_n(m, need - 1) != 0)) {
 			r = -EINVAL; /* nothing taken, nothing stamped */
 		} else {
-			if (now > 0)
+			if (now >= 0)
 				(void)quay_msg_set_enqueued_ns(m, now);
 			fan_out(bus, e, m, res, NULL);
 			r = refusal(bus, res);
@@ -1178,17 +1242,22 @@ recv_leave(struct quay_sub *s)
 	__atomic_fetch_sub(&s->inflight, 1, __ATOMIC_RELEASE);
 }
 
+/* The latency of each stamped message (a sampled publish); one clock read
+ * per call, only if there is one. */
 static void
 record_latency(struct quay_sub *s, quay_msg *const *m, size_t n)
 {
-	int64_t now;
+	int64_t now = 0;
 
 	if (s->h_latency == NULL)
 		return;
-	now = s->bus->clock(s->bus->clock_arg);
 	for (size_t i = 0; i < n; i++) {
 		int64_t enq = quay_msg_enqueued_ns(m[i]);
-		quay_hist_record(s->h_latency, enq > 0 && now > enq ? (uint64_t)(now - enq) : 0);
+		if (QUAYI_LIKELY(enq <= 0))
+			continue;
+		if (now == 0)
+			now = s->bus->clock(s->bus->clock_arg);
+		quay_hist_record(s->h_latency, now > enq ? (uint64_t)(now - enq) : 0);
 	}
 }
 
@@ -1203,6 +1272,19 @@ quay_sub_receive(quay_sub *sub, quay_msg **out, int64_t timeout_ns)
 	r = rcu_thread();
 	if (r != 0)
 		return r;
+	/* BUS-R3: a message already queued is taken inside one read-side
+	 * section, which keeps sub alive (as BUS-R1): no inflight count. */
+	urcu_memb_read_lock();
+	/* Acquire; pairs with the release store in unsubscribe (as recv_enter). */
+	if (QUAYI_LIKELY(__atomic_load_n(&sub->closed, __ATOMIC_ACQUIRE) == 0) && sub_pop(sub, &m) == 0) {
+		quay_counter_inc(sub->c_received);
+		record_latency(sub, &m, 1);
+		read_unlock();
+		*out = m;
+		return 0;
+	}
+	read_unlock();
+	/* Empty or closed: the waiting path. */
 	if (!recv_enter(sub))
 		return -EPIPE;
 	if (sub->pq != NULL)
@@ -1225,17 +1307,20 @@ quay_sub_receive_burst(quay_sub *sub, quay_msg **out, size_t n)
 
 	if (sub == NULL || out == NULL || n == 0 || rcu_thread() != 0)
 		return 0;
-	if (!recv_enter(sub))
-		return 0;
-	if (sub->pq != NULL)
-		got = quay_pq_pop_burst(sub->pq, out, n, NULL);
-	else
-		got = quay_ring_pop_burst(sub->ring, out, n);
-	if (got > 0) {
-		quay_counter_add(sub->c_received, got);
-		record_latency(sub, out, got);
+	/* BUS-R3: it never waits, so one read-side section covers it. */
+	urcu_memb_read_lock();
+	/* Acquire; pairs with the release store in unsubscribe (as recv_enter). */
+	if (__atomic_load_n(&sub->closed, __ATOMIC_ACQUIRE) == 0) {
+		if (sub->pq != NULL)
+			got = quay_pq_pop_burst(sub->pq, out, n, NULL);
+		else
+			got = quay_ring_pop_burst(sub->ring, out, n);
+		if (got > 0) {
+			quay_counter_add(sub->c_received, got);
+			record_latency(sub, out, got);
+		}
 	}
-	recv_leave(sub);
+	read_unlock();
 	return got;
 }
 
@@ -1940,7 +2025,8 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	/* Size-versioned: a struct that ends before unroutable has none, one
 	 * that ends before allocator the C library's. */
 	if (opts->size == offsetof(struct quay_bus_opts, unroutable) ||
-	    opts->size == offsetof(struct quay_bus_opts, allocator)) {
+	    opts->size == offsetof(struct quay_bus_opts, allocator) ||
+	    opts->size == offsetof(struct quay_bus_opts, latency_sample)) {
 		memset(&o2, 0, sizeof(o2));
 		memcpy(&o2, opts, opts->size);
 		o2.size = sizeof(o2);
@@ -1948,7 +2034,9 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	}
 	if (opts->size != sizeof(*opts) || opts->flags != 0 ||
 	    (opts->name != NULL && !valid_name(opts->name)) || opts->max_subs > QUAY_BUS_SUBS_MAX ||
-	    opts->max_requests > QUAY_BUS_REQUESTS_MAX || quayi_alloc_check(opts->allocator) != 0)
+	    opts->max_requests > QUAY_BUS_REQUESTS_MAX || quayi_alloc_check(opts->allocator) != 0 ||
+	    opts->latency_sample > QUAY_BUS_LATENCY_SAMPLE_MAX ||
+	    (opts->latency_sample & (opts->latency_sample - 1)) != 0)
 		return -EINVAL;
 	bus = quayi_calloc(opts->allocator, 1, sizeof(*bus));
 	if (bus == NULL)
@@ -1964,6 +2052,8 @@ quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out)
 	    (size_t)snprintf(bus->inbox, sizeof(bus->inbox), "_INBOX.%llu.", (unsigned long long)bus->id);
 	bus->clock = opts->clock != NULL ? opts->clock : quayi_real_clock;
 	bus->clock_arg = opts->clock_arg;
+	bus->lat_mask =
+	    (opts->latency_sample != 0 ? opts->latency_sample : QUAY_BUS_LATENCY_SAMPLE_DEFAULT) - 1;
 	bus->max_subs = opts->max_subs != 0 ? opts->max_subs : QUAY_BUS_SUBS_DEFAULT;
 	bus->nreq = opts->max_requests != 0 ? opts->max_requests : QUAY_BUS_REQUESTS_DEFAULT;
 	bus->reqs = quayi_calloc_aligned(bus->alloc, QUAY_CACHELINE, bus->nreq * sizeof(*bus->reqs));

@@ -52,6 +52,12 @@ int quayi_bm_parse(const char *s, bool pattern, struct quayi_bm_toks *t);
 /* Check a publish subject and hash it in one pass over its bytes.
  * 0 (and *len, *hash set) or -EINVAL. */
 int quayi_bm_scan_subject(const char *s, uint32_t *len, uint64_t *hash);
+/* The two halves of scan_subject: the length and hash of s (0, or -EINVAL
+ * for an empty or too long subject), and the check of its bytes and
+ * tokens (0 or -EINVAL). publish checks only a subject that is not in the
+ * cache: every cached entry was resolved for a checked subject. */
+int quayi_bm_subject_hash(const char *s, uint32_t *len, uint64_t *hash);
+int quayi_bm_check_subject(const char *s, uint32_t len);
 
 /* The reference matcher: a pattern against a subject, both parsed. */
 bool quayi_bm_match_toks(const struct quayi_bm_toks *pat, const struct quayi_bm_toks *subj);
@@ -164,6 +170,11 @@ void quayi_bm_table_free_all(struct quayi_bm_table *t, struct quayi_bm_cache_poo
  * Called inside an RCU read-side section. */
 const struct quayi_bm_centry *quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len,
     uint64_t hash, bool *temp);
+/* The cached entry of a subject (len bytes, hash from subject_hash), or
+ * NULL if it is not in t's cache (then: check it, and lookup). Inside an
+ * RCU read-side section. */
+const struct quayi_bm_centry *quayi_bm_cached(struct quayi_bm_table *t, const char *subj, uint32_t len,
+    uint64_t hash);
 /* Free an entry quayi_bm_lookup() returned with *temp set. */
 void quayi_bm_centry_free(const struct quayi_bm_table *t, const struct quayi_bm_centry *e);
 
@@ -222,6 +233,7 @@ struct quay_bus {
 	uint32_t closing;
 	int64_t (*clock)(void *);
 	void *clock_arg;
+	uint32_t lat_mask; /* latency_sample - 1 */
 	uint64_t id;
 	char inbox[40];
 	size_t inbox_len;

@@ -193,15 +193,24 @@ bm_word_bad(uint64_t w)
 }
 
 int
-quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
+quayi_bm_subject_hash(const char *s, uint32_t *lenp, uint64_t *hash)
 {
 	size_t len = strnlen(s, QUAY_BUS_SUBJECT_MAX + 1);
+
+	if (len == 0 || len > QUAY_BUS_SUBJECT_MAX)
+		return -EINVAL;
+	*lenp = (uint32_t)len;
+	*hash = bm_hash(s, len);
+	return 0;
+}
+
+int
+quayi_bm_check_subject(const char *s, uint32_t len)
+{
 	size_t i, ntok = 1;
 	bool prev_dot = true; /* a dot "before" byte 0: a leading dot is an empty token */
 	uint64_t hashes = 0;  /* some byte is `#` */
 
-	if (len == 0 || len > QUAY_BUS_SUBJECT_MAX)
-		return -EINVAL;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	/* Eight bytes at a time within [0, len): the last partial word is
 	 * padded with a plain byte, so no read goes past the string. */
@@ -255,9 +264,15 @@ quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
 			if (s[i] == '#' && (i == 0 || s[i - 1] == '.') && (i + 1 == len || s[i + 1] == '.'))
 				return -EINVAL;
 	}
-	*lenp = (uint32_t)len;
-	*hash = bm_hash(s, len);
 	return 0;
+}
+
+int
+quayi_bm_scan_subject(const char *s, uint32_t *lenp, uint64_t *hash)
+{
+	if (quayi_bm_subject_hash(s, lenp, hash) != 0)
+		return -EINVAL;
+	return quayi_bm_check_subject(s, *lenp);
 }
 
 static inline bool
@@ -1036,6 +1051,24 @@ quayi_bm_centry_free(const struct quayi_bm_table *t, const struct quayi_bm_centr
 }
 
 const struct quayi_bm_centry *
+quayi_bm_cached(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash)
+{
+	const uint32_t mask = QUAY_BUS_CACHE_ENTRIES - 1;
+	struct quayi_bm_cache *c = t->cache;
+
+	for (uint32_t p = 0; p < BM_PROBE; p++) {
+		/* BUS-E2: acquire; pairs with BUS-E1 (the entry's contents). */
+		const struct quayi_bm_centry *e =
+		    __atomic_load_n(&c->slot[(hash + p) & mask], __ATOMIC_ACQUIRE);
+		if (e == NULL)
+			break;
+		if (e->hash == hash && e->len == len && memcmp(e->subj, subj, len) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+const struct quayi_bm_centry *
 quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64_t hash, bool *temp)
 {
 	const uint32_t mask = QUAY_BUS_CACHE_ENTRIES - 1;
@@ -1043,14 +1076,9 @@ quayi_bm_lookup(struct quayi_bm_table *t, const char *subj, uint32_t len, uint64
 	struct quayi_bm_centry *e;
 
 	*temp = false;
-	for (uint32_t p = 0; p < BM_PROBE; p++) {
-		/* BUS-E2: acquire; pairs with BUS-E1 below (the entry's contents). */
-		e = __atomic_load_n(&c->slot[(hash + p) & mask], __ATOMIC_ACQUIRE);
-		if (e == NULL)
-			break;
-		if (e->hash == hash && e->len == len && memcmp(e->subj, subj, len) == 0)
-			return e;
-	}
+	e = (struct quayi_bm_centry *)(uintptr_t)quayi_bm_cached(t, subj, len, hash);
+	if (e != NULL)
+		return e;
 	e = resolve(t, subj, len, hash);
 	if (e == NULL)
 		return NULL;

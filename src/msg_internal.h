@@ -23,7 +23,8 @@
 /*
  * Add k references to msg, whose caller holds one (so it cannot be freed
  * meanwhile). k == 0 does nothing.
- * Ordering: none (MSG-F1: relaxed; nothing is published by a ref).
+ * Ordering: none (MSG-F1: relaxed; nothing is published by a ref); the
+ * sole-holder path loads with acquire (MSG-U1, see there).
  * Returns: 0; -EINVAL for a NULL msg or if the count would pass
  * UINT32_MAX (nothing added); a count of 0 is misuse (see above).
  */
@@ -36,8 +37,18 @@ quayi_msg_ref_n(quay_msg *msg, uint32_t k)
 		return -EINVAL;
 	if (k == 0)
 		return 0;
-	/* MSG-F1: relaxed; the CAS validates the value. */
-	c = __atomic_load_n(&msg->refcount, __ATOMIC_RELAXED);
+	/* MSG-U1: acquire, as quay_msg_unref()'s sole-holder load: if we see
+	 * 1 the reference is the caller's only, the other holders are done
+	 * (their release decrements happen-before the plain store below, so
+	 * the holder that frees after ours still synchronises with them),
+	 * and nobody else may touch the count: no locked instruction (a
+	 * fresh message published to several targets). */
+	c = __atomic_load_n(&msg->refcount, __ATOMIC_ACQUIRE);
+	if (c == 1 && k < UINT32_MAX) {
+		/* MSG-F1: relaxed; handing the message on publishes the count. */
+		__atomic_store_n(&msg->refcount, 1 + k, __ATOMIC_RELAXED);
+		return 0;
+	}
 	do {
 		if (__builtin_expect(c == 0, 0))
 			return quayi_msg_misuse(msg, "quayi_msg_ref_n");

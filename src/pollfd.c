@@ -328,11 +328,8 @@ quayi_pollfd_forget(uint32_t *event)
 static bool
 head_ready(const struct quay_ring *r)
 {
-	uint64_t head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
-	/* Acquire: pairs with RING-R1; a hint only, the take re-checks. */
-	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_ACQUIRE);
-
-	return (int64_t)(seq - ((head << 1) | 1)) >= 0;
+	/* Relaxed: a hint only, the take re-checks. */
+	return quayi_ring_head_ready(r, __atomic_load_n(&r->head, __ATOMIC_RELAXED));
 }
 
 /* A closed ring with nothing claimed past head: pop says -EPIPE for ever. */

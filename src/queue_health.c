@@ -265,10 +265,8 @@ quayi_health_eval(quay_queue *q, const struct quay_queue_stats *st, int64_t now)
 	v[QUAY_QUEUE_ALARM_READY] = (double)st->ready;
 	v[QUAY_QUEUE_ALARM_AGE] = (double)st->oldest_age_ns;
 	v[QUAY_QUEUE_ALARM_IN_FLIGHT] = (double)st->in_flight;
-	/* Relaxed: a count, read as a gauge (the DLQ's held: ready, delayed,
-	 * in flight and in transit there). */
-	v[QUAY_QUEUE_ALARM_DLQ] =
-	    q->dlq != NULL ? (double)__atomic_load_n(&q->dlq->held, __ATOMIC_RELAXED) : 0;
+	/* The DLQ's held: ready, delayed, in flight and in transit there. */
+	v[QUAY_QUEUE_ALARM_DLQ] = q->dlq != NULL ? (double)quayi_queue_held(q->dlq) : 0;
 	v[QUAY_QUEUE_ALARM_FAILURES] = failure_rate(h, st, now);
 	/* Within the period of the last counted evaluation: refresh the
 	 * values only (the streaks and states wait for the next period). */

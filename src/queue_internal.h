@@ -158,15 +158,28 @@ struct quay_queue {
 	quay_gauge *gauge[QG_COUNT];
 	quay_hist *h_first, *h_ack;
 
-	/* Messages held (ready + delayed + in flight + in transit): bounds
-	 * the queue, so that a failed delivery always has room to go back. */
-	uint64_t held QUAYI_ALIGNED(QUAY_CACHELINE);
+	/* Messages held (ready + delayed + in flight + in transit) =
+	 * held_in - held_out (quayi_queue_held): bounds the queue, so that a
+	 * failed delivery always has room to go back. Two counters on two
+	 * lines, so that a sender and a consumer do not write one line per
+	 * message: a send adds to held_in, an exit (ack, drop, dead letter,
+	 * a send refused late) to held_out. A send compares with
+	 * held_out_seen, a copy of held_out that can only be behind (the
+	 * count only grows): it reads held_out itself only when the copy
+	 * says full. */
+	uint64_t held_in QUAYI_ALIGNED(QUAY_CACHELINE);
+	uint64_t held_out_seen;
+	uint64_t held_out QUAYI_ALIGNED(QUAY_CACHELINE);
 
 	/* Earliest time at which timer work may be due (INT64_MAX: none). */
 	int64_t next_due QUAYI_ALIGNED(QUAY_CACHELINE);
-	uint64_t rng_ctr;      /* jitter draws */
-	uint32_t closed;       /* quay_queue_close(): C1 store, C2 loads */
-	int64_t last_recv_enq; /* enqueued_ns of the last received message */
+	uint64_t rng_ctr; /* jitter draws */
+	uint32_t closed;  /* quay_queue_close(): C1 store, C2 loads */
+
+	/* enqueued_ns of the last received message. Written by every
+	 * receive: on a line of its own, so that senders reading next_due
+	 * and closed above do not miss the cache on each receive. */
+	int64_t last_recv_enq QUAYI_ALIGNED(QUAY_CACHELINE);
 
 	/* Timer state: everything below under tlock. */
 	pthread_mutex_t tlock QUAYI_ALIGNED(QUAY_CACHELINE);
@@ -214,6 +227,19 @@ quayi_queue_dedup_id(const quay_queue *q, const quay_msg *msg, size_t *len)
 	    quay_msg_get_header(msg, QUAY_MSG_H_DEDUP_ID, &id, len) != 0)
 		return NULL;
 	return id;
+}
+
+/* Messages held by q (see held_in): a snapshot, relaxed (a gauge). */
+static inline uint64_t
+quayi_queue_held(const quay_queue *q)
+{
+	/* Relaxed: counts that publish nothing. The two loads are not one
+	 * snapshot (a reservation undone between them, an exit counted
+	 * before its entry is seen), hence the clamp. */
+	uint64_t out = __atomic_load_n(&q->held_out, __ATOMIC_RELAXED);
+	int64_t d = (int64_t)(__atomic_load_n(&q->held_in, __ATOMIC_RELAXED) - out);
+
+	return d > 0 ? (uint64_t)d : 0;
 }
 
 /* The number of bus bindings sending to q (src/bus.c). */

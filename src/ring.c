@@ -41,8 +41,12 @@ _Static_assert(offsetof(struct quay_ring, tail) == 64, "tail on its own line");
 _Static_assert(offsetof(struct quay_ring, head) == 128, "head on its own line");
 _Static_assert(offsetof(struct quay_ring, pop_event) == 192, "sleepers' line");
 _Static_assert(sizeof(struct quay_ring) == 256, "ring header is four lines");
-_Static_assert(((QUAYI_RING_F_FENCE | QUAYI_RING_F_OWNED | QUAYI_RING_F_SHARED) & QUAY_RING_FLAGS_ALL) == 0,
+_Static_assert(((QUAYI_RING_F_FENCE | QUAYI_RING_F_OWNED | QUAYI_RING_F_SHARED | QUAYI_RING_F_SPSC) &
+                   QUAY_RING_FLAGS_ALL) == 0,
     "internal flags apart");
+_Static_assert(offsetof(struct quay_ring, head_cache) < offsetof(struct quay_ring, head) &&
+        offsetof(struct quay_ring, pub_cache) < offsetof(struct quay_ring, pop_event),
+    "the SPSC fields share their side's line");
 
 
 /* The slow side of WAIT-W1 and RING-C1: a full barrier on every running thread. */
@@ -80,6 +84,11 @@ init_slots(struct quay_ring *r, uint64_t pos)
 	}
 	__atomic_store_n(&r->head, pos, __ATOMIC_RELAXED);
 	__atomic_store_n(&r->tail, pos, __ATOMIC_RELAXED);
+	/* SPSC mode: nothing published, nothing freed beyond pos. Relaxed:
+	 * the ring is not shared yet (init's release fence publishes it). */
+	__atomic_store_n(&r->pub, pos, __ATOMIC_RELAXED);
+	r->head_cache = pos;
+	r->pub_cache = pos;
 }
 
 int
@@ -97,6 +106,11 @@ quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, unsigned flags)
 	r->stride = (uint32_t)(elem_size + 8);
 	r->elem_size = (uint32_t)elem_size;
 	r->flags = flags | (membarrier_ok ? 0 : QUAYI_RING_F_FENCE);
+	/* One producer and one consumer: the layout without sequence words
+	 * (ring_inline.h, "SPSC mode"). Shared rings never get it: their
+	 * init is called without QUAY_RING_SP (src/ring_shm.c). */
+	if ((flags & QUAY_RING_FLAGS_ALL) == QUAY_RING_FLAGS_ALL)
+		r->flags |= QUAYI_RING_F_SPSC;
 	r->closed = QUAYI_RING_OPEN;
 	init_slots(r, 0);
 	/* Publish the initialised ring to whoever receives the pointer. */
@@ -218,11 +232,10 @@ bool
 quayi_ring_pop_ready(const void *ctx)
 {
 	const struct quay_ring *r = ctx;
+	/* Relaxed: a hint, pop re-checks. */
 	uint64_t head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
-	/* Acquire: pairs with RING-R1; a hint only, pop re-checks. */
-	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_ACQUIRE);
 
-	return (int64_t)(seq - ((head << 1) | 1)) >= 0 || quayi_ring_pop_status(r, head, 1) == -EPIPE;
+	return quayi_ring_head_ready(r, head) || quayi_ring_pop_status(r, head, 1) == -EPIPE;
 }
 
 /* Whether a push could make progress now: the slot at tail is free, or
@@ -233,6 +246,11 @@ quayi_ring_push_ready(const void *ctx)
 	const struct quay_ring *r = ctx;
 	uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
 	uint64_t pos = tail & QUAYI_RING_POS_MASK;
+
+	if (r->flags & QUAYI_RING_F_SPSC) /* Acquire: pairs with RING-R4; a hint, push re-checks. */
+		return ((pos - __atomic_load_n(&r->head, __ATOMIC_ACQUIRE)) & QUAYI_RING_POS_MASK) <=
+		    r->mask ||
+		    __atomic_load_n(&r->closed, __ATOMIC_ACQUIRE) != QUAYI_RING_OPEN;
 	/* Acquire: pairs with RING-R2; a hint only, push re-checks. */
 	uint64_t seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, pos)), __ATOMIC_ACQUIRE);
 

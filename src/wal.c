@@ -76,13 +76,20 @@
  *   fdatasyncs, with the lock released (a sync round, numbered gen);
  *   appenders arriving meanwhile wait for the next round, and the next
  *   leader covers all of them with one fdatasync (group commit). The end
- *   of a round wakes only the waiters it made durable (scv[gen & 1]) and
- *   signals one waiter of the next round (scv[(gen + 1) & 1]) in case no
- *   one else starts it. In SYNC mode the leader also overwrites the
- *   preallocated space ahead of the records with zeros, a chunk at a time,
- *   so that fdatasync finds written extents and need not commit the file
- *   system journal (zero_ahead). Since writes leave the buffer in order,
- *   the file is a prefix of the log after a process crash.
+ *   of a round wakes only the waiters it made durable (futex word
+ *   sround[gen & 1]; they leave without taking the lock) and one waiter
+ *   of the next round (sround[(gen + 1) & 1]) in case no one else starts
+ *   it. SYNC mode gathers (gather_locked): the thread that would start
+ *   the next round first waits, for at most half a round's time, until
+ *   as many threads wait as the last round released plus those that
+ *   waited meanwhile, since senders released by a round usually send
+ *   again at once; without it they split into two cohorts that
+ *   alternate, each round covering half of them. In SYNC mode the
+ *   leader also overwrites the preallocated space ahead of the records
+ *   with zeros, a chunk at a time, so that fdatasync finds written
+ *   extents and need not commit the file system journal (zero_ahead).
+ *   Since writes leave the buffer in order, the file is a prefix of the
+ *   log after a process crash.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -92,8 +99,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "clock.h"
@@ -124,10 +135,16 @@ struct quay_wal {
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* a flush round finished / failure */
-	/* SYNC waiters sleep on scv[g & 1] until sync round g has ended, so
-	 * that the end of a round wakes only the appenders it made durable
-	 * (and, when the leader stops, those waiting for the next round). */
-	pthread_cond_t scv[2];
+	/* Sync waiters sleep on the futex word sround[g & 1] until sync
+	 * round g has ended, so that the end of a round wakes only the
+	 * appenders it made durable (and, when the leader stops, one of
+	 * those waiting for the next round). The end of a round bumps the
+	 * word under mu (WAL-S2); a woken waiter that finds its LSN durable
+	 * (WAL-S1) returns without taking mu, so a round's end costs no
+	 * chain of mutex hand-offs. nsleep[p]: threads asleep on word p
+	 * (no wake-up system call when none). */
+	uint32_t sround[2];
+	uint32_t nsleep[2];
 
 	/* Under mu. */
 	struct wal_seg *segs;
@@ -152,6 +169,17 @@ struct quay_wal {
 	uint64_t syncs;     /* fdatasyncs of flush rounds (quay_wal_info) */
 	bool flushing;
 	bool sync_round; /* the flush in flight is a sync round (gen) */
+	/* Gathering (SYNC mode, see WRITING): every thread waiting for a
+	 * sync is counted once per wait, as covered by the round in flight
+	 * (wait_round) or waiting for the next one (wait_next). */
+	uint32_t wait_round;
+	uint32_t wait_next;
+	uint32_t gather_want; /* the last round's waiters + those waiting at its end */
+	uint32_t gather_skip; /* rounds left to start without gathering (back-off) */
+	uint32_t gather_backoff;
+	bool gathering;    /* a waiter holds the next round back (gather_locked) */
+	int64_t sync_ns;   /* a sync round's write + fdatasync time (moving average) */
+	int64_t gather_ns; /* a gather's time when all came (moving average) */
 	int failed;
 
 	/* INTERVAL flusher thread. */
@@ -468,6 +496,63 @@ create_seg(quay_wal *w, uint64_t first_lsn, uint32_t salt, int *fdp, uint64_t *a
 
 /* ---- flushing (see WRITING above) ------------------------------------- */
 
+/* The sync waiters' futex words (struct quay_wal: sround, nsleep). */
+
+/* End of a round of parity p, or a failure (mu held): bump the word, so
+ * that a waiter between reading it and sleeping does not sleep, and wake
+ * up to n of those asleep. */
+static void
+round_wake(quay_wal *w, uint64_t p, int n)
+{
+	uint32_t *word = &w->sround[p & 1];
+
+	/* WAL-S2: a bump under mu; sleepers read the word under mu before
+	 * sleeping (round_sleep), so either they see the bump (the kernel's
+	 * compare fails) or they are asleep and the wake-up finds them.
+	 * Relaxed: mu and the futex call order it; what the waiter then
+	 * reads is ordered by WAL-S1 or by mu. */
+	__atomic_store_n(word, __atomic_load_n(word, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+	/* Relaxed: incremented under mu by every sleeper before it unlocks,
+	 * so a sleeper is counted by now. */
+	if (__atomic_load_n(&w->nsleep[p & 1], __ATOMIC_RELAXED) != 0)
+		syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+/* Sleep (mu held, released meanwhile) until the round of parity p ends
+ * or deadline (absolute CLOCK_MONOTONIC ns, < 0: none) passes. Returns
+ * true, mu released, if lsn is durable by then and the caller may leave
+ * unlocked (unlocked != NULL; *unlocked set); else false with mu held
+ * again: the caller re-checks everything. */
+static bool
+round_sleep(quay_wal *w, uint64_t p, uint64_t lsn, int64_t deadline, bool *unlocked)
+{
+	uint32_t *word = &w->sround[p & 1];
+	/* WAL-S2: read under mu (relaxed: mu orders it against the bump). */
+	uint32_t val = __atomic_load_n(word, __ATOMIC_RELAXED);
+	struct timespec ts, *tsp = NULL;
+
+	/* Relaxed: a count for round_wake, which reads it under mu. */
+	__atomic_fetch_add(&w->nsleep[p & 1], 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&w->mu);
+	if (deadline >= 0) {
+		int64_t left = quayi_deadline_left(deadline);
+		ts = quayi_ns_to_ts(left);
+		tsp = &ts;
+	}
+	if (tsp == NULL || ts.tv_sec > 0 || ts.tv_nsec > 0)
+		syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0); /* EINTR/EAGAIN: re-check */
+	/* Relaxed: only a count (see round_wake). */
+	__atomic_fetch_sub(&w->nsleep[p & 1], 1, __ATOMIC_RELAXED);
+	/* WAL-S1: acquire; pairs with the release store of durable_lsn at
+	 * the end of the round that made lsn durable (after its fdatasync). */
+	if (unlocked != NULL && __atomic_load_n(&w->durable_lsn, __ATOMIC_ACQUIRE) >= lsn) {
+		*unlocked = true;
+		return true;
+	}
+	pthread_mutex_lock(&w->mu);
+	return false;
+}
+
 static void
 fail_locked(quay_wal *w, int err)
 {
@@ -475,8 +560,8 @@ fail_locked(quay_wal *w, int err)
 	if (w->failed == 0)
 		w->failed = err == -ENOSPC ? -ENOSPC : -EIO;
 	pthread_cond_broadcast(&w->cv);
-	pthread_cond_broadcast(&w->scv[0]);
-	pthread_cond_broadcast(&w->scv[1]);
+	round_wake(w, 0, INT_MAX);
+	round_wake(w, 1, INT_MAX);
 }
 
 /* Zero-ahead (SYNC mode): before the leader writes records up to `to`,
@@ -518,14 +603,15 @@ zero_ahead(const quay_wal *w, int fd, uint64_t zeroed, uint64_t to, uint64_t all
 /* Become the leader: write [wpos, fill) and, if sync, fdatasync (one
  * round). Called and returns with mu held; requires !flushing and !failed.
  *
- * Wake-ups: the end of a sync round broadcasts scv[gen & 1], where only
- * the appenders it made durable sleep; those that arrived during the sync
- * sleep on the other one, and of them only one is signalled, to lead the
- * next round should nobody else (the leader returning to its caller and
- * appending again usually starts it first, covering them all). The old
- * single condition variable woke every waiter at every round (a thundering
- * herd on two cores: N-1 futex wake-ups and mutex hand-offs per fdatasync,
- * and waiters racing to lead with one record each). */
+ * Wake-ups: the end of a sync round wakes every sleeper on sround[gen &
+ * 1], where only the appenders it made durable sleep; those that arrived
+ * during the sync sleep on the other word, and of them only one is woken,
+ * to lead the next round should nobody else (the leader returning to its
+ * caller and appending again usually starts it first, covering them
+ * all). The waiters it made durable leave without taking mu (WAL-S1). A
+ * single condition variable once woke every waiter at every round (a
+ * thundering herd on two cores: N-1 futex wake-ups and mutex hand-offs
+ * per fdatasync, and waiters racing to lead with one record each). */
 static int
 flush_locked(quay_wal *w, bool sync)
 {
@@ -534,15 +620,21 @@ flush_locked(quay_wal *w, bool sync)
 	/* Only the leader writes durable_lsn, under mu: relaxed read is enough. */
 	bool need_sync = sync && __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED) < lsn_to;
 	int fd = w->fd, r = 0;
+	int64_t t0 = 0;
 
 	w->flushing = true;
 	w->sync_round = need_sync;
 	if (need_sync) {
 		/* A new round: waiters for LSNs up to lsn_to wait on
-		 * scv[gen & 1], later ones on the other. */
+		 * sround[gen & 1], later ones on the other. */
 		w->gen++;
 		w->round_lsn = lsn_to;
 		w->syncs++;
+		/* Every waiter is covered now; a gather in progress ends. */
+		w->wait_round += w->wait_next;
+		w->wait_next = 0;
+		w->gathering = false;
+		t0 = quayi_mono_ns();
 	}
 	pthread_mutex_unlock(&w->mu);
 	/* [from, to) of the buffer is stable: appenders only copy beyond
@@ -574,20 +666,86 @@ flush_locked(quay_wal *w, bool sync)
 	w->written_lsn = lsn_to;
 	pthread_cond_broadcast(&w->cv);
 	if (need_sync) {
-		/* Release: pairs with the acquire in quay_wal_durable_lsn. */
+		int64_t d = quayi_mono_ns() - t0;
+
+		w->sync_ns = w->sync_ns == 0 ? d : w->sync_ns + (d - w->sync_ns) / 8;
+		/* The next round gathers the waiters this one releases (they
+		 * usually send again at once) and those waiting already. */
+		w->gather_want = w->wait_round + w->wait_next;
+		w->wait_round = 0;
+		/* WAL-S1: release, after the fdatasync; pairs with the acquire
+		 * in round_sleep and in quay_wal_durable_lsn. */
 		__atomic_store_n(&w->durable_lsn, lsn_to, __ATOMIC_RELEASE);
-		pthread_cond_broadcast(&w->scv[w->gen & 1]);
+		round_wake(w, w->gen, INT_MAX);
 		if (w->sync_want > lsn_to)
-			pthread_cond_signal(&w->scv[(w->gen + 1) & 1]);
+			round_wake(w, w->gen + 1, 1);
 	}
 	return 0;
 }
 
-/* Wait until lsn is written (sync false) or durable (sync true), leading
- * flushes when no one else does. mu held. */
-static int
-wait_locked(quay_wal *w, uint64_t lsn, bool sync)
+/* Gather (SYNC mode): hold the next sync round back until the waiters
+ * the last round released are waiting again, so that one fdatasync
+ * covers them all. Without it the senders split into two cohorts: a
+ * round covers only those that came during the previous one (4 of 8
+ * sending threads), the others having been released while it started.
+ * The caller waits for a sync and would lead the round; !flushing.
+ * Returns once the gather is complete (the last waiter to come starts
+ * the round), has timed out, or another thread started a round.
+ *
+ * Bounds: the wait is at most half a sync round's average time, so the
+ * disk idles at most that long for a sender that does not come back;
+ * after a gather that timed out, the next rounds (1, 2, 4 .. 64) start
+ * at once. One sender alone never gathers (gather_want is 1). */
+#define GATHER_BACKOFF_MAX 64u
+
+static bool
+gather_wanted(quay_wal *w)
 {
+	if (w->mode != QUAY_WAL_SYNC || w->gathering || w->wait_next >= w->gather_want || w->sync_ns <= 0)
+		return false;
+	if (w->gather_skip > 0) {
+		w->gather_skip--;
+		return false;
+	}
+	return true;
+}
+
+static void
+gather_locked(quay_wal *w)
+{
+	uint64_t gen = w->gen;
+	int64_t t0 = quayi_mono_ns(), deadline = t0 + w->sync_ns / 2;
+
+	w->gathering = true;
+	while (w->gathering && w->gen == gen && !w->failed && quayi_mono_ns() < deadline) {
+		/* Waiters of the next round sleep on its word; the one that
+		 * completes the gather starts the round itself. */
+		(void)round_sleep(w, gen + 1, 0, deadline, NULL);
+	}
+	if (w->gathering && w->gen == gen) {
+		/* Timed out: lead (after a write-only flush in flight). */
+		w->gathering = false;
+		w->gather_backoff = w->gather_backoff == 0 ? 1 : w->gather_backoff * 2;
+		if (w->gather_backoff > GATHER_BACKOFF_MAX)
+			w->gather_backoff = GATHER_BACKOFF_MAX;
+		w->gather_skip = w->gather_backoff;
+	} else if (w->gen != gen) {
+		int64_t d = quayi_mono_ns() - t0;
+
+		w->gather_ns = w->gather_ns == 0 ? d : w->gather_ns + (d - w->gather_ns) / 8;
+		w->gather_backoff = 0;
+	}
+}
+
+/* Wait until lsn is written (sync false) or durable (sync true), leading
+ * flushes when no one else does. mu held; returned with mu held, except
+ * when unlocked != NULL and *unlocked is set true (0 returned: a waiter
+ * woken by the round that made lsn durable, which leaves at once). */
+static int
+wait_locked_x(quay_wal *w, uint64_t lsn, bool sync, bool *unlocked)
+{
+	bool counted = false, gathered = false;
+
 	for (;;) {
 		/* Relaxed: under mu, which every writer of durable_lsn holds. */
 		uint64_t have = sync ? __atomic_load_n(&w->durable_lsn, __ATOMIC_RELAXED) : w->written_lsn;
@@ -595,12 +753,19 @@ wait_locked(quay_wal *w, uint64_t lsn, bool sync)
 			return 0;
 		if (w->failed)
 			return w->failed;
+		if (sync && !counted) {
+			counted = true;
+			if (w->flushing && w->sync_round && lsn <= w->round_lsn)
+				w->wait_round++;
+			else
+				w->wait_next++;
+		}
 		if (w->flushing) {
 			if (sync && w->sync_want < lsn)
 				w->sync_want = lsn;
 			/* A sync round in flight covers lsn: wait for its end
-			 * (scv[gen & 1]); else for the next round's end, or to be
-			 * signalled to lead it (scv[(gen + 1) & 1]): the end of a
+			 * (sround[gen & 1]); else for the next round's end, or to be
+			 * signalled to lead it (sround[(gen + 1) & 1]): the end of a
 			 * round signals one such waiter when sync_want is beyond
 			 * it, so one always comes back to lead. A write-only
 			 * flush ends with cv. Everything is re-checked under mu
@@ -610,13 +775,33 @@ wait_locked(quay_wal *w, uint64_t lsn, bool sync)
 				continue;
 			}
 			/* lsn beyond the round in flight: the next round. */
-			pthread_cond_wait(&w->scv[(w->gen + (lsn > w->round_lsn)) & 1], &w->mu);
+			if (round_sleep(w, w->gen + (lsn > w->round_lsn), lsn, -1, unlocked))
+				return 0;
+			continue;
+		}
+		if (sync && w->gathering && w->wait_next < w->gather_want) {
+			/* Another waiter gathers the next round, which covers
+			 * lsn: wait for its end (or for the gatherer to give
+			 * up: it then leads the round). */
+			if (round_sleep(w, w->gen + 1, lsn, -1, unlocked))
+				return 0;
+			continue;
+		}
+		if (sync && !gathered && gather_wanted(w)) {
+			gathered = true;
+			gather_locked(w);
 			continue;
 		}
 		int r = flush_locked(w, sync);
 		if (r != 0)
 			return r;
 	}
+}
+
+static int
+wait_locked(quay_wal *w, uint64_t lsn, bool sync)
+{
+	return wait_locked_x(w, lsn, sync, NULL);
 }
 
 /* Seal the last segment and start a new one, or, after waiting for a
@@ -719,6 +904,7 @@ put_batch_x(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn,
 {
 	uint64_t total = 0;
 	uint32_t crc1 = 0, salt_guess;
+	bool unlocked = false;
 	int r = 0;
 
 	for (size_t i = 0; i < n; i++)
@@ -790,7 +976,7 @@ put_batch_x(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn,
 	switch (w->mode) {
 	case QUAY_WAL_SYNC:
 		if (!nowait)
-			r = wait_locked(w, w->next_lsn - 1, true);
+			r = wait_locked_x(w, w->next_lsn - 1, true, &unlocked);
 		break;
 	case QUAY_WAL_INTERVAL: r = wait_locked(w, w->next_lsn - 1, false); break;
 	default:
@@ -800,7 +986,8 @@ put_batch_x(quay_wal *w, const quay_wal_rec *recs, size_t n, uint64_t *last_lsn,
 		break;
 	}
 out:
-	pthread_mutex_unlock(&w->mu);
+	if (!unlocked)
+		pthread_mutex_unlock(&w->mu);
 	return r;
 }
 
@@ -888,15 +1075,17 @@ quay_wal_sync(quay_wal *w, uint64_t lsn)
 	}
 	if (lsn == 0)
 		lsn = w->next_lsn - 1;
-	r = w->failed ? w->failed : wait_locked(w, lsn, true);
-	pthread_mutex_unlock(&w->mu);
+	bool unlocked = false;
+	r = w->failed ? w->failed : wait_locked_x(w, lsn, true, &unlocked);
+	if (!unlocked)
+		pthread_mutex_unlock(&w->mu);
 	return r;
 }
 
 uint64_t
 quay_wal_durable_lsn(const quay_wal *w)
 {
-	/* Acquire: pairs with the release in flush_locked. */
+	/* WAL-S1: acquire; pairs with the release in flush_locked. */
 	return w == NULL ? 0 : __atomic_load_n(&w->durable_lsn, __ATOMIC_ACQUIRE);
 }
 
@@ -1168,8 +1357,6 @@ wal_free(quay_wal *w)
 	if (w->locked)
 		w->io->unlock_dir(w->ioctx, w->lock_handle);
 	pthread_cond_destroy(&w->tcv);
-	pthread_cond_destroy(&w->scv[1]);
-	pthread_cond_destroy(&w->scv[0]);
 	pthread_cond_destroy(&w->cv);
 	pthread_mutex_destroy(&w->mu);
 	if (w->buf != NULL)
@@ -1572,8 +1759,6 @@ quayi_wal_open_io(const char *dir, const struct quay_wal_opts *opts, const struc
 	w->fd = -1;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
-	pthread_cond_init(&w->scv[0], NULL);
-	pthread_cond_init(&w->scv[1], NULL);
 	{
 		pthread_condattr_t ca;
 		pthread_condattr_init(&ca);

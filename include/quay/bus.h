@@ -62,9 +62,13 @@
  * Delivery is by reference: each receiving subscription gets its own
  * reference (quay_msg_ref()); the receiver drops it with quay_msg_unref().
  * The message is shared: receivers must not modify it (see quay/msg.h).
- * Publishing stamps the message's enqueued_ns (the bus clock) when a
- * matching subscription records latency (not QUAY_SUB_NO_LATENCY); its
- * receive records now - enqueued_ns in the subscription's histogram.
+ * Receive latency is sampled: when a matching subscription records
+ * latency (not QUAY_SUB_NO_LATENCY), one publish call in latency_sample
+ * of each thread (quay_bus_opts; default 64) stamps the message's
+ * enqueued_ns with the bus clock, and the others set it to 0; a receive
+ * records now - enqueued_ns in the subscription's histogram for each
+ * stamped message only. So the histogram counts the sampled messages;
+ * every counter (received, delivered, ...) stays exact.
  *
  * Concurrency (synchronisation table):
  *
@@ -129,6 +133,10 @@ extern "C" {
 /** Default and largest number of requests waiting at once on one bus. */
 #define QUAY_BUS_REQUESTS_DEFAULT 1024u
 #define QUAY_BUS_REQUESTS_MAX 65536u
+/** Default of quay_bus_opts.latency_sample: one publish in 64 is timed. */
+#define QUAY_BUS_LATENCY_SAMPLE_DEFAULT 64u
+/** Largest quay_bus_opts.latency_sample. */
+#define QUAY_BUS_LATENCY_SAMPLE_MAX 65536u
 /** Entries of the subject -> subscribers cache of each table version. */
 #define QUAY_BUS_CACHE_ENTRIES 4096u
 /** Default capacity of a subscription's queue (per level with priorities). */
@@ -216,11 +224,17 @@ struct quay_bus_opts {
 	 *  library); see quay/alloc.h. Kept, not copied: it must outlive the
 	 *  bus. A struct whose size stops before this field is accepted. */
 	const struct quay_allocator *allocator;
+	/** Receive latency: time one publish call in latency_sample of each
+	 *  thread (a power of two up to QUAY_BUS_LATENCY_SAMPLE_MAX; 0:
+	 *  QUAY_BUS_LATENCY_SAMPLE_DEFAULT; 1: every call). A clock read
+	 *  costs about as much as a delivery. A struct whose size stops
+	 *  before this field is accepted (the default). */
+	uint32_t latency_sample;
 };
 
 /** Initialiser for struct quay_bus_opts: every field its default. */
 /* clang-format off */
-#define QUAY_BUS_OPTS_INIT { sizeof(struct quay_bus_opts), 0u, NULL, NULL, 0u, 0u, NULL, NULL, NULL, NULL }
+#define QUAY_BUS_OPTS_INIT { sizeof(struct quay_bus_opts), 0u, NULL, NULL, 0u, 0u, NULL, NULL, NULL, NULL, 0u }
 /* clang-format on */
 
 /** Subscription options. Start from QUAY_SUB_OPTS_INIT. */
@@ -369,8 +383,10 @@ struct quay_sub_counters {
  * Returns: 0 and *out set; -EINVAL if out is NULL, opts->size is not
  *          sizeof(struct quay_bus_opts), flags is not 0, name is empty,
  *          too long or has a byte outside 0x21..0x7e, max_subs exceeds
- *          QUAY_BUS_SUBS_MAX or max_requests QUAY_BUS_REQUESTS_MAX, or
- *          the allocator lacks alloc or free;
+ *          QUAY_BUS_SUBS_MAX or max_requests QUAY_BUS_REQUESTS_MAX,
+ *          latency_sample is not 0 or a power of two up to
+ *          QUAY_BUS_LATENCY_SAMPLE_MAX, or the allocator lacks alloc or
+ *          free;
  *          -ENOMEM. *out is untouched on failure.
  */
 QUAY_API int quay_bus_create(const struct quay_bus_opts *opts, quay_bus **out);
@@ -551,8 +567,9 @@ QUAY_API int quay_filter_check(const char *expr, char *err, size_t errlen);
  * Takes no lock and allocates nothing when the subject is in the cache of
  * the current table version; a miss resolves the subject in the trie and
  * allocates the cache entry (once per subject per table version).
- * Stamps msg's enqueued_ns (one clock read) if a matching subscription
- * records latency. A QUAY_SUB_BLOCK target that is full makes
+ * If a matching subscription records latency, sets msg's enqueued_ns:
+ * the bus clock (one clock read) on a sampled call (see latency_sample
+ * in struct quay_bus_opts), 0 on the others. A QUAY_SUB_BLOCK target that is full makes
  * this call wait up to its block_timeout_ns.
  *
  * Concurrency: lock-free unless a BLOCK target is full; any thread.
@@ -623,7 +640,8 @@ QUAY_API int quay_bus_publish_many(quay_bus *bus, const char *const *subjects, q
  * timeout_ns while its queue is empty (< 0: forever; 0: try once).
  *
  * Ownership: *out holds one reference, the caller's (quay_msg_unref()).
- * Records now - enqueued_ns in the latency histogram.
+ * Records now - enqueued_ns in the latency histogram if the message was
+ * stamped (a sampled publish).
  * Concurrency: any number of threads; safe against a concurrent
  *              unsubscribe (returns -EPIPE).
  * Ordering: acquire (see the top of this file).
@@ -727,7 +745,9 @@ QUAY_API int quay_bus_counters(const quay_bus *bus, struct quay_bus_counters *ou
 QUAY_API int quay_sub_counters(const quay_sub *sub, struct quay_sub_counters *out);
 
 /**
- * Read a subscription's receive-latency histogram (ns).
+ * Read a subscription's receive-latency histogram (ns): one record per
+ * received message that its publish stamped (quay_bus_opts.latency_sample),
+ * so its count is that of the sampled messages, not of every receive.
  *
  * Concurrency: safe from any thread until unsubscribe returns.
  * Returns: 0; -EINVAL if sub or out is NULL; -ENOENT if the subscription

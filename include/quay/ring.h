@@ -23,7 +23,11 @@
  * full, empty and ownership are read from the slot itself. A thread that
  * is preempted in the middle of a push or pop holds only its own slot:
  * other producers keep producing into the following slots, and other
- * consumers stop only when they reach that one slot.
+ * consumers stop only when they reach that one slot. SPSC mode has no
+ * sequence words: the elements lie back to back, each side keeps a copy
+ * of the other's index and re-reads it only when that copy says full
+ * (empty), and a burst or bulk of n moves with one or two memcpy and one
+ * index store. The same calls and guarantees hold in every mode.
  *
  * Concurrency (synchronisation table):
  *

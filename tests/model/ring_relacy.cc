@@ -49,7 +49,8 @@
 //   ring_relacy --scale F       multiply iteration counts by F (e.g. 0.1, 10)
 //   ring_relacy --only SUBSTR   run only tests whose name contains SUBSTR
 //   ring_relacy --weak NAME     run the weakened variant NAME only
-//                               (r1, a1, r2, a2, status, nobit, c2)
+//                               (r1, a1, r2, a2, status, nobit, c2,
+//                               r3, a3, r4, a4, early)
 //   ring_relacy --findings      reproduce finding F1 only (informational)
 //   ring_relacy --no-weak       skip the weakened variants
 //   ring_relacy --cb N          context bound N for the context-bound tests
@@ -87,6 +88,11 @@ enum weaken_e {
 	W_STATUS, // pop_status ignores tail: -EPIPE as soon as closed == CLOSED
 	W_NOBIT,  // MP close does not set bit 63 of tail
 	W_C2,     // SP close (fence configuration) without its fence RING-C2
+	W_R3,     // SPSC push publishes pub with a relaxed store instead of release
+	W_A3,     // SPSC pop reads pub with a relaxed load instead of acquire
+	W_R4,     // SPSC pop frees through head with a relaxed store instead of release
+	W_A4,     // SPSC push reads head with a relaxed load instead of acquire
+	W_EARLY,  // SPSC push publishes pub before copying the element
 };
 
 static weaken_e g_weaken = W_NONE;
@@ -119,6 +125,12 @@ mo_a2()
 	return g_weaken == W_A2 ? rl::mo_relaxed : rl::mo_acquire;
 }
 
+static rl::memory_order
+mo_weak(weaken_e w, rl::memory_order strong)
+{
+	return g_weaken == w ? rl::mo_relaxed : strong;
+}
+
 // ---------------------------------------------------------------------------
 // The ring, transcribed.
 
@@ -127,6 +139,7 @@ static const uint64_t CLOSED_BIT = (uint64_t)1 << 63;
 
 enum { F_SP = 1u, F_SC = 2u };                       // QUAY_RING_SP / _SC
 enum { F_FENCE = 4u };                               // QUAYI_RING_F_FENCE
+enum { F_SPSC = 8u };                                // QUAYI_RING_F_SPSC (set by init)
 enum { R_OPEN = 0u, R_CLOSING = 1u, R_CLOSED = 2u }; // quay_ring.closed
 
 template <unsigned CAP> struct model_ring {
@@ -139,6 +152,11 @@ template <unsigned CAP> struct model_ring {
 	rl::atomic<uint64_t> head;
 	rl::atomic<uint64_t> seq[CAP];
 	rl::var<uint64_t> elem[CAP];
+	// SPSC mode (F_SPSC): pub is shared; the caches are each one side's
+	// plain fields, so rl::var (a second thread touching one is a race).
+	rl::atomic<uint64_t> pub;
+	rl::var<uint64_t> head_cache;
+	rl::var<uint64_t> pub_cache;
 
 	// init_slots() + quay_ring_init(): relaxed stores; the test's
 	// before() is ordered before every thread by Relacy.
@@ -146,6 +164,8 @@ template <unsigned CAP> struct model_ring {
 	{
 		mask = CAP - 1;
 		flags = fl;
+		if ((fl & (F_SP | F_SC)) == (F_SP | F_SC))
+			flags |= F_SPSC; // quay_ring_init()
 		closed.store(R_OPEN, rl::mo_relaxed, AT);
 		for (uint64_t i = 0; i < CAP; i++) {
 			uint64_t p = pos + i;
@@ -153,6 +173,69 @@ template <unsigned CAP> struct model_ring {
 		}
 		head.store(pos, rl::mo_relaxed, AT);
 		tail.store(pos, rl::mo_relaxed, AT);
+		pub.store(pos, rl::mo_relaxed, AT);
+		head_cache(AT) = pos;
+		pub_cache(AT) = pos;
+	}
+
+	// quayi_ring_spsc_push() (the WAIT-W1 wake check is not modelled)
+	size_t spsc_push(const uint64_t *elems, size_t n, bool exact, int *rc)
+	{
+		const uint64_t cap = mask + 1;
+		if (closed.load(rl::mo_relaxed, AT) != R_OPEN) {
+			*rc = -EPIPE;
+			return 0;
+		}
+		uint64_t pos = tail.load(rl::mo_relaxed, AT);
+		uint64_t room = cap - ((pos - head_cache(AT)) & POS_MASK);
+		if (room < n) {
+			head_cache(AT) = head.load(mo_weak(W_A4, rl::mo_acquire), AT); // RING-A4
+			room = cap - ((pos - head_cache(AT)) & POS_MASK);
+			if (room == 0 || (exact && room < n)) {
+				*rc = -EAGAIN;
+				return 0;
+			}
+			if (n > room)
+				n = (size_t)room;
+		}
+		// RING-C1: claim, barrier, check closed.
+		tail.store((pos + n) & POS_MASK, rl::mo_relaxed, AT);
+		fast_barrier();
+		if (closed.load(rl::mo_relaxed, AT) != R_OPEN) {
+			tail.store(pos, rl::mo_relaxed, AT);
+			*rc = -EPIPE;
+			return 0;
+		}
+		if (g_weaken == W_EARLY)
+			pub.store((pos + n) & POS_MASK, rl::mo_release, AT);
+		for (size_t i = 0; i < n; i++)
+			elem[(pos + i) & mask](AT) = elems[i];
+		pub.store((pos + n) & POS_MASK, mo_weak(W_R3, rl::mo_release), AT); // RING-R3
+		fast_barrier();                                                     // WAIT-W1
+		return n;
+	}
+
+	// quayi_ring_spsc_pop() (the WAIT-W1 wake check is not modelled)
+	size_t spsc_pop(uint64_t *out, size_t n, bool exact, int *rc)
+	{
+		uint64_t pos = head.load(rl::mo_relaxed, AT);
+		uint64_t avail = (pub_cache(AT) - pos) & POS_MASK;
+
+		if (avail < n) {
+			pub_cache(AT) = pub.load(mo_weak(W_A3, rl::mo_acquire), AT); // RING-A3
+			avail = (pub_cache(AT) - pos) & POS_MASK;
+			if (avail == 0 || (exact && avail < n)) {
+				*rc = pop_status(pos, exact ? (uint64_t)n : 1);
+				return 0;
+			}
+			if (n > avail)
+				n = (size_t)avail;
+		}
+		for (size_t i = 0; i < n; i++)
+			out[i] = elem[(pos + i) & mask](AT);
+		head.store((pos + n) & POS_MASK, mo_weak(W_R4, rl::mo_release), AT); // RING-R4
+		fast_barrier();                                                      // WAIT-W1
+		return n;
 	}
 
 	// quayi_ring_fast_barrier(): the compiler barrier is a no-op in the
@@ -301,6 +384,8 @@ template <unsigned CAP> struct model_ring {
 	{
 		uint64_t pos = 0;
 		int rc = 0;
+		if (flags & F_SPSC)
+			return spsc_push(&v, 1, true, &rc) ? 0 : rc;
 		if (claim_push(1, true, &pos, &rc) == 0)
 			return rc;
 		fill(pos, &v, 1);
@@ -311,6 +396,8 @@ template <unsigned CAP> struct model_ring {
 	{
 		uint64_t pos = 0;
 		int rc = 0;
+		if (flags & F_SPSC)
+			return spsc_pop(out, 1, true, &rc) ? 0 : rc;
 		if (claim_pop(1, true, &pos, &rc) == 0)
 			return rc;
 		drain(pos, out, 1);
@@ -323,6 +410,8 @@ template <unsigned CAP> struct model_ring {
 		int rc = 0;
 		if (n > mask + 1)
 			n = (size_t)mask + 1;
+		if (flags & F_SPSC)
+			return spsc_push(v, n, false, &rc);
 		size_t k = claim_push(n, false, &pos, &rc);
 		if (k)
 			fill(pos, v, k);
@@ -335,6 +424,8 @@ template <unsigned CAP> struct model_ring {
 		int rc = 0;
 		if (n > mask + 1)
 			n = (size_t)mask + 1;
+		if (flags & F_SPSC)
+			return spsc_pop(out, n, false, &rc);
 		size_t k = claim_pop(n, false, &pos, &rc);
 		if (k)
 			drain(pos, out, k);
@@ -349,6 +440,8 @@ template <unsigned CAP> struct model_ring {
 			return -EINVAL;
 		if (n == 0)
 			return 0;
+		if (flags & F_SPSC)
+			return spsc_push(v, n, true, &rc) ? 0 : rc;
 		if (claim_push(n, true, &pos, &rc) == 0)
 			return rc;
 		fill(pos, v, n);
@@ -363,6 +456,8 @@ template <unsigned CAP> struct model_ring {
 			return -EINVAL;
 		if (n == 0)
 			return 0;
+		if (flags & F_SPSC)
+			return spsc_pop(out, n, true, &rc) ? 0 : rc;
 		if (claim_pop(n, true, &pos, &rc) == 0)
 			return rc;
 		drain(pos, out, n);
@@ -396,6 +491,10 @@ template <unsigned CAP> struct model_ring {
 		uint64_t h = head.load(rl::mo_relaxed, AT);
 		uint64_t t = tail.load(rl::mo_relaxed, AT) & POS_MASK;
 		RL_ASSERT(h == t);
+		if (flags & F_SPSC) { // no sequence words: everything published was taken
+			RL_ASSERT(pub.load(rl::mo_relaxed, AT) == t);
+			return;
+		}
 		for (uint64_t i = 0; i < CAP; i++) {
 			uint64_t p = h + i;
 			RL_ASSERT(seq[p & mask].load(rl::mo_relaxed, AT) == p << 1);
@@ -903,6 +1002,8 @@ run_correct()
 	    false);
 	run<transfer_test<2, 2, 1, 2, 0, M_BULK, 0>>("bulk-mpmc-2p1c-cap2", RND, N_MID, false);
 	run<transfer_test<2, 1, 1, 4, F_SP | F_SC, M_BULK, 0>>("bulk-spsc-cap2-4", RND, N_MID, false);
+	run<transfer_test<4, 1, 1, 4, F_SP | F_SC, M_BURST, WRAP>>("burst-spsc-cap4-4-wrap", RND, N_MID,
+	    false);
 
 	// (d) MP close racing with push and pop.
 	run<close_test<1, 2, 0, false, false>>("close-mpmc-cap1-push2", RND, N_BIG, false);
@@ -919,6 +1020,8 @@ run_correct()
 	run<close_test<1, 2, F_SP | F_SC | F_FENCE, false, false>>("close-fence-spsc-cap1-push2", RND, N_MID,
 	    false);
 	run<close_test<2, 2, F_SP | F_FENCE, true, false>>("close-fence-spmc-cap2-burst2", RND, N_MID, false);
+	run<close_test<2, 3, F_SP | F_SC | F_FENCE, true, false>>("close-fence-spsc-cap2-burst3", RND, N_MID,
+	    false);
 	run<close_test<2, 2, F_SP | F_FENCE, false, false, 2>>("close-fence-spmc-cap2-push2-bounded2", CB, 0,
 	    false, 3);
 	run<transfer_test<2, 2, 1, 2, F_FENCE, M_SINGLE, 0>>("fence-mpmc-2p1c-cap2-2each", RND, N_MID, false);
@@ -941,6 +1044,11 @@ run_weak(const char *which)
 		{ "status", W_STATUS },
 		{ "nobit", W_NOBIT },
 		{ "c2", W_C2 },
+		{ "r3", W_R3 },
+		{ "a3", W_A3 },
+		{ "r4", W_R4 },
+		{ "a4", W_A4 },
+		{ "early", W_EARLY },
 	};
 	const rl::scheduler_type_e RND = rl::sched_random;
 	bool any = false;
@@ -956,11 +1064,11 @@ run_weak(const char *which)
 			    N_BIG, true);
 			break;
 		case W_A1:
-			run<transfer_test<2, 1, 1, 2, F_SP | F_SC, M_SINGLE, 0>>("a1-relaxed:spsc-cap2", RND,
+			run<transfer_test<2, 1, 1, 2, F_SC, M_SINGLE, 0>>("a1-relaxed:mpsc-1p1c-cap2", RND,
 			    N_BIG, true);
 			break;
 		case W_R2:
-			run<transfer_test<1, 1, 1, 3, F_SP | F_SC, M_SINGLE, 0>>("r2-relaxed:spsc-cap1", RND,
+			run<transfer_test<1, 1, 1, 3, F_SP, M_SINGLE, 0>>("r2-relaxed:spmc-1p1c-cap1", RND,
 			    N_BIG, true);
 			break;
 		case W_A2:
@@ -977,6 +1085,26 @@ run_weak(const char *which)
 			run<close_test<2, 3, 0, false, false, 3>>("close-no-bit63:close-cap2-bounded3",
 			    rl::sched_bound, 0, true, 2);
 			break;
+		case W_R3:
+			run<transfer_test<2, 1, 1, 3, F_SP | F_SC, M_SINGLE, 0>>("r3-relaxed:spsc-cap2", RND,
+			    N_BIG, true);
+			break;
+		case W_A3:
+			run<transfer_test<2, 1, 1, 3, F_SP | F_SC, M_BURST, 0>>("a3-relaxed:burst-spsc-cap2",
+			    RND, N_BIG, true);
+			break;
+		case W_R4:
+			run<transfer_test<1, 1, 1, 3, F_SP | F_SC, M_SINGLE, 0>>("r4-relaxed:spsc-cap1", RND,
+			    N_BIG, true);
+			break;
+		case W_A4:
+			run<transfer_test<2, 1, 1, 4, F_SP | F_SC, M_BULK, 0>>("a4-relaxed:bulk-spsc-cap2",
+			    RND, N_BIG, true);
+			break;
+		case W_EARLY:
+			run<transfer_test<2, 1, 1, 3, F_SP | F_SC, M_SINGLE, 0>>("early-pub:spsc-cap2", RND,
+			    N_BIG, true);
+			break;
 		case W_C2:
 			run<close_test<2, 2, F_SP | F_FENCE, false, false,
 			    2>>("c2-no-fence:close-fence-spmc-cap2-bounded2", rl::sched_bound, 0, true, 3);
@@ -988,7 +1116,7 @@ run_weak(const char *which)
 	if (!any) {
 		std::fprintf(stderr,
 		    "ring_relacy: unknown weakened variant '%s' "
-		    "(r1, a1, r2, a2, status, nobit, c2)\n",
+		    "(r1, a1, r2, a2, status, nobit, c2, r3, a3, r4, a4, early)\n",
 		    which);
 		g_failures++;
 	}
@@ -1020,7 +1148,8 @@ usage()
 {
 	std::fprintf(stderr,
 	    "usage: ring_relacy [--scale F] [--only SUBSTR] "
-	    "[--weak r1|a1|r2|a2|status|nobit|c2] [--no-weak] [--findings] [--cb N] [--verbose]\n");
+	    "[--weak r1|a1|r2|a2|status|nobit|c2|r3|a3|r4|a4|early] [--no-weak] [--findings] [--cb N] "
+	    "[--verbose]\n");
 	std::exit(2);
 }
 

@@ -374,7 +374,17 @@ test_create_bad(void **state)
 	o = (struct quay_bus_opts)QUAY_BUS_OPTS_INIT;
 	o.max_requests = QUAY_BUS_REQUESTS_MAX + 1;
 	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
+	o = (struct quay_bus_opts)QUAY_BUS_OPTS_INIT;
+	o.latency_sample = 3; /* not a power of two */
+	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
+	o.latency_sample = QUAY_BUS_LATENCY_SAMPLE_MAX * 2;
+	assert_int_equal(quay_bus_create(&o, &b), -EINVAL);
 	assert_ptr_equal(b, (quay_bus *)(uintptr_t)0x1); /* untouched */
+	/* A struct that stops before latency_sample: the default. */
+	o = (struct quay_bus_opts)QUAY_BUS_OPTS_INIT;
+	o.size = offsetof(struct quay_bus_opts, latency_sample);
+	assert_int_equal(quay_bus_create(&o, &b), 0);
+	quay_bus_destroy(b);
 	quay_bus_destroy(NULL);
 }
 
@@ -601,7 +611,13 @@ test_fanout(void **state)
 
 	(void)state;
 	for (uint64_t i = 0; i < 10; i++) {
-		assert_int_equal(quay_bus_publish(b, "orders.buy.eu", msg_u64(i)), 3);
+		quay_msg *m = msg_u64(i);
+
+		assert_int_equal(quay_bus_publish(b, "orders.buy.eu", m), 3);
+		/* The publisher's only reference became one per target
+		 * (taken without a CAS: the sole-holder path of ref_n); m
+		 * is still queued, so the count may be read. */
+		assert_int_equal(quay_msg_refcount(m), 3);
 		assert_int_equal(quay_bus_publish(b, "orders.sell.eu", msg_u64(100 + i)), 2);
 		assert_int_equal(quay_bus_publish(b, "orders.sell", msg_u64(200 + i)), 1);
 		assert_int_equal(quay_bus_publish(b, "nobody", msg_u64(300 + i)), 0);
@@ -1767,6 +1783,88 @@ fake_clock(void *arg)
 	return __atomic_add_fetch((int64_t *)arg, 1000, __ATOMIC_RELAXED);
 }
 
+struct lat_pub {
+	quay_bus *b;
+	int n;
+	int rc;
+};
+
+/* Publishes from a new thread: its sample count starts at 0. */
+static void *
+lat_pub_main(void *arg)
+{
+	struct lat_pub *p = arg;
+
+	for (int i = 0; i < p->n && p->rc == 0; i++) {
+		quay_msg *m = msg_u64((uint64_t)i);
+		/* A stale stamp (as a message received and published again
+		 * has): an untimed publish must clear it. */
+		(void)quay_msg_set_enqueued_ns(m, 1);
+		if (quay_bus_publish(p->b, "lat.x", m) != 1)
+			p->rc = -1;
+	}
+	return NULL;
+}
+
+/* The latency histogram is a sample: one publish call in latency_sample
+ * of each thread is timed (enqueued_ns stamped), the others set
+ * enqueued_ns to 0 and are not recorded; the counters stay exact. */
+static void
+test_latency_sample(void **state)
+{
+	static const uint32_t samples[] = { 0, 16 }; /* 0: the default, 64 */
+	int64_t now = 1000000;
+	struct quay_hist_data *hd = malloc(sizeof(*hd));
+
+	(void)state;
+	assert_non_null(hd);
+	for (size_t k = 0; k < sizeof(samples) / sizeof(samples[0]); k++) {
+		struct quay_bus_opts o = QUAY_BUS_OPTS_INIT;
+		uint32_t every = samples[k] != 0 ? samples[k] : QUAY_BUS_LATENCY_SAMPLE_DEFAULT;
+		struct lat_pub p = { NULL, 130, 0 };
+		struct quay_sub_counters c;
+		quay_sub *s;
+		quay_msg *m[64];
+		pthread_t th;
+		uint64_t got = 0, stamped = 0;
+		size_t n;
+
+		o.clock = fake_clock;
+		o.clock_arg = &now;
+		o.latency_sample = samples[k];
+		assert_int_equal(quay_bus_create(&o, &p.b), 0);
+		assert_int_equal(quay_bus_subscribe(p.b, "lat.>", NULL, &s), 0);
+		assert_int_equal(pthread_create(&th, NULL, lat_pub_main, &p), 0);
+		assert_int_equal(pthread_join(th, NULL), 0);
+		assert_int_equal(p.rc, 0);
+		/* Half with receive_burst, half one at a time. */
+		while (got < 65 && (n = quay_sub_receive_burst(s, m, 5)) > 0) {
+			for (size_t i = 0; i < n; i++) {
+				stamped += quay_msg_enqueued_ns(m[i]) > 0;
+				quay_msg_unref(m[i]);
+			}
+			got += n;
+		}
+		while (quay_sub_receive(s, &m[0], 0) == 0) {
+			stamped += quay_msg_enqueued_ns(m[0]) > 0;
+			quay_msg_unref(m[0]);
+			got++;
+		}
+		assert_int_equal(got, 130);
+		/* Calls 0, every, 2 * every, ... of the thread were timed. */
+		assert_int_equal(stamped, (130 + every - 1) / every);
+		assert_int_equal(quay_sub_latency(s, hd), 0);
+		assert_int_equal(hd->count, stamped);
+		assert_true(hd->min >= 1000 && hd->min % 1000 == 0);
+		assert_int_equal(quay_sub_counters(s, &c), 0);
+		assert_int_equal(c.received, 130);
+		assert_int_equal(c.delivered, 130);
+		quay_bus_destroy(p.b);
+	}
+	free(hd);
+	assert_pool_empty();
+}
+
 static void
 test_metrics(void **state)
 {
@@ -1790,6 +1888,7 @@ test_metrics(void **state)
 	o.name = "main";
 	o.clock = fake_clock;
 	o.clock_arg = &now;
+	o.latency_sample = 1; /* every publish timed */
 	assert_int_equal(quay_bus_create(&o, &b), 0);
 	assert_ptr_equal(quay_bus_stats(b), reg);
 	/* A second bus with the same name in the same registry clashes. */
@@ -1890,6 +1989,7 @@ main(void)
 		cmocka_unit_test(test_destroy_wakes_requester_blocked_on_full_sub),
 		cmocka_unit_test(test_destroy_wakes_publishers_blocked_on_full_sub),
 		cmocka_unit_test(test_metrics),
+		cmocka_unit_test(test_latency_sample),
 		cmocka_unit_test(test_cache_overflow),
 	};
 	return cmocka_run_group_tests_name("bus", tests, pool_setup, pool_teardown);

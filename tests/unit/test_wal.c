@@ -1986,6 +1986,153 @@ group_commit_handover(void **state)
 	memfs_fini(&fs);
 }
 
+/* Power cuts under concurrent SYNC appenders (the group commit with its
+ * gathering, src/wal.c WRITING): 6 threads append single records and
+ * batches of 2 on a file system whose fdatasync takes 20-300 us (so that
+ * rounds overlap appends, waiters pile up and the next round gathers
+ * them), until the power is cut at a random file operation. Every
+ * append that returned 0 must be back after recovery, exactly once and
+ * in its thread's order; the first error of every thread is -EIO (the
+ * WAL failed) and nothing hangs: every waiter of a round or a gather
+ * is told. QUAY_WAL_GATHER_TRIALS sets the trials (default 60). */
+enum { PG_T = 6, PG_N = 150 };
+
+struct pg_thread {
+	quay_wal *w;
+	int id;
+	uint32_t acked; /* records 0 .. acked-1 of this thread returned 0 */
+	int err;        /* the first error */
+	uint64_t late;  /* returned 0 before durable_lsn covered it */
+};
+
+static uint64_t pg_rng_seed;
+
+static int
+pg_datasync(void *ctx, int fd)
+{
+	/* Relaxed: a per-call delay, any value will do. */
+	uint64_t r = __atomic_add_fetch(&pg_rng_seed, 0x9E3779B97F4A7C15ull, __ATOMIC_RELAXED);
+	usleep((useconds_t)(20 + (r >> 33) % 280));
+	return memfs_io.datasync(ctx, fd);
+}
+
+static void *
+pg_main(void *arg)
+{
+	struct pg_thread *t = arg;
+	uint8_t buf[2][48];
+
+	for (uint32_t i = 0; i < PG_N;) {
+		uint64_t lsn = 0;
+		uint32_t n = i % 5 == 3 && i + 1 < PG_N ? 2 : 1;
+		quay_wal_rec recs[2];
+		int r;
+
+		for (uint32_t k = 0; k < n; k++) {
+			uint32_t seq = i + k;
+			memset(buf[k], 0, sizeof(buf[k]));
+			memcpy(buf[k], &t->id, sizeof(t->id));
+			memcpy(buf[k] + 4, &seq, sizeof(seq));
+			recs[k] = (quay_wal_rec){ 1, buf[k], 8 + (size_t)(seq % 40) };
+		}
+		r = n == 1 ? quay_wal_append(t->w, 1, recs[0].data, recs[0].len, &lsn) :
+		             quay_wal_appendv(t->w, recs, 2, &lsn);
+		if (r != 0) {
+			t->err = r;
+			break;
+		}
+		if (quay_wal_durable_lsn(t->w) < lsn)
+			t->late++;
+		i += n;
+		t->acked = i;
+	}
+	return NULL;
+}
+
+struct pg_check {
+	uint32_t next[PG_T];
+	uint64_t bad;
+};
+
+static int
+pg_visit(void *ctx, uint64_t lsn, uint32_t type, const void *data, size_t len)
+{
+	struct pg_check *c = ctx;
+	int id;
+	uint32_t seq;
+
+	(void)lsn;
+	(void)type;
+	memcpy(&id, data, 4);
+	memcpy(&seq, (const uint8_t *)data + 4, 4);
+	if (len < 8 || id < 0 || id >= PG_T || seq != c->next[id] || len != 8 + seq % 40)
+		c->bad++;
+	else
+		c->next[id] = seq + 1;
+	return 0;
+}
+
+static void
+group_commit_power_cuts(void **state)
+{
+	(void)state;
+	uint64_t trials = env_u64("QUAY_WAL_GATHER_TRIALS", 60), rng = 4321;
+	uint64_t acked_total = 0, back_total = 0, lost = 0, bad = 0, wrong_err = 0, late = 0, syncs = 0;
+	struct quayi_wal_io io = memfs_io;
+
+	io.datasync = pg_datasync;
+	for (uint64_t t = 0; t < trials; t++) {
+		struct memfs fs;
+		quay_wal *w;
+		struct quay_wal_opts o = opts_mode(QUAY_WAL_SYNC, 64 << 10);
+		struct pg_thread th[PG_T];
+		pthread_t tid[PG_T];
+		struct quay_wal_info info;
+		struct pg_check c;
+
+		memfs_init(&fs, 500 + t);
+		assert_int_equal(quayi_wal_open_io(DIR_, &o, &io, &fs, &w), 0);
+		pthread_mutex_lock(&fs.mu);
+		fs.crash_policy = (int)(t % 4);
+		fs.crash_at_op = fs.ops + 20 + (long)(qt_rand(&rng) % 600);
+		pthread_mutex_unlock(&fs.mu);
+		for (int i = 0; i < PG_T; i++) {
+			th[i] = (struct pg_thread){ w, i, 0, 0, 0 };
+			assert_int_equal(pthread_create(&tid[i], NULL, pg_main, &th[i]), 0);
+		}
+		for (int i = 0; i < PG_T; i++)
+			pthread_join(tid[i], NULL);
+		assert_int_equal(quay_wal_info(w, &info), 0);
+		syncs += info.syncs;
+		if (!fs.dead)
+			memfs_crash(&fs, fs.crash_policy);
+		(void)quay_wal_close(w);
+		memfs_revive(&fs);
+		memset(&c, 0, sizeof(c));
+		assert_int_equal(mopen(&fs, &o, &w), 0);
+		assert_int_equal(quay_wal_replay(w, 1, pg_visit, &c), 0);
+		assert_int_equal(quay_wal_close(w), 0);
+		bad += c.bad;
+		for (int i = 0; i < PG_T; i++) {
+			acked_total += th[i].acked;
+			back_total += c.next[i];
+			lost += c.next[i] < th[i].acked ? th[i].acked - c.next[i] : 0;
+			wrong_err += th[i].err != 0 && th[i].err != -EIO;
+			late += th[i].late;
+		}
+		memfs_fini(&fs);
+	}
+	print_message("group commit power cuts: %" PRIu64 " trials x %d SYNC threads, %" PRIu64
+	              " fdatasyncs; appends acked %" PRIu64 ", back %" PRIu64 "; acked lost %" PRIu64
+	              ", out of order %" PRIu64 ", acked before durable %" PRIu64 ", errors not -EIO %" PRIu64
+	              "\n",
+	    trials, PG_T, syncs, acked_total, back_total, lost, bad, late, wrong_err);
+	assert_int_equal(lost, 0);
+	assert_int_equal(bad, 0);
+	assert_int_equal(late, 0);
+	assert_int_equal(wrong_err, 0);
+}
+
 /* ---- the real file system --------------------------------------------- */
 
 static void
@@ -2510,6 +2657,7 @@ main(void)
 		QT_TEST(sync_zero_ahead),
 		QT_TEST(group_commit_many_waiters),
 		QT_TEST(group_commit_handover),
+		QT_TEST(group_commit_power_cuts),
 		QT_TEST(posix_round_trip),
 		QT_TEST(open_errors_name_the_cause),
 		QT_TEST(reopen_memory_scales_with_data),

@@ -37,6 +37,21 @@
  *      load of closed -> pairs with the membarrier RING-C2 in quay_ring_close:
  *      either we see the close and retract the claim, or close's caller
  *      (and every consumer that sees closed == 2) sees the claim.
+ *
+ * SPSC mode (QUAY_RING_SP | QUAY_RING_SC in one process: QUAYI_RING_F_SPSC)
+ * has no sequence words: the elements lie back to back after the header
+ * (Lamport's ring with cached indices). The producer claims with RING-C1
+ * as above (tail), copies, then publishes every position below pub; the
+ * consumer frees every position below head. Each side re-reads the other's
+ * index only when its cached copy says full (empty), so a burst of k costs
+ * one claim, one or two memcpy and one index store, and the index lines
+ * move between the cores only when a cache runs out.
+ *   RING-R3 push: store-release pub = pos + k after copying the elements
+ *      -> RING-A3 pop: load-acquire pub into pub_cache; reads below it after.
+ *   RING-R4 pop: store-release head = pos + k after copying the elements out
+ *      -> RING-A4 push: load-acquire head into head_cache; overwrites the
+ *      slots below head_cache + capacity after.
+ *   WAIT-W1 as above, after RING-R3 (pop_event) and RING-R4 (push_event).
  */
 #ifndef QUAY_IMPL_RING_INLINE_H
 #define QUAY_IMPL_RING_INLINE_H
@@ -51,6 +66,7 @@
 #define QUAYI_RING_F_FENCE 0x10000u  /* no membarrier: wakers use a full fence */
 #define QUAYI_RING_F_OWNED 0x20000u  /* allocated by quay_ring_create */
 #define QUAYI_RING_F_SHARED 0x40000u /* in a shared memory file (src/ring_shm.c) */
+#define QUAYI_RING_F_SPSC 0x80000u   /* SP|SC in one process: no sequence words (below) */
 
 #define QUAYI_RING_POS_MASK (~(uint64_t)0 >> 1)
 #define QUAYI_RING_CLOSED_BIT ((uint64_t)1 << 63)
@@ -85,9 +101,16 @@ struct quay_ring {
 	/* Producers' line: the next position to claim. In MP mode bit 63 is
 	 * set by close, so that a producer's CAS fails once it is closed. */
 	uint64_t tail QUAYI_ALIGNED(QUAY_CACHELINE);
+	/* SPSC mode only (QUAYI_RING_F_SPSC): every position below pub is
+	 * published (tail may be ahead by a claim in flight); head_cache is
+	 * a value of head the producer has seen (the producer's own). */
+	uint64_t pub;
+	uint64_t head_cache;
 
 	/* Consumers' line: the next position to pop. */
 	uint64_t head QUAYI_ALIGNED(QUAY_CACHELINE);
+	/* SPSC mode only: a value of pub the consumer has seen (its own). */
+	uint64_t pub_cache;
 
 	/* Sleepers' line: read by every push/pop (one plain load), written
 	 * only by threads going to sleep and by the first waker after them.
@@ -125,16 +148,32 @@ quayi_ring_seq(unsigned char *slot)
 	return (uint64_t *)(void *)slot;
 }
 
+/* Copy one element of esz bytes. Loops pass the ring's shape in locals:
+ * the atomic stores between their iterations would otherwise make the
+ * compiler reload it from the ring every time. */
 static QUAYI_ALWAYS_INLINE void
-quayi_ring_copy(const struct quay_ring *r, void *dst, const void *src)
+quayi_ring_copy_esz(uint32_t esz, void *dst, const void *src)
 {
-	if (r->elem_size == 8) { /* the hot case: one 8-byte move */
+	if (esz == 8) { /* the hot case: one 8-byte move */
 		uint64_t v;
 		memcpy(&v, src, 8);
 		memcpy(dst, &v, 8);
 	} else {
-		memcpy(dst, src, r->elem_size);
+		memcpy(dst, src, esz);
 	}
+}
+
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_copy(const struct quay_ring *r, void *dst, const void *src)
+{
+	quayi_ring_copy_esz(r->elem_size, dst, src);
+}
+
+/* The slot of position p, from the ring's shape held in locals. */
+static QUAYI_ALWAYS_INLINE unsigned char *
+quayi_ring_slot_at(unsigned char *base, uint64_t mask, uint32_t stride, uint64_t p)
+{
+	return base + (size_t)(p & mask) * stride;
 }
 
 /* The fast side of WAIT-W1 and RING-C1 (quayi_wait_fast_barrier): a compiler
@@ -176,12 +215,16 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 			*rc = -EPIPE;
 			return 0;
 		}
+		unsigned char *base = quayi_ring_slot(r, 0);
+		const uint64_t mask = r->mask;
+		const uint32_t stride = r->stride;
 		for (k = 0; k < n; k++) {
 			uint64_t p = pos + k;
 			/* RING-A2: acquire, pairs with RING-R2 in pop: the consumer of the
 			 * previous lap is done with the slot. */
 			uint64_t seq =
-			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot_at(base, mask, stride, p)),
+			        __ATOMIC_ACQUIRE);
 			if (seq != p << 1)
 				break;
 		}
@@ -204,6 +247,9 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 		return (size_t)k;
 	}
 
+	unsigned char *base = quayi_ring_slot(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t stride = r->stride;
 	/* Relaxed: the CAS below validates the value. */
 	pos = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
 	for (;;) {
@@ -215,7 +261,8 @@ quayi_ring_claim_push(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_o
 			uint64_t p = pos + k;
 			/* RING-A2: acquire, pairs with RING-R2 in pop. */
 			uint64_t seq =
-			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot_at(base, mask, stride, p)),
+			        __ATOMIC_ACQUIRE);
 			dif = (int64_t)(seq - (p << 1));
 			if (dif != 0)
 				break;
@@ -253,13 +300,16 @@ static QUAYI_ALWAYS_INLINE size_t
 quayi_ring_fill(struct quay_ring *r, uint64_t pos, const void *elems, size_t k)
 {
 	const unsigned char *src = (const unsigned char *)elems;
+	unsigned char *base = quayi_ring_slot(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t stride = r->stride, esz = r->elem_size;
 
 	if (QUAYI_UNLIKELY(r->flags & QUAYI_RING_F_SHARED))
 		return quayi_ring_shm_fill(r, pos, elems, k);
-	for (size_t i = 0; i < k; i++, src += r->elem_size) {
+	for (size_t i = 0; i < k; i++, src += esz) {
 		uint64_t p = pos + i;
-		unsigned char *s = quayi_ring_slot(r, p);
-		quayi_ring_copy(r, s + 8, src);
+		unsigned char *s = quayi_ring_slot_at(base, mask, stride, p);
+		quayi_ring_copy_esz(esz, s + 8, src);
 		/* RING-R1: release, pairs with RING-A1 in pop: publishes the element. */
 		__atomic_store_n(quayi_ring_seq(s), (p << 1) | 1, __ATOMIC_RELEASE);
 	}
@@ -273,6 +323,9 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 {
 	uint64_t pos, k;
 	int64_t dif = 0;
+	unsigned char *base = quayi_ring_slot(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t stride = r->stride;
 
 	/* Relaxed: SC owns head; MC validates with the CAS below. */
 	pos = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
@@ -281,7 +334,8 @@ quayi_ring_claim_pop(struct quay_ring *r, size_t n, bool exact, uint64_t *pos_ou
 			uint64_t p = pos + k;
 			/* RING-A1: acquire, pairs with RING-R1 in push: the element is written. */
 			uint64_t seq =
-			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, p)), __ATOMIC_ACQUIRE);
+			    __atomic_load_n(quayi_ring_seq(quayi_ring_slot_at(base, mask, stride, p)),
+			        __ATOMIC_ACQUIRE);
 			dif = (int64_t)(seq - ((p << 1) | 1));
 			if (dif != 0)
 				break;
@@ -318,18 +372,172 @@ static QUAYI_ALWAYS_INLINE size_t
 quayi_ring_drain(struct quay_ring *r, uint64_t pos, void *out, size_t k)
 {
 	unsigned char *dst = (unsigned char *)out;
+	unsigned char *base = quayi_ring_slot(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t stride = r->stride, esz = r->elem_size;
 
 	if (QUAYI_UNLIKELY(r->flags & QUAYI_RING_F_SHARED))
 		return quayi_ring_shm_drain(r, pos, out, k);
-	for (size_t i = 0; i < k; i++, dst += r->elem_size) {
+	for (size_t i = 0; i < k; i++, dst += esz) {
 		uint64_t p = pos + i;
-		unsigned char *s = quayi_ring_slot(r, p);
-		quayi_ring_copy(r, dst, s + 8);
+		unsigned char *s = quayi_ring_slot_at(base, mask, stride, p);
+		quayi_ring_copy_esz(esz, dst, s + 8);
 		/* RING-R2: release, pairs with RING-A2 in push: we are done reading. */
-		__atomic_store_n(quayi_ring_seq(s), (p + r->mask + 1) << 1, __ATOMIC_RELEASE);
+		__atomic_store_n(quayi_ring_seq(s), (p + mask + 1) << 1, __ATOMIC_RELEASE);
 	}
 	quayi_ring_wake_if_waiting(r, &r->push_event);
 	return k;
+}
+
+/* Whether the element at position head is published (or head moved on:
+ * the pop retries). A hint for sleepers and descriptors; pop re-checks. */
+static QUAYI_ALWAYS_INLINE bool
+quayi_ring_head_ready(const struct quay_ring *r, uint64_t head)
+{
+	uint64_t seq;
+
+	if (r->flags & QUAYI_RING_F_SPSC) /* Acquire: pairs with RING-R3. */
+		return __atomic_load_n(&r->pub, __ATOMIC_ACQUIRE) != head;
+	/* Acquire: pairs with RING-R1. */
+	seq = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_ACQUIRE);
+	return (int64_t)(seq - ((head << 1) | 1)) >= 0;
+}
+
+/* quayi_ring_fast_barrier with the ring's flags already in a register
+ * (they do not change after init; reading them again after the compiler
+ * barrier would cost a load per call). */
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_barrier_fl(uint32_t fl)
+{
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (QUAYI_UNLIKELY(fl & QUAYI_RING_F_FENCE))
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+/* quayi_ring_wake_if_waiting with the flags in a register (WAIT-W1). */
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_wake_fl(uint32_t fl, uint32_t *event)
+{
+	quayi_ring_barrier_fl(fl);
+	/* Relaxed: ordered by the barrier against the sleeper's WAIT-S1. */
+	if (QUAYI_UNLIKELY(__atomic_load_n(event, __ATOMIC_RELAXED) & QUAYI_WAIT_SLEEPERS))
+		quayi_wait_wake(event);
+}
+
+/* SPSC mode: where position pos's element lives (no sequence word). */
+static QUAYI_ALWAYS_INLINE unsigned char *
+quayi_ring_spsc_elem(const struct quay_ring *r, uint64_t pos)
+{
+	return (unsigned char *)(uintptr_t)(r + 1) + (size_t)(pos & r->mask) * r->elem_size;
+}
+
+/* SPSC mode: copy k elements between positions pos.. of the ring (elements
+ * from base, mask and esz its shape, in locals) and the flat array buf, in
+ * (to_ring) or out; at most two runs (the wrap). */
+static QUAYI_ALWAYS_INLINE void
+quayi_ring_spsc_copy(unsigned char *base, uint64_t mask, uint32_t esz, uint64_t pos, void *buf, size_t k,
+    bool to_ring)
+{
+	unsigned char *at = base + (size_t)(pos & mask) * esz;
+	size_t first = (size_t)(mask + 1 - (pos & mask));
+
+	if (k == 1) {
+		if (to_ring)
+			quayi_ring_copy_esz(esz, at, buf);
+		else
+			quayi_ring_copy_esz(esz, buf, at);
+		return;
+	}
+	if (first > k)
+		first = k;
+	if (to_ring) {
+		memcpy(at, buf, first * esz);
+		memcpy(base, (unsigned char *)buf + first * esz, (k - first) * esz);
+	} else {
+		memcpy(buf, at, first * esz);
+		memcpy((unsigned char *)buf + first * esz, base, (k - first) * esz);
+	}
+}
+
+/* SPSC mode push of up to n elements (exact: all n or none). Returns how
+ * many; 0 with *rc = -EAGAIN (full) or -EPIPE (closed). */
+static QUAYI_ALWAYS_INLINE size_t
+quayi_ring_spsc_push(struct quay_ring *r, uint32_t fl, const void *elems, size_t n, bool exact, int *rc)
+{
+	unsigned char *base = quayi_ring_spsc_elem(r, 0);
+	const uint64_t mask = r->mask, cap = mask + 1;
+	const uint32_t esz = r->elem_size;
+	uint64_t pos, room;
+
+	/* Relaxed: an early exit only; RING-C1 below decides. First, so that
+	 * a push on a closed ring touches no producer-private field. */
+	if (QUAYI_UNLIKELY(__atomic_load_n(&r->closed, __ATOMIC_RELAXED) != QUAYI_RING_OPEN)) {
+		*rc = -EPIPE;
+		return 0;
+	}
+	/* Relaxed: only this thread writes tail. */
+	pos = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
+	room = cap - ((pos - r->head_cache) & QUAYI_RING_POS_MASK);
+	if (room < n) {
+		/* RING-A4: acquire, pairs with RING-R4 in pop: the consumer is
+		 * done with every slot below head. */
+		r->head_cache = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+		room = cap - ((pos - r->head_cache) & QUAYI_RING_POS_MASK);
+		if (room == 0 || (exact && room < n)) {
+			*rc = -EAGAIN;
+			return 0;
+		}
+		if (n > room)
+			n = (size_t)room;
+	}
+	/* RING-C1: claim, then check closed; retract if close came first. */
+	__atomic_store_n(&r->tail, (pos + n) & QUAYI_RING_POS_MASK, __ATOMIC_RELAXED);
+	quayi_ring_barrier_fl(fl);
+	if (QUAYI_UNLIKELY(__atomic_load_n(&r->closed, __ATOMIC_RELAXED) != QUAYI_RING_OPEN)) {
+		/* A consumer that saw the claim may sleep waiting for it. */
+		__atomic_store_n(&r->tail, pos, __ATOMIC_RELAXED);
+		quayi_ring_wake_fl(fl, &r->pop_event);
+		*rc = -EPIPE;
+		return 0;
+	}
+	quayi_ring_spsc_copy(base, mask, esz, pos, (void *)(uintptr_t)elems, n, true);
+	/* RING-R3: release, pairs with RING-A3 in pop: publishes the elements. */
+	__atomic_store_n(&r->pub, (pos + n) & QUAYI_RING_POS_MASK, __ATOMIC_RELEASE);
+	quayi_ring_wake_fl(fl, &r->pop_event);
+	return n;
+}
+
+/* SPSC mode pop of up to n elements (exact: all n or none). Returns how
+ * many; 0 with *rc = -EAGAIN (empty) or -EPIPE (closed and drained). */
+static QUAYI_ALWAYS_INLINE size_t
+quayi_ring_spsc_pop(struct quay_ring *r, uint32_t fl, void *out, size_t n, bool exact, int *rc)
+{
+	unsigned char *base = quayi_ring_spsc_elem(r, 0);
+	const uint64_t mask = r->mask;
+	const uint32_t esz = r->elem_size;
+	/* Relaxed: only this thread writes head. */
+	uint64_t pos = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
+	uint64_t avail = (r->pub_cache - pos) & QUAYI_RING_POS_MASK;
+
+	if (avail < n) {
+		/* RING-A3: acquire, pairs with RING-R3 in push: every element
+		 * below pub is written. */
+		r->pub_cache = __atomic_load_n(&r->pub, __ATOMIC_ACQUIRE);
+		avail = (r->pub_cache - pos) & QUAYI_RING_POS_MASK;
+		if (avail == 0 || (exact && avail < n)) {
+			*rc = quayi_ring_pop_status(r, pos, exact ? (uint64_t)n : 1);
+			if (*rc == -EAGAIN)
+				quayi_wait_idle(&r->pop_event); /* POLL-A1: re-arm a descriptor */
+			return 0;
+		}
+		if (n > avail)
+			n = (size_t)avail;
+	}
+	quayi_ring_spsc_copy(base, mask, esz, pos, out, n, false);
+	/* RING-R4: release, pairs with RING-A4 in push: we are done reading. */
+	__atomic_store_n(&r->head, (pos + n) & QUAYI_RING_POS_MASK, __ATOMIC_RELEASE);
+	quayi_ring_wake_fl(fl, &r->push_event);
+	return n;
 }
 
 QUAY_INLINE int
@@ -340,6 +548,9 @@ quay_ring_push(quay_ring *r, const void *elem)
 
 	if (QUAYI_UNLIKELY(r == NULL || elem == NULL))
 		return -EINVAL;
+	const uint32_t fl = r->flags;
+	if (fl & QUAYI_RING_F_SPSC)
+		return quayi_ring_spsc_push(r, fl, elem, 1, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_push(r, 1, true, &pos, &rc, false) == 0)
 		return rc;
 	return quayi_ring_fill(r, pos, elem, 1) == 1 ? 0 : -EOWNERDEAD;
@@ -353,6 +564,9 @@ quay_ring_pop(quay_ring *r, void *out)
 
 	if (QUAYI_UNLIKELY(r == NULL || out == NULL))
 		return -EINVAL;
+	const uint32_t fl = r->flags;
+	if (fl & QUAYI_RING_F_SPSC)
+		return quayi_ring_spsc_pop(r, fl, out, 1, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_pop(r, 1, true, &pos, &rc) == 0)
 		return rc;
 	return quayi_ring_drain(r, pos, out, 1) == 1 ? 0 : -EOWNERDEAD;
@@ -369,6 +583,8 @@ quay_ring_push_burst(quay_ring *r, const void *elems, size_t n)
 		return 0;
 	if (n > r->mask + 1)
 		n = (size_t)r->mask + 1;
+	if (r->flags & QUAYI_RING_F_SPSC)
+		return quayi_ring_spsc_push(r, r->flags, elems, n, false, &rc);
 	k = quayi_ring_claim_push(r, n, false, &pos, &rc, false);
 	return k ? quayi_ring_fill(r, pos, elems, k) : 0;
 }
@@ -384,6 +600,8 @@ quay_ring_pop_burst(quay_ring *r, void *out, size_t n)
 		return 0;
 	if (n > r->mask + 1)
 		n = (size_t)r->mask + 1;
+	if (r->flags & QUAYI_RING_F_SPSC)
+		return quayi_ring_spsc_pop(r, r->flags, out, n, false, &rc);
 	k = quayi_ring_claim_pop(r, n, false, &pos, &rc);
 	return k ? quayi_ring_drain(r, pos, out, k) : 0;
 }
@@ -398,6 +616,8 @@ quay_ring_push_bulk(quay_ring *r, const void *elems, size_t n)
 		return -EINVAL;
 	if (n == 0)
 		return 0;
+	if (r->flags & QUAYI_RING_F_SPSC)
+		return quayi_ring_spsc_push(r, r->flags, elems, n, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_push(r, n, true, &pos, &rc, false) == 0)
 		return rc;
 	return quayi_ring_fill(r, pos, elems, n) == n ? 0 : -EOWNERDEAD;
@@ -413,6 +633,8 @@ quay_ring_pop_bulk(quay_ring *r, void *out, size_t n)
 		return -EINVAL;
 	if (n == 0)
 		return 0;
+	if (r->flags & QUAYI_RING_F_SPSC)
+		return quayi_ring_spsc_pop(r, r->flags, out, n, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_pop(r, n, true, &pos, &rc) == 0)
 		return rc;
 	return quayi_ring_drain(r, pos, out, n) == n ? 0 : -EOWNERDEAD;
