@@ -323,8 +323,8 @@ quayi_pollfd_forget(uint32_t *event)
 
 /* ---- the objects' ready() and due() -------------------------------- */
 
-/* The slot at the ring's head holds a published element (or head moved
- * on: the take retries). */
+/* The element at the ring's head is published (the slot's seq, or in
+ * SPSC mode pub != head), or head moved on: the take retries. */
 static bool
 head_ready(const struct quay_ring *r)
 {

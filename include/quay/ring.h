@@ -29,6 +29,10 @@
  * (empty), and a burst or bulk of n moves with one or two memcpy and one
  * index store. The same calls and guarantees hold in every mode.
  *
+ * ABI: push, pop and the bursts are inline, so they are compiled into the
+ * program; the program and libquay must come from the same release (the
+ * soname changes when what the ring's layout means changes).
+ *
  * Concurrency (synchronisation table):
  *
  *   call                  x call                  needs
@@ -159,7 +163,8 @@ QUAY_API void quay_ring_destroy(quay_ring *r);
  * Copy one element into the ring.
  *
  * Concurrency: lock-free; see the table at the top of this file.
- * Ordering: release (RING-R1 in impl/ring_inline.h, pairs with RING-A1 in pop).
+ * Ordering: release (RING-R1 in impl/ring_inline.h, pairs with RING-A1 in pop;
+ * SPSC mode: RING-R3, pairs with RING-A3).
  * Returns: 0; -EAGAIN if the ring is full; -EPIPE if it is closed;
  *          -EINVAL if r or elem is NULL. Nothing is written on failure.
  *          A shared ring only: -EOWNERDEAD if this call stalled past the
@@ -171,7 +176,8 @@ QUAY_INLINE int quay_ring_push(quay_ring *r, const void *elem);
  * Copy the oldest element out of the ring into out (elem_size bytes).
  *
  * Concurrency: lock-free; see the table at the top of this file.
- * Ordering: acquire (RING-A1, pairs with RING-R1 in push).
+ * Ordering: acquire (RING-A1, pairs with RING-R1 in push; SPSC mode: RING-A3,
+ * pairs with RING-R3).
  * Returns: 0; -EAGAIN if the ring is empty (or its next element is still
  *          being written); -EPIPE if the ring is closed and drained;
  *          -EINVAL if r or out is NULL. A shared ring only: -EOWNERDEAD

@@ -50,7 +50,7 @@
 //   ring_relacy --only SUBSTR   run only tests whose name contains SUBSTR
 //   ring_relacy --weak NAME     run the weakened variant NAME only
 //                               (r1, a1, r2, a2, status, nobit, c2,
-//                               r3, a3, r4, a4, early)
+//                               r3, a3, r4, a4, early, late, pub, c2s)
 //   ring_relacy --findings      reproduce finding F1 only (informational)
 //   ring_relacy --no-weak       skip the weakened variants
 //   ring_relacy --cb N          context bound N for the context-bound tests
@@ -93,6 +93,9 @@ enum weaken_e {
 	W_R4,     // SPSC pop frees through head with a relaxed store instead of release
 	W_A4,     // SPSC push reads head with a relaxed load instead of acquire
 	W_EARLY,  // SPSC push publishes pub before copying the element
+	W_LATE,   // SPSC push reads head_cache before its early check of closed
+	W_PUB,    // SPSC pop_status judges "drained" by pub instead of the final tail
+	W_C2S,    // as W_C2, on an SPSC ring (spsc_push's RING-C1, not claim_push's)
 };
 
 static weaken_e g_weaken = W_NONE;
@@ -182,6 +185,10 @@ template <unsigned CAP> struct model_ring {
 	size_t spsc_push(const uint64_t *elems, size_t n, bool exact, int *rc)
 	{
 		const uint64_t cap = mask + 1;
+		if (g_weaken == W_LATE) { // the check below moved after this read
+			uint64_t hc = head_cache(AT);
+			(void)hc;
+		}
 		if (closed.load(rl::mo_relaxed, AT) != R_OPEN) {
 			*rc = -EPIPE;
 			return 0;
@@ -327,7 +334,9 @@ template <unsigned CAP> struct model_ring {
 	{
 		if (closed.load(rl::mo_acquire, AT) != R_CLOSED)
 			return -EAGAIN;
-		uint64_t t = tail.load(rl::mo_acquire, AT) & POS_MASK;
+		uint64_t t = (g_weaken == W_PUB && (flags & F_SPSC)) ?
+		    pub.load(rl::mo_acquire, AT) :
+		    tail.load(rl::mo_acquire, AT) & POS_MASK;
 		if (g_weaken == W_STATUS)
 			return -EPIPE;
 		return ((t - hd) & POS_MASK) < need ? -EPIPE : -EAGAIN;
@@ -477,7 +486,7 @@ template <unsigned CAP> struct model_ring {
 				tail.fetch_or(CLOSED_BIT, rl::mo_seq_cst, AT);
 		} else {
 			RL_ASSERT(flags & F_FENCE); // membarrier: not modellable
-			if (g_weaken != W_C2)
+			if (g_weaken != W_C2 && g_weaken != W_C2S)
 				rl::atomic_thread_fence(rl::mo_seq_cst, AT); // RING-C2
 		}
 		closed.store(R_CLOSED, rl::mo_release, AT);
@@ -1049,6 +1058,9 @@ run_weak(const char *which)
 		{ "r4", W_R4 },
 		{ "a4", W_A4 },
 		{ "early", W_EARLY },
+		{ "late", W_LATE },
+		{ "pub", W_PUB },
+		{ "c2s", W_C2S },
 	};
 	const rl::scheduler_type_e RND = rl::sched_random;
 	bool any = false;
@@ -1105,6 +1117,18 @@ run_weak(const char *which)
 			run<transfer_test<2, 1, 1, 3, F_SP | F_SC, M_SINGLE, 0>>("early-pub:spsc-cap2", RND,
 			    N_BIG, true);
 			break;
+		case W_LATE:
+			run<close_test<1, 2, F_SP | F_SC | F_FENCE, false,
+			    false>>("closed-late:close-fence-spsc-cap1", RND, N_BIG, true);
+			break;
+		case W_PUB:
+			run<close_test<2, 3, F_SP | F_SC | F_FENCE, true,
+			    false>>("status-pub:close-fence-spsc-cap2-burst3", RND, N_BIG, true);
+			break;
+		case W_C2S:
+			run<close_test<2, 2, F_SP | F_SC | F_FENCE, false, false,
+			    2>>("c2-no-fence:close-fence-spsc-cap2-bounded2", rl::sched_bound, 0, true, 3);
+			break;
 		case W_C2:
 			run<close_test<2, 2, F_SP | F_FENCE, false, false,
 			    2>>("c2-no-fence:close-fence-spmc-cap2-bounded2", rl::sched_bound, 0, true, 3);
@@ -1116,7 +1140,7 @@ run_weak(const char *which)
 	if (!any) {
 		std::fprintf(stderr,
 		    "ring_relacy: unknown weakened variant '%s' "
-		    "(r1, a1, r2, a2, status, nobit, c2, r3, a3, r4, a4, early)\n",
+		    "(r1, a1, r2, a2, status, nobit, c2, r3, a3, r4, a4, early, late, pub, c2s)\n",
 		    which);
 		g_failures++;
 	}
@@ -1148,7 +1172,8 @@ usage()
 {
 	std::fprintf(stderr,
 	    "usage: ring_relacy [--scale F] [--only SUBSTR] "
-	    "[--weak r1|a1|r2|a2|status|nobit|c2|r3|a3|r4|a4|early] [--no-weak] [--findings] [--cb N] "
+	    "[--weak r1|a1|r2|a2|status|nobit|c2|r3|a3|r4|a4|early|late|pub|c2s] [--no-weak] [--findings] "
+	    "[--cb N] "
 	    "[--verbose]\n");
 	std::exit(2);
 }

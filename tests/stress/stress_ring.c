@@ -654,12 +654,20 @@ dump_state(const char *why)
 	tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);
 
 	/* Relaxed snapshots of the ring's internals, for the report only. */
-	hs = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_RELAXED);
-	ts = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, tail)), __ATOMIC_RELAXED);
-	fprintf(stderr,
-	    "  ring: head=%#" PRIx64 " tail=%#" PRIx64 " seq@head=%#" PRIx64 " seq@tail=%#" PRIx64
-	    " closed=%u count=%zu\n",
-	    head, tail, hs, ts, __atomic_load_n(&r->closed, __ATOMIC_RELAXED), quay_ring_count(r));
+	if (r->flags & QUAYI_RING_F_SPSC) { /* no seq words: pub instead */
+		fprintf(stderr,
+		    "  ring (SPSC): head=%#" PRIx64 " tail=%#" PRIx64 " pub=%#" PRIx64
+		    " closed=%u count=%zu\n",
+		    head, tail, __atomic_load_n(&r->pub, __ATOMIC_RELAXED),
+		    __atomic_load_n(&r->closed, __ATOMIC_RELAXED), quay_ring_count(r));
+	} else {
+		hs = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, head)), __ATOMIC_RELAXED);
+		ts = __atomic_load_n(quayi_ring_seq(quayi_ring_slot(r, tail)), __ATOMIC_RELAXED);
+		fprintf(stderr,
+		    "  ring: head=%#" PRIx64 " tail=%#" PRIx64 " seq@head=%#" PRIx64 " seq@tail=%#" PRIx64
+		    " closed=%u count=%zu\n",
+		    head, tail, hs, ts, __atomic_load_n(&r->closed, __ATOMIC_RELAXED), quay_ring_count(r));
+	}
 	/* The sleepers' line (futex words), raw: the test does not depend on
 	 * how the ring names its fields there. */
 	{

@@ -654,10 +654,12 @@ quay_ring_count(const quay_ring *r)
 
 	if (r == NULL)
 		return 0;
-	/* Relaxed: a snapshot. Head first: tail never falls behind a head
-	 * read earlier, so the difference is never negative; pops and pushes
-	 * between the two loads can still push it past the capacity: clamp. */
-	h = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
+	/* A snapshot. Head first, with acquire so that the tail load cannot
+	 * be done before it (weakly ordered CPUs): tail never falls behind a
+	 * head read earlier, so the difference is never negative; pops and
+	 * pushes between the two loads can still push it past the capacity:
+	 * clamp. Relaxed tail: a snapshot. */
+	h = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
 	t = __atomic_load_n(&r->tail, __ATOMIC_RELAXED) & QUAYI_RING_POS_MASK;
 	n = (t - h) & QUAYI_RING_POS_MASK;
 	return n > r->mask + 1 ? (size_t)r->mask + 1 : (size_t)n;
