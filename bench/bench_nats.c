@@ -291,10 +291,14 @@ out:
 	natsConnection_Destroy(srv);
 }
 
-/* rr_import's quay responder: echoes each request until unsubscribed. */
+/* rr_import's quay responder: echoes each request until told to stop.
+ * It is stopped by a flag and a bounded receive, joined, and only then is
+ * its subscription dropped: a receive on a subscription that
+ * quay_bus_unsubscribe() has freed is not allowed (quay/bus.h). */
 struct responder {
 	quay_bus *bus;
 	quay_sub *sub;
+	bool stop; /* relaxed: only ends the loop, see the top */
 };
 
 static void *
@@ -302,7 +306,13 @@ responder_main(void *arg)
 {
 	struct responder *r = arg;
 	quay_msg *m;
-	while (quay_sub_receive(r->sub, &m, -1) == 0) {
+	int rc;
+	while ((rc = quay_sub_receive(r->sub, &m, 10000000)) == 0 || rc == -ETIMEDOUT) {
+		if (rc != 0) {
+			if (__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) /* a flag */
+				break;
+			continue;
+		}
 		quay_msg *rep;
 		if (quay_msg_new(g_pool, quay_msg_body(m), quay_msg_body_len(m), &rep) == 0)
 			quay_bus_reply(r->bus, m, rep); /* else no reply: the request fails */
@@ -320,6 +330,7 @@ rr_import(qb_state *st, void *arg)
 	pthread_t th;
 
 	(void)arg;
+	resp.stop = false;
 	quay_bus_create(NULL, &resp.bus);
 	quay_bus_subscribe(resp.bus, "bench.rri", NULL, &resp.sub);
 	quay_nats_import(n, resp.bus, "bench.rri", NULL);
@@ -343,8 +354,9 @@ out:
 	/* The responder first: its last reply may still be in the handle's
 	 * reply path and its last unref in the handle's pool (the reply
 	 * reached us before it returned), and close frees both. */
-	quay_bus_unsubscribe(resp.sub); /* ends the responder's receive */
+	__atomic_store_n(&resp.stop, true, __ATOMIC_RELAXED); /* a flag */
 	pthread_join(th, NULL);
+	quay_bus_unsubscribe(resp.sub);
 	quay_nats_close(n);
 	quay_bus_destroy(resp.bus);
 	natsConnection_Destroy(cli);
