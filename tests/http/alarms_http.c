@@ -42,8 +42,19 @@ static int
 teardown(void **state)
 {
 	(void)state;
-	quay_http_stop(srv);
+	quay_http_stop(srv); /* NULL when the test stopped it (stop_server) */
+	srv = NULL;
 	return quay_pool_destroy(pool);
+}
+
+/* Registered objects must outlive the server (quay/http.h): a test stops
+ * it before destroying its queues, or the sampler thread may read a
+ * destroyed queue's counters (it did: SIGSEGV in quay_counter_read). */
+static void
+stop_server(void)
+{
+	quay_http_stop(srv);
+	srv = NULL;
 }
 
 static struct quay_queue_opts
@@ -144,6 +155,7 @@ age_alarm_fires_and_clears(void **state)
 	get("/health", 200, LIST("{\"name\":\"jobs\",\"state\":\"ok\",\"alarms\":[]}", "\"status\":\"ok\""),
 	    NULL);
 	get("/summary", 200, LIST("\"state\":\"ok\",\"alarms\":[],\"health\":\"healthy\","), NULL);
+	stop_server();
 	quay_queue_destroy(q);
 }
 
@@ -200,6 +212,7 @@ failing_queue_is_503(void **state)
 	quay_msg_unref(l.msg);
 	get("/health", 200,
 	    LIST("{\"name\":\"work\",\"state\":\"ok\",\"alarms\":[]}", "\"status\":\"degraded\""), NULL);
+	stop_server();
 	quay_queue_destroy(q);
 	quay_queue_destroy(pq);
 	quay_queue_destroy(dlq);
@@ -229,6 +242,7 @@ full_stays_with_alarms(void **state)
 	send_n(q, 1);
 	get("/health", 503, LIST("{\"name\":\"small\",\"state\":\"error\",\"alarms\":[\"full\",\"ready\"]}"),
 	    NULL);
+	stop_server();
 	quay_queue_destroy(q);
 }
 
@@ -259,6 +273,7 @@ requests_do_not_speed_alarms_up(void **state)
 	    LIST("quay_queue_alarm{alarm=\"ready\",queue=\"paced\"} 1",
 	        "quay_queue_health{queue=\"paced\"} 1"),
 	    NULL);
+	stop_server();
 	quay_queue_destroy(q);
 }
 
