@@ -129,26 +129,8 @@ quay_pq_create_shm(const char *name, const struct quay_pq_opts *opts, const stru
 	    (name != NULL ? !quayi_shm_name_ok(name) : fd_out == NULL))
 		return -EINVAL;
 	file_size = QUAYI_PQ_SHM_HDR + memsize;
-	if (name != NULL)
-		fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, o->mode ? (mode_t)o->mode : 0600);
-	else
-		fd = memfd_create("quay-pq", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return -errno;
-	/* Allocate the pages now (a full tmpfs: -ENOSPC, not SIGBUS later). */
-	if (ftruncate(fd, (off_t)file_size) != 0) {
-		rc = -errno;
-		goto fail;
-	}
-	if ((rc = posix_fallocate(fd, 0, (off_t)file_size)) != 0) {
-		rc = -rc;
-		goto fail;
-	}
-	base = mmap(NULL, file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (base == MAP_FAILED) {
-		rc = -errno;
-		goto fail;
-	}
+	if ((rc = quayi_shm_file_create(name, "quay-pq", o->mode, file_size, &fd, &base)) != 0)
+		return rc;
 	pq = (quay_pq *)(void *)(base + QUAYI_PQ_SHM_HDR);
 	rc = quay_pq_init(pq, opts);
 	if (rc != 0)
@@ -173,24 +155,13 @@ quay_pq_create_shm(const char *name, const struct quay_pq_opts *opts, const stru
 	 * header and the initialised queue are visible to whoever sees it. */
 	__atomic_store_n(&h->magic, QUAYI_PQ_SHM_MAGIC, __ATOMIC_RELEASE);
 
-	/* A memfd cannot be resized once sealed (no SIGBUS for the others). */
-	if (name == NULL && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-		rc = -errno;
+	if ((rc = quayi_shm_file_publish(name, fd, fd_out)) != 0)
 		goto fail;
-	}
-	if (fd_out != NULL)
-		*fd_out = fd;
-	else
-		close(fd);
 	*out = pq;
 	return 0;
 
 fail:
-	if (base != MAP_FAILED)
-		munmap(base, file_size);
-	close(fd);
-	if (name != NULL)
-		shm_unlink(name);
+	quayi_shm_file_abort(name, fd, base, file_size);
 	return rc;
 }
 

@@ -153,6 +153,71 @@ ring_flags(uint32_t flags)
 	return (flags & ~QUAY_RING_SP) | QUAYI_RING_F_FENCE | QUAYI_RING_F_SHARED;
 }
 
+/* The file of a new shared ring or pq: "/name" made with O_EXCL, or a
+ * memfd labelled label (sealable); size bytes allocated now (a full tmpfs
+ * gives -ENOSPC here, not SIGBUS when init touches the pages) and mapped.
+ * On an error nothing is left behind. */
+int
+quayi_shm_file_create(const char *name, const char *label, uint32_t mode, size_t size, int *fd_out,
+    unsigned char **base_out)
+{
+	unsigned char *base;
+	int fd, rc;
+
+	if (name != NULL)
+		fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode ? (mode_t)mode : 0600);
+	else
+		fd = memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if ((rc = posix_fallocate(fd, 0, (off_t)size)) != 0) {
+		rc = -rc;
+		goto fail;
+	}
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (base == MAP_FAILED) {
+		rc = -errno;
+		goto fail;
+	}
+	*fd_out = fd;
+	*base_out = base;
+	return 0;
+
+fail:
+	quayi_shm_file_abort(name, fd, MAP_FAILED, size);
+	return rc;
+}
+
+/* After the header's magic is stored: seal a memfd (it cannot be resized
+ * then, so no attacher can truncate it under the others: SIGBUS; a named
+ * file can be, see RING.md), then hand fd out or close it. */
+int
+quayi_shm_file_publish(const char *name, int fd, int *fd_out)
+{
+	if (name == NULL && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+		return -errno;
+	if (fd_out != NULL)
+		*fd_out = fd;
+	else
+		close(fd);
+	return 0;
+}
+
+/* Undo quayi_shm_file_create (base MAP_FAILED: not mapped). */
+void
+quayi_shm_file_abort(const char *name, int fd, unsigned char *base, size_t size)
+{
+	if (base != MAP_FAILED)
+		munmap(base, size);
+	close(fd);
+	if (name != NULL)
+		shm_unlink(name);
+}
+
 int
 quay_ring_create_shm(const char *name, size_t capacity, size_t elem_size,
     const struct quay_ring_shm_opts *opts, quay_ring **out, int *fd_out)
@@ -170,27 +235,8 @@ quay_ring_create_shm(const char *name, size_t capacity, size_t elem_size,
 	    (name != NULL ? !quayi_shm_name_ok(name) : fd_out == NULL))
 		return -EINVAL;
 	file_size = QUAYI_RING_SHM_HDR + memsize;
-	if (name != NULL)
-		fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, o->mode ? (mode_t)o->mode : 0600);
-	else
-		fd = memfd_create("quay-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return -errno;
-	/* Allocate the pages now: on a full tmpfs, touching them in init
-	 * would raise SIGBUS instead of returning -ENOSPC. */
-	if (ftruncate(fd, (off_t)file_size) != 0) {
-		rc = -errno;
-		goto fail;
-	}
-	if ((rc = posix_fallocate(fd, 0, (off_t)file_size)) != 0) {
-		rc = -rc;
-		goto fail;
-	}
-	base = mmap(NULL, file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (base == MAP_FAILED) {
-		rc = -errno;
-		goto fail;
-	}
+	if ((rc = quayi_shm_file_create(name, "quay-ring", o->mode, file_size, &fd, &base)) != 0)
+		return rc;
 	r = (quay_ring *)(void *)(base + QUAYI_RING_SHM_HDR);
 	rc = quay_ring_init(r, capacity, elem_size, o->flags & ~QUAY_RING_SP);
 	if (rc != 0)
@@ -210,25 +256,13 @@ quay_ring_create_shm(const char *name, size_t capacity, size_t elem_size,
 	 * header and the initialised ring are visible to whoever sees it. */
 	__atomic_store_n(&h->magic, QUAYI_RING_SHM_MAGIC, __ATOMIC_RELEASE);
 
-	/* A memfd cannot be resized once sealed: no attacher can truncate
-	 * it under the others (SIGBUS). A named file can be: see RING.md. */
-	if (name == NULL && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-		rc = -errno;
+	if ((rc = quayi_shm_file_publish(name, fd, fd_out)) != 0)
 		goto fail;
-	}
-	if (fd_out != NULL)
-		*fd_out = fd;
-	else
-		close(fd);
 	*out = r;
 	return 0;
 
 fail:
-	if (base != MAP_FAILED)
-		munmap(base, file_size);
-	close(fd);
-	if (name != NULL)
-		shm_unlink(name);
+	quayi_shm_file_abort(name, fd, base, file_size);
 	return rc;
 }
 

@@ -38,6 +38,12 @@ bool quayi_shm_name_ok(const char *name);
  * (a slot freed), 0, or -EAGAIN (the state changed meanwhile). */
 bool quayi_ring_shm_held(const struct quay_ring *r, bool push, uint64_t *pos, uint64_t *seq);
 int quayi_ring_shm_repair(struct quay_ring *r, bool push, void *elem, uint64_t pos, uint64_t seq);
+/* The file of a shared ring or pq (src/ring_shm.c): create and map it,
+ * seal and hand it out once its header is published, or undo the create. */
+int quayi_shm_file_create(const char *name, const char *label, uint32_t mode, size_t size, int *fd_out,
+    unsigned char **base_out);
+int quayi_shm_file_publish(const char *name, int fd, int *fd_out);
+void quayi_shm_file_abort(const char *name, int fd, unsigned char *base, size_t size);
 /* Unmap a shared ring (quay_ring_destroy). */
 void quayi_ring_shm_detach(struct quay_ring *r);
 
