@@ -193,33 +193,47 @@ is_closed(const quay_queue *q)
 static void
 held_sub(quay_queue *q)
 {
-	/* Relaxed: a bound, not a hand-over (the messages move through the
-	 * pq and the slots). */
-	__atomic_fetch_add(&q->held_out, 1, __ATOMIC_RELAXED);
+	/* QUEUE-H1: release, pairs with QUEUE-H2 in held_reserve: a sender
+	 * that reads this exit also sees the held_in increment of the
+	 * message's own send (which happened before it left). */
+	__atomic_fetch_add(&q->held_out, 1, __ATOMIC_RELEASE);
 }
 
-/* Room for one more message: held + 1 if that is at most capacity. */
+/* Room for one more message: held + 1 if that is at most capacity.
+ *
+ * held_out is read before held_in is incremented, so every exit the read
+ * counts belongs to a send already in our held_in value (QUEUE-H1/H2):
+ * in - out never undercounts, and a reservation is granted only when the
+ * true count stays <= capacity (node_get and the ready queue are sized by
+ * it). Reading held_out after the increment could count the exit of a
+ * message sent after it and admit one too many. The fast path reads the
+ * senders' copy of held_out, which can only be behind (it only grows):
+ * only a send that the copy finds full reads held_out, the consumers'
+ * line, and refreshes the copy (a racing store of an older value only
+ * makes the copy more behind, which stays safe). */
 static bool
 held_reserve(quay_queue *q)
 {
-	/* Relaxed, as held_sub. The first check uses the senders' copy of
-	 * held_out, which can only be behind (the count only grows), so it
-	 * never admits more than the real count would: only a send that the
-	 * copy finds full reads held_out, the consumers' line, and refreshes
-	 * the copy (a racing store of an older value only makes the copy
-	 * more behind, which stays safe). Signed differences: held_out read
-	 * after held_in may count exits of messages sent after it. */
+	/* QUEUE-H2: acquire, pairs with the release store below (another
+	 * sender's refresh, itself after an acquire of held_out). */
+	uint64_t out = __atomic_load_n(&q->held_out_seen, __ATOMIC_ACQUIRE);
+	/* Relaxed: a count; ordered after the load above by its acquire. */
 	uint64_t in = __atomic_add_fetch(&q->held_in, 1, __ATOMIC_RELAXED);
-	uint64_t out = __atomic_load_n(&q->held_out_seen, __ATOMIC_RELAXED);
 
-	if (QUAYI_LIKELY((int64_t)(in - out) <= (int64_t)q->capacity))
+	if (QUAYI_LIKELY(in - out <= q->capacity))
 		return true;
-	out = __atomic_load_n(&q->held_out, __ATOMIC_RELAXED);
-	__atomic_store_n(&q->held_out_seen, out, __ATOMIC_RELAXED);
-	if ((int64_t)(in - out) <= (int64_t)q->capacity)
-		return true;
-	/* Relaxed, as above; on the senders' line. */
+	/* Give the reservation back, read the exits, try again. Relaxed:
+	 * counts, on the senders' line. */
 	__atomic_fetch_sub(&q->held_in, 1, __ATOMIC_RELAXED);
+	/* QUEUE-H2: acquire, pairs with QUEUE-H1 in held_sub. */
+	out = __atomic_load_n(&q->held_out, __ATOMIC_ACQUIRE);
+	/* QUEUE-H2's other half: release, so a sender that loads this copy
+	 * with acquire sees what this thread saw through held_out. */
+	__atomic_store_n(&q->held_out_seen, out, __ATOMIC_RELEASE);
+	in = __atomic_add_fetch(&q->held_in, 1, __ATOMIC_RELAXED); /* as above */
+	if (in - out <= q->capacity)
+		return true;
+	__atomic_fetch_sub(&q->held_in, 1, __ATOMIC_RELAXED); /* as above */
 	return false;
 }
 
