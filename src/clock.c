@@ -45,6 +45,7 @@
 
 #if defined(__x86_64__) && defined(__SIZEOF_INT128__)
 #define HAVE_TSC 1
+#include <cpuid.h>
 #include <x86intrin.h>
 #else
 #define HAVE_TSC 0
@@ -101,6 +102,22 @@ tsc_ordered(void)
 #define TSC_FAST() __rdtsc()
 #endif
 
+/* CPUID 0x80000007 EDX bit 8: the invariant TSC (constant rate, runs in
+ * every C-, P- and T-state). */
+static bool
+cpu_invariant_tsc(void)
+{
+	unsigned a, b, c, d;
+
+	if (!__get_cpuid(0x80000000u, &a, &b, &c, &d) || a < 0x80000007u)
+		return false;
+	__cpuid(0x80000007u, a, b, c, d);
+	return (d & (1u << 8)) != 0;
+}
+
+/* The TSC is trusted when the CPU says it is invariant and the kernel
+ * keeps time with it (the kernel's watchdog demotes a TSC that drifts or
+ * is out of step across CPUs to another clock source). */
 static bool
 kernel_uses_tsc(void)
 {
@@ -108,8 +125,11 @@ kernel_uses_tsc(void)
 	FILE *f = fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "re");
 	bool ok;
 
-	if (f == NULL)
+	if (!cpu_invariant_tsc() || f == NULL) {
+		if (f != NULL)
+			fclose(f);
 		return false;
+	}
 	ok = fgets(buf, sizeof(buf), f) != NULL && strcmp(buf, "tsc\n") == 0;
 	fclose(f);
 	return ok;
@@ -245,11 +265,10 @@ slow_read(void)
 }
 
 int64_t
-quay_queue_clock_tsc(void *arg)
+quayi_clock_fast_ns(void)
 {
 	int64_t v;
 
-	(void)arg;
 	if (QUAYI_LIKELY(line_at(TSC_FAST(), &v)))
 		return v;
 	return slow_read();
@@ -258,10 +277,23 @@ quay_queue_clock_tsc(void *arg)
 #else /* !HAVE_TSC */
 
 int64_t
-quay_queue_clock_tsc(void *arg)
+quayi_clock_fast_ns(void)
 {
-	(void)arg;
 	return quayi_real_ns();
 }
 
 #endif
+
+int64_t
+quay_queue_clock_tsc(void *arg)
+{
+	(void)arg;
+	return quayi_clock_fast_ns();
+}
+
+int64_t
+quay_queue_clock_realtime(void *arg)
+{
+	(void)arg;
+	return quayi_real_ns();
+}

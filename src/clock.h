@@ -77,6 +77,11 @@ quayi_real_clock(void *arg)
 	return quayi_real_ns();
 }
 
+/* CLOCK_REALTIME ns from the calibrated TSC where it is trusted, else
+ * clock_gettime(CLOCK_REALTIME) (src/clock.c): quay_queue_clock_tsc()
+ * without its argument, the default clock of the queue. */
+int64_t quayi_clock_fast_ns(void);
+
 /* a + b for b >= 0, saturating at INT64_MAX (times far in the future).
  * a may be negative (a queue's clock is a user callback): then a + b
  * cannot overflow. */

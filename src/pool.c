@@ -507,7 +507,7 @@ quayi_pool_now(const quay_pool *p)
 {
 	if (p->clock != NULL)
 		return p->clock(p->clock_arg);
-	return quayi_real_ns();
+	return quayi_clock_fast_ns(); /* quay_queue_clock_tsc, as the queue's default */
 }
 
 size_t

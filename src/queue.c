@@ -108,10 +108,10 @@ static uint64_t queue_ids;
 static inline int64_t
 q_now(const quay_queue *q)
 {
-	/* The default clock without the indirect call (and its wrapper):
-	 * clock_gettime() straight from here. */
-	if (QUAYI_LIKELY(q->clock == quayi_real_clock))
-		return quayi_real_ns();
+	/* The default clock (quay_queue_clock_tsc) without the indirect
+	 * call. */
+	if (QUAYI_LIKELY(q->clock == quay_queue_clock_tsc))
+		return quayi_clock_fast_ns();
 	return q->clock(q->clock_ctx);
 }
 
@@ -1173,7 +1173,7 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	q->on_failure = opts->on_failure;
 	q->on_dead_letter = opts->on_dead_letter;
 	q->hook_ctx = opts->hook_ctx;
-	q->clock = opts->clock ? opts->clock : quayi_real_clock;
+	q->clock = opts->clock ? opts->clock : quay_queue_clock_tsc;
 	q->clock_ctx = opts->clock ? opts->clock_ctx : NULL;
 	q->jitter_seed = opts->jitter_seed ? opts->jitter_seed : UINT64_C(0x5175617951756179);
 	q->next_due = INT64_MAX;

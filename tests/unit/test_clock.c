@@ -245,6 +245,50 @@ test_tsc_clock(void **state)
 	}
 }
 
+/* The default clocks of a queue and a pool are quay_queue_clock_tsc (the
+ * queue calls it directly, not through the pointer): their stamps stay
+ * within tsc_reader's tolerance of CLOCK_REALTIME, and a queue given
+ * quay_queue_clock_realtime stamps within the exact bracket. */
+static void
+test_default_clocks(void **state)
+{
+	const int64_t tol = 50 * 1000;
+
+	(void)state;
+	for (int exact = 0; exact < 2; exact++) {
+		struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+		quay_pool *pool = NULL;
+		quay_queue *q = NULL;
+		quay_msg *m = NULL;
+		quay_lease l;
+		int64_t a, b, t = exact ? 0 : tol;
+
+		if (exact)
+			o.clock = quay_queue_clock_realtime;
+		o.visibility_ns = 1000 * INT64_C(1000000);
+		assert_int_equal(quay_pool_create((size_t)8 << 20, NULL, &pool), 0);
+		assert_int_equal(quay_queue_create(&o, &q), 0);
+		for (int i = 0; i < 20000; i++) {
+			a = quayi_real_ns();
+			assert_int_equal(quay_msg_new(pool, "x", 1, &m), 0);
+			assert_int_equal(quay_queue_send(q, m), 0);
+			assert_int_equal(quay_queue_receive(q, &l, 0), 0);
+			b = quayi_real_ns();
+			assert_true(quay_msg_created_ns(m) >= a - tol && quay_msg_created_ns(m) <= b + tol);
+			assert_true(quay_msg_enqueued_ns(m) >= a - t && quay_msg_enqueued_ns(m) <= b + t);
+			assert_true(l.deadline_ns >= a - t + o.visibility_ns &&
+			    l.deadline_ns <= b + t + o.visibility_ns);
+			assert_int_equal(quay_queue_ack(q, &l), 0);
+			quay_msg_unref(l.msg);
+		}
+		a = quayi_real_ns();
+		assert_true(quay_queue_clock_realtime(NULL) >= a);
+		assert_true(quay_queue_clock_realtime(&a) <= quayi_real_ns()); /* ctx is ignored */
+		quay_queue_destroy(q);
+		quay_pool_destroy(pool);
+	}
+}
+
 int
 main(void)
 {
@@ -255,6 +299,7 @@ main(void)
 		QT_TEST(test_futex_wait_ends),
 		QT_TEST(test_futex_wake_all),
 		QT_TEST(test_tsc_clock),
+		QT_TEST(test_default_clocks),
 	};
 
 	return cmocka_run_group_tests_name("clock", tests, NULL, NULL);
