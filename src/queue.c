@@ -193,10 +193,21 @@ is_closed(const quay_queue *q)
 static void
 held_sub(quay_queue *q)
 {
-	/* QUEUE-H1: release, pairs with QUEUE-H2 in held_reserve: a sender
-	 * that reads this exit also sees the held_in increment of the
-	 * message's own send (which happened before it left). */
-	__atomic_fetch_add(&q->held_out, 1, __ATOMIC_RELEASE);
+	uint32_t slot = quayi_stats_slot();
+
+	if (QUAYI_LIKELY(slot < QUAYI_HOUT_CELLS)) {
+		uint64_t *p = &q->held_out[slot][0];
+
+		/* Relaxed load: this thread is the cell's only writer (STATS-S1/S2
+		 * hand it from one owner to the next). QUEUE-H1: release, pairs
+		 * with QUEUE-H2 in held_reserve: a sender that reads this exit
+		 * also sees the held_in increment of the message's own send
+		 * (which happened before it left). */
+		__atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+	} else {
+		/* QUEUE-H1 (as above) on the shared cell: atomic, many writers. */
+		__atomic_fetch_add(&q->held_out[QUAYI_HOUT_CELLS][0], 1, __ATOMIC_RELEASE);
+	}
 }
 
 /* Room for one more message: held + 1 if that is at most capacity.
@@ -225,8 +236,9 @@ held_reserve(quay_queue *q)
 	/* Give the reservation back, read the exits, try again. Relaxed:
 	 * counts, on the senders' line. */
 	__atomic_fetch_sub(&q->held_in, 1, __ATOMIC_RELAXED);
-	/* QUEUE-H2: acquire, pairs with QUEUE-H1 in held_sub. */
-	out = __atomic_load_n(&q->held_out, __ATOMIC_ACQUIRE);
+	/* QUEUE-H2: acquire loads of the cells, pairs with QUEUE-H1 in
+	 * held_sub. */
+	out = quayi_queue_held_out(q, __ATOMIC_ACQUIRE);
 	/* QUEUE-H2's other half: release, so a sender that loads this copy
 	 * with acquire sees what this thread saw through held_out. */
 	__atomic_store_n(&q->held_out_seen, out, __ATOMIC_RELEASE);

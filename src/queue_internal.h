@@ -98,6 +98,10 @@ int64_t quayi_wheel_next_due(const struct quayi_wheel *w);
 
 /* ---- the queue ---------------------------------------------------- */
 
+/* Owned cells of quay_queue.held_out (stats slots 0..7); one more is
+ * shared. */
+#define QUAYI_HOUT_CELLS 8u
+
 /* Lease slot states (low two bits of quayi_lslot.state; gen above). */
 #define QUAYI_L_FREE 0u
 #define QUAYI_L_LEASED 1u
@@ -166,10 +170,18 @@ struct quay_queue {
 	 * a send refused late) to held_out. A send compares with
 	 * held_out_seen, a copy of held_out that can only be behind (the
 	 * count only grows): it reads held_out itself only when the copy
-	 * says full. */
+	 * says full.
+	 *
+	 * held_out is the sum of cells, one line each: cell i (i <
+	 * QUAYI_HOUT_CELLS) has one writer, the thread holding stats slot i
+	 * (STATS-S1/S2 hand a slot's cells from one owner to the next), which
+	 * adds with a load and a release store, no locked instruction; the
+	 * last cell is shared by the threads with a higher slot (atomic
+	 * add). Only a send that finds the queue full, and the gauges, add
+	 * them up (held_out_sum). */
 	uint64_t held_in QUAYI_ALIGNED(QUAY_CACHELINE);
 	uint64_t held_out_seen;
-	uint64_t held_out QUAYI_ALIGNED(QUAY_CACHELINE);
+	uint64_t held_out[QUAYI_HOUT_CELLS + 1][QUAYI_STATS_LINE_WORDS] QUAYI_ALIGNED(QUAY_CACHELINE);
 
 	/* Earliest time at which timer work may be due (INT64_MAX: none). */
 	int64_t next_due QUAYI_ALIGNED(QUAY_CACHELINE);
@@ -229,14 +241,27 @@ quayi_queue_dedup_id(const quay_queue *q, const quay_msg *msg, size_t *len)
 	return id;
 }
 
+/* The exits counted in q's held_out cells (see held_in), each loaded
+ * with order (__ATOMIC_ACQUIRE: QUEUE-H2; __ATOMIC_RELAXED: a gauge).
+ * Each cell only grows: the sum can only be behind the true count. */
+static inline uint64_t
+quayi_queue_held_out(const quay_queue *q, int order)
+{
+	uint64_t out = 0;
+
+	for (unsigned i = 0; i <= QUAYI_HOUT_CELLS; i++)
+		out += __atomic_load_n(&q->held_out[i][0], order); /* order: see above */
+	return out;
+}
+
 /* Messages held by q (see held_in): a snapshot, relaxed (a gauge). */
 static inline uint64_t
 quayi_queue_held(const quay_queue *q)
 {
-	/* Relaxed: counts that publish nothing. The two loads are not one
+	/* Relaxed: counts that publish nothing. The loads are not one
 	 * snapshot (a reservation undone between them, an exit counted
 	 * before its entry is seen), hence the clamp. */
-	uint64_t out = __atomic_load_n(&q->held_out, __ATOMIC_RELAXED);
+	uint64_t out = quayi_queue_held_out(q, __ATOMIC_RELAXED);
 	int64_t d = (int64_t)(__atomic_load_n(&q->held_in, __ATOMIC_RELAXED) - out);
 
 	return d > 0 ? (uint64_t)d : 0;

@@ -2529,6 +2529,61 @@ duplicate_send_is_told(void **state)
 	quay_queue_destroy(q);
 }
 
+/* Exits are counted in per-thread cells (one per stats slot, one shared
+ * by the threads past them): exits made by many threads alive at once,
+ * so that some have stats slots past the owned cells, all give their
+ * room back, and the bound stays exact after. */
+#define HOUT_THREADS 16
+
+static quay_queue *hout_q;
+static pthread_barrier_t hout_bar;
+
+static void *
+hout_thread(void *arg)
+{
+	quay_lease l;
+	int *rc = arg;
+
+	pthread_barrier_wait(&hout_bar);
+	*rc = quay_queue_receive(hout_q, &l, 0);
+	if (*rc == 0) {
+		*rc = quay_queue_ack(hout_q, &l);
+		quay_msg_unref(l.msg);
+	}
+	/* Stay alive (and keep the stats slot) until every thread acked. */
+	pthread_barrier_wait(&hout_bar);
+	return NULL;
+}
+
+static void
+exits_from_many_threads_give_room_back(void **state)
+{
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	pthread_t t[HOUT_THREADS];
+	int rc[HOUT_THREADS];
+	quay_msg *m;
+
+	(void)state;
+	o.capacity = HOUT_THREADS;
+	hout_q = mkq(&o);
+	for (int round = 0; round < 3; round++) {
+		for (uint64_t i = 0; i < HOUT_THREADS; i++)
+			assert_int_equal(quay_queue_send(hout_q, mkmsg(i)), 0);
+		m = mkmsg(99);
+		assert_int_equal(quay_queue_send(hout_q, m), -EAGAIN); /* full */
+		assert_int_equal(quay_msg_unref(m), 0);
+		assert_int_equal(pthread_barrier_init(&hout_bar, NULL, HOUT_THREADS), 0);
+		for (int i = 0; i < HOUT_THREADS; i++)
+			assert_int_equal(pthread_create(&t[i], NULL, hout_thread, &rc[i]), 0);
+		for (int i = 0; i < HOUT_THREADS; i++) {
+			assert_int_equal(pthread_join(t[i], NULL), 0);
+			assert_int_equal(rc[i], 0);
+		}
+		pthread_barrier_destroy(&hout_bar);
+	}
+	quay_queue_destroy(hout_q);
+}
+
 int
 main(void)
 {
@@ -2586,6 +2641,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(attempts_are_per_queue, setup, teardown),
 		cmocka_unit_test_setup_teardown(long_poll_waits_for_a_slot, setup, teardown),
 		cmocka_unit_test_setup_teardown(duplicate_send_is_told, setup, teardown),
+		cmocka_unit_test_setup_teardown(exits_from_many_threads_give_room_back, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
