@@ -263,9 +263,15 @@ typedef int64_t (*quay_queue_clock_fn)(void *ctx);
  * on a KVM guest under moderate load; microseconds when the guest's CPUs
  * were heavily overcommitted). The first readings of a process (about 13 ms, while it
  * measures the rate) and every reading where the TSC is not usable are
- * clock_gettime(CLOCK_REALTIME) itself. A queue's lease rules hold on
- * whatever clock it is given; use this one where message times need not
- * match CLOCK_REALTIME to the nanosecond.
+ * clock_gettime(CLOCK_REALTIME) itself. The TSC is used only when the
+ * CPU reports an invariant TSC and the kernel's clock source is "tsc".
+ * A step of CLOCK_REALTIME (settimeofday, clock_settime) of more than
+ * 100 us is followed by the first reading 1.6 ms or more after the
+ * anchor; a smaller one is closed by the slew (488 ppm: 100 us in about
+ * 0.2 s). A queue's lease rules hold on whatever clock it is given.
+ * This is the default clock of queues and pools; use
+ * quay_queue_clock_realtime() where message times must match
+ * CLOCK_REALTIME to the nanosecond.
  *
  * Concurrency: thread-safe, lock-free.
  * Returns: ns since the epoch.
