@@ -433,9 +433,14 @@ fan_out(struct quay_bus *bus, const struct quayi_bm_centry *e, quay_msg *m, stru
 
 		if (bulk_done(bulk, i))
 			continue;
-		o = deliver_try(s, m);
-		if (QUAYI_UNLIKELY(o == D_FULL))
-			o = deliver_policy(bus, s, m);
+		/* deliver_try's common case, inlined here (gcc kept it a call). */
+		int pr = sub_push(s, m);
+		if (QUAYI_LIKELY(pr == 0)) {
+			quay_counter_inc(s->c_delivered);
+			res->delivered++;
+			continue;
+		}
+		o = pr == -EPIPE ? D_CLOSED : deliver_policy(bus, s, m);
 		account(res, o);
 	}
 	for (uint32_t gi = 0; gi < e->ngroups; gi++) {
