@@ -243,55 +243,39 @@ validate(const unsigned char *base, size_t size)
 	return 0;
 }
 
+/* Validate a pq file of size bytes at base, and its element size (0: any). */
+static int
+validate_elem(const unsigned char *base, size_t size, size_t elem_size)
+{
+	int rc = validate(base, size);
+
+	if (rc == 0 && elem_size != 0 &&
+	    elem_size != ((const struct quayi_pq_shm_hdr *)(const void *)base)->elem_size)
+		rc = -EMSGSIZE;
+	return rc;
+}
+
 int
 quay_pq_attach_shm(const char *name, int fd, size_t elem_size, quay_pq **out)
 {
 	unsigned char *base;
-	struct stat st;
-	int rc = 0;
+	int rc;
 
-	if (out == NULL || (name != NULL ? !quayi_shm_name_ok(name) : fd < 0))
+	if (out == NULL)
 		return -EINVAL;
-	if (name != NULL && (fd = shm_open(name, O_RDWR | O_CLOEXEC, 0)) < 0)
-		return -errno;
-	if (fstat(fd, &st) != 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		rc = -EINVAL;
-		goto out;
-	}
 	/* The header, the queue header and one line of weights at least; the
 	 * exact size is checked against the header in validate. */
-	if (st.st_size < (off_t)(QUAYI_PQ_SHM_HDR + sizeof(struct quay_pq) + QUAY_CACHELINE)) {
-		rc = -EBADMSG;
-		goto out;
-	}
-	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (base == MAP_FAILED) {
-		rc = -errno;
-		goto out;
-	}
-	rc = validate(base, (size_t)st.st_size);
-	if (rc == 0 && elem_size != 0 && elem_size != ((struct quayi_pq_shm_hdr *)(void *)base)->elem_size)
-		rc = -EMSGSIZE;
-	if (rc != 0)
-		munmap(base, (size_t)st.st_size);
-	else
+	rc = quayi_shm_file_attach(name, fd, QUAYI_PQ_SHM_HDR + sizeof(struct quay_pq) + QUAY_CACHELINE,
+	    UINT64_MAX, validate_elem, elem_size, &base);
+	if (rc == 0)
 		*out = (quay_pq *)(void *)(base + QUAYI_PQ_SHM_HDR);
-out:
-	if (name != NULL)
-		close(fd);
 	return rc;
 }
 
 int
 quay_pq_unlink_shm(const char *name)
 {
-	if (!quayi_shm_name_ok(name))
-		return -EINVAL;
-	return shm_unlink(name) == 0 ? 0 : -errno;
+	return quayi_shm_unlink(name);
 }
 
 void

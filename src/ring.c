@@ -41,7 +41,8 @@ _Static_assert(offsetof(struct quay_ring, tail) == 64, "tail on its own line");
 _Static_assert(offsetof(struct quay_ring, head) == 128, "head on its own line");
 _Static_assert(offsetof(struct quay_ring, pop_event) == 192, "sleepers' line");
 _Static_assert(sizeof(struct quay_ring) == 256, "ring header is four lines");
-_Static_assert(((QUAYI_RING_F_FENCE | QUAYI_RING_F_OWNED | QUAYI_RING_F_SHARED | QUAYI_RING_F_SPSC) &
+_Static_assert(((QUAYI_RING_F_FENCE | QUAYI_RING_F_OWNED | QUAYI_RING_F_SHARED | QUAYI_RING_F_SPSC |
+                    QUAYI_RING_F_E8) &
                    QUAY_RING_FLAGS_ALL) == 0,
     "internal flags apart");
 _Static_assert(offsetof(struct quay_ring, head_cache) < offsetof(struct quay_ring, head) &&
@@ -110,7 +111,7 @@ quay_ring_init(quay_ring *r, size_t capacity, size_t elem_size, unsigned flags)
 	 * (ring_inline.h, "SPSC mode"). Shared rings never get it: their
 	 * init is called without QUAY_RING_SP (src/ring_shm.c). */
 	if ((flags & QUAY_RING_FLAGS_ALL) == QUAY_RING_FLAGS_ALL)
-		r->flags |= QUAYI_RING_F_SPSC;
+		r->flags |= QUAYI_RING_F_SPSC | (elem_size == 8 ? QUAYI_RING_F_E8 : 0);
 	r->closed = QUAYI_RING_OPEN;
 	init_slots(r, 0);
 	/* Publish the initialised ring to whoever receives the pointer. */

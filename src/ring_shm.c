@@ -301,15 +301,28 @@ validate(const unsigned char *base, size_t size)
 	return 0;
 }
 
-int
-quay_ring_attach_shm(const char *name, int fd, size_t elem_size, quay_ring **out)
+/* Validate a ring file of size bytes at base, and its element size (0: any). */
+static int
+validate_elem(const unsigned char *base, size_t size, size_t elem_size)
 {
-	size_t max = QUAYI_RING_SHM_HDR + quay_ring_memsize(QUAY_RING_CAPACITY_MAX, QUAY_RING_ELEM_MAX);
+	int rc = validate(base, size);
+
+	if (rc == 0 && elem_size != 0 &&
+	    elem_size != ((const struct quayi_ring_shm_hdr *)(const void *)base)->elem_size)
+		rc = -EMSGSIZE;
+	return rc;
+}
+
+int
+quayi_shm_file_attach(const char *name, int fd, uint64_t min, uint64_t max,
+    int (*check)(const unsigned char *base, size_t size, size_t elem_size), size_t elem_size,
+    unsigned char **base_out)
+{
 	unsigned char *base;
 	struct stat st;
 	int rc = 0;
 
-	if (out == NULL || (name != NULL ? !quayi_shm_name_ok(name) : fd < 0))
+	if (name != NULL ? !quayi_shm_name_ok(name) : fd < 0)
 		return -EINVAL;
 	if (name != NULL && (fd = shm_open(name, O_RDWR | O_CLOEXEC, 0)) < 0)
 		return -errno;
@@ -321,8 +334,7 @@ quay_ring_attach_shm(const char *name, int fd, size_t elem_size, quay_ring **out
 		rc = -EINVAL;
 		goto out;
 	}
-	if (st.st_size < (off_t)(QUAYI_RING_SHM_HDR + sizeof(struct quay_ring)) ||
-	    (uint64_t)st.st_size > max) {
+	if (st.st_size < 0 || (uint64_t)st.st_size < min || (uint64_t)st.st_size > max) {
 		rc = -EBADMSG;
 		goto out;
 	}
@@ -331,13 +343,11 @@ quay_ring_attach_shm(const char *name, int fd, size_t elem_size, quay_ring **out
 		rc = -errno;
 		goto out;
 	}
-	rc = validate(base, (size_t)st.st_size);
-	if (rc == 0 && elem_size != 0 && elem_size != ((struct quayi_ring_shm_hdr *)(void *)base)->elem_size)
-		rc = -EMSGSIZE;
+	rc = check(base, (size_t)st.st_size, elem_size);
 	if (rc != 0)
 		munmap(base, (size_t)st.st_size);
 	else
-		*out = (quay_ring *)(void *)(base + QUAYI_RING_SHM_HDR);
+		*base_out = base;
 out:
 	if (name != NULL)
 		close(fd);
@@ -345,11 +355,33 @@ out:
 }
 
 int
-quay_ring_unlink_shm(const char *name)
+quayi_shm_unlink(const char *name)
 {
 	if (!quayi_shm_name_ok(name))
 		return -EINVAL;
 	return shm_unlink(name) == 0 ? 0 : -errno;
+}
+
+int
+quay_ring_attach_shm(const char *name, int fd, size_t elem_size, quay_ring **out)
+{
+	uint64_t max = QUAYI_RING_SHM_HDR + quay_ring_memsize(QUAY_RING_CAPACITY_MAX, QUAY_RING_ELEM_MAX);
+	unsigned char *base;
+	int rc;
+
+	if (out == NULL)
+		return -EINVAL;
+	rc = quayi_shm_file_attach(name, fd, QUAYI_RING_SHM_HDR + sizeof(struct quay_ring), max,
+	    validate_elem, elem_size, &base);
+	if (rc == 0)
+		*out = (quay_ring *)(void *)(base + QUAYI_RING_SHM_HDR);
+	return rc;
+}
+
+int
+quay_ring_unlink_shm(const char *name)
+{
+	return quayi_shm_unlink(name);
 }
 
 void

@@ -44,6 +44,14 @@ int quayi_shm_file_create(const char *name, const char *label, uint32_t mode, si
     unsigned char **base_out);
 int quayi_shm_file_publish(const char *name, int fd, int *fd_out);
 void quayi_shm_file_abort(const char *name, int fd, unsigned char *base, size_t size);
+/* Attach: open name (or use fd), check it is a regular file of min..max
+ * bytes, map it read-write and run check (the format's validation and the
+ * element size, 0: any) on it. The descriptor opened by name is closed. */
+int quayi_shm_file_attach(const char *name, int fd, uint64_t min, uint64_t max,
+    int (*check)(const unsigned char *base, size_t size, size_t elem_size), size_t elem_size,
+    unsigned char **base_out);
+/* shm_unlink of a checked name. */
+int quayi_shm_unlink(const char *name);
 /* Unmap a shared ring (quay_ring_destroy). */
 void quayi_ring_shm_detach(struct quay_ring *r);
 

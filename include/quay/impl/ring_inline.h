@@ -67,6 +67,16 @@
 #define QUAYI_RING_F_OWNED 0x20000u  /* allocated by quay_ring_create */
 #define QUAYI_RING_F_SHARED 0x40000u /* in a shared memory file (src/ring_shm.c) */
 #define QUAYI_RING_F_SPSC 0x80000u   /* SP|SC in one process: no sequence words (below) */
+#define QUAYI_RING_F_E8 0x100000u    /* elem_size is 8 (set by init; a hint for the fast path) */
+
+/* The SPSC fast path: SPSC mode, 8-byte elements, membarrier available (no
+ * fence). Push and pop test the flags against this once and then run the
+ * SPSC body with these flags as a constant, so that the element size and
+ * the fence tests fold away (the body is the same code as the general
+ * SPSC path). A program built against headers without it runs the
+ * general path on the same ring: the layout is the same. */
+#define QUAYI_RING_SPSC8_MASK (QUAYI_RING_F_SPSC | QUAYI_RING_F_E8 | QUAYI_RING_F_FENCE)
+#define QUAYI_RING_SPSC8 (QUAYI_RING_F_SPSC | QUAYI_RING_F_E8)
 
 #define QUAYI_RING_POS_MASK (~(uint64_t)0 >> 1)
 #define QUAYI_RING_CLOSED_BIT ((uint64_t)1 << 63)
@@ -464,9 +474,9 @@ quayi_ring_spsc_copy(unsigned char *base, uint64_t mask, uint32_t esz, uint64_t 
 static QUAYI_ALWAYS_INLINE size_t
 quayi_ring_spsc_push(struct quay_ring *r, uint32_t fl, const void *elems, size_t n, bool exact, int *rc)
 {
-	unsigned char *base = quayi_ring_spsc_elem(r, 0);
+	unsigned char *base = (unsigned char *)(uintptr_t)(r + 1);
 	const uint64_t mask = r->mask, cap = mask + 1;
-	const uint32_t esz = r->elem_size;
+	const uint32_t esz = (fl & QUAYI_RING_F_E8) ? 8u : r->elem_size;
 	uint64_t pos, room;
 
 	/* Relaxed: an early exit only; RING-C1 below decides. First, so that
@@ -512,9 +522,9 @@ quayi_ring_spsc_push(struct quay_ring *r, uint32_t fl, const void *elems, size_t
 static QUAYI_ALWAYS_INLINE size_t
 quayi_ring_spsc_pop(struct quay_ring *r, uint32_t fl, void *out, size_t n, bool exact, int *rc)
 {
-	unsigned char *base = quayi_ring_spsc_elem(r, 0);
+	unsigned char *base = (unsigned char *)(uintptr_t)(r + 1);
 	const uint64_t mask = r->mask;
-	const uint32_t esz = r->elem_size;
+	const uint32_t esz = (fl & QUAYI_RING_F_E8) ? 8u : r->elem_size;
 	/* Relaxed: only this thread writes head. */
 	uint64_t pos = __atomic_load_n(&r->head, __ATOMIC_RELAXED);
 	uint64_t avail = (r->pub_cache - pos) & QUAYI_RING_POS_MASK;
@@ -549,6 +559,8 @@ quay_ring_push(quay_ring *r, const void *elem)
 	if (QUAYI_UNLIKELY(r == NULL || elem == NULL))
 		return -EINVAL;
 	const uint32_t fl = r->flags;
+	if ((fl & QUAYI_RING_SPSC8_MASK) == QUAYI_RING_SPSC8)
+		return quayi_ring_spsc_push(r, QUAYI_RING_SPSC8, elem, 1, true, &rc) ? 0 : rc;
 	if (fl & QUAYI_RING_F_SPSC)
 		return quayi_ring_spsc_push(r, fl, elem, 1, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_push(r, 1, true, &pos, &rc, false) == 0)
@@ -565,6 +577,8 @@ quay_ring_pop(quay_ring *r, void *out)
 	if (QUAYI_UNLIKELY(r == NULL || out == NULL))
 		return -EINVAL;
 	const uint32_t fl = r->flags;
+	if ((fl & QUAYI_RING_SPSC8_MASK) == QUAYI_RING_SPSC8)
+		return quayi_ring_spsc_pop(r, QUAYI_RING_SPSC8, out, 1, true, &rc) ? 0 : rc;
 	if (fl & QUAYI_RING_F_SPSC)
 		return quayi_ring_spsc_pop(r, fl, out, 1, true, &rc) ? 0 : rc;
 	if (quayi_ring_claim_pop(r, 1, true, &pos, &rc) == 0)
@@ -583,6 +597,8 @@ quay_ring_push_burst(quay_ring *r, const void *elems, size_t n)
 		return 0;
 	if (n > r->mask + 1)
 		n = (size_t)r->mask + 1;
+	if ((r->flags & QUAYI_RING_SPSC8_MASK) == QUAYI_RING_SPSC8)
+		return quayi_ring_spsc_push(r, QUAYI_RING_SPSC8, elems, n, false, &rc);
 	if (r->flags & QUAYI_RING_F_SPSC)
 		return quayi_ring_spsc_push(r, r->flags, elems, n, false, &rc);
 	k = quayi_ring_claim_push(r, n, false, &pos, &rc, false);
@@ -600,6 +616,8 @@ quay_ring_pop_burst(quay_ring *r, void *out, size_t n)
 		return 0;
 	if (n > r->mask + 1)
 		n = (size_t)r->mask + 1;
+	if ((r->flags & QUAYI_RING_SPSC8_MASK) == QUAYI_RING_SPSC8)
+		return quayi_ring_spsc_pop(r, QUAYI_RING_SPSC8, out, n, false, &rc);
 	if (r->flags & QUAYI_RING_F_SPSC)
 		return quayi_ring_spsc_pop(r, r->flags, out, n, false, &rc);
 	k = quayi_ring_claim_pop(r, n, false, &pos, &rc);
