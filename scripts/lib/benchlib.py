@@ -173,6 +173,11 @@ TARGETS = [
                ("bus", f"BM_zmq_fanout/{n}")) for n in (4, 16, 64)],
     _t(4, "bus publish to one exact subscriber, one thread", "rate", 40e6, _rate("bus", "BM_publish_exact_1"),
        [("bus", "BM_publish_exact_1")], [("bus", "BM_publish_exact_1")]),
+    # The same with messages handed over (one reference each, no ref/unref
+    # per message): the row above re-publishes one shared message.
+    _t(4, "bus publish to one exact subscriber, one thread, messages handed over", "rate", 40e6,
+       _rate("bus", "BM_publish_exact_1_owned"), [("bus", "BM_publish_exact_1_owned")],
+       [("bus", "BM_publish_exact_1_owned")]),
     # Item 5: the queue.
     _t(5, "queue send+receive+ack, one thread, default clock", "ns", 100, _ns("queue", "pair_queue/clock:0"),
        [("queue", "pair_queue/clock:0")], [("queue", "pair_queue/clock:0")]),
