@@ -8,6 +8,10 @@
  *                            256, then drain it with receive_burst (one
  *                            thread: the per-message cost of publish,
  *                            delivery and receive)
+ *   publish_exact_1_owned    the same with 256 distinct messages of one
+ *                            reference each, handed to the bus and taken
+ *                            back by the drain: no reference count
+ *                            operation (the bus's own cost)
  *   fanout/N                 N subscriptions matching ("fan.>"); publish
  *                            256, then drain every subscription. Counter
  *                            deliveries/s = messages x N / time
@@ -170,6 +174,51 @@ BM_publish_exact_1(qb_state *st, void *arg)
 	if (got != sent)
 		qb_skip_with_error(st, "lost messages");
 	quay_msg_unref(m);
+	quay_bus_destroy(b);
+	qb_set_items_processed(st, (int64_t)sent);
+}
+
+/* publish_exact_1 with BATCH distinct messages of one reference each: a
+ * publish hands the publisher's reference to the subscription and the
+ * drain takes it back (the received reference is the next round's), so
+ * no reference count operation runs: the bus's own cost per message
+ * (publish_exact_1 re-publishes one shared message, so it adds a ref CAS
+ * per publish and an unref CAS per receive). Each round checks that the
+ * same messages came back, in order. */
+static void
+BM_publish_exact_1_owned(qb_state *st, void *arg)
+{
+	quay_bus *b = NULL;
+	quay_msg *m[BATCH], *orig[BATCH];
+	uint64_t sent = 0, got = 0;
+
+	(void)arg;
+	quay_bus_create(NULL, &b);
+	quay_sub *s = subscribe(b, "bench.exact", 1024, QUAY_SUB_BLOCK);
+	for (int i = 0; i < BATCH; i++)
+		m[i] = orig[i] = new_msg((uint64_t)i);
+	while (qb_keep_running(st)) {
+		size_t k = 0, n;
+		for (int i = 0; i < BATCH; i++) {
+			if (quay_bus_publish(b, "bench.exact", m[i]) != 1) {
+				qb_skip_with_error(st, "publish did not deliver");
+				goto out;
+			}
+		}
+		sent += BATCH;
+		while (k < BATCH && (n = quay_sub_receive_burst(s, m + k, BATCH - k)) > 0)
+			k += n;
+		got += k;
+		if (k != BATCH || memcmp(m, orig, sizeof m) != 0) {
+			qb_skip_with_error(st, "lost or reordered messages");
+			goto out;
+		}
+	}
+	if (got != sent)
+		qb_skip_with_error(st, "lost messages");
+	for (int i = 0; i < BATCH; i++)
+		quay_msg_unref(orig[i]);
+out:
 	quay_bus_destroy(b);
 	qb_set_items_processed(st, (int64_t)sent);
 }
@@ -1008,5 +1057,6 @@ main(int argc, char **argv)
 	reg_n("BM_filter_miss", BM_filter_miss, NULL, filters, 3);
 	qb_real_time(reg_n("BM_durable_fanout4_bus", BM_durable_fanout4_bus, NULL, modes, 2));
 	qb_real_time(reg_n("BM_durable_fanout4_sends", BM_durable_fanout4_sends, NULL, modes, 2));
+	qb_register("BM_publish_exact_1_owned", BM_publish_exact_1_owned, NULL);
 	return qb_main(argc, argv);
 }

@@ -112,6 +112,10 @@ struct quayi_bm_node;
 struct quayi_bm_table {
 	struct rcu_head rcu;
 	struct quay_bus *bus; /* set by bus.c: the deferred free's accounting */
+	/* Unique over the process's life (never 0, never reused, even when
+	 * the memory is): the key of publish's per-thread last-subject memo,
+	 * which a table at a recycled address must not match. */
+	uint64_t uid;
 	struct quayi_bm_node *root;
 	size_t nsubs;
 	/* Nodes this version had and the next one replaced: freed with it. */

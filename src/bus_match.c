@@ -561,6 +561,9 @@ cache_put(struct quayi_bm_cache_pool *p, struct quayi_bm_cache *c)
 	quayi_free(p->alloc, c, sizeof(*c));
 }
 
+/* The last table uid handed out (see quayi_bm_table.uid). */
+static uint64_t table_uids;
+
 static struct quayi_bm_table *
 table_alloc(struct quayi_bm_cache_pool *pool)
 {
@@ -568,6 +571,9 @@ table_alloc(struct quayi_bm_cache_pool *pool)
 
 	if (t == NULL)
 		return NULL;
+	/* Relaxed: only uniqueness matters; the version's publication
+	 * (BUS-T1) orders the field for publishers. */
+	t->uid = __atomic_add_fetch(&table_uids, 1, __ATOMIC_RELAXED);
 	t->alloc = pool->alloc;
 	t->cache = cache_get(pool);
 	if (t->cache == NULL) {

@@ -1928,6 +1928,81 @@ test_metrics(void **state)
 	assert_pool_empty();
 }
 
+/* Publish v on subject and expect it in exactly the subscription `want`
+ * of subs[0..n) (want == n: in none). */
+static void
+publish_expect(quay_bus *b, const char *subject, uint64_t v, quay_sub *const *subs, size_t n, size_t want)
+{
+	uint64_t got;
+
+	assert_int_equal(quay_bus_publish(b, subject, msg_u64(v)), want < n ? 1 : 0);
+	for (size_t i = 0; i < n; i++) {
+		got = 0;
+		assert_int_equal(drain(subs[i], &got, 1), i == want ? 1 : 0);
+		if (i == want)
+			assert_int_equal(got, v);
+	}
+}
+
+/* publish remembers each thread's last subject and its entry (keyed by
+ * the table version's uid): subjects that share a prefix with it, an
+ * invalid subject that extends it, a new table version, another bus and
+ * a table at a recycled address must all miss it. */
+static void
+test_last_subject_memo(void **state)
+{
+	quay_bus *b = bus_new(), *b2 = bus_new();
+	quay_sub *s[5];
+	quay_msg *m;
+	uint64_t v = 1;
+
+	(void)state;
+	s[0] = sub_new(b, "m.ab", QUAY_SUB_BLOCK, 8, NULL);
+	s[1] = sub_new(b, "m.abc", QUAY_SUB_BLOCK, 8, NULL);
+	s[2] = sub_new(b, "m.a", QUAY_SUB_BLOCK, 8, NULL);
+	s[3] = sub_new(b, "m.ab.c", QUAY_SUB_BLOCK, 8, NULL);
+	s[4] = sub_new(b2, "m.ab", QUAY_SUB_BLOCK, 8, NULL);
+	/* Longer, shorter and extended subjects after "m.ab". */
+	static const struct {
+		const char *subj;
+		size_t want;
+	} seq[] = { { "m.ab", 0 }, { "m.ab", 0 }, { "m.abc", 1 }, { "m.ab", 0 }, { "m.a", 2 }, { "m.ab", 0 },
+		{ "m.ab.c", 3 }, { "m.ab", 0 }, { "m.abd", 5 }, { "m.ab", 0 }, { "m.a", 2 }, { "m.ab", 0 } };
+	for (size_t i = 0; i < sizeof(seq) / sizeof(seq[0]); i++)
+		publish_expect(b, seq[i].subj, v++, s, 5, seq[i].want);
+	/* Invalid subjects that start with the remembered one: refused. */
+	m = msg_u64(v++);
+	publish_expect(b, "m.ab", v++, s, 5, 0);
+	assert_int_equal(quay_bus_publish(b, "m.ab.", m), -EINVAL);
+	assert_int_equal(quay_bus_publish(b, "m.ab ", m), -EINVAL);
+	assert_int_equal(quay_bus_publish(b, "m.ab.>", m), -EINVAL);
+	/* The same subject on another bus, alternately. */
+	for (int i = 0; i < 3; i++) {
+		publish_expect(b, "m.ab", v++, s, 5, 0);
+		publish_expect(b2, "m.ab", v++, s, 5, 4);
+	}
+	/* A new version of the table: the next publish sees the new target,
+	 * then no longer the removed one. */
+	publish_expect(b, "n.x", v++, s, 4, 4);
+	s[4] = sub_new(b, "n.x", QUAY_SUB_BLOCK, 8, NULL);
+	publish_expect(b, "n.x", v++, s, 5, 4);
+	assert_int_equal(quay_bus_unsubscribe(s[4]), 0);
+	publish_expect(b, "n.x", v++, s, 4, 4);
+	assert_int_equal(quay_msg_unref(m), 0);
+	quay_bus_destroy(b2);
+	quay_bus_destroy(b);
+	/* Buses made and destroyed in turn: their tables may come back at
+	 * the same address; only every other one has a target for "r.s". */
+	for (int i = 0; i < 16; i++) {
+		quay_bus *bi = bus_new();
+		quay_sub *si = sub_new(bi, (i & 1) ? "q" : "r.s", QUAY_SUB_BLOCK, 8, NULL);
+
+		publish_expect(bi, "r.s", v++, &si, 1, (i & 1) ? 1 : 0);
+		quay_bus_destroy(bi);
+	}
+	assert_pool_empty();
+}
+
 /* Many distinct subjects: more than the cache holds (uncached entries). */
 static void
 test_cache_overflow(void **state)
@@ -1991,6 +2066,7 @@ main(void)
 		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_latency_sample),
 		cmocka_unit_test(test_cache_overflow),
+		cmocka_unit_test(test_last_subject_memo),
 	};
 	return cmocka_run_group_tests_name("bus", tests, pool_setup, pool_teardown);
 }
