@@ -258,7 +258,7 @@ validate_elem(const unsigned char *base, size_t size, size_t elem_size)
 int
 quay_pq_attach_shm(const char *name, int fd, size_t elem_size, quay_pq **out)
 {
-	unsigned char *base;
+	unsigned char *base = NULL;
 	int rc;
 
 	if (out == NULL)

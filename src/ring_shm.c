@@ -366,7 +366,7 @@ int
 quay_ring_attach_shm(const char *name, int fd, size_t elem_size, quay_ring **out)
 {
 	uint64_t max = QUAYI_RING_SHM_HDR + quay_ring_memsize(QUAY_RING_CAPACITY_MAX, QUAY_RING_ELEM_MAX);
-	unsigned char *base;
+	unsigned char *base = NULL;
 	int rc;
 
 	if (out == NULL)
