@@ -460,12 +460,17 @@ quayi_ring_spsc_copy(unsigned char *base, uint64_t mask, uint32_t esz, uint64_t 
 	}
 	if (first > k)
 		first = k;
+	size_t n1 = first * esz, n2 = (k - first) * esz;
+	/* Keep both copies calls to the C library's memcpy: with esz a
+	 * constant 8 (the SPSC8 fast path) gcc 12 would expand the first into
+	 * rep movsq, which made a burst of 32 about 1.5x slower. */
+	__asm__("" : "+r"(n1), "+r"(n2));
 	if (to_ring) {
-		memcpy(at, buf, first * esz);
-		memcpy(base, (unsigned char *)buf + first * esz, (k - first) * esz);
+		memcpy(at, buf, n1);
+		memcpy(base, (unsigned char *)buf + n1, n2);
 	} else {
-		memcpy(buf, at, first * esz);
-		memcpy((unsigned char *)buf + first * esz, base, (k - first) * esz);
+		memcpy(buf, at, n1);
+		memcpy((unsigned char *)buf + n1, base, n2);
 	}
 }
 
