@@ -32,6 +32,7 @@
  * the line again, or (while another thread writes, or uncalibrated)
  * returns clock_gettime() itself.
  */
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -156,6 +157,26 @@ line_at(uint64_t t, int64_t *out)
 	return true;
 }
 
+/* In a child of fork(): the thread that held the seqlock (odd seq) or was
+ * deciding whether to trust the TSC (ST_BUSY) does not exist there, and the
+ * anchor may be half written. Start over: undecided, no anchor, seq even.
+ * Without this, every reading in such a child would wait 64 pauses for a
+ * writer that never finishes. Only this thread runs in the child now. */
+static void
+clock_atfork_child(void)
+{
+	uint32_t seq = __atomic_load_n(&g_clk.seq, __ATOMIC_RELAXED);
+	uint32_t st = __atomic_load_n(&g_clk.state, __ATOMIC_RELAXED);
+
+	if ((seq & 1) == 0 && st != ST_BUSY)
+		return;
+	__atomic_store_n(&g_clk.mult, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&g_clk.cal_ns, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&g_clk.seq, (seq + 1) & ~1u, __ATOMIC_RELAXED);
+	if (st == ST_BUSY)
+		__atomic_store_n(&g_clk.state, ST_UNKNOWN, __ATOMIC_RELAXED);
+}
+
 /* The exact reading, and a new anchor from it if nobody else is writing. */
 static __attribute__((noinline)) int64_t
 slow_read(void)
@@ -173,8 +194,14 @@ slow_read(void)
 		if (__atomic_compare_exchange_n(&g_clk.state, &want, ST_BUSY, false, __ATOMIC_RELAXED,
 		        __ATOMIC_RELAXED)) {
 			/* No anchor yet (cal_ns 0): the first uninterrupted pair of
-			 * the path below starts the rate's baseline. */
-			bool ok = kernel_uses_tsc();
+			 * the path below starts the rate's baseline. The fork
+			 * handler is registered before the TSC can be used (once:
+			 * only the thread elected here gets to this line, and a
+			 * child that starts over inherits the registration). */
+			static bool atfork_done;
+			if (!atfork_done)
+				atfork_done = pthread_atfork(NULL, NULL, clock_atfork_child) == 0;
+			bool ok = atfork_done && kernel_uses_tsc();
 
 			/* CLK-S3: release, pairs with the acquire loads of state */
 			__atomic_store_n(&g_clk.state, ok ? ST_TSC : ST_NONE, __ATOMIC_RELEASE);
@@ -283,6 +310,15 @@ fast_ns(void)
 }
 
 #endif
+
+void
+quayi_clock_prepare(void)
+{
+	/* The first reading decides whether the TSC is trusted (CPUID and a
+	 * read of sysfs): done here, when a queue or pool is created, rather
+	 * than in the first message's path. */
+	(void)fast_ns();
+}
 
 /* Two copies of one body (no call from one to the other): the queue
  * calls the first, a pool or bus given quay_queue_clock_tsc the second. */

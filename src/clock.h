@@ -81,6 +81,9 @@ quayi_real_clock(void *arg)
  * clock_gettime(CLOCK_REALTIME) (src/clock.c): quay_queue_clock_tsc()
  * without its argument, the default clock of the queue. */
 int64_t quayi_clock_fast_ns(void);
+/* Take the default clock's one-time decision (whether the TSC is
+ * trusted) now: called when a queue or pool is created. */
+void quayi_clock_prepare(void);
 
 /* a + b for b >= 0, saturating at INT64_MAX (times far in the future).
  * a may be negative (a queue's clock is a user callback): then a + b

@@ -642,6 +642,8 @@ quay_pool_create(size_t limit, const struct quay_pool_opts *opts, quay_pool **ou
 	p->limit = limit;
 	p->clock = o->clock;
 	p->clock_arg = o->clock_arg;
+	if (p->clock == NULL)
+		quayi_clock_prepare();
 	for (uint32_t i = 0; i < nclasses; i++) {
 		struct pclass *c = &p->cls[i];
 		/* At most a quarter of the class sits in caches. */

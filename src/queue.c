@@ -1187,6 +1187,8 @@ quay_queue_create(const struct quay_queue_opts *user_opts, quay_queue **out)
 	q->hook_ctx = opts->hook_ctx;
 	q->clock = opts->clock ? opts->clock : quay_queue_clock_tsc;
 	q->clock_ctx = opts->clock ? opts->clock_ctx : NULL;
+	if (q->clock == quay_queue_clock_tsc)
+		quayi_clock_prepare();
 	q->jitter_seed = opts->jitter_seed ? opts->jitter_seed : UINT64_C(0x5175617951756179);
 	q->next_due = INT64_MAX;
 	if ((rc = quayi_dedup_init(&q->dedup, q->alloc, opts->dedup_window_ns,

@@ -207,7 +207,8 @@ struct quay_bus_opts {
 	size_t max_subs;
 	/** Most requests waiting at once (0: QUAY_BUS_REQUESTS_DEFAULT). */
 	unsigned max_requests;
-	/** Clock for enqueued_ns and latencies, ns (NULL: CLOCK_REALTIME).
+	/** Clock for enqueued_ns and latencies, ns (NULL: clock_gettime(CLOCK_REALTIME);
+	 *  queues and pools default to quay_queue_clock_tsc() instead).
 	 *  Must be thread-safe. */
 	int64_t (*clock)(void *clock_arg);
 	/** Passed to clock. */

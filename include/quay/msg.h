@@ -298,7 +298,8 @@ QUAY_INLINE int quay_msg_set_correlation_id(quay_msg *msg, uint64_t id);
 
 /**
  * Expire ttl_ns from now: set expires_ns to the pool's clock (the one
- * that stamps created_ns, CLOCK_REALTIME by default) + ttl_ns. A queue
+ * that stamps created_ns: quay_queue_clock_tsc() by default, CLOCK_REALTIME
+ * within 100 us) + ttl_ns. A queue
  * compares it with its own clock: give both the same one. To remove the
  * expiry, quay_msg_set_expires_ns(msg, 0).
  *

@@ -116,9 +116,10 @@ struct quay_pool_opts {
 	 *  body (0: QUAY_POOL_HEADROOM_DEFAULT). */
 	uint32_t headroom;
 	/** Clock stamping a new message's created time, in ns (NULL:
-	 *  quay_queue_clock_tsc(), CLOCK_REALTIME from the TSC where the
-	 *  kernel keeps time with it, as the queue's default; tests inject a
-	 *  fake one). Must be thread-safe. */
+	 *  quay_queue_clock_tsc(), CLOCK_REALTIME from the TSC where the CPU
+	 *  has an invariant TSC and the kernel keeps time with it, within
+	 *  100 us, as the queue's default; tests inject a fake one). Must be
+	 *  thread-safe. */
 	int64_t (*clock)(void *clock_arg);
 	/** Passed to clock. */
 	void *clock_arg;

@@ -268,8 +268,21 @@ typedef int64_t (*quay_queue_clock_fn)(void *ctx);
  * A step of CLOCK_REALTIME (settimeofday, clock_settime) of more than
  * 100 us is followed by the first reading 1.6 ms or more after the
  * anchor; a smaller one is closed by the slew (488 ppm: 100 us in about
- * 0.2 s). A queue's lease rules hold on whatever clock it is given.
- * This is the default clock of queues and pools; use
+ * 0.2 s). Bound, by construction: a reading is within 100 us of
+ * CLOCK_REALTIME (a larger gap is a step, and the clock steps with it;
+ * measured gaps are about 1 us), and within a thread a reading may be
+ * up to that much below an earlier one. "1.6 ms" is 2^22 ticks of the
+ * TSC (4.2 ms at 1 GHz). The kernel may stop keeping time with the TSC
+ * after the decision (its watchdog demotes a TSC that drifts or is out
+ * of step): the decision is not taken again, and the bound above still
+ * holds for the CPU that re-anchors; a thread on a CPU whose TSC is out
+ * of step reads up to that offset off until the next re-anchor there.
+ * The decision is taken once per process, when the first queue or pool
+ * with the default clock is created (or at the first reading); a child
+ * of fork() that finds it half done, or the anchor being rewritten,
+ * starts over. A queue's lease rules hold on whatever clock it is given.
+ * This is the default clock of queues and pools (not of the bus, whose
+ * default is clock_gettime(CLOCK_REALTIME)); use
  * quay_queue_clock_realtime() where message times must match
  * CLOCK_REALTIME to the nanosecond.
  *

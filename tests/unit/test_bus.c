@@ -2025,6 +2025,90 @@ test_cache_overflow(void **state)
 	assert_pool_empty();
 }
 
+/* An allocator that recycles blocks LIFO per size and never
+ * returns them (no quarantine, no scribbling): a later bus's table and
+ * entries land on an earlier bus's addresses deterministically. */
+#define RV_KEEP 4096
+static struct {
+	size_t size;
+	void *p;
+} rv_free[RV_KEEP];
+static size_t rv_n;
+static void *
+rv_alloc(void *ctx, size_t size, size_t align)
+{
+	(void)ctx;
+	for (size_t i = rv_n; i-- > 0;)
+		if (rv_free[i].size == size && ((uintptr_t)rv_free[i].p % (align ? align : 16)) == 0) {
+			void *p = rv_free[i].p;
+			rv_free[i] = rv_free[--rv_n];
+			return p;
+		}
+	void *p = NULL;
+	if (posix_memalign(&p, align < 64 ? 64 : align, size) != 0)
+		return NULL;
+	return p;
+}
+static void
+rv_freef(void *ctx, void *p, size_t size, size_t align)
+{
+	(void)ctx;
+	(void)align;
+	if (p == NULL)
+		return;
+	if (rv_n < RV_KEEP) {
+		rv_free[rv_n].size = size;
+		rv_free[rv_n].p = p;
+		rv_n++;
+	} else {
+		free(p);
+	}
+}
+static void *
+rv_realloc(void *ctx, void *p, size_t o, size_t n, size_t align)
+{
+	void *q = rv_alloc(ctx, n, align);
+	if (q != NULL && p != NULL) {
+		memcpy(q, p, o < n ? o : n);
+		rv_freef(ctx, p, o, align);
+	}
+	return q;
+}
+static const struct quay_allocator rv_hooks = { rv_alloc, rv_freef, rv_realloc, NULL };
+
+static void
+last_subject_memo_recycled_memory(void **state)
+{
+	struct quay_bus_opts bo = QUAY_BUS_OPTS_INIT;
+	int hits = 0;
+
+	(void)state;
+	bo.allocator = &rv_hooks;
+	for (int round = 0; round < 8; round++) {
+		quay_bus *a = NULL, *b = NULL;
+		quay_sub *sa, *sb[4];
+		char pat[16];
+
+		assert_int_equal(quay_bus_create(&bo, &a), 0);
+		sa = sub_new(a, "r.s", QUAY_SUB_BLOCK, 8, NULL);
+		assert_int_equal(quay_bus_publish(a, "r.s", msg_u64(1)), 1);
+		assert_int_equal(drain(sa, NULL, 0), 1);
+		quay_bus_destroy(a);
+		assert_int_equal(quay_bus_create(&bo, &b), 0);
+		for (int k = 0; k < 4; k++) {
+			snprintf(pat, sizeof pat, "x.%d", k);
+			sb[k] = sub_new(b, pat, QUAY_SUB_BLOCK, 8, NULL);
+			assert_non_null(sb[k]);
+			int r = quay_bus_publish(b, "r.s", msg_u64(2));
+			if (r != 0)
+				hits++;
+			assert_int_equal(r, 0); /* nothing on b matches r.s */
+		}
+		quay_bus_destroy(b);
+	}
+	(void)hits;
+}
+
 int
 main(void)
 {
@@ -2067,6 +2151,7 @@ main(void)
 		cmocka_unit_test(test_latency_sample),
 		cmocka_unit_test(test_cache_overflow),
 		cmocka_unit_test(test_last_subject_memo),
+		cmocka_unit_test(last_subject_memo_recycled_memory),
 	};
 	return cmocka_run_group_tests_name("bus", tests, pool_setup, pool_teardown);
 }

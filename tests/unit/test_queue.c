@@ -2584,6 +2584,59 @@ exits_from_many_threads_give_room_back(void **state)
 	quay_queue_destroy(hout_q);
 }
 
+/* Exits from 4 threads at once (each cell of the exit count has one
+ * writer: two writers on a cell lose exits); afterwards exactly capacity
+ * sends fit again (a lost exit leaves the queue short for good). */
+static quay_queue *exits_q;
+static void *
+exits_thread(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 100000; i++) {
+		quay_lease l;
+		quay_msg *m = mkmsg((uint64_t)i);
+		if (quay_queue_send(exits_q, m) != 0) {
+			quay_msg_unref(m);
+			continue;
+		}
+		if (quay_queue_receive(exits_q, &l, 0) == 0) {
+			quay_queue_ack(exits_q, &l);
+			quay_msg_unref(l.msg);
+		}
+	}
+	return NULL;
+}
+
+static void
+concurrent_exits_give_every_slot_back(void **state)
+{
+	struct quay_queue_opts o = QUAY_QUEUE_OPTS_INIT;
+	pthread_t t[4];
+	quay_lease l;
+	int ok = 0;
+
+	(void)state;
+	o.capacity = 64;
+	exits_q = mkq(&o);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, exits_thread, NULL), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	while (quay_queue_receive(exits_q, &l, 0) == 0) {
+		quay_queue_ack(exits_q, &l);
+		quay_msg_unref(l.msg);
+	}
+	for (int i = 0; i < 65; i++) {
+		quay_msg *m = mkmsg((uint64_t)i);
+		if (quay_queue_send(exits_q, m) == 0)
+			ok++;
+		else
+			quay_msg_unref(m);
+	}
+	assert_int_equal(ok, 64);
+	quay_queue_destroy(exits_q);
+}
+
 int
 main(void)
 {
@@ -2642,6 +2695,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(long_poll_waits_for_a_slot, setup, teardown),
 		cmocka_unit_test_setup_teardown(duplicate_send_is_told, setup, teardown),
 		cmocka_unit_test_setup_teardown(exits_from_many_threads_give_room_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(concurrent_exits_give_every_slot_back, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("queue", tests, NULL, NULL);
 }
