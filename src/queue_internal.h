@@ -178,7 +178,7 @@ struct quay_queue {
 	 * adds with a load and a release store, no locked instruction; the
 	 * last cell is shared by the threads with a higher slot (atomic
 	 * add). Only a send that finds the queue full, and the gauges, add
-	 * them up (held_out_sum). */
+	 * them up (quayi_queue_held_out). */
 	uint64_t held_in QUAYI_ALIGNED(QUAY_CACHELINE);
 	uint64_t held_out_seen;
 	uint64_t held_out[QUAYI_HOUT_CELLS + 1][QUAYI_STATS_LINE_WORDS] QUAYI_ALIGNED(QUAY_CACHELINE);
